@@ -1,0 +1,63 @@
+//! Connection flags shared by every client command.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tidemark::client::{self, ClientIdentity, DEFAULT_ENDPOINT};
+use tonic::transport::Channel;
+
+/// How to reach the server and whom to present as.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// Server address (https:// only).
+    #[arg(long, env = "TIDEMARK_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+
+    /// Identity profile: `certs/aus-node` uses certs/aus-node.pem, certs/aus-node.key and
+    /// certs/ca.pem. Ignored when --cert and --key are given.
+    #[arg(long = "as", env = "TIDEMARK_AS", value_name = "PROFILE")]
+    pub profile: Option<PathBuf>,
+
+    /// Client certificate (PEM); use with --key and --ca instead of --as.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Client private key (PEM, PKCS#8).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// CA certificate (PEM) the server's certificate must chain to; overrides the
+    /// profile's ca.pem.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The identity these flags name.
+    pub fn identity(&self) -> anyhow::Result<ClientIdentity> {
+        match (&self.cert, &self.key, &self.profile) {
+            (Some(cert), Some(key), _) => {
+                let Some(ca) = &self.ca else {
+                    bail!("--cert and --key need --ca (the exchange CA certificate)");
+                };
+                Ok(ClientIdentity::from_files(cert, key, ca)?)
+            }
+            (_, _, Some(profile)) => {
+                let (cert, key, ca) = client::profile_files(profile);
+                let ca = self.ca.clone().unwrap_or(ca);
+                ClientIdentity::from_files(&cert, &key, &ca)
+                    .with_context(|| format!("loading profile {}", profile.display()))
+            }
+            _ => bail!(
+                "no client identity: pass --as certs/aus-node (or set TIDEMARK_AS), or \
+                 --cert, --key and --ca"
+            ),
+        }
+    }
+
+    /// Connects to the server as this identity.
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
+        Ok(client::connect(&self.endpoint, &self.identity()?).await?)
+    }
+}

@@ -1,0 +1,64 @@
+//! Command-line interface: argument parsing and dispatch to one module per command.
+
+// Doc comments here are the `--help` text that people read in a terminal, not rustdoc.
+#![allow(clippy::doc_markdown)]
+
+mod client_args;
+mod pki;
+mod serve;
+mod whoami;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tidemark: a secure, reciprocal exchange of signed incident reports on migrant
+/// smuggling and irregular maritime movements between states.
+///
+/// Start a server on this machine with `tidemark serve` (it creates a development PKI
+/// under certs/ on first run), then talk to it as one of the sample states with
+/// `tidemark whoami --as certs/aus-node`.
+#[derive(Parser)]
+#[command(name = "tidemark", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Serve(serve::ServeArgs),
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
+    Whoami(whoami::WhoamiArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Only ring is compiled in; installing it makes that explicit for every rustls user.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Pki(command) => pki::run(command),
+            Command::Whoami(args) => whoami::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

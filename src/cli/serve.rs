@@ -1,0 +1,144 @@
+//! `tidemark serve`: run the exchange server.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tidemark::{
+    config::{Config, StoreConfig, TlsConfig},
+    pki,
+    server::Server,
+};
+use tokio::net::TcpListener;
+
+/// Run the exchange server.
+///
+/// With no flags it listens on 127.0.0.1:50051, keeps its data in data/tidemark.redb and
+/// uses the certificates in certs/, creating a development PKI there on first run. With
+/// --config it uses exactly the files the config names and creates nothing.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (see --print-config for every setting and its default).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address to listen on, e.g. 127.0.0.1:50051 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Directory with ca.pem, server.pem and server.key.
+    #[arg(long, value_name = "DIR")]
+    certs: Option<PathBuf>,
+
+    /// Directory for the store file tidemark.redb.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=tidemark=debug).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = effective_config(&args)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    init_tracing(args.log_format);
+
+    // The development PKI is made only on a first run without a config file; with one,
+    // a missing certificate is an error that names it.
+    if args.config.is_none() && !config.tls.ca.exists() {
+        let dir = args.certs.clone().unwrap_or_else(|| PathBuf::from("certs"));
+        pki::init_dev_pki(&dir, &config.trust_domain, false)
+            .with_context(|| format!("creating the development PKI in {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "created a development PKI (not for production)");
+    }
+
+    let server = Server::build(config.clone())?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, trust_domain = %config.trust_domain, store = %config.store.path.display(), "serving");
+    let profile = config
+        .tls
+        .ca
+        .parent()
+        .map_or_else(|| PathBuf::from("aus-node"), |dir| dir.join("aus-node"));
+    println!(
+        "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as {}",
+        profile.display()
+    );
+
+    server.run(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.certs {
+        config.tls = TlsConfig::in_dir(dir);
+    }
+    if let Some(dir) = &args.data {
+        config.store = StoreConfig {
+            cache_mib: config.store.cache_mib,
+            ..StoreConfig::in_dir(dir)
+        };
+    }
+    config.check()?;
+    Ok(config)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; use Ctrl-C");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,68 @@
+//! `tidemark whoami`: who the server takes this certificate to be.
+
+use anyhow::anyhow;
+use clap::Args;
+use tidemark::{client, pb};
+
+use super::client_args::ClientArgs;
+
+/// Ask the server who this certificate says you are: role, state, name, and the
+/// certificate's serial and validity. A good first check of a new certificate.
+#[derive(Args, Debug)]
+pub struct WhoamiArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
+    let channel = args.client.connect().await?;
+    let me = pb::exchange_client::ExchangeClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map_err(|status| anyhow!(client::explain(&status)))?
+        .into_inner();
+    let role = pb::Role::try_from(me.role).unwrap_or(pb::Role::Unspecified);
+    let not_before = format_time(me.certificate_not_before.as_ref());
+    let not_after = format_time(me.certificate_not_after.as_ref());
+    if args.json {
+        let value = serde_json::json!({
+            "spiffe_id": me.spiffe_id,
+            "trust_domain": me.trust_domain,
+            "role": role.as_str_name().trim_start_matches("ROLE_").to_ascii_lowercase(),
+            "state": (!me.state.is_empty()).then_some(&me.state),
+            "name": me.name,
+            "certificate_serial": me.certificate_serial,
+            "certificate_not_before": not_before,
+            "certificate_not_after": not_after,
+        });
+        println!("{value}");
+    } else {
+        println!("spiffe id    {}", me.spiffe_id);
+        println!(
+            "role         {}",
+            role.as_str_name()
+                .trim_start_matches("ROLE_")
+                .to_ascii_lowercase()
+        );
+        if !me.state.is_empty() {
+            println!("state        {}", me.state);
+        }
+        println!("name         {}", me.name);
+        println!("certificate  serial {}", me.certificate_serial);
+        println!("             valid {not_before} to {not_after}");
+    }
+    Ok(())
+}
+
+fn format_time(ts: Option<&prost_types::Timestamp>) -> String {
+    ts.and_then(|ts| time::OffsetDateTime::from_unix_timestamp(ts.seconds).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,203 @@
+//! The client side: a certificate identity, a TLS channel to the server, and plain
+//! explanations of what went wrong.
+//!
+//! Under TLS 1.3 a server that refuses a client certificate says so with an alert that
+//! the client only reads at its first call, where it would otherwise surface as a bare
+//! "connection closed"; [`explain`] digs the alert out and names it.
+
+use std::{
+    error::Error as StdError,
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tonic::{
+    Code, Status,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
+
+/// Where `tidemark` clients connect by default.
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:50051";
+
+/// A client's certificate, its private key and the CA that the server's certificate
+/// must chain to, all PEM.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    cert: String,
+    key: String,
+    ca: String,
+}
+
+impl ClientIdentity {
+    pub fn from_pem(cert_pem: String, key_pem: String, ca_pem: String) -> Self {
+        Self {
+            cert: cert_pem,
+            key: key_pem,
+            ca: ca_pem,
+        }
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert
+    }
+
+    pub fn key_pem(&self) -> &str {
+        &self.key
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca
+    }
+
+    /// Loads a profile: `certs/aus-node` means `certs/aus-node.pem`, `certs/aus-node.key`
+    /// and `certs/ca.pem` beside them.
+    pub fn from_profile(profile: &Path) -> Result<Self, ClientError> {
+        let (cert, key, ca) = profile_files(profile);
+        Self::from_files(&cert, &key, &ca)
+    }
+
+    /// Loads the three PEM files, naming any that cannot be read.
+    pub fn from_files(cert: &Path, key: &Path, ca: &Path) -> Result<Self, ClientError> {
+        Ok(Self::from_pem(read(cert)?, read(key)?, read(ca)?))
+    }
+}
+
+/// The certificate, key and CA files of a profile path such as `certs/aus-node`.
+pub fn profile_files(profile: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = profile.parent().unwrap_or_else(|| Path::new("."));
+    let stem = profile
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+        dir.join("ca.pem"),
+    )
+}
+
+fn read(path: &Path) -> Result<String, ClientError> {
+    fs::read_to_string(path).map_err(|source| ClientError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Opens a TLS channel to `endpoint` (which must be `https://`) as `identity`.
+pub async fn connect(endpoint: &str, identity: &ClientIdentity) -> Result<Channel, ClientError> {
+    if !endpoint.starts_with("https://") {
+        return Err(ClientError::Endpoint(format!(
+            "{endpoint:?} must start with https:// (Tidemark only speaks TLS)"
+        )));
+    }
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&identity.ca))
+        .identity(Identity::from_pem(&identity.cert, &identity.key));
+    let channel = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| ClientError::Endpoint(format!("{endpoint:?}: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| ClientError::Endpoint(format!("TLS settings: {}", chain(&e))))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| ClientError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: explain_error(&e),
+        })?;
+    Ok(channel)
+}
+
+/// A sentence for a failed call: what went wrong and, where it helps, what to do.
+pub fn explain(status: &Status) -> String {
+    if let Some(reason) = tls_refusal(status) {
+        return reason;
+    }
+    match status.code() {
+        Code::Unauthenticated => format!(
+            "the server did not accept this certificate's identity: {}",
+            status.message()
+        ),
+        Code::PermissionDenied => format!("not allowed: {}", status.message()),
+        Code::Unavailable => format!(
+            "the server is unavailable: {}",
+            chain(status).trim_start_matches("status: ")
+        ),
+        code => format!("{code:?}: {}", status.message()),
+    }
+}
+
+fn explain_error(err: &(dyn StdError + 'static)) -> String {
+    tls_refusal(err).unwrap_or_else(|| chain(err))
+}
+
+/// Finds a TLS failure anywhere in an error's source chain and explains it.
+fn tls_refusal(err: &(dyn StdError + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls(tls));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(describe_tls(tls));
+            }
+            // tokio-rustls hands a received alert up as an I/O error carrying only
+            // rustls' text, "received fatal alert: <Alert>".
+            if let Some(alert) = io.to_string().strip_prefix("received fatal alert: ") {
+                return Some(refused_by_server(alert));
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn describe_tls(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::AlertReceived(alert) => refused_by_server(&format!("{alert:?}")),
+        rustls::Error::InvalidCertificate(reason) => format!(
+            "the server's certificate is not trusted ({reason:?}); check --ca, and that the \
+             endpoint's host name is one the server certificate names"
+        ),
+        other => format!("TLS failed: {other}"),
+    }
+}
+
+fn refused_by_server(alert: &str) -> String {
+    format!(
+        "the server refused this client certificate (TLS alert: {alert}); check that it was \
+         issued by this exchange's CA for client use, is within its validity dates and has \
+         not been revoked"
+    )
+}
+
+/// An error and its sources, joined with ": ".
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        current = e.source();
+    }
+    text
+}
+
+/// Why a client could not be set up or connect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad endpoint: {0}")]
+    Endpoint(String),
+    #[error("cannot connect to {endpoint}: {reason}; is `tidemark serve` running there?")]
+    Connect { endpoint: String, reason: String },
+}

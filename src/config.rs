@@ -1,0 +1,256 @@
+//! Server configuration: the TOML file, its defaults, and how command-line flags
+//! override it. `tidemark serve --print-config` prints the effective configuration.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tls::ServerTlsFiles;
+
+/// The trust domain of the development PKI and of a server without a config file.
+pub const DEFAULT_TRUST_DOMAIN: &str = "tidemark.local";
+/// Where `tidemark serve` listens by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// Everything `tidemark serve` needs to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// The SPIFFE trust domain that client certificates must name.
+    pub trust_domain: String,
+    pub tls: TlsConfig,
+    pub store: StoreConfig,
+    pub limits: Limits,
+}
+
+/// Certificate and key files of the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA certificate(s), PEM, that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The server's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The server's private key, PEM (PKCS#8).
+    pub key: PathBuf,
+}
+
+/// The embedded redb store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The store file; created with its directory if missing.
+    pub path: PathBuf,
+    /// Page cache size in MiB.
+    pub cache_mib: usize,
+}
+
+/// Limits on connections and messages. Every one is set explicitly rather than left to
+/// library defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest decoded gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_concurrent_streams: u32,
+    /// A unary call that takes longer is cancelled with `DEADLINE_EXCEEDED`.
+    pub request_timeout_secs: u64,
+    /// HTTP/2 keepalive ping interval.
+    pub keepalive_interval_secs: u64,
+    /// A connection whose keepalive ping is not answered within this is closed.
+    pub keepalive_timeout_secs: u64,
+    /// A TLS handshake that takes longer is abandoned.
+    pub handshake_timeout_secs: u64,
+    /// TLS handshakes in progress at once; further connections wait.
+    pub max_pending_handshakes: usize,
+    /// On shutdown, in-flight calls get this long to finish before connections are cut.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            // Invariant: the constant is a valid socket address.
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self::in_dir(Path::new("certs"))
+    }
+}
+
+impl TlsConfig {
+    /// The file names the development PKI uses, inside `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
+
+    pub fn files(&self) -> ServerTlsFiles {
+        ServerTlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::in_dir(Path::new("data"))
+    }
+}
+
+impl StoreConfig {
+    /// `tidemark.redb` inside `dir`, with the default cache.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            path: dir.join("tidemark.redb"),
+            cache_mib: 256,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 128,
+            request_timeout_secs: 30,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            handshake_timeout_secs: 10,
+            max_pending_handshakes: 256,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Limits {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_secs(self.keepalive_interval_secs)
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keepalive_timeout_secs)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file; unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_message_bytes", l.max_message_bytes as u64),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(l.max_concurrent_streams),
+            ),
+            ("limits.request_timeout_secs", l.request_timeout_secs),
+            ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
+            (
+                "limits.max_pending_handshakes",
+                l.max_pending_handshakes as u64,
+            ),
+            ("store.cache_mib", self.store.cache_mib as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be greater than 0"
+                )));
+            }
+        }
+        if self.trust_domain.is_empty() || self.trust_domain.contains('/') {
+            return Err(ConfigError::Invalid(format!(
+                "trust_domain {:?} must be a host-like name such as \"tidemark.local\"",
+                self.trust_domain
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, every default written out.
+    pub fn to_toml(&self) -> String {
+        // Invariant: every field is a plain TOML value.
+        toml::to_string_pretty(self).expect("config serializes to TOML")
+    }
+}
+
+/// What is wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let config = Config::default();
+        let parsed: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_limits_are_refused() {
+        assert!(toml::from_str::<Config>("listen_addr = \"127.0.0.1:1\"").is_err());
+        let config: Config = toml::from_str("[limits]\nmax_message_bytes = 0").unwrap();
+        let err = config.check().unwrap_err().to_string();
+        assert!(err.contains("limits.max_message_bytes"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Tidemark: a secure, reciprocal exchange of signed incident reports between states.
+//!
+//! Module map, each layer depending only on those below it (see `DESIGN.md`):
+//!
+//! - [`server`] — the gRPC server: TLS accept loop, per-call authentication, the
+//!   services (thin adapters over the domain), HTTP/2 limits.
+//! - [`client`] — connecting to a server with a client certificate; turning transport
+//!   failures into messages a person can act on.
+//! - [`identity`] — who a caller is: the [`identity::Principal`] named by a client
+//!   certificate's SPIFFE ID.
+//! - [`pki`] — the exchange CA, certificate issuance, the development PKI.
+//! - [`tls`] — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
+//! - [`store`] — the embedded redb store.
+//! - [`config`] — the server's TOML configuration and its defaults.
+//! - [`country`] — ISO 3166-1 alpha-3 country codes.
+//! - [`pb`] — the generated `tidemark.v1` protobuf and gRPC code.
+
+pub mod client;
+pub mod config;
+pub mod country;
+pub mod identity;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+/// Generated code for the `tidemark.v1` protobuf package.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("tidemark.v1");
+
+    /// The encoded descriptor set of every `tidemark.v1` file, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/tidemark_descriptor.bin"));
+}

@@ -1,0 +1,290 @@
+//! Certificates: the exchange CA, and the server and client certificates it issues.
+//!
+//! Also the development PKI that `tidemark pki init` (and a first `tidemark serve`)
+//! writes under `certs/`: a CA, a server certificate for localhost, and sample node,
+//! analyst, regional-analyst and operator certificates, under the file names that
+//! `certs/README.md` documents. Private keys are written with mode 0600.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    country::CountryCode,
+    identity::{Principal, Role},
+};
+
+/// The states for which the development PKI makes sample certificates.
+pub const SAMPLE_STATES: [&str; 3] = ["AUS", "IDN", "THA"];
+
+/// Validity of development certificates.
+const DEV_CA_DAYS: i64 = 3650;
+const DEV_LEAF_DAYS: i64 = 825;
+
+/// A PEM certificate with its PKCS#8 PEM private key.
+#[derive(Clone)]
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A certificate's validity period.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// From an hour ago (to allow for clock skew) for `days` days.
+    pub fn days_from_now(days: i64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(days),
+        }
+    }
+}
+
+/// The exchange's certificate authority: its certificate and signing key.
+pub struct CertificateAuthority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl CertificateAuthority {
+    /// Makes a new self-signed CA.
+    pub fn generate(common_name: &str, validity: Validity) -> Result<Self, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        params.serial_number = Some(random_serial()?);
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads a CA from its PEM certificate and PKCS#8 PEM key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            issuer,
+        })
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a TLS server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, hosts: &[&str], validity: Validity) -> Result<IssuedCert, PkiError> {
+        let mut params =
+            CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>())?;
+        params.distinguished_name = distinguished_name("Tidemark server");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(params, validity)
+    }
+
+    /// Issues a client certificate naming `principal` by its SPIFFE ID.
+    pub fn issue_client(
+        &self,
+        principal: &Principal,
+        validity: Validity,
+    ) -> Result<IssuedCert, PkiError> {
+        self.issue_client_with_uris(&[principal.spiffe_id()], validity)
+    }
+
+    /// Issues a client certificate with exactly these URI SANs, unchecked. Real
+    /// certificates go through [`Self::issue_client`]; this one also makes the malformed
+    /// certificates that tests need.
+    pub fn issue_client_with_uris(
+        &self,
+        uris: &[String],
+        validity: Validity,
+    ) -> Result<IssuedCert, PkiError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(uris.first().map_or("client", |u| u));
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| Ok(SanType::URI(u.clone().try_into()?)))
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params, validity)
+    }
+
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        validity: Validity,
+    ) -> Result<IssuedCert, PkiError> {
+        let key = KeyPair::generate()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A random positive 16-byte serial number.
+fn random_serial() -> Result<SerialNumber, PkiError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| PkiError::Random)?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+fn distinguished_name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Tidemark exchange");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+/// The file stem of a development certificate: `<dir>/aus-node` → `aus-node.pem`, `.key`.
+pub fn profile_stem(role: &Role) -> String {
+    match role {
+        Role::Node(state) => format!("{}-node", state.to_lowercase()),
+        Role::StateAnalyst(state) => format!("{}-analyst", state.to_lowercase()),
+        Role::RegionalAnalyst => "regional-analyst".to_owned(),
+        Role::Operator => "operator".to_owned(),
+    }
+}
+
+/// The principals the development PKI makes certificates for.
+pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError> {
+    let mut roles = Vec::new();
+    for code in SAMPLE_STATES {
+        let state = CountryCode::parse(code).map_err(|e| PkiError::Config(e.to_string()))?;
+        roles.push((Role::Node(state), format!("{}-1", state.to_lowercase())));
+        roles.push((
+            Role::StateAnalyst(state),
+            format!("{}-analyst", state.to_lowercase()),
+        ));
+    }
+    roles.push((Role::RegionalAnalyst, "regional-1".to_owned()));
+    roles.push((Role::Operator, "operator-1".to_owned()));
+    roles
+        .into_iter()
+        .map(|(role, name)| {
+            Principal::new(trust_domain, role, &name).map_err(|e| PkiError::Config(e.to_string()))
+        })
+        .collect()
+}
+
+/// Writes a complete development PKI into `dir` and returns the files written.
+///
+/// Refuses to overwrite an existing `ca.pem` unless `force` is set.
+pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<PathBuf>, PkiError> {
+    let ca_path = dir.join("ca.pem");
+    if ca_path.exists() && !force {
+        return Err(PkiError::Exists(ca_path));
+    }
+    fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
+    let mut written = Vec::new();
+
+    let ca = CertificateAuthority::generate(
+        &format!("Tidemark development CA ({trust_domain})"),
+        Validity::days_from_now(DEV_CA_DAYS),
+    )?;
+    written.push(write_public(&ca_path, ca.cert_pem())?);
+    written.push(write_private(&dir.join("ca.key"), &ca.key_pem())?);
+
+    let leaf = Validity::days_from_now(DEV_LEAF_DAYS);
+    let server = ca.issue_server(&["localhost", "127.0.0.1", "::1"], leaf)?;
+    written.extend(write_pair(dir, "server", &server)?);
+
+    for principal in sample_principals(trust_domain)? {
+        let issued = ca.issue_client(&principal, leaf)?;
+        written.extend(write_pair(dir, &profile_stem(&principal.role()), &issued)?);
+    }
+    Ok(written)
+}
+
+fn write_pair(dir: &Path, stem: &str, issued: &IssuedCert) -> Result<[PathBuf; 2], PkiError> {
+    Ok([
+        write_public(&dir.join(format!("{stem}.pem")), &issued.cert_pem)?,
+        write_private(&dir.join(format!("{stem}.key")), &issued.key_pem)?,
+    ])
+}
+
+fn write_public(path: &Path, contents: &str) -> Result<PathBuf, PkiError> {
+    fs::write(path, contents).map_err(|e| PkiError::io(path, e))?;
+    Ok(path.to_owned())
+}
+
+/// Writes a private key readable by its owner only (0600), replacing any old file.
+pub fn write_private(path: &Path, contents: &str) -> Result<PathBuf, PkiError> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let _ = fs::remove_file(path);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).map_err(|e| PkiError::io(path, e))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| PkiError::io(path, e))?;
+    Ok(path.to_owned())
+}
+
+/// What went wrong making or loading certificates.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error(
+        "{} already exists; remove that directory first, or pass --force to replace the PKI",
+        .0.display()
+    )]
+    Exists(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("certificate error: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("{0}")]
+    Config(String),
+}
+
+impl PkiError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The gRPC server: TLS accept loop, authentication, services and HTTP/2 limits.
+//!
+//! [`Server::build`] loads everything a configuration names (failing with the file or
+//! setting at fault); [`Server::run`] serves on a bound listener until `shutdown`
+//! resolves, then lets in-flight calls finish.
+
+mod auth;
+mod exchange;
+mod incoming;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::service::interceptor::InterceptedService;
+
+use crate::{
+    config::Config,
+    pb::{self, exchange_server::ExchangeServer},
+    store::{Store, StoreError},
+    tls::{ServerTlsMaterial, TlsError},
+};
+
+use self::{auth::Authenticate, exchange::ExchangeService, incoming::AcceptLimits};
+
+/// A server ready to run: configuration checked, TLS material and store loaded.
+pub struct Server {
+    config: Config,
+    tls: Arc<rustls::ServerConfig>,
+    store: Store,
+}
+
+impl Server {
+    /// Loads the TLS files and opens the store that `config` names.
+    pub fn build(config: Config) -> Result<Self, ServerError> {
+        config
+            .check()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let tls = ServerTlsMaterial::load(&config.tls.files())?.server_config()?;
+        let store = Store::open(&config.store)?;
+        Ok(Self {
+            config,
+            tls: Arc::new(tls),
+            store,
+        })
+    }
+
+    /// The store this server writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves on `listener` until `shutdown` completes; in-flight calls then finish
+    /// before this returns.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let limits = &self.config.limits;
+        let (incoming, accept_task) = incoming::spawn(
+            listener,
+            self.tls.clone(),
+            AcceptLimits {
+                handshake_timeout: limits.handshake_timeout(),
+                max_pending_handshakes: limits.max_pending_handshakes,
+            },
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ExchangeServer<ExchangeService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        let authenticate = Authenticate::new(&self.config.trust_domain);
+        let exchange = ExchangeServer::new(ExchangeService)
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+
+        // Shutdown: stop accepting, let in-flight calls finish, but do not wait past the
+        // grace period for clients that never close their connections.
+        let (draining_tx, draining_rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            let _ = draining_tx.send(());
+        };
+        let grace = limits.shutdown_grace();
+        let deadline = async move {
+            match draining_rx.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+
+        let serve = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout())
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
+            .http2_keepalive_interval(Some(limits.keepalive_interval()))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(InterceptedService::new(exchange, authenticate))
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        let result = tokio::select! {
+            result = serve => result.map_err(|e| ServerError::Transport(e.to_string())),
+            () = deadline => {
+                tracing::warn!(?grace, "calls still open after the shutdown grace period were cut");
+                Ok(())
+            }
+        };
+        accept_task.abort();
+        result
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("the server stopped: {0}")]
+    Transport(String),
+}

@@ -1,0 +1,133 @@
+//! TLS configuration: TLS 1.3 only, AES-GCM suites only, ring provider, mutual TLS.
+//!
+//! The server requires a client certificate that chains to the exchange CA and carries
+//! the client-auth extended key usage; rustls' `WebPKI` verifier also enforces validity
+//! dates. Which principal a valid certificate names is decided later, in
+//! [`crate::identity`].
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use rustls::{
+    crypto::{CryptoProvider, ring},
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+
+/// ALPN protocol for gRPC over HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+
+/// The ring provider restricted to the TLS 1.3 AES-GCM suites (NIST SP 800-52r2,
+/// BSI TR-03116-4): ChaCha20-Poly1305 and every TLS 1.2 suite are left out.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ],
+        ..ring::default_provider()
+    })
+}
+
+/// Paths of the PEM files the server's TLS needs.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    /// The exchange CA certificate(s) that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// Loaded server TLS material.
+pub struct ServerTlsMaterial {
+    pub client_ca: Vec<CertificateDer<'static>>,
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl ServerTlsMaterial {
+    /// Reads every file, naming the one that is missing or unreadable.
+    pub fn load(files: &ServerTlsFiles) -> Result<Self, TlsError> {
+        Ok(Self {
+            client_ca: read_certs(&files.ca)?,
+            cert_chain: read_certs(&files.cert)?,
+            key: read_key(&files.key)?,
+        })
+    }
+
+    /// Builds the rustls server configuration.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let provider = provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &self.client_ca {
+            roots
+                .add(ca.clone())
+                .map_err(|e| TlsError::Config(format!("client CA certificate: {e}")))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.cert_chain.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+        config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Ok(config)
+    }
+}
+
+/// Reads all certificates from a PEM file; an empty file is an error.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Parse {
+            path: path.to_owned(),
+            reason: "no PEM certificate in it".to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a private key from a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Parse {
+        path: path.to_owned(),
+        reason: format!("no usable private key: {e}"),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// What is wrong with the TLS material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not usable: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}

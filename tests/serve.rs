@@ -1,0 +1,153 @@
+//! The `tidemark serve` binary on a fresh directory: first run creates the development
+//! PKI and the store, a second run reuses both; config files are strict.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+use tidemark::{client::ClientIdentity, pb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// Starts `tidemark serve --listen 127.0.0.1:0` in `dir` and returns the process with the
+/// endpoint from its "listening on" line.
+fn spawn_serve(dir: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tidemark serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let endpoint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
+        .to_owned();
+    (child, endpoint)
+}
+
+fn terminate(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit:?}");
+}
+
+async fn whoami(endpoint: &str, profile: &Path) -> pb::WhoAmIResponse {
+    let identity = ClientIdentity::from_profile(profile).unwrap();
+    let channel = tidemark::client::connect(endpoint, &identity)
+        .await
+        .unwrap();
+    pb::exchange_client::ExchangeClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_creates_pki_and_store_and_second_run_reuses_them() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let certs = dir.path().join("certs");
+
+    let (child, endpoint) = spawn_serve(dir.path(), &[]);
+    let me = whoami(&endpoint, &certs.join("idn-node")).await;
+    assert_eq!((me.state.as_str(), me.role()), ("IDN", pb::Role::Node));
+    terminate(child);
+
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    assert!(dir.path().join("data/tidemark.redb").is_file());
+    for stem in [
+        "server",
+        "aus-node",
+        "aus-analyst",
+        "idn-node",
+        "idn-analyst",
+        "tha-node",
+        "tha-analyst",
+        "regional-analyst",
+        "operator",
+    ] {
+        assert!(certs.join(format!("{stem}.pem")).is_file(), "{stem}.pem");
+        let key = certs.join(format!("{stem}.key"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{stem}.key is private");
+        }
+    }
+
+    let (child, endpoint) = spawn_serve(dir.path(), &[]);
+    let me = whoami(&endpoint, &certs.join("operator")).await;
+    assert_eq!(me.role(), pb::Role::Operator);
+    terminate(child);
+    assert_eq!(
+        std::fs::read(certs.join("ca.pem")).unwrap(),
+        ca,
+        "the PKI is reused"
+    );
+}
+
+#[test]
+fn a_config_file_naming_missing_certificates_is_an_error_that_names_them() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("tidemark.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[tls]\nca = \"/nonexistent/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+    assert!(
+        !dir.path().join("certs").exists(),
+        "no PKI is made when a config is given"
+    );
+}
+
+#[test]
+fn print_config_shows_every_default_and_rejects_unknown_keys() {
+    let out = Command::new(BIN)
+        .args(["serve", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "listen = \"127.0.0.1:50051\"",
+        "trust_domain",
+        "max_message_bytes",
+        "[store]",
+    ] {
+        assert!(text.contains(key), "{key} missing from:\n{text}");
+    }
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--print-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+}

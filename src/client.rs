@@ -119,6 +119,20 @@ pub fn explain(status: &Status) -> String {
             status.message()
         ),
         Code::PermissionDenied => format!("not allowed: {}", status.message()),
+        Code::InvalidArgument => {
+            use tonic_types::StatusExt;
+            let mut text = format!("refused as invalid: {}", status.message());
+            if let Some(bad) = status.get_details_bad_request() {
+                text = String::from("refused as invalid; fix these fields:");
+                for v in bad.field_violations {
+                    text.push_str("\n  ");
+                    text.push_str(&v.field);
+                    text.push_str(": ");
+                    text.push_str(&v.description);
+                }
+            }
+            text
+        }
         Code::Unavailable => format!(
             "the server is unavailable: {}",
             chain(status).trim_start_matches("status: ")

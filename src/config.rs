@@ -25,6 +25,7 @@ pub struct Config {
     /// The SPIFFE trust domain that client certificates must name.
     pub trust_domain: String,
     pub tls: TlsConfig,
+    pub signing: SigningConfig,
     pub store: StoreConfig,
     pub limits: Limits,
 }
@@ -41,6 +42,28 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// The server's own signing key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Ed25519 private key (PKCS#8 PEM) that signs receipts.
+    pub receipt_key: PathBuf,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self::in_dir(Path::new("certs"))
+    }
+}
+
+impl SigningConfig {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            receipt_key: dir.join("receipt.key"),
+        }
+    }
+}
+
 /// The embedded redb store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,6 +72,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Page cache size in MiB.
     pub cache_mib: usize,
+    /// Most submissions committed in one write transaction (group commit).
+    pub max_batch: usize,
 }
 
 /// Limits on connections and messages. Every one is set explicitly rather than left to
@@ -70,6 +95,8 @@ pub struct Limits {
     pub handshake_timeout_secs: u64,
     /// TLS handshakes in progress at once; further connections wait.
     pub max_pending_handshakes: usize,
+    /// Most envelopes in one Import stream.
+    pub max_import_items: usize,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
     pub shutdown_grace_secs: u64,
 }
@@ -81,6 +108,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
             tls: TlsConfig::default(),
+            signing: SigningConfig::default(),
             store: StoreConfig::default(),
             limits: Limits::default(),
         }
@@ -124,6 +152,7 @@ impl StoreConfig {
         Self {
             path: dir.join("tidemark.redb"),
             cache_mib: 256,
+            max_batch: 1024,
         }
     }
 }
@@ -138,6 +167,7 @@ impl Default for Limits {
             keepalive_timeout_secs: 10,
             handshake_timeout_secs: 10,
             max_pending_handshakes: 256,
+            max_import_items: 10_000,
             shutdown_grace_secs: 10,
         }
     }
@@ -196,6 +226,8 @@ impl Config {
                 l.max_pending_handshakes as u64,
             ),
             ("store.cache_mib", self.store.cache_mib as u64),
+            ("store.max_batch", self.store.max_batch as u64),
+            ("limits.max_import_items", l.max_import_items as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

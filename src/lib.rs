@@ -18,16 +18,23 @@
 pub mod client;
 pub mod config;
 pub mod country;
+pub mod envelope;
 pub mod identity;
 pub mod pki;
+pub mod receipt;
+pub mod report;
+pub mod sample;
 pub mod server;
+pub mod signing;
 pub mod store;
+pub mod submission;
 pub mod tls;
 
 /// Generated code for the `tidemark.v1` protobuf package.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
     tonic::include_proto!("tidemark.v1");
+    include!(concat!(env!("OUT_DIR"), "/tidemark.v1.serde.rs"));
 
     /// The encoded descriptor set of every `tidemark.v1` file, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

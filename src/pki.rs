@@ -2,8 +2,9 @@
 //!
 //! Also the development PKI that `tidemark pki init` (and a first `tidemark serve`)
 //! writes under `certs/`: a CA, a server certificate for localhost, and sample node,
-//! analyst, regional-analyst and operator certificates, under the file names that
-//! `certs/README.md` documents. Private keys are written with mode 0600.
+//! analyst, regional-analyst and operator certificates, the server's receipt key and a
+//! report-signing key per sample state, under the file names that `certs/README.md`
+//! documents. Private keys are written with mode 0600.
 
 use std::{
     fs, io,
@@ -20,6 +21,7 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     country::CountryCode,
     identity::{Principal, Role},
+    signing::SigningKey,
 };
 
 /// The states for which the development PKI makes sample certificates.
@@ -229,7 +231,29 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         let issued = ca.issue_client(&principal, leaf)?;
         written.extend(write_pair(dir, &profile_stem(&principal.role()), &issued)?);
     }
+
+    // The server's receipt key, and one report-signing key per sample state.
+    written.extend(write_signing_key(&dir.join("receipt"))?.1);
+    for state in SAMPLE_STATES {
+        let stem = dir.join(format!("{}-signing", state.to_ascii_lowercase()));
+        written.extend(write_signing_key(&stem)?.1);
+    }
     Ok(written)
+}
+
+/// Makes an Ed25519 signing key and writes `<stem>.key` (PKCS#8, 0600) and
+/// `<stem>.pub.pem`; returns the key with the paths written.
+pub fn write_signing_key(stem: &Path) -> Result<(SigningKey, [PathBuf; 2]), PkiError> {
+    let (key, pem) = SigningKey::generate().map_err(|e| PkiError::Config(e.to_string()))?;
+    let with_suffix = |suffix: &str| {
+        let mut path = stem.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let (key_path, pub_path) = (with_suffix(".key"), with_suffix(".pub.pem"));
+    write_private(&key_path, &pem)?;
+    write_public(&pub_path, &key.public_key().to_spki_pem())?;
+    Ok((key, [key_path, pub_path]))
 }
 
 fn write_pair(dir: &Path, stem: &str, issued: &IssuedCert) -> Result<[PathBuf; 2], PkiError> {

@@ -11,25 +11,30 @@ use tonic::transport::Channel;
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// Server address (https:// only).
-    #[arg(long, env = "TIDEMARK_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    #[arg(long, global = true, env = "TIDEMARK_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
 
     /// Identity profile: `certs/aus-node` uses certs/aus-node.pem, certs/aus-node.key and
     /// certs/ca.pem. Ignored when --cert and --key are given.
-    #[arg(long = "as", env = "TIDEMARK_AS", value_name = "PROFILE")]
+    #[arg(
+        long = "as",
+        global = true,
+        env = "TIDEMARK_AS",
+        value_name = "PROFILE"
+    )]
     pub profile: Option<PathBuf>,
 
     /// Client certificate (PEM); use with --key and --ca instead of --as.
-    #[arg(long, value_name = "FILE", requires = "key")]
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,
 
     /// Client private key (PEM, PKCS#8).
-    #[arg(long, value_name = "FILE", requires = "cert")]
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
 
     /// CA certificate (PEM) the server's certificate must chain to; overrides the
     /// profile's ca.pem.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 }
 
@@ -54,6 +59,14 @@ impl ClientArgs {
                  --cert, --key and --ca"
             ),
         }
+    }
+
+    /// The default signing key for this identity: `certs/aus-node` → `certs/aus-signing.key`.
+    pub fn profile_signing_key(&self) -> Option<PathBuf> {
+        let profile = self.profile.as_ref()?;
+        let name = profile.file_name()?.to_string_lossy().into_owned();
+        let state = name.split('-').next()?;
+        Some(profile.with_file_name(format!("{state}-signing.key")))
     }
 
     /// Connects to the server as this identity.

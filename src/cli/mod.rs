@@ -3,9 +3,16 @@
 // Doc comments here are the `--help` text that people read in a terminal, not rustdoc.
 #![allow(clippy::doc_markdown)]
 
+mod admin;
 mod client_args;
+mod csv_rows;
+mod import;
+mod keys;
 mod pki;
+mod sample;
 mod serve;
+mod signing_args;
+mod submit;
 mod whoami;
 
 use std::process::ExitCode;
@@ -31,6 +38,13 @@ enum Command {
     #[command(subcommand)]
     Pki(pki::PkiCommand),
     Whoami(whoami::WhoamiArgs),
+    Submit(submit::SubmitArgs),
+    Retract(submit::RetractArgs),
+    Import(import::ImportArgs),
+    VerifyReceipt(submit::VerifyReceiptArgs),
+    Keygen(keys::KeygenArgs),
+    SampleReports(sample::SampleArgs),
+    Admin(admin::AdminArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -52,6 +66,13 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Pki(command) => pki::run(command),
             Command::Whoami(args) => whoami::run(args).await,
+            Command::Submit(args) => submit::submit(args).await,
+            Command::Retract(args) => submit::retract(args).await,
+            Command::Import(args) => import::run(args).await,
+            Command::VerifyReceipt(args) => submit::verify_receipt(&args),
+            Command::Keygen(args) => keys::run(&args),
+            Command::SampleReports(args) => sample::run(&args),
+            Command::Admin(args) => admin::run(args).await,
         }
     });
     match result {

@@ -1,13 +1,18 @@
 //! `tidemark serve`: run the exchange server.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tidemark::{
-    config::{Config, StoreConfig, TlsConfig},
+    config::{Config, SigningConfig, StoreConfig, TlsConfig},
     pki,
     server::Server,
+    signing::PublicKey,
+    store::{KeyRecord, Store},
 };
 use tokio::net::TcpListener;
 
@@ -26,7 +31,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
-    /// Directory with ca.pem, server.pem and server.key.
+    /// Directory with ca.pem, server.pem, server.key and receipt.key.
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
 
@@ -67,6 +72,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let server = Server::build(config.clone())?;
+    if args.config.is_none() {
+        let dir = config.tls.ca.parent().unwrap_or_else(|| Path::new("."));
+        register_dev_signing_keys(server.store(), dir)?;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -87,6 +96,35 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Registers the sample states' development signing keys (`<state>-signing.pub.pem`
+/// beside the development CA) if they are not registered yet.
+fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for state in pki::SAMPLE_STATES {
+        let path = dir.join(format!("{}-signing.pub.pem", state.to_ascii_lowercase()));
+        if !path.exists() {
+            continue;
+        }
+        let public = PublicKey::from_file(&path)?;
+        if store.signing_key(public.key_id())?.is_none() {
+            store.register_signing_key(&KeyRecord::new(
+                public.key_id(),
+                state,
+                public.raw(),
+                now,
+                0,
+                now,
+            ))?;
+            tracing::info!(
+                state,
+                key_id = public.key_id(),
+                "registered development signing key"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
@@ -97,12 +135,10 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(dir) = &args.certs {
         config.tls = TlsConfig::in_dir(dir);
+        config.signing = SigningConfig::in_dir(dir);
     }
     if let Some(dir) = &args.data {
-        config.store = StoreConfig {
-            cache_mib: config.store.cache_mib,
-            ..StoreConfig::in_dir(dir)
-        };
+        config.store.path = StoreConfig::in_dir(dir).path;
     }
     config.check()?;
     Ok(config)

@@ -58,7 +58,7 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn format_time(ts: Option<&prost_types::Timestamp>) -> String {
+fn format_time(ts: Option<&pbjson_types::Timestamp>) -> String {
     ts.and_then(|ts| time::OffsetDateTime::from_unix_timestamp(ts.seconds).ok())
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)

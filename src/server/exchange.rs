@@ -1,16 +1,46 @@
 //! The `tidemark.v1.Exchange` service: thin handlers over the domain.
 
-use prost_types::Timestamp;
-use tonic::{Request, Response, Status};
+use std::sync::Arc;
+
+use pbjson_types::Timestamp;
+use time::OffsetDateTime;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
     identity::{PeerIdentity, Role},
     pb,
-    server::auth,
+    server::{auth, status::store_status},
+    signing::SigningKey,
+    store::{Accepted, Store, Writer},
+    submission::{self, SubmitError},
 };
 
-/// The Exchange service implementation; see [`super::Server`] for how it is mounted.
-pub(super) struct ExchangeService;
+/// State shared by the Exchange handlers.
+pub(super) struct ExchangeService {
+    pub store: Store,
+    pub writer: Writer,
+    pub receipt_key: Arc<SigningKey>,
+    pub max_import_items: usize,
+}
+
+impl ExchangeService {
+    async fn submit_one(
+        &self,
+        peer: &PeerIdentity,
+        envelope: Option<pb::Envelope>,
+    ) -> Result<Accepted, Status> {
+        let envelope = envelope
+            .ok_or_else(|| Status::invalid_argument("SubmitRequest.envelope is required"))?;
+        let new = submission::verify(
+            &envelope,
+            peer.principal(),
+            &self.store,
+            OffsetDateTime::now_utc(),
+        )?;
+        let accepted = self.writer.append(new).await.map_err(SubmitError::from)?;
+        Ok(accepted)
+    }
+}
 
 #[tonic::async_trait]
 impl pb::exchange_server::Exchange for ExchangeService {
@@ -20,6 +50,165 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let peer = auth::peer(&request)?;
         Ok(Response::new(who_am_i(peer)))
+    }
+
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let peer = auth::peer(&request)?.clone();
+        let accepted = self
+            .submit_one(&peer, request.into_inner().envelope)
+            .await?;
+        if !accepted.duplicate {
+            tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
+        }
+        Ok(Response::new(pb::SubmitResponse {
+            receipt: Some(accepted.receipt),
+            duplicate: accepted.duplicate,
+        }))
+    }
+
+    async fn import(
+        &self,
+        request: Request<Streaming<pb::SubmitRequest>>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let peer = auth::peer(&request)?.clone();
+        if !matches!(peer.principal().role(), Role::Node(_)) {
+            return Err(SubmitError::NotANode(peer.principal().role().label()).into());
+        }
+        let mut stream = request.into_inner();
+        let mut summary = pb::ImportResponse::default();
+        let mut index: u64 = 0;
+        // Verify each envelope as it arrives and queue it; the writer batches them, and
+        // the answers are collected at the end, in order.
+        let mut pending = Vec::new();
+        while let Some(item) = stream.message().await.map_err(oversized)? {
+            if pending.len() >= self.max_import_items {
+                return Err(Status::resource_exhausted(format!(
+                    "an import stream may hold at most {} envelopes (limits.max_import_items); \
+                     nothing past that was stored — split the import into several calls",
+                    self.max_import_items
+                )));
+            }
+            let verified = item
+                .envelope
+                .ok_or_else(|| {
+                    SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
+                })
+                .and_then(|env| {
+                    submission::verify(
+                        &env,
+                        peer.principal(),
+                        &self.store,
+                        OffsetDateTime::now_utc(),
+                    )
+                });
+            let writer = self.writer.clone();
+            pending.push((
+                index,
+                tokio::spawn(async move {
+                    match verified {
+                        Ok(new) => writer.append(new).await.map_err(SubmitError::from),
+                        Err(e) => Err(e),
+                    }
+                }),
+            ));
+            index += 1;
+        }
+        for (index, task) in pending {
+            let result = task
+                .await
+                .map_err(|e| Status::internal(format!("import task failed: {e}")))?;
+            match result {
+                Ok(accepted) if accepted.duplicate => summary.duplicates += 1,
+                Ok(_) => summary.accepted += 1,
+                Err(err) => {
+                    summary.rejected += 1;
+                    summary.rejections.push(rejection(index, err));
+                }
+            }
+        }
+        tracing::info!(
+            principal = %peer.principal(),
+            accepted = summary.accepted,
+            duplicates = summary.duplicates,
+            rejected = summary.rejected,
+            "import finished"
+        );
+        Ok(Response::new(summary))
+    }
+
+    async fn server_keys(
+        &self,
+        request: Request<pb::ServerKeysRequest>,
+    ) -> Result<Response<pb::ServerKeysResponse>, Status> {
+        auth::peer(&request)?;
+        let public = self.receipt_key.public_key();
+        Ok(Response::new(pb::ServerKeysResponse {
+            receipt_key_id: public.key_id().to_owned(),
+            receipt_public_key_pem: public.to_spki_pem(),
+        }))
+    }
+}
+
+fn rejection(index: u64, err: SubmitError) -> pb::ImportRejection {
+    let violations = match &err {
+        SubmitError::Invalid(errors) => errors
+            .0
+            .iter()
+            .map(|v| pb::FieldViolation {
+                field: v.field.clone(),
+                description: v.description.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if let SubmitError::Store(e) = &err {
+        store_status(e);
+    }
+    let status = Status::from(err);
+    pb::ImportRejection {
+        index,
+        code: code_name(status.code()).to_owned(),
+        message: status.message().to_owned(),
+        violations,
+    }
+}
+
+/// The canonical upper-case name of a gRPC code.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A stream message over the size limit arrives as OUT_OF_RANGE; say it as
+/// RESOURCE_EXHAUSTED, with what to do.
+fn oversized(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("too large") {
+        Status::resource_exhausted(format!(
+            "{}; send smaller envelopes (limits.max_message_bytes)",
+            status.message()
+        ))
+    } else {
+        status
     }
 }
 

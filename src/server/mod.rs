@@ -4,9 +4,11 @@
 //! setting at fault); [`Server::run`] serves on a bound listener until `shutdown`
 //! resolves, then lets in-flight calls finish.
 
+mod admin;
 mod auth;
 mod exchange;
 mod incoming;
+mod status;
 
 use std::{future::Future, sync::Arc};
 
@@ -15,17 +17,22 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::{
     config::Config,
-    pb::{self, exchange_server::ExchangeServer},
+    pb::{self, admin_server::AdminServer, exchange_server::ExchangeServer},
+    receipt,
+    signing::{KeyError, SigningKey},
     store::{Store, StoreError},
     tls::{ServerTlsMaterial, TlsError},
 };
 
-use self::{auth::Authenticate, exchange::ExchangeService, incoming::AcceptLimits};
+use self::{
+    admin::AdminService, auth::Authenticate, exchange::ExchangeService, incoming::AcceptLimits,
+};
 
 /// A server ready to run: configuration checked, TLS material and store loaded.
 pub struct Server {
     config: Config,
     tls: Arc<rustls::ServerConfig>,
+    receipt_key: Arc<SigningKey>,
     store: Store,
 }
 
@@ -36,10 +43,12 @@ impl Server {
             .check()
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let tls = ServerTlsMaterial::load(&config.tls.files())?.server_config()?;
+        let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         let store = Store::open(&config.store)?;
         Ok(Self {
             config,
             tls: Arc::new(tls),
+            receipt_key: Arc::new(receipt_key),
             store,
         })
     }
@@ -75,9 +84,22 @@ impl Server {
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
         let authenticate = Authenticate::new(&self.config.trust_domain);
-        let exchange = ExchangeServer::new(ExchangeService)
-            .max_decoding_message_size(limits.max_message_bytes)
-            .max_encoding_message_size(limits.max_message_bytes);
+        let writer = self.store.start_writer(
+            receipt::signer(self.receipt_key.clone()),
+            self.config.store.max_batch,
+        );
+        let exchange = ExchangeServer::new(ExchangeService {
+            store: self.store.clone(),
+            writer,
+            receipt_key: self.receipt_key.clone(),
+            max_import_items: limits.max_import_items,
+        })
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+        let admin = AdminServer::new(AdminService {
+            store: self.store.clone(),
+        })
+        .max_decoding_message_size(limits.max_message_bytes);
 
         // Shutdown: stop accepting, let in-flight calls finish, but do not wait past the
         // grace period for clients that never close their connections.
@@ -100,9 +122,13 @@ impl Server {
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
             .http2_keepalive_interval(Some(limits.keepalive_interval()))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
+            .layer(tower::util::MapResponseLayer::new(
+                status::oversized_to_resource_exhausted,
+            ))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(InterceptedService::new(exchange, authenticate))
+            .add_service(InterceptedService::new(exchange, authenticate.clone()))
+            .add_service(InterceptedService::new(admin, authenticate))
             .serve_with_incoming_shutdown(incoming, shutdown);
         let result = tokio::select! {
             result = serve => result.map_err(|e| ServerError::Transport(e.to_string())),
@@ -124,6 +150,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the receipt signing key: {0}")]
+    ReceiptKey(#[from] KeyError),
     #[error("{0}")]
     Config(String),
     #[error("the server stopped: {0}")]

@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use tempfile::TempDir;
 use tidemark::{
     client::{self, ClientIdentity},
-    config::{Config, StoreConfig, TlsConfig},
+    config::{Config, SigningConfig, StoreConfig, TlsConfig},
     country::CountryCode,
     identity::{Principal, Role},
     pb,
     pki::{CertificateAuthority, IssuedCert, Validity},
     server::Server,
+    signing::{PublicKey, SigningKey},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -35,6 +36,7 @@ impl TestPki {
         std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
+        tidemark::pki::write_signing_key(&dir.path().join("receipt")).expect("receipt key");
         Self { dir, ca }
     }
 
@@ -71,6 +73,7 @@ impl TestPki {
             listen: "127.0.0.1:0".parse().unwrap(),
             trust_domain: TRUST_DOMAIN.to_owned(),
             tls: TlsConfig::in_dir(self.dir.path()),
+            signing: SigningConfig::in_dir(self.dir.path()),
             store: StoreConfig::in_dir(data.path()),
             ..Config::default()
         }
@@ -150,4 +153,85 @@ impl TestServer {
         let data = TempDir::new().expect("temp dir");
         std::mem::replace(&mut self.data, data)
     }
+}
+
+/// The operator of a test PKI.
+pub fn operator(pki: &TestPki) -> ClientIdentity {
+    pki.client(Role::Operator, "ops-1")
+}
+
+impl TestServer {
+    pub async fn admin(&self, identity: &ClientIdentity) -> pb::admin_client::AdminClient<Channel> {
+        pb::admin_client::AdminClient::new(self.channel(identity).await)
+    }
+
+    /// Makes a signing key for `state` and registers it through the Admin RPC.
+    pub async fn register_new_key(&self, pki: &TestPki, state: &str) -> SigningKey {
+        let (key, _) = SigningKey::generate().expect("signing key");
+        self.register_key(pki, state, &key, 0, 0).await;
+        key
+    }
+
+    pub async fn register_key(
+        &self,
+        pki: &TestPki,
+        state: &str,
+        key: &SigningKey,
+        valid_from_unix: i64,
+        valid_until_unix: i64,
+    ) {
+        self.admin(&operator(pki))
+            .await
+            .register_signing_key(pb::RegisterSigningKeyRequest {
+                state: state.to_owned(),
+                public_key_pem: key.public_key().to_spki_pem(),
+                valid_from_unix,
+                valid_until_unix,
+            })
+            .await
+            .expect("register signing key");
+    }
+
+    /// The server's receipt public key, from its ServerKeys RPC.
+    pub async fn receipt_key(&self, identity: &ClientIdentity) -> PublicKey {
+        let keys = self
+            .exchange(identity)
+            .await
+            .server_keys(pb::ServerKeysRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        PublicKey::from_spki_pem(&keys.receipt_public_key_pem).unwrap()
+    }
+}
+
+/// A node identity for `state`.
+pub fn node(pki: &TestPki, state_code: &str) -> ClientIdentity {
+    pki.client(Role::Node(state(state_code)), &format!("{}-1", state_code.to_lowercase()))
+}
+
+/// A valid synthetic report of `state`, different for each seed.
+pub fn sample_report(state: &str, seed: u64) -> pb::Report {
+    let mut rng = tidemark::sample::Rng::new(tidemark::sample::seed_for(seed, state));
+    tidemark::sample::report(&mut rng, state)
+}
+
+pub fn sign(report: &pb::Report, key: &SigningKey) -> pb::Envelope {
+    tidemark::envelope::sign(
+        tidemark::envelope::REPORT_PAYLOAD_TYPE,
+        prost::Message::encode_to_vec(report),
+        key,
+    )
+}
+
+pub async fn submit(
+    exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
+    envelope: pb::Envelope,
+) -> Result<pb::SubmitResponse, tonic::Status> {
+    exchange
+        .submit(pb::SubmitRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }

@@ -1,0 +1,336 @@
+//! The flat CSV form of a report, for spreadsheets: one row per report, lists joined
+//! with `;`, nationality counts as `AFG:12;IRN:3`, enum values by their short name
+//! (`SEA`, `RESCUE`, `ALL_CONTRIBUTORS`, …). Fraudulent documents and criminal-justice
+//! follow-up exist only in the JSON form.
+
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use tidemark::pb;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CsvRow {
+    report_id: String,
+    version: u32,
+    reporting_state: String,
+    category: String,
+    incident_date: String,
+    incident_time: String,
+    location_country: String,
+    place: String,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+    sea_area: String,
+    origin: String,
+    transit: String,
+    intended_destination: String,
+    persons_total: u32,
+    nationalities: String,
+    minors: u32,
+    unaccompanied_minors: u32,
+    women: u32,
+    deaths: u32,
+    missing: u32,
+    narrative: String,
+    scope: String,
+    scope_states: String,
+    source_reliability: String,
+    information_credibility: String,
+    modus_operandi: String,
+    transport: String,
+    concealment: String,
+    facilitators_detected: u32,
+    facilitators_arrested: u32,
+    fee_amount: Option<u64>,
+    fee_currency: String,
+    event: String,
+    vessel_type: String,
+    flag_state: String,
+    imo_number: String,
+    mmsi: String,
+    persons_on_board: u32,
+    sar_region: String,
+    disembarkation_country: String,
+    disembarkation_port: String,
+}
+
+fn short(full: &str, prefix: &str) -> String {
+    full.strip_prefix(prefix).unwrap_or(full).to_owned()
+}
+
+fn list(items: &[String]) -> String {
+    items.join(";")
+}
+
+fn split(text: &str) -> Vec<String> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Reads an enum by its short or full proto name; empty means unset (0).
+fn parse_enum(
+    value: &str,
+    prefix: &str,
+    column: &str,
+    from: fn(&str) -> Option<i32>,
+) -> anyhow::Result<i32> {
+    if value.is_empty() {
+        return Ok(0);
+    }
+    let upper = value.trim().to_ascii_uppercase();
+    from(&upper)
+        .or_else(|| from(&format!("{prefix}{upper}")))
+        .ok_or_else(|| anyhow!("column {column}: {value:?} is not a known value"))
+}
+
+macro_rules! enum_parser {
+    ($t:ty) => {
+        |s: &str| <$t>::from_str_name(s).map(|v| v as i32)
+    };
+}
+
+macro_rules! enum_name {
+    ($t:ty, $v:expr, $prefix:expr) => {
+        <$t>::try_from($v)
+            .ok()
+            .filter(|_| $v != 0)
+            .map(|e| short(e.as_str_name(), $prefix))
+            .unwrap_or_default()
+    };
+}
+
+impl CsvRow {
+    pub fn from_report(r: &pb::Report) -> Self {
+        let loc = r.location.clone().unwrap_or_default();
+        let route = r.route.clone().unwrap_or_default();
+        let p = r.persons.clone().unwrap_or_default();
+        let sharing = r.sharing.clone().unwrap_or_default();
+        let rel = r.reliability.unwrap_or_default();
+        let mut row = Self {
+            report_id: r.report_id.clone(),
+            version: r.version,
+            reporting_state: r.reporting_state.clone(),
+            incident_date: r.incident_date.clone(),
+            incident_time: r.incident_time.clone(),
+            location_country: loc.country,
+            place: loc.place,
+            latitude: loc.point.map(|p| p.latitude),
+            longitude: loc.point.map(|p| p.longitude),
+            sea_area: enum_name!(pb::SeaArea, loc.sea_area, "SEA_AREA_"),
+            origin: route.origin,
+            transit: list(&route.transit),
+            intended_destination: route.intended_destination,
+            persons_total: p.total,
+            nationalities: p
+                .by_nationality
+                .iter()
+                .map(|n| format!("{}:{}", n.nationality, n.count))
+                .collect::<Vec<_>>()
+                .join(";"),
+            minors: p.minors,
+            unaccompanied_minors: p.unaccompanied_minors,
+            women: p.women,
+            deaths: p.deaths,
+            missing: p.missing,
+            narrative: r.narrative.clone(),
+            scope: enum_name!(pb::SharingScope, sharing.scope, "SHARING_SCOPE_"),
+            scope_states: list(&sharing.states),
+            source_reliability: enum_name!(
+                pb::SourceReliability,
+                rel.source,
+                "SOURCE_RELIABILITY_"
+            ),
+            information_credibility: enum_name!(
+                pb::InformationCredibility,
+                rel.information,
+                "INFORMATION_CREDIBILITY_"
+            ),
+            ..Self::default()
+        };
+        match &r.details {
+            Some(pb::report::Details::Smuggling(s)) => {
+                "SMUGGLING_INCIDENT".clone_into(&mut row.category);
+                row.modus_operandi =
+                    enum_name!(pb::ModusOperandi, s.modus_operandi, "MODUS_OPERANDI_");
+                row.transport = s
+                    .transport
+                    .iter()
+                    .map(|t| enum_name!(pb::TransportMeans, *t, "TRANSPORT_MEANS_"))
+                    .collect::<Vec<_>>()
+                    .join(";");
+                row.concealment = enum_name!(pb::Concealment, s.concealment, "CONCEALMENT_");
+                row.facilitators_detected = s.facilitators_detected;
+                row.facilitators_arrested = s.facilitators_arrested;
+                if let Some(fee) = &s.fee_per_person {
+                    row.fee_amount = Some(fee.amount);
+                    row.fee_currency.clone_from(&fee.currency);
+                }
+            }
+            Some(pb::report::Details::Maritime(m)) => {
+                "MARITIME_MOVEMENT".clone_into(&mut row.category);
+                row.event = enum_name!(pb::MaritimeEvent, m.event, "MARITIME_EVENT_");
+                row.vessel_type = enum_name!(pb::VesselType, m.vessel_type, "VESSEL_TYPE_");
+                row.flag_state.clone_from(&m.flag_state);
+                row.imo_number.clone_from(&m.imo_number);
+                row.mmsi.clone_from(&m.mmsi);
+                row.persons_on_board = m.persons_on_board;
+                row.sar_region.clone_from(&m.sar_region);
+                row.disembarkation_country
+                    .clone_from(&m.disembarkation_country);
+                row.disembarkation_port.clone_from(&m.disembarkation_port);
+            }
+            None => {}
+        }
+        row
+    }
+
+    // Long because the report model is: one line per column.
+    #[allow(clippy::too_many_lines)]
+    pub fn into_report(self) -> anyhow::Result<pb::Report> {
+        let by_nationality = split(&self.nationalities)
+            .into_iter()
+            .map(|pair| {
+                let (code, count) = pair
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("column nationalities: {pair:?} is not CODE:COUNT"))?;
+                Ok(pb::NationalityCount {
+                    nationality: code.to_owned(),
+                    count: count
+                        .parse()
+                        .with_context(|| format!("column nationalities: count in {pair:?}"))?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let point = match (self.latitude, self.longitude) {
+            (Some(latitude), Some(longitude)) => Some(pb::GeoPoint {
+                latitude,
+                longitude,
+            }),
+            (None, None) => None,
+            _ => bail!("columns latitude and longitude: give both or neither"),
+        };
+        let details = match self.category.to_ascii_uppercase().as_str() {
+            "SMUGGLING_INCIDENT" | "SMUGGLING" => {
+                pb::report::Details::Smuggling(pb::SmugglingIncident {
+                    modus_operandi: parse_enum(
+                        &self.modus_operandi,
+                        "MODUS_OPERANDI_",
+                        "modus_operandi",
+                        enum_parser!(pb::ModusOperandi),
+                    )?,
+                    transport: split(&self.transport)
+                        .iter()
+                        .map(|t| {
+                            parse_enum(
+                                t,
+                                "TRANSPORT_MEANS_",
+                                "transport",
+                                enum_parser!(pb::TransportMeans),
+                            )
+                        })
+                        .collect::<anyhow::Result<_>>()?,
+                    concealment: parse_enum(
+                        &self.concealment,
+                        "CONCEALMENT_",
+                        "concealment",
+                        enum_parser!(pb::Concealment),
+                    )?,
+                    facilitators_detected: self.facilitators_detected,
+                    facilitators_arrested: self.facilitators_arrested,
+                    fee_per_person: self.fee_amount.map(|amount| pb::Money {
+                        amount,
+                        currency: self.fee_currency.clone(),
+                    }),
+                    fraudulent_documents: Vec::new(),
+                    criminal_justice: None,
+                })
+            }
+            "MARITIME_MOVEMENT" | "MARITIME" => {
+                pb::report::Details::Maritime(pb::MaritimeMovement {
+                    event: parse_enum(
+                        &self.event,
+                        "MARITIME_EVENT_",
+                        "event",
+                        enum_parser!(pb::MaritimeEvent),
+                    )?,
+                    vessel_type: parse_enum(
+                        &self.vessel_type,
+                        "VESSEL_TYPE_",
+                        "vessel_type",
+                        enum_parser!(pb::VesselType),
+                    )?,
+                    flag_state: self.flag_state,
+                    imo_number: self.imo_number,
+                    mmsi: self.mmsi,
+                    persons_on_board: self.persons_on_board,
+                    sar_region: self.sar_region,
+                    disembarkation_country: self.disembarkation_country,
+                    disembarkation_port: self.disembarkation_port,
+                })
+            }
+            other => bail!(
+                "column category: {other:?} is neither SMUGGLING_INCIDENT nor MARITIME_MOVEMENT"
+            ),
+        };
+        Ok(pb::Report {
+            report_id: self.report_id,
+            version: self.version,
+            reporting_state: self.reporting_state,
+            incident_date: self.incident_date,
+            incident_time: self.incident_time,
+            location: Some(pb::Location {
+                country: self.location_country,
+                place: self.place,
+                point,
+                sea_area: parse_enum(
+                    &self.sea_area,
+                    "SEA_AREA_",
+                    "sea_area",
+                    enum_parser!(pb::SeaArea),
+                )?,
+            }),
+            route: Some(pb::Route {
+                origin: self.origin,
+                transit: split(&self.transit),
+                intended_destination: self.intended_destination,
+            }),
+            persons: Some(pb::Persons {
+                total: self.persons_total,
+                by_nationality,
+                minors: self.minors,
+                unaccompanied_minors: self.unaccompanied_minors,
+                women: self.women,
+                deaths: self.deaths,
+                missing: self.missing,
+            }),
+            narrative: self.narrative,
+            sharing: Some(pb::Sharing {
+                scope: parse_enum(
+                    &self.scope,
+                    "SHARING_SCOPE_",
+                    "scope",
+                    enum_parser!(pb::SharingScope),
+                )?,
+                states: split(&self.scope_states),
+            }),
+            reliability: Some(pb::Reliability {
+                source: parse_enum(
+                    &self.source_reliability,
+                    "SOURCE_RELIABILITY_",
+                    "source_reliability",
+                    enum_parser!(pb::SourceReliability),
+                )?,
+                information: parse_enum(
+                    &self.information_credibility,
+                    "INFORMATION_CREDIBILITY_",
+                    "information_credibility",
+                    enum_parser!(pb::InformationCredibility),
+                )?,
+            }),
+            details: Some(details),
+        })
+    }
+}

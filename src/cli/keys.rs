@@ -1,0 +1,32 @@
+//! `tidemark keygen`: make a report-signing key.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tidemark::pki;
+
+/// Make an Ed25519 report-signing key: writes STEM.key (PKCS#8 PEM, mode 0600; keep it
+/// on the node or in its HSM) and STEM.pub.pem (give it to an operator to register with
+/// `tidemark admin register-key`), and prints the key id.
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Path without extension for the two files.
+    #[arg(long, default_value = "signing")]
+    out: PathBuf,
+}
+
+pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
+    for suffix in [".key", ".pub.pem"] {
+        let mut path = args.out.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if path.exists() {
+            anyhow::bail!("{} already exists; choose another --out", path.display());
+        }
+    }
+    let (key, [key_path, pub_path]) = pki::write_signing_key(&args.out)?;
+    println!("key id {}", key.key_id());
+    println!("private key  {}", key_path.display());
+    println!("public key   {}", pub_path.display());
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The `--signing-key` flag shared by commands that sign reports.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tidemark::signing::SigningKey;
+
+use super::client_args::ClientArgs;
+
+#[derive(Args, Debug)]
+pub struct SigningArgs {
+    /// Ed25519 report-signing key (PKCS#8 PEM). Default with --as certs/aus-node:
+    /// certs/aus-signing.key.
+    #[arg(long, env = "TIDEMARK_SIGNING_KEY", value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+}
+
+impl SigningArgs {
+    pub fn load(&self, client: &ClientArgs) -> anyhow::Result<SigningKey> {
+        let Some(path) = self
+            .signing_key
+            .clone()
+            .or_else(|| client.profile_signing_key())
+        else {
+            bail!(
+                "no signing key: pass --signing-key FILE (or use --as certs/<state>-node, which \
+                 signs with certs/<state>-signing.key)"
+            );
+        };
+        SigningKey::from_file(&path).with_context(|| "loading the report-signing key".to_owned())
+    }
+}

@@ -1,0 +1,53 @@
+//! Receipts: the server's signed statement that it accepted an envelope, and their
+//! offline verification.
+//!
+//! A receipt is itself a DSSE envelope (payload type
+//! `application/vnd.tidemark.receipt.v1+protobuf`) over a `tidemark.v1.Receipt`, signed
+//! with the server's Ed25519 receipt key.
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::{
+    envelope::{self, RECEIPT_PAYLOAD_TYPE},
+    pb,
+    signing::{PublicKey, SigningKey},
+    store::ReceiptSigner,
+};
+
+/// A receipt signer for the store, using the server's receipt key.
+pub fn signer(key: Arc<SigningKey>) -> ReceiptSigner {
+    Arc::new(move |receipt: &pb::Receipt| {
+        envelope::sign(RECEIPT_PAYLOAD_TYPE, receipt.encode_to_vec(), &key)
+    })
+}
+
+/// Checks a receipt envelope against the server's public key and returns its contents.
+pub fn verify(receipt: &pb::Envelope, server_key: &PublicKey) -> Result<pb::Receipt, ReceiptError> {
+    if receipt.payload_type != RECEIPT_PAYLOAD_TYPE {
+        return Err(ReceiptError(format!(
+            "payload type is {:?}, not a Tidemark receipt",
+            receipt.payload_type
+        )));
+    }
+    let signed = envelope::pae(&receipt.payload_type, &receipt.payload);
+    let valid = receipt
+        .signatures
+        .iter()
+        .any(|s| s.keyid == server_key.key_id() && server_key.verify(&signed, &s.sig));
+    if !valid {
+        return Err(ReceiptError(format!(
+            "no valid signature by the server key {}: the receipt was altered or comes from \
+             another server",
+            server_key.key_id()
+        )));
+    }
+    pb::Receipt::decode(receipt.payload.as_slice())
+        .map_err(|e| ReceiptError(format!("the signed payload is not a receipt: {e}")))
+}
+
+/// Why a receipt does not verify.
+#[derive(Debug, thiserror::Error)]
+#[error("the receipt does not verify: {0}")]
+pub struct ReceiptError(String);

@@ -1,0 +1,122 @@
+//! Incident reports: the validated domain form of a `tidemark.v1.Report`.
+//!
+//! A [`ValidReport`] (or [`ValidRetraction`]) can only be made by [`validate`] (or
+//! [`validate_retraction`]), which checks every rule of `proto/tidemark/v1/report.proto`
+//! and reports every broken one at once, by field path.
+
+mod validate;
+
+use std::fmt;
+
+use time::Date;
+use uuid::Uuid;
+
+pub use self::validate::{validate, validate_retraction};
+use crate::{country::CountryCode, pb};
+
+/// The two report categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    SmugglingIncident,
+    MaritimeMovement,
+}
+
+impl Category {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SmugglingIncident => "smuggling-incident",
+            Self::MaritimeMovement => "maritime-movement",
+        }
+    }
+
+    pub fn to_pb(self) -> pb::Category {
+        match self {
+            Self::SmugglingIncident => pb::Category::SmugglingIncident,
+            Self::MaritimeMovement => pb::Category::MaritimeMovement,
+        }
+    }
+}
+
+/// A report that passed every validation rule.
+#[derive(Debug, Clone)]
+pub struct ValidReport {
+    report: pb::Report,
+    id: Uuid,
+    state: CountryCode,
+    category: Category,
+    incident_date: Date,
+}
+
+impl ValidReport {
+    pub fn report(&self) -> &pb::Report {
+        &self.report
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    pub fn state(&self) -> CountryCode {
+        self.state
+    }
+
+    pub fn version(&self) -> u32 {
+        self.report.version
+    }
+
+    pub fn category(&self) -> Category {
+        self.category
+    }
+
+    pub fn incident_date(&self) -> Date {
+        self.incident_date
+    }
+}
+
+/// A retraction that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidRetraction {
+    id: Uuid,
+    state: CountryCode,
+    version: u32,
+}
+
+impl ValidRetraction {
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    pub fn state(&self) -> CountryCode {
+        self.state
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+/// One broken rule: the field's path and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+/// Every broken rule of one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<FieldViolation>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the report is invalid: ")?;
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                write!(f, "; ")?;
+            }
+            write!(f, "{}: {}", v.field, v.description)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}

@@ -1,0 +1,523 @@
+//! The validation rules of a report, one function per part of it.
+
+use std::collections::HashSet;
+
+use time::{Date, Month};
+use uuid::Uuid;
+
+use super::{Category, FieldViolation, ValidReport, ValidRetraction, ValidationErrors};
+use crate::{country::CountryCode, pb};
+
+const MAX_NARRATIVE_CHARS: usize = 4000;
+const MAX_PLACE_CHARS: usize = 200;
+const MAX_TRANSIT: usize = 10;
+const MAX_NATIONALITIES: usize = 50;
+const MAX_LISTED_STATES: usize = 50;
+const MAX_TRANSPORT: usize = 10;
+const MAX_DOCUMENTS: usize = 20;
+const MAX_FEE: u64 = 1_000_000_000;
+const MAX_ON_BOARD: u32 = 100_000;
+const MAX_SAR_REGION_CHARS: usize = 64;
+const MAX_REASON_CHARS: usize = 500;
+const EARLIEST_YEAR: i32 = 1990;
+
+/// Checks every rule; `today` is the latest allowed incident date (UTC).
+pub fn validate(report: pb::Report, today: Date) -> Result<ValidReport, ValidationErrors> {
+    let mut c = Check::default();
+    let id = c.uuid("report_id", &report.report_id);
+    if report.version == 0 {
+        c.fail("version", "must be 1 or more (1 for a new report)");
+    }
+    let state = c.country("reporting_state", &report.reporting_state, true);
+    let incident_date = c.date("incident_date", &report.incident_date, today);
+    c.time_of_day("incident_time", &report.incident_time);
+    match &report.location {
+        Some(location) => c.location(location),
+        None => c.fail("location", "is required (at least location.country)"),
+    }
+    if let Some(route) = &report.route {
+        c.route(route);
+    }
+    match &report.persons {
+        Some(persons) => c.persons(persons),
+        None => c.fail("persons", "is required (at least persons.total)"),
+    }
+    c.text("narrative", &report.narrative, MAX_NARRATIVE_CHARS);
+    match &report.sharing {
+        Some(sharing) => c.sharing(sharing),
+        None => c.fail("sharing", "is required: choose a sharing scope"),
+    }
+    match &report.reliability {
+        Some(r) => {
+            c.required_enum::<pb::SourceReliability>("reliability.source", r.source);
+            c.required_enum::<pb::InformationCredibility>("reliability.information", r.information);
+        }
+        None => c.fail(
+            "reliability",
+            "is required: grade source (A-X) and information (1-4)",
+        ),
+    }
+    let category = match &report.details {
+        Some(pb::report::Details::Smuggling(s)) => {
+            c.smuggling(s);
+            Some(Category::SmugglingIncident)
+        }
+        Some(pb::report::Details::Maritime(m)) => {
+            c.maritime(m);
+            Some(Category::MaritimeMovement)
+        }
+        None => {
+            c.fail("details", "is required: set either smuggling or maritime");
+            None
+        }
+    };
+    match (c.finish(), id, state, category, incident_date) {
+        (Ok(()), Some(id), Some(state), Some(category), Some(incident_date)) => Ok(ValidReport {
+            report,
+            id,
+            state,
+            category,
+            incident_date,
+        }),
+        (Err(e), ..) => Err(e),
+        // Invariant: every None above recorded a violation, so finish() returned Err.
+        _ => unreachable!("a missing part always records a violation"),
+    }
+}
+
+/// Checks a retraction.
+pub fn validate_retraction(r: &pb::Retraction) -> Result<ValidRetraction, ValidationErrors> {
+    let mut c = Check::default();
+    let id = c.uuid("report_id", &r.report_id);
+    let state = c.country("reporting_state", &r.reporting_state, true);
+    if r.version < 2 {
+        c.fail(
+            "version",
+            "a retraction is the report's latest version plus one (2 or more)",
+        );
+    }
+    c.text("reason", &r.reason, MAX_REASON_CHARS);
+    match (c.finish(), id, state) {
+        (Ok(()), Some(id), Some(state)) => Ok(ValidRetraction {
+            id,
+            state,
+            version: r.version,
+        }),
+        (Err(e), ..) => Err(e),
+        _ => unreachable!("a missing part always records a violation"),
+    }
+}
+
+#[derive(Default)]
+struct Check {
+    violations: Vec<FieldViolation>,
+}
+
+impl Check {
+    fn fail(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    fn finish(self) -> Result<(), ValidationErrors> {
+        if self.violations.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(self.violations))
+        }
+    }
+
+    fn uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
+        match Uuid::try_parse(value) {
+            Ok(id) if !id.is_nil() => Some(id),
+            _ => {
+                self.fail(
+                    field,
+                    format!(
+                        "{value:?} is not a UUID (e.g. \"5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn country(&mut self, field: &str, value: &str, required: bool) -> Option<CountryCode> {
+        if value.is_empty() {
+            if required {
+                self.fail(field, "is required: an ISO 3166-1 alpha-3 country code");
+            }
+            return None;
+        }
+        match CountryCode::parse(value) {
+            Ok(code) => Some(code),
+            Err(e) => {
+                self.fail(field, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, field: &str, value: &str, max_chars: usize) {
+        let chars = value.chars().count();
+        if chars > max_chars {
+            self.fail(
+                field,
+                format!("is {chars} characters long; at most {max_chars} are allowed"),
+            );
+        }
+        if value
+            .chars()
+            .any(|ch| ch.is_control() && ch != '\n' && ch != '\t')
+        {
+            self.fail(field, "contains control characters");
+        }
+    }
+
+    fn required_enum<E: TryFrom<i32>>(&mut self, field: &str, value: i32) {
+        if value == 0 {
+            self.fail(field, "is required");
+        } else {
+            self.known_enum::<E>(field, value);
+        }
+    }
+
+    fn known_enum<E: TryFrom<i32>>(&mut self, field: &str, value: i32) {
+        if E::try_from(value).is_err() {
+            self.fail(field, format!("{value} is not one of the allowed values"));
+        }
+    }
+
+    fn date(&mut self, field: &str, value: &str, today: Date) -> Option<Date> {
+        let Some(date) = parse_date(value) else {
+            self.fail(
+                field,
+                format!("{value:?} is not a date in the form YYYY-MM-DD"),
+            );
+            return None;
+        };
+        if date.year() < EARLIEST_YEAR {
+            self.fail(field, format!("{value} is before {EARLIEST_YEAR}-01-01"));
+        } else if date > today {
+            self.fail(
+                field,
+                format!("{value} is in the future (today is {today}, UTC)"),
+            );
+        }
+        Some(date)
+    }
+
+    fn time_of_day(&mut self, field: &str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let ok = value.len() == 5
+            && value.as_bytes()[2] == b':'
+            && value[..2].parse::<u8>().is_ok_and(|h| h < 24)
+            && value[3..].parse::<u8>().is_ok_and(|m| m < 60);
+        if !ok {
+            self.fail(
+                field,
+                format!("{value:?} is not a time HH:MM (UTC, 00:00 to 23:59)"),
+            );
+        }
+    }
+
+    fn location(&mut self, l: &pb::Location) {
+        self.country("location.country", &l.country, true);
+        self.text("location.place", &l.place, MAX_PLACE_CHARS);
+        if let Some(p) = &l.point {
+            if !(p.latitude.is_finite() && (-90.0..=90.0).contains(&p.latitude)) {
+                self.fail(
+                    "location.point.latitude",
+                    format!("{} is outside -90..90", p.latitude),
+                );
+            }
+            if !(p.longitude.is_finite() && (-180.0..=180.0).contains(&p.longitude)) {
+                self.fail(
+                    "location.point.longitude",
+                    format!("{} is outside -180..180", p.longitude),
+                );
+            }
+        }
+        self.known_enum::<pb::SeaArea>("location.sea_area", l.sea_area);
+    }
+
+    fn route(&mut self, r: &pb::Route) {
+        self.country("route.origin", &r.origin, false);
+        self.country("route.intended_destination", &r.intended_destination, false);
+        if r.transit.len() > MAX_TRANSIT {
+            self.fail(
+                "route.transit",
+                format!("has {} entries; at most {MAX_TRANSIT}", r.transit.len()),
+            );
+        }
+        for (i, t) in r.transit.iter().enumerate() {
+            self.country(&format!("route.transit[{i}]"), t, true);
+        }
+    }
+
+    fn persons(&mut self, p: &pb::Persons) {
+        let n = p.by_nationality.len();
+        if n > MAX_NATIONALITIES {
+            self.fail(
+                "persons.by_nationality",
+                format!("has {n} entries; at most {MAX_NATIONALITIES}"),
+            );
+        }
+        let mut seen = HashSet::new();
+        let mut sum: u64 = 0;
+        for (i, nc) in p.by_nationality.iter().enumerate() {
+            let field = format!("persons.by_nationality[{i}]");
+            if let Some(code) = self.country(&format!("{field}.nationality"), &nc.nationality, true)
+                && !seen.insert(code)
+            {
+                {
+                    self.fail(
+                        format!("{field}.nationality"),
+                        format!("{code} appears more than once"),
+                    );
+                }
+            }
+            if nc.count == 0 {
+                self.fail(format!("{field}.count"), "must be at least 1");
+            }
+            sum += u64::from(nc.count);
+        }
+        if sum > u64::from(p.total) {
+            self.fail(
+                "persons.by_nationality",
+                format!(
+                    "counts add up to {sum}, more than persons.total ({})",
+                    p.total
+                ),
+            );
+        }
+        if p.minors > p.total {
+            self.fail(
+                "persons.minors",
+                format!("{} is more than persons.total ({})", p.minors, p.total),
+            );
+        }
+        if p.unaccompanied_minors > p.minors {
+            self.fail(
+                "persons.unaccompanied_minors",
+                format!(
+                    "{} is more than persons.minors ({})",
+                    p.unaccompanied_minors, p.minors
+                ),
+            );
+        }
+        if p.women > p.total {
+            self.fail(
+                "persons.women",
+                format!("{} is more than persons.total ({})", p.women, p.total),
+            );
+        }
+        if u64::from(p.deaths) + u64::from(p.missing) > u64::from(p.total) {
+            self.fail(
+                "persons.deaths",
+                format!(
+                    "deaths ({}) plus missing ({}) is more than persons.total ({})",
+                    p.deaths, p.missing, p.total
+                ),
+            );
+        }
+    }
+
+    fn sharing(&mut self, s: &pb::Sharing) {
+        self.required_enum::<pb::SharingScope>("sharing.scope", s.scope);
+        let listed = s.scope == pb::SharingScope::ListedStates as i32;
+        if listed && s.states.is_empty() {
+            self.fail(
+                "sharing.states",
+                "lists no state; SHARING_SCOPE_LISTED_STATES needs 1 or more",
+            );
+        }
+        if !listed && !s.states.is_empty() {
+            self.fail(
+                "sharing.states",
+                "must be empty unless the scope is SHARING_SCOPE_LISTED_STATES",
+            );
+        }
+        if s.states.len() > MAX_LISTED_STATES {
+            self.fail(
+                "sharing.states",
+                format!(
+                    "has {} entries; at most {MAX_LISTED_STATES}",
+                    s.states.len()
+                ),
+            );
+        }
+        for (i, st) in s.states.iter().enumerate() {
+            self.country(&format!("sharing.states[{i}]"), st, true);
+        }
+    }
+
+    fn smuggling(&mut self, s: &pb::SmugglingIncident) {
+        self.required_enum::<pb::ModusOperandi>("smuggling.modus_operandi", s.modus_operandi);
+        if s.transport.len() > MAX_TRANSPORT {
+            self.fail(
+                "smuggling.transport",
+                format!("has {} entries; at most {MAX_TRANSPORT}", s.transport.len()),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, t) in s.transport.iter().enumerate() {
+            let field = format!("smuggling.transport[{i}]");
+            self.required_enum::<pb::TransportMeans>(&field, *t);
+            if !seen.insert(*t) {
+                self.fail(field, "appears more than once");
+            }
+        }
+        self.known_enum::<pb::Concealment>("smuggling.concealment", s.concealment);
+        if s.facilitators_arrested > s.facilitators_detected {
+            self.fail(
+                "smuggling.facilitators_arrested",
+                format!(
+                    "{} is more than facilitators_detected ({})",
+                    s.facilitators_arrested, s.facilitators_detected
+                ),
+            );
+        }
+        if let Some(fee) = &s.fee_per_person {
+            if fee.amount == 0 || fee.amount > MAX_FEE {
+                self.fail(
+                    "smuggling.fee_per_person.amount",
+                    format!("must be 1 to {MAX_FEE}"),
+                );
+            }
+            if iso_currency::Currency::from_code(&fee.currency).is_none() {
+                self.fail(
+                    "smuggling.fee_per_person.currency",
+                    format!("{:?} is not an ISO 4217 currency code", fee.currency),
+                );
+            }
+        }
+        if s.fraudulent_documents.len() > MAX_DOCUMENTS {
+            self.fail(
+                "smuggling.fraudulent_documents",
+                format!(
+                    "has {} entries; at most {MAX_DOCUMENTS}",
+                    s.fraudulent_documents.len()
+                ),
+            );
+        }
+        for (i, d) in s.fraudulent_documents.iter().enumerate() {
+            let field = format!("smuggling.fraudulent_documents[{i}]");
+            self.required_enum::<pb::DocumentType>(
+                &format!("{field}.document_type"),
+                d.document_type,
+            );
+            self.required_enum::<pb::FraudKind>(&format!("{field}.fraud"), d.fraud);
+            self.country(
+                &format!("{field}.issuing_country"),
+                &d.issuing_country,
+                false,
+            );
+            if d.count == 0 {
+                self.fail(format!("{field}.count"), "must be at least 1");
+            }
+        }
+        if let Some(cj) = &s.criminal_justice
+            && cj.persons_convicted > cj.persons_prosecuted
+        {
+            {
+                self.fail(
+                    "smuggling.criminal_justice.persons_convicted",
+                    format!(
+                        "{} is more than persons_prosecuted ({})",
+                        cj.persons_convicted, cj.persons_prosecuted
+                    ),
+                );
+            }
+        }
+    }
+
+    fn maritime(&mut self, m: &pb::MaritimeMovement) {
+        self.required_enum::<pb::MaritimeEvent>("maritime.event", m.event);
+        self.required_enum::<pb::VesselType>("maritime.vessel_type", m.vessel_type);
+        self.country("maritime.flag_state", &m.flag_state, false);
+        if !m.imo_number.is_empty() && !valid_imo(&m.imo_number) {
+            self.fail(
+                "maritime.imo_number",
+                format!(
+                    "{:?} is not an IMO number (7 digits with a valid check digit)",
+                    m.imo_number
+                ),
+            );
+        }
+        let mmsi_ok = m.mmsi.len() == 9 && m.mmsi.bytes().all(|b| b.is_ascii_digit());
+        if !m.mmsi.is_empty() && !mmsi_ok {
+            self.fail(
+                "maritime.mmsi",
+                format!("{:?} is not an MMSI (9 digits)", m.mmsi),
+            );
+        }
+        if m.persons_on_board > MAX_ON_BOARD {
+            self.fail(
+                "maritime.persons_on_board",
+                format!("must be at most {MAX_ON_BOARD}"),
+            );
+        }
+        self.text("maritime.sar_region", &m.sar_region, MAX_SAR_REGION_CHARS);
+        self.country(
+            "maritime.disembarkation_country",
+            &m.disembarkation_country,
+            false,
+        );
+        self.text(
+            "maritime.disembarkation_port",
+            &m.disembarkation_port,
+            MAX_PLACE_CHARS,
+        );
+    }
+}
+
+/// Parses `YYYY-MM-DD`.
+pub(crate) fn parse_date(value: &str) -> Option<Date> {
+    let mut parts = value.splitn(3, '-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let month = Month::try_from(m.parse::<u8>().ok()?).ok()?;
+    Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok()
+}
+
+/// An IMO ship number: 7 digits (optionally after "IMO "), the last a check digit: the sum
+/// of the first six digits weighted 7, 6, 5, 4, 3, 2, modulo 10.
+fn valid_imo(value: &str) -> bool {
+    let digits = value.strip_prefix("IMO ").unwrap_or(value).as_bytes();
+    if digits.len() != 7 || !digits.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sum: u32 = digits[..6]
+        .iter()
+        .zip((2..=7).rev())
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    sum % 10 == u32::from(digits[6] - b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imo_check_digit() {
+        assert!(valid_imo("9074729"));
+        assert!(valid_imo("IMO 9074729"));
+        assert!(!valid_imo("9074728"));
+        assert!(!valid_imo("907472"));
+    }
+
+    #[test]
+    fn dates() {
+        assert!(parse_date("2024-02-29").is_some());
+        assert!(parse_date("2023-02-29").is_none());
+        assert!(parse_date("2024-2-01").is_none());
+    }
+}

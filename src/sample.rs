@@ -1,0 +1,251 @@
+//! Realistic synthetic reports for demos, tests and benchmarks.
+//!
+//! Deterministic for a given seed: routes, nationalities, vessel types, dates and
+//! scopes vary the way the region's real reporting does, and every report passes
+//! validation.
+
+use uuid::Uuid;
+
+use crate::pb;
+
+/// Origins, transit and destination countries seen on the region's routes.
+const ORIGINS: [&str; 10] = [
+    "AFG", "IRN", "IRQ", "LKA", "MMR", "BGD", "PAK", "VNM", "CHN", "SOM",
+];
+const TRANSIT: [&str; 6] = ["MYS", "IDN", "THA", "TLS", "PNG", "SGP"];
+const DESTINATIONS: [&str; 4] = ["AUS", "NZL", "MYS", "IDN"];
+const PLACES: [&str; 8] = [
+    "Kupang",
+    "Christmas Island",
+    "Ashmore Reef",
+    "Satun",
+    "Ranong",
+    "Tanjung Pinang",
+    "Darwin",
+    "Rote Island",
+];
+const SEA_AREAS: [pb::SeaArea; 6] = [
+    pb::SeaArea::TimorSea,
+    pb::SeaArea::AndamanSea,
+    pb::SeaArea::IndianOcean,
+    pb::SeaArea::JavaSea,
+    pb::SeaArea::ArafuraSea,
+    pb::SeaArea::StraitOfMalacca,
+];
+
+/// A small deterministic generator (`SplitMix64`): reproducible data from a seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        // Invariant: called with non-empty constant tables only.
+        &items[usize::try_from(self.below(items.len() as u64)).unwrap_or(0)]
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn count(&mut self, max: u64) -> u32 {
+        u32::try_from(self.below(max + 1)).unwrap_or(0)
+    }
+}
+
+/// Mixes a seed with a label (FNV-1a), so different labels give different streams.
+pub fn seed_for(seed: u64, label: &str) -> u64 {
+    label.bytes().fold(seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Generates one synthetic report for `state`, with an incident between 2019 and 2025.
+// Long because the report model is: one block per part of it.
+#[allow(clippy::too_many_lines)]
+pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
+    let id = Uuid::from_u64_pair(rng.next_u64(), rng.next_u64());
+    // Make it a valid v4 UUID so that it looks like what a real node would send.
+    let id = uuid::Builder::from_random_bytes(*id.as_bytes()).into_uuid();
+    let date = format!(
+        "{}-{:02}-{:02}",
+        2019 + rng.below(7),
+        1 + rng.below(12),
+        1 + rng.below(28)
+    );
+    let maritime = rng.chance(45);
+    let total = 1 + rng.count(if maritime { 150 } else { 40 });
+    let mut remaining = u64::from(total);
+    let mut by_nationality = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..=rng.below(3) {
+        let nationality = *rng.pick(&ORIGINS);
+        if remaining == 0 || seen.contains(&nationality) {
+            break;
+        }
+        let count = 1 + rng.below(remaining);
+        remaining -= count;
+        seen.push(nationality);
+        by_nationality.push(pb::NationalityCount {
+            nationality: nationality.to_owned(),
+            count: u32::try_from(count).unwrap_or(1),
+        });
+    }
+    let minors = rng.count(u64::from(total) / 3);
+    let deaths = if rng.chance(10) {
+        rng.count(u64::from(total) / 4)
+    } else {
+        0
+    };
+    let missing = if rng.chance(8) {
+        rng.count(u64::from(total - deaths) / 4)
+    } else {
+        0
+    };
+    let origin = seen.first().copied().unwrap_or(*rng.pick(&ORIGINS));
+    let scope = match rng.below(10) {
+        0 => pb::SharingScope::AggregateOnly,
+        1 | 2 => pb::SharingScope::ListedStates,
+        _ => pb::SharingScope::AllContributors,
+    };
+    let details = if maritime {
+        pb::report::Details::Maritime(pb::MaritimeMovement {
+            event: i32::try_from(1 + rng.below(7)).unwrap_or(1),
+            vessel_type: *rng.pick(&[1, 2, 2, 2, 3, 5, 6]),
+            flag_state: if rng.chance(60) {
+                "IDN".to_owned()
+            } else {
+                String::new()
+            },
+            imo_number: String::new(),
+            mmsi: if rng.chance(20) {
+                format!("{:09}", 525_000_000 + rng.below(999_999))
+            } else {
+                String::new()
+            },
+            persons_on_board: total + rng.count(5),
+            sar_region: "AUS SRR".to_owned(),
+            disembarkation_country: if rng.chance(50) {
+                state.to_owned()
+            } else {
+                String::new()
+            },
+            disembarkation_port: String::new(),
+        })
+    } else {
+        let detected = rng.count(6);
+        pb::report::Details::Smuggling(pb::SmugglingIncident {
+            modus_operandi: i32::try_from(1 + rng.below(4)).unwrap_or(1),
+            transport: vec![*rng.pick(&[2, 3, 4, 6, 7])],
+            concealment: i32::try_from(1 + rng.below(5)).unwrap_or(1),
+            facilitators_detected: detected,
+            facilitators_arrested: rng.count(u64::from(detected)),
+            fee_per_person: rng.chance(60).then(|| pb::Money {
+                amount: 500 + rng.below(9_500),
+                currency: (*rng.pick(&["USD", "USD", "AUD", "IDR", "THB"])).to_owned(),
+            }),
+            fraudulent_documents: if rng.chance(25) {
+                vec![pb::FraudulentDocument {
+                    document_type: pb::DocumentType::Passport as i32,
+                    issuing_country: (*rng.pick(&DESTINATIONS)).to_owned(),
+                    fraud: i32::try_from(1 + rng.below(4)).unwrap_or(1),
+                    count: 1 + rng.count(3),
+                }]
+            } else {
+                Vec::new()
+            },
+            criminal_justice: Some(pb::CriminalJustice {
+                investigation_opened: rng.chance(70),
+                persons_prosecuted: 0,
+                persons_convicted: 0,
+            }),
+        })
+    };
+    pb::Report {
+        report_id: id.to_string(),
+        version: 1,
+        reporting_state: state.to_owned(),
+        incident_date: date,
+        incident_time: if rng.chance(50) {
+            format!("{:02}:{:02}", rng.below(24), rng.below(60))
+        } else {
+            String::new()
+        },
+        location: Some(pb::Location {
+            country: state.to_owned(),
+            place: (*rng.pick(&PLACES)).to_owned(),
+            point: rng.chance(70).then(|| pb::GeoPoint {
+                latitude: -12.0 + f64::from(rng.count(2000)) / 100.0,
+                longitude: 95.0 + f64::from(rng.count(3000)) / 100.0,
+            }),
+            sea_area: if maritime {
+                *rng.pick(&SEA_AREAS) as i32
+            } else {
+                0
+            },
+        }),
+        route: Some(pb::Route {
+            origin: origin.to_owned(),
+            transit: vec![(*rng.pick(&TRANSIT)).to_owned()],
+            intended_destination: (*rng.pick(&DESTINATIONS)).to_owned(),
+        }),
+        persons: Some(pb::Persons {
+            total,
+            by_nationality,
+            minors,
+            unaccompanied_minors: rng.count(u64::from(minors)),
+            women: rng.count(u64::from(total) / 2),
+            deaths,
+            missing,
+        }),
+        narrative: "Synthetic report generated for testing; no real persons.".to_owned(),
+        sharing: Some(pb::Sharing {
+            scope: scope as i32,
+            states: if scope == pb::SharingScope::ListedStates {
+                vec!["AUS".to_owned(), "IDN".to_owned()]
+            } else {
+                Vec::new()
+            },
+        }),
+        reliability: Some(pb::Reliability {
+            source: i32::try_from(1 + rng.below(4)).unwrap_or(1),
+            information: i32::try_from(1 + rng.below(4)).unwrap_or(1),
+        }),
+        details: Some(details),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_report_is_valid_and_ids_are_unique() {
+        let mut rng = Rng::new(7);
+        let today = time::OffsetDateTime::now_utc().date();
+        let mut ids = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let state = ["AUS", "IDN", "THA"][i % 3];
+            let r = report(&mut rng, state);
+            assert!(ids.insert(r.report_id.clone()));
+            if let Err(e) = crate::report::validate(r, today) {
+                panic!("sample {i} invalid: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The embedded store: one redb file holding everything the exchange keeps.
+//!
+//! - Every write transaction is durable when it commits (`Durability::Immediate`) and
+//!   uses redb's two-phase commit, whose commit record a crash cannot forge.
+//! - Submissions go through one writer thread ([`writer`]) that batches concurrent
+//!   envelopes into one transaction (group commit); a submitter is answered only after
+//!   its batch is durable. Reads use read transactions (MVCC snapshots) and never wait
+//!   for the writer.
+//! - Table definitions are the constants below, in one place.
+
+mod records;
+mod writer;
+
+use std::{path::Path, sync::Arc};
+
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use uuid::Uuid;
+
+pub use self::{
+    records::{EnvelopeRecord, KeyRecord, ReportHead, VersionRef},
+    writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, ReceiptSigner, Writer},
+};
+use crate::config::StoreConfig;
+
+/// The layout version this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Store-wide facts: `schema_version`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Accepted envelopes by sequence number (1, 2, 3, … with no gaps).
+const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
+/// Report version history by report UUID.
+const REPORTS: TableDefinition<u128, &[u8]> = TableDefinition::new("reports");
+/// Registered signing keys by key id.
+const SIGNING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
+
+/// A handle on the open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens the store file, creating it (and its directory) on first use.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let path = &config.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::open(path, e))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(config.cache_mib.saturating_mul(1024 * 1024))
+            .create(path)
+            .map_err(|e| StoreError::open(path, e))?;
+        let store = Self { db: Arc::new(db) };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The layout version recorded in the file.
+    pub fn schema_version(&self) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table.get("schema_version")?.map(|v| v.value()))
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => return Err(StoreError::Schema(other)),
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+            // Create every table so that readers never meet a missing one.
+            tx.open_table(ENVELOPES)?;
+            tx.open_table(REPORTS)?;
+            tx.open_table(SIGNING_KEYS)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A durable, two-phase-commit write transaction.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_two_phase_commit(true);
+        Ok(tx)
+    }
+
+    /// Starts the group-commit writer thread for submissions.
+    pub fn start_writer(&self, signer: ReceiptSigner, max_batch: usize) -> Writer {
+        Writer::start(self.db.clone(), signer, max_batch)
+    }
+
+    /// The number of accepted envelopes (the latest sequence number).
+    pub fn envelope_count(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok(tx.open_table(ENVELOPES)?.len()?)
+    }
+
+    /// The accepted envelope with this sequence number.
+    pub fn envelope(&self, sequence: u64) -> Result<Option<EnvelopeRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ENVELOPES)?;
+        table.get(sequence)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// A report's version history.
+    pub fn report_head(&self, id: Uuid) -> Result<Option<ReportHead>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(REPORTS)?;
+        table
+            .get(id.as_u128())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// A registered signing key.
+    pub fn signing_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SIGNING_KEYS)?;
+        table.get(key_id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Every registered signing key, of one state or all.
+    pub fn signing_keys(&self, state: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SIGNING_KEYS)?;
+        let mut keys = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            let record: KeyRecord = decode(value.value())?;
+            if state.is_none_or(|s| s == record.state) {
+                keys.push(record);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Registers a signing key. The same key for the same state again changes nothing
+    /// and returns the stored record; for another state it is refused.
+    pub fn register_signing_key(&self, record: &KeyRecord) -> Result<KeyRecord, KeyRegistryError> {
+        let tx = self.begin_write()?;
+        let stored = {
+            let mut table = tx.open_table(SIGNING_KEYS).map_err(StoreError::from)?;
+            let existing: Option<KeyRecord> = table
+                .get(record.key_id.as_str())
+                .map_err(StoreError::from)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            match existing {
+                Some(existing) if existing.state == record.state => existing,
+                Some(existing) => {
+                    return Err(KeyRegistryError::OtherState {
+                        key_id: record.key_id.clone(),
+                        state: existing.state,
+                    });
+                }
+                None => {
+                    table
+                        .insert(record.key_id.as_str(), record.encode_to_vec().as_slice())
+                        .map_err(StoreError::from)?;
+                    record.clone()
+                }
+            }
+        };
+        tx.commit().map_err(StoreError::from)?;
+        Ok(stored)
+    }
+
+    /// Revokes a signing key from `at` on. A key already revoked keeps the earlier time.
+    pub fn revoke_signing_key(
+        &self,
+        key_id: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<KeyRecord, KeyRegistryError> {
+        let tx = self.begin_write()?;
+        let updated = {
+            let mut table = tx.open_table(SIGNING_KEYS).map_err(StoreError::from)?;
+            let mut record: KeyRecord = table
+                .get(key_id)
+                .map_err(StoreError::from)?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .ok_or_else(|| KeyRegistryError::Unknown(key_id.to_owned()))?;
+            if record.revoked_at == 0 || at < record.revoked_at {
+                record.revoked_at = at;
+                reason.clone_into(&mut record.revocation_reason);
+            }
+            table
+                .insert(key_id, record.encode_to_vec().as_slice())
+                .map_err(StoreError::from)?;
+            record
+        };
+        tx.commit().map_err(StoreError::from)?;
+        Ok(updated)
+    }
+}
+
+fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "the store was written by a different Tidemark version (schema {0}, this build uses \
+         {SCHEMA_VERSION}); use a matching build or restore from backup"
+    )]
+    Schema(u64),
+    #[error("a stored record could not be decoded ({0}); restore the store from backup")]
+    Corrupt(String),
+    #[error("store error: {0}")]
+    Redb(#[from] redb::Error),
+}
+
+impl StoreError {
+    fn open(path: &Path, reason: impl std::fmt::Display) -> Self {
+        Self::Open {
+            path: path.display().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Redb(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Why a signing-key change was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyRegistryError {
+    #[error("signing key {key_id} is already registered to {state}")]
+    OtherState { key_id: String, state: String },
+    #[error("no signing key has id {0}; list keys with `tidemark admin keys`")]
+    Unknown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redb::TransactionError> for KeyRegistryError {
+    fn from(e: redb::TransactionError) -> Self {
+        Self::Store(e.into())
+    }
+}

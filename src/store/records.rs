@@ -1,0 +1,116 @@
+//! What the store keeps in its tables, as protobuf messages (compact, and readable by
+//! later versions that add fields).
+
+use prost::Message;
+
+/// One accepted envelope, keyed by its sequence number.
+#[derive(Clone, PartialEq, Message)]
+pub struct EnvelopeRecord {
+    /// The envelope exactly as verified (encoded `tidemark.v1.Envelope`).
+    #[prost(bytes = "vec", tag = "1")]
+    pub envelope: Vec<u8>,
+    #[prost(string, tag = "2")]
+    pub state: String,
+    /// The report's UUID, 16 bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub report_id: Vec<u8>,
+    #[prost(uint32, tag = "4")]
+    pub version: u32,
+    /// Seconds since the Unix epoch when the batch holding it committed.
+    #[prost(int64, tag = "5")]
+    pub accepted_at: i64,
+    /// SHA-256 of PAE(payload_type, payload).
+    #[prost(bytes = "vec", tag = "6")]
+    pub digest: Vec<u8>,
+    /// 1: report, 2: retraction.
+    #[prost(uint32, tag = "7")]
+    pub kind: u32,
+    /// `tidemark.v1.Category` of the report.
+    #[prost(int32, tag = "8")]
+    pub category: i32,
+    /// The key whose signature was accepted.
+    #[prost(string, tag = "9")]
+    pub key_id: String,
+    /// The signed receipt handed to the submitter (encoded `tidemark.v1.Envelope`).
+    #[prost(bytes = "vec", tag = "10")]
+    pub receipt: Vec<u8>,
+}
+
+/// The version history of one report, keyed by its UUID.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReportHead {
+    /// The owning state.
+    #[prost(string, tag = "1")]
+    pub state: String,
+    #[prost(int32, tag = "2")]
+    pub category: i32,
+    #[prost(bool, tag = "3")]
+    pub retracted: bool,
+    /// Every accepted version, in order; the last is the latest.
+    #[prost(message, repeated, tag = "4")]
+    pub versions: Vec<VersionRef>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct VersionRef {
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    #[prost(uint64, tag = "2")]
+    pub sequence: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub digest: Vec<u8>,
+}
+
+/// A registered report-signing key, keyed by its key id.
+#[derive(Clone, PartialEq, Message)]
+pub struct KeyRecord {
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    #[prost(string, tag = "2")]
+    pub state: String,
+    /// The 32 raw Ed25519 public key bytes.
+    #[prost(bytes = "vec", tag = "3")]
+    pub public_key: Vec<u8>,
+    #[prost(int64, tag = "4")]
+    pub valid_from: i64,
+    /// 0: no end.
+    #[prost(int64, tag = "5")]
+    pub valid_until: i64,
+    /// 0: not revoked; otherwise the time from which the key is no longer trusted.
+    #[prost(int64, tag = "6")]
+    pub revoked_at: i64,
+    #[prost(string, tag = "7")]
+    pub revocation_reason: String,
+    #[prost(int64, tag = "8")]
+    pub registered_at: i64,
+}
+
+impl KeyRecord {
+    /// A new, unrevoked registration made at `now`; `valid_until` 0 means no end.
+    pub fn new(
+        key_id: &str,
+        state: &str,
+        public_key: &[u8],
+        valid_from: i64,
+        valid_until: i64,
+        now: i64,
+    ) -> Self {
+        Self {
+            key_id: key_id.to_owned(),
+            state: state.to_owned(),
+            public_key: public_key.to_vec(),
+            valid_from,
+            valid_until,
+            revoked_at: 0,
+            revocation_reason: String::new(),
+            registered_at: now,
+        }
+    }
+
+    /// Whether the key may sign at `at` (seconds since the epoch).
+    pub fn active_at(&self, at: i64) -> bool {
+        at >= self.valid_from
+            && (self.valid_until == 0 || at < self.valid_until)
+            && (self.revoked_at == 0 || at < self.revoked_at)
+    }
+}

@@ -1,0 +1,308 @@
+//! The one writer: group commit of accepted envelopes.
+//!
+//! Submissions queue on a channel; a dedicated thread takes everything queued (up to a
+//! batch limit), applies it in one redb write transaction, commits durably, and only then
+//! answers each submitter. Version rules are checked inside the transaction, so two
+//! submissions of the same report in one batch see each other.
+
+use std::{sync::Arc, thread};
+
+use prost::Message;
+use redb::{Database, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{ENVELOPES, EnvelopeRecord, REPORTS, ReportHead, StoreError, VersionRef, decode};
+use crate::{country::CountryCode, pb};
+
+/// Signs a receipt; the store calls it inside the write transaction so the stored
+/// receipt and the one handed out are the same.
+pub type ReceiptSigner = Arc<dyn Fn(&pb::Receipt) -> pb::Envelope + Send + Sync>;
+
+/// What kind of envelope is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    Report,
+    Retraction,
+}
+
+impl EnvelopeKind {
+    fn code(self) -> u32 {
+        match self {
+            Self::Report => 1,
+            Self::Retraction => 2,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::Retraction => "retraction",
+        }
+    }
+}
+
+/// A verified envelope, ready to append.
+#[derive(Debug, Clone)]
+pub struct NewEnvelope {
+    /// The envelope exactly as verified (encoded `tidemark.v1.Envelope`).
+    pub envelope: Vec<u8>,
+    pub state: CountryCode,
+    pub report_id: Uuid,
+    pub version: u32,
+    pub kind: EnvelopeKind,
+    /// For reports; a retraction inherits the report's category.
+    pub category: pb::Category,
+    pub digest: [u8; 32],
+    pub key_id: String,
+}
+
+/// The outcome of an append that succeeded.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub sequence: u64,
+    /// The signed receipt (the original one for a duplicate).
+    pub receipt: pb::Envelope,
+    /// The identical envelope had been accepted before.
+    pub duplicate: bool,
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error(
+        "report {id} version {version} already exists with different content (stored digest \
+         {stored}, this one {submitted}); to change a report, submit version {next}"
+    )]
+    Conflict {
+        id: Uuid,
+        version: u32,
+        stored: String,
+        submitted: String,
+        next: u32,
+    },
+    #[error("report {id} belongs to {owner}; only {owner} may amend or retract it")]
+    NotOwner { id: Uuid, owner: String },
+    #[error("report {id} is at version {latest}; the next version must be {expected}, not {got}")]
+    VersionOrder {
+        id: Uuid,
+        latest: u32,
+        expected: u32,
+        got: u32,
+    },
+    #[error("report {id} does not exist yet; its first version must be 1, not {got}")]
+    FirstVersion { id: Uuid, got: u32 },
+    #[error("report {id} was retracted; it cannot be amended or retracted again")]
+    Retracted { id: Uuid },
+    #[error("report {id} does not exist, so there is nothing to retract")]
+    NothingToRetract { id: Uuid },
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
+
+/// Handle on the writer thread; cheap to clone. The thread stops when every handle is
+/// dropped and the queue is empty.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<(NewEnvelope, Reply)>,
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<Database>, signer: ReceiptSigner, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
+        let (queue, rx) = mpsc::channel(max_batch * 4);
+        thread::Builder::new()
+            .name("tidemark-writer".to_owned())
+            .spawn(move || run(&db, rx, &signer, max_batch))
+            // Invariant: spawning fails only if the OS is out of threads at start-up.
+            .expect("start the store writer thread");
+        Self { queue }
+    }
+
+    /// Queues an envelope; resolves once its batch is durable (or refused).
+    pub async fn append(&self, envelope: NewEnvelope) -> Result<Accepted, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send((envelope, tx))
+            .await
+            .map_err(|_| AppendError::Store("the store writer has stopped".to_owned()))?;
+        rx.await
+            .map_err(|_| AppendError::Store("the store writer stopped mid-batch".to_owned()))?
+    }
+}
+
+fn run(
+    db: &Database,
+    mut rx: mpsc::Receiver<(NewEnvelope, Reply)>,
+    signer: &ReceiptSigner,
+    max_batch: usize,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let envelopes: Vec<&NewEnvelope> = batch.iter().map(|(e, _)| e).collect();
+        match commit_batch(db, &envelopes, signer) {
+            Ok(results) => {
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = batch.len(), "a submission batch failed to commit");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(AppendError::Store(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch(
+    db: &Database,
+    batch: &[&NewEnvelope],
+    signer: &ReceiptSigner,
+) -> Result<Vec<Result<Accepted, AppendError>>, StoreError> {
+    let mut tx = db.begin_write()?;
+    tx.set_two_phase_commit(true);
+    let accepted_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut envelopes = tx.open_table(ENVELOPES)?;
+        let mut reports = tx.open_table(REPORTS)?;
+        let mut next_sequence = envelopes.last()?.map_or(1, |(k, _)| k.value() + 1);
+        for new in batch {
+            let key = new.report_id.as_u128();
+            let head: Option<ReportHead> =
+                reports.get(key)?.map(|v| decode(v.value())).transpose()?;
+            match check(new, head.as_ref()) {
+                Check::Duplicate(sequence) => {
+                    let stored: EnvelopeRecord = envelopes
+                        .get(sequence)?
+                        .map(|v| decode(v.value()))
+                        .transpose()?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("envelope {sequence} is missing"))
+                        })?;
+                    let receipt = pb::Envelope::decode(stored.receipt.as_slice())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    results.push(Ok(Accepted {
+                        sequence,
+                        receipt,
+                        duplicate: true,
+                    }));
+                }
+                Check::Refuse(e) => results.push(Err(e)),
+                Check::Append => {
+                    let sequence = next_sequence;
+                    next_sequence += 1;
+                    let mut head = head.unwrap_or_else(|| ReportHead {
+                        state: new.state.to_string(),
+                        category: new.category as i32,
+                        retracted: false,
+                        versions: Vec::new(),
+                    });
+                    head.versions.push(VersionRef {
+                        version: new.version,
+                        sequence,
+                        digest: new.digest.to_vec(),
+                    });
+                    if new.kind == EnvelopeKind::Retraction {
+                        head.retracted = true;
+                    }
+                    let receipt = signer(&pb::Receipt {
+                        sequence,
+                        envelope_digest: new.digest.to_vec(),
+                        reporting_state: new.state.to_string(),
+                        report_id: new.report_id.to_string(),
+                        version: new.version,
+                        accepted_at_unix: accepted_at,
+                        kind: new.kind.label().to_owned(),
+                    });
+                    let record = EnvelopeRecord {
+                        envelope: new.envelope.clone(),
+                        state: new.state.to_string(),
+                        report_id: new.report_id.as_bytes().to_vec(),
+                        version: new.version,
+                        accepted_at,
+                        digest: new.digest.to_vec(),
+                        kind: new.kind.code(),
+                        category: head.category,
+                        key_id: new.key_id.clone(),
+                        receipt: receipt.encode_to_vec(),
+                    };
+                    envelopes.insert(sequence, record.encode_to_vec().as_slice())?;
+                    reports.insert(key, head.encode_to_vec().as_slice())?;
+                    results.push(Ok(Accepted {
+                        sequence,
+                        receipt,
+                        duplicate: false,
+                    }));
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+enum Check {
+    Append,
+    Duplicate(u64),
+    Refuse(AppendError),
+}
+
+/// The version rules: idempotent re-submission, no conflicting content, only the owner
+/// amends, versions in order, nothing after a retraction.
+fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
+    let id = new.report_id;
+    let Some(head) = head else {
+        return match new.kind {
+            EnvelopeKind::Retraction => Check::Refuse(AppendError::NothingToRetract { id }),
+            EnvelopeKind::Report if new.version == 1 => Check::Append,
+            EnvelopeKind::Report => Check::Refuse(AppendError::FirstVersion {
+                id,
+                got: new.version,
+            }),
+        };
+    };
+    if head.state != new.state.as_str() {
+        return Check::Refuse(AppendError::NotOwner {
+            id,
+            owner: head.state.clone(),
+        });
+    }
+    let latest = head.versions.last().map_or(0, |v| v.version);
+    if let Some(existing) = head.versions.iter().find(|v| v.version == new.version) {
+        if existing.digest == new.digest {
+            return Check::Duplicate(existing.sequence);
+        }
+        return Check::Refuse(AppendError::Conflict {
+            id,
+            version: new.version,
+            stored: hex::encode(&existing.digest),
+            submitted: hex::encode(new.digest),
+            next: latest + 1,
+        });
+    }
+    if head.retracted {
+        return Check::Refuse(AppendError::Retracted { id });
+    }
+    if new.version != latest + 1 {
+        return Check::Refuse(AppendError::VersionOrder {
+            id,
+            latest,
+            expected: latest + 1,
+            got: new.version,
+        });
+    }
+    Check::Append
+}

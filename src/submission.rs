@@ -1,0 +1,240 @@
+//! Accepting a submission: signature first, then decoding, validation and ownership.
+//!
+//! [`verify`] turns an envelope from a principal into a [`NewEnvelope`] for the store, or
+//! says precisely why not. The signature is checked before a single payload byte is
+//! decoded, and a signature counts only if it comes from a key registered to the *same
+//! state as the caller's certificate* and active now.
+
+use prost::Message;
+use time::OffsetDateTime;
+
+use crate::{
+    country::CountryCode,
+    envelope::{self, REPORT_PAYLOAD_TYPE, RETRACTION_PAYLOAD_TYPE},
+    identity::{Principal, Role},
+    pb,
+    report::{self, ValidationErrors},
+    signing::PublicKey,
+    store::{AppendError, EnvelopeKind, KeyRecord, NewEnvelope, Store, StoreError},
+};
+
+/// At most this many signatures are looked at on one envelope.
+pub const MAX_SIGNATURES: usize = 4;
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    #[error("only node certificates submit reports; this is a {0} certificate")]
+    NotANode(&'static str),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    BadSignature(String),
+    #[error(
+        "the envelope is signed by key {key_id}, registered to {key_state}; a node of \
+         {caller} must sign with one of {caller}'s keys"
+    )]
+    ForeignKey {
+        key_id: String,
+        key_state: String,
+        caller: CountryCode,
+    },
+    #[error(
+        "the report's reporting_state is {reported}, but this certificate is {caller}'s; a \
+         node submits only its own state's reports"
+    )]
+    WrongState {
+        reported: CountryCode,
+        caller: CountryCode,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error(transparent)]
+    Rejected(#[from] AppendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Verifies an envelope submitted by `principal` at `now`.
+pub fn verify(
+    envelope: &pb::Envelope,
+    principal: &Principal,
+    store: &Store,
+    now: OffsetDateTime,
+) -> Result<NewEnvelope, SubmitError> {
+    let Role::Node(caller) = principal.role() else {
+        return Err(SubmitError::NotANode(principal.role().label()));
+    };
+    let kind = match envelope.payload_type.as_str() {
+        REPORT_PAYLOAD_TYPE => EnvelopeKind::Report,
+        RETRACTION_PAYLOAD_TYPE => EnvelopeKind::Retraction,
+        other => {
+            return Err(SubmitError::Malformed(format!(
+                "payload type {other:?} is not accepted; use {REPORT_PAYLOAD_TYPE:?} or \
+                 {RETRACTION_PAYLOAD_TYPE:?}"
+            )));
+        }
+    };
+    let key_id = verify_signatures(envelope, caller, store, now.unix_timestamp())?;
+
+    let (state, report_id, version, category) = match kind {
+        EnvelopeKind::Report => {
+            let decoded = pb::Report::decode(envelope.payload.as_slice()).map_err(|e| {
+                SubmitError::Malformed(format!("the payload is not a tidemark.v1.Report: {e}"))
+            })?;
+            let valid = report::validate(decoded, now.date())?;
+            (
+                valid.state(),
+                valid.id(),
+                valid.version(),
+                valid.category().to_pb(),
+            )
+        }
+        EnvelopeKind::Retraction => {
+            let decoded = pb::Retraction::decode(envelope.payload.as_slice()).map_err(|e| {
+                SubmitError::Malformed(format!("the payload is not a tidemark.v1.Retraction: {e}"))
+            })?;
+            let valid = report::validate_retraction(&decoded)?;
+            (
+                valid.state(),
+                valid.id(),
+                valid.version(),
+                pb::Category::Unspecified,
+            )
+        }
+    };
+    if state != caller {
+        return Err(SubmitError::WrongState {
+            reported: state,
+            caller,
+        });
+    }
+    Ok(NewEnvelope {
+        envelope: envelope.encode_to_vec(),
+        state,
+        report_id,
+        version,
+        kind,
+        category,
+        digest: envelope::digest(envelope),
+        key_id,
+    })
+}
+
+/// Returns the id of a key that validly signed the envelope for `caller` at `now`, or
+/// the most telling reason why there is none.
+fn verify_signatures(
+    envelope: &pb::Envelope,
+    caller: CountryCode,
+    store: &Store,
+    now: i64,
+) -> Result<String, SubmitError> {
+    if envelope.signatures.is_empty() {
+        return Err(SubmitError::BadSignature(
+            "the envelope has no signature; sign it with your state's registered signing key"
+                .to_owned(),
+        ));
+    }
+    if envelope.signatures.len() > MAX_SIGNATURES {
+        return Err(SubmitError::Malformed(format!(
+            "the envelope has {} signatures; at most {MAX_SIGNATURES} are accepted",
+            envelope.signatures.len()
+        )));
+    }
+    let signed = envelope::pae(&envelope.payload_type, &envelope.payload);
+    // The most specific refusal seen so far, ranked: a valid signature by another state's
+    // key beats an inactive own key, which beats a signature that does not verify, which
+    // beats an unknown key.
+    let mut refusal: Option<(u8, SubmitError)> = None;
+    let mut note = |rank: u8, err: SubmitError| {
+        if refusal.as_ref().is_none_or(|(r, _)| rank > *r) {
+            refusal = Some((rank, err));
+        }
+    };
+    for signature in &envelope.signatures {
+        let Some(record) = store.signing_key(&signature.keyid)? else {
+            note(
+                0,
+                SubmitError::BadSignature(format!(
+                    "no registered signing key has id {:?}; an operator registers keys with \
+                     `tidemark admin register-key`",
+                    signature.keyid
+                )),
+            );
+            continue;
+        };
+        let Ok(public) = PublicKey::from_raw(&record.public_key) else {
+            return Err(
+                StoreError::Corrupt(format!("signing key {} is malformed", record.key_id)).into(),
+            );
+        };
+        if !public.verify(&signed, &signature.sig) {
+            note(
+                1,
+                SubmitError::BadSignature(format!(
+                    "the signature by key {} does not verify: the payload or the signature was \
+                     changed after signing",
+                    record.key_id
+                )),
+            );
+            continue;
+        }
+        if record.state != caller.as_str() {
+            note(
+                3,
+                SubmitError::ForeignKey {
+                    key_id: record.key_id.clone(),
+                    key_state: record.state.clone(),
+                    caller,
+                },
+            );
+            continue;
+        }
+        if !record.active_at(now) {
+            note(2, SubmitError::BadSignature(inactive_reason(&record, now)));
+            continue;
+        }
+        return Ok(record.key_id);
+    }
+    Err(refusal.map_or_else(
+        || SubmitError::BadSignature("no valid signature".to_owned()),
+        |(_, e)| e,
+    ))
+}
+
+fn inactive_reason(record: &KeyRecord, now: i64) -> String {
+    let id = &record.key_id;
+    if record.revoked_at != 0 && now >= record.revoked_at {
+        format!(
+            "signing key {id} was revoked as of {} ({}); sign with a current key",
+            format_time(record.revoked_at),
+            if record.revocation_reason.is_empty() {
+                "no reason given"
+            } else {
+                &record.revocation_reason
+            }
+        )
+    } else if now < record.valid_from {
+        format!(
+            "signing key {id} is not valid until {}",
+            format_time(record.valid_from)
+        )
+    } else {
+        format!(
+            "signing key {id} expired at {}; sign with a current key",
+            format_time(record.valid_until)
+        )
+    }
+}
+
+/// RFC 3339 for messages; the raw number if it is out of range.
+pub fn format_time(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

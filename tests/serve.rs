@@ -63,6 +63,28 @@ async fn first_run_creates_pki_and_store_and_second_run_reuses_them() {
     let (child, endpoint) = spawn_serve(dir.path(), &[]);
     let me = whoami(&endpoint, &certs.join("idn-node")).await;
     assert_eq!((me.state.as_str(), me.role()), ("IDN", pb::Role::Node));
+    // The sample states' signing keys were registered on first start: a report signed
+    // with certs/idn-signing.key is accepted.
+    let key = tidemark::signing::SigningKey::from_file(&certs.join("idn-signing.key")).unwrap();
+    let mut rng = tidemark::sample::Rng::new(1);
+    let report = tidemark::sample::report(&mut rng, "IDN");
+    let envelope = tidemark::envelope::sign(
+        tidemark::envelope::REPORT_PAYLOAD_TYPE,
+        prost::Message::encode_to_vec(&report),
+        &key,
+    );
+    let identity = ClientIdentity::from_profile(&certs.join("idn-node")).unwrap();
+    let channel = tidemark::client::connect(&endpoint, &identity)
+        .await
+        .unwrap();
+    let response = pb::exchange_client::ExchangeClient::new(channel)
+        .submit(pb::SubmitRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .expect("a dev-PKI report is accepted")
+        .into_inner();
+    assert!(!response.duplicate);
     terminate(child);
 
     let ca = std::fs::read(certs.join("ca.pem")).unwrap();
@@ -77,8 +99,16 @@ async fn first_run_creates_pki_and_store_and_second_run_reuses_them() {
         "tha-analyst",
         "regional-analyst",
         "operator",
+        "receipt",
+        "aus-signing",
+        "idn-signing",
+        "tha-signing",
     ] {
-        assert!(certs.join(format!("{stem}.pem")).is_file(), "{stem}.pem");
+        let public = ["pem", "pub.pem"].map(|ext| certs.join(format!("{stem}.{ext}")));
+        assert!(
+            public.iter().any(|p| p.is_file()),
+            "{stem}.pem or {stem}.pub.pem"
+        );
         let key = certs.join(format!("{stem}.key"));
         #[cfg(unix)]
         {

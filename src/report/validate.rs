@@ -505,6 +505,420 @@ fn valid_imo(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sample;
+
+    fn today() -> Date {
+        Date::from_calendar_date(2026, Month::June, 15).unwrap()
+    }
+
+    /// A valid report of each category to break one rule at a time.
+    fn valid(maritime: bool) -> pb::Report {
+        let mut rng = sample::Rng::new(3);
+        loop {
+            let r = sample::report(&mut rng, "AUS");
+            let is_maritime = matches!(r.details, Some(pb::report::Details::Maritime(_)));
+            if is_maritime == maritime && r.incident_date.as_str() < "2026-01-01" {
+                assert!(validate(r.clone(), today()).is_ok());
+                return r;
+            }
+        }
+    }
+
+    fn smuggling(r: &mut pb::Report) -> &mut pb::SmugglingIncident {
+        match r.details.as_mut() {
+            Some(pb::report::Details::Smuggling(s)) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    fn maritime(r: &mut pb::Report) -> &mut pb::MaritimeMovement {
+        match r.details.as_mut() {
+            Some(pb::report::Details::Maritime(m)) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn persons(r: &mut pb::Report) -> &mut pb::Persons {
+        r.persons.as_mut().unwrap()
+    }
+
+    type Breaker = fn(&mut pb::Report);
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one line per rule
+    fn each_rule_names_the_field_it_broke() {
+        let cases: Vec<(bool, Breaker, &str)> = vec![
+            (false, |r| r.report_id = "not-a-uuid".into(), "report_id"),
+            (false, |r| r.version = 0, "version"),
+            (
+                false,
+                |r| r.reporting_state = "XXX".into(),
+                "reporting_state",
+            ),
+            (
+                false,
+                |r| r.incident_date = "2026-13-01".into(),
+                "incident_date",
+            ),
+            (
+                false,
+                |r| r.incident_date = "2026-06-16".into(),
+                "incident_date",
+            ),
+            (
+                false,
+                |r| r.incident_date = "1989-12-31".into(),
+                "incident_date",
+            ),
+            (false, |r| r.incident_time = "24:00".into(), "incident_time"),
+            (false, |r| r.location = None, "location"),
+            (
+                false,
+                |r| r.location.as_mut().unwrap().country = "ZZZ".into(),
+                "location.country",
+            ),
+            (
+                false,
+                |r| r.location.as_mut().unwrap().place = "x".repeat(201),
+                "location.place",
+            ),
+            (
+                false,
+                |r| {
+                    r.location.as_mut().unwrap().point = Some(pb::GeoPoint {
+                        latitude: 91.0,
+                        longitude: 0.0,
+                    });
+                },
+                "location.point.latitude",
+            ),
+            (
+                false,
+                |r| {
+                    r.location.as_mut().unwrap().point = Some(pb::GeoPoint {
+                        latitude: 0.0,
+                        longitude: f64::NAN,
+                    });
+                },
+                "location.point.longitude",
+            ),
+            (
+                false,
+                |r| r.location.as_mut().unwrap().sea_area = 55,
+                "location.sea_area",
+            ),
+            (
+                false,
+                |r| r.route.as_mut().unwrap().origin = "aus".into(),
+                "route.origin",
+            ),
+            (
+                false,
+                |r| r.route.as_mut().unwrap().transit = vec!["IDN".into(); 11],
+                "route.transit",
+            ),
+            (
+                false,
+                |r| r.route.as_mut().unwrap().transit = vec!["QQQ".into()],
+                "route.transit[0]",
+            ),
+            (false, |r| r.persons = None, "persons"),
+            (
+                false,
+                |r| {
+                    let p = persons(r);
+                    p.by_nationality = vec![pb::NationalityCount {
+                        nationality: "AFG".into(),
+                        count: p.total + 1,
+                    }];
+                },
+                "persons.by_nationality",
+            ),
+            (
+                false,
+                |r| {
+                    persons(r).by_nationality = vec![
+                        pb::NationalityCount {
+                            nationality: "AFG".into(),
+                            count: 1,
+                        },
+                        pb::NationalityCount {
+                            nationality: "AFG".into(),
+                            count: 0,
+                        },
+                    ];
+                },
+                "persons.by_nationality[1].nationality",
+            ),
+            (
+                false,
+                |r| {
+                    persons(r).by_nationality = vec![pb::NationalityCount {
+                        nationality: "AFG".into(),
+                        count: 0,
+                    }];
+                },
+                "persons.by_nationality[0].count",
+            ),
+            (
+                false,
+                |r| {
+                    let p = persons(r);
+                    p.minors = p.total + 1;
+                },
+                "persons.minors",
+            ),
+            (
+                false,
+                |r| {
+                    let p = persons(r);
+                    p.unaccompanied_minors = p.minors + 1;
+                },
+                "persons.unaccompanied_minors",
+            ),
+            (
+                false,
+                |r| {
+                    let p = persons(r);
+                    p.women = p.total + 1;
+                },
+                "persons.women",
+            ),
+            (
+                false,
+                |r| {
+                    let p = persons(r);
+                    p.deaths = p.total;
+                    p.missing = 1;
+                },
+                "persons.deaths",
+            ),
+            (false, |r| r.narrative = "x".repeat(4001), "narrative"),
+            (false, |r| r.narrative = "bell\u{7}".into(), "narrative"),
+            (false, |r| r.sharing = None, "sharing"),
+            (
+                false,
+                |r| {
+                    r.sharing = Some(pb::Sharing {
+                        scope: 0,
+                        states: vec![],
+                    });
+                },
+                "sharing.scope",
+            ),
+            (
+                false,
+                |r| {
+                    r.sharing = Some(pb::Sharing {
+                        scope: pb::SharingScope::ListedStates as i32,
+                        states: vec![],
+                    });
+                },
+                "sharing.states",
+            ),
+            (
+                false,
+                |r| {
+                    r.sharing = Some(pb::Sharing {
+                        scope: pb::SharingScope::AllContributors as i32,
+                        states: vec!["IDN".into()],
+                    });
+                },
+                "sharing.states",
+            ),
+            (
+                false,
+                |r| {
+                    r.sharing = Some(pb::Sharing {
+                        scope: pb::SharingScope::ListedStates as i32,
+                        states: vec!["IDX".into()],
+                    });
+                },
+                "sharing.states[0]",
+            ),
+            (false, |r| r.reliability = None, "reliability"),
+            (
+                false,
+                |r| r.reliability.as_mut().unwrap().source = 0,
+                "reliability.source",
+            ),
+            (
+                false,
+                |r| r.reliability.as_mut().unwrap().information = 9,
+                "reliability.information",
+            ),
+            (false, |r| r.details = None, "details"),
+            (
+                false,
+                |r| smuggling(r).modus_operandi = 0,
+                "smuggling.modus_operandi",
+            ),
+            (
+                false,
+                |r| smuggling(r).transport = vec![2, 2],
+                "smuggling.transport[1]",
+            ),
+            (
+                false,
+                |r| smuggling(r).transport = vec![2; 11],
+                "smuggling.transport",
+            ),
+            (
+                false,
+                |r| smuggling(r).concealment = 42,
+                "smuggling.concealment",
+            ),
+            (
+                false,
+                |r| {
+                    let s = smuggling(r);
+                    s.facilitators_detected = 1;
+                    s.facilitators_arrested = 2;
+                },
+                "smuggling.facilitators_arrested",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).fee_per_person = Some(pb::Money {
+                        amount: 100,
+                        currency: "XYZ".into(),
+                    });
+                },
+                "smuggling.fee_per_person.currency",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).fee_per_person = Some(pb::Money {
+                        amount: 0,
+                        currency: "USD".into(),
+                    });
+                },
+                "smuggling.fee_per_person.amount",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).fraudulent_documents = vec![pb::FraudulentDocument {
+                        document_type: 0,
+                        issuing_country: String::new(),
+                        fraud: 1,
+                        count: 1,
+                    }];
+                },
+                "smuggling.fraudulent_documents[0].document_type",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).fraudulent_documents = vec![pb::FraudulentDocument {
+                        document_type: 1,
+                        issuing_country: "UKX".into(),
+                        fraud: 1,
+                        count: 1,
+                    }];
+                },
+                "smuggling.fraudulent_documents[0].issuing_country",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).fraudulent_documents = vec![pb::FraudulentDocument {
+                        document_type: 1,
+                        issuing_country: String::new(),
+                        fraud: 1,
+                        count: 0,
+                    }];
+                },
+                "smuggling.fraudulent_documents[0].count",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).criminal_justice = Some(pb::CriminalJustice {
+                        investigation_opened: true,
+                        persons_prosecuted: 1,
+                        persons_convicted: 2,
+                    });
+                },
+                "smuggling.criminal_justice.persons_convicted",
+            ),
+            (true, |r| maritime(r).event = 0, "maritime.event"),
+            (
+                true,
+                |r| maritime(r).vessel_type = 0,
+                "maritime.vessel_type",
+            ),
+            (
+                true,
+                |r| maritime(r).flag_state = "XX".into(),
+                "maritime.flag_state",
+            ),
+            (
+                true,
+                |r| maritime(r).imo_number = "9074728".into(),
+                "maritime.imo_number",
+            ),
+            (true, |r| maritime(r).mmsi = "12345".into(), "maritime.mmsi"),
+            (
+                true,
+                |r| maritime(r).persons_on_board = 100_001,
+                "maritime.persons_on_board",
+            ),
+            (
+                true,
+                |r| maritime(r).sar_region = "x".repeat(65),
+                "maritime.sar_region",
+            ),
+            (
+                true,
+                |r| maritime(r).disembarkation_country = "ABC".into(),
+                "maritime.disembarkation_country",
+            ),
+        ];
+        for (i, (is_maritime, mut_fn, field)) in cases.into_iter().enumerate() {
+            let mut report = valid(is_maritime);
+            mut_fn(&mut report);
+            let errors =
+                validate(report, today()).expect_err(&format!("case {i} ({field}) passed"));
+            assert!(
+                errors.0.iter().any(|v| v.field == field),
+                "case {i}: expected a violation on {field}, got {errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported_at_once() {
+        let mut report = valid(false);
+        report.version = 0;
+        report.reporting_state = "XXX".into();
+        report.narrative = "x".repeat(5000);
+        let errors = validate(report, today()).unwrap_err();
+        let fields: Vec<&str> = errors.0.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["version", "reporting_state", "narrative"]);
+    }
+
+    #[test]
+    fn a_valid_imo_number_passes() {
+        let mut report = valid(true);
+        maritime(&mut report).imo_number = "IMO 9074729".into();
+        assert!(validate(report, today()).is_ok());
+    }
+
+    #[test]
+    fn retractions_are_validated() {
+        let ok = pb::Retraction {
+            report_id: "5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60".into(),
+            reporting_state: "AUS".into(),
+            version: 2,
+            reason: "duplicate".into(),
+        };
+        assert!(validate_retraction(&ok).is_ok());
+        let bad = pb::Retraction { version: 1, ..ok };
+        assert_eq!(validate_retraction(&bad).unwrap_err().0[0].field, "version");
+    }
 
     #[test]
     fn imo_check_digit() {

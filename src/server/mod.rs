@@ -84,7 +84,7 @@ impl Server {
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
         let authenticate = Authenticate::new(&self.config.trust_domain);
-        let writer = self.store.start_writer(
+        let (writer, writer_thread) = self.store.start_writer(
             receipt::signer(self.receipt_key.clone()),
             self.config.store.max_batch,
         );
@@ -138,6 +138,8 @@ impl Server {
             }
         };
         accept_task.abort();
+        // Every accepted submission is committed before the store is let go.
+        writer_thread.stop().await;
         result
     }
 }

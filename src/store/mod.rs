@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 pub use self::{
     records::{EnvelopeRecord, KeyRecord, ReportHead, VersionRef},
-    writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, ReceiptSigner, Writer},
+    writer::{
+        Accepted, AppendError, EnvelopeKind, NewEnvelope, ReceiptSigner, Writer, WriterThread,
+    },
 };
 use crate::config::StoreConfig;
 
@@ -93,7 +95,7 @@ impl Store {
     }
 
     /// Starts the group-commit writer thread for submissions.
-    pub fn start_writer(&self, signer: ReceiptSigner, max_batch: usize) -> Writer {
+    pub fn start_writer(&self, signer: ReceiptSigner, max_batch: usize) -> (Writer, WriterThread) {
         Writer::start(self.db.clone(), signer, max_batch)
     }
 

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, thread};
 
-use prost::Message;
+use prost::Message as _;
 use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -103,30 +103,51 @@ pub enum AppendError {
 
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 
-/// Handle on the writer thread; cheap to clone. The thread stops when every handle is
-/// dropped and the queue is empty.
+enum Message {
+    Append(Box<NewEnvelope>, Reply),
+    /// Finish what is queued, then stop.
+    Stop,
+}
+
+/// Handle on the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<(NewEnvelope, Reply)>,
+    queue: mpsc::Sender<Message>,
+}
+
+/// The writer thread itself: [`WriterThread::stop`] commits what is queued, stops the
+/// thread and releases its hold on the database.
+pub struct WriterThread {
+    queue: mpsc::Sender<Message>,
+    thread: thread::JoinHandle<()>,
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>, signer: ReceiptSigner, max_batch: usize) -> Self {
+    pub(super) fn start(
+        db: Arc<Database>,
+        signer: ReceiptSigner,
+        max_batch: usize,
+    ) -> (Self, WriterThread) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
             .spawn(move || run(&db, rx, &signer, max_batch))
             // Invariant: spawning fails only if the OS is out of threads at start-up.
             .expect("start the store writer thread");
-        Self { queue }
+        (
+            Self {
+                queue: queue.clone(),
+            },
+            WriterThread { queue, thread },
+        )
     }
 
     /// Queues an envelope; resolves once its batch is durable (or refused).
     pub async fn append(&self, envelope: NewEnvelope) -> Result<Accepted, AppendError> {
         let (tx, rx) = oneshot::channel();
         self.queue
-            .send((envelope, tx))
+            .send(Message::Append(Box::new(envelope), tx))
             .await
             .map_err(|_| AppendError::Store("the store writer has stopped".to_owned()))?;
         rx.await
@@ -134,22 +155,43 @@ impl Writer {
     }
 }
 
-fn run(
-    db: &Database,
-    mut rx: mpsc::Receiver<(NewEnvelope, Reply)>,
-    signer: &ReceiptSigner,
-    max_batch: usize,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
+impl WriterThread {
+    /// Commits everything queued so far, then stops the thread and waits for it.
+    pub async fn stop(self) {
+        let _ = self.queue.send(Message::Stop).await;
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+fn run(db: &Database, mut rx: mpsc::Receiver<Message>, signer: &ReceiptSigner, max_batch: usize) {
+    let mut batch: Vec<(Box<NewEnvelope>, Reply)> = Vec::with_capacity(max_batch);
+    let mut stopping = false;
+    while !stopping {
+        match rx.blocking_recv() {
+            Some(Message::Append(envelope, reply)) => batch.push((envelope, reply)),
+            Some(Message::Stop) | None => stopping = true,
+        }
         while batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Message::Append(envelope, reply)) => batch.push((envelope, reply)),
+                Ok(Message::Stop) => stopping = true,
                 Err(_) => break,
             }
         }
-        let envelopes: Vec<&NewEnvelope> = batch.iter().map(|(e, _)| e).collect();
+        if stopping {
+            // Refuse what arrives from now on; take what is already queued.
+            rx.close();
+            while let Ok(message) = rx.try_recv() {
+                if let Message::Append(envelope, reply) = message {
+                    batch.push((envelope, reply));
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let envelopes: Vec<&NewEnvelope> = batch.iter().map(|(e, _)| e.as_ref()).collect();
         match commit_batch(db, &envelopes, signer) {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {

@@ -207,7 +207,10 @@ impl TestServer {
 
 /// A node identity for `state`.
 pub fn node(pki: &TestPki, state_code: &str) -> ClientIdentity {
-    pki.client(Role::Node(state(state_code)), &format!("{}-1", state_code.to_lowercase()))
+    pki.client(
+        Role::Node(state(state_code)),
+        &format!("{}-1", state_code.to_lowercase()),
+    )
 }
 
 /// A valid synthetic report of `state`, different for each seed.

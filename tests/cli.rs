@@ -1,0 +1,221 @@
+//! The client commands as a user runs them: `sample-reports`, `import`, `submit`,
+//! `verify-receipt`, `keygen`, against a real server.
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::{TestPki, TestServer, node};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// Writes `<dir>/<stem>.pem`, `.key`, `ca.pem` and `<state>-signing.key` so that
+/// `--as <dir>/<stem>` works, and registers the signing key.
+async fn profile(pki: &TestPki, server: &TestServer, dir: &Path, state: &str) -> String {
+    let identity = node(pki, state);
+    let stem = format!("{}-node", state.to_lowercase());
+    std::fs::write(dir.join(format!("{stem}.pem")), identity.cert_pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), identity.key_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), identity.ca_pem()).unwrap();
+    let signing_stem = dir.join(format!("{}-signing", state.to_lowercase()));
+    let (key, _) = tidemark::pki::write_signing_key(&signing_stem).unwrap();
+    server.register_key(pki, state, &key, 0, 0).await;
+    dir.join(stem).display().to_string()
+}
+
+async fn run(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_bad_lines_by_number_and_a_rerun_skips_what_was_accepted() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+
+    let out = run(args(&[
+        "sample-reports",
+        "--count",
+        "100",
+        "--states",
+        "AUS",
+        "--seed",
+        "9",
+    ]))
+    .await;
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 100);
+    // Line 17: a report the server refuses; line 64: not JSON at all.
+    lines[16] = lines[16].replace("\"reportingState\":\"AUS\"", "\"reportingState\":\"XXX\"");
+    lines[63] = "{this is not json".to_owned();
+    let file = dir.path().join("reports.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    let import = |file: &Path| {
+        args(&[
+            "import",
+            &file.display().to_string(),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+            "--json",
+        ])
+    };
+    let out = run(import(&file)).await;
+    assert!(!out.status.success(), "rejections make the command fail");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["accepted"], 98, "{summary}");
+    assert_eq!(summary["rejected"], 2);
+    let lines: Vec<u64> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [17, 64]);
+    assert!(
+        summary["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("reporting_state")
+    );
+
+    let out = run(import(&file)).await;
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["accepted"].as_u64(), summary["duplicates"].as_u64()),
+        (Some(0), Some(98))
+    );
+
+    // The same through CSV, for another state.
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let out = run(args(&[
+        "sample-reports",
+        "--count",
+        "20",
+        "--states",
+        "IDN",
+        "--format",
+        "csv",
+    ]))
+    .await;
+    let csv_file = dir.path().join("idn.csv");
+    std::fs::write(&csv_file, &out.stdout).unwrap();
+    let out = run(args(&[
+        "import",
+        &csv_file.display().to_string(),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &idn,
+        "--json",
+    ]))
+    .await;
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["accepted"],
+        20,
+        "{summary} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let out = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, &out.stdout).unwrap();
+    let receipt = dir.path().join("receipt.json");
+    let out = run(args(&[
+        "submit",
+        &report.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &aus,
+        "--receipt-out",
+        &receipt.display().to_string(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("accepted: report"));
+
+    // The receipt is a standard DSSE JSON envelope.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&receipt).unwrap()).unwrap();
+    assert!(json["payloadType"].as_str().unwrap().contains("receipt"));
+    assert!(json["signatures"][0]["keyid"].is_string() && json["signatures"][0]["sig"].is_string());
+
+    let server_key = dir.path().join("receipt.pub.pem");
+    let public = server.receipt_key(&node(&pki, "AUS")).await;
+    std::fs::write(&server_key, public.to_spki_pem()).unwrap();
+    let verify = |file: &Path| {
+        args(&[
+            "verify-receipt",
+            &file.display().to_string(),
+            "--server-key",
+            &server_key.display().to_string(),
+        ])
+    };
+    let out = run(verify(&receipt)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid receipt"));
+
+    // Change one byte of the signed payload: verification fails.
+    let mut envelope: tidemark::pb::Envelope = serde_json::from_value(json).unwrap();
+    envelope.payload[3] ^= 0x01;
+    let altered = dir.path().join("altered.json");
+    std::fs::write(&altered, serde_json::to_string(&envelope).unwrap()).unwrap();
+    let out = run(verify(&altered)).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+}
+
+#[test]
+fn keygen_writes_a_private_and_a_public_key_and_refuses_to_overwrite() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let stem = dir.path().join("canberra");
+    let keygen = || {
+        Command::new(BIN)
+            .args(["keygen", "--out"])
+            .arg(&stem)
+            .output()
+            .unwrap()
+    };
+    let out = keygen();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let key = tidemark::signing::SigningKey::from_file(&dir.path().join("canberra.key")).unwrap();
+    assert!(stdout.contains(key.key_id()), "{stdout}");
+    let public =
+        tidemark::signing::PublicKey::from_file(&dir.path().join("canberra.pub.pem")).unwrap();
+    assert_eq!(public.key_id(), key.key_id());
+    assert!(
+        !keygen().status.success(),
+        "an existing key is never overwritten"
+    );
+}

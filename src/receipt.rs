@@ -5,22 +5,18 @@
 //! `application/vnd.tidemark.receipt.v1+protobuf`) over a `tidemark.v1.Receipt`, signed
 //! with the server's Ed25519 receipt key.
 
-use std::sync::Arc;
-
 use prost::Message;
 
 use crate::{
     envelope::{self, RECEIPT_PAYLOAD_TYPE},
     pb,
     signing::{PublicKey, SigningKey},
-    store::ReceiptSigner,
 };
 
-/// A receipt signer for the store, using the server's receipt key.
-pub fn signer(key: Arc<SigningKey>) -> ReceiptSigner {
-    Arc::new(move |receipt: &pb::Receipt| {
-        envelope::sign(RECEIPT_PAYLOAD_TYPE, receipt.encode_to_vec(), &key)
-    })
+/// Signs a receipt with the server's receipt key. Ed25519 signatures are
+/// deterministic: the same facts and key always give the same receipt.
+pub fn sign(receipt: &pb::Receipt, key: &SigningKey) -> pb::Envelope {
+    envelope::sign(RECEIPT_PAYLOAD_TYPE, receipt.encode_to_vec(), key)
 }
 
 /// Checks a receipt envelope against the server's public key and returns its contents.

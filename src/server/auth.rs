@@ -1,24 +1,54 @@
 //! Authentication of every call: the peer's verified client certificate becomes a
 //! [`PeerIdentity`] in the request's extensions, or the call is refused with
 //! UNAUTHENTICATED and the reason.
+//!
+//! Parsing a certificate costs more than a small call, so identities are remembered by
+//! the exact certificate bytes (the same bytes always name the same identity).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tonic::{Request, Status, service::Interceptor};
 
 use crate::identity::PeerIdentity;
 
+/// Most certificates remembered; past this the cache starts over.
+const MAX_CACHED: usize = 4096;
+
 /// A tonic interceptor that authenticates each call from its connection's certificate.
 #[derive(Clone)]
 pub struct Authenticate {
     trust_domain: Arc<str>,
+    known: Arc<Mutex<HashMap<Vec<u8>, PeerIdentity>>>,
 }
 
 impl Authenticate {
     pub fn new(trust_domain: &str) -> Self {
         Self {
             trust_domain: trust_domain.into(),
+            known: Arc::default(),
         }
+    }
+
+    fn identify(&self, der: &[u8]) -> Result<PeerIdentity, Status> {
+        // A poisoned lock only means another call panicked mid-insert; the map is
+        // still a valid cache.
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(peer) = known.get(der) {
+            return Ok(peer.clone());
+        }
+        let peer = PeerIdentity::from_certificate(der, &self.trust_domain)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if known.len() >= MAX_CACHED {
+            known.clear();
+        }
+        known.insert(der.to_vec(), peer.clone());
+        Ok(peer)
     }
 }
 
@@ -33,8 +63,7 @@ impl Interceptor for Authenticate {
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
-        let peer = PeerIdentity::from_certificate(leaf.as_ref(), &self.trust_domain)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let peer = self.identify(leaf.as_ref())?;
         request.extensions_mut().insert(peer);
         Ok(request)
     }

@@ -8,7 +8,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
     identity::{PeerIdentity, Role},
-    pb,
+    pb, receipt,
     server::{auth, status::store_status},
     signing::SigningKey,
     store::{Accepted, Store, Writer},
@@ -28,17 +28,17 @@ impl ExchangeService {
         &self,
         peer: &PeerIdentity,
         envelope: Option<pb::Envelope>,
-    ) -> Result<Accepted, Status> {
-        let envelope = envelope
-            .ok_or_else(|| Status::invalid_argument("SubmitRequest.envelope is required"))?;
+    ) -> Result<Accepted, SubmitError> {
+        let envelope = envelope.ok_or_else(|| {
+            SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
+        })?;
         let new = submission::verify(
             &envelope,
             peer.principal(),
             &self.store,
             OffsetDateTime::now_utc(),
         )?;
-        let accepted = self.writer.append(new).await.map_err(SubmitError::from)?;
-        Ok(accepted)
+        Ok(self.writer.append(new).await?)
     }
 }
 
@@ -64,7 +64,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
             tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
         }
         Ok(Response::new(pb::SubmitResponse {
-            receipt: Some(accepted.receipt),
+            receipt: Some(receipt::sign(&accepted.receipt, &self.receipt_key)),
             duplicate: accepted.duplicate,
         }))
     }

@@ -18,7 +18,6 @@ use tonic::service::interceptor::InterceptedService;
 use crate::{
     config::Config,
     pb::{self, admin_server::AdminServer, exchange_server::ExchangeServer},
-    receipt,
     signing::{KeyError, SigningKey},
     store::{Store, StoreError},
     tls::{ServerTlsMaterial, TlsError},
@@ -84,10 +83,7 @@ impl Server {
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
         let authenticate = Authenticate::new(&self.config.trust_domain);
-        let (writer, writer_thread) = self.store.start_writer(
-            receipt::signer(self.receipt_key.clone()),
-            self.config.store.max_batch,
-        );
+        let (writer, writer_thread) = self.store.start_writer(self.config.store.max_batch);
         let exchange = ExchangeServer::new(ExchangeService {
             store: self.store.clone(),
             writer,

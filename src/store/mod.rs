@@ -19,9 +19,7 @@ use uuid::Uuid;
 
 pub use self::{
     records::{EnvelopeRecord, KeyRecord, ReportHead, VersionRef},
-    writer::{
-        Accepted, AppendError, EnvelopeKind, NewEnvelope, ReceiptSigner, Writer, WriterThread,
-    },
+    writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, Writer, WriterThread},
 };
 use crate::config::StoreConfig;
 
@@ -95,8 +93,8 @@ impl Store {
     }
 
     /// Starts the group-commit writer thread for submissions.
-    pub fn start_writer(&self, signer: ReceiptSigner, max_batch: usize) -> (Writer, WriterThread) {
-        Writer::start(self.db.clone(), signer, max_batch)
+    pub fn start_writer(&self, max_batch: usize) -> (Writer, WriterThread) {
+        Writer::start(self.db.clone(), max_batch)
     }
 
     /// The number of accepted envelopes (the latest sequence number).

@@ -31,9 +31,6 @@ pub struct EnvelopeRecord {
     /// The key whose signature was accepted.
     #[prost(string, tag = "9")]
     pub key_id: String,
-    /// The signed receipt handed to the submitter (encoded `tidemark.v1.Envelope`).
-    #[prost(bytes = "vec", tag = "10")]
-    pub receipt: Vec<u8>,
 }
 
 /// The version history of one report, keyed by its UUID.

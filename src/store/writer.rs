@@ -4,6 +4,11 @@
 //! batch limit), applies it in one redb write transaction, commits durably, and only then
 //! answers each submitter. Version rules are checked inside the transaction, so two
 //! submissions of the same report in one batch see each other.
+//!
+//! The writer hands back the receipt's facts, not a signature: signing happens on the
+//! caller's task after the commit, in parallel, keeping the writer's critical section
+//! short. Ed25519 is deterministic, so re-signing the stored facts of a duplicate yields
+//! the original receipt.
 
 use std::{sync::Arc, thread};
 
@@ -14,10 +19,6 @@ use uuid::Uuid;
 
 use super::{ENVELOPES, EnvelopeRecord, REPORTS, ReportHead, StoreError, VersionRef, decode};
 use crate::{country::CountryCode, pb};
-
-/// Signs a receipt; the store calls it inside the write transaction so the stored
-/// receipt and the one handed out are the same.
-pub type ReceiptSigner = Arc<dyn Fn(&pb::Receipt) -> pb::Envelope + Send + Sync>;
 
 /// What kind of envelope is appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,14 @@ impl EnvelopeKind {
         match self {
             Self::Report => "report",
             Self::Retraction => "retraction",
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Report),
+            2 => Some(Self::Retraction),
+            _ => None,
         }
     }
 }
@@ -61,8 +70,8 @@ pub struct NewEnvelope {
 #[derive(Debug, Clone)]
 pub struct Accepted {
     pub sequence: u64,
-    /// The signed receipt (the original one for a duplicate).
-    pub receipt: pb::Envelope,
+    /// What the receipt states (the original facts for a duplicate); unsigned.
+    pub receipt: pb::Receipt,
     /// The identical envelope had been accepted before.
     pub duplicate: bool,
 }
@@ -123,16 +132,12 @@ pub struct WriterThread {
 }
 
 impl Writer {
-    pub(super) fn start(
-        db: Arc<Database>,
-        signer: ReceiptSigner,
-        max_batch: usize,
-    ) -> (Self, WriterThread) {
+    pub(super) fn start(db: Arc<Database>, max_batch: usize) -> (Self, WriterThread) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
-            .spawn(move || run(&db, rx, &signer, max_batch))
+            .spawn(move || run(&db, rx, max_batch))
             // Invariant: spawning fails only if the OS is out of threads at start-up.
             .expect("start the store writer thread");
         (
@@ -164,7 +169,7 @@ impl WriterThread {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Message>, signer: &ReceiptSigner, max_batch: usize) {
+fn run(db: &Database, mut rx: mpsc::Receiver<Message>, max_batch: usize) {
     let mut batch: Vec<(Box<NewEnvelope>, Reply)> = Vec::with_capacity(max_batch);
     let mut stopping = false;
     while !stopping {
@@ -192,7 +197,7 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Message>, signer: &ReceiptSigner, m
             continue;
         }
         let envelopes: Vec<&NewEnvelope> = batch.iter().map(|(e, _)| e.as_ref()).collect();
-        match commit_batch(db, &envelopes, signer) {
+        match commit_batch(db, &envelopes) {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.send(result);
@@ -211,7 +216,6 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Message>, signer: &ReceiptSigner, m
 fn commit_batch(
     db: &Database,
     batch: &[&NewEnvelope],
-    signer: &ReceiptSigner,
 ) -> Result<Vec<Result<Accepted, AppendError>>, StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
@@ -234,11 +238,9 @@ fn commit_batch(
                         .ok_or_else(|| {
                             StoreError::Corrupt(format!("envelope {sequence} is missing"))
                         })?;
-                    let receipt = pb::Envelope::decode(stored.receipt.as_slice())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     results.push(Ok(Accepted {
                         sequence,
-                        receipt,
+                        receipt: receipt_facts(sequence, &stored)?,
                         duplicate: true,
                     }));
                 }
@@ -260,7 +262,7 @@ fn commit_batch(
                     if new.kind == EnvelopeKind::Retraction {
                         head.retracted = true;
                     }
-                    let receipt = signer(&pb::Receipt {
+                    let receipt = pb::Receipt {
                         sequence,
                         envelope_digest: new.digest.to_vec(),
                         reporting_state: new.state.to_string(),
@@ -268,7 +270,7 @@ fn commit_batch(
                         version: new.version,
                         accepted_at_unix: accepted_at,
                         kind: new.kind.label().to_owned(),
-                    });
+                    };
                     let record = EnvelopeRecord {
                         envelope: new.envelope.clone(),
                         state: new.state.to_string(),
@@ -279,7 +281,6 @@ fn commit_batch(
                         kind: new.kind.code(),
                         category: head.category,
                         key_id: new.key_id.clone(),
-                        receipt: receipt.encode_to_vec(),
                     };
                     envelopes.insert(sequence, record.encode_to_vec().as_slice())?;
                     reports.insert(key, head.encode_to_vec().as_slice())?;
@@ -294,6 +295,22 @@ fn commit_batch(
     }
     tx.commit()?;
     Ok(results)
+}
+
+/// What the receipt of a stored envelope states.
+fn receipt_facts(sequence: u64, stored: &EnvelopeRecord) -> Result<pb::Receipt, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("envelope {sequence}: {what}"));
+    let id = Uuid::from_slice(&stored.report_id).map_err(|_| corrupt("report id"))?;
+    let kind = EnvelopeKind::from_code(stored.kind).ok_or_else(|| corrupt("kind"))?;
+    Ok(pb::Receipt {
+        sequence,
+        envelope_digest: stored.digest.clone(),
+        reporting_state: stored.state.clone(),
+        report_id: id.to_string(),
+        version: stored.version,
+        accepted_at_unix: stored.accepted_at,
+        kind: kind.label().to_owned(),
+    })
 }
 
 enum Check {

@@ -28,6 +28,7 @@ pub struct Config {
     pub signing: SigningConfig,
     pub store: StoreConfig,
     pub limits: Limits,
+    pub policy: PolicyConfig,
 }
 
 /// Certificate and key files of the server.
@@ -60,6 +61,36 @@ impl SigningConfig {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             receipt_key: dir.join("receipt.key"),
+        }
+    }
+}
+
+/// Give-to-get: how much a state must contribute to read others' reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Whether contributions in one category also open the other (default: no,
+    /// Prüm-style, per category).
+    pub cross_category: bool,
+    pub smuggling_incident: CategoryRule,
+    pub maritime_movement: CategoryRule,
+}
+
+/// The rule for one category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CategoryRule {
+    /// Trailing window, in days, over which contributions count.
+    pub window_days: u32,
+    /// Accepted, non-retracted reports needed in the window.
+    pub minimum: u32,
+}
+
+impl Default for CategoryRule {
+    fn default() -> Self {
+        Self {
+            window_days: 365,
+            minimum: 1,
         }
     }
 }
@@ -111,6 +142,7 @@ impl Default for Config {
             signing: SigningConfig::default(),
             store: StoreConfig::default(),
             limits: Limits::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -233,6 +265,16 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!(
                     "{name} must be greater than 0"
+                )));
+            }
+        }
+        for (name, rule) in [
+            ("policy.smuggling_incident", self.policy.smuggling_incident),
+            ("policy.maritime_movement", self.policy.maritime_movement),
+        ] {
+            if rule.window_days == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name}.window_days must be greater than 0"
                 )));
             }
         }

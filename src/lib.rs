@@ -15,12 +15,15 @@
 //! - [`country`] — ISO 3166-1 alpha-3 country codes.
 //! - [`pb`] — the generated `tidemark.v1` protobuf and gRPC code.
 
+pub mod access;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod country;
 pub mod envelope;
 pub mod identity;
 pub mod pki;
+pub mod policy;
 pub mod receipt;
 pub mod report;
 pub mod sample;

@@ -13,9 +13,9 @@ use crate::{
     envelope::{self, REPORT_PAYLOAD_TYPE, RETRACTION_PAYLOAD_TYPE},
     identity::{Principal, Role},
     pb,
-    report::{self, ValidationErrors},
+    report::{self, ValidReport, ValidationErrors},
     signing::PublicKey,
-    store::{AppendError, EnvelopeKind, KeyRecord, NewEnvelope, Store, StoreError},
+    store::{AppendError, EnvelopeKind, KeyRecord, NewEnvelope, ReportSummary, Store, StoreError},
 };
 
 /// At most this many signatures are looked at on one envelope.
@@ -78,7 +78,7 @@ pub fn verify(
     };
     let key_id = verify_signatures(envelope, caller, store, now.unix_timestamp())?;
 
-    let (state, report_id, version, category) = match kind {
+    let (state, report_id, version, summary) = match kind {
         EnvelopeKind::Report => {
             let decoded = pb::Report::decode(envelope.payload.as_slice()).map_err(|e| {
                 SubmitError::Malformed(format!("the payload is not a tidemark.v1.Report: {e}"))
@@ -88,7 +88,7 @@ pub fn verify(
                 valid.state(),
                 valid.id(),
                 valid.version(),
-                valid.category().to_pb(),
+                Some(summary(&valid)),
             )
         }
         EnvelopeKind::Retraction => {
@@ -96,12 +96,7 @@ pub fn verify(
                 SubmitError::Malformed(format!("the payload is not a tidemark.v1.Retraction: {e}"))
             })?;
             let valid = report::validate_retraction(&decoded)?;
-            (
-                valid.state(),
-                valid.id(),
-                valid.version(),
-                pb::Category::Unspecified,
-            )
+            (valid.state(), valid.id(), valid.version(), None)
         }
     };
     if state != caller {
@@ -116,10 +111,51 @@ pub fn verify(
         report_id,
         version,
         kind,
-        category,
+        summary,
         digest: envelope::digest(envelope),
         key_id,
     })
+}
+
+/// The facts of a report that queries filter on.
+fn summary(valid: &ValidReport) -> ReportSummary {
+    let r = valid.report();
+    let mut route_countries = Vec::new();
+    if let Some(route) = &r.route {
+        for c in std::iter::once(&route.origin)
+            .chain(&route.transit)
+            .chain(std::iter::once(&route.intended_destination))
+        {
+            if !c.is_empty() && !route_countries.contains(c) {
+                route_countries.push(c.clone());
+            }
+        }
+    }
+    let (modus_operandi, maritime_event, vessel_type) = match &r.details {
+        Some(pb::report::Details::Smuggling(s)) => (s.modus_operandi, 0, 0),
+        Some(pb::report::Details::Maritime(m)) => (0, m.event, m.vessel_type),
+        None => (0, 0, 0),
+    };
+    let point = r.location.as_ref().and_then(|l| l.point);
+    let sharing = r.sharing.clone().unwrap_or_default();
+    ReportSummary {
+        category: valid.category().to_pb() as i32,
+        incident_day: valid.incident_date().to_julian_day(),
+        scope: sharing.scope,
+        listed_states: sharing.states,
+        route_countries,
+        nationalities: r
+            .persons
+            .iter()
+            .flat_map(|p| p.by_nationality.iter().map(|n| n.nationality.clone()))
+            .collect(),
+        modus_operandi,
+        maritime_event,
+        vessel_type,
+        has_point: point.is_some(),
+        latitude: point.map_or(0.0, |p| p.latitude),
+        longitude: point.map_or(0.0, |p| p.longitude),
+    }
 }
 
 /// Returns the id of a key that validly signed the envelope for `caller` at `now`, or

@@ -219,3 +219,170 @@ fn keygen_writes_a_private_and_a_public_key_and_refuses_to_overwrite() {
         "an existing key is never overwritten"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one user session, read top to bottom
+async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let endpoint = server.endpoint();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let sample = |states: &str, count: &str, seed: &str, file: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "sample-reports",
+                "--count",
+                count,
+                "--states",
+                states,
+                "--seed",
+                seed,
+            ])
+            .output()
+            .unwrap();
+        std::fs::write(dir.path().join(file), out.stdout).unwrap();
+    };
+    sample("AUS", "40", "1", "aus.jsonl");
+    sample("IDN", "10", "2", "idn.jsonl");
+    for (file, who) in [("aus.jsonl", &aus), ("idn.jsonl", &idn)] {
+        let out = run(args(&[
+            "import",
+            &path(file),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            who,
+        ]))
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Export AUS's key, fetch one AUS report as JSON, verify it offline.
+    let out = run(args(&[
+        "keys",
+        "--state",
+        "AUS",
+        "--out",
+        &path("keys"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &idn,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = run(args(&[
+        "query",
+        "--category",
+        "smuggling",
+        "--state",
+        "AUS",
+        "--limit",
+        "1",
+        "--json",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &idn,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    std::fs::write(dir.path().join("one.json"), &line).unwrap();
+    let verify = |file: &str| {
+        args(&[
+            "verify",
+            &path(file),
+            "--public-key",
+            &key.display().to_string(),
+        ])
+    };
+    let out = run(verify("one.json")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("of AUS"));
+
+    let mut value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let mut envelope: tidemark::pb::Envelope =
+        serde_json::from_value(value["envelope"].take()).unwrap();
+    envelope.payload[5] ^= 0x01;
+    std::fs::write(
+        dir.path().join("altered.json"),
+        serde_json::to_string(&envelope).unwrap(),
+    )
+    .unwrap();
+    let out = run(verify("altered.json")).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+
+    // A mirror: the first run copies, the second brings it up to date with new reports.
+    let sync = || {
+        args(&[
+            "sync",
+            "--category",
+            "smuggling",
+            "--into",
+            &path("mirror"),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &idn,
+        ])
+    };
+    let lines = || {
+        std::fs::read_to_string(dir.path().join("mirror/smuggling.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let out = run(sync()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = lines();
+    assert!(first > 10, "{first}");
+    sample("AUS", "20", "3", "more.jsonl");
+    let out = run(args(&[
+        "import",
+        &path("more.jsonl"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(out.status.success());
+    let out = run(sync()).await;
+    assert!(out.status.success());
+    let second = lines();
+    assert!(second > first, "{first} -> {second}");
+    let out = run(sync()).await;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 changes"));
+    assert_eq!(lines(), second, "nothing duplicated");
+}

@@ -46,6 +46,17 @@ enum AdminCommand {
         #[arg(long, default_value_t = 0)]
         compromised_at_unix: i64,
     },
+    /// Read the audit log: reads of states' data, refusals, administrative actions.
+    Audit {
+        /// Entries after this number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// List signing keys.
     Keys {
         /// Only this state's keys.
@@ -92,6 +103,34 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner();
             print_key(&info);
+        }
+        AdminCommand::Audit { after, limit, json } => {
+            let entries = admin
+                .audit_log(pb::AuditLogRequest { after, limit })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .entries;
+            for e in &entries {
+                if json {
+                    println!("{}", serde_json::to_string(e)?);
+                } else {
+                    println!(
+                        "#{} {} {} {} [{}] {} reports {}",
+                        e.number,
+                        format_time(e.at_unix),
+                        e.principal,
+                        e.action,
+                        e.detail,
+                        e.count,
+                        e.by_owner
+                            .iter()
+                            .map(|(k, v)| format!("{k}:{v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                }
+            }
         }
         AdminCommand::Keys { state } => {
             let keys = admin

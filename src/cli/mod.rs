@@ -9,10 +9,12 @@ mod csv_rows;
 mod import;
 mod keys;
 mod pki;
+mod reads;
 mod sample;
 mod serve;
 mod signing_args;
 mod submit;
+mod verify;
 mod whoami;
 
 use std::process::ExitCode;
@@ -44,6 +46,12 @@ enum Command {
     VerifyReceipt(submit::VerifyReceiptArgs),
     Keygen(keys::KeygenArgs),
     SampleReports(sample::SampleArgs),
+    Query(reads::QueryArgs),
+    Sync(reads::SyncArgs),
+    Standing(reads::StandingArgs),
+    Audit(reads::AuditArgs),
+    Verify(verify::VerifyArgs),
+    Keys(verify::KeysArgs),
     Admin(admin::AdminArgs),
 }
 
@@ -72,6 +80,12 @@ pub fn main() -> ExitCode {
             Command::VerifyReceipt(args) => submit::verify_receipt(&args),
             Command::Keygen(args) => keys::run(&args),
             Command::SampleReports(args) => sample::run(&args),
+            Command::Query(args) => reads::query(args).await,
+            Command::Sync(args) => reads::sync(args).await,
+            Command::Standing(args) => reads::standing(args).await,
+            Command::Audit(args) => reads::audit(args).await,
+            Command::Verify(args) => verify::verify(&args),
+            Command::Keys(args) => verify::keys(args).await,
             Command::Admin(args) => admin::run(args).await,
         }
     });

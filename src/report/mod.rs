@@ -11,7 +11,7 @@ use std::fmt;
 use time::Date;
 use uuid::Uuid;
 
-pub use self::validate::{validate, validate_retraction};
+pub use self::validate::{parse_date, validate, validate_retraction};
 use crate::{country::CountryCode, pb};
 
 /// The two report categories.

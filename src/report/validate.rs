@@ -477,7 +477,7 @@ impl Check {
 }
 
 /// Parses `YYYY-MM-DD`.
-pub(crate) fn parse_date(value: &str) -> Option<Date> {
+pub fn parse_date(value: &str) -> Option<Date> {
     let mut parts = value.splitn(3, '-');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
     if y.len() != 4 || m.len() != 2 || d.len() != 2 {

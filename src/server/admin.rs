@@ -9,18 +9,35 @@ use crate::{
     pb,
     server::{auth, status::store_status},
     signing::PublicKey,
-    store::{KeyRecord, Store},
+    store::{AuditRecord, KeyRecord, Store, Writer},
 };
 
 pub(super) struct AdminService {
     pub store: Store,
+    pub writer: Writer,
 }
 
-/// Refuses every caller that is not an operator.
-fn require_operator<T>(request: &Request<T>) -> Result<(), Status> {
+impl AdminService {
+    /// Records an administrative action; the action is refused if it cannot be recorded.
+    async fn audit(&self, operator: String, action: &str, detail: String) -> Result<(), Status> {
+        self.writer
+            .audit(AuditRecord {
+                principal: operator,
+                action: action.to_owned(),
+                detail,
+                ..AuditRecord::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(format!("the audit log could not be written: {e}")))
+    }
+}
+
+/// Refuses every caller that is not an operator; returns the operator's SPIFFE ID.
+fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
     let peer = auth::peer(request)?;
     match peer.principal().role() {
-        Role::Operator => Ok(()),
+        Role::Operator => Ok(peer.principal().spiffe_id()),
         other => Err(Status::permission_denied(format!(
             "administration needs an operator certificate; this is a {} certificate",
             other.label()
@@ -34,7 +51,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RegisterSigningKeyRequest>,
     ) -> Result<Response<pb::SigningKeyInfo>, Status> {
-        require_operator(&request)?;
+        let operator = require_operator(&request)?;
         let req = request.into_inner();
         let state = CountryCode::parse(&req.state)
             .map_err(|e| Status::invalid_argument(format!("state: {e}")))?;
@@ -60,6 +77,12 @@ impl pb::admin_server::Admin for AdminService {
             now,
         );
         let stored = self.store.register_signing_key(&record)?;
+        self.audit(
+            operator,
+            "register-key",
+            format!("key {} for {}", stored.key_id, stored.state),
+        )
+        .await?;
         tracing::info!(key_id = %stored.key_id, state = %stored.state, "signing key registered");
         Ok(Response::new(info(&stored)))
     }
@@ -68,7 +91,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RevokeSigningKeyRequest>,
     ) -> Result<Response<pb::SigningKeyInfo>, Status> {
-        require_operator(&request)?;
+        let operator = require_operator(&request)?;
         let req = request.into_inner();
         let now = OffsetDateTime::now_utc().unix_timestamp();
         if req.compromised_at_unix > now {
@@ -87,6 +110,15 @@ impl pb::admin_server::Admin for AdminService {
             &req.reason
         };
         let record = self.store.revoke_signing_key(&req.key_id, at, reason)?;
+        self.audit(
+            operator,
+            "revoke-key",
+            format!(
+                "key {} of {} revoked as of {at} ({reason})",
+                record.key_id, record.state
+            ),
+        )
+        .await?;
         tracing::warn!(key_id = %record.key_id, state = %record.state, at, reason, "signing key revoked");
         Ok(Response::new(info(&record)))
     }
@@ -104,6 +136,38 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::ListSigningKeysResponse {
             keys: keys.iter().map(info).collect(),
         }))
+    }
+
+    async fn audit_log(
+        &self,
+        request: Request<pb::AuditLogRequest>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        require_operator(&request)?;
+        let req = request.into_inner();
+        let limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(10_000)
+        };
+        let records = self
+            .store
+            .snapshot()
+            .and_then(|s| s.audit_after(req.after, usize::try_from(limit).unwrap_or(100)))
+            .map_err(|e| store_status(&e))?;
+        let entries = records
+            .into_iter()
+            .map(|(number, r)| pb::AuditEntry {
+                number,
+                at_unix: r.at,
+                principal: r.principal,
+                state: r.state,
+                action: r.action,
+                detail: r.detail,
+                count: r.count,
+                by_owner: r.owners.into_iter().map(|o| (o.owner, o.count)).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::AuditLogResponse { entries }))
     }
 }
 

@@ -3,13 +3,16 @@
 use std::sync::Arc;
 
 use pbjson_types::Timestamp;
-use time::OffsetDateTime;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
     identity::{PeerIdentity, Role},
     pb, receipt,
-    server::{auth, status::store_status},
+    server::{
+        auth,
+        reads::{Reads, ResultStream},
+        status::store_status,
+    },
     signing::SigningKey,
     store::{Accepted, Store, Writer},
     submission::{self, SubmitError},
@@ -21,6 +24,7 @@ pub(super) struct ExchangeService {
     pub writer: Writer,
     pub receipt_key: Arc<SigningKey>,
     pub max_import_items: usize,
+    pub reads: Reads,
 }
 
 impl ExchangeService {
@@ -36,7 +40,7 @@ impl ExchangeService {
             &envelope,
             peer.principal(),
             &self.store,
-            OffsetDateTime::now_utc(),
+            self.reads.clock.now_utc(),
         )?;
         Ok(self.writer.append(new).await?)
     }
@@ -101,7 +105,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
                         &env,
                         peer.principal(),
                         &self.store,
-                        OffsetDateTime::now_utc(),
+                        self.reads.clock.now_utc(),
                     )
                 });
             let writer = self.writer.clone();
@@ -137,6 +141,73 @@ impl pb::exchange_server::Exchange for ExchangeService {
             "import finished"
         );
         Ok(Response::new(summary))
+    }
+
+    type QueryStream = ResultStream<pb::QueryResult>;
+    type SyncStream = ResultStream<pb::SyncItem>;
+
+    async fn my_standing(
+        &self,
+        request: Request<pb::MyStandingRequest>,
+    ) -> Result<Response<pb::MyStandingResponse>, Status> {
+        let peer = auth::peer(&request)?;
+        Ok(Response::new(self.reads.standing(peer)?))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<Self::QueryStream>, Status> {
+        let peer = auth::peer(&request)?.clone();
+        Ok(Response::new(
+            self.reads.query(&peer, request.into_inner()).await?,
+        ))
+    }
+
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let peer = auth::peer(&request)?.clone();
+        Ok(Response::new(
+            self.reads.sync(&peer, request.into_inner()).await?,
+        ))
+    }
+
+    async fn access_to_my_data(
+        &self,
+        request: Request<pb::AccessToMyDataRequest>,
+    ) -> Result<Response<pb::AccessToMyDataResponse>, Status> {
+        let peer = auth::peer(&request)?;
+        let limit = request.get_ref().limit;
+        Ok(Response::new(self.reads.access_to_my_data(peer, limit)?))
+    }
+
+    async fn signing_keys(
+        &self,
+        request: Request<pb::SigningKeysRequest>,
+    ) -> Result<Response<pb::SigningKeysResponse>, Status> {
+        auth::peer(&request)?;
+        let state = &request.get_ref().state;
+        let keys = self
+            .store
+            .signing_keys((!state.is_empty()).then_some(state.as_str()))
+            .map_err(|e| store_status(&e))?;
+        let keys = keys
+            .into_iter()
+            .filter_map(|k| {
+                let public = crate::signing::PublicKey::from_raw(&k.public_key).ok()?;
+                Some(pb::PublicSigningKey {
+                    key_id: k.key_id,
+                    state: k.state,
+                    public_key_pem: public.to_spki_pem(),
+                    valid_from_unix: k.valid_from,
+                    valid_until_unix: k.valid_until,
+                    revoked_at_unix: k.revoked_at,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::SigningKeysResponse { keys }))
     }
 
     async fn server_keys(

@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod exchange;
 mod incoming;
+mod reads;
 mod status;
 
 use std::{future::Future, sync::Arc};
@@ -16,8 +17,10 @@ use tokio::{net::TcpListener, sync::oneshot};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::{
+    clock::Clock,
     config::Config,
     pb::{self, admin_server::AdminServer, exchange_server::ExchangeServer},
+    policy::Policy,
     signing::{KeyError, SigningKey},
     store::{Store, StoreError},
     tls::{ServerTlsMaterial, TlsError},
@@ -25,11 +28,13 @@ use crate::{
 
 use self::{
     admin::AdminService, auth::Authenticate, exchange::ExchangeService, incoming::AcceptLimits,
+    reads::Reads,
 };
 
 /// A server ready to run: configuration checked, TLS material and store loaded.
 pub struct Server {
     config: Config,
+    clock: Clock,
     tls: Arc<rustls::ServerConfig>,
     receipt_key: Arc<SigningKey>,
     store: Store,
@@ -46,10 +51,18 @@ impl Server {
         let store = Store::open(&config.store)?;
         Ok(Self {
             config,
+            clock: Clock::system(),
             tls: Arc::new(tls),
             receipt_key: Arc::new(receipt_key),
             store,
         })
+    }
+
+    /// Uses `clock` instead of the system clock (for tests that step through time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The store this server writes to.
@@ -83,17 +96,27 @@ impl Server {
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
         let authenticate = Authenticate::new(&self.config.trust_domain);
-        let (writer, writer_thread) = self.store.start_writer(self.config.store.max_batch);
+        let (writer, writer_thread) = self
+            .store
+            .start_writer(self.clock.clone(), self.config.store.max_batch);
+        let reads = Reads {
+            store: self.store.clone(),
+            writer: writer.clone(),
+            policy: Policy::new(self.config.policy.clone()),
+            clock: self.clock.clone(),
+        };
         let exchange = ExchangeServer::new(ExchangeService {
             store: self.store.clone(),
-            writer,
+            writer: writer.clone(),
             receipt_key: self.receipt_key.clone(),
             max_import_items: limits.max_import_items,
+            reads,
         })
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
         let admin = AdminServer::new(AdminService {
             store: self.store.clone(),
+            writer,
         })
         .max_decoding_message_size(limits.max_message_bytes);
 

@@ -9,6 +9,7 @@
 //! - Table definitions are the constants below, in one place.
 
 mod records;
+mod snapshot;
 mod writer;
 
 use std::{path::Path, sync::Arc};
@@ -18,10 +19,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use uuid::Uuid;
 
 pub use self::{
-    records::{EnvelopeRecord, KeyRecord, ReportHead, VersionRef},
+    records::{
+        AuditRecord, EnvelopeRecord, KeyRecord, OwnerReads, ReportHead, ReportSummary, VersionRef,
+    },
+    snapshot::Snapshot,
     writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, Writer, WriterThread},
 };
-use crate::config::StoreConfig;
+use crate::{clock::Clock, config::StoreConfig};
 
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -34,6 +38,17 @@ const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes")
 const REPORTS: TableDefinition<u128, &[u8]> = TableDefinition::new("reports");
 /// Registered signing keys by key id.
 const SIGNING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
+/// Live contributions: (state, category, first accepted at, report) for give-to-get.
+const CONTRIBUTIONS: TableDefinition<(&str, i32, i64, u128), ()> =
+    TableDefinition::new("contributions");
+/// Reports by (category, incident day, report).
+const BY_DATE: TableDefinition<(i32, i32, u128), ()> = TableDefinition::new("by_date");
+/// Reports by (state, category, incident day, report).
+const BY_STATE: TableDefinition<(&str, i32, i32, u128), ()> = TableDefinition::new("by_state");
+/// The audit log by number (1, 2, 3, …).
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// (owning state, audit number) → how many of its reports that access returned.
+const AUDIT_BY_OWNER: TableDefinition<(&str, u64), u64> = TableDefinition::new("audit_by_owner");
 
 /// A handle on the open store; cheap to clone.
 #[derive(Clone)]
@@ -80,6 +95,11 @@ impl Store {
             tx.open_table(ENVELOPES)?;
             tx.open_table(REPORTS)?;
             tx.open_table(SIGNING_KEYS)?;
+            tx.open_table(CONTRIBUTIONS)?;
+            tx.open_table(BY_DATE)?;
+            tx.open_table(BY_STATE)?;
+            tx.open_table(AUDIT)?;
+            tx.open_table(AUDIT_BY_OWNER)?;
         }
         tx.commit()?;
         Ok(())
@@ -93,8 +113,13 @@ impl Store {
     }
 
     /// Starts the group-commit writer thread for submissions.
-    pub fn start_writer(&self, max_batch: usize) -> (Writer, WriterThread) {
-        Writer::start(self.db.clone(), max_batch)
+    pub fn start_writer(&self, clock: Clock, max_batch: usize) -> (Writer, WriterThread) {
+        Writer::start(self.db.clone(), clock, max_batch)
+    }
+
+    /// A consistent read-only view of the whole store (an MVCC snapshot).
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Snapshot::open(&self.db)
     }
 
     /// The number of accepted envelopes (the latest sequence number).

@@ -46,6 +46,96 @@ pub struct ReportHead {
     /// Every accepted version, in order; the last is the latest.
     #[prost(message, repeated, tag = "4")]
     pub versions: Vec<VersionRef>,
+    /// Facts of the latest report version, for filtering without decoding envelopes.
+    #[prost(message, optional, tag = "5")]
+    pub summary: Option<ReportSummary>,
+    /// When version 1 was accepted (its contribution counts from then).
+    #[prost(int64, tag = "6")]
+    pub first_accepted_at: i64,
+    /// When the latest envelope (version or retraction) was accepted.
+    #[prost(int64, tag = "7")]
+    pub changed_at: i64,
+}
+
+impl ReportHead {
+    /// Sequence number of the latest envelope.
+    pub fn latest_sequence(&self) -> u64 {
+        self.versions.last().map_or(0, |v| v.sequence)
+    }
+
+    pub fn latest_version(&self) -> u32 {
+        self.versions.last().map_or(0, |v| v.version)
+    }
+}
+
+/// What queries filter on, taken from the latest report version.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReportSummary {
+    /// `tidemark.v1.Category`.
+    #[prost(int32, tag = "1")]
+    pub category: i32,
+    /// Incident date as a Julian day number.
+    #[prost(int32, tag = "2")]
+    pub incident_day: i32,
+    /// `tidemark.v1.SharingScope`.
+    #[prost(int32, tag = "3")]
+    pub scope: i32,
+    /// States of a listed-states scope.
+    #[prost(string, repeated, tag = "4")]
+    pub listed_states: Vec<String>,
+    /// Origin, transit and destination countries.
+    #[prost(string, repeated, tag = "5")]
+    pub route_countries: Vec<String>,
+    #[prost(string, repeated, tag = "6")]
+    pub nationalities: Vec<String>,
+    #[prost(int32, tag = "7")]
+    pub modus_operandi: i32,
+    #[prost(int32, tag = "8")]
+    pub maritime_event: i32,
+    #[prost(int32, tag = "9")]
+    pub vessel_type: i32,
+    #[prost(bool, tag = "10")]
+    pub has_point: bool,
+    #[prost(double, tag = "11")]
+    pub latitude: f64,
+    #[prost(double, tag = "12")]
+    pub longitude: f64,
+}
+
+/// One audited access or refusal.
+#[derive(Clone, PartialEq, Message)]
+pub struct AuditRecord {
+    #[prost(int64, tag = "1")]
+    pub at: i64,
+    /// The caller's SPIFFE ID.
+    #[prost(string, tag = "2")]
+    pub principal: String,
+    /// The caller's state, if any.
+    #[prost(string, tag = "3")]
+    pub state: String,
+    /// "query", "sync", "refused", "register-key", …
+    #[prost(string, tag = "4")]
+    pub action: String,
+    /// The request, as JSON.
+    #[prost(string, tag = "5")]
+    pub detail: String,
+    /// How many reports were returned in all.
+    #[prost(uint64, tag = "6")]
+    pub count: u64,
+    /// Per owning state: how many of its reports, and which (first 1,000).
+    #[prost(message, repeated, tag = "7")]
+    pub owners: Vec<OwnerReads>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct OwnerReads {
+    #[prost(string, tag = "1")]
+    pub owner: String,
+    #[prost(uint64, tag = "2")]
+    pub count: u64,
+    /// 16-byte report UUIDs.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub report_ids: Vec<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, Message)]

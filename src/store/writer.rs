@@ -17,8 +17,11 @@ use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{ENVELOPES, EnvelopeRecord, REPORTS, ReportHead, StoreError, VersionRef, decode};
-use crate::{country::CountryCode, pb};
+use super::{
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, ENVELOPES,
+    EnvelopeRecord, REPORTS, ReportHead, ReportSummary, StoreError, VersionRef, decode,
+};
+use crate::{clock::Clock, country::CountryCode, pb};
 
 /// What kind of envelope is appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +63,8 @@ pub struct NewEnvelope {
     pub report_id: Uuid,
     pub version: u32,
     pub kind: EnvelopeKind,
-    /// For reports; a retraction inherits the report's category.
-    pub category: pb::Category,
+    /// What queries filter on; `None` for a retraction.
+    pub summary: Option<ReportSummary>,
     pub digest: [u8; 32],
     pub key_id: String,
 }
@@ -111,11 +114,19 @@ pub enum AppendError {
 }
 
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
+type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
 
 enum Message {
     Append(Box<NewEnvelope>, Reply),
+    Audit(Box<AuditRecord>, AuditReply),
     /// Finish what is queued, then stop.
     Stop,
+}
+
+/// One unit of work in a batch.
+enum Job {
+    Append(Box<NewEnvelope>, Reply),
+    Audit(Box<AuditRecord>, AuditReply),
 }
 
 /// Handle on the writer thread; cheap to clone.
@@ -132,12 +143,12 @@ pub struct WriterThread {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>, max_batch: usize) -> (Self, WriterThread) {
+    pub(super) fn start(db: Arc<Database>, clock: Clock, max_batch: usize) -> (Self, WriterThread) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
-            .spawn(move || run(&db, rx, max_batch))
+            .spawn(move || run(&db, rx, &clock, max_batch))
             // Invariant: spawning fails only if the OS is out of threads at start-up.
             .expect("start the store writer thread");
         (
@@ -154,10 +165,23 @@ impl Writer {
         self.queue
             .send(Message::Append(Box::new(envelope), tx))
             .await
-            .map_err(|_| AppendError::Store("the store writer has stopped".to_owned()))?;
-        rx.await
-            .map_err(|_| AppendError::Store("the store writer stopped mid-batch".to_owned()))?
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
+
+    /// Appends an audit record; resolves with its number once it is durable.
+    pub async fn audit(&self, record: AuditRecord) -> Result<u64, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Message::Audit(Box::new(record), tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> AppendError {
+    AppendError::Store("the store writer has stopped".to_owned())
 }
 
 impl WriterThread {
@@ -169,18 +193,22 @@ impl WriterThread {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Message>, max_batch: usize) {
-    let mut batch: Vec<(Box<NewEnvelope>, Reply)> = Vec::with_capacity(max_batch);
+fn run(db: &Database, mut rx: mpsc::Receiver<Message>, clock: &Clock, max_batch: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut stopping = false;
+    let take = |message: Message, batch: &mut Vec<Job>, stopping: &mut bool| match message {
+        Message::Append(envelope, reply) => batch.push(Job::Append(envelope, reply)),
+        Message::Audit(record, reply) => batch.push(Job::Audit(record, reply)),
+        Message::Stop => *stopping = true,
+    };
     while !stopping {
         match rx.blocking_recv() {
-            Some(Message::Append(envelope, reply)) => batch.push((envelope, reply)),
-            Some(Message::Stop) | None => stopping = true,
+            Some(message) => take(message, &mut batch, &mut stopping),
+            None => stopping = true,
         }
-        while batch.len() < max_batch {
+        while batch.len() < max_batch && !stopping {
             match rx.try_recv() {
-                Ok(Message::Append(envelope, reply)) => batch.push((envelope, reply)),
-                Ok(Message::Stop) => stopping = true,
+                Ok(message) => take(message, &mut batch, &mut stopping),
                 Err(_) => break,
             }
         }
@@ -188,113 +216,218 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Message>, max_batch: usize) {
             // Refuse what arrives from now on; take what is already queued.
             rx.close();
             while let Ok(message) = rx.try_recv() {
-                if let Message::Append(envelope, reply) = message {
-                    batch.push((envelope, reply));
-                }
+                take(message, &mut batch, &mut stopping);
             }
         }
         if batch.is_empty() {
             continue;
         }
-        let envelopes: Vec<&NewEnvelope> = batch.iter().map(|(e, _)| e.as_ref()).collect();
-        match commit_batch(db, &envelopes) {
+        match commit_batch(db, &batch, clock.now()) {
             Ok(results) => {
-                for ((_, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send(result);
+                for (job, result) in batch.drain(..).zip(results) {
+                    match (job, result) {
+                        (Job::Append(_, reply), Done::Append(result)) => {
+                            let _ = reply.send(result);
+                        }
+                        (Job::Audit(_, reply), Done::Audit(number)) => {
+                            let _ = reply.send(Ok(number));
+                        }
+                        // Invariant: commit_batch answers each job in order, in kind.
+                        _ => unreachable!("a batch result out of order"),
+                    }
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, size = batch.len(), "a submission batch failed to commit");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(AppendError::Store(e.to_string())));
+                tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
+                let failure = || AppendError::Store(e.to_string());
+                for job in batch.drain(..) {
+                    match job {
+                        Job::Append(_, reply) => {
+                            let _ = reply.send(Err(failure()));
+                        }
+                        Job::Audit(_, reply) => {
+                            let _ = reply.send(Err(failure()));
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-fn commit_batch(
-    db: &Database,
-    batch: &[&NewEnvelope],
-) -> Result<Vec<Result<Accepted, AppendError>>, StoreError> {
+enum Done {
+    Append(Result<Accepted, AppendError>),
+    Audit(u64),
+}
+
+/// The tables one batch writes.
+struct Tables<'t> {
+    envelopes: redb::Table<'t, u64, &'static [u8]>,
+    reports: redb::Table<'t, u128, &'static [u8]>,
+    contributions: redb::Table<'t, (&'static str, i32, i64, u128), ()>,
+    by_date: redb::Table<'t, (i32, i32, u128), ()>,
+    by_state: redb::Table<'t, (&'static str, i32, i32, u128), ()>,
+    audit: redb::Table<'t, u64, &'static [u8]>,
+    audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
+}
+
+fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
-    let accepted_at = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut results = Vec::with_capacity(batch.len());
     {
-        let mut envelopes = tx.open_table(ENVELOPES)?;
-        let mut reports = tx.open_table(REPORTS)?;
-        let mut next_sequence = envelopes.last()?.map_or(1, |(k, _)| k.value() + 1);
-        for new in batch {
-            let key = new.report_id.as_u128();
-            let head: Option<ReportHead> =
-                reports.get(key)?.map(|v| decode(v.value())).transpose()?;
-            match check(new, head.as_ref()) {
-                Check::Duplicate(sequence) => {
-                    let stored: EnvelopeRecord = envelopes
-                        .get(sequence)?
-                        .map(|v| decode(v.value()))
-                        .transpose()?
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!("envelope {sequence} is missing"))
-                        })?;
-                    results.push(Ok(Accepted {
-                        sequence,
-                        receipt: receipt_facts(sequence, &stored)?,
-                        duplicate: true,
-                    }));
+        let mut t = Tables {
+            envelopes: tx.open_table(ENVELOPES)?,
+            reports: tx.open_table(REPORTS)?,
+            contributions: tx.open_table(CONTRIBUTIONS)?,
+            by_date: tx.open_table(BY_DATE)?,
+            by_state: tx.open_table(BY_STATE)?,
+            audit: tx.open_table(AUDIT)?,
+            audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
+        };
+        let mut next_sequence = t.envelopes.last()?.map_or(1, |(k, _)| k.value() + 1);
+        let mut next_audit = t.audit.last()?.map_or(1, |(k, _)| k.value() + 1);
+        for job in batch {
+            match job {
+                Job::Append(new, _) => {
+                    results.push(Done::Append(append(&mut t, new, &mut next_sequence, now)?));
                 }
-                Check::Refuse(e) => results.push(Err(e)),
-                Check::Append => {
-                    let sequence = next_sequence;
-                    next_sequence += 1;
-                    let mut head = head.unwrap_or_else(|| ReportHead {
-                        state: new.state.to_string(),
-                        category: new.category as i32,
-                        retracted: false,
-                        versions: Vec::new(),
-                    });
-                    head.versions.push(VersionRef {
-                        version: new.version,
-                        sequence,
-                        digest: new.digest.to_vec(),
-                    });
-                    if new.kind == EnvelopeKind::Retraction {
-                        head.retracted = true;
+                Job::Audit(record, _) => {
+                    let number = next_audit;
+                    next_audit += 1;
+                    let mut record = record.as_ref().clone();
+                    record.at = now;
+                    for owner in &record.owners {
+                        if owner.owner != record.state {
+                            t.audit_by_owner
+                                .insert((owner.owner.as_str(), number), owner.count)?;
+                        }
                     }
-                    let receipt = pb::Receipt {
-                        sequence,
-                        envelope_digest: new.digest.to_vec(),
-                        reporting_state: new.state.to_string(),
-                        report_id: new.report_id.to_string(),
-                        version: new.version,
-                        accepted_at_unix: accepted_at,
-                        kind: new.kind.label().to_owned(),
-                    };
-                    let record = EnvelopeRecord {
-                        envelope: new.envelope.clone(),
-                        state: new.state.to_string(),
-                        report_id: new.report_id.as_bytes().to_vec(),
-                        version: new.version,
-                        accepted_at,
-                        digest: new.digest.to_vec(),
-                        kind: new.kind.code(),
-                        category: head.category,
-                        key_id: new.key_id.clone(),
-                    };
-                    envelopes.insert(sequence, record.encode_to_vec().as_slice())?;
-                    reports.insert(key, head.encode_to_vec().as_slice())?;
-                    results.push(Ok(Accepted {
-                        sequence,
-                        receipt,
-                        duplicate: false,
-                    }));
+                    t.audit.insert(number, record.encode_to_vec().as_slice())?;
+                    results.push(Done::Audit(number));
                 }
             }
         }
     }
     tx.commit()?;
     Ok(results)
+}
+
+/// Applies one envelope: version rules, the envelope, the report head and its indexes.
+fn append(
+    t: &mut Tables<'_>,
+    new: &NewEnvelope,
+    next_sequence: &mut u64,
+    accepted_at: i64,
+) -> Result<Result<Accepted, AppendError>, StoreError> {
+    let key = new.report_id.as_u128();
+    let head: Option<ReportHead> = t.reports.get(key)?.map(|v| decode(v.value())).transpose()?;
+    match check(new, head.as_ref()) {
+        Check::Refuse(e) => Ok(Err(e)),
+        Check::Duplicate(sequence) => {
+            let stored: EnvelopeRecord = t
+                .envelopes
+                .get(sequence)?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .ok_or_else(|| StoreError::Corrupt(format!("envelope {sequence} is missing")))?;
+            Ok(Ok(Accepted {
+                sequence,
+                receipt: receipt_facts(sequence, &stored)?,
+                duplicate: true,
+            }))
+        }
+        Check::Append => {
+            let sequence = *next_sequence;
+            *next_sequence += 1;
+            let state = new.state.as_str();
+            let mut head = head.unwrap_or_else(|| ReportHead {
+                state: state.to_owned(),
+                first_accepted_at: accepted_at,
+                ..ReportHead::default()
+            });
+            head.versions.push(VersionRef {
+                version: new.version,
+                sequence,
+                digest: new.digest.to_vec(),
+            });
+            head.changed_at = accepted_at;
+            update_indexes(t, new, &mut head, key)?;
+            let receipt = pb::Receipt {
+                sequence,
+                envelope_digest: new.digest.to_vec(),
+                reporting_state: state.to_owned(),
+                report_id: new.report_id.to_string(),
+                version: new.version,
+                accepted_at_unix: accepted_at,
+                kind: new.kind.label().to_owned(),
+            };
+            let record = EnvelopeRecord {
+                envelope: new.envelope.clone(),
+                state: state.to_owned(),
+                report_id: new.report_id.as_bytes().to_vec(),
+                version: new.version,
+                accepted_at,
+                digest: new.digest.to_vec(),
+                kind: new.kind.code(),
+                category: head.category,
+                key_id: new.key_id.clone(),
+            };
+            t.envelopes
+                .insert(sequence, record.encode_to_vec().as_slice())?;
+            t.reports.insert(key, head.encode_to_vec().as_slice())?;
+            Ok(Ok(Accepted {
+                sequence,
+                receipt,
+                duplicate: false,
+            }))
+        }
+    }
+}
+
+/// Keeps the contribution and date indexes in step with the report's latest version.
+fn update_indexes(
+    t: &mut Tables<'_>,
+    new: &NewEnvelope,
+    head: &mut ReportHead,
+    key: u128,
+) -> Result<(), StoreError> {
+    let state = new.state.as_str();
+    let old = head.summary.clone();
+    match (&new.summary, new.kind) {
+        (Some(summary), EnvelopeKind::Report) => {
+            if let Some(old) = &old {
+                t.by_date.remove((old.category, old.incident_day, key))?;
+                t.by_state
+                    .remove((state, old.category, old.incident_day, key))?;
+                t.contributions
+                    .remove((state, old.category, head.first_accepted_at, key))?;
+            }
+            t.by_date
+                .insert((summary.category, summary.incident_day, key), ())?;
+            t.by_state
+                .insert((state, summary.category, summary.incident_day, key), ())?;
+            t.contributions
+                .insert((state, summary.category, head.first_accepted_at, key), ())?;
+            head.category = summary.category;
+            head.summary = Some(summary.clone());
+        }
+        (_, EnvelopeKind::Retraction) => {
+            // A retracted report no longer counts as a contribution; it stays in the date
+            // indexes so that sync and audits still find it.
+            if let Some(old) = &old {
+                t.contributions
+                    .remove((state, old.category, head.first_accepted_at, key))?;
+            }
+            head.retracted = true;
+        }
+        (None, EnvelopeKind::Report) => {
+            return Err(StoreError::Corrupt(
+                "a report without its summary".to_owned(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What the receipt of a stored envelope states.

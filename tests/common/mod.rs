@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use tempfile::TempDir;
 use tidemark::{
     client::{self, ClientIdentity},
+    clock::Clock,
     config::{Config, SigningConfig, StoreConfig, TlsConfig},
     country::CountryCode,
     identity::{Principal, Role},
@@ -103,9 +104,21 @@ impl TestServer {
         data: TempDir,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_with_clock(pki, data, adjust, Clock::system()).await
+    }
+
+    /// As [`Self::start_with`], on a clock the test controls.
+    pub async fn start_with_clock(
+        pki: &TestPki,
+        data: TempDir,
+        adjust: impl FnOnce(&mut Config),
+        clock: Clock,
+    ) -> Self {
         let mut config = pki.config(&data);
         adjust(&mut config);
-        let server = Server::build(config).expect("server builds");
+        let server = Server::build(config)
+            .expect("server builds")
+            .with_clock(clock);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -1,0 +1,416 @@
+//! Reading other states' reports: who may see what (owner scopes), query filters over
+//! the indexes, sync from a sequence number, and what each read returned (for the audit).
+//!
+//! Give-to-get standing is checked by the caller with [`crate::policy`] before these
+//! run; here every result is also checked against its owner's sharing scope, so no path
+//! returns a record outside its scope.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::{
+    country::CountryCode,
+    pb,
+    report::{Category, parse_date},
+    store::{AuditRecord, EnvelopeRecord, OwnerReads, ReportHead, Snapshot, StoreError},
+};
+
+/// Most results of one query call.
+pub const MAX_QUERY_RESULTS: u32 = 10_000;
+/// Report ids kept per owner in one audit record.
+const MAX_AUDITED_IDS: usize = 1_000;
+
+/// Whether `reader` may see the report as a record.
+pub fn visible_to(head: &ReportHead, reader: CountryCode) -> bool {
+    if head.state == reader.as_str() {
+        return true;
+    }
+    let Some(summary) = &head.summary else {
+        return false;
+    };
+    match pb::SharingScope::try_from(summary.scope) {
+        Ok(pb::SharingScope::AllContributors) => true,
+        Ok(pb::SharingScope::ListedStates) => {
+            summary.listed_states.iter().any(|s| s == reader.as_str())
+        }
+        _ => false,
+    }
+}
+
+/// A bad query parameter.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FilterError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> FilterError {
+    FilterError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A checked query.
+#[derive(Debug, Clone)]
+pub struct QueryFilter {
+    pub category: Category,
+    from_day: i32,
+    to_day: i32,
+    states: Vec<CountryCode>,
+    route_countries: Vec<String>,
+    nationalities: Vec<String>,
+    modus_operandi: i32,
+    maritime_event: i32,
+    vessel_type: i32,
+    bbox: Option<pb::BoundingBox>,
+    changed_since: i64,
+    include_retracted: bool,
+    limit: usize,
+    after: Option<Cursor>,
+}
+
+/// A position in a query's result order: (state or "", incident day, report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    state: String,
+    day: i32,
+    id: u128,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.state,
+            self.day,
+            Uuid::from_u128(self.id).simple()
+        )
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split('/');
+        let (state, day, id) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Self {
+            state: state.to_owned(),
+            day: day.parse().ok()?,
+            id: Uuid::try_parse(id).ok()?.as_u128(),
+        })
+    }
+}
+
+fn countries(field: &'static str, codes: &[String]) -> Result<Vec<CountryCode>, FilterError> {
+    codes
+        .iter()
+        .map(|c| CountryCode::parse(c).map_err(|e| bad(field, e.to_string())))
+        .collect()
+}
+
+impl QueryFilter {
+    pub fn from_request(req: &pb::QueryRequest) -> Result<Self, FilterError> {
+        let category = Category::from_pb(req.category).ok_or_else(|| {
+            bad(
+                "category",
+                "is required: smuggling incident or maritime movement",
+            )
+        })?;
+        let day = |field: &'static str, text: &str, open: i32| -> Result<i32, FilterError> {
+            if text.is_empty() {
+                return Ok(open);
+            }
+            parse_date(text)
+                .map(time::Date::to_julian_day)
+                .ok_or_else(|| bad(field, format!("{text:?} is not a date YYYY-MM-DD")))
+        };
+        let from_day = day("from_date", &req.from_date, i32::MIN)?;
+        let to_day = day("to_date", &req.to_date, i32::MAX)?;
+        if from_day > to_day {
+            return Err(bad("to_date", "is before from_date"));
+        }
+        let mut states = countries("reporting_states", &req.reporting_states)?;
+        states.sort();
+        states.dedup();
+        let route_countries = countries("route_countries", &req.route_countries)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let nationalities = countries("nationalities", &req.nationalities)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if let Some(b) = &req.bbox {
+            let lat_ok = (-90.0..=90.0).contains(&b.min_latitude)
+                && (-90.0..=90.0).contains(&b.max_latitude)
+                && b.min_latitude <= b.max_latitude;
+            let lon_ok = (-180.0..=180.0).contains(&b.min_longitude)
+                && (-180.0..=180.0).contains(&b.max_longitude)
+                && b.min_longitude <= b.max_longitude;
+            if !(lat_ok && lon_ok) {
+                return Err(bad(
+                    "bbox",
+                    "needs min <= max, latitudes in -90..90, longitudes in -180..180",
+                ));
+            }
+        }
+        let limit = match req.limit {
+            0 => MAX_QUERY_RESULTS,
+            n => n.min(MAX_QUERY_RESULTS),
+        };
+        let after = if req.after.is_empty() {
+            None
+        } else {
+            Some(
+                Cursor::decode(&req.after)
+                    .ok_or_else(|| bad("after", "is not a cursor this server returned"))?,
+            )
+        };
+        Ok(Self {
+            category,
+            from_day,
+            to_day,
+            states,
+            route_countries,
+            nationalities,
+            modus_operandi: req.modus_operandi,
+            maritime_event: req.maritime_event,
+            vessel_type: req.vessel_type,
+            bbox: req.bbox,
+            changed_since: req.changed_since_unix,
+            include_retracted: req.include_retracted,
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            after,
+        })
+    }
+
+    /// Whether the query only asks for the reader's own reports.
+    pub fn only_own(&self, reader: CountryCode) -> bool {
+        self.states == [reader]
+    }
+
+    fn matches(&self, head: &ReportHead) -> bool {
+        let Some(s) = &head.summary else { return false };
+        if head.retracted && !self.include_retracted {
+            return false;
+        }
+        if s.category != self.category.to_pb() as i32 || head.changed_at < self.changed_since {
+            return false;
+        }
+        let any = |wanted: &[String], have: &[String]| {
+            wanted.is_empty() || wanted.iter().any(|w| have.contains(w))
+        };
+        if !any(&self.route_countries, &s.route_countries)
+            || !any(&self.nationalities, &s.nationalities)
+        {
+            return false;
+        }
+        let eq = |wanted: i32, have: i32| wanted == 0 || wanted == have;
+        if !eq(self.modus_operandi, s.modus_operandi)
+            || !eq(self.maritime_event, s.maritime_event)
+            || !eq(self.vessel_type, s.vessel_type)
+        {
+            return false;
+        }
+        if let Some(b) = &self.bbox {
+            let inside = s.has_point
+                && (b.min_latitude..=b.max_latitude).contains(&s.latitude)
+                && (b.min_longitude..=b.max_longitude).contains(&s.longitude);
+            if !inside {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One report a read returns.
+pub struct Hit {
+    pub record: EnvelopeRecord,
+    pub head: ReportHead,
+    pub sequence: u64,
+    /// For query results: where to continue after this one.
+    pub cursor: Option<String>,
+}
+
+/// What a read returned, by owner, for the audit log.
+#[derive(Default)]
+pub struct ReadLog {
+    owners: BTreeMap<String, OwnerReads>,
+    count: u64,
+}
+
+impl ReadLog {
+    fn note(&mut self, owner: &str, id: &[u8]) {
+        self.count += 1;
+        let entry = self
+            .owners
+            .entry(owner.to_owned())
+            .or_insert_with(|| OwnerReads {
+                owner: owner.to_owned(),
+                ..OwnerReads::default()
+            });
+        entry.count += 1;
+        if entry.report_ids.len() < MAX_AUDITED_IDS && !entry.report_ids.iter().any(|i| i == id) {
+            entry.report_ids.push(id.to_vec());
+        }
+    }
+
+    /// The audit record of this read.
+    pub fn into_audit(
+        self,
+        principal: &str,
+        state: &str,
+        action: &str,
+        detail: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: 0,
+            principal: principal.to_owned(),
+            state: state.to_owned(),
+            action: action.to_owned(),
+            detail,
+            count: self.count,
+            owners: self.owners.into_values().collect(),
+        }
+    }
+}
+
+/// Runs a query for `reader`, handing each hit to `emit` until it returns false.
+pub fn query(
+    snapshot: &Snapshot,
+    filter: &QueryFilter,
+    reader: CountryCode,
+    mut emit: impl FnMut(Hit) -> bool,
+) -> Result<ReadLog, StoreError> {
+    let mut log = ReadLog::default();
+    let mut sent = 0;
+    let category = filter.category.to_pb() as i32;
+    let after = filter.after.as_ref();
+    let mut consider = |snapshot: &Snapshot,
+                        state: &str,
+                        day: i32,
+                        id: u128,
+                        log: &mut ReadLog|
+     -> Result<bool, StoreError> {
+        let Some(head) = snapshot.head(id)? else {
+            return Ok(true);
+        };
+        if !visible_to(&head, reader) || !filter.matches(&head) {
+            return Ok(true);
+        }
+        let sequence = head.latest_sequence();
+        let Some(record) = snapshot.envelope(sequence)? else {
+            return Ok(true);
+        };
+        log.note(&head.state, &record.report_id);
+        sent += 1;
+        let cursor = Cursor {
+            state: state.to_owned(),
+            day,
+            id,
+        }
+        .encode();
+        let more = emit(Hit {
+            record,
+            head,
+            sequence,
+            cursor: Some(cursor),
+        });
+        Ok(more && sent < filter.limit)
+    };
+    if filter.states.is_empty() {
+        let start = after.map(|c| (c.day, c.id));
+        for key in snapshot.by_date(category, filter.from_day, filter.to_day, start)? {
+            let (_, day, id) = key?;
+            if !consider(snapshot, "", day, id, &mut log)? {
+                break;
+            }
+        }
+    } else {
+        'states: for state in &filter.states {
+            let start = match after {
+                Some(c) if c.state.as_str() > state.as_str() => continue,
+                Some(c) if c.state == state.as_str() => Some((c.day, c.id)),
+                _ => None,
+            };
+            for key in snapshot.by_state(
+                state.as_str(),
+                category,
+                filter.from_day,
+                filter.to_day,
+                start,
+            )? {
+                let (_, day, id) = key?;
+                if !consider(snapshot, state.as_str(), day, id, &mut log)? {
+                    break 'states;
+                }
+            }
+        }
+    }
+    Ok(log)
+}
+
+/// Every envelope of `category` visible to `reader` after sequence `after`, in order.
+pub fn sync(
+    snapshot: &Snapshot,
+    category: Category,
+    after: u64,
+    reader: CountryCode,
+    mut emit: impl FnMut(Hit) -> bool,
+) -> Result<ReadLog, StoreError> {
+    let mut log = ReadLog::default();
+    let category = category.to_pb() as i32;
+    for entry in snapshot.envelopes_after(after)? {
+        let (sequence, record) = entry?;
+        if record.category != category {
+            continue;
+        }
+        let id = Uuid::from_slice(&record.report_id)
+            .map_err(|_| StoreError::Corrupt(format!("envelope {sequence}: report id")))?;
+        let Some(head) = snapshot.head(id.as_u128())? else {
+            continue;
+        };
+        if !visible_to(&head, reader) {
+            continue;
+        }
+        log.note(&head.state, &record.report_id);
+        if !emit(Hit {
+            record,
+            head,
+            sequence,
+            cursor: None,
+        }) {
+            break;
+        }
+    }
+    Ok(log)
+}
+
+/// Server metadata for an envelope.
+pub fn meta(hit: &Hit) -> pb::EnvelopeMeta {
+    let status = if hit.head.retracted {
+        pb::ReportStatus::Retracted
+    } else if hit.head.latest_version() > 1 {
+        pb::ReportStatus::Amended
+    } else {
+        pb::ReportStatus::Live
+    };
+    pb::EnvelopeMeta {
+        sequence: hit.sequence,
+        accepted_at_unix: hit.record.accepted_at,
+        reporting_state: hit.record.state.clone(),
+        report_id: Uuid::from_slice(&hit.record.report_id)
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
+        version: hit.record.version,
+        category: hit.record.category,
+        status: status as i32,
+        kind: if hit.record.kind == 2 {
+            "retraction"
+        } else {
+            "report"
+        }
+        .to_owned(),
+    }
+}

@@ -1,0 +1,393 @@
+//! `tidemark query`, `sync`, `standing` and `audit`: reading what the exchange holds.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, ValueEnum};
+use prost::Message;
+use tidemark::{
+    client,
+    country::CountryCode,
+    pb::{self, exchange_client::ExchangeClient},
+    submission::format_time,
+};
+
+use super::{client_args::ClientArgs, csv_rows::CsvRow};
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum CategoryArg {
+    Smuggling,
+    Maritime,
+}
+
+impl CategoryArg {
+    fn to_pb(self) -> pb::Category {
+        match self {
+            Self::Smuggling => pb::Category::SmugglingIncident,
+            Self::Maritime => pb::Category::MaritimeMovement,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Smuggling => "smuggling",
+            Self::Maritime => "maritime",
+        }
+    }
+}
+
+/// Query other states' reports (and your own) that your state may see.
+///
+/// Needs a node certificate and, for other states' reports, give-to-get standing in the
+/// category (see `tidemark standing`). A refusal prints its reason and exits non-zero.
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    #[arg(long, value_enum)]
+    category: CategoryArg,
+    /// First incident date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    from: Option<String>,
+    /// Last incident date, YYYY-MM-DD.
+    #[arg(long, value_name = "DATE")]
+    to: Option<String>,
+    /// Only these reporting states (comma-separated ISO alpha-3).
+    #[arg(long = "state", value_delimiter = ',', value_name = "ISO3")]
+    states: Vec<CountryCode>,
+    /// Routes through any of these countries (origin, transit or destination).
+    #[arg(long = "route", value_delimiter = ',', value_name = "ISO3")]
+    route: Vec<CountryCode>,
+    /// Persons of any of these nationalities.
+    #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
+    nationalities: Vec<CountryCode>,
+    /// Position inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON.
+    #[arg(long, value_delimiter = ',', num_args = 4, value_name = "DEGREES")]
+    bbox: Vec<f64>,
+    /// Only reports accepted or changed since this Unix time.
+    #[arg(long, value_name = "UNIX_SECONDS", default_value_t = 0)]
+    changed_since: i64,
+    /// Include retracted reports.
+    #[arg(long)]
+    include_retracted: bool,
+    /// Stop after this many results (default: all, page by page).
+    #[arg(long)]
+    limit: Option<u32>,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// JSON lines: {"meta", "envelope" (DSSE JSON), "report"}.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV, one row per report (the columns of `import`).
+    #[arg(long)]
+    csv: bool,
+}
+
+/// Writes one query result as a table row, a CSV row or a JSON line.
+fn print_result(
+    out: &mut impl Write,
+    csv: Option<&mut csv::Writer<Vec<u8>>>,
+    json: bool,
+    item: &pb::QueryResult,
+) -> anyhow::Result<()> {
+    let report = item
+        .envelope
+        .as_ref()
+        .and_then(|e| pb::Report::decode(e.payload.as_slice()).ok());
+    let meta = item.meta.clone().unwrap_or_default();
+    if json {
+        let value = serde_json::json!({"meta": meta, "envelope": item.envelope, "report": report});
+        writeln!(out, "{value}")?;
+    } else if let Some(writer) = csv {
+        if let Some(r) = &report {
+            writer.serialize(CsvRow::from_report(r))?;
+        }
+    } else {
+        let r = report.unwrap_or_default();
+        let route = r.route.unwrap_or_default();
+        let status = pb::ReportStatus::try_from(meta.status)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("REPORT_STATUS_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<5} {:<36} {:>3} {:<9} {:<10} {:>7}  {} -> {}",
+            meta.reporting_state,
+            meta.report_id,
+            meta.version,
+            status,
+            r.incident_date,
+            r.persons.map_or(0, |p| p.total),
+            route.origin,
+            route.intended_destination
+        )?;
+    }
+    Ok(())
+}
+
+fn query_request(args: &QueryArgs) -> anyhow::Result<pb::QueryRequest> {
+    let bbox = match args.bbox.as_slice() {
+        [] => None,
+        [a, b, c, d] => Some(pb::BoundingBox {
+            min_latitude: *a,
+            min_longitude: *b,
+            max_latitude: *c,
+            max_longitude: *d,
+        }),
+        _ => bail!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
+    };
+    let codes = |v: &[CountryCode]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    Ok(pb::QueryRequest {
+        category: args.category.to_pb() as i32,
+        from_date: args.from.clone().unwrap_or_default(),
+        to_date: args.to.clone().unwrap_or_default(),
+        reporting_states: codes(&args.states),
+        route_countries: codes(&args.route),
+        nationalities: codes(&args.nationalities),
+        bbox,
+        changed_since_unix: args.changed_since,
+        include_retracted: args.include_retracted,
+        ..Default::default()
+    })
+}
+
+pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let mut request = query_request(&args)?;
+    let mut exchange = ExchangeClient::new(args.client.connect().await?);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut csv = args.csv.then(|| csv::Writer::from_writer(Vec::new()));
+    let table = !args.json && !args.csv;
+    let mut total: u64 = 0;
+    loop {
+        let remaining = args
+            .limit
+            .map(|l| l.saturating_sub(u32::try_from(total).unwrap_or(u32::MAX)));
+        if remaining == Some(0) {
+            break;
+        }
+        request.limit = remaining.unwrap_or(0);
+        let mut stream = exchange
+            .query(request.clone())
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner();
+        if table && total == 0 {
+            writeln!(
+                out,
+                "{:<5} {:<36} {:>3} {:<9} {:<10} {:>7}  route",
+                "state", "report id", "v", "status", "date", "persons"
+            )?;
+        }
+        let mut page = 0;
+        let mut last_cursor = String::new();
+        while let Some(item) = stream
+            .message()
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+        {
+            page += 1;
+            total += 1;
+            last_cursor.clone_from(&item.cursor);
+            print_result(&mut out, csv.as_mut(), args.json, &item)?;
+        }
+        if page == 0 || last_cursor.is_empty() || args.limit.is_some_and(|l| total >= u64::from(l))
+        {
+            break;
+        }
+        request.after = last_cursor;
+    }
+    if let Some(writer) = csv {
+        out.write_all(&writer.into_inner().map_err(|e| anyhow!("{e}"))?)?;
+    }
+    out.flush()?;
+    if table {
+        eprintln!("{total} reports");
+    }
+    Ok(())
+}
+
+/// Keep a local mirror of one category: the first run copies everything your state may
+/// see, later runs bring it up to date. DIR/<category>.jsonl holds one line per change
+/// ({"meta", "envelope"}: new reports, amendments, retractions, in order) and
+/// DIR/<category>.cursor the last sequence number mirrored. Interrupted runs resume.
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    #[arg(long, value_enum)]
+    category: CategoryArg,
+    /// The mirror directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    into: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Changes written between cursor updates.
+const SYNC_CHECKPOINT: usize = 5_000;
+
+pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    fs::create_dir_all(&args.into)
+        .with_context(|| format!("cannot create {}", args.into.display()))?;
+    let name = args.category.name();
+    let cursor_path = args.into.join(format!("{name}.cursor"));
+    let data_path = args.into.join(format!("{name}.jsonl"));
+    let mut cursor = read_cursor(&cursor_path)?;
+    let mut exchange = ExchangeClient::new(args.client.connect().await?);
+    let mut stream = exchange
+        .sync(pb::SyncRequest {
+            category: args.category.to_pb() as i32,
+            after_sequence: cursor,
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&data_path)
+        .with_context(|| format!("cannot open {}", data_path.display()))?;
+    let mut buffer = Vec::new();
+    let (mut pending, mut total) = (0usize, 0u64);
+    let started = cursor;
+    let outcome = loop {
+        match stream.message().await {
+            Ok(Some(item)) => {
+                let sequence = item.meta.as_ref().map_or(0, |m| m.sequence);
+                serde_json::to_writer(
+                    &mut buffer,
+                    &serde_json::json!({"meta": item.meta, "envelope": item.envelope}),
+                )?;
+                buffer.push(b'\n');
+                cursor = sequence;
+                pending += 1;
+                total += 1;
+                if pending >= SYNC_CHECKPOINT {
+                    checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
+                    pending = 0;
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
+    match outcome {
+        Ok(()) => {
+            println!(
+                "{total} changes mirrored into {} (sequence {started} -> {cursor})",
+                data_path.display()
+            );
+            Ok(())
+        }
+        Err(status) => bail!(
+            "sync stopped after {total} changes, at sequence {cursor} (saved; run again to \
+             resume): {}",
+            client::explain(&status)
+        ),
+    }
+}
+
+fn read_cursor(path: &Path) -> anyhow::Result<u64> {
+    match fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .with_context(|| format!("{} does not hold a sequence number", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Makes the mirrored lines durable, then records the cursor (atomically), in that order,
+/// so a crash never leaves a cursor ahead of the data.
+fn checkpoint(
+    file: &mut fs::File,
+    buffer: &mut Vec<u8>,
+    cursor_path: &Path,
+    cursor: u64,
+) -> anyhow::Result<()> {
+    file.write_all(buffer)?;
+    file.sync_data()?;
+    buffer.clear();
+    let tmp = cursor_path.with_extension("cursor.tmp");
+    fs::write(&tmp, format!("{cursor}\n"))?;
+    fs::rename(&tmp, cursor_path)?;
+    Ok(())
+}
+
+/// Where your state stands under give-to-get, per category, and when access lapses.
+#[derive(Args, Debug)]
+pub struct StandingArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
+    let response = ExchangeClient::new(args.client.connect().await?)
+        .my_standing(pb::MyStandingRequest {})
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    if args.json {
+        println!("{}", serde_json::to_string(&response)?);
+        return Ok(());
+    }
+    for c in &response.categories {
+        let lapses = if c.lapses_at_unix > 0 {
+            format!(" (until {})", format_time(c.lapses_at_unix))
+        } else {
+            String::new()
+        };
+        println!("{}{lapses}", c.explanation);
+    }
+    Ok(())
+}
+
+/// Who read your state's reports (`--my-data`).
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// List reads of your state's reports by other states.
+    #[arg(long, required = true)]
+    my_data: bool,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let response = ExchangeClient::new(args.client.connect().await?)
+        .access_to_my_data(pb::AccessToMyDataRequest { limit: args.limit })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    if args.json {
+        for a in &response.accesses {
+            println!("{}", serde_json::to_string(a)?);
+        }
+    } else if response.accesses.is_empty() {
+        println!("no other state has read your reports");
+    } else {
+        for a in &response.accesses {
+            println!(
+                "{}  {} ({}) {}: {} of your reports",
+                format_time(a.at_unix),
+                a.reader_state,
+                a.reader,
+                a.action,
+                a.count
+            );
+        }
+    }
+    Ok(())
+}

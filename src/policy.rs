@@ -1,0 +1,135 @@
+//! Give-to-get: whether a state may read other states' reports of a category.
+//!
+//! Evaluated on every request from the store (never cached past a write): a state is
+//! entitled to a category while it has at least `minimum` accepted, non-retracted
+//! reports of that category (of either category, with `cross_category`) first accepted
+//! within the trailing `window_days`.
+
+use crate::{
+    config::{CategoryRule, PolicyConfig},
+    country::CountryCode,
+    pb,
+    report::Category,
+    store::{Snapshot, StoreError},
+};
+
+const DAY: i64 = 86_400;
+
+/// The give-to-get rules of this exchange.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    config: PolicyConfig,
+}
+
+/// Where a state stands in one category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Standing {
+    pub state: CountryCode,
+    pub category: Category,
+    pub contributed: u64,
+    pub required: u64,
+    pub window_days: u32,
+    pub cross_category: bool,
+    /// When access lapses without further contributions; `None` when not entitled.
+    pub lapses_at: Option<i64>,
+}
+
+impl Standing {
+    pub fn entitled(&self) -> bool {
+        self.contributed >= self.required
+    }
+
+    /// "IDN has contributed 0 maritime-movement reports in the last 365 days; 1 is required".
+    pub fn explanation(&self) -> String {
+        let what = if self.cross_category {
+            "reports (of any category)".to_owned()
+        } else {
+            format!("{} reports", self.category.label())
+        };
+        let verdict = if self.entitled() {
+            format!(
+                "{} {} required, so it may read others' {} reports",
+                self.required,
+                if self.required == 1 { "is" } else { "are" },
+                self.category.label()
+            )
+        } else {
+            format!(
+                "{} {} required",
+                self.required,
+                if self.required == 1 { "is" } else { "are" }
+            )
+        };
+        format!(
+            "{} has contributed {} {what} in the last {} days; {verdict}",
+            self.state, self.contributed, self.window_days
+        )
+    }
+}
+
+impl Policy {
+    pub fn new(config: PolicyConfig) -> Self {
+        Self { config }
+    }
+
+    fn rule(&self, category: Category) -> CategoryRule {
+        match category {
+            Category::SmugglingIncident => self.config.smuggling_incident,
+            Category::MaritimeMovement => self.config.maritime_movement,
+        }
+    }
+
+    /// Where `state` stands in `category` at `now`, from the snapshot.
+    pub fn standing(
+        &self,
+        snapshot: &Snapshot,
+        state: CountryCode,
+        category: Category,
+        now: i64,
+    ) -> Result<Standing, StoreError> {
+        let rule = self.rule(category);
+        let window = i64::from(rule.window_days) * DAY;
+        let since = now - window;
+        let counted: &[Category] = if self.config.cross_category {
+            &[Category::SmugglingIncident, Category::MaritimeMovement]
+        } else {
+            std::slice::from_ref(&category)
+        };
+        let mut times = Vec::new();
+        for c in counted {
+            times.extend(snapshot.contributions(state.as_str(), c.to_pb() as i32, since)?);
+        }
+        times.sort_unstable();
+        let required = u64::from(rule.minimum);
+        let contributed = times.len() as u64;
+        // With the newest `required` contributions still in the window, access lasts
+        // until the oldest of them leaves it.
+        let lapses_at = (contributed >= required).then(|| {
+            let oldest_needed = times.len()
+                - usize::try_from(required)
+                    .unwrap_or(usize::MAX)
+                    .min(times.len());
+            times.get(oldest_needed).map_or(i64::MAX, |t| t + window)
+        });
+        Ok(Standing {
+            state,
+            category,
+            contributed,
+            required,
+            window_days: rule.window_days,
+            cross_category: self.config.cross_category,
+            lapses_at,
+        })
+    }
+}
+
+impl Category {
+    /// From the proto enum; `None` for unspecified or unknown values.
+    pub fn from_pb(value: i32) -> Option<Self> {
+        match pb::Category::try_from(value).ok()? {
+            pb::Category::SmugglingIncident => Some(Self::SmugglingIncident),
+            pb::Category::MaritimeMovement => Some(Self::MaritimeMovement),
+            pb::Category::Unspecified => None,
+        }
+    }
+}

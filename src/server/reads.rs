@@ -1,0 +1,270 @@
+//! The read side of the Exchange service: standing, query, sync, access-to-my-data.
+//!
+//! Each handler resolves the caller, checks give-to-get standing from a store snapshot,
+//! runs the domain read on a blocking thread that streams results back, and appends
+//! what was read (or refused) to the audit log.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{
+    access::{self, Hit, QueryFilter, ReadLog},
+    country::CountryCode,
+    identity::{PeerIdentity, Role},
+    pb,
+    policy::{Policy, Standing},
+    report::Category,
+    server::status::store_status,
+    store::{AuditRecord, Snapshot, Store, StoreError, Writer},
+};
+
+/// Results queued ahead of a slow reader.
+const STREAM_BUFFER: usize = 256;
+
+pub type ResultStream<T> = ReceiverStream<Result<T, Status>>;
+
+/// What the read handlers share.
+#[derive(Clone)]
+pub(super) struct Reads {
+    pub store: Store,
+    pub writer: Writer,
+    pub policy: Policy,
+    pub clock: crate::clock::Clock,
+}
+
+/// The caller's state, if it is a node; raw records are for nodes only.
+pub(super) fn node_state(peer: &PeerIdentity) -> Result<CountryCode, Status> {
+    match peer.principal().role() {
+        Role::Node(state) => Ok(state),
+        other => Err(Status::permission_denied(format!(
+            "reading records needs a node certificate; this is a {} certificate (analysts \
+             use aggregate queries)",
+            other.label()
+        ))),
+    }
+}
+
+fn snapshot(store: &Store) -> Result<Snapshot, Status> {
+    store.snapshot().map_err(|e| store_status(&e))
+}
+
+impl Reads {
+    pub fn standing(&self, peer: &PeerIdentity) -> Result<pb::MyStandingResponse, Status> {
+        let state = peer.principal().state().ok_or_else(|| {
+            Status::permission_denied("only a state's certificates have a standing")
+        })?;
+        let snap = snapshot(&self.store)?;
+        let now = self.clock.now();
+        let categories = [Category::SmugglingIncident, Category::MaritimeMovement]
+            .into_iter()
+            .map(|c| {
+                let s = self
+                    .policy
+                    .standing(&snap, state, c, now)
+                    .map_err(|e| store_status(&e))?;
+                Ok(pb::CategoryStanding {
+                    category: c.to_pb() as i32,
+                    contributed: s.contributed,
+                    required: s.required,
+                    window_days: s.window_days,
+                    entitled: s.entitled(),
+                    lapses_at_unix: s.lapses_at.filter(|t| *t != i64::MAX).unwrap_or(0),
+                    explanation: s.explanation(),
+                })
+            })
+            .collect::<Result<_, Status>>()?;
+        Ok(pb::MyStandingResponse {
+            state: state.to_string(),
+            categories,
+        })
+    }
+
+    /// Refuses (and audits the refusal) unless `state` stands in `category`.
+    async fn require_standing(
+        &self,
+        peer: &PeerIdentity,
+        snap: &Snapshot,
+        state: CountryCode,
+        category: Category,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), Status> {
+        let standing = self
+            .policy
+            .standing(snap, state, category, self.clock.now())
+            .map_err(|e| store_status(&e))?;
+        if standing.entitled() {
+            return Ok(());
+        }
+        self.audit(AuditRecord {
+            principal: peer.principal().spiffe_id(),
+            state: state.to_string(),
+            action: format!("refused {action}"),
+            detail: detail.to_owned(),
+            ..AuditRecord::default()
+        })
+        .await?;
+        Err(refusal(&standing))
+    }
+
+    async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
+        self.writer.audit(record).await.map_err(|e| {
+            Status::unavailable(format!(
+                "the audit log could not be written, so nothing is served: {e}"
+            ))
+        })
+    }
+
+    pub async fn query(
+        &self,
+        peer: &PeerIdentity,
+        req: pb::QueryRequest,
+    ) -> Result<ResultStream<pb::QueryResult>, Status> {
+        let state = node_state(peer)?;
+        let filter =
+            QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let snap = snapshot(&self.store)?;
+        if !filter.only_own(state) {
+            self.require_standing(peer, &snap, state, filter.category, "query", &detail)
+                .await?;
+        }
+        Ok(self.stream(peer, state, "query", detail, move |emit| {
+            access::query(&snap, &filter, state, |hit| {
+                let cursor = hit.cursor.clone().unwrap_or_default();
+                emit(pb::QueryResult {
+                    envelope: decode_envelope(&hit),
+                    meta: Some(access::meta(&hit)),
+                    cursor,
+                })
+            })
+        }))
+    }
+
+    pub async fn sync(
+        &self,
+        peer: &PeerIdentity,
+        req: pb::SyncRequest,
+    ) -> Result<ResultStream<pb::SyncItem>, Status> {
+        let state = node_state(peer)?;
+        let category = Category::from_pb(req.category).ok_or_else(|| {
+            Status::invalid_argument(
+                "category is required: smuggling incident or maritime movement",
+            )
+        })?;
+        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let snap = snapshot(&self.store)?;
+        self.require_standing(peer, &snap, state, category, "sync", &detail)
+            .await?;
+        Ok(self.stream(peer, state, "sync", detail, move |emit| {
+            access::sync(&snap, category, req.after_sequence, state, |hit| {
+                emit(pb::SyncItem {
+                    envelope: decode_envelope(&hit),
+                    meta: Some(access::meta(&hit)),
+                })
+            })
+        }))
+    }
+
+    /// Runs `read` on a blocking thread, streaming what it emits; when it ends (or the
+    /// client goes away) the reads by others' owners are audited.
+    fn stream<T: Send + 'static>(
+        &self,
+        peer: &PeerIdentity,
+        state: CountryCode,
+        action: &'static str,
+        detail: String,
+        read: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<ReadLog, StoreError> + Send + 'static,
+    ) -> ResultStream<T> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let reads = self.clone();
+        let principal = peer.principal().spiffe_id();
+        let errors = tx.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                read(&mut |item| tx.blocking_send(Ok(item)).is_ok())
+            })
+            .await;
+            let log = match outcome {
+                Ok(Ok(log)) => log,
+                Ok(Err(e)) => {
+                    let _ = errors.send(Err(store_status(&e))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = errors
+                        .send(Err(Status::internal(format!("the read failed: {e}"))))
+                        .await;
+                    return;
+                }
+            };
+            let record = log.into_audit(&principal, state.as_str(), action, detail);
+            if let Err(status) = reads.audit(record).await {
+                tracing::error!(%principal, action, "{}", status.message());
+                let _ = errors.send(Err(status)).await;
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    pub fn access_to_my_data(
+        &self,
+        peer: &PeerIdentity,
+        limit: u32,
+    ) -> Result<pb::AccessToMyDataResponse, Status> {
+        let state = peer
+            .principal()
+            .state()
+            .ok_or_else(|| Status::permission_denied("only a state's certificates own data"))?;
+        let limit = if limit == 0 { 100 } else { limit.min(10_000) };
+        let snap = snapshot(&self.store)?;
+        let records = snap
+            .accesses_to(state.as_str(), usize::try_from(limit).unwrap_or(100))
+            .map_err(|e| store_status(&e))?;
+        let accesses = records
+            .into_iter()
+            .filter_map(|(_, record)| {
+                let mine = record.owners.iter().find(|o| o.owner == state.as_str())?;
+                Some(pb::DataAccess {
+                    at_unix: record.at,
+                    reader: record.principal.clone(),
+                    reader_state: record.state.clone(),
+                    action: record.action.clone(),
+                    count: mine.count,
+                    report_ids: mine
+                        .report_ids
+                        .iter()
+                        .filter_map(|id| uuid::Uuid::from_slice(id).ok())
+                        .map(|id| id.to_string())
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(pb::AccessToMyDataResponse { accesses })
+    }
+}
+
+fn decode_envelope(hit: &Hit) -> Option<pb::Envelope> {
+    pb::Envelope::decode(hit.record.envelope.as_slice()).ok()
+}
+
+/// PERMISSION_DENIED with the reason in words and in an ErrorInfo detail.
+fn refusal(standing: &Standing) -> Status {
+    let metadata = HashMap::from([
+        ("category".to_owned(), standing.category.label().to_owned()),
+        ("state".to_owned(), standing.state.to_string()),
+        ("contributed".to_owned(), standing.contributed.to_string()),
+        ("required".to_owned(), standing.required.to_string()),
+        ("window_days".to_owned(), standing.window_days.to_string()),
+    ]);
+    Status::with_error_details(
+        Code::PermissionDenied,
+        standing.explanation(),
+        ErrorDetails::with_error_info("INSUFFICIENT_CONTRIBUTION", "tidemark", metadata),
+    )
+}

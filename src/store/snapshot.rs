@@ -1,0 +1,166 @@
+//! A read-only MVCC snapshot of the store, with typed look-ups and index ranges.
+//!
+//! Readers never wait for the writer: a snapshot sees the store as of its start.
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
+
+use super::{
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, ENVELOPES,
+    EnvelopeRecord, KeyRecord, REPORTS, ReportHead, SIGNING_KEYS, StoreError, decode,
+};
+
+pub struct Snapshot {
+    envelopes: ReadOnlyTable<u64, &'static [u8]>,
+    reports: ReadOnlyTable<u128, &'static [u8]>,
+    contributions: ReadOnlyTable<(&'static str, i32, i64, u128), ()>,
+    by_date: ReadOnlyTable<(i32, i32, u128), ()>,
+    by_state: ReadOnlyTable<(&'static str, i32, i32, u128), ()>,
+    signing_keys: ReadOnlyTable<&'static str, &'static [u8]>,
+    audit: ReadOnlyTable<u64, &'static [u8]>,
+    audit_by_owner: ReadOnlyTable<(&'static str, u64), u64>,
+}
+
+/// An index position: (state or "", incident day, report).
+pub type IndexKey = (String, i32, u128);
+
+impl Snapshot {
+    pub(super) fn open(db: &Database) -> Result<Self, StoreError> {
+        let tx = db.begin_read()?;
+        Ok(Self {
+            envelopes: tx.open_table(ENVELOPES)?,
+            reports: tx.open_table(REPORTS)?,
+            contributions: tx.open_table(CONTRIBUTIONS)?,
+            by_date: tx.open_table(BY_DATE)?,
+            by_state: tx.open_table(BY_STATE)?,
+            signing_keys: tx.open_table(SIGNING_KEYS)?,
+            audit: tx.open_table(AUDIT)?,
+            audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
+        })
+    }
+
+    pub fn head(&self, id: u128) -> Result<Option<ReportHead>, StoreError> {
+        self.reports.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn envelope(&self, sequence: u64) -> Result<Option<EnvelopeRecord>, StoreError> {
+        self.envelopes
+            .get(sequence)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    pub fn signing_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.signing_keys
+            .get(key_id)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Envelopes with a sequence number above `after`, in order.
+    pub fn envelopes_after(
+        &self,
+        after: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, EnvelopeRecord), StoreError>> + '_, StoreError>
+    {
+        let range = self.envelopes.range(after.saturating_add(1)..)?;
+        Ok(range.map(|entry| {
+            let (k, v) = entry?;
+            Ok((k.value(), decode(v.value())?))
+        }))
+    }
+
+    /// First-acceptance times of `state`'s live contributions of `category` at or after
+    /// `since`, oldest first.
+    pub fn contributions(
+        &self,
+        state: &str,
+        category: i32,
+        since: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let range = self
+            .contributions
+            .range((state, category, since, 0u128)..=(state, category, i64::MAX, u128::MAX))?;
+        range.map(|entry| Ok(entry?.0.value().2)).collect()
+    }
+
+    /// Reports of `category` with incident days in `from..=to`, in (day, id) order,
+    /// strictly after `after` if given.
+    pub fn by_date(
+        &self,
+        category: i32,
+        from: i32,
+        to: i32,
+        after: Option<(i32, u128)>,
+    ) -> Result<impl Iterator<Item = Result<IndexKey, StoreError>> + '_, StoreError> {
+        let start = match after {
+            Some((day, id)) if (day, id) >= (from, 0) => (category, day, id.saturating_add(1)),
+            _ => (category, from, 0),
+        };
+        let range = self.by_date.range(start..=(category, to, u128::MAX))?;
+        Ok(range.map(|entry| {
+            let (_, day, id) = entry?.0.value();
+            Ok((String::new(), day, id))
+        }))
+    }
+
+    /// Reports of `state` and `category` with incident days in `from..=to`, in (day, id)
+    /// order, strictly after `after` if given.
+    pub fn by_state(
+        &self,
+        state: &str,
+        category: i32,
+        from: i32,
+        to: i32,
+        after: Option<(i32, u128)>,
+    ) -> Result<impl Iterator<Item = Result<IndexKey, StoreError>> + '_, StoreError> {
+        let start = match after {
+            Some((day, id)) if (day, id) >= (from, 0) => {
+                (state, category, day, id.saturating_add(1))
+            }
+            _ => (state, category, from, 0),
+        };
+        let range = self
+            .by_state
+            .range(start..=(state, category, to, u128::MAX))?;
+        Ok(range.map(|entry| {
+            let key = entry?.0;
+            let (state, _, day, id) = key.value();
+            Ok((state.to_owned(), day, id))
+        }))
+    }
+
+    /// Accesses to `owner`'s reports, newest first, at most `limit`.
+    pub fn accesses_to(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        let range = self
+            .audit_by_owner
+            .range((owner, 0u64)..=(owner, u64::MAX))?;
+        let mut out = Vec::new();
+        for entry in range.rev().take(limit) {
+            let number = entry?.0.value().1;
+            if let Some(record) = self.audit.get(number)? {
+                out.push((number, decode(record.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Audit records after `after`, oldest first, at most `limit`.
+    pub fn audit_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+        self.audit
+            .range(after.saturating_add(1)..)?
+            .take(limit)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.value(), decode(v.value())?))
+            })
+            .collect()
+    }
+}

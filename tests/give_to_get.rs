@@ -1,0 +1,456 @@
+//! Give-to-get: standing, owner scopes, query, sync and the access audit, against a
+//! real server with several states.
+
+mod common;
+
+use std::{collections::BTreeSet, sync::atomic::Ordering};
+
+use common::{TestPki, TestServer, node, sample_report, sign, state, submit};
+use prost::Message;
+use tidemark::{clock::Clock, identity::Role, pb, signing::SigningKey};
+use tonic::{Code, transport::Channel};
+use tonic_types::StatusExt;
+
+type Exchange = pb::exchange_client::ExchangeClient<Channel>;
+
+const DAY: i64 = 86_400;
+
+/// A sample report of `state` and the wanted category, with the given scope.
+fn report(
+    state_code: &str,
+    seed: u64,
+    maritime: bool,
+    scope: pb::SharingScope,
+    listed: &[&str],
+) -> pb::Report {
+    let mut seed = seed * 1000;
+    loop {
+        let mut r = sample_report(state_code, seed);
+        seed += 1;
+        if matches!(r.details, Some(pb::report::Details::Maritime(_))) == maritime {
+            r.sharing = Some(pb::Sharing {
+                scope: scope as i32,
+                states: listed.iter().map(|s| (*s).to_owned()).collect(),
+            });
+            return r;
+        }
+    }
+}
+
+async fn query(
+    exchange: &mut Exchange,
+    req: pb::QueryRequest,
+) -> Result<Vec<pb::QueryResult>, tonic::Status> {
+    let mut stream = exchange.query(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await? {
+        out.push(item);
+    }
+    Ok(out)
+}
+
+async fn sync_all(
+    exchange: &mut Exchange,
+    category: pb::Category,
+    after: u64,
+) -> Result<Vec<pb::SyncItem>, tonic::Status> {
+    let mut stream = exchange
+        .sync(pb::SyncRequest {
+            category: category as i32,
+            after_sequence: after,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(item) = stream.message().await? {
+        out.push(item);
+    }
+    Ok(out)
+}
+
+fn ids_of(results: &[pb::QueryResult]) -> BTreeSet<String> {
+    results
+        .iter()
+        .map(|r| r.meta.as_ref().unwrap().report_id.clone())
+        .collect()
+}
+
+fn by_category(category: pb::Category) -> pb::QueryRequest {
+    pb::QueryRequest {
+        category: category as i32,
+        ..Default::default()
+    }
+}
+
+struct World {
+    pki: TestPki,
+    server: TestServer,
+    keys: Vec<(String, SigningKey)>,
+}
+
+impl World {
+    async fn new(clock: Clock) -> Self {
+        let pki = TestPki::new();
+        let server =
+            TestServer::start_with_clock(&pki, tempfile::TempDir::new().unwrap(), |_| {}, clock)
+                .await;
+        let mut keys = Vec::new();
+        for s in ["AUS", "IDN", "THA"] {
+            keys.push((s.to_owned(), server.register_new_key(&pki, s).await));
+        }
+        Self { pki, server, keys }
+    }
+
+    fn key(&self, s: &str) -> &SigningKey {
+        &self.keys.iter().find(|(k, _)| k == s).unwrap().1
+    }
+
+    async fn exchange(&self, s: &str) -> Exchange {
+        self.server.exchange(&node(&self.pki, s)).await
+    }
+
+    async fn submit(&self, r: &pb::Report) -> pb::Receipt {
+        let mut ex = self.exchange(&r.reporting_state).await;
+        let response = submit(&mut ex, sign(r, self.key(&r.reporting_state)))
+            .await
+            .unwrap();
+        pb::Receipt::decode(response.receipt.unwrap().payload.as_slice()).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn standing_opens_one_category_at_a_time_and_lapses_with_the_window() {
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (clock, now) = Clock::manual(start);
+    let world = World::new(clock).await;
+    let all = pb::SharingScope::AllContributors;
+    let aus_smuggling = report("AUS", 1, false, all, &[]);
+    world.submit(&aus_smuggling).await;
+    world.submit(&report("AUS", 2, true, all, &[])).await;
+    let mut idn = world.exchange("IDN").await;
+
+    // IDN has contributed nothing: refused in both categories, with the exact reason.
+    for (category, label) in [
+        (pb::Category::SmugglingIncident, "smuggling-incident"),
+        (pb::Category::MaritimeMovement, "maritime-movement"),
+    ] {
+        let status = query(&mut idn, by_category(category)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            format!("IDN has contributed 0 {label} reports in the last 365 days; 1 is required")
+        );
+        let info = status.get_details_error_info().expect("ErrorInfo detail");
+        assert_eq!(info.reason, "INSUFFICIENT_CONTRIBUTION");
+        assert_eq!(info.metadata["contributed"], "0");
+        assert_eq!(info.metadata["required"], "1");
+        let sync = sync_all(&mut idn, category, 0).await.unwrap_err();
+        assert_eq!(sync.code(), Code::PermissionDenied);
+    }
+
+    // One smuggling report opens smuggling, not maritime.
+    world.submit(&report("IDN", 3, false, all, &[])).await;
+    let results = query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap();
+    assert!(ids_of(&results).contains(&aus_smuggling.report_id));
+    let maritime = query(&mut idn, by_category(pb::Category::MaritimeMovement))
+        .await
+        .unwrap_err();
+    assert_eq!(maritime.code(), Code::PermissionDenied);
+
+    let standing = idn
+        .my_standing(pb::MyStandingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let smuggling = &standing.categories[0];
+    assert!(smuggling.entitled);
+    assert_eq!(smuggling.contributed, 1);
+    let lapses = smuggling.lapses_at_unix;
+    assert!(
+        lapses >= start + 365 * DAY && lapses <= start + 365 * DAY + 5,
+        "{lapses}"
+    );
+    assert!(!standing.categories[1].entitled);
+
+    // A year and a day later the contribution has left the window.
+    now.fetch_add(366 * DAY, Ordering::SeqCst);
+    let status = query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status
+            .message()
+            .starts_with("IDN has contributed 0 smuggling-incident reports")
+    );
+}
+
+#[tokio::test]
+async fn owner_scopes_hold_for_every_raw_read() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    let listed = report("AUS", 10, false, pb::SharingScope::ListedStates, &["IDN"]);
+    let aggregate = report("AUS", 11, false, pb::SharingScope::AggregateOnly, &[]);
+    let open = report("AUS", 12, false, all, &[]);
+    for r in [&listed, &aggregate, &open] {
+        world.submit(r).await;
+    }
+    // IDN and THA both contribute, so both stand.
+    world.submit(&report("IDN", 13, false, all, &[])).await;
+    world.submit(&report("THA", 14, false, all, &[])).await;
+
+    let sees = |results: &BTreeSet<String>, r: &pb::Report| results.contains(&r.report_id);
+    for (reader, sees_listed) in [("IDN", true), ("THA", false)] {
+        let mut ex = world.exchange(reader).await;
+        let queried = ids_of(
+            &query(&mut ex, by_category(pb::Category::SmugglingIncident))
+                .await
+                .unwrap(),
+        );
+        let synced: BTreeSet<String> = sync_all(&mut ex, pb::Category::SmugglingIncident, 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.meta.as_ref().unwrap().report_id.clone())
+            .collect();
+        for ids in [&queried, &synced] {
+            assert_eq!(
+                sees(ids, &listed),
+                sees_listed,
+                "{reader} and the listed-states report"
+            );
+            assert!(
+                !sees(ids, &aggregate),
+                "{reader} must never see an aggregate-only record"
+            );
+            assert!(
+                sees(ids, &open),
+                "{reader} sees the report shared with all contributors"
+            );
+        }
+    }
+    // The owner sees all of its own.
+    let mut aus = world.exchange("AUS").await;
+    let own = ids_of(
+        &query(&mut aus, by_category(pb::Category::SmugglingIncident))
+            .await
+            .unwrap(),
+    );
+    assert!(sees(&own, &listed) && sees(&own, &aggregate) && sees(&own, &open));
+
+    // Analysts never get raw records.
+    let mut analyst = world
+        .server
+        .exchange(&world.pki.client(Role::StateAnalyst(state("IDN")), "a"))
+        .await;
+    let status = query(&mut analyst, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn sync_carries_amendments_and_retractions_and_resumes_without_gaps() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    let mut reports = Vec::new();
+    for i in 0..30 {
+        let r = report(["AUS", "THA"][i % 2], 100 + i as u64, false, all, &[]);
+        world.submit(&r).await;
+        reports.push(r);
+    }
+    world.submit(&report("IDN", 200, false, all, &[])).await;
+    // An amendment and a retraction.
+    let amended = pb::Report {
+        version: 2,
+        narrative: "Amended.".into(),
+        ..reports[0].clone()
+    };
+    world.submit(&amended).await;
+    let retraction = pb::Retraction {
+        report_id: reports[1].report_id.clone(),
+        reporting_state: reports[1].reporting_state.clone(),
+        version: 2,
+        reason: "duplicate".into(),
+    };
+    let env = tidemark::envelope::sign(
+        tidemark::envelope::RETRACTION_PAYLOAD_TYPE,
+        retraction.encode_to_vec(),
+        world.key(&reports[1].reporting_state),
+    );
+    let mut owner = world.exchange(&reports[1].reporting_state).await;
+    submit(&mut owner, env).await.unwrap();
+
+    let mut idn = world.exchange("IDN").await;
+    let full = sync_all(&mut idn, pb::Category::SmugglingIncident, 0)
+        .await
+        .unwrap();
+    let kinds: Vec<(String, u32, String)> = full
+        .iter()
+        .map(|i| {
+            let m = i.meta.as_ref().unwrap();
+            (m.report_id.clone(), m.version, m.kind.clone())
+        })
+        .collect();
+    assert!(
+        kinds.contains(&(reports[0].report_id.clone(), 2, "report".into())),
+        "the amendment is synced"
+    );
+    assert!(
+        kinds.contains(&(reports[1].report_id.clone(), 2, "retraction".into())),
+        "the retraction is synced"
+    );
+    assert_eq!(full.len(), 33, "30 + IDN's own + amendment + retraction");
+
+    // Interrupted after 7 items, resumed from the last sequence: the same set, once each.
+    let mut stream = idn
+        .sync(pb::SyncRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut resumed = Vec::new();
+    for _ in 0..7 {
+        resumed.push(stream.message().await.unwrap().unwrap());
+    }
+    drop(stream);
+    let last = resumed.last().unwrap().meta.as_ref().unwrap().sequence;
+    resumed.extend(
+        sync_all(&mut idn, pb::Category::SmugglingIncident, last)
+            .await
+            .unwrap(),
+    );
+    let seqs = |items: &[pb::SyncItem]| {
+        items
+            .iter()
+            .map(|i| i.meta.as_ref().unwrap().sequence)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(&resumed), seqs(&full));
+}
+
+#[tokio::test]
+async fn owners_see_who_read_their_reports() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    for i in 0..3 {
+        world.submit(&report("AUS", 300 + i, false, all, &[])).await;
+    }
+    world.submit(&report("IDN", 310, false, all, &[])).await;
+    let mut idn = world.exchange("IDN").await;
+    let read = query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 4);
+
+    let mut aus = world.exchange("AUS").await;
+    // The audit is written as the stream ends; give it a moment.
+    let mut accesses = Vec::new();
+    for _ in 0..50 {
+        accesses = aus
+            .access_to_my_data(pb::AccessToMyDataRequest { limit: 10 })
+            .await
+            .unwrap()
+            .into_inner()
+            .accesses;
+        if !accesses.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(accesses.len(), 1, "{accesses:?}");
+    let access = &accesses[0];
+    assert_eq!(
+        (
+            access.reader_state.as_str(),
+            access.action.as_str(),
+            access.count
+        ),
+        ("IDN", "query", 3)
+    );
+    assert_eq!(access.report_ids.len(), 3);
+    assert!(access.reader.contains("/state/IDN/node/"));
+}
+
+#[tokio::test]
+async fn queries_filter_by_date_route_and_state() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    let mut a = report("AUS", 400, false, all, &[]);
+    a.incident_date = "2021-03-10".into();
+    a.route.as_mut().unwrap().origin = "LKA".into();
+    let mut b = report("THA", 401, false, all, &[]);
+    b.incident_date = "2021-03-20".into();
+    b.route.as_mut().unwrap().origin = "MMR".into();
+    b.route.as_mut().unwrap().transit = vec!["MYS".into()];
+    let mut c = report("AUS", 402, false, all, &[]);
+    c.incident_date = "2022-01-01".into();
+    for r in [&a, &b, &c] {
+        world.submit(r).await;
+    }
+    world.submit(&report("IDN", 403, false, all, &[])).await;
+    let mut idn = world.exchange("IDN").await;
+    let march = pb::QueryRequest {
+        from_date: "2021-03-01".into(),
+        to_date: "2021-03-31".into(),
+        ..by_category(pb::Category::SmugglingIncident)
+    };
+    assert_eq!(
+        ids_of(&query(&mut idn, march.clone()).await.unwrap()),
+        BTreeSet::from([a.report_id.clone(), b.report_id.clone()])
+    );
+    let route = pb::QueryRequest {
+        route_countries: vec!["MYS".into()],
+        ..march.clone()
+    };
+    assert_eq!(
+        ids_of(&query(&mut idn, route).await.unwrap()),
+        BTreeSet::from([b.report_id.clone()])
+    );
+    let aus_only = pb::QueryRequest {
+        reporting_states: vec!["AUS".into()],
+        ..by_category(pb::Category::SmugglingIncident)
+    };
+    assert_eq!(
+        ids_of(&query(&mut idn, aus_only).await.unwrap()),
+        BTreeSet::from([a.report_id.clone(), c.report_id.clone()])
+    );
+
+    // Paging: one at a time with the cursor gives the same results in the same order.
+    let everything = query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap();
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = query(
+            &mut idn,
+            pb::QueryRequest {
+                limit: 1,
+                after: after.clone(),
+                ..by_category(pb::Category::SmugglingIncident)
+            },
+        )
+        .await
+        .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.cursor.clone();
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything);
+
+    let bad = query(
+        &mut idn,
+        pb::QueryRequest {
+            from_date: "2021-13-01".into(),
+            ..march
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}

@@ -189,8 +189,12 @@ impl QueryFilter {
         self.states == [reader]
     }
 
-    fn matches(&self, head: &ReportHead) -> bool {
+    /// Whether the report's latest version passes every filter.
+    pub fn matches(&self, head: &ReportHead) -> bool {
         let Some(s) = &head.summary else { return false };
+        if !(self.from_day..=self.to_day).contains(&s.incident_day) {
+            return false;
+        }
         if head.retracted && !self.include_retracted {
             return false;
         }
@@ -372,6 +376,48 @@ pub fn sync(
             continue;
         };
         if !visible_to(&head, reader) {
+            continue;
+        }
+        log.note(&head.state, &record.report_id);
+        if !emit(Hit {
+            record,
+            head,
+            sequence,
+            cursor: None,
+        }) {
+            break;
+        }
+    }
+    Ok(log)
+}
+
+/// Envelopes after sequence `after` whose report `reader` may see and that match the
+/// filter (retractions of such reports included): what a subscription pushes next.
+pub fn changes(
+    snapshot: &Snapshot,
+    filter: &QueryFilter,
+    after: u64,
+    reader: CountryCode,
+    mut emit: impl FnMut(Hit) -> bool,
+) -> Result<ReadLog, StoreError> {
+    let mut log = ReadLog::default();
+    let category = filter.category.to_pb() as i32;
+    let mut pushing = QueryFilter {
+        include_retracted: true,
+        ..filter.clone()
+    };
+    pushing.changed_since = 0;
+    for entry in snapshot.envelopes_after(after)? {
+        let (sequence, record) = entry?;
+        if record.category != category {
+            continue;
+        }
+        let id = Uuid::from_slice(&record.report_id)
+            .map_err(|_| StoreError::Corrupt(format!("envelope {sequence}: report id")))?;
+        let Some(head) = snapshot.head(id.as_u128())? else {
+            continue;
+        };
+        if !visible_to(&head, reader) || !pushing.matches(&head) {
             continue;
         }
         log.note(&head.state, &record.report_id);

@@ -454,3 +454,80 @@ async fn queries_filter_by_date_route_and_state() {
     .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+async fn next_item(
+    stream: &mut tonic::Streaming<pb::SyncItem>,
+) -> Result<Option<pb::SyncItem>, tonic::Status> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("the subscription stays silent for 10 s")
+}
+
+#[tokio::test]
+async fn subscribers_get_matching_new_reports_until_their_standing_lapses() {
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (clock, now) = Clock::manual(start);
+    let world = World::new(clock).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 500, false, all, &[])).await;
+    world.submit(&report("THA", 501, false, all, &[])).await;
+    let filter = pb::QueryRequest {
+        route_countries: vec!["LKA".into()],
+        ..by_category(pb::Category::SmugglingIncident)
+    };
+    let mut idn = world.exchange("IDN").await;
+    let mut tha = world.exchange("THA").await;
+    let mut idn_stream = idn.subscribe(filter.clone()).await.unwrap().into_inner();
+    let mut tha_stream = tha.subscribe(filter).await.unwrap().into_inner();
+
+    let with_origin = |mut r: pb::Report, origin: &str| {
+        r.route.as_mut().unwrap().origin = origin.into();
+        r.route.as_mut().unwrap().transit.clear();
+        r.route.as_mut().unwrap().intended_destination = "AUS".into();
+        r
+    };
+    // Not sent: another route, another category, and (to THA) a report listed for IDN only.
+    world
+        .submit(&with_origin(report("AUS", 502, false, all, &[]), "AFG"))
+        .await;
+    world
+        .submit(&with_origin(report("AUS", 503, true, all, &[]), "LKA"))
+        .await;
+    let listed = with_origin(
+        report("AUS", 504, false, pb::SharingScope::ListedStates, &["IDN"]),
+        "LKA",
+    );
+    world.submit(&listed).await;
+    let open = with_origin(report("AUS", 505, false, all, &[]), "LKA");
+    world.submit(&open).await;
+
+    let id = |item: Option<pb::SyncItem>| item.unwrap().meta.unwrap().report_id;
+    assert_eq!(
+        id(next_item(&mut idn_stream).await.unwrap()),
+        listed.report_id
+    );
+    assert_eq!(
+        id(next_item(&mut idn_stream).await.unwrap()),
+        open.report_id
+    );
+    assert_eq!(
+        id(next_item(&mut tha_stream).await.unwrap()),
+        open.report_id,
+        "THA is not listed"
+    );
+
+    // A year later IDN's contribution has lapsed: the next push ends its stream with the reason.
+    now.fetch_add(366 * DAY, Ordering::SeqCst);
+    world
+        .submit(&with_origin(report("AUS", 506, false, all, &[]), "LKA"))
+        .await;
+    let status = next_item(&mut idn_stream).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status
+            .message()
+            .starts_with("IDN has contributed 0 smuggling-incident reports"),
+        "{}",
+        status.message()
+    );
+}

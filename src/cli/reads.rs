@@ -46,6 +46,27 @@ impl CategoryArg {
 /// category (see `tidemark standing`). A refusal prints its reason and exits non-zero.
 #[derive(Args, Debug)]
 pub struct QueryArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Include retracted reports.
+    #[arg(long)]
+    include_retracted: bool,
+    /// Stop after this many results (default: all, page by page).
+    #[arg(long)]
+    limit: Option<u32>,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// JSON lines: {"meta", "envelope" (DSSE JSON), "report"}.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// CSV, one row per report (the columns of `import`).
+    #[arg(long)]
+    csv: bool,
+}
+
+/// Which reports: shared by `query` and `watch`.
+#[derive(Args, Debug)]
+pub struct FilterArgs {
     #[arg(long, value_enum)]
     category: CategoryArg,
     /// First incident date, YYYY-MM-DD.
@@ -69,20 +90,45 @@ pub struct QueryArgs {
     /// Only reports accepted or changed since this Unix time.
     #[arg(long, value_name = "UNIX_SECONDS", default_value_t = 0)]
     changed_since: i64,
-    /// Include retracted reports.
-    #[arg(long)]
-    include_retracted: bool,
-    /// Stop after this many results (default: all, page by page).
-    #[arg(long)]
-    limit: Option<u32>,
+}
+
+/// Watch for new reports matching a filter, as they are accepted (until Ctrl-C, or
+/// until your state's standing lapses). Catch up on what you missed with `sync`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
     #[command(flatten)]
     client: ClientArgs,
-    /// JSON lines: {"meta", "envelope" (DSSE JSON), "report"}.
-    #[arg(long, conflicts_with = "csv")]
-    json: bool,
-    /// CSV, one row per report (the columns of `import`).
+    /// JSON lines: {"meta", "envelope", "report"}.
     #[arg(long)]
-    csv: bool,
+    json: bool,
+}
+
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let request = query_request(&args.filter)?;
+    let mut stream = ExchangeClient::new(args.client.connect().await?)
+        .subscribe(request)
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    eprintln!("watching; Ctrl-C to stop");
+    let stdout = std::io::stdout();
+    while let Some(item) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+    {
+        let result = pb::QueryResult {
+            envelope: item.envelope,
+            meta: item.meta,
+            cursor: String::new(),
+        };
+        let mut out = stdout.lock();
+        print_result(&mut out, None, args.json, &result)?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 /// Writes one query result as a table row, a CSV row or a JSON line.
@@ -130,7 +176,7 @@ fn print_result(
     Ok(())
 }
 
-fn query_request(args: &QueryArgs) -> anyhow::Result<pb::QueryRequest> {
+fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
     let bbox = match args.bbox.as_slice() {
         [] => None,
         [a, b, c, d] => Some(pb::BoundingBox {
@@ -151,13 +197,15 @@ fn query_request(args: &QueryArgs) -> anyhow::Result<pb::QueryRequest> {
         nationalities: codes(&args.nationalities),
         bbox,
         changed_since_unix: args.changed_since,
-        include_retracted: args.include_retracted,
         ..Default::default()
     })
 }
 
 pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let mut request = query_request(&args)?;
+    let mut request = pb::QueryRequest {
+        include_retracted: args.include_retracted,
+        ..query_request(&args.filter)?
+    };
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -145,6 +145,17 @@ impl pb::exchange_server::Exchange for ExchangeService {
 
     type QueryStream = ResultStream<pb::QueryResult>;
     type SyncStream = ResultStream<pb::SyncItem>;
+    type SubscribeStream = ResultStream<pb::SyncItem>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = auth::peer(&request)?.clone();
+        Ok(Response::new(
+            self.reads.subscribe(&peer, request.into_inner()).await?,
+        ))
+    }
 
     async fn my_standing(
         &self,

@@ -98,7 +98,7 @@ impl Server {
         let authenticate = Authenticate::new(&self.config.trust_domain);
         let (writer, writer_thread) = self
             .store
-            .start_writer(self.clock.clone(), self.config.store.max_batch);
+            .start_writer(self.clock.clone(), self.config.store.max_batch)?;
         let reads = Reads {
             store: self.store.clone(),
             writer: writer.clone(),

@@ -212,6 +212,104 @@ impl Reads {
         ReceiverStream::new(rx)
     }
 
+    pub async fn subscribe(
+        &self,
+        peer: &PeerIdentity,
+        req: pb::QueryRequest,
+    ) -> Result<ResultStream<pb::SyncItem>, Status> {
+        let state = node_state(peer)?;
+        let filter =
+            QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let snap = snapshot(&self.store)?;
+        self.require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
+            .await?;
+        drop(snap);
+        let mut changes = self.writer.changes();
+        let mut cursor = *changes.borrow_and_update();
+        let principal = peer.principal().spiffe_id();
+        self.audit(AuditRecord {
+            principal: principal.clone(),
+            state: state.to_string(),
+            action: "subscribe".to_owned(),
+            detail: detail.clone(),
+            ..AuditRecord::default()
+        })
+        .await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let reads = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    news = changes.changed() => if news.is_err() { return },
+                }
+                let latest = *changes.borrow_and_update();
+                let (store, policy, clock, filter) = (
+                    reads.store.clone(),
+                    reads.policy.clone(),
+                    reads.clock.clone(),
+                    filter.clone(),
+                );
+                let step = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                    let snap = store.snapshot()?;
+                    let standing = policy.standing(&snap, state, filter.category, clock.now())?;
+                    if !standing.entitled() {
+                        return Ok(Err(standing));
+                    }
+                    let mut items = Vec::new();
+                    let log = access::changes(&snap, &filter, cursor, state, |hit| {
+                        items.push(pb::SyncItem {
+                            envelope: decode_envelope(&hit),
+                            meta: Some(access::meta(&hit)),
+                        });
+                        true
+                    })?;
+                    Ok(Ok((items, log)))
+                })
+                .await;
+                let (items, log) = match step {
+                    Ok(Ok(Ok(found))) => found,
+                    Ok(Ok(Err(standing))) => {
+                        let _ = tx.send(Err(refusal(&standing))).await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(store_status(&e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!(
+                                "the subscription failed: {e}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                cursor = latest.max(cursor);
+                let pushed = !items.is_empty();
+                for item in items {
+                    if let Some(meta) = &item.meta {
+                        cursor = cursor.max(meta.sequence);
+                    }
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+                if pushed {
+                    let record =
+                        log.into_audit(&principal, state.as_str(), "subscribe", detail.clone());
+                    if let Err(status) = reads.audit(record).await {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
     pub fn access_to_my_data(
         &self,
         peer: &PeerIdentity,

@@ -113,8 +113,13 @@ impl Store {
     }
 
     /// Starts the group-commit writer thread for submissions.
-    pub fn start_writer(&self, clock: Clock, max_batch: usize) -> (Writer, WriterThread) {
-        Writer::start(self.db.clone(), clock, max_batch)
+    pub fn start_writer(
+        &self,
+        clock: Clock,
+        max_batch: usize,
+    ) -> Result<(Writer, WriterThread), StoreError> {
+        let latest = self.envelope_count()?;
+        Ok(Writer::start(self.db.clone(), clock, max_batch, latest))
     }
 
     /// A consistent read-only view of the whole store (an MVCC snapshot).

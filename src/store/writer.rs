@@ -14,7 +14,7 @@ use std::{sync::Arc, thread};
 
 use prost::Message as _;
 use redb::{Database, ReadableTable};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
@@ -133,6 +133,7 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Message>,
+    latest: watch::Receiver<u64>,
 }
 
 /// The writer thread itself: [`WriterThread::stop`] commits what is queued, stops the
@@ -143,17 +144,24 @@ pub struct WriterThread {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>, clock: Clock, max_batch: usize) -> (Self, WriterThread) {
+    pub(super) fn start(
+        db: Arc<Database>,
+        clock: Clock,
+        max_batch: usize,
+        latest_sequence: u64,
+    ) -> (Self, WriterThread) {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
+        let (published, latest) = watch::channel(latest_sequence);
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
-            .spawn(move || run(&db, rx, &clock, max_batch))
+            .spawn(move || run(&db, rx, &clock, max_batch, &published))
             // Invariant: spawning fails only if the OS is out of threads at start-up.
             .expect("start the store writer thread");
         (
             Self {
                 queue: queue.clone(),
+                latest,
             },
             WriterThread { queue, thread },
         )
@@ -167,6 +175,11 @@ impl Writer {
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// The latest committed sequence number, updated after every commit.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.latest.clone()
     }
 
     /// Appends an audit record; resolves with its number once it is durable.
@@ -193,7 +206,13 @@ impl WriterThread {
     }
 }
 
-fn run(db: &Database, mut rx: mpsc::Receiver<Message>, clock: &Clock, max_batch: usize) {
+fn run(
+    db: &Database,
+    mut rx: mpsc::Receiver<Message>,
+    clock: &Clock,
+    max_batch: usize,
+    published: &watch::Sender<u64>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut stopping = false;
     let take = |message: Message, batch: &mut Vec<Job>, stopping: &mut bool| match message {
@@ -224,6 +243,16 @@ fn run(db: &Database, mut rx: mpsc::Receiver<Message>, clock: &Clock, max_batch:
         }
         match commit_batch(db, &batch, clock.now()) {
             Ok(results) => {
+                let newest = results
+                    .iter()
+                    .filter_map(|done| match done {
+                        Done::Append(Ok(a)) if !a.duplicate => Some(a.sequence),
+                        _ => None,
+                    })
+                    .max();
+                if let Some(sequence) = newest {
+                    published.send_replace(sequence);
+                }
                 for (job, result) in batch.drain(..).zip(results) {
                     match (job, result) {
                         (Job::Append(_, reply), Done::Append(result)) => {

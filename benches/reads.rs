@@ -1,0 +1,305 @@
+//! Query latency and sync throughput over mTLS, against a full scan in the same run.
+//!
+//! `cargo bench --bench reads [-- --reports 100000 --queries 200]`
+//!
+//! Loads synthetic reports from 20 states through the real submission path (verify,
+//! validate, group commit), then serves them with a real server on 127.0.0.1:0 and
+//! measures, as IDN's node:
+//! - a one-month, one-route query (p50/p99 over many runs) — through the date index;
+//! - the same filter answered by a full scan of every stored envelope (decode, check
+//!   scope and filter), in-process, without network: the baseline;
+//! - a full sync of one category into a local mirror file (JSON lines, fsync at end).
+
+use std::{
+    io::Write,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prost::Message;
+use tidemark::{
+    access,
+    client::{self, ClientIdentity},
+    config::{Config, SigningConfig, StoreConfig, TlsConfig},
+    country::CountryCode,
+    envelope::{self, REPORT_PAYLOAD_TYPE},
+    identity::{Principal, Role},
+    pb::{self, exchange_client::ExchangeClient},
+    pki::{self, CertificateAuthority, Validity},
+    report::parse_date,
+    sample,
+    server::Server,
+    signing::SigningKey,
+    store::{KeyRecord, Store},
+    submission,
+};
+use tokio::net::TcpListener;
+
+const STATES: [&str; 20] = [
+    "AUS", "IDN", "THA", "MYS", "PHL", "VNM", "KHM", "MMR", "LKA", "BGD", "IND", "PAK", "AFG",
+    "IRN", "NZL", "PNG", "TLS", "SGP", "BRN", "LAO",
+];
+const TRUST_DOMAIN: &str = "bench.test";
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reports = arg("--reports", 100_000);
+    let queries = arg("--queries", 200);
+    let dir = tempfile::TempDir::new().unwrap();
+    let ca = CertificateAuthority::generate("bench CA", Validity::days_from_now(1)).unwrap();
+    let server_cert = ca
+        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(1))
+        .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("server.pem"), &server_cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("server.key"), &server_cert.key_pem).unwrap();
+    pki::write_signing_key(&dir.path().join("receipt")).unwrap();
+    let config = Config {
+        trust_domain: TRUST_DOMAIN.to_owned(),
+        tls: TlsConfig::in_dir(dir.path()),
+        signing: SigningConfig::in_dir(dir.path()),
+        store: StoreConfig::in_dir(&dir.path().join("data")),
+        ..Config::default()
+    };
+
+    // Load through the real submission path, several submitters at once.
+    let started = Instant::now();
+    load(&config, reports).await;
+    eprintln!(
+        "loaded {reports} reports from {} states in {:.1} s",
+        STATES.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let server = Server::build(config).unwrap();
+    let store = server.store().clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_task = tokio::spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+    let idn = CountryCode::parse("IDN").unwrap();
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(idn), "idn-1").unwrap();
+    let issued = ca
+        .issue_client(&principal, Validity::days_from_now(1))
+        .unwrap();
+    let identity =
+        ClientIdentity::from_pem(issued.cert_pem, issued.key_pem, ca.cert_pem().to_owned());
+    let mut exchange = ExchangeClient::new(client::connect(&endpoint, &identity).await.unwrap());
+
+    // One month, one route, through the index, over gRPC.
+    let request = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        from_date: "2023-03-01".into(),
+        to_date: "2023-03-31".into(),
+        route_countries: vec!["LKA".into()],
+        ..Default::default()
+    };
+    let mut latencies = Vec::new();
+    let mut hits = 0;
+    for _ in 0..queries {
+        let t = Instant::now();
+        let mut stream = exchange.query(request.clone()).await.unwrap().into_inner();
+        hits = 0;
+        while stream.message().await.unwrap().is_some() {
+            hits += 1;
+        }
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+
+    let (scan, scan_hits) = full_scan(&store, &request, idn);
+    assert_eq!(hits, scan_hits, "index and scan must agree");
+
+    let (synced, sync_time) = sync_to_mirror(&mut exchange, &dir.path().join("mirror.jsonl")).await;
+    let p50 = percentile(&latencies, 0.5);
+    let p99 = percentile(&latencies, 0.99);
+    println!("{reports} reports from {} states; IDN's view", STATES.len());
+    println!(
+        "one-month one-route query ({hits} results, {queries} runs over mTLS): p50 {:.2} ms, p99 {:.2} ms",
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "same filter by full scan (in-process, median of 5): {:.1} ms",
+        ms(scan)
+    );
+    println!(
+        "indexed query vs full scan: {:.0}x faster (p50)",
+        scan.as_secs_f64() / p50.as_secs_f64()
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let rate = synced as f64 / sync_time.as_secs_f64();
+    println!(
+        "full sync of smuggling incidents into a local mirror: {synced} reports in {:.2} s = {rate:.0} reports/s",
+        sync_time.as_secs_f64()
+    );
+    let _ = stop.send(());
+    let _ = server_task.await;
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Loads `reports` synthetic reports through the real submission path (verify,
+/// validate, group commit), several submitters at once.
+async fn load(config: &Config, reports: usize) {
+    let store = Store::open(&config.store).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut keys = Vec::new();
+    for state in STATES {
+        let (key, _) = SigningKey::generate().unwrap();
+        let p = key.public_key();
+        store
+            .register_signing_key(&KeyRecord::new(
+                p.key_id(),
+                state,
+                p.raw(),
+                now - 60,
+                0,
+                now,
+            ))
+            .unwrap();
+        keys.push(Arc::new(key));
+    }
+    let (writer, thread) = store
+        .start_writer(tidemark::clock::Clock::system(), 1024)
+        .unwrap();
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (store, writer, keys) = (store.clone(), writer.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = sample::Rng::new(sample::seed_for(7, &w.to_string()));
+            let mut pending = Vec::new();
+            for i in (w..reports).step_by(workers) {
+                let s = i % STATES.len();
+                let state = STATES[s];
+                let report = sample::report(&mut rng, state);
+                let env = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &keys[s]);
+                let principal = Principal::new(
+                    TRUST_DOMAIN,
+                    Role::Node(CountryCode::parse(state).unwrap()),
+                    "n",
+                )
+                .unwrap();
+                let new =
+                    submission::verify(&env, &principal, &store, time::OffsetDateTime::now_utc())
+                        .unwrap();
+                let writer = writer.clone();
+                pending.push(tokio::spawn(
+                    async move { writer.append(new).await.unwrap() },
+                ));
+                if pending.len() >= 256 {
+                    for p in pending.drain(..) {
+                        p.await.unwrap();
+                    }
+                }
+            }
+            for p in pending {
+                p.await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(writer);
+    thread.stop().await;
+}
+
+/// The same filter by full scan of every envelope, in-process (no network: this
+/// flatters the baseline). Returns the median of 5 runs and the number of hits.
+fn full_scan(store: &Store, request: &pb::QueryRequest, idn: CountryCode) -> (Duration, usize) {
+    let filter = access::QueryFilter::from_request(request).unwrap();
+    let from = parse_date("2023-03-01").unwrap();
+    let to = parse_date("2023-03-31").unwrap();
+    let mut scans = Vec::new();
+    let mut scan_hits = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let snap = store.snapshot().unwrap();
+        scan_hits = 0;
+        for entry in snap.envelopes_after(0).unwrap() {
+            let (_, record) = entry.unwrap();
+            let env = pb::Envelope::decode(record.envelope.as_slice()).unwrap();
+            let Ok(report) = pb::Report::decode(env.payload.as_slice()) else {
+                continue;
+            };
+            let Some(date) = parse_date(&report.incident_date) else {
+                continue;
+            };
+            let route = report.route.unwrap_or_default();
+            let on_route = route.origin == "LKA"
+                || route.transit.iter().any(|c| c == "LKA")
+                || route.intended_destination == "LKA";
+            let smuggling = matches!(report.details, Some(pb::report::Details::Smuggling(_)));
+            if smuggling && on_route && date >= from && date <= to {
+                let head = snap
+                    .head(uuid::Uuid::parse_str(&report.report_id).unwrap().as_u128())
+                    .unwrap()
+                    .unwrap();
+                if access::visible_to(&head, idn) && filter.matches(&head) {
+                    scan_hits += 1;
+                }
+            }
+        }
+        scans.push(t.elapsed());
+    }
+    scans.sort();
+    (percentile(&scans, 0.5), scan_hits)
+}
+
+/// A full sync of smuggling incidents into a mirror file (JSON lines, fsync at end).
+async fn sync_to_mirror(
+    exchange: &mut ExchangeClient<tonic::transport::Channel>,
+    mirror: &std::path::Path,
+) -> (u64, Duration) {
+    let t = Instant::now();
+    let mut stream = exchange
+        .sync(pb::SyncRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(mirror).unwrap());
+    let mut synced = 0u64;
+    while let Some(item) = stream.message().await.unwrap() {
+        serde_json::to_writer(
+            &mut file,
+            &serde_json::json!({"meta": item.meta, "envelope": item.envelope}),
+        )
+        .unwrap();
+        file.write_all(b"\n").unwrap();
+        synced += 1;
+    }
+    let file = file.into_inner().unwrap();
+    file.sync_all().unwrap();
+    let sync_time = t.elapsed();
+
+    (synced, sync_time)
+}

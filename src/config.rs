@@ -41,6 +41,11 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// The server's private key, PEM (PKCS#8).
     pub key: PathBuf,
+    /// The exchange CA's private key. When present the server issues certificates from
+    /// CSRs and signs the CRL; without it, revocation is enforced per call only.
+    pub ca_key: Option<PathBuf>,
+    /// Where the server publishes its CRL (PEM).
+    pub crl: PathBuf,
 }
 
 /// The server's own signing key.
@@ -160,6 +165,8 @@ impl TlsConfig {
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
+            ca_key: Some(dir.join("ca.key")),
+            crl: dir.join("crl.pem"),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod signing;
 pub mod store;
 pub mod submission;
 pub mod tls;
+pub mod trust;
 
 /// Generated code for the `tidemark.v1` protobuf package.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -11,9 +11,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use rcgen::RevocationReason;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
@@ -155,6 +157,118 @@ impl CertificateAuthority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// One revoked certificate, for a CRL.
+pub struct RevokedEntry {
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    pub revoked_at: OffsetDateTime,
+    pub reason: RevocationReason,
+}
+
+/// Why a certificate was revoked (RFC 5280 reason codes), by their command-line names.
+pub fn parse_reason(name: &str) -> Option<RevocationReason> {
+    Some(match name {
+        "unspecified" => RevocationReason::Unspecified,
+        "key-compromise" => RevocationReason::KeyCompromise,
+        "ca-compromise" => RevocationReason::CaCompromise,
+        "affiliation-changed" => RevocationReason::AffiliationChanged,
+        "superseded" => RevocationReason::Superseded,
+        "cessation-of-operation" => RevocationReason::CessationOfOperation,
+        "privilege-withdrawn" => RevocationReason::PrivilegeWithdrawn,
+        _ => return None,
+    })
+}
+
+/// The names [`parse_reason`] accepts.
+pub const REASONS: &str = "unspecified, key-compromise, ca-compromise, affiliation-changed, \
+                           superseded, cessation-of-operation, privilege-withdrawn";
+
+impl CertificateAuthority {
+    /// Signs a CRL listing `revoked`, valid for `valid_days`; returns it as PEM.
+    pub fn crl(
+        &self,
+        revoked: &[RevokedEntry],
+        number: u64,
+        valid_days: i64,
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                let serial = hex::decode(&r.serial)
+                    .map_err(|_| PkiError::Config(format!("bad serial {}", r.serial)))?;
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial),
+                    revocation_time: r.revoked_at,
+                    reason_code: Some(r.reason),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(valid_days),
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
+    /// Issues a client certificate for `principal` to the public key of a CSR. Nothing
+    /// else in the CSR is used: the server sets the identity, usage and validity.
+    pub fn issue_from_csr(
+        &self,
+        csr_pem: &str,
+        principal: &Principal,
+        validity: Validity,
+    ) -> Result<String, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = distinguished_name(&principal.spiffe_id());
+        params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into()?)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+    }
+}
+
+/// The requested SPIFFE ID of a CSR (its single URI SAN), before any checks.
+pub fn csr_requested_uri(csr_pem: &str) -> Result<String, PkiError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+    let uris: Vec<String> = csr
+        .params
+        .subject_alt_names
+        .iter()
+        .filter_map(|san| match san {
+            SanType::URI(uri) => Some(uri.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [uri] => Ok(uri.clone()),
+        _ => Err(PkiError::Config(format!(
+            "the CSR must ask for exactly one SPIFFE ID (URI SAN); it asks for {}",
+            uris.len()
+        ))),
+    }
+}
+
+/// Makes a key and a CSR asking for `principal`'s identity; returns (key PEM, CSR PEM).
+pub fn make_csr(principal: &Principal) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name(&principal.spiffe_id());
+    params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into()?)];
+    let csr = params.serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
 }
 
 /// A random positive 16-byte serial number.

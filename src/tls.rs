@@ -13,7 +13,7 @@ use std::{
 
 use rustls::{
     crypto::{CryptoProvider, ring},
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 
@@ -60,8 +60,12 @@ impl ServerTlsMaterial {
         })
     }
 
-    /// Builds the rustls server configuration.
-    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// Builds the rustls server configuration; client certificates listed in `crls` are
+    /// refused at the handshake.
+    pub fn server_config(
+        &self,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = provider();
         let mut roots = rustls::RootCertStore::empty();
         for ca in &self.client_ca {
@@ -69,7 +73,17 @@ impl ServerTlsMaterial {
                 .add(ca.clone())
                 .map_err(|e| TlsError::Config(format!("client CA certificate: {e}")))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+        let mut verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone());
+        if !crls.is_empty() {
+            // Our CRL covers the certificates our CA issued; during a CA rollover the other
+            // CA's certificates have no CRL here, and revocation is also checked per call.
+            verifier = verifier
+                .with_crls(crls)
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let verifier = verifier
             .build()
             .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

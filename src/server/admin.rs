@@ -1,21 +1,34 @@
 //! The `tidemark.v1.Admin` service: operator-only administration.
 
-use time::OffsetDateTime;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    clock::Clock,
     country::CountryCode,
-    identity::Role,
+    identity::{PeerIdentity, Principal, Role},
     pb,
+    pki::{self, Validity},
     server::{auth, status::store_status},
     signing::PublicKey,
-    store::{AuditRecord, KeyRecord, Store, Writer},
+    store::{
+        AuditRecord, IssuedCertificate, KeyRecord, RevokedCertificate, StateRecord, Store, Writer,
+    },
+    trust::Trust,
 };
 
 pub(super) struct AdminService {
     pub store: Store,
     pub writer: Writer,
+    pub trust: Arc<Trust>,
+    pub clock: Clock,
+    pub trust_domain: String,
 }
+
+/// The longest validity the server gives an issued certificate (CA/B-style 397 days).
+const MAX_CERT_DAYS: u32 = 397;
 
 impl AdminService {
     /// Records an administrative action; the action is refused if it cannot be recorded.
@@ -30,6 +43,57 @@ impl AdminService {
             .await
             .map(|_| ())
             .map_err(|e| Status::unavailable(format!("the audit log could not be written: {e}")))
+    }
+}
+
+impl AdminService {
+    /// Rebuilds the live trust state from the files and the store.
+    fn refresh(&self) -> Result<(), Status> {
+        self.trust.refresh(&self.store).map_err(|e| {
+            tracing::error!(error = %e, "the TLS configuration could not be rebuilt; the old one stays");
+            Status::failed_precondition(format!("the TLS configuration could not be rebuilt (the old one stays in use): {e}"))
+        })
+    }
+
+    async fn set_suspended(
+        &self,
+        operator: String,
+        code: &str,
+        suspended: bool,
+    ) -> Result<Response<pb::StateInfo>, Status> {
+        let state = CountryCode::parse(code)
+            .map_err(|e| Status::invalid_argument(format!("state: {e}")))?;
+        let now = self.clock.now();
+        let existing = self
+            .store
+            .state(state.as_str())
+            .map_err(|e| store_status(&e))?;
+        let record = StateRecord {
+            state: state.to_string(),
+            suspended,
+            enrolled_at: existing.map_or(now, |s| s.enrolled_at),
+            changed_at: now,
+        };
+        self.store
+            .put_state(&record)
+            .map_err(|e| store_status(&e))?;
+        self.refresh()?;
+        let action = if suspended {
+            "suspend-state"
+        } else {
+            "enrol-state"
+        };
+        self.audit(operator, action, state.to_string()).await?;
+        Ok(Response::new(state_info(&record)))
+    }
+}
+
+fn state_info(s: &StateRecord) -> pb::StateInfo {
+    pb::StateInfo {
+        state: s.state.clone(),
+        suspended: s.suspended,
+        enrolled_at_unix: s.enrolled_at,
+        changed_at_unix: s.changed_at,
     }
 }
 
@@ -57,7 +121,7 @@ impl pb::admin_server::Admin for AdminService {
             .map_err(|e| Status::invalid_argument(format!("state: {e}")))?;
         let public = PublicKey::from_spki_pem(&req.public_key_pem)
             .map_err(|e| Status::invalid_argument(format!("public_key_pem: {e}")))?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.now();
         let valid_from = if req.valid_from_unix == 0 {
             now
         } else {
@@ -93,7 +157,7 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::SigningKeyInfo>, Status> {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.now();
         if req.compromised_at_unix > now {
             return Err(Status::invalid_argument(
                 "compromised_at_unix is in the future",
@@ -136,6 +200,219 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::ListSigningKeysResponse {
             keys: keys.iter().map(info).collect(),
         }))
+    }
+
+    async fn enrol_state(
+        &self,
+        request: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateInfo>, Status> {
+        let operator = require_operator(&request)?;
+        self.set_suspended(operator, &request.get_ref().state, false)
+            .await
+    }
+
+    async fn suspend_state(
+        &self,
+        request: Request<pb::StateRequest>,
+    ) -> Result<Response<pb::StateInfo>, Status> {
+        let operator = require_operator(&request)?;
+        self.set_suspended(operator, &request.get_ref().state, true)
+            .await
+    }
+
+    async fn list_states(
+        &self,
+        request: Request<pb::ListStatesRequest>,
+    ) -> Result<Response<pb::ListStatesResponse>, Status> {
+        require_operator(&request)?;
+        let states = self.store.states().map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListStatesResponse {
+            states: states.iter().map(state_info).collect(),
+        }))
+    }
+
+    async fn issue_certificate(
+        &self,
+        request: Request<pb::IssueCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        let operator = require_operator(&request)?;
+        let req = request.into_inner();
+        let ca = self.trust.issuing_ca().ok_or_else(|| {
+            Status::failed_precondition(
+                "this server does not hold the CA key (tls.ca_key), so it cannot issue \
+                 certificates; issue offline with `tidemark pki issue`",
+            )
+        })?;
+        if req.days == 0 || req.days > MAX_CERT_DAYS {
+            return Err(Status::invalid_argument(format!(
+                "days must be 1 to {MAX_CERT_DAYS}"
+            )));
+        }
+        let uri = pki::csr_requested_uri(&req.csr_pem)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let principal = Principal::from_spiffe_id(&uri, &self.trust_domain)
+            .map_err(|e| Status::invalid_argument(format!("the CSR asks for {uri}: {e}")))?;
+        match principal.role() {
+            Role::Node(state) | Role::StateAnalyst(state) => {
+                let enrolled = self
+                    .store
+                    .state(state.as_str())
+                    .map_err(|e| store_status(&e))?;
+                match enrolled {
+                    Some(s) if !s.suspended => {}
+                    Some(_) => {
+                        return Err(Status::failed_precondition(format!(
+                            "{state} is suspended; reinstate it first"
+                        )));
+                    }
+                    None => {
+                        return Err(Status::failed_precondition(format!(
+                            "{state} is not enrolled in this exchange; enrol it first (`tidemark admin enrol {state}`)"
+                        )));
+                    }
+                }
+            }
+            Role::RegionalAnalyst => {}
+            Role::Operator => {
+                return Err(Status::permission_denied(
+                    "operator certificates are not issued from CSRs; make them offline with the CA files",
+                ));
+            }
+        }
+        let now = self.clock.now_utc();
+        let validity = Validity {
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(i64::from(req.days)),
+        };
+        let cert_pem = ca
+            .issue_from_csr(&req.csr_pem, &principal, validity)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let issued = PeerIdentity::from_certificate(der.as_ref(), &self.trust_domain)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.store
+            .record_issued(&IssuedCertificate {
+                serial: issued.serial().to_owned(),
+                spiffe_id: principal.spiffe_id(),
+                not_after: issued.not_after(),
+                issued_at: self.clock.now(),
+            })
+            .map_err(|e| store_status(&e))?;
+        self.audit(
+            operator,
+            "issue-certificate",
+            format!("serial {} for {}", issued.serial(), principal.spiffe_id()),
+        )
+        .await?;
+        Ok(Response::new(pb::IssueCertificateResponse {
+            certificate_pem: cert_pem,
+            serial: issued.serial().to_owned(),
+            spiffe_id: principal.spiffe_id(),
+            not_after_unix: issued.not_after(),
+        }))
+    }
+
+    async fn revoke_certificate(
+        &self,
+        request: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let operator = require_operator(&request)?;
+        let req = request.into_inner();
+        let serial = req.serial.trim().to_ascii_lowercase().replace(':', "");
+        if serial.is_empty() || hex::decode(&serial).is_err() {
+            return Err(Status::invalid_argument(
+                "serial must be the certificate's serial number in hex",
+            ));
+        }
+        let reason_name = if req.reason.is_empty() {
+            "unspecified"
+        } else {
+            req.reason.as_str()
+        };
+        let reason = pki::parse_reason(reason_name).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "reason {reason_name:?} is not one of: {}",
+                pki::REASONS
+            ))
+        })?;
+        let record = self
+            .store
+            .revoke_certificate(&RevokedCertificate {
+                serial: serial.clone(),
+                reason: reason as u32,
+                reason_name: reason_name.to_owned(),
+                revoked_at: self.clock.now(),
+                revoked_by: operator.clone(),
+            })
+            .map_err(|e| store_status(&e))?;
+        self.refresh()?;
+        self.audit(
+            operator,
+            "revoke-certificate",
+            format!("serial {serial} ({reason_name})"),
+        )
+        .await?;
+        tracing::warn!(serial, reason = reason_name, "certificate revoked");
+        Ok(Response::new(pb::RevokeCertificateResponse {
+            serial: record.serial,
+            reason: record.reason_name,
+            revoked_at_unix: record.revoked_at,
+        }))
+    }
+
+    async fn get_crl(
+        &self,
+        request: Request<pb::GetCrlRequest>,
+    ) -> Result<Response<pb::GetCrlResponse>, Status> {
+        auth::peer(&request)?;
+        let crl_pem = self.trust.crl_pem().ok_or_else(|| {
+            Status::failed_precondition(
+                "this server does not hold the CA key, so it publishes no CRL",
+            )
+        })?;
+        Ok(Response::new(pb::GetCrlResponse { crl_pem }))
+    }
+
+    async fn reload_tls(
+        &self,
+        request: Request<pb::ReloadTlsRequest>,
+    ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
+        let operator = require_operator(&request)?;
+        self.refresh()?;
+        let serial = self.trust.server_serial();
+        self.audit(
+            operator,
+            "reload-tls",
+            "server certificate and CA bundle re-read".to_owned(),
+        )
+        .await?;
+        Ok(Response::new(pb::ReloadTlsResponse {
+            server_certificate_serial: serial,
+        }))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        require_operator(&request)?;
+        let within = i64::from(request.get_ref().expiring_within_days);
+        let horizon = self.clock.now() + within * 86_400;
+        let certificates = self
+            .store
+            .issued_certificates()
+            .map_err(|e| store_status(&e))?
+            .into_iter()
+            .filter(|c| within == 0 || c.not_after <= horizon)
+            .map(|c| pb::IssuedCertificateInfo {
+                revoked: self.trust.is_revoked(&c.serial),
+                serial: c.serial,
+                spiffe_id: c.spiffe_id,
+                not_after_unix: c.not_after,
+            })
+            .collect();
+        Ok(Response::new(pb::ListCertificatesResponse { certificates }))
     }
 
     async fn audit_log(

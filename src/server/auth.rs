@@ -12,7 +12,7 @@ use std::{
 
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::identity::PeerIdentity;
+use crate::{identity::PeerIdentity, trust::Trust};
 
 /// Most certificates remembered; past this the cache starts over.
 const MAX_CACHED: usize = 4096;
@@ -21,13 +21,15 @@ const MAX_CACHED: usize = 4096;
 #[derive(Clone)]
 pub struct Authenticate {
     trust_domain: Arc<str>,
+    trust: Arc<Trust>,
     known: Arc<Mutex<HashMap<Vec<u8>, PeerIdentity>>>,
 }
 
 impl Authenticate {
-    pub fn new(trust_domain: &str) -> Self {
+    pub fn new(trust_domain: &str, trust: Arc<Trust>) -> Self {
         Self {
             trust_domain: trust_domain.into(),
+            trust,
             known: Arc::default(),
         }
     }
@@ -64,6 +66,21 @@ impl Interceptor for Authenticate {
             .first()
             .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
         let peer = self.identify(leaf.as_ref())?;
+        // Checked on every call: an open connection outlives a revocation or suspension.
+        if self.trust.is_revoked(peer.serial()) {
+            return Err(Status::unauthenticated(format!(
+                "client certificate {} has been revoked; ask your operator for a new one",
+                peer.serial()
+            )));
+        }
+        if let Some(state) = peer.principal().state()
+            && self.trust.is_suspended(state.as_str())
+        {
+            return Err(Status::permission_denied(format!(
+                "{state} is suspended from the exchange; its certificates do not work until an \
+                 operator reinstates it"
+            )));
+        }
         request.extensions_mut().insert(peer);
         Ok(request)
     }

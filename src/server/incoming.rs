@@ -13,6 +13,8 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::trust::Trust;
+
 /// Streams that completed a TLS handshake, in the exact type tonic reads peer
 /// certificates from.
 pub type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
@@ -28,11 +30,10 @@ pub struct AcceptLimits {
 /// task's handle; abort the handle to stop accepting.
 pub fn spawn(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    trust: Arc<Trust>,
     limits: AcceptLimits,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
-    let acceptor = TlsAcceptor::from(tls);
     let pending = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
     let task = tokio::spawn(async move {
         loop {
@@ -51,7 +52,8 @@ pub fn spawn(
             if tx.is_closed() {
                 return;
             }
-            let acceptor = acceptor.clone();
+            // Each handshake uses the configuration current when it starts.
+            let acceptor = TlsAcceptor::from(trust.server_config());
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;

@@ -24,6 +24,7 @@ use crate::{
     signing::{KeyError, SigningKey},
     store::{Store, StoreError},
     tls::{ServerTlsMaterial, TlsError},
+    trust::{Trust, TrustError},
 };
 
 use self::{
@@ -35,7 +36,7 @@ use self::{
 pub struct Server {
     config: Config,
     clock: Clock,
-    tls: Arc<rustls::ServerConfig>,
+    trust: Arc<Trust>,
     receipt_key: Arc<SigningKey>,
     store: Store,
 }
@@ -46,13 +47,20 @@ impl Server {
         config
             .check()
             .map_err(|e| ServerError::Config(e.to_string()))?;
-        let tls = ServerTlsMaterial::load(&config.tls.files())?.server_config()?;
+        // Check the certificate files first: they are what a new config most often gets wrong.
+        ServerTlsMaterial::load(&config.tls.files())?;
         let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         let store = Store::open(&config.store)?;
+        let trust = Trust::load(
+            config.tls.files(),
+            config.tls.ca_key.clone(),
+            config.tls.crl.clone(),
+            &store,
+        )?;
         Ok(Self {
             config,
             clock: Clock::system(),
-            tls: Arc::new(tls),
+            trust: Arc::new(trust),
             receipt_key: Arc::new(receipt_key),
             store,
         })
@@ -80,7 +88,7 @@ impl Server {
         let limits = &self.config.limits;
         let (incoming, accept_task) = incoming::spawn(
             listener,
-            self.tls.clone(),
+            self.trust.clone(),
             AcceptLimits {
                 handshake_timeout: limits.handshake_timeout(),
                 max_pending_handshakes: limits.max_pending_handshakes,
@@ -95,7 +103,7 @@ impl Server {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-        let authenticate = Authenticate::new(&self.config.trust_domain);
+        let authenticate = Authenticate::new(&self.config.trust_domain, self.trust.clone());
         let (writer, writer_thread) = self
             .store
             .start_writer(self.clock.clone(), self.config.store.max_batch)?;
@@ -117,6 +125,9 @@ impl Server {
         let admin = AdminServer::new(AdminService {
             store: self.store.clone(),
             writer,
+            trust: self.trust.clone(),
+            clock: self.clock.clone(),
+            trust_domain: self.config.trust_domain.clone(),
         })
         .max_decoding_message_size(limits.max_message_bytes);
 
@@ -171,6 +182,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("the receipt signing key: {0}")]
     ReceiptKey(#[from] KeyError),
     #[error("{0}")]

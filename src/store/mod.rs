@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 pub use self::{
     records::{
-        AuditRecord, EnvelopeRecord, KeyRecord, OwnerReads, ReportHead, ReportSummary, VersionRef,
+        AuditRecord, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads, ReportHead,
+        ReportSummary, RevokedCertificate, StateRecord, VersionRef,
     },
     snapshot::Snapshot,
     writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, Writer, WriterThread},
@@ -45,6 +46,12 @@ const CONTRIBUTIONS: TableDefinition<(&str, i32, i64, u128), ()> =
 const BY_DATE: TableDefinition<(i32, i32, u128), ()> = TableDefinition::new("by_date");
 /// Reports by (state, category, incident day, report).
 const BY_STATE: TableDefinition<(&str, i32, i32, u128), ()> = TableDefinition::new("by_state");
+/// Revoked client certificates by serial (hex).
+const REVOKED_CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_certs");
+/// Enrolled states by ISO alpha-3 code.
+const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("states");
+/// Certificates issued by this server, by serial (hex).
+const ISSUED_CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_certs");
 /// The audit log by number (1, 2, 3, …).
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// (owning state, audit number) → how many of its reports that access returned.
@@ -100,6 +107,9 @@ impl Store {
             tx.open_table(BY_STATE)?;
             tx.open_table(AUDIT)?;
             tx.open_table(AUDIT_BY_OWNER)?;
+            tx.open_table(REVOKED_CERTS)?;
+            tx.open_table(STATES)?;
+            tx.open_table(ISSUED_CERTS)?;
         }
         tx.commit()?;
         Ok(())
@@ -230,6 +240,82 @@ impl Store {
         };
         tx.commit().map_err(StoreError::from)?;
         Ok(updated)
+    }
+}
+
+impl Store {
+    /// Writes one record in its own durable transaction (administrative changes).
+    fn put<M: Message>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        record: &M,
+    ) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(table)?
+            .insert(key, record.encode_to_vec().as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get<M: Message + Default>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<M>, StoreError> {
+        let tx = self.db.begin_read()?;
+        tx.open_table(table)?
+            .get(key)?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    fn all<M: Message + Default>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<M>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(table)?;
+        table
+            .iter()?
+            .map(|entry| decode(entry?.1.value()))
+            .collect()
+    }
+
+    /// Records a revocation; revoking again keeps the first record.
+    pub fn revoke_certificate(
+        &self,
+        record: &RevokedCertificate,
+    ) -> Result<RevokedCertificate, StoreError> {
+        if let Some(existing) = self.get(REVOKED_CERTS, &record.serial)? {
+            return Ok(existing);
+        }
+        self.put(REVOKED_CERTS, &record.serial, record)?;
+        Ok(record.clone())
+    }
+
+    pub fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>, StoreError> {
+        self.all(REVOKED_CERTS)
+    }
+
+    pub fn state(&self, code: &str) -> Result<Option<StateRecord>, StoreError> {
+        self.get(STATES, code)
+    }
+
+    pub fn put_state(&self, record: &StateRecord) -> Result<(), StoreError> {
+        self.put(STATES, &record.state, record)
+    }
+
+    pub fn states(&self) -> Result<Vec<StateRecord>, StoreError> {
+        self.all(STATES)
+    }
+
+    pub fn record_issued(&self, record: &IssuedCertificate) -> Result<(), StoreError> {
+        self.put(ISSUED_CERTS, &record.serial, record)
+    }
+
+    pub fn issued_certificates(&self) -> Result<Vec<IssuedCertificate>, StoreError> {
+        self.all(ISSUED_CERTS)
     }
 }
 

@@ -201,3 +201,46 @@ impl KeyRecord {
             && (self.revoked_at == 0 || at < self.revoked_at)
     }
 }
+
+/// A revoked client certificate, keyed by its serial (hex).
+#[derive(Clone, PartialEq, Message)]
+pub struct RevokedCertificate {
+    #[prost(string, tag = "1")]
+    pub serial: String,
+    /// RFC 5280 reason code.
+    #[prost(uint32, tag = "2")]
+    pub reason: u32,
+    #[prost(string, tag = "3")]
+    pub reason_name: String,
+    #[prost(int64, tag = "4")]
+    pub revoked_at: i64,
+    /// The operator who revoked it.
+    #[prost(string, tag = "5")]
+    pub revoked_by: String,
+}
+
+/// A state's enrolment, keyed by its ISO alpha-3 code.
+#[derive(Clone, PartialEq, Message)]
+pub struct StateRecord {
+    #[prost(string, tag = "1")]
+    pub state: String,
+    #[prost(bool, tag = "2")]
+    pub suspended: bool,
+    #[prost(int64, tag = "3")]
+    pub enrolled_at: i64,
+    #[prost(int64, tag = "4")]
+    pub changed_at: i64,
+}
+
+/// A certificate this server issued, keyed by its serial (hex).
+#[derive(Clone, PartialEq, Message)]
+pub struct IssuedCertificate {
+    #[prost(string, tag = "1")]
+    pub serial: String,
+    #[prost(string, tag = "2")]
+    pub spiffe_id: String,
+    #[prost(int64, tag = "3")]
+    pub not_after: i64,
+    #[prost(int64, tag = "4")]
+    pub issued_at: i64,
+}

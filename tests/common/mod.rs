@@ -35,6 +35,7 @@ impl TestPki {
             .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(30))
             .expect("server cert");
         std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        tidemark::pki::write_private(&dir.path().join("ca.key"), &ca.key_pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), &server.cert_pem).unwrap();
         std::fs::write(dir.path().join("server.key"), &server.key_pem).unwrap();
         tidemark::pki::write_signing_key(&dir.path().join("receipt")).expect("receipt key");

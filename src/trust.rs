@@ -1,0 +1,201 @@
+//! What the server trusts right now, changeable while it runs.
+//!
+//! Holds the TLS server configuration (certificate, client-CA bundle, CRL), the set of
+//! revoked certificate serials and of suspended states. An operator's change rebuilds
+//! the configuration and swaps it in: new handshakes use the new material, open
+//! connections are not dropped — and because they would otherwise keep a revoked or
+//! suspended identity alive, every call is checked against the sets too.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
+use time::OffsetDateTime;
+
+use crate::{
+    pki::{self, CertificateAuthority, PkiError, RevokedEntry},
+    store::{Store, StoreError},
+    tls::{ServerTlsFiles, ServerTlsMaterial, TlsError},
+};
+
+/// How long a published CRL is valid; it is re-signed at every change and start.
+const CRL_VALID_DAYS: i64 = 7;
+
+/// The server's live trust state.
+pub struct Trust {
+    files: ServerTlsFiles,
+    ca_key: Option<PathBuf>,
+    crl_path: PathBuf,
+    state: RwLock<State>,
+}
+
+struct State {
+    tls: Arc<rustls::ServerConfig>,
+    server_serial: String,
+    ca: Option<Arc<CertificateAuthority>>,
+    crl_pem: Option<String>,
+    revoked: HashSet<String>,
+    suspended: HashSet<String>,
+}
+
+impl Trust {
+    /// Loads the TLS files, the issuing CA (when its key is present) and the revoked and
+    /// suspended sets from the store, and writes the CRL.
+    pub fn load(
+        files: ServerTlsFiles,
+        ca_key: Option<PathBuf>,
+        crl_path: PathBuf,
+        store: &Store,
+    ) -> Result<Self, TrustError> {
+        let state = build(&files, ca_key.as_ref(), &crl_path, store)?;
+        Ok(Self {
+            files,
+            ca_key,
+            crl_path,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Re-reads the files and the store, and swaps in the result. On error nothing
+    /// changes.
+    pub fn refresh(&self, store: &Store) -> Result<(), TrustError> {
+        let state = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store)?;
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+        Ok(())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serial (hex) of the server certificate new handshakes present.
+    pub fn server_serial(&self) -> String {
+        self.read().server_serial.clone()
+    }
+
+    /// The configuration for the next handshake.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.read().tls.clone()
+    }
+
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.read().revoked.contains(serial)
+    }
+
+    pub fn is_suspended(&self, state: &str) -> bool {
+        self.read().suspended.contains(state)
+    }
+
+    /// The CA that issues certificates, if this server holds its key.
+    pub fn issuing_ca(&self) -> Option<Arc<CertificateAuthority>> {
+        self.read().ca.clone()
+    }
+
+    /// The current CRL (PEM), if this server holds the CA key.
+    pub fn crl_pem(&self) -> Option<String> {
+        self.read().crl_pem.clone()
+    }
+}
+
+fn build(
+    files: &ServerTlsFiles,
+    ca_key: Option<&PathBuf>,
+    crl_path: &std::path::Path,
+    store: &Store,
+) -> Result<State, TrustError> {
+    let material = ServerTlsMaterial::load(files)?;
+    let ca = match ca_key {
+        Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
+        _ => None,
+    };
+    let revoked_records = store.revoked_certificates()?;
+    let crl_pem = match &ca {
+        Some(ca) => {
+            let entries: Vec<RevokedEntry> = revoked_records
+                .iter()
+                .map(|r| RevokedEntry {
+                    serial: r.serial.clone(),
+                    revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                        .unwrap_or_else(|_| OffsetDateTime::now_utc()),
+                    reason: pki::parse_reason(&r.reason_name)
+                        .unwrap_or(pki::RevocationReason::Unspecified),
+                })
+                .collect();
+            let number = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
+            let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
+            std::fs::write(crl_path, &pem)
+                .map_err(|e| TrustError::Write(crl_path.display().to_string(), e.to_string()))?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let crls = match &crl_pem {
+        Some(pem) => vec![
+            CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| TrustError::Write("CRL".to_owned(), e.to_string()))?,
+        ],
+        None => Vec::new(),
+    };
+    let tls = Arc::new(material.server_config(crls)?);
+    let server_serial = material
+        .cert_chain
+        .first()
+        .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+        .map(|(_, c)| crate::identity::serial_hex(c.raw_serial()))
+        .unwrap_or_default();
+    Ok(State {
+        tls,
+        server_serial,
+        ca,
+        crl_pem,
+        revoked: revoked_records.into_iter().map(|r| r.serial).collect(),
+        suspended: store
+            .states()?
+            .into_iter()
+            .filter(|s| s.suspended)
+            .map(|s| s.state)
+            .collect(),
+    })
+}
+
+/// The CA certificate in the bundle whose public key matches the key file.
+fn load_ca(
+    bundle: &std::path::Path,
+    key_path: &std::path::Path,
+) -> Result<CertificateAuthority, TrustError> {
+    let key_pem = std::fs::read_to_string(key_path)
+        .map_err(|e| TrustError::Write(key_path.display().to_string(), e.to_string()))?;
+    let key = rcgen::KeyPair::from_pem(&key_pem)
+        .map_err(|e| TrustError::Pki(PkiError::Certificate(e)))?;
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    for cert in crate::tls::read_certs(bundle)? {
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+            continue;
+        };
+        if parsed.public_key().raw == spki.as_slice() {
+            let pem = crate::signing::pem_encode("CERTIFICATE", cert.as_ref());
+            return Ok(CertificateAuthority::from_pem(&pem, &key_pem)?);
+        }
+    }
+    Err(TrustError::Write(
+        key_path.display().to_string(),
+        format!("no certificate in {} matches this CA key", bundle.display()),
+    ))
+}
+
+/// Why the trust state could not be (re)built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}: {1}")]
+    Write(String, String),
+}

@@ -101,11 +101,80 @@ pub async fn connect(endpoint: &str, identity: &ClientIdentity) -> Result<Channe
         .connect_timeout(Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|e| ClientError::Connect {
-            endpoint: endpoint.to_owned(),
-            reason: explain_error(&e),
+        .map_err(|e| match tls_refusal(&e) {
+            Some(reason) => ClientError::Refused(reason),
+            None => ClientError::Connect {
+                endpoint: endpoint.to_owned(),
+                reason: chain(&e),
+            },
         })?;
     Ok(channel)
+}
+
+/// Checks that the server accepts this identity, with one bare TLS connection that
+/// waits for the server's first bytes: under TLS 1.3 a refused client certificate is
+/// only announced then, and a gRPC call could see just a broken pipe instead. Command-
+/// line tools call this before their first request so that the refusal is named.
+pub async fn probe(endpoint: &str, identity: &ClientIdentity) -> Result<(), ClientError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio::io::AsyncReadExt;
+
+    let bad = |what: &str, e: &dyn std::fmt::Display| ClientError::Endpoint(format!("{what}: {e}"));
+    let authority = endpoint
+        .strip_prefix("https://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| ClientError::Endpoint(format!("{endpoint:?} must start with https://")))?;
+    let host = match authority.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let address = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(identity.ca.as_bytes()) {
+        roots
+            .add(cert.map_err(|e| bad("the CA file", &e))?)
+            .map_err(|e| bad("the CA file", &e))?;
+    }
+    let cert_chain = CertificateDer::pem_slice_iter(identity.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("the certificate file", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes())
+        .map_err(|e| bad("the key file", &e))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| bad("TLS", &e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(cert_chain, key)
+        .map_err(|e| bad("the certificate and key", &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| bad("the endpoint's host", &e))?;
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(&address).await?;
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let mut first = [0u8; 1];
+        tls.read_exact(&mut first).await?;
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(match tls_refusal(&e) {
+            Some(reason) => ClientError::Refused(reason),
+            None => ClientError::Connect {
+                endpoint: endpoint.to_owned(),
+                reason: chain(&e),
+            },
+        }),
+        Err(_) => Err(ClientError::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: "no answer within 10 s".to_owned(),
+        }),
+    }
 }
 
 /// A sentence for a failed call: what went wrong and, where it helps, what to do.
@@ -139,10 +208,6 @@ pub fn explain(status: &Status) -> String {
         ),
         code => format!("{code:?}: {}", status.message()),
     }
-}
-
-fn explain_error(err: &(dyn StdError + 'static)) -> String {
-    tls_refusal(err).unwrap_or_else(|| chain(err))
 }
 
 /// Finds a TLS failure anywhere in an error's source chain and explains it.
@@ -214,4 +279,6 @@ pub enum ClientError {
     Endpoint(String),
     #[error("cannot connect to {endpoint}: {reason}; is `tidemark serve` running there?")]
     Connect { endpoint: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
 }

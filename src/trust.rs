@@ -35,6 +35,7 @@ pub struct Trust {
 struct State {
     tls: Arc<rustls::ServerConfig>,
     server_serial: String,
+    server_not_after: i64,
     ca: Option<Arc<CertificateAuthority>>,
     crl_pem: Option<String>,
     revoked: HashSet<String>,
@@ -74,6 +75,11 @@ impl Trust {
     /// Serial (hex) of the server certificate new handshakes present.
     pub fn server_serial(&self) -> String {
         self.read().server_serial.clone()
+    }
+
+    /// When the server certificate new handshakes present expires (Unix seconds).
+    pub fn server_not_after(&self) -> i64 {
+        self.read().server_not_after
     }
 
     /// The configuration for the next handshake.
@@ -140,15 +146,21 @@ fn build(
         None => Vec::new(),
     };
     let tls = Arc::new(material.server_config(crls)?);
-    let server_serial = material
+    let (server_serial, server_not_after) = material
         .cert_chain
         .first()
         .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
-        .map(|(_, c)| crate::identity::serial_hex(c.raw_serial()))
+        .map(|(_, c)| {
+            (
+                crate::identity::serial_hex(c.raw_serial()),
+                c.validity().not_after.timestamp(),
+            )
+        })
         .unwrap_or_default();
     Ok(State {
         tls,
         server_serial,
+        server_not_after,
         ca,
         crl_pem,
         revoked: revoked_records.into_iter().map(|r| r.serial).collect(),

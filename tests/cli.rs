@@ -386,3 +386,97 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 changes"));
     assert_eq!(lines(), second, "nothing duplicated");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let endpoint = server.endpoint();
+    // The operator's profile.
+    let ops = common::operator(&pki);
+    std::fs::write(dir.path().join("operator.pem"), ops.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("operator.key"), ops.key_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ops.ca_pem()).unwrap();
+    let admin = |extra: &[&str]| {
+        let mut a = vec!["admin".to_owned()];
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a.extend(args(&["--endpoint", &endpoint, "--as", &path("operator")]));
+        a
+    };
+    assert!(run(admin(&["enrol", "AUS"])).await.status.success());
+
+    let out = run(args(&[
+        "pki",
+        "csr",
+        "--state",
+        "AUS",
+        "--role",
+        "node",
+        "--name",
+        "canberra-1",
+        "--out",
+        &path(""),
+        "--trust-domain",
+        common::TRUST_DOMAIN,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(admin(&[
+        "issue",
+        &path("canberra-1.csr.pem"),
+        "--days",
+        "90",
+        "--out",
+        &path("canberra-1.pem"),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let whoami = || {
+        args(&[
+            "whoami",
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &path("canberra-1"),
+            "--json",
+        ])
+    };
+    let out = run(whoami()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(me["name"], "canberra-1");
+    let serial = me["certificate_serial"].as_str().unwrap().to_owned();
+
+    let out = run(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(whoami()).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused this client certificate") && stderr.contains("CertificateRevoked"),
+        "{stderr}"
+    );
+
+    let out = run(admin(&["certs", "--expiring", "91d"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{serial} ")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
+}

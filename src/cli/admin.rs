@@ -57,6 +57,44 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Enrol a state, or reinstate a suspended one.
+    Enrol { state: CountryCode },
+    /// Suspend a state: its certificates stop working at once; its data stays.
+    Suspend { state: CountryCode },
+    /// List enrolled states.
+    States,
+    /// Issue a certificate from a CSR made with `tidemark pki csr`.
+    Issue {
+        /// The CSR file (PEM).
+        csr: PathBuf,
+        /// Validity in days (1 to 397).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Write the certificate here instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a client certificate by serial (hex, as `whoami` or `admin certs` show).
+    Revoke {
+        serial: String,
+        /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+        /// cessation-of-operation or privilege-withdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Certificates this server issued; `--expiring 30d` shows those that need renewal.
+    Certs {
+        /// Only those expiring within this many days, e.g. 30 or 30d.
+        #[arg(long, value_name = "DAYS")]
+        expiring: Option<String>,
+    },
+    /// Re-read the server certificate, key and CA bundle from disk (no restart).
+    ReloadTls,
+    /// The current certificate revocation list (PEM).
+    Crl {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// List signing keys.
     Keys {
         /// Only this state's keys.
@@ -148,6 +186,164 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 println!("no signing keys registered");
             }
         }
+        other => run_certificates(&mut admin, other).await?,
+    }
+    Ok(())
+}
+
+/// States and certificates: enrol, suspend, issue, revoke, expiry, reload, CRL.
+async fn run_certificates(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
+    let explain = |status: tonic::Status| anyhow!(client::explain(&status));
+    let suspend = matches!(command, AdminCommand::Suspend { .. });
+    match command {
+        AdminCommand::Enrol { state } | AdminCommand::Suspend { state } => {
+            let request = pb::StateRequest {
+                state: state.to_string(),
+            };
+            let info = if suspend {
+                admin.suspend_state(request).await
+            } else {
+                admin.enrol_state(request).await
+            }
+            .map_err(explain)?
+            .into_inner();
+            println!(
+                "{} {}",
+                info.state,
+                if info.suspended {
+                    "suspended"
+                } else {
+                    "enrolled"
+                }
+            );
+        }
+        AdminCommand::States => {
+            for s in admin
+                .list_states(pb::ListStatesRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .states
+            {
+                println!(
+                    "{} {} (enrolled {})",
+                    s.state,
+                    if s.suspended { "SUSPENDED" } else { "active" },
+                    format_time(s.enrolled_at_unix)
+                );
+            }
+        }
+        AdminCommand::Issue { csr, days, out } => issue(admin, &csr, days, out).await?,
+        AdminCommand::Revoke { serial, reason } => {
+            let r = admin
+                .revoke_certificate(pb::RevokeCertificateRequest { serial, reason })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "revoked {} ({}) as of {}",
+                r.serial,
+                r.reason,
+                format_time(r.revoked_at_unix)
+            );
+        }
+        AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
+        AdminCommand::ReloadTls => {
+            let r = admin
+                .reload_tls(pb::ReloadTlsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "reloaded; new connections get server certificate {}",
+                r.server_certificate_serial
+            );
+        }
+        AdminCommand::Crl { out } => {
+            let crl = admin
+                .get_crl(pb::GetCrlRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .crl_pem;
+            match out {
+                Some(path) => std::fs::write(&path, crl)?,
+                None => print!("{crl}"),
+            }
+        }
+        // Invariant: `run` handles the signing-key and audit commands itself.
+        AdminCommand::RegisterKey { .. }
+        | AdminCommand::RevokeKey { .. }
+        | AdminCommand::Audit { .. }
+        | AdminCommand::Keys { .. } => unreachable!("handled by run"),
+    }
+    Ok(())
+}
+
+async fn issue(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    csr: &std::path::Path,
+    days: u32,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let explain = |status: tonic::Status| anyhow!(client::explain(&status));
+    let csr_pem =
+        std::fs::read_to_string(csr).map_err(|e| anyhow!("cannot read {}: {e}", csr.display()))?;
+    let issued = admin
+        .issue_certificate(pb::IssueCertificateRequest { csr_pem, days })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &issued.certificate_pem)?;
+            eprintln!(
+                "issued {} (serial {}, until {}) -> {}",
+                issued.spiffe_id,
+                issued.serial,
+                format_time(issued.not_after_unix),
+                path.display()
+            );
+        }
+        None => print!("{}", issued.certificate_pem),
+    }
+    Ok(())
+}
+
+async fn certs(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    expiring: Option<&str>,
+) -> anyhow::Result<()> {
+    let explain = |status: tonic::Status| anyhow!(client::explain(&status));
+    let days = match expiring {
+        Some(text) => text
+            .trim_end_matches('d')
+            .parse()
+            .map_err(|_| anyhow!("--expiring takes a number of days, e.g. 30d"))?,
+        None => 0,
+    };
+    let certs = admin
+        .list_certificates(pb::ListCertificatesRequest {
+            expiring_within_days: days,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner()
+        .certificates;
+    for c in &certs {
+        println!(
+            "{} {} until {}{}",
+            c.serial,
+            c.spiffe_id,
+            format_time(c.not_after_unix),
+            if c.revoked { " REVOKED" } else { "" }
+        );
+    }
+    if certs.is_empty() {
+        println!("none");
     }
     Ok(())
 }

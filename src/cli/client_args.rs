@@ -71,6 +71,8 @@ impl ClientArgs {
 
     /// Connects to the server as this identity.
     pub async fn connect(&self) -> anyhow::Result<Channel> {
-        Ok(client::connect(&self.endpoint, &self.identity()?).await?)
+        let identity = self.identity()?;
+        client::probe(&self.endpoint, &identity).await?;
+        Ok(client::connect(&self.endpoint, &identity).await?)
     }
 }

@@ -2,13 +2,89 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
-use tidemark::{config::DEFAULT_TRUST_DOMAIN, pki};
+use clap::{Args, Subcommand, ValueEnum};
+use tidemark::{
+    config::DEFAULT_TRUST_DOMAIN,
+    country::CountryCode,
+    identity::{Principal, Role},
+    pki,
+};
 
 /// Offline PKI commands, run on the machine that holds the CA files.
 #[derive(Subcommand, Debug)]
 pub enum PkiCommand {
     Init(InitArgs),
+    Csr(CsrArgs),
+    Issue(IssueArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Node,
+    Analyst,
+    RegionalAnalyst,
+    Operator,
+}
+
+/// Which identity: shared by `csr` and `issue`.
+#[derive(Args, Debug)]
+pub struct IdentityArgs {
+    /// The state (ISO 3166-1 alpha-3); not used for regional analysts and operators.
+    #[arg(long)]
+    state: Option<CountryCode>,
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// The principal's name, e.g. canberra-1 (a-z, 0-9, '-', '_', '.').
+    #[arg(long)]
+    name: String,
+    /// SPIFFE trust domain of the exchange.
+    #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+}
+
+impl IdentityArgs {
+    fn principal(&self) -> anyhow::Result<Principal> {
+        let need_state = || {
+            self.state
+                .ok_or_else(|| anyhow::anyhow!("--state is required for the {:?} role", self.role))
+        };
+        let role = match self.role {
+            RoleArg::Node => Role::Node(need_state()?),
+            RoleArg::Analyst => Role::StateAnalyst(need_state()?),
+            RoleArg::RegionalAnalyst => Role::RegionalAnalyst,
+            RoleArg::Operator => Role::Operator,
+        };
+        Ok(Principal::new(&self.trust_domain, role, &self.name)?)
+    }
+}
+
+/// Make a private key and a certificate signing request on the node's side:
+/// NAME.key (keep it here, mode 0600) and NAME.csr.pem (send it to an operator, who runs
+/// `tidemark admin issue NAME.csr.pem`). The private key never leaves this machine.
+#[derive(Args, Debug)]
+pub struct CsrArgs {
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Directory to write into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+}
+
+/// Issue a certificate offline from the CA files (bootstrapping, air-gapped roots):
+/// writes NAME.pem and NAME.key into --out.
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Directory holding ca.pem and ca.key.
+    #[arg(long, default_value = "certs")]
+    ca_dir: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = 90)]
+    days: i64,
+    /// Directory to write into.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
 }
 
 /// Create a development PKI: a CA, a server certificate for localhost, and node and
@@ -32,6 +108,51 @@ pub struct InitArgs {
 
 pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     match command {
+        PkiCommand::Csr(args) => {
+            let principal = args.identity.principal()?;
+            let (key, csr) = pki::make_csr(&principal)?;
+            std::fs::create_dir_all(&args.out)?;
+            let key_path = args.out.join(format!("{}.key", args.identity.name));
+            let csr_path = args.out.join(format!("{}.csr.pem", args.identity.name));
+            if key_path.exists() {
+                anyhow::bail!(
+                    "{} already exists; choose another --name or --out",
+                    key_path.display()
+                );
+            }
+            pki::write_private(&key_path, &key)?;
+            std::fs::write(&csr_path, csr)?;
+            println!("requested identity {}", principal.spiffe_id());
+            println!("private key  {} (keep it here)", key_path.display());
+            println!(
+                "CSR          {} (send it to an operator)",
+                csr_path.display()
+            );
+            Ok(())
+        }
+        PkiCommand::Issue(args) => {
+            let principal = args.identity.principal()?;
+            let read = |name: &str| {
+                let path = args.ca_dir.join(name);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            };
+            let ca = pki::CertificateAuthority::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
+            let issued = ca.issue_client(&principal, pki::Validity::days_from_now(args.days))?;
+            std::fs::create_dir_all(&args.out)?;
+            let cert_path = args.out.join(format!("{}.pem", args.identity.name));
+            let key_path = args.out.join(format!("{}.key", args.identity.name));
+            std::fs::write(&cert_path, &issued.cert_pem)?;
+            pki::write_private(&key_path, &issued.key_pem)?;
+            println!(
+                "issued {} for {} days: {} and {}",
+                principal.spiffe_id(),
+                args.days,
+                cert_path.display(),
+                key_path.display()
+            );
+            Ok(())
+        }
         PkiCommand::Init(args) => {
             let written = pki::init_dev_pki(&args.dir, &args.trust_domain, args.force)?;
             println!(

@@ -12,7 +12,7 @@ use tidemark::{
     pki,
     server::Server,
     signing::PublicKey,
-    store::{KeyRecord, Store},
+    store::{KeyRecord, StateRecord, Store},
 };
 use tokio::net::TcpListener;
 
@@ -96,14 +96,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Registers the sample states' development signing keys (`<state>-signing.pub.pem`
-/// beside the development CA) if they are not registered yet.
+/// Enrols the sample states and registers their development signing keys
+/// (`<state>-signing.pub.pem` beside the development CA) if that is not done yet.
 fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for state in pki::SAMPLE_STATES {
         let path = dir.join(format!("{}-signing.pub.pem", state.to_ascii_lowercase()));
         if !path.exists() {
             continue;
+        }
+        if store.state(state)?.is_none() {
+            store.put_state(&StateRecord {
+                state: state.to_owned(),
+                suspended: false,
+                enrolled_at: now,
+                changed_at: now,
+            })?;
         }
         let public = PublicKey::from_file(&path)?;
         if store.signing_key(public.key_id())?.is_none() {

@@ -95,6 +95,12 @@ impl Server {
             },
         );
 
+        let watch_task = tokio::spawn(watch_trust(
+            self.trust.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+        ));
+
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<ExchangeServer<ExchangeService>>()
@@ -168,9 +174,67 @@ impl Server {
             }
         };
         accept_task.abort();
+        watch_task.abort();
         // Every accepted submission is committed before the store is let go.
         writer_thread.stop().await;
         result
+    }
+}
+
+/// Certificates expiring within this many days are warned about.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+/// How often expiry is checked.
+const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Background duties of the trust state: re-read the certificate files on SIGHUP, and
+/// warn about certificates approaching expiry (at start, then hourly).
+async fn watch_trust(trust: Arc<Trust>, store: Store, clock: Clock) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut check = tokio::time::interval(EXPIRY_CHECK);
+    loop {
+        #[cfg(unix)]
+        let reload = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = check.tick() => warn_expiring(&trust, &store, clock.now()),
+            _ = reload => match trust.refresh(&store) {
+                Ok(()) => tracing::info!(serial = %trust.server_serial(), "SIGHUP: certificate files re-read"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the certificate files could not be loaded; the old ones stay"),
+            },
+        }
+    }
+}
+
+fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
+    let horizon = now + EXPIRY_WARNING_DAYS * 86_400;
+    if trust.server_not_after() <= horizon {
+        tracing::warn!(
+            serial = %trust.server_serial(),
+            expires = %crate::submission::format_time(trust.server_not_after()),
+            "the server certificate expires soon: replace the files and reload (SIGHUP or Admin.ReloadTls)"
+        );
+    }
+    match store.issued_certificates() {
+        Ok(certs) => {
+            for c in certs.iter().filter(|c| {
+                c.not_after <= horizon && c.not_after > now && !trust.is_revoked(&c.serial)
+            }) {
+                tracing::warn!(
+                    serial = %c.serial,
+                    principal = %c.spiffe_id,
+                    expires = %crate::submission::format_time(c.not_after),
+                    "an issued certificate expires soon"
+                );
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "expiry check could not read the store"),
     }
 }
 

@@ -1,0 +1,489 @@
+//! Operators: CSR issuance, revocation on open connections, suspension, rotation of the
+//! server certificate and the CA under load, signing-key compromise, operator-only RPCs.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use common::{
+    TRUST_DOMAIN, TestPki, TestServer, node, operator, sample_report, sign, state, submit,
+};
+use prost::Message;
+use tidemark::{
+    client::{self, ClientIdentity},
+    clock::Clock,
+    identity::{Principal, Role},
+    pb,
+    pki::{self, CertificateAuthority, Validity},
+};
+use tonic::Code;
+
+async fn enrol(server: &TestServer, pki: &TestPki, code: &str) {
+    server
+        .admin(&operator(pki))
+        .await
+        .enrol_state(pb::StateRequest { state: code.into() })
+        .await
+        .unwrap();
+}
+
+async fn who(
+    server: &TestServer,
+    identity: &ClientIdentity,
+) -> Result<pb::WhoAmIResponse, tonic::Status> {
+    let channel = client::connect(&server.endpoint(), identity).await.unwrap();
+    pb::exchange_client::ExchangeClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_node_gets_a_certificate_from_its_own_csr_and_the_server_sets_the_identity() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+
+    // The node makes its key and CSR locally; only the CSR travels.
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), "canberra-1").unwrap();
+    let (key_pem, csr_pem) = pki::make_csr(&principal).unwrap();
+    let issued = admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            csr_pem: csr_pem.clone(),
+            days: 90,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.spiffe_id, principal.spiffe_id());
+    let identity = ClientIdentity::from_pem(
+        issued.certificate_pem,
+        key_pem,
+        pki.ca.cert_pem().to_owned(),
+    );
+    let me = who(&server, &identity).await.unwrap();
+    assert_eq!((me.state.as_str(), me.name.as_str()), ("AUS", "canberra-1"));
+    assert_eq!(me.certificate_serial, issued.serial);
+
+    // A state that is not enrolled, an operator identity, another trust domain: refused.
+    let tha = Principal::new(TRUST_DOMAIN, Role::Node(state("THA")), "bkk-1").unwrap();
+    let ops = Principal::new(TRUST_DOMAIN, Role::Operator, "rogue").unwrap();
+    let foreign = Principal::new("elsewhere.test", Role::Node(state("AUS")), "x").unwrap();
+    for (p, code) in [
+        (tha, Code::FailedPrecondition),
+        (ops, Code::PermissionDenied),
+        (foreign, Code::InvalidArgument),
+    ] {
+        let (_, csr) = pki::make_csr(&p).unwrap();
+        let status = admin
+            .issue_certificate(pb::IssueCertificateRequest {
+                csr_pem: csr,
+                days: 90,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{}: {status:?}", p.spiffe_id());
+    }
+
+    // Listed, and found by the expiry watch.
+    let soon = admin
+        .list_certificates(pb::ListCertificatesRequest {
+            expiring_within_days: 91,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates;
+    assert_eq!(soon.len(), 1);
+    let later = admin
+        .list_certificates(pb::ListCertificatesRequest {
+            expiring_within_days: 30,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates;
+    assert!(later.is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_fails_on_its_open_connection_and_at_the_next_handshake() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let aus = node(&pki, "AUS");
+    let idn = node(&pki, "IDN");
+    let mut open = server.exchange(&aus).await;
+    let serial = open
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    let mut other = server.exchange(&idn).await;
+    other.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+
+    server
+        .admin(&operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: serial.clone(),
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+
+    // The open connection: its next call is refused.
+    let status = open.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("revoked"), "{}", status.message());
+    // A new handshake with the same certificate fails (the CRL is in the verifier).
+    let status = who(&server, &aus).await.unwrap_err();
+    let explained = client::explain(&status);
+    assert!(
+        explained.contains("refused this client certificate") && explained.contains("Revoked"),
+        "{explained}"
+    );
+    // Others are unaffected, on their open connection and on new ones.
+    other.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    who(&server, &idn).await.unwrap();
+
+    // The published CRL lists the serial.
+    let crl = server
+        .admin(&idn)
+        .await
+        .get_crl(pb::GetCrlRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .crl_pem;
+    let listed = crl_serials(&crl);
+    assert!(listed.contains(&serial), "{listed:?}");
+    assert!(
+        std::fs::read_to_string(pki.dir.path().join("crl.pem"))
+            .unwrap()
+            .contains("X509 CRL")
+    );
+}
+
+/// The serials a PEM CRL lists.
+fn crl_serials(pem: &str) -> Vec<String> {
+    use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
+    use x509_parser::{prelude::FromDer, revocation_list::CertificateRevocationList};
+    let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| tidemark::identity::serial_hex(r.raw_serial()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_suspended_state_is_refused_everywhere_and_works_again_when_reinstated() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let mut aus = server.exchange(&node(&pki, "AUS")).await;
+    let report = sample_report("AUS", 1);
+    submit(&mut aus, sign(&report, &key)).await.unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin
+        .suspend_state(pb::StateRequest {
+            state: "AUS".into(),
+        })
+        .await
+        .unwrap();
+
+    let status = aus.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("AUS is suspended"));
+    let status = submit(&mut aus, sign(&sample_report("AUS", 2), &key))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let analyst = pki.client(Role::StateAnalyst(state("AUS")), "a");
+    assert_eq!(
+        who(&server, &analyst).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    who(&server, &node(&pki, "IDN"))
+        .await
+        .expect("other states are unaffected");
+
+    admin
+        .enrol_state(pb::StateRequest {
+            state: "AUS".into(),
+        })
+        .await
+        .unwrap();
+    let category = match report.details {
+        Some(pb::report::Details::Maritime(_)) => pb::Category::MaritimeMovement,
+        _ => pb::Category::SmugglingIncident,
+    };
+    let mut stream = aus
+        .query(pb::QueryRequest {
+            category: category as i32,
+            reporting_states: vec!["AUS".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .unwrap()
+        .expect("AUS's report is still there");
+    assert_eq!(first.meta.unwrap().report_id, report.report_id);
+}
+
+/// The serial of the certificate a server presents to a new connection.
+async fn presented_serial(server: &TestServer, trust: &str) -> String {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(trust.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let identity = node(&TestPki::new(), "AUS"); // any client cert: we only read the server's
+    let chain = vec![CertificateDer::from_pem_slice(identity.cert_pem().as_bytes()).unwrap()];
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem().as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let cert = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
+    tidemark::identity::serial_hex(parsed.raw_serial())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_certificate_and_the_ca_roll_over_under_load_without_a_failed_call() {
+    let pki = TestPki::new();
+    let dir = pki.dir.path().to_owned();
+    let old_ca = pki.ca.cert_pem().to_owned();
+    let new_ca = CertificateAuthority::generate("test CA 2", Validity::days_from_now(30)).unwrap();
+    let bundle = format!("{old_ca}{}", new_ca.cert_pem());
+    let server = Arc::new(TestServer::start(&pki).await);
+    let key = Arc::new(server.register_new_key(&pki, "AUS").await);
+
+    // Clients trust both CAs (they were told before the rollover); four of them work
+    // continuously, two querying identity and two submitting.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let identity = node(&pki, "AUS");
+        let identity = ClientIdentity::from_pem(
+            identity.cert_pem().into(),
+            identity.key_pem().into(),
+            bundle.clone(),
+        );
+        let (server, key, stop, ok, failed) = (
+            server.clone(),
+            key.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut exchange = server.exchange(&identity).await;
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let result = if w % 2 == 0 {
+                    exchange.who_am_i(pb::WhoAmIRequest {}).await.map(|_| ())
+                } else {
+                    i += 1;
+                    submit(
+                        &mut exchange,
+                        sign(&sample_report("AUS", w * 100_000 + i), &key),
+                    )
+                    .await
+                    .map(|_| ())
+                };
+                match result {
+                    Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        eprintln!("failed call: {e:?}");
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = presented_serial(&server, &bundle).await;
+
+    // Roll over: trust both CAs, serve a certificate from the new CA, reload.
+    let new_server = new_ca
+        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(30))
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), &bundle).unwrap();
+    std::fs::write(dir.join("server.pem"), &new_server.cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &new_server.key_pem).unwrap();
+    let reloaded = server
+        .admin(&operator(&pki))
+        .await
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no call failed during the rollover"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 20, "the load really ran");
+
+    let after = presented_serial(&server, &bundle).await;
+    assert_ne!(before, after);
+    assert_eq!(after, reloaded.server_certificate_serial);
+    // A client holding a certificate from the new CA is accepted too.
+    let newcomer = new_ca
+        .issue_client(
+            &Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "new").unwrap(),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let identity = ClientIdentity::from_pem(newcomer.cert_pem, newcomer.key_pem, bundle.clone());
+    assert_eq!(who(&server, &identity).await.unwrap().state, "IDN");
+}
+
+#[tokio::test]
+async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_refused() {
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (clock, now) = Clock::manual(start);
+    let pki = TestPki::new();
+    let server =
+        TestServer::start_with_clock(&pki, tempfile::TempDir::new().unwrap(), |_| {}, clock).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let mut aus = server.exchange(&node(&pki, "AUS")).await;
+    let before = sample_report("AUS", 1);
+    let receipt = submit(&mut aus, sign(&before, &key)).await.unwrap();
+
+    now.fetch_add(100, Ordering::SeqCst);
+    server
+        .admin(&operator(&pki))
+        .await
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().into(),
+            compromised_at_unix: start + 50,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    now.fetch_add(10, Ordering::SeqCst);
+    let status = submit(&mut aus, sign(&sample_report("AUS", 2), &key))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("revoked"));
+
+    // The earlier report is still served, byte for byte, and its receipt says when.
+    let accepted = pb::Receipt::decode(receipt.receipt.unwrap().payload.as_slice()).unwrap();
+    assert!(accepted.accepted_at_unix < start + 50);
+    let category = match before.details {
+        Some(pb::report::Details::Maritime(_)) => pb::Category::MaritimeMovement,
+        _ => pb::Category::SmugglingIncident,
+    };
+    let mut stream = aus
+        .query(pb::QueryRequest {
+            category: category as i32,
+            reporting_states: vec!["AUS".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let result = stream.message().await.unwrap().unwrap();
+    let envelope = result.envelope.unwrap();
+    assert_eq!(envelope.payload, before.encode_to_vec());
+    let signed = tidemark::envelope::pae(&envelope.payload_type, &envelope.payload);
+    assert!(
+        key.public_key()
+            .verify(&signed, &envelope.signatures[0].sig)
+    );
+}
+
+#[tokio::test]
+async fn every_admin_rpc_refuses_non_operators() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    for identity in [
+        node(&pki, "AUS"),
+        pki.client(Role::StateAnalyst(state("AUS")), "a"),
+        pki.client(Role::RegionalAnalyst, "r"),
+    ] {
+        let mut admin = server.admin(&identity).await;
+        let codes = [
+            admin
+                .register_signing_key(pb::RegisterSigningKeyRequest::default())
+                .await
+                .map(|_| ()),
+            admin
+                .revoke_signing_key(pb::RevokeSigningKeyRequest::default())
+                .await
+                .map(|_| ()),
+            admin
+                .list_signing_keys(pb::ListSigningKeysRequest::default())
+                .await
+                .map(|_| ()),
+            admin
+                .audit_log(pb::AuditLogRequest::default())
+                .await
+                .map(|_| ()),
+            admin
+                .enrol_state(pb::StateRequest {
+                    state: "AUS".into(),
+                })
+                .await
+                .map(|_| ()),
+            admin
+                .suspend_state(pb::StateRequest {
+                    state: "AUS".into(),
+                })
+                .await
+                .map(|_| ()),
+            admin
+                .list_states(pb::ListStatesRequest {})
+                .await
+                .map(|_| ()),
+            admin
+                .issue_certificate(pb::IssueCertificateRequest::default())
+                .await
+                .map(|_| ()),
+            admin
+                .revoke_certificate(pb::RevokeCertificateRequest::default())
+                .await
+                .map(|_| ()),
+            admin.reload_tls(pb::ReloadTlsRequest {}).await.map(|_| ()),
+            admin
+                .list_certificates(pb::ListCertificatesRequest::default())
+                .await
+                .map(|_| ()),
+        ];
+        for (i, result) in codes.into_iter().enumerate() {
+            let status = result.expect_err("refused");
+            assert_eq!(status.code(), Code::PermissionDenied, "rpc {i}: {status:?}");
+        }
+    }
+}

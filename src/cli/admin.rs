@@ -221,19 +221,33 @@ async fn run_certificates(
             );
         }
         AdminCommand::States => {
-            for s in admin
+            let states = admin
                 .list_states(pb::ListStatesRequest {})
                 .await
                 .map_err(explain)?
                 .into_inner()
-                .states
-            {
+                .states;
+            for s in &states {
                 println!(
-                    "{} {} (enrolled {})",
+                    "{} {} (enrolled {}), {} certificates, {} signing keys",
                     s.state,
                     if s.suspended { "SUSPENDED" } else { "active" },
-                    format_time(s.enrolled_at_unix)
+                    format_time(s.enrolled_at_unix),
+                    s.certificates.len(),
+                    s.signing_keys.len()
                 );
+                for c in &s.certificates {
+                    println!(
+                        "  cert {} {} until {}{}",
+                        c.serial,
+                        c.spiffe_id,
+                        format_time(c.not_after_unix),
+                        if c.revoked { " REVOKED" } else { "" }
+                    );
+                }
+                for standing in &s.standing {
+                    println!("  {}", standing.explanation);
+                }
             }
         }
         AdminCommand::Issue { csr, days, out } => issue(admin, &csr, days, out).await?,

@@ -7,10 +7,13 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     clock::Clock,
+    config::PolicyConfig,
     country::CountryCode,
     identity::{PeerIdentity, Principal, Role},
     pb,
     pki::{self, Validity},
+    policy::Policy,
+    report::Category,
     server::{auth, status::store_status},
     signing::PublicKey,
     store::{
@@ -25,6 +28,7 @@ pub(super) struct AdminService {
     pub trust: Arc<Trust>,
     pub clock: Clock,
     pub trust_domain: String,
+    pub policy: PolicyConfig,
 }
 
 /// The longest validity the server gives an issued certificate (CA/B-style 397 days).
@@ -94,6 +98,7 @@ fn state_info(s: &StateRecord) -> pb::StateInfo {
         suspended: s.suspended,
         enrolled_at_unix: s.enrolled_at,
         changed_at_unix: s.changed_at,
+        ..pb::StateInfo::default()
     }
 }
 
@@ -148,7 +153,7 @@ impl pb::admin_server::Admin for AdminService {
         )
         .await?;
         tracing::info!(key_id = %stored.key_id, state = %stored.state, "signing key registered");
-        Ok(Response::new(info(&stored)))
+        Ok(Response::new(info_of_key(&stored)))
     }
 
     async fn revoke_signing_key(
@@ -184,7 +189,7 @@ impl pb::admin_server::Admin for AdminService {
         )
         .await?;
         tracing::warn!(key_id = %record.key_id, state = %record.state, at, reason, "signing key revoked");
-        Ok(Response::new(info(&record)))
+        Ok(Response::new(info_of_key(&record)))
     }
 
     async fn list_signing_keys(
@@ -198,7 +203,7 @@ impl pb::admin_server::Admin for AdminService {
             .signing_keys((!state.is_empty()).then_some(state.as_str()))
             .map_err(|e| store_status(&e))?;
         Ok(Response::new(pb::ListSigningKeysResponse {
-            keys: keys.iter().map(info).collect(),
+            keys: keys.iter().map(info_of_key).collect(),
         }))
     }
 
@@ -226,9 +231,54 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ListStatesResponse>, Status> {
         require_operator(&request)?;
         let states = self.store.states().map_err(|e| store_status(&e))?;
-        Ok(Response::new(pb::ListStatesResponse {
-            states: states.iter().map(state_info).collect(),
-        }))
+        let certs = self
+            .store
+            .issued_certificates()
+            .map_err(|e| store_status(&e))?;
+        let keys = self
+            .store
+            .signing_keys(None)
+            .map_err(|e| store_status(&e))?;
+        let snapshot = self.store.snapshot().map_err(|e| store_status(&e))?;
+        let policy = Policy::new(self.policy.clone());
+        let mut out = Vec::new();
+        for record in &states {
+            let mut info = state_info(record);
+            let marker = format!("/state/{}/", record.state);
+            info.certificates = certs
+                .iter()
+                .filter(|c| c.spiffe_id.contains(&marker))
+                .map(|c| pb::IssuedCertificateInfo {
+                    serial: c.serial.clone(),
+                    spiffe_id: c.spiffe_id.clone(),
+                    not_after_unix: c.not_after,
+                    revoked: self.trust.is_revoked(&c.serial),
+                })
+                .collect();
+            info.signing_keys = keys
+                .iter()
+                .filter(|k| k.state == record.state)
+                .map(info_of_key)
+                .collect();
+            if let Ok(code) = CountryCode::parse(&record.state) {
+                for category in [Category::SmugglingIncident, Category::MaritimeMovement] {
+                    let s = policy
+                        .standing(&snapshot, code, category, self.clock.now())
+                        .map_err(|e| store_status(&e))?;
+                    info.standing.push(pb::CategoryStanding {
+                        category: category.to_pb() as i32,
+                        contributed: s.contributed,
+                        required: s.required,
+                        window_days: s.window_days,
+                        entitled: s.entitled(),
+                        lapses_at_unix: s.lapses_at.filter(|t| *t != i64::MAX).unwrap_or(0),
+                        explanation: s.explanation(),
+                    });
+                }
+            }
+            out.push(info);
+        }
+        Ok(Response::new(pb::ListStatesResponse { states: out }))
     }
 
     async fn issue_certificate(
@@ -448,7 +498,7 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
-fn info(record: &KeyRecord) -> pb::SigningKeyInfo {
+fn info_of_key(record: &KeyRecord) -> pb::SigningKeyInfo {
     pb::SigningKeyInfo {
         key_id: record.key_id.clone(),
         state: record.state.clone(),

@@ -134,6 +134,7 @@ impl Server {
             trust: self.trust.clone(),
             clock: self.clock.clone(),
             trust_domain: self.config.trust_domain.clone(),
+            policy: self.config.policy.clone(),
         })
         .max_decoding_message_size(limits.max_message_bytes);
 

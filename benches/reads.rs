@@ -10,6 +10,8 @@
 //!   scope and filter), in-process, without network: the baseline;
 //! - a full sync of one category into a local mirror file (JSON lines, fsync at end).
 
+mod common;
+
 use std::{
     io::Write,
     sync::Arc,
@@ -19,13 +21,12 @@ use std::{
 use prost::Message;
 use tidemark::{
     access,
-    client::{self, ClientIdentity},
-    config::{Config, SigningConfig, StoreConfig, TlsConfig},
+    client::{self},
+    config::Config,
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
     identity::{Principal, Role},
     pb::{self, exchange_client::ExchangeClient},
-    pki::{self, CertificateAuthority, Validity},
     report::parse_date,
     sample,
     server::Server,
@@ -39,7 +40,6 @@ const STATES: [&str; 20] = [
     "AUS", "IDN", "THA", "MYS", "PHL", "VNM", "KHM", "MMR", "LKA", "BGD", "IND", "PAK", "AFG",
     "IRN", "NZL", "PNG", "TLS", "SGP", "BRN", "LAO",
 ];
-const TRUST_DOMAIN: &str = "bench.test";
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -65,22 +65,8 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let reports = arg("--reports", 100_000);
     let queries = arg("--queries", 200);
-    let dir = tempfile::TempDir::new().unwrap();
-    let ca = CertificateAuthority::generate("bench CA", Validity::days_from_now(1)).unwrap();
-    let server_cert = ca
-        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(1))
-        .unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("server.pem"), &server_cert.cert_pem).unwrap();
-    std::fs::write(dir.path().join("server.key"), &server_cert.key_pem).unwrap();
-    pki::write_signing_key(&dir.path().join("receipt")).unwrap();
-    let config = Config {
-        trust_domain: TRUST_DOMAIN.to_owned(),
-        tls: TlsConfig::in_dir(dir.path()),
-        signing: SigningConfig::in_dir(dir.path()),
-        store: StoreConfig::in_dir(&dir.path().join("data")),
-        ..Config::default()
-    };
+    let bench = common::BenchPki::new();
+    let config = bench.config.clone();
 
     // Load through the real submission path, several submitters at once.
     let started = Instant::now();
@@ -100,12 +86,7 @@ async fn main() {
         let _ = stopped.await;
     }));
     let idn = CountryCode::parse("IDN").unwrap();
-    let principal = Principal::new(TRUST_DOMAIN, Role::Node(idn), "idn-1").unwrap();
-    let issued = ca
-        .issue_client(&principal, Validity::days_from_now(1))
-        .unwrap();
-    let identity =
-        ClientIdentity::from_pem(issued.cert_pem, issued.key_pem, ca.cert_pem().to_owned());
+    let identity = bench.client(Role::Node(idn), "idn-1");
     let mut exchange = ExchangeClient::new(client::connect(&endpoint, &identity).await.unwrap());
 
     // One month, one route, through the index, over gRPC.
@@ -132,7 +113,8 @@ async fn main() {
     let (scan, scan_hits) = full_scan(&store, &request, idn);
     assert_eq!(hits, scan_hits, "index and scan must agree");
 
-    let (synced, sync_time) = sync_to_mirror(&mut exchange, &dir.path().join("mirror.jsonl")).await;
+    let (synced, sync_time) =
+        sync_to_mirror(&mut exchange, &bench.dir.path().join("mirror.jsonl")).await;
     let p50 = percentile(&latencies, 0.5);
     let p99 = percentile(&latencies, 0.99);
     println!("{reports} reports from {} states; IDN's view", STATES.len());
@@ -200,7 +182,7 @@ async fn load(config: &Config, reports: usize) {
                 let report = sample::report(&mut rng, state);
                 let env = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &keys[s]);
                 let principal = Principal::new(
-                    TRUST_DOMAIN,
+                    common::TRUST_DOMAIN,
                     Role::Node(CountryCode::parse(state).unwrap()),
                     "n",
                 )

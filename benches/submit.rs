@@ -10,6 +10,8 @@
 //! and prints the ratio. Client and server share this machine's cores, so the absolute
 //! numbers are a floor; the ratio is the figure to compare between runs.
 
+mod common;
+
 use std::{
     sync::{
         Arc,
@@ -20,13 +22,11 @@ use std::{
 
 use prost::Message;
 use tidemark::{
-    client::{self, ClientIdentity},
-    config::{Config, SigningConfig, StoreConfig, TlsConfig},
+    client::{self},
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
-    identity::{Principal, Role},
+    identity::Role,
     pb::{self, exchange_client::ExchangeClient},
-    pki::{self, CertificateAuthority, Validity},
     sample,
     server::Server,
     signing::SigningKey,
@@ -76,24 +76,8 @@ fn options() -> Options {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = options();
-    let dir = tempfile::TempDir::new().unwrap();
-    let trust_domain = "bench.test";
-    let ca = CertificateAuthority::generate("bench CA", Validity::days_from_now(1)).unwrap();
-    let server_cert = ca
-        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(1))
-        .unwrap();
-    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("server.pem"), &server_cert.cert_pem).unwrap();
-    std::fs::write(dir.path().join("server.key"), &server_cert.key_pem).unwrap();
-    pki::write_signing_key(&dir.path().join("receipt")).unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        trust_domain: trust_domain.to_owned(),
-        tls: TlsConfig::in_dir(dir.path()),
-        signing: SigningConfig::in_dir(dir.path()),
-        store: StoreConfig::in_dir(&dir.path().join("data")),
-        ..Config::default()
-    };
+    let bench = common::BenchPki::new();
+    let config = bench.config.clone();
 
     let aus = CountryCode::parse("AUS").unwrap();
     let (signing, _) = SigningKey::generate().unwrap();
@@ -118,12 +102,7 @@ async fn main() {
         let _ = stopped.await;
     }));
 
-    let principal = Principal::new(trust_domain, Role::Node(aus), "bench-1").unwrap();
-    let issued = ca
-        .issue_client(&principal, Validity::days_from_now(1))
-        .unwrap();
-    let identity =
-        ClientIdentity::from_pem(issued.cert_pem, issued.key_pem, ca.cert_pem().to_owned());
+    let identity = bench.client(Role::Node(aus), "bench-1");
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
         channels.push(client::connect(&endpoint, &identity).await.unwrap());

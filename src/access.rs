@@ -361,6 +361,43 @@ pub fn sync(
     category: Category,
     after: u64,
     reader: CountryCode,
+    emit: impl FnMut(Hit) -> bool,
+) -> Result<ReadLog, StoreError> {
+    walk_log(snapshot, category, after, reader, |_| true, emit)
+}
+
+/// Envelopes after sequence `after` whose report `reader` may see and that match the
+/// filter (retractions of such reports included): what a subscription pushes next.
+pub fn changes(
+    snapshot: &Snapshot,
+    filter: &QueryFilter,
+    after: u64,
+    reader: CountryCode,
+    emit: impl FnMut(Hit) -> bool,
+) -> Result<ReadLog, StoreError> {
+    let pushing = QueryFilter {
+        include_retracted: true,
+        changed_since: 0,
+        ..filter.clone()
+    };
+    walk_log(
+        snapshot,
+        filter.category,
+        after,
+        reader,
+        |head| pushing.matches(head),
+        emit,
+    )
+}
+
+/// Walks the envelope log after `after`, handing on each envelope of `category` whose
+/// report `reader` may see and `keep` accepts.
+fn walk_log(
+    snapshot: &Snapshot,
+    category: Category,
+    after: u64,
+    reader: CountryCode,
+    keep: impl Fn(&ReportHead) -> bool,
     mut emit: impl FnMut(Hit) -> bool,
 ) -> Result<ReadLog, StoreError> {
     let mut log = ReadLog::default();
@@ -375,49 +412,7 @@ pub fn sync(
         let Some(head) = snapshot.head(id.as_u128())? else {
             continue;
         };
-        if !visible_to(&head, reader) {
-            continue;
-        }
-        log.note(&head.state, &record.report_id);
-        if !emit(Hit {
-            record,
-            head,
-            sequence,
-            cursor: None,
-        }) {
-            break;
-        }
-    }
-    Ok(log)
-}
-
-/// Envelopes after sequence `after` whose report `reader` may see and that match the
-/// filter (retractions of such reports included): what a subscription pushes next.
-pub fn changes(
-    snapshot: &Snapshot,
-    filter: &QueryFilter,
-    after: u64,
-    reader: CountryCode,
-    mut emit: impl FnMut(Hit) -> bool,
-) -> Result<ReadLog, StoreError> {
-    let mut log = ReadLog::default();
-    let category = filter.category.to_pb() as i32;
-    let mut pushing = QueryFilter {
-        include_retracted: true,
-        ..filter.clone()
-    };
-    pushing.changed_since = 0;
-    for entry in snapshot.envelopes_after(after)? {
-        let (sequence, record) = entry?;
-        if record.category != category {
-            continue;
-        }
-        let id = Uuid::from_slice(&record.report_id)
-            .map_err(|_| StoreError::Corrupt(format!("envelope {sequence}: report id")))?;
-        let Some(head) = snapshot.head(id.as_u128())? else {
-            continue;
-        };
-        if !visible_to(&head, reader) || !pushing.matches(&head) {
+        if !visible_to(&head, reader) || !keep(&head) {
             continue;
         }
         log.note(&head.state, &record.report_id);

@@ -67,6 +67,21 @@ impl Standing {
     }
 }
 
+impl Standing {
+    /// The standing as the API reports it.
+    pub fn to_pb(&self) -> pb::CategoryStanding {
+        pb::CategoryStanding {
+            category: self.category.to_pb() as i32,
+            contributed: self.contributed,
+            required: self.required,
+            window_days: self.window_days,
+            entitled: self.entitled(),
+            lapses_at_unix: self.lapses_at.filter(|t| *t != i64::MAX).unwrap_or(0),
+            explanation: self.explanation(),
+        }
+    }
+}
+
 impl Policy {
     pub fn new(config: PolicyConfig) -> Self {
         Self { config }

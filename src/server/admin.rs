@@ -265,15 +265,7 @@ impl pb::admin_server::Admin for AdminService {
                     let s = policy
                         .standing(&snapshot, code, category, self.clock.now())
                         .map_err(|e| store_status(&e))?;
-                    info.standing.push(pb::CategoryStanding {
-                        category: category.to_pb() as i32,
-                        contributed: s.contributed,
-                        required: s.required,
-                        window_days: s.window_days,
-                        entitled: s.entitled(),
-                        lapses_at_unix: s.lapses_at.filter(|t| *t != i64::MAX).unwrap_or(0),
-                        explanation: s.explanation(),
-                    });
+                    info.standing.push(s.to_pb());
                 }
             }
             out.push(info);

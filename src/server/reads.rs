@@ -67,15 +67,7 @@ impl Reads {
                     .policy
                     .standing(&snap, state, c, now)
                     .map_err(|e| store_status(&e))?;
-                Ok(pb::CategoryStanding {
-                    category: c.to_pb() as i32,
-                    contributed: s.contributed,
-                    required: s.required,
-                    window_days: s.window_days,
-                    entitled: s.entitled(),
-                    lapses_at_unix: s.lapses_at.filter(|t| *t != i64::MAX).unwrap_or(0),
-                    explanation: s.explanation(),
-                })
+                Ok(s.to_pb())
             })
             .collect::<Result<_, Status>>()?;
         Ok(pb::MyStandingResponse {

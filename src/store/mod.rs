@@ -129,7 +129,7 @@ impl Store {
         max_batch: usize,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let latest = self.envelope_count()?;
-        Ok(Writer::start(self.db.clone(), clock, max_batch, latest))
+        Writer::start(self.db.clone(), clock, max_batch, latest)
     }
 
     /// A consistent read-only view of the whole store (an MVCC snapshot).

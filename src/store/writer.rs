@@ -149,22 +149,24 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
-    ) -> (Self, WriterThread) {
+    ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
         let (published, latest) = watch::channel(latest_sequence);
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
             .spawn(move || run(&db, rx, &clock, max_batch, &published))
-            // Invariant: spawning fails only if the OS is out of threads at start-up.
-            .expect("start the store writer thread");
-        (
+            .map_err(|e| StoreError::Open {
+                path: "writer thread".to_owned(),
+                reason: format!("cannot start the store writer thread: {e}"),
+            })?;
+        Ok((
             Self {
                 queue: queue.clone(),
                 latest,
             },
             WriterThread { queue, thread },
-        )
+        ))
     }
 
     /// Queues an envelope; resolves once its batch is durable (or refused).

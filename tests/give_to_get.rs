@@ -486,12 +486,19 @@ async fn subscribers_get_matching_new_reports_until_their_standing_lapses() {
         r.route.as_mut().unwrap().intended_destination = "AUS".into();
         r
     };
-    // Not sent: another route, another category, and (to THA) a report listed for IDN only.
+    // Not sent: another route, another category, an aggregate-only report, and (to THA)
+    // a report listed for IDN only.
     world
         .submit(&with_origin(report("AUS", 502, false, all, &[]), "AFG"))
         .await;
     world
         .submit(&with_origin(report("AUS", 503, true, all, &[]), "LKA"))
+        .await;
+    world
+        .submit(&with_origin(
+            report("AUS", 507, false, pb::SharingScope::AggregateOnly, &[]),
+            "LKA",
+        ))
         .await;
     let listed = with_origin(
         report("AUS", 504, false, pb::SharingScope::ListedStates, &["IDN"]),

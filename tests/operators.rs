@@ -185,6 +185,23 @@ async fn a_revoked_certificate_fails_on_its_open_connection_and_at_the_next_hand
             .unwrap()
             .contains("X509 CRL")
     );
+
+    // The revocation is on the record: who, what, when, which serial.
+    let log = server
+        .admin(&operator(&pki))
+        .await
+        .audit_log(pb::AuditLogRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let entry = log
+        .iter()
+        .find(|e| e.action == "revoke-certificate")
+        .expect("audited");
+    assert!(entry.detail.contains(&serial) && entry.detail.contains("key-compromise"));
+    assert!(entry.principal.ends_with("/operator/ops-1"));
+    assert!(entry.at_unix > 0);
 }
 
 /// The serials a PEM CRL lists.

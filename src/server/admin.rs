@@ -421,12 +421,13 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReloadTlsRequest>,
     ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
         let operator = require_operator(&request)?;
+        let old = self.trust.server_serial();
         self.refresh()?;
         let serial = self.trust.server_serial();
         self.audit(
             operator,
             "reload-tls",
-            "server certificate and CA bundle re-read".to_owned(),
+            format!("server certificate {old} -> {serial}; CA bundle re-read"),
         )
         .await?;
         Ok(Response::new(pb::ReloadTlsResponse {

@@ -70,6 +70,9 @@ async fn import_reports_bad_lines_by_number_and_a_rerun_skips_what_was_accepted(
             "--as",
             &aus,
             "--json",
+            // Small batches, so that line numbers must survive batch boundaries.
+            "--batch",
+            "7",
         ])
     };
     let out = run(import(&file)).await;

@@ -1,6 +1,9 @@
 //! `tidemark import`: bulk submission from JSON lines or CSV.
 
-use std::path::PathBuf;
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
@@ -10,7 +13,6 @@ use tidemark::{
     client,
     envelope::{self, REPORT_PAYLOAD_TYPE},
     pb,
-    signing::SigningKey,
 };
 
 use super::{client_args::ClientArgs, csv_rows::CsvRow, signing_args::SigningArgs};
@@ -45,21 +47,43 @@ struct LineError {
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let key = args.signing.load(&args.client)?;
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let total = count_records(&args.file)?;
+    let mut records = records(&args.file)?;
     let mut errors = Vec::new();
-    let items = parse(&args.file, &text, &key, &mut errors);
 
     let channel = args.client.connect().await?;
     let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
-    let progress = ProgressBar::new(items.len() as u64);
+    let progress = ProgressBar::new(total);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} reports  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let (mut accepted, mut duplicates) = (0u64, 0u64);
     let batch = usize::try_from(args.batch).unwrap_or(500);
-    for chunk in items.chunks(batch) {
+    // Read, sign and send one batch at a time: memory stays bounded by --batch.
+    loop {
+        let mut chunk = Vec::with_capacity(batch);
+        let mut read = 0u64;
+        for (line, record) in records.by_ref() {
+            read += 1;
+            match record {
+                Ok(report) => chunk.push((
+                    line,
+                    envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key),
+                )),
+                Err(message) => errors.push(LineError { line, message }),
+            }
+            if chunk.len() >= batch {
+                break;
+            }
+        }
+        if read == 0 {
+            break;
+        }
+        if chunk.is_empty() {
+            progress.inc(read);
+            continue;
+        }
         let requests: Vec<pb::SubmitRequest> = chunk
             .iter()
             .map(|(_, env)| pb::SubmitRequest {
@@ -93,7 +117,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             }
             errors.push(LineError { line, message });
         }
-        progress.inc(chunk.len() as u64);
+        progress.inc(read);
     }
     progress.finish_and_clear();
     errors.sort_by_key(|e| e.line);
@@ -119,47 +143,64 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses and signs every record; unparseable ones go to `errors` by line.
-fn parse(
-    file: &std::path::Path,
-    text: &str,
-    key: &SigningKey,
-    errors: &mut Vec<LineError>,
-) -> Vec<(usize, pb::Envelope)> {
-    let sign =
-        |report: &pb::Report| envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), key);
-    let mut items = Vec::new();
-    let is_csv = file
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    if is_csv {
-        let mut reader = csv::Reader::from_reader(text.as_bytes());
-        for (i, row) in reader.deserialize::<CsvRow>().enumerate() {
-            let line = i + 2; // the header is line 1
-            match row
-                .map_err(anyhow::Error::from)
-                .and_then(CsvRow::into_report)
-            {
-                Ok(report) => items.push((line, sign(&report))),
-                Err(e) => errors.push(LineError {
-                    line,
-                    message: format!("not a valid CSV report row: {e:#}"),
+/// One record of the file: its line number and the report, or why it is not one.
+type Record = (usize, Result<pb::Report, String>);
+
+fn is_csv(file: &Path) -> bool {
+    file.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+/// The records of a JSON-lines or CSV file, read as they are consumed.
+fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
+    let open =
+        || std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()));
+    if is_csv(file) {
+        let reader = csv::Reader::from_reader(BufReader::new(open()?));
+        Ok(Box::new(
+            reader
+                .into_deserialize::<CsvRow>()
+                .enumerate()
+                .map(|(i, row)| {
+                    let line = i + 2; // the header is line 1
+                    let report = row
+                        .map_err(anyhow::Error::from)
+                        .and_then(CsvRow::into_report)
+                        .map_err(|e| format!("not a valid CSV report row: {e:#}"));
+                    (line, report)
                 }),
-            }
-        }
+        ))
     } else {
-        for (i, raw) in text.lines().enumerate() {
-            if raw.trim().is_empty() {
-                continue;
+        let lines = BufReader::new(open()?).lines();
+        Ok(Box::new(lines.enumerate().filter_map(|(i, line)| {
+            let line_number = i + 1;
+            match line {
+                Ok(text) if text.trim().is_empty() => None,
+                Ok(text) => Some((
+                    line_number,
+                    serde_json::from_str::<pb::Report>(&text)
+                        .map_err(|e| format!("not a report in JSON: {e}")),
+                )),
+                Err(e) => Some((line_number, Err(format!("cannot read the line: {e}")))),
             }
-            match serde_json::from_str::<pb::Report>(raw) {
-                Ok(report) => items.push((i + 1, sign(&report))),
-                Err(e) => errors.push(LineError {
-                    line: i + 1,
-                    message: format!("not a report in JSON: {e}"),
-                }),
-            }
+        })))
+    }
+}
+
+/// How many records the file holds, for the progress bar.
+fn count_records(file: &Path) -> anyhow::Result<u64> {
+    let reader = BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
+    );
+    let mut count = 0u64;
+    for line in reader.lines() {
+        if !line?.trim().is_empty() {
+            count += 1;
         }
     }
-    items
+    Ok(if is_csv(file) {
+        count.saturating_sub(1)
+    } else {
+        count
+    })
 }

@@ -29,6 +29,15 @@ async fn run(args: Vec<String>) -> std::process::Output {
         .unwrap()
 }
 
+/// The command succeeded; if not, show what it said.
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -156,11 +165,7 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
         &receipt.display().to_string(),
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("accepted: report"));
 
     // The receipt is a standard DSSE JSON envelope.
@@ -181,11 +186,7 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
         ])
     };
     let out = run(verify(&receipt)).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid receipt"));
 
     // Change one byte of the signed payload: verification fails.
@@ -260,11 +261,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
             who,
         ]))
         .await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
     }
 
     // Export AUS's key, fetch one AUS report as JSON, verify it offline.
@@ -280,11 +277,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
         &idn,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let key = std::fs::read_dir(dir.path().join("keys"))
         .unwrap()
         .next()
@@ -306,11 +299,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
         &idn,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let line = String::from_utf8(out.stdout).unwrap();
     std::fs::write(dir.path().join("one.json"), &line).unwrap();
     let verify = |file: &str| {
@@ -322,11 +311,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
         ])
     };
     let out = run(verify("one.json")).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("of AUS"));
 
     let mut value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -363,11 +348,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
             .count()
     };
     let out = run(sync()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let first = lines();
     assert!(first > 10, "{first}");
     sample("AUS", "20", "3", "more.jsonl");
@@ -425,11 +406,7 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         common::TRUST_DOMAIN,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let out = run(admin(&[
         "issue",
         &path("canberra-1.csr.pem"),
@@ -439,11 +416,7 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         &path("canberra-1.pem"),
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 
     let whoami = || {
         args(&[
@@ -456,21 +429,13 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         ])
     };
     let out = run(whoami()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(me["name"], "canberra-1");
     let serial = me["certificate_serial"].as_str().unwrap().to_owned();
 
     let out = run(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let out = run(whoami()).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

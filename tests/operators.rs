@@ -253,19 +253,7 @@ async fn a_suspended_state_is_refused_everywhere_and_works_again_when_reinstated
         })
         .await
         .unwrap();
-    let category = match report.details {
-        Some(pb::report::Details::Maritime(_)) => pb::Category::MaritimeMovement,
-        _ => pb::Category::SmugglingIncident,
-    };
-    let mut stream = aus
-        .query(pb::QueryRequest {
-            category: category as i32,
-            reporting_states: vec!["AUS".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = own_reports_of_category(&mut aus, &report).await;
     let first = stream
         .message()
         .await
@@ -287,6 +275,26 @@ async fn own_reports(
     let mut stream = exchange.query(query).await?.into_inner();
     while stream.message().await?.is_some() {}
     Ok(())
+}
+
+/// Streams AUS's own reports of the category of `like`.
+async fn own_reports_of_category(
+    exchange: &mut pb::exchange_client::ExchangeClient<tonic::transport::Channel>,
+    like: &pb::Report,
+) -> tonic::Streaming<pb::QueryResult> {
+    let category = match like.details {
+        Some(pb::report::Details::Maritime(_)) => pb::Category::MaritimeMovement,
+        _ => pb::Category::SmugglingIncident,
+    };
+    exchange
+        .query(pb::QueryRequest {
+            category: category as i32,
+            reporting_states: vec!["AUS".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// The serial of the certificate a server presents to a new connection.
@@ -448,19 +456,7 @@ async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_re
     // The earlier report is still served, byte for byte, and its receipt says when.
     let accepted = pb::Receipt::decode(receipt.receipt.unwrap().payload.as_slice()).unwrap();
     assert!(accepted.accepted_at_unix < start + 50);
-    let category = match before.details {
-        Some(pb::report::Details::Maritime(_)) => pb::Category::MaritimeMovement,
-        _ => pb::Category::SmugglingIncident,
-    };
-    let mut stream = aus
-        .query(pb::QueryRequest {
-            category: category as i32,
-            reporting_states: vec!["AUS".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = own_reports_of_category(&mut aus, &before).await;
     let result = stream.message().await.unwrap().unwrap();
     let envelope = result.envelope.unwrap();
     assert_eq!(envelope.payload, before.encode_to_vec());

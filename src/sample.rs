@@ -156,7 +156,8 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
             facilitators_detected: detected,
             facilitators_arrested: rng.count(u64::from(detected)),
             fee_per_person: rng.chance(60).then(|| pb::Money {
-                amount: 500 + rng.below(9_500),
+                // Fees are quoted in round hundreds.
+                amount: 100 * (5 + rng.below(95)),
                 currency: (*rng.pick(&["USD", "USD", "AUD", "IDR", "THB"])).to_owned(),
             }),
             fraudulent_documents: if rng.chance(25) {

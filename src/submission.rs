@@ -13,9 +13,12 @@ use crate::{
     envelope::{self, REPORT_PAYLOAD_TYPE, RETRACTION_PAYLOAD_TYPE},
     identity::{Principal, Role},
     pb,
-    report::{self, ValidReport, ValidationErrors},
+    report::{self, Category, ValidationErrors},
     signing::PublicKey,
-    store::{AppendError, EnvelopeKind, KeyRecord, NewEnvelope, ReportSummary, Store, StoreError},
+    store::{
+        AppendError, EnvelopeKind, KeyRecord, NewEnvelope, ReportFacts, ReportSummary, Store,
+        StoreError,
+    },
 };
 
 /// At most this many signatures are looked at on one envelope.
@@ -88,7 +91,11 @@ pub fn verify(
                 valid.state(),
                 valid.id(),
                 valid.version(),
-                Some(summary(&valid)),
+                Some(summarize(
+                    valid.report(),
+                    valid.category(),
+                    valid.incident_date().to_julian_day(),
+                )),
             )
         }
         EnvelopeKind::Retraction => {
@@ -117,9 +124,8 @@ pub fn verify(
     })
 }
 
-/// The facts of a report that queries filter on.
-fn summary(valid: &ValidReport) -> ReportSummary {
-    let r = valid.report();
+/// The facts of a report that queries filter on and aggregates add up.
+pub fn summarize(r: &pb::Report, category: Category, incident_day: i32) -> ReportSummary {
     let mut route_countries = Vec::new();
     if let Some(route) = &r.route {
         for c in std::iter::once(&route.origin)
@@ -136,18 +142,31 @@ fn summary(valid: &ValidReport) -> ReportSummary {
         Some(pb::report::Details::Maritime(m)) => (0, m.event, m.vessel_type),
         None => (0, 0, 0),
     };
-    let point = r.location.as_ref().and_then(|l| l.point);
+    let location = r.location.clone().unwrap_or_default();
+    let point = location.point;
     let sharing = r.sharing.clone().unwrap_or_default();
+    let persons = r.persons.clone().unwrap_or_default();
+    let route = r.route.clone().unwrap_or_default();
+    let mut transit = route.transit.clone();
+    transit.sort();
+    transit.dedup();
+    let (facilitators_arrested, fee) = match &r.details {
+        Some(pb::report::Details::Smuggling(s)) => {
+            (s.facilitators_arrested, s.fee_per_person.clone())
+        }
+        _ => (0, None),
+    };
+    let fee = fee.unwrap_or_default();
     ReportSummary {
-        category: valid.category().to_pb() as i32,
-        incident_day: valid.incident_date().to_julian_day(),
+        category: category.to_pb() as i32,
+        incident_day,
         scope: sharing.scope,
         listed_states: sharing.states,
         route_countries,
-        nationalities: r
-            .persons
+        nationalities: persons
+            .by_nationality
             .iter()
-            .flat_map(|p| p.by_nationality.iter().map(|n| n.nationality.clone()))
+            .map(|n| n.nationality.clone())
             .collect(),
         modus_operandi,
         maritime_event,
@@ -155,7 +174,40 @@ fn summary(valid: &ValidReport) -> ReportSummary {
         has_point: point.is_some(),
         latitude: point.map_or(0.0, |p| p.latitude),
         longitude: point.map_or(0.0, |p| p.longitude),
+        facts: Some(ReportFacts {
+            origin: route.origin,
+            transit,
+            destination: route.intended_destination,
+            location_country: location.country,
+            sea_area: location.sea_area,
+            persons: persons.total,
+            nationality_counts: persons.by_nationality.iter().map(|n| n.count).collect(),
+            deaths: persons.deaths,
+            missing: persons.missing,
+            minors: persons.minors,
+            unaccompanied_minors: persons.unaccompanied_minors,
+            facilitators_arrested,
+            fee_amount: fee.amount,
+            fee_currency: fee.currency,
+        }),
     }
+}
+
+/// The summary of a stored report envelope, for rebuilding summaries written by an older
+/// version; `None` if the envelope is not a readable report.
+pub fn summarize_stored(envelope: &[u8]) -> Option<ReportSummary> {
+    let envelope = pb::Envelope::decode(envelope).ok()?;
+    if envelope.payload_type != REPORT_PAYLOAD_TYPE {
+        return None;
+    }
+    let r = pb::Report::decode(envelope.payload.as_slice()).ok()?;
+    let category = match r.details {
+        Some(pb::report::Details::Smuggling(_)) => Category::SmugglingIncident,
+        Some(pb::report::Details::Maritime(_)) => Category::MaritimeMovement,
+        None => return None,
+    };
+    let day = report::parse_date(&r.incident_date)?.to_julian_day();
+    Some(summarize(&r, category, day))
 }
 
 /// Returns the id of a key that validly signed the envelope for `caller` at `now`, or

@@ -8,6 +8,7 @@
 //!   for the writer.
 //! - Table definitions are the constants below, in one place.
 
+pub mod counters;
 mod records;
 mod snapshot;
 mod writer;
@@ -20,8 +21,8 @@ use uuid::Uuid;
 
 pub use self::{
     records::{
-        AuditRecord, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads, ReportHead,
-        ReportSummary, RevokedCertificate, StateRecord, VersionRef,
+        AuditRecord, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads, ReportFacts,
+        ReportHead, ReportSummary, RevokedCertificate, StateRecord, VersionRef,
     },
     snapshot::Snapshot,
     writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, Writer, WriterThread},
@@ -31,7 +32,11 @@ use crate::{clock::Clock, config::StoreConfig};
 /// The layout version this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
-/// Store-wide facts: `schema_version`.
+/// The version of the aggregate counters' layout; a store whose `counters_version`
+/// differs has its counters rebuilt from the reports when the server starts.
+pub const COUNTERS_VERSION: u64 = 1;
+
+/// Store-wide facts: `schema_version`, `counters_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Accepted envelopes by sequence number (1, 2, 3, … with no gaps).
 const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
@@ -56,6 +61,10 @@ const ISSUED_CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// (owning state, audit number) → how many of its reports that access returned.
 const AUDIT_BY_OWNER: TableDefinition<(&str, u64), u64> = TableDefinition::new("audit_by_owner");
+/// Aggregate counters (see [`counters`]): cell key → per-state sums.
+const COUNTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("counters");
+/// Fee distributions (see [`counters`]): cell key, currency, amount → per-state counts.
+const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
 
 /// A handle on the open store; cheap to clone.
 #[derive(Clone)]
@@ -96,6 +105,8 @@ impl Store {
                 Some(other) => return Err(StoreError::Schema(other)),
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
+                    // A new store: its (empty) counters are current.
+                    meta.insert("counters_version", COUNTERS_VERSION)?;
                 }
             }
             // Create every table so that readers never meet a missing one.
@@ -110,6 +121,8 @@ impl Store {
             tx.open_table(REVOKED_CERTS)?;
             tx.open_table(STATES)?;
             tx.open_table(ISSUED_CERTS)?;
+            tx.open_table(COUNTERS)?;
+            tx.open_table(FEES)?;
         }
         tx.commit()?;
         Ok(())
@@ -130,6 +143,68 @@ impl Store {
     ) -> Result<(Writer, WriterThread), StoreError> {
         let latest = self.envelope_count()?;
         Writer::start(self.db.clone(), clock, max_batch, latest)
+    }
+
+    /// Whether the aggregate counters match this build's layout (false for a store
+    /// written before they existed, until [`Store::rebuild_counters`] runs).
+    pub fn counters_current(&self) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(META)?;
+        Ok(table.get("counters_version")?.map(|v| v.value()) == Some(COUNTERS_VERSION))
+    }
+
+    /// Rebuilds every report's summary and the aggregate counters from the stored
+    /// envelopes, in one transaction. `summarize` reads a stored report envelope.
+    /// Returns the number of reports counted.
+    pub fn rebuild_counters(
+        &self,
+        summarize: impl Fn(&[u8]) -> Option<ReportSummary>,
+    ) -> Result<u64, StoreError> {
+        let tx = self.begin_write()?;
+        let mut counted = 0;
+        {
+            tx.delete_table(COUNTERS)?;
+            tx.delete_table(FEES)?;
+            let mut counters = tx.open_table(COUNTERS)?;
+            let mut fees = tx.open_table(FEES)?;
+            let envelopes = tx.open_table(ENVELOPES)?;
+            let mut reports = tx.open_table(REPORTS)?;
+            let mut heads = Vec::new();
+            for entry in reports.iter()? {
+                let (k, v) = entry?;
+                heads.push((k.value(), decode::<ReportHead>(v.value())?));
+            }
+            for (key, mut head) in heads {
+                // The latest report version (a retraction has no summary of its own).
+                let mut summary = None;
+                for version in head.versions.iter().rev() {
+                    let record: Option<EnvelopeRecord> = envelopes
+                        .get(version.sequence)?
+                        .map(|v| decode(v.value()))
+                        .transpose()?;
+                    if let Some(record) = record.filter(|r| r.kind == 1) {
+                        summary = summarize(&record.envelope);
+                        break;
+                    }
+                }
+                let summary = summary.ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "report {} has no readable report version",
+                        Uuid::from_u128(key)
+                    ))
+                })?;
+                if !head.retracted {
+                    counters::apply(&mut counters, &mut fees, &summary, &head.state, 1)?;
+                    counted += 1;
+                }
+                head.summary = Some(summary);
+                reports.insert(key, head.encode_to_vec().as_slice())?;
+            }
+            tx.open_table(META)?
+                .insert("counters_version", COUNTERS_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(counted)
     }
 
     /// A consistent read-only view of the whole store (an MVCC snapshot).

@@ -100,6 +100,45 @@ pub struct ReportSummary {
     pub latitude: f64,
     #[prost(double, tag = "12")]
     pub longitude: f64,
+    /// What aggregates group by and add up (see `crate::analytics`).
+    #[prost(message, optional, tag = "13")]
+    pub facts: Option<ReportFacts>,
+}
+
+/// The facts of a report version that aggregates group by and add up.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReportFacts {
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    #[prost(string, repeated, tag = "2")]
+    pub transit: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub destination: String,
+    #[prost(string, tag = "4")]
+    pub location_country: String,
+    /// `tidemark.v1.SeaArea`.
+    #[prost(int32, tag = "5")]
+    pub sea_area: i32,
+    #[prost(uint32, tag = "6")]
+    pub persons: u32,
+    /// Persons per nationality, parallel to `ReportSummary::nationalities`.
+    #[prost(uint32, repeated, tag = "7")]
+    pub nationality_counts: Vec<u32>,
+    #[prost(uint32, tag = "8")]
+    pub deaths: u32,
+    #[prost(uint32, tag = "9")]
+    pub missing: u32,
+    #[prost(uint32, tag = "10")]
+    pub minors: u32,
+    #[prost(uint32, tag = "11")]
+    pub unaccompanied_minors: u32,
+    #[prost(uint32, tag = "12")]
+    pub facilitators_arrested: u32,
+    /// Fee per person; `fee_currency` empty when none is stated.
+    #[prost(uint64, tag = "13")]
+    pub fee_amount: u64,
+    #[prost(string, tag = "14")]
+    pub fee_currency: String,
 }
 
 /// One audited access or refusal.

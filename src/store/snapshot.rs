@@ -5,8 +5,10 @@
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use super::{
-    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, ENVELOPES,
-    EnvelopeRecord, KeyRecord, REPORTS, ReportHead, SIGNING_KEYS, StoreError, decode,
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
+    EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SIGNING_KEYS, StoreError,
+    counters::{self, CounterRow, Cuboid, FeeRow},
+    decode,
 };
 
 pub struct Snapshot {
@@ -18,6 +20,8 @@ pub struct Snapshot {
     signing_keys: ReadOnlyTable<&'static str, &'static [u8]>,
     audit: ReadOnlyTable<u64, &'static [u8]>,
     audit_by_owner: ReadOnlyTable<(&'static str, u64), u64>,
+    counters: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    fees: ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 /// An index position: (state or "", incident day, report).
@@ -35,6 +39,8 @@ impl Snapshot {
             signing_keys: tx.open_table(SIGNING_KEYS)?,
             audit: tx.open_table(AUDIT)?,
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
+            counters: tx.open_table(COUNTERS)?,
+            fees: tx.open_table(FEES)?,
         })
     }
 
@@ -162,5 +168,28 @@ impl Snapshot {
                 Ok((k.value(), decode(v.value())?))
             })
             .collect()
+    }
+
+    /// Counter rows of `cuboid` and `category` for months in `months` (see
+    /// [`counters::month_of_day`]), in key order.
+    pub fn counter_rows(
+        &self,
+        cuboid: Cuboid,
+        category: i32,
+        months: (u32, u32),
+        each: impl FnMut(&CounterRow<'_>),
+    ) -> Result<(), StoreError> {
+        counters::read_counters(&self.counters, cuboid, category, months, each)
+    }
+
+    /// Fee rows of `cuboid` and `category` for months in `months`.
+    pub fn fee_rows(
+        &self,
+        cuboid: Cuboid,
+        category: i32,
+        months: (u32, u32),
+        each: impl FnMut(&FeeRow<'_>),
+    ) -> Result<(), StoreError> {
+        counters::read_fees(&self.fees, cuboid, category, months, each)
     }
 }

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use super::{
-    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, ENVELOPES,
-    EnvelopeRecord, REPORTS, ReportHead, ReportSummary, StoreError, VersionRef, decode,
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
+    EnvelopeRecord, FEES, REPORTS, ReportHead, ReportSummary, StoreError, VersionRef, counters,
+    decode,
 };
 use crate::{clock::Clock, country::CountryCode, pb};
 
@@ -300,6 +301,8 @@ struct Tables<'t> {
     by_state: redb::Table<'t, (&'static str, i32, i32, u128), ()>,
     audit: redb::Table<'t, u64, &'static [u8]>,
     audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
+    counters: redb::Table<'t, &'static [u8], &'static [u8]>,
+    fees: redb::Table<'t, &'static [u8], &'static [u8]>,
 }
 
 fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, StoreError> {
@@ -315,6 +318,8 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
             by_state: tx.open_table(BY_STATE)?,
             audit: tx.open_table(AUDIT)?,
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
+            counters: tx.open_table(COUNTERS)?,
+            fees: tx.open_table(FEES)?,
         };
         let mut next_sequence = t.envelopes.last()?.map_or(1, |(k, _)| k.value() + 1);
         let mut next_audit = t.audit.last()?.map_or(1, |(k, _)| k.value() + 1);
@@ -416,7 +421,8 @@ fn append(
     }
 }
 
-/// Keeps the contribution and date indexes in step with the report's latest version.
+/// Keeps the contribution and date indexes and the aggregate counters in step with the
+/// report's latest version.
 fn update_indexes(
     t: &mut Tables<'_>,
     new: &NewEnvelope,
@@ -433,7 +439,9 @@ fn update_indexes(
                     .remove((state, old.category, old.incident_day, key))?;
                 t.contributions
                     .remove((state, old.category, head.first_accepted_at, key))?;
+                counters::apply(&mut t.counters, &mut t.fees, old, state, -1)?;
             }
+            counters::apply(&mut t.counters, &mut t.fees, summary, state, 1)?;
             t.by_date
                 .insert((summary.category, summary.incident_day, key), ())?;
             t.by_state
@@ -444,11 +452,12 @@ fn update_indexes(
             head.summary = Some(summary.clone());
         }
         (_, EnvelopeKind::Retraction) => {
-            // A retracted report no longer counts as a contribution; it stays in the date
-            // indexes so that sync and audits still find it.
+            // A retracted report no longer counts as a contribution nor in aggregates; it
+            // stays in the date indexes so that sync and audits still find it.
             if let Some(old) = &old {
                 t.contributions
                     .remove((state, old.category, head.first_accepted_at, key))?;
+                counters::apply(&mut t.counters, &mut t.fees, old, state, -1)?;
             }
             head.retracted = true;
         }

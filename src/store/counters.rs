@@ -1,0 +1,436 @@
+//! Write-time counters behind aggregate queries.
+//!
+//! For each *cuboid* (the base one, and one per extra dimension such as origin or route)
+//! the store keeps one row per (cuboid, category, month of the incident, value along the
+//! cuboid's dimension). A row holds, per reporting state, the sums of the metrics of the
+//! reports that fall in it; a second table holds the fee-per-person distribution the
+//! same way. Rows are updated in the writer's transaction: a new report adds its facts,
+//! an amendment subtracts the old version's and adds the new one's, a retraction
+//! subtracts. An aggregate over these dimensions then reads a few rows per month instead
+//! of every report.
+//!
+//! This module also owns *what* a report contributes along each dimension
+//! ([`Cuboid::values`], [`sums`]), so that the counters and the index scan of
+//! `crate::analytics` cannot disagree.
+
+use redb::{ReadableTable, Table};
+
+use super::{ReportFacts, ReportSummary, StoreError};
+
+/// Number of additive metrics kept per cell.
+pub const SUMS: usize = 7;
+
+/// Additive metrics, in this order: reports, persons, deaths, missing, minors,
+/// unaccompanied minors, facilitators arrested.
+pub type Sums = [u64; SUMS];
+
+/// The value of a dimension a report does not have (no transit, no origin, …).
+pub const NONE: u64 = 0;
+
+const STATE_ENTRY: usize = 4 + 8 * SUMS;
+const FEE_ENTRY: usize = 4 + 8;
+/// cuboid, category, month, value.
+const CELL_KEY: usize = 1 + 1 + 4 + 8;
+
+/// A set of dimensions kept as counters (besides category, month and state, which every
+/// cuboid has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cuboid {
+    /// Category, month and reporting state only.
+    Base,
+    Origin,
+    Transit,
+    Destination,
+    /// Origin and destination together.
+    Route,
+    Nationality,
+    ModusOperandi,
+    MaritimeEvent,
+    VesselType,
+    LocationCountry,
+    SeaArea,
+}
+
+impl Cuboid {
+    pub const ALL: [Self; 11] = [
+        Self::Base,
+        Self::Origin,
+        Self::Transit,
+        Self::Destination,
+        Self::Route,
+        Self::Nationality,
+        Self::ModusOperandi,
+        Self::MaritimeEvent,
+        Self::VesselType,
+        Self::LocationCountry,
+        Self::SeaArea,
+    ];
+
+    fn code(self) -> u8 {
+        match self {
+            Self::Base => 0,
+            Self::Origin => 1,
+            Self::Transit => 2,
+            Self::Destination => 3,
+            Self::Route => 4,
+            Self::Nationality => 5,
+            Self::ModusOperandi => 6,
+            Self::MaritimeEvent => 7,
+            Self::VesselType => 8,
+            Self::LocationCountry => 9,
+            Self::SeaArea => 10,
+        }
+    }
+
+    /// Whether a report may have several values along this dimension (so cells along it
+    /// add up to more than the total).
+    pub fn multi_valued(self) -> bool {
+        matches!(self, Self::Transit | Self::Nationality)
+    }
+
+    /// Fees are not split by nationality (a fee is per report, not per person).
+    fn keeps_fees(self) -> bool {
+        self != Self::Nationality
+    }
+
+    /// The values a report has along this dimension, each with what it adds there.
+    pub fn values(self, facts: &ReportFacts, summary: &ReportSummary) -> Vec<(u64, Sums)> {
+        let all = sums(facts);
+        let one = |value: u64| vec![(value, all)];
+        match self {
+            Self::Base => one(NONE),
+            Self::Origin => one(pack_country(&facts.origin)),
+            Self::Destination => one(pack_country(&facts.destination)),
+            Self::Route => one(pack_route(&facts.origin, &facts.destination)),
+            Self::LocationCountry => one(pack_country(&facts.location_country)),
+            Self::SeaArea => one(enum_value(facts.sea_area)),
+            Self::ModusOperandi => one(enum_value(summary.modus_operandi)),
+            Self::MaritimeEvent => one(enum_value(summary.maritime_event)),
+            Self::VesselType => one(enum_value(summary.vessel_type)),
+            Self::Transit if facts.transit.is_empty() => one(NONE),
+            Self::Transit => facts
+                .transit
+                .iter()
+                .map(|c| (pack_country(c), all))
+                .collect(),
+            Self::Nationality => {
+                // Persons split by nationality; those without one under NONE.
+                let mut out = Vec::with_capacity(summary.nationalities.len() + 1);
+                let mut counted = 0u64;
+                for (nationality, count) in
+                    summary.nationalities.iter().zip(&facts.nationality_counts)
+                {
+                    counted += u64::from(*count);
+                    out.push((pack_country(nationality), persons_only(u64::from(*count))));
+                }
+                let rest = u64::from(facts.persons).saturating_sub(counted);
+                if rest > 0 || out.is_empty() {
+                    out.push((NONE, persons_only(rest)));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// What one report adds to every metric.
+pub fn sums(facts: &ReportFacts) -> Sums {
+    [
+        1,
+        u64::from(facts.persons),
+        u64::from(facts.deaths),
+        u64::from(facts.missing),
+        u64::from(facts.minors),
+        u64::from(facts.unaccompanied_minors),
+        u64::from(facts.facilitators_arrested),
+    ]
+}
+
+fn persons_only(persons: u64) -> Sums {
+    [1, persons, 0, 0, 0, 0, 0]
+}
+
+/// A report's fee per person as (packed currency, amount), if it states one.
+pub fn fee(facts: &ReportFacts) -> Option<(u32, u64)> {
+    if facts.fee_currency.is_empty() {
+        return None;
+    }
+    u32::try_from(pack_country(&facts.fee_currency))
+        .ok()
+        .map(|c| (c, facts.fee_amount))
+}
+
+/// Three ASCII letters as a number that sorts like the text; [`NONE`] for "".
+pub fn pack_country(code: &str) -> u64 {
+    code.bytes()
+        .take(3)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(b))
+}
+
+/// The text of a [`pack_country`] number.
+pub fn unpack_country(packed: u64) -> String {
+    packed
+        .to_be_bytes()
+        .iter()
+        .filter(|b| **b != 0)
+        .map(|b| char::from(*b))
+        .collect()
+}
+
+/// Origin and destination as one number (origin in the high bits, so it sorts first).
+pub fn pack_route(origin: &str, destination: &str) -> u64 {
+    (pack_country(origin) << 24) | pack_country(destination)
+}
+
+fn enum_value(value: i32) -> u64 {
+    u64::try_from(value).unwrap_or(NONE)
+}
+
+/// Months since year 0 (year × 12 + month − 1) of a Julian day number.
+pub fn month_of_day(day: i32) -> u32 {
+    time::Date::from_julian_day(day).map_or(0, |d| {
+        u32::try_from(d.year()).unwrap_or(0) * 12 + u32::from(u8::from(d.month())) - 1
+    })
+}
+
+fn cell_key(cuboid: Cuboid, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
+    let mut key = [0u8; CELL_KEY];
+    key[0] = cuboid.code();
+    key[1] = u8::try_from(category).unwrap_or(0);
+    key[2..6].copy_from_slice(&month.to_be_bytes());
+    key[6..14].copy_from_slice(&value.to_be_bytes());
+    key
+}
+
+/// Adds (`sign` = 1) or removes (`sign` = -1) one report version in every cuboid.
+pub(super) fn apply(
+    counters: &mut Table<'_, &'static [u8], &'static [u8]>,
+    fees: &mut Table<'_, &'static [u8], &'static [u8]>,
+    summary: &ReportSummary,
+    state: &str,
+    sign: i64,
+) -> Result<(), StoreError> {
+    let Some(facts) = &summary.facts else {
+        return Err(StoreError::Corrupt(
+            "a report summary without its facts".to_owned(),
+        ));
+    };
+    let state = u32::try_from(pack_country(state)).unwrap_or(0);
+    let month = month_of_day(summary.incident_day);
+    let fee = fee(facts);
+    for cuboid in Cuboid::ALL {
+        for (value, add) in cuboid.values(facts, summary) {
+            let key = cell_key(cuboid, summary.category, month, value);
+            update(counters, &key, state, &add, sign)?;
+            if let (Some((currency, amount)), true) = (fee, cuboid.keeps_fees()) {
+                let mut fee_key = [0u8; CELL_KEY + 12];
+                fee_key[..CELL_KEY].copy_from_slice(&key);
+                fee_key[CELL_KEY..CELL_KEY + 4].copy_from_slice(&currency.to_be_bytes());
+                fee_key[CELL_KEY + 4..].copy_from_slice(&amount.to_be_bytes());
+                update(fees, &fee_key, state, &[1], sign)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `sign × add` to `state`'s entry of the row at `key`, dropping entries (and rows)
+/// that reach zero reports.
+fn update(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    key: &[u8],
+    state: u32,
+    add: &[u64],
+    sign: i64,
+) -> Result<(), StoreError> {
+    let width = 4 + 8 * add.len();
+    let mut row = table
+        .get(key)?
+        .map(|v| v.value().to_vec())
+        .unwrap_or_default();
+    let found = row
+        .chunks_exact(width)
+        .position(|e| read_u32(e) >= state)
+        .unwrap_or(row.len() / width);
+    let at = found * width;
+    if row.get(at..at + 4).is_none_or(|s| read_u32(s) != state) {
+        if sign < 0 {
+            return Err(StoreError::Corrupt(format!(
+                "counter row {} has no entry to subtract from",
+                hex::encode(key)
+            )));
+        }
+        let mut entry = vec![0u8; width];
+        entry[..4].copy_from_slice(&state.to_le_bytes());
+        row.splice(at..at, entry);
+    }
+    for (i, delta) in add.iter().enumerate() {
+        let field = at + 4 + 8 * i;
+        let old = read_u64(&row[field..field + 8]);
+        let new = if sign < 0 {
+            old.checked_sub(*delta)
+        } else {
+            old.checked_add(*delta)
+        }
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("counter row {} out of range", hex::encode(key)))
+        })?;
+        row[field..field + 8].copy_from_slice(&new.to_le_bytes());
+    }
+    if read_u64(&row[at + 4..at + 12]) == 0 {
+        row.drain(at..at + width);
+    }
+    if row.is_empty() {
+        table.remove(key)?;
+    } else {
+        table.insert(key, row.as_slice())?;
+    }
+    Ok(())
+}
+
+fn read_u32(bytes: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[..4]);
+    u32::from_le_bytes(b)
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// One counter row as read back.
+pub struct CounterRow<'a> {
+    pub month: u32,
+    pub value: u64,
+    entries: &'a [u8],
+}
+
+impl CounterRow<'_> {
+    /// Per reporting state (packed): the sums.
+    pub fn states(&self) -> impl Iterator<Item = (u32, Sums)> + '_ {
+        self.entries.chunks_exact(STATE_ENTRY).map(|e| {
+            let mut sums = [0u64; SUMS];
+            for (i, s) in sums.iter_mut().enumerate() {
+                *s = read_u64(&e[4 + 8 * i..]);
+            }
+            (read_u32(e), sums)
+        })
+    }
+}
+
+/// One fee row as read back: a currency and amount, and per state how many reports.
+pub struct FeeRow<'a> {
+    pub month: u32,
+    pub value: u64,
+    pub currency: u32,
+    pub amount: u64,
+    entries: &'a [u8],
+}
+
+impl FeeRow<'_> {
+    pub fn states(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.entries
+            .chunks_exact(FEE_ENTRY)
+            .map(|e| (read_u32(e), read_u64(&e[4..])))
+    }
+}
+
+fn range_bounds(cuboid: Cuboid, category: i32, from: u32, to: u32) -> ([u8; CELL_KEY], Vec<u8>) {
+    let start = cell_key(cuboid, category, from, 0);
+    let mut end = cell_key(cuboid, category, to, u64::MAX).to_vec();
+    // Past every fee row of the last cell too.
+    end.extend_from_slice(&[0xff; 12]);
+    (start, end)
+}
+
+fn split_key(key: &[u8]) -> Result<(u32, u64), StoreError> {
+    if key.len() < CELL_KEY {
+        return Err(StoreError::Corrupt("a counter key is too short".to_owned()));
+    }
+    let mut month = [0u8; 4];
+    month.copy_from_slice(&key[2..6]);
+    let mut value = [0u8; 8];
+    value.copy_from_slice(&key[6..14]);
+    Ok((u32::from_be_bytes(month), u64::from_be_bytes(value)))
+}
+
+/// Calls `each` for every counter row of `cuboid` and `category` with months in
+/// `from..=to`, in key order.
+pub(super) fn read_counters(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    cuboid: Cuboid,
+    category: i32,
+    (from, to): (u32, u32),
+    mut each: impl FnMut(&CounterRow<'_>),
+) -> Result<(), StoreError> {
+    let (start, end) = range_bounds(cuboid, category, from, to);
+    for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+        let (k, v) = entry?;
+        let (month, value) = split_key(k.value())?;
+        each(&CounterRow {
+            month,
+            value,
+            entries: v.value(),
+        });
+    }
+    Ok(())
+}
+
+/// Calls `each` for every fee row of `cuboid` and `category` with months in `from..=to`.
+pub(super) fn read_fees(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    cuboid: Cuboid,
+    category: i32,
+    (from, to): (u32, u32),
+    mut each: impl FnMut(&FeeRow<'_>),
+) -> Result<(), StoreError> {
+    let (start, end) = range_bounds(cuboid, category, from, to);
+    for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+        let (k, v) = entry?;
+        let key = k.value();
+        let (month, value) = split_key(key)?;
+        if key.len() != CELL_KEY + 12 {
+            return Err(StoreError::Corrupt(
+                "a fee key has the wrong length".to_owned(),
+            ));
+        }
+        let mut currency = [0u8; 4];
+        currency.copy_from_slice(&key[CELL_KEY..CELL_KEY + 4]);
+        let mut amount = [0u8; 8];
+        amount.copy_from_slice(&key[CELL_KEY + 4..]);
+        each(&FeeRow {
+            month,
+            value,
+            currency: u32::from_be_bytes(currency),
+            amount: u64::from_be_bytes(amount),
+            entries: v.value(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_countries_sort_like_their_codes_and_read_back() {
+        assert!(pack_country("AFG") < pack_country("AUS"));
+        assert!(pack_country("AUS") < pack_country("IDN"));
+        assert_eq!(unpack_country(pack_country("THA")), "THA");
+        assert_eq!(pack_country(""), NONE);
+        let route = pack_route("AFG", "AUS");
+        assert_eq!(unpack_country(route >> 24), "AFG");
+        assert_eq!(unpack_country(route & 0xff_ffff), "AUS");
+    }
+
+    #[test]
+    fn months_count_from_year_zero() {
+        let day = time::Date::from_calendar_date(2024, time::Month::March, 31)
+            .map(time::Date::to_julian_day)
+            .unwrap_or_default();
+        assert_eq!(month_of_day(day), 2024 * 12 + 2);
+    }
+}

@@ -184,6 +184,27 @@ impl QueryFilter {
         })
     }
 
+    /// The incident days asked for, inclusive (open ends are `i32::MIN` / `i32::MAX`).
+    pub fn days(&self) -> (i32, i32) {
+        (self.from_day, self.to_day)
+    }
+
+    /// The reporting states asked for, sorted; empty for all.
+    pub fn states(&self) -> &[CountryCode] {
+        &self.states
+    }
+
+    /// Whether any filter besides category, dates and reporting states is set.
+    pub fn narrows_by_content(&self) -> bool {
+        !self.route_countries.is_empty()
+            || !self.nationalities.is_empty()
+            || self.modus_operandi != 0
+            || self.maritime_event != 0
+            || self.vessel_type != 0
+            || self.bbox.is_some()
+            || self.changed_since != 0
+    }
+
     /// Whether the query only asks for the reader's own reports.
     pub fn only_own(&self, reader: CountryCode) -> bool {
         self.states == [reader]

@@ -29,6 +29,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub limits: Limits,
     pub policy: PolicyConfig,
+    pub analytics: AnalyticsConfig,
 }
 
 /// Certificate and key files of the server.
@@ -100,6 +101,32 @@ impl Default for CategoryRule {
     }
 }
 
+/// Disclosure control and currency conversion for aggregate queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// A cell with fewer reports than this is withheld (small-cell suppression).
+    pub minimum_reports: u32,
+    /// Withhold cells whose reports all come from one state (they are always flagged).
+    pub suppress_single_state: bool,
+    /// The currency fees are converted to; empty: fees are given per currency.
+    pub fee_currency: String,
+    /// Units of `fee_currency` per unit of each other currency, e.g. `AUD = 0.66`.
+    /// Fees in a currency without a rate are given in that currency.
+    pub rates: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            minimum_reports: 3,
+            suppress_single_state: false,
+            fee_currency: String::new(),
+            rates: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 /// The embedded redb store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +175,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             limits: Limits::default(),
             policy: PolicyConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -285,11 +313,47 @@ impl Config {
                 )));
             }
         }
+        self.check_analytics()?;
         if self.trust_domain.is_empty() || self.trust_domain.contains('/') {
             return Err(ConfigError::Invalid(format!(
                 "trust_domain {:?} must be a host-like name such as \"tidemark.local\"",
                 self.trust_domain
             )));
+        }
+        Ok(())
+    }
+
+    fn check_analytics(&self) -> Result<(), ConfigError> {
+        let a = &self.analytics;
+        if a.minimum_reports == 0 {
+            return Err(ConfigError::Invalid(
+                "analytics.minimum_reports must be at least 1".to_owned(),
+            ));
+        }
+        let currency = |code: &str| iso_currency::Currency::from_code(code).is_some();
+        if !a.fee_currency.is_empty() && !currency(&a.fee_currency) {
+            return Err(ConfigError::Invalid(format!(
+                "analytics.fee_currency {:?} is not an ISO 4217 currency code",
+                a.fee_currency
+            )));
+        }
+        if !a.rates.is_empty() && a.fee_currency.is_empty() {
+            return Err(ConfigError::Invalid(
+                "analytics.rates needs analytics.fee_currency, the currency they convert to"
+                    .to_owned(),
+            ));
+        }
+        for (code, rate) in &a.rates {
+            if !currency(code) {
+                return Err(ConfigError::Invalid(format!(
+                    "analytics.rates: {code:?} is not an ISO 4217 currency code"
+                )));
+            }
+            if !(rate.is_finite() && *rate > 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "analytics.rates.{code} must be a positive number, not {rate}"
+                )));
+            }
         }
         Ok(())
     }

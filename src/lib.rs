@@ -16,6 +16,7 @@
 //! - [`pb`] — the generated `tidemark.v1` protobuf and gRPC code.
 
 pub mod access;
+pub mod analytics;
 pub mod client;
 pub mod clock;
 pub mod config;

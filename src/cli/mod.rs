@@ -4,6 +4,8 @@
 #![allow(clippy::doc_markdown)]
 
 mod admin;
+mod aggregate;
+mod chart;
 mod client_args;
 mod csv_rows;
 mod import;
@@ -50,6 +52,7 @@ enum Command {
     Sync(reads::SyncArgs),
     Watch(reads::WatchArgs),
     Standing(reads::StandingArgs),
+    Aggregate(aggregate::AggregateArgs),
     Audit(reads::AuditArgs),
     Verify(verify::VerifyArgs),
     Keys(verify::KeysArgs),
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Sync(args) => reads::sync(args).await,
             Command::Watch(args) => reads::watch(args).await,
             Command::Standing(args) => reads::standing(args).await,
+            Command::Aggregate(args) => aggregate::aggregate(args).await,
             Command::Audit(args) => reads::audit(args).await,
             Command::Verify(args) => verify::verify(&args),
             Command::Keys(args) => verify::keys(args).await,

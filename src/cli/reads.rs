@@ -25,7 +25,7 @@ pub enum CategoryArg {
 }
 
 impl CategoryArg {
-    fn to_pb(self) -> pb::Category {
+    pub fn to_pb(self) -> pb::Category {
         match self {
             Self::Smuggling => pb::Category::SmugglingIncident,
             Self::Maritime => pb::Category::MaritimeMovement,

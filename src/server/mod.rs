@@ -5,6 +5,7 @@
 //! resolves, then lets in-flight calls finish.
 
 mod admin;
+mod analytics;
 mod auth;
 mod exchange;
 mod incoming;
@@ -19,7 +20,10 @@ use tonic::service::interceptor::InterceptedService;
 use crate::{
     clock::Clock,
     config::Config,
-    pb::{self, admin_server::AdminServer, exchange_server::ExchangeServer},
+    pb::{
+        self, admin_server::AdminServer, analytics_server::AnalyticsServer,
+        exchange_server::ExchangeServer,
+    },
     policy::Policy,
     signing::{KeyError, SigningKey},
     store::{Store, StoreError},
@@ -28,8 +32,8 @@ use crate::{
 };
 
 use self::{
-    admin::AdminService, auth::Authenticate, exchange::ExchangeService, incoming::AcceptLimits,
-    reads::Reads,
+    admin::AdminService, analytics::AnalyticsService, auth::Authenticate,
+    exchange::ExchangeService, incoming::AcceptLimits, reads::Reads,
 };
 
 /// A server ready to run: configuration checked, TLS material and store loaded.
@@ -51,6 +55,13 @@ impl Server {
         ServerTlsMaterial::load(&config.tls.files())?;
         let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         let store = Store::open(&config.store)?;
+        if !store.counters_current()? {
+            let counted = store.rebuild_counters(crate::submission::summarize_stored)?;
+            tracing::info!(
+                reports = counted,
+                "rebuilt the aggregate counters from the stored reports"
+            );
+        }
         let trust = Trust::load(
             config.tls.files(),
             config.tls.ca_key.clone(),
@@ -119,6 +130,12 @@ impl Server {
             policy: Policy::new(self.config.policy.clone()),
             clock: self.clock.clone(),
         };
+        let analytics = AnalyticsServer::new(AnalyticsService {
+            reads: reads.clone(),
+            settings: crate::analytics::Settings::new(&self.config.analytics),
+        })
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
         let exchange = ExchangeServer::new(ExchangeService {
             store: self.store.clone(),
             writer: writer.clone(),
@@ -165,6 +182,7 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(InterceptedService::new(exchange, authenticate.clone()))
+            .add_service(InterceptedService::new(analytics, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate))
             .serve_with_incoming_shutdown(incoming, shutdown);
         let result = tokio::select! {

@@ -77,7 +77,7 @@ impl Reads {
     }
 
     /// Refuses (and audits the refusal) unless `state` stands in `category`.
-    async fn require_standing(
+    pub(super) async fn require_standing(
         &self,
         peer: &PeerIdentity,
         snap: &Snapshot,
@@ -104,7 +104,7 @@ impl Reads {
         Err(refusal(&standing))
     }
 
-    async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
+    pub(super) async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
         self.writer.audit(record).await.map_err(|e| {
             Status::unavailable(format!(
                 "the audit log could not be written, so nothing is served: {e}"

@@ -1,0 +1,127 @@
+//! Fee-per-person quartiles of a cell, converted to the exchange's base currency where
+//! a rate is configured, otherwise per currency.
+
+use std::collections::BTreeMap;
+
+use super::Settings;
+use crate::{pb, store::counters};
+
+/// The quartiles of `fees` ((packed currency, amount) → reports).
+pub fn quartiles(fees: &BTreeMap<(u32, u64), u64>, settings: &Settings) -> Vec<pb::FeeQuantiles> {
+    let mut groups: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
+    for ((currency, amount), n) in fees {
+        let code = counters::unpack_country(u64::from(*currency));
+        // Amounts are at most 10^9 (validation), exact in an f64.
+        #[allow(clippy::cast_precision_loss)]
+        let amount = *amount as f64;
+        let (group, value) = if code == settings.fee_currency {
+            (code, amount)
+        } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
+            (settings.fee_currency.clone(), amount * rate)
+        } else {
+            (code, amount)
+        };
+        groups.entry(group).or_default().push((value, *n));
+    }
+    groups
+        .into_iter()
+        .map(|(currency, mut values)| {
+            values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let reports = values.iter().map(|(_, n)| n).sum();
+            pb::FeeQuantiles {
+                currency,
+                reports,
+                first_quartile: quantile(&values, reports, 0.25),
+                median: quantile(&values, reports, 0.5),
+                third_quartile: quantile(&values, reports, 0.75),
+            }
+        })
+        .collect()
+}
+
+/// The `p` quantile of sorted weighted values, interpolating linearly between order
+/// statistics (Hyndman & Fan type 7, the default of R and NumPy).
+fn quantile(sorted: &[(f64, u64)], n: u64, p: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let h = (n - 1) as f64 * p;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let lower = h.floor() as u64;
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = h - lower as f64;
+    let at = |rank: u64| {
+        let mut seen = 0;
+        for (value, count) in sorted {
+            seen += count;
+            if rank < seen {
+                return *value;
+            }
+        }
+        sorted.last().map_or(0.0, |(v, _)| *v)
+    };
+    let low = at(lower);
+    if fraction == 0.0 {
+        low
+    } else {
+        low + fraction * (at(lower + 1) - low)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base: &str, rates: &[(&str, f64)]) -> Settings {
+        Settings {
+            minimum_reports: 3,
+            suppress_single_state: false,
+            fee_currency: base.to_owned(),
+            rates: rates.iter().map(|(c, r)| ((*c).to_owned(), *r)).collect(),
+        }
+    }
+
+    fn fee(code: &str, amount: u64) -> (u32, u64) {
+        (
+            u32::try_from(counters::pack_country(code)).unwrap_or(0),
+            amount,
+        )
+    }
+
+    #[test]
+    fn quartiles_interpolate_like_r_type_7() {
+        // 1, 2, 3, 4 → 1.75, 2.5, 3.25 (R: quantile(1:4)).
+        let fees = [1, 2, 3, 4]
+            .into_iter()
+            .map(|a| (fee("USD", a), 1))
+            .collect::<BTreeMap<_, _>>();
+        let q = quartiles(&fees, &settings("", &[]));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].reports, 4);
+        assert!((q[0].first_quartile - 1.75).abs() < 1e-9);
+        assert!((q[0].median - 2.5).abs() < 1e-9);
+        assert!((q[0].third_quartile - 3.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn fees_convert_only_where_a_rate_is_configured() {
+        let fees = [
+            (fee("USD", 1000), 1),
+            (fee("AUD", 2000), 1),
+            (fee("THB", 30_000), 1),
+        ]
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+        let none = quartiles(&fees, &settings("", &[]));
+        let codes: Vec<&str> = none.iter().map(|q| q.currency.as_str()).collect();
+        assert_eq!(codes, ["AUD", "THB", "USD"]);
+        let some = quartiles(&fees, &settings("USD", &[("AUD", 0.5)]));
+        let codes: Vec<&str> = some.iter().map(|q| q.currency.as_str()).collect();
+        assert_eq!(codes, ["THB", "USD"]);
+        let usd = &some[1];
+        assert_eq!(usd.reports, 2);
+        // AUD 2000 × 0.5 = USD 1000: both observations are 1000.
+        assert!((usd.median - 1000.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,290 @@
+//! Aggregate queries for analysts: what a query may ask ([`AggregateQuery`]), how its
+//! table is computed (from the write-time counters when its shape allows, otherwise by
+//! a scan over the date index), and what disclosure control withholds before anything
+//! leaves the server.
+//!
+//! Every path counts the same thing: the latest version of each report that is not
+//! retracted, whatever its sharing scope. Who may ask is decided by the caller (the
+//! server layer, with [`crate::policy`]).
+
+mod disclosure;
+mod fees;
+mod grid;
+mod render;
+mod source;
+
+use crate::{
+    access::{FilterError, QueryFilter},
+    config::AnalyticsConfig,
+    country::CountryCode,
+    pb,
+    report::Category,
+    store::{Snapshot, StoreError, counters::Cuboid},
+};
+
+pub use self::disclosure::{Rule, protect};
+pub use self::grid::{ALL, Acc, Grid, Key};
+
+/// Most dimensions in one query.
+pub const MAX_DIMENSIONS: usize = 3;
+
+/// What a table can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    Month,
+    Quarter,
+    Year,
+    ReportingState,
+    Category,
+    /// One of the dimensions kept as write-time counters.
+    Counted(Cuboid),
+}
+
+impl Dimension {
+    pub fn from_pb(value: i32) -> Option<Self> {
+        use pb::Dimension as D;
+        Some(match D::try_from(value).ok()? {
+            D::Unspecified => return None,
+            D::Month => Self::Month,
+            D::Quarter => Self::Quarter,
+            D::Year => Self::Year,
+            D::ReportingState => Self::ReportingState,
+            D::Category => Self::Category,
+            D::Origin => Self::Counted(Cuboid::Origin),
+            D::Transit => Self::Counted(Cuboid::Transit),
+            D::Destination => Self::Counted(Cuboid::Destination),
+            D::Route => Self::Counted(Cuboid::Route),
+            D::Nationality => Self::Counted(Cuboid::Nationality),
+            D::ModusOperandi => Self::Counted(Cuboid::ModusOperandi),
+            D::MaritimeEvent => Self::Counted(Cuboid::MaritimeEvent),
+            D::VesselType => Self::Counted(Cuboid::VesselType),
+            D::LocationCountry => Self::Counted(Cuboid::LocationCountry),
+            D::SeaArea => Self::Counted(Cuboid::SeaArea),
+        })
+    }
+
+    pub fn is_period(self) -> bool {
+        matches!(self, Self::Month | Self::Quarter | Self::Year)
+    }
+
+    /// Whether one report can fall in several cells along this dimension.
+    pub fn multi_valued(self) -> bool {
+        matches!(self, Self::Counted(c) if c.multi_valued())
+    }
+}
+
+/// What a cell can report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// An additive metric: its index in [`crate::store::counters::Sums`].
+    Sum(usize),
+    FeePerPerson,
+}
+
+impl Metric {
+    pub fn from_pb(value: i32) -> Option<Self> {
+        use pb::Metric as M;
+        Some(match M::try_from(value).ok()? {
+            M::Unspecified => return None,
+            M::Reports => Self::Sum(0),
+            M::Persons => Self::Sum(1),
+            M::Deaths => Self::Sum(2),
+            M::Missing => Self::Sum(3),
+            M::Minors => Self::Sum(4),
+            M::UnaccompaniedMinors => Self::Sum(5),
+            M::FacilitatorsArrested => Self::Sum(6),
+            M::FeePerPerson => Self::FeePerPerson,
+        })
+    }
+}
+
+/// A checked aggregate query.
+#[derive(Debug, Clone)]
+pub struct AggregateQuery {
+    pub dimensions: Vec<Dimension>,
+    pub metrics: Vec<Metric>,
+    /// The categories it covers, each with its filter.
+    filters: Vec<(Category, QueryFilter)>,
+    request: pb::AggregateRequest,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> FilterError {
+    FilterError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl AggregateQuery {
+    pub fn from_request(req: &pb::AggregateRequest) -> Result<Self, FilterError> {
+        if req.group_by.len() > MAX_DIMENSIONS {
+            return Err(bad(
+                "group_by",
+                format!(
+                    "has {} dimensions; at most {MAX_DIMENSIONS}",
+                    req.group_by.len()
+                ),
+            ));
+        }
+        let mut dimensions = Vec::new();
+        for value in &req.group_by {
+            let d = Dimension::from_pb(*value)
+                .ok_or_else(|| bad("group_by", format!("{value} is not a dimension")))?;
+            if dimensions.contains(&d) {
+                return Err(bad("group_by", "names a dimension twice"));
+            }
+            dimensions.push(d);
+        }
+        if dimensions.iter().filter(|d| d.is_period()).count() > 1 {
+            return Err(bad(
+                "group_by",
+                "has more than one period (month, quarter, year); pick one",
+            ));
+        }
+        if req.metrics.is_empty() {
+            return Err(bad("metrics", "is empty; ask for at least one metric"));
+        }
+        let mut metrics = Vec::new();
+        for value in &req.metrics {
+            let m = Metric::from_pb(*value)
+                .ok_or_else(|| bad("metrics", format!("{value} is not a metric")))?;
+            if !metrics.contains(&m) {
+                metrics.push(m);
+            }
+        }
+        if dimensions.contains(&Dimension::Counted(Cuboid::Nationality))
+            && metrics.iter().any(|m| !matches!(m, Metric::Sum(0 | 1)))
+        {
+            return Err(bad(
+                "metrics",
+                "only reports and persons can be grouped by nationality: deaths, missing, \
+                 minors, facilitators and fees are not recorded per nationality",
+            ));
+        }
+        let f = req.filter.clone().unwrap_or_default();
+        let categories = match Category::from_pb(f.category) {
+            Some(c) => vec![c],
+            None if f.category == 0 => {
+                vec![Category::SmugglingIncident, Category::MaritimeMovement]
+            }
+            None => return Err(bad("filter.category", "is not a category")),
+        };
+        let filters = categories
+            .into_iter()
+            .map(|category| {
+                let q = pb::QueryRequest {
+                    category: category.to_pb() as i32,
+                    from_date: f.from_date.clone(),
+                    to_date: f.to_date.clone(),
+                    reporting_states: f.reporting_states.clone(),
+                    route_countries: f.route_countries.clone(),
+                    nationalities: f.nationalities.clone(),
+                    modus_operandi: f.modus_operandi,
+                    maritime_event: f.maritime_event,
+                    vessel_type: f.vessel_type,
+                    ..pb::QueryRequest::default()
+                };
+                QueryFilter::from_request(&q)
+                    .map(|filter| (category, filter))
+                    .map_err(|e| FilterError {
+                        field: prefixed(e.field),
+                        reason: e.reason,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            dimensions,
+            metrics,
+            filters,
+            request: req.clone(),
+        })
+    }
+
+    /// The categories the query covers.
+    pub fn categories(&self) -> impl Iterator<Item = Category> + '_ {
+        self.filters.iter().map(|(c, _)| *c)
+    }
+
+    /// Whether it only counts `state`'s own reports.
+    pub fn only_own(&self, state: CountryCode) -> bool {
+        self.filters.iter().all(|(_, f)| f.only_own(state))
+    }
+
+    /// The request as received, for the audit log.
+    pub fn request(&self) -> &pb::AggregateRequest {
+        &self.request
+    }
+}
+
+fn prefixed(field: &'static str) -> &'static str {
+    match field {
+        "from_date" => "filter.from_date",
+        "to_date" => "filter.to_date",
+        "reporting_states" => "filter.reporting_states",
+        "route_countries" => "filter.route_countries",
+        "nationalities" => "filter.nationalities",
+        other => other,
+    }
+}
+
+/// Disclosure control and currency settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub minimum_reports: u64,
+    pub suppress_single_state: bool,
+    pub fee_currency: String,
+    pub rates: Vec<(String, f64)>,
+}
+
+impl Settings {
+    pub fn new(config: &AnalyticsConfig) -> Self {
+        Self {
+            minimum_reports: u64::from(config.minimum_reports.max(1)),
+            suppress_single_state: config.suppress_single_state,
+            fee_currency: config.fee_currency.clone(),
+            rates: config.rates.iter().map(|(c, r)| (c.clone(), *r)).collect(),
+        }
+    }
+}
+
+/// How a table was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Counters,
+    Scan,
+}
+
+/// An answered query: the response, and per reporting state how many of its reports
+/// were counted (for the audit log).
+pub struct Answer {
+    pub response: pb::AggregateResponse,
+    pub counted: u64,
+    pub by_state: Vec<(String, u64)>,
+}
+
+/// Answers `query` from `snapshot`, choosing counters when the query's shape allows.
+pub fn aggregate(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+    settings: &Settings,
+) -> Result<Answer, StoreError> {
+    let (grid, source) = match source::counter_plan(query) {
+        Some(plan) => (
+            source::from_counters(snapshot, query, &plan)?,
+            Source::Counters,
+        ),
+        None => (source::from_scan(snapshot, query)?, Source::Scan),
+    };
+    Ok(render::answer(query, settings, &grid, source))
+}
+
+/// Computes the table by scanning reports, whatever the query's shape: what the
+/// counters must always agree with.
+pub fn aggregate_by_scan(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+    settings: &Settings,
+) -> Result<Answer, StoreError> {
+    let grid = source::from_scan(snapshot, query)?;
+    Ok(render::answer(query, settings, &grid, Source::Scan))
+}

@@ -1,0 +1,288 @@
+//! Where a table's numbers come from: the write-time counters, when the query groups by
+//! at most one counted dimension besides period, state and category and filters only by
+//! category, whole months and reporting states; otherwise a scan over the date index.
+
+use std::collections::HashMap;
+
+use super::{AggregateQuery, Dimension, Metric, grid, grid::ALL, grid::Acc, grid::Grid, grid::Key};
+use crate::{
+    country::CountryCode,
+    store::{
+        ReportFacts, ReportSummary, Snapshot, StoreError,
+        counters::{self, Cuboid, Sums},
+    },
+};
+
+/// How to read a query from the counters.
+pub struct CounterPlan {
+    cuboid: Cuboid,
+    /// Months of the incident date, inclusive.
+    months: (u32, u32),
+}
+
+/// The counter plan for `query`, or `None` when only a scan can answer it.
+pub fn counter_plan(query: &AggregateQuery) -> Option<CounterPlan> {
+    let counted: Vec<Cuboid> = query
+        .dimensions
+        .iter()
+        .filter_map(|d| match d {
+            Dimension::Counted(c) => Some(*c),
+            _ => None,
+        })
+        .collect();
+    let cuboid = match counted.as_slice() {
+        [] => Cuboid::Base,
+        [one] => *one,
+        _ => return None,
+    };
+    let mut months = None;
+    for (_, filter) in &query.filters {
+        if filter.narrows_by_content() {
+            return None;
+        }
+        let (from, to) = filter.days();
+        let first_of_month =
+            |day: i32| time::Date::from_julian_day(day).is_ok_and(|d| d.day() == 1);
+        let from_month = match from {
+            i32::MIN => 0,
+            day if first_of_month(day) => counters::month_of_day(day),
+            _ => return None,
+        };
+        let to_month = match to {
+            i32::MAX => u32::MAX,
+            day if first_of_month(day.saturating_add(1)) => counters::month_of_day(day),
+            _ => return None,
+        };
+        months = Some((from_month, to_month));
+    }
+    Some(CounterPlan {
+        cuboid,
+        months: months?,
+    })
+}
+
+/// The packed codes of the reporting states asked for; empty for all.
+fn wanted_states(query: &AggregateQuery) -> Vec<u32> {
+    query
+        .filters
+        .first()
+        .map(|(_, f)| f.states())
+        .unwrap_or_default()
+        .iter()
+        .map(|s: &CountryCode| u32::try_from(counters::pack_country(s.as_str())).unwrap_or(0))
+        .collect()
+}
+
+fn wants_fees(query: &AggregateQuery) -> bool {
+    query.metrics.contains(&Metric::FeePerPerson)
+}
+
+/// The value of a period, state or category dimension.
+fn base_value(dimension: Dimension, month: u32, state: u32, category: i32) -> u64 {
+    let month = u64::from(month);
+    match dimension {
+        Dimension::Month => month,
+        Dimension::Quarter => (month / 12) * 4 + (month % 12) / 3,
+        Dimension::Year => month / 12,
+        Dimension::ReportingState => u64::from(state),
+        Dimension::Category => u64::try_from(category).unwrap_or(0),
+        // Filled in by the caller.
+        Dimension::Counted(_) => 0,
+    }
+}
+
+fn key_of(dimensions: &[Dimension], month: u32, state: u32, category: i32, value: u64) -> Key {
+    let mut key = [0; 3];
+    for (slot, d) in key.iter_mut().zip(dimensions) {
+        *slot = match d {
+            Dimension::Counted(_) => value,
+            other => base_value(*other, month, state, category),
+        };
+    }
+    key
+}
+
+/// Positions of single-valued dimensions (those margins can be summed along).
+fn single_valued(query: &AggregateQuery) -> Vec<usize> {
+    (0..query.dimensions.len())
+        .filter(|i| !query.dimensions[*i].multi_valued())
+        .collect()
+}
+
+/// Reads one cuboid's rows (and fee rows) into cells.
+fn read_cuboid(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+    cuboid: Cuboid,
+    months: (u32, u32),
+) -> Result<HashMap<Key, Acc>, StoreError> {
+    let states = wanted_states(query);
+    let wanted = |state: u32| states.is_empty() || states.contains(&state);
+    let dims = &query.dimensions;
+    let mut cells: HashMap<Key, Acc> = HashMap::new();
+    for category in query.categories() {
+        let category = category.to_pb() as i32;
+        snapshot.counter_rows(cuboid, category, months, |row| {
+            for (state, sums) in row.states() {
+                if wanted(state) {
+                    let key = key_of(dims, row.month, state, category, row.value);
+                    grid::add(&mut cells, key, state, &sums);
+                }
+            }
+        })?;
+        if wants_fees(query) {
+            snapshot.fee_rows(cuboid, category, months, |row| {
+                for (state, n) in row.states() {
+                    if wanted(state) {
+                        let key = key_of(dims, row.month, state, category, row.value);
+                        cells
+                            .entry(key)
+                            .or_default()
+                            .add_fee(row.currency, row.amount, n);
+                    }
+                }
+            })?;
+        }
+    }
+    Ok(cells)
+}
+
+/// The table from the counters.
+pub fn from_counters(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+    plan: &CounterPlan,
+) -> Result<Grid, StoreError> {
+    let mut grid = Grid::new(query.dimensions.len());
+    let rollable = single_valued(query);
+    let cells = read_cuboid(snapshot, query, plan.cuboid, plan.months)?;
+    grid.roll_up(&cells, &rollable);
+    if plan.cuboid.multi_valued() {
+        // Margins along a multi-valued dimension count each report once: they come
+        // from the base cuboid, not from adding up cells.
+        let position = query
+            .dimensions
+            .iter()
+            .position(|d| *d == Dimension::Counted(plan.cuboid))
+            .unwrap_or(0);
+        let base = read_cuboid(snapshot, query, Cuboid::Base, plan.months)?;
+        let base: HashMap<Key, Acc> = base
+            .into_iter()
+            .map(|(mut key, acc)| {
+                key[position] = ALL;
+                (key, acc)
+            })
+            .fold(HashMap::new(), |mut cells, (key, acc)| {
+                cells.entry(key).or_insert_with(Acc::default).merge(&acc);
+                cells
+            });
+        grid.roll_up(&base, &rollable);
+    }
+    Ok(grid)
+}
+
+/// The table from a scan of the date index: each matching report's latest version.
+pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, StoreError> {
+    let states = wanted_states(query);
+    let multi: Vec<usize> = (0..query.dimensions.len())
+        .filter(|i| query.dimensions[*i].multi_valued())
+        .collect();
+    // One cell map per subset of multi-valued dimensions set to ALL.
+    let mut tables: Vec<HashMap<Key, Acc>> = vec![HashMap::new(); 1 << multi.len()];
+    for (category, filter) in &query.filters {
+        let (from, to) = filter.days();
+        for entry in snapshot.by_date(category.to_pb() as i32, from, to, None)? {
+            let (_, _, id) = entry?;
+            let Some(head) = snapshot.head(id)? else {
+                continue;
+            };
+            if !filter.matches(&head) {
+                continue;
+            }
+            let state = u32::try_from(counters::pack_country(&head.state)).unwrap_or(0);
+            if !states.is_empty() && !states.contains(&state) {
+                continue;
+            }
+            let Some(summary) = &head.summary else {
+                continue;
+            };
+            let facts = summary.facts.as_ref().ok_or_else(|| {
+                StoreError::Corrupt(format!("report {id:x} has no aggregate facts"))
+            })?;
+            for (subset, table) in tables.iter_mut().enumerate() {
+                let dropped: Vec<usize> = multi
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| subset & (1 << bit) != 0)
+                    .map(|(_, p)| *p)
+                    .collect();
+                contribute(query, table, summary, facts, state, &dropped);
+            }
+        }
+    }
+    let mut grid = Grid::new(query.dimensions.len());
+    let rollable = single_valued(query);
+    for table in &tables {
+        grid.roll_up(table, &rollable);
+    }
+    Ok(grid)
+}
+
+/// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
+fn contribute(
+    query: &AggregateQuery,
+    cells: &mut HashMap<Key, Acc>,
+    summary: &ReportSummary,
+    facts: &ReportFacts,
+    state: u32,
+    dropped: &[usize],
+) {
+    let all = counters::sums(facts);
+    let month = counters::month_of_day(summary.incident_day);
+    // Per position: the values the report has, each with what it adds.
+    let choices: Vec<Vec<(u64, Sums)>> = query
+        .dimensions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            _ if dropped.contains(&i) => vec![(ALL, all)],
+            Dimension::Counted(c) => c.values(facts, summary),
+            other => vec![(base_value(*other, month, state, summary.category), all)],
+        })
+        .collect();
+    let fee = if wants_fees(query) {
+        counters::fee(facts)
+    } else {
+        None
+    };
+    let mut pick = vec![0usize; choices.len()];
+    loop {
+        let mut key = [0; 3];
+        let mut sums = all;
+        for (i, choice) in pick.iter().enumerate() {
+            let (value, add) = choices[i][*choice];
+            key[i] = value;
+            if add != all {
+                sums = add;
+            }
+        }
+        let acc = cells.entry(key).or_default();
+        acc.add(state, &sums);
+        if let Some((currency, amount)) = fee {
+            acc.add_fee(currency, amount, 1);
+        }
+        // Next combination, odometer style.
+        let mut i = 0;
+        loop {
+            if i == pick.len() {
+                return;
+            }
+            pick[i] += 1;
+            if pick[i] < choices[i].len() {
+                break;
+            }
+            pick[i] = 0;
+            i += 1;
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! `tidemark aggregate`: statistics for analysts, as a table, CSV or JSON, and a chart.
+
+use std::{collections::BTreeSet, io::Write, path::PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, ValueEnum};
+use tidemark::{
+    client,
+    country::CountryCode,
+    pb::{self, analytics_client::AnalyticsClient},
+};
+
+use super::{chart, client_args::ClientArgs, reads::CategoryArg};
+
+/// Aggregate statistics over all contributed reports (analyst certificates only).
+///
+/// Counts and sums per cell of a table grouped by up to three dimensions, with totals
+/// and margins (shown as "(all)"). Cells with fewer reports than the exchange's minimum
+/// are withheld, and so are enough other cells that they cannot be worked out from the
+/// totals; the table says which rule withheld each. A state analyst needs its state's
+/// give-to-get standing in each category it asks about (see `tidemark standing`).
+///
+/// Example: tidemark aggregate --as certs/regional-analyst --by month,route
+///   --metric persons,deaths --from 2024-01 --to 2024-12 --chart chart.svg
+#[derive(Args, Debug)]
+pub struct AggregateArgs {
+    /// Group by up to three dimensions (comma-separated), at most one period.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "DIMENSION")]
+    by: Vec<DimensionArg>,
+    /// What each cell reports (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "reports",
+        value_name = "METRIC"
+    )]
+    metric: Vec<MetricArg>,
+    /// First month (YYYY-MM) or day (YYYY-MM-DD) of the incident dates.
+    #[arg(long, value_name = "MONTH|DATE")]
+    from: Option<String>,
+    /// Last month (YYYY-MM, inclusive) or day (YYYY-MM-DD).
+    #[arg(long, value_name = "MONTH|DATE")]
+    to: Option<String>,
+    /// One category only (default: both).
+    #[arg(long, value_enum)]
+    category: Option<CategoryArg>,
+    /// Only these reporting states (comma-separated ISO alpha-3).
+    #[arg(long = "state", value_delimiter = ',', value_name = "ISO3")]
+    states: Vec<CountryCode>,
+    /// Only routes through any of these countries (origin, transit or destination).
+    #[arg(long = "route-country", value_delimiter = ',', value_name = "ISO3")]
+    route: Vec<CountryCode>,
+    /// Only reports with persons of any of these nationalities.
+    #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
+    nationalities: Vec<CountryCode>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Also write a chart (SVG): a time series when grouped by a period, bars otherwise.
+    #[arg(long, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DimensionArg {
+    Month,
+    Quarter,
+    Year,
+    State,
+    Category,
+    Origin,
+    Transit,
+    Destination,
+    /// Origin and destination together.
+    Route,
+    Nationality,
+    ModusOperandi,
+    MaritimeEvent,
+    VesselType,
+    LocationCountry,
+    SeaArea,
+}
+
+impl DimensionArg {
+    fn to_pb(self) -> pb::Dimension {
+        use pb::Dimension as D;
+        match self {
+            Self::Month => D::Month,
+            Self::Quarter => D::Quarter,
+            Self::Year => D::Year,
+            Self::State => D::ReportingState,
+            Self::Category => D::Category,
+            Self::Origin => D::Origin,
+            Self::Transit => D::Transit,
+            Self::Destination => D::Destination,
+            Self::Route => D::Route,
+            Self::Nationality => D::Nationality,
+            Self::ModusOperandi => D::ModusOperandi,
+            Self::MaritimeEvent => D::MaritimeEvent,
+            Self::VesselType => D::VesselType,
+            Self::LocationCountry => D::LocationCountry,
+            Self::SeaArea => D::SeaArea,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum MetricArg {
+    Reports,
+    Persons,
+    Deaths,
+    Missing,
+    Minors,
+    UnaccompaniedMinors,
+    FacilitatorsArrested,
+    /// Fee per person: quartiles.
+    Fee,
+}
+
+impl MetricArg {
+    fn to_pb(self) -> pb::Metric {
+        use pb::Metric as M;
+        match self {
+            Self::Reports => M::Reports,
+            Self::Persons => M::Persons,
+            Self::Deaths => M::Deaths,
+            Self::Missing => M::Missing,
+            Self::Minors => M::Minors,
+            Self::UnaccompaniedMinors => M::UnaccompaniedMinors,
+            Self::FacilitatorsArrested => M::FacilitatorsArrested,
+            Self::Fee => M::FeePerPerson,
+        }
+    }
+}
+
+/// "2024-03" → "2024-03-01" (or the month's last day for the end of a range).
+fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
+    if text.len() == 10 {
+        return Ok(text.to_owned());
+    }
+    let (year, month) = text
+        .split_once('-')
+        .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u8>().ok()?)))
+        .ok_or_else(|| anyhow!("{text:?} is not a month YYYY-MM or a date YYYY-MM-DD"))?;
+    let month = time::Month::try_from(month).map_err(|_| anyhow!("{text:?}: no such month"))?;
+    let day = if end { month.length(year) } else { 1 };
+    Ok(format!("{year:04}-{:02}-{day:02}", u8::from(month)))
+}
+
+impl AggregateArgs {
+    fn request(&self) -> anyhow::Result<pb::AggregateRequest> {
+        let codes = |c: &[CountryCode]| c.iter().map(ToString::to_string).collect();
+        Ok(pb::AggregateRequest {
+            group_by: self.by.iter().map(|d| d.to_pb() as i32).collect(),
+            metrics: self.metric.iter().map(|m| m.to_pb() as i32).collect(),
+            filter: Some(pb::AggregateFilter {
+                category: self.category.map_or(0, |c| c.to_pb() as i32),
+                from_date: self
+                    .from
+                    .as_deref()
+                    .map(|t| date_arg(t, false))
+                    .transpose()?
+                    .unwrap_or_default(),
+                to_date: self
+                    .to
+                    .as_deref()
+                    .map(|t| date_arg(t, true))
+                    .transpose()?
+                    .unwrap_or_default(),
+                reporting_states: codes(&self.states),
+                route_countries: codes(&self.route),
+                nationalities: codes(&self.nationalities),
+                ..pb::AggregateFilter::default()
+            }),
+        })
+    }
+}
+
+pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
+    let request = args.request()?;
+    let response = AnalyticsClient::new(args.client.connect().await?)
+        .aggregate(request.clone())
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match args.format {
+        Format::Table => print_table(&mut out, &response)?,
+        Format::Csv => print_csv(&mut out, &response)?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &response)?;
+            writeln!(out)?;
+        }
+    }
+    if let Some(path) = &args.chart {
+        chart::write(path, &request, &response)
+            .with_context(|| format!("writing the chart {}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Column headings: the dimensions, then the summed metrics, then fees.
+fn headings(response: &pb::AggregateResponse) -> (Vec<String>, Vec<String>, bool) {
+    let dims = response
+        .group_by
+        .iter()
+        .map(|d| {
+            name_of(
+                pb::Dimension::try_from(*d).map(|d| d.as_str_name()),
+                "DIMENSION_",
+            )
+        })
+        .collect();
+    let mut fees = false;
+    let metrics = response
+        .metrics
+        .iter()
+        .filter_map(|m| match pb::Metric::try_from(*m) {
+            Ok(pb::Metric::FeePerPerson) => {
+                fees = true;
+                None
+            }
+            other => Some(name_of(other.map(|m| m.as_str_name()), "METRIC_")),
+        })
+        .collect();
+    (dims, metrics, fees)
+}
+
+/// "METRIC_UNACCOMPANIED_MINORS" → "unaccompanied minors".
+pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
+    name.ok()
+        .and_then(|n| n.strip_prefix(prefix))
+        .unwrap_or("?")
+        .to_lowercase()
+        .replace('_', " ")
+}
+
+fn key_label(key: &str) -> &str {
+    if key == "*" { "(all)" } else { key }
+}
+
+/// What the status column says about a cell.
+fn status(cell: &pb::Cell) -> &'static str {
+    match pb::SuppressionRule::try_from(cell.suppressed) {
+        Ok(pb::SuppressionRule::SmallCell) => "withheld: too few reports",
+        Ok(pb::SuppressionRule::Dominance) => "withheld: one state only",
+        Ok(pb::SuppressionRule::Secondary) => "withheld: protects a small cell",
+        _ if cell.single_state => "one state only",
+        _ => "",
+    }
+}
+
+fn fee_text(fees: &[pb::FeeQuantiles]) -> String {
+    fees.iter()
+        .map(|f| {
+            format!(
+                "{} {:.0} | {:.0} | {:.0} (n={})",
+                f.currency, f.first_quartile, f.median, f.third_quartile, f.reports
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::Result<()> {
+    let (dims, metrics, fees) = headings(response);
+    let mut header: Vec<String> = dims.clone();
+    header.extend(metrics.iter().cloned());
+    if fees {
+        header.push("fee per person q1 | median | q3".to_owned());
+    }
+    header.push(String::new());
+    let rows: Vec<Vec<String>> = response
+        .cells
+        .iter()
+        .map(|cell| {
+            let withheld = cell.suppressed != 0;
+            let mut row: Vec<String> = cell.keys.iter().map(|k| key_label(k).to_owned()).collect();
+            for i in 0..metrics.len() {
+                row.push(if withheld {
+                    "x".to_owned()
+                } else {
+                    cell.values
+                        .get(i)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                });
+            }
+            if fees {
+                row.push(if withheld {
+                    "x".to_owned()
+                } else {
+                    fee_text(&cell.fees)
+                });
+            }
+            row.push(status(cell).to_owned());
+            row
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for row in &rows {
+        for (w, v) in widths.iter_mut().zip(row) {
+            *w = (*w).max(v.chars().count());
+        }
+    }
+    let numeric = |i: usize| i >= dims.len() && i < dims.len() + metrics.len();
+    let line = |out: &mut dyn Write, row: &[String]| -> std::io::Result<()> {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if numeric(i) {
+                    format!("{v:>w$}", w = widths[i])
+                } else {
+                    format!("{v:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        writeln!(out, "{}", cells.join("  ").trim_end())
+    };
+    line(out, &header)?;
+    for row in &rows {
+        line(out, row)?;
+    }
+    writeln!(
+        out,
+        "\n{} cells (from {}); x = withheld; cells with fewer than {} reports are withheld",
+        response.cells.len(),
+        response.source,
+        response.minimum_reports
+    )?;
+    for note in &response.notes {
+        writeln!(out, "- {}", note.explanation)?;
+    }
+    Ok(())
+}
+
+fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::Result<()> {
+    let (dims, metrics, fees) = headings(response);
+    let currencies: BTreeSet<&str> = response
+        .cells
+        .iter()
+        .flat_map(|c| c.fees.iter().map(|f| f.currency.as_str()))
+        .collect();
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = dims.iter().map(|d| d.replace(' ', "_")).collect();
+    header.extend(metrics.iter().map(|m| m.replace(' ', "_")));
+    if fees {
+        for c in &currencies {
+            for q in ["reports", "q1", "median", "q3"] {
+                header.push(format!("fee_{q}_{c}"));
+            }
+        }
+    }
+    header.push("withheld".to_owned());
+    header.push("single_state".to_owned());
+    csv.write_record(&header)?;
+    for cell in &response.cells {
+        let withheld = pb::SuppressionRule::try_from(cell.suppressed)
+            .ok()
+            .filter(|r| *r != pb::SuppressionRule::Unspecified)
+            .map(|r| name_of(Ok::<_, ()>(r.as_str_name()), "SUPPRESSION_RULE_").replace(' ', "_"));
+        let mut row: Vec<String> = cell.keys.clone();
+        for i in 0..metrics.len() {
+            row.push(
+                cell.values
+                    .get(i)
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
+        }
+        if fees {
+            for c in &currencies {
+                match cell.fees.iter().find(|f| f.currency == *c) {
+                    Some(f) => row.extend([
+                        f.reports.to_string(),
+                        f.first_quartile.to_string(),
+                        f.median.to_string(),
+                        f.third_quartile.to_string(),
+                    ]),
+                    None => row.extend(std::iter::repeat_n(String::new(), 4)),
+                }
+            }
+        }
+        row.push(withheld.unwrap_or_default());
+        row.push(cell.single_state.to_string());
+        csv.write_record(&row)?;
+    }
+    out.write_all(&csv.into_inner().map_err(|e| anyhow!("{e}"))?)?;
+    Ok(())
+}
+
+/// Refuses a chart request the data cannot draw.
+pub fn check_chart(response: &pb::AggregateResponse) -> anyhow::Result<()> {
+    if response.cells.is_empty() {
+        bail!("no reports match, so there is nothing to chart");
+    }
+    Ok(())
+}

@@ -108,22 +108,20 @@ impl pb::exchange_server::Exchange for ExchangeService {
                         self.reads.clock.now_utc(),
                     )
                 });
-            let writer = self.writer.clone();
-            pending.push((
-                index,
-                tokio::spawn(async move {
-                    match verified {
-                        Ok(new) => writer.append(new).await.map_err(SubmitError::from),
-                        Err(e) => Err(e),
-                    }
-                }),
-            ));
+            // Queued in stream order, so an amendment or retraction may follow its
+            // report in the same import.
+            let queued = match verified {
+                Ok(new) => Ok(self.writer.enqueue(new).await.map_err(SubmitError::from)?),
+                Err(e) => Err(e),
+            };
+            pending.push((index, queued));
             index += 1;
         }
-        for (index, task) in pending {
-            let result = task
-                .await
-                .map_err(|e| Status::internal(format!("import task failed: {e}")))?;
+        for (index, queued) in pending {
+            let result = match queued {
+                Ok(done) => done.await.map_err(SubmitError::from),
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(accepted) if accepted.duplicate => summary.duplicates += 1,
                 Ok(_) => summary.accepted += 1,

@@ -172,12 +172,21 @@ impl Writer {
 
     /// Queues an envelope; resolves once its batch is durable (or refused).
     pub async fn append(&self, envelope: NewEnvelope) -> Result<Accepted, AppendError> {
+        self.enqueue(envelope).await?.await
+    }
+
+    /// Queues an envelope now, so that envelopes are applied in the order of these
+    /// calls; the returned future resolves once its batch is durable (or refused).
+    pub async fn enqueue(
+        &self,
+        envelope: NewEnvelope,
+    ) -> Result<impl Future<Output = Result<Accepted, AppendError>> + use<>, AppendError> {
         let (tx, rx) = oneshot::channel();
         self.queue
             .send(Message::Append(Box::new(envelope), tx))
             .await
             .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        Ok(async move { rx.await.map_err(|_| stopped())? })
     }
 
     /// The latest committed sequence number, updated after every commit.

@@ -1,0 +1,1050 @@
+//! Aggregate queries against a real server: totals equal a recount from the raw reports
+//! (after amendments and retractions, from counters and from scans, before and after a
+//! counter rebuild), small cells are withheld and cannot be worked out from margins,
+//! only analysts may ask, and the CLI draws a chart.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+
+use common::{TestPki, TestServer, node, operator, sample_report, sign, state};
+use prost::Message;
+use tidemark::{
+    client::ClientIdentity,
+    identity::Role,
+    pb::{self, analytics_client::AnalyticsClient},
+    signing::SigningKey,
+};
+use tonic::Code;
+
+const STATES: [&str; 3] = ["AUS", "IDN", "THA"];
+
+fn regional(pki: &TestPki) -> ClientIdentity {
+    pki.client(Role::RegionalAnalyst, "regional-1")
+}
+
+fn analyst(pki: &TestPki, code: &str) -> ClientIdentity {
+    pki.client(
+        Role::StateAnalyst(state(code)),
+        &format!("{}-analyst", code.to_lowercase()),
+    )
+}
+
+async fn aggregate(
+    server: &TestServer,
+    who: &ClientIdentity,
+    request: pb::AggregateRequest,
+) -> Result<pb::AggregateResponse, tonic::Status> {
+    AnalyticsClient::new(server.channel(who).await)
+        .aggregate(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Sends envelopes through one Import stream; all must be accepted.
+async fn import(server: &TestServer, pki: &TestPki, code: &str, envelopes: Vec<pb::Envelope>) {
+    let n = envelopes.len() as u64;
+    let requests: Vec<pb::SubmitRequest> = envelopes
+        .into_iter()
+        .map(|e| pb::SubmitRequest { envelope: Some(e) })
+        .collect();
+    let summary = server
+        .exchange(&node(pki, code))
+        .await
+        .import(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, n, "{:?}", summary.rejections.first());
+}
+
+fn retraction(report: &pb::Report, version: u32, key: &SigningKey) -> pb::Envelope {
+    let retraction = pb::Retraction {
+        report_id: report.report_id.clone(),
+        reporting_state: report.reporting_state.clone(),
+        version,
+        reason: "entered twice".into(),
+    };
+    tidemark::envelope::sign(
+        tidemark::envelope::RETRACTION_PAYLOAD_TYPE,
+        retraction.encode_to_vec(),
+        key,
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// An independent recount from the raw reports the test sent.
+// ---------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Dim {
+    Month,
+    Quarter,
+    Year,
+    State,
+    Category,
+    Origin,
+    Transit,
+    Destination,
+    Route,
+    Nationality,
+    Modus,
+    Event,
+    Vessel,
+    LocationCountry,
+    SeaArea,
+}
+
+const EVERY_DIM: [Dim; 15] = [
+    Dim::Month,
+    Dim::Quarter,
+    Dim::Year,
+    Dim::State,
+    Dim::Category,
+    Dim::Origin,
+    Dim::Transit,
+    Dim::Destination,
+    Dim::Route,
+    Dim::Nationality,
+    Dim::Modus,
+    Dim::Event,
+    Dim::Vessel,
+    Dim::LocationCountry,
+    Dim::SeaArea,
+];
+
+impl Dim {
+    fn to_pb(self) -> i32 {
+        use pb::Dimension as D;
+        (match self {
+            Self::Month => D::Month,
+            Self::Quarter => D::Quarter,
+            Self::Year => D::Year,
+            Self::State => D::ReportingState,
+            Self::Category => D::Category,
+            Self::Origin => D::Origin,
+            Self::Transit => D::Transit,
+            Self::Destination => D::Destination,
+            Self::Route => D::Route,
+            Self::Nationality => D::Nationality,
+            Self::Modus => D::ModusOperandi,
+            Self::Event => D::MaritimeEvent,
+            Self::Vessel => D::VesselType,
+            Self::LocationCountry => D::LocationCountry,
+            Self::SeaArea => D::SeaArea,
+        }) as i32
+    }
+}
+
+fn or_none(code: &str) -> String {
+    if code.is_empty() {
+        "none".into()
+    } else {
+        code.into()
+    }
+}
+
+fn short(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_lowercase()
+        .replace('_', "-")
+}
+
+/// The labels of `r` along `dim`, each with the persons it counts there (`None`: all).
+fn labels(r: &pb::Report, dim: Dim) -> Vec<(String, Option<u64>)> {
+    let date = &r.incident_date;
+    let (year, month): (u32, u32) = (date[..4].parse().unwrap(), date[5..7].parse().unwrap());
+    let route = r.route.clone().unwrap_or_default();
+    let location = r.location.clone().unwrap_or_default();
+    let one = |s: String| vec![(s, None)];
+    let smuggling = match &r.details {
+        Some(pb::report::Details::Smuggling(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let maritime = match &r.details {
+        Some(pb::report::Details::Maritime(m)) => Some(m.clone()),
+        _ => None,
+    };
+    match dim {
+        Dim::Month => one(date[..7].to_owned()),
+        Dim::Quarter => one(format!("{year}-Q{}", (month - 1) / 3 + 1)),
+        Dim::Year => one(year.to_string()),
+        Dim::State => one(r.reporting_state.clone()),
+        Dim::Category => one(if smuggling.is_some() {
+            "smuggling-incident".into()
+        } else {
+            "maritime-movement".into()
+        }),
+        Dim::Origin => one(or_none(&route.origin)),
+        Dim::Destination => one(or_none(&route.intended_destination)),
+        Dim::Route => one(format!(
+            "{}>{}",
+            if route.origin.is_empty() {
+                "?"
+            } else {
+                &route.origin
+            },
+            if route.intended_destination.is_empty() {
+                "?"
+            } else {
+                &route.intended_destination
+            }
+        )),
+        Dim::Transit => {
+            let mut t = route.transit.clone();
+            t.sort();
+            t.dedup();
+            if t.is_empty() {
+                one("none".into())
+            } else {
+                t.into_iter().map(|c| (c, None)).collect()
+            }
+        }
+        Dim::Nationality => {
+            let p = r.persons.clone().unwrap_or_default();
+            let mut out: Vec<(String, Option<u64>)> = p
+                .by_nationality
+                .iter()
+                .map(|n| (n.nationality.clone(), Some(u64::from(n.count))))
+                .collect();
+            let counted: u64 = p.by_nationality.iter().map(|n| u64::from(n.count)).sum();
+            let rest = u64::from(p.total) - counted;
+            if rest > 0 || out.is_empty() {
+                out.push(("unknown".into(), Some(rest)));
+            }
+            out
+        }
+        Dim::Modus => one(smuggling.map_or("none".into(), |s| {
+            short(
+                pb::ModusOperandi::try_from(s.modus_operandi)
+                    .unwrap()
+                    .as_str_name(),
+                "MODUS_OPERANDI_",
+            )
+        })),
+        Dim::Event => one(maritime.clone().map_or("none".into(), |m| {
+            short(
+                pb::MaritimeEvent::try_from(m.event).unwrap().as_str_name(),
+                "MARITIME_EVENT_",
+            )
+        })),
+        Dim::Vessel => one(maritime.map_or("none".into(), |m| {
+            short(
+                pb::VesselType::try_from(m.vessel_type)
+                    .unwrap()
+                    .as_str_name(),
+                "VESSEL_TYPE_",
+            )
+        })),
+        Dim::LocationCountry => one(or_none(&location.country)),
+        Dim::SeaArea => one(if location.sea_area == 0 {
+            "none".into()
+        } else {
+            short(
+                pb::SeaArea::try_from(location.sea_area)
+                    .unwrap()
+                    .as_str_name(),
+                "SEA_AREA_",
+            )
+        }),
+    }
+}
+
+/// reports, persons, deaths, missing, minors, unaccompanied, facilitators arrested.
+fn sums(r: &pb::Report) -> [u64; 7] {
+    let p = r.persons.clone().unwrap_or_default();
+    let arrested = match &r.details {
+        Some(pb::report::Details::Smuggling(s)) => s.facilitators_arrested,
+        _ => 0,
+    };
+    [
+        1,
+        p.total.into(),
+        p.deaths.into(),
+        p.missing.into(),
+        p.minors.into(),
+        p.unaccompanied_minors.into(),
+        arrested.into(),
+    ]
+}
+
+fn fee(r: &pb::Report) -> Option<(String, u64)> {
+    match &r.details {
+        Some(pb::report::Details::Smuggling(s)) => s
+            .fee_per_person
+            .as_ref()
+            .map(|f| (f.currency.clone(), f.amount)),
+        _ => None,
+    }
+}
+
+#[derive(Default, Debug)]
+struct Expected {
+    sums: [u64; 7],
+    fees: BTreeMap<String, Vec<u64>>,
+}
+
+/// Every cell and margin ("*") of a grouping of `reports`.
+fn recount(reports: &[&pb::Report], dims: &[Dim]) -> HashMap<Vec<String>, Expected> {
+    let mut out: HashMap<Vec<String>, Expected> = HashMap::new();
+    for r in reports {
+        for mask in 0..(1u32 << dims.len()) {
+            // Per position: the labels (or "*").
+            let choices: Vec<Vec<(String, Option<u64>)>> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    if mask & (1 << i) != 0 {
+                        vec![("*".to_owned(), None)]
+                    } else {
+                        labels(r, *d)
+                    }
+                })
+                .collect();
+            let mut combos: Vec<(Vec<String>, Option<u64>)> = vec![(Vec::new(), None)];
+            for choice in &choices {
+                combos = combos
+                    .into_iter()
+                    .flat_map(|(key, persons)| {
+                        choice.iter().map(move |(label, p)| {
+                            let mut key = key.clone();
+                            key.push(label.clone());
+                            (key, p.or(persons))
+                        })
+                    })
+                    .collect();
+            }
+            for (key, persons) in combos {
+                let e = out.entry(key).or_default();
+                let mut s = sums(r);
+                if let Some(p) = persons {
+                    s = [1, p, 0, 0, 0, 0, 0];
+                } else if let Some((currency, amount)) = fee(r) {
+                    e.fees.entry(currency).or_default().push(amount);
+                }
+                for (t, v) in e.sums.iter_mut().zip(s) {
+                    *t += v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Type 7 quantile of sorted values.
+fn quantile(sorted: &[u64], p: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let frac = h - lo as f64;
+    let low = sorted[lo] as f64;
+    if frac == 0.0 {
+        low
+    } else {
+        low + frac * (sorted[lo + 1] as f64 - low)
+    }
+}
+
+const ALL_SUMS: [pb::Metric; 7] = [
+    pb::Metric::Reports,
+    pb::Metric::Persons,
+    pb::Metric::Deaths,
+    pb::Metric::Missing,
+    pb::Metric::Minors,
+    pb::Metric::UnaccompaniedMinors,
+    pb::Metric::FacilitatorsArrested,
+];
+
+/// Asks for `dims` under `filter` and checks every cell against the recount of the
+/// reports `keep` accepts; returns where the answer came from.
+async fn check(
+    server: &TestServer,
+    who: &ClientIdentity,
+    live: &[&pb::Report],
+    dims: &[Dim],
+    filter: pb::AggregateFilter,
+    keep: impl Fn(&pb::Report) -> bool,
+) -> String {
+    let by_nationality = dims.iter().any(|d| matches!(d, Dim::Nationality));
+    let metrics: Vec<pb::Metric> = if by_nationality {
+        vec![pb::Metric::Reports, pb::Metric::Persons]
+    } else {
+        let mut m = ALL_SUMS.to_vec();
+        m.push(pb::Metric::FeePerPerson);
+        m
+    };
+    let response = aggregate(
+        server,
+        who,
+        pb::AggregateRequest {
+            group_by: dims.iter().map(|d| d.to_pb()).collect(),
+            metrics: metrics.iter().map(|m| *m as i32).collect(),
+            filter: Some(filter),
+        },
+    )
+    .await
+    .unwrap();
+    let kept: Vec<&pb::Report> = live.iter().copied().filter(|r| keep(r)).collect();
+    let expected = recount(&kept, dims);
+    assert!(!kept.is_empty(), "the filter keeps some reports");
+    assert_eq!(
+        response.cells.len(),
+        expected.len(),
+        "cells of {dims:?} ({})",
+        response.source
+    );
+    for cell in &response.cells {
+        let e = expected
+            .get(&cell.keys)
+            .unwrap_or_else(|| panic!("unexpected cell {:?} for {dims:?}", cell.keys));
+        assert_eq!(cell.suppressed, 0, "nothing is withheld at minimum 1");
+        let want: Vec<u64> = if by_nationality {
+            e.sums[..2].to_vec()
+        } else {
+            e.sums.to_vec()
+        };
+        assert_eq!(
+            cell.values, want,
+            "{dims:?} {:?} ({})",
+            cell.keys, response.source
+        );
+        if !by_nationality {
+            let currencies: Vec<&String> = cell.fees.iter().map(|f| &f.currency).collect();
+            assert_eq!(
+                currencies,
+                e.fees.keys().collect::<Vec<_>>(),
+                "{:?}",
+                cell.keys
+            );
+            for f in &cell.fees {
+                let mut values = e.fees[&f.currency].clone();
+                values.sort_unstable();
+                assert_eq!(f.reports, values.len() as u64);
+                for (got, p) in [
+                    (f.first_quartile, 0.25),
+                    (f.median, 0.5),
+                    (f.third_quartile, 0.75),
+                ] {
+                    assert!((got - quantile(&values, p)).abs() < 1e-6, "{:?}", cell.keys);
+                }
+            }
+        }
+    }
+    response.source
+}
+
+/// Every dimension and metric, single and combined, filtered and not, on both paths.
+async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Report]) {
+    let who = regional(pki);
+    let all = pb::AggregateFilter::default;
+    for dim in EVERY_DIM {
+        let source = check(server, &who, live, &[dim], all(), |_| true).await;
+        assert_eq!(source, "counters", "{dim:?} is a counted dimension");
+    }
+    for dims in [
+        vec![Dim::Month, Dim::Route],
+        vec![Dim::Quarter, Dim::State, Dim::Origin],
+        vec![Dim::Year, Dim::Category, Dim::Transit],
+        vec![Dim::Year, Dim::Nationality],
+    ] {
+        let source = check(server, &who, live, &dims, all(), |_| true).await;
+        assert_eq!(source, "counters", "{dims:?}");
+    }
+    for dims in [
+        vec![Dim::Origin, Dim::Vessel],
+        vec![Dim::Year, Dim::Transit, Dim::Nationality],
+        vec![Dim::Route, Dim::SeaArea, Dim::Category],
+    ] {
+        let source = check(server, &who, live, &dims, all(), |_| true).await;
+        assert_eq!(source, "scan", "{dims:?} has two counted dimensions");
+    }
+    // Whole months and reporting states: counters. A day range or a route: a scan.
+    let months = pb::AggregateFilter {
+        category: pb::Category::SmugglingIncident as i32,
+        from_date: "2021-03-01".into(),
+        to_date: "2023-10-31".into(),
+        reporting_states: vec!["AUS".into(), "THA".into()],
+        ..all()
+    };
+    let in_months = |r: &pb::Report| {
+        matches!(r.details, Some(pb::report::Details::Smuggling(_)))
+            && r.incident_date.as_str() >= "2021-03-01"
+            && r.incident_date.as_str() <= "2023-10-31"
+            && r.reporting_state != "IDN"
+    };
+    let source = check(
+        server,
+        &who,
+        live,
+        &[Dim::Month, Dim::Destination],
+        months.clone(),
+        in_months,
+    )
+    .await;
+    assert_eq!(source, "counters");
+    let days = pb::AggregateFilter {
+        from_date: "2021-03-02".into(),
+        to_date: "2023-10-30".into(),
+        ..months
+    };
+    let in_days = |r: &pb::Report| {
+        in_months(r)
+            && r.incident_date.as_str() >= "2021-03-02"
+            && r.incident_date.as_str() <= "2023-10-30"
+    };
+    let source = check(
+        server,
+        &who,
+        live,
+        &[Dim::Quarter, Dim::Modus],
+        days,
+        in_days,
+    )
+    .await;
+    assert_eq!(source, "scan");
+    let through_idn = pb::AggregateFilter {
+        route_countries: vec!["IDN".into()],
+        ..all()
+    };
+    let via = |r: &pb::Report| {
+        let route = r.route.clone().unwrap_or_default();
+        route.origin == "IDN"
+            || route.intended_destination == "IDN"
+            || route.transit.iter().any(|t| t == "IDN")
+    };
+    let source = check(server, &who, live, &[Dim::Year], through_idn, via).await;
+    assert_eq!(source, "scan");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_retractions() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.minimum_reports = 1;
+    })
+    .await;
+    let mut latest: BTreeMap<String, Option<pb::Report>> = BTreeMap::new();
+    for (s, code) in STATES.iter().enumerate() {
+        let key = server.register_new_key(&pki, code).await;
+        let originals: Vec<pb::Report> = (0..1_000)
+            .map(|i| sample_report(code, 10_000 * s as u64 + i))
+            .collect();
+        import(
+            &server,
+            &pki,
+            code,
+            originals.iter().map(|r| sign(r, &key)).collect(),
+        )
+        .await;
+        // Every 7th report is amended with entirely different content (category too,
+        // sometimes); every 11th is retracted, amended ones included.
+        let mut changes = Vec::new();
+        for (i, original) in originals.iter().enumerate() {
+            let mut current = original.clone();
+            if i % 7 == 0 {
+                let mut amended = sample_report(code, 900_000 + i as u64);
+                amended.report_id = original.report_id.clone();
+                amended.version = 2;
+                changes.push(sign(&amended, &key));
+                current = amended;
+            }
+            if i % 11 == 0 {
+                changes.push(retraction(&current, current.version + 1, &key));
+                latest.insert(current.report_id.clone(), None);
+            } else {
+                latest.insert(current.report_id.clone(), Some(current));
+            }
+        }
+        import(&server, &pki, code, changes).await;
+    }
+    let live: Vec<&pb::Report> = latest.values().flatten().collect();
+    assert!(live.len() > 2_500, "{}", live.len());
+    check_everything(&server, &pki, &live).await;
+
+    // Counters rebuilt from the envelopes (what an upgrade does) give the same answers.
+    let data = server.stop().await;
+    let store = tidemark::store::Store::open(&tidemark::config::StoreConfig {
+        path: data.path().join("tidemark.redb"),
+        ..tidemark::config::StoreConfig::default()
+    })
+    .unwrap();
+    let counted = store
+        .rebuild_counters(tidemark::submission::summarize_stored)
+        .unwrap();
+    assert_eq!(counted, live.len() as u64);
+    drop(store);
+    let server = TestServer::start_with(&pki, data, |c| c.analytics.minimum_reports = 1).await;
+    check_everything(&server, &pki, &live).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Disclosure control.
+// ---------------------------------------------------------------------------------
+
+/// A report of `code` on the route `origin` → `destination`, in `category`.
+fn routed(code: &str, seed: u64, maritime: bool, origin: &str, destination: &str) -> pb::Report {
+    let mut r = (0..)
+        .map(|i| sample_report(code, seed * 1_000 + i))
+        .find(|r| matches!(r.details, Some(pb::report::Details::Maritime(_))) == maritime)
+        .unwrap();
+    let route = r.route.get_or_insert_with(Default::default);
+    route.origin = origin.into();
+    route.intended_destination = destination.into();
+    route.transit.clear();
+    r
+}
+
+/// Entries per line: along each axis, the entries that share every other key.
+fn lines(cells: &[pb::Cell], axis: usize) -> BTreeMap<Vec<String>, Vec<&pb::Cell>> {
+    let mut out: BTreeMap<Vec<String>, Vec<&pb::Cell>> = BTreeMap::new();
+    for cell in cells {
+        let mut id = cell.keys.clone();
+        id[axis] = String::new();
+        out.entry(id).or_default().push(cell);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_cells_are_withheld_with_enough_others_that_margins_do_not_reveal_them() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let aus = server.register_new_key(&pki, "AUS").await;
+    let idn = server.register_new_key(&pki, "IDN").await;
+    let mut seed = 0;
+    let mut send = Vec::new();
+    // Smuggling by origin: AFG 2, MMR 1, IRN 3 (the threshold), LKA 10.
+    // Maritime by origin × destination: AFG>AUS 2; the rest larger.
+    for (maritime, origin, destination, n) in [
+        (false, "AFG", "AUS", 2),
+        (false, "MMR", "AUS", 1),
+        (false, "IRN", "AUS", 3),
+        (false, "LKA", "AUS", 10),
+        (true, "AFG", "AUS", 2),
+        (true, "AFG", "NZL", 5),
+        (true, "IRN", "AUS", 6),
+        (true, "IRN", "NZL", 7),
+        (true, "LKA", "AUS", 9),
+        (true, "LKA", "NZL", 8),
+    ] {
+        for _ in 0..n {
+            seed += 1;
+            // Alternate states so that only deliberately single-state cells are flagged.
+            let code = if seed % 2 == 0 { "AUS" } else { "IDN" };
+            send.push((code, routed(code, seed, maritime, origin, destination)));
+        }
+    }
+    for (code, key) in [("AUS", &aus), ("IDN", &idn)] {
+        let envelopes = send
+            .iter()
+            .filter(|(c, _)| *c == code)
+            .map(|(_, r)| sign(r, key))
+            .collect();
+        import(&server, &pki, code, envelopes).await;
+    }
+    let who = regional(&pki);
+    let ask = |dims: Vec<pb::Dimension>, category: pb::Category| pb::AggregateRequest {
+        group_by: dims.into_iter().map(|d| d as i32).collect(),
+        metrics: vec![pb::Metric::Reports as i32, pb::Metric::Persons as i32],
+        filter: Some(pb::AggregateFilter {
+            category: category as i32,
+            ..Default::default()
+        }),
+    };
+
+    // One dimension: the two small cells hide each other; the threshold cell is shown.
+    let one = aggregate(
+        &server,
+        &who,
+        ask(vec![pb::Dimension::Origin], pb::Category::SmugglingIncident),
+    )
+    .await
+    .unwrap();
+    let cell = |keys: &[&str]| {
+        one.cells
+            .iter()
+            .find(|c| c.keys == keys)
+            .unwrap_or_else(|| panic!("no cell {keys:?}"))
+            .clone()
+    };
+    for small in ["AFG", "MMR"] {
+        let c = cell(&[small]);
+        assert_eq!(c.suppressed, pb::SuppressionRule::SmallCell as i32);
+        assert!(c.values.is_empty(), "a withheld cell carries no numbers");
+    }
+    assert_eq!(cell(&["IRN"]).suppressed, 0, "exactly the minimum is shown");
+    assert_eq!(cell(&["IRN"]).values[0], 3);
+    assert_eq!(cell(&["LKA"]).values[0], 10);
+    assert_eq!(cell(&["*"]).values[0], 16);
+    assert!(
+        one.notes
+            .iter()
+            .any(|n| n.rule == pb::SuppressionRule::SmallCell as i32 && n.cells == 2),
+        "{:?}",
+        one.notes
+    );
+
+    // Two dimensions: AFG>AUS (2 reports) is withheld, and every row and column that
+    // holds a withheld entry holds at least two, so no margin minus the shown cells
+    // gives it back.
+    let two = aggregate(
+        &server,
+        &who,
+        ask(
+            vec![pb::Dimension::Origin, pb::Dimension::Destination],
+            pb::Category::MaritimeMovement,
+        ),
+    )
+    .await
+    .unwrap();
+    let small = two.cells.iter().find(|c| c.keys == ["AFG", "AUS"]).unwrap();
+    assert_eq!(small.suppressed, pb::SuppressionRule::SmallCell as i32);
+    let secondary = two
+        .cells
+        .iter()
+        .filter(|c| c.suppressed == pb::SuppressionRule::Secondary as i32)
+        .count();
+    assert!(secondary >= 3, "a 2-D cell needs at least three partners");
+    for axis in 0..2 {
+        for (line, members) in lines(&two.cells, axis) {
+            let withheld = members.iter().filter(|c| c.suppressed != 0).count();
+            assert_ne!(
+                withheld, 1,
+                "line {line:?} along axis {axis} gives one away"
+            );
+        }
+    }
+    // The shown numbers are right.
+    let shown = |keys: [&str; 2]| {
+        two.cells
+            .iter()
+            .find(|c| c.keys == keys)
+            .map(|c| c.values.first().copied())
+    };
+    assert_eq!(shown(["*", "*"]), Some(Some(37)));
+    assert!(
+        two.notes
+            .iter()
+            .any(|n| n.rule == pb::SuppressionRule::Secondary as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_state_cells_are_flagged_and_withheld_when_configured() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.suppress_single_state = true;
+    })
+    .await;
+    let aus = server.register_new_key(&pki, "AUS").await;
+    let idn = server.register_new_key(&pki, "IDN").await;
+    let only_aus: Vec<pb::Envelope> = (0..4)
+        .map(|i| sign(&routed("AUS", 100 + i, false, "AFG", "AUS"), &aus))
+        .collect();
+    import(&server, &pki, "AUS", only_aus).await;
+    let mixed_aus: Vec<pb::Envelope> = (0..3)
+        .map(|i| sign(&routed("AUS", 200 + i, false, "IRN", "AUS"), &aus))
+        .collect();
+    import(&server, &pki, "AUS", mixed_aus).await;
+    let mixed_idn: Vec<pb::Envelope> = (0..3)
+        .map(|i| sign(&routed("IDN", 300 + i, false, "IRN", "AUS"), &idn))
+        .collect();
+    import(&server, &pki, "IDN", mixed_idn).await;
+    let by_origin = aggregate(
+        &server,
+        &regional(&pki),
+        pb::AggregateRequest {
+            group_by: vec![pb::Dimension::Origin as i32],
+            metrics: vec![pb::Metric::Reports as i32],
+            filter: None,
+        },
+    )
+    .await
+    .unwrap();
+    let afg = by_origin.cells.iter().find(|c| c.keys == ["AFG"]).unwrap();
+    assert_eq!(afg.suppressed, pb::SuppressionRule::Dominance as i32);
+    let irn = by_origin.cells.iter().find(|c| c.keys == ["IRN"]).unwrap();
+    // IRN would give AFG away (total − IRN), so it is withheld too.
+    assert_eq!(irn.suppressed, pb::SuppressionRule::Secondary as i32);
+    let total = by_origin.cells.iter().find(|c| c.keys == ["*"]).unwrap();
+    assert_eq!(total.values, [10]);
+    assert!(!total.single_state);
+}
+
+// ---------------------------------------------------------------------------------
+// Who may ask, and the audit.
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_analysts_aggregate_and_state_analysts_need_standing() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let smuggling: Vec<pb::Envelope> = (0..5)
+        .map(|i| sign(&routed("AUS", 400 + i, false, "AFG", "AUS"), &key))
+        .collect();
+    import(&server, &pki, "AUS", smuggling).await;
+    let request = |category: pb::Category, states: &[&str]| pb::AggregateRequest {
+        group_by: vec![pb::Dimension::Year as i32],
+        metrics: vec![pb::Metric::Reports as i32],
+        filter: Some(pb::AggregateFilter {
+            category: category as i32,
+            reporting_states: states.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        }),
+    };
+    let all = || request(pb::Category::Unspecified, &[]);
+
+    // A state analyst without standing is refused with the precise reason.
+    let refused = aggregate(&server, &analyst(&pki, "IDN"), all())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("IDN has contributed 0 smuggling-incident reports in the last 365 days"),
+        "{}",
+        refused.message()
+    );
+    // ... but may aggregate its own state's reports.
+    aggregate(
+        &server,
+        &analyst(&pki, "IDN"),
+        request(pb::Category::Unspecified, &["IDN"]),
+    )
+    .await
+    .unwrap();
+    // AUS stands in smuggling but not in maritime movements.
+    let aus = analyst(&pki, "AUS");
+    let ok = aggregate(&server, &aus, request(pb::Category::SmugglingIncident, &[]))
+        .await
+        .unwrap();
+    assert!(ok.cells.iter().any(|c| c.keys == ["*"] && c.values == [5]));
+    let refused = aggregate(&server, &aus, all()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("maritime-movement"),
+        "{}",
+        refused.message()
+    );
+    // The regional analyst may aggregate everything.
+    aggregate(&server, &regional(&pki), all()).await.unwrap();
+    // Nodes and operators may not.
+    for who in [node(&pki, "AUS"), operator(&pki)] {
+        let status = aggregate(&server, &who, all()).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(
+            status.message().contains("analyst certificate"),
+            "{}",
+            status.message()
+        );
+    }
+    // Bad requests name the field.
+    for (bad, field) in [
+        (
+            pb::AggregateRequest {
+                metrics: vec![],
+                ..all()
+            },
+            "metrics",
+        ),
+        (
+            pb::AggregateRequest {
+                group_by: vec![1, 4, 5, 6],
+                ..all()
+            },
+            "group_by",
+        ),
+        (
+            pb::AggregateRequest {
+                group_by: vec![pb::Dimension::Nationality as i32],
+                metrics: vec![pb::Metric::Deaths as i32],
+                ..all()
+            },
+            "metrics",
+        ),
+        (
+            pb::AggregateRequest {
+                group_by: vec![pb::Dimension::Month as i32, pb::Dimension::Year as i32],
+                ..all()
+            },
+            "group_by",
+        ),
+    ] {
+        let status = aggregate(&server, &regional(&pki), bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+
+    // Every aggregate query is on the audit log with its parameters and the owners
+    // whose reports it counted; refusals too.
+    let log = server
+        .admin(&operator(&pki))
+        .await
+        .audit_log(pb::AuditLogRequest {
+            after: 0,
+            limit: 1_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let aggregates: Vec<&pb::AuditEntry> = log.iter().filter(|e| e.action == "aggregate").collect();
+    assert_eq!(aggregates.len(), 3, "{aggregates:?}");
+    let regional_entry = aggregates
+        .iter()
+        .find(|e| e.principal.contains("/regional/analyst/"))
+        .unwrap();
+    assert_eq!(regional_entry.count, 5);
+    assert_eq!(regional_entry.by_owner.get("AUS"), Some(&5));
+    assert!(
+        regional_entry.detail.contains("DIMENSION_YEAR"),
+        "{}",
+        regional_entry.detail
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.action == "refused aggregate")
+            .count(),
+        2
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// The command line and its chart.
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let reports: Vec<pb::Envelope> = (0..40)
+        .map(|i| sign(&sample_report("AUS", 500 + i), &key))
+        .collect();
+    import(&server, &pki, "AUS", reports).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let who = regional(&pki);
+    std::fs::write(dir.path().join("regional.pem"), who.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("regional.key"), who.key_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), who.ca_pem()).unwrap();
+    let chart = dir.path().join("chart.svg");
+    let bars = dir.path().join("bars.svg");
+    let run = |extra: Vec<String>| {
+        let mut args: Vec<String> = vec![
+            "aggregate".into(),
+            "--endpoint".into(),
+            server.endpoint(),
+            "--as".into(),
+            dir.path().join("regional").display().to_string(),
+        ];
+        args.extend(extra);
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+    };
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let out = run([
+        strings(&["--by", "year", "--metric", "persons,deaths", "--chart"]),
+        vec![chart.display().to_string()],
+    ]
+    .concat())
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("year"), "{table}");
+    assert!(table.contains("(all)"), "{table}");
+
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
+        .collect();
+    assert!(
+        texts.iter().any(|t| t == "persons (number of people)"),
+        "the value axis names the metric and its unit: {texts:?}"
+    );
+    assert!(texts.iter().any(|t| t == "year"), "{texts:?}");
+    assert!(
+        texts.iter().any(|t| t.starts_with("Persons by year")),
+        "{texts:?}"
+    );
+    assert!(
+        doc.descendants().any(|n| n.has_tag_name("polyline")),
+        "a line is drawn"
+    );
+
+    // Bars otherwise; and CSV marks withheld cells by rule.
+    let out = run([
+        strings(&[
+            "--by", "origin", "--metric", "reports", "--format", "csv", "--chart",
+        ]),
+        vec![bars.display().to_string()],
+    ]
+    .concat())
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        csv.starts_with("origin,reports,withheld,single_state"),
+        "{csv}"
+    );
+    let svg = std::fs::read_to_string(&bars).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert!(
+        doc.descendants().any(|n| n.has_tag_name("text")
+            && n.text()
+                .is_some_and(|t| t.contains("reports (number of reports)"))),
+        "bar chart axis names the metric"
+    );
+
+    // A refusal is explained, and nothing is written.
+    let node_dir = tempfile::TempDir::new().unwrap();
+    let n = node(&pki, "AUS");
+    std::fs::write(node_dir.path().join("aus-node.pem"), n.cert_pem()).unwrap();
+    std::fs::write(node_dir.path().join("aus-node.key"), n.key_pem()).unwrap();
+    std::fs::write(node_dir.path().join("ca.pem"), n.ca_pem()).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let endpoint = server.endpoint();
+        let profile = node_dir.path().join("aus-node").display().to_string();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+                .args([
+                    "aggregate",
+                    "--endpoint",
+                    &endpoint,
+                    "--as",
+                    &profile,
+                    "--by",
+                    "year",
+                ])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("analyst certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -14,7 +14,6 @@ mod common;
 
 use std::{
     io::Write,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -22,58 +21,29 @@ use prost::Message;
 use tidemark::{
     access,
     client::{self},
-    config::Config,
     country::CountryCode,
-    envelope::{self, REPORT_PAYLOAD_TYPE},
-    identity::{Principal, Role},
+    identity::Role,
     pb::{self, exchange_client::ExchangeClient},
     report::parse_date,
-    sample,
     server::Server,
-    signing::SigningKey,
-    store::{KeyRecord, Store},
-    submission,
+    store::Store,
 };
 use tokio::net::TcpListener;
-
-const STATES: [&str; 20] = [
-    "AUS", "IDN", "THA", "MYS", "PHL", "VNM", "KHM", "MMR", "LKA", "BGD", "IND", "PAK", "AFG",
-    "IRN", "NZL", "PNG", "TLS", "SGP", "BRN", "LAO",
-];
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
 
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let reports = arg("--reports", 100_000);
-    let queries = arg("--queries", 200);
+    let reports = common::arg("--reports", 100_000);
+    let queries = common::arg("--queries", 200);
     let bench = common::BenchPki::new();
     let config = bench.config.clone();
 
     // Load through the real submission path, several submitters at once.
     let started = Instant::now();
-    load(&config, reports).await;
+    common::load(&config, reports).await;
     eprintln!(
         "loaded {reports} reports from {} states in {:.1} s",
-        STATES.len(),
+        common::STATES.len(),
         started.elapsed().as_secs_f64()
     );
 
@@ -115,17 +85,20 @@ async fn main() {
 
     let (synced, sync_time) =
         sync_to_mirror(&mut exchange, &bench.dir.path().join("mirror.jsonl")).await;
-    let p50 = percentile(&latencies, 0.5);
-    let p99 = percentile(&latencies, 0.99);
-    println!("{reports} reports from {} states; IDN's view", STATES.len());
+    let p50 = common::percentile(&latencies, 0.5);
+    let p99 = common::percentile(&latencies, 0.99);
+    println!(
+        "{reports} reports from {} states; IDN's view",
+        common::STATES.len()
+    );
     println!(
         "one-month one-route query ({hits} results, {queries} runs over mTLS): p50 {:.2} ms, p99 {:.2} ms",
-        ms(p50),
-        ms(p99)
+        common::ms(p50),
+        common::ms(p99)
     );
     println!(
         "same filter by full scan (in-process, median of 5): {:.1} ms",
-        ms(scan)
+        common::ms(scan)
     );
     println!(
         "indexed query vs full scan: {:.0}x faster (p50)",
@@ -139,77 +112,6 @@ async fn main() {
     );
     let _ = stop.send(());
     let _ = server_task.await;
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Loads `reports` synthetic reports through the real submission path (verify,
-/// validate, group commit), several submitters at once.
-async fn load(config: &Config, reports: usize) {
-    let store = Store::open(&config.store).unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut keys = Vec::new();
-    for state in STATES {
-        let (key, _) = SigningKey::generate().unwrap();
-        let p = key.public_key();
-        store
-            .register_signing_key(&KeyRecord::new(
-                p.key_id(),
-                state,
-                p.raw(),
-                now - 60,
-                0,
-                now,
-            ))
-            .unwrap();
-        keys.push(Arc::new(key));
-    }
-    let (writer, thread) = store
-        .start_writer(tidemark::clock::Clock::system(), 1024)
-        .unwrap();
-    let workers = 8;
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let (store, writer, keys) = (store.clone(), writer.clone(), keys.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = sample::Rng::new(sample::seed_for(7, &w.to_string()));
-            let mut pending = Vec::new();
-            for i in (w..reports).step_by(workers) {
-                let s = i % STATES.len();
-                let state = STATES[s];
-                let report = sample::report(&mut rng, state);
-                let env = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &keys[s]);
-                let principal = Principal::new(
-                    common::TRUST_DOMAIN,
-                    Role::Node(CountryCode::parse(state).unwrap()),
-                    "n",
-                )
-                .unwrap();
-                let new =
-                    submission::verify(&env, &principal, &store, time::OffsetDateTime::now_utc())
-                        .unwrap();
-                let writer = writer.clone();
-                pending.push(tokio::spawn(
-                    async move { writer.append(new).await.unwrap() },
-                ));
-                if pending.len() >= 256 {
-                    for p in pending.drain(..) {
-                        p.await.unwrap();
-                    }
-                }
-            }
-            for p in pending {
-                p.await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    drop(writer);
-    thread.stop().await;
 }
 
 /// The same filter by full scan of every envelope, in-process (no network: this
@@ -251,7 +153,7 @@ fn full_scan(store: &Store, request: &pb::QueryRequest, idn: CountryCode) -> (Du
         scans.push(t.elapsed());
     }
     scans.sort();
-    (percentile(&scans, 0.5), scan_hits)
+    (common::percentile(&scans, 0.5), scan_hits)
 }
 
 /// A full sync of smuggling incidents into a mirror file (JSON lines, fsync at end).

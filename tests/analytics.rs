@@ -333,6 +333,11 @@ fn recount(reports: &[&pb::Report], dims: &[Dim]) -> HashMap<Vec<String>, Expect
 }
 
 /// Type 7 quantile of sorted values.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 fn quantile(sorted: &[u64], p: f64) -> f64 {
     let h = (sorted.len() - 1) as f64 * p;
     let lo = h.floor() as usize;
@@ -583,7 +588,7 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
 
 /// A report of `code` on the route `origin` → `destination`, in `category`.
 fn routed(code: &str, seed: u64, maritime: bool, origin: &str, destination: &str) -> pb::Report {
-    let mut r = (0..)
+    let mut r = (0..1_000)
         .map(|i| sample_report(code, seed * 1_000 + i))
         .find(|r| matches!(r.details, Some(pb::report::Details::Maritime(_))) == maritime)
         .unwrap();
@@ -605,43 +610,53 @@ fn lines(cells: &[pb::Cell], axis: usize) -> BTreeMap<Vec<String>, Vec<&pb::Cell
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_cells_are_withheld_with_enough_others_that_margins_do_not_reveal_them() {
-    let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
-    let aus = server.register_new_key(&pki, "AUS").await;
-    let idn = server.register_new_key(&pki, "IDN").await;
+/// Imports `n` reports per (maritime?, origin, destination), alternating AUS and IDN so
+/// that only deliberately single-state cells are flagged.
+async fn import_routes(server: &TestServer, pki: &TestPki, routes: &[(bool, &str, &str, u64)]) {
+    let aus = server.register_new_key(pki, "AUS").await;
+    let idn = server.register_new_key(pki, "IDN").await;
     let mut seed = 0;
-    let mut send = Vec::new();
-    // Smuggling by origin: AFG 2, MMR 1, IRN 3 (the threshold), LKA 10.
-    // Maritime by origin × destination: AFG>AUS 2; the rest larger.
-    for (maritime, origin, destination, n) in [
-        (false, "AFG", "AUS", 2),
-        (false, "MMR", "AUS", 1),
-        (false, "IRN", "AUS", 3),
-        (false, "LKA", "AUS", 10),
-        (true, "AFG", "AUS", 2),
-        (true, "AFG", "NZL", 5),
-        (true, "IRN", "AUS", 6),
-        (true, "IRN", "NZL", 7),
-        (true, "LKA", "AUS", 9),
-        (true, "LKA", "NZL", 8),
-    ] {
-        for _ in 0..n {
+    let mut rows = Vec::new();
+    for (maritime, origin, destination, n) in routes {
+        for _ in 0..*n {
             seed += 1;
-            // Alternate states so that only deliberately single-state cells are flagged.
             let code = if seed % 2 == 0 { "AUS" } else { "IDN" };
-            send.push((code, routed(code, seed, maritime, origin, destination)));
+            rows.push((code, routed(code, seed, *maritime, origin, destination)));
         }
     }
     for (code, key) in [("AUS", &aus), ("IDN", &idn)] {
-        let envelopes = send
+        let envelopes = rows
             .iter()
             .filter(|(c, _)| *c == code)
             .map(|(_, r)| sign(r, key))
             .collect();
-        import(&server, &pki, code, envelopes).await;
+        import(server, pki, code, envelopes).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_cells_are_withheld_with_enough_others_that_margins_do_not_reveal_them() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    import_routes(
+        &server,
+        &pki,
+        &[
+            // Smuggling by origin: AFG 2, MMR 1, IRN 3 (the threshold), LKA 10.
+            (false, "AFG", "AUS", 2),
+            (false, "MMR", "AUS", 1),
+            (false, "IRN", "AUS", 3),
+            (false, "LKA", "AUS", 10),
+            // Maritime by origin × destination: AFG>AUS 2; the rest larger.
+            (true, "AFG", "AUS", 2),
+            (true, "AFG", "NZL", 5),
+            (true, "IRN", "AUS", 6),
+            (true, "IRN", "NZL", 7),
+            (true, "LKA", "AUS", 9),
+            (true, "LKA", "NZL", 8),
+        ],
+    )
+    .await;
     let who = regional(&pki);
     let ask = |dims: Vec<pb::Dimension>, category: pb::Category| pb::AggregateRequest {
         group_by: dims.into_iter().map(|d| d as i32).collect(),
@@ -840,6 +855,49 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
             status.message()
         );
     }
+    // Every aggregate query is on the audit log with its parameters and the owners
+    // whose reports it counted; refusals too.
+    let log = server
+        .admin(&operator(&pki))
+        .await
+        .audit_log(pb::AuditLogRequest {
+            after: 0,
+            limit: 1_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let aggregates: Vec<&pb::AuditEntry> = log.iter().filter(|e| e.action == "aggregate").collect();
+    assert_eq!(aggregates.len(), 3, "{aggregates:?}");
+    let regional_entry = aggregates
+        .iter()
+        .find(|e| e.principal.contains("/regional/analyst/"))
+        .unwrap();
+    assert_eq!(regional_entry.count, 5);
+    assert_eq!(regional_entry.by_owner.get("AUS"), Some(&5));
+    assert!(
+        regional_entry.detail.contains("DIMENSION_YEAR"),
+        "{}",
+        regional_entry.detail
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.action == "refused aggregate")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let all = || pb::AggregateRequest {
+        group_by: vec![pb::Dimension::Year as i32],
+        metrics: vec![pb::Metric::Reports as i32],
+        filter: None,
+    };
     // Bad requests name the field.
     for (bad, field) in [
         (
@@ -876,44 +934,47 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
         assert!(status.message().starts_with(field), "{}", status.message());
     }
-
-    // Every aggregate query is on the audit log with its parameters and the owners
-    // whose reports it counted; refusals too.
-    let log = server
-        .admin(&operator(&pki))
-        .await
-        .audit_log(pb::AuditLogRequest {
-            after: 0,
-            limit: 1_000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    let aggregates: Vec<&pb::AuditEntry> = log.iter().filter(|e| e.action == "aggregate").collect();
-    assert_eq!(aggregates.len(), 3, "{aggregates:?}");
-    let regional_entry = aggregates
-        .iter()
-        .find(|e| e.principal.contains("/regional/analyst/"))
-        .unwrap();
-    assert_eq!(regional_entry.count, 5);
-    assert_eq!(regional_entry.by_owner.get("AUS"), Some(&5));
-    assert!(
-        regional_entry.detail.contains("DIMENSION_YEAR"),
-        "{}",
-        regional_entry.detail
-    );
-    assert_eq!(
-        log.iter()
-            .filter(|e| e.action == "refused aggregate")
-            .count(),
-        2
-    );
 }
 
 // ---------------------------------------------------------------------------------
 // The command line and its chart.
 // ---------------------------------------------------------------------------------
+
+/// Writes `<dir>/<stem>.pem`, `.key` and `ca.pem` so that `--as <dir>/<stem>` works.
+fn write_profile(dir: &std::path::Path, stem: &str, who: &ClientIdentity) -> String {
+    std::fs::write(dir.join(format!("{stem}.pem")), who.cert_pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), who.key_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), who.ca_pem()).unwrap();
+    dir.join(stem).display().to_string()
+}
+
+/// Runs `tidemark aggregate` against `server` as `profile`.
+async fn aggregate_cli(server: &TestServer, profile: &str, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<String> = vec![
+        "aggregate".into(),
+        "--endpoint".into(),
+        server.endpoint(),
+        "--as".into(),
+        profile.to_owned(),
+    ];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(&all)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The trimmed text of every `<text>` element of an SVG document.
+fn svg_texts(doc: &roxmltree::Document<'_>) -> Vec<String> {
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
@@ -925,36 +986,20 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         .collect();
     import(&server, &pki, "AUS", reports).await;
     let dir = tempfile::TempDir::new().unwrap();
-    let who = regional(&pki);
-    std::fs::write(dir.path().join("regional.pem"), who.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("regional.key"), who.key_pem()).unwrap();
-    std::fs::write(dir.path().join("ca.pem"), who.ca_pem()).unwrap();
-    let chart = dir.path().join("chart.svg");
-    let bars = dir.path().join("bars.svg");
-    let run = |extra: Vec<String>| {
-        let mut args: Vec<String> = vec![
-            "aggregate".into(),
-            "--endpoint".into(),
-            server.endpoint(),
-            "--as".into(),
-            dir.path().join("regional").display().to_string(),
-        ];
-        args.extend(extra);
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-                .args(&args)
-                .output()
-                .unwrap()
-        })
-    };
-    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let out = run([
-        strings(&["--by", "year", "--metric", "persons,deaths", "--chart"]),
-        vec![chart.display().to_string()],
-    ]
-    .concat())
-    .await
-    .unwrap();
+    let profile = write_profile(dir.path(), "regional", &regional(&pki));
+    let chart = dir.path().join("chart.svg").display().to_string();
+    let bars = dir.path().join("bars.svg").display().to_string();
+
+    // A period: a time series.
+    let args = [
+        "--by",
+        "year",
+        "--metric",
+        "persons,deaths",
+        "--chart",
+        &chart,
+    ];
+    let out = aggregate_cli(&server, &profile, &args).await;
     assert!(
         out.status.success(),
         "{}",
@@ -963,15 +1008,10 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("year"), "{table}");
     assert!(table.contains("(all)"), "{table}");
-
     let svg = std::fs::read_to_string(&chart).unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
     assert_eq!(doc.root_element().tag_name().name(), "svg");
-    let texts: Vec<String> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
-        .collect();
+    let texts = svg_texts(&doc);
     assert!(
         texts.iter().any(|t| t == "persons (number of people)"),
         "the value axis names the metric and its unit: {texts:?}"
@@ -986,16 +1026,9 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         "a line is drawn"
     );
 
-    // Bars otherwise; and CSV marks withheld cells by rule.
-    let out = run([
-        strings(&[
-            "--by", "origin", "--metric", "reports", "--format", "csv", "--chart",
-        ]),
-        vec![bars.display().to_string()],
-    ]
-    .concat())
-    .await
-    .unwrap();
+    // Otherwise bars; and CSV marks withheld cells by rule.
+    let args = ["--by", "origin", "--format", "csv", "--chart", &bars];
+    let out = aggregate_cli(&server, &profile, &args).await;
     assert!(
         out.status.success(),
         "{}",
@@ -1007,44 +1040,16 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         "{csv}"
     );
     let svg = std::fs::read_to_string(&bars).unwrap();
-    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts = svg_texts(&roxmltree::Document::parse(&svg).unwrap());
     assert!(
-        doc.descendants().any(|n| n.has_tag_name("text")
-            && n.text()
-                .is_some_and(|t| t.contains("reports (number of reports)"))),
-        "bar chart axis names the metric"
+        texts.iter().any(|t| t == "reports (number of reports)"),
+        "{texts:?}"
     );
 
-    // A refusal is explained, and nothing is written.
-    let node_dir = tempfile::TempDir::new().unwrap();
-    let n = node(&pki, "AUS");
-    std::fs::write(node_dir.path().join("aus-node.pem"), n.cert_pem()).unwrap();
-    std::fs::write(node_dir.path().join("aus-node.key"), n.key_pem()).unwrap();
-    std::fs::write(node_dir.path().join("ca.pem"), n.ca_pem()).unwrap();
-    let out = tokio::task::spawn_blocking({
-        let endpoint = server.endpoint();
-        let profile = node_dir.path().join("aus-node").display().to_string();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-                .args([
-                    "aggregate",
-                    "--endpoint",
-                    &endpoint,
-                    "--as",
-                    &profile,
-                    "--by",
-                    "year",
-                ])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    // A node is refused with the reason.
+    let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
+    let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("analyst certificate"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("analyst certificate"), "{said}");
 }

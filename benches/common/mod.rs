@@ -1,12 +1,21 @@
 //! Shared benchmark set-up: a CA and server files in a temp dir, and a node identity.
 #![allow(dead_code)] // each bench uses a different subset
 
+use std::{sync::Arc, time::Duration};
+
+use prost::Message;
 use tempfile::TempDir;
 use tidemark::{
     client::ClientIdentity,
     config::{Config, SigningConfig, StoreConfig, TlsConfig},
+    country::CountryCode,
+    envelope::{self, REPORT_PAYLOAD_TYPE},
     identity::{Principal, Role},
     pki::{self, CertificateAuthority, Validity},
+    sample,
+    signing::SigningKey,
+    store::{KeyRecord, Store},
+    submission,
 };
 
 pub const TRUST_DOMAIN: &str = "bench.test";
@@ -53,4 +62,102 @@ impl BenchPki {
             self.ca.cert_pem().to_owned(),
         )
     }
+}
+
+/// The reporting states of the synthetic data.
+pub const STATES: [&str; 20] = [
+    "AUS", "IDN", "THA", "MYS", "PHL", "VNM", "KHM", "MMR", "LKA", "BGD", "IND", "PAK", "AFG",
+    "IRN", "NZL", "PNG", "TLS", "SGP", "BRN", "LAO",
+];
+
+/// The value of `--name N` on the command line, or `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `p` quantile of sorted durations (nearest rank).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Loads `reports` synthetic reports through the real submission path (verify,
+/// validate, group commit), several submitters at once.
+pub async fn load(config: &Config, reports: usize) {
+    let store = Store::open(&config.store).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut keys = Vec::new();
+    for state in STATES {
+        let (key, _) = SigningKey::generate().unwrap();
+        let p = key.public_key();
+        store
+            .register_signing_key(&KeyRecord::new(
+                p.key_id(),
+                state,
+                p.raw(),
+                now - 60,
+                0,
+                now,
+            ))
+            .unwrap();
+        keys.push(Arc::new(key));
+    }
+    let (writer, thread) = store
+        .start_writer(tidemark::clock::Clock::system(), 1024)
+        .unwrap();
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (store, writer, keys) = (store.clone(), writer.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = sample::Rng::new(sample::seed_for(7, &w.to_string()));
+            let mut pending = Vec::new();
+            for i in (w..reports).step_by(workers) {
+                let s = i % STATES.len();
+                let state = STATES[s];
+                let report = sample::report(&mut rng, state);
+                let env = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &keys[s]);
+                let principal = Principal::new(
+                    TRUST_DOMAIN,
+                    Role::Node(CountryCode::parse(state).unwrap()),
+                    "n",
+                )
+                .unwrap();
+                let new =
+                    submission::verify(&env, &principal, &store, time::OffsetDateTime::now_utc())
+                        .unwrap();
+                let writer = writer.clone();
+                pending.push(tokio::spawn(
+                    async move { writer.append(new).await.unwrap() },
+                ));
+                if pending.len() >= 256 {
+                    for p in pending.drain(..) {
+                        p.await.unwrap();
+                    }
+                }
+            }
+            for p in pending {
+                p.await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(writer);
+    thread.stop().await;
 }

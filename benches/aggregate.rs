@@ -1,0 +1,307 @@
+//! Aggregate latency: Tidemark's write-time counters against SQLite running the
+//! equivalent GROUP BY over the same rows, in the same run.
+//!
+//! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200]`
+//!
+//! Loads synthetic reports from 20 states through the real submission path (verify,
+//! validate, group commit with the counters), copies the same rows (one per report:
+//! month, quarter, state, origin, destination, vessel type, persons, deaths) into an
+//! SQLite file, and measures p50/p99 of:
+//! - `--by month,route --metric persons --from 2024-01 --to 2024-12` (counters);
+//! - `--by quarter,state,origin --metric reports,persons,deaths` (counters, 3 dimensions);
+//! - `--by origin,vessel-type --metric persons` (two counted dimensions: a scan).
+//!
+//! Tidemark's figure is the whole in-process answer — snapshot, table, margins,
+//! disclosure control, response — and, for the first query, also the full gRPC call over
+//! mTLS as the regional analyst. SQLite's is the bare GROUP BY (no margins, no
+//! suppression), without and with a covering index.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use tidemark::{
+    analytics::{self, AggregateQuery, Settings},
+    client,
+    config::AnalyticsConfig,
+    identity::Role,
+    pb::{self, analytics_client::AnalyticsClient},
+    server::Server,
+    store::{Store, counters::month_of_day},
+};
+use tokio::net::TcpListener;
+
+struct Query {
+    name: &'static str,
+    request: pb::AggregateRequest,
+    sql: &'static str,
+    index: &'static str,
+    /// Month bounds for `?1` and `?2`, when the SQL has them.
+    months: Option<(u32, u32)>,
+    /// The result column holding SUM(persons).
+    persons_column: usize,
+}
+
+fn queries() -> Vec<Query> {
+    let month = |y: u32, m: u32| y * 12 + m - 1;
+    vec![
+        Query {
+            name: "month x route, persons, 2024",
+            request: pb::AggregateRequest {
+                group_by: vec![pb::Dimension::Month as i32, pb::Dimension::Route as i32],
+                metrics: vec![pb::Metric::Persons as i32],
+                filter: Some(pb::AggregateFilter {
+                    from_date: "2024-01-01".into(),
+                    to_date: "2024-12-31".into(),
+                    ..Default::default()
+                }),
+            },
+            sql: "SELECT month, origin, destination, COUNT(*), SUM(persons) FROM reports \
+                  WHERE month BETWEEN ?1 AND ?2 GROUP BY month, origin, destination",
+            index: "CREATE INDEX q1 ON reports (month, origin, destination, persons)",
+            months: Some((month(2024, 1), month(2024, 12))),
+            persons_column: 4,
+        },
+        Query {
+            name: "quarter x state x origin, reports/persons/deaths",
+            request: pb::AggregateRequest {
+                group_by: vec![
+                    pb::Dimension::Quarter as i32,
+                    pb::Dimension::ReportingState as i32,
+                    pb::Dimension::Origin as i32,
+                ],
+                metrics: vec![
+                    pb::Metric::Reports as i32,
+                    pb::Metric::Persons as i32,
+                    pb::Metric::Deaths as i32,
+                ],
+                filter: None,
+            },
+            sql: "SELECT quarter, state, origin, COUNT(*), SUM(persons), SUM(deaths) FROM reports \
+                  GROUP BY quarter, state, origin",
+            index: "CREATE INDEX q3 ON reports (quarter, state, origin, persons, deaths)",
+            months: None,
+            persons_column: 4,
+        },
+        Query {
+            name: "origin x vessel type, persons (scan)",
+            request: pb::AggregateRequest {
+                group_by: vec![
+                    pb::Dimension::Origin as i32,
+                    pb::Dimension::VesselType as i32,
+                ],
+                metrics: vec![pb::Metric::Persons as i32],
+                filter: None,
+            },
+            sql: "SELECT origin, vessel, COUNT(*), SUM(persons) FROM reports \
+                  GROUP BY origin, vessel",
+            index: "CREATE INDEX qs ON reports (origin, vessel, persons)",
+            months: None,
+            persons_column: 3,
+        },
+    ]
+}
+
+/// Copies one row per live report into an SQLite table.
+fn copy_to_sqlite(store: &Store, path: &std::path::Path) -> Connection {
+    let db = Connection::open(path).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -524288;
+         CREATE TABLE reports (month INTEGER, quarter INTEGER, state TEXT, origin TEXT,
+           destination TEXT, vessel INTEGER, persons INTEGER, deaths INTEGER);",
+    )
+    .unwrap();
+    let snapshot = store.snapshot().unwrap();
+    let tx = db.unchecked_transaction().unwrap();
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO reports VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .unwrap();
+        for category in [
+            pb::Category::SmugglingIncident,
+            pb::Category::MaritimeMovement,
+        ] {
+            for key in snapshot
+                .by_date(category as i32, i32::MIN, i32::MAX, None)
+                .unwrap()
+            {
+                let (_, _, id) = key.unwrap();
+                let head = snapshot.head(id).unwrap().unwrap();
+                let summary = head.summary.unwrap();
+                let facts = summary.facts.unwrap();
+                let month = month_of_day(summary.incident_day);
+                insert
+                    .execute(rusqlite::params![
+                        month,
+                        (month / 12) * 4 + (month % 12) / 3,
+                        head.state,
+                        facts.origin,
+                        facts.destination,
+                        summary.vessel_type,
+                        facts.persons,
+                        facts.deaths,
+                    ])
+                    .unwrap();
+            }
+        }
+    }
+    tx.commit().unwrap();
+    db
+}
+
+/// Runs the SQL `runs` times; returns sorted latencies, the groups and the persons.
+fn time_sql(db: &Connection, q: &Query, runs: usize) -> (Vec<Duration>, usize, u64) {
+    let mut latencies = Vec::with_capacity(runs);
+    let (mut groups, mut persons) = (0, 0);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut statement = db.prepare_cached(q.sql).unwrap();
+        let mut rows = match q.months {
+            Some((from, to)) => statement.query([from, to]).unwrap(),
+            None => statement.query([]).unwrap(),
+        };
+        (groups, persons) = (0, 0);
+        while let Some(row) = rows.next().unwrap() {
+            groups += 1;
+            persons += u64::try_from(row.get::<_, i64>(q.persons_column).unwrap()).unwrap();
+        }
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    (latencies, groups, persons)
+}
+
+/// Runs the aggregate in-process `runs` times, each on a fresh snapshot.
+fn time_ours(store: &Store, q: &Query, runs: usize) -> (Vec<Duration>, pb::AggregateResponse) {
+    let query = AggregateQuery::from_request(&q.request).unwrap();
+    let settings = Settings::new(&AnalyticsConfig::default());
+    let mut latencies = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let snapshot = store.snapshot().unwrap();
+        let answer = analytics::aggregate(&snapshot, &query, &settings).unwrap();
+        latencies.push(t.elapsed());
+        last = Some(answer.response);
+    }
+    latencies.sort();
+    (latencies, last.unwrap())
+}
+
+fn line(label: &str, sorted: &[Duration]) -> String {
+    format!(
+        "  {label:<34} p50 {:>9.3} ms   p99 {:>9.3} ms   ({} runs)",
+        common::ms(common::percentile(sorted, 0.5)),
+        common::ms(common::percentile(sorted, 0.99)),
+        sorted.len()
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let reports = common::arg("--reports", 1_000_000);
+    let runs = common::arg("--runs", 200);
+    let bench = common::BenchPki::new();
+    let config = bench.config.clone();
+    let started = Instant::now();
+    common::load(&config, reports).await;
+    eprintln!(
+        "loaded {reports} reports from {} states in {:.1} s",
+        common::STATES.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let server = Server::build(config).unwrap();
+    let store = server.store().clone();
+    let started = Instant::now();
+    let db = copy_to_sqlite(&store, &bench.dir.path().join("baseline.sqlite"));
+    eprintln!(
+        "copied the same rows to SQLite in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    println!(
+        "{reports} reports from {} states; SQLite {} (bundled)",
+        common::STATES.len(),
+        rusqlite::version()
+    );
+    let mut summary = Vec::new();
+    for q in queries() {
+        let scan = q.name.contains("scan");
+        let ours_runs = if scan { 5 } else { runs };
+        let (ours, response) = time_ours(&store, &q, ours_runs);
+        // The same rows: interior cells and persons must match SQLite's groups.
+        let interior: Vec<&pb::Cell> = response
+            .cells
+            .iter()
+            .filter(|c| c.keys.iter().all(|k| k != "*"))
+            .collect();
+        let total = response
+            .cells
+            .iter()
+            .find(|c| c.keys.iter().all(|k| k == "*"))
+            .unwrap();
+        let persons_at = q
+            .request
+            .metrics
+            .iter()
+            .position(|m| *m == pb::Metric::Persons as i32)
+            .unwrap();
+        let (plain, groups, persons) = time_sql(&db, &q, runs.min(10));
+        assert_eq!(groups, interior.len(), "{}: same groups", q.name);
+        assert_eq!(
+            total.values[persons_at], persons,
+            "{}: same persons",
+            q.name
+        );
+        db.execute_batch(q.index).unwrap();
+        let (indexed, _, _) = time_sql(&db, &q, runs.min(50));
+        println!(
+            "\n{} — {} cells and margins, {} withheld, from {}",
+            q.name,
+            response.cells.len(),
+            response.cells.iter().filter(|c| c.suppressed != 0).count(),
+            response.source
+        );
+        println!("{}", line("tidemark (in-process)", &ours));
+        println!("{}", line("sqlite, no index", &plain));
+        println!("{}", line("sqlite, covering index", &indexed));
+        let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
+        summary.push(format!(
+            "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.0}x), {:.1} ms with ({:.1}x)",
+            q.name,
+            p50(&ours) * 1e3,
+            p50(&plain) * 1e3,
+            p50(&plain) / p50(&ours),
+            p50(&indexed) * 1e3,
+            p50(&indexed) / p50(&ours),
+        ));
+    }
+
+    // The first query end to end: gRPC over mTLS as the regional analyst.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_task = tokio::spawn(server.run(listener, async {
+        let _ = stopped.await;
+    }));
+    let analyst = bench.client(Role::RegionalAnalyst, "regional-1");
+    let mut rpc = AnalyticsClient::new(client::connect(&endpoint, &analyst).await.unwrap());
+    let first = &queries()[0];
+    let mut latencies = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        rpc.aggregate(first.request.clone()).await.unwrap();
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    println!("\n{} over gRPC + mTLS (audited):", first.name);
+    println!("{}", line("tidemark Aggregate RPC", &latencies));
+    println!("\nsummary (p50, ratio = sqlite / tidemark):");
+    for s in summary {
+        println!("  {s}");
+    }
+    let _ = stop.send(());
+    let _ = server_task.await;
+}

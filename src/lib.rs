@@ -8,6 +8,12 @@
 //!   failures into messages a person can act on.
 //! - [`identity`] — who a caller is: the [`identity::Principal`] named by a client
 //!   certificate's SPIFFE ID.
+//! - [`submission`], [`report`], [`envelope`], [`signing`], [`receipt`] — accepting a
+//!   signed report: DSSE envelopes, Ed25519, validation, server receipts.
+//! - [`policy`] — give-to-get standing; [`access`] — owner scopes and raw reads.
+//! - [`analytics`] — aggregate tables from write-time counters or scans, and disclosure
+//!   control (small-cell, dominance and secondary suppression).
+//! - [`trust`] — the swappable TLS trust state (CA bundle, CRL, revocations).
 //! - [`pki`] — the exchange CA, certificate issuance, the development PKI.
 //! - [`tls`] — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
 //! - [`store`] — the embedded redb store.

@@ -519,6 +519,22 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
     };
     let source = check(server, &who, live, &[Dim::Year], through_idn, via).await;
     assert_eq!(source, "scan");
+    let bbox = pb::AggregateFilter {
+        bbox: Some(pb::BoundingBox {
+            min_latitude: -5.0,
+            min_longitude: 100.0,
+            max_latitude: 5.0,
+            max_longitude: 115.0,
+        }),
+        ..all()
+    };
+    let inside = |r: &pb::Report| {
+        r.location.as_ref().and_then(|l| l.point).is_some_and(|p| {
+            (-5.0..=5.0).contains(&p.latitude) && (100.0..=115.0).contains(&p.longitude)
+        })
+    };
+    let source = check(server, &who, live, &[Dim::SeaArea], bbox, inside).await;
+    assert_eq!(source, "scan");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,7 @@ impl AggregateQuery {
                     modus_operandi: f.modus_operandi,
                     maritime_event: f.maritime_event,
                     vessel_type: f.vessel_type,
+                    bbox: f.bbox,
                     ..pb::QueryRequest::default()
                 };
                 QueryFilter::from_request(&q)
@@ -223,6 +224,7 @@ fn prefixed(field: &'static str) -> &'static str {
         "reporting_states" => "filter.reporting_states",
         "route_countries" => "filter.route_countries",
         "nationalities" => "filter.nationalities",
+        "bbox" => "filter.bbox",
         other => other,
     }
 }

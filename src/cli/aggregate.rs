@@ -10,7 +10,11 @@ use tidemark::{
     pb::{self, analytics_client::AnalyticsClient},
 };
 
-use super::{chart, client_args::ClientArgs, reads::CategoryArg};
+use super::{
+    chart,
+    client_args::ClientArgs,
+    reads::{self, CategoryArg},
+};
 
 /// Aggregate statistics over all contributed reports (analyst certificates only).
 ///
@@ -54,6 +58,9 @@ pub struct AggregateArgs {
     /// Only reports with persons of any of these nationalities.
     #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
     nationalities: Vec<CountryCode>,
+    /// Only reports located inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON.
+    #[arg(long, value_delimiter = ',', num_args = 4, value_name = "DEGREES")]
+    bbox: Vec<f64>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -180,6 +187,7 @@ impl AggregateArgs {
                 reporting_states: codes(&self.states),
                 route_countries: codes(&self.route),
                 nationalities: codes(&self.nationalities),
+                bbox: reads::bbox(&self.bbox)?,
                 ..pb::AggregateFilter::default()
             }),
         })

@@ -176,8 +176,9 @@ fn print_result(
     Ok(())
 }
 
-fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
-    let bbox = match args.bbox.as_slice() {
+/// `--bbox MIN_LAT,MIN_LON,MAX_LAT,MAX_LON` as the API's box.
+pub fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
+    Ok(match values {
         [] => None,
         [a, b, c, d] => Some(pb::BoundingBox {
             min_latitude: *a,
@@ -186,7 +187,11 @@ fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
             max_longitude: *d,
         }),
         _ => bail!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
-    };
+    })
+}
+
+fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
+    let bbox = bbox(&args.bbox)?;
     let codes = |v: &[CountryCode]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     Ok(pb::QueryRequest {
         category: args.category.to_pb() as i32,

@@ -2,7 +2,7 @@
 //!
 //! - Every write transaction is durable when it commits (`Durability::Immediate`) and
 //!   uses redb's two-phase commit, whose commit record a crash cannot forge.
-//! - Submissions go through one writer thread ([`writer`]) that batches concurrent
+//! - Submissions go through one writer thread (`writer.rs`) that batches concurrent
 //!   envelopes into one transaction (group commit); a submitter is answered only after
 //!   its batch is durable. Reads use read transactions (MVCC snapshots) and never wait
 //!   for the writer.

@@ -1,7 +1,10 @@
 //! Aggregate latency: Tidemark's write-time counters against SQLite running the
 //! equivalent GROUP BY over the same rows, in the same run.
 //!
-//! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200]`
+//! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200 --store PATH]`
+//!
+//! With `--store PATH`, a store loaded by an earlier run is reused (loading a million
+//! reports takes minutes); a missing or empty one is loaded and kept there.
 //!
 //! Loads synthetic reports from 20 states through the real submission path (verify,
 //! validate, group commit with the counters), copies the same rows (one per report:
@@ -198,20 +201,99 @@ fn line(label: &str, sorted: &[Duration]) -> String {
     )
 }
 
+/// Times one query ours and SQLite's ways, prints the figures, returns a summary line.
+fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> String {
+    let scan = q.name.contains("scan");
+    let ours_runs = if scan { 5 } else { runs };
+    let (ours, response) = time_ours(store, q, ours_runs);
+    // The same rows: interior cells and persons must match SQLite's groups.
+    let interior: Vec<&pb::Cell> = response
+        .cells
+        .iter()
+        .filter(|c| c.keys.iter().all(|k| k != "*"))
+        .collect();
+    let total = response
+        .cells
+        .iter()
+        .find(|c| c.keys.iter().all(|k| k == "*"))
+        .unwrap();
+    let persons_at = q
+        .request
+        .metrics
+        .iter()
+        .position(|m| *m == pb::Metric::Persons as i32)
+        .unwrap();
+    let (plain, groups, persons) = time_sql(db, q, runs.min(10));
+    assert_eq!(groups, interior.len(), "{}: same groups", q.name);
+    assert_eq!(
+        total.values[persons_at], persons,
+        "{}: same persons",
+        q.name
+    );
+    db.execute_batch(q.index).unwrap();
+    let (indexed, _, _) = time_sql(db, q, runs.min(50));
+    println!(
+        "\n{} — {} cells and margins, {} withheld, from {}",
+        q.name,
+        response.cells.len(),
+        response.cells.iter().filter(|c| c.suppressed != 0).count(),
+        response.source
+    );
+    println!("{}", line("tidemark (in-process)", &ours));
+    println!("{}", line("sqlite, no index", &plain));
+    println!("{}", line("sqlite, covering index", &indexed));
+    let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
+    format!(
+        "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.0}x), {:.1} ms with ({:.1}x)",
+        q.name,
+        p50(&ours) * 1e3,
+        p50(&plain) * 1e3,
+        p50(&plain) / p50(&ours),
+        p50(&indexed) * 1e3,
+        p50(&indexed) / p50(&ours),
+    )
+}
+
+/// Loads `reports` into the store named by `--store` (or the bench's temp dir) unless it
+/// already holds some; returns how many envelopes it held before.
+async fn prepare_store(config: &mut tidemark::config::Config, reports: usize) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1))
+    {
+        config.store.path = path.into();
+    }
+    let existing = Store::open(&config.store)
+        .unwrap()
+        .envelope_count()
+        .unwrap();
+    if existing == 0 {
+        let started = Instant::now();
+        common::load(config, reports).await;
+        eprintln!(
+            "loaded {reports} reports from {} states in {:.1} s",
+            common::STATES.len(),
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "using the {existing} reports already in {}",
+            config.store.path.display()
+        );
+    }
+    existing
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let reports = common::arg("--reports", 1_000_000);
     let runs = common::arg("--runs", 200);
     let bench = common::BenchPki::new();
-    let config = bench.config.clone();
-    let started = Instant::now();
-    common::load(&config, reports).await;
-    eprintln!(
-        "loaded {reports} reports from {} states in {:.1} s",
-        common::STATES.len(),
-        started.elapsed().as_secs_f64()
-    );
+    let mut config = bench.config.clone();
+    let existing = prepare_store(&mut config, reports).await;
     let server = Server::build(config).unwrap();
     let store = server.store().clone();
     let started = Instant::now();
@@ -222,61 +304,14 @@ async fn main() {
     );
 
     println!(
-        "{reports} reports from {} states; SQLite {} (bundled)",
+        "{} reports from {} states; SQLite {} (bundled)",
+        existing.max(reports as u64),
         common::STATES.len(),
         rusqlite::version()
     );
     let mut summary = Vec::new();
     for q in queries() {
-        let scan = q.name.contains("scan");
-        let ours_runs = if scan { 5 } else { runs };
-        let (ours, response) = time_ours(&store, &q, ours_runs);
-        // The same rows: interior cells and persons must match SQLite's groups.
-        let interior: Vec<&pb::Cell> = response
-            .cells
-            .iter()
-            .filter(|c| c.keys.iter().all(|k| k != "*"))
-            .collect();
-        let total = response
-            .cells
-            .iter()
-            .find(|c| c.keys.iter().all(|k| k == "*"))
-            .unwrap();
-        let persons_at = q
-            .request
-            .metrics
-            .iter()
-            .position(|m| *m == pb::Metric::Persons as i32)
-            .unwrap();
-        let (plain, groups, persons) = time_sql(&db, &q, runs.min(10));
-        assert_eq!(groups, interior.len(), "{}: same groups", q.name);
-        assert_eq!(
-            total.values[persons_at], persons,
-            "{}: same persons",
-            q.name
-        );
-        db.execute_batch(q.index).unwrap();
-        let (indexed, _, _) = time_sql(&db, &q, runs.min(50));
-        println!(
-            "\n{} — {} cells and margins, {} withheld, from {}",
-            q.name,
-            response.cells.len(),
-            response.cells.iter().filter(|c| c.suppressed != 0).count(),
-            response.source
-        );
-        println!("{}", line("tidemark (in-process)", &ours));
-        println!("{}", line("sqlite, no index", &plain));
-        println!("{}", line("sqlite, covering index", &indexed));
-        let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
-        summary.push(format!(
-            "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.0}x), {:.1} ms with ({:.1}x)",
-            q.name,
-            p50(&ours) * 1e3,
-            p50(&plain) * 1e3,
-            p50(&plain) / p50(&ours),
-            p50(&indexed) * 1e3,
-            p50(&indexed) / p50(&ours),
-        ));
+        summary.push(measure(&store, &db, &q, runs));
     }
 
     // The first query end to end: gRPC over mTLS as the regional analyst.

@@ -66,7 +66,7 @@ pub fn protect(grid: &Grid, minimum: u64, suppress_single_state: bool) -> BTreeM
     for (key, acc) in &grid.entries {
         if acc.reports() < minimum {
             withheld.insert(*key, Rule::SmallCell);
-        } else if suppress_single_state && acc.states.len() == 1 {
+        } else if suppress_single_state && acc.single_state() {
             withheld.insert(*key, Rule::Dominance);
         }
     }
@@ -281,11 +281,12 @@ mod tests {
 
     /// A 2-D table from interior counts, with all margins.
     fn table(cells: &[(u64, u64, u64)]) -> Grid {
-        let mut interior = std::collections::HashMap::new();
+        let mut interior = crate::analytics::grid::Cells::default();
         for (r, c, n) in cells {
+            // Two states, so that nothing is single-state.
             let mut acc = Acc::default();
-            acc.add(1, &[*n, 0, 0, 0, 0, 0, 0]);
-            acc.add(2, &[0, 0, 0, 0, 0, 0, 0]);
+            acc.add(1, &[*n - 1, 0, 0, 0, 0, 0, 0]);
+            acc.add(2, &[1, 0, 0, 0, 0, 0, 0]);
             interior.insert([*r, *c, 0], acc);
         }
         let mut grid = Grid::new(2);
@@ -351,7 +352,7 @@ mod tests {
 
     #[test]
     fn dominance_is_withheld_only_when_configured() {
-        let mut interior = std::collections::HashMap::new();
+        let mut interior = crate::analytics::grid::Cells::default();
         let mut acc = Acc::default();
         acc.add(7, &[10, 0, 0, 0, 0, 0, 0]);
         interior.insert([1, 0, 0], acc);

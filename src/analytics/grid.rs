@@ -1,7 +1,9 @@
 //! The table an aggregate builds: cells and margins keyed by up to three dimension
 //! values, each accumulating sums, per-state report counts and fee observations.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::store::counters::Sums;
 
@@ -11,22 +13,53 @@ pub const ALL: u64 = u64::MAX;
 /// Dimension values of a cell (unused positions are 0).
 pub type Key = [u64; 3];
 
+/// Cells by key. Keys are small integers built by the server, so a fast non-keyed hash
+/// (rustc-hash) is safe here and several times cheaper than SipHash.
+pub type Cells = FxHashMap<Key, Acc>;
+
+/// No state noted yet.
+const NO_STATE: u32 = 0;
+
 /// What one cell accumulates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Acc {
     pub sums: Sums,
-    /// Reports per reporting state (packed code), for dominance and the audit.
-    pub states: BTreeMap<u32, u64>,
+    /// The state every report so far came from (packed code), unless `mixed`.
+    state: u32,
+    /// Reports from more than one state.
+    mixed: bool,
     /// Fee observations: (packed currency, amount) → reports.
     pub fees: BTreeMap<(u32, u64), u64>,
 }
 
 impl Acc {
+    fn note_state(&mut self, state: u32) {
+        if self.state == NO_STATE {
+            self.state = state;
+        } else if self.state != state {
+            self.mixed = true;
+        }
+    }
+
     pub fn add(&mut self, state: u32, sums: &Sums) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
             *total += add;
         }
-        *self.states.entry(state).or_default() += sums[0];
+        if sums[0] > 0 {
+            self.note_state(state);
+        }
+    }
+
+    /// Adds a total over `states` states, `one` of them (for the dominance flag).
+    pub fn add_total(&mut self, sums: &Sums, states: usize, one: u32) {
+        for (total, add) in self.sums.iter_mut().zip(sums) {
+            *total += add;
+        }
+        match states {
+            0 => {}
+            1 => self.note_state(one),
+            _ => self.mixed = true,
+        }
     }
 
     pub fn add_fee(&mut self, currency: u32, amount: u64, reports: u64) {
@@ -37,8 +70,10 @@ impl Acc {
         for (total, add) in self.sums.iter_mut().zip(&other.sums) {
             *total += add;
         }
-        for (state, n) in &other.states {
-            *self.states.entry(*state).or_default() += n;
+        if other.mixed {
+            self.mixed = true;
+        } else if other.state != NO_STATE {
+            self.note_state(other.state);
         }
         for (fee, n) in &other.fees {
             *self.fees.entry(*fee).or_default() += n;
@@ -48,28 +83,37 @@ impl Acc {
     pub fn reports(&self) -> u64 {
         self.sums[0]
     }
+
+    /// Whether every report in the cell comes from one state (dominance).
+    pub fn single_state(&self) -> bool {
+        !self.mixed && self.state != NO_STATE
+    }
 }
 
 /// Every cell and margin of a table over `dimensions` dimensions.
 #[derive(Debug, Clone, Default)]
 pub struct Grid {
     pub dimensions: usize,
-    pub entries: HashMap<Key, Acc>,
+    pub entries: Cells,
+    /// Reports counted per reporting state (packed), each report once: for the audit.
+    pub by_state: BTreeMap<u32, u64>,
 }
 
 impl Grid {
     pub fn new(dimensions: usize) -> Self {
         Self {
             dimensions,
-            entries: HashMap::new(),
+            entries: Cells::default(),
+            by_state: BTreeMap::new(),
         }
     }
 
     /// Adds `cells` and every margin obtained by replacing any subset of the positions
     /// in `rollable` with [`ALL`]. Only single-valued dimensions may be rolled up: along
     /// them each report is in exactly one cell, so margins are sums of cells.
-    pub fn roll_up(&mut self, cells: &HashMap<Key, Acc>, rollable: &[usize]) {
+    pub fn roll_up(&mut self, cells: &Cells, rollable: &[usize]) {
         let subsets = 1usize << rollable.len();
+        self.entries.reserve(cells.len() * subsets);
         for (key, acc) in cells {
             for subset in 0..subsets {
                 let mut k = *key;
@@ -85,6 +129,6 @@ impl Grid {
 }
 
 /// Adds `sums` of one state into the cell at `key` of a plain cell map.
-pub fn add(cells: &mut HashMap<Key, Acc>, key: Key, state: u32, sums: &Sums) {
+pub fn add(cells: &mut Cells, key: Key, state: u32, sums: &Sums) {
     cells.entry(key).or_default().add(state, sums);
 }

@@ -36,7 +36,7 @@ pub fn answer(query: &AggregateQuery, settings: &Settings, grid: &Grid, source: 
                 .collect();
             let rule = withheld.get(key);
             let Some(rule) = rule else {
-                let single_state = acc.states.len() == 1;
+                let single_state = acc.single_state();
                 flagged += u32::from(single_state);
                 return pb::Cell {
                     keys: labels,
@@ -84,15 +84,11 @@ pub fn answer(query: &AggregateQuery, settings: &Settings, grid: &Grid, source: 
             .to_owned(),
         },
         counted: grand.map_or(0, super::grid::Acc::reports),
-        by_state: grand
-            .map(|acc| {
-                acc.states
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(s, n)| (counters::unpack_country(u64::from(*s)), *n))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        by_state: grid
+            .by_state
+            .iter()
+            .map(|(s, n)| (counters::unpack_country(u64::from(*s)), *n))
+            .collect(),
     }
 }
 

@@ -2,9 +2,12 @@
 //! at most one counted dimension besides period, state and category and filters only by
 //! category, whole months and reporting states; otherwise a scan over the date index.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use super::{AggregateQuery, Dimension, Metric, grid, grid::ALL, grid::Acc, grid::Grid, grid::Key};
+use super::{
+    AggregateQuery, Dimension, Metric, grid, grid::ALL, grid::Acc, grid::Cells, grid::Grid,
+    grid::Key,
+};
 use crate::{
     country::CountryCode,
     store::{
@@ -115,23 +118,49 @@ fn read_cuboid(
     query: &AggregateQuery,
     cuboid: Cuboid,
     months: (u32, u32),
-) -> Result<HashMap<Key, Acc>, StoreError> {
+) -> Result<Cells, StoreError> {
     let states = wanted_states(query);
     let wanted = |state: u32| states.is_empty() || states.contains(&state);
     let dims = &query.dimensions;
-    let mut cells: HashMap<Key, Acc> = HashMap::new();
+    // Split by state only when asked to, or filtering by state; otherwise each row's
+    // total will do.
+    let per_state = dims.contains(&Dimension::ReportingState);
+    let totals = !per_state && states.is_empty();
+    let mut cells: Cells = Cells::default();
     for category in query.categories() {
         let category = category.to_pb() as i32;
         snapshot.counter_rows(cuboid, category, months, |row| {
+            if totals {
+                let (sums, count, one) = row.total();
+                let key = key_of(dims, row.month, 0, category, row.value);
+                cells.entry(key).or_default().add_total(&sums, count, one);
+                return;
+            }
+            let mut merged = Acc::default();
             for (state, sums) in row.states() {
-                if wanted(state) {
+                if !wanted(state) {
+                    continue;
+                }
+                if per_state {
                     let key = key_of(dims, row.month, state, category, row.value);
                     grid::add(&mut cells, key, state, &sums);
+                } else {
+                    merged.add(state, &sums);
                 }
+            }
+            if !per_state && merged.reports() > 0 {
+                let key = key_of(dims, row.month, 0, category, row.value);
+                cells.entry(key).or_default().merge(&merged);
             }
         })?;
         if wants_fees(query) {
             snapshot.fee_rows(cuboid, category, months, |row| {
+                if totals {
+                    let key = key_of(dims, row.month, 0, category, row.value);
+                    let acc = cells.entry(key).or_default();
+                    acc.add_fee(row.currency, row.amount, row.total());
+                    return;
+                }
                 for (state, n) in row.states() {
                     if wanted(state) {
                         let key = key_of(dims, row.month, state, category, row.value);
@@ -147,6 +176,27 @@ fn read_cuboid(
     Ok(cells)
 }
 
+/// Reports counted per reporting state, for the audit: from the base cuboid, where
+/// each report is in exactly one row.
+fn counted_by_state(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+    months: (u32, u32),
+) -> Result<BTreeMap<u32, u64>, StoreError> {
+    let states = wanted_states(query);
+    let mut counted = BTreeMap::new();
+    for category in query.categories() {
+        snapshot.counter_rows(Cuboid::Base, category.to_pb() as i32, months, |row| {
+            for (state, sums) in row.states() {
+                if states.is_empty() || states.contains(&state) {
+                    *counted.entry(state).or_default() += sums[0];
+                }
+            }
+        })?;
+    }
+    Ok(counted)
+}
+
 /// The table from the counters.
 pub fn from_counters(
     snapshot: &Snapshot,
@@ -155,6 +205,7 @@ pub fn from_counters(
 ) -> Result<Grid, StoreError> {
     let mut grid = Grid::new(query.dimensions.len());
     let rollable = single_valued(query);
+    grid.by_state = counted_by_state(snapshot, query, plan.months)?;
     let cells = read_cuboid(snapshot, query, plan.cuboid, plan.months)?;
     grid.roll_up(&cells, &rollable);
     if plan.cuboid.multi_valued() {
@@ -166,13 +217,13 @@ pub fn from_counters(
             .position(|d| *d == Dimension::Counted(plan.cuboid))
             .unwrap_or(0);
         let base = read_cuboid(snapshot, query, Cuboid::Base, plan.months)?;
-        let base: HashMap<Key, Acc> = base
+        let base: Cells = base
             .into_iter()
             .map(|(mut key, acc)| {
                 key[position] = ALL;
                 (key, acc)
             })
-            .fold(HashMap::new(), |mut cells, (key, acc)| {
+            .fold(Cells::default(), |mut cells, (key, acc)| {
                 cells.entry(key).or_insert_with(Acc::default).merge(&acc);
                 cells
             });
@@ -188,7 +239,8 @@ pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, St
         .filter(|i| query.dimensions[*i].multi_valued())
         .collect();
     // One cell map per subset of multi-valued dimensions set to ALL.
-    let mut tables: Vec<HashMap<Key, Acc>> = vec![HashMap::new(); 1 << multi.len()];
+    let mut tables: Vec<Cells> = vec![Cells::default(); 1 << multi.len()];
+    let mut by_state: BTreeMap<u32, u64> = BTreeMap::new();
     for (category, filter) in &query.filters {
         let (from, to) = filter.days();
         for entry in snapshot.by_date(category.to_pb() as i32, from, to, None)? {
@@ -209,6 +261,7 @@ pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, St
             let facts = summary.facts.as_ref().ok_or_else(|| {
                 StoreError::Corrupt(format!("report {id:x} has no aggregate facts"))
             })?;
+            *by_state.entry(state).or_default() += 1;
             for (subset, table) in tables.iter_mut().enumerate() {
                 let dropped: Vec<usize> = multi
                     .iter()
@@ -221,6 +274,7 @@ pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, St
         }
     }
     let mut grid = Grid::new(query.dimensions.len());
+    grid.by_state = by_state;
     let rollable = single_valued(query);
     for table in &tables {
         grid.roll_up(table, &rollable);
@@ -231,7 +285,7 @@ pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, St
 /// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
 fn contribute(
     query: &AggregateQuery,
-    cells: &mut HashMap<Key, Acc>,
+    cells: &mut Cells,
     summary: &ReportSummary,
     facts: &ReportFacts,
     state: u32,

@@ -2,8 +2,9 @@
 //!
 //! For each *cuboid* (the base one, and one per extra dimension such as origin or route)
 //! the store keeps one row per (cuboid, category, month of the incident, value along the
-//! cuboid's dimension). A row holds, per reporting state, the sums of the metrics of the
-//! reports that fall in it; a second table holds the fee-per-person distribution the
+//! cuboid's dimension). A row holds the sums of the metrics of the reports that fall in
+//! it, first in all and then per reporting state (so a query that does not split by
+//! state reads one entry per row); a second table holds the fee-per-person distribution the
 //! same way. Rows are updated in the writer's transaction: a new report adds its facts,
 //! an amendment subtracts the old version's and adds the new one's, a retraction
 //! subtracts. An aggregate over these dimensions then reads a few rows per month instead
@@ -12,6 +13,8 @@
 //! This module also owns *what* a report contributes along each dimension
 //! ([`Cuboid::values`], [`sums`]), so that the counters and the index scan of
 //! `crate::analytics` cannot disagree.
+
+use std::collections::BTreeMap;
 
 use redb::{ReadableTable, Table};
 
@@ -28,6 +31,8 @@ pub type Sums = [u64; SUMS];
 pub const NONE: u64 = 0;
 
 const STATE_ENTRY: usize = 4 + 8 * SUMS;
+/// The "state" of a row's leading entry, its total (no country packs to 0).
+const TOTAL: u32 = 0;
 const FEE_ENTRY: usize = 4 + 8;
 /// cuboid, category, month, value.
 const CELL_KEY: usize = 1 + 1 + 4 + 8;
@@ -202,89 +207,127 @@ fn cell_key(cuboid: Cuboid, category: i32, month: u32, value: u64) -> [u8; CELL_
     key
 }
 
-/// Adds (`sign` = 1) or removes (`sign` = -1) one report version in every cuboid.
-pub(super) fn apply(
-    counters: &mut Table<'_, &'static [u8], &'static [u8]>,
-    fees: &mut Table<'_, &'static [u8], &'static [u8]>,
-    summary: &ReportSummary,
-    state: &str,
-    sign: i64,
-) -> Result<(), StoreError> {
-    let Some(facts) = &summary.facts else {
-        return Err(StoreError::Corrupt(
-            "a report summary without its facts".to_owned(),
-        ));
-    };
-    let state = u32::try_from(pack_country(state)).unwrap_or(0);
-    let month = month_of_day(summary.incident_day);
-    let fee = fee(facts);
-    for cuboid in Cuboid::ALL {
-        for (value, add) in cuboid.values(facts, summary) {
-            let key = cell_key(cuboid, summary.category, month, value);
-            update(counters, &key, state, &add, sign)?;
-            if let (Some((currency, amount)), true) = (fee, cuboid.keeps_fees()) {
-                let mut fee_key = [0u8; CELL_KEY + 12];
-                fee_key[..CELL_KEY].copy_from_slice(&key);
-                fee_key[CELL_KEY..CELL_KEY + 4].copy_from_slice(&currency.to_be_bytes());
-                fee_key[CELL_KEY + 4..].copy_from_slice(&amount.to_be_bytes());
-                update(fees, &fee_key, state, &[1], sign)?;
-            }
-        }
-    }
-    Ok(())
+/// Counter changes of one write transaction, added up per row so that each row is read
+/// and written once per transaction however many reports touch it.
+#[derive(Default)]
+pub(super) struct Deltas {
+    cells: BTreeMap<[u8; CELL_KEY], BTreeMap<u32, [i64; SUMS]>>,
+    fees: BTreeMap<[u8; CELL_KEY + 12], BTreeMap<u32, [i64; 1]>>,
 }
 
-/// Adds `sign × add` to `state`'s entry of the row at `key`, dropping entries (and rows)
-/// that reach zero reports.
-fn update(
+impl Deltas {
+    /// Adds (`sign` = 1) or removes (`sign` = -1) one report version in every cuboid.
+    pub(super) fn record(
+        &mut self,
+        summary: &ReportSummary,
+        state: &str,
+        sign: i64,
+    ) -> Result<(), StoreError> {
+        let Some(facts) = &summary.facts else {
+            return Err(StoreError::Corrupt(
+                "a report summary without its facts".to_owned(),
+            ));
+        };
+        let state = u32::try_from(pack_country(state)).unwrap_or(0);
+        let month = month_of_day(summary.incident_day);
+        let fee = fee(facts);
+        for cuboid in Cuboid::ALL {
+            for (value, add) in cuboid.values(facts, summary) {
+                let key = cell_key(cuboid, summary.category, month, value);
+                let entry = self.cells.entry(key).or_default().entry(state).or_default();
+                for (d, a) in entry.iter_mut().zip(add) {
+                    *d += sign * i64::try_from(a).unwrap_or(i64::MAX);
+                }
+                if let (Some((currency, amount)), true) = (fee, cuboid.keeps_fees()) {
+                    let mut fee_key = [0u8; CELL_KEY + 12];
+                    fee_key[..CELL_KEY].copy_from_slice(&key);
+                    fee_key[CELL_KEY..CELL_KEY + 4].copy_from_slice(&currency.to_be_bytes());
+                    fee_key[CELL_KEY + 4..].copy_from_slice(&amount.to_be_bytes());
+                    self.fees
+                        .entry(fee_key)
+                        .or_default()
+                        .entry(state)
+                        .or_default()[0] += sign;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the changes to the tables, in key order.
+    pub(super) fn write(
+        self,
+        counters: &mut Table<'_, &'static [u8], &'static [u8]>,
+        fees: &mut Table<'_, &'static [u8], &'static [u8]>,
+    ) -> Result<(), StoreError> {
+        for (key, deltas) in &self.cells {
+            update(counters, key, deltas)?;
+        }
+        for (key, deltas) in &self.fees {
+            update(fees, key, deltas)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies per-state changes to the row at `key`, dropping entries (and the row) that
+/// reach zero reports. The first of the `N` numbers of an entry is its reports.
+fn update<const N: usize>(
     table: &mut Table<'_, &'static [u8], &'static [u8]>,
     key: &[u8],
-    state: u32,
-    add: &[u64],
-    sign: i64,
+    deltas: &BTreeMap<u32, [i64; N]>,
 ) -> Result<(), StoreError> {
-    let width = 4 + 8 * add.len();
-    let mut row = table
-        .get(key)?
-        .map(|v| v.value().to_vec())
-        .unwrap_or_default();
-    let found = row
-        .chunks_exact(width)
-        .position(|e| read_u32(e) >= state)
-        .unwrap_or(row.len() / width);
-    let at = found * width;
-    if row.get(at..at + 4).is_none_or(|s| read_u32(s) != state) {
-        if sign < 0 {
-            return Err(StoreError::Corrupt(format!(
-                "counter row {} has no entry to subtract from",
-                hex::encode(key)
-            )));
+    let width = 4 + 8 * N;
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("counter row {}: {what}", hex::encode(key)));
+    let mut entries: BTreeMap<u32, [u64; N]> = BTreeMap::new();
+    if let Some(row) = table.get(key)? {
+        // The first entry is the row's total; it is recomputed below.
+        for e in row.value().chunks_exact(width).skip(1) {
+            let mut values = [0u64; N];
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = read_u64(&e[4 + 8 * i..]);
+            }
+            entries.insert(read_u32(e), values);
         }
-        let mut entry = vec![0u8; width];
-        entry[..4].copy_from_slice(&state.to_le_bytes());
-        row.splice(at..at, entry);
     }
-    for (i, delta) in add.iter().enumerate() {
-        let field = at + 4 + 8 * i;
-        let old = read_u64(&row[field..field + 8]);
-        let new = if sign < 0 {
-            old.checked_sub(*delta)
-        } else {
-            old.checked_add(*delta)
+    for (state, delta) in deltas {
+        if delta.iter().all(|d| *d == 0) {
+            continue;
         }
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!("counter row {} out of range", hex::encode(key)))
-        })?;
-        row[field..field + 8].copy_from_slice(&new.to_le_bytes());
+        let values = entries.entry(*state).or_insert([0; N]);
+        for (v, d) in values.iter_mut().zip(delta) {
+            *v = v
+                .checked_add_signed(*d)
+                .ok_or_else(|| corrupt("a count would go out of range"))?;
+        }
+        if values[0] == 0 {
+            if values.iter().any(|v| *v != 0) {
+                return Err(corrupt("an entry with no reports but other counts"));
+            }
+            entries.remove(state);
+        }
     }
-    if read_u64(&row[at + 4..at + 12]) == 0 {
-        row.drain(at..at + width);
-    }
-    if row.is_empty() {
+    if entries.is_empty() {
         table.remove(key)?;
-    } else {
-        table.insert(key, row.as_slice())?;
+        return Ok(());
     }
+    let mut total = [0u64; N];
+    for values in entries.values() {
+        for (t, v) in total.iter_mut().zip(values) {
+            *t = t
+                .checked_add(*v)
+                .ok_or_else(|| corrupt("a total would go out of range"))?;
+        }
+    }
+    let mut row = Vec::with_capacity((entries.len() + 1) * width);
+    for (state, values) in std::iter::once((&TOTAL, &total)).chain(&entries) {
+        row.extend_from_slice(&state.to_le_bytes());
+        for v in values {
+            row.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    table.insert(key, row.as_slice())?;
     Ok(())
 }
 
@@ -308,16 +351,30 @@ pub struct CounterRow<'a> {
 }
 
 impl CounterRow<'_> {
+    /// The row's total: the sums, how many states contributed, and one of them.
+    pub fn total(&self) -> (Sums, usize, u32) {
+        let mut entries = self.entries.chunks_exact(STATE_ENTRY);
+        let sums = entries.next().map(sums_of).unwrap_or_default();
+        let states = entries.len();
+        let one = entries.next().map_or(TOTAL, read_u32);
+        (sums, states, one)
+    }
+
     /// Per reporting state (packed): the sums.
     pub fn states(&self) -> impl Iterator<Item = (u32, Sums)> + '_ {
-        self.entries.chunks_exact(STATE_ENTRY).map(|e| {
-            let mut sums = [0u64; SUMS];
-            for (i, s) in sums.iter_mut().enumerate() {
-                *s = read_u64(&e[4 + 8 * i..]);
-            }
-            (read_u32(e), sums)
-        })
+        self.entries
+            .chunks_exact(STATE_ENTRY)
+            .skip(1)
+            .map(|e| (read_u32(e), sums_of(e)))
     }
+}
+
+fn sums_of(entry: &[u8]) -> Sums {
+    let mut sums = [0u64; SUMS];
+    for (i, s) in sums.iter_mut().enumerate() {
+        *s = read_u64(&entry[4 + 8 * i..]);
+    }
+    sums
 }
 
 /// One fee row as read back: a currency and amount, and per state how many reports.
@@ -330,10 +387,17 @@ pub struct FeeRow<'a> {
 }
 
 impl FeeRow<'_> {
+    /// Per reporting state (packed): how many reports.
     pub fn states(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.entries
             .chunks_exact(FEE_ENTRY)
+            .skip(1)
             .map(|e| (read_u32(e), read_u64(&e[4..])))
+    }
+
+    /// How many reports in all.
+    pub fn total(&self) -> u64 {
+        self.entries.get(4..12).map_or(0, read_u64)
     }
 }
 

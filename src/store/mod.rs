@@ -34,7 +34,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub const COUNTERS_VERSION: u64 = 1;
+pub const COUNTERS_VERSION: u64 = 2;
 
 /// Store-wide facts: `schema_version`, `counters_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -165,8 +165,7 @@ impl Store {
         {
             tx.delete_table(COUNTERS)?;
             tx.delete_table(FEES)?;
-            let mut counters = tx.open_table(COUNTERS)?;
-            let mut fees = tx.open_table(FEES)?;
+            let mut deltas = counters::Deltas::default();
             let envelopes = tx.open_table(ENVELOPES)?;
             let mut reports = tx.open_table(REPORTS)?;
             let mut heads = Vec::new();
@@ -194,12 +193,13 @@ impl Store {
                     ))
                 })?;
                 if !head.retracted {
-                    counters::apply(&mut counters, &mut fees, &summary, &head.state, 1)?;
+                    deltas.record(&summary, &head.state, 1)?;
                     counted += 1;
                 }
                 head.summary = Some(summary);
                 reports.insert(key, head.encode_to_vec().as_slice())?;
             }
+            deltas.write(&mut tx.open_table(COUNTERS)?, &mut tx.open_table(FEES)?)?;
             tx.open_table(META)?
                 .insert("counters_version", COUNTERS_VERSION)?;
         }

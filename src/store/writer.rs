@@ -330,12 +330,19 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
         };
+        let mut deltas = counters::Deltas::default();
         let mut next_sequence = t.envelopes.last()?.map_or(1, |(k, _)| k.value() + 1);
         let mut next_audit = t.audit.last()?.map_or(1, |(k, _)| k.value() + 1);
         for job in batch {
             match job {
                 Job::Append(new, _) => {
-                    results.push(Done::Append(append(&mut t, new, &mut next_sequence, now)?));
+                    results.push(Done::Append(append(
+                        &mut t,
+                        &mut deltas,
+                        new,
+                        &mut next_sequence,
+                        now,
+                    )?));
                 }
                 Job::Audit(record, _) => {
                     let number = next_audit;
@@ -353,6 +360,7 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
                 }
             }
         }
+        deltas.write(&mut t.counters, &mut t.fees)?;
     }
     tx.commit()?;
     Ok(results)
@@ -361,6 +369,7 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
 /// Applies one envelope: version rules, the envelope, the report head and its indexes.
 fn append(
     t: &mut Tables<'_>,
+    deltas: &mut counters::Deltas,
     new: &NewEnvelope,
     next_sequence: &mut u64,
     accepted_at: i64,
@@ -397,7 +406,7 @@ fn append(
                 digest: new.digest.to_vec(),
             });
             head.changed_at = accepted_at;
-            update_indexes(t, new, &mut head, key)?;
+            update_indexes(t, deltas, new, &mut head, key)?;
             let receipt = pb::Receipt {
                 sequence,
                 envelope_digest: new.digest.to_vec(),
@@ -434,6 +443,7 @@ fn append(
 /// report's latest version.
 fn update_indexes(
     t: &mut Tables<'_>,
+    deltas: &mut counters::Deltas,
     new: &NewEnvelope,
     head: &mut ReportHead,
     key: u128,
@@ -448,9 +458,9 @@ fn update_indexes(
                     .remove((state, old.category, old.incident_day, key))?;
                 t.contributions
                     .remove((state, old.category, head.first_accepted_at, key))?;
-                counters::apply(&mut t.counters, &mut t.fees, old, state, -1)?;
+                deltas.record(old, state, -1)?;
             }
-            counters::apply(&mut t.counters, &mut t.fees, summary, state, 1)?;
+            deltas.record(summary, state, 1)?;
             t.by_date
                 .insert((summary.category, summary.incident_day, key), ())?;
             t.by_state
@@ -466,7 +476,7 @@ fn update_indexes(
             if let Some(old) = &old {
                 t.contributions
                     .remove((state, old.category, head.first_accepted_at, key))?;
-                counters::apply(&mut t.counters, &mut t.fees, old, state, -1)?;
+                deltas.record(old, state, -1)?;
             }
             head.retracted = true;
         }

@@ -131,13 +131,13 @@ fn read_cuboid(
         let category = category.to_pb() as i32;
         snapshot.counter_rows(cuboid, category, months, |row| {
             if totals {
-                let (sums, count, one) = row.total();
+                let (sums, count, one) = row.total()?;
                 let key = key_of(dims, row.month, 0, category, row.value);
                 cells.entry(key).or_default().add_total(&sums, count, one);
-                return;
+                return Ok(());
             }
             let mut merged = Acc::default();
-            for (state, sums) in row.states() {
+            for (state, sums) in row.states()? {
                 if !wanted(state) {
                     continue;
                 }
@@ -152,16 +152,17 @@ fn read_cuboid(
                 let key = key_of(dims, row.month, 0, category, row.value);
                 cells.entry(key).or_default().merge(&merged);
             }
+            Ok(())
         })?;
         if wants_fees(query) {
             snapshot.fee_rows(cuboid, category, months, |row| {
                 if totals {
                     let key = key_of(dims, row.month, 0, category, row.value);
                     let acc = cells.entry(key).or_default();
-                    acc.add_fee(row.currency, row.amount, row.total());
-                    return;
+                    acc.add_fee(row.currency, row.amount, row.total()?);
+                    return Ok(());
                 }
-                for (state, n) in row.states() {
+                for (state, n) in row.states()? {
                     if wanted(state) {
                         let key = key_of(dims, row.month, state, category, row.value);
                         cells
@@ -170,6 +171,7 @@ fn read_cuboid(
                             .add_fee(row.currency, row.amount, n);
                     }
                 }
+                Ok(())
             })?;
         }
     }
@@ -187,11 +189,12 @@ fn counted_by_state(
     let mut counted = BTreeMap::new();
     for category in query.categories() {
         snapshot.counter_rows(Cuboid::Base, category.to_pb() as i32, months, |row| {
-            for (state, sums) in row.states() {
+            for (state, sums) in row.states()? {
                 if states.is_empty() || states.contains(&state) {
                     *counted.entry(state).or_default() += sums[0];
                 }
             }
+            Ok(())
         })?;
     }
     Ok(counted)

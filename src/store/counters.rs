@@ -30,10 +30,6 @@ pub type Sums = [u64; SUMS];
 /// The value of a dimension a report does not have (no transit, no origin, …).
 pub const NONE: u64 = 0;
 
-const STATE_ENTRY: usize = 4 + 8 * SUMS;
-/// The "state" of a row's leading entry, its total (no country packs to 0).
-const TOTAL: u32 = 0;
-const FEE_ENTRY: usize = 4 + 8;
 /// cuboid, category, month, value.
 const CELL_KEY: usize = 1 + 1 + 4 + 8;
 
@@ -198,11 +194,13 @@ pub fn month_of_day(day: i32) -> u32 {
     })
 }
 
+/// Category, month, cuboid, value: a month's rows of every cuboid lie together, so the
+/// reports of one month (most of a day's submissions) touch few pages.
 fn cell_key(cuboid: Cuboid, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
     let mut key = [0u8; CELL_KEY];
-    key[0] = cuboid.code();
-    key[1] = u8::try_from(category).unwrap_or(0);
-    key[2..6].copy_from_slice(&month.to_be_bytes());
+    key[0] = u8::try_from(category).unwrap_or(0);
+    key[1..5].copy_from_slice(&month.to_be_bytes());
+    key[5] = cuboid.code();
     key[6..14].copy_from_slice(&value.to_be_bytes());
     key
 }
@@ -277,18 +275,17 @@ fn update<const N: usize>(
     key: &[u8],
     deltas: &BTreeMap<u32, [i64; N]>,
 ) -> Result<(), StoreError> {
-    let width = 4 + 8 * N;
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("counter row {}: {what}", hex::encode(key)));
     let mut entries: BTreeMap<u32, [u64; N]> = BTreeMap::new();
     if let Some(row) = table.get(key)? {
+        let mut bytes = row.value();
         // The first entry is the row's total; it is recomputed below.
-        for e in row.value().chunks_exact(width).skip(1) {
-            let mut values = [0u64; N];
-            for (i, v) in values.iter_mut().enumerate() {
-                *v = read_u64(&e[4 + 8 * i..]);
-            }
-            entries.insert(read_u32(e), values);
+        parse_entry::<N>(&mut bytes).ok_or_else(|| corrupt("unreadable total"))?;
+        while !bytes.is_empty() {
+            let (state, values) =
+                parse_entry::<N>(&mut bytes).ok_or_else(|| corrupt("unreadable entry"))?;
+            entries.insert(state, values);
         }
     }
     for (state, delta) in deltas {
@@ -320,61 +317,63 @@ fn update<const N: usize>(
                 .ok_or_else(|| corrupt("a total would go out of range"))?;
         }
     }
-    let mut row = Vec::with_capacity((entries.len() + 1) * width);
-    for (state, values) in std::iter::once((&TOTAL, &total)).chain(&entries) {
-        row.extend_from_slice(&state.to_le_bytes());
+    let count = u32::try_from(entries.len()).map_err(|_| corrupt("too many states"))?;
+    let mut row = Vec::with_capacity((entries.len() + 1) * (3 + 2 * N));
+    for (state, values) in std::iter::once((&count, &total)).chain(&entries) {
+        row.extend_from_slice(&state.to_be_bytes()[1..]);
         for v in values {
-            row.extend_from_slice(&v.to_le_bytes());
+            prost::encoding::encode_varint(*v, &mut row);
         }
     }
     table.insert(key, row.as_slice())?;
     Ok(())
 }
 
-fn read_u32(bytes: &[u8]) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[..4]);
-    u32::from_le_bytes(b)
-}
-
-fn read_u64(bytes: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(b)
+/// One entry of a row: a packed state (or, for the leading total, the number of
+/// states) in 3 bytes, then `N` varints.
+fn parse_entry<const N: usize>(bytes: &mut &[u8]) -> Option<(u32, [u64; N])> {
+    let (head, rest) = bytes.split_at_checked(3)?;
+    *bytes = rest;
+    let state = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+    let mut values = [0u64; N];
+    for v in &mut values {
+        *v = prost::encoding::decode_varint(bytes).ok()?;
+    }
+    Some((state, values))
 }
 
 /// One counter row as read back.
 pub struct CounterRow<'a> {
     pub month: u32,
     pub value: u64,
-    entries: &'a [u8],
+    bytes: &'a [u8],
+}
+
+fn unreadable() -> StoreError {
+    StoreError::Corrupt("an unreadable counter row".to_owned())
 }
 
 impl CounterRow<'_> {
     /// The row's total: the sums, how many states contributed, and one of them.
-    pub fn total(&self) -> (Sums, usize, u32) {
-        let mut entries = self.entries.chunks_exact(STATE_ENTRY);
-        let sums = entries.next().map(sums_of).unwrap_or_default();
-        let states = entries.len();
-        let one = entries.next().map_or(TOTAL, read_u32);
-        (sums, states, one)
+    pub fn total(&self) -> Result<(Sums, usize, u32), StoreError> {
+        let mut bytes = self.bytes;
+        let (count, sums) = parse_entry::<SUMS>(&mut bytes).ok_or_else(unreadable)?;
+        let one = bytes
+            .get(..3)
+            .map_or(0, |b| u32::from_be_bytes([0, b[0], b[1], b[2]]));
+        Ok((sums, count as usize, one))
     }
 
     /// Per reporting state (packed): the sums.
-    pub fn states(&self) -> impl Iterator<Item = (u32, Sums)> + '_ {
-        self.entries
-            .chunks_exact(STATE_ENTRY)
-            .skip(1)
-            .map(|e| (read_u32(e), sums_of(e)))
+    pub fn states(&self) -> Result<Vec<(u32, Sums)>, StoreError> {
+        let mut bytes = self.bytes;
+        parse_entry::<SUMS>(&mut bytes).ok_or_else(unreadable)?;
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            out.push(parse_entry::<SUMS>(&mut bytes).ok_or_else(unreadable)?);
+        }
+        Ok(out)
     }
-}
-
-fn sums_of(entry: &[u8]) -> Sums {
-    let mut sums = [0u64; SUMS];
-    for (i, s) in sums.iter_mut().enumerate() {
-        *s = read_u64(&entry[4 + 8 * i..]);
-    }
-    sums
 }
 
 /// One fee row as read back: a currency and amount, and per state how many reports.
@@ -383,30 +382,88 @@ pub struct FeeRow<'a> {
     pub value: u64,
     pub currency: u32,
     pub amount: u64,
-    entries: &'a [u8],
+    bytes: &'a [u8],
 }
 
 impl FeeRow<'_> {
     /// Per reporting state (packed): how many reports.
-    pub fn states(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.entries
-            .chunks_exact(FEE_ENTRY)
-            .skip(1)
-            .map(|e| (read_u32(e), read_u64(&e[4..])))
+    pub fn states(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut bytes = self.bytes;
+        parse_entry::<1>(&mut bytes).ok_or_else(unreadable)?;
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (state, [n]) = parse_entry::<1>(&mut bytes).ok_or_else(unreadable)?;
+            out.push((state, n));
+        }
+        Ok(out)
     }
 
     /// How many reports in all.
-    pub fn total(&self) -> u64 {
-        self.entries.get(4..12).map_or(0, read_u64)
+    pub fn total(&self) -> Result<u64, StoreError> {
+        let mut bytes = self.bytes;
+        parse_entry::<1>(&mut bytes)
+            .map(|(_, [n])| n)
+            .ok_or_else(unreadable)
     }
 }
 
-fn range_bounds(cuboid: Cuboid, category: i32, from: u32, to: u32) -> ([u8; CELL_KEY], Vec<u8>) {
-    let start = cell_key(cuboid, category, from, 0);
-    let mut end = cell_key(cuboid, category, to, u64::MAX).to_vec();
-    // Past every fee row of the last cell too.
-    end.extend_from_slice(&[0xff; 12]);
-    (start, end)
+/// Calls `each` with (month, value, key rest, row bytes) for every row of `cuboid` and
+/// `category` with months in `from..=to`, month by month, in key order.
+fn read_rows(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    cuboid: Cuboid,
+    category: i32,
+    (from, to): (u32, u32),
+    mut each: impl FnMut(u32, u64, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    // The months that have rows at all, so that open ranges stay finite.
+    let category_start = cell_key(Cuboid::Base, category, 0, 0);
+    let mut category_end = cell_key(Cuboid::Base, category, u32::MAX, u64::MAX).to_vec();
+    category_end.extend_from_slice(&[0xff; 13]);
+    let mut present = table.range::<&[u8]>(category_start.as_slice()..category_end.as_slice())?;
+    let month = |key: &[u8]| split_key(key).map(|(m, _)| m);
+    let Some(first) = present.next() else {
+        return Ok(());
+    };
+    let lowest = month(first?.0.value())?;
+    let highest = match present.next_back() {
+        Some(last) => month(last?.0.value())?,
+        None => lowest,
+    };
+    read_month_rows(
+        table,
+        cuboid,
+        category,
+        (from.max(lowest), to.min(highest)),
+        &mut each,
+    )
+}
+
+fn read_month_rows(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    cuboid: Cuboid,
+    category: i32,
+    (from, to): (u32, u32),
+    each: &mut impl FnMut(u32, u64, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut month = from;
+    while month <= to {
+        let start = cell_key(cuboid, category, month, 0);
+        let mut end = cell_key(cuboid, category, month, u64::MAX).to_vec();
+        // Past every fee row of the last cell too.
+        end.extend_from_slice(&[0xff; 13]);
+        for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let (_, value) = split_key(key)?;
+            each(month, value, &key[CELL_KEY..], v.value())?;
+        }
+        let Some(next) = month.checked_add(1) else {
+            break;
+        };
+        month = next;
+    }
+    Ok(())
 }
 
 fn split_key(key: &[u8]) -> Result<(u32, u64), StoreError> {
@@ -414,7 +471,7 @@ fn split_key(key: &[u8]) -> Result<(u32, u64), StoreError> {
         return Err(StoreError::Corrupt("a counter key is too short".to_owned()));
     }
     let mut month = [0u8; 4];
-    month.copy_from_slice(&key[2..6]);
+    month.copy_from_slice(&key[1..5]);
     let mut value = [0u8; 8];
     value.copy_from_slice(&key[6..14]);
     Ok((u32::from_be_bytes(month), u64::from_be_bytes(value)))
@@ -426,20 +483,16 @@ pub(super) fn read_counters(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     cuboid: Cuboid,
     category: i32,
-    (from, to): (u32, u32),
-    mut each: impl FnMut(&CounterRow<'_>),
+    months: (u32, u32),
+    mut each: impl FnMut(&CounterRow<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let (start, end) = range_bounds(cuboid, category, from, to);
-    for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-        let (k, v) = entry?;
-        let (month, value) = split_key(k.value())?;
+    read_rows(table, cuboid, category, months, |month, value, _, bytes| {
         each(&CounterRow {
             month,
             value,
-            entries: v.value(),
-        });
-    }
-    Ok(())
+            bytes,
+        })
+    })
 }
 
 /// Calls `each` for every fee row of `cuboid` and `category` with months in `from..=to`.
@@ -447,32 +500,33 @@ pub(super) fn read_fees(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     cuboid: Cuboid,
     category: i32,
-    (from, to): (u32, u32),
-    mut each: impl FnMut(&FeeRow<'_>),
+    months: (u32, u32),
+    mut each: impl FnMut(&FeeRow<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let (start, end) = range_bounds(cuboid, category, from, to);
-    for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-        let (k, v) = entry?;
-        let key = k.value();
-        let (month, value) = split_key(key)?;
-        if key.len() != CELL_KEY + 12 {
-            return Err(StoreError::Corrupt(
-                "a fee key has the wrong length".to_owned(),
-            ));
-        }
-        let mut currency = [0u8; 4];
-        currency.copy_from_slice(&key[CELL_KEY..CELL_KEY + 4]);
-        let mut amount = [0u8; 8];
-        amount.copy_from_slice(&key[CELL_KEY + 4..]);
-        each(&FeeRow {
-            month,
-            value,
-            currency: u32::from_be_bytes(currency),
-            amount: u64::from_be_bytes(amount),
-            entries: v.value(),
-        });
-    }
-    Ok(())
+    read_rows(
+        table,
+        cuboid,
+        category,
+        months,
+        |month, value, rest, bytes| {
+            if rest.len() != 12 {
+                return Err(StoreError::Corrupt(
+                    "a fee key has the wrong length".to_owned(),
+                ));
+            }
+            let mut currency = [0u8; 4];
+            currency.copy_from_slice(&rest[..4]);
+            let mut amount = [0u8; 8];
+            amount.copy_from_slice(&rest[4..]);
+            each(&FeeRow {
+                month,
+                value,
+                currency: u32::from_be_bytes(currency),
+                amount: u64::from_be_bytes(amount),
+                bytes,
+            })
+        },
+    )
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub const COUNTERS_VERSION: u64 = 2;
+pub const COUNTERS_VERSION: u64 = 3;
 
 /// Store-wide facts: `schema_version`, `counters_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -177,7 +177,7 @@ impl Snapshot {
         cuboid: Cuboid,
         category: i32,
         months: (u32, u32),
-        each: impl FnMut(&CounterRow<'_>),
+        each: impl FnMut(&CounterRow<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         counters::read_counters(&self.counters, cuboid, category, months, each)
     }
@@ -188,7 +188,7 @@ impl Snapshot {
         cuboid: Cuboid,
         category: i32,
         months: (u32, u32),
-        each: impl FnMut(&FeeRow<'_>),
+        each: impl FnMut(&FeeRow<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         counters::read_fees(&self.fees, cuboid, category, months, each)
     }

@@ -107,68 +107,64 @@ fn notes(
 ) -> Vec<pb::SuppressionNote> {
     let count =
         |rule| u32::try_from(withheld.values().filter(|r| **r == rule).count()).unwrap_or(u32::MAX);
-    let mut notes = Vec::new();
-    let small = count(disclosure::Rule::SmallCell);
-    if small > 0 {
-        notes.push(pb::SuppressionNote {
-            rule: pb::SuppressionRule::SmallCell as i32,
-            cells: small,
-            explanation: format!(
+    let has = |n: u32| if n == 1 { "cell has" } else { "cells have" };
+    let is = |n: u32| if n == 1 { "is" } else { "are" };
+    let (small, dominance, secondary) = (
+        count(disclosure::Rule::SmallCell),
+        count(disclosure::Rule::Dominance),
+        count(disclosure::Rule::Secondary),
+    );
+    [
+        (
+            pb::SuppressionRule::SmallCell,
+            small,
+            format!(
                 "{small} {} fewer than {} reports and {} withheld",
-                if small == 1 { "cell has" } else { "cells have" },
+                has(small),
                 settings.minimum_reports,
-                if small == 1 { "is" } else { "are" },
+                is(small)
             ),
-        });
-    }
-    let dominance = count(disclosure::Rule::Dominance);
-    if dominance > 0 {
-        notes.push(pb::SuppressionNote {
-            rule: pb::SuppressionRule::Dominance as i32,
-            cells: dominance,
-            explanation: format!(
+        ),
+        (
+            pb::SuppressionRule::Dominance,
+            dominance,
+            format!(
                 "{dominance} {} reports all from one state and {} withheld (this exchange \
                  withholds single-state cells)",
-                if dominance == 1 {
-                    "cell has"
-                } else {
-                    "cells have"
-                },
-                if dominance == 1 { "is" } else { "are" },
+                has(dominance),
+                is(dominance)
             ),
-        });
-    }
-    let secondary = count(disclosure::Rule::Secondary);
-    if secondary > 0 {
-        notes.push(pb::SuppressionNote {
-            rule: pb::SuppressionRule::Secondary as i32,
-            cells: secondary,
-            explanation: format!(
+        ),
+        (
+            pb::SuppressionRule::Secondary,
+            secondary,
+            format!(
                 "{secondary} more {} withheld so that no withheld cell can be worked out \
                  from the totals and margins",
                 if secondary == 1 {
                     "cell is"
                 } else {
                     "cells are"
-                },
+                }
             ),
-        });
-    }
-    if flagged > 0 {
-        notes.push(pb::SuppressionNote {
-            rule: pb::SuppressionRule::Unspecified as i32,
-            cells: flagged,
-            explanation: format!(
+        ),
+        (
+            pb::SuppressionRule::Unspecified,
+            flagged,
+            format!(
                 "{flagged} shown {} reports from a single state (flagged single_state)",
-                if flagged == 1 {
-                    "cell has"
-                } else {
-                    "cells have"
-                },
+                has(flagged)
             ),
-        });
-    }
-    notes
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, cells, _)| *cells > 0)
+    .map(|(rule, cells, explanation)| pb::SuppressionNote {
+        rule: rule as i32,
+        cells,
+        explanation,
+    })
+    .collect()
 }
 
 /// The label of a dimension value ("2024-03", "AUS", "AFG>AUS", "sea", "*").

@@ -156,6 +156,21 @@ fn capitalise(text: &str) -> String {
     })
 }
 
+/// The chart's frame: title, margins, room for the axis labels.
+fn frame<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 22))
+        .margin(15)
+        .margin_right(40)
+        .x_label_area_size(70)
+        .y_label_area_size(80);
+    builder
+}
+
 /// Lines over the period dimension: one per combination of the other dimensions.
 fn time_series(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
@@ -191,12 +206,7 @@ fn time_series(
     } else {
         title.to_owned()
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 22))
-        .margin(15)
-        .margin_right(40)
-        .x_label_area_size(70)
-        .y_label_area_size(80)
+    let mut chart = frame(area, caption)
         .build_cartesian_2d(0..periods.len().saturating_sub(1).max(1), 0.0..top)
         .map_err(draw_error)?;
     let labels = periods.clone();
@@ -320,12 +330,7 @@ fn bars(
     } else {
         title.to_owned()
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 22))
-        .margin(15)
-        .margin_right(40)
-        .x_label_area_size(70)
-        .y_label_area_size(80)
+    let mut chart = frame(area, caption)
         .build_cartesian_2d(
             (0..shown.len().saturating_sub(1)).into_segmented(),
             0.0..top,

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     country::CountryCode,
     store::{
-        ReportFacts, ReportSummary, Snapshot, StoreError,
+        ReportFacts, ReportHead, ReportSummary, Snapshot, StoreError,
         counters::{self, Cuboid, Sums},
     },
 };
@@ -235,44 +235,66 @@ pub fn from_counters(
     Ok(grid)
 }
 
-/// The table from a scan of the date index: each matching report's latest version.
+/// The table from a scan: each matching report's latest version, found through the
+/// date index, or by reading every report head in key order when no dates narrow the
+/// query (sequential reads beat an index lookup per report there).
 pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, StoreError> {
     let states = wanted_states(query);
     let multi: Vec<usize> = (0..query.dimensions.len())
         .filter(|i| query.dimensions[*i].multi_valued())
         .collect();
     // One cell map per subset of multi-valued dimensions set to ALL.
-    let mut tables: Vec<Cells> = vec![Cells::default(); 1 << multi.len()];
+    let subsets: Vec<Vec<usize>> = (0..1usize << multi.len())
+        .map(|subset| {
+            multi
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| subset & (1 << bit) != 0)
+                .map(|(_, p)| *p)
+                .collect()
+        })
+        .collect();
+    let mut tables: Vec<Cells> = vec![Cells::default(); subsets.len()];
     let mut by_state: BTreeMap<u32, u64> = BTreeMap::new();
-    for (category, filter) in &query.filters {
-        let (from, to) = filter.days();
-        for entry in snapshot.by_date(category.to_pb() as i32, from, to, None)? {
-            let (_, _, id) = entry?;
-            let Some(head) = snapshot.head(id)? else {
-                continue;
-            };
-            if !filter.matches(&head) {
-                continue;
-            }
-            let state = u32::try_from(counters::pack_country(&head.state)).unwrap_or(0);
-            if !states.is_empty() && !states.contains(&state) {
-                continue;
-            }
-            let Some(summary) = &head.summary else {
-                continue;
-            };
-            let facts = summary.facts.as_ref().ok_or_else(|| {
-                StoreError::Corrupt(format!("report {id:x} has no aggregate facts"))
-            })?;
-            *by_state.entry(state).or_default() += 1;
-            for (subset, table) in tables.iter_mut().enumerate() {
-                let dropped: Vec<usize> = multi
-                    .iter()
-                    .enumerate()
-                    .filter(|(bit, _)| subset & (1 << bit) != 0)
-                    .map(|(_, p)| *p)
-                    .collect();
-                contribute(query, table, summary, facts, state, &dropped);
+    let mut visit = |id: u128, head: &ReportHead| -> Result<(), StoreError> {
+        let Some(summary) = &head.summary else {
+            return Ok(());
+        };
+        let matching = query
+            .filters
+            .iter()
+            .any(|(c, f)| c.to_pb() as i32 == summary.category && f.matches(head));
+        let state = u32::try_from(counters::pack_country(&head.state)).unwrap_or(0);
+        if !matching || !(states.is_empty() || states.contains(&state)) {
+            return Ok(());
+        }
+        let facts = summary
+            .facts
+            .as_ref()
+            .ok_or_else(|| StoreError::Corrupt(format!("report {id:x} has no aggregate facts")))?;
+        *by_state.entry(state).or_default() += 1;
+        for (dropped, table) in subsets.iter().zip(tables.iter_mut()) {
+            contribute(query, table, summary, facts, state, dropped);
+        }
+        Ok(())
+    };
+    let undated = query
+        .filters
+        .iter()
+        .all(|(_, f)| f.days() == (i32::MIN, i32::MAX));
+    if undated {
+        for entry in snapshot.heads()? {
+            let (id, head) = entry?;
+            visit(id, &head)?;
+        }
+    } else {
+        for (category, filter) in &query.filters {
+            let (from, to) = filter.days();
+            for entry in snapshot.by_date(category.to_pb() as i32, from, to, None)? {
+                let (_, _, id) = entry?;
+                if let Some(head) = snapshot.head(id)? {
+                    visit(id, &head)?;
+                }
             }
         }
     }

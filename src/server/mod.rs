@@ -194,6 +194,8 @@ impl Server {
         };
         accept_task.abort();
         watch_task.abort();
+        let _ = accept_task.await;
+        let _ = watch_task.await;
         // Every accepted submission is committed before the store is let go.
         writer_thread.stop().await;
         result

@@ -2,7 +2,7 @@
 //!
 //! Readers never wait for the writer: a snapshot sees the store as of its start.
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
@@ -46,6 +46,16 @@ impl Snapshot {
 
     pub fn head(&self, id: u128) -> Result<Option<ReportHead>, StoreError> {
         self.reports.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Every report head, in key (UUID) order.
+    pub fn heads(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<(u128, ReportHead), StoreError>> + '_, StoreError> {
+        Ok(self.reports.iter()?.map(|entry| {
+            let (k, v) = entry?;
+            Ok((k.value(), decode(v.value())?))
+        }))
     }
 
     pub fn envelope(&self, sequence: u64) -> Result<Option<EnvelopeRecord>, StoreError> {

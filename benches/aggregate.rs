@@ -244,7 +244,7 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> String {
     println!("{}", line("sqlite, covering index", &indexed));
     let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
     format!(
-        "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.0}x), {:.1} ms with ({:.1}x)",
+        "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.1}x), {:.1} ms with ({:.1}x)",
         q.name,
         p50(&ours) * 1e3,
         p50(&plain) * 1e3,

@@ -398,4 +398,35 @@ mod tests {
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("limits.max_message_bytes"), "{err}");
     }
+
+    #[test]
+    fn analytics_settings_are_checked() {
+        let check = |text: &str| {
+            toml::from_str::<Config>(text)
+                .unwrap()
+                .check()
+                .err()
+                .map(|e| e.to_string())
+        };
+        let ok = "[analytics]\nfee_currency = \"USD\"\nrates = { AUD = 0.66, THB = 0.028 }";
+        assert_eq!(check(ok), None);
+        for (text, named) in [
+            (
+                "[analytics]\nminimum_reports = 0",
+                "analytics.minimum_reports",
+            ),
+            ("[analytics]\nrates = { AUD = 0.66 }", "analytics.rates"),
+            (
+                "[analytics]\nfee_currency = \"XXY\"",
+                "analytics.fee_currency",
+            ),
+            (
+                "[analytics]\nfee_currency = \"USD\"\nrates = { AUD = -1.0 }",
+                "analytics.rates.AUD",
+            ),
+        ] {
+            let err = check(text).unwrap_or_default();
+            assert!(err.contains(named), "{text}: {err}");
+        }
+    }
 }

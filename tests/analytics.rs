@@ -1071,6 +1071,28 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         "{texts:?}"
     );
 
+    // Content filters make it a scan; JSON is the API's proto3 JSON.
+    let args = [
+        "--by",
+        "year",
+        "--vessel-type",
+        "wooden-boat",
+        "--format",
+        "json",
+    ];
+    let out = aggregate_cli(&server, &profile, &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["source"], "scan", "{json}");
+    assert!(
+        json["cells"].as_array().is_some_and(|c| !c.is_empty()),
+        "{json}"
+    );
+
     // A node is refused with the reason.
     let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
     let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;

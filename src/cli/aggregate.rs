@@ -58,6 +58,17 @@ pub struct AggregateArgs {
     /// Only reports with persons of any of these nationalities.
     #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
     nationalities: Vec<CountryCode>,
+    /// Only smuggling incidents of this modus operandi: land, sea, air, mixed.
+    #[arg(long, value_parser = parse_modus, value_name = "MODUS")]
+    modus_operandi: Option<i32>,
+    /// Only maritime movements of this event: departure, detection, interception, rescue,
+    /// distress, disembarkation, shipwreck.
+    #[arg(long, value_parser = parse_event, value_name = "EVENT")]
+    maritime_event: Option<i32>,
+    /// Only maritime movements of this vessel type: fishing-boat, wooden-boat,
+    /// rubber-dinghy, sailing-boat, speedboat, cargo-ship, other.
+    #[arg(long, value_parser = parse_vessel, value_name = "TYPE")]
+    vessel_type: Option<i32>,
     /// Only reports located inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON.
     #[arg(long, value_delimiter = ',', num_args = 4, value_name = "DEGREES")]
     bbox: Vec<f64>,
@@ -150,6 +161,36 @@ impl MetricArg {
     }
 }
 
+/// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`.
+fn enum_arg(
+    text: &str,
+    prefix: &str,
+    from_name: impl Fn(&str) -> Option<i32>,
+) -> Result<i32, String> {
+    let name = format!("{prefix}{}", text.to_uppercase().replace('-', "_"));
+    from_name(&name)
+        .filter(|v| *v != 0)
+        .ok_or_else(|| format!("{text:?} is not one of the values listed in --help"))
+}
+
+fn parse_modus(text: &str) -> Result<i32, String> {
+    enum_arg(text, "MODUS_OPERANDI_", |n| {
+        pb::ModusOperandi::from_str_name(n).map(|v| v as i32)
+    })
+}
+
+fn parse_event(text: &str) -> Result<i32, String> {
+    enum_arg(text, "MARITIME_EVENT_", |n| {
+        pb::MaritimeEvent::from_str_name(n).map(|v| v as i32)
+    })
+}
+
+fn parse_vessel(text: &str) -> Result<i32, String> {
+    enum_arg(text, "VESSEL_TYPE_", |n| {
+        pb::VesselType::from_str_name(n).map(|v| v as i32)
+    })
+}
+
 /// "2024-03" → "2024-03-01" (or the month's last day for the end of a range).
 fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
     if text.len() == 10 {
@@ -188,7 +229,9 @@ impl AggregateArgs {
                 route_countries: codes(&self.route),
                 nationalities: codes(&self.nationalities),
                 bbox: reads::bbox(&self.bbox)?,
-                ..pb::AggregateFilter::default()
+                modus_operandi: self.modus_operandi.unwrap_or(0),
+                maritime_event: self.maritime_event.unwrap_or(0),
+                vessel_type: self.vessel_type.unwrap_or(0),
             }),
         })
     }

@@ -114,6 +114,9 @@ pub struct AnalyticsConfig {
     /// Units of `fee_currency` per unit of each other currency, e.g. `AUD = 0.66`.
     /// Fees in a currency without a rate are given in that currency.
     pub rates: std::collections::BTreeMap<String, f64>,
+    /// Most cells and margins one aggregate answer may hold; larger tables are refused
+    /// with RESOURCE_EXHAUSTED (keep the answer well under `limits.max_message_bytes`).
+    pub max_cells: usize,
 }
 
 impl Default for AnalyticsConfig {
@@ -123,6 +126,7 @@ impl Default for AnalyticsConfig {
             suppress_single_state: false,
             fee_currency: String::new(),
             rates: std::collections::BTreeMap::new(),
+            max_cells: 50_000,
         }
     }
 }
@@ -295,6 +299,7 @@ impl Config {
             ("store.cache_mib", self.store.cache_mib as u64),
             ("store.max_batch", self.store.max_batch as u64),
             ("limits.max_import_items", l.max_import_items as u64),
+            ("analytics.max_cells", self.analytics.max_cells as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -917,7 +917,10 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
     let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.max_cells = 10;
+    })
+    .await;
     let all = || pb::AggregateRequest {
         group_by: vec![pb::Dimension::Year as i32],
         metrics: vec![pb::Metric::Reports as i32],
@@ -959,6 +962,26 @@ async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
         assert!(status.message().starts_with(field), "{}", status.message());
     }
+    // A table too large to return says how to make it smaller.
+    let key = server.register_new_key(&pki, "AUS").await;
+    let reports = (0..30).map(|i| sign(&sample_report("AUS", 700 + i), &key));
+    import(&server, &pki, "AUS", reports.collect()).await;
+    let big = pb::AggregateRequest {
+        group_by: vec![pb::Dimension::Month as i32],
+        ..all()
+    };
+    let status = aggregate(&server, &regional(&pki), big).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("at most 10"),
+        "{}",
+        status.message()
+    );
 }
 
 // ---------------------------------------------------------------------------------

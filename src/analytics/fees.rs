@@ -79,6 +79,7 @@ mod tests {
             suppress_single_state: false,
             fee_currency: base.to_owned(),
             rates: rates.iter().map(|(c, r)| ((*c).to_owned(), *r)).collect(),
+            max_cells: 1,
         }
     }
 

@@ -236,6 +236,8 @@ pub struct Settings {
     pub suppress_single_state: bool,
     pub fee_currency: String,
     pub rates: Vec<(String, f64)>,
+    /// Most cells and margins one answer may hold.
+    pub max_cells: usize,
 }
 
 impl Settings {
@@ -245,6 +247,7 @@ impl Settings {
             suppress_single_state: config.suppress_single_state,
             fee_currency: config.fee_currency.clone(),
             rates: config.rates.iter().map(|(c, r)| (c.clone(), *r)).collect(),
+            max_cells: config.max_cells.max(1),
         }
     }
 }
@@ -264,12 +267,24 @@ pub struct Answer {
     pub by_state: Vec<(String, u64)>,
 }
 
+/// Why a query was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error(
+        "the table has {cells} cells and margins; at most {max} can be returned: group by \
+         fewer or coarser dimensions (quarter or year instead of month), or narrow the filter"
+    )]
+    TooManyCells { cells: usize, max: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Answers `query` from `snapshot`, choosing counters when the query's shape allows.
 pub fn aggregate(
     snapshot: &Snapshot,
     query: &AggregateQuery,
     settings: &Settings,
-) -> Result<Answer, StoreError> {
+) -> Result<Answer, AggregateError> {
     let (grid, source) = match source::counter_plan(query) {
         Some(plan) => (
             source::from_counters(snapshot, query, &plan)?,
@@ -277,16 +292,11 @@ pub fn aggregate(
         ),
         None => (source::from_scan(snapshot, query)?, Source::Scan),
     };
+    if grid.entries.len() > settings.max_cells {
+        return Err(AggregateError::TooManyCells {
+            cells: grid.entries.len(),
+            max: settings.max_cells,
+        });
+    }
     Ok(render::answer(query, settings, &grid, source))
-}
-
-/// Computes the table by scanning reports, whatever the query's shape: what the
-/// counters must always agree with.
-pub fn aggregate_by_scan(
-    snapshot: &Snapshot,
-    query: &AggregateQuery,
-    settings: &Settings,
-) -> Result<Answer, StoreError> {
-    let grid = source::from_scan(snapshot, query)?;
-    Ok(render::answer(query, settings, &grid, Source::Scan))
 }

@@ -6,7 +6,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
     access::FilterError,
-    analytics::{self, AggregateQuery, Settings},
+    analytics::{self, AggregateError, AggregateQuery, Settings},
     identity::Role,
     pb,
     server::{auth, reads::Reads, status::store_status},
@@ -61,7 +61,12 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             tokio::task::spawn_blocking(move || analytics::aggregate(&snap, &query, &settings))
                 .await
                 .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))?
-                .map_err(|e| store_status(&e))?;
+                .map_err(|e| match e {
+                    AggregateError::TooManyCells { .. } => {
+                        Status::resource_exhausted(e.to_string())
+                    }
+                    AggregateError::Store(e) => store_status(&e),
+                })?;
         // Nothing is answered unless the query is on the audit log.
         self.reads
             .audit(AuditRecord {

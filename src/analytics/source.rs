@@ -1,6 +1,7 @@
 //! Where a table's numbers come from: the write-time counters, when the query groups by
 //! at most one counted dimension besides period, state and category and filters only by
-//! category, whole months and reporting states; otherwise a scan over the date index.
+//! category, whole months and reporting states; otherwise a scan, over the date index or,
+//! without dates, over every report head in key order.
 
 use std::collections::BTreeMap;
 

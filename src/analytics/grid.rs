@@ -127,8 +127,3 @@ impl Grid {
         }
     }
 }
-
-/// Adds `sums` of one state into the cell at `key` of a plain cell map.
-pub fn add(cells: &mut Cells, key: Key, state: u32, sums: &Sums) {
-    cells.entry(key).or_default().add(state, sums);
-}

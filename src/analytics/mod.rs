@@ -22,9 +22,6 @@ use crate::{
     store::{Snapshot, StoreError, counters::Cuboid},
 };
 
-pub use self::disclosure::{Rule, protect};
-pub use self::grid::{ALL, Acc, Grid, Key};
-
 /// Most dimensions in one query.
 pub const MAX_DIMENSIONS: usize = 3;
 

@@ -6,8 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AggregateQuery, Dimension, Metric, grid, grid::ALL, grid::Acc, grid::Cells, grid::Grid,
-    grid::Key,
+    AggregateQuery, Dimension, Metric, grid::ALL, grid::Acc, grid::Cells, grid::Grid, grid::Key,
 };
 use crate::{
     country::CountryCode,
@@ -144,7 +143,7 @@ fn read_cuboid(
                 }
                 if per_state {
                     let key = key_of(dims, row.month, state, category, row.value);
-                    grid::add(&mut cells, key, state, &sums);
+                    cells.entry(key).or_default().add(state, &sums);
                 } else {
                     merged.add(state, &sums);
                 }

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeSet, io::Write, path::PathBuf};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use tidemark::{
     client,
@@ -450,13 +450,5 @@ fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::
         csv.write_record(&row)?;
     }
     out.write_all(&csv.into_inner().map_err(|e| anyhow!("{e}"))?)?;
-    Ok(())
-}
-
-/// Refuses a chart request the data cannot draw.
-pub fn check_chart(response: &pb::AggregateResponse) -> anyhow::Result<()> {
-    if response.cells.is_empty() {
-        bail!("no reports match, so there is nothing to chart");
-    }
     Ok(())
 }

@@ -89,7 +89,9 @@ pub fn write(
     request: &pb::AggregateRequest,
     response: &pb::AggregateResponse,
 ) -> anyhow::Result<()> {
-    super::aggregate::check_chart(response)?;
+    if response.cells.is_empty() {
+        bail!("no reports match, so there is nothing to chart");
+    }
     let dims: Vec<pb::Dimension> = response
         .group_by
         .iter()

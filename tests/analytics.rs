@@ -915,6 +915,100 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_suspended_analysts_and_oversized_requests_are_refused() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.max_message_bytes = 16 * 1024;
+    })
+    .await;
+    let request = || pb::AggregateRequest {
+        group_by: vec![pb::Dimension::Year as i32],
+        metrics: vec![pb::Metric::Reports as i32],
+        filter: None,
+    };
+    let admin = || async { server.admin(&operator(&pki)).await };
+
+    // A revoked analyst certificate fails on its open connection.
+    let who = regional(&pki);
+    let mut open = AnalyticsClient::new(server.channel(&who).await);
+    open.aggregate(request()).await.unwrap();
+    let serial = server
+        .exchange(&who)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    admin()
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    let status = open.aggregate(request()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{}", status.message());
+    assert!(status.message().contains("revoked"), "{}", status.message());
+
+    // A suspended state's analyst is refused, even for its own reports.
+    admin()
+        .await
+        .enrol_state(pb::StateRequest {
+            state: "IDN".into(),
+        })
+        .await
+        .unwrap();
+    admin()
+        .await
+        .suspend_state(pb::StateRequest {
+            state: "IDN".into(),
+        })
+        .await
+        .unwrap();
+    let own = pb::AggregateRequest {
+        filter: Some(pb::AggregateFilter {
+            reporting_states: vec!["IDN".into()],
+            ..Default::default()
+        }),
+        ..request()
+    };
+    let status = aggregate(&server, &analyst(&pki, "IDN"), own)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("suspended"),
+        "{}",
+        status.message()
+    );
+
+    // A request larger than the server accepts.
+    let oversized = pb::AggregateRequest {
+        filter: Some(pb::AggregateFilter {
+            reporting_states: vec!["AUS".into(); 8_000],
+            ..Default::default()
+        }),
+        ..request()
+    };
+    let status = aggregate(&server, &analyst(&pki, "AUS"), oversized)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
     let pki = TestPki::new();
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {

@@ -21,22 +21,48 @@ pub const MAX_QUERY_RESULTS: u32 = 10_000;
 /// Report ids kept per owner in one audit record.
 const MAX_AUDITED_IDS: usize = 1_000;
 
-/// Whether `reader` may see the report as a record.
+/// Whether `reader` may see the report as a record, by its latest version's scope.
 pub fn visible_to(head: &ReportHead, reader: CountryCode) -> bool {
     if head.state == reader.as_str() {
         return true;
     }
-    let Some(summary) = &head.summary else {
-        return false;
-    };
-    match pb::SharingScope::try_from(summary.scope) {
+    head.summary
+        .as_ref()
+        .is_some_and(|s| scope_admits(s.scope, &s.listed_states, reader))
+}
+
+/// Whether a sharing scope (with its listed states) lets `reader` see a record of
+/// another state.
+fn scope_admits(scope: i32, listed_states: &[String], reader: CountryCode) -> bool {
+    match pb::SharingScope::try_from(scope) {
         Ok(pb::SharingScope::AllContributors) => true,
-        Ok(pb::SharingScope::ListedStates) => {
-            summary.listed_states.iter().any(|s| s == reader.as_str())
-        }
+        Ok(pb::SharingScope::ListedStates) => listed_states.iter().any(|s| s == reader.as_str()),
         _ => false,
     }
 }
+
+/// Whether `reader` may see this envelope of the report: a version is shown only where
+/// its own scope *and* the latest version's scope both allow it (an owner may narrow a
+/// report, or widen it, without exposing what an earlier version was not shared for).
+/// A retraction is shown wherever the report is.
+fn envelope_visible_to(head: &ReportHead, record: &EnvelopeRecord, reader: CountryCode) -> bool {
+    if !visible_to(head, reader) {
+        return false;
+    }
+    if head.state == reader.as_str() || record.kind != REPORT_KIND {
+        return true;
+    }
+    let own = head.versions.iter().find(|v| v.version == record.version);
+    match own {
+        Some(v) if v.scope != 0 => scope_admits(v.scope, &v.listed_states, reader),
+        // Stored before versions kept their own scope: read it from the payload.
+        _ => crate::submission::summarize_stored(&record.envelope)
+            .is_some_and(|s| scope_admits(s.scope, &s.listed_states, reader)),
+    }
+}
+
+/// `EnvelopeRecord::kind` of a report version (2 is a retraction).
+const REPORT_KIND: u32 = 1;
 
 /// A bad query parameter.
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +323,7 @@ impl ReadLog {
             detail,
             count: self.count,
             owners: self.owners.into_values().collect(),
+            in_progress: false,
         }
     }
 }
@@ -433,7 +460,7 @@ fn walk_log(
         let Some(head) = snapshot.head(id.as_u128())? else {
             continue;
         };
-        if !visible_to(&head, reader) || !keep(&head) {
+        if !envelope_visible_to(&head, &record, reader) || !keep(&head) {
             continue;
         }
         log.note(&head.state, &record.report_id);

@@ -10,6 +10,14 @@
 //! spiffe://<trust-domain>/operator/<name>
 //! ```
 //!
+//! Every SPIFFE ID is held to the SPIFFE ID specification (spiffe/spiffe
+//! `standards/SPIFFE-ID.md` §2): at most 2,048 bytes, no port, user info, query or
+//! fragment, no percent-encoding, no empty, `.` or `..` path segments. Tidemark is
+//! stricter where the spec leaves room: a principal name is 1–64 characters from
+//! `a-z 0-9 - _ .` and starts with a letter or digit (one spelling per name, and never
+//! a hidden file when it names one). The same check runs when a CSR is made, when a
+//! certificate is issued and when a certificate authenticates.
+//!
 //! A [`PeerIdentity`] can only be made by [`PeerIdentity::from_certificate`], which checks
 //! all of this, so code that holds one knows the caller was authenticated.
 
@@ -21,6 +29,8 @@ use crate::country::{CountryCode, CountryCodeError};
 
 /// The longest principal name accepted (`canberra-1`, `jakarta-coastguard`, …).
 const MAX_NAME_LEN: usize = 64;
+/// The longest SPIFFE ID the specification allows, in bytes.
+const MAX_SPIFFE_ID_LEN: usize = 2048;
 
 /// What a principal is, and for state roles, which state it acts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,9 +90,14 @@ impl Principal {
         let rest = uri
             .strip_prefix("spiffe://")
             .ok_or_else(|| IdentityError::NotSpiffe(uri.to_owned()))?;
+        if uri.len() > MAX_SPIFFE_ID_LEN {
+            return Err(IdentityError::TooLong(uri.len()));
+        }
         let (domain, path) = rest
             .split_once('/')
             .ok_or_else(|| IdentityError::UnknownPath(uri.to_owned()))?;
+        check_trust_domain(domain)?;
+        check_path(uri, path)?;
         if domain != trust_domain {
             return Err(IdentityError::WrongTrustDomain {
                 found: domain.to_owned(),
@@ -198,7 +213,8 @@ impl PeerIdentity {
     }
 }
 
-/// Formats certificate serial bytes as lower-case hex, leading zero bytes dropped.
+/// Formats certificate serial bytes in their one canonical form: lower-case hex of the
+/// number's bytes, leading zero bytes dropped (`00` for zero).
 pub fn serial_hex(raw: &[u8]) -> String {
     let trimmed = match raw.iter().position(|b| *b != 0) {
         Some(first) => &raw[first..],
@@ -206,6 +222,47 @@ pub fn serial_hex(raw: &[u8]) -> String {
     };
     hex::encode(trimmed)
 }
+
+/// The longest serial number RFC 5280 §4.1.2.2 allows, in bytes.
+const MAX_SERIAL_BYTES: usize = 20;
+
+/// Reads a serial number as people write it — any case, with or without `:` separators
+/// or leading zeros (`00:A1:B2`, `a1b2`) — and returns the canonical form that
+/// [`serial_hex`] gives the same number, so every spelling names one certificate.
+pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
+    let digits: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(SerialError(text.to_owned()));
+    }
+    let significant = digits.trim_start_matches('0');
+    let even = if significant.len() % 2 == 1 {
+        format!("0{significant}")
+    } else {
+        significant.to_owned()
+    };
+    let bytes = hex::decode(&even).map_err(|_| SerialError(text.to_owned()))?;
+    if bytes.len() > MAX_SERIAL_BYTES {
+        return Err(SerialError(text.to_owned()));
+    }
+    Ok(if bytes.is_empty() {
+        "00".to_owned()
+    } else {
+        serial_hex(&bytes)
+    })
+}
+
+/// A string that is not a certificate serial number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a certificate serial number: give it in hex (at most 20 bytes, `:` \
+     separators allowed), as `tidemark admin certs` or `openssl x509 -serial` prints it"
+)]
+pub struct SerialError(String);
 
 /// Why a certificate or SPIFFE ID does not name a Tidemark principal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -237,16 +294,29 @@ pub enum IdentityError {
     State(#[from] CountryCodeError),
     #[error(
         "{0:?} is not a valid principal name: use 1 to {MAX_NAME_LEN} characters from a-z, \
-         0-9, '-', '_' and '.'"
+         0-9, '-', '_' and '.', starting with a letter or digit"
     )]
     BadName(String),
-    #[error("{0:?} is not a valid trust domain: use lower-case letters, digits, '-' and '.'")]
+    #[error(
+        "{0:?} is not a valid trust domain: use lower-case letters, digits, '-', '_' and '.' \
+         (SPIFFE ID §2.1; no port, no user info)"
+    )]
     BadTrustDomain(String),
+    #[error(
+        "{uri:?} is not a valid SPIFFE ID: {reason} (SPIFFE ID §2.2: path segments are \
+         non-empty, not '.' or '..', and use only letters, digits, '.', '-' and '_')"
+    )]
+    BadPath { uri: String, reason: &'static str },
+    #[error("the SPIFFE ID is {0} bytes long; the SPIFFE ID specification allows at most 2048")]
+    TooLong(usize),
 }
 
 fn check_name(name: &str) -> Result<(), IdentityError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+    let ok = name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
@@ -262,12 +332,36 @@ fn check_trust_domain(domain: &str) -> Result<(), IdentityError> {
         && domain.len() <= 255
         && domain
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b));
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
     if ok {
         Ok(())
     } else {
         Err(IdentityError::BadTrustDomain(domain.to_owned()))
     }
+}
+
+/// The path rules of SPIFFE ID §2.2, whatever the path names.
+fn check_path(uri: &str, path: &str) -> Result<(), IdentityError> {
+    let bad = |reason| {
+        Err(IdentityError::BadPath {
+            uri: uri.to_owned(),
+            reason,
+        })
+    };
+    for segment in path.split('/') {
+        match segment {
+            "" => return bad("it has an empty path segment (or a trailing '/')"),
+            "." | ".." => return bad("it has a '.' or '..' path segment"),
+            _ if !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) =>
+            {
+                return bad("a path segment has a character outside the allowed set");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -306,9 +400,31 @@ mod tests {
             ("spiffe://other.test/operator/x", "trust domain"),
             ("spiffe://tidemark.test/state/XXX/node/x", "state code"),
             ("spiffe://tidemark.test/state/AUS/admin/x", "not a Tidemark"),
-            ("spiffe://tidemark.test/operator/", "principal name"),
-            ("spiffe://tidemark.test/operator/Bad Name", "principal name"),
+            ("spiffe://tidemark.test/operator/", "empty path segment"),
+            ("spiffe://tidemark.test/operator/Bad Name", "outside the allowed set"),
             ("spiffe://tidemark.test", "not a Tidemark"),
+            ("spiffe://tidemark.test/state/AUS/node/..", "'.' or '..'"),
+            ("spiffe://tidemark.test/state/AUS/node/.", "'.' or '..'"),
+            (
+                "spiffe://tidemark.test/state/AUS/node/.hidden",
+                "principal name",
+            ),
+            (
+                "spiffe://tidemark.test/state/AUS//node/x",
+                "empty path segment",
+            ),
+            ("spiffe://tidemark.test/operator/x/", "empty path segment"),
+            (
+                "spiffe://tidemark.test/operator/a%2e",
+                "outside the allowed set",
+            ),
+            (
+                "spiffe://tidemark.test/operator/x?y",
+                "outside the allowed set",
+            ),
+            ("spiffe://tidemark.test:443/operator/x", "trust domain"),
+            ("spiffe://u@tidemark.test/operator/x", "trust domain"),
+            ("spiffe://tidemark.test/operator/Ops", "principal name"),
         ];
         for (uri, why) in cases {
             let err = Principal::from_spiffe_id(uri, TD).unwrap_err().to_string();
@@ -320,5 +436,62 @@ mod tests {
     fn serial_hex_drops_leading_zeros() {
         assert_eq!(serial_hex(&[0, 0x1f, 0xa0]), "1fa0");
         assert_eq!(serial_hex(&[0]), "00");
+    }
+
+    #[test]
+    fn every_spelling_of_a_serial_is_one_serial() {
+        for text in ["1fa0", "001fa0", "00:1F:A0", " 1FA0 ", "0001fa0"] {
+            assert_eq!(canonical_serial(text).unwrap(), "1fa0", "{text}");
+        }
+        assert_eq!(canonical_serial("abc").unwrap(), "0abc");
+        assert_eq!(canonical_serial("0").unwrap(), "00");
+        for bad in ["", "xyz", "12 34", ":", &"ab".repeat(21)] {
+            assert!(canonical_serial(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The canonical form of any spelling of a serial is what the certificate's own
+        /// bytes give.
+        #[test]
+        fn canonical_serial_matches_certificate_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 1..=20),
+            zeros in 0usize..4,
+            colons: bool,
+            upper: bool,
+        ) {
+            let mut text = format!("{}{}", "00".repeat(zeros), hex::encode(&bytes));
+            if upper { text = text.to_uppercase(); }
+            if colons {
+                text = text.as_bytes().chunks(2)
+                    .map(|c| std::str::from_utf8(c).unwrap())
+                    .collect::<Vec<_>>().join(":");
+            }
+            let padded = [vec![0u8; zeros], bytes.clone()].concat();
+            proptest::prop_assert_eq!(canonical_serial(&text).unwrap(), serial_hex(&padded));
+        }
+
+        /// Any SPIFFE ID that parses names a principal whose ID is exactly the input, and
+        /// whose path obeys the specification.
+        #[test]
+        fn parsed_identities_obey_the_spiffe_rules(
+            role in 0usize..4,
+            name in "[a-zA-Z0-9._%/ -]{0,12}",
+        ) {
+            let uri = match role {
+                0 => format!("spiffe://{TD}/state/AUS/node/{name}"),
+                1 => format!("spiffe://{TD}/state/AUS/analyst/{name}"),
+                2 => format!("spiffe://{TD}/regional/analyst/{name}"),
+                _ => format!("spiffe://{TD}/operator/{name}"),
+            };
+            if let Ok(p) = Principal::from_spiffe_id(&uri, TD) {
+                proptest::prop_assert_eq!(p.spiffe_id(), uri.clone());
+                let n = p.name();
+                proptest::prop_assert!(n != "." && n != ".." && !n.starts_with('.'));
+                proptest::prop_assert!(!n.is_empty() && n.len() <= MAX_NAME_LEN);
+                proptest::prop_assert!(n.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit() || b"-_.".contains(&b)));
+            }
+        }
     }
 }

@@ -218,17 +218,18 @@ impl CertificateAuthority {
         Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
-    /// Issues a client certificate for `principal` to the public key of a CSR. Nothing
-    /// else in the CSR is used: the server sets the identity, usage and validity.
+    /// Issues a client certificate for `principal` to the public key of a checked CSR.
+    /// Nothing else in the CSR is used: the server sets the identity, usage and
+    /// validity. The certificate carries exactly the CSR's SubjectPublicKeyInfo.
     pub fn issue_from_csr(
         &self,
-        csr_pem: &str,
+        csr: &CheckedCsr,
         principal: &Principal,
         validity: Validity,
     ) -> Result<String, PkiError> {
-        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(&principal.spiffe_id());
+        params.distinguished_name = distinguished_name(principal.name());
         params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into()?)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -236,29 +237,120 @@ impl CertificateAuthority {
         params.not_after = validity.not_after;
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
-        Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
+        let cert = params.signed_by(&public_key, &self.issuer)?;
+        // Checked, not trusted: the key certified is exactly the key asked for.
+        let (_, issued) = x509_parser::parse_x509_certificate(cert.der())
+            .map_err(|e| PkiError::Csr(format!("the issued certificate is unreadable: {e}")))?;
+        if issued.public_key().raw != csr.spki_der.as_slice() {
+            return Err(PkiError::Csr(
+                "the certificate would not carry the CSR's exact public key; nothing was issued"
+                    .to_owned(),
+            ));
+        }
+        Ok(cert.pem())
     }
 }
 
-/// The requested SPIFFE ID of a CSR (its single URI SAN), before any checks.
-pub fn csr_requested_uri(csr_pem: &str) -> Result<String, PkiError> {
-    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+/// The key types a CSR may carry: what rustls (ring) verifies in a TLS 1.3 client
+/// certificate and this CA certifies faithfully.
+pub const CSR_KEY_TYPES: &str = "ECDSA P-256, ECDSA P-384 or Ed25519";
+
+/// A PKCS#10 CSR whose key type is accepted and whose signature verifies with its own
+/// key (proof of possession); [`read_csr`] is the only way to make one.
+#[derive(Debug, Clone)]
+pub struct CheckedCsr {
+    spki_der: Vec<u8>,
+    requested_uri: String,
+    key_type: &'static str,
+}
+
+impl CheckedCsr {
+    /// The single URI SAN the CSR asks for, before any identity checks.
+    pub fn requested_uri(&self) -> &str {
+        &self.requested_uri
+    }
+
+    /// "ECDSA P-256", "ECDSA P-384" or "Ed25519".
+    pub fn key_type(&self) -> &'static str {
+        self.key_type
+    }
+}
+
+/// Reads a PEM CSR: one CSR, an accepted key type ([`CSR_KEY_TYPES`]), a signature that
+/// verifies with that key, and exactly one URI SAN.
+pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
+    use rustls::pki_types::{CertificateSigningRequestDer, pem::PemObject};
+    use x509_parser::{
+        certification_request::X509CertificationRequest,
+        extensions::{GeneralName, ParsedExtension},
+        oid_registry::{
+            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
+        },
+        prelude::FromDer,
+    };
+
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
+        PkiError::Csr(format!(
+            "not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----): {e}"
+        ))
+    })?;
+    let (rest, csr) = X509CertificationRequest::from_der(der.as_ref())
+        .map_err(|e| PkiError::Csr(format!("the CSR could not be parsed (PKCS#10): {e}")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Csr("the CSR has trailing bytes".to_owned()));
+    }
+    let spki = &csr.certification_request_info.subject_pki;
+    let algorithm = &spki.algorithm;
+    let curve = algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
+    let is_ec = algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY;
+    let key_type = if algorithm.algorithm == OID_SIG_ED25519 {
+        "Ed25519"
+    } else if is_ec && curve.as_ref() == Some(&OID_EC_P256) {
+        "ECDSA P-256"
+    } else if is_ec && curve.as_ref() == Some(&OID_NIST_EC_P384) {
+        "ECDSA P-384"
+    } else {
+        let what = match curve {
+            Some(curve) if is_ec => format!("an elliptic-curve key on curve {curve}"),
+            _ => format!("a key of algorithm {}", algorithm.algorithm),
+        };
+        return Err(PkiError::Csr(format!(
+            "the CSR carries {what}; this exchange certifies {CSR_KEY_TYPES} keys only \
+             (make one with `tidemark pki csr`, or `openssl req -new -newkey ec -pkeyopt \
+             ec_paramgen_curve:P-256`)"
+        )));
+    };
+    csr.verify_signature().map_err(|_| {
+        PkiError::Csr(format!(
+            "the CSR's signature does not verify with its own {key_type} key (no proof of \
+             possession); make a new CSR"
+        ))
+    })?;
     let uris: Vec<String> = csr
-        .params
-        .subject_alt_names
-        .iter()
-        .filter_map(|san| match san {
-            SanType::URI(uri) => Some(uri.as_str().to_owned()),
+        .requested_extensions()
+        .into_iter()
+        .flatten()
+        .filter_map(|ext| match ext {
+            ParsedExtension::SubjectAlternativeName(san) => Some(san),
+            _ => None,
+        })
+        .flat_map(|san| san.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some((*uri).to_owned()),
             _ => None,
         })
         .collect();
-    match uris.as_slice() {
-        [uri] => Ok(uri.clone()),
-        _ => Err(PkiError::Config(format!(
+    let [requested_uri] = uris.as_slice() else {
+        return Err(PkiError::Csr(format!(
             "the CSR must ask for exactly one SPIFFE ID (URI SAN); it asks for {}",
             uris.len()
-        ))),
-    }
+        )));
+    };
+    Ok(CheckedCsr {
+        spki_der: spki.raw.to_vec(),
+        requested_uri: requested_uri.clone(),
+        key_type,
+    })
 }
 
 /// Makes a key and a CSR asking for `principal`'s identity; returns (key PEM, CSR PEM).
@@ -281,10 +373,16 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// RFC 5280 Appendix A.1 `ub-common-name`: a common name holds at most 64 characters.
+const MAX_COMMON_NAME: usize = 64;
+
+/// A subject name; the common name is cut to RFC 5280's 64-character limit (it is a
+/// label only: identity is in the URI SAN).
 fn distinguished_name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Tidemark exchange");
-    dn.push(DnType::CommonName, common_name);
+    let cn: String = common_name.chars().take(MAX_COMMON_NAME).collect();
+    dn.push(DnType::CommonName, cn);
     dn
 }
 
@@ -416,6 +514,8 @@ pub enum PkiError {
     Random,
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Csr(String),
 }
 
 impl PkiError {

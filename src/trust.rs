@@ -4,7 +4,9 @@
 //! revoked certificate serials and of suspended states. An operator's change rebuilds
 //! the configuration and swaps it in: new handshakes use the new material, open
 //! connections are not dropped — and because they would otherwise keep a revoked or
-//! suspended identity alive, every call is checked against the sets too.
+//! suspended identity alive, every call is checked against the sets too, and every
+//! change is announced on a watch channel ([`Trust::changes`]) so that calls already in
+//! progress (streams) re-check their caller at once.
 
 use std::{
     collections::HashSet,
@@ -14,6 +16,7 @@ use std::{
 
 use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::{
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
@@ -30,6 +33,8 @@ pub struct Trust {
     ca_key: Option<PathBuf>,
     crl_path: PathBuf,
     state: RwLock<State>,
+    /// Bumped after every swap, so open calls can re-check their caller.
+    generation: watch::Sender<u64>,
 }
 
 struct State {
@@ -57,6 +62,7 @@ impl Trust {
             ca_key,
             crl_path,
             state: RwLock::new(state),
+            generation: watch::Sender::new(0),
         })
     }
 
@@ -65,7 +71,13 @@ impl Trust {
     pub fn refresh(&self, store: &Store) -> Result<(), TrustError> {
         let state = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store)?;
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+        self.generation.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// A receiver that sees a new value after every change of the trust state.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -87,8 +99,15 @@ impl Trust {
         self.read().tls.clone()
     }
 
+    /// Whether the certificate with this serial is revoked; `serial` may be written in
+    /// any form [`crate::identity::canonical_serial`] accepts.
     pub fn is_revoked(&self, serial: &str) -> bool {
-        self.read().revoked.contains(serial)
+        let canonical = crate::identity::canonical_serial(serial);
+        let state = self.read();
+        match canonical {
+            Ok(serial) => state.revoked.contains(&serial),
+            Err(_) => state.revoked.contains(serial),
+        }
     }
 
     pub fn is_suspended(&self, state: &str) -> bool {
@@ -163,7 +182,11 @@ fn build(
         server_not_after,
         ca,
         crl_pem,
-        revoked: revoked_records.into_iter().map(|r| r.serial).collect(),
+        // Stores written before serials had one form may hold `00`-prefixed ones.
+        revoked: revoked_records
+            .into_iter()
+            .map(|r| crate::identity::canonical_serial(&r.serial).unwrap_or(r.serial))
+            .collect(),
         suspended: store
             .states()?
             .into_iter()

@@ -171,7 +171,7 @@ async fn a_revoked_certificate_fails_on_its_open_connection_and_at_the_next_hand
 
     // The published CRL lists the serial.
     let crl = server
-        .admin(&idn)
+        .exchange(&idn)
         .await
         .get_crl(pb::GetCrlRequest {})
         .await

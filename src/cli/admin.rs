@@ -90,7 +90,8 @@ enum AdminCommand {
     },
     /// Re-read the server certificate, key and CA bundle from disk (no restart).
     ReloadTls,
-    /// The current certificate revocation list (PEM).
+    /// The current certificate revocation list (PEM). CRLs are public: any certificate
+    /// of the exchange may fetch it, not only an operator's.
     Crl {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -104,9 +105,23 @@ enum AdminCommand {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let mut admin = AdminClient::new(args.client.connect().await?);
+    let channel = args.client.connect().await?;
+    let mut admin = AdminClient::new(channel.clone());
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
     match args.command {
+        AdminCommand::Crl { out } => {
+            // The CRL is public: Exchange.GetCrl answers any certificate.
+            let crl = pb::exchange_client::ExchangeClient::new(channel)
+                .get_crl(pb::GetCrlRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .crl_pem;
+            match out {
+                Some(path) => std::fs::write(&path, crl)?,
+                None => print!("{crl}"),
+            }
+        }
         AdminCommand::RegisterKey {
             state,
             public_key,
@@ -149,26 +164,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner()
                 .entries;
-            for e in &entries {
-                if json {
-                    println!("{}", serde_json::to_string(e)?);
-                } else {
-                    println!(
-                        "#{} {} {} {} [{}] {} reports {}",
-                        e.number,
-                        format_time(e.at_unix),
-                        e.principal,
-                        e.action,
-                        e.detail,
-                        e.count,
-                        e.by_owner
-                            .iter()
-                            .map(|(k, v)| format!("{k}:{v}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    );
-                }
-            }
+            print_audit(&entries, json)?;
         }
         AdminCommand::Keys { state } => {
             let keys = admin
@@ -276,20 +272,9 @@ async fn run_certificates(
                 r.server_certificate_serial
             );
         }
-        AdminCommand::Crl { out } => {
-            let crl = admin
-                .get_crl(pb::GetCrlRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner()
-                .crl_pem;
-            match out {
-                Some(path) => std::fs::write(&path, crl)?,
-                None => print!("{crl}"),
-            }
-        }
-        // Invariant: `run` handles the signing-key and audit commands itself.
-        AdminCommand::RegisterKey { .. }
+        // Invariant: `run` handles the signing-key, audit and CRL commands itself.
+        AdminCommand::Crl { .. }
+        | AdminCommand::RegisterKey { .. }
         | AdminCommand::RevokeKey { .. }
         | AdminCommand::Audit { .. }
         | AdminCommand::Keys { .. } => unreachable!("handled by run"),
@@ -385,4 +370,30 @@ fn print_key(k: &pb::SigningKeyInfo) {
         until,
         revoked
     );
+}
+
+/// Prints audit entries, one line each (JSON lines with `json`).
+fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
+    for e in entries {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            println!(
+                "#{} {} {} {}{} [{}] {} reports {}",
+                e.number,
+                format_time(e.at_unix),
+                e.principal,
+                e.action,
+                if e.in_progress { " (in progress)" } else { "" },
+                e.detail,
+                e.count,
+                e.by_owner
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+    Ok(())
 }

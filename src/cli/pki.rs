@@ -34,7 +34,8 @@ pub struct IdentityArgs {
     state: Option<CountryCode>,
     #[arg(long, value_enum)]
     role: RoleArg,
-    /// The principal's name, e.g. canberra-1 (a-z, 0-9, '-', '_', '.').
+    /// The principal's name, e.g. canberra-1: 1-64 characters from a-z, 0-9, '-', '_', '.',
+    /// starting with a letter or digit (a SPIFFE ID path segment, one spelling only).
     #[arg(long)]
     name: String,
     /// SPIFFE trust domain of the exchange.

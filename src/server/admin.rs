@@ -290,9 +290,10 @@ impl pb::admin_server::Admin for AdminService {
                 "days must be 1 to {MAX_CERT_DAYS}"
             )));
         }
-        let uri = pki::csr_requested_uri(&req.csr_pem)
+        let csr = pki::read_csr(&req.csr_pem)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
-        let principal = Principal::from_spiffe_id(&uri, &self.trust_domain)
+        let uri = csr.requested_uri();
+        let principal = Principal::from_spiffe_id(uri, &self.trust_domain)
             .map_err(|e| Status::invalid_argument(format!("the CSR asks for {uri}: {e}")))?;
         match principal.role() {
             Role::Node(state) | Role::StateAnalyst(state) => {
@@ -327,7 +328,7 @@ impl pb::admin_server::Admin for AdminService {
             not_after: now + time::Duration::days(i64::from(req.days)),
         };
         let cert_pem = ca
-            .issue_from_csr(&req.csr_pem, &principal, validity)
+            .issue_from_csr(&csr, &principal, validity)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
         let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -361,12 +362,8 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
-        let serial = req.serial.trim().to_ascii_lowercase().replace(':', "");
-        if serial.is_empty() || hex::decode(&serial).is_err() {
-            return Err(Status::invalid_argument(
-                "serial must be the certificate's serial number in hex",
-            ));
-        }
+        let serial = crate::identity::canonical_serial(&req.serial)
+            .map_err(|e| Status::invalid_argument(format!("serial: {e}")))?;
         let reason_name = if req.reason.is_empty() {
             "unspecified"
         } else {
@@ -401,19 +398,6 @@ impl pb::admin_server::Admin for AdminService {
             reason: record.reason_name,
             revoked_at_unix: record.revoked_at,
         }))
-    }
-
-    async fn get_crl(
-        &self,
-        request: Request<pb::GetCrlRequest>,
-    ) -> Result<Response<pb::GetCrlResponse>, Status> {
-        auth::peer(&request)?;
-        let crl_pem = self.trust.crl_pem().ok_or_else(|| {
-            Status::failed_precondition(
-                "this server does not hold the CA key, so it publishes no CRL",
-            )
-        })?;
-        Ok(Response::new(pb::GetCrlResponse { crl_pem }))
     }
 
     async fn reload_tls(
@@ -485,6 +469,7 @@ impl pb::admin_server::Admin for AdminService {
                 detail: r.detail,
                 count: r.count,
                 by_owner: r.owners.into_iter().map(|o| (o.owner, o.count)).collect(),
+                in_progress: r.in_progress,
             })
             .collect();
         Ok(Response::new(pb::AuditLogResponse { entries }))

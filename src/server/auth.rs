@@ -67,23 +67,31 @@ impl Interceptor for Authenticate {
             .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
         let peer = self.identify(leaf.as_ref())?;
         // Checked on every call: an open connection outlives a revocation or suspension.
-        if self.trust.is_revoked(peer.serial()) {
-            return Err(Status::unauthenticated(format!(
-                "client certificate {} has been revoked; ask your operator for a new one",
-                peer.serial()
-            )));
-        }
-        if let Some(state) = peer.principal().state()
-            && self.trust.is_suspended(state.as_str())
-        {
-            return Err(Status::permission_denied(format!(
-                "{state} is suspended from the exchange; its certificates do not work until an \
-                 operator reinstates it"
-            )));
-        }
+        admit(&self.trust, &peer)?;
         request.extensions_mut().insert(peer);
         Ok(request)
     }
+}
+
+/// Whether the trust state still admits `peer`: its certificate is not revoked and its
+/// state is not suspended. Checked at the start of every call, and again while a
+/// long-lived call runs (see [`super::guard`]).
+pub fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
+    if trust.is_revoked(peer.serial()) {
+        return Err(Status::unauthenticated(format!(
+            "client certificate {} has been revoked; ask your operator for a new one",
+            peer.serial()
+        )));
+    }
+    if let Some(state) = peer.principal().state()
+        && trust.is_suspended(state.as_str())
+    {
+        return Err(Status::permission_denied(format!(
+            "{state} is suspended from the exchange; its certificates do not work until an \
+             operator reinstates it"
+        )));
+    }
+    Ok(())
 }
 
 /// The authenticated caller of a request that passed [`Authenticate`].

@@ -10,6 +10,7 @@ use crate::{
     pb, receipt,
     server::{
         auth,
+        guard::CallGuard,
         reads::{Reads, ResultStream},
         status::store_status,
     },
@@ -81,13 +82,22 @@ impl pb::exchange_server::Exchange for ExchangeService {
         if !matches!(peer.principal().role(), Role::Node(_)) {
             return Err(SubmitError::NotANode(peer.principal().role().label()).into());
         }
+        let mut guard = CallGuard::new(&peer, &self.reads.trust);
         let mut stream = request.into_inner();
         let mut summary = pb::ImportResponse::default();
         let mut index: u64 = 0;
         // Verify each envelope as it arrives and queue it; the writer batches them, and
-        // the answers are collected at the end, in order.
+        // the answers are collected at the end, in order. The caller is re-checked
+        // before each envelope is taken, and while the stream waits for the next one.
         let mut pending = Vec::new();
-        while let Some(item) = stream.message().await.map_err(oversized)? {
+        loop {
+            let item = tokio::select! {
+                biased;
+                status = guard.lapsed() => return Err(status),
+                item = stream.message() => item.map_err(oversized)?,
+            };
+            let Some(item) = item else { break };
+            guard.check()?;
             if pending.len() >= self.max_import_items {
                 return Err(Status::resource_exhausted(format!(
                     "an import stream may hold at most {} envelopes (limits.max_import_items); \
@@ -217,6 +227,20 @@ impl pb::exchange_server::Exchange for ExchangeService {
             })
             .collect();
         Ok(Response::new(pb::SigningKeysResponse { keys }))
+    }
+
+    async fn get_crl(
+        &self,
+        request: Request<pb::GetCrlRequest>,
+    ) -> Result<Response<pb::GetCrlResponse>, Status> {
+        auth::peer(&request)?;
+        let crl_pem = self.reads.trust.crl_pem().ok_or_else(|| {
+            Status::failed_precondition(
+                "this server does not hold the CA key (tls.ca_key), so it publishes no CRL; \
+                 ask the operator of the exchange CA for it",
+            )
+        })?;
+        Ok(Response::new(pb::GetCrlResponse { crl_pem }))
     }
 
     async fn server_keys(

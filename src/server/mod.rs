@@ -8,6 +8,7 @@ mod admin;
 mod analytics;
 mod auth;
 mod exchange;
+mod guard;
 mod incoming;
 mod reads;
 mod status;
@@ -129,6 +130,7 @@ impl Server {
             writer: writer.clone(),
             policy: Policy::new(self.config.policy.clone()),
             clock: self.clock.clone(),
+            trust: self.trust.clone(),
         };
         let analytics = AnalyticsServer::new(AnalyticsService {
             reads: reads.clone(),
@@ -155,21 +157,8 @@ impl Server {
         })
         .max_decoding_message_size(limits.max_message_bytes);
 
-        // Shutdown: stop accepting, let in-flight calls finish, but do not wait past the
-        // grace period for clients that never close their connections.
-        let (draining_tx, draining_rx) = oneshot::channel::<()>();
-        let shutdown = async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight calls");
-            let _ = draining_tx.send(());
-        };
         let grace = limits.shutdown_grace();
-        let deadline = async move {
-            match draining_rx.await {
-                Ok(()) => tokio::time::sleep(grace).await,
-                Err(_) => std::future::pending().await,
-            }
-        };
+        let (shutdown, deadline) = drain(shutdown, grace);
 
         let serve = tonic::transport::Server::builder()
             .timeout(limits.request_timeout())
@@ -179,8 +168,13 @@ impl Server {
             .layer(tower::util::MapResponseLayer::new(
                 status::oversized_to_resource_exhausted,
             ))
-            .add_service(health_service)
-            .add_service(reflection)
+            // One rule for every service: a call is answered only on a connection whose
+            // certificate is still admitted (not revoked, its state not suspended).
+            .add_service(InterceptedService::new(
+                health_service,
+                authenticate.clone(),
+            ))
+            .add_service(InterceptedService::new(reflection, authenticate.clone()))
             .add_service(InterceptedService::new(exchange, authenticate.clone()))
             .add_service(InterceptedService::new(analytics, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate))
@@ -200,6 +194,31 @@ impl Server {
         writer_thread.stop().await;
         result
     }
+}
+
+/// Shutdown: stop accepting, let in-flight calls finish, but do not wait past the grace
+/// period for clients that never close their connections. Returns the signal for the
+/// server to stop accepting, and a deadline that resolves `grace` after it.
+fn drain(
+    shutdown: impl Future<Output = ()> + Send,
+    grace: std::time::Duration,
+) -> (
+    impl Future<Output = ()> + Send,
+    impl Future<Output = ()> + Send,
+) {
+    let (draining_tx, draining_rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight calls");
+        let _ = draining_tx.send(());
+    };
+    let deadline = async move {
+        match draining_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    (shutdown, deadline)
 }
 
 /// Certificates expiring within this many days are warned about.

@@ -1,10 +1,14 @@
-//! The read side of the Exchange service: standing, query, sync, access-to-my-data.
+//! The read side of the Exchange service: standing, query, sync, subscribe,
+//! access-to-my-data.
 //!
 //! Each handler resolves the caller, checks give-to-get standing from a store snapshot,
-//! runs the domain read on a blocking thread that streams results back, and appends
-//! what was read (or refused) to the audit log.
+//! writes the read to the audit log *before* any data flows (a read that cannot be
+//! recorded is refused), runs the domain read on a blocking thread that streams results
+//! back, and completes the audit record with what was read. Every stream is guarded
+//! ([`super::guard`]): it ends within a second once the caller is revoked, suspended or
+//! loses its standing.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use prost::Message;
 use tokio::sync::mpsc;
@@ -19,14 +23,18 @@ use crate::{
     pb,
     policy::{Policy, Standing},
     report::Category,
-    server::status::store_status,
+    server::{
+        guard::{CallGuard, Guarded, StandingWatch},
+        status::store_status,
+    },
     store::{AuditRecord, Snapshot, Store, StoreError, Writer},
+    trust::Trust,
 };
 
 /// Results queued ahead of a slow reader.
 const STREAM_BUFFER: usize = 256;
 
-pub type ResultStream<T> = ReceiverStream<Result<T, Status>>;
+pub type ResultStream<T> = Guarded<T>;
 
 /// What the read handlers share.
 #[derive(Clone)]
@@ -35,6 +43,7 @@ pub(super) struct Reads {
     pub writer: Writer,
     pub policy: Policy,
     pub clock: crate::clock::Clock,
+    pub trust: Arc<Trust>,
 }
 
 /// The caller's state, if it is a node; raw records are for nodes only.
@@ -76,7 +85,8 @@ impl Reads {
         })
     }
 
-    /// Refuses (and audits the refusal) unless `state` stands in `category`.
+    /// Refuses (and audits the refusal) unless `state` stands in `category`; returns
+    /// the standing found.
     pub(super) async fn require_standing(
         &self,
         peer: &PeerIdentity,
@@ -85,13 +95,13 @@ impl Reads {
         category: Category,
         action: &str,
         detail: &str,
-    ) -> Result<(), Status> {
+    ) -> Result<Standing, Status> {
         let standing = self
             .policy
             .standing(snap, state, category, self.clock.now())
             .map_err(|e| store_status(&e))?;
         if standing.entitled() {
-            return Ok(());
+            return Ok(standing);
         }
         self.audit(AuditRecord {
             principal: peer.principal().spiffe_id(),
@@ -112,6 +122,21 @@ impl Reads {
         })
     }
 
+    /// A guard for a read by `peer` that needs `standing` to hold throughout.
+    fn guard(&self, peer: &PeerIdentity, standing: Option<&Standing>) -> CallGuard {
+        let guard = CallGuard::new(peer, &self.trust);
+        match standing {
+            Some(standing) => guard.with_standing(StandingWatch::new(
+                self.store.clone(),
+                self.policy.clone(),
+                self.clock.clone(),
+                self.writer.changes(),
+                standing,
+            )),
+            None => guard,
+        }
+    }
+
     pub async fn query(
         &self,
         peer: &PeerIdentity,
@@ -122,11 +147,16 @@ impl Reads {
             QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let detail = serde_json::to_string(&req).unwrap_or_default();
         let snap = snapshot(&self.store)?;
-        if !filter.only_own(state) {
-            self.require_standing(peer, &snap, state, filter.category, "query", &detail)
-                .await?;
-        }
-        Ok(self.stream(peer, state, "query", detail, move |emit| {
+        let standing = if filter.only_own(state) {
+            None
+        } else {
+            Some(
+                self.require_standing(peer, &snap, state, filter.category, "query", &detail)
+                    .await?,
+            )
+        };
+        let guard = self.guard(peer, standing.as_ref());
+        self.stream(guard, peer, state, "query", detail, move |emit| {
             access::query(&snap, &filter, state, |hit| {
                 let cursor = hit.cursor.clone().unwrap_or_default();
                 emit(pb::QueryResult {
@@ -135,7 +165,8 @@ impl Reads {
                     cursor,
                 })
             })
-        }))
+        })
+        .await
     }
 
     pub async fn sync(
@@ -151,31 +182,46 @@ impl Reads {
         })?;
         let detail = serde_json::to_string(&req).unwrap_or_default();
         let snap = snapshot(&self.store)?;
-        self.require_standing(peer, &snap, state, category, "sync", &detail)
+        let standing = self
+            .require_standing(peer, &snap, state, category, "sync", &detail)
             .await?;
-        Ok(self.stream(peer, state, "sync", detail, move |emit| {
+        let guard = self.guard(peer, Some(&standing));
+        self.stream(guard, peer, state, "sync", detail, move |emit| {
             access::sync(&snap, category, req.after_sequence, state, |hit| {
                 emit(pb::SyncItem {
                     envelope: decode_envelope(&hit),
                     meta: Some(access::meta(&hit)),
                 })
             })
-        }))
+        })
+        .await
     }
 
-    /// Runs `read` on a blocking thread, streaming what it emits; when it ends (or the
-    /// client goes away) the reads by others' owners are audited.
-    fn stream<T: Send + 'static>(
+    /// Records the read in the audit log (refusing it if that fails), then runs `read`
+    /// on a blocking thread, streaming what it emits under `guard`; when it ends (or the
+    /// client goes away) the audit record is completed with what was read, by owner.
+    async fn stream<T: Send + 'static>(
         &self,
+        guard: CallGuard,
         peer: &PeerIdentity,
         state: CountryCode,
         action: &'static str,
         detail: String,
         read: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<ReadLog, StoreError> + Send + 'static,
-    ) -> ResultStream<T> {
+    ) -> Result<ResultStream<T>, Status> {
+        let principal = peer.principal().spiffe_id();
+        let number = self
+            .audit(AuditRecord {
+                principal: principal.clone(),
+                state: state.to_string(),
+                action: action.to_owned(),
+                detail: detail.clone(),
+                in_progress: true,
+                ..AuditRecord::default()
+            })
+            .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let reads = self.clone();
-        let principal = peer.principal().spiffe_id();
         let errors = tx.clone();
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
@@ -196,12 +242,16 @@ impl Reads {
                 }
             };
             let record = log.into_audit(&principal, state.as_str(), action, detail);
-            if let Err(status) = reads.audit(record).await {
-                tracing::error!(%principal, action, "{}", status.message());
-                let _ = errors.send(Err(status)).await;
+            if let Err(e) = reads.writer.complete_audit(number, record).await {
+                tracing::error!(%principal, action, number, error = %e, "a read's audit record could not be completed");
+                let _ = errors
+                    .send(Err(Status::unavailable(format!(
+                        "the audit record of this read could not be completed: {e}"
+                    ))))
+                    .await;
             }
         });
-        ReceiverStream::new(rx)
+        Ok(guard.guard(ReceiverStream::new(rx)))
     }
 
     pub async fn subscribe(
@@ -214,9 +264,11 @@ impl Reads {
             QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let detail = serde_json::to_string(&req).unwrap_or_default();
         let snap = snapshot(&self.store)?;
-        self.require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
+        let standing = self
+            .require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
             .await?;
         drop(snap);
+        let guard = self.guard(peer, Some(&standing));
         let mut changes = self.writer.changes();
         let mut cursor = *changes.borrow_and_update();
         let principal = peer.principal().spiffe_id();
@@ -280,7 +332,16 @@ impl Reads {
                     }
                 };
                 cursor = latest.max(cursor);
-                let pushed = !items.is_empty();
+                if items.is_empty() {
+                    continue;
+                }
+                // The push is on the record before it is sent.
+                let record =
+                    log.into_audit(&principal, state.as_str(), "subscribe", detail.clone());
+                if let Err(status) = reads.audit(record).await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 for item in items {
                     if let Some(meta) = &item.meta {
                         cursor = cursor.max(meta.sequence);
@@ -289,17 +350,9 @@ impl Reads {
                         return;
                     }
                 }
-                if pushed {
-                    let record =
-                        log.into_audit(&principal, state.as_str(), "subscribe", detail.clone());
-                    if let Err(status) = reads.audit(record).await {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                }
             }
         });
-        Ok(ReceiverStream::new(rx))
+        Ok(guard.guard(ReceiverStream::new(rx)))
     }
 
     pub fn access_to_my_data(
@@ -344,7 +397,7 @@ fn decode_envelope(hit: &Hit) -> Option<pb::Envelope> {
 }
 
 /// PERMISSION_DENIED with the reason in words and in an ErrorInfo detail.
-fn refusal(standing: &Standing) -> Status {
+pub(super) fn refusal(standing: &Standing) -> Status {
     let metadata = HashMap::from([
         ("category".to_owned(), standing.category.label().to_owned()),
         ("state".to_owned(), standing.state.to_string()),

@@ -164,6 +164,10 @@ pub struct AuditRecord {
     /// Per owning state: how many of its reports, and which (first 1,000).
     #[prost(message, repeated, tag = "7")]
     pub owners: Vec<OwnerReads>,
+    /// A read recorded before its data flowed and not yet completed with what it
+    /// returned (still running, or cut short by a crash).
+    #[prost(bool, tag = "8")]
+    pub in_progress: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -185,6 +189,13 @@ pub struct VersionRef {
     pub sequence: u64,
     #[prost(bytes = "vec", tag = "3")]
     pub digest: Vec<u8>,
+    /// `tidemark.v1.SharingScope` this version was given by its owner (0 for a
+    /// retraction, and for versions stored before versions kept their own scope).
+    #[prost(int32, tag = "4")]
+    pub scope: i32,
+    /// States of a listed-states scope of this version.
+    #[prost(string, repeated, tag = "5")]
+    pub listed_states: Vec<String>,
 }
 
 /// A registered report-signing key, keyed by its key id.

@@ -1,6 +1,12 @@
 //! A read-only MVCC snapshot of the store, with typed look-ups and index ranges.
 //!
 //! Readers never wait for the writer: a snapshot sees the store as of its start.
+//!
+//! Every "after" position is an exclusive bound (`Bound::Excluded`), never "the next
+//! key": a resume point always moves strictly forward, whatever the key — the largest
+//! UUID or sequence number included.
+
+use std::ops::Bound;
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
@@ -78,7 +84,9 @@ impl Snapshot {
         after: u64,
     ) -> Result<impl Iterator<Item = Result<(u64, EnvelopeRecord), StoreError>> + '_, StoreError>
     {
-        let range = self.envelopes.range(after.saturating_add(1)..)?;
+        let range = self
+            .envelopes
+            .range((Bound::Excluded(after), Bound::Unbounded))?;
         Ok(range.map(|entry| {
             let (k, v) = entry?;
             Ok((k.value(), decode(v.value())?))
@@ -108,12 +116,16 @@ impl Snapshot {
         to: i32,
         after: Option<(i32, u128)>,
     ) -> Result<impl Iterator<Item = Result<IndexKey, StoreError>> + '_, StoreError> {
+        let end = (category, to, u128::MAX);
         let start = match after {
-            Some((day, id)) if (day, id) >= (from, 0) => (category, day, id.saturating_add(1)),
-            _ => (category, from, 0),
+            Some((day, id)) if (day, id) >= (from, 0) => Bound::Excluded((category, day, id)),
+            _ => Bound::Included((category, from, 0)),
         };
-        let range = self.by_date.range(start..=(category, to, u128::MAX))?;
-        Ok(range.map(|entry| {
+        let range = match start {
+            Bound::Excluded(s) | Bound::Included(s) if s > end => None,
+            _ => Some(self.by_date.range((start, Bound::Included(end)))?),
+        };
+        Ok(range.into_iter().flatten().map(|entry| {
             let (_, day, id) = entry?.0.value();
             Ok((String::new(), day, id))
         }))
@@ -129,16 +141,18 @@ impl Snapshot {
         to: i32,
         after: Option<(i32, u128)>,
     ) -> Result<impl Iterator<Item = Result<IndexKey, StoreError>> + '_, StoreError> {
+        let end = (state, category, to, u128::MAX);
         let start = match after {
             Some((day, id)) if (day, id) >= (from, 0) => {
-                (state, category, day, id.saturating_add(1))
+                Bound::Excluded((state, category, day, id))
             }
-            _ => (state, category, from, 0),
+            _ => Bound::Included((state, category, from, 0)),
         };
-        let range = self
-            .by_state
-            .range(start..=(state, category, to, u128::MAX))?;
-        Ok(range.map(|entry| {
+        let range = match start {
+            Bound::Excluded(s) | Bound::Included(s) if s > end => None,
+            _ => Some(self.by_state.range((start, Bound::Included(end)))?),
+        };
+        Ok(range.into_iter().flatten().map(|entry| {
             let key = entry?.0;
             let (state, _, day, id) = key.value();
             Ok((state.to_owned(), day, id))
@@ -171,7 +185,7 @@ impl Snapshot {
         limit: usize,
     ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
         self.audit
-            .range(after.saturating_add(1)..)?
+            .range((Bound::Excluded(after), Bound::Unbounded))?
             .take(limit)
             .map(|entry| {
                 let (k, v) = entry?;

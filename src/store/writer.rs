@@ -120,6 +120,7 @@ type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
 enum Message {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
+    CompleteAudit(u64, Box<AuditRecord>, AuditReply),
     /// Finish what is queued, then stop.
     Stop,
 }
@@ -128,6 +129,8 @@ enum Message {
 enum Job {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
+    /// Replaces an in-progress audit record with its completed form.
+    CompleteAudit(u64, Box<AuditRecord>, AuditReply),
 }
 
 /// Handle on the writer thread; cheap to clone.
@@ -196,11 +199,27 @@ impl Writer {
 
     /// Appends an audit record; resolves with its number once it is durable.
     pub async fn audit(&self, record: AuditRecord) -> Result<u64, AppendError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue
-            .send(Message::Audit(Box::new(record), tx))
+        self.send_audit(|tx| Message::Audit(Box::new(record), tx))
             .await
-            .map_err(|_| stopped())?;
+    }
+
+    /// Completes audit record `number` (written with `in_progress` set before a read
+    /// began) with what the read returned; its time stays the time the read began.
+    pub async fn complete_audit(
+        &self,
+        number: u64,
+        record: AuditRecord,
+    ) -> Result<u64, AppendError> {
+        self.send_audit(|tx| Message::CompleteAudit(number, Box::new(record), tx))
+            .await
+    }
+
+    async fn send_audit(
+        &self,
+        message: impl FnOnce(AuditReply) -> Message,
+    ) -> Result<u64, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue.send(message(tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -230,6 +249,9 @@ fn run(
     let take = |message: Message, batch: &mut Vec<Job>, stopping: &mut bool| match message {
         Message::Append(envelope, reply) => batch.push(Job::Append(envelope, reply)),
         Message::Audit(record, reply) => batch.push(Job::Audit(record, reply)),
+        Message::CompleteAudit(number, record, reply) => {
+            batch.push(Job::CompleteAudit(number, record, reply));
+        }
         Message::Stop => *stopping = true,
     };
     while !stopping {
@@ -270,7 +292,10 @@ fn run(
                         (Job::Append(_, reply), Done::Append(result)) => {
                             let _ = reply.send(result);
                         }
-                        (Job::Audit(_, reply), Done::Audit(number)) => {
+                        (
+                            Job::Audit(_, reply) | Job::CompleteAudit(_, _, reply),
+                            Done::Audit(number),
+                        ) => {
                             let _ = reply.send(Ok(number));
                         }
                         // Invariant: commit_batch answers each job in order, in kind.
@@ -286,7 +311,7 @@ fn run(
                         Job::Append(_, reply) => {
                             let _ = reply.send(Err(failure()));
                         }
-                        Job::Audit(_, reply) => {
+                        Job::Audit(_, reply) | Job::CompleteAudit(_, _, reply) => {
                             let _ = reply.send(Err(failure()));
                         }
                     }
@@ -347,16 +372,22 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
                 Job::Audit(record, _) => {
                     let number = next_audit;
                     next_audit += 1;
-                    let mut record = record.as_ref().clone();
-                    record.at = now;
-                    for owner in &record.owners {
-                        if owner.owner != record.state {
-                            t.audit_by_owner
-                                .insert((owner.owner.as_str(), number), owner.count)?;
-                        }
-                    }
-                    t.audit.insert(number, record.encode_to_vec().as_slice())?;
+                    put_audit(&mut t, number, record, now)?;
                     results.push(Done::Audit(number));
+                }
+                Job::CompleteAudit(number, record, _) => {
+                    let started: Option<AuditRecord> = t
+                        .audit
+                        .get(*number)?
+                        .map(|v| decode(v.value()))
+                        .transpose()?;
+                    let at = started.map_or(now, |s| s.at);
+                    let completed = AuditRecord {
+                        in_progress: false,
+                        ..record.as_ref().clone()
+                    };
+                    put_audit(&mut t, *number, &completed, at)?;
+                    results.push(Done::Audit(*number));
                 }
             }
         }
@@ -364,6 +395,28 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
     }
     tx.commit()?;
     Ok(results)
+}
+
+/// Writes audit record `number` as of `at`, indexed by each owner whose reports it
+/// returned (an owner reading its own reports is not indexed).
+fn put_audit(
+    t: &mut Tables<'_>,
+    number: u64,
+    record: &AuditRecord,
+    at: i64,
+) -> Result<(), StoreError> {
+    let record = AuditRecord {
+        at,
+        ..record.clone()
+    };
+    for owner in &record.owners {
+        if owner.owner != record.state {
+            t.audit_by_owner
+                .insert((owner.owner.as_str(), number), owner.count)?;
+        }
+    }
+    t.audit.insert(number, record.encode_to_vec().as_slice())?;
+    Ok(())
 }
 
 /// Applies one envelope: version rules, the envelope, the report head and its indexes.
@@ -404,6 +457,12 @@ fn append(
                 version: new.version,
                 sequence,
                 digest: new.digest.to_vec(),
+                scope: new.summary.as_ref().map_or(0, |s| s.scope),
+                listed_states: new
+                    .summary
+                    .as_ref()
+                    .map(|s| s.listed_states.clone())
+                    .unwrap_or_default(),
             });
             head.changed_at = accepted_at;
             update_indexes(t, deltas, new, &mut head, key)?;

@@ -1,0 +1,221 @@
+//! Authorisation for the whole life of a call, not only its start.
+//!
+//! A unary call is checked once, when it arrives ([`super::auth`]). A stream or an
+//! import can stay open for hours, so it holds a [`CallGuard`]: before each item it sends
+//! or accepts, the guard checks again that the caller's certificate is not revoked, that
+//! its state is not suspended and — for reads of other states' data — that the state
+//! still stands in the category (give-to-get). The guard also wakes by itself, on every
+//! change of the trust state, on store commits and once a second, so an idle stream is
+//! ended as well: within a second of a revocation, suspension or lapse.
+//!
+//! Standing is the one check that reads the store. It is exact between commits (a
+//! standing lapses at a known time, [`Standing::lapses_at`], unless the state retracts a
+//! contribution), so the guard re-reads it only after a commit, at most once a second.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::Status;
+
+use crate::{
+    clock::Clock,
+    country::CountryCode,
+    identity::PeerIdentity,
+    policy::{Policy, Standing},
+    report::Category,
+    server::{auth, status::store_status},
+    store::Store,
+    trust::Trust,
+};
+
+/// How often an open call re-checks by itself, and the shortest interval between two
+/// readings of its standing from the store.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// What an open call re-checks before each item.
+pub(super) struct CallGuard {
+    peer: PeerIdentity,
+    trust: Arc<Trust>,
+    trust_changes: watch::Receiver<u64>,
+    standing: Option<StandingWatch>,
+}
+
+/// A state's standing in one category, kept current while a read runs.
+pub(super) struct StandingWatch {
+    store: Store,
+    policy: Policy,
+    clock: Clock,
+    state: CountryCode,
+    category: Category,
+    store_changes: watch::Receiver<u64>,
+    /// When the standing last read lapses by itself (`i64::MIN`: not entitled).
+    lapses_at: i64,
+    read_at: Instant,
+    /// The store has changed since the standing was read.
+    stale: bool,
+}
+
+impl StandingWatch {
+    /// Watches `state`'s standing in `category`, as `standing` found it just now.
+    pub fn new(
+        store: Store,
+        policy: Policy,
+        clock: Clock,
+        store_changes: watch::Receiver<u64>,
+        standing: &Standing,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            clock,
+            state: standing.state,
+            category: standing.category,
+            store_changes,
+            lapses_at: lapse_time(standing),
+            read_at: Instant::now(),
+            stale: false,
+        }
+    }
+
+    fn check(&mut self) -> Result<(), Status> {
+        let lapsed = self.clock.now() >= self.lapses_at;
+        if lapsed || (self.stale && self.read_at.elapsed() >= RECHECK) {
+            let snapshot = self.store.snapshot().map_err(|e| store_status(&e))?;
+            let standing = self
+                .policy
+                .standing(&snapshot, self.state, self.category, self.clock.now())
+                .map_err(|e| store_status(&e))?;
+            self.lapses_at = lapse_time(&standing);
+            self.read_at = Instant::now();
+            self.stale = false;
+            if !standing.entitled() {
+                return Err(super::reads::refusal(&standing));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lapse_time(standing: &Standing) -> i64 {
+    if standing.entitled() {
+        standing.lapses_at.unwrap_or(i64::MAX)
+    } else {
+        i64::MIN
+    }
+}
+
+impl CallGuard {
+    /// Guards a call of `peer`: revocation and suspension.
+    pub fn new(peer: &PeerIdentity, trust: &Arc<Trust>) -> Self {
+        Self {
+            peer: peer.clone(),
+            trust: trust.clone(),
+            trust_changes: trust.changes(),
+            standing: None,
+        }
+    }
+
+    /// Also requires the caller's state to keep its standing.
+    #[must_use]
+    pub fn with_standing(mut self, standing: StandingWatch) -> Self {
+        self.standing = Some(standing);
+        self
+    }
+
+    /// Whether the call may go on; the refusal says why not.
+    pub fn check(&mut self) -> Result<(), Status> {
+        auth::admit(&self.trust, &self.peer)?;
+        if let Some(standing) = &mut self.standing {
+            standing.check()?;
+        }
+        Ok(())
+    }
+
+    /// Resolves, with the reason, once the call may no longer go on. Cancel-safe: a
+    /// caller may drop it and call again.
+    pub async fn lapsed(&mut self) -> Status {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(status) = self.check() {
+                return status;
+            }
+            let Self {
+                trust_changes,
+                standing,
+                ..
+            } = self;
+            let store_changes = async {
+                match standing {
+                    Some(watch) => {
+                        changed(&mut watch.store_changes).await;
+                        watch.stale = true;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = changed(trust_changes) => {}
+                () = store_changes => {}
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    /// Wraps a stream of results so that each item is sent only while the guard
+    /// admits the caller, and the stream ends with the reason as soon as it does not.
+    pub fn guard<T: Send + 'static>(
+        mut self,
+        items: ReceiverStream<Result<T, Status>>,
+    ) -> Guarded<T> {
+        Guarded {
+            items,
+            lapse: Box::pin(async move { self.lapsed().await }),
+            ended: false,
+        }
+    }
+}
+
+/// Waits for the next change; never resolves once the sender is gone (the server is
+/// stopping, and the call ends with it).
+async fn changed(rx: &mut watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A response stream that ends, with the guard's refusal, once its caller is no longer
+/// admitted — checked before every item, and while idle.
+pub struct Guarded<T> {
+    items: ReceiverStream<Result<T, Status>>,
+    lapse: Pin<Box<dyn Future<Output = Status> + Send>>,
+    ended: bool,
+}
+
+impl<T> Stream for Guarded<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(status) = this.lapse.as_mut().poll(cx) {
+            this.ended = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        match Pin::new(&mut this.items).poll_next(cx) {
+            Poll::Ready(Some(Err(status))) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(status)))
+            }
+            other => other,
+        }
+    }
+}

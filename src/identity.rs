@@ -401,7 +401,10 @@ mod tests {
             ("spiffe://tidemark.test/state/XXX/node/x", "state code"),
             ("spiffe://tidemark.test/state/AUS/admin/x", "not a Tidemark"),
             ("spiffe://tidemark.test/operator/", "empty path segment"),
-            ("spiffe://tidemark.test/operator/Bad Name", "outside the allowed set"),
+            (
+                "spiffe://tidemark.test/operator/Bad Name",
+                "outside the allowed set",
+            ),
             ("spiffe://tidemark.test", "not a Tidemark"),
             ("spiffe://tidemark.test/state/AUS/node/..", "'.' or '..'"),
             ("spiffe://tidemark.test/state/AUS/node/.", "'.' or '..'"),

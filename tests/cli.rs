@@ -448,3 +448,28 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{serial} ")));
     assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
 }
+
+#[tokio::test]
+async fn pki_csr_refuses_names_the_spiffe_rules_forbid_and_writes_nothing() {
+    for name in ["..", ".", ".hidden", "a/b", "", "Upper"] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let out = run(args(&[
+            "pki",
+            "csr",
+            "--state",
+            "AUS",
+            "--role",
+            "node",
+            "--name",
+            name,
+            "--out",
+            &dir.path().display().to_string(),
+        ]))
+        .await;
+        assert!(!out.status.success(), "{name:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("principal name"), "{name:?}: {stderr}");
+        let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(written.is_empty(), "{name:?}: {written:?}");
+    }
+}

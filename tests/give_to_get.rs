@@ -5,37 +5,15 @@ mod common;
 
 use std::{collections::BTreeSet, sync::atomic::Ordering};
 
-use common::{TestPki, TestServer, node, sample_report, sign, state, submit};
+use common::{World, report, state, submit};
 use prost::Message;
-use tidemark::{clock::Clock, identity::Role, pb, signing::SigningKey};
+use tidemark::{clock::Clock, identity::Role, pb};
 use tonic::{Code, transport::Channel};
 use tonic_types::StatusExt;
 
 type Exchange = pb::exchange_client::ExchangeClient<Channel>;
 
 const DAY: i64 = 86_400;
-
-/// A sample report of `state` and the wanted category, with the given scope.
-fn report(
-    state_code: &str,
-    seed: u64,
-    maritime: bool,
-    scope: pb::SharingScope,
-    listed: &[&str],
-) -> pb::Report {
-    let mut seed = seed * 1000;
-    loop {
-        let mut r = sample_report(state_code, seed);
-        seed += 1;
-        if matches!(r.details, Some(pb::report::Details::Maritime(_))) == maritime {
-            r.sharing = Some(pb::Sharing {
-                scope: scope as i32,
-                states: listed.iter().map(|s| (*s).to_owned()).collect(),
-            });
-            return r;
-        }
-    }
-}
 
 async fn query(
     exchange: &mut Exchange,
@@ -79,42 +57,6 @@ fn by_category(category: pb::Category) -> pb::QueryRequest {
     pb::QueryRequest {
         category: category as i32,
         ..Default::default()
-    }
-}
-
-struct World {
-    pki: TestPki,
-    server: TestServer,
-    keys: Vec<(String, SigningKey)>,
-}
-
-impl World {
-    async fn new(clock: Clock) -> Self {
-        let pki = TestPki::new();
-        let server =
-            TestServer::start_with_clock(&pki, tempfile::TempDir::new().unwrap(), |_| {}, clock)
-                .await;
-        let mut keys = Vec::new();
-        for s in ["AUS", "IDN", "THA"] {
-            keys.push((s.to_owned(), server.register_new_key(&pki, s).await));
-        }
-        Self { pki, server, keys }
-    }
-
-    fn key(&self, s: &str) -> &SigningKey {
-        &self.keys.iter().find(|(k, _)| k == s).unwrap().1
-    }
-
-    async fn exchange(&self, s: &str) -> Exchange {
-        self.server.exchange(&node(&self.pki, s)).await
-    }
-
-    async fn submit(&self, r: &pb::Report) -> pb::Receipt {
-        let mut ex = self.exchange(&r.reporting_state).await;
-        let response = submit(&mut ex, sign(r, self.key(&r.reporting_state)))
-            .await
-            .unwrap();
-        pb::Receipt::decode(response.receipt.unwrap().payload.as_slice()).unwrap()
     }
 }
 

@@ -530,3 +530,117 @@ async fn every_admin_rpc_refuses_non_operators() {
         }
     }
 }
+
+/// The SubjectPublicKeyInfo of a PEM certificate or CSR, DER.
+fn spki_of(pem: &str) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    if block.label == "CERTIFICATE REQUEST" {
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+                .unwrap();
+        csr.certification_request_info.subject_pki.raw.to_vec()
+    } else {
+        let (_, cert) = x509_parser::parse_x509_certificate(&block.contents).unwrap();
+        cert.public_key().raw.to_vec()
+    }
+}
+
+#[tokio::test]
+async fn a_csr_is_certified_with_exactly_its_key_or_refused_naming_the_accepted_types() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/csr");
+    let ops = admin.clone();
+    let issue = |csr_pem: String| {
+        let mut admin = ops.clone();
+        async move {
+            admin
+                .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 30 })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    // Whatever hash signed the CSR, the certificate carries the CSR's own key.
+    for file in [
+        "p384-sha256.csr.pem",
+        "p256-sha384.csr.pem",
+        "ed25519.csr.pem",
+    ] {
+        let csr = std::fs::read_to_string(data.join(file)).unwrap();
+        let issued = issue(csr.clone()).await.unwrap();
+        assert_eq!(spki_of(&issued.certificate_pem), spki_of(&csr), "{file}");
+    }
+    for file in ["rsa2048.csr.pem", "p521.csr.pem"] {
+        let csr = std::fs::read_to_string(data.join(file)).unwrap();
+        let status = issue(csr).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{file}");
+        assert!(
+            status.message().contains(pki::CSR_KEY_TYPES),
+            "{file}: {}",
+            status.message()
+        );
+    }
+    // Nothing refused was recorded as issued.
+    let listed = admin
+        .list_certificates(pb::ListCertificatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates;
+    assert_eq!(listed.len(), 3);
+
+    // A P-384 key made here: its certificate works for TLS.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/p384-live")
+            .try_into()
+            .unwrap(),
+    )];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let issued = issue(csr).await.unwrap();
+    let identity = ClientIdentity::from_pem(
+        issued.certificate_pem,
+        key.serialize_pem(),
+        pki.ca.cert_pem().to_owned(),
+    );
+    assert_eq!(who(&server, &identity).await.unwrap().name, "p384-live");
+}
+
+#[tokio::test]
+async fn identities_that_break_the_spiffe_rules_are_refused_at_issuance_and_authentication() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    for path in [
+        "state/AUS/node/..",
+        "state/AUS/node/.",
+        "state/AUS/node/.hidden",
+        "state/AUS//node/x",
+        "operator/x/",
+        "state/AUS/node/a%2fb",
+    ] {
+        let uri = format!("spiffe://{TRUST_DOMAIN}/{path}");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.clone().try_into().unwrap())];
+        let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let status = admin
+            .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 30 })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{uri}: {status:?}");
+        // A certificate that names it anyway (made with the CA files) does not authenticate.
+        let identity = pki.client_with_uris(&[&uri], Validity::days_from_now(1));
+        let status = who(&server, &identity).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{uri}: {status:?}");
+        assert!(
+            status.message().contains("not a valid"),
+            "{uri}: {status:?}"
+        );
+    }
+}

@@ -252,3 +252,62 @@ pub async fn submit(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// A sample report of `state` and the wanted category, with the given scope.
+pub fn report(
+    state_code: &str,
+    seed: u64,
+    maritime: bool,
+    scope: pb::SharingScope,
+    listed: &[&str],
+) -> pb::Report {
+    let mut seed = seed * 1000;
+    loop {
+        let mut r = sample_report(state_code, seed);
+        seed += 1;
+        if matches!(r.details, Some(pb::report::Details::Maritime(_))) == maritime {
+            r.sharing = Some(pb::Sharing {
+                scope: scope as i32,
+                states: listed.iter().map(|s| (*s).to_owned()).collect(),
+            });
+            return r;
+        }
+    }
+}
+
+/// A server with signing keys registered for AUS, IDN and THA.
+pub struct World {
+    pub pki: TestPki,
+    pub server: TestServer,
+    keys: Vec<(String, SigningKey)>,
+}
+
+impl World {
+    pub async fn new(clock: Clock) -> Self {
+        let pki = TestPki::new();
+        let server =
+            TestServer::start_with_clock(&pki, tempfile::TempDir::new().unwrap(), |_| {}, clock)
+                .await;
+        let mut keys = Vec::new();
+        for s in ["AUS", "IDN", "THA"] {
+            keys.push((s.to_owned(), server.register_new_key(&pki, s).await));
+        }
+        Self { pki, server, keys }
+    }
+
+    pub fn key(&self, s: &str) -> &SigningKey {
+        &self.keys.iter().find(|(k, _)| k == s).unwrap().1
+    }
+
+    pub async fn exchange(&self, s: &str) -> pb::exchange_client::ExchangeClient<Channel> {
+        self.server.exchange(&node(&self.pki, s)).await
+    }
+
+    pub async fn submit(&self, r: &pb::Report) -> pb::Receipt {
+        let mut ex = self.exchange(&r.reporting_state).await;
+        let response = submit(&mut ex, sign(r, self.key(&r.reporting_state)))
+            .await
+            .unwrap();
+        prost::Message::decode(response.receipt.unwrap().payload.as_slice()).unwrap()
+    }
+}

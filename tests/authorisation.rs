@@ -1,0 +1,521 @@
+//! Authorisation for the whole life of every call: long-lived calls end when their caller
+//! is revoked or suspended (busy or idle), health and reflection follow the same rule,
+//! serials have one form, versions are served only under their own scope, reads are on
+//! record before data flows, and resume cursors advance for every key.
+
+mod common;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use common::{TestPki, TestServer, World, node, operator, report, sign};
+use proptest::prelude::*;
+use tidemark::{clock::Clock, identity::Role, pb};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status, transport::Channel};
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest,
+};
+
+type Exchange = pb::exchange_client::ExchangeClient<Channel>;
+
+/// Long enough that a call which should end never makes the test hang.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    Revoke,
+    Suspend,
+}
+
+impl Cause {
+    fn code(self) -> Code {
+        match self {
+            Self::Revoke => Code::Unauthenticated,
+            Self::Suspend => Code::PermissionDenied,
+        }
+    }
+
+    /// Revokes the reader's certificate, or suspends its state.
+    async fn apply(self, world: &World, reader: &mut Exchange) {
+        let mut admin = world.server.admin(&operator(&world.pki)).await;
+        match self {
+            Self::Revoke => {
+                let serial = reader
+                    .who_am_i(pb::WhoAmIRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .certificate_serial;
+                admin
+                    .revoke_certificate(pb::RevokeCertificateRequest {
+                        serial,
+                        reason: "key-compromise".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+            Self::Suspend => {
+                admin
+                    .suspend_state(pb::StateRequest {
+                        state: "IDN".into(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn smuggling() -> pb::QueryRequest {
+    pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    }
+}
+
+/// A world where IDN stands (one smuggling report) and AUS has `n` reports visible to it.
+async fn world_with_reports(n: u64) -> World {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 9_999, false, all, &[])).await;
+    let items: Vec<pb::SubmitRequest> = (0..n)
+        .map(|seed| pb::SubmitRequest {
+            envelope: Some(sign(
+                &report("AUS", seed, false, all, &[]),
+                world.key("AUS"),
+            )),
+        })
+        .collect();
+    let summary = world
+        .exchange("AUS")
+        .await
+        .import(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, n, "{:?}", summary.rejections);
+    world
+}
+
+/// Reads a response stream to its end; returns how many items came and how it ended.
+async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (usize, Result<(), Status>) {
+    let mut items = 0;
+    loop {
+        let next = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("the stream neither ends nor sends anything");
+        match next {
+            Ok(Some(_)) => items += 1,
+            Ok(None) => return (items, Ok(())),
+            Err(status) => return (items, Err(status)),
+        }
+    }
+}
+
+fn assert_refused(result: Result<(), Status>, cause: Cause, what: &str) {
+    let status = result.expect_err(what);
+    assert_eq!(status.code(), cause.code(), "{what}: {status:?}");
+    let reason = match cause {
+        Cause::Revoke => "revoked",
+        Cause::Suspend => "suspended",
+    };
+    assert!(status.message().contains(reason), "{what}: {status:?}");
+}
+
+#[tokio::test]
+async fn an_idle_subscription_ends_on_revocation_and_on_suspension() {
+    for cause in [Cause::Revoke, Cause::Suspend] {
+        let world = world_with_reports(1).await;
+        let mut idn = world.exchange("IDN").await;
+        let mut stream = idn.subscribe(smuggling()).await.unwrap().into_inner();
+        cause.apply(&world, &mut idn).await;
+        // Nothing is due to be sent: the stream still ends, with the reason.
+        let (items, end) = drain(&mut stream).await;
+        assert_eq!(items, 0);
+        assert_refused(end, cause, "idle subscription");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
+    // More than a client's HTTP/2 receive window holds, so the server is still sending
+    // when the caller loses its rights.
+    const REPORTS: u64 = 3_000;
+    let world = world_with_reports(REPORTS).await;
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    for cause in [Cause::Revoke, Cause::Suspend] {
+        for sync in [false, true] {
+            // A fresh certificate each time (`exchange` issues one), IDN reinstated.
+            admin
+                .enrol_state(pb::StateRequest {
+                    state: "IDN".into(),
+                })
+                .await
+                .unwrap();
+            let mut idn = world.exchange("IDN").await;
+            let what = format!("{} after {cause:?}", if sync { "sync" } else { "query" });
+            let (first, end, rest) = if sync {
+                let mut stream = idn
+                    .sync(pb::SyncRequest {
+                        category: pb::Category::SmugglingIncident as i32,
+                        after_sequence: 0,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let first = stream.message().await.unwrap();
+                cause.apply(&world, &mut idn).await;
+                let (rest, end) = drain(&mut stream).await;
+                (first.is_some(), end, rest)
+            } else {
+                let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
+                let first = stream.message().await.unwrap();
+                cause.apply(&world, &mut idn).await;
+                let (rest, end) = drain(&mut stream).await;
+                (first.is_some(), end, rest)
+            };
+            assert!(first, "{what}: the first item arrives");
+            assert_refused(end, cause, &what);
+            // What was already in flight may arrive; the rest is never sent.
+            assert!(
+                (rest as u64) < REPORTS,
+                "{what}: {rest} items after the revocation"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_open_import_ends_on_revocation_and_on_suspension_even_while_waiting() {
+    for cause in [Cause::Revoke, Cause::Suspend] {
+        let world = world_with_reports(1).await;
+        // IDN imports; its stream stays open, waiting for the next envelope.
+        let mut idn = world.exchange("IDN").await;
+        let (tx, rx) = mpsc::channel(4);
+        let first = sign(
+            &report("IDN", 1, false, pb::SharingScope::AllContributors, &[]),
+            world.key("IDN"),
+        );
+        tx.send(pb::SubmitRequest {
+            envelope: Some(first),
+        })
+        .await
+        .unwrap();
+        let mut import = {
+            let mut idn = idn.clone();
+            tokio::spawn(async move { idn.import(ReceiverStream::new(rx)).await })
+        };
+        // Let the first envelope be taken before the caller loses its rights.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!import.is_finished());
+        cause.apply(&world, &mut idn).await;
+        let result = tokio::time::timeout(PATIENCE, &mut import)
+            .await
+            .expect("the import ends by itself")
+            .unwrap();
+        assert_refused(result.map(|_| ()), cause, "open import");
+        drop(tx);
+    }
+}
+
+#[tokio::test]
+async fn health_and_reflection_refuse_a_revoked_connection() {
+    let world = world_with_reports(0).await;
+    let channel = world.server.channel(&node(&world.pki, "IDN")).await;
+    let mut idn = pb::exchange_client::ExchangeClient::new(channel.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let check = || tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    health.check(check()).await.unwrap();
+    Cause::Revoke.apply(&world, &mut idn).await;
+    let status = health.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let status = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
+#[tokio::test]
+async fn any_spelling_of_a_serial_revokes_the_one_certificate() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin
+        .enrol_state(pb::StateRequest {
+            state: "AUS".into(),
+        })
+        .await
+        .unwrap();
+    let principal = tidemark::identity::Principal::new(
+        common::TRUST_DOMAIN,
+        Role::Node(common::state("AUS")),
+        "spelled",
+    )
+    .unwrap();
+    let (key_pem, csr_pem) = tidemark::pki::make_csr(&principal).unwrap();
+    let issued = admin
+        .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 30 })
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = tidemark::client::ClientIdentity::from_pem(
+        issued.certificate_pem,
+        key_pem,
+        pki.ca.cert_pem().to_owned(),
+    );
+    let mut open = server.exchange(&identity).await;
+    open.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+
+    // Upper case, colons and leading zero bytes: the same number.
+    let spelled = format!("00:{}", issued.serial.to_uppercase())
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<String>();
+    let revoked = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: spelled.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.serial, issued.serial, "{spelled}");
+    let status = open.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let listed = admin
+        .list_certificates(pb::ListCertificatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .certificates;
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.serial == issued.serial && c.revoked),
+        "{listed:?}"
+    );
+    // Not a serial at all: refused, naming the field.
+    let status = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "zz-top".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("serial:"), "{status:?}");
+    // The CRL is public: a node fetches it; Admin stays operator-only.
+    let crl = server
+        .exchange(&node(&pki, "IDN"))
+        .await
+        .get_crl(pb::GetCrlRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(crl.crl_pem.contains("X509 CRL"));
+}
+
+/// The versions of each report that `reader` receives through Sync.
+async fn synced_versions(world: &World, reader: &str) -> BTreeMap<String, Vec<u32>> {
+    let mut exchange = world.exchange(reader).await;
+    let mut stream = exchange
+        .sync(pb::SyncRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    while let Some(item) = stream.message().await.unwrap() {
+        let meta = item.meta.unwrap();
+        out.entry(meta.report_id).or_default().push(meta.version);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_version_is_served_only_where_its_own_and_the_latest_scope_allow() {
+    use pb::SharingScope::{AggregateOnly, AllContributors, ListedStates};
+    let world = World::new(Clock::system()).await;
+    for state in ["AUS", "IDN"] {
+        world
+            .submit(&report(state, 7_000, false, AllContributors, &[]))
+            .await;
+    }
+    // THA's first report: v1 aggregate-only, v2 to all contributors.
+    let widened_v1 = report("THA", 1, false, AggregateOnly, &[]);
+    let widened_v2 = pb::Report {
+        version: 2,
+        sharing: Some(pb::Sharing {
+            scope: AllContributors as i32,
+            states: vec![],
+        }),
+        ..widened_v1.clone()
+    };
+    // THA's second: v1 listed to AUS only, v2 to AUS and IDN.
+    let listed_v1 = report("THA", 2, false, ListedStates, &["AUS"]);
+    let listed_v2 = pb::Report {
+        version: 2,
+        sharing: Some(pb::Sharing {
+            scope: ListedStates as i32,
+            states: vec!["AUS".into(), "IDN".into()],
+        }),
+        ..listed_v1.clone()
+    };
+    for r in [&widened_v1, &widened_v2, &listed_v1, &listed_v2] {
+        world.submit(r).await;
+    }
+    let aus = synced_versions(&world, "AUS").await;
+    let idn = synced_versions(&world, "IDN").await;
+    assert_eq!(aus[&widened_v1.report_id], [2], "v1 was aggregate-only");
+    assert_eq!(aus[&listed_v1.report_id], [1, 2], "AUS was listed in both");
+    assert_eq!(idn[&widened_v1.report_id], [2]);
+    assert_eq!(idn[&listed_v1.report_id], [2], "v1 did not list IDN");
+    // The owner sees every version of its own reports.
+    let tha = synced_versions(&world, "THA").await;
+    assert_eq!(tha[&widened_v1.report_id], [1, 2]);
+}
+
+#[tokio::test]
+async fn a_read_is_on_record_before_its_first_result_and_completed_once() {
+    let world = world_with_reports(400).await;
+    let mut idn = world.exchange("IDN").await;
+    let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    let reads_by_idn = |entries: Vec<pb::AuditEntry>| -> Vec<pb::AuditEntry> {
+        entries
+            .into_iter()
+            .filter(|e| e.action == "query" && e.state == "IDN")
+            .collect()
+    };
+    let log = |admin: &mut pb::admin_client::AdminClient<Channel>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .audit_log(pb::AuditLogRequest {
+                    after: 0,
+                    limit: 10_000,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    // While the first results are being read, the read is already on record.
+    let during = reads_by_idn(log(&mut admin).await);
+    assert_eq!(during.len(), 1, "{during:?}");
+    assert!(during[0].in_progress);
+    let (rest, end) = drain(&mut stream).await;
+    end.unwrap();
+    // The same record, completed with what was read, by owner.
+    let after = reads_by_idn(log(&mut admin).await);
+    assert_eq!(after.len(), 1, "one read, one record: {after:?}");
+    assert_eq!(after[0].number, during[0].number);
+    assert!(!after[0].in_progress);
+    assert_eq!(after[0].count, rest as u64 + 1);
+    assert_eq!(after[0].by_owner.get("AUS"), Some(&400));
+}
+
+/// Pages through a query `page` results at a time; returns every report id seen, in order.
+async fn page_through(
+    exchange: &mut Exchange,
+    request: &pb::QueryRequest,
+    page: u32,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let mut stream = exchange
+            .query(pb::QueryRequest {
+                limit: page,
+                after: after.clone(),
+                ..request.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = 0;
+        while let Some(item) = stream.message().await.unwrap() {
+            got += 1;
+            seen.push(item.meta.unwrap().report_id);
+            after = item.cursor;
+        }
+        if got < page {
+            return seen;
+        }
+        assert!(seen.len() < 1_000, "paging does not end: {seen:?}");
+    }
+}
+
+fn report_id() -> impl Strategy<Value = u128> {
+    prop_oneof![Just(u128::MAX), Just(u128::MAX - 1), Just(1u128), (1u128..),]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever the keys — the smallest and largest UUIDs included, several reports on
+    /// one day — paging by date or by state returns each report exactly once, and the
+    /// other cursors (sync, audit) never repeat their last position.
+    #[test]
+    fn every_cursor_strictly_advances_for_every_key(
+        reports in proptest::collection::btree_map(report_id(), 0u8..3, 1..8),
+        page in 1u32..4,
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let world = World::new(Clock::system()).await;
+            let mut expected = Vec::new();
+            for (seed, (id, day)) in reports.iter().enumerate() {
+                let mut r = report("AUS", seed as u64, false, pb::SharingScope::AllContributors, &[]);
+                r.report_id = uuid::Uuid::from_u128(*id).to_string();
+                r.incident_date = format!("2024-03-0{}", day + 1);
+                world.submit(&r).await;
+                expected.push(r.report_id);
+            }
+            expected.sort();
+            let mut aus = world.exchange("AUS").await;
+            for request in [
+                smuggling(),
+                pb::QueryRequest { reporting_states: vec!["AUS".into()], ..smuggling() },
+            ] {
+                let mut seen = page_through(&mut aus, &request, page).await;
+                seen.sort();
+                assert_eq!(seen, expected, "{request:?} by {page}");
+            }
+            // Past the last sequence or audit number there is nothing, not the last again.
+            let mut stream = aus
+                .sync(pb::SyncRequest {
+                    category: pb::Category::SmugglingIncident as i32,
+                    after_sequence: u64::MAX,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(stream.message().await.unwrap().is_none());
+            let audit = world
+                .server
+                .admin(&operator(&world.pki))
+                .await
+                .audit_log(pb::AuditLogRequest { after: u64::MAX, limit: 10 })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(audit.entries.is_empty());
+        });
+    }
+}

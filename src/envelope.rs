@@ -6,7 +6,10 @@
 
 use ring::digest::{SHA256, digest as sha256};
 
-use crate::{pb, signing::SigningKey};
+use crate::{
+    pb,
+    signing::{PublicKey, SigningKey},
+};
 
 pub const REPORT_PAYLOAD_TYPE: &str = "application/vnd.tidemark.report.v1+protobuf";
 pub const RETRACTION_PAYLOAD_TYPE: &str = "application/vnd.tidemark.retraction.v1+protobuf";
@@ -47,6 +50,23 @@ pub fn sign(payload_type: &str, payload: Vec<u8>, key: &SigningKey) -> pb::Envel
     }
 }
 
+/// The first of `keys` that made one of the envelope's signatures, if any.
+///
+/// A DSSE `keyid` is an optional, unauthenticated hint (DSSE protocol, "Signature"): a
+/// signature whose keyid names a key is tried with that key first, and every signature —
+/// with a keyid that is empty, absent or names none of `keys` — is tried with every
+/// key. Only when no key verifies any signature is the envelope unverified.
+pub fn verified_by<'k>(envelope: &pb::Envelope, keys: &'k [PublicKey]) -> Option<&'k PublicKey> {
+    let signed = pae(&envelope.payload_type, &envelope.payload);
+    envelope.signatures.iter().find_map(|signature| {
+        let hinted = keys.iter().filter(|k| k.key_id() == signature.keyid);
+        let others = keys.iter().filter(|k| k.key_id() != signature.keyid);
+        hinted
+            .chain(others)
+            .find(|k| k.verify(&signed, &signature.sig))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +89,20 @@ mod tests {
         assert!(public.verify(&pae(&env.payload_type, &env.payload), sig));
         assert!(!public.verify(&pae(RECEIPT_PAYLOAD_TYPE, &env.payload), sig));
         assert!(!public.verify(&pae(&env.payload_type, b"abd"), sig));
+    }
+
+    #[test]
+    fn a_keyid_is_only_a_hint() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let (other, _) = SigningKey::generate().unwrap();
+        let keys = [other.public_key(), key.public_key()];
+        let mut env = sign(REPORT_PAYLOAD_TYPE, b"abc".to_vec(), &key);
+        for hint in ["", "unknown", other.key_id()] {
+            env.signatures[0].keyid = hint.to_owned();
+            let found = verified_by(&env, &keys).map(PublicKey::key_id);
+            assert_eq!(found, Some(key.key_id()), "keyid {hint:?}");
+        }
+        env.payload = b"abd".to_vec();
+        assert!(verified_by(&env, &keys).is_none());
     }
 }

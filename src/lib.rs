@@ -18,11 +18,13 @@
 //! - [`tls`] — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
 //! - [`store`] — the embedded redb store.
 //! - [`config`] — the server's TOML configuration and its defaults.
-//! - [`country`] — ISO 3166-1 alpha-3 country codes.
+//! - [`country`] — ISO 3166-1 alpha-3 country codes; [`calendar`] — dates and times in
+//!   one spelling each.
 //! - [`pb`] — the generated `tidemark.v1` protobuf and gRPC code.
 
 pub mod access;
 pub mod analytics;
+pub mod calendar;
 pub mod client;
 pub mod clock;
 pub mod config;

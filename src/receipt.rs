@@ -27,12 +27,7 @@ pub fn verify(receipt: &pb::Envelope, server_key: &PublicKey) -> Result<pb::Rece
             receipt.payload_type
         )));
     }
-    let signed = envelope::pae(&receipt.payload_type, &receipt.payload);
-    let valid = receipt
-        .signatures
-        .iter()
-        .any(|s| s.keyid == server_key.key_id() && server_key.verify(&signed, &s.sig));
-    if !valid {
+    if envelope::verified_by(receipt, std::slice::from_ref(server_key)).is_none() {
         return Err(ReceiptError(format!(
             "no valid signature by the server key {}: the receipt was altered or comes from \
              another server",

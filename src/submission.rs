@@ -240,50 +240,63 @@ fn verify_signatures(
             refusal = Some((rank, err));
         }
     };
+    // A keyid is an unauthenticated hint (DSSE): the key it names is tried first, then
+    // every key registered to the caller's state.
+    let own_keys = store.signing_keys(Some(caller.as_str()))?;
     for signature in &envelope.signatures {
-        let Some(record) = store.signing_key(&signature.keyid)? else {
+        let hinted = store.signing_key(&signature.keyid)?;
+        if hinted.is_none() && own_keys.is_empty() {
             note(
                 0,
                 SubmitError::BadSignature(format!(
-                    "no registered signing key has id {:?}; an operator registers keys with \
-                     `tidemark admin register-key`",
+                    "no registered signing key has id {:?}, and {caller} has no registered \
+                     key; an operator registers keys with `tidemark admin register-key`",
                     signature.keyid
                 )),
             );
             continue;
-        };
-        let Ok(public) = PublicKey::from_raw(&record.public_key) else {
-            return Err(
-                StoreError::Corrupt(format!("signing key {} is malformed", record.key_id)).into(),
-            );
-        };
-        if !public.verify(&signed, &signature.sig) {
-            note(
-                1,
-                SubmitError::BadSignature(format!(
-                    "the signature by key {} does not verify: the payload or the signature was \
-                     changed after signing",
+        }
+        let candidates = hinted.iter().chain(
+            own_keys
+                .iter()
+                .filter(|k| k.key_id != signature.keyid),
+        );
+        for record in candidates {
+            let Ok(public) = PublicKey::from_raw(&record.public_key) else {
+                return Err(StoreError::Corrupt(format!(
+                    "signing key {} is malformed",
                     record.key_id
-                )),
-            );
-            continue;
+                ))
+                .into());
+            };
+            if !public.verify(&signed, &signature.sig) {
+                note(
+                    1,
+                    SubmitError::BadSignature(format!(
+                        "the signature does not verify with key {} (nor with any other key of \
+                         {caller}): the payload or the signature was changed after signing",
+                        record.key_id
+                    )),
+                );
+                continue;
+            }
+            if record.state != caller.as_str() {
+                note(
+                    3,
+                    SubmitError::ForeignKey {
+                        key_id: record.key_id.clone(),
+                        key_state: record.state.clone(),
+                        caller,
+                    },
+                );
+                continue;
+            }
+            if !record.active_at(now) {
+                note(2, SubmitError::BadSignature(inactive_reason(record, now)));
+                continue;
+            }
+            return Ok(record.key_id.clone());
         }
-        if record.state != caller.as_str() {
-            note(
-                3,
-                SubmitError::ForeignKey {
-                    key_id: record.key_id.clone(),
-                    key_state: record.state.clone(),
-                    caller,
-                },
-            );
-            continue;
-        }
-        if !record.active_at(now) {
-            note(2, SubmitError::BadSignature(inactive_reason(&record, now)));
-            continue;
-        }
-        return Ok(record.key_id);
     }
     Err(refusal.map_or_else(
         || SubmitError::BadSignature("no valid signature".to_owned()),

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, io::Write, path::PathBuf};
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum};
 use tidemark::{
-    client,
+    calendar, client,
     country::CountryCode,
     pb::{self, analytics_client::AnalyticsClient},
 };
@@ -85,6 +85,7 @@ pub struct AggregateArgs {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Format {
     Table,
+    /// Safe to open in a spreadsheet: a cell that would start a formula gets a leading '.
     Csv,
     Json,
 }
@@ -191,18 +192,22 @@ fn parse_vessel(text: &str) -> Result<i32, String> {
     })
 }
 
-/// "2024-03" → "2024-03-01" (or the month's last day for the end of a range).
+/// "2024-03" → "2024-03-01" (or the month's last day for the end of a range); a date
+/// `YYYY-MM-DD` stays as it is. Both in their one spelling (see `tidemark::calendar`).
 fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
-    if text.len() == 10 {
-        return Ok(text.to_owned());
+    if let Some(date) = calendar::parse_date(text) {
+        return Ok(calendar::format_date(date));
     }
-    let (year, month) = text
-        .split_once('-')
-        .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u8>().ok()?)))
-        .ok_or_else(|| anyhow!("{text:?} is not a month YYYY-MM or a date YYYY-MM-DD"))?;
-    let month = time::Month::try_from(month).map_err(|_| anyhow!("{text:?}: no such month"))?;
-    let day = if end { month.length(year) } else { 1 };
-    Ok(format!("{year:04}-{:02}-{day:02}", u8::from(month)))
+    let first = calendar::parse_month(text).ok_or_else(|| {
+        anyhow!("{text:?} is not a month YYYY-MM or a date YYYY-MM-DD (e.g. 2024-03 or 2024-03-09)")
+    })?;
+    let day = if end {
+        first.month().length(first.year())
+    } else {
+        1
+    };
+    let date = first.replace_day(day).map_err(|e| anyhow!("{text:?}: {e}"))?;
+    Ok(calendar::format_date(date))
 }
 
 impl AggregateArgs {
@@ -417,7 +422,7 @@ fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::
     }
     header.push("withheld".to_owned());
     header.push("single_state".to_owned());
-    csv.write_record(&header)?;
+    csv.write_record(header.iter().map(|c| super::csv_rows::safe_cell(c).into_owned()))?;
     for cell in &response.cells {
         let withheld = pb::SuppressionRule::try_from(cell.suppressed)
             .ok()
@@ -447,7 +452,7 @@ fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::
         }
         row.push(withheld.unwrap_or_default());
         row.push(cell.single_state.to_string());
-        csv.write_record(&row)?;
+        csv.write_record(row.iter().map(|c| super::csv_rows::safe_cell(c).into_owned()))?;
     }
     out.write_all(&csv.into_inner().map_err(|e| anyhow!("{e}"))?)?;
     Ok(())

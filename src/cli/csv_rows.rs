@@ -1,7 +1,16 @@
 //! The flat CSV form of a report, for spreadsheets: one row per report, lists joined
-//! with `;`, nationality counts as `AFG:12;IRN:3`, enum values by their short name
-//! (`SEA`, `RESCUE`, `ALL_CONTRIBUTORS`, …). Fraudulent documents and criminal-justice
-//! follow-up exist only in the JSON form.
+//! with `;`, nationality counts as `AFG:12;IRN:3`, fraudulent documents as
+//! `TYPE:FRAUD:ISSUER:COUNT` (`PASSPORT:FORGED:AFG:2`), enum values by their short name
+//! (`SEA`, `RESCUE`, `ALL_CONTRIBUTORS`, …). Every field `import` reads is a column, so
+//! exporting and importing again gives back the same report (the same signed bytes).
+//!
+//! Spreadsheet safety (OWASP "CSV Injection"): a text cell that a spreadsheet would run
+//! as a formula — one starting with `=`, `+`, `-`, `@`, a tab or a carriage return,
+//! unless it is a plain number — is written with a leading `'`, and so is a cell that
+//! already starts with `'`; reading a row removes exactly that one `'`. See
+//! [`safe_cell`] and [`restore_cell`].
+
+use std::borrow::Cow;
 
 use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -52,6 +61,37 @@ pub struct CsvRow {
     sar_region: String,
     disembarkation_country: String,
     disembarkation_port: String,
+    fraudulent_documents: String,
+    investigation_opened: Option<bool>,
+    persons_prosecuted: Option<u32>,
+    persons_convicted: Option<u32>,
+}
+
+/// A cell as written to a CSV file: prefixed with `'` where a spreadsheet would otherwise
+/// run it as a formula (or where it starts with `'` itself, so that reading is exact).
+pub fn safe_cell(text: &str) -> Cow<'_, str> {
+    let risky = match text.as_bytes().first() {
+        Some(b'=' | b'@' | b'\t' | b'\r' | b'\'') => true,
+        Some(b'+' | b'-') => !is_number(text),
+        _ => false,
+    };
+    if risky {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// The cell as it was before [`safe_cell`]: one leading `'` removed.
+pub fn restore_cell(text: &str) -> &str {
+    text.strip_prefix('\'').unwrap_or(text)
+}
+
+/// A plain decimal number (`-10.5`, `+3`, `1e3`): safe to leave as it is.
+fn is_number(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        && text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 fn short(full: &str, prefix: &str) -> String {
@@ -168,6 +208,25 @@ impl CsvRow {
                     row.fee_amount = Some(fee.amount);
                     row.fee_currency.clone_from(&fee.currency);
                 }
+                row.fraudulent_documents = s
+                    .fraudulent_documents
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}:{}:{}:{}",
+                            enum_name!(pb::DocumentType, d.document_type, "DOCUMENT_TYPE_"),
+                            enum_name!(pb::FraudKind, d.fraud, "FRAUD_KIND_"),
+                            d.issuing_country,
+                            d.count
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(";");
+                if let Some(cj) = &s.criminal_justice {
+                    row.investigation_opened = Some(cj.investigation_opened);
+                    row.persons_prosecuted = Some(cj.persons_prosecuted);
+                    row.persons_convicted = Some(cj.persons_convicted);
+                }
             }
             Some(pb::report::Details::Maritime(m)) => {
                 "MARITIME_MOVEMENT".clone_into(&mut row.category);
@@ -184,12 +243,58 @@ impl CsvRow {
             }
             None => {}
         }
+        for cell in row.texts() {
+            if let Cow::Owned(safe) = safe_cell(cell) {
+                *cell = safe;
+            }
+        }
         row
+    }
+
+    /// Every text column, for [`safe_cell`] on writing and [`restore_cell`] on reading.
+    fn texts(&mut self) -> [&mut String; 30] {
+        [
+            &mut self.report_id,
+            &mut self.reporting_state,
+            &mut self.category,
+            &mut self.incident_date,
+            &mut self.incident_time,
+            &mut self.location_country,
+            &mut self.place,
+            &mut self.sea_area,
+            &mut self.origin,
+            &mut self.transit,
+            &mut self.intended_destination,
+            &mut self.nationalities,
+            &mut self.narrative,
+            &mut self.scope,
+            &mut self.scope_states,
+            &mut self.source_reliability,
+            &mut self.information_credibility,
+            &mut self.modus_operandi,
+            &mut self.transport,
+            &mut self.concealment,
+            &mut self.fee_currency,
+            &mut self.event,
+            &mut self.vessel_type,
+            &mut self.flag_state,
+            &mut self.imo_number,
+            &mut self.mmsi,
+            &mut self.sar_region,
+            &mut self.disembarkation_country,
+            &mut self.disembarkation_port,
+            &mut self.fraudulent_documents,
+        ]
     }
 
     // Long because the report model is: one line per column.
     #[allow(clippy::too_many_lines)]
-    pub fn into_report(self) -> anyhow::Result<pb::Report> {
+    pub fn into_report(mut self) -> anyhow::Result<pb::Report> {
+        for cell in self.texts() {
+            if cell.starts_with('\'') {
+                *cell = restore_cell(cell).to_owned();
+            }
+        }
         let by_nationality = split(&self.nationalities)
             .into_iter()
             .map(|pair| {
@@ -244,8 +349,19 @@ impl CsvRow {
                         amount,
                         currency: self.fee_currency.clone(),
                     }),
-                    fraudulent_documents: Vec::new(),
-                    criminal_justice: None,
+                    fraudulent_documents: documents(&self.fraudulent_documents)?,
+                    criminal_justice: match (
+                        self.investigation_opened,
+                        self.persons_prosecuted,
+                        self.persons_convicted,
+                    ) {
+                        (None, None, None) => None,
+                        (opened, prosecuted, convicted) => Some(pb::CriminalJustice {
+                            investigation_opened: opened.unwrap_or(false),
+                            persons_prosecuted: prosecuted.unwrap_or(0),
+                            persons_convicted: convicted.unwrap_or(0),
+                        }),
+                    },
                 })
             }
             "MARITIME_MOVEMENT" | "MARITIME" => {
@@ -292,7 +408,11 @@ impl CsvRow {
                     enum_parser!(pb::SeaArea),
                 )?,
             }),
-            route: Some(pb::Route {
+            // An empty route is no route.
+            route: (!(self.origin.is_empty()
+                && self.transit.is_empty()
+                && self.intended_destination.is_empty()))
+            .then(|| pb::Route {
                 origin: self.origin,
                 transit: split(&self.transit),
                 intended_destination: self.intended_destination,
@@ -332,5 +452,73 @@ impl CsvRow {
             }),
             details: Some(details),
         })
+    }
+}
+
+/// Fraudulent documents from `TYPE:FRAUD:ISSUER:COUNT;…`.
+fn documents(column: &str) -> anyhow::Result<Vec<pb::FraudulentDocument>> {
+    split(column)
+        .iter()
+        .map(|item| {
+            let parts: Vec<&str> = item.split(':').collect();
+            let [document_type, fraud, issuing_country, count] = parts.as_slice() else {
+                bail!("column fraudulent_documents: {item:?} is not TYPE:FRAUD:ISSUER:COUNT");
+            };
+            Ok(pb::FraudulentDocument {
+                document_type: parse_enum(
+                    document_type,
+                    "DOCUMENT_TYPE_",
+                    "fraudulent_documents",
+                    enum_parser!(pb::DocumentType),
+                )?,
+                issuing_country: (*issuing_country).to_owned(),
+                fraud: parse_enum(
+                    fraud,
+                    "FRAUD_KIND_",
+                    "fraudulent_documents",
+                    enum_parser!(pb::FraudKind),
+                )?,
+                count: count
+                    .parse()
+                    .with_context(|| format!("column fraudulent_documents: count in {item:?}"))?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use tidemark::sample;
+
+    use super::*;
+
+    #[test]
+    fn every_sample_report_survives_export_and_import() {
+        let mut rng = sample::Rng::new(11);
+        for _ in 0..300 {
+            let mut report = sample::report(&mut rng, "AUS");
+            report.narrative = "=HYPERLINK(\"http://x\")\n-- and '+more".to_owned();
+            let mut out = csv::Writer::from_writer(Vec::new());
+            out.serialize(CsvRow::from_report(&report)).unwrap();
+            let bytes = out.into_inner().unwrap();
+            let mut back = csv::Reader::from_reader(bytes.as_slice());
+            let row: CsvRow = back.deserialize().next().unwrap().unwrap();
+            assert_eq!(row.into_report().unwrap(), report);
+        }
+    }
+
+    proptest! {
+        /// No written cell starts a formula, and reading gives back the exact text.
+        #[test]
+        fn cells_are_safe_and_exact(text in "[=+@'\\-\t\r0-9a-z .]{0,8}") {
+            let safe = safe_cell(&text);
+            let first = safe.chars().next();
+            let formula = matches!(first, Some('=' | '@' | '\t' | '\r'))
+                || (matches!(first, Some('+' | '-')) && !is_number(&safe));
+            prop_assert!(!formula, "{:?} -> {:?}", text, safe);
+            let restored = if safe.starts_with('\'') { restore_cell(&safe) } else { &safe };
+            prop_assert_eq!(restored, text.as_str());
+        }
     }
 }

@@ -1,28 +1,40 @@
 //! `tidemark import`: bulk submission from JSON lines or CSV.
+//!
+//! One bad record never stops an import: a line that cannot be read, signed, sent or
+//! accepted is reported with its physical line number and the rest goes on. If a whole
+//! Import call is refused (a message over the server's size limit, say), that batch is
+//! sent again one report at a time with Submit, so the refusal lands on the one line at
+//! fault. Only a failure that no retry can help (no connection, a refused certificate)
+//! stops the import — and the summary is printed even then.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use tidemark::{
     client,
     envelope::{self, REPORT_PAYLOAD_TYPE},
-    pb,
+    pb::{self, exchange_client::ExchangeClient},
 };
+use tonic::{Code, transport::Channel};
 
-use super::{client_args::ClientArgs, csv_rows::CsvRow, signing_args::SigningArgs};
+use super::{client_args::ClientArgs, csv_rows::CsvRow, input, signing_args::SigningArgs};
+
+/// The server's default `limits.max_message_bytes`; a signed report larger than this is
+/// refused here, by line, without a round trip.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Sign and submit many reports from a file: JSON lines (`.jsonl`, one report per line,
-/// proto3 JSON) or CSV (`.csv`, one report per row; see the columns written by
-/// `tidemark sample-reports --format csv`).
+/// proto3 JSON) or CSV (`.csv`, one report per row; the columns `tidemark query --csv`
+/// and `tidemark sample-reports --format csv` write).
 ///
-/// Bad lines are reported by line number without stopping the rest. Re-running an import
-/// after an interruption is safe: reports already accepted count as duplicates.
+/// Every record that is not accepted is reported by its line number (for CSV, the line
+/// where the record starts) and the rest is imported. A byte-order mark at the start of
+/// the file is skipped. Re-running an import after an interruption is safe: reports
+/// already accepted count as duplicates. The summary is always printed; the exit status
+/// is non-zero if any record was rejected.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// The file to import (.jsonl or .csv).
@@ -34,6 +46,9 @@ pub struct ImportArgs {
     /// Reports per Import call.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     batch: u64,
+    /// The largest signed report to send, in bytes: the server's limits.max_message_bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
     /// End with one JSON summary object instead of text.
     #[arg(long)]
     json: bool,
@@ -45,33 +60,59 @@ struct LineError {
     message: String,
 }
 
+/// What an import did so far.
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    duplicates: u64,
+    errors: Vec<LineError>,
+    /// Why the import stopped early, if it did.
+    stopped: Option<String>,
+}
+
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let key = args.signing.load(&args.client)?;
     let total = count_records(&args.file)?;
     let mut records = records(&args.file)?;
-    let mut errors = Vec::new();
-
-    let channel = args.client.connect().await?;
-    let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+    let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let progress = ProgressBar::new(total);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} reports  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let (mut accepted, mut duplicates) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let batch = usize::try_from(args.batch).unwrap_or(500);
     // Read, sign and send one batch at a time: memory stays bounded by --batch.
-    loop {
+    while tally.stopped.is_none() {
         let mut chunk = Vec::with_capacity(batch);
         let mut read = 0u64;
         for (line, record) in records.by_ref() {
             read += 1;
             match record {
-                Ok(report) => chunk.push((
-                    line,
-                    envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key),
-                )),
-                Err(message) => errors.push(LineError { line, message }),
+                Ok(report) => {
+                    let request = pb::SubmitRequest {
+                        envelope: Some(envelope::sign(
+                            REPORT_PAYLOAD_TYPE,
+                            report.encode_to_vec(),
+                            &key,
+                        )),
+                    };
+                    let size = request.encoded_len();
+                    if size > args.max_message_bytes {
+                        tally.errors.push(LineError {
+                            line,
+                            message: format!(
+                                "RESOURCE_EXHAUSTED: the signed report is {size} bytes; the \
+                                 server accepts at most {} (limits.max_message_bytes): shorten \
+                                 its text",
+                                args.max_message_bytes
+                            ),
+                        });
+                    } else {
+                        chunk.push((line, request));
+                    }
+                }
+                Err(message) => tally.errors.push(LineError { line, message }),
             }
             if chunk.len() >= batch {
                 break;
@@ -80,62 +121,122 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         if read == 0 {
             break;
         }
-        if chunk.is_empty() {
-            progress.inc(read);
-            continue;
-        }
-        let requests: Vec<pb::SubmitRequest> = chunk
-            .iter()
-            .map(|(_, env)| pb::SubmitRequest {
-                envelope: Some(env.clone()),
-            })
-            .collect();
-        let summary = exchange
-            .import(tokio_stream::iter(requests))
-            .await
-            .map_err(|status| anyhow!(client::explain(&status)))?
-            .into_inner();
-        accepted += summary.accepted;
-        duplicates += summary.duplicates;
-        for rejection in summary.rejections {
-            let line = usize::try_from(rejection.index)
-                .ok()
-                .and_then(|i| chunk.get(i))
-                .map_or(0, |(line, _)| *line);
-            let mut message = format!("{}: {}", rejection.code, rejection.message);
-            if !rejection.violations.is_empty() {
-                message = format!(
-                    "{}: {}",
-                    rejection.code,
-                    rejection
-                        .violations
-                        .iter()
-                        .map(|v| format!("{}: {}", v.field, v.description))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
-            }
-            errors.push(LineError { line, message });
+        if !chunk.is_empty() {
+            send_batch(&mut exchange, chunk, &mut tally).await;
         }
         progress.inc(read);
     }
     progress.finish_and_clear();
-    errors.sort_by_key(|e| e.line);
+    report(&args, tally)
+}
 
-    let rejected = errors.len();
+/// Sends one batch with Import; if the call as a whole is refused for something one of
+/// its records may have caused, sends each record alone with Submit instead.
+async fn send_batch(
+    exchange: &mut ExchangeClient<Channel>,
+    chunk: Vec<(usize, pb::SubmitRequest)>,
+    tally: &mut Tally,
+) {
+    let requests: Vec<pb::SubmitRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
+    match exchange.import(tokio_stream::iter(requests)).await {
+        Ok(summary) => {
+            let summary = summary.into_inner();
+            tally.accepted += summary.accepted;
+            tally.duplicates += summary.duplicates;
+            for rejection in summary.rejections {
+                let line = usize::try_from(rejection.index)
+                    .ok()
+                    .and_then(|i| chunk.get(i))
+                    .map_or(0, |(line, _)| *line);
+                tally.errors.push(LineError {
+                    line,
+                    message: rejection_message(&rejection.code, &rejection.message, &rejection.violations),
+                });
+            }
+        }
+        Err(status) if fatal(status.code()) => {
+            tally.stopped = Some(format!(
+                "stopped before line {}: {}",
+                chunk.first().map_or(0, |(line, _)| *line),
+                client::explain(&status)
+            ));
+        }
+        Err(_) => {
+            for (line, request) in chunk {
+                match exchange.submit(request).await {
+                    Ok(response) if response.get_ref().duplicate => tally.duplicates += 1,
+                    Ok(_) => tally.accepted += 1,
+                    Err(status) if fatal(status.code()) => {
+                        tally.stopped = Some(format!(
+                            "stopped at line {line}: {}",
+                            client::explain(&status)
+                        ));
+                        return;
+                    }
+                    Err(status) => tally.errors.push(LineError {
+                        line,
+                        message: format!("{:?}: {}", status.code(), client::explain(&status)),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Failures that are not about one record: retrying record by record cannot help.
+fn fatal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Unknown
+    )
+}
+
+fn rejection_message(code: &str, message: &str, violations: &[pb::FieldViolation]) -> String {
+    if violations.is_empty() {
+        format!("{code}: {message}")
+    } else {
+        format!(
+            "{code}: {}",
+            violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+}
+
+/// Prints the summary (always), then fails if anything was rejected or the import
+/// stopped early.
+fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
+    tally.errors.sort_by_key(|e| e.line);
+    let rejected = tally.errors.len();
+    // The lines at fault go to stderr in both modes, for the person watching.
+    for e in &tally.errors {
+        eprintln!("line {}: {}", e.line, e.message);
+    }
     if args.json {
         let value = serde_json::json!({
-            "accepted": accepted,
-            "duplicates": duplicates,
+            "accepted": tally.accepted,
+            "duplicates": tally.duplicates,
             "rejected": rejected,
-            "errors": errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
+            "errors": tally.errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
+            "stopped": tally.stopped,
         });
         println!("{value}");
     } else {
-        for e in &errors {
-            eprintln!("line {}: {}", e.line, e.message);
-        }
-        println!("{accepted} accepted, {duplicates} already there, {rejected} rejected");
+        println!(
+            "{} accepted, {} already there, {rejected} rejected",
+            tally.accepted, tally.duplicates
+        );
+    }
+    if let Some(stopped) = tally.stopped {
+        bail!("the import {stopped}; run it again to continue (what was accepted counts as a duplicate)");
     }
     if rejected > 0 {
         bail!("{rejected} of the file's reports were rejected (see the lines above)");
@@ -151,34 +252,46 @@ fn is_csv(file: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
 }
 
-/// The records of a JSON-lines or CSV file, read as they are consumed.
+/// The records of a JSON-lines or CSV file, read as they are consumed, each with the
+/// physical line it starts on.
 fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
-    let open =
-        || std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()));
+    let reader = input::open(file)?;
     if is_csv(file) {
-        let reader = csv::Reader::from_reader(BufReader::new(open()?));
-        Ok(Box::new(
-            reader
-                .into_deserialize::<CsvRow>()
-                .enumerate()
-                .map(|(i, row)| {
-                    let line = i + 2; // the header is line 1
-                    let report = row
-                        .map_err(anyhow::Error::from)
-                        .and_then(CsvRow::into_report)
-                        .map_err(|e| format!("not a valid CSV report row: {e:#}"));
-                    (line, report)
-                }),
-        ))
+        let mut csv = csv::Reader::from_reader(reader);
+        let headers = csv
+            .headers()
+            .map_err(|e| anyhow!("{}: the CSV header cannot be read: {e}", file.display()))?
+            .clone();
+        Ok(Box::new(csv.into_records().map(move |row| match row {
+            Ok(row) => {
+                let line = row
+                    .position()
+                    .and_then(|p| usize::try_from(p.line()).ok())
+                    .unwrap_or(0);
+                let report = row
+                    .deserialize::<CsvRow>(Some(&headers))
+                    .map_err(anyhow::Error::from)
+                    .and_then(CsvRow::into_report)
+                    .map_err(|e| format!("not a valid CSV report row: {e:#}"));
+                (line, report)
+            }
+            Err(e) => {
+                let line = e
+                    .position()
+                    .and_then(|p| usize::try_from(p.line()).ok())
+                    .unwrap_or(0);
+                (line, Err(format!("not a valid CSV row: {e}")))
+            }
+        })))
     } else {
-        let lines = BufReader::new(open()?).lines();
-        Ok(Box::new(lines.enumerate().filter_map(|(i, line)| {
+        use std::io::BufRead;
+        Ok(Box::new(reader.lines().enumerate().filter_map(|(i, line)| {
             let line_number = i + 1;
             match line {
                 Ok(text) if text.trim().is_empty() => None,
                 Ok(text) => Some((
                     line_number,
-                    serde_json::from_str::<pb::Report>(&text)
+                    input::from_json::<pb::Report>(&text)
                         .map_err(|e| format!("not a report in JSON: {e}")),
                 )),
                 Err(e) => Some((line_number, Err(format!("cannot read the line: {e}")))),
@@ -189,18 +302,16 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
 
 /// How many records the file holds, for the progress bar.
 fn count_records(file: &Path) -> anyhow::Result<u64> {
-    let reader = BufReader::new(
-        std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
-    );
+    use std::io::BufRead;
+    let reader = input::open(file)?;
+    if is_csv(file) {
+        return Ok(csv::Reader::from_reader(reader).into_records().count() as u64);
+    }
     let mut count = 0u64;
     for line in reader.lines() {
         if !line?.trim().is_empty() {
             count += 1;
         }
     }
-    Ok(if is_csv(file) {
-        count.saturating_sub(1)
-    } else {
-        count
-    })
+    Ok(count)
 }

@@ -9,6 +9,7 @@ mod chart;
 mod client_args;
 mod csv_rows;
 mod import;
+mod input;
 mod keys;
 mod pki;
 mod reads;

@@ -59,7 +59,10 @@ pub struct QueryArgs {
     /// JSON lines: {"meta", "envelope" (DSSE JSON), "report"}.
     #[arg(long, conflicts_with = "csv")]
     json: bool,
-    /// CSV, one row per report (the columns of `import`).
+    /// CSV, one row per report: the columns `import` reads, so exporting and importing
+    /// gives back the same reports. Safe to open in a spreadsheet: a text cell that would
+    /// start a formula (=, +, -, @, tab) is written with a leading ', which `import`
+    /// removes again.
     #[arg(long)]
     csv: bool,
 }

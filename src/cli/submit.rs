@@ -13,7 +13,7 @@ use tidemark::{
     submission::format_time,
 };
 
-use super::{client_args::ClientArgs, signing_args::SigningArgs};
+use super::{client_args::ClientArgs, input, signing_args::SigningArgs};
 
 /// Sign a report locally and submit it; prints the server's signed receipt.
 ///
@@ -66,10 +66,9 @@ pub struct VerifyReceiptArgs {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let report: pb::Report = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a report in JSON", args.file.display()))?;
+    let text = input::read_text(&args.file)?;
+    let report: pb::Report = input::from_json(&text)
+        .map_err(|e| anyhow!("{} is not a report in JSON: {e}", args.file.display()))?;
     let key = args.signing.load(&args.client)?;
     let envelope = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key);
     send(
@@ -177,10 +176,9 @@ async fn send(
 }
 
 pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let envelope: pb::Envelope = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a DSSE JSON envelope", args.file.display()))?;
+    let text = input::read_text(&args.file)?;
+    let envelope: pb::Envelope = input::from_json(&text)
+        .map_err(|e| anyhow!("{} is not a DSSE JSON envelope: {e}", args.file.display()))?;
     let key = PublicKey::from_file(&args.server_key)?;
     let receipt = receipt::verify(&envelope, &key)?;
     println!(

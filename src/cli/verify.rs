@@ -27,8 +27,7 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = super::input::read_text(&args.file)?;
     let value: serde_json::Value = serde_json::from_str(text.trim())
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let envelope_json = value.get("envelope").cloned().unwrap_or(value);
@@ -39,13 +38,7 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| PublicKey::from_file(p).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let signed = envelope::pae(&envelope.payload_type, &envelope.payload);
-    let Some(key) = keys.iter().find(|k| {
-        envelope
-            .signatures
-            .iter()
-            .any(|s| s.keyid == k.key_id() && k.verify(&signed, &s.sig))
-    }) else {
+    let Some(key) = envelope::verified_by(&envelope, &keys) else {
         bail!(
             "the signature does not verify with the given key(s): the report was altered, or signed by another key"
         );

@@ -4,6 +4,7 @@
 //! [`validate_retraction`]), which checks every rule of `proto/tidemark/v1/report.proto`
 //! and reports every broken one at once, by field path.
 
+pub mod text;
 mod validate;
 
 use std::fmt;
@@ -11,8 +12,29 @@ use std::fmt;
 use time::Date;
 use uuid::Uuid;
 
-pub use self::validate::{parse_date, validate, validate_retraction};
+pub use self::validate::{validate, validate_retraction};
+pub use crate::calendar::parse_date;
 use crate::{country::CountryCode, pb};
+
+/// Reads a report id in its one accepted spelling: a lower-case, hyphenated UUID
+/// (RFC 9562 §4, `5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60`), not the nil UUID. Braces,
+/// `urn:uuid:`, upper case and the 32-digit form are refused, so that every version of a
+/// report, signed by its owner, carries the same id.
+pub fn parse_report_id(text: &str) -> Result<Uuid, String> {
+    let example = "e.g. \"5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60\"";
+    let id = Uuid::try_parse(text)
+        .map_err(|_| format!("{text:?} is not a UUID ({example})"))?;
+    if id.is_nil() {
+        return Err(format!("the nil UUID is not a report id ({example})"));
+    }
+    let canonical = id.hyphenated().to_string();
+    if text != canonical {
+        return Err(format!(
+            "{text:?} is not in the one accepted form: lower-case and hyphenated, {canonical:?}"
+        ));
+    }
+    Ok(id)
+}
 
 /// The two report categories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

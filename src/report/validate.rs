@@ -2,11 +2,16 @@
 
 use std::collections::HashSet;
 
-use time::{Date, Month};
+use time::Date;
 use uuid::Uuid;
 
 use super::{Category, FieldViolation, ValidReport, ValidRetraction, ValidationErrors};
-use crate::{country::CountryCode, pb};
+use super::text::{self, TextKind};
+use crate::{
+    calendar::{parse_date, parse_time_of_day},
+    country::CountryCode,
+    pb,
+};
 
 const MAX_NARRATIVE_CHARS: usize = 4000;
 const MAX_PLACE_CHARS: usize = 200;
@@ -42,7 +47,12 @@ pub fn validate(report: pb::Report, today: Date) -> Result<ValidReport, Validati
         Some(persons) => c.persons(persons),
         None => c.fail("persons", "is required (at least persons.total)"),
     }
-    c.text("narrative", &report.narrative, MAX_NARRATIVE_CHARS);
+    c.text(
+        "narrative",
+        &report.narrative,
+        TextKind::Free,
+        MAX_NARRATIVE_CHARS,
+    );
     match &report.sharing {
         Some(sharing) => c.sharing(sharing),
         None => c.fail("sharing", "is required: choose a sharing scope"),
@@ -96,7 +106,7 @@ pub fn validate_retraction(r: &pb::Retraction) -> Result<ValidRetraction, Valida
             "a retraction is the report's latest version plus one (2 or more)",
         );
     }
-    c.text("reason", &r.reason, MAX_REASON_CHARS);
+    c.text("reason", &r.reason, TextKind::Free, MAX_REASON_CHARS);
     match (c.finish(), id, state) {
         (Ok(()), Some(id), Some(state)) => Ok(ValidRetraction {
             id,
@@ -130,15 +140,10 @@ impl Check {
     }
 
     fn uuid(&mut self, field: &str, value: &str) -> Option<Uuid> {
-        match Uuid::try_parse(value) {
-            Ok(id) if !id.is_nil() => Some(id),
-            _ => {
-                self.fail(
-                    field,
-                    format!(
-                        "{value:?} is not a UUID (e.g. \"5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60\")"
-                    ),
-                );
+        match super::parse_report_id(value) {
+            Ok(id) => Some(id),
+            Err(reason) => {
+                self.fail(field, reason);
                 None
             }
         }
@@ -160,7 +165,7 @@ impl Check {
         }
     }
 
-    fn text(&mut self, field: &str, value: &str, max_chars: usize) {
+    fn text(&mut self, field: &str, value: &str, kind: TextKind, max_chars: usize) {
         let chars = value.chars().count();
         if chars > max_chars {
             self.fail(
@@ -168,11 +173,8 @@ impl Check {
                 format!("is {chars} characters long; at most {max_chars} are allowed"),
             );
         }
-        if value
-            .chars()
-            .any(|ch| ch.is_control() && ch != '\n' && ch != '\t')
-        {
-            self.fail(field, "contains control characters");
+        if let Err(reason) = text::check(kind, value) {
+            self.fail(field, reason);
         }
     }
 
@@ -194,7 +196,7 @@ impl Check {
         let Some(date) = parse_date(value) else {
             self.fail(
                 field,
-                format!("{value:?} is not a date in the form YYYY-MM-DD"),
+                format!("{value:?} is not a date YYYY-MM-DD (RFC 3339 full-date, e.g. 2024-03-09)"),
             );
             return None;
         };
@@ -213,21 +215,17 @@ impl Check {
         if value.is_empty() {
             return;
         }
-        let ok = value.len() == 5
-            && value.as_bytes()[2] == b':'
-            && value[..2].parse::<u8>().is_ok_and(|h| h < 24)
-            && value[3..].parse::<u8>().is_ok_and(|m| m < 60);
-        if !ok {
+        if parse_time_of_day(value).is_none() {
             self.fail(
                 field,
-                format!("{value:?} is not a time HH:MM (UTC, 00:00 to 23:59)"),
+                format!("{value:?} is not a time HH:MM (UTC, 24-hour, 00:00 to 23:59, e.g. 07:05)"),
             );
         }
     }
 
     fn location(&mut self, l: &pb::Location) {
         self.country("location.country", &l.country, true);
-        self.text("location.place", &l.place, MAX_PLACE_CHARS);
+        self.text("location.place", &l.place, TextKind::Short, MAX_PLACE_CHARS);
         if let Some(p) = &l.point {
             if !(p.latitude.is_finite() && (-90.0..=90.0).contains(&p.latitude)) {
                 self.fail(
@@ -389,10 +387,15 @@ impl Check {
                     format!("must be 1 to {MAX_FEE}"),
                 );
             }
-            if iso_currency::Currency::from_code(&fee.currency).is_none() {
+            let upper = fee.currency.len() == 3
+                && fee.currency.bytes().all(|b| b.is_ascii_uppercase());
+            if !upper || iso_currency::Currency::from_code(&fee.currency).is_none() {
                 self.fail(
                     "smuggling.fee_per_person.currency",
-                    format!("{:?} is not an ISO 4217 currency code", fee.currency),
+                    format!(
+                        "{:?} is not an ISO 4217 currency code in upper case (e.g. \"USD\")",
+                        fee.currency
+                    ),
                 );
             }
         }
@@ -462,7 +465,12 @@ impl Check {
                 format!("must be at most {MAX_ON_BOARD}"),
             );
         }
-        self.text("maritime.sar_region", &m.sar_region, MAX_SAR_REGION_CHARS);
+        self.text(
+            "maritime.sar_region",
+            &m.sar_region,
+            TextKind::Short,
+            MAX_SAR_REGION_CHARS,
+        );
         self.country(
             "maritime.disembarkation_country",
             &m.disembarkation_country,
@@ -471,21 +479,12 @@ impl Check {
         self.text(
             "maritime.disembarkation_port",
             &m.disembarkation_port,
+            TextKind::Short,
             MAX_PLACE_CHARS,
         );
     }
 }
 
-/// Parses `YYYY-MM-DD`.
-pub fn parse_date(value: &str) -> Option<Date> {
-    let mut parts = value.splitn(3, '-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
-    let month = Month::try_from(m.parse::<u8>().ok()?).ok()?;
-    Date::from_calendar_date(y.parse().ok()?, month, d.parse().ok()?).ok()
-}
 
 /// An IMO ship number: 7 digits (optionally after "IMO "), the last a check digit: the sum
 /// of the first six digits weighted 7, 6, 5, 4, 3, 2, modulo 10.
@@ -506,6 +505,7 @@ fn valid_imo(value: &str) -> bool {
 mod tests {
     use super::*;
     use crate::sample;
+    use time::Month;
 
     fn today() -> Date {
         Date::from_calendar_date(2026, Month::June, 15).unwrap()

@@ -1,0 +1,125 @@
+//! Dates and times in one spelling each, wherever they are read: reports, query and
+//! aggregate filters, command-line flags.
+//!
+//! - a date is an RFC 3339 `full-date` (§5.6): `YYYY-MM-DD`, four-digit year, two-digit
+//!   month and day, no sign, no other separator (`2024-03-09`);
+//! - a month is the same without the day: `YYYY-MM` (`2024-03`);
+//! - a time of day is an RFC 3339 `partial-time` cut to the minute: `HH:MM`, 24-hour,
+//!   two digits each (`07:05`), UTC.
+//!
+//! Parsing goes through the `time` crate's format descriptions, and a value is accepted
+//! only if formatting what was parsed gives back exactly the same text, so every date
+//! and time has one canonical form.
+
+use time::{
+    Date, Time,
+    format_description::{BorrowedFormatItem, FormatItem},
+    macros::format_description,
+};
+
+const DATE: &[BorrowedFormatItem<'_>] =
+    format_description!("[year repr:full sign:automatic]-[month]-[day]");
+const MONTH: &[FormatItem<'_>] = format_description!("[year repr:full sign:automatic]-[month]");
+const TIME_OF_DAY: &[FormatItem<'_>] = format_description!("[hour repr:24]:[minute]");
+
+/// Parses `YYYY-MM-DD` (RFC 3339 full-date), refusing every other spelling.
+pub fn parse_date(text: &str) -> Option<Date> {
+    let date = Date::parse(text, DATE).ok()?;
+    (four_digit_year(date) && canonical(text, date.format(DATE).ok()?)).then_some(date)
+}
+
+/// Parses `YYYY-MM` as the first day of that month, refusing every other spelling.
+pub fn parse_month(text: &str) -> Option<Date> {
+    let with_day = format!("{text}-01");
+    let date = Date::parse(&with_day, DATE).ok()?;
+    (four_digit_year(date) && canonical(text, date.format(MONTH).ok()?)).then_some(date)
+}
+
+/// Parses `HH:MM` (24-hour), refusing every other spelling.
+pub fn parse_time_of_day(text: &str) -> Option<Time> {
+    let time = Time::parse(text, TIME_OF_DAY).ok()?;
+    canonical(text, time.format(TIME_OF_DAY).ok()?).then_some(time)
+}
+
+/// The date in its one spelling.
+pub fn format_date(date: Date) -> String {
+    date.format(DATE)
+        .unwrap_or_else(|_| format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day()))
+}
+
+/// RFC 3339 `date-fullyear` is four digits: years 0000 to 9999, no sign.
+fn four_digit_year(date: Date) -> bool {
+    (0..=9999).contains(&date.year())
+}
+
+fn canonical(text: &str, formatted: String) -> bool {
+    text == formatted
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_spellings_parse() {
+        assert_eq!(
+            parse_date("2024-03-09"),
+            Date::from_calendar_date(2024, time::Month::March, 9).ok()
+        );
+        for bad in [
+            "2024-+3-+9",
+            "2024-+2-+9",
+            "+2024-03-09",
+            "2024-3-9",
+            "2024-03-9",
+            "24-03-09",
+            "02024-03-09",
+            "2024-03-09 ",
+            " 2024-03-09",
+            "2024-03-09T00:00:00Z",
+            "2024/03/09",
+            "2024-02-30",
+            "2024-13-01",
+            "2024-00-10",
+            "-2024-03-09",
+            "２０２４-03-09",
+            "",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
+        assert!(parse_month("2024-03").is_some());
+        for bad in ["2024-3", "2024-+3", "2024-13", "2024-03-01", "+2024-03", "2024"] {
+            assert_eq!(parse_month(bad), None, "{bad:?}");
+        }
+        assert!(parse_time_of_day("07:05").is_some());
+        assert!(parse_time_of_day("23:59").is_some());
+        for bad in ["7:05", "07:5", "24:00", "07:60", "+7:05", "07:05:00", "07.05", "07:05Z"] {
+            assert_eq!(parse_time_of_day(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Every date round-trips, and any text that parses is exactly the formatted date.
+        #[test]
+        fn a_date_has_exactly_one_spelling(day in 0i32..(366 * 9999), text in "[0-9+ -]{0,12}") {
+            let date = Date::from_julian_day(Date::MIN.to_julian_day().max(1_721_426) + day);
+            if let Ok(date) = date {
+                prop_assert_eq!(parse_date(&format_date(date)), Some(date));
+            }
+            if let Some(parsed) = parse_date(&text) {
+                prop_assert_eq!(format_date(parsed), text);
+            }
+        }
+
+        #[test]
+        fn a_time_has_exactly_one_spelling(h in 0u8..24, m in 0u8..60, text in "[0-9:+ ]{0,7}") {
+            let spelled = format!("{h:02}:{m:02}");
+            prop_assert_eq!(parse_time_of_day(&spelled), Time::from_hms(h, m, 0).ok());
+            if parse_time_of_day(&text).is_some() {
+                prop_assert_eq!(text.len(), 5);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Reading the files people hand to the command line: JSON, JSON lines and CSV.
+//!
+//! - A UTF-8 byte-order mark at the start of a file is skipped, whatever the format
+//!   (spreadsheet programs and Windows editors write one).
+//! - Report JSON is read as the proto3 JSON mapping reads it, including integral values
+//!   written `12.0` or `1.2e1`; a value that does not fit names its field
+//!   (`persons.total: …`).
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    path::Path,
+};
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+
+const BOM: &str = "\u{feff}";
+
+/// The whole file as text, without a leading byte-order mark.
+pub fn read_text(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(match text.strip_prefix(BOM) {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
+}
+
+/// A buffered reader over the file, past a leading byte-order mark.
+pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let starts_with_bom = reader
+        .fill_buf()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .starts_with(BOM.as_bytes());
+    if starts_with_bom {
+        reader.consume(BOM.len());
+    }
+    Ok(reader)
+}
+
+/// Reads one JSON value of type `T` (a report, an envelope) as the proto3 JSON mapping
+/// does; the error names the field at fault.
+pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let text = text.strip_prefix(BOM).unwrap_or(text);
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // pbjson's number reader reports a mismatch as an untagged-enum failure.
+        let reason = if inner.contains("untagged enum") {
+            "is not a number of the field's type (integers: 12, 12.0, 1.2e1 or \"12\")".to_owned()
+        } else {
+            inner
+        };
+        if path == "." {
+            reason
+        } else {
+            format!("{path}: {reason}")
+        }
+    })
+}
+
+/// Rewrites every number that has an exact integer value (`12.0`, `1.2e1`) as that
+/// integer, as the proto3 JSON mapping allows for integer fields. Floating-point fields
+/// read an integer as the same value, so nothing else changes.
+fn integral_numbers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                // Exact bounds: 2^64 and -2^63 are representable as f64.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    *n = (f as u64).into();
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    *n = (f as i64).into();
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tidemark::pb;
+
+    use super::*;
+
+    #[test]
+    fn integral_values_in_any_json_spelling_are_read() {
+        for total in ["12", "12.0", "1.2e1", "\"12\"", "120e-1"] {
+            let text = format!(r#"{{"reportId": "x", "persons": {{"total": {total}}}}}"#);
+            let report: pb::Report = from_json(&text).unwrap();
+            assert_eq!(report.persons.unwrap().total, 12, "{total}");
+        }
+        let report: pb::Report =
+            from_json(r#"{"location": {"point": {"latitude": -10, "longitude": 110.5}}}"#)
+                .unwrap();
+        let point = report.location.unwrap().point.unwrap();
+        assert_eq!((point.latitude, point.longitude), (-10.0, 110.5));
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_names_its_field() {
+        for (text, field) in [
+            (r#"{"persons": {"total": 12.5}}"#, "persons.total"),
+            (r#"{"persons": {"total": -1}}"#, "persons.total"),
+            (r#"{"persons": {"total": true}}"#, "persons.total"),
+            (r#"{"version": 1e30}"#, "version"),
+        ] {
+            let err = from_json::<pb::Report>(text).unwrap_err();
+            assert!(err.starts_with(field), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let report: pb::Report = from_json("\u{feff}{\"version\": 2}").unwrap();
+        assert_eq!(report.version, 2);
+    }
+}

@@ -1,0 +1,149 @@
+//! The text policy: which characters each kind of text field of a report accepts.
+//!
+//! Text in a report is read by people in other states, in other scripts, on screens that
+//! obey invisible control characters. So:
+//!
+//! | | free text (`narrative`, a retraction's `reason`) | short text (`location.place`, `maritime.sar_region`, `maritime.disembarkation_port`) |
+//! |---|---|---|
+//! | line breaks | LF, or CR LF; not a lone CR | none |
+//! | tab | allowed | no |
+//! | leading / trailing white space | allowed | no |
+//! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | allowed |
+//! | LRM U+200E, RLM U+200F, ALM U+061C (directional marks) | allowed | no |
+//!
+//! Refused in both: every other control character (C0, DEL, C1); the bidirectional
+//! embedding, override and isolate controls U+202A–U+202E and U+2066–U+2069 (the
+//! "Trojan Source" characters, CVE-2021-42574); the line and paragraph separators U+2028
+//! and U+2029; every other format character (Unicode general category Cf: zero-width
+//! space U+200B, word joiner U+2060, BOM U+FEFF, soft hyphen U+00AD, tag characters, …);
+//! private-use and unassigned code points (categories Co and Cn, as of the Unicode version
+//! of the `unicode-general-category` crate).
+
+use unicode_general_category::{GeneralCategory, get_general_category};
+
+/// Which rules a text field follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// Several lines of prose.
+    Free,
+    /// One line: a name or a code.
+    Short,
+}
+
+/// Checks `value` against the policy for `kind`; the error names the first character
+/// at fault, where it is, and the rule.
+pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
+    if kind == TextKind::Short && value.trim() != value {
+        return Err("starts or ends with white space; remove it".to_owned());
+    }
+    let mut chars = value.chars().enumerate().peekable();
+    while let Some((at, ch)) = chars.next() {
+        let refused = match (kind, ch) {
+            (TextKind::Free, '\n' | '\t') => None,
+            (TextKind::Free, '\r') if chars.peek().is_some_and(|(_, next)| *next == '\n') => None,
+            (TextKind::Free, '\r') => Some("a carriage return not followed by a line feed (use LF or CR LF)"),
+            (TextKind::Short, '\n' | '\r' | '\t') => Some("a line break or tab (this field is one line)"),
+            (_, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') => {
+                Some("a bidirectional embedding, override or isolate control")
+            }
+            (_, '\u{2028}' | '\u{2029}') => Some("a line or paragraph separator (use LF)"),
+            (_, '\u{200C}' | '\u{200D}') => None,
+            (TextKind::Free, '\u{200E}' | '\u{200F}' | '\u{061C}') => None,
+            _ => match get_general_category(ch) {
+                GeneralCategory::Control => Some("a control character"),
+                GeneralCategory::Format => Some("an invisible format character"),
+                GeneralCategory::PrivateUse => Some("a private-use character"),
+                GeneralCategory::Unassigned => Some("an unassigned code point"),
+                GeneralCategory::Surrogate => Some("a surrogate code point"),
+                _ => None,
+            },
+        };
+        if let Some(what) = refused {
+            return Err(format!(
+                "contains {what}, U+{:04X}, at character {}; see the text policy in report.proto",
+                u32::from(ch),
+                at + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn free_text_keeps_its_line_breaks_and_scripts() {
+        for ok in [
+            "two lines\nof text",
+            "windows\r\nline breaks\r\n",
+            "a\ttab",
+            "  indented",
+            "می‌خواهم", // Persian with ZWNJ
+            "क्‍ष",     // Devanagari with ZWJ
+            "שלום \u{200F}(1)",
+            "emoji 🚤 and accents é",
+        ] {
+            assert_eq!(check(TextKind::Free, ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn each_rule_refuses_what_it_names() {
+        for (kind, bad, why) in [
+            (TextKind::Free, "a\rb", "carriage return"),
+            (TextKind::Free, "end\r", "carriage return"),
+            (TextKind::Free, "bell\u{7}", "control character"),
+            (TextKind::Free, "del\u{7f}", "control character"),
+            (TextKind::Free, "c1\u{85}", "control character"),
+            (TextKind::Free, "evil\u{202E}txt", "bidirectional"),
+            (TextKind::Free, "iso\u{2067}late", "bidirectional"),
+            (TextKind::Free, "line\u{2028}sep", "separator"),
+            (TextKind::Free, "zero\u{200B}width", "invisible format"),
+            (TextKind::Free, "\u{FEFF}bom", "invisible format"),
+            (TextKind::Free, "soft\u{AD}hyphen", "invisible format"),
+            (TextKind::Free, "tag\u{E0041}", "invisible format"),
+            (TextKind::Free, "private\u{E000}", "private-use"),
+            (TextKind::Short, "two\nlines", "line break"),
+            (TextKind::Short, "tab\there", "line break or tab"),
+            (TextKind::Short, " Bangkok", "white space"),
+            (TextKind::Short, "Bangkok ", "white space"),
+            (TextKind::Short, "Bang\u{200E}kok", "invisible format"),
+        ] {
+            let err = check(kind, bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+            assert!(why == "white space" || err.contains("U+"), "{bad:?}: {err}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the input, an accepted short field has no line break, tab, control,
+        /// bidi control or (apart from ZWNJ/ZWJ) format character, and no outer spaces.
+        #[test]
+        fn accepted_text_holds_no_forbidden_character(text in "\\PC{0,8}[\\x00-\\x1f\\u{200b}-\\u{206f}\\u{feff}]?\\PC{0,8}") {
+            if check(TextKind::Short, &text).is_ok() {
+                prop_assert_eq!(text.trim(), text.as_str());
+                for ch in text.chars() {
+                    let category = get_general_category(ch);
+                    prop_assert!(category != GeneralCategory::Control);
+                    let joiner = matches!(ch, '\u{200C}' | '\u{200D}');
+                    prop_assert!(category != GeneralCategory::Format || joiner, "{:?}", ch);
+                    let separator = matches!(ch, '\u{2028}' | '\u{2029}');
+                    prop_assert!(!separator, "{:?}", ch);
+                }
+            }
+            if check(TextKind::Free, &text).is_ok() {
+                for (i, ch) in text.char_indices() {
+                    if ch == '\r' {
+                        prop_assert_eq!(text[i + 1..].chars().next(), Some('\n'));
+                    }
+                    let bidi = matches!(ch, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+                    prop_assert!(!bidi, "{:?}", ch);
+                }
+            }
+        }
+    }
+}

@@ -25,35 +25,37 @@ const TIME_OF_DAY: &[FormatItem<'_>] = format_description!("[hour repr:24]:[minu
 /// Parses `YYYY-MM-DD` (RFC 3339 full-date), refusing every other spelling.
 pub fn parse_date(text: &str) -> Option<Date> {
     let date = Date::parse(text, DATE).ok()?;
-    (four_digit_year(date) && canonical(text, date.format(DATE).ok()?)).then_some(date)
+    (four_digit_year(date) && text == date.format(DATE).ok()?).then_some(date)
 }
 
 /// Parses `YYYY-MM` as the first day of that month, refusing every other spelling.
 pub fn parse_month(text: &str) -> Option<Date> {
     let with_day = format!("{text}-01");
     let date = Date::parse(&with_day, DATE).ok()?;
-    (four_digit_year(date) && canonical(text, date.format(MONTH).ok()?)).then_some(date)
+    (four_digit_year(date) && text == date.format(MONTH).ok()?).then_some(date)
 }
 
 /// Parses `HH:MM` (24-hour), refusing every other spelling.
 pub fn parse_time_of_day(text: &str) -> Option<Time> {
     let time = Time::parse(text, TIME_OF_DAY).ok()?;
-    canonical(text, time.format(TIME_OF_DAY).ok()?).then_some(time)
+    (text == time.format(TIME_OF_DAY).ok()?).then_some(time)
 }
 
 /// The date in its one spelling.
 pub fn format_date(date: Date) -> String {
-    date.format(DATE)
-        .unwrap_or_else(|_| format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day()))
+    date.format(DATE).unwrap_or_else(|_| {
+        format!(
+            "{:04}-{:02}-{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        )
+    })
 }
 
 /// RFC 3339 `date-fullyear` is four digits: years 0000 to 9999, no sign.
 fn four_digit_year(date: Date) -> bool {
     (0..=9999).contains(&date.year())
-}
-
-fn canonical(text: &str, formatted: String) -> bool {
-    text == formatted
 }
 
 #[cfg(test)]
@@ -90,12 +92,21 @@ mod tests {
             assert_eq!(parse_date(bad), None, "{bad:?}");
         }
         assert!(parse_month("2024-03").is_some());
-        for bad in ["2024-3", "2024-+3", "2024-13", "2024-03-01", "+2024-03", "2024"] {
+        for bad in [
+            "2024-3",
+            "2024-+3",
+            "2024-13",
+            "2024-03-01",
+            "+2024-03",
+            "2024",
+        ] {
             assert_eq!(parse_month(bad), None, "{bad:?}");
         }
         assert!(parse_time_of_day("07:05").is_some());
         assert!(parse_time_of_day("23:59").is_some());
-        for bad in ["7:05", "07:5", "24:00", "07:60", "+7:05", "07:05:00", "07.05", "07:05Z"] {
+        for bad in [
+            "7:05", "07:5", "24:00", "07:60", "+7:05", "07:05:00", "07.05", "07:05Z",
+        ] {
             assert_eq!(parse_time_of_day(bad), None, "{bad:?}");
         }
     }

@@ -95,7 +95,7 @@ mod tests {
     fn a_keyid_is_only_a_hint() {
         let (key, _) = SigningKey::generate().unwrap();
         let (other, _) = SigningKey::generate().unwrap();
-        let keys = [other.public_key(), key.public_key()];
+        let keys = [other.public_key().clone(), key.public_key().clone()];
         let mut env = sign(REPORT_PAYLOAD_TYPE, b"abc".to_vec(), &key);
         for hint in ["", "unknown", other.key_id()] {
             env.signatures[0].keyid = hint.to_owned();

@@ -256,11 +256,9 @@ fn verify_signatures(
             );
             continue;
         }
-        let candidates = hinted.iter().chain(
-            own_keys
-                .iter()
-                .filter(|k| k.key_id != signature.keyid),
-        );
+        let candidates = hinted
+            .iter()
+            .chain(own_keys.iter().filter(|k| k.key_id != signature.keyid));
         for record in candidates {
             let Ok(public) = PublicKey::from_raw(&record.public_key) else {
                 return Err(StoreError::Corrupt(format!(

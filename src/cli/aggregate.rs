@@ -206,7 +206,9 @@ fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
     } else {
         1
     };
-    let date = first.replace_day(day).map_err(|e| anyhow!("{text:?}: {e}"))?;
+    let date = first
+        .replace_day(day)
+        .map_err(|e| anyhow!("{text:?}: {e}"))?;
     Ok(calendar::format_date(date))
 }
 
@@ -422,7 +424,11 @@ fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::
     }
     header.push("withheld".to_owned());
     header.push("single_state".to_owned());
-    csv.write_record(header.iter().map(|c| super::csv_rows::safe_cell(c).into_owned()))?;
+    csv.write_record(
+        header
+            .iter()
+            .map(|c| super::csv_rows::safe_cell(c).into_owned()),
+    )?;
     for cell in &response.cells {
         let withheld = pb::SuppressionRule::try_from(cell.suppressed)
             .ok()
@@ -452,7 +458,10 @@ fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::
         }
         row.push(withheld.unwrap_or_default());
         row.push(cell.single_state.to_string());
-        csv.write_record(row.iter().map(|c| super::csv_rows::safe_cell(c).into_owned()))?;
+        csv.write_record(
+            row.iter()
+                .map(|c| super::csv_rows::safe_cell(c).into_owned()),
+        )?;
     }
     out.write_all(&csv.into_inner().map_err(|e| anyhow!("{e}"))?)?;
     Ok(())

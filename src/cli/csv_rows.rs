@@ -208,20 +208,7 @@ impl CsvRow {
                     row.fee_amount = Some(fee.amount);
                     row.fee_currency.clone_from(&fee.currency);
                 }
-                row.fraudulent_documents = s
-                    .fraudulent_documents
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "{}:{}:{}:{}",
-                            enum_name!(pb::DocumentType, d.document_type, "DOCUMENT_TYPE_"),
-                            enum_name!(pb::FraudKind, d.fraud, "FRAUD_KIND_"),
-                            d.issuing_country,
-                            d.count
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(";");
+                row.fraudulent_documents = document_list(&s.fraudulent_documents);
                 if let Some(cj) = &s.criminal_justice {
                     row.investigation_opened = Some(cj.investigation_opened);
                     row.persons_prosecuted = Some(cj.persons_prosecuted);
@@ -453,6 +440,23 @@ impl CsvRow {
             details: Some(details),
         })
     }
+}
+
+/// Fraudulent documents as `TYPE:FRAUD:ISSUER:COUNT;…`.
+fn document_list(documents: &[pb::FraudulentDocument]) -> String {
+    documents
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{}:{}",
+                enum_name!(pb::DocumentType, d.document_type, "DOCUMENT_TYPE_"),
+                enum_name!(pb::FraudKind, d.fraud, "FRAUD_KIND_"),
+                d.issuing_country,
+                d.count
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Fraudulent documents from `TYPE:FRAUD:ISSUER:COUNT;…`.

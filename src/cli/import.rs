@@ -150,7 +150,11 @@ async fn send_batch(
                     .map_or(0, |(line, _)| *line);
                 tally.errors.push(LineError {
                     line,
-                    message: rejection_message(&rejection.code, &rejection.message, &rejection.violations),
+                    message: rejection_message(
+                        &rejection.code,
+                        &rejection.message,
+                        &rejection.violations,
+                    ),
                 });
             }
         }
@@ -236,7 +240,9 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
         );
     }
     if let Some(stopped) = tally.stopped {
-        bail!("the import {stopped}; run it again to continue (what was accepted counts as a duplicate)");
+        bail!(
+            "the import {stopped}; run it again to continue (what was accepted counts as a duplicate)"
+        );
     }
     if rejected > 0 {
         bail!("{rejected} of the file's reports were rejected (see the lines above)");
@@ -285,18 +291,20 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
         })))
     } else {
         use std::io::BufRead;
-        Ok(Box::new(reader.lines().enumerate().filter_map(|(i, line)| {
-            let line_number = i + 1;
-            match line {
-                Ok(text) if text.trim().is_empty() => None,
-                Ok(text) => Some((
-                    line_number,
-                    input::from_json::<pb::Report>(&text)
-                        .map_err(|e| format!("not a report in JSON: {e}")),
-                )),
-                Err(e) => Some((line_number, Err(format!("cannot read the line: {e}")))),
-            }
-        })))
+        Ok(Box::new(reader.lines().enumerate().filter_map(
+            |(i, line)| {
+                let line_number = i + 1;
+                match line {
+                    Ok(text) if text.trim().is_empty() => None,
+                    Ok(text) => Some((
+                        line_number,
+                        input::from_json::<pb::Report>(&text)
+                            .map_err(|e| format!("not a report in JSON: {e}")),
+                    )),
+                    Err(e) => Some((line_number, Err(format!("cannot read the line: {e}")))),
+                }
+            },
+        )))
     }
 }
 

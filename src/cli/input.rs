@@ -101,8 +101,7 @@ mod tests {
             assert_eq!(report.persons.unwrap().total, 12, "{total}");
         }
         let report: pb::Report =
-            from_json(r#"{"location": {"point": {"latitude": -10, "longitude": 110.5}}}"#)
-                .unwrap();
+            from_json(r#"{"location": {"point": {"latitude": -10, "longitude": 110.5}}}"#).unwrap();
         let point = report.location.unwrap().point.unwrap();
         assert_eq!((point.latitude, point.longitude), (-10.0, 110.5));
     }

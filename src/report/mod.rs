@@ -22,8 +22,7 @@ use crate::{country::CountryCode, pb};
 /// report, signed by its owner, carries the same id.
 pub fn parse_report_id(text: &str) -> Result<Uuid, String> {
     let example = "e.g. \"5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60\"";
-    let id = Uuid::try_parse(text)
-        .map_err(|_| format!("{text:?} is not a UUID ({example})"))?;
+    let id = Uuid::try_parse(text).map_err(|_| format!("{text:?} is not a UUID ({example})"))?;
     if id.is_nil() {
         return Err(format!("the nil UUID is not a report id ({example})"));
     }

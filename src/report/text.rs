@@ -39,16 +39,19 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
     let mut chars = value.chars().enumerate().peekable();
     while let Some((at, ch)) = chars.next() {
         let refused = match (kind, ch) {
-            (TextKind::Free, '\n' | '\t') => None,
+            (TextKind::Free, '\n' | '\t' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+            | (_, '\u{200C}' | '\u{200D}') => None,
             (TextKind::Free, '\r') if chars.peek().is_some_and(|(_, next)| *next == '\n') => None,
-            (TextKind::Free, '\r') => Some("a carriage return not followed by a line feed (use LF or CR LF)"),
-            (TextKind::Short, '\n' | '\r' | '\t') => Some("a line break or tab (this field is one line)"),
+            (TextKind::Free, '\r') => {
+                Some("a carriage return not followed by a line feed (use LF or CR LF)")
+            }
+            (TextKind::Short, '\n' | '\r' | '\t') => {
+                Some("a line break or tab (this field is one line)")
+            }
             (_, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') => {
                 Some("a bidirectional embedding, override or isolate control")
             }
             (_, '\u{2028}' | '\u{2029}') => Some("a line or paragraph separator (use LF)"),
-            (_, '\u{200C}' | '\u{200D}') => None,
-            (TextKind::Free, '\u{200E}' | '\u{200F}' | '\u{061C}') => None,
             _ => match get_general_category(ch) {
                 GeneralCategory::Control => Some("a control character"),
                 GeneralCategory::Format => Some("an invisible format character"),
@@ -83,7 +86,7 @@ mod tests {
             "a\ttab",
             "  indented",
             "می‌خواهم", // Persian with ZWNJ
-            "क्‍ष",     // Devanagari with ZWJ
+            "क्‍ष",      // Devanagari with ZWJ
             "שלום \u{200F}(1)",
             "emoji 🚤 and accents é",
         ] {

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use time::Date;
 use uuid::Uuid;
 
-use super::{Category, FieldViolation, ValidReport, ValidRetraction, ValidationErrors};
 use super::text::{self, TextKind};
+use super::{Category, FieldViolation, ValidReport, ValidRetraction, ValidationErrors};
 use crate::{
     calendar::{parse_date, parse_time_of_day},
     country::CountryCode,
@@ -387,8 +387,8 @@ impl Check {
                     format!("must be 1 to {MAX_FEE}"),
                 );
             }
-            let upper = fee.currency.len() == 3
-                && fee.currency.bytes().all(|b| b.is_ascii_uppercase());
+            let upper =
+                fee.currency.len() == 3 && fee.currency.bytes().all(|b| b.is_ascii_uppercase());
             if !upper || iso_currency::Currency::from_code(&fee.currency).is_none() {
                 self.fail(
                     "smuggling.fee_per_person.currency",
@@ -484,7 +484,6 @@ impl Check {
         );
     }
 }
-
 
 /// An IMO ship number: 7 digits (optionally after "IMO "), the last a check digit: the sum
 /// of the first six digits weighted 7, 6, 5, 4, 3, 2, modulo 10.

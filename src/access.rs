@@ -116,14 +116,19 @@ impl Cursor {
         )
     }
 
+    /// Reads a cursor exactly as [`Self::encode`] writes it, and nothing else.
     fn decode(text: &str) -> Option<Self> {
         let mut parts = text.split('/');
         let (state, day, id) = (parts.next()?, parts.next()?, parts.next()?);
-        Some(Self {
+        if parts.next().is_some() || (!state.is_empty() && CountryCode::parse(state).is_err()) {
+            return None;
+        }
+        let cursor = Self {
             state: state.to_owned(),
             day: day.parse().ok()?,
             id: Uuid::try_parse(id).ok()?.as_u128(),
-        })
+        };
+        (cursor.encode() == text).then_some(cursor)
     }
 }
 

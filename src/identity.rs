@@ -230,12 +230,18 @@ const MAX_SERIAL_BYTES: usize = 20;
 /// or leading zeros (`00:A1:B2`, `a1b2`) — and returns the canonical form that
 /// [`serial_hex`] gives the same number, so every spelling names one certificate.
 pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
-    let digits: String = text
-        .trim()
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    let trimmed = text.trim();
+    // With separators, each group is one byte (`1:2:3` is 01 02 03).
+    let groups: Vec<&str> = trimmed.split(':').collect();
+    if groups.len() > 1 && groups.iter().any(|g| g.is_empty() || g.len() > 2) {
+        return Err(SerialError(text.to_owned()));
+    }
+    let digits: String = if groups.len() > 1 {
+        groups.iter().map(|g| format!("{g:0>2}")).collect()
+    } else {
+        trimmed.to_owned()
+    }
+    .to_ascii_lowercase();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(SerialError(text.to_owned()));
     }
@@ -249,18 +255,19 @@ pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
     if bytes.len() > MAX_SERIAL_BYTES {
         return Err(SerialError(text.to_owned()));
     }
-    Ok(if bytes.is_empty() {
-        "00".to_owned()
-    } else {
-        serial_hex(&bytes)
-    })
+    if bytes.is_empty() {
+        // RFC 5280 §4.1.2.2: a serial number is a positive integer.
+        return Err(SerialError(text.to_owned()));
+    }
+    Ok(serial_hex(&bytes))
 }
 
 /// A string that is not a certificate serial number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a certificate serial number: give it in hex (at most 20 bytes, `:` \
-     separators allowed), as `tidemark admin certs` or `openssl x509 -serial` prints it"
+    "{0:?} is not a certificate serial number: give a positive number in hex (at most 20 \
+     bytes; `:` between bytes allowed), as `tidemark admin certs` or `openssl x509 -serial` \
+     prints it"
 )]
 pub struct SerialError(String);
 
@@ -447,8 +454,8 @@ mod tests {
             assert_eq!(canonical_serial(text).unwrap(), "1fa0", "{text}");
         }
         assert_eq!(canonical_serial("abc").unwrap(), "0abc");
-        assert_eq!(canonical_serial("0").unwrap(), "00");
-        for bad in ["", "xyz", "12 34", ":", &"ab".repeat(21)] {
+        assert_eq!(canonical_serial("1:2:3").unwrap(), "010203");
+        for bad in ["", "0", "00:00", "xyz", "12 34", ":", "1::2", "123:4", &"ab".repeat(21)] {
             assert!(canonical_serial(bad).is_err(), "{bad}");
         }
     }
@@ -458,11 +465,13 @@ mod tests {
         /// bytes give.
         #[test]
         fn canonical_serial_matches_certificate_bytes(
-            bytes in proptest::collection::vec(proptest::num::u8::ANY, 1..=20),
+            first in 1u8..=255,
+            rest in proptest::collection::vec(proptest::num::u8::ANY, 0..=19),
             zeros in 0usize..4,
             colons: bool,
             upper: bool,
         ) {
+            let bytes = [vec![first], rest].concat();
             let mut text = format!("{}{}", "00".repeat(zeros), hex::encode(&bytes));
             if upper { text = text.to_uppercase(); }
             if colons {

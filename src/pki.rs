@@ -311,7 +311,8 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
         "ECDSA P-384"
     } else {
         let what = match curve {
-            Some(curve) if is_ec => format!("an elliptic-curve key on curve {curve}"),
+            Some(curve) if is_ec => format!("an elliptic-curve key on {}", curve_name(&curve)),
+            None if is_ec => "an elliptic-curve key with explicit curve parameters".to_owned(),
             _ => format!("a key of algorithm {}", algorithm.algorithm),
         };
         return Err(PkiError::Csr(format!(
@@ -320,6 +321,27 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
              ec_paramgen_curve:P-256`)"
         )));
     };
+    let signed_with = &csr.signature_algorithm.algorithm;
+    let signature_ok = if key_type == "Ed25519" {
+        *signed_with == OID_SIG_ED25519
+    } else {
+        // ecdsa-with-SHA256, ecdsa-with-SHA384 (RFC 5758 §3.2): what ring verifies.
+        matches!(
+            signed_with.to_id_string().as_str(),
+            "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3"
+        )
+    };
+    if !signature_ok {
+        return Err(PkiError::Csr(format!(
+            "the CSR is signed with algorithm {signed_with}; a {key_type} CSR must be signed \
+             with {} (e.g. `openssl req -sha256`)",
+            if key_type == "Ed25519" {
+                "Ed25519"
+            } else {
+                "ecdsa-with-SHA256 or ecdsa-with-SHA384"
+            }
+        )));
+    }
     csr.verify_signature().map_err(|_| {
         PkiError::Csr(format!(
             "the CSR's signature does not verify with its own {key_type} key (no proof of \
@@ -351,6 +373,15 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
         requested_uri: requested_uri.clone(),
         key_type,
     })
+}
+
+/// A curve's common name where it has one, else its OID.
+fn curve_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    match oid.to_id_string().as_str() {
+        "1.3.132.0.35" => "P-521".to_owned(),
+        "1.3.132.0.10" => "secp256k1".to_owned(),
+        other => format!("curve {other}"),
+    }
 }
 
 /// Makes a key and a CSR asking for `principal`'s identity; returns (key PEM, CSR PEM).
@@ -450,8 +481,30 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         let stem = dir.join(format!("{}-signing", state.to_ascii_lowercase()));
         written.extend(write_signing_key(&stem)?.1);
     }
+    written.push(write_public(&dir.join("README.md"), DEV_PKI_README)?);
     Ok(written)
 }
+
+/// What `certs/README.md` says about a development PKI.
+const DEV_PKI_README: &str = "# Development PKI (not for production)
+
+Made by `tidemark pki init` (or a first `tidemark serve` without a config file).
+
+| file | what |
+|---|---|
+| `ca.pem`, `ca.key` | the exchange CA: signs every certificate below, and the CRL (`crl.pem`) |
+| `server.pem`, `server.key` | the server's TLS certificate (localhost, 127.0.0.1, ::1) |
+| `aus-node.pem`/`.key`, `idn-node…`, `tha-node…` | node certificates: `--as certs/aus-node` |
+| `aus-analyst…`, `idn-analyst…`, `tha-analyst…` | state analysts (aggregates only) |
+| `regional-analyst.pem`/`.key` | the regional office's analyst |
+| `operator.pem`/`.key` | an operator: `tidemark admin …` |
+| `aus-signing.key`/`.pub.pem`, … | report-signing keys (Ed25519), registered for each state |
+| `receipt.key`/`.pub.pem` | the server's receipt-signing key (`verify-receipt --server-key`) |
+
+Private keys (`*.key`) are mode 0600. Real deployments make keys where they are used:
+`tidemark pki csr` on the node, `tidemark admin issue` at the operator, and
+`tidemark keygen` + `tidemark admin register-key` for signing keys.
+";
 
 /// Makes an Ed25519 signing key and writes `<stem>.key` (PKCS#8, 0600) and
 /// `<stem>.pub.pem`; returns the key with the paths written.

@@ -389,6 +389,8 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
                 e.count,
                 e.by_owner
                     .iter()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+                    .into_iter()
                     .map(|(k, v)| format!("{k}:{v}"))
                     .collect::<Vec<_>>()
                     .join(" ")

@@ -10,21 +10,35 @@ use tidemark::pki;
 /// `tidemark admin register-key`), and prints the key id.
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// Path without extension for the two files.
+    /// Path without extension for the two files (a directory: DIR/signing).
     #[arg(long, default_value = "signing")]
     out: PathBuf,
 }
 
 pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
+    // A directory (or a path ending in '/') gets DIR/signing.key: never a hidden file.
+    let text = args.out.to_string_lossy();
+    let out = if args.out.is_dir() || text.ends_with('/') {
+        args.out.join("signing")
+    } else {
+        args.out.clone()
+    };
+    let stem = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    if stem.as_deref().is_none_or(|n| n.is_empty() || n.starts_with('.')) {
+        anyhow::bail!(
+            "--out {} would write hidden files; give a path such as keys/aus-signing",
+            args.out.display()
+        );
+    }
     for suffix in [".key", ".pub.pem"] {
-        let mut path = args.out.as_os_str().to_owned();
+        let mut path = out.as_os_str().to_owned();
         path.push(suffix);
         let path = PathBuf::from(path);
         if path.exists() {
             anyhow::bail!("{} already exists; choose another --out", path.display());
         }
     }
-    let (key, [key_path, pub_path]) = pki::write_signing_key(&args.out)?;
+    let (key, [key_path, pub_path]) = pki::write_signing_key(&out)?;
     println!("key id {}", key.key_id());
     println!("private key  {}", key_path.display());
     println!("public key   {}", pub_path.display());

@@ -44,6 +44,8 @@ enum Command {
     Pki(pki::PkiCommand),
     Whoami(whoami::WhoamiArgs),
     Submit(submit::SubmitArgs),
+    // `--version` here is the retraction's version, not the program's.
+    #[command(disable_version_flag = true)]
     Retract(submit::RetractArgs),
     Import(import::ImportArgs),
     VerifyReceipt(submit::VerifyReceiptArgs),
@@ -102,5 +104,19 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// clap's own consistency checks over every command and flag (duplicate names, a
+    /// flag clashing with --version or --help, …): what would otherwise panic at run time.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -80,8 +80,8 @@ pub struct IssueArgs {
     /// Directory holding ca.pem and ca.key.
     #[arg(long, default_value = "certs")]
     ca_dir: PathBuf,
-    /// Validity in days.
-    #[arg(long, default_value_t = 90)]
+    /// Validity in days (1 to 3650).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=3650))]
     days: i64,
     /// Directory to write into.
     #[arg(long, default_value = ".")]

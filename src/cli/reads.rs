@@ -252,7 +252,15 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
             last_cursor.clone_from(&item.cursor);
             print_result(&mut out, csv.as_mut(), args.json, &item)?;
         }
-        if page == 0 || last_cursor.is_empty() || args.limit.is_some_and(|l| total >= u64::from(l))
+        // A page shorter than asked for is the last one: no empty page (and no audit
+        // record for it) is asked for after it.
+        let asked = match request.limit {
+            0 => tidemark::access::MAX_QUERY_RESULTS,
+            n => n.min(tidemark::access::MAX_QUERY_RESULTS),
+        };
+        if page < u64::from(asked)
+            || last_cursor.is_empty()
+            || args.limit.is_some_and(|l| total >= u64::from(l))
         {
             break;
         }
@@ -271,7 +279,12 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// Keep a local mirror of one category: the first run copies everything your state may
 /// see, later runs bring it up to date. DIR/<category>.jsonl holds one line per change
 /// ({"meta", "envelope"}: new reports, amendments, retractions, in order) and
-/// DIR/<category>.cursor the last sequence number mirrored. Interrupted runs resume.
+/// DIR/<category>.cursor the last sequence number mirrored.
+///
+/// One run at a time per mirror (DIR/<category>.lock; a second run is refused with a
+/// message). The data file is the truth: each run resumes after the last complete line
+/// in it (a line cut short by a crash is removed first), so an interrupted run — Ctrl-C,
+/// kill -9, a lost connection — never leaves a change twice or misses one.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
     #[arg(long, value_enum)]
@@ -292,7 +305,9 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let name = args.category.name();
     let cursor_path = args.into.join(format!("{name}.cursor"));
     let data_path = args.into.join(format!("{name}.jsonl"));
-    let mut cursor = read_cursor(&cursor_path)?;
+    let lock_path = args.into.join(format!("{name}.lock"));
+    let _lock = lock_mirror(&lock_path)?;
+    let mut cursor = reconcile(&data_path, &cursor_path)?;
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let mut stream = exchange
         .sync(pb::SyncRequest {
@@ -348,15 +363,100 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     }
 }
 
-fn read_cursor(path: &Path) -> anyhow::Result<u64> {
-    match fs::read_to_string(path) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .with_context(|| format!("{} does not hold a sequence number", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+/// Holds the mirror's lock for as long as the returned file is open (an OS advisory
+/// lock: released by the kernel if the process dies, so a crash never leaves it stale).
+fn lock_mirror(path: &Path) -> anyhow::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another `tidemark sync` is writing this mirror ({} is locked); wait for it to \
+             finish, or mirror into another directory",
+            path.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
+}
+
+/// Brings the data file and the cursor into agreement and returns where to resume: the
+/// sequence of the last complete line of the data file (0 if there is none). A partial
+/// last line (a write cut short) is removed; the cursor file is rewritten to match.
+fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match fs::OpenOptions::new().read(true).write(true).open(data_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = fs::remove_file(cursor_path);
+            return Ok(0);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", data_path.display())),
+    };
+    let len = file.metadata()?.len();
+    // Read backwards until the last line feed, and the one before it.
+    let mut tail = Vec::new();
+    let mut start = len;
+    let (mut complete_end, mut line_start) = (None, None);
+    while start > 0 && line_start.is_none() {
+        let step = start.min(64 * 1024);
+        start -= step;
+        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        let mut feeds = tail.iter().enumerate().rev().filter(|(_, b)| **b == b'\n');
+        if complete_end.is_none() {
+            complete_end = feeds.next().map(|(i, _)| start + i as u64 + 1);
+        }
+        if let Some(end) = complete_end {
+            line_start = tail[..usize::try_from(end - 1 - start).unwrap_or(0)]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| start + i as u64 + 1)
+                .or((start == 0).then_some(0));
+        }
+    }
+    let Some(end) = complete_end else {
+        // Not one complete line: nothing was mirrored for sure.
+        file.set_len(0)?;
+        let _ = fs::remove_file(cursor_path);
+        return Ok(0);
+    };
+    if end < len {
+        file.set_len(end)?;
+        file.sync_data()?;
+    }
+    let first = line_start.unwrap_or(0);
+    let from = usize::try_from(first.saturating_sub(start)).unwrap_or(0);
+    let to = usize::try_from(end - 1 - start).unwrap_or(0);
+    let last: serde_json::Value = serde_json::from_slice(&tail[from..to]).with_context(|| {
+        format!(
+            "the last line of {} is not a mirrored change; move the file away to mirror anew",
+            data_path.display()
+        )
+    })?;
+    let sequence = last["meta"]["sequence"].as_u64().ok_or_else(|| {
+        anyhow!(
+            "the last line of {} has no meta.sequence; move the file away to mirror anew",
+            data_path.display()
+        )
+    })?;
+    write_cursor(cursor_path, sequence)?;
+    Ok(sequence)
+}
+
+fn write_cursor(cursor_path: &Path, cursor: u64) -> anyhow::Result<()> {
+    let tmp = cursor_path.with_extension("cursor.tmp");
+    fs::write(&tmp, format!("{cursor}\n"))?;
+    fs::rename(&tmp, cursor_path)?;
+    Ok(())
 }
 
 /// Makes the mirrored lines durable, then records the cursor (atomically), in that order,
@@ -370,10 +470,7 @@ fn checkpoint(
     file.write_all(buffer)?;
     file.sync_data()?;
     buffer.clear();
-    let tmp = cursor_path.with_extension("cursor.tmp");
-    fs::write(&tmp, format!("{cursor}\n"))?;
-    fs::rename(&tmp, cursor_path)?;
-    Ok(())
+    write_cursor(cursor_path, cursor)
 }
 
 /// Where your state stands under give-to-get, per category, and when access lapses.

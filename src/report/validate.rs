@@ -25,6 +25,9 @@ const MAX_ON_BOARD: u32 = 100_000;
 const MAX_SAR_REGION_CHARS: usize = 64;
 const MAX_REASON_CHARS: usize = 500;
 const EARLIEST_YEAR: i32 = 1990;
+/// Violations listed in one refusal; past this they are counted, not listed, so that a
+/// hostile report cannot make the answer (or the server's memory) grow with its size.
+pub const MAX_LISTED_VIOLATIONS: usize = 50;
 
 /// Checks every rule; `today` is the latest allowed incident date (UTC).
 pub fn validate(report: pb::Report, today: Date) -> Result<ValidReport, ValidationErrors> {
@@ -121,17 +124,42 @@ pub fn validate_retraction(r: &pb::Retraction) -> Result<ValidRetraction, Valida
 #[derive(Default)]
 struct Check {
     violations: Vec<FieldViolation>,
+    /// Violations found past [`MAX_LISTED_VIOLATIONS`].
+    unlisted: usize,
 }
 
 impl Check {
     fn fail(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        if self.violations.len() >= MAX_LISTED_VIOLATIONS {
+            self.unlisted += 1;
+            return;
+        }
         self.violations.push(FieldViolation {
             field: field.into(),
             description: description.into(),
         });
     }
 
-    fn finish(self) -> Result<(), ValidationErrors> {
+    /// Whether a list is within its bound; a longer one is refused as a whole and its
+    /// elements are not looked at (their number is bounded only by the message size).
+    fn list_fits(&mut self, field: &str, len: usize, max: usize) -> bool {
+        if len > max {
+            self.fail(field, format!("has {len} entries; at most {max}"));
+            return false;
+        }
+        true
+    }
+
+    fn finish(mut self) -> Result<(), ValidationErrors> {
+        if self.unlisted > 0 {
+            self.violations.push(FieldViolation {
+                field: "report".to_owned(),
+                description: format!(
+                    "and {} more violations, not listed; fix the ones above and submit again",
+                    self.unlisted
+                ),
+            });
+        }
         if self.violations.is_empty() {
             Ok(())
         } else {
@@ -246,11 +274,8 @@ impl Check {
     fn route(&mut self, r: &pb::Route) {
         self.country("route.origin", &r.origin, false);
         self.country("route.intended_destination", &r.intended_destination, false);
-        if r.transit.len() > MAX_TRANSIT {
-            self.fail(
-                "route.transit",
-                format!("has {} entries; at most {MAX_TRANSIT}", r.transit.len()),
-            );
+        if !self.list_fits("route.transit", r.transit.len(), MAX_TRANSIT) {
+            return;
         }
         for (i, t) in r.transit.iter().enumerate() {
             self.country(&format!("route.transit[{i}]"), t, true);
@@ -258,16 +283,14 @@ impl Check {
     }
 
     fn persons(&mut self, p: &pb::Persons) {
-        let n = p.by_nationality.len();
-        if n > MAX_NATIONALITIES {
-            self.fail(
-                "persons.by_nationality",
-                format!("has {n} entries; at most {MAX_NATIONALITIES}"),
-            );
-        }
+        let fits = self.list_fits(
+            "persons.by_nationality",
+            p.by_nationality.len(),
+            MAX_NATIONALITIES,
+        );
         let mut seen = HashSet::new();
         let mut sum: u64 = 0;
-        for (i, nc) in p.by_nationality.iter().enumerate() {
+        for (i, nc) in p.by_nationality.iter().enumerate().filter(|_| fits) {
             let field = format!("persons.by_nationality[{i}]");
             if let Some(code) = self.country(&format!("{field}.nationality"), &nc.nationality, true)
                 && !seen.insert(code)
@@ -340,14 +363,8 @@ impl Check {
                 "must be empty unless the scope is SHARING_SCOPE_LISTED_STATES",
             );
         }
-        if s.states.len() > MAX_LISTED_STATES {
-            self.fail(
-                "sharing.states",
-                format!(
-                    "has {} entries; at most {MAX_LISTED_STATES}",
-                    s.states.len()
-                ),
-            );
+        if !self.list_fits("sharing.states", s.states.len(), MAX_LISTED_STATES) {
+            return;
         }
         for (i, st) in s.states.iter().enumerate() {
             self.country(&format!("sharing.states[{i}]"), st, true);
@@ -356,14 +373,9 @@ impl Check {
 
     fn smuggling(&mut self, s: &pb::SmugglingIncident) {
         self.required_enum::<pb::ModusOperandi>("smuggling.modus_operandi", s.modus_operandi);
-        if s.transport.len() > MAX_TRANSPORT {
-            self.fail(
-                "smuggling.transport",
-                format!("has {} entries; at most {MAX_TRANSPORT}", s.transport.len()),
-            );
-        }
+        let fits = self.list_fits("smuggling.transport", s.transport.len(), MAX_TRANSPORT);
         let mut seen = HashSet::new();
-        for (i, t) in s.transport.iter().enumerate() {
+        for (i, t) in s.transport.iter().enumerate().filter(|_| fits) {
             let field = format!("smuggling.transport[{i}]");
             self.required_enum::<pb::TransportMeans>(&field, *t);
             if !seen.insert(*t) {
@@ -399,16 +411,12 @@ impl Check {
                 );
             }
         }
-        if s.fraudulent_documents.len() > MAX_DOCUMENTS {
-            self.fail(
-                "smuggling.fraudulent_documents",
-                format!(
-                    "has {} entries; at most {MAX_DOCUMENTS}",
-                    s.fraudulent_documents.len()
-                ),
-            );
-        }
-        for (i, d) in s.fraudulent_documents.iter().enumerate() {
+        let fits = self.list_fits(
+            "smuggling.fraudulent_documents",
+            s.fraudulent_documents.len(),
+            MAX_DOCUMENTS,
+        );
+        for (i, d) in s.fraudulent_documents.iter().enumerate().filter(|_| fits) {
             let field = format!("smuggling.fraudulent_documents[{i}]");
             self.required_enum::<pb::DocumentType>(
                 &format!("{field}.document_type"),

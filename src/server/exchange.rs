@@ -12,7 +12,7 @@ use crate::{
         auth,
         guard::CallGuard,
         reads::{Reads, ResultStream},
-        status::store_status,
+        status::{self, store_status},
     },
     signing::SigningKey,
     store::{Accepted, Store, Writer},
@@ -94,7 +94,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
             let item = tokio::select! {
                 biased;
                 status = guard.lapsed() => return Err(status),
-                item = stream.message() => item.map_err(oversized)?,
+                item = stream.message() => item.map_err(status::client_fault)?,
             };
             let Some(item) = item else { break };
             guard.check()?;
@@ -137,7 +137,8 @@ impl pb::exchange_server::Exchange for ExchangeService {
                 Ok(_) => summary.accepted += 1,
                 Err(err) => {
                     summary.rejected += 1;
-                    summary.rejections.push(rejection(index, err));
+                    let detailed = summary.rejections.len() < DETAILED_REJECTIONS;
+                    summary.rejections.push(rejection(index, err, detailed));
                 }
             }
         }
@@ -256,9 +257,15 @@ impl pb::exchange_server::Exchange for ExchangeService {
     }
 }
 
-fn rejection(index: u64, err: SubmitError) -> pb::ImportRejection {
+/// Rejections of one import that carry their field violations; later ones carry the
+/// code and a shortened message, so the answer stays bounded whatever is sent.
+const DETAILED_REJECTIONS: usize = 100;
+/// Characters of a rejection message past [`DETAILED_REJECTIONS`].
+const SHORT_MESSAGE_CHARS: usize = 200;
+
+fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejection {
     let violations = match &err {
-        SubmitError::Invalid(errors) => errors
+        SubmitError::Invalid(errors) if detailed => errors
             .0
             .iter()
             .map(|v| pb::FieldViolation {
@@ -272,10 +279,19 @@ fn rejection(index: u64, err: SubmitError) -> pb::ImportRejection {
         store_status(e);
     }
     let status = Status::from(err);
+    let message = if detailed {
+        status.message().to_owned()
+    } else {
+        let mut short: String = status.message().chars().take(SHORT_MESSAGE_CHARS).collect();
+        if short.len() < status.message().len() {
+            short.push('…');
+        }
+        short
+    };
     pb::ImportRejection {
         index,
         code: code_name(status.code()).to_owned(),
-        message: status.message().to_owned(),
+        message,
         violations,
     }
 }
@@ -300,19 +316,6 @@ fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// A stream message over the size limit arrives as OUT_OF_RANGE; say it as
-/// RESOURCE_EXHAUSTED, with what to do.
-fn oversized(status: Status) -> Status {
-    if status.code() == Code::OutOfRange && status.message().contains("too large") {
-        Status::resource_exhausted(format!(
-            "{}; send smaller envelopes (limits.max_message_bytes)",
-            status.message()
-        ))
-    } else {
-        status
     }
 }
 

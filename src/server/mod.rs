@@ -165,9 +165,7 @@ impl Server {
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
             .http2_keepalive_interval(Some(limits.keepalive_interval()))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
-            .layer(tower::util::MapResponseLayer::new(
-                status::oversized_to_resource_exhausted,
-            ))
+            .layer(tower::util::MapResponseLayer::new(status::client_faults))
             // One rule for every service: a call is answered only on a connection whose
             // certificate is still admitted (not revoked, its state not suspended).
             .add_service(InterceptedService::new(

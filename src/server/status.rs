@@ -62,30 +62,65 @@ impl From<KeyRegistryError> for Status {
     }
 }
 
-/// Rewrites tonic's OUT_OF_RANGE for an over-limit request message into
-/// RESOURCE_EXHAUSTED with a message that says what to do. Used as a response layer.
-pub(super) fn oversized_to_resource_exhausted(
+/// Rewrites what tonic reports as a server fault but is the client's: OUT_OF_RANGE for
+/// an over-limit request message becomes RESOURCE_EXHAUSTED, and INTERNAL for a request
+/// that is not valid protobuf becomes INVALID_ARGUMENT, each with what to do. Used as a
+/// response layer (for errors before a handler runs) and on client streams.
+pub(super) fn client_faults(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
-    let out_of_range = headers
+    let code = headers
         .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = headers
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    let message = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| {
-            m.contains("message%20length%20too%20large") || m.contains("message length too large")
-        });
-    if out_of_range && too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    if let Some(rewritten) = code.and_then(|c| rewrite(Code::from_i32(c), &message)) {
         headers.insert(
-            "grpc-message",
-            http::HeaderValue::from_static(
-                "the request message is larger than this server accepts (limits.max_message_bytes); \
-                 send smaller messages, e.g. split a bulk import",
-            ),
+            "grpc-status",
+            http::HeaderValue::from(rewritten.code() as i32),
         );
+        if let Ok(value) = http::HeaderValue::from_str(&percent_encode(rewritten.message())) {
+            headers.insert("grpc-message", value);
+        }
     }
     response
+}
+
+/// The same rewrite for a status met while reading a client stream.
+pub(super) fn client_fault(status: Status) -> Status {
+    rewrite(status.code(), status.message()).unwrap_or(status)
+}
+
+fn rewrite(code: Code, message: &str) -> Option<Status> {
+    if code == Code::OutOfRange && message.contains("message length too large") {
+        return Some(Status::resource_exhausted(
+            "the request message is larger than this server accepts (limits.max_message_bytes); \
+             send smaller messages, e.g. split a bulk import",
+        ));
+    }
+    if code == Code::Internal && message.starts_with("failed to decode Protobuf message") {
+        return Some(Status::invalid_argument(format!(
+            "the request could not be decoded as this method's protobuf message ({message}); \
+             send a message built from proto/tidemark/v1"
+        )));
+    }
+    None
+}
+
+/// grpc-message is percent-encoded (gRPC over HTTP/2: Response-Headers).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

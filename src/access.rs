@@ -312,6 +312,46 @@ impl ReadLog {
         }
     }
 
+    /// Adds what another read (of the same stream) returned.
+    pub fn merge(&mut self, other: ReadLog) {
+        self.count += other.count;
+        for (owner, reads) in other.owners {
+            let entry = self
+                .owners
+                .entry(owner.clone())
+                .or_insert_with(|| OwnerReads {
+                    owner,
+                    ..OwnerReads::default()
+                });
+            entry.count += reads.count;
+            for id in reads.report_ids {
+                if entry.report_ids.len() < MAX_AUDITED_IDS && !entry.report_ids.contains(&id) {
+                    entry.report_ids.push(id);
+                }
+            }
+        }
+    }
+
+    /// The audit record of what was read so far (complete; see [`AuditRecord::in_progress`]).
+    pub fn to_audit(
+        &self,
+        principal: &str,
+        state: &str,
+        action: &str,
+        detail: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: 0,
+            principal: principal.to_owned(),
+            state: state.to_owned(),
+            action: action.to_owned(),
+            detail: detail.to_owned(),
+            count: self.count,
+            owners: self.owners.values().cloned().collect(),
+            in_progress: false,
+        }
+    }
+
     /// The audit record of this read.
     pub fn into_audit(
         self,

@@ -160,8 +160,17 @@ pub struct Limits {
     pub keepalive_timeout_secs: u64,
     /// A TLS handshake that takes longer is abandoned.
     pub handshake_timeout_secs: u64,
-    /// TLS handshakes in progress at once; further connections wait.
+    /// A new connection that sends nothing for this long is closed (a TLS client sends
+    /// its hello at once), so connections that stall cannot hold handshake slots.
+    pub first_byte_timeout_ms: u64,
+    /// Connections accepted but not yet through the TLS handshake, in all; past this a
+    /// new connection is closed at once.
     pub max_pending_handshakes: usize,
+    /// The same, per client IP address, so one address cannot take every slot.
+    pub max_pending_handshakes_per_address: usize,
+    /// Subscribe streams one principal may hold open at once; more are refused with
+    /// RESOURCE_EXHAUSTED.
+    pub max_subscriptions_per_principal: usize,
     /// Most envelopes in one Import stream.
     pub max_import_items: usize,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
@@ -237,7 +246,10 @@ impl Default for Limits {
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
             handshake_timeout_secs: 10,
-            max_pending_handshakes: 256,
+            first_byte_timeout_ms: 2_000,
+            max_pending_handshakes: 1_024,
+            max_pending_handshakes_per_address: 32,
+            max_subscriptions_per_principal: 16,
             max_import_items: 10_000,
             shutdown_grace_secs: 10,
         }
@@ -259,6 +271,10 @@ impl Limits {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub fn first_byte_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_byte_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -295,6 +311,15 @@ impl Config {
             (
                 "limits.max_pending_handshakes",
                 l.max_pending_handshakes as u64,
+            ),
+            (
+                "limits.max_pending_handshakes_per_address",
+                l.max_pending_handshakes_per_address as u64,
+            ),
+            ("limits.first_byte_timeout_ms", l.first_byte_timeout_ms),
+            (
+                "limits.max_subscriptions_per_principal",
+                l.max_subscriptions_per_principal as u64,
             ),
             ("store.cache_mib", self.store.cache_mib as u64),
             ("store.max_batch", self.store.max_batch as u64),

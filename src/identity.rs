@@ -455,7 +455,17 @@ mod tests {
         }
         assert_eq!(canonical_serial("abc").unwrap(), "0abc");
         assert_eq!(canonical_serial("1:2:3").unwrap(), "010203");
-        for bad in ["", "0", "00:00", "xyz", "12 34", ":", "1::2", "123:4", &"ab".repeat(21)] {
+        for bad in [
+            "",
+            "0",
+            "00:00",
+            "xyz",
+            "12 34",
+            ":",
+            "1::2",
+            "123:4",
+            &"ab".repeat(21),
+        ] {
             assert!(canonical_serial(bad).is_err(), "{bad}");
         }
     }

@@ -268,14 +268,21 @@ fn verify_signatures(
                 .into());
             };
             if !public.verify(&signed, &signature.sig) {
-                note(
-                    1,
-                    SubmitError::BadSignature(format!(
+                let reason = if hinted.is_some() {
+                    format!(
                         "the signature does not verify with key {} (nor with any other key of \
                          {caller}): the payload or the signature was changed after signing",
-                        record.key_id
-                    )),
-                );
+                        signature.keyid
+                    )
+                } else {
+                    format!(
+                        "no registered signing key has id {:?}, and no key registered to \
+                         {caller} made this signature; an operator registers keys with \
+                         `tidemark admin register-key`",
+                        signature.keyid
+                    )
+                };
+                note(1, SubmitError::BadSignature(reason));
                 continue;
             }
             if record.state != caller.as_str() {

@@ -277,11 +277,14 @@ async fn any_spelling_of_a_serial_revokes_the_one_certificate() {
     open.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 
     // Upper case, colons and leading zero bytes: the same number.
-    let spelled = format!("00:{}", issued.serial.to_uppercase())
+    let bytes: Vec<String> = issued
+        .serial
+        .to_uppercase()
         .as_bytes()
         .chunks(2)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<String>();
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let spelled = format!("00:{}", bytes.join(":"));
     let revoked = admin
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial: spelled.clone(),

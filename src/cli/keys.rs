@@ -24,7 +24,10 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
         args.out.clone()
     };
     let stem = out.file_name().map(|n| n.to_string_lossy().into_owned());
-    if stem.as_deref().is_none_or(|n| n.is_empty() || n.starts_with('.')) {
+    if stem
+        .as_deref()
+        .is_none_or(|n| n.is_empty() || n.starts_with('.'))
+    {
         anyhow::bail!(
             "--out {} would write hidden files; give a path such as keys/aus-signing",
             args.out.display()

@@ -390,7 +390,11 @@ fn lock_mirror(path: &Path) -> anyhow::Result<fs::File> {
 /// last line (a write cut short) is removed; the cursor file is rewritten to match.
 fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = match fs::OpenOptions::new().read(true).write(true).open(data_path) {
+    let mut file = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(data_path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let _ = fs::remove_file(cursor_path);
@@ -442,12 +446,17 @@ fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
             data_path.display()
         )
     })?;
-    let sequence = last["meta"]["sequence"].as_u64().ok_or_else(|| {
-        anyhow!(
-            "the last line of {} has no meta.sequence; move the file away to mirror anew",
-            data_path.display()
-        )
-    })?;
+    // proto3 JSON writes 64-bit integers as strings.
+    let field = &last["meta"]["sequence"];
+    let sequence = field
+        .as_u64()
+        .or_else(|| field.as_str().and_then(|t| t.parse().ok()))
+        .ok_or_else(|| {
+            anyhow!(
+                "the last line of {} has no meta.sequence; move the file away to mirror anew",
+                data_path.display()
+            )
+        })?;
     write_cursor(cursor_path, sequence)?;
     Ok(sequence)
 }

@@ -1,14 +1,25 @@
 //! The TLS accept loop: TCP connections in, verified TLS 1.3 streams out.
 //!
-//! Each handshake runs in its own task under a timeout, and a semaphore bounds how many
-//! are in progress, so slow or hostile clients cannot stall the listener. Only completed
+//! The loop only accepts: it never waits for a slot, so a flood of connections cannot
+//! stall it. Each accepted connection then takes a pending-handshake slot — one of
+//! `max_pending` in all and of `max_pending_per_address` for its client IP address — or
+//! is closed at once. A connection must send its first byte within `first_byte_timeout`
+//! (a TLS client sends its hello straight away) and finish the handshake within
+//! `handshake_timeout`; its slot is freed as soon as it is through, or closed. So
+//! connections that open and then stall, from one address or many, hold few slots and
+//! hold them briefly, and a legitimate client's handshake starts at once. Only completed
 //! handshakes reach tonic; a refused one is logged with the peer's address and reason.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::mpsc,
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,7 +34,9 @@ pub type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>
 #[derive(Clone, Copy)]
 pub struct AcceptLimits {
     pub handshake_timeout: Duration,
-    pub max_pending_handshakes: usize,
+    pub first_byte_timeout: Duration,
+    pub max_pending: usize,
+    pub max_pending_per_address: usize,
 }
 
 /// Spawns the accept loop and returns the stream of established connections with the
@@ -33,13 +46,10 @@ pub fn spawn(
     trust: Arc<Trust>,
     limits: AcceptLimits,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(limits.max_pending_handshakes.max(1));
-    let pending = Arc::new(Semaphore::new(limits.max_pending_handshakes.max(1)));
+    let (tx, rx) = mpsc::channel(limits.max_pending.max(1));
+    let pending = Pending::new(limits);
     let task = tokio::spawn(async move {
         loop {
-            let Ok(permit) = pending.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -52,14 +62,17 @@ pub fn spawn(
             if tx.is_closed() {
                 return;
             }
+            let Some(slot) = pending.take(peer.ip()) else {
+                tracing::debug!(%peer, "too many pending handshakes; connection closed");
+                continue;
+            };
             // Each handshake uses the configuration current when it starts.
             let acceptor = TlsAcceptor::from(trust.server_config());
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                if let Some(stream) =
-                    handshake(&acceptor, tcp, peer, limits.handshake_timeout).await
-                {
+                let stream = handshake(&acceptor, tcp, peer, limits).await;
+                drop(slot);
+                if let Some(stream) = stream {
                     // The server has stopped if the receiver is gone; drop the connection.
                     let _ = tx.send(Ok(stream)).await;
                 }
@@ -69,21 +82,89 @@ pub fn spawn(
     (ReceiverStream::new(rx), task)
 }
 
+/// Pending handshakes, in all and per client address.
+#[derive(Clone)]
+struct Pending {
+    limits: AcceptLimits,
+    counts: Arc<Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A pending-handshake slot, given back when dropped.
+struct Slot {
+    address: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Pending {
+    fn new(limits: AcceptLimits) -> Self {
+        Self {
+            limits,
+            counts: Arc::default(),
+        }
+    }
+
+    fn take(&self, address: IpAddr) -> Option<Slot> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let Counts { total, by_address } = &mut *counts;
+        let here = by_address.entry(address).or_default();
+        if *total >= self.limits.max_pending || *here >= self.limits.max_pending_per_address {
+            if *here == 0 {
+                by_address.remove(&address);
+            }
+            return None;
+        }
+        *here += 1;
+        *total += 1;
+        Some(Slot {
+            address,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(here) = counts.by_address.get_mut(&self.address) {
+            *here = here.saturating_sub(1);
+            if *here == 0 {
+                counts.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     peer: SocketAddr,
-    timeout: Duration,
+    limits: AcceptLimits,
 ) -> Option<TlsStream<TcpStream>> {
     let _ = tcp.set_nodelay(true);
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.first_byte_timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return None,
+        Err(_) => {
+            tracing::debug!(%peer, timeout = ?limits.first_byte_timeout, "no TLS hello; connection closed");
+            return None;
+        }
+    }
+    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "TLS handshake refused");
             None
         }
         Err(_) => {
-            tracing::info!(%peer, ?timeout, "TLS handshake timed out");
+            tracing::info!(%peer, timeout = ?limits.handshake_timeout, "TLS handshake timed out");
             None
         }
     }

@@ -103,7 +103,9 @@ impl Server {
             self.trust.clone(),
             AcceptLimits {
                 handshake_timeout: limits.handshake_timeout(),
-                max_pending_handshakes: limits.max_pending_handshakes,
+                first_byte_timeout: limits.first_byte_timeout(),
+                max_pending: limits.max_pending_handshakes,
+                max_pending_per_address: limits.max_pending_handshakes_per_address,
             },
         );
 
@@ -131,6 +133,7 @@ impl Server {
             policy: Policy::new(self.config.policy.clone()),
             clock: self.clock.clone(),
             trust: self.trust.clone(),
+            streams: reads::OpenStreams::new(limits.max_subscriptions_per_principal),
         };
         let analytics = AnalyticsServer::new(AnalyticsService {
             reads: reads.clone(),

@@ -33,6 +33,8 @@ use crate::{
 
 /// Results queued ahead of a slow reader.
 const STREAM_BUFFER: usize = 256;
+/// How often a subscription's audit record is brought up to date while it pushes.
+const SUBSCRIPTION_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub type ResultStream<T> = Guarded<T>;
 
@@ -44,6 +46,66 @@ pub(super) struct Reads {
     pub policy: Policy,
     pub clock: crate::clock::Clock,
     pub trust: Arc<Trust>,
+    pub streams: OpenStreams,
+}
+
+/// Subscriptions open per principal, bounded by `limits.max_subscriptions_per_principal`.
+#[derive(Clone)]
+pub(super) struct OpenStreams {
+    limit: usize,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// One open subscription; its count is released when this is dropped.
+pub(super) struct StreamSlot {
+    principal: String,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl OpenStreams {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    fn open(&self, principal: &crate::identity::Principal) -> Result<StreamSlot, Status> {
+        let id = principal.spiffe_id();
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(id.clone()).or_default();
+        if *count >= self.limit {
+            return Err(Status::resource_exhausted(format!(
+                "{id} already has {count} subscriptions open, the most one principal may \
+                 (limits.max_subscriptions_per_principal = {}); close one, or filter one \
+                 subscription more widely",
+                self.limit
+            )));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            principal: id,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.principal);
+            }
+        }
+    }
 }
 
 /// The caller's state, if it is a node; raw records are for nodes only.
@@ -242,7 +304,7 @@ impl Reads {
                 }
             };
             let record = log.into_audit(&principal, state.as_str(), action, detail);
-            if let Err(e) = reads.writer.complete_audit(number, record).await {
+            if let Err(e) = reads.writer.update_audit(number, record).await {
                 tracing::error!(%principal, action, number, error = %e, "a read's audit record could not be completed");
                 let _ = errors
                     .send(Err(Status::unavailable(format!(
@@ -254,6 +316,10 @@ impl Reads {
         Ok(guard.guard(ReceiverStream::new(rx)))
     }
 
+    /// Pushes matching changes as they are committed. The subscription is on the audit
+    /// record (in progress) before anything is pushed; what it pushed, by owner, is added
+    /// to that record at most every [`SUBSCRIPTION_AUDIT_INTERVAL`] and when it ends, so
+    /// audit volume grows with streams × time, not streams × reports.
     pub async fn subscribe(
         &self,
         peer: &PeerIdentity,
@@ -263,6 +329,7 @@ impl Reads {
         let filter =
             QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let detail = serde_json::to_string(&req).unwrap_or_default();
+        let slot = self.streams.open(peer.principal())?;
         let snap = snapshot(&self.store)?;
         let standing = self
             .require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
@@ -272,87 +339,116 @@ impl Reads {
         let mut changes = self.writer.changes();
         let mut cursor = *changes.borrow_and_update();
         let principal = peer.principal().spiffe_id();
-        self.audit(AuditRecord {
-            principal: principal.clone(),
-            state: state.to_string(),
-            action: "subscribe".to_owned(),
-            detail: detail.clone(),
-            ..AuditRecord::default()
-        })
-        .await?;
+        let number = self
+            .audit(AuditRecord {
+                principal: principal.clone(),
+                state: state.to_string(),
+                action: "subscribe".to_owned(),
+                detail: detail.clone(),
+                in_progress: true,
+                ..AuditRecord::default()
+            })
+            .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let reads = self.clone();
         tokio::spawn(async move {
-            loop {
+            let _slot = slot;
+            let mut pushed = ReadLog::default();
+            let mut recorded_at = tokio::time::Instant::now();
+            let mut unrecorded = false;
+            let end = loop {
                 tokio::select! {
-                    () = tx.closed() => return,
-                    news = changes.changed() => if news.is_err() { return },
+                    () = tx.closed() => break None,
+                    news = changes.changed() => if news.is_err() { break None },
                 }
                 let latest = *changes.borrow_and_update();
-                let (store, policy, clock, filter) = (
-                    reads.store.clone(),
-                    reads.policy.clone(),
-                    reads.clock.clone(),
-                    filter.clone(),
-                );
-                let step = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-                    let snap = store.snapshot()?;
-                    let standing = policy.standing(&snap, state, filter.category, clock.now())?;
-                    if !standing.entitled() {
-                        return Ok(Err(standing));
-                    }
-                    let mut items = Vec::new();
-                    let log = access::changes(&snap, &filter, cursor, state, |hit| {
-                        items.push(pb::SyncItem {
-                            envelope: decode_envelope(&hit),
-                            meta: Some(access::meta(&hit)),
-                        });
-                        true
-                    })?;
-                    Ok(Ok((items, log)))
-                })
-                .await;
-                let (items, log) = match step {
-                    Ok(Ok(Ok(found))) => found,
-                    Ok(Ok(Err(standing))) => {
-                        let _ = tx.send(Err(refusal(&standing))).await;
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(store_status(&e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!(
-                                "the subscription failed: {e}"
-                            ))))
-                            .await;
-                        return;
-                    }
+                let (items, log) = match reads.pending_changes(&filter, state, cursor).await {
+                    Ok(found) => found,
+                    Err(status) => break Some(status),
                 };
                 cursor = latest.max(cursor);
                 if items.is_empty() {
                     continue;
                 }
-                // The push is on the record before it is sent.
-                let record =
-                    log.into_audit(&principal, state.as_str(), "subscribe", detail.clone());
-                if let Err(status) = reads.audit(record).await {
-                    let _ = tx.send(Err(status)).await;
-                    return;
+                pushed.merge(log);
+                unrecorded = true;
+                if recorded_at.elapsed() >= SUBSCRIPTION_AUDIT_INTERVAL {
+                    let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
+                    if let Err(e) = reads
+                        .writer
+                        .update_audit(number, record.in_progress())
+                        .await
+                    {
+                        break Some(Status::unavailable(format!(
+                            "the audit record of this subscription could not be updated, so \
+                             nothing more is pushed: {e}"
+                        )));
+                    }
+                    recorded_at = tokio::time::Instant::now();
+                    unrecorded = false;
                 }
+                let mut sent_all = true;
                 for item in items {
                     if let Some(meta) = &item.meta {
                         cursor = cursor.max(meta.sequence);
                     }
                     if tx.send(Ok(item)).await.is_err() {
-                        return;
+                        sent_all = false;
+                        break;
                     }
                 }
+                if !sent_all {
+                    break None;
+                }
+            };
+            let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
+            if let Err(e) = reads.writer.update_audit(number, record).await {
+                tracing::error!(%principal, number, unrecorded, error = %e, "a subscription's audit record could not be completed");
+            }
+            if let Some(status) = end {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(guard.guard(ReceiverStream::new(rx)))
+    }
+
+    /// What a subscription pushes next: the matching changes after `cursor`, from a fresh
+    /// snapshot in which `state` still stands.
+    async fn pending_changes(
+        &self,
+        filter: &QueryFilter,
+        state: CountryCode,
+        cursor: u64,
+    ) -> Result<(Vec<pb::SyncItem>, ReadLog), Status> {
+        let (store, policy, clock, filter) = (
+            self.store.clone(),
+            self.policy.clone(),
+            self.clock.clone(),
+            filter.clone(),
+        );
+        let step = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let snap = store.snapshot()?;
+            let standing = policy.standing(&snap, state, filter.category, clock.now())?;
+            if !standing.entitled() {
+                return Ok(Err(standing));
+            }
+            let mut items = Vec::new();
+            let log = access::changes(&snap, &filter, cursor, state, |hit| {
+                items.push(pb::SyncItem {
+                    envelope: decode_envelope(&hit),
+                    meta: Some(access::meta(&hit)),
+                });
+                true
+            })?;
+            Ok(Ok((items, log)))
+        })
+        .await;
+        match step {
+            Ok(Ok(Ok(found))) => Ok(found),
+            Ok(Ok(Err(standing))) => Err(refusal(&standing)),
+            Ok(Err(e)) => Err(store_status(&e)),
+            Err(e) => Err(Status::internal(format!("the subscription failed: {e}"))),
+        }
     }
 
     pub fn access_to_my_data(

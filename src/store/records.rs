@@ -170,6 +170,17 @@ pub struct AuditRecord {
     pub in_progress: bool,
 }
 
+impl AuditRecord {
+    /// The same record, marked as a read still in progress.
+    #[must_use]
+    pub fn in_progress(self) -> Self {
+        Self {
+            in_progress: true,
+            ..self
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct OwnerReads {
     #[prost(string, tag = "1")]

@@ -120,7 +120,7 @@ type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
 enum Message {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
-    CompleteAudit(u64, Box<AuditRecord>, AuditReply),
+    UpdateAudit(u64, Box<AuditRecord>, AuditReply),
     /// Finish what is queued, then stop.
     Stop,
 }
@@ -129,8 +129,8 @@ enum Message {
 enum Job {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
-    /// Replaces an in-progress audit record with its completed form.
-    CompleteAudit(u64, Box<AuditRecord>, AuditReply),
+    /// Rewrites an in-progress audit record with what its read returned so far.
+    UpdateAudit(u64, Box<AuditRecord>, AuditReply),
 }
 
 /// Handle on the writer thread; cheap to clone.
@@ -203,14 +203,11 @@ impl Writer {
             .await
     }
 
-    /// Completes audit record `number` (written with `in_progress` set before a read
-    /// began) with what the read returned; its time stays the time the read began.
-    pub async fn complete_audit(
-        &self,
-        number: u64,
-        record: AuditRecord,
-    ) -> Result<u64, AppendError> {
-        self.send_audit(|tx| Message::CompleteAudit(number, Box::new(record), tx))
+    /// Rewrites audit record `number` (written with `in_progress` set before a read
+    /// began) with what the read returned so far — `record.in_progress` says whether it
+    /// goes on; the record's time stays the time the read began.
+    pub async fn update_audit(&self, number: u64, record: AuditRecord) -> Result<u64, AppendError> {
+        self.send_audit(|tx| Message::UpdateAudit(number, Box::new(record), tx))
             .await
     }
 
@@ -249,8 +246,8 @@ fn run(
     let take = |message: Message, batch: &mut Vec<Job>, stopping: &mut bool| match message {
         Message::Append(envelope, reply) => batch.push(Job::Append(envelope, reply)),
         Message::Audit(record, reply) => batch.push(Job::Audit(record, reply)),
-        Message::CompleteAudit(number, record, reply) => {
-            batch.push(Job::CompleteAudit(number, record, reply));
+        Message::UpdateAudit(number, record, reply) => {
+            batch.push(Job::UpdateAudit(number, record, reply));
         }
         Message::Stop => *stopping = true,
     };
@@ -293,7 +290,7 @@ fn run(
                             let _ = reply.send(result);
                         }
                         (
-                            Job::Audit(_, reply) | Job::CompleteAudit(_, _, reply),
+                            Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply),
                             Done::Audit(number),
                         ) => {
                             let _ = reply.send(Ok(number));
@@ -311,7 +308,7 @@ fn run(
                         Job::Append(_, reply) => {
                             let _ = reply.send(Err(failure()));
                         }
-                        Job::Audit(_, reply) | Job::CompleteAudit(_, _, reply) => {
+                        Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply) => {
                             let _ = reply.send(Err(failure()));
                         }
                     }
@@ -375,18 +372,14 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
                     put_audit(&mut t, number, record, now)?;
                     results.push(Done::Audit(number));
                 }
-                Job::CompleteAudit(number, record, _) => {
+                Job::UpdateAudit(number, record, _) => {
                     let started: Option<AuditRecord> = t
                         .audit
                         .get(*number)?
                         .map(|v| decode(v.value()))
                         .transpose()?;
                     let at = started.map_or(now, |s| s.at);
-                    let completed = AuditRecord {
-                        in_progress: false,
-                        ..record.as_ref().clone()
-                    };
-                    put_audit(&mut t, *number, &completed, at)?;
+                    put_audit(&mut t, *number, record, at)?;
                     results.push(Done::Audit(*number));
                 }
             }

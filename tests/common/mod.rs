@@ -288,6 +288,11 @@ impl World {
         let server =
             TestServer::start_with_clock(&pki, tempfile::TempDir::new().unwrap(), |_| {}, clock)
                 .await;
+        Self::on(pki, server).await
+    }
+
+    /// The world of a server started by the caller.
+    pub async fn on(pki: TestPki, server: TestServer) -> Self {
         let mut keys = Vec::new();
         for s in ["AUS", "IDN", "THA"] {
             keys.push((s.to_owned(), server.register_new_key(&pki, s).await));

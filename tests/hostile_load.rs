@@ -1,0 +1,243 @@
+//! Holding up under hostile load: stalled connections cannot lock clients out, a valid
+//! node cannot make a request's work or answer grow without bound, undecodable requests
+//! are the client's fault, subscriptions are capped and their audit is batched.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestPki, TestServer, World, node, operator, report, sign, submit};
+use prost::Message;
+use tidemark::{clock::Clock, pb};
+use tokio::{io::AsyncReadExt, net::TcpSocket};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_from_one_address_neither_lock_others_out_nor_stay_open() {
+    const STALLED: usize = 300;
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let server = TestServer::start_with(&pki, data, |c| {
+        // A handshake may take a minute; a connection that sends nothing may not.
+        c.limits.handshake_timeout_secs = 60;
+        c.limits.first_byte_timeout_ms = 500;
+        c.limits.max_pending_handshakes_per_address = 8;
+    })
+    .await;
+    // An attacker on 127.0.0.2 opens connections and sends nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        stalled.push(socket.connect(server.addr).await.unwrap());
+    }
+    // A client on 127.0.0.1 connects and is answered meanwhile.
+    let me = tokio::time::timeout(PATIENCE, async {
+        server
+            .exchange(&node(&pki, "AUS"))
+            .await
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+    })
+    .await
+    .expect("a new client is answered while stalled connections are open")
+    .unwrap();
+    assert_eq!(me.into_inner().state, "AUS");
+    // Every stalled connection is closed by the server: at once past the per-address
+    // limit, after the first-byte deadline within it.
+    let mut closed = 0;
+    for mut tcp in stalled {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(PATIENCE, tcp.read(&mut byte))
+            .await
+            .expect("the server closes a connection that sends nothing");
+        if matches!(read, Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, STALLED);
+}
+
+#[tokio::test]
+async fn a_huge_list_gets_one_violation_and_many_faults_are_counted_not_listed() {
+    let world = World::new(Clock::system()).await;
+    let mut aus = world.exchange("AUS").await;
+    // About 2 MB: a million empty transit countries.
+    let mut huge = report("AUS", 1, false, pb::SharingScope::AllContributors, &[]);
+    huge.route.as_mut().unwrap().transit = vec![String::new(); 1_000_000];
+    let status = submit(&mut aus, sign(&huge, world.key("AUS")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].field, "route.transit");
+    assert!(status.message().len() < 1_000, "{}", status.message().len());
+
+    // Sixty bad nationality entries within the list bound... and more bad fields than
+    // are listed: 50 listed, then how many more.
+    let mut faulty = report("AUS", 2, false, pb::SharingScope::AllContributors, &[]);
+    let persons = faulty.persons.as_mut().unwrap();
+    persons.by_nationality = (0..50)
+        .map(|_| pb::NationalityCount {
+            nationality: "XXX".into(),
+            count: 0,
+        })
+        .collect();
+    let status = submit(&mut aus, sign(&faulty, world.key("AUS")))
+        .await
+        .unwrap_err();
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 51, "50 listed and one count");
+    assert!(
+        violations[50].description.contains("more violations"),
+        "{:?}",
+        violations[50]
+    );
+}
+
+/// A message whose field 1 is bytes where SubmitRequest has a message: it cannot be
+/// decoded as a SubmitRequest.
+#[derive(Clone, PartialEq, Message)]
+struct NotASubmitRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    envelope: Vec<u8>,
+}
+
+#[tokio::test]
+async fn an_undecodable_request_is_invalid_argument_for_unary_and_streaming_calls() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let channel = server.channel(&node(&pki, "AUS")).await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let garbage = NotASubmitRequest {
+        envelope: vec![0xff; 64],
+    };
+    for (path, streaming) in [
+        ("/tidemark.v1.Exchange/Submit", false),
+        ("/tidemark.v1.Exchange/Import", true),
+    ] {
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static(path);
+        let codec = tonic_prost::ProstCodec::<NotASubmitRequest, pb::SubmitResponse>::default();
+        let status = if streaming {
+            grpc.client_streaming(
+                tonic::Request::new(tokio_stream::iter([garbage.clone()])),
+                path,
+                codec,
+            )
+            .await
+            .unwrap_err()
+        } else {
+            grpc.unary(tonic::Request::new(garbage.clone()), path, codec)
+                .await
+                .unwrap_err()
+        };
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("could not be decoded"), "{status:?}");
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let server = TestServer::start_with(&pki, data, |c| {
+        c.limits.max_subscriptions_per_principal = 3;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 100, false, all, &[])).await;
+    let filter = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let idn = node(&world.pki, "IDN");
+    let mut idn_exchange = world.server.exchange(&idn).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(
+            idn_exchange
+                .subscribe(filter.clone())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    let status = idn_exchange.subscribe(filter.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("max_subscriptions_per_principal = 3"));
+    // Another principal is not affected; closing one frees a place.
+    let mut tha = world.exchange("THA").await;
+    world.submit(&report("THA", 101, false, all, &[])).await;
+    tha.subscribe(filter.clone()).await.unwrap();
+    // A cancelled stream's place is freed once the server sees the cancellation.
+    let mut reopen = || {
+        let mut exchange = idn_exchange.clone();
+        let filter = filter.clone();
+        async move {
+            tokio::time::timeout(PATIENCE, async {
+                loop {
+                    match exchange.subscribe(filter.clone()).await {
+                        Ok(stream) => return stream.into_inner(),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            })
+            .await
+            .expect("a closed subscription frees its place")
+        }
+    };
+    drop(open.pop());
+    let opened = reopen().await;
+    drop(opened);
+    drop(open);
+
+    // One subscription, many pushes: one audit record, completed with the count.
+    let mut stream = reopen().await;
+    const PUSHES: u64 = 12;
+    for seed in 0..PUSHES {
+        world.submit(&report("AUS", 200 + seed, false, all, &[])).await;
+    }
+    for _ in 0..PUSHES {
+        tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    drop(stream);
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    let record = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let entries = admin
+                .audit_log(pb::AuditLogRequest {
+                    after: 0,
+                    limit: 10_000,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries;
+            let subscribes: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.action == "subscribe" && e.by_owner.contains_key("AUS"))
+                .collect();
+            if let [one] = subscribes.as_slice()
+                && !one.in_progress
+            {
+                return one.clone();
+            }
+            assert!(subscribes.len() <= 1, "{subscribes:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the subscription's record is completed when it closes");
+    assert_eq!(record.count, PUSHES);
+    assert_eq!(record.by_owner.get("AUS"), Some(&PUSHES));
+}

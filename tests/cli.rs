@@ -385,6 +385,41 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     let out = run(sync()).await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 changes"));
     assert_eq!(lines(), second, "nothing duplicated");
+
+    // One writer per mirror: while another holds the lock, a run is refused.
+    let lock = std::fs::File::open(dir.path().join("mirror/smuggling.lock")).unwrap();
+    lock.lock().unwrap();
+    let out = run(sync()).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another `tidemark sync`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(lock);
+
+    // A run cut short after writing data but before moving the cursor, in the middle of
+    // a line: the next run removes the partial line and neither repeats nor misses one.
+    let data = dir.path().join("mirror/smuggling.jsonl");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    let cut = kept.len() / 2;
+    let partial = &kept[cut][..kept[cut].len() / 2];
+    std::fs::write(&data, format!("{}\n{partial}", kept[..cut].join("\n"))).unwrap();
+    std::fs::write(dir.path().join("mirror/smuggling.cursor"), "0\n").unwrap();
+    let out = run(sync()).await;
+    assert_ok(&out);
+    let sequences: Vec<String> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["meta"]["sequence"].to_string()
+        })
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = sequences.iter().collect();
+    assert_eq!(sequences.len(), second, "every change once");
+    assert_eq!(distinct.len(), second, "no change twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,146 @@
+//! Nothing acknowledged is lost: a server process killed with SIGKILL under concurrent
+//! submitters, several times over, still holds every submission it acknowledged.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{sample_report, sign};
+use tidemark::{client::ClientIdentity, pb, signing::SigningKey};
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+const CYCLES: usize = 3;
+const SUBMITTERS: usize = 4;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tidemark serve` on its development defaults in `dir`; waits until it answers.
+async fn serve(dir: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--certs", &dir.join("certs").display().to_string()])
+        .args(["--data", &dir.join("data").display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if dir.join("certs/aus-node.pem").exists()
+            && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not start on port {port}");
+}
+
+async fn connect(dir: &Path, port: u16) -> Option<pb::exchange_client::ExchangeClient<Channel>> {
+    let certs = dir.join("certs");
+    let identity = ClientIdentity::from_files(
+        &certs.join("aus-node.pem"),
+        &certs.join("aus-node.key"),
+        &certs.join("ca.pem"),
+    )
+    .unwrap();
+    tidemark::client::connect(&format!("https://127.0.0.1:{port}"), &identity)
+        .await
+        .ok()
+        .map(pb::exchange_client::ExchangeClient::new)
+}
+
+/// Every report id of AUS's that the server holds.
+async fn stored_ids(exchange: &mut pb::exchange_client::ExchangeClient<Channel>) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let mut stream = exchange
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                reporting_states: vec!["AUS".into()],
+                after: after.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut page = 0;
+        while let Some(item) = stream.message().await.unwrap() {
+            page += 1;
+            ids.insert(item.meta.unwrap().report_id);
+            after = item.cursor;
+        }
+        if page < 10_000 {
+            return ids;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_submission_survives_kill_9() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut seed = 0u64;
+    for cycle in 0..CYCLES {
+        let port = free_port();
+        let mut server = serve(dir.path(), port).await;
+        let key = Arc::new(SigningKey::from_file(&dir.path().join("certs/aus-signing.key")).unwrap());
+        let mut submitters = Vec::new();
+        for _ in 0..SUBMITTERS {
+            let (dir, key, acknowledged) =
+                (dir.path().to_owned(), key.clone(), acknowledged.clone());
+            let first = seed;
+            seed += 100_000;
+            submitters.push(tokio::spawn(async move {
+                let Some(mut exchange) = connect(&dir, port).await else {
+                    return;
+                };
+                for n in first.. {
+                    let mut report = sample_report("AUS", n);
+                    if !matches!(report.details, Some(pb::report::Details::Smuggling(_))) {
+                        continue;
+                    }
+                    report.report_id = uuid::Uuid::new_v4().to_string();
+                    let id = report.report_id.clone();
+                    match common::submit(&mut exchange, sign(&report, &key)).await {
+                        Ok(_) => {
+                            acknowledged.lock().unwrap().insert(id);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        // Let them get going, then pull the plug mid-stream.
+        tokio::time::sleep(Duration::from_millis(700 + 300 * cycle as u64)).await;
+        server.kill().unwrap();
+        server.wait().unwrap();
+        for s in submitters {
+            s.await.unwrap();
+        }
+    }
+    let port = free_port();
+    let mut server = serve(dir.path(), port).await;
+    let mut exchange = connect(dir.path(), port).await.unwrap();
+    let stored = stored_ids(&mut exchange).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let acknowledged = acknowledged.lock().unwrap();
+    assert!(acknowledged.len() > 20, "too few submissions to test: {}", acknowledged.len());
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged submissions lost: {lost:?}", lost.len(), acknowledged.len());
+}

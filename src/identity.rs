@@ -237,7 +237,13 @@ pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
         return Err(SerialError(text.to_owned()));
     }
     let digits: String = if groups.len() > 1 {
-        groups.iter().map(|g| format!("{g:0>2}")).collect()
+        groups.iter().fold(String::new(), |mut out, g| {
+            if g.len() == 1 {
+                out.push('0');
+            }
+            out.push_str(g);
+            out
+        })
     } else {
         trimmed.to_owned()
     }

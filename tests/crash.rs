@@ -30,7 +30,7 @@ fn free_port() -> u16 {
 
 /// Starts `tidemark serve` on its development defaults in `dir`; waits until it answers.
 async fn serve(dir: &Path, port: u16) -> Child {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--certs", &dir.join("certs").display().to_string()])
         .args(["--data", &dir.join("data").display().to_string()])
@@ -40,12 +40,16 @@ async fn serve(dir: &Path, port: u16) -> Child {
         .unwrap();
     for _ in 0..600 {
         if dir.join("certs/aus-node.pem").exists()
-            && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         {
             return child;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not start on port {port}");
 }
 
@@ -64,7 +68,9 @@ async fn connect(dir: &Path, port: u16) -> Option<pb::exchange_client::ExchangeC
 }
 
 /// Every report id of AUS's that the server holds.
-async fn stored_ids(exchange: &mut pb::exchange_client::ExchangeClient<Channel>) -> BTreeSet<String> {
+async fn stored_ids(
+    exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
+) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     let mut after = String::new();
     loop {
@@ -98,7 +104,8 @@ async fn every_acknowledged_submission_survives_kill_9() {
     for cycle in 0..CYCLES {
         let port = free_port();
         let mut server = serve(dir.path(), port).await;
-        let key = Arc::new(SigningKey::from_file(&dir.path().join("certs/aus-signing.key")).unwrap());
+        let key =
+            Arc::new(SigningKey::from_file(&dir.path().join("certs/aus-signing.key")).unwrap());
         let mut submitters = Vec::new();
         for _ in 0..SUBMITTERS {
             let (dir, key, acknowledged) =
@@ -140,7 +147,16 @@ async fn every_acknowledged_submission_survives_kill_9() {
     server.kill().unwrap();
     server.wait().unwrap();
     let acknowledged = acknowledged.lock().unwrap();
-    assert!(acknowledged.len() > 20, "too few submissions to test: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 20,
+        "too few submissions to test: {}",
+        acknowledged.len()
+    );
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged submissions lost: {lost:?}", lost.len(), acknowledged.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged submissions lost: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
 }

@@ -14,6 +14,8 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 const PATIENCE: Duration = Duration::from_secs(20);
+/// Reports pushed to one subscription in the audit test.
+const PUSHES: u64 = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_from_one_address_neither_lock_others_out_nor_stay_open() {
@@ -137,7 +139,10 @@ async fn an_undecodable_request_is_invalid_argument_for_unary_and_streaming_call
                 .unwrap_err()
         };
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-        assert!(status.message().contains("could not be decoded"), "{status:?}");
+        assert!(
+            status.message().contains("could not be decoded"),
+            "{status:?}"
+        );
     }
 }
 
@@ -170,13 +175,17 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
     }
     let status = idn_exchange.subscribe(filter.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("max_subscriptions_per_principal = 3"));
+    assert!(
+        status
+            .message()
+            .contains("max_subscriptions_per_principal = 3")
+    );
     // Another principal is not affected; closing one frees a place.
     let mut tha = world.exchange("THA").await;
     world.submit(&report("THA", 101, false, all, &[])).await;
     tha.subscribe(filter.clone()).await.unwrap();
     // A cancelled stream's place is freed once the server sees the cancellation.
-    let mut reopen = || {
+    let reopen = || {
         let mut exchange = idn_exchange.clone();
         let filter = filter.clone();
         async move {
@@ -199,9 +208,10 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
 
     // One subscription, many pushes: one audit record, completed with the count.
     let mut stream = reopen().await;
-    const PUSHES: u64 = 12;
     for seed in 0..PUSHES {
-        world.submit(&report("AUS", 200 + seed, false, all, &[])).await;
+        world
+            .submit(&report("AUS", 200 + seed, false, all, &[]))
+            .await;
     }
     for _ in 0..PUSHES {
         tokio::time::timeout(PATIENCE, stream.message())
@@ -240,4 +250,89 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
     .expect("the subscription's record is completed when it closes");
     assert_eq!(record.count, PUSHES);
     assert_eq!(record.by_owner.get("AUS"), Some(&PUSHES));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_turns_health_to_not_serving_and_stops_without_false_acknowledgements() {
+    use tidemark::{server::Server, store::Store};
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let mut config = pki.config(&data);
+    config.limits.shutdown_grace_secs = 1;
+    let (store, disk) = Store::open_on_failing_disk(&config.store).unwrap();
+    let server = Server::build_on(config.clone(), store).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = tokio::spawn(server.run(listener, std::future::pending()));
+    let endpoint = format!("https://{addr}");
+    let identity = node(&pki, "AUS");
+    let channel = tidemark::client::connect(&endpoint, &identity)
+        .await
+        .unwrap();
+    let ops = tidemark::client::connect(&endpoint, &operator(&pki))
+        .await
+        .unwrap();
+    let (key, _) = tidemark::signing::SigningKey::generate().unwrap();
+    pb::admin_client::AdminClient::new(ops)
+        .register_signing_key(pb::RegisterSigningKeyRequest {
+            state: "AUS".into(),
+            public_key_pem: key.public_key().to_spki_pem(),
+            valid_from_unix: 0,
+            valid_until_unix: 0,
+        })
+        .await
+        .unwrap();
+    let mut exchange = pb::exchange_client::ExchangeClient::new(channel.clone());
+    let all = pb::SharingScope::AllContributors;
+    let kept = report("AUS", 1, false, all, &[]);
+    submit(&mut exchange, sign(&kept, &key)).await.unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "tidemark.v1.Exchange".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, 1, "SERVING");
+
+    // The disk fills up: the next submission is refused, not acknowledged.
+    disk.start();
+    let lost = report("AUS", 2, false, all, &[]);
+    let status = submit(&mut exchange, sign(&lost, &key)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Health says so, and the server stops for its supervisor to restart it.
+    let next = tokio::time::timeout(PATIENCE, watch.message())
+        .await
+        .expect("health changes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.status, 2, "NOT_SERVING");
+    let stopped = tokio::time::timeout(PATIENCE, running)
+        .await
+        .expect("the server stops")
+        .unwrap();
+    let err = stopped.unwrap_err().to_string();
+    assert!(err.contains("disk failed"), "{err}");
+
+    // Restarted on the repaired disk: what was acknowledged is there, nothing else. (The
+    // file is free once the last connection of the stopped server has closed.)
+    disk.stop();
+    drop((exchange, watch));
+    let store = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match Store::open(&config.store) {
+                Ok(store) => return store,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the store can be opened again");
+    let snapshot = store.snapshot().unwrap();
+    let id = |r: &pb::Report| uuid::Uuid::parse_str(&r.report_id).unwrap().as_u128();
+    assert!(snapshot.head(id(&kept)).unwrap().is_some());
+    assert!(snapshot.head(id(&lost)).unwrap().is_none());
 }

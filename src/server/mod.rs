@@ -17,6 +17,7 @@ use std::{future::Future, sync::Arc};
 
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::service::interceptor::InterceptedService;
+use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     clock::Clock,
@@ -54,8 +55,17 @@ impl Server {
             .map_err(|e| ServerError::Config(e.to_string()))?;
         // Check the certificate files first: they are what a new config most often gets wrong.
         ServerTlsMaterial::load(&config.tls.files())?;
-        let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         let store = Store::open(&config.store)?;
+        Self::build_on(config, store)
+    }
+
+    /// As [`Self::build`], on a store the caller opened (a test's failing disk).
+    pub fn build_on(config: Config, store: Store) -> Result<Self, ServerError> {
+        config
+            .check()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        ServerTlsMaterial::load(&config.tls.files())?;
+        let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         if !store.counters_current()? {
             let counted = store.rebuild_counters(crate::submission::summarize_stored)?;
             tracing::info!(
@@ -116,13 +126,8 @@ impl Server {
         ));
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ExchangeServer<ExchangeService>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+        set_health(&health, ServingStatus::Serving).await;
+        let reflection = reflection()?;
         let authenticate = Authenticate::new(&self.config.trust_domain, self.trust.clone());
         let (writer, writer_thread) = self
             .store
@@ -150,6 +155,7 @@ impl Server {
         })
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
+        let disk_failure = writer.disk_failure();
         let admin = AdminServer::new(AdminService {
             store: self.store.clone(),
             writer,
@@ -160,6 +166,10 @@ impl Server {
         })
         .max_decoding_message_size(limits.max_message_bytes);
 
+        // A failed disk stops the server (see `stop_on_disk_failure`).
+        let disk_failed = Arc::new(std::sync::Mutex::new(None));
+        let shutdown =
+            stop_on_disk_failure(shutdown, disk_failure, health.clone(), disk_failed.clone());
         let grace = limits.shutdown_grace();
         let (shutdown, deadline) = drain(shutdown, grace);
 
@@ -193,7 +203,82 @@ impl Server {
         let _ = watch_task.await;
         // Every accepted submission is committed before the store is let go.
         writer_thread.stop().await;
-        result
+        let failed = disk_failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match failed {
+            Some(reason) => Err(ServerError::DiskFailure(reason)),
+            None => result,
+        }
+    }
+}
+
+/// Server reflection (v1) over every `tidemark.v1` file.
+fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    ServerError,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))
+}
+
+/// Sets every service's health (and the server's, service "").
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <ExchangeServer<ExchangeService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <AnalyticsServer<AnalyticsService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <AdminServer<AdminService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// Resolves when `shutdown` does, or when the disk under the store fails. A failed disk
+/// leaves redb refusing every write until the file is opened again — reads too, since
+/// every read is audited — so the server reports NOT_SERVING at once and stops, with
+/// [`ServerError::DiskFailure`], for its supervisor to restart it once the disk is fixed.
+/// Nothing unacknowledged was acknowledged: a submitter is answered only after its batch
+/// is durable, and a batch whose commit failed is answered with the failure.
+async fn stop_on_disk_failure(
+    shutdown: impl Future<Output = ()> + Send,
+    mut disk: tokio::sync::watch::Receiver<Option<String>>,
+    health: HealthReporter,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+) {
+    let failure = async {
+        loop {
+            if let Some(reason) = disk.borrow_and_update().clone() {
+                return reason;
+            }
+            if disk.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        reason = failure => {
+            tracing::error!(%reason, "the store's disk failed: reporting NOT_SERVING and stopping, to be restarted once the disk is fixed");
+            set_health(&health, ServingStatus::NotServing).await;
+            *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
+        }
     }
 }
 
@@ -295,4 +380,9 @@ pub enum ServerError {
     Config(String),
     #[error("the server stopped: {0}")]
     Transport(String),
+    #[error(
+        "the store's disk failed ({0}); the server stopped so that it can be restarted once \
+         the disk is fixed (free space, replace it): every acknowledged submission is on disk"
+    )]
+    DiskFailure(String),
 }

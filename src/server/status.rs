@@ -114,12 +114,13 @@ fn rewrite(code: Code, message: &str) -> Option<Status> {
 
 /// grpc-message is percent-encoded (gRPC over HTTP/2: Response-Headers).
 fn percent_encode(text: &str) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if (0x20..0x7f).contains(&b) && b != b'%' {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

@@ -9,6 +9,7 @@
 //! - Table definitions are the constants below, in one place.
 
 pub mod counters;
+mod disk;
 mod records;
 mod snapshot;
 mod writer;
@@ -20,6 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use uuid::Uuid;
 
 pub use self::{
+    disk::DiskFailure,
     records::{
         AuditRecord, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads, ReportFacts,
         ReportHead, ReportSummary, RevokedCertificate, StateRecord, VersionRef,
@@ -86,6 +88,32 @@ impl Store {
         let store = Self { db: Arc::new(db) };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Opens the store on a disk whose writes can be made to fail (see [`DiskFailure`]):
+    /// the test hook for a full or failing disk.
+    pub fn open_on_failing_disk(config: &StoreConfig) -> Result<(Self, DiskFailure), StoreError> {
+        let path = &config.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::open(path, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StoreError::open(path, e))?;
+        let switch = DiskFailure::default();
+        let disk =
+            disk::SwitchableDisk::new(file, &switch).map_err(|e| StoreError::open(path, e))?;
+        let db = Database::builder()
+            .set_cache_size(config.cache_mib.saturating_mul(1024 * 1024))
+            .create_with_backend(disk)
+            .map_err(|e| StoreError::open(path, e))?;
+        let store = Self { db: Arc::new(db) };
+        store.init_schema()?;
+        Ok((store, switch))
     }
 
     /// The layout version recorded in the file.
@@ -416,6 +444,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the disk under the store failed (full, or an I/O error). redb then refuses
+    /// every later write until the database is opened again.
+    pub fn is_disk_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Redb(redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::Backend(_))
+        )
+    }
+
     fn open(path: &Path, reason: impl std::fmt::Display) -> Self {
         Self::Open {
             path: path.display().to_string(),

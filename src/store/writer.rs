@@ -138,6 +138,7 @@ enum Job {
 pub struct Writer {
     queue: mpsc::Sender<Message>,
     latest: watch::Receiver<u64>,
+    disk: watch::Receiver<Option<String>>,
 }
 
 /// The writer thread itself: [`WriterThread::stop`] commits what is queued, stops the
@@ -157,9 +158,10 @@ impl Writer {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
         let (published, latest) = watch::channel(latest_sequence);
+        let (disk_failed, disk) = watch::channel(None);
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
-            .spawn(move || run(&db, rx, &clock, max_batch, &published))
+            .spawn(move || run(&db, rx, &clock, max_batch, &published, &disk_failed))
             .map_err(|e| StoreError::Open {
                 path: "writer thread".to_owned(),
                 reason: format!("cannot start the store writer thread: {e}"),
@@ -168,6 +170,7 @@ impl Writer {
             Self {
                 queue: queue.clone(),
                 latest,
+                disk,
             },
             WriterThread { queue, thread },
         ))
@@ -195,6 +198,12 @@ impl Writer {
     /// The latest committed sequence number, updated after every commit.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.latest.clone()
+    }
+
+    /// Becomes `Some(reason)` when a commit fails because the disk did: the store takes
+    /// no more writes until it is opened again.
+    pub fn disk_failure(&self) -> watch::Receiver<Option<String>> {
+        self.disk.clone()
     }
 
     /// Appends an audit record; resolves with its number once it is durable.
@@ -240,6 +249,7 @@ fn run(
     clock: &Clock,
     max_batch: usize,
     published: &watch::Sender<u64>,
+    disk_failed: &watch::Sender<Option<String>>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -302,6 +312,9 @@ fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
+                if e.is_disk_failure() {
+                    disk_failed.send_replace(Some(e.to_string()));
+                }
                 let failure = || AppendError::Store(e.to_string());
                 for job in batch.drain(..) {
                     match job {

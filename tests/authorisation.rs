@@ -221,7 +221,7 @@ async fn an_open_import_ends_on_revocation_and_on_suspension_even_while_waiting(
 }
 
 #[tokio::test]
-async fn health_and_reflection_refuse_a_revoked_connection() {
+async fn health_and_reflection_refuse_a_revoked_connection_and_end_their_open_streams() {
     let world = world_with_reports(0).await;
     let channel = world.server.channel(&node(&world.pki, "IDN")).await;
     let mut idn = pb::exchange_client::ExchangeClient::new(channel.clone());
@@ -230,16 +230,33 @@ async fn health_and_reflection_refuse_a_revoked_connection() {
         service: String::new(),
     };
     health.check(check()).await.unwrap();
-    Cause::Revoke.apply(&world, &mut idn).await;
-    let status = health.check(check()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-
-    let request = ServerReflectionRequest {
+    // Streams opened before the revocation: a health Watch and a reflection session.
+    let mut watch = health.watch(check()).await.unwrap().into_inner();
+    watch.message().await.unwrap().unwrap();
+    let list = || ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    let (ask, questions) = mpsc::channel(4);
+    ask.send(list()).await.unwrap();
+    let mut reflection = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(ReceiverStream::new(questions))
+        .await
+        .unwrap()
+        .into_inner();
+    reflection.message().await.unwrap().unwrap();
+
+    Cause::Revoke.apply(&world, &mut idn).await;
+    let (_, end) = drain(&mut watch).await;
+    assert_refused(end, Cause::Revoke, "an open health watch");
+    let (_, end) = drain(&mut reflection).await;
+    assert_refused(end, Cause::Revoke, "an open reflection stream");
+    drop(ask);
+    // New calls on the connection are refused too.
+    let status = health.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     let status = ServerReflectionClient::new(channel)
-        .server_reflection_info(tokio_stream::iter([request]))
+        .server_reflection_info(tokio_stream::iter([list()]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");

@@ -8,6 +8,9 @@
 //! change of the trust state, on store commits and once a second, so an idle stream is
 //! ended as well: within a second of a revocation, suspension or lapse.
 //!
+//! Services that are not ours (health, reflection) have their streaming responses
+//! guarded the same way by [`GuardStreams`], which wraps the HTTP body.
+//!
 //! Standing is the one check that reads the store. It is exact between commits (a
 //! standing lapses at a known time, [`Standing::lapses_at`], unless the state retracts a
 //! contribution), so the guard re-reads it only after a commit, at most once a second.
@@ -217,5 +220,97 @@ impl<T> Stream for Guarded<T> {
             }
             other => other,
         }
+    }
+}
+
+/// Wraps a service (health, reflection) so that every response body — a Watch stream
+/// included — ends with the caller's refusal (UNAUTHENTICATED, PERMISSION_DENIED) as
+/// soon as the caller is no longer admitted. Goes inside the authenticating interceptor,
+/// which leaves the caller's [`PeerIdentity`] in the request.
+#[derive(Clone)]
+pub(super) struct GuardStreams<S> {
+    inner: S,
+    trust: Arc<Trust>,
+}
+
+impl<S> GuardStreams<S> {
+    pub fn new(inner: S, trust: &Arc<Trust>) -> Self {
+        Self {
+            inner,
+            trust: trust.clone(),
+        }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for GuardStreams<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GuardStreams<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let guard = request
+            .extensions()
+            .get::<PeerIdentity>()
+            .map(|peer| CallGuard::new(peer, &self.trust));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(mut guard) => response.map(|body| {
+                    tonic::body::Body::new(GuardedBody {
+                        inner: body,
+                        lapse: Box::pin(async move { guard.lapsed().await }),
+                        ended: false,
+                    })
+                }),
+                None => response,
+            })
+        })
+    }
+}
+
+/// An HTTP response body that ends with gRPC trailers carrying the guard's refusal.
+struct GuardedBody {
+    inner: tonic::body::Body,
+    lapse: Pin<Box<dyn Future<Output = Status> + Send>>,
+    ended: bool,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(status) = this.lapse.as_mut().poll(cx) {
+            this.ended = true;
+            // The status as gRPC trailers (grpc-status, grpc-message, details).
+            let mut trailers = status.into_http::<()>().into_parts().0.headers;
+            trailers.remove(http::header::CONTENT_TYPE);
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
     }
 }

@@ -182,10 +182,13 @@ impl Server {
             // One rule for every service: a call is answered only on a connection whose
             // certificate is still admitted (not revoked, its state not suspended).
             .add_service(InterceptedService::new(
-                health_service,
+                guard::GuardStreams::new(health_service, &self.trust),
                 authenticate.clone(),
             ))
-            .add_service(InterceptedService::new(reflection, authenticate.clone()))
+            .add_service(InterceptedService::new(
+                guard::GuardStreams::new(reflection, &self.trust),
+                authenticate.clone(),
+            ))
             .add_service(InterceptedService::new(exchange, authenticate.clone()))
             .add_service(InterceptedService::new(analytics, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate))

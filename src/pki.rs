@@ -274,6 +274,13 @@ impl CheckedCsr {
     pub fn key_type(&self) -> &'static str {
         self.key_type
     }
+
+    /// SHA-256 of the CSR's SubjectPublicKeyInfo: names the key, whatever certifies it.
+    pub fn key_fingerprint(&self) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, &self.spki_der)
+            .as_ref()
+            .to_vec()
+    }
 }
 
 /// Reads a PEM CSR: one CSR, an accepted key type ([`CSR_KEY_TYPES`]), a signature that

@@ -644,3 +644,42 @@ async fn identities_that_break_the_spiffe_rules_are_refused_at_issuance_and_auth
         );
     }
 }
+
+#[tokio::test]
+async fn a_key_revoked_as_compromised_is_not_certified_again() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), "reused").unwrap();
+    let (_, csr_pem) = pki::make_csr(&principal).unwrap();
+    let issue = |admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>| {
+        let mut admin = admin.clone();
+        let csr_pem = csr_pem.clone();
+        async move {
+            admin
+                .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 30 })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let revoke = |serial: String, reason: &str| pb::RevokeCertificateRequest {
+        serial,
+        reason: reason.to_owned(),
+    };
+    // Superseded: the same key may be certified again.
+    let first = issue(&mut admin).await.unwrap();
+    admin
+        .revoke_certificate(revoke(first.serial, "superseded"))
+        .await
+        .unwrap();
+    let second = issue(&mut admin).await.unwrap();
+    // Compromised: never again.
+    admin
+        .revoke_certificate(revoke(second.serial.clone(), "key-compromise"))
+        .await
+        .unwrap();
+    let status = issue(&mut admin).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains(&second.serial), "{status:?}");
+}

@@ -292,6 +292,16 @@ impl pb::admin_server::Admin for AdminService {
         }
         let csr = pki::read_csr(&req.csr_pem)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        if let Some(serial) = self
+            .store
+            .compromised_key(&csr.key_fingerprint())
+            .map_err(|e| store_status(&e))?
+        {
+            return Err(Status::failed_precondition(format!(
+                "this CSR's key was reported compromised (certificate {serial} was revoked for \
+                 key-compromise); make a new key and CSR (`tidemark pki csr`)"
+            )));
+        }
         let uri = csr.requested_uri();
         let principal = Principal::from_spiffe_id(uri, &self.trust_domain)
             .map_err(|e| Status::invalid_argument(format!("the CSR asks for {uri}: {e}")))?;
@@ -340,6 +350,7 @@ impl pb::admin_server::Admin for AdminService {
                 spiffe_id: principal.spiffe_id(),
                 not_after: issued.not_after(),
                 issued_at: self.clock.now(),
+                key_fingerprint: csr.key_fingerprint(),
             })
             .map_err(|e| store_status(&e))?;
         self.audit(

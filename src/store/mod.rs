@@ -420,6 +420,23 @@ impl Store {
     pub fn issued_certificates(&self) -> Result<Vec<IssuedCertificate>, StoreError> {
         self.all(ISSUED_CERTS)
     }
+
+    /// A certificate of the key with this fingerprint that was revoked because the key was
+    /// compromised (RFC 5280 reason keyCompromise), if any: such a key is not certified
+    /// again.
+    pub fn compromised_key(&self, fingerprint: &[u8]) -> Result<Option<String>, StoreError> {
+        let compromised: std::collections::HashSet<String> = self
+            .revoked_certificates()?
+            .into_iter()
+            .filter(|r| r.reason_name == "key-compromise")
+            .map(|r| r.serial)
+            .collect();
+        Ok(self
+            .issued_certificates()?
+            .into_iter()
+            .find(|c| c.key_fingerprint == fingerprint && compromised.contains(&c.serial))
+            .map(|c| c.serial))
+    }
 }
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {

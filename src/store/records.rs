@@ -304,4 +304,8 @@ pub struct IssuedCertificate {
     pub not_after: i64,
     #[prost(int64, tag = "4")]
     pub issued_at: i64,
+    /// SHA-256 of the certified SubjectPublicKeyInfo (empty for records made before it
+    /// was kept).
+    #[prost(bytes = "vec", tag = "5")]
+    pub key_fingerprint: Vec<u8>,
 }

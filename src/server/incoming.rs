@@ -39,6 +39,17 @@ pub struct AcceptLimits {
     pub max_pending_per_address: usize,
 }
 
+impl From<&crate::config::Limits> for AcceptLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        Self {
+            handshake_timeout: limits.handshake_timeout(),
+            first_byte_timeout: limits.first_byte_timeout(),
+            max_pending: limits.max_pending_handshakes,
+            max_pending_per_address: limits.max_pending_handshakes_per_address,
+        }
+    }
+}
+
 /// Spawns the accept loop and returns the stream of established connections with the
 /// task's handle; abort the handle to stop accepting.
 pub fn spawn(

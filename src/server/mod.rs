@@ -108,16 +108,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let limits = &self.config.limits;
-        let (incoming, accept_task) = incoming::spawn(
-            listener,
-            self.trust.clone(),
-            AcceptLimits {
-                handshake_timeout: limits.handshake_timeout(),
-                first_byte_timeout: limits.first_byte_timeout(),
-                max_pending: limits.max_pending_handshakes,
-                max_pending_per_address: limits.max_pending_handshakes_per_address,
-            },
-        );
+        let (incoming, accept_task) =
+            incoming::spawn(listener, self.trust.clone(), AcceptLimits::from(limits));
 
         let watch_task = tokio::spawn(watch_trust(
             self.trust.clone(),

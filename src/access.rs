@@ -215,6 +215,17 @@ impl QueryFilter {
         })
     }
 
+    /// The filter a subscription pushes with: retractions of matching reports included,
+    /// whenever they changed.
+    #[must_use]
+    pub fn pushing(&self) -> Self {
+        Self {
+            include_retracted: true,
+            changed_since: 0,
+            ..self.clone()
+        }
+    }
+
     /// The incident days asked for, inclusive (open ends are `i32::MIN` / `i32::MAX`).
     pub fn days(&self) -> (i32, i32) {
         (self.from_day, self.to_day)
@@ -281,6 +292,7 @@ impl QueryFilter {
 }
 
 /// One report a read returns.
+#[derive(Clone)]
 pub struct Hit {
     pub record: EnvelopeRecord,
     pub head: ReportHead,
@@ -297,7 +309,8 @@ pub struct ReadLog {
 }
 
 impl ReadLog {
-    fn note(&mut self, owner: &str, id: &[u8]) {
+    /// Notes one envelope read of `owner`'s report `id` (16 bytes).
+    pub fn note(&mut self, owner: &str, id: &[u8]) {
         self.count += 1;
         let entry = self
             .owners
@@ -468,11 +481,7 @@ pub fn changes(
     reader: CountryCode,
     emit: impl FnMut(Hit) -> bool,
 ) -> Result<ReadLog, StoreError> {
-    let pushing = QueryFilter {
-        include_retracted: true,
-        changed_since: 0,
-        ..filter.clone()
-    };
+    let pushing = filter.pushing();
     walk_log(
         snapshot,
         filter.category,
@@ -481,6 +490,39 @@ pub fn changes(
         |head| pushing.matches(head),
         emit,
     )
+}
+
+/// Every envelope after sequence `after`, at most `limit`, each with its report's head:
+/// one read that [`pushes`] then sorts for every subscription.
+pub fn envelopes_after(
+    snapshot: &Snapshot,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Hit>, StoreError> {
+    let mut hits = Vec::new();
+    for entry in snapshot.envelopes_after(after)?.take(limit) {
+        let (sequence, record) = entry?;
+        let id = Uuid::from_slice(&record.report_id)
+            .map_err(|_| StoreError::Corrupt(format!("envelope {sequence}: report id")))?;
+        let Some(head) = snapshot.head(id.as_u128())? else {
+            continue;
+        };
+        hits.push(Hit {
+            record,
+            head,
+            sequence,
+            cursor: None,
+        });
+    }
+    Ok(hits)
+}
+
+/// Whether a subscription of `reader` with `pushing` (see [`QueryFilter::pushing`])
+/// pushes this envelope: the same rule as [`changes`].
+pub fn pushes(pushing: &QueryFilter, reader: CountryCode, hit: &Hit) -> bool {
+    hit.record.category == pushing.category.to_pb() as i32
+        && envelope_visible_to(&hit.head, &hit.record, reader)
+        && pushing.matches(&hit.head)
 }
 
 /// Walks the envelope log after `after`, handing on each envelope of `category` whose

@@ -336,3 +336,68 @@ async fn a_failing_disk_turns_health_to_not_serving_and_stops_without_false_ackn
     assert!(snapshot.head(id(&kept)).unwrap().is_some());
     assert!(snapshot.head(id(&lost)).unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_subscriptions_each_get_every_matching_change_exactly_once() {
+    const SUBSCRIPTIONS: usize = 12;
+    const REPORTS: u64 = 120;
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let filter = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        reporting_states: vec!["AUS".into()],
+        ..Default::default()
+    };
+    let mut streams = Vec::new();
+    for n in 0..SUBSCRIPTIONS {
+        // Several principals: the per-principal cap is not what is tested here.
+        let idn = world.pki.client(
+            tidemark::identity::Role::Node(common::state("IDN")),
+            &format!("idn-{n}"),
+        );
+        let mut exchange = world.server.exchange(&idn).await;
+        streams.push(
+            exchange
+                .subscribe(filter.clone())
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+    }
+    // Four submitters at once, while the subscriptions are open.
+    let mut expected = std::collections::BTreeSet::new();
+    let mut submitters = Vec::new();
+    for w in 0..4 {
+        let mut aus = world.exchange("AUS").await;
+        let envelopes: Vec<_> = (0..REPORTS / 4)
+            .map(|i| report("AUS", 10_000 + w * 1_000 + i, false, all, &[]))
+            .inspect(|r| {
+                expected.insert(r.report_id.clone());
+            })
+            .map(|r| sign(&r, world.key("AUS")))
+            .collect();
+        submitters.push(tokio::spawn(async move {
+            for envelope in envelopes {
+                submit(&mut aus, envelope).await.unwrap();
+            }
+        }));
+    }
+    for s in submitters {
+        s.await.unwrap();
+    }
+    for mut stream in streams {
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let item = tokio::time::timeout(PATIENCE, stream.message())
+                .await
+                .expect("every change arrives")
+                .unwrap()
+                .unwrap();
+            got.push(item.meta.unwrap().report_id);
+        }
+        let distinct: std::collections::BTreeSet<_> = got.iter().cloned().collect();
+        assert_eq!(distinct.len(), got.len(), "a change pushed twice");
+        assert_eq!(distinct, expected);
+    }
+}

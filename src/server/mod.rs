@@ -8,6 +8,7 @@ mod admin;
 mod analytics;
 mod auth;
 mod exchange;
+mod feed;
 mod guard;
 mod incoming;
 mod reads;
@@ -124,6 +125,7 @@ impl Server {
         let (writer, writer_thread) = self
             .store
             .start_writer(self.clock.clone(), self.config.store.max_batch)?;
+        let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let reads = Reads {
             store: self.store.clone(),
             writer: writer.clone(),
@@ -131,6 +133,7 @@ impl Server {
             clock: self.clock.clone(),
             trust: self.trust.clone(),
             streams: reads::OpenStreams::new(limits.max_subscriptions_per_principal),
+            feed: feed_handle,
         };
         let analytics = AnalyticsServer::new(AnalyticsService {
             reads: reads.clone(),
@@ -192,10 +195,10 @@ impl Server {
                 Ok(())
             }
         };
-        accept_task.abort();
-        watch_task.abort();
-        let _ = accept_task.await;
-        let _ = watch_task.await;
+        for task in [accept_task, watch_task, feed_task] {
+            task.abort();
+            let _ = task.await;
+        }
         // Every accepted submission is committed before the store is let go.
         writer_thread.stop().await;
         let failed = disk_failed

@@ -11,7 +11,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -24,6 +24,7 @@ use crate::{
     policy::{Policy, Standing},
     report::Category,
     server::{
+        feed::{Batch, Feed},
         guard::{CallGuard, Guarded, StandingWatch},
         status::store_status,
     },
@@ -47,6 +48,7 @@ pub(super) struct Reads {
     pub clock: crate::clock::Clock,
     pub trust: Arc<Trust>,
     pub streams: OpenStreams,
+    pub feed: Feed,
 }
 
 /// Subscriptions open per principal, bounded by `limits.max_subscriptions_per_principal`.
@@ -336,8 +338,9 @@ impl Reads {
             .await?;
         drop(snap);
         let guard = self.guard(peer, Some(&standing));
-        let mut changes = self.writer.changes();
-        let mut cursor = *changes.borrow_and_update();
+        // Join the feed before reading where the store is, so no batch falls between.
+        let mut batches = self.feed.subscribe();
+        let mut cursor = *self.writer.changes().borrow();
         let principal = peer.principal().spiffe_id();
         let number = self
             .audit(AuditRecord {
@@ -351,27 +354,36 @@ impl Reads {
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let reads = self.clone();
+        let pushing = filter.pushing();
         tokio::spawn(async move {
             let _slot = slot;
             let mut pushed = ReadLog::default();
             let mut recorded_at = tokio::time::Instant::now();
-            let mut unrecorded = false;
             let end = loop {
-                tokio::select! {
+                let batch = tokio::select! {
                     () = tx.closed() => break None,
-                    news = changes.changed() => if news.is_err() { break None },
-                }
-                let latest = *changes.borrow_and_update();
-                let (items, log) = match reads.pending_changes(&filter, state, cursor).await {
+                    batch = batches.recv() => batch,
+                };
+                let found = match batch {
+                    Ok(batch) => match from_batch(&batch, &pushing, state, cursor) {
+                        Some(found) => Ok(found),
+                        // A gap before this batch: read what was missed directly.
+                        None => reads.pending_changes(&filter, state, cursor).await,
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        reads.pending_changes(&filter, state, cursor).await
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break None,
+                };
+                let (items, log, seen) = match found {
                     Ok(found) => found,
                     Err(status) => break Some(status),
                 };
-                cursor = latest.max(cursor);
+                cursor = cursor.max(seen);
                 if items.is_empty() {
                     continue;
                 }
                 pushed.merge(log);
-                unrecorded = true;
                 if recorded_at.elapsed() >= SUBSCRIPTION_AUDIT_INTERVAL {
                     let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
                     if let Err(e) = reads
@@ -385,13 +397,9 @@ impl Reads {
                         )));
                     }
                     recorded_at = tokio::time::Instant::now();
-                    unrecorded = false;
                 }
                 let mut sent_all = true;
                 for item in items {
-                    if let Some(meta) = &item.meta {
-                        cursor = cursor.max(meta.sequence);
-                    }
                     if tx.send(Ok(item)).await.is_err() {
                         sent_all = false;
                         break;
@@ -403,7 +411,7 @@ impl Reads {
             };
             let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
             if let Err(e) = reads.writer.update_audit(number, record).await {
-                tracing::error!(%principal, number, unrecorded, error = %e, "a subscription's audit record could not be completed");
+                tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }
             if let Some(status) = end {
                 let _ = tx.send(Err(status)).await;
@@ -419,7 +427,7 @@ impl Reads {
         filter: &QueryFilter,
         state: CountryCode,
         cursor: u64,
-    ) -> Result<(Vec<pb::SyncItem>, ReadLog), Status> {
+    ) -> Result<(Vec<pb::SyncItem>, ReadLog, u64), Status> {
         let (store, policy, clock, filter) = (
             self.store.clone(),
             self.policy.clone(),
@@ -433,6 +441,7 @@ impl Reads {
                 return Ok(Err(standing));
             }
             let mut items = Vec::new();
+            let seen = snap.last_sequence()?;
             let log = access::changes(&snap, &filter, cursor, state, |hit| {
                 items.push(pb::SyncItem {
                     envelope: decode_envelope(&hit),
@@ -440,7 +449,7 @@ impl Reads {
                 });
                 true
             })?;
-            Ok(Ok((items, log)))
+            Ok(Ok((items, log, seen)))
         })
         .await;
         match step {
@@ -486,6 +495,35 @@ impl Reads {
             .collect();
         Ok(pb::AccessToMyDataResponse { accesses })
     }
+}
+
+/// What a subscription pushes from a feed batch: the envelopes after `cursor` that it
+/// may push, what that reads, and the last sequence the batch covers. `None` if the batch
+/// starts past `cursor + 1`: envelopes were committed that the subscription has not seen.
+fn from_batch(
+    batch: &Batch,
+    pushing: &QueryFilter,
+    state: CountryCode,
+    cursor: u64,
+) -> Option<(Vec<pb::SyncItem>, ReadLog, u64)> {
+    let first = batch.first()?.sequence;
+    if first > cursor.saturating_add(1) {
+        return None;
+    }
+    let mut items = Vec::new();
+    let mut log = ReadLog::default();
+    for hit in batch
+        .iter()
+        .filter(|h| h.sequence > cursor && access::pushes(pushing, state, h))
+    {
+        log.note(&hit.head.state, &hit.record.report_id);
+        items.push(pb::SyncItem {
+            envelope: decode_envelope(hit),
+            meta: Some(access::meta(hit)),
+        });
+    }
+    let last = batch.last().map_or(cursor, |h| h.sequence);
+    Some((items, log, last))
 }
 
 fn decode_envelope(hit: &Hit) -> Option<pb::Envelope> {

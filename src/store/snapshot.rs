@@ -78,6 +78,11 @@ impl Snapshot {
             .transpose()
     }
 
+    /// The sequence number of the last envelope this snapshot holds (0 if none).
+    pub fn last_sequence(&self) -> Result<u64, StoreError> {
+        Ok(self.envelopes.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
     /// Envelopes with a sequence number above `after`, in order.
     pub fn envelopes_after(
         &self,

@@ -713,3 +713,27 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     assert_eq!(summary["rejected"], 0, "{summary} {stderr}");
     assert_eq!(summary["duplicates"], rows, "{summary}");
 }
+
+#[tokio::test]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let output = tokio::task::spawn_blocking(|| {
+        let mut child = Command::new(BIN)
+            .args(["sample-reports", "--count", "20000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader goes away, as `| head -1` does.
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "no panic");
+}

@@ -64,6 +64,12 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A client command whose stdout is closed (`tidemark query … | head`) ends quietly, as
+    // Unix tools do, instead of panicking on the next print. Sockets are unaffected: Rust
+    // sends with MSG_NOSIGNAL. The server keeps ignoring SIGPIPE.
+    if !matches!(cli.command, Command::Serve(_)) {
+        sigpipe::reset();
+    }
     // Only ring is compiled in; installing it makes that explicit for every rustls user.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -33,7 +33,7 @@ use tidemark::{
     sample,
     server::Server,
     signing::SigningKey,
-    store::{KeyRecord, Store},
+    store::Store,
 };
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -167,19 +167,8 @@ async fn main() {
     let (key, _) = SigningKey::generate().unwrap();
     let (idn_key, _) = SigningKey::generate().unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    for (state, signer) in [("AUS", &key), ("IDN", &idn_key)] {
-        let p = signer.public_key();
-        store
-            .register_signing_key(&KeyRecord::new(
-                p.key_id(),
-                state,
-                p.raw(),
-                now - 60,
-                0,
-                now,
-            ))
-            .unwrap();
-    }
+    common::register_key(&store, "AUS", &key, now);
+    common::register_key(&store, "IDN", &idn_key, now);
     drop(store);
     let server = Server::build(pki.config.clone()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

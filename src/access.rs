@@ -345,7 +345,8 @@ impl ReadLog {
         }
     }
 
-    /// The audit record of what was read so far (complete; see [`AuditRecord::in_progress`]).
+    /// The audit record of what was read so far (marked complete; see
+    /// [`AuditRecord::in_progress`]).
     pub fn to_audit(
         &self,
         principal: &str,
@@ -361,26 +362,6 @@ impl ReadLog {
             detail: detail.to_owned(),
             count: self.count,
             owners: self.owners.values().cloned().collect(),
-            in_progress: false,
-        }
-    }
-
-    /// The audit record of this read.
-    pub fn into_audit(
-        self,
-        principal: &str,
-        state: &str,
-        action: &str,
-        detail: String,
-    ) -> AuditRecord {
-        AuditRecord {
-            at: 0,
-            principal: principal.to_owned(),
-            state: state.to_owned(),
-            action: action.to_owned(),
-            detail,
-            count: self.count,
-            owners: self.owners.into_values().collect(),
             in_progress: false,
         }
     }

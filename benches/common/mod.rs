@@ -95,6 +95,21 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Registers `key` as a signing key of `state`, valid from a minute before `now`.
+pub fn register_key(store: &Store, state: &str, key: &SigningKey, now: i64) {
+    let p = key.public_key();
+    store
+        .register_signing_key(&KeyRecord::new(
+            p.key_id(),
+            state,
+            p.raw(),
+            now - 60,
+            0,
+            now,
+        ))
+        .unwrap();
+}
+
 /// Loads `reports` synthetic reports through the real submission path (verify,
 /// validate, group commit), several submitters at once.
 pub async fn load(config: &Config, reports: usize) {
@@ -103,17 +118,7 @@ pub async fn load(config: &Config, reports: usize) {
     let mut keys = Vec::new();
     for state in STATES {
         let (key, _) = SigningKey::generate().unwrap();
-        let p = key.public_key();
-        store
-            .register_signing_key(&KeyRecord::new(
-                p.key_id(),
-                state,
-                p.raw(),
-                now - 60,
-                0,
-                now,
-            ))
-            .unwrap();
+        register_key(&store, state, &key, now);
         keys.push(Arc::new(key));
     }
     let (writer, thread) = store

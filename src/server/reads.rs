@@ -305,7 +305,7 @@ impl Reads {
                     return;
                 }
             };
-            let record = log.into_audit(&principal, state.as_str(), action, detail);
+            let record = log.to_audit(&principal, state.as_str(), action, &detail);
             if let Err(e) = reads.writer.update_audit(number, record).await {
                 tracing::error!(%principal, action, number, error = %e, "a read's audit record could not be completed");
                 let _ = errors

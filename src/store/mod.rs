@@ -77,14 +77,22 @@ pub struct Store {
 impl Store {
     /// Opens the store file, creating it (and its directory) on first use.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::open_with(config, |builder| builder.create(&config.path))
+    }
+
+    /// Creates the store's directory, opens the database with `open` and readies its
+    /// tables.
+    fn open_with(
+        config: &StoreConfig,
+        open: impl FnOnce(&mut redb::Builder) -> Result<Database, redb::DatabaseError>,
+    ) -> Result<Self, StoreError> {
         let path = &config.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::open(path, e))?;
         }
-        let db = Database::builder()
-            .set_cache_size(config.cache_mib.saturating_mul(1024 * 1024))
-            .create(path)
-            .map_err(|e| StoreError::open(path, e))?;
+        let mut builder = Database::builder();
+        builder.set_cache_size(config.cache_mib.saturating_mul(1024 * 1024));
+        let db = open(&mut builder).map_err(|e| StoreError::open(path, e))?;
         let store = Self { db: Arc::new(db) };
         store.init_schema()?;
         Ok(store)
@@ -93,26 +101,16 @@ impl Store {
     /// Opens the store on a disk whose writes can be made to fail (see [`DiskFailure`]):
     /// the test hook for a full or failing disk.
     pub fn open_on_failing_disk(config: &StoreConfig) -> Result<(Self, DiskFailure), StoreError> {
-        let path = &config.path;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::open(path, e))?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| StoreError::open(path, e))?;
         let switch = DiskFailure::default();
-        let disk =
-            disk::SwitchableDisk::new(file, &switch).map_err(|e| StoreError::open(path, e))?;
-        let db = Database::builder()
-            .set_cache_size(config.cache_mib.saturating_mul(1024 * 1024))
-            .create_with_backend(disk)
-            .map_err(|e| StoreError::open(path, e))?;
-        let store = Self { db: Arc::new(db) };
-        store.init_schema()?;
+        let store = Self::open_with(config, |builder| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&config.path)?;
+            builder.create_with_backend(disk::SwitchableDisk::new(file, &switch)?)
+        })?;
         Ok((store, switch))
     }
 

@@ -383,6 +383,11 @@ impl Reads {
                 if items.is_empty() {
                     continue;
                 }
+                // Standing, exactly, before anything is pushed (the guard also watches it,
+                // but only this check is ordered with the push).
+                if let Err(status) = reads.still_stands(state, filter.category) {
+                    break Some(status);
+                }
                 pushed.merge(log);
                 if recorded_at.elapsed() >= SUBSCRIPTION_AUDIT_INTERVAL {
                     let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
@@ -418,6 +423,20 @@ impl Reads {
             }
         });
         Ok(guard.guard(ReceiverStream::new(rx)))
+    }
+
+    /// Refuses unless `state` stands in `category` now.
+    fn still_stands(&self, state: CountryCode, category: Category) -> Result<(), Status> {
+        let snap = snapshot(&self.store)?;
+        let standing = self
+            .policy
+            .standing(&snap, state, category, self.clock.now())
+            .map_err(|e| store_status(&e))?;
+        if standing.entitled() {
+            Ok(())
+        } else {
+            Err(refusal(&standing))
+        }
     }
 
     /// What a subscription pushes next: the matching changes after `cursor`, from a fresh

@@ -24,6 +24,7 @@ use crate::{
     policy::{Policy, Standing},
     report::Category,
     server::{
+        auth,
         feed::{Batch, Feed},
         guard::{CallGuard, Guarded, StandingWatch},
         status::store_status,
@@ -287,9 +288,18 @@ impl Reads {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let reads = self.clone();
         let errors = tx.clone();
+        let (trust, caller) = (self.trust.clone(), peer.clone());
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
-                read(&mut |item| tx.blocking_send(Ok(item)).is_ok())
+                // Revocation and suspension, exactly, before each item (the guard watches
+                // them too, and standing, while the stream is idle).
+                read(&mut |item| match auth::admit(&trust, &caller) {
+                    Ok(()) => tx.blocking_send(Ok(item)).is_ok(),
+                    Err(status) => {
+                        let _ = tx.blocking_send(Err(status));
+                        false
+                    }
+                })
             })
             .await;
             let log = match outcome {
@@ -354,6 +364,7 @@ impl Reads {
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let reads = self.clone();
+        let caller = peer.clone();
         let pushing = filter.pushing();
         tokio::spawn(async move {
             let _slot = slot;
@@ -383,9 +394,11 @@ impl Reads {
                 if items.is_empty() {
                     continue;
                 }
-                // Standing, exactly, before anything is pushed (the guard also watches it,
-                // but only this check is ordered with the push).
-                if let Err(status) = reads.still_stands(state, filter.category) {
+                // Revocation, suspension and standing, exactly, before anything is pushed
+                // (the guard watches them too, but only this check is ordered with the push).
+                if let Err(status) = auth::admit(&reads.trust, &caller)
+                    .and_then(|()| reads.still_stands(state, filter.category))
+                {
                     break Some(status);
                 }
                 pushed.merge(log);

@@ -75,9 +75,13 @@ pub struct FilterError {
 fn bad(field: &'static str, reason: impl Into<String>) -> FilterError {
     FilterError {
         field,
-        reason: reason.into(),
+        // The reason may quote the bad value: keep the answer small.
+        reason: crate::report::shorten(reason.into(), 200),
     }
 }
+
+/// Most entries of a filter list (there are 249 ISO 3166-1 countries).
+const MAX_FILTER_LIST: usize = 300;
 
 /// A checked query.
 #[derive(Debug, Clone)]
@@ -133,6 +137,12 @@ impl Cursor {
 }
 
 fn countries(field: &'static str, codes: &[String]) -> Result<Vec<CountryCode>, FilterError> {
+    if codes.len() > MAX_FILTER_LIST {
+        return Err(bad(
+            field,
+            format!("has {} entries; at most {MAX_FILTER_LIST}", codes.len()),
+        ));
+    }
     codes
         .iter()
         .map(|c| CountryCode::parse(c).map_err(|e| bad(field, e.to_string())))

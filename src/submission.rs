@@ -23,6 +23,8 @@ use crate::{
 
 /// At most this many signatures are looked at on one envelope.
 pub const MAX_SIGNATURES: usize = 4;
+/// Longest DSSE keyid accepted (the keyid is stored and served with the envelope).
+pub const MAX_KEYID_CHARS: usize = 128;
 
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +231,16 @@ fn verify_signatures(
             "the envelope has {} signatures; at most {MAX_SIGNATURES} are accepted",
             envelope.signatures.len()
         )));
+    }
+    for signature in &envelope.signatures {
+        let fits = signature.keyid.len() <= MAX_KEYID_CHARS
+            && signature.keyid.bytes().all(|b| b.is_ascii_graphic());
+        if !fits {
+            return Err(SubmitError::Malformed(format!(
+                "a signature's keyid is not a key id: at most {MAX_KEYID_CHARS} printable \
+                 ASCII characters (Tidemark key ids are 64 hex digits), or empty"
+            )));
+        }
     }
     let signed = envelope::pae(&envelope.payload_type, &envelope.payload);
     // The most specific refusal seen so far, ranked: a valid signature by another state's

@@ -603,7 +603,10 @@ async fn import_goes_on_past_every_bad_record_and_names_its_physical_line() {
     assert!(lines[3].contains(&format!("{total}.0")), "{}", lines[3]);
     lines.insert(4, String::new());
     let file = dir.path().join("bom.jsonl");
-    std::fs::write(&file, format!("\u{feff}{}\n", lines.join("\n"))).unwrap();
+    let mut bytes = format!("\u{feff}{}\n", lines.join("\n")).into_bytes();
+    // Line 8: not UTF-8 at all.
+    bytes.extend_from_slice(b"{\"narrative\": \"\xff\"}\n");
+    std::fs::write(&file, bytes).unwrap();
     for batch in ["1", "500"] {
         let (summary, stderr) = import_json(&file, &endpoint, &aus, &["--batch", batch]).await;
         assert_eq!(
@@ -611,7 +614,7 @@ async fn import_goes_on_past_every_bad_record_and_names_its_physical_line() {
             4,
             "batch {batch}: {summary}"
         );
-        assert_eq!(error_lines(&summary), [2, 3], "batch {batch}: {summary}");
+        assert_eq!(error_lines(&summary), [2, 3, 8], "batch {batch}: {summary}");
         assert!(stderr.contains("line 2:"), "{stderr}");
     }
 

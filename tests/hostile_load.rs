@@ -18,8 +18,9 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const PUSHES: u64 = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_connections_from_one_address_neither_lock_others_out_nor_stay_open() {
+async fn stalled_connections_neither_lock_others_out_nor_stay_open() {
     const STALLED: usize = 300;
+    const ADDRESSES: usize = 30;
     let pki = TestPki::new();
     let data = tempfile::TempDir::new().unwrap();
     let server = TestServer::start_with(&pki, data, |c| {
@@ -27,13 +28,16 @@ async fn stalled_connections_from_one_address_neither_lock_others_out_nor_stay_o
         c.limits.handshake_timeout_secs = 60;
         c.limits.first_byte_timeout_ms = 500;
         c.limits.max_pending_handshakes_per_address = 8;
+        c.limits.max_pending_handshakes = 64;
     })
     .await;
-    // An attacker on 127.0.0.2 opens connections and sends nothing.
+    // An attacker on 127.0.0.2 to 127.0.0.31 opens connections and sends nothing: more
+    // than each address may hold, and more than all addresses together may.
     let mut stalled = Vec::new();
-    for _ in 0..STALLED {
+    for n in 0..STALLED {
         let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let from = format!("127.0.0.{}:0", 2 + n % ADDRESSES);
+        socket.bind(from.parse().unwrap()).unwrap();
         stalled.push(socket.connect(server.addr).await.unwrap());
     }
     // A client on 127.0.0.1 connects and is answered meanwhile.
@@ -49,7 +53,7 @@ async fn stalled_connections_from_one_address_neither_lock_others_out_nor_stay_o
     .unwrap();
     assert_eq!(me.into_inner().state, "AUS");
     // Every stalled connection is closed by the server: at once past the per-address
-    // limit, after the first-byte deadline within it.
+    // limit, to make room past the total, after the first-byte deadline otherwise.
     let mut closed = 0;
     for mut tcp in stalled {
         let mut byte = [0u8; 1];
@@ -79,8 +83,8 @@ async fn a_huge_list_gets_one_violation_and_many_faults_are_counted_not_listed()
     assert_eq!(violations[0].field, "route.transit");
     assert!(status.message().len() < 1_000, "{}", status.message().len());
 
-    // Sixty bad nationality entries within the list bound... and more bad fields than
-    // are listed: 50 listed, then how many more.
+    // Fifty bad nationality entries within the list bound: more bad fields than are
+    // listed (20, then how many more), and a message that names only the first few.
     let mut faulty = report("AUS", 2, false, pb::SharingScope::AllContributors, &[]);
     let persons = faulty.persons.as_mut().unwrap();
     persons.by_nationality = (0..50)
@@ -93,12 +97,47 @@ async fn a_huge_list_gets_one_violation_and_many_faults_are_counted_not_listed()
         .await
         .unwrap_err();
     let violations = status.get_details_bad_request().unwrap().field_violations;
-    assert_eq!(violations.len(), 51, "50 listed and one count");
+    assert_eq!(violations.len(), 21, "20 listed and one count");
     assert!(
-        violations[50].description.contains("more violations"),
+        violations[20].description.contains("more violations"),
         "{:?}",
-        violations[50]
+        violations[20]
     );
+    assert!(status.message().len() < 1_000, "{}", status.message());
+
+    // A huge bad value is not echoed back whole, in the message or the details.
+    let mut long = report("AUS", 3, false, pb::SharingScope::AllContributors, &[]);
+    long.route.as_mut().unwrap().origin = "q".repeat(100_000);
+    long.report_id = "x".repeat(100_000);
+    let status = submit(&mut aus, sign(&long, world.key("AUS")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().len() < 1_000, "{}", status.message().len());
+    assert!(status.details().len() < 4_000, "{}", status.details().len());
+
+    // A keyid is a key id, not a place to store megabytes or terminal escapes.
+    for keyid in ["k".repeat(3_000), "\u{202e}\u{1b}[31mEVIL\n".to_owned()] {
+        let mut envelope = sign(
+            &report("AUS", 4, false, pb::SharingScope::AllContributors, &[]),
+            world.key("AUS"),
+        );
+        envelope.signatures[0].keyid = keyid;
+        let status = submit(&mut aus, envelope).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+
+    // Filter lists are bounded too.
+    let status = aus
+        .query(pb::QueryRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            reporting_states: vec!["AUS".into(); 100_000],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most 300"), "{status:?}");
 }
 
 /// A message whose field 1 is bytes where SubmitRequest has a message: it cannot be

@@ -179,7 +179,7 @@ async fn send_batch(
                     }
                     Err(status) => tally.errors.push(LineError {
                         line,
-                        message: format!("{:?}: {}", status.code(), client::explain(&status)),
+                        message: client::explain(&status),
                     }),
                 }
             }
@@ -291,17 +291,25 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
         })))
     } else {
         use std::io::BufRead;
-        Ok(Box::new(reader.lines().enumerate().filter_map(
+        // Bytes, not `lines()`: one line that is not UTF-8 is that line's error only.
+        Ok(Box::new(reader.split(b'\n').enumerate().filter_map(
             |(i, line)| {
                 let line_number = i + 1;
-                match line {
+                let bytes = match line {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        return Some((line_number, Err(format!("cannot read the line: {e}"))));
+                    }
+                };
+                let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+                match std::str::from_utf8(bytes) {
                     Ok(text) if text.trim().is_empty() => None,
                     Ok(text) => Some((
                         line_number,
-                        input::from_json::<pb::Report>(&text)
+                        input::from_json::<pb::Report>(text)
                             .map_err(|e| format!("not a report in JSON: {e}")),
                     )),
-                    Err(e) => Some((line_number, Err(format!("cannot read the line: {e}")))),
+                    Err(e) => Some((line_number, Err(format!("the line is not UTF-8 text: {e}")))),
                 }
             },
         )))
@@ -316,8 +324,8 @@ fn count_records(file: &Path) -> anyhow::Result<u64> {
         return Ok(csv::Reader::from_reader(reader).into_records().count() as u64);
     }
     let mut count = 0u64;
-    for line in reader.lines() {
-        if !line?.trim().is_empty() {
+    for line in reader.split(b'\n') {
+        if !line?.iter().all(u8::is_ascii_whitespace) {
             count += 1;
         }
     }

@@ -66,8 +66,8 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
 }
 
 /// Rewrites every number that has an exact integer value (`12.0`, `1.2e1`) as that
-/// integer, as the proto3 JSON mapping allows for integer fields. Floating-point fields
-/// read an integer as the same value, so nothing else changes.
+/// integer, as the proto3 JSON mapping allows for integer fields (floating-point fields
+/// read an integer as the same value), and drops fields set to `null` (their default).
 fn integral_numbers(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Number(n) if n.is_f64() => {
@@ -82,7 +82,11 @@ fn integral_numbers(value: &mut serde_json::Value) {
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
-        serde_json::Value::Object(fields) => fields.values_mut().for_each(integral_numbers),
+        serde_json::Value::Object(fields) => {
+            // proto3 JSON: null is the field's default value, as if it were absent.
+            fields.retain(|_, v| !v.is_null());
+            fields.values_mut().for_each(integral_numbers);
+        }
         _ => {}
     }
 }
@@ -117,6 +121,16 @@ mod tests {
             let err = from_json::<pb::Report>(text).unwrap_err();
             assert!(err.starts_with(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn null_is_the_default_value() {
+        let report: pb::Report = from_json(
+            r#"{"narrative": null, "persons": {"total": null}, "route": {"transit": null}}"#,
+        )
+        .unwrap();
+        assert_eq!(report.narrative, "");
+        assert_eq!(report.persons.unwrap().total, 0);
     }
 
     #[test]

@@ -127,17 +127,37 @@ pub struct FieldViolation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationErrors(pub Vec<FieldViolation>);
 
+/// Violations named in the one-line message; all are in the list (a BadRequest detail).
+const VIOLATIONS_IN_MESSAGE: usize = 3;
+
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "the report is invalid: ")?;
-        for (i, v) in self.0.iter().enumerate() {
+        for (i, v) in self.0.iter().take(VIOLATIONS_IN_MESSAGE).enumerate() {
             if i > 0 {
                 write!(f, "; ")?;
             }
             write!(f, "{}: {}", v.field, v.description)?;
         }
+        if self.0.len() > VIOLATIONS_IN_MESSAGE {
+            write!(
+                f,
+                "; and {} more (every one is in the error's BadRequest details)",
+                self.0.len() - VIOLATIONS_IN_MESSAGE
+            )?;
+        }
         Ok(())
     }
+}
+
+/// `text` cut to at most `max` characters, marked with `…` where it was cut.
+pub fn shorten(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 impl std::error::Error for ValidationErrors {}

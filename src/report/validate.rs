@@ -27,7 +27,10 @@ const MAX_REASON_CHARS: usize = 500;
 const EARLIEST_YEAR: i32 = 1990;
 /// Violations listed in one refusal; past this they are counted, not listed, so that a
 /// hostile report cannot make the answer (or the server's memory) grow with its size.
-pub const MAX_LISTED_VIOLATIONS: usize = 50;
+pub const MAX_LISTED_VIOLATIONS: usize = 20;
+/// Characters of one violation's description (which may quote the bad value); the rest
+/// is cut, so that a refusal stays well under the 16 KiB of headers gRPC clients take.
+const MAX_DESCRIPTION_CHARS: usize = 200;
 
 /// Checks every rule; `today` is the latest allowed incident date (UTC).
 pub fn validate(report: pb::Report, today: Date) -> Result<ValidReport, ValidationErrors> {
@@ -136,7 +139,7 @@ impl Check {
         }
         self.violations.push(FieldViolation {
             field: field.into(),
-            description: description.into(),
+            description: super::shorten(description.into(), MAX_DESCRIPTION_CHARS),
         });
     }
 
@@ -455,7 +458,7 @@ impl Check {
             self.fail(
                 "maritime.imo_number",
                 format!(
-                    "{:?} is not an IMO number (7 digits with a valid check digit)",
+                    "{:?} is not an IMO number: 7 digits with a valid check digit, without an \"IMO \" prefix",
                     m.imo_number
                 ),
             );
@@ -493,10 +496,10 @@ impl Check {
     }
 }
 
-/// An IMO ship number: 7 digits (optionally after "IMO "), the last a check digit: the sum
-/// of the first six digits weighted 7, 6, 5, 4, 3, 2, modulo 10.
+/// An IMO ship number in its one spelling: 7 digits, the last a check digit (the sum of
+/// the first six digits weighted 7, 6, 5, 4, 3, 2, modulo 10). No "IMO " prefix.
 fn valid_imo(value: &str) -> bool {
-    let digits = value.strip_prefix("IMO ").unwrap_or(value).as_bytes();
+    let digits = value.as_bytes();
     if digits.len() != 7 || !digits.iter().all(u8::is_ascii_digit) {
         return false;
     }
@@ -910,8 +913,13 @@ mod tests {
     #[test]
     fn a_valid_imo_number_passes() {
         let mut report = valid(true);
+        maritime(&mut report).imo_number = "9074729".into();
+        assert!(validate(report.clone(), today()).is_ok());
         maritime(&mut report).imo_number = "IMO 9074729".into();
-        assert!(validate(report, today()).is_ok());
+        assert!(
+            validate(report, today()).is_err(),
+            "one spelling: no prefix"
+        );
     }
 
     #[test]
@@ -930,7 +938,7 @@ mod tests {
     #[test]
     fn imo_check_digit() {
         assert!(valid_imo("9074729"));
-        assert!(valid_imo("IMO 9074729"));
+        assert!(!valid_imo("IMO 9074729"));
         assert!(!valid_imo("9074728"));
         assert!(!valid_imo("907472"));
     }

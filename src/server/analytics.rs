@@ -47,7 +47,7 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             }
         };
         let query = AggregateQuery::from_request(&req).map_err(|e| bad_request(&e))?;
-        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let detail = super::reads::audit_detail(&req);
         let snap = self.reads.store.snapshot().map_err(|e| store_status(&e))?;
         if let Some(state) = state.filter(|s| !query.only_own(*s)) {
             for category in query.categories() {

@@ -3,7 +3,9 @@
 //! The loop only accepts: it never waits for a slot, so a flood of connections cannot
 //! stall it. Each accepted connection then takes a pending-handshake slot — one of
 //! `max_pending` in all and of `max_pending_per_address` for its client IP address — or
-//! is closed at once. A connection must send its first byte within `first_byte_timeout`
+//! is closed at once. When all `max_pending` slots are taken (connections from many
+//! addresses), the oldest connection that has not yet sent a byte is closed to make room:
+//! a client that sends its hello at once is never the one closed. A connection must send its first byte within `first_byte_timeout`
 //! (a TLS client sends its hello straight away) and finish the handshake within
 //! `handshake_timeout`; its slot is freed as soon as it is through, or closed. So
 //! connections that open and then stall, from one address or many, hold few slots and
@@ -11,7 +13,7 @@
 //! handshakes reach tonic; a refused one is logged with the peer's address and reason.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -19,7 +21,7 @@ use std::{
 
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{Notify, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -81,7 +83,7 @@ pub fn spawn(
             let acceptor = TlsAcceptor::from(trust.server_config());
             let tx = tx.clone();
             tokio::spawn(async move {
-                let stream = handshake(&acceptor, tcp, peer, limits).await;
+                let stream = handshake(&acceptor, tcp, peer, limits, &slot).await;
                 drop(slot);
                 if let Some(stream) = stream {
                     // The server has stopped if the receiver is gone; drop the connection.
@@ -104,12 +106,26 @@ struct Pending {
 struct Counts {
     total: usize,
     by_address: HashMap<IpAddr, usize>,
+    /// Slots whose connection has not sent a byte yet, oldest first.
+    silent: VecDeque<(u64, Arc<Notify>)>,
+    next_id: u64,
 }
 
 /// A pending-handshake slot, given back when dropped.
 struct Slot {
+    id: u64,
     address: IpAddr,
+    /// Told to give up its connection when room is needed.
+    evict: Arc<Notify>,
     counts: Arc<Mutex<Counts>>,
+}
+
+impl Slot {
+    /// The connection has sent its first byte: it is no longer a candidate to close.
+    fn spoke(&self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.silent.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl Pending {
@@ -122,18 +138,30 @@ impl Pending {
 
     fn take(&self, address: IpAddr) -> Option<Slot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let Counts { total, by_address } = &mut *counts;
+        let Counts {
+            total,
+            by_address,
+            silent,
+            next_id,
+        } = &mut *counts;
         let here = by_address.entry(address).or_default();
-        if *total >= self.limits.max_pending || *here >= self.limits.max_pending_per_address {
-            if *here == 0 {
-                by_address.remove(&address);
-            }
+        if *here >= self.limits.max_pending_per_address {
             return None;
+        }
+        if *total >= self.limits.max_pending {
+            // Make room: close the oldest connection that has said nothing yet.
+            let (_, oldest) = silent.pop_front()?;
+            oldest.notify_one();
         }
         *here += 1;
         *total += 1;
+        *next_id += 1;
+        let evict = Arc::new(Notify::new());
+        silent.push_back((*next_id, evict.clone()));
         Some(Slot {
+            id: *next_id,
             address,
+            evict,
             counts: self.counts.clone(),
         })
     }
@@ -143,6 +171,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.total = counts.total.saturating_sub(1);
+        counts.silent.retain(|(id, _)| *id != self.id);
         if let Some(here) = counts.by_address.get_mut(&self.address) {
             *here = here.saturating_sub(1);
             if *here == 0 {
@@ -157,11 +186,19 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     limits: AcceptLimits,
+    slot: &Slot,
 ) -> Option<TlsStream<TcpStream>> {
     let _ = tcp.set_nodelay(true);
     let mut first = [0u8; 1];
-    match tokio::time::timeout(limits.first_byte_timeout, tcp.peek(&mut first)).await {
-        Ok(Ok(n)) if n > 0 => {}
+    let spoke = tokio::select! {
+        read = tokio::time::timeout(limits.first_byte_timeout, tcp.peek(&mut first)) => read,
+        () = slot.evict.notified() => {
+            tracing::debug!(%peer, "silent connection closed to make room for a new one");
+            return None;
+        }
+    };
+    match spoke {
+        Ok(Ok(n)) if n > 0 => slot.spoke(),
         Ok(_) => return None,
         Err(_) => {
             tracing::debug!(%peer, timeout = ?limits.first_byte_timeout, "no TLS hello; connection closed");

@@ -210,7 +210,7 @@ impl Reads {
         let state = node_state(peer)?;
         let filter =
             QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let detail = audit_detail(&req);
         let snap = snapshot(&self.store)?;
         let standing = if filter.only_own(state) {
             None
@@ -245,7 +245,7 @@ impl Reads {
                 "category is required: smuggling incident or maritime movement",
             )
         })?;
-        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let detail = audit_detail(&req);
         let snap = snapshot(&self.store)?;
         let standing = self
             .require_standing(peer, &snap, state, category, "sync", &detail)
@@ -329,9 +329,11 @@ impl Reads {
     }
 
     /// Pushes matching changes as they are committed. The subscription is on the audit
-    /// record (in progress) before anything is pushed; what it pushed, by owner, is added
-    /// to that record at most every [`SUBSCRIPTION_AUDIT_INTERVAL`] and when it ends, so
-    /// audit volume grows with streams × time, not streams × reports.
+    /// record (in progress: who, what filter) before anything is pushed; what it pushed,
+    /// by owner, is added to that record within [`SUBSCRIPTION_AUDIT_INTERVAL`] of the push
+    /// (at most once per interval) and when it ends, so audit volume grows with streams ×
+    /// time, not streams × reports. A crash loses at most one interval's counts; the
+    /// record itself stays, marked in progress.
     pub async fn subscribe(
         &self,
         peer: &PeerIdentity,
@@ -340,7 +342,7 @@ impl Reads {
         let state = node_state(peer)?;
         let filter =
             QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let detail = serde_json::to_string(&req).unwrap_or_default();
+        let detail = audit_detail(&req);
         let slot = self.streams.open(peer.principal())?;
         let snap = snapshot(&self.store)?;
         let standing = self
@@ -369,10 +371,27 @@ impl Reads {
         tokio::spawn(async move {
             let _slot = slot;
             let mut pushed = ReadLog::default();
-            let mut recorded_at = tokio::time::Instant::now();
+            // What was pushed is added to the record at most every interval, and within
+            // one interval of the push.
+            let mut flush = tokio::time::interval_at(
+                tokio::time::Instant::now() + SUBSCRIPTION_AUDIT_INTERVAL,
+                SUBSCRIPTION_AUDIT_INTERVAL,
+            );
+            let mut unrecorded = false;
             let end = loop {
                 let batch = tokio::select! {
                     () = tx.closed() => break None,
+                    _ = flush.tick(), if unrecorded => {
+                        let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
+                        if let Err(e) = reads.writer.update_audit(number, record.in_progress()).await {
+                            break Some(Status::unavailable(format!(
+                                "the audit record of this subscription could not be updated, so \
+                                 nothing more is pushed: {e}"
+                            )));
+                        }
+                        unrecorded = false;
+                        continue;
+                    }
                     batch = batches.recv() => batch,
                 };
                 let found = match batch {
@@ -402,20 +421,7 @@ impl Reads {
                     break Some(status);
                 }
                 pushed.merge(log);
-                if recorded_at.elapsed() >= SUBSCRIPTION_AUDIT_INTERVAL {
-                    let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
-                    if let Err(e) = reads
-                        .writer
-                        .update_audit(number, record.in_progress())
-                        .await
-                    {
-                        break Some(Status::unavailable(format!(
-                            "the audit record of this subscription could not be updated, so \
-                             nothing more is pushed: {e}"
-                        )));
-                    }
-                    recorded_at = tokio::time::Instant::now();
-                }
+                unrecorded = true;
                 let mut sent_all = true;
                 for item in items {
                     if tx.send(Ok(item)).await.is_err() {
@@ -560,6 +566,17 @@ fn from_batch(
 
 fn decode_envelope(hit: &Hit) -> Option<pb::Envelope> {
     pb::Envelope::decode(hit.record.envelope.as_slice()).ok()
+}
+
+/// Most characters of a request kept in its audit record.
+const MAX_AUDIT_DETAIL: usize = 4096;
+
+/// A request as its audit record keeps it: JSON, cut to [`MAX_AUDIT_DETAIL`].
+pub(super) fn audit_detail(request: &impl serde::Serialize) -> String {
+    crate::report::shorten(
+        serde_json::to_string(request).unwrap_or_default(),
+        MAX_AUDIT_DETAIL,
+    )
 }
 
 /// PERMISSION_DENIED with the reason in words and in an ErrorInfo detail.

@@ -103,7 +103,14 @@ fn rewrite(code: Code, message: &str) -> Option<Status> {
              send smaller messages, e.g. split a bulk import",
         ));
     }
-    if code == Code::Internal && message.starts_with("failed to decode Protobuf message") {
+    // tonic reports a request it cannot frame or decode as INTERNAL; it is the client's.
+    let undecodable = [
+        "failed to decode Protobuf message",
+        "protocol error: received message with",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+    ];
+    if code == Code::Internal && undecodable.iter().any(|m| message.starts_with(m)) {
         return Some(Status::invalid_argument(format!(
             "the request could not be decoded as this method's protobuf message ({message}); \
              send a message built from proto/tidemark/v1"

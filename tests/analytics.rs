@@ -1210,6 +1210,22 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         "{json}"
     );
 
+    // Nothing to draw: refused, and an existing chart file is left as it was.
+    std::fs::write(&bars, "<svg>keep</svg>").unwrap();
+    for by in ["origin", "month"] {
+        let args = [
+            "--by", by, "--from", "1995-01", "--to", "1995-01", "--chart", &bars,
+        ];
+        let out = aggregate_cli(&server, &profile, &args).await;
+        assert!(!out.status.success(), "{by}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("nothing to chart"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&bars).unwrap(), "<svg>keep</svg>");
+    }
+
     // A node is refused with the reason.
     let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
     let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;

@@ -130,20 +130,26 @@ pub fn write(
             pb::Dimension::Month | pb::Dimension::Quarter | pb::Dimension::Year
         )
     });
-    let root = SVGBackend::new(path, (1100, 650)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_error)?;
-    let (body, foot) = root.split_vertically(620);
-    foot.draw(&Text::new(
-        footnote,
-        (10, 5),
-        ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
-    ))
-    .map_err(draw_error)?;
-    match period {
-        Some(p) => time_series(&body, response, &measure, &title, &names, p)?,
-        None => bars(&body, response, &measure, &title, &names)?,
+    // Drawn in memory and written only once complete: a chart that cannot be drawn
+    // (nothing to show) leaves an existing file as it was.
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1100, 650)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (body, foot) = root.split_vertically(620);
+        foot.draw(&Text::new(
+            footnote,
+            (10, 5),
+            ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
+        ))
+        .map_err(draw_error)?;
+        match period {
+            Some(p) => time_series(&body, response, &measure, &title, &names, p)?,
+            None => bars(&body, response, &measure, &title, &names)?,
+        }
+        root.present().map_err(draw_error)?;
     }
-    root.present().map_err(draw_error)?;
+    std::fs::write(path, svg)?;
     Ok(())
 }
 
@@ -194,6 +200,9 @@ fn time_series(
         bail!("no cell to chart");
     }
     let mut series = collect_series(&interior, &periods, period, measure);
+    if series.is_empty() {
+        bail!("every cell is withheld, so there is nothing to chart");
+    }
     series.sort_by(|a, b| b.total.total_cmp(&a.total));
     let dropped = series.len().saturating_sub(MAX_SERIES);
     series.truncate(MAX_SERIES);

@@ -1210,12 +1210,31 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         "{json}"
     );
 
+    // A node is refused with the reason.
+    let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
+    let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("analyst certificate"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_to_chart_leaves_an_existing_chart_alone() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    // Two reports: every cell is under the minimum of 3, so every cell is withheld.
+    let reports: Vec<pb::Envelope> = (0..2)
+        .map(|i| sign(&sample_report("AUS", 700 + i), &key))
+        .collect();
+    import(&server, &pki, "AUS", reports).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let profile = write_profile(dir.path(), "regional", &regional(&pki));
+    let chart = dir.path().join("chart.svg").display().to_string();
     // Nothing to draw: refused, and an existing chart file is left as it was.
-    std::fs::write(&bars, "<svg>keep</svg>").unwrap();
+    std::fs::write(&chart, "<svg>keep</svg>").unwrap();
     for by in ["origin", "month"] {
-        let args = [
-            "--by", by, "--from", "1995-01", "--to", "1995-01", "--chart", &bars,
-        ];
+        let args = ["--by", by, "--chart", &chart];
         let out = aggregate_cli(&server, &profile, &args).await;
         assert!(!out.status.success(), "{by}");
         assert!(
@@ -1223,13 +1242,6 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(std::fs::read_to_string(&bars).unwrap(), "<svg>keep</svg>");
+        assert_eq!(std::fs::read_to_string(&chart).unwrap(), "<svg>keep</svg>");
     }
-
-    // A node is refused with the reason.
-    let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
-    let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("analyst certificate"), "{said}");
 }

@@ -185,6 +185,22 @@ async fn an_undecodable_request_is_invalid_argument_for_unary_and_streaming_call
     }
 }
 
+/// The whole audit log, as the operator reads it.
+async fn audit_entries(world: &World) -> Vec<pb::AuditEntry> {
+    world
+        .server
+        .admin(&operator(&world.pki))
+        .await
+        .audit_log(pb::AuditLogRequest {
+            after: 0,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
 #[tokio::test]
 async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
     let pki = TestPki::new();
@@ -219,6 +235,12 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
             .message()
             .contains("max_subscriptions_per_principal = 3")
     );
+    let refusals = audit_entries(&world)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "refused subscribe")
+        .count();
+    assert_eq!(refusals, 1, "the refusal is on the record");
     // Another principal is not affected; closing one frees a place.
     let mut tha = world.exchange("THA").await;
     world.submit(&report("THA", 101, false, all, &[])).await;
@@ -260,18 +282,9 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
             .unwrap();
     }
     drop(stream);
-    let mut admin = world.server.admin(&operator(&world.pki)).await;
     let record = tokio::time::timeout(PATIENCE, async {
         loop {
-            let entries = admin
-                .audit_log(pb::AuditLogRequest {
-                    after: 0,
-                    limit: 10_000,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .entries;
+            let entries = audit_entries(&world).await;
             let subscribes: Vec<_> = entries
                 .into_iter()
                 .filter(|e| e.action == "subscribe" && e.by_owner.contains_key("AUS"))

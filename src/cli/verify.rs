@@ -38,6 +38,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| PublicKey::from_file(p).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if envelope.signatures.is_empty() {
+        bail!("the envelope carries no signature, so nothing can be verified");
+    }
     let Some(key) = envelope::verified_by(&envelope, &keys) else {
         bail!(
             "the signature does not verify with the given key(s): the report was altered, or signed by another key"

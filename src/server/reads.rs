@@ -343,7 +343,7 @@ impl Reads {
         let filter =
             QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let detail = audit_detail(&req);
-        let slot = self.streams.open(peer.principal())?;
+        let slot = self.open_subscription(peer, state, &detail).await?;
         let snap = snapshot(&self.store)?;
         let standing = self
             .require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
@@ -455,6 +455,30 @@ impl Reads {
             Ok(())
         } else {
             Err(refusal(&standing))
+        }
+    }
+
+    /// A place for one more subscription of `peer`, or the refusal (on the audit record,
+    /// like any other refusal) when it already holds as many as it may.
+    async fn open_subscription(
+        &self,
+        peer: &PeerIdentity,
+        state: CountryCode,
+        detail: &str,
+    ) -> Result<StreamSlot, Status> {
+        match self.streams.open(peer.principal()) {
+            Ok(slot) => Ok(slot),
+            Err(status) => {
+                self.audit(AuditRecord {
+                    principal: peer.principal().spiffe_id(),
+                    state: state.to_string(),
+                    action: "refused subscribe".to_owned(),
+                    detail: detail.to_owned(),
+                    ..AuditRecord::default()
+                })
+                .await?;
+                Err(status)
+            }
         }
     }
 

@@ -13,7 +13,9 @@ use crate::{
     country::CountryCode,
     pb,
     report::{Category, parse_date},
-    store::{AuditRecord, EnvelopeRecord, OwnerReads, ReportHead, Snapshot, StoreError},
+    store::{
+        AuditRecord, EnvelopeKind, EnvelopeRecord, OwnerReads, ReportHead, Snapshot, StoreError,
+    },
 };
 
 /// Most results of one query call.
@@ -49,20 +51,17 @@ fn envelope_visible_to(head: &ReportHead, record: &EnvelopeRecord, reader: Count
     if !visible_to(head, reader) {
         return false;
     }
-    if head.state == reader.as_str() || record.kind != REPORT_KIND {
+    if head.state == reader.as_str() || record.kind() != Some(EnvelopeKind::Report) {
         return true;
     }
     let own = head.versions.iter().find(|v| v.version == record.version);
     match own {
         Some(v) if v.scope != 0 => scope_admits(v.scope, &v.listed_states, reader),
         // Stored before versions kept their own scope: read it from the payload.
-        _ => crate::submission::summarize_stored(&record.envelope)
+        _ => crate::report::summarize_stored(&record.envelope)
             .is_some_and(|s| scope_admits(s.scope, &s.listed_states, reader)),
     }
 }
-
-/// `EnvelopeRecord::kind` of a report version (2 is a retraction).
-const REPORT_KIND: u32 = 1;
 
 /// A bad query parameter.
 #[derive(Debug, thiserror::Error)]
@@ -573,11 +572,10 @@ pub fn meta(hit: &Hit) -> pb::EnvelopeMeta {
         version: hit.record.version,
         category: hit.record.category,
         status: status as i32,
-        kind: if hit.record.kind == 2 {
-            "retraction"
-        } else {
-            "report"
-        }
-        .to_owned(),
+        kind: hit
+            .record
+            .kind()
+            .map_or("report", EnvelopeKind::label)
+            .to_owned(),
     }
 }

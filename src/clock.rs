@@ -51,3 +51,14 @@ impl Default for Clock {
         Self::system()
     }
 }
+
+/// RFC 3339 for messages; the raw number if it is out of range.
+pub fn format_time(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -50,20 +50,42 @@ pub fn sign(payload_type: &str, payload: Vec<u8>, key: &SigningKey) -> pb::Envel
     }
 }
 
-/// The first of `keys` that made one of the envelope's signatures, if any.
-///
-/// A DSSE `keyid` is an optional, unauthenticated hint (DSSE protocol, "Signature"): a
-/// signature whose keyid names a key is tried with that key first, and every signature —
-/// with a keyid that is empty, absent or names none of `keys` — is tried with every
-/// key. Only when no key verifies any signature is the envelope unverified.
+/// The bytes every signature of an envelope signs: PAE(payload type, payload).
+pub struct SignedBytes(Vec<u8>);
+
+impl SignedBytes {
+    /// The signed bytes of `envelope`.
+    pub fn of(envelope: &pb::Envelope) -> Self {
+        Self(pae(&envelope.payload_type, &envelope.payload))
+    }
+
+    /// Whether `key` made `signature` over these bytes.
+    pub fn verifies(&self, signature: &pb::Signature, key: &PublicKey) -> bool {
+        key.verify(&self.0, &signature.sig)
+    }
+}
+
+/// The keys to try for one signature, in order: the key its `keyid` names first, then
+/// every other key. A DSSE `keyid` is an optional, unauthenticated hint (DSSE protocol,
+/// "Signature"): an empty, absent or unknown keyid still has every key tried.
+pub fn hinted_first<'a, 'k: 'a, K>(
+    keyid: &'a str,
+    keys: &'k [K],
+    id_of: impl Fn(&K) -> &str + Copy + 'a,
+) -> impl Iterator<Item = &'k K> + 'a {
+    let hinted = keys.iter().filter(move |k| id_of(k) == keyid);
+    let others = keys.iter().filter(move |k| id_of(k) != keyid);
+    hinted.chain(others)
+}
+
+/// The first of `keys` that made one of the envelope's signatures, if any: each
+/// signature is tried with [`hinted_first`] order. Only when no key verifies any
+/// signature is the envelope unverified.
 pub fn verified_by<'k>(envelope: &pb::Envelope, keys: &'k [PublicKey]) -> Option<&'k PublicKey> {
-    let signed = pae(&envelope.payload_type, &envelope.payload);
+    let signed = SignedBytes::of(envelope);
     envelope.signatures.iter().find_map(|signature| {
-        let hinted = keys.iter().filter(|k| k.key_id() == signature.keyid);
-        let others = keys.iter().filter(|k| k.key_id() != signature.keyid);
-        hinted
-            .chain(others)
-            .find(|k| k.verify(&signed, &signature.sig))
+        hinted_first(&signature.keyid, keys, PublicKey::key_id)
+            .find(|k| signed.verifies(signature, k))
     })
 }
 

@@ -23,6 +23,7 @@
 //! - [`pb`] — the generated `tidemark.v1` protobuf and gRPC code.
 
 pub mod access;
+pub mod administration;
 pub mod analytics;
 pub mod calendar;
 pub mod client;

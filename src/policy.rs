@@ -39,6 +39,15 @@ impl Standing {
         self.contributed >= self.required
     }
 
+    /// This standing if it entitles the state to read, else the refusal that says why.
+    pub fn require(self) -> Result<Standing, Refusal> {
+        if self.entitled() {
+            Ok(self)
+        } else {
+            Err(Refusal(self))
+        }
+    }
+
     /// "IDN has contributed 0 maritime-movement reports in the last 365 days; 1 is required".
     pub fn explanation(&self) -> String {
         let what = if self.cross_category {
@@ -66,6 +75,11 @@ impl Standing {
         )
     }
 }
+
+/// A read refused for want of contributions: the standing that was found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.explanation())]
+pub struct Refusal(pub Standing);
 
 impl Standing {
     /// The standing as the API reports it.
@@ -106,7 +120,7 @@ impl Policy {
         let window = i64::from(rule.window_days) * DAY;
         let since = now - window;
         let counted: &[Category] = if self.config.cross_category {
-            &[Category::SmugglingIncident, Category::MaritimeMovement]
+            &Category::ALL
         } else {
             std::slice::from_ref(&category)
         };

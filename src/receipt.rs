@@ -11,12 +11,27 @@ use crate::{
     envelope::{self, RECEIPT_PAYLOAD_TYPE},
     pb,
     signing::{PublicKey, SigningKey},
+    store::Accepted,
 };
 
-/// Signs a receipt with the server's receipt key. Ed25519 signatures are
-/// deterministic: the same facts and key always give the same receipt.
-pub fn sign(receipt: &pb::Receipt, key: &SigningKey) -> pb::Envelope {
-    envelope::sign(RECEIPT_PAYLOAD_TYPE, receipt.encode_to_vec(), key)
+/// What a receipt states about an accepted envelope.
+pub fn facts(accepted: &Accepted) -> pb::Receipt {
+    pb::Receipt {
+        sequence: accepted.sequence,
+        envelope_digest: accepted.digest.clone(),
+        reporting_state: accepted.state.clone(),
+        report_id: accepted.report_id.to_string(),
+        version: accepted.version,
+        accepted_at_unix: accepted.accepted_at,
+        kind: accepted.kind.label().to_owned(),
+    }
+}
+
+/// The receipt of an accepted envelope, signed with the server's receipt key. Ed25519
+/// signatures are deterministic: re-issuing the stored facts of a duplicate yields the
+/// original receipt.
+pub fn issue(accepted: &Accepted, key: &SigningKey) -> pb::Envelope {
+    envelope::sign(RECEIPT_PAYLOAD_TYPE, facts(accepted).encode_to_vec(), key)
 }
 
 /// Checks a receipt envelope against the server's public key and returns its contents.

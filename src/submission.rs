@@ -13,12 +13,9 @@ use crate::{
     envelope::{self, REPORT_PAYLOAD_TYPE, RETRACTION_PAYLOAD_TYPE},
     identity::{Principal, Role},
     pb,
-    report::{self, Category, ValidationErrors},
+    report::{self, ValidationErrors},
     signing::PublicKey,
-    store::{
-        AppendError, EnvelopeKind, KeyRecord, NewEnvelope, ReportFacts, ReportSummary, Store,
-        StoreError,
-    },
+    store::{AppendError, EnvelopeKind, KeyRecord, NewEnvelope, Store, StoreError},
 };
 
 /// At most this many signatures are looked at on one envelope.
@@ -93,7 +90,7 @@ pub fn verify(
                 valid.state(),
                 valid.id(),
                 valid.version(),
-                Some(summarize(
+                Some(report::summarize(
                     valid.report(),
                     valid.category(),
                     valid.incident_date().to_julian_day(),
@@ -126,92 +123,6 @@ pub fn verify(
     })
 }
 
-/// The facts of a report that queries filter on and aggregates add up.
-pub fn summarize(r: &pb::Report, category: Category, incident_day: i32) -> ReportSummary {
-    let mut route_countries = Vec::new();
-    if let Some(route) = &r.route {
-        for c in std::iter::once(&route.origin)
-            .chain(&route.transit)
-            .chain(std::iter::once(&route.intended_destination))
-        {
-            if !c.is_empty() && !route_countries.contains(c) {
-                route_countries.push(c.clone());
-            }
-        }
-    }
-    let (modus_operandi, maritime_event, vessel_type) = match &r.details {
-        Some(pb::report::Details::Smuggling(s)) => (s.modus_operandi, 0, 0),
-        Some(pb::report::Details::Maritime(m)) => (0, m.event, m.vessel_type),
-        None => (0, 0, 0),
-    };
-    let location = r.location.clone().unwrap_or_default();
-    let point = location.point;
-    let sharing = r.sharing.clone().unwrap_or_default();
-    let persons = r.persons.clone().unwrap_or_default();
-    let route = r.route.clone().unwrap_or_default();
-    let mut transit = route.transit.clone();
-    transit.sort();
-    transit.dedup();
-    let (facilitators_arrested, fee) = match &r.details {
-        Some(pb::report::Details::Smuggling(s)) => {
-            (s.facilitators_arrested, s.fee_per_person.clone())
-        }
-        _ => (0, None),
-    };
-    let fee = fee.unwrap_or_default();
-    ReportSummary {
-        category: category.to_pb() as i32,
-        incident_day,
-        scope: sharing.scope,
-        listed_states: sharing.states,
-        route_countries,
-        nationalities: persons
-            .by_nationality
-            .iter()
-            .map(|n| n.nationality.clone())
-            .collect(),
-        modus_operandi,
-        maritime_event,
-        vessel_type,
-        has_point: point.is_some(),
-        latitude: point.map_or(0.0, |p| p.latitude),
-        longitude: point.map_or(0.0, |p| p.longitude),
-        facts: Some(ReportFacts {
-            origin: route.origin,
-            transit,
-            destination: route.intended_destination,
-            location_country: location.country,
-            sea_area: location.sea_area,
-            persons: persons.total,
-            nationality_counts: persons.by_nationality.iter().map(|n| n.count).collect(),
-            deaths: persons.deaths,
-            missing: persons.missing,
-            minors: persons.minors,
-            unaccompanied_minors: persons.unaccompanied_minors,
-            facilitators_arrested,
-            fee_amount: fee.amount,
-            fee_currency: fee.currency,
-        }),
-    }
-}
-
-/// The summary of a stored report envelope, for rebuilding summaries written by an older
-/// version; `None` if the envelope is not a readable report.
-pub fn summarize_stored(envelope: &[u8]) -> Option<ReportSummary> {
-    let envelope = pb::Envelope::decode(envelope).ok()?;
-    if envelope.payload_type != REPORT_PAYLOAD_TYPE {
-        return None;
-    }
-    let r = pb::Report::decode(envelope.payload.as_slice()).ok()?;
-    let category = match r.details {
-        Some(pb::report::Details::Smuggling(_)) => Category::SmugglingIncident,
-        Some(pb::report::Details::Maritime(_)) => Category::MaritimeMovement,
-        None => return None,
-    };
-    let day = report::parse_date(&r.incident_date)?.to_julian_day();
-    Some(summarize(&r, category, day))
-}
-
 /// Returns the id of a key that validly signed the envelope for `caller` at `now`, or
 /// the most telling reason why there is none.
 fn verify_signatures(
@@ -242,7 +153,7 @@ fn verify_signatures(
             )));
         }
     }
-    let signed = envelope::pae(&envelope.payload_type, &envelope.payload);
+    let signed = envelope::SignedBytes::of(envelope);
     // The most specific refusal seen so far, ranked: a valid signature by another state's
     // key beats an inactive own key, which beats a signature that does not verify, which
     // beats an unknown key.
@@ -268,10 +179,11 @@ fn verify_signatures(
             );
             continue;
         }
-        let candidates = hinted
+        let keys: Vec<&KeyRecord> = hinted
             .iter()
-            .chain(own_keys.iter().filter(|k| k.key_id != signature.keyid));
-        for record in candidates {
+            .chain(own_keys.iter().filter(|k| k.key_id != signature.keyid))
+            .collect();
+        for record in envelope::hinted_first(&signature.keyid, &keys, |k| k.key_id.as_str()) {
             let Ok(public) = PublicKey::from_raw(&record.public_key) else {
                 return Err(StoreError::Corrupt(format!(
                     "signing key {} is malformed",
@@ -279,7 +191,7 @@ fn verify_signatures(
                 ))
                 .into());
             };
-            if !public.verify(&signed, &signature.sig) {
+            if !signed.verifies(signature, &public) {
                 let reason = if hinted.is_some() {
                     format!(
                         "the signature does not verify with key {} (nor with any other key of \
@@ -326,7 +238,7 @@ fn inactive_reason(record: &KeyRecord, now: i64) -> String {
     if record.revoked_at != 0 && now >= record.revoked_at {
         format!(
             "signing key {id} was revoked as of {} ({}); sign with a current key",
-            format_time(record.revoked_at),
+            crate::clock::format_time(record.revoked_at),
             if record.revocation_reason.is_empty() {
                 "no reason given"
             } else {
@@ -336,23 +248,12 @@ fn inactive_reason(record: &KeyRecord, now: i64) -> String {
     } else if now < record.valid_from {
         format!(
             "signing key {id} is not valid until {}",
-            format_time(record.valid_from)
+            crate::clock::format_time(record.valid_from)
         )
     } else {
         format!(
             "signing key {id} expired at {}; sign with a current key",
-            format_time(record.valid_until)
+            crate::clock::format_time(record.valid_until)
         )
     }
-}
-
-/// RFC 3339 for messages; the raw number if it is out of range.
-pub fn format_time(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

@@ -598,9 +598,7 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
         store = tidemark::store::Store::open(&config);
     }
     let store = store.unwrap();
-    let counted = store
-        .rebuild_counters(tidemark::submission::summarize_stored)
-        .unwrap();
+    let counted = store.rebuild_counters().unwrap();
     assert_eq!(counted, live.len() as u64);
     drop(store);
     let server = TestServer::start_with(&pki, data, |c| c.analytics.minimum_reports = 1).await;

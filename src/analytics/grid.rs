@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::store::counters::Sums;
+use crate::store::counters::{Additive, Sums};
 
 /// The key of a margin along a dimension: "all values".
 pub const ALL: u64 = u64::MAX;
@@ -45,7 +45,7 @@ impl Acc {
         for (total, add) in self.sums.iter_mut().zip(sums) {
             *total += add;
         }
-        if sums[0] > 0 {
+        if Additive::Reports.of(sums) > 0 {
             self.note_state(state);
         }
     }
@@ -81,7 +81,7 @@ impl Acc {
     }
 
     pub fn reports(&self) -> u64 {
-        self.sums[0]
+        Additive::Reports.of(&self.sums)
     }
 
     /// Whether every report in the cell comes from one state (dominance).

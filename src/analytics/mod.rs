@@ -19,7 +19,10 @@ use crate::{
     country::CountryCode,
     pb,
     report::Category,
-    store::{Snapshot, StoreError, counters::Cuboid},
+    store::{
+        Snapshot, StoreError,
+        counters::{Additive, Cuboid},
+    },
 };
 
 /// Most dimensions in one query.
@@ -37,27 +40,106 @@ pub enum Dimension {
     Counted(Cuboid),
 }
 
+/// Every dimension: its name (command line, chart labels), its wire value, and what it
+/// groups by. The one list of dimensions: a new one is added here, in [`render::label`]
+/// and, if it is kept as counters, in [`Cuboid`].
+pub const DIMENSIONS: [(&str, pb::Dimension, Dimension); 15] = {
+    use pb::Dimension as D;
+    [
+        ("month", D::Month, Dimension::Month),
+        ("quarter", D::Quarter, Dimension::Quarter),
+        ("year", D::Year, Dimension::Year),
+        ("state", D::ReportingState, Dimension::ReportingState),
+        ("category", D::Category, Dimension::Category),
+        ("origin", D::Origin, Dimension::Counted(Cuboid::Origin)),
+        ("transit", D::Transit, Dimension::Counted(Cuboid::Transit)),
+        (
+            "destination",
+            D::Destination,
+            Dimension::Counted(Cuboid::Destination),
+        ),
+        ("route", D::Route, Dimension::Counted(Cuboid::Route)),
+        (
+            "nationality",
+            D::Nationality,
+            Dimension::Counted(Cuboid::Nationality),
+        ),
+        (
+            "modus-operandi",
+            D::ModusOperandi,
+            Dimension::Counted(Cuboid::ModusOperandi),
+        ),
+        (
+            "maritime-event",
+            D::MaritimeEvent,
+            Dimension::Counted(Cuboid::MaritimeEvent),
+        ),
+        (
+            "vessel-type",
+            D::VesselType,
+            Dimension::Counted(Cuboid::VesselType),
+        ),
+        (
+            "location-country",
+            D::LocationCountry,
+            Dimension::Counted(Cuboid::LocationCountry),
+        ),
+        ("sea-area", D::SeaArea, Dimension::Counted(Cuboid::SeaArea)),
+    ]
+};
+
+/// Every metric: its name, its wire value, and what it reports. The one list of metrics.
+pub const METRICS: [(&str, pb::Metric, Metric); 8] = {
+    use pb::Metric as M;
+    [
+        ("reports", M::Reports, Metric::Sum(Additive::Reports)),
+        ("persons", M::Persons, Metric::Sum(Additive::Persons)),
+        ("deaths", M::Deaths, Metric::Sum(Additive::Deaths)),
+        ("missing", M::Missing, Metric::Sum(Additive::Missing)),
+        ("minors", M::Minors, Metric::Sum(Additive::Minors)),
+        (
+            "unaccompanied-minors",
+            M::UnaccompaniedMinors,
+            Metric::Sum(Additive::UnaccompaniedMinors),
+        ),
+        (
+            "facilitators-arrested",
+            M::FacilitatorsArrested,
+            Metric::Sum(Additive::FacilitatorsArrested),
+        ),
+        ("fee", M::FeePerPerson, Metric::FeePerPerson),
+    ]
+};
+
+/// The dimension `name` names in [`DIMENSIONS`].
+pub fn dimension_named(name: &str) -> Option<pb::Dimension> {
+    DIMENSIONS.iter().find(|d| d.0 == name).map(|d| d.1)
+}
+
+/// The name of a dimension in [`DIMENSIONS`] ("?" for one this build does not know).
+pub fn dimension_name(value: i32) -> &'static str {
+    DIMENSIONS
+        .iter()
+        .find(|d| d.1 as i32 == value)
+        .map_or("?", |d| d.0)
+}
+
+/// The metric `name` names in [`METRICS`].
+pub fn metric_named(name: &str) -> Option<pb::Metric> {
+    METRICS.iter().find(|m| m.0 == name).map(|m| m.1)
+}
+
+/// The name of a metric in [`METRICS`] ("?" for one this build does not know).
+pub fn metric_name(value: i32) -> &'static str {
+    METRICS
+        .iter()
+        .find(|m| m.1 as i32 == value)
+        .map_or("?", |m| m.0)
+}
+
 impl Dimension {
     pub fn from_pb(value: i32) -> Option<Self> {
-        use pb::Dimension as D;
-        Some(match D::try_from(value).ok()? {
-            D::Unspecified => return None,
-            D::Month => Self::Month,
-            D::Quarter => Self::Quarter,
-            D::Year => Self::Year,
-            D::ReportingState => Self::ReportingState,
-            D::Category => Self::Category,
-            D::Origin => Self::Counted(Cuboid::Origin),
-            D::Transit => Self::Counted(Cuboid::Transit),
-            D::Destination => Self::Counted(Cuboid::Destination),
-            D::Route => Self::Counted(Cuboid::Route),
-            D::Nationality => Self::Counted(Cuboid::Nationality),
-            D::ModusOperandi => Self::Counted(Cuboid::ModusOperandi),
-            D::MaritimeEvent => Self::Counted(Cuboid::MaritimeEvent),
-            D::VesselType => Self::Counted(Cuboid::VesselType),
-            D::LocationCountry => Self::Counted(Cuboid::LocationCountry),
-            D::SeaArea => Self::Counted(Cuboid::SeaArea),
-        })
+        DIMENSIONS.iter().find(|d| d.1 as i32 == value).map(|d| d.2)
     }
 
     pub fn is_period(self) -> bool {
@@ -73,25 +155,15 @@ impl Dimension {
 /// What a cell can report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
-    /// An additive metric: its index in [`crate::store::counters::Sums`].
-    Sum(usize),
+    /// An additive metric, summed over the cell's reports.
+    Sum(Additive),
+    /// Quartiles of the fee per person, by currency.
     FeePerPerson,
 }
 
 impl Metric {
     pub fn from_pb(value: i32) -> Option<Self> {
-        use pb::Metric as M;
-        Some(match M::try_from(value).ok()? {
-            M::Unspecified => return None,
-            M::Reports => Self::Sum(0),
-            M::Persons => Self::Sum(1),
-            M::Deaths => Self::Sum(2),
-            M::Missing => Self::Sum(3),
-            M::Minors => Self::Sum(4),
-            M::UnaccompaniedMinors => Self::Sum(5),
-            M::FacilitatorsArrested => Self::Sum(6),
-            M::FeePerPerson => Self::FeePerPerson,
-        })
+        METRICS.iter().find(|m| m.1 as i32 == value).map(|m| m.2)
     }
 }
 
@@ -150,7 +222,9 @@ impl AggregateQuery {
             }
         }
         if dimensions.contains(&Dimension::Counted(Cuboid::Nationality))
-            && metrics.iter().any(|m| !matches!(m, Metric::Sum(0 | 1)))
+            && metrics
+                .iter()
+                .any(|m| !matches!(m, Metric::Sum(Additive::Reports | Additive::Persons)))
         {
             return Err(bad(
                 "metrics",
@@ -161,9 +235,7 @@ impl AggregateQuery {
         let f = req.filter.clone().unwrap_or_default();
         let categories = match Category::from_pb(f.category) {
             Some(c) => vec![c],
-            None if f.category == 0 => {
-                vec![Category::SmugglingIncident, Category::MaritimeMovement]
-            }
+            None if f.category == 0 => Category::ALL.to_vec(),
             None => return Err(bad("filter.category", "is not a category")),
         };
         let filters = categories

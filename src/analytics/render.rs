@@ -45,7 +45,7 @@ pub fn answer(query: &AggregateQuery, settings: &Settings, grid: &Grid, source: 
                         .metrics
                         .iter()
                         .filter_map(|m| match m {
-                            Metric::Sum(i) => Some(acc.sums[*i]),
+                            Metric::Sum(a) => Some(a.of(&acc.sums)),
                             Metric::FeePerPerson => None,
                         })
                         .collect(),

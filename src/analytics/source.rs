@@ -10,9 +10,10 @@ use super::{
 };
 use crate::{
     country::CountryCode,
+    report::{ReportFacts, ReportSummary},
     store::{
-        ReportFacts, ReportHead, ReportSummary, Snapshot, StoreError,
-        counters::{self, Cuboid, Sums},
+        ReportHead, Snapshot, StoreError,
+        counters::{self, Additive, Cuboid, Sums},
     },
 };
 
@@ -191,7 +192,7 @@ fn counted_by_state(
         snapshot.counter_rows(Cuboid::Base, category.to_pb() as i32, months, |row| {
             for (state, sums) in row.states()? {
                 if states.is_empty() || states.contains(&state) {
-                    *counted.entry(state).or_default() += sums[0];
+                    *counted.entry(state).or_default() += Additive::Reports.of(&sums);
                 }
             }
             Ok(())

@@ -6,9 +6,9 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use tidemark::{
     client,
+    clock::format_time,
     country::CountryCode,
     pb::{self, admin_client::AdminClient},
-    submission::format_time,
 };
 
 use super::client_args::ClientArgs;

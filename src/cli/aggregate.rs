@@ -3,9 +3,9 @@
 use std::{collections::BTreeSet, io::Write, path::PathBuf};
 
 use anyhow::{Context, anyhow};
-use clap::{Args, ValueEnum};
+use clap::{Args, ValueEnum, builder::TypedValueParser as _};
 use tidemark::{
-    calendar, client,
+    analytics, calendar, client,
     country::CountryCode,
     pb::{self, analytics_client::AnalyticsClient},
 };
@@ -13,6 +13,7 @@ use tidemark::{
 use super::{
     chart,
     client_args::ClientArgs,
+    labels::name_of,
     reads::{self, CategoryArg},
 };
 
@@ -28,18 +29,19 @@ use super::{
 ///   --metric persons,deaths --from 2024-01 --to 2024-12 --chart chart.svg
 #[derive(Args, Debug)]
 pub struct AggregateArgs {
-    /// Group by up to three dimensions (comma-separated), at most one period.
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "DIMENSION")]
-    by: Vec<DimensionArg>,
-    /// What each cell reports (comma-separated).
+    /// Group by up to three dimensions (comma-separated), at most one period; `route` is
+    /// origin and destination together.
+    #[arg(long, value_parser = dimension_arg(), value_delimiter = ',', value_name = "DIMENSION")]
+    by: Vec<pb::Dimension>,
+    /// What each cell reports (comma-separated); `fee` is the fee per person, as quartiles.
     #[arg(
         long,
-        value_enum,
+        value_parser = metric_arg(),
         value_delimiter = ',',
         default_value = "reports",
         value_name = "METRIC"
     )]
-    metric: Vec<MetricArg>,
+    metric: Vec<pb::Metric>,
     /// First month (YYYY-MM) or day (YYYY-MM-DD) of the incident dates.
     #[arg(long, value_name = "MONTH|DATE")]
     from: Option<String>,
@@ -90,76 +92,16 @@ pub enum Format {
     Json,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum DimensionArg {
-    Month,
-    Quarter,
-    Year,
-    State,
-    Category,
-    Origin,
-    Transit,
-    Destination,
-    /// Origin and destination together.
-    Route,
-    Nationality,
-    ModusOperandi,
-    MaritimeEvent,
-    VesselType,
-    LocationCountry,
-    SeaArea,
+/// `--by NAME`: a dimension of [`analytics::DIMENSIONS`].
+fn dimension_arg() -> impl clap::builder::TypedValueParser<Value = pb::Dimension> {
+    clap::builder::PossibleValuesParser::new(analytics::DIMENSIONS.map(|d| d.0))
+        .try_map(|name: String| analytics::dimension_named(&name).ok_or("not a dimension"))
 }
 
-impl DimensionArg {
-    fn to_pb(self) -> pb::Dimension {
-        use pb::Dimension as D;
-        match self {
-            Self::Month => D::Month,
-            Self::Quarter => D::Quarter,
-            Self::Year => D::Year,
-            Self::State => D::ReportingState,
-            Self::Category => D::Category,
-            Self::Origin => D::Origin,
-            Self::Transit => D::Transit,
-            Self::Destination => D::Destination,
-            Self::Route => D::Route,
-            Self::Nationality => D::Nationality,
-            Self::ModusOperandi => D::ModusOperandi,
-            Self::MaritimeEvent => D::MaritimeEvent,
-            Self::VesselType => D::VesselType,
-            Self::LocationCountry => D::LocationCountry,
-            Self::SeaArea => D::SeaArea,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum MetricArg {
-    Reports,
-    Persons,
-    Deaths,
-    Missing,
-    Minors,
-    UnaccompaniedMinors,
-    FacilitatorsArrested,
-    /// Fee per person: quartiles.
-    Fee,
-}
-
-impl MetricArg {
-    fn to_pb(self) -> pb::Metric {
-        use pb::Metric as M;
-        match self {
-            Self::Reports => M::Reports,
-            Self::Persons => M::Persons,
-            Self::Deaths => M::Deaths,
-            Self::Missing => M::Missing,
-            Self::Minors => M::Minors,
-            Self::UnaccompaniedMinors => M::UnaccompaniedMinors,
-            Self::FacilitatorsArrested => M::FacilitatorsArrested,
-            Self::Fee => M::FeePerPerson,
-        }
-    }
+/// `--metric NAME`: a metric of [`analytics::METRICS`].
+fn metric_arg() -> impl clap::builder::TypedValueParser<Value = pb::Metric> {
+    clap::builder::PossibleValuesParser::new(analytics::METRICS.map(|m| m.0))
+        .try_map(|name: String| analytics::metric_named(&name).ok_or("not a metric"))
 }
 
 /// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`.
@@ -216,8 +158,8 @@ impl AggregateArgs {
     fn request(&self) -> anyhow::Result<pb::AggregateRequest> {
         let codes = |c: &[CountryCode]| c.iter().map(ToString::to_string).collect();
         Ok(pb::AggregateRequest {
-            group_by: self.by.iter().map(|d| d.to_pb() as i32).collect(),
-            metrics: self.metric.iter().map(|m| m.to_pb() as i32).collect(),
+            group_by: self.by.iter().map(|d| *d as i32).collect(),
+            metrics: self.metric.iter().map(|m| *m as i32).collect(),
             filter: Some(pb::AggregateFilter {
                 category: self.category.map_or(0, |c| c.to_pb() as i32),
                 from_date: self
@@ -294,15 +236,6 @@ fn headings(response: &pb::AggregateResponse) -> (Vec<String>, Vec<String>, bool
         })
         .collect();
     (dims, metrics, fees)
-}
-
-/// "METRIC_UNACCOMPANIED_MINORS" → "unaccompanied minors".
-pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
-    name.ok()
-        .and_then(|n| n.strip_prefix(prefix))
-        .unwrap_or("?")
-        .to_lowercase()
-        .replace('_', " ")
 }
 
 fn key_label(key: &str) -> &str {

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail};
 use plotters::prelude::*;
 use tidemark::pb;
 
-use super::aggregate::name_of;
+use super::labels::name_of;
 
 /// Most lines drawn in one time series (the largest, by total).
 const MAX_SERIES: usize = 8;

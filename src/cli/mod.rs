@@ -11,6 +11,7 @@ mod csv_rows;
 mod import;
 mod input;
 mod keys;
+mod labels;
 mod pki;
 mod reads;
 mod sample;

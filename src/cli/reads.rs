@@ -11,9 +11,9 @@ use clap::{Args, ValueEnum};
 use prost::Message;
 use tidemark::{
     client,
+    clock::format_time,
     country::CountryCode,
     pb::{self, exchange_client::ExchangeClient},
-    submission::format_time,
 };
 
 use super::{client_args::ClientArgs, csv_rows::CsvRow};

@@ -7,10 +7,10 @@ use clap::Args;
 use prost::Message;
 use tidemark::{
     client,
+    clock::format_time,
     envelope::{self, REPORT_PAYLOAD_TYPE, RETRACTION_PAYLOAD_TYPE},
     pb, receipt,
     signing::PublicKey,
-    submission::format_time,
 };
 
 use super::{client_args::ClientArgs, input, signing_args::SigningArgs};

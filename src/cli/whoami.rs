@@ -59,10 +59,8 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
 }
 
 fn format_time(ts: Option<&pbjson_types::Timestamp>) -> String {
-    ts.and_then(|ts| time::OffsetDateTime::from_unix_timestamp(ts.seconds).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
+    ts.map_or_else(
+        || "unknown".to_owned(),
+        |ts| tidemark::clock::format_time(ts.seconds),
+    )
 }

@@ -4,6 +4,7 @@
 //! [`validate_retraction`]), which checks every rule of `proto/tidemark/v1/report.proto`
 //! and reports every broken one at once, by field path.
 
+mod summary;
 pub mod text;
 mod validate;
 
@@ -12,7 +13,10 @@ use std::fmt;
 use time::Date;
 use uuid::Uuid;
 
-pub use self::validate::{validate, validate_retraction};
+pub use self::{
+    summary::{ReportFacts, ReportSummary, summarize, summarize_stored},
+    validate::{validate, validate_retraction},
+};
 pub use crate::calendar::parse_date;
 use crate::{country::CountryCode, pb};
 
@@ -43,6 +47,9 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category, in the API's order: the one list the rest of the code iterates.
+    pub const ALL: [Category; 2] = [Self::SmugglingIncident, Self::MaritimeMovement];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::SmugglingIncident => "smuggling-incident",

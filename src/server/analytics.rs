@@ -1,30 +1,18 @@
 //! The `tidemark.v1.Analytics` service: who may aggregate, then the domain's answer,
 //! then the audit record.
 
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status};
 
 use crate::{
-    access::FilterError,
-    analytics::{self, AggregateError, AggregateQuery, Settings},
+    analytics::{self, AggregateQuery},
     identity::Role,
     pb,
-    server::{auth, reads::Reads, status::store_status},
+    server::{auth, context::Context, reads::audit_detail},
     store::{AuditRecord, OwnerReads},
 };
 
 pub(super) struct AnalyticsService {
-    pub reads: Reads,
-    pub settings: Settings,
-}
-
-/// INVALID_ARGUMENT naming the field at fault.
-fn bad_request(e: &FilterError) -> Status {
-    Status::with_error_details(
-        Code::InvalidArgument,
-        e.to_string(),
-        ErrorDetails::with_bad_request_violation(e.field, &e.reason),
-    )
+    pub ctx: Context,
 }
 
 #[tonic::async_trait]
@@ -46,29 +34,23 @@ impl pb::analytics_server::Analytics for AnalyticsService {
                 )));
             }
         };
-        let query = AggregateQuery::from_request(&req).map_err(|e| bad_request(&e))?;
-        let detail = super::reads::audit_detail(&req);
-        let snap = self.reads.store.snapshot().map_err(|e| store_status(&e))?;
+        let query = AggregateQuery::from_request(&req)?;
+        let detail = audit_detail(&req);
+        let snap = self.ctx.snapshot()?;
         if let Some(state) = state.filter(|s| !query.only_own(*s)) {
             for category in query.categories() {
-                self.reads
+                self.ctx
                     .require_standing(&peer, &snap, state, category, "aggregate", &detail)
                     .await?;
             }
         }
-        let settings = self.settings.clone();
+        let settings = self.ctx.analytics.clone();
         let answer =
             tokio::task::spawn_blocking(move || analytics::aggregate(&snap, &query, &settings))
                 .await
-                .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))?
-                .map_err(|e| match e {
-                    AggregateError::TooManyCells { .. } => {
-                        Status::resource_exhausted(e.to_string())
-                    }
-                    AggregateError::Store(e) => store_status(&e),
-                })?;
+                .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))??;
         // Nothing is answered unless the query is on the audit log.
-        self.reads
+        self.ctx
             .audit(AuditRecord {
                 principal: peer.principal().spiffe_id(),
                 state: state.map(|s| s.to_string()).unwrap_or_default(),

@@ -1,31 +1,19 @@
 //! The `tidemark.v1.Exchange` service: thin handlers over the domain.
 
-use std::sync::Arc;
-
 use pbjson_types::Timestamp;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::{
     identity::{PeerIdentity, Role},
     pb, receipt,
-    server::{
-        auth,
-        guard::CallGuard,
-        reads::{Reads, ResultStream},
-        status::{self, store_status},
-    },
-    signing::SigningKey,
-    store::{Accepted, Store, Writer},
+    server::{auth, context::Context, guard::Guarded, status},
+    store::Accepted,
     submission::{self, SubmitError},
 };
 
-/// State shared by the Exchange handlers.
+/// The Exchange handlers, over the shared context.
 pub(super) struct ExchangeService {
-    pub store: Store,
-    pub writer: Writer,
-    pub receipt_key: Arc<SigningKey>,
-    pub max_import_items: usize,
-    pub reads: Reads,
+    pub ctx: Context,
 }
 
 impl ExchangeService {
@@ -40,10 +28,10 @@ impl ExchangeService {
         let new = submission::verify(
             &envelope,
             peer.principal(),
-            &self.store,
-            self.reads.clock.now_utc(),
+            &self.ctx.store,
+            self.ctx.clock.now_utc(),
         )?;
-        Ok(self.writer.append(new).await?)
+        Ok(self.ctx.writer.append(new).await?)
     }
 }
 
@@ -69,7 +57,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
             tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
         }
         Ok(Response::new(pb::SubmitResponse {
-            receipt: Some(receipt::sign(&accepted.receipt, &self.receipt_key)),
+            receipt: Some(receipt::issue(&accepted, &self.ctx.receipt_key)),
             duplicate: accepted.duplicate,
         }))
     }
@@ -82,7 +70,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         if !matches!(peer.principal().role(), Role::Node(_)) {
             return Err(SubmitError::NotANode(peer.principal().role().label()).into());
         }
-        let mut guard = CallGuard::new(&peer, &self.reads.trust);
+        let mut guard = self.ctx.guard(&peer, None);
         let mut stream = request.into_inner();
         let mut summary = pb::ImportResponse::default();
         let mut index: u64 = 0;
@@ -98,11 +86,11 @@ impl pb::exchange_server::Exchange for ExchangeService {
             };
             let Some(item) = item else { break };
             guard.check()?;
-            if pending.len() >= self.max_import_items {
+            if pending.len() >= self.ctx.max_import_items {
                 return Err(Status::resource_exhausted(format!(
                     "an import stream may hold at most {} envelopes (limits.max_import_items); \
                      nothing past that was stored — split the import into several calls",
-                    self.max_import_items
+                    self.ctx.max_import_items
                 )));
             }
             let verified = item
@@ -114,14 +102,19 @@ impl pb::exchange_server::Exchange for ExchangeService {
                     submission::verify(
                         &env,
                         peer.principal(),
-                        &self.store,
-                        self.reads.clock.now_utc(),
+                        &self.ctx.store,
+                        self.ctx.clock.now_utc(),
                     )
                 });
             // Queued in stream order, so an amendment or retraction may follow its
             // report in the same import.
             let queued = match verified {
-                Ok(new) => Ok(self.writer.enqueue(new).await.map_err(SubmitError::from)?),
+                Ok(new) => Ok(self
+                    .ctx
+                    .writer
+                    .enqueue(new)
+                    .await
+                    .map_err(SubmitError::from)?),
                 Err(e) => Err(e),
             };
             pending.push((index, queued));
@@ -152,9 +145,9 @@ impl pb::exchange_server::Exchange for ExchangeService {
         Ok(Response::new(summary))
     }
 
-    type QueryStream = ResultStream<pb::QueryResult>;
-    type SyncStream = ResultStream<pb::SyncItem>;
-    type SubscribeStream = ResultStream<pb::SyncItem>;
+    type QueryStream = Guarded<pb::QueryResult>;
+    type SyncStream = Guarded<pb::SyncItem>;
+    type SubscribeStream = Guarded<pb::SyncItem>;
 
     async fn subscribe(
         &self,
@@ -162,7 +155,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let peer = auth::peer(&request)?.clone();
         Ok(Response::new(
-            self.reads.subscribe(&peer, request.into_inner()).await?,
+            self.ctx.subscribe(&peer, request.into_inner()).await?,
         ))
     }
 
@@ -171,7 +164,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::MyStandingRequest>,
     ) -> Result<Response<pb::MyStandingResponse>, Status> {
         let peer = auth::peer(&request)?;
-        Ok(Response::new(self.reads.standing(peer)?))
+        Ok(Response::new(self.ctx.my_standing(peer)?))
     }
 
     async fn query(
@@ -180,7 +173,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<Self::QueryStream>, Status> {
         let peer = auth::peer(&request)?.clone();
         Ok(Response::new(
-            self.reads.query(&peer, request.into_inner()).await?,
+            self.ctx.query(&peer, request.into_inner()).await?,
         ))
     }
 
@@ -190,7 +183,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<Self::SyncStream>, Status> {
         let peer = auth::peer(&request)?.clone();
         Ok(Response::new(
-            self.reads.sync(&peer, request.into_inner()).await?,
+            self.ctx.sync(&peer, request.into_inner()).await?,
         ))
     }
 
@@ -200,7 +193,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<pb::AccessToMyDataResponse>, Status> {
         let peer = auth::peer(&request)?;
         let limit = request.get_ref().limit;
-        Ok(Response::new(self.reads.access_to_my_data(peer, limit)?))
+        Ok(Response::new(self.ctx.access_to_my_data(peer, limit)?))
     }
 
     async fn signing_keys(
@@ -210,9 +203,9 @@ impl pb::exchange_server::Exchange for ExchangeService {
         auth::peer(&request)?;
         let state = &request.get_ref().state;
         let keys = self
+            .ctx
             .store
-            .signing_keys((!state.is_empty()).then_some(state.as_str()))
-            .map_err(|e| store_status(&e))?;
+            .signing_keys((!state.is_empty()).then_some(state.as_str()))?;
         let keys = keys
             .into_iter()
             .filter_map(|k| {
@@ -235,7 +228,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::GetCrlRequest>,
     ) -> Result<Response<pb::GetCrlResponse>, Status> {
         auth::peer(&request)?;
-        let crl_pem = self.reads.trust.crl_pem().ok_or_else(|| {
+        let crl_pem = self.ctx.trust.crl_pem().ok_or_else(|| {
             Status::failed_precondition(
                 "this server does not hold the CA key (tls.ca_key), so it publishes no CRL; \
                  ask the operator of the exchange CA for it",
@@ -249,7 +242,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::ServerKeysRequest>,
     ) -> Result<Response<pb::ServerKeysResponse>, Status> {
         auth::peer(&request)?;
-        let public = self.receipt_key.public_key();
+        let public = self.ctx.receipt_key.public_key();
         Ok(Response::new(pb::ServerKeysResponse {
             receipt_key_id: public.key_id().to_owned(),
             receipt_public_key_pem: public.to_spki_pem(),
@@ -275,9 +268,6 @@ fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejectio
             .collect(),
         _ => Vec::new(),
     };
-    if let SubmitError::Store(e) = &err {
-        store_status(e);
-    }
     let status = Status::from(err);
     let message = if detailed {
         status.message().to_owned()

@@ -32,7 +32,7 @@ use crate::{
     identity::PeerIdentity,
     policy::{Policy, Standing},
     report::Category,
-    server::{auth, status::store_status},
+    server::auth,
     store::Store,
     trust::Trust,
 };
@@ -89,17 +89,14 @@ impl StandingWatch {
     fn check(&mut self) -> Result<(), Status> {
         let lapsed = self.clock.now() >= self.lapses_at;
         if lapsed || (self.stale && self.read_at.elapsed() >= RECHECK) {
-            let snapshot = self.store.snapshot().map_err(|e| store_status(&e))?;
-            let standing = self
-                .policy
-                .standing(&snapshot, self.state, self.category, self.clock.now())
-                .map_err(|e| store_status(&e))?;
+            let snapshot = self.store.snapshot()?;
+            let standing =
+                self.policy
+                    .standing(&snapshot, self.state, self.category, self.clock.now())?;
             self.lapses_at = lapse_time(&standing);
             self.read_at = Instant::now();
             self.stale = false;
-            if !standing.entitled() {
-                return Err(super::reads::refusal(&standing));
-            }
+            standing.require()?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 mod admin;
 mod analytics;
 mod auth;
+mod context;
 mod exchange;
 mod feed;
 mod guard;
@@ -21,6 +22,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    administration::Administration,
     clock::Clock,
     config::Config,
     pb::{
@@ -35,8 +37,8 @@ use crate::{
 };
 
 use self::{
-    admin::AdminService, analytics::AnalyticsService, auth::Authenticate,
-    exchange::ExchangeService, incoming::AcceptLimits, reads::Reads,
+    admin::AdminService, analytics::AnalyticsService, auth::Authenticate, context::Context,
+    exchange::ExchangeService, incoming::AcceptLimits,
 };
 
 /// A server ready to run: configuration checked, TLS material and store loaded.
@@ -68,7 +70,7 @@ impl Server {
         ServerTlsMaterial::load(&config.tls.files())?;
         let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         if !store.counters_current()? {
-            let counted = store.rebuild_counters(crate::submission::summarize_stored)?;
+            let counted = store.rebuild_counters()?;
             tracing::info!(
                 reports = counted,
                 "rebuilt the aggregate counters from the stored reports"
@@ -126,40 +128,32 @@ impl Server {
             .store
             .start_writer(self.clock.clone(), self.config.store.max_batch)?;
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
-        let reads = Reads {
+        let disk_failure = writer.disk_failure();
+        let ctx = Context {
             store: self.store.clone(),
-            writer: writer.clone(),
+            writer,
             policy: Policy::new(self.config.policy.clone()),
             clock: self.clock.clone(),
             trust: self.trust.clone(),
+            admin: Administration::new(
+                self.store.clone(),
+                self.trust.clone(),
+                &self.config.trust_domain,
+            ),
+            receipt_key: self.receipt_key.clone(),
             streams: reads::OpenStreams::new(limits.max_subscriptions_per_principal),
             feed: feed_handle,
-        };
-        let analytics = AnalyticsServer::new(AnalyticsService {
-            reads: reads.clone(),
-            settings: crate::analytics::Settings::new(&self.config.analytics),
-        })
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(limits.max_message_bytes);
-        let exchange = ExchangeServer::new(ExchangeService {
-            store: self.store.clone(),
-            writer: writer.clone(),
-            receipt_key: self.receipt_key.clone(),
+            analytics: crate::analytics::Settings::new(&self.config.analytics),
             max_import_items: limits.max_import_items,
-            reads,
-        })
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(limits.max_message_bytes);
-        let disk_failure = writer.disk_failure();
-        let admin = AdminServer::new(AdminService {
-            store: self.store.clone(),
-            writer,
-            trust: self.trust.clone(),
-            clock: self.clock.clone(),
-            trust_domain: self.config.trust_domain.clone(),
-            policy: self.config.policy.clone(),
-        })
-        .max_decoding_message_size(limits.max_message_bytes);
+        };
+        let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+        let exchange = ExchangeServer::new(ExchangeService { ctx: ctx.clone() })
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+        let admin = AdminServer::new(AdminService { ctx })
+            .max_decoding_message_size(limits.max_message_bytes);
 
         // A failed disk stops the server (see `stop_on_disk_failure`).
         let disk_failed = Arc::new(std::sync::Mutex::new(None));
@@ -341,7 +335,7 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
     if trust.server_not_after() <= horizon {
         tracing::warn!(
             serial = %trust.server_serial(),
-            expires = %crate::submission::format_time(trust.server_not_after()),
+            expires = %crate::clock::format_time(trust.server_not_after()),
             "the server certificate expires soon: replace the files and reload (SIGHUP or Admin.ReloadTls)"
         );
     }
@@ -353,7 +347,7 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
                 tracing::warn!(
                     serial = %c.serial,
                     principal = %c.spiffe_id,
-                    expires = %crate::submission::format_time(c.not_after),
+                    expires = %crate::clock::format_time(c.not_after),
                     "an issued certificate expires soon"
                 );
             }

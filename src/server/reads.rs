@@ -13,44 +13,22 @@ use std::{collections::HashMap, sync::Arc};
 use prost::Message;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 use crate::{
     access::{self, Hit, QueryFilter, ReadLog},
     country::CountryCode,
     identity::{PeerIdentity, Role},
     pb,
-    policy::{Policy, Standing},
     report::Category,
-    server::{
-        auth,
-        feed::{Batch, Feed},
-        guard::{CallGuard, Guarded, StandingWatch},
-        status::store_status,
-    },
-    store::{AuditRecord, Snapshot, Store, StoreError, Writer},
-    trust::Trust,
+    server::{auth, context::Context, feed::Batch, guard::Guarded},
+    store::{AuditRecord, StoreError},
 };
 
-/// Results queued ahead of a slow reader.
+/// Results queued ahead of a slow subscriber.
 const STREAM_BUFFER: usize = 256;
 /// How often a subscription's audit record is brought up to date while it pushes.
 const SUBSCRIPTION_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-
-pub type ResultStream<T> = Guarded<T>;
-
-/// What the read handlers share.
-#[derive(Clone)]
-pub(super) struct Reads {
-    pub store: Store,
-    pub writer: Writer,
-    pub policy: Policy,
-    pub clock: crate::clock::Clock,
-    pub trust: Arc<Trust>,
-    pub streams: OpenStreams,
-    pub feed: Feed,
-}
 
 /// Subscriptions open per principal, bounded by `limits.max_subscriptions_per_principal`.
 #[derive(Clone)]
@@ -123,26 +101,15 @@ pub(super) fn node_state(peer: &PeerIdentity) -> Result<CountryCode, Status> {
     }
 }
 
-fn snapshot(store: &Store) -> Result<Snapshot, Status> {
-    store.snapshot().map_err(|e| store_status(&e))
-}
-
-impl Reads {
-    pub fn standing(&self, peer: &PeerIdentity) -> Result<pb::MyStandingResponse, Status> {
+impl Context {
+    pub fn my_standing(&self, peer: &PeerIdentity) -> Result<pb::MyStandingResponse, Status> {
         let state = peer.principal().state().ok_or_else(|| {
             Status::permission_denied("only a state's certificates have a standing")
         })?;
-        let snap = snapshot(&self.store)?;
-        let now = self.clock.now();
-        let categories = [Category::SmugglingIncident, Category::MaritimeMovement]
+        let snap = self.snapshot()?;
+        let categories = Category::ALL
             .into_iter()
-            .map(|c| {
-                let s = self
-                    .policy
-                    .standing(&snap, state, c, now)
-                    .map_err(|e| store_status(&e))?;
-                Ok(s.to_pb())
-            })
+            .map(|c| Ok(self.standing(&snap, state, c)?.to_pb()))
             .collect::<Result<_, Status>>()?;
         Ok(pb::MyStandingResponse {
             state: state.to_string(),
@@ -150,68 +117,15 @@ impl Reads {
         })
     }
 
-    /// Refuses (and audits the refusal) unless `state` stands in `category`; returns
-    /// the standing found.
-    pub(super) async fn require_standing(
-        &self,
-        peer: &PeerIdentity,
-        snap: &Snapshot,
-        state: CountryCode,
-        category: Category,
-        action: &str,
-        detail: &str,
-    ) -> Result<Standing, Status> {
-        let standing = self
-            .policy
-            .standing(snap, state, category, self.clock.now())
-            .map_err(|e| store_status(&e))?;
-        if standing.entitled() {
-            return Ok(standing);
-        }
-        self.audit(AuditRecord {
-            principal: peer.principal().spiffe_id(),
-            state: state.to_string(),
-            action: format!("refused {action}"),
-            detail: detail.to_owned(),
-            ..AuditRecord::default()
-        })
-        .await?;
-        Err(refusal(&standing))
-    }
-
-    pub(super) async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
-        self.writer.audit(record).await.map_err(|e| {
-            Status::unavailable(format!(
-                "the audit log could not be written, so nothing is served: {e}"
-            ))
-        })
-    }
-
-    /// A guard for a read by `peer` that needs `standing` to hold throughout.
-    fn guard(&self, peer: &PeerIdentity, standing: Option<&Standing>) -> CallGuard {
-        let guard = CallGuard::new(peer, &self.trust);
-        match standing {
-            Some(standing) => guard.with_standing(StandingWatch::new(
-                self.store.clone(),
-                self.policy.clone(),
-                self.clock.clone(),
-                self.writer.changes(),
-                standing,
-            )),
-            None => guard,
-        }
-    }
-
     pub async fn query(
         &self,
         peer: &PeerIdentity,
         req: pb::QueryRequest,
-    ) -> Result<ResultStream<pb::QueryResult>, Status> {
+    ) -> Result<Guarded<pb::QueryResult>, Status> {
         let state = node_state(peer)?;
-        let filter =
-            QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
-        let snap = snapshot(&self.store)?;
+        let snap = self.snapshot()?;
         let standing = if filter.only_own(state) {
             None
         } else {
@@ -221,7 +135,7 @@ impl Reads {
             )
         };
         let guard = self.guard(peer, standing.as_ref());
-        self.stream(guard, peer, state, "query", detail, move |emit| {
+        self.audited_stream(guard, peer, state, "query", detail, move |emit| {
             access::query(&snap, &filter, state, |hit| {
                 let cursor = hit.cursor.clone().unwrap_or_default();
                 emit(pb::QueryResult {
@@ -238,7 +152,7 @@ impl Reads {
         &self,
         peer: &PeerIdentity,
         req: pb::SyncRequest,
-    ) -> Result<ResultStream<pb::SyncItem>, Status> {
+    ) -> Result<Guarded<pb::SyncItem>, Status> {
         let state = node_state(peer)?;
         let category = Category::from_pb(req.category).ok_or_else(|| {
             Status::invalid_argument(
@@ -246,12 +160,12 @@ impl Reads {
             )
         })?;
         let detail = audit_detail(&req);
-        let snap = snapshot(&self.store)?;
+        let snap = self.snapshot()?;
         let standing = self
             .require_standing(peer, &snap, state, category, "sync", &detail)
             .await?;
         let guard = self.guard(peer, Some(&standing));
-        self.stream(guard, peer, state, "sync", detail, move |emit| {
+        self.audited_stream(guard, peer, state, "sync", detail, move |emit| {
             access::sync(&snap, category, req.after_sequence, state, |hit| {
                 emit(pb::SyncItem {
                     envelope: decode_envelope(&hit),
@@ -260,72 +174,6 @@ impl Reads {
             })
         })
         .await
-    }
-
-    /// Records the read in the audit log (refusing it if that fails), then runs `read`
-    /// on a blocking thread, streaming what it emits under `guard`; when it ends (or the
-    /// client goes away) the audit record is completed with what was read, by owner.
-    async fn stream<T: Send + 'static>(
-        &self,
-        guard: CallGuard,
-        peer: &PeerIdentity,
-        state: CountryCode,
-        action: &'static str,
-        detail: String,
-        read: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<ReadLog, StoreError> + Send + 'static,
-    ) -> Result<ResultStream<T>, Status> {
-        let principal = peer.principal().spiffe_id();
-        let number = self
-            .audit(AuditRecord {
-                principal: principal.clone(),
-                state: state.to_string(),
-                action: action.to_owned(),
-                detail: detail.clone(),
-                in_progress: true,
-                ..AuditRecord::default()
-            })
-            .await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let reads = self.clone();
-        let errors = tx.clone();
-        let (trust, caller) = (self.trust.clone(), peer.clone());
-        tokio::spawn(async move {
-            let outcome = tokio::task::spawn_blocking(move || {
-                // Revocation and suspension, exactly, before each item (the guard watches
-                // them too, and standing, while the stream is idle).
-                read(&mut |item| match auth::admit(&trust, &caller) {
-                    Ok(()) => tx.blocking_send(Ok(item)).is_ok(),
-                    Err(status) => {
-                        let _ = tx.blocking_send(Err(status));
-                        false
-                    }
-                })
-            })
-            .await;
-            let log = match outcome {
-                Ok(Ok(log)) => log,
-                Ok(Err(e)) => {
-                    let _ = errors.send(Err(store_status(&e))).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = errors
-                        .send(Err(Status::internal(format!("the read failed: {e}"))))
-                        .await;
-                    return;
-                }
-            };
-            let record = log.to_audit(&principal, state.as_str(), action, &detail);
-            if let Err(e) = reads.writer.update_audit(number, record).await {
-                tracing::error!(%principal, action, number, error = %e, "a read's audit record could not be completed");
-                let _ = errors
-                    .send(Err(Status::unavailable(format!(
-                        "the audit record of this read could not be completed: {e}"
-                    ))))
-                    .await;
-            }
-        });
-        Ok(guard.guard(ReceiverStream::new(rx)))
     }
 
     /// Pushes matching changes as they are committed. The subscription is on the audit
@@ -338,13 +186,12 @@ impl Reads {
         &self,
         peer: &PeerIdentity,
         req: pb::QueryRequest,
-    ) -> Result<ResultStream<pb::SyncItem>, Status> {
+    ) -> Result<Guarded<pb::SyncItem>, Status> {
         let state = node_state(peer)?;
-        let filter =
-            QueryFilter::from_request(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
         let slot = self.open_subscription(peer, state, &detail).await?;
-        let snap = snapshot(&self.store)?;
+        let snap = self.snapshot()?;
         let standing = self
             .require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
             .await?;
@@ -365,7 +212,7 @@ impl Reads {
             })
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let reads = self.clone();
+        let ctx = self.clone();
         let caller = peer.clone();
         let pushing = filter.pushing();
         tokio::spawn(async move {
@@ -383,7 +230,7 @@ impl Reads {
                     () = tx.closed() => break None,
                     _ = flush.tick(), if unrecorded => {
                         let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
-                        if let Err(e) = reads.writer.update_audit(number, record.in_progress()).await {
+                        if let Err(e) = ctx.writer.update_audit(number, record.in_progress()).await {
                             break Some(Status::unavailable(format!(
                                 "the audit record of this subscription could not be updated, so \
                                  nothing more is pushed: {e}"
@@ -398,10 +245,10 @@ impl Reads {
                     Ok(batch) => match from_batch(&batch, &pushing, state, cursor) {
                         Some(found) => Ok(found),
                         // A gap before this batch: read what was missed directly.
-                        None => reads.pending_changes(&filter, state, cursor).await,
+                        None => ctx.pending_changes(&filter, state, cursor).await,
                     },
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        reads.pending_changes(&filter, state, cursor).await
+                        ctx.pending_changes(&filter, state, cursor).await
                     }
                     Err(broadcast::error::RecvError::Closed) => break None,
                 };
@@ -415,8 +262,8 @@ impl Reads {
                 }
                 // Revocation, suspension and standing, exactly, before anything is pushed
                 // (the guard watches them too, but only this check is ordered with the push).
-                if let Err(status) = auth::admit(&reads.trust, &caller)
-                    .and_then(|()| reads.still_stands(state, filter.category))
+                if let Err(status) = auth::admit(&ctx.trust, &caller)
+                    .and_then(|()| ctx.still_stands(state, filter.category))
                 {
                     break Some(status);
                 }
@@ -434,7 +281,7 @@ impl Reads {
                 }
             };
             let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
-            if let Err(e) = reads.writer.update_audit(number, record).await {
+            if let Err(e) = ctx.writer.update_audit(number, record).await {
                 tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }
             if let Some(status) = end {
@@ -446,16 +293,9 @@ impl Reads {
 
     /// Refuses unless `state` stands in `category` now.
     fn still_stands(&self, state: CountryCode, category: Category) -> Result<(), Status> {
-        let snap = snapshot(&self.store)?;
-        let standing = self
-            .policy
-            .standing(&snap, state, category, self.clock.now())
-            .map_err(|e| store_status(&e))?;
-        if standing.entitled() {
-            Ok(())
-        } else {
-            Err(refusal(&standing))
-        }
+        let snap = self.snapshot()?;
+        self.standing(&snap, state, category)?.require()?;
+        Ok(())
     }
 
     /// A place for one more subscription of `peer`, or the refusal (on the audit record,
@@ -499,8 +339,8 @@ impl Reads {
         let step = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let snap = store.snapshot()?;
             let standing = policy.standing(&snap, state, filter.category, clock.now())?;
-            if !standing.entitled() {
-                return Ok(Err(standing));
+            if let Err(refusal) = standing.require() {
+                return Ok(Err(refusal));
             }
             let mut items = Vec::new();
             let seen = snap.last_sequence()?;
@@ -516,8 +356,8 @@ impl Reads {
         .await;
         match step {
             Ok(Ok(Ok(found))) => Ok(found),
-            Ok(Ok(Err(standing))) => Err(refusal(&standing)),
-            Ok(Err(e)) => Err(store_status(&e)),
+            Ok(Ok(Err(refusal))) => Err(refusal.into()),
+            Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(Status::internal(format!("the subscription failed: {e}"))),
         }
     }
@@ -532,10 +372,8 @@ impl Reads {
             .state()
             .ok_or_else(|| Status::permission_denied("only a state's certificates own data"))?;
         let limit = if limit == 0 { 100 } else { limit.min(10_000) };
-        let snap = snapshot(&self.store)?;
-        let records = snap
-            .accesses_to(state.as_str(), usize::try_from(limit).unwrap_or(100))
-            .map_err(|e| store_status(&e))?;
+        let snap = self.snapshot()?;
+        let records = snap.accesses_to(state.as_str(), usize::try_from(limit).unwrap_or(100))?;
         let accesses = records
             .into_iter()
             .filter_map(|(_, record)| {
@@ -600,21 +438,5 @@ pub(super) fn audit_detail(request: &impl serde::Serialize) -> String {
     crate::report::shorten(
         serde_json::to_string(request).unwrap_or_default(),
         MAX_AUDIT_DETAIL,
-    )
-}
-
-/// PERMISSION_DENIED with the reason in words and in an ErrorInfo detail.
-pub(super) fn refusal(standing: &Standing) -> Status {
-    let metadata = HashMap::from([
-        ("category".to_owned(), standing.category.label().to_owned()),
-        ("state".to_owned(), standing.state.to_string()),
-        ("contributed".to_owned(), standing.contributed.to_string()),
-        ("required".to_owned(), standing.required.to_string()),
-        ("window_days".to_owned(), standing.window_days.to_string()),
-    ]);
-    Status::with_error_details(
-        Code::PermissionDenied,
-        standing.explanation(),
-        ErrorDetails::with_error_info("INSUFFICIENT_CONTRIBUTION", "tidemark", metadata),
     )
 }

@@ -1,9 +1,15 @@
 //! Domain errors to gRPC status codes, in one place.
 
+use std::collections::HashMap;
+
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
+    access::FilterError,
+    administration::AdminError,
+    analytics::AggregateError,
+    policy::Refusal,
     report::ValidationErrors,
     store::{AppendError, KeyRegistryError, StoreError},
     submission::SubmitError,
@@ -19,22 +25,24 @@ impl From<SubmitError> for Status {
             SubmitError::Malformed(_) => Status::invalid_argument(message),
             SubmitError::BadSignature(_) => Status::unauthenticated(message),
             SubmitError::Invalid(errors) => invalid(&errors),
-            SubmitError::Rejected(e) => append_status(&e),
-            SubmitError::Store(e) => store_status(&e),
+            SubmitError::Rejected(e) => e.into(),
+            SubmitError::Store(e) => e.into(),
         }
     }
 }
 
-fn append_status(err: &AppendError) -> Status {
-    let message = err.to_string();
-    match err {
-        AppendError::Conflict { .. } => Status::already_exists(message),
-        AppendError::NotOwner { .. } => Status::permission_denied(message),
-        AppendError::VersionOrder { .. }
-        | AppendError::FirstVersion { .. }
-        | AppendError::Retracted { .. } => Status::failed_precondition(message),
-        AppendError::NothingToRetract { .. } => Status::not_found(message),
-        AppendError::Store(_) => Status::unavailable(message),
+impl From<AppendError> for Status {
+    fn from(err: AppendError) -> Self {
+        let message = err.to_string();
+        match err {
+            AppendError::Conflict { .. } => Status::already_exists(message),
+            AppendError::NotOwner { .. } => Status::permission_denied(message),
+            AppendError::VersionOrder { .. }
+            | AppendError::FirstVersion { .. }
+            | AppendError::Retracted { .. } => Status::failed_precondition(message),
+            AppendError::NothingToRetract { .. } => Status::not_found(message),
+            AppendError::Store(_) => Status::unavailable(message),
+        }
     }
 }
 
@@ -47,9 +55,21 @@ fn invalid(errors: &ValidationErrors) -> Status {
     Status::with_error_details(Code::InvalidArgument, errors.to_string(), details)
 }
 
-pub(super) fn store_status(err: &StoreError) -> Status {
-    tracing::error!(error = %err, "store failure");
-    Status::internal(format!("the server's store failed: {err}"))
+/// INVALID_ARGUMENT naming the one field at fault in a `google.rpc.BadRequest`.
+fn bad_field(field: &str, reason: &str, message: String) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+/// A store failure is the server's: logged here, INTERNAL to the caller.
+impl From<StoreError> for Status {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "store failure");
+        Status::internal(format!("the server's store failed: {err}"))
+    }
 }
 
 impl From<KeyRegistryError> for Status {
@@ -57,7 +77,60 @@ impl From<KeyRegistryError> for Status {
         match err {
             KeyRegistryError::OtherState { .. } => Status::already_exists(err.to_string()),
             KeyRegistryError::Unknown(_) => Status::not_found(err.to_string()),
-            KeyRegistryError::Store(e) => store_status(&e),
+            KeyRegistryError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A bad query or aggregate parameter, in one shape for every read RPC.
+impl From<FilterError> for Status {
+    fn from(err: FilterError) -> Self {
+        bad_field(err.field, &err.reason, err.to_string())
+    }
+}
+
+impl From<AggregateError> for Status {
+    fn from(err: AggregateError) -> Self {
+        match err {
+            AggregateError::TooManyCells { .. } => Status::resource_exhausted(err.to_string()),
+            AggregateError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// PERMISSION_DENIED with the reason in words and in an ErrorInfo detail
+/// (`INSUFFICIENT_CONTRIBUTION`, with the standing's figures as metadata).
+impl From<Refusal> for Status {
+    fn from(Refusal(standing): Refusal) -> Self {
+        let metadata = HashMap::from([
+            ("category".to_owned(), standing.category.label().to_owned()),
+            ("state".to_owned(), standing.state.to_string()),
+            ("contributed".to_owned(), standing.contributed.to_string()),
+            ("required".to_owned(), standing.required.to_string()),
+            ("window_days".to_owned(), standing.window_days.to_string()),
+        ]);
+        Status::with_error_details(
+            Code::PermissionDenied,
+            standing.explanation(),
+            ErrorDetails::with_error_info("INSUFFICIENT_CONTRIBUTION", "tidemark", metadata),
+        )
+    }
+}
+
+impl From<AdminError> for Status {
+    fn from(err: AdminError) -> Self {
+        let message = err.to_string();
+        match err {
+            AdminError::Invalid { field, reason, .. } => bad_field(field, &reason, message),
+            AdminError::NoCaKey { .. }
+            | AdminError::CompromisedKey { .. }
+            | AdminError::NotEnrolled(_)
+            | AdminError::Suspended(_)
+            | AdminError::Trust(_) => Status::failed_precondition(message),
+            AdminError::OperatorFromCsr => Status::permission_denied(message),
+            AdminError::KeyRegistry(e) => e.into(),
+            AdminError::Store(e) => e.into(),
+            AdminError::Internal(_) => Status::internal(message),
         }
     }
 }

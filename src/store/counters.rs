@@ -18,13 +18,43 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, Table};
 
-use super::{ReportFacts, ReportSummary, StoreError};
+use super::StoreError;
+use crate::report::{ReportFacts, ReportSummary};
 
 /// Number of additive metrics kept per cell.
 pub const SUMS: usize = 7;
 
-/// Additive metrics, in this order: reports, persons, deaths, missing, minors,
-/// unaccompanied minors, facilitators arrested.
+/// The additive metrics, in the order of [`Sums`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Additive {
+    Reports,
+    Persons,
+    Deaths,
+    Missing,
+    Minors,
+    UnaccompaniedMinors,
+    FacilitatorsArrested,
+}
+
+impl Additive {
+    /// Every additive metric, in the order of [`Sums`].
+    pub const ALL: [Self; SUMS] = [
+        Self::Reports,
+        Self::Persons,
+        Self::Deaths,
+        Self::Missing,
+        Self::Minors,
+        Self::UnaccompaniedMinors,
+        Self::FacilitatorsArrested,
+    ];
+
+    /// This metric's total in `sums`.
+    pub fn of(self, sums: &Sums) -> u64 {
+        sums[self as usize]
+    }
+}
+
+/// Additive metric totals, indexed by [`Additive`].
 pub type Sums = [u64; SUMS];
 
 /// The value of a dimension a report does not have (no transit, no origin, …).

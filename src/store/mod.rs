@@ -8,6 +8,7 @@
 //!   for the writer.
 //! - Table definitions are the constants below, in one place.
 
+mod apply;
 pub mod counters;
 mod disk;
 mod records;
@@ -21,13 +22,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use uuid::Uuid;
 
 pub use self::{
+    apply::{Accepted, AppendError, NewEnvelope},
     disk::DiskFailure,
     records::{
-        AuditRecord, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads, ReportFacts,
-        ReportHead, ReportSummary, RevokedCertificate, StateRecord, VersionRef,
+        AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads,
+        ReportHead, RevokedCertificate, StateRecord, VersionRef,
     },
     snapshot::Snapshot,
-    writer::{Accepted, AppendError, EnvelopeKind, NewEnvelope, Writer, WriterThread},
+    writer::{Writer, WriterThread},
 };
 use crate::{clock::Clock, config::StoreConfig};
 
@@ -180,12 +182,9 @@ impl Store {
     }
 
     /// Rebuilds every report's summary and the aggregate counters from the stored
-    /// envelopes, in one transaction. `summarize` reads a stored report envelope.
+    /// envelopes, in one transaction.
     /// Returns the number of reports counted.
-    pub fn rebuild_counters(
-        &self,
-        summarize: impl Fn(&[u8]) -> Option<ReportSummary>,
-    ) -> Result<u64, StoreError> {
+    pub fn rebuild_counters(&self) -> Result<u64, StoreError> {
         let tx = self.begin_write()?;
         let mut counted = 0;
         {
@@ -207,8 +206,9 @@ impl Store {
                         .get(version.sequence)?
                         .map(|v| decode(v.value()))
                         .transpose()?;
-                    if let Some(record) = record.filter(|r| r.kind == 1) {
-                        summary = summarize(&record.envelope);
+                    if let Some(record) = record.filter(|r| r.kind() == Some(EnvelopeKind::Report))
+                    {
+                        summary = crate::report::summarize_stored(&record.envelope);
                         break;
                     }
                 }

@@ -3,6 +3,44 @@
 
 use prost::Message;
 
+use crate::report::ReportSummary;
+
+/// What kind of envelope is appended: stored as its code in `EnvelopeRecord.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    /// A new version of a report (1).
+    Report,
+    /// The retraction of a report (2).
+    Retraction,
+}
+
+impl EnvelopeKind {
+    /// The code stored in `EnvelopeRecord.kind`.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Report => 1,
+            Self::Retraction => 2,
+        }
+    }
+
+    /// `report` or `retraction`, as receipts and the API name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::Retraction => "retraction",
+        }
+    }
+
+    /// The kind a stored code names.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Report),
+            2 => Some(Self::Retraction),
+            _ => None,
+        }
+    }
+}
+
 /// One accepted envelope, keyed by its sequence number.
 #[derive(Clone, PartialEq, Message)]
 pub struct EnvelopeRecord {
@@ -31,6 +69,13 @@ pub struct EnvelopeRecord {
     /// The key whose signature was accepted.
     #[prost(string, tag = "9")]
     pub key_id: String,
+}
+
+impl EnvelopeRecord {
+    /// What kind of envelope this is; `None` for a code this build does not know.
+    pub fn kind(&self) -> Option<EnvelopeKind> {
+        EnvelopeKind::from_code(self.kind)
+    }
 }
 
 /// The version history of one report, keyed by its UUID.
@@ -66,79 +111,6 @@ impl ReportHead {
     pub fn latest_version(&self) -> u32 {
         self.versions.last().map_or(0, |v| v.version)
     }
-}
-
-/// What queries filter on, taken from the latest report version.
-#[derive(Clone, PartialEq, Message)]
-pub struct ReportSummary {
-    /// `tidemark.v1.Category`.
-    #[prost(int32, tag = "1")]
-    pub category: i32,
-    /// Incident date as a Julian day number.
-    #[prost(int32, tag = "2")]
-    pub incident_day: i32,
-    /// `tidemark.v1.SharingScope`.
-    #[prost(int32, tag = "3")]
-    pub scope: i32,
-    /// States of a listed-states scope.
-    #[prost(string, repeated, tag = "4")]
-    pub listed_states: Vec<String>,
-    /// Origin, transit and destination countries.
-    #[prost(string, repeated, tag = "5")]
-    pub route_countries: Vec<String>,
-    #[prost(string, repeated, tag = "6")]
-    pub nationalities: Vec<String>,
-    #[prost(int32, tag = "7")]
-    pub modus_operandi: i32,
-    #[prost(int32, tag = "8")]
-    pub maritime_event: i32,
-    #[prost(int32, tag = "9")]
-    pub vessel_type: i32,
-    #[prost(bool, tag = "10")]
-    pub has_point: bool,
-    #[prost(double, tag = "11")]
-    pub latitude: f64,
-    #[prost(double, tag = "12")]
-    pub longitude: f64,
-    /// What aggregates group by and add up (see `crate::analytics`).
-    #[prost(message, optional, tag = "13")]
-    pub facts: Option<ReportFacts>,
-}
-
-/// The facts of a report version that aggregates group by and add up.
-#[derive(Clone, PartialEq, Message)]
-pub struct ReportFacts {
-    #[prost(string, tag = "1")]
-    pub origin: String,
-    #[prost(string, repeated, tag = "2")]
-    pub transit: Vec<String>,
-    #[prost(string, tag = "3")]
-    pub destination: String,
-    #[prost(string, tag = "4")]
-    pub location_country: String,
-    /// `tidemark.v1.SeaArea`.
-    #[prost(int32, tag = "5")]
-    pub sea_area: i32,
-    #[prost(uint32, tag = "6")]
-    pub persons: u32,
-    /// Persons per nationality, parallel to `ReportSummary::nationalities`.
-    #[prost(uint32, repeated, tag = "7")]
-    pub nationality_counts: Vec<u32>,
-    #[prost(uint32, tag = "8")]
-    pub deaths: u32,
-    #[prost(uint32, tag = "9")]
-    pub missing: u32,
-    #[prost(uint32, tag = "10")]
-    pub minors: u32,
-    #[prost(uint32, tag = "11")]
-    pub unaccompanied_minors: u32,
-    #[prost(uint32, tag = "12")]
-    pub facilitators_arrested: u32,
-    /// Fee per person; `fee_currency` empty when none is stated.
-    #[prost(uint64, tag = "13")]
-    pub fee_amount: u64,
-    #[prost(string, tag = "14")]
-    pub fee_currency: String,
 }
 
 /// One audited access or refusal.

@@ -1,0 +1,333 @@
+//! Operator actions and their rules, independent of gRPC: enrolling and suspending
+//! states, registering and revoking signing keys, issuing and revoking client
+//! certificates, re-reading the TLS files.
+//!
+//! Each action checks its preconditions, changes the store (and the live trust state
+//! where it must) and returns what changed. The Admin service resolves the operator,
+//! runs the action off the async threads (several read files or sign a CRL), writes the
+//! audit record and answers.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+
+use crate::{
+    country::CountryCode,
+    identity::{self, PeerIdentity, Principal, Role},
+    pki::{self, Validity},
+    signing::PublicKey,
+    store::{
+        IssuedCertificate, KeyRecord, KeyRegistryError, RevokedCertificate, StateRecord, Store,
+        StoreError,
+    },
+    trust::{Trust, TrustError},
+};
+
+/// The longest validity the server gives an issued certificate (CA/B-style 397 days).
+pub const MAX_CERT_DAYS: u32 = 397;
+
+/// The operator actions over one store and trust state; cheap to clone.
+#[derive(Clone)]
+pub struct Administration {
+    store: Store,
+    trust: Arc<Trust>,
+    trust_domain: Arc<str>,
+}
+
+/// A signing key to register, as the operator asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRegistration {
+    /// ISO 3166-1 alpha-3 code of the owning state.
+    pub state: String,
+    /// The Ed25519 public key, SubjectPublicKeyInfo PEM.
+    pub public_key_pem: String,
+    /// Unix seconds; 0 for now.
+    pub valid_from: i64,
+    /// Unix seconds; 0 for no end.
+    pub valid_until: i64,
+}
+
+/// A certificate issued from a CSR.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// Its serial, canonical hex.
+    pub serial: String,
+    /// The SPIFFE ID it names.
+    pub spiffe_id: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl Administration {
+    /// The actions over `store` and `trust`, for certificates of `trust_domain`.
+    pub fn new(store: Store, trust: Arc<Trust>, trust_domain: &str) -> Self {
+        Self {
+            store,
+            trust,
+            trust_domain: trust_domain.into(),
+        }
+    }
+
+    /// Enrols (`suspended = false`, also reinstating) or suspends a state, effective
+    /// for every open connection at once.
+    pub fn set_suspended(
+        &self,
+        code: &str,
+        suspended: bool,
+        now: i64,
+    ) -> Result<StateRecord, AdminError> {
+        let state = CountryCode::parse(code).map_err(|e| invalid("state", e))?;
+        let existing = self.store.state(state.as_str())?;
+        let record = StateRecord {
+            state: state.to_string(),
+            suspended,
+            enrolled_at: existing.map_or(now, |s| s.enrolled_at),
+            changed_at: now,
+        };
+        self.store.put_state(&record)?;
+        self.refresh()?;
+        Ok(record)
+    }
+
+    /// Registers a state's signing key; submissions signed with it are accepted from
+    /// `valid_from` (now when 0) until `valid_until` (no end when 0).
+    pub fn register_key(&self, key: &KeyRegistration, now: i64) -> Result<KeyRecord, AdminError> {
+        let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
+        let public = PublicKey::from_spki_pem(&key.public_key_pem)
+            .map_err(|e| invalid("public_key_pem", e))?;
+        let valid_from = if key.valid_from == 0 {
+            now
+        } else {
+            key.valid_from
+        };
+        if key.valid_until != 0 && key.valid_until <= valid_from {
+            return Err(AdminError::Invalid {
+                field: "valid_until_unix",
+                reason: "must be after valid_from_unix".to_owned(),
+                whole: "valid_until_unix must be after valid_from_unix".to_owned(),
+            });
+        }
+        let record = KeyRecord::new(
+            public.key_id(),
+            state.as_str(),
+            public.raw(),
+            valid_from,
+            key.valid_until,
+            now,
+        );
+        Ok(self.store.register_signing_key(&record)?)
+    }
+
+    /// Revokes a signing key as of `compromised_at` (now when 0, never in the future):
+    /// envelopes it signed after that time are refused. Returns the key and the reason
+    /// recorded.
+    pub fn revoke_key(
+        &self,
+        key_id: &str,
+        compromised_at: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<(KeyRecord, i64, String), AdminError> {
+        if compromised_at > now {
+            return Err(AdminError::Invalid {
+                field: "compromised_at_unix",
+                reason: "is in the future".to_owned(),
+                whole: "compromised_at_unix is in the future".to_owned(),
+            });
+        }
+        let at = if compromised_at == 0 {
+            now
+        } else {
+            compromised_at
+        };
+        let reason = if reason.is_empty() {
+            "unspecified"
+        } else {
+            reason
+        };
+        let record = self.store.revoke_signing_key(key_id, at, reason)?;
+        Ok((record, at, reason.to_owned()))
+    }
+
+    /// Issues a certificate for the identity a CSR asks for, valid for `days` (1 to
+    /// [`MAX_CERT_DAYS`]) from an hour ago: only with the CA key, never for a key
+    /// reported compromised, for a node or state analyst only while its state is
+    /// enrolled and not suspended, and never for an operator.
+    pub fn issue_certificate(
+        &self,
+        csr_pem: &str,
+        days: u32,
+        now: time::OffsetDateTime,
+    ) -> Result<Issued, AdminError> {
+        let ca = self.trust.issuing_ca().ok_or(AdminError::NoCaKey {
+            action: "cannot issue certificates; issue offline with `tidemark pki issue`",
+        })?;
+        if days == 0 || days > MAX_CERT_DAYS {
+            return Err(AdminError::Invalid {
+                field: "days",
+                reason: format!("must be 1 to {MAX_CERT_DAYS}"),
+                whole: format!("days must be 1 to {MAX_CERT_DAYS}"),
+            });
+        }
+        let csr = pki::read_csr(csr_pem).map_err(|e| invalid("csr_pem", e))?;
+        if let Some(serial) = self.store.compromised_key(&csr.key_fingerprint())? {
+            return Err(AdminError::CompromisedKey { serial });
+        }
+        let uri = csr.requested_uri();
+        let principal = Principal::from_spiffe_id(uri, &self.trust_domain).map_err(|e| {
+            AdminError::Invalid {
+                field: "csr_pem",
+                reason: format!("asks for {uri}: {e}"),
+                whole: format!("the CSR asks for {uri}: {e}"),
+            }
+        })?;
+        self.check_issuable(&principal)?;
+        let validity = Validity {
+            not_before: now - time::Duration::hours(1),
+            not_after: now + time::Duration::days(i64::from(days)),
+        };
+        let certificate_pem = ca
+            .issue_from_csr(&csr, &principal, validity)
+            .map_err(|e| invalid("csr_pem", e))?;
+        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes())
+            .map_err(|e| AdminError::Internal(format!("the issued certificate: {e}")))?;
+        let issued = PeerIdentity::from_certificate(der.as_ref(), &self.trust_domain)
+            .map_err(|e| AdminError::Internal(format!("the issued certificate: {e}")))?;
+        self.store.record_issued(&IssuedCertificate {
+            serial: issued.serial().to_owned(),
+            spiffe_id: principal.spiffe_id(),
+            not_after: issued.not_after(),
+            issued_at: now.unix_timestamp(),
+            key_fingerprint: csr.key_fingerprint(),
+        })?;
+        Ok(Issued {
+            certificate_pem,
+            serial: issued.serial().to_owned(),
+            spiffe_id: principal.spiffe_id(),
+            not_after: issued.not_after(),
+        })
+    }
+
+    /// Whether a certificate may be issued to `principal` now.
+    fn check_issuable(&self, principal: &Principal) -> Result<(), AdminError> {
+        match principal.role() {
+            Role::Node(state) | Role::StateAnalyst(state) => {
+                match self.store.state(state.as_str())? {
+                    Some(s) if !s.suspended => Ok(()),
+                    Some(_) => Err(AdminError::Suspended(state)),
+                    None => Err(AdminError::NotEnrolled(state)),
+                }
+            }
+            Role::RegionalAnalyst => Ok(()),
+            Role::Operator => Err(AdminError::OperatorFromCsr),
+        }
+    }
+
+    /// Revokes a client certificate by serial (any common spelling; stored canonical)
+    /// for an RFC 5280 reason name (`unspecified` when empty), effective at once.
+    pub fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: &str,
+        operator: &str,
+        now: i64,
+    ) -> Result<RevokedCertificate, AdminError> {
+        let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
+        let reason_name = if reason.is_empty() {
+            "unspecified"
+        } else {
+            reason
+        };
+        let code = pki::parse_reason(reason_name).ok_or_else(|| AdminError::Invalid {
+            field: "reason",
+            reason: format!("{reason_name:?} is not one of: {}", pki::REASONS),
+            whole: format!("reason {reason_name:?} is not one of: {}", pki::REASONS),
+        })?;
+        let record = self.store.revoke_certificate(&RevokedCertificate {
+            serial,
+            reason: code as u32,
+            reason_name: reason_name.to_owned(),
+            revoked_at: now,
+            revoked_by: operator.to_owned(),
+        })?;
+        self.refresh()?;
+        Ok(record)
+    }
+
+    /// Re-reads the TLS files; returns the server certificate's serial before and after.
+    pub fn reload_tls(&self) -> Result<(String, String), AdminError> {
+        let old = self.trust.server_serial();
+        self.refresh()?;
+        Ok((old, self.trust.server_serial()))
+    }
+
+    /// Rebuilds the live trust state (and the CRL) from the files and the store.
+    fn refresh(&self) -> Result<(), AdminError> {
+        self.trust.refresh(&self.store).map_err(|e| {
+            tracing::error!(error = %e, "the TLS configuration could not be rebuilt; the old one stays");
+            AdminError::Trust(e)
+        })
+    }
+}
+
+fn invalid(field: &'static str, err: impl std::fmt::Display) -> AdminError {
+    AdminError::Invalid {
+        field,
+        reason: err.to_string(),
+        whole: format!("{field}: {err}"),
+    }
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// A request field is wrong.
+    #[error("{whole}")]
+    Invalid {
+        /// The request field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+        /// The whole message.
+        whole: String,
+    },
+    /// The server does not hold the CA key.
+    #[error("this server does not hold the CA key (tls.ca_key), so it {action}")]
+    NoCaKey {
+        /// What it therefore cannot do, and what to do instead.
+        action: &'static str,
+    },
+    /// The CSR's key was reported compromised.
+    #[error(
+        "this CSR's key was reported compromised (certificate {serial} was revoked for \
+         key-compromise); make a new key and CSR (`tidemark pki csr`)"
+    )]
+    CompromisedKey {
+        /// The revoked certificate that reported it.
+        serial: String,
+    },
+    /// The state is not enrolled.
+    #[error("{0} is not enrolled in this exchange; enrol it first (`tidemark admin enrol {0}`)")]
+    NotEnrolled(CountryCode),
+    /// The state is suspended.
+    #[error("{0} is suspended; reinstate it first")]
+    Suspended(CountryCode),
+    /// Operator certificates are never issued from CSRs.
+    #[error("operator certificates are not issued from CSRs; make them offline with the CA files")]
+    OperatorFromCsr,
+    /// The trust state could not be rebuilt; the old one stays.
+    #[error("the TLS configuration could not be rebuilt (the old one stays in use): {0}")]
+    Trust(#[source] TrustError),
+    /// The signing-key registry refused.
+    #[error(transparent)]
+    KeyRegistry(#[from] KeyRegistryError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something that cannot happen with a working CA did.
+    #[error("{0}")]
+    Internal(String),
+}

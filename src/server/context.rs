@@ -1,0 +1,204 @@
+//! The server context: what every service shares — store, writer, give-to-get policy,
+//! clock, trust state, limits — and the steps every read takes on it, in order:
+//! a snapshot, the caller's standing (a refusal is audited), the audit record written
+//! *before* any data flows, the read streamed under a [`CallGuard`], and the audit record
+//! completed with what was read. A new read RPC uses [`Context::audited_stream`] and
+//! cannot forget one of them.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::{
+    access::ReadLog,
+    administration::Administration,
+    analytics,
+    clock::Clock,
+    country::CountryCode,
+    identity::PeerIdentity,
+    policy::{Policy, Standing},
+    report::Category,
+    server::{
+        auth,
+        feed::Feed,
+        guard::{CallGuard, Guarded, StandingWatch},
+        reads::OpenStreams,
+    },
+    signing::SigningKey,
+    store::{AuditRecord, Snapshot, Store, StoreError, Writer},
+    trust::Trust,
+};
+
+/// Results queued ahead of a slow reader.
+const STREAM_BUFFER: usize = 256;
+
+/// Everything the services share; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Context {
+    pub store: Store,
+    pub writer: Writer,
+    pub policy: Policy,
+    pub clock: Clock,
+    pub trust: Arc<Trust>,
+    /// The operator actions over this store and trust state.
+    pub admin: Administration,
+    /// Signs receipts.
+    pub receipt_key: Arc<SigningKey>,
+    /// Subscriptions open per principal.
+    pub streams: OpenStreams,
+    /// Newly committed envelopes, for subscriptions.
+    pub feed: Feed,
+    /// Disclosure-control settings of aggregates.
+    pub analytics: analytics::Settings,
+    /// Most envelopes one import stream may hold.
+    pub max_import_items: usize,
+}
+
+impl Context {
+    /// A consistent view of the store for one read.
+    pub fn snapshot(&self) -> Result<Snapshot, Status> {
+        Ok(self.store.snapshot()?)
+    }
+
+    /// Where `state` stands in `category` now.
+    pub fn standing(
+        &self,
+        snap: &Snapshot,
+        state: CountryCode,
+        category: Category,
+    ) -> Result<Standing, Status> {
+        Ok(self
+            .policy
+            .standing(snap, state, category, self.clock.now())?)
+    }
+
+    /// Refuses (and audits the refusal) unless `state` stands in `category`; returns
+    /// the standing found.
+    pub async fn require_standing(
+        &self,
+        peer: &PeerIdentity,
+        snap: &Snapshot,
+        state: CountryCode,
+        category: Category,
+        action: &str,
+        detail: &str,
+    ) -> Result<Standing, Status> {
+        match self.standing(snap, state, category)?.require() {
+            Ok(standing) => Ok(standing),
+            Err(refusal) => {
+                self.audit(AuditRecord {
+                    principal: peer.principal().spiffe_id(),
+                    state: state.to_string(),
+                    action: format!("refused {action}"),
+                    detail: detail.to_owned(),
+                    ..AuditRecord::default()
+                })
+                .await?;
+                Err(refusal.into())
+            }
+        }
+    }
+
+    /// Writes an audit record; nothing is served when that fails.
+    pub async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
+        self.writer.audit(record).await.map_err(|e| {
+            Status::unavailable(format!(
+                "the audit log could not be written, so nothing is served: {e}"
+            ))
+        })
+    }
+
+    /// A guard for a call by `peer` that needs `standing` to hold throughout.
+    pub fn guard(&self, peer: &PeerIdentity, standing: Option<&Standing>) -> CallGuard {
+        let guard = CallGuard::new(peer, &self.trust);
+        match standing {
+            Some(standing) => guard.with_standing(StandingWatch::new(
+                self.store.clone(),
+                self.policy.clone(),
+                self.clock.clone(),
+                self.writer.changes(),
+                standing,
+            )),
+            None => guard,
+        }
+    }
+
+    /// Records the read in the audit log (refusing it if that fails), then runs `read`
+    /// on a blocking thread, streaming what it emits under `guard`; when it ends (or the
+    /// client goes away) the audit record is completed with what was read, by owner.
+    pub async fn audited_stream<T: Send + 'static>(
+        &self,
+        guard: CallGuard,
+        peer: &PeerIdentity,
+        state: CountryCode,
+        action: &'static str,
+        detail: String,
+        read: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<ReadLog, StoreError> + Send + 'static,
+    ) -> Result<Guarded<T>, Status> {
+        let principal = peer.principal().spiffe_id();
+        let number = self
+            .audit(AuditRecord {
+                principal: principal.clone(),
+                state: state.to_string(),
+                action: action.to_owned(),
+                detail: detail.clone(),
+                in_progress: true,
+                ..AuditRecord::default()
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let writer = self.writer.clone();
+        let errors = tx.clone();
+        let (trust, caller) = (self.trust.clone(), peer.clone());
+        tokio::spawn(async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                // Revocation and suspension, exactly, before each item (the guard watches
+                // them too, and standing, while the stream is idle).
+                read(&mut |item| match auth::admit(&trust, &caller) {
+                    Ok(()) => tx.blocking_send(Ok(item)).is_ok(),
+                    Err(status) => {
+                        let _ = tx.blocking_send(Err(status));
+                        false
+                    }
+                })
+            })
+            .await;
+            let log = match outcome {
+                Ok(Ok(log)) => log,
+                Ok(Err(e)) => {
+                    let _ = errors.send(Err(e.into())).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = errors
+                        .send(Err(Status::internal(format!("the read failed: {e}"))))
+                        .await;
+                    return;
+                }
+            };
+            let record = log.to_audit(&principal, state.as_str(), action, &detail);
+            if let Err(e) = writer.update_audit(number, record).await {
+                tracing::error!(%principal, action, number, error = %e, "a read's audit record could not be completed");
+                let _ = errors
+                    .send(Err(Status::unavailable(format!(
+                        "the audit record of this read could not be completed: {e}"
+                    ))))
+                    .await;
+            }
+        });
+        Ok(guard.guard(ReceiverStream::new(rx)))
+    }
+
+    /// Runs `work` on a blocking thread: file I/O, CRL signing, long store transactions.
+    pub async fn blocking<T: Send + 'static, E: Into<Status> + Send + 'static>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, Status> {
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || work(&ctx).map_err(Into::into))
+            .await
+            .map_err(|e| Status::internal(format!("the call failed: {e}")))?
+    }
+}

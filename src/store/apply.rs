@@ -1,0 +1,355 @@
+//! Applying one job to a batch's write transaction: an accepted envelope (version
+//! rules, the envelope, the report head, its indexes and the aggregate counters) or an
+//! audit record (with its by-owner index). The queue that batches jobs is
+//! [`super::writer`]; this is what one job does inside the transaction.
+
+use prost::Message as _;
+use redb::ReadableTable;
+use uuid::Uuid;
+
+use super::{
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
+    EnvelopeKind, EnvelopeRecord, FEES, REPORTS, ReportHead, StoreError, VersionRef, counters,
+    decode,
+};
+use crate::{country::CountryCode, report::ReportSummary};
+
+/// A verified envelope, ready to append.
+#[derive(Debug, Clone)]
+pub struct NewEnvelope {
+    /// The envelope exactly as verified (encoded `tidemark.v1.Envelope`).
+    pub envelope: Vec<u8>,
+    pub state: CountryCode,
+    pub report_id: Uuid,
+    pub version: u32,
+    pub kind: EnvelopeKind,
+    /// What queries filter on; `None` for a retraction.
+    pub summary: Option<ReportSummary>,
+    pub digest: [u8; 32],
+    pub key_id: String,
+}
+
+/// The outcome of an append that succeeded: the facts a receipt states (the original
+/// facts for a duplicate).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The envelope's place in the store (1, 2, 3, …).
+    pub sequence: u64,
+    /// The identical envelope had been accepted before.
+    pub duplicate: bool,
+    /// SHA-256 of the encoded envelope.
+    pub digest: Vec<u8>,
+    /// The reporting state.
+    pub state: String,
+    pub report_id: Uuid,
+    pub version: u32,
+    /// Unix seconds.
+    pub accepted_at: i64,
+    pub kind: EnvelopeKind,
+}
+
+/// Why an append was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error(
+        "report {id} version {version} already exists with different content (stored digest \
+         {stored}, this one {submitted}); to change a report, submit version {next}"
+    )]
+    Conflict {
+        id: Uuid,
+        version: u32,
+        stored: String,
+        submitted: String,
+        next: u32,
+    },
+    #[error("report {id} belongs to {owner}; only {owner} may amend or retract it")]
+    NotOwner { id: Uuid, owner: String },
+    #[error("report {id} is at version {latest}; the next version must be {expected}, not {got}")]
+    VersionOrder {
+        id: Uuid,
+        latest: u32,
+        expected: u32,
+        got: u32,
+    },
+    #[error("report {id} does not exist yet; its first version must be 1, not {got}")]
+    FirstVersion { id: Uuid, got: u32 },
+    #[error("report {id} was retracted; it cannot be amended or retracted again")]
+    Retracted { id: Uuid },
+    #[error("report {id} does not exist, so there is nothing to retract")]
+    NothingToRetract { id: Uuid },
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+/// The tables one batch writes, open in its write transaction.
+pub(super) struct Tables<'t> {
+    envelopes: redb::Table<'t, u64, &'static [u8]>,
+    reports: redb::Table<'t, u128, &'static [u8]>,
+    contributions: redb::Table<'t, (&'static str, i32, i64, u128), ()>,
+    by_date: redb::Table<'t, (i32, i32, u128), ()>,
+    by_state: redb::Table<'t, (&'static str, i32, i32, u128), ()>,
+    audit: redb::Table<'t, u64, &'static [u8]>,
+    audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
+    counters: redb::Table<'t, &'static [u8], &'static [u8]>,
+    fees: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            envelopes: tx.open_table(ENVELOPES)?,
+            reports: tx.open_table(REPORTS)?,
+            contributions: tx.open_table(CONTRIBUTIONS)?,
+            by_date: tx.open_table(BY_DATE)?,
+            by_state: tx.open_table(BY_STATE)?,
+            audit: tx.open_table(AUDIT)?,
+            audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
+            counters: tx.open_table(COUNTERS)?,
+            fees: tx.open_table(FEES)?,
+        })
+    }
+
+    /// The sequence number the next accepted envelope takes.
+    pub(super) fn next_sequence(&self) -> Result<u64, StoreError> {
+        Ok(self.envelopes.last()?.map_or(1, |(k, _)| k.value() + 1))
+    }
+
+    /// Adds a batch's counter changes.
+    pub(super) fn write_counters(&mut self, deltas: counters::Deltas) -> Result<(), StoreError> {
+        deltas.write(&mut self.counters, &mut self.fees)
+    }
+
+    /// The number the next audit record takes.
+    pub(super) fn next_audit(&self) -> Result<u64, StoreError> {
+        Ok(self.audit.last()?.map_or(1, |(k, _)| k.value() + 1))
+    }
+}
+
+/// Rewrites in-progress audit record `number` with `record`, keeping the time its read
+/// began.
+pub(super) fn update_audit(
+    t: &mut Tables<'_>,
+    number: u64,
+    record: &AuditRecord,
+    now: i64,
+) -> Result<(), StoreError> {
+    let started: Option<AuditRecord> = t
+        .audit
+        .get(number)?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    let at = started.map_or(now, |s| s.at);
+    put_audit(t, number, record, at)
+}
+
+/// Writes audit record `number` as of `at`, indexed by each owner whose reports it
+/// returned (an owner reading its own reports is not indexed).
+pub(super) fn put_audit(
+    t: &mut Tables<'_>,
+    number: u64,
+    record: &AuditRecord,
+    at: i64,
+) -> Result<(), StoreError> {
+    let record = AuditRecord {
+        at,
+        ..record.clone()
+    };
+    for owner in &record.owners {
+        if owner.owner != record.state {
+            t.audit_by_owner
+                .insert((owner.owner.as_str(), number), owner.count)?;
+        }
+    }
+    t.audit.insert(number, record.encode_to_vec().as_slice())?;
+    Ok(())
+}
+
+/// Applies one envelope: version rules, the envelope, the report head and its indexes.
+pub(super) fn append(
+    t: &mut Tables<'_>,
+    deltas: &mut counters::Deltas,
+    new: &NewEnvelope,
+    next_sequence: &mut u64,
+    accepted_at: i64,
+) -> Result<Result<Accepted, AppendError>, StoreError> {
+    let key = new.report_id.as_u128();
+    let head: Option<ReportHead> = t.reports.get(key)?.map(|v| decode(v.value())).transpose()?;
+    match check(new, head.as_ref()) {
+        Check::Refuse(e) => Ok(Err(e)),
+        Check::Duplicate(sequence) => {
+            let stored: EnvelopeRecord = t
+                .envelopes
+                .get(sequence)?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .ok_or_else(|| StoreError::Corrupt(format!("envelope {sequence} is missing")))?;
+            Ok(Ok(accepted_before(sequence, &stored)?))
+        }
+        Check::Append => {
+            let sequence = *next_sequence;
+            *next_sequence += 1;
+            let state = new.state.as_str();
+            let mut head = head.unwrap_or_else(|| ReportHead {
+                state: state.to_owned(),
+                first_accepted_at: accepted_at,
+                ..ReportHead::default()
+            });
+            head.versions.push(VersionRef {
+                version: new.version,
+                sequence,
+                digest: new.digest.to_vec(),
+                scope: new.summary.as_ref().map_or(0, |s| s.scope),
+                listed_states: new
+                    .summary
+                    .as_ref()
+                    .map(|s| s.listed_states.clone())
+                    .unwrap_or_default(),
+            });
+            head.changed_at = accepted_at;
+            update_indexes(t, deltas, new, &mut head, key)?;
+            let record = EnvelopeRecord {
+                envelope: new.envelope.clone(),
+                state: state.to_owned(),
+                report_id: new.report_id.as_bytes().to_vec(),
+                version: new.version,
+                accepted_at,
+                digest: new.digest.to_vec(),
+                kind: new.kind.code(),
+                category: head.category,
+                key_id: new.key_id.clone(),
+            };
+            t.envelopes
+                .insert(sequence, record.encode_to_vec().as_slice())?;
+            t.reports.insert(key, head.encode_to_vec().as_slice())?;
+            Ok(Ok(Accepted {
+                sequence,
+                duplicate: false,
+                digest: new.digest.to_vec(),
+                state: state.to_owned(),
+                report_id: new.report_id,
+                version: new.version,
+                accepted_at,
+                kind: new.kind,
+            }))
+        }
+    }
+}
+
+/// Keeps the contribution and date indexes and the aggregate counters in step with the
+/// report's latest version.
+fn update_indexes(
+    t: &mut Tables<'_>,
+    deltas: &mut counters::Deltas,
+    new: &NewEnvelope,
+    head: &mut ReportHead,
+    key: u128,
+) -> Result<(), StoreError> {
+    let state = new.state.as_str();
+    let old = head.summary.clone();
+    match (&new.summary, new.kind) {
+        (Some(summary), EnvelopeKind::Report) => {
+            if let Some(old) = &old {
+                t.by_date.remove((old.category, old.incident_day, key))?;
+                t.by_state
+                    .remove((state, old.category, old.incident_day, key))?;
+                t.contributions
+                    .remove((state, old.category, head.first_accepted_at, key))?;
+                deltas.record(old, state, -1)?;
+            }
+            deltas.record(summary, state, 1)?;
+            t.by_date
+                .insert((summary.category, summary.incident_day, key), ())?;
+            t.by_state
+                .insert((state, summary.category, summary.incident_day, key), ())?;
+            t.contributions
+                .insert((state, summary.category, head.first_accepted_at, key), ())?;
+            head.category = summary.category;
+            head.summary = Some(summary.clone());
+        }
+        (_, EnvelopeKind::Retraction) => {
+            // A retracted report no longer counts as a contribution nor in aggregates; it
+            // stays in the date indexes so that sync and audits still find it.
+            if let Some(old) = &old {
+                t.contributions
+                    .remove((state, old.category, head.first_accepted_at, key))?;
+                deltas.record(old, state, -1)?;
+            }
+            head.retracted = true;
+        }
+        (None, EnvelopeKind::Report) => {
+            return Err(StoreError::Corrupt(
+                "a report without its summary".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What was accepted, for a stored envelope submitted again.
+fn accepted_before(sequence: u64, stored: &EnvelopeRecord) -> Result<Accepted, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("envelope {sequence}: {what}"));
+    Ok(Accepted {
+        sequence,
+        duplicate: true,
+        digest: stored.digest.clone(),
+        state: stored.state.clone(),
+        report_id: Uuid::from_slice(&stored.report_id).map_err(|_| corrupt("report id"))?,
+        version: stored.version,
+        accepted_at: stored.accepted_at,
+        kind: stored.kind().ok_or_else(|| corrupt("kind"))?,
+    })
+}
+
+enum Check {
+    Append,
+    Duplicate(u64),
+    Refuse(AppendError),
+}
+
+/// The version rules: idempotent re-submission, no conflicting content, only the owner
+/// amends, versions in order, nothing after a retraction.
+fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
+    let id = new.report_id;
+    let Some(head) = head else {
+        return match new.kind {
+            EnvelopeKind::Retraction => Check::Refuse(AppendError::NothingToRetract { id }),
+            EnvelopeKind::Report if new.version == 1 => Check::Append,
+            EnvelopeKind::Report => Check::Refuse(AppendError::FirstVersion {
+                id,
+                got: new.version,
+            }),
+        };
+    };
+    if head.state != new.state.as_str() {
+        return Check::Refuse(AppendError::NotOwner {
+            id,
+            owner: head.state.clone(),
+        });
+    }
+    let latest = head.versions.last().map_or(0, |v| v.version);
+    if let Some(existing) = head.versions.iter().find(|v| v.version == new.version) {
+        if existing.digest == new.digest {
+            return Check::Duplicate(existing.sequence);
+        }
+        return Check::Refuse(AppendError::Conflict {
+            id,
+            version: new.version,
+            stored: hex::encode(&existing.digest),
+            submitted: hex::encode(new.digest),
+            next: latest + 1,
+        });
+    }
+    if head.retracted {
+        return Check::Refuse(AppendError::Retracted { id });
+    }
+    if new.version != latest + 1 {
+        return Check::Refuse(AppendError::VersionOrder {
+            id,
+            latest,
+            expected: latest + 1,
+            got: new.version,
+        });
+    }
+    Check::Append
+}

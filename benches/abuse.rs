@@ -25,6 +25,7 @@ use std::{
 use common::{BenchPki, arg, ms, percentile};
 use prost::Message;
 use tidemark::{
+    Store,
     client::{self, ClientIdentity},
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
@@ -33,7 +34,6 @@ use tidemark::{
     sample,
     server::Server,
     signing::SigningKey,
-    store::Store,
 };
 use tokio::net::{TcpListener, TcpSocket};
 

@@ -25,13 +25,14 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tidemark::{
+    Store,
     analytics::{self, AggregateQuery, Settings},
     client,
     config::AnalyticsConfig,
     identity::Role,
+    internals::month_of_day,
     pb::{self, analytics_client::AnalyticsClient},
     server::Server,
-    store::{Store, counters::month_of_day},
 };
 use tokio::net::TcpListener;
 

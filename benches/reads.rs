@@ -19,14 +19,14 @@ use std::{
 
 use prost::Message;
 use tidemark::{
-    access,
+    Store,
     client::{self},
     country::CountryCode,
     identity::Role,
+    internals,
     pb::{self, exchange_client::ExchangeClient},
     report::parse_date,
     server::Server,
-    store::Store,
 };
 use tokio::net::TcpListener;
 
@@ -117,7 +117,7 @@ async fn main() {
 /// The same filter by full scan of every envelope, in-process (no network: this
 /// flatters the baseline). Returns the median of 5 runs and the number of hits.
 fn full_scan(store: &Store, request: &pb::QueryRequest, idn: CountryCode) -> (Duration, usize) {
-    let filter = access::QueryFilter::from_request(request).unwrap();
+    let filter = internals::QueryFilter::from_request(request).unwrap();
     let from = parse_date("2023-03-01").unwrap();
     let to = parse_date("2023-03-31").unwrap();
     let mut scans = Vec::new();
@@ -145,7 +145,7 @@ fn full_scan(store: &Store, request: &pb::QueryRequest, idn: CountryCode) -> (Du
                     .head(uuid::Uuid::parse_str(&report.report_id).unwrap().as_u128())
                     .unwrap()
                     .unwrap();
-                if access::visible_to(&head, idn) && filter.matches(&head) {
+                if internals::visible_to(&head, idn) && filter.matches(&head) {
                     scan_hits += 1;
                 }
             }

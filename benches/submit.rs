@@ -22,6 +22,7 @@ use std::{
 
 use prost::Message;
 use tidemark::{
+    KeyRecord,
     client::{self},
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
@@ -30,7 +31,6 @@ use tidemark::{
     sample,
     server::Server,
     signing::SigningKey,
-    store::KeyRecord,
 };
 use tokio::net::TcpListener;
 use tonic::transport::Channel;

@@ -85,6 +85,7 @@ const MAX_FILTER_LIST: usize = 300;
 /// A checked query.
 #[derive(Debug, Clone)]
 pub struct QueryFilter {
+    /// The category the query reads (one per query).
     pub category: Category,
     from_day: i32,
     to_day: i32,
@@ -149,6 +150,7 @@ fn countries(field: &'static str, codes: &[String]) -> Result<Vec<CountryCode>, 
 }
 
 impl QueryFilter {
+    /// Checks a Query/Subscribe request's filter fields.
     pub fn from_request(req: &pb::QueryRequest) -> Result<Self, FilterError> {
         let category = Category::from_pb(req.category).ok_or_else(|| {
             bad(
@@ -302,7 +304,7 @@ impl QueryFilter {
 
 /// One report a read returns.
 #[derive(Clone)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub record: EnvelopeRecord,
     pub head: ReportHead,
     pub sequence: u64,
@@ -312,14 +314,14 @@ pub struct Hit {
 
 /// What a read returned, by owner, for the audit log.
 #[derive(Default)]
-pub struct ReadLog {
+pub(crate) struct ReadLog {
     owners: BTreeMap<String, OwnerReads>,
     count: u64,
 }
 
 impl ReadLog {
     /// Notes one envelope read of `owner`'s report `id` (16 bytes).
-    pub fn note(&mut self, owner: &str, id: &[u8]) {
+    pub(crate) fn note(&mut self, owner: &str, id: &[u8]) {
         self.count += 1;
         let entry = self
             .owners
@@ -335,7 +337,7 @@ impl ReadLog {
     }
 
     /// Adds what another read (of the same stream) returned.
-    pub fn merge(&mut self, other: ReadLog) {
+    pub(crate) fn merge(&mut self, other: ReadLog) {
         self.count += other.count;
         for (owner, reads) in other.owners {
             let entry = self
@@ -356,7 +358,7 @@ impl ReadLog {
 
     /// The audit record of what was read so far (marked complete; see
     /// [`AuditRecord::in_progress`]).
-    pub fn to_audit(
+    pub(crate) fn to_audit(
         &self,
         principal: &str,
         state: &str,
@@ -377,7 +379,7 @@ impl ReadLog {
 }
 
 /// Runs a query for `reader`, handing each hit to `emit` until it returns false.
-pub fn query(
+pub(crate) fn query(
     snapshot: &Snapshot,
     filter: &QueryFilter,
     reader: CountryCode,
@@ -452,7 +454,7 @@ pub fn query(
 }
 
 /// Every envelope of `category` visible to `reader` after sequence `after`, in order.
-pub fn sync(
+pub(crate) fn sync(
     snapshot: &Snapshot,
     category: Category,
     after: u64,
@@ -464,7 +466,7 @@ pub fn sync(
 
 /// Envelopes after sequence `after` whose report `reader` may see and that match the
 /// filter (retractions of such reports included): what a subscription pushes next.
-pub fn changes(
+pub(crate) fn changes(
     snapshot: &Snapshot,
     filter: &QueryFilter,
     after: u64,
@@ -484,7 +486,7 @@ pub fn changes(
 
 /// Every envelope after sequence `after`, at most `limit`, each with its report's head:
 /// one read that [`pushes`] then sorts for every subscription.
-pub fn envelopes_after(
+pub(crate) fn envelopes_after(
     snapshot: &Snapshot,
     after: u64,
     limit: usize,
@@ -509,7 +511,7 @@ pub fn envelopes_after(
 
 /// Whether a subscription of `reader` with `pushing` (see [`QueryFilter::pushing`])
 /// pushes this envelope: the same rule as [`changes`].
-pub fn pushes(pushing: &QueryFilter, reader: CountryCode, hit: &Hit) -> bool {
+pub(crate) fn pushes(pushing: &QueryFilter, reader: CountryCode, hit: &Hit) -> bool {
     hit.record.category == pushing.category.to_pb() as i32
         && envelope_visible_to(&hit.head, &hit.record, reader)
         && pushing.matches(&hit.head)
@@ -554,7 +556,7 @@ fn walk_log(
 }
 
 /// Server metadata for an envelope.
-pub fn meta(hit: &Hit) -> pb::EnvelopeMeta {
+pub(crate) fn meta(hit: &Hit) -> pb::EnvelopeMeta {
     let status = if hit.head.retracted {
         pb::ReportStatus::Retracted
     } else if hit.head.latest_version() > 1 {

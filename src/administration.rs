@@ -24,11 +24,11 @@ use crate::{
 };
 
 /// The longest validity the server gives an issued certificate (CA/B-style 397 days).
-pub const MAX_CERT_DAYS: u32 = 397;
+pub(crate) const MAX_CERT_DAYS: u32 = 397;
 
 /// The operator actions over one store and trust state; cheap to clone.
 #[derive(Clone)]
-pub struct Administration {
+pub(crate) struct Administration {
     store: Store,
     trust: Arc<Trust>,
     trust_domain: Arc<str>,
@@ -36,7 +36,7 @@ pub struct Administration {
 
 /// A signing key to register, as the operator asked for it.
 #[derive(Debug, Clone, Default)]
-pub struct KeyRegistration {
+pub(crate) struct KeyRegistration {
     /// ISO 3166-1 alpha-3 code of the owning state.
     pub state: String,
     /// The Ed25519 public key, SubjectPublicKeyInfo PEM.
@@ -49,7 +49,7 @@ pub struct KeyRegistration {
 
 /// A certificate issued from a CSR.
 #[derive(Debug, Clone)]
-pub struct Issued {
+pub(crate) struct Issued {
     /// The certificate, PEM.
     pub certificate_pem: String,
     /// Its serial, canonical hex.
@@ -62,7 +62,7 @@ pub struct Issued {
 
 impl Administration {
     /// The actions over `store` and `trust`, for certificates of `trust_domain`.
-    pub fn new(store: Store, trust: Arc<Trust>, trust_domain: &str) -> Self {
+    pub(crate) fn new(store: Store, trust: Arc<Trust>, trust_domain: &str) -> Self {
         Self {
             store,
             trust,
@@ -72,7 +72,7 @@ impl Administration {
 
     /// Enrols (`suspended = false`, also reinstating) or suspends a state, effective
     /// for every open connection at once.
-    pub fn set_suspended(
+    pub(crate) fn set_suspended(
         &self,
         code: &str,
         suspended: bool,
@@ -93,7 +93,11 @@ impl Administration {
 
     /// Registers a state's signing key; submissions signed with it are accepted from
     /// `valid_from` (now when 0) until `valid_until` (no end when 0).
-    pub fn register_key(&self, key: &KeyRegistration, now: i64) -> Result<KeyRecord, AdminError> {
+    pub(crate) fn register_key(
+        &self,
+        key: &KeyRegistration,
+        now: i64,
+    ) -> Result<KeyRecord, AdminError> {
         let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
         let public = PublicKey::from_spki_pem(&key.public_key_pem)
             .map_err(|e| invalid("public_key_pem", e))?;
@@ -123,7 +127,7 @@ impl Administration {
     /// Revokes a signing key as of `compromised_at` (now when 0, never in the future):
     /// envelopes it signed after that time are refused. Returns the key and the reason
     /// recorded.
-    pub fn revoke_key(
+    pub(crate) fn revoke_key(
         &self,
         key_id: &str,
         compromised_at: i64,
@@ -155,7 +159,7 @@ impl Administration {
     /// [`MAX_CERT_DAYS`]) from an hour ago: only with the CA key, never for a key
     /// reported compromised, for a node or state analyst only while its state is
     /// enrolled and not suspended, and never for an operator.
-    pub fn issue_certificate(
+    pub(crate) fn issue_certificate(
         &self,
         csr_pem: &str,
         days: u32,
@@ -227,7 +231,7 @@ impl Administration {
 
     /// Revokes a client certificate by serial (any common spelling; stored canonical)
     /// for an RFC 5280 reason name (`unspecified` when empty), effective at once.
-    pub fn revoke_certificate(
+    pub(crate) fn revoke_certificate(
         &self,
         serial: &str,
         reason: &str,
@@ -257,7 +261,7 @@ impl Administration {
     }
 
     /// Re-reads the TLS files; returns the server certificate's serial before and after.
-    pub fn reload_tls(&self) -> Result<(String, String), AdminError> {
+    pub(crate) fn reload_tls(&self) -> Result<(String, String), AdminError> {
         let old = self.trust.server_serial();
         self.refresh()?;
         Ok((old, self.trust.server_serial()))
@@ -330,4 +334,148 @@ pub enum AdminError {
     /// Something that cannot happen with a working CA did.
     #[error("{0}")]
     Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::{DEFAULT_TRUST_DOMAIN, StoreConfig, TlsConfig},
+        country::CountryCode,
+    };
+
+    /// The actions over a real store and trust state built from a development PKI.
+    fn admin(dir: &std::path::Path) -> Administration {
+        let certs = dir.join("certs");
+        pki::init_dev_pki(&certs, DEFAULT_TRUST_DOMAIN, false).unwrap();
+        let store = Store::open(&StoreConfig::in_dir(&dir.join("data"))).unwrap();
+        let tls = TlsConfig::in_dir(&certs);
+        let trust = Trust::load(tls.files(), tls.ca_key.clone(), tls.crl.clone(), &store).unwrap();
+        Administration::new(store, Arc::new(trust), DEFAULT_TRUST_DOMAIN)
+    }
+
+    fn csr(role: Role, name: &str) -> String {
+        let principal = Principal::new(DEFAULT_TRUST_DOMAIN, role, name).unwrap();
+        pki::make_csr(&principal).unwrap().1
+    }
+
+    fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn a_certificate_is_issued_only_to_an_enrolled_unsuspended_state_and_never_to_an_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let fra = CountryCode::parse("FRA").unwrap();
+        let node = csr(Role::Node(fra), "n1");
+        assert!(matches!(
+            admin.issue_certificate(&node, 30, now()),
+            Err(AdminError::NotEnrolled(s)) if s == fra
+        ));
+        admin.set_suspended("FRA", true, 0).unwrap();
+        assert!(matches!(
+            admin.issue_certificate(&node, 30, now()),
+            Err(AdminError::Suspended(s)) if s == fra
+        ));
+        admin.set_suspended("FRA", false, 0).unwrap();
+        let issued = admin.issue_certificate(&node, 30, now()).unwrap();
+        assert!(issued.spiffe_id.ends_with("/state/FRA/node/n1"));
+        assert!(matches!(
+            admin.issue_certificate(&csr(Role::Operator, "op"), 30, now()),
+            Err(AdminError::OperatorFromCsr)
+        ));
+    }
+
+    #[test]
+    fn certificate_days_are_bounded_and_bad_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let analyst = csr(Role::RegionalAnalyst, "a1");
+        for days in [0, MAX_CERT_DAYS + 1] {
+            assert!(matches!(
+                admin.issue_certificate(&analyst, days, now()),
+                Err(AdminError::Invalid { field: "days", .. })
+            ));
+        }
+        assert!(
+            admin
+                .issue_certificate(&analyst, MAX_CERT_DAYS, now())
+                .is_ok()
+        );
+        assert!(matches!(
+            admin.issue_certificate("not a csr", 30, now()),
+            Err(AdminError::Invalid {
+                field: "csr_pem",
+                ..
+            })
+        ));
+        assert!(matches!(
+            admin.set_suspended("XXQ", true, 0),
+            Err(AdminError::Invalid { field: "state", .. })
+        ));
+    }
+
+    #[test]
+    fn a_revocation_takes_any_serial_spelling_and_a_known_reason_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let issued = admin
+            .issue_certificate(&csr(Role::RegionalAnalyst, "a1"), 30, now())
+            .unwrap();
+        assert!(matches!(
+            admin.revoke_certificate(&issued.serial, "because", "op", 0),
+            Err(AdminError::Invalid {
+                field: "reason",
+                ..
+            })
+        ));
+        let upper_with_colons = issued
+            .serial
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| String::from_utf8_lossy(pair).into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
+        let revoked = admin
+            .revoke_certificate(&upper_with_colons, "key-compromise", "op", 0)
+            .unwrap();
+        assert_eq!(revoked.serial, issued.serial);
+        assert!(admin.trust.is_revoked(&issued.serial));
+    }
+
+    #[test]
+    fn a_key_revocation_cannot_be_dated_in_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let (key, _) = crate::signing::SigningKey::generate().unwrap();
+        let registration = KeyRegistration {
+            state: "FRA".to_owned(),
+            public_key_pem: key.public_key().to_spki_pem(),
+            valid_from: 100,
+            valid_until: 50,
+        };
+        assert!(matches!(
+            admin.register_key(&registration, 1_000),
+            Err(AdminError::Invalid {
+                field: "valid_until_unix",
+                ..
+            })
+        ));
+        let registration = KeyRegistration {
+            valid_until: 0,
+            ..registration
+        };
+        let stored = admin.register_key(&registration, 1_000).unwrap();
+        assert!(matches!(
+            admin.revoke_key(&stored.key_id, 2_000, "", 1_000),
+            Err(AdminError::Invalid {
+                field: "compromised_at_unix",
+                ..
+            })
+        ));
+        let (_, at, reason) = admin.revoke_key(&stored.key_id, 0, "", 1_000).unwrap();
+        assert_eq!((at, reason.as_str()), (1_000, "unspecified"));
+    }
 }

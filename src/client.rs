@@ -30,6 +30,7 @@ pub struct ClientIdentity {
 }
 
 impl ClientIdentity {
+    /// An identity from PEM texts: certificate (chain), private key, CA bundle.
     pub fn from_pem(cert_pem: String, key_pem: String, ca_pem: String) -> Self {
         Self {
             cert: cert_pem,
@@ -38,14 +39,17 @@ impl ClientIdentity {
         }
     }
 
+    /// The client certificate (chain), PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert
     }
 
+    /// The client's private key, PEM.
     pub fn key_pem(&self) -> &str {
         &self.key
     }
 
+    /// The CA bundle that the server's certificate must chain to, PEM.
     pub fn ca_pem(&self) -> &str {
         &self.ca
     }
@@ -271,14 +275,25 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 #[non_exhaustive]
 pub enum ClientError {
     #[error("cannot read {}: {source}", path.display())]
+    /// A certificate or key file could not be read.
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     #[error("bad endpoint: {0}")]
+    /// The endpoint is not a usable `https://host:port` URL.
     Endpoint(String),
     #[error("cannot connect to {endpoint}: {reason}; is `tidemark serve` running there?")]
-    Connect { endpoint: String, reason: String },
+    /// No connection could be made.
+    Connect {
+        /// The endpoint tried.
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
     #[error("{0}")]
+    /// The server refused the TLS handshake (certificate unknown, revoked, expired, …).
     Refused(String),
 }

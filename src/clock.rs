@@ -21,6 +21,7 @@ enum Source {
 }
 
 impl Clock {
+    /// The system clock.
     pub fn system() -> Self {
         Self(Source::System)
     }

@@ -24,11 +24,17 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The SPIFFE trust domain that client certificates must name.
     pub trust_domain: String,
+    /// Certificate and key files.
     pub tls: TlsConfig,
+    /// The server's receipt signing key.
     pub signing: SigningConfig,
+    /// Where the data lives.
     pub store: StoreConfig,
+    /// Sizes, counts and timeouts that bound what one client can take.
     pub limits: Limits,
+    /// Give-to-get rules.
     pub policy: PolicyConfig,
+    /// Disclosure control of aggregates.
     pub analytics: AnalyticsConfig,
 }
 
@@ -64,6 +70,7 @@ impl Default for SigningConfig {
 }
 
 impl SigningConfig {
+    /// The receipt key `receipt.key` in `dir`.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             receipt_key: dir.join("receipt.key"),
@@ -78,7 +85,9 @@ pub struct PolicyConfig {
     /// Whether contributions in one category also open the other (default: no,
     /// Prüm-style, per category).
     pub cross_category: bool,
+    /// The rule for reading smuggling-incident reports.
     pub smuggling_incident: CategoryRule,
+    /// The rule for reading maritime-movement reports.
     pub maritime_movement: CategoryRule,
 }
 
@@ -211,6 +220,7 @@ impl TlsConfig {
         }
     }
 
+    /// The files the server's TLS configuration is built from.
     pub fn files(&self) -> ServerTlsFiles {
         ServerTlsFiles {
             ca: self.ca.clone(),
@@ -257,26 +267,32 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `request_timeout_secs` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
 
+    /// `keepalive_interval_secs` as a duration.
     pub fn keepalive_interval(&self) -> Duration {
         Duration::from_secs(self.keepalive_interval_secs)
     }
 
+    /// `keepalive_timeout_secs` as a duration.
     pub fn keepalive_timeout(&self) -> Duration {
         Duration::from_secs(self.keepalive_timeout_secs)
     }
 
+    /// `handshake_timeout_secs` as a duration.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
 
+    /// `first_byte_timeout_ms` as a duration.
     pub fn first_byte_timeout(&self) -> Duration {
         Duration::from_millis(self.first_byte_timeout_ms)
     }
 
+    /// `shutdown_grace_secs` as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -400,13 +416,23 @@ impl Config {
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
+    /// The configuration file could not be read.
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     #[error("config file {} is not valid: {reason}", path.display())]
-    Parse { path: PathBuf, reason: String },
+    /// The file is not valid TOML for this configuration.
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        reason: String,
+    },
     #[error("invalid configuration: {0}")]
+    /// A setting has a value the server cannot use.
     Invalid(String),
 }
 

@@ -13,8 +13,10 @@ pub struct CountryCode([u8; 3]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CountryCodeError {
     #[error("{0:?} is not three upper-case letters (ISO 3166-1 alpha-3, e.g. \"AUS\")")]
+    /// Not three ASCII letters.
     Malformed(String),
     #[error("{0:?} is not an ISO 3166-1 alpha-3 country code")]
+    /// Three letters, but no ISO 3166-1 alpha-3 code.
     Unknown(String),
 }
 
@@ -33,6 +35,7 @@ impl CountryCode {
         Ok(Self(bytes))
     }
 
+    /// The code, three upper-case letters.
     pub fn as_str(&self) -> &str {
         // Invariant: built only from three ASCII upper-case letters.
         std::str::from_utf8(&self.0).expect("country codes are ASCII")

@@ -11,8 +11,11 @@ use crate::{
     signing::{PublicKey, SigningKey},
 };
 
+/// DSSE payload type of a `tidemark.v1.Report`.
 pub const REPORT_PAYLOAD_TYPE: &str = "application/vnd.tidemark.report.v1+protobuf";
+/// DSSE payload type of a `tidemark.v1.Retraction`.
 pub const RETRACTION_PAYLOAD_TYPE: &str = "application/vnd.tidemark.retraction.v1+protobuf";
+/// DSSE payload type of a `tidemark.v1.Receipt`.
 pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.tidemark.receipt.v1+protobuf";
 
 /// The DSSE v1 pre-authentication encoding.

@@ -1,7 +1,7 @@
 //! Who a caller is: the [`Principal`] named by a client certificate's SPIFFE ID.
 //!
 //! Nothing in a certificate grants anything except its single URI subject alternative
-//! name, of one of these forms (see `DESIGN.md`, trust model):
+//! name, of one of these forms (see `docs/design.md`, trust model):
 //!
 //! ```text
 //! spiffe://<trust-domain>/state/<ISO3>/node/<name>
@@ -129,14 +129,17 @@ impl Principal {
         }
     }
 
+    /// The SPIFFE trust domain (the exchange's name).
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
     }
 
+    /// What the principal may do.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// The last path segment: the node's, analyst's or operator's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -193,6 +196,7 @@ impl PeerIdentity {
         })
     }
 
+    /// Who the certificate names.
     pub fn principal(&self) -> &Principal {
         &self.principal
     }
@@ -282,45 +286,66 @@ pub struct SerialError(String);
 #[non_exhaustive]
 pub enum IdentityError {
     #[error("the client certificate could not be read: {0}")]
+    /// The certificate could not be parsed.
     Unreadable(String),
     #[error(
         "the client certificate has no URI subject alternative name; a Tidemark certificate \
          names its holder as spiffe://<trust-domain>/state/<ISO3>/node/<name> (or analyst, \
          regional/analyst, operator)"
     )]
+    /// The certificate names no URI SAN.
     NoUri,
     #[error(
         "the client certificate has {0} URI subject alternative names; exactly one SPIFFE ID \
          is allowed"
     )]
+    /// The certificate names several URIs.
     ManyUris(usize),
     #[error("{0:?} is not a SPIFFE ID (it must start with spiffe://)")]
+    /// The URI is not a SPIFFE ID.
     NotSpiffe(String),
     #[error("the certificate belongs to trust domain {found:?}, but this exchange is {expected:?}")]
-    WrongTrustDomain { found: String, expected: String },
+    /// The SPIFFE ID belongs to another trust domain.
+    WrongTrustDomain {
+        /// The trust domain the certificate names.
+        found: String,
+        /// This exchange's.
+        expected: String,
+    },
     #[error(
         "{0:?} is not a Tidemark identity; expected /state/<ISO3>/node/<name>, \
          /state/<ISO3>/analyst/<name>, /regional/analyst/<name> or /operator/<name>"
     )]
+    /// The SPIFFE ID's path names no Tidemark role.
     UnknownPath(String),
     #[error("the certificate's state code is invalid: {0}")]
+    /// The path's state is not a country code.
     State(#[from] CountryCodeError),
     #[error(
         "{0:?} is not a valid principal name: use 1 to {MAX_NAME_LEN} characters from a-z, \
          0-9, '-', '_' and '.', starting with a letter or digit"
     )]
+    /// The name segment is not allowed.
     BadName(String),
     #[error(
         "{0:?} is not a valid trust domain: use lower-case letters, digits, '-', '_' and '.' \
          (SPIFFE ID §2.1; no port, no user info)"
     )]
+    /// The trust domain breaks the SPIFFE ID rules.
     BadTrustDomain(String),
     #[error(
         "{uri:?} is not a valid SPIFFE ID: {reason} (SPIFFE ID §2.2: path segments are \
          non-empty, not '.' or '..', and use only letters, digits, '.', '-' and '_')"
     )]
-    BadPath { uri: String, reason: &'static str },
+    /// The path breaks the SPIFFE ID rules.
+    BadPath {
+        /// The SPIFFE ID.
+        uri: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
     #[error("the SPIFFE ID is {0} bytes long; the SPIFFE ID specification allows at most 2048")]
+    /// The SPIFFE ID is longer than allowed.
     TooLong(usize),
 }
 

@@ -1,29 +1,40 @@
 //! Tidemark: a secure, reciprocal exchange of signed incident reports between states.
 //!
-//! Module map, each layer depending only on those below it (see `DESIGN.md`):
+//! Module map, each layer depending only on those below it (see `docs/design.md` for what
+//! must be true, `docs/architecture.md` for where to add things):
 //!
-//! - [`server`] — the gRPC server: TLS accept loop, per-call authentication, the
-//!   services (thin adapters over the domain), HTTP/2 limits.
+//! - [`server`] — the gRPC server: TLS accept loop, per-call authentication, one shared
+//!   context, the services (thin adapters: principal → domain → status), call guards.
 //! - [`client`] — connecting to a server with a client certificate; turning transport
 //!   failures into messages a person can act on.
-//! - [`identity`] — who a caller is: the [`identity::Principal`] named by a client
-//!   certificate's SPIFFE ID.
-//! - [`submission`], [`report`], [`envelope`], [`signing`], [`receipt`] — accepting a
-//!   signed report: DSSE envelopes, Ed25519, validation, server receipts.
-//! - [`policy`] — give-to-get standing; [`access`] — owner scopes and raw reads.
-//! - [`analytics`] — aggregate tables from write-time counters or scans, and disclosure
-//!   control (small-cell, dominance and secondary suppression).
-//! - [`trust`] — the swappable TLS trust state (CA bundle, CRL, revocations).
-//! - [`pki`] — the exchange CA, certificate issuance, the development PKI.
-//! - [`tls`] — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
-//! - [`store`] — the embedded redb store.
-//! - [`config`] — the server's TOML configuration and its defaults.
-//! - [`country`] — ISO 3166-1 alpha-3 country codes; [`calendar`] — dates and times in
-//!   one spelling each.
+//! - Domain:
+//!   - [`identity`] — who a caller is: the [`Principal`] named by a certificate's SPIFFE ID.
+//!   - [`report`] — the report model: validation, text policy, the summary queries use.
+//!   - [`envelope`] — DSSE envelopes: PAE, signing, which key signed.
+//!   - [`signing`] — Ed25519 keys and their files.
+//!   - `submission` — accepting a signed envelope from a node (signature, then content).
+//!   - [`receipt`] — the server's signed statement of acceptance.
+//!   - `policy` — give-to-get standing; `access` — owner scopes, filters, cursors.
+//!   - [`analytics`] — aggregate tables from write-time counters or scans, and disclosure
+//!     control (small-cell, dominance and secondary suppression).
+//!   - `administration` — operator actions and their rules (enrolment, keys, certificates).
+//!   - `trust` — the swappable TLS trust state (CA bundle, CRL, revocations, suspensions);
+//!     `tls` — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
+//!   - [`pki`] — the exchange CA, certificate issuance, CSRs, the development PKI.
+//! - `store` — the embedded redb store: tables, indexes, counters, the one writer
+//!   ([`Store`] is its handle).
+//! - [`config`] — the server's TOML configuration and its defaults; [`clock`] — the
+//!   server's "now"; [`country`] — ISO 3166-1 alpha-3 codes; [`calendar`] — dates and
+//!   times in one spelling each; [`sample`] — made-up reports for demos and benchmarks.
 //! - [`pb`] — the generated `tidemark.v1` protobuf and gRPC code.
+//!
+//! The public surface is the `pub` modules above and the flat list below; everything
+//! else is `pub(crate)`. [`internals`] exposes what benchmarks measure directly.
 
-pub mod access;
-pub mod administration;
+#![warn(missing_docs, unreachable_pub)]
+
+mod access;
+mod administration;
 pub mod analytics;
 pub mod calendar;
 pub mod client;
@@ -33,16 +44,39 @@ pub mod country;
 pub mod envelope;
 pub mod identity;
 pub mod pki;
-pub mod policy;
+mod policy;
 pub mod receipt;
 pub mod report;
 pub mod sample;
 pub mod server;
 pub mod signing;
-pub mod store;
-pub mod submission;
-pub mod tls;
-pub mod trust;
+mod store;
+mod submission;
+mod tls;
+mod trust;
+
+pub use self::{
+    access::MAX_QUERY_RESULTS,
+    client::ClientIdentity,
+    clock::Clock,
+    config::Config,
+    country::CountryCode,
+    identity::{PeerIdentity, Principal, Role},
+    server::{Server, ServerError},
+    signing::{PublicKey, SigningKey},
+    store::{DiskFailure, KeyRecord, StateRecord, Store, StoreError},
+};
+
+/// Internals that benchmarks measure directly, bypassing the server. Not an API: it
+/// changes with the code.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::{
+        access::{QueryFilter, visible_to},
+        store::counters::month_of_day,
+        submission::verify as verify_submission,
+    };
+}
 
 /// Generated code for the `tidemark.v1` protobuf package.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -36,14 +36,18 @@ const DEV_LEAF_DAYS: i64 = 825;
 /// A PEM certificate with its PKCS#8 PEM private key.
 #[derive(Clone)]
 pub struct IssuedCert {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PKCS#8 PEM.
     pub key_pem: String,
 }
 
 /// A certificate's validity period.
 #[derive(Debug, Clone, Copy)]
 pub struct Validity {
+    /// Start of validity.
     pub not_before: OffsetDateTime,
+    /// End of validity.
     pub not_after: OffsetDateTime,
 }
 
@@ -96,10 +100,12 @@ impl CertificateAuthority {
         })
     }
 
+    /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
+    /// The CA's private key, PKCS#8 PEM.
     pub fn key_pem(&self) -> String {
         self.issuer.key().serialize_pem()
     }
@@ -163,7 +169,9 @@ impl CertificateAuthority {
 pub struct RevokedEntry {
     /// Serial number, lower-case hex.
     pub serial: String,
+    /// When it was revoked.
     pub revoked_at: OffsetDateTime,
+    /// Why (RFC 5280 reason code).
     pub reason: RevocationReason,
 }
 
@@ -565,16 +573,27 @@ pub enum PkiError {
         "{} already exists; remove that directory first, or pass --force to replace the PKI",
         .0.display()
     )]
+    /// A file that would be overwritten exists.
     Exists(PathBuf),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     #[error("certificate error: {0}")]
+    /// Certificate generation or signing failed.
     Certificate(#[from] rcgen::Error),
     #[error("the system random number generator failed")]
+    /// The system's random source failed.
     Random,
     #[error("{0}")]
+    /// A setting is unusable.
     Config(String),
     #[error("{0}")]
+    /// A certificate signing request is unusable.
     Csr(String),
 }
 

@@ -17,7 +17,7 @@ const DAY: i64 = 86_400;
 
 /// The give-to-get rules of this exchange.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     config: PolicyConfig,
 }
 
@@ -97,7 +97,7 @@ impl Standing {
 }
 
 impl Policy {
-    pub fn new(config: PolicyConfig) -> Self {
+    pub(crate) fn new(config: PolicyConfig) -> Self {
         Self { config }
     }
 
@@ -109,7 +109,7 @@ impl Policy {
     }
 
     /// Where `state` stands in `category` at `now`, from the snapshot.
-    pub fn standing(
+    pub(crate) fn standing(
         &self,
         snapshot: &Snapshot,
         state: CountryCode,

@@ -22,7 +22,7 @@ pub fn facts(accepted: &Accepted) -> pb::Receipt {
         reporting_state: accepted.state.clone(),
         report_id: accepted.report_id.to_string(),
         version: accepted.version,
-        accepted_at_unix: accepted.accepted_at,
+        accepted_at_unix: accepted.at,
         kind: accepted.kind.label().to_owned(),
     }
 }

@@ -54,10 +54,12 @@ impl SigningKey {
         Ok(Self { pair, public })
     }
 
+    /// The public half.
     pub fn public_key(&self) -> &PublicKey {
         &self.public
     }
 
+    /// The key id: lower-case hex SHA-256 of the raw public key.
     pub fn key_id(&self) -> &str {
         self.public.key_id()
     }
@@ -99,20 +101,24 @@ impl PublicKey {
         Self::from_raw(raw)
     }
 
+    /// Reads a SubjectPublicKeyInfo PEM file.
     pub fn from_file(path: &Path) -> Result<Self, KeyError> {
         let pem = read_file(path)?;
         Self::from_spki_pem(&pem)
             .map_err(|e| KeyError::File(path.display().to_string(), e.to_string()))
     }
 
+    /// The 32 raw Ed25519 public-key bytes.
     pub fn raw(&self) -> &[u8; 32] {
         &self.raw
     }
 
+    /// The key id: lower-case hex SHA-256 of the raw public key.
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
 
+    /// SubjectPublicKeyInfo PEM (RFC 8410).
     pub fn to_spki_pem(&self) -> String {
         pem_encode("PUBLIC KEY", &spki_der(&self.raw))
     }
@@ -161,10 +167,13 @@ fn read_file(path: &Path) -> Result<String, KeyError> {
 #[non_exhaustive]
 pub enum KeyError {
     #[error("could not generate a key")]
+    /// A key could not be generated.
     Generate,
     #[error("{0}")]
+    /// The key text is not a usable Ed25519 key.
     Parse(String),
     #[error("{0}: {1}")]
+    /// A key file could not be read or written: (path, reason).
     File(String, String),
 }
 

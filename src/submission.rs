@@ -19,9 +19,9 @@ use crate::{
 };
 
 /// At most this many signatures are looked at on one envelope.
-pub const MAX_SIGNATURES: usize = 4;
+pub(crate) const MAX_SIGNATURES: usize = 4;
 /// Longest DSSE keyid accepted (the keyid is stored and served with the envelope).
-pub const MAX_KEYID_CHARS: usize = 128;
+pub(crate) const MAX_KEYID_CHARS: usize = 128;
 
 /// Why a submission was refused.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ const ALPN_H2: &[u8] = b"h2";
 
 /// The ring provider restricted to the TLS 1.3 AES-GCM suites (NIST SP 800-52r2,
 /// BSI TR-03116-4): ChaCha20-Poly1305 and every TLS 1.2 suite are left out.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(CryptoProvider {
         cipher_suites: vec![
             ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
@@ -44,7 +44,7 @@ pub struct ServerTlsFiles {
 }
 
 /// Loaded server TLS material.
-pub struct ServerTlsMaterial {
+pub(crate) struct ServerTlsMaterial {
     pub client_ca: Vec<CertificateDer<'static>>,
     pub cert_chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
@@ -52,7 +52,7 @@ pub struct ServerTlsMaterial {
 
 impl ServerTlsMaterial {
     /// Reads every file, naming the one that is missing or unreadable.
-    pub fn load(files: &ServerTlsFiles) -> Result<Self, TlsError> {
+    pub(crate) fn load(files: &ServerTlsFiles) -> Result<Self, TlsError> {
         Ok(Self {
             client_ca: read_certs(&files.ca)?,
             cert_chain: read_certs(&files.cert)?,
@@ -62,7 +62,7 @@ impl ServerTlsMaterial {
 
     /// Builds the rustls server configuration; client certificates listed in `crls` are
     /// refused at the handshake.
-    pub fn server_config(
+    pub(crate) fn server_config(
         &self,
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<rustls::ServerConfig, TlsError> {
@@ -98,7 +98,7 @@ impl ServerTlsMaterial {
 }
 
 /// Reads all certificates from a PEM file; an empty file is an error.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -116,7 +116,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// Reads a private key from a PEM file.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Parse {
         path: path.to_owned(),

@@ -28,7 +28,7 @@ use crate::{
 const CRL_VALID_DAYS: i64 = 7;
 
 /// The server's live trust state.
-pub struct Trust {
+pub(crate) struct Trust {
     files: ServerTlsFiles,
     ca_key: Option<PathBuf>,
     crl_path: PathBuf,
@@ -50,7 +50,7 @@ struct State {
 impl Trust {
     /// Loads the TLS files, the issuing CA (when its key is present) and the revoked and
     /// suspended sets from the store, and writes the CRL.
-    pub fn load(
+    pub(crate) fn load(
         files: ServerTlsFiles,
         ca_key: Option<PathBuf>,
         crl_path: PathBuf,
@@ -68,7 +68,7 @@ impl Trust {
 
     /// Re-reads the files and the store, and swaps in the result. On error nothing
     /// changes.
-    pub fn refresh(&self, store: &Store) -> Result<(), TrustError> {
+    pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
         let state = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store)?;
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.generation.send_modify(|g| *g += 1);
@@ -76,7 +76,7 @@ impl Trust {
     }
 
     /// A receiver that sees a new value after every change of the trust state.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
 
@@ -85,17 +85,17 @@ impl Trust {
     }
 
     /// Serial (hex) of the server certificate new handshakes present.
-    pub fn server_serial(&self) -> String {
+    pub(crate) fn server_serial(&self) -> String {
         self.read().server_serial.clone()
     }
 
     /// When the server certificate new handshakes present expires (Unix seconds).
-    pub fn server_not_after(&self) -> i64 {
+    pub(crate) fn server_not_after(&self) -> i64 {
         self.read().server_not_after
     }
 
     /// The configuration for the next handshake.
-    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
         self.read().tls.clone()
     }
 
@@ -103,21 +103,21 @@ impl Trust {
     /// form, as [`crate::identity::PeerIdentity::serial`] and stored records hold it (the
     /// revoked set is canonicalised when it is loaded), so this is one set lookup: it runs
     /// before every item a stream sends.
-    pub fn is_revoked(&self, serial: &str) -> bool {
+    pub(crate) fn is_revoked(&self, serial: &str) -> bool {
         self.read().revoked.contains(serial)
     }
 
-    pub fn is_suspended(&self, state: &str) -> bool {
+    pub(crate) fn is_suspended(&self, state: &str) -> bool {
         self.read().suspended.contains(state)
     }
 
     /// The CA that issues certificates, if this server holds its key.
-    pub fn issuing_ca(&self) -> Option<Arc<CertificateAuthority>> {
+    pub(crate) fn issuing_ca(&self) -> Option<Arc<CertificateAuthority>> {
         self.read().ca.clone()
     }
 
     /// The current CRL (PEM), if this server holds the CA key.
-    pub fn crl_pem(&self) -> Option<String> {
+    pub(crate) fn crl_pem(&self) -> Option<String> {
         self.read().crl_pem.clone()
     }
 }

@@ -589,13 +589,13 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
         ..tidemark::config::StoreConfig::default()
     };
     // Connection tasks let go of the file a moment after the server has stopped.
-    let mut store = tidemark::store::Store::open(&config);
+    let mut store = tidemark::Store::open(&config);
     for _ in 0..50 {
         if store.is_ok() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        store = tidemark::store::Store::open(&config);
+        store = tidemark::Store::open(&config);
     }
     let store = store.unwrap();
     let counted = store.rebuild_counters().unwrap();

@@ -306,7 +306,7 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_disk_turns_health_to_not_serving_and_stops_without_false_acknowledgements() {
-    use tidemark::{server::Server, store::Store};
+    use tidemark::{Store, server::Server};
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     let pki = TestPki::new();

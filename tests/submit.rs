@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use common::{TestPki, TestServer, node, sample_report, sign, state, submit};
 use prost::Message;
 use tidemark::{
+    Store,
     envelope::{RETRACTION_PAYLOAD_TYPE, digest},
     identity::Role,
     pb, receipt,
     signing::SigningKey,
-    store::Store,
 };
 use tonic::Code;
 use tonic_types::StatusExt;

@@ -6,16 +6,16 @@ use std::{sync::Arc, time::Duration};
 use prost::Message;
 use tempfile::TempDir;
 use tidemark::{
+    KeyRecord, Store,
     client::ClientIdentity,
     config::{Config, SigningConfig, StoreConfig, TlsConfig},
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
     identity::{Principal, Role},
+    internals,
     pki::{self, CertificateAuthority, Validity},
     sample,
     signing::SigningKey,
-    store::{KeyRecord, Store},
-    submission,
 };
 
 pub const TRUST_DOMAIN: &str = "bench.test";
@@ -142,9 +142,13 @@ pub async fn load(config: &Config, reports: usize) {
                     "n",
                 )
                 .unwrap();
-                let new =
-                    submission::verify(&env, &principal, &store, time::OffsetDateTime::now_utc())
-                        .unwrap();
+                let new = internals::verify_submission(
+                    &env,
+                    &principal,
+                    &store,
+                    time::OffsetDateTime::now_utc(),
+                )
+                .unwrap();
                 let writer = writer.clone();
                 pending.push(tokio::spawn(
                     async move { writer.append(new).await.unwrap() },

@@ -22,7 +22,7 @@ use super::grid::{ALL, Grid, Key};
 
 /// Why an entry is withheld.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
+pub(super) enum Rule {
     SmallCell,
     Dominance,
     Secondary,
@@ -61,7 +61,11 @@ fn line_of(key: &Key, axis: usize) -> LineId {
 }
 
 /// Decides which entries of `grid` are withheld, and why.
-pub fn protect(grid: &Grid, minimum: u64, suppress_single_state: bool) -> BTreeMap<Key, Rule> {
+pub(super) fn protect(
+    grid: &Grid,
+    minimum: u64,
+    suppress_single_state: bool,
+) -> BTreeMap<Key, Rule> {
     let mut withheld = BTreeMap::new();
     for (key, acc) in &grid.entries {
         if acc.reports() < minimum {

@@ -7,7 +7,10 @@ use super::Settings;
 use crate::{pb, store::counters};
 
 /// The quartiles of `fees` ((packed currency, amount) → reports).
-pub fn quartiles(fees: &BTreeMap<(u32, u64), u64>, settings: &Settings) -> Vec<pb::FeeQuantiles> {
+pub(super) fn quartiles(
+    fees: &BTreeMap<(u32, u64), u64>,
+    settings: &Settings,
+) -> Vec<pb::FeeQuantiles> {
     let mut groups: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
     for ((currency, amount), n) in fees {
         let code = counters::unpack_country(u64::from(*currency));

@@ -8,21 +8,21 @@ use rustc_hash::FxHashMap;
 use crate::store::counters::{Additive, Sums};
 
 /// The key of a margin along a dimension: "all values".
-pub const ALL: u64 = u64::MAX;
+pub(super) const ALL: u64 = u64::MAX;
 
 /// Dimension values of a cell (unused positions are 0).
-pub type Key = [u64; 3];
+pub(super) type Key = [u64; 3];
 
 /// Cells by key. Keys are small integers built by the server, so a fast non-keyed hash
 /// (rustc-hash) is safe here and several times cheaper than SipHash.
-pub type Cells = FxHashMap<Key, Acc>;
+pub(super) type Cells = FxHashMap<Key, Acc>;
 
 /// No state noted yet.
 const NO_STATE: u32 = 0;
 
 /// What one cell accumulates.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Acc {
+pub(super) struct Acc {
     pub sums: Sums,
     /// The state every report so far came from (packed code), unless `mixed`.
     state: u32,
@@ -41,7 +41,7 @@ impl Acc {
         }
     }
 
-    pub fn add(&mut self, state: u32, sums: &Sums) {
+    pub(super) fn add(&mut self, state: u32, sums: &Sums) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
             *total += add;
         }
@@ -51,7 +51,7 @@ impl Acc {
     }
 
     /// Adds a total over `states` states, `one` of them (for the dominance flag).
-    pub fn add_total(&mut self, sums: &Sums, states: usize, one: u32) {
+    pub(super) fn add_total(&mut self, sums: &Sums, states: usize, one: u32) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
             *total += add;
         }
@@ -62,11 +62,11 @@ impl Acc {
         }
     }
 
-    pub fn add_fee(&mut self, currency: u32, amount: u64, reports: u64) {
+    pub(super) fn add_fee(&mut self, currency: u32, amount: u64, reports: u64) {
         *self.fees.entry((currency, amount)).or_default() += reports;
     }
 
-    pub fn merge(&mut self, other: &Self) {
+    pub(super) fn merge(&mut self, other: &Self) {
         for (total, add) in self.sums.iter_mut().zip(&other.sums) {
             *total += add;
         }
@@ -80,19 +80,19 @@ impl Acc {
         }
     }
 
-    pub fn reports(&self) -> u64 {
+    pub(super) fn reports(&self) -> u64 {
         Additive::Reports.of(&self.sums)
     }
 
     /// Whether every report in the cell comes from one state (dominance).
-    pub fn single_state(&self) -> bool {
+    pub(super) fn single_state(&self) -> bool {
         !self.mixed && self.state != NO_STATE
     }
 }
 
 /// Every cell and margin of a table over `dimensions` dimensions.
 #[derive(Debug, Clone, Default)]
-pub struct Grid {
+pub(super) struct Grid {
     pub dimensions: usize,
     pub entries: Cells,
     /// Reports counted per reporting state (packed), each report once: for the audit.
@@ -100,7 +100,7 @@ pub struct Grid {
 }
 
 impl Grid {
-    pub fn new(dimensions: usize) -> Self {
+    pub(super) fn new(dimensions: usize) -> Self {
         Self {
             dimensions,
             entries: Cells::default(),
@@ -111,7 +111,7 @@ impl Grid {
     /// Adds `cells` and every margin obtained by replacing any subset of the positions
     /// in `rollable` with [`ALL`]. Only single-valued dimensions may be rolled up: along
     /// them each report is in exactly one cell, so margins are sums of cells.
-    pub fn roll_up(&mut self, cells: &Cells, rollable: &[usize]) {
+    pub(super) fn roll_up(&mut self, cells: &Cells, rollable: &[usize]) {
         let subsets = 1usize << rollable.len();
         self.entries.reserve(cells.len() * subsets);
         for (key, acc) in cells {

@@ -5,7 +5,7 @@
 //!
 //! Every path counts the same thing: the latest version of each report that is not
 //! retracted, whatever its sharing scope. Who may ask is decided by the caller (the
-//! server layer, with [`crate::policy`]).
+//! server layer, with `policy`).
 
 mod disclosure;
 mod fees;
@@ -31,18 +31,23 @@ pub const MAX_DIMENSIONS: usize = 3;
 /// What a table can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dimension {
+    /// Calendar month of the incident date.
     Month,
+    /// Calendar quarter of the incident date.
     Quarter,
+    /// Calendar year of the incident date.
     Year,
+    /// The state that reported.
     ReportingState,
+    /// Smuggling incident or maritime movement.
     Category,
     /// One of the dimensions kept as write-time counters.
     Counted(Cuboid),
 }
 
 /// Every dimension: its name (command line, chart labels), its wire value, and what it
-/// groups by. The one list of dimensions: a new one is added here, in [`render::label`]
-/// and, if it is kept as counters, in [`Cuboid`].
+/// groups by. The one list of dimensions: a new one is added here, in `render::label`
+/// and, if it is kept as counters, in `Cuboid` (`store::counters`).
 pub const DIMENSIONS: [(&str, pb::Dimension, Dimension); 15] = {
     use pb::Dimension as D;
     [
@@ -138,10 +143,12 @@ pub fn metric_name(value: i32) -> &'static str {
 }
 
 impl Dimension {
+    /// The dimension a wire value names; `None` for unspecified or unknown values.
     pub fn from_pb(value: i32) -> Option<Self> {
         DIMENSIONS.iter().find(|d| d.1 as i32 == value).map(|d| d.2)
     }
 
+    /// Whether this is a period (month, quarter, year).
     pub fn is_period(self) -> bool {
         matches!(self, Self::Month | Self::Quarter | Self::Year)
     }
@@ -162,6 +169,7 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// The metric a wire value names; `None` for unspecified or unknown values.
     pub fn from_pb(value: i32) -> Option<Self> {
         METRICS.iter().find(|m| m.1 as i32 == value).map(|m| m.2)
     }
@@ -170,7 +178,9 @@ impl Metric {
 /// A checked aggregate query.
 #[derive(Debug, Clone)]
 pub struct AggregateQuery {
+    /// What the table is grouped by, in order.
     pub dimensions: Vec<Dimension>,
+    /// What each cell reports, without repeats.
     pub metrics: Vec<Metric>,
     /// The categories it covers, each with its filter.
     filters: Vec<(Category, QueryFilter)>,
@@ -185,6 +195,7 @@ fn bad(field: &'static str, reason: impl Into<String>) -> FilterError {
 }
 
 impl AggregateQuery {
+    /// Checks an Aggregate request: dimensions, metrics and filter.
     pub fn from_request(req: &pb::AggregateRequest) -> Result<Self, FilterError> {
         if req.group_by.len() > MAX_DIMENSIONS {
             return Err(bad(
@@ -301,15 +312,20 @@ fn prefixed(field: &'static str) -> &'static str {
 /// Disclosure control and currency settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Cells counting fewer reports are withheld (`analytics.minimum_reports`).
     pub minimum_reports: u64,
+    /// Whether cells from one state only are withheld (dominance).
     pub suppress_single_state: bool,
+    /// The currency fees are converted to for quartiles across currencies.
     pub fee_currency: String,
+    /// Conversion rates: (ISO 4217 code, units of `fee_currency` per unit).
     pub rates: Vec<(String, f64)>,
     /// Most cells and margins one answer may hold.
     pub max_cells: usize,
 }
 
 impl Settings {
+    /// The settings a configuration names.
     pub fn new(config: &AnalyticsConfig) -> Self {
         Self {
             minimum_reports: u64::from(config.minimum_reports.max(1)),
@@ -324,15 +340,20 @@ impl Settings {
 /// How a table was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// From the write-time counters: cost grows with the number of cells.
     Counters,
+    /// By scanning the matching reports' summaries.
     Scan,
 }
 
 /// An answered query: the response, and per reporting state how many of its reports
 /// were counted (for the audit log).
 pub struct Answer {
+    /// The table as the API returns it.
     pub response: pb::AggregateResponse,
+    /// How many reports the answer counted (for the audit record).
     pub counted: u64,
+    /// How many of each state's reports it counted (for the owners' access lists).
     pub by_state: Vec<(String, u64)>,
 }
 
@@ -343,8 +364,15 @@ pub enum AggregateError {
         "the table has {cells} cells and margins; at most {max} can be returned: group by \
          fewer or coarser dimensions (quarter or year instead of month), or narrow the filter"
     )]
-    TooManyCells { cells: usize, max: usize },
+    /// The table would have more cells than may be returned.
+    TooManyCells {
+        /// Cells and margins the table would have.
+        cells: usize,
+        /// The most that may be returned.
+        max: usize,
+    },
     #[error(transparent)]
+    /// The store failed.
     Store(#[from] StoreError),
 }
 

@@ -14,7 +14,12 @@ use crate::{
 };
 
 /// Builds the answer to `query` from `grid`, withholding what disclosure control says.
-pub fn answer(query: &AggregateQuery, settings: &Settings, grid: &Grid, source: Source) -> Answer {
+pub(super) fn answer(
+    query: &AggregateQuery,
+    settings: &Settings,
+    grid: &Grid,
+    source: Source,
+) -> Answer {
     let withheld = disclosure::protect(
         grid,
         settings.minimum_reports,
@@ -168,7 +173,7 @@ fn notes(
 }
 
 /// The label of a dimension value ("2024-03", "AUS", "AFG>AUS", "sea", "*").
-pub fn label(dimension: Dimension, value: u64) -> String {
+pub(super) fn label(dimension: Dimension, value: u64) -> String {
     if value == ALL {
         return "*".to_owned();
     }

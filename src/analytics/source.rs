@@ -18,14 +18,14 @@ use crate::{
 };
 
 /// How to read a query from the counters.
-pub struct CounterPlan {
+pub(super) struct CounterPlan {
     cuboid: Cuboid,
     /// Months of the incident date, inclusive.
     months: (u32, u32),
 }
 
 /// The counter plan for `query`, or `None` when only a scan can answer it.
-pub fn counter_plan(query: &AggregateQuery) -> Option<CounterPlan> {
+pub(super) fn counter_plan(query: &AggregateQuery) -> Option<CounterPlan> {
     let counted: Vec<Cuboid> = query
         .dimensions
         .iter()
@@ -202,7 +202,7 @@ fn counted_by_state(
 }
 
 /// The table from the counters.
-pub fn from_counters(
+pub(super) fn from_counters(
     snapshot: &Snapshot,
     query: &AggregateQuery,
     plan: &CounterPlan,
@@ -239,7 +239,7 @@ pub fn from_counters(
 /// The table from a scan: each matching report's latest version, found through the
 /// date index, or by reading every report head in key order when no dates narrow the
 /// query (sequential reads beat an index lookup per report there).
-pub fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, StoreError> {
+pub(super) fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, StoreError> {
     let states = wanted_states(query);
     let multi: Vec<usize> = (0..query.dimensions.len())
         .filter(|i| query.dimensions[*i].multi_valued())

@@ -255,8 +255,8 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         // A page shorter than asked for is the last one: no empty page (and no audit
         // record for it) is asked for after it.
         let asked = match request.limit {
-            0 => tidemark::access::MAX_QUERY_RESULTS,
-            n => n.min(tidemark::access::MAX_QUERY_RESULTS),
+            0 => tidemark::MAX_QUERY_RESULTS,
+            n => n.min(tidemark::MAX_QUERY_RESULTS),
         };
         if page < u64::from(asked)
             || last_cursor.is_empty()

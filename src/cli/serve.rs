@@ -8,11 +8,11 @@ use std::{
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tidemark::{
+    KeyRecord, StateRecord, Store,
     config::{Config, SigningConfig, StoreConfig, TlsConfig},
     pki,
     server::Server,
     signing::PublicKey,
-    store::{KeyRecord, StateRecord, Store},
 };
 use tokio::net::TcpListener;
 

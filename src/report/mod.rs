@@ -42,7 +42,9 @@ pub fn parse_report_id(text: &str) -> Result<Uuid, String> {
 /// The two report categories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
+    /// An incident of migrant smuggling.
     SmugglingIncident,
+    /// An irregular maritime movement.
     MaritimeMovement,
 }
 
@@ -50,6 +52,7 @@ impl Category {
     /// Every category, in the API's order: the one list the rest of the code iterates.
     pub const ALL: [Category; 2] = [Self::SmugglingIncident, Self::MaritimeMovement];
 
+    /// `smuggling-incident` or `maritime-movement`.
     pub fn label(self) -> &'static str {
         match self {
             Self::SmugglingIncident => "smuggling-incident",
@@ -57,6 +60,7 @@ impl Category {
         }
     }
 
+    /// The wire value.
     pub fn to_pb(self) -> pb::Category {
         match self {
             Self::SmugglingIncident => pb::Category::SmugglingIncident,
@@ -76,26 +80,32 @@ pub struct ValidReport {
 }
 
 impl ValidReport {
+    /// The report as submitted.
     pub fn report(&self) -> &pb::Report {
         &self.report
     }
 
+    /// Its id.
     pub fn id(&self) -> Uuid {
         self.id
     }
 
+    /// The reporting state.
     pub fn state(&self) -> CountryCode {
         self.state
     }
 
+    /// Its version (1, 2, …).
     pub fn version(&self) -> u32 {
         self.report.version
     }
 
+    /// Its category.
     pub fn category(&self) -> Category {
         self.category
     }
 
+    /// The incident date.
     pub fn incident_date(&self) -> Date {
         self.incident_date
     }
@@ -110,14 +120,17 @@ pub struct ValidRetraction {
 }
 
 impl ValidRetraction {
+    /// The retracted report's id.
     pub fn id(&self) -> Uuid {
         self.id
     }
 
+    /// The reporting state.
     pub fn state(&self) -> CountryCode {
         self.state
     }
 
+    /// The retraction's version (the report's latest + 1).
     pub fn version(&self) -> u32 {
         self.version
     }
@@ -126,7 +139,9 @@ impl ValidRetraction {
 /// One broken rule: the field's path and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
+    /// The field's path (`persons.total`, `route.transit[1]`).
     pub field: String,
+    /// What is wrong with it.
     pub description: String,
 }
 

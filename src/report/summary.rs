@@ -26,18 +26,25 @@ pub struct ReportSummary {
     #[prost(string, repeated, tag = "5")]
     pub route_countries: Vec<String>,
     #[prost(string, repeated, tag = "6")]
+    /// Nationalities of the persons, in report order.
     pub nationalities: Vec<String>,
     #[prost(int32, tag = "7")]
+    /// `tidemark.v1.ModusOperandi` (smuggling incidents).
     pub modus_operandi: i32,
     #[prost(int32, tag = "8")]
+    /// `tidemark.v1.MaritimeEvent` (maritime movements).
     pub maritime_event: i32,
     #[prost(int32, tag = "9")]
+    /// `tidemark.v1.VesselType` (maritime movements).
     pub vessel_type: i32,
     #[prost(bool, tag = "10")]
+    /// Whether the report gives a point.
     pub has_point: bool,
     #[prost(double, tag = "11")]
+    /// WGS84 latitude of the point, degrees.
     pub latitude: f64,
     #[prost(double, tag = "12")]
+    /// WGS84 longitude of the point, degrees.
     pub longitude: f64,
     /// What aggregates group by and add up (see `crate::analytics`).
     #[prost(message, optional, tag = "13")]
@@ -48,35 +55,46 @@ pub struct ReportSummary {
 #[derive(Clone, PartialEq, Message)]
 pub struct ReportFacts {
     #[prost(string, tag = "1")]
+    /// Country of origin (ISO 3166-1 alpha-3), or empty.
     pub origin: String,
     #[prost(string, repeated, tag = "2")]
+    /// Transit countries, sorted, without repeats.
     pub transit: Vec<String>,
     #[prost(string, tag = "3")]
+    /// Intended destination, or empty.
     pub destination: String,
     #[prost(string, tag = "4")]
+    /// Country of the incident, or empty.
     pub location_country: String,
     /// `tidemark.v1.SeaArea`.
     #[prost(int32, tag = "5")]
     pub sea_area: i32,
     #[prost(uint32, tag = "6")]
+    /// Persons involved.
     pub persons: u32,
     /// Persons per nationality, parallel to `ReportSummary::nationalities`.
     #[prost(uint32, repeated, tag = "7")]
     pub nationality_counts: Vec<u32>,
     #[prost(uint32, tag = "8")]
+    /// Deaths.
     pub deaths: u32,
     #[prost(uint32, tag = "9")]
+    /// Missing persons.
     pub missing: u32,
     #[prost(uint32, tag = "10")]
+    /// Minors.
     pub minors: u32,
     #[prost(uint32, tag = "11")]
+    /// Unaccompanied minors.
     pub unaccompanied_minors: u32,
     #[prost(uint32, tag = "12")]
+    /// Facilitators arrested.
     pub facilitators_arrested: u32,
     /// Fee per person; `fee_currency` empty when none is stated.
     #[prost(uint64, tag = "13")]
     pub fee_amount: u64,
     #[prost(string, tag = "14")]
+    /// ISO 4217 currency of the fee, or empty.
     pub fee_currency: String,
 }
 

@@ -27,7 +27,7 @@ const MAX_REASON_CHARS: usize = 500;
 const EARLIEST_YEAR: i32 = 1990;
 /// Violations listed in one refusal; past this they are counted, not listed, so that a
 /// hostile report cannot make the answer (or the server's memory) grow with its size.
-pub const MAX_LISTED_VIOLATIONS: usize = 20;
+pub(super) const MAX_LISTED_VIOLATIONS: usize = 20;
 /// Characters of one violation's description (which may quote the bad value); the rest
 /// is cut, so that a refusal stays well under the 16 KiB of headers gRPC clients take.
 const MAX_DESCRIPTION_CHARS: usize = 200;

@@ -19,14 +19,14 @@ const MAX_CACHED: usize = 4096;
 
 /// A tonic interceptor that authenticates each call from its connection's certificate.
 #[derive(Clone)]
-pub struct Authenticate {
+pub(super) struct Authenticate {
     trust_domain: Arc<str>,
     trust: Arc<Trust>,
     known: Arc<Mutex<HashMap<Vec<u8>, PeerIdentity>>>,
 }
 
 impl Authenticate {
-    pub fn new(trust_domain: &str, trust: Arc<Trust>) -> Self {
+    pub(super) fn new(trust_domain: &str, trust: Arc<Trust>) -> Self {
         Self {
             trust_domain: trust_domain.into(),
             trust,
@@ -76,7 +76,7 @@ impl Interceptor for Authenticate {
 /// Whether the trust state still admits `peer`: its certificate is not revoked and its
 /// state is not suspended. Checked at the start of every call, and again while a
 /// long-lived call runs (see [`super::guard`]).
-pub fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
+pub(super) fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
     if trust.is_revoked(peer.serial()) {
         return Err(Status::unauthenticated(format!(
             "client certificate {} has been revoked; ask your operator for a new one",
@@ -95,7 +95,7 @@ pub fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
 }
 
 /// The authenticated caller of a request that passed [`Authenticate`].
-pub fn peer<T>(request: &Request<T>) -> Result<&PeerIdentity, Status> {
+pub(super) fn peer<T>(request: &Request<T>) -> Result<&PeerIdentity, Status> {
     request.extensions().get::<PeerIdentity>().ok_or_else(|| {
         // Reaching a handler without the interceptor is a wiring bug, not a client error.
         Status::internal("the call was not authenticated; this is a server bug")

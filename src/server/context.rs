@@ -58,12 +58,12 @@ pub(super) struct Context {
 
 impl Context {
     /// A consistent view of the store for one read.
-    pub fn snapshot(&self) -> Result<Snapshot, Status> {
+    pub(super) fn snapshot(&self) -> Result<Snapshot, Status> {
         Ok(self.store.snapshot()?)
     }
 
     /// Where `state` stands in `category` now.
-    pub fn standing(
+    pub(super) fn standing(
         &self,
         snap: &Snapshot,
         state: CountryCode,
@@ -76,7 +76,7 @@ impl Context {
 
     /// Refuses (and audits the refusal) unless `state` stands in `category`; returns
     /// the standing found.
-    pub async fn require_standing(
+    pub(super) async fn require_standing(
         &self,
         peer: &PeerIdentity,
         snap: &Snapshot,
@@ -102,7 +102,7 @@ impl Context {
     }
 
     /// Writes an audit record; nothing is served when that fails.
-    pub async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
+    pub(super) async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
         self.writer.audit(record).await.map_err(|e| {
             Status::unavailable(format!(
                 "the audit log could not be written, so nothing is served: {e}"
@@ -111,7 +111,7 @@ impl Context {
     }
 
     /// A guard for a call by `peer` that needs `standing` to hold throughout.
-    pub fn guard(&self, peer: &PeerIdentity, standing: Option<&Standing>) -> CallGuard {
+    pub(super) fn guard(&self, peer: &PeerIdentity, standing: Option<&Standing>) -> CallGuard {
         let guard = CallGuard::new(peer, &self.trust);
         match standing {
             Some(standing) => guard.with_standing(StandingWatch::new(
@@ -128,7 +128,7 @@ impl Context {
     /// Records the read in the audit log (refusing it if that fails), then runs `read`
     /// on a blocking thread, streaming what it emits under `guard`; when it ends (or the
     /// client goes away) the audit record is completed with what was read, by owner.
-    pub async fn audited_stream<T: Send + 'static>(
+    pub(super) async fn audited_stream<T: Send + 'static>(
         &self,
         guard: CallGuard,
         peer: &PeerIdentity,
@@ -192,7 +192,7 @@ impl Context {
     }
 
     /// Runs `work` on a blocking thread: file I/O, CRL signing, long store transactions.
-    pub async fn blocking<T: Send + 'static, E: Into<Status> + Send + 'static>(
+    pub(super) async fn blocking<T: Send + 'static, E: Into<Status> + Send + 'static>(
         &self,
         work: impl FnOnce(&Self) -> Result<T, E> + Send + 'static,
     ) -> Result<T, Status> {

@@ -32,7 +32,7 @@ pub(super) struct Feed {
 
 impl Feed {
     /// Starts the reader task, following the writer's committed sequence from `start`.
-    pub fn start(
+    pub(super) fn start(
         store: Store,
         mut committed: watch::Receiver<u64>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -81,7 +81,7 @@ impl Feed {
     }
 
     /// Batches committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Batch> {
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Batch> {
         self.batches.subscribe()
     }
 }

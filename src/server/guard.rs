@@ -66,7 +66,7 @@ pub(super) struct StandingWatch {
 
 impl StandingWatch {
     /// Watches `state`'s standing in `category`, as `standing` found it just now.
-    pub fn new(
+    pub(super) fn new(
         store: Store,
         policy: Policy,
         clock: Clock,
@@ -112,7 +112,7 @@ fn lapse_time(standing: &Standing) -> i64 {
 
 impl CallGuard {
     /// Guards a call of `peer`: revocation and suspension.
-    pub fn new(peer: &PeerIdentity, trust: &Arc<Trust>) -> Self {
+    pub(super) fn new(peer: &PeerIdentity, trust: &Arc<Trust>) -> Self {
         Self {
             peer: peer.clone(),
             trust: trust.clone(),
@@ -123,13 +123,13 @@ impl CallGuard {
 
     /// Also requires the caller's state to keep its standing.
     #[must_use]
-    pub fn with_standing(mut self, standing: StandingWatch) -> Self {
+    pub(super) fn with_standing(mut self, standing: StandingWatch) -> Self {
         self.standing = Some(standing);
         self
     }
 
     /// Whether the call may go on; the refusal says why not.
-    pub fn check(&mut self) -> Result<(), Status> {
+    pub(super) fn check(&mut self) -> Result<(), Status> {
         auth::admit(&self.trust, &self.peer)?;
         if let Some(standing) = &mut self.standing {
             standing.check()?;
@@ -139,7 +139,7 @@ impl CallGuard {
 
     /// Resolves, with the reason, once the call may no longer go on. Cancel-safe: a
     /// caller may drop it and call again.
-    pub async fn lapsed(&mut self) -> Status {
+    pub(super) async fn lapsed(&mut self) -> Status {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -170,7 +170,7 @@ impl CallGuard {
 
     /// Wraps a stream of results so that each item is sent only while the guard
     /// admits the caller, and the stream ends with the reason as soon as it does not.
-    pub fn guard<T: Send + 'static>(
+    pub(super) fn guard<T: Send + 'static>(
         mut self,
         items: ReceiverStream<Result<T, Status>>,
     ) -> Guarded<T> {
@@ -192,7 +192,7 @@ async fn changed(rx: &mut watch::Receiver<u64>) {
 
 /// A response stream that ends, with the guard's refusal, once its caller is no longer
 /// admitted — checked before every item, and while idle.
-pub struct Guarded<T> {
+pub(super) struct Guarded<T> {
     items: ReceiverStream<Result<T, Status>>,
     lapse: Pin<Box<dyn Future<Output = Status> + Send>>,
     ended: bool,
@@ -231,7 +231,7 @@ pub(super) struct GuardStreams<S> {
 }
 
 impl<S> GuardStreams<S> {
-    pub fn new(inner: S, trust: &Arc<Trust>) -> Self {
+    pub(super) fn new(inner: S, trust: &Arc<Trust>) -> Self {
         Self {
             inner,
             trust: trust.clone(),

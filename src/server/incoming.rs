@@ -30,11 +30,11 @@ use crate::trust::Trust;
 
 /// Streams that completed a TLS handshake, in the exact type tonic reads peer
 /// certificates from.
-pub type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
+pub(super) type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
 
 /// Settings of the accept loop.
 #[derive(Clone, Copy)]
-pub struct AcceptLimits {
+pub(super) struct AcceptLimits {
     pub handshake_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub max_pending: usize,
@@ -54,7 +54,7 @@ impl From<&crate::config::Limits> for AcceptLimits {
 
 /// Spawns the accept loop and returns the stream of established connections with the
 /// task's handle; abort the handle to stop accepting.
-pub fn spawn(
+pub(super) fn spawn(
     listener: TcpListener,
     trust: Arc<Trust>,
     limits: AcceptLimits,

@@ -361,20 +361,27 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
 #[non_exhaustive]
 pub enum ServerError {
     #[error(transparent)]
+    /// The TLS files are unusable.
     Tls(#[from] TlsError),
     #[error(transparent)]
+    /// The store could not be opened or failed.
     Store(#[from] StoreError),
     #[error(transparent)]
+    /// The trust state (CA bundle, CRL) could not be built.
     Trust(#[from] TrustError),
     #[error("the receipt signing key: {0}")]
+    /// The receipt signing key is unusable.
     ReceiptKey(#[from] KeyError),
     #[error("{0}")]
+    /// The configuration is unusable.
     Config(String),
     #[error("the server stopped: {0}")]
+    /// The transport failed.
     Transport(String),
     #[error(
         "the store's disk failed ({0}); the server stopped so that it can be restarted once \
          the disk is fixed (free space, replace it): every acknowledged submission is on disk"
     )]
+    /// The store's disk failed while serving.
     DiskFailure(String),
 }

@@ -44,7 +44,7 @@ pub(super) struct StreamSlot {
 }
 
 impl OpenStreams {
-    pub fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize) -> Self {
         Self {
             limit,
             open: Arc::default(),
@@ -102,7 +102,10 @@ pub(super) fn node_state(peer: &PeerIdentity) -> Result<CountryCode, Status> {
 }
 
 impl Context {
-    pub fn my_standing(&self, peer: &PeerIdentity) -> Result<pb::MyStandingResponse, Status> {
+    pub(super) fn my_standing(
+        &self,
+        peer: &PeerIdentity,
+    ) -> Result<pb::MyStandingResponse, Status> {
         let state = peer.principal().state().ok_or_else(|| {
             Status::permission_denied("only a state's certificates have a standing")
         })?;
@@ -117,7 +120,7 @@ impl Context {
         })
     }
 
-    pub async fn query(
+    pub(super) async fn query(
         &self,
         peer: &PeerIdentity,
         req: pb::QueryRequest,
@@ -148,7 +151,7 @@ impl Context {
         .await
     }
 
-    pub async fn sync(
+    pub(super) async fn sync(
         &self,
         peer: &PeerIdentity,
         req: pb::SyncRequest,
@@ -182,7 +185,7 @@ impl Context {
     /// (at most once per interval) and when it ends, so audit volume grows with streams ×
     /// time, not streams × reports. A crash loses at most one interval's counts; the
     /// record itself stays, marked in progress.
-    pub async fn subscribe(
+    pub(super) async fn subscribe(
         &self,
         peer: &PeerIdentity,
         req: pb::QueryRequest,
@@ -362,7 +365,7 @@ impl Context {
         }
     }
 
-    pub fn access_to_my_data(
+    pub(super) fn access_to_my_data(
         &self,
         peer: &PeerIdentity,
         limit: u32,

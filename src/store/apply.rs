@@ -43,8 +43,8 @@ pub struct Accepted {
     pub state: String,
     pub report_id: Uuid,
     pub version: u32,
-    /// Unix seconds.
-    pub accepted_at: i64,
+    /// When its batch committed, Unix seconds.
+    pub at: i64,
     pub kind: EnvelopeKind,
 }
 
@@ -229,7 +229,7 @@ pub(super) fn append(
                 state: state.to_owned(),
                 report_id: new.report_id,
                 version: new.version,
-                accepted_at,
+                at: accepted_at,
                 kind: new.kind,
             }))
         }
@@ -296,7 +296,7 @@ fn accepted_before(sequence: u64, stored: &EnvelopeRecord) -> Result<Accepted, S
         state: stored.state.clone(),
         report_id: Uuid::from_slice(&stored.report_id).map_err(|_| corrupt("report id"))?,
         version: stored.version,
-        accepted_at: stored.accepted_at,
+        at: stored.accepted_at,
         kind: stored.kind().ok_or_else(|| corrupt("kind"))?,
     })
 }

@@ -22,7 +22,7 @@ use super::StoreError;
 use crate::report::{ReportFacts, ReportSummary};
 
 /// Number of additive metrics kept per cell.
-pub const SUMS: usize = 7;
+pub(crate) const SUMS: usize = 7;
 
 /// The additive metrics, in the order of [`Sums`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,10 +55,10 @@ impl Additive {
 }
 
 /// Additive metric totals, indexed by [`Additive`].
-pub type Sums = [u64; SUMS];
+pub(crate) type Sums = [u64; SUMS];
 
 /// The value of a dimension a report does not have (no transit, no origin, …).
-pub const NONE: u64 = 0;
+pub(crate) const NONE: u64 = 0;
 
 /// cuboid, category, month, value.
 const CELL_KEY: usize = 1 + 1 + 4 + 8;
@@ -165,7 +165,7 @@ impl Cuboid {
 }
 
 /// What one report adds to every metric.
-pub fn sums(facts: &ReportFacts) -> Sums {
+pub(crate) fn sums(facts: &ReportFacts) -> Sums {
     [
         1,
         u64::from(facts.persons),
@@ -182,7 +182,7 @@ fn persons_only(persons: u64) -> Sums {
 }
 
 /// A report's fee per person as (packed currency, amount), if it states one.
-pub fn fee(facts: &ReportFacts) -> Option<(u32, u64)> {
+pub(crate) fn fee(facts: &ReportFacts) -> Option<(u32, u64)> {
     if facts.fee_currency.is_empty() {
         return None;
     }
@@ -192,14 +192,14 @@ pub fn fee(facts: &ReportFacts) -> Option<(u32, u64)> {
 }
 
 /// Three ASCII letters as a number that sorts like the text; [`NONE`] for "".
-pub fn pack_country(code: &str) -> u64 {
+pub(crate) fn pack_country(code: &str) -> u64 {
     code.bytes()
         .take(3)
         .fold(0u64, |acc, b| (acc << 8) | u64::from(b))
 }
 
 /// The text of a [`pack_country`] number.
-pub fn unpack_country(packed: u64) -> String {
+pub(crate) fn unpack_country(packed: u64) -> String {
     packed
         .to_be_bytes()
         .iter()
@@ -209,7 +209,7 @@ pub fn unpack_country(packed: u64) -> String {
 }
 
 /// Origin and destination as one number (origin in the high bits, so it sorts first).
-pub fn pack_route(origin: &str, destination: &str) -> u64 {
+pub(crate) fn pack_route(origin: &str, destination: &str) -> u64 {
     (pack_country(origin) << 24) | pack_country(destination)
 }
 

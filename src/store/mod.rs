@@ -9,7 +9,7 @@
 //! - Table definitions are the constants below, in one place.
 
 mod apply;
-pub mod counters;
+pub(crate) mod counters;
 mod disk;
 mod records;
 mod snapshot;
@@ -21,24 +21,27 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use uuid::Uuid;
 
-pub use self::{
+pub(crate) use self::{
     apply::{Accepted, AppendError, NewEnvelope},
-    disk::DiskFailure,
     records::{
-        AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, KeyRecord, OwnerReads,
-        ReportHead, RevokedCertificate, StateRecord, VersionRef,
+        AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
+        RevokedCertificate, VersionRef,
     },
     snapshot::Snapshot,
     writer::{Writer, WriterThread},
 };
+pub use self::{
+    disk::DiskFailure,
+    records::{KeyRecord, StateRecord},
+};
 use crate::{clock::Clock, config::StoreConfig};
 
 /// The layout version this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub const COUNTERS_VERSION: u64 = 3;
+pub(crate) const COUNTERS_VERSION: u64 = 3;
 
 /// Store-wide facts: `schema_version`, `counters_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -395,26 +398,32 @@ impl Store {
         Ok(record.clone())
     }
 
+    /// Every revoked client certificate.
     pub fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>, StoreError> {
         self.all(REVOKED_CERTS)
     }
 
+    /// The record of an enrolled state.
     pub fn state(&self, code: &str) -> Result<Option<StateRecord>, StoreError> {
         self.get(STATES, code)
     }
 
+    /// Writes a state's record.
     pub fn put_state(&self, record: &StateRecord) -> Result<(), StoreError> {
         self.put(STATES, &record.state, record)
     }
 
+    /// Every enrolled state.
     pub fn states(&self) -> Result<Vec<StateRecord>, StoreError> {
         self.all(STATES)
     }
 
+    /// Records a certificate this server issued.
     pub fn record_issued(&self, record: &IssuedCertificate) -> Result<(), StoreError> {
         self.put(ISSUED_CERTS, &record.serial, record)
     }
 
+    /// Every certificate this server issued.
     pub fn issued_certificates(&self) -> Result<Vec<IssuedCertificate>, StoreError> {
         self.all(ISSUED_CERTS)
     }
@@ -446,15 +455,24 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
 #[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open the store at {path}: {reason}")]
-    Open { path: String, reason: String },
+    /// The store file could not be opened.
+    Open {
+        /// The store file.
+        path: String,
+        /// Why it could not be opened.
+        reason: String,
+    },
     #[error(
         "the store was written by a different Tidemark version (schema {0}, this build uses \
          {SCHEMA_VERSION}); use a matching build or restore from backup"
     )]
+    /// The file has a layout this build does not read.
     Schema(u64),
     #[error("a stored record could not be decoded ({0}); restore the store from backup")]
+    /// A stored record could not be read.
     Corrupt(String),
     #[error("store error: {0}")]
+    /// redb failed.
     Redb(#[from] redb::Error),
 }
 

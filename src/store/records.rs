@@ -185,13 +185,16 @@ pub struct VersionRef {
 #[derive(Clone, PartialEq, Message)]
 pub struct KeyRecord {
     #[prost(string, tag = "1")]
+    /// The key id: lower-case hex SHA-256 of the raw public key.
     pub key_id: String,
     #[prost(string, tag = "2")]
+    /// The state the key signs for.
     pub state: String,
     /// The 32 raw Ed25519 public key bytes.
     #[prost(bytes = "vec", tag = "3")]
     pub public_key: Vec<u8>,
     #[prost(int64, tag = "4")]
+    /// Unix seconds from which it signs.
     pub valid_from: i64,
     /// 0: no end.
     #[prost(int64, tag = "5")]
@@ -200,8 +203,10 @@ pub struct KeyRecord {
     #[prost(int64, tag = "6")]
     pub revoked_at: i64,
     #[prost(string, tag = "7")]
+    /// Why it was revoked.
     pub revocation_reason: String,
     #[prost(int64, tag = "8")]
+    /// Unix seconds when it was registered.
     pub registered_at: i64,
 }
 
@@ -256,12 +261,16 @@ pub struct RevokedCertificate {
 #[derive(Clone, PartialEq, Message)]
 pub struct StateRecord {
     #[prost(string, tag = "1")]
+    /// ISO 3166-1 alpha-3 code.
     pub state: String,
     #[prost(bool, tag = "2")]
+    /// Whether its certificates are refused.
     pub suspended: bool,
     #[prost(int64, tag = "3")]
+    /// Unix seconds when it was first enrolled.
     pub enrolled_at: i64,
     #[prost(int64, tag = "4")]
+    /// Unix seconds of the last change.
     pub changed_at: i64,
 }
 

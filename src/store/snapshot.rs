@@ -31,7 +31,7 @@ pub struct Snapshot {
 }
 
 /// An index position: (state or "", incident day, report).
-pub type IndexKey = (String, i32, u128);
+pub(super) type IndexKey = (String, i32, u128);
 
 impl Snapshot {
     pub(super) fn open(db: &Database) -> Result<Self, StoreError> {

@@ -18,19 +18,38 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
+/// DER prefix of an Ed25519 PKCS#8 v1 `PrivateKeyInfo` (RFC 5208, RFC 8410 §7): the
+/// 32-byte seed follows.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The seed of an Ed25519 PKCS#8 key (v1 or v2) that ring has already parsed: the
+/// `CurvePrivateKey` OCTET STRING (`04 20` + 32 bytes) inside the `privateKey` OCTET
+/// STRING (`04 22`), which follows the version and algorithm identifier.
+fn pkcs8_seed(der: &[u8]) -> Option<[u8; 32]> {
+    let at = der.windows(4).position(|w| w == [0x04, 0x22, 0x04, 0x20])? + 4;
+    der.get(at..at + 32)?.try_into().ok()
+}
+
 /// An Ed25519 private key that signs envelopes.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
+    seed: [u8; 32],
     public: PublicKey,
 }
 
 impl SigningKey {
-    /// Makes a new key; returns it with its PKCS#8 PEM encoding for storage.
+    /// Makes a new key; returns it with its PEM encoding for storage: PKCS#8 v1
+    /// (`PrivateKeyInfo`, RFC 8410 §7), the form OpenSSL, Python `cryptography` and Go
+    /// read.
     pub fn generate() -> Result<(Self, String), KeyError> {
         let pkcs8 =
             Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generate)?;
-        let pem = pem_encode("PRIVATE KEY", pkcs8.as_ref());
-        Ok((Self::from_pkcs8_der(pkcs8.as_ref())?, pem))
+        let key = Self::from_pkcs8_der(pkcs8.as_ref())?;
+        let v1 = [&ED25519_PKCS8_V1_PREFIX[..], &key.seed].concat();
+        let pem = pem_encode("PRIVATE KEY", &v1);
+        Ok((key, pem))
     }
 
     /// Reads a PKCS#8 PEM Ed25519 private key (v1 or v2).
@@ -50,8 +69,16 @@ impl SigningKey {
     fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| KeyError::Parse(format!("not an Ed25519 PKCS#8 key: {e}")))?;
+        let seed = pkcs8_seed(der)
+            .ok_or_else(|| KeyError::Parse("not an Ed25519 PKCS#8 key: no seed".to_owned()))?;
         let public = PublicKey::from_raw(pair.public_key().as_ref())?;
-        Ok(Self { pair, public })
+        Ok(Self { pair, seed, public })
+    }
+
+    /// The 32-byte seed the key is derived from (RFC 8032), for signers that take it
+    /// (the transparency log's note signer).
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.seed
     }
 
     /// The public half.
@@ -192,5 +219,23 @@ mod tests {
         assert!(public.verify(b"hello", &sig));
         assert!(!public.verify(b"hellp", &sig));
         assert_eq!(key.key_id().len(), 64);
+    }
+
+    #[test]
+    fn keys_are_written_as_pkcs8_v1_and_read_in_v1_and_v2() {
+        let (key, pem) = SigningKey::generate().unwrap();
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let der = der.secret_pkcs8_der();
+        // RFC 8410 §7: SEQUENCE { INTEGER 0, AlgorithmIdentifier { id-Ed25519 },
+        // OCTET STRING { OCTET STRING (32 bytes) } }, with no public key.
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], ED25519_PKCS8_V1_PREFIX);
+        assert_eq!(der[16..], key.seed);
+        // ring's own v2 form (with the public key) is read too, as the same key.
+        let v2 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let from_v2 = SigningKey::from_pkcs8_der(v2.as_ref()).unwrap();
+        let v1 = [&ED25519_PKCS8_V1_PREFIX[..], &from_v2.seed].concat();
+        let from_v1 = SigningKey::from_pkcs8_der(&v1).unwrap();
+        assert_eq!(from_v1.key_id(), from_v2.key_id());
     }
 }

@@ -36,6 +36,19 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Disclosure control of aggregates.
     pub analytics: AnalyticsConfig,
+    /// The transparency log.
+    pub log: LogConfig,
+}
+
+/// The transparency log (see `docs/transparency.md`). Its checkpoints are signed with
+/// the receipt key (`signing.receipt_key`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The log's origin: the first line of every checkpoint and the name of its note key
+    /// (C2SP tlog-checkpoint). Empty: `<trust_domain>/log`. Choose it once: witnesses
+    /// remember it.
+    pub origin: String,
 }
 
 /// Certificate and key files of the server.
@@ -198,6 +211,7 @@ impl Default for Config {
             limits: Limits::default(),
             policy: PolicyConfig::default(),
             analytics: AnalyticsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -366,7 +380,26 @@ impl Config {
                 self.trust_domain
             )));
         }
+        let origin = self.log_origin();
+        if origin
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '+')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "log.origin {origin:?} must have no spaces, control characters or '+' (it \
+                 names the checkpoint key, C2SP signed-note), e.g. \"tidemark.example/log\""
+            )));
+        }
         Ok(())
+    }
+
+    /// The transparency log's origin: `log.origin`, or `<trust_domain>/log`.
+    pub fn log_origin(&self) -> String {
+        if self.log.origin.is_empty() {
+            format!("{}/log", self.trust_domain)
+        } else {
+            self.log.origin.clone()
+        }
     }
 
     fn check_analytics(&self) -> Result<(), ConfigError> {

@@ -21,6 +21,9 @@
 //!   - `trust` — the swappable TLS trust state (CA bundle, CRL, revocations, suspensions);
 //!     `tls` — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
 //!   - [`pki`] — the exchange CA, certificate issuance, CSRs, the development PKI.
+//!   - [`tlog`] — the transparency log's formats and proofs (RFC 9162 Merkle tree, C2SP
+//!     signed notes, checkpoints and tlog proofs, Tidemark's entries); the store keeps
+//!     the tree.
 //! - `store` — the embedded redb store: tables, indexes, counters, the one writer
 //!   ([`Store`] is its handle).
 //! - [`config`] — the server's TOML configuration and its defaults; [`clock`] — the
@@ -52,6 +55,7 @@ pub mod server;
 pub mod signing;
 mod store;
 mod submission;
+pub mod tlog;
 mod tls;
 mod trust;
 
@@ -73,7 +77,7 @@ pub use self::{
 pub mod internals {
     pub use crate::{
         access::{QueryFilter, visible_to},
-        store::counters::month_of_day,
+        store::{Writer, WriterThread, counters::month_of_day},
         submission::verify as verify_submission,
     };
 }

@@ -1,9 +1,13 @@
-//! Receipts: the server's signed statement that it accepted an envelope, and their
-//! offline verification.
+//! Receipts: the server's statements that it accepted an envelope, and their offline
+//! verification.
 //!
-//! A receipt is itself a DSSE envelope (payload type
-//! `application/vnd.tidemark.receipt.v1+protobuf`) over a `tidemark.v1.Receipt`, signed
-//! with the server's Ed25519 receipt key.
+//! - The **log proof** (C2SP `tlog-proof@v1`): the envelope's transparency-log entry,
+//!   its inclusion proof and the signed checkpoint of the batch that committed it. It
+//!   proves the acceptance is in the one public history, not only that the server said
+//!   so; checked with the log's note verifier key.
+//! - The **signed receipt**: a DSSE envelope (payload type
+//!   `application/vnd.tidemark.receipt.v1+protobuf`) over a `tidemark.v1.Receipt`, signed
+//!   with the server's Ed25519 receipt key.
 
 use prost::Message;
 
@@ -11,8 +15,71 @@ use crate::{
     envelope::{self, RECEIPT_PAYLOAD_TYPE},
     pb,
     signing::{PublicKey, SigningKey},
-    store::Accepted,
+    store::{Accepted, Leaf, ProofRequestError, Snapshot},
+    tlog::{
+        checkpoint::Checkpoint,
+        note::NoteVerifier,
+        proof::{TlogProof, TlogProofError},
+    },
 };
+
+/// The log proof of `leaf` against the newest checkpoint in `snapshot`.
+pub(crate) fn log_proof(snapshot: &Snapshot, leaf: &Leaf) -> Result<String, ProofRequestError> {
+    let checkpoint = snapshot
+        .latest_checkpoint()?
+        .ok_or_else(|| ProofRequestError::OutOfRange("the log has no checkpoint yet".to_owned()))?;
+    let hashes = snapshot.inclusion_proof(leaf.index, checkpoint.size)?;
+    Ok(TlogProof {
+        extra: Some(leaf.entry.clone()),
+        index: leaf.index,
+        hashes,
+        checkpoint_note: checkpoint.note,
+    }
+    .encode())
+}
+
+/// A log proof that verified: the entry it proves and the checkpoint it is under.
+#[derive(Debug, Clone)]
+pub struct VerifiedLogProof {
+    /// The log entry's bytes (docs/transparency.md).
+    pub entry: Vec<u8>,
+    /// Its leaf index.
+    pub index: u64,
+    /// The checkpoint the entry is included under.
+    pub checkpoint: Checkpoint,
+}
+
+/// Checks a log proof offline: its checkpoint is signed by `log_key` (a note verifier
+/// key, `<origin>+<hex id>+<base64>`), names that key's origin, and includes the entry
+/// the proof carries at its index.
+pub fn verify_log_proof(text: &str, log_key: &str) -> Result<VerifiedLogProof, ReceiptError> {
+    let verifier = NoteVerifier::parse(log_key.trim())
+        .map_err(|e| ReceiptError(format!("the log key is not a note verifier key: {e}")))?;
+    let proof = TlogProof::parse(text).map_err(|e| ReceiptError(e.to_string()))?;
+    let entry = proof.extra.clone().ok_or_else(|| {
+        ReceiptError("the proof carries no entry (its `extra` line is missing)".to_owned())
+    })?;
+    let checkpoint = proof.verify(&entry, &verifier).map_err(|e| {
+        ReceiptError(match e {
+            TlogProofError::Checkpoint(e) => {
+                format!("the checkpoint is not signed by this log's key, or was altered: {e}")
+            }
+            other => format!("the entry is not in the log under this checkpoint: {other}"),
+        })
+    })?;
+    if checkpoint.origin != verifier.name() {
+        return Err(ReceiptError(format!(
+            "the checkpoint is of log {:?}, not of {:?}",
+            checkpoint.origin,
+            verifier.name()
+        )));
+    }
+    Ok(VerifiedLogProof {
+        entry,
+        index: proof.index,
+        checkpoint,
+    })
+}
 
 /// What a receipt states about an accepted envelope.
 pub fn facts(accepted: &Accepted) -> pb::Receipt {

@@ -119,6 +119,7 @@ pub fn verify(
         kind,
         summary,
         digest: envelope::digest(envelope),
+        payload_sha256: crate::tlog::entry::sha256(&envelope.payload),
         key_id,
     })
 }

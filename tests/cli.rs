@@ -154,6 +154,7 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     let report = dir.path().join("report.json");
     std::fs::write(&report, &out.stdout).unwrap();
     let receipt = dir.path().join("receipt.json");
+    let proof = dir.path().join("receipt.proof");
     let out = run(args(&[
         "submit",
         &report.display().to_string(),
@@ -161,8 +162,10 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
         &server.endpoint(),
         "--as",
         &aus,
-        "--receipt-out",
+        "--signed-receipt-out",
         &receipt.display().to_string(),
+        "--receipt-out",
+        &proof.display().to_string(),
     ]))
     .await;
     assert_ok(&out);
@@ -197,6 +200,47 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     let out = run(verify(&altered)).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+
+    // The log proof verifies with the log's verifier key, given as text or as a file,
+    // and fails with another key or with one byte changed.
+    let mut transparency = tidemark::pb::transparency_client::TransparencyClient::new(
+        server.channel(&node(&pki, "AUS")).await,
+    );
+    let log_key = transparency
+        .get_verifier_key(tidemark::pb::GetVerifierKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .verifier_key;
+    let key_file = dir.path().join("log.vkey");
+    std::fs::write(&key_file, &log_key).unwrap();
+    let verify_proof = |file: &Path, key: &str| {
+        args(&[
+            "verify-receipt",
+            &file.display().to_string(),
+            "--log-key",
+            key,
+        ])
+    };
+    for key in [log_key.as_str(), &key_file.display().to_string()] {
+        let out = run(verify_proof(&proof, key)).await;
+        assert_ok(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("valid log proof"), "{stdout}");
+        assert!(stdout.contains("state AUS"), "{stdout}");
+    }
+    let mut text = std::fs::read_to_string(&proof).unwrap();
+    let at = text.find("\n\n").unwrap() + 3;
+    text.replace_range(at..=at, if &text[at..=at] == "a" { "b" } else { "a" });
+    let altered = dir.path().join("altered.proof");
+    std::fs::write(&altered, text).unwrap();
+    let out = run(verify_proof(&altered, &log_key)).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not signed by this log's key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

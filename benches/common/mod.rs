@@ -121,8 +121,10 @@ pub async fn load(config: &Config, reports: usize) {
         register_key(&store, state, &key, now);
         keys.push(Arc::new(key));
     }
+    let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
+    let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
     let (writer, thread) = store
-        .start_writer(tidemark::clock::Clock::system(), 1024)
+        .start_writer(tidemark::clock::Clock::system(), 1024, Arc::new(log))
         .unwrap();
     let workers = 8;
     let mut tasks = Vec::new();

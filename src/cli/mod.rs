@@ -12,6 +12,7 @@ mod import;
 mod input;
 mod keys;
 mod labels;
+mod log;
 mod pki;
 mod reads;
 mod sample;
@@ -61,6 +62,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     Keys(verify::KeysArgs),
     Admin(admin::AdminArgs),
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -103,6 +106,7 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => verify::verify(&args),
             Command::Keys(args) => verify::keys(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Log(command) => log::run(command).await,
         }
     });
     match result {

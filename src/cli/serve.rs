@@ -75,6 +75,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.config.is_none() {
         let dir = config.tls.ca.parent().unwrap_or_else(|| Path::new("."));
         register_dev_signing_keys(server.store(), dir)?;
+        // The log's verifier key beside the development CA, where `verify-receipt` looks.
+        let vkey = dir.join("log.vkey");
+        std::fs::write(&vkey, format!("{}\n", server.log_verifier_key()))
+            .with_context(|| format!("cannot write {}", vkey.display()))?;
     }
     let listener = TcpListener::bind(config.listen)
         .await

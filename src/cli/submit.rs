@@ -27,9 +27,13 @@ pub struct SubmitArgs {
     client: ClientArgs,
     #[command(flatten)]
     signing: SigningArgs,
-    /// Also write the receipt (a DSSE JSON envelope) to this file.
+    /// Also write the receipt to this file: a C2SP tlog proof (the envelope's log entry,
+    /// its inclusion proof, the signed checkpoint), checked offline by `verify-receipt`.
     #[arg(long, value_name = "FILE")]
     receipt_out: Option<PathBuf>,
+    /// Also write the server's signed receipt (a DSSE JSON envelope) to this file.
+    #[arg(long, value_name = "FILE")]
+    signed_receipt_out: Option<PathBuf>,
     /// Print the receipt as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -55,12 +59,22 @@ pub struct RetractArgs {
     json: bool,
 }
 
-/// Check a receipt offline against the server's receipt public key.
+/// Check a receipt offline.
+///
+/// A log proof (`submit --receipt-out`, C2SP tlog-proof@v1) is checked against the log's
+/// note verifier key: the checkpoint's signature and origin, then the entry's inclusion
+/// proof. A signed receipt (`submit --signed-receipt-out`, a DSSE JSON envelope) is
+/// checked against the server's receipt public key.
 #[derive(Args, Debug)]
 pub struct VerifyReceiptArgs {
-    /// The receipt: a DSSE JSON envelope as written by `submit --receipt-out`.
+    /// The receipt file.
     file: PathBuf,
-    /// The server's receipt public key (PEM), e.g. certs/receipt.pub.pem.
+    /// For a log proof: the log's note verifier key (`<origin>+<hex id>+<base64>`), or a
+    /// file holding it (`tidemark log verifier-key` prints it; `tidemark serve` on its
+    /// defaults writes certs/log.vkey).
+    #[arg(long, value_name = "KEY|FILE", default_value = "certs/log.vkey")]
+    log_key: String,
+    /// For a signed receipt: the server's receipt public key (PEM).
     #[arg(long, value_name = "FILE", default_value = "certs/receipt.pub.pem")]
     server_key: PathBuf,
 }
@@ -71,13 +85,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{} is not a report in JSON: {e}", args.file.display()))?;
     let key = args.signing.load(&args.client)?;
     let envelope = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key);
-    send(
-        &args.client,
-        envelope,
-        args.receipt_out.as_deref(),
-        args.json,
-    )
-    .await
+    let out = ReceiptFiles {
+        proof: args.receipt_out.as_deref(),
+        signed: args.signed_receipt_out.as_deref(),
+    };
+    send(&args.client, envelope, out, args.json).await
 }
 
 pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
@@ -91,7 +103,7 @@ pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
     };
     let key = args.signing.load(&args.client)?;
     let envelope = envelope::sign(RETRACTION_PAYLOAD_TYPE, retraction.encode_to_vec(), &key);
-    send(&args.client, envelope, None, args.json).await
+    send(&args.client, envelope, ReceiptFiles::default(), args.json).await
 }
 
 /// The state a node certificate names, read from its SPIFFE ID.
@@ -118,10 +130,17 @@ fn state_of(identity: &client::ClientIdentity) -> anyhow::Result<String> {
     Ok(state.to_owned())
 }
 
+/// Where to write a submission's receipts.
+#[derive(Default, Clone, Copy)]
+struct ReceiptFiles<'a> {
+    proof: Option<&'a Path>,
+    signed: Option<&'a Path>,
+}
+
 async fn send(
     client_args: &ClientArgs,
     envelope: pb::Envelope,
-    receipt_out: Option<&Path>,
+    out: ReceiptFiles<'_>,
     json: bool,
 ) -> anyhow::Result<()> {
     let channel = client_args.connect().await?;
@@ -138,8 +157,12 @@ async fn send(
     let receipt = pb::Receipt::decode(receipt_env.payload.as_slice())
         .map_err(|e| anyhow!("the server's receipt is malformed: {e}"))?;
     let receipt_json = serde_json::to_string_pretty(&receipt_env)?;
-    if let Some(path) = receipt_out {
+    if let Some(path) = out.signed {
         std::fs::write(path, format!("{receipt_json}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = out.proof {
+        std::fs::write(path, &response.log_proof)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if json {
@@ -147,6 +170,7 @@ async fn send(
             "duplicate": response.duplicate,
             "receipt": receipt,
             "envelope": serde_json::from_str::<serde_json::Value>(&receipt_json)?,
+            "log_proof": response.log_proof,
         });
         println!("{value}");
     } else {
@@ -168,7 +192,7 @@ async fn send(
             receipt.version,
             hex::encode(&receipt.envelope_digest)
         );
-        if let Some(path) = receipt_out {
+        for path in [out.proof, out.signed].into_iter().flatten() {
             println!("  receipt written to {}", path.display());
         }
     }
@@ -177,8 +201,16 @@ async fn send(
 
 pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     let text = input::read_text(&args.file)?;
-    let envelope: pb::Envelope = input::from_json(&text)
-        .map_err(|e| anyhow!("{} is not a DSSE JSON envelope: {e}", args.file.display()))?;
+    if text.starts_with(tidemark::tlog::proof::HEADER) {
+        return verify_log_proof(&text, &args.log_key);
+    }
+    let envelope: pb::Envelope = input::from_json(&text).map_err(|e| {
+        anyhow!(
+            "{} is neither a log proof ({}) nor a DSSE JSON envelope: {e}",
+            args.file.display(),
+            tidemark::tlog::proof::HEADER
+        )
+    })?;
     let key = PublicKey::from_file(&args.server_key)?;
     let receipt = receipt::verify(&envelope, &key)?;
     println!(
@@ -191,5 +223,35 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
         format_time(receipt.accepted_at_unix),
         hex::encode(&receipt.envelope_digest)
     );
+    Ok(())
+}
+
+/// Checks a log proof against the log key given as text or as a file holding it.
+fn verify_log_proof(text: &str, log_key: &str) -> anyhow::Result<()> {
+    let key = if log_key.contains('+') {
+        log_key.to_owned()
+    } else {
+        std::fs::read_to_string(log_key).with_context(|| {
+            format!(
+                "{log_key} is neither a note verifier key nor a readable file; get the key \
+                 with `tidemark log verifier-key` and pass it with --log-key"
+            )
+        })?
+    };
+    let verified = receipt::verify_log_proof(text, &key)?;
+    let entry = String::from_utf8_lossy(&verified.entry);
+    println!(
+        "valid log proof: entry {} is in log {} (tree size {}, root {})",
+        verified.index,
+        verified.checkpoint.origin,
+        verified.checkpoint.size,
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            verified.checkpoint.root
+        ),
+    );
+    for line in entry.lines() {
+        println!("  {line}");
+    }
     Ok(())
 }

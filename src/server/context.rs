@@ -28,6 +28,7 @@ use crate::{
     },
     signing::SigningKey,
     store::{AuditRecord, Snapshot, Store, StoreError, Writer},
+    tlog::LogSigner,
     trust::Trust,
 };
 
@@ -46,6 +47,8 @@ pub(super) struct Context {
     pub admin: Administration,
     /// Signs receipts.
     pub receipt_key: Arc<SigningKey>,
+    /// The transparency log's origin and checkpoint key.
+    pub log: Arc<LogSigner>,
     /// Subscriptions open per principal.
     pub streams: OpenStreams,
     /// Newly committed envelopes, for subscriptions.

@@ -56,9 +56,11 @@ impl pb::exchange_server::Exchange for ExchangeService {
         if !accepted.duplicate {
             tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
         }
+        let log_proof = receipt::log_proof(&self.ctx.snapshot()?, &accepted.leaf)?;
         Ok(Response::new(pb::SubmitResponse {
             receipt: Some(receipt::issue(&accepted, &self.ctx.receipt_key)),
             duplicate: accepted.duplicate,
+            log_proof,
         }))
     }
 

@@ -14,6 +14,7 @@ mod guard;
 mod incoming;
 mod reads;
 mod status;
+mod transparency;
 
 use std::{future::Future, sync::Arc};
 
@@ -27,18 +28,19 @@ use crate::{
     config::Config,
     pb::{
         self, admin_server::AdminServer, analytics_server::AnalyticsServer,
-        exchange_server::ExchangeServer,
+        exchange_server::ExchangeServer, transparency_server::TransparencyServer,
     },
     policy::Policy,
     signing::{KeyError, SigningKey},
     store::{Store, StoreError},
+    tlog::LogSigner,
     tls::{ServerTlsMaterial, TlsError},
     trust::{Trust, TrustError},
 };
 
 use self::{
     admin::AdminService, analytics::AnalyticsService, auth::Authenticate, context::Context,
-    exchange::ExchangeService, incoming::AcceptLimits,
+    exchange::ExchangeService, incoming::AcceptLimits, transparency::TransparencyService,
 };
 
 /// A server ready to run: configuration checked, TLS material and store loaded.
@@ -47,6 +49,7 @@ pub struct Server {
     clock: Clock,
     trust: Arc<Trust>,
     receipt_key: Arc<SigningKey>,
+    log: Arc<LogSigner>,
     store: Store,
 }
 
@@ -69,6 +72,15 @@ impl Server {
             .map_err(|e| ServerError::Config(e.to_string()))?;
         ServerTlsMaterial::load(&config.tls.files())?;
         let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
+        let log = LogSigner::from_key(&config.log_origin(), &receipt_key)
+            .map_err(|e| ServerError::Config(format!("log.origin: {e}")))?;
+        let leaves = store.build_log(&log)?;
+        if leaves > 0 {
+            tracing::info!(
+                leaves,
+                "built the transparency log from the stored envelopes and audit records"
+            );
+        }
         if !store.counters_current()? {
             let counted = store.rebuild_counters()?;
             tracing::info!(
@@ -87,6 +99,7 @@ impl Server {
             clock: Clock::system(),
             trust: Arc::new(trust),
             receipt_key: Arc::new(receipt_key),
+            log: Arc::new(log),
             store,
         })
     }
@@ -96,6 +109,11 @@ impl Server {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The transparency log's note verifier key (`<origin>+<hex id>+<base64 key>`).
+    pub fn log_verifier_key(&self) -> String {
+        self.log.verifier_key()
     }
 
     /// The store this server writes to.
@@ -124,9 +142,11 @@ impl Server {
         set_health(&health, ServingStatus::Serving).await;
         let reflection = reflection()?;
         let authenticate = Authenticate::new(&self.config.trust_domain, self.trust.clone());
-        let (writer, writer_thread) = self
-            .store
-            .start_writer(self.clock.clone(), self.config.store.max_batch)?;
+        let (writer, writer_thread) = self.store.start_writer(
+            self.clock.clone(),
+            self.config.store.max_batch,
+            self.log.clone(),
+        )?;
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
         let ctx = Context {
@@ -141,6 +161,7 @@ impl Server {
                 &self.config.trust_domain,
             ),
             receipt_key: self.receipt_key.clone(),
+            log: self.log.clone(),
             streams: reads::OpenStreams::new(limits.max_subscriptions_per_principal),
             feed: feed_handle,
             analytics: crate::analytics::Settings::new(&self.config.analytics),
@@ -151,6 +172,8 @@ impl Server {
             .max_encoding_message_size(limits.max_message_bytes);
         let exchange = ExchangeServer::new(ExchangeService { ctx: ctx.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+        let transparency = TransparencyServer::new(TransparencyService { ctx: ctx.clone() })
             .max_encoding_message_size(limits.max_message_bytes);
         let admin = AdminServer::new(AdminService { ctx })
             .max_decoding_message_size(limits.max_message_bytes);
@@ -180,6 +203,7 @@ impl Server {
             ))
             .add_service(InterceptedService::new(exchange, authenticate.clone()))
             .add_service(InterceptedService::new(analytics, authenticate.clone()))
+            .add_service(InterceptedService::new(transparency, authenticate.clone()))
             .add_service(InterceptedService::new(admin, authenticate))
             .serve_with_incoming_shutdown(incoming, shutdown);
         let result = tokio::select! {
@@ -237,6 +261,12 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health
         .set_service_status(
             <AdminServer<AdminService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <TransparencyServer<TransparencyService> as tonic::server::NamedService>::NAME,
             status,
         )
         .await;

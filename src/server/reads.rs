@@ -22,7 +22,7 @@ use crate::{
     pb,
     report::Category,
     server::{auth, context::Context, feed::Batch, guard::Guarded},
-    store::{AuditRecord, StoreError},
+    store::{AuditRecord, StoreError, audit_entry},
 };
 
 /// Results queued ahead of a slow subscriber.
@@ -379,9 +379,11 @@ impl Context {
         let records = snap.accesses_to(state.as_str(), usize::try_from(limit).unwrap_or(100))?;
         let accesses = records
             .into_iter()
-            .filter_map(|(_, record)| {
+            .filter_map(|(number, record)| {
                 let mine = record.owners.iter().find(|o| o.owner == state.as_str())?;
+                let log_entry = audit_entry(number, &record).encode();
                 Some(pb::DataAccess {
+                    log_entry,
                     at_unix: record.at,
                     reader: record.principal.clone(),
                     reader_state: record.state.clone(),

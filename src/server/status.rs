@@ -11,7 +11,7 @@ use crate::{
     analytics::AggregateError,
     policy::Refusal,
     report::ValidationErrors,
-    store::{AppendError, KeyRegistryError, StoreError},
+    store::{AppendError, KeyRegistryError, ProofRequestError, StoreError},
     submission::SubmitError,
 };
 
@@ -114,6 +114,18 @@ impl From<Refusal> for Status {
             standing.explanation(),
             ErrorDetails::with_error_info("INSUFFICIENT_CONTRIBUTION", "tidemark", metadata),
         )
+    }
+}
+
+impl From<ProofRequestError> for Status {
+    fn from(err: ProofRequestError) -> Self {
+        match err {
+            ProofRequestError::OutOfRange(reason) => Status::out_of_range(format!(
+                "{reason}; ask for sizes and indexes within the newest checkpoint \
+                 (Transparency.GetCheckpoint)"
+            )),
+            ProofRequestError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Applying one job to a batch's write transaction: an accepted envelope (version
-//! rules, the envelope, the report head, its indexes and the aggregate counters) or an
-//! audit record (with its by-owner index). The queue that batches jobs is
-//! [`super::writer`]; this is what one job does inside the transaction.
+//! rules, the envelope, the report head, its indexes, the aggregate counters and its log
+//! leaf) or an audit record (with its by-owner index and its log leaf). The queue that
+//! batches jobs is [`super::writer`]; this is what one job does inside the transaction.
 
 use prost::Message as _;
 use redb::ReadableTable;
@@ -11,6 +11,7 @@ use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
     EnvelopeKind, EnvelopeRecord, FEES, REPORTS, ReportHead, StoreError, VersionRef, counters,
     decode,
+    log::{self, Leaf, LogTables},
 };
 use crate::{country::CountryCode, report::ReportSummary};
 
@@ -26,6 +27,8 @@ pub struct NewEnvelope {
     /// What queries filter on; `None` for a retraction.
     pub summary: Option<ReportSummary>,
     pub digest: [u8; 32],
+    /// SHA-256 of the DSSE payload bytes (what the log entry commits to).
+    pub payload_sha256: [u8; 32],
     pub key_id: String,
 }
 
@@ -46,6 +49,8 @@ pub struct Accepted {
     /// When its batch committed, Unix seconds.
     pub at: i64,
     pub kind: EnvelopeKind,
+    /// The envelope's leaf in the transparency log.
+    pub leaf: Leaf,
 }
 
 /// Why an append was refused.
@@ -93,6 +98,8 @@ pub(super) struct Tables<'t> {
     audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
     counters: redb::Table<'t, &'static [u8], &'static [u8]>,
     fees: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// The transparency log: every envelope and audit record is a leaf.
+    pub(super) log: LogTables<'t>,
 }
 
 impl<'t> Tables<'t> {
@@ -107,6 +114,7 @@ impl<'t> Tables<'t> {
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
+            log: LogTables::open(tx)?,
         })
     }
 
@@ -143,7 +151,7 @@ pub(super) fn update_audit(
     put_audit(t, number, record, at)
 }
 
-/// Writes audit record `number` as of `at`, indexed by each owner whose reports it
+/// Writes audit record `number` as of `at`, with its log entry, indexed by each owner whose reports it
 /// returned (an owner reading its own reports is not indexed).
 pub(super) fn put_audit(
     t: &mut Tables<'_>,
@@ -162,6 +170,7 @@ pub(super) fn put_audit(
         }
     }
     t.audit.insert(number, record.encode_to_vec().as_slice())?;
+    t.log.append(&log::audit_entry(number, &record))?;
     Ok(())
 }
 
@@ -184,7 +193,11 @@ pub(super) fn append(
                 .map(|v| decode(v.value()))
                 .transpose()?
                 .ok_or_else(|| StoreError::Corrupt(format!("envelope {sequence} is missing")))?;
-            Ok(Ok(accepted_before(sequence, &stored)?))
+            let entry = log::envelope_entry(sequence, &stored, new.payload_sha256);
+            let leaf = t.log.find(&entry)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("envelope {sequence} has no log entry"))
+            })?;
+            Ok(Ok(accepted_before(sequence, &stored, leaf)?))
         }
         Check::Append => {
             let sequence = *next_sequence;
@@ -222,6 +235,9 @@ pub(super) fn append(
             t.envelopes
                 .insert(sequence, record.encode_to_vec().as_slice())?;
             t.reports.insert(key, head.encode_to_vec().as_slice())?;
+            let leaf = t
+                .log
+                .append(&log::envelope_entry(sequence, &record, new.payload_sha256))?;
             Ok(Ok(Accepted {
                 sequence,
                 duplicate: false,
@@ -231,6 +247,7 @@ pub(super) fn append(
                 version: new.version,
                 at: accepted_at,
                 kind: new.kind,
+                leaf,
             }))
         }
     }
@@ -287,7 +304,11 @@ fn update_indexes(
 }
 
 /// What was accepted, for a stored envelope submitted again.
-fn accepted_before(sequence: u64, stored: &EnvelopeRecord) -> Result<Accepted, StoreError> {
+fn accepted_before(
+    sequence: u64,
+    stored: &EnvelopeRecord,
+    leaf: Leaf,
+) -> Result<Accepted, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("envelope {sequence}: {what}"));
     Ok(Accepted {
         sequence,
@@ -298,6 +319,7 @@ fn accepted_before(sequence: u64, stored: &EnvelopeRecord) -> Result<Accepted, S
         version: stored.version,
         at: stored.accepted_at,
         kind: stored.kind().ok_or_else(|| corrupt("kind"))?,
+        leaf,
     })
 }
 

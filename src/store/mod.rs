@@ -11,6 +11,7 @@
 mod apply;
 pub(crate) mod counters;
 mod disk;
+mod log;
 mod records;
 mod snapshot;
 mod writer;
@@ -23,18 +24,19 @@ use uuid::Uuid;
 
 pub(crate) use self::{
     apply::{Accepted, AppendError, NewEnvelope},
+    log::{Leaf, ProofRequestError, StoredCheckpoint, audit_entry},
     records::{
         AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
         RevokedCertificate, VersionRef,
     },
     snapshot::Snapshot,
-    writer::{Writer, WriterThread},
 };
 pub use self::{
     disk::DiskFailure,
     records::{KeyRecord, StateRecord},
+    writer::{Writer, WriterThread},
 };
-use crate::{clock::Clock, config::StoreConfig};
+use crate::{clock::Clock, config::StoreConfig, tlog::LogSigner};
 
 /// The layout version this build reads and writes.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
@@ -43,7 +45,11 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 /// differs has its counters rebuilt from the reports when the server starts.
 pub(crate) const COUNTERS_VERSION: u64 = 3;
 
-/// Store-wide facts: `schema_version`, `counters_version`.
+/// The version of the transparency log's layout; a store without it (written before the
+/// log existed) has its log built from its envelopes and audit records at start.
+pub(crate) const LOG_VERSION: u64 = 1;
+
+/// Store-wide facts: `schema_version`, `counters_version`, `log_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Accepted envelopes by sequence number (1, 2, 3, … with no gaps).
 const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
@@ -70,6 +76,14 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const AUDIT_BY_OWNER: TableDefinition<(&str, u64), u64> = TableDefinition::new("audit_by_owner");
 /// Aggregate counters (see [`counters`]): cell key → per-state sums.
 const COUNTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("counters");
+/// The transparency log's entries by leaf index (0, 1, 2, …; see `log.rs`).
+const LOG_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_entries");
+/// Hashes of the log's perfect subtrees by (level, index).
+const LOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log_nodes");
+/// Leaf hash → leaf index.
+const LOG_BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("log_by_hash");
+/// Signed checkpoints (C2SP tlog-checkpoint notes) by tree size, one per batch.
+const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// Fee distributions (see [`counters`]): cell key, currency, amount → per-state counts.
 const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
 
@@ -136,8 +150,9 @@ impl Store {
                 Some(other) => return Err(StoreError::Schema(other)),
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
-                    // A new store: its (empty) counters are current.
+                    // A new store: its (empty) counters and log are current.
                     meta.insert("counters_version", COUNTERS_VERSION)?;
+                    meta.insert("log_version", LOG_VERSION)?;
                 }
             }
             // Create every table so that readers never meet a missing one.
@@ -154,6 +169,10 @@ impl Store {
             tx.open_table(ISSUED_CERTS)?;
             tx.open_table(COUNTERS)?;
             tx.open_table(FEES)?;
+            tx.open_table(LOG_ENTRIES)?;
+            tx.open_table(LOG_NODES)?;
+            tx.open_table(LOG_BY_HASH)?;
+            tx.open_table(CHECKPOINTS)?;
         }
         tx.commit()?;
         Ok(())
@@ -166,14 +185,53 @@ impl Store {
         Ok(tx)
     }
 
-    /// Starts the group-commit writer thread for submissions.
+    /// Starts the group-commit writer thread: envelopes and audit records, each with
+    /// its log entry, and one checkpoint signed by `log` per batch.
     pub fn start_writer(
         &self,
         clock: Clock,
         max_batch: usize,
+        log: Arc<LogSigner>,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let latest = self.envelope_count()?;
-        Writer::start(self.db.clone(), clock, max_batch, latest)
+        Writer::start(self.db.clone(), clock, max_batch, latest, log)
+    }
+
+    /// Builds the transparency log of a store written before it existed: every envelope
+    /// by sequence, then every audit record by number, and one signed checkpoint.
+    /// Returns the number of leaves written (0 when the log was already current).
+    pub(crate) fn build_log(&self, log: &LogSigner) -> Result<u64, StoreError> {
+        let tx = self.begin_write()?;
+        let leaves = {
+            let mut meta = tx.open_table(META)?;
+            if meta.get("log_version")?.map(|v| v.value()) == Some(LOG_VERSION) {
+                return Ok(0);
+            }
+            let mut tables = log::LogTables::open(&tx)?;
+            let envelopes = tx.open_table(ENVELOPES)?;
+            for item in envelopes.iter()? {
+                let (sequence, value) = item?;
+                let record: EnvelopeRecord = decode(value.value())?;
+                let payload = crate::pb::Envelope::decode(record.envelope.as_slice())
+                    .map_err(|e| {
+                        StoreError::Corrupt(format!("envelope {}: {e}", sequence.value()))
+                    })?
+                    .payload;
+                let digest = crate::tlog::entry::sha256(&payload);
+                tables.append(&log::envelope_entry(sequence.value(), &record, digest))?;
+            }
+            let audit = tx.open_table(AUDIT)?;
+            for item in audit.iter()? {
+                let (number, value) = item?;
+                let record: AuditRecord = decode(value.value())?;
+                tables.append(&log::audit_entry(number.value(), &record))?;
+            }
+            tables.checkpoint(log)?;
+            meta.insert("log_version", LOG_VERSION)?;
+            tables.size()?
+        };
+        tx.commit()?;
+        Ok(leaves)
     }
 
     /// Whether the aggregate counters match this build's layout (false for a store

@@ -15,7 +15,9 @@ use super::{
     EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SIGNING_KEYS, StoreError,
     counters::{self, CounterRow, Cuboid, FeeRow},
     decode,
+    log::{LogView, ProofRequestError, StoredCheckpoint},
 };
+use crate::tlog::merkle::Hash;
 
 pub struct Snapshot {
     envelopes: ReadOnlyTable<u64, &'static [u8]>,
@@ -28,6 +30,7 @@ pub struct Snapshot {
     audit_by_owner: ReadOnlyTable<(&'static str, u64), u64>,
     counters: ReadOnlyTable<&'static [u8], &'static [u8]>,
     fees: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    log: LogView,
 }
 
 /// An index position: (state or "", incident day, report).
@@ -47,7 +50,53 @@ impl Snapshot {
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
+            log: LogView::open(&tx)?,
         })
+    }
+
+    /// The number of leaves in the transparency log.
+    pub fn log_size(&self) -> Result<u64, StoreError> {
+        self.log.size()
+    }
+
+    /// The newest signed checkpoint of the log.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.log.latest_checkpoint()
+    }
+
+    /// The signed checkpoint of exactly `size` leaves, if one was published.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.log.checkpoint_at(size)
+    }
+
+    /// The log entry of leaf `index`.
+    pub fn log_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.log.entry(index)
+    }
+
+    /// The log entries of leaves `start..end`.
+    pub fn log_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.log.entries(start, end)
+    }
+
+    /// The index of the log leaf with hash `leaf_hash`.
+    pub fn log_index_of(&self, leaf_hash: &Hash) -> Result<Option<u64>, StoreError> {
+        self.log.index_of(leaf_hash)
+    }
+
+    /// The root of the log's first `size` leaves.
+    pub fn log_root(&self, size: u64) -> Result<Hash, StoreError> {
+        self.log.root(size)
+    }
+
+    /// The inclusion proof of leaf `index` in the log of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofRequestError> {
+        self.log.inclusion_proof(index, size)
+    }
+
+    /// The consistency proof between the log of `old` leaves and that of `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, ProofRequestError> {
+        self.log.consistency_proof(old, new)
     }
 
     pub fn head(&self, id: u128) -> Result<Option<ReportHead>, StoreError> {

@@ -19,7 +19,7 @@ use super::{
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
     counters,
 };
-use crate::clock::Clock;
+use crate::{clock::Clock, tlog::LogSigner};
 
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
@@ -61,6 +61,7 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
+        log: Arc<LogSigner>,
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
@@ -68,7 +69,9 @@ impl Writer {
         let (disk_failed, disk) = watch::channel(None);
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
-            .spawn(move || run(&db, rx, &clock, max_batch, &published, &disk_failed))
+            .spawn(move || {
+                run(&db, rx, &clock, max_batch, &published, &disk_failed, &log);
+            })
             .map_err(|e| StoreError::Open {
                 path: "writer thread".to_owned(),
                 reason: format!("cannot start the store writer thread: {e}"),
@@ -90,7 +93,7 @@ impl Writer {
 
     /// Queues an envelope now, so that envelopes are applied in the order of these
     /// calls; the returned future resolves once its batch is durable (or refused).
-    pub async fn enqueue(
+    pub(crate) async fn enqueue(
         &self,
         envelope: NewEnvelope,
     ) -> Result<impl Future<Output = Result<Accepted, AppendError>> + use<>, AppendError> {
@@ -103,18 +106,18 @@ impl Writer {
     }
 
     /// The latest committed sequence number, updated after every commit.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.latest.clone()
     }
 
     /// Becomes `Some(reason)` when a commit fails because the disk did: the store takes
     /// no more writes until it is opened again.
-    pub fn disk_failure(&self) -> watch::Receiver<Option<String>> {
+    pub(crate) fn disk_failure(&self) -> watch::Receiver<Option<String>> {
         self.disk.clone()
     }
 
     /// Appends an audit record; resolves with its number once it is durable.
-    pub async fn audit(&self, record: AuditRecord) -> Result<u64, AppendError> {
+    pub(crate) async fn audit(&self, record: AuditRecord) -> Result<u64, AppendError> {
         self.send_audit(|tx| Message::Audit(Box::new(record), tx))
             .await
     }
@@ -122,7 +125,11 @@ impl Writer {
     /// Rewrites audit record `number` (written with `in_progress` set before a read
     /// began) with what the read returned so far — `record.in_progress` says whether it
     /// goes on; the record's time stays the time the read began.
-    pub async fn update_audit(&self, number: u64, record: AuditRecord) -> Result<u64, AppendError> {
+    pub(crate) async fn update_audit(
+        &self,
+        number: u64,
+        record: AuditRecord,
+    ) -> Result<u64, AppendError> {
         self.send_audit(|tx| Message::UpdateAudit(number, Box::new(record), tx))
             .await
     }
@@ -157,6 +164,7 @@ fn run(
     max_batch: usize,
     published: &watch::Sender<u64>,
     disk_failed: &watch::Sender<Option<String>>,
+    log: &LogSigner,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -189,7 +197,7 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        match commit_batch(db, &batch, clock.now()) {
+        match commit_batch(db, &batch, clock.now(), log) {
             Ok(results) => {
                 let newest = results
                     .iter()
@@ -243,7 +251,12 @@ enum Done {
     Audit(u64),
 }
 
-fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, StoreError> {
+fn commit_batch(
+    db: &Database,
+    batch: &[Job],
+    now: i64,
+    log: &LogSigner,
+) -> Result<Vec<Done>, StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
     let mut results = Vec::with_capacity(batch.len());
@@ -271,6 +284,8 @@ fn commit_batch(db: &Database, batch: &[Job], now: i64) -> Result<Vec<Done>, Sto
             }
         }
         t.write_counters(deltas)?;
+        // One signature per batch: the checkpoint of the tree after every job.
+        t.log.checkpoint(log)?;
     }
     tx.commit()?;
     Ok(results)

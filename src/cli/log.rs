@@ -1,0 +1,221 @@
+//! `tidemark log`: the transparency log's verifier key, checkpoints, proofs and entries.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use clap::{Args, Subcommand};
+use tidemark::{
+    Config, SigningKey, client,
+    config::{SigningConfig, TlsConfig},
+    pb::{self, get_inclusion_proof_request::Leaf, transparency_client::TransparencyClient},
+    tlog::{LogSigner, merkle},
+};
+
+use super::client_args::ClientArgs;
+
+/// The transparency log: every accepted envelope and every audit record is a leaf of
+/// one Merkle tree (RFC 9162) whose signed checkpoints (C2SP tlog-checkpoint) let anyone
+/// check, offline, that an entry is in the log and that the log only grew.
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    VerifierKey(VerifierKeyArgs),
+    Checkpoint(CheckpointArgs),
+    Inclusion(InclusionArgs),
+    Consistency(ConsistencyArgs),
+    Entries(EntriesArgs),
+}
+
+/// Print the log's note verifier key (`<origin>+<hex key id>+<base64 key>`), which
+/// verifies its checkpoints and receipts.
+///
+/// Read from the server's configuration (the receipt key signs checkpoints), as its
+/// operator publishes it; with --from-server, asked of a running server instead.
+#[derive(Args, Debug)]
+pub struct VerifierKeyArgs {
+    /// The server's TOML config file (default: the embedded defaults).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory with the server's receipt.key (as `serve --certs`).
+    #[arg(long, value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// Ask the running server (Transparency.GetVerifierKey) instead.
+    #[arg(long)]
+    from_server: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Print the newest signed checkpoint, verbatim.
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Print the inclusion proof of one entry: its hashes, base64, one per line.
+#[derive(Args, Debug)]
+pub struct InclusionArgs {
+    /// The leaf's index.
+    #[arg(
+        long,
+        conflicts_with = "entry_hash",
+        required_unless_present = "entry_hash"
+    )]
+    index: Option<u64>,
+    /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
+    #[arg(long, value_name = "HEX")]
+    entry_hash: Option<String>,
+    /// The tree size to prove inclusion in (default: the newest checkpoint's).
+    #[arg(long)]
+    size: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Print the consistency proof between two tree sizes: its hashes, base64, one per line.
+#[derive(Args, Debug)]
+pub struct ConsistencyArgs {
+    /// The older (smaller) tree size.
+    #[arg(long)]
+    old_size: u64,
+    /// The newer tree size (default: the newest checkpoint's).
+    #[arg(long)]
+    new_size: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Print log entries [start, end), each after a `# leaf N` line.
+#[derive(Args, Debug)]
+pub struct EntriesArgs {
+    /// The first leaf.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// One past the last leaf (default: start + 100; at most 1,000 per call).
+    #[arg(long)]
+    end: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub async fn run(command: LogCommand) -> anyhow::Result<()> {
+    match command {
+        LogCommand::VerifierKey(args) => verifier_key(args).await,
+        LogCommand::Checkpoint(args) => {
+            let checkpoint = connect(&args.client)
+                .await?
+                .get_checkpoint(pb::GetCheckpointRequest {})
+                .await
+                .map_err(|s| anyhow!(client::explain(&s)))?
+                .into_inner();
+            print!("{}", checkpoint.note);
+            Ok(())
+        }
+        LogCommand::Inclusion(args) => inclusion(args).await,
+        LogCommand::Consistency(args) => {
+            let proof = connect(&args.client)
+                .await?
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    old_size: args.old_size,
+                    new_size: args.new_size.unwrap_or(0),
+                })
+                .await
+                .map_err(|s| anyhow!(client::explain(&s)))?
+                .into_inner();
+            print_hashes(&proof.hashes);
+            Ok(())
+        }
+        LogCommand::Entries(args) => entries(args).await,
+    }
+}
+
+async fn connect(
+    args: &ClientArgs,
+) -> anyhow::Result<TransparencyClient<tonic::transport::Channel>> {
+    Ok(TransparencyClient::new(args.connect().await?))
+}
+
+fn print_hashes(hashes: &[Vec<u8>]) {
+    for hash in hashes {
+        println!("{}", base64::engine::general_purpose::STANDARD.encode(hash));
+    }
+}
+
+async fn verifier_key(args: VerifierKeyArgs) -> anyhow::Result<()> {
+    if args.from_server {
+        let key = connect(&args.client)
+            .await?
+            .get_verifier_key(pb::GetVerifierKeyRequest {})
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner();
+        println!("{}", key.verifier_key);
+        return Ok(());
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &args.certs {
+        config.tls = TlsConfig::in_dir(dir);
+        config.signing = SigningConfig::in_dir(dir);
+    }
+    let key = SigningKey::from_file(&config.signing.receipt_key).with_context(|| {
+        "the log's checkpoints are signed with the server's receipt key (signing.receipt_key); \
+         run this where the server's files are, or use --from-server"
+    })?;
+    let log =
+        LogSigner::from_key(&config.log_origin(), &key).map_err(|e| anyhow!("log.origin: {e}"))?;
+    println!("{}", log.verifier_key());
+    Ok(())
+}
+
+async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
+    let leaf = match (args.index, &args.entry_hash) {
+        (Some(index), _) => Leaf::Index(index),
+        (None, Some(hex_hash)) => {
+            let hash = hex::decode(hex_hash.trim())
+                .ok()
+                .filter(|h| h.len() == 32)
+                .ok_or_else(|| anyhow!("--entry-hash must be 64 hex digits (SHA-256)"))?;
+            Leaf::LeafHash(hash)
+        }
+        (None, None) => bail!("name the leaf: --index N or --entry-hash HEX"),
+    };
+    let proof = connect(&args.client)
+        .await?
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(leaf),
+            tree_size: args.size.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    eprintln!(
+        "leaf {} (hash {}) in the tree of {} leaves",
+        proof.index,
+        hex::encode(merkle::leaf_hash(&proof.entry)),
+        proof.tree_size
+    );
+    print_hashes(&proof.hashes);
+    Ok(())
+}
+
+async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
+    let end = args.end.unwrap_or(args.start.saturating_add(100));
+    let response = connect(&args.client)
+        .await?
+        .get_entries(pb::GetEntriesRequest {
+            start: args.start,
+            end,
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    for (i, entry) in response.entries.iter().enumerate() {
+        println!("# leaf {}", response.start + i as u64);
+        print!("{}", String::from_utf8_lossy(entry));
+    }
+    Ok(())
+}

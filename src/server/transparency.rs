@@ -1,0 +1,151 @@
+//! The `tidemark.v1.Transparency` service: checkpoints, proofs and entries of the
+//! transparency log, for every authenticated principal. Reading the log reveals no
+//! report, so it is not audited (which would also append to the log it reads).
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    pb::{self, get_inclusion_proof_request::Leaf},
+    server::{auth, context::Context},
+    store::{Snapshot, StoredCheckpoint},
+    tlog::merkle::Hash,
+};
+
+/// Most entries one GetEntries call returns.
+const MAX_ENTRIES: u64 = 1000;
+
+/// The Transparency handlers, over the shared context.
+pub(super) struct TransparencyService {
+    pub ctx: Context,
+}
+
+/// The newest checkpoint, or FAILED_PRECONDITION while the log is empty.
+fn latest(snap: &Snapshot) -> Result<StoredCheckpoint, Status> {
+    snap.latest_checkpoint()?.ok_or_else(|| {
+        Status::failed_precondition(
+            "the log is empty: its first checkpoint is signed with the first accepted \
+             envelope or audit record",
+        )
+    })
+}
+
+/// `requested`, or the newest checkpoint's size for 0; with the checkpoint published for
+/// exactly that size, if any.
+fn tree(snap: &Snapshot, requested: u64) -> Result<(u64, Option<StoredCheckpoint>), Status> {
+    if requested == 0 {
+        let checkpoint = latest(snap)?;
+        return Ok((checkpoint.size, Some(checkpoint)));
+    }
+    let size = snap.log_size()?;
+    if requested > size {
+        return Err(Status::out_of_range(format!(
+            "the log has {size} leaves, fewer than the tree size {requested} asked for"
+        )));
+    }
+    Ok((requested, snap.checkpoint_at(requested)?))
+}
+
+fn hashes(proof: Vec<Hash>) -> Vec<Vec<u8>> {
+    proof.into_iter().map(|h| h.to_vec()).collect()
+}
+
+#[tonic::async_trait]
+impl pb::transparency_server::Transparency for TransparencyService {
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        auth::peer(&request)?;
+        let checkpoint = latest(&self.ctx.snapshot()?)?;
+        Ok(Response::new(pb::Checkpoint {
+            note: checkpoint.note,
+            tree_size: checkpoint.size,
+        }))
+    }
+
+    async fn get_verifier_key(
+        &self,
+        request: Request<pb::GetVerifierKeyRequest>,
+    ) -> Result<Response<pb::GetVerifierKeyResponse>, Status> {
+        auth::peer(&request)?;
+        Ok(Response::new(pb::GetVerifierKeyResponse {
+            verifier_key: self.ctx.log.verifier_key(),
+            origin: self.ctx.log.origin().to_owned(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        auth::peer(&request)?;
+        let req = request.into_inner();
+        let snap = self.ctx.snapshot()?;
+        let (size, checkpoint) = tree(&snap, req.tree_size)?;
+        let index = match req.leaf {
+            Some(Leaf::Index(index)) => index,
+            Some(Leaf::LeafHash(hash)) => {
+                let hash: Hash = hash.as_slice().try_into().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "leaf_hash has {} bytes; a leaf hash is SHA-256(0x00 ‖ entry), 32 bytes",
+                        hash.len()
+                    ))
+                })?;
+                snap.log_index_of(&hash)?.ok_or_else(|| {
+                    Status::not_found(format!("no leaf of the log has hash {}", hex::encode(hash)))
+                })?
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "name the leaf: index or leaf_hash",
+                ));
+            }
+        };
+        let proof = snap.inclusion_proof(index, size)?;
+        let entry = snap.log_entry(index)?.unwrap_or_default();
+        Ok(Response::new(pb::InclusionProof {
+            index,
+            tree_size: size,
+            hashes: hashes(proof),
+            entry,
+            checkpoint: checkpoint.map(|c| c.note).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        auth::peer(&request)?;
+        let req = request.into_inner();
+        let snap = self.ctx.snapshot()?;
+        let (new_size, checkpoint) = tree(&snap, req.new_size)?;
+        let proof = snap.consistency_proof(req.old_size, new_size)?;
+        Ok(Response::new(pb::ConsistencyProof {
+            old_size: req.old_size,
+            new_size,
+            hashes: hashes(proof),
+            checkpoint: checkpoint.map(|c| c.note).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_entries(
+        &self,
+        request: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        auth::peer(&request)?;
+        let req = request.into_inner();
+        if req.end < req.start {
+            return Err(Status::invalid_argument(format!(
+                "end ({}) is before start ({})",
+                req.end, req.start
+            )));
+        }
+        let end = req.end.min(req.start.saturating_add(MAX_ENTRIES));
+        let entries = self.ctx.snapshot()?.log_entries(req.start, end)?;
+        Ok(Response::new(pb::GetEntriesResponse {
+            start: req.start,
+            entries,
+        }))
+    }
+}

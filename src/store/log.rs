@@ -1,0 +1,261 @@
+//! The transparency log in the store: leaves appended in the writer's transaction, one
+//! signed checkpoint per committed batch, and proofs read from a snapshot.
+//!
+//! Four tables (defined with the others in `store/mod.rs`): the encoded entries by
+//! index, the hashes of every *perfect* subtree by (level, index) — the node at level
+//! `L`, index `i` covers leaves `[i·2^L, (i+1)·2^L)` —, leaf hash → index, and the signed
+//! checkpoints by tree size. Any root, inclusion or consistency proof is computed from
+//! O(log n) perfect subtrees ([`crate::tlog::merkle`]); nothing scans the leaves.
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use super::{AuditRecord, EnvelopeRecord, StoreError};
+use crate::{
+    report::Category,
+    tlog::{
+        LogSigner,
+        entry::{self, AuditEntry, Entry, EnvelopeEntry},
+        merkle::{self, Hash, Subtrees, TreeError},
+    },
+};
+
+/// Perfect subtrees read from a log-nodes table (the writer's or a snapshot's).
+pub(super) struct Nodes<'a, T>(pub(super) &'a T);
+
+impl<T: ReadableTable<(u32, u64), &'static [u8]>> Subtrees for Nodes<'_, T> {
+    type Error = StoreError;
+
+    fn subtree(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        let missing = || StoreError::Corrupt(format!("log node ({level}, {index}) is missing"));
+        let value = self.0.get((level, index))?.ok_or_else(missing)?;
+        value.value().try_into().map_err(|_| missing())
+    }
+}
+
+/// The log's tables, open in a write transaction.
+pub(super) struct LogTables<'t> {
+    entries: redb::Table<'t, u64, &'static [u8]>,
+    nodes: redb::Table<'t, (u32, u64), &'static [u8]>,
+    by_hash: redb::Table<'t, &'static [u8], u64>,
+    checkpoints: redb::Table<'t, u64, &'static str>,
+}
+
+/// A leaf appended: its index and its encoded entry.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    /// Its index in the log (0, 1, 2, …).
+    pub index: u64,
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+}
+
+impl<'t> LogTables<'t> {
+    pub(super) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            entries: tx.open_table(super::LOG_ENTRIES)?,
+            nodes: tx.open_table(super::LOG_NODES)?,
+            by_hash: tx.open_table(super::LOG_BY_HASH)?,
+            checkpoints: tx.open_table(super::CHECKPOINTS)?,
+        })
+    }
+
+    /// The number of leaves.
+    pub(super) fn size(&self) -> Result<u64, StoreError> {
+        Ok(self.entries.len()?)
+    }
+
+    /// Appends `entry` as the next leaf, with every perfect subtree it completes.
+    pub(super) fn append(&mut self, entry: &Entry) -> Result<Leaf, StoreError> {
+        let bytes = entry.encode();
+        let index = self.size()?;
+        let leaf = merkle::leaf_hash(&bytes);
+        let nodes = merkle::appended_nodes(index, leaf, &Nodes(&self.nodes))?;
+        for (level, i, hash) in nodes {
+            self.nodes.insert((level, i), hash.as_slice())?;
+        }
+        self.entries.insert(index, bytes.as_slice())?;
+        self.by_hash.insert(leaf.as_slice(), index)?;
+        Ok(Leaf {
+            index,
+            entry: bytes,
+        })
+    }
+
+    /// The index of the leaf whose entry is `entry`, if the log holds it.
+    pub(super) fn find(&self, entry: &Entry) -> Result<Option<Leaf>, StoreError> {
+        let bytes = entry.encode();
+        let hash = merkle::leaf_hash(&bytes);
+        Ok(self.by_hash.get(hash.as_slice())?.map(|index| Leaf {
+            index: index.value(),
+            entry: bytes,
+        }))
+    }
+
+    /// Signs and stores the checkpoint of the tree as it now stands, unless the latest
+    /// stored checkpoint already covers it.
+    pub(super) fn checkpoint(&mut self, signer: &LogSigner) -> Result<(), StoreError> {
+        let size = self.size()?;
+        let latest = self.checkpoints.last()?.map(|(k, _)| k.value());
+        if size == 0 || latest == Some(size) {
+            return Ok(());
+        }
+        let root = merkle::root(size, &Nodes(&self.nodes))?;
+        let note = signer
+            .sign(size, root)
+            .map_err(|e| StoreError::Corrupt(format!("the checkpoint could not be signed: {e}")))?;
+        self.checkpoints.insert(size, note.as_str())?;
+        Ok(())
+    }
+}
+
+/// The log's tables in a snapshot.
+pub(super) struct LogView {
+    pub(super) entries: redb::ReadOnlyTable<u64, &'static [u8]>,
+    pub(super) nodes: redb::ReadOnlyTable<(u32, u64), &'static [u8]>,
+    pub(super) by_hash: redb::ReadOnlyTable<&'static [u8], u64>,
+    pub(super) checkpoints: redb::ReadOnlyTable<u64, &'static str>,
+}
+
+/// A signed checkpoint as stored: the tree size it covers and the note text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Leaves the checkpoint covers.
+    pub size: u64,
+    /// The signed note (C2SP tlog-checkpoint), verbatim.
+    pub note: String,
+}
+
+impl LogView {
+    pub(super) fn open(tx: &redb::ReadTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            entries: tx.open_table(super::LOG_ENTRIES)?,
+            nodes: tx.open_table(super::LOG_NODES)?,
+            by_hash: tx.open_table(super::LOG_BY_HASH)?,
+            checkpoints: tx.open_table(super::CHECKPOINTS)?,
+        })
+    }
+
+    /// The number of leaves.
+    pub(super) fn size(&self) -> Result<u64, StoreError> {
+        Ok(self.entries.len()?)
+    }
+
+    /// The newest signed checkpoint.
+    pub(super) fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self.checkpoints.last()?.map(|(k, v)| StoredCheckpoint {
+            size: k.value(),
+            note: v.value().to_owned(),
+        }))
+    }
+
+    /// The signed checkpoint of exactly `size` leaves, if one was published.
+    pub(super) fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self.checkpoints.get(size)?.map(|v| StoredCheckpoint {
+            size,
+            note: v.value().to_owned(),
+        }))
+    }
+
+    /// The entry of leaf `index`.
+    pub(super) fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.entries.get(index)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The entries of leaves `start..end`.
+    pub(super) fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.entries.range(start..end)? {
+            out.push(item?.1.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The index of the leaf with hash `leaf_hash`.
+    pub(super) fn index_of(&self, leaf_hash: &Hash) -> Result<Option<u64>, StoreError> {
+        Ok(self.by_hash.get(leaf_hash.as_slice())?.map(|v| v.value()))
+    }
+
+    /// The root of the first `size` leaves.
+    pub(super) fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        merkle::root(size, &Nodes(&self.nodes))
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
+    pub(super) fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, ProofRequestError> {
+        merkle::inclusion_proof(index, size, &Nodes(&self.nodes)).map_err(ProofRequestError::from)
+    }
+
+    /// The consistency proof between the trees of `old` and `new` leaves.
+    pub(super) fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<Hash>, ProofRequestError> {
+        merkle::consistency_proof(old, new, &Nodes(&self.nodes)).map_err(ProofRequestError::from)
+    }
+}
+
+/// Why a proof could not be given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofRequestError {
+    /// The request names sizes or an index the log does not have.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<TreeError<StoreError>> for ProofRequestError {
+    fn from(err: TreeError<StoreError>) -> Self {
+        match err {
+            TreeError::Storage(e) => Self::Store(e),
+            other => Self::OutOfRange(other.to_string()),
+        }
+    }
+}
+
+/// The entry of an accepted envelope, from its stored record and payload digest.
+pub(crate) fn envelope_entry(
+    sequence: u64,
+    record: &EnvelopeRecord,
+    payload_sha256: [u8; 32],
+) -> Entry {
+    Entry::Envelope(EnvelopeEntry {
+        sequence,
+        state: record.state.clone(),
+        category: Category::from_pb(record.category)
+            .map_or("", Category::label)
+            .to_owned(),
+        kind: record
+            .kind()
+            .map_or("unknown", super::EnvelopeKind::label)
+            .to_owned(),
+        accepted_at: record.accepted_at,
+        payload_sha256,
+    })
+}
+
+/// The entry of audit record `number` as it stands.
+pub(crate) fn audit_entry(number: u64, record: &AuditRecord) -> Entry {
+    Entry::Audit(AuditEntry {
+        number,
+        in_progress: record.in_progress,
+        at: record.at,
+        principal: record.principal.clone(),
+        state: record.state.clone(),
+        action: record.action.clone(),
+        detail_sha256: entry::sha256(record.detail.as_bytes()),
+        count: record.count,
+        owners: record
+            .owners
+            .iter()
+            .map(|o| (o.owner.clone(), o.count))
+            .collect(),
+    })
+}

@@ -1,0 +1,232 @@
+//! What a leaf of Tidemark's log commits to: an accepted envelope or an audit record,
+//! encoded deterministically as text (version `tidemark.v1`), so that anyone holding the
+//! facts can rebuild the exact bytes by hand and hash them (`docs/transparency.md` has a
+//! worked example).
+//!
+//! An entry is a header line naming the version and the kind, then `key value` lines in
+//! a fixed order, each ended by a line feed (0x0A). Entries are commitments, never
+//! content: an envelope entry carries the SHA-256 of the DSSE payload bytes, an audit
+//! entry the SHA-256 of the request detail and only counts per owning state.
+
+use std::fmt::Write as _;
+
+use ring::digest::{SHA256, digest};
+
+/// The first word of every entry: the encoding's version.
+pub const VERSION: &str = "tidemark.v1";
+
+/// The facts an envelope entry commits to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeEntry {
+    /// The envelope's sequence number in the store (1, 2, 3, …).
+    pub sequence: u64,
+    /// The reporting state, ISO 3166-1 alpha-3.
+    pub state: String,
+    /// `smuggling-incident` or `maritime-movement`.
+    pub category: String,
+    /// `report` (a new version) or `retraction`.
+    pub kind: String,
+    /// When the batch holding it committed, Unix seconds.
+    pub accepted_at: i64,
+    /// SHA-256 of the exact DSSE payload bytes.
+    pub payload_sha256: [u8; 32],
+}
+
+/// The facts an audit entry commits to: one state of one audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The audit record's number (1, 2, 3, …).
+    pub number: u64,
+    /// Whether the read it records was still going on (`in-progress`) or had ended
+    /// (`complete`). A record written before a read and completed after it has two
+    /// entries.
+    pub in_progress: bool,
+    /// When the access began, Unix seconds.
+    pub at: i64,
+    /// The SPIFFE ID of the caller.
+    pub principal: String,
+    /// The caller's state, ISO 3166-1 alpha-3; empty for a caller of no state.
+    pub state: String,
+    /// What was done: `query`, `sync`, `subscribe`, `aggregate`, `refused query`,
+    /// `revoke-certificate`, ….
+    pub action: String,
+    /// SHA-256 of the request detail as the audit record keeps it (UTF-8).
+    pub detail_sha256: [u8; 32],
+    /// How many reports the access returned or counted.
+    pub count: u64,
+    /// How many of each owning state's reports, sorted by state code.
+    pub owners: Vec<(String, u64)>,
+}
+
+/// One leaf of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An accepted envelope.
+    Envelope(EnvelopeEntry),
+    /// An audit record (a read, a refusal, an administrative action).
+    Audit(AuditEntry),
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
+}
+
+/// A value on one line: line breaks and other control characters become spaces, and an
+/// empty value is written `-`, so that every entry has the same lines.
+fn value(text: &str) -> String {
+    if text.is_empty() {
+        return "-".to_owned();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl Entry {
+    /// The entry's bytes, exactly as hashed into the log.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::new();
+        match self {
+            Self::Envelope(e) => {
+                let _ = write!(
+                    out,
+                    "{VERSION} envelope\nsequence {}\nstate {}\ncategory {}\nkind {}\n\
+                     accepted {}\npayload sha256:{}\n",
+                    e.sequence,
+                    value(&e.state),
+                    value(&e.category),
+                    value(&e.kind),
+                    e.accepted_at,
+                    hex::encode(e.payload_sha256),
+                );
+            }
+            Self::Audit(a) => {
+                let mut owners = a.owners.clone();
+                owners.sort();
+                let owners = if owners.is_empty() {
+                    "-".to_owned()
+                } else {
+                    owners
+                        .iter()
+                        .map(|(state, count)| format!("{}:{count}", value(state)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let _ = write!(
+                    out,
+                    "{VERSION} audit\nnumber {}\nstatus {}\nat {}\nprincipal {}\nstate {}\n\
+                     action {}\ndetail sha256:{}\ncount {}\nowners {owners}\n",
+                    a.number,
+                    if a.in_progress {
+                        "in-progress"
+                    } else {
+                        "complete"
+                    },
+                    a.at,
+                    value(&a.principal),
+                    value(&a.state),
+                    value(&a.action),
+                    hex::encode(a.detail_sha256),
+                    a.count,
+                );
+            }
+        }
+        out.into_bytes()
+    }
+
+    /// The value of line `key` in an encoded entry, if the entry has it.
+    pub fn field<'e>(encoded: &'e str, key: &str) -> Option<&'e str> {
+        encoded
+            .lines()
+            .skip(1)
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_entry_has_its_documented_bytes() {
+        let entry = Entry::Envelope(EnvelopeEntry {
+            sequence: 42,
+            state: "AUS".to_owned(),
+            category: "smuggling-incident".to_owned(),
+            kind: "report".to_owned(),
+            accepted_at: 1_764_424_800,
+            payload_sha256: sha256(b"hello"),
+        });
+        let text = String::from_utf8(entry.encode()).unwrap();
+        assert_eq!(
+            text,
+            "tidemark.v1 envelope\nsequence 42\nstate AUS\ncategory smuggling-incident\n\
+             kind report\naccepted 1764424800\npayload \
+             sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+        );
+        assert_eq!(Entry::field(&text, "state"), Some("AUS"));
+    }
+
+    #[test]
+    fn an_audit_entry_sorts_owners_and_keeps_one_line_per_field() {
+        let entry = Entry::Audit(AuditEntry {
+            number: 7,
+            in_progress: false,
+            at: 100,
+            principal: "spiffe://tidemark.local/state/IDN/node/n\n1".to_owned(),
+            state: String::new(),
+            action: "query".to_owned(),
+            detail_sha256: sha256(b""),
+            count: 15,
+            owners: vec![("FRA".to_owned(), 3), ("AUS".to_owned(), 12)],
+        });
+        let text = String::from_utf8(entry.encode()).unwrap();
+        assert_eq!(text.lines().count(), 10);
+        assert_eq!(Entry::field(&text, "owners"), Some("AUS:12 FRA:3"));
+        assert_eq!(Entry::field(&text, "state"), Some("-"));
+        assert_eq!(
+            Entry::field(&text, "principal"),
+            Some("spiffe://tidemark.local/state/IDN/node/n 1")
+        );
+    }
+
+    #[test]
+    fn the_worked_example_of_docs_transparency_md_holds() {
+        use super::super::merkle::{leaf_hash, node_hash};
+        let envelope = Entry::Envelope(EnvelopeEntry {
+            sequence: 1,
+            state: "AUS".to_owned(),
+            category: "smuggling-incident".to_owned(),
+            kind: "report".to_owned(),
+            accepted_at: 1_764_424_800,
+            payload_sha256: sha256(br#"{"example":"the exact DSSE payload bytes"}"#),
+        });
+        let audit = Entry::Audit(AuditEntry {
+            number: 1,
+            in_progress: false,
+            at: 1_764_424_860,
+            principal: "spiffe://tidemark.local/state/IDN/node/idn-1".to_owned(),
+            state: "IDN".to_owned(),
+            action: "query".to_owned(),
+            detail_sha256: sha256(br#"{"category":"CATEGORY_SMUGGLING_INCIDENT"}"#),
+            count: 1,
+            owners: vec![("AUS".to_owned(), 1)],
+        });
+        let (l0, l1) = (leaf_hash(&envelope.encode()), leaf_hash(&audit.encode()));
+        assert_eq!(
+            hex::encode(l0),
+            "52b234435c890079b2ec08decf4e05184736c45d69c7edc5e4e971af543e0672"
+        );
+        assert_eq!(
+            hex::encode(l1),
+            "112e1db0bc106b790ccbf99f19d162bc1aaf46ba3d29ff6e499cdad2326b8bfc"
+        );
+        assert_eq!(
+            hex::encode(node_hash(&l0, &l1)),
+            "dcc7dd5c8ee9026bc3b90749aec6182fbaff8c29a8a5020849b86ed5523c1a9c"
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! The transparency log against a real server: receipts are C2SP tlog proofs that verify
+//! offline and fail on any changed byte, every audit record is in the log, the log is
+//! consistent between every pair of published sizes, and it continues across a restart.
+
+mod common;
+
+use common::{World, node, report, sign, submit};
+use tidemark::{
+    Clock, Role,
+    pb::{self, get_inclusion_proof_request::Leaf, transparency_client::TransparencyClient},
+    receipt,
+    tlog::{
+        checkpoint::Checkpoint,
+        entry::{Entry, sha256},
+        merkle::{self, Hash},
+        note::NoteVerifier,
+    },
+};
+use tonic::{Code, transport::Channel};
+
+async fn transparency(world: &World, role: Role, name: &str) -> TransparencyClient<Channel> {
+    let identity = world.pki.client(role, name);
+    TransparencyClient::new(world.server.channel(&identity).await)
+}
+
+async fn log_key(log: &mut TransparencyClient<Channel>) -> String {
+    log.get_verifier_key(pb::GetVerifierKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .verifier_key
+}
+
+/// The newest checkpoint, its signature checked.
+async fn checkpoint(log: &mut TransparencyClient<Channel>, key: &str) -> Checkpoint {
+    let note = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .note;
+    Checkpoint::open(&note, &NoteVerifier::parse(key).unwrap()).unwrap()
+}
+
+fn hashes(raw: &[Vec<u8>]) -> Vec<Hash> {
+    raw.iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_receipt_verifies_offline_and_fails_on_any_changed_byte() {
+    let world = World::new(Clock::system()).await;
+    let mut log = transparency(&world, Role::RegionalAnalyst, "ra-1").await;
+    let key = log_key(&mut log).await;
+    assert!(key.starts_with("tidemark.test/log+"), "{key}");
+
+    let r = report("AUS", 1, false, pb::SharingScope::AllContributors, &[]);
+    let envelope = sign(&r, world.key("AUS"));
+    let mut ex = world.exchange("AUS").await;
+    let response = submit(&mut ex, envelope.clone()).await.unwrap();
+    let proof = response.log_proof;
+    let verified = receipt::verify_log_proof(&proof, &key).unwrap();
+
+    // The entry commits to what any holder of the envelope can recompute.
+    let entry = String::from_utf8(verified.entry.clone()).unwrap();
+    let payload = format!("sha256:{}", hex::encode(sha256(&envelope.payload)));
+    assert_eq!(Entry::field(&entry, "payload"), Some(payload.as_str()));
+    assert_eq!(Entry::field(&entry, "state"), Some("AUS"));
+    assert_eq!(Entry::field(&entry, "kind"), Some("report"));
+
+    // One changed byte anywhere — entry, index, proof hashes, checkpoint body or
+    // signature — and the proof no longer verifies.
+    let bytes = proof.as_bytes();
+    for at in 0..bytes.len() {
+        let mut changed = bytes.to_vec();
+        changed[at] ^= 0x01;
+        let Ok(changed) = String::from_utf8(changed) else {
+            continue;
+        };
+        assert!(
+            receipt::verify_log_proof(&changed, &key).is_err(),
+            "a proof changed at byte {at} still verifies:\n{changed}"
+        );
+    }
+    // Another log's key does not verify it either.
+    let other = key.replacen("tidemark.test/log", "other.example/log", 1);
+    assert!(receipt::verify_log_proof(&proof, &other).is_err());
+
+    // A duplicate submission gets the original entry's receipt.
+    let again = submit(&mut ex, envelope).await.unwrap();
+    assert!(again.duplicate);
+    let verified_again = receipt::verify_log_proof(&again.log_proof, &key).unwrap();
+    assert_eq!(verified_again.index, verified.index);
+    assert_eq!(verified_again.entry, verified.entry);
+}
+
+#[tokio::test]
+async fn every_audit_record_of_a_read_is_in_the_log() {
+    let world = World::new(Clock::system()).await;
+    for (state, seed) in [("AUS", 1), ("IDN", 2)] {
+        world
+            .submit(&report(
+                state,
+                seed,
+                false,
+                pb::SharingScope::AllContributors,
+                &[],
+            ))
+            .await;
+    }
+    let mut idn = world.exchange("IDN").await;
+    let mut results = idn
+        .query(pb::QueryRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            ..pb::QueryRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while results.message().await.unwrap().is_some() {}
+
+    let mut aus = world.exchange("AUS").await;
+    let accesses = aus
+        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses;
+    let access = accesses
+        .iter()
+        .find(|a| a.reader_state == "IDN" && a.action == "query")
+        .expect("IDN's query is on AUS's access list");
+    let entry = String::from_utf8(access.log_entry.clone()).unwrap();
+    assert_eq!(Entry::field(&entry, "status"), Some("complete"));
+    assert_eq!(Entry::field(&entry, "owners"), Some("AUS:1 IDN:1"));
+
+    let mut log = transparency(&world, Role::Node(common::state("AUS")), "aus-1").await;
+    let key = log_key(&mut log).await;
+    let leaf = merkle::leaf_hash(&access.log_entry);
+    let proof = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafHash(leaf.to_vec())),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let checkpoint = Checkpoint::open(&proof.checkpoint, &NoteVerifier::parse(&key).unwrap())
+        .expect("the proof comes with the newest signed checkpoint");
+    assert_eq!(checkpoint.size, proof.tree_size);
+    assert_eq!(proof.entry, access.log_entry);
+    merkle::verify_inclusion(
+        &leaf,
+        proof.index,
+        checkpoint.size,
+        &hashes(&proof.hashes),
+        &checkpoint.root,
+    )
+    .expect("the access record is in the log");
+}
+
+#[tokio::test]
+async fn the_log_is_consistent_between_every_pair_of_sizes_and_continues_after_a_restart() {
+    let pki = common::TestPki::new();
+    let server = common::TestServer::start(&pki).await;
+    let world = World::on(pki, server).await;
+    let mut log = transparency(&world, Role::Operator, "ops-1").await;
+    let key = log_key(&mut log).await;
+    let mut seen: Vec<Checkpoint> = vec![checkpoint(&mut log, &key).await];
+    for seed in 1..5 {
+        world
+            .submit(&report(
+                "AUS",
+                seed,
+                false,
+                pb::SharingScope::AllContributors,
+                &[],
+            ))
+            .await;
+        seen.push(checkpoint(&mut log, &key).await);
+    }
+    let before = seen.last().unwrap().clone();
+
+    // Restart on the same store: the same size has the same root.
+    let World { pki, server, .. } = world;
+    let data = server.stop().await;
+    let server = common::TestServer::start_with(&pki, data, |_| {}).await;
+    let identity = common::operator(&pki);
+    let mut log = TransparencyClient::new(server.channel(&identity).await);
+    let after = checkpoint(&mut log, &key).await;
+    assert_eq!((after.size, after.root), (before.size, before.root));
+    let world = World::on(pki, server).await;
+    let mut ex = world.exchange("IDN").await;
+    let r = report("IDN", 9, false, pb::SharingScope::AllContributors, &[]);
+    submit(&mut ex, sign(&r, world.key("IDN"))).await.unwrap();
+    seen.push(checkpoint(&mut log, &key).await);
+
+    for (i, old) in seen.iter().enumerate() {
+        for new in &seen[i..] {
+            let proof = log
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    old_size: old.size,
+                    new_size: new.size,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            merkle::verify_consistency(
+                old.size,
+                new.size,
+                &old.root,
+                &new.root,
+                &hashes(&proof.hashes),
+            )
+            .unwrap_or_else(|e| panic!("{} → {}: {e}", old.size, new.size));
+        }
+    }
+}
+
+#[tokio::test]
+async fn proofs_are_refused_for_what_the_log_does_not_have() {
+    let world = World::new(Clock::system()).await;
+    let mut log = transparency(&world, Role::StateAnalyst(common::state("THA")), "tha-a").await;
+    let key = log_key(&mut log).await;
+    let size = checkpoint(&mut log, &key).await.size;
+
+    let past = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::Index(0)),
+            tree_size: size + 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), Code::OutOfRange, "{past:?}");
+    let index = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::Index(size)),
+            tree_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(index.code(), Code::OutOfRange, "{index:?}");
+    let unknown = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafHash(vec![7; 32])),
+            tree_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let short = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafHash(vec![7; 31])),
+            tree_size: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(short.code(), Code::InvalidArgument, "{short:?}");
+    let backwards = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            old_size: size,
+            new_size: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(backwards.code(), Code::OutOfRange, "{backwards:?}");
+    let entries = log
+        .get_entries(pb::GetEntriesRequest {
+            start: 0,
+            end: 5000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entries.entries.len() as u64, size.min(1000));
+
+    // Every role reads the log; a node too.
+    let mut node_log =
+        TransparencyClient::new(world.server.channel(&node(&world.pki, "IDN")).await);
+    assert!(
+        node_log
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await
+            .is_ok()
+    );
+}

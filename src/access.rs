@@ -374,6 +374,75 @@ impl ReadLog {
             count: self.count,
             owners: self.owners.values().cloned().collect(),
             in_progress: false,
+            detail_salt: Vec::new(),
+        }
+    }
+}
+
+impl ReadLog {
+    /// How many reports of each owner were read.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.owners.values().map(|o| (o.owner.as_str(), o.count))
+    }
+}
+
+/// The smallest number of one owner's reports an audit record allows a read to send.
+const MIN_ALLOWANCE: u64 = 64;
+
+/// What a streaming read's audit record allows it to send of other states' reports
+/// before the record must be raised. The record is raised — to twice what has been sent
+/// — *before* a report past it is sent, so every report that leaves the server is on
+/// record first: a read cut short (a crash) stays on record, in progress, with an upper
+/// bound per owner; a read that ends is completed with exact counts. Raising costs
+/// O(log n) audit writes per owner.
+#[derive(Default)]
+pub(crate) struct Allowance {
+    sent: BTreeMap<String, u64>,
+    allowed: BTreeMap<String, u64>,
+}
+
+impl Allowance {
+    /// Counts `n` more reports of `owner` as about to be sent; `true` when the record
+    /// must be raised (to [`Self::to_audit`]) before they are.
+    pub(crate) fn take(&mut self, owner: &str, n: u64) -> bool {
+        let sent = self.sent.entry(owner.to_owned()).or_default();
+        *sent += n;
+        let sent = *sent;
+        let allowed = self.allowed.entry(owner.to_owned()).or_default();
+        if sent <= *allowed {
+            return false;
+        }
+        *allowed = sent.saturating_mul(2).max(MIN_ALLOWANCE);
+        true
+    }
+
+    /// The in-progress audit record of a read with this allowance: per owner, the most
+    /// it may have sent.
+    pub(crate) fn to_audit(
+        &self,
+        principal: &str,
+        state: &str,
+        action: &str,
+        detail: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: 0,
+            principal: principal.to_owned(),
+            state: state.to_owned(),
+            action: action.to_owned(),
+            detail: detail.to_owned(),
+            count: self.allowed.values().sum(),
+            owners: self
+                .allowed
+                .iter()
+                .map(|(owner, count)| OwnerReads {
+                    owner: owner.clone(),
+                    count: *count,
+                    report_ids: Vec::new(),
+                })
+                .collect(),
+            in_progress: true,
+            detail_salt: Vec::new(),
         }
     }
 }

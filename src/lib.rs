@@ -20,6 +20,7 @@
 //!   - `administration` — operator actions and their rules (enrolment, keys, certificates).
 //!   - `trust` — the swappable TLS trust state (CA bundle, CRL, revocations, suspensions);
 //!     `tls` — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
+//!   - [`cosigning`] — accepting states' witnesses' cosignatures of checkpoints.
 //!   - [`pki`] — the exchange CA, certificate issuance, CSRs, the development PKI.
 //!   - [`tlog`] — the transparency log's formats and proofs (RFC 9162 Merkle tree, C2SP
 //!     signed notes, checkpoints and tlog proofs, Tidemark's entries); the store keeps
@@ -43,6 +44,7 @@ pub mod calendar;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod cosigning;
 pub mod country;
 pub mod envelope;
 pub mod identity;

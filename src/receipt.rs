@@ -15,7 +15,7 @@ use crate::{
     envelope::{self, RECEIPT_PAYLOAD_TYPE},
     pb,
     signing::{PublicKey, SigningKey},
-    store::{Accepted, Leaf, ProofRequestError, Snapshot},
+    store::{Accepted, Leaf, LogView, ProofRequestError},
     tlog::{
         checkpoint::Checkpoint,
         note::NoteVerifier,
@@ -23,12 +23,12 @@ use crate::{
     },
 };
 
-/// The log proof of `leaf` against the newest checkpoint in `snapshot`.
-pub(crate) fn log_proof(snapshot: &Snapshot, leaf: &Leaf) -> Result<String, ProofRequestError> {
-    let checkpoint = snapshot
+/// The log proof of `leaf` against the newest checkpoint in `log`.
+pub(crate) fn log_proof(log: &LogView, leaf: &Leaf) -> Result<String, ProofRequestError> {
+    let checkpoint = log
         .latest_checkpoint()?
         .ok_or_else(|| ProofRequestError::OutOfRange("the log has no checkpoint yet".to_owned()))?;
-    let hashes = snapshot.inclusion_proof(leaf.index, checkpoint.size)?;
+    let hashes = log.inclusion_proof(leaf.index, checkpoint.size)?;
     Ok(TlogProof {
         extra: Some(leaf.entry.clone()),
         index: leaf.index,

@@ -285,3 +285,104 @@ async fn proofs_are_refused_for_what_the_log_does_not_have() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 9_999, false, all, &[])).await;
+    let items: Vec<pb::SubmitRequest> = (0..300)
+        .map(|seed| pb::SubmitRequest {
+            envelope: Some(sign(
+                &report("AUS", seed, false, all, &[]),
+                world.key("AUS"),
+            )),
+        })
+        .collect();
+    world
+        .exchange("AUS")
+        .await
+        .import(tokio_stream::iter(items))
+        .await
+        .unwrap();
+    let mut idn = world.exchange("IDN").await;
+    let mut stream = idn
+        .query(pb::QueryRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            ..pb::QueryRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = world.server.admin(&common::operator(&world.pki)).await;
+    let mut received = 0u64;
+    // At every point of the read, the in-progress record already allows every AUS report
+    // received: a crash now would leave it on record, with an upper bound.
+    while let Some(item) = stream.message().await.unwrap() {
+        if item.meta.is_some_and(|m| m.reporting_state == "AUS") {
+            received += 1;
+        }
+        if received % 50 != 1 {
+            continue;
+        }
+        let entries = admin
+            .audit_log(pb::AuditLogRequest {
+                after: 0,
+                limit: 10_000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        let record = entries
+            .iter()
+            .find(|e| e.action == "query" && e.state == "IDN")
+            .unwrap();
+        let allowed = record.by_owner.get("AUS").copied().unwrap_or(0);
+        assert!(
+            allowed >= received,
+            "{received} AUS reports received, but the record allows {allowed}: {record:?}"
+        );
+    }
+    assert_eq!(received, 300);
+    // Ended: the record is exact, and it is what AUS sees.
+    let mut aus = world.exchange("AUS").await;
+    let access = aus
+        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses
+        .into_iter()
+        .find(|a| a.action == "query")
+        .unwrap();
+    assert_eq!(access.count, 300);
+    // The log commits to the request only through a salted hash.
+    let entry = String::from_utf8(access.log_entry).unwrap();
+    let detail = r#"{"category":"CATEGORY_SMUGGLING_INCIDENT"}"#;
+    let unsalted = format!("sha256:{}", hex::encode(sha256(detail.as_bytes())));
+    assert_ne!(Entry::field(&entry, "detail"), Some(unsalted.as_str()));
+}
+
+#[tokio::test]
+async fn a_new_log_has_a_checkpoint_and_its_origin_and_key_cannot_change() {
+    let pki = common::TestPki::new();
+    let server = common::TestServer::start(&pki).await;
+    let identity = common::operator(&pki);
+    let mut log = TransparencyClient::new(server.channel(&identity).await);
+    let key = log_key(&mut log).await;
+    let empty = checkpoint(&mut log, &key).await;
+    assert_eq!(empty.size, 0);
+    assert_eq!(empty.root, merkle::empty_root());
+
+    let data = server.stop().await;
+    let mut config = pki.config(&data);
+    config.log.origin = "elsewhere.example/log".to_owned();
+    let refused = tidemark::Server::build(config)
+        .err()
+        .expect("another origin is refused");
+    let message = refused.to_string();
+    assert!(message.contains("cannot change"), "{message}");
+    // With the origin it was made with, the log opens again.
+    tidemark::Server::build(pki.config(&data)).expect("the same origin and key");
+}

@@ -19,8 +19,30 @@ const BOM: &str = "\u{feff}";
 
 /// The whole file as text, without a leading byte-order mark.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    read_text_at_most(path, MAX_TEXT_FILE)
+}
+
+/// The largest text file read whole (reports, envelopes, receipts): far above any valid
+/// input, and a bound for `/dev/zero` or a wrong path.
+const MAX_TEXT_FILE: u64 = 64 * 1024 * 1024;
+
+/// As [`read_text`], refusing a file longer than `max` bytes.
+pub fn read_text_at_most(path: &Path, max: u64) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > max {
+        anyhow::bail!(
+            "{} is larger than {max} bytes, more than this kind of file ever is: is it the \
+             right file?",
+            path.display()
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))?;
     Ok(match text.strip_prefix(BOM) {
         Some(rest) => rest.to_owned(),
         None => text,

@@ -24,6 +24,33 @@ pub enum LogCommand {
     Inclusion(InclusionArgs),
     Consistency(ConsistencyArgs),
     Entries(EntriesArgs),
+    Proof(ProofArgs),
+    Witness(super::witness::WitnessArgs),
+}
+
+/// Write a receipt (C2SP tlog proof) for one entry against a checkpoint the server holds
+/// now, with the witnesses' cosignatures it holds for it: `verify-receipt --witness-key`
+/// then checks them.
+#[derive(Args, Debug)]
+pub struct ProofArgs {
+    /// The leaf's index (or name it with --entry-hash).
+    #[arg(
+        long,
+        conflicts_with = "entry_hash",
+        required_unless_present = "entry_hash"
+    )]
+    index: Option<u64>,
+    /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
+    #[arg(long, value_name = "HEX")]
+    entry_hash: Option<String>,
+    /// The checkpoint's tree size (default: the newest): pick one the witnesses cosigned.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    size: Option<u64>,
+    /// Where to write it (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Print the log's note verifier key (`<origin>+<hex key id>+<base64 key>`), which
@@ -67,7 +94,7 @@ pub struct InclusionArgs {
     #[arg(long, value_name = "HEX")]
     entry_hash: Option<String>,
     /// The tree size to prove inclusion in (default: the newest checkpoint's).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     size: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -80,7 +107,7 @@ pub struct ConsistencyArgs {
     #[arg(long)]
     old_size: u64,
     /// The newer tree size (default: the newest checkpoint's).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     new_size: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -127,7 +154,64 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LogCommand::Entries(args) => entries(args).await,
+        LogCommand::Proof(args) => proof(args).await,
+        LogCommand::Witness(args) => super::witness::run(args).await,
     }
+}
+
+/// `--index N` or `--entry-hash HEX` as the request names a leaf.
+fn leaf(index: Option<u64>, entry_hash: Option<&String>) -> anyhow::Result<Leaf> {
+    match (index, entry_hash) {
+        (Some(index), _) => Ok(Leaf::Index(index)),
+        (None, Some(hex_hash)) => {
+            let hash = hex::decode(hex_hash.trim())
+                .ok()
+                .filter(|h| h.len() == 32)
+                .ok_or_else(|| anyhow!("--entry-hash must be 64 hex digits (SHA-256)"))?;
+            Ok(Leaf::LeafHash(hash))
+        }
+        (None, None) => bail!("name the leaf: --index N or --entry-hash HEX"),
+    }
+}
+
+async fn proof(args: ProofArgs) -> anyhow::Result<()> {
+    let proof = connect(&args.client)
+        .await?
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(leaf(args.index, args.entry_hash.as_ref())?),
+            tree_size: args.size.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    if proof.checkpoint.is_empty() {
+        bail!(
+            "no checkpoint was published for a tree of exactly {} leaves; pick a size from \
+             `tidemark log checkpoint` or a witness's",
+            proof.tree_size
+        );
+    }
+    let hashes = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into())
+        .collect::<Result<Vec<merkle::Hash>, _>>()
+        .map_err(|_| anyhow!("the server sent a proof hash that is not 32 bytes"))?;
+    let text = tidemark::tlog::proof::TlogProof {
+        extra: Some(proof.entry),
+        index: proof.index,
+        hashes,
+        checkpoint_note: proof.checkpoint,
+    }
+    .encode();
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 async fn connect(
@@ -172,21 +256,10 @@ async fn verifier_key(args: VerifierKeyArgs) -> anyhow::Result<()> {
 }
 
 async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
-    let leaf = match (args.index, &args.entry_hash) {
-        (Some(index), _) => Leaf::Index(index),
-        (None, Some(hex_hash)) => {
-            let hash = hex::decode(hex_hash.trim())
-                .ok()
-                .filter(|h| h.len() == 32)
-                .ok_or_else(|| anyhow!("--entry-hash must be 64 hex digits (SHA-256)"))?;
-            Leaf::LeafHash(hash)
-        }
-        (None, None) => bail!("name the leaf: --index N or --entry-hash HEX"),
-    };
     let proof = connect(&args.client)
         .await?
         .get_inclusion_proof(pb::GetInclusionProofRequest {
-            leaf: Some(leaf),
+            leaf: Some(leaf(args.index, args.entry_hash.as_ref())?),
             tree_size: args.size.unwrap_or(0),
         })
         .await
@@ -216,6 +289,14 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     for (i, entry) in response.entries.iter().enumerate() {
         println!("# leaf {}", response.start + i as u64);
         print!("{}", String::from_utf8_lossy(entry));
+    }
+    let next = response.start + response.entries.len() as u64;
+    if next < end {
+        eprintln!(
+            "{} entries shown; the server returns at most 1,000 per call, or the log ends \
+             sooner: continue with --start {next} (`tidemark log checkpoint` gives its size)",
+            response.entries.len()
+        );
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ mod signing_args;
 mod submit;
 mod verify;
 mod whoami;
+mod witness;
 
 use std::process::ExitCode;
 
@@ -113,7 +114,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<witness::Alarm>() {
+                Some(alarm) => ExitCode::from(alarm.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

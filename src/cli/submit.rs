@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use prost::Message;
 use tidemark::{
@@ -13,9 +13,15 @@ use tidemark::{
     signing::PublicKey,
 };
 
+use tidemark::tlog::{
+    cosignature::{WitnessKey, cosigned_by},
+    note::NoteVerifier,
+};
+
 use super::{client_args::ClientArgs, input, signing_args::SigningArgs};
 
-/// Sign a report locally and submit it; prints the server's signed receipt.
+/// Sign a report locally and submit it; prints what the server accepted, and writes its
+/// receipts on request (--receipt-out: the log proof `verify-receipt` checks offline).
 ///
 /// The report is JSON in the standard proto3 JSON mapping of tidemark.v1.Report (see
 /// proto/tidemark/v1/report.proto; `tidemark sample-reports --count 1` prints an example).
@@ -77,6 +83,16 @@ pub struct VerifyReceiptArgs {
     /// For a signed receipt: the server's receipt public key (PEM).
     #[arg(long, value_name = "FILE", default_value = "certs/receipt.pub.pem")]
     server_key: PathBuf,
+    /// For a log proof: a witness's key (`<name>+<hex id>+<base64>`, or a file holding it,
+    /// e.g. a state's witness.vkey); repeat for each witness. The proof's checkpoint must
+    /// carry valid cosignatures (C2SP tlog-cosignature) of at least --quorum of them
+    /// (`tidemark log proof` fetches a cosigned one).
+    #[arg(long = "witness-key", value_name = "KEY|FILE")]
+    witness_keys: Vec<String>,
+    /// How many of the --witness-key witnesses must have cosigned (default: 1 when
+    /// witness keys are given).
+    #[arg(long, requires = "witness_keys")]
+    quorum: Option<usize>,
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
@@ -107,7 +123,7 @@ pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
 }
 
 /// The state a node certificate names, read from its SPIFFE ID.
-fn state_of(identity: &client::ClientIdentity) -> anyhow::Result<String> {
+pub(super) fn state_of(identity: &client::ClientIdentity) -> anyhow::Result<String> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let der = CertificateDer::from_pem_slice(identity.cert_pem().as_bytes())
         .map_err(|e| anyhow!("reading the client certificate: {e}"))?;
@@ -143,6 +159,15 @@ async fn send(
     out: ReceiptFiles<'_>,
     json: bool,
 ) -> anyhow::Result<()> {
+    // A receipt file that cannot be written is found out before anything is submitted.
+    for path in [out.proof, out.signed].into_iter().flatten() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot write the receipt to {}", path.display()))?;
+    }
     let channel = client_args.connect().await?;
     let response = pb::exchange_client::ExchangeClient::new(channel)
         .submit(pb::SubmitRequest {
@@ -157,20 +182,12 @@ async fn send(
     let receipt = pb::Receipt::decode(receipt_env.payload.as_slice())
         .map_err(|e| anyhow!("the server's receipt is malformed: {e}"))?;
     let receipt_json = serde_json::to_string_pretty(&receipt_env)?;
-    if let Some(path) = out.signed {
-        std::fs::write(path, format!("{receipt_json}\n"))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let Some(path) = out.proof {
-        std::fs::write(path, &response.log_proof)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
     if json {
         let value = serde_json::json!({
             "duplicate": response.duplicate,
             "receipt": receipt,
             "envelope": serde_json::from_str::<serde_json::Value>(&receipt_json)?,
-            "log_proof": response.log_proof,
+            "logProof": response.log_proof,
         });
         println!("{value}");
     } else {
@@ -192,17 +209,35 @@ async fn send(
             receipt.version,
             hex::encode(&receipt.envelope_digest)
         );
-        for path in [out.proof, out.signed].into_iter().flatten() {
+    }
+    // Written after the acceptance is printed: a failed write loses no fact.
+    let files = [
+        (out.signed, format!("{receipt_json}\n")),
+        (out.proof, response.log_proof.clone()),
+    ];
+    for (path, contents) in files {
+        let Some(path) = path else { continue };
+        std::fs::write(path, contents).with_context(|| {
+            format!(
+                "the envelope was accepted, but its receipt could not be written to {}; \
+                 submit it again to get the receipt (a duplicate gets the original's)",
+                path.display()
+            )
+        })?;
+        if !json {
             println!("  receipt written to {}", path.display());
         }
     }
     Ok(())
 }
 
+/// The largest receipt or key file read (a log proof is a few hundred bytes).
+const MAX_RECEIPT_FILE: u64 = 1024 * 1024;
+
 pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
-    let text = input::read_text(&args.file)?;
+    let text = input::read_text_at_most(&args.file, MAX_RECEIPT_FILE)?;
     if text.starts_with(tidemark::tlog::proof::HEADER) {
-        return verify_log_proof(&text, &args.log_key);
+        return verify_log_proof(&text, args);
     }
     let envelope: pb::Envelope = input::from_json(&text).map_err(|e| {
         anyhow!(
@@ -226,19 +261,73 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks a log proof against the log key given as text or as a file holding it.
-fn verify_log_proof(text: &str, log_key: &str) -> anyhow::Result<()> {
-    let key = if log_key.contains('+') {
-        log_key.to_owned()
-    } else {
-        std::fs::read_to_string(log_key).with_context(|| {
-            format!(
-                "{log_key} is neither a note verifier key nor a readable file; get the key \
-                 with `tidemark log verifier-key` and pass it with --log-key"
-            )
-        })?
-    };
+/// A verifier key given as text or as a file holding it.
+fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
+    if key.contains('+') {
+        return Ok(key.to_owned());
+    }
+    input::read_text_at_most(Path::new(key), MAX_RECEIPT_FILE).with_context(|| {
+        format!("{key} is neither a {what} (`<name>+<hex id>+<base64 key>`) nor a readable file")
+    })
+}
+
+/// Checks a log proof against the log key, and its checkpoint's cosignatures against the
+/// witness keys.
+fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> {
+    let log_key = args.log_key.as_str();
+    let key = key_text(log_key, "note verifier key").with_context(
+        || "get the log's key with `tidemark log verifier-key` and pass it with --log-key",
+    )?;
+    if key.contains("-----BEGIN") {
+        bail!(
+            "{log_key} is a PEM key; a log proof is checked with the log's note verifier key \
+             (`<origin>+<id>+<key>`, e.g. certs/log.vkey, or `tidemark log verifier-key`)"
+        );
+    }
     let verified = receipt::verify_log_proof(text, &key)?;
+    let witnesses = args
+        .witness_keys
+        .iter()
+        .map(|k| {
+            let text = key_text(k, "witness key")?;
+            WitnessKey::parse(&text).map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !witnesses.is_empty() {
+        let quorum = args.quorum.unwrap_or(1);
+        let log = NoteVerifier::parse(key.trim()).map_err(|e| anyhow!("{e}"))?;
+        let proof = tidemark::tlog::proof::TlogProof::parse(text).map_err(|e| anyhow!("{e}"))?;
+        let cosigned =
+            cosigned_by(&proof.checkpoint_note, &log, &witnesses).map_err(|e| anyhow!("{e}"))?;
+        if cosigned.len() < quorum {
+            bail!(
+                "the checkpoint is cosigned by {} of the {} witnesses given ({}), fewer than \
+                 the quorum of {quorum}: the entry may be in a history other states were \
+                 not shown (fetch a cosigned proof with `tidemark log proof`)",
+                cosigned.len(),
+                witnesses.len(),
+                if cosigned.is_empty() {
+                    "none".to_owned()
+                } else {
+                    cosigned
+                        .iter()
+                        .map(|w| w.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
+        println!(
+            "cosigned by {} of {} witnesses (quorum {quorum}): {}",
+            cosigned.len(),
+            witnesses.len(),
+            cosigned
+                .iter()
+                .map(|w| w.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let entry = String::from_utf8_lossy(&verified.entry);
     println!(
         "valid log proof: entry {} is in log {} (tree size {}, root {})",

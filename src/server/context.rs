@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::ReadLog,
+    access::{Allowance, ReadLog},
     administration::Administration,
     analytics,
     clock::Clock,
@@ -129,8 +129,11 @@ impl Context {
     }
 
     /// Records the read in the audit log (refusing it if that fails), then runs `read`
-    /// on a blocking thread, streaming what it emits under `guard`; when it ends (or the
-    /// client goes away) the audit record is completed with what was read, by owner.
+    /// on a blocking thread, streaming what it emits — each item with its owning state —
+    /// under `guard`. Before an item of another state is sent, the record must allow it
+    /// ([`Allowance`]: raised ahead, so what left the server is on record even after a
+    /// crash); when the read ends (or the client goes away) the record is completed with
+    /// exactly what was read, by owner.
     pub(super) async fn audited_stream<T: Send + 'static>(
         &self,
         guard: CallGuard,
@@ -138,7 +141,9 @@ impl Context {
         state: CountryCode,
         action: &'static str,
         detail: String,
-        read: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<ReadLog, StoreError> + Send + 'static,
+        read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<ReadLog, StoreError>
+        + Send
+        + 'static,
     ) -> Result<Guarded<T>, Status> {
         let principal = peer.principal().spiffe_id();
         let number = self
@@ -155,16 +160,36 @@ impl Context {
         let writer = self.writer.clone();
         let errors = tx.clone();
         let (trust, caller) = (self.trust.clone(), peer.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let (raise_writer, raise_principal, raise_detail) =
+            (writer.clone(), principal.clone(), detail.clone());
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
-                // Revocation and suspension, exactly, before each item (the guard watches
-                // them too, and standing, while the stream is idle).
-                read(&mut |item| match auth::admit(&trust, &caller) {
-                    Ok(()) => tx.blocking_send(Ok(item)).is_ok(),
-                    Err(status) => {
+                let mut allowance = Allowance::default();
+                read(&mut |owner, item| {
+                    // Revocation and suspension, exactly, before each item (the guard
+                    // watches them too, and standing, while the stream is idle).
+                    if let Err(status) = auth::admit(&trust, &caller) {
                         let _ = tx.blocking_send(Err(status));
-                        false
+                        return false;
                     }
+                    if owner != state.as_str() && allowance.take(owner, 1) {
+                        let record = allowance.to_audit(
+                            &raise_principal,
+                            state.as_str(),
+                            action,
+                            &raise_detail,
+                        );
+                        if let Err(e) = runtime.block_on(raise_writer.update_audit(number, record))
+                        {
+                            let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                                "the audit record of this read could not be raised, so \
+                                 nothing more is sent: {e}"
+                            ))));
+                            return false;
+                        }
+                    }
+                    tx.blocking_send(Ok(item)).is_ok()
                 })
             })
             .await;

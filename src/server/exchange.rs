@@ -56,7 +56,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         if !accepted.duplicate {
             tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
         }
-        let log_proof = receipt::log_proof(&self.ctx.snapshot()?, &accepted.leaf)?;
+        let log_proof = receipt::log_proof(&self.ctx.store.log()?, &accepted.leaf)?;
         Ok(Response::new(pb::SubmitResponse {
             receipt: Some(receipt::issue(&accepted, &self.ctx.receipt_key)),
             duplicate: accepted.duplicate,

@@ -74,13 +74,14 @@ impl Server {
         let receipt_key = SigningKey::from_file(&config.signing.receipt_key)?;
         let log = LogSigner::from_key(&config.log_origin(), &receipt_key)
             .map_err(|e| ServerError::Config(format!("log.origin: {e}")))?;
-        let leaves = store.build_log(&log)?;
+        let leaves = store.prepare_log(&log)?;
         if leaves > 0 {
             tracing::info!(
                 leaves,
                 "built the transparency log from the stored envelopes and audit records"
             );
         }
+        check_log_identity(&store, &log)?;
         if !store.counters_current()? {
             let counted = store.rebuild_counters()?;
             tracing::info!(
@@ -228,6 +229,25 @@ impl Server {
             None => result,
         }
     }
+}
+
+/// Refuses a configuration whose log origin or key differs from those that signed the
+/// store's log: a log cannot change either, or every witness and receipt breaks.
+fn check_log_identity(store: &Store, log: &LogSigner) -> Result<(), ServerError> {
+    let Some(latest) = store.log()?.latest_checkpoint()? else {
+        return Ok(());
+    };
+    if crate::tlog::note::open(&latest.note, &[log.verifier()]).is_ok() {
+        return Ok(());
+    }
+    let signed_as = latest.note.lines().next().unwrap_or_default().to_owned();
+    Err(ServerError::Config(format!(
+        "the store's transparency log is {signed_as:?}, signed with another origin or key \
+         than this configuration's ({}): a log's origin (log.origin) and key \
+         (signing.receipt_key) cannot change, or every witness and receipt would reject it; \
+         restore the log.origin and signing.receipt_key it was made with",
+        log.verifier_key()
+    )))
 }
 
 /// Server reflection (v1) over every `tidemark.v1` file.

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::{self, Hit, QueryFilter, ReadLog},
+    access::{self, Allowance, Hit, QueryFilter, ReadLog},
     country::CountryCode,
     identity::{PeerIdentity, Role},
     pb,
@@ -27,8 +27,6 @@ use crate::{
 
 /// Results queued ahead of a slow subscriber.
 const STREAM_BUFFER: usize = 256;
-/// How often a subscription's audit record is brought up to date while it pushes.
-const SUBSCRIPTION_AUDIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Subscriptions open per principal, bounded by `limits.max_subscriptions_per_principal`.
 #[derive(Clone)]
@@ -141,11 +139,12 @@ impl Context {
         self.audited_stream(guard, peer, state, "query", detail, move |emit| {
             access::query(&snap, &filter, state, |hit| {
                 let cursor = hit.cursor.clone().unwrap_or_default();
-                emit(pb::QueryResult {
+                let item = pb::QueryResult {
                     envelope: decode_envelope(&hit),
                     meta: Some(access::meta(&hit)),
                     cursor,
-                })
+                };
+                emit(&hit.head.state, item)
             })
         })
         .await
@@ -170,21 +169,21 @@ impl Context {
         let guard = self.guard(peer, Some(&standing));
         self.audited_stream(guard, peer, state, "sync", detail, move |emit| {
             access::sync(&snap, category, req.after_sequence, state, |hit| {
-                emit(pb::SyncItem {
+                let item = pb::SyncItem {
                     envelope: decode_envelope(&hit),
                     meta: Some(access::meta(&hit)),
-                })
+                };
+                emit(&hit.head.state, item)
             })
         })
         .await
     }
 
     /// Pushes matching changes as they are committed. The subscription is on the audit
-    /// record (in progress: who, what filter) before anything is pushed; what it pushed,
-    /// by owner, is added to that record within [`SUBSCRIPTION_AUDIT_INTERVAL`] of the push
-    /// (at most once per interval) and when it ends, so audit volume grows with streams ×
-    /// time, not streams × reports. A crash loses at most one interval's counts; the
-    /// record itself stays, marked in progress.
+    /// record (in progress: who, what filter) before anything is pushed, and the record
+    /// is raised ahead of any push it does not yet allow ([`Allowance`]: O(log n) writes,
+    /// not one per push), so a crash leaves it on record with an upper bound of what it
+    /// pushed; when it ends the record is completed with exact counts.
     pub(super) async fn subscribe(
         &self,
         peer: &PeerIdentity,
@@ -221,27 +220,10 @@ impl Context {
         tokio::spawn(async move {
             let _slot = slot;
             let mut pushed = ReadLog::default();
-            // What was pushed is added to the record at most every interval, and within
-            // one interval of the push.
-            let mut flush = tokio::time::interval_at(
-                tokio::time::Instant::now() + SUBSCRIPTION_AUDIT_INTERVAL,
-                SUBSCRIPTION_AUDIT_INTERVAL,
-            );
-            let mut unrecorded = false;
+            let mut allowance = Allowance::default();
             let end = loop {
                 let batch = tokio::select! {
                     () = tx.closed() => break None,
-                    _ = flush.tick(), if unrecorded => {
-                        let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
-                        if let Err(e) = ctx.writer.update_audit(number, record.in_progress()).await {
-                            break Some(Status::unavailable(format!(
-                                "the audit record of this subscription could not be updated, so \
-                                 nothing more is pushed: {e}"
-                            )));
-                        }
-                        unrecorded = false;
-                        continue;
-                    }
                     batch = batches.recv() => batch,
                 };
                 let found = match batch {
@@ -270,8 +252,21 @@ impl Context {
                 {
                     break Some(status);
                 }
+                let mut raise = false;
+                for (owner, count) in log.counts().filter(|(o, _)| *o != state.as_str()) {
+                    raise |= allowance.take(owner, count);
+                }
+                if raise {
+                    let record =
+                        allowance.to_audit(&principal, state.as_str(), "subscribe", &detail);
+                    if let Err(e) = ctx.writer.update_audit(number, record).await {
+                        break Some(Status::unavailable(format!(
+                            "the audit record of this subscription could not be raised, so \
+                             nothing more is pushed: {e}"
+                        )));
+                    }
+                }
                 pushed.merge(log);
-                unrecorded = true;
                 let mut sent_all = true;
                 for item in items {
                     if tx.send(Ok(item)).await.is_err() {

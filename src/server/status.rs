@@ -9,6 +9,7 @@ use crate::{
     access::FilterError,
     administration::AdminError,
     analytics::AggregateError,
+    cosigning::CosignError,
     policy::Refusal,
     report::ValidationErrors,
     store::{AppendError, KeyRegistryError, ProofRequestError, StoreError},
@@ -121,10 +122,24 @@ impl From<ProofRequestError> for Status {
     fn from(err: ProofRequestError) -> Self {
         match err {
             ProofRequestError::OutOfRange(reason) => Status::out_of_range(format!(
-                "{reason}; ask for sizes and indexes within the newest checkpoint \
-                 (Transparency.GetCheckpoint)"
+                "{reason}: indexes and sizes must lie within the log \
+                 (Transparency.GetCheckpoint gives its size), and an old size may not \
+                 exceed the new one"
             )),
             ProofRequestError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CosignError> for Status {
+    fn from(err: CosignError) -> Self {
+        let message = err.to_string();
+        match err {
+            CosignError::Malformed(_) => Status::invalid_argument(message),
+            CosignError::WrongName { .. } => Status::permission_denied(message),
+            CosignError::NoCheckpoint(_) => Status::not_found(message),
+            CosignError::BadSignature(_) => Status::unauthenticated(message),
+            CosignError::Store(e) => e.into(),
         }
     }
 }

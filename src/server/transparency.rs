@@ -5,6 +5,8 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
+    cosigning,
+    identity::Role,
     pb::{self, get_inclusion_proof_request::Leaf},
     server::{auth, context::Context},
     store::{Snapshot, StoredCheckpoint},
@@ -127,6 +129,37 @@ impl pb::transparency_server::Transparency for TransparencyService {
             hashes: hashes(proof),
             checkpoint: checkpoint.map(|c| c.note).unwrap_or_default(),
         }))
+    }
+
+    async fn add_cosignature(
+        &self,
+        request: Request<pb::AddCosignatureRequest>,
+    ) -> Result<Response<pb::AddCosignatureResponse>, Status> {
+        let peer = auth::peer(&request)?;
+        let Role::Node(state) = peer.principal().role() else {
+            return Err(Status::permission_denied(format!(
+                "cosignatures come from a state's witness, which runs with a node \
+                 certificate; this is a {} certificate",
+                peer.principal().role().label()
+            )));
+        };
+        let req = request.into_inner();
+        let now = self.ctx.clock.now();
+        let checkpoint = self
+            .ctx
+            .blocking(move |ctx| {
+                cosigning::accept(
+                    &ctx.store,
+                    &ctx.log,
+                    state,
+                    req.tree_size,
+                    &req.cosignature,
+                    now,
+                )
+            })
+            .await?;
+        tracing::info!(%state, "a witness cosigned a checkpoint");
+        Ok(Response::new(pb::AddCosignatureResponse { checkpoint }))
     }
 
     async fn get_entries(

@@ -134,6 +134,16 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// A fresh random salt for an audit record's detail commitment (see
+/// `AuditRecord::detail_salt`).
+pub(super) fn detail_salt() -> Vec<u8> {
+    let mut salt = vec![0u8; 16];
+    // The system's random source does not fail on the platforms Tidemark runs on; were it
+    // to, an all-zero salt only makes this one commitment guessable.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+    salt
+}
+
 /// Rewrites in-progress audit record `number` with `record`, keeping the time its read
 /// began.
 pub(super) fn update_audit(
@@ -147,8 +157,8 @@ pub(super) fn update_audit(
         .get(number)?
         .map(|v| decode(v.value()))
         .transpose()?;
-    let at = started.map_or(now, |s| s.at);
-    put_audit(t, number, record, at)
+    let (at, salt) = started.map_or_else(|| (now, detail_salt()), |s| (s.at, s.detail_salt));
+    put_audit(t, number, record, at, salt)
 }
 
 /// Writes audit record `number` as of `at`, with its log entry, indexed by each owner whose reports it
@@ -158,9 +168,11 @@ pub(super) fn put_audit(
     number: u64,
     record: &AuditRecord,
     at: i64,
+    detail_salt: Vec<u8>,
 ) -> Result<(), StoreError> {
     let record = AuditRecord {
         at,
+        detail_salt,
         ..record.clone()
     };
     for owner in &record.owners {

@@ -91,12 +91,12 @@ impl<'t> LogTables<'t> {
         }))
     }
 
-    /// Signs and stores the checkpoint of the tree as it now stands, unless the latest
-    /// stored checkpoint already covers it.
+    /// Signs and stores the checkpoint of the tree as it now stands (of size 0 for an
+    /// empty log), unless the latest stored checkpoint already covers it.
     pub(super) fn checkpoint(&mut self, signer: &LogSigner) -> Result<(), StoreError> {
         let size = self.size()?;
         let latest = self.checkpoints.last()?.map(|(k, _)| k.value());
-        if size == 0 || latest == Some(size) {
+        if latest == Some(size) {
             return Ok(());
         }
         let root = merkle::root(size, &Nodes(&self.nodes))?;
@@ -108,12 +108,13 @@ impl<'t> LogTables<'t> {
     }
 }
 
-/// The log's tables in a snapshot.
-pub(super) struct LogView {
+/// The log's tables in a read transaction (a snapshot's, or its own).
+pub(crate) struct LogView {
     pub(super) entries: redb::ReadOnlyTable<u64, &'static [u8]>,
     pub(super) nodes: redb::ReadOnlyTable<(u32, u64), &'static [u8]>,
     pub(super) by_hash: redb::ReadOnlyTable<&'static [u8], u64>,
     pub(super) checkpoints: redb::ReadOnlyTable<u64, &'static str>,
+    pub(super) cosignatures: redb::ReadOnlyTable<(u64, &'static str), &'static str>,
 }
 
 /// A signed checkpoint as stored: the tree size it covers and the note text.
@@ -132,6 +133,7 @@ impl LogView {
             nodes: tx.open_table(super::LOG_NODES)?,
             by_hash: tx.open_table(super::LOG_BY_HASH)?,
             checkpoints: tx.open_table(super::CHECKPOINTS)?,
+            cosignatures: tx.open_table(super::COSIGNATURES)?,
         })
     }
 
@@ -140,20 +142,42 @@ impl LogView {
         Ok(self.entries.len()?)
     }
 
+    /// `note` with the cosignature lines held for the checkpoint of `size` leaves.
+    fn cosigned(&self, size: u64, note: &str) -> Result<String, StoreError> {
+        let mut note = note.to_owned();
+        for item in self
+            .cosignatures
+            .range((size, "")..(size.saturating_add(1), ""))?
+        {
+            let (key, line) = item?;
+            if key.value().0 == size {
+                note.push_str(line.value());
+                note.push('\n');
+            }
+        }
+        Ok(note)
+    }
+
     /// The newest signed checkpoint.
-    pub(super) fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        Ok(self.checkpoints.last()?.map(|(k, v)| StoredCheckpoint {
-            size: k.value(),
-            note: v.value().to_owned(),
-        }))
+    pub(crate) fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        match self.checkpoints.last()? {
+            Some((k, v)) => Ok(Some(StoredCheckpoint {
+                size: k.value(),
+                note: self.cosigned(k.value(), v.value())?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// The signed checkpoint of exactly `size` leaves, if one was published.
-    pub(super) fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
-        Ok(self.checkpoints.get(size)?.map(|v| StoredCheckpoint {
-            size,
-            note: v.value().to_owned(),
-        }))
+    pub(crate) fn checkpoint_at(&self, size: u64) -> Result<Option<StoredCheckpoint>, StoreError> {
+        match self.checkpoints.get(size)? {
+            Some(v) => Ok(Some(StoredCheckpoint {
+                size,
+                note: self.cosigned(size, v.value())?,
+            })),
+            None => Ok(None),
+        }
     }
 
     /// The entry of leaf `index`.
@@ -181,7 +205,7 @@ impl LogView {
     }
 
     /// The inclusion proof of leaf `index` in the tree of `size` leaves.
-    pub(super) fn inclusion_proof(
+    pub(crate) fn inclusion_proof(
         &self,
         index: u64,
         size: u64,
@@ -226,9 +250,14 @@ pub(crate) fn envelope_entry(
     record: &EnvelopeRecord,
     payload_sha256: [u8; 32],
 ) -> Entry {
+    let report_id = uuid::Uuid::from_slice(&record.report_id)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     Entry::Envelope(EnvelopeEntry {
         sequence,
         state: record.state.clone(),
+        report_sha256: entry::sha256(report_id.as_bytes()),
+        version: record.version,
         category: Category::from_pb(record.category)
             .map_or("", Category::label)
             .to_owned(),
@@ -250,7 +279,7 @@ pub(crate) fn audit_entry(number: u64, record: &AuditRecord) -> Entry {
         principal: record.principal.clone(),
         state: record.state.clone(),
         action: record.action.clone(),
-        detail_sha256: entry::sha256(record.detail.as_bytes()),
+        detail_sha256: entry::sha256(&[&record.detail_salt[..], record.detail.as_bytes()].concat()),
         count: record.count,
         owners: record
             .owners

@@ -16,7 +16,10 @@ mod records;
 mod snapshot;
 mod writer;
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, PoisonError},
+};
 
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -24,7 +27,7 @@ use uuid::Uuid;
 
 pub(crate) use self::{
     apply::{Accepted, AppendError, NewEnvelope},
-    log::{Leaf, ProofRequestError, StoredCheckpoint, audit_entry},
+    log::{Leaf, LogView, ProofRequestError, StoredCheckpoint, audit_entry},
     records::{
         AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
         RevokedCertificate, VersionRef,
@@ -84,6 +87,8 @@ const LOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log_
 const LOG_BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("log_by_hash");
 /// Signed checkpoints (C2SP tlog-checkpoint notes) by tree size, one per batch.
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+/// Witnesses' cosignature lines by (tree size, witness name).
+const COSIGNATURES: TableDefinition<(u64, &str), &str> = TableDefinition::new("cosignatures");
 /// Fee distributions (see [`counters`]): cell key, currency, amount → per-state counts.
 const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
 
@@ -91,7 +96,14 @@ const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    keys: Arc<KeyCache>,
 }
+
+/// The registered signing keys, held in memory: read on every submission, changed only
+/// by an operator. Loaded on first use and dropped after each change commits; loading
+/// holds the lock, so a load that raced a change is dropped with it.
+#[derive(Default)]
+struct KeyCache(std::sync::RwLock<Option<Arc<Vec<KeyRecord>>>>);
 
 impl Store {
     /// Opens the store file, creating it (and its directory) on first use.
@@ -112,7 +124,10 @@ impl Store {
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_mib.saturating_mul(1024 * 1024));
         let db = open(&mut builder).map_err(|e| StoreError::open(path, e))?;
-        let store = Self { db: Arc::new(db) };
+        let store = Self {
+            db: Arc::new(db),
+            keys: Arc::default(),
+        };
         store.init_schema()?;
         Ok(store)
     }
@@ -173,6 +188,7 @@ impl Store {
             tx.open_table(LOG_NODES)?;
             tx.open_table(LOG_BY_HASH)?;
             tx.open_table(CHECKPOINTS)?;
+            tx.open_table(COSIGNATURES)?;
         }
         tx.commit()?;
         Ok(())
@@ -197,41 +213,44 @@ impl Store {
         Writer::start(self.db.clone(), clock, max_batch, latest, log)
     }
 
-    /// Builds the transparency log of a store written before it existed: every envelope
-    /// by sequence, then every audit record by number, and one signed checkpoint.
-    /// Returns the number of leaves written (0 when the log was already current).
-    pub(crate) fn build_log(&self, log: &LogSigner) -> Result<u64, StoreError> {
+    /// Readies the transparency log: builds it for a store written before it existed
+    /// (every envelope by sequence, then every audit record by number) and makes sure a
+    /// signed checkpoint covers it (of size 0 for a new store). Returns the number of
+    /// leaves built (0 when the log was already current).
+    pub(crate) fn prepare_log(&self, log: &LogSigner) -> Result<u64, StoreError> {
         let tx = self.begin_write()?;
-        let leaves = {
+        let built = {
             let mut meta = tx.open_table(META)?;
-            if meta.get("log_version")?.map(|v| v.value()) == Some(LOG_VERSION) {
-                return Ok(0);
-            }
+            let current = meta.get("log_version")?.map(|v| v.value()) == Some(LOG_VERSION);
             let mut tables = log::LogTables::open(&tx)?;
-            let envelopes = tx.open_table(ENVELOPES)?;
-            for item in envelopes.iter()? {
-                let (sequence, value) = item?;
-                let record: EnvelopeRecord = decode(value.value())?;
-                let payload = crate::pb::Envelope::decode(record.envelope.as_slice())
-                    .map_err(|e| {
-                        StoreError::Corrupt(format!("envelope {}: {e}", sequence.value()))
-                    })?
-                    .payload;
-                let digest = crate::tlog::entry::sha256(&payload);
-                tables.append(&log::envelope_entry(sequence.value(), &record, digest))?;
-            }
-            let audit = tx.open_table(AUDIT)?;
-            for item in audit.iter()? {
-                let (number, value) = item?;
-                let record: AuditRecord = decode(value.value())?;
-                tables.append(&log::audit_entry(number.value(), &record))?;
+            let mut built = 0;
+            if !current {
+                let envelopes = tx.open_table(ENVELOPES)?;
+                for item in envelopes.iter()? {
+                    let (sequence, value) = item?;
+                    let record: EnvelopeRecord = decode(value.value())?;
+                    let payload = crate::pb::Envelope::decode(record.envelope.as_slice())
+                        .map_err(|e| {
+                            StoreError::Corrupt(format!("envelope {}: {e}", sequence.value()))
+                        })?
+                        .payload;
+                    let digest = crate::tlog::entry::sha256(&payload);
+                    tables.append(&log::envelope_entry(sequence.value(), &record, digest))?;
+                }
+                let audit = tx.open_table(AUDIT)?;
+                for item in audit.iter()? {
+                    let (number, value) = item?;
+                    let record: AuditRecord = decode(value.value())?;
+                    tables.append(&log::audit_entry(number.value(), &record))?;
+                }
+                meta.insert("log_version", LOG_VERSION)?;
+                built = tables.size()?;
             }
             tables.checkpoint(log)?;
-            meta.insert("log_version", LOG_VERSION)?;
-            tables.size()?
+            built
         };
         tx.commit()?;
-        Ok(leaves)
+        Ok(built)
     }
 
     /// Whether the aggregate counters match this build's layout (false for a store
@@ -324,24 +343,70 @@ impl Store {
 
     /// A registered signing key.
     pub fn signing_key(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(SIGNING_KEYS)?;
-        table.get(key_id)?.map(|v| decode(v.value())).transpose()
+        Ok(self
+            .cached_keys()?
+            .iter()
+            .find(|k| k.key_id == key_id)
+            .cloned())
     }
 
     /// Every registered signing key, of one state or all.
     pub fn signing_keys(&self, state: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(self
+            .cached_keys()?
+            .iter()
+            .filter(|k| state.is_none_or(|s| s == k.state))
+            .cloned()
+            .collect())
+    }
+
+    /// Every registered signing key, from memory (see [`KeyCache`]).
+    fn cached_keys(&self) -> Result<Arc<Vec<KeyRecord>>, StoreError> {
+        let cache = &self.keys.0;
+        if let Some(keys) = cache
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(keys.clone());
+        }
+        let mut slot = cache.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(keys) = slot.as_ref() {
+            return Ok(keys.clone());
+        }
         let tx = self.db.begin_read()?;
         let table = tx.open_table(SIGNING_KEYS)?;
         let mut keys = Vec::new();
         for entry in table.iter()? {
-            let (_, value) = entry?;
-            let record: KeyRecord = decode(value.value())?;
-            if state.is_none_or(|s| s == record.state) {
-                keys.push(record);
-            }
+            keys.push(decode::<KeyRecord>(entry?.1.value())?);
         }
+        let keys = Arc::new(keys);
+        *slot = Some(keys.clone());
         Ok(keys)
+    }
+
+    /// Drops the cached keys after a change to them committed.
+    fn forget_keys(&self) {
+        *self.keys.0.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Keeps `line`, witness `name`'s cosignature of the checkpoint of `size` leaves
+    /// (replacing an earlier one of the same witness for that size).
+    pub(crate) fn add_cosignature(
+        &self,
+        size: u64,
+        name: &str,
+        line: &str,
+    ) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        tx.open_table(COSIGNATURES)?.insert((size, name), line)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The transparency log as of now (a read transaction on its tables only).
+    pub(crate) fn log(&self) -> Result<log::LogView, StoreError> {
+        log::LogView::open(&self.db.begin_read()?)
     }
 
     /// Registers a signing key. The same key for the same state again changes nothing
@@ -372,6 +437,7 @@ impl Store {
             }
         };
         tx.commit().map_err(StoreError::from)?;
+        self.forget_keys();
         Ok(stored)
     }
 
@@ -401,6 +467,7 @@ impl Store {
             record
         };
         tx.commit().map_err(StoreError::from)?;
+        self.forget_keys();
         Ok(updated)
     }
 }

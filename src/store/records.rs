@@ -140,6 +140,11 @@ pub struct AuditRecord {
     /// returned (still running, or cut short by a crash).
     #[prost(bool, tag = "8")]
     pub in_progress: bool,
+    /// 16 random bytes: the transparency log commits to SHA-256(salt ‖ detail), so that
+    /// nobody can guess a request from its log entry. Empty for records written before
+    /// the log existed.
+    #[prost(bytes = "vec", tag = "9")]
+    pub detail_salt: Vec<u8>,
 }
 
 impl AuditRecord {

@@ -22,6 +22,11 @@ pub struct EnvelopeEntry {
     pub sequence: u64,
     /// The reporting state, ISO 3166-1 alpha-3.
     pub state: String,
+    /// SHA-256 of the report id in its one spelling (lower-case, hyphenated): links the
+    /// versions and the retraction of one report without naming it.
+    pub report_sha256: [u8; 32],
+    /// The version this envelope creates (1 for a new report).
+    pub version: u32,
     /// `smuggling-incident` or `maritime-movement`.
     pub category: String,
     /// `report` (a new version) or `retraction`.
@@ -50,7 +55,8 @@ pub struct AuditEntry {
     /// What was done: `query`, `sync`, `subscribe`, `aggregate`, `refused query`,
     /// `revoke-certificate`, ….
     pub action: String,
-    /// SHA-256 of the request detail as the audit record keeps it (UTF-8).
+    /// SHA-256 of the record's 16-byte random salt followed by the request detail as the
+    /// record keeps it (UTF-8): a commitment nobody can reverse by guessing requests.
     pub detail_sha256: [u8; 32],
     /// How many reports the access returned or counted.
     pub count: u64,
@@ -93,10 +99,12 @@ impl Entry {
             Self::Envelope(e) => {
                 let _ = write!(
                     out,
-                    "{VERSION} envelope\nsequence {}\nstate {}\ncategory {}\nkind {}\n\
-                     accepted {}\npayload sha256:{}\n",
+                    "{VERSION} envelope\nsequence {}\nstate {}\nreport sha256:{}\nversion {}\n\
+                     category {}\nkind {}\naccepted {}\npayload sha256:{}\n",
                     e.sequence,
                     value(&e.state),
+                    hex::encode(e.report_sha256),
+                    e.version,
                     value(&e.category),
                     value(&e.kind),
                     e.accepted_at,
@@ -155,6 +163,8 @@ mod tests {
         let entry = Entry::Envelope(EnvelopeEntry {
             sequence: 42,
             state: "AUS".to_owned(),
+            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
+            version: 2,
             category: "smuggling-incident".to_owned(),
             kind: "report".to_owned(),
             accepted_at: 1_764_424_800,
@@ -163,9 +173,10 @@ mod tests {
         let text = String::from_utf8(entry.encode()).unwrap();
         assert_eq!(
             text,
-            "tidemark.v1 envelope\nsequence 42\nstate AUS\ncategory smuggling-incident\n\
-             kind report\naccepted 1764424800\npayload \
-             sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+            "tidemark.v1 envelope\nsequence 42\nstate AUS\nreport \
+             sha256:c812e1edb64417d6090dcfbaf16c21cd8e8665c04396e1edb472fecfb2797c6a\n\
+             version 2\ncategory smuggling-incident\nkind report\naccepted 1764424800\n\
+             payload sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
         );
         assert_eq!(Entry::field(&text, "state"), Some("AUS"));
     }
@@ -199,6 +210,8 @@ mod tests {
         let envelope = Entry::Envelope(EnvelopeEntry {
             sequence: 1,
             state: "AUS".to_owned(),
+            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
+            version: 1,
             category: "smuggling-incident".to_owned(),
             kind: "report".to_owned(),
             accepted_at: 1_764_424_800,
@@ -211,22 +224,28 @@ mod tests {
             principal: "spiffe://tidemark.local/state/IDN/node/idn-1".to_owned(),
             state: "IDN".to_owned(),
             action: "query".to_owned(),
-            detail_sha256: sha256(br#"{"category":"CATEGORY_SMUGGLING_INCIDENT"}"#),
+            detail_sha256: sha256(
+                &[
+                    &[0u8; 16][..],
+                    br#"{"category":"CATEGORY_SMUGGLING_INCIDENT"}"#,
+                ]
+                .concat(),
+            ),
             count: 1,
             owners: vec![("AUS".to_owned(), 1)],
         });
         let (l0, l1) = (leaf_hash(&envelope.encode()), leaf_hash(&audit.encode()));
         assert_eq!(
             hex::encode(l0),
-            "52b234435c890079b2ec08decf4e05184736c45d69c7edc5e4e971af543e0672"
+            "bfca0c870e11ee061652ab4dd643c33f7aa000a7f40753a6e0b950400a473121"
         );
         assert_eq!(
             hex::encode(l1),
-            "112e1db0bc106b790ccbf99f19d162bc1aaf46ba3d29ff6e499cdad2326b8bfc"
+            "a6a598e946d05d7ce877e6a80b6701713b68d22f7e3515b92605d2c6d4133891"
         );
         assert_eq!(
             hex::encode(node_hash(&l0, &l1)),
-            "dcc7dd5c8ee9026bc3b90749aec6182fbaff8c29a8a5020849b86ed5523c1a9c"
+            "0d97a821935ddf9940a01242992ba3d60ee6cad51dad0cc35dc4ef7bf6b3f499"
         );
     }
 }

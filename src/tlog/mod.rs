@@ -1,9 +1,11 @@
 //! The transparency log's formats and proofs, with no I/O: the RFC 9162 Merkle tree
 //! ([`merkle`]), C2SP signed notes ([`note`]), C2SP checkpoints ([`checkpoint`]), C2SP
-//! tlog proofs ([`proof`]), and what a Tidemark leaf commits to ([`entry`]). The store
+//! tlog proofs ([`proof`]), C2SP cosignatures ([`cosignature`]), and what a Tidemark leaf
+//! commits to ([`entry`]). The store
 //! keeps the tree (`store/log.rs`); [`LogSigner`] signs its checkpoints.
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod entry;
 pub mod merkle;
 pub mod note;

@@ -343,6 +343,12 @@ pub struct Opened {
     pub unverified: Vec<NoteSignature>,
 }
 
+/// Parses one signature line, `— <name> <base64(key id ‖ signature)>` (no line feed).
+pub fn parse_signature(line: &str) -> Result<NoteSignature, NoteError> {
+    parse_signature_line(line)
+        .map_err(|reason| NoteError::MalformedSignatureLine { line: 1, reason })
+}
+
 fn parse_signature_line(line: &str) -> Result<NoteSignature, &'static str> {
     let rest = line
         .strip_prefix(SIG_PREFIX)

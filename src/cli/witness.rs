@@ -1,0 +1,247 @@
+//! `tidemark log witness`: a state checks that the log only grew, then cosigns it.
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use tidemark::{
+    client,
+    cosigning::witness_name,
+    country::CountryCode,
+    pb::{self, transparency_client::TransparencyClient},
+    tlog::{checkpoint::Checkpoint, cosignature::Cosigner, merkle, note::NoteVerifier},
+};
+
+use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::state_of};
+
+/// Check that the log only grew since this witness last looked, then cosign it.
+///
+/// A state runs it on its own machine, e.g. from cron. The first run records the log's
+/// verifier key (from --log-key, or the server's answer, trusted on first use) and the
+/// newest checkpoint in --state-dir. Each later run fetches the newest checkpoint and a
+/// consistency proof (RFC 9162) from the one held, verifies both, stores the new
+/// checkpoint (atomically, before anything else), cosigns it with the state's signing key
+/// (C2SP tlog-cosignature, as `<origin>/witness/<STATE>`) and hands the cosignature back.
+///
+/// Exit codes: 0 verified and cosigned; 1 an error (network, files, flags: nothing was
+/// decided); 3 the log was rolled back (smaller than the checkpoint held); 4 the log was
+/// rewritten (not a consistent extension of the checkpoint held). On 3 or 4 nothing is
+/// cosigned and the checkpoint held stays: keep it as evidence and raise it with the
+/// operator and the other states.
+#[derive(Args, Debug)]
+pub struct WitnessArgs {
+    /// This witness's directory: log.vkey, checkpoint, witness.vkey, witness.lock.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// The log's note verifier key (a file), for the first run; later runs use the one
+    /// recorded in --state-dir.
+    #[arg(long, value_name = "FILE")]
+    log_key: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    signing: SigningArgs,
+}
+
+/// The log was rolled back or rewritten: the exit code says which.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Alarm {
+    /// 3: rolled back; 4: rewritten.
+    pub code: u8,
+    message: String,
+}
+
+/// The largest file this witness reads from its directory.
+const MAX_STATE_FILE: u64 = 64 * 1024;
+
+pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
+    fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let _lock = lock(&args.state_dir.join("witness.lock"))?;
+    let identity = args.client.identity()?;
+    let state = CountryCode::parse(&state_of(&identity)?)
+        .map_err(|e| anyhow!("the node certificate's state: {e}"))?;
+    let key = args.signing.load(&args.client)?;
+    let mut log = TransparencyClient::new(args.client.connect().await?);
+
+    let vkey = log_key(&args, &mut log).await?;
+    let verifier = NoteVerifier::parse(vkey.trim())
+        .map_err(|e| anyhow!("the log key in {}: {e}", args.state_dir.display()))?;
+    let newest = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    let new = Checkpoint::open(&newest.note, &verifier).map_err(|e| Alarm {
+        code: 4,
+        message: format!(
+            "the server's newest checkpoint is not signed by the log key this witness \
+             holds ({e}): the log's key or origin changed, or this is not the same log"
+        ),
+    })?;
+    let held_path = args.state_dir.join("checkpoint");
+    if held_path.exists() {
+        let held_note = super::input::read_text_at_most(&held_path, MAX_STATE_FILE)?;
+        let held = Checkpoint::open(&held_note, &verifier)
+            .map_err(|e| anyhow!("the checkpoint held in {}: {e}", held_path.display()))?;
+        check_extension(&mut log, &held, &new).await?;
+    }
+    write_atomically(&held_path, newest.note.as_bytes())?;
+
+    let name = witness_name(&new.origin, state);
+    let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
+    write_atomically(
+        &args.state_dir.join("witness.vkey"),
+        format!("{}\n", cosigner.key().verifier_key()).as_bytes(),
+    )?;
+    let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+    let line = cosigner.cosign(&new.to_body(), now);
+    log.add_cosignature(pb::AddCosignatureRequest {
+        tree_size: new.size,
+        cosignature: line,
+    })
+    .await
+    .map_err(|s| anyhow!("the checkpoint verified, but {}", client::explain(&s)))?;
+    println!(
+        "checkpoint of {} leaves verified and cosigned as {name} (witness key in {})",
+        new.size,
+        args.state_dir.join("witness.vkey").display()
+    );
+    Ok(())
+}
+
+/// The log's verifier key: the one recorded, or recorded now from --log-key or the server.
+async fn log_key(
+    args: &WitnessArgs,
+    log: &mut TransparencyClient<tonic::transport::Channel>,
+) -> anyhow::Result<String> {
+    let recorded = args.state_dir.join("log.vkey");
+    let given = match &args.log_key {
+        Some(path) => Some(super::input::read_text_at_most(path, MAX_STATE_FILE)?),
+        None => None,
+    };
+    if recorded.exists() {
+        let held = super::input::read_text_at_most(&recorded, MAX_STATE_FILE)?;
+        if let Some(given) = given.filter(|g| g.trim() != held.trim()) {
+            bail!(
+                "--log-key ({}) differs from the key this witness recorded in {}; a log's \
+                 key does not change: remove the directory only to start over on purpose",
+                given.trim(),
+                recorded.display()
+            );
+        }
+        return Ok(held);
+    }
+    let key = if let Some(key) = given {
+        key
+    } else {
+        let key = log
+            .get_verifier_key(pb::GetVerifierKeyRequest {})
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner()
+            .verifier_key;
+        eprintln!(
+            "first run: trusting the log key the server names, {key}; compare it with the \
+             one the operator published"
+        );
+        key
+    };
+    write_atomically(&recorded, format!("{}\n", key.trim()).as_bytes())?;
+    Ok(key)
+}
+
+/// Refuses (with an [`Alarm`]) unless `new` is `held` or a consistent extension of it.
+async fn check_extension(
+    log: &mut TransparencyClient<tonic::transport::Channel>,
+    held: &Checkpoint,
+    new: &Checkpoint,
+) -> anyhow::Result<()> {
+    if new.size < held.size {
+        return Err(Alarm {
+            code: 3,
+            message: format!(
+                "the log was rolled back: it now has {} leaves, fewer than the {} this \
+                 witness verified; nothing was cosigned",
+                new.size, held.size
+            ),
+        }
+        .into());
+    }
+    let rewritten = |why: String| Alarm {
+        code: 4,
+        message: format!(
+            "the log was rewritten: its checkpoint of {} leaves is not a consistent \
+             extension of the checkpoint of {} leaves this witness verified ({why}); \
+             nothing was cosigned",
+            new.size, held.size
+        ),
+    };
+    if new.size == held.size {
+        return if new.root == held.root {
+            Ok(())
+        } else {
+            Err(rewritten("same size, another root hash".to_owned()).into())
+        };
+    }
+    let proof = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            old_size: held.size,
+            new_size: new.size,
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    let hashes: Vec<merkle::Hash> = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into())
+        .collect::<Result<_, _>>()
+        .map_err(|_| rewritten("a proof hash is not 32 bytes".to_owned()))?;
+    merkle::verify_consistency(held.size, new.size, &held.root, &new.root, &hashes)
+        .map_err(|e| rewritten(e.to_string()))?;
+    Ok(())
+}
+
+/// Replaces `path` with `contents` atomically: a temporary file, synced, renamed over it,
+/// and the directory synced, so a crash leaves the old file or the new, never a mix.
+fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file =
+        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    if let Ok(dir) = fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Holds the witness's lock while the returned file is open (an OS advisory lock,
+/// released by the kernel if the process dies).
+fn lock(path: &Path) -> anyhow::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another `tidemark log witness` is running on this directory ({} is locked)",
+            path.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}

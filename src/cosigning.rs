@@ -1,0 +1,101 @@
+//! Accepting a state witness's cosignature of a checkpoint (C2SP tlog-cosignature v1).
+//!
+//! Each state's witness (`tidemark log witness`) signs with the state's registered
+//! signing key under the name `<log origin>/witness/<STATE>`. The server keeps a
+//! cosignature only when the name is the caller's state's, the key one of that state's
+//! signing keys active now, and the line verifies over the checkpoint the server
+//! published for that size; it then serves the checkpoint with the cosignatures held.
+
+use crate::{
+    country::CountryCode,
+    signing::PublicKey,
+    store::{Store, StoreError},
+    tlog::{
+        LogSigner,
+        cosignature::WitnessKey,
+        note::{self, NoteError},
+    },
+};
+
+/// The name a state's witness cosigns under.
+pub fn witness_name(origin: &str, state: CountryCode) -> String {
+    format!("{origin}/witness/{state}")
+}
+
+/// Keeps `line`, `state`'s witness's cosignature of the checkpoint of `size` leaves, and
+/// returns that checkpoint with every cosignature now held for it.
+pub(crate) fn accept(
+    store: &Store,
+    log: &LogSigner,
+    state: CountryCode,
+    size: u64,
+    line: &str,
+    now: i64,
+) -> Result<String, CosignError> {
+    let cosignature = note::parse_signature(line).map_err(CosignError::Malformed)?;
+    let name = witness_name(log.origin(), state);
+    if cosignature.name != name {
+        return Err(CosignError::WrongName {
+            found: cosignature.name,
+            expected: name,
+        });
+    }
+    let checkpoint = store
+        .log()?
+        .checkpoint_at(size)?
+        .ok_or(CosignError::NoCheckpoint(size))?;
+    let body = note::open(&checkpoint.note, &[log.verifier()])
+        .map_err(|e| StoreError::Corrupt(format!("checkpoint {size}: {e}")))?
+        .text;
+    let verified = store
+        .signing_keys(Some(state.as_str()))?
+        .iter()
+        .filter(|k| k.active_at(now))
+        .filter_map(|k| PublicKey::from_raw(&k.public_key).ok())
+        .any(|k| {
+            WitnessKey::new(&name, *k.raw())
+                .verify_line(&body, &cosignature)
+                .is_some()
+        });
+    if !verified {
+        return Err(CosignError::BadSignature(name));
+    }
+    store.add_cosignature(size, &name, line)?;
+    let cosigned = store
+        .log()?
+        .checkpoint_at(size)?
+        .ok_or(CosignError::NoCheckpoint(size))?;
+    Ok(cosigned.note)
+}
+
+/// Why a cosignature was not kept.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CosignError {
+    /// The line is not a note signature line.
+    #[error("the cosignature is not a note signature line: {0}")]
+    Malformed(NoteError),
+    /// The witness name is not the caller's state's.
+    #[error("the cosignature is by {found:?}; this state's witness cosigns as {expected:?}")]
+    WrongName {
+        /// The name in the line.
+        found: String,
+        /// The caller's state's witness name.
+        expected: String,
+    },
+    /// No checkpoint of that size was published.
+    #[error(
+        "no checkpoint of {0} leaves was published; cosign a checkpoint from \
+         Transparency.GetCheckpoint"
+    )]
+    NoCheckpoint(u64),
+    /// No active signing key of the state made it.
+    #[error(
+        "the cosignature does not verify with any active signing key of the state under \
+         the name {0:?}, over the checkpoint of that size"
+    )]
+    BadSignature(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

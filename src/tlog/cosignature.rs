@@ -1,0 +1,209 @@
+//! C2SP tlog-cosignature v1 with Ed25519 (https://c2sp.org/tlog-cosignature): a witness's
+//! statement that, as of a time, the checkpoint is the largest consistent tree it has
+//! seen of the log. A cosignature is one more note signature line on the checkpoint:
+//! `— <witness name> base64(key id ‖ u64 timestamp ‖ Ed25519 signature)`, the key id being
+//! `SHA-256(name ‖ "\n" ‖ 0x04 ‖ public key)[:4]` and the signed message
+//! `cosignature/v1\ntime <timestamp>\n` followed by the checkpoint body.
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use ring::{
+    digest::{SHA256, digest},
+    signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey},
+};
+
+use super::note::{self, NoteError, NoteVerifier};
+
+/// The signature type byte of an Ed25519 cosignature key (tlog-cosignature §Format).
+pub const ALG_COSIGNATURE_V1: u8 = 0x04;
+
+/// The key id of an Ed25519 cosigner named `name`.
+pub fn key_id(name: &str, public_key: &[u8; 32]) -> u32 {
+    let mut input = Vec::with_capacity(name.len() + 34);
+    input.extend_from_slice(name.as_bytes());
+    input.push(b'\n');
+    input.push(ALG_COSIGNATURE_V1);
+    input.extend_from_slice(public_key);
+    let hash = digest(&SHA256, &input);
+    let mut id = [0u8; 4];
+    id.copy_from_slice(&hash.as_ref()[..4]);
+    u32::from_be_bytes(id)
+}
+
+/// What a cosignature signs: the header, the time, the checkpoint body.
+fn message(body: &str, timestamp: u64) -> Vec<u8> {
+    format!("cosignature/v1\ntime {timestamp}\n{body}").into_bytes()
+}
+
+/// A witness's public key: its name and Ed25519 key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessKey {
+    name: String,
+    public_key: [u8; 32],
+}
+
+impl WitnessKey {
+    /// The witness `name` with `public_key`.
+    pub fn new(name: &str, public_key: [u8; 32]) -> Self {
+        Self {
+            name: name.to_owned(),
+            public_key,
+        }
+    }
+
+    /// Parses a verifier key `<name>+<hex key id>+<base64(0x04 ‖ key)>`.
+    pub fn parse(vkey: &str) -> Result<Self, WitnessError> {
+        let bad = |why: &str| WitnessError::BadKey(format!("{vkey:?}: {why}"));
+        let mut parts = vkey.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("not <name>+<hex key id>+<base64 key>"));
+        };
+        let raw = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
+        let (Some((&ALG_COSIGNATURE_V1, public)), 33) = (raw.split_first(), raw.len()) else {
+            return Err(bad("not an Ed25519 cosignature key (type 0x04, 32 bytes)"));
+        };
+        let public: [u8; 32] = public.try_into().map_err(|_| bad("wrong key length"))?;
+        let witness = Self::new(name, public);
+        if id.len() != 8 || u32::from_str_radix(id, 16).ok() != Some(witness.key_id()) {
+            return Err(bad("the key id does not match the name and key"));
+        }
+        Ok(witness)
+    }
+
+    /// The witness's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key id its cosignatures carry.
+    pub fn key_id(&self) -> u32 {
+        key_id(&self.name, &self.public_key)
+    }
+
+    /// `<name>+<hex key id>+<base64(0x04 ‖ key)>`.
+    pub fn verifier_key(&self) -> String {
+        let mut raw = vec![ALG_COSIGNATURE_V1];
+        raw.extend_from_slice(&self.public_key);
+        format!("{}+{:08x}+{}", self.name, self.key_id(), B64.encode(raw))
+    }
+
+    /// The time of a valid cosignature line by this witness over `body`, if `line` is one.
+    pub fn verify_line(&self, body: &str, line: &note::NoteSignature) -> Option<u64> {
+        if line.name != self.name || line.key_id != self.key_id() || line.signature.len() != 72 {
+            return None;
+        }
+        let (time, signature) = line.signature.split_at(8);
+        let timestamp = u64::from_be_bytes(time.try_into().ok()?);
+        UnparsedPublicKey::new(&ED25519, self.public_key)
+            .verify(&message(body, timestamp), signature)
+            .ok()
+            .map(|()| timestamp)
+    }
+}
+
+/// A witness that cosigns checkpoints with an Ed25519 key.
+pub struct Cosigner {
+    key: WitnessKey,
+    pair: Ed25519KeyPair,
+}
+
+impl Cosigner {
+    /// The witness `name` signing with the Ed25519 key of 32-byte `seed`.
+    pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, WitnessError> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| WitnessError::BadKey("not an Ed25519 seed".to_owned()))?;
+        let public: [u8; 32] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .map_err(|_| WitnessError::BadKey("not an Ed25519 key".to_owned()))?;
+        Ok(Self {
+            key: WitnessKey::new(name, public),
+            pair,
+        })
+    }
+
+    /// The witness `name` signing with a state's Ed25519 signing key (its cosignatures
+    /// are domain-separated from its DSSE signatures by their `cosignature/v1` header).
+    pub fn from_key(name: &str, key: &crate::signing::SigningKey) -> Result<Self, WitnessError> {
+        Self::from_seed(name, &key.seed())
+    }
+
+    /// This witness's public key.
+    pub fn key(&self) -> &WitnessKey {
+        &self.key
+    }
+
+    /// The cosignature line (without its line feed) over checkpoint `body` at `timestamp`.
+    pub fn cosign(&self, body: &str, timestamp: u64) -> String {
+        let signature = self.pair.sign(&message(body, timestamp));
+        let mut blob = self.key.key_id().to_be_bytes().to_vec();
+        blob.extend_from_slice(&timestamp.to_be_bytes());
+        blob.extend_from_slice(signature.as_ref());
+        format!("— {} {}", self.key.name, B64.encode(blob))
+    }
+}
+
+/// The witnesses among `witnesses` whose valid cosignatures a checkpoint `signed_note`
+/// (signed by `log`) carries.
+pub fn cosigned_by<'w>(
+    signed_note: &str,
+    log: &NoteVerifier,
+    witnesses: &'w [WitnessKey],
+) -> Result<Vec<&'w WitnessKey>, NoteError> {
+    let opened = note::open(signed_note, std::slice::from_ref(log))?;
+    Ok(witnesses
+        .iter()
+        .filter(|w| {
+            opened
+                .unverified
+                .iter()
+                .any(|line| w.verify_line(&opened.text, line).is_some())
+        })
+        .collect())
+}
+
+/// Why a witness key or cosignature is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WitnessError {
+    /// The key is malformed.
+    #[error("witness key {0}")]
+    BadKey(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::{checkpoint::Checkpoint, note::NoteSigner};
+
+    #[test]
+    fn a_cosignature_verifies_over_the_checkpoint_body_and_nothing_else() {
+        let log = NoteSigner::from_seed("example.com/log", [1; 32]).unwrap();
+        let checkpoint = Checkpoint::new("example.com/log", 5, [9; 32]);
+        let note = checkpoint.sign(&log).unwrap();
+        let witness = Cosigner::from_seed("example.com/w1", &[2; 32]).unwrap();
+        let other = Cosigner::from_seed("example.com/w2", &[3; 32]).unwrap();
+        let line = witness.cosign(&checkpoint.to_body(), 1_700_000_000);
+        let cosigned = format!("{note}{line}\n");
+        let keys = [witness.key().clone(), other.key().clone()];
+        let found = cosigned_by(&cosigned, &log.verifier(), &keys).unwrap();
+        assert_eq!(found, vec![witness.key()]);
+        // The key round-trips through its verifier-key form.
+        assert_eq!(
+            WitnessKey::parse(&witness.key().verifier_key()).unwrap(),
+            *witness.key()
+        );
+        // Over another checkpoint body the same line does not verify.
+        let forged = Checkpoint::new("example.com/log", 5, [8; 32])
+            .sign(&log)
+            .unwrap();
+        let forged = format!("{forged}{line}\n");
+        assert!(
+            cosigned_by(&forged, &log.verifier(), &keys)
+                .unwrap()
+                .is_empty()
+        );
+        // A note key (type 0x01) is not a witness key.
+        assert!(WitnessKey::parse(&log.verifier_key()).is_err());
+    }
+}

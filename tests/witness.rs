@@ -1,0 +1,259 @@
+//! Witnesses as states run them (`tidemark log witness`): they check that the log only
+//! grew and cosign it; a rewritten history is refused and never cosigned; a receipt
+//! checked with `--quorum` fails for a branch only some witnesses were shown.
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::{TestPki, TestServer, node};
+use tempfile::TempDir;
+use tidemark::pb::{self, transparency_client::TransparencyClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// Writes `<dir>/<state>-node.{pem,key}`, `ca.pem` and `<state>-signing.key` so that
+/// `--as <dir>/<state>-node` works, and registers the signing key.
+async fn profile(pki: &TestPki, server: &TestServer, dir: &Path, state: &str) -> String {
+    let identity = node(pki, state);
+    let stem = format!("{}-node", state.to_lowercase());
+    std::fs::write(dir.join(format!("{stem}.pem")), identity.cert_pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), identity.key_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), identity.ca_pem()).unwrap();
+    let signing_stem = dir.join(format!("{}-signing", state.to_lowercase()));
+    let (key, _) = tidemark::pki::write_signing_key(&signing_stem).unwrap();
+    server.register_key(pki, state, &key, 0, 0).await;
+    dir.join(stem).display().to_string()
+}
+
+async fn run(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn witness(server: &TestServer, profile: &str, state_dir: &Path) -> std::process::Output {
+    run(vec![
+        "log".into(),
+        "witness".into(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--endpoint".into(),
+        server.endpoint(),
+        "--as".into(),
+        profile.to_owned(),
+    ])
+    .await
+}
+
+/// Submits sample report `seed` of `state` through the command line.
+async fn submit(server: &TestServer, profile: &str, dir: &Path, state: &str, seed: u64) {
+    let out = run(vec![
+        "sample-reports".into(),
+        "--count".into(),
+        "1".into(),
+        "--states".into(),
+        state.into(),
+        "--seed".into(),
+        seed.to_string(),
+    ])
+    .await;
+    let file = dir.join(format!("report-{state}-{seed}.json"));
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = run(vec![
+        "submit".into(),
+        file.display().to_string(),
+        "--endpoint".into(),
+        server.endpoint(),
+        "--as".into(),
+        profile.to_owned(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+async fn newest_checkpoint(server: &TestServer, pki: &TestPki) -> pb::Checkpoint {
+    TransparencyClient::new(server.channel(&node(pki, "THA")).await)
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A copy of a stopped server's store, to start a second history from.
+fn copy_store(data: &TempDir) -> TempDir {
+    let copy = TempDir::new().unwrap();
+    std::fs::copy(
+        data.path().join("tidemark.redb"),
+        copy.path().join("tidemark.redb"),
+    )
+    .unwrap();
+    copy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_refuses_a_rewritten_history_and_never_cosigns_it() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let state_dir = dir.path().join("aus-witness");
+    for seed in 1..=3 {
+        submit(&server, &aus, dir.path(), "AUS", seed).await;
+    }
+    let first = witness(&server, &aus, &state_dir).await;
+    assert!(first.status.success(), "{}", text(&first));
+
+    // The operator keeps a copy of the store, and the log goes on.
+    let data = server.stop().await;
+    let fork = copy_store(&data);
+    let server = TestServer::start_with(&pki, data, |_| {}).await;
+    for seed in 4..=5 {
+        submit(&server, &aus, dir.path(), "AUS", seed).await;
+    }
+    let second = witness(&server, &aus, &state_dir).await;
+    assert!(second.status.success(), "{}", text(&second));
+    let cosigned = newest_checkpoint(&server, &pki).await;
+    assert!(cosigned.note.contains("/witness/AUS "), "{}", cosigned.note);
+    let held = std::fs::read_to_string(state_dir.join("checkpoint")).unwrap();
+    drop(server.stop().await);
+
+    // It then serves the old copy with other reports appended: another history.
+    let server = TestServer::start_with(&pki, fork, |_| {}).await;
+    for seed in 100..=104 {
+        submit(&server, &aus, dir.path(), "AUS", seed).await;
+    }
+    let third = witness(&server, &aus, &state_dir).await;
+    let said = text(&third);
+    assert_eq!(third.status.code(), Some(4), "{said}");
+    assert!(said.contains("the log was rewritten"), "{said}");
+    assert!(said.contains("nothing was cosigned"), "{said}");
+    // The fork was never cosigned, and the witness kept the checkpoint it had verified.
+    let forked = newest_checkpoint(&server, &pki).await;
+    assert!(!forked.note.contains("/witness/"), "{}", forked.note);
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("checkpoint")).unwrap(),
+        held
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_refuses_a_rolled_back_log() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let state_dir = dir.path().join("aus-witness");
+    submit(&server, &aus, dir.path(), "AUS", 1).await;
+    let data = server.stop().await;
+    let old = copy_store(&data);
+    let server = TestServer::start_with(&pki, data, |_| {}).await;
+    for seed in 2..=4 {
+        submit(&server, &aus, dir.path(), "AUS", seed).await;
+    }
+    assert!(witness(&server, &aus, &state_dir).await.status.success());
+    drop(server.stop().await);
+    let server = TestServer::start_with(&pki, old, |_| {}).await;
+    let out = witness(&server, &aus, &state_dir).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("rolled back"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_needs_a_quorum_of_witnesses_and_a_split_view_lacks_it() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let (aus_dir, idn_dir) = (dir.path().join("aus-witness"), dir.path().join("idn-witness"));
+    submit(&server, &aus, dir.path(), "AUS", 1).await;
+    for (profile, state_dir) in [(&aus, &aus_dir), (&idn, &idn_dir)] {
+        let out = witness(&server, profile, state_dir).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let shared = newest_checkpoint(&server, &pki).await;
+
+    // Two histories of the same size from the same past: AUS is shown one, IDN the other.
+    let data = server.stop().await;
+    let copy = copy_store(&data);
+    let branch_a = TestServer::start_with(&pki, data, |_| {}).await;
+    let branch_b = TestServer::start_with(&pki, copy, |_| {}).await;
+    submit(&branch_a, &aus, dir.path(), "AUS", 2).await;
+    submit(&branch_b, &aus, dir.path(), "AUS", 3).await;
+    let (a, b) = (
+        newest_checkpoint(&branch_a, &pki).await,
+        newest_checkpoint(&branch_b, &pki).await,
+    );
+    assert_eq!(a.tree_size, b.tree_size);
+    assert_ne!(a.note, b.note);
+    assert!(witness(&branch_a, &aus, &aus_dir).await.status.success());
+    assert!(witness(&branch_b, &idn, &idn_dir).await.status.success());
+
+    let log_key = dir.path().join("log.vkey");
+    std::fs::write(
+        &log_key,
+        TransparencyClient::new(branch_a.channel(&node(&pki, "THA")).await)
+            .get_verifier_key(pb::GetVerifierKeyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .verifier_key,
+    )
+    .unwrap();
+    let proof = |server: &TestServer, index: u64, size: u64, out: &Path| {
+        vec![
+            "log".into(),
+            "proof".into(),
+            "--index".into(),
+            index.to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--endpoint".into(),
+            server.endpoint(),
+            "--as".into(),
+            aus.clone(),
+        ]
+    };
+    let verify = |file: &Path, quorum: usize| {
+        vec![
+            "verify-receipt".into(),
+            file.display().to_string(),
+            "--log-key".into(),
+            log_key.display().to_string(),
+            "--witness-key".into(),
+            aus_dir.join("witness.vkey").display().to_string(),
+            "--witness-key".into(),
+            idn_dir.join("witness.vkey").display().to_string(),
+            "--quorum".into(),
+            quorum.to_string(),
+        ]
+    };
+    // The new entry of branch A: only AUS's witness saw that history.
+    let branch_receipt = dir.path().join("branch.proof");
+    let out = run(proof(&branch_a, a.tree_size - 1, a.tree_size, &branch_receipt)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let refused = run(verify(&branch_receipt, 2)).await;
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("cosigned by 1 of the 2 witnesses"), "{}", text(&refused));
+    let one = run(verify(&branch_receipt, 1)).await;
+    assert!(one.status.success(), "{}", text(&one));
+
+    // An entry of the shared past, under the checkpoint both witnesses cosigned.
+    let shared_receipt = dir.path().join("shared.proof");
+    let out = run(proof(&branch_a, 0, shared.tree_size, &shared_receipt)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let both = run(verify(&shared_receipt, 2)).await;
+    assert!(both.status.success(), "{}", text(&both));
+    assert!(text(&both).contains("cosigned by 2 of 2"), "{}", text(&both));
+}

@@ -174,7 +174,10 @@ async fn a_receipt_needs_a_quorum_of_witnesses_and_a_split_view_lacks_it() {
     let dir = TempDir::new().unwrap();
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     let idn = profile(&pki, &server, dir.path(), "IDN").await;
-    let (aus_dir, idn_dir) = (dir.path().join("aus-witness"), dir.path().join("idn-witness"));
+    let (aus_dir, idn_dir) = (
+        dir.path().join("aus-witness"),
+        dir.path().join("idn-witness"),
+    );
     submit(&server, &aus, dir.path(), "AUS", 1).await;
     for (profile, state_dir) in [(&aus, &aus_dir), (&idn, &idn_dir)] {
         let out = witness(&server, profile, state_dir).await;
@@ -241,11 +244,21 @@ async fn a_receipt_needs_a_quorum_of_witnesses_and_a_split_view_lacks_it() {
     };
     // The new entry of branch A: only AUS's witness saw that history.
     let branch_receipt = dir.path().join("branch.proof");
-    let out = run(proof(&branch_a, a.tree_size - 1, a.tree_size, &branch_receipt)).await;
+    let out = run(proof(
+        &branch_a,
+        a.tree_size - 1,
+        a.tree_size,
+        &branch_receipt,
+    ))
+    .await;
     assert!(out.status.success(), "{}", text(&out));
     let refused = run(verify(&branch_receipt, 2)).await;
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("cosigned by 1 of the 2 witnesses"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("cosigned by 1 of the 2 witnesses"),
+        "{}",
+        text(&refused)
+    );
     let one = run(verify(&branch_receipt, 1)).await;
     assert!(one.status.success(), "{}", text(&one));
 
@@ -255,5 +268,113 @@ async fn a_receipt_needs_a_quorum_of_witnesses_and_a_split_view_lacks_it() {
     assert!(out.status.success(), "{}", text(&out));
     let both = run(verify(&shared_receipt, 2)).await;
     assert!(both.status.success(), "{}", text(&both));
-    assert!(text(&both).contains("cosigned by 2 of 2"), "{}", text(&both));
+    assert!(
+        text(&both).contains("cosigned by 2 of 2"),
+        "{}",
+        text(&both)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_finds_an_access_record_removed_from_the_audit_table() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let world = common::World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    for seed in 1..=3 {
+        world
+            .submit(&common::report("AUS", seed, false, all, &[]))
+            .await;
+    }
+    world
+        .submit(&common::report("IDN", 9, false, all, &[]))
+        .await;
+    for _ in 0..2 {
+        let mut results = world
+            .exchange("IDN")
+            .await
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                ..pb::QueryRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while results.message().await.unwrap().is_some() {}
+    }
+
+    let state_dir = dir.path().join("aus-witness");
+    let audit = |server: &TestServer| {
+        vec![
+            "audit".to_owned(),
+            "--my-data".to_owned(),
+            "--verify".to_owned(),
+            "--state-dir".to_owned(),
+            state_dir.display().to_string(),
+            "--endpoint".to_owned(),
+            server.endpoint(),
+            "--as".to_owned(),
+            aus.clone(),
+        ]
+    };
+    assert!(
+        witness(&world.server, &aus, &state_dir)
+            .await
+            .status
+            .success()
+    );
+    let clean = run(audit(&world.server)).await;
+    assert!(clean.status.success(), "{}", text(&clean));
+    assert!(
+        text(&clean).contains("verified: the 2 accesses shown"),
+        "{}",
+        text(&clean)
+    );
+
+    // Tampering the operator could do without the log: one of IDN's reads removed from
+    // the audit table and its index.
+    let number = world
+        .server
+        .admin(&common::operator(&world.pki))
+        .await
+        .audit_log(pb::AuditLogRequest {
+            after: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .find(|e| e.action == "query" && e.state == "IDN")
+        .unwrap()
+        .number;
+    let common::World { pki, server, .. } = world;
+    let data = server.stop().await;
+    {
+        let db = redb::Database::open(data.path().join("tidemark.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let audit: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+            let by_owner: redb::TableDefinition<(&str, u64), u64> =
+                redb::TableDefinition::new("audit_by_owner");
+            tx.open_table(audit).unwrap().remove(number).unwrap();
+            tx.open_table(by_owner)
+                .unwrap()
+                .remove(("AUS", number))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let server = TestServer::start_with(&pki, data, |_| {}).await;
+    let caught = run(audit(&server)).await;
+    let said = text(&caught);
+    assert!(!caught.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("audit record {number} (query by spiffe://")),
+        "{said}"
+    );
+    assert!(said.contains("the access list leaves it out"), "{said}");
 }

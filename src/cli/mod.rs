@@ -5,6 +5,7 @@
 
 mod admin;
 mod aggregate;
+mod audit_check;
 mod chart;
 mod client_args;
 mod csv_rows;

@@ -521,18 +521,33 @@ pub struct AuditArgs {
     /// At most this many entries.
     #[arg(long, default_value_t = 100)]
     limit: u32,
+    /// Check the list against the transparency log under the checkpoint your witness
+    /// holds (--state-dir): every access shown is in the log, and the log names none that
+    /// the list leaves out. Reads up to 10,000 accesses and scans the log's entries.
+    #[arg(long, requires = "state_dir")]
+    verify: bool,
+    /// Your state's witness directory (`tidemark log witness --state-dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
+    /// One JSON object per access.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
-    let response = ExchangeClient::new(args.client.connect().await?)
-        .access_to_my_data(pb::AccessToMyDataRequest { limit: args.limit })
+    let channel = args.client.connect().await?;
+    let limit = if args.verify { 10_000 } else { args.limit };
+    let response = ExchangeClient::new(channel.clone())
+        .access_to_my_data(pb::AccessToMyDataRequest { limit })
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
+    if let (true, Some(dir)) = (args.verify, &args.state_dir) {
+        let state = super::submit::state_of(&args.client.identity()?)?;
+        return super::audit_check::verify(channel, dir, &state, &response.accesses).await;
+    }
     if args.json {
         for a in &response.accesses {
             println!("{}", serde_json::to_string(a)?);

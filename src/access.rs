@@ -312,6 +312,30 @@ pub(crate) struct Hit {
     pub cursor: Option<String>,
 }
 
+/// What a read of records is, as its audit record names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadKind {
+    /// `query`, `sync` or `subscribe`.
+    pub action: &'static str,
+    /// The category it reads.
+    pub category: Category,
+}
+
+impl ReadKind {
+    /// The audit record of this read by `principal` of `state`, begun, nothing read yet.
+    pub(crate) fn started(&self, principal: &str, state: &str, detail: &str) -> AuditRecord {
+        AuditRecord {
+            principal: principal.to_owned(),
+            state: state.to_owned(),
+            action: self.action.to_owned(),
+            detail: detail.to_owned(),
+            in_progress: true,
+            category: self.category.label().to_owned(),
+            ..AuditRecord::default()
+        }
+    }
+}
+
 /// What a read returned, by owner, for the audit log.
 #[derive(Default)]
 pub(crate) struct ReadLog {
@@ -362,19 +386,20 @@ impl ReadLog {
         &self,
         principal: &str,
         state: &str,
-        action: &str,
+        read: &ReadKind,
         detail: &str,
     ) -> AuditRecord {
         AuditRecord {
             at: 0,
             principal: principal.to_owned(),
             state: state.to_owned(),
-            action: action.to_owned(),
+            action: read.action.to_owned(),
             detail: detail.to_owned(),
             count: self.count,
             owners: self.owners.values().cloned().collect(),
             in_progress: false,
             detail_salt: Vec::new(),
+            category: read.category.label().to_owned(),
         }
     }
 }
@@ -422,14 +447,14 @@ impl Allowance {
         &self,
         principal: &str,
         state: &str,
-        action: &str,
+        read: &ReadKind,
         detail: &str,
     ) -> AuditRecord {
         AuditRecord {
             at: 0,
             principal: principal.to_owned(),
             state: state.to_owned(),
-            action: action.to_owned(),
+            action: read.action.to_owned(),
             detail: detail.to_owned(),
             count: self.allowed.values().sum(),
             owners: self
@@ -443,6 +468,7 @@ impl Allowance {
                 .collect(),
             in_progress: true,
             detail_salt: Vec::new(),
+            category: read.category.label().to_owned(),
         }
     }
 }

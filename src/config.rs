@@ -102,6 +102,12 @@ pub struct PolicyConfig {
     pub smuggling_incident: CategoryRule,
     /// The rule for reading maritime-movement reports.
     pub maritime_movement: CategoryRule,
+    /// DANGER, tests only: grants every read whatever the state contributed, while the
+    /// transparency log still states the rules above. It exists so that a test can show
+    /// `tidemark audit verify-reciprocity` catching reads the rules did not allow. Never
+    /// set it on a real exchange.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub danger_grant_reads_without_contributing: bool,
 }
 
 /// The rule for one category.

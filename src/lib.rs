@@ -20,6 +20,8 @@
 //!   - `administration` — operator actions and their rules (enrolment, keys, certificates).
 //!   - `trust` — the swappable TLS trust state (CA bundle, CRL, revocations, suspensions);
 //!     `tls` — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
+//!   - [`reciprocity`] — replaying the log to check every read against the give-to-get
+//!     rules in force.
 //!   - [`cosigning`] — accepting states' witnesses' cosignatures of checkpoints.
 //!   - [`pki`] — the exchange CA, certificate issuance, CSRs, the development PKI.
 //!   - [`tlog`] — the transparency log's formats and proofs (RFC 9162 Merkle tree, C2SP
@@ -51,6 +53,7 @@ pub mod identity;
 pub mod pki;
 mod policy;
 pub mod receipt;
+pub mod reciprocity;
 pub mod report;
 pub mod sample;
 pub mod server;

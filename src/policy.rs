@@ -11,6 +11,7 @@ use crate::{
     pb,
     report::Category,
     store::{Snapshot, StoreError},
+    tlog::entry::PolicyEntry,
 };
 
 const DAY: i64 = 86_400;
@@ -129,7 +130,11 @@ impl Policy {
             times.extend(snapshot.contributions(state.as_str(), c.to_pb() as i32, since)?);
         }
         times.sort_unstable();
-        let required = u64::from(rule.minimum);
+        let required = if self.config.danger_grant_reads_without_contributing {
+            0
+        } else {
+            u64::from(rule.minimum)
+        };
         let contributed = times.len() as u64;
         // With the newest `required` contributions still in the window, access lasts
         // until the oldest of them leaves it.
@@ -149,6 +154,23 @@ impl Policy {
             cross_category: self.config.cross_category,
             lapses_at,
         })
+    }
+}
+
+impl Policy {
+    /// The rules as the transparency log states them, in force from `at`.
+    pub(crate) fn log_entry(&self, at: i64) -> PolicyEntry {
+        PolicyEntry {
+            at,
+            cross_category: self.config.cross_category,
+            rules: Category::ALL
+                .iter()
+                .map(|c| {
+                    let rule = self.rule(*c);
+                    (c.label().to_owned(), rule.window_days, rule.minimum)
+                })
+                .collect(),
+        }
     }
 }
 

@@ -371,10 +371,34 @@ async fn a_new_log_has_a_checkpoint_and_its_origin_and_key_cannot_change() {
     let identity = common::operator(&pki);
     let mut log = TransparencyClient::new(server.channel(&identity).await);
     let key = log_key(&mut log).await;
-    let empty = checkpoint(&mut log, &key).await;
-    assert_eq!(empty.size, 0);
-    assert_eq!(empty.root, merkle::empty_root());
+    // A new log: a signed checkpoint at once, of the give-to-get rules in force (leaf 0).
+    let first = checkpoint(&mut log, &key).await;
+    assert_eq!(first.size, 1);
+    let entries = log
+        .get_entries(pb::GetEntriesRequest { start: 0, end: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let policy = String::from_utf8(entries[0].clone()).unwrap();
+    assert!(policy.starts_with("tidemark.v1 policy\n"), "{policy}");
+    assert_eq!(
+        Entry::field(&policy, "smuggling-incident"),
+        Some("window-days 365 minimum 1")
+    );
 
+    // The same rules on a restart are not logged again; changed rules are.
+    let data = server.stop().await;
+    let server = common::TestServer::start_with(&pki, data, |_| {}).await;
+    let mut log = TransparencyClient::new(server.channel(&identity).await);
+    assert_eq!(checkpoint(&mut log, &key).await.size, 1);
+    let data = server.stop().await;
+    let server = common::TestServer::start_with(&pki, data, |config| {
+        config.policy.smuggling_incident.minimum = 2;
+    })
+    .await;
+    let mut log = TransparencyClient::new(server.channel(&identity).await);
+    assert_eq!(checkpoint(&mut log, &key).await.size, 2);
     let data = server.stop().await;
     let mut config = pki.config(&data);
     config.log.origin = "elsewhere.example/log".to_owned();

@@ -16,6 +16,7 @@ mod labels;
 mod log;
 mod pki;
 mod reads;
+mod reciprocity;
 mod sample;
 mod serve;
 mod signing_args;

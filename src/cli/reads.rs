@@ -514,10 +514,13 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
 
 /// Who read your state's reports (`--my-data`).
 #[derive(Args, Debug)]
+#[command(subcommand_negates_reqs = true)]
 pub struct AuditArgs {
     /// List reads of your state's reports by other states.
     #[arg(long, required = true)]
     my_data: bool,
+    #[command(subcommand)]
+    check: Option<AuditCheck>,
     /// At most this many entries.
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -536,8 +539,17 @@ pub struct AuditArgs {
     json: bool,
 }
 
+/// Checks of the log anyone can run.
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCheck {
+    VerifyReciprocity(super::reciprocity::ReciprocityArgs),
+}
+
 pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     let channel = args.client.connect().await?;
+    if let Some(AuditCheck::VerifyReciprocity(check)) = &args.check {
+        return super::reciprocity::run(check, channel).await;
+    }
     let limit = if args.verify { 10_000 } else { args.limit };
     let response = ExchangeClient::new(channel.clone())
         .access_to_my_data(pb::AccessToMyDataRequest { limit })

@@ -36,6 +36,11 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         };
         let query = AggregateQuery::from_request(&req)?;
         let detail = audit_detail(&req);
+        let categories = query
+            .categories()
+            .map(crate::report::Category::label)
+            .collect::<Vec<_>>()
+            .join(" ");
         let snap = self.ctx.snapshot()?;
         if let Some(state) = state.filter(|s| !query.only_own(*s)) {
             for category in query.categories() {
@@ -56,6 +61,7 @@ impl pb::analytics_server::Analytics for AnalyticsService {
                 state: state.map(|s| s.to_string()).unwrap_or_default(),
                 action: "aggregate".to_owned(),
                 detail,
+                category: categories,
                 count: answer.counted,
                 owners: answer
                     .by_state

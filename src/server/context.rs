@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::{Allowance, ReadLog},
+    access::{Allowance, ReadKind, ReadLog},
     administration::Administration,
     analytics,
     clock::Clock,
@@ -96,6 +96,7 @@ impl Context {
                     state: state.to_string(),
                     action: format!("refused {action}"),
                     detail: detail.to_owned(),
+                    category: category.label().to_owned(),
                     ..AuditRecord::default()
                 })
                 .await?;
@@ -139,22 +140,14 @@ impl Context {
         guard: CallGuard,
         peer: &PeerIdentity,
         state: CountryCode,
-        action: &'static str,
-        detail: String,
+        (kind, detail): (ReadKind, String),
         read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<ReadLog, StoreError>
         + Send
         + 'static,
     ) -> Result<Guarded<T>, Status> {
         let principal = peer.principal().spiffe_id();
         let number = self
-            .audit(AuditRecord {
-                principal: principal.clone(),
-                state: state.to_string(),
-                action: action.to_owned(),
-                detail: detail.clone(),
-                in_progress: true,
-                ..AuditRecord::default()
-            })
+            .audit(kind.started(&principal, state.as_str(), &detail))
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let writer = self.writer.clone();
@@ -177,7 +170,7 @@ impl Context {
                         let record = allowance.to_audit(
                             &raise_principal,
                             state.as_str(),
-                            action,
+                            &kind,
                             &raise_detail,
                         );
                         if let Err(e) = runtime.block_on(raise_writer.update_audit(number, record))
@@ -206,9 +199,9 @@ impl Context {
                     return;
                 }
             };
-            let record = log.to_audit(&principal, state.as_str(), action, &detail);
+            let record = log.to_audit(&principal, state.as_str(), &kind, &detail);
             if let Err(e) = writer.update_audit(number, record).await {
-                tracing::error!(%principal, action, number, error = %e, "a read's audit record could not be completed");
+                tracing::error!(%principal, action = kind.action, number, error = %e, "a read's audit record could not be completed");
                 let _ = errors
                     .send(Err(Status::unavailable(format!(
                         "the audit record of this read could not be completed: {e}"

@@ -82,6 +82,10 @@ impl Server {
             );
         }
         check_log_identity(&store, &log)?;
+        let policy = Policy::new(config.policy.clone()).log_entry(Clock::system().now());
+        if store.record_policy(&log, &policy)? {
+            tracing::info!("the give-to-get rules in force are now in the transparency log");
+        }
         if !store.counters_current()? {
             let counted = store.rebuild_counters()?;
             tracing::info!(

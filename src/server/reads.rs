@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::{self, Allowance, Hit, QueryFilter, ReadLog},
+    access::{self, Allowance, Hit, QueryFilter, ReadKind, ReadLog},
     country::CountryCode,
     identity::{PeerIdentity, Role},
     pb,
@@ -136,7 +136,11 @@ impl Context {
             )
         };
         let guard = self.guard(peer, standing.as_ref());
-        self.audited_stream(guard, peer, state, "query", detail, move |emit| {
+        let kind = ReadKind {
+            action: "query",
+            category: filter.category,
+        };
+        self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
             access::query(&snap, &filter, state, |hit| {
                 let cursor = hit.cursor.clone().unwrap_or_default();
                 let item = pb::QueryResult {
@@ -167,7 +171,11 @@ impl Context {
             .require_standing(peer, &snap, state, category, "sync", &detail)
             .await?;
         let guard = self.guard(peer, Some(&standing));
-        self.audited_stream(guard, peer, state, "sync", detail, move |emit| {
+        let kind = ReadKind {
+            action: "sync",
+            category,
+        };
+        self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
             access::sync(&snap, category, req.after_sequence, state, |hit| {
                 let item = pb::SyncItem {
                     envelope: decode_envelope(&hit),
@@ -203,15 +211,12 @@ impl Context {
         let mut batches = self.feed.subscribe();
         let mut cursor = *self.writer.changes().borrow();
         let principal = peer.principal().spiffe_id();
+        let kind = ReadKind {
+            action: "subscribe",
+            category: filter.category,
+        };
         let number = self
-            .audit(AuditRecord {
-                principal: principal.clone(),
-                state: state.to_string(),
-                action: "subscribe".to_owned(),
-                detail: detail.clone(),
-                in_progress: true,
-                ..AuditRecord::default()
-            })
+            .audit(kind.started(&principal, state.as_str(), &detail))
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ctx = self.clone();
@@ -257,8 +262,7 @@ impl Context {
                     raise |= allowance.take(owner, count);
                 }
                 if raise {
-                    let record =
-                        allowance.to_audit(&principal, state.as_str(), "subscribe", &detail);
+                    let record = allowance.to_audit(&principal, state.as_str(), &kind, &detail);
                     if let Err(e) = ctx.writer.update_audit(number, record).await {
                         break Some(Status::unavailable(format!(
                             "the audit record of this subscription could not be raised, so \
@@ -278,7 +282,7 @@ impl Context {
                     break None;
                 }
             };
-            let record = pushed.to_audit(&principal, state.as_str(), "subscribe", &detail);
+            let record = pushed.to_audit(&principal, state.as_str(), &kind, &detail);
             if let Err(e) = ctx.writer.update_audit(number, record).await {
                 tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }

@@ -81,6 +81,11 @@ impl<'t> LogTables<'t> {
         })
     }
 
+    /// The entry of leaf `index`.
+    pub(super) fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.entries.get(index)?.map(|v| v.value().to_vec()))
+    }
+
     /// The index of the leaf whose entry is `entry`, if the log holds it.
     pub(super) fn find(&self, entry: &Entry) -> Result<Option<Leaf>, StoreError> {
         let bytes = entry.encode();
@@ -279,6 +284,7 @@ pub(crate) fn audit_entry(number: u64, record: &AuditRecord) -> Entry {
         principal: record.principal.clone(),
         state: record.state.clone(),
         action: record.action.clone(),
+        category: record.category.clone(),
         detail_sha256: entry::sha256(&[&record.detail_salt[..], record.detail.as_bytes()].concat()),
         count: record.count,
         owners: record

@@ -390,6 +390,43 @@ impl Store {
         *self.keys.0.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// Logs the give-to-get rules (with one more checkpoint) unless the last rules logged
+    /// are the same; returns whether it logged them.
+    pub(crate) fn record_policy(
+        &self,
+        log: &LogSigner,
+        policy: &crate::tlog::entry::PolicyEntry,
+    ) -> Result<bool, StoreError> {
+        // The rules without their `at` line, to compare.
+        fn rules(entry: &[u8]) -> Vec<String> {
+            String::from_utf8_lossy(entry)
+                .lines()
+                .filter(|l| !l.starts_with("at "))
+                .map(str::to_owned)
+                .collect()
+        }
+        let entry = crate::tlog::entry::Entry::Policy(policy.clone());
+        let tx = self.begin_write()?;
+        let logged = {
+            let mut meta = tx.open_table(META)?;
+            let mut tables = log::LogTables::open(&tx)?;
+            let last = match meta.get("policy_leaf")?.map(|v| v.value()) {
+                Some(index) => tables.entry(index)?,
+                None => None,
+            };
+            if last.is_some_and(|last| rules(&last) == rules(&entry.encode())) {
+                false
+            } else {
+                let leaf = tables.append(&entry)?;
+                meta.insert("policy_leaf", leaf.index)?;
+                tables.checkpoint(log)?;
+                true
+            }
+        };
+        tx.commit()?;
+        Ok(logged)
+    }
+
     /// Keeps `line`, witness `name`'s cosignature of the checkpoint of `size` leaves
     /// (replacing an earlier one of the same witness for that size).
     pub(crate) fn add_cosignature(

@@ -145,6 +145,10 @@ pub struct AuditRecord {
     /// the log existed.
     #[prost(bytes = "vec", tag = "9")]
     pub detail_salt: Vec<u8>,
+    /// The report categories a read asked for (labels, space-separated); empty for
+    /// anything else.
+    #[prost(string, tag = "10")]
+    pub category: String,
 }
 
 impl AuditRecord {

@@ -55,6 +55,9 @@ pub struct AuditEntry {
     /// What was done: `query`, `sync`, `subscribe`, `aggregate`, `refused query`,
     /// `revoke-certificate`, ….
     pub action: String,
+    /// The report categories a read asked for (`smuggling-incident`, `maritime-movement`,
+    /// space-separated); empty for anything else.
+    pub category: String,
     /// SHA-256 of the record's 16-byte random salt followed by the request detail as the
     /// record keeps it (UTF-8): a commitment nobody can reverse by guessing requests.
     pub detail_sha256: [u8; 32],
@@ -64,6 +67,18 @@ pub struct AuditEntry {
     pub owners: Vec<(String, u64)>,
 }
 
+/// The give-to-get policy in force from a time on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEntry {
+    /// When the server started with it, Unix seconds.
+    pub at: i64,
+    /// Whether contributions of either category count for both.
+    pub cross_category: bool,
+    /// Per category label: (trailing window in days, minimum live reports first accepted
+    /// in it), in category order.
+    pub rules: Vec<(String, u32, u32)>,
+}
+
 /// One leaf of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
@@ -71,6 +86,9 @@ pub enum Entry {
     Envelope(EnvelopeEntry),
     /// An audit record (a read, a refusal, an administrative action).
     Audit(AuditEntry),
+    /// The give-to-get policy, whenever the server starts with one that differs from the
+    /// last one logged.
+    Policy(PolicyEntry),
 }
 
 /// SHA-256 of `bytes`.
@@ -126,7 +144,7 @@ impl Entry {
                 let _ = write!(
                     out,
                     "{VERSION} audit\nnumber {}\nstatus {}\nat {}\nprincipal {}\nstate {}\n\
-                     action {}\ndetail sha256:{}\ncount {}\nowners {owners}\n",
+                     action {}\ncategory {}\ndetail sha256:{}\ncount {}\nowners {owners}\n",
                     a.number,
                     if a.in_progress {
                         "in-progress"
@@ -137,9 +155,24 @@ impl Entry {
                     value(&a.principal),
                     value(&a.state),
                     value(&a.action),
+                    value(&a.category),
                     hex::encode(a.detail_sha256),
                     a.count,
                 );
+            }
+            Self::Policy(p) => {
+                let _ = write!(
+                    out,
+                    "{VERSION} policy\nat {}\ncross-category {}\n",
+                    p.at, p.cross_category
+                );
+                for (category, window_days, minimum) in &p.rules {
+                    let _ = writeln!(
+                        out,
+                        "{} window-days {window_days} minimum {minimum}",
+                        value(category)
+                    );
+                }
             }
         }
         out.into_bytes()
@@ -190,12 +223,14 @@ mod tests {
             principal: "spiffe://tidemark.local/state/IDN/node/n\n1".to_owned(),
             state: String::new(),
             action: "query".to_owned(),
+            category: String::new(),
             detail_sha256: sha256(b""),
             count: 15,
             owners: vec![("FRA".to_owned(), 3), ("AUS".to_owned(), 12)],
         });
         let text = String::from_utf8(entry.encode()).unwrap();
-        assert_eq!(text.lines().count(), 10);
+        assert_eq!(text.lines().count(), 11);
+        assert_eq!(Entry::field(&text, "category"), Some("-"));
         assert_eq!(Entry::field(&text, "owners"), Some("AUS:12 FRA:3"));
         assert_eq!(Entry::field(&text, "state"), Some("-"));
         assert_eq!(
@@ -224,6 +259,7 @@ mod tests {
             principal: "spiffe://tidemark.local/state/IDN/node/idn-1".to_owned(),
             state: "IDN".to_owned(),
             action: "query".to_owned(),
+            category: "smuggling-incident".to_owned(),
             detail_sha256: sha256(
                 &[
                     &[0u8; 16][..],
@@ -241,11 +277,11 @@ mod tests {
         );
         assert_eq!(
             hex::encode(l1),
-            "a6a598e946d05d7ce877e6a80b6701713b68d22f7e3515b92605d2c6d4133891"
+            "bf502d4184918b9da516a4f60990bd149e0988891a997f9999d5670881c4bb64"
         );
         assert_eq!(
             hex::encode(node_hash(&l0, &l1)),
-            "0d97a821935ddf9940a01242992ba3d60ee6cad51dad0cc35dc4ef7bf6b3f499"
+            "3d9c8b043157627ec797761131cb6bfde923dbf308f74ce1502dee03843ebf9c"
         );
     }
 }

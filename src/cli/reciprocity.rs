@@ -1,0 +1,128 @@
+//! `tidemark audit verify-reciprocity`: replays the transparency log and names every read
+//! of a state's reports that the give-to-get rules in force did not allow.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail};
+use clap::Args;
+use tidemark::{
+    client,
+    country::CountryCode,
+    pb::{self, transparency_client::TransparencyClient},
+    reciprocity,
+    tlog::{checkpoint::Checkpoint, merkle::MemoryTree, note::NoteVerifier},
+};
+use tonic::transport::Channel;
+
+/// Check that every read of a state's reports was allowed by the give-to-get rules in
+/// force at that moment, from the transparency log alone.
+///
+/// Fetches every entry up to a checkpoint, checks that they are exactly the log that
+/// checkpoint signs (the Merkle root recomputed from them), and replays them: the rules
+/// logged, each contribution, each read. Exits 1 naming every read the rules did not
+/// allow.
+#[derive(Args, Debug)]
+pub struct ReciprocityArgs {
+    /// Only reads of this state's reports (default: every state's).
+    #[arg(long)]
+    state: Option<CountryCode>,
+    /// Your witness directory: replay up to the checkpoint it holds, with the log key it
+    /// recorded (default: the server's newest checkpoint and key, trusted as given).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// Entries read per call.
+const PAGE: u64 = 1000;
+
+pub async fn run(args: &ReciprocityArgs, channel: Channel) -> anyhow::Result<()> {
+    let mut log = TransparencyClient::new(channel);
+    let checkpoint = checkpoint(&mut log, args.state_dir.as_deref()).await?;
+    let mut entries = Vec::new();
+    let mut tree = MemoryTree::new();
+    while (entries.len() as u64) < checkpoint.size {
+        let start = entries.len() as u64;
+        let page = log
+            .get_entries(pb::GetEntriesRequest {
+                start,
+                end: checkpoint.size.min(start + PAGE),
+            })
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner();
+        if page.entries.is_empty() {
+            bail!("the server returned no entries from leaf {start}, below the checkpoint's size");
+        }
+        for entry in page.entries {
+            tree.push(&entry);
+            entries.push(entry);
+        }
+    }
+    if tree.root() != checkpoint.root {
+        bail!(
+            "the {} entries the server returned are not the log its checkpoint signs (the \
+             recomputed root differs): it serves one history and signs another",
+            checkpoint.size
+        );
+    }
+    let owner = args.state.map(|s| s.to_string());
+    let found = reciprocity::replay(entries.iter().map(Vec::as_slice), owner.as_deref());
+    let whose = owner.map_or_else(|| "any state's".to_owned(), |s| format!("{s}'s"));
+    if found.violations.is_empty() {
+        println!(
+            "verified: every read of {whose} reports in the log's {} entries was allowed by \
+             the give-to-get rules in force ({} reads, {} contributions, {} rules logged)",
+            checkpoint.size, found.reads_checked, found.contributions, found.policies
+        );
+        return Ok(());
+    }
+    let lines: Vec<String> = found
+        .violations
+        .iter()
+        .map(|v| {
+            format!(
+                "audit record {} (leaf {}): {} by {} at {} read {}: {}",
+                v.number, v.index, v.action, v.principal, v.at, v.owners, v.reason
+            )
+        })
+        .collect();
+    bail!(
+        "{} read(s) of {whose} reports were not allowed by the rules in force:\n  {}",
+        lines.len(),
+        lines.join("\n  ")
+    )
+}
+
+/// The checkpoint to replay up to: the witness's, or the server's newest.
+async fn checkpoint(
+    log: &mut TransparencyClient<Channel>,
+    witness_dir: Option<&Path>,
+) -> anyhow::Result<Checkpoint> {
+    let (vkey, note) = if let Some(dir) = witness_dir {
+        let read = |name: &str| {
+            super::input::read_text_at_most(&dir.join(name), 64 * 1024).map_err(|e| {
+                anyhow!(
+                    "{e:#}; run `tidemark log witness --state-dir {}` first",
+                    dir.display()
+                )
+            })
+        };
+        (read("log.vkey")?, read("checkpoint")?)
+    } else {
+        let vkey = log
+            .get_verifier_key(pb::GetVerifierKeyRequest {})
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner()
+            .verifier_key;
+        let note = log
+            .get_checkpoint(pb::GetCheckpointRequest {})
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner()
+            .note;
+        (vkey, note)
+    };
+    let verifier = NoteVerifier::parse(vkey.trim()).map_err(|e| anyhow!("the log key: {e}"))?;
+    Checkpoint::open(&note, &verifier).map_err(|e| anyhow!("the checkpoint: {e}"))
+}

@@ -1,0 +1,193 @@
+//! Verifiable reciprocity: `tidemark audit verify-reciprocity` replays the transparency log
+//! and finds every read the give-to-get rules in force did not allow — here, reads a
+//! server granted through a test-only bypass while its log stated the rules.
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestPki, TestServer, World, node, report, sign};
+use tempfile::TempDir;
+use tidemark::{Clock, Role, pb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// Writes a node profile of `state` into `dir` for `--as`.
+fn profile(pki: &TestPki, dir: &std::path::Path, state: &str) -> String {
+    let identity = node(pki, state);
+    let stem = dir.join(format!("{}-node", state.to_lowercase()));
+    std::fs::write(stem.with_extension("pem"), identity.cert_pem()).unwrap();
+    std::fs::write(stem.with_extension("key"), identity.key_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), identity.ca_pem()).unwrap();
+    stem.display().to_string()
+}
+
+async fn verify_reciprocity(
+    server: &TestServer,
+    profile: &str,
+    state: Option<&str>,
+) -> (bool, String) {
+    let mut args = vec![
+        "audit".to_owned(),
+        "verify-reciprocity".to_owned(),
+        "--endpoint".to_owned(),
+        server.endpoint(),
+        "--as".to_owned(),
+        profile.to_owned(),
+    ];
+    if let Some(state) = state {
+        args.extend(["--state".to_owned(), state.to_owned()]);
+    }
+    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn import(world: &World, state: &str, seeds: std::ops::Range<u64>, maritime: bool) {
+    let all = pb::SharingScope::AllContributors;
+    let items: Vec<pb::SubmitRequest> = seeds
+        .map(|seed| pb::SubmitRequest {
+            envelope: Some(sign(
+                &report(state, seed, maritime, all, &[]),
+                world.key(state),
+            )),
+        })
+        .collect();
+    let n = items.len() as u64;
+    let summary = world
+        .exchange(state)
+        .await
+        .import(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, n, "{:?}", summary.rejections);
+}
+
+async fn query(world: &World, reader: &str, category: pb::Category) -> u64 {
+    let mut results = world
+        .exchange(reader)
+        .await
+        .query(pb::QueryRequest {
+            category: category as i32,
+            ..pb::QueryRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while results.message().await.unwrap().is_some() {
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_thousands_of_allowed_reads_verifies() {
+    let world = World::new(Clock::system()).await;
+    import(&world, "AUS", 0..1200, false).await;
+    import(&world, "IDN", 0..900, false).await;
+    import(&world, "THA", 0..600, true).await;
+    import(&world, "THA", 600..700, false).await;
+    // Retractions and amendments change contributions; the replay follows them.
+    let retracted = report("IDN", 0, false, pb::SharingScope::AllContributors, &[]);
+    let retraction = pb::Retraction {
+        report_id: retracted.report_id.clone(),
+        reporting_state: "IDN".to_owned(),
+        version: 2,
+        reason: "duplicate".to_owned(),
+    };
+    let envelope = tidemark::envelope::sign(
+        tidemark::envelope::RETRACTION_PAYLOAD_TYPE,
+        prost::Message::encode_to_vec(&retraction),
+        world.key("IDN"),
+    );
+    common::submit(&mut world.exchange("IDN").await, envelope)
+        .await
+        .unwrap();
+    for reader in ["AUS", "IDN", "THA"] {
+        assert!(query(&world, reader, pb::Category::SmugglingIncident).await > 0);
+    }
+    assert!(query(&world, "THA", pb::Category::MaritimeMovement).await > 0);
+    // A refused read (AUS has no maritime reports) is logged but not a violation.
+    let refused = world
+        .exchange("AUS")
+        .await
+        .query(pb::QueryRequest {
+            category: pb::Category::MaritimeMovement as i32,
+            ..pb::QueryRequest::default()
+        })
+        .await;
+    assert!(refused.is_err());
+    // A state analyst's aggregate over other states' reports.
+    let analyst = world
+        .pki
+        .client(Role::StateAnalyst(common::state("IDN")), "idn-a");
+    pb::analytics_client::AnalyticsClient::new(world.server.channel(&analyst).await)
+        .aggregate(pb::AggregateRequest {
+            group_by: vec![pb::Dimension::ReportingState as i32],
+            metrics: vec![pb::Metric::Reports as i32],
+            filter: Some(pb::AggregateFilter {
+                category: pb::Category::SmugglingIncident as i32,
+                ..pb::AggregateFilter::default()
+            }),
+        })
+        .await
+        .unwrap();
+
+    let dir = TempDir::new().unwrap();
+    let tha = profile(&world.pki, dir.path(), "THA");
+    let (ok, said) = verify_reciprocity(&world.server, &tha, None).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("verified: every read of any state's reports"),
+        "{said}"
+    );
+    let (ok, said) = verify_reciprocity(&world.server, &tha, Some("AUS")).await;
+    assert!(ok, "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_granted_against_the_logged_rules_is_named() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, TempDir::new().unwrap(), |config| {
+        config.policy.danger_grant_reads_without_contributing = true;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    import(&world, "AUS", 0..20, false).await;
+    import(&world, "THA", 0..5, false).await;
+    // IDN has contributed nothing, yet the bypassed server lets it read.
+    assert_eq!(
+        query(&world, "IDN", pb::Category::SmugglingIncident).await,
+        25
+    );
+    assert!(query(&world, "THA", pb::Category::SmugglingIncident).await > 0);
+
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&world.pki, dir.path(), "AUS");
+    let (ok, said) = verify_reciprocity(&world.server, &aus, Some("AUS")).await;
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("1 read(s) of AUS's reports were not allowed"),
+        "{said}"
+    );
+    assert!(
+        said.contains("query by spiffe://tidemark.test/state/IDN/node/"),
+        "{said}"
+    );
+    assert!(
+        said.contains("IDN had contributed 0 smuggling-incident reports in the 365 days before"),
+        "{said}"
+    );
+    // THA, which contributed, is not named.
+    assert!(!said.contains("/state/THA/"), "{said}");
+}

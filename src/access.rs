@@ -400,6 +400,7 @@ impl ReadLog {
             in_progress: false,
             detail_salt: Vec::new(),
             category: read.category.label().to_owned(),
+            logged_at: 0,
         }
     }
 }
@@ -469,6 +470,7 @@ impl Allowance {
             in_progress: true,
             detail_salt: Vec::new(),
             category: read.category.label().to_owned(),
+            logged_at: 0,
         }
     }
 }

@@ -3,10 +3,13 @@
 //! category, time) and every read (audit entries: reader's state, categories, owners) —
 //! and finds each read of another state's reports that the rules in force did not allow.
 //!
+//! A read is judged at every state of its audit record that adds reports of another
+//! state (a streaming read's record is raised before what it sends, and each state is
+//! logged with its time): the reader must stand, at that `logged` time, under the rules
+//! logged before that entry, with the contributions accepted before it.
+//!
 //! The replay needs nothing but the entries, in log order (which a caller checks against
-//! a signed checkpoint by recomputing its root). A read is judged where it first appears
-//! in the log (its record is written before any data flows), with the rules logged
-//! before it and the contributions accepted before it: a state stands in a category when
+//! a signed checkpoint by recomputing its root). A state stands in a category when
 //! it has at least `minimum` live reports of it (of either category, with
 //! `cross-category`) first accepted within the trailing `window-days`.
 
@@ -64,10 +67,14 @@ struct Report {
     retracted: bool,
 }
 
-/// How a read stood when it began: `None` when allowed, else why not.
-struct Verdict {
-    index: u64,
-    refused_because: Option<String>,
+/// What the log showed of one read so far.
+#[derive(Default)]
+struct ReadSeen {
+    /// Per other owner, the most of its reports the record has stated.
+    counts: HashMap<String, u64>,
+    /// Some state of the record added reads of another state's reports.
+    judged: bool,
+    /// A violation of it was named already.
     reported: bool,
 }
 
@@ -77,7 +84,7 @@ pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&st
     let mut found = Replay::default();
     let mut rules: Option<Rules> = None;
     let mut reports: HashMap<String, Report> = HashMap::new();
-    let mut verdicts: BTreeMap<String, Verdict> = BTreeMap::new();
+    let mut seen: BTreeMap<String, ReadSeen> = BTreeMap::new();
     for (index, bytes) in (0u64..).zip(entries) {
         let text = String::from_utf8_lossy(bytes);
         let field = |key| Entry::field(&text, key).unwrap_or_default();
@@ -116,51 +123,53 @@ pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&st
                 }
             }
             "tidemark.v1 audit" => {
-                let number = field("number").to_owned();
                 let reader = field("state");
                 let reads = ["query", "sync", "subscribe", "aggregate"].contains(&field("action"));
                 if !reads || reader == "-" {
                     continue;
                 }
-                let verdict = verdicts.entry(number.clone()).or_insert_with(|| Verdict {
-                    index,
-                    refused_because: stands(
-                        rules.as_ref(),
-                        &reports,
-                        reader,
-                        field("category"),
-                        field("at").parse().unwrap_or(0),
-                    )
-                    .err(),
-                    reported: false,
-                });
-                let owners = field("owners");
-                let others = owners
+                let number = field("number").to_owned();
+                let read = seen.entry(number.clone()).or_default();
+                // What this state of the record adds of other states' reports was sent at
+                // or after `logged`: the reader must stand then.
+                let mut grew = false;
+                for (state, count) in field("owners")
                     .split(' ')
                     .filter_map(|o| o.split_once(':'))
-                    .filter(|(state, count)| *state != reader && *count != "0")
-                    .any(|(state, _)| owner.is_none_or(|o| o == state));
-                if !others {
+                    .filter_map(|(s, c)| Some((s, c.parse::<u64>().ok()?)))
+                    .filter(|(s, _)| *s != reader && owner.is_none_or(|o| o == *s))
+                {
+                    let before = read.counts.entry(state.to_owned()).or_default();
+                    grew |= count > *before;
+                    *before = (*before).max(count);
+                }
+                if !grew {
                     continue;
                 }
-                if let (Some(reason), false) = (&verdict.refused_because, verdict.reported) {
-                    verdict.reported = true;
+                read.judged = true;
+                let logged = Entry::field(&text, "logged")
+                    .or(Entry::field(&text, "at"))
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                let verdict = stands(rules.as_ref(), &reports, reader, field("category"), logged);
+                if let (Err(reason), false) = (verdict, read.reported) {
+                    read.reported = true;
                     found.violations.push(Violation {
-                        index: verdict.index,
-                        number: number.clone(),
+                        index,
+                        number,
                         action: field("action").to_owned(),
                         principal: field("principal").to_owned(),
                         reader: reader.to_owned(),
-                        at: field("at").parse().unwrap_or(0),
-                        owners: owners.to_owned(),
-                        reason: reason.clone(),
+                        at: logged,
+                        owners: field("owners").to_owned(),
+                        reason,
                     });
                 }
             }
             _ => {}
         }
     }
-    found.reads_checked = verdicts.len() as u64;
+    found.reads_checked = seen.values().filter(|r| r.judged).count() as u64;
     found
 }
 
@@ -248,6 +257,7 @@ mod tests {
             number,
             in_progress: false,
             at,
+            logged: at,
             principal: format!("spiffe://t/state/{reader}/node/n"),
             state: reader.to_owned(),
             action: "query".to_owned(),
@@ -290,6 +300,38 @@ mod tests {
             read(6, "IDN", 47 * day, &[("AUS", 1)]),
         ];
         assert_eq!(violations(&log), ["2", "4", "6"]);
+    }
+
+    #[test]
+    fn a_stream_that_goes_on_after_its_standing_lapsed_is_caught_where_it_grew() {
+        let raise = |count: u64, logged: i64| {
+            Entry::Audit(AuditEntry {
+                number: 7,
+                in_progress: true,
+                at: 1,
+                logged,
+                principal: "spiffe://t/state/IDN/node/n".to_owned(),
+                state: "IDN".to_owned(),
+                action: "subscribe".to_owned(),
+                category: "smuggling-incident".to_owned(),
+                detail_sha256: [0; 32],
+                count,
+                owners: vec![("AUS".to_owned(), count)],
+            })
+            .encode()
+        };
+        let log = [
+            policy(30, 1),
+            envelope("IDN", "i", 1, "report", 0),
+            raise(0, 1),
+            raise(64, 2),
+            envelope("IDN", "i", 2, "retraction", 3),
+            raise(64, 4),
+            raise(128, 5),
+        ];
+        let found = replay(log.iter().map(Vec::as_slice), Some("AUS"));
+        assert_eq!(found.violations.len(), 1, "{:?}", found.violations);
+        assert_eq!((found.violations[0].index, found.violations[0].at), (6, 5));
     }
 
     #[test]

@@ -191,3 +191,22 @@ async fn a_read_granted_against_the_logged_rules_is_named() {
     // THA, which contributed, is not named.
     assert!(!said.contains("/state/THA/"), "{said}");
 }
+
+#[test]
+fn the_serve_command_refuses_the_test_only_bypass() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("tidemark.toml");
+    std::fs::write(
+        &config,
+        "[policy]\ndanger_grant_reads_without_contributing = true\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("exists only for the tests"), "{said}");
+}

@@ -9,19 +9,17 @@ use anyhow::{anyhow, bail};
 use tidemark::{
     client,
     pb::{self, get_inclusion_proof_request::Leaf, transparency_client::TransparencyClient},
-    tlog::{checkpoint::Checkpoint, entry::Entry, merkle, note::NoteVerifier},
+    tlog::{
+        checkpoint::Checkpoint,
+        entry::Entry,
+        merkle::{self, MemoryTree},
+        note::NoteVerifier,
+    },
 };
 use tonic::{Code, transport::Channel};
 
 /// Entries read per call while scanning the log.
 const PAGE: u64 = 1000;
-
-/// What one audit number's latest entry under the checkpoint says.
-struct Logged {
-    action: String,
-    principal: String,
-    at: String,
-}
 
 /// Checks `accesses` (the access list shown to `state`) against the log under the
 /// checkpoint held in `witness_dir`; fails naming every discrepancy.
@@ -43,62 +41,57 @@ pub async fn verify(
     let held = Checkpoint::open(&read("checkpoint")?, &verifier)
         .map_err(|e| anyhow!("the checkpoint held in {}: {e}", witness_dir.display()))?;
     let mut log = TransparencyClient::new(channel);
+    let latest = latest_audit_entries(&mut log, &held).await?;
 
-    // 1. Every access shown is in the log (or newer than the checkpoint held).
     let mut problems = Vec::new();
-    let mut shown_numbers = Vec::new();
+    let mut shown_numbers: Vec<String> = Vec::new();
     let mut pending = 0;
     for access in accesses {
         let text = String::from_utf8_lossy(&access.log_entry).into_owned();
-        if let Some(number) = Entry::field(&text, "number") {
-            shown_numbers.push(number.to_owned());
+        let field = |key| Entry::field(&text, key).unwrap_or_default().to_owned();
+        let number = field("number");
+        let label = format!(
+            "{} by {} at {}",
+            access.action, access.reader, access.at_unix
+        );
+        if shown_numbers.contains(&number) {
+            problems.push(format!("{label}: audit record {number} is shown twice"));
+            continue;
         }
-        let leaf = merkle::leaf_hash(&access.log_entry);
-        let answer = log
-            .get_inclusion_proof(pb::GetInclusionProofRequest {
-                leaf: Some(Leaf::LeafHash(leaf.to_vec())),
-                tree_size: held.size,
-            })
-            .await;
-        let proof = match answer {
-            Ok(proof) => proof.into_inner(),
-            Err(status) if status.code() == Code::OutOfRange => {
+        shown_numbers.push(number.clone());
+        if let Some(problem) = displayed_wrong(access, &text, state) {
+            problems.push(format!("{label}: {problem}"));
+        }
+        match inclusion(&mut log, &access.log_entry, &held).await? {
+            Included::Yes => {}
+            Included::Newer => {
                 pending += 1;
                 continue;
             }
-            Err(status) if status.code() == Code::NotFound => {
-                problems.push(format!(
-                    "{} by {} at {}: shown, but not in the log",
-                    access.action, access.reader, access.at_unix
-                ));
+            Included::No(why) => {
+                problems.push(format!("{label}: {why}"));
                 continue;
             }
-            Err(status) => bail!(client::explain(&status)),
-        };
-        let hashes = proof
-            .hashes
-            .iter()
-            .map(|h| h.as_slice().try_into())
-            .collect::<Result<Vec<merkle::Hash>, _>>()
-            .map_err(|_| anyhow!("the server sent a proof hash that is not 32 bytes"))?;
-        if merkle::verify_inclusion(&leaf, proof.index, held.size, &hashes, &held.root).is_err() {
+        }
+        // And it must be the record as it stands under the checkpoint, not an older state.
+        if latest.get(&number).is_some_and(|e| *e != access.log_entry) {
             problems.push(format!(
-                "{} by {} at {}: its inclusion proof does not verify under the checkpoint held",
-                access.action, access.reader, access.at_unix
+                "{label}: the list shows an older state of audit record {number} than the log \
+                 holds"
             ));
         }
     }
 
-    // 2. The log names no access of this state's data that the list leaves out.
-    let logged = accesses_in_log(&mut log, held.size, state).await?;
-    for (number, entry) in &logged {
-        if !shown_numbers.iter().any(|n| n == number) {
-            problems.push(format!(
-                "audit record {number} ({} by {} at {}) reads {state}'s reports in the log, \
-                 but the access list leaves it out",
-                entry.action, entry.principal, entry.at
-            ));
-        }
+    problems.extend(left_out(&latest, state, &shown_numbers));
+    for access in accesses {
+        println!(
+            "{}  {} ({}) {}: {} of your reports",
+            tidemark::clock::format_time(access.at_unix),
+            access.reader_state,
+            access.reader,
+            access.action,
+            access.count
+        );
     }
     if !problems.is_empty() {
         bail!(
@@ -110,31 +103,131 @@ pub async fn verify(
         );
     }
     println!(
-        "verified: the {} accesses shown are in the log under the checkpoint of {} leaves \
-         held in {} ({pending} newer than it), and the log names none that is left out ({} \
-         in all)",
-        accesses.len() - pending,
+        "verified against the checkpoint of {} leaves held in {}: {} accesses shown are in \
+         the log as they stand, and it names none that the list leaves out{}",
         held.size,
         witness_dir.display(),
-        logged.len()
+        accesses.len() - pending,
+        if pending == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {pending} more are newer than that checkpoint and not yet checked (run the \
+                 witness, then this again)"
+            )
+        }
     );
     Ok(())
 }
 
-/// Per audit number, the latest entry among the first `size` leaves, if it names `state`
-/// among the owners read by another state.
-async fn accesses_in_log(
+/// Why what the list displays of `access` is not what its log entry states, if it is not.
+fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<String> {
+    let field = |key| Entry::field(entry, key).unwrap_or_default();
+    let mine = field("owners")
+        .split(' ')
+        .filter_map(|o| o.split_once(':'))
+        .find(|(owner, _)| *owner == state)
+        .and_then(|(_, count)| count.parse::<u64>().ok());
+    let same = field("principal") == access.reader
+        && field("action") == access.action
+        && field("at") == access.at_unix.to_string()
+        && mine == Some(access.count);
+    (!same).then(|| {
+        format!(
+            "the list says {} of your reports, but its log entry says {} by {} at {}, owners {}",
+            access.count,
+            field("action"),
+            field("principal"),
+            field("at"),
+            field("owners")
+        )
+    })
+}
+
+/// The accesses of `state`'s reports the log names and the list (`shown` numbers) leaves
+/// out.
+fn left_out(latest: &BTreeMap<String, Vec<u8>>, state: &str, shown: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (number, entry) in latest {
+        let text = String::from_utf8_lossy(entry);
+        let field = |key| Entry::field(&text, key).unwrap_or_default();
+        let reads_mine = field("state") != state
+            && field("owners")
+                .split(' ')
+                .any(|o| o.split_once(':').is_some_and(|(owner, _)| owner == state));
+        if reads_mine && !shown.contains(number) {
+            out.push(format!(
+                "audit record {number} ({} by {} at {}) reads {state}'s reports in the log, \
+                 but the access list leaves it out",
+                field("action"),
+                field("principal"),
+                field("at")
+            ));
+        }
+    }
+    out
+}
+
+/// Whether an entry is in the log under `held`.
+enum Included {
+    Yes,
+    /// In the log, but past the checkpoint.
+    Newer,
+    No(String),
+}
+
+async fn inclusion(
     log: &mut TransparencyClient<Channel>,
-    size: u64,
-    state: &str,
-) -> anyhow::Result<BTreeMap<String, Logged>> {
-    let mut latest: BTreeMap<String, Option<Logged>> = BTreeMap::new();
-    let mut start = 0;
-    while start < size {
+    entry: &[u8],
+    held: &Checkpoint,
+) -> anyhow::Result<Included> {
+    let leaf = merkle::leaf_hash(entry);
+    let answer = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafHash(leaf.to_vec())),
+            tree_size: held.size,
+        })
+        .await;
+    let proof = match answer {
+        Ok(proof) => proof.into_inner(),
+        Err(status) if status.code() == Code::OutOfRange => return Ok(Included::Newer),
+        Err(status) if status.code() == Code::NotFound => {
+            return Ok(Included::No("shown, but not in the log".to_owned()));
+        }
+        Err(status) => bail!(client::explain(&status)),
+    };
+    let hashes = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into())
+        .collect::<Result<Vec<merkle::Hash>, _>>()
+        .map_err(|_| anyhow!("the server sent a proof hash that is not 32 bytes"))?;
+    Ok(
+        match merkle::verify_inclusion(&leaf, proof.index, held.size, &hashes, &held.root) {
+            Ok(()) => Included::Yes,
+            Err(_) => Included::No(
+                "its inclusion proof does not verify under the checkpoint held: the log \
+                 was rewritten (run the witness)"
+                    .to_owned(),
+            ),
+        },
+    )
+}
+
+/// Per audit number, its latest entry among the leaves under `held`, read from the
+/// server and checked: the root recomputed from every entry must be the checkpoint's.
+async fn latest_audit_entries(
+    log: &mut TransparencyClient<Channel>,
+    held: &Checkpoint,
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut latest = BTreeMap::new();
+    let mut tree = MemoryTree::new();
+    while tree.size() < held.size {
+        let start = tree.size();
         let page = log
             .get_entries(pb::GetEntriesRequest {
                 start,
-                end: size.min(start + PAGE),
+                end: held.size.min(start + PAGE),
             })
             .await
             .map_err(|s| anyhow!(client::explain(&s)))?
@@ -142,29 +235,20 @@ async fn accesses_in_log(
         if page.entries.is_empty() {
             bail!("the server returned no entries from leaf {start}, below the checkpoint's size");
         }
-        start += page.entries.len() as u64;
-        for entry in &page.entries {
-            let text = String::from_utf8_lossy(entry);
-            if !text.starts_with("tidemark.v1 audit\n") {
-                continue;
+        for entry in page.entries {
+            tree.push(&entry);
+            let text = String::from_utf8_lossy(&entry);
+            if text.starts_with("tidemark.v1 audit\n") {
+                let number = Entry::field(&text, "number").unwrap_or_default().to_owned();
+                latest.insert(number, entry);
             }
-            let field = |key| Entry::field(&text, key).unwrap_or_default().to_owned();
-            let reads_mine = field("state") != state
-                && field("owners")
-                    .split(' ')
-                    .any(|o| o.split_once(':').is_some_and(|(owner, _)| owner == state));
-            latest.insert(
-                field("number"),
-                reads_mine.then(|| Logged {
-                    action: field("action"),
-                    principal: field("principal"),
-                    at: field("at"),
-                }),
-            );
         }
     }
-    Ok(latest
-        .into_iter()
-        .filter_map(|(number, entry)| entry.map(|e| (number, e)))
-        .collect())
+    if tree.root() != held.root {
+        bail!(
+            "the entries the server returned are not the log under the checkpoint held (the \
+             recomputed root differs): the log was rewritten; run the witness"
+        );
+    }
+    Ok(latest)
 }

@@ -56,6 +56,13 @@ enum LogFormat {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
+    if config.policy.danger_grant_reads_without_contributing {
+        anyhow::bail!(
+            "policy.danger_grant_reads_without_contributing exists only for the tests of \
+             `tidemark audit verify-reciprocity`; `tidemark serve` refuses it: remove it from \
+             the configuration"
+        );
+    }
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());

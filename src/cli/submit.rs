@@ -89,10 +89,10 @@ pub struct VerifyReceiptArgs {
     /// (`tidemark log proof` fetches a cosigned one).
     #[arg(long = "witness-key", value_name = "KEY|FILE")]
     witness_keys: Vec<String>,
-    /// How many of the --witness-key witnesses must have cosigned (default: 1 when
-    /// witness keys are given).
-    #[arg(long, requires = "witness_keys")]
-    quorum: Option<usize>,
+    /// How many distinct --witness-key witnesses must have cosigned (default: 1 when
+    /// witness keys are given; at most the number of distinct keys).
+    #[arg(long, requires = "witness_keys", value_parser = clap::value_parser!(u64).range(1..))]
+    quorum: Option<u64>,
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
@@ -294,7 +294,17 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if !witnesses.is_empty() {
-        let quorum = args.quorum.unwrap_or(1);
+        let mut distinct = witnesses.clone();
+        distinct.sort_by_key(WitnessKey::verifier_key);
+        distinct.dedup_by(|a, b| a.name() == b.name() || a.verifier_key() == b.verifier_key());
+        let quorum = usize::try_from(args.quorum.unwrap_or(1)).unwrap_or(usize::MAX);
+        if quorum > distinct.len() {
+            bail!(
+                "--quorum {quorum} asks for more witnesses than the {} distinct --witness-key \
+                 keys given",
+                distinct.len()
+            );
+        }
         let log = NoteVerifier::parse(key.trim()).map_err(|e| anyhow!("{e}"))?;
         let proof = tidemark::tlog::proof::TlogProof::parse(text).map_err(|e| anyhow!("{e}"))?;
         let cosigned =
@@ -305,7 +315,7 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
                  the quorum of {quorum}: the entry may be in a history other states were \
                  not shown (fetch a cosigned proof with `tidemark log proof`)",
                 cosigned.len(),
-                witnesses.len(),
+                distinct.len(),
                 if cosigned.is_empty() {
                     "none".to_owned()
                 } else {
@@ -320,7 +330,7 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
         println!(
             "cosigned by {} of {} witnesses (quorum {quorum}): {}",
             cosigned.len(),
-            witnesses.len(),
+            distinct.len(),
             cosigned
                 .iter()
                 .map(|w| w.name())

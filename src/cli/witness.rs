@@ -27,11 +27,12 @@ use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::state_of
 /// checkpoint (atomically, before anything else), cosigns it with the state's signing key
 /// (C2SP tlog-cosignature, as `<origin>/witness/<STATE>`) and hands the cosignature back.
 ///
-/// Exit codes: 0 verified and cosigned; 1 an error (network, files, flags: nothing was
-/// decided); 3 the log was rolled back (smaller than the checkpoint held); 4 the log was
-/// rewritten (not a consistent extension of the checkpoint held). On 3 or 4 nothing is
-/// cosigned and the checkpoint held stays: keep it as evidence and raise it with the
-/// operator and the other states.
+/// Exit codes: 0 verified and cosigned; 1 an error (network, files, flags, a refused
+/// cosignature: a checkpoint already verified is kept, nothing else was decided); 2
+/// another run holds this directory's lock; 3 the log was rolled back (smaller than the
+/// checkpoint held); 4 the log was rewritten (not a consistent extension of the
+/// checkpoint held). On 3 or 4 nothing is cosigned and the checkpoint held stays: keep it
+/// as evidence and raise it with the operator and the other states.
 #[derive(Args, Debug)]
 pub struct WitnessArgs {
     /// This witness's directory: log.vkey, checkpoint, witness.vkey, witness.lock.
@@ -47,11 +48,12 @@ pub struct WitnessArgs {
     signing: SigningArgs,
 }
 
-/// The log was rolled back or rewritten: the exit code says which.
+/// An outcome with its own exit code: the lock is held (2), the log was rolled back (3)
+/// or rewritten (4).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Alarm {
-    /// 3: rolled back; 4: rewritten.
+    /// 2: locked; 3: rolled back; 4: rewritten.
     pub code: u8,
     message: String,
 }
@@ -106,7 +108,13 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         cosignature: line,
     })
     .await
-    .map_err(|s| anyhow!("the checkpoint verified, but {}", client::explain(&s)))?;
+    .map_err(|s| {
+        anyhow!(
+            "the checkpoint verified and is kept, but the server refused the cosignature: {} \
+             (the witness signs with this state's registered signing key: check --signing-key)",
+            client::explain(&s)
+        )
+    })?;
     println!(
         "checkpoint of {} leaves verified and cosigned as {name} (witness key in {})",
         new.size,
@@ -121,6 +129,13 @@ async fn log_key(
     log: &mut TransparencyClient<tonic::transport::Channel>,
 ) -> anyhow::Result<String> {
     let recorded = args.state_dir.join("log.vkey");
+    if !recorded.exists() && args.state_dir.join("checkpoint").exists() {
+        bail!(
+            "{} holds a checkpoint but no log key (log.vkey): restore the key recorded with it, \
+             or start over in an empty directory on purpose",
+            args.state_dir.display()
+        );
+    }
     let given = match &args.log_key {
         Some(path) => Some(super::input::read_text_at_most(path, MAX_STATE_FILE)?),
         None => None,
@@ -152,6 +167,13 @@ async fn log_key(
         );
         key
     };
+    NoteVerifier::parse(key.trim()).map_err(|e| {
+        anyhow!(
+            "{:?} is not the log's note verifier key (`<origin>+<hex id>+<base64 key>`, as \
+             `tidemark log verifier-key` prints it): {e}",
+            key.trim()
+        )
+    })?;
     write_atomically(&recorded, format!("{}\n", key.trim()).as_bytes())?;
     Ok(key)
 }
@@ -236,10 +258,14 @@ fn lock(path: &Path) -> anyhow::Result<fs::File> {
         .with_context(|| format!("cannot open the lock file {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => bail!(
-            "another `tidemark log witness` is running on this directory ({} is locked)",
-            path.display()
-        ),
+        Err(fs::TryLockError::WouldBlock) => Err(Alarm {
+            code: 2,
+            message: format!(
+                "another `tidemark log witness` is running on this directory ({} is locked)",
+                path.display()
+            ),
+        }
+        .into()),
         Err(fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

@@ -82,6 +82,12 @@ impl Server {
             );
         }
         check_log_identity(&store, &log)?;
+        if config.policy.danger_grant_reads_without_contributing {
+            tracing::warn!(
+                "DANGER: policy.danger_grant_reads_without_contributing grants every read; \
+                 this server does not enforce give-to-get (tests only)"
+            );
+        }
         let policy = Policy::new(config.policy.clone()).log_entry(Clock::system().now());
         if store.record_policy(&log, &policy)? {
             tracing::info!("the give-to-get rules in force are now in the transparency log");

@@ -158,21 +158,23 @@ pub(super) fn update_audit(
         .map(|v| decode(v.value()))
         .transpose()?;
     let (at, salt) = started.map_or_else(|| (now, detail_salt()), |s| (s.at, s.detail_salt));
-    put_audit(t, number, record, at, salt)
+    put_audit(t, number, record, (at, salt), now)
 }
 
-/// Writes audit record `number` as of `at`, with its log entry, indexed by each owner whose reports it
+/// Writes audit record `number`, begun at `at` with its detail salt, as it stands at
+/// `logged` (the batch's time), with its log entry, indexed by each owner whose reports it
 /// returned (an owner reading its own reports is not indexed).
 pub(super) fn put_audit(
     t: &mut Tables<'_>,
     number: u64,
     record: &AuditRecord,
-    at: i64,
-    detail_salt: Vec<u8>,
+    (at, detail_salt): (i64, Vec<u8>),
+    logged: i64,
 ) -> Result<(), StoreError> {
     let record = AuditRecord {
         at,
         detail_salt,
+        logged_at: logged,
         ..record.clone()
     };
     for owner in &record.owners {

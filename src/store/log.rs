@@ -281,6 +281,11 @@ pub(crate) fn audit_entry(number: u64, record: &AuditRecord) -> Entry {
         number,
         in_progress: record.in_progress,
         at: record.at,
+        logged: if record.logged_at == 0 {
+            record.at
+        } else {
+            record.logged_at
+        },
         principal: record.principal.clone(),
         state: record.state.clone(),
         action: record.action.clone(),

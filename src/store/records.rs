@@ -149,6 +149,10 @@ pub struct AuditRecord {
     /// anything else.
     #[prost(string, tag = "10")]
     pub category: String,
+    /// When the record was last written (a read's record is rewritten as it goes on),
+    /// Unix seconds; 0 for records written before this field existed.
+    #[prost(int64, tag = "11")]
+    pub logged_at: i64,
 }
 
 impl AuditRecord {

@@ -274,7 +274,7 @@ fn commit_batch(
                 Job::Audit(record, _) => {
                     let number = next_audit;
                     next_audit += 1;
-                    apply::put_audit(&mut t, number, record, now, apply::detail_salt())?;
+                    apply::put_audit(&mut t, number, record, (now, apply::detail_salt()), now)?;
                     results.push(Done::Audit(number));
                 }
                 Job::UpdateAudit(number, record, _) => {

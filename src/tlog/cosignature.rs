@@ -143,16 +143,26 @@ impl Cosigner {
     }
 }
 
-/// The witnesses among `witnesses` whose valid cosignatures a checkpoint `signed_note`
-/// (signed by `log`) carries.
+/// The distinct witnesses among `witnesses` whose valid cosignatures a checkpoint
+/// `signed_note` (signed by `log`) carries. A witness named twice counts once, and so do
+/// two names for one key: a quorum is of distinct cosigners.
 pub fn cosigned_by<'w>(
     signed_note: &str,
     log: &NoteVerifier,
     witnesses: &'w [WitnessKey],
 ) -> Result<Vec<&'w WitnessKey>, NoteError> {
     let opened = note::open(signed_note, std::slice::from_ref(log))?;
-    Ok(witnesses
-        .iter()
+    let mut distinct: Vec<&WitnessKey> = Vec::new();
+    for w in witnesses {
+        if !distinct
+            .iter()
+            .any(|d| d.name == w.name || d.public_key == w.public_key)
+        {
+            distinct.push(w);
+        }
+    }
+    Ok(distinct
+        .into_iter()
         .filter(|w| {
             opened
                 .unverified
@@ -188,6 +198,14 @@ mod tests {
         let keys = [witness.key().clone(), other.key().clone()];
         let found = cosigned_by(&cosigned, &log.verifier(), &keys).unwrap();
         assert_eq!(found, vec![witness.key()]);
+        // The same witness given twice counts once.
+        let twice = [witness.key().clone(), witness.key().clone()];
+        assert_eq!(
+            cosigned_by(&cosigned, &log.verifier(), &twice)
+                .unwrap()
+                .len(),
+            1
+        );
         // The key round-trips through its verifier-key form.
         assert_eq!(
             WitnessKey::parse(&witness.key().verifier_key()).unwrap(),

@@ -48,6 +48,9 @@ pub struct AuditEntry {
     pub in_progress: bool,
     /// When the access began, Unix seconds.
     pub at: i64,
+    /// When this state of the record was written, Unix seconds: what a read sent as of
+    /// this entry, it sent at or after this time.
+    pub logged: i64,
     /// The SPIFFE ID of the caller.
     pub principal: String,
     /// The caller's state, ISO 3166-1 alpha-3; empty for a caller of no state.
@@ -143,7 +146,7 @@ impl Entry {
                 };
                 let _ = write!(
                     out,
-                    "{VERSION} audit\nnumber {}\nstatus {}\nat {}\nprincipal {}\nstate {}\n\
+                    "{VERSION} audit\nnumber {}\nstatus {}\nat {}\nlogged {}\nprincipal {}\nstate {}\n\
                      action {}\ncategory {}\ndetail sha256:{}\ncount {}\nowners {owners}\n",
                     a.number,
                     if a.in_progress {
@@ -152,6 +155,7 @@ impl Entry {
                         "complete"
                     },
                     a.at,
+                    a.logged,
                     value(&a.principal),
                     value(&a.state),
                     value(&a.action),
@@ -220,6 +224,7 @@ mod tests {
             number: 7,
             in_progress: false,
             at: 100,
+            logged: 100,
             principal: "spiffe://tidemark.local/state/IDN/node/n\n1".to_owned(),
             state: String::new(),
             action: "query".to_owned(),
@@ -229,7 +234,7 @@ mod tests {
             owners: vec![("FRA".to_owned(), 3), ("AUS".to_owned(), 12)],
         });
         let text = String::from_utf8(entry.encode()).unwrap();
-        assert_eq!(text.lines().count(), 11);
+        assert_eq!(text.lines().count(), 12);
         assert_eq!(Entry::field(&text, "category"), Some("-"));
         assert_eq!(Entry::field(&text, "owners"), Some("AUS:12 FRA:3"));
         assert_eq!(Entry::field(&text, "state"), Some("-"));
@@ -256,6 +261,7 @@ mod tests {
             number: 1,
             in_progress: false,
             at: 1_764_424_860,
+            logged: 1_764_424_861,
             principal: "spiffe://tidemark.local/state/IDN/node/idn-1".to_owned(),
             state: "IDN".to_owned(),
             action: "query".to_owned(),
@@ -277,11 +283,11 @@ mod tests {
         );
         assert_eq!(
             hex::encode(l1),
-            "bf502d4184918b9da516a4f60990bd149e0988891a997f9999d5670881c4bb64"
+            "ce3d2a58529a97d2840565c33312c21609a0561c0f9586d143aeaca9ebf8abde"
         );
         assert_eq!(
             hex::encode(node_hash(&l0, &l1)),
-            "3d9c8b043157627ec797761131cb6bfde923dbf308f74ce1502dee03843ebf9c"
+            "80c90c1ef0e9b6988b7d1ebf3ad88b8d0c3b052f4bf8bf23d929aa82a693a78a"
         );
     }
 }

@@ -151,7 +151,7 @@ impl Server {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        let reflection = reflection()?;
+        let (reflection, reflection_v1alpha) = reflection()?;
         let authenticate = Authenticate::new(&self.config.trust_domain, self.trust.clone());
         let (writer, writer_thread) = self.store.start_writer(
             self.clock.clone(),
@@ -212,6 +212,10 @@ impl Server {
                 guard::GuardStreams::new(reflection, &self.trust),
                 authenticate.clone(),
             ))
+            .add_service(InterceptedService::new(
+                guard::GuardStreams::new(reflection_v1alpha, &self.trust),
+                authenticate.clone(),
+            ))
             .add_service(InterceptedService::new(exchange, authenticate.clone()))
             .add_service(InterceptedService::new(analytics, authenticate.clone()))
             .add_service(InterceptedService::new(transparency, authenticate.clone()))
@@ -260,17 +264,31 @@ fn check_log_identity(store: &Store, log: &LogSigner) -> Result<(), ServerError>
     )))
 }
 
-/// Server reflection (v1) over every `tidemark.v1` file.
+/// Server reflection over every `tidemark.v1` file and the health service, in both
+/// protocol versions: `grpc.reflection.v1`, and `v1alpha` for the clients that know only
+/// it (grpcurl before 1.8.8, Python's grpcio-reflection).
 fn reflection() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
     ServerError,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Config(format!("reflection: {e}")))
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let failed =
+        |e: tonic_reflection::server::Error| ServerError::Config(format!("reflection: {e}"));
+    Ok((
+        builder().build_v1().map_err(failed)?,
+        builder().build_v1alpha().map_err(failed)?,
+    ))
 }
 
 /// Sets every service's health (and the server's, service "").

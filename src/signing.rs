@@ -86,7 +86,7 @@ impl SigningKey {
         &self.public
     }
 
-    /// The key id: lower-case hex SHA-256 of the raw public key.
+    /// The key id: lower-case hex SHA-256 of the public key's DER SubjectPublicKeyInfo.
     pub fn key_id(&self) -> &str {
         self.public.key_id()
     }
@@ -140,7 +140,7 @@ impl PublicKey {
         &self.raw
     }
 
-    /// The key id: lower-case hex SHA-256 of the raw public key.
+    /// The key id: lower-case hex SHA-256 of the public key's DER SubjectPublicKeyInfo.
     pub fn key_id(&self) -> &str {
         &self.key_id
     }

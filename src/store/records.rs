@@ -198,7 +198,7 @@ pub struct VersionRef {
 #[derive(Clone, PartialEq, Message)]
 pub struct KeyRecord {
     #[prost(string, tag = "1")]
-    /// The key id: lower-case hex SHA-256 of the raw public key.
+    /// The key id: lower-case hex SHA-256 of the public key's DER SubjectPublicKeyInfo.
     pub key_id: String,
     #[prost(string, tag = "2")]
     /// The state the key signs for.

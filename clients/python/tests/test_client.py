@@ -1,0 +1,139 @@
+"""tidemark-client against a real server: submit and receipt, a refusal with its reason,
+field violations, a query verified with DSSE, an aggregate, an import."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tidemark_client import Client, TidemarkError, dsse
+from tidemark.v1 import report_pb2
+
+
+def test_submit_returns_a_log_proof_and_a_duplicate_gets_the_original(server):
+    report = server.sample_reports("AUS", 1, seed=1)[0]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        assert aus.whoami().state == "AUS"
+        first = aus.submit(report)
+        assert first.log_proof.startswith("c2sp.org/tlog-proof@v1\n")
+        assert not first.duplicate
+        assert first.receipt.report_id == report["reportId"]
+        again = aus.submit(report)
+        assert again.duplicate
+        assert again.receipt.sequence == first.receipt.sequence
+
+
+def test_a_refusal_carries_its_code_and_give_to_get_reason(server):
+    with Client.from_profile(server.endpoint, server.profile("idn-node")) as idn:
+        with pytest.raises(TidemarkError) as refused:
+            list(idn.query("smuggling"))
+    assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.value.reason == "INSUFFICIENT_CONTRIBUTION"
+    assert refused.value.metadata["state"] == "IDN"
+
+
+def test_a_bad_report_is_refused_naming_each_field(server):
+    report = server.sample_reports("AUS", 1, seed=2)[0]
+    report["incidentDate"] = "2024-+2-+9"
+    report["reportId"] = "{" + report["reportId"].upper() + "}"
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        with pytest.raises(TidemarkError) as refused:
+            aus.submit(report)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [f for f, _ in refused.value.violations]
+    assert "incident_date" in fields and "report_id" in fields, refused.value.violations
+
+
+def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        for report in server.sample_reports("AUS", 5, seed=3):
+            aus.submit(report)
+    with Client.from_profile(server.endpoint, server.profile("idn-node")) as idn:
+        idn.submit(server.sample_reports("IDN", 1, seed=4)[0])
+        keys = idn.signing_keys("AUS")
+        results = list(idn.query("smuggling", reporting_states=["AUS"]))
+        assert results
+        for result in results:
+            report = idn.verify(result.envelope, keys.values())
+            assert report.reporting_state == "AUS"
+        # One changed byte and it no longer verifies.
+        altered = results[0].envelope
+        altered.payload = altered.payload[:-1] + bytes([altered.payload[-1] ^ 1])
+        with pytest.raises(ValueError):
+            idn.verify(altered, keys.values())
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        accesses = aus.access_to_my_data()
+        assert any(a.reader_state == "IDN" and a.action == "query" for a in accesses)
+
+
+def test_an_aggregate_and_an_import(server):
+    reports = server.sample_reports("AUS", 30, seed=5)
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        summary = aus.import_reports(reports)
+        assert (summary.accepted, summary.rejected) == (30, 0)
+        again = aus.import_reports(reports[:3])
+        assert again.duplicates == 3
+    with Client.from_profile(server.endpoint, server.profile("regional-analyst")) as analyst:
+        table = analyst.aggregate(["state"], ["reports", "persons"])
+        total = [c for c in table.cells if all(k == "*" for k in c.keys)]
+        assert total and total[0].values[0] == 30
+
+
+def test_dsse_matches_the_specification_example():
+    assert dsse.pae("http://example.com/HelloWorld", b"hello world") == (
+        b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
+    key = dsse.Ed25519PrivateKey.generate()
+    envelope = dsse.sign(dsse.REPORT_PAYLOAD_TYPE, report_pb2.Report(report_id="x").SerializeToString(), key)
+    assert dsse.verified_by(envelope, [key.public_key()]) is not None
+    assert len(envelope.signatures[0].keyid) == 64
+
+
+def test_keys_tidemark_writes_are_read_by_an_independent_parser(server, tmp_path):
+    """PKCS#8 v1 private keys and SubjectPublicKeyInfo public keys, as Python's
+    `cryptography` (OpenSSL) reads them; a signature made with the one verifies with the
+    other."""
+    import subprocess
+
+    stem = tmp_path / "canberra"
+    subprocess.run([server.bin, "keygen", "--out", str(stem)], check=True, capture_output=True)
+    private = dsse.load_private_key(str(stem) + ".key")
+    public = dsse.load_public_key((tmp_path / "canberra.pub.pem").read_bytes())
+    public.verify(private.sign(b"hello"), b"hello")
+    with open(str(stem) + ".key", "rb") as f:
+        der_len = len(__import__("base64").b64decode(b"".join(f.read().splitlines()[1:-1])))
+    assert der_len == 48, "PKCS#8 v1 (RFC 8410 §7), no public key inside"
+
+
+def _channel(server, profile):
+    certs = server.certs
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.pem").read_bytes(),
+        private_key=(certs / f"{profile}.key").read_bytes(),
+        certificate_chain=(certs / f"{profile}.pem").read_bytes(),
+    )
+    return grpc.secure_channel(server.endpoint.removeprefix("https://"), credentials)
+
+
+def test_python_health_checks_every_service_serving(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with _channel(server, "aus-node") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ["", "tidemark.v1.Exchange", "tidemark.v1.Analytics", "tidemark.v1.Admin",
+                        "tidemark.v1.Transparency"]:
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+def test_python_reflection_lists_services_and_describes_a_method(server):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with _channel(server, "aus-node") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {"tidemark.v1.Exchange", "tidemark.v1.Transparency", "grpc.health.v1.Health"} <= services
+        file = database.FindFileContainingSymbol("tidemark.v1.Exchange")
+        assert any(s.name == "Exchange" for s in file.service)

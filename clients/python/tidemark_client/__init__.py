@@ -1,0 +1,14 @@
+"""tidemark-client: call a Tidemark exchange from Python.
+
+>>> from tidemark_client import Client
+>>> with Client.from_profile("https://127.0.0.1:50051", "certs/aus-node") as aus:
+...     submitted = aus.submit(report_dict)
+
+See the package README for an example per role.
+"""
+
+from . import dsse
+from .client import Client, Submitted
+from .errors import TidemarkError
+
+__all__ = ["Client", "Submitted", "TidemarkError", "dsse"]

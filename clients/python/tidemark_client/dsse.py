@@ -1,0 +1,82 @@
+"""DSSE envelopes as Tidemark uses them (https://github.com/secure-systems-lab/dsse).
+
+A signature is Ed25519 over PAE(payload_type, payload):
+``b"DSSEv1 " + len(type) + b" " + type + b" " + len(payload) + b" " + payload``, lengths
+in ASCII decimal. A key id is the lower-case hex SHA-256 of the public key's DER
+SubjectPublicKeyInfo; it is a hint, so verification tries every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Optional
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from tidemark.v1 import envelope_pb2
+
+REPORT_PAYLOAD_TYPE = "application/vnd.tidemark.report.v1+protobuf"
+RETRACTION_PAYLOAD_TYPE = "application/vnd.tidemark.retraction.v1+protobuf"
+RECEIPT_PAYLOAD_TYPE = "application/vnd.tidemark.receipt.v1+protobuf"
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """The DSSE pre-authentication encoding: the bytes a signature covers."""
+    kind = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Tidemark's key id: hex SHA-256 of the DER SubjectPublicKeyInfo (64 characters)."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+def load_private_key(path: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PKCS#8 PEM file (as `tidemark keygen` writes)."""
+    with open(path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
+    """An Ed25519 public key from SubjectPublicKeyInfo PEM."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+def sign(payload_type: str, payload: bytes, key: Ed25519PrivateKey) -> envelope_pb2.Envelope:
+    """An envelope of `payload` signed by `key`."""
+    signature = key.sign(pae(payload_type, payload))
+    return envelope_pb2.Envelope(
+        payload=payload,
+        payload_type=payload_type,
+        signatures=[envelope_pb2.Signature(keyid=key_id(key.public_key()), sig=signature)],
+    )
+
+
+def verified_by(
+    envelope: envelope_pb2.Envelope, keys: Iterable[Ed25519PublicKey]
+) -> Optional[Ed25519PublicKey]:
+    """The first of `keys` that made one of the envelope's signatures, or None."""
+    keys = list(keys)
+    signed = pae(envelope.payload_type, envelope.payload)
+    for signature in envelope.signatures:
+        hinted = [k for k in keys if key_id(k) == signature.keyid]
+        others = [k for k in keys if key_id(k) != signature.keyid]
+        for key in hinted + others:
+            try:
+                key.verify(signature.sig, signed)
+                return key
+            except InvalidSignature:
+                continue
+    return None

@@ -21,6 +21,18 @@ def test_submit_returns_a_log_proof_and_a_duplicate_gets_the_original(server):
         again = aus.submit(report)
         assert again.duplicate
         assert again.receipt.sequence == first.receipt.sequence
+        facts = aus.verify_receipt(first.signed_receipt, aus.server_key())
+        assert facts.report_id == report["reportId"]
+        altered = first.signed_receipt
+        altered.payload = altered.payload + b"\x00"
+        with pytest.raises(ValueError):
+            aus.verify_receipt(altered, aus.server_key())
+    with Client.from_profile(server.endpoint, server.profile("operator")) as operator:
+        assert operator.enrol_state("FRA").state == "FRA"
+        assert any(e.action == "enrol-state" for e in operator.audit_log(limit=1000))
+        with pytest.raises(TidemarkError) as refused:
+            Client.from_profile(server.endpoint, server.profile("aus-node")).audit_log()
+        assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_a_refusal_carries_its_code_and_give_to_get_reason(server):

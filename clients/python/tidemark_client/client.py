@@ -11,6 +11,8 @@ import grpc
 from google.protobuf import json_format
 
 from tidemark.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     analytics_pb2,
     analytics_pb2_grpc,
     envelope_pb2,
@@ -77,6 +79,7 @@ class Client:
         self._channel = grpc.secure_channel(target, credentials)
         self._exchange = exchange_pb2_grpc.ExchangeStub(self._channel)
         self._analytics = analytics_pb2_grpc.AnalyticsStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self.signing_key = signing_key
 
     @classmethod
@@ -184,6 +187,39 @@ class Client:
         if dsse.verified_by(envelope, keys) is None:
             raise ValueError("no given key signed this envelope: it was altered or is not theirs")
         return report_pb2.Report.FromString(envelope.payload)
+
+    def server_key(self) -> dsse.Ed25519PublicKey:
+        """The server's receipt public key, to check signed receipts offline."""
+        answer = self._call(self._exchange.ServerKeys, exchange_pb2.ServerKeysRequest())
+        return dsse.load_public_key(answer.receipt_public_key_pem)
+
+    @staticmethod
+    def verify_receipt(
+        signed_receipt: envelope_pb2.Envelope, server_key: dsse.Ed25519PublicKey
+    ) -> envelope_pb2.Receipt:
+        """The facts a signed receipt states, once the server's key is found to have signed
+        it; ValueError otherwise. (The log proof, `Submitted.log_proof`, is checked with
+        `tidemark verify-receipt`.)"""
+        if signed_receipt.payload_type != dsse.RECEIPT_PAYLOAD_TYPE:
+            raise ValueError(f"not a receipt: payload type {signed_receipt.payload_type!r}")
+        if dsse.verified_by(signed_receipt, [server_key]) is None:
+            raise ValueError("the receipt was altered or comes from another server")
+        return envelope_pb2.Receipt.FromString(signed_receipt.payload)
+
+    def enrol_state(self, state: str) -> admin_pb2.StateInfo:
+        """Operator: enrols (or reinstates) a state, ISO 3166-1 alpha-3."""
+        return self._call(self._admin.EnrolState, admin_pb2.StateRequest(state=state))
+
+    def suspend_state(self, state: str) -> admin_pb2.StateInfo:
+        """Operator: suspends a state; its certificates stop working at once."""
+        return self._call(self._admin.SuspendState, admin_pb2.StateRequest(state=state))
+
+    def audit_log(self, after: int = 0, limit: int = 100) -> List[admin_pb2.AuditEntry]:
+        """Operator: audit records after number `after`, oldest first."""
+        answer = self._call(
+            self._admin.AuditLog, admin_pb2.AuditLogRequest(after=after, limit=limit)
+        )
+        return list(answer.entries)
 
     def access_to_my_data(self, limit: int = 100) -> List[exchange_pb2.DataAccess]:
         """Who read your state's reports: reader, action, time, count, log entry."""

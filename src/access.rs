@@ -324,12 +324,26 @@ pub(crate) struct ReadKind {
 impl ReadKind {
     /// The audit record of this read by `principal` of `state`, begun, nothing read yet.
     pub(crate) fn started(&self, principal: &str, state: &str, detail: &str) -> AuditRecord {
+        self.record(principal, state, detail, Vec::new(), true)
+    }
+
+    /// The audit record of this read with `owners` read (their counts summed).
+    fn record(
+        &self,
+        principal: &str,
+        state: &str,
+        detail: &str,
+        owners: Vec<OwnerReads>,
+        in_progress: bool,
+    ) -> AuditRecord {
         AuditRecord {
             principal: principal.to_owned(),
             state: state.to_owned(),
             action: self.action.to_owned(),
             detail: detail.to_owned(),
-            in_progress: true,
+            count: owners.iter().map(|o| o.count).sum(),
+            owners,
+            in_progress,
             category: self.category.label().to_owned(),
             ..AuditRecord::default()
         }
@@ -389,19 +403,13 @@ impl ReadLog {
         read: &ReadKind,
         detail: &str,
     ) -> AuditRecord {
-        AuditRecord {
-            at: 0,
-            principal: principal.to_owned(),
-            state: state.to_owned(),
-            action: read.action.to_owned(),
-            detail: detail.to_owned(),
-            count: self.count,
-            owners: self.owners.values().cloned().collect(),
-            in_progress: false,
-            detail_salt: Vec::new(),
-            category: read.category.label().to_owned(),
-            logged_at: 0,
-        }
+        read.record(
+            principal,
+            state,
+            detail,
+            self.owners.values().cloned().collect(),
+            false,
+        )
     }
 }
 
@@ -451,27 +459,16 @@ impl Allowance {
         read: &ReadKind,
         detail: &str,
     ) -> AuditRecord {
-        AuditRecord {
-            at: 0,
-            principal: principal.to_owned(),
-            state: state.to_owned(),
-            action: read.action.to_owned(),
-            detail: detail.to_owned(),
-            count: self.allowed.values().sum(),
-            owners: self
-                .allowed
-                .iter()
-                .map(|(owner, count)| OwnerReads {
-                    owner: owner.clone(),
-                    count: *count,
-                    report_ids: Vec::new(),
-                })
-                .collect(),
-            in_progress: true,
-            detail_salt: Vec::new(),
-            category: read.category.label().to_owned(),
-            logged_at: 0,
-        }
+        let owners = self
+            .allowed
+            .iter()
+            .map(|(owner, count)| OwnerReads {
+                owner: owner.clone(),
+                count: *count,
+                report_ids: Vec::new(),
+            })
+            .collect();
+        read.record(principal, state, detail, owners, true)
     }
 }
 

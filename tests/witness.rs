@@ -12,19 +12,7 @@ use tidemark::pb::{self, transparency_client::TransparencyClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 
-/// Writes `<dir>/<state>-node.{pem,key}`, `ca.pem` and `<state>-signing.key` so that
-/// `--as <dir>/<state>-node` works, and registers the signing key.
-async fn profile(pki: &TestPki, server: &TestServer, dir: &Path, state: &str) -> String {
-    let identity = node(pki, state);
-    let stem = format!("{}-node", state.to_lowercase());
-    std::fs::write(dir.join(format!("{stem}.pem")), identity.cert_pem()).unwrap();
-    std::fs::write(dir.join(format!("{stem}.key")), identity.key_pem()).unwrap();
-    std::fs::write(dir.join("ca.pem"), identity.ca_pem()).unwrap();
-    let signing_stem = dir.join(format!("{}-signing", state.to_lowercase()));
-    let (key, _) = tidemark::pki::write_signing_key(&signing_stem).unwrap();
-    server.register_key(pki, state, &key, 0, 0).await;
-    dir.join(stem).display().to_string()
-}
+use common::cli_profile as profile;
 
 async fn run(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())

@@ -214,6 +214,46 @@ async fn proof(args: ProofArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Entries read per call while scanning the log.
+const PAGE: u64 = 1000;
+
+/// Every entry under `checkpoint`, in order, checked: the Merkle root recomputed from
+/// them must be the checkpoint's, or the server serves one history and signs another.
+pub(super) async fn entries_under(
+    log: &mut TransparencyClient<tonic::transport::Channel>,
+    checkpoint: &tidemark::tlog::checkpoint::Checkpoint,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut entries = Vec::new();
+    let mut tree = merkle::MemoryTree::new();
+    while tree.size() < checkpoint.size {
+        let start = tree.size();
+        let page = log
+            .get_entries(pb::GetEntriesRequest {
+                start,
+                end: checkpoint.size.min(start + PAGE),
+            })
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner();
+        if page.entries.is_empty() {
+            bail!("the server returned no entries from leaf {start}, below the checkpoint's size");
+        }
+        for entry in page.entries {
+            tree.push(&entry);
+            entries.push(entry);
+        }
+    }
+    if tree.root() != checkpoint.root {
+        bail!(
+            "the {} entries the server returned are not the log under the checkpoint (the \
+             recomputed root differs): the server serves one history and signs another, or \
+             the log was rewritten since (run the witness)",
+            checkpoint.size
+        );
+    }
+    Ok(entries)
+}
+
 async fn connect(
     args: &ClientArgs,
 ) -> anyhow::Result<TransparencyClient<tonic::transport::Channel>> {

@@ -13,6 +13,7 @@ mod import;
 mod input;
 mod keys;
 mod labels;
+mod lock;
 mod log;
 mod pki;
 mod reads;

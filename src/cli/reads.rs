@@ -363,26 +363,15 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Holds the mirror's lock for as long as the returned file is open (an OS advisory
-/// lock: released by the kernel if the process dies, so a crash never leaves it stale).
+/// Holds the mirror's lock for as long as the returned file is open.
 fn lock_mirror(path: &Path) -> anyhow::Result<fs::File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => bail!(
+    super::lock::try_lock(path)?.ok_or_else(|| {
+        anyhow!(
             "another `tidemark sync` is writing this mirror ({} is locked); wait for it to \
              finish, or mirror into another directory",
             path.display()
-        ),
-        Err(fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
+        )
+    })
 }
 
 /// Brings the data file and the cursor into agreement and returns where to resume: the

@@ -10,7 +10,7 @@ use tidemark::{
     country::CountryCode,
     pb::{self, transparency_client::TransparencyClient},
     reciprocity,
-    tlog::{checkpoint::Checkpoint, merkle::MemoryTree, note::NoteVerifier},
+    tlog::{checkpoint::Checkpoint, note::NoteVerifier},
 };
 use tonic::transport::Channel;
 
@@ -32,39 +32,10 @@ pub struct ReciprocityArgs {
     state_dir: Option<PathBuf>,
 }
 
-/// Entries read per call.
-const PAGE: u64 = 1000;
-
 pub async fn run(args: &ReciprocityArgs, channel: Channel) -> anyhow::Result<()> {
     let mut log = TransparencyClient::new(channel);
     let checkpoint = checkpoint(&mut log, args.state_dir.as_deref()).await?;
-    let mut entries = Vec::new();
-    let mut tree = MemoryTree::new();
-    while (entries.len() as u64) < checkpoint.size {
-        let start = entries.len() as u64;
-        let page = log
-            .get_entries(pb::GetEntriesRequest {
-                start,
-                end: checkpoint.size.min(start + PAGE),
-            })
-            .await
-            .map_err(|s| anyhow!(client::explain(&s)))?
-            .into_inner();
-        if page.entries.is_empty() {
-            bail!("the server returned no entries from leaf {start}, below the checkpoint's size");
-        }
-        for entry in page.entries {
-            tree.push(&entry);
-            entries.push(entry);
-        }
-    }
-    if tree.root() != checkpoint.root {
-        bail!(
-            "the {} entries the server returned are not the log its checkpoint signs (the \
-             recomputed root differs): it serves one history and signs another",
-            checkpoint.size
-        );
-    }
+    let entries = super::log::entries_under(&mut log, &checkpoint).await?;
     let owner = args.state.map(|s| s.to_string());
     let found = reciprocity::replay(entries.iter().map(Vec::as_slice), owner.as_deref());
     let whose = owner.map_or_else(|| "any state's".to_owned(), |s| format!("{s}'s"));

@@ -247,27 +247,16 @@ fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Holds the witness's lock while the returned file is open (an OS advisory lock,
-/// released by the kernel if the process dies).
+/// Holds the witness's lock while the returned file is open.
 fn lock(path: &Path) -> anyhow::Result<fs::File> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Alarm {
+    super::lock::try_lock(path)?.ok_or_else(|| {
+        Alarm {
             code: 2,
             message: format!(
                 "another `tidemark log witness` is running on this directory ({} is locked)",
                 path.display()
             ),
         }
-        .into()),
-        Err(fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
+        .into()
+    })
 }

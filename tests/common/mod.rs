@@ -316,3 +316,22 @@ impl World {
         prost::Message::decode(response.receipt.unwrap().payload.as_slice()).unwrap()
     }
 }
+
+/// Writes `<dir>/<state>-node.{pem,key}`, `ca.pem` and `<state>-signing.key` so that the
+/// command line's `--as <dir>/<state>-node` works, and registers the signing key.
+pub async fn cli_profile(
+    pki: &TestPki,
+    server: &TestServer,
+    dir: &std::path::Path,
+    state: &str,
+) -> String {
+    let identity = node(pki, state);
+    let stem = format!("{}-node", state.to_lowercase());
+    std::fs::write(dir.join(format!("{stem}.pem")), identity.cert_pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), identity.key_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), identity.ca_pem()).unwrap();
+    let signing_stem = dir.join(format!("{}-signing", state.to_lowercase()));
+    let (key, _) = tidemark::pki::write_signing_key(&signing_stem).unwrap();
+    server.register_key(pki, state, &key, 0, 0).await;
+    dir.join(stem).display().to_string()
+}

@@ -66,13 +66,28 @@ def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
         results = list(idn.query("smuggling", reporting_states=["AUS"]))
         assert results
         for result in results:
-            report = idn.verify(result.envelope, keys.values())
+            report = idn.verify(result.envelope, keys, result.meta.accepted_at_unix)
             assert report.reporting_state == "AUS"
         # One changed byte and it no longer verifies.
         altered = results[0].envelope
         altered.payload = altered.payload[:-1] + bytes([altered.payload[-1] ^ 1])
         with pytest.raises(ValueError):
-            idn.verify(altered, keys.values())
+            idn.verify(altered, keys)
+        # Signed with another state's key: not AUS's report, whatever it says.
+        tha = dsse.load_private_key(str(server.certs / "tha-signing.key"))
+        forged = dsse.sign(dsse.REPORT_PAYLOAD_TYPE, results[1].envelope.payload, tha)
+        with pytest.raises(ValueError, match="another state"):
+            idn.verify(forged)
+        # A retraction is read as one.
+        retraction = report_pb2.Retraction(
+            report_id=report.report_id, reporting_state="AUS", version=2, reason="duplicate"
+        )
+        signed = dsse.sign(
+            dsse.RETRACTION_PAYLOAD_TYPE,
+            retraction.SerializeToString(),
+            dsse.load_private_key(str(server.certs / "aus-signing.key")),
+        )
+        assert idn.verify(signed) == retraction
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
         accesses = aus.access_to_my_data()
         assert any(a.reader_state == "IDN" and a.action == "query" for a in accesses)
@@ -81,6 +96,11 @@ def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
 def test_an_aggregate_and_an_import(server):
     reports = server.sample_reports("AUS", 30, seed=5)
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        # A report that cannot be signed stops the import before anything is sent.
+        broken = [reports[0], {"persons": {"total": -1}}]
+        with pytest.raises(ValueError, match="report 1"):
+            aus.import_reports(broken)
+        assert all(c.contributed == 0 for c in aus.standing().categories)
         summary = aus.import_reports(reports)
         assert (summary.accepted, summary.rejected) == (30, 0)
         again = aus.import_reports(reports[:3])
@@ -89,6 +109,20 @@ def test_an_aggregate_and_an_import(server):
         table = analyst.aggregate(["state"], ["reports", "persons"])
         total = [c for c in table.cells if all(k == "*" for k in c.keys)]
         assert total and total[0].values[0] == 30
+
+
+def test_an_error_survives_pickling(server):
+    import pickle
+
+    with Client.from_profile(server.endpoint, server.profile("idn-node")) as idn:
+        with pytest.raises(TidemarkError) as refused:
+            list(idn.query("smuggling"))
+    again = pickle.loads(pickle.dumps(refused.value))
+    assert (again.code, again.reason, again.metadata) == (
+        refused.value.code,
+        refused.value.reason,
+        refused.value.metadata,
+    )
 
 
 def test_dsse_matches_the_specification_example():

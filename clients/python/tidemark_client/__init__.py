@@ -8,7 +8,7 @@ See the package README for an example per role.
 """
 
 from . import dsse
-from .client import Client, Submitted
+from .client import Client, SigningKey, Stream, Submitted
 from .errors import TidemarkError
 
-__all__ = ["Client", "Submitted", "TidemarkError", "dsse"]
+__all__ = ["Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
 
 import grpc
 from google.protobuf import json_format
@@ -24,7 +25,53 @@ from tidemark.v1 import (
 from . import dsse
 from .errors import TidemarkError
 
-ReportLike = Union[report_pb2.Report, Mapping[str, Any], str]
+ReportLike = Union[report_pb2.Report, Mapping[str, Any], str, bytes]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A registered report-signing key, as the server lists it."""
+
+    key_id: str
+    #: The state whose reports it signs (ISO 3166-1 alpha-3).
+    state: str
+    public_key: dsse.Ed25519PublicKey
+    #: Unix seconds; `valid_until` and `revoked_at` are 0 when unset.
+    valid_from: int
+    valid_until: int
+    revoked_at: int
+
+    def active_at(self, at: int) -> bool:
+        """Whether it may sign at Unix time `at`."""
+        return (
+            at >= self.valid_from
+            and (self.valid_until == 0 or at < self.valid_until)
+            and (self.revoked_at == 0 or at < self.revoked_at)
+        )
+
+
+class Stream(Generic[T]):
+    """The results of a streaming call: iterate them, or `cancel()` the call (from any
+    thread). Errors are raised as :class:`TidemarkError` while iterating."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> "Stream[T]":
+        return self
+
+    def __next__(self) -> T:
+        try:
+            return next(self._call)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.CANCELLED and self._call.cancelled():
+                raise StopIteration from None
+            raise TidemarkError.from_rpc_error(error) from None
+
+    def cancel(self) -> None:
+        """Ends the call; iteration then stops."""
+        self._call.cancel()
 
 #: The category names the methods take.
 CATEGORIES = {
@@ -50,7 +97,7 @@ class Submitted:
 def _report(report: ReportLike) -> report_pb2.Report:
     if isinstance(report, report_pb2.Report):
         return report
-    if isinstance(report, str):
+    if isinstance(report, (str, bytes)):
         report = json.loads(report)
     return json_format.ParseDict(dict(report), report_pb2.Report())
 
@@ -71,6 +118,7 @@ class Client:
         key_pem: bytes,
         ca_pem: bytes,
         signing_key: Optional[dsse.Ed25519PrivateKey] = None,
+        timeout: Optional[float] = 30.0,
     ) -> None:
         target = endpoint.removeprefix("https://").rstrip("/")
         credentials = grpc.ssl_channel_credentials(
@@ -81,20 +129,37 @@ class Client:
         self._analytics = analytics_pb2_grpc.AnalyticsStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self.signing_key = signing_key
+        #: Seconds each unary call may take (None: no deadline); streams have none.
+        self.timeout = timeout
 
     @classmethod
-    def from_profile(cls, endpoint: str, profile: Union[str, Path]) -> "Client":
-        """A client for the profile `tidemark --as` would use (``certs/aus-node``)."""
+    def from_profile(
+        cls,
+        endpoint: str,
+        profile: Union[str, Path],
+        signing_key: Optional[Union[str, Path]] = None,
+        timeout: Optional[float] = 30.0,
+    ) -> "Client":
+        """A client for the profile `tidemark --as` would use: ``certs/aus-node`` reads
+        ``certs/aus-node.pem``, ``.key`` and ``certs/ca.pem``. A node profile named
+        ``<state>-node`` signs with ``<state>-signing.key`` beside it; any other profile
+        signs only with the `signing_key` file given."""
         profile = Path(profile)
-        stem = profile.name
-        read = lambda p: Path(p).read_bytes()  # noqa: E731
-        signing = profile.parent / f"{stem.split('-')[0]}-signing.key"
+        name = profile.name
+
+        def read(path: Path) -> bytes:
+            return path.read_bytes()
+
+        if signing_key is None and name.endswith("-node"):
+            beside = profile.parent / f"{name[: -len('-node')]}-signing.key"
+            signing_key = beside if beside.exists() else None
         return cls(
             endpoint,
-            cert_pem=read(profile.with_suffix(".pem")),
-            key_pem=read(profile.with_suffix(".key")),
+            cert_pem=read(profile.parent / f"{name}.pem"),
+            key_pem=read(profile.parent / f"{name}.key"),
             ca_pem=read(profile.parent / "ca.pem"),
-            signing_key=dsse.load_private_key(str(signing)) if signing.exists() else None,
+            signing_key=dsse.load_private_key(str(signing_key)) if signing_key else None,
+            timeout=timeout,
         )
 
     def close(self) -> None:
@@ -107,19 +172,17 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    def _call(method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request)
+            return method(request, timeout=self.timeout)
         except grpc.RpcError as error:
             raise TidemarkError.from_rpc_error(error) from None
+        except ValueError as error:  # a closed channel
+            raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
 
     @staticmethod
-    def _stream(responses: Iterable[Any]) -> Iterator[Any]:
-        try:
-            yield from responses
-        except grpc.RpcError as error:
-            raise TidemarkError.from_rpc_error(error) from None
+    def _stream(call: Any) -> Stream[Any]:
+        return Stream(call)
 
     def whoami(self) -> exchange_pb2.WhoAmIResponse:
         """Who the server sees: SPIFFE ID, role, state, certificate serial and validity."""
@@ -144,14 +207,19 @@ class Client:
     def import_reports(self, reports: Iterable[ReportLike]) -> exchange_pb2.ImportResponse:
         """Signs and submits many reports on one stream: counts accepted, duplicates and
         rejected, with each rejection's index, code and field violations."""
-        requests = (exchange_pb2.SubmitRequest(envelope=self.sign(r)) for r in reports)
-        return self._call(self._exchange.Import, requests)
+        requests = []
+        for index, report in enumerate(reports):
+            try:
+                requests.append(exchange_pb2.SubmitRequest(envelope=self.sign(report)))
+            except (ValueError, json_format.ParseError) as error:
+                raise ValueError(f"report {index} cannot be signed: {error}") from error
+        return self._call(self._exchange.Import, iter(requests))
 
     def standing(self) -> exchange_pb2.MyStandingResponse:
         """Where this state stands in give-to-get, per category."""
         return self._call(self._exchange.MyStanding, exchange_pb2.MyStandingRequest())
 
-    def query(self, category: str = "smuggling", **filters: Any) -> Iterator[exchange_pb2.QueryResult]:
+    def query(self, category: str = "smuggling", **filters: Any) -> Stream[exchange_pb2.QueryResult]:
         """Other states' (and your own) reports of `category` ("smuggling" or "maritime"),
         filtered by QueryRequest fields (``from_date="2024-01-01"``,
         ``reporting_states=["AUS"]``, …). Each result holds the envelope exactly as signed:
@@ -159,34 +227,68 @@ class Client:
         request = exchange_pb2.QueryRequest(category=CATEGORIES[category], **filters)
         return self._stream(self._exchange.Query(request))
 
-    def sync(self, category: str = "smuggling", after_sequence: int = 0) -> Iterator[exchange_pb2.SyncItem]:
+    def sync(self, category: str = "smuggling", after_sequence: int = 0) -> Stream[exchange_pb2.SyncItem]:
         """Every change of `category` after `after_sequence`, oldest first."""
         request = exchange_pb2.SyncRequest(
             category=CATEGORIES[category], after_sequence=after_sequence
         )
         return self._stream(self._exchange.Sync(request))
 
-    def subscribe(self, category: str = "smuggling", **filters: Any) -> Iterator[exchange_pb2.SyncItem]:
-        """Matching changes as they are committed, until the stream is cancelled."""
+    def subscribe(self, category: str = "smuggling", **filters: Any) -> Stream[exchange_pb2.SyncItem]:
+        """Matching changes as they are committed, until `cancel()` is called on the
+        returned stream."""
         request = exchange_pb2.QueryRequest(category=CATEGORIES[category], **filters)
         return self._stream(self._exchange.Subscribe(request))
 
-    def signing_keys(self, state: str = "") -> Dict[str, dsse.Ed25519PublicKey]:
-        """Registered report-signing public keys (of one state, or all), by key id."""
+    def signing_keys(self, state: str = "") -> Dict[str, SigningKey]:
+        """Registered report-signing keys (of one state, ISO alpha-3 in upper case, or
+        all), by key id, with the state each signs for and when it may sign."""
         answer = self._call(
-            self._exchange.SigningKeys, exchange_pb2.SigningKeysRequest(state=state)
+            self._exchange.SigningKeys, exchange_pb2.SigningKeysRequest(state=state.upper())
         )
-        return {k.key_id: dsse.load_public_key(k.public_key_pem) for k in answer.keys}
+        return {
+            k.key_id: SigningKey(
+                key_id=k.key_id,
+                state=k.state,
+                public_key=dsse.load_public_key(k.public_key_pem),
+                valid_from=k.valid_from_unix,
+                valid_until=k.valid_until_unix,
+                revoked_at=k.revoked_at_unix,
+            )
+            for k in answer.keys
+        }
 
     def verify(
-        self, envelope: envelope_pb2.Envelope, keys: Optional[Iterable[dsse.Ed25519PublicKey]] = None
-    ) -> report_pb2.Report:
-        """The report an envelope carries, once one of `keys` (default: every registered
-        key) is found to have signed it; ValueError if none did."""
-        keys = list(keys) if keys is not None else list(self.signing_keys().values())
-        if dsse.verified_by(envelope, keys) is None:
-            raise ValueError("no given key signed this envelope: it was altered or is not theirs")
-        return report_pb2.Report.FromString(envelope.payload)
+        self,
+        envelope: envelope_pb2.Envelope,
+        keys: Optional[Mapping[str, SigningKey]] = None,
+        accepted_at: Optional[int] = None,
+    ) -> Union[report_pb2.Report, report_pb2.Retraction]:
+        """The report or retraction an envelope carries, once a key of the state it names
+        is found to have signed it, active at `accepted_at` (Unix seconds, e.g.
+        ``result.meta.accepted_at_unix``; default now) — the rule the server applies.
+        `keys` defaults to every registered key. ValueError otherwise."""
+        kinds = {
+            dsse.REPORT_PAYLOAD_TYPE: report_pb2.Report,
+            dsse.RETRACTION_PAYLOAD_TYPE: report_pb2.Retraction,
+        }
+        kind = kinds.get(envelope.payload_type)
+        if kind is None:
+            raise ValueError(f"not a report or retraction: payload type {envelope.payload_type!r}")
+        message = kind.FromString(envelope.payload)
+        at = int(time.time()) if accepted_at is None else accepted_at
+        keys = self.signing_keys() if keys is None else keys
+        usable = [
+            k.public_key
+            for k in keys.values()
+            if k.state == message.reporting_state and k.active_at(at)
+        ]
+        if dsse.verified_by(envelope, usable) is None:
+            raise ValueError(
+                f"no key of {message.reporting_state} active at {at} signed this envelope: it "
+                "was altered, signed by another state's key, or by a revoked or expired key"
+            )
+        return message
 
     def server_key(self) -> dsse.Ed25519PublicKey:
         """The server's receipt public key, to check signed receipts offline."""

@@ -4,7 +4,6 @@ refusal (google.rpc.ErrorInfo, reason ``INSUFFICIENT_CONTRIBUTION``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import grpc
@@ -12,34 +11,51 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 
-@dataclass
 class TidemarkError(Exception):
-    """A call the server refused or could not answer."""
+    """A call the server refused or could not answer.
 
-    code: grpc.StatusCode
-    message: str
-    #: (field path, what is wrong) for each bad field, e.g. ("persons.total", "…").
-    violations: List[Tuple[str, str]] = field(default_factory=list)
-    #: ErrorInfo reason, e.g. "INSUFFICIENT_CONTRIBUTION", with its metadata.
-    reason: Optional[str] = None
-    metadata: Dict[str, str] = field(default_factory=dict)
+    ``code`` is the gRPC status code, ``message`` what the server said, ``violations``
+    (field path, what is wrong) for each bad field of a refused report, ``reason`` and
+    ``metadata`` the google.rpc.ErrorInfo of a give-to-get refusal
+    (``INSUFFICIENT_CONTRIBUTION``, with state, category, contributed, required).
+    """
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        message: str,
+        violations: Optional[List[Tuple[str, str]]] = None,
+        reason: Optional[str] = None,
+        metadata: Optional[Dict[str, str]] = None,
+    ) -> None:
+        super().__init__(code, message, violations or [], reason, metadata or {})
+        self.code = code
+        self.message = message
+        self.violations: List[Tuple[str, str]] = list(violations or [])
+        self.reason = reason
+        self.metadata: Dict[str, str] = dict(metadata or {})
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
+
+    def __reduce__(self):  # picklable, e.g. across a process pool
+        return (type(self), (self.code, self.message, self.violations, self.reason, self.metadata))
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> "TidemarkError":
         """The error a failed call raised, with its details decoded."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         message = error.details() if hasattr(error, "details") else str(error)
-        found = cls(code=code, message=message or "")
+        violations: List[Tuple[str, str]] = []
+        reason: Optional[str] = None
+        metadata: Dict[str, str] = {}
         status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
         for detail in status.details if status else []:
             bad = error_details_pb2.BadRequest()
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(bad):
-                found.violations += [(v.field, v.description) for v in bad.field_violations]
+                violations += [(v.field, v.description) for v in bad.field_violations]
             elif detail.Unpack(info):
-                found.reason = info.reason
-                found.metadata = dict(info.metadata)
-        return found
+                reason = info.reason
+                metadata = dict(info.metadata)
+        return cls(code, message or "", violations, reason, metadata)

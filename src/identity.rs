@@ -63,6 +63,16 @@ impl Role {
             Self::Operator => "operator",
         }
     }
+
+    /// The label with its article, for messages: "a node", "an operator", ….
+    pub fn with_article(&self) -> &'static str {
+        match self {
+            Self::Node(_) => "a node",
+            Self::StateAnalyst(_) => "a state analyst",
+            Self::RegionalAnalyst => "a regional analyst",
+            Self::Operator => "an operator",
+        }
+    }
 }
 
 /// An authenticated identity: a role and a name within one trust domain.

@@ -27,7 +27,7 @@ pub(crate) const MAX_KEYID_CHARS: usize = 128;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {
-    #[error("only node certificates submit reports; this is a {0} certificate")]
+    #[error("only node certificates submit reports; this is {0} certificate")]
     NotANode(&'static str),
     #[error("{0}")]
     Malformed(String),
@@ -66,7 +66,7 @@ pub fn verify(
     now: OffsetDateTime,
 ) -> Result<NewEnvelope, SubmitError> {
     let Role::Node(caller) = principal.role() else {
-        return Err(SubmitError::NotANode(principal.role().label()));
+        return Err(SubmitError::NotANode(principal.role().with_article()));
     };
     let kind = match envelope.payload_type.as_str() {
         REPORT_PAYLOAD_TYPE => EnvelopeKind::Report,

@@ -518,8 +518,8 @@ pub struct AuditArgs {
     /// the list leaves out. Reads up to 10,000 accesses and scans the log's entries.
     #[arg(long, requires = "state_dir")]
     verify: bool,
-    /// Your state's witness directory (`tidemark log witness --state-dir`).
-    #[arg(long, value_name = "DIR")]
+    /// Your state's witness directory (`tidemark log witness --state-dir`), for --verify.
+    #[arg(long, value_name = "DIR", requires = "verify")]
     state_dir: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,

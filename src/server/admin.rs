@@ -69,8 +69,8 @@ fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
     match peer.principal().role() {
         Role::Operator => Ok(peer.principal().spiffe_id()),
         other => Err(Status::permission_denied(format!(
-            "administration needs an operator certificate; this is a {} certificate",
-            other.label()
+            "administration needs an operator certificate; this is {} certificate",
+            other.with_article()
         ))),
     }
 }

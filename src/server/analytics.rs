@@ -28,9 +28,9 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             Role::RegionalAnalyst => None,
             other => {
                 return Err(Status::permission_denied(format!(
-                    "aggregate queries need an analyst certificate; this is a {} certificate \
+                    "aggregate queries need an analyst certificate; this is {} certificate \
                      (nodes read records with Query and Sync)",
-                    other.label()
+                    other.with_article()
                 )));
             }
         };

@@ -70,7 +70,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<pb::ImportResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
         if !matches!(peer.principal().role(), Role::Node(_)) {
-            return Err(SubmitError::NotANode(peer.principal().role().label()).into());
+            return Err(SubmitError::NotANode(peer.principal().role().with_article()).into());
         }
         let mut guard = self.ctx.guard(&peer, None);
         let mut stream = request.into_inner();

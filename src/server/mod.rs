@@ -295,6 +295,9 @@ fn reflection() -> Result<
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health
+        .set_service_status("grpc.health.v1.Health", status)
+        .await;
+    health
         .set_service_status(
             <ExchangeServer<ExchangeService> as tonic::server::NamedService>::NAME,
             status,

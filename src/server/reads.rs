@@ -92,9 +92,13 @@ pub(super) fn node_state(peer: &PeerIdentity) -> Result<CountryCode, Status> {
     match peer.principal().role() {
         Role::Node(state) => Ok(state),
         other => Err(Status::permission_denied(format!(
-            "reading records needs a node certificate; this is a {} certificate (analysts \
-             use aggregate queries)",
-            other.label()
+            "reading records needs a node certificate; this is {} certificate ({})",
+            other.with_article(),
+            if matches!(other, Role::Operator) {
+                "operators read the audit log: `tidemark admin audit`"
+            } else {
+                "analysts use aggregate queries: `tidemark aggregate`"
+            }
         ))),
     }
 }

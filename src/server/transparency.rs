@@ -139,8 +139,8 @@ impl pb::transparency_server::Transparency for TransparencyService {
         let Role::Node(state) = peer.principal().role() else {
             return Err(Status::permission_denied(format!(
                 "cosignatures come from a state's witness, which runs with a node \
-                 certificate; this is a {} certificate",
-                peer.principal().role().label()
+                 certificate; this is {} certificate",
+                peer.principal().role().with_article()
             )));
         };
         let req = request.into_inner();

@@ -772,3 +772,33 @@ async fn a_closed_stdout_ends_a_command_quietly() {
     assert!(stderr.is_empty(), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "no panic");
 }
+
+#[test]
+fn a_bounding_box_south_or_west_is_taken_in_its_comma_form() {
+    for command in ["query", "watch", "aggregate"] {
+        for bbox in [
+            ["--bbox", "-10,110,0,125"],
+            ["--bbox", "-35.5,-60,-20,-40.25"],
+        ] {
+            let out = Command::new(BIN)
+                .arg(command)
+                .args(["--category", "smuggling"])
+                .args(bbox)
+                .args(["--as", "/nonexistent/aus-node"])
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            // Parsed: the command gets as far as loading the (missing) profile.
+            assert!(
+                said.contains("loading profile"),
+                "{command} {bbox:?}: {said}"
+            );
+        }
+    }
+    let out = Command::new(BIN)
+        .args(["query", "--category", "smuggling", "--bbox", "-10,110"])
+        .args(["--as", "/nonexistent/aus-node"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bbox takes four numbers"));
+}

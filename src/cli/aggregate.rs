@@ -71,8 +71,14 @@ pub struct AggregateArgs {
     /// rubber-dinghy, sailing-boat, speedboat, cargo-ship, other.
     #[arg(long, value_parser = parse_vessel, value_name = "TYPE")]
     vessel_type: Option<i32>,
-    /// Only reports located inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON.
-    #[arg(long, value_delimiter = ',', num_args = 4, value_name = "DEGREES")]
+    /// Only reports located inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (degrees;
+    /// negative south and west), comma-separated: `--bbox -10,110,0,125`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        value_name = "MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
+    )]
     bbox: Vec<f64>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]

@@ -87,8 +87,14 @@ pub struct FilterArgs {
     /// Persons of any of these nationalities.
     #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
     nationalities: Vec<CountryCode>,
-    /// Position inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON.
-    #[arg(long, value_delimiter = ',', num_args = 4, value_name = "DEGREES")]
+    /// Position inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (degrees;
+    /// negative south and west), comma-separated: `--bbox -10,110,0,125`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        value_name = "MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
+    )]
     bbox: Vec<f64>,
     /// Only reports accepted or changed since this Unix time.
     #[arg(long, value_name = "UNIX_SECONDS", default_value_t = 0)]

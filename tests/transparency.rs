@@ -410,3 +410,76 @@ async fn a_new_log_has_a_checkpoint_and_its_origin_and_key_cannot_change() {
     // With the origin it was made with, the log opens again.
     tidemark::Server::build(pki.config(&data)).expect("the same origin and key");
 }
+
+#[tokio::test]
+async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it_carries() {
+    use tidemark::tlog::cosignature::Cosigner;
+    let world = World::new(Clock::system()).await;
+    let mut log = transparency(&world, Role::Node(common::state("AUS")), "aus-1").await;
+    let key = log_key(&mut log).await;
+    let held = checkpoint(&mut log, &key).await;
+    let body = held.to_body();
+    let origin = held.origin.clone();
+    let add = |line: String, size: u64| pb::AddCosignatureRequest {
+        tree_size: size,
+        cosignature: line,
+    };
+    let aus = Cosigner::from_key(&format!("{origin}/witness/AUS"), world.key("AUS")).unwrap();
+    let good = aus.cosign(&body, 1_700_000_000);
+
+    // Wrong role: an analyst's connection.
+    let mut analyst = transparency(&world, Role::RegionalAnalyst, "ra-1").await;
+    let refused = analyst
+        .add_cosignature(add(good.clone(), held.size))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Another state's witness name, from AUS's node.
+    let tha = Cosigner::from_key(&format!("{origin}/witness/THA"), world.key("THA")).unwrap();
+    let refused = log
+        .add_cosignature(add(tha.cosign(&body, 1), held.size))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // AUS's name, another state's key.
+    let forged = Cosigner::from_key(&format!("{origin}/witness/AUS"), world.key("IDN")).unwrap();
+    let refused = log
+        .add_cosignature(add(forged.cosign(&body, 1), held.size))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // Tampered bytes: a cosignature of another checkpoint body.
+    let other = aus.cosign(&body.replace(&held.size.to_string(), "999"), 1);
+    let refused = log
+        .add_cosignature(add(other, held.size))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // A size with no checkpoint; garbage.
+    let refused = log
+        .add_cosignature(add(good.clone(), held.size + 1000))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    let refused = log
+        .add_cosignature(add("not a line".to_owned(), held.size))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // None of that reached the checkpoint; the good one does, and only once on replay.
+    assert!(!checkpoint_note(&mut log).await.contains("/witness/"));
+    log.add_cosignature(add(good.clone(), held.size))
+        .await
+        .unwrap();
+    log.add_cosignature(add(good, held.size)).await.unwrap();
+    let note = checkpoint_note(&mut log).await;
+    assert_eq!(note.matches("/witness/AUS ").count(), 1, "{note}");
+}
+
+async fn checkpoint_note(log: &mut TransparencyClient<Channel>) -> String {
+    log.get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .note
+}

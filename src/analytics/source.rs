@@ -257,6 +257,7 @@ pub(super) fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<G
         .collect();
     let mut tables: Vec<Cells> = vec![Cells::default(); subsets.len()];
     let mut by_state: BTreeMap<u32, u64> = BTreeMap::new();
+    let record_keys = snapshot.record_keys();
     let mut visit = |id: u128, head: &ReportHead| -> Result<(), StoreError> {
         let Some(summary) = &head.summary else {
             return Ok(());
@@ -274,8 +275,14 @@ pub(super) fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<G
             .as_ref()
             .ok_or_else(|| StoreError::Corrupt(format!("report {id:x} has no aggregate facts")))?;
         *by_state.entry(state).or_default() += 1;
+        let report = Report {
+            summary,
+            facts,
+            state,
+            key: record_keys.of(id),
+        };
         for (dropped, table) in subsets.iter().zip(tables.iter_mut()) {
-            contribute(query, table, summary, facts, state, dropped);
+            contribute(query, table, &report, dropped);
         }
         Ok(())
     };
@@ -308,16 +315,25 @@ pub(super) fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<G
     Ok(grid)
 }
 
-/// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
-fn contribute(
-    query: &AggregateQuery,
-    cells: &mut Cells,
-    summary: &ReportSummary,
-    facts: &ReportFacts,
+/// One matching report as a scan sees it.
+struct Report<'a> {
+    summary: &'a ReportSummary,
+    facts: &'a ReportFacts,
+    /// Its reporting state (packed).
     state: u32,
-    dropped: &[usize],
-) {
-    let all = counters::sums(facts);
+    /// Its record key.
+    key: u32,
+}
+
+/// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
+fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dropped: &[usize]) {
+    let Report {
+        summary,
+        facts,
+        state,
+        key: record_key,
+    } = *report;
+    let all = counters::sums(facts, record_key);
     let month = counters::month_of_day(summary.incident_day);
     // Per position: the values the report has, each with what it adds.
     let choices: Vec<Vec<(u64, Sums)>> = query
@@ -326,7 +342,7 @@ fn contribute(
         .enumerate()
         .map(|(i, d)| match d {
             _ if dropped.contains(&i) => vec![(ALL, all)],
-            Dimension::Counted(c) => c.values(facts, summary),
+            Dimension::Counted(c) => c.values(facts, summary, record_key),
             other => vec![(base_value(*other, month, state, summary.category), all)],
         })
         .collect();

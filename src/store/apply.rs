@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
-    EnvelopeKind, EnvelopeRecord, FEES, REPORTS, ReportHead, StoreError, VersionRef, counters,
-    decode,
+    EnvelopeKind, EnvelopeRecord, FEES, REPORTS, ReportHead, SECRETS, StoreError, VersionRef,
+    counters, decode,
     log::{self, Leaf, LogTables},
 };
 use crate::{country::CountryCode, report::ReportSummary};
@@ -98,6 +98,8 @@ pub(super) struct Tables<'t> {
     audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
     counters: redb::Table<'t, &'static [u8], &'static [u8]>,
     fees: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// Reports' record keys for the counters (the store's cell key secret).
+    pub(super) record_keys: counters::RecordKeys,
     /// The transparency log: every envelope and audit record is a leaf.
     pub(super) log: LogTables<'t>,
 }
@@ -114,6 +116,7 @@ impl<'t> Tables<'t> {
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
+            record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             log: LogTables::open(tx)?,
         })
     }
@@ -286,9 +289,9 @@ fn update_indexes(
                     .remove((state, old.category, old.incident_day, key))?;
                 t.contributions
                     .remove((state, old.category, head.first_accepted_at, key))?;
-                deltas.record(old, state, -1)?;
+                deltas.record(key, old, state, -1)?;
             }
-            deltas.record(summary, state, 1)?;
+            deltas.record(key, summary, state, 1)?;
             t.by_date
                 .insert((summary.category, summary.incident_day, key), ())?;
             t.by_state
@@ -304,7 +307,7 @@ fn update_indexes(
             if let Some(old) = &old {
                 t.contributions
                     .remove((state, old.category, head.first_accepted_at, key))?;
-                deltas.record(old, state, -1)?;
+                deltas.record(key, old, state, -1)?;
             }
             head.retracted = true;
         }

@@ -21,8 +21,26 @@ use redb::{ReadableTable, Table};
 use super::StoreError;
 use crate::report::{ReportFacts, ReportSummary};
 
-/// Number of additive metrics kept per cell.
+/// Number of additive metrics.
 pub(crate) const SUMS: usize = 7;
+
+/// Numbers kept per cell and state: the [`SUMS`] additive metrics, then the sum of the
+/// reports' record keys ([`KEY_SUM`]), then the sum of squares of each magnitude
+/// ([`SQUARES`]). All three are additive, so amendments and retractions keep them exact;
+/// the last two are what disclosure control's cell key method reads
+/// (`crate::analytics`), never shown.
+pub(crate) const STORED: usize = SUMS + 1 + (SUMS - 1);
+
+/// Where [`Sums`] holds the sum of the record keys (see [`RecordKeys`]).
+pub(crate) const KEY_SUM: usize = SUMS;
+
+/// Where [`Sums`] holds the sum of squares of the first magnitude (persons); the others
+/// follow in the order of [`Additive`].
+pub(crate) const SQUARES: usize = SUMS + 1;
+
+/// A contribution larger than this counts as this much in a sum of squares, so that
+/// sums of squares of 2^24 reports fit in 64 bits (no real report comes near it).
+const SQUARE_CAP: u64 = 1 << 20;
 
 /// The additive metrics, in the order of [`Sums`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,10 +70,45 @@ impl Additive {
     pub fn of(self, sums: &Sums) -> u64 {
         sums[self as usize]
     }
+
+    /// The sum of squares of this metric's contributions in `sums` (0 for reports).
+    pub(crate) fn squares(self, sums: &Sums) -> u64 {
+        match self {
+            Self::Reports => 0,
+            other => sums[SQUARES + other as usize - 1],
+        }
+    }
 }
 
-/// Additive metric totals, indexed by [`Additive`].
-pub(crate) type Sums = [u64; SUMS];
+/// What a cell holds per state, indexed by [`Additive`], [`KEY_SUM`] and [`SQUARES`].
+pub(crate) type Sums = [u64; STORED];
+
+/// Each report's *record key*: a fixed pseudo-random number, the same for every version
+/// of the report, from a keyed hash (SipHash-2-4) of its id under a secret that is made
+/// when the store is created and never leaves the server. The cell key method of
+/// `crate::analytics` derives every cell's noise from the sum of its reports' keys.
+#[derive(Clone)]
+pub(crate) struct RecordKeys {
+    secret: [u8; 16],
+}
+
+impl RecordKeys {
+    /// Record keys under `secret`.
+    pub(crate) fn new(secret: [u8; 16]) -> Self {
+        Self { secret }
+    }
+
+    /// The record key of `report`, uniform in `0..2^32`.
+    pub(crate) fn of(&self, report: u128) -> u32 {
+        use std::hash::Hasher;
+        let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.secret);
+        hasher.write(&report.to_be_bytes());
+        // The low half of a PRF's output is itself uniform.
+        #[allow(clippy::cast_possible_truncation)]
+        let key = hasher.finish() as u32;
+        key
+    }
+}
 
 /// The value of a dimension a report does not have (no transit, no origin, …).
 pub(crate) const NONE: u64 = 0;
@@ -124,9 +177,15 @@ impl Cuboid {
         self != Self::Nationality
     }
 
-    /// The values a report has along this dimension, each with what it adds there.
-    pub fn values(self, facts: &ReportFacts, summary: &ReportSummary) -> Vec<(u64, Sums)> {
-        let all = sums(facts);
+    /// The values a report has along this dimension, each with what it adds there
+    /// (`key` is the report's record key).
+    pub(crate) fn values(
+        self,
+        facts: &ReportFacts,
+        summary: &ReportSummary,
+        key: u32,
+    ) -> Vec<(u64, Sums)> {
+        let all = sums(facts, key);
         let one = |value: u64| vec![(value, all)];
         match self {
             Self::Base => one(NONE),
@@ -152,11 +211,14 @@ impl Cuboid {
                     summary.nationalities.iter().zip(&facts.nationality_counts)
                 {
                     counted += u64::from(*count);
-                    out.push((pack_country(nationality), persons_only(u64::from(*count))));
+                    out.push((
+                        pack_country(nationality),
+                        persons_only(u64::from(*count), key),
+                    ));
                 }
                 let rest = u64::from(facts.persons).saturating_sub(counted);
                 if rest > 0 || out.is_empty() {
-                    out.push((NONE, persons_only(rest)));
+                    out.push((NONE, persons_only(rest, key)));
                 }
                 out
             }
@@ -164,21 +226,36 @@ impl Cuboid {
     }
 }
 
-/// What one report adds to every metric.
-pub(crate) fn sums(facts: &ReportFacts) -> Sums {
-    [
-        1,
-        u64::from(facts.persons),
-        u64::from(facts.deaths),
-        u64::from(facts.missing),
-        u64::from(facts.minors),
-        u64::from(facts.unaccompanied_minors),
-        u64::from(facts.facilitators_arrested),
-    ]
+/// What one report with record key `key` adds to every metric.
+pub(crate) fn sums(facts: &ReportFacts, key: u32) -> Sums {
+    with_keys(
+        [
+            1,
+            u64::from(facts.persons),
+            u64::from(facts.deaths),
+            u64::from(facts.missing),
+            u64::from(facts.minors),
+            u64::from(facts.unaccompanied_minors),
+            u64::from(facts.facilitators_arrested),
+        ],
+        key,
+    )
 }
 
-fn persons_only(persons: u64) -> Sums {
-    [1, persons, 0, 0, 0, 0, 0]
+fn persons_only(persons: u64, key: u32) -> Sums {
+    with_keys([1, persons, 0, 0, 0, 0, 0], key)
+}
+
+/// One report's metrics with its record key and the squares of its magnitudes.
+fn with_keys(metrics: [u64; SUMS], key: u32) -> Sums {
+    let mut out = [0; STORED];
+    out[..SUMS].copy_from_slice(&metrics);
+    out[KEY_SUM] = u64::from(key);
+    for (square, value) in out[SQUARES..].iter_mut().zip(&metrics[1..]) {
+        let capped = (*value).min(SQUARE_CAP);
+        *square = capped * capped;
+    }
+    out
 }
 
 /// A report's fee per person as (packed currency, amount), if it states one.
@@ -237,20 +314,32 @@ fn cell_key(cuboid: Cuboid, category: i32, month: u32, value: u64) -> [u8; CELL_
 
 /// Counter changes of one write transaction, added up per row so that each row is read
 /// and written once per transaction however many reports touch it.
-#[derive(Default)]
 pub(super) struct Deltas {
-    cells: BTreeMap<[u8; CELL_KEY], BTreeMap<u32, [i64; SUMS]>>,
+    keys: RecordKeys,
+    cells: BTreeMap<[u8; CELL_KEY], BTreeMap<u32, [i64; STORED]>>,
     fees: BTreeMap<[u8; CELL_KEY + 12], BTreeMap<u32, [i64; 1]>>,
 }
 
 impl Deltas {
-    /// Adds (`sign` = 1) or removes (`sign` = -1) one report version in every cuboid.
+    /// No changes yet; reports' record keys come from `keys`.
+    pub(super) fn new(keys: RecordKeys) -> Self {
+        Self {
+            keys,
+            cells: BTreeMap::new(),
+            fees: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (`sign` = 1) or removes (`sign` = -1) one version of `report` in every
+    /// cuboid.
     pub(super) fn record(
         &mut self,
+        report: u128,
         summary: &ReportSummary,
         state: &str,
         sign: i64,
     ) -> Result<(), StoreError> {
+        let record_key = self.keys.of(report);
         let Some(facts) = &summary.facts else {
             return Err(StoreError::Corrupt(
                 "a report summary without its facts".to_owned(),
@@ -260,7 +349,7 @@ impl Deltas {
         let month = month_of_day(summary.incident_day);
         let fee = fee(facts);
         for cuboid in Cuboid::ALL {
-            for (value, add) in cuboid.values(facts, summary) {
+            for (value, add) in cuboid.values(facts, summary, record_key) {
                 let key = cell_key(cuboid, summary.category, month, value);
                 let entry = self.cells.entry(key).or_default().entry(state).or_default();
                 for (d, a) in entry.iter_mut().zip(add) {
@@ -387,7 +476,7 @@ impl CounterRow<'_> {
     /// The row's total: the sums, how many states contributed, and one of them.
     pub fn total(&self) -> Result<(Sums, usize, u32), StoreError> {
         let mut bytes = self.bytes;
-        let (count, sums) = parse_entry::<SUMS>(&mut bytes).ok_or_else(unreadable)?;
+        let (count, sums) = parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
         let one = bytes
             .get(..3)
             .map_or(0, |b| u32::from_be_bytes([0, b[0], b[1], b[2]]));
@@ -397,10 +486,10 @@ impl CounterRow<'_> {
     /// Per reporting state (packed): the sums.
     pub fn states(&self) -> Result<Vec<(u32, Sums)>, StoreError> {
         let mut bytes = self.bytes;
-        parse_entry::<SUMS>(&mut bytes).ok_or_else(unreadable)?;
+        parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
         let mut out = Vec::new();
         while !bytes.is_empty() {
-            out.push(parse_entry::<SUMS>(&mut bytes).ok_or_else(unreadable)?);
+            out.push(parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?);
         }
         Ok(out)
     }

@@ -46,7 +46,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub(crate) const COUNTERS_VERSION: u64 = 3;
+pub(crate) const COUNTERS_VERSION: u64 = 4;
 
 /// The version of the transparency log's layout; a store without it (written before the
 /// log existed) has its log built from its envelopes and audit records at start.
@@ -89,8 +89,25 @@ const LOG_BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("log_by_ha
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// Witnesses' cosignature lines by (tree size, witness name).
 const COSIGNATURES: TableDefinition<(u64, &str), &str> = TableDefinition::new("cosignatures");
+/// Server secrets by name: `cell_key` (16 bytes), the key of reports' record keys
+/// (see [`counters::RecordKeys`]), made with the store and never sent anywhere.
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Fee distributions (see [`counters`]): cell key, currency, amount → per-state counts.
 const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
+
+/// The name of the cell key secret in [`SECRETS`].
+const CELL_KEY_SECRET: &str = "cell_key";
+
+/// The record keys under the store's cell key secret.
+fn record_keys(
+    secrets: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<counters::RecordKeys, StoreError> {
+    let secret = secrets
+        .get(CELL_KEY_SECRET)?
+        .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
+        .ok_or_else(|| StoreError::Corrupt("the cell key secret is missing".to_owned()))?;
+    Ok(counters::RecordKeys::new(secret))
+}
 
 /// A handle on the open store; cheap to clone.
 #[derive(Clone)]
@@ -189,6 +206,15 @@ impl Store {
             tx.open_table(LOG_BY_HASH)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COSIGNATURES)?;
+            let mut secrets = tx.open_table(SECRETS)?;
+            if secrets.get(CELL_KEY_SECRET)?.is_none() {
+                let mut secret = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                    .map_err(|_| {
+                        StoreError::Corrupt("the system random generator failed".to_owned())
+                    })?;
+                secrets.insert(CELL_KEY_SECRET, secret.as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -270,7 +296,7 @@ impl Store {
         {
             tx.delete_table(COUNTERS)?;
             tx.delete_table(FEES)?;
-            let mut deltas = counters::Deltas::default();
+            let mut deltas = counters::Deltas::new(record_keys(&tx.open_table(SECRETS)?)?);
             let envelopes = tx.open_table(ENVELOPES)?;
             let mut reports = tx.open_table(REPORTS)?;
             let mut heads = Vec::new();
@@ -299,7 +325,7 @@ impl Store {
                     ))
                 })?;
                 if !head.retracted {
-                    deltas.record(&summary, &head.state, 1)?;
+                    deltas.record(key, &summary, &head.state, 1)?;
                     counted += 1;
                 }
                 head.summary = Some(summary);

@@ -12,8 +12,8 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
-    EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SIGNING_KEYS, StoreError,
-    counters::{self, CounterRow, Cuboid, FeeRow},
+    EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SECRETS, SIGNING_KEYS, StoreError,
+    counters::{self, CounterRow, Cuboid, FeeRow, RecordKeys},
     decode,
     log::{LogView, ProofRequestError, StoredCheckpoint},
 };
@@ -30,6 +30,7 @@ pub struct Snapshot {
     audit_by_owner: ReadOnlyTable<(&'static str, u64), u64>,
     counters: ReadOnlyTable<&'static [u8], &'static [u8]>,
     fees: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    record_keys: RecordKeys,
     log: LogView,
 }
 
@@ -50,8 +51,14 @@ impl Snapshot {
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
+            record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             log: LogView::open(&tx)?,
         })
+    }
+
+    /// Reports' record keys (for the cell key method of aggregates).
+    pub(crate) fn record_keys(&self) -> &RecordKeys {
+        &self.record_keys
     }
 
     /// The number of leaves in the transparency log.

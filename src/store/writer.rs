@@ -262,7 +262,7 @@ fn commit_batch(
     let mut results = Vec::with_capacity(batch.len());
     {
         let mut t = Tables::open(&tx)?;
-        let mut deltas = counters::Deltas::default();
+        let mut deltas = counters::Deltas::new(t.record_keys.clone());
         let mut next_sequence = t.next_sequence()?;
         let mut next_audit = t.next_audit()?;
         for job in batch {

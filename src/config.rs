@@ -133,8 +133,17 @@ impl Default for CategoryRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
-    /// A cell with fewer reports than this is withheld (small-cell suppression).
+    /// A cell with fewer reports than this is withheld (small-cell suppression), judged
+    /// on both its true and its perturbed count.
     pub minimum_reports: u32,
+    /// Fee quartiles are shown only over at least this many reports of one currency
+    /// (order statistics give single values back far more easily than counts do); the
+    /// larger of this and `minimum_reports` applies.
+    pub minimum_reports_for_quantiles: u32,
+    /// Whether the regional analyst's answers are perturbed by the cell key method too
+    /// (a state analyst's always are). Turning it off gives the regional analyst exact
+    /// figures — and the differencing they allow.
+    pub perturb_regional_analyst: bool,
     /// Withhold cells whose reports all come from one state (they are always flagged).
     pub suppress_single_state: bool,
     /// The currency fees are converted to; empty: fees are given per currency.
@@ -151,6 +160,8 @@ impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
             minimum_reports: 3,
+            minimum_reports_for_quantiles: 10,
+            perturb_regional_analyst: true,
             suppress_single_state: false,
             fee_currency: String::new(),
             rates: std::collections::BTreeMap::new(),

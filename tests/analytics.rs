@@ -7,70 +7,17 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use common::{TestPki, TestServer, node, operator, sample_report, sign, state};
-use prost::Message;
+use common::{
+    TestPki, TestServer, aggregate, analyst, import, node, operator, regional, retraction,
+    sample_report, sign,
+};
 use tidemark::{
     client::ClientIdentity,
-    identity::Role,
     pb::{self, analytics_client::AnalyticsClient},
-    signing::SigningKey,
 };
 use tonic::Code;
 
 const STATES: [&str; 3] = ["AUS", "IDN", "THA"];
-
-fn regional(pki: &TestPki) -> ClientIdentity {
-    pki.client(Role::RegionalAnalyst, "regional-1")
-}
-
-fn analyst(pki: &TestPki, code: &str) -> ClientIdentity {
-    pki.client(
-        Role::StateAnalyst(state(code)),
-        &format!("{}-analyst", code.to_lowercase()),
-    )
-}
-
-async fn aggregate(
-    server: &TestServer,
-    who: &ClientIdentity,
-    request: pb::AggregateRequest,
-) -> Result<pb::AggregateResponse, tonic::Status> {
-    AnalyticsClient::new(server.channel(who).await)
-        .aggregate(request)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// Sends envelopes through one Import stream; all must be accepted.
-async fn import(server: &TestServer, pki: &TestPki, code: &str, envelopes: Vec<pb::Envelope>) {
-    let n = envelopes.len() as u64;
-    let requests: Vec<pb::SubmitRequest> = envelopes
-        .into_iter()
-        .map(|e| pb::SubmitRequest { envelope: Some(e) })
-        .collect();
-    let summary = server
-        .exchange(&node(pki, code))
-        .await
-        .import(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(summary.accepted, n, "{:?}", summary.rejections.first());
-}
-
-fn retraction(report: &pb::Report, version: u32, key: &SigningKey) -> pb::Envelope {
-    let retraction = pb::Retraction {
-        report_id: report.report_id.clone(),
-        reporting_state: report.reporting_state.clone(),
-        version,
-        reason: "entered twice".into(),
-    };
-    tidemark::envelope::sign(
-        tidemark::envelope::RETRACTION_PAYLOAD_TYPE,
-        retraction.encode_to_vec(),
-        key,
-    )
-}
 
 // ---------------------------------------------------------------------------------
 // An independent recount from the raw reports the test sent.
@@ -463,7 +410,7 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
         let source = check(server, &who, live, &dims, all(), |_| true).await;
         assert_eq!(source, "scan", "{dims:?} has two counted dimensions");
     }
-    // Whole months and reporting states: counters. A day range or a route: a scan.
+    // Whole months and reporting states: counters. A route: a scan.
     let months = pb::AggregateFilter {
         category: pb::Category::SmugglingIncident as i32,
         from_date: "2021-03-01".into(),
@@ -487,23 +434,24 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
     )
     .await;
     assert_eq!(source, "counters");
-    let days = pb::AggregateFilter {
-        from_date: "2021-03-02".into(),
-        to_date: "2023-10-30".into(),
+    let via_afg = pb::AggregateFilter {
+        route_countries: vec!["AFG".into()],
         ..months
     };
-    let in_days = |r: &pb::Report| {
+    let in_months_via_afg = |r: &pb::Report| {
+        let route = r.route.clone().unwrap_or_default();
         in_months(r)
-            && r.incident_date.as_str() >= "2021-03-02"
-            && r.incident_date.as_str() <= "2023-10-30"
+            && (route.origin == "AFG"
+                || route.intended_destination == "AFG"
+                || route.transit.iter().any(|t| t == "AFG"))
     };
     let source = check(
         server,
         &who,
         live,
         &[Dim::Quarter, Dim::Modus],
-        days,
-        in_days,
+        via_afg,
+        in_months_via_afg,
     )
     .await;
     assert_eq!(source, "scan");
@@ -540,10 +488,14 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_retractions() {
     let pki = TestPki::new();
-    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+    // Exact figures (the regional analyst unperturbed): this checks the internals that
+    // perturbation starts from.
+    let exact = |c: &mut tidemark::Config| {
         c.analytics.minimum_reports = 1;
-    })
-    .await;
+        c.analytics.minimum_reports_for_quantiles = 1;
+        c.analytics.perturb_regional_analyst = false;
+    };
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), exact).await;
     let mut latest: BTreeMap<String, Option<pb::Report>> = BTreeMap::new();
     for (s, code) in STATES.iter().enumerate() {
         let key = server.register_new_key(&pki, code).await;
@@ -601,7 +553,7 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
     let counted = store.rebuild_counters().unwrap();
     assert_eq!(counted, live.len() as u64);
     drop(store);
-    let server = TestServer::start_with(&pki, data, |c| c.analytics.minimum_reports = 1).await;
+    let server = TestServer::start_with(&pki, data, exact).await;
     check_everything(&server, &pki, &live).await;
 }
 
@@ -660,7 +612,11 @@ async fn import_routes(server: &TestServer, pki: &TestPki, routes: &[(bool, &str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_cells_are_withheld_with_enough_others_that_margins_do_not_reveal_them() {
     let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
+    // Suppression on exact figures (perturbation is tested in tests/disclosure.rs).
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.perturb_regional_analyst = false;
+    })
+    .await;
     import_routes(
         &server,
         &pki,
@@ -772,6 +728,7 @@ async fn single_state_cells_are_flagged_and_withheld_when_configured() {
     let pki = TestPki::new();
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
         c.analytics.suppress_single_state = true;
+        c.analytics.perturb_regional_analyst = false;
     })
     .await;
     let aus = server.register_new_key(&pki, "AUS").await;
@@ -858,7 +815,10 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
     let ok = aggregate(&server, &aus, request(pb::Category::SmugglingIncident, &[]))
         .await
         .unwrap();
-    assert!(ok.cells.iter().any(|c| c.keys == ["*"] && c.values == [5]));
+    // A state analyst's figures are always perturbed: within 2 of the true 5.
+    let total = ok.cells.iter().find(|c| c.keys == ["*"]).unwrap();
+    assert!(total.values[0].abs_diff(5) <= 2, "{:?}", total.values);
+    assert_eq!(ok.protection.unwrap().method, "cell-key");
     let refused = aggregate(&server, &aus, all()).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::grid::{ALL, Grid, Key};
+use super::grid::{ALL, Acc, Grid, Key};
 
 /// Why an entry is withheld.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,15 +60,16 @@ fn line_of(key: &Key, axis: usize) -> LineId {
     (axis, id)
 }
 
-/// Decides which entries of `grid` are withheld, and why.
+/// Decides which entries of `grid` are withheld, and why: `small` says which entries
+/// are too small to show.
 pub(super) fn protect(
     grid: &Grid,
-    minimum: u64,
+    small: impl Fn(&Acc) -> bool,
     suppress_single_state: bool,
 ) -> BTreeMap<Key, Rule> {
     let mut withheld = BTreeMap::new();
     for (key, acc) in &grid.entries {
-        if acc.reports() < minimum {
+        if small(acc) {
             withheld.insert(*key, Rule::SmallCell);
         } else if suppress_single_state && acc.single_state() {
             withheld.insert(*key, Rule::Dominance);
@@ -281,7 +282,13 @@ fn any_determined(matrix: &mut [Vec<f64>], columns: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analytics::grid::Acc;
+
+    /// What `reports` reports add, nothing else.
+    fn sums(reports: u64) -> crate::store::counters::Sums {
+        let mut sums = [0; crate::store::counters::STORED];
+        sums[0] = reports;
+        sums
+    }
 
     /// A 2-D table from interior counts, with all margins.
     fn table(cells: &[(u64, u64, u64)]) -> Grid {
@@ -289,8 +296,8 @@ mod tests {
         for (r, c, n) in cells {
             // Two states, so that nothing is single-state.
             let mut acc = Acc::default();
-            acc.add(1, &[*n - 1, 0, 0, 0, 0, 0, 0]);
-            acc.add(2, &[1, 0, 0, 0, 0, 0, 0]);
+            acc.add(1, &sums(*n - 1));
+            acc.add(2, &sums(1));
             interior.insert([*r, *c, 0], acc);
         }
         let mut grid = Grid::new(2);
@@ -301,7 +308,7 @@ mod tests {
     #[test]
     fn a_small_cell_takes_a_second_cell_on_its_row_and_column() {
         let grid = table(&[(1, 1, 2), (1, 2, 10), (2, 1, 20), (2, 2, 30)]);
-        let w = protect(&grid, 3, false);
+        let w = protect(&grid, |a| a.reports() < 3, false);
         assert_eq!(w.get(&[1, 1, 0]), Some(&Rule::SmallCell));
         // Row 1 and column 1 each need a second withheld entry, and so on around.
         for axis in 0..2 {
@@ -348,7 +355,7 @@ mod tests {
             }
         }
         let grid = table(&cells);
-        let w = protect(&grid, 4, false);
+        let w = protect(&grid, |a| a.reports() < 4, false);
         assert!(w.values().any(|r| *r == Rule::SmallCell));
         assert!(w.values().any(|r| *r == Rule::Secondary));
         assert!(determined_group(&Lines::new(&grid), &w).is_none());
@@ -358,12 +365,12 @@ mod tests {
     fn dominance_is_withheld_only_when_configured() {
         let mut interior = crate::analytics::grid::Cells::default();
         let mut acc = Acc::default();
-        acc.add(7, &[10, 0, 0, 0, 0, 0, 0]);
+        acc.add(7, &sums(10));
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
         grid.roll_up(&interior, &[0]);
-        assert!(protect(&grid, 3, false).is_empty());
-        let w = protect(&grid, 3, true);
+        assert!(protect(&grid, |a| a.reports() < 3, false).is_empty());
+        let w = protect(&grid, |a| a.reports() < 3, true);
         assert_eq!(w.get(&[1, 0, 0]), Some(&Rule::Dominance));
     }
 }

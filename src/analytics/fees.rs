@@ -79,6 +79,8 @@ mod tests {
     fn settings(base: &str, rates: &[(&str, f64)]) -> Settings {
         Settings {
             minimum_reports: 3,
+            minimum_reports_for_quantiles: 10,
+            perturb_regional_analyst: true,
             suppress_single_state: false,
             fee_currency: base.to_owned(),
             rates: rates.iter().map(|(c, r)| ((*c).to_owned(), *r)).collect(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::store::counters::{Additive, Sums};
+use crate::store::counters::{Additive, KEY_SUM, Sums};
 
 /// The key of a margin along a dimension: "all values".
 pub(super) const ALL: u64 = u64::MAX;
@@ -78,6 +78,15 @@ impl Acc {
         for (fee, n) in &other.fees {
             *self.fees.entry(*fee).or_default() += n;
         }
+    }
+
+    /// The cell key: the sum of the cell's record keys modulo 2^32 (see
+    /// `super::perturbation`).
+    pub(super) fn cell_key(&self) -> u32 {
+        // Modulo 2^32 is the truncation.
+        #[allow(clippy::cast_possible_truncation)]
+        let key = self.sums[KEY_SUM] as u32;
+        key
     }
 
     pub(super) fn reports(&self) -> u64 {

@@ -1,7 +1,8 @@
-//! Aggregate queries for analysts: what a query may ask ([`AggregateQuery`]), how its
-//! table is computed (from the write-time counters when its shape allows, otherwise by
-//! a scan over the date index), and what disclosure control withholds before anything
-//! leaves the server.
+//! Aggregate queries for analysts: what a query may ask ([`AggregateQuery`]: whole
+//! months only), how its table is computed (from the write-time counters when its shape
+//! allows, otherwise by a scan over the date index), and the disclosure control applied
+//! before anything leaves the server: cell key perturbation (`perturbation`), then
+//! suppression (`disclosure`), then the fee quartiles' own minimum (`fees`).
 //!
 //! Every path counts the same thing: the latest version of each report that is not
 //! retracted, whatever its sharing scope. Who may ask is decided by the caller (the
@@ -10,6 +11,7 @@
 mod disclosure;
 mod fees;
 mod grid;
+mod perturbation;
 mod render;
 mod source;
 
@@ -249,7 +251,7 @@ impl AggregateQuery {
             None if f.category == 0 => Category::ALL.to_vec(),
             None => return Err(bad("filter.category", "is not a category")),
         };
-        let filters = categories
+        let filters: Vec<(Category, QueryFilter)> = categories
             .into_iter()
             .map(|category| {
                 let q = pb::QueryRequest {
@@ -273,6 +275,9 @@ impl AggregateQuery {
                     })
             })
             .collect::<Result<_, _>>()?;
+        if let Some((_, filter)) = filters.first() {
+            whole_months(filter.days())?;
+        }
         Ok(Self {
             dimensions,
             metrics,
@@ -297,6 +302,44 @@ impl AggregateQuery {
     }
 }
 
+/// Refuses a date range that does not start on a month's first day or end on a month's
+/// last day: statistics are published by whole months, so that no two answers differ by
+/// the reports of a few days.
+fn whole_months((from, to): (i32, i32)) -> Result<(), FilterError> {
+    let date = |day: i32| time::Date::from_julian_day(day).ok();
+    if from != i32::MIN
+        && let Some(d) = date(from).filter(|d| d.day() != 1)
+    {
+        return Err(bad(
+            "filter.from_date",
+            format!(
+                "is {d}, a day within a month: statistics are published by whole months; \
+                 start on the month's first day ({}) or give the month (--from {})",
+                d.replace_day(1).unwrap_or(d),
+                month_label(d)
+            ),
+        ));
+    }
+    if to != i32::MAX
+        && let Some(d) = date(to).filter(|d| d.next_day().is_some_and(|n| n.day() != 1))
+    {
+        let last = d.replace_day(d.month().length(d.year())).unwrap_or(d);
+        return Err(bad(
+            "filter.to_date",
+            format!(
+                "is {d}, a day within a month: statistics are published by whole months; \
+                 end on the month's last day ({last}) or give the month (--to {})",
+                month_label(d)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn month_label(d: time::Date) -> String {
+    format!("{}-{:02}", d.year(), u8::from(d.month()))
+}
+
 fn prefixed(field: &'static str) -> &'static str {
     match field {
         "from_date" => "filter.from_date",
@@ -314,6 +357,10 @@ fn prefixed(field: &'static str) -> &'static str {
 pub struct Settings {
     /// Cells counting fewer reports are withheld (`analytics.minimum_reports`).
     pub minimum_reports: u64,
+    /// Fee quartiles need at least this many reports of a currency.
+    pub minimum_reports_for_quantiles: u64,
+    /// Whether the regional analyst's answers are perturbed too.
+    pub perturb_regional_analyst: bool,
     /// Whether cells from one state only are withheld (dominance).
     pub suppress_single_state: bool,
     /// The currency fees are converted to for quartiles across currencies.
@@ -329,10 +376,36 @@ impl Settings {
     pub fn new(config: &AnalyticsConfig) -> Self {
         Self {
             minimum_reports: u64::from(config.minimum_reports.max(1)),
+            minimum_reports_for_quantiles: u64::from(
+                config
+                    .minimum_reports_for_quantiles
+                    .max(config.minimum_reports)
+                    .max(1),
+            ),
+            perturb_regional_analyst: config.perturb_regional_analyst,
             suppress_single_state: config.suppress_single_state,
             fee_currency: config.fee_currency.clone(),
             rates: config.rates.iter().map(|(c, r)| (c.clone(), *r)).collect(),
             max_cells: config.max_cells.max(1),
+        }
+    }
+}
+
+/// Who an answer is for: it decides whether figures are perturbed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A state's analyst: always perturbed.
+    StateAnalyst,
+    /// The regional analyst: perturbed unless `analytics.perturb_regional_analyst` is off.
+    RegionalAnalyst,
+}
+
+impl Settings {
+    /// Whether answers for `audience` are perturbed.
+    pub fn perturbs(&self, audience: Audience) -> bool {
+        match audience {
+            Audience::StateAnalyst => true,
+            Audience::RegionalAnalyst => self.perturb_regional_analyst,
         }
     }
 }
@@ -376,11 +449,13 @@ pub enum AggregateError {
     Store(#[from] StoreError),
 }
 
-/// Answers `query` from `snapshot`, choosing counters when the query's shape allows.
+/// Answers `query` for `audience` from `snapshot`, choosing counters when the query's
+/// shape allows.
 pub fn aggregate(
     snapshot: &Snapshot,
     query: &AggregateQuery,
     settings: &Settings,
+    audience: Audience,
 ) -> Result<Answer, AggregateError> {
     let (grid, source) = match source::counter_plan(query) {
         Some(plan) => (
@@ -395,5 +470,11 @@ pub fn aggregate(
             max: settings.max_cells,
         });
     }
-    Ok(render::answer(query, settings, &grid, source))
+    Ok(render::answer(
+        query,
+        settings,
+        &grid,
+        source,
+        settings.perturbs(audience),
+    ))
 }

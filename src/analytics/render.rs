@@ -1,34 +1,39 @@
-//! Turns a protected table into the API's response: labels, values, fee quartiles and
-//! the notes that say which rule withheld what.
+//! Turns a table into the API's response: perturbed values (when the audience gets
+//! them), what suppression withholds over true and perturbed counts, fee quartiles over
+//! enough reports, labels, and the notes and protection that say what applied.
 
 use std::collections::BTreeMap;
 
 use super::{
     AggregateQuery, Answer, Dimension, Metric, Settings, Source, disclosure, fees,
-    grid::{ALL, Grid, Key},
+    grid::{ALL, Acc, Grid, Key},
+    perturbation::{self, Noise},
 };
 use crate::{
     pb,
     report::Category,
-    store::counters::{self, Cuboid, NONE},
+    store::counters::{self, Additive, Cuboid, NONE, SUMS},
 };
 
-/// Builds the answer to `query` from `grid`, withholding what disclosure control says.
+/// Builds the answer to `query` from `grid`: perturbed when `perturb`, then withheld
+/// where disclosure control says.
 pub(super) fn answer(
     query: &AggregateQuery,
     settings: &Settings,
     grid: &Grid,
     source: Source,
+    perturb: bool,
 ) -> Answer {
-    let withheld = disclosure::protect(
-        grid,
-        settings.minimum_reports,
-        settings.suppress_single_state,
-    );
+    let minimum = settings.minimum_reports;
+    // A cell is small when its true or its shown count is: perturbation never shows
+    // what the true count withholds.
+    let small = |acc: &Acc| acc.reports() < minimum || shown(acc, perturb)[0] < minimum;
+    let withheld = disclosure::protect(grid, small, settings.suppress_single_state);
     let mut keys: Vec<&Key> = grid.entries.keys().collect();
     keys.sort_unstable();
     let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
     let mut flagged = 0u32;
+    let mut fee_groups_withheld = 0u32;
     let cells = keys
         .into_iter()
         .map(|key| {
@@ -43,6 +48,14 @@ pub(super) fn answer(
             let Some(rule) = rule else {
                 let single_state = acc.single_state();
                 flagged += u32::from(single_state);
+                let values = shown(acc, perturb);
+                let fees = if wants_fees {
+                    let (fees, left_out) = fee_quartiles(acc, settings, perturb);
+                    fee_groups_withheld += left_out;
+                    fees
+                } else {
+                    Vec::new()
+                };
                 return pb::Cell {
                     keys: labels,
                     suppressed: pb::SuppressionRule::Unspecified as i32,
@@ -50,15 +63,11 @@ pub(super) fn answer(
                         .metrics
                         .iter()
                         .filter_map(|m| match m {
-                            Metric::Sum(a) => Some(a.of(&acc.sums)),
+                            Metric::Sum(a) => Some(values[*a as usize]),
                             Metric::FeePerPerson => None,
                         })
                         .collect(),
-                    fees: if wants_fees {
-                        fees::quartiles(&acc.fees, settings)
-                    } else {
-                        Vec::new()
-                    },
+                    fees,
                     single_state,
                 };
             };
@@ -73,28 +82,128 @@ pub(super) fn answer(
     for slot in total.iter_mut().take(query.dimensions.len()) {
         *slot = ALL;
     }
-    let grand = grid.entries.get(&total);
+    let counted = grid.entries.get(&total).map_or(0, Acc::reports);
+    let counts = Counts {
+        flagged,
+        fee_groups_withheld,
+        population: counted,
+    };
     Answer {
         response: pb::AggregateResponse {
             group_by: query.request.group_by.clone(),
             metrics: query.request.metrics.clone(),
             cells,
-            notes: notes(&withheld, settings, flagged),
-            minimum_reports: u32::try_from(settings.minimum_reports).unwrap_or(u32::MAX),
+            notes: notes(&withheld, settings, &counts),
+            minimum_reports: u32::try_from(minimum).unwrap_or(u32::MAX),
             fee_currency: settings.fee_currency.clone(),
             source: match source {
                 Source::Counters => "counters",
                 Source::Scan => "scan",
             }
             .to_owned(),
+            protection: Some(protection(settings, perturb)),
         },
-        counted: grand.map_or(0, super::grid::Acc::reports),
+        counted,
         by_state: grid
             .by_state
             .iter()
             .map(|(s, n)| (counters::unpack_country(u64::from(*s)), *n))
             .collect(),
     }
+}
+
+/// The figures a cell shows for each additive metric (indexed by `Additive`).
+fn shown(acc: &Acc, perturb: bool) -> [u64; SUMS] {
+    let mut out = [0; SUMS];
+    for (i, metric) in Additive::ALL.iter().enumerate() {
+        let value = metric.of(&acc.sums);
+        out[i] = match (perturb, metric) {
+            (false, _) => value,
+            (true, Additive::Reports) => perturbation::count(value, acc.cell_key(), Noise::Count),
+            (true, _) => perturbation::magnitude(
+                value,
+                metric.squares(&acc.sums),
+                acc.reports(),
+                acc.cell_key(),
+                Noise::Magnitude(i),
+            ),
+        };
+    }
+    out
+}
+
+/// A shown cell's fee quartiles: only currencies stated by enough reports (true and
+/// perturbed counts), perturbed when `perturb`; and how many currencies were left out.
+fn fee_quartiles(acc: &Acc, settings: &Settings, perturb: bool) -> (Vec<pb::FeeQuantiles>, u32) {
+    let minimum = settings.minimum_reports_for_quantiles;
+    let mut left_out = 0;
+    let mut shown = Vec::new();
+    for mut q in fees::quartiles(&acc.fees, settings) {
+        let currency = u32::try_from(counters::pack_country(&q.currency)).unwrap_or(0);
+        let true_reports = q.reports;
+        if perturb {
+            let key = acc.cell_key();
+            q.reports = perturbation::count(q.reports, key, Noise::FeeReports(currency));
+            for value in [&mut q.first_quartile, &mut q.median, &mut q.third_quartile] {
+                *value = perturbation::quartile(*value, key, Noise::FeeQuartiles(currency));
+            }
+        }
+        if true_reports < minimum || q.reports < minimum {
+            left_out += 1;
+        } else {
+            shown.push(q);
+        }
+    }
+    (shown, left_out)
+}
+
+/// The protection an answer states.
+fn protection(settings: &Settings, perturb: bool) -> pb::Protection {
+    let mut rules = vec![format!(
+        "small cells: fewer than {} reports{}",
+        settings.minimum_reports,
+        if perturb { " (true or perturbed)" } else { "" }
+    )];
+    if settings.suppress_single_state {
+        rules.push("dominance: every report from one state".to_owned());
+    }
+    rules.push(
+        "secondary: no withheld cell can be worked out from the shown cells and margins".to_owned(),
+    );
+    rules.push(format!(
+        "fee quartiles: over at least {} reports of one currency",
+        settings.minimum_reports_for_quantiles
+    ));
+    if perturb {
+        pb::Protection {
+            method: "cell-key".to_owned(),
+            perturbation_table: perturbation::TABLE_ID.to_owned(),
+            max_count_deviation: perturbation::MAX_COUNT_DEVIATION,
+            magnitude_scale: perturbation::MAGNITUDE_SCALE,
+            quartile_scale: perturbation::QUARTILE_SCALE,
+            suppression_rules: rules,
+            minimum_reports_for_quantiles: u32::try_from(settings.minimum_reports_for_quantiles)
+                .unwrap_or(u32::MAX),
+        }
+    } else {
+        pb::Protection {
+            method: "none".to_owned(),
+            suppression_rules: rules,
+            minimum_reports_for_quantiles: u32::try_from(settings.minimum_reports_for_quantiles)
+                .unwrap_or(u32::MAX),
+            ..pb::Protection::default()
+        }
+    }
+}
+
+/// What the notes count besides the withheld cells.
+struct Counts {
+    /// Shown cells from a single state.
+    flagged: u32,
+    /// Currencies whose fee quartiles were left out of shown cells.
+    fee_groups_withheld: u32,
+    /// Reports the whole table covers.
+    population: u64,
 }
 
 fn rule_to_pb(rule: disclosure::Rule) -> pb::SuppressionRule {
@@ -108,8 +217,10 @@ fn rule_to_pb(rule: disclosure::Rule) -> pb::SuppressionRule {
 fn notes(
     withheld: &BTreeMap<Key, disclosure::Rule>,
     settings: &Settings,
-    flagged: u32,
+    counts: &Counts,
 ) -> Vec<pb::SuppressionNote> {
+    let flagged = counts.flagged;
+    let fee_groups = counts.fee_groups_withheld;
     let count =
         |rule| u32::try_from(withheld.values().filter(|r| **r == rule).count()).unwrap_or(u32::MAX);
     let has = |n: u32| if n == 1 { "cell has" } else { "cells have" };
@@ -123,12 +234,19 @@ fn notes(
         (
             pb::SuppressionRule::SmallCell,
             small,
-            format!(
-                "{small} {} fewer than {} reports and {} withheld",
-                has(small),
-                settings.minimum_reports,
-                is(small)
-            ),
+            if counts.population < settings.minimum_reports {
+                format!(
+                    "the filter selects fewer than {} reports: the whole table is withheld",
+                    settings.minimum_reports
+                )
+            } else {
+                format!(
+                    "{small} {} fewer than {} reports and {} withheld",
+                    has(small),
+                    settings.minimum_reports,
+                    is(small)
+                )
+            },
         ),
         (
             pb::SuppressionRule::Dominance,
@@ -151,6 +269,21 @@ fn notes(
                 } else {
                     "cells are"
                 }
+            ),
+        ),
+        (
+            pb::SuppressionRule::QuantileMinimum,
+            fee_groups,
+            format!(
+                "{fee_groups} fee {} fewer than {} reports of one currency: {} quartiles \
+                 are left out",
+                if fee_groups == 1 {
+                    "group has"
+                } else {
+                    "groups have"
+                },
+                settings.minimum_reports_for_quantiles,
+                if fee_groups == 1 { "its" } else { "their" }
             ),
         ),
         (

@@ -42,10 +42,11 @@ pub struct AggregateArgs {
         value_name = "METRIC"
     )]
     metric: Vec<pb::Metric>,
-    /// First month (YYYY-MM) or day (YYYY-MM-DD) of the incident dates.
+    /// First month (YYYY-MM) of the incident dates. Statistics are published by whole
+    /// months: a date (YYYY-MM-DD) must be a month's first day.
     #[arg(long, value_name = "MONTH|DATE")]
     from: Option<String>,
-    /// Last month (YYYY-MM, inclusive) or day (YYYY-MM-DD).
+    /// Last month (YYYY-MM, inclusive); a date (YYYY-MM-DD) must be a month's last day.
     #[arg(long, value_name = "MONTH|DATE")]
     to: Option<String>,
     /// One category only (default: both).
@@ -340,6 +341,21 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
     )?;
     for note in &response.notes {
         writeln!(out, "- {}", note.explanation)?;
+    }
+    if let Some(p) = response
+        .protection
+        .as_ref()
+        .filter(|p| p.method == "cell-key")
+    {
+        writeln!(
+            out,
+            "- protection: cell key method, perturbation table {}: counts differ from the \
+             true ones by at most {} (never 1 or 2), magnitudes by up to {:.0}% of the \
+             root sum of squares of their contributions; cells need not add up to margins",
+            p.perturbation_table,
+            p.max_count_deviation,
+            p.magnitude_scale * 100.0
+        )?;
     }
     Ok(())
 }

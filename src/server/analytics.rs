@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    analytics::{self, AggregateQuery},
+    analytics::{self, AggregateQuery, Audience},
     identity::Role,
     pb,
     server::{auth, context::Context, reads::audit_detail},
@@ -23,9 +23,9 @@ impl pb::analytics_server::Analytics for AnalyticsService {
     ) -> Result<Response<pb::AggregateResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
         let req = request.into_inner();
-        let state = match peer.principal().role() {
-            Role::StateAnalyst(state) => Some(state),
-            Role::RegionalAnalyst => None,
+        let (state, audience) = match peer.principal().role() {
+            Role::StateAnalyst(state) => (Some(state), Audience::StateAnalyst),
+            Role::RegionalAnalyst => (None, Audience::RegionalAnalyst),
             other => {
                 return Err(Status::permission_denied(format!(
                     "aggregate queries need an analyst certificate; this is {} certificate \
@@ -50,10 +50,11 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             }
         }
         let settings = self.ctx.analytics.clone();
-        let answer =
-            tokio::task::spawn_blocking(move || analytics::aggregate(&snap, &query, &settings))
-                .await
-                .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))??;
+        let answer = tokio::task::spawn_blocking(move || {
+            analytics::aggregate(&snap, &query, &settings, audience)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))??;
         // Nothing is answered unless the query is on the audit log.
         self.ctx
             .audit(AuditRecord {

@@ -335,3 +335,62 @@ pub async fn cli_profile(
     server.register_key(pki, state, &key, 0, 0).await;
     dir.join(stem).display().to_string()
 }
+
+// Analysts and aggregates.
+
+/// The regional analyst.
+pub fn regional(pki: &TestPki) -> ClientIdentity {
+    pki.client(Role::RegionalAnalyst, "regional-1")
+}
+
+/// `code`'s analyst.
+pub fn analyst(pki: &TestPki, code: &str) -> ClientIdentity {
+    pki.client(
+        Role::StateAnalyst(state(code)),
+        &format!("{}-analyst", code.to_lowercase()),
+    )
+}
+
+/// One Aggregate call.
+pub async fn aggregate(
+    server: &TestServer,
+    who: &ClientIdentity,
+    request: pb::AggregateRequest,
+) -> Result<pb::AggregateResponse, tonic::Status> {
+    pb::analytics_client::AnalyticsClient::new(server.channel(who).await)
+        .aggregate(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Sends envelopes through one Import stream; all must be accepted.
+pub async fn import(server: &TestServer, pki: &TestPki, code: &str, envelopes: Vec<pb::Envelope>) {
+    let n = envelopes.len() as u64;
+    let requests: Vec<pb::SubmitRequest> = envelopes
+        .into_iter()
+        .map(|e| pb::SubmitRequest { envelope: Some(e) })
+        .collect();
+    let summary = server
+        .exchange(&node(pki, code))
+        .await
+        .import(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, n, "{:?}", summary.rejections.first());
+}
+
+/// A signed retraction of `report`, creating `version`.
+pub fn retraction(report: &pb::Report, version: u32, key: &SigningKey) -> pb::Envelope {
+    let retraction = pb::Retraction {
+        report_id: report.report_id.clone(),
+        reporting_state: report.reporting_state.clone(),
+        version,
+        reason: "entered twice".into(),
+    };
+    tidemark::envelope::sign(
+        tidemark::envelope::RETRACTION_PAYLOAD_TYPE,
+        prost::Message::encode_to_vec(&retraction),
+        key,
+    )
+}

@@ -1,0 +1,591 @@
+//! Disclosure control that holds across queries, against a real server: differencing
+//! (handed case 03, both routes, and the SDC handbook's geographical example) never gives
+//! a withheld report's value back; fee quartiles need their own minimum (case 2-10);
+//! the same cell shows the same figures in every table and on both computation paths; a
+//! different server secret gives different noise; perturbation never shows a withheld
+//! cell; statistics are asked for by whole months.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{TestPki, TestServer, aggregate, analyst, import, regional};
+use tidemark::{Config, client::ClientIdentity, pb, signing::SigningKey};
+use tonic::Code;
+
+/// The reports of a handed case file, one JSON report per line.
+fn case_reports(name: &str) -> Vec<pb::Report> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/cases")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A copy of `base` with a new id, `state`, incident date and persons.
+fn variant(base: &pb::Report, state: &str, date: &str, persons: u32) -> pb::Report {
+    let mut r = base.clone();
+    r.report_id = uuid::Uuid::new_v4().to_string();
+    state.clone_into(&mut r.reporting_state);
+    date.clone_into(&mut r.incident_date);
+    r.persons = Some(pb::Persons {
+        total: persons,
+        ..Default::default()
+    });
+    if let Some(location) = r.location.as_mut() {
+        state.clone_into(&mut location.country);
+    }
+    r
+}
+
+async fn submit_all(
+    server: &TestServer,
+    pki: &TestPki,
+    keys: &BTreeMap<&str, SigningKey>,
+    reports: &[pb::Report],
+) {
+    for (state, key) in keys {
+        let envelopes: Vec<pb::Envelope> = reports
+            .iter()
+            .filter(|r| r.reporting_state == *state)
+            .map(|r| common::sign(r, key))
+            .collect();
+        if !envelopes.is_empty() {
+            import(server, pki, state, envelopes).await;
+        }
+    }
+}
+
+fn request(
+    by: &[pb::Dimension],
+    metrics: &[pb::Metric],
+    filter: pb::AggregateFilter,
+) -> pb::AggregateRequest {
+    pb::AggregateRequest {
+        group_by: by.iter().map(|d| *d as i32).collect(),
+        metrics: metrics.iter().map(|m| *m as i32).collect(),
+        filter: Some(filter),
+    }
+}
+
+fn months(from: &str, to: &str) -> pb::AggregateFilter {
+    pb::AggregateFilter {
+        from_date: from.to_owned(),
+        to_date: to.to_owned(),
+        ..Default::default()
+    }
+}
+
+const PERSONS: [pb::Metric; 2] = [pb::Metric::Reports, pb::Metric::Persons];
+
+/// The shown persons of the grand total of `request`.
+async fn total_persons(
+    server: &TestServer,
+    who: &ClientIdentity,
+    request: pb::AggregateRequest,
+) -> u64 {
+    let answer = aggregate(server, who, request).await.unwrap();
+    let total = answer
+        .cells
+        .iter()
+        .find(|c| c.keys.iter().all(|k| k == "*"))
+        .unwrap();
+    assert_eq!(total.suppressed, 0, "the total is shown");
+    total.values[1]
+}
+
+/// "2024-02" → "2024-02-29".
+fn last_day(month: &str) -> String {
+    let (y, m) = month.split_once('-').unwrap();
+    let (y, m): (i32, u8) = (y.parse().unwrap(), m.parse().unwrap());
+    let length = time::Month::try_from(m).unwrap().length(y);
+    format!("{y}-{m:02}-{length:02}")
+}
+
+/// The reports of case 03 and of 30 more months, each with one withheld IDN report:
+/// (every report, and per trial its month and withheld persons).
+fn case_03_and_more_months() -> (Vec<pb::Report>, Vec<(String, u64)>) {
+    let mut reports = case_reports("03-differencing.aus.jsonl");
+    let idn = case_reports("03-differencing.idn-june.json");
+    reports.extend(idn.iter().cloned());
+    // Trials: in each month of 2021-07 … 2023-12, six AUS reports and one IDN report
+    // whose persons (the withheld value) differ from month to month.
+    let base = reports[0].clone();
+    let mut trials = vec![("2024-06".to_owned(), 37u64)];
+    for t in 0..30u32 {
+        let (year, month) = (2021 + (t + 6) / 12, (t + 6) % 12 + 1);
+        let m = format!("{year}-{month:02}");
+        for i in 0..6u32 {
+            let persons = 5 + (t * 7 + i * 3) % 20;
+            reports.push(variant(&base, "AUS", &format!("{m}-{:02}", 3 + i), persons));
+        }
+        let withheld = 1 + (t * 13) % 60;
+        reports.push(variant(&idn[0], "IDN", &format!("{m}-20"), withheld));
+        trials.push((m, u64::from(withheld)));
+    }
+    (reports, trials)
+}
+
+/// Case 03, on the handed reports and on 30 more months each with a different withheld
+/// value: the withheld IDN cell never comes back exactly from (1) the total minus the
+/// total filtered to the other state, nor (2) a period shifted by one month; a shift by
+/// one day is refused. Asked as the regional analyst and as AUS's analyst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differencing_never_gives_a_withheld_value_back() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys: BTreeMap<&str, SigningKey> = [
+        ("AUS", server.register_new_key(&pki, "AUS").await),
+        ("IDN", server.register_new_key(&pki, "IDN").await),
+    ]
+    .into_iter()
+    .collect();
+    let (reports, trials) = case_03_and_more_months();
+    submit_all(&server, &pki, &keys, &reports).await;
+
+    let mut worst = 0u64;
+    for who in [regional(&pki), analyst(&pki, "AUS")] {
+        for (month, withheld) in &trials {
+            // The handed trial spans 2024-01 … 2024-06 (its AUS reports are Jan–May).
+            let from = if month == "2024-06" { "2024-01" } else { month };
+            let period = pb::AggregateFilter {
+                category: pb::Category::SmugglingIncident as i32,
+                ..months(&format!("{from}-01"), &last_day(month))
+            };
+            // The withheld cell: IDN by state.
+            let by_state = aggregate(
+                &server,
+                &who,
+                request(&[pb::Dimension::ReportingState], &PERSONS, period.clone()),
+            )
+            .await
+            .unwrap();
+            let idn_cell = by_state.cells.iter().find(|c| c.keys == ["IDN"]).unwrap();
+            assert_ne!(
+                idn_cell.suppressed, 0,
+                "{month}: IDN's single report is withheld"
+            );
+            // Route 1: the total minus the total of the other state.
+            let all = total_persons(&server, &who, request(&[], &PERSONS, period.clone())).await;
+            let aus_only = pb::AggregateFilter {
+                reporting_states: vec!["AUS".into()],
+                ..period.clone()
+            };
+            let aus = total_persons(&server, &who, request(&[], &PERSONS, aus_only)).await;
+            let estimate = all.abs_diff(aus);
+            assert_ne!(
+                estimate, *withheld,
+                "{month}: total − AUS gave the value back"
+            );
+            worst = worst.max(estimate.abs_diff(*withheld));
+        }
+    }
+    // Route 2 on the handed case: June is IDN's only month, so Jan–Jun minus Jan–May is
+    // its report; whole months only, and still not its value.
+    let regional = regional(&pki);
+    let june = total_persons(
+        &server,
+        &regional,
+        request(&[], &PERSONS, months("2024-01-01", "2024-06-30")),
+    )
+    .await;
+    let may = total_persons(
+        &server,
+        &regional,
+        request(&[], &PERSONS, months("2024-01-01", "2024-05-31")),
+    )
+    .await;
+    assert_ne!(
+        june.abs_diff(may),
+        37,
+        "a month's shift gave the value back"
+    );
+    worst = worst.max(june.abs_diff(may).abs_diff(37));
+    // ... and the day-level shift of the handed case is refused, saying why.
+    let refused = aggregate(
+        &server,
+        &regional,
+        request(&[], &PERSONS, months("2024-01-01", "2024-06-14")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("filter.to_date"),
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("whole months"),
+        "{}",
+        refused.message()
+    );
+    // The error bound observed: each total carries noise of at most 20 % of the root
+    // sum of squares of its persons (+1 for parity), here at most 0.2 × (√(6·24²+60²)
+    // + √(6·24²)) + 2 ≈ 31; the estimates were never exact and off by at most `worst`.
+    eprintln!(
+        "differencing: never exact over {} trials; largest error {worst}",
+        trials.len() * 2 + 1
+    );
+    assert!(worst > 0 && worst <= 31, "largest error {worst}");
+}
+
+/// Case 2-10: fee quartiles per currency over 1–4 reports are never shown, in cells or
+/// margins, perturbed or not; a currency with enough reports is shown, its quartiles
+/// perturbed within 5 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fee_quartiles_need_their_own_minimum_in_every_cell_and_margin() {
+    let pki = TestPki::new();
+    let fee_config = |c: &mut Config| {
+        c.analytics.fee_currency = "USD".into();
+        c.analytics.rates.insert("AUD".into(), 0.66);
+    };
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), fee_config).await;
+    let keys: BTreeMap<&str, SigningKey> = [("AUS", server.register_new_key(&pki, "AUS").await)]
+        .into_iter()
+        .collect();
+    let handed = case_reports("2-10-fee-quantiles-small-currency-groups.jsonl");
+    submit_all(&server, &pki, &keys, &handed).await;
+    let ask = |by: &[pb::Dimension]| {
+        request(
+            by,
+            &[pb::Metric::Reports, pb::Metric::FeePerPerson],
+            pb::AggregateFilter {
+                category: pb::Category::SmugglingIncident as i32,
+                ..Default::default()
+            },
+        )
+    };
+    let shapes: [&[pb::Dimension]; 3] = [
+        &[],
+        &[pb::Dimension::Origin],
+        &[pb::Dimension::Month, pb::Dimension::Route],
+    ];
+    for by in shapes {
+        for who in [regional(&pki), analyst(&pki, "AUS")] {
+            let answer = aggregate(&server, &who, ask(by)).await.unwrap();
+            for cell in &answer.cells {
+                assert!(
+                    cell.fees.is_empty(),
+                    "{by:?} {:?}: {:?}",
+                    cell.keys,
+                    cell.fees
+                );
+            }
+            assert!(
+                answer
+                    .notes
+                    .iter()
+                    .any(|n| n.rule == pb::SuppressionRule::QuantileMinimum as i32),
+                "{:?}",
+                answer.notes
+            );
+            let protection = answer.protection.unwrap();
+            assert_eq!(protection.minimum_reports_for_quantiles, 10);
+        }
+    }
+    // Twelve more USD fees: the USD group (4 USD + 4 AUD converted + 12) is shown, and
+    // the small ones still are not.
+    let more: Vec<pb::Report> = (0..12u32)
+        .map(|i| {
+            let mut r = variant(&handed[0], "AUS", "2024-03-12", 10);
+            if let Some(pb::report::Details::Smuggling(s)) = r.details.as_mut() {
+                s.fee_per_person = Some(pb::Money {
+                    amount: 900 + u64::from(i) * 50,
+                    currency: "USD".into(),
+                });
+            }
+            r
+        })
+        .collect();
+    submit_all(&server, &pki, &keys, &more).await;
+    let answer = aggregate(&server, &regional(&pki), ask(&[])).await.unwrap();
+    let fees = &answer.cells[0].fees;
+    assert_eq!(fees.len(), 1, "{fees:?}");
+    assert_eq!(fees[0].currency, "USD");
+    assert!(fees[0].reports >= 18, "{:?}", fees[0]);
+    // True USD values: 660 726 792 858 (AUD × 0.66), 700 800 900 1000, 900 … 1450.
+    let mut values: Vec<f64> = [660.0, 726.0, 792.0, 858.0, 700.0, 800.0, 900.0, 1000.0]
+        .into_iter()
+        .chain((0..12).map(|i| 900.0 + f64::from(i) * 50.0))
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let median = f64::midpoint(values[9], values[10]);
+    assert!(
+        (fees[0].median - median).abs() <= median * 0.05 + 1.0,
+        "{:?}",
+        fees[0]
+    );
+}
+
+/// The SDC handbook's geographical differencing: two overlapping areas whose difference
+/// is one report, asked separately, never give that report's persons back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_overlapping_areas_never_give_the_report_between_them_back() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys: BTreeMap<&str, SigningKey> = [
+        ("AUS", server.register_new_key(&pki, "AUS").await),
+        ("IDN", server.register_new_key(&pki, "IDN").await),
+    ]
+    .into_iter()
+    .collect();
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    let at = |state: &str, date: &str, persons: u32, lat: f64, lon: f64| {
+        let mut r = variant(&base, state, date, persons);
+        r.location.get_or_insert_with(Default::default).point = Some(pb::GeoPoint {
+            latitude: lat,
+            longitude: lon,
+        });
+        r
+    };
+    // Per month: six reports inside the small area (lat −11…−10, lon 130…131), and one
+    // in the strip that the large area (lon 130…132) adds.
+    let mut reports = Vec::new();
+    let mut between = Vec::new();
+    for t in 0..12u32 {
+        let month = format!("2023-{:02}", t + 1);
+        for i in 0..6u32 {
+            let state = if i % 2 == 0 { "AUS" } else { "IDN" };
+            let lat = -10.9 + f64::from(i) * 0.1;
+            let date = format!("{month}-{:02}", 2 + i);
+            reports.push(at(state, &date, 8 + (t + i) % 9, lat, 130.5));
+        }
+        let persons = 3 + t * 5;
+        reports.push(at("IDN", &format!("{month}-25"), persons, -10.5, 131.5));
+        between.push((month, u64::from(persons)));
+    }
+    submit_all(&server, &pki, &keys, &reports).await;
+    let area = |max_longitude: f64, month: &str| pb::AggregateFilter {
+        bbox: Some(pb::BoundingBox {
+            min_latitude: -11.0,
+            min_longitude: 130.0,
+            max_latitude: -10.0,
+            max_longitude,
+        }),
+        ..months(&format!("{month}-01"), &last_day(month))
+    };
+    let who = regional(&pki);
+    for (month, persons) in &between {
+        let large = total_persons(&server, &who, request(&[], &PERSONS, area(132.0, month))).await;
+        let small = total_persons(&server, &who, request(&[], &PERSONS, area(131.0, month))).await;
+        assert_ne!(large.abs_diff(small), *persons, "{month}");
+    }
+}
+
+/// One cell, the same figures: the same query twice; a cell reached through two tables
+/// (a margin and a filtered total; counters and a scan), also after amendments and
+/// retractions; and another server secret gives other noise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_reports_show_the_same_figures_in_every_table() {
+    let pki = TestPki::new();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let server = TestServer::start(&pki).await;
+        let keys: BTreeMap<&str, SigningKey> = [
+            ("AUS", server.register_new_key(&pki, "AUS").await),
+            ("IDN", server.register_new_key(&pki, "IDN").await),
+        ]
+        .into_iter()
+        .collect();
+        let reports: Vec<pb::Report> = (0..300u64)
+            .map(|i| common::sample_report(if i % 3 == 0 { "IDN" } else { "AUS" }, i))
+            .collect();
+        submit_all(&server, &pki, &keys, &reports).await;
+        // Amend every 5th AUS report, retract every 7th.
+        let changes: Vec<pb::Envelope> = reports
+            .iter()
+            .filter(|r| r.reporting_state == "AUS")
+            .enumerate()
+            .filter_map(|(i, r)| {
+                if i % 5 == 0 {
+                    let mut amended = common::sample_report("AUS", 10_000 + i as u64);
+                    amended.report_id = r.report_id.clone();
+                    amended.version = 2;
+                    Some(common::sign(&amended, &keys["AUS"]))
+                } else if i % 7 == 0 {
+                    Some(common::retraction(r, 2, &keys["AUS"]))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        import(&server, &pki, "AUS", changes).await;
+        let who = analyst(&pki, "AUS");
+        let metrics = [pb::Metric::Reports, pb::Metric::Persons, pb::Metric::Deaths];
+        let all = pb::AggregateFilter::default;
+        let by_year = request(&[pb::Dimension::Year], &metrics, all());
+        let first = aggregate(&server, &who, by_year.clone()).await.unwrap();
+        let again = aggregate(&server, &who, by_year).await.unwrap();
+        assert_eq!(first, again, "the same query, the same answer");
+        // Each year's cell equals the total of a query filtered to that year.
+        for cell in first
+            .cells
+            .iter()
+            .filter(|c| c.suppressed == 0 && c.keys[0] != "*")
+        {
+            let year = &cell.keys[0];
+            let filtered = aggregate(
+                &server,
+                &who,
+                request(
+                    &[],
+                    &metrics,
+                    months(&format!("{year}-01-01"), &format!("{year}-12-31")),
+                ),
+            )
+            .await
+            .unwrap();
+            assert_eq!(filtered.cells[0].values, cell.values, "{year}");
+        }
+        // Counters (origin) and a scan (origin × vessel type, whose origin margins are
+        // the same sets of reports) agree.
+        let counted = aggregate(
+            &server,
+            &who,
+            request(&[pb::Dimension::Origin], &metrics, all()),
+        )
+        .await
+        .unwrap();
+        let scanned = aggregate(
+            &server,
+            &who,
+            request(
+                &[pb::Dimension::Origin, pb::Dimension::VesselType],
+                &metrics,
+                all(),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (counted.source.as_str(), scanned.source.as_str()),
+            ("counters", "scan")
+        );
+        let mut compared = 0;
+        for cell in counted.cells.iter().filter(|c| c.suppressed == 0) {
+            let margin = scanned
+                .cells
+                .iter()
+                .find(|c| c.keys[0] == cell.keys[0] && c.keys[1] == "*")
+                .unwrap();
+            if margin.suppressed == 0 {
+                assert_eq!(margin.values, cell.values, "{:?}", cell.keys);
+                compared += 1;
+            }
+        }
+        assert!(compared >= 3, "{compared}");
+        answers.push(first);
+        server.stop().await;
+    }
+    // Two servers, the same reports, different secrets: different noise somewhere.
+    let values =
+        |a: &pb::AggregateResponse| a.cells.iter().map(|c| c.values.clone()).collect::<Vec<_>>();
+    assert_ne!(values(&answers[0]), values(&answers[1]));
+}
+
+/// Perturbation never shows what the true counts withhold, never shows a count of 1 or
+/// 2, and stays within its stated bounds; a filter that selects fewer reports than the
+/// minimum withholds the whole table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perturbation_never_shows_a_withheld_cell_and_stays_within_its_bounds() {
+    let pki = TestPki::new();
+    // The regional analyst sees exact figures here, AUS's analyst perturbed ones.
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.perturb_regional_analyst = false;
+        c.analytics.minimum_reports = 4;
+    })
+    .await;
+    let keys: BTreeMap<&str, SigningKey> = [
+        ("AUS", server.register_new_key(&pki, "AUS").await),
+        ("IDN", server.register_new_key(&pki, "IDN").await),
+    ]
+    .into_iter()
+    .collect();
+    let reports: Vec<pb::Report> = (0..400u64)
+        .map(|i| common::sample_report(if i % 2 == 0 { "IDN" } else { "AUS" }, 500 + i))
+        .collect();
+    submit_all(&server, &pki, &keys, &reports).await;
+    let metrics = [pb::Metric::Reports, pb::Metric::Persons];
+    let ask = request(
+        &[pb::Dimension::Month, pb::Dimension::Origin],
+        &metrics,
+        pb::AggregateFilter::default(),
+    );
+    let exact = aggregate(&server, &regional(&pki), ask.clone())
+        .await
+        .unwrap();
+    let perturbed = aggregate(&server, &analyst(&pki, "AUS"), ask)
+        .await
+        .unwrap();
+    assert_eq!(exact.protection.unwrap().method, "none");
+    let protection = perturbed.protection.clone().unwrap();
+    assert_eq!(protection.method, "cell-key");
+    assert_eq!(protection.perturbation_table, "tidemark-ckm-1");
+    assert_eq!(exact.cells.len(), perturbed.cells.len());
+    let (mut withheld, mut moved) = (0, 0);
+    for (e, p) in exact.cells.iter().zip(&perturbed.cells) {
+        assert_eq!(e.keys, p.keys);
+        if e.suppressed != 0 {
+            withheld += 1;
+            assert_ne!(
+                p.suppressed, 0,
+                "{:?} is withheld exactly but shown perturbed",
+                e.keys
+            );
+            continue;
+        }
+        if p.suppressed != 0 {
+            continue;
+        }
+        let (n, shown) = (e.values[0], p.values[0]);
+        assert!(shown >= 4, "{:?}: a shown count below the minimum", p.keys);
+        assert!(shown.abs_diff(n) <= 2, "{:?}: {n} → {shown}", p.keys);
+        assert_ne!(
+            p.values[1], e.values[1],
+            "{:?}: persons shown exactly",
+            p.keys
+        );
+        moved += u32::from(shown != n);
+    }
+    assert!(
+        withheld > 0 && moved > 0,
+        "withheld {withheld}, moved {moved}"
+    );
+    // A filter that selects three reports (fewer than four): everything withheld.
+    let three: Vec<pb::Report> = (0..3u64)
+        .map(|i| {
+            let mut r = common::sample_report("AUS", 9_000 + i);
+            r.incident_date = "2009-02-10".into();
+            r
+        })
+        .collect();
+    submit_all(&server, &pki, &keys, &three).await;
+    let tiny = aggregate(
+        &server,
+        &analyst(&pki, "AUS"),
+        request(
+            &[pb::Dimension::ReportingState],
+            &metrics,
+            months("2009-02-01", "2009-02-28"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        tiny.cells.iter().all(|c| c.suppressed != 0),
+        "{:?}",
+        tiny.cells
+    );
+    assert!(
+        tiny.notes
+            .iter()
+            .any(|n| n.explanation.contains("whole table is withheld")),
+        "{:?}",
+        tiny.notes
+    );
+}

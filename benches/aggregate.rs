@@ -15,9 +15,13 @@
 //! - `--by origin,vessel-type --metric persons` (two counted dimensions: a scan).
 //!
 //! Tidemark's figure is the whole in-process answer — snapshot, table, margins,
-//! disclosure control, response — and, for the first query, also the full gRPC call over
+//! disclosure control (perturbed, as a state analyst gets it), response — and, for the first query, also the full gRPC call over
 //! mTLS as the regional analyst. SQLite's is the bare GROUP BY (no margins, no
 //! suppression), without and with a covering index.
+//!
+//! For each query it also prints what disclosure control costs: the mean absolute
+//! relative error of the perturbed figures on cells of at least 20 reports, and the
+//! share of cells withheld without and with perturbation.
 
 mod common;
 
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tidemark::{
     Store,
-    analytics::{self, AggregateQuery, Settings},
+    analytics::{self, AggregateQuery, Audience, Settings},
     client,
     config::AnalyticsConfig,
     identity::Role,
@@ -176,21 +180,97 @@ fn time_sql(db: &Connection, q: &Query, runs: usize) -> (Vec<Duration>, usize, u
     (latencies, groups, persons)
 }
 
-/// Runs the aggregate in-process `runs` times, each on a fresh snapshot.
-fn time_ours(store: &Store, q: &Query, runs: usize) -> (Vec<Duration>, pb::AggregateResponse) {
+/// Runs the aggregate in-process `runs` times, each on a fresh snapshot, as a state
+/// analyst gets it (perturbed).
+fn time_ours(store: &Store, q: &Query, runs: usize) -> Vec<Duration> {
     let query = AggregateQuery::from_request(&q.request).unwrap();
     let settings = Settings::new(&AnalyticsConfig::default());
     let mut latencies = Vec::with_capacity(runs);
-    let mut last = None;
     for _ in 0..runs {
         let t = Instant::now();
         let snapshot = store.snapshot().unwrap();
-        let answer = analytics::aggregate(&snapshot, &query, &settings).unwrap();
+        analytics::aggregate(&snapshot, &query, &settings, Audience::StateAnalyst).unwrap();
         latencies.push(t.elapsed());
-        last = Some(answer.response);
     }
     latencies.sort();
-    (latencies, last.unwrap())
+    latencies
+}
+
+/// The answer to `request` for `audience`, on an exchange that perturbs the regional
+/// analyst's answers or not.
+fn answer(
+    store: &Store,
+    request: &pb::AggregateRequest,
+    audience: Audience,
+    perturb_regional_analyst: bool,
+) -> pb::AggregateResponse {
+    let query = AggregateQuery::from_request(request).unwrap();
+    let settings = Settings::new(&AnalyticsConfig {
+        perturb_regional_analyst,
+        ..AnalyticsConfig::default()
+    });
+    let snapshot = store.snapshot().unwrap();
+    analytics::aggregate(&snapshot, &query, &settings, audience)
+        .unwrap()
+        .response
+}
+
+/// The exact answer: suppression only.
+fn exact(store: &Store, request: &pb::AggregateRequest) -> pb::AggregateResponse {
+    answer(store, request, Audience::RegionalAnalyst, false)
+}
+
+/// What disclosure control costs on one table (figures far below 2^52: exact in f64): the mean absolute relative error of each
+/// metric over cells (margins included) of at least 20 reports shown in both answers,
+/// and the share of cells withheld without and with perturbation.
+#[allow(clippy::cast_precision_loss)]
+fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
+    // Reports first, to know each cell's size.
+    let mut request = request.clone();
+    request.metrics.retain(|m| *m != pb::Metric::Reports as i32);
+    request.metrics.insert(0, pb::Metric::Reports as i32);
+    let exact = exact(store, &request);
+    let perturbed = answer(store, &request, Audience::StateAnalyst, true);
+    let mut errors = vec![(0.0f64, 0u32); request.metrics.len()];
+    let mut lost = 0;
+    for (e, p) in exact.cells.iter().zip(&perturbed.cells) {
+        assert_eq!(e.keys, p.keys);
+        if e.suppressed != 0 || e.values[0] < 20 {
+            continue;
+        }
+        if p.suppressed != 0 {
+            lost += 1;
+            continue;
+        }
+        for (i, (sum, n)) in errors.iter_mut().enumerate() {
+            if e.values[i] > 0 {
+                *sum += e.values[i].abs_diff(p.values[i]) as f64 / e.values[i] as f64;
+                *n += 1;
+            }
+        }
+    }
+    let withheld = |r: &pb::AggregateResponse| {
+        100.0 * r.cells.iter().filter(|c| c.suppressed != 0).count() as f64 / r.cells.len() as f64
+    };
+    let names: Vec<String> = exact
+        .metrics
+        .iter()
+        .zip(&errors)
+        .map(|(m, (sum, n))| {
+            format!(
+                "{} {:.2} % ({n} cells)",
+                analytics::metric_name(*m),
+                100.0 * sum / f64::from((*n).max(1))
+            )
+        })
+        .collect();
+    format!(
+        "mean |error| on cells of >= 20 reports: {}; withheld {:.1} % exact, {:.1} % perturbed \
+         ({lost} cells of >= 20 reports newly withheld)",
+        names.join(", "),
+        withheld(&exact),
+        withheld(&perturbed)
+    )
 }
 
 fn line(label: &str, sorted: &[Duration]) -> String {
@@ -206,7 +286,8 @@ fn line(label: &str, sorted: &[Duration]) -> String {
 fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> String {
     let scan = q.name.contains("scan");
     let ours_runs = if scan { 5 } else { runs };
-    let (ours, response) = time_ours(store, q, ours_runs);
+    let ours = time_ours(store, q, ours_runs);
+    let response = exact(store, &q.request);
     // The same rows: interior cells and persons must match SQLite's groups.
     let interior: Vec<&pb::Cell> = response
         .cells
@@ -243,6 +324,7 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> String {
     println!("{}", line("tidemark (in-process)", &ours));
     println!("{}", line("sqlite, no index", &plain));
     println!("{}", line("sqlite, covering index", &indexed));
+    println!("  {}", utility(store, &q.request));
     let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
     format!(
         "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.1}x), {:.1} ms with ({:.1}x)",
@@ -314,6 +396,23 @@ async fn main() {
     for q in queries() {
         summary.push(measure(&store, &db, &q, runs));
     }
+    // Disclosure control's cost on a table of every additive metric, too.
+    let every_metric = pb::AggregateRequest {
+        group_by: vec![
+            pb::Dimension::Month as i32,
+            pb::Dimension::ReportingState as i32,
+        ],
+        metrics: analytics::METRICS
+            .iter()
+            .filter(|m| m.1 != pb::Metric::FeePerPerson)
+            .map(|m| m.1 as i32)
+            .collect(),
+        filter: None,
+    };
+    println!(
+        "\nmonth x state, every additive metric:\n  {}",
+        utility(&store, &every_metric)
+    );
 
     // The first query end to end: gRPC over mTLS as the regional analyst.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -154,6 +154,37 @@ pub struct AnalyticsConfig {
     /// Most cells and margins one aggregate answer may hold; larger tables are refused
     /// with RESOURCE_EXHAUSTED (keep the answer well under `limits.max_message_bytes`).
     pub max_cells: usize,
+    /// A differential-privacy budget per state analyst (off by default).
+    pub privacy_budget: PrivacyBudgetConfig,
+}
+
+/// A zero-concentrated differential privacy (zCDP) budget per state analyst certificate
+/// (SPIFFE ID) and calendar year: each aggregate charges `rho_per_query` before it is
+/// computed (and is refunded if it fails), and its figures carry discrete Gaussian noise
+/// calibrated to that charge instead of the cell key method's. See docs/disclosure.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyBudgetConfig {
+    /// Whether state analysts' aggregates are answered under the budget.
+    pub enabled: bool,
+    /// ρ each state analyst may spend per calendar year (UTC).
+    pub rho_per_year: f64,
+    /// ρ one aggregate costs, split evenly over the metrics it asks for.
+    pub rho_per_query: f64,
+    /// Each report's contribution to a sum (persons, deaths, …) is capped at this, which
+    /// bounds what one report can change (the sensitivity).
+    pub contribution_cap: u32,
+}
+
+impl Default for PrivacyBudgetConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rho_per_year: 1.0,
+            rho_per_query: 0.05,
+            contribution_cap: 100,
+        }
+    }
 }
 
 impl Default for AnalyticsConfig {
@@ -166,6 +197,7 @@ impl Default for AnalyticsConfig {
             fee_currency: String::new(),
             rates: std::collections::BTreeMap::new(),
             max_cells: 50_000,
+            privacy_budget: PrivacyBudgetConfig::default(),
         }
     }
 }
@@ -421,6 +453,23 @@ impl Config {
 
     fn check_analytics(&self) -> Result<(), ConfigError> {
         let a = &self.analytics;
+        let b = &a.privacy_budget;
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(b.rho_per_year)
+            || !positive(b.rho_per_query)
+            || b.rho_per_query > b.rho_per_year
+        {
+            return Err(ConfigError::Invalid(format!(
+                "analytics.privacy_budget: rho_per_query ({}) and rho_per_year ({}) must be \
+                 positive numbers, rho_per_query at most rho_per_year",
+                b.rho_per_query, b.rho_per_year
+            )));
+        }
+        if b.contribution_cap == 0 {
+            return Err(ConfigError::Invalid(
+                "analytics.privacy_budget.contribution_cap must be at least 1".to_owned(),
+            ));
+        }
         if a.minimum_reports == 0 {
             return Err(ConfigError::Invalid(
                 "analytics.minimum_reports must be at least 1".to_owned(),

@@ -966,20 +966,14 @@ async fn revoked_and_suspended_analysts_and_oversized_requests_are_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
-    let pki = TestPki::new();
-    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
-        c.analytics.max_cells = 10;
-    })
-    .await;
+/// Aggregate requests that must be refused, each with the field it must name.
+fn bad_requests() -> Vec<(pb::AggregateRequest, &'static str)> {
     let all = || pb::AggregateRequest {
         group_by: vec![pb::Dimension::Year as i32],
         metrics: vec![pb::Metric::Reports as i32],
         filter: None,
     };
-    // Bad requests name the field.
-    for (bad, field) in [
+    vec![
         (
             pb::AggregateRequest {
                 metrics: vec![],
@@ -1009,8 +1003,67 @@ async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
             },
             "group_by",
         ),
-    ] {
-        let status = aggregate(&server, &regional(&pki), bad).await.unwrap_err();
+        (
+            pb::AggregateRequest {
+                metrics: vec![
+                    pb::Metric::Reports as i32,
+                    pb::Metric::Persons as i32,
+                    pb::Metric::Reports as i32,
+                ],
+                ..all()
+            },
+            "metrics",
+        ),
+        (
+            pb::AggregateRequest {
+                filter: Some(pb::AggregateFilter {
+                    vessel_type: 98,
+                    ..Default::default()
+                }),
+                ..all()
+            },
+            "filter.vessel_type",
+        ),
+        (
+            pb::AggregateRequest {
+                filter: Some(pb::AggregateFilter {
+                    from_date: "2024-06-15".into(),
+                    ..Default::default()
+                }),
+                ..all()
+            },
+            "filter.from_date",
+        ),
+        (
+            pb::AggregateRequest {
+                filter: Some(pb::AggregateFilter {
+                    to_date: "2024-02-28".into(),
+                    ..Default::default()
+                }),
+                ..all()
+            },
+            "filter.to_date",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_aggregate_requests_are_invalid_arguments_naming_the_field() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.max_cells = 10;
+    })
+    .await;
+    let all = || pb::AggregateRequest {
+        group_by: vec![pb::Dimension::Year as i32],
+        metrics: vec![pb::Metric::Reports as i32],
+        filter: None,
+    };
+    // Bad requests name the field.
+    for (bad, field) in bad_requests() {
+        let status = aggregate(&server, &regional(&pki), bad)
+            .await
+            .expect_err(field);
         assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
         assert!(status.message().starts_with(field), "{}", status.message());
     }

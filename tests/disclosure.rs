@@ -224,19 +224,19 @@ async fn differencing_never_gives_a_withheld_value_back() {
         "{}",
         refused.message()
     );
-    // The error bound observed: each total carries noise of at most 20 % of the root
-    // sum of squares of its persons (+1 for parity), here at most 0.2 × (√(6·24²+60²)
-    // + √(6·24²)) + 2 ≈ 31; the estimates were never exact and off by at most `worst`.
+    // The error bound observed: the two totals share their AUS reports and so their
+    // noise, and differ by IDN's own fixed 10–20 % plus rounding and parity (at most
+    // 2 each): at most 0.2 × 60 + 4 = 16 here; never exact, off by at most `worst`.
     eprintln!(
         "differencing: never exact over {} trials; largest error {worst}",
         trials.len() * 2 + 1
     );
-    assert!(worst > 0 && worst <= 31, "largest error {worst}");
+    assert!(worst > 0 && worst <= 16, "largest error {worst}");
 }
 
 /// Case 2-10: fee quartiles per currency over 1–4 reports are never shown, in cells or
 /// margins, perturbed or not; a currency with enough reports is shown, its quartiles
-/// perturbed within 5 %.
+/// perturbed within 10 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fee_quartiles_need_their_own_minimum_in_every_cell_and_margin() {
     let pki = TestPki::new();
@@ -316,7 +316,7 @@ async fn fee_quartiles_need_their_own_minimum_in_every_cell_and_margin() {
     values.sort_by(f64::total_cmp);
     let median = f64::midpoint(values[9], values[10]);
     assert!(
-        (fees[0].median - median).abs() <= median * 0.05 + 1.0,
+        (fees[0].median - median).abs() <= median * 0.10 + 1.0,
         "{:?}",
         fees[0]
     );
@@ -588,4 +588,203 @@ async fn perturbation_never_shows_a_withheld_cell_and_stays_within_its_bounds() 
         "{:?}",
         tiny.notes
     );
+}
+
+async fn standing(server: &TestServer, who: &ClientIdentity) -> pb::MyStandingResponse {
+    pb::exchange_client::ExchangeClient::new(server.channel(who).await)
+        .my_standing(pb::MyStandingRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The optional privacy budget: each state analyst's aggregate is charged before it is
+/// computed, refunded when it fails, refused once the year's budget is spent (also after
+/// a restart), shown by MyStanding, and answered with fresh discrete Gaussian noise; the
+/// regional analyst is not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privacy_budget_is_charged_refunded_spent_and_shown() {
+    let pki = TestPki::new();
+    let budgeted = |c: &mut Config| {
+        c.analytics.privacy_budget.enabled = true;
+        c.analytics.privacy_budget.rho_per_year = 0.2;
+        c.analytics.privacy_budget.rho_per_query = 0.05;
+    };
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), budgeted).await;
+    let keys: BTreeMap<&str, SigningKey> = [("AUS", server.register_new_key(&pki, "AUS").await)]
+        .into_iter()
+        .collect();
+    let reports: Vec<pb::Report> = (0..200u64)
+        .map(|i| common::sample_report("AUS", 700 + i))
+        .collect();
+    submit_all(&server, &pki, &keys, &reports).await;
+    let aus = analyst(&pki, "AUS");
+    let left = |s: &pb::MyStandingResponse| s.privacy_budget.as_ref().unwrap().queries_left;
+    assert_eq!(left(&standing(&server, &aus).await), 4);
+    // A node has no budget.
+    assert!(
+        standing(&server, &common::node(&pki, "AUS"))
+            .await
+            .privacy_budget
+            .is_none()
+    );
+
+    let by_year = request(
+        &[pb::Dimension::Year],
+        &PERSONS,
+        pb::AggregateFilter::default(),
+    );
+    let first = aggregate(&server, &aus, by_year.clone()).await.unwrap();
+    let p = first.protection.clone().unwrap();
+    assert_eq!(p.method, "zcdp");
+    assert!((p.rho_charged - 0.05).abs() < 1e-9 && (p.rho_remaining - 0.15).abs() < 1e-9);
+    assert!(p.count_noise_sd > 1.0, "{p:?}");
+    assert_eq!(left(&standing(&server, &aus).await), 3);
+    // Fresh noise each time: the same query gives other figures.
+    let second = aggregate(&server, &aus, by_year.clone()).await.unwrap();
+    let values =
+        |a: &pb::AggregateResponse| a.cells.iter().map(|c| c.values.clone()).collect::<Vec<_>>();
+    assert!(first.cells.len() >= 4);
+    assert_ne!(values(&first), values(&second));
+    // A query that fails is given back.
+    let fees = request(
+        &[],
+        &[pb::Metric::FeePerPerson],
+        pb::AggregateFilter::default(),
+    );
+    let refused = aggregate(&server, &aus, fees).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("privacy budget"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(left(&standing(&server, &aus).await), 2);
+    // The regional analyst is not charged.
+    let regional_answer = aggregate(&server, &regional(&pki), by_year.clone())
+        .await
+        .unwrap();
+    assert_eq!(regional_answer.protection.unwrap().method, "cell-key");
+    // Spent, and still spent after a restart.
+    aggregate(&server, &aus, by_year.clone()).await.unwrap();
+    let data = server.stop().await;
+    let server = TestServer::start_with(&pki, data, budgeted).await;
+    assert_eq!(left(&standing(&server, &aus).await), 1);
+    aggregate(&server, &aus, by_year.clone()).await.unwrap();
+    let spent = aggregate(&server, &aus, by_year).await.unwrap_err();
+    assert_eq!(spent.code(), Code::ResourceExhausted);
+    assert!(
+        spent.message().contains("privacy budget"),
+        "{}",
+        spent.message()
+    );
+    assert_eq!(left(&standing(&server, &aus).await), 0);
+}
+
+/// The averaging attack: one report carries a cell's whole figure (the only one with
+/// deaths), and the analyst asks for totals over many different sets of reports around
+/// it. Every answer carries the same fixed noise of that report (up to the parity step),
+/// so their spread gives nothing away and their midpoint is not the value. Fee
+/// quartiles over the same fees are the same whatever other reports a cell holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_differently_worded_queries_do_not_average_the_noise_away() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys: BTreeMap<&str, SigningKey> = [
+        ("AUS", server.register_new_key(&pki, "AUS").await),
+        ("IDN", server.register_new_key(&pki, "IDN").await),
+    ]
+    .into_iter()
+    .collect();
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    let mut reports = Vec::new();
+    // The target: 30 deaths in 2024-01; every other report has none.
+    let mut target = variant(&base, "IDN", "2024-01-13", 40);
+    target.persons.get_or_insert_with(Default::default).deaths = 30;
+    reports.push(target);
+    for m in 1..=12u32 {
+        for i in 0..4u32 {
+            let state = if i % 2 == 0 { "AUS" } else { "IDN" };
+            reports.push(variant(
+                &base,
+                state,
+                &format!("2024-{m:02}-{:02}", 2 + i),
+                5 + i,
+            ));
+        }
+    }
+    submit_all(&server, &pki, &keys, &reports).await;
+    let who = analyst(&pki, "AUS");
+    let metrics = [pb::Metric::Reports, pb::Metric::Deaths];
+    let mut seen = Vec::new();
+    for to in 1..=12u32 {
+        for states in [
+            vec![],
+            vec!["IDN".to_owned()],
+            vec!["IDN".to_owned(), "AUS".to_owned()],
+        ] {
+            let filter = pb::AggregateFilter {
+                category: pb::Category::SmugglingIncident as i32,
+                reporting_states: states,
+                ..months("2024-01-01", &last_day(&format!("2024-{to:02}")))
+            };
+            let answer = aggregate(&server, &who, request(&[], &metrics, filter))
+                .await
+                .unwrap();
+            if answer.cells[0].suppressed == 0 {
+                seen.push(answer.cells[0].values[1]);
+            }
+        }
+    }
+    assert!(seen.len() >= 30, "{seen:?}");
+    let (low, high) = (*seen.iter().min().unwrap(), *seen.iter().max().unwrap());
+    assert!(high - low <= 2, "only the parity step varies: {seen:?}");
+    assert!(!seen.contains(&30), "{seen:?}");
+    // 30 moved by its fixed 10-20 %: the midpoint is at least 3 - 1 away.
+    assert!((low + high).abs_diff(60) >= 4, "{low} {high}");
+
+    // Fees: the same fee reports among different other reports give the same quartiles.
+    let fees: Vec<pb::Report> = (0..11u32)
+        .map(|i| {
+            let mut r = variant(&base, "AUS", "2024-02-20", 10);
+            if let Some(pb::report::Details::Smuggling(s)) = r.details.as_mut() {
+                s.fee_per_person = Some(pb::Money {
+                    amount: 1000 + u64::from(i) * 137,
+                    currency: "USD".into(),
+                });
+            }
+            r
+        })
+        .collect();
+    submit_all(&server, &pki, &keys, &fees).await;
+    let quartiles = |to: &str| {
+        let filter = pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            ..months("2024-02-01", to)
+        };
+        let request = request(
+            &[],
+            &[pb::Metric::Reports, pb::Metric::FeePerPerson],
+            filter,
+        );
+        let server = &server;
+        let who = &who;
+        async move {
+            let answer = aggregate(server, who, request).await.unwrap();
+            let f = answer.cells[0].fees[0].clone();
+            (f.first_quartile, f.median, f.third_quartile)
+        }
+    };
+    let february = quartiles("2024-02-29").await;
+    for to in ["2024-03-31", "2024-06-30", "2024-12-31"] {
+        assert_eq!(quartiles(to).await, february, "up to {to}");
+    }
+    // The median is the 6th of the moved fees: within 10 % of the true 1685.
+    let moved = (february.1 - 1685.0).abs();
+    assert!(moved <= 169.0, "{february:?}");
 }

@@ -64,12 +64,12 @@ fn line_of(key: &Key, axis: usize) -> LineId {
 /// are too small to show.
 pub(super) fn protect(
     grid: &Grid,
-    small: impl Fn(&Acc) -> bool,
+    small: impl Fn(&Key, &Acc) -> bool,
     suppress_single_state: bool,
 ) -> BTreeMap<Key, Rule> {
     let mut withheld = BTreeMap::new();
     for (key, acc) in &grid.entries {
-        if small(acc) {
+        if small(key, acc) {
             withheld.insert(*key, Rule::SmallCell);
         } else if suppress_single_state && acc.single_state() {
             withheld.insert(*key, Rule::Dominance);
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn a_small_cell_takes_a_second_cell_on_its_row_and_column() {
         let grid = table(&[(1, 1, 2), (1, 2, 10), (2, 1, 20), (2, 2, 30)]);
-        let w = protect(&grid, |a| a.reports() < 3, false);
+        let w = protect(&grid, |_, a| a.reports() < 3, false);
         assert_eq!(w.get(&[1, 1, 0]), Some(&Rule::SmallCell));
         // Row 1 and column 1 each need a second withheld entry, and so on around.
         for axis in 0..2 {
@@ -355,7 +355,7 @@ mod tests {
             }
         }
         let grid = table(&cells);
-        let w = protect(&grid, |a| a.reports() < 4, false);
+        let w = protect(&grid, |_, a| a.reports() < 4, false);
         assert!(w.values().any(|r| *r == Rule::SmallCell));
         assert!(w.values().any(|r| *r == Rule::Secondary));
         assert!(determined_group(&Lines::new(&grid), &w).is_none());
@@ -369,8 +369,8 @@ mod tests {
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
         grid.roll_up(&interior, &[0]);
-        assert!(protect(&grid, |a| a.reports() < 3, false).is_empty());
-        let w = protect(&grid, |a| a.reports() < 3, true);
+        assert!(protect(&grid, |_, a| a.reports() < 3, false).is_empty());
+        let w = protect(&grid, |_, a| a.reports() < 3, true);
         assert_eq!(w.get(&[1, 0, 0]), Some(&Rule::Dominance));
     }
 }

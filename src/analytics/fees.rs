@@ -3,20 +3,34 @@
 
 use std::collections::BTreeMap;
 
-use super::Settings;
-use crate::{pb, store::counters};
+use super::{Settings, perturbation};
+use crate::{
+    pb,
+    store::counters::{self, RecordKeys},
+};
 
-/// The quartiles of `fees` ((packed currency, amount) → reports).
+/// The quartiles of `fees` ((packed currency, amount) → reports), each with a key for
+/// the noise of its number of reports. With `keys`, every amount is first moved by its
+/// fixed share (`perturbation::fee`), and the key is the sum of the amounts' keyed
+/// hashes, so that both depend only on the amounts, never on the other reports in the
+/// cell.
 pub(super) fn quartiles(
     fees: &BTreeMap<(u32, u64), u64>,
     settings: &Settings,
-) -> Vec<pb::FeeQuantiles> {
-    let mut groups: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
-    for ((currency, amount), n) in fees {
+    keys: Option<&RecordKeys>,
+) -> Vec<(pb::FeeQuantiles, u32)> {
+    let mut groups: BTreeMap<String, (Vec<(f64, u64)>, u64)> = BTreeMap::new();
+    for ((currency, raw), n) in fees {
         let code = counters::unpack_country(u64::from(*currency));
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
-        let amount = *amount as f64;
+        let mut amount = *raw as f64;
+        let mut key = 0;
+        if let Some(keys) = keys {
+            let hash = keys.of_value(&currency.to_be_bytes(), *raw);
+            amount = perturbation::fee(amount, hash);
+            key = (hash & 0xffff_ffff).wrapping_mul(*n);
+        }
         let (group, value) = if code == settings.fee_currency {
             (code, amount)
         } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
@@ -24,20 +38,29 @@ pub(super) fn quartiles(
         } else {
             (code, amount)
         };
-        groups.entry(group).or_default().push((value, *n));
+        let entry = groups.entry(group).or_default();
+        entry.0.push((value, *n));
+        entry.1 = entry.1.wrapping_add(key);
     }
     groups
         .into_iter()
-        .map(|(currency, mut values)| {
+        .map(|(currency, (mut values, key))| {
             values.sort_by(|a, b| a.0.total_cmp(&b.0));
             let reports = values.iter().map(|(_, n)| n).sum();
-            pb::FeeQuantiles {
-                currency,
-                reports,
-                first_quartile: quantile(&values, reports, 0.25),
-                median: quantile(&values, reports, 0.5),
-                third_quartile: quantile(&values, reports, 0.75),
-            }
+            let round = |v: f64| if keys.is_some() { v.round() } else { v };
+            // The low half is the key modulo 2^32.
+            #[allow(clippy::cast_possible_truncation)]
+            let key = key as u32;
+            (
+                pb::FeeQuantiles {
+                    currency,
+                    reports,
+                    first_quartile: round(quantile(&values, reports, 0.25)),
+                    median: round(quantile(&values, reports, 0.5)),
+                    third_quartile: round(quantile(&values, reports, 0.75)),
+                },
+                key,
+            )
         })
         .collect()
 }
@@ -81,6 +104,7 @@ mod tests {
             minimum_reports: 3,
             minimum_reports_for_quantiles: 10,
             perturb_regional_analyst: true,
+            budget: None,
             suppress_single_state: false,
             fee_currency: base.to_owned(),
             rates: rates.iter().map(|(c, r)| ((*c).to_owned(), *r)).collect(),
@@ -102,7 +126,10 @@ mod tests {
             .into_iter()
             .map(|a| (fee("USD", a), 1))
             .collect::<BTreeMap<_, _>>();
-        let q = quartiles(&fees, &settings("", &[]));
+        let q: Vec<_> = quartiles(&fees, &settings("", &[]), None)
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].reports, 4);
         assert!((q[0].first_quartile - 1.75).abs() < 1e-9);
@@ -119,10 +146,16 @@ mod tests {
         ]
         .into_iter()
         .collect::<BTreeMap<_, _>>();
-        let none = quartiles(&fees, &settings("", &[]));
+        let none: Vec<_> = quartiles(&fees, &settings("", &[]), None)
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
         let codes: Vec<&str> = none.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["AUD", "THB", "USD"]);
-        let some = quartiles(&fees, &settings("USD", &[("AUD", 0.5)]));
+        let some: Vec<_> = quartiles(&fees, &settings("USD", &[("AUD", 0.5)]), None)
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
         let codes: Vec<&str> = some.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["THB", "USD"]);
         let usd = &some[1];

@@ -8,7 +8,9 @@
 //! retracted, whatever its sharing scope. Who may ask is decided by the caller (the
 //! server layer, with `policy`).
 
+mod budget;
 mod disclosure;
+mod discrete_gaussian;
 mod fees;
 mod grid;
 mod perturbation;
@@ -182,7 +184,7 @@ impl Metric {
 pub struct AggregateQuery {
     /// What the table is grouped by, in order.
     pub dimensions: Vec<Dimension>,
-    /// What each cell reports, without repeats.
+    /// What each cell reports, in the order asked (a metric asked twice is refused).
     pub metrics: Vec<Metric>,
     /// The categories it covers, each with its filter.
     filters: Vec<(Category, QueryFilter)>,
@@ -223,17 +225,7 @@ impl AggregateQuery {
                 "has more than one period (month, quarter, year); pick one",
             ));
         }
-        if req.metrics.is_empty() {
-            return Err(bad("metrics", "is empty; ask for at least one metric"));
-        }
-        let mut metrics = Vec::new();
-        for value in &req.metrics {
-            let m = Metric::from_pb(*value)
-                .ok_or_else(|| bad("metrics", format!("{value} is not a metric")))?;
-            if !metrics.contains(&m) {
-                metrics.push(m);
-            }
-        }
+        let metrics = metrics_of(req)?;
         if dimensions.contains(&Dimension::Counted(Cuboid::Nationality))
             && metrics
                 .iter()
@@ -246,6 +238,7 @@ impl AggregateQuery {
             ));
         }
         let f = req.filter.clone().unwrap_or_default();
+        known_values(&f)?;
         let categories = match Category::from_pb(f.category) {
             Some(c) => vec![c],
             None if f.category == 0 => Category::ALL.to_vec(),
@@ -302,6 +295,51 @@ impl AggregateQuery {
     }
 }
 
+/// Refuses filter values outside their enums.
+fn known_values(f: &pb::AggregateFilter) -> Result<(), FilterError> {
+    let known = [
+        (
+            "filter.modus_operandi",
+            pb::ModusOperandi::try_from(f.modus_operandi).is_ok(),
+        ),
+        (
+            "filter.maritime_event",
+            pb::MaritimeEvent::try_from(f.maritime_event).is_ok(),
+        ),
+        (
+            "filter.vessel_type",
+            pb::VesselType::try_from(f.vessel_type).is_ok(),
+        ),
+    ];
+    match known.iter().find(|(_, ok)| !ok) {
+        Some((field, _)) => Err(bad(field, "is not one of the values the enum defines")),
+        None => Ok(()),
+    }
+}
+
+/// The metrics asked for, each once.
+fn metrics_of(req: &pb::AggregateRequest) -> Result<Vec<Metric>, FilterError> {
+    if req.metrics.is_empty() {
+        return Err(bad("metrics", "is empty; ask for at least one metric"));
+    }
+    let mut metrics = Vec::new();
+    for value in &req.metrics {
+        let m = Metric::from_pb(*value)
+            .ok_or_else(|| bad("metrics", format!("{value} is not a metric")))?;
+        if metrics.contains(&m) {
+            return Err(bad(
+                "metrics",
+                format!(
+                    "names {} twice; ask for each metric once",
+                    metric_name(*value)
+                ),
+            ));
+        }
+        metrics.push(m);
+    }
+    Ok(metrics)
+}
+
 /// Refuses a date range that does not start on a month's first day or end on a month's
 /// last day: statistics are published by whole months, so that no two answers differ by
 /// the reports of a few days.
@@ -314,7 +352,7 @@ fn whole_months((from, to): (i32, i32)) -> Result<(), FilterError> {
             "filter.from_date",
             format!(
                 "is {d}, a day within a month: statistics are published by whole months; \
-                 start on the month's first day ({}) or give the month (--from {})",
+                 start on the month's first day ({}), or give the month ({}) on the command line",
                 d.replace_day(1).unwrap_or(d),
                 month_label(d)
             ),
@@ -328,7 +366,7 @@ fn whole_months((from, to): (i32, i32)) -> Result<(), FilterError> {
             "filter.to_date",
             format!(
                 "is {d}, a day within a month: statistics are published by whole months; \
-                 end on the month's last day ({last}) or give the month (--to {})",
+                 end on the month's last day ({last}), or give the month ({}) on the command line",
                 month_label(d)
             ),
         ));
@@ -361,6 +399,8 @@ pub struct Settings {
     pub minimum_reports_for_quantiles: u64,
     /// Whether the regional analyst's answers are perturbed too.
     pub perturb_regional_analyst: bool,
+    /// The state analysts' privacy budget, when the exchange has one.
+    pub budget: Option<Budget>,
     /// Whether cells from one state only are withheld (dominance).
     pub suppress_single_state: bool,
     /// The currency fees are converted to for quartiles across currencies.
@@ -383,6 +423,7 @@ impl Settings {
                     .max(1),
             ),
             perturb_regional_analyst: config.perturb_regional_analyst,
+            budget: Budget::new(&config.privacy_budget),
             suppress_single_state: config.suppress_single_state,
             fee_currency: config.fee_currency.clone(),
             rates: config.rates.iter().map(|(c, r)| (c.clone(), *r)).collect(),
@@ -400,12 +441,65 @@ pub enum Audience {
     RegionalAnalyst,
 }
 
+/// A zCDP budget per state analyst and year, in micro-ρ (millionths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// What one analyst may spend in a year.
+    pub per_year: u64,
+    /// What one aggregate costs.
+    pub per_query: u64,
+    /// Each report's contribution to a sum is capped at this.
+    pub cap: u64,
+}
+
+impl Budget {
+    /// The budget a configuration sets, if it is enabled.
+    pub fn new(config: &crate::config::PrivacyBudgetConfig) -> Option<Self> {
+        // Micro-ρ; the configuration has checked both are positive and finite.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let micro = |rho: f64| ((rho * 1e6).round() as u64).max(1);
+        config.enabled.then(|| Self {
+            per_year: micro(config.rho_per_year),
+            per_query: micro(config.rho_per_query).min(micro(config.rho_per_year)),
+            cap: u64::from(config.contribution_cap.max(1)),
+        })
+    }
+}
+
+impl Budget {
+    /// Where an analyst stands in `year` having spent `spent` micro-ρ.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn standing(&self, year: i32, spent: u64) -> pb::PrivacyBudget {
+        pb::PrivacyBudget {
+            year,
+            rho_per_year: self.per_year as f64 / 1e6,
+            rho_spent: spent as f64 / 1e6,
+            rho_per_query: self.per_query as f64 / 1e6,
+            queries_left: self.per_year.saturating_sub(spent) / self.per_query.max(1),
+        }
+    }
+}
+
+/// How an answer is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Exact figures, suppression only.
+    Exact,
+    /// The cell key method, then suppression.
+    CellKey,
+    /// Discrete Gaussian noise for a charge of this budget, then small cells withheld
+    /// on the noisy counts.
+    Budget(Budget),
+}
+
 impl Settings {
-    /// Whether answers for `audience` are perturbed.
-    pub fn perturbs(&self, audience: Audience) -> bool {
-        match audience {
-            Audience::StateAnalyst => true,
-            Audience::RegionalAnalyst => self.perturb_regional_analyst,
+    /// How answers for `audience` are protected.
+    pub fn mode(&self, audience: Audience) -> Mode {
+        match (audience, self.budget) {
+            (Audience::StateAnalyst, Some(budget)) => Mode::Budget(budget),
+            (Audience::StateAnalyst, None) => Mode::CellKey,
+            (Audience::RegionalAnalyst, _) if self.perturb_regional_analyst => Mode::CellKey,
+            (Audience::RegionalAnalyst, _) => Mode::Exact,
         }
     }
 }
@@ -447,6 +541,15 @@ pub enum AggregateError {
     #[error(transparent)]
     /// The store failed.
     Store(#[from] StoreError),
+    #[error(
+        "fee quartiles are not answered under the exchange's privacy budget (order \
+         statistics need a mechanism of their own); ask for the other metrics"
+    )]
+    /// Fee quartiles were asked for under a privacy budget.
+    FeesUnderBudget,
+    #[error("the privacy noise could not be drawn: {0}")]
+    /// The system random generator failed.
+    Entropy(#[from] discrete_gaussian::EntropyError),
 }
 
 /// Answers `query` for `audience` from `snapshot`, choosing counters when the query's
@@ -457,12 +560,18 @@ pub fn aggregate(
     settings: &Settings,
     audience: Audience,
 ) -> Result<Answer, AggregateError> {
-    let (grid, source) = match source::counter_plan(query) {
-        Some(plan) => (
+    let mode = settings.mode(audience);
+    let (grid, source) = match (source::counter_plan(query), mode) {
+        // Capped contributions need every report: a scan.
+        (_, Mode::Budget(budget)) => (
+            source::from_scan(snapshot, query, Some(budget.cap))?,
+            Source::Scan,
+        ),
+        (Some(plan), _) => (
             source::from_counters(snapshot, query, &plan)?,
             Source::Counters,
         ),
-        None => (source::from_scan(snapshot, query)?, Source::Scan),
+        (None, _) => (source::from_scan(snapshot, query, None)?, Source::Scan),
     };
     if grid.entries.len() > settings.max_cells {
         return Err(AggregateError::TooManyCells {
@@ -470,11 +579,5 @@ pub fn aggregate(
             max: settings.max_cells,
         });
     }
-    Ok(render::answer(
-        query,
-        settings,
-        &grid,
-        source,
-        settings.perturbs(audience),
-    ))
+    render::answer(query, settings, &grid, source, mode, snapshot.record_keys())
 }

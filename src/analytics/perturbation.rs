@@ -22,33 +22,46 @@
 //! more reports, 3 for one to three and 4 for four (a cell of four may show 0).
 //!
 //! **Magnitudes** (persons, deaths, missing, minors, unaccompanied minors, facilitators
-//! arrested; [`magnitude`]) get noise scaled to the cell's largest contributions, as the
-//! ABS does for magnitude tables. The counters cannot keep a cell's largest contribution
-//! under retractions, but they keep the sum of squares exactly, and the ℓ2 norm
-//! ‖x‖₂ = √Σx² is never smaller than the largest contribution. The shown total is
-//! `x ± z` with `z = max(1, round(M · ‖x‖₂ · d))`, `M` = [`MAGNITUDE_SCALE`], `d` in
-//! [0.5, 1] and the sign from the cell key, then `z` raised by one where needed to have
-//! the parity of the cell's number of reports `n`, and the sign turned upwards where
+//! arrested; [`magnitude`]) are protected at the level of the report, as the US Census
+//! Bureau protects establishment tables (Evans, Zayatz and Slanta, *Using noise for
+//! disclosure limitation of establishment tabular data*, JOS 1998): every report has,
+//! per magnitude, a fixed sign and a fixed factor δ between 10 % and 20 % (from its
+//! record key), and a cell's noise is Σ ±δᵢ·xᵢ over its reports. The counters keep that
+//! sum like any other, so the noise a report brings is the same in every cell: a cell
+//! whose figure comes from one report shows that report's value moved by 10–20 %,
+//! however many other reports (with nothing to add) the analyst puts around it, so
+//! asking many differently-worded queries cannot average the noise away. Cells of many
+//! similar reports get noise of about 0.15/√n of their total.
+//!
+//! The rounded noise is then made non-zero and given **the parity of the cell's number
+//! of reports** (moved one further from zero where needed), and turned upwards where
 //! downwards would go below 0. So a magnitude with any non-zero contribution is never
 //! shown exactly, and **two cells that differ by one report never differ by exactly that
-//! report's value** (their noises have different parities, so their difference is odd).
-//! The price is that whoever knows a cell's exact `n` learns the parity of its noise; the
-//! counts they see are themselves perturbed. A cell of `n` similar reports gets noise of
-//! about `0.75 · M / √n` of its total.
+//! report's value** (the difference of their noises is odd). Whoever knows a cell's
+//! exact number of reports learns the parity of its noise; the counts they see are
+//! themselves perturbed.
 //!
-//! **Fee quartiles** ([`quartile`]) are moved by up to [`QUARTILE_SCALE`] of their value
-//! the same way; how many reports they are shown over is set by the caller (a stricter
-//! minimum than for counts), and the number of reports behind them is a count like any
-//! other.
+//! **Fee quartiles** ([`fee`]) are computed over fee amounts each moved by a fixed 5–10 %
+//! (sign and size from a keyed hash of the currency and the amount): the same amount is
+//! always shown the same, so a quartile that is one report's fee cannot be averaged back
+//! either. How many reports they need is set by the caller (a stricter minimum than for
+//! counts), and the number of reports behind them is a count like any other.
 
 /// The perturbation table's name, cited in every perturbed answer.
 pub(super) const TABLE_ID: &str = "tidemark-ckm-1";
 
-/// `M`: magnitude noise is at most this share of the ℓ2 norm of the contributions.
-pub(super) const MAGNITUDE_SCALE: f64 = 0.2;
+/// Each report moves each of its magnitudes by at most this share (and at least half
+/// of it; then the rounding and parity step of at most 1).
+pub(super) const MAGNITUDE_MAX: f64 = 0.2;
+
+/// Each fee amount moves by at least this share ...
+const FEE_MIN: u64 = 50;
+
+/// ... and at most this share, in thousandths.
+const FEE_MAX: u64 = 100;
 
 /// Fee quartiles move by at most this share of their value.
-pub(super) const QUARTILE_SCALE: f64 = 0.05;
+pub(super) const QUARTILE_SCALE: f64 = 0.1;
 
 /// The largest difference between a shown and a true count (for cells of four reports;
 /// two for cells of five or more).
@@ -69,64 +82,14 @@ const SMALL: [&[(u64, u64)]; 4] = [
     &[(0, 1), (3, 14), (4, 30), (5, 12), (6, 3)],
 ];
 
-/// Tags that make a cell's several noises independent of each other.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Noise {
-    /// The count of reports (the cell key itself, as in the ABS method).
-    Count,
-    /// The magnitude at this index of `Additive`.
-    Magnitude(usize),
-    /// Fee quartiles of the currency with this packed code.
-    FeeQuartiles(u32),
-    /// The number of reports behind the fee quartiles of this currency.
-    FeeReports(u32),
-}
-
-impl Noise {
-    fn tag(self) -> u64 {
-        match self {
-            Self::Count => 0,
-            Self::Magnitude(i) => 1 + i as u64,
-            Self::FeeQuartiles(c) => (1 << 32) | u64::from(c),
-            Self::FeeReports(c) => (2 << 32) | u64::from(c),
-        }
-    }
-
-    /// The key this noise is drawn with: the cell key for counts, otherwise the cell key
-    /// mixed with the tag.
-    fn key(self, cell_key: u32) -> u64 {
-        if let Self::Count = self {
-            return u64::from(cell_key) << 32;
-        }
-        mix(mix(u64::from(cell_key)) ^ self.tag())
-    }
-}
-
-/// SplitMix64's output function: a bijection of 64-bit numbers that spreads every input
-/// bit over the output.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A uniform number in [0, 1) from the top 53 bits of `key`.
-fn unit(key: u64) -> f64 {
-    // 53 bits are exact in an f64.
-    #[allow(clippy::cast_precision_loss)]
-    let fraction = (key >> 11) as f64;
-    fraction / 9_007_199_254_740_992.0 // 2^53
-}
-
 /// The shown count of a cell of `n` reports with key `cell_key`, through the
 /// perturbation table.
-pub(super) fn count(n: u64, cell_key: u32, noise: Noise) -> u64 {
+pub(super) fn count(n: u64, cell_key: u32) -> u64 {
     if n == 0 {
         return 0;
     }
     // The key's top bits pick a part of PARTS: uniform, as the key is.
-    let part = ((noise.key(cell_key) >> 32) * PARTS) >> 32;
+    let part = (u64::from(cell_key) * PARTS) >> 32;
     let pick = |row: &[(u64, u64)]| {
         let mut seen = 0;
         for (value, parts) in row {
@@ -151,48 +114,49 @@ pub(super) fn count(n: u64, cell_key: u32, noise: Noise) -> u64 {
 }
 
 /// The shown total of a magnitude over a cell of `reports` reports whose contributions
-/// add up to `total` with sum of squares `squares`.
-pub(super) fn magnitude(
-    total: u64,
-    squares: u64,
-    reports: u64,
-    cell_key: u32,
-    noise: Noise,
-) -> u64 {
+/// add up to `total` and whose record noise adds up to `up` and `down` thousandths.
+pub(super) fn magnitude(total: u64, (up, down): (u64, u64), reports: u64) -> u64 {
     if total == 0 {
         return 0;
     }
-    let key = noise.key(cell_key);
-    #[allow(clippy::cast_precision_loss)]
-    let norm = (squares as f64).sqrt();
-    let d = 0.5 + 0.5 * unit(key << 1);
-    // At most 0.2 × 2^32: the cast cannot overflow.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let mut size = ((MAGNITUDE_SCALE * norm * d).round() as u64).max(1);
-    // The noise has the parity of the number of reports, so that two cells that differ
-    // by one report never differ by exactly that report's value.
-    if size % 2 != reports % 2 {
-        size += 1;
+    let noise = i128::from(up) - i128::from(down);
+    // Rounded to the nearest whole, halves away from zero.
+    let mut z = (noise.abs() + 500) / 1000 * noise.signum();
+    if z == 0 {
+        z = if noise < 0 { -1 } else { 1 };
     }
-    // Downwards unless that would go below 0 (which would change the noise).
-    if key >> 63 == 1 && size <= total {
-        total - size
+    // The parity of the number of reports, one further from zero where needed.
+    if z.rem_euclid(2) != i128::from(reports % 2) {
+        z += z.signum();
+    }
+    let shown = i128::from(total) + z;
+    let shown = if shown < 0 {
+        i128::from(total) + z.abs()
     } else {
-        total.saturating_add(size)
-    }
+        shown
+    };
+    u64::try_from(shown).unwrap_or(u64::MAX)
 }
 
-/// A shown fee quartile: `value` moved by up to [`QUARTILE_SCALE`] of itself, to whole
-/// currency units.
-pub(super) fn quartile(value: f64, cell_key: u32, noise: Noise) -> f64 {
-    let v = 2.0 * unit(noise.key(cell_key)) - 1.0;
-    (value * (1.0 + QUARTILE_SCALE * v)).round().max(0.0)
+/// A fee amount as quartiles see it: moved by a fixed 5–10 % (up or down) chosen by
+/// `hash`, a keyed hash of the currency and the amount.
+pub(super) fn fee(amount: f64, hash: u64) -> f64 {
+    let up = hash >> 63 == 0;
+    let share = FEE_MIN + (hash & 0xffff_ffff) % (FEE_MAX - FEE_MIN + 1);
+    #[allow(clippy::cast_precision_loss)]
+    let shift = amount * share as f64 / 1000.0;
+    if up { amount + shift } else { amount - shift }
 }
 
 #[cfg(test)]
-#[allow(clippy::cast_precision_loss, clippy::cast_possible_wrap)]
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
+    use crate::store::counters::{self, Additive, RecordKeys, STORED, Sums};
 
     #[test]
     fn every_row_of_the_table_adds_up_and_keeps_the_mean() {
@@ -212,65 +176,96 @@ mod tests {
         }
     }
 
+    /// A cell's record noise, as the counters add it up.
+    fn cell(values: &[(u64, u32)]) -> (u64, (u64, u64), u64) {
+        let mut sums = [0u64; STORED];
+        for (value, key) in values {
+            let one = sums_of(*value, *key);
+            for (s, o) in sums.iter_mut().zip(one) {
+                *s += o;
+            }
+        }
+        (sums[1], Additive::Persons.noise(&sums), values.len() as u64)
+    }
+
+    fn sums_of(persons: u64, key: u32) -> Sums {
+        let (up, delta) = RecordKeys::noise(key, 1);
+        let mut out = [0; STORED];
+        out[0] = 1;
+        out[1] = persons;
+        out[counters::NOISE + usize::from(!up)] = persons * delta;
+        out
+    }
+
     proptest::proptest! {
         #[test]
         fn counts_never_show_one_or_two_and_stay_within_the_deviation(
             n in 1u64..10_000,
             key in proptest::prelude::any::<u32>(),
         ) {
-            let shown = count(n, key, Noise::Count);
+            let shown = count(n, key);
             proptest::prop_assert!(shown != 1 && shown != 2);
             proptest::prop_assert!(shown.abs_diff(n) <= u64::from(MAX_COUNT_DEVIATION));
             if n >= 5 {
                 proptest::prop_assert!(shown.abs_diff(n) <= 2);
             }
-            proptest::prop_assert_eq!(shown, count(n, key, Noise::Count));
+            proptest::prop_assert_eq!(shown, count(n, key));
         }
 
         #[test]
         fn magnitudes_are_never_shown_exactly_and_stay_within_their_scale(
-            values in proptest::collection::vec(0u64..5_000, 1..50),
-            key in proptest::prelude::any::<u32>(),
+            values in proptest::collection::vec((0u64..5_000, proptest::prelude::any::<u32>()), 1..50),
         ) {
-            let total: u64 = values.iter().sum();
-            let squares: u64 = values.iter().map(|v| v * v).sum();
-            let n = values.len() as u64;
-            let shown = magnitude(total, squares, n, key, Noise::Magnitude(1));
+            let (total, noise, n) = cell(&values);
+            let shown = magnitude(total, noise, n);
             if total == 0 {
                 proptest::prop_assert_eq!(shown, 0);
             } else {
                 proptest::prop_assert_ne!(shown, total);
-                let bound = (MAGNITUDE_SCALE * (squares as f64).sqrt()).round().max(1.0) + 1.0;
+                // Never more than every report's largest share, plus rounding and parity.
+                let bound = (MAGNITUDE_MAX * total as f64).round() + 2.0;
                 proptest::prop_assert!(shown.abs_diff(total) as f64 <= bound);
                 proptest::prop_assert_eq!(shown.abs_diff(total) % 2, n % 2);
             }
         }
-    }
 
-    proptest::proptest! {
         /// Differencing: a cell and the same cell with one more report, under any keys,
         /// never differ by exactly that report's value.
         #[test]
         fn two_cells_one_report_apart_never_give_the_report_back(
-            values in proptest::collection::vec(0u64..5_000, 0..40),
+            values in proptest::collection::vec((0u64..5_000, proptest::prelude::any::<u32>()), 0..40),
             extra in 0u64..5_000,
-            key in proptest::prelude::any::<u32>(),
             extra_key in proptest::prelude::any::<u32>(),
         ) {
-            let n = values.len() as u64;
-            let total: u64 = values.iter().sum();
-            let squares: u64 = values.iter().map(|v| v * v).sum();
-            let without = magnitude(total, squares, n, key, Noise::Magnitude(1));
-            let with = magnitude(
-                total + extra,
-                squares + extra * extra,
-                n + 1,
-                key.wrapping_add(extra_key),
-                Noise::Magnitude(1),
-            );
-            if total + extra > 0 {
+            let (total, noise, n) = cell(&values);
+            let without = magnitude(total, noise, n);
+            let mut more = values.clone();
+            more.push((extra, extra_key));
+            let (total2, noise2, n2) = cell(&more);
+            let with = magnitude(total2, noise2, n2);
+            if total2 > 0 {
                 proptest::prop_assert_ne!(with.abs_diff(without), extra);
             }
+        }
+
+        /// One report carrying the whole figure, among any number of reports that add
+        /// nothing: the same noise whatever the others are (nothing to average).
+        #[test]
+        fn a_dominant_report_brings_the_same_noise_into_every_cell(
+            value in 10u64..5_000,
+            key in proptest::prelude::any::<u32>(),
+            others in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..30),
+        ) {
+            let alone = cell(&[(value, key)]);
+            let mut crowd = vec![(value, key)];
+            crowd.extend(others.iter().map(|k| (0, *k)));
+            let crowded = cell(&crowd);
+            proptest::prop_assert_eq!(alone.1, crowded.1);
+            let a = magnitude(alone.0, alone.1, alone.2) as i64 - value as i64;
+            let b = magnitude(crowded.0, crowded.1, crowded.2) as i64 - value as i64;
+            // Only the parity step may differ.
+            proptest::prop_assert!((a - b).abs() <= 1, "{a} {b}");
+            proptest::prop_assert!(a.unsigned_abs() as f64 >= MAGNITUDE_MAX / 2.0 * value as f64 - 1.0);
         }
     }
 
@@ -282,9 +277,7 @@ mod tests {
         for i in 0..steps {
             // The middle of each step, clear of the table's boundaries.
             let key = u32::try_from((2 * i + 1) * (1u64 << 32) / (2 * steps)).unwrap_or(u32::MAX);
-            *seen
-                .entry(count(100, key, Noise::Count) as i64 - 100)
-                .or_insert(0u64) += 1;
+            *seen.entry(count(100, key) as i64 - 100).or_insert(0u64) += 1;
         }
         for (d, parts) in NOISE {
             assert_eq!(seen.get(&d).copied().unwrap_or(0), parts * steps / PARTS);
@@ -292,18 +285,11 @@ mod tests {
     }
 
     #[test]
-    fn noises_of_one_cell_are_independent_of_each_other() {
-        let keys: Vec<u64> = [
-            Noise::Count,
-            Noise::Magnitude(1),
-            Noise::Magnitude(2),
-            Noise::FeeQuartiles(1),
-            Noise::FeeReports(1),
-        ]
-        .iter()
-        .map(|n| n.key(12345))
-        .collect();
-        let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
-        assert_eq!(distinct.len(), keys.len());
+    fn fee_amounts_move_by_five_to_ten_percent() {
+        for hash in [0u64, u64::MAX, 12_345, 1 << 63, 987_654_321] {
+            let moved = fee(1000.0, hash);
+            let share = (moved - 1000.0).abs() / 1000.0;
+            assert!((0.05..=0.10).contains(&share), "{moved}");
+        }
     }
 }

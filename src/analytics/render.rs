@@ -1,37 +1,48 @@
-//! Turns a table into the API's response: perturbed values (when the audience gets
-//! them), what suppression withholds over true and perturbed counts, fee quartiles over
-//! enough reports, labels, and the notes and protection that say what applied.
+//! Turns a table into the API's response: the figures to show (exact, perturbed by the
+//! cell key method, or noisy under a privacy budget), what suppression withholds, fee
+//! quartiles over enough reports, labels, and the notes and protection that say what
+//! applied.
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use super::{
-    AggregateQuery, Answer, Dimension, Metric, Settings, Source, disclosure, fees,
+    AggregateError, AggregateQuery, Answer, Dimension, Metric, Mode, Settings, Source, budget,
+    disclosure, fees,
     grid::{ALL, Acc, Grid, Key},
-    perturbation::{self, Noise},
+    perturbation,
 };
 use crate::{
     pb,
     report::Category,
-    store::counters::{self, Additive, Cuboid, NONE, SUMS},
+    store::counters::{self, Additive, Cuboid, NONE, RecordKeys, SUMS},
 };
 
-/// Builds the answer to `query` from `grid`: perturbed when `perturb`, then withheld
-/// where disclosure control says.
+/// Builds the answer to `query` from `grid`, protected as `mode` says: the figures to
+/// show, then what suppression withholds.
 pub(super) fn answer(
     query: &AggregateQuery,
     settings: &Settings,
     grid: &Grid,
     source: Source,
-    perturb: bool,
-) -> Answer {
+    mode: Mode,
+    record_keys: &RecordKeys,
+) -> Result<Answer, AggregateError> {
     let minimum = settings.minimum_reports;
-    // A cell is small when its true or its shown count is: perturbation never shows
-    // what the true count withholds.
-    let small = |acc: &Acc| acc.reports() < minimum || shown(acc, perturb)[0] < minimum;
-    let withheld = disclosure::protect(grid, small, settings.suppress_single_state);
+    let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
+    let shown: FxHashMap<Key, [u64; SUMS]> = match mode {
+        Mode::Budget(_) if wants_fees => return Err(AggregateError::FeesUnderBudget),
+        Mode::Budget(budget) => budget::noisy(query, grid, budget)?,
+        Mode::Exact | Mode::CellKey => grid
+            .entries
+            .iter()
+            .map(|(key, acc)| (*key, shown(acc, mode == Mode::CellKey)))
+            .collect(),
+    };
+    let withheld = withheld(grid, &shown, settings, mode);
     let mut keys: Vec<&Key> = grid.entries.keys().collect();
     keys.sort_unstable();
-    let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
     let mut flagged = 0u32;
     let mut fee_groups_withheld = 0u32;
     let cells = keys
@@ -44,37 +55,38 @@ pub(super) fn answer(
                 .zip(key)
                 .map(|(d, v)| label(*d, *v))
                 .collect();
-            let rule = withheld.get(key);
-            let Some(rule) = rule else {
-                let single_state = acc.single_state();
-                flagged += u32::from(single_state);
-                let values = shown(acc, perturb);
-                let fees = if wants_fees {
-                    let (fees, left_out) = fee_quartiles(acc, settings, perturb);
-                    fee_groups_withheld += left_out;
-                    fees
-                } else {
-                    Vec::new()
-                };
+            if let Some(rule) = withheld.get(key) {
                 return pb::Cell {
                     keys: labels,
-                    suppressed: pb::SuppressionRule::Unspecified as i32,
-                    values: query
-                        .metrics
-                        .iter()
-                        .filter_map(|m| match m {
-                            Metric::Sum(a) => Some(values[*a as usize]),
-                            Metric::FeePerPerson => None,
-                        })
-                        .collect(),
-                    fees,
-                    single_state,
+                    suppressed: rule_to_pb(*rule) as i32,
+                    ..pb::Cell::default()
                 };
+            }
+            // Under a budget, whether a cell is from one state is a fact about true data.
+            let single_state = !matches!(mode, Mode::Budget(_)) && acc.single_state();
+            flagged += u32::from(single_state);
+            let values = shown.get(key).copied().unwrap_or_default();
+            let fees = if wants_fees {
+                let keys = (mode == Mode::CellKey).then_some(record_keys);
+                let (fees, left_out) = fee_quartiles(acc, settings, keys);
+                fee_groups_withheld += left_out;
+                fees
+            } else {
+                Vec::new()
             };
             pb::Cell {
                 keys: labels,
-                suppressed: rule_to_pb(*rule) as i32,
-                ..pb::Cell::default()
+                suppressed: pb::SuppressionRule::Unspecified as i32,
+                values: query
+                    .metrics
+                    .iter()
+                    .filter_map(|m| match m {
+                        Metric::Sum(a) => Some(values[*a as usize]),
+                        Metric::FeePerPerson => None,
+                    })
+                    .collect(),
+                fees,
+                single_state,
             }
         })
         .collect();
@@ -88,7 +100,7 @@ pub(super) fn answer(
         fee_groups_withheld,
         population: counted,
     };
-    Answer {
+    Ok(Answer {
         response: pb::AggregateResponse {
             group_by: query.request.group_by.clone(),
             metrics: query.request.metrics.clone(),
@@ -101,7 +113,7 @@ pub(super) fn answer(
                 Source::Scan => "scan",
             }
             .to_owned(),
-            protection: Some(protection(settings, perturb)),
+            protection: Some(protection(query, settings, mode)),
         },
         counted,
         by_state: grid
@@ -109,44 +121,63 @@ pub(super) fn answer(
             .iter()
             .map(|(s, n)| (counters::unpack_country(u64::from(*s)), *n))
             .collect(),
-    }
+    })
 }
 
-/// The figures a cell shows for each additive metric (indexed by `Additive`).
+/// What suppression withholds, given the figures `shown`.
+fn withheld(
+    grid: &Grid,
+    shown: &FxHashMap<Key, [u64; SUMS]>,
+    settings: &Settings,
+    mode: Mode,
+) -> BTreeMap<Key, disclosure::Rule> {
+    let minimum = settings.minimum_reports;
+    let shown_reports = |key: &Key| shown.get(key).map_or(0, |v| v[0]);
+    if let Mode::Budget(_) = mode {
+        // Only the noisy counts: anything that looked at true figures would not be
+        // covered by the budget.
+        return grid
+            .entries
+            .keys()
+            .filter(|key| shown_reports(key) < minimum)
+            .map(|key| (*key, disclosure::Rule::SmallCell))
+            .collect();
+    }
+    // A cell is small when its true or its shown count is: perturbation never shows
+    // what the true count withholds.
+    let small = |key: &Key, acc: &Acc| acc.reports() < minimum || shown_reports(key) < minimum;
+    disclosure::protect(grid, small, settings.suppress_single_state)
+}
+
+/// The figures a cell shows for each additive metric (indexed by `Additive`): exact,
+/// or perturbed by the cell key method.
 fn shown(acc: &Acc, perturb: bool) -> [u64; SUMS] {
     let mut out = [0; SUMS];
     for (i, metric) in Additive::ALL.iter().enumerate() {
         let value = metric.of(&acc.sums);
         out[i] = match (perturb, metric) {
             (false, _) => value,
-            (true, Additive::Reports) => perturbation::count(value, acc.cell_key(), Noise::Count),
-            (true, _) => perturbation::magnitude(
-                value,
-                metric.squares(&acc.sums),
-                acc.reports(),
-                acc.cell_key(),
-                Noise::Magnitude(i),
-            ),
+            (true, Additive::Reports) => perturbation::count(value, acc.cell_key()),
+            (true, _) => perturbation::magnitude(value, metric.noise(&acc.sums), acc.reports()),
         };
     }
     out
 }
 
 /// A shown cell's fee quartiles: only currencies stated by enough reports (true and
-/// perturbed counts), perturbed when `perturb`; and how many currencies were left out.
-fn fee_quartiles(acc: &Acc, settings: &Settings, perturb: bool) -> (Vec<pb::FeeQuantiles>, u32) {
+/// perturbed counts), perturbed with `keys`; and how many currencies were left out.
+fn fee_quartiles(
+    acc: &Acc,
+    settings: &Settings,
+    keys: Option<&RecordKeys>,
+) -> (Vec<pb::FeeQuantiles>, u32) {
     let minimum = settings.minimum_reports_for_quantiles;
     let mut left_out = 0;
     let mut shown = Vec::new();
-    for mut q in fees::quartiles(&acc.fees, settings) {
-        let currency = u32::try_from(counters::pack_country(&q.currency)).unwrap_or(0);
+    for (mut q, key) in fees::quartiles(&acc.fees, settings, keys) {
         let true_reports = q.reports;
-        if perturb {
-            let key = acc.cell_key();
-            q.reports = perturbation::count(q.reports, key, Noise::FeeReports(currency));
-            for value in [&mut q.first_quartile, &mut q.median, &mut q.third_quartile] {
-                *value = perturbation::quartile(*value, key, Noise::FeeQuartiles(currency));
-            }
+        if keys.is_some() {
+            q.reports = perturbation::count(q.reports, key);
         }
         if true_reports < minimum || q.reports < minimum {
             left_out += 1;
@@ -158,40 +189,61 @@ fn fee_quartiles(acc: &Acc, settings: &Settings, perturb: bool) -> (Vec<pb::FeeQ
 }
 
 /// The protection an answer states.
-fn protection(settings: &Settings, perturb: bool) -> pb::Protection {
+fn protection(query: &AggregateQuery, settings: &Settings, mode: Mode) -> pb::Protection {
     let mut rules = vec![format!(
         "small cells: fewer than {} reports{}",
         settings.minimum_reports,
-        if perturb { " (true or perturbed)" } else { "" }
+        match mode {
+            Mode::Exact => "",
+            Mode::CellKey => " (true or perturbed)",
+            Mode::Budget(_) => " (noisy count)",
+        }
     )];
-    if settings.suppress_single_state {
-        rules.push("dominance: every report from one state".to_owned());
+    if !matches!(mode, Mode::Budget(_)) {
+        if settings.suppress_single_state {
+            rules.push("dominance: every report from one state".to_owned());
+        }
+        rules.push(
+            "secondary: no withheld cell can be worked out from the shown cells and margins"
+                .to_owned(),
+        );
     }
-    rules.push(
-        "secondary: no withheld cell can be worked out from the shown cells and margins".to_owned(),
-    );
     rules.push(format!(
         "fee quartiles: over at least {} reports of one currency",
         settings.minimum_reports_for_quantiles
     ));
-    if perturb {
-        pb::Protection {
+    let quantiles = u32::try_from(settings.minimum_reports_for_quantiles).unwrap_or(u32::MAX);
+    match mode {
+        Mode::CellKey => pb::Protection {
             method: "cell-key".to_owned(),
             perturbation_table: perturbation::TABLE_ID.to_owned(),
             max_count_deviation: perturbation::MAX_COUNT_DEVIATION,
-            magnitude_scale: perturbation::MAGNITUDE_SCALE,
+            magnitude_scale: perturbation::MAGNITUDE_MAX,
             quartile_scale: perturbation::QUARTILE_SCALE,
             suppression_rules: rules,
-            minimum_reports_for_quantiles: u32::try_from(settings.minimum_reports_for_quantiles)
-                .unwrap_or(u32::MAX),
-        }
-    } else {
-        pb::Protection {
+            minimum_reports_for_quantiles: quantiles,
+            ..pb::Protection::default()
+        },
+        Mode::Exact => pb::Protection {
             method: "none".to_owned(),
             suppression_rules: rules,
-            minimum_reports_for_quantiles: u32::try_from(settings.minimum_reports_for_quantiles)
-                .unwrap_or(u32::MAX),
+            minimum_reports_for_quantiles: quantiles,
             ..pb::Protection::default()
+        },
+        Mode::Budget(budget) => {
+            let (count_sd, sum_sd) = budget::deviations(query, budget);
+            #[allow(clippy::cast_precision_loss)]
+            let rho = budget.per_query as f64 / 1e6;
+            pb::Protection {
+                method: "zcdp".to_owned(),
+                suppression_rules: rules,
+                minimum_reports_for_quantiles: quantiles,
+                rho_charged: rho,
+                count_noise_sd: count_sd,
+                sum_noise_sd: sum_sd,
+                contribution_cap: u32::try_from(budget.cap).unwrap_or(u32::MAX),
+                ..pb::Protection::default()
+            }
         }
     }
 }

@@ -239,7 +239,14 @@ pub(super) fn from_counters(
 /// The table from a scan: each matching report's latest version, found through the
 /// date index, or by reading every report head in key order when no dates narrow the
 /// query (sequential reads beat an index lookup per report there).
-pub(super) fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<Grid, StoreError> {
+///
+/// With `cap`, each report's contribution to every sum is capped at it (the
+/// privacy budget's bound on what one report can change).
+pub(super) fn from_scan(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+    cap: Option<u64>,
+) -> Result<Grid, StoreError> {
     let states = wanted_states(query);
     let multi: Vec<usize> = (0..query.dimensions.len())
         .filter(|i| query.dimensions[*i].multi_valued())
@@ -280,6 +287,7 @@ pub(super) fn from_scan(snapshot: &Snapshot, query: &AggregateQuery) -> Result<G
             facts,
             state,
             key: record_keys.of(id),
+            cap,
         };
         for (dropped, table) in subsets.iter().zip(tables.iter_mut()) {
             contribute(query, table, &report, dropped);
@@ -323,6 +331,8 @@ struct Report<'a> {
     state: u32,
     /// Its record key.
     key: u32,
+    /// The most it may add to a sum.
+    cap: Option<u64>,
 }
 
 /// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
@@ -332,8 +342,17 @@ fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dr
         facts,
         state,
         key: record_key,
+        cap,
     } = *report;
-    let all = counters::sums(facts, record_key);
+    let capped = |mut sums: Sums| {
+        if let Some(cap) = cap {
+            for sum in &mut sums[1..counters::SUMS] {
+                *sum = (*sum).min(cap);
+            }
+        }
+        sums
+    };
+    let all = capped(counters::sums(facts, record_key));
     let month = counters::month_of_day(summary.incident_day);
     // Per position: the values the report has, each with what it adds.
     let choices: Vec<Vec<(u64, Sums)>> = query
@@ -342,7 +361,11 @@ fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dr
         .enumerate()
         .map(|(i, d)| match d {
             _ if dropped.contains(&i) => vec![(ALL, all)],
-            Dimension::Counted(c) => c.values(facts, summary, record_key),
+            Dimension::Counted(c) => c
+                .values(facts, summary, record_key)
+                .into_iter()
+                .map(|(value, sums)| (value, capped(sums)))
+                .collect(),
             other => vec![(base_value(*other, month, state, summary.category), all)],
         })
         .collect();

@@ -20,10 +20,14 @@ use super::{
 /// Aggregate statistics over all contributed reports (analyst certificates only).
 ///
 /// Counts and sums per cell of a table grouped by up to three dimensions, with totals
-/// and margins (shown as "(all)"). Cells with fewer reports than the exchange's minimum
-/// are withheld, and so are enough other cells that they cannot be worked out from the
-/// totals; the table says which rule withheld each. A state analyst needs its state's
-/// give-to-get standing in each category it asks about (see `tidemark standing`).
+/// and margins (shown as "(all)"), over whole months. Figures carry consistent noise
+/// (the cell key method: a count is off by at most 2 and never shown as 1 or 2, and
+/// every report moves each sum by a fixed 10-20 %, a few percent of a large cell; the
+/// same reports always give the same figures, so cells need not add up to margins). Cells with fewer reports than the exchange's
+/// minimum are withheld, and so are enough other cells that they cannot be worked out
+/// from the totals; the table says which rule withheld each, and what protection
+/// applied. A state analyst needs its state's give-to-get standing in each category it
+/// asks about (see `tidemark standing`). See docs/disclosure.md.
 ///
 /// Example: tidemark aggregate --as certs/regional-analyst --by month,route
 ///   --metric persons,deaths --from 2024-01 --to 2024-12 --chart chart.svg
@@ -350,12 +354,20 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
         writeln!(
             out,
             "- protection: cell key method, perturbation table {}: counts differ from the \
-             true ones by at most {} (never 1 or 2), magnitudes by up to {:.0}% of the \
-             root sum of squares of their contributions; cells need not add up to margins",
+             true ones by at most {} (never 1 or 2); each report moves each sum by a fixed \
+             {:.0}-{:.0}%; cells need not add up to margins",
             p.perturbation_table,
             p.max_count_deviation,
+            p.magnitude_scale * 50.0,
             p.magnitude_scale * 100.0
         )?;
+    }
+    if response
+        .protection
+        .as_ref()
+        .is_some_and(|p| p.method == "none")
+    {
+        writeln!(out, "- protection: exact figures (suppression only)")?;
     }
     Ok(())
 }

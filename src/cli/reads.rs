@@ -477,7 +477,8 @@ fn checkpoint(
     write_cursor(cursor_path, cursor)
 }
 
-/// Where your state stands under give-to-get, per category, and when access lapses.
+/// Where your state stands under give-to-get, per category, and when access lapses; for
+/// a state analyst on an exchange with a privacy budget, what is left of it this year.
 #[derive(Args, Debug)]
 pub struct StandingArgs {
     #[command(flatten)]
@@ -503,6 +504,18 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
             String::new()
         };
         println!("{}{lapses}", c.explanation);
+    }
+    if let Some(b) = &response.privacy_budget {
+        println!(
+            "privacy budget {}: {:.3} of {:.3} rho spent; {} aggregate{} left this year \
+             (each costs {:.3}; renews on 1 January UTC)",
+            b.year,
+            b.rho_spent,
+            b.rho_per_year,
+            b.queries_left,
+            if b.queries_left == 1 { "" } else { "s" },
+            b.rho_per_query
+        );
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::fmt;
 use time::Date;
 use uuid::Uuid;
 
+pub(crate) use self::validate::{MAX_NATIONALITIES, MAX_TRANSIT};
 pub use self::{
     summary::{ReportFacts, ReportSummary, summarize, summarize_stored},
     validate::{validate, validate_retraction},

@@ -15,8 +15,8 @@ use crate::{
 
 const MAX_NARRATIVE_CHARS: usize = 4000;
 const MAX_PLACE_CHARS: usize = 200;
-const MAX_TRANSIT: usize = 10;
-const MAX_NATIONALITIES: usize = 50;
+pub(crate) const MAX_TRANSIT: usize = 10;
+pub(crate) const MAX_NATIONALITIES: usize = 50;
 const MAX_LISTED_STATES: usize = 50;
 const MAX_TRANSPORT: usize = 10;
 const MAX_DOCUMENTS: usize = 20;

@@ -4,12 +4,46 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    analytics::{self, AggregateQuery, Audience},
-    identity::Role,
+    analytics::{self, AggregateQuery, Audience, Budget, Mode},
+    identity::{PeerIdentity, Role},
     pb,
     server::{auth, context::Context, reads::audit_detail},
-    store::{AuditRecord, OwnerReads},
+    store::{AuditRecord, BudgetCharge, OwnerReads},
 };
+
+/// A charge taken from an analyst's budget, to give back if the query fails.
+struct Charged {
+    charge: BudgetCharge,
+    /// ρ left after it.
+    remaining: f64,
+}
+
+impl AnalyticsService {
+    /// Charges one query to `peer`'s budget for this year (RESOURCE_EXHAUSTED when it
+    /// is spent).
+    async fn charge(&self, peer: &PeerIdentity, budget: Budget) -> Result<Charged, Status> {
+        let charge = BudgetCharge {
+            principal: peer.principal().spiffe_id(),
+            year: self.ctx.clock.now_utc().year(),
+            amount: i64::try_from(budget.per_query).unwrap_or(i64::MAX),
+            limit: budget.per_year,
+        };
+        let spent = self.ctx.writer.charge_budget(charge.clone()).await?;
+        #[allow(clippy::cast_precision_loss)]
+        let remaining = budget.per_year.saturating_sub(spent) as f64 / 1e6;
+        Ok(Charged { charge, remaining })
+    }
+
+    async fn refund(&self, charged: &Charged) {
+        let refund = BudgetCharge {
+            amount: -charged.charge.amount,
+            ..charged.charge.clone()
+        };
+        if let Err(e) = self.ctx.writer.charge_budget(refund).await {
+            tracing::error!(error = %e, principal = %charged.charge.principal, "a privacy budget refund failed");
+        }
+    }
+}
 
 pub(super) struct AnalyticsService {
     pub ctx: Context,
@@ -50,11 +84,29 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             }
         }
         let settings = self.ctx.analytics.clone();
-        let answer = tokio::task::spawn_blocking(move || {
+        // Under a privacy budget the query is paid for before it is computed.
+        let charged = match settings.mode(audience) {
+            Mode::Budget(budget) => Some(self.charge(&peer, budget).await?),
+            _ => None,
+        };
+        let computed = tokio::task::spawn_blocking(move || {
             analytics::aggregate(&snap, &query, &settings, audience)
         })
         .await
-        .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))??;
+        .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))
+        .and_then(|answer| answer.map_err(Status::from));
+        let mut answer = match (computed, &charged) {
+            (Ok(answer), _) => answer,
+            (Err(status), Some(charge)) => {
+                // Nothing was answered: the charge is given back.
+                self.refund(charge).await;
+                return Err(status);
+            }
+            (Err(status), None) => return Err(status),
+        };
+        if let (Some(charge), Some(p)) = (&charged, answer.response.protection.as_mut()) {
+            p.rho_remaining = charge.remaining;
+        }
         // Nothing is answered unless the query is on the audit log.
         self.ctx
             .audit(AuditRecord {

@@ -116,9 +116,18 @@ impl Context {
             .into_iter()
             .map(|c| Ok(self.standing(&snap, state, c)?.to_pb()))
             .collect::<Result<_, Status>>()?;
+        let privacy_budget = match (peer.principal().role(), self.analytics.budget) {
+            (Role::StateAnalyst(_), Some(budget)) => {
+                let year = self.clock.now_utc().year();
+                let spent = snap.budget_spent(&peer.principal().spiffe_id(), year)?;
+                Some(budget.standing(year, spent))
+            }
+            _ => None,
+        };
         Ok(pb::MyStandingResponse {
             state: state.to_string(),
             categories,
+            privacy_budget,
         })
     }
 

@@ -12,7 +12,7 @@ use crate::{
     cosigning::CosignError,
     policy::Refusal,
     report::ValidationErrors,
-    store::{AppendError, KeyRegistryError, ProofRequestError, StoreError},
+    store::{AppendError, BudgetError, KeyRegistryError, ProofRequestError, StoreError},
     submission::SubmitError,
 };
 
@@ -94,7 +94,22 @@ impl From<AggregateError> for Status {
     fn from(err: AggregateError) -> Self {
         match err {
             AggregateError::TooManyCells { .. } => Status::resource_exhausted(err.to_string()),
+            AggregateError::FeesUnderBudget => bad_field(
+                "metrics",
+                "fee is not answered under a privacy budget",
+                err.to_string(),
+            ),
+            AggregateError::Entropy(_) => Status::unavailable(format!("{err}; try again")),
             AggregateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<BudgetError> for Status {
+    fn from(err: BudgetError) -> Self {
+        match err {
+            BudgetError::Spent { .. } => Status::resource_exhausted(err.to_string()),
+            BudgetError::Store(e) => e.into(),
         }
     }
 }

@@ -8,9 +8,9 @@ use redb::ReadableTable;
 use uuid::Uuid;
 
 use super::{
-    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
-    EnvelopeKind, EnvelopeRecord, FEES, REPORTS, ReportHead, SECRETS, StoreError, VersionRef,
-    counters, decode,
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
+    ENVELOPES, EnvelopeKind, EnvelopeRecord, FEES, REPORTS, ReportHead, SECRETS, StoreError,
+    VersionRef, counters, decode,
     log::{self, Leaf, LogTables},
 };
 use crate::{country::CountryCode, report::ReportSummary};
@@ -98,6 +98,8 @@ pub(super) struct Tables<'t> {
     audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
     counters: redb::Table<'t, &'static [u8], &'static [u8]>,
     fees: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// Privacy budgets spent.
+    pub(super) budgets: redb::Table<'t, (&'static str, i32), u64>,
     /// Reports' record keys for the counters (the store's cell key secret).
     pub(super) record_keys: counters::RecordKeys,
     /// The transparency log: every envelope and audit record is a leaf.
@@ -116,6 +118,7 @@ impl<'t> Tables<'t> {
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
+            budgets: tx.open_table(BUDGETS)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             log: LogTables::open(tx)?,
         })

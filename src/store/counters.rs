@@ -25,22 +25,30 @@ use crate::report::{ReportFacts, ReportSummary};
 pub(crate) const SUMS: usize = 7;
 
 /// Numbers kept per cell and state: the [`SUMS`] additive metrics, then the sum of the
-/// reports' record keys ([`KEY_SUM`]), then the sum of squares of each magnitude
-/// ([`SQUARES`]). All three are additive, so amendments and retractions keep them exact;
-/// the last two are what disclosure control's cell key method reads
-/// (`crate::analytics`), never shown.
-pub(crate) const STORED: usize = SUMS + 1 + (SUMS - 1);
+/// reports' record keys ([`KEY_SUM`]), then each magnitude's record noise
+/// ([`NOISE`]: upwards, downwards). All are additive, so amendments and retractions keep
+/// them exact; the last ones are what disclosure control reads (`crate::analytics`),
+/// never shown.
+pub(crate) const STORED: usize = SUMS + 1 + 2 * (SUMS - 1);
 
 /// Where [`Sums`] holds the sum of the record keys (see [`RecordKeys`]).
 pub(crate) const KEY_SUM: usize = SUMS;
 
-/// Where [`Sums`] holds the sum of squares of the first magnitude (persons); the others
-/// follow in the order of [`Additive`].
-pub(crate) const SQUARES: usize = SUMS + 1;
+/// Where [`Sums`] holds the record noise of the first magnitude (persons), upwards then
+/// downwards, in thousandths; the others follow in the order of [`Additive`]. A report
+/// adds `x · δ` to one of the two, with its own fixed sign and `δ` in
+/// [[`NOISE_MIN`], [`NOISE_MAX`]] thousandths ([`RecordKeys::noise`]).
+pub(crate) const NOISE: usize = SUMS + 1;
 
-/// A contribution larger than this counts as this much in a sum of squares, so that
-/// sums of squares of 2^24 reports fit in 64 bits (no real report comes near it).
-const SQUARE_CAP: u64 = 1 << 20;
+/// The smallest record noise factor, in thousandths (10 %).
+pub(crate) const NOISE_MIN: u64 = 100;
+
+/// The largest record noise factor, in thousandths (20 %).
+pub(crate) const NOISE_MAX: u64 = 200;
+
+/// A contribution larger than this counts as this much in the record noise, so that
+/// the noise of 2^24 reports fits in 64 bits (no real report comes near it).
+const NOISE_CAP: u64 = 1 << 20;
 
 /// The additive metrics, in the order of [`Sums`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,16 +79,20 @@ impl Additive {
         sums[self as usize]
     }
 
-    /// The sum of squares of this metric's contributions in `sums` (0 for reports).
-    pub(crate) fn squares(self, sums: &Sums) -> u64 {
+    /// This metric's record noise in `sums`, upwards and downwards, in thousandths
+    /// (none for reports).
+    pub(crate) fn noise(self, sums: &Sums) -> (u64, u64) {
         match self {
-            Self::Reports => 0,
-            other => sums[SQUARES + other as usize - 1],
+            Self::Reports => (0, 0),
+            other => {
+                let at = NOISE + 2 * (other as usize - 1);
+                (sums[at], sums[at + 1])
+            }
         }
     }
 }
 
-/// What a cell holds per state, indexed by [`Additive`], [`KEY_SUM`] and [`SQUARES`].
+/// What a cell holds per state, indexed by [`Additive`], [`KEY_SUM`] and [`NOISE`].
 pub(crate) type Sums = [u64; STORED];
 
 /// Each report's *record key*: a fixed pseudo-random number, the same for every version
@@ -108,6 +120,36 @@ impl RecordKeys {
         let key = hasher.finish() as u32;
         key
     }
+
+    /// A report's fixed noise factor for the magnitude at `metric` (an `Additive`
+    /// index): upwards or downwards, and δ in [`NOISE_MIN`]..=[`NOISE_MAX`] thousandths.
+    /// The same for the report in every cell it is in (Evans, Zayatz and Slanta, *Using
+    /// noise for disclosure limitation of establishment tabular data*, JOS 1998).
+    pub(crate) fn noise(key: u32, metric: usize) -> (bool, u64) {
+        let z = mix(mix(u64::from(key)) ^ (metric as u64));
+        let up = z >> 63 == 0;
+        let delta = NOISE_MIN + (z & 0xffff_ffff) % (NOISE_MAX - NOISE_MIN + 1);
+        (up, delta)
+    }
+
+    /// A fixed pseudo-random number for a value (a fee amount in a currency), the same
+    /// in every table, from the same secret.
+    pub(crate) fn of_value(&self, what: &[u8], value: u64) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.secret);
+        hasher.write(what);
+        hasher.write(&value.to_be_bytes());
+        hasher.finish()
+    }
+}
+
+/// SplitMix64's output function: a bijection of 64-bit numbers that spreads every input
+/// bit over the output.
+pub(crate) fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The value of a dimension a report does not have (no transit, no origin, …).
@@ -163,6 +205,16 @@ impl Cuboid {
             Self::VesselType => 8,
             Self::LocationCountry => 9,
             Self::SeaArea => 10,
+        }
+    }
+
+    /// The most values one report can have along this dimension (validation's limits;
+    /// "unknown" nationality besides the listed ones).
+    pub(crate) fn max_values(self) -> u64 {
+        match self {
+            Self::Transit => crate::report::MAX_TRANSIT as u64,
+            Self::Nationality => crate::report::MAX_NATIONALITIES as u64 + 1,
+            _ => 1,
         }
     }
 
@@ -246,14 +298,15 @@ fn persons_only(persons: u64, key: u32) -> Sums {
     with_keys([1, persons, 0, 0, 0, 0, 0], key)
 }
 
-/// One report's metrics with its record key and the squares of its magnitudes.
+/// One report's metrics with its record key and its magnitudes' record noise.
 fn with_keys(metrics: [u64; SUMS], key: u32) -> Sums {
     let mut out = [0; STORED];
     out[..SUMS].copy_from_slice(&metrics);
     out[KEY_SUM] = u64::from(key);
-    for (square, value) in out[SQUARES..].iter_mut().zip(&metrics[1..]) {
-        let capped = (*value).min(SQUARE_CAP);
-        *square = capped * capped;
+    for (i, value) in metrics.iter().enumerate().skip(1) {
+        let (up, delta) = RecordKeys::noise(key, i);
+        let at = NOISE + 2 * (i - 1) + usize::from(!up);
+        out[at] = (*value).min(NOISE_CAP) * delta;
     }
     out
 }

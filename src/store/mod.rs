@@ -9,6 +9,7 @@
 //! - Table definitions are the constants below, in one place.
 
 mod apply;
+mod budget;
 pub(crate) mod counters;
 mod disk;
 mod log;
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 pub(crate) use self::{
     apply::{Accepted, AppendError, NewEnvelope},
+    budget::{BudgetCharge, BudgetError},
     log::{Leaf, LogView, ProofRequestError, StoredCheckpoint, audit_entry},
     records::{
         AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
@@ -46,7 +48,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub(crate) const COUNTERS_VERSION: u64 = 4;
+pub(crate) const COUNTERS_VERSION: u64 = 5;
 
 /// The version of the transparency log's layout; a store without it (written before the
 /// log existed) has its log built from its envelopes and audit records at start.
@@ -94,6 +96,9 @@ const COSIGNATURES: TableDefinition<(u64, &str), &str> = TableDefinition::new("c
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Fee distributions (see [`counters`]): cell key, currency, amount → per-state counts.
 const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
+
+/// Privacy budgets spent: (analyst SPIFFE ID, year) → micro-ρ (see `budget.rs`).
+const BUDGETS: TableDefinition<(&str, i32), u64> = TableDefinition::new("budgets");
 
 /// The name of the cell key secret in [`SECRETS`].
 const CELL_KEY_SECRET: &str = "cell_key";
@@ -206,6 +211,7 @@ impl Store {
             tx.open_table(LOG_BY_HASH)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COSIGNATURES)?;
+            tx.open_table(BUDGETS)?;
             let mut secrets = tx.open_table(SECRETS)?;
             if secrets.get(CELL_KEY_SECRET)?.is_none() {
                 let mut secret = [0u8; 16];

@@ -11,8 +11,9 @@ use std::ops::Bound;
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::{
-    AUDIT, AUDIT_BY_OWNER, AuditRecord, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS, ENVELOPES,
-    EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SECRETS, SIGNING_KEYS, StoreError,
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
+    ENVELOPES, EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SECRETS, SIGNING_KEYS,
+    StoreError,
     counters::{self, CounterRow, Cuboid, FeeRow, RecordKeys},
     decode,
     log::{LogView, ProofRequestError, StoredCheckpoint},
@@ -31,6 +32,7 @@ pub struct Snapshot {
     counters: ReadOnlyTable<&'static [u8], &'static [u8]>,
     fees: ReadOnlyTable<&'static [u8], &'static [u8]>,
     record_keys: RecordKeys,
+    budgets: ReadOnlyTable<(&'static str, i32), u64>,
     log: LogView,
 }
 
@@ -52,8 +54,14 @@ impl Snapshot {
             counters: tx.open_table(COUNTERS)?,
             fees: tx.open_table(FEES)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
+            budgets: tx.open_table(BUDGETS)?,
             log: LogView::open(&tx)?,
         })
+    }
+
+    /// Micro-ρ of privacy budget `principal` has spent in `year`.
+    pub(crate) fn budget_spent(&self, principal: &str, year: i32) -> Result<u64, StoreError> {
+        super::budget::spent(&self.budgets, principal, year)
     }
 
     /// Reports' record keys (for the cell key method of aggregates).

@@ -17,17 +17,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     AuditRecord, StoreError,
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
+    budget::{self, BudgetCharge, BudgetError},
     counters,
 };
 use crate::{clock::Clock, tlog::LogSigner};
 
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
+type BudgetReply = oneshot::Sender<Result<u64, BudgetError>>;
 
 enum Message {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
     UpdateAudit(u64, Box<AuditRecord>, AuditReply),
+    Budget(Box<BudgetCharge>, BudgetReply),
     /// Finish what is queued, then stop.
     Stop,
 }
@@ -38,6 +41,8 @@ enum Job {
     Audit(Box<AuditRecord>, AuditReply),
     /// Rewrites an in-progress audit record with what its read returned so far.
     UpdateAudit(u64, Box<AuditRecord>, AuditReply),
+    /// Charges or refunds a privacy budget.
+    Budget(Box<BudgetCharge>, BudgetReply),
 }
 
 /// Handle on the writer thread; cheap to clone.
@@ -134,6 +139,17 @@ impl Writer {
             .await
     }
 
+    /// Charges (or refunds) a privacy budget; resolves with the micro-ρ spent after it
+    /// once that is durable, or with the refusal.
+    pub(crate) async fn charge_budget(&self, charge: BudgetCharge) -> Result<u64, BudgetError> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Message::Budget(Box::new(charge), tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     async fn send_audit(
         &self,
         message: impl FnOnce(AuditReply) -> Message,
@@ -174,6 +190,7 @@ fn run(
         Message::UpdateAudit(number, record, reply) => {
             batch.push(Job::UpdateAudit(number, record, reply));
         }
+        Message::Budget(charge, reply) => batch.push(Job::Budget(charge, reply)),
         Message::Stop => *stopping = true,
     };
     while !stopping {
@@ -220,6 +237,9 @@ fn run(
                         ) => {
                             let _ = reply.send(Ok(number));
                         }
+                        (Job::Budget(_, reply), Done::Budget(result)) => {
+                            let _ = reply.send(result);
+                        }
                         // Invariant: commit_batch answers each job in order, in kind.
                         _ => unreachable!("a batch result out of order"),
                     }
@@ -239,6 +259,9 @@ fn run(
                         Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply) => {
                             let _ = reply.send(Err(failure()));
                         }
+                        Job::Budget(_, reply) => {
+                            let _ = reply.send(Err(BudgetError::Store(failure())));
+                        }
                     }
                 }
             }
@@ -249,6 +272,7 @@ fn run(
 enum Done {
     Append(Result<Accepted, AppendError>),
     Audit(u64),
+    Budget(Result<u64, BudgetError>),
 }
 
 fn commit_batch(
@@ -280,6 +304,9 @@ fn commit_batch(
                 Job::UpdateAudit(number, record, _) => {
                     apply::update_audit(&mut t, *number, record, now)?;
                     results.push(Done::Audit(*number));
+                }
+                Job::Budget(charge, _) => {
+                    results.push(Done::Budget(budget::apply(&mut t.budgets, charge)?));
                 }
             }
         }

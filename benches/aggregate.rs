@@ -4,7 +4,8 @@
 //! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200 --store PATH]`
 //!
 //! With `--store PATH`, a store loaded by an earlier run is reused (loading a million
-//! reports takes minutes); a missing or empty one is loaded and kept there.
+//! reports takes minutes); a missing or empty one is loaded and kept there, with the
+//! receipt key that signs its transparency log in `PATH.receipt-key.pem`.
 //!
 //! Loads synthetic reports from 20 states through the real submission path (verify,
 //! validate, group commit with the counters), copies the same rows (one per report:
@@ -189,7 +190,7 @@ fn time_ours(store: &Store, q: &Query, runs: usize) -> Vec<Duration> {
     for _ in 0..runs {
         let t = Instant::now();
         let snapshot = store.snapshot().unwrap();
-        analytics::aggregate(&snapshot, &query, &settings, Audience::StateAnalyst).unwrap();
+        analytics::aggregate(&snapshot, &query, &settings, analyst()).unwrap();
         latencies.push(t.elapsed());
     }
     latencies.sort();
@@ -215,6 +216,11 @@ fn answer(
         .response
 }
 
+/// The audience of the timed and perturbed answers: the analyst of the first state.
+fn analyst() -> Audience {
+    Audience::StateAnalyst(common::STATES[0].parse().unwrap())
+}
+
 /// The exact answer: suppression only.
 fn exact(store: &Store, request: &pb::AggregateRequest) -> pb::AggregateResponse {
     answer(store, request, Audience::RegionalAnalyst, false)
@@ -230,7 +236,7 @@ fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
     request.metrics.retain(|m| *m != pb::Metric::Reports as i32);
     request.metrics.insert(0, pb::Metric::Reports as i32);
     let exact = exact(store, &request);
-    let perturbed = answer(store, &request, Audience::StateAnalyst, true);
+    let perturbed = answer(store, &request, analyst(), true);
     let mut errors = vec![(0.0f64, 0u32); request.metrics.len()];
     let mut lost = 0;
     for (e, p) in exact.cells.iter().zip(&perturbed.cells) {
@@ -347,6 +353,13 @@ async fn prepare_store(config: &mut tidemark::config::Config, reports: usize) ->
         .and_then(|i| args.get(i + 1))
     {
         config.store.path = path.into();
+        // The store's transparency log is signed with the receipt key it was made with:
+        // keep that key beside the store, and use it again on the next run.
+        let kept = std::path::PathBuf::from(format!("{path}.receipt-key.pem"));
+        if !kept.exists() {
+            std::fs::copy(&config.signing.receipt_key, &kept).unwrap();
+        }
+        config.signing.receipt_key = kept;
     }
     let existing = Store::open(&config.store)
         .unwrap()

@@ -20,6 +20,11 @@ pub enum CountryCodeError {
     Unknown(String),
 }
 
+/// Every ISO 3166-1 alpha-3 code the table knows (the domain of a country dimension).
+pub fn all_alpha3() -> &'static [&'static str] {
+    rust_iso3166::ALL_ALPHA3
+}
+
 impl CountryCode {
     /// Parses an upper-case alpha-3 code and checks it against the ISO 3166-1 table.
     pub fn parse(code: &str) -> Result<Self, CountryCodeError> {

@@ -11,15 +11,153 @@
 //! has along dimension d (1, or 10 transit countries, or 51 nationalities). The
 //! query's charge is split evenly over the metrics it releases — the asked ones, plus the
 //! count of reports, which small-cell suppression looks at.
+//!
+//! Which cells an answer lists must not depend on the data either: a budgeted table
+//! lists every value of its dimensions' public domains (every ISO country, every enum
+//! value, every month asked for), each with noise, and its size is known before the data
+//! is read ([`complete`]).
+
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 
 use super::{
-    AggregateQuery, Budget, Dimension, Metric,
+    AggregateError, AggregateQuery, Budget, Dimension, Metric,
     discrete_gaussian::{Coins, EntropyError},
-    grid::{Grid, Key},
+    grid::{ALL, Grid, Key},
+    source,
 };
-use crate::store::counters::{Additive, SUMS};
+use crate::{
+    country, pb,
+    store::counters::{self, Additive, Cuboid, NONE, SUMS},
+};
+
+/// Every value a dimension can take, known without looking at the data.
+fn domain(query: &AggregateQuery, dimension: Dimension) -> Result<Vec<u64>, AggregateError> {
+    let countries = || {
+        std::iter::once(NONE)
+            .chain(
+                country::all_alpha3()
+                    .iter()
+                    .map(|c| counters::pack_country(c)),
+            )
+            .collect::<Vec<u64>>()
+    };
+    let enums = |known: fn(i32) -> bool| {
+        (0..=255u8)
+            .filter(|v| known(i32::from(*v)))
+            .map(u64::from)
+            .collect()
+    };
+    Ok(match dimension {
+        Dimension::Month | Dimension::Quarter | Dimension::Year => {
+            let (from, to) = query
+                .filters
+                .first()
+                .map_or((i32::MIN, i32::MAX), |(_, f)| f.days());
+            if from == i32::MIN || to == i32::MAX {
+                return Err(AggregateError::OpenDomain(
+                    "a table by month, quarter or year needs both a first and a last month \
+                     (--from and --to)"
+                        .to_owned(),
+                ));
+            }
+            let months = counters::month_of_day(from)..=counters::month_of_day(to);
+            let values: BTreeSet<u64> = months
+                .map(|m| source::base_value(dimension, m, 0, 0))
+                .collect();
+            values.into_iter().collect()
+        }
+        Dimension::ReportingState => {
+            let asked = query
+                .filters
+                .first()
+                .map(|(_, f)| f.states())
+                .unwrap_or_default();
+            if asked.is_empty() {
+                country::all_alpha3()
+                    .iter()
+                    .map(|c| counters::pack_country(c))
+                    .collect()
+            } else {
+                asked
+                    .iter()
+                    .map(|c| counters::pack_country(c.as_str()))
+                    .collect()
+            }
+        }
+        Dimension::Category => query.categories().map(|c| c.to_pb() as u64).collect(),
+        Dimension::Counted(Cuboid::Route) => {
+            let ends = countries();
+            ends.iter()
+                .flat_map(|o| ends.iter().map(move |d| (o << 24) | d))
+                .collect()
+        }
+        Dimension::Counted(Cuboid::ModusOperandi) => {
+            enums(|v| pb::ModusOperandi::try_from(v).is_ok())
+        }
+        Dimension::Counted(Cuboid::MaritimeEvent) => {
+            enums(|v| pb::MaritimeEvent::try_from(v).is_ok())
+        }
+        Dimension::Counted(Cuboid::VesselType) => enums(|v| pb::VesselType::try_from(v).is_ok()),
+        Dimension::Counted(Cuboid::SeaArea) => enums(|v| pb::SeaArea::try_from(v).is_ok()),
+        Dimension::Counted(Cuboid::Base) => vec![NONE],
+        Dimension::Counted(_) => countries(),
+    })
+}
+
+/// Adds every cell and margin of the query's public domain that the data left out (as
+/// zero), so that which cells an answer lists does not depend on the data; refuses a
+/// domain larger than `max_cells` before building it.
+pub(super) fn complete(
+    query: &AggregateQuery,
+    grid: &mut Grid,
+    max_cells: usize,
+) -> Result<(), AggregateError> {
+    let domains: Vec<Vec<u64>> = query
+        .dimensions
+        .iter()
+        .map(|d| domain(query, *d))
+        .collect::<Result<_, _>>()?;
+    let cells = domains
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(d.len() + 1))
+        .unwrap_or(usize::MAX);
+    if cells > max_cells {
+        return Err(AggregateError::TooManyCells {
+            cells,
+            max: max_cells,
+        });
+    }
+    let choices: Vec<Vec<u64>> = domains
+        .into_iter()
+        .map(|mut d| {
+            d.push(ALL);
+            d
+        })
+        .collect();
+    let mut pick = vec![0usize; choices.len()];
+    loop {
+        let mut key: Key = [0; 3];
+        for (i, p) in pick.iter().enumerate() {
+            key[i] = choices[i][*p];
+        }
+        grid.entries.entry(key).or_default();
+        // Next combination, odometer style.
+        let mut i = 0;
+        loop {
+            if i == pick.len() {
+                return Ok(());
+            }
+            pick[i] += 1;
+            if pick[i] < choices[i].len() {
+                break;
+            }
+            pick[i] = 0;
+            i += 1;
+        }
+    }
+}
 
 /// How many entries of the table one report can fall in.
 fn entries_per_report(query: &AggregateQuery) -> u128 {

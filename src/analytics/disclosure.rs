@@ -296,8 +296,8 @@ mod tests {
         for (r, c, n) in cells {
             // Two states, so that nothing is single-state.
             let mut acc = Acc::default();
-            acc.add(1, &sums(*n - 1));
-            acc.add(2, &sums(1));
+            acc.add(1, &sums(*n - 1), false);
+            acc.add(2, &sums(1), false);
             interior.insert([*r, *c, 0], acc);
         }
         let mut grid = Grid::new(2);
@@ -365,7 +365,7 @@ mod tests {
     fn dominance_is_withheld_only_when_configured() {
         let mut interior = crate::analytics::grid::Cells::default();
         let mut acc = Acc::default();
-        acc.add(7, &sums(10));
+        acc.add(7, &sums(10), false);
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
         grid.roll_up(&interior, &[0]);

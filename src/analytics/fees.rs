@@ -3,17 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use super::{Settings, perturbation};
+use super::Settings;
 use crate::{
     pb,
     store::counters::{self, RecordKeys},
 };
 
 /// The quartiles of `fees` ((packed currency, amount) → reports), each with a key for
-/// the noise of its number of reports. With `keys`, every amount is first moved by its
-/// fixed share (`perturbation::fee`), and the key is the sum of the amounts' keyed
-/// hashes, so that both depend only on the amounts, never on the other reports in the
-/// cell.
+/// the noise of its number of reports: with `keys`, the sum of the amounts' keyed
+/// hashes, which depends on the fees alone, never on the other reports in the cell (the
+/// amounts are then the moved ones, `counters::moved_fee`, and the quartiles are
+/// rounded to whole units).
 pub(super) fn quartiles(
     fees: &BTreeMap<(u32, u64), u64>,
     settings: &Settings,
@@ -24,13 +24,10 @@ pub(super) fn quartiles(
         let code = counters::unpack_country(u64::from(*currency));
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
-        let mut amount = *raw as f64;
-        let mut key = 0;
-        if let Some(keys) = keys {
-            let hash = keys.of_value(&currency.to_be_bytes(), *raw);
-            amount = perturbation::fee(amount, hash);
-            key = (hash & 0xffff_ffff).wrapping_mul(*n);
-        }
+        let amount = *raw as f64;
+        let key = keys.map_or(0, |keys| {
+            (keys.of_value(&currency.to_be_bytes(), *raw) & 0xffff_ffff).wrapping_mul(*n)
+        });
         let (group, value) = if code == settings.fee_currency {
             (code, amount)
         } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {

@@ -30,6 +30,10 @@ pub(super) struct Acc {
     mixed: bool,
     /// Fee observations: (packed currency, amount) → reports.
     pub fees: BTreeMap<(u32, u64), u64>,
+    /// Of the reports, those of the asking analyst's own state, and their record keys'
+    /// sum: they neither open a small cell nor change its noise.
+    own_reports: u64,
+    own_keys: u64,
 }
 
 impl Acc {
@@ -41,9 +45,14 @@ impl Acc {
         }
     }
 
-    pub(super) fn add(&mut self, state: u32, sums: &Sums) {
+    /// Adds what one state's reports add; `own` when they are the asking analyst's.
+    pub(super) fn add(&mut self, state: u32, sums: &Sums, own: bool) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
             *total += add;
+        }
+        if own {
+            self.own_reports += Additive::Reports.of(sums);
+            self.own_keys = self.own_keys.wrapping_add(sums[KEY_SUM]);
         }
         if Additive::Reports.of(sums) > 0 {
             self.note_state(state);
@@ -78,15 +87,23 @@ impl Acc {
         for (fee, n) in &other.fees {
             *self.fees.entry(*fee).or_default() += n;
         }
+        self.own_reports += other.own_reports;
+        self.own_keys = self.own_keys.wrapping_add(other.own_keys);
     }
 
-    /// The cell key: the sum of the cell's record keys modulo 2^32 (see
-    /// `super::perturbation`).
+    /// The cell key: the sum of the record keys of the cell's reports, the asking
+    /// analyst's own excepted, modulo 2^32 (see `super::perturbation`). A state cannot
+    /// draw fresh noise for a cell by adding or retracting reports of its own.
     pub(super) fn cell_key(&self) -> u32 {
         // Modulo 2^32 is the truncation.
         #[allow(clippy::cast_possible_truncation)]
-        let key = self.sums[KEY_SUM] as u32;
+        let key = self.sums[KEY_SUM].wrapping_sub(self.own_keys) as u32;
         key
+    }
+
+    /// Reports of other states than the asking analyst's.
+    pub(super) fn others(&self) -> u64 {
+        self.reports().saturating_sub(self.own_reports)
     }
 
     pub(super) fn reports(&self) -> u64 {

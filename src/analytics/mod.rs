@@ -25,7 +25,7 @@ use crate::{
     report::Category,
     store::{
         Snapshot, StoreError,
-        counters::{Additive, Cuboid},
+        counters::{self, Additive, Cuboid},
     },
 };
 
@@ -435,8 +435,9 @@ impl Settings {
 /// Who an answer is for: it decides whether figures are perturbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
-    /// A state's analyst: always perturbed.
-    StateAnalyst,
+    /// A state's analyst: always perturbed; its own state's reports neither open a
+    /// small cell nor change a cell's noise.
+    StateAnalyst(CountryCode),
     /// The regional analyst: perturbed unless `analytics.perturb_regional_analyst` is off.
     RegionalAnalyst,
 }
@@ -496,8 +497,8 @@ impl Settings {
     /// How answers for `audience` are protected.
     pub fn mode(&self, audience: Audience) -> Mode {
         match (audience, self.budget) {
-            (Audience::StateAnalyst, Some(budget)) => Mode::Budget(budget),
-            (Audience::StateAnalyst, None) => Mode::CellKey,
+            (Audience::StateAnalyst(_), Some(budget)) => Mode::Budget(budget),
+            (Audience::StateAnalyst(_), None) => Mode::CellKey,
             (Audience::RegionalAnalyst, _) if self.perturb_regional_analyst => Mode::CellKey,
             (Audience::RegionalAnalyst, _) => Mode::Exact,
         }
@@ -547,6 +548,9 @@ pub enum AggregateError {
     )]
     /// Fee quartiles were asked for under a privacy budget.
     FeesUnderBudget,
+    #[error("under the privacy budget a table lists every value of its dimensions, so {0}")]
+    /// A budgeted table whose cells would depend on the data.
+    OpenDomain(String),
     #[error("the privacy noise could not be drawn: {0}")]
     /// The system random generator failed.
     Entropy(#[from] discrete_gaussian::EntropyError),
@@ -561,18 +565,32 @@ pub fn aggregate(
     audience: Audience,
 ) -> Result<Answer, AggregateError> {
     let mode = settings.mode(audience);
-    let (grid, source) = match (source::counter_plan(query), mode) {
-        // Capped contributions need every report: a scan.
-        (_, Mode::Budget(budget)) => (
-            source::from_scan(snapshot, query, Some(budget.cap))?,
-            Source::Scan,
-        ),
-        (Some(plan), _) => (
-            source::from_counters(snapshot, query, &plan)?,
+    let view = source::View {
+        own: match audience {
+            Audience::StateAnalyst(state) => {
+                Some(u32::try_from(counters::pack_country(state.as_str())).unwrap_or(0))
+            }
+            Audience::RegionalAnalyst => None,
+        },
+        moved_fees: mode == Mode::CellKey,
+        cap: match mode {
+            Mode::Budget(budget) => Some(budget.cap),
+            _ => None,
+        },
+    };
+    // Capped contributions (the budget) need every report: a scan.
+    let plan = source::counter_plan(query).filter(|_| view.cap.is_none());
+    let (mut grid, source) = match plan {
+        Some(plan) => (
+            source::from_counters(snapshot, query, &plan, view)?,
             Source::Counters,
         ),
-        (None, _) => (source::from_scan(snapshot, query, None)?, Source::Scan),
+        None => (source::from_scan(snapshot, query, view)?, Source::Scan),
     };
+    if let Mode::Budget(_) = mode {
+        // Every cell of the public domain, so that which cells exist says nothing.
+        budget::complete(query, &mut grid, settings.max_cells)?;
+    }
     if grid.entries.len() > settings.max_cells {
         return Err(AggregateError::TooManyCells {
             cells: grid.entries.len(),

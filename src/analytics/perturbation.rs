@@ -41,11 +41,18 @@
 //! exact number of reports learns the parity of its noise; the counts they see are
 //! themselves perturbed.
 //!
-//! **Fee quartiles** ([`fee`]) are computed over fee amounts each moved by a fixed 5–10 %
-//! (sign and size from a keyed hash of the currency and the amount): the same amount is
-//! always shown the same, so a quartile that is one report's fee cannot be averaged back
-//! either. How many reports they need is set by the caller (a stricter minimum than for
-//! counts), and the number of reports behind them is a count like any other.
+//! **Fee quartiles** are computed over fee amounts each moved by its report's own fixed
+//! 5–10 % (`store::counters::moved_fee`, from the record key; kept in the counters
+//! beside the stated amounts): the same report is always moved the same way, so a
+//! quartile that is one report's fee cannot be averaged back, and another report with
+//! the same amount is moved differently, so a state cannot map amounts to shown values
+//! with reports of its own. How many reports they need is set by the caller (a stricter
+//! minimum than for counts), and the number of reports behind them is a count like any
+//! other.
+//!
+//! **The asking state's own reports** (for a state analyst) are left out of the cell
+//! key, so a state cannot draw fresh noise for a cell by adding and retracting reports
+//! of its own, and they do not count towards opening a small cell.
 
 /// The perturbation table's name, cited in every perturbed answer.
 pub(super) const TABLE_ID: &str = "tidemark-ckm-1";
@@ -53,12 +60,6 @@ pub(super) const TABLE_ID: &str = "tidemark-ckm-1";
 /// Each report moves each of its magnitudes by at most this share (and at least half
 /// of it; then the rounding and parity step of at most 1).
 pub(super) const MAGNITUDE_MAX: f64 = 0.2;
-
-/// Each fee amount moves by at least this share ...
-const FEE_MIN: u64 = 50;
-
-/// ... and at most this share, in thousandths.
-const FEE_MAX: u64 = 100;
 
 /// Fee quartiles move by at most this share of their value.
 pub(super) const QUARTILE_SCALE: f64 = 0.1;
@@ -136,16 +137,6 @@ pub(super) fn magnitude(total: u64, (up, down): (u64, u64), reports: u64) -> u64
         shown
     };
     u64::try_from(shown).unwrap_or(u64::MAX)
-}
-
-/// A fee amount as quartiles see it: moved by a fixed 5–10 % (up or down) chosen by
-/// `hash`, a keyed hash of the currency and the amount.
-pub(super) fn fee(amount: f64, hash: u64) -> f64 {
-    let up = hash >> 63 == 0;
-    let share = FEE_MIN + (hash & 0xffff_ffff) % (FEE_MAX - FEE_MIN + 1);
-    #[allow(clippy::cast_precision_loss)]
-    let shift = amount * share as f64 / 1000.0;
-    if up { amount + shift } else { amount - shift }
 }
 
 #[cfg(test)]
@@ -281,15 +272,6 @@ mod tests {
         }
         for (d, parts) in NOISE {
             assert_eq!(seen.get(&d).copied().unwrap_or(0), parts * steps / PARTS);
-        }
-    }
-
-    #[test]
-    fn fee_amounts_move_by_five_to_ten_percent() {
-        for hash in [0u64, u64::MAX, 12_345, 1 << 63, 987_654_321] {
-            let moved = fee(1000.0, hash);
-            let share = (moved - 1000.0).abs() / 1000.0;
-            assert!((0.05..=0.10).contains(&share), "{moved}");
         }
     }
 }

@@ -143,9 +143,13 @@ fn withheld(
             .map(|key| (*key, disclosure::Rule::SmallCell))
             .collect();
     }
-    // A cell is small when its true or its shown count is: perturbation never shows
-    // what the true count withholds.
-    let small = |key: &Key, acc: &Acc| acc.reports() < minimum || shown_reports(key) < minimum;
+    // A cell is small when its true or its shown count is (perturbation never shows
+    // what the true count withholds), or when it holds a few reports of other states
+    // besides the asking state's own (its own reports cannot pad a cell open).
+    let small = |key: &Key, acc: &Acc| {
+        let others = acc.others();
+        acc.reports() < minimum || shown_reports(key) < minimum || (others > 0 && others < minimum)
+    };
     disclosure::protect(grid, small, settings.suppress_single_state)
 }
 

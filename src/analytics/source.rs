@@ -82,7 +82,7 @@ fn wants_fees(query: &AggregateQuery) -> bool {
 }
 
 /// The value of a period, state or category dimension.
-fn base_value(dimension: Dimension, month: u32, state: u32, category: i32) -> u64 {
+pub(super) fn base_value(dimension: Dimension, month: u32, state: u32, category: i32) -> u64 {
     let month = u64::from(month);
     match dimension {
         Dimension::Month => month,
@@ -113,20 +113,31 @@ fn single_valued(query: &AggregateQuery) -> Vec<usize> {
         .collect()
 }
 
+/// Who a table is built for, and how.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct View {
+    /// The asking analyst's state (packed), whose own reports each cell counts apart.
+    pub own: Option<u32>,
+    /// Fee amounts as perturbed quartiles see them.
+    pub moved_fees: bool,
+    /// The most one report may add to a sum (the privacy budget's cap).
+    pub cap: Option<u64>,
+}
+
 /// Reads one cuboid's rows (and fee rows) into cells.
 fn read_cuboid(
     snapshot: &Snapshot,
     query: &AggregateQuery,
-    cuboid: Cuboid,
+    (cuboid, view): (Cuboid, View),
     months: (u32, u32),
 ) -> Result<Cells, StoreError> {
     let states = wanted_states(query);
     let wanted = |state: u32| states.is_empty() || states.contains(&state);
     let dims = &query.dimensions;
-    // Split by state only when asked to, or filtering by state; otherwise each row's
-    // total will do.
+    // Split by state only when asked to, or filtering by state, or to count the asking
+    // state's own reports apart; otherwise each row's total will do.
     let per_state = dims.contains(&Dimension::ReportingState);
-    let totals = !per_state && states.is_empty();
+    let totals = !per_state && states.is_empty() && view.own.is_none();
     let mut cells: Cells = Cells::default();
     for category in query.categories() {
         let category = category.to_pb() as i32;
@@ -142,11 +153,12 @@ fn read_cuboid(
                 if !wanted(state) {
                     continue;
                 }
+                let own = view.own == Some(state);
                 if per_state {
                     let key = key_of(dims, row.month, state, category, row.value);
-                    cells.entry(key).or_default().add(state, &sums);
+                    cells.entry(key).or_default().add(state, &sums, own);
                 } else {
-                    merged.add(state, &sums);
+                    merged.add(state, &sums, own);
                 }
             }
             if !per_state && merged.reports() > 0 {
@@ -156,7 +168,7 @@ fn read_cuboid(
             Ok(())
         })?;
         if wants_fees(query) {
-            snapshot.fee_rows(cuboid, category, months, |row| {
+            snapshot.fee_rows((cuboid, view.moved_fees), category, months, |row| {
                 if totals {
                     let key = key_of(dims, row.month, 0, category, row.value);
                     let acc = cells.entry(key).or_default();
@@ -206,11 +218,12 @@ pub(super) fn from_counters(
     snapshot: &Snapshot,
     query: &AggregateQuery,
     plan: &CounterPlan,
+    view: View,
 ) -> Result<Grid, StoreError> {
     let mut grid = Grid::new(query.dimensions.len());
     let rollable = single_valued(query);
     grid.by_state = counted_by_state(snapshot, query, plan.months)?;
-    let cells = read_cuboid(snapshot, query, plan.cuboid, plan.months)?;
+    let cells = read_cuboid(snapshot, query, (plan.cuboid, view), plan.months)?;
     grid.roll_up(&cells, &rollable);
     if plan.cuboid.multi_valued() {
         // Margins along a multi-valued dimension count each report once: they come
@@ -220,7 +233,7 @@ pub(super) fn from_counters(
             .iter()
             .position(|d| *d == Dimension::Counted(plan.cuboid))
             .unwrap_or(0);
-        let base = read_cuboid(snapshot, query, Cuboid::Base, plan.months)?;
+        let base = read_cuboid(snapshot, query, (Cuboid::Base, view), plan.months)?;
         let base: Cells = base
             .into_iter()
             .map(|(mut key, acc)| {
@@ -239,13 +252,10 @@ pub(super) fn from_counters(
 /// The table from a scan: each matching report's latest version, found through the
 /// date index, or by reading every report head in key order when no dates narrow the
 /// query (sequential reads beat an index lookup per report there).
-///
-/// With `cap`, each report's contribution to every sum is capped at it (the
-/// privacy budget's bound on what one report can change).
 pub(super) fn from_scan(
     snapshot: &Snapshot,
     query: &AggregateQuery,
-    cap: Option<u64>,
+    view: View,
 ) -> Result<Grid, StoreError> {
     let states = wanted_states(query);
     let multi: Vec<usize> = (0..query.dimensions.len())
@@ -287,7 +297,7 @@ pub(super) fn from_scan(
             facts,
             state,
             key: record_keys.of(id),
-            cap,
+            view,
         };
         for (dropped, table) in subsets.iter().zip(tables.iter_mut()) {
             contribute(query, table, &report, dropped);
@@ -331,8 +341,8 @@ struct Report<'a> {
     state: u32,
     /// Its record key.
     key: u32,
-    /// The most it may add to a sum.
-    cap: Option<u64>,
+    /// Who the table is for.
+    view: View,
 }
 
 /// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
@@ -342,10 +352,11 @@ fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dr
         facts,
         state,
         key: record_key,
-        cap,
+        view,
     } = *report;
+    let own = view.own == Some(state);
     let capped = |mut sums: Sums| {
-        if let Some(cap) = cap {
+        if let Some(cap) = view.cap {
             for sum in &mut sums[1..counters::SUMS] {
                 *sum = (*sum).min(cap);
             }
@@ -386,8 +397,13 @@ fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dr
             }
         }
         let acc = cells.entry(key).or_default();
-        acc.add(state, &sums);
+        acc.add(state, &sums, own);
         if let Some((currency, amount)) = fee {
+            let amount = if view.moved_fees {
+                counters::moved_fee(amount, record_key)
+            } else {
+                amount
+            };
             acc.add_fee(currency, amount, 1);
         }
         // Next combination, odometer style.

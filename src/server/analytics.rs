@@ -58,7 +58,7 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         let peer = auth::peer(&request)?.clone();
         let req = request.into_inner();
         let (state, audience) = match peer.principal().role() {
-            Role::StateAnalyst(state) => (Some(state), Audience::StateAnalyst),
+            Role::StateAnalyst(state) => (Some(state), Audience::StateAnalyst(state)),
             Role::RegionalAnalyst => (None, Audience::RegionalAnalyst),
             other => {
                 return Err(Status::permission_denied(format!(

@@ -100,6 +100,7 @@ impl From<AggregateError> for Status {
                 err.to_string(),
             ),
             AggregateError::Entropy(_) => Status::unavailable(format!("{err}; try again")),
+            AggregateError::OpenDomain(_) => bad_field("filter", &err.to_string(), err.to_string()),
             AggregateError::Store(e) => e.into(),
         }
     }

@@ -356,13 +356,33 @@ pub fn month_of_day(day: i32) -> u32 {
 
 /// Category, month, cuboid, value: a month's rows of every cuboid lie together, so the
 /// reports of one month (most of a day's submissions) touch few pages.
-fn cell_key(cuboid: Cuboid, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
+/// The key of a row: category, month, the cuboid's code (or, for fee rows of moved
+/// amounts, the code with [`MOVED_FEES`] set), value.
+fn cell_key(code: u8, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
     let mut key = [0u8; CELL_KEY];
     key[0] = u8::try_from(category).unwrap_or(0);
     key[1..5].copy_from_slice(&month.to_be_bytes());
-    key[5] = cuboid.code();
+    key[5] = code;
     key[6..14].copy_from_slice(&value.to_be_bytes());
     key
+}
+
+/// Set in a fee row's cuboid code when the row holds moved amounts (see [`moved_fee`]).
+const MOVED_FEES: u8 = 0x80;
+
+/// A report's fee amount as perturbed fee quartiles see it: moved by the report's own
+/// fixed 5-10 %, up or down (from its record key), to a whole unit. The same report is
+/// moved the same way in every cell; another report with the same amount, differently.
+pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
+    let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
+    let per_mille = 50 + (z & 0xffff_ffff) % 51;
+    let shift = (u128::from(amount) * u128::from(per_mille) + 500) / 1000;
+    let shift = u64::try_from(shift).unwrap_or(u64::MAX);
+    if z >> 63 == 0 {
+        amount.saturating_add(shift)
+    } else {
+        amount.saturating_sub(shift)
+    }
 }
 
 /// Counter changes of one write transaction, added up per row so that each row is read
@@ -403,21 +423,32 @@ impl Deltas {
         let fee = fee(facts);
         for cuboid in Cuboid::ALL {
             for (value, add) in cuboid.values(facts, summary, record_key) {
-                let key = cell_key(cuboid, summary.category, month, value);
+                let key = cell_key(cuboid.code(), summary.category, month, value);
                 let entry = self.cells.entry(key).or_default().entry(state).or_default();
                 for (d, a) in entry.iter_mut().zip(add) {
                     *d += sign * i64::try_from(a).unwrap_or(i64::MAX);
                 }
                 if let (Some((currency, amount)), true) = (fee, cuboid.keeps_fees()) {
-                    let mut fee_key = [0u8; CELL_KEY + 12];
-                    fee_key[..CELL_KEY].copy_from_slice(&key);
-                    fee_key[CELL_KEY..CELL_KEY + 4].copy_from_slice(&currency.to_be_bytes());
-                    fee_key[CELL_KEY + 4..].copy_from_slice(&amount.to_be_bytes());
-                    self.fees
-                        .entry(fee_key)
-                        .or_default()
-                        .entry(state)
-                        .or_default()[0] += sign;
+                    // The amount as stated, and as moved for perturbed answers.
+                    let moved = moved_fee(amount, record_key);
+                    for (code, amount) in
+                        [(cuboid.code(), amount), (cuboid.code() | MOVED_FEES, moved)]
+                    {
+                        let mut fee_key = [0u8; CELL_KEY + 12];
+                        fee_key[..CELL_KEY].copy_from_slice(&cell_key(
+                            code,
+                            summary.category,
+                            month,
+                            value,
+                        ));
+                        fee_key[CELL_KEY..CELL_KEY + 4].copy_from_slice(&currency.to_be_bytes());
+                        fee_key[CELL_KEY + 4..].copy_from_slice(&amount.to_be_bytes());
+                        self.fees
+                            .entry(fee_key)
+                            .or_default()
+                            .entry(state)
+                            .or_default()[0] += sign;
+                    }
                 }
             }
         }
@@ -583,14 +614,14 @@ impl FeeRow<'_> {
 /// `category` with months in `from..=to`, month by month, in key order.
 fn read_rows(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    cuboid: Cuboid,
+    code: u8,
     category: i32,
     (from, to): (u32, u32),
     mut each: impl FnMut(u32, u64, &[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     // The months that have rows at all, so that open ranges stay finite.
-    let category_start = cell_key(Cuboid::Base, category, 0, 0);
-    let mut category_end = cell_key(Cuboid::Base, category, u32::MAX, u64::MAX).to_vec();
+    let category_start = cell_key(0, category, 0, 0);
+    let mut category_end = cell_key(u8::MAX, category, u32::MAX, u64::MAX).to_vec();
     category_end.extend_from_slice(&[0xff; 13]);
     let mut present = table.range::<&[u8]>(category_start.as_slice()..category_end.as_slice())?;
     let month = |key: &[u8]| split_key(key).map(|(m, _)| m);
@@ -604,7 +635,7 @@ fn read_rows(
     };
     read_month_rows(
         table,
-        cuboid,
+        code,
         category,
         (from.max(lowest), to.min(highest)),
         &mut each,
@@ -613,15 +644,15 @@ fn read_rows(
 
 fn read_month_rows(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    cuboid: Cuboid,
+    code: u8,
     category: i32,
     (from, to): (u32, u32),
     each: &mut impl FnMut(u32, u64, &[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut month = from;
     while month <= to {
-        let start = cell_key(cuboid, category, month, 0);
-        let mut end = cell_key(cuboid, category, month, u64::MAX).to_vec();
+        let start = cell_key(code, category, month, 0);
+        let mut end = cell_key(code, category, month, u64::MAX).to_vec();
         // Past every fee row of the last cell too.
         end.extend_from_slice(&[0xff; 13]);
         for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
@@ -658,26 +689,38 @@ pub(super) fn read_counters(
     months: (u32, u32),
     mut each: impl FnMut(&CounterRow<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    read_rows(table, cuboid, category, months, |month, value, _, bytes| {
-        each(&CounterRow {
-            month,
-            value,
-            bytes,
-        })
-    })
+    read_rows(
+        table,
+        cuboid.code(),
+        category,
+        months,
+        |month, value, _, bytes| {
+            each(&CounterRow {
+                month,
+                value,
+                bytes,
+            })
+        },
+    )
 }
 
-/// Calls `each` for every fee row of `cuboid` and `category` with months in `from..=to`.
+/// Calls `each` for every fee row of `cuboid` and `category` with months in `from..=to`:
+/// the amounts as stated, or with `moved` as [`moved_fee`] moved them.
 pub(super) fn read_fees(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    cuboid: Cuboid,
+    (cuboid, moved): (Cuboid, bool),
     category: i32,
     months: (u32, u32),
     mut each: impl FnMut(&FeeRow<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    let code = if moved {
+        cuboid.code() | MOVED_FEES
+    } else {
+        cuboid.code()
+    };
     read_rows(
         table,
-        cuboid,
+        code,
         category,
         months,
         |month, value, rest, bytes| {
@@ -714,6 +757,26 @@ mod tests {
         let route = pack_route("AFG", "AUS");
         assert_eq!(unpack_country(route >> 24), "AFG");
         assert_eq!(unpack_country(route & 0xff_ffff), "AUS");
+    }
+
+    #[test]
+    #[allow(clippy::cast_precision_loss)]
+    fn fees_move_by_each_reports_own_five_to_ten_percent() {
+        let mut shown = std::collections::BTreeSet::new();
+        for key in (0..200u32).map(|i| i.wrapping_mul(0x9e37_79b9)) {
+            let moved = moved_fee(8200, key);
+            let share = moved.abs_diff(8200) as f64 / 8200.0;
+            assert!((0.0499..=0.1001).contains(&share), "{moved}");
+            assert_eq!(
+                moved,
+                moved_fee(8200, key),
+                "the same report, the same move"
+            );
+            shown.insert(moved);
+        }
+        // The same amount in other reports is moved to many different values, so a
+        // state's own reports cannot map amounts to shown values.
+        assert!(shown.len() > 60, "{}", shown.len());
     }
 
     #[test]

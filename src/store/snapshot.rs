@@ -275,14 +275,15 @@ impl Snapshot {
         counters::read_counters(&self.counters, cuboid, category, months, each)
     }
 
-    /// Fee rows of `cuboid` and `category` for months in `months`.
+    /// Fee rows of `cuboid` and `category` for months in `months`: the amounts as
+    /// stated, or with `moved` as perturbed quartiles see them.
     pub fn fee_rows(
         &self,
-        cuboid: Cuboid,
+        (cuboid, moved): (Cuboid, bool),
         category: i32,
         months: (u32, u32),
         each: impl FnMut(&FeeRow<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        counters::read_fees(&self.fees, cuboid, category, months, each)
+        counters::read_fees(&self.fees, (cuboid, moved), category, months, each)
     }
 }

@@ -925,3 +925,74 @@ async fn a_budgeted_table_lists_the_same_cells_whatever_the_data() {
         refused.message()
     );
 }
+
+/// The same for fees: a state's own fees neither open a currency group that holds a
+/// few other states' fees nor change the noise of its count; and a cell of its own
+/// reports only is perturbed like any other (not always shown low).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_fees_do_not_open_a_group_and_own_cells_are_not_biased() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys = register(&server, &pki, &["AUS", "IDN"]).await;
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    let with_fee = |state: &str, date: &str, amount: u64| {
+        let mut r = variant(&base, state, date, 10);
+        if let Some(pb::report::Details::Smuggling(s)) = r.details.as_mut() {
+            s.fee_per_person = Some(pb::Money {
+                amount,
+                currency: "USD".into(),
+            });
+        }
+        r
+    };
+    // Two IDN fees and twelve of AUS's in 2019-09.
+    let mut reports = vec![
+        with_fee("IDN", "2019-09-01", 8500),
+        with_fee("IDN", "2019-09-02", 3000),
+    ];
+    reports.extend((0..12u64).map(|i| with_fee("AUS", "2019-09-05", 1000 + 100 * i)));
+    // Sixteen AUS-only months (2017-01 … 2018-04) of 10 to 25 reports.
+    for (i, n) in (0..16u32).zip(10..=25u32) {
+        let month = format!("{}-{:02}-10", 2017 + i / 12, i % 12 + 1);
+        reports.extend((0..n).map(|_| variant(&base, "AUS", &month, 8)));
+    }
+    submit_all(&server, &pki, &keys, &reports).await;
+    let aus = analyst(&pki, "AUS");
+    let september = pb::AggregateFilter {
+        category: pb::Category::SmugglingIncident as i32,
+        ..months("2019-09-01", "2019-09-30")
+    };
+    let fees = request(
+        &[],
+        &[pb::Metric::Reports, pb::Metric::FeePerPerson],
+        september,
+    );
+    let answer = aggregate(&server, &aus, fees.clone()).await.unwrap();
+    assert!(
+        answer.cells.iter().all(|c| c.fees.is_empty()),
+        "{:?}",
+        answer.cells
+    );
+    // The regional analyst, with no state of its own, sees the 14 fees.
+    let regional_answer = aggregate(&server, &regional(&pki), fees).await.unwrap();
+    assert_eq!(regional_answer.cells[0].fees.len(), 1);
+    // Own-only cells: perturbed, and not all by the same amount (all sixteen alike would
+    // happen by chance about once in 65,000 runs).
+    let by_month = request(
+        &[pb::Dimension::Month],
+        &PERSONS,
+        pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            ..months("2017-01-01", "2018-04-30")
+        },
+    );
+    let answer = aggregate(&server, &aus, by_month).await.unwrap();
+    let shifts: std::collections::BTreeSet<i64> = answer
+        .cells
+        .iter()
+        .filter(|c| c.keys[0] != "*")
+        .zip(10..=25i64)
+        .map(|(c, n)| c.values[0].cast_signed() - n)
+        .collect();
+    assert!(shifts.len() > 1, "{shifts:?}");
+}

@@ -9,24 +9,43 @@ use crate::{
     store::counters::{self, RecordKeys},
 };
 
-/// The quartiles of `fees` ((packed currency, amount) → reports), each with a key for
-/// the noise of its number of reports: with `keys`, the sum of the amounts' keyed
-/// hashes, which depends on the fees alone, never on the other reports in the cell (the
-/// amounts are then the moved ones, `counters::moved_fee`, and the quartiles are
-/// rounded to whole units).
+/// One currency group's quartiles, with what its count's noise and its minimum need.
+pub(super) struct Group {
+    pub quantiles: pb::FeeQuantiles,
+    /// The key of the noise of its number of reports: with `keys`, the sum of the keyed
+    /// hashes of the amounts of other states than the asking analyst's (of all, when
+    /// there are none), so that neither the other reports in the cell nor the asking
+    /// state's own fees change it.
+    pub key: u32,
+    /// Its reports from other states than the asking analyst's.
+    pub others: u64,
+}
+
+/// The quartiles of `fees` ((packed currency, amount) → reports; `own`: those of the
+/// asking analyst's state), per currency group. With `keys` the amounts are the moved
+/// ones (`counters::moved_fee`) and the quartiles are rounded to whole units.
 pub(super) fn quartiles(
     fees: &BTreeMap<(u32, u64), u64>,
+    own: &BTreeMap<(u32, u64), u64>,
     settings: &Settings,
     keys: Option<&RecordKeys>,
-) -> Vec<(pb::FeeQuantiles, u32)> {
-    let mut groups: BTreeMap<String, (Vec<(f64, u64)>, u64)> = BTreeMap::new();
+) -> Vec<Group> {
+    #[derive(Default)]
+    struct Pending {
+        values: Vec<(f64, u64)>,
+        key_others: u64,
+        key_all: u64,
+        own: u64,
+    }
+    let mut groups: BTreeMap<String, Pending> = BTreeMap::new();
     for ((currency, raw), n) in fees {
         let code = counters::unpack_country(u64::from(*currency));
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
         let amount = *raw as f64;
-        let key = keys.map_or(0, |keys| {
-            (keys.of_value(&currency.to_be_bytes(), *raw) & 0xffff_ffff).wrapping_mul(*n)
+        let own_n = own.get(&(*currency, *raw)).copied().unwrap_or(0);
+        let hash = keys.map_or(0, |keys| {
+            keys.of_value(&currency.to_be_bytes(), *raw) & 0xffff_ffff
         });
         let (group, value) = if code == settings.fee_currency {
             (code, amount)
@@ -36,28 +55,40 @@ pub(super) fn quartiles(
             (code, amount)
         };
         let entry = groups.entry(group).or_default();
-        entry.0.push((value, *n));
-        entry.1 = entry.1.wrapping_add(key);
+        entry.values.push((value, *n));
+        entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(*n));
+        entry.key_others = entry
+            .key_others
+            .wrapping_add(hash.wrapping_mul(n.saturating_sub(own_n)));
+        entry.own += own_n;
     }
     groups
         .into_iter()
-        .map(|(currency, (mut values, key))| {
-            values.sort_by(|a, b| a.0.total_cmp(&b.0));
+        .map(|(currency, mut pending)| {
+            pending.values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let values = &pending.values;
             let reports = values.iter().map(|(_, n)| n).sum();
             let round = |v: f64| if keys.is_some() { v.round() } else { v };
+            let others = reports - pending.own.min(reports);
+            let key = if others == 0 {
+                pending.key_all
+            } else {
+                pending.key_others
+            };
             // The low half is the key modulo 2^32.
             #[allow(clippy::cast_possible_truncation)]
             let key = key as u32;
-            (
-                pb::FeeQuantiles {
+            Group {
+                quantiles: pb::FeeQuantiles {
                     currency,
                     reports,
-                    first_quartile: round(quantile(&values, reports, 0.25)),
-                    median: round(quantile(&values, reports, 0.5)),
-                    third_quartile: round(quantile(&values, reports, 0.75)),
+                    first_quartile: round(quantile(values, reports, 0.25)),
+                    median: round(quantile(values, reports, 0.5)),
+                    third_quartile: round(quantile(values, reports, 0.75)),
                 },
                 key,
-            )
+                others,
+            }
         })
         .collect()
 }
@@ -123,9 +154,9 @@ mod tests {
             .into_iter()
             .map(|a| (fee("USD", a), 1))
             .collect::<BTreeMap<_, _>>();
-        let q: Vec<_> = quartiles(&fees, &settings("", &[]), None)
+        let q: Vec<_> = quartiles(&fees, &BTreeMap::new(), &settings("", &[]), None)
             .into_iter()
-            .map(|(q, _)| q)
+            .map(|g| g.quantiles)
             .collect();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].reports, 4);
@@ -143,16 +174,21 @@ mod tests {
         ]
         .into_iter()
         .collect::<BTreeMap<_, _>>();
-        let none: Vec<_> = quartiles(&fees, &settings("", &[]), None)
+        let none: Vec<_> = quartiles(&fees, &BTreeMap::new(), &settings("", &[]), None)
             .into_iter()
-            .map(|(q, _)| q)
+            .map(|g| g.quantiles)
             .collect();
         let codes: Vec<&str> = none.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["AUD", "THB", "USD"]);
-        let some: Vec<_> = quartiles(&fees, &settings("USD", &[("AUD", 0.5)]), None)
-            .into_iter()
-            .map(|(q, _)| q)
-            .collect();
+        let some: Vec<_> = quartiles(
+            &fees,
+            &BTreeMap::new(),
+            &settings("USD", &[("AUD", 0.5)]),
+            None,
+        )
+        .into_iter()
+        .map(|g| g.quantiles)
+        .collect();
         let codes: Vec<&str> = some.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["THB", "USD"]);
         let usd = &some[1];

@@ -30,6 +30,8 @@ pub(super) struct Acc {
     mixed: bool,
     /// Fee observations: (packed currency, amount) → reports.
     pub fees: BTreeMap<(u32, u64), u64>,
+    /// Of those, the asking analyst's own state's.
+    pub own_fees: BTreeMap<(u32, u64), u64>,
     /// Of the reports, those of the asking analyst's own state, and their record keys'
     /// sum: they neither open a small cell nor change its noise.
     own_reports: u64,
@@ -51,8 +53,7 @@ impl Acc {
             *total += add;
         }
         if own {
-            self.own_reports += Additive::Reports.of(sums);
-            self.own_keys = self.own_keys.wrapping_add(sums[KEY_SUM]);
+            self.note_own(sums);
         }
         if Additive::Reports.of(sums) > 0 {
             self.note_state(state);
@@ -71,8 +72,18 @@ impl Acc {
         }
     }
 
-    pub(super) fn add_fee(&mut self, currency: u32, amount: u64, reports: u64) {
+    /// Notes that `sums`, already added, were the asking analyst's state's.
+    pub(super) fn note_own(&mut self, sums: &Sums) {
+        self.own_reports += Additive::Reports.of(sums);
+        self.own_keys = self.own_keys.wrapping_add(sums[KEY_SUM]);
+    }
+
+    /// Adds fee observations; `own` when they are the asking analyst's state's.
+    pub(super) fn add_fee(&mut self, currency: u32, amount: u64, reports: u64, own: bool) {
         *self.fees.entry((currency, amount)).or_default() += reports;
+        if own {
+            *self.own_fees.entry((currency, amount)).or_default() += reports;
+        }
     }
 
     pub(super) fn merge(&mut self, other: &Self) {
@@ -87,17 +98,27 @@ impl Acc {
         for (fee, n) in &other.fees {
             *self.fees.entry(*fee).or_default() += n;
         }
+        for (fee, n) in &other.own_fees {
+            *self.own_fees.entry(*fee).or_default() += n;
+        }
         self.own_reports += other.own_reports;
         self.own_keys = self.own_keys.wrapping_add(other.own_keys);
     }
 
     /// The cell key: the sum of the record keys of the cell's reports, the asking
-    /// analyst's own excepted, modulo 2^32 (see `super::perturbation`). A state cannot
-    /// draw fresh noise for a cell by adding or retracting reports of its own.
+    /// analyst's own excepted when the cell holds others too, modulo 2^32 (see
+    /// `super::perturbation`). A state cannot draw fresh noise for a cell of other
+    /// states' reports by adding or retracting reports of its own; a cell of its own
+    /// reports only has the noise of all of them (not the fixed noise of an empty sum).
     pub(super) fn cell_key(&self) -> u32 {
+        let key = if self.others() == 0 {
+            self.sums[KEY_SUM]
+        } else {
+            self.sums[KEY_SUM].wrapping_sub(self.own_keys)
+        };
         // Modulo 2^32 is the truncation.
         #[allow(clippy::cast_possible_truncation)]
-        let key = self.sums[KEY_SUM].wrapping_sub(self.own_keys) as u32;
+        let key = key as u32;
         key
     }
 

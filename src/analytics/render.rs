@@ -178,12 +178,15 @@ fn fee_quartiles(
     let minimum = settings.minimum_reports_for_quantiles;
     let mut left_out = 0;
     let mut shown = Vec::new();
-    for (mut q, key) in fees::quartiles(&acc.fees, settings, keys) {
+    for group in fees::quartiles(&acc.fees, &acc.own_fees, settings, keys) {
+        let mut q = group.quantiles;
         let true_reports = q.reports;
         if keys.is_some() {
-            q.reports = perturbation::count(q.reports, key);
+            q.reports = perturbation::count(q.reports, group.key);
         }
-        if true_reports < minimum || q.reports < minimum {
+        // As for cells: the asking state's own fees do not open a group of a few others.
+        let few_others = group.others > 0 && group.others < minimum;
+        if true_reports < minimum || q.reports < minimum || few_others {
             left_out += 1;
         } else {
             shown.push(q);

@@ -134,10 +134,10 @@ fn read_cuboid(
     let states = wanted_states(query);
     let wanted = |state: u32| states.is_empty() || states.contains(&state);
     let dims = &query.dimensions;
-    // Split by state only when asked to, or filtering by state, or to count the asking
-    // state's own reports apart; otherwise each row's total will do.
+    // Split by state only when asked to, or filtering by state; otherwise each row's
+    // total will do (with the asking state's own entry looked up apart).
     let per_state = dims.contains(&Dimension::ReportingState);
-    let totals = !per_state && states.is_empty() && view.own.is_none();
+    let totals = !per_state && states.is_empty();
     let mut cells: Cells = Cells::default();
     for category in query.categories() {
         let category = category.to_pb() as i32;
@@ -145,7 +145,11 @@ fn read_cuboid(
             if totals {
                 let (sums, count, one) = row.total()?;
                 let key = key_of(dims, row.month, 0, category, row.value);
-                cells.entry(key).or_default().add_total(&sums, count, one);
+                let acc = cells.entry(key).or_default();
+                acc.add_total(&sums, count, one);
+                if let Some(own) = view.own.map(|s| row.state(s)).transpose()?.flatten() {
+                    acc.note_own(&own);
+                }
                 return Ok(());
             }
             let mut merged = Acc::default();
@@ -172,16 +176,23 @@ fn read_cuboid(
                 if totals {
                     let key = key_of(dims, row.month, 0, category, row.value);
                     let acc = cells.entry(key).or_default();
-                    acc.add_fee(row.currency, row.amount, row.total()?);
+                    acc.add_fee(row.currency, row.amount, row.total()?, false);
+                    if let Some(own) = view.own {
+                        let n = row.state(own)?;
+                        if n > 0 {
+                            *acc.own_fees.entry((row.currency, row.amount)).or_default() += n;
+                        }
+                    }
                     return Ok(());
                 }
                 for (state, n) in row.states()? {
                     if wanted(state) {
                         let key = key_of(dims, row.month, state, category, row.value);
+                        let own = view.own == Some(state);
                         cells
                             .entry(key)
                             .or_default()
-                            .add_fee(row.currency, row.amount, n);
+                            .add_fee(row.currency, row.amount, n, own);
                     }
                 }
                 Ok(())
@@ -404,7 +415,7 @@ fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dr
             } else {
                 amount
             };
-            acc.add_fee(currency, amount, 1);
+            acc.add_fee(currency, amount, 1, own);
         }
         // Next combination, odometer style.
         let mut i = 0;

@@ -567,6 +567,20 @@ impl CounterRow<'_> {
         Ok((sums, count as usize, one))
     }
 
+    /// The sums of one reporting state (packed), if it has any here. Entries are in
+    /// state order, so the search stops at the first one past it.
+    pub fn state(&self, state: u32) -> Result<Option<Sums>, StoreError> {
+        let mut bytes = self.bytes;
+        parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+        while !bytes.is_empty() {
+            let (s, sums) = parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+            if s >= state {
+                return Ok((s == state).then_some(sums));
+            }
+        }
+        Ok(None)
+    }
+
     /// Per reporting state (packed): the sums.
     pub fn states(&self) -> Result<Vec<(u32, Sums)>, StoreError> {
         let mut bytes = self.bytes;
@@ -599,6 +613,15 @@ impl FeeRow<'_> {
             out.push((state, n));
         }
         Ok(out)
+    }
+
+    /// How many reports of one reporting state (packed).
+    pub fn state(&self, state: u32) -> Result<u64, StoreError> {
+        Ok(self
+            .states()?
+            .into_iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| n))
     }
 
     /// How many reports in all.

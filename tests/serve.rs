@@ -181,3 +181,45 @@ fn print_config_shows_every_default_and_rejects_unknown_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
 }
+
+/// Starts `tidemark serve` with `args`, stderr piped (not a terminal), stops it, and
+/// returns what it logged.
+fn logs_of(dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidemark serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("https://"), "{line}");
+    let stderr = child.stderr.take().unwrap();
+    terminate(child);
+    let mut logged = String::new();
+    std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut logged).unwrap();
+    logged
+}
+
+#[test]
+fn logs_carry_no_colour_codes_off_a_terminal_and_json_logs_have_stable_fields() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let text = logs_of(dir.path(), &[]);
+    assert!(!text.is_empty());
+    assert!(!text.contains('\u{1b}'), "escape codes in {text:?}");
+    let json = logs_of(dir.path(), &["--log-format", "json"]);
+    let mut lines = 0;
+    for line in json.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(field).is_some(), "no {field} in {line}");
+        }
+        lines += 1;
+    }
+    assert!(lines > 0);
+    assert!(!json.contains('\u{1b}'));
+}

@@ -39,7 +39,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
 
-    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=tidemark=debug).
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=tidemark=debug): text,
+    /// coloured only on a terminal, or json, one object per line with the fields
+    /// timestamp, level, target, message and the event's own fields.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
 
@@ -91,6 +93,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Listen for signals before saying where we listen: a SIGTERM right after the line
+    // below stops the server cleanly.
+    let shutdown = shutdown_signal()?;
     tracing::info!(%addr, trust_domain = %config.trust_domain, store = %config.store.path.display(), "serving");
     let profile = config
         .tls
@@ -102,7 +107,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         profile.display()
     );
 
-    server.run(listener, shutdown_signal()).await?;
+    server.run(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -163,37 +168,47 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Logs to stderr: text with colours only when stderr is a terminal (never escape codes
+/// in a file or a journal), or one JSON object per line with the stable fields
+/// `timestamp` (RFC 3339, UTC), `level`, `target`, `message` and the event's own fields
+/// at the top level.
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Listens for SIGINT and SIGTERM from now on; the future resolves on the first.
+fn shutdown_signal() -> anyhow::Result<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM; use Ctrl-C");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
+        let mut terminate = signal(SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+        Ok(Box::pin(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }))
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    Ok(Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))
 }

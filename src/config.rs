@@ -38,6 +38,27 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     /// The transparency log.
     pub log: LogConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus metrics endpoint (plain HTTP, `GET /metrics`; see README "Operating").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port of the plain-HTTP listener; empty: no metrics endpoint. It
+    /// carries no exchange data but should not be public: keep it on loopback or a
+    /// monitoring network. When the address is taken the server logs a warning and runs
+    /// without it.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
 }
 
 /// The transparency log (see `docs/transparency.md`). Its checkpoints are signed with
@@ -261,6 +282,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             analytics: AnalyticsConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -50,6 +50,7 @@ pub mod cosigning;
 pub mod country;
 pub mod envelope;
 pub mod identity;
+pub mod metrics;
 pub mod pki;
 mod policy;
 pub mod receipt;

@@ -58,6 +58,22 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+impl SubmitError {
+    /// The kind of refusal, as a metric label (a fixed set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotANode(_) => "not_a_node",
+            Self::Malformed(_) => "malformed",
+            Self::BadSignature(_) => "bad_signature",
+            Self::ForeignKey { .. } => "foreign_key",
+            Self::WrongState { .. } => "wrong_state",
+            Self::Invalid(_) => "invalid",
+            Self::Rejected(AppendError::Store(_)) | Self::Store(_) => "store",
+            Self::Rejected(_) => "version_conflict",
+        }
+    }
+}
+
 /// Verifies an envelope submitted by `principal` at `now`.
 pub fn verify(
     envelope: &pb::Envelope,

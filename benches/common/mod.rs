@@ -44,6 +44,9 @@ impl BenchPki {
             tls: TlsConfig::in_dir(dir.path()),
             signing: SigningConfig::in_dir(dir.path()),
             store: StoreConfig::in_dir(&dir.path().join("data")),
+            metrics: tidemark::config::MetricsConfig {
+                listen: String::new(),
+            },
             ..Config::default()
         };
         Self { dir, ca, config }
@@ -124,7 +127,12 @@ pub async fn load(config: &Config, reports: usize) {
     let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
     let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
     let (writer, thread) = store
-        .start_writer(tidemark::clock::Clock::system(), 1024, Arc::new(log))
+        .start_writer(
+            tidemark::clock::Clock::system(),
+            1024,
+            Arc::new(log),
+            Arc::default(),
+        )
         .unwrap();
     let workers = 8;
     let mut tasks = Vec::new();

@@ -18,6 +18,7 @@ use crate::{
     clock::Clock,
     country::CountryCode,
     identity::PeerIdentity,
+    metrics::Metrics,
     policy::{Policy, Standing},
     report::Category,
     server::{
@@ -57,6 +58,8 @@ pub(super) struct Context {
     pub analytics: analytics::Settings,
     /// Most envelopes one import stream may hold.
     pub max_import_items: usize,
+    /// What the metrics endpoint reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -91,6 +94,7 @@ impl Context {
         match self.standing(snap, state, category)?.require() {
             Ok(standing) => Ok(standing),
             Err(refusal) => {
+                self.metrics.give_to_get_refused(category.label());
                 self.audit(AuditRecord {
                     principal: peer.principal().spiffe_id(),
                     state: state.to_string(),

@@ -22,16 +22,24 @@ impl ExchangeService {
         peer: &PeerIdentity,
         envelope: Option<pb::Envelope>,
     ) -> Result<Accepted, SubmitError> {
-        let envelope = envelope.ok_or_else(|| {
-            SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
-        })?;
-        let new = submission::verify(
-            &envelope,
-            peer.principal(),
-            &self.ctx.store,
-            self.ctx.clock.now_utc(),
-        )?;
-        Ok(self.ctx.writer.append(new).await?)
+        let result: Result<Accepted, SubmitError> = async {
+            let envelope = envelope.ok_or_else(|| {
+                SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
+            })?;
+            let new = submission::verify(
+                &envelope,
+                peer.principal(),
+                &self.ctx.store,
+                self.ctx.clock.now_utc(),
+            )?;
+            Ok(self.ctx.writer.append(new).await?)
+        }
+        .await;
+        match &result {
+            Ok(accepted) => self.ctx.metrics.submission_accepted(accepted.duplicate),
+            Err(e) => self.ctx.metrics.submission_refused(e.kind()),
+        }
+        result
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::trust::Trust;
+use crate::{metrics::Metrics, trust::Trust};
 
 /// Streams that completed a TLS handshake, in the exact type tonic reads peer
 /// certificates from.
@@ -56,7 +56,7 @@ impl From<&crate::config::Limits> for AcceptLimits {
 /// task's handle; abort the handle to stop accepting.
 pub(super) fn spawn(
     listener: TcpListener,
-    trust: Arc<Trust>,
+    (trust, metrics): (Arc<Trust>, Arc<Metrics>),
     limits: AcceptLimits,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(limits.max_pending.max(1));
@@ -77,17 +77,22 @@ pub(super) fn spawn(
             }
             let Some(slot) = pending.take(peer.ip()) else {
                 tracing::debug!(%peer, "too many pending handshakes; connection closed");
+                metrics.handshake_refused("too_many_pending");
                 continue;
             };
             // Each handshake uses the configuration current when it starts.
             let acceptor = TlsAcceptor::from(trust.server_config());
             let tx = tx.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let stream = handshake(&acceptor, tcp, peer, limits, &slot).await;
                 drop(slot);
-                if let Some(stream) = stream {
+                match stream {
                     // The server has stopped if the receiver is gone; drop the connection.
-                    let _ = tx.send(Ok(stream)).await;
+                    Ok(stream) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Err(reason) => metrics.handshake_refused(reason),
                 }
             });
         }
@@ -187,33 +192,33 @@ async fn handshake(
     peer: SocketAddr,
     limits: AcceptLimits,
     slot: &Slot,
-) -> Option<TlsStream<TcpStream>> {
+) -> Result<TlsStream<TcpStream>, &'static str> {
     let _ = tcp.set_nodelay(true);
     let mut first = [0u8; 1];
     let spoke = tokio::select! {
         read = tokio::time::timeout(limits.first_byte_timeout, tcp.peek(&mut first)) => read,
         () = slot.evict.notified() => {
             tracing::debug!(%peer, "silent connection closed to make room for a new one");
-            return None;
+            return Err("evicted");
         }
     };
     match spoke {
         Ok(Ok(n)) if n > 0 => slot.spoke(),
-        Ok(_) => return None,
+        Ok(_) => return Err("closed"),
         Err(_) => {
             tracing::debug!(%peer, timeout = ?limits.first_byte_timeout, "no TLS hello; connection closed");
-            return None;
+            return Err("no_client_hello");
         }
     }
     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "TLS handshake refused");
-            None
+            Err("tls_error")
         }
         Err(_) => {
             tracing::info!(%peer, timeout = ?limits.handshake_timeout, "TLS handshake timed out");
-            None
+            Err("timeout")
         }
     }
 }

@@ -12,6 +12,8 @@ mod exchange;
 mod feed;
 mod guard;
 mod incoming;
+mod instrument;
+mod metrics_http;
 mod reads;
 mod status;
 mod transparency;
@@ -26,6 +28,7 @@ use crate::{
     administration::Administration,
     clock::Clock,
     config::Config,
+    metrics::Metrics,
     pb::{
         self, admin_server::AdminServer, analytics_server::AnalyticsServer,
         exchange_server::ExchangeServer, transparency_server::TransparencyServer,
@@ -51,6 +54,10 @@ pub struct Server {
     receipt_key: Arc<SigningKey>,
     log: Arc<LogSigner>,
     store: Store,
+    metrics: Arc<Metrics>,
+    /// A listener for the metrics endpoint bound by the caller (tests), instead of
+    /// `metrics.listen`.
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Server {
@@ -112,6 +119,8 @@ impl Server {
             receipt_key: Arc::new(receipt_key),
             log: Arc::new(log),
             store,
+            metrics: Arc::new(Metrics::new()),
+            metrics_listener: None,
         })
     }
 
@@ -127,6 +136,88 @@ impl Server {
         self.log.verifier_key()
     }
 
+    /// Serves metrics on `listener` instead of binding `metrics.listen`.
+    #[must_use]
+    pub fn with_metrics_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.metrics_listener = Some(listener);
+        self
+    }
+
+    /// The context every service shares.
+    fn context(&self, writer: crate::store::Writer, feed: feed::Feed) -> Context {
+        let limits = &self.config.limits;
+        Context {
+            store: self.store.clone(),
+            writer,
+            policy: Policy::new(self.config.policy.clone()),
+            clock: self.clock.clone(),
+            trust: self.trust.clone(),
+            admin: Administration::new(
+                self.store.clone(),
+                self.trust.clone(),
+                &self.config.trust_domain,
+            ),
+            receipt_key: self.receipt_key.clone(),
+            log: self.log.clone(),
+            streams: reads::OpenStreams::new(limits.max_subscriptions_per_principal),
+            feed,
+            analytics: crate::analytics::Settings::new(&self.config.analytics),
+            max_import_items: limits.max_import_items,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Starts the metrics endpoint, if it has a listener.
+    fn spawn_metrics(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let listener = self.bind_metrics()?;
+        let sources = metrics_http::Sources {
+            metrics: self.metrics.clone(),
+            store_path: self.config.store.path.clone(),
+            trust: self.trust.clone(),
+            clock: self.clock.clone(),
+        };
+        Some(tokio::spawn(metrics_http::serve(
+            listener,
+            Arc::new(sources),
+        )))
+    }
+
+    /// The metrics endpoint's listener: the one given, or `metrics.listen` bound now
+    /// (`None` when empty, or when the address cannot be bound: logged, not fatal).
+    fn bind_metrics(&mut self) -> Option<TcpListener> {
+        let listener = match self.metrics_listener.take() {
+            Some(listener) => listener,
+            None if self.config.metrics.listen.is_empty() => return None,
+            None => match std::net::TcpListener::bind(&self.config.metrics.listen) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(
+                        listen = %self.config.metrics.listen,
+                        error = %e,
+                        "the metrics endpoint cannot listen there and is off; set \
+                         [metrics] listen to a free address (or \"\" to turn it off)"
+                    );
+                    return None;
+                }
+            },
+        };
+        let ready = listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener));
+        match ready {
+            Ok(listener) => {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!("metrics on http://{addr}/metrics");
+                }
+                Some(listener)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the metrics endpoint is off");
+                None
+            }
+        }
+    }
+
     /// The store this server writes to.
     pub fn store(&self) -> &Store {
         &self.store
@@ -135,13 +226,17 @@ impl Server {
     /// Serves on `listener` until `shutdown` completes; in-flight calls then finish
     /// before this returns.
     pub async fn run(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
+        let metrics_task = self.spawn_metrics();
         let limits = &self.config.limits;
-        let (incoming, accept_task) =
-            incoming::spawn(listener, self.trust.clone(), AcceptLimits::from(limits));
+        let (incoming, accept_task) = incoming::spawn(
+            listener,
+            (self.trust.clone(), self.metrics.clone()),
+            AcceptLimits::from(limits),
+        );
 
         let watch_task = tokio::spawn(watch_trust(
             self.trust.clone(),
@@ -157,27 +252,11 @@ impl Server {
             self.clock.clone(),
             self.config.store.max_batch,
             self.log.clone(),
+            self.metrics.clone(),
         )?;
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
-        let ctx = Context {
-            store: self.store.clone(),
-            writer,
-            policy: Policy::new(self.config.policy.clone()),
-            clock: self.clock.clone(),
-            trust: self.trust.clone(),
-            admin: Administration::new(
-                self.store.clone(),
-                self.trust.clone(),
-                &self.config.trust_domain,
-            ),
-            receipt_key: self.receipt_key.clone(),
-            log: self.log.clone(),
-            streams: reads::OpenStreams::new(limits.max_subscriptions_per_principal),
-            feed: feed_handle,
-            analytics: crate::analytics::Settings::new(&self.config.analytics),
-            max_import_items: limits.max_import_items,
-        };
+        let ctx = self.context(writer, feed_handle);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
@@ -201,6 +280,7 @@ impl Server {
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
             .http2_keepalive_interval(Some(limits.keepalive_interval()))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
+            .layer(instrument::InstrumentLayer::new(self.metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(status::client_faults))
             // One rule for every service: a call is answered only on a connection whose
             // certificate is still admitted (not revoked, its state not suspended).
@@ -228,7 +308,10 @@ impl Server {
                 Ok(())
             }
         };
-        for task in [accept_task, watch_task, feed_task] {
+        for task in [accept_task, watch_task, feed_task]
+            .into_iter()
+            .chain(metrics_task)
+        {
             task.abort();
             let _ = task.await;
         }

@@ -240,9 +240,10 @@ impl Store {
         clock: Clock,
         max_batch: usize,
         log: Arc<LogSigner>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let latest = self.envelope_count()?;
-        Writer::start(self.db.clone(), clock, max_batch, latest, log)
+        Writer::start(self.db.clone(), clock, max_batch, latest, (log, metrics))
     }
 
     /// Readies the transparency log: builds it for a store written before it existed

@@ -20,7 +20,7 @@ use super::{
     budget::{self, BudgetCharge, BudgetError},
     counters,
 };
-use crate::{clock::Clock, tlog::LogSigner};
+use crate::{clock::Clock, metrics::Metrics, tlog::LogSigner};
 
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
@@ -66,7 +66,7 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
-        log: Arc<LogSigner>,
+        (log, metrics): (Arc<LogSigner>, Arc<Metrics>),
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
@@ -75,7 +75,12 @@ impl Writer {
         let thread = thread::Builder::new()
             .name("tidemark-writer".to_owned())
             .spawn(move || {
-                run(&db, rx, &clock, max_batch, &published, &disk_failed, &log);
+                let ends = Ends {
+                    published: &published,
+                    disk_failed: &disk_failed,
+                    metrics: &metrics,
+                };
+                run(&db, rx, (&clock, max_batch), &ends, &log);
             })
             .map_err(|e| StoreError::Open {
                 path: "writer thread".to_owned(),
@@ -173,13 +178,20 @@ impl WriterThread {
     }
 }
 
+/// Where the writer reports what it did.
+struct Ends<'a> {
+    /// The newest committed sequence number.
+    published: &'a watch::Sender<u64>,
+    /// Why the disk failed, once it has.
+    disk_failed: &'a watch::Sender<Option<String>>,
+    metrics: &'a Metrics,
+}
+
 fn run(
     db: &Database,
     mut rx: mpsc::Receiver<Message>,
-    clock: &Clock,
-    max_batch: usize,
-    published: &watch::Sender<u64>,
-    disk_failed: &watch::Sender<Option<String>>,
+    (clock, max_batch): (&Clock, usize),
+    ends: &Ends<'_>,
     log: &LogSigner,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
@@ -214,8 +226,12 @@ fn run(
         if batch.is_empty() {
             continue;
         }
-        match commit_batch(db, &batch, clock.now(), log) {
+        let started = std::time::Instant::now();
+        let committed = commit_batch(db, &batch, clock.now(), log);
+        match committed {
             Ok(results) => {
+                ends.metrics
+                    .batch_committed(batch.len(), started.elapsed().as_secs_f64());
                 let newest = results
                     .iter()
                     .filter_map(|done| match done {
@@ -224,17 +240,18 @@ fn run(
                     })
                     .max();
                 if let Some(sequence) = newest {
-                    published.send_replace(sequence);
+                    ends.published.send_replace(sequence);
                 }
                 for (job, result) in batch.drain(..).zip(results) {
                     match (job, result) {
                         (Job::Append(_, reply), Done::Append(result)) => {
                             let _ = reply.send(result);
                         }
-                        (
-                            Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply),
-                            Done::Audit(number),
-                        ) => {
+                        (Job::Audit(_, reply), Done::Audit(number)) => {
+                            ends.metrics.audit_written();
+                            let _ = reply.send(Ok(number));
+                        }
+                        (Job::UpdateAudit(_, _, reply), Done::Audit(number)) => {
                             let _ = reply.send(Ok(number));
                         }
                         (Job::Budget(_, reply), Done::Budget(result)) => {
@@ -248,7 +265,7 @@ fn run(
             Err(e) => {
                 tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
                 if e.is_disk_failure() {
-                    disk_failed.send_replace(Some(e.to_string()));
+                    ends.disk_failed.send_replace(Some(e.to_string()));
                 }
                 let failure = || AppendError::Store(e.to_string());
                 for job in batch.drain(..) {

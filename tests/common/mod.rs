@@ -77,6 +77,10 @@ impl TestPki {
             tls: TlsConfig::in_dir(self.dir.path()),
             signing: SigningConfig::in_dir(self.dir.path()),
             store: StoreConfig::in_dir(data.path()),
+            // No metrics endpoint unless a test asks for one (see `start_with_metrics`).
+            metrics: tidemark::config::MetricsConfig {
+                listen: String::new(),
+            },
             ..Config::default()
         }
     }
@@ -108,6 +112,18 @@ impl TestServer {
         Self::start_with_clock(pki, data, adjust, Clock::system()).await
     }
 
+    /// A server with its metrics endpoint on a port of its own: the server and the
+    /// endpoint's address.
+    pub async fn start_with_metrics(pki: &TestPki) -> (Self, SocketAddr) {
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = metrics.local_addr().unwrap();
+        let data = TempDir::new().expect("temp dir");
+        let server = Server::build(pki.config(&data))
+            .expect("server builds")
+            .with_metrics_listener(metrics);
+        (Self::run(server, data).await, addr)
+    }
+
     /// As [`Self::start_with`], on a clock the test controls.
     pub async fn start_with_clock(
         pki: &TestPki,
@@ -120,6 +136,11 @@ impl TestServer {
         let server = Server::build(config)
             .expect("server builds")
             .with_clock(clock);
+        Self::run(server, data).await
+    }
+
+    /// Runs `server` on 127.0.0.1:0 until the test stops it.
+    async fn run(server: Server, data: TempDir) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

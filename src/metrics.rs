@@ -1,0 +1,251 @@
+//! Prometheus metrics: what an operator's dashboards and alerts read.
+//!
+//! One registry per server, with the `prometheus-client` crate (the Prometheus project's
+//! Rust client). The gRPC families use the names of the go-grpc-prometheus middleware
+//! that existing dashboards expect (`grpc_server_started_total`,
+//! `grpc_server_handled_total`, `grpc_server_handling_seconds`); Tidemark's own are
+//! prefixed `tidemark_`. No label takes unbounded values: services, methods, codes,
+//! outcomes, refusal reasons and categories only — never report ids, principals or
+//! serials. Served as text (OpenMetrics 1.0) by `server::metrics_http`.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+/// A gRPC method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// The full service name, e.g. `tidemark.v1.Exchange`.
+    pub grpc_service: String,
+    /// The method, e.g. `Submit`.
+    pub grpc_method: String,
+}
+
+/// A gRPC method and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandledLabels {
+    /// The full service name.
+    pub grpc_service: String,
+    /// The method.
+    pub grpc_method: String,
+    /// The status code's name, e.g. `OK`, `PERMISSION_DENIED`.
+    pub grpc_code: String,
+}
+
+/// What became of a submission.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubmissionLabels {
+    /// `accepted`, `duplicate` or `refused`.
+    outcome: &'static str,
+    /// For a refusal, its kind (a fixed set); empty otherwise.
+    reason: &'static str,
+}
+
+/// A category of reports.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: &'static str,
+}
+
+/// A refused TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    /// A fixed set, e.g. `no_certificate`, `tls_error`, `timeout`.
+    reason: &'static str,
+}
+
+/// Every metric a server keeps.
+pub struct Metrics {
+    registry: Registry,
+    started: Family<MethodLabels, Counter>,
+    handled: Family<HandledLabels, Counter>,
+    handling: Family<MethodLabels, Histogram>,
+    submissions: Family<SubmissionLabels, Counter>,
+    batch_size: Histogram,
+    commit_seconds: Histogram,
+    audit_records: Counter,
+    give_to_get_refusals: Family<CategoryLabels, Counter>,
+    handshakes_refused: Family<HandshakeLabels, Counter>,
+    store_bytes: Gauge<i64, AtomicI64>,
+    server_certificate_expiry: Gauge<i64, AtomicI64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, registered and at zero.
+    pub fn new() -> Self {
+        let seconds = || Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]);
+        let metrics = Self {
+            registry: Registry::default(),
+            started: Family::default(),
+            handled: Family::default(),
+            handling: Family::new_with_constructor(seconds),
+            submissions: Family::default(),
+            batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            commit_seconds: seconds(),
+            audit_records: Counter::default(),
+            give_to_get_refusals: Family::default(),
+            handshakes_refused: Family::default(),
+            store_bytes: Gauge::default(),
+            server_certificate_expiry: Gauge::default(),
+        };
+        metrics.register()
+    }
+
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            self.started.clone(),
+        );
+        r.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code",
+            self.handled.clone(),
+        );
+        r.register_with_unit(
+            "grpc_server_handling",
+            "Time from the start of an RPC to its status",
+            Unit::Seconds,
+            self.handling.clone(),
+        );
+        r.register(
+            "tidemark_submissions",
+            "Envelopes submitted (Submit and Import), by outcome and refusal reason",
+            self.submissions.clone(),
+        );
+        r.register(
+            "tidemark_writer_batch_size",
+            "Jobs (envelopes, audit records, budget charges) per committed write batch",
+            self.batch_size.clone(),
+        );
+        r.register_with_unit(
+            "tidemark_writer_commit",
+            "Time to apply and durably commit one write batch",
+            Unit::Seconds,
+            self.commit_seconds.clone(),
+        );
+        r.register(
+            "tidemark_audit_records",
+            "Audit records written",
+            self.audit_records.clone(),
+        );
+        r.register(
+            "tidemark_give_to_get_refusals",
+            "Reads refused because the caller's state lacks standing, by category",
+            self.give_to_get_refusals.clone(),
+        );
+        r.register(
+            "tidemark_handshakes_refused",
+            "TLS handshakes refused, by reason",
+            self.handshakes_refused.clone(),
+        );
+        r.register_with_unit(
+            "tidemark_store",
+            "Size of the store file",
+            Unit::Bytes,
+            self.store_bytes.clone(),
+        );
+        r.register_with_unit(
+            "tidemark_server_certificate_expiry",
+            "Time until the server certificate expires (negative once expired)",
+            Unit::Seconds,
+            self.server_certificate_expiry.clone(),
+        );
+        self
+    }
+
+    /// An RPC began.
+    pub fn rpc_started(&self, method: &MethodLabels) {
+        self.started.get_or_create(method).inc();
+    }
+
+    /// An RPC ended with `code` after `seconds`.
+    pub fn rpc_handled(&self, method: &MethodLabels, code: &str, seconds: f64) {
+        self.handled
+            .get_or_create(&HandledLabels {
+                grpc_service: method.grpc_service.clone(),
+                grpc_method: method.grpc_method.clone(),
+                grpc_code: code.to_owned(),
+            })
+            .inc();
+        self.handling.get_or_create(method).observe(seconds);
+    }
+
+    /// A submission was accepted (`duplicate`: it had been before).
+    pub fn submission_accepted(&self, duplicate: bool) {
+        let outcome = if duplicate { "duplicate" } else { "accepted" };
+        self.submissions
+            .get_or_create(&SubmissionLabels {
+                outcome,
+                reason: "",
+            })
+            .inc();
+    }
+
+    /// A submission was refused for `reason` (one of a fixed set).
+    pub fn submission_refused(&self, reason: &'static str) {
+        self.submissions
+            .get_or_create(&SubmissionLabels {
+                outcome: "refused",
+                reason,
+            })
+            .inc();
+    }
+
+    /// A write batch of `jobs` committed in `seconds`.
+    pub fn batch_committed(&self, jobs: usize, seconds: f64) {
+        // Batches are at most a few thousand jobs: exact in an f64.
+        #[allow(clippy::cast_precision_loss)]
+        self.batch_size.observe(jobs as f64);
+        self.commit_seconds.observe(seconds);
+    }
+
+    /// An audit record was written.
+    pub fn audit_written(&self) {
+        self.audit_records.inc();
+    }
+
+    /// A read was refused for want of standing in `category`.
+    pub fn give_to_get_refused(&self, category: &'static str) {
+        self.give_to_get_refusals
+            .get_or_create(&CategoryLabels { category })
+            .inc();
+    }
+
+    /// A TLS handshake was refused for `reason` (one of a fixed set).
+    pub fn handshake_refused(&self, reason: &'static str) {
+        self.handshakes_refused
+            .get_or_create(&HandshakeLabels { reason })
+            .inc();
+    }
+
+    /// The families as OpenMetrics text, with the gauges read now: the store file's
+    /// size and the seconds from `now` to the server certificate's `not_after`.
+    pub fn encode(&self, store_bytes: u64, server_not_after: i64, now: i64) -> String {
+        self.store_bytes
+            .set(i64::try_from(store_bytes).unwrap_or(i64::MAX));
+        self.server_certificate_expiry
+            .set(server_not_after.saturating_sub(now));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

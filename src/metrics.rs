@@ -51,6 +51,36 @@ struct CategoryLabels {
     category: &'static str,
 }
 
+/// A reporting state and a category.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateCategoryLabels {
+    state: String,
+    category: &'static str,
+}
+
+/// A state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// What a scrape reads from the store and the trust state, besides the counters.
+#[derive(Debug, Default)]
+pub struct Readings {
+    /// Size of the store file.
+    pub store_bytes: u64,
+    /// The server certificate's `not_after`, Unix seconds.
+    pub server_not_after: i64,
+    /// Live reports per (state, category label).
+    pub reports: Vec<(String, &'static str, u64)>,
+    /// Per state, the earliest `not_after` of its unrevoked certificates issued here.
+    pub certificates: Vec<(String, i64)>,
+    /// When the published CRL was issued (`thisUpdate`), Unix seconds, if there is one.
+    pub crl_issued: Option<i64>,
+    /// Now, Unix seconds.
+    pub now: i64,
+}
+
 /// A refused TLS handshake.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandshakeLabels {
@@ -72,6 +102,9 @@ pub struct Metrics {
     handshakes_refused: Family<HandshakeLabels, Counter>,
     store_bytes: Gauge<i64, AtomicI64>,
     server_certificate_expiry: Gauge<i64, AtomicI64>,
+    reports: Family<StateCategoryLabels, Gauge<i64, AtomicI64>>,
+    certificate_expiry: Family<StateLabels, Gauge<i64, AtomicI64>>,
+    crl_age: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +136,9 @@ impl Metrics {
             handshakes_refused: Family::default(),
             store_bytes: Gauge::default(),
             server_certificate_expiry: Gauge::default(),
+            reports: Family::default(),
+            certificate_expiry: Family::default(),
+            crl_age: Gauge::default(),
         };
         metrics.register()
     }
@@ -167,6 +203,24 @@ impl Metrics {
             "Time until the server certificate expires (negative once expired)",
             Unit::Seconds,
             self.server_certificate_expiry.clone(),
+        );
+        r.register(
+            "tidemark_reports",
+            "Live (latest, unretracted) reports, by reporting state and category",
+            self.reports.clone(),
+        );
+        r.register_with_unit(
+            "tidemark_client_certificate_expiry",
+            "Time until the first of a state's unrevoked certificates issued by this server \
+             expires (negative once expired)",
+            Unit::Seconds,
+            self.certificate_expiry.clone(),
+        );
+        r.register_with_unit(
+            "tidemark_crl_age",
+            "Time since the published CRL was issued (its thisUpdate)",
+            Unit::Seconds,
+            self.crl_age.clone(),
         );
         self
     }
@@ -236,13 +290,33 @@ impl Metrics {
             .inc();
     }
 
-    /// The families as OpenMetrics text, with the gauges read now: the store file's
-    /// size and the seconds from `now` to the server certificate's `not_after`.
-    pub fn encode(&self, store_bytes: u64, server_not_after: i64, now: i64) -> String {
+    /// The families as OpenMetrics text, with the gauges set from `readings`.
+    pub fn encode(&self, readings: &Readings) -> String {
+        let now = readings.now;
         self.store_bytes
-            .set(i64::try_from(store_bytes).unwrap_or(i64::MAX));
+            .set(i64::try_from(readings.store_bytes).unwrap_or(i64::MAX));
         self.server_certificate_expiry
-            .set(server_not_after.saturating_sub(now));
+            .set(readings.server_not_after.saturating_sub(now));
+        self.reports.clear();
+        for (state, category, n) in &readings.reports {
+            self.reports
+                .get_or_create(&StateCategoryLabels {
+                    state: state.clone(),
+                    category,
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        self.certificate_expiry.clear();
+        for (state, not_after) in &readings.certificates {
+            self.certificate_expiry
+                .get_or_create(&StateLabels {
+                    state: state.clone(),
+                })
+                .set(not_after.saturating_sub(now));
+        }
+        if let Some(issued) = readings.crl_issued {
+            self.crl_age.set(now.saturating_sub(issued));
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

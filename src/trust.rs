@@ -120,6 +120,14 @@ impl Trust {
     pub(crate) fn crl_pem(&self) -> Option<String> {
         self.read().crl_pem.clone()
     }
+
+    /// When the published CRL was issued (its `thisUpdate`), Unix seconds.
+    pub(crate) fn crl_issued_at(&self) -> Option<i64> {
+        let pem = self.crl_pem()?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+        let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).ok()?;
+        Some(crl.last_update().timestamp())
+    }
 }
 
 fn build(

@@ -139,6 +139,9 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
     assert!(count(&after, "tidemark_audit_records_total", &[]) >= 2);
     assert!(count(&after, "tidemark_writer_batch_size_count", &[]) >= 3);
     assert!(value(&after, "tidemark_store_bytes", &[]) > 0.0);
+    // Two live AUS reports, whatever their categories; none of IDN's.
+    assert_eq!(count(&after, "tidemark_reports", &[("state", "AUS")]), 2);
+    assert_eq!(count(&after, "tidemark_reports", &[("state", "IDN")]), 0);
     let expiry = value(&after, "tidemark_server_certificate_expiry_seconds", &[]);
     assert!(expiry > 0.0 && expiry < 400.0 * 86_400.0, "{expiry}");
     // No label takes an unbounded value: nothing names a principal, report or serial.

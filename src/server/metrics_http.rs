@@ -10,14 +10,76 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::{clock::Clock, metrics::Metrics, trust::Trust};
+use crate::{
+    clock::Clock,
+    identity::Principal,
+    metrics::{Metrics, Readings},
+    report::Category,
+    store::{Store, StoreError, counters::Cuboid},
+    trust::Trust,
+};
 
 /// What a scrape reads besides the counters.
 pub(super) struct Sources {
     pub metrics: Arc<Metrics>,
+    pub store: Store,
     pub store_path: PathBuf,
     pub trust: Arc<Trust>,
     pub clock: Clock,
+    pub trust_domain: String,
+}
+
+impl Sources {
+    /// The store's and the trust state's figures now.
+    fn read(&self) -> Result<Readings, StoreError> {
+        let now = self.clock.now();
+        let snapshot = self.store.snapshot()?;
+        let mut reports = Vec::new();
+        for category in Category::ALL {
+            let mut by_state = std::collections::BTreeMap::<u32, u64>::new();
+            snapshot.counter_rows(
+                Cuboid::Base,
+                category.to_pb() as i32,
+                (0, u32::MAX),
+                |row| {
+                    for (state, sums) in row.states()? {
+                        *by_state.entry(state).or_default() += sums[0];
+                    }
+                    Ok(())
+                },
+            )?;
+            reports.extend(by_state.into_iter().map(|(state, n)| {
+                (
+                    crate::store::counters::unpack_country(u64::from(state)),
+                    category.label(),
+                    n,
+                )
+            }));
+        }
+        let mut certificates = std::collections::BTreeMap::<String, i64>::new();
+        for cert in self.store.issued_certificates()? {
+            if self.trust.is_revoked(&cert.serial) {
+                continue;
+            }
+            let state = Principal::from_spiffe_id(&cert.spiffe_id, &self.trust_domain)
+                .ok()
+                .and_then(|p| p.state());
+            if let Some(state) = state {
+                let earliest = certificates
+                    .entry(state.to_string())
+                    .or_insert(cert.not_after);
+                *earliest = (*earliest).min(cert.not_after);
+            }
+        }
+        Ok(Readings {
+            store_bytes: std::fs::metadata(&self.store_path).map_or(0, |m| m.len()),
+            server_not_after: self.trust.server_not_after(),
+            reports,
+            certificates: certificates.into_iter().collect(),
+            crl_issued: self.trust.crl_issued_at(),
+            now,
+        })
+    }
 }
 
 /// Serves scrapes on `listener` until the task is aborted.
@@ -60,12 +122,17 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<String> {
     if request.method() != http::Method::GET {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics\n");
     }
-    let store_bytes = std::fs::metadata(&sources.store_path).map_or(0, |m| m.len());
-    let body = sources.metrics.encode(
-        store_bytes,
-        sources.trust.server_not_after(),
-        sources.clock.now(),
-    );
+    let readings = match sources.read() {
+        Ok(readings) => readings,
+        Err(e) => {
+            tracing::warn!(error = %e, "a metrics scrape could not read the store");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store could not be read: {e}\n"),
+            );
+        }
+    };
+    let body = sources.metrics.encode(&readings);
     let mut response = Response::new(body);
     if let Ok(value) =
         http::HeaderValue::from_str("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -172,9 +172,11 @@ impl Server {
         let listener = self.bind_metrics()?;
         let sources = metrics_http::Sources {
             metrics: self.metrics.clone(),
+            store: self.store.clone(),
             store_path: self.config.store.path.clone(),
             trust: self.trust.clone(),
             clock: self.clock.clone(),
+            trust_domain: self.config.trust_domain.clone(),
         };
         Some(tokio::spawn(metrics_http::serve(
             listener,

@@ -14,6 +14,7 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 use crate::{
     country::CountryCode,
     identity::{self, PeerIdentity, Principal, Role},
+    pb,
     pki::{self, Validity},
     signing::PublicKey,
     store::{
@@ -61,6 +62,40 @@ pub(crate) struct Issued {
 }
 
 impl Administration {
+    /// Copies the store (one read transaction) to a temporary file beside it and returns
+    /// the file with its manifest; the caller streams the file and deletes it.
+    pub(crate) fn backup(
+        &self,
+        now: i64,
+    ) -> Result<(std::path::PathBuf, pb::BackupManifest), AdminError> {
+        let path = self
+            .store
+            .path()
+            .with_extension(format!("backup-{now}.tmp"));
+        let contents = match self.store.backup(&path) {
+            Ok(contents) => contents,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
+        };
+        let (bytes, sha256) =
+            file_sha256(&path).map_err(|e| AdminError::Store(StoreError::open(&path, e)))?;
+        Ok((
+            path,
+            pb::BackupManifest {
+                taken_at_unix: now,
+                envelopes: contents.envelopes,
+                last_sequence: contents.last_sequence,
+                audit_records: contents.audit_records,
+                log_size: contents.log_size,
+                checkpoint: contents.checkpoint,
+                bytes,
+                sha256,
+            },
+        ))
+    }
+
     /// The actions over `store` and `trust`, for certificates of `trust_domain`.
     pub(crate) fn new(store: Store, trust: Arc<Trust>, trust_domain: &str) -> Self {
         Self {
@@ -334,6 +369,24 @@ pub enum AdminError {
     /// Something that cannot happen with a working CA did.
     #[error("{0}")]
     Internal(String),
+}
+
+/// The size and SHA-256 (lower-case hex) of the file at `path`, read in chunks.
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64, String)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        digest.update(&buffer[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, hex::encode(digest.finish())))
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ mod trust;
 
 pub use self::{
     access::MAX_QUERY_RESULTS,
+    administration::file_sha256,
     client::ClientIdentity,
     clock::Clock,
     config::Config,
@@ -74,7 +75,7 @@ pub use self::{
     identity::{PeerIdentity, Principal, Role},
     server::{Server, ServerError},
     signing::{PublicKey, SigningKey},
-    store::{DiskFailure, KeyRecord, StateRecord, Store, StoreError},
+    store::{BackupContents, DiskFailure, KeyRecord, StateRecord, Store, StoreError},
 };
 
 /// Internals that benchmarks measure directly, bypassing the server. Not an API: it

@@ -158,3 +158,225 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
     let (status, _) = get(metrics, "/").await;
     assert!(status.contains("404"), "{status}");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// Writes `who`'s certificate, key and the CA as a CLI profile in `dir`; returns it.
+fn profile(dir: &std::path::Path, stem: &str, who: &tidemark::client::ClientIdentity) -> String {
+    std::fs::write(dir.join(format!("{stem}.pem")), who.cert_pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), who.key_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), who.ca_pem()).unwrap();
+    dir.join(stem).display().to_string()
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN).args(args).output().unwrap()
+}
+
+/// An exact aggregate (the regional analyst, unperturbed) of every report, by year.
+async fn by_year(server: &TestServer, pki: &TestPki) -> Vec<pb::Cell> {
+    aggregate(
+        server,
+        &regional(pki),
+        pb::AggregateRequest {
+            group_by: vec![pb::Dimension::Year as i32],
+            metrics: vec![pb::Metric::Reports as i32, pb::Metric::Persons as i32],
+            filter: None,
+        },
+    )
+    .await
+    .unwrap()
+    .cells
+}
+
+/// Submissions acknowledged: when, the envelope, its sequence number.
+type Acked = Vec<(std::time::Instant, pb::Envelope, u64)>;
+
+/// The restore drill: four clients submit without pause; an online backup is taken in
+/// the middle; it is restored into a new directory and a server started on it. Every
+/// submission acknowledged before the backup began is there with its sequence number,
+/// the sequence numbers have no gaps, the counters equal a recount, and the restored
+/// server accepts new submissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one drill, step by step
+async fn a_backup_taken_under_load_restores_every_acknowledged_submission() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    let pki = TestPki::new();
+    let exact = |c: &mut tidemark::Config| {
+        c.analytics.perturb_regional_analyst = false;
+        c.analytics.minimum_reports = 1;
+    };
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), exact).await;
+    let states = ["AUS", "IDN", "THA", "AUS"];
+    let mut keys = std::collections::BTreeMap::new();
+    for state in ["AUS", "IDN", "THA"] {
+        keys.insert(state, Arc::new(server.register_new_key(&pki, state).await));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Acked>> = Arc::default();
+    let mut clients = Vec::new();
+    for (i, state) in states.into_iter().enumerate() {
+        let mut exchange = server.exchange(&node(&pki, state)).await;
+        let key = keys[state].clone();
+        let (stop, acked) = (stop.clone(), acked.clone());
+        clients.push(tokio::spawn(async move {
+            let mut seed = 1_000 * i as u64;
+            while !stop.load(Ordering::Relaxed) {
+                seed += 1;
+                let envelope = sign(&sample_report(state, seed), &key);
+                let response = submit(&mut exchange, envelope.clone()).await.unwrap();
+                let sequence = sequence_of(&response);
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((std::time::Instant::now(), envelope, sequence));
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // The backup, with the CLI, as the operator, while the clients go on.
+    let dir = tempfile::TempDir::new().unwrap();
+    let operator = profile(dir.path(), "operator", &common::operator(&pki));
+    let file = dir.path().join("tidemark.backup");
+    let file_arg = file.display().to_string();
+    let began = std::time::Instant::now();
+    let endpoint = server.endpoint();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&[
+            "admin",
+            "backup",
+            "--out",
+            &file_arg,
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &operator,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let before: Vec<_> = acked.iter().filter(|(at, _, _)| *at < began).collect();
+    assert!(
+        before.len() >= 10 && before.len() < acked.len(),
+        "{} of {}",
+        before.len(),
+        acked.len()
+    );
+
+    // Only an operator may take one.
+    let refused = pb::admin_client::AdminClient::new(server.channel(&node(&pki, "AUS")).await)
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    // A damaged copy is refused, naming what is wrong.
+    let damaged = dir.path().join("damaged.backup");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&damaged, bytes).unwrap();
+    std::fs::copy(
+        dir.path().join("tidemark.backup.manifest.json"),
+        dir.path().join("damaged.backup.manifest.json"),
+    )
+    .unwrap();
+    let empty = tempfile::TempDir::new().unwrap();
+    let out = run(&[
+        "restore",
+        &damaged.display().to_string(),
+        "--data",
+        &empty.path().display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut short"));
+    assert!(!empty.path().join("tidemark.redb").exists());
+
+    // Restore into an empty directory; a second restore there is refused without --force.
+    let restored = tempfile::TempDir::new().unwrap();
+    let data = restored.path().display().to_string();
+    let file_arg = file.display().to_string();
+    let out = run(&["restore", &file_arg, "--data", &data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("restored"), "{said}");
+    let again = run(&["restore", &file_arg, "--data", &data]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let contents = tidemark::Store::check_file(&restored.path().join("tidemark.redb")).unwrap();
+    assert_eq!(contents.envelopes, contents.last_sequence, "no gaps");
+    assert!(contents.envelopes >= before.len() as u64);
+
+    // A server on the restored store holds every acknowledged submission.
+    server.stop().await;
+    let server = TestServer::start_with(&pki, restored, exact).await;
+    for (_, envelope, sequence) in &before {
+        let state = if envelope_state(envelope) == "IDN" {
+            "IDN"
+        } else {
+            envelope_state(envelope)
+        };
+        let mut exchange = server.exchange(&node(&pki, state)).await;
+        let again = submit(&mut exchange, envelope.clone()).await.unwrap();
+        assert!(again.duplicate, "sequence {sequence} is missing");
+        assert_eq!(sequence_of(&again), *sequence);
+    }
+    // The counters equal a recount from the envelopes.
+    let counted = by_year(&server, &pki).await;
+    let data = server.stop().await;
+    let config = tidemark::config::StoreConfig::in_dir(data.path());
+    let mut store = tidemark::Store::open(&config);
+    for _ in 0..50 {
+        if store.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store = tidemark::Store::open(&config);
+    }
+    store.unwrap().rebuild_counters().unwrap();
+    let server = TestServer::start_with(&pki, data, exact).await;
+    assert_eq!(by_year(&server, &pki).await, counted);
+    // And it takes new submissions, after the last restored one.
+    let mut exchange = server.exchange(&node(&pki, "THA")).await;
+    let fresh = submit(
+        &mut exchange,
+        sign(&sample_report("THA", 99_999), &keys["THA"]),
+    )
+    .await
+    .unwrap();
+    assert!(!fresh.duplicate);
+    assert_eq!(sequence_of(&fresh), contents.last_sequence + 1);
+}
+
+/// The sequence number a submission's receipt states.
+fn sequence_of(response: &pb::SubmitResponse) -> u64 {
+    let receipt = response.receipt.as_ref().unwrap();
+    let receipt: pb::Receipt = prost::Message::decode(receipt.payload.as_slice()).unwrap();
+    receipt.sequence
+}
+
+/// The reporting state named in a report envelope's payload.
+fn envelope_state(envelope: &pb::Envelope) -> &'static str {
+    let report: pb::Report = prost::Message::decode(envelope.payload.as_slice()).unwrap();
+    match report.reporting_state.as_str() {
+        "AUS" => "AUS",
+        "IDN" => "IDN",
+        _ => "THA",
+    }
+}

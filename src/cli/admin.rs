@@ -90,6 +90,14 @@ enum AdminCommand {
     },
     /// Re-read the server certificate, key and CA bundle from disk (no restart).
     ReloadTls,
+    /// Take an online backup: a consistent copy of the whole store, made while
+    /// submissions go on, written to FILE with FILE.manifest.json beside it (restore it
+    /// with `tidemark restore FILE --data DIR`). It holds secrets: keep it safe.
+    Backup {
+        /// Where to write the copy.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// The current certificate revocation list (PEM). CRLs are public: any certificate
     /// of the exchange may fetch it, not only an operator's.
     Crl {
@@ -261,6 +269,7 @@ async fn run_certificates(
             );
         }
         AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
+        AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
         AdminCommand::ReloadTls => {
             let r = admin
                 .reload_tls(pb::ReloadTlsRequest {})

@@ -6,6 +6,7 @@
 mod admin;
 mod aggregate;
 mod audit_check;
+mod backup;
 mod chart;
 mod client_args;
 mod csv_rows;
@@ -66,6 +67,7 @@ enum Command {
     Verify(verify::VerifyArgs),
     Keys(verify::KeysArgs),
     Admin(admin::AdminArgs),
+    Restore(backup::RestoreArgs),
     #[command(subcommand)]
     Log(log::LogCommand),
 }
@@ -110,6 +112,7 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => verify::verify(&args),
             Command::Keys(args) => verify::keys(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Restore(args) => backup::restore(&args),
             Command::Log(command) => log::run(command).await,
         }
     });

@@ -75,8 +75,81 @@ fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
     }
 }
 
+/// Streams the backup file at `path` (then deletes it): `manifest` first, then the
+/// file's bytes.
+fn stream_backup(
+    path: std::path::PathBuf,
+    manifest: pb::BackupManifest,
+) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let first = pb::BackupChunk {
+            part: Some(pb::backup_chunk::Part::Manifest(manifest)),
+        };
+        if tx.send(Ok(first)).await.is_ok() {
+            match tokio::fs::File::open(&path).await {
+                Ok(mut file) => loop {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    match file.read(&mut chunk).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            chunk.truncate(n);
+                            let data = pb::BackupChunk {
+                                part: Some(pb::backup_chunk::Part::Data(chunk)),
+                            };
+                            if tx.send(Ok(data)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(Status::internal(format!(
+                                    "reading the backup copy failed: {e}; try again"
+                                ))))
+                                .await;
+                            break;
+                        }
+                    }
+                },
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!(
+                            "the backup copy cannot be opened: {e}; try again"
+                        ))))
+                        .await;
+                }
+            }
+        }
+        let _ = tokio::fs::remove_file(&path).await;
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let operator = require_operator(&request)?;
+        let now = self.ctx.clock.now();
+        let manifest = self.ctx.blocking(move |ctx| ctx.admin.backup(now)).await?;
+        let (path, manifest) = manifest;
+        self.audit(
+            operator,
+            "backup",
+            format!(
+                "{} envelopes (last sequence {}), {} bytes, sha256 {}",
+                manifest.envelopes, manifest.last_sequence, manifest.bytes, manifest.sha256
+            ),
+        )
+        .await?;
+        Ok(Response::new(stream_backup(path, manifest)))
+    }
+
     async fn register_signing_key(
         &self,
         request: Request<pb::RegisterSigningKeyRequest>,

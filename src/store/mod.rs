@@ -9,6 +9,7 @@
 //! - Table definitions are the constants below, in one place.
 
 mod apply;
+mod backup;
 mod budget;
 pub(crate) mod counters;
 mod disk;
@@ -37,6 +38,7 @@ pub(crate) use self::{
     snapshot::Snapshot,
 };
 pub use self::{
+    backup::Contents as BackupContents,
     disk::DiskFailure,
     records::{KeyRecord, StateRecord},
     writer::{Writer, WriterThread},
@@ -119,6 +121,8 @@ fn record_keys(
 pub struct Store {
     db: Arc<Database>,
     keys: Arc<KeyCache>,
+    /// The store file.
+    path: Arc<std::path::PathBuf>,
 }
 
 /// The registered signing keys, held in memory: read on every submission, changed only
@@ -149,6 +153,7 @@ impl Store {
         let store = Self {
             db: Arc::new(db),
             keys: Arc::default(),
+            path: Arc::new(path.clone()),
         };
         store.init_schema()?;
         Ok(store)
@@ -355,6 +360,23 @@ impl Store {
     pub fn envelope_count(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;
         Ok(tx.open_table(ENVELOPES)?.len()?)
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a consistent copy of the whole store to a new file at `out` (one read
+    /// transaction: submissions go on meanwhile) and returns what it holds.
+    pub fn backup(&self, out: &Path) -> Result<BackupContents, StoreError> {
+        backup::copy(&self.db, out)
+    }
+
+    /// Checks a store file before it is restored: redb's integrity check and gap-free
+    /// sequence numbers; returns what it holds. Do not call on a store that is open.
+    pub fn check_file(path: &Path) -> Result<BackupContents, StoreError> {
+        backup::check(path)
     }
 
     /// The accepted envelope with this sequence number.
@@ -681,7 +703,7 @@ impl StoreError {
         )
     }
 
-    fn open(path: &Path, reason: impl std::fmt::Display) -> Self {
+    pub(crate) fn open(path: &Path, reason: impl std::fmt::Display) -> Self {
         Self::Open {
             path: path.display().to_string(),
             reason: reason.to_string(),

@@ -1,0 +1,176 @@
+//! `tidemark admin backup` (an online copy of a running server's store, with its
+//! manifest) and `tidemark restore` (the checks, then the store in a data directory).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Args;
+use tidemark::{
+    Store,
+    clock::format_time,
+    config::StoreConfig,
+    file_sha256,
+    pb::{self, admin_client::AdminClient},
+};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// The manifest written beside a backup file `FILE`: `FILE.manifest.json`.
+fn manifest_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".manifest.json");
+    PathBuf::from(name)
+}
+
+/// Streams a backup into `out` (through a temporary file, renamed when its SHA-256
+/// matches the manifest) and writes the manifest beside it.
+pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = admin
+        .backup(pb::BackupRequest {})
+        .await
+        .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
+        .into_inner();
+    let manifest = match stream.next().await {
+        Some(Ok(pb::BackupChunk {
+            part: Some(pb::backup_chunk::Part::Manifest(m)),
+        })) => m,
+        Some(Err(s)) => bail!(tidemark::client::explain(&s)),
+        _ => bail!("the server's backup did not start with its manifest"),
+    };
+    let partial = out.with_extension("partial");
+    let mut file = tokio::fs::File::create(&partial)
+        .await
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    while let Some(chunk) = stream.next().await {
+        match chunk
+            .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
+            .part
+        {
+            Some(pb::backup_chunk::Part::Data(data)) => file.write_all(&data).await?,
+            _ => bail!("the server's backup sent a second manifest"),
+        }
+    }
+    file.sync_all().await?;
+    drop(file);
+    let (bytes, sha256) = file_sha256(&partial)?;
+    if bytes != manifest.bytes || sha256 != manifest.sha256 {
+        let _ = std::fs::remove_file(&partial);
+        bail!(
+            "the backup arrived damaged ({bytes} bytes, sha256 {sha256}; the manifest says \
+             {} bytes, {}); take it again",
+            manifest.bytes,
+            manifest.sha256
+        );
+    }
+    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::write(
+        manifest_path(out),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?;
+    println!(
+        "backup of {} envelopes (last sequence {}), {} audit records, log of {} leaves, \
+         taken at {}: {} ({} bytes, sha256 {}) and {}",
+        manifest.envelopes,
+        manifest.last_sequence,
+        manifest.audit_records,
+        manifest.log_size,
+        format_time(manifest.taken_at_unix),
+        out.display(),
+        manifest.bytes,
+        manifest.sha256,
+        manifest_path(out).display()
+    );
+    Ok(())
+}
+
+/// Checks a backup (its manifest, SHA-256, redb's integrity check, gap-free sequence
+/// numbers) and installs it as the store of a data directory.
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The backup file `tidemark admin backup --out` wrote (its FILE.manifest.json must
+    /// be beside it).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The data directory to restore into (what `tidemark serve --data` is given).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Restore into a directory that is not empty, replacing the store it holds.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    let manifest_file = manifest_path(&args.file);
+    let manifest: pb::BackupManifest =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_file).with_context(|| {
+            format!(
+                "cannot read the backup's manifest {} (it is written beside the backup)",
+                manifest_file.display()
+            )
+        })?)
+        .with_context(|| format!("{} is not a backup manifest", manifest_file.display()))?;
+    let (bytes, sha256) =
+        file_sha256(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    if bytes != manifest.bytes || sha256 != manifest.sha256 {
+        bail!(
+            "{} is not the file its manifest describes ({bytes} bytes, sha256 {sha256}; the \
+             manifest says {} bytes, {}): it was changed or cut short",
+            args.file.display(),
+            manifest.bytes,
+            manifest.sha256
+        );
+    }
+    let target = StoreConfig::in_dir(&args.data).path;
+    let occupied = std::fs::read_dir(&args.data).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !args.force {
+        bail!(
+            "{} is not empty{}; restoring would replace its store: choose an empty \
+             directory, or pass --force (stop its server first)",
+            args.data.display(),
+            if target.exists() {
+                format!(" (it holds a store, {})", target.display())
+            } else {
+                String::new()
+            }
+        );
+    }
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let staged = target.with_extension("restoring");
+    std::fs::copy(&args.file, &staged)
+        .with_context(|| format!("cannot write {}", staged.display()))?;
+    let contents = match Store::check_file(&staged) {
+        Ok(contents) => contents,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            bail!("{} failed its checks: {e}", args.file.display());
+        }
+    };
+    if contents.envelopes != manifest.envelopes || contents.last_sequence != manifest.last_sequence
+    {
+        let _ = std::fs::remove_file(&staged);
+        bail!(
+            "{} holds {} envelopes (last sequence {}) but its manifest says {} ({})",
+            args.file.display(),
+            contents.envelopes,
+            contents.last_sequence,
+            manifest.envelopes,
+            manifest.last_sequence
+        );
+    }
+    std::fs::rename(&staged, &target)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    println!(
+        "restored {} envelopes (sequence 1..={}), {} audit records and a log of {} leaves, \
+         as of {}, into {}; start it with: tidemark serve --data {}",
+        contents.envelopes,
+        contents.last_sequence,
+        contents.audit_records,
+        contents.log_size,
+        format_time(manifest.taken_at_unix),
+        target.display(),
+        args.data.display()
+    );
+    Ok(())
+}

@@ -182,9 +182,9 @@ fn print_config_shows_every_default_and_rejects_unknown_keys() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
 }
 
-/// Starts `tidemark serve` with `args`, stderr piped (not a terminal), stops it, and
-/// returns what it logged.
-fn logs_of(dir: &Path, args: &[&str]) -> String {
+/// Starts `tidemark serve` with `args`, stderr piped (not a terminal), runs `during`
+/// with its endpoint, stops it, and returns what it logged.
+fn logs_while(dir: &Path, args: &[&str], during: impl FnOnce(&str)) -> String {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -197,12 +197,66 @@ fn logs_of(dir: &Path, args: &[&str]) -> String {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.contains("https://"), "{line}");
+    let endpoint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
+        .to_owned();
     let stderr = child.stderr.take().unwrap();
+    during(&endpoint);
     terminate(child);
     let mut logged = String::new();
     std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut logged).unwrap();
     logged
+}
+
+/// Starts `tidemark serve` with `args`, stops it, and returns what it logged.
+fn logs_of(dir: &Path, args: &[&str]) -> String {
+    logs_while(dir, args, |_| {})
+}
+
+#[test]
+fn every_refusal_is_logged_once_with_its_reason_and_the_caller() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let json = logs_while(dir.path(), &["--log-format", "json"], |endpoint| {
+        // AUS has contributed nothing: reading others' reports is refused.
+        let out = Command::new(BIN)
+            .args([
+                "query",
+                "--category",
+                "smuggling",
+                "--endpoint",
+                endpoint,
+                "--as",
+            ])
+            .arg(dir.path().join("certs/aus-node"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    });
+    let refusals: Vec<serde_json::Value> = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "call refused")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{json}");
+    let refusal = &refusals[0];
+    assert_eq!(refusal["code"], "PERMISSION_DENIED");
+    assert_eq!(refusal["method"], "tidemark.v1.Exchange/Query");
+    assert!(
+        refusal["principal"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/state/AUS/node/aus-1"),
+        "{refusal}"
+    );
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("contributed"),
+        "{refusal}"
+    );
 }
 
 #[test]

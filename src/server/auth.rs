@@ -66,6 +66,10 @@ impl Interceptor for Authenticate {
             .first()
             .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
         let peer = self.identify(leaf.as_ref())?;
+        // For the refusal log, whatever happens next.
+        if let Some(caller) = request.extensions().get::<super::instrument::Caller>() {
+            caller.set(peer.principal().spiffe_id());
+        }
         // Checked on every call: an open connection outlives a revocation or suspension.
         admit(&self.trust, &peer)?;
         request.extensions_mut().insert(peer);

@@ -1,7 +1,8 @@
-//! A tower layer that counts every RPC for the metrics endpoint: started, handled by
-//! status code, and the time from the request to its status. The code is read from the
-//! response headers (a status sent without a body) or from the body's trailers; a body
-//! dropped before its trailers (a client gone) counts as CANCELLED.
+//! A tower layer that counts every RPC for the metrics endpoint — started, handled by
+//! status code, and the time from the request to its status — and logs every refusal
+//! once, with its code, its reason and the caller. The status is read from the response
+//! headers (a status sent without a body) or from the body's trailers; a body dropped
+//! before its trailers (a client gone) counts as CANCELLED.
 
 use std::{
     pin::Pin,
@@ -13,6 +14,18 @@ use std::{
 use tonic::Code;
 
 use crate::metrics::{MethodLabels, Metrics};
+
+/// Who made a call: filled in by authentication (`auth::Authenticate`), read when the
+/// call ends, for the refusal log.
+#[derive(Clone, Default)]
+pub(super) struct Caller(Arc<std::sync::OnceLock<String>>);
+
+impl Caller {
+    /// Notes the caller's SPIFFE ID.
+    pub(super) fn set(&self, spiffe_id: String) {
+        let _ = self.0.set(spiffe_id);
+    }
+}
 
 /// Wraps a service so that its calls are counted in `metrics`.
 #[derive(Clone)]
@@ -77,41 +90,86 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The status code in `headers`, if they carry one.
-fn code_in(headers: &http::HeaderMap) -> Option<Code> {
+/// The status in `headers`, if they carry one: its code and message.
+fn status_in(headers: &http::HeaderMap) -> Option<(Code, String)> {
     let value = headers
         .get("grpc-status")?
         .to_str()
         .ok()?
         .parse::<i32>()
         .ok()?;
-    Some(Code::from_i32(value))
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    Some((Code::from_i32(value), message))
 }
 
-/// One call, counted once when its status is known (or its body dropped).
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2, "Responses").
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|b| char::from(*b).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One call, counted (and, when refused, logged) once when its status is known or its
+/// body is dropped.
 struct Call {
     metrics: Arc<Metrics>,
     method: MethodLabels,
+    caller: Caller,
     started: Instant,
     done: bool,
 }
 
 impl Call {
-    fn finish(&mut self, code: Code) {
-        if !self.done {
-            self.done = true;
-            self.metrics.rpc_handled(
-                &self.method,
-                code_name(code),
-                self.started.elapsed().as_secs_f64(),
-            );
+    fn finish(&mut self, code: Code, message: &str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.metrics.rpc_handled(
+            &self.method,
+            code_name(code),
+            self.started.elapsed().as_secs_f64(),
+        );
+        let caller = self
+            .caller
+            .0
+            .get()
+            .map_or("(not authenticated)", String::as_str);
+        let method = format!("{}/{}", self.method.grpc_service, self.method.grpc_method);
+        let code_label = code_name(code);
+        match code {
+            Code::Ok | Code::Cancelled => {}
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+                tracing::warn!(principal = caller, %method, code = code_label, reason = message, "call failed");
+            }
+            _ => {
+                tracing::info!(principal = caller, %method, code = code_label, reason = message, "call refused");
+            }
         }
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.finish(Code::Cancelled);
+        self.finish(Code::Cancelled, "");
     }
 }
 
@@ -128,12 +186,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let method = method_of(request.uri().path());
         self.metrics.rpc_started(&method);
+        let caller = Caller::default();
+        request.extensions_mut().insert(caller.clone());
         let mut call = Call {
             metrics: self.metrics.clone(),
             method,
+            caller,
             started: Instant::now(),
             done: false,
         };
@@ -142,12 +203,12 @@ where
             let response = match response.await {
                 Ok(response) => response,
                 Err(e) => {
-                    call.finish(Code::Internal);
+                    call.finish(Code::Internal, "the service failed");
                     return Err(e);
                 }
             };
-            if let Some(code) = code_in(response.headers()) {
-                call.finish(code);
+            if let Some((code, message)) = status_in(response.headers()) {
+                call.finish(code, &message);
                 return Ok(response);
             }
             Ok(response.map(|inner| tonic::body::Body::new(CountedBody { inner, call })))
@@ -173,12 +234,12 @@ impl http_body::Body for CountedBody {
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(f))) => {
-                if let Some(code) = f.trailers_ref().and_then(code_in) {
-                    this.call.finish(code);
+                if let Some((code, message)) = f.trailers_ref().and_then(status_in) {
+                    this.call.finish(code, &message);
                 }
             }
-            Poll::Ready(Some(Err(status))) => this.call.finish(status.code()),
-            Poll::Ready(None) => this.call.finish(Code::Ok),
+            Poll::Ready(Some(Err(status))) => this.call.finish(status.code(), status.message()),
+            Poll::Ready(None) => this.call.finish(Code::Ok, ""),
             Poll::Pending => {}
         }
         frame
@@ -199,5 +260,9 @@ mod tests {
         assert_eq!(m.grpc_service, "tidemark.v1.Exchange");
         assert_eq!(m.grpc_method, "Submit");
         assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
+        assert_eq!(
+            percent_decode("IDN%20has%20contributed%200%25"),
+            "IDN has contributed 0%"
+        );
     }
 }

@@ -157,7 +157,12 @@ fn build(
             let number = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
             let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
             std::fs::write(crl_path, &pem)
-                .map_err(|e| TrustError::Write(crl_path.display().to_string(), e.to_string()))?;
+                .map_err(|e| {
+                    TrustError::Write(
+                        format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
+                        format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
+                    )
+                })?;
             Some(pem)
         }
         None => None,

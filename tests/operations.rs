@@ -53,6 +53,26 @@ async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(lines).unwrap()
 }
 
+/// No label takes an unbounded value (nothing names a principal, report or serial), and
+/// anything but /metrics is 404.
+async fn bounded_labels_and_nothing_else(
+    after: &prometheus_parse::Scrape,
+    metrics: std::net::SocketAddr,
+) {
+    for sample in &after.samples {
+        for (k, v) in sample.labels.iter() {
+            assert!(
+                !v.contains("spiffe://") && v.len() < 64,
+                "{}: {k}={v}",
+                sample.metric
+            );
+        }
+    }
+    // Anything else is 404.
+    let (status, _) = get(metrics, "/").await;
+    assert!(status.contains("404"), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
     let pki = TestPki::new();
@@ -77,6 +97,19 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
     let mut idn = server.exchange(&node(&pki, "IDN")).await;
     let refused = submit(&mut idn, sign(&sample_report("IDN", 3), &key)).await;
     assert!(refused.is_err());
+    // Import counts too: one accepted, one refused (another state's report).
+    let imported = exchange
+        .import(tokio_stream::iter(
+            [
+                sign(&sample_report("AUS", 4), &key),
+                sign(&sample_report("IDN", 5), &key),
+            ]
+            .map(|e| pb::SubmitRequest { envelope: Some(e) }),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((imported.accepted, imported.rejected), (1, 1));
     let denied = idn
         .query(pb::QueryRequest {
             category: pb::Category::SmugglingIncident as i32,
@@ -127,7 +160,7 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
             outcome("duplicate"),
             outcome("refused")
         ),
-        (2, 1, 1)
+        (3, 1, 2)
     );
     assert!(
         value(
@@ -139,24 +172,12 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
     assert!(count(&after, "tidemark_audit_records_total", &[]) >= 2);
     assert!(count(&after, "tidemark_writer_batch_size_count", &[]) >= 3);
     assert!(value(&after, "tidemark_store_bytes", &[]) > 0.0);
-    // Two live AUS reports, whatever their categories; none of IDN's.
-    assert_eq!(count(&after, "tidemark_reports", &[("state", "AUS")]), 2);
+    // Three live AUS reports, whatever their categories; none of IDN's.
+    assert_eq!(count(&after, "tidemark_reports", &[("state", "AUS")]), 3);
     assert_eq!(count(&after, "tidemark_reports", &[("state", "IDN")]), 0);
     let expiry = value(&after, "tidemark_server_certificate_expiry_seconds", &[]);
     assert!(expiry > 0.0 && expiry < 400.0 * 86_400.0, "{expiry}");
-    // No label takes an unbounded value: nothing names a principal, report or serial.
-    for sample in &after.samples {
-        for (k, v) in sample.labels.iter() {
-            assert!(
-                !v.contains("spiffe://") && v.len() < 64,
-                "{}: {k}={v}",
-                sample.metric
-            );
-        }
-    }
-    // Anything else is 404.
-    let (status, _) = get(metrics, "/").await;
-    assert!(status.contains("404"), "{status}");
+    bounded_labels_and_nothing_else(&after, metrics).await;
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
@@ -323,9 +344,18 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_submission() {
     assert_eq!(contents.envelopes, contents.last_sequence, "no gaps");
     assert!(contents.envelopes >= before.len() as u64);
 
-    // A server on the restored store holds every acknowledged submission.
+    // Restoring over a running server's store is refused, even with --force.
+    let live = server.data.path().display().to_string();
+    let over = run(&["restore", &file_arg, "--data", &live, "--force"]);
+    assert!(!over.status.success());
+    assert!(String::from_utf8_lossy(&over.stderr).contains("running server"));
+    // A server on the restored store holds every acknowledged submission; a copy an
+    // interrupted backup left beside the store is removed when it starts.
     server.stop().await;
+    let leftover = restored.path().join("tidemark.backup-1.tmp");
+    std::fs::write(&leftover, b"secret copy").unwrap();
     let server = TestServer::start_with(&pki, restored, exact).await;
+    assert!(!leftover.exists());
     for (_, envelope, sequence) in &before {
         let state = if envelope_state(envelope) == "IDN" {
             "IDN"

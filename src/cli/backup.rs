@@ -31,11 +31,18 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
         .await
         .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
         .into_inner();
+    let broken = |s: &tonic::Status| {
+        anyhow!(
+            "the backup stopped before it was complete ({}); nothing was written: take it \
+             again",
+            tidemark::client::explain(s)
+        )
+    };
     let manifest = match stream.next().await {
         Some(Ok(pb::BackupChunk {
             part: Some(pb::backup_chunk::Part::Manifest(m)),
         })) => m,
-        Some(Err(s)) => bail!(tidemark::client::explain(&s)),
+        Some(Err(s)) => return Err(broken(&s)),
         _ => bail!("the server's backup did not start with its manifest"),
     };
     let partial = out.with_extension("partial");
@@ -53,6 +60,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
     }
     file.sync_all().await?;
     drop(file);
+    Store::owner_only(&partial).map_err(|e| anyhow!("{e}"))?;
     let (bytes, sha256) = file_sha256(&partial)?;
     if bytes != manifest.bytes || sha256 != manifest.sha256 {
         let _ = std::fs::remove_file(&partial);
@@ -135,11 +143,15 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             }
         );
     }
+    if target.exists() {
+        Store::ensure_not_open(&target).map_err(|e| anyhow!("{e}"))?;
+    }
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let staged = target.with_extension("restoring");
     std::fs::copy(&args.file, &staged)
         .with_context(|| format!("cannot write {}", staged.display()))?;
+    Store::owner_only(&staged).map_err(|e| anyhow!("{e}"))?;
     let contents = match Store::check_file(&staged) {
         Ok(contents) => contents,
         Err(e) => {

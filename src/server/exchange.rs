@@ -135,6 +135,19 @@ impl pb::exchange_server::Exchange for ExchangeService {
                 Ok(done) => done.await.map_err(SubmitError::from),
                 Err(e) => Err(e),
             };
+            match &result {
+                Ok(accepted) => self.ctx.metrics.submission_accepted(accepted.duplicate),
+                Err(err) => {
+                    self.ctx.metrics.submission_refused(err.kind());
+                    tracing::info!(
+                        principal = %peer.principal(),
+                        item = index,
+                        kind = err.kind(),
+                        reason = %err,
+                        "import item refused"
+                    );
+                }
+            }
             match result {
                 Ok(accepted) if accepted.duplicate => summary.duplicates += 1,
                 Ok(_) => summary.accepted += 1,

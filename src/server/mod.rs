@@ -99,6 +99,13 @@ impl Server {
         if store.record_policy(&log, &policy)? {
             tracing::info!("the give-to-get rules in force are now in the transparency log");
         }
+        let leftovers = store.remove_backup_leftovers();
+        if leftovers > 0 {
+            tracing::info!(
+                files = leftovers,
+                "removed backup copies left beside the store by an interrupted backup"
+            );
+        }
         if !store.counters_current()? {
             let counted = store.rebuild_counters()?;
             tracing::info!(

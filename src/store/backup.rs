@@ -76,6 +76,7 @@ pub(super) fn copy(source: &Database, out: &Path) -> Result<Contents, StoreError
         }
     }
     let target = Database::create(out).map_err(|e| StoreError::open(out, e))?;
+    owner_only(out)?;
     let mut wtx = target.begin_write()?;
     wtx.set_two_phase_commit(true);
     {
@@ -112,6 +113,56 @@ pub(super) fn contents(db: &Database) -> Result<Contents, StoreError> {
             .map(|(_, v)| v.value().to_owned())
             .unwrap_or_default(),
     })
+}
+
+/// Fails when a process (a running server) has the store file at `path` open: redb
+/// locks the file while a database is open.
+pub(super) fn ensure_not_open(path: &Path) -> Result<(), StoreError> {
+    match Database::open(path) {
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: "a running server has it open; stop that server first".to_owned(),
+        }),
+        // Missing or damaged: nothing is using it.
+        Ok(_) | Err(_) => Ok(()),
+    }
+}
+
+/// Only the owner may read a file that holds the store's secrets.
+pub(super) fn owner_only(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::open(path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes copies that a backup left beside the store at `store` when the server was
+/// killed while streaming one (`<store>.backup-<time>.tmp`); returns how many.
+pub(super) fn remove_leftovers(store: &Path) -> usize {
+    let (Some(dir), Some(stem)) = (store.parent(), store.file_stem()) else {
+        return 0;
+    };
+    let prefix = format!("{}.backup-", stem.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && path.extension().is_some_and(|x| x == "tmp")
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// Opens the store file at `path`, runs redb's integrity check (which also repairs what

@@ -373,6 +373,22 @@ impl Store {
         backup::copy(&self.db, out)
     }
 
+    /// Fails when a running server has the store file at `path` open.
+    pub fn ensure_not_open(path: &Path) -> Result<(), StoreError> {
+        backup::ensure_not_open(path)
+    }
+
+    /// Makes the file at `path` readable by its owner only (a store or a backup holds
+    /// secrets).
+    pub fn owner_only(path: &Path) -> Result<(), StoreError> {
+        backup::owner_only(path)
+    }
+
+    /// Removes backup copies a killed server left beside the store; returns how many.
+    pub fn remove_backup_leftovers(&self) -> usize {
+        backup::remove_leftovers(&self.path)
+    }
+
     /// Checks a store file before it is restored: redb's integrity check and gap-free
     /// sequence numbers; returns what it holds. Do not call on a store that is open.
     pub fn check_file(path: &Path) -> Result<BackupContents, StoreError> {

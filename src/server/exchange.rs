@@ -1,7 +1,7 @@
 //! The `tidemark.v1.Exchange` service: thin handlers over the domain.
 
 use pbjson_types::Timestamp;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     identity::{PeerIdentity, Role},
@@ -303,32 +303,9 @@ fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejectio
     };
     pb::ImportRejection {
         index,
-        code: code_name(status.code()).to_owned(),
+        code: status::code_name(status.code()).to_owned(),
         message,
         violations,
-    }
-}
-
-/// The canonical upper-case name of a gRPC code.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

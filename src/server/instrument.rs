@@ -13,6 +13,7 @@ use std::{
 
 use tonic::Code;
 
+use super::status::code_name;
 use crate::metrics::{MethodLabels, Metrics};
 
 /// Who made a call: filled in by authentication (`auth::Authenticate`), read when the
@@ -64,29 +65,6 @@ fn method_of(path: &str) -> MethodLabels {
     MethodLabels {
         grpc_service: service.to_owned(),
         grpc_method: method.to_owned(),
-    }
-}
-
-/// The name of a gRPC status code, as go-grpc-prometheus labels it (`OK`, `NOT_FOUND`, …).
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

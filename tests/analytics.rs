@@ -536,20 +536,7 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
 
     // Counters rebuilt from the envelopes (what an upgrade does) give the same answers.
     let data = server.stop().await;
-    let config = tidemark::config::StoreConfig {
-        path: data.path().join("tidemark.redb"),
-        ..tidemark::config::StoreConfig::default()
-    };
-    // Connection tasks let go of the file a moment after the server has stopped.
-    let mut store = tidemark::Store::open(&config);
-    for _ in 0..50 {
-        if store.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        store = tidemark::Store::open(&config);
-    }
-    let store = store.unwrap();
+    let store = common::open_store_after_stop(&data).await;
     let counted = store.rebuild_counters().unwrap();
     assert_eq!(counted, live.len() as u64);
     drop(store);

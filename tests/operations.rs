@@ -370,16 +370,10 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_submission() {
     // The counters equal a recount from the envelopes.
     let counted = by_year(&server, &pki).await;
     let data = server.stop().await;
-    let config = tidemark::config::StoreConfig::in_dir(data.path());
-    let mut store = tidemark::Store::open(&config);
-    for _ in 0..50 {
-        if store.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        store = tidemark::Store::open(&config);
-    }
-    store.unwrap().rebuild_counters().unwrap();
+    common::open_store_after_stop(&data)
+        .await
+        .rebuild_counters()
+        .unwrap();
     let server = TestServer::start_with(&pki, data, exact).await;
     assert_eq!(by_year(&server, &pki).await, counted);
     // And it takes new submissions, after the last restored one.

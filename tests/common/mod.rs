@@ -415,3 +415,18 @@ pub fn retraction(report: &pb::Report, version: u32, key: &SigningKey) -> pb::En
         key,
     )
 }
+
+/// Opens the store in `data` once a stopped server has let go of it (its connection
+/// tasks release the file a moment after the server stops).
+pub async fn open_store_after_stop(data: &TempDir) -> tidemark::Store {
+    let config = StoreConfig::in_dir(data.path());
+    let mut store = tidemark::Store::open(&config);
+    for _ in 0..50 {
+        if store.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        store = tidemark::Store::open(&config);
+    }
+    store.expect("the store opens once the server has stopped")
+}

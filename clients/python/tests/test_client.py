@@ -108,7 +108,13 @@ def test_an_aggregate_and_an_import(server):
     with Client.from_profile(server.endpoint, server.profile("regional-analyst")) as analyst:
         table = analyst.aggregate(["state"], ["reports", "persons"])
         total = [c for c in table.cells if all(k == "*" for k in c.keys)]
-        assert total and total[0].values[0] == 30
+        # The regional analyst's answers are perturbed by the cell key method: the
+        # shown count is within the documented deviation of the true 30, and the
+        # answer says so.
+        protection = table.protection
+        assert protection.method == "cell-key"
+        assert total
+        assert abs(total[0].values[0] - 30) <= protection.max_count_deviation
 
 
 def test_an_error_survives_pickling(server):

@@ -1,24 +1,33 @@
-//! Aggregate latency: Tidemark's write-time counters against SQLite running the
-//! equivalent GROUP BY over the same rows, in the same run.
+//! Aggregate latency: Tidemark's write-time counters and its scan of the columnar
+//! projection, against SQLite (same run) and DuckDB (`benches/duckdb_compare.py`) running
+//! the equivalent GROUP BY over the same rows.
 //!
-//! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200 --store PATH]`
+//! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200 --store PATH
+//! --export DIR]`
 //!
 //! With `--store PATH`, a store loaded by an earlier run is reused (loading a million
 //! reports takes minutes); a missing or empty one is loaded and kept there, with the
-//! receipt key that signs its transparency log in `PATH.receipt-key.pem`.
+//! receipt key that signs its transparency log in `PATH.receipt-key.pem`. With
+//! `--export DIR`, the rows and our p50s are written to `DIR` for the DuckDB script:
+//! `python3 benches/duckdb_compare.py DIR` (after `pip install duckdb`).
 //!
 //! Loads synthetic reports from 20 states through the real submission path (verify,
-//! validate, group commit with the counters), copies the same rows (one per report:
-//! month, quarter, state, origin, destination, vessel type, persons, deaths) into an
+//! validate, group commit with the counters), prints the server's start-up time and the
+//! projection's size per report and the resident set after a scan, copies the same rows
+//! (month, quarter, state, origin, destination, vessel type, persons, deaths) into an
 //! SQLite file, and measures p50/p99 of:
 //! - `--by month,route --metric persons --from 2024-01 --to 2024-12` (counters);
 //! - `--by quarter,state,origin --metric reports,persons,deaths` (counters, 3 dimensions);
-//! - `--by origin,vessel-type --metric persons` (two counted dimensions: a scan).
+//! - `--by origin,vessel-type --metric persons` (two counted dimensions: a scan);
+//! - `--by year,state --metric persons --nationality AFG` (a scan);
+//! - `--by origin --metric persons --bbox -10,110,0,125` (a scan);
+//! - `--by route --metric fee` (fee quartiles per currency: a scan).
 //!
 //! Tidemark's figure is the whole in-process answer — snapshot, table, margins,
-//! disclosure control (perturbed, as a state analyst gets it), response — and, for the first query, also the full gRPC call over
-//! mTLS as the regional analyst. SQLite's is the bare GROUP BY (no margins, no
-//! suppression), without and with a covering index.
+//! disclosure control (perturbed, as a state analyst gets it), response — and, for the
+//! first query, also the full gRPC call over mTLS as the regional analyst. SQLite's and
+//! DuckDB's are the bare GROUP BY (no margins, no suppression); SQLite's without and
+//! with a covering index.
 //!
 //! For each query it also prints what disclosure control costs: the mean absolute
 //! relative error of the perturbed figures on cells of at least 20 reports, and the
@@ -26,7 +35,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
 
 use rusqlite::Connection;
 use tidemark::{
@@ -44,15 +56,30 @@ use tokio::net::TcpListener;
 struct Query {
     name: &'static str,
     request: pb::AggregateRequest,
+    /// SQLite's GROUP BY, its covering index, month bounds for `?1` and `?2` when it
+    /// has them, and the result column holding SUM(persons); `None` for the shapes only
+    /// compared with DuckDB.
+    sqlite: Option<Sqlite>,
+    /// The same GROUP BY for DuckDB over the exported rows (`benches/duckdb_compare.py`).
+    duckdb: &'static str,
+}
+
+struct Sqlite {
     sql: &'static str,
     index: &'static str,
-    /// Month bounds for `?1` and `?2`, when the SQL has them.
     months: Option<(u32, u32)>,
-    /// The result column holding SUM(persons).
     persons_column: usize,
 }
 
+/// Every query the bench times.
 fn queries() -> Vec<Query> {
+    let mut all = grouped_queries();
+    all.extend(filtered_queries());
+    all
+}
+
+/// The shapes SQLite is compared on too.
+fn grouped_queries() -> Vec<Query> {
     let month = |y: u32, m: u32| y * 12 + m - 1;
     vec![
         Query {
@@ -66,11 +93,15 @@ fn queries() -> Vec<Query> {
                     ..Default::default()
                 }),
             },
-            sql: "SELECT month, origin, destination, COUNT(*), SUM(persons) FROM reports \
-                  WHERE month BETWEEN ?1 AND ?2 GROUP BY month, origin, destination",
-            index: "CREATE INDEX q1 ON reports (month, origin, destination, persons)",
-            months: Some((month(2024, 1), month(2024, 12))),
-            persons_column: 4,
+            sqlite: Some(Sqlite {
+                sql: "SELECT month, origin, destination, COUNT(*), SUM(persons) FROM reports \
+                      WHERE month BETWEEN ?1 AND ?2 GROUP BY month, origin, destination",
+                index: "CREATE INDEX q1 ON reports (month, origin, destination, persons)",
+                months: Some((month(2024, 1), month(2024, 12))),
+                persons_column: 4,
+            }),
+            duckdb: "SELECT month, origin, destination, COUNT(*), SUM(persons) FROM reports \
+                     WHERE year = 2024 GROUP BY month, origin, destination",
         },
         Query {
             name: "quarter x state x origin, reports/persons/deaths",
@@ -87,11 +118,15 @@ fn queries() -> Vec<Query> {
                 ],
                 filter: None,
             },
-            sql: "SELECT quarter, state, origin, COUNT(*), SUM(persons), SUM(deaths) FROM reports \
-                  GROUP BY quarter, state, origin",
-            index: "CREATE INDEX q3 ON reports (quarter, state, origin, persons, deaths)",
-            months: None,
-            persons_column: 4,
+            sqlite: Some(Sqlite {
+                sql: "SELECT quarter, state, origin, COUNT(*), SUM(persons), SUM(deaths) \
+                      FROM reports GROUP BY quarter, state, origin",
+                index: "CREATE INDEX q3 ON reports (quarter, state, origin, persons, deaths)",
+                months: None,
+                persons_column: 4,
+            }),
+            duckdb: "SELECT quarter, state, origin, COUNT(*), SUM(persons), SUM(deaths) \
+                     FROM reports GROUP BY quarter, state, origin",
         },
         Query {
             name: "origin x vessel type, persons (scan)",
@@ -103,11 +138,71 @@ fn queries() -> Vec<Query> {
                 metrics: vec![pb::Metric::Persons as i32],
                 filter: None,
             },
-            sql: "SELECT origin, vessel, COUNT(*), SUM(persons) FROM reports \
-                  GROUP BY origin, vessel",
-            index: "CREATE INDEX qs ON reports (origin, vessel, persons)",
-            months: None,
-            persons_column: 3,
+            sqlite: Some(Sqlite {
+                sql: "SELECT origin, vessel, COUNT(*), SUM(persons) FROM reports \
+                      GROUP BY origin, vessel",
+                index: "CREATE INDEX qs ON reports (origin, vessel, persons)",
+                months: None,
+                persons_column: 3,
+            }),
+            duckdb: "SELECT origin, vessel, COUNT(*), SUM(persons) FROM reports \
+                     GROUP BY origin, vessel",
+        },
+    ]
+}
+
+/// The shapes only a scan answers, compared with DuckDB only.
+fn filtered_queries() -> Vec<Query> {
+    vec![
+        Query {
+            name: "year x state, persons, nationality AFG (scan)",
+            request: pb::AggregateRequest {
+                group_by: vec![
+                    pb::Dimension::Year as i32,
+                    pb::Dimension::ReportingState as i32,
+                ],
+                metrics: vec![pb::Metric::Persons as i32],
+                filter: Some(pb::AggregateFilter {
+                    nationalities: vec!["AFG".into()],
+                    ..Default::default()
+                }),
+            },
+            sqlite: None,
+            duckdb: "SELECT year, state, COUNT(*), SUM(persons) FROM reports \
+                     WHERE list_contains(nationalities, 'AFG') GROUP BY year, state",
+        },
+        Query {
+            name: "origin, persons, bounding box (scan)",
+            request: pb::AggregateRequest {
+                group_by: vec![pb::Dimension::Origin as i32],
+                metrics: vec![pb::Metric::Persons as i32],
+                filter: Some(pb::AggregateFilter {
+                    bbox: Some(pb::BoundingBox {
+                        min_latitude: -10.0,
+                        min_longitude: 110.0,
+                        max_latitude: 0.0,
+                        max_longitude: 125.0,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            sqlite: None,
+            duckdb: "SELECT origin, COUNT(*), SUM(persons) FROM reports \
+                     WHERE latitude BETWEEN -10 AND 0 AND longitude BETWEEN 110 AND 125 \
+                     GROUP BY origin",
+        },
+        Query {
+            name: "route, fee quartiles (scan)",
+            request: pb::AggregateRequest {
+                group_by: vec![pb::Dimension::Route as i32],
+                metrics: vec![pb::Metric::FeePerPerson as i32],
+                filter: None,
+            },
+            sqlite: None,
+            duckdb: "SELECT origin, destination, fee_currency, COUNT(*), \
+                     quantile_cont(fee_amount, [0.25, 0.5, 0.75]) FROM reports \
+                     WHERE fee_currency IS NOT NULL \
+                     GROUP BY origin, destination, fee_currency",
         },
     ]
 }
@@ -159,8 +254,8 @@ fn copy_to_sqlite(store: &Store, path: &std::path::Path) -> Connection {
     db
 }
 
-/// Runs the SQL `runs` times; returns sorted latencies, the groups and the persons.
-fn time_sql(db: &Connection, q: &Query, runs: usize) -> (Vec<Duration>, usize, u64) {
+/// Runs SQLite's SQL `runs` times; returns sorted latencies, the groups and the persons.
+fn time_sql(db: &Connection, q: &Sqlite, runs: usize) -> (Vec<Duration>, usize, u64) {
     let mut latencies = Vec::with_capacity(runs);
     let (mut groups, mut persons) = (0, 0);
     for _ in 0..runs {
@@ -190,7 +285,8 @@ fn time_ours(store: &Store, q: &Query, runs: usize) -> Vec<Duration> {
     for _ in 0..runs {
         let t = Instant::now();
         let snapshot = store.snapshot().unwrap();
-        analytics::aggregate(&snapshot, &query, &settings, analyst()).unwrap();
+        let projection = store.projection().unwrap();
+        analytics::aggregate((&snapshot, &projection), &query, &settings, analyst()).unwrap();
         latencies.push(t.elapsed());
     }
     latencies.sort();
@@ -211,7 +307,8 @@ fn answer(
         ..AnalyticsConfig::default()
     });
     let snapshot = store.snapshot().unwrap();
-    analytics::aggregate(&snapshot, &query, &settings, audience)
+    let projection = store.projection().unwrap();
+    analytics::aggregate((&snapshot, &projection), &query, &settings, audience)
         .unwrap()
         .response
 }
@@ -288,38 +385,11 @@ fn line(label: &str, sorted: &[Duration]) -> String {
     )
 }
 
-/// Times one query ours and SQLite's ways, prints the figures, returns a summary line.
-fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> String {
-    let scan = q.name.contains("scan");
-    let ours_runs = if scan { 5 } else { runs };
-    let ours = time_ours(store, q, ours_runs);
+/// Times one query ours and (when it has SQL for it) SQLite's ways, prints the figures;
+/// returns a summary line and our p50 in milliseconds.
+fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> (String, f64) {
+    let ours = time_ours(store, q, runs);
     let response = exact(store, &q.request);
-    // The same rows: interior cells and persons must match SQLite's groups.
-    let interior: Vec<&pb::Cell> = response
-        .cells
-        .iter()
-        .filter(|c| c.keys.iter().all(|k| k != "*"))
-        .collect();
-    let total = response
-        .cells
-        .iter()
-        .find(|c| c.keys.iter().all(|k| k == "*"))
-        .unwrap();
-    let persons_at = q
-        .request
-        .metrics
-        .iter()
-        .position(|m| *m == pb::Metric::Persons as i32)
-        .unwrap();
-    let (plain, groups, persons) = time_sql(db, q, runs.min(10));
-    assert_eq!(groups, interior.len(), "{}: same groups", q.name);
-    assert_eq!(
-        total.values[persons_at], persons,
-        "{}: same persons",
-        q.name
-    );
-    db.execute_batch(q.index).unwrap();
-    let (indexed, _, _) = time_sql(db, q, runs.min(50));
     println!(
         "\n{} — {} cells and margins, {} withheld, from {}",
         q.name,
@@ -328,19 +398,134 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> String {
         response.source
     );
     println!("{}", line("tidemark (in-process)", &ours));
-    println!("{}", line("sqlite, no index", &plain));
-    println!("{}", line("sqlite, covering index", &indexed));
-    println!("  {}", utility(store, &q.request));
     let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
-    format!(
-        "{}: tidemark {:.3} ms; sqlite {:.1} ms without index ({:.1}x), {:.1} ms with ({:.1}x)",
-        q.name,
-        p50(&ours) * 1e3,
-        p50(&plain) * 1e3,
-        p50(&plain) / p50(&ours),
-        p50(&indexed) * 1e3,
-        p50(&indexed) / p50(&ours),
+    let mut summary = format!("{}: tidemark {:.3} ms", q.name, p50(&ours) * 1e3);
+    if let Some(sqlite) = &q.sqlite {
+        // The same rows: interior cells and persons must match SQLite's groups.
+        let interior = response
+            .cells
+            .iter()
+            .filter(|c| c.keys.iter().all(|k| k != "*"))
+            .count();
+        let total = response
+            .cells
+            .iter()
+            .find(|c| c.keys.iter().all(|k| k == "*"))
+            .unwrap();
+        let persons_at = q
+            .request
+            .metrics
+            .iter()
+            .position(|m| *m == pb::Metric::Persons as i32)
+            .unwrap();
+        let (plain, groups, persons) = time_sql(db, sqlite, runs.min(10));
+        assert_eq!(groups, interior, "{}: same groups", q.name);
+        assert_eq!(
+            total.values[persons_at], persons,
+            "{}: same persons",
+            q.name
+        );
+        db.execute_batch(sqlite.index).unwrap();
+        let (indexed, _, _) = time_sql(db, sqlite, runs.min(50));
+        println!("{}", line("sqlite, no index", &plain));
+        println!("{}", line("sqlite, covering index", &indexed));
+        let _ = write!(
+            summary,
+            "; sqlite {:.1} ms without index ({:.1}x), {:.1} ms with ({:.1}x)",
+            p50(&plain) * 1e3,
+            p50(&plain) / p50(&ours),
+            p50(&indexed) * 1e3,
+            p50(&indexed) / p50(&ours),
+        );
+    }
+    if !q.request.metrics.contains(&(pb::Metric::FeePerPerson as i32)) {
+        println!("  {}", utility(store, &q.request));
+    }
+    (summary, p50(&ours) * 1e3)
+}
+
+/// Writes one CSV row per live report (what the queries group and filter by) and our
+/// figures, for `benches/duckdb_compare.py`.
+fn export(store: &Store, dir: &std::path::Path, ours: &[(&Query, f64)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut out = csv::Writer::from_path(dir.join("reports.csv")).unwrap();
+    out.write_record([
+        "month",
+        "quarter",
+        "year",
+        "state",
+        "origin",
+        "destination",
+        "vessel",
+        "persons",
+        "deaths",
+        "latitude",
+        "longitude",
+        "fee_currency",
+        "fee_amount",
+        "nationalities",
+    ])
+    .unwrap();
+    let snapshot = store.snapshot().unwrap();
+    for entry in snapshot.heads().unwrap() {
+        let (_, head) = entry.unwrap();
+        if head.retracted {
+            continue;
+        }
+        let summary = head.summary.unwrap();
+        let facts = summary.facts.unwrap();
+        let month = month_of_day(summary.incident_day);
+        let point = |v: f64| if summary.has_point { v.to_string() } else { String::new() };
+        out.write_record([
+            month.to_string(),
+            ((month / 12) * 4 + (month % 12) / 3).to_string(),
+            (month / 12).to_string(),
+            head.state,
+            facts.origin,
+            facts.destination,
+            summary.vessel_type.to_string(),
+            facts.persons.to_string(),
+            facts.deaths.to_string(),
+            point(summary.latitude),
+            point(summary.longitude),
+            facts.fee_currency.clone(),
+            if facts.fee_currency.is_empty() {
+                String::new()
+            } else {
+                facts.fee_amount.to_string()
+            },
+            summary.nationalities.join(";"),
+        ])
+        .unwrap();
+    }
+    out.flush().unwrap();
+    let figures: Vec<serde_json::Value> = ours
+        .iter()
+        .map(|(q, ms)| serde_json::json!({"name": q.name, "duckdb": q.duckdb, "tidemark_p50_ms": ms}))
+        .collect();
+    std::fs::write(
+        dir.join("tidemark.json"),
+        serde_json::to_string_pretty(&figures).unwrap(),
     )
+    .unwrap();
+    eprintln!(
+        "exported the rows and our figures to {}: run python3 benches/duckdb_compare.py {}",
+        dir.display(),
+        dir.display()
+    );
+}
+
+/// The resident set size of this process, from /proc (Linux), in MiB.
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Loads `reports` into the store named by `--store` (or the bench's temp dir) unless it
@@ -390,8 +575,26 @@ async fn main() {
     let bench = common::BenchPki::new();
     let mut config = bench.config.clone();
     let existing = prepare_store(&mut config, reports).await;
+    let started = Instant::now();
     let server = Server::build(config).unwrap();
     let store = server.store().clone();
+    #[allow(clippy::cast_precision_loss)]
+    {
+        let projection = store.projection().unwrap();
+        let per_report = projection.bytes() as f64 / projection.rows().max(1) as f64;
+        println!(
+            "server built in {:.2} s, with the columnar projection of {} reports: {:.1} MiB, \
+             {per_report:.1} bytes per report",
+            started.elapsed().as_secs_f64(),
+            projection.rows(),
+            projection.bytes() as f64 / (1024.0 * 1024.0),
+        );
+    }
+    let scan = &queries()[2];
+    time_ours(&store, scan, 3);
+    if let Some(rss) = rss_mib() {
+        println!("resident set after a scan (before SQLite is loaded): {rss:.0} MiB");
+    }
     let started = Instant::now();
     let db = copy_to_sqlite(&store, &bench.dir.path().join("baseline.sqlite"));
     eprintln!(
@@ -406,8 +609,20 @@ async fn main() {
         rusqlite::version()
     );
     let mut summary = Vec::new();
-    for q in queries() {
-        summary.push(measure(&store, &db, &q, runs));
+    let queries = queries();
+    let mut ours = Vec::new();
+    for q in &queries {
+        let (line, p50) = measure(&store, &db, q, runs);
+        summary.push(line);
+        ours.push((q, p50));
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--export")
+        .and_then(|i| args.get(i + 1))
+    {
+        export(&store, std::path::Path::new(dir), &ours);
     }
     // Disclosure control's cost on a table of every additive metric, too.
     let every_metric = pb::AggregateRequest {
@@ -436,7 +651,7 @@ async fn main() {
     }));
     let analyst = bench.client(Role::RegionalAnalyst, "regional-1");
     let mut rpc = AnalyticsClient::new(client::connect(&endpoint, &analyst).await.unwrap());
-    let first = &queries()[0];
+    let first = &queries[0];
     let mut latencies = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();

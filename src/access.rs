@@ -90,12 +90,18 @@ pub struct QueryFilter {
     from_day: i32,
     to_day: i32,
     states: Vec<CountryCode>,
-    route_countries: Vec<String>,
-    nationalities: Vec<String>,
-    modus_operandi: i32,
-    maritime_event: i32,
-    vessel_type: i32,
-    bbox: Option<pb::BoundingBox>,
+    /// Reports whose origin, a transit country or the destination is one of these.
+    pub(crate) route_countries: Vec<String>,
+    /// Reports with persons of one of these nationalities.
+    pub(crate) nationalities: Vec<String>,
+    /// `tidemark.v1.ModusOperandi`; 0 for any.
+    pub(crate) modus_operandi: i32,
+    /// `tidemark.v1.MaritimeEvent`; 0 for any.
+    pub(crate) maritime_event: i32,
+    /// `tidemark.v1.VesselType`; 0 for any.
+    pub(crate) vessel_type: i32,
+    /// Reports whose point lies inside.
+    pub(crate) bbox: Option<pb::BoundingBox>,
     changed_since: i64,
     include_retracted: bool,
     limit: usize,

@@ -75,7 +75,10 @@ pub use self::{
     identity::{PeerIdentity, Principal, Role},
     server::{Server, ServerError},
     signing::{PublicKey, SigningKey},
-    store::{BackupContents, DiskFailure, KeyRecord, StateRecord, Store, StoreError},
+    store::{
+        BackupContents, DiskFailure, KeyRecord, Projection, ProjectionGuard, StateRecord, Store,
+        StoreError,
+    },
 };
 
 /// Internals that benchmarks measure directly, bypassing the server. Not an API: it

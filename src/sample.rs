@@ -193,8 +193,10 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
             country: state.to_owned(),
             place: (*rng.pick(&PLACES)).to_owned(),
             point: rng.chance(70).then(|| pb::GeoPoint {
-                latitude: -12.0 + f64::from(rng.count(2000)) / 100.0,
-                longitude: 95.0 + f64::from(rng.count(3000)) / 100.0,
+                // Hundredths of a degree, divided once: the number a parser reads from
+                // the decimal (no float noise from adding offsets).
+                latitude: f64::from(i32::try_from(rng.count(2000)).unwrap_or(0) - 1200) / 100.0,
+                longitude: f64::from(i32::try_from(rng.count(3000)).unwrap_or(0) + 9500) / 100.0,
             }),
             sea_area: if maritime {
                 *rng.pick(&SEA_AREAS) as i32

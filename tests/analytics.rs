@@ -483,6 +483,78 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
     };
     let source = check(server, &who, live, &[Dim::SeaArea], bbox, inside).await;
     assert_eq!(source, "scan");
+    check_every_scan(server, &who, live).await;
+}
+
+/// Every dimension through the scan of the columnar projection (a content filter makes
+/// any query a scan), and each content filter alone.
+async fn check_every_scan(server: &TestServer, who: &ClientIdentity, live: &[&pb::Report]) {
+    let all = pb::AggregateFilter::default;
+    let afghans = pb::AggregateFilter {
+        nationalities: vec!["AFG".into(), "SOM".into()],
+        ..all()
+    };
+    let has_afghans = |r: &pb::Report| {
+        r.persons.as_ref().is_some_and(|p| {
+            p.by_nationality
+                .iter()
+                .any(|n| n.nationality == "AFG" || n.nationality == "SOM")
+        })
+    };
+    for dim in EVERY_DIM {
+        let source = check(server, who, live, &[dim], afghans.clone(), has_afghans).await;
+        assert_eq!(source, "scan", "{dim:?} under a nationality filter");
+    }
+    let smuggling = |r: &pb::Report| match &r.details {
+        Some(pb::report::Details::Smuggling(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let maritime = |r: &pb::Report| match &r.details {
+        Some(pb::report::Details::Maritime(m)) => Some(m.clone()),
+        _ => None,
+    };
+    let by_boat = pb::ModusOperandi::Sea as i32;
+    let source = check(
+        server,
+        who,
+        live,
+        &[Dim::Month, Dim::State],
+        pb::AggregateFilter {
+            modus_operandi: by_boat,
+            ..all()
+        },
+        |r| smuggling(r).is_some_and(|s| s.modus_operandi == by_boat),
+    )
+    .await;
+    assert_eq!(source, "scan");
+    let wooden = pb::VesselType::WoodenBoat as i32;
+    let source = check(
+        server,
+        who,
+        live,
+        &[Dim::Route, Dim::Event],
+        pb::AggregateFilter {
+            vessel_type: wooden,
+            ..all()
+        },
+        |r| maritime(r).is_some_and(|m| m.vessel_type == wooden),
+    )
+    .await;
+    assert_eq!(source, "scan");
+    let rescue = pb::MaritimeEvent::Rescue as i32;
+    let source = check(
+        server,
+        who,
+        live,
+        &[Dim::Quarter, Dim::Transit, Dim::Vessel],
+        pb::AggregateFilter {
+            maritime_event: rescue,
+            ..all()
+        },
+        |r| maritime(r).is_some_and(|m| m.event == rescue),
+    )
+    .await;
+    assert_eq!(source, "scan");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

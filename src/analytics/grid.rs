@@ -47,6 +47,21 @@ impl Acc {
         }
     }
 
+    /// A cell a scan added up: `state` is the one state of its reports, `None` when they
+    /// came from several; `own` the asking analyst's state's reports and their record
+    /// keys' sum.
+    pub(super) fn scanned(sums: Sums, state: Option<u32>, own: (u64, u64)) -> Self {
+        Self {
+            sums,
+            state: state.unwrap_or(NO_STATE),
+            mixed: state.is_none(),
+            fees: BTreeMap::new(),
+            own_fees: BTreeMap::new(),
+            own_reports: own.0,
+            own_keys: own.1,
+        }
+    }
+
     /// Adds what one state's reports add; `own` when they are the asking analyst's.
     pub(super) fn add(&mut self, state: u32, sums: &Sums, own: bool) {
         for (total, add) in self.sums.iter_mut().zip(sums) {

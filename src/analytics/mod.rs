@@ -15,6 +15,7 @@ mod fees;
 mod grid;
 mod perturbation;
 mod render;
+mod scan;
 mod source;
 
 use crate::{
@@ -24,7 +25,7 @@ use crate::{
     pb,
     report::Category,
     store::{
-        Snapshot, StoreError,
+        Projection, Snapshot, StoreError,
         counters::{self, Additive, Cuboid},
     },
 };
@@ -510,7 +511,7 @@ impl Settings {
 pub enum Source {
     /// From the write-time counters: cost grows with the number of cells.
     Counters,
-    /// By scanning the matching reports' summaries.
+    /// By scanning the columnar projection of the reports.
     Scan,
 }
 
@@ -556,10 +557,10 @@ pub enum AggregateError {
     Entropy(#[from] discrete_gaussian::EntropyError),
 }
 
-/// Answers `query` for `audience` from `snapshot`, choosing counters when the query's
-/// shape allows.
+/// Answers `query` for `audience` from the counters in `snapshot` when the query's shape
+/// allows, otherwise from a scan of `projection`.
 pub fn aggregate(
-    snapshot: &Snapshot,
+    (snapshot, projection): (&Snapshot, &Projection),
     query: &AggregateQuery,
     settings: &Settings,
     audience: Audience,
@@ -585,7 +586,7 @@ pub fn aggregate(
             source::from_counters(snapshot, query, &plan, view)?,
             Source::Counters,
         ),
-        None => (source::from_scan(snapshot, query, view)?, Source::Scan),
+        None => (scan::from_projection(projection, query, view), Source::Scan),
     };
     if let Mode::Budget(_) = mode {
         // Every cell of the public domain, so that which cells exist says nothing.

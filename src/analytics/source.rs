@@ -1,7 +1,7 @@
 //! Where a table's numbers come from: the write-time counters, when the query groups by
 //! at most one counted dimension besides period, state and category and filters only by
-//! category, whole months and reporting states; otherwise a scan, over the date index or,
-//! without dates, over every report head in key order.
+//! category, whole months and reporting states; otherwise a scan of the columnar
+//! projection (`scan.rs`).
 
 use std::collections::BTreeMap;
 
@@ -10,10 +10,9 @@ use super::{
 };
 use crate::{
     country::CountryCode,
-    report::{ReportFacts, ReportSummary},
     store::{
-        ReportHead, Snapshot, StoreError,
-        counters::{self, Additive, Cuboid, Sums},
+        Snapshot, StoreError,
+        counters::{self, Additive, Cuboid},
     },
 };
 
@@ -107,7 +106,7 @@ fn key_of(dimensions: &[Dimension], month: u32, state: u32, category: i32, value
 }
 
 /// Positions of single-valued dimensions (those margins can be summed along).
-fn single_valued(query: &AggregateQuery) -> Vec<usize> {
+pub(super) fn single_valued(query: &AggregateQuery) -> Vec<usize> {
     (0..query.dimensions.len())
         .filter(|i| !query.dimensions[*i].multi_valued())
         .collect()
@@ -258,177 +257,4 @@ pub(super) fn from_counters(
         grid.roll_up(&base, &rollable);
     }
     Ok(grid)
-}
-
-/// The table from a scan: each matching report's latest version, found through the
-/// date index, or by reading every report head in key order when no dates narrow the
-/// query (sequential reads beat an index lookup per report there).
-pub(super) fn from_scan(
-    snapshot: &Snapshot,
-    query: &AggregateQuery,
-    view: View,
-) -> Result<Grid, StoreError> {
-    let states = wanted_states(query);
-    let multi: Vec<usize> = (0..query.dimensions.len())
-        .filter(|i| query.dimensions[*i].multi_valued())
-        .collect();
-    // One cell map per subset of multi-valued dimensions set to ALL.
-    let subsets: Vec<Vec<usize>> = (0..1usize << multi.len())
-        .map(|subset| {
-            multi
-                .iter()
-                .enumerate()
-                .filter(|(bit, _)| subset & (1 << bit) != 0)
-                .map(|(_, p)| *p)
-                .collect()
-        })
-        .collect();
-    let mut tables: Vec<Cells> = vec![Cells::default(); subsets.len()];
-    let mut by_state: BTreeMap<u32, u64> = BTreeMap::new();
-    let record_keys = snapshot.record_keys();
-    let mut visit = |id: u128, head: &ReportHead| -> Result<(), StoreError> {
-        let Some(summary) = &head.summary else {
-            return Ok(());
-        };
-        let matching = query
-            .filters
-            .iter()
-            .any(|(c, f)| c.to_pb() as i32 == summary.category && f.matches(head));
-        let state = u32::try_from(counters::pack_country(&head.state)).unwrap_or(0);
-        if !matching || !(states.is_empty() || states.contains(&state)) {
-            return Ok(());
-        }
-        let facts = summary
-            .facts
-            .as_ref()
-            .ok_or_else(|| StoreError::Corrupt(format!("report {id:x} has no aggregate facts")))?;
-        *by_state.entry(state).or_default() += 1;
-        let report = Report {
-            summary,
-            facts,
-            state,
-            key: record_keys.of(id),
-            view,
-        };
-        for (dropped, table) in subsets.iter().zip(tables.iter_mut()) {
-            contribute(query, table, &report, dropped);
-        }
-        Ok(())
-    };
-    let undated = query
-        .filters
-        .iter()
-        .all(|(_, f)| f.days() == (i32::MIN, i32::MAX));
-    if undated {
-        for entry in snapshot.heads()? {
-            let (id, head) = entry?;
-            visit(id, &head)?;
-        }
-    } else {
-        for (category, filter) in &query.filters {
-            let (from, to) = filter.days();
-            for entry in snapshot.by_date(category.to_pb() as i32, from, to, None)? {
-                let (_, _, id) = entry?;
-                if let Some(head) = snapshot.head(id)? {
-                    visit(id, &head)?;
-                }
-            }
-        }
-    }
-    let mut grid = Grid::new(query.dimensions.len());
-    grid.by_state = by_state;
-    let rollable = single_valued(query);
-    for table in &tables {
-        grid.roll_up(table, &rollable);
-    }
-    Ok(grid)
-}
-
-/// One matching report as a scan sees it.
-struct Report<'a> {
-    summary: &'a ReportSummary,
-    facts: &'a ReportFacts,
-    /// Its reporting state (packed).
-    state: u32,
-    /// Its record key.
-    key: u32,
-    /// Who the table is for.
-    view: View,
-}
-
-/// Adds one report to `cells`, with the dimensions at `dropped` set to ALL.
-fn contribute(query: &AggregateQuery, cells: &mut Cells, report: &Report<'_>, dropped: &[usize]) {
-    let Report {
-        summary,
-        facts,
-        state,
-        key: record_key,
-        view,
-    } = *report;
-    let own = view.own == Some(state);
-    let capped = |mut sums: Sums| {
-        if let Some(cap) = view.cap {
-            for sum in &mut sums[1..counters::SUMS] {
-                *sum = (*sum).min(cap);
-            }
-        }
-        sums
-    };
-    let all = capped(counters::sums(facts, record_key));
-    let month = counters::month_of_day(summary.incident_day);
-    // Per position: the values the report has, each with what it adds.
-    let choices: Vec<Vec<(u64, Sums)>> = query
-        .dimensions
-        .iter()
-        .enumerate()
-        .map(|(i, d)| match d {
-            _ if dropped.contains(&i) => vec![(ALL, all)],
-            Dimension::Counted(c) => c
-                .values(facts, summary, record_key)
-                .into_iter()
-                .map(|(value, sums)| (value, capped(sums)))
-                .collect(),
-            other => vec![(base_value(*other, month, state, summary.category), all)],
-        })
-        .collect();
-    let fee = if wants_fees(query) {
-        counters::fee(facts)
-    } else {
-        None
-    };
-    let mut pick = vec![0usize; choices.len()];
-    loop {
-        let mut key = [0; 3];
-        let mut sums = all;
-        for (i, choice) in pick.iter().enumerate() {
-            let (value, add) = choices[i][*choice];
-            key[i] = value;
-            if add != all {
-                sums = add;
-            }
-        }
-        let acc = cells.entry(key).or_default();
-        acc.add(state, &sums, own);
-        if let Some((currency, amount)) = fee {
-            let amount = if view.moved_fees {
-                counters::moved_fee(amount, record_key)
-            } else {
-                amount
-            };
-            acc.add_fee(currency, amount, 1, own);
-        }
-        // Next combination, odometer style.
-        let mut i = 0;
-        loop {
-            if i == pick.len() {
-                return;
-            }
-            pick[i] += 1;
-            if pick[i] < choices[i].len() {
-                break;
-            }
-            pick[i] = 0;
-            i += 1;
-        }
-    }
 }

@@ -89,8 +89,10 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             Mode::Budget(budget) => Some(self.charge(&peer, budget).await?),
             _ => None,
         };
+        let store = self.ctx.store.clone();
         let computed = tokio::task::spawn_blocking(move || {
-            analytics::aggregate(&snap, &query, &settings, audience)
+            let projection = store.projection()?;
+            analytics::aggregate((&snap, &projection), &query, &settings, audience)
         })
         .await
         .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))

@@ -113,6 +113,13 @@ impl Server {
                 "rebuilt the aggregate counters from the stored reports"
             );
         }
+        let (rows, seconds) = store.build_projection()?;
+        tracing::info!(
+            reports = rows,
+            seconds,
+            bytes = store.projection()?.bytes(),
+            "built the columnar projection that aggregate scans read"
+        );
         let trust = Trust::load(
             config.tls.files(),
             config.tls.ca_key.clone(),

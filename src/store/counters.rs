@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, Table};
 
-use super::StoreError;
+use super::{StoreError, projection::Change};
 use crate::report::{ReportFacts, ReportSummary};
 
 /// Number of additive metrics.
@@ -304,11 +304,17 @@ fn with_keys(metrics: [u64; SUMS], key: u32) -> Sums {
     out[..SUMS].copy_from_slice(&metrics);
     out[KEY_SUM] = u64::from(key);
     for (i, value) in metrics.iter().enumerate().skip(1) {
-        let (up, delta) = RecordKeys::noise(key, i);
-        let at = NOISE + 2 * (i - 1) + usize::from(!up);
-        out[at] = (*value).min(NOISE_CAP) * delta;
+        add_noise(&mut out, *value, key, i);
     }
     out
+}
+
+/// Adds the record noise of a report with record key `key` whose magnitude `metric`
+/// (an [`Additive`] index, not reports) is `value`.
+pub(crate) fn add_noise(sums: &mut Sums, value: u64, key: u32, metric: usize) {
+    let (up, delta) = RecordKeys::noise(key, metric);
+    let at = NOISE + 2 * (metric - 1) + usize::from(!up);
+    sums[at] += value.min(NOISE_CAP) * delta;
 }
 
 /// A report's fee per person as (packed currency, amount), if it states one.
@@ -389,6 +395,9 @@ pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
 /// and written once per transaction however many reports touch it.
 pub(super) struct Deltas {
     keys: RecordKeys,
+    /// The same changes as the projection takes them (see `super::projection`), when
+    /// kept.
+    changes: Option<Vec<Change>>,
     cells: BTreeMap<[u8; CELL_KEY], BTreeMap<u32, [i64; STORED]>>,
     fees: BTreeMap<[u8; CELL_KEY + 12], BTreeMap<u32, [i64; 1]>>,
 }
@@ -398,8 +407,17 @@ impl Deltas {
     pub(super) fn new(keys: RecordKeys) -> Self {
         Self {
             keys,
+            changes: None,
             cells: BTreeMap::new(),
             fees: BTreeMap::new(),
+        }
+    }
+
+    /// No changes yet, and each change kept for the projection too.
+    pub(super) fn keeping_changes(keys: RecordKeys) -> Self {
+        Self {
+            changes: Some(Vec::new()),
+            ..Self::new(keys)
         }
     }
 
@@ -418,6 +436,13 @@ impl Deltas {
                 "a report summary without its facts".to_owned(),
             ));
         };
+        if let Some(changes) = &mut self.changes {
+            changes.push(if sign > 0 {
+                Change::Set(report, Box::new(summary.clone()), state.to_owned())
+            } else {
+                Change::Remove(report)
+            });
+        }
         let state = u32::try_from(pack_country(state)).unwrap_or(0);
         let month = month_of_day(summary.incident_day);
         let fee = fee(facts);
@@ -453,6 +478,11 @@ impl Deltas {
             }
         }
         Ok(())
+    }
+
+    /// The changes recorded so far, for the projection, in the order recorded.
+    pub(super) fn take_changes(&mut self) -> Vec<Change> {
+        self.changes.take().unwrap_or_default()
     }
 
     /// Applies the changes to the tables, in key order.

@@ -7,6 +7,8 @@
 //!   its batch is durable. Reads use read transactions (MVCC snapshots) and never wait
 //!   for the writer.
 //! - Table definitions are the constants below, in one place.
+//! - Aggregates the counters cannot answer scan an in-memory columnar projection of the
+//!   reports (`projection.rs`), which the writer keeps in step after each commit.
 
 mod apply;
 mod backup;
@@ -14,6 +16,7 @@ mod budget;
 pub(crate) mod counters;
 mod disk;
 mod log;
+mod projection;
 mod records;
 mod snapshot;
 mod writer;
@@ -31,6 +34,7 @@ pub(crate) use self::{
     apply::{Accepted, AppendError, NewEnvelope},
     budget::{BudgetCharge, BudgetError},
     log::{Leaf, LogView, ProofRequestError, StoredCheckpoint, audit_entry},
+    projection::{POINT_ELSEWHERE, fixed_range, flag},
     records::{
         AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
         RevokedCertificate, VersionRef,
@@ -40,6 +44,7 @@ pub(crate) use self::{
 pub use self::{
     backup::Contents as BackupContents,
     disk::DiskFailure,
+    projection::Projection,
     records::{KeyRecord, StateRecord},
     writer::{Writer, WriterThread},
 };
@@ -123,6 +128,26 @@ pub struct Store {
     keys: Arc<KeyCache>,
     /// The store file.
     path: Arc<std::path::PathBuf>,
+    /// The columnar projection, once built.
+    projection: Arc<ProjectionCell>,
+}
+
+/// Where the projection lives: built when the writer starts (or on first use by a store
+/// without one), then changed only by the writer after each commit.
+pub(crate) type ProjectionCell = std::sync::RwLock<Option<Projection>>;
+
+/// The built projection, read-locked.
+pub struct ProjectionGuard<'a>(std::sync::RwLockReadGuard<'a, Option<Projection>>);
+
+impl std::ops::Deref for ProjectionGuard<'_> {
+    type Target = Projection;
+
+    fn deref(&self) -> &Projection {
+        // Only made from a guard holding a projection (see `Store::projection`).
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("an empty projection guard"))
+    }
 }
 
 /// The registered signing keys, held in memory: read on every submission, changed only
@@ -154,6 +179,7 @@ impl Store {
             db: Arc::new(db),
             keys: Arc::default(),
             path: Arc::new(path.clone()),
+            projection: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)
@@ -248,7 +274,49 @@ impl Store {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<(Writer, WriterThread), StoreError> {
         let latest = self.envelope_count()?;
-        Writer::start(self.db.clone(), clock, max_batch, latest, (log, metrics))
+        // Built before the writer can commit anything, so it misses no change.
+        self.build_projection()?;
+        Writer::start(
+            self.db.clone(),
+            clock,
+            max_batch,
+            latest,
+            (log, metrics, self.projection.clone()),
+        )
+    }
+
+    /// Builds the columnar projection from the store unless it is built; returns the
+    /// number of reports it holds and the seconds the build took (0 when built).
+    pub fn build_projection(&self) -> Result<(usize, f64), StoreError> {
+        let mut cell = self
+            .projection
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(p) = cell.as_ref() {
+            return Ok((p.rows(), 0.0));
+        }
+        let started = std::time::Instant::now();
+        let snapshot = self.snapshot()?;
+        let built = Projection::build(snapshot.record_keys().clone(), snapshot.heads()?)?;
+        let rows = built.rows();
+        *cell = Some(built);
+        Ok((rows, started.elapsed().as_secs_f64()))
+    }
+
+    /// The columnar projection (built first if need be), read-locked: the writer waits
+    /// to apply its next batch until the guard is dropped.
+    pub fn projection(&self) -> Result<ProjectionGuard<'_>, StoreError> {
+        loop {
+            let guard = self
+                .projection
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if guard.is_some() {
+                return Ok(ProjectionGuard(guard));
+            }
+            drop(guard);
+            self.build_projection()?;
+        }
     }
 
     /// Readies the transparency log: builds it for a store written before it existed
@@ -348,6 +416,11 @@ impl Store {
                 .insert("counters_version", COUNTERS_VERSION)?;
         }
         tx.commit()?;
+        // Summaries were rewritten: the projection is built again when next needed.
+        *self
+            .projection
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         Ok(counted)
     }
 

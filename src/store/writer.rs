@@ -15,10 +15,11 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    AuditRecord, StoreError,
+    AuditRecord, ProjectionCell, StoreError,
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
     budget::{self, BudgetCharge, BudgetError},
     counters,
+    projection::Change,
 };
 use crate::{clock::Clock, metrics::Metrics, tlog::LogSigner};
 
@@ -66,7 +67,7 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
-        (log, metrics): (Arc<LogSigner>, Arc<Metrics>),
+        (log, metrics, projection): (Arc<LogSigner>, Arc<Metrics>, Arc<ProjectionCell>),
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
@@ -79,6 +80,7 @@ impl Writer {
                     published: &published,
                     disk_failed: &disk_failed,
                     metrics: &metrics,
+                    projection: &projection,
                 };
                 run(&db, rx, (&clock, max_batch), &ends, &log);
             })
@@ -185,6 +187,8 @@ struct Ends<'a> {
     /// Why the disk failed, once it has.
     disk_failed: &'a watch::Sender<Option<String>>,
     metrics: &'a Metrics,
+    /// The columnar projection, given each batch's changes after its commit.
+    projection: &'a ProjectionCell,
 }
 
 fn run(
@@ -229,9 +233,10 @@ fn run(
         let started = std::time::Instant::now();
         let committed = commit_batch(db, &batch, clock.now(), log);
         match committed {
-            Ok(results) => {
+            Ok((results, changes)) => {
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
+                project(ends.projection, &changes);
                 let newest = results
                     .iter()
                     .filter_map(|done| match done {
@@ -292,18 +297,37 @@ enum Done {
     Budget(Result<u64, BudgetError>),
 }
 
+/// Applies a committed batch's changes to the projection (before its callers are
+/// answered, so that they read their own writes). A projection that cannot take them is
+/// dropped, to be built again from the store on next use.
+fn project(projection: &ProjectionCell, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut cell = projection
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = cell.as_mut()
+        && let Err(e) = p.apply(changes)
+    {
+        tracing::error!(error = %e, "the aggregate projection is rebuilt from the store");
+        *cell = None;
+    }
+}
+
 fn commit_batch(
     db: &Database,
     batch: &[Job],
     now: i64,
     log: &LogSigner,
-) -> Result<Vec<Done>, StoreError> {
+) -> Result<(Vec<Done>, Vec<Change>), StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
     let mut results = Vec::with_capacity(batch.len());
+    let changes;
     {
         let mut t = Tables::open(&tx)?;
-        let mut deltas = counters::Deltas::new(t.record_keys.clone());
+        let mut deltas = counters::Deltas::keeping_changes(t.record_keys.clone());
         let mut next_sequence = t.next_sequence()?;
         let mut next_audit = t.next_audit()?;
         for job in batch {
@@ -327,10 +351,11 @@ fn commit_batch(
                 }
             }
         }
+        changes = deltas.take_changes();
         t.write_counters(deltas)?;
         // One signature per batch: the checkpoint of the tree after every job.
         t.log.checkpoint(log)?;
     }
     tx.commit()?;
-    Ok(results)
+    Ok((results, changes))
 }

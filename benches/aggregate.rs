@@ -21,7 +21,7 @@
 //! - `--by origin,vessel-type --metric persons` (two counted dimensions: a scan);
 //! - `--by year,state --metric persons --nationality AFG` (a scan);
 //! - `--by origin --metric persons --bbox -10,110,0,125` (a scan);
-//! - `--by route --metric fee` (fee quartiles per currency: a scan).
+//! - `--by route --metric fee` (fee quartiles per currency, from the fee counters).
 //!
 //! Tidemark's figure is the whole in-process answer — snapshot, table, margins,
 //! disclosure control (perturbed, as a state analyst gets it), response — and, for the
@@ -192,7 +192,7 @@ fn filtered_queries() -> Vec<Query> {
                      GROUP BY origin",
         },
         Query {
-            name: "route, fee quartiles (scan)",
+            name: "route, fee quartiles",
             request: pb::AggregateRequest {
                 group_by: vec![pb::Dimension::Route as i32],
                 metrics: vec![pb::Metric::FeePerPerson as i32],
@@ -438,7 +438,11 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> (String, f
             p50(&indexed) / p50(&ours),
         );
     }
-    if !q.request.metrics.contains(&(pb::Metric::FeePerPerson as i32)) {
+    if !q
+        .request
+        .metrics
+        .contains(&(pb::Metric::FeePerPerson as i32))
+    {
         println!("  {}", utility(store, &q.request));
     }
     (summary, p50(&ours) * 1e3)
@@ -475,7 +479,13 @@ fn export(store: &Store, dir: &std::path::Path, ours: &[(&Query, f64)]) {
         let summary = head.summary.unwrap();
         let facts = summary.facts.unwrap();
         let month = month_of_day(summary.incident_day);
-        let point = |v: f64| if summary.has_point { v.to_string() } else { String::new() };
+        let point = |v: f64| {
+            if summary.has_point {
+                v.to_string()
+            } else {
+                String::new()
+            }
+        };
         out.write_record([
             month.to_string(),
             ((month / 12) * 4 + (month % 12) / 3).to_string(),

@@ -230,6 +230,8 @@ fn fee(r: &pb::Report) -> Option<(String, u64)> {
 struct Expected {
     sums: [u64; 7],
     fees: BTreeMap<String, Vec<u64>>,
+    /// The reporting states of the cell's reports (the single-state flag).
+    states: std::collections::BTreeSet<String>,
 }
 
 /// Every cell and margin ("*") of a grouping of `reports`.
@@ -264,6 +266,7 @@ fn recount(reports: &[&pb::Report], dims: &[Dim]) -> HashMap<Vec<String>, Expect
             }
             for (key, persons) in combos {
                 let e = out.entry(key).or_default();
+                e.states.insert(r.reporting_state.clone());
                 let mut s = sums(r);
                 if let Some(p) = persons {
                     s = [1, p, 0, 0, 0, 0, 0];
@@ -350,6 +353,14 @@ async fn check(
             .get(&cell.keys)
             .unwrap_or_else(|| panic!("unexpected cell {:?} for {dims:?}", cell.keys));
         assert_eq!(cell.suppressed, 0, "nothing is withheld at minimum 1");
+        assert_eq!(
+            cell.single_state,
+            e.states.len() == 1,
+            "{dims:?} {:?} ({}): reports of {:?}",
+            cell.keys,
+            response.source,
+            e.states
+        );
         let want: Vec<u64> = if by_nationality {
             e.sums[..2].to_vec()
         } else {

@@ -30,61 +30,49 @@ const DENSE_LIMIT: u64 = 1 << 22;
 /// No cell yet.
 const EMPTY: u32 = u32::MAX;
 
-/// The table of `query` from a scan of `p`.
+/// Fewer rows than this per thread are not worth a thread of their own.
+const ROWS_PER_THREAD: usize = 1 << 16;
+
+/// The table of `query` from a scan of `p`, split over the machine's cores.
 pub(super) fn from_projection(p: &Projection, query: &AggregateQuery, view: View) -> Grid {
-    let filter = Filter::new(p, query);
-    let axes = Axes::new(p, &query.dimensions, filter.months);
-    let magnitudes: Vec<usize> = query
-        .metrics
-        .iter()
-        .filter_map(|m| match m {
-            Metric::Sum(a) if *a as usize > 0 => Some(*a as usize),
-            _ => None,
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(p.rows() / ROWS_PER_THREAD)
+        .max(1);
+    scan_in(p, query, view, threads)
+}
+
+/// The table of `query` from a scan of `p` by `threads` threads.
+fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -> Grid {
+    let plan = Plan::new(p, query, view);
+    let rows = p.rows();
+    let mut parts: Vec<Part> = if threads == 1 {
+        vec![plan.scan(p, 0..rows)]
+    } else {
+        let chunk = rows.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let plan = &plan;
+                    scope.spawn(move || plan.scan(p, i * chunk..((i + 1) * chunk).min(rows)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
         })
-        .collect();
-    let fees = query.metrics.contains(&Metric::FeePerPerson);
-    let own = view
-        .own
-        .and_then(|packed| p.countries.code(u64::from(packed)));
-    let mut table = Table::new(&axes);
-    let mut by_state = vec![0u64; p.countries.len()];
-    let mut fee_rows: Vec<(u32, u16, u64, bool)> = Vec::new();
-    for row in 0..p.rows() {
-        if !filter.keeps(p, row) {
-            continue;
-        }
-        let state = p.state[row];
-        by_state[usize::from(state)] += 1;
-        let key = p.record_key[row];
-        let mut sums: Sums = [0; STORED];
-        sums[0] = 1;
-        sums[KEY_SUM] = u64::from(key);
-        for &m in &magnitudes {
-            let value = p.magnitude(row, m);
-            sums[m] = view.cap.map_or(value, |cap| value.min(cap));
-            counters::add_noise(&mut sums, value, key, m);
-        }
-        let is_own = own == Some(state);
-        let mut add = |codes: [u64; 3], sums: &Sums| {
-            let cell = table.cell(&axes, codes);
-            table.add(cell, state, sums, is_own);
-            if fees && p.flags[row] & flag::FEE != 0 {
-                let amount = p.fee_amount(row);
-                let amount = if view.moved_fees {
-                    counters::moved_fee(amount, key)
-                } else {
-                    amount
-                };
-                fee_rows.push((cell, p.fee_currency[row], amount, is_own));
-            }
-        };
-        if axes.multi.is_empty() {
-            add(axes.codes(p, row), &sums);
-        } else {
-            axes.each_combination(p, row, (&sums, view.cap), &mut add);
-        }
+    };
+    let mut whole = parts.remove(0);
+    for part in parts {
+        whole.merge(part, &plan.axes);
     }
-    let mut cells = table.into_cells(p, &axes);
+    let Part {
+        table,
+        by_state,
+        mut fee_rows,
+    } = whole;
+    let mut cells = table.into_cells(p, &plan.axes);
     fee_rows.sort_unstable();
     for (cell, currency, amount, own) in fee_rows {
         let Some((_, acc)) = cells.get_mut(cell as usize) else {
@@ -109,6 +97,172 @@ pub(super) fn from_projection(p: &Projection, query: &AggregateQuery, view: View
     grid
 }
 
+/// What a scan does with each row.
+struct Plan {
+    filter: Filter,
+    axes: Axes,
+    /// The magnitudes asked for (`Additive` indexes, not reports).
+    magnitudes: Vec<usize>,
+    fees: bool,
+    /// The asking analyst's state (dictionary code).
+    own: Option<u16>,
+    view: View,
+}
+
+/// What one thread's share of the rows adds up to.
+struct Part {
+    table: Table,
+    /// Reports counted per state (dictionary code).
+    by_state: Vec<u64>,
+    /// Fee observations: cell, currency (dictionary code), amount, the asker's own.
+    fee_rows: Vec<(u32, u16, u64, bool)>,
+}
+
+impl Plan {
+    fn new(p: &Projection, query: &AggregateQuery, view: View) -> Self {
+        let filter = Filter::new(p, query);
+        let axes = Axes::new(p, &query.dimensions, filter.months);
+        let magnitudes = query
+            .metrics
+            .iter()
+            .filter_map(|m| match m {
+                Metric::Sum(a) if *a as usize > 0 => Some(*a as usize),
+                _ => None,
+            })
+            .collect();
+        Self {
+            filter,
+            axes,
+            magnitudes,
+            fees: query.metrics.contains(&Metric::FeePerPerson),
+            own: view
+                .own
+                .and_then(|packed| p.countries.code(u64::from(packed))),
+            view,
+        }
+    }
+
+    /// Adds up the rows in `rows`.
+    fn scan(&self, p: &Projection, rows: std::ops::Range<usize>) -> Part {
+        let mut part = Part {
+            table: Table::new(&self.axes),
+            by_state: vec![0u64; p.countries.len()],
+            fee_rows: Vec::new(),
+        };
+        for row in rows {
+            if !self.filter.keeps(p, row) {
+                continue;
+            }
+            let state = p.state[row];
+            part.by_state[usize::from(state)] += 1;
+            if self.axes.multi.is_empty() {
+                let cell = part.table.cell(&self.axes, self.axes.codes(p, row));
+                self.add_row(p, row, &mut part, cell);
+            } else {
+                self.add_combinations(p, row, &mut part);
+            }
+        }
+        part
+    }
+
+    /// Adds the row's numbers straight into `cell` (no multi-valued dimension).
+    #[inline]
+    fn add_row(&self, p: &Projection, row: usize, part: &mut Part, cell: u32) {
+        let Some(total) = usize::try_from(cell)
+            .ok()
+            .and_then(|c| part.table.sums.get_mut(c))
+        else {
+            return;
+        };
+        let key = p.record_key[row];
+        for &m in &self.magnitudes {
+            let value = p.magnitude(row, m);
+            total[m] += self.view.cap.map_or(value, |cap| value.min(cap));
+            counters::add_noise(total, value, key, m);
+        }
+        let own = self.own == Some(p.state[row]);
+        part.table.note(cell, p.state[row], own, u64::from(key));
+        self.add_fee(p, row, part, cell, own);
+    }
+
+    /// Adds the row to every cell of its values along the multi-valued dimensions.
+    fn add_combinations(&self, p: &Projection, row: usize, part: &mut Part) {
+        let key = p.record_key[row];
+        let mut sums: Sums = [0; STORED];
+        sums[0] = 1;
+        sums[KEY_SUM] = u64::from(key);
+        for &m in &self.magnitudes {
+            let value = p.magnitude(row, m);
+            sums[m] = self.view.cap.map_or(value, |cap| value.min(cap));
+            counters::add_noise(&mut sums, value, key, m);
+        }
+        let state = p.state[row];
+        let own = self.own == Some(state);
+        let mut add = |codes: [u64; 3], sums: &Sums| {
+            let cell = part.table.cell(&self.axes, codes);
+            part.table.add(cell, state, sums, own);
+            self.add_fee(p, row, part, cell, own);
+        };
+        self.axes
+            .each_combination(p, row, (&sums, self.view.cap), &mut add);
+    }
+
+    #[inline]
+    fn add_fee(&self, p: &Projection, row: usize, part: &mut Part, cell: u32, own: bool) {
+        if self.fees && p.flags[row] & flag::FEE != 0 {
+            let amount = p.fee_amount(row);
+            let amount = if self.view.moved_fees {
+                counters::moved_fee(amount, p.record_key[row])
+            } else {
+                amount
+            };
+            part.fee_rows.push((cell, p.fee_currency[row], amount, own));
+        }
+    }
+}
+
+impl Part {
+    /// Adds another thread's part to this one.
+    fn merge(&mut self, other: Part, axes: &Axes) {
+        let mut renumbered = Vec::with_capacity(other.table.codes.len());
+        for (i, codes) in other.table.codes.iter().enumerate() {
+            let cell = self.table.cell(axes, *codes);
+            renumbered.push(cell);
+            let Ok(c) = usize::try_from(cell) else {
+                continue;
+            };
+            let Some(total) = self.table.sums.get_mut(c) else {
+                continue;
+            };
+            for (t, s) in total.iter_mut().zip(&other.table.sums[i]) {
+                *t += s;
+            }
+            let theirs = other.table.states[i];
+            let mine = &mut self.table.states[c];
+            if *mine == NO_STATE {
+                *mine = theirs;
+            } else if theirs != NO_STATE && *mine != theirs {
+                *mine = MIXED;
+            }
+            let (reports, keys) = other.table.own[i];
+            self.table.own[c].0 += reports;
+            self.table.own[c].1 = self.table.own[c].1.wrapping_add(keys);
+        }
+        for (mine, theirs) in self.by_state.iter_mut().zip(&other.by_state) {
+            *mine += theirs;
+        }
+        self.fee_rows.extend(
+            other
+                .fee_rows
+                .into_iter()
+                .map(|(cell, currency, amount, own)| {
+                    let cell = renumbered.get(cell as usize).copied().unwrap_or(EMPTY);
+                    (cell, currency, amount, own)
+                }),
+        );
+    }
+}
+
 /// The rows a query keeps.
 struct Filter {
     /// Smuggling incidents, maritime movements.
@@ -123,6 +277,8 @@ struct Filter {
     maritime_event: i32,
     vessel_type: i32,
     bbox: Option<Bbox>,
+    /// Whether any filter besides category and months is set.
+    narrows: bool,
 }
 
 /// A bounding box in the projection's units, and in degrees for points kept apart.
@@ -170,6 +326,7 @@ impl Filter {
             degrees: b,
         });
         Self {
+            narrows: states.is_some() || f.narrows_by_content(),
             categories,
             months,
             states,
@@ -193,6 +350,7 @@ impl Filter {
             maritime_event: 0,
             vessel_type: 0,
             bbox: None,
+            narrows: false,
         }
     }
 
@@ -207,6 +365,9 @@ impl Filter {
         let month = p.month[row];
         if month < self.months.0 || month > self.months.1 {
             return false;
+        }
+        if !self.narrows {
+            return true;
         }
         let has = |set: &Option<Vec<bool>>, code: u16| {
             set.as_ref()
@@ -230,10 +391,10 @@ impl Filter {
         {
             return false;
         }
-        let eq = |wanted: i32, have: u8| wanted == 0 || wanted == i32::from(have);
-        if !eq(self.modus_operandi, p.modus_operandi[row])
-            || !eq(self.maritime_event, p.maritime_event[row])
-            || !eq(self.vessel_type, p.vessel_type[row])
+        let differs = |wanted: i32, column: &[u8]| wanted != 0 && wanted != i32::from(column[row]);
+        if differs(self.modus_operandi, &p.modus_operandi)
+            || differs(self.maritime_event, &p.maritime_event)
+            || differs(self.vessel_type, &p.vessel_type)
         {
             return false;
         }
@@ -492,6 +653,9 @@ struct Table {
 /// A cell holding reports of several states.
 const MIXED: u32 = u32::MAX;
 
+/// A cell holding no report yet (state codes are 16 bits).
+const NO_STATE: u32 = u32::MAX - 1;
+
 impl Table {
     fn new(axes: &Axes) -> Self {
         let mut strides = [0; 3];
@@ -534,33 +698,50 @@ impl Table {
             *slot = next;
             self.codes.push(codes);
             self.sums.push([0; STORED]);
-            self.states.push(EMPTY);
+            self.states.push(NO_STATE);
             self.own.push((0, 0));
         }
         *slot
     }
 
+    /// Adds `sums`, one report's or a nationality's share of it, to `cell`.
     #[inline]
     fn add(&mut self, cell: u32, state: u16, sums: &Sums, own: bool) {
+        let Some(total) = usize::try_from(cell)
+            .ok()
+            .and_then(|c| self.sums.get_mut(c))
+        else {
+            return;
+        };
+        // Reports and the key sum are noted below.
+        for (t, s) in total.iter_mut().zip(sums).skip(1) {
+            *t += s;
+        }
+        total[KEY_SUM] -= sums[KEY_SUM];
+        self.note(cell, state, own, sums[KEY_SUM]);
+    }
+
+    /// Notes one report of `state` in `cell`, with its record key: its count, the
+    /// cell's key and whose it is.
+    #[inline]
+    fn note(&mut self, cell: u32, state: u16, own: bool, key: u64) {
         let Ok(cell) = usize::try_from(cell) else {
             return;
         };
-        let Some(total) = self.sums.get_mut(cell) else {
+        let (Some(total), Some(one)) = (self.sums.get_mut(cell), self.states.get_mut(cell)) else {
             return;
         };
-        for (t, s) in total.iter_mut().zip(sums) {
-            *t += s;
-        }
-        let one = &mut self.states[cell];
+        total[0] += 1;
+        total[KEY_SUM] += key;
         let state = u32::from(state);
-        if *one == EMPTY {
+        if *one == NO_STATE {
             *one = state;
         } else if *one != state {
             *one = MIXED;
         }
         if own {
-            self.own[cell].0 += sums[0];
-            self.own[cell].1 = self.own[cell].1.wrapping_add(sums[KEY_SUM]);
+            self.own[cell].0 += 1;
+            self.own[cell].1 = self.own[cell].1.wrapping_add(key);
         }
     }
 
@@ -573,7 +754,7 @@ impl Table {
                 *k = axes.value(p, at, codes[at]);
             }
             let state = match self.states[i] {
-                MIXED => None,
+                MIXED | NO_STATE => None,
                 code => Some(
                     u16::try_from(code)
                         .ok()
@@ -584,5 +765,92 @@ impl Table {
             cells.push((key, Acc::scanned(self.sums[i], state, self.own[i])));
         }
         cells
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        report::{Category, parse_date, summarize},
+        sample,
+    };
+
+    /// Sample reports from three states, every 13th retracted.
+    fn projection() -> Projection {
+        let mut rng = sample::Rng::new(11);
+        let reports: Vec<_> = (0..3_000u32)
+            .map(|i| {
+                let state = ["AUS", "IDN", "THA"][i as usize % 3];
+                let r = sample::report(&mut rng, state);
+                let category = match r.details {
+                    Some(pb::report::Details::Maritime(_)) => Category::MaritimeMovement,
+                    _ => Category::SmugglingIncident,
+                };
+                let day = parse_date(&r.incident_date).map_or(0, time::Date::to_julian_day);
+                let id = uuid::Uuid::parse_str(&r.report_id).map_or(0, |u| u.as_u128());
+                (
+                    id,
+                    summarize(&r, category, day),
+                    state.to_owned(),
+                    i % 13 == 0,
+                )
+            })
+            .collect();
+        Projection::of(&reports)
+    }
+
+    #[test]
+    fn threads_add_up_to_what_one_thread_finds() {
+        use pb::Dimension as D;
+        let p = projection();
+        let shapes = [
+            vec![D::Origin, D::VesselType],
+            vec![D::Year, D::Transit, D::Nationality],
+            vec![D::Route, D::ReportingState],
+        ];
+        for dims in shapes {
+            let nationality = dims.contains(&D::Nationality);
+            let metrics = if nationality {
+                vec![pb::Metric::Reports, pb::Metric::Persons]
+            } else {
+                vec![
+                    pb::Metric::Persons,
+                    pb::Metric::Deaths,
+                    pb::Metric::FeePerPerson,
+                ]
+            };
+            let query = AggregateQuery::from_request(&pb::AggregateRequest {
+                group_by: dims.iter().map(|d| *d as i32).collect(),
+                metrics: metrics.iter().map(|m| *m as i32).collect(),
+                filter: None,
+            })
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            let view = View {
+                own: u32::try_from(counters::pack_country("IDN")).ok(),
+                moved_fees: true,
+                cap: None,
+            };
+            let one = scan_in(&p, &query, view, 1);
+            assert!(one.entries.len() > 10, "{dims:?}");
+            for threads in [2, 3, 7] {
+                let many = scan_in(&p, &query, view, threads);
+                assert_eq!(many.entries.len(), one.entries.len(), "{dims:?}");
+                for (key, acc) in &one.entries {
+                    let other = &many.entries[key];
+                    assert_eq!(
+                        other.sums, acc.sums,
+                        "{dims:?} {key:?} over {threads} threads"
+                    );
+                    assert_eq!(
+                        other.single_state(),
+                        acc.single_state(),
+                        "{dims:?} {key:?} over {threads} threads"
+                    );
+                    assert_eq!(other, acc, "{dims:?} {key:?} over {threads} threads");
+                }
+                assert_eq!(many.by_state, one.by_state);
+            }
+        }
     }
 }

@@ -262,6 +262,26 @@ impl Projection {
         Ok(p)
     }
 
+    /// The projection of these reports (id, latest version, state, retracted), for
+    /// tests of what reads it.
+    #[cfg(test)]
+    pub(crate) fn of(reports: &[(u128, ReportSummary, String, bool)]) -> Self {
+        let mut sorted: Vec<_> = reports.iter().collect();
+        sorted.sort_by_key(|r| r.0);
+        let heads = sorted.into_iter().map(|(id, summary, state, retracted)| {
+            Ok((
+                *id,
+                ReportHead {
+                    state: state.clone(),
+                    retracted: *retracted,
+                    summary: Some(summary.clone()),
+                    ..ReportHead::default()
+                },
+            ))
+        });
+        Self::build(RecordKeys::new([3; 16]), heads).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Applies one committed batch's changes, in order.
     pub(crate) fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
         // A report set without being removed first in the batch is a new one (an

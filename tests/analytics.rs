@@ -311,7 +311,8 @@ const ALL_SUMS: [pb::Metric; 7] = [
 ];
 
 /// Asks for `dims` under `filter` and checks every cell against the recount of the
-/// reports `keep` accepts; returns where the answer came from.
+/// reports `keep` accepts (the sums, then the fee quartiles, which a scan answers);
+/// returns where the sums came from.
 async fn check(
     server: &TestServer,
     who: &ClientIdentity,
@@ -324,21 +325,14 @@ async fn check(
     let metrics: Vec<pb::Metric> = if by_nationality {
         vec![pb::Metric::Reports, pb::Metric::Persons]
     } else {
-        let mut m = ALL_SUMS.to_vec();
-        m.push(pb::Metric::FeePerPerson);
-        m
+        ALL_SUMS.to_vec()
     };
-    let response = aggregate(
-        server,
-        who,
-        pb::AggregateRequest {
-            group_by: dims.iter().map(|d| d.to_pb()).collect(),
-            metrics: metrics.iter().map(|m| *m as i32).collect(),
-            filter: Some(filter),
-        },
-    )
-    .await
-    .unwrap();
+    let ask = |metrics: Vec<pb::Metric>| pb::AggregateRequest {
+        group_by: dims.iter().map(|d| d.to_pb()).collect(),
+        metrics: metrics.iter().map(|m| *m as i32).collect(),
+        filter: Some(filter.clone()),
+    };
+    let response = aggregate(server, who, ask(metrics)).await.unwrap();
     let kept: Vec<&pb::Report> = live.iter().copied().filter(|r| keep(r)).collect();
     let expected = recount(&kept, dims);
     assert!(!kept.is_empty(), "the filter keeps some reports");
@@ -371,29 +365,41 @@ async fn check(
             "{dims:?} {:?} ({})",
             cell.keys, response.source
         );
-        if !by_nationality {
-            let currencies: Vec<&String> = cell.fees.iter().map(|f| &f.currency).collect();
-            assert_eq!(
-                currencies,
-                e.fees.keys().collect::<Vec<_>>(),
-                "{:?}",
-                cell.keys
-            );
-            for f in &cell.fees {
-                let mut values = e.fees[&f.currency].clone();
-                values.sort_unstable();
-                assert_eq!(f.reports, values.len() as u64);
-                for (got, p) in [
-                    (f.first_quartile, 0.25),
-                    (f.median, 0.5),
-                    (f.third_quartile, 0.75),
-                ] {
-                    assert!((got - quantile(&values, p)).abs() < 1e-6, "{:?}", cell.keys);
-                }
-            }
+    }
+    if !by_nationality {
+        let fees = aggregate(server, who, ask(vec![pb::Metric::FeePerPerson]))
+            .await
+            .unwrap();
+        assert_eq!(fees.source, "scan", "fee quartiles are read from a scan");
+        assert_eq!(fees.cells.len(), expected.len(), "cells of {dims:?} (fees)");
+        for cell in &fees.cells {
+            check_fees(cell, &expected[&cell.keys]);
         }
     }
     response.source
+}
+
+/// A cell's fee quartiles against the recount's amounts.
+fn check_fees(cell: &pb::Cell, e: &Expected) {
+    let currencies: Vec<&String> = cell.fees.iter().map(|f| &f.currency).collect();
+    assert_eq!(
+        currencies,
+        e.fees.keys().collect::<Vec<_>>(),
+        "{:?}",
+        cell.keys
+    );
+    for f in &cell.fees {
+        let mut values = e.fees[&f.currency].clone();
+        values.sort_unstable();
+        assert_eq!(f.reports, values.len() as u64);
+        for (got, p) in [
+            (f.first_quartile, 0.25),
+            (f.median, 0.5),
+            (f.third_quartile, 0.75),
+        ] {
+            assert!((got - quantile(&values, p)).abs() < 1e-6, "{:?}", cell.keys);
+        }
+    }
 }
 
 /// Every dimension and metric, single and combined, filtered and not, on both paths.

@@ -23,8 +23,12 @@ pub(super) struct CounterPlan {
     months: (u32, u32),
 }
 
-/// The counter plan for `query`, or `None` when only a scan can answer it.
+/// The counter plan for `query`, or `None` when a scan answers it: when its shape needs
+/// one, and when it asks for fee quartiles (not kept as counters).
 pub(super) fn counter_plan(query: &AggregateQuery) -> Option<CounterPlan> {
+    if query.metrics.contains(&Metric::FeePerPerson) {
+        return None;
+    }
     let counted: Vec<Cuboid> = query
         .dimensions
         .iter()
@@ -76,10 +80,6 @@ fn wanted_states(query: &AggregateQuery) -> Vec<u32> {
         .collect()
 }
 
-fn wants_fees(query: &AggregateQuery) -> bool {
-    query.metrics.contains(&Metric::FeePerPerson)
-}
-
 /// The value of a period, state or category dimension.
 pub(super) fn base_value(dimension: Dimension, month: u32, state: u32, category: i32) -> u64 {
     let month = u64::from(month);
@@ -123,7 +123,7 @@ pub(super) struct View {
     pub cap: Option<u64>,
 }
 
-/// Reads one cuboid's rows (and fee rows) into cells.
+/// Reads one cuboid's rows into cells.
 fn read_cuboid(
     snapshot: &Snapshot,
     query: &AggregateQuery,
@@ -170,33 +170,6 @@ fn read_cuboid(
             }
             Ok(())
         })?;
-        if wants_fees(query) {
-            snapshot.fee_rows((cuboid, view.moved_fees), category, months, |row| {
-                if totals {
-                    let key = key_of(dims, row.month, 0, category, row.value);
-                    let acc = cells.entry(key).or_default();
-                    acc.add_fee(row.currency, row.amount, row.total()?, false);
-                    if let Some(own) = view.own {
-                        let n = row.state(own)?;
-                        if n > 0 {
-                            *acc.own_fees.entry((row.currency, row.amount)).or_default() += n;
-                        }
-                    }
-                    return Ok(());
-                }
-                for (state, n) in row.states()? {
-                    if wanted(state) {
-                        let key = key_of(dims, row.month, state, category, row.value);
-                        let own = view.own == Some(state);
-                        cells
-                            .entry(key)
-                            .or_default()
-                            .add_fee(row.currency, row.amount, n, own);
-                    }
-                }
-                Ok(())
-            })?;
-        }
     }
     Ok(cells)
 }

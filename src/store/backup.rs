@@ -8,7 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, BUDGETS, BY_DATE, BY_STATE, CHECKPOINTS, CONTRIBUTIONS, COSIGNATURES,
-    COUNTERS, ENVELOPES, FEES, ISSUED_CERTS, LOG_BY_HASH, LOG_ENTRIES, LOG_NODES, META, REPORTS,
+    COUNTERS, ENVELOPES, ISSUED_CERTS, LOG_BY_HASH, LOG_ENTRIES, LOG_NODES, META, REPORTS,
     REVOKED_CERTS, SECRETS, SIGNING_KEYS, STATES, StoreError,
 };
 
@@ -51,7 +51,6 @@ macro_rules! each_table {
             CHECKPOINTS,
             COSIGNATURES,
             SECRETS,
-            FEES,
             BUDGETS
         )
     };

@@ -4,14 +4,17 @@
 //! the store keeps one row per (cuboid, category, month of the incident, value along the
 //! cuboid's dimension). A row holds the sums of the metrics of the reports that fall in
 //! it, first in all and then per reporting state (so a query that does not split by
-//! state reads one entry per row); a second table holds the fee-per-person distribution the
-//! same way. Rows are updated in the writer's transaction: a new report adds its facts,
+//! state reads one entry per row). Rows are updated in the writer's transaction: a new report adds its facts,
 //! an amendment subtracts the old version's and adds the new one's, a retraction
 //! subtracts. An aggregate over these dimensions then reads a few rows per month instead
 //! of every report.
 //!
+//! Fee quartiles are not kept here: a distribution needs a row per distinct amount,
+//! nearly one per report, and the columnar scan (`super::projection`) reads the amounts
+//! several times faster than those rows could be read back.
+//!
 //! This module also owns *what* a report contributes along each dimension
-//! ([`Cuboid::values`], [`sums`]), so that the counters and the index scan of
+//! ([`Cuboid::values`], [`sums`]), so that the counters and the scan of
 //! `crate::analytics` cannot disagree.
 
 use std::collections::BTreeMap;
@@ -224,11 +227,6 @@ impl Cuboid {
         matches!(self, Self::Transit | Self::Nationality)
     }
 
-    /// Fees are not split by nationality (a fee is per report, not per person).
-    fn keeps_fees(self) -> bool {
-        self != Self::Nationality
-    }
-
     /// The values a report has along this dimension, each with what it adds there
     /// (`key` is the report's record key).
     pub(crate) fn values(
@@ -317,16 +315,6 @@ pub(crate) fn add_noise(sums: &mut Sums, value: u64, key: u32, metric: usize) {
     sums[at] += value.min(NOISE_CAP) * delta;
 }
 
-/// A report's fee per person as (packed currency, amount), if it states one.
-pub(crate) fn fee(facts: &ReportFacts) -> Option<(u32, u64)> {
-    if facts.fee_currency.is_empty() {
-        return None;
-    }
-    u32::try_from(pack_country(&facts.fee_currency))
-        .ok()
-        .map(|c| (c, facts.fee_amount))
-}
-
 /// Three ASCII letters as a number that sorts like the text; [`NONE`] for "".
 pub(crate) fn pack_country(code: &str) -> u64 {
     code.bytes()
@@ -362,8 +350,7 @@ pub fn month_of_day(day: i32) -> u32 {
 
 /// Category, month, cuboid, value: a month's rows of every cuboid lie together, so the
 /// reports of one month (most of a day's submissions) touch few pages.
-/// The key of a row: category, month, the cuboid's code (or, for fee rows of moved
-/// amounts, the code with [`MOVED_FEES`] set), value.
+/// The key of a row: category, month, the cuboid's code, value.
 fn cell_key(code: u8, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
     let mut key = [0u8; CELL_KEY];
     key[0] = u8::try_from(category).unwrap_or(0);
@@ -372,9 +359,6 @@ fn cell_key(code: u8, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
     key[6..14].copy_from_slice(&value.to_be_bytes());
     key
 }
-
-/// Set in a fee row's cuboid code when the row holds moved amounts (see [`moved_fee`]).
-const MOVED_FEES: u8 = 0x80;
 
 /// A report's fee amount as perturbed fee quartiles see it: moved by the report's own
 /// fixed 5-10 %, up or down (from its record key), to a whole unit. The same report is
@@ -399,7 +383,6 @@ pub(super) struct Deltas {
     /// kept.
     changes: Option<Vec<Change>>,
     cells: BTreeMap<[u8; CELL_KEY], BTreeMap<u32, [i64; STORED]>>,
-    fees: BTreeMap<[u8; CELL_KEY + 12], BTreeMap<u32, [i64; 1]>>,
 }
 
 impl Deltas {
@@ -409,7 +392,6 @@ impl Deltas {
             keys,
             changes: None,
             cells: BTreeMap::new(),
-            fees: BTreeMap::new(),
         }
     }
 
@@ -445,35 +427,12 @@ impl Deltas {
         }
         let state = u32::try_from(pack_country(state)).unwrap_or(0);
         let month = month_of_day(summary.incident_day);
-        let fee = fee(facts);
         for cuboid in Cuboid::ALL {
             for (value, add) in cuboid.values(facts, summary, record_key) {
                 let key = cell_key(cuboid.code(), summary.category, month, value);
                 let entry = self.cells.entry(key).or_default().entry(state).or_default();
                 for (d, a) in entry.iter_mut().zip(add) {
                     *d += sign * i64::try_from(a).unwrap_or(i64::MAX);
-                }
-                if let (Some((currency, amount)), true) = (fee, cuboid.keeps_fees()) {
-                    // The amount as stated, and as moved for perturbed answers.
-                    let moved = moved_fee(amount, record_key);
-                    for (code, amount) in
-                        [(cuboid.code(), amount), (cuboid.code() | MOVED_FEES, moved)]
-                    {
-                        let mut fee_key = [0u8; CELL_KEY + 12];
-                        fee_key[..CELL_KEY].copy_from_slice(&cell_key(
-                            code,
-                            summary.category,
-                            month,
-                            value,
-                        ));
-                        fee_key[CELL_KEY..CELL_KEY + 4].copy_from_slice(&currency.to_be_bytes());
-                        fee_key[CELL_KEY + 4..].copy_from_slice(&amount.to_be_bytes());
-                        self.fees
-                            .entry(fee_key)
-                            .or_default()
-                            .entry(state)
-                            .or_default()[0] += sign;
-                    }
                 }
             }
         }
@@ -489,13 +448,9 @@ impl Deltas {
     pub(super) fn write(
         self,
         counters: &mut Table<'_, &'static [u8], &'static [u8]>,
-        fees: &mut Table<'_, &'static [u8], &'static [u8]>,
     ) -> Result<(), StoreError> {
         for (key, deltas) in &self.cells {
             update(counters, key, deltas)?;
-        }
-        for (key, deltas) in &self.fees {
-            update(fees, key, deltas)?;
         }
         Ok(())
     }
@@ -623,60 +578,19 @@ impl CounterRow<'_> {
     }
 }
 
-/// One fee row as read back: a currency and amount, and per state how many reports.
-pub struct FeeRow<'a> {
-    pub month: u32,
-    pub value: u64,
-    pub currency: u32,
-    pub amount: u64,
-    bytes: &'a [u8],
-}
-
-impl FeeRow<'_> {
-    /// Per reporting state (packed): how many reports.
-    pub fn states(&self) -> Result<Vec<(u32, u64)>, StoreError> {
-        let mut bytes = self.bytes;
-        parse_entry::<1>(&mut bytes).ok_or_else(unreadable)?;
-        let mut out = Vec::new();
-        while !bytes.is_empty() {
-            let (state, [n]) = parse_entry::<1>(&mut bytes).ok_or_else(unreadable)?;
-            out.push((state, n));
-        }
-        Ok(out)
-    }
-
-    /// How many reports of one reporting state (packed).
-    pub fn state(&self, state: u32) -> Result<u64, StoreError> {
-        Ok(self
-            .states()?
-            .into_iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| n))
-    }
-
-    /// How many reports in all.
-    pub fn total(&self) -> Result<u64, StoreError> {
-        let mut bytes = self.bytes;
-        parse_entry::<1>(&mut bytes)
-            .map(|(_, [n])| n)
-            .ok_or_else(unreadable)
-    }
-}
-
-/// Calls `each` with (month, value, key rest, row bytes) for every row of `cuboid` and
-/// `category` with months in `from..=to`, month by month, in key order.
+/// Calls `each` with (month, value, row bytes) for every row of `cuboid` and `category`
+/// with months in `from..=to`, month by month, in key order.
 fn read_rows(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     code: u8,
     category: i32,
     (from, to): (u32, u32),
-    mut each: impl FnMut(u32, u64, &[u8], &[u8]) -> Result<(), StoreError>,
+    mut each: impl FnMut(u32, u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     // The months that have rows at all, so that open ranges stay finite.
     let category_start = cell_key(0, category, 0, 0);
-    let mut category_end = cell_key(u8::MAX, category, u32::MAX, u64::MAX).to_vec();
-    category_end.extend_from_slice(&[0xff; 13]);
-    let mut present = table.range::<&[u8]>(category_start.as_slice()..category_end.as_slice())?;
+    let category_end = cell_key(u8::MAX, category, u32::MAX, u64::MAX);
+    let mut present = table.range::<&[u8]>(category_start.as_slice()..=category_end.as_slice())?;
     let month = |key: &[u8]| split_key(key).map(|(m, _)| m);
     let Some(first) = present.next() else {
         return Ok(());
@@ -686,33 +600,14 @@ fn read_rows(
         Some(last) => month(last?.0.value())?,
         None => lowest,
     };
-    read_month_rows(
-        table,
-        code,
-        category,
-        (from.max(lowest), to.min(highest)),
-        &mut each,
-    )
-}
-
-fn read_month_rows(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    code: u8,
-    category: i32,
-    (from, to): (u32, u32),
-    each: &mut impl FnMut(u32, u64, &[u8], &[u8]) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let mut month = from;
-    while month <= to {
+    let mut month = from.max(lowest);
+    while month <= to.min(highest) {
         let start = cell_key(code, category, month, 0);
-        let mut end = cell_key(code, category, month, u64::MAX).to_vec();
-        // Past every fee row of the last cell too.
-        end.extend_from_slice(&[0xff; 13]);
-        for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+        let end = cell_key(code, category, month, u64::MAX);
+        for entry in table.range::<&[u8]>(start.as_slice()..=end.as_slice())? {
             let (k, v) = entry?;
-            let key = k.value();
-            let (_, value) = split_key(key)?;
-            each(month, value, &key[CELL_KEY..], v.value())?;
+            let (_, value) = split_key(k.value())?;
+            each(month, value, v.value())?;
         }
         let Some(next) = month.checked_add(1) else {
             break;
@@ -747,50 +642,10 @@ pub(super) fn read_counters(
         cuboid.code(),
         category,
         months,
-        |month, value, _, bytes| {
+        |month, value, bytes| {
             each(&CounterRow {
                 month,
                 value,
-                bytes,
-            })
-        },
-    )
-}
-
-/// Calls `each` for every fee row of `cuboid` and `category` with months in `from..=to`:
-/// the amounts as stated, or with `moved` as [`moved_fee`] moved them.
-pub(super) fn read_fees(
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    (cuboid, moved): (Cuboid, bool),
-    category: i32,
-    months: (u32, u32),
-    mut each: impl FnMut(&FeeRow<'_>) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let code = if moved {
-        cuboid.code() | MOVED_FEES
-    } else {
-        cuboid.code()
-    };
-    read_rows(
-        table,
-        code,
-        category,
-        months,
-        |month, value, rest, bytes| {
-            if rest.len() != 12 {
-                return Err(StoreError::Corrupt(
-                    "a fee key has the wrong length".to_owned(),
-                ));
-            }
-            let mut currency = [0u8; 4];
-            currency.copy_from_slice(&rest[..4]);
-            let mut amount = [0u8; 8];
-            amount.copy_from_slice(&rest[4..]);
-            each(&FeeRow {
-                month,
-                value,
-                currency: u32::from_be_bytes(currency),
-                amount: u64::from_be_bytes(amount),
                 bytes,
             })
         },

@@ -55,7 +55,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub(crate) const COUNTERS_VERSION: u64 = 6;
+pub(crate) const COUNTERS_VERSION: u64 = 7;
 
 /// The version of the transparency log's layout; a store without it (written before the
 /// log existed) has its log built from its envelopes and audit records at start.
@@ -101,7 +101,9 @@ const COSIGNATURES: TableDefinition<(u64, &str), &str> = TableDefinition::new("c
 /// Server secrets by name: `cell_key` (16 bytes), the key of reports' record keys
 /// (see [`counters::RecordKeys`]), made with the store and never sent anywhere.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-/// Fee distributions (see [`counters`]): cell key, currency, amount → per-state counts.
+/// Fee distributions kept by counters versions up to 6 (fee quartiles are now read from
+/// the projection): deleted when the counters are rebuilt, which a server does at start
+/// (so no store a backup reads from has it).
 const FEES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fees");
 
 /// Privacy budgets spent: (analyst SPIFFE ID, year) → micro-ρ (see `budget.rs`).
@@ -236,7 +238,6 @@ impl Store {
             tx.open_table(STATES)?;
             tx.open_table(ISSUED_CERTS)?;
             tx.open_table(COUNTERS)?;
-            tx.open_table(FEES)?;
             tx.open_table(LOG_ENTRIES)?;
             tx.open_table(LOG_NODES)?;
             tx.open_table(LOG_BY_HASH)?;
@@ -411,7 +412,7 @@ impl Store {
                 head.summary = Some(summary);
                 reports.insert(key, head.encode_to_vec().as_slice())?;
             }
-            deltas.write(&mut tx.open_table(COUNTERS)?, &mut tx.open_table(FEES)?)?;
+            deltas.write(&mut tx.open_table(COUNTERS)?)?;
             tx.open_table(META)?
                 .insert("counters_version", COUNTERS_VERSION)?;
         }

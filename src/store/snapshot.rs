@@ -12,9 +12,8 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
-    ENVELOPES, EnvelopeRecord, FEES, KeyRecord, REPORTS, ReportHead, SECRETS, SIGNING_KEYS,
-    StoreError,
-    counters::{self, CounterRow, Cuboid, FeeRow, RecordKeys},
+    ENVELOPES, EnvelopeRecord, KeyRecord, REPORTS, ReportHead, SECRETS, SIGNING_KEYS, StoreError,
+    counters::{self, CounterRow, Cuboid, RecordKeys},
     decode,
     log::{LogView, ProofRequestError, StoredCheckpoint},
 };
@@ -30,7 +29,6 @@ pub struct Snapshot {
     audit: ReadOnlyTable<u64, &'static [u8]>,
     audit_by_owner: ReadOnlyTable<(&'static str, u64), u64>,
     counters: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    fees: ReadOnlyTable<&'static [u8], &'static [u8]>,
     record_keys: RecordKeys,
     budgets: ReadOnlyTable<(&'static str, i32), u64>,
     log: LogView,
@@ -52,7 +50,6 @@ impl Snapshot {
             audit: tx.open_table(AUDIT)?,
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
-            fees: tx.open_table(FEES)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             budgets: tx.open_table(BUDGETS)?,
             log: LogView::open(&tx)?,
@@ -273,17 +270,5 @@ impl Snapshot {
         each: impl FnMut(&CounterRow<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         counters::read_counters(&self.counters, cuboid, category, months, each)
-    }
-
-    /// Fee rows of `cuboid` and `category` for months in `months`: the amounts as
-    /// stated, or with `moved` as perturbed quartiles see them.
-    pub fn fee_rows(
-        &self,
-        (cuboid, moved): (Cuboid, bool),
-        category: i32,
-        months: (u32, u32),
-        each: impl FnMut(&FeeRow<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        counters::read_fees(&self.fees, (cuboid, moved), category, months, each)
     }
 }

@@ -41,6 +41,17 @@ pub fn parse_time_of_day(text: &str) -> Option<Time> {
     (text == time.format(TIME_OF_DAY).ok()?).then_some(time)
 }
 
+/// Parses an RFC 3339 date-time (`2024-03-09T12:00:00Z`, any offset) or a full-date
+/// (`2024-03-09`, taken as its midnight UTC) as Unix seconds.
+pub fn parse_instant(text: &str) -> Option<i64> {
+    if let Some(date) = parse_date(text) {
+        return Some(date.midnight().assume_utc().unix_timestamp());
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
 /// The date in its one spelling.
 pub fn format_date(date: Date) -> String {
     date.format(DATE).unwrap_or_else(|_| {

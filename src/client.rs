@@ -210,8 +210,29 @@ pub fn explain(status: &Status) -> String {
             "the server is unavailable: {}",
             chain(status).trim_start_matches("status: ")
         ),
-        code => format!("{code:?}: {}", status.message()),
+        Code::FailedPrecondition => format!("refused: {}", status.message()),
+        Code::NotFound => format!("not found: {}", status.message()),
+        Code::AlreadyExists => format!("already there: {}", status.message()),
+        Code::ResourceExhausted => format!("over a limit: {}", status.message()),
+        Code::DeadlineExceeded => format!("timed out: {}", status.message()),
+        Code::Aborted => format!("interrupted (try again): {}", status.message()),
+        Code::Internal | Code::Unknown | Code::DataLoss => {
+            format!("the server failed: {}", status.message())
+        }
+        _ => status.message().to_owned(),
     }
+}
+
+/// The version the server says a report's next envelope must have, when it refused one
+/// out of order or already taken (`google.rpc.ErrorInfo` reasons `VERSION_ORDER` and
+/// `VERSION_EXISTS`, see exchange.proto).
+pub fn expected_version(status: &Status) -> Option<u32> {
+    use tonic_types::StatusExt;
+    let info = status.get_details_error_info()?;
+    if !matches!(info.reason.as_str(), "VERSION_ORDER" | "VERSION_EXISTS") {
+        return None;
+    }
+    info.metadata.get("expected_version")?.parse().ok()
 }
 
 /// Finds a TLS failure anywhere in an error's source chain and explains it.

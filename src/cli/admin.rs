@@ -32,19 +32,22 @@ enum AdminCommand {
         /// The public key file (PEM), as written by `tidemark keygen`.
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
-        /// Last day of validity, seconds since the Unix epoch (default: no end).
-        #[arg(long, default_value_t = 0)]
-        valid_until_unix: i64,
+        /// The end of validity: an RFC 3339 date-time (2027-06-30T00:00:00Z), or a date
+        /// (2027-06-30: valid through that day, UTC). Default: no end.
+        #[arg(long, value_name = "TIME|DATE", value_parser = parse_until)]
+        valid_until: Option<i64>,
     },
-    /// Revoke a signing key; reports accepted before --compromised-at-unix stay valid.
+    /// Revoke a signing key; reports accepted before --compromised-at stay valid.
     RevokeKey {
+        /// The key's id, as `tidemark keys` lists it.
         key_id: String,
         /// Why: key-compromise, superseded, …
         #[arg(long, default_value = "unspecified")]
         reason: String,
-        /// When the key was compromised, seconds since the Unix epoch (default: now).
-        #[arg(long, default_value_t = 0)]
-        compromised_at_unix: i64,
+        /// When the key was compromised: an RFC 3339 date-time (2026-11-02T08:00:00Z), or
+        /// a date (2026-11-02: from its midnight UTC). Default: now.
+        #[arg(long, value_name = "TIME|DATE", value_parser = super::reads::parse_instant)]
+        compromised_at: Option<i64>,
     },
     /// Read the audit log: reads of states' data, refusals, administrative actions.
     Audit {
@@ -133,7 +136,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::RegisterKey {
             state,
             public_key,
-            valid_until_unix,
+            valid_until,
         } => {
             let pem = std::fs::read_to_string(&public_key)
                 .map_err(|e| anyhow!("cannot read {}: {e}", public_key.display()))?;
@@ -142,7 +145,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     state: state.to_string(),
                     public_key_pem: pem,
                     valid_from_unix: 0,
-                    valid_until_unix,
+                    valid_until_unix: valid_until.unwrap_or(0),
                 })
                 .await
                 .map_err(explain)?
@@ -152,12 +155,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::RevokeKey {
             key_id,
             reason,
-            compromised_at_unix,
+            compromised_at,
         } => {
             let info = admin
                 .revoke_signing_key(pb::RevokeSigningKeyRequest {
                     key_id,
-                    compromised_at_unix,
+                    compromised_at_unix: compromised_at.unwrap_or(0),
                     reason,
                 })
                 .await
@@ -407,4 +410,14 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--valid-until`: a date-time as given, or a date through its last second (UTC).
+fn parse_until(text: &str) -> Result<i64, String> {
+    let at = super::reads::parse_instant(text)?;
+    Ok(if tidemark::calendar::parse_date(text).is_some() {
+        at + 86_399
+    } else {
+        at
+    })
 }

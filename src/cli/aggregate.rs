@@ -6,15 +6,12 @@ use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum, builder::TypedValueParser as _};
 use tidemark::{
     analytics, calendar, client,
-    country::CountryCode,
     pb::{self, analytics_client::AnalyticsClient},
 };
 
 use super::{
-    chart,
-    client_args::ClientArgs,
-    labels::name_of,
-    reads::{self, CategoryArg},
+    chart, client_args::ClientArgs, labels::name_of, reads::CategoryArg,
+    report_filter::ReportFilter,
 };
 
 /// Aggregate statistics over all contributed reports (analyst certificates only).
@@ -56,35 +53,8 @@ pub struct AggregateArgs {
     /// One category only (default: both).
     #[arg(long, value_enum)]
     category: Option<CategoryArg>,
-    /// Only these reporting states (comma-separated ISO alpha-3).
-    #[arg(long = "state", value_delimiter = ',', value_name = "ISO3")]
-    states: Vec<CountryCode>,
-    /// Only routes through any of these countries (origin, transit or destination).
-    #[arg(long = "route-country", value_delimiter = ',', value_name = "ISO3")]
-    route: Vec<CountryCode>,
-    /// Only reports with persons of any of these nationalities.
-    #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
-    nationalities: Vec<CountryCode>,
-    /// Only smuggling incidents of this modus operandi: land, sea, air, mixed.
-    #[arg(long, value_parser = parse_modus, value_name = "MODUS")]
-    modus_operandi: Option<i32>,
-    /// Only maritime movements of this event: departure, detection, interception, rescue,
-    /// distress, disembarkation, shipwreck.
-    #[arg(long, value_parser = parse_event, value_name = "EVENT")]
-    maritime_event: Option<i32>,
-    /// Only maritime movements of this vessel type: fishing-boat, wooden-boat,
-    /// rubber-dinghy, sailing-boat, speedboat, cargo-ship, other.
-    #[arg(long, value_parser = parse_vessel, value_name = "TYPE")]
-    vessel_type: Option<i32>,
-    /// Only reports located inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (degrees;
-    /// negative south and west), comma-separated: `--bbox -10,110,0,125`.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        allow_hyphen_values = true,
-        value_name = "MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
-    )]
-    bbox: Vec<f64>,
+    #[command(flatten)]
+    filter: ReportFilter,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
@@ -115,36 +85,6 @@ fn metric_arg() -> impl clap::builder::TypedValueParser<Value = pb::Metric> {
         .try_map(|name: String| analytics::metric_named(&name).ok_or("not a metric"))
 }
 
-/// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`.
-fn enum_arg(
-    text: &str,
-    prefix: &str,
-    from_name: impl Fn(&str) -> Option<i32>,
-) -> Result<i32, String> {
-    let name = format!("{prefix}{}", text.to_uppercase().replace('-', "_"));
-    from_name(&name)
-        .filter(|v| *v != 0)
-        .ok_or_else(|| format!("{text:?} is not one of the values listed in --help"))
-}
-
-fn parse_modus(text: &str) -> Result<i32, String> {
-    enum_arg(text, "MODUS_OPERANDI_", |n| {
-        pb::ModusOperandi::from_str_name(n).map(|v| v as i32)
-    })
-}
-
-fn parse_event(text: &str) -> Result<i32, String> {
-    enum_arg(text, "MARITIME_EVENT_", |n| {
-        pb::MaritimeEvent::from_str_name(n).map(|v| v as i32)
-    })
-}
-
-fn parse_vessel(text: &str) -> Result<i32, String> {
-    enum_arg(text, "VESSEL_TYPE_", |n| {
-        pb::VesselType::from_str_name(n).map(|v| v as i32)
-    })
-}
-
 /// "2024-03" → "2024-03-01" (or the month's last day for the end of a range); a date
 /// `YYYY-MM-DD` stays as it is. Both in their one spelling (see `tidemark::calendar`).
 fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
@@ -167,32 +107,27 @@ fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
 
 impl AggregateArgs {
     fn request(&self) -> anyhow::Result<pb::AggregateRequest> {
-        let codes = |c: &[CountryCode]| c.iter().map(ToString::to_string).collect();
+        let mut filter = pb::AggregateFilter {
+            category: self.category.map_or(0, |c| c.to_pb() as i32),
+            from_date: self
+                .from
+                .as_deref()
+                .map(|t| date_arg(t, false))
+                .transpose()?
+                .unwrap_or_default(),
+            to_date: self
+                .to
+                .as_deref()
+                .map(|t| date_arg(t, true))
+                .transpose()?
+                .unwrap_or_default(),
+            ..pb::AggregateFilter::default()
+        };
+        self.filter.aggregate(&mut filter)?;
         Ok(pb::AggregateRequest {
             group_by: self.by.iter().map(|d| *d as i32).collect(),
             metrics: self.metric.iter().map(|m| *m as i32).collect(),
-            filter: Some(pb::AggregateFilter {
-                category: self.category.map_or(0, |c| c.to_pb() as i32),
-                from_date: self
-                    .from
-                    .as_deref()
-                    .map(|t| date_arg(t, false))
-                    .transpose()?
-                    .unwrap_or_default(),
-                to_date: self
-                    .to
-                    .as_deref()
-                    .map(|t| date_arg(t, true))
-                    .transpose()?
-                    .unwrap_or_default(),
-                reporting_states: codes(&self.states),
-                route_countries: codes(&self.route),
-                nationalities: codes(&self.nationalities),
-                bbox: reads::bbox(&self.bbox)?,
-                modus_operandi: self.modus_operandi.unwrap_or(0),
-                maritime_event: self.maritime_event.unwrap_or(0),
-                vessel_type: self.vessel_type.unwrap_or(0),
-            }),
+            filter: Some(filter),
         })
     }
 }

@@ -19,6 +19,7 @@ mod log;
 mod pki;
 mod reads;
 mod reciprocity;
+mod report_filter;
 mod sample;
 mod serve;
 mod signing_args;

@@ -12,11 +12,10 @@ use prost::Message;
 use tidemark::{
     client,
     clock::format_time,
-    country::CountryCode,
     pb::{self, exchange_client::ExchangeClient},
 };
 
-use super::{client_args::ClientArgs, csv_rows::CsvRow};
+use super::{client_args::ClientArgs, csv_rows::CsvRow, report_filter::ReportFilter};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum CategoryArg {
@@ -78,27 +77,22 @@ pub struct FilterArgs {
     /// Last incident date, YYYY-MM-DD.
     #[arg(long, value_name = "DATE")]
     to: Option<String>,
-    /// Only these reporting states (comma-separated ISO alpha-3).
-    #[arg(long = "state", value_delimiter = ',', value_name = "ISO3")]
-    states: Vec<CountryCode>,
-    /// Routes through any of these countries (origin, transit or destination).
-    #[arg(long = "route", value_delimiter = ',', value_name = "ISO3")]
-    route: Vec<CountryCode>,
-    /// Persons of any of these nationalities.
-    #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
-    nationalities: Vec<CountryCode>,
-    /// Position inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (degrees;
-    /// negative south and west), comma-separated: `--bbox -10,110,0,125`.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        allow_hyphen_values = true,
-        value_name = "MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
-    )]
-    bbox: Vec<f64>,
-    /// Only reports accepted or changed since this Unix time.
-    #[arg(long, value_name = "UNIX_SECONDS", default_value_t = 0)]
-    changed_since: i64,
+    #[command(flatten)]
+    content: ReportFilter,
+    /// Only reports accepted or changed since this time: an RFC 3339 date-time
+    /// (2024-03-09T12:00:00Z) or a date (2024-03-09, from midnight UTC).
+    #[arg(long, value_name = "TIME|DATE", value_parser = parse_instant)]
+    changed_since: Option<i64>,
+}
+
+/// An RFC 3339 date-time, or a date (its midnight UTC), as Unix seconds.
+pub fn parse_instant(text: &str) -> Result<i64, String> {
+    tidemark::calendar::parse_instant(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a date-time 2024-03-09T12:00:00Z (RFC 3339, with its offset) \
+             or a date 2024-03-09"
+        )
+    })
 }
 
 /// Watch for new reports matching a filter, as they are accepted (until Ctrl-C, or
@@ -185,34 +179,16 @@ fn print_result(
     Ok(())
 }
 
-/// `--bbox MIN_LAT,MIN_LON,MAX_LAT,MAX_LON` as the API's box.
-pub fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
-    Ok(match values {
-        [] => None,
-        [a, b, c, d] => Some(pb::BoundingBox {
-            min_latitude: *a,
-            min_longitude: *b,
-            max_latitude: *c,
-            max_longitude: *d,
-        }),
-        _ => bail!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
-    })
-}
-
 fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
-    let bbox = bbox(&args.bbox)?;
-    let codes = |v: &[CountryCode]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
-    Ok(pb::QueryRequest {
+    let mut request = pb::QueryRequest {
         category: args.category.to_pb() as i32,
         from_date: args.from.clone().unwrap_or_default(),
         to_date: args.to.clone().unwrap_or_default(),
-        reporting_states: codes(&args.states),
-        route_countries: codes(&args.route),
-        nationalities: codes(&args.nationalities),
-        bbox,
-        changed_since_unix: args.changed_since,
+        changed_since_unix: args.changed_since.unwrap_or(0),
         ..Default::default()
-    })
+    };
+    args.content.query(&mut request)?;
+    Ok(request)
 }
 
 pub async fn query(args: QueryArgs) -> anyhow::Result<()> {

@@ -51,9 +51,11 @@ pub struct SubmitArgs {
 pub struct RetractArgs {
     /// The report's id (UUID).
     report_id: String,
-    /// The version this retraction creates: the report's latest version plus one.
-    #[arg(long)]
-    version: u32,
+    /// The version this retraction creates: the report's latest version plus one
+    /// (default: asked of the server, which refuses a signed retraction of the wrong
+    /// version and says which is next).
+    #[arg(long, value_name = "N")]
+    new_version: Option<u32>,
     /// Why the report is withdrawn.
     #[arg(long, default_value = "")]
     reason: String,
@@ -61,6 +63,7 @@ pub struct RetractArgs {
     client: ClientArgs,
     #[command(flatten)]
     signing: SigningArgs,
+    /// Print the receipt as JSON instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -111,15 +114,27 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
     let identity = args.client.identity()?;
     let state = state_of(&identity)?;
-    let retraction = pb::Retraction {
-        report_id: args.report_id.clone(),
-        reporting_state: state,
-        version: args.version,
-        reason: args.reason.clone(),
-    };
     let key = args.signing.load(&args.client)?;
-    let envelope = envelope::sign(RETRACTION_PAYLOAD_TYPE, retraction.encode_to_vec(), &key);
-    send(&args.client, envelope, ReceiptFiles::default(), args.json).await
+    let sign = |version: u32| {
+        let retraction = pb::Retraction {
+            report_id: args.report_id.clone(),
+            reporting_state: state.clone(),
+            version,
+            reason: args.reason.clone(),
+        };
+        envelope::sign(RETRACTION_PAYLOAD_TYPE, retraction.encode_to_vec(), &key)
+    };
+    let channel = args.client.connect().await?;
+    // Most reports are retracted at version 1: try 2, then what the server says is next.
+    let response = match submit_once(channel.clone(), sign(args.new_version.unwrap_or(2))).await {
+        Err(status) if args.new_version.is_none() => match client::expected_version(&status) {
+            Some(next) => submit_once(channel, sign(next)).await,
+            None => Err(status),
+        },
+        done => done,
+    }
+    .map_err(|status| anyhow!(client::explain(&status)))?;
+    print_accepted(&response, ReceiptFiles::default(), args.json)
 }
 
 /// The state a node certificate names, read from its SPIFFE ID.
@@ -169,15 +184,34 @@ async fn send(
             .with_context(|| format!("cannot write the receipt to {}", path.display()))?;
     }
     let channel = client_args.connect().await?;
-    let response = pb::exchange_client::ExchangeClient::new(channel)
+    let response = submit_once(channel, envelope)
+        .await
+        .map_err(|status| anyhow!(client::explain(&status)))?;
+    print_accepted(&response, out, json)
+}
+
+/// Submits one envelope.
+async fn submit_once(
+    channel: tonic::transport::Channel,
+    envelope: pb::Envelope,
+) -> Result<pb::SubmitResponse, tonic::Status> {
+    pb::exchange_client::ExchangeClient::new(channel)
         .submit(pb::SubmitRequest {
             envelope: Some(envelope),
         })
         .await
-        .map_err(|status| anyhow!(client::explain(&status)))?
-        .into_inner();
+        .map(tonic::Response::into_inner)
+}
+
+/// Prints what the server accepted, then writes its receipts to the files asked for.
+fn print_accepted(
+    response: &pb::SubmitResponse,
+    out: ReceiptFiles<'_>,
+    json: bool,
+) -> anyhow::Result<()> {
     let receipt_env = response
         .receipt
+        .clone()
         .ok_or_else(|| anyhow!("the server answered without a receipt"))?;
     let receipt = pb::Receipt::decode(receipt_env.payload.as_slice())
         .map_err(|e| anyhow!("the server's receipt is malformed: {e}"))?;

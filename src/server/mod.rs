@@ -113,13 +113,18 @@ impl Server {
                 "rebuilt the aggregate counters from the stored reports"
             );
         }
-        let (rows, seconds) = store.build_projection()?;
-        tracing::info!(
-            reports = rows,
-            seconds,
-            bytes = store.projection()?.bytes(),
-            "built the columnar projection that aggregate scans read"
-        );
+        let (_, seconds) = store.build_projection()?;
+        {
+            let projection = store.projection()?;
+            tracing::info!(
+                reports = projection.live(),
+                rows = projection.rows(),
+                seconds,
+                bytes = projection.bytes(),
+                "built the columnar projection that aggregate scans read (rows include \
+                 retracted reports)"
+            );
+        }
         let trust = Trust::load(
             config.tls.files(),
             config.tls.ca_key.clone(),

@@ -36,16 +36,50 @@ impl From<AppendError> for Status {
     fn from(err: AppendError) -> Self {
         let message = err.to_string();
         match err {
-            AppendError::Conflict { .. } => Status::already_exists(message),
+            AppendError::Conflict { version, next, .. } => Status::with_error_details(
+                Code::AlreadyExists,
+                message,
+                ErrorDetails::with_error_info(
+                    VERSION_EXISTS,
+                    "tidemark",
+                    HashMap::from([
+                        ("version".to_owned(), version.to_string()),
+                        ("expected_version".to_owned(), next.to_string()),
+                    ]),
+                ),
+            ),
             AppendError::NotOwner { .. } => Status::permission_denied(message),
-            AppendError::VersionOrder { .. }
-            | AppendError::FirstVersion { .. }
-            | AppendError::Retracted { .. } => Status::failed_precondition(message),
+            AppendError::VersionOrder {
+                latest, expected, ..
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_error_info(
+                    VERSION_ORDER,
+                    "tidemark",
+                    HashMap::from([
+                        ("latest_version".to_owned(), latest.to_string()),
+                        ("expected_version".to_owned(), expected.to_string()),
+                    ]),
+                ),
+            ),
+            AppendError::FirstVersion { .. } | AppendError::Retracted { .. } => {
+                Status::failed_precondition(message)
+            }
             AppendError::NothingToRetract { .. } => Status::not_found(message),
             AppendError::Store(_) => Status::unavailable(message),
         }
     }
 }
+
+/// The `google.rpc.ErrorInfo` reason of a version out of order (metadata:
+/// `latest_version`, `expected_version`), which `tidemark retract` reads to sign the
+/// right version (`client::expected_version`).
+const VERSION_ORDER: &str = "VERSION_ORDER";
+
+/// The `google.rpc.ErrorInfo` reason of a version that exists with other content
+/// (metadata: `version`, `expected_version`: the next free one).
+const VERSION_EXISTS: &str = "VERSION_EXISTS";
 
 /// INVALID_ARGUMENT with a `google.rpc.BadRequest` listing every bad field.
 fn invalid(errors: &ValidationErrors) -> Status {

@@ -1,0 +1,121 @@
+//! The filter flags every command that selects reports by what they say shares (`query`,
+//! `watch` and `aggregate`): one flag name and one spelling per concept.
+
+use anyhow::bail;
+use clap::Args;
+use tidemark::{country::CountryCode, pb};
+
+/// Which reports, by their content.
+#[derive(Args, Debug, Clone)]
+pub struct ReportFilter {
+    /// Only these reporting states (comma-separated ISO alpha-3).
+    #[arg(long = "state", value_delimiter = ',', value_name = "ISO3")]
+    states: Vec<CountryCode>,
+    /// Only routes through any of these countries (origin, transit or destination;
+    /// comma-separated ISO alpha-3).
+    #[arg(
+        long = "route-country",
+        alias = "route",
+        value_delimiter = ',',
+        value_name = "ISO3"
+    )]
+    route: Vec<CountryCode>,
+    /// Only reports with persons of any of these nationalities (comma-separated ISO
+    /// alpha-3).
+    #[arg(long = "nationality", value_delimiter = ',', value_name = "ISO3")]
+    nationalities: Vec<CountryCode>,
+    /// Only smuggling incidents of this modus operandi: land, sea, air, mixed.
+    #[arg(long, value_parser = parse_modus, value_name = "MODUS")]
+    modus_operandi: Option<i32>,
+    /// Only maritime movements of this event: departure, detection, interception, rescue,
+    /// distress, disembarkation, shipwreck.
+    #[arg(long, value_parser = parse_event, value_name = "EVENT")]
+    maritime_event: Option<i32>,
+    /// Only maritime movements of this vessel type: fishing-boat, wooden-boat,
+    /// rubber-dinghy, sailing-boat, speedboat, cargo-ship, other.
+    #[arg(long, value_parser = parse_vessel, value_name = "TYPE")]
+    vessel_type: Option<i32>,
+    /// Only reports located inside MIN_LAT,MIN_LON,MAX_LAT,MAX_LON (degrees;
+    /// negative south and west), comma-separated: `--bbox -10,110,0,125`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        value_name = "MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
+    )]
+    bbox: Vec<f64>,
+}
+
+impl ReportFilter {
+    /// Sets these filters on a Query or Subscribe request.
+    pub fn query(&self, request: &mut pb::QueryRequest) -> anyhow::Result<()> {
+        request.reporting_states = codes(&self.states);
+        request.route_countries = codes(&self.route);
+        request.nationalities = codes(&self.nationalities);
+        request.modus_operandi = self.modus_operandi.unwrap_or(0);
+        request.maritime_event = self.maritime_event.unwrap_or(0);
+        request.vessel_type = self.vessel_type.unwrap_or(0);
+        request.bbox = bbox(&self.bbox)?;
+        Ok(())
+    }
+
+    /// Sets these filters on an Aggregate request's filter.
+    pub fn aggregate(&self, filter: &mut pb::AggregateFilter) -> anyhow::Result<()> {
+        filter.reporting_states = codes(&self.states);
+        filter.route_countries = codes(&self.route);
+        filter.nationalities = codes(&self.nationalities);
+        filter.modus_operandi = self.modus_operandi.unwrap_or(0);
+        filter.maritime_event = self.maritime_event.unwrap_or(0);
+        filter.vessel_type = self.vessel_type.unwrap_or(0);
+        filter.bbox = bbox(&self.bbox)?;
+        Ok(())
+    }
+}
+
+fn codes(c: &[CountryCode]) -> Vec<String> {
+    c.iter().map(ToString::to_string).collect()
+}
+
+/// `--bbox MIN_LAT,MIN_LON,MAX_LAT,MAX_LON` as the API's box.
+fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
+    Ok(match values {
+        [] => None,
+        [a, b, c, d] => Some(pb::BoundingBox {
+            min_latitude: *a,
+            min_longitude: *b,
+            max_latitude: *c,
+            max_longitude: *d,
+        }),
+        _ => bail!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
+    })
+}
+
+/// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`.
+fn enum_arg(
+    text: &str,
+    prefix: &str,
+    from_name: impl Fn(&str) -> Option<i32>,
+) -> Result<i32, String> {
+    let name = format!("{prefix}{}", text.to_uppercase().replace('-', "_"));
+    from_name(&name)
+        .filter(|v| *v != 0)
+        .ok_or_else(|| format!("{text:?} is not one of the values listed in --help"))
+}
+
+fn parse_modus(text: &str) -> Result<i32, String> {
+    enum_arg(text, "MODUS_OPERANDI_", |n| {
+        pb::ModusOperandi::from_str_name(n).map(|v| v as i32)
+    })
+}
+
+fn parse_event(text: &str) -> Result<i32, String> {
+    enum_arg(text, "MARITIME_EVENT_", |n| {
+        pb::MaritimeEvent::from_str_name(n).map(|v| v as i32)
+    })
+}
+
+fn parse_vessel(text: &str) -> Result<i32, String> {
+    enum_arg(text, "VESSEL_TYPE_", |n| {
+        pb::VesselType::from_str_name(n).map(|v| v as i32)
+    })
+}

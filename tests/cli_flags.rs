@@ -1,0 +1,223 @@
+//! One flag per concept across the command line (#20): the report filters `query`,
+//! `watch` and `aggregate` share, dates and times as RFC 3339 wherever a flag takes one,
+//! and `retract`, which finds the version it creates and explains a refusal in words.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{TestPki, TestServer, cli_profile as profile};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
+
+/// Runs the command offline, against a profile that does not exist: a command whose
+/// flags parse gets as far as loading the profile.
+fn offline(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--as", "/nonexistent/aus-node"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn query_watch_and_aggregate_take_the_same_filter_flags() {
+    let filters: [&[&str]; 8] = [
+        &["--state", "AUS,IDN"],
+        &["--route-country", "AFG"],
+        // The old spelling still works for `query` and `watch` scripts.
+        &["--route", "AFG"],
+        &["--nationality", "AFG,IRN"],
+        &["--modus-operandi", "sea"],
+        &["--maritime-event", "rescue"],
+        &["--vessel-type", "wooden-boat"],
+        &["--bbox", "-10,110,0,125"],
+    ];
+    for command in ["query", "watch", "aggregate"] {
+        for filter in filters {
+            let mut args = vec![command, "--category", "maritime"];
+            args.extend_from_slice(filter);
+            let said = offline(&args);
+            assert!(said.contains("loading profile"), "{args:?}: {said}");
+        }
+        let said = offline(&[command, "--category", "maritime", "--vessel-type", "raft"]);
+        assert!(
+            said.contains("\"raft\" is not one of the values listed in --help"),
+            "{command}: {said}"
+        );
+    }
+}
+
+#[test]
+fn times_are_rfc_3339_dates_or_date_times_never_epoch_seconds() {
+    for when in [
+        "2024-03-09",
+        "2024-03-09T12:00:00Z",
+        "2024-03-09T14:00:00+02:00",
+    ] {
+        for command in ["query", "watch"] {
+            let said = offline(&[command, "--category", "smuggling", "--changed-since", when]);
+            assert!(said.contains("loading profile"), "{command} {when}: {said}");
+        }
+    }
+    for bad in ["1709985600", "2024-3-9", "2024-03-09 12:00"] {
+        let said = offline(&["query", "--category", "smuggling", "--changed-since", bad]);
+        assert!(
+            said.contains("is not a date-time 2024-03-09T12:00:00Z"),
+            "{bad}: {said}"
+        );
+    }
+    let admin = [
+        &[
+            "register-key",
+            "--state",
+            "AUS",
+            "--public-key",
+            "k.pem",
+            "--valid-until",
+            "2027-06-30",
+        ][..],
+        &[
+            "revoke-key",
+            "abc",
+            "--compromised-at",
+            "2026-11-02T08:00:00Z",
+        ][..],
+    ];
+    for args in admin {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        let said = offline(&all);
+        assert!(
+            !said.contains("unexpected argument") && !said.contains("invalid value"),
+            "{all:?}: {said}"
+        );
+    }
+    let said = offline(&["admin", "revoke-key", "abc", "--compromised-at-unix", "5"]);
+    assert!(said.contains("unexpected argument"), "{said}");
+}
+
+/// Submits `report` (JSON) through the command line.
+async fn submit(dir: &std::path::Path, endpoint: &str, aus: &str, report: &serde_json::Value) {
+    let file = dir.join(format!("{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, report.to_string()).unwrap();
+    let out = run(strings(&[
+        "submit",
+        &file.display().to_string(),
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tidemark retract ID --json` without a version.
+async fn retract(endpoint: &str, aus: &str, id: &str) -> Output {
+    run(strings(&[
+        "retract",
+        id,
+        "--reason",
+        "test",
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+        "--json",
+    ]))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retract_finds_the_version_it_creates_and_says_why_it_cannot() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "2",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    let lines: Vec<serde_json::Value> = String::from_utf8(sample.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // The first report is amended twice (versions 2 and 3); the second stays at 1.
+    for report in &lines {
+        submit(dir.path(), &endpoint, &aus, report).await;
+    }
+    for version in [2, 3] {
+        let mut amended = lines[0].clone();
+        amended["version"] = version.into();
+        amended["narrative"] = format!("Amended to version {version}.").into();
+        submit(dir.path(), &endpoint, &aus, &amended).await;
+    }
+    let id = |i: usize| lines[i]["reportId"].as_str().unwrap().to_owned();
+    for (i, creates) in [(0, 4), (1, 2)] {
+        let out = retract(&endpoint, &aus, &id(i)).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["receipt"]["version"], creates, "{json}");
+        assert_eq!(json["receipt"]["kind"], "retraction", "{json}");
+    }
+    // The same retraction again is a duplicate: the original receipt.
+    let out = retract(&endpoint, &aus, &id(1)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&json["duplicate"], &json["receipt"]["version"]),
+        (&true.into(), &2.into())
+    );
+    // Another retraction of a retracted report: refused, in words, without the gRPC
+    // code's name.
+    let out = run(strings(&[
+        "retract",
+        &id(0),
+        "--reason",
+        "again",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("refused: report {} was retracted", id(0));
+    assert!(said.contains(&expected), "{said}");
+    assert!(!said.contains("FailedPrecondition"), "{said}");
+    let out = retract(&endpoint, &aus, "0191f3a4-0000-7000-8000-000000000000").await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not found: report"), "{said}");
+}

@@ -3,7 +3,7 @@
 //! the equivalent GROUP BY over the same rows.
 //!
 //! `cargo bench --bench aggregate [-- --reports 1000000 --runs 200 --store PATH
-//! --export DIR --cache-mib N]`
+//! --export DIR --cache-mib N --only TEXT]`
 //!
 //! With `--store PATH`, a store loaded by an earlier run is reused (loading a million
 //! reports takes minutes); a missing or empty one is loaded and kept there, with the
@@ -591,26 +591,26 @@ async fn main() {
     let started = Instant::now();
     let server = Server::build(config).unwrap();
     let store = server.store().clone();
-    #[allow(clippy::cast_precision_loss)]
-    {
-        let projection = store.projection().unwrap();
-        let per_report = projection.bytes() as f64 / projection.rows().max(1) as f64;
-        println!(
-            "server built in {:.2} s ({} MiB page cache), with the columnar projection of {} reports: {:.1} MiB, \
-             {per_report:.1} bytes per report",
-            started.elapsed().as_secs_f64(),
-            store_cache_mib,
-            projection.rows(),
-            projection.bytes() as f64 / (1024.0 * 1024.0),
-        );
-    }
-    let scan = &queries()[2];
-    time_ours(&store, scan, 3);
-    if let Some(rss) = rss_mib() {
-        println!("resident set after a scan (before SQLite is loaded): {rss:.0} MiB");
-    }
+    report_start(&store, started.elapsed(), store_cache_mib);
+    // `--only TEXT`: the queries whose name holds it (SQLite is loaded only if one of
+    // them is compared with it).
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let queries: Vec<Query> = queries()
+        .into_iter()
+        .filter(|q| only.as_ref().is_none_or(|o| q.name.contains(o.as_str())))
+        .collect();
     let started = Instant::now();
-    let db = copy_to_sqlite(&store, &bench.dir.path().join("baseline.sqlite"));
+    let path = bench.dir.path().join("baseline.sqlite");
+    let db = if queries.iter().any(|q| q.sqlite.is_some()) {
+        copy_to_sqlite(&store, &path)
+    } else {
+        Connection::open(&path).unwrap()
+    };
     eprintln!(
         "copied the same rows to SQLite in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -623,14 +623,12 @@ async fn main() {
         rusqlite::version()
     );
     let mut summary = Vec::new();
-    let queries = queries();
     let mut ours = Vec::new();
     for q in &queries {
         let (line, p50) = measure(&store, &db, q, runs);
         summary.push(line);
         ours.push((q, p50));
     }
-    let args: Vec<String> = std::env::args().collect();
     if let Some(dir) = args
         .iter()
         .position(|a| a == "--export")
@@ -656,7 +654,37 @@ async fn main() {
         utility(&store, &every_metric)
     );
 
-    // The first query end to end: gRPC over mTLS as the regional analyst.
+    if let Some(first) = queries.first() {
+        time_rpc(server, &bench, first, runs).await;
+    }
+    println!("\nsummary (p50, ratio = sqlite / tidemark):");
+    for s in summary {
+        println!("  {s}");
+    }
+}
+
+/// Prints the start-up time, the projection's size and the resident set after a scan.
+#[allow(clippy::cast_precision_loss)]
+fn report_start(store: &Store, took: Duration, cache_mib: usize) {
+    {
+        let projection = store.projection().unwrap();
+        let per_report = projection.bytes() as f64 / projection.rows().max(1) as f64;
+        println!(
+            "server built in {:.2} s ({cache_mib} MiB page cache), with the columnar \
+             projection of {} reports: {:.1} MiB, {per_report:.1} bytes per report",
+            took.as_secs_f64(),
+            projection.rows(),
+            projection.bytes() as f64 / (1024.0 * 1024.0),
+        );
+    }
+    time_ours(store, &queries()[2], 3);
+    if let Some(rss) = rss_mib() {
+        println!("resident set after a scan (before SQLite is loaded): {rss:.0} MiB");
+    }
+}
+
+/// Times `q` end to end: gRPC over mTLS as the regional analyst, audited.
+async fn time_rpc(server: Server, bench: &common::BenchPki, q: &Query, runs: usize) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("https://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -665,20 +693,15 @@ async fn main() {
     }));
     let analyst = bench.client(Role::RegionalAnalyst, "regional-1");
     let mut rpc = AnalyticsClient::new(client::connect(&endpoint, &analyst).await.unwrap());
-    let first = &queries[0];
     let mut latencies = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        rpc.aggregate(first.request.clone()).await.unwrap();
+        rpc.aggregate(q.request.clone()).await.unwrap();
         latencies.push(t.elapsed());
     }
     latencies.sort();
-    println!("\n{} over gRPC + mTLS (audited):", first.name);
+    println!("\n{} over gRPC + mTLS (audited):", q.name);
     println!("{}", line("tidemark Aggregate RPC", &latencies));
-    println!("\nsummary (p50, ratio = sqlite / tidemark):");
-    for s in summary {
-        println!("  {s}");
-    }
     let _ = stop.send(());
     let _ = server_task.await;
 }

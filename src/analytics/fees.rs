@@ -38,25 +38,40 @@ pub(super) fn quartiles(
         own: u64,
     }
     let mut groups: BTreeMap<String, Pending> = BTreeMap::new();
-    for ((currency, raw), n) in fees {
-        let code = counters::unpack_country(u64::from(*currency));
+    // Entries come in (currency, amount) order: each currency's group and rate are
+    // found once, and the asking state's own counts are walked alongside.
+    let mut own = own.iter().peekable();
+    let mut current: Option<(u32, String, f64)> = None;
+    for (&(currency, raw), &n) in fees {
+        if current.as_ref().is_none_or(|(c, _, _)| *c != currency) {
+            let code = counters::unpack_country(u64::from(currency));
+            current = Some(if code == settings.fee_currency {
+                (currency, code, 1.0)
+            } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
+                (currency, settings.fee_currency.clone(), *rate)
+            } else {
+                (currency, code, 1.0)
+            });
+        }
+        let Some((_, group, rate)) = &current else {
+            continue;
+        };
+        while own.next_if(|(k, _)| **k < (currency, raw)).is_some() {}
+        let own_n = own
+            .next_if(|(k, _)| **k == (currency, raw))
+            .map_or(0, |(_, n)| *n);
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
-        let amount = *raw as f64;
-        let own_n = own.get(&(*currency, *raw)).copied().unwrap_or(0);
+        let value = raw as f64 * rate;
         let hash = keys.map_or(0, |keys| {
-            keys.of_value(&currency.to_be_bytes(), *raw) & 0xffff_ffff
+            keys.of_value(&currency.to_be_bytes(), raw) & 0xffff_ffff
         });
-        let (group, value) = if code == settings.fee_currency {
-            (code, amount)
-        } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
-            (settings.fee_currency.clone(), amount * rate)
-        } else {
-            (code, amount)
+        let entry = match groups.get_mut(group) {
+            Some(entry) => entry,
+            None => groups.entry(group.clone()).or_default(),
         };
-        let entry = groups.entry(group).or_default();
-        entry.values.push((value, *n));
-        entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(*n));
+        entry.values.push((value, n));
+        entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(n));
         entry.key_others = entry
             .key_others
             .wrapping_add(hash.wrapping_mul(n.saturating_sub(own_n)));

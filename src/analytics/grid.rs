@@ -93,14 +93,6 @@ impl Acc {
         self.own_keys = self.own_keys.wrapping_add(sums[KEY_SUM]);
     }
 
-    /// Adds fee observations; `own` when they are the asking analyst's state's.
-    pub(super) fn add_fee(&mut self, currency: u32, amount: u64, reports: u64, own: bool) {
-        *self.fees.entry((currency, amount)).or_default() += reports;
-        if own {
-            *self.own_fees.entry((currency, amount)).or_default() += reports;
-        }
-    }
-
     pub(super) fn merge(&mut self, other: &Self) {
         for (total, add) in self.sums.iter_mut().zip(&other.sums) {
             *total += add;
@@ -110,12 +102,8 @@ impl Acc {
         } else if other.state != NO_STATE {
             self.note_state(other.state);
         }
-        for (fee, n) in &other.fees {
-            *self.fees.entry(*fee).or_default() += n;
-        }
-        for (fee, n) in &other.own_fees {
-            *self.own_fees.entry(*fee).or_default() += n;
-        }
+        merge_counts(&mut self.fees, &other.fees);
+        merge_counts(&mut self.own_fees, &other.own_fees);
         self.own_reports += other.own_reports;
         self.own_keys = self.own_keys.wrapping_add(other.own_keys);
     }
@@ -149,6 +137,17 @@ impl Acc {
     /// Whether every report in the cell comes from one state (dominance).
     pub(super) fn single_state(&self) -> bool {
         !self.mixed && self.state != NO_STATE
+    }
+}
+
+/// Adds `other`'s counts to `into` (a copy, built at once, when `into` is empty).
+fn merge_counts(into: &mut BTreeMap<(u32, u64), u64>, other: &BTreeMap<(u32, u64), u64>) {
+    if into.is_empty() {
+        into.clone_from(other);
+        return;
+    }
+    for (fee, n) in other {
+        *into.entry(*fee).or_default() += n;
     }
 }
 

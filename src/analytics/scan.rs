@@ -73,14 +73,14 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
         mut fee_rows,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
+    // Each cell's fees, built at once from its run of sorted observations.
     fee_rows.sort_unstable();
-    for (cell, currency, amount, own) in fee_rows {
-        let Some((_, acc)) = cells.get_mut(cell as usize) else {
+    for run in fee_rows.chunk_by(|a, b| a.0 == b.0) {
+        let Some((_, acc)) = cells.get_mut(run[0].0 as usize) else {
             continue;
         };
-        // Currencies are three letters: they fit in 32 bits.
-        let currency = u32::try_from(p.countries.packed(currency)).unwrap_or(0);
-        acc.add_fee(currency, amount, 1, own);
+        acc.fees = counted(p, run.iter());
+        acc.own_fees = counted(p, run.iter().filter(|r| r.3));
     }
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
@@ -95,6 +95,23 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
     let cells: Cells = cells.into_iter().collect();
     grid.roll_up(&cells, &single_valued(query));
     grid
+}
+
+/// Fee observations (sorted) as (packed currency, amount) → reports.
+fn counted<'a>(
+    p: &Projection,
+    rows: impl Iterator<Item = &'a (u32, u16, u64, bool)>,
+) -> std::collections::BTreeMap<(u32, u64), u64> {
+    let mut counts: Vec<((u32, u64), u64)> = Vec::new();
+    for &(_, currency, amount, _) in rows {
+        // Currencies are three letters: they fit in 32 bits.
+        let currency = u32::try_from(p.countries.packed(currency)).unwrap_or(0);
+        match counts.last_mut() {
+            Some((key, n)) if *key == (currency, amount) => *n += 1,
+            _ => counts.push(((currency, amount), 1)),
+        }
+    }
+    counts.into_iter().collect()
 }
 
 /// What a scan does with each row.

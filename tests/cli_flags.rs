@@ -221,3 +221,26 @@ async fn retract_finds_the_version_it_creates_and_says_why_it_cannot() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("not found: report"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_who_read_my_data_without_a_mode_flag() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    for extra in [&[][..], &["--my-data"][..]] {
+        let mut args = strings(&["audit", "--endpoint", &server.endpoint(), "--as", &aus]);
+        args.extend(strings(extra));
+        let out = run(args).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("no other state has read your reports"),
+            "{said}"
+        );
+    }
+}

@@ -54,6 +54,7 @@ enum AdminCommand {
         /// Entries after this number.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// At most this many entries.
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// One JSON object per line.
@@ -61,9 +62,15 @@ enum AdminCommand {
         json: bool,
     },
     /// Enrol a state, or reinstate a suspended one.
-    Enrol { state: CountryCode },
+    Enrol {
+        /// The state (ISO 3166-1 alpha-3).
+        state: CountryCode,
+    },
     /// Suspend a state: its certificates stop working at once; its data stays.
-    Suspend { state: CountryCode },
+    Suspend {
+        /// The state (ISO 3166-1 alpha-3).
+        state: CountryCode,
+    },
     /// List enrolled states.
     States,
     /// Issue a certificate from a CSR made with `tidemark pki csr`.
@@ -79,6 +86,7 @@ enum AdminCommand {
     },
     /// Revoke a client certificate by serial (hex, as `whoami` or `admin certs` show).
     Revoke {
+        /// The certificate's serial number (hex).
         serial: String,
         /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
         /// cessation-of-operation or privilege-withdrawn.
@@ -104,6 +112,7 @@ enum AdminCommand {
     /// The current certificate revocation list (PEM). CRLs are public: any certificate
     /// of the exchange may fetch it, not only an operator's.
     Crl {
+        /// Write the CRL (PEM) here instead of printing it.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },

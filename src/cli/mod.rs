@@ -141,4 +141,23 @@ mod tests {
     fn every_command_line_is_well_formed() {
         Cli::command().debug_assert();
     }
+
+    /// Every argument and flag of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "tidemark", &mut missing);
+        assert!(missing.is_empty(), "no help for: {missing:#?}");
+    }
 }

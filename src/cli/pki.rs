@@ -32,6 +32,7 @@ pub struct IdentityArgs {
     /// The state (ISO 3166-1 alpha-3); not used for regional analysts and operators.
     #[arg(long)]
     state: Option<CountryCode>,
+    /// What the certificate is for: the SPIFFE ID's role.
     #[arg(long, value_enum)]
     role: RoleArg,
     /// The principal's name, e.g. canberra-1: 1-64 characters from a-z, 0-9, '-', '_', '.',

@@ -69,6 +69,7 @@ pub struct QueryArgs {
 /// Which reports: shared by `query` and `watch`.
 #[derive(Args, Debug)]
 pub struct FilterArgs {
+    /// Which category: smuggling incidents or maritime movements.
     #[arg(long, value_enum)]
     category: CategoryArg,
     /// First incident date, YYYY-MM-DD.
@@ -269,6 +270,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// kill -9, a lost connection — never leaves a change twice or misses one.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
+    /// Which category: smuggling incidents or maritime movements.
     #[arg(long, value_enum)]
     category: CategoryArg,
     /// The mirror directory (created if missing).
@@ -459,6 +461,7 @@ fn checkpoint(
 pub struct StandingArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the standing as JSON (the API's MyStandingResponse).
     #[arg(long)]
     json: bool,
 }
@@ -496,13 +499,14 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Who read your state's reports (`--my-data`).
+/// Who read your state's reports: every read by another state, newest first (or, with
+/// `verify-reciprocity`, a check of the whole log).
 #[derive(Args, Debug)]
-#[command(subcommand_negates_reqs = true)]
 pub struct AuditArgs {
-    /// List reads of your state's reports by other states.
-    #[arg(long, required = true)]
-    my_data: bool,
+    /// List reads of your state's reports by other states (what `audit` does anyway;
+    /// accepted for older scripts).
+    #[arg(long = "my-data", hide = true)]
+    _my_data: bool,
     #[command(subcommand)]
     check: Option<AuditCheck>,
     /// At most this many entries.

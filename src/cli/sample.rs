@@ -20,6 +20,8 @@ pub struct SampleArgs {
     /// Seed: the same seed gives the same reports.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// jsonl: one report per line, as `import` and `submit` read it; csv: the columns
+    /// `import` reads.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: Format,
 }

@@ -20,6 +20,7 @@ use super::client_args::ClientArgs;
 /// key(s). FILE is a DSSE JSON envelope, or one line of `tidemark query --json`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
+    /// The envelope to check: a DSSE JSON file, or one line of `tidemark query --json`.
     file: PathBuf,
     /// The owning state's public key (PEM), from `tidemark keys`; repeat for several.
     #[arg(long = "public-key", value_name = "FILE", required = true)]

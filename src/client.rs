@@ -82,9 +82,9 @@ pub fn profile_files(profile: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn read(path: &Path) -> Result<String, ClientError> {
-    fs::read_to_string(path).map_err(|source| ClientError::Read {
+    fs::read_to_string(path).map_err(|reason| ClientError::Read {
         path: path.to_owned(),
-        source,
+        reason,
     })
 }
 
@@ -295,13 +295,13 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {reason}", path.display())]
     /// A certificate or key file could not be read.
     Read {
         /// The file.
         path: PathBuf,
-        /// Why it could not be read.
-        source: std::io::Error,
+        /// Why it could not be read (in the message, not as a source: said once).
+        reason: std::io::Error,
     },
     #[error("bad endpoint: {0}")]
     /// The endpoint is not a usable `https://host:port` URL.

@@ -244,3 +244,29 @@ async fn audit_lists_who_read_my_data_without_a_mode_flag() {
         );
     }
 }
+
+#[test]
+fn a_profile_without_its_ca_says_what_to_copy_and_each_reason_once() {
+    let pki = TestPki::new();
+    let dir = tempfile::TempDir::new().unwrap();
+    let identity = common::node(&pki, "AUS");
+    std::fs::write(dir.path().join("aus-node.pem"), identity.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("aus-node.key"), identity.key_pem()).unwrap();
+    let profile = dir.path().join("aus-node").display().to_string();
+    let out = Command::new(BIN)
+        .args(["whoami", "--as", &profile])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("copy ca.pem"), "{said}");
+    assert!(said.contains("or pass --ca FILE"), "{said}");
+    assert_eq!(said.matches("os error 2").count(), 1, "{said}");
+    // Without the certificate: which two files a profile is.
+    let out = Command::new(BIN)
+        .args(["whoami", "--as", &format!("{profile}-missing")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("aus-node-missing.pem and its key"), "{said}");
+}

@@ -50,9 +50,27 @@ impl ClientArgs {
             }
             (_, _, Some(profile)) => {
                 let (cert, key, ca) = client::profile_files(profile);
+                let given_ca = self.ca.is_some();
                 let ca = self.ca.clone().unwrap_or(ca);
+                let hint = if !cert.exists() || !key.exists() {
+                    format!(
+                        "; the profile {0} is the certificate {0}.pem and its key {0}.key \
+                         (as `tidemark pki issue` or `admin issue` wrote them)",
+                        profile.display()
+                    )
+                } else if !ca.exists() && !given_ca {
+                    format!(
+                        "; a profile needs the exchange's CA certificate beside it: copy \
+                         ca.pem (from the server's certs/, or the operator) to {}, or pass \
+                         --ca FILE",
+                        ca.display()
+                    )
+                } else {
+                    String::new()
+                };
                 ClientIdentity::from_files(&cert, &key, &ca)
                     .with_context(|| format!("loading profile {}", profile.display()))
+                    .map_err(|e| anyhow::anyhow!("{e:#}{hint}"))
             }
             _ => bail!(
                 "no client identity: pass --as certs/aus-node (or set TIDEMARK_AS), or \

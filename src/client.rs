@@ -187,6 +187,12 @@ pub fn explain(status: &Status) -> String {
         return reason;
     }
     match status.code() {
+        Code::Unauthenticated if error_reason(status).as_deref() == Some("SIGNATURE") => {
+            format!(
+                "the server did not accept the envelope's signature: {}",
+                status.message()
+            )
+        }
         Code::Unauthenticated => format!(
             "the server did not accept this certificate's identity: {}",
             status.message()
@@ -221,6 +227,12 @@ pub fn explain(status: &Status) -> String {
         }
         _ => status.message().to_owned(),
     }
+}
+
+/// The `google.rpc.ErrorInfo` reason a refusal carries, if any.
+fn error_reason(status: &Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|info| info.reason)
 }
 
 /// The version the server says a report's next envelope must have, when it refused one

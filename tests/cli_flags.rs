@@ -270,3 +270,82 @@ fn a_profile_without_its_ca_says_what_to_copy_and_each_reason_once() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("aus-node-missing.pem and its key"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_signing_key_is_named_not_the_certificate() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let key =
+        tidemark::signing::SigningKey::from_file(&dir.path().join("aus-signing.key")).unwrap();
+    server
+        .admin(&common::operator(&pki))
+        .await
+        .revoke_signing_key(tidemark::pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().into(),
+            compromised_at_unix: 0,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "1",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    let file = dir.path().join("r.json");
+    std::fs::write(&file, &sample.stdout).unwrap();
+    let out = run(strings(&[
+        "submit",
+        &file.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("did not accept the envelope's signature")
+            && said.contains(&format!("signing key {} was revoked", key.key_id())),
+        "{said}"
+    );
+    assert!(!said.contains("certificate's identity"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_certs_says_which_certificates_it_lists() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let operator = common::operator(&pki);
+    std::fs::write(dir.path().join("operator.pem"), operator.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("operator.key"), operator.key_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), operator.ca_pem()).unwrap();
+    let profile = dir.path().join("operator").display().to_string();
+    let out = run(strings(&[
+        "admin",
+        "certs",
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &profile,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("no certificates issued through this server")
+            && said.contains("made offline"),
+        "{said}"
+    );
+}

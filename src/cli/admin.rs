@@ -93,7 +93,9 @@ enum AdminCommand {
         #[arg(long, default_value = "unspecified")]
         reason: String,
     },
-    /// Certificates this server issued; `--expiring 30d` shows those that need renewal.
+    /// Certificates issued through this server (`admin issue`); `--expiring 30d` shows
+    /// those that need renewal. Certificates made offline (the development certificates
+    /// `serve` writes, `tidemark pki issue`) are not listed.
     Certs {
         /// Only those expiring within this many days, e.g. 30 or 30d.
         #[arg(long, value_name = "DAYS")]
@@ -363,7 +365,18 @@ async fn certs(
         );
     }
     if certs.is_empty() {
-        println!("none");
+        // The development certificates `serve` writes on first run, and any made with
+        // `tidemark pki issue`, are not issued through the server: not listed here.
+        println!(
+            "no certificates issued through this server (`admin issue`){}; certificates \
+             made offline (the development certificates in certs/, `tidemark pki issue`) \
+             are not listed",
+            if days > 0 {
+                format!(" expire within {days} days")
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(())
 }

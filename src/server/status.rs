@@ -24,7 +24,13 @@ impl From<SubmitError> for Status {
             | SubmitError::ForeignKey { .. }
             | SubmitError::WrongState { .. } => Status::permission_denied(message),
             SubmitError::Malformed(_) => Status::invalid_argument(message),
-            SubmitError::BadSignature(_) => Status::unauthenticated(message),
+            // Marked apart from a refused certificate (both are UNAUTHENTICATED), so that
+            // a client names the signing key, not its TLS identity.
+            SubmitError::BadSignature(_) => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                ErrorDetails::with_error_info(SIGNATURE, "tidemark", HashMap::new()),
+            ),
             SubmitError::Invalid(errors) => invalid(&errors),
             SubmitError::Rejected(e) => e.into(),
             SubmitError::Store(e) => e.into(),
@@ -76,6 +82,10 @@ impl From<AppendError> for Status {
 /// `latest_version`, `expected_version`), which `tidemark retract` reads to sign the
 /// right version (`client::expected_version`).
 const VERSION_ORDER: &str = "VERSION_ORDER";
+
+/// The `google.rpc.ErrorInfo` reason of an envelope without a valid signature from an
+/// active key of the caller's state (UNAUTHENTICATED, like a refused certificate).
+const SIGNATURE: &str = "SIGNATURE";
 
 /// The `google.rpc.ErrorInfo` reason of a version that exists with other content
 /// (metadata: `version`, `expected_version`: the next free one).

@@ -515,7 +515,7 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     assert_ok(&out);
     let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(me["name"], "canberra-1");
-    let serial = me["certificate_serial"].as_str().unwrap().to_owned();
+    let serial = me["certificateSerial"].as_str().unwrap().to_owned();
 
     let out = run(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
     assert_ok(&out);

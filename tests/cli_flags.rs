@@ -349,3 +349,162 @@ async fn admin_certs_says_which_certificates_it_lists() {
         "{said}"
     );
 }
+
+/// Submits `n` sample reports of `state` through the command line; returns them.
+async fn submit_samples(
+    dir: &std::path::Path,
+    endpoint: &str,
+    profile: &str,
+    state: &str,
+    n: usize,
+) -> Vec<serde_json::Value> {
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        &n.to_string(),
+        "--states",
+        state,
+    ]))
+    .await;
+    let reports: Vec<serde_json::Value> = String::from_utf8(sample.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in &reports {
+        submit(dir, endpoint, profile, r).await;
+    }
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_show_retractions_plainly_and_count_in_words() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let reports = submit_samples(dir.path(), &endpoint, &aus, "AUS", 3).await;
+    let retracted = reports[0]["reportId"].as_str().unwrap().to_owned();
+    let out = retract(&endpoint, &aus, &retracted).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rows = Vec::new();
+    let mut counts = Vec::new();
+    for category in ["smuggling", "maritime"] {
+        let out = run(strings(&[
+            "query",
+            "--category",
+            category,
+            "--state",
+            "AUS",
+            "--include-retracted",
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ]))
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with("state "), "a header first: {text}");
+        rows.extend(text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>());
+        counts.push(String::from_utf8(out.stderr).unwrap().trim().to_owned());
+    }
+    let row = rows.iter().find(|r| r.contains(&retracted)).unwrap();
+    assert!(row.trim_end().ends_with("retracted"), "{row:?}");
+    assert!(!row.contains("->"), "{row:?}");
+    let shown: Vec<&str> = counts.iter().map(String::as_str).collect();
+    assert!(
+        shown
+            .iter()
+            .all(|c| ["0 reports", "1 report", "2 reports", "3 reports"].contains(c)),
+        "{shown:?}"
+    );
+
+    let out = run(strings(&[
+        "whoami",
+        "--json",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(me["role"], "ROLE_NODE", "the proto3 JSON mapping: {me}");
+    assert!(
+        me["spiffeId"].as_str().unwrap().contains("/state/AUS/"),
+        "{me}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_of_one_named_state_is_not_flagged_as_one_state_only() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let endpoint = server.endpoint();
+    for state in ["AUS", "THA"] {
+        let node = profile(&pki, &server, dir.path(), state).await;
+        submit_samples(dir.path(), &endpoint, &node, state, 12).await;
+    }
+    let analyst = common::regional(&pki);
+    std::fs::write(dir.path().join("regional.pem"), analyst.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("regional.key"), analyst.key_pem()).unwrap();
+    let regional = dir.path().join("regional").display().to_string();
+    let out = run(strings(&[
+        "aggregate",
+        "--by",
+        "state",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &regional,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("AUS") || l.starts_with("THA"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for row in rows {
+        assert!(!row.contains("one state only"), "{table}");
+    }
+
+    // Sync counts in words too.
+    let aus = dir.path().join("aus-node").display().to_string();
+    for category in ["smuggling", "maritime"] {
+        let mirror = dir.path().join(format!("mirror-{category}"));
+        let out = run(strings(&[
+            "sync",
+            "--category",
+            category,
+            "--into",
+            &mirror.display().to_string(),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ]))
+        .await;
+        let said = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = said.split_whitespace().collect();
+        let n: u64 = words[0].parse().unwrap();
+        let noun = if n == 1 { "change" } else { "changes" };
+        assert_eq!(words[1], noun, "{said}");
+    }
+}

@@ -413,14 +413,14 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(e)?);
         } else {
             println!(
-                "#{} {} {} {}{} [{}] {} reports {}",
+                "#{} {} {} {}{} [{}] {} {}",
                 e.number,
                 format_time(e.at_unix),
                 e.principal,
                 e.action,
                 if e.in_progress { " (in progress)" } else { "" },
                 e.detail,
-                e.count,
+                super::labels::count(e.count, "report", "reports"),
                 e.by_owner
                     .iter()
                     .collect::<std::collections::BTreeMap<_, _>>()

@@ -188,13 +188,17 @@ fn key_label(key: &str) -> &str {
     if key == "*" { "(all)" } else { key }
 }
 
-/// What the status column says about a cell.
-fn status(cell: &pb::Cell) -> &'static str {
+/// What the status column says about a cell; `state_at` is where the reporting state is
+/// among its keys (a cell of one named state is one state's by definition: not flagged).
+fn status(cell: &pb::Cell, state_at: Option<usize>) -> &'static str {
+    let one_state_named = state_at
+        .and_then(|i| cell.keys.get(i))
+        .is_some_and(|k| k != "*");
     match pb::SuppressionRule::try_from(cell.suppressed) {
         Ok(pb::SuppressionRule::SmallCell) => "withheld: too few reports",
         Ok(pb::SuppressionRule::Dominance) => "withheld: one state only",
         Ok(pb::SuppressionRule::Secondary) => "withheld: protects a small cell",
-        _ if cell.single_state => "one state only",
+        _ if cell.single_state && !one_state_named => "one state only",
         _ => "",
     }
 }
@@ -213,6 +217,10 @@ fn fee_text(fees: &[pb::FeeQuantiles]) -> String {
 
 fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::Result<()> {
     let (dims, metrics, fees) = headings(response);
+    let state_at = response
+        .group_by
+        .iter()
+        .position(|d| *d == pb::Dimension::ReportingState as i32);
     let mut header: Vec<String> = dims.clone();
     header.extend(metrics.iter().cloned());
     if fees {
@@ -242,7 +250,7 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
                     fee_text(&cell.fees)
                 });
             }
-            row.push(status(cell).to_owned());
+            row.push(status(cell, state_at).to_owned());
             row
         })
         .collect();

@@ -1,4 +1,5 @@
-//! How the command line names the API's enum values in tables, CSV headings and charts.
+//! How the command line names things: the API's enum values in tables, CSV headings and
+//! charts, and counts of things.
 
 /// "METRIC_UNACCOMPANIED_MINORS" → "unaccompanied minors".
 pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
@@ -7,4 +8,9 @@ pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
         .unwrap_or("?")
         .to_lowercase()
         .replace('_', " ")
+}
+
+/// `n` and the noun: "1 report", "2 reports".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -117,6 +117,11 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
     eprintln!("watching; Ctrl-C to stop");
+    if !args.json {
+        let mut out = std::io::stdout().lock();
+        write_header(&mut out)?;
+        out.flush()?;
+    }
     let stdout = std::io::stdout();
     while let Some(item) = stream
         .message()
@@ -133,6 +138,15 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// The table's column names (`query`, `watch`).
+fn write_header(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<5} {:<36} {:>3} {:<9} {:<10} {:>7}  route",
+        "state", "report id", "v", "status", "date", "persons"
+    )
 }
 
 /// Writes one query result as a table row, a CSV row or a JSON line.
@@ -154,6 +168,13 @@ fn print_result(
         if let Some(r) = &report {
             writer.serialize(CsvRow::from_report(r))?;
         }
+    } else if report.is_none() {
+        // A retraction: no report content to show.
+        writeln!(
+            out,
+            "{:<5} {:<36} {:>3} {:<9}",
+            meta.reporting_state, meta.report_id, meta.version, "retracted"
+        )?;
     } else {
         let r = report.unwrap_or_default();
         let route = r.route.unwrap_or_default();
@@ -217,11 +238,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
             .map_err(|s| anyhow!(client::explain(&s)))?
             .into_inner();
         if table && total == 0 {
-            writeln!(
-                out,
-                "{:<5} {:<36} {:>3} {:<9} {:<10} {:>7}  route",
-                "state", "report id", "v", "status", "date", "persons"
-            )?;
+            write_header(&mut out)?;
         }
         let mut page = 0;
         let mut last_cursor = String::new();
@@ -254,7 +271,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     if table {
-        eprintln!("{total} reports");
+        eprintln!("{}", super::labels::count(total, "report", "reports"));
     }
     Ok(())
 }
@@ -334,14 +351,15 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     match outcome {
         Ok(()) => {
             println!(
-                "{total} changes mirrored into {} (sequence {started} -> {cursor})",
+                "{} mirrored into {} (sequence {started} -> {cursor})",
+                super::labels::count(total, "change", "changes"),
                 data_path.display()
             );
             Ok(())
         }
         Err(status) => bail!(
-            "sync stopped after {total} changes, at sequence {cursor} (saved; run again to \
-             resume): {}",
+            "sync stopped after {}, at sequence {cursor} (saved; run again to resume): {}",
+            super::labels::count(total, "change", "changes"),
             client::explain(&status)
         ),
     }

@@ -29,17 +29,8 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
     let not_before = format_time(me.certificate_not_before.as_ref());
     let not_after = format_time(me.certificate_not_after.as_ref());
     if args.json {
-        let value = serde_json::json!({
-            "spiffe_id": me.spiffe_id,
-            "trust_domain": me.trust_domain,
-            "role": role.as_str_name().trim_start_matches("ROLE_").to_ascii_lowercase(),
-            "state": (!me.state.is_empty()).then_some(&me.state),
-            "name": me.name,
-            "certificate_serial": me.certificate_serial,
-            "certificate_not_before": not_before,
-            "certificate_not_after": not_after,
-        });
-        println!("{value}");
+        // The API's WhoAmIResponse in the proto3 JSON mapping, as every --json prints.
+        println!("{}", serde_json::to_string(&me)?);
     } else {
         println!("spiffe id    {}", me.spiffe_id);
         println!(

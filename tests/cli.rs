@@ -373,7 +373,8 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     .unwrap();
     let out = run(verify("altered.json")).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INVALID: "));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does not verify"));
 
     // A mirror: the first run copies, the second brings it up to date with new reports.
     let sync = || {

@@ -277,18 +277,7 @@ async fn a_revoked_signing_key_is_named_not_the_certificate() {
     let server = TestServer::start(&pki).await;
     let dir = tempfile::TempDir::new().unwrap();
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
-    let key =
-        tidemark::signing::SigningKey::from_file(&dir.path().join("aus-signing.key")).unwrap();
-    server
-        .admin(&common::operator(&pki))
-        .await
-        .revoke_signing_key(tidemark::pb::RevokeSigningKeyRequest {
-            key_id: key.key_id().into(),
-            compromised_at_unix: 0,
-            reason: "key-compromise".into(),
-        })
-        .await
-        .unwrap();
+    let key = revoke_profile_key(&server, &pki, dir.path(), 0).await;
     let sample = run(strings(&[
         "sample-reports",
         "--count",
@@ -507,4 +496,159 @@ async fn a_row_of_one_named_state_is_not_flagged_as_one_state_only() {
         let noun = if n == 1 { "change" } else { "changes" };
         assert_eq!(words[1], noun, "{said}");
     }
+}
+
+/// Revokes the signing key of the AUS profile in `dir` as compromised at `at` (0: now).
+async fn revoke_profile_key(
+    server: &TestServer,
+    pki: &TestPki,
+    dir: &std::path::Path,
+    at: i64,
+) -> tidemark::signing::SigningKey {
+    let key = tidemark::signing::SigningKey::from_file(&dir.join("aus-signing.key")).unwrap();
+    server
+        .admin(&common::operator(pki))
+        .await
+        .revoke_signing_key(tidemark::pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().into(),
+            compromised_at_unix: at,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    key
+}
+
+/// `query --json` of AUS's own reports, both categories.
+async fn own_reports_as_json_lines(endpoint: &str, aus: &str) -> String {
+    let mut lines = String::new();
+    for category in ["smuggling", "maritime"] {
+        let out = run(strings(&[
+            "query",
+            "--category",
+            category,
+            "--state",
+            "AUS",
+            "--json",
+            "--endpoint",
+            endpoint,
+            "--as",
+            aus,
+        ]))
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let reports = submit_samples(dir.path(), &endpoint, &aus, "AUS", 3).await;
+    // The first report was accepted before the key's compromise; the others after.
+    let first = reports[0].clone();
+    let mut later = reports[1..].to_vec();
+    for r in &mut later {
+        r["version"] = 2.into();
+        r["narrative"] = "Amended after the compromise.".into();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let compromised = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for r in &later {
+        submit(dir.path(), &endpoint, &aus, r).await;
+    }
+    let key = revoke_profile_key(&server, &pki, dir.path(), compromised.unix_timestamp()).await;
+    let keys = dir.path().join("keys").display().to_string();
+    let out = run(strings(&[
+        "keys",
+        "--out",
+        &keys,
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("{} REVOKED", key.key_id())),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("aus-{}.pub.pem", key.key_id())),
+        "{listed}"
+    );
+
+    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let file = dir.path().join("reports.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    let out = run(strings(&[
+        "verify",
+        &file.display().to_string(),
+        "--public-key",
+        &keys,
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    let first_id = first["reportId"].as_str().unwrap();
+    let valid = said.lines().find(|l| l.contains(first_id)).unwrap();
+    assert!(
+        valid.starts_with("valid: ") && valid.contains("after this report was accepted"),
+        "{said}"
+    );
+    assert_eq!(said.matches("UNTRUSTED: ").count(), 2, "{said}");
+    assert!(
+        said.contains(
+            "3 envelopes: 1 valid, 2 signed by a key revoked before acceptance, 0 invalid"
+        ),
+        "{said}"
+    );
+    // Several key files after one flag (a shell glob), and one line alone.
+    let key_files: Vec<String> = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let one = dir.path().join("one.json");
+    let line = lines.lines().find(|l| l.contains(first_id)).unwrap();
+    std::fs::write(&one, line).unwrap();
+    let mut args = strings(&["verify", &one.display().to_string(), "--public-key"]);
+    args.extend(key_files);
+    let out = run(args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The unsigned report is not an envelope, and says so.
+    let plain = dir.path().join("report.json");
+    std::fs::write(&plain, first.to_string()).unwrap();
+    let out = run(strings(&[
+        "verify",
+        &plain.display().to_string(),
+        "--public-key",
+        &keys,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("a report as JSON is not signed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

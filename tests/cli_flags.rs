@@ -652,3 +652,43 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_ends_quietly_when_its_reader_has_gone() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    submit_samples(dir.path(), &endpoint, &aus, "AUS", 2).await;
+    let commands: [&[&str]; 6] = [
+        &["whoami"],
+        &["standing"],
+        &["keys"],
+        &["audit"],
+        &["query", "--category", "smuggling", "--state", "AUS"],
+        &["sync", "--category", "smuggling", "--into", "mirror"],
+    ];
+    for command in commands {
+        let mut args = strings(command);
+        args.extend(strings(&["--endpoint", &endpoint, "--as", &aus]));
+        let dir = dir.path().to_owned();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .current_dir(&dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The reader is gone before anything is written, as with `| true`.
+            drop(child.stdout.take());
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.is_empty(), "{command:?}: {stderr}");
+        assert_ne!(output.status.code(), Some(101), "{command:?}: no panic");
+    }
+}

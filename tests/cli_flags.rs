@@ -692,3 +692,74 @@ async fn every_command_ends_quietly_when_its_reader_has_gone() {
         assert_ne!(output.status.code(), Some(101), "{command:?}: no panic");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "60",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    let file = dir.path().join("sample.jsonl");
+    std::fs::write(&file, &sample.stdout).unwrap();
+    let out = run(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for category in ["smuggling", "maritime"] {
+        let out = run(strings(&[
+            "query",
+            "--category",
+            category,
+            "--csv",
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ]))
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = csv::Reader::from_reader(out.stdout.as_slice())
+            .records()
+            .count();
+        assert!(rows > 5, "{category}: {rows}");
+        let export = dir.path().join(format!("{category}.csv"));
+        std::fs::write(&export, &out.stdout).unwrap();
+        // Every field came back: the same signed content, so each is a duplicate.
+        let out = run(strings(&[
+            "import",
+            &export.display().to_string(),
+            "--json",
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ]))
+        .await;
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["duplicates"], rows, "{category}: {summary}");
+        assert_eq!(summary["rejected"], 0, "{category}: {summary}");
+    }
+}

@@ -373,6 +373,14 @@ pub enum AdminError {
 
 /// The size and SHA-256 (lower-case hex) of the file at `path`, read in chunks.
 pub fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64, String)> {
+    file_sha256_with(path, |_| {})
+}
+
+/// As [`file_sha256`], calling `read` with the bytes of each piece as it is read.
+pub fn file_sha256_with(
+    path: &std::path::Path,
+    mut read: impl FnMut(u64),
+) -> std::io::Result<(u64, String)> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
@@ -385,6 +393,7 @@ pub fn file_sha256(path: &std::path::Path) -> std::io::Result<(u64, String)> {
         }
         digest.update(&buffer[..n]);
         bytes += n as u64;
+        read(n as u64);
     }
     Ok((bytes, hex::encode(digest.finish())))
 }

@@ -67,7 +67,7 @@ mod trust;
 
 pub use self::{
     access::MAX_QUERY_RESULTS,
-    administration::file_sha256,
+    administration::{file_sha256, file_sha256_with},
     client::ClientIdentity,
     clock::Clock,
     config::Config,

@@ -763,3 +763,77 @@ async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
         assert_eq!(summary["rejected"], 0, "{category}: {summary}");
     }
 }
+
+/// Runs `program` (not tidemark) with `args`, stdin from /dev/null.
+async fn shell(program: &str, args: &[&str]) -> Output {
+    let (program, args) = (program.to_owned(), strings(args));
+    tokio::task::spawn_blocking(move || {
+        Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_work_shows_progress_on_a_terminal_only() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "400",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    let file = dir.path().join("sample.jsonl");
+    std::fs::write(&file, &sample.stdout).unwrap();
+    let import = |file: &std::path::Path| {
+        strings(&[
+            "import",
+            &file.display().to_string(),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ])
+    };
+    let out = run(import(&file)).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sync = |into: &str| {
+        format!(
+            "{BIN} sync --category smuggling --into {} --endpoint {endpoint} --as {aus}",
+            dir.path().join(into).display()
+        )
+    };
+    // On a terminal (util-linux `script` gives the command one): the counter is drawn.
+    let on_terminal = shell("script", &["-qec", &sync("on-terminal"), "/dev/null"]).await;
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(
+        shown.contains("changes received"),
+        "{shown} {} {:?}",
+        String::from_utf8_lossy(&on_terminal.stderr),
+        on_terminal.status
+    );
+    // Piped: nothing but the result.
+    let piped = shell("sh", &["-c", &sync("piped")]).await;
+    assert!(piped.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&piped.stdout),
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(!said.contains("changes received"), "{said}");
+    assert!(said.contains("mirrored into"), "{said}");
+}

@@ -9,7 +9,7 @@ use tidemark::{
     Store,
     clock::format_time,
     config::StoreConfig,
-    file_sha256,
+    file_sha256, file_sha256_with,
     pb::{self, admin_client::AdminClient},
 };
 use tokio_stream::StreamExt;
@@ -49,15 +49,20 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
     let mut file = tokio::fs::File::create(&partial)
         .await
         .with_context(|| format!("cannot write {}", partial.display()))?;
+    let progress = super::progress::bytes(manifest.bytes, "backup");
     while let Some(chunk) = stream.next().await {
         match chunk
             .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
             .part
         {
-            Some(pb::backup_chunk::Part::Data(data)) => file.write_all(&data).await?,
+            Some(pb::backup_chunk::Part::Data(data)) => {
+                file.write_all(&data).await?;
+                progress.inc(data.len() as u64);
+            }
             _ => bail!("the server's backup sent a second manifest"),
         }
     }
+    progress.finish_and_clear();
     file.sync_all().await?;
     drop(file);
     Store::owner_only(&partial).map_err(|e| anyhow!("{e}"))?;
@@ -118,8 +123,10 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             )
         })?)
         .with_context(|| format!("{} is not a backup manifest", manifest_file.display()))?;
-    let (bytes, sha256) =
-        file_sha256(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let progress = super::progress::bytes(manifest.bytes, "checked");
+    let (bytes, sha256) = file_sha256_with(&args.file, |n| progress.inc(n))
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    progress.finish_and_clear();
     if bytes != manifest.bytes || sha256 != manifest.sha256 {
         bail!(
             "{} is not the file its manifest describes ({bytes} bytes, sha256 {sha256}; the \

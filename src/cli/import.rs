@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 use tidemark::{
     client,
@@ -75,11 +74,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let total = count_records(&args.file)?;
     let mut records = records(&args.file)?;
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
-    let progress = ProgressBar::new(total);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} reports  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = super::progress::items(total, "reports");
     let mut tally = Tally::default();
     let batch = usize::try_from(args.batch).unwrap_or(500);
     // Read, sign and send one batch at a time: memory stays bounded by --batch.

@@ -17,6 +17,7 @@ mod labels;
 mod lock;
 mod log;
 mod pki;
+mod progress;
 mod reads;
 mod reciprocity;
 mod report_filter;

@@ -326,6 +326,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let mut buffer = Vec::new();
     let (mut pending, mut total) = (0usize, 0u64);
     let started = cursor;
+    let progress = super::progress::counter("changes received");
     let outcome = loop {
         match stream.message().await {
             Ok(Some(item)) => {
@@ -338,6 +339,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
                 cursor = sequence;
                 pending += 1;
                 total += 1;
+                progress.inc(1);
                 if pending >= SYNC_CHECKPOINT {
                     checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
                     pending = 0;
@@ -348,6 +350,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         }
     };
     checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
+    progress.finish_and_clear();
     match outcome {
         Ok(()) => {
             println!(

@@ -14,24 +14,65 @@ const ORIGINS: [&str; 10] = [
 ];
 const TRANSIT: [&str; 6] = ["MYS", "IDN", "THA", "TLS", "PNG", "SGP"];
 const DESTINATIONS: [&str; 4] = ["AUS", "NZL", "MYS", "IDN"];
-const PLACES: [&str; 8] = [
-    "Kupang",
-    "Christmas Island",
-    "Ashmore Reef",
-    "Satun",
-    "Ranong",
-    "Tanjung Pinang",
-    "Darwin",
-    "Rote Island",
-];
-const SEA_AREAS: [pb::SeaArea; 6] = [
-    pb::SeaArea::TimorSea,
-    pb::SeaArea::AndamanSea,
-    pb::SeaArea::IndianOcean,
-    pb::SeaArea::JavaSea,
-    pb::SeaArea::ArafuraSea,
-    pb::SeaArea::StraitOfMalacca,
-];
+/// Where a reporting state's incidents happen: places in that state, the sea areas off
+/// its coasts, the box its points fall in (hundredths of a degree: south, west, north,
+/// east) and the currencies its fees are quoted in.
+struct Region {
+    places: &'static [&'static str],
+    seas: &'static [pb::SeaArea],
+    bbox: (i32, i32, i32, i32),
+    currencies: &'static [&'static str],
+}
+
+/// The region of `state`: the reporting states of the region's exchange, and a wide box
+/// over the region's waters (no place name) for any other state.
+fn region(state: &str) -> Region {
+    use pb::SeaArea as S;
+    match state {
+        "AUS" => Region {
+            places: &["Christmas Island", "Ashmore Reef", "Darwin", "Broome"],
+            seas: &[S::TimorSea, S::ArafuraSea, S::IndianOcean],
+            bbox: (-2000, 10500, -900, 13100),
+            currencies: &["AUD", "USD"],
+        },
+        "IDN" => Region {
+            places: &["Kupang", "Rote Island", "Tanjung Pinang", "Batam"],
+            seas: &[S::JavaSea, S::TimorSea, S::IndianOcean],
+            bbox: (-1100, 10000, -100, 12500),
+            currencies: &["IDR", "USD"],
+        },
+        "THA" => Region {
+            places: &["Satun", "Ranong", "Phuket"],
+            seas: &[S::AndamanSea, S::StraitOfMalacca],
+            bbox: (500, 9700, 1000, 10100),
+            currencies: &["THB", "USD"],
+        },
+        "MYS" => Region {
+            places: &["Langkawi", "Johor Bahru", "Port Klang"],
+            seas: &[S::StraitOfMalacca, S::AndamanSea],
+            bbox: (100, 9950, 650, 10450),
+            currencies: &["USD"],
+        },
+        _ => Region {
+            places: &[""],
+            seas: &[S::IndianOcean],
+            bbox: (-1200, 9500, 800, 12500),
+            currencies: &["USD"],
+        },
+    }
+}
+
+/// A fee per person in `currency`, in the range and the round units it is quoted in.
+fn fee(rng: &mut Rng, currency: &str) -> u64 {
+    // (smallest, largest, unit): about USD 500 to 10,000.
+    let (low, high, unit) = match currency {
+        "AUD" => (800, 15_000, 100),
+        "IDR" => (8_000_000, 150_000_000, 500_000),
+        "THB" => (17_000, 350_000, 1_000),
+        _ => (500, 10_000, 100),
+    };
+    low + unit * rng.below((high - low) / unit + 1)
+}
 
 /// A small deterministic generator (`SplitMix64`): reproducible data from a seed.
 pub struct Rng(u64);
@@ -91,6 +132,7 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
         1 + rng.below(28)
     );
     let maritime = rng.chance(45);
+    let place = region(state);
     let total = 1 + rng.count(if maritime { 150 } else { 40 });
     let mut remaining = u64::from(total);
     let mut by_nationality = Vec::new();
@@ -151,16 +193,38 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
         })
     } else {
         let detected = rng.count(6);
+        // The modus operandi follows from the means of transport.
+        let (modus, transport) = match rng.below(10) {
+            0..=3 => (pb::ModusOperandi::Sea, vec![pb::TransportMeans::Boat]),
+            4..=6 => (
+                pb::ModusOperandi::Land,
+                vec![*rng.pick(&[
+                    pb::TransportMeans::Car,
+                    pb::TransportMeans::Truck,
+                    pb::TransportMeans::Bus,
+                ])],
+            ),
+            7 | 8 => (
+                pb::ModusOperandi::Air,
+                vec![pb::TransportMeans::CommercialFlight],
+            ),
+            _ => (
+                pb::ModusOperandi::Mixed,
+                vec![pb::TransportMeans::Boat, pb::TransportMeans::Truck],
+            ),
+        };
         pb::report::Details::Smuggling(pb::SmugglingIncident {
-            modus_operandi: i32::try_from(1 + rng.below(4)).unwrap_or(1),
-            transport: vec![*rng.pick(&[2, 3, 4, 6, 7])],
+            modus_operandi: modus as i32,
+            transport: transport.into_iter().map(|t| t as i32).collect(),
             concealment: i32::try_from(1 + rng.below(5)).unwrap_or(1),
             facilitators_detected: detected,
             facilitators_arrested: rng.count(u64::from(detected)),
-            fee_per_person: rng.chance(60).then(|| pb::Money {
-                // Fees are quoted in round hundreds.
-                amount: 100 * (5 + rng.below(95)),
-                currency: (*rng.pick(&["USD", "USD", "AUD", "IDR", "THB"])).to_owned(),
+            fee_per_person: rng.chance(60).then(|| {
+                let currency = *rng.pick(place.currencies);
+                pb::Money {
+                    amount: fee(rng, currency),
+                    currency: currency.to_owned(),
+                }
             }),
             fraudulent_documents: if rng.chance(25) {
                 vec![pb::FraudulentDocument {
@@ -191,15 +255,22 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
         },
         location: Some(pb::Location {
             country: state.to_owned(),
-            place: (*rng.pick(&PLACES)).to_owned(),
-            point: rng.chance(70).then(|| pb::GeoPoint {
+            place: (*rng.pick(place.places)).to_owned(),
+            point: rng.chance(70).then(|| {
                 // Hundredths of a degree, divided once: the number a parser reads from
                 // the decimal (no float noise from adding offsets).
-                latitude: f64::from(i32::try_from(rng.count(2000)).unwrap_or(0) - 1200) / 100.0,
-                longitude: f64::from(i32::try_from(rng.count(3000)).unwrap_or(0) + 9500) / 100.0,
+                let (south, west, north, east) = place.bbox;
+                let mut within = |low: i32, high: i32| {
+                    let span = u64::try_from(high - low).unwrap_or(0);
+                    f64::from(low + i32::try_from(rng.below(span + 1)).unwrap_or(0)) / 100.0
+                };
+                pb::GeoPoint {
+                    latitude: within(south, north),
+                    longitude: within(west, east),
+                }
             }),
             sea_area: if maritime {
-                *rng.pick(&SEA_AREAS) as i32
+                *rng.pick(place.seas) as i32
             } else {
                 0
             },
@@ -245,12 +316,73 @@ mod tests {
         let today = time::OffsetDateTime::now_utc().date();
         let mut ids = std::collections::HashSet::new();
         for i in 0..2000 {
-            let state = ["AUS", "IDN", "THA"][i % 3];
+            let state = ["AUS", "IDN", "THA", "MYS", "NZL"][i % 5];
             let r = report(&mut rng, state);
             assert!(ids.insert(r.report_id.clone()));
+            looks_real(&r);
             if let Err(e) = crate::report::validate(r, today) {
                 panic!("sample {i} invalid: {e}");
             }
+        }
+    }
+
+    /// Places, seas and points of the reporting state; a modus operandi that fits the
+    /// transport; a fee in its currency's range and unit; points in hundredths of a degree
+    /// exactly as a parser reads them.
+    fn looks_real(r: &pb::Report) {
+        let region = region(&r.reporting_state);
+        let location = r.location.clone().unwrap_or_default();
+        assert!(
+            region.places.contains(&location.place.as_str()),
+            "{location:?}"
+        );
+        if let Some(p) = location.point {
+            let (south, west, north, east) = region.bbox;
+            let hundredths = |v: f64| {
+                let h = (v * 100.0).round();
+                assert_eq!((h / 100.0).to_bits(), v.to_bits(), "float noise in {v}");
+                #[allow(clippy::cast_possible_truncation)]
+                let h = h as i32;
+                h
+            };
+            assert!((south..=north).contains(&hundredths(p.latitude)), "{p:?}");
+            assert!((west..=east).contains(&hundredths(p.longitude)), "{p:?}");
+        }
+        match &r.details {
+            Some(pb::report::Details::Maritime(_)) => {
+                let sea = pb::SeaArea::try_from(location.sea_area).unwrap();
+                assert!(
+                    region.seas.contains(&sea),
+                    "{sea:?} off {}",
+                    r.reporting_state
+                );
+            }
+            Some(pb::report::Details::Smuggling(s)) => {
+                use pb::{ModusOperandi as M, TransportMeans as T};
+                let by = |t: T| s.transport.contains(&(t as i32));
+                let fits = match M::try_from(s.modus_operandi).unwrap() {
+                    M::Sea => by(T::Boat),
+                    M::Air => by(T::CommercialFlight),
+                    M::Land => by(T::Car) || by(T::Truck) || by(T::Bus),
+                    M::Mixed => s.transport.len() > 1,
+                    M::Unspecified => false,
+                };
+                assert!(fits, "{s:?}");
+                if let Some(fee) = &s.fee_per_person {
+                    assert!(
+                        region.currencies.contains(&fee.currency.as_str()),
+                        "{fee:?}"
+                    );
+                    let usd = match fee.currency.as_str() {
+                        "AUD" => fee.amount * 65 / 100,
+                        "IDR" => fee.amount / 16_000,
+                        "THB" => fee.amount / 35,
+                        _ => fee.amount,
+                    };
+                    assert!((400..=11_000).contains(&usd), "{fee:?}: about USD {usd}");
+                }
+            }
+            None => panic!("no details"),
         }
     }
 }

@@ -837,3 +837,85 @@ async fn long_work_shows_progress_on_a_terminal_only() {
     assert!(!said.contains("changes received"), "{said}");
     assert!(said.contains("mirrored into"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let endpoint = server.endpoint();
+    let samples = dir.path().join("samples");
+    let out = run(strings(&[
+        "sample-reports",
+        "--count",
+        "300",
+        "--states",
+        "AUS,IDN,THA",
+        "--out",
+        &samples.display().to_string(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for state in ["AUS", "IDN", "THA"] {
+        let node = profile(&pki, &server, dir.path(), state).await;
+        let file = samples.join(format!("{}.jsonl", state.to_lowercase()));
+        let out = run(strings(&[
+            "import",
+            &file.display().to_string(),
+            "--json",
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &node,
+        ]))
+        .await;
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["accepted"], 300, "{state}: {summary}");
+    }
+    let analyst = common::regional(&pki);
+    std::fs::write(dir.path().join("regional.pem"), analyst.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("regional.key"), analyst.key_pem()).unwrap();
+    let chart = dir.path().join("chart.svg");
+    let out = run(strings(&[
+        "aggregate",
+        "--by",
+        "year,state",
+        "--metric",
+        "persons,deaths",
+        "--chart",
+        &chart.display().to_string(),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &dir.path().join("regional").display().to_string(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("20") || l.starts_with("(all)"))
+        .collect();
+    assert!(rows.len() >= 21, "{table}");
+    for row in rows {
+        assert!(
+            !row.split_whitespace().any(|w| w == "x"),
+            "nothing withheld: {table}"
+        );
+    }
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    assert!(lines >= 3, "a line per state: {lines} in {svg}");
+}

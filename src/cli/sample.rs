@@ -8,10 +8,15 @@ use tidemark::{country::CountryCode, sample};
 use super::csv_rows::CsvRow;
 
 /// Write realistic synthetic reports (both categories; varied routes, nationalities,
-/// vessel types, dates and scopes) to standard output, as JSON lines or CSV.
+/// vessel types, dates and scopes; places, seas, points and fee currencies of the
+/// reporting state) to standard output, as JSON lines or CSV — or, with --out, one file
+/// per state, since each state's reports are imported by its own node.
+///
+/// Example: tidemark sample-reports --count 300 --states AUS,IDN,THA --out samples/
+///   then: tidemark import samples/aus.jsonl --as certs/aus-node (and idn, tha)
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// How many reports.
+    /// How many reports (with --out: how many for each state).
     #[arg(long, default_value_t = 10)]
     count: u64,
     /// Reporting states, comma-separated ISO 3166-1 alpha-3 codes; reports rotate among them.
@@ -24,6 +29,10 @@ pub struct SampleArgs {
     /// `import` reads.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: Format,
+    /// Write one file per state here, DIR/<state>.jsonl (or .csv), instead of printing:
+    /// a node may only import its own state's reports.
+    #[arg(long, value_name = "DIR")]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -33,14 +42,40 @@ enum Format {
 }
 
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
+    let Some(dir) = &args.out else {
+        return write(args, &args.states, std::io::stdout().lock());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let extension = match args.format {
+        Format::Jsonl => "jsonl",
+        Format::Csv => "csv",
+    };
+    for state in &args.states {
+        let path = dir.join(format!("{}.{extension}", state.as_str().to_lowercase()));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        write(args, std::slice::from_ref(state), file)?;
+        println!(
+            "{} {} reports -> {} (import with --as certs/{}-node)",
+            args.count,
+            state,
+            path.display(),
+            state.as_str().to_lowercase()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `args.count` reports rotating among `states` to `out`.
+fn write(args: &SampleArgs, states: &[CountryCode], out: impl Write) -> anyhow::Result<()> {
     // Different state lists give different report ids for the same seed.
-    let states: String = args.states.iter().map(CountryCode::as_str).collect();
-    let mut rng = sample::Rng::new(sample::seed_for(args.seed, &states));
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let label: String = states.iter().map(CountryCode::as_str).collect();
+    let mut rng = sample::Rng::new(sample::seed_for(args.seed, &label));
+    let mut out = std::io::BufWriter::new(out);
     let mut csv = matches!(args.format, Format::Csv).then(|| csv::Writer::from_writer(Vec::new()));
     for i in 0..args.count {
-        let state = args.states[usize::try_from(i).unwrap_or(0) % args.states.len()];
+        let state = states[usize::try_from(i).unwrap_or(0) % states.len()];
         let report = sample::report(&mut rng, state.as_str());
         match &mut csv {
             Some(writer) => writer.serialize(CsvRow::from_report(&report))?,

@@ -445,10 +445,7 @@ async fn a_row_of_one_named_state_is_not_flagged_as_one_state_only() {
         let node = profile(&pki, &server, dir.path(), state).await;
         submit_samples(dir.path(), &endpoint, &node, state, 12).await;
     }
-    let analyst = common::regional(&pki);
-    std::fs::write(dir.path().join("regional.pem"), analyst.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("regional.key"), analyst.key_pem()).unwrap();
-    let regional = dir.path().join("regional").display().to_string();
+    let regional = regional_profile(&pki, dir.path());
     let out = run(strings(&[
         "aggregate",
         "--by",
@@ -876,9 +873,7 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(summary["accepted"], 300, "{state}: {summary}");
     }
-    let analyst = common::regional(&pki);
-    std::fs::write(dir.path().join("regional.pem"), analyst.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("regional.key"), analyst.key_pem()).unwrap();
+    let regional = regional_profile(&pki, dir.path());
     let chart = dir.path().join("chart.svg");
     let out = run(strings(&[
         "aggregate",
@@ -891,7 +886,7 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
         "--endpoint",
         &endpoint,
         "--as",
-        &dir.path().join("regional").display().to_string(),
+        &regional,
     ]))
     .await;
     assert!(
@@ -918,4 +913,143 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
         .filter(|n| n.has_tag_name("polyline"))
         .count();
     assert!(lines >= 3, "a line per state: {lines} in {svg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn charts_leave_gaps_keep_every_month_group_bars_and_say_what_they_leave_out() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let endpoint = server.endpoint();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    import_with_a_gap(dir.path(), &endpoint, &aus).await;
+    let regional = regional_profile(&pki, dir.path());
+    let chart = |name: &str, by: &str| {
+        let chart = dir.path().join(name).display().to_string();
+        strings(&[
+            "aggregate",
+            "--by",
+            by,
+            "--metric",
+            "reports,persons",
+            "--from",
+            "2024-01",
+            "--to",
+            "2024-06",
+            "--chart",
+            &chart,
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &regional,
+        ])
+    };
+    let out = run(chart("months.svg", "month")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (texts, lines) = svg_texts(&dir.path().join("months.svg"));
+    for month in ["2024-03", "2024-04"] {
+        assert!(
+            texts.iter().any(|t| t == month),
+            "{month} keeps its place: {texts:?}"
+        );
+    }
+    assert!(lines >= 2, "the line breaks over the gap: {lines}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("the first metric asked for") && t.contains("persons")),
+        "{texts:?}"
+    );
+    // Two dimensions without a period: a group of bars per origin.
+    let out = run(chart("bars.svg", "origin,modus-operandi")).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (texts, _) = svg_texts(&dir.path().join("bars.svg"));
+    assert!(
+        texts
+            .iter()
+            .any(|t| *t == "sea" || *t == "land" || *t == "air"),
+        "a legend of modi: {texts:?}"
+    );
+    // Not SVG: refused before anything is asked; a path that cannot be written: said so.
+    let out = run(chart("chart.png", "month")).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("charts are written as SVG"));
+    assert!(!dir.path().join("chart.png").exists());
+    let out = run(chart("no/such/dir/c.svg", "month")).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot write the chart to") && !said.contains("Os {"),
+        "{said}"
+    );
+}
+
+/// Writes the regional analyst's profile into `dir`; returns it for `--as`.
+fn regional_profile(pki: &TestPki, dir: &std::path::Path) -> String {
+    let analyst = common::regional(pki);
+    std::fs::write(dir.join("regional.pem"), analyst.cert_pem()).unwrap();
+    std::fs::write(dir.join("regional.key"), analyst.key_pem()).unwrap();
+    dir.join("regional").display().to_string()
+}
+
+/// The texts of an SVG chart, trimmed, and how many lines it draws.
+fn svg_texts(path: &std::path::Path) -> (Vec<String>, usize) {
+    let svg = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts = doc
+        .descendants()
+        .filter_map(|n| n.text())
+        .map(|t| t.trim().to_owned())
+        .collect();
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    (texts, lines)
+}
+
+/// Imports eight AUS reports in each of January, February, May and June 2024: none in
+/// March and April.
+async fn import_with_a_gap(dir: &std::path::Path, endpoint: &str, aus: &str) {
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "32",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    let lines: Vec<String> = String::from_utf8(sample.stdout)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
+            r["incidentDate"] = format!("2024-{:02}-10", [1, 2, 5, 6][i / 8]).into();
+            r.to_string()
+        })
+        .collect();
+    let file = dir.join("dated.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = run(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -58,7 +58,10 @@ pub struct AggregateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// Also write a chart (SVG): a time series when grouped by a period, bars otherwise.
+    /// Also write a chart (SVG; the file name must end in .svg): a time series when grouped
+    /// by a period (a line per value of the other dimensions, a gap where a period has no
+    /// figure), bars otherwise. It shows the first metric asked for and says what it
+    /// leaves out.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
     #[command(flatten)]
@@ -134,6 +137,9 @@ impl AggregateArgs {
 
 pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
     let request = args.request()?;
+    if let Some(path) = &args.chart {
+        chart::check_path(path)?;
+    }
     let response = AnalyticsClient::new(args.client.connect().await?)
         .aggregate(request.clone())
         .await

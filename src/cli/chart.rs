@@ -26,6 +26,8 @@ const COLOURS: [RGBColor; MAX_SERIES] = [
 struct Measure {
     label: String,
     unit: String,
+    /// What the chart leaves out (other metrics, other currencies), in words.
+    note: Option<String>,
     /// `None`: the first value of a cell; `Some(currency)`: its median fee there.
     fee_currency: Option<String>,
 }
@@ -65,20 +67,54 @@ fn measure(response: &pb::AggregateResponse) -> anyhow::Result<Measure> {
         } else {
             "number of people"
         };
+        let others: Vec<String> = response
+            .metrics
+            .iter()
+            .filter_map(|m| pb::Metric::try_from(*m).ok())
+            .filter(|m| m != first)
+            .map(|m| name_of(Ok::<_, ()>(m.as_str_name()), "METRIC_"))
+            .collect();
+        let note = (!others.is_empty()).then(|| {
+            format!(
+                "The chart shows {label}, the first metric asked for; {} are in the table \
+                 (ask for one first to chart it).",
+                others.join(", ")
+            )
+        });
         return Ok(Measure {
             unit: format!("{label} ({unit})"),
             label,
+            note,
             fee_currency: None,
         });
     }
-    let currency = response
-        .cells
-        .iter()
-        .find_map(|c| c.fees.first().map(|f| f.currency.clone()))
+    // The currency most cells state a fee in.
+    let mut currencies: Vec<(usize, String)> = Vec::new();
+    for f in response.cells.iter().flat_map(|c| &c.fees) {
+        match currencies.iter_mut().find(|(_, c)| *c == f.currency) {
+            Some((n, _)) => *n += 1,
+            None => currencies.push((1, f.currency.clone())),
+        }
+    }
+    currencies.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let (_, currency) = currencies
+        .first()
+        .cloned()
         .ok_or_else(|| anyhow!("no cell states a fee, so there is nothing to chart"))?;
+    let note = (currencies.len() > 1).then(|| {
+        format!(
+            "The chart shows fees in {currency}; fees in {} are in the table.",
+            currencies[1..]
+                .iter()
+                .map(|(_, c)| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
     Ok(Measure {
         label: "median fee per person".to_owned(),
         unit: format!("median fee per person ({currency})"),
+        note,
         fee_currency: Some(currency),
     })
 }
@@ -119,11 +155,12 @@ pub fn write(
         )
     };
     let withheld = response.cells.iter().filter(|c| c.suppressed != 0).count();
-    let footnote = format!(
-        "Withheld cells ({withheld}) are not drawn: fewer than {} reports, or protecting such a \
-         cell. Source: tidemark aggregate ({}).",
+    let mut footnotes = vec![format!(
+        "Withheld cells ({withheld}) are not drawn (gaps): fewer than {} reports, or protecting \
+         such a cell. Source: tidemark aggregate ({}).",
         response.minimum_reports, response.source
-    );
+    )];
+    footnotes.extend(measure.note.clone());
     let period = dims.iter().position(|d| {
         matches!(
             d,
@@ -136,20 +173,42 @@ pub fn write(
     {
         let root = SVGBackend::with_string(&mut svg, (1100, 650)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
-        let (body, foot) = root.split_vertically(620);
-        foot.draw(&Text::new(
-            footnote,
-            (10, 5),
-            ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
-        ))
-        .map_err(draw_error)?;
-        match period {
-            Some(p) => time_series(&body, response, &measure, &title, &names, p)?,
-            None => bars(&body, response, &measure, &title, &names)?,
+        let (body, foot) = root.split_vertically(600);
+        for (i, line) in footnotes.iter().enumerate() {
+            foot.draw(&Text::new(
+                line.clone(),
+                (10, 5 + 16 * i32::try_from(i).unwrap_or(0)),
+                ("sans-serif", 13).into_font().color(&BLACK.mix(0.7)),
+            ))
+            .map_err(draw_error)?;
         }
+        let (plot, side) = body.split_horizontally(880);
+        let legend = if let Some(p) = period {
+            time_series(&plot, response, &measure, &title, &names, p)?
+        } else {
+            bars(&plot, response, &measure, &title, &names)?
+        };
+        draw_legend(&side, &legend)?;
         root.present().map_err(draw_error)?;
     }
-    std::fs::write(path, svg)?;
+    std::fs::write(path, svg)
+        .map_err(|e| anyhow!("cannot write the chart to {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Refuses a chart file name that does not end in .svg (charts are SVG), before anything
+/// is asked of the server.
+pub fn check_path(path: &Path) -> anyhow::Result<()> {
+    if path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("svg"))
+    {
+        bail!(
+            "--chart {}: charts are written as SVG; name the file .svg (convert it to PNG \
+             with any SVG tool, e.g. `rsvg-convert -o chart.png chart.svg`)",
+            path.display()
+        );
+    }
     Ok(())
 }
 
@@ -187,7 +246,7 @@ fn time_series(
     title: &str,
     names: &[String],
     period: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, RGBColor)>> {
     let interior: Vec<&pb::Cell> = response
         .cells
         .iter()
@@ -199,6 +258,8 @@ fn time_series(
     if periods.is_empty() {
         bail!("no cell to chart");
     }
+    // Every period from the first to the last keeps its place, reports or not.
+    let periods = every_period(&periods);
     let mut series = collect_series(&interior, &periods, period, measure);
     if series.is_empty() {
         bail!("every cell is withheld, so there is nothing to chart");
@@ -230,6 +291,7 @@ fn time_series(
         .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
         .draw()
         .map_err(draw_error)?;
+    let mut legend = Vec::new();
     for (
         i,
         Series {
@@ -252,22 +314,72 @@ fn time_series(
                 &|c, s, st| Circle::new(c, s, st),
             ))
             .map_err(draw_error)?;
-        chart
-            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
-            .map_err(draw_error)?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
+        // A line joins consecutive periods only: a period without a value (withheld,
+        // or no reports) is a gap, not a straight line across it.
+        for run in points.chunk_by(|a, b| b.0 == a.0 + 1) {
+            chart
+                .draw_series(LineSeries::new(run.to_vec(), colour.stroke_width(2)))
+                .map_err(draw_error)?;
+        }
+        legend.push((label, colour));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
+    Ok(legend)
+}
+
+/// The legend, beside the plot (never over it): a line of each series' colour and name.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    legend: &[(String, RGBColor)],
+) -> anyhow::Result<()> {
+    let font = ("sans-serif", 14).into_font();
+    for (i, (name, colour)) in legend.iter().enumerate() {
+        let y = 60 + 22 * i32::try_from(i).unwrap_or(0);
+        area.draw(&PathElement::new(
+            vec![(5, y), (30, y)],
+            colour.stroke_width(3),
+        ))
         .map_err(draw_error)?;
+        area.draw(&Text::new(name.clone(), (36, y - 8), font.clone()))
+            .map_err(draw_error)?;
+    }
     Ok(())
+}
+
+/// Every period label from the first of `present` to its last ("2024-11", "2024-12",
+/// "2025-01"; "2024-Q4", "2025-Q1"; "2024", "2025"), so that a period without reports
+/// keeps its place on the axis. Labels of another shape are kept as they are.
+fn every_period(present: &[String]) -> Vec<String> {
+    let index = |label: &str| -> Option<(i64, u8)> {
+        if let Some((y, q)) = label.split_once("-Q") {
+            Some((
+                y.parse::<i64>().ok()? * 4 + q.parse::<i64>().ok()? - 1,
+                b'q',
+            ))
+        } else if let Some((y, m)) = label.split_once('-') {
+            Some((
+                y.parse::<i64>().ok()? * 12 + m.parse::<i64>().ok()? - 1,
+                b'm',
+            ))
+        } else {
+            Some((label.parse::<i64>().ok()?, b'y'))
+        }
+    };
+    let (Some(first), Some(last)) = (
+        present.first().and_then(|l| index(l)),
+        present.last().and_then(|l| index(l)),
+    ) else {
+        return present.to_vec();
+    };
+    if first.1 != last.1 || last.0 - first.0 > 600 {
+        return present.to_vec();
+    }
+    (first.0..=last.0)
+        .map(|i| match first.1 {
+            b'q' => format!("{}-Q{}", i.div_euclid(4), i.rem_euclid(4) + 1),
+            b'm' => format!("{}-{:02}", i.div_euclid(12), i.rem_euclid(12) + 1),
+            _ => i.to_string(),
+        })
+        .collect()
 }
 
 /// The time series of the interior cells: one per combination of the dimensions other
@@ -310,81 +422,132 @@ fn collect_series(
     series
 }
 
-/// Bars over the first dimension's values (the margins over any others).
+/// Bars over the first dimension's values: one bar each (with one dimension), or a group
+/// of bars each, one per value of the second dimension (the largest series; margins over
+/// any third). Returns the legend.
 fn bars(
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
     response: &pb::AggregateResponse,
     measure: &Measure,
     title: &str,
     names: &[String],
-) -> anyhow::Result<()> {
-    let shown: Vec<(String, f64)> = response
-        .cells
-        .iter()
-        .filter(|c| match c.keys.split_first() {
-            Some((first, rest)) => first != "*" && rest.iter().all(|k| k == "*"),
-            None => true,
-        })
-        .filter(|c| c.suppressed == 0)
-        .filter_map(|c| {
-            let label = c.keys.first().cloned().unwrap_or_else(|| "all".to_owned());
-            Some((label, measure.of(c)?))
-        })
-        .collect();
-    if shown.is_empty() {
+) -> anyhow::Result<Vec<(String, RGBColor)>> {
+    let (groups, mut series, values) = bar_values(response, measure, names.len() > 1);
+    if values.is_empty() {
         bail!("every cell is withheld, so there is nothing to chart");
     }
-    let top = shown.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1.0) * 1.1;
+    series.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let dropped = series.len().saturating_sub(MAX_SERIES);
+    series.truncate(MAX_SERIES);
+    let top = values
+        .iter()
+        .map(|(_, _, v)| *v)
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.1;
     let x_desc = names.first().cloned().unwrap_or_default();
-    let caption = if names.len() > 1 {
-        format!("{title} (totals by {x_desc})")
+    let caption = if dropped > 0 {
+        format!("{title} (the {MAX_SERIES} largest series; {dropped} more not drawn)")
     } else {
         title.to_owned()
     };
     let mut chart = frame(area, caption)
         .build_cartesian_2d(
-            (0..shown.len().saturating_sub(1)).into_segmented(),
+            (0..groups.len().saturating_sub(1)).into_segmented(),
             0.0..top,
         )
         .map_err(draw_error)?;
-    let labels: Vec<String> = shown.iter().map(|(l, _)| l.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_desc(x_desc)
         .y_desc(measure.unit.clone())
         .y_label_formatter(&|v| format!("{v:.0}"))
-        .x_labels(shown.len().min(40))
+        .x_labels(groups.len().min(40))
         .x_label_formatter(&|v| match v {
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                labels.get(*i).cloned().unwrap_or_default()
+                groups.get(*i).cloned().unwrap_or_default()
             }
             SegmentValue::Last => String::new(),
         })
         .draw()
         .map_err(draw_error)?;
-    let colour = COLOURS[0];
-    chart
-        .draw_series(shown.iter().enumerate().map(|(i, (_, v))| {
-            let mut bar = Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), *v),
-                ],
-                colour.filled(),
-            );
-            bar.set_margin(0, 0, 4, 4);
-            bar
-        }))
-        .map_err(draw_error)?
-        .label(measure.label.clone())
-        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], colour.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
-    Ok(())
+    // Each group's width in pixels, shared by its bars.
+    let width = i32::try_from(chart.plotting_area().dim_in_pixel().0).unwrap_or(800);
+    let group_px = width / i32::try_from(groups.len().max(1)).unwrap_or(1);
+    let slot = ((group_px - 8) / i32::try_from(series.len().max(1)).unwrap_or(1)).max(1);
+    let mut legend = Vec::new();
+    for (s, (name, _)) in series.iter().enumerate() {
+        let colour = COLOURS[s % COLOURS.len()];
+        let s = i32::try_from(s).unwrap_or(0);
+        let bars: Vec<Rectangle<_>> = values
+            .iter()
+            .filter(|(_, one, _)| one == name)
+            .filter_map(|(group, _, v)| {
+                let i = groups.iter().position(|g| g == group)?;
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), *v),
+                    ],
+                    colour.filled(),
+                );
+                let left = 4 + s * slot;
+                let right = (group_px - left - slot).max(0);
+                bar.set_margin(
+                    0,
+                    0,
+                    u32::try_from(left).unwrap_or(0),
+                    u32::try_from(right).unwrap_or(0),
+                );
+                Some(bar)
+            })
+            .collect();
+        chart.draw_series(bars).map_err(draw_error)?;
+        legend.push((
+            if name.is_empty() {
+                measure.label.clone()
+            } else {
+                name.clone()
+            },
+            colour,
+        ));
+    }
+    Ok(legend)
+}
+
+/// The groups (first dimension's values, sorted), the series (second dimension's values,
+/// "" with one dimension) with their totals, and each shown (group, series, value).
+#[allow(clippy::type_complexity)]
+fn bar_values(
+    response: &pb::AggregateResponse,
+    measure: &Measure,
+    grouped: bool,
+) -> (Vec<String>, Vec<(String, f64)>, Vec<(String, String, f64)>) {
+    let mut groups: Vec<String> = Vec::new();
+    let mut series: Vec<(String, f64)> = Vec::new();
+    let mut values: Vec<(String, String, f64)> = Vec::new();
+    for c in response.cells.iter().filter(|c| c.suppressed == 0) {
+        let (group, one) = match c.keys.as_slice() {
+            [] => ("all".to_owned(), String::new()),
+            [g] if g != "*" => (g.clone(), String::new()),
+            [g, s, rest @ ..]
+                if grouped && g != "*" && s != "*" && rest.iter().all(|k| k == "*") =>
+            {
+                (g.clone(), s.clone())
+            }
+            _ => continue,
+        };
+        let Some(v) = measure.of(c) else { continue };
+        if !groups.contains(&group) {
+            groups.push(group.clone());
+        }
+        match series.iter_mut().find(|(n, _)| *n == one) {
+            Some((_, total)) => *total += v,
+            None => series.push((one.clone(), v)),
+        }
+        values.push((group, one, v));
+    }
+    groups.sort();
+    (groups, series, values)
 }

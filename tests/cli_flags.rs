@@ -978,11 +978,12 @@ async fn charts_leave_gaps_keep_every_month_group_bars_and_say_what_they_leave_o
             .any(|t| *t == "sea" || *t == "land" || *t == "air"),
         "a legend of modi: {texts:?}"
     );
-    // Not SVG: refused before anything is asked; a path that cannot be written: said so.
-    let out = run(chart("chart.png", "month")).await;
+    // Neither SVG nor PNG: refused before anything is asked; a path that cannot be
+    // written: said so.
+    let out = run(chart("chart.jpg", "month")).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("charts are written as SVG"));
-    assert!(!dir.path().join("chart.png").exists());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("charts are written as SVG or PNG"));
+    assert!(!dir.path().join("chart.jpg").exists());
     let out = run(chart("no/such/dir/c.svg", "month")).await;
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -1052,4 +1053,87 @@ async fn import_with_a_gap(dir: &std::path::Path, endpoint: &str, aus: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_chart_renders_to_a_png_that_is_not_blank() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let endpoint = server.endpoint();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    import_with_a_gap(dir.path(), &endpoint, &aus).await;
+    // Enough fees of one currency for quartiles.
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "300",
+        "--seed",
+        "2",
+    ]))
+    .await;
+    let file = dir.path().join("more.jsonl");
+    std::fs::write(&file, &sample.stdout).unwrap();
+    let out = run(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let regional = regional_profile(&pki, dir.path());
+    let kinds: [(&str, &str, &str); 4] = [
+        ("series.png", "month,category", "persons"),
+        ("bars.png", "origin", "reports"),
+        ("grouped.png", "category,state", "persons"),
+        ("fees.png", "year", "fee"),
+    ];
+    for (name, by, metric) in kinds {
+        let file = dir.path().join(name);
+        let out = run(strings(&[
+            "aggregate",
+            "--by",
+            by,
+            "--metric",
+            metric,
+            "--chart",
+            &file.display().to_string(),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &regional,
+        ]))
+        .await;
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let png = std::fs::read(&file).unwrap();
+        let image = resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+        let pixels = image.pixels();
+        let inked = pixels
+            .iter()
+            .filter(|p| p.red() < 200 || p.green() < 200 || p.blue() < 200)
+            .count();
+        let mut colours: Vec<(u8, u8, u8)> = pixels
+            .iter()
+            .map(|p| (p.red(), p.green(), p.blue()))
+            .collect();
+        colours.sort_unstable();
+        colours.dedup();
+        assert!(
+            inked * 100 > pixels.len(),
+            "{name}: {inked} of {} pixels inked",
+            pixels.len()
+        );
+        assert!(colours.len() > 3, "{name}: {} colours", colours.len());
+    }
 }

@@ -58,7 +58,7 @@ pub struct AggregateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
-    /// Also write a chart (SVG; the file name must end in .svg): a time series when grouped
+    /// Also write a chart (SVG, or PNG when the name ends in .png): a time series when grouped
     /// by a period (a line per value of the other dimensions, a gap where a period has no
     /// figure), bars otherwise. It shows the first metric asked for and says what it
     /// leaves out.
@@ -145,6 +145,12 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
+    // The chart first: a table piped to `head` ends the command when the reader goes.
+    if let Some(path) = &args.chart {
+        chart::write(path, &request, &response)
+            .with_context(|| format!("writing the chart {}", path.display()))?;
+        eprintln!("chart written to {}", path.display());
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
@@ -154,11 +160,6 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
             serde_json::to_writer_pretty(&mut out, &response)?;
             writeln!(out)?;
         }
-    }
-    if let Some(path) = &args.chart {
-        chart::write(path, &request, &response)
-            .with_context(|| format!("writing the chart {}", path.display()))?;
-        eprintln!("chart written to {}", path.display());
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! Charts of an aggregate (SVG, with plotters): a time series when the table has a period
-//! dimension, bars otherwise. Withheld cells are left out and the chart says so.
+//! Charts of an aggregate (SVG, with plotters; PNG, that SVG rasterised by resvg with the
+//! machine's fonts): a time series when the table has a period dimension, bars otherwise.
+//! Withheld cells are left out and the chart says so.
 
 use std::path::Path;
 
@@ -191,21 +192,55 @@ pub fn write(
         draw_legend(&side, &legend)?;
         root.present().map_err(draw_error)?;
     }
-    std::fs::write(path, svg)
+    let bytes = if is_png(path) {
+        png_of(&svg)?
+    } else {
+        svg.into_bytes()
+    };
+    std::fs::write(path, bytes)
         .map_err(|e| anyhow!("cannot write the chart to {}: {e}", path.display()))?;
     Ok(())
 }
 
-/// Refuses a chart file name that does not end in .svg (charts are SVG), before anything
-/// is asked of the server.
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+/// The SVG chart as a PNG image of the same size.
+fn png_of(svg: &str) -> anyhow::Result<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let fonts = options.fontdb_mut();
+    fonts.load_system_fonts();
+    // The charts ask for "sans-serif": the first sans-serif family the machine has.
+    let sans = fonts
+        .faces()
+        .flat_map(|f| f.families.iter().map(|(name, _)| name.clone()))
+        .find(|name| name.contains("Sans") && !name.contains("Mono"));
+    if let Some(family) = sans {
+        fonts.set_sans_serif_family(family);
+    }
+    let tree = usvg::Tree::from_str(svg, &options)
+        .map_err(|e| anyhow!("the chart could not be drawn as PNG: {e}"))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| anyhow!("the chart has no size to draw as PNG"))?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap
+        .encode_png()
+        .map_err(|e| anyhow!("the chart could not be encoded as PNG: {e}"))
+}
+
+/// Refuses a chart file name that does not end in .svg or .png, before anything is asked
+/// of the server.
 pub fn check_path(path: &Path) -> anyhow::Result<()> {
-    if path
+    let svg = path
         .extension()
-        .is_none_or(|e| !e.eq_ignore_ascii_case("svg"))
-    {
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !svg && !is_png(path) {
         bail!(
-            "--chart {}: charts are written as SVG; name the file .svg (convert it to PNG \
-             with any SVG tool, e.g. `rsvg-convert -o chart.png chart.svg`)",
+            "--chart {}: charts are written as SVG or PNG; name the file .svg or .png",
             path.display()
         );
     }

@@ -833,6 +833,11 @@ async fn long_work_shows_progress_on_a_terminal_only() {
     );
     assert!(!said.contains("changes received"), "{said}");
     assert!(said.contains("mirrored into"), "{said}");
+    // A scan of the transparency log, too.
+    let check = format!("{BIN} audit verify-reciprocity --endpoint {endpoint} --as {aus}");
+    let on_terminal = shell("script", &["-qec", &check, "/dev/null"]).await;
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(shown.contains("log entries checked"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

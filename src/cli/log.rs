@@ -225,6 +225,7 @@ pub(super) async fn entries_under(
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut entries = Vec::new();
     let mut tree = merkle::MemoryTree::new();
+    let progress = super::progress::items(checkpoint.size, "log entries checked");
     while tree.size() < checkpoint.size {
         let start = tree.size();
         let page = log
@@ -238,11 +239,13 @@ pub(super) async fn entries_under(
         if page.entries.is_empty() {
             bail!("the server returned no entries from leaf {start}, below the checkpoint's size");
         }
+        progress.inc(page.entries.len() as u64);
         for entry in page.entries {
             tree.push(&entry);
             entries.push(entry);
         }
     }
+    progress.finish_and_clear();
     if tree.root() != checkpoint.root {
         bail!(
             "the {} entries the server returned are not the log under the checkpoint (the \

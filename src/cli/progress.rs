@@ -1,4 +1,5 @@
-//! Progress on long work (`import`, `sync --into`, `admin backup`, `restore`): a bar with
+//! Progress on long work (`import`, `sync --into`, `admin backup`, `restore`, scans of the
+//! transparency log by `audit --verify` and `audit verify-reciprocity`): a bar with
 //! count or bytes, rate and time left, drawn on stderr only while both stdout and stderr
 //! are a terminal, so that piped or redirected output stays clean.
 

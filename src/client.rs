@@ -189,7 +189,7 @@ pub fn explain(status: &Status) -> String {
     match status.code() {
         Code::Unauthenticated if error_reason(status).as_deref() == Some("SIGNATURE") => {
             format!(
-                "the server did not accept the envelope's signature: {}",
+                "the server did not accept the signature: {}",
                 status.message()
             )
         }

@@ -47,18 +47,23 @@ pub(crate) fn accept(
     let body = note::open(&checkpoint.note, &[log.verifier()])
         .map_err(|e| StoreError::Corrupt(format!("checkpoint {size}: {e}")))?
         .text;
-    let verified = store
-        .signing_keys(Some(state.as_str()))?
-        .iter()
-        .filter(|k| k.active_at(now))
-        .filter_map(|k| PublicKey::from_raw(&k.public_key).ok())
-        .any(|k| {
-            WitnessKey::new(&name, *k.raw())
+    let keys = store.signing_keys(Some(state.as_str()))?;
+    let signer = keys.iter().find(|k| {
+        PublicKey::from_raw(&k.public_key).is_ok_and(|public| {
+            WitnessKey::new(&name, *public.raw())
                 .verify_line(&body, &cosignature)
                 .is_some()
-        });
-    if !verified {
-        return Err(CosignError::BadSignature(name));
+        })
+    });
+    match signer {
+        None => return Err(CosignError::BadSignature(name)),
+        Some(k) if !k.active_at(now) => {
+            return Err(CosignError::InactiveKey {
+                key_id: k.key_id.clone(),
+                state: state.to_string(),
+            });
+        }
+        Some(_) => {}
     }
     store.add_cosignature(size, &name, line)?;
     let cosigned = store
@@ -95,6 +100,18 @@ pub enum CosignError {
          the name {0:?}, over the checkpoint of that size"
     )]
     BadSignature(String),
+    /// It was made with a key of the state that is revoked or outside its validity.
+    #[error(
+        "the cosignature is by signing key {key_id} of {state}, which is revoked or not \
+         valid now: cosign with a current key of {state} (an operator registers one with \
+         `tidemark admin register-key`)"
+    )]
+    InactiveKey {
+        /// The key that made it.
+        key_id: String,
+        /// Its state.
+        state: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -14,53 +14,125 @@ const ORIGINS: [&str; 10] = [
 ];
 const TRANSIT: [&str; 6] = ["MYS", "IDN", "THA", "TLS", "PNG", "SGP"];
 const DESTINATIONS: [&str; 4] = ["AUS", "NZL", "MYS", "IDN"];
-/// Where a reporting state's incidents happen: places in that state, the sea areas off
-/// its coasts, the box its points fall in (hundredths of a degree: south, west, north,
-/// east) and the currencies its fees are quoted in.
+/// A place where incidents happen: its name, where it is (hundredths of a degree:
+/// latitude, longitude) and the sea off it.
+struct Place {
+    name: &'static str,
+    at: (i32, i32),
+    sea: pb::SeaArea,
+}
+
+/// Where a reporting state's incidents happen (its places; any other state: somewhere
+/// in the region's waters, without a place name) and the currencies its fees are quoted
+/// in.
 struct Region {
-    places: &'static [&'static str],
-    seas: &'static [pb::SeaArea],
-    bbox: (i32, i32, i32, i32),
+    places: &'static [Place],
     currencies: &'static [&'static str],
 }
 
-/// The region of `state`: the reporting states of the region's exchange, and a wide box
-/// over the region's waters (no place name) for any other state.
+/// The region of `state`.
 fn region(state: &str) -> Region {
     use pb::SeaArea as S;
     match state {
         "AUS" => Region {
-            places: &["Christmas Island", "Ashmore Reef", "Darwin", "Broome"],
-            seas: &[S::TimorSea, S::ArafuraSea, S::IndianOcean],
-            bbox: (-2000, 10500, -900, 13100),
+            places: &[
+                Place {
+                    name: "Christmas Island",
+                    at: (-1049, 10564),
+                    sea: S::IndianOcean,
+                },
+                Place {
+                    name: "Ashmore Reef",
+                    at: (-1225, 12303),
+                    sea: S::TimorSea,
+                },
+                Place {
+                    name: "Darwin",
+                    at: (-1246, 13084),
+                    sea: S::ArafuraSea,
+                },
+                Place {
+                    name: "Broome",
+                    at: (-1796, 12224),
+                    sea: S::IndianOcean,
+                },
+            ],
             currencies: &["AUD", "USD"],
         },
         "IDN" => Region {
-            places: &["Kupang", "Rote Island", "Tanjung Pinang", "Batam"],
-            seas: &[S::JavaSea, S::TimorSea, S::IndianOcean],
-            bbox: (-1100, 10000, -100, 12500),
+            places: &[
+                Place {
+                    name: "Kupang",
+                    at: (-1016, 12360),
+                    sea: S::TimorSea,
+                },
+                Place {
+                    name: "Rote Island",
+                    at: (-1074, 12306),
+                    sea: S::TimorSea,
+                },
+                Place {
+                    name: "Tanjung Pinang",
+                    at: (92, 10445),
+                    sea: S::StraitOfMalacca,
+                },
+                Place {
+                    name: "Cilacap",
+                    at: (-773, 10900),
+                    sea: S::IndianOcean,
+                },
+            ],
             currencies: &["IDR", "USD"],
         },
         "THA" => Region {
-            places: &["Satun", "Ranong", "Phuket"],
-            seas: &[S::AndamanSea, S::StraitOfMalacca],
-            bbox: (500, 9700, 1000, 10100),
+            places: &[
+                Place {
+                    name: "Satun",
+                    at: (662, 10007),
+                    sea: S::AndamanSea,
+                },
+                Place {
+                    name: "Ranong",
+                    at: (996, 9863),
+                    sea: S::AndamanSea,
+                },
+                Place {
+                    name: "Phuket",
+                    at: (789, 9839),
+                    sea: S::AndamanSea,
+                },
+            ],
             currencies: &["THB", "USD"],
         },
         "MYS" => Region {
-            places: &["Langkawi", "Johor Bahru", "Port Klang"],
-            seas: &[S::StraitOfMalacca, S::AndamanSea],
-            bbox: (100, 9950, 650, 10450),
+            places: &[
+                Place {
+                    name: "Langkawi",
+                    at: (635, 9980),
+                    sea: S::AndamanSea,
+                },
+                Place {
+                    name: "Port Klang",
+                    at: (300, 10139),
+                    sea: S::StraitOfMalacca,
+                },
+            ],
             currencies: &["USD"],
         },
         _ => Region {
-            places: &[""],
-            seas: &[S::IndianOcean],
-            bbox: (-1200, 9500, 800, 12500),
+            places: &[Place {
+                name: "",
+                at: (-800, 11000),
+                sea: S::IndianOcean,
+            }],
             currencies: &["USD"],
         },
     }
 }
+
+/// How far a point lies from its place, at most, in hundredths of a degree.
+const R: u64 = 45;
+const R_I32: i32 = 45;
 
 /// A fee per person in `currency`, in the range and the round units it is quoted in.
 fn fee(rng: &mut Rng, currency: &str) -> u64 {
@@ -132,7 +204,8 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
         1 + rng.below(28)
     );
     let maritime = rng.chance(45);
-    let place = region(state);
+    let region = region(state);
+    let place = rng.pick(region.places);
     let total = 1 + rng.count(if maritime { 150 } else { 40 });
     let mut remaining = u64::from(total);
     let mut by_nationality = Vec::new();
@@ -216,11 +289,17 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
         pb::report::Details::Smuggling(pb::SmugglingIncident {
             modus_operandi: modus as i32,
             transport: transport.into_iter().map(|t| t as i32).collect(),
-            concealment: i32::try_from(1 + rng.below(5)).unwrap_or(1),
+            // Hidden in what the modus operandi travels in.
+            concealment: *rng.pick(match modus {
+                pb::ModusOperandi::Sea => &[1, 5][..],
+                pb::ModusOperandi::Land => &[1, 2, 3, 4][..],
+                pb::ModusOperandi::Air => &[1, 6][..],
+                _ => &[1, 3, 5][..],
+            }),
             facilitators_detected: detected,
             facilitators_arrested: rng.count(u64::from(detected)),
             fee_per_person: rng.chance(60).then(|| {
-                let currency = *rng.pick(place.currencies);
+                let currency = *rng.pick(region.currencies);
                 pb::Money {
                     amount: fee(rng, currency),
                     currency: currency.to_owned(),
@@ -255,30 +334,34 @@ pub fn report(rng: &mut Rng, state: &str) -> pb::Report {
         },
         location: Some(pb::Location {
             country: state.to_owned(),
-            place: (*rng.pick(place.places)).to_owned(),
+            place: place.name.to_owned(),
             point: rng.chance(70).then(|| {
-                // Hundredths of a degree, divided once: the number a parser reads from
-                // the decimal (no float noise from adding offsets).
-                let (south, west, north, east) = place.bbox;
-                let mut within = |low: i32, high: i32| {
-                    let span = u64::try_from(high - low).unwrap_or(0);
-                    f64::from(low + i32::try_from(rng.below(span + 1)).unwrap_or(0)) / 100.0
+                // Within about 50 km of the place, in hundredths of a degree divided once:
+                // the number a parser reads from the decimal (no float noise).
+                let mut near = |at: i32| {
+                    let offset = i32::try_from(rng.below(R * 2 + 1)).unwrap_or(0) - R_I32;
+                    f64::from(at + offset) / 100.0
                 };
                 pb::GeoPoint {
-                    latitude: within(south, north),
-                    longitude: within(west, east),
+                    latitude: near(place.at.0),
+                    longitude: near(place.at.1),
                 }
             }),
-            sea_area: if maritime {
-                *rng.pick(place.seas) as i32
-            } else {
-                0
-            },
+            sea_area: if maritime { place.sea as i32 } else { 0 },
         }),
-        route: Some(pb::Route {
-            origin: origin.to_owned(),
-            transit: vec![(*rng.pick(&TRANSIT)).to_owned()],
-            intended_destination: (*rng.pick(&DESTINATIONS)).to_owned(),
+        route: Some({
+            let destination = *rng.pick(&DESTINATIONS);
+            // A transit country is neither the origin nor the destination.
+            let transit: Vec<String> = [*rng.pick(&TRANSIT)]
+                .into_iter()
+                .filter(|t| *t != origin && *t != destination)
+                .map(str::to_owned)
+                .collect();
+            pb::Route {
+                origin: origin.to_owned(),
+                transit,
+                intended_destination: destination.to_owned(),
+            }
         }),
         persons: Some(pb::Persons {
             total,
@@ -332,12 +415,12 @@ mod tests {
     fn looks_real(r: &pb::Report) {
         let region = region(&r.reporting_state);
         let location = r.location.clone().unwrap_or_default();
-        assert!(
-            region.places.contains(&location.place.as_str()),
-            "{location:?}"
-        );
+        let place = region
+            .places
+            .iter()
+            .find(|p| p.name == location.place)
+            .unwrap_or_else(|| panic!("{location:?} is not a place of {}", r.reporting_state));
         if let Some(p) = location.point {
-            let (south, west, north, east) = region.bbox;
             let hundredths = |v: f64| {
                 let h = (v * 100.0).round();
                 assert_eq!((h / 100.0).to_bits(), v.to_bits(), "float noise in {v}");
@@ -345,16 +428,29 @@ mod tests {
                 let h = h as i32;
                 h
             };
-            assert!((south..=north).contains(&hundredths(p.latitude)), "{p:?}");
-            assert!((west..=east).contains(&hundredths(p.longitude)), "{p:?}");
+            assert!(
+                (hundredths(p.latitude) - place.at.0).abs() <= R_I32,
+                "{p:?} far from {}",
+                place.name
+            );
+            assert!(
+                (hundredths(p.longitude) - place.at.1).abs() <= R_I32,
+                "{p:?} far from {}",
+                place.name
+            );
         }
+        let route = r.route.clone().unwrap_or_default();
+        assert!(
+            !route.transit.contains(&route.origin)
+                && !route.transit.contains(&route.intended_destination),
+            "{route:?}"
+        );
         match &r.details {
             Some(pb::report::Details::Maritime(_)) => {
-                let sea = pb::SeaArea::try_from(location.sea_area).unwrap();
-                assert!(
-                    region.seas.contains(&sea),
-                    "{sea:?} off {}",
-                    r.reporting_state
+                assert_eq!(
+                    location.sea_area, place.sea as i32,
+                    "the sea off {}",
+                    place.name
                 );
             }
             Some(pb::report::Details::Smuggling(s)) => {
@@ -368,6 +464,17 @@ mod tests {
                     M::Unspecified => false,
                 };
                 assert!(fits, "{s:?}");
+                let hidden = pb::Concealment::try_from(s.concealment).unwrap();
+                let plausible = match M::try_from(s.modus_operandi).unwrap() {
+                    M::Sea => matches!(hidden, pb::Concealment::None | pb::Concealment::OnVessel),
+                    M::Air => matches!(
+                        hidden,
+                        pb::Concealment::None | pb::Concealment::FraudulentDocuments
+                    ),
+                    M::Land => !matches!(hidden, pb::Concealment::OnVessel),
+                    _ => true,
+                };
+                assert!(plausible, "{s:?}");
                 if let Some(fee) = &s.fee_per_person {
                     assert!(
                         region.currencies.contains(&fee.currency.as_str()),

@@ -64,7 +64,13 @@ pub(super) fn answer(
             }
             // Under a budget, whether a cell is from one state is a fact about true data.
             let single_state = !matches!(mode, Mode::Budget(_)) && acc.single_state();
-            flagged += u32::from(single_state);
+            // A cell of one named state is one state's by definition: not worth a note.
+            let named_state = query
+                .dimensions
+                .iter()
+                .zip(key)
+                .any(|(d, v)| *d == Dimension::ReportingState && *v != ALL);
+            flagged += u32::from(single_state && !named_state);
             let values = shown.get(key).copied().unwrap_or_default();
             let fees = if wants_fees {
                 let keys = (mode == Mode::CellKey).then_some(record_keys);

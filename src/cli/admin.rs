@@ -247,12 +247,20 @@ async fn run_certificates(
                 .states;
             for s in &states {
                 println!(
-                    "{} {} (enrolled {}), {} certificates, {} signing keys",
+                    "{} {} (enrolled {}), {}, {}",
                     s.state,
                     if s.suspended { "SUSPENDED" } else { "active" },
                     format_time(s.enrolled_at_unix),
-                    s.certificates.len(),
-                    s.signing_keys.len()
+                    super::labels::count(
+                        s.certificates.len() as u64,
+                        "certificate",
+                        "certificates"
+                    ),
+                    super::labels::count(
+                        s.signing_keys.len() as u64,
+                        "signing key",
+                        "signing keys"
+                    )
                 );
                 for c in &s.certificates {
                     println!(

@@ -58,11 +58,18 @@ pub struct AggregateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// The same as --format json (the API's AggregateResponse, proto3 JSON mapping), as
+    /// `query` spells it.
+    #[arg(long, conflicts_with_all = ["format", "csv"])]
+    json: bool,
+    /// The same as --format csv, as `query` spells it.
+    #[arg(long, conflicts_with = "format")]
+    csv: bool,
     /// Also write a chart (SVG, or PNG when the name ends in .png): a time series when grouped
     /// by a period (a line per value of the other dimensions, a gap where a period has no
     /// figure), bars otherwise. It shows the first metric asked for and says what it
     /// leaves out.
-    #[arg(long, value_name = "FILE.svg")]
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     chart: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
@@ -145,21 +152,30 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
-    // The chart first: a table piped to `head` ends the command when the reader goes.
-    if let Some(path) = &args.chart {
+    // The chart first (a table piped to `head` ends the command when the reader goes);
+    // a chart that cannot be drawn is reported after the table, which is still printed.
+    let charted = args.chart.as_ref().map(|path| {
         chart::write(path, &request, &response)
-            .with_context(|| format!("writing the chart {}", path.display()))?;
-        eprintln!("chart written to {}", path.display());
-    }
+            .with_context(|| format!("no chart written to {}", path.display()))
+            .map(|()| eprintln!("chart written to {}", path.display()))
+    });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match args.format {
+    let format = match (args.json, args.csv) {
+        (true, _) => Format::Json,
+        (_, true) => Format::Csv,
+        _ => args.format,
+    };
+    match format {
         Format::Table => print_table(&mut out, &response)?,
         Format::Csv => print_csv(&mut out, &response)?,
         Format::Json => {
             serde_json::to_writer_pretty(&mut out, &response)?;
             writeln!(out)?;
         }
+    }
+    if let Some(charted) = charted {
+        charted?;
     }
     Ok(())
 }

@@ -197,8 +197,7 @@ pub fn write(
     } else {
         svg.into_bytes()
     };
-    std::fs::write(path, bytes)
-        .map_err(|e| anyhow!("cannot write the chart to {}: {e}", path.display()))?;
+    std::fs::write(path, bytes).map_err(|e| anyhow!("cannot write it: {e}"))?;
     Ok(())
 }
 
@@ -297,7 +296,9 @@ fn time_series(
     let periods = every_period(&periods);
     let mut series = collect_series(&interior, &periods, period, measure);
     if series.is_empty() {
-        bail!("every cell is withheld, so there is nothing to chart");
+        bail!(
+            "every cell of the table is withheld (only margins, if any, are shown), so there is nothing to chart"
+        );
     }
     series.sort_by(|a, b| b.total.total_cmp(&a.total));
     let dropped = series.len().saturating_sub(MAX_SERIES);
@@ -469,7 +470,9 @@ fn bars(
 ) -> anyhow::Result<Vec<(String, RGBColor)>> {
     let (groups, mut series, values) = bar_values(response, measure, names.len() > 1);
     if values.is_empty() {
-        bail!("every cell is withheld, so there is nothing to chart");
+        bail!(
+            "every cell of the table is withheld (only margins, if any, are shown), so there is nothing to chart"
+        );
     }
     series.sort_by(|a, b| b.1.total_cmp(&a.1));
     let dropped = series.len().saturating_sub(MAX_SERIES);

@@ -196,6 +196,17 @@ fn fatal(code: Code) -> bool {
 }
 
 fn rejection_message(code: &str, message: &str, violations: &[pb::FieldViolation]) -> String {
+    // The gRPC code in words, as `client::explain` says it for a single call.
+    let code = match code {
+        "ALREADY_EXISTS" => "already there",
+        "FAILED_PRECONDITION" => "refused",
+        "INVALID_ARGUMENT" => "invalid",
+        "UNAUTHENTICATED" => "signature not accepted",
+        "PERMISSION_DENIED" => "not allowed",
+        "NOT_FOUND" => "not found",
+        "RESOURCE_EXHAUSTED" => "over a limit",
+        other => other,
+    };
     if violations.is_empty() {
         format!("{code}: {message}")
     } else {
@@ -240,7 +251,10 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
         );
     }
     if rejected > 0 {
-        bail!("{rejected} of the file's reports were rejected (see the lines above)");
+        bail!(
+            "{rejected} of the file's reports {} rejected (see the lines above)",
+            if rejected == 1 { "was" } else { "were" }
+        );
     }
     Ok(())
 }

@@ -10,8 +10,9 @@ use tidemark::pki;
 /// `tidemark admin register-key`), and prints the key id.
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// Path without extension for the two files (a directory: DIR/signing).
-    #[arg(long, default_value = "signing")]
+    /// Path without extension for the two files (a directory: DIR/signing); its
+    /// directory is made if missing.
+    #[arg(long, value_name = "STEM|DIR", default_value = "signing")]
     out: PathBuf,
 }
 
@@ -40,6 +41,10 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
         if path.exists() {
             anyhow::bail!("{} already exists; choose another --out", path.display());
         }
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", dir.display()))?;
     }
     let (key, [key_path, pub_path]) = pki::write_signing_key(&out)?;
     println!("key id {}", key.key_id());

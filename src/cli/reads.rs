@@ -224,6 +224,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     let mut csv = args.csv.then(|| csv::Writer::from_writer(Vec::new()));
     let table = !args.json && !args.csv;
     let mut total: u64 = 0;
+    let mut retractions: u64 = 0;
     loop {
         let remaining = args
             .limit
@@ -250,6 +251,9 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
             page += 1;
             total += 1;
             last_cursor.clone_from(&item.cursor);
+            if csv.is_some() && item.meta.as_ref().is_some_and(|m| m.kind == "retraction") {
+                retractions += 1;
+            }
             print_result(&mut out, csv.as_mut(), args.json, &item)?;
         }
         // A page shorter than asked for is the last one: no empty page (and no audit
@@ -272,6 +276,13 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     out.flush()?;
     if table {
         eprintln!("{}", super::labels::count(total, "report", "reports"));
+    }
+    if retractions > 0 {
+        eprintln!(
+            "{} not written: a CSV row is a report's content, which a retraction does not \
+             have (--json carries them)",
+            super::labels::count(retractions, "retraction", "retractions")
+        );
     }
     Ok(())
 }

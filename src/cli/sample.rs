@@ -51,7 +51,13 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         Format::Jsonl => "jsonl",
         Format::Csv => "csv",
     };
+    let mut states: Vec<CountryCode> = Vec::new();
     for state in &args.states {
+        if !states.contains(state) {
+            states.push(*state);
+        }
+    }
+    for state in &states {
         let path = dir.join(format!("{}.{extension}", state.as_str().to_lowercase()));
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;

@@ -66,7 +66,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     if args.print_config {
-        print!("{}", config.to_toml());
+        // Written, not printed: a closed stdout (`| head`) ends this quietly too (the
+        // server itself keeps ignoring SIGPIPE, so print! would panic).
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out
+            .write_all(config.to_toml().as_bytes())
+            .and_then(|()| out.flush());
         return Ok(());
     }
     init_tracing(args.log_format);

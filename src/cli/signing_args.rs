@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use tidemark::signing::SigningKey;
 
@@ -28,6 +28,18 @@ impl SigningArgs {
                  signs with certs/<state>-signing.key)"
             );
         };
-        SigningKey::from_file(&path).with_context(|| "loading the report-signing key".to_owned())
+        let guessed = self.signing_key.is_none();
+        SigningKey::from_file(&path).map_err(|e| {
+            if guessed && !path.exists() {
+                anyhow::anyhow!(
+                    "no report-signing key at {} (the key a profile's name points to): pass \
+                     --signing-key FILE, a key made with `tidemark keygen` and registered for \
+                     your state by an operator with `tidemark admin register-key`",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("loading the report-signing key: {e}")
+            }
+        })
     }
 }

@@ -56,8 +56,8 @@ pub struct RetractArgs {
     /// version and says which is next).
     #[arg(long, value_name = "N")]
     new_version: Option<u32>,
-    /// Why the report is withdrawn.
-    #[arg(long, default_value = "")]
+    /// Why the report is withdrawn (kept with the retraction; default: none given).
+    #[arg(long, default_value = "", hide_default_value = true)]
     reason: String,
     #[command(flatten)]
     client: ClientArgs,

@@ -198,7 +198,13 @@ impl From<CosignError> for Status {
             CosignError::Malformed(_) => Status::invalid_argument(message),
             CosignError::WrongName { .. } => Status::permission_denied(message),
             CosignError::NoCheckpoint(_) => Status::not_found(message),
-            CosignError::BadSignature(_) => Status::unauthenticated(message),
+            CosignError::BadSignature(_) | CosignError::InactiveKey { .. } => {
+                Status::with_error_details(
+                    Code::Unauthenticated,
+                    message,
+                    ErrorDetails::with_error_info(SIGNATURE, "tidemark", HashMap::new()),
+                )
+            }
             CosignError::Store(e) => e.into(),
         }
     }

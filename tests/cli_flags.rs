@@ -1144,3 +1144,87 @@ async fn every_kind_of_chart_renders_to_a_png_that_is_not_blank() {
         assert!(colours.len() > 3, "{name}: {} colours", colours.len());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_takes_keys_first_a_bundle_of_keys_and_names_a_missing_states_key() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    submit_samples(dir.path(), &endpoint, &aus, "AUS", 2).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let reports = dir.path().join("reports.jsonl");
+    std::fs::write(&reports, &lines).unwrap();
+    // Every key in one file, as `tidemark keys` prints them.
+    let out = run(strings(&["keys", "--endpoint", &endpoint, "--as", &aus])).await;
+    let bundle = dir.path().join("all-keys.pem");
+    std::fs::write(&bundle, &out.stdout).unwrap();
+    let out = run(strings(&[
+        "verify",
+        "--public-key",
+        &bundle.display().to_string(),
+        &reports.display().to_string(),
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("2 envelopes: 2 valid"), "{said}");
+    // Another key only: the state whose key is missing is named.
+    let other = dir.path().join("other");
+    let out = run(strings(&["keygen", "--out", &other.display().to_string()])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(strings(&[
+        "verify",
+        &reports.display().to_string(),
+        "--public-key",
+        &format!("{}.pub.pem", other.display()),
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("the AUS key that signed it was not given"),
+        "{said}"
+    );
+}
+
+#[test]
+fn print_config_and_keygen_behave_offline() {
+    // A closed stdout: quiet, no panic.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--print-config"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(101));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // keygen makes the directory it is told to write into.
+    let dir = tempfile::TempDir::new().unwrap();
+    let stem = dir.path().join("new/dir/aus-signing");
+    let out = Command::new(BIN)
+        .args(["keygen", "--out", &stem.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("new/dir/aus-signing.key").exists());
+}

@@ -31,10 +31,12 @@ use super::client_args::ClientArgs;
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// The envelopes to check: DSSE JSON files, or `tidemark query --json` output.
-    #[arg(required = true, value_name = "FILE")]
+    #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// The owning states' public keys (PEM, as `tidemark keys --out` writes them): files,
-    /// or directories whose *.pem files are all read; several may follow one flag.
+    /// The owning states' public keys (PEM, as `tidemark keys` prints them or `keys --out`
+    /// writes them; a file may hold several): files, or directories whose *.pem files are
+    /// all read; several may follow one flag (a file after them that is not a key is
+    /// taken as an envelope to check).
     #[arg(long = "public-key", value_name = "FILE|DIR", required = true, num_args = 1..)]
     public_keys: Vec<PathBuf>,
 }
@@ -47,6 +49,15 @@ const REVOKED_AT: &str = "Revoked-At: ";
 struct Key {
     public: PublicKey,
     revoked_at: Option<i64>,
+}
+
+/// Splits the paths given after --public-key into key files (directories, and files
+/// holding a PEM public key) and envelopes to check (anything else).
+fn split_keys(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    paths.iter().cloned().partition(|p| {
+        p.is_dir()
+            || super::input::read_text(p).is_ok_and(|t| t.contains("-----BEGIN PUBLIC KEY-----"))
+    })
 }
 
 /// Reads every key the arguments name.
@@ -72,13 +83,18 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
             files.push(path.clone());
         }
     }
-    files
-        .iter()
-        .map(|path| {
-            let text = super::input::read_text(path)?;
-            let public =
-                PublicKey::from_spki_pem(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let revoked_at = text
+    let mut keys = Vec::new();
+    for path in &files {
+        let text = super::input::read_text(path)?;
+        // Each PEM section, with the explanatory lines before it (RFC 7468).
+        let mut found = 0;
+        for section in text.split_inclusive("-----END PUBLIC KEY-----") {
+            if !section.contains("-----BEGIN PUBLIC KEY-----") {
+                continue;
+            }
+            let public = PublicKey::from_spki_pem(section)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let revoked_at = section
                 .lines()
                 .find_map(|l| l.strip_prefix(REVOKED_AT))
                 .map(|t| {
@@ -90,9 +106,14 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
                     })
                 })
                 .transpose()?;
-            Ok(Key { public, revoked_at })
-        })
-        .collect()
+            keys.push(Key { public, revoked_at });
+            found += 1;
+        }
+        if found == 0 {
+            bail!("{} holds no PEM public key", path.display());
+        }
+    }
+    Ok(keys)
 }
 
 /// What checking one envelope found.
@@ -105,10 +126,18 @@ enum Outcome {
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
-    let keys = load_keys(&args.public_keys)?;
+    let (key_paths, more) = split_keys(&args.public_keys);
+    let files: Vec<PathBuf> = args.files.iter().cloned().chain(more).collect();
+    if files.is_empty() {
+        bail!("name the envelopes to check: tidemark verify FILE… --public-key KEYS");
+    }
+    if key_paths.is_empty() {
+        bail!("no public key given: --public-key keys/ (written by `tidemark keys --out keys/`)");
+    }
+    let keys = load_keys(&key_paths)?;
     let publics: Vec<PublicKey> = keys.iter().map(|k| k.public.clone()).collect();
     let (mut valid, mut untrusted, mut invalid) = (0u64, 0u64, 0u64);
-    for file in &args.files {
+    for file in &files {
         let text = super::input::read_text(file)?;
         let trimmed = text.trim();
         // A whole file of one (possibly pretty-printed) JSON value, or JSON lines.
@@ -178,11 +207,21 @@ fn check(item: &str, keys: &[Key], publics: &[PublicKey]) -> Result<(Outcome, St
         ));
     }
     let Some(key) = envelope::verified_by(&envelope, publics) else {
+        let state = pb::Report::decode(envelope.payload.as_slice())
+            .map(|r| r.reporting_state)
+            .unwrap_or_default();
         return Ok((
             Outcome::Invalid,
-            "the signature does not verify with the given keys: the report was altered, or \
-             signed by another key"
-                .to_owned(),
+            format!(
+                "the signature does not verify with the given keys: the report was altered, \
+                 or {} key that signed it was not given (`tidemark keys --out keys/` exports \
+                 every state's)",
+                if state.is_empty() {
+                    "the".to_owned()
+                } else {
+                    format!("the {state}")
+                }
+            ),
         ));
     };
     let what = match pb::Report::decode(envelope.payload.as_slice()) {

@@ -21,6 +21,17 @@ fn offline(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the command; it must succeed (else shows what it said); returns its stdout.
+async fn run_ok(args: Vec<String>) -> String {
+    let out = run(args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 async fn run(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
         .await
@@ -446,7 +457,7 @@ async fn a_row_of_one_named_state_is_not_flagged_as_one_state_only() {
         submit_samples(dir.path(), &endpoint, &node, state, 12).await;
     }
     let regional = regional_profile(&pki, dir.path());
-    let out = run(strings(&[
+    let table = run_ok(strings(&[
         "aggregate",
         "--by",
         "state",
@@ -456,12 +467,6 @@ async fn a_row_of_one_named_state_is_not_flagged_as_one_state_only() {
         &regional,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("AUS") || l.starts_with("THA"))
@@ -697,30 +702,13 @@ async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
     let dir = tempfile::TempDir::new().unwrap();
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     let endpoint = server.endpoint();
-    let sample = run(strings(&[
-        "sample-reports",
-        "--count",
-        "60",
-        "--states",
-        "AUS",
-    ]))
-    .await;
-    let file = dir.path().join("sample.jsonl");
-    std::fs::write(&file, &sample.stdout).unwrap();
-    let out = run(strings(&[
-        "import",
-        &file.display().to_string(),
-        "--endpoint",
+    import_samples(
+        dir.path(),
         &endpoint,
-        "--as",
         &aus,
-    ]))
+        &["--count", "60", "--states", "AUS"],
+    )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for category in ["smuggling", "maritime"] {
         let out = run(strings(&[
             "query",
@@ -880,7 +868,7 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
     }
     let regional = regional_profile(&pki, dir.path());
     let chart = dir.path().join("chart.svg");
-    let out = run(strings(&[
+    let table = run_ok(strings(&[
         "aggregate",
         "--by",
         "year,state",
@@ -894,12 +882,6 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
         &regional,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = table
         .lines()
         .filter(|l| l.starts_with("20") || l.starts_with("(all)"))
@@ -1071,30 +1053,13 @@ async fn every_kind_of_chart_renders_to_a_png_that_is_not_blank() {
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     import_with_a_gap(dir.path(), &endpoint, &aus).await;
     // Enough fees of one currency for quartiles.
-    let sample = run(strings(&[
-        "sample-reports",
-        "--count",
-        "300",
-        "--seed",
-        "2",
-    ]))
-    .await;
-    let file = dir.path().join("more.jsonl");
-    std::fs::write(&file, &sample.stdout).unwrap();
-    let out = run(strings(&[
-        "import",
-        &file.display().to_string(),
-        "--endpoint",
+    import_samples(
+        dir.path(),
         &endpoint,
-        "--as",
         &aus,
-    ]))
+        &["--count", "300", "--seed", "2"],
+    )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let regional = regional_profile(&pki, dir.path());
     let kinds: [(&str, &str, &str); 4] = [
         ("series.png", "month,category", "persons"),
@@ -1227,4 +1192,27 @@ fn print_config_and_keygen_behave_offline() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("new/dir/aus-signing.key").exists());
+}
+
+/// `sample-reports ARGS` imported as `aus` (a node profile) through the command line.
+async fn import_samples(dir: &std::path::Path, endpoint: &str, aus: &str, args: &[&str]) {
+    let mut all = vec!["sample-reports"];
+    all.extend_from_slice(args);
+    let sample = run(strings(&all)).await;
+    let file = dir.join(format!("{}.jsonl", uuid::Uuid::new_v4()));
+    std::fs::write(&file, &sample.stdout).unwrap();
+    let out = run(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

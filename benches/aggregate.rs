@@ -618,7 +618,11 @@ async fn main() {
 
     println!(
         "{} reports from {} states; SQLite {} (bundled)",
-        existing.max(reports as u64),
+        if existing > 0 {
+            existing
+        } else {
+            reports as u64
+        },
         common::STATES.len(),
         rusqlite::version()
     );

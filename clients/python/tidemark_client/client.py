@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+
+from google.protobuf.message import DecodeError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
@@ -275,18 +277,25 @@ class Client:
         kind = kinds.get(envelope.payload_type)
         if kind is None:
             raise ValueError(f"not a report or retraction: payload type {envelope.payload_type!r}")
-        message = kind.FromString(envelope.payload)
         at = int(time.time()) if accepted_at is None else accepted_at
         keys = self.signing_keys() if keys is None else keys
-        usable = [
-            k.public_key
-            for k in keys.values()
-            if k.state == message.reporting_state and k.active_at(at)
-        ]
-        if dsse.verified_by(envelope, usable) is None:
+        active = [k for k in keys.values() if k.active_at(at)]
+        # The signature first, as the server does: nothing unsigned is decoded.
+        signer = dsse.verified_by(envelope, [k.public_key for k in active])
+        if signer is None:
             raise ValueError(
-                f"no key of {message.reporting_state} active at {at} signed this envelope: it "
-                "was altered, signed by another state's key, or by a revoked or expired key"
+                f"no key active at {at} signed this envelope: it was altered, or signed by "
+                "a key not given, or by a revoked or expired key"
+            )
+        state = next(k.state for k in active if k.public_key is signer)
+        try:
+            message = kind.FromString(envelope.payload)
+        except DecodeError as e:
+            raise ValueError(f"the signed payload is not a readable {kind.__name__}: {e}") from e
+        if message.reporting_state != state:
+            raise ValueError(
+                f"signed by a key of {state}, another state than the "
+                f"{message.reporting_state} the envelope names"
             )
         return message
 

@@ -1216,3 +1216,48 @@ async fn import_samples(dir: &std::path::Path, endpoint: &str, aus: &str, args: 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_json_output_writes_numbers_as_numbers() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    submit_samples(dir.path(), &endpoint, &aus, "AUS", 12).await;
+    let json = |text: &str| -> serde_json::Value { serde_json::from_str(text.trim()).unwrap() };
+    let standing = run_ok(strings(&[
+        "standing",
+        "--json",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    let standing = json(&standing);
+    assert!(
+        standing["categories"][0]["contributed"].is_u64(),
+        "{standing}"
+    );
+    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let first = json(lines.lines().next().unwrap());
+    assert!(first["meta"]["sequence"].is_u64(), "{first}");
+    assert!(first["meta"]["acceptedAtUnix"].is_i64(), "{first}");
+    let regional = regional_profile(&pki, dir.path());
+    let table = run_ok(strings(&[
+        "aggregate",
+        "--by",
+        "category",
+        "--json",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &regional,
+    ]))
+    .await;
+    assert_eq!(table.trim().lines().count(), 1, "one object on one line");
+    let table = json(&table);
+    assert!(table["cells"][0]["values"][0].is_u64(), "{table}");
+    assert_eq!(table["source"], "counters");
+}

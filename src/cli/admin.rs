@@ -186,7 +186,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner()
                 .entries;
-            print_audit(&entries, json)?;
+            print_audit(&entries, json);
         }
         AdminCommand::Keys { state } => {
             let keys = admin
@@ -415,10 +415,10 @@ fn print_key(k: &pb::SigningKeyInfo) {
 }
 
 /// Prints audit entries, one line each (JSON lines with `json`).
-fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
+fn print_audit(entries: &[pb::AuditEntry], json: bool) {
     for e in entries {
         if json {
-            println!("{}", serde_json::to_string(e)?);
+            println!("{}", super::json::line(e, "tidemark.v1.AuditEntry"));
         } else {
             println!(
                 "#{} {} {} {}{} [{}] {} {}",
@@ -439,7 +439,6 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 /// `--valid-until`: a date-time as given, or a date through its last second (UTC).

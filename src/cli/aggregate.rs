@@ -170,8 +170,11 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
         Format::Table => print_table(&mut out, &response)?,
         Format::Csv => print_csv(&mut out, &response)?,
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &response)?;
-            writeln!(out)?;
+            writeln!(
+                out,
+                "{}",
+                super::json::line(&response, "tidemark.v1.AggregateResponse")
+            )?;
         }
     }
     if let Some(charted) = charted {

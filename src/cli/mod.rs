@@ -12,6 +12,7 @@ mod client_args;
 mod csv_rows;
 mod import;
 mod input;
+mod json;
 mod keys;
 mod labels;
 mod lock;

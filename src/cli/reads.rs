@@ -162,7 +162,11 @@ fn print_result(
         .and_then(|e| pb::Report::decode(e.payload.as_slice()).ok());
     let meta = item.meta.clone().unwrap_or_default();
     if json {
-        let value = serde_json::json!({"meta": meta, "envelope": item.envelope, "report": report});
+        let value = serde_json::json!({
+            "meta": super::json::value(&meta, "tidemark.v1.EnvelopeMeta"),
+            "envelope": item.envelope,
+            "report": report.map(|r| super::json::value(&r, "tidemark.v1.Report")),
+        });
         writeln!(out, "{value}")?;
     } else if let Some(writer) = csv {
         if let Some(r) = &report {
@@ -505,7 +509,10 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
     if args.json {
-        println!("{}", serde_json::to_string(&response)?);
+        println!(
+            "{}",
+            super::json::line(&response, "tidemark.v1.MyStandingResponse")
+        );
         return Ok(());
     }
     for c in &response.categories {
@@ -582,7 +589,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     }
     if args.json {
         for a in &response.accesses {
-            println!("{}", serde_json::to_string(a)?);
+            println!("{}", super::json::line(a, "tidemark.v1.DataAccess"));
         }
     } else if response.accesses.is_empty() {
         println!("no other state has read your reports");

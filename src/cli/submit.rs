@@ -219,7 +219,7 @@ fn print_accepted(
     if json {
         let value = serde_json::json!({
             "duplicate": response.duplicate,
-            "receipt": receipt,
+            "receipt": super::json::value(&receipt, "tidemark.v1.Receipt"),
             "envelope": serde_json::from_str::<serde_json::Value>(&receipt_json)?,
             "logProof": response.log_proof,
         });

@@ -30,7 +30,7 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
     let not_after = format_time(me.certificate_not_after.as_ref());
     if args.json {
         // The API's WhoAmIResponse in the proto3 JSON mapping, as every --json prints.
-        println!("{}", serde_json::to_string(&me)?);
+        println!("{}", super::json::line(&me, "tidemark.v1.WhoAmIResponse"));
     } else {
         println!("spiffe id    {}", me.spiffe_id);
         println!(

@@ -1261,3 +1261,37 @@ async fn every_json_output_writes_numbers_as_numbers() {
     assert!(table["cells"][0]["values"][0].is_u64(), "{table}");
     assert_eq!(table["source"], "counters");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipts_digest_reads_the_same_in_text_and_json() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let sample = run_ok(strings(&["sample-reports", "--count", "1"])).await;
+    let file = dir.path().join("r.json");
+    std::fs::write(&file, sample).unwrap();
+    let submit = |json: bool| {
+        let mut args = strings(&[
+            "submit",
+            &file.display().to_string(),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ]);
+        if json {
+            args.push("--json".to_owned());
+        }
+        run_ok(args)
+    };
+    let text = submit(false).await;
+    // The same envelope again: a duplicate, with the original receipt.
+    let json: serde_json::Value = serde_json::from_str(submit(true).await.trim()).unwrap();
+    let digest = json["receipt"]["envelopeDigest"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("digest {digest}")),
+        "{text} vs {json}"
+    );
+}

@@ -241,7 +241,7 @@ fn print_accepted(
         println!(
             "  version {}, digest {}",
             receipt.version,
-            hex::encode(&receipt.envelope_digest)
+            digest_text(&receipt.envelope_digest)
         );
     }
     // Written after the acceptance is printed: a failed write loses no fact.
@@ -290,9 +290,16 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
         receipt.reporting_state,
         receipt.sequence,
         format_time(receipt.accepted_at_unix),
-        hex::encode(&receipt.envelope_digest)
+        digest_text(&receipt.envelope_digest)
     );
     Ok(())
+}
+
+/// An envelope digest as text: base64, as every --json writes bytes (the proto3 JSON
+/// mapping), so the two can be compared.
+fn digest_text(digest: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
 /// A verifier key given as text or as a file holding it.

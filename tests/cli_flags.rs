@@ -71,6 +71,27 @@ fn query_watch_and_aggregate_take_the_same_filter_flags() {
 }
 
 #[test]
+fn query_takes_months_as_aggregate_does() {
+    for (from, to) in [("2021-01", "2021-06"), ("2021-01-15", "2021-06")] {
+        let said = offline(&[
+            "query",
+            "--category",
+            "smuggling",
+            "--from",
+            from,
+            "--to",
+            to,
+        ]);
+        assert!(said.contains("loading profile"), "{from} {to}: {said}");
+    }
+    let said = offline(&["query", "--category", "smuggling", "--from", "2021-13"]);
+    assert!(
+        said.contains("is not a month YYYY-MM or a date YYYY-MM-DD"),
+        "{said}"
+    );
+}
+
+#[test]
 fn times_are_rfc_3339_dates_or_date_times_never_epoch_seconds() {
     for when in [
         "2024-03-09",
@@ -316,6 +337,24 @@ async fn a_revoked_signing_key_is_named_not_the_certificate() {
         "{said}"
     );
     assert!(!said.contains("certificate's identity"), "{said}");
+    // An import with that key: the same refusal for every line is said once, in words.
+    let sample = run_ok(strings(&["sample-reports", "--count", "3", "--seed", "9"])).await;
+    let many = dir.path().join("many.jsonl");
+    std::fs::write(&many, sample).unwrap();
+    let out = run(strings(&[
+        "import",
+        &many.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &aus,
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("lines 1 to 3 (3 reports): signature not accepted"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

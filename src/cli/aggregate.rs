@@ -97,7 +97,7 @@ fn metric_arg() -> impl clap::builder::TypedValueParser<Value = pb::Metric> {
 
 /// "2024-03" → "2024-03-01" (or the month's last day for the end of a range); a date
 /// `YYYY-MM-DD` stays as it is. Both in their one spelling (see `tidemark::calendar`).
-fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
+pub(super) fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
     if let Some(date) = calendar::parse_date(text) {
         return Ok(calendar::format_date(date));
     }

@@ -226,9 +226,20 @@ fn rejection_message(code: &str, message: &str, violations: &[pb::FieldViolation
 fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     tally.errors.sort_by_key(|e| e.line);
     let rejected = tally.errors.len();
-    // The lines at fault go to stderr in both modes, for the person watching.
-    for e in &tally.errors {
-        eprintln!("line {}: {}", e.line, e.message);
+    // The lines at fault go to stderr in both modes, for the person watching; a run of
+    // lines refused for the same reason (a revoked key, say) is said once.
+    for run in tally.errors.chunk_by(|a, b| a.message == b.message) {
+        match run {
+            [one] => eprintln!("line {}: {}", one.line, one.message),
+            [first, .., last] => eprintln!(
+                "lines {} to {} ({} reports): {}",
+                first.line,
+                last.line,
+                run.len(),
+                first.message
+            ),
+            [] => {}
+        }
     }
     if args.json {
         let value = serde_json::json!({

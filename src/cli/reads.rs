@@ -72,11 +72,11 @@ pub struct FilterArgs {
     /// Which category: smuggling incidents or maritime movements.
     #[arg(long, value_enum)]
     category: CategoryArg,
-    /// First incident date, YYYY-MM-DD.
-    #[arg(long, value_name = "DATE")]
+    /// First incident date, YYYY-MM-DD, or a month YYYY-MM (from its first day).
+    #[arg(long, value_name = "DATE|MONTH")]
     from: Option<String>,
-    /// Last incident date, YYYY-MM-DD.
-    #[arg(long, value_name = "DATE")]
+    /// Last incident date, YYYY-MM-DD, or a month YYYY-MM (to its last day).
+    #[arg(long, value_name = "DATE|MONTH")]
     to: Option<String>,
     #[command(flatten)]
     content: ReportFilter,
@@ -208,8 +208,18 @@ fn print_result(
 fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
     let mut request = pb::QueryRequest {
         category: args.category.to_pb() as i32,
-        from_date: args.from.clone().unwrap_or_default(),
-        to_date: args.to.clone().unwrap_or_default(),
+        from_date: args
+            .from
+            .as_deref()
+            .map(|t| super::aggregate::date_arg(t, false))
+            .transpose()?
+            .unwrap_or_default(),
+        to_date: args
+            .to
+            .as_deref()
+            .map(|t| super::aggregate::date_arg(t, true))
+            .transpose()?
+            .unwrap_or_default(),
         changed_since_unix: args.changed_since.unwrap_or(0),
         ..Default::default()
     };

@@ -1,6 +1,6 @@
 //! Query latency and sync throughput over mTLS, against a full scan in the same run.
 //!
-//! `cargo bench --bench reads [-- --reports 100000 --queries 200]`
+//! `cargo bench --bench reads [-- --reports 100000 --queries 200 --cache-mib N]`
 //!
 //! Loads synthetic reports from 20 states through the real submission path (verify,
 //! validate, group commit), then serves them with a real server on 127.0.0.1:0 and
@@ -36,7 +36,7 @@ async fn main() {
     let reports = common::arg("--reports", 100_000);
     let queries = common::arg("--queries", 200);
     let bench = common::BenchPki::new();
-    let config = bench.config.clone();
+    let mut config = bench.config.clone();
 
     // Load through the real submission path, several submitters at once.
     let started = Instant::now();
@@ -47,6 +47,9 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
+    // The store's page cache (redb) for serving: `--cache-mib N` (default as configured).
+    config.store.cache_mib = common::arg("--cache-mib", config.store.cache_mib);
+    eprintln!("serving with a {} MiB page cache", config.store.cache_mib);
     let server = Server::build(config).unwrap();
     let store = server.store().clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

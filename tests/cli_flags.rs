@@ -1067,20 +1067,7 @@ async fn import_with_a_gap(dir: &std::path::Path, endpoint: &str, aus: &str) {
         .collect();
     let file = dir.join("dated.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = run(strings(&[
-        "import",
-        &file.display().to_string(),
-        "--endpoint",
-        endpoint,
-        "--as",
-        aus,
-    ]))
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_file(&file, endpoint, aus).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1240,20 +1227,7 @@ async fn import_samples(dir: &std::path::Path, endpoint: &str, aus: &str, args: 
     let sample = run(strings(&all)).await;
     let file = dir.join(format!("{}.jsonl", uuid::Uuid::new_v4()));
     std::fs::write(&file, &sample.stdout).unwrap();
-    let out = run(strings(&[
-        "import",
-        &file.display().to_string(),
-        "--endpoint",
-        endpoint,
-        "--as",
-        aus,
-    ]))
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import_file(&file, endpoint, aus).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1332,5 +1306,23 @@ async fn a_receipts_digest_reads_the_same_in_text_and_json() {
     assert!(
         text.contains(&format!("digest {digest}")),
         "{text} vs {json}"
+    );
+}
+
+/// `tidemark import FILE` as `aus` (a node profile); it must succeed.
+async fn import_file(file: &std::path::Path, endpoint: &str, aus: &str) {
+    let out = run(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -402,3 +402,41 @@ async fn an_owner_finds_an_access_record_removed_from_the_audit_table() {
     );
     assert!(said.contains("the access list leaves it out"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_signing_with_a_revoked_key_is_refused_and_told_which_key() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    submit(&server, &aus, dir.path(), "AUS", 1).await;
+    let key =
+        tidemark::signing::SigningKey::from_file(&dir.path().join("aus-signing.key")).unwrap();
+    server
+        .admin(&common::operator(&pki))
+        .await
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().into(),
+            compromised_at_unix: 0,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    let out = witness(&server, &aus, &dir.path().join("aus-witness")).await;
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains(&format!(
+            "signing key {} of AUS, which is revoked",
+            key.key_id()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("certificate's identity"), "{said}");
+    let checkpoint = newest_checkpoint(&server, &pki).await;
+    assert!(
+        !checkpoint.note.contains("/witness/AUS "),
+        "{}",
+        checkpoint.note
+    );
+}

@@ -323,8 +323,11 @@ fn exact(store: &Store, request: &pb::AggregateRequest) -> pb::AggregateResponse
     answer(store, request, Audience::RegionalAnalyst, false)
 }
 
-/// What disclosure control costs on one table (figures far below 2^52: exact in f64): the mean absolute relative error of each
-/// metric over cells (margins included) of at least 20 reports shown in both answers,
+/// What disclosure control costs on one table (figures far below 2^52: exact in f64): the
+/// mean absolute relative error of each metric over cells (margins included) of at least
+/// 20 reports shown in both answers; the same errors weighted by the cells' exact values
+/// (Σ|error| / Σ value: a sparse magnitude such as deaths has many cells whose few deaths
+/// come from one or two reports, and those must move by 10-20 % and never show exactly);
 /// and the share of cells withheld without and with perturbation.
 #[allow(clippy::cast_precision_loss)]
 fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
@@ -334,7 +337,8 @@ fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
     request.metrics.insert(0, pb::Metric::Reports as i32);
     let exact = exact(store, &request);
     let perturbed = answer(store, &request, analyst(), true);
-    let mut errors = vec![(0.0f64, 0u32); request.metrics.len()];
+    // Per metric: Σ relative error, cells, Σ |error|, Σ exact value.
+    let mut errors = vec![(0.0f64, 0u32, 0.0f64, 0.0f64); request.metrics.len()];
     let mut lost = 0;
     for (e, p) in exact.cells.iter().zip(&perturbed.cells) {
         assert_eq!(e.keys, p.keys);
@@ -345,10 +349,13 @@ fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
             lost += 1;
             continue;
         }
-        for (i, (sum, n)) in errors.iter_mut().enumerate() {
+        for (i, (sum, n, off, total)) in errors.iter_mut().enumerate() {
             if e.values[i] > 0 {
-                *sum += e.values[i].abs_diff(p.values[i]) as f64 / e.values[i] as f64;
+                let error = e.values[i].abs_diff(p.values[i]) as f64;
+                *sum += error / e.values[i] as f64;
                 *n += 1;
+                *off += error;
+                *total += e.values[i] as f64;
             }
         }
     }
@@ -359,11 +366,12 @@ fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
         .metrics
         .iter()
         .zip(&errors)
-        .map(|(m, (sum, n))| {
+        .map(|(m, (sum, n, off, total))| {
             format!(
-                "{} {:.2} % ({n} cells)",
+                "{} {:.2} % ({n} cells; weighted {:.2} %)",
                 analytics::metric_name(*m),
-                100.0 * sum / f64::from((*n).max(1))
+                100.0 * sum / f64::from((*n).max(1)),
+                100.0 * off / total.max(1.0)
             )
         })
         .collect();

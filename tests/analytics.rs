@@ -1268,6 +1268,12 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         csv.starts_with("origin,reports,withheld,single_state"),
         "{csv}"
     );
+    // CSV has no place for the protection: it is named on stderr, to cite it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("protection: cell key method, perturbation table"),
+        "{stderr}"
+    );
     let svg = std::fs::read_to_string(&bars).unwrap();
     let texts = svg_texts(&roxmltree::Document::parse(&svg).unwrap());
     assert!(

@@ -168,7 +168,12 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
     };
     match format {
         Format::Table => print_table(&mut out, &response)?,
-        Format::Csv => print_csv(&mut out, &response)?,
+        Format::Csv => {
+            print_csv(&mut out, &response)?;
+            if let Some(protection) = protection(&response) {
+                eprintln!("{protection}");
+            }
+        }
         Format::Json => {
             writeln!(
                 out,
@@ -315,30 +320,29 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
     for note in &response.notes {
         writeln!(out, "- {}", note.explanation)?;
     }
-    if let Some(p) = response
-        .protection
-        .as_ref()
-        .filter(|p| p.method == "cell-key")
-    {
-        writeln!(
-            out,
-            "- protection: cell key method, perturbation table {}: counts differ from the \
-             true ones by at most {} (never 1 or 2); each report moves each sum by a fixed \
+    if let Some(protection) = protection(response) {
+        writeln!(out, "- {protection}")?;
+    }
+    Ok(())
+}
+
+/// What protected the figures, in words (the table's last line; on stderr beside CSV,
+/// which has no place for it).
+fn protection(response: &pb::AggregateResponse) -> Option<String> {
+    let p = response.protection.as_ref()?;
+    match p.method.as_str() {
+        "cell-key" => Some(format!(
+            "protection: cell key method, perturbation table {}: counts differ from the true \
+             ones by at most {} (never 1 or 2); each report moves each sum by a fixed \
              {:.0}-{:.0}%; cells need not add up to margins",
             p.perturbation_table,
             p.max_count_deviation,
             p.magnitude_scale * 50.0,
             p.magnitude_scale * 100.0
-        )?;
+        )),
+        "none" => Some("protection: exact figures (suppression only)".to_owned()),
+        _ => None,
     }
-    if response
-        .protection
-        .as_ref()
-        .is_some_and(|p| p.method == "none")
-    {
-        writeln!(out, "- protection: exact figures (suppression only)")?;
-    }
-    Ok(())
 }
 
 fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::Result<()> {

@@ -100,6 +100,7 @@ async fn measure(
                 exchange
                     .submit(pb::SubmitRequest {
                         envelope: Some(envelope),
+                        ..Default::default()
                     })
                     .await
                     .unwrap();
@@ -208,6 +209,7 @@ async fn main() {
             idn_exchange
                 .submit(pb::SubmitRequest {
                     envelope: Some(envelope),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

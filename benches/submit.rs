@@ -150,7 +150,7 @@ async fn main() {
                         return false;
                     };
                     c.submit(pb::SubmitRequest {
-                        envelope: Some(envelope),
+                        envelope: Some(envelope), ..Default::default()
                     })
                     .await
                     .is_ok()

@@ -86,6 +86,7 @@ async fn world_with_reports(n: u64) -> World {
                 &report("AUS", seed, false, all, &[]),
                 world.key("AUS"),
             )),
+            ..Default::default()
         })
         .collect();
     let summary = world
@@ -223,6 +224,7 @@ async fn an_open_import_ends_on_revocation_and_on_suspension_even_while_waiting(
         );
         tx.send(pb::SubmitRequest {
             envelope: Some(first),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -104,7 +104,10 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
                 sign(&sample_report("AUS", 4), &key),
                 sign(&sample_report("IDN", 5), &key),
             ]
-            .map(|e| pb::SubmitRequest { envelope: Some(e) }),
+            .map(|e| pb::SubmitRequest {
+                envelope: Some(e),
+                ..Default::default()
+            }),
         ))
         .await
         .unwrap()
@@ -390,9 +393,7 @@ async fn a_backup_taken_under_load_restores_every_acknowledged_submission() {
 
 /// The sequence number a submission's receipt states.
 fn sequence_of(response: &pb::SubmitResponse) -> u64 {
-    let receipt = response.receipt.as_ref().unwrap();
-    let receipt: pb::Receipt = prost::Message::decode(receipt.payload.as_slice()).unwrap();
-    receipt.sequence
+    response.accepted.as_ref().unwrap().sequence
 }
 
 /// The reporting state named in a report envelope's payload.

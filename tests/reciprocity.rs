@@ -59,6 +59,7 @@ async fn import(world: &World, state: &str, seeds: std::ops::Range<u64>, maritim
                 &report(state, seed, maritime, all, &[]),
                 world.key(state),
             )),
+            ..Default::default()
         })
         .collect();
     let n = items.len() as u64;

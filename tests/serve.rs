@@ -80,6 +80,7 @@ async fn first_run_creates_pki_and_store_and_second_run_reuses_them() {
     let response = pb::exchange_client::ExchangeClient::new(channel)
         .submit(pb::SubmitRequest {
             envelope: Some(envelope),
+            ..Default::default()
         })
         .await
         .expect("a dev-PKI report is accepted")

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{TestPki, TestServer, node, sample_report, sign, state, submit};
+use common::{TestPki, TestServer, node, sample_report, sign, state, submit, submit_signed};
 use prost::Message;
 use tidemark::{
     Store,
@@ -37,11 +37,15 @@ async fn an_accepted_report_and_its_receipt_survive_a_restart() {
     let envelope = sign(&report, &key);
 
     let mut exchange = server.exchange(&aus).await;
-    let first = submit(&mut exchange, envelope.clone()).await.unwrap();
+    let first = submit_signed(&mut exchange, envelope.clone())
+        .await
+        .unwrap();
     assert!(!first.duplicate);
     let receipt_env = first.receipt.clone().unwrap();
     let server_key = server.receipt_key(&aus).await;
     let receipt = receipt::verify(&receipt_env, &server_key).unwrap();
+    // The signed receipt states what the answer says was accepted.
+    assert_eq!(Some(&receipt), first.accepted.as_ref());
     assert_eq!(receipt.sequence, 1);
     assert_eq!(receipt.report_id, report.report_id);
     assert_eq!(receipt.reporting_state, "AUS");
@@ -58,9 +62,16 @@ async fn an_accepted_report_and_its_receipt_survive_a_restart() {
     // After a restart on the same store, the same envelope gets the original receipt.
     let server = TestServer::start_with(&pki, data, |_| {}).await;
     let mut exchange = server.exchange(&aus).await;
-    let again = submit(&mut exchange, envelope).await.unwrap();
+    let again = submit_signed(&mut exchange, envelope.clone())
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.receipt, first.receipt);
+    // Unless asked for, no receipt is signed: the log proof is the receipt of record.
+    let unsigned = submit(&mut exchange, envelope).await.unwrap();
+    assert!(unsigned.receipt.is_none());
+    assert_eq!(unsigned.accepted, first.accepted);
+    assert!(!unsigned.log_proof.is_empty());
 }
 
 #[tokio::test]
@@ -198,7 +209,7 @@ async fn resubmission_is_idempotent_and_conflicts_are_refused() {
     let first = submit(&mut exchange, sign(&report, &key)).await.unwrap();
     let second = submit(&mut exchange, sign(&report, &key)).await.unwrap();
     assert!(second.duplicate);
-    assert_eq!(first.receipt, second.receipt);
+    assert_eq!(first.accepted, second.accepted);
 
     let mut changed = report.clone();
     changed.narrative = "A different account of the same incident.".to_owned();
@@ -231,7 +242,7 @@ async fn owners_amend_and_retract_and_nobody_else_can() {
         ..v1.clone()
     };
     let amended = submit(&mut aus, sign(&v2, &aus_key)).await.unwrap();
-    let receipt = pb::Receipt::decode(amended.receipt.unwrap().payload.as_slice()).unwrap();
+    let receipt = amended.accepted.unwrap();
     assert_eq!((receipt.version, receipt.kind.as_str()), (2, "report"));
 
     // A replayed old version is not a rollback: it gets its original receipt.
@@ -272,7 +283,7 @@ async fn owners_amend_and_retract_and_nobody_else_can() {
         &aus_key,
     );
     let retracted = submit(&mut aus, retract_env).await.unwrap();
-    let receipt = pb::Receipt::decode(retracted.receipt.unwrap().payload.as_slice()).unwrap();
+    let receipt = retracted.accepted.unwrap();
     assert_eq!(receipt.kind, "retraction");
 
     let v4 = pb::Report {
@@ -365,6 +376,7 @@ async fn oversized_messages_and_imports_are_resource_exhausted() {
     let requests: Vec<pb::SubmitRequest> = (0..4)
         .map(|i| pb::SubmitRequest {
             envelope: Some(sign(&sample_report("AUS", 100 + i), &key)),
+            ..Default::default()
         })
         .collect();
     let status = exchange
@@ -393,7 +405,7 @@ async fn concurrent_submissions_from_four_states_get_unique_gap_free_sequences()
             tasks.push(tokio::spawn(async move {
                 let report = sample_report(code, 1000 + i);
                 let response = submit(&mut exchange, sign(&report, &key)).await.unwrap();
-                pb::Receipt::decode(response.receipt.unwrap().payload.as_slice()).unwrap()
+                response.accepted.unwrap()
             }));
         }
     }

@@ -297,6 +297,7 @@ async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
                 &report("AUS", seed, false, all, &[]),
                 world.key("AUS"),
             )),
+            ..Default::default()
         })
         .collect();
     world

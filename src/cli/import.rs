@@ -91,6 +91,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                             report.encode_to_vec(),
                             &key,
                         )),
+                        ..Default::default()
                     };
                     let size = request.encoded_len();
                     if size > args.max_message_bytes {

@@ -37,7 +37,8 @@ pub struct SubmitArgs {
     /// its inclusion proof, the signed checkpoint), checked offline by `verify-receipt`.
     #[arg(long, value_name = "FILE")]
     receipt_out: Option<PathBuf>,
-    /// Also write the server's signed receipt (a DSSE JSON envelope) to this file.
+    /// Also ask the server for a receipt signed with its receipt key (a DSSE JSON
+    /// envelope; one signature per submission, so not by default) and write it here.
     #[arg(long, value_name = "FILE")]
     signed_receipt_out: Option<PathBuf>,
     /// Print the receipt as JSON instead of text.
@@ -126,9 +127,10 @@ pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
     };
     let channel = args.client.connect().await?;
     // Most reports are retracted at version 1: try 2, then what the server says is next.
-    let response = match submit_once(channel.clone(), sign(args.new_version.unwrap_or(2))).await {
+    let first = sign(args.new_version.unwrap_or(2));
+    let response = match submit_once(channel.clone(), first, false).await {
         Err(status) if args.new_version.is_none() => match client::expected_version(&status) {
-            Some(next) => submit_once(channel, sign(next)).await,
+            Some(next) => submit_once(channel, sign(next), false).await,
             None => Err(status),
         },
         done => done,
@@ -184,20 +186,22 @@ async fn send(
             .with_context(|| format!("cannot write the receipt to {}", path.display()))?;
     }
     let channel = client_args.connect().await?;
-    let response = submit_once(channel, envelope)
+    let response = submit_once(channel, envelope, out.signed.is_some())
         .await
         .map_err(|status| anyhow!(client::explain(&status)))?;
     print_accepted(&response, out, json)
 }
 
-/// Submits one envelope.
+/// Submits one envelope, asking for a signed receipt when `signed_receipt`.
 async fn submit_once(
     channel: tonic::transport::Channel,
     envelope: pb::Envelope,
+    signed_receipt: bool,
 ) -> Result<pb::SubmitResponse, tonic::Status> {
     pb::exchange_client::ExchangeClient::new(channel)
         .submit(pb::SubmitRequest {
             envelope: Some(envelope),
+            signed_receipt,
         })
         .await
         .map(tonic::Response::into_inner)
@@ -209,18 +213,27 @@ fn print_accepted(
     out: ReceiptFiles<'_>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let receipt_env = response
-        .receipt
+    let receipt = response
+        .accepted
         .clone()
-        .ok_or_else(|| anyhow!("the server answered without a receipt"))?;
-    let receipt = pb::Receipt::decode(receipt_env.payload.as_slice())
-        .map_err(|e| anyhow!("the server's receipt is malformed: {e}"))?;
-    let receipt_json = serde_json::to_string_pretty(&receipt_env)?;
+        .ok_or_else(|| anyhow!("the server answered without saying what it accepted"))?;
+    let signed_json = match (&response.receipt, out.signed) {
+        (Some(signed), _) => Some(serde_json::to_string_pretty(signed)?),
+        (None, Some(path)) => bail!(
+            "the envelope was accepted, but the server sent no signed receipt for {}; \
+             --receipt-out writes the log proof, the receipt of record",
+            path.display()
+        ),
+        (None, None) => None,
+    };
     if json {
         let value = serde_json::json!({
             "duplicate": response.duplicate,
             "receipt": super::json::value(&receipt, "tidemark.v1.Receipt"),
-            "envelope": serde_json::from_str::<serde_json::Value>(&receipt_json)?,
+            "envelope": signed_json
+                .as_deref()
+                .map(serde_json::from_str::<serde_json::Value>)
+                .transpose()?,
             "logProof": response.log_proof,
         });
         println!("{value}");
@@ -246,11 +259,13 @@ fn print_accepted(
     }
     // Written after the acceptance is printed: a failed write loses no fact.
     let files = [
-        (out.signed, format!("{receipt_json}\n")),
-        (out.proof, response.log_proof.clone()),
+        (out.signed, signed_json.map(|text| format!("{text}\n"))),
+        (out.proof, Some(response.log_proof.clone())),
     ];
     for (path, contents) in files {
-        let Some(path) = path else { continue };
+        let (Some(path), Some(contents)) = (path, contents) else {
+            continue;
+        };
         std::fs::write(path, contents).with_context(|| {
             format!(
                 "the envelope was accepted, but its receipt could not be written to {}; \

@@ -58,17 +58,22 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
-        let accepted = self
-            .submit_one(&peer, request.into_inner().envelope)
-            .await?;
+        let request = request.into_inner();
+        let accepted = self.submit_one(&peer, request.envelope).await?;
         if !accepted.duplicate {
             tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
         }
         let log_proof = receipt::log_proof(&self.ctx.store.log()?, &accepted.leaf)?;
+        // The log proof is signed once per batch; a signature per submission only when
+        // asked for.
+        let signed = request
+            .signed_receipt
+            .then(|| receipt::issue(&accepted, &self.ctx.receipt_key));
         Ok(Response::new(pb::SubmitResponse {
-            receipt: Some(receipt::issue(&accepted, &self.ctx.receipt_key)),
+            receipt: signed,
             duplicate: accepted.duplicate,
             log_proof,
+            accepted: Some(receipt::facts(&accepted)),
         }))
     }
 

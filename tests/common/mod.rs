@@ -262,6 +262,20 @@ pub fn sign(report: &pb::Report, key: &SigningKey) -> pb::Envelope {
     )
 }
 
+/// Submits `envelope` asking for a receipt signed by the server, too.
+pub async fn submit_signed(
+    exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
+    envelope: pb::Envelope,
+) -> Result<pb::SubmitResponse, tonic::Status> {
+    exchange
+        .submit(pb::SubmitRequest {
+            envelope: Some(envelope),
+            signed_receipt: true,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 pub async fn submit(
     exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
     envelope: pb::Envelope,
@@ -269,6 +283,7 @@ pub async fn submit(
     exchange
         .submit(pb::SubmitRequest {
             envelope: Some(envelope),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
@@ -334,7 +349,7 @@ impl World {
         let response = submit(&mut ex, sign(r, self.key(&r.reporting_state)))
             .await
             .unwrap();
-        prost::Message::decode(response.receipt.unwrap().payload.as_slice()).unwrap()
+        response.accepted.unwrap()
     }
 }
 
@@ -389,7 +404,10 @@ pub async fn import(server: &TestServer, pki: &TestPki, code: &str, envelopes: V
     let n = envelopes.len() as u64;
     let requests: Vec<pb::SubmitRequest> = envelopes
         .into_iter()
-        .map(|e| pb::SubmitRequest { envelope: Some(e) })
+        .map(|e| pb::SubmitRequest {
+            envelope: Some(e),
+            ..Default::default()
+        })
         .collect();
     let summary = server
         .exchange(&node(pki, code))

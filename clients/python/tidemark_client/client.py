@@ -88,9 +88,10 @@ class Submitted:
 
     #: The receipt as a C2SP tlog proof (text), checked offline by `tidemark verify-receipt`.
     log_proof: str
-    #: The server's signed receipt (a DSSE envelope over a tidemark.v1.Receipt).
-    signed_receipt: envelope_pb2.Envelope
-    #: The facts it states: sequence, envelope digest, report id, version, accepted time.
+    #: The server's signed receipt (a DSSE envelope over `receipt`), only when asked for
+    #: with ``submit(..., signed_receipt=True)`` (one signature per submission).
+    signed_receipt: Optional[envelope_pb2.Envelope]
+    #: What was accepted: sequence, envelope digest, report id, version, accepted time.
     receipt: envelope_pb2.Receipt
     #: The identical envelope had been accepted before (the receipt is the original's).
     duplicate: bool
@@ -198,13 +199,15 @@ class Client:
         payload = _report(report).SerializeToString()
         return dsse.sign(dsse.REPORT_PAYLOAD_TYPE, payload, self.signing_key)
 
-    def submit(self, report: ReportLike) -> Submitted:
-        """Signs and submits one report; returns the receipts once it is durable."""
-        answer = self._call(
-            self._exchange.Submit, exchange_pb2.SubmitRequest(envelope=self.sign(report))
+    def submit(self, report: ReportLike, signed_receipt: bool = False) -> Submitted:
+        """Signs and submits one report; returns the receipts once it is durable (the log
+        proof always; a receipt signed by the server too when `signed_receipt`)."""
+        request = exchange_pb2.SubmitRequest(
+            envelope=self.sign(report), signed_receipt=signed_receipt
         )
-        receipt = envelope_pb2.Receipt.FromString(answer.receipt.payload)
-        return Submitted(answer.log_proof, answer.receipt, receipt, answer.duplicate)
+        answer = self._call(self._exchange.Submit, request)
+        signed = answer.receipt if answer.HasField("receipt") else None
+        return Submitted(answer.log_proof, signed, answer.accepted, answer.duplicate)
 
     def import_reports(self, reports: Iterable[ReportLike]) -> exchange_pb2.ImportResponse:
         """Signs and submits many reports on one stream: counts accepted, duplicates and

@@ -458,6 +458,9 @@ impl Deltas {
 
 /// Applies per-state changes to the row at `key`, dropping entries (and the row) that
 /// reach zero reports. The first of the `N` numbers of an entry is its reports.
+///
+/// The row's entries and the changes are both in state order: one pass merges them into
+/// the new row, and the total is added up on the way.
 fn update<const N: usize>(
     table: &mut Table<'_, &'static [u8], &'static [u8]>,
     key: &[u8],
@@ -465,56 +468,76 @@ fn update<const N: usize>(
 ) -> Result<(), StoreError> {
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("counter row {}: {what}", hex::encode(key)));
-    let mut entries: BTreeMap<u32, [u64; N]> = BTreeMap::new();
-    if let Some(row) = table.get(key)? {
-        let mut bytes = row.value();
+    let old = table.get(key)?;
+    let mut bytes: &[u8] = old.as_ref().map_or(&[], |row| row.value());
+    if !bytes.is_empty() {
         // The first entry is the row's total; it is recomputed below.
         parse_entry::<N>(&mut bytes).ok_or_else(|| corrupt("unreadable total"))?;
-        while !bytes.is_empty() {
-            let (state, values) =
-                parse_entry::<N>(&mut bytes).ok_or_else(|| corrupt("unreadable entry"))?;
-            entries.insert(state, values);
-        }
     }
-    for (state, delta) in deltas {
-        if delta.iter().all(|d| *d == 0) {
-            continue;
-        }
-        let values = entries.entry(*state).or_insert([0; N]);
-        for (v, d) in values.iter_mut().zip(delta) {
-            *v = v
-                .checked_add_signed(*d)
-                .ok_or_else(|| corrupt("a count would go out of range"))?;
-        }
+    let mut entries = Vec::with_capacity(bytes.len() + deltas.len() * (3 + 2 * N));
+    let mut total = [0u64; N];
+    let mut count = 0u32;
+    let mut keep = |state: u32, values: &[u64; N]| -> Result<(), StoreError> {
         if values[0] == 0 {
             if values.iter().any(|v| *v != 0) {
                 return Err(corrupt("an entry with no reports but other counts"));
             }
-            entries.remove(state);
+            return Ok(());
         }
-    }
-    if entries.is_empty() {
-        table.remove(key)?;
-        return Ok(());
-    }
-    let mut total = [0u64; N];
-    for values in entries.values() {
         for (t, v) in total.iter_mut().zip(values) {
             *t = t
                 .checked_add(*v)
                 .ok_or_else(|| corrupt("a total would go out of range"))?;
         }
-    }
-    let count = u32::try_from(entries.len()).map_err(|_| corrupt("too many states"))?;
-    let mut row = Vec::with_capacity((entries.len() + 1) * (3 + 2 * N));
-    for (state, values) in std::iter::once((&count, &total)).chain(&entries) {
-        row.extend_from_slice(&state.to_be_bytes()[1..]);
-        for v in values {
-            prost::encoding::encode_varint(*v, &mut row);
+        count += 1;
+        write_entry(&mut entries, state, values);
+        Ok(())
+    };
+    let mut changes = deltas.iter().peekable();
+    while !bytes.is_empty() {
+        let (state, mut values) =
+            parse_entry::<N>(&mut bytes).ok_or_else(|| corrupt("unreadable entry"))?;
+        while let Some((new_state, delta)) = changes.next_if(|(s, _)| **s < state) {
+            let mut values = [0u64; N];
+            add(&mut values, delta).ok_or_else(|| corrupt("a count would go out of range"))?;
+            keep(*new_state, &values)?;
         }
+        if let Some((_, delta)) = changes.next_if(|(s, _)| **s == state) {
+            add(&mut values, delta).ok_or_else(|| corrupt("a count would go out of range"))?;
+        }
+        keep(state, &values)?;
     }
+    for (new_state, delta) in changes {
+        let mut values = [0u64; N];
+        add(&mut values, delta).ok_or_else(|| corrupt("a count would go out of range"))?;
+        keep(*new_state, &values)?;
+    }
+    drop(old);
+    if count == 0 {
+        table.remove(key)?;
+        return Ok(());
+    }
+    let mut row = Vec::with_capacity(3 + 2 * N + entries.len());
+    write_entry(&mut row, count, &total);
+    row.extend_from_slice(&entries);
     table.insert(key, row.as_slice())?;
     Ok(())
+}
+
+/// Adds signed `delta` to `values`; `None` if a number would leave `u64`.
+fn add<const N: usize>(values: &mut [u64; N], delta: &[i64; N]) -> Option<()> {
+    for (v, d) in values.iter_mut().zip(delta) {
+        *v = v.checked_add_signed(*d)?;
+    }
+    Some(())
+}
+
+/// Appends one entry: `state` (or the number of states) in 3 bytes, then `N` varints.
+fn write_entry<const N: usize>(row: &mut Vec<u8>, state: u32, values: &[u64; N]) {
+    row.extend_from_slice(&state.to_be_bytes()[1..]);
+    for v in values {
+        prost::encoding::encode_varint(*v, row);
+    }
 }
 
 /// One entry of a row: a packed state (or, for the leading total, the number of

@@ -231,6 +231,109 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let out = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, &out.stdout).unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let submit = |extra: &[&str]| {
+        let mut all = vec![
+            "submit".to_owned(),
+            report.display().to_string(),
+            "--endpoint".to_owned(),
+            endpoint.clone(),
+            "--as".to_owned(),
+            aus.clone(),
+        ];
+        all.extend(extra.iter().map(|a| (*a).to_owned()));
+        all
+    };
+
+    // One path for both files is refused before anything is sent.
+    let same = file("same.out");
+    let out = run(submit(&[
+        "--receipt-out",
+        &same,
+        "--signed-receipt-out",
+        &same,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different files"));
+    assert!(!Path::new(&same).exists());
+
+    let (proof, signed) = (file("r.proof"), file("r.sig"));
+    let out = run(submit(&[
+        "--receipt-out",
+        &proof,
+        "--signed-receipt-out",
+        &signed,
+    ]))
+    .await;
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(", log index "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("log proof written to {proof}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("signed receipt written to {signed}")),
+        "{stdout}"
+    );
+
+    // A signed receipt has no witnesses: asking for them is refused, not skipped.
+    let out = run(args(&[
+        "verify-receipt",
+        &signed,
+        "--witness-key",
+        "w+01020304+AAAA",
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no witness cosigns"));
+
+    // A refused submission (same id and version, other content) leaves no file.
+    let mut changed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    changed["narrative"] = "Another account.".into();
+    std::fs::write(&report, changed.to_string()).unwrap();
+    let (proof, signed) = (file("refused.proof"), file("refused.sig"));
+    let out = run(submit(&[
+        "--receipt-out",
+        &proof,
+        "--signed-receipt-out",
+        &signed,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(!Path::new(&proof).exists() && !Path::new(&signed).exists());
+
+    // A retraction writes its receipts as a submission does.
+    let id = changed["reportId"].as_str().unwrap().to_owned();
+    let retracted = file("retracted.proof");
+    let out = run(args(&[
+        "retract",
+        &id,
+        "--receipt-out",
+        &retracted,
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert_ok(&out);
+    let text = std::fs::read_to_string(&retracted).unwrap();
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\n"), "{text}");
+}
+
 #[test]
 fn keygen_writes_a_private_and_a_public_key_and_refuses_to_overwrite() {
     let dir = tempfile::TempDir::new().unwrap();

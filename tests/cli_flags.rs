@@ -216,8 +216,8 @@ async fn retract_finds_the_version_it_creates_and_says_why_it_cannot() {
             String::from_utf8_lossy(&out.stderr)
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(json["receipt"]["version"], creates, "{json}");
-        assert_eq!(json["receipt"]["kind"], "retraction", "{json}");
+        assert_eq!(json["accepted"]["version"], creates, "{json}");
+        assert_eq!(json["accepted"]["kind"], "retraction", "{json}");
     }
     // The same retraction again is a duplicate: the original receipt.
     let out = retract(&endpoint, &aus, &id(1)).await;
@@ -228,7 +228,7 @@ async fn retract_finds_the_version_it_creates_and_says_why_it_cannot() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        (&json["duplicate"], &json["receipt"]["version"]),
+        (&json["duplicate"], &json["accepted"]["version"]),
         (&true.into(), &2.into())
     );
     // Another retraction of a retracted report: refused, in words, without the gRPC
@@ -1302,7 +1302,7 @@ async fn a_receipts_digest_reads_the_same_in_text_and_json() {
     let text = submit(false).await;
     // The same envelope again: a duplicate, with the original receipt.
     let json: serde_json::Value = serde_json::from_str(submit(true).await.trim()).unwrap();
-    let digest = json["receipt"]["envelopeDigest"].as_str().unwrap();
+    let digest = json["accepted"]["envelopeDigest"].as_str().unwrap();
     assert!(
         text.contains(&format!("digest {digest}")),
         "{text} vs {json}"

@@ -33,6 +33,17 @@ pub struct SubmitArgs {
     client: ClientArgs,
     #[command(flatten)]
     signing: SigningArgs,
+    #[command(flatten)]
+    receipts: ReceiptArgs,
+    /// Print the answer as JSON (tidemark.v1.SubmitResponse: what was accepted, the log
+    /// proof, and the signed receipt if asked for) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where to write a submission's receipts.
+#[derive(Args, Debug)]
+struct ReceiptArgs {
     /// Also write the receipt to this file: a C2SP tlog proof (the envelope's log entry,
     /// its inclusion proof, the signed checkpoint), checked offline by `verify-receipt`.
     #[arg(long, value_name = "FILE")]
@@ -41,9 +52,6 @@ pub struct SubmitArgs {
     /// envelope; one signature per submission, so not by default) and write it here.
     #[arg(long, value_name = "FILE")]
     signed_receipt_out: Option<PathBuf>,
-    /// Print the receipt as JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Withdraw one of your state's reports with a signed retraction. It stays stored,
@@ -64,7 +72,9 @@ pub struct RetractArgs {
     client: ClientArgs,
     #[command(flatten)]
     signing: SigningArgs,
-    /// Print the receipt as JSON instead of text.
+    #[command(flatten)]
+    receipts: ReceiptArgs,
+    /// Print the answer as JSON (tidemark.v1.SubmitResponse) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -105,17 +115,20 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{} is not a report in JSON: {e}", args.file.display()))?;
     let key = args.signing.load(&args.client)?;
     let envelope = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key);
-    let out = ReceiptFiles {
-        proof: args.receipt_out.as_deref(),
-        signed: args.signed_receipt_out.as_deref(),
-    };
-    send(&args.client, envelope, out, args.json).await
+    let out = ReceiptFiles::of(&args.receipts)?;
+    let channel = args.client.connect().await?;
+    let response = out
+        .around(submit_once(channel, envelope, out.signed.is_some()))
+        .await?;
+    print_accepted(&response, out, args.json)
 }
 
 pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
     let identity = args.client.identity()?;
     let state = state_of(&identity)?;
     let key = args.signing.load(&args.client)?;
+    let out = ReceiptFiles::of(&args.receipts)?;
+    let signed = out.signed.is_some();
     let sign = |version: u32| {
         let retraction = pb::Retraction {
             report_id: args.report_id.clone(),
@@ -128,15 +141,17 @@ pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
     let channel = args.client.connect().await?;
     // Most reports are retracted at version 1: try 2, then what the server says is next.
     let first = sign(args.new_version.unwrap_or(2));
-    let response = match submit_once(channel.clone(), first, false).await {
-        Err(status) if args.new_version.is_none() => match client::expected_version(&status) {
-            Some(next) => submit_once(channel, sign(next), false).await,
-            None => Err(status),
-        },
-        done => done,
-    }
-    .map_err(|status| anyhow!(client::explain(&status)))?;
-    print_accepted(&response, ReceiptFiles::default(), args.json)
+    let attempt = async {
+        match submit_once(channel.clone(), first, signed).await {
+            Err(status) if args.new_version.is_none() => match client::expected_version(&status) {
+                Some(next) => submit_once(channel, sign(next), signed).await,
+                None => Err(status),
+            },
+            done => done,
+        }
+    };
+    let response = out.around(attempt).await?;
+    print_accepted(&response, out, args.json)
 }
 
 /// The state a node certificate names, read from its SPIFFE ID.
@@ -163,33 +178,58 @@ pub(super) fn state_of(identity: &client::ClientIdentity) -> anyhow::Result<Stri
     Ok(state.to_owned())
 }
 
-/// Where to write a submission's receipts.
-#[derive(Default, Clone, Copy)]
+/// The receipt files asked for.
+#[derive(Clone, Copy)]
 struct ReceiptFiles<'a> {
     proof: Option<&'a Path>,
     signed: Option<&'a Path>,
 }
 
-async fn send(
-    client_args: &ClientArgs,
-    envelope: pb::Envelope,
-    out: ReceiptFiles<'_>,
-    json: bool,
-) -> anyhow::Result<()> {
-    // A receipt file that cannot be written is found out before anything is submitted.
-    for path in [out.proof, out.signed].into_iter().flatten() {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("cannot write the receipt to {}", path.display()))?;
+impl<'a> ReceiptFiles<'a> {
+    fn of(args: &'a ReceiptArgs) -> anyhow::Result<Self> {
+        let files = Self {
+            proof: args.receipt_out.as_deref(),
+            signed: args.signed_receipt_out.as_deref(),
+        };
+        if let (Some(proof), Some(signed)) = (files.proof, files.signed)
+            && proof == signed
+        {
+            bail!(
+                "--receipt-out and --signed-receipt-out both name {}: the log proof and the \
+                 signed receipt are different files",
+                proof.display()
+            );
+        }
+        Ok(files)
     }
-    let channel = client_args.connect().await?;
-    let response = submit_once(channel, envelope, out.signed.is_some())
-        .await
-        .map_err(|status| anyhow!(client::explain(&status)))?;
-    print_accepted(&response, out, json)
+
+    /// Runs the submission `call`, having first found out that the receipt files can be
+    /// written (before anything is submitted); a file made for that check is removed
+    /// again when the submission is refused.
+    async fn around(
+        &self,
+        call: impl Future<Output = Result<pb::SubmitResponse, tonic::Status>>,
+    ) -> anyhow::Result<pb::SubmitResponse> {
+        let mut made = Vec::new();
+        for path in [self.proof, self.signed].into_iter().flatten() {
+            let existed = path.exists();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .with_context(|| format!("cannot write the receipt to {}", path.display()))?;
+            if !existed {
+                made.push(path);
+            }
+        }
+        call.await.map_err(|status| {
+            for path in made {
+                let _ = std::fs::remove_file(path);
+            }
+            anyhow!(client::explain(&status))
+        })
+    }
 }
 
 /// Submits one envelope, asking for a signed receipt when `signed_receipt`.
@@ -226,16 +266,15 @@ fn print_accepted(
         ),
         (None, None) => None,
     };
+    let index = tidemark::tlog::proof::TlogProof::parse(&response.log_proof)
+        .map(|proof| proof.index)
+        .map_err(|e| anyhow!("the server's log proof is malformed: {e}"))?;
     if json {
-        let value = serde_json::json!({
-            "duplicate": response.duplicate,
-            "receipt": super::json::value(&receipt, "tidemark.v1.Receipt"),
-            "envelope": signed_json
-                .as_deref()
-                .map(serde_json::from_str::<serde_json::Value>)
-                .transpose()?,
-            "logProof": response.log_proof,
-        });
+        // The API's answer in the proto3 JSON mapping, `duplicate` written even when false.
+        let mut value = super::json::value(response, "tidemark.v1.SubmitResponse");
+        if let Some(object) = value.as_object_mut() {
+            object.insert("duplicate".to_owned(), response.duplicate.into());
+        }
         println!("{value}");
     } else {
         println!(
@@ -252,29 +291,33 @@ fn print_accepted(
             format_time(receipt.accepted_at_unix),
         );
         println!(
-            "  version {}, digest {}",
+            "  version {}, digest {}, log index {index}",
             receipt.version,
             digest_text(&receipt.envelope_digest)
         );
     }
     // Written after the acceptance is printed: a failed write loses no fact.
     let files = [
-        (out.signed, signed_json.map(|text| format!("{text}\n"))),
-        (out.proof, Some(response.log_proof.clone())),
+        (
+            "signed receipt",
+            out.signed,
+            signed_json.map(|text| format!("{text}\n")),
+        ),
+        ("log proof", out.proof, Some(response.log_proof.clone())),
     ];
-    for (path, contents) in files {
+    for (what, path, contents) in files {
         let (Some(path), Some(contents)) = (path, contents) else {
             continue;
         };
         std::fs::write(path, contents).with_context(|| {
             format!(
-                "the envelope was accepted, but its receipt could not be written to {}; \
-                 submit it again to get the receipt (a duplicate gets the original's)",
+                "the envelope was accepted, but its {what} could not be written to {}; \
+                 submit it again to get it (a duplicate gets the original's)",
                 path.display()
             )
         })?;
         if !json {
-            println!("  receipt written to {}", path.display());
+            println!("  {what} written to {}", path.display());
         }
     }
     Ok(())
@@ -295,6 +338,13 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
             tidemark::tlog::proof::HEADER
         )
     })?;
+    if !args.witness_keys.is_empty() {
+        bail!(
+            "{} is a signed receipt, which no witness cosigns: --witness-key checks a log \
+             proof's checkpoint (write one with `submit --receipt-out`)",
+            args.file.display()
+        );
+    }
     let key = PublicKey::from_file(&args.server_key)?;
     let receipt = receipt::verify(&envelope, &key)?;
     println!(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Settings;
+use super::{Settings, grid::FeeCounts};
 use crate::{
     pb,
     store::counters::{self, RecordKeys},
@@ -25,8 +25,8 @@ pub(super) struct Group {
 /// asking analyst's state), per currency group. With `keys` the amounts are the moved
 /// ones (`counters::moved_fee`) and the quartiles are rounded to whole units.
 pub(super) fn quartiles(
-    fees: &BTreeMap<(u32, u64), u64>,
-    own: &BTreeMap<(u32, u64), u64>,
+    fees: &FeeCounts,
+    own: &FeeCounts,
     settings: &Settings,
     keys: Option<&RecordKeys>,
 ) -> Vec<Group> {
@@ -42,7 +42,7 @@ pub(super) fn quartiles(
     // found once, and the asking state's own counts are walked alongside.
     let mut own = own.iter().peekable();
     let mut current: Option<(u32, String, f64)> = None;
-    for (&(currency, raw), &n) in fees {
+    for ((currency, raw), n) in fees.iter() {
         if current.as_ref().is_none_or(|(c, _, _)| *c != currency) {
             let code = counters::unpack_country(u64::from(currency));
             current = Some(if code == settings.fee_currency {
@@ -56,10 +56,10 @@ pub(super) fn quartiles(
         let Some((_, group, rate)) = &current else {
             continue;
         };
-        while own.next_if(|(k, _)| **k < (currency, raw)).is_some() {}
+        while own.next_if(|(k, _)| *k < (currency, raw)).is_some() {}
         let own_n = own
-            .next_if(|(k, _)| **k == (currency, raw))
-            .map_or(0, |(_, n)| *n);
+            .next_if(|(k, _)| *k == (currency, raw))
+            .map_or(0, |(_, n)| n);
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
         let value = raw as f64 * rate;
@@ -142,6 +142,14 @@ fn quantile(sorted: &[(f64, u64)], n: u64, p: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Counts as the scan makes them.
+    fn counts(fees: &BTreeMap<(u32, u64), u64>) -> FeeCounts {
+        FeeCounts::of_sorted(
+            fees.iter()
+                .flat_map(|(fee, n)| std::iter::repeat_n(*fee, usize::try_from(*n).unwrap())),
+        )
+    }
+
     fn settings(base: &str, rates: &[(&str, f64)]) -> Settings {
         Settings {
             minimum_reports: 3,
@@ -169,10 +177,15 @@ mod tests {
             .into_iter()
             .map(|a| (fee("USD", a), 1))
             .collect::<BTreeMap<_, _>>();
-        let q: Vec<_> = quartiles(&fees, &BTreeMap::new(), &settings("", &[]), None)
-            .into_iter()
-            .map(|g| g.quantiles)
-            .collect();
+        let q: Vec<_> = quartiles(
+            &counts(&fees),
+            &FeeCounts::default(),
+            &settings("", &[]),
+            None,
+        )
+        .into_iter()
+        .map(|g| g.quantiles)
+        .collect();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].reports, 4);
         assert!((q[0].first_quartile - 1.75).abs() < 1e-9);
@@ -189,15 +202,20 @@ mod tests {
         ]
         .into_iter()
         .collect::<BTreeMap<_, _>>();
-        let none: Vec<_> = quartiles(&fees, &BTreeMap::new(), &settings("", &[]), None)
-            .into_iter()
-            .map(|g| g.quantiles)
-            .collect();
+        let none: Vec<_> = quartiles(
+            &counts(&fees),
+            &FeeCounts::default(),
+            &settings("", &[]),
+            None,
+        )
+        .into_iter()
+        .map(|g| g.quantiles)
+        .collect();
         let codes: Vec<&str> = none.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["AUD", "THB", "USD"]);
         let some: Vec<_> = quartiles(
-            &fees,
-            &BTreeMap::new(),
+            &counts(&fees),
+            &FeeCounts::default(),
             &settings("USD", &[("AUD", 0.5)]),
             None,
         )

@@ -29,9 +29,9 @@ pub(super) struct Acc {
     /// Reports from more than one state.
     mixed: bool,
     /// Fee observations: (packed currency, amount) → reports.
-    pub fees: BTreeMap<(u32, u64), u64>,
+    pub fees: FeeCounts,
     /// Of those, the asking analyst's own state's.
-    pub own_fees: BTreeMap<(u32, u64), u64>,
+    pub own_fees: FeeCounts,
     /// Of the reports, those of the asking analyst's own state, and their record keys'
     /// sum: they neither open a small cell nor change its noise.
     own_reports: u64,
@@ -55,8 +55,8 @@ impl Acc {
             sums,
             state: state.unwrap_or(NO_STATE),
             mixed: state.is_none(),
-            fees: BTreeMap::new(),
-            own_fees: BTreeMap::new(),
+            fees: FeeCounts::default(),
+            own_fees: FeeCounts::default(),
             own_reports: own.0,
             own_keys: own.1,
         }
@@ -94,6 +94,12 @@ impl Acc {
     }
 
     pub(super) fn merge(&mut self, other: &Self) {
+        self.merge_all_but_fees(other);
+        self.fees = FeeCounts::sum_of(&[&self.fees, &other.fees]);
+        self.own_fees = FeeCounts::sum_of(&[&self.own_fees, &other.own_fees]);
+    }
+
+    fn merge_all_but_fees(&mut self, other: &Self) {
         for (total, add) in self.sums.iter_mut().zip(&other.sums) {
             *total += add;
         }
@@ -102,8 +108,6 @@ impl Acc {
         } else if other.state != NO_STATE {
             self.note_state(other.state);
         }
-        merge_counts(&mut self.fees, &other.fees);
-        merge_counts(&mut self.own_fees, &other.own_fees);
         self.own_reports += other.own_reports;
         self.own_keys = self.own_keys.wrapping_add(other.own_keys);
     }
@@ -140,14 +144,68 @@ impl Acc {
     }
 }
 
-/// Adds `other`'s counts to `into` (a copy, built at once, when `into` is empty).
-fn merge_counts(into: &mut BTreeMap<(u32, u64), u64>, other: &BTreeMap<(u32, u64), u64>) {
-    if into.is_empty() {
-        into.clone_from(other);
-        return;
+/// A cell's fee observations: each distinct (packed currency, amount) with its number
+/// of reports, in that order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct FeeCounts(Vec<((u32, u64), u64)>);
+
+impl FeeCounts {
+    /// Counts `fees`, which come in order (repeats next to each other).
+    pub(super) fn of_sorted(fees: impl Iterator<Item = (u32, u64)>) -> Self {
+        let mut counts: Vec<((u32, u64), u64)> = Vec::new();
+        for fee in fees {
+            match counts.last_mut() {
+                Some((last, n)) if *last == fee => *n += 1,
+                _ => counts.push((fee, 1)),
+            }
+        }
+        Self(counts)
     }
-    for (fee, n) in other {
-        *into.entry(*fee).or_default() += n;
+
+    /// Each distinct fee with its reports, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = ((u32, u64), u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The counts of `parts` added up: one merge of all of them (a heap of their next
+    /// fees), so a margin over many cells costs its size times log(cells), not its size
+    /// times cells.
+    pub(super) fn sum_of(parts: &[&Self]) -> Self {
+        use std::{cmp::Reverse, collections::BinaryHeap};
+        let parts: Vec<&[((u32, u64), u64)]> = parts
+            .iter()
+            .map(|p| p.0.as_slice())
+            .filter(|p| !p.is_empty())
+            .collect();
+        match parts.as_slice() {
+            [] => return Self::default(),
+            [one] => return Self(one.to_vec()),
+            _ => {}
+        }
+        let mut out: Vec<((u32, u64), u64)> =
+            Vec::with_capacity(parts.iter().map(|p| p.len()).max().unwrap_or(0));
+        let mut heap: BinaryHeap<Reverse<((u32, u64), usize)>> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Reverse((p[0].0, i)))
+            .collect();
+        let mut next = vec![1usize; parts.len()];
+        while let Some(Reverse((fee, i))) = heap.pop() {
+            let n = parts[i][next[i] - 1].1;
+            match out.last_mut() {
+                Some((last, count)) if *last == fee => *count += n,
+                _ => out.push((fee, n)),
+            }
+            if let Some((following, _)) = parts[i].get(next[i]) {
+                heap.push(Reverse((*following, i)));
+                next[i] += 1;
+            }
+        }
+        Self(out)
     }
 }
 
@@ -172,9 +230,13 @@ impl Grid {
     /// Adds `cells` and every margin obtained by replacing any subset of the positions
     /// in `rollable` with [`ALL`]. Only single-valued dimensions may be rolled up: along
     /// them each report is in exactly one cell, so margins are sums of cells.
+    ///
+    /// Fee observations are added up last, each entry's in one merge of all its parts.
     pub(super) fn roll_up(&mut self, cells: &Cells, rollable: &[usize]) {
         let subsets = 1usize << rollable.len();
         self.entries.reserve(cells.len() * subsets);
+        let fees = cells.values().any(|acc| !acc.fees.is_empty());
+        let mut fee_parts: FxHashMap<Key, Vec<&Acc>> = FxHashMap::default();
         for (key, acc) in cells {
             for subset in 0..subsets {
                 let mut k = *key;
@@ -183,8 +245,59 @@ impl Grid {
                         k[*position] = ALL;
                     }
                 }
-                self.entries.entry(k).or_default().merge(acc);
+                self.entries.entry(k).or_default().merge_all_but_fees(acc);
+                if fees {
+                    fee_parts.entry(k).or_default().push(acc);
+                }
             }
+        }
+        for (k, parts) in fee_parts {
+            let Some(entry) = self.entries.get_mut(&k) else {
+                continue;
+            };
+            let (before, own_before) = (
+                std::mem::take(&mut entry.fees),
+                std::mem::take(&mut entry.own_fees),
+            );
+            let mut all: Vec<&FeeCounts> = parts.iter().map(|a| &a.fees).collect();
+            all.push(&before);
+            entry.fees = FeeCounts::sum_of(&all);
+            let mut own: Vec<&FeeCounts> = parts.iter().map(|a| &a.own_fees).collect();
+            own.push(&own_before);
+            entry.own_fees = FeeCounts::sum_of(&own);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Summing counts in one merge gives what adding them up fee by fee gives.
+        #[test]
+        fn fee_counts_add_up_like_a_map(
+            parts in proptest::collection::vec(
+                proptest::collection::vec((0u32..3, 0u64..20), 0..30),
+                0..6,
+            ),
+        ) {
+            let mut expected: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+            let counted: Vec<FeeCounts> = parts
+                .iter()
+                .map(|fees| {
+                    let mut sorted = fees.clone();
+                    sorted.sort_unstable();
+                    for fee in &sorted {
+                        *expected.entry(*fee).or_default() += 1;
+                    }
+                    FeeCounts::of_sorted(sorted.into_iter())
+                })
+                .collect();
+            let refs: Vec<&FeeCounts> = counted.iter().collect();
+            let sum: Vec<((u32, u64), u64)> = FeeCounts::sum_of(&refs).iter().collect();
+            let expected: Vec<((u32, u64), u64)> = expected.into_iter().collect();
+            proptest::prop_assert_eq!(sum, expected);
         }
     }
 }

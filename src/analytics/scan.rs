@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     AggregateQuery, Dimension, Metric,
-    grid::{ALL, Acc, Cells, Grid, Key},
+    grid::{ALL, Acc, Cells, FeeCounts, Grid, Key},
     source::{View, base_value, single_valued},
 };
 use crate::{
@@ -70,18 +70,10 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
     let Part {
         table,
         by_state,
-        mut fee_rows,
+        fee_rows,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
-    // Each cell's fees, built at once from its run of sorted observations.
-    fee_rows.sort_unstable();
-    for run in fee_rows.chunk_by(|a, b| a.0 == b.0) {
-        let Some((_, acc)) = cells.get_mut(run[0].0 as usize) else {
-            continue;
-        };
-        acc.fees = counted(p, run.iter());
-        acc.own_fees = counted(p, run.iter().filter(|r| r.3));
-    }
+    add_fees(p, fee_rows, &mut cells);
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
         .iter()
@@ -97,21 +89,50 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
     grid
 }
 
-/// Fee observations (sorted) as (packed currency, amount) → reports.
-fn counted<'a>(
-    p: &Projection,
-    rows: impl Iterator<Item = &'a (u32, u16, u64, bool)>,
-) -> std::collections::BTreeMap<(u32, u64), u64> {
-    let mut counts: Vec<((u32, u64), u64)> = Vec::new();
-    for &(_, currency, amount, _) in rows {
-        // Currencies are three letters: they fit in 32 bits.
-        let currency = u32::try_from(p.countries.packed(currency)).unwrap_or(0);
-        match counts.last_mut() {
-            Some((key, n)) if *key == (currency, amount) => *n += 1,
-            _ => counts.push(((currency, amount), 1)),
+/// Gives each cell its fee observations, counted: the observations are put in cell order
+/// (a counting sort: cells are numbered densely), then each cell's are sorted by
+/// currency, amount and whether they are the asker's own, packed in one number.
+fn add_fees(p: &Projection, fee_rows: Vec<(u32, u16, u64, bool)>, cells: &mut [(Key, Acc)]) {
+    if fee_rows.is_empty() {
+        return;
+    }
+    let mut starts = vec![0usize; cells.len() + 1];
+    for (cell, ..) in &fee_rows {
+        if let Some(n) = usize::try_from(*cell)
+            .ok()
+            .and_then(|c| starts.get_mut(c + 1))
+        {
+            *n += 1;
         }
     }
-    counts.into_iter().collect()
+    for c in 1..starts.len() {
+        starts[c] += starts[c - 1];
+    }
+    let mut next = starts.clone();
+    let mut keys = vec![0u128; starts[cells.len()]];
+    for (cell, currency, amount, own) in fee_rows {
+        let Some(at) = usize::try_from(cell).ok().filter(|c| *c < cells.len()) else {
+            continue;
+        };
+        // Currencies are three letters: 24 bits, above the 64 of the amount and the flag.
+        let currency = u128::from(p.countries.packed(currency));
+        keys[next[at]] = (currency << 65) | (u128::from(amount) << 1) | u128::from(own);
+        next[at] += 1;
+    }
+    let unpack = |key: &u128| {
+        #[allow(clippy::cast_possible_truncation)] // 24 bits and 64 bits, as packed
+        let fee = ((key >> 65) as u32, (key >> 1) as u64);
+        fee
+    };
+    for (c, (_, acc)) in cells.iter_mut().enumerate() {
+        let run = &mut keys[starts[c]..starts[c + 1]];
+        if run.is_empty() {
+            continue;
+        }
+        run.sort_unstable();
+        acc.fees = FeeCounts::of_sorted(run.iter().map(unpack));
+        acc.own_fees = FeeCounts::of_sorted(run.iter().filter(|k| *k & 1 == 1).map(unpack));
+    }
 }
 
 /// What a scan does with each row.

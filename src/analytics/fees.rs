@@ -1,8 +1,6 @@
 //! Fee-per-person quartiles of a cell, converted to the exchange's base currency where
 //! a rate is configured, otherwise per currency.
 
-use std::collections::BTreeMap;
-
 use super::{Settings, grid::FeeCounts};
 use crate::{
     pb,
@@ -37,23 +35,31 @@ pub(super) fn quartiles(
         key_all: u64,
         own: u64,
     }
-    let mut groups: BTreeMap<String, Pending> = BTreeMap::new();
+    let mut groups: Vec<(String, Pending)> = Vec::new();
     // Entries come in (currency, amount) order: each currency's group and rate are
     // found once, and the asking state's own counts are walked alongside.
     let mut own = own.iter().peekable();
-    let mut current: Option<(u32, String, f64)> = None;
+    let mut current: Option<(u32, usize, f64)> = None;
     for ((currency, raw), n) in fees.iter() {
-        if current.as_ref().is_none_or(|(c, _, _)| *c != currency) {
+        if current.is_none_or(|(c, _, _)| c != currency) {
             let code = counters::unpack_country(u64::from(currency));
-            current = Some(if code == settings.fee_currency {
-                (currency, code, 1.0)
+            let (group, rate) = if code == settings.fee_currency {
+                (code, 1.0)
             } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
-                (currency, settings.fee_currency.clone(), *rate)
+                (settings.fee_currency.clone(), *rate)
             } else {
-                (currency, code, 1.0)
-            });
+                (code, 1.0)
+            };
+            let at = groups
+                .iter()
+                .position(|(g, _)| *g == group)
+                .unwrap_or_else(|| {
+                    groups.push((group, Pending::default()));
+                    groups.len() - 1
+                });
+            current = Some((currency, at, rate));
         }
-        let Some((_, group, rate)) = &current else {
+        let Some((_, at, rate)) = current else {
             continue;
         };
         while own.next_if(|(k, _)| *k < (currency, raw)).is_some() {}
@@ -66,10 +72,7 @@ pub(super) fn quartiles(
         let hash = keys.map_or(0, |keys| {
             keys.of_value(&currency.to_be_bytes(), raw) & 0xffff_ffff
         });
-        let entry = match groups.get_mut(group) {
-            Some(entry) => entry,
-            None => groups.entry(group.clone()).or_default(),
-        };
+        let entry = &mut groups[at].1;
         entry.values.push((value, n));
         entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(n));
         entry.key_others = entry
@@ -77,10 +80,14 @@ pub(super) fn quartiles(
             .wrapping_add(hash.wrapping_mul(n.saturating_sub(own_n)));
         entry.own += own_n;
     }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     groups
         .into_iter()
         .map(|(currency, mut pending)| {
-            pending.values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // One currency's amounts come in order; converted ones may interleave.
+            if !pending.values.is_sorted_by(|a, b| a.0 <= b.0) {
+                pending.values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
             let values = &pending.values;
             let reports = values.iter().map(|(_, n)| n).sum();
             let round = |v: f64| if keys.is_some() { v.round() } else { v };
@@ -140,6 +147,8 @@ fn quantile(sorted: &[(f64, u64)], n: u64, p: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     /// Counts as the scan makes them.

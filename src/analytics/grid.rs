@@ -171,42 +171,55 @@ impl FeeCounts {
         self.0.is_empty()
     }
 
-    /// The counts of `parts` added up: one merge of all of them (a heap of their next
-    /// fees), so a margin over many cells costs its size times log(cells), not its size
-    /// times cells.
+    /// The counts of `parts` added up, merged two by two in rounds (a margin over k cells
+    /// costs its size times log2(k)).
     pub(super) fn sum_of(parts: &[&Self]) -> Self {
-        use std::{cmp::Reverse, collections::BinaryHeap};
-        let parts: Vec<&[((u32, u64), u64)]> = parts
+        let mut round: Vec<Vec<((u32, u64), u64)>> = parts
             .iter()
-            .map(|p| p.0.as_slice())
             .filter(|p| !p.is_empty())
+            .map(|p| p.0.clone())
             .collect();
-        match parts.as_slice() {
-            [] => return Self::default(),
-            [one] => return Self(one.to_vec()),
-            _ => {}
-        }
-        let mut out: Vec<((u32, u64), u64)> =
-            Vec::with_capacity(parts.iter().map(|p| p.len()).max().unwrap_or(0));
-        let mut heap: BinaryHeap<Reverse<((u32, u64), usize)>> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Reverse((p[0].0, i)))
-            .collect();
-        let mut next = vec![1usize; parts.len()];
-        while let Some(Reverse((fee, i))) = heap.pop() {
-            let n = parts[i][next[i] - 1].1;
-            match out.last_mut() {
-                Some((last, count)) if *last == fee => *count += n,
-                _ => out.push((fee, n)),
+        while round.len() > 1 {
+            let mut next = Vec::with_capacity(round.len().div_ceil(2));
+            let mut pairs = round.into_iter();
+            while let Some(a) = pairs.next() {
+                next.push(match pairs.next() {
+                    Some(b) => merge(&a, &b),
+                    None => a,
+                });
             }
-            if let Some((following, _)) = parts[i].get(next[i]) {
-                heap.push(Reverse((*following, i)));
-                next[i] += 1;
-            }
+            round = next;
         }
-        Self(out)
+        Self(round.pop().unwrap_or_default())
     }
+}
+
+/// Two sorted count lists as one, equal fees added up.
+fn merge(a: &[((u32, u64), u64)], b: &[((u32, u64), u64)]) -> Vec<((u32, u64), u64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (fa, na) = a[i];
+        let (fb, nb) = b[j];
+        match fa.cmp(&fb) {
+            std::cmp::Ordering::Less => {
+                out.push((fa, na));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push((fb, nb));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push((fa, na + nb));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 /// Every cell and margin of a table over `dimensions` dimensions.

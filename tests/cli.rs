@@ -242,7 +242,9 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     let report = dir.path().join("report.json");
     std::fs::write(&report, &out.stdout).unwrap();
     let file = |name: &str| dir.path().join(name).display().to_string();
-    let submit = |extra: &[&str]| {
+    // Submits the report asking for both receipts, into `proof` and `signed`.
+    let submit = |proof: &str, signed: &str| {
+        let extra = ["--receipt-out", proof, "--signed-receipt-out", signed];
         let mut all = vec![
             "submit".to_owned(),
             report.display().to_string(),
@@ -257,25 +259,13 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
 
     // One path for both files is refused before anything is sent.
     let same = file("same.out");
-    let out = run(submit(&[
-        "--receipt-out",
-        &same,
-        "--signed-receipt-out",
-        &same,
-    ]))
-    .await;
+    let out = run(submit(&same, &same)).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("different files"));
     assert!(!Path::new(&same).exists());
 
     let (proof, signed) = (file("r.proof"), file("r.sig"));
-    let out = run(submit(&[
-        "--receipt-out",
-        &proof,
-        "--signed-receipt-out",
-        &signed,
-    ]))
-    .await;
+    let out = run(submit(&proof, &signed)).await;
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(", log index "), "{stdout}");
@@ -305,13 +295,7 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     changed["narrative"] = "Another account.".into();
     std::fs::write(&report, changed.to_string()).unwrap();
     let (proof, signed) = (file("refused.proof"), file("refused.sig"));
-    let out = run(submit(&[
-        "--receipt-out",
-        &proof,
-        "--signed-receipt-out",
-        &signed,
-    ]))
-    .await;
+    let out = run(submit(&proof, &signed)).await;
     assert!(!out.status.success());
     assert!(!Path::new(&proof).exists() && !Path::new(&signed).exists());
 

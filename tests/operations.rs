@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{TestPki, TestServer, aggregate, node, regional, sample_report, sign, submit};
+use common::{
+    TestPki, TestServer, aggregate, node, regional, sample_report, sign, submit, submit_request,
+};
 use tidemark::pb;
 
 /// `GET path` on `addr` over plain HTTP/1.1: (status line, body).
@@ -104,10 +106,7 @@ async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
                 sign(&sample_report("AUS", 4), &key),
                 sign(&sample_report("IDN", 5), &key),
             ]
-            .map(|e| pb::SubmitRequest {
-                envelope: Some(e),
-                ..Default::default()
-            }),
+            .map(submit_request),
         ))
         .await
         .unwrap()

@@ -151,6 +151,14 @@ mod tests {
 
     use super::*;
 
+    /// The unperturbed quartiles of `fees`, none of them the asker's own.
+    fn quantiles(fees: &BTreeMap<(u32, u64), u64>, settings: &Settings) -> Vec<pb::FeeQuantiles> {
+        quartiles(&counts(fees), &FeeCounts::default(), settings, None)
+            .into_iter()
+            .map(|g| g.quantiles)
+            .collect()
+    }
+
     /// Counts as the scan makes them.
     fn counts(fees: &BTreeMap<(u32, u64), u64>) -> FeeCounts {
         FeeCounts::of_sorted(
@@ -186,15 +194,7 @@ mod tests {
             .into_iter()
             .map(|a| (fee("USD", a), 1))
             .collect::<BTreeMap<_, _>>();
-        let q: Vec<_> = quartiles(
-            &counts(&fees),
-            &FeeCounts::default(),
-            &settings("", &[]),
-            None,
-        )
-        .into_iter()
-        .map(|g| g.quantiles)
-        .collect();
+        let q = quantiles(&fees, &settings("", &[]));
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].reports, 4);
         assert!((q[0].first_quartile - 1.75).abs() < 1e-9);
@@ -211,26 +211,10 @@ mod tests {
         ]
         .into_iter()
         .collect::<BTreeMap<_, _>>();
-        let none: Vec<_> = quartiles(
-            &counts(&fees),
-            &FeeCounts::default(),
-            &settings("", &[]),
-            None,
-        )
-        .into_iter()
-        .map(|g| g.quantiles)
-        .collect();
+        let none = quantiles(&fees, &settings("", &[]));
         let codes: Vec<&str> = none.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["AUD", "THB", "USD"]);
-        let some: Vec<_> = quartiles(
-            &counts(&fees),
-            &FeeCounts::default(),
-            &settings("USD", &[("AUD", 0.5)]),
-            None,
-        )
-        .into_iter()
-        .map(|g| g.quantiles)
-        .collect();
+        let some = quantiles(&fees, &settings("USD", &[("AUD", 0.5)]));
         let codes: Vec<&str> = some.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["THB", "USD"]);
         let usd = &some[1];

@@ -367,13 +367,13 @@ pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
     let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
     let per_mille = 50 + (z & 0xffff_ffff) % 51;
     // In 64 bits for every real amount (at most 10^9); in 128 beyond.
-    let shift = match amount.checked_mul(per_mille) {
-        Some(product) => (product + 500) / 1000,
-        None => {
+    let shift = amount.checked_mul(per_mille).map_or_else(
+        || {
             let shift = (u128::from(amount) * u128::from(per_mille) + 500) / 1000;
             u64::try_from(shift).unwrap_or(u64::MAX)
-        }
-    };
+        },
+        |product| (product + 500) / 1000,
+    );
     if z >> 63 == 0 {
         amount.saturating_add(shift)
     } else {

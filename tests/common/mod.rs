@@ -267,23 +267,33 @@ pub async fn submit_signed(
     exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
     envelope: pb::Envelope,
 ) -> Result<pb::SubmitResponse, tonic::Status> {
-    exchange
-        .submit(pb::SubmitRequest {
-            envelope: Some(envelope),
-            signed_receipt: true,
-        })
-        .await
-        .map(tonic::Response::into_inner)
+    submit_asking(exchange, envelope, true).await
 }
 
 pub async fn submit(
     exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
     envelope: pb::Envelope,
 ) -> Result<pb::SubmitResponse, tonic::Status> {
+    submit_asking(exchange, envelope, false).await
+}
+
+/// A Submit or Import request for `envelope` (no signed receipt asked for).
+pub fn submit_request(envelope: pb::Envelope) -> pb::SubmitRequest {
+    pb::SubmitRequest {
+        envelope: Some(envelope),
+        signed_receipt: false,
+    }
+}
+
+async fn submit_asking(
+    exchange: &mut pb::exchange_client::ExchangeClient<Channel>,
+    envelope: pb::Envelope,
+    signed_receipt: bool,
+) -> Result<pb::SubmitResponse, tonic::Status> {
     exchange
         .submit(pb::SubmitRequest {
             envelope: Some(envelope),
-            ..Default::default()
+            signed_receipt,
         })
         .await
         .map(tonic::Response::into_inner)

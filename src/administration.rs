@@ -33,6 +33,8 @@ pub(crate) struct Administration {
     store: Store,
     trust: Arc<Trust>,
     trust_domain: Arc<str>,
+    /// Set while a backup is being copied: one at a time.
+    backing_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A signing key to register, as the operator asked for it.
@@ -68,10 +70,43 @@ impl Administration {
         &self,
         now: i64,
     ) -> Result<(std::path::PathBuf, pb::BackupManifest), AdminError> {
-        let path = self
-            .store
-            .path()
-            .with_extension(format!("backup-{now}.tmp"));
+        use std::sync::atomic::Ordering;
+        if self.backing_up.swap(true, Ordering::AcqRel) {
+            return Err(AdminError::Busy(
+                "a backup is already being taken; try again when it has finished".to_owned(),
+            ));
+        }
+        let result = self.backup_now(now);
+        self.backing_up.store(false, Ordering::Release);
+        result
+    }
+
+    fn backup_now(&self, now: i64) -> Result<(std::path::PathBuf, pb::BackupManifest), AdminError> {
+        let store = self.store.path();
+        // The copy is made beside the store, then streamed: it needs about the store's
+        // size free there, and must not fill the disk the writer needs.
+        let size = std::fs::metadata(&store).map_or(0, |m| m.len());
+        let dir = store
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if let Ok(fs) = rustix::fs::statvfs(dir) {
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            let needed = size.saturating_add(size / 10).saturating_add(64 << 20);
+            if free < needed {
+                return Err(AdminError::Busy(format!(
+                    "{} has {} MiB free; a backup needs about {} MiB there for its copy of \
+                     the store and room for the writer to go on: free some space first",
+                    dir.display(),
+                    free >> 20,
+                    needed >> 20
+                )));
+            }
+        }
+        // Each copy its own name: one may still be streaming when the next is taken.
+        static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = store.with_extension(format!("backup-{now}-{n}.tmp"));
         let contents = match self.store.backup(&path) {
             Ok(contents) => contents,
             Err(e) => {
@@ -102,6 +137,7 @@ impl Administration {
             store,
             trust,
             trust_domain: trust_domain.into(),
+            backing_up: Arc::default(),
         }
     }
 
@@ -366,6 +402,10 @@ pub enum AdminError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The action cannot be taken now (another is running, or there is no room); the
+    /// message says what to do.
+    #[error("{0}")]
+    Busy(String),
     /// Something that cannot happen with a working CA did.
     #[error("{0}")]
     Internal(String),

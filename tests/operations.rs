@@ -404,3 +404,111 @@ fn envelope_state(envelope: &pb::Envelope) -> &'static str {
         _ => "THA",
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let mut exchange = server.exchange(&node(&pki, "AUS")).await;
+    submit(&mut exchange, sign(&sample_report("AUS", 1), &key))
+        .await
+        .unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let operator = profile(dir.path(), "operator", &common::operator(&pki));
+    let file = dir.path().join("one.backup").display().to_string();
+    let endpoint = server.endpoint();
+    let backup = |out: String| {
+        let (endpoint, operator) = (endpoint.clone(), operator.clone());
+        tokio::task::spawn_blocking(move || {
+            run(&[
+                "admin",
+                "backup",
+                "--out",
+                &out,
+                "--endpoint",
+                &endpoint,
+                "--as",
+                &operator,
+            ])
+        })
+    };
+    // Two at once: each either succeeds or is told another is being taken.
+    let name = |n: &str| dir.path().join(n).display().to_string();
+    let (a, b) = (backup(name("two.backup")), backup(name("three.backup")));
+    for out in [a.await.unwrap(), b.await.unwrap()] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("already being taken"),
+            "{stderr}"
+        );
+    }
+    let out = backup(file.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An existing file is never replaced.
+    let before = std::fs::read(&file).unwrap();
+    let out = backup(file.clone()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never replaces"));
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    // A manifest whose counts do not match the file is refused, even with the right
+    // SHA-256.
+    let manifest = format!("{file}.manifest.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    json["auditRecords"] = 9999.into();
+    std::fs::write(&manifest, json.to_string()).unwrap();
+    let empty = tempfile::TempDir::new().unwrap();
+    let out = run(&[
+        "restore",
+        &file,
+        "--data",
+        &empty.path().display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not what its manifest describes"),
+        "{stderr}"
+    );
+    assert!(!empty.path().join("tidemark.redb").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_method_names_share_one_metric_label() {
+    let pki = TestPki::new();
+    let (server, metrics) = TestServer::start_with_metrics(&pki).await;
+    let mut grpc = tonic::client::Grpc::new(server.channel(&node(&pki, "AUS")).await);
+    for i in 0..20 {
+        grpc.ready().await.unwrap();
+        let path = format!("/tidemark.v1.Exchange/MadeUp{i}");
+        let status = grpc
+            .unary(
+                tonic::Request::new(pb::WhoAmIRequest {}),
+                http::uri::PathAndQuery::try_from(path).unwrap(),
+                tonic_prost::ProstCodec::<pb::WhoAmIRequest, pb::WhoAmIResponse>::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+    }
+    let after = scrape(metrics).await;
+    assert!(
+        after
+            .samples
+            .iter()
+            .all(|s| s.labels.iter().all(|(_, v)| !v.contains("MadeUp"))),
+        "a made-up name became a label value"
+    );
+    let unknown = [
+        ("grpc_service", "unknown"),
+        ("grpc_method", "unknown"),
+        ("grpc_code", "UNIMPLEMENTED"),
+    ];
+    assert_eq!(count(&after, "grpc_server_handled_total", &unknown), 20);
+}

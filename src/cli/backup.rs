@@ -26,6 +26,14 @@ fn manifest_path(file: &Path) -> PathBuf {
 /// matches the manifest) and writes the manifest beside it.
 pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
+    for path in [out.to_owned(), manifest_path(out)] {
+        if path.exists() || path.is_symlink() {
+            bail!(
+                "{} exists: a backup never replaces a file; choose a new name",
+                path.display()
+            );
+        }
+    }
     let mut stream = admin
         .backup(pb::BackupRequest {})
         .await
@@ -56,17 +64,22 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
             .part
         {
             Some(pb::backup_chunk::Part::Data(data)) => {
-                file.write_all(&data).await?;
+                file.write_all(&data)
+                    .await
+                    .with_context(|| format!("cannot write {}", partial.display()))?;
                 progress.inc(data.len() as u64);
             }
             _ => bail!("the server's backup sent a second manifest"),
         }
     }
     progress.finish_and_clear();
-    file.sync_all().await?;
+    file.sync_all()
+        .await
+        .with_context(|| format!("cannot write {}", partial.display()))?;
     drop(file);
     Store::owner_only(&partial).map_err(|e| anyhow!("{e}"))?;
-    let (bytes, sha256) = file_sha256(&partial)?;
+    let (bytes, sha256) =
+        file_sha256(&partial).with_context(|| format!("cannot read {}", partial.display()))?;
     if bytes != manifest.bytes || sha256 != manifest.sha256 {
         let _ = std::fs::remove_file(&partial);
         bail!(
@@ -76,11 +89,17 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
             manifest.sha256
         );
     }
-    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
+    // The manifest first, so that a backup file never stands without its own manifest.
+    let manifest_file = manifest_path(out);
+    let manifest_partial = manifest_file.with_extension("partial");
     std::fs::write(
-        manifest_path(out),
+        &manifest_partial,
         serde_json::to_string_pretty(&manifest)? + "\n",
-    )?;
+    )
+    .with_context(|| format!("cannot write {}", manifest_partial.display()))?;
+    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::rename(&manifest_partial, &manifest_file)
+        .with_context(|| format!("cannot write {}", manifest_file.display()))?;
     println!(
         "backup of {} envelopes (last sequence {}), {} audit records, log of {} leaves, \
          taken at {}: {} ({} bytes, sha256 {}) and {}",
@@ -166,16 +185,45 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             bail!("{} failed its checks: {e}", args.file.display());
         }
     };
-    if contents.envelopes != manifest.envelopes || contents.last_sequence != manifest.last_sequence
-    {
+    let held = (
+        contents.envelopes,
+        contents.last_sequence,
+        contents.audit_records,
+        contents.log_size,
+        contents.checkpoint.as_str(),
+    );
+    let said = (
+        manifest.envelopes,
+        manifest.last_sequence,
+        manifest.audit_records,
+        manifest.log_size,
+        manifest.checkpoint.as_str(),
+    );
+    if held != said {
         let _ = std::fs::remove_file(&staged);
         bail!(
-            "{} holds {} envelopes (last sequence {}) but its manifest says {} ({})",
+            "{} is not what its manifest describes: it holds {} envelopes (last sequence \
+             {}), {} audit records and a log of {} leaves{}; the manifest says {}, {}, {}, \
+             {}{}",
             args.file.display(),
-            contents.envelopes,
-            contents.last_sequence,
-            manifest.envelopes,
-            manifest.last_sequence
+            held.0,
+            held.1,
+            held.2,
+            held.3,
+            if held.4 == said.4 {
+                ""
+            } else {
+                ", and another checkpoint"
+            },
+            said.0,
+            said.1,
+            said.2,
+            said.3,
+            if held.4 == said.4 {
+                ""
+            } else {
+                " and its own checkpoint"
+            },
         );
     }
     std::fs::rename(&staged, &target)

@@ -57,15 +57,55 @@ pub(super) struct Instrumented<S> {
     metrics: Arc<Metrics>,
 }
 
-/// `/tidemark.v1.Exchange/Submit` → (`tidemark.v1.Exchange`, `Submit`).
+/// `/tidemark.v1.Exchange/Submit` → (`tidemark.v1.Exchange`, `Submit`); a path that names
+/// no method this server serves → (`unknown`, `unknown`), so that a caller cannot make a
+/// label value per made-up name.
 fn method_of(path: &str) -> MethodLabels {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let service = parts.next().unwrap_or_default();
-    let method = parts.next().unwrap_or_default();
+    let path = path.trim_start_matches('/');
+    let (service, method) = path
+        .split_once('/')
+        .filter(|_| known_methods().contains(path))
+        .unwrap_or(("unknown", "unknown"));
     MethodLabels {
         grpc_service: service.to_owned(),
         grpc_method: method.to_owned(),
     }
+}
+
+/// Every method the server serves, as `package.Service/Method`: the API's, the health
+/// service's (from their descriptor sets) and server reflection's.
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    use prost::Message;
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known: std::collections::HashSet<String> = [
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        for set in [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let files = prost_types::FileDescriptorSet::decode(set).unwrap_or_default();
+            for file in files.file {
+                for service in &file.service {
+                    for method in &service.method {
+                        known.insert(format!(
+                            "{}.{}/{}",
+                            file.package(),
+                            service.name(),
+                            method.name()
+                        ));
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 /// The status in `headers`, if they carry one: its code and message.
@@ -237,6 +277,25 @@ mod tests {
         let m = method_of("/tidemark.v1.Exchange/Submit");
         assert_eq!(m.grpc_service, "tidemark.v1.Exchange");
         assert_eq!(m.grpc_method, "Submit");
+        let m = method_of("/grpc.health.v1.Health/Check");
+        assert_eq!(
+            (m.grpc_service.as_str(), m.grpc_method.as_str()),
+            ("grpc.health.v1.Health", "Check")
+        );
+        // Made-up names share one label value.
+        for path in [
+            "/tidemark.v1.Exchange/Made-up",
+            "/x.Y/Z",
+            "/",
+            "/tidemark.v1.Exchange/Submit/x",
+        ] {
+            let m = method_of(path);
+            assert_eq!(
+                (m.grpc_service.as_str(), m.grpc_method.as_str()),
+                ("unknown", "unknown"),
+                "{path}"
+            );
+        }
         assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
         assert_eq!(
             percent_decode("IDN%20has%20contributed%200%25"),

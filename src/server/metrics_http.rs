@@ -82,15 +82,33 @@ impl Sources {
     }
 }
 
+/// At most this many metrics connections at once; more are closed on arrival, so that
+/// idle or slow clients cannot take the process's file descriptors from the exchange.
+const MAX_CONNECTIONS: usize = 32;
+
+/// A request's headers must arrive within this long (also an idle keep-alive's limit).
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A connection lasts at most this long, however it is used.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Serves scrapes on `listener` until the task is aborted.
 pub(super) async fn serve(listener: TcpListener, sources: Arc<Sources>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "accepting a metrics connection failed");
+                // Out of file descriptors, say: wait before trying again rather than
+                // spinning (and logging) as fast as the error comes back.
+                tracing::warn!(error = %e, "accepting a metrics connection failed; retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("a metrics connection was closed: {MAX_CONNECTIONS} are open");
+            continue;
         };
         let sources = sources.clone();
         tokio::spawn(async move {
@@ -99,10 +117,16 @@ pub(super) async fn serve(listener: TcpListener, sources: Arc<Sources>) {
                 async move { Ok::<_, Infallible>(answer(&request, &sources)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a metrics connection ended with an error");
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "a metrics connection ended with an error")
+                }
+                Ok(Ok(())) | Err(_) => {}
             }
+            drop(slot);
         });
     }
 }
@@ -120,7 +144,11 @@ fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<String> {
         );
     }
     if request.method() != http::Method::GET {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics\n");
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics\n");
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET"));
+        return response;
     }
     let readings = match sources.read() {
         Ok(readings) => readings,

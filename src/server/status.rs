@@ -223,6 +223,7 @@ impl From<AdminError> for Status {
             AdminError::OperatorFromCsr => Status::permission_denied(message),
             AdminError::KeyRegistry(e) => e.into(),
             AdminError::Store(e) => e.into(),
+            AdminError::Busy(_) => Status::unavailable(message),
             AdminError::Internal(_) => Status::internal(message),
         }
     }

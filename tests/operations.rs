@@ -512,3 +512,60 @@ async fn made_up_method_names_share_one_metric_label() {
     ];
     assert_eq!(count(&after, "grpc_server_handled_total", &unknown), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_handshakes_are_counted_by_what_was_wrong() {
+    use tidemark::pki::Validity;
+    use time::{Duration, OffsetDateTime};
+    let pki = TestPki::new();
+    let (server, metrics) = TestServer::start_with_metrics(&pki).await;
+    let uri = format!("spiffe://{}/state/AUS/node/n1", common::TRUST_DOMAIN);
+    let now = OffsetDateTime::now_utc();
+    let expired = pki.client_with_uris(
+        &[&uri],
+        Validity {
+            not_before: now - Duration::days(10),
+            not_after: now - Duration::days(1),
+        },
+    );
+    // A certificate from another CA, presented to a client that trusts this server.
+    let other = common::node(&TestPki::new(), "AUS");
+    let stranger = tidemark::client::ClientIdentity::from_pem(
+        other.cert_pem().to_owned(),
+        other.key_pem().to_owned(),
+        pki.ca.cert_pem().to_owned(),
+    );
+    let no_certificate = tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pki.ca.cert_pem())),
+        )
+        .unwrap();
+    for identity in [&expired, &stranger] {
+        if let Ok(channel) = tidemark::client::connect(&server.endpoint(), identity).await {
+            let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+            assert!(exchange.who_am_i(pb::WhoAmIRequest {}).await.is_err());
+        }
+    }
+    if let Ok(channel) = no_certificate.connect().await {
+        let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+        assert!(exchange.who_am_i(pb::WhoAmIRequest {}).await.is_err());
+    }
+    let after = scrape(metrics).await;
+    // (A client may try a refused connection more than once.)
+    let refused = |reason: &str| {
+        count(
+            &after,
+            "tidemark_handshakes_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    for reason in ["expired", "no_certificate"] {
+        assert!(refused(reason) >= 1, "{reason}");
+    }
+    // Every test CA has the same name, so another one's certificate names our CA as its
+    // issuer and fails on its signature.
+    assert!(refused("bad_certificate") + refused("unknown_ca") >= 1);
+    assert_eq!(refused("tls_error"), 0, "every refusal here has its reason");
+}

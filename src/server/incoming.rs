@@ -213,12 +213,41 @@ async fn handshake(
     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "TLS handshake refused");
-            Err("tls_error")
+            let reason = refusal_reason(&e);
+            tracing::info!(%peer, reason, error = %e, "TLS handshake refused");
+            Err(reason)
         }
         Err(_) => {
             tracing::info!(%peer, timeout = ?limits.handshake_timeout, "TLS handshake timed out");
             Err("timeout")
         }
+    }
+}
+
+/// Why rustls refused a handshake, as a metric label (a fixed set).
+fn refusal_reason(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return "tls_error";
+    };
+    match tls {
+        Error::NoCertificatesPresented => "no_certificate",
+        Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not_yet_valid"
+            }
+            CertificateError::Revoked => "revoked",
+            _ => "bad_certificate",
+        },
+        // The client refused the server (its certificate or parameters).
+        Error::AlertReceived(_) => "client_alert",
+        Error::InvalidMessage(_)
+        | Error::PeerIncompatible(_)
+        | Error::PeerMisbehaved(_)
+        | Error::InappropriateMessage { .. }
+        | Error::InappropriateHandshakeMessage { .. } => "protocol",
+        _ => "tls_error",
     }
 }

@@ -85,7 +85,7 @@ impl Administration {
         let store = self.store.path();
         // The copy is made beside the store, then streamed: it needs about the store's
         // size free there, and must not fill the disk the writer needs.
-        let size = std::fs::metadata(&store).map_or(0, |m| m.len());
+        let size = std::fs::metadata(store).map_or(0, |m| m.len());
         let dir = store
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -104,8 +104,7 @@ impl Administration {
             }
         }
         // Each copy its own name: one may still be streaming when the next is taken.
-        static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = BACKUPS_TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = store.with_extension(format!("backup-{now}-{n}.tmp"));
         let contents = match self.store.backup(&path) {
             Ok(contents) => contents,
@@ -354,6 +353,9 @@ fn invalid(field: &'static str, err: impl std::fmt::Display) -> AdminError {
         whole: format!("{field}: {err}"),
     }
 }
+
+/// Backup copies taken by this process, to name each copy.
+static BACKUPS_TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Why an operator action was refused.
 #[derive(Debug, thiserror::Error)]

@@ -185,45 +185,11 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             bail!("{} failed its checks: {e}", args.file.display());
         }
     };
-    let held = (
-        contents.envelopes,
-        contents.last_sequence,
-        contents.audit_records,
-        contents.log_size,
-        contents.checkpoint.as_str(),
-    );
-    let said = (
-        manifest.envelopes,
-        manifest.last_sequence,
-        manifest.audit_records,
-        manifest.log_size,
-        manifest.checkpoint.as_str(),
-    );
-    if held != said {
+    if let Err(differs) = same_as_manifest(&contents, &manifest) {
         let _ = std::fs::remove_file(&staged);
         bail!(
-            "{} is not what its manifest describes: it holds {} envelopes (last sequence \
-             {}), {} audit records and a log of {} leaves{}; the manifest says {}, {}, {}, \
-             {}{}",
-            args.file.display(),
-            held.0,
-            held.1,
-            held.2,
-            held.3,
-            if held.4 == said.4 {
-                ""
-            } else {
-                ", and another checkpoint"
-            },
-            said.0,
-            said.1,
-            said.2,
-            said.3,
-            if held.4 == said.4 {
-                ""
-            } else {
-                " and its own checkpoint"
-            },
+            "{} is not what its manifest describes: {differs}",
+            args.file.display()
         );
     }
     std::fs::rename(&staged, &target)
@@ -239,5 +205,35 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         target.display(),
         args.data.display()
     );
+    Ok(())
+}
+
+/// Whether a checked store holds what its manifest says; if not, what differs.
+fn same_as_manifest(
+    contents: &tidemark::BackupContents,
+    manifest: &pb::BackupManifest,
+) -> Result<(), String> {
+    let held = (
+        contents.envelopes,
+        contents.last_sequence,
+        contents.audit_records,
+        contents.log_size,
+    );
+    let said = (
+        manifest.envelopes,
+        manifest.last_sequence,
+        manifest.audit_records,
+        manifest.log_size,
+    );
+    if held != said {
+        return Err(format!(
+            "it holds {} envelopes (last sequence {}), {} audit records and a log of {} \
+             leaves; the manifest says {}, {}, {} and {}",
+            held.0, held.1, held.2, held.3, said.0, said.1, said.2, said.3
+        ));
+    }
+    if contents.checkpoint != manifest.checkpoint {
+        return Err("its log's checkpoint is not the manifest's".to_owned());
+    }
     Ok(())
 }

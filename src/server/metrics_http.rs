@@ -120,11 +120,8 @@ pub(super) async fn serve(listener: TcpListener, sources: Arc<Sources>) {
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "a metrics connection ended with an error")
-                }
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                tracing::debug!(error = %e, "a metrics connection ended with an error");
             }
             drop(slot);
         });

@@ -105,9 +105,13 @@ enum AdminCommand {
     ReloadTls,
     /// Take an online backup: a consistent copy of the whole store, made while
     /// submissions go on, written to FILE with FILE.manifest.json beside it (restore it
-    /// with `tidemark restore FILE --data DIR`). It holds secrets: keep it safe.
+    /// with `tidemark restore FILE --data DIR`). It holds secrets: keep it safe. The
+    /// server copies the store beside itself first, so its data directory needs free
+    /// space about the store's size; one backup runs at a time. The store is not the
+    /// whole server: keep certs/ (the CA and receipt keys), the configuration and the CRL
+    /// too.
     Backup {
-        /// Where to write the copy.
+        /// Where to write the copy: a new file (an existing one is never replaced).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },

@@ -116,14 +116,20 @@ pub(super) fn contents(db: &Database) -> Result<Contents, StoreError> {
 
 /// Fails when a process (a running server) has the store file at `path` open: redb
 /// locks the file while a database is open.
+///
+/// redb holds an exclusive advisory lock (`flock`) on the file while it is open; this
+/// tries the same lock without opening the database, so the file is not touched.
 pub(super) fn ensure_not_open(path: &Path) -> Result<(), StoreError> {
-    match Database::open(path) {
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Open {
+    let Ok(file) = std::fs::File::open(path) else {
+        // Missing or unreadable: nothing is using it that we could stop.
+        return Ok(());
+    };
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Open {
             path: path.display().to_string(),
             reason: "a running server has it open; stop that server first".to_owned(),
         }),
-        // Missing or damaged: nothing is using it.
-        Ok(_) | Err(_) => Ok(()),
+        Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(()),
     }
 }
 

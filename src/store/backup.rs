@@ -191,3 +191,24 @@ pub(super) fn check(path: &Path) -> Result<Contents, StoreError> {
     }
     Ok(contents)
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn a_new_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = crate::config::StoreConfig::in_dir(dir.path());
+        let store = super::super::Store::open(&config).unwrap();
+        let mode = std::fs::metadata(&config.path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Not open to a second opener while the first holds it, as restore checks.
+        assert!(super::ensure_not_open(&config.path).is_err());
+        drop(store);
+        assert!(super::ensure_not_open(&config.path).is_ok());
+    }
+}

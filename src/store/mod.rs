@@ -176,7 +176,13 @@ impl Store {
         }
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_mib.saturating_mul(1024 * 1024));
+        let new = !path.exists();
         let db = open(&mut builder).map_err(|e| StoreError::open(path, e))?;
+        if new {
+            // The store holds secrets (the cell key secret, the audit salts): a new one is
+            // readable by its owner only, as backups are.
+            backup::owner_only(path)?;
+        }
         let store = Self {
             db: Arc::new(db),
             keys: Arc::default(),

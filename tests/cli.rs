@@ -318,6 +318,38 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     assert!(text.starts_with("c2sp.org/tlog-proof@v1\n"), "{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let log = |extra: &[&str]| {
+        let mut all = vec!["log".to_owned()];
+        all.extend(extra.iter().map(|a| (*a).to_owned()));
+        all.extend([
+            "--endpoint".to_owned(),
+            endpoint.clone(),
+            "--as".to_owned(),
+            aus.clone(),
+        ]);
+        all
+    };
+    let out = run(log(&["entries", "--start", "0", "--end", "100000"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the log holds"), "{said}");
+    assert!(!said.contains("continue with"), "{said}");
+    let out = run(log(&["entries", "--start", "500"])).await;
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the log is smaller"));
+    let out = run(log(&["consistency", "--old-size", "0"])).await;
+    assert_ok(&out);
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an empty tree is consistent"));
+}
+
 #[test]
 fn keygen_writes_a_private_and_a_public_key_and_refuses_to_overwrite() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -150,6 +150,20 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| anyhow!(client::explain(&s)))?
                 .into_inner();
+            if proof.hashes.is_empty() {
+                // RFC 9162 §2.1.4.1: nothing to prove, said on stderr (stdout stays the
+                // hashes, here none).
+                eprintln!(
+                    "the proof from size {} to {} is empty: {}",
+                    proof.old_size,
+                    proof.new_size,
+                    if proof.old_size == 0 {
+                        "an empty tree is consistent with every tree"
+                    } else {
+                        "the two sizes are the same tree"
+                    }
+                );
+            }
             print_hashes(&proof.hashes);
             Ok(())
         }
@@ -318,6 +332,9 @@ async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The most entries the server returns for one `GetEntries` call.
+const MAX_ENTRIES_PER_CALL: u64 = 1_000;
+
 async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     let end = args.end.unwrap_or(args.start.saturating_add(100));
     let response = connect(&args.client)
@@ -333,13 +350,26 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
         println!("# leaf {}", response.start + i as u64);
         print!("{}", String::from_utf8_lossy(entry));
     }
-    let next = response.start + response.entries.len() as u64;
+    let shown = response.entries.len() as u64;
+    let next = response.start + shown;
     if next < end {
-        eprintln!(
-            "{} entries shown; the server returns at most 1,000 per call, or the log ends \
-             sooner: continue with --start {next} (`tidemark log checkpoint` gives its size)",
-            response.entries.len()
-        );
+        if shown == 0 {
+            eprintln!(
+                "no entries from leaf {}: the log is smaller (`tidemark log checkpoint` gives \
+                 its size)",
+                response.start
+            );
+        } else if shown == MAX_ENTRIES_PER_CALL {
+            eprintln!(
+                "{shown} entries shown, the most the server returns per call: continue with \
+                 --start {next}"
+            );
+        } else {
+            eprintln!(
+                "{shown} entries shown: the log holds {next} entries (leaves 0 to {})",
+                next.saturating_sub(1)
+            );
+        }
     }
     Ok(())
 }

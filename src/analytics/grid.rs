@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use super::parallel;
 use crate::store::counters::{Additive, KEY_SUM, Sums};
 
 /// The key of a margin along a dimension: "all values".
@@ -167,6 +168,11 @@ impl FeeCounts {
         self.0.iter().copied()
     }
 
+    /// The number of distinct fees.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -264,20 +270,33 @@ impl Grid {
                 }
             }
         }
+        // Each entry's counts so far and its parts', merged over the cores.
+        let mut merges = Vec::with_capacity(fee_parts.len());
+        let mut observations = 0;
         for (k, parts) in fee_parts {
             let Some(entry) = self.entries.get_mut(&k) else {
                 continue;
             };
-            let (before, own_before) = (
+            let before = (
                 std::mem::take(&mut entry.fees),
                 std::mem::take(&mut entry.own_fees),
             );
+            observations += parts.iter().map(|a| a.fees.len()).sum::<usize>();
+            merges.push((k, parts, before));
+        }
+        let threads = parallel::threads_for(observations, 1 << 14);
+        let sums = parallel::each(merges, threads, |(k, parts, (before, own_before))| {
             let mut all: Vec<&FeeCounts> = parts.iter().map(|a| &a.fees).collect();
             all.push(&before);
-            entry.fees = FeeCounts::sum_of(&all);
             let mut own: Vec<&FeeCounts> = parts.iter().map(|a| &a.own_fees).collect();
             own.push(&own_before);
-            entry.own_fees = FeeCounts::sum_of(&own);
+            (k, FeeCounts::sum_of(&all), FeeCounts::sum_of(&own))
+        });
+        for (k, fees, own_fees) in sums {
+            if let Some(entry) = self.entries.get_mut(&k) {
+                entry.fees = fees;
+                entry.own_fees = own_fees;
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use super::{
     AggregateError, AggregateQuery, Answer, Dimension, Metric, Mode, Settings, Source, budget,
     disclosure, fees,
     grid::{ALL, Acc, Grid, Key},
-    perturbation,
+    parallel, perturbation,
 };
 use crate::{
     pb,
@@ -43,6 +43,8 @@ pub(super) fn answer(
     let withheld = withheld(grid, &shown, settings, mode);
     let mut keys: Vec<&Key> = grid.entries.keys().collect();
     keys.sort_unstable();
+    let perturb_fees = (mode == Mode::CellKey).then_some(record_keys);
+    let mut fees = all_fee_quartiles(grid, (wants_fees, &keys), &withheld, settings, perturb_fees);
     let mut flagged = 0u32;
     let mut fee_groups_withheld = 0u32;
     let cells = keys
@@ -72,14 +74,8 @@ pub(super) fn answer(
                 .any(|(d, v)| *d == Dimension::ReportingState && *v != ALL);
             flagged += u32::from(single_state && !named_state);
             let values = shown.get(key).copied().unwrap_or_default();
-            let fees = if wants_fees {
-                let keys = (mode == Mode::CellKey).then_some(record_keys);
-                let (fees, left_out) = fee_quartiles(acc, settings, keys);
-                fee_groups_withheld += left_out;
-                fees
-            } else {
-                Vec::new()
-            };
+            let (fees, left_out) = fees.remove(key).unwrap_or_default();
+            fee_groups_withheld += left_out;
             pb::Cell {
                 keys: labels,
                 suppressed: pb::SuppressionRule::Unspecified as i32,
@@ -172,6 +168,40 @@ fn shown(acc: &Acc, perturb: bool) -> [u64; SUMS] {
         };
     }
     out
+}
+
+/// [`fee_quartiles`] of every entry of `keys` not withheld, worked out over the cores
+/// (none unless `wanted`).
+fn all_fee_quartiles<'a>(
+    grid: &Grid,
+    (wanted, keys): (bool, &[&'a Key]),
+    withheld: &BTreeMap<Key, disclosure::Rule>,
+    settings: &Settings,
+    record_keys: Option<&RecordKeys>,
+) -> FxHashMap<&'a Key, (Vec<pb::FeeQuantiles>, u32)> {
+    if !wanted {
+        return FxHashMap::default();
+    }
+    let shown: Vec<&Key> = keys
+        .iter()
+        .copied()
+        .filter(|key| !withheld.contains_key(*key))
+        .collect();
+    let observations = shown
+        .iter()
+        .map(|key| grid.entries.get(*key).map_or(0, |acc| acc.fees.len()))
+        .sum();
+    let threads = parallel::threads_for(observations, 1 << 14);
+    parallel::each(shown, threads, |key| {
+        let quartiles = grid
+            .entries
+            .get(key)
+            .map(|acc| fee_quartiles(acc, settings, record_keys))
+            .unwrap_or_default();
+        (key, quartiles)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// A shown cell's fee quartiles: only currencies stated by enough reports (true and

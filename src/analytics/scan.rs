@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap;
 use super::{
     AggregateQuery, Dimension, Metric,
     grid::{ALL, Acc, Cells, FeeCounts, Grid, Key},
+    parallel,
     source::{View, base_value, single_valued},
 };
 use crate::{
@@ -33,39 +34,52 @@ const EMPTY: u32 = u32::MAX;
 /// Fewer rows than this per thread are not worth a thread of their own.
 const ROWS_PER_THREAD: usize = 1 << 16;
 
+/// Rows a scan takes at a time: their numbers, indexes and values stay in the L1 cache.
+const CHUNK: usize = 1024;
+
+/// A scan's working space for one chunk of rows.
+#[derive(Default)]
+struct Chunk {
+    /// The rows kept.
+    rows: Vec<u32>,
+    /// Each kept row's index along the single-valued axes.
+    index: Vec<u64>,
+    /// Each kept row's cell.
+    cells: Vec<u32>,
+    /// Each kept row's record key.
+    keys: Vec<u32>,
+    /// Each kept row's noise draw for one magnitude (`counters::noise_draw`).
+    draws: Vec<u32>,
+    /// Each kept row's value in one column.
+    values: Vec<u64>,
+}
+
 /// The table of `query` from a scan of `p`, split over the machine's cores.
 pub(super) fn from_projection(p: &Projection, query: &AggregateQuery, view: View) -> Grid {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(p.rows() / ROWS_PER_THREAD)
-        .max(1);
-    scan_in(p, query, view, threads)
+    scan_in(
+        p,
+        query,
+        view,
+        parallel::threads_for(p.rows(), ROWS_PER_THREAD),
+    )
 }
 
 /// The table of `query` from a scan of `p` by `threads` threads.
 fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -> Grid {
     let plan = Plan::new(p, query, view);
     let rows = p.rows();
-    let mut parts: Vec<Part> = if threads == 1 {
-        vec![plan.scan(p, 0..rows)]
-    } else {
-        let chunk = rows.div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|i| {
-                    let plan = &plan;
-                    scope.spawn(move || plan.scan(p, i * chunk..((i + 1) * chunk).min(rows)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
-    };
+    let share = rows.div_ceil(threads.max(1)).max(1);
+    let ranges: Vec<_> = (0..rows)
+        .step_by(share)
+        .map(|start| start..rows.min(start + share))
+        .collect();
+    let mut parts = parallel::each(ranges, threads, |rows| plan.scan(p, rows));
+    if parts.is_empty() {
+        parts.push(plan.scan(p, 0..0));
+    }
     let mut whole = parts.remove(0);
     for part in parts {
-        whole.merge(part, &plan.axes);
+        whole.merge(part);
     }
     let Part {
         table,
@@ -73,7 +87,7 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
         fee_rows,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
-    add_fees(p, fee_rows, &mut cells);
+    add_fees(p, fee_rows, &mut cells, threads);
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
         .iter()
@@ -92,7 +106,12 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
 /// Gives each cell its fee observations, counted: the observations are put in cell order
 /// (a counting sort: cells are numbered densely), then each cell's are sorted by
 /// currency, amount and whether they are the asker's own, packed in one number.
-fn add_fees(p: &Projection, fee_rows: Vec<(u32, u16, u64, bool)>, cells: &mut [(Key, Acc)]) {
+fn add_fees(
+    p: &Projection,
+    fee_rows: Vec<(u32, u16, u64, bool)>,
+    cells: &mut [(Key, Acc)],
+    threads: usize,
+) {
     if fee_rows.is_empty() {
         return;
     }
@@ -124,14 +143,24 @@ fn add_fees(p: &Projection, fee_rows: Vec<(u32, u16, u64, bool)>, cells: &mut [(
         let fee = ((key >> 65) as u32, (key >> 1) as u64);
         fee
     };
-    for (c, (_, acc)) in cells.iter_mut().enumerate() {
-        let run = &mut keys[starts[c]..starts[c + 1]];
-        if run.is_empty() {
-            continue;
-        }
+    // Each cell's run of keys, sorted and counted over the cores.
+    let mut runs = Vec::with_capacity(cells.len());
+    let mut rest = keys.as_mut_slice();
+    for c in 0..cells.len() {
+        let (run, tail) = rest.split_at_mut(starts[c + 1] - starts[c]);
+        runs.push(run);
+        rest = tail;
+    }
+    let counted = parallel::each(runs, threads, |run| {
         run.sort_unstable();
-        acc.fees = FeeCounts::of_sorted(run.iter().map(unpack));
-        acc.own_fees = FeeCounts::of_sorted(run.iter().filter(|k| *k & 1 == 1).map(unpack));
+        (
+            FeeCounts::of_sorted(run.iter().map(unpack)),
+            FeeCounts::of_sorted(run.iter().filter(|k| *k & 1 == 1).map(unpack)),
+        )
+    });
+    for ((_, acc), (fees, own_fees)) in cells.iter_mut().zip(counted) {
+        acc.fees = fees;
+        acc.own_fees = own_fees;
     }
 }
 
@@ -180,51 +209,79 @@ impl Plan {
         }
     }
 
-    /// Adds up the rows in `rows`.
+    /// Adds up the rows in `rows`, [`CHUNK`] at a time: the rows a chunk keeps are
+    /// selected first, then each step (cell numbers, counts, each magnitude, fees) runs
+    /// over all of them before the next, one column at a time.
     fn scan(&self, p: &Projection, rows: std::ops::Range<usize>) -> Part {
         let mut part = Part {
             table: Table::new(&self.axes),
             by_state: vec![0u64; p.countries.len()],
             fee_rows: Vec::new(),
         };
-        for row in rows {
-            if !self.filter.keeps(p, row) {
-                continue;
+        let mut chunk = Chunk::default();
+        let mut start = rows.start;
+        while start < rows.end {
+            let end = rows.end.min(start + CHUNK);
+            self.filter.select(p, start..end, &mut chunk.rows);
+            start = end;
+            for &row in &chunk.rows {
+                part.by_state[usize::from(p.state[row as usize])] += 1;
             }
-            let state = p.state[row];
-            part.by_state[usize::from(state)] += 1;
             if self.axes.multi.is_empty() {
-                let cell = part.table.cell(&self.axes, self.axes.codes(p, row));
-                self.add_row(p, row, &mut part, cell);
+                self.add_chunk(p, &mut chunk, &mut part);
             } else {
-                self.add_combinations(p, row, &mut part);
+                self.axes.index(p, &chunk.rows, &mut chunk.index);
+                for (&row, &base) in chunk.rows.iter().zip(&chunk.index) {
+                    self.add_combinations(p, (row as usize, base), &mut part);
+                }
             }
         }
         part
     }
 
-    /// Adds the row's numbers straight into `cell` (no multi-valued dimension).
-    #[inline]
-    fn add_row(&self, p: &Projection, row: usize, part: &mut Part, cell: u32) {
-        let Some(total) = usize::try_from(cell)
-            .ok()
-            .and_then(|c| part.table.sums.get_mut(c))
-        else {
-            return;
-        };
-        let key = p.record_key[row];
-        for &m in &self.magnitudes {
-            let value = p.magnitude(row, m);
-            total[m] += self.view.cap.map_or(value, |cap| value.min(cap));
-            counters::add_noise(total, value, key, m);
+    /// Adds a chunk's kept rows straight into their cells (no multi-valued dimension).
+    fn add_chunk(&self, p: &Projection, chunk: &mut Chunk, part: &mut Part) {
+        let Chunk {
+            rows,
+            index,
+            cells,
+            keys,
+            draws,
+            values,
+        } = chunk;
+        self.axes.index(p, rows, index);
+        cells.clear();
+        cells.extend(index.iter().map(|i| part.table.cell(*i)));
+        keys.clear();
+        keys.extend(rows.iter().map(|row| p.record_key[*row as usize]));
+        let table = &mut part.table;
+        for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
+            let state = p.state[row as usize];
+            table.note(cell, state, self.own == Some(state), u64::from(key));
         }
-        let own = self.own == Some(p.state[row]);
-        part.table.note(cell, p.state[row], own, u64::from(key));
-        self.add_fee(p, row, part, cell, own);
+        for &m in &self.magnitudes {
+            p.magnitudes(m, rows, values);
+            draws.clear();
+            draws.extend(keys.iter().map(|key| counters::noise_draw(*key, m)));
+            for ((&cell, &value), &draw) in cells.iter().zip(values.iter()).zip(draws.iter()) {
+                let Some(total) = table.sums.get_mut(cell as usize) else {
+                    continue;
+                };
+                total[m] += self.view.cap.map_or(value, |cap| value.min(cap));
+                counters::add_drawn_noise(total, value, draw, m);
+            }
+        }
+        if self.fees {
+            for (&row, &cell) in rows.iter().zip(cells.iter()) {
+                let own = self.own == Some(p.state[row as usize]);
+                self.add_fee(p, row as usize, part, cell, own);
+            }
+        }
     }
 
-    /// Adds the row to every cell of its values along the multi-valued dimensions.
-    fn add_combinations(&self, p: &Projection, row: usize, part: &mut Part) {
+    /// Adds the row to every cell of its values along the multi-valued dimensions;
+    /// `base` is its index along the others.
+    fn add_combinations(&self, p: &Projection, (row, base): (usize, u64), part: &mut Part) {
         let key = p.record_key[row];
         let mut sums: Sums = [0; STORED];
         sums[0] = 1;
@@ -236,13 +293,13 @@ impl Plan {
         }
         let state = p.state[row];
         let own = self.own == Some(state);
-        let mut add = |codes: [u64; 3], sums: &Sums| {
-            let cell = part.table.cell(&self.axes, codes);
+        let mut add = |index: u64, sums: &Sums| {
+            let cell = part.table.cell(index);
             part.table.add(cell, state, sums, own);
             self.add_fee(p, row, part, cell, own);
         };
         self.axes
-            .each_combination(p, row, (&sums, self.view.cap), &mut add);
+            .each_combination(p, (row, base), (&sums, self.view.cap), &mut add);
     }
 
     #[inline]
@@ -261,10 +318,10 @@ impl Plan {
 
 impl Part {
     /// Adds another thread's part to this one.
-    fn merge(&mut self, other: Part, axes: &Axes) {
-        let mut renumbered = Vec::with_capacity(other.table.codes.len());
-        for (i, codes) in other.table.codes.iter().enumerate() {
-            let cell = self.table.cell(axes, *codes);
+    fn merge(&mut self, other: Part) {
+        let mut renumbered = Vec::with_capacity(other.table.index.len());
+        for (i, index) in other.table.index.iter().enumerate() {
+            let cell = self.table.cell(*index);
             renumbered.push(cell);
             let Ok(c) = usize::try_from(cell) else {
                 continue;
@@ -392,65 +449,99 @@ impl Filter {
         }
     }
 
-    /// Whether the report of `row` counts and passes every filter (as
-    /// `access::QueryFilter::matches` decides for a report head).
+    /// The rows of `range` whose report counts and passes every filter (as
+    /// `access::QueryFilter::matches` decides for a report head), into `out`: first by
+    /// liveness, category and month, without branches, then by content.
+    fn select(&self, p: &Projection, range: std::ops::Range<usize>, out: &mut Vec<u32>) {
+        out.clear();
+        out.resize(range.len(), 0);
+        // Rows are checked to fit in u32 when added.
+        let first = u32::try_from(range.start).unwrap_or(u32::MAX);
+        let mut kept = 0;
+        let (flags, months) = (&p.flags[range.clone()], &p.month[range]);
+        for (row, (&flags, &month)) in (first..).zip(flags.iter().zip(months)) {
+            // Without branches on purpose: which rows pass is unpredictable.
+            #[allow(clippy::needless_bitwise_bool)]
+            let keep = (flags & flag::LIVE != 0)
+                & self.categories[usize::from(flags & flag::MARITIME != 0)]
+                & (month >= self.months.0)
+                & (month <= self.months.1);
+            out[kept] = row;
+            kept += usize::from(keep);
+        }
+        out.truncate(kept);
+        if self.narrows {
+            self.narrow(p, out);
+        }
+    }
+
+    /// Keeps, of `rows` (rows that count), those that pass the filters on content: one
+    /// filter at a time over all of them.
+    fn narrow(&self, p: &Projection, rows: &mut Vec<u32>) {
+        let has = |set: &[bool], code: u16| set.get(usize::from(code)).copied().unwrap_or(false);
+        if let Some(set) = &self.states {
+            keep(rows, |r| has(set, p.state[r]));
+        }
+        if let Some(set) = &self.route {
+            keep(rows, |r| {
+                has(set, p.origin[r])
+                    || has(set, p.destination[r])
+                    || p.transit(r).iter().any(|c| has(set, *c))
+            });
+        }
+        if let Some(set) = &self.nationalities {
+            keep(rows, |r| p.nationalities(r).iter().any(|c| has(set, *c)));
+        }
+        for (wanted, column) in [
+            (self.modus_operandi, &p.modus_operandi),
+            (self.maritime_event, &p.maritime_event),
+            (self.vessel_type, &p.vessel_type),
+        ] {
+            if wanted != 0 {
+                keep(rows, |r| i32::from(column[r]) == wanted);
+            }
+        }
+        if let Some(b) = &self.bbox {
+            keep(rows, |r| b.contains(p, r));
+        }
+    }
+}
+
+/// Keeps the rows for which `pred` holds, in order, without a branch per row.
+#[inline]
+fn keep(rows: &mut Vec<u32>, pred: impl Fn(usize) -> bool) {
+    let mut kept = 0;
+    for i in 0..rows.len() {
+        let row = rows[i];
+        rows[kept] = row;
+        kept += usize::from(pred(row as usize));
+    }
+    rows.truncate(kept);
+}
+
+impl Bbox {
+    /// Whether the report of `row` gives a point inside the box.
     #[inline]
-    fn keeps(&self, p: &Projection, row: usize) -> bool {
-        let flags = p.flags[row];
-        if flags & flag::LIVE == 0 || !self.categories[usize::from(flags & flag::MARITIME != 0)] {
-            return false;
-        }
-        let month = p.month[row];
-        if month < self.months.0 || month > self.months.1 {
-            return false;
-        }
-        if !self.narrows {
-            return true;
-        }
-        let has = |set: &Option<Vec<bool>>, code: u16| {
-            set.as_ref()
-                .is_some_and(|set| set.get(usize::from(code)).copied().unwrap_or(false))
-        };
-        if self.states.is_some() && !has(&self.states, p.state[row]) {
-            return false;
-        }
-        if self.route.is_some()
-            && !(has(&self.route, p.origin[row])
-                || has(&self.route, p.destination[row])
-                || p.transit(row).iter().any(|c| has(&self.route, *c)))
+    fn contains(&self, p: &Projection, row: usize) -> bool {
+        let point = p.flags[row] & flag::POINT != 0;
+        let (lat, lon) = (p.latitude[row], p.longitude[row]);
+        if point
+            && lat == POINT_ELSEWHERE
+            && let Some((lat, lon)) = p.exact_point(row)
         {
-            return false;
+            let d = &self.degrees;
+            return (d.min_latitude..=d.max_latitude).contains(&lat)
+                && (d.min_longitude..=d.max_longitude).contains(&lon);
         }
-        if self.nationalities.is_some()
-            && !p
-                .nationalities(row)
-                .iter()
-                .any(|c| has(&self.nationalities, *c))
-        {
-            return false;
-        }
-        let differs = |wanted: i32, column: &[u8]| wanted != 0 && wanted != i32::from(column[row]);
-        if differs(self.modus_operandi, &p.modus_operandi)
-            || differs(self.maritime_event, &p.maritime_event)
-            || differs(self.vessel_type, &p.vessel_type)
-        {
-            return false;
-        }
-        match &self.bbox {
-            None => true,
-            Some(_) if flags & flag::POINT == 0 => false,
-            Some(b) => match p.exact_point(row) {
-                Some((lat, lon)) if p.latitude[row] == POINT_ELSEWHERE => {
-                    (b.degrees.min_latitude..=b.degrees.max_latitude).contains(&lat)
-                        && (b.degrees.min_longitude..=b.degrees.max_longitude).contains(&lon)
-                }
-                _ => {
-                    let (lat, lon) = (i64::from(p.latitude[row]), i64::from(p.longitude[row]));
-                    (b.latitude.0..=b.latitude.1).contains(&lat)
-                        && (b.longitude.0..=b.longitude.1).contains(&lon)
-                }
-            },
-        }
+        let (lat, lon) = (i64::from(lat), i64::from(lon));
+        // Without branches on purpose, as in `Filter::select`.
+        #[allow(clippy::needless_bitwise_bool)]
+        let inside = point
+            & (self.latitude.0 <= lat)
+            & (lat <= self.latitude.1)
+            & (self.longitude.0 <= lon)
+            & (lon <= self.longitude.1);
+        inside
     }
 }
 
@@ -479,6 +570,9 @@ enum Reads {
 struct Axes {
     reads: Vec<Reads>,
     sizes: Vec<u64>,
+    /// What a code along each axis weighs in a cell's index: the product of the sizes
+    /// before it (saturated: see [`Table::new`]).
+    strides: [u64; 3],
     /// Positions of the multi-valued axes.
     multi: Vec<usize>,
     /// Distinct countries (dictionary codes) the projection knows.
@@ -520,40 +614,74 @@ impl Axes {
         let multi = (0..dimensions.len())
             .filter(|i| dimensions[*i].multi_valued())
             .collect();
+        let mut strides = [0; 3];
+        let mut combinations = 1u64;
+        for (stride, size) in strides.iter_mut().zip(&sizes) {
+            *stride = combinations;
+            combinations = combinations.saturating_mul(*size);
+        }
         Self {
             reads,
             sizes,
+            strides,
             multi,
             countries,
         }
     }
 
-    /// The row's code along each single-valued axis (multi-valued ones are filled in by
-    /// [`Axes::each_combination`]).
-    #[inline]
-    fn codes(&self, p: &Projection, row: usize) -> [u64; 3] {
-        let mut codes = [0; 3];
-        for (code, r) in codes.iter_mut().zip(&self.reads) {
-            *code = match *r {
-                Reads::Period(Dimension::Quarter, first) => u64::from(p.month[row]) / 3 - first,
-                Reads::Period(Dimension::Year, first) => u64::from(p.month[row]) / 12 - first,
-                Reads::Period(_, first) => u64::from(p.month[row]) - first,
-                Reads::State => u64::from(p.state[row]),
-                Reads::Category => u64::from(p.flags[row] & flag::MARITIME != 0),
-                Reads::Origin => u64::from(p.origin[row]),
-                Reads::Destination => u64::from(p.destination[row]),
-                Reads::LocationCountry => u64::from(p.location[row]),
-                Reads::Route => {
-                    u64::from(p.origin[row]) * self.countries + u64::from(p.destination[row])
-                }
-                Reads::ModusOperandi => u64::from(p.modus_operandi[row]),
-                Reads::MaritimeEvent => u64::from(p.maritime_event[row]),
-                Reads::VesselType => u64::from(p.vessel_type[row]),
-                Reads::SeaArea => u64::from(p.sea_area[row]),
-                Reads::Transit | Reads::Nationality => 0,
-            };
+    /// The number of combinations of codes (saturated).
+    fn combinations(&self) -> u64 {
+        self.sizes
+            .iter()
+            .fold(1u64, |n, size| n.saturating_mul(*size))
+    }
+
+    /// Each of `rows`' index along the single-valued axes (its codes weighted by the
+    /// strides; multi-valued axes are added by [`Axes::each_combination`]), into `out`:
+    /// one axis at a time, over all the rows.
+    fn index(&self, p: &Projection, rows: &[u32], out: &mut Vec<u64>) {
+        /// Adds `code(row) * stride` to each row's index.
+        #[inline]
+        fn add(out: &mut [u64], rows: &[u32], stride: u64, code: impl Fn(usize) -> u64) {
+            for (index, &row) in out.iter_mut().zip(rows) {
+                *index += code(row as usize) * stride;
+            }
         }
-        codes
+        out.clear();
+        out.resize(rows.len(), 0);
+        let countries = self.countries;
+        for (read, &stride) in self.reads.iter().zip(&self.strides) {
+            match *read {
+                Reads::Period(Dimension::Quarter, first) => {
+                    add(out, rows, stride, |r| u64::from(p.month[r]) / 3 - first);
+                }
+                Reads::Period(Dimension::Year, first) => {
+                    add(out, rows, stride, |r| u64::from(p.month[r]) / 12 - first);
+                }
+                Reads::Period(_, first) => {
+                    add(out, rows, stride, |r| u64::from(p.month[r]) - first);
+                }
+                Reads::State => add(out, rows, stride, |r| u64::from(p.state[r])),
+                Reads::Category => add(out, rows, stride, |r| {
+                    u64::from(p.flags[r] & flag::MARITIME != 0)
+                }),
+                Reads::Origin => add(out, rows, stride, |r| u64::from(p.origin[r])),
+                Reads::Destination => add(out, rows, stride, |r| u64::from(p.destination[r])),
+                Reads::LocationCountry => add(out, rows, stride, |r| u64::from(p.location[r])),
+                Reads::Route => add(out, rows, stride, |r| {
+                    u64::from(p.origin[r]) * countries + u64::from(p.destination[r])
+                }),
+                Reads::ModusOperandi => {
+                    add(out, rows, stride, |r| u64::from(p.modus_operandi[r]));
+                }
+                Reads::MaritimeEvent => {
+                    add(out, rows, stride, |r| u64::from(p.maritime_event[r]));
+                }
+                Reads::VesselType => add(out, rows, stride, |r| u64::from(p.vessel_type[r])),
+                Reads::SeaArea => add(out, rows, stride, |r| u64::from(p.sea_area[r])),
+                Reads::Transit | Reads::Nationality => {}
+            }
+        }
     }
 
     /// Calls `add` with every combination of the row's values along the multi-valued
@@ -562,11 +690,10 @@ impl Axes {
     fn each_combination(
         &self,
         p: &Projection,
-        row: usize,
+        (row, base): (usize, u64),
         (sums, cap): (&Sums, Option<u64>),
-        add: &mut impl FnMut([u64; 3], &Sums),
+        add: &mut impl FnMut(u64, &Sums),
     ) {
-        let base = self.codes(p, row);
         // Per multi-valued axis: (code, what it adds instead of `sums`, if anything).
         let mut choices: Vec<Vec<(u64, Option<Sums>)>> = Vec::with_capacity(self.multi.len());
         for &at in &self.multi {
@@ -586,16 +713,16 @@ impl Axes {
         }
         let mut pick = vec![0usize; choices.len()];
         loop {
-            let mut codes = base;
+            let mut index = base;
             let mut adds = sums;
             for (i, &at) in self.multi.iter().enumerate() {
                 let (code, instead) = &choices[i][pick[i]];
-                codes[at] = *code;
+                index += code * self.strides[at];
                 if let Some(instead) = instead {
                     adds = instead;
                 }
             }
-            add(codes, adds);
+            add(index, adds);
             // Next combination, odometer style.
             let mut i = 0;
             loop {
@@ -676,11 +803,11 @@ fn nationality_choices(p: &Projection, row: usize, cap: Option<u64>) -> Vec<(u64
 
 /// Cells as the scan adds them up, numbered in order of appearance.
 struct Table {
-    /// Cell numbers by combined code, when dense enough.
+    /// Cell numbers by index (see [`Axes::index`]), when dense enough.
     dense: Option<Vec<u32>>,
     sparse: FxHashMap<u64, u32>,
-    strides: [u64; 3],
-    codes: Vec<[u64; 3]>,
+    /// Each cell's index.
+    index: Vec<u64>,
     sums: Vec<Sums>,
     /// The one state of each cell's reports (dictionary code), [`MIXED`] for several.
     states: Vec<u32>,
@@ -695,36 +822,40 @@ const MIXED: u32 = u32::MAX;
 const NO_STATE: u32 = u32::MAX - 1;
 
 impl Table {
+    /// An empty table over `axes`. Codes are dictionary codes of ISO 3166 and 4217 codes
+    /// (a few hundred) or below 256, so the product of the axes' sizes, and every index,
+    /// stays far below 2^64.
     fn new(axes: &Axes) -> Self {
-        let mut strides = [0; 3];
-        let mut combinations = 1u64;
-        for (stride, size) in strides.iter_mut().zip(&axes.sizes) {
-            *stride = combinations;
-            combinations = combinations.saturating_mul(*size);
-        }
+        let combinations = axes.combinations();
         let dense = (combinations <= DENSE_LIMIT)
             .then(|| vec![EMPTY; usize::try_from(combinations).unwrap_or(0)]);
         Self {
             dense,
             sparse: FxHashMap::default(),
-            strides,
-            codes: Vec::new(),
+            index: Vec::new(),
             sums: Vec::new(),
             states: Vec::new(),
             own: Vec::new(),
         }
     }
 
-    /// The number of the cell at `codes`, made if new.
+    /// The number of the cell at `index`, made if new.
     #[inline]
-    fn cell(&mut self, axes: &Axes, codes: [u64; 3]) -> u32 {
-        let index: u64 = codes
-            .iter()
-            .zip(&self.strides)
-            .take(axes.sizes.len())
-            .map(|(c, s)| c * s)
-            .sum();
-        let next = u32::try_from(self.codes.len()).unwrap_or(EMPTY);
+    fn cell(&mut self, index: u64) -> u32 {
+        if let Some(dense) = &self.dense {
+            match dense.get(usize::try_from(index).unwrap_or(usize::MAX)) {
+                Some(&cell) if cell != EMPTY => return cell,
+                Some(_) => {}
+                None => return EMPTY,
+            }
+        }
+        self.new_cell(index)
+    }
+
+    /// [`Table::cell`] of a cell not in the dense table (new, or the table is sparse).
+    #[cold]
+    fn new_cell(&mut self, index: u64) -> u32 {
+        let next = u32::try_from(self.index.len()).unwrap_or(EMPTY);
         let slot = match &mut self.dense {
             Some(dense) => match dense.get_mut(usize::try_from(index).unwrap_or(usize::MAX)) {
                 Some(slot) => slot,
@@ -734,7 +865,7 @@ impl Table {
         };
         if *slot == EMPTY {
             *slot = next;
-            self.codes.push(codes);
+            self.index.push(index);
             self.sums.push([0; STORED]);
             self.states.push(NO_STATE);
             self.own.push((0, 0));
@@ -785,11 +916,12 @@ impl Table {
 
     /// The cells, keyed as the counters key them, in cell-number order.
     fn into_cells(self, p: &Projection, axes: &Axes) -> Vec<(Key, Acc)> {
-        let mut cells = Vec::with_capacity(self.codes.len());
-        for (i, codes) in self.codes.iter().enumerate() {
+        let mut cells = Vec::with_capacity(self.index.len());
+        for (i, index) in self.index.iter().enumerate() {
             let mut key = [0; 3];
             for (at, k) in key.iter_mut().enumerate().take(axes.reads.len()) {
-                *k = axes.value(p, at, codes[at]);
+                let code = index / axes.strides[at].max(1) % axes.sizes[at].max(1);
+                *k = axes.value(p, at, code);
             }
             let state = match self.states[i] {
                 MIXED | NO_STATE => None,

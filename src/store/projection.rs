@@ -574,6 +574,29 @@ impl Projection {
         }
     }
 
+    /// Magnitude `metric` (an `Additive` index, 1..=6; 1 for any other) of each of
+    /// `rows`, in order, into `out`: one column at a time, for the scan.
+    pub(crate) fn magnitudes(&self, metric: usize, rows: &[u32], out: &mut Vec<u64>) {
+        out.clear();
+        match metric {
+            1 => out.extend(rows.iter().map(|&r| match self.persons[r as usize] {
+                u16::MAX => self.wide(r as usize, Wide::Magnitude(1)),
+                v => u64::from(v),
+            })),
+            2..=6 => {
+                let column = &self.small[metric - 2];
+                // metric ≤ 6.
+                #[allow(clippy::cast_possible_truncation)]
+                let wide = Wide::Magnitude(metric as u8);
+                out.extend(rows.iter().map(|&r| match column[r as usize] {
+                    u8::MAX => self.wide(r as usize, wide),
+                    v => u64::from(v),
+                }));
+            }
+            _ => out.resize(rows.len(), 1),
+        }
+    }
+
     /// The row's fee amount (meaningful when [`flag::FEE`] is set).
     pub(crate) fn fee_amount(&self, row: usize) -> u64 {
         match self.fee_amount[row] {

@@ -87,7 +87,7 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
         fee_rows,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
-    add_fees(p, fee_rows, &mut cells, threads);
+    add_fees(p, &fee_rows, &mut cells, threads);
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
         .iter()
@@ -103,20 +103,20 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
     grid
 }
 
+/// A fee observation of a scan: cell, currency (dictionary code), amount, the asker's own.
+type FeeRow = (u32, u16, u64, bool);
+
 /// Gives each cell its fee observations, counted: the observations are put in cell order
 /// (a counting sort: cells are numbered densely), then each cell's are sorted by
-/// currency, amount and whether they are the asker's own, packed in one number.
-fn add_fees(
-    p: &Projection,
-    fee_rows: Vec<(u32, u16, u64, bool)>,
-    cells: &mut [(Key, Acc)],
-    threads: usize,
-) {
+/// currency, amount and whether they are the asker's own, packed in one number: 64 bits
+/// (the currency's rank among those known, the amount, the flag) when every amount is
+/// below 2^47, as every real one is, else 128.
+fn add_fees(p: &Projection, fee_rows: &[FeeRow], cells: &mut [(Key, Acc)], threads: usize) {
     if fee_rows.is_empty() {
         return;
     }
     let mut starts = vec![0usize; cells.len() + 1];
-    for (cell, ..) in &fee_rows {
+    for (cell, ..) in fee_rows {
         if let Some(n) = usize::try_from(*cell)
             .ok()
             .and_then(|c| starts.get_mut(c + 1))
@@ -127,35 +127,86 @@ fn add_fees(
     for c in 1..starts.len() {
         starts[c] += starts[c - 1];
     }
-    let mut next = starts.clone();
-    let mut keys = vec![0u128; starts[cells.len()]];
-    for (cell, currency, amount, own) in fee_rows {
-        let Some(at) = usize::try_from(cell).ok().filter(|c| *c < cells.len()) else {
+    let packed = |code: u16| u32::try_from(p.countries.packed(code)).unwrap_or(0);
+    if fee_rows.iter().all(|(_, _, amount, _)| *amount < 1 << 47) {
+        // Dictionary codes in the order of the currencies they stand for.
+        let mut by_currency: Vec<u16> = (0..=u16::MAX).take(p.countries.len()).collect();
+        by_currency.sort_by_key(|code| p.countries.packed(*code));
+        let mut rank = vec![0u16; by_currency.len()];
+        for (r, code) in (0u16..).zip(&by_currency) {
+            rank[usize::from(*code)] = r;
+        }
+        let mut keys = place(fee_rows, &starts, |(_, currency, amount, own)| {
+            let rank = rank.get(usize::from(*currency)).copied().unwrap_or(0);
+            (u64::from(rank) << 48) | (amount << 1) | u64::from(*own)
+        });
+        let unpack = |key: u64| {
+            // The top 16 bits are a rank.
+            #[allow(clippy::cast_possible_truncation)]
+            let rank = (key >> 48) as usize;
+            let code = by_currency.get(rank).copied().unwrap_or(0);
+            (packed(code), (key >> 1) & ((1 << 47) - 1))
+        };
+        count_runs(&mut keys, &starts, cells, threads, unpack);
+    } else {
+        // Currencies are three letters: 24 bits, above the 64 of the amount and the flag.
+        let mut keys = place(fee_rows, &starts, |(_, currency, amount, own)| {
+            (u128::from(packed(*currency)) << 65) | (u128::from(*amount) << 1) | u128::from(*own)
+        });
+        let unpack = |key: u128| {
+            #[allow(clippy::cast_possible_truncation)] // 24 bits and 64 bits, as packed
+            let fee = ((key >> 65) as u32, (key >> 1) as u64);
+            fee
+        };
+        count_runs(&mut keys, &starts, cells, threads, unpack);
+    }
+}
+
+/// The key of each of `fee_rows`, placed in its cell's run (`starts`, see [`add_fees`]).
+fn place<K: Copy + Default>(
+    fee_rows: &[FeeRow],
+    starts: &[usize],
+    key: impl Fn(&FeeRow) -> K,
+) -> Vec<K> {
+    let cells = starts.len() - 1;
+    let mut next = starts.to_vec();
+    let mut keys = vec![K::default(); starts[cells]];
+    for row in fee_rows {
+        let Some(at) = usize::try_from(row.0).ok().filter(|c| *c < cells) else {
             continue;
         };
-        // Currencies are three letters: 24 bits, above the 64 of the amount and the flag.
-        let currency = u128::from(p.countries.packed(currency));
-        keys[next[at]] = (currency << 65) | (u128::from(amount) << 1) | u128::from(own);
+        keys[next[at]] = key(row);
         next[at] += 1;
     }
-    let unpack = |key: &u128| {
-        #[allow(clippy::cast_possible_truncation)] // 24 bits and 64 bits, as packed
-        let fee = ((key >> 65) as u32, (key >> 1) as u64);
-        fee
-    };
-    // Each cell's run of keys, sorted and counted over the cores.
+    keys
+}
+
+/// Sorts each cell's run of `keys` and counts it, over the cores: the cell's fees, and
+/// its own ones (the keys with the low bit set).
+fn count_runs<K: Ord + Copy + Send + Sync + std::ops::BitAnd<Output = K> + From<u8>>(
+    keys: &mut [K],
+    starts: &[usize],
+    cells: &mut [(Key, Acc)],
+    threads: usize,
+    unpack: impl Fn(K) -> (u32, u64) + Sync,
+) {
     let mut runs = Vec::with_capacity(cells.len());
-    let mut rest = keys.as_mut_slice();
+    let mut rest = keys;
     for c in 0..cells.len() {
         let (run, tail) = rest.split_at_mut(starts[c + 1] - starts[c]);
         runs.push(run);
         rest = tail;
     }
+    let one = K::from(1);
     let counted = parallel::each(runs, threads, |run| {
         run.sort_unstable();
         (
-            FeeCounts::of_sorted(run.iter().map(unpack)),
-            FeeCounts::of_sorted(run.iter().filter(|k| *k & 1 == 1).map(unpack)),
+            FeeCounts::of_sorted(run.iter().map(|k| unpack(*k))),
+            FeeCounts::of_sorted(
+                run.iter()
+                    .filter(|k| (**k & one) == one)
+                    .map(|k| unpack(*k)),
+            ),
         )
     });
     for ((_, acc), (fees, own_fees)) in cells.iter_mut().zip(counted) {
@@ -182,7 +233,7 @@ struct Part {
     /// Reports counted per state (dictionary code).
     by_state: Vec<u64>,
     /// Fee observations: cell, currency (dictionary code), amount, the asker's own.
-    fee_rows: Vec<(u32, u16, u64, bool)>,
+    fee_rows: Vec<FeeRow>,
 }
 
 impl Plan {
@@ -272,10 +323,24 @@ impl Plan {
             }
         }
         if self.fees {
-            for (&row, &cell) in rows.iter().zip(cells.iter()) {
-                let own = self.own == Some(p.state[row as usize]);
-                self.add_fee(p, row as usize, part, cell, own);
-            }
+            let moved = self.view.moved_fees;
+            let observations = rows
+                .iter()
+                .zip(cells.iter())
+                .zip(keys.iter())
+                .filter(|((row, _), _)| p.flags[**row as usize] & flag::FEE != 0)
+                .map(|((&row, &cell), &key)| {
+                    let row = row as usize;
+                    let amount = p.fee_amount(row);
+                    let amount = if moved {
+                        counters::moved_fee(amount, key)
+                    } else {
+                        amount
+                    };
+                    let own = self.own == Some(p.state[row]);
+                    (cell, p.fee_currency[row], amount, own)
+                });
+            part.fee_rows.extend(observations);
         }
     }
 
@@ -1020,6 +1085,50 @@ mod tests {
                     assert_eq!(other, acc, "{dims:?} {key:?} over {threads} threads");
                 }
                 assert_eq!(many.by_state, one.by_state);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Fee observations come out counted per cell in (currency, amount) order, as a
+        /// map counts them, with 64-bit keys and (when an amount needs them) 128-bit ones.
+        #[test]
+        fn fee_observations_are_counted_per_cell_in_currency_order(
+            rows in proptest::collection::vec((0u32..4, 0usize..100, 0u64..40, proptest::bool::ANY), 1..200),
+            huge in proptest::bool::ANY,
+            threads in 1usize..4,
+        ) {
+            use std::collections::BTreeMap;
+            let p = projection();
+            let codes = u16::try_from(p.countries.len()).unwrap_or(1).max(1);
+            let mut fee_rows: Vec<FeeRow> = rows
+                .iter()
+                .map(|(cell, code, amount, own)| {
+                    let code = u16::try_from(*code).unwrap_or(0) % codes;
+                    (*cell, code, *amount, *own)
+                })
+                .collect();
+            if huge {
+                fee_rows.push((1, 0, 1 << 50, false));
+            }
+            let mut expected: Vec<(BTreeMap<(u32, u64), u64>, BTreeMap<(u32, u64), u64>)> =
+                vec![Default::default(); 4];
+            for (cell, code, amount, own) in &fee_rows {
+                let currency = u32::try_from(p.countries.packed(*code)).unwrap_or(0);
+                let (all, mine) = &mut expected[*cell as usize];
+                *all.entry((currency, *amount)).or_default() += 1;
+                if *own {
+                    *mine.entry((currency, *amount)).or_default() += 1;
+                }
+            }
+            let mut cells: Vec<(Key, Acc)> = (0..4).map(|_| ([0; 3], Acc::default())).collect();
+            add_fees(&p, &fee_rows, &mut cells, threads);
+            for ((_, acc), (all, mine)) in cells.iter().zip(&expected) {
+                let all: Vec<_> = all.iter().map(|(k, n)| (*k, *n)).collect();
+                let mine: Vec<_> = mine.iter().map(|(k, n)| (*k, *n)).collect();
+                proptest::prop_assert_eq!(acc.fees.iter().collect::<Vec<_>>(), all);
+                proptest::prop_assert_eq!(acc.own_fees.iter().collect::<Vec<_>>(), mine);
             }
         }
     }

@@ -1100,6 +1100,7 @@ mod tests {
             threads in 1usize..4,
         ) {
             use std::collections::BTreeMap;
+            type Counted = BTreeMap<(u32, u64), u64>;
             let p = projection();
             let codes = u16::try_from(p.countries.len()).unwrap_or(1).max(1);
             let mut fee_rows: Vec<FeeRow> = rows
@@ -1112,8 +1113,7 @@ mod tests {
             if huge {
                 fee_rows.push((1, 0, 1 << 50, false));
             }
-            let mut expected: Vec<(BTreeMap<(u32, u64), u64>, BTreeMap<(u32, u64), u64>)> =
-                vec![Default::default(); 4];
+            let mut expected: Vec<(Counted, Counted)> = vec![Default::default(); 4];
             for (cell, code, amount, own) in &fee_rows {
                 let currency = u32::try_from(p.countries.packed(*code)).unwrap_or(0);
                 let (all, mine) = &mut expected[*cell as usize];

@@ -1,7 +1,7 @@
 //! Fee-per-person quartiles of a cell, converted to the exchange's base currency where
 //! a rate is configured, otherwise per currency.
 
-use super::{Settings, grid::FeeCounts};
+use super::{Settings, grid::FeeCounts, parallel};
 use crate::{
     pb,
     store::counters::{self, RecordKeys},
@@ -38,9 +38,12 @@ pub(super) fn quartiles(
     let mut groups: Vec<(String, Pending)> = Vec::new();
     // Entries come in (currency, amount) order: each currency's group and rate are
     // found once, and the asking state's own counts are walked alongside.
+    let hashes = keys
+        .map(|keys| value_hashes(fees, keys))
+        .unwrap_or_default();
     let mut own = own.iter().peekable();
     let mut current: Option<(u32, usize, f64)> = None;
-    for ((currency, raw), n) in fees.iter() {
+    for (i, ((currency, raw), n)) in fees.iter().enumerate() {
         if current.is_none_or(|(c, _, _)| c != currency) {
             let code = counters::unpack_country(u64::from(currency));
             let (group, rate) = if code == settings.fee_currency {
@@ -69,9 +72,7 @@ pub(super) fn quartiles(
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
         let value = raw as f64 * rate;
-        let hash = keys.map_or(0, |keys| {
-            keys.of_value(&currency.to_be_bytes(), raw) & 0xffff_ffff
-        });
+        let hash = hashes.get(i).copied().unwrap_or(0);
         let entry = &mut groups[at].1;
         entry.values.push((value, n));
         entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(n));
@@ -113,6 +114,20 @@ pub(super) fn quartiles(
             }
         })
         .collect()
+}
+
+/// The keyed hash of each distinct fee of `fees` (its low 32 bits), in order: over the
+/// cores when there are many (a margin holds every fee of its cells).
+fn value_hashes(fees: &FeeCounts, keys: &RecordKeys) -> Vec<u64> {
+    let fees = fees.as_slice();
+    let threads = parallel::threads_for(fees.len(), 1 << 14);
+    let runs: Vec<_> = fees.chunks(fees.len().div_ceil(threads).max(1)).collect();
+    parallel::each(runs, threads, |run| {
+        run.iter()
+            .map(|((currency, raw), _)| keys.of_value(&currency.to_be_bytes(), *raw) & 0xffff_ffff)
+            .collect::<Vec<u64>>()
+    })
+    .concat()
 }
 
 /// The `p` quantile of sorted weighted values, interpolating linearly between order

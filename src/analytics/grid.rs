@@ -186,17 +186,28 @@ impl FeeCounts {
             .map(|p| p.0.clone())
             .collect();
         while round.len() > 1 {
-            let mut next = Vec::with_capacity(round.len().div_ceil(2));
-            let mut pairs = round.into_iter();
-            while let Some(a) = pairs.next() {
-                next.push(match pairs.next() {
-                    Some(b) => merge(&a, &b),
-                    None => a,
-                });
+            let size = round.iter().map(Vec::len).sum();
+            let mut pairs = Vec::with_capacity(round.len().div_ceil(2));
+            let mut parts = round.into_iter();
+            while let Some(a) = parts.next() {
+                pairs.push((a, parts.next()));
             }
-            round = next;
+            // A large margin's merges of a round run over the cores.
+            round = parallel::each(
+                pairs,
+                parallel::threads_for(size, 1 << 15),
+                |pair| match pair {
+                    (a, Some(b)) => merge(&a, &b),
+                    (a, None) => a,
+                },
+            );
         }
         Self(round.pop().unwrap_or_default())
+    }
+
+    /// Each distinct fee with its reports, in order.
+    pub(super) fn as_slice(&self) -> &[((u32, u64), u64)] {
+        &self.0
     }
 }
 

@@ -133,7 +133,10 @@ fn add_fees(p: &Projection, fee_rows: &[FeeRow], cells: &mut [(Key, Acc)], threa
         let mut by_currency: Vec<u16> = (0..=u16::MAX).take(p.countries.len()).collect();
         by_currency.sort_by_key(|code| p.countries.packed(*code));
         let mut rank = vec![0u16; by_currency.len()];
-        for (r, code) in (0u16..).zip(&by_currency) {
+        for (r, code) in by_currency.iter().enumerate() {
+            // Fewer than 2^16 codes.
+            #[allow(clippy::cast_possible_truncation)]
+            let r = r as u16;
             rank[usize::from(*code)] = r;
         }
         let mut keys = place(fee_rows, &starts, |(_, currency, amount, own)| {
@@ -524,13 +527,16 @@ impl Filter {
         let first = u32::try_from(range.start).unwrap_or(u32::MAX);
         let mut kept = 0;
         let (flags, months) = (&p.flags[range.clone()], &p.month[range]);
-        for (row, (&flags, &month)) in (first..).zip(flags.iter().zip(months)) {
+        for (i, (&flags, &month)) in flags.iter().zip(months).enumerate() {
             // Without branches on purpose: which rows pass is unpredictable.
             #[allow(clippy::needless_bitwise_bool)]
             let keep = (flags & flag::LIVE != 0)
                 & self.categories[usize::from(flags & flag::MARITIME != 0)]
                 & (month >= self.months.0)
                 & (month <= self.months.1);
+            // i < CHUNK.
+            #[allow(clippy::cast_possible_truncation)]
+            let row = first + i as u32;
             out[kept] = row;
             kept += usize::from(keep);
         }

@@ -152,18 +152,18 @@ fn read_cuboid(
                 return Ok(());
             }
             let mut merged = Acc::default();
-            for (state, sums) in row.states()? {
+            row.each_state(|state, sums| {
                 if !wanted(state) {
-                    continue;
+                    return;
                 }
                 let own = view.own == Some(state);
                 if per_state {
                     let key = key_of(dims, row.month, state, category, row.value);
-                    cells.entry(key).or_default().add(state, &sums, own);
+                    cells.entry(key).or_default().add(state, sums, own);
                 } else {
-                    merged.add(state, &sums, own);
+                    merged.add(state, sums, own);
                 }
-            }
+            })?;
             if !per_state && merged.reports() > 0 {
                 let key = key_of(dims, row.month, 0, category, row.value);
                 cells.entry(key).or_default().merge(&merged);
@@ -185,12 +185,11 @@ fn counted_by_state(
     let mut counted = BTreeMap::new();
     for category in query.categories() {
         snapshot.counter_rows(Cuboid::Base, category.to_pb() as i32, months, |row| {
-            for (state, sums) in row.states()? {
+            row.each_state(|state, sums| {
                 if states.is_empty() || states.contains(&state) {
-                    *counted.entry(state).or_default() += Additive::Reports.of(&sums);
+                    *counted.entry(state).or_default() += Additive::Reports.of(sums);
                 }
-            }
-            Ok(())
+            })
         })?;
     }
     Ok(counted)

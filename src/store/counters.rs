@@ -613,13 +613,21 @@ impl CounterRow<'_> {
 
     /// Per reporting state (packed): the sums.
     pub fn states(&self) -> Result<Vec<(u32, Sums)>, StoreError> {
+        let mut out = Vec::new();
+        self.each_state(|state, sums| out.push((state, *sums)))?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every reporting state (packed) and its sums, in state order,
+    /// without collecting them.
+    pub fn each_state(&self, mut each: impl FnMut(u32, &Sums)) -> Result<(), StoreError> {
         let mut bytes = self.bytes;
         parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
-        let mut out = Vec::new();
         while !bytes.is_empty() {
-            out.push(parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?);
+            let (state, sums) = parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+            each(state, &sums);
         }
-        Ok(out)
+        Ok(())
     }
 }
 

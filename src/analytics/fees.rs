@@ -1,16 +1,13 @@
 //! Fee-per-person quartiles of a cell, converted to the exchange's base currency where
 //! a rate is configured, otherwise per currency.
 
-use super::{Settings, grid::FeeCounts, parallel};
-use crate::{
-    pb,
-    store::counters::{self, RecordKeys},
-};
+use super::{Settings, grid::FeeCounts};
+use crate::{pb, store::counters};
 
 /// One currency group's quartiles, with what its count's noise and its minimum need.
 pub(super) struct Group {
     pub quantiles: pb::FeeQuantiles,
-    /// The key of the noise of its number of reports: with `keys`, the sum of the keyed
+    /// The key of the noise of its number of reports: when perturbed, the sum of the keyed
     /// hashes of the amounts of other states than the asking analyst's (of all, when
     /// there are none), so that neither the other reports in the cell nor the asking
     /// state's own fees change it.
@@ -20,13 +17,15 @@ pub(super) struct Group {
 }
 
 /// The quartiles of `fees` ((packed currency, amount) → reports; `own`: those of the
-/// asking analyst's state), per currency group. With `keys` the amounts are the moved
-/// ones (`counters::moved_fee`) and the quartiles are rounded to whole units.
+/// asking analyst's state), per currency group. When `perturbed` the amounts are the
+/// moved ones (`counters::moved_fee`), the quartiles are rounded to whole units, and
+/// each group's key is the sum of its fees' hashes (`RecordKeys::of_value`, carried in
+/// `fees`).
 pub(super) fn quartiles(
     fees: &FeeCounts,
     own: &FeeCounts,
     settings: &Settings,
-    keys: Option<&RecordKeys>,
+    perturbed: bool,
 ) -> Vec<Group> {
     #[derive(Default)]
     struct Pending {
@@ -38,12 +37,9 @@ pub(super) fn quartiles(
     let mut groups: Vec<(String, Pending)> = Vec::new();
     // Entries come in (currency, amount) order: each currency's group and rate are
     // found once, and the asking state's own counts are walked alongside.
-    let hashes = keys
-        .map(|keys| value_hashes(fees, keys))
-        .unwrap_or_default();
     let mut own = own.iter().peekable();
     let mut current: Option<(u32, usize, f64)> = None;
-    for (i, ((currency, raw), n)) in fees.iter().enumerate() {
+    for ((currency, raw), n, hash) in fees.hashed() {
         if current.is_none_or(|(c, _, _)| c != currency) {
             let code = counters::unpack_country(u64::from(currency));
             let (group, rate) = if code == settings.fee_currency {
@@ -72,7 +68,7 @@ pub(super) fn quartiles(
         // Amounts are at most 10^9 (validation), exact in an f64.
         #[allow(clippy::cast_precision_loss)]
         let value = raw as f64 * rate;
-        let hash = hashes.get(i).copied().unwrap_or(0);
+        let hash = if perturbed { u64::from(hash) } else { 0 };
         let entry = &mut groups[at].1;
         entry.values.push((value, n));
         entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(n));
@@ -91,7 +87,7 @@ pub(super) fn quartiles(
             }
             let values = &pending.values;
             let reports = values.iter().map(|(_, n)| n).sum();
-            let round = |v: f64| if keys.is_some() { v.round() } else { v };
+            let round = |v: f64| if perturbed { v.round() } else { v };
             let others = reports - pending.own.min(reports);
             let key = if others == 0 {
                 pending.key_all
@@ -114,20 +110,6 @@ pub(super) fn quartiles(
             }
         })
         .collect()
-}
-
-/// The keyed hash of each distinct fee of `fees` (its low 32 bits), in order: over the
-/// cores when there are many (a margin holds every fee of its cells).
-fn value_hashes(fees: &FeeCounts, keys: &RecordKeys) -> Vec<u64> {
-    let fees = fees.as_slice();
-    let threads = parallel::threads_for(fees.len(), 1 << 14);
-    let runs: Vec<_> = fees.chunks(fees.len().div_ceil(threads).max(1)).collect();
-    parallel::each(runs, threads, |run| {
-        run.iter()
-            .map(|((currency, raw), _)| keys.of_value(&currency.to_be_bytes(), *raw) & 0xffff_ffff)
-            .collect::<Vec<u64>>()
-    })
-    .concat()
 }
 
 /// The `p` quantile of sorted weighted values, interpolating linearly between order
@@ -168,7 +150,7 @@ mod tests {
 
     /// The unperturbed quartiles of `fees`, none of them the asker's own.
     fn quantiles(fees: &BTreeMap<(u32, u64), u64>, settings: &Settings) -> Vec<pb::FeeQuantiles> {
-        quartiles(&counts(fees), &FeeCounts::default(), settings, None)
+        quartiles(&counts(fees), &FeeCounts::default(), settings, false)
             .into_iter()
             .map(|g| g.quantiles)
             .collect()
@@ -179,6 +161,7 @@ mod tests {
         FeeCounts::of_sorted(
             fees.iter()
                 .flat_map(|(fee, n)| std::iter::repeat_n(*fee, usize::try_from(*n).unwrap())),
+            |_| 0,
         )
     }
 

@@ -145,19 +145,29 @@ impl Acc {
     }
 }
 
+/// One distinct fee of a cell: (packed currency, amount), its number of reports, and the
+/// low 32 bits of its keyed hash (`RecordKeys::of_value`) where fee quartiles are
+/// perturbed, else 0. The hash is worked out once, with the cell's counts; margins carry
+/// it over.
+pub(super) type FeeCount = ((u32, u64), u64, u32);
+
 /// A cell's fee observations: each distinct (packed currency, amount) with its number
 /// of reports, in that order.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct FeeCounts(Vec<((u32, u64), u64)>);
+pub(super) struct FeeCounts(Vec<FeeCount>);
 
 impl FeeCounts {
-    /// Counts `fees`, which come in order (repeats next to each other).
-    pub(super) fn of_sorted(fees: impl Iterator<Item = (u32, u64)>) -> Self {
-        let mut counts: Vec<((u32, u64), u64)> = Vec::new();
+    /// Counts `fees`, which come in order (repeats next to each other), each distinct one
+    /// with its `hash`.
+    pub(super) fn of_sorted(
+        fees: impl Iterator<Item = (u32, u64)>,
+        hash: impl Fn((u32, u64)) -> u32,
+    ) -> Self {
+        let mut counts: Vec<FeeCount> = Vec::new();
         for fee in fees {
             match counts.last_mut() {
-                Some((last, n)) if *last == fee => *n += 1,
-                _ => counts.push((fee, 1)),
+                Some((last, n, _)) if *last == fee => *n += 1,
+                _ => counts.push((fee, 1, hash(fee))),
             }
         }
         Self(counts)
@@ -165,6 +175,11 @@ impl FeeCounts {
 
     /// Each distinct fee with its reports, in order.
     pub(super) fn iter(&self) -> impl Iterator<Item = ((u32, u64), u64)> + '_ {
+        self.0.iter().map(|(fee, n, _)| (*fee, *n))
+    }
+
+    /// Each distinct fee with its reports and hash, in order.
+    pub(super) fn hashed(&self) -> impl Iterator<Item = FeeCount> + '_ {
         self.0.iter().copied()
     }
 
@@ -180,7 +195,7 @@ impl FeeCounts {
     /// The counts of `parts` added up, merged two by two in rounds (a margin over k cells
     /// costs its size times log2(k)).
     pub(super) fn sum_of(parts: &[&Self]) -> Self {
-        let mut round: Vec<Vec<((u32, u64), u64)>> = parts
+        let mut round: Vec<Vec<FeeCount>> = parts
             .iter()
             .filter(|p| !p.is_empty())
             .map(|p| p.0.clone())
@@ -204,31 +219,26 @@ impl FeeCounts {
         }
         Self(round.pop().unwrap_or_default())
     }
-
-    /// Each distinct fee with its reports, in order.
-    pub(super) fn as_slice(&self) -> &[((u32, u64), u64)] {
-        &self.0
-    }
 }
 
 /// Two sorted count lists as one, equal fees added up.
-fn merge(a: &[((u32, u64), u64)], b: &[((u32, u64), u64)]) -> Vec<((u32, u64), u64)> {
+fn merge(a: &[FeeCount], b: &[FeeCount]) -> Vec<FeeCount> {
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
     while i < a.len() && j < b.len() {
-        let (fa, na) = a[i];
-        let (fb, nb) = b[j];
+        let (fa, na, ha) = a[i];
+        let (fb, nb, hb) = b[j];
         match fa.cmp(&fb) {
             std::cmp::Ordering::Less => {
-                out.push((fa, na));
+                out.push((fa, na, ha));
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                out.push((fb, nb));
+                out.push((fb, nb, hb));
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                out.push((fa, na + nb));
+                out.push((fa, na + nb, ha));
                 i += 1;
                 j += 1;
             }
@@ -325,6 +335,7 @@ mod tests {
                 0..6,
             ),
         ) {
+            let hash = |(currency, amount): (u32, u64)| currency * 7 + u32::try_from(amount).unwrap_or(0) * 13 + 1;
             let mut expected: BTreeMap<(u32, u64), u64> = BTreeMap::new();
             let counted: Vec<FeeCounts> = parts
                 .iter()
@@ -334,11 +345,16 @@ mod tests {
                     for fee in &sorted {
                         *expected.entry(*fee).or_default() += 1;
                     }
-                    FeeCounts::of_sorted(sorted.into_iter())
+                    FeeCounts::of_sorted(sorted.into_iter(), hash)
                 })
                 .collect();
             let refs: Vec<&FeeCounts> = counted.iter().collect();
-            let sum: Vec<((u32, u64), u64)> = FeeCounts::sum_of(&refs).iter().collect();
+            let sum = FeeCounts::sum_of(&refs);
+            // Each fee keeps the hash it was counted with.
+            for (fee, _, h) in sum.hashed() {
+                proptest::prop_assert_eq!(h, hash(fee));
+            }
+            let sum: Vec<((u32, u64), u64)> = sum.iter().collect();
             let expected: Vec<((u32, u64), u64)> = expected.into_iter().collect();
             proptest::prop_assert_eq!(sum, expected);
         }

@@ -599,5 +599,5 @@ pub fn aggregate(
             max: settings.max_cells,
         });
     }
-    render::answer(query, settings, &grid, source, mode, snapshot.record_keys())
+    render::answer(query, settings, &grid, source, mode)
 }

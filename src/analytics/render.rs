@@ -16,7 +16,7 @@ use super::{
 use crate::{
     pb,
     report::Category,
-    store::counters::{self, Additive, Cuboid, NONE, RecordKeys, SUMS},
+    store::counters::{self, Additive, Cuboid, NONE, SUMS},
 };
 
 /// Builds the answer to `query` from `grid`, protected as `mode` says: the figures to
@@ -27,7 +27,6 @@ pub(super) fn answer(
     grid: &Grid,
     source: Source,
     mode: Mode,
-    record_keys: &RecordKeys,
 ) -> Result<Answer, AggregateError> {
     let minimum = settings.minimum_reports;
     let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
@@ -43,7 +42,7 @@ pub(super) fn answer(
     let withheld = withheld(grid, &shown, settings, mode);
     let mut keys: Vec<&Key> = grid.entries.keys().collect();
     keys.sort_unstable();
-    let perturb_fees = (mode == Mode::CellKey).then_some(record_keys);
+    let perturb_fees = mode == Mode::CellKey;
     let mut fees = all_fee_quartiles(grid, (wants_fees, &keys), &withheld, settings, perturb_fees);
     let mut flagged = 0u32;
     let mut fee_groups_withheld = 0u32;
@@ -177,7 +176,7 @@ fn all_fee_quartiles<'a>(
     (wanted, keys): (bool, &[&'a Key]),
     withheld: &BTreeMap<Key, disclosure::Rule>,
     settings: &Settings,
-    record_keys: Option<&RecordKeys>,
+    perturbed: bool,
 ) -> FxHashMap<&'a Key, (Vec<pb::FeeQuantiles>, u32)> {
     if !wanted {
         return FxHashMap::default();
@@ -196,7 +195,7 @@ fn all_fee_quartiles<'a>(
         let quartiles = grid
             .entries
             .get(key)
-            .map(|acc| fee_quartiles(acc, settings, record_keys))
+            .map(|acc| fee_quartiles(acc, settings, perturbed))
             .unwrap_or_default();
         (key, quartiles)
     })
@@ -205,19 +204,15 @@ fn all_fee_quartiles<'a>(
 }
 
 /// A shown cell's fee quartiles: only currencies stated by enough reports (true and
-/// perturbed counts), perturbed with `keys`; and how many currencies were left out.
-fn fee_quartiles(
-    acc: &Acc,
-    settings: &Settings,
-    keys: Option<&RecordKeys>,
-) -> (Vec<pb::FeeQuantiles>, u32) {
+/// perturbed counts), perturbed when `perturbed`; and how many currencies were left out.
+fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> (Vec<pb::FeeQuantiles>, u32) {
     let minimum = settings.minimum_reports_for_quantiles;
     let mut left_out = 0;
     let mut shown = Vec::new();
-    for group in fees::quartiles(&acc.fees, &acc.own_fees, settings, keys) {
+    for group in fees::quartiles(&acc.fees, &acc.own_fees, settings, perturbed) {
         let mut q = group.quantiles;
         let true_reports = q.reports;
-        if keys.is_some() {
+        if perturbed {
             q.reports = perturbation::count(q.reports, group.key);
         }
         // As for cells: the asking state's own fees do not open a group of a few others.

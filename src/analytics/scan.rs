@@ -87,7 +87,7 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
         fee_rows,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
-    add_fees(p, &fee_rows, &mut cells, threads);
+    add_fees(p, &fee_rows, &mut cells, (threads, view.moved_fees));
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
         .iter()
@@ -111,7 +111,12 @@ type FeeRow = (u32, u16, u64, bool);
 /// currency, amount and whether they are the asker's own, packed in one number: 64 bits
 /// (the currency's rank among those known, the amount, the flag) when every amount is
 /// below 2^47, as every real one is, else 128.
-fn add_fees(p: &Projection, fee_rows: &[FeeRow], cells: &mut [(Key, Acc)], threads: usize) {
+fn add_fees(
+    p: &Projection,
+    fee_rows: &[FeeRow],
+    cells: &mut [(Key, Acc)],
+    (threads, perturbed): (usize, bool),
+) {
     if fee_rows.is_empty() {
         return;
     }
@@ -128,6 +133,16 @@ fn add_fees(p: &Projection, fee_rows: &[FeeRow], cells: &mut [(Key, Acc)], threa
         starts[c] += starts[c - 1];
     }
     let packed = |code: u16| u32::try_from(p.countries.packed(code)).unwrap_or(0);
+    // Each distinct fee's keyed hash, for perturbed quartiles (`fees::quartiles`).
+    let record_keys = perturbed.then(|| p.record_keys());
+    let hash = |(currency, amount): (u32, u64)| {
+        record_keys.map_or(0, |keys| {
+            // The low 32 bits.
+            #[allow(clippy::cast_possible_truncation)]
+            let hash = keys.of_value(&currency.to_be_bytes(), amount) as u32;
+            hash
+        })
+    };
     if fee_rows.iter().all(|(_, _, amount, _)| *amount < 1 << 47) {
         // Dictionary codes in the order of the currencies they stand for.
         let mut by_currency: Vec<u16> = (0..=u16::MAX).take(p.countries.len()).collect();
@@ -150,7 +165,7 @@ fn add_fees(p: &Projection, fee_rows: &[FeeRow], cells: &mut [(Key, Acc)], threa
             let code = by_currency.get(rank).copied().unwrap_or(0);
             (packed(code), (key >> 1) & ((1 << 47) - 1))
         };
-        count_runs(&mut keys, &starts, cells, threads, unpack);
+        count_runs(&mut keys, &starts, cells, (threads, hash), unpack);
     } else {
         // Currencies are three letters: 24 bits, above the 64 of the amount and the flag.
         let mut keys = place(fee_rows, &starts, |(_, currency, amount, own)| {
@@ -161,7 +176,7 @@ fn add_fees(p: &Projection, fee_rows: &[FeeRow], cells: &mut [(Key, Acc)], threa
             let fee = ((key >> 65) as u32, (key >> 1) as u64);
             fee
         };
-        count_runs(&mut keys, &starts, cells, threads, unpack);
+        count_runs(&mut keys, &starts, cells, (threads, hash), unpack);
     }
 }
 
@@ -190,7 +205,7 @@ fn count_runs<K: Ord + Copy + Send + Sync + std::ops::BitAnd<Output = K> + From<
     keys: &mut [K],
     starts: &[usize],
     cells: &mut [(Key, Acc)],
-    threads: usize,
+    (threads, hash): (usize, impl Fn((u32, u64)) -> u32 + Sync),
     unpack: impl Fn(K) -> (u32, u64) + Sync,
 ) {
     let mut runs = Vec::with_capacity(cells.len());
@@ -204,11 +219,13 @@ fn count_runs<K: Ord + Copy + Send + Sync + std::ops::BitAnd<Output = K> + From<
     let counted = parallel::each(runs, threads, |run| {
         run.sort_unstable();
         (
-            FeeCounts::of_sorted(run.iter().map(|k| unpack(*k))),
+            FeeCounts::of_sorted(run.iter().map(|k| unpack(*k)), &hash),
+            // Own fees are only counted (see `fees::quartiles`).
             FeeCounts::of_sorted(
                 run.iter()
                     .filter(|k| (**k & one) == one)
                     .map(|k| unpack(*k)),
+                |_| 0,
             ),
         )
     });
@@ -1129,7 +1146,7 @@ mod tests {
                 }
             }
             let mut cells: Vec<(Key, Acc)> = (0..4).map(|_| ([0; 3], Acc::default())).collect();
-            add_fees(&p, &fee_rows, &mut cells, threads);
+            add_fees(&p, &fee_rows, &mut cells, (threads, false));
             for ((_, acc), (all, mine)) in cells.iter().zip(&expected) {
                 let all: Vec<_> = all.iter().map(|(k, n)| (*k, *n)).collect();
                 let mine: Vec<_> = mine.iter().map(|(k, n)| (*k, *n)).collect();

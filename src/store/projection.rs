@@ -574,6 +574,11 @@ impl Projection {
         }
     }
 
+    /// The record keys (and value hashes) of the store this projection is of.
+    pub(crate) fn record_keys(&self) -> &RecordKeys {
+        &self.record_keys
+    }
+
     /// Magnitude `metric` (an `Additive` index, 1..=6; 1 for any other) of each of
     /// `rows`, in order, into `out`: one column at a time, for the scan.
     pub(crate) fn magnitudes(&self, metric: usize, rows: &[u32], out: &mut Vec<u64>) {

@@ -271,55 +271,76 @@ impl Grid {
     /// in `rollable` with [`ALL`]. Only single-valued dimensions may be rolled up: along
     /// them each report is in exactly one cell, so margins are sums of cells.
     ///
-    /// Fee observations are added up last, each entry's in one merge of all its parts.
+    /// Margins are built one position at a time: the margins of a set of positions are
+    /// those of the set less its lowest position, rolled up along that one. Each level
+    /// reads the (usually much smaller) level it comes from, not every cell again, and
+    /// each level's table is only as large as what it holds.
     pub(super) fn roll_up(&mut self, cells: &Cells, rollable: &[usize]) {
         let subsets = 1usize << rollable.len();
-        self.entries.reserve(cells.len() * subsets);
-        let fees = cells.values().any(|acc| !acc.fees.is_empty());
-        let mut fee_parts: FxHashMap<Key, Vec<&Acc>> = FxHashMap::default();
-        for (key, acc) in cells {
-            for subset in 0..subsets {
-                let mut k = *key;
-                for (bit, position) in rollable.iter().enumerate() {
-                    if subset & (1 << bit) != 0 {
-                        k[*position] = ALL;
-                    }
-                }
-                self.entries.entry(k).or_default().merge_all_but_fees(acc);
-                if fees {
-                    fee_parts.entry(k).or_default().push(acc);
-                }
-            }
-        }
-        // Each entry's counts so far and its parts', merged over the cores.
-        let mut merges = Vec::with_capacity(fee_parts.len());
-        let mut observations = 0;
-        for (k, parts) in fee_parts {
-            let Some(entry) = self.entries.get_mut(&k) else {
-                continue;
+        let mut levels: Vec<Cells> = Vec::with_capacity(subsets - 1);
+        for subset in 1..subsets {
+            let lowest = subset.trailing_zeros() as usize;
+            let parent = subset & (subset - 1);
+            let from = if parent == 0 {
+                cells
+            } else {
+                &levels[parent - 1]
             };
-            let before = (
-                std::mem::take(&mut entry.fees),
-                std::mem::take(&mut entry.own_fees),
-            );
-            observations += parts.iter().map(|a| a.fees.len()).sum::<usize>();
-            merges.push((k, parts, before));
+            let level = roll(from, rollable[lowest]);
+            levels.push(level);
         }
-        let threads = parallel::threads_for(observations, 1 << 14);
-        let sums = parallel::each(merges, threads, |(k, parts, (before, own_before))| {
-            let mut all: Vec<&FeeCounts> = parts.iter().map(|a| &a.fees).collect();
-            all.push(&before);
-            let mut own: Vec<&FeeCounts> = parts.iter().map(|a| &a.own_fees).collect();
-            own.push(&own_before);
-            (k, FeeCounts::sum_of(&all), FeeCounts::sum_of(&own))
-        });
-        for (k, fees, own_fees) in sums {
-            if let Some(entry) = self.entries.get_mut(&k) {
-                entry.fees = fees;
-                entry.own_fees = own_fees;
+        self.entries
+            .reserve(cells.len() + levels.iter().map(Cells::len).sum::<usize>());
+        for (key, acc) in cells {
+            self.add_entry(*key, acc.clone());
+        }
+        for (key, acc) in levels.into_iter().flatten() {
+            self.add_entry(key, acc);
+        }
+    }
+
+    fn add_entry(&mut self, key: Key, acc: Acc) {
+        match self.entries.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => entry.get_mut().merge(&acc),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(acc);
             }
         }
     }
+}
+
+/// The entries of `from` added up along `position` (its value replaced by [`ALL`]).
+/// Fee observations are added up last, each entry's in one merge of all its parts, over
+/// the cores when there are many.
+fn roll(from: &Cells, position: usize) -> Cells {
+    let mut out = Cells::default();
+    let fees = from.values().any(|acc| !acc.fees.is_empty());
+    let mut fee_parts: FxHashMap<Key, Vec<&Acc>> = FxHashMap::default();
+    for (key, acc) in from {
+        let mut k = *key;
+        k[position] = ALL;
+        out.entry(k).or_default().merge_all_but_fees(acc);
+        if fees {
+            fee_parts.entry(k).or_default().push(acc);
+        }
+    }
+    if !fees {
+        return out;
+    }
+    let observations = from.values().map(|a| a.fees.len()).sum::<usize>();
+    let threads = parallel::threads_for(observations, 1 << 14);
+    let sums = parallel::each(fee_parts.into_iter().collect(), threads, |(k, parts)| {
+        let all: Vec<&FeeCounts> = parts.iter().map(|a| &a.fees).collect();
+        let own: Vec<&FeeCounts> = parts.iter().map(|a| &a.own_fees).collect();
+        (k, FeeCounts::sum_of(&all), FeeCounts::sum_of(&own))
+    });
+    for (k, fees, own_fees) in sums {
+        if let Some(entry) = out.get_mut(&k) {
+            entry.fees = fees;
+            entry.own_fees = own_fees;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn add_fees(
         record_keys.map_or(0, |keys| {
             // The low 32 bits.
             #[allow(clippy::cast_possible_truncation)]
-            let hash = keys.of_value(&currency.to_be_bytes(), amount) as u32;
+            let hash = keys.of_value(currency.to_be_bytes(), amount) as u32;
             hash
         })
     };

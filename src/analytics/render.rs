@@ -400,45 +400,68 @@ pub(super) fn label(dimension: Dimension, value: u64) -> String {
     if value == ALL {
         return "*".to_owned();
     }
-    let country = |v: u64, none: &str| {
+    // A table has a label per cell and dimension: the common ones (months, countries,
+    // routes) are written into one small string, without formatting machinery.
+    let mut out = String::with_capacity(8);
+    let country = |out: &mut String, v: u64, none: &str| {
         if v == NONE {
-            none.to_owned()
+            out.push_str(none);
         } else {
-            counters::unpack_country(v)
+            counters::push_country(out, v);
         }
     };
+    let mut digits = itoa::Buffer::new();
     match dimension {
-        Dimension::Month => format!("{}-{:02}", value / 12, value % 12 + 1),
-        Dimension::Quarter => format!("{}-Q{}", value / 4, value % 4 + 1),
-        Dimension::Year => value.to_string(),
-        Dimension::Category => i32::try_from(value)
-            .ok()
-            .and_then(Category::from_pb)
-            .map_or_else(|| "none".to_owned(), |c| c.label().to_owned()),
+        Dimension::Month => {
+            out.push_str(digits.format(value / 12));
+            out.push_str(if value % 12 < 9 { "-0" } else { "-" });
+            out.push_str(digits.format(value % 12 + 1));
+        }
+        Dimension::Quarter => {
+            out.push_str(digits.format(value / 4));
+            out.push_str("-Q");
+            out.push_str(digits.format(value % 4 + 1));
+        }
+        Dimension::Year => out.push_str(digits.format(value)),
+        Dimension::Category => out.push_str(
+            i32::try_from(value)
+                .ok()
+                .and_then(Category::from_pb)
+                .map_or("none", |c| c.label()),
+        ),
         Dimension::ReportingState
         | Dimension::Counted(
             Cuboid::Origin | Cuboid::Transit | Cuboid::Destination | Cuboid::LocationCountry,
-        ) => country(value, "none"),
-        Dimension::Counted(Cuboid::Nationality) => country(value, "unknown"),
-        Dimension::Counted(Cuboid::Route) => format!(
-            "{}>{}",
-            country(value >> 24, "?"),
-            country(value & 0xff_ffff, "?")
-        ),
-        Dimension::Counted(Cuboid::ModusOperandi) => enum_label(value, |v| {
-            pb::ModusOperandi::try_from(v).ok().map(|e| e.as_str_name())
-        }),
-        Dimension::Counted(Cuboid::MaritimeEvent) => enum_label(value, |v| {
-            pb::MaritimeEvent::try_from(v).ok().map(|e| e.as_str_name())
-        }),
-        Dimension::Counted(Cuboid::VesselType) => enum_label(value, |v| {
-            pb::VesselType::try_from(v).ok().map(|e| e.as_str_name())
-        }),
-        Dimension::Counted(Cuboid::SeaArea) => enum_label(value, |v| {
-            pb::SeaArea::try_from(v).ok().map(|e| e.as_str_name())
-        }),
-        Dimension::Counted(Cuboid::Base) => String::new(),
+        ) => country(&mut out, value, "none"),
+        Dimension::Counted(Cuboid::Nationality) => country(&mut out, value, "unknown"),
+        Dimension::Counted(Cuboid::Route) => {
+            country(&mut out, value >> 24, "?");
+            out.push('>');
+            country(&mut out, value & 0xff_ffff, "?");
+        }
+        Dimension::Counted(Cuboid::ModusOperandi) => {
+            out = enum_label(value, |v| {
+                pb::ModusOperandi::try_from(v).ok().map(|e| e.as_str_name())
+            });
+        }
+        Dimension::Counted(Cuboid::MaritimeEvent) => {
+            out = enum_label(value, |v| {
+                pb::MaritimeEvent::try_from(v).ok().map(|e| e.as_str_name())
+            });
+        }
+        Dimension::Counted(Cuboid::VesselType) => {
+            out = enum_label(value, |v| {
+                pb::VesselType::try_from(v).ok().map(|e| e.as_str_name())
+            });
+        }
+        Dimension::Counted(Cuboid::SeaArea) => {
+            out = enum_label(value, |v| {
+                pb::SeaArea::try_from(v).ok().map(|e| e.as_str_name())
+            });
+        }
+        Dimension::Counted(Cuboid::Base) => {}
     }
+    out
 }
 
 /// "MODUS_OPERANDI_SEA" → "sea"; 0 → "none".
@@ -458,4 +481,52 @@ fn enum_label(value: u64, name: impl Fn(i32) -> Option<&'static str>) -> String 
         .find_map(|p| full.strip_prefix(p))
         .unwrap_or(full);
     short.to_lowercase().replace('_', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Labels written by hand read as the formatted ones they replace.
+        #[test]
+        fn labels_read_as_formatted(value in 0u64..1 << 40, origin in 0u64..1 << 24) {
+            proptest::prop_assert_eq!(
+                label(Dimension::Month, value),
+                format!("{}-{:02}", value / 12, value % 12 + 1)
+            );
+            proptest::prop_assert_eq!(
+                label(Dimension::Quarter, value),
+                format!("{}-Q{}", value / 4, value % 4 + 1)
+            );
+            proptest::prop_assert_eq!(label(Dimension::Year, value), value.to_string());
+            let route = origin << 24 | (value & 0xff_ffff);
+            let country = |v: u64| if v == NONE { "?".to_owned() } else { counters::unpack_country(v) };
+            proptest::prop_assert_eq!(
+                label(Dimension::Counted(Cuboid::Route), route),
+                format!("{}>{}", country(origin), country(value & 0xff_ffff))
+            );
+        }
+    }
+
+    #[test]
+    fn common_labels() {
+        let aus = counters::pack_country("AUS");
+        let afg = counters::pack_country("AFG");
+        assert_eq!(label(Dimension::Month, 2024 * 12 + 2), "2024-03");
+        assert_eq!(label(Dimension::Month, 2024 * 12 + 11), "2024-12");
+        assert_eq!(label(Dimension::Quarter, 2024 * 4 + 3), "2024-Q4");
+        assert_eq!(label(Dimension::ReportingState, aus), "AUS");
+        assert_eq!(label(Dimension::ReportingState, NONE), "none");
+        assert_eq!(
+            label(Dimension::Counted(Cuboid::Nationality), NONE),
+            "unknown"
+        );
+        assert_eq!(
+            label(Dimension::Counted(Cuboid::Route), afg << 24 | aus),
+            "AFG>AUS"
+        );
+        assert_eq!(label(Dimension::Counted(Cuboid::Route), aus), "?>AUS");
+        assert_eq!(label(Dimension::Month, ALL), "*");
+    }
 }

@@ -12,7 +12,7 @@ use crate::{
     country::CountryCode,
     store::{
         Snapshot, StoreError,
-        counters::{self, Additive, Cuboid},
+        counters::{self, Additive, Cuboid, Positions},
     },
 };
 
@@ -131,8 +131,12 @@ fn read_cuboid(
     months: (u32, u32),
 ) -> Result<Cells, StoreError> {
     let states = wanted_states(query);
-    let wanted = |state: u32| states.is_empty() || states.contains(&state);
+    let wanted_state = |state: u32| states.is_empty() || states.contains(&state);
     let dims = &query.dimensions;
+    let wanted = Positions::of(query.metrics.iter().filter_map(|m| match m {
+        Metric::Sum(a) => Some(*a),
+        Metric::FeePerPerson => None,
+    }));
     // Split by state only when asked to, or filtering by state; otherwise each row's
     // total will do (with the asking state's own entry looked up apart).
     let per_state = dims.contains(&Dimension::ReportingState);
@@ -142,18 +146,23 @@ fn read_cuboid(
         let category = category.to_pb() as i32;
         snapshot.counter_rows(cuboid, category, months, |row| {
             if totals {
-                let (sums, count, one) = row.total()?;
+                let (sums, count, one) = row.total(wanted)?;
                 let key = key_of(dims, row.month, 0, category, row.value);
                 let acc = cells.entry(key).or_default();
                 acc.add_total(&sums, count, one);
-                if let Some(own) = view.own.map(|s| row.state(s)).transpose()?.flatten() {
+                if let Some(own) = view
+                    .own
+                    .map(|s| row.state(s, wanted))
+                    .transpose()?
+                    .flatten()
+                {
                     acc.note_own(&own);
                 }
                 return Ok(());
             }
             let mut merged = Acc::default();
-            row.each_state(|state, sums| {
-                if !wanted(state) {
+            row.each_state(wanted, |state, sums| {
+                if !wanted_state(state) {
                     return;
                 }
                 let own = view.own == Some(state);
@@ -185,7 +194,7 @@ fn counted_by_state(
     let mut counted = BTreeMap::new();
     for category in query.categories() {
         snapshot.counter_rows(Cuboid::Base, category.to_pb() as i32, months, |row| {
-            row.each_state(|state, sums| {
+            row.each_state(Positions::of([]), |state, sums| {
                 if states.is_empty() || states.contains(&state) {
                     *counted.entry(state).or_default() += Additive::Reports.of(sums);
                 }

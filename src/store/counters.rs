@@ -341,12 +341,18 @@ pub(crate) fn pack_country(code: &str) -> u64 {
 
 /// The text of a [`pack_country`] number.
 pub(crate) fn unpack_country(packed: u64) -> String {
-    packed
-        .to_be_bytes()
-        .iter()
-        .filter(|b| **b != 0)
-        .map(|b| char::from(*b))
-        .collect()
+    let mut out = String::with_capacity(3);
+    push_country(&mut out, packed);
+    out
+}
+
+/// Appends the code [`pack_country`] packed.
+pub(crate) fn push_country(out: &mut String, packed: u64) {
+    for byte in packed.to_be_bytes() {
+        if byte != 0 {
+            out.push(char::from(byte));
+        }
+    }
 }
 
 /// Origin and destination as one number (origin in the high bits, so it sorts first).
@@ -566,14 +572,101 @@ fn write_entry<const N: usize>(row: &mut Vec<u8>, state: u32, values: &[u64; N])
 /// One entry of a row: a packed state (or, for the leading total, the number of
 /// states) in 3 bytes, then `N` varints.
 fn parse_entry<const N: usize>(bytes: &mut &[u8]) -> Option<(u32, [u64; N])> {
+    parse_some::<N>(bytes, Positions::ALL)
+}
+
+/// [`parse_entry`], decoding only the numbers at `wanted` positions (the others are
+/// stepped over and read as 0).
+fn parse_some<const N: usize>(bytes: &mut &[u8], wanted: Positions) -> Option<(u32, [u64; N])> {
     let (head, rest) = bytes.split_at_checked(3)?;
     *bytes = rest;
     let state = u32::from_be_bytes([0, head[0], head[1], head[2]]);
     let mut values = [0u64; N];
-    for v in &mut values {
-        *v = prost::encoding::decode_varint(bytes).ok()?;
+    let mut i = 0;
+    while i < N {
+        if wanted.has(i) {
+            values[i] = prost::encoding::decode_varint(bytes).ok()?;
+            i += 1;
+        } else {
+            // Step over the whole run of unwanted numbers at once.
+            let run = (i..N).take_while(|p| !wanted.has(*p)).count();
+            skip_varints(bytes, run)?;
+            i += run;
+        }
     }
     Some((state, values))
+}
+
+/// Which numbers of a counter entry a reader decodes; the others read as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions(u32);
+
+impl Positions {
+    /// Every number.
+    pub const ALL: Self = Self(u32::MAX);
+
+    /// What a table of `metrics` reads: the reports and the record keys' sum (cell keys
+    /// and suppression need them whatever is asked), and each metric with its record
+    /// noise.
+    pub fn of(metrics: impl IntoIterator<Item = Additive>) -> Self {
+        let mut bits = 1 << Additive::Reports as usize | 1 << KEY_SUM;
+        for metric in metrics {
+            bits |= 1 << metric as usize;
+            if metric != Additive::Reports {
+                let noise = NOISE + 2 * (metric as usize - 1);
+                bits |= 0b11 << noise;
+            }
+        }
+        Self(bits)
+    }
+
+    fn has(self, position: usize) -> bool {
+        position < 32 && self.0 >> position & 1 == 1
+    }
+}
+
+/// Steps over one entry without decoding its numbers.
+fn skip_entry<const N: usize>(bytes: &mut &[u8]) -> Option<()> {
+    *bytes = bytes.get(3..)?;
+    skip_varints(bytes, N)
+}
+
+/// Steps over `n` varints: each ends at its first byte without the continuation bit.
+/// Eight bytes are looked at a time while there are eight (most of a row's numbers
+/// are several bytes long).
+fn skip_varints(bytes: &mut &[u8], n: usize) -> Option<()> {
+    const CONTINUES: u64 = 0x8080_8080_8080_8080;
+    let mut left = n;
+    while left > 0 {
+        let Some((word, rest)) = bytes.split_first_chunk::<8>() else {
+            break;
+        };
+        // A set top bit for every byte that ends a varint.
+        let mut ends = !u64::from_le_bytes(*word) & CONTINUES;
+        let count = ends.count_ones() as usize;
+        if count < left {
+            left -= count;
+            *bytes = rest;
+            continue;
+        }
+        for _ in 1..left {
+            ends &= ends - 1;
+        }
+        // The byte of the `left`-th end in this word.
+        let at = ends.trailing_zeros() as usize / 8;
+        *bytes = &bytes[at + 1..];
+        return Some(());
+    }
+    for (i, byte) in bytes.iter().enumerate() {
+        if left == 0 {
+            *bytes = &bytes[i..];
+            return Some(());
+        }
+        if byte & 0x80 == 0 {
+            left -= 1;
+        }
+    }
+    (left == 0).then(|| *bytes = &[])
 }
 
 /// One counter row as read back.
@@ -588,26 +681,36 @@ fn unreadable() -> StoreError {
 }
 
 impl CounterRow<'_> {
-    /// The row's total: the sums, how many states contributed, and one of them.
-    pub fn total(&self) -> Result<(Sums, usize, u32), StoreError> {
+    /// The row's total: the sums (at `wanted` positions), how many states contributed,
+    /// and one of them.
+    pub fn total(&self, wanted: Positions) -> Result<(Sums, usize, u32), StoreError> {
         let mut bytes = self.bytes;
-        let (count, sums) = parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+        let (count, sums) = parse_some::<STORED>(&mut bytes, wanted).ok_or_else(unreadable)?;
         let one = bytes
             .get(..3)
             .map_or(0, |b| u32::from_be_bytes([0, b[0], b[1], b[2]]));
         Ok((sums, count as usize, one))
     }
 
-    /// The sums of one reporting state (packed), if it has any here. Entries are in
-    /// state order, so the search stops at the first one past it.
-    pub fn state(&self, state: u32) -> Result<Option<Sums>, StoreError> {
+    /// The sums (at `wanted` positions) of one reporting state (packed), if it has any
+    /// here. Entries are in state order, so the search stops at the first one past it;
+    /// those before it are stepped over, not decoded.
+    pub fn state(&self, state: u32, wanted: Positions) -> Result<Option<Sums>, StoreError> {
         let mut bytes = self.bytes;
-        parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+        skip_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
         while !bytes.is_empty() {
-            let (s, sums) = parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
-            if s >= state {
-                return Ok((s == state).then_some(sums));
+            let (head, rest) = bytes.split_at_checked(3).ok_or_else(unreadable)?;
+            let s = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+            if s < state {
+                bytes = rest;
+                skip_varints(&mut bytes, STORED).ok_or_else(unreadable)?;
+                continue;
             }
+            if s > state {
+                return Ok(None);
+            }
+            let (_, sums) = parse_some::<STORED>(&mut bytes, wanted).ok_or_else(unreadable)?;
+            return Ok(Some(sums));
         }
         Ok(None)
     }
@@ -615,17 +718,21 @@ impl CounterRow<'_> {
     /// Per reporting state (packed): the sums.
     pub fn states(&self) -> Result<Vec<(u32, Sums)>, StoreError> {
         let mut out = Vec::new();
-        self.each_state(|state, sums| out.push((state, *sums)))?;
+        self.each_state(Positions::ALL, |state, sums| out.push((state, *sums)))?;
         Ok(out)
     }
 
-    /// Calls `each` with every reporting state (packed) and its sums, in state order,
-    /// without collecting them.
-    pub fn each_state(&self, mut each: impl FnMut(u32, &Sums)) -> Result<(), StoreError> {
+    /// Calls `each` with every reporting state (packed) and its sums (at `wanted`
+    /// positions), in state order, without collecting them.
+    pub fn each_state(
+        &self,
+        wanted: Positions,
+        mut each: impl FnMut(u32, &Sums),
+    ) -> Result<(), StoreError> {
         let mut bytes = self.bytes;
-        parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+        skip_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
         while !bytes.is_empty() {
-            let (state, sums) = parse_entry::<STORED>(&mut bytes).ok_or_else(unreadable)?;
+            let (state, sums) = parse_some::<STORED>(&mut bytes, wanted).ok_or_else(unreadable)?;
             each(state, &sums);
         }
         Ok(())
@@ -709,6 +816,90 @@ pub(super) fn read_counters(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row as `update` writes it: the total, then each state's entry in state order.
+    fn row_of(entries: &std::collections::BTreeMap<u32, [u64; STORED]>) -> Vec<u8> {
+        let mut total = [0u64; STORED];
+        for values in entries.values() {
+            for (t, v) in total.iter_mut().zip(values) {
+                *t = t.wrapping_add(*v);
+            }
+        }
+        let mut row = Vec::new();
+        write_entry(&mut row, u32::try_from(entries.len()).unwrap(), &total);
+        for (state, values) in entries {
+            write_entry(&mut row, *state, values);
+        }
+        row
+    }
+
+    proptest::proptest! {
+        /// Looking one state up (stepping over the entries before it) finds what decoding
+        /// every entry finds, for values of every varint length; a cut row never gives a
+        /// wrong answer nor a panic.
+        #[test]
+        fn a_state_is_found_as_a_full_decode_finds_it(
+            entries in proptest::collection::btree_map(
+                1u32..0xff_ffff,
+                proptest::array::uniform20(proptest::prop_oneof![
+                    0u64..128, 128u64..1 << 35, proptest::num::u64::ANY
+                ]),
+                0..8,
+            ),
+            probe in 0u32..0xff_ffff,
+            cut in proptest::num::usize::ANY,
+            mask in 0u32..1 << STORED,
+        ) {
+            let row = row_of(&entries);
+            let read = CounterRow { month: 0, value: 0, bytes: &row };
+            let decoded: std::collections::BTreeMap<u32, Sums> =
+                read.states().unwrap().into_iter().collect();
+            for (state, values) in &entries {
+                proptest::prop_assert_eq!(read.state(*state, Positions::ALL).unwrap(), Some(*values));
+                proptest::prop_assert_eq!(decoded.get(state), Some(values));
+            }
+            // Decoding some positions gives those numbers and zeros elsewhere.
+            let wanted = Positions(mask);
+            let masked = |values: &Sums| {
+                let mut out = *values;
+                for (i, v) in out.iter_mut().enumerate() {
+                    if mask >> i & 1 == 0 {
+                        *v = 0;
+                    }
+                }
+                out
+            };
+            let mut seen = Vec::new();
+            read.each_state(wanted, |state, sums| seen.push((state, *sums))).unwrap();
+            let expected: Vec<(u32, Sums)> =
+                entries.iter().map(|(s, v)| (*s, masked(v))).collect();
+            proptest::prop_assert_eq!(seen, expected);
+            for (state, values) in &entries {
+                proptest::prop_assert_eq!(read.state(*state, wanted).unwrap(), Some(masked(values)));
+            }
+            if !entries.is_empty() {
+                let (total, count, _) = read.total(wanted).unwrap();
+                proptest::prop_assert_eq!(count, entries.len());
+                proptest::prop_assert_eq!(total, masked(&read.total(Positions::ALL).unwrap().0));
+            }
+            proptest::prop_assert_eq!(
+                read.state(probe, Positions::ALL).unwrap(),
+                entries.get(&probe).copied()
+            );
+            // Cut anywhere: a state is found with its right sums, or not found (the cut
+            // fell before its entry), or the row is unreadable (the cut fell inside it).
+            let cut = cut % row.len();
+            let short = CounterRow { month: 0, value: 0, bytes: &row[..cut] };
+            for (state, values) in &entries {
+                if let Ok(Some(found)) = short.state(*state, Positions::ALL) {
+                    proptest::prop_assert_eq!(&found, values);
+                }
+            }
+            if let Some(last) = entries.keys().next_back() {
+                proptest::prop_assert!(!matches!(short.state(*last, Positions::ALL), Ok(Some(_))));
+            }
+        }
+    }
 
     #[test]
     fn a_value_hashes_as_its_bytes_streamed() {

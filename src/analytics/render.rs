@@ -440,22 +440,22 @@ pub(super) fn label(dimension: Dimension, value: u64) -> String {
             country(&mut out, value & 0xff_ffff, "?");
         }
         Dimension::Counted(Cuboid::ModusOperandi) => {
-            out = enum_label(value, |v| {
+            return enum_label(value, |v| {
                 pb::ModusOperandi::try_from(v).ok().map(|e| e.as_str_name())
             });
         }
         Dimension::Counted(Cuboid::MaritimeEvent) => {
-            out = enum_label(value, |v| {
+            return enum_label(value, |v| {
                 pb::MaritimeEvent::try_from(v).ok().map(|e| e.as_str_name())
             });
         }
         Dimension::Counted(Cuboid::VesselType) => {
-            out = enum_label(value, |v| {
+            return enum_label(value, |v| {
                 pb::VesselType::try_from(v).ok().map(|e| e.as_str_name())
             });
         }
         Dimension::Counted(Cuboid::SeaArea) => {
-            out = enum_label(value, |v| {
+            return enum_label(value, |v| {
                 pb::SeaArea::try_from(v).ok().map(|e| e.as_str_name())
             });
         }

@@ -689,6 +689,9 @@ fn report_start(store: &Store, took: Duration, cache_mib: usize) {
             projection.bytes() as f64 / (1024.0 * 1024.0),
         );
     }
+    if let Some(rss) = rss_mib() {
+        println!("resident set after start-up: {rss:.0} MiB");
+    }
     time_ours(store, &queries()[2], 3);
     if let Some(rss) = rss_mib() {
         println!("resident set after a scan (before SQLite is loaded): {rss:.0} MiB");

@@ -11,6 +11,7 @@
 mod budget;
 mod disclosure;
 mod discrete_gaussian;
+mod fee_keys;
 mod fees;
 mod grid;
 mod parallel;

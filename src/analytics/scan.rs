@@ -12,7 +12,8 @@ use rustc_hash::FxHashMap;
 
 use super::{
     AggregateQuery, Dimension, Metric,
-    grid::{ALL, Acc, Cells, FeeCounts, Grid, Key},
+    fee_keys::{Currencies, FeeKeys},
+    grid::{ALL, Acc, Cells, Grid, Key},
     parallel,
     source::{View, base_value, single_valued},
 };
@@ -29,7 +30,7 @@ use crate::{
 const DENSE_LIMIT: u64 = 1 << 22;
 
 /// No cell yet.
-const EMPTY: u32 = u32::MAX;
+pub(super) const EMPTY: u32 = u32::MAX;
 
 /// Fewer rows than this per thread are not worth a thread of their own.
 const ROWS_PER_THREAD: usize = 1 << 16;
@@ -84,10 +85,20 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
     let Part {
         table,
         by_state,
-        fee_rows,
+        fees,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
-    add_fees(p, &fee_rows, &mut cells, (threads, view.moved_fees));
+    // Each distinct fee's keyed hash, for perturbed quartiles (`fees::quartiles`).
+    let record_keys = view.moved_fees.then(|| p.record_keys());
+    let hash = |(currency, amount): (u32, u64)| {
+        record_keys.map_or(0, |keys| {
+            // The low 32 bits.
+            #[allow(clippy::cast_possible_truncation)]
+            let hash = keys.of_value(currency.to_be_bytes(), amount) as u32;
+            hash
+        })
+    };
+    fees.count_into(&plan.currencies, &mut cells, (threads, hash));
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
         .iter()
@@ -103,138 +114,6 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
     grid
 }
 
-/// A fee observation of a scan: cell, currency (dictionary code), amount, the asker's own.
-type FeeRow = (u32, u16, u64, bool);
-
-/// Gives each cell its fee observations, counted: the observations are put in cell order
-/// (a counting sort: cells are numbered densely), then each cell's are sorted by
-/// currency, amount and whether they are the asker's own, packed in one number: 64 bits
-/// (the currency's rank among those known, the amount, the flag) when every amount is
-/// below 2^47, as every real one is, else 128.
-fn add_fees(
-    p: &Projection,
-    fee_rows: &[FeeRow],
-    cells: &mut [(Key, Acc)],
-    (threads, perturbed): (usize, bool),
-) {
-    if fee_rows.is_empty() {
-        return;
-    }
-    let mut starts = vec![0usize; cells.len() + 1];
-    for (cell, ..) in fee_rows {
-        if let Some(n) = usize::try_from(*cell)
-            .ok()
-            .and_then(|c| starts.get_mut(c + 1))
-        {
-            *n += 1;
-        }
-    }
-    for c in 1..starts.len() {
-        starts[c] += starts[c - 1];
-    }
-    let packed = |code: u16| u32::try_from(p.countries.packed(code)).unwrap_or(0);
-    // Each distinct fee's keyed hash, for perturbed quartiles (`fees::quartiles`).
-    let record_keys = perturbed.then(|| p.record_keys());
-    let hash = |(currency, amount): (u32, u64)| {
-        record_keys.map_or(0, |keys| {
-            // The low 32 bits.
-            #[allow(clippy::cast_possible_truncation)]
-            let hash = keys.of_value(currency.to_be_bytes(), amount) as u32;
-            hash
-        })
-    };
-    if fee_rows.iter().all(|(_, _, amount, _)| *amount < 1 << 47) {
-        // Dictionary codes in the order of the currencies they stand for.
-        let mut by_currency: Vec<u16> = (0..=u16::MAX).take(p.countries.len()).collect();
-        by_currency.sort_by_key(|code| p.countries.packed(*code));
-        let mut rank = vec![0u16; by_currency.len()];
-        for (r, code) in by_currency.iter().enumerate() {
-            // Fewer than 2^16 codes.
-            #[allow(clippy::cast_possible_truncation)]
-            let r = r as u16;
-            rank[usize::from(*code)] = r;
-        }
-        let mut keys = place(fee_rows, &starts, |(_, currency, amount, own)| {
-            let rank = rank.get(usize::from(*currency)).copied().unwrap_or(0);
-            (u64::from(rank) << 48) | (amount << 1) | u64::from(*own)
-        });
-        let unpack = |key: u64| {
-            // The top 16 bits are a rank.
-            #[allow(clippy::cast_possible_truncation)]
-            let rank = (key >> 48) as usize;
-            let code = by_currency.get(rank).copied().unwrap_or(0);
-            (packed(code), (key >> 1) & ((1 << 47) - 1))
-        };
-        count_runs(&mut keys, &starts, cells, (threads, hash), unpack);
-    } else {
-        // Currencies are three letters: 24 bits, above the 64 of the amount and the flag.
-        let mut keys = place(fee_rows, &starts, |(_, currency, amount, own)| {
-            (u128::from(packed(*currency)) << 65) | (u128::from(*amount) << 1) | u128::from(*own)
-        });
-        let unpack = |key: u128| {
-            #[allow(clippy::cast_possible_truncation)] // 24 bits and 64 bits, as packed
-            let fee = ((key >> 65) as u32, (key >> 1) as u64);
-            fee
-        };
-        count_runs(&mut keys, &starts, cells, (threads, hash), unpack);
-    }
-}
-
-/// The key of each of `fee_rows`, placed in its cell's run (`starts`, see [`add_fees`]).
-fn place<K: Copy + Default>(
-    fee_rows: &[FeeRow],
-    starts: &[usize],
-    key: impl Fn(&FeeRow) -> K,
-) -> Vec<K> {
-    let cells = starts.len() - 1;
-    let mut next = starts.to_vec();
-    let mut keys = vec![K::default(); starts[cells]];
-    for row in fee_rows {
-        let Some(at) = usize::try_from(row.0).ok().filter(|c| *c < cells) else {
-            continue;
-        };
-        keys[next[at]] = key(row);
-        next[at] += 1;
-    }
-    keys
-}
-
-/// Sorts each cell's run of `keys` and counts it, over the cores: the cell's fees, and
-/// its own ones (the keys with the low bit set).
-fn count_runs<K: Ord + Copy + Send + Sync + std::ops::BitAnd<Output = K> + From<u8>>(
-    keys: &mut [K],
-    starts: &[usize],
-    cells: &mut [(Key, Acc)],
-    (threads, hash): (usize, impl Fn((u32, u64)) -> u32 + Sync),
-    unpack: impl Fn(K) -> (u32, u64) + Sync,
-) {
-    let mut runs = Vec::with_capacity(cells.len());
-    let mut rest = keys;
-    for c in 0..cells.len() {
-        let (run, tail) = rest.split_at_mut(starts[c + 1] - starts[c]);
-        runs.push(run);
-        rest = tail;
-    }
-    let one = K::from(1);
-    let counted = parallel::each(runs, threads, |run| {
-        run.sort_unstable();
-        (
-            FeeCounts::of_sorted(run.iter().map(|k| unpack(*k)), &hash),
-            // Own fees are only counted (see `fees::quartiles`).
-            FeeCounts::of_sorted(
-                run.iter()
-                    .filter(|k| (**k & one) == one)
-                    .map(|k| unpack(*k)),
-                |_| 0,
-            ),
-        )
-    });
-    for ((_, acc), (fees, own_fees)) in cells.iter_mut().zip(counted) {
-        acc.fees = fees;
-        acc.own_fees = own_fees;
-    }
-}
-
 /// What a scan does with each row.
 struct Plan {
     filter: Filter,
@@ -242,6 +121,7 @@ struct Plan {
     /// The magnitudes asked for (`Additive` indexes, not reports).
     magnitudes: Vec<usize>,
     fees: bool,
+    currencies: Currencies,
     /// The asking analyst's state (dictionary code).
     own: Option<u16>,
     view: View,
@@ -252,8 +132,8 @@ struct Part {
     table: Table,
     /// Reports counted per state (dictionary code).
     by_state: Vec<u64>,
-    /// Fee observations: cell, currency (dictionary code), amount, the asker's own.
-    fee_rows: Vec<FeeRow>,
+    /// Fee observations, per cell.
+    fees: FeeKeys,
 }
 
 impl Plan {
@@ -273,6 +153,7 @@ impl Plan {
             axes,
             magnitudes,
             fees: query.metrics.contains(&Metric::FeePerPerson),
+            currencies: Currencies::of(p),
             own: view
                 .own
                 .and_then(|packed| p.countries.code(u64::from(packed))),
@@ -287,7 +168,7 @@ impl Plan {
         let mut part = Part {
             table: Table::new(&self.axes),
             by_state: vec![0u64; p.countries.len()],
-            fee_rows: Vec::new(),
+            fees: FeeKeys::for_projection(p),
         };
         let mut chunk = Chunk::default();
         let mut start = rows.start;
@@ -343,24 +224,13 @@ impl Plan {
             }
         }
         if self.fees {
-            let moved = self.view.moved_fees;
-            let observations = rows
-                .iter()
-                .zip(cells.iter())
-                .zip(keys.iter())
-                .filter(|((row, _), _)| p.flags[**row as usize] & flag::FEE != 0)
-                .map(|((&row, &cell), &key)| {
-                    let row = row as usize;
-                    let amount = p.fee_amount(row);
-                    let amount = if moved {
-                        counters::moved_fee(amount, key)
-                    } else {
-                        amount
-                    };
+            for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
+                let row = row as usize;
+                if p.flags[row] & flag::FEE != 0 {
                     let own = self.own == Some(p.state[row]);
-                    (cell, p.fee_currency[row], amount, own)
-                });
-            part.fee_rows.extend(observations);
+                    self.add_fee(p, (row, key), &mut part.fees, cell, own);
+                }
+            }
         }
     }
 
@@ -381,23 +251,31 @@ impl Plan {
         let mut add = |index: u64, sums: &Sums| {
             let cell = part.table.cell(index);
             part.table.add(cell, state, sums, own);
-            self.add_fee(p, row, part, cell, own);
+            if self.fees && p.flags[row] & flag::FEE != 0 {
+                self.add_fee(p, (row, key), &mut part.fees, cell, own);
+            }
         };
         self.axes
             .each_combination(p, (row, base), (&sums, self.view.cap), &mut add);
     }
 
+    /// Notes the fee of `row` (which has one; `key`: its record key) in `cell`.
     #[inline]
-    fn add_fee(&self, p: &Projection, row: usize, part: &mut Part, cell: u32, own: bool) {
-        if self.fees && p.flags[row] & flag::FEE != 0 {
-            let amount = p.fee_amount(row);
-            let amount = if self.view.moved_fees {
-                counters::moved_fee(amount, p.record_key[row])
-            } else {
-                amount
-            };
-            part.fee_rows.push((cell, p.fee_currency[row], amount, own));
-        }
+    fn add_fee(
+        &self,
+        p: &Projection,
+        (row, key): (usize, u32),
+        fees: &mut FeeKeys,
+        cell: u32,
+        own: bool,
+    ) {
+        let amount = p.fee_amount(row);
+        let amount = if self.view.moved_fees {
+            counters::moved_fee(amount, key)
+        } else {
+            amount
+        };
+        fees.push(&self.currencies, cell, (p.fee_currency[row], amount, own));
     }
 }
 
@@ -431,15 +309,7 @@ impl Part {
         for (mine, theirs) in self.by_state.iter_mut().zip(&other.by_state) {
             *mine += theirs;
         }
-        self.fee_rows.extend(
-            other
-                .fee_rows
-                .into_iter()
-                .map(|(cell, currency, amount, own)| {
-                    let cell = renumbered.get(cell as usize).copied().unwrap_or(EMPTY);
-                    (cell, currency, amount, own)
-                }),
-        );
+        self.fees.append(other.fees, &renumbered);
     }
 }
 
@@ -1112,47 +982,52 @@ mod tests {
         }
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// Fee observations come out counted per cell in (currency, amount) order, as a
-        /// map counts them, with 64-bit keys and (when an amount needs them) 128-bit ones.
-        #[test]
-        fn fee_observations_are_counted_per_cell_in_currency_order(
-            rows in proptest::collection::vec((0u32..4, 0usize..100, 0u64..40, proptest::bool::ANY), 1..200),
-            huge in proptest::bool::ANY,
-            threads in 1usize..4,
-        ) {
-            use std::collections::BTreeMap;
-            type Counted = BTreeMap<(u32, u64), u64>;
-            let p = projection();
-            let codes = u16::try_from(p.countries.len()).unwrap_or(1).max(1);
-            let mut fee_rows: Vec<FeeRow> = rows
-                .iter()
-                .map(|(cell, code, amount, own)| {
-                    let code = u16::try_from(*code).unwrap_or(0) % codes;
-                    (*cell, code, *amount, *own)
-                })
-                .collect();
-            if huge {
-                fee_rows.push((1, 0, 1 << 50, false));
-            }
-            let mut expected: Vec<(Counted, Counted)> = vec![Default::default(); 4];
-            for (cell, code, amount, own) in &fee_rows {
-                let currency = u32::try_from(p.countries.packed(*code)).unwrap_or(0);
-                let (all, mine) = &mut expected[*cell as usize];
-                *all.entry((currency, *amount)).or_default() += 1;
-                if *own {
-                    *mine.entry((currency, *amount)).or_default() += 1;
+    /// Fee amounts of 32 bits and more (which validation refuses, but a projection can
+    /// hold) are counted exactly, with the wide keys, in every cell and margin.
+    #[test]
+    fn fees_beyond_32_bits_are_counted_exactly() {
+        let mut rng = sample::Rng::new(5);
+        let amounts = [7u64, 1 << 40, (1 << 46) + 3, 1 << 60, 7];
+        let reports: Vec<_> = amounts
+            .iter()
+            .enumerate()
+            .map(|(i, amount)| {
+                let r = sample::report(&mut rng, "AUS");
+                let day = parse_date(&r.incident_date).map_or(0, time::Date::to_julian_day);
+                let mut summary = summarize(&r, Category::SmugglingIncident, day);
+                if let Some(facts) = summary.facts.as_mut() {
+                    facts.fee_amount = *amount;
+                    facts.fee_currency = "USD".to_owned();
                 }
-            }
-            let mut cells: Vec<(Key, Acc)> = (0..4).map(|_| ([0; 3], Acc::default())).collect();
-            add_fees(&p, &fee_rows, &mut cells, (threads, false));
-            for ((_, acc), (all, mine)) in cells.iter().zip(&expected) {
-                let all: Vec<_> = all.iter().map(|(k, n)| (*k, *n)).collect();
-                let mine: Vec<_> = mine.iter().map(|(k, n)| (*k, *n)).collect();
-                proptest::prop_assert_eq!(acc.fees.iter().collect::<Vec<_>>(), all);
-                proptest::prop_assert_eq!(acc.own_fees.iter().collect::<Vec<_>>(), mine);
-            }
+                let id = u128::try_from(i).unwrap_or(0) + 1;
+                (id, summary, "AUS".to_owned(), false)
+            })
+            .collect();
+        let p = Projection::of(&reports);
+        assert!(!p.fees_fit_in_32_bits());
+        let query = AggregateQuery::from_request(&pb::AggregateRequest {
+            group_by: vec![pb::Dimension::ReportingState as i32],
+            metrics: vec![pb::Metric::FeePerPerson as i32],
+            filter: None,
+        })
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let view = View {
+            own: None,
+            moved_fees: false,
+            cap: None,
+        };
+        let usd = u32::try_from(counters::pack_country("USD")).unwrap_or(0);
+        let mut expected: Vec<((u32, u64), u64)> = vec![
+            ((usd, 7), 2),
+            ((usd, 1 << 40), 1),
+            ((usd, (1 << 46) + 3), 1),
+            ((usd, 1 << 60), 1),
+        ];
+        expected.sort_unstable();
+        let grid = scan_in(&p, &query, view, 1);
+        assert_eq!(grid.entries.len(), 2, "the state's cell and the total");
+        for acc in grid.entries.values() {
+            assert_eq!(acc.fees.iter().collect::<Vec<_>>(), expected);
         }
     }
 }

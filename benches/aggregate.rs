@@ -13,15 +13,15 @@
 //!
 //! Loads synthetic reports from 20 states through the real submission path (verify,
 //! validate, group commit with the counters), prints the server's start-up time and the
-//! projection's size per report and the resident set after a scan, copies the same rows
-//! (month, quarter, state, origin, destination, vessel type, persons, deaths) into an
-//! SQLite file, and measures p50/p99 of:
+//! projection's size per report and the resident set after start-up and after a scan,
+//! copies the same rows (month, quarter, state, origin, destination, vessel type,
+//! persons, deaths) into an SQLite file, and measures p50/p99 of:
 //! - `--by month,route --metric persons --from 2024-01 --to 2024-12` (counters);
 //! - `--by quarter,state,origin --metric reports,persons,deaths` (counters, 3 dimensions);
 //! - `--by origin,vessel-type --metric persons` (two counted dimensions: a scan);
 //! - `--by year,state --metric persons --nationality AFG` (a scan);
 //! - `--by origin --metric persons --bbox -10,110,0,125` (a scan);
-//! - `--by route --metric fee` (fee quartiles per currency, from the fee counters).
+//! - `--by route --metric fee` (fee quartiles per currency: a scan).
 //!
 //! Tidemark's figure is the whole in-process answer — snapshot, table, margins,
 //! disclosure control (perturbed, as a state analyst gets it), response — and, for the
@@ -31,7 +31,8 @@
 //!
 //! For each query it also prints what disclosure control costs: the mean absolute
 //! relative error of the perturbed figures on cells of at least 20 reports, and the
-//! share of cells withheld without and with perturbation.
+//! share of cells withheld without and with perturbation, and a digest of the exact and
+//! the perturbed answer: two builds that must answer alike (a speed-up) print the same.
 
 mod common;
 
@@ -406,6 +407,13 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> (String, f
         response.source
     );
     println!("{}", line("tidemark (in-process)", &ours));
+    // Builds that should answer alike (a speed-up) must print the same digests.
+    let perturbed = answer(store, &q.request, analyst(), true);
+    println!(
+        "  answers: exact {}, perturbed {}",
+        digest(&response),
+        digest(&perturbed)
+    );
     let p50 = |s: &[Duration]| common::percentile(s, 0.5).as_secs_f64();
     let mut summary = format!("{}: tidemark {:.3} ms", q.name, p50(&ours) * 1e3);
     if let Some(sqlite) = &q.sqlite {
@@ -531,6 +539,13 @@ fn export(store: &Store, dir: &std::path::Path, ours: &[(&Query, f64)]) {
         dir.display(),
         dir.display()
     );
+}
+
+/// The first 16 hex digits of the SHA-256 of an answer's protobuf encoding.
+fn digest(response: &pb::AggregateResponse) -> String {
+    use prost::Message;
+    let sha = ring::digest::digest(&ring::digest::SHA256, &response.encode_to_vec());
+    hex::encode(&sha.as_ref()[..8])
 }
 
 /// The resident set size of this process, from /proc (Linux), in MiB.

@@ -1,8 +1,126 @@
 //! Fee-per-person quartiles of a cell, converted to the exchange's base currency where
 //! a rate is configured, otherwise per currency.
+//!
+//! A cell keeps its fee observations unsorted, per currency ([`FeeBag`]), with what
+//! their noise needs added up as they come; margins are their cells' bags put
+//! together. Quartiles are order statistics found by selection (Hoare's quickselect,
+//! `slice::select_nth_unstable_by`: linear time), not by sorting every cell.
 
-use super::{Settings, grid::FeeCounts};
+use super::Settings;
 use crate::{pb, store::counters};
+
+/// A cell's fee observations, per currency (packed code, in code order).
+#[derive(Debug, Clone, Default)]
+pub(super) struct FeeBag(Vec<CurrencyFees>);
+
+/// The fee observations of one currency in a cell.
+#[derive(Debug, Clone, Default)]
+struct CurrencyFees {
+    /// Packed currency (`counters::pack_country`).
+    currency: u32,
+    /// Every report's amount, in no order.
+    amounts: Vec<u64>,
+    /// Of them, the asking analyst's state's.
+    own: u64,
+    /// The sum of the low 32 bits of the amounts' keyed hashes (0 when unperturbed):
+    /// of all of them, and of those of other states than the asking analyst's.
+    key_all: u64,
+    key_others: u64,
+}
+
+impl FeeBag {
+    /// Notes one report's fee; `hash` is the low 32 bits of its keyed hash
+    /// (`RecordKeys::of_value` of the currency and amount) when perturbed, else 0.
+    #[inline]
+    pub(super) fn add(&mut self, currency: u32, amount: u64, own: bool, hash: u32) {
+        let at = match self.0.iter().position(|c| c.currency >= currency) {
+            Some(at) if self.0[at].currency == currency => at,
+            found => {
+                let at = found.unwrap_or(self.0.len());
+                self.0.insert(
+                    at,
+                    CurrencyFees {
+                        currency,
+                        ..CurrencyFees::default()
+                    },
+                );
+                at
+            }
+        };
+        let fees = &mut self.0[at];
+        fees.amounts.push(amount);
+        let hash = u64::from(hash);
+        fees.key_all = fees.key_all.wrapping_add(hash);
+        if own {
+            fees.own += 1;
+        } else {
+            fees.key_others = fees.key_others.wrapping_add(hash);
+        }
+    }
+
+    /// Adds `other`'s observations to these.
+    pub(super) fn absorb(&mut self, other: &Self) {
+        for theirs in &other.0 {
+            match self
+                .0
+                .binary_search_by_key(&theirs.currency, |c| c.currency)
+            {
+                Ok(at) => {
+                    let mine = &mut self.0[at];
+                    mine.amounts.extend_from_slice(&theirs.amounts);
+                    mine.own += theirs.own;
+                    mine.key_all = mine.key_all.wrapping_add(theirs.key_all);
+                    mine.key_others = mine.key_others.wrapping_add(theirs.key_others);
+                }
+                Err(at) => self.0.insert(at, theirs.clone()),
+            }
+        }
+    }
+
+    /// The number of observations.
+    pub(super) fn len(&self) -> usize {
+        self.0.iter().map(|c| c.amounts.len()).sum()
+    }
+
+    /// Each distinct (packed currency, amount) with its reports, in order: what the bag
+    /// holds whatever order the observations came in.
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> Vec<((u32, u64), u64)> {
+        let mut out: Vec<((u32, u64), u64)> = Vec::new();
+        for c in &self.0 {
+            let mut amounts = c.amounts.clone();
+            amounts.sort_unstable();
+            for amount in amounts {
+                match out.last_mut() {
+                    Some((fee, n)) if *fee == (c.currency, amount) => *n += 1,
+                    _ => out.push(((c.currency, amount), 1)),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Bags are equal when they hold the same observations, in whatever order.
+impl PartialEq for FeeBag {
+    fn eq(&self, other: &Self) -> bool {
+        let stats = |b: &Self| -> Vec<(u32, u64, u64, u64)> {
+            b.0.iter()
+                .map(|c| (c.currency, c.own, c.key_all, c.key_others))
+                .collect()
+        };
+        let sorted = |b: &Self| -> Vec<Vec<u64>> {
+            b.0.iter()
+                .map(|c| {
+                    let mut a = c.amounts.clone();
+                    a.sort_unstable();
+                    a
+                })
+                .collect()
+        };
+        stats(self) == stats(other) && sorted(self) == sorted(other)
+    }
+}
 
 /// One currency group's quartiles, with what its count's noise and its minimum need.
 pub(super) struct Group {
@@ -16,94 +134,61 @@ pub(super) struct Group {
     pub others: u64,
 }
 
-/// The quartiles of `fees` ((packed currency, amount) → reports; `own`: those of the
-/// asking analyst's state), per currency group. When `perturbed` the amounts are the
+/// The quartiles of `fees`, per currency group. When `perturbed` the amounts are the
 /// moved ones (`counters::moved_fee`), the quartiles are rounded to whole units, and
-/// each group's key is the sum of its fees' hashes (`RecordKeys::of_value`, carried in
-/// `fees`).
-pub(super) fn quartiles(
-    fees: &FeeCounts,
-    own: &FeeCounts,
-    settings: &Settings,
-    perturbed: bool,
-) -> Vec<Group> {
-    #[derive(Default)]
-    struct Pending {
-        values: Vec<(f64, u64)>,
-        key_others: u64,
-        key_all: u64,
-        own: u64,
-    }
-    let mut groups: Vec<(String, Pending)> = Vec::new();
-    // Entries come in (currency, amount) order: each currency's group and rate are
-    // found once, and the asking state's own counts are walked alongside.
-    let mut own = own.iter().peekable();
-    let mut current: Option<(u32, usize, f64)> = None;
-    for ((currency, raw), n, hash) in fees.hashed() {
-        if current.is_none_or(|(c, _, _)| c != currency) {
-            let code = counters::unpack_country(u64::from(currency));
-            let (group, rate) = if code == settings.fee_currency {
-                (code, 1.0)
-            } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
-                (settings.fee_currency.clone(), *rate)
-            } else {
-                (code, 1.0)
-            };
-            let at = groups
-                .iter()
-                .position(|(g, _)| *g == group)
-                .unwrap_or_else(|| {
-                    groups.push((group, Pending::default()));
-                    groups.len() - 1
-                });
-            current = Some((currency, at, rate));
-        }
-        let Some((_, at, rate)) = current else {
-            continue;
+/// each group's key is the sum of its fees' hashes (carried in `fees`).
+pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> Vec<Group> {
+    // Each group's currencies with their rates.
+    let mut groups: Vec<(String, Vec<(&CurrencyFees, f64)>)> = Vec::new();
+    for currency in &fees.0 {
+        let code = counters::unpack_country(u64::from(currency.currency));
+        let (group, rate) = if code == settings.fee_currency {
+            (code, 1.0)
+        } else if let Some((_, rate)) = settings.rates.iter().find(|(c, _)| *c == code) {
+            (settings.fee_currency.clone(), *rate)
+        } else {
+            (code, 1.0)
         };
-        while own.next_if(|(k, _)| *k < (currency, raw)).is_some() {}
-        let own_n = own
-            .next_if(|(k, _)| *k == (currency, raw))
-            .map_or(0, |(_, n)| n);
-        // Amounts are at most 10^9 (validation), exact in an f64.
-        #[allow(clippy::cast_precision_loss)]
-        let value = raw as f64 * rate;
-        let hash = if perturbed { u64::from(hash) } else { 0 };
-        let entry = &mut groups[at].1;
-        entry.values.push((value, n));
-        entry.key_all = entry.key_all.wrapping_add(hash.wrapping_mul(n));
-        entry.key_others = entry
-            .key_others
-            .wrapping_add(hash.wrapping_mul(n.saturating_sub(own_n)));
-        entry.own += own_n;
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, parts)) => parts.push((currency, rate)),
+            None => groups.push((group, vec![(currency, rate)])),
+        }
     }
     groups.sort_by(|a, b| a.0.cmp(&b.0));
     groups
         .into_iter()
-        .map(|(currency, mut pending)| {
-            // One currency's amounts come in order; converted ones may interleave.
-            if !pending.values.is_sorted_by(|a, b| a.0 <= b.0) {
-                pending.values.sort_by(|a, b| a.0.total_cmp(&b.0));
-            }
-            let values = &pending.values;
-            let reports = values.iter().map(|(_, n)| n).sum();
-            let round = |v: f64| if perturbed { v.round() } else { v };
-            let others = reports - pending.own.min(reports);
+        .map(|(currency, parts)| {
+            // Amounts are at most 10^9 (validation), exact in an f64.
+            #[allow(clippy::cast_precision_loss)]
+            let mut values: Vec<f64> = parts
+                .iter()
+                .flat_map(|(c, rate)| c.amounts.iter().map(move |a| *a as f64 * rate))
+                .collect();
+            let reports = values.len() as u64;
+            let own: u64 = parts.iter().map(|(c, _)| c.own).sum();
+            let sum = |key: fn(&CurrencyFees) -> u64| {
+                parts
+                    .iter()
+                    .fold(0u64, |total, (c, _)| total.wrapping_add(key(c)))
+            };
+            let others = reports - own.min(reports);
             let key = if others == 0 {
-                pending.key_all
+                sum(|c| c.key_all)
             } else {
-                pending.key_others
+                sum(|c| c.key_others)
             };
             // The low half is the key modulo 2^32.
             #[allow(clippy::cast_possible_truncation)]
             let key = key as u32;
+            let round = |v: f64| if perturbed { v.round() } else { v };
+            let [first, median, third] = quantiles(&mut values, [0.25, 0.5, 0.75]);
             Group {
                 quantiles: pb::FeeQuantiles {
                     currency,
                     reports,
-                    first_quartile: round(quantile(values, reports, 0.25)),
-                    median: round(quantile(values, reports, 0.5)),
-                    third_quartile: round(quantile(values, reports, 0.75)),
+                    first_quartile: round(first),
+                    median: round(median),
+                    third_quartile: round(third),
                 },
                 key,
                 others,
@@ -112,34 +197,56 @@ pub(super) fn quartiles(
         .collect()
 }
 
-/// The `p` quantile of sorted weighted values, interpolating linearly between order
-/// statistics (Hyndman & Fan type 7, the default of R and NumPy).
-fn quantile(sorted: &[(f64, u64)], n: u64, p: f64) -> f64 {
+/// The `ps` quantiles (ascending) of `values`, interpolating linearly between order
+/// statistics (Hyndman & Fan type 7, the default of R and NumPy); 0 for no values.
+/// Reorders `values`.
+fn quantiles<const K: usize>(values: &mut [f64], ps: [f64; K]) -> [f64; K] {
+    let n = values.len();
     if n == 0 {
-        return 0.0;
+        return [0.0; K];
     }
-    #[allow(clippy::cast_precision_loss)]
-    let h = (n - 1) as f64 * p;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let lower = h.floor() as u64;
-    #[allow(clippy::cast_precision_loss)]
-    let fraction = h - lower as f64;
-    let at = |rank: u64| {
-        let mut seen = 0;
-        for (value, count) in sorted {
-            seen += count;
-            if rank < seen {
-                return *value;
-            }
-        }
-        sorted.last().map_or(0.0, |(v, _)| *v)
+    // Each quantile's lower order statistic and how far towards the next it lies.
+    let at = ps.map(|p| {
+        #[allow(clippy::cast_precision_loss)]
+        let h = (n - 1) as f64 * p;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let lower = h.floor() as usize;
+        #[allow(clippy::cast_precision_loss)]
+        let fraction = h - lower as f64;
+        (lower, fraction)
+    });
+    let mut ranks: Vec<usize> = at
+        .iter()
+        .flat_map(|(lower, fraction)| {
+            std::iter::once(*lower).chain((*fraction > 0.0).then_some(lower + 1))
+        })
+        .collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    // Ranks in ascending order, each selected among the values at and after the one
+    // before (all of which are at least that one's value).
+    let mut found: Vec<(usize, f64)> = Vec::with_capacity(ranks.len());
+    let mut from = 0;
+    for rank in ranks {
+        let rank = rank.min(n - 1);
+        let (_, value, _) = values[from..].select_nth_unstable_by(rank - from, f64::total_cmp);
+        found.push((rank, *value));
+        from = rank;
+    }
+    let statistic = |rank: usize| {
+        found
+            .iter()
+            .find(|(r, _)| *r == rank.min(n - 1))
+            .map_or(0.0, |(_, v)| *v)
     };
-    let low = at(lower);
-    if fraction == 0.0 {
-        low
-    } else {
-        low + fraction * (at(lower + 1) - low)
-    }
+    at.map(|(lower, fraction)| {
+        let low = statistic(lower);
+        if fraction == 0.0 {
+            low
+        } else {
+            low + fraction * (statistic(lower + 1) - low)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -149,20 +256,20 @@ mod tests {
     use super::*;
 
     /// The unperturbed quartiles of `fees`, none of them the asker's own.
-    fn quantiles(fees: &BTreeMap<(u32, u64), u64>, settings: &Settings) -> Vec<pb::FeeQuantiles> {
-        quartiles(&counts(fees), &FeeCounts::default(), settings, false)
+    fn quantiles_of(
+        fees: &BTreeMap<(u32, u64), u64>,
+        settings: &Settings,
+    ) -> Vec<pb::FeeQuantiles> {
+        let mut bag = FeeBag::default();
+        for ((currency, amount), n) in fees {
+            for _ in 0..*n {
+                bag.add(*currency, *amount, false, 0);
+            }
+        }
+        quartiles(&bag, settings, false)
             .into_iter()
             .map(|g| g.quantiles)
             .collect()
-    }
-
-    /// Counts as the scan makes them.
-    fn counts(fees: &BTreeMap<(u32, u64), u64>) -> FeeCounts {
-        FeeCounts::of_sorted(
-            fees.iter()
-                .flat_map(|(fee, n)| std::iter::repeat_n(*fee, usize::try_from(*n).unwrap())),
-            |_| 0,
-        )
     }
 
     fn settings(base: &str, rates: &[(&str, f64)]) -> Settings {
@@ -192,7 +299,7 @@ mod tests {
             .into_iter()
             .map(|a| (fee("USD", a), 1))
             .collect::<BTreeMap<_, _>>();
-        let q = quantiles(&fees, &settings("", &[]));
+        let q = quantiles_of(&fees, &settings("", &[]));
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].reports, 4);
         assert!((q[0].first_quartile - 1.75).abs() < 1e-9);
@@ -209,15 +316,115 @@ mod tests {
         ]
         .into_iter()
         .collect::<BTreeMap<_, _>>();
-        let none = quantiles(&fees, &settings("", &[]));
+        let none = quantiles_of(&fees, &settings("", &[]));
         let codes: Vec<&str> = none.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["AUD", "THB", "USD"]);
-        let some = quantiles(&fees, &settings("USD", &[("AUD", 0.5)]));
+        let some = quantiles_of(&fees, &settings("USD", &[("AUD", 0.5)]));
         let codes: Vec<&str> = some.iter().map(|q| q.currency.as_str()).collect();
         assert_eq!(codes, ["THB", "USD"]);
         let usd = &some[1];
         assert_eq!(usd.reports, 2);
         // AUD 2000 × 0.5 = USD 1000: both observations are 1000.
         assert!((usd.median - 1000.0).abs() < 1e-9);
+    }
+
+    /// The asking state's own fees neither change a group's noise key nor count among
+    /// its others; a group of only its own fees has the key of all of them.
+    #[test]
+    fn own_fees_change_neither_the_key_nor_the_others() {
+        let s = settings("", &[]);
+        let usd = fee("USD", 0).0;
+        let hash = |a: u64| u32::try_from(a * 2_654_435_761 % (1 << 32)).unwrap_or(0);
+        let mut others = FeeBag::default();
+        for a in [100, 200, 300] {
+            others.add(usd, a, false, hash(a));
+        }
+        let mut with_own = others.clone();
+        for a in [150, 999] {
+            with_own.add(usd, a, true, hash(a));
+        }
+        let (a, b) = (
+            &quartiles(&others, &s, true)[0],
+            &quartiles(&with_own, &s, true)[0],
+        );
+        assert_eq!(a.key, b.key);
+        assert_eq!((b.others, b.quantiles.reports), (3, 5));
+        let mut own_only = FeeBag::default();
+        for a in [150, 999] {
+            own_only.add(usd, a, true, hash(a));
+        }
+        let g = &quartiles(&own_only, &s, true)[0];
+        assert_eq!(g.others, 0);
+        assert_eq!(g.key, hash(150).wrapping_add(hash(999)));
+    }
+
+    /// Type 7 quantiles from fully sorted values, as R and NumPy define them.
+    fn by_sorting(values: &[f64], p: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        #[allow(clippy::cast_precision_loss)]
+        let h = (sorted.len() - 1) as f64 * p;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let lower = h.floor() as usize;
+        #[allow(clippy::cast_precision_loss)]
+        let fraction = h - lower as f64;
+        let low = sorted[lower];
+        if fraction == 0.0 {
+            low
+        } else {
+            low + fraction * (sorted[lower + 1] - low)
+        }
+    }
+
+    proptest::proptest! {
+        /// Quantiles found by selection are bit for bit those of a full sort, for any
+        /// values (repeats included) and any quantiles.
+        #[test]
+        fn selection_gives_the_quantiles_of_a_sort(
+            values in proptest::collection::vec(0u64..50, 1..300),
+            mut ps in proptest::array::uniform3(0.0f64..=1.0),
+        ) {
+            ps.sort_by(f64::total_cmp);
+            #[allow(clippy::cast_precision_loss)]
+            let values: Vec<f64> = values.iter().map(|v| *v as f64 * 1.5).collect();
+            let mut reordered = values.clone();
+            let found = quantiles(&mut reordered, ps);
+            for (q, p) in found.iter().zip(ps) {
+                proptest::prop_assert_eq!(q.to_bits(), by_sorting(&values, p).to_bits());
+            }
+        }
+
+        /// A bag's counts and noise keys do not depend on how its observations were
+        /// split between bags before being put together.
+        #[test]
+        fn bags_add_up_whatever_the_split(
+            fees in proptest::collection::vec((0u32..3, 0u64..20, proptest::bool::ANY), 0..80),
+            cuts in proptest::collection::vec(0usize..80, 0..4),
+        ) {
+            let hash = |currency: u32, amount: u64| currency * 7 + u32::try_from(amount).unwrap_or(0) * 13 + 1;
+            let mut whole = FeeBag::default();
+            for (currency, amount, own) in &fees {
+                whole.add(*currency, *amount, *own, hash(*currency, *amount));
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(fees.len())).collect();
+            cuts.push(fees.len());
+            cuts.sort_unstable();
+            let mut joined = FeeBag::default();
+            let mut start = 0;
+            for end in cuts {
+                let mut part = FeeBag::default();
+                for (currency, amount, own) in fees[start..end].iter().rev() {
+                    part.add(*currency, *amount, *own, hash(*currency, *amount));
+                }
+                joined.absorb(&part);
+                start = end;
+            }
+            proptest::prop_assert!(joined == whole);
+            let mut expected: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+            for (currency, amount, _) in &fees {
+                *expected.entry((*currency, *amount)).or_default() += 1;
+            }
+            proptest::prop_assert_eq!(joined.counts(), expected.into_iter().collect::<Vec<_>>());
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
-use super::parallel;
+use super::fees::FeeBag;
 use crate::store::counters::{Additive, KEY_SUM, Sums};
 
 /// The key of a margin along a dimension: "all values".
@@ -29,10 +29,8 @@ pub(super) struct Acc {
     state: u32,
     /// Reports from more than one state.
     mixed: bool,
-    /// Fee observations: (packed currency, amount) → reports.
-    pub fees: FeeCounts,
-    /// Of those, the asking analyst's own state's.
-    pub own_fees: FeeCounts,
+    /// Fee observations.
+    pub fees: FeeBag,
     /// Of the reports, those of the asking analyst's own state, and their record keys'
     /// sum: they neither open a small cell nor change its noise.
     own_reports: u64,
@@ -56,8 +54,7 @@ impl Acc {
             sums,
             state: state.unwrap_or(NO_STATE),
             mixed: state.is_none(),
-            fees: FeeCounts::default(),
-            own_fees: FeeCounts::default(),
+            fees: FeeBag::default(),
             own_reports: own.0,
             own_keys: own.1,
         }
@@ -95,12 +92,6 @@ impl Acc {
     }
 
     pub(super) fn merge(&mut self, other: &Self) {
-        self.merge_all_but_fees(other);
-        self.fees = FeeCounts::sum_of(&[&self.fees, &other.fees]);
-        self.own_fees = FeeCounts::sum_of(&[&self.own_fees, &other.own_fees]);
-    }
-
-    fn merge_all_but_fees(&mut self, other: &Self) {
         for (total, add) in self.sums.iter_mut().zip(&other.sums) {
             *total += add;
         }
@@ -111,6 +102,7 @@ impl Acc {
         }
         self.own_reports += other.own_reports;
         self.own_keys = self.own_keys.wrapping_add(other.own_keys);
+        self.fees.absorb(&other.fees);
     }
 
     /// The cell key: the sum of the record keys of the cell's reports, the asking
@@ -143,110 +135,6 @@ impl Acc {
     pub(super) fn single_state(&self) -> bool {
         !self.mixed && self.state != NO_STATE
     }
-}
-
-/// One distinct fee of a cell: (packed currency, amount), its number of reports, and the
-/// low 32 bits of its keyed hash (`RecordKeys::of_value`) where fee quartiles are
-/// perturbed, else 0. The hash is worked out once, with the cell's counts; margins carry
-/// it over.
-pub(super) type FeeCount = ((u32, u64), u64, u32);
-
-/// A cell's fee observations: each distinct (packed currency, amount) with its number
-/// of reports, in that order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct FeeCounts(Vec<FeeCount>);
-
-impl FeeCounts {
-    /// Counts `fees`, which come in order (repeats next to each other), each distinct one
-    /// with its `hash`.
-    pub(super) fn of_sorted(
-        fees: impl Iterator<Item = (u32, u64)>,
-        hash: impl Fn((u32, u64)) -> u32,
-    ) -> Self {
-        let mut counts: Vec<FeeCount> = Vec::new();
-        for fee in fees {
-            match counts.last_mut() {
-                Some((last, n, _)) if *last == fee => *n += 1,
-                _ => counts.push((fee, 1, hash(fee))),
-            }
-        }
-        Self(counts)
-    }
-
-    /// Each distinct fee with its reports, in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = ((u32, u64), u64)> + '_ {
-        self.0.iter().map(|(fee, n, _)| (*fee, *n))
-    }
-
-    /// Each distinct fee with its reports and hash, in order.
-    pub(super) fn hashed(&self) -> impl Iterator<Item = FeeCount> + '_ {
-        self.0.iter().copied()
-    }
-
-    /// The number of distinct fees.
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The counts of `parts` added up, merged two by two in rounds (a margin over k cells
-    /// costs its size times log2(k)).
-    pub(super) fn sum_of(parts: &[&Self]) -> Self {
-        let mut round: Vec<Vec<FeeCount>> = parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| p.0.clone())
-            .collect();
-        while round.len() > 1 {
-            let size = round.iter().map(Vec::len).sum();
-            let mut pairs = Vec::with_capacity(round.len().div_ceil(2));
-            let mut parts = round.into_iter();
-            while let Some(a) = parts.next() {
-                pairs.push((a, parts.next()));
-            }
-            // A large margin's merges of a round run over the cores.
-            round = parallel::each(
-                pairs,
-                parallel::threads_for(size, 1 << 15),
-                |pair| match pair {
-                    (a, Some(b)) => merge(&a, &b),
-                    (a, None) => a,
-                },
-            );
-        }
-        Self(round.pop().unwrap_or_default())
-    }
-}
-
-/// Two sorted count lists as one, equal fees added up.
-fn merge(a: &[FeeCount], b: &[FeeCount]) -> Vec<FeeCount> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let (fa, na, ha) = a[i];
-        let (fb, nb, hb) = b[j];
-        match fa.cmp(&fb) {
-            std::cmp::Ordering::Less => {
-                out.push((fa, na, ha));
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push((fb, nb, hb));
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push((fa, na + nb, ha));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 /// Every cell and margin of a table over `dimensions` dimensions.
@@ -310,74 +198,12 @@ impl Grid {
 }
 
 /// The entries of `from` added up along `position` (its value replaced by [`ALL`]).
-/// Fee observations are added up last, each entry's in one merge of all its parts, over
-/// the cores when there are many.
 fn roll(from: &Cells, position: usize) -> Cells {
     let mut out = Cells::default();
-    let fees = from.values().any(|acc| !acc.fees.is_empty());
-    let mut fee_parts: FxHashMap<Key, Vec<&Acc>> = FxHashMap::default();
     for (key, acc) in from {
         let mut k = *key;
         k[position] = ALL;
-        out.entry(k).or_default().merge_all_but_fees(acc);
-        if fees {
-            fee_parts.entry(k).or_default().push(acc);
-        }
-    }
-    if !fees {
-        return out;
-    }
-    let observations = from.values().map(|a| a.fees.len()).sum::<usize>();
-    let threads = parallel::threads_for(observations, 1 << 14);
-    let sums = parallel::each(fee_parts.into_iter().collect(), threads, |(k, parts)| {
-        let all: Vec<&FeeCounts> = parts.iter().map(|a| &a.fees).collect();
-        let own: Vec<&FeeCounts> = parts.iter().map(|a| &a.own_fees).collect();
-        (k, FeeCounts::sum_of(&all), FeeCounts::sum_of(&own))
-    });
-    for (k, fees, own_fees) in sums {
-        if let Some(entry) = out.get_mut(&k) {
-            entry.fees = fees;
-            entry.own_fees = own_fees;
-        }
+        out.entry(k).or_default().merge(acc);
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    proptest::proptest! {
-        /// Summing counts in one merge gives what adding them up fee by fee gives.
-        #[test]
-        fn fee_counts_add_up_like_a_map(
-            parts in proptest::collection::vec(
-                proptest::collection::vec((0u32..3, 0u64..20), 0..30),
-                0..6,
-            ),
-        ) {
-            let hash = |(currency, amount): (u32, u64)| currency * 7 + u32::try_from(amount).unwrap_or(0) * 13 + 1;
-            let mut expected: BTreeMap<(u32, u64), u64> = BTreeMap::new();
-            let counted: Vec<FeeCounts> = parts
-                .iter()
-                .map(|fees| {
-                    let mut sorted = fees.clone();
-                    sorted.sort_unstable();
-                    for fee in &sorted {
-                        *expected.entry(*fee).or_default() += 1;
-                    }
-                    FeeCounts::of_sorted(sorted.into_iter(), hash)
-                })
-                .collect();
-            let refs: Vec<&FeeCounts> = counted.iter().collect();
-            let sum = FeeCounts::sum_of(&refs);
-            // Each fee keeps the hash it was counted with.
-            for (fee, _, h) in sum.hashed() {
-                proptest::prop_assert_eq!(h, hash(fee));
-            }
-            let sum: Vec<((u32, u64), u64)> = sum.iter().collect();
-            let expected: Vec<((u32, u64), u64)> = expected.into_iter().collect();
-            proptest::prop_assert_eq!(sum, expected);
-        }
-    }
 }

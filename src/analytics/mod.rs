@@ -11,7 +11,6 @@
 mod budget;
 mod disclosure;
 mod discrete_gaussian;
-mod fee_keys;
 mod fees;
 mod grid;
 mod parallel;

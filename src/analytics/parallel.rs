@@ -1,6 +1,6 @@
 //! Work of one aggregate split over the machine's cores: the scan's row ranges, and the
-//! fee distributions of its cells and margins (sorting, merging, quartiles), which would
-//! otherwise run on one core after a scan that used them all.
+//! fee quartiles of its cells and margins, which would otherwise run on one core after a
+//! scan that used them all.
 
 /// How many threads to give `work` items when each thread should have at least
 /// `at_least` of them: between 1 and the machine's cores.

@@ -209,7 +209,7 @@ fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> (Vec<pb::Fe
     let minimum = settings.minimum_reports_for_quantiles;
     let mut left_out = 0;
     let mut shown = Vec::new();
-    for group in fees::quartiles(&acc.fees, &acc.own_fees, settings, perturbed) {
+    for group in fees::quartiles(&acc.fees, settings, perturbed) {
         let mut q = group.quantiles;
         let true_reports = q.reports;
         if perturbed {

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::{
     AggregateQuery, Dimension, Metric,
-    fee_keys::{Currencies, FeeKeys},
+    fees::FeeBag,
     grid::{ALL, Acc, Cells, Grid, Key},
     parallel,
     source::{View, base_value, single_valued},
@@ -30,7 +30,7 @@ use crate::{
 const DENSE_LIMIT: u64 = 1 << 22;
 
 /// No cell yet.
-pub(super) const EMPTY: u32 = u32::MAX;
+const EMPTY: u32 = u32::MAX;
 
 /// Fewer rows than this per thread are not worth a thread of their own.
 const ROWS_PER_THREAD: usize = 1 << 16;
@@ -88,17 +88,9 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
         fees,
     } = whole;
     let mut cells = table.into_cells(p, &plan.axes);
-    // Each distinct fee's keyed hash, for perturbed quartiles (`fees::quartiles`).
-    let record_keys = view.moved_fees.then(|| p.record_keys());
-    let hash = |(currency, amount): (u32, u64)| {
-        record_keys.map_or(0, |keys| {
-            // The low 32 bits.
-            #[allow(clippy::cast_possible_truncation)]
-            let hash = keys.of_value(currency.to_be_bytes(), amount) as u32;
-            hash
-        })
-    };
-    fees.count_into(&plan.currencies, &mut cells, (threads, hash));
+    for ((_, acc), bag) in cells.iter_mut().zip(fees.bags) {
+        acc.fees = bag;
+    }
     let mut grid = Grid::new(query.dimensions.len());
     grid.by_state = by_state
         .iter()
@@ -121,7 +113,6 @@ struct Plan {
     /// The magnitudes asked for (`Additive` indexes, not reports).
     magnitudes: Vec<usize>,
     fees: bool,
-    currencies: Currencies,
     /// The asking analyst's state (dictionary code).
     own: Option<u16>,
     view: View,
@@ -132,8 +123,18 @@ struct Part {
     table: Table,
     /// Reports counted per state (dictionary code).
     by_state: Vec<u64>,
-    /// Fee observations, per cell.
-    fees: FeeKeys,
+    fees: PartFees,
+}
+
+/// One thread's fee observations.
+#[derive(Default)]
+struct PartFees {
+    /// Per cell.
+    bags: Vec<FeeBag>,
+    /// The keyed hash (low 32 bits) of each (packed currency, moved amount) met so far
+    /// when perturbed: amounts repeat (reports state round sums, moved by one of a
+    /// hundred steps), and a lookup costs a fraction of SipHash.
+    hashes: FxHashMap<(u32, u64), u32>,
 }
 
 impl Plan {
@@ -153,7 +154,6 @@ impl Plan {
             axes,
             magnitudes,
             fees: query.metrics.contains(&Metric::FeePerPerson),
-            currencies: Currencies::of(p),
             own: view
                 .own
                 .and_then(|packed| p.countries.code(u64::from(packed))),
@@ -168,7 +168,7 @@ impl Plan {
         let mut part = Part {
             table: Table::new(&self.axes),
             by_state: vec![0u64; p.countries.len()],
-            fees: FeeKeys::for_projection(p),
+            fees: PartFees::default(),
         };
         let mut chunk = Chunk::default();
         let mut start = rows.start;
@@ -259,23 +259,39 @@ impl Plan {
             .each_combination(p, (row, base), (&sums, self.view.cap), &mut add);
     }
 
-    /// Notes the fee of `row` (which has one; `key`: its record key) in `cell`.
+    /// Notes the fee of `row` (which has one; `key`: its record key) in `cell` (none
+    /// when [`EMPTY`]). Perturbed, the amount is the moved one and carries its keyed
+    /// hash (`fees::quartiles`).
     #[inline]
     fn add_fee(
         &self,
         p: &Projection,
         (row, key): (usize, u32),
-        fees: &mut FeeKeys,
+        fees: &mut PartFees,
         cell: u32,
         own: bool,
     ) {
-        let amount = p.fee_amount(row);
-        let amount = if self.view.moved_fees {
-            counters::moved_fee(amount, key)
-        } else {
-            amount
+        let Some(cell) = (cell != EMPTY).then_some(cell as usize) else {
+            return;
         };
-        fees.push(&self.currencies, cell, (p.fee_currency[row], amount, own));
+        let currency = u32::try_from(p.countries.packed(p.fee_currency[row])).unwrap_or(0);
+        let amount = p.fee_amount(row);
+        let (amount, hash) = if self.view.moved_fees {
+            let moved = counters::moved_fee(amount, key);
+            let hash = *fees.hashes.entry((currency, moved)).or_insert_with(|| {
+                // The low 32 bits.
+                #[allow(clippy::cast_possible_truncation)]
+                let hash = p.record_keys().of_value(currency.to_be_bytes(), moved) as u32;
+                hash
+            });
+            (moved, hash)
+        } else {
+            (amount, 0)
+        };
+        if fees.bags.len() <= cell {
+            fees.bags.resize_with(cell + 1, FeeBag::default);
+        }
+        fees.bags[cell].add(currency, amount, own, hash);
     }
 }
 
@@ -309,7 +325,16 @@ impl Part {
         for (mine, theirs) in self.by_state.iter_mut().zip(&other.by_state) {
             *mine += theirs;
         }
-        self.fees.append(other.fees, &renumbered);
+        for (bag, cell) in other.fees.bags.into_iter().zip(&renumbered) {
+            if *cell == EMPTY {
+                continue;
+            }
+            let cell = *cell as usize;
+            if self.fees.bags.len() <= cell {
+                self.fees.bags.resize_with(cell + 1, FeeBag::default);
+            }
+            self.fees.bags[cell].absorb(&bag);
+        }
     }
 }
 
@@ -1004,7 +1029,6 @@ mod tests {
             })
             .collect();
         let p = Projection::of(&reports);
-        assert!(!p.fees_fit_in_32_bits());
         let query = AggregateQuery::from_request(&pb::AggregateRequest {
             group_by: vec![pb::Dimension::ReportingState as i32],
             metrics: vec![pb::Metric::FeePerPerson as i32],
@@ -1027,7 +1051,7 @@ mod tests {
         let grid = scan_in(&p, &query, view, 1);
         assert_eq!(grid.entries.len(), 2, "the state's cell and the total");
         for acc in grid.entries.values() {
-            assert_eq!(acc.fees.iter().collect::<Vec<_>>(), expected);
+            assert_eq!(acc.fees.counts(), expected);
         }
     }
 }

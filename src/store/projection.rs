@@ -610,11 +610,6 @@ impl Projection {
         }
     }
 
-    /// Whether every fee amount fits in 32 bits (none is kept aside as too large).
-    pub(crate) fn fees_fit_in_32_bits(&self) -> bool {
-        !self.big.keys().any(|(_, what)| *what == Wide::FeeAmount)
-    }
-
     /// The row's transit country codes.
     pub(crate) fn transit(&self, row: usize) -> &[u16] {
         let start = self.list_start[row] as usize;

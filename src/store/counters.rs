@@ -137,8 +137,8 @@ impl RecordKeys {
 
     /// A fixed pseudo-random number for a value (a fee amount in a currency), the same
     /// in every table, from the same secret: SipHash-2-4 of `what` and then `value`
-    /// (big-endian), hashed in one call (a fee query hashes every distinct fee of every
-    /// cell, and the streaming interface cost 1.7 times as many instructions).
+    /// (big-endian), hashed in one call (a fee query hashes every distinct fee it meets,
+    /// and the streaming interface cost 1.7 times as many instructions).
     pub(crate) fn of_value(&self, what: [u8; 4], value: u64) -> u64 {
         let mut bytes = [0u8; 12];
         bytes[..4].copy_from_slice(&what);
@@ -390,13 +390,16 @@ pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
     let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
     let per_mille = 50 + (z & 0xffff_ffff) % 51;
     // In 64 bits for every real amount (at most 10^9); in 128 beyond.
-    let shift = amount.checked_mul(per_mille).map_or_else(
-        || {
-            let shift = (u128::from(amount) * u128::from(per_mille) + 500) / 1000;
-            u64::try_from(shift).unwrap_or(u64::MAX)
-        },
-        |product| (product + 500) / 1000,
-    );
+    let shift = amount
+        .checked_mul(per_mille)
+        .and_then(|product| product.checked_add(500))
+        .map_or_else(
+            || {
+                let shift = (u128::from(amount) * u128::from(per_mille) + 500) / 1000;
+                u64::try_from(shift).unwrap_or(u64::MAX)
+            },
+            |rounded| rounded / 1000,
+        );
     if z >> 63 == 0 {
         amount.saturating_add(shift)
     } else {
@@ -924,6 +927,30 @@ mod tests {
         let route = pack_route("AFG", "AUS");
         assert_eq!(unpack_country(route >> 24), "AFG");
         assert_eq!(unpack_country(route & 0xff_ffff), "AUS");
+    }
+
+    proptest::proptest! {
+        /// A moved fee is the amount moved by its share rounded to a whole unit, as
+        /// exact arithmetic gives it, for every amount: near 2^64 too, where the
+        /// product and its rounding no longer fit in 64 bits.
+        #[test]
+        fn moved_fees_round_like_exact_arithmetic(
+            amount in proptest::prop_oneof![
+                proptest::prelude::any::<u64>(),
+                proptest::strategy::Strategy::prop_map((50u64..=100, 0u64..3), |(per_mille, less)| u64::MAX / per_mille - less),
+            ],
+            key in proptest::prelude::any::<u32>(),
+        ) {
+            let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
+            let per_mille = 50 + (z & 0xffff_ffff) % 51;
+            let shift = (u128::from(amount) * u128::from(per_mille) + 500) / 1000;
+            let expected = if z >> 63 == 0 {
+                (u128::from(amount) + shift).min(u128::from(u64::MAX))
+            } else {
+                u128::from(amount).saturating_sub(shift)
+            };
+            proptest::prop_assert_eq!(u128::from(moved_fee(amount, key)), expected);
+        }
     }
 
     #[test]

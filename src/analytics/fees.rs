@@ -158,7 +158,8 @@ pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> 
     groups
         .into_iter()
         .map(|(currency, parts)| {
-            // Amounts are at most 10^9 (validation), exact in an f64.
+            // Validated amounts are at most 10^9, exact in an f64 (beyond 2^53 an amount
+            // would round, keeping its order).
             #[allow(clippy::cast_precision_loss)]
             let mut values: Vec<f64> = parts
                 .iter()
@@ -197,7 +198,7 @@ pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> 
         .collect()
 }
 
-/// The `ps` quantiles (ascending) of `values`, interpolating linearly between order
+/// The `ps` quantiles (each in 0..=1) of `values`, interpolating linearly between order
 /// statistics (Hyndman & Fan type 7, the default of R and NumPy); 0 for no values.
 /// Reorders `values`.
 fn quantiles<const K: usize>(values: &mut [f64], ps: [f64; K]) -> [f64; K] {

@@ -133,7 +133,9 @@ struct PartFees {
     bags: Vec<FeeBag>,
     /// The keyed hash (low 32 bits) of each (packed currency, moved amount) met so far
     /// when perturbed: amounts repeat (reports state round sums, moved by one of a
-    /// hundred steps), and a lookup costs a fraction of SipHash.
+    /// hundred steps), and a lookup costs a fraction of SipHash. The keys come from
+    /// reports, but each amount is moved by a step drawn from its report's secret record
+    /// key, so a submitter cannot aim them at one bucket of the non-keyed hash.
     hashes: FxHashMap<(u32, u64), u32>,
 }
 
@@ -1007,51 +1009,121 @@ mod tests {
         }
     }
 
-    /// Fee amounts of 32 bits and more (which validation refuses, but a projection can
-    /// hold) are counted exactly, with the wide keys, in every cell and margin.
-    #[test]
-    fn fees_beyond_32_bits_are_counted_exactly() {
-        let mut rng = sample::Rng::new(5);
-        let amounts = [7u64, 1 << 40, (1 << 46) + 3, 1 << 60, 7];
-        let reports: Vec<_> = amounts
-            .iter()
-            .enumerate()
-            .map(|(i, amount)| {
-                let r = sample::report(&mut rng, "AUS");
-                let day = parse_date(&r.incident_date).map_or(0, time::Date::to_julian_day);
-                let mut summary = summarize(&r, Category::SmugglingIncident, day);
-                if let Some(facts) = summary.facts.as_mut() {
-                    facts.fee_amount = *amount;
-                    facts.fee_currency = "USD".to_owned();
-                }
-                let id = u128::try_from(i).unwrap_or(0) + 1;
-                (id, summary, "AUS".to_owned(), false)
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Each cell's fees are those of its reports, however many threads scan: amounts
+        /// of any size (beyond 32 bits too, which validation refuses but a projection
+        /// holds), moved or not, with each one's keyed hash, and the asking state's own
+        /// neither among the others nor in their key.
+        #[test]
+        fn fees_are_counted_per_cell_with_their_owners(
+            fees in proptest::collection::vec(
+                (
+                    0usize..3,
+                    0usize..2,
+                    proptest::prop_oneof![
+                        1u64..50,
+                        proptest::strategy::Just(u64::from(u32::MAX) - 1),
+                        proptest::strategy::Just(u64::from(u32::MAX)),
+                        proptest::strategy::Just(1u64 << 40),
+                        proptest::strategy::Just(1u64 << 60),
+                    ],
+                ),
+                1..60,
+            ),
+            moved in proptest::bool::ANY,
+            threads in 1usize..4,
+        ) {
+            const STATES: [&str; 3] = ["AUS", "IDN", "THA"];
+            const CURRENCIES: [&str; 2] = ["USD", "EUR"];
+            type Expected = (Vec<u64>, u64, u64, u64);
+            let mut rng = sample::Rng::new(5);
+            let reports: Vec<_> = fees
+                .iter()
+                .enumerate()
+                .map(|(i, (state, currency, amount))| {
+                    let r = sample::report(&mut rng, STATES[*state]);
+                    let day = parse_date(&r.incident_date).map_or(0, time::Date::to_julian_day);
+                    let mut summary = summarize(&r, Category::SmugglingIncident, day);
+                    if let Some(facts) = summary.facts.as_mut() {
+                        facts.fee_amount = *amount;
+                        facts.fee_currency = CURRENCIES[*currency].to_owned();
+                    }
+                    let id = u128::try_from(i).unwrap_or(0) + 1;
+                    (id, summary, STATES[*state].to_owned(), false)
+                })
+                .collect();
+            let p = Projection::of(&reports);
+            let query = AggregateQuery::from_request(&pb::AggregateRequest {
+                group_by: vec![pb::Dimension::ReportingState as i32],
+                metrics: vec![pb::Metric::FeePerPerson as i32],
+                filter: None,
             })
-            .collect();
-        let p = Projection::of(&reports);
-        let query = AggregateQuery::from_request(&pb::AggregateRequest {
-            group_by: vec![pb::Dimension::ReportingState as i32],
-            metrics: vec![pb::Metric::FeePerPerson as i32],
-            filter: None,
-        })
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        let view = View {
-            own: None,
-            moved_fees: false,
-            cap: None,
-        };
-        let usd = u32::try_from(counters::pack_country("USD")).unwrap_or(0);
-        let mut expected: Vec<((u32, u64), u64)> = vec![
-            ((usd, 7), 2),
-            ((usd, 1 << 40), 1),
-            ((usd, (1 << 46) + 3), 1),
-            ((usd, 1 << 60), 1),
-        ];
-        expected.sort_unstable();
-        let grid = scan_in(&p, &query, view, 1);
-        assert_eq!(grid.entries.len(), 2, "the state's cell and the total");
-        for acc in grid.entries.values() {
-            assert_eq!(acc.fees.counts(), expected);
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            let pack = |code: &str| u32::try_from(counters::pack_country(code)).unwrap_or(0);
+            let view = View { own: Some(pack("AUS")), moved_fees: moved, cap: None };
+            // Per cell (state, or ALL) and currency: the amounts, the own ones, and the
+            // key sums of all and of the others.
+            let mut expected: std::collections::BTreeMap<(u64, u32), Expected> =
+                std::collections::BTreeMap::new();
+            for (i, (state, currency, amount)) in fees.iter().enumerate() {
+                let id = u128::try_from(i).unwrap_or(0) + 1;
+                let currency = pack(CURRENCIES[*currency]);
+                let (amount, hash) = if moved {
+                    let amount = counters::moved_fee(*amount, p.record_keys().of(id));
+                    let hash = p.record_keys().of_value(currency.to_be_bytes(), amount);
+                    (amount, hash & u64::from(u32::MAX))
+                } else {
+                    (*amount, 0)
+                };
+                let own = *state == 0;
+                for cell in [counters::pack_country(STATES[*state]), ALL] {
+                    let e = expected.entry((cell, currency)).or_default();
+                    e.0.push(amount);
+                    e.1 += u64::from(own);
+                    e.2 = e.2.wrapping_add(hash);
+                    if !own {
+                        e.3 = e.3.wrapping_add(hash);
+                    }
+                }
+            }
+            let settings = super::super::Settings::new(&crate::config::AnalyticsConfig::default());
+            let grid = scan_in(&p, &query, view, threads);
+            let mut seen = 0;
+            for (key, acc) in &grid.entries {
+                let mut counts: Vec<((u32, u64), u64)> = Vec::new();
+                for ((cell, currency), (amounts, own, all, others)) in &expected {
+                    if *cell != key[0] {
+                        continue;
+                    }
+                    let mut amounts = amounts.clone();
+                    amounts.sort_unstable();
+                    for a in &amounts {
+                        match counts.last_mut() {
+                            Some((fee, n)) if *fee == (*currency, *a) => *n += 1,
+                            _ => counts.push(((*currency, *a), 1)),
+                        }
+                    }
+                    let code = counters::unpack_country(u64::from(*currency));
+                    let groups = super::super::fees::quartiles(&acc.fees, &settings, moved);
+                    let group = groups
+                        .iter()
+                        .find(|g| g.quantiles.currency == code)
+                        .unwrap_or_else(|| panic!("{code} in {key:?}"));
+                    let reports = amounts.len() as u64;
+                    proptest::prop_assert_eq!(group.quantiles.reports, reports);
+                    proptest::prop_assert_eq!(group.others, reports - own);
+                    let key_sum = if reports == *own { all } else { others };
+                    // The low half is the key modulo 2^32.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let key_sum = *key_sum as u32;
+                    proptest::prop_assert_eq!(group.key, key_sum);
+                }
+                counts.sort_unstable();
+                proptest::prop_assert_eq!(acc.fees.counts(), counts, "{:?}", key);
+                seen += 1;
+            }
+            proptest::prop_assert_eq!(seen, expected.keys().map(|(cell, _)| *cell).collect::<std::collections::BTreeSet<_>>().len());
         }
     }
 }

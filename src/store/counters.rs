@@ -588,16 +588,28 @@ fn parse_some<const N: usize>(bytes: &mut &[u8], wanted: Positions) -> Option<(u
     let mut i = 0;
     while i < N {
         if wanted.has(i) {
-            values[i] = prost::encoding::decode_varint(bytes).ok()?;
+            values[i] = varint(bytes)?;
             i += 1;
         } else {
             // Step over the whole run of unwanted numbers at once.
-            let run = (i..N).take_while(|p| !wanted.has(*p)).count();
+            let run = wanted.unwanted_from(i).min(N - i);
             skip_varints(bytes, run)?;
             i += run;
         }
     }
     Some((state, values))
+}
+
+/// One varint, most of which in a counter row are a single byte: that case is read
+/// here, the others by prost.
+#[inline]
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let (&first, rest) = bytes.split_first()?;
+    if first < 0x80 {
+        *bytes = rest;
+        return Some(u64::from(first));
+    }
+    prost::encoding::decode_varint(bytes).ok()
 }
 
 /// Which numbers of a counter entry a reader decodes; the others read as 0.
@@ -625,6 +637,15 @@ impl Positions {
 
     fn has(self, position: usize) -> bool {
         position < 32 && self.0 >> position & 1 == 1
+    }
+
+    /// How many positions from `position` on are not wanted, in a row: at least 1 when
+    /// `position` is not, and all of them from 32 on.
+    fn unwanted_from(self, position: usize) -> usize {
+        if position >= 32 {
+            return usize::MAX;
+        }
+        (!self.0 >> position).trailing_ones() as usize
     }
 }
 

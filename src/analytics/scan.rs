@@ -139,6 +139,17 @@ struct PartFees {
     hashes: FxHashMap<(u32, u64), u32>,
 }
 
+impl PartFees {
+    /// The bag of `cell` (made, with those before it, when new); none for [`EMPTY`].
+    fn bag(&mut self, cell: u32) -> Option<&mut FeeBag> {
+        let cell = usize::try_from(cell).ok().filter(|_| cell != EMPTY)?;
+        if self.bags.len() <= cell {
+            self.bags.resize_with(cell + 1, FeeBag::default);
+        }
+        self.bags.get_mut(cell)
+    }
+}
+
 impl Plan {
     fn new(p: &Projection, query: &AggregateQuery, view: View) -> Self {
         let filter = Filter::new(p, query);
@@ -273,9 +284,9 @@ impl Plan {
         cell: u32,
         own: bool,
     ) {
-        let Some(cell) = (cell != EMPTY).then_some(cell as usize) else {
+        if cell == EMPTY {
             return;
-        };
+        }
         let currency = u32::try_from(p.countries.packed(p.fee_currency[row])).unwrap_or(0);
         let amount = p.fee_amount(row);
         let (amount, hash) = if self.view.moved_fees {
@@ -290,10 +301,9 @@ impl Plan {
         } else {
             (amount, 0)
         };
-        if fees.bags.len() <= cell {
-            fees.bags.resize_with(cell + 1, FeeBag::default);
+        if let Some(bag) = fees.bag(cell) {
+            bag.add(currency, amount, own, hash);
         }
-        fees.bags[cell].add(currency, amount, own, hash);
     }
 }
 
@@ -328,14 +338,9 @@ impl Part {
             *mine += theirs;
         }
         for (bag, cell) in other.fees.bags.into_iter().zip(&renumbered) {
-            if *cell == EMPTY {
-                continue;
+            if let Some(mine) = self.fees.bag(*cell) {
+                mine.absorb(&bag);
             }
-            let cell = *cell as usize;
-            if self.fees.bags.len() <= cell {
-                self.fees.bags.resize_with(cell + 1, FeeBag::default);
-            }
-            self.fees.bags[cell].absorb(&bag);
         }
     }
 }

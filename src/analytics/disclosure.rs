@@ -301,7 +301,7 @@ mod tests {
             interior.insert([*r, *c, 0], acc);
         }
         let mut grid = Grid::new(2);
-        grid.roll_up(&interior, &[0, 1]);
+        grid.roll_up(interior, &[0, 1]);
         grid
     }
 
@@ -368,7 +368,7 @@ mod tests {
         acc.add(7, &sums(10), false);
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
-        grid.roll_up(&interior, &[0]);
+        grid.roll_up(interior, &[0]);
         assert!(protect(&grid, |_, a| a.reports() < 3, false).is_empty());
         let w = protect(&grid, |_, a| a.reports() < 3, true);
         assert_eq!(w.get(&[1, 0, 0]), Some(&Rule::Dominance));

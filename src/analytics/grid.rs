@@ -163,24 +163,30 @@ impl Grid {
     /// those of the set less its lowest position, rolled up along that one. Each level
     /// reads the (usually much smaller) level it comes from, not every cell again, and
     /// each level's table is only as large as what it holds.
-    pub(super) fn roll_up(&mut self, cells: &Cells, rollable: &[usize]) {
+    pub(super) fn roll_up(&mut self, cells: Cells, rollable: &[usize]) {
         let subsets = 1usize << rollable.len();
         let mut levels: Vec<Cells> = Vec::with_capacity(subsets - 1);
         for subset in 1..subsets {
             let lowest = subset.trailing_zeros() as usize;
             let parent = subset & (subset - 1);
             let from = if parent == 0 {
-                cells
+                &cells
             } else {
                 &levels[parent - 1]
             };
             let level = roll(from, rollable[lowest]);
             levels.push(level);
         }
-        self.entries
-            .reserve(cells.len() + levels.iter().map(Cells::len).sum::<usize>());
-        for (key, acc) in cells {
-            self.add_entry(*key, acc.clone());
+        let margins = levels.iter().map(Cells::len).sum::<usize>();
+        if self.entries.is_empty() {
+            // The cells become the table as they are, without hashing them again.
+            self.entries = cells;
+            self.entries.reserve(margins);
+        } else {
+            self.entries.reserve(cells.len() + margins);
+            for (key, acc) in cells {
+                self.add_entry(key, acc);
+            }
         }
         for (key, acc) in levels.into_iter().flatten() {
             self.add_entry(key, acc);

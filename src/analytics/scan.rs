@@ -102,7 +102,7 @@ fn scan_in(p: &Projection, query: &AggregateQuery, view: View, threads: usize) -
         })
         .collect();
     let cells: Cells = cells.into_iter().collect();
-    grid.roll_up(&cells, &single_valued(query));
+    grid.roll_up(cells, &single_valued(query));
     grid
 }
 

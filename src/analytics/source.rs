@@ -215,7 +215,7 @@ pub(super) fn from_counters(
     let rollable = single_valued(query);
     grid.by_state = counted_by_state(snapshot, query, plan.months)?;
     let cells = read_cuboid(snapshot, query, (plan.cuboid, view), plan.months)?;
-    grid.roll_up(&cells, &rollable);
+    grid.roll_up(cells, &rollable);
     if plan.cuboid.multi_valued() {
         // Margins along a multi-valued dimension count each report once: they come
         // from the base cuboid, not from adding up cells.
@@ -235,7 +235,7 @@ pub(super) fn from_counters(
                 cells.entry(key).or_insert_with(Acc::default).merge(&acc);
                 cells
             });
-        grid.roll_up(&base, &rollable);
+        grid.roll_up(base, &rollable);
     }
     Ok(grid)
 }

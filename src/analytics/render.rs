@@ -30,31 +30,31 @@ pub(super) fn answer(
 ) -> Result<Answer, AggregateError> {
     let minimum = settings.minimum_reports;
     let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
-    let shown: FxHashMap<Key, [u64; SUMS]> = match mode {
+    let shown = match mode {
         Mode::Budget(_) if wants_fees => return Err(AggregateError::FeesUnderBudget),
-        Mode::Budget(budget) => budget::noisy(query, grid, budget)?,
-        Mode::Exact | Mode::CellKey => grid
-            .entries
-            .iter()
-            .map(|(key, acc)| (*key, shown(acc, mode == Mode::CellKey)))
-            .collect(),
+        Mode::Budget(budget) => Shown::Noisy(budget::noisy(query, grid, budget)?),
+        Mode::Exact => Shown::Worked { perturb: false },
+        Mode::CellKey => Shown::Worked { perturb: true },
     };
     let withheld = withheld(grid, &shown, settings, mode);
-    let mut keys: Vec<&Key> = grid.entries.keys().collect();
-    keys.sort_unstable();
+    let mut entries: Vec<(&Key, &Acc)> = grid.entries.iter().collect();
+    entries.sort_unstable_by_key(|(key, _)| *key);
+    let keys: Vec<&Key> = entries.iter().map(|(key, _)| *key).collect();
     let perturb_fees = mode == Mode::CellKey;
     let mut fees = all_fee_quartiles(grid, (wants_fees, &keys), &withheld, settings, perturb_fees);
     let mut flagged = 0u32;
     let mut fee_groups_withheld = 0u32;
-    let cells = keys
+    // Each dimension's labels, written once per value (a table repeats them many times).
+    let mut labels_of: [FxHashMap<u64, String>; 3] = Default::default();
+    let cells = entries
         .into_iter()
-        .map(|key| {
-            let acc = &grid.entries[key];
+        .map(|(key, acc)| {
             let labels = query
                 .dimensions
                 .iter()
                 .zip(key)
-                .map(|(d, v)| label(*d, *v))
+                .zip(&mut labels_of)
+                .map(|((d, v), known)| known.entry(*v).or_insert_with(|| label(*d, *v)).clone())
                 .collect();
             if let Some(rule) = withheld.get(key) {
                 return pb::Cell {
@@ -72,7 +72,6 @@ pub(super) fn answer(
                 .zip(key)
                 .any(|(d, v)| *d == Dimension::ReportingState && *v != ALL);
             flagged += u32::from(single_state && !named_state);
-            let values = shown.get(key).copied().unwrap_or_default();
             let (fees, left_out) = fees.remove(key).unwrap_or_default();
             fee_groups_withheld += left_out;
             pb::Cell {
@@ -82,7 +81,7 @@ pub(super) fn answer(
                     .metrics
                     .iter()
                     .filter_map(|m| match m {
-                        Metric::Sum(a) => Some(values[*a as usize]),
+                        Metric::Sum(a) => Some(shown.figure(key, acc, *a)),
                         Metric::FeePerPerson => None,
                     })
                     .collect(),
@@ -125,23 +124,49 @@ pub(super) fn answer(
     })
 }
 
+/// Where the figures a cell shows come from.
+enum Shown {
+    /// Worked out from the cell when asked for: exact, or perturbed by the cell key
+    /// method.
+    Worked { perturb: bool },
+    /// Drawn under a privacy budget for every entry beforehand (indexed by `Additive`).
+    Noisy(FxHashMap<Key, [u64; SUMS]>),
+}
+
+impl Shown {
+    /// The figure the entry at `key` shows for `metric`.
+    fn figure(&self, key: &Key, acc: &Acc, metric: Additive) -> u64 {
+        match self {
+            Self::Noisy(figures) => figures.get(key).map_or(0, |f| f[metric as usize]),
+            Self::Worked { perturb: false } => metric.of(&acc.sums),
+            Self::Worked { perturb: true } => {
+                let value = metric.of(&acc.sums);
+                match metric {
+                    Additive::Reports => perturbation::count(value, acc.cell_key()),
+                    _ => perturbation::magnitude(value, metric.noise(&acc.sums), acc.reports()),
+                }
+            }
+        }
+    }
+}
+
 /// What suppression withholds, given the figures `shown`.
 fn withheld(
     grid: &Grid,
-    shown: &FxHashMap<Key, [u64; SUMS]>,
+    shown: &Shown,
     settings: &Settings,
     mode: Mode,
 ) -> BTreeMap<Key, disclosure::Rule> {
     let minimum = settings.minimum_reports;
-    let shown_reports = |key: &Key| shown.get(key).map_or(0, |v| v[0]);
+    let shown_reports = |key: &Key, acc: &Acc| shown.figure(key, acc, Additive::Reports);
     if let Mode::Budget(_) = mode {
         // Only the noisy counts: anything that looked at true figures would not be
         // covered by the budget.
         return grid
             .entries
-            .keys()
-            .filter(|key| shown_reports(key) < minimum)
-            .map(|key| (*key, disclosure::Rule::SmallCell))
+            .iter()
+            .filter(|(key, acc)| shown_reports(key, acc) < minimum)
+            .map(|(key, _)| (*key, disclosure::Rule::SmallCell))
             .collect();
     }
     // A cell is small when its true or its shown count is (perturbation never shows
@@ -149,24 +174,11 @@ fn withheld(
     // besides the asking state's own (its own reports cannot pad a cell open).
     let small = |key: &Key, acc: &Acc| {
         let others = acc.others();
-        acc.reports() < minimum || shown_reports(key) < minimum || (others > 0 && others < minimum)
+        acc.reports() < minimum
+            || shown_reports(key, acc) < minimum
+            || (others > 0 && others < minimum)
     };
     disclosure::protect(grid, small, settings.suppress_single_state)
-}
-
-/// The figures a cell shows for each additive metric (indexed by `Additive`): exact,
-/// or perturbed by the cell key method.
-fn shown(acc: &Acc, perturb: bool) -> [u64; SUMS] {
-    let mut out = [0; SUMS];
-    for (i, metric) in Additive::ALL.iter().enumerate() {
-        let value = metric.of(&acc.sums);
-        out[i] = match (perturb, metric) {
-            (false, _) => value,
-            (true, Additive::Reports) => perturbation::count(value, acc.cell_key()),
-            (true, _) => perturbation::magnitude(value, metric.noise(&acc.sums), acc.reports()),
-        };
-    }
-    out
 }
 
 /// [`fee_quartiles`] of every entry of `keys` not withheld, worked out over the cores

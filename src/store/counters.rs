@@ -987,6 +987,22 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever bytes a row holds, reading it gives numbers or an error, never a
+        /// panic.
+        #[test]
+        fn any_bytes_read_without_panicking(
+            bytes in proptest::collection::vec(proptest::prop_oneof![0u8..9, proptest::num::u8::ANY], 0..200),
+            probe in 0u32..16,
+            mask in proptest::num::u32::ANY,
+        ) {
+            let read = CounterRow { month: 0, value: 0, bytes: &bytes };
+            let _ = read.total(Positions(mask));
+            let _ = read.state(probe, Positions(mask));
+            let _ = read.states();
+        }
+    }
+
+    proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Rows changed batch after batch (entries added, grown, shrunk, dropped at zero
         /// reports; numbers of every width) read back as a model of the same changes:

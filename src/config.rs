@@ -230,8 +230,12 @@ pub struct StoreConfig {
     /// The store file; created with its directory if missing.
     pub path: PathBuf,
     /// redb's own page cache, in MiB (the OS page cache holds the rest of the file). The
-    /// default, 96, keeps a server with a million reports under 200 MiB resident, the
-    /// aggregate projection's 60 MiB included; more makes reads of a large store faster
+    /// default, 80, keeps a server with a million reports under 200 MiB resident, the
+    /// aggregate projection's 60 MiB included: a full cache takes more memory than its
+    /// size, since each 4 KiB page is allocated with a header and the allocator
+    /// (mimalloc) rounds that up to its next size class (`cargo bench --bench aggregate
+    /// -- --cache-mib N` on 1M reports: 171, 187, 215 and 249 MiB resident at 64, 80, 96
+    /// and 128, with the same query times). More makes reads of a large store faster
     /// (`cargo bench --bench reads -- --cache-mib N`: a full sync of 100k reports ran 16 %
     /// faster at 256 than at 64, indexed queries the same).
     pub cache_mib: usize,
@@ -330,7 +334,7 @@ impl StoreConfig {
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             path: dir.join("tidemark.redb"),
-            cache_mib: 96,
+            cache_mib: 80,
             max_batch: 1024,
         }
     }

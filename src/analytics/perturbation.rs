@@ -42,8 +42,8 @@
 //! themselves perturbed.
 //!
 //! **Fee quartiles** are computed over fee amounts each moved by its report's own fixed
-//! 5–10 % (`store::counters::moved_fee`, from the record key; kept in the counters
-//! beside the stated amounts): the same report is always moved the same way, so a
+//! 5–10 % (`store::counters::moved_fee`, from the record key; moved by the scan as it
+//! reads each amount): the same report is always moved the same way, so a
 //! quartile that is one report's fee cannot be averaged back, and another report with
 //! the same amount is moved differently, so a state cannot map amounts to shown values
 //! with reports of its own. How many reports they need is set by the caller (a stricter

@@ -506,8 +506,8 @@ impl Deltas {
 /// Applies per-state changes to the row at `key`, dropping entries (and the row) that
 /// reach zero reports. The first number of an entry is its reports.
 ///
-/// The row's entries and the changes are both in state order: one pass merges them, and
-/// the total and the widths of the new row are found on the way.
+/// The row's entries and the changes are both in state order: one pass merges them into
+/// the entries kept, from which [`encode_row`] works out the total and the widths.
 fn update(
     table: &mut Table<'_, &'static [u8], &'static [u8]>,
     key: &[u8],
@@ -536,9 +536,14 @@ fn update(
         };
         let entries = row.entries().map_err(|_| corrupt("unreadable entries"))?;
         let all = entries.picks(Positions::ALL);
+        let mut before = None;
         for i in 0..entries.count {
             let mut values = [0; STORED];
             let state = entries.read(i, &all, &mut values);
+            if before.is_some_and(|b| b >= state) {
+                return Err(corrupt("entries out of state order"));
+            }
+            before = Some(state);
             while let Some((new_state, delta)) = changes.next_if(|(s, _)| **s < state) {
                 let mut values = [0u64; STORED];
                 add(&mut values, delta).ok_or_else(|| corrupt("a count would go out of range"))?;
@@ -773,19 +778,26 @@ impl CounterRow<'_> {
     /// The row's total: the sums (at `wanted` positions), how many states contributed,
     /// and one of them.
     pub fn total(&self, wanted: Positions) -> Result<(Sums, usize, u32), StoreError> {
-        let (total, rest) = Entries::at(self.bytes, Some(1)).ok_or_else(unreadable)?;
+        let (total, entries) = self.blocks()?;
         let mut sums = [0; STORED];
-        let count = total.read(0, &total.picks(wanted), &mut sums);
-        let one = Entries::at(rest, None).map_or(0, |(entries, _)| entries.state(0));
-        Ok((sums, count as usize, one))
+        total.read(0, &total.picks(wanted), &mut sums);
+        Ok((sums, entries.count, entries.state(0)))
     }
 
     /// The per-state entries, after the total.
     fn entries(&self) -> Result<Entries<'_>, StoreError> {
-        let (_, rest) = Entries::at(self.bytes, Some(1)).ok_or_else(unreadable)?;
-        Entries::at(rest, None)
-            .map(|(entries, _)| entries)
-            .ok_or_else(unreadable)
+        self.blocks().map(|(_, entries)| entries)
+    }
+
+    /// The total and the per-state entries; unreadable unless the entries are whole and
+    /// as many as the total says.
+    fn blocks(&self) -> Result<(Entries<'_>, Entries<'_>), StoreError> {
+        let (total, rest) = Entries::at(self.bytes, Some(1)).ok_or_else(unreadable)?;
+        let (entries, _) = Entries::at(rest, None).ok_or_else(unreadable)?;
+        if total.state(0) as usize != entries.count {
+            return Err(unreadable());
+        }
+        Ok((total, entries))
     }
 
     /// The sums (at `wanted` positions) of one reporting state (packed), if it has any
@@ -927,7 +939,7 @@ mod tests {
             entries in proptest::collection::btree_map(
                 1u32..0xff_ffff,
                 proptest::array::uniform20(proptest::prop_oneof![
-                    0u64..128, 128u64..1 << 35, (1u64 << 56)..1 << 60
+                    0u64..128, 128u64..1 << 35, (1u64 << 48)..1 << 56, (1u64 << 56)..1 << 60
                 ]),
                 0..8,
             ),
@@ -1013,7 +1025,7 @@ mod tests {
             batches in proptest::collection::vec(
                 proptest::collection::btree_map(
                     1u32..12,
-                    (0u64..3, proptest::prop_oneof![0u64..200, 1u64 << 20..1 << 40, 1u64 << 56..1 << 58]),
+                    (0u64..3, proptest::prop_oneof![0u64..200, 1u64 << 20..1 << 40, 1u64 << 48..1 << 56, 1u64 << 56..1 << 57]),
                     1..5,
                 ),
                 1..8,
@@ -1065,6 +1077,30 @@ mod tests {
                 proptest::prop_assert_eq!(total, sum);
             }
         }
+    }
+
+    #[test]
+    fn a_row_whose_total_counts_other_entries_is_unreadable() {
+        let mut entries = std::collections::BTreeMap::new();
+        entries.insert(7, [1; STORED]);
+        entries.insert(9, [2; STORED]);
+        let mut row = row_of(&entries);
+        let read = CounterRow {
+            month: 0,
+            value: 0,
+            bytes: &row,
+        };
+        assert_eq!(read.total(Positions::ALL).unwrap().1, 2);
+        // The total's count follows its widths.
+        row[STORED + 2] = 3;
+        let read = CounterRow {
+            month: 0,
+            value: 0,
+            bytes: &row,
+        };
+        assert!(read.total(Positions::ALL).is_err());
+        assert!(read.states().is_err());
+        assert!(read.state(7, Positions::ALL).is_err());
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub(super) type Cells = FxHashMap<Key, Acc>;
 /// No state noted yet.
 const NO_STATE: u32 = 0;
 
-/// What one cell accumulates.
+/// What one cell accumulates. Sums add modulo 2^64, as the record keys' sum must (cell
+/// keys are taken modulo 2^32); the counters' own totals are checked when written, so no
+/// real table comes near it, and numbers read from disk cannot make a query panic.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Acc {
     pub sums: Sums,
@@ -63,7 +65,7 @@ impl Acc {
     /// Adds what one state's reports add; `own` when they are the asking analyst's.
     pub(super) fn add(&mut self, state: u32, sums: &Sums, own: bool) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
-            *total += add;
+            *total = total.wrapping_add(*add);
         }
         if own {
             self.note_own(sums);
@@ -76,7 +78,7 @@ impl Acc {
     /// Adds a total over `states` states, `one` of them (for the dominance flag).
     pub(super) fn add_total(&mut self, sums: &Sums, states: usize, one: u32) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
-            *total += add;
+            *total = total.wrapping_add(*add);
         }
         match states {
             0 => {}
@@ -87,20 +89,20 @@ impl Acc {
 
     /// Notes that `sums`, already added, were the asking analyst's state's.
     pub(super) fn note_own(&mut self, sums: &Sums) {
-        self.own_reports += Additive::Reports.of(sums);
+        self.own_reports = self.own_reports.wrapping_add(Additive::Reports.of(sums));
         self.own_keys = self.own_keys.wrapping_add(sums[KEY_SUM]);
     }
 
     pub(super) fn merge(&mut self, other: &Self) {
         for (total, add) in self.sums.iter_mut().zip(&other.sums) {
-            *total += add;
+            *total = total.wrapping_add(*add);
         }
         if other.mixed {
             self.mixed = true;
         } else if other.state != NO_STATE {
             self.note_state(other.state);
         }
-        self.own_reports += other.own_reports;
+        self.own_reports = self.own_reports.wrapping_add(other.own_reports);
         self.own_keys = self.own_keys.wrapping_add(other.own_keys);
         self.fees.absorb(&other.fees);
     }
@@ -212,4 +214,26 @@ fn roll(from: &Cells, position: usize) -> Cells {
         out.entry(k).or_default().merge(acc);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sums near 2^64 (only a tampered store holds them) add modulo 2^64 in every build,
+    /// and the record keys' sum keeps its cell key modulo 2^32.
+    #[test]
+    fn sums_add_modulo_two_to_the_64() {
+        let mut big = [u64::MAX - 1; crate::store::counters::STORED];
+        big[KEY_SUM] = u64::MAX;
+        let mut acc = Acc::default();
+        acc.add(7, &big, true);
+        acc.add(9, &big, false);
+        let mut other = Acc::default();
+        other.add(9, &big, true);
+        acc.merge(&other);
+        assert_eq!(acc.reports(), (u64::MAX - 1).wrapping_mul(3));
+        assert_eq!(acc.sums[KEY_SUM], u64::MAX.wrapping_mul(3));
+        assert!(!acc.single_state());
+    }
 }

@@ -43,7 +43,8 @@ impl Sources {
                 (0, u32::MAX),
                 |row| {
                     for (state, sums) in row.states()? {
-                        *by_state.entry(state).or_default() += sums[0];
+                        let n = by_state.entry(state).or_default();
+                        *n = n.saturating_add(sums[0]);
                     }
                     Ok(())
                 },

@@ -77,6 +77,8 @@ pub struct Readings {
     pub certificates: Vec<(String, i64)>,
     /// When the published CRL was issued (`thisUpdate`), Unix seconds, if there is one.
     pub crl_issued: Option<i64>,
+    /// Quarters whose aggregate counter rows are not yet caught up with their months.
+    pub quarters_behind: u64,
     /// Now, Unix seconds.
     pub now: i64,
 }
@@ -101,6 +103,7 @@ pub struct Metrics {
     give_to_get_refusals: Family<CategoryLabels, Counter>,
     handshakes_refused: Family<HandshakeLabels, Counter>,
     store_bytes: Gauge<i64, AtomicI64>,
+    quarters_behind: Gauge<i64, AtomicI64>,
     server_certificate_expiry: Gauge<i64, AtomicI64>,
     reports: Family<StateCategoryLabels, Gauge<i64, AtomicI64>>,
     certificate_expiry: Family<StateLabels, Gauge<i64, AtomicI64>>,
@@ -135,6 +138,7 @@ impl Metrics {
             give_to_get_refusals: Family::default(),
             handshakes_refused: Family::default(),
             store_bytes: Gauge::default(),
+            quarters_behind: Gauge::default(),
             server_certificate_expiry: Gauge::default(),
             reports: Family::default(),
             certificate_expiry: Family::default(),
@@ -197,6 +201,12 @@ impl Metrics {
             "Size of the store file",
             Unit::Bytes,
             self.store_bytes.clone(),
+        );
+        r.register(
+            "tidemark_counter_quarters_behind",
+            "Quarters (per category) whose aggregate counter rows the writer has yet to \
+             bring up to date with their months; they are read from month rows meanwhile",
+            self.quarters_behind.clone(),
         );
         r.register_with_unit(
             "tidemark_server_certificate_expiry",
@@ -295,6 +305,8 @@ impl Metrics {
         let now = readings.now;
         self.store_bytes
             .set(i64::try_from(readings.store_bytes).unwrap_or(i64::MAX));
+        self.quarters_behind
+            .set(i64::try_from(readings.quarters_behind).unwrap_or(i64::MAX));
         self.server_certificate_expiry
             .set(readings.server_not_after.saturating_sub(now));
         self.reports.clear();

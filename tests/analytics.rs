@@ -427,7 +427,14 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
         let source = check(server, &who, live, &dims, all(), |_| true).await;
         assert_eq!(source, "scan", "{dims:?} has two counted dimensions");
     }
-    // Whole months and reporting states: counters. A route: a scan.
+    check_filters(server, &who, live).await;
+    check_every_scan(server, &who, live).await;
+}
+
+/// Filters: whole months and reporting states from the counters (quarter rows and month
+/// rows); a route or a bounding box by a scan.
+async fn check_filters(server: &TestServer, who: &ClientIdentity, live: &[&pb::Report]) {
+    let all = pb::AggregateFilter::default;
     let months = pb::AggregateFilter {
         category: pb::Category::SmugglingIncident as i32,
         from_date: "2021-03-01".into(),
@@ -443,7 +450,7 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
     };
     let source = check(
         server,
-        &who,
+        who,
         live,
         &[Dim::Month, Dim::Destination],
         months.clone(),
@@ -451,6 +458,15 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
     )
     .await;
     assert_eq!(source, "counters");
+    // Split by quarter or year: quarter rows for the whole quarters, month rows for
+    // March and October (the range starts and ends inside a quarter).
+    for dims in [
+        vec![Dim::Quarter, Dim::Origin],
+        vec![Dim::Year, Dim::State, Dim::Nationality],
+    ] {
+        let source = check(server, who, live, &dims, months.clone(), in_months).await;
+        assert_eq!(source, "counters", "{dims:?}");
+    }
     let via_afg = pb::AggregateFilter {
         route_countries: vec!["AFG".into()],
         ..months
@@ -464,7 +480,7 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
     };
     let source = check(
         server,
-        &who,
+        who,
         live,
         &[Dim::Quarter, Dim::Modus],
         via_afg,
@@ -482,7 +498,7 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
             || route.intended_destination == "IDN"
             || route.transit.iter().any(|t| t == "IDN")
     };
-    let source = check(server, &who, live, &[Dim::Year], through_idn, via).await;
+    let source = check(server, who, live, &[Dim::Year], through_idn, via).await;
     assert_eq!(source, "scan");
     let bbox = pb::AggregateFilter {
         bbox: Some(pb::BoundingBox {
@@ -498,9 +514,8 @@ async fn check_everything(server: &TestServer, pki: &TestPki, live: &[&pb::Repor
             (-5.0..=5.0).contains(&p.latitude) && (100.0..=115.0).contains(&p.longitude)
         })
     };
-    let source = check(server, &who, live, &[Dim::SeaArea], bbox, inside).await;
+    let source = check(server, who, live, &[Dim::SeaArea], bbox, inside).await;
     assert_eq!(source, "scan");
-    check_every_scan(server, &who, live).await;
 }
 
 /// Every dimension through the scan of the columnar projection (a content filter makes

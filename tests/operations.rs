@@ -75,6 +75,38 @@ async fn bounded_labels_and_nothing_else(
     assert!(status.contains("404"), "{status}");
 }
 
+/// A scrape once the writer, idle, has brought the quarter counter rows up to date with
+/// the months (the report counts are then read from quarter rows); fails after 10 s.
+async fn quarters_caught_up(metrics: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    for _ in 0..200 {
+        let now = scrape(metrics).await;
+        if count(&now, "tidemark_counter_quarters_behind", &[]) == 0 {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("quarters still behind after 10 s idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_brings_quarter_counter_rows_up_to_date_when_idle() {
+    let pki = TestPki::new();
+    let (server, metrics) = TestServer::start_with_metrics(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let mut exchange = server.exchange(&node(&pki, "AUS")).await;
+    // Reports over several years: many quarters marked behind.
+    for seed in 0..40 {
+        submit(&mut exchange, sign(&sample_report("AUS", seed), &key))
+            .await
+            .unwrap();
+    }
+    let caught_up = quarters_caught_up(metrics).await;
+    assert_eq!(
+        count(&caught_up, "tidemark_reports", &[("state", "AUS")]),
+        40
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_real_calls_in_the_prometheus_format() {
     let pki = TestPki::new();

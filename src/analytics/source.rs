@@ -12,7 +12,7 @@ use crate::{
     country::CountryCode,
     store::{
         Snapshot, StoreError,
-        counters::{self, Additive, Cuboid, Positions},
+        counters::{self, Additive, Cuboid, Grain, Positions},
     },
 };
 
@@ -140,11 +140,17 @@ fn read_cuboid(
     // Split by state only when asked to, or filtering by state; otherwise each row's
     // total will do (with the asking state's own entry looked up apart).
     let per_state = dims.contains(&Dimension::ReportingState);
+    // Quarter rows, a third as many, unless the table is split by month.
+    let grain = if dims.contains(&Dimension::Month) {
+        Grain::Months
+    } else {
+        Grain::Quarters
+    };
     let totals = !per_state && states.is_empty();
     let mut cells: Cells = Cells::default();
     for category in query.categories() {
         let category = category.to_pb() as i32;
-        snapshot.counter_rows(cuboid, category, months, |row| {
+        snapshot.counter_rows((cuboid, category), months, grain, |row| {
             if totals {
                 let (sums, count, one) = row.total(wanted)?;
                 let key = key_of(dims, row.month, 0, category, row.value);
@@ -193,7 +199,8 @@ fn counted_by_state(
     let states = wanted_states(query);
     let mut counted = BTreeMap::new();
     for category in query.categories() {
-        snapshot.counter_rows(Cuboid::Base, category.to_pb() as i32, months, |row| {
+        let base = (Cuboid::Base, category.to_pb() as i32);
+        snapshot.counter_rows(base, months, Grain::Quarters, |row| {
             row.each_state(Positions::of([]), |state, sums| {
                 if states.is_empty() || states.contains(&state) {
                     *counted.entry(state).or_default() += Additive::Reports.of(sums);

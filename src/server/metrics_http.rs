@@ -15,7 +15,10 @@ use crate::{
     identity::Principal,
     metrics::{Metrics, Readings},
     report::Category,
-    store::{Store, StoreError, counters::Cuboid},
+    store::{
+        Store, StoreError,
+        counters::{Cuboid, Grain},
+    },
     trust::Trust,
 };
 
@@ -38,9 +41,9 @@ impl Sources {
         for category in Category::ALL {
             let mut by_state = std::collections::BTreeMap::<u32, u64>::new();
             snapshot.counter_rows(
-                Cuboid::Base,
-                category.to_pb() as i32,
+                (Cuboid::Base, category.to_pb() as i32),
                 (0, u32::MAX),
+                Grain::Quarters,
                 |row| {
                     for (state, sums) in row.states()? {
                         let n = by_state.entry(state).or_default();
@@ -78,6 +81,7 @@ impl Sources {
             reports,
             certificates: certificates.into_iter().collect(),
             crl_issued: self.trust.crl_issued_at(),
+            quarters_behind: snapshot.quarters_behind()?,
             now,
         })
     }

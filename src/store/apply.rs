@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
-    ENVELOPES, EnvelopeKind, EnvelopeRecord, REPORTS, ReportHead, SECRETS, StoreError, VersionRef,
-    counters, decode,
+    ENVELOPES, EnvelopeKind, EnvelopeRecord, QUARTERS_BEHIND, REPORTS, ReportHead, SECRETS,
+    StoreError, VersionRef, counters, decode,
     log::{self, Leaf, LogTables},
 };
 use crate::{country::CountryCode, report::ReportSummary};
@@ -97,6 +97,8 @@ pub(super) struct Tables<'t> {
     audit: redb::Table<'t, u64, &'static [u8]>,
     audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
     counters: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// Quarters whose counter rows are behind their months.
+    quarters_behind: redb::Table<'t, (u8, u32), ()>,
     /// Privacy budgets spent.
     pub(super) budgets: redb::Table<'t, (&'static str, i32), u64>,
     /// Reports' record keys for the counters (the store's cell key secret).
@@ -116,6 +118,7 @@ impl<'t> Tables<'t> {
             audit: tx.open_table(AUDIT)?,
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
+            quarters_behind: tx.open_table(QUARTERS_BEHIND)?,
             budgets: tx.open_table(BUDGETS)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             log: LogTables::open(tx)?,
@@ -129,7 +132,7 @@ impl<'t> Tables<'t> {
 
     /// Adds a batch's counter changes.
     pub(super) fn write_counters(&mut self, deltas: counters::Deltas) -> Result<(), StoreError> {
-        deltas.write(&mut self.counters)
+        deltas.write(&mut self.counters, &mut self.quarters_behind)
     }
 
     /// The number the next audit record takes.

@@ -8,8 +8,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{
     AUDIT, AUDIT_BY_OWNER, BUDGETS, BY_DATE, BY_STATE, CHECKPOINTS, CONTRIBUTIONS, COSIGNATURES,
-    COUNTERS, ENVELOPES, ISSUED_CERTS, LOG_BY_HASH, LOG_ENTRIES, LOG_NODES, META, REPORTS,
-    REVOKED_CERTS, SECRETS, SIGNING_KEYS, STATES, StoreError,
+    COUNTER_QUARTERS, COUNTERS, ENVELOPES, ISSUED_CERTS, LOG_BY_HASH, LOG_ENTRIES, LOG_NODES, META,
+    QUARTERS_BEHIND, REPORTS, REVOKED_CERTS, SECRETS, SIGNING_KEYS, STATES, StoreError,
 };
 
 /// What a backup (or a store being restored) holds.
@@ -45,6 +45,8 @@ macro_rules! each_table {
             AUDIT,
             AUDIT_BY_OWNER,
             COUNTERS,
+            COUNTER_QUARTERS,
+            QUARTERS_BEHIND,
             LOG_ENTRIES,
             LOG_NODES,
             LOG_BY_HASH,

@@ -55,7 +55,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub(crate) const COUNTERS_VERSION: u64 = 8;
+pub(crate) const COUNTERS_VERSION: u64 = 9;
 
 /// The version of the transparency log's layout; a store without it (written before the
 /// log existed) has its log built from its envelopes and audit records at start.
@@ -86,8 +86,13 @@ const ISSUED_CERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// (owning state, audit number) → how many of its reports that access returned.
 const AUDIT_BY_OWNER: TableDefinition<(&str, u64), u64> = TableDefinition::new("audit_by_owner");
-/// Aggregate counters (see [`counters`]): cell key → per-state sums.
+/// Aggregate counters (see [`counters`]): cell key → per-state sums, a row per month.
 const COUNTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("counters");
+/// The same counters a row per quarter (the cell key's month is the quarter's number),
+/// brought up to date after the fact (see [`counters::catch_up_quarters`]).
+const COUNTER_QUARTERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("counter_quarters");
+/// (category, quarter) whose quarter rows are behind its month rows.
+const QUARTERS_BEHIND: TableDefinition<(u8, u32), ()> = TableDefinition::new("quarters_behind");
 /// The transparency log's entries by leaf index (0, 1, 2, …; see `log.rs`).
 const LOG_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_entries");
 /// Hashes of the log's perfect subtrees by (level, index).
@@ -244,6 +249,8 @@ impl Store {
             tx.open_table(STATES)?;
             tx.open_table(ISSUED_CERTS)?;
             tx.open_table(COUNTERS)?;
+            tx.open_table(COUNTER_QUARTERS)?;
+            tx.open_table(QUARTERS_BEHIND)?;
             tx.open_table(LOG_ENTRIES)?;
             tx.open_table(LOG_NODES)?;
             tx.open_table(LOG_BY_HASH)?;
@@ -382,6 +389,8 @@ impl Store {
         let mut counted = 0;
         {
             tx.delete_table(COUNTERS)?;
+            tx.delete_table(COUNTER_QUARTERS)?;
+            tx.delete_table(QUARTERS_BEHIND)?;
             tx.delete_table(FEES)?;
             let mut deltas = counters::Deltas::new(record_keys(&tx.open_table(SECRETS)?)?);
             let envelopes = tx.open_table(ENVELOPES)?;
@@ -418,7 +427,15 @@ impl Store {
                 head.summary = Some(summary);
                 reports.insert(key, head.encode_to_vec().as_slice())?;
             }
-            deltas.write(&mut tx.open_table(COUNTERS)?)?;
+            let mut months = tx.open_table(COUNTERS)?;
+            let mut behind = tx.open_table(QUARTERS_BEHIND)?;
+            deltas.write(&mut months, &mut behind)?;
+            counters::catch_up_quarters(
+                &months,
+                &mut tx.open_table(COUNTER_QUARTERS)?,
+                &mut behind,
+                usize::MAX,
+            )?;
             tx.open_table(META)?
                 .insert("counters_version", COUNTERS_VERSION)?;
         }

@@ -8,12 +8,13 @@
 
 use std::ops::Bound;
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
-    ENVELOPES, EnvelopeRecord, KeyRecord, REPORTS, ReportHead, SECRETS, SIGNING_KEYS, StoreError,
-    counters::{self, CounterRow, Cuboid, RecordKeys},
+    AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS,
+    COUNTER_QUARTERS, COUNTERS, ENVELOPES, EnvelopeRecord, KeyRecord, QUARTERS_BEHIND, REPORTS,
+    ReportHead, SECRETS, SIGNING_KEYS, StoreError,
+    counters::{self, CounterRow, CounterTables, Cuboid, Grain, RecordKeys},
     decode,
     log::{LogView, ProofRequestError, StoredCheckpoint},
 };
@@ -29,6 +30,8 @@ pub struct Snapshot {
     audit: ReadOnlyTable<u64, &'static [u8]>,
     audit_by_owner: ReadOnlyTable<(&'static str, u64), u64>,
     counters: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    counter_quarters: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    quarters_behind: ReadOnlyTable<(u8, u32), ()>,
     record_keys: RecordKeys,
     budgets: ReadOnlyTable<(&'static str, i32), u64>,
     log: LogView,
@@ -50,6 +53,8 @@ impl Snapshot {
             audit: tx.open_table(AUDIT)?,
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
+            counter_quarters: tx.open_table(COUNTER_QUARTERS)?,
+            quarters_behind: tx.open_table(QUARTERS_BEHIND)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             budgets: tx.open_table(BUDGETS)?,
             log: LogView::open(&tx)?,
@@ -260,15 +265,25 @@ impl Snapshot {
             .collect()
     }
 
-    /// Counter rows of `cuboid` and `category` for months in `months` (see
-    /// [`counters::month_of_day`]), in key order.
+    /// Quarters (per category) whose counter rows are behind their months.
+    pub fn quarters_behind(&self) -> Result<u64, StoreError> {
+        Ok(self.quarters_behind.len()?)
+    }
+
+    /// Counter rows of `cuboid` and `category` covering months in `months` (see
+    /// [`counters::month_of_day`]) at `grain`.
     pub fn counter_rows(
         &self,
-        cuboid: Cuboid,
-        category: i32,
+        (cuboid, category): (Cuboid, i32),
         months: (u32, u32),
+        grain: Grain,
         each: impl FnMut(&CounterRow<'_>) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        counters::read_counters(&self.counters, cuboid, category, months, each)
+        let tables = CounterTables {
+            months: &self.counters,
+            quarters: &self.counter_quarters,
+            behind: &self.quarters_behind,
+        };
+        counters::read_counters(&tables, (cuboid, category), months, grain, each)
     }
 }

@@ -9,13 +9,17 @@
 //! caller's task after the commit ([`crate::receipt`]), in parallel, keeping the writer's
 //! critical section short.
 
-use std::{sync::Arc, thread};
+use std::{
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
 
-use redb::Database;
+use redb::{Database, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    AuditRecord, ProjectionCell, StoreError,
+    AuditRecord, COUNTER_QUARTERS, COUNTERS, ProjectionCell, QUARTERS_BEHIND, StoreError,
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
     budget::{self, BudgetCharge, BudgetError},
     counters,
@@ -209,8 +213,24 @@ fn run(
         Message::Budget(charge, reply) => batch.push(Job::Budget(charge, reply)),
         Message::Stop => *stopping = true,
     };
+    // Quarter counter rows may be behind from before this start.
+    let mut behind = true;
+    let mut caught_up = Instant::now();
     while !stopping {
-        match rx.blocking_recv() {
+        let message = if behind {
+            match rx.try_recv() {
+                Ok(message) => Some(message),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing queued: time to bring quarter rows up to date.
+                    behind = catch_up(db, &mut caught_up);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        match message {
             Some(message) => take(message, &mut batch, &mut stopping),
             None => stopping = true,
         }
@@ -237,6 +257,11 @@ fn run(
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
                 project(ends.projection, &changes);
+                behind |= !changes.is_empty();
+                if behind && caught_up.elapsed() >= CATCH_UP_EVERY {
+                    // Busy without a pause: catch up now and then all the same.
+                    behind = catch_up(db, &mut caught_up);
+                }
                 let newest = results
                     .iter()
                     .filter_map(|done| match done {
@@ -247,46 +272,92 @@ fn run(
                 if let Some(sequence) = newest {
                     ends.published.send_replace(sequence);
                 }
-                for (job, result) in batch.drain(..).zip(results) {
-                    match (job, result) {
-                        (Job::Append(_, reply), Done::Append(result)) => {
-                            let _ = reply.send(result);
-                        }
-                        (Job::Audit(_, reply), Done::Audit(number)) => {
-                            ends.metrics.audit_written();
-                            let _ = reply.send(Ok(number));
-                        }
-                        (Job::UpdateAudit(_, _, reply), Done::Audit(number)) => {
-                            let _ = reply.send(Ok(number));
-                        }
-                        (Job::Budget(_, reply), Done::Budget(result)) => {
-                            let _ = reply.send(result);
-                        }
-                        // Invariant: commit_batch answers each job in order, in kind.
-                        _ => unreachable!("a batch result out of order"),
-                    }
-                }
+                answer(&mut batch, results, ends.metrics);
             }
-            Err(e) => {
-                tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
-                if e.is_disk_failure() {
-                    ends.disk_failed.send_replace(Some(e.to_string()));
-                }
-                let failure = || AppendError::Store(e.to_string());
-                for job in batch.drain(..) {
-                    match job {
-                        Job::Append(_, reply) => {
-                            let _ = reply.send(Err(failure()));
-                        }
-                        Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply) => {
-                            let _ = reply.send(Err(failure()));
-                        }
-                        Job::Budget(_, reply) => {
-                            let _ = reply.send(Err(BudgetError::Store(failure())));
-                        }
-                    }
-                }
+            Err(e) => fail(&mut batch, &e, ends.disk_failed),
+        }
+    }
+}
+
+/// Answers each job of a committed batch with its result.
+fn answer(batch: &mut Vec<Job>, results: Vec<Done>, metrics: &Metrics) {
+    for (job, result) in batch.drain(..).zip(results) {
+        match (job, result) {
+            (Job::Append(_, reply), Done::Append(result)) => {
+                let _ = reply.send(result);
             }
+            (Job::Audit(_, reply), Done::Audit(number)) => {
+                metrics.audit_written();
+                let _ = reply.send(Ok(number));
+            }
+            (Job::UpdateAudit(_, _, reply), Done::Audit(number)) => {
+                let _ = reply.send(Ok(number));
+            }
+            (Job::Budget(_, reply), Done::Budget(result)) => {
+                let _ = reply.send(result);
+            }
+            // Invariant: commit_batch answers each job in order, in kind.
+            _ => unreachable!("a batch result out of order"),
+        }
+    }
+}
+
+/// Answers each job of a batch that failed to commit with the failure.
+fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option<String>>) {
+    tracing::error!(error = %e, size = batch.len(), "a write batch failed to commit");
+    if e.is_disk_failure() {
+        disk_failed.send_replace(Some(e.to_string()));
+    }
+    let failure = || AppendError::Store(e.to_string());
+    for job in batch.drain(..) {
+        match job {
+            Job::Append(_, reply) => {
+                let _ = reply.send(Err(failure()));
+            }
+            Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply) => {
+                let _ = reply.send(Err(failure()));
+            }
+            Job::Budget(_, reply) => {
+                let _ = reply.send(Err(BudgetError::Store(failure())));
+            }
+        }
+    }
+}
+
+/// Quarters whose counter rows one catch-up brings up to date: few, so that a batch
+/// arriving meanwhile does not wait long.
+const QUARTERS_PER_CATCH_UP: usize = 4;
+
+/// Under load without a pause, quarter rows are still caught up this often.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
+
+/// Brings a few quarters' counter rows up to date ([`counters::catch_up_quarters`]) in
+/// a transaction of its own, durable like the batches (a commit that is not flushed
+/// would keep every page it frees from reuse until the next flushed one, and an idle
+/// writer has none). Returns whether quarters are still behind; after a failure
+/// (logged) it returns false, so the writer tries again only after its next change.
+fn catch_up(db: &Database, at: &mut Instant) -> bool {
+    *at = Instant::now();
+    let step = || -> Result<u64, StoreError> {
+        let mut tx = db.begin_write()?;
+        if tx.open_table(QUARTERS_BEHIND)?.is_empty()? {
+            tx.abort()?;
+            return Ok(0);
+        }
+        let left = counters::catch_up_quarters(
+            &tx.open_table(COUNTERS)?,
+            &mut tx.open_table(COUNTER_QUARTERS)?,
+            &mut tx.open_table(QUARTERS_BEHIND)?,
+            QUARTERS_PER_CATCH_UP,
+        )?;
+        tx.commit()?;
+        Ok(left)
+    };
+    match step() {
+        Ok(left) => left > 0,
+        Err(e) => {
+            tracing::error!(error = %e, "quarter counter rows could not be brought up to date");
+            false
         }
     }
 }

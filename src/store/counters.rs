@@ -14,7 +14,7 @@
 //! marks the quarters it changed as behind, and [`catch_up_quarters`] later makes their
 //! rows again from the months'. A read uses a quarter's rows only while it is not marked
 //! ([`read_counters`], [`Grain`]), so it never sees them stale, and a submission writes
-//! no more rows than it would without them.
+//! no more counter rows than it would without them (only a mark per quarter it touches).
 //!
 //! A row's bytes (counters version 9; quarter rows alike), with `N` = [`STORED`] numbers per entry:
 //!
@@ -525,63 +525,112 @@ fn quarter_of(key: &[u8; CELL_KEY]) -> (u8, u32) {
     (key[0], u32::from_be_bytes(month) / 3)
 }
 
-/// Brings the quarter rows of up to `limit` quarters marked behind up to date: each
-/// quarter's rows are made again as the sums of its three months' rows, and its mark is
-/// removed, in the caller's transaction. Returns how many quarters are still behind.
+/// What [`catch_up_quarters`] did.
+pub(super) struct CatchUp {
+    /// Quarters whose rows could not be made from their month rows (unreadable or out
+    /// of range), with why; they stay marked, so they are read from their months.
+    pub failed: Vec<((u8, u32), StoreError)>,
+    /// Quarters still marked, besides those skipped.
+    pub left: u64,
+}
+
+/// Brings the quarter rows of up to `limit` quarters marked behind (those in `skip`
+/// aside) up to date, in the caller's transaction: each quarter's rows are made again
+/// as the sums of its three months' rows, and its mark is removed.
 ///
 /// Month rows change with every batch; quarter rows only here, after the fact, so that
-/// a submission writes no more rows than before they existed. Readers use a quarter's
-/// rows only while it is not marked ([`read_counters`]), so they never see them stale.
+/// a submission writes no more counter rows than before they existed (only a mark per
+/// quarter it touches). Readers use a quarter's rows only while it is not marked
+/// ([`read_counters`]), so they never see them stale.
 pub(super) fn catch_up_quarters(
     months: &impl ReadableTable<&'static [u8], &'static [u8]>,
     quarters: &mut Table<'_, &'static [u8], &'static [u8]>,
     behind: &mut Table<'_, (u8, u32), ()>,
-    limit: usize,
-) -> Result<u64, StoreError> {
-    let pending = behind
-        .iter()?
-        .take(limit)
-        .map(|entry| entry.map(|(k, _)| k.value()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let overflow = || StoreError::Corrupt("a quarter's counter total is out of range".to_owned());
+    (limit, skip): (usize, &BTreeSet<(u8, u32)>),
+) -> Result<CatchUp, StoreError> {
+    let mut pending = Vec::new();
+    for entry in behind.iter()? {
+        let quarter = entry?.0.value();
+        if pending.len() == limit {
+            break;
+        }
+        if !skip.contains(&quarter) {
+            pending.push(quarter);
+        }
+    }
+    let mut failed = Vec::new();
     for (category, quarter) in pending {
+        // Made before anything is written, so that a quarter that fails leaves the
+        // transaction as it was.
+        let rows = match quarter_rows(months, category, quarter) {
+            Ok(rows) => rows,
+            Err(e) => {
+                failed.push(((category, quarter), e));
+                continue;
+            }
+        };
         let first = cell_key(0, i32::from(category), quarter, 0);
         let last = cell_key(u8::MAX, i32::from(category), quarter, u64::MAX);
         quarters.retain_in::<&[u8], _>(first.as_slice()..=last.as_slice(), |_, _| false)?;
-        // (cuboid, value) → state → sums over the quarter's months.
-        let mut rows: BTreeMap<(u8, u64), BTreeMap<u32, Sums>> = BTreeMap::new();
-        let from = quarter
-            .checked_mul(3)
-            .filter(|month| month.checked_add(2).is_some())
-            .ok_or_else(|| StoreError::Corrupt(format!("quarter {quarter} is out of range")))?;
-        let from = cell_key(0, i32::from(category), from, 0);
-        let to = cell_key(u8::MAX, i32::from(category), quarter * 3 + 2, u64::MAX);
-        for entry in months.range::<&[u8]>(from.as_slice()..=to.as_slice())? {
-            let (key, bytes) = entry?;
-            let key = key.value();
-            let (_, value) = split_key(key)?;
-            let row = CounterRow {
-                month: 0,
-                value,
-                bytes: bytes.value(),
-            };
-            let states = rows.entry((key[5], value)).or_default();
-            for (state, sums) in row.states()? {
-                let total = states.entry(state).or_insert([0; STORED]);
-                for (t, s) in total.iter_mut().zip(sums) {
-                    *t = t.checked_add(s).ok_or_else(overflow)?;
-                }
-            }
-        }
-        for ((code, value), states) in rows {
-            let entries: Vec<(u32, Sums)> = states.into_iter().collect();
-            let row = encode_row(&entries).ok_or_else(overflow)?;
-            let key = cell_key(code, i32::from(category), quarter, value);
+        for (key, row) in rows {
             quarters.insert(key.as_slice(), row.as_slice())?;
         }
         behind.remove((category, quarter))?;
     }
-    Ok(behind.len()?)
+    let skipped = u64::try_from(skip.len() + failed.len()).unwrap_or(u64::MAX);
+    Ok(CatchUp {
+        failed,
+        left: behind.len()?.saturating_sub(skipped),
+    })
+}
+
+/// The key of a counter row (see [`cell_key`]).
+type CellKey = [u8; CELL_KEY];
+
+/// The rows of `quarter` in `category`: per (cuboid, value), the sums of its months'
+/// rows (key and bytes).
+fn quarter_rows(
+    months: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    category: u8,
+    quarter: u32,
+) -> Result<Vec<(CellKey, Vec<u8>)>, StoreError> {
+    let overflow = || StoreError::Corrupt("a quarter's counter total is out of range".to_owned());
+    let first_month = quarter
+        .checked_mul(3)
+        .ok_or_else(|| StoreError::Corrupt(format!("quarter {quarter} is out of range")))?;
+    let from = cell_key(0, i32::from(category), first_month, 0);
+    let to = cell_key(
+        u8::MAX,
+        i32::from(category),
+        first_month.saturating_add(2),
+        u64::MAX,
+    );
+    // (cuboid, value) → state → sums over the quarter's months.
+    let mut sums: BTreeMap<(u8, u64), BTreeMap<u32, Sums>> = BTreeMap::new();
+    for entry in months.range::<&[u8]>(from.as_slice()..=to.as_slice())? {
+        let (key, bytes) = entry?;
+        let key = key.value();
+        let (_, value) = split_key(key)?;
+        let row = CounterRow {
+            month: 0,
+            value,
+            bytes: bytes.value(),
+        };
+        let states = sums.entry((key[5], value)).or_default();
+        for (state, add) in row.states()? {
+            let total = states.entry(state).or_insert([0; STORED]);
+            for (t, a) in total.iter_mut().zip(add) {
+                *t = t.checked_add(a).ok_or_else(overflow)?;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|((code, value), states)| {
+            let entries: Vec<(u32, Sums)> = states.into_iter().collect();
+            let row = encode_row(&entries).ok_or_else(overflow)?;
+            Ok((cell_key(code, i32::from(category), quarter, value), row))
+        })
+        .collect()
 }
 
 /// Applies per-state changes to the row at `key`, dropping entries (and the row) that
@@ -1043,12 +1092,18 @@ pub(super) fn read_counters<
         .map(|entry| entry.map(|(k, _)| k.value().1))
         .collect::<Result<Vec<u32>, _>>()?;
     let mut next = first;
-    for quarter in behind {
-        if next < quarter {
-            read(tables.quarters, (next, quarter - 1), true)?;
+    let mut marked = behind.into_iter().peekable();
+    while let Some(start) = marked.next() {
+        // A run of marked quarters: one read of their months.
+        let mut end = start;
+        while let Some(following) = marked.next_if(|q| *q == end + 1) {
+            end = following;
         }
-        read(tables.months, (3 * quarter, 3 * quarter + 2), false)?;
-        next = quarter + 1;
+        if next < start {
+            read(tables.quarters, (next, start - 1), true)?;
+        }
+        read(tables.months, (3 * start, 3 * end + 2), false)?;
+        next = end + 1;
     }
     if next < last {
         read(tables.quarters, (next, last - 1), true)?;
@@ -1253,15 +1308,16 @@ mod tests {
     /// Brings up to `limit` quarters up to date; returns how many are still behind.
     fn catch_up(db: &redb::Database, limit: usize) -> u64 {
         let tx = db.begin_write().unwrap();
-        let left = catch_up_quarters(
+        let done = catch_up_quarters(
             &tx.open_table(MONTH_ROWS).unwrap(),
             &mut tx.open_table(QUARTER_ROWS).unwrap(),
             &mut tx.open_table(BEHIND).unwrap(),
-            limit,
+            (limit, &BTreeSet::new()),
         )
         .unwrap();
         tx.commit().unwrap();
-        left
+        assert!(done.failed.is_empty());
+        done.left
     }
 
     proptest::proptest! {
@@ -1335,6 +1391,69 @@ mod tests {
             }
             proptest::prop_assert_eq!(left, 0);
         }
+    }
+
+    /// A quarter whose month rows cannot be read stays marked (so it is read from its
+    /// months) and does not hold up the others.
+    #[test]
+    fn a_quarter_that_cannot_be_made_is_skipped_and_stays_marked() {
+        use redb::ReadableDatabase;
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("counters.redb")).unwrap();
+        let good = 2020 * 12;
+        let bad = good + 3;
+        let tx = db.begin_write().unwrap();
+        {
+            let mut deltas = Deltas::new(RecordKeys::new([0; 16]));
+            let delta = [1; STORED];
+            for month in [good, bad] {
+                let key = cell_key(Cuboid::Origin.code(), 2, month, 7);
+                deltas.cells.entry(key).or_default().insert(5, delta);
+            }
+            deltas
+                .write(
+                    &mut tx.open_table(MONTH_ROWS).unwrap(),
+                    &mut tx.open_table(BEHIND).unwrap(),
+                )
+                .unwrap();
+            let cut = cell_key(Cuboid::Origin.code(), 2, bad, 7);
+            tx.open_table(MONTH_ROWS)
+                .unwrap()
+                .insert(cut.as_slice(), [9u8; 5].as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        let tx = db.begin_write().unwrap();
+        let done = catch_up_quarters(
+            &tx.open_table(MONTH_ROWS).unwrap(),
+            &mut tx.open_table(QUARTER_ROWS).unwrap(),
+            &mut tx.open_table(BEHIND).unwrap(),
+            (usize::MAX, &BTreeSet::new()),
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(done.failed.len(), 1);
+        assert_eq!(done.failed[0].0, (2, bad / 3));
+        assert_eq!(done.left, 0);
+        let tx = db.begin_read().unwrap();
+        let marks: Vec<(u8, u32)> = tx
+            .open_table(BEHIND)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().0.value())
+            .collect();
+        assert_eq!(marks, vec![(2, bad / 3)]);
+        let quarter = cell_key(Cuboid::Origin.code(), 2, good / 3, 7);
+        assert!(
+            tx.open_table(QUARTER_ROWS)
+                .unwrap()
+                .get(quarter.as_slice())
+                .unwrap()
+                .is_some()
+        );
+        let read = read_by_quarter(&db, (good, good + 2), Grain::Quarters);
+        assert_eq!(read.get(&(good / 3, 7, 5)), Some(&[1, 1]));
     }
 
     #[test]

@@ -430,12 +430,15 @@ impl Store {
             let mut months = tx.open_table(COUNTERS)?;
             let mut behind = tx.open_table(QUARTERS_BEHIND)?;
             deltas.write(&mut months, &mut behind)?;
-            counters::catch_up_quarters(
+            let done = counters::catch_up_quarters(
                 &months,
                 &mut tx.open_table(COUNTER_QUARTERS)?,
                 &mut behind,
-                usize::MAX,
+                (usize::MAX, &std::collections::BTreeSet::new()),
             )?;
+            if let Some((_, e)) = done.failed.into_iter().next() {
+                return Err(e);
+            }
             tx.open_table(META)?
                 .insert("counters_version", COUNTERS_VERSION)?;
         }

@@ -8,8 +8,13 @@
 //! The writer hands back the accepted facts, not a signature: the receipt is made on the
 //! caller's task after the commit ([`crate::receipt`]), in parallel, keeping the writer's
 //! critical section short.
+//!
+//! Between batches — once the queue has been empty for a moment, and at least every 2 s
+//! under load — the writer brings the quarter counter rows that batches marked behind up
+//! to date, a few quarters per transaction ([`CatchUp`]).
 
 use std::{
+    collections::BTreeSet,
     sync::Arc,
     thread,
     time::{Duration, Instant},
@@ -214,18 +219,16 @@ fn run(
         Message::Stop => *stopping = true,
     };
     // Quarter counter rows may be behind from before this start.
-    let mut behind = true;
-    let mut caught_up = Instant::now();
+    let mut catch_up = CatchUp::new(db, ends.disk_failed);
     while !stopping {
-        let message = if behind {
-            match rx.try_recv() {
-                Ok(message) => Some(message),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing queued: time to bring quarter rows up to date.
-                    behind = catch_up(db, &mut caught_up);
+        let message = if catch_up.behind {
+            match next_within(&mut rx, IDLE_BEFORE_CATCH_UP) {
+                Polled::Message(message) => Some(message),
+                Polled::Idle => {
+                    catch_up.step();
                     continue;
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Polled::Closed => None,
             }
         } else {
             rx.blocking_recv()
@@ -257,11 +260,7 @@ fn run(
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
                 project(ends.projection, &changes);
-                behind |= !changes.is_empty();
-                if behind && caught_up.elapsed() >= CATCH_UP_EVERY {
-                    // Busy without a pause: catch up now and then all the same.
-                    behind = catch_up(db, &mut caught_up);
-                }
+                catch_up.behind |= !changes.is_empty();
                 let newest = results
                     .iter()
                     .filter_map(|done| match done {
@@ -273,6 +272,10 @@ fn run(
                     ends.published.send_replace(sequence);
                 }
                 answer(&mut batch, results, ends.metrics);
+                if catch_up.behind && catch_up.last.elapsed() >= CATCH_UP_EVERY {
+                    // Busy without a pause: catch up now and then all the same.
+                    catch_up.step();
+                }
             }
             Err(e) => fail(&mut batch, &e, ends.disk_failed),
         }
@@ -331,34 +334,106 @@ const QUARTERS_PER_CATCH_UP: usize = 4;
 /// Under load without a pause, quarter rows are still caught up this often.
 const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
 
-/// Brings a few quarters' counter rows up to date ([`counters::catch_up_quarters`]) in
-/// a transaction of its own, durable like the batches (a commit that is not flushed
-/// would keep every page it frees from reuse until the next flushed one, and an idle
-/// writer has none). Returns whether quarters are still behind; after a failure
-/// (logged) it returns false, so the writer tries again only after its next change.
-fn catch_up(db: &Database, at: &mut Instant) -> bool {
-    *at = Instant::now();
-    let step = || -> Result<u64, StoreError> {
-        let mut tx = db.begin_write()?;
+/// How long the queue must stay empty before the writer catches up, so that under light
+/// load a submission seldom waits behind a catch-up (the queue is polled every
+/// millisecond meanwhile).
+const IDLE_BEFORE_CATCH_UP: Duration = Duration::from_millis(20);
+
+enum Polled {
+    Message(Message),
+    Idle,
+    Closed,
+}
+
+/// The next message if one arrives within `idle`.
+fn next_within(rx: &mut mpsc::Receiver<Message>, idle: Duration) -> Polled {
+    let until = Instant::now() + idle;
+    loop {
+        match rx.try_recv() {
+            Ok(message) => return Polled::Message(message),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Polled::Closed,
+            Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= until => {
+                return Polled::Idle;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// The writer's catch-up of quarter counter rows ([`counters::catch_up_quarters`]).
+struct CatchUp<'a> {
+    db: &'a Database,
+    disk_failed: &'a watch::Sender<Option<String>>,
+    /// Whether quarters may be behind.
+    behind: bool,
+    /// When the last step ran.
+    last: Instant,
+    /// Quarters whose rows cannot be made from their months (logged once each): left
+    /// marked, so read from their months, and not tried again until the next start.
+    skip: BTreeSet<(u8, u32)>,
+}
+
+impl<'a> CatchUp<'a> {
+    fn new(db: &'a Database, disk_failed: &'a watch::Sender<Option<String>>) -> Self {
+        Self {
+            db,
+            disk_failed,
+            behind: true,
+            last: Instant::now(),
+            skip: BTreeSet::new(),
+        }
+    }
+
+    /// Brings a few quarters up to date in a write transaction of their own, made like
+    /// the batches' (two-phase, durable: a commit left unflushed would keep every page it
+    /// frees from reuse until the next flushed one, and an idle writer has none). After
+    /// a failure of the store (logged) it waits for the writer's next change.
+    fn step(&mut self) {
+        self.last = Instant::now();
+        match self.try_step() {
+            Ok(left) => {
+                tracing::debug!(
+                    left,
+                    took_ms = self.last.elapsed().as_secs_f64() * 1e3,
+                    "quarter counter rows caught up"
+                );
+                self.behind = left > 0;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "quarter counter rows could not be brought up to date");
+                if e.is_disk_failure() {
+                    self.disk_failed.send_replace(Some(e.to_string()));
+                }
+                self.behind = false;
+            }
+        }
+    }
+
+    /// Returns how many quarters are still behind (besides those skipped).
+    fn try_step(&mut self) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write()?;
         if tx.open_table(QUARTERS_BEHIND)?.is_empty()? {
             tx.abort()?;
             return Ok(0);
         }
-        let left = counters::catch_up_quarters(
+        tx.set_two_phase_commit(true);
+        let done = counters::catch_up_quarters(
             &tx.open_table(COUNTERS)?,
             &mut tx.open_table(COUNTER_QUARTERS)?,
             &mut tx.open_table(QUARTERS_BEHIND)?,
-            QUARTERS_PER_CATCH_UP,
+            (QUARTERS_PER_CATCH_UP, &self.skip),
         )?;
         tx.commit()?;
-        Ok(left)
-    };
-    match step() {
-        Ok(left) => left > 0,
-        Err(e) => {
-            tracing::error!(error = %e, "quarter counter rows could not be brought up to date");
-            false
+        for ((category, quarter), e) in done.failed {
+            tracing::error!(
+                category,
+                quarter,
+                error = %e,
+                "a quarter's counter rows cannot be made from its months; it is read from them"
+            );
+            self.skip.insert((category, quarter));
         }
+        Ok(done.left)
     }
 }
 

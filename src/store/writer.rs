@@ -9,7 +9,7 @@
 //! caller's task after the commit ([`crate::receipt`]), in parallel, keeping the writer's
 //! critical section short.
 //!
-//! Between batches — once the queue has been empty for a moment, and at least every 2 s
+//! Between batches — once the queue has been empty for a moment, and at least every second
 //! under load — the writer brings the quarter counter rows that batches marked behind up
 //! to date, a few quarters per transaction ([`CatchUp`]).
 
@@ -335,12 +335,13 @@ fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option
     }
 }
 
-/// Quarters whose counter rows one catch-up brings up to date: few, so that a batch
-/// arriving meanwhile does not wait long.
-const QUARTERS_PER_CATCH_UP: usize = 4;
+/// Quarters whose counter rows one catch-up brings up to date: few enough that a batch
+/// arriving meanwhile does not wait long (about 0.7 ms a quarter with 1M reports: the
+/// 56 quarters of seven years and two categories took 39 ms).
+const QUARTERS_PER_CATCH_UP: usize = 16;
 
 /// Under load without a pause, quarter rows are still caught up this often.
-const CATCH_UP_EVERY: Duration = Duration::from_secs(2);
+const CATCH_UP_EVERY: Duration = Duration::from_secs(1);
 
 /// How long the queue must stay empty before the writer catches up, so that under light
 /// load a submission seldom waits behind a catch-up.

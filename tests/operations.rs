@@ -88,6 +88,60 @@ async fn quarters_caught_up(metrics: std::net::SocketAddr) -> prometheus_parse::
     panic!("quarters still behind after 10 s idle");
 }
 
+/// Whether a scrape on a new connection to `addr` is answered (`false`: the connection
+/// was closed without an answer).
+async fn answered(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    // A connection closed on arrival may refuse the write or the read.
+    if tcp.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = Vec::new();
+    let _ = tcp.read_to_end(&mut response).await;
+    response.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_connections_cannot_take_more_than_their_share() {
+    let pki = TestPki::new();
+    let (_server, metrics) = TestServer::start_with_metrics(&pki).await;
+    assert!(answered(metrics).await);
+    // 32 connections that never send a request hold every slot (until their 10 s
+    // header timeout); the next is closed on arrival, once the server has taken them.
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(tokio::net::TcpStream::connect(metrics).await.unwrap());
+    }
+    let mut refused = false;
+    for _ in 0..50 {
+        if !answered(metrics).await {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "a 33rd connection was answered while 32 were held open"
+    );
+    // Closing them frees the slots.
+    drop(idle);
+    let mut served = false;
+    for _ in 0..100 {
+        if answered(metrics).await {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        served,
+        "no scrape answered after the idle connections closed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_brings_quarter_counter_rows_up_to_date_when_idle() {
     let pki = TestPki::new();

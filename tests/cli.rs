@@ -5,30 +5,15 @@ mod common;
 
 use std::{path::Path, process::Command};
 
-use common::{TestPki, TestServer, node};
+use common::{
+    TestPki, TestServer,
+    cli::{args, assert_ok, run, run_ok},
+    node,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 
 use common::cli_profile as profile;
-
-async fn run(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
-        .await
-        .unwrap()
-}
-
-/// The command succeeded; if not, show what it said.
-fn assert_ok(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn args(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_reports_bad_lines_by_number_and_a_rerun_skips_what_was_accepted() {
@@ -403,7 +388,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     sample("AUS", "40", "1", "aus.jsonl");
     sample("IDN", "10", "2", "idn.jsonl");
     for (file, who) in [("aus.jsonl", &aus), ("idn.jsonl", &idn)] {
-        let out = run(args(&[
+        run_ok(args(&[
             "import",
             &path(file),
             "--endpoint",
@@ -412,11 +397,10 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
             who,
         ]))
         .await;
-        assert_ok(&out);
     }
 
     // Export AUS's key, fetch one AUS report as JSON, verify it offline.
-    let out = run(args(&[
+    run_ok(args(&[
         "keys",
         "--state",
         "AUS",
@@ -428,7 +412,6 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
         &idn,
     ]))
     .await;
-    assert_ok(&out);
     let key = std::fs::read_dir(dir.path().join("keys"))
         .unwrap()
         .next()
@@ -481,8 +464,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
             }
         }
         std::fs::write(dir.path().join("hint.json"), json.to_string()).unwrap();
-        let out = run(verify("hint.json")).await;
-        assert_ok(&out);
+        run_ok(verify("hint.json")).await;
     }
     envelope.payload[5] ^= 0x01;
     std::fs::write(
@@ -594,7 +576,7 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     };
     assert!(run(admin(&["enrol", "AUS"])).await.status.success());
 
-    let out = run(args(&[
+    run_ok(args(&[
         "pki",
         "csr",
         "--state",
@@ -609,8 +591,7 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         common::TRUST_DOMAIN,
     ]))
     .await;
-    assert_ok(&out);
-    let out = run(admin(&[
+    run_ok(admin(&[
         "issue",
         &path("canberra-1.csr.pem"),
         "--days",
@@ -619,7 +600,6 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         &path("canberra-1.pem"),
     ]))
     .await;
-    assert_ok(&out);
 
     let whoami = || {
         args(&[
@@ -637,8 +617,7 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     assert_eq!(me["name"], "canberra-1");
     let serial = me["certificateSerial"].as_str().unwrap().to_owned();
 
-    let out = run(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
-    assert_ok(&out);
+    run_ok(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
     let out = run(whoami()).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

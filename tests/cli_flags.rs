@@ -6,7 +6,11 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{TestPki, TestServer, cli_profile as profile};
+use common::{
+    TestPki, TestServer,
+    cli::{args as strings, run, run_ok},
+    cli_profile as profile,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 
@@ -19,27 +23,6 @@ fn offline(args: &[&str]) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Runs the command; it must succeed (else shows what it said); returns its stdout.
-async fn run_ok(args: Vec<String>) -> String {
-    let out = run(args).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-async fn run(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || Command::new(BIN).args(&args).output().unwrap())
-        .await
-        .unwrap()
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
 }
 
 #[test]
@@ -144,7 +127,7 @@ fn times_are_rfc_3339_dates_or_date_times_never_epoch_seconds() {
 async fn submit(dir: &std::path::Path, endpoint: &str, aus: &str, report: &serde_json::Value) {
     let file = dir.join(format!("{}.json", uuid::Uuid::new_v4()));
     std::fs::write(&file, report.to_string()).unwrap();
-    let out = run(strings(&[
+    run_ok(strings(&[
         "submit",
         &file.display().to_string(),
         "--endpoint",
@@ -153,11 +136,6 @@ async fn submit(dir: &std::path::Path, endpoint: &str, aus: &str, report: &serde
         aus,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `tidemark retract ID --json` without a version.
@@ -874,7 +852,7 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
     let dir = tempfile::TempDir::new().unwrap();
     let endpoint = server.endpoint();
     let samples = dir.path().join("samples");
-    let out = run(strings(&[
+    run_ok(strings(&[
         "sample-reports",
         "--count",
         "300",
@@ -884,11 +862,6 @@ async fn the_readme_analyst_example_draws_a_line_per_state_with_nothing_withheld
         &samples.display().to_string(),
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for state in ["AUS", "IDN", "THA"] {
         let node = profile(&pki, &server, dir.path(), state).await;
         let file = samples.join(format!("{}.jsonl", state.to_lowercase()));
@@ -991,12 +964,7 @@ async fn charts_leave_gaps_keep_every_month_group_bars_and_say_what_they_leave_o
         "{texts:?}"
     );
     // Two dimensions without a period: a group of bars per origin.
-    let out = run(chart("bars.svg", "origin,modus-operandi")).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(chart("bars.svg", "origin,modus-operandi")).await;
     let (texts, _) = svg_texts(&dir.path().join("bars.svg"));
     assert!(
         texts

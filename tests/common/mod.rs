@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+pub mod cli;
+
 use tempfile::TempDir;
 use tidemark::{
     client::{self, ClientIdentity},

@@ -527,6 +527,8 @@ fn quarter_of(key: &[u8; CELL_KEY]) -> (u8, u32) {
 
 /// What [`catch_up_quarters`] did.
 pub(super) struct CatchUp {
+    /// Quarters brought up to date.
+    pub caught_up: usize,
     /// Quarters whose rows could not be made from their month rows (unreadable or out
     /// of range), with why; they stay marked, so they are read from their months.
     pub failed: Vec<((u8, u32), StoreError)>,
@@ -559,6 +561,7 @@ pub(super) fn catch_up_quarters(
         }
     }
     let mut failed = Vec::new();
+    let mut caught_up = 0;
     for (category, quarter) in pending {
         // Made before anything is written, so that a quarter that fails leaves the
         // transaction as it was.
@@ -576,9 +579,11 @@ pub(super) fn catch_up_quarters(
             quarters.insert(key.as_slice(), row.as_slice())?;
         }
         behind.remove((category, quarter))?;
+        caught_up += 1;
     }
     let skipped = u64::try_from(skip.len() + failed.len()).unwrap_or(u64::MAX);
     Ok(CatchUp {
+        caught_up,
         failed,
         left: behind.len()?.saturating_sub(skipped),
     })

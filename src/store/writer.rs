@@ -9,8 +9,8 @@
 //! caller's task after the commit ([`crate::receipt`]), in parallel, keeping the writer's
 //! critical section short.
 //!
-//! Between batches — once the queue has been empty for a moment, and at least every second
-//! under load — the writer brings the quarter counter rows that batches marked behind up
+//! Between batches — once the queue has been empty for a moment, or after a second of
+//! load without one — the writer brings the quarter counter rows that batches marked behind up
 //! to date, a few quarters per transaction ([`CatchUp`]).
 
 use std::{
@@ -30,7 +30,7 @@ use super::{
     counters,
     projection::Change,
 };
-use crate::{clock::Clock, metrics::Metrics, tlog::LogSigner};
+use crate::{clock::Clock, metrics::Metrics, report::Category, tlog::LogSigner};
 
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
@@ -268,7 +268,9 @@ fn run(
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
                 project(ends.projection, &changes);
-                catch_up.behind |= !changes.is_empty();
+                if !changes.is_empty() {
+                    catch_up.marked();
+                }
                 let newest = results
                     .iter()
                     .filter_map(|done| match done {
@@ -280,7 +282,7 @@ fn run(
                     ends.published.send_replace(sequence);
                 }
                 answer(&mut batch, results, ends.metrics);
-                if catch_up.behind && catch_up.last.elapsed() >= CATCH_UP_EVERY {
+                if catch_up.overdue() {
                     // Busy without a pause: catch up now and then all the same.
                     catch_up.step();
                 }
@@ -340,7 +342,7 @@ fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option
 /// 56 quarters of seven years and two categories took 39 ms).
 const QUARTERS_PER_CATCH_UP: usize = 16;
 
-/// Under load without a pause, quarter rows are still caught up this often.
+/// Under load without a pause, quarter rows are still caught up after this long.
 const CATCH_UP_EVERY: Duration = Duration::from_secs(1);
 
 /// How long the queue must stay empty before the writer catches up, so that under light
@@ -373,8 +375,8 @@ struct CatchUp<'a> {
     disk_failed: &'a watch::Sender<Option<String>>,
     /// Whether quarters may be behind.
     behind: bool,
-    /// When the last step ran.
-    last: Instant,
+    /// Since when quarters have been behind without a pause in the queue to catch up in.
+    since: Instant,
     /// Quarters whose rows cannot be made from their months (logged once each): left
     /// marked, so read from their months, and not tried again until the next start.
     skip: BTreeSet<(u8, u32)>,
@@ -386,9 +388,22 @@ impl<'a> CatchUp<'a> {
             db,
             disk_failed,
             behind: true,
-            last: Instant::now(),
+            since: Instant::now(),
             skip: BTreeSet::new(),
         }
+    }
+
+    /// A batch changed counters: its quarters are behind.
+    fn marked(&mut self) {
+        if !self.behind {
+            self.behind = true;
+            self.since = Instant::now();
+        }
+    }
+
+    /// Whether quarters have been behind for [`CATCH_UP_EVERY`] of load without a pause.
+    fn overdue(&self) -> bool {
+        self.behind && self.since.elapsed() >= CATCH_UP_EVERY
     }
 
     /// Brings a few quarters up to date in a write transaction of their own, made like
@@ -396,12 +411,14 @@ impl<'a> CatchUp<'a> {
     /// frees from reuse until the next flushed one, and an idle writer has none). After
     /// a failure of the store (logged) it waits for the writer's next change.
     fn step(&mut self) {
-        self.last = Instant::now();
+        let started = Instant::now();
         match self.try_step() {
-            Ok(left) => {
+            Ok((0, left)) => self.behind = left > 0,
+            Ok((caught_up, left)) => {
                 tracing::debug!(
+                    caught_up,
                     left,
-                    took_ms = self.last.elapsed().as_secs_f64() * 1e3,
+                    took = ?started.elapsed(),
                     "quarter counter rows caught up"
                 );
                 self.behind = left > 0;
@@ -414,14 +431,16 @@ impl<'a> CatchUp<'a> {
                 self.behind = false;
             }
         }
+        self.since = Instant::now();
     }
 
-    /// Returns how many quarters are still behind (besides those skipped).
-    fn try_step(&mut self) -> Result<u64, StoreError> {
+    /// Returns how many quarters were brought up to date, and how many are still
+    /// behind (besides those skipped).
+    fn try_step(&mut self) -> Result<(usize, u64), StoreError> {
         let mut tx = self.db.begin_write()?;
         if tx.open_table(QUARTERS_BEHIND)?.is_empty()? {
             tx.abort()?;
-            return Ok(0);
+            return Ok((0, 0));
         }
         tx.set_two_phase_commit(true);
         let done = counters::catch_up_quarters(
@@ -431,16 +450,17 @@ impl<'a> CatchUp<'a> {
             (QUARTERS_PER_CATCH_UP, &self.skip),
         )?;
         tx.commit()?;
-        for ((category, quarter), e) in done.failed {
+        for ((code, quarter), e) in done.failed {
+            let category = Category::from_pb(i32::from(code)).map_or("unknown", Category::label);
             tracing::error!(
                 category,
-                quarter,
+                quarter = format!("{}-Q{}", quarter / 4, quarter % 4 + 1),
                 error = %e,
                 "a quarter's counter rows cannot be made from its months; it is read from them"
             );
-            self.skip.insert((category, quarter));
+            self.skip.insert((code, quarter));
         }
-        Ok(done.left)
+        Ok((done.caught_up, done.left))
     }
 }
 

@@ -114,32 +114,28 @@ async fn idle_metrics_connections_cannot_take_more_than_their_share() {
     for _ in 0..32 {
         idle.push(tokio::net::TcpStream::connect(metrics).await.unwrap());
     }
-    let mut refused = false;
-    for _ in 0..50 {
-        if !answered(metrics).await {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
     assert!(
-        refused,
+        soon_answered(metrics, false).await,
         "a 33rd connection was answered while 32 were held open"
     );
     // Closing them frees the slots.
     drop(idle);
-    let mut served = false;
+    assert!(
+        soon_answered(metrics, true).await,
+        "no scrape answered after the idle connections closed"
+    );
+}
+
+/// Whether, within 2 s, a new connection to `addr` is answered (`want`) or closed
+/// unanswered (`!want`).
+async fn soon_answered(addr: std::net::SocketAddr, want: bool) -> bool {
     for _ in 0..100 {
-        if answered(metrics).await {
-            served = true;
-            break;
+        if answered(addr).await == want {
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(
-        served,
-        "no scrape answered after the idle connections closed"
-    );
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,6 +227,30 @@ impl PeerIdentity {
     }
 }
 
+/// What a certificate that was *not* accepted claims, for the log of its refusal: its
+/// serial (hex) and its SAN URIs, each cut to 100 characters; `None` when it cannot be
+/// parsed. Nothing here is verified: the URIs are whatever the peer put there.
+pub(crate) fn claimed_by(der: &[u8]) -> Option<(String, Vec<String>)> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let uris = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => Some(uri.chars().take(100).collect()),
+                    _ => None,
+                })
+                .take(4)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((serial_hex(cert.raw_serial()), uris))
+}
+
 /// Formats certificate serial bytes in their one canonical form: lower-case hex of the
 /// number's bytes, leading zero bytes dropped (`00` for zero).
 pub fn serial_hex(raw: &[u8]) -> String {

@@ -12,9 +12,16 @@ use std::{
 };
 
 use rustls::{
+    DigitallySignedStruct, DistinguishedName, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
     crypto::{CryptoProvider, ring},
-    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject},
-    server::WebPkiClientVerifier,
+    pki_types::{
+        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime, pem::PemObject,
+    },
+    server::{
+        WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
 };
 
 /// ALPN protocol for gRPC over HTTP/2.
@@ -86,6 +93,7 @@ impl ServerTlsMaterial {
         let verifier = verifier
             .build()
             .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
+        let verifier = Arc::new(LoggingVerifier(verifier));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -94,6 +102,76 @@ impl ServerTlsMaterial {
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(config)
+    }
+}
+
+/// The client-certificate verifier, logging what it refuses with the presented
+/// certificate's serial and SAN URIs (the principal it claims, unverified), which the
+/// handshake's own error does not carry.
+#[derive(Debug)]
+struct LoggingVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for LoggingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| {
+                if let Some((serial, uris)) = crate::identity::claimed_by(end_entity) {
+                    // Debug-formatted: the claims are the peer's bytes, not to be
+                    // trusted to hold no line breaks or escape codes.
+                    tracing::info!(
+                        serial = %serial,
+                        claimed = ?uris,
+                        error = %e,
+                        "client certificate refused"
+                    );
+                } else {
+                    tracing::info!(error = %e, "unreadable client certificate refused");
+                }
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
     }
 }
 

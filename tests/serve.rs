@@ -217,6 +217,50 @@ fn logs_of(dir: &Path, args: &[&str]) -> String {
 }
 
 #[test]
+fn a_refused_client_certificate_is_logged_with_its_serial_and_claimed_identity() {
+    let dir = tempfile::TempDir::new().unwrap();
+    // A certificate from another CA (its own), claiming AUS's node, serial 0x7e57ab1e.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    let claimed = "spiffe://tidemark.local/state/AUS/node/aus-1";
+    params.subject_alt_names = vec![rcgen::SanType::URI(claimed.try_into().unwrap())];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.serial_number = Some(rcgen::SerialNumber::from(vec![0x7e, 0x57, 0xab, 0x1e]));
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.path().join("other.pem"), dir.path().join("other.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let json = logs_while(dir.path(), &["--log-format", "json"], |endpoint| {
+        let out = Command::new(BIN)
+            .args(["whoami", "--endpoint", endpoint, "--cert"])
+            .arg(&cert_file)
+            .arg("--key")
+            .arg(&key_file)
+            .arg("--ca")
+            .arg(dir.path().join("certs/ca.pem"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+    });
+    let refused: Vec<serde_json::Value> = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == "client certificate refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{json}");
+    assert_eq!(refused[0]["serial"], "7e57ab1e", "{json}");
+    let said = refused[0]["claimed"].as_str().unwrap_or_default();
+    assert!(said.contains(claimed), "{json}");
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("UnknownIssuer"),
+        "{json}"
+    );
+}
+
+#[test]
 fn every_refusal_is_logged_once_with_its_reason_and_the_caller() {
     let dir = tempfile::TempDir::new().unwrap();
     let json = logs_while(dir.path(), &["--log-format", "json"], |endpoint| {

@@ -211,6 +211,14 @@ fn logs_while(dir: &Path, args: &[&str], during: impl FnOnce(&str)) -> String {
     logged
 }
 
+/// The events of a JSON log whose message is `message`.
+fn events(json: &str, message: &str) -> Vec<serde_json::Value> {
+    json.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["message"] == message)
+        .collect()
+}
+
 /// Starts `tidemark serve` with `args`, stops it, and returns what it logged.
 fn logs_of(dir: &Path, args: &[&str]) -> String {
     logs_while(dir, args, |_| {})
@@ -242,11 +250,7 @@ fn a_refused_client_certificate_is_logged_with_its_serial_and_claimed_identity()
             .unwrap();
         assert!(!out.status.success());
     });
-    let refused: Vec<serde_json::Value> = json
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["message"] == "client certificate refused")
-        .collect();
+    let refused = events(&json, "client certificate refused");
     assert_eq!(refused.len(), 1, "{json}");
     assert_eq!(refused[0]["serial"], "7e57ab1e", "{json}");
     let said = refused[0]["claimed"].as_str().unwrap_or_default();
@@ -279,11 +283,7 @@ fn every_refusal_is_logged_once_with_its_reason_and_the_caller() {
             .unwrap();
         assert!(!out.status.success());
     });
-    let refusals: Vec<serde_json::Value> = json
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["message"] == "call refused")
-        .collect();
+    let refusals = events(&json, "call refused");
     assert_eq!(refusals.len(), 1, "{json}");
     let refusal = &refusals[0];
     assert_eq!(refusal["code"], "PERMISSION_DENIED");

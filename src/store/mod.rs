@@ -400,6 +400,9 @@ impl Store {
                 let (k, v) = entry?;
                 heads.push((k.value(), decode::<ReportHead>(v.value())?));
             }
+            // In the order of their latest envelopes, so that the envelopes are read
+            // front to back rather than all over the file.
+            heads.sort_unstable_by_key(|(_, head)| head.versions.last().map(|v| v.sequence));
             for (key, mut head) in heads {
                 // The latest report version (a retraction has no summary of its own).
                 let mut summary = None;
@@ -424,8 +427,11 @@ impl Store {
                     deltas.record(key, &summary, &head.state, 1)?;
                     counted += 1;
                 }
-                head.summary = Some(summary);
-                reports.insert(key, head.encode_to_vec().as_slice())?;
+                // Only a head whose summary this build makes differently is rewritten.
+                if head.summary.as_ref() != Some(&summary) {
+                    head.summary = Some(summary);
+                    reports.insert(key, head.encode_to_vec().as_slice())?;
+                }
             }
             let mut months = tx.open_table(COUNTERS)?;
             let mut behind = tx.open_table(QUARTERS_BEHIND)?;

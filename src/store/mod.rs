@@ -866,3 +866,63 @@ impl From<redb::TransactionError> for KeyRegistryError {
         Self::Store(e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    /// A head whose summary is not what this build makes of its envelope is rewritten
+    /// by the rebuild; its counters count what the envelope says.
+    #[test]
+    fn a_rebuild_rewrites_a_summary_that_differs_from_the_envelopes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+        let report = crate::sample::report(&mut crate::sample::Rng::new(7), "AUS");
+        let (key, _) = crate::signing::SigningKey::generate().unwrap();
+        let envelope = crate::envelope::sign(
+            crate::envelope::REPORT_PAYLOAD_TYPE,
+            report.encode_to_vec(),
+            &key,
+        )
+        .encode_to_vec();
+        let made = crate::report::summarize_stored(&envelope).unwrap();
+        let mut stale = made.clone();
+        stale.incident_day += 400;
+        let id = 42u128;
+        let tx = store.begin_write().unwrap();
+        {
+            let record = EnvelopeRecord {
+                envelope,
+                state: "AUS".to_owned(),
+                kind: EnvelopeKind::Report.code(),
+                ..EnvelopeRecord::default()
+            };
+            tx.open_table(ENVELOPES)
+                .unwrap()
+                .insert(1, record.encode_to_vec().as_slice())
+                .unwrap();
+            let head = ReportHead {
+                state: "AUS".to_owned(),
+                versions: vec![records::VersionRef {
+                    version: 1,
+                    sequence: 1,
+                    ..records::VersionRef::default()
+                }],
+                summary: Some(stale),
+                ..ReportHead::default()
+            };
+            tx.open_table(REPORTS)
+                .unwrap()
+                .insert(id, head.encode_to_vec().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        assert_eq!(store.rebuild_counters().unwrap(), 1);
+        let tx = store.db.begin_read().unwrap();
+        let table = tx.open_table(REPORTS).unwrap();
+        let head: ReportHead = decode(table.get(id).unwrap().unwrap().value()).unwrap();
+        assert_eq!(head.summary, Some(made));
+    }
+}

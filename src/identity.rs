@@ -248,7 +248,19 @@ pub(crate) fn claimed_by(der: &[u8]) -> Option<(String, Vec<String>)> {
                 .collect()
         })
         .unwrap_or_default();
-    Some((serial_hex(cert.raw_serial()), uris))
+    // A serial longer than a certificate may have (RFC 5280 §4.1.2.2) is cut, so that
+    // a hostile one cannot make each refusal's log line as long as the handshake allows.
+    let raw = cert.raw_serial();
+    let serial = if raw.len() > MAX_SERIAL_BYTES {
+        format!(
+            "{}…({} bytes)",
+            hex::encode(&raw[..MAX_SERIAL_BYTES]),
+            raw.len()
+        )
+    } else {
+        serial_hex(raw)
+    };
+    Some((serial, uris))
 }
 
 /// Formats certificate serial bytes in their one canonical form: lower-case hex of the
@@ -505,6 +517,23 @@ mod tests {
             let err = Principal::from_spiffe_id(uri, TD).unwrap_err().to_string();
             assert!(err.contains(why), "{uri}: {err}");
         }
+    }
+
+    /// A refused certificate's claims are logged cut short: a serial far past the 20
+    /// bytes RFC 5280 allows, and long URIs, cannot make the log line long.
+    #[test]
+    fn claims_of_a_refused_certificate_are_cut_short() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![0x5a; 4000]));
+        let long = format!("spiffe://tidemark.local/state/AUS/node/{}", "x".repeat(500));
+        params.subject_alt_names = vec![rcgen::SanType::URI(long.try_into().unwrap()); 9];
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let (serial, uris) = claimed_by(&der).unwrap();
+        assert_eq!(serial, format!("{}…(4000 bytes)", "5a".repeat(20)));
+        assert_eq!(uris.len(), 4);
+        assert!(uris.iter().all(|u| u.chars().count() == 100), "{uris:?}");
+        assert_eq!(claimed_by(b"not a certificate"), None);
     }
 
     #[test]

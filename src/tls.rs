@@ -132,20 +132,7 @@ impl ClientCertVerifier for LoggingVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.0
             .verify_client_cert(end_entity, intermediates, now)
-            .inspect_err(|e| {
-                if let Some((serial, uris)) = crate::identity::claimed_by(end_entity) {
-                    // Debug-formatted: the claims are the peer's bytes, not to be
-                    // trusted to hold no line breaks or escape codes.
-                    tracing::info!(
-                        serial = %serial,
-                        claimed = ?uris,
-                        error = %e,
-                        "client certificate refused"
-                    );
-                } else {
-                    tracing::info!(error = %e, "unreadable client certificate refused");
-                }
-            })
+            .inspect_err(|e| log_refused(end_entity, e))
     }
 
     fn verify_tls12_signature(
@@ -157,13 +144,16 @@ impl ClientCertVerifier for LoggingVerifier {
         self.0.verify_tls12_signature(message, cert, dss)
     }
 
+    /// A valid certificate presented without its private key fails here.
     fn verify_tls13_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.0
+            .verify_tls13_signature(message, cert, dss)
+            .inspect_err(|e| log_refused(cert, e))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -172,6 +162,23 @@ impl ClientCertVerifier for LoggingVerifier {
 
     fn requires_raw_public_keys(&self) -> bool {
         self.0.requires_raw_public_keys()
+    }
+}
+
+/// Logs a refused client certificate with what it claims (the handshake's span adds
+/// the peer's address).
+fn log_refused(cert: &CertificateDer<'_>, error: &rustls::Error) {
+    if let Some((serial, uris)) = crate::identity::claimed_by(cert) {
+        // Debug-formatted: the claims are the peer's bytes, not to be trusted to hold
+        // no line breaks or escape codes.
+        tracing::info!(
+            serial = %serial,
+            claimed = ?uris,
+            error = %error,
+            "client certificate refused"
+        );
+    } else {
+        tracing::info!(error = %error, "unreadable client certificate refused");
     }
 }
 

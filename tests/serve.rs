@@ -253,6 +253,8 @@ fn a_refused_client_certificate_is_logged_with_its_serial_and_claimed_identity()
     let refused = events(&json, "client certificate refused");
     assert_eq!(refused.len(), 1, "{json}");
     assert_eq!(refused[0]["serial"], "7e57ab1e", "{json}");
+    let peer = refused[0]["span"]["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "{json}");
     let said = refused[0]["claimed"].as_str().unwrap_or_default();
     assert!(said.contains(claimed), "{json}");
     assert!(

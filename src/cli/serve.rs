@@ -191,7 +191,8 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            // Events inside a span carry it as `span` (a TLS handshake's: its `peer`).
+            .with_current_span(true)
             .with_span_list(false)
             .init(),
     }

@@ -18,6 +18,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
+use tracing::Instrument as _;
 
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -85,7 +86,10 @@ pub(super) fn spawn(
             let tx = tx.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let stream = handshake(&acceptor, tcp, peer, limits, &slot).await;
+                // The span puts the peer's address on what the verifier logs.
+                let stream = handshake(&acceptor, tcp, peer, limits, &slot)
+                    .instrument(tracing::info_span!("handshake", %peer))
+                    .await;
                 drop(slot);
                 match stream {
                     // The server has stopped if the receiver is gone; drop the connection.

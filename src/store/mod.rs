@@ -449,7 +449,8 @@ impl Store {
                 .insert("counters_version", COUNTERS_VERSION)?;
         }
         tx.commit()?;
-        // Summaries were rewritten: the projection is built again when next needed.
+        // Summaries may have been rewritten: the projection is built again when next
+        // needed.
         *self
             .projection
             .write()

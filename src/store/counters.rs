@@ -16,7 +16,8 @@
 //! ([`read_counters`], [`Grain`]), so it never sees them stale, and a submission writes
 //! no more counter rows than it would without them (only a mark per quarter it touches).
 //!
-//! A row's bytes (counters version 9; quarter rows alike), with `N` = [`STORED`] numbers per entry:
+//! A row's bytes (counters version 9; quarter rows alike), with `N` = [`STORED`] numbers
+//! per entry:
 //!
 //! | part | bytes |
 //! |---|---|

@@ -10,8 +10,8 @@
 //! critical section short.
 //!
 //! Between batches — once the queue has been empty for a moment, or after a second of
-//! load without one — the writer brings the quarter counter rows that batches marked behind up
-//! to date, a few quarters per transaction ([`CatchUp`]).
+//! load without one — the writer brings the quarter counter rows that batches marked
+//! behind up to date, a few quarters per transaction ([`CatchUp`]).
 
 use std::{
     collections::BTreeSet,

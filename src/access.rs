@@ -71,6 +71,36 @@ pub struct FilterError {
     pub reason: String,
 }
 
+/// What is wrong with a bounding box, if anything: the first edge out of range (NaN
+/// included), or edges in the wrong order.
+fn bbox_problem(b: &pb::BoundingBox) -> Option<String> {
+    let edges = [
+        ("min_latitude", b.min_latitude, 90.0),
+        ("max_latitude", b.max_latitude, 90.0),
+        ("min_longitude", b.min_longitude, 180.0),
+        ("max_longitude", b.max_longitude, 180.0),
+    ];
+    for (name, value, limit) in edges {
+        if !(-limit..=limit).contains(&value) {
+            return Some(format!("{name} {value} is not in -{limit}..{limit}"));
+        }
+    }
+    if b.min_latitude > b.max_latitude {
+        return Some(format!(
+            "min_latitude {} is north of max_latitude {}: give the southern edge first",
+            b.min_latitude, b.max_latitude
+        ));
+    }
+    if b.min_longitude > b.max_longitude {
+        return Some(format!(
+            "min_longitude {} is east of max_longitude {}: give the western edge first (a \
+             box across the 180th meridian is two queries)",
+            b.min_longitude, b.max_longitude
+        ));
+    }
+    None
+}
+
 fn bad(field: &'static str, reason: impl Into<String>) -> FilterError {
     FilterError {
         field,
@@ -189,18 +219,7 @@ impl QueryFilter {
             .map(ToString::to_string)
             .collect();
         if let Some(b) = &req.bbox {
-            let lat_ok = (-90.0..=90.0).contains(&b.min_latitude)
-                && (-90.0..=90.0).contains(&b.max_latitude)
-                && b.min_latitude <= b.max_latitude;
-            let lon_ok = (-180.0..=180.0).contains(&b.min_longitude)
-                && (-180.0..=180.0).contains(&b.max_longitude)
-                && b.min_longitude <= b.max_longitude;
-            if !(lat_ok && lon_ok) {
-                return Err(bad(
-                    "bbox",
-                    "needs min <= max, latitudes in -90..90, longitudes in -180..180",
-                ));
-            }
+            bbox_problem(b).map_or(Ok(()), |problem| Err(bad("bbox", problem)))?;
         }
         let limit = match req.limit {
             0 => MAX_QUERY_RESULTS,
@@ -679,5 +698,48 @@ pub(crate) fn meta(hit: &Hit) -> pb::EnvelopeMeta {
             .kind()
             .map_or("report", EnvelopeKind::label)
             .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bbox(
+        min_latitude: f64,
+        min_longitude: f64,
+        max_latitude: f64,
+        max_longitude: f64,
+    ) -> pb::BoundingBox {
+        pb::BoundingBox {
+            min_latitude,
+            min_longitude,
+            max_latitude,
+            max_longitude,
+        }
+    }
+
+    /// A refused bounding box says which edge is wrong and how.
+    #[test]
+    fn a_bad_bounding_box_names_its_problem() {
+        assert_eq!(bbox_problem(&bbox(-10.0, 100.0, 5.0, 130.0)), None);
+        assert_eq!(bbox_problem(&bbox(-90.0, -180.0, 90.0, 180.0)), None);
+        let said = |b| bbox_problem(&b).unwrap();
+        assert!(
+            said(bbox(10.0, 0.0, -10.0, 20.0))
+                .starts_with("min_latitude 10 is north of max_latitude -10")
+        );
+        assert!(
+            said(bbox(0.0, 20.0, 10.0, 0.0))
+                .starts_with("min_longitude 20 is east of max_longitude 0")
+        );
+        assert_eq!(
+            said(bbox(0.0, 0.0, 95.0, 10.0)),
+            "max_latitude 95 is not in -90..90"
+        );
+        assert_eq!(
+            said(bbox(0.0, f64::NAN, 5.0, 10.0)),
+            "min_longitude NaN is not in -180..180"
+        );
     }
 }

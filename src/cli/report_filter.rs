@@ -91,31 +91,56 @@ fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
 }
 
 /// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`.
+/// A refusal names the values there are, as `name_of` (the enum's name of a value)
+/// gives them.
 fn enum_arg(
     text: &str,
     prefix: &str,
-    from_name: impl Fn(&str) -> Option<i32>,
+    (from_name, name_of): (
+        impl Fn(&str) -> Option<i32>,
+        impl Fn(i32) -> Option<&'static str>,
+    ),
 ) -> Result<i32, String> {
     let name = format!("{prefix}{}", text.to_uppercase().replace('-', "_"));
-    from_name(&name)
-        .filter(|v| *v != 0)
-        .ok_or_else(|| format!("{text:?} is not one of the values listed in --help"))
+    from_name(&name).filter(|v| *v != 0).ok_or_else(|| {
+        let known: Vec<String> = (1..64)
+            .filter_map(&name_of)
+            .filter_map(|n| n.strip_prefix(prefix))
+            .map(|n| n.to_lowercase().replace('_', "-"))
+            .collect();
+        format!("{text:?} is not one of: {}", known.join(", "))
+    })
 }
 
 fn parse_modus(text: &str) -> Result<i32, String> {
-    enum_arg(text, "MODUS_OPERANDI_", |n| {
-        pb::ModusOperandi::from_str_name(n).map(|v| v as i32)
-    })
+    enum_arg(
+        text,
+        "MODUS_OPERANDI_",
+        (
+            |n| pb::ModusOperandi::from_str_name(n).map(|v| v as i32),
+            |v| pb::ModusOperandi::try_from(v).ok().map(|v| v.as_str_name()),
+        ),
+    )
 }
 
 fn parse_event(text: &str) -> Result<i32, String> {
-    enum_arg(text, "MARITIME_EVENT_", |n| {
-        pb::MaritimeEvent::from_str_name(n).map(|v| v as i32)
-    })
+    enum_arg(
+        text,
+        "MARITIME_EVENT_",
+        (
+            |n| pb::MaritimeEvent::from_str_name(n).map(|v| v as i32),
+            |v| pb::MaritimeEvent::try_from(v).ok().map(|v| v.as_str_name()),
+        ),
+    )
 }
 
 fn parse_vessel(text: &str) -> Result<i32, String> {
-    enum_arg(text, "VESSEL_TYPE_", |n| {
-        pb::VesselType::from_str_name(n).map(|v| v as i32)
-    })
+    enum_arg(
+        text,
+        "VESSEL_TYPE_",
+        (
+            |n| pb::VesselType::from_str_name(n).map(|v| v as i32),
+            |v| pb::VesselType::try_from(v).ok().map(|v| v.as_str_name()),
+        ),
+    )
 }

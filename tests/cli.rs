@@ -900,15 +900,4 @@ fn a_bounding_box_south_or_west_is_taken_in_its_comma_form() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bbox takes four numbers"));
-    // A value a filter does not have: the refusal lists those it has.
-    let out = Command::new(BIN)
-        .args(["query", "--category", "smuggling", "--vessel-type", "canoe"])
-        .args(["--as", "/nonexistent/aus-node"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("\"canoe\" is not one of: ") && said.contains("wooden-boat, rubber-dinghy"),
-        "{said}"
-    );
 }

@@ -91,9 +91,7 @@ pub enum AppendError {
 pub(super) struct Tables<'t> {
     envelopes: redb::Table<'t, u64, &'static [u8]>,
     reports: redb::Table<'t, u128, &'static [u8]>,
-    contributions: redb::Table<'t, (&'static str, i32, i64, u128), ()>,
-    by_date: redb::Table<'t, (i32, i32, u128), ()>,
-    by_state: redb::Table<'t, (&'static str, i32, i32, u128), ()>,
+    indexes: Indexes<'t>,
     audit: redb::Table<'t, u64, &'static [u8]>,
     audit_by_owner: redb::Table<'t, (&'static str, u64), u64>,
     counters: redb::Table<'t, &'static [u8], &'static [u8]>,
@@ -112,9 +110,7 @@ impl<'t> Tables<'t> {
         Ok(Self {
             envelopes: tx.open_table(ENVELOPES)?,
             reports: tx.open_table(REPORTS)?,
-            contributions: tx.open_table(CONTRIBUTIONS)?,
-            by_date: tx.open_table(BY_DATE)?,
-            by_state: tx.open_table(BY_STATE)?,
+            indexes: Indexes::open(tx)?,
             audit: tx.open_table(AUDIT)?,
             audit_by_owner: tx.open_table(AUDIT_BY_OWNER)?,
             counters: tx.open_table(COUNTERS)?,
@@ -274,6 +270,79 @@ pub(super) fn append(
     }
 }
 
+/// The report indexes, open in a write transaction: by date, by state and date, and the
+/// contributions (by state, category and first acceptance) that give-to-get counts.
+pub(super) struct Indexes<'t> {
+    by_date: redb::Table<'t, (i32, i32, u128), ()>,
+    by_state: redb::Table<'t, (&'static str, i32, i32, u128), ()>,
+    contributions: redb::Table<'t, (&'static str, i32, i64, u128), ()>,
+}
+
+impl<'t> Indexes<'t> {
+    pub(super) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            by_date: tx.open_table(BY_DATE)?,
+            by_state: tx.open_table(BY_STATE)?,
+            contributions: tx.open_table(CONTRIBUTIONS)?,
+        })
+    }
+
+    /// Files report `key` of `head` under `summary`: in the date indexes always (a
+    /// retracted report stays there, so that sync and audits still find it), as a
+    /// contribution only while it is not retracted.
+    fn insert(
+        &mut self,
+        head: &ReportHead,
+        key: u128,
+        summary: &ReportSummary,
+    ) -> Result<(), StoreError> {
+        let state = head.state.as_str();
+        self.by_date
+            .insert((summary.category, summary.incident_day, key), ())?;
+        self.by_state
+            .insert((state, summary.category, summary.incident_day, key), ())?;
+        if !head.retracted {
+            self.contributions
+                .insert((state, summary.category, head.first_accepted_at, key), ())?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Indexes::insert`] filed for `summary`.
+    fn remove(
+        &mut self,
+        head: &ReportHead,
+        key: u128,
+        summary: &ReportSummary,
+    ) -> Result<(), StoreError> {
+        let state = head.state.as_str();
+        self.by_date
+            .remove((summary.category, summary.incident_day, key))?;
+        self.by_state
+            .remove((state, summary.category, summary.incident_day, key))?;
+        self.contributions
+            .remove((state, summary.category, head.first_accepted_at, key))?;
+        Ok(())
+    }
+
+    /// Sets `head`'s summary to `summary`, moving its index entries (and its category)
+    /// from the summary it had.
+    pub(super) fn refile(
+        &mut self,
+        head: &mut ReportHead,
+        key: u128,
+        summary: ReportSummary,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = &head.summary {
+            self.remove(head, key, old)?;
+        }
+        self.insert(head, key, &summary)?;
+        head.category = summary.category;
+        head.summary = Some(summary);
+        Ok(())
+    }
+}
+
 /// Keeps the contribution and date indexes and the aggregate counters in step with the
 /// report's latest version.
 fn update_indexes(
@@ -284,33 +353,24 @@ fn update_indexes(
     key: u128,
 ) -> Result<(), StoreError> {
     let state = new.state.as_str();
-    let old = head.summary.clone();
     match (&new.summary, new.kind) {
         (Some(summary), EnvelopeKind::Report) => {
-            if let Some(old) = &old {
-                t.by_date.remove((old.category, old.incident_day, key))?;
-                t.by_state
-                    .remove((state, old.category, old.incident_day, key))?;
-                t.contributions
-                    .remove((state, old.category, head.first_accepted_at, key))?;
+            if let Some(old) = &head.summary {
                 deltas.record(key, old, state, -1)?;
             }
             deltas.record(key, summary, state, 1)?;
-            t.by_date
-                .insert((summary.category, summary.incident_day, key), ())?;
-            t.by_state
-                .insert((state, summary.category, summary.incident_day, key), ())?;
-            t.contributions
-                .insert((state, summary.category, head.first_accepted_at, key), ())?;
-            head.category = summary.category;
-            head.summary = Some(summary.clone());
+            t.indexes.refile(head, key, summary.clone())?;
         }
         (_, EnvelopeKind::Retraction) => {
             // A retracted report no longer counts as a contribution nor in aggregates; it
             // stays in the date indexes so that sync and audits still find it.
-            if let Some(old) = &old {
-                t.contributions
-                    .remove((state, old.category, head.first_accepted_at, key))?;
+            if let Some(old) = &head.summary {
+                t.indexes.contributions.remove((
+                    state,
+                    old.category,
+                    head.first_accepted_at,
+                    key,
+                ))?;
                 deltas.record(key, old, state, -1)?;
             }
             head.retracted = true;

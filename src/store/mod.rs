@@ -17,6 +17,7 @@ pub(crate) mod counters;
 mod disk;
 mod log;
 mod projection;
+mod rebuild;
 mod records;
 mod snapshot;
 mod writer;
@@ -386,70 +387,9 @@ impl Store {
     /// Returns the number of reports counted.
     pub fn rebuild_counters(&self) -> Result<u64, StoreError> {
         let tx = self.begin_write()?;
-        let mut counted = 0;
-        {
-            tx.delete_table(COUNTERS)?;
-            tx.delete_table(COUNTER_QUARTERS)?;
-            tx.delete_table(QUARTERS_BEHIND)?;
-            tx.delete_table(FEES)?;
-            let mut deltas = counters::Deltas::new(record_keys(&tx.open_table(SECRETS)?)?);
-            let envelopes = tx.open_table(ENVELOPES)?;
-            let mut reports = tx.open_table(REPORTS)?;
-            let mut indexes = apply::Indexes::open(&tx)?;
-            let mut heads = Vec::new();
-            for entry in reports.iter()? {
-                let (k, v) = entry?;
-                heads.push((k.value(), decode::<ReportHead>(v.value())?));
-            }
-            // In the order of their latest envelopes, so that the envelopes are read
-            // front to back rather than all over the file.
-            heads.sort_unstable_by_key(|(_, head)| head.versions.last().map(|v| v.sequence));
-            for (key, mut head) in heads {
-                // The latest report version (a retraction has no summary of its own).
-                let mut summary = None;
-                for version in head.versions.iter().rev() {
-                    let record: Option<EnvelopeRecord> = envelopes
-                        .get(version.sequence)?
-                        .map(|v| decode(v.value()))
-                        .transpose()?;
-                    if let Some(record) = record.filter(|r| r.kind() == Some(EnvelopeKind::Report))
-                    {
-                        summary = crate::report::summarize_stored(&record.envelope);
-                        break;
-                    }
-                }
-                let summary = summary.ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "report {} has no readable report version",
-                        Uuid::from_u128(key)
-                    ))
-                })?;
-                if !head.retracted {
-                    deltas.record(key, &summary, &head.state, 1)?;
-                    counted += 1;
-                }
-                // Only a head whose summary this build makes differently is rewritten,
-                // with its index entries moved to what the summary now says.
-                if head.summary.as_ref() != Some(&summary) {
-                    indexes.refile(&mut head, key, summary)?;
-                    reports.insert(key, head.encode_to_vec().as_slice())?;
-                }
-            }
-            let mut months = tx.open_table(COUNTERS)?;
-            let mut behind = tx.open_table(QUARTERS_BEHIND)?;
-            deltas.write(&mut months, &mut behind)?;
-            let done = counters::catch_up_quarters(
-                &months,
-                &mut tx.open_table(COUNTER_QUARTERS)?,
-                &mut behind,
-                (usize::MAX, &std::collections::BTreeSet::new()),
-            )?;
-            if let Some((_, e)) = done.failed.into_iter().next() {
-                return Err(e);
-            }
-            tx.open_table(META)?
-                .insert("counters_version", COUNTERS_VERSION)?;
-        }
+        let counted = rebuild::counters(&tx)?;
+        tx.open_table(META)?
+            .insert("counters_version", COUNTERS_VERSION)?;
         tx.commit()?;
         // Summaries may have been rewritten: the projection is built again when next
         // needed.
@@ -867,109 +807,5 @@ pub enum KeyRegistryError {
 impl From<redb::TransactionError> for KeyRegistryError {
     fn from(e: redb::TransactionError) -> Self {
         Self::Store(e.into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use prost::Message as _;
-
-    use super::*;
-
-    /// A head whose summary is not what this build makes of its envelope is rewritten
-    /// by the rebuild, its index entries and category moved to what the envelope says;
-    /// its counters count the envelope. A retracted report stays in the date indexes but
-    /// not among the contributions.
-    #[test]
-    fn a_rebuild_rewrites_a_summary_that_differs_from_the_envelopes() {
-        for retracted in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
-            let report = crate::sample::report(&mut crate::sample::Rng::new(7), "AUS");
-            let (key, _) = crate::signing::SigningKey::generate().unwrap();
-            let envelope = crate::envelope::sign(
-                crate::envelope::REPORT_PAYLOAD_TYPE,
-                report.encode_to_vec(),
-                &key,
-            )
-            .encode_to_vec();
-            let made = crate::report::summarize_stored(&envelope).unwrap();
-            let mut stale = made.clone();
-            stale.incident_day += 400;
-            stale.category = 1 - made.category;
-            let (id, accepted) = (42u128, 5i64);
-            let indexed = |summary: &crate::report::ReportSummary| {
-                let (category, day) = (summary.category, summary.incident_day);
-                let tx = store.db.begin_read().unwrap();
-                let by_date = tx.open_table(BY_DATE).unwrap();
-                let by_state = tx.open_table(BY_STATE).unwrap();
-                let contributions = tx.open_table(CONTRIBUTIONS).unwrap();
-                [
-                    by_date.get((category, day, id)).unwrap().is_some(),
-                    by_state.get(("AUS", category, day, id)).unwrap().is_some(),
-                    contributions
-                        .get(("AUS", category, accepted, id))
-                        .unwrap()
-                        .is_some(),
-                ]
-            };
-            let tx = store.begin_write().unwrap();
-            {
-                let record = EnvelopeRecord {
-                    envelope,
-                    state: "AUS".to_owned(),
-                    kind: EnvelopeKind::Report.code(),
-                    ..EnvelopeRecord::default()
-                };
-                tx.open_table(ENVELOPES)
-                    .unwrap()
-                    .insert(1, record.encode_to_vec().as_slice())
-                    .unwrap();
-                let head = ReportHead {
-                    state: "AUS".to_owned(),
-                    first_accepted_at: accepted,
-                    versions: vec![records::VersionRef {
-                        version: 1,
-                        sequence: 1,
-                        ..records::VersionRef::default()
-                    }],
-                    category: stale.category,
-                    summary: Some(stale.clone()),
-                    retracted,
-                    ..ReportHead::default()
-                };
-                tx.open_table(BY_DATE)
-                    .unwrap()
-                    .insert((stale.category, stale.incident_day, id), ())
-                    .unwrap();
-                tx.open_table(BY_STATE)
-                    .unwrap()
-                    .insert(("AUS", stale.category, stale.incident_day, id), ())
-                    .unwrap();
-                if !retracted {
-                    tx.open_table(CONTRIBUTIONS)
-                        .unwrap()
-                        .insert(("AUS", stale.category, accepted, id), ())
-                        .unwrap();
-                }
-                tx.open_table(REPORTS)
-                    .unwrap()
-                    .insert(id, head.encode_to_vec().as_slice())
-                    .unwrap();
-            }
-            tx.commit().unwrap();
-            assert_eq!(store.rebuild_counters().unwrap(), u64::from(!retracted));
-            let tx = store.db.begin_read().unwrap();
-            let table = tx.open_table(REPORTS).unwrap();
-            let head: ReportHead = decode(table.get(id).unwrap().unwrap().value()).unwrap();
-            assert_eq!(head.summary.as_ref(), Some(&made));
-            assert_eq!(head.category, made.category);
-            assert_eq!(indexed(&stale), [false; 3], "retracted {retracted}");
-            assert_eq!(
-                indexed(&made),
-                [true, true, !retracted],
-                "retracted {retracted}"
-            );
-        }
     }
 }

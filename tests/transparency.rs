@@ -468,7 +468,10 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     // None of that reached the checkpoint; the good one does, and only once on replay.
+    // (The refusals are audited, so the log grew: cosign its newest checkpoint.)
     assert!(!checkpoint_note(&mut log).await.contains("/witness/"));
+    let held = checkpoint(&mut log, &key).await;
+    let good = aus.cosign(&held.to_body(), 1_700_000_000);
     log.add_cosignature(add(good.clone(), held.size))
         .await
         .unwrap();
@@ -483,4 +486,94 @@ async fn checkpoint_note(log: &mut TransparencyClient<Channel>) -> String {
         .unwrap()
         .into_inner()
         .note
+}
+
+/// The audit record number a refusal carries in its `tidemark-audit` metadata.
+fn audit_number(refused: &tonic::Status) -> u64 {
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    refused
+        .metadata()
+        .get("tidemark-audit")
+        .unwrap_or_else(|| panic!("no audit record named: {refused:?}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() {
+    let world = World::new(Clock::system()).await;
+    // A node at the operator's desk, an analyst asking for records, a state that has
+    // contributed nothing asking for others' (audited by give-to-get itself).
+    let mut admin = world.server.admin(&node(&world.pki, "AUS")).await;
+    let wrong_role = admin
+        .suspend_state(pb::StateRequest {
+            state: "IDN".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    let analyst = common::analyst(&world.pki, "THA");
+    let mut as_analyst =
+        pb::exchange_client::ExchangeClient::new(world.server.channel(&analyst).await);
+    let query = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..pb::QueryRequest::default()
+    };
+    let analyst_query = as_analyst.query(query.clone()).await.unwrap_err();
+    let no_standing = world.exchange("IDN").await.query(query).await.unwrap_err();
+    let numbers = [&wrong_role, &analyst_query, &no_standing].map(audit_number);
+
+    let mut operator = world.server.admin(&common::operator(&world.pki)).await;
+    let records = operator
+        .audit_log(pb::AuditLogRequest {
+            after: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let record = |n: u64| records.iter().find(|r| r.number == n).unwrap();
+    let expected = [
+        ("AUS", "/state/AUS/node/", "refused SuspendState"),
+        ("THA", "/state/THA/analyst/", "refused Query"),
+        ("IDN", "/state/IDN/node/", "refused query"),
+    ];
+    for (n, (state, who, action)) in numbers.iter().zip(expected) {
+        let r = record(*n);
+        assert_eq!(
+            (r.state.as_str(), r.action.as_str()),
+            (state, action),
+            "{r:?}"
+        );
+        assert!(r.principal.contains(who), "{r:?}");
+    }
+    // Give-to-get's refusal is recorded once, not again by the layer.
+    let refusals: Vec<_> = records.iter().filter(|r| r.state == "IDN").collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(record(numbers[0]).detail.contains("operator certificate"));
+
+    // Each is an entry of the log.
+    let mut log = transparency(&world, Role::RegionalAnalyst, "ra-1").await;
+    let key = log_key(&mut log).await;
+    let size = checkpoint(&mut log, &key).await.size;
+    let entries = log
+        .get_entries(pb::GetEntriesRequest {
+            start: 0,
+            end: size,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    for (n, (_, _, action)) in numbers.iter().zip(expected) {
+        let n = n.to_string();
+        let found = entries.iter().any(|e| {
+            let e = String::from_utf8_lossy(e);
+            Entry::field(&e, "number") == Some(n.as_str())
+                && Entry::field(&e, "action") == Some(action)
+        });
+        assert!(found, "audit record {n} ({action}) is not in the log");
+    }
 }

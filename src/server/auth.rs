@@ -68,7 +68,7 @@ impl Interceptor for Authenticate {
         let peer = self.identify(leaf.as_ref())?;
         // For the refusal log, whatever happens next.
         if let Some(caller) = request.extensions().get::<super::instrument::Caller>() {
-            caller.set(peer.principal().spiffe_id());
+            caller.set(peer.principal().clone());
         }
         // Checked on every call: an open connection outlives a revocation or suspension.
         admit(&self.trust, &peer)?;

@@ -95,16 +95,21 @@ impl Context {
             Ok(standing) => Ok(standing),
             Err(refusal) => {
                 self.metrics.give_to_get_refused(category.label());
-                self.audit(AuditRecord {
-                    principal: peer.principal().spiffe_id(),
-                    state: state.to_string(),
-                    action: format!("refused {action}"),
-                    detail: detail.to_owned(),
-                    category: category.label().to_owned(),
-                    ..AuditRecord::default()
-                })
-                .await?;
-                Err(refusal.into())
+                let number = self
+                    .audit(AuditRecord {
+                        principal: peer.principal().spiffe_id(),
+                        state: state.to_string(),
+                        action: format!("refused {action}"),
+                        detail: detail.to_owned(),
+                        category: category.label().to_owned(),
+                        ..AuditRecord::default()
+                    })
+                    .await?;
+                let mut status: Status = refusal.into();
+                status
+                    .metadata_mut()
+                    .insert(super::refusals::AUDIT_METADATA, number.into());
+                Err(status)
             }
         }
     }

@@ -14,17 +14,25 @@ use std::{
 use tonic::Code;
 
 use super::status::code_name;
-use crate::metrics::{MethodLabels, Metrics};
+use crate::{
+    identity::Principal,
+    metrics::{MethodLabels, Metrics},
+};
 
 /// Who made a call: filled in by authentication (`auth::Authenticate`), read when the
-/// call ends, for the refusal log.
+/// call ends, for the refusal log and the refusal's audit record (`super::refusals`).
 #[derive(Clone, Default)]
-pub(super) struct Caller(Arc<std::sync::OnceLock<String>>);
+pub(super) struct Caller(Arc<std::sync::OnceLock<Principal>>);
 
 impl Caller {
-    /// Notes the caller's SPIFFE ID.
-    pub(super) fn set(&self, spiffe_id: String) {
-        let _ = self.0.set(spiffe_id);
+    /// Notes the authenticated caller.
+    pub(super) fn set(&self, principal: Principal) {
+        let _ = self.0.set(principal);
+    }
+
+    /// The caller, once authenticated.
+    pub(super) fn principal(&self) -> Option<&Principal> {
+        self.0.get()
     }
 }
 
@@ -60,7 +68,7 @@ pub(super) struct Instrumented<S> {
 /// `/tidemark.v1.Exchange/Submit` → (`tidemark.v1.Exchange`, `Submit`); a path that names
 /// no method this server serves → (`unknown`, `unknown`), so that a caller cannot make a
 /// label value per made-up name.
-fn method_of(path: &str) -> MethodLabels {
+pub(super) fn method_of(path: &str) -> MethodLabels {
     let path = path.trim_start_matches('/');
     let (service, method) = path
         .split_once('/')
@@ -109,7 +117,7 @@ fn known_methods() -> &'static std::collections::HashSet<String> {
 }
 
 /// The status in `headers`, if they carry one: its code and message.
-fn status_in(headers: &http::HeaderMap) -> Option<(Code, String)> {
+pub(super) fn status_in(headers: &http::HeaderMap) -> Option<(Code, String)> {
     let value = headers
         .get("grpc-status")?
         .to_str()
@@ -168,9 +176,9 @@ impl Call {
         );
         let caller = self
             .caller
-            .0
-            .get()
-            .map_or("(not authenticated)", String::as_str);
+            .principal()
+            .map_or_else(|| "(not authenticated)".to_owned(), Principal::spiffe_id);
+        let caller = caller.as_str();
         let method = format!("{}/{}", self.method.grpc_service, self.method.grpc_method);
         let code_label = code_name(code);
         match code {

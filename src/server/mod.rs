@@ -15,6 +15,7 @@ mod incoming;
 mod instrument;
 mod metrics_http;
 mod reads;
+mod refusals;
 mod status;
 mod transparency;
 
@@ -277,6 +278,7 @@ impl Server {
         )?;
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
+        let refusals = refusals::RefusalAuditLayer::new(writer.clone());
         let ctx = self.context(writer, feed_handle);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
@@ -303,6 +305,7 @@ impl Server {
             .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
             .layer(instrument::InstrumentLayer::new(self.metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(status::client_faults))
+            .layer(refusals)
             // One rule for every service: a call is answered only on a connection whose
             // certificate is still admitted (not revoked, its state not suspended).
             .add_service(InterceptedService::new(

@@ -576,4 +576,33 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
         });
         assert!(found, "audit record {n} ({action}) is not in the log");
     }
+
+    // A suspended state's call, refused at authentication, is on record too.
+    operator
+        .suspend_state(pb::StateRequest {
+            state: "IDN".to_owned(),
+        })
+        .await
+        .unwrap();
+    let suspended = world
+        .exchange("IDN")
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_err();
+    let n = audit_number(&suspended);
+    let records = operator
+        .audit_log(pb::AuditLogRequest {
+            after: n - 1,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(
+        (records[0].state.as_str(), records[0].action.as_str()),
+        ("IDN", "refused WhoAmI"),
+        "{records:?}"
+    );
 }

@@ -460,12 +460,34 @@ async fn a_read_is_on_record_before_its_first_result_and_completed_once() {
                 .entries
         }
     };
-    // While the first results are being read, the read is already on record.
+    // The owner's view of IDN's reads.
+    let owner_view = || async {
+        let mut aus = world.exchange("AUS").await;
+        let accesses = aus
+            .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .accesses;
+        let reads: Vec<_> = accesses
+            .into_iter()
+            .filter(|a| a.reader_state == "IDN" && a.action == "query")
+            .collect();
+        assert_eq!(reads.len(), 1, "{reads:?}");
+        reads[0].clone()
+    };
+    // While the first results are being read, the read is already on record, and the
+    // owner is told its count is an upper bound.
     let during = reads_by_idn(log(&mut admin).await);
     assert_eq!(during.len(), 1, "{during:?}");
     assert!(during[0].in_progress);
+    let seen = owner_view().await;
+    assert!(seen.in_progress && seen.count >= 1, "{seen:?}");
     let (rest, end) = drain(&mut stream).await;
     end.unwrap();
+    let seen = owner_view().await;
+    assert!(!seen.in_progress, "{seen:?}");
+    assert_eq!(seen.count, 400);
     // The same record, completed with what was read, by owner.
     let after = reads_by_idn(log(&mut admin).await);
     assert_eq!(after.len(), 1, "one read, one record: {after:?}");

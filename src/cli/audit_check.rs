@@ -76,14 +76,7 @@ pub async fn verify(
 
     problems.extend(left_out(&latest, state, &shown_numbers));
     for access in accesses {
-        println!(
-            "{}  {} ({}) {}: {} of your reports",
-            tidemark::clock::format_time(access.at_unix),
-            access.reader_state,
-            access.reader,
-            access.action,
-            access.count
-        );
+        println!("{}", super::reads::access_line(access));
     }
     if !problems.is_empty() {
         bail!(

@@ -605,15 +605,28 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         println!("no other state has read your reports");
     } else {
         for a in &response.accesses {
-            println!(
-                "{}  {} ({}) {}: {} of your reports",
-                format_time(a.at_unix),
-                a.reader_state,
-                a.reader,
-                a.action,
-                a.count
-            );
+            println!("{}", access_line(a));
         }
     }
     Ok(())
+}
+
+/// One access to the caller's reports, as `audit` prints it.
+pub(super) fn access_line(a: &pb::DataAccess) -> String {
+    let count = if a.in_progress {
+        format!(
+            "at most {} of your reports (in progress, or cut short by a server stop: what \
+             was sent is on record as an upper bound)",
+            a.count
+        )
+    } else {
+        format!("{} of your reports", a.count)
+    };
+    format!(
+        "{}  {} ({}) {}: {count}",
+        format_time(a.at_unix),
+        a.reader_state,
+        a.reader,
+        a.action
+    )
 }

@@ -401,6 +401,7 @@ impl Context {
                     reader_state: record.state.clone(),
                     action: record.action.clone(),
                     count: mine.count,
+                    in_progress: record.in_progress,
                     report_ids: mine
                         .report_ids
                         .iter()

@@ -326,9 +326,15 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("the log holds"), "{said}");
     assert!(!said.contains("continue with"), "{said}");
-    let out = run(log(&["entries", "--start", "500"])).await;
-    assert_ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("the log is smaller"));
+    for start in ["500", &u64::MAX.to_string()] {
+        let out = run(log(&["entries", "--start", start])).await;
+        assert_ok(&out);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the log is smaller"));
+    }
+    // An empty range is a mistake, said as one.
+    let out = run(log(&["entries", "--start", "10", "--end", "10"])).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--end 10 is not after --start 10"));
     let out = run(log(&["consistency", "--old-size", "0"])).await;
     assert_ok(&out);
     assert!(out.stdout.is_empty());

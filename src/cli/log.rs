@@ -32,13 +32,10 @@ pub enum LogCommand {
 /// now, with the witnesses' cosignatures it holds for it: `verify-receipt --witness-key`
 /// then checks them.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("leaf").required(true).args(["index", "entry_hash"])))]
 pub struct ProofArgs {
     /// The leaf's index (or name it with --entry-hash).
-    #[arg(
-        long,
-        conflicts_with = "entry_hash",
-        required_unless_present = "entry_hash"
-    )]
+    #[arg(long)]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
@@ -46,7 +43,8 @@ pub struct ProofArgs {
     /// The checkpoint's tree size (default: the newest): pick one the witnesses cosigned.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     size: Option<u64>,
-    /// Where to write it (default: stdout).
+    /// Where to write it (default: stdout); a file that exists is replaced, as
+    /// `submit --receipt-out` replaces one.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -82,13 +80,10 @@ pub struct CheckpointArgs {
 
 /// Print the inclusion proof of one entry: its hashes, base64, one per line.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("leaf").required(true).args(["index", "entry_hash"])))]
 pub struct InclusionArgs {
     /// The leaf's index.
-    #[arg(
-        long,
-        conflicts_with = "entry_hash",
-        required_unless_present = "entry_hash"
-    )]
+    #[arg(long)]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
@@ -336,6 +331,15 @@ async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
 const MAX_ENTRIES_PER_CALL: u64 = 1_000;
 
 async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
+    if let Some(end) = args.end
+        && end <= args.start
+    {
+        bail!(
+            "--end {end} is not after --start {}: the entries shown are leaves start to end, \
+             end excluded; give a larger --end, or none for the next 100",
+            args.start
+        );
+    }
     let end = args.end.unwrap_or(args.start.saturating_add(100));
     let response = connect(&args.client)
         .await?
@@ -352,14 +356,14 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     }
     let shown = response.entries.len() as u64;
     let next = response.start + shown;
-    if next < end {
-        if shown == 0 {
-            eprintln!(
-                "no entries from leaf {}: the log is smaller (`tidemark log checkpoint` gives \
-                 its size)",
-                response.start
-            );
-        } else if shown == MAX_ENTRIES_PER_CALL {
+    if shown == 0 {
+        eprintln!(
+            "no entries from leaf {}: the log is smaller (`tidemark log checkpoint` gives its \
+             size)",
+            response.start
+        );
+    } else if next < end {
+        if shown == MAX_ENTRIES_PER_CALL {
             eprintln!(
                 "{shown} entries shown, the most the server returns per call: continue with \
                  --start {next}"

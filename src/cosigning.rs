@@ -5,6 +5,10 @@
 //! cosignature only when the name is the caller's state's, the key one of that state's
 //! signing keys active now, and the line verifies over the checkpoint the server
 //! published for that size; it then serves the checkpoint with the cosignatures held.
+//! The cosignature's time (seconds since the epoch, signed with it) may not be more than
+//! [`MAX_CLOCK_SKEW`] ahead of the server's clock, and replaces a cosignature of the same
+//! checkpoint by the same witness only if it is not older: the checkpoint never shows a
+//! witness's time going backwards or a time that has not come yet.
 
 use crate::{
     country::CountryCode,
@@ -16,6 +20,9 @@ use crate::{
         note::{self, NoteError},
     },
 };
+
+/// How far ahead of the server's clock a cosignature's time may be, in seconds.
+pub const MAX_CLOCK_SKEW: u64 = 300;
 
 /// The name a state's witness cosigns under.
 pub fn witness_name(origin: &str, state: CountryCode) -> String {
@@ -48,24 +55,30 @@ pub(crate) fn accept(
         .map_err(|e| StoreError::Corrupt(format!("checkpoint {size}: {e}")))?
         .text;
     let keys = store.signing_keys(Some(state.as_str()))?;
-    let signer = keys.iter().find(|k| {
-        PublicKey::from_raw(&k.public_key).is_ok_and(|public| {
-            WitnessKey::new(&name, *public.raw())
-                .verify_line(&body, &cosignature)
-                .is_some()
-        })
+    let signer = keys.iter().find_map(|k| {
+        let public = PublicKey::from_raw(&k.public_key).ok()?;
+        let time = WitnessKey::new(&name, *public.raw()).verify_line(&body, &cosignature)?;
+        Some((k, time))
     });
-    match signer {
+    let time = match signer {
         None => return Err(CosignError::BadSignature(name)),
-        Some(k) if !k.active_at(now) => {
+        Some((k, _)) if !k.active_at(now) => {
             return Err(CosignError::InactiveKey {
                 key_id: k.key_id.clone(),
                 state: state.to_string(),
             });
         }
-        Some(_) => {}
+        Some((_, time)) => time,
+    };
+    let latest = u64::try_from(now)
+        .unwrap_or(0)
+        .saturating_add(MAX_CLOCK_SKEW);
+    if time > latest {
+        return Err(CosignError::FutureTime { time, now });
     }
-    store.add_cosignature(size, &name, line)?;
+    if let Some(held) = store.add_cosignature(size, &name, line, time)? {
+        return Err(CosignError::Older { time, held });
+    }
     let cosigned = store
         .log()?
         .checkpoint_at(size)?
@@ -111,6 +124,28 @@ pub enum CosignError {
         key_id: String,
         /// Its state.
         state: String,
+    },
+    /// Its time is later than the server's clock allows.
+    #[error(
+        "the cosignature's time ({time}) is more than {MAX_CLOCK_SKEW} s after the server's \
+         clock ({now}): check the witness's clock, then cosign again"
+    )]
+    FutureTime {
+        /// The cosignature's time, seconds since the epoch.
+        time: u64,
+        /// The server's time.
+        now: i64,
+    },
+    /// A later cosignature of the same checkpoint by the same witness is held.
+    #[error(
+        "a later cosignature of this checkpoint by this witness is held (time {held}, this \
+         one {time}); the newer one stays"
+    )]
+    Older {
+        /// This cosignature's time.
+        time: u64,
+        /// The time of the one held.
+        held: u64,
     },
     /// The store failed.
     #[error(transparent)]

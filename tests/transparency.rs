@@ -475,9 +475,35 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
     log.add_cosignature(add(good.clone(), held.size))
         .await
         .unwrap();
-    log.add_cosignature(add(good, held.size)).await.unwrap();
+    log.add_cosignature(add(good.clone(), held.size))
+        .await
+        .unwrap();
     let note = checkpoint_note(&mut log).await;
     assert_eq!(note.matches("/witness/AUS ").count(), 1, "{note}");
+    // A witness's time never goes backwards, nor past the server's clock (5 minutes of
+    // skew allowed); a later one replaces the one held.
+    let body = held.to_body();
+    let older = aus.cosign(&body, 1_600_000_000);
+    let refused = log
+        .add_cosignature(add(older, held.size))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let now = u64::try_from(Clock::system().now()).unwrap();
+    for future in [now + 3600, u64::MAX] {
+        let refused = log
+            .add_cosignature(add(aus.cosign(&body, future), held.size))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    }
+    assert!(checkpoint_note(&mut log).await.contains(&good));
+    let later = aus.cosign(&body, now);
+    log.add_cosignature(add(later.clone(), held.size))
+        .await
+        .unwrap();
+    let note = checkpoint_note(&mut log).await;
+    assert!(note.contains(&later) && !note.contains(&good), "{note}");
 }
 
 async fn checkpoint_note(log: &mut TransparencyClient<Channel>) -> String {

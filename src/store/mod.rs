@@ -549,16 +549,29 @@ impl Store {
 
     /// Keeps `line`, witness `name`'s cosignature of the checkpoint of `size` leaves
     /// (replacing an earlier one of the same witness for that size).
+    ///
+    /// A cosignature by `name` already held for `size` with a later time stays: its time
+    /// is returned and nothing changes.
     pub(crate) fn add_cosignature(
         &self,
         size: u64,
         name: &str,
         line: &str,
-    ) -> Result<(), StoreError> {
+        time: u64,
+    ) -> Result<Option<u64>, StoreError> {
         let tx = self.begin_write()?;
-        tx.open_table(COSIGNATURES)?.insert((size, name), line)?;
+        {
+            let mut table = tx.open_table(COSIGNATURES)?;
+            let held = table
+                .get((size, name))?
+                .and_then(|held| crate::tlog::cosignature::time_of(held.value()));
+            if let Some(held) = held.filter(|&held| held > time) {
+                return Ok(Some(held));
+            }
+            table.insert((size, name), line)?;
+        }
         tx.commit()?;
-        Ok(())
+        Ok(None)
     }
 
     /// The transparency log as of now (a read transaction on its tables only).

@@ -100,6 +100,14 @@ impl WitnessKey {
     }
 }
 
+/// The time a cosignature line states (its signature's first 8 bytes, big-endian), if it
+/// is a cosignature/v1 line; not verified.
+pub fn time_of(line: &str) -> Option<u64> {
+    let line = note::parse_signature(line).ok()?;
+    let time: [u8; 8] = line.signature.get(..8)?.try_into().ok()?;
+    (line.signature.len() == 72).then_some(u64::from_be_bytes(time))
+}
+
 /// A witness that cosigns checkpoints with an Ed25519 key.
 pub struct Cosigner {
     key: WitnessKey,

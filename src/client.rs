@@ -288,6 +288,26 @@ fn refused_by_server(alert: &str) -> String {
     )
 }
 
+/// What to check when a connection failed for `reason` (an error chain's text).
+fn connect_hint(reason: &str) -> &'static str {
+    let reason = reason.to_lowercase();
+    let closed = [
+        "handshake eof",
+        "unexpected eof",
+        "early eof",
+        "connection reset",
+    ];
+    if closed.iter().any(|c| reason.contains(c)) {
+        "the server closed the connection during the TLS handshake: it may be at its limit \
+         of handshakes in progress (limits.max_pending_handshakes_per_address, 32 from one \
+         address by default), so retry in a moment, or the address is not a Tidemark server"
+    } else if reason.contains("no answer within") || reason.contains("timed out") {
+        "check the address, and that the server is reachable from here"
+    } else {
+        "is `tidemark serve` running there?"
+    }
+}
+
 /// An error and its sources, joined with ": ".
 fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut text = err.to_string();
@@ -318,7 +338,7 @@ pub enum ClientError {
     #[error("bad endpoint: {0}")]
     /// The endpoint is not a usable `https://host:port` URL.
     Endpoint(String),
-    #[error("cannot connect to {endpoint}: {reason}; is `tidemark serve` running there?")]
+    #[error("cannot connect to {endpoint}: {reason}; {}", connect_hint(reason))]
     /// No connection could be made.
     Connect {
         /// The endpoint tried.

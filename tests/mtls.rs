@@ -329,3 +329,47 @@ fn a_ca_can_be_loaded_back_from_its_pem_files() {
         .unwrap();
     assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
 }
+
+/// A listener that closes each connection as it arrives (as a server at its limit of
+/// pending handshakes does) is told apart from no listener at all.
+#[tokio::test]
+async fn a_connection_closed_in_the_handshake_is_not_called_a_missing_server() {
+    let pki = TestPki::new();
+    let identity = pki.client(Role::Node(state("AUS")), "aus-1");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            drop(tcp);
+        }
+    });
+    let endpoint = format!("https://{address}");
+    let closed = client::probe(&endpoint, &identity)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        closed.contains("closed the connection during the TLS handshake"),
+        "{closed}"
+    );
+    let closed = client::connect(&endpoint, &identity)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        closed.contains("closed the connection during the TLS handshake"),
+        "{closed}"
+    );
+    // Nothing listening there any more.
+    let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", free.local_addr().unwrap());
+    drop(free);
+    let missing = client::probe(&endpoint, &identity)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("is `tidemark serve` running there?"),
+        "{missing}"
+    );
+}

@@ -1286,7 +1286,8 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
     // CSV has no place for the protection: it is named on stderr, to cite it.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("protection: cell key method, perturbation table"),
+        stderr.contains("protection: cell key method, perturbation table")
+            && !stderr.contains("no reports match"),
         "{stderr}"
     );
     let svg = std::fs::read_to_string(&bars).unwrap();
@@ -1317,6 +1318,27 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         json["cells"].as_array().is_some_and(|c| !c.is_empty()),
         "{json}"
     );
+
+    // A filter nothing matches says so (on stderr, whatever the format).
+    for format in ["table", "csv", "json"] {
+        let args = [
+            "--by",
+            "year",
+            "--from",
+            "1990-01-01",
+            "--to",
+            "1990-12-31",
+            "--format",
+            format,
+        ];
+        let out = aggregate_cli(&server, &profile, &args).await;
+        assert!(out.status.success());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("no reports match these filters"),
+            "{format}: {said}"
+        );
+    }
 
     // A node is refused with the reason.
     let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));

@@ -182,6 +182,12 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
             )?;
         }
     }
+    if response.cells.is_empty() {
+        eprintln!(
+            "no reports match these filters, so there is nothing to count: check the dates, \
+             states and values asked for (`tidemark aggregate --help` lists them)"
+        );
+    }
     if let Some(charted) = charted {
         charted?;
     }

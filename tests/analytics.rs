@@ -1319,7 +1319,23 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
         "{json}"
     );
 
-    // A filter nothing matches says so (on stderr, whatever the format).
+    // A node is refused with the reason.
+    let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
+    let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("analyst certificate"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_nothing_matches_says_so_in_every_format() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let reports = (0..5).map(|i| sign(&sample_report("AUS", 700 + i), &key));
+    import(&server, &pki, "AUS", reports.collect()).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let profile = write_profile(dir.path(), "regional", &regional(&pki));
     for format in ["table", "csv", "json"] {
         let args = [
             "--by",
@@ -1339,13 +1355,6 @@ async fn the_cli_prints_a_table_and_draws_an_svg_chart_that_names_the_metric() {
             "{format}: {said}"
         );
     }
-
-    // A node is refused with the reason.
-    let node_profile = write_profile(dir.path(), "aus-node", &node(&pki, "AUS"));
-    let out = aggregate_cli(&server, &node_profile, &["--by", "year"]).await;
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("analyst certificate"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

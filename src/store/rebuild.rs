@@ -18,14 +18,15 @@ use super::{
     COUNTER_QUARTERS, COUNTERS, ENVELOPES, EnvelopeKind, EnvelopeRecord, FEES, QUARTERS_BEHIND,
     REPORTS, ReportHead, SECRETS, StoreError, apply, counters, decode, record_keys,
 };
-use crate::{country::CountryCode, report::ReportSummary};
+use crate::report::ReportSummary;
 
 /// What the second pass needs of one report head.
 struct Pending {
     /// The sequence number of its latest report version (not a retraction).
     sequence: u64,
     key: u128,
-    state: CountryCode,
+    /// The reporting state's code, as the head spells it.
+    state: [u8; 3],
     retracted: bool,
     /// [`summary_digest`] of the summary the head holds.
     summary: [u8; 16],
@@ -57,7 +58,11 @@ pub(super) fn counters(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
         pending.push(Pending {
             sequence: latest.ok_or_else(|| corrupt("no report version"))?.sequence,
             key,
-            state: CountryCode::parse(&head.state).map_err(|e| corrupt(&e.to_string()))?,
+            state: head
+                .state
+                .as_bytes()
+                .try_into()
+                .map_err(|_| corrupt(&format!("state {:?} is not 3 bytes", head.state)))?,
             retracted: head.retracted,
             summary: summary_digest(head.summary.as_ref()),
         });
@@ -65,23 +70,29 @@ pub(super) fn counters(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
     pending.sort_unstable_by_key(|p| p.sequence);
     let mut counted = 0;
     for report in pending {
-        let summary = summary_at(&envelopes, report.sequence)?;
-        let summary = match summary {
-            Some(summary) => summary,
-            // Not where the head says the latest report version is: look through all.
-            None => latest_summary(&envelopes, &head(&reports, report.key)?)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "report {} has no readable report version",
-                    Uuid::from_u128(report.key)
-                ))
-            })?,
-        };
+        let summary = latest_summary(&envelopes, &reports, &report)?;
         if !report.retracted {
-            deltas.record(report.key, &summary, report.state.as_str(), 1)?;
+            // Three bytes of a `String` are UTF-8.
+            let state = std::str::from_utf8(&report.state).unwrap_or_default();
+            deltas.record(report.key, &summary, state, 1)?;
             counted += 1;
         }
         if summary_digest(Some(&summary)) != report.summary {
             let mut head = head(&reports, report.key)?;
+            // The envelope's record and its log entry name the category it was accepted
+            // under; a head that says another was damaged, not written by an older build.
+            if let Some(old) = head
+                .summary
+                .as_ref()
+                .filter(|s| s.category != summary.category)
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "report {}: its head says category {} but its envelope says {}",
+                    Uuid::from_u128(report.key),
+                    old.category,
+                    summary.category
+                )));
+            }
             indexes.refile(&mut head, report.key, summary)?;
             reports.insert(report.key, head.encode_to_vec().as_slice())?;
         }
@@ -119,32 +130,41 @@ fn head(
     decode(value.value())
 }
 
-/// The summary of the envelope at `sequence`, if it is a report version this build can
-/// read.
-fn summary_at(
+/// The summary of `report`'s latest report version: the envelope the first pass found
+/// or, if that is missing or a retraction, the latest report version its head lists. A
+/// report version this build cannot summarize is corrupt: an older version's summary
+/// would count, file and scope the report as it no longer is.
+fn latest_summary(
+    envelopes: &redb::Table<'_, u64, &'static [u8]>,
+    reports: &redb::Table<'_, u128, &'static [u8]>,
+    report: &Pending,
+) -> Result<ReportSummary, StoreError> {
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("report {}: {what}", Uuid::from_u128(report.key)));
+    let mut found = report_version(envelopes, report.sequence)?;
+    if found.is_none() {
+        for version in head(reports, report.key)?.versions.iter().rev() {
+            found = report_version(envelopes, version.sequence)?;
+            if found.is_some() {
+                break;
+            }
+        }
+    }
+    let record = found.ok_or_else(|| corrupt("no report version is stored"))?;
+    crate::report::summarize_stored(&record.envelope)
+        .ok_or_else(|| corrupt("its latest report version cannot be read"))
+}
+
+/// The envelope at `sequence`, if one is stored there and is a report version.
+fn report_version(
     envelopes: &redb::Table<'_, u64, &'static [u8]>,
     sequence: u64,
-) -> Result<Option<ReportSummary>, StoreError> {
+) -> Result<Option<EnvelopeRecord>, StoreError> {
     let record: Option<EnvelopeRecord> = envelopes
         .get(sequence)?
         .map(|v| decode(v.value()))
         .transpose()?;
-    Ok(record
-        .filter(|r| r.kind() == Some(EnvelopeKind::Report))
-        .and_then(|r| crate::report::summarize_stored(&r.envelope)))
-}
-
-/// The summary of `head`'s latest report version that this build can read.
-fn latest_summary(
-    envelopes: &redb::Table<'_, u64, &'static [u8]>,
-    head: &ReportHead,
-) -> Result<Option<ReportSummary>, StoreError> {
-    for version in head.versions.iter().rev() {
-        if let Some(summary) = summary_at(envelopes, version.sequence)? {
-            return Ok(Some(summary));
-        }
-    }
-    Ok(None)
+    Ok(record.filter(|r| r.kind() == Some(EnvelopeKind::Report)))
 }
 
 #[cfg(test)]
@@ -160,7 +180,7 @@ mod tests {
     use crate::{config::StoreConfig, report::ReportSummary};
 
     /// A head whose summary is not what this build makes of its envelope is rewritten
-    /// by the rebuild, its index entries and category moved to what the envelope says;
+    /// by the rebuild, its index entries moved to what the envelope says;
     /// its counters count the envelope. A retracted report stays in the date indexes but
     /// not among the contributions.
     #[test]
@@ -179,7 +199,6 @@ mod tests {
             let made = crate::report::summarize_stored(&envelope).unwrap();
             let mut stale = made.clone();
             stale.incident_day += 400;
-            stale.category = 1 - made.category;
             let (id, accepted) = (42u128, 5i64);
             let tx = store.begin_write().unwrap();
             {
@@ -247,9 +266,10 @@ mod tests {
             let head: ReportHead = decode(table.get(id).unwrap().unwrap().value()).unwrap();
             assert_eq!(head.summary.as_ref(), Some(&made));
             assert_eq!(head.category, made.category);
+            // Contributions are keyed by category and acceptance, not by day.
             assert_eq!(
                 indexed(&store, id, accepted, &stale),
-                [false; 3],
+                [false, false, !retracted],
                 "retracted {retracted}"
             );
             assert_eq!(
@@ -257,6 +277,72 @@ mod tests {
                 [true, true, !retracted],
                 "retracted {retracted}"
             );
+        }
+    }
+
+    /// What only damage explains fails the rebuild instead of being made to fit: a head
+    /// whose category is not its envelope's, and a latest report version that cannot be
+    /// read (its older version's summary would count and scope the report as it no
+    /// longer is).
+    #[test]
+    fn a_rebuild_refuses_what_only_damage_explains() {
+        let report = crate::sample::report(&mut crate::sample::Rng::new(7), "AUS");
+        let (key, _) = crate::signing::SigningKey::generate().unwrap();
+        let envelope = crate::envelope::sign(
+            crate::envelope::REPORT_PAYLOAD_TYPE,
+            report.encode_to_vec(),
+            &key,
+        )
+        .encode_to_vec();
+        let made = crate::report::summarize_stored(&envelope).unwrap();
+        let record = |envelope: &[u8]| EnvelopeRecord {
+            envelope: envelope.to_vec(),
+            state: "AUS".to_owned(),
+            kind: EnvelopeKind::Report.code(),
+            ..EnvelopeRecord::default()
+        };
+        let mut other_category = made.clone();
+        other_category.category = 1 - made.category;
+        let cases = [
+            (vec![record(&envelope)], other_category, "category"),
+            (
+                vec![record(&envelope), record(b"not an envelope")],
+                made,
+                "cannot be read",
+            ),
+        ];
+        for (records, summary, said) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+            let tx = store.begin_write().unwrap();
+            {
+                let mut envelopes = tx.open_table(ENVELOPES).unwrap();
+                let mut versions = Vec::new();
+                for (sequence, record) in (1..).zip(&records) {
+                    envelopes
+                        .insert(sequence, record.encode_to_vec().as_slice())
+                        .unwrap();
+                    versions.push(records::VersionRef {
+                        version: u32::try_from(sequence).unwrap(),
+                        sequence,
+                        ..records::VersionRef::default()
+                    });
+                }
+                let head = ReportHead {
+                    state: "AUS".to_owned(),
+                    versions,
+                    category: summary.category,
+                    summary: Some(summary),
+                    ..ReportHead::default()
+                };
+                tx.open_table(REPORTS)
+                    .unwrap()
+                    .insert(42, head.encode_to_vec().as_slice())
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+            let refused = store.rebuild_counters().unwrap_err().to_string();
+            assert!(refused.contains(said), "{refused}");
         }
     }
 

@@ -113,18 +113,26 @@ fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<
         .filter_map(|o| o.split_once(':'))
         .find(|(owner, _)| *owner == state)
         .and_then(|(_, count)| count.parse::<u64>().ok());
+    let status = if access.in_progress {
+        "in-progress"
+    } else {
+        "complete"
+    };
     let same = field("principal") == access.reader
         && field("action") == access.action
         && field("at") == access.at_unix.to_string()
-        && mine == Some(access.count);
+        && mine == Some(access.count)
+        && field("status") == status;
     (!same).then(|| {
         format!(
-            "the list says {} of your reports, but its log entry says {} by {} at {}, owners {}",
+            "the list says {} of your reports ({status}), but its log entry says {} by {} at \
+             {}, owners {} ({})",
             access.count,
             field("action"),
             field("principal"),
             field("at"),
-            field("owners")
+            field("owners"),
+            field("status")
         )
     })
 }
@@ -214,4 +222,40 @@ async fn latest_audit_entries(
         }
     }
     Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read the log has as in progress is not shown as complete, nor the reverse.
+    #[test]
+    fn the_list_must_show_a_read_as_in_progress_exactly_when_its_entry_does() {
+        let entry = |status: &str| {
+            format!(
+                "tidemark.audit/v1\nnumber 7\nstatus {status}\nat 100\nprincipal \
+                 spiffe://t/state/IDN/node/n\nstate IDN\naction query\nowners AUS:64\n"
+            )
+        };
+        for (in_progress, status, wrong) in [
+            (true, "in-progress", false),
+            (false, "complete", false),
+            (false, "in-progress", true),
+            (true, "complete", true),
+        ] {
+            let access = pb::DataAccess {
+                at_unix: 100,
+                reader: "spiffe://t/state/IDN/node/n".to_owned(),
+                action: "query".to_owned(),
+                count: 64,
+                in_progress,
+                ..pb::DataAccess::default()
+            };
+            assert_eq!(
+                displayed_wrong(&access, &entry(status), "AUS").is_some(),
+                wrong,
+                "{in_progress} {status}"
+            );
+        }
+    }
 }

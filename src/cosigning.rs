@@ -8,7 +8,8 @@
 //! The cosignature's time (seconds since the epoch, signed with it) may not be more than
 //! [`MAX_CLOCK_SKEW`] ahead of the server's clock, and replaces a cosignature of the same
 //! checkpoint by the same witness only if it is not older: the checkpoint never shows a
-//! witness's time going backwards or a time that has not come yet.
+//! witness's time going backwards or a time that has not come yet (a held time that is
+//! still in the future, kept before these rules, gives way to any valid cosignature).
 
 use crate::{
     country::CountryCode,
@@ -76,7 +77,7 @@ pub(crate) fn accept(
     if time > latest {
         return Err(CosignError::FutureTime { time, now });
     }
-    if let Some(held) = store.add_cosignature(size, &name, line, time)? {
+    if let Some(held) = store.add_cosignature(size, &name, line, (time, latest))? {
         return Err(CosignError::Older { time, held });
     }
     let cosigned = store

@@ -550,14 +550,15 @@ impl Store {
     /// Keeps `line`, witness `name`'s cosignature of the checkpoint of `size` leaves
     /// (replacing an earlier one of the same witness for that size).
     ///
-    /// A cosignature by `name` already held for `size` with a later time stays: its time
-    /// is returned and nothing changes.
+    /// A cosignature by `name` already held for `size` with a later time, not after
+    /// `latest`, stays: its time is returned and nothing changes. (One held with a time
+    /// past `latest` was kept before times were checked; it gives way.)
     pub(crate) fn add_cosignature(
         &self,
         size: u64,
         name: &str,
         line: &str,
-        time: u64,
+        (time, latest): (u64, u64),
     ) -> Result<Option<u64>, StoreError> {
         let tx = self.begin_write()?;
         {
@@ -565,7 +566,7 @@ impl Store {
             let held = table
                 .get((size, name))?
                 .and_then(|held| crate::tlog::cosignature::time_of(held.value()));
-            if let Some(held) = held.filter(|&held| held > time) {
+            if let Some(held) = held.filter(|&held| held > time && held <= latest) {
                 return Ok(Some(held));
             }
             table.insert((size, name), line)?;
@@ -820,5 +821,59 @@ pub enum KeyRegistryError {
 impl From<redb::TransactionError> for KeyRegistryError {
     fn from(e: redb::TransactionError) -> Self {
         Self::Store(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COSIGNATURES, Store};
+    use crate::{config::StoreConfig, tlog::cosignature::Cosigner};
+
+    /// A witness's held cosignature gives way only to a later one, unless its own time is
+    /// past the limit given (kept before times were checked).
+    #[test]
+    fn a_held_cosignature_gives_way_only_to_a_later_one_or_if_its_time_is_to_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+        let name = "log.test/witness/AUS";
+        let witness = Cosigner::from_seed(name, &[7; 32]).unwrap();
+        let line = |time| witness.cosign("log.test\n1\nAAAA\n", time);
+        let limit = 1_000;
+        assert_eq!(
+            store
+                .add_cosignature(1, name, &line(100), (100, limit))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .add_cosignature(1, name, &line(50), (50, limit))
+                .unwrap(),
+            Some(100)
+        );
+        assert_eq!(
+            store
+                .add_cosignature(1, name, &line(200), (200, limit))
+                .unwrap(),
+            None
+        );
+        let tx = store.begin_write().unwrap();
+        tx.open_table(COSIGNATURES)
+            .unwrap()
+            .insert((1, name), line(u64::MAX).as_str())
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(
+            store
+                .add_cosignature(1, name, &line(50), (50, limit))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .add_cosignature(1, name, &line(40), (40, limit))
+                .unwrap(),
+            Some(50)
+        );
     }
 }

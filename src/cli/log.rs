@@ -351,11 +351,11 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
     for (i, entry) in response.entries.iter().enumerate() {
-        println!("# leaf {}", response.start + i as u64);
+        println!("# leaf {}", response.start.saturating_add(i as u64));
         print!("{}", String::from_utf8_lossy(entry));
     }
     let shown = response.entries.len() as u64;
-    let next = response.start + shown;
+    let next = response.start.saturating_add(shown);
     if shown == 0 {
         eprintln!(
             "no entries from leaf {}: the log is smaller (`tidemark log checkpoint` gives its \

@@ -100,6 +100,7 @@ pub struct Metrics {
     batch_size: Histogram,
     commit_seconds: Histogram,
     audit_records: Counter,
+    refusals_unrecorded: Counter,
     give_to_get_refusals: Family<CategoryLabels, Counter>,
     handshakes_refused: Family<HandshakeLabels, Counter>,
     store_bytes: Gauge<i64, AtomicI64>,
@@ -135,6 +136,7 @@ impl Metrics {
             batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
             commit_seconds: seconds(),
             audit_records: Counter::default(),
+            refusals_unrecorded: Counter::default(),
             give_to_get_refusals: Family::default(),
             handshakes_refused: Family::default(),
             store_bytes: Gauge::default(),
@@ -185,6 +187,12 @@ impl Metrics {
             "tidemark_audit_records",
             "Audit records written",
             self.audit_records.clone(),
+        );
+        r.register(
+            "tidemark_refusals_unrecorded",
+            "Refusals answered without an audit record because their caller had used up its \
+             budget of refusal records (see server/refusals.rs)",
+            self.refusals_unrecorded.clone(),
         );
         r.register(
             "tidemark_give_to_get_refusals",
@@ -284,6 +292,11 @@ impl Metrics {
     /// An audit record was written.
     pub fn audit_written(&self) {
         self.audit_records.inc();
+    }
+
+    /// A refusal was answered without its audit record (its caller's budget was spent).
+    pub fn refusal_unrecorded(&self) {
+        self.refusals_unrecorded.inc();
     }
 
     /// A read was refused for want of standing in `category`.

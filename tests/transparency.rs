@@ -632,3 +632,80 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
         "{records:?}"
     );
 }
+
+/// Import items refused for who sent them are on record once per import; and one
+/// principal's refusals are recorded from a budget (a burst, then one a second), past
+/// which they are still refused but not recorded.
+#[tokio::test]
+async fn refused_import_items_are_on_record_and_refusal_records_have_a_budget() {
+    let world = World::new(Clock::system()).await;
+    let own = sign(
+        &report("AUS", 1, false, pb::SharingScope::AllContributors, &[]),
+        world.key("AUS"),
+    );
+    let foreign = sign(
+        &report("AUS", 2, false, pb::SharingScope::AllContributors, &[]),
+        world.key("IDN"),
+    );
+    let requests = [own, foreign].map(|e| pb::SubmitRequest {
+        envelope: Some(e),
+        ..Default::default()
+    });
+    let response = world
+        .exchange("AUS")
+        .await
+        .import(tokio_stream::iter(requests))
+        .await
+        .unwrap();
+    let number: u64 = response
+        .metadata()
+        .get("tidemark-audit")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let summary = response.into_inner();
+    assert_eq!((summary.accepted, summary.rejected), (1, 1), "{summary:?}");
+    let operator = world.server.admin(&common::operator(&world.pki)).await;
+    let records = |after: u64| {
+        let mut operator = operator.clone();
+        async move {
+            operator
+                .audit_log(pb::AuditLogRequest { after, limit: 1000 })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    let record = records(number - 1).await.remove(0);
+    assert_eq!(
+        (record.state.as_str(), record.action.as_str()),
+        ("AUS", "refused Import")
+    );
+    assert!(record.detail.contains("\"index\":1"), "{record:?}");
+
+    // A node at the operator's desk, over and over.
+    let mut admin = world.server.admin(&node(&world.pki, "THA")).await;
+    let started = std::time::Instant::now();
+    let mut recorded = 0u64;
+    for _ in 0..80 {
+        let refused = admin
+            .suspend_state(pb::StateRequest {
+                state: "IDN".to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        recorded += u64::from(refused.metadata().get("tidemark-audit").is_some());
+    }
+    let regained = started.elapsed().as_secs() + 1;
+    assert!(
+        (60..=60 + regained).contains(&recorded),
+        "{recorded} in {regained} s"
+    );
+    let on_record = records(number).await;
+    let by_tha = on_record.iter().filter(|r| r.state == "THA").count() as u64;
+    assert_eq!(by_tha, recorded);
+}

@@ -105,11 +105,7 @@ impl Context {
                         ..AuditRecord::default()
                     })
                     .await?;
-                let mut status: Status = refusal.into();
-                status
-                    .metadata_mut()
-                    .insert(super::refusals::AUDIT_METADATA, number.into());
-                Err(status)
+                Err(super::refusals::on_record(refusal.into(), number))
             }
         }
     }

@@ -7,7 +7,7 @@ use crate::{
     identity::{PeerIdentity, Role},
     pb, receipt,
     server::{auth, context::Context, guard::Guarded, status},
-    store::Accepted,
+    store::{Accepted, AuditRecord},
     submission::{self, SubmitError},
 };
 
@@ -170,7 +170,17 @@ impl pb::exchange_server::Exchange for ExchangeService {
             rejected = summary.rejected,
             "import finished"
         );
-        Ok(Response::new(summary))
+        // Items refused for who sent them are refusals like Submit's, on record once per
+        // import (the answer is OK, so `super::refusals` does not see them).
+        let record = refused_items(&peer, &summary.rejections);
+        let mut response = Response::new(summary);
+        if let Some(record) = record {
+            let number = self.ctx.audit(record).await?;
+            response
+                .metadata_mut()
+                .insert(super::refusals::AUDIT_METADATA, number.into());
+        }
+        Ok(response)
     }
 
     type QueryStream = Guarded<pb::QueryResult>;
@@ -283,6 +293,40 @@ impl pb::exchange_server::Exchange for ExchangeService {
 const DETAILED_REJECTIONS: usize = 100;
 /// Characters of a rejection message past [`DETAILED_REJECTIONS`].
 const SHORT_MESSAGE_CHARS: usize = 200;
+
+/// The audit record of an import's items refused PERMISSION_DENIED (another state's key
+/// or report), if there are any: how many, and the first [`DETAILED_REJECTIONS`] with
+/// their reasons.
+fn refused_items(peer: &PeerIdentity, rejections: &[pb::ImportRejection]) -> Option<AuditRecord> {
+    let denied: Vec<&pb::ImportRejection> = rejections
+        .iter()
+        .filter(|r| r.code == status::code_name(tonic::Code::PermissionDenied))
+        .collect();
+    if denied.is_empty() {
+        return None;
+    }
+    let items: Vec<serde_json::Value> = denied
+        .iter()
+        .take(DETAILED_REJECTIONS)
+        .map(|r| serde_json::json!({ "index": r.index, "refusal": r.message }))
+        .collect();
+    Some(AuditRecord {
+        principal: peer.principal().spiffe_id(),
+        state: peer
+            .principal()
+            .state()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        action: "refused Import".to_owned(),
+        detail: serde_json::json!({
+            "method": "tidemark.v1.Exchange/Import",
+            "refused_items": denied.len(),
+            "items": items,
+        })
+        .to_string(),
+        ..AuditRecord::default()
+    })
+}
 
 fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejection {
     let violations = match &err {

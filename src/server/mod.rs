@@ -278,7 +278,7 @@ impl Server {
         )?;
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
-        let refusals = refusals::RefusalAuditLayer::new(writer.clone());
+        let refusals = refusals::RefusalAuditLayer::new(writer.clone(), self.metrics.clone());
         let ctx = self.context(writer, feed_handle);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
             .max_decoding_message_size(limits.max_message_bytes)

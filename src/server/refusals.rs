@@ -10,29 +10,93 @@
 //! A caller that is not authenticated (no certificate, revoked, another CA) is not a
 //! principal to record; the refusal log line (`super::instrument`) and the handshake log
 //! (`crate::tls`) name what it presented.
+//!
+//! Each record is a durable write and a leaf of the log for good, so one principal's
+//! refusals are recorded from a budget (a token bucket: [`BURST`] at once, then
+//! [`PER_SECOND`]); a refusal past it is still refused, logged and counted
+//! (`tidemark_refusals_unrecorded_total`), but not recorded, so that a suspended state's
+//! node calling in a loop cannot grow the log or hold up the writer.
+//!
+//! What is not covered: a long-lived call ended mid-stream (its status in trailers, e.g.
+//! on a suspension) is not recorded as a refusal here; the read itself is on record with
+//! what it sent (`super::reads`).
 
 use std::{
+    collections::HashMap,
     pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
+    time::Instant,
 };
 
 use tonic::{Code, Status};
 
 use super::instrument::{Caller, method_of, status_in};
-use crate::store::{AuditRecord, Writer};
+use crate::{
+    metrics::Metrics,
+    store::{AuditRecord, Writer},
+};
 
 /// The response metadata that carries the number of a refusal's audit record.
 pub(super) const AUDIT_METADATA: &str = "tidemark-audit";
+
+/// Refusal records one principal may cause at once.
+pub(super) const BURST: u32 = 60;
+
+/// Refusal records a principal's budget regains a second.
+pub(super) const PER_SECOND: f64 = 1.0;
+
+/// Principals whose budgets are remembered; past this they all start full again (there
+/// are as many principals as certificates the operator issued).
+const REMEMBERED: usize = 4096;
+
+/// Each principal's budget of refusal records: what is left and when it was last used.
+#[derive(Default)]
+struct Budgets(Mutex<HashMap<String, (f64, Instant)>>);
+
+impl Budgets {
+    /// Takes one record from `principal`'s budget, if there is one left.
+    fn take(&self, principal: &str, now: Instant) -> bool {
+        let mut budgets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if budgets.len() >= REMEMBERED && !budgets.contains_key(principal) {
+            budgets.clear();
+        }
+        let (left, at) = budgets
+            .entry(principal.to_owned())
+            .or_insert((f64::from(BURST), now));
+        *left = (*left + now.saturating_duration_since(*at).as_secs_f64() * PER_SECOND)
+            .min(f64::from(BURST));
+        *at = now;
+        if *left >= 1.0 {
+            *left -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `status`, naming audit record `number` as the record of this refusal.
+pub(super) fn on_record(mut status: Status, number: u64) -> Status {
+    status.metadata_mut().insert(AUDIT_METADATA, number.into());
+    status
+}
 
 /// Wraps a service so that its refusals are audited by `writer`.
 #[derive(Clone)]
 pub(super) struct RefusalAuditLayer {
     writer: Writer,
+    metrics: Arc<Metrics>,
+    budgets: Arc<Budgets>,
 }
 
 impl RefusalAuditLayer {
-    pub(super) fn new(writer: Writer) -> Self {
-        Self { writer }
+    pub(super) fn new(writer: Writer, metrics: Arc<Metrics>) -> Self {
+        Self {
+            writer,
+            metrics,
+            budgets: Arc::default(),
+        }
     }
 }
 
@@ -42,7 +106,7 @@ impl<S> tower::Layer<S> for RefusalAuditLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RefusalAudit {
             inner,
-            writer: self.writer.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -50,7 +114,7 @@ impl<S> tower::Layer<S> for RefusalAuditLayer {
 #[derive(Clone)]
 pub(super) struct RefusalAudit<S> {
     inner: S,
-    writer: Writer,
+    layer: RefusalAuditLayer,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for RefusalAudit<S>
@@ -70,7 +134,7 @@ where
         let caller = request.extensions().get::<Caller>().cloned();
         let path = request.uri().path().to_owned();
         let response = self.inner.call(request);
-        let writer = self.writer.clone();
+        let layer = self.layer.clone();
         Box::pin(async move {
             let mut response = response.await?;
             let refused = match status_in(response.headers()) {
@@ -84,9 +148,14 @@ where
             let Some(principal) = caller.as_ref().and_then(Caller::principal) else {
                 return Ok(response);
             };
+            let spiffe_id = principal.spiffe_id();
+            if !layer.budgets.take(&spiffe_id, Instant::now()) {
+                layer.metrics.refusal_unrecorded();
+                return Ok(response);
+            }
             let method = method_of(&path);
             let record = AuditRecord {
-                principal: principal.spiffe_id(),
+                principal: spiffe_id,
                 state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
                 action: format!("refused {}", method.grpc_method),
                 detail: serde_json::json!({
@@ -96,7 +165,7 @@ where
                 .to_string(),
                 ..AuditRecord::default()
             };
-            match writer.audit(record).await {
+            match layer.writer.audit(record).await {
                 Ok(number) => {
                     response
                         .headers_mut()
@@ -110,5 +179,26 @@ where
                 .into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{BURST, Budgets, PER_SECOND};
+
+    /// A principal gets a burst of records, then one a second; another principal has its
+    /// own budget.
+    #[test]
+    fn refusal_records_come_from_each_principals_budget() {
+        let budgets = Budgets::default();
+        let start = Instant::now();
+        let burst = (0..1000).filter(|_| budgets.take("a", start)).count();
+        assert_eq!(burst, usize::try_from(BURST).unwrap());
+        assert!(budgets.take("b", start));
+        let later = start + Duration::from_secs_f64(10.0 / PER_SECOND);
+        let regained = (0..1000).filter(|_| budgets.take("a", later)).count();
+        assert_eq!(regained, 10);
     }
 }

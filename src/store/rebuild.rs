@@ -188,15 +188,7 @@ mod tests {
         for retracted in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
-            let report = crate::sample::report(&mut crate::sample::Rng::new(7), "AUS");
-            let (key, _) = crate::signing::SigningKey::generate().unwrap();
-            let envelope = crate::envelope::sign(
-                crate::envelope::REPORT_PAYLOAD_TYPE,
-                report.encode_to_vec(),
-                &key,
-            )
-            .encode_to_vec();
-            let made = crate::report::summarize_stored(&envelope).unwrap();
+            let (envelope, made) = signed_sample();
             let mut stale = made.clone();
             stale.incident_day += 400;
             let (id, accepted) = (42u128, 5i64);
@@ -286,15 +278,7 @@ mod tests {
     /// longer is).
     #[test]
     fn a_rebuild_refuses_what_only_damage_explains() {
-        let report = crate::sample::report(&mut crate::sample::Rng::new(7), "AUS");
-        let (key, _) = crate::signing::SigningKey::generate().unwrap();
-        let envelope = crate::envelope::sign(
-            crate::envelope::REPORT_PAYLOAD_TYPE,
-            report.encode_to_vec(),
-            &key,
-        )
-        .encode_to_vec();
-        let made = crate::report::summarize_stored(&envelope).unwrap();
+        let (envelope, made) = signed_sample();
         let record = |envelope: &[u8]| EnvelopeRecord {
             envelope: envelope.to_vec(),
             state: "AUS".to_owned(),
@@ -344,6 +328,20 @@ mod tests {
             let refused = store.rebuild_counters().unwrap_err().to_string();
             assert!(refused.contains(said), "{refused}");
         }
+    }
+
+    /// A signed sample report of AUS (an encoded envelope) and its summary.
+    fn signed_sample() -> (Vec<u8>, ReportSummary) {
+        let report = crate::sample::report(&mut crate::sample::Rng::new(7), "AUS");
+        let (key, _) = crate::signing::SigningKey::generate().unwrap();
+        let envelope = crate::envelope::sign(
+            crate::envelope::REPORT_PAYLOAD_TYPE,
+            report.encode_to_vec(),
+            &key,
+        )
+        .encode_to_vec();
+        let made = crate::report::summarize_stored(&envelope).unwrap();
+        (envelope, made)
     }
 
     /// Whether report `id` is filed under `summary` by date, by state and date, and as

@@ -60,6 +60,8 @@ pub(super) struct Context {
     pub max_import_items: usize,
     /// What the metrics endpoint reports.
     pub metrics: Arc<Metrics>,
+    /// Refusal records, from each principal's budget.
+    pub refusals: super::refusals::RefusalRecords,
 }
 
 impl Context {
@@ -95,17 +97,15 @@ impl Context {
             Ok(standing) => Ok(standing),
             Err(refusal) => {
                 self.metrics.give_to_get_refused(category.label());
-                let number = self
-                    .audit(AuditRecord {
-                        principal: peer.principal().spiffe_id(),
-                        state: state.to_string(),
-                        action: format!("refused {action}"),
-                        detail: detail.to_owned(),
-                        category: category.label().to_owned(),
-                        ..AuditRecord::default()
-                    })
-                    .await?;
-                Err(super::refusals::on_record(refusal.into(), number))
+                let record = AuditRecord {
+                    principal: peer.principal().spiffe_id(),
+                    state: state.to_string(),
+                    action: format!("refused {action}"),
+                    detail: detail.to_owned(),
+                    category: category.label().to_owned(),
+                    ..AuditRecord::default()
+                };
+                Err(self.refusals.refuse(record, refusal.into()).await)
             }
         }
     }

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     identity::{PeerIdentity, Role},
     pb, receipt,
-    server::{auth, context::Context, guard::Guarded, status},
+    server::{auth, context::Context, guard::Guarded, refusals, status},
     store::{Accepted, AuditRecord},
     submission::{self, SubmitError},
 };
@@ -175,10 +175,14 @@ impl pb::exchange_server::Exchange for ExchangeService {
         let record = refused_items(&peer, &summary.rejections);
         let mut response = Response::new(summary);
         if let Some(record) = record {
-            let number = self.ctx.audit(record).await?;
+            let named = match self.ctx.refusals.record(record).await {
+                Ok(Some(number)) => number.into(),
+                Ok(None) => tonic::metadata::MetadataValue::from_static(refusals::UNRECORDED),
+                Err(e) => return Err(refusals::unrecordable(&e)),
+            };
             response
                 .metadata_mut()
-                .insert(super::refusals::AUDIT_METADATA, number.into());
+                .insert(refusals::AUDIT_METADATA, named);
         }
         Ok(response)
     }

@@ -164,7 +164,12 @@ impl Server {
     }
 
     /// The context every service shares.
-    fn context(&self, writer: crate::store::Writer, feed: feed::Feed) -> Context {
+    fn context(
+        &self,
+        writer: crate::store::Writer,
+        feed: feed::Feed,
+        refusals: refusals::RefusalRecords,
+    ) -> Context {
         let limits = &self.config.limits;
         Context {
             store: self.store.clone(),
@@ -184,6 +189,7 @@ impl Server {
             analytics: crate::analytics::Settings::new(&self.config.analytics),
             max_import_items: limits.max_import_items,
             metrics: self.metrics.clone(),
+            refusals,
         }
     }
 
@@ -278,8 +284,9 @@ impl Server {
         )?;
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
-        let refusals = refusals::RefusalAuditLayer::new(writer.clone(), self.metrics.clone());
-        let ctx = self.context(writer, feed_handle);
+        let refusals = refusals::RefusalRecords::new(writer.clone(), self.metrics.clone());
+        let ctx = self.context(writer, feed_handle, refusals.clone());
+        let refusals = refusals::RefusalAuditLayer::new(refusals);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);

@@ -324,16 +324,14 @@ impl Context {
         match self.streams.open(peer.principal()) {
             Ok(slot) => Ok(slot),
             Err(status) => {
-                let number = self
-                    .audit(AuditRecord {
-                        principal: peer.principal().spiffe_id(),
-                        state: state.to_string(),
-                        action: "refused subscribe".to_owned(),
-                        detail: detail.to_owned(),
-                        ..AuditRecord::default()
-                    })
-                    .await?;
-                Err(super::refusals::on_record(status, number))
+                let record = AuditRecord {
+                    principal: peer.principal().spiffe_id(),
+                    state: state.to_string(),
+                    action: "refused subscribe".to_owned(),
+                    detail: detail.to_owned(),
+                    ..AuditRecord::default()
+                };
+                Err(self.refusals.refuse(record, status).await)
             }
         }
     }

@@ -12,10 +12,11 @@
 //! (`crate::tls`) name what it presented.
 //!
 //! Each record is a durable write and a leaf of the log for good, so one principal's
-//! refusals are recorded from a budget (a token bucket: [`BURST`] at once, then
-//! [`PER_SECOND`]); a refusal past it is still refused, logged and counted
-//! (`tidemark_refusals_unrecorded_total`), but not recorded, so that a suspended state's
-//! node calling in a loop cannot grow the log or hold up the writer.
+//! refusals — of every kind, here or in a handler ([`RefusalRecords`]) — are recorded
+//! from one budget (a token bucket: [`BURST`] at once, then [`PER_SECOND`]); a refusal
+//! past it is still refused, logged and counted (`tidemark_refusals_unrecorded_total`),
+//! and its `tidemark-audit` says [`UNRECORDED`], so that a caller in a loop (a suspended
+//! state's node, a state without standing) cannot grow the log or hold up the writer.
 //!
 //! What is not covered: a long-lived call ended mid-stream (its status in trailers, e.g.
 //! on a suspension) is not recorded as a refusal here; the read itself is on record with
@@ -34,7 +35,7 @@ use tonic::{Code, Status};
 use super::instrument::{Caller, method_of, status_in};
 use crate::{
     metrics::Metrics,
-    store::{AuditRecord, Writer},
+    store::{AppendError, AuditRecord, Writer},
 };
 
 /// The response metadata that carries the number of a refusal's audit record.
@@ -76,27 +77,79 @@ impl Budgets {
     }
 }
 
-/// `status`, naming audit record `number` as the record of this refusal.
-pub(super) fn on_record(mut status: Status, number: u64) -> Status {
-    status.metadata_mut().insert(AUDIT_METADATA, number.into());
-    status
-}
+/// What `tidemark-audit` says of a refusal left off the record (its caller's budget of
+/// refusal records was spent).
+pub(super) const UNRECORDED: &str = "unrecorded";
 
-/// Wraps a service so that its refusals are audited by `writer`.
+/// Writes refusal records from each principal's budget: shared by the layer and by the
+/// handlers that record their own refusals (give-to-get, Import, the subscription
+/// limit), so that every kind of refusal draws on the one budget.
 #[derive(Clone)]
-pub(super) struct RefusalAuditLayer {
+pub(super) struct RefusalRecords {
     writer: Writer,
     metrics: Arc<Metrics>,
     budgets: Arc<Budgets>,
 }
 
-impl RefusalAuditLayer {
+impl RefusalRecords {
     pub(super) fn new(writer: Writer, metrics: Arc<Metrics>) -> Self {
         Self {
             writer,
             metrics,
             budgets: Arc::default(),
         }
+    }
+
+    /// Writes `record`, a refusal of its principal, if that principal's budget has one
+    /// left: its number, or `None` when the budget is spent (the refusal is then logged
+    /// and counted only, and `tidemark-audit` says [`UNRECORDED`]).
+    pub(super) async fn record(&self, record: AuditRecord) -> Result<Option<u64>, AppendError> {
+        if !self.budgets.take(&record.principal, Instant::now()) {
+            self.metrics.refusal_unrecorded();
+            tracing::info!(
+                principal = %record.principal,
+                action = %record.action,
+                "refusal not recorded: this caller's budget of refusal records is spent"
+            );
+            return Ok(None);
+        }
+        Ok(Some(self.writer.audit(record).await?))
+    }
+
+    /// `status` once `record` is written: naming its record, or UNAVAILABLE if it could
+    /// not be written (nothing is answered that is not on record).
+    pub(super) async fn refuse(&self, record: AuditRecord, mut status: Status) -> Status {
+        match self.record(record).await {
+            Ok(number) => {
+                let named = number.map_or_else(
+                    || tonic::metadata::MetadataValue::from_static(UNRECORDED),
+                    tonic::metadata::MetadataValue::from,
+                );
+                status.metadata_mut().insert(AUDIT_METADATA, named);
+                status
+            }
+            Err(e) => unrecordable(&e),
+        }
+    }
+}
+
+/// The answer to a refusal that could not be written to the audit log.
+pub(super) fn unrecordable(e: &AppendError) -> Status {
+    Status::unavailable(format!(
+        "the refusal could not be written to the audit log, so the call is not answered; \
+         retry later ({e})"
+    ))
+}
+
+/// Wraps a service so that its refusals are on record.
+#[derive(Clone)]
+pub(super) struct RefusalAuditLayer {
+    records: RefusalRecords,
+}
+
+impl RefusalAuditLayer {
+    pub(super) fn new(records: RefusalRecords) -> Self {
+        Self { records }
     }
 }
 
@@ -149,14 +202,9 @@ where
             let Some(principal) = caller.as_ref().and_then(Caller::principal) else {
                 return Ok(response);
             };
-            let spiffe_id = principal.spiffe_id();
-            if !layer.budgets.take(&spiffe_id, Instant::now()) {
-                layer.metrics.refusal_unrecorded();
-                return Ok(response);
-            }
             let method = method_of(uri.path());
             let record = AuditRecord {
-                principal: spiffe_id,
+                principal: principal.spiffe_id(),
                 state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
                 action: format!("refused {}", method.grpc_method),
                 detail: serde_json::json!({
@@ -166,18 +214,16 @@ where
                 .to_string(),
                 ..AuditRecord::default()
             };
-            match layer.writer.audit(record).await {
+            match layer.records.record(record).await {
                 Ok(number) => {
-                    response
-                        .headers_mut()
-                        .insert(AUDIT_METADATA, http::HeaderValue::from(number));
+                    let named = number.map_or_else(
+                        || http::HeaderValue::from_static(UNRECORDED),
+                        http::HeaderValue::from,
+                    );
+                    response.headers_mut().insert(AUDIT_METADATA, named);
                     Ok(response)
                 }
-                Err(e) => Ok(Status::unavailable(format!(
-                    "the refusal could not be written to the audit log, so the call is not \
-                     answered; retry later ({e})"
-                ))
-                .into_http()),
+                Err(e) => Ok(unrecordable(&e).into_http()),
             }
         })
     }

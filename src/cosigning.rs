@@ -6,7 +6,8 @@
 //! signing keys active now, and the line verifies over the checkpoint the server
 //! published for that size; it then serves the checkpoint with the cosignatures held.
 //! The cosignature's time (seconds since the epoch, signed with it) may not be more than
-//! [`MAX_CLOCK_SKEW`] ahead of the server's clock, and replaces a cosignature of the same
+//! [`MAX_CLOCK_SKEW`] ahead of the server's clock nor that much before the checkpoint's
+//! last entry was written, and replaces a cosignature of the same
 //! checkpoint by the same witness only if it is not older: the checkpoint never shows a
 //! witness's time going backwards or a time that has not come yet (a held time that is
 //! still in the future, kept before these rules, gives way to any valid cosignature).
@@ -18,6 +19,7 @@ use crate::{
     tlog::{
         LogSigner,
         cosignature::WitnessKey,
+        entry::Entry,
         note::{self, NoteError},
     },
 };
@@ -76,6 +78,22 @@ pub(crate) fn accept(
         .saturating_add(MAX_CLOCK_SKEW);
     if time > latest {
         return Err(CosignError::FutureTime { time, now });
+    }
+    // The checkpoint was signed when its last leaf was written, or later.
+    let last = match size.checked_sub(1) {
+        Some(last) => store.snapshot()?.log_entries(last, size)?.pop(),
+        None => None,
+    };
+    let written = last
+        .and_then(|entry| Entry::written_at(&String::from_utf8_lossy(&entry)))
+        .and_then(|t| u64::try_from(t).ok());
+    if let Some(written) = written
+        && time.saturating_add(MAX_CLOCK_SKEW) < written
+    {
+        return Err(CosignError::BeforeCheckpoint {
+            time,
+            signed: written,
+        });
     }
     if let Some(held) = store.add_cosignature(size, &name, line, (time, latest))? {
         return Err(CosignError::Older { time, held });
@@ -136,6 +154,18 @@ pub enum CosignError {
         time: u64,
         /// The server's time.
         now: i64,
+    },
+    /// Its time is before the checkpoint could have been signed.
+    #[error(
+        "the cosignature's time ({time}) is more than {MAX_CLOCK_SKEW} s before the \
+         checkpoint's last entry was written ({signed}): check the witness's clock, then \
+         cosign again"
+    )]
+    BeforeCheckpoint {
+        /// The cosignature's time, seconds since the epoch.
+        time: u64,
+        /// When the checkpoint's last entry was written.
+        signed: u64,
     },
     /// A later cosignature of the same checkpoint by the same witness is held.
     #[error(

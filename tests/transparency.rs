@@ -426,7 +426,8 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
         cosignature: line,
     };
     let aus = Cosigner::from_key(&format!("{origin}/witness/AUS"), world.key("AUS")).unwrap();
-    let good = aus.cosign(&body, 1_700_000_000);
+    let now = u64::try_from(Clock::system().now()).unwrap();
+    let good = aus.cosign(&body, now - 100);
 
     // Wrong role: an analyst's connection.
     let mut analyst = transparency(&world, Role::RegionalAnalyst, "ra-1").await;
@@ -471,7 +472,7 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
     // (The refusals are audited, so the log grew: cosign its newest checkpoint.)
     assert!(!checkpoint_note(&mut log).await.contains("/witness/"));
     let held = checkpoint(&mut log, &key).await;
-    let good = aus.cosign(&held.to_body(), 1_700_000_000);
+    let good = aus.cosign(&held.to_body(), now - 100);
     log.add_cosignature(add(good.clone(), held.size))
         .await
         .unwrap();
@@ -483,13 +484,24 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
     // A witness's time never goes backwards, nor past the server's clock (5 minutes of
     // skew allowed); a later one replaces the one held.
     let body = held.to_body();
-    let older = aus.cosign(&body, 1_600_000_000);
+    let older = aus.cosign(&body, now - 200);
     let refused = log
         .add_cosignature(add(older, held.size))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    let now = u64::try_from(Clock::system().now()).unwrap();
+    // Nor before the checkpoint was signed (its last entry's time, 5 minutes of skew).
+    for past in [0, now - 3600] {
+        let refused = log
+            .add_cosignature(add(aus.cosign(&body, past), held.size))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains("before the checkpoint"),
+            "{refused:?}"
+        );
+    }
     for future in [now + 3600, u64::MAX] {
         let refused = log
             .add_cosignature(add(aus.cosign(&body, future), held.size))

@@ -195,9 +195,9 @@ impl From<CosignError> for Status {
     fn from(err: CosignError) -> Self {
         let message = err.to_string();
         match err {
-            CosignError::Malformed(_) | CosignError::FutureTime { .. } => {
-                Status::invalid_argument(message)
-            }
+            CosignError::Malformed(_)
+            | CosignError::FutureTime { .. }
+            | CosignError::BeforeCheckpoint { .. } => Status::invalid_argument(message),
             CosignError::Older { .. } => Status::failed_precondition(message),
             CosignError::WrongName { .. } => Status::permission_denied(message),
             CosignError::NoCheckpoint(_) => Status::not_found(message),

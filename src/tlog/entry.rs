@@ -182,6 +182,16 @@ impl Entry {
         out.into_bytes()
     }
 
+    /// When an encoded entry was written to the log, Unix seconds: an envelope's
+    /// `accepted`, an audit record's `logged` (its `at` for records from before `logged`
+    /// existed), a policy's `at`.
+    pub fn written_at(encoded: &str) -> Option<i64> {
+        let number = |key| Self::field(encoded, key).and_then(|v| v.parse::<i64>().ok());
+        number("accepted")
+            .or_else(|| number("logged").filter(|&t| t > 0))
+            .or_else(|| number("at"))
+    }
+
     /// The value of line `key` in an encoded entry, if the entry has it.
     pub fn field<'e>(encoded: &'e str, key: &str) -> Option<&'e str> {
         encoded
@@ -194,6 +204,26 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each kind of entry says when it was written: an envelope when accepted, an audit
+    /// record when logged (or begun, for records from before `logged`), a policy when
+    /// the server started with it.
+    #[test]
+    fn an_entry_says_when_it_was_written() {
+        let cases = [
+            ("tidemark.v1 envelope\nsequence 1\naccepted 70\n", Some(70)),
+            ("tidemark.v1 audit\nnumber 1\nat 50\nlogged 60\n", Some(60)),
+            ("tidemark.v1 audit\nnumber 1\nat 50\nlogged 0\n", Some(50)),
+            (
+                "tidemark.v1 policy\nat 40\ncross-category false\n",
+                Some(40),
+            ),
+            ("tidemark.v1 envelope\nsequence 1\n", None),
+        ];
+        for (entry, at) in cases {
+            assert_eq!(Entry::written_at(entry), at, "{entry}");
+        }
+    }
 
     #[test]
     fn an_envelope_entry_has_its_documented_bytes() {

@@ -201,6 +201,15 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
                 (first.is_some(), end, rest)
             };
             assert!(first, "{what}: the first item arrives");
+            if let (Cause::Suspend, Err(status)) = (cause, &end) {
+                // A refusal met mid-stream is on record too, named in the trailers.
+                let method = if sync {
+                    "refused Sync"
+                } else {
+                    "refused Query"
+                };
+                assert_refusal_on_record(&mut admin, status, ("IDN", method)).await;
+            }
             assert_refused(end, cause, &what);
             // What was already in flight may arrive; the rest is never sent.
             assert!(
@@ -209,6 +218,38 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
             );
         }
     }
+}
+
+/// `status` names its audit record in `tidemark-audit`, and the record is `state`'s
+/// `action`.
+async fn assert_refusal_on_record(
+    admin: &mut pb::admin_client::AdminClient<Channel>,
+    status: &Status,
+    (state, action): (&str, &str),
+) {
+    let number: u64 = status
+        .metadata()
+        .get("tidemark-audit")
+        .unwrap_or_else(|| panic!("no audit record named: {status:?}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let record = admin
+        .audit_log(pb::AuditLogRequest {
+            after: number - 1,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .remove(0);
+    assert_eq!(record.number, number);
+    assert_eq!(
+        (record.state.as_str(), record.action.as_str()),
+        (state, action)
+    );
 }
 
 #[tokio::test]

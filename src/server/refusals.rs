@@ -1,7 +1,7 @@
 //! A tower layer that puts every refusal of an authenticated caller on the audit record
 //! (and so in the transparency log) before the caller hears of it: a call answered
-//! PERMISSION_DENIED without a body — a wrong role, a suspended state, another state's
-//! key or report — gets an audit record `refused <Method>` with the caller, its state
+//! PERMISSION_DENIED — a wrong role, a suspended state, another state's key or report —
+//! gets an audit record `refused <Method>` with the caller, its state
 //! and the reason. A handler that audits its own refusal (give-to-get, with the query's
 //! filter) says so by the record's number in the `tidemark-audit` metadata, which this
 //! layer adds to the others; a refusal that cannot be recorded is answered UNAVAILABLE
@@ -18,9 +18,9 @@
 //! and its `tidemark-audit` says [`UNRECORDED`], so that a caller in a loop (a suspended
 //! state's node, a state without standing) cannot grow the log or hold up the writer.
 //!
-//! What is not covered: a long-lived call ended mid-stream (its status in trailers, e.g.
-//! on a suspension) is not recorded as a refusal here; the read itself is on record with
-//! what it sent (`super::reads`).
+//! A call refused after it has sent messages (a stream ended by a suspension, or by
+//! standing that lapsed) has its status in the trailers: they are held until the
+//! refusal is on record ([`RecordedBody`]), and then name its record the same way.
 
 use std::{
     collections::HashMap,
@@ -33,6 +33,7 @@ use std::{
 use tonic::{Code, Status};
 
 use super::instrument::{Caller, method_of, status_in};
+use crate::identity::Principal;
 use crate::{
     metrics::Metrics,
     store::{AppendError, AuditRecord, Writer},
@@ -188,44 +189,141 @@ where
         // A clone shares the URI's bytes: nothing is copied for calls not refused.
         let uri = request.uri().clone();
         let response = self.inner.call(request);
-        let layer = self.layer.clone();
+        let records = self.layer.records.clone();
         Box::pin(async move {
             let mut response = response.await?;
+            let Some(principal) = caller.as_ref().and_then(Caller::principal).cloned() else {
+                return Ok(response);
+            };
             let refused = match status_in(response.headers()) {
                 Some((Code::PermissionDenied, reason))
                     if !response.headers().contains_key(AUDIT_METADATA) =>
                 {
                     reason
                 }
-                _ => return Ok(response),
+                // Answered without a body otherwise: nothing to record.
+                Some(_) => return Ok(response),
+                // A body follows: its trailers may still refuse the call.
+                None => {
+                    let refusal = Some((records, principal, uri));
+                    return Ok(response.map(|inner| {
+                        tonic::body::Body::new(RecordedBody {
+                            inner,
+                            refusal,
+                            pending: None,
+                        })
+                    }));
+                }
             };
-            let Some(principal) = caller.as_ref().and_then(Caller::principal) else {
-                return Ok(response);
-            };
-            let method = method_of(uri.path());
-            let record = AuditRecord {
-                principal: principal.spiffe_id(),
-                state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
-                action: format!("refused {}", method.grpc_method),
-                detail: serde_json::json!({
-                    "method": format!("{}/{}", method.grpc_service, method.grpc_method),
-                    "refusal": refused,
-                })
-                .to_string(),
-                ..AuditRecord::default()
-            };
-            match layer.records.record(record).await {
+            match records
+                .record(refusal_record(&principal, &uri, &refused))
+                .await
+            {
                 Ok(number) => {
-                    let named = number.map_or_else(
-                        || http::HeaderValue::from_static(UNRECORDED),
-                        http::HeaderValue::from,
-                    );
-                    response.headers_mut().insert(AUDIT_METADATA, named);
+                    response.headers_mut().insert(AUDIT_METADATA, named(number));
                     Ok(response)
                 }
                 Err(e) => Ok(unrecordable(&e).into_http()),
             }
         })
+    }
+}
+
+/// The audit record of `principal`'s call to `uri`, refused for `reason`.
+fn refusal_record(principal: &Principal, uri: &http::Uri, reason: &str) -> AuditRecord {
+    let method = method_of(uri.path());
+    AuditRecord {
+        principal: principal.spiffe_id(),
+        state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
+        action: format!("refused {}", method.grpc_method),
+        detail: serde_json::json!({
+            "method": format!("{}/{}", method.grpc_service, method.grpc_method),
+            "refusal": reason,
+        })
+        .to_string(),
+        ..AuditRecord::default()
+    }
+}
+
+/// The `tidemark-audit` value of a refusal: its record's number, or [`UNRECORDED`].
+fn named(number: Option<u64>) -> http::HeaderValue {
+    number.map_or_else(
+        || http::HeaderValue::from_static(UNRECORDED),
+        http::HeaderValue::from,
+    )
+}
+
+/// A refusal's record being written.
+type Writing = Pin<Box<dyn Future<Output = Result<Option<u64>, AppendError>> + Send>>;
+
+/// A response body whose trailers, if they refuse the call (PERMISSION_DENIED after
+/// some messages, e.g. a stream ended by a suspension or by standing that lapsed), are
+/// held until the refusal is on record, and then name its record.
+struct RecordedBody {
+    inner: tonic::body::Body,
+    /// What recording a refusal needs; taken when used.
+    refusal: Option<(RefusalRecords, Principal, http::Uri)>,
+    /// Trailers held while their refusal's record is written.
+    pending: Option<(http::HeaderMap, Writing)>,
+}
+
+impl http_body::Body for RecordedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some((_, writing)) = &mut this.pending {
+            let written = std::task::ready!(writing.as_mut().poll(cx));
+            let Some((mut trailers, _)) = this.pending.take() else {
+                return Poll::Ready(None);
+            };
+            match written {
+                Ok(number) => {
+                    trailers.insert(AUDIT_METADATA, named(number));
+                }
+                Err(e) => {
+                    let status = unrecordable(&e);
+                    trailers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+                    trailers.remove("grpc-message");
+                    let message = super::status::percent_encode(status.message());
+                    if let Ok(message) = http::HeaderValue::from_str(&message) {
+                        trailers.insert("grpc-message", message);
+                    }
+                }
+            }
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(Ok(frame)) = frame else {
+            return Poll::Ready(frame);
+        };
+        let trailers = match frame.into_trailers() {
+            Ok(trailers) => trailers,
+            Err(data) => return Poll::Ready(Some(Ok(data))),
+        };
+        let refused = match status_in(&trailers) {
+            Some((Code::PermissionDenied, reason)) if !trailers.contains_key(AUDIT_METADATA) => {
+                reason
+            }
+            _ => return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+        };
+        let Some((records, principal, uri)) = this.refusal.take() else {
+            return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
+        };
+        let record = refusal_record(&principal, &uri, &refused);
+        this.pending = Some((
+            trailers,
+            Box::pin(async move { records.record(record).await }),
+        ));
+        Pin::new(this).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_none() && self.inner.is_end_stream()
     }
 }
 

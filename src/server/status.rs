@@ -290,7 +290,7 @@ fn rewrite(code: Code, message: &str) -> Option<Status> {
 }
 
 /// grpc-message is percent-encoded (gRPC over HTTP/2: Response-Headers).
-fn percent_encode(text: &str) -> String {
+pub(super) fn percent_encode(text: &str) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {

@@ -24,7 +24,8 @@ use crate::{
     },
 };
 
-/// How far ahead of the server's clock a cosignature's time may be, in seconds.
+/// How far a cosignature's time may be ahead of the server's clock, or before the
+/// checkpoint's last entry was written, in seconds.
 pub const MAX_CLOCK_SKEW: u64 = 300;
 
 /// The name a state's witness cosigns under.

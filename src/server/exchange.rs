@@ -17,6 +17,36 @@ pub(super) struct ExchangeService {
 }
 
 impl ExchangeService {
+    /// The answer to an import: its items refused for who sent them are refusals like
+    /// Submit's, on record once per import and named in `tidemark-audit` (the answer is
+    /// OK, so `super::refusals` does not see them).
+    async fn answer_import(
+        &self,
+        peer: &PeerIdentity,
+        summary: pb::ImportResponse,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let Some(record) = refused_items(peer, &summary.rejections) else {
+            return Ok(Response::new(summary));
+        };
+        let named = match self.ctx.refusals.record(record).await {
+            Ok(Some(number)) => number.into(),
+            Ok(None) => tonic::metadata::MetadataValue::from_static(refusals::UNRECORDED),
+            Err(e) => {
+                return Err(Status::unavailable(format!(
+                    "the import's {} accepted envelopes are stored, but its refused items \
+                     could not be written to the audit log ({e}); importing the same file \
+                     again stores nothing twice",
+                    summary.accepted
+                )));
+            }
+        };
+        let mut response = Response::new(summary);
+        response
+            .metadata_mut()
+            .insert(refusals::AUDIT_METADATA, named);
+        Ok(response)
+    }
+
     async fn submit_one(
         &self,
         peer: &PeerIdentity,
@@ -170,21 +200,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
             rejected = summary.rejected,
             "import finished"
         );
-        // Items refused for who sent them are refusals like Submit's, on record once per
-        // import (the answer is OK, so `super::refusals` does not see them).
-        let record = refused_items(&peer, &summary.rejections);
-        let mut response = Response::new(summary);
-        if let Some(record) = record {
-            let named = match self.ctx.refusals.record(record).await {
-                Ok(Some(number)) => number.into(),
-                Ok(None) => tonic::metadata::MetadataValue::from_static(refusals::UNRECORDED),
-                Err(e) => return Err(refusals::unrecordable(&e)),
-            };
-            response
-                .metadata_mut()
-                .insert(refusals::AUDIT_METADATA, named);
-        }
-        Ok(response)
+        self.answer_import(&peer, summary).await
     }
 
     type QueryStream = Guarded<pb::QueryResult>;

@@ -33,8 +33,8 @@ use std::{
 use tonic::{Code, Status};
 
 use super::instrument::{Caller, method_of, status_in};
-use crate::identity::Principal;
 use crate::{
+    identity::Principal,
     metrics::Metrics,
     store::{AppendError, AuditRecord, Writer},
 };
@@ -185,14 +185,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Both clones share what they hold (an `Arc`, the URI's bytes): a call that is
+        // not refused costs a box around its body and nothing copied.
         let caller = request.extensions().get::<Caller>().cloned();
-        // A clone shares the URI's bytes: nothing is copied for calls not refused.
         let uri = request.uri().clone();
         let response = self.inner.call(request);
         let records = self.layer.records.clone();
         Box::pin(async move {
             let mut response = response.await?;
-            let Some(principal) = caller.as_ref().and_then(Caller::principal).cloned() else {
+            let Some(caller) = caller.filter(|c| c.principal().is_some()) else {
                 return Ok(response);
             };
             let refused = match status_in(response.headers()) {
@@ -205,7 +206,7 @@ where
                 Some(_) => return Ok(response),
                 // A body follows: its trailers may still refuse the call.
                 None => {
-                    let refusal = Some((records, principal, uri));
+                    let refusal = Some((records, caller, uri));
                     return Ok(response.map(|inner| {
                         tonic::body::Body::new(RecordedBody {
                             inner,
@@ -215,10 +216,10 @@ where
                     }));
                 }
             };
-            match records
-                .record(refusal_record(&principal, &uri, &refused))
-                .await
-            {
+            let Some(record) = refusal_record(&caller, &uri, &refused) else {
+                return Ok(response);
+            };
+            match records.record(record).await {
                 Ok(number) => {
                     response.headers_mut().insert(AUDIT_METADATA, named(number));
                     Ok(response)
@@ -229,10 +230,12 @@ where
     }
 }
 
-/// The audit record of `principal`'s call to `uri`, refused for `reason`.
-fn refusal_record(principal: &Principal, uri: &http::Uri, reason: &str) -> AuditRecord {
+/// The audit record of `caller`'s call to `uri`, refused for `reason` (none for a caller
+/// not authenticated).
+fn refusal_record(caller: &Caller, uri: &http::Uri, reason: &str) -> Option<AuditRecord> {
+    let principal: &Principal = caller.principal()?;
     let method = method_of(uri.path());
-    AuditRecord {
+    Some(AuditRecord {
         principal: principal.spiffe_id(),
         state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
         action: format!("refused {}", method.grpc_method),
@@ -242,7 +245,7 @@ fn refusal_record(principal: &Principal, uri: &http::Uri, reason: &str) -> Audit
         })
         .to_string(),
         ..AuditRecord::default()
-    }
+    })
 }
 
 /// The `tidemark-audit` value of a refusal: its record's number, or [`UNRECORDED`].
@@ -262,7 +265,7 @@ type Writing = Pin<Box<dyn Future<Output = Result<Option<u64>, AppendError>> + S
 struct RecordedBody {
     inner: tonic::body::Body,
     /// What recording a refusal needs; taken when used.
-    refusal: Option<(RefusalRecords, Principal, http::Uri)>,
+    refusal: Option<(RefusalRecords, Caller, http::Uri)>,
     /// Trailers held while their refusal's record is written.
     pending: Option<(http::HeaderMap, Writing)>,
 }
@@ -276,10 +279,10 @@ impl http_body::Body for RecordedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        if let Some((_, writing)) = &mut this.pending {
-            let written = std::task::ready!(writing.as_mut().poll(cx));
-            let Some((mut trailers, _)) = this.pending.take() else {
-                return Poll::Ready(None);
+        if let Some((mut trailers, mut writing)) = this.pending.take() {
+            let Poll::Ready(written) = writing.as_mut().poll(cx) else {
+                this.pending = Some((trailers, writing));
+                return Poll::Pending;
             };
             match written {
                 Ok(number) => {
@@ -289,6 +292,7 @@ impl http_body::Body for RecordedBody {
                     let status = unrecordable(&e);
                     trailers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
                     trailers.remove("grpc-message");
+                    trailers.remove("grpc-status-details-bin");
                     let message = super::status::percent_encode(status.message());
                     if let Ok(message) = http::HeaderValue::from_str(&message) {
                         trailers.insert("grpc-message", message);
@@ -311,10 +315,12 @@ impl http_body::Body for RecordedBody {
             }
             _ => return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
         };
-        let Some((records, principal, uri)) = this.refusal.take() else {
+        let taken = this.refusal.take().and_then(|(records, caller, uri)| {
+            Some((records, refusal_record(&caller, &uri, &refused)?))
+        });
+        let Some((records, record)) = taken else {
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         };
-        let record = refusal_record(&principal, &uri, &refused);
         this.pending = Some((
             trailers,
             Box::pin(async move { records.record(record).await }),

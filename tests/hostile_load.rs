@@ -453,3 +453,32 @@ async fn many_subscriptions_each_get_every_matching_change_exactly_once() {
         assert_eq!(distinct, expected);
     }
 }
+
+/// A refusal that cannot be put on record (the disk has failed) is not answered as a
+/// refusal: the caller is told the audit log could not be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_cannot_be_recorded_is_not_answered() {
+    use tidemark::{Store, server::Server};
+
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let config = pki.config(&data);
+    let (store, disk) = Store::open_on_failing_disk(&config.store).unwrap();
+    let server = Server::build_on(config, store).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(server.run(listener, std::future::pending()));
+    let channel = tidemark::client::connect(&endpoint, &node(&pki, "AUS"))
+        .await
+        .unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(channel);
+    let suspend = || pb::StateRequest {
+        state: "IDN".into(),
+    };
+    let refused = admin.suspend_state(suspend()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    disk.start();
+    let refused = admin.suspend_state(suspend()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("audit log"), "{refused:?}");
+}

@@ -227,14 +227,7 @@ async fn assert_refusal_on_record(
     status: &Status,
     (state, action): (&str, &str),
 ) {
-    let number: u64 = status
-        .metadata()
-        .get("tidemark-audit")
-        .unwrap_or_else(|| panic!("no audit record named: {status:?}"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let number = common::audit_number(status);
     let record = admin
         .audit_log(pb::AuditLogRequest {
             after: number - 1,

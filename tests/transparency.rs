@@ -526,19 +526,6 @@ async fn checkpoint_note(log: &mut TransparencyClient<Channel>) -> String {
         .note
 }
 
-/// The audit record number a refusal carries in its `tidemark-audit` metadata.
-fn audit_number(refused: &tonic::Status) -> u64 {
-    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    refused
-        .metadata()
-        .get("tidemark-audit")
-        .unwrap_or_else(|| panic!("no audit record named: {refused:?}"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() {
     let world = World::new(Clock::system()).await;
@@ -560,7 +547,7 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
     };
     let analyst_query = as_analyst.query(query.clone()).await.unwrap_err();
     let no_standing = world.exchange("IDN").await.query(query).await.unwrap_err();
-    let numbers = [&wrong_role, &analyst_query, &no_standing].map(audit_number);
+    let numbers = [&wrong_role, &analyst_query, &no_standing].map(common::audit_number);
 
     let mut operator = world.server.admin(&common::operator(&world.pki)).await;
     let records = operator
@@ -628,7 +615,7 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
         .who_am_i(pb::WhoAmIRequest {})
         .await
         .unwrap_err();
-    let n = audit_number(&suspended);
+    let n = common::audit_number(&suspended);
     let records = operator
         .audit_log(pb::AuditLogRequest {
             after: n - 1,

@@ -460,3 +460,17 @@ pub async fn open_store_after_stop(data: &TempDir) -> tidemark::Store {
     }
     store.expect("the store opens once the server has stopped")
 }
+
+/// The number of the audit record a refusal (PERMISSION_DENIED) names in its
+/// `tidemark-audit` metadata.
+pub fn audit_number(refused: &tonic::Status) -> u64 {
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    refused
+        .metadata()
+        .get("tidemark-audit")
+        .unwrap_or_else(|| panic!("no audit record named: {refused:?}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}

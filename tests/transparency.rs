@@ -615,20 +615,11 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
         .who_am_i(pb::WhoAmIRequest {})
         .await
         .unwrap_err();
-    let n = common::audit_number(&suspended);
-    let records = operator
-        .audit_log(pb::AuditLogRequest {
-            after: n - 1,
-            limit: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let record = common::audit_record(&mut operator, common::audit_number(&suspended)).await;
     assert_eq!(
-        (records[0].state.as_str(), records[0].action.as_str()),
+        (record.state.as_str(), record.action.as_str()),
         ("IDN", "refused WhoAmI"),
-        "{records:?}"
+        "{record:?}"
     );
 }
 
@@ -678,7 +669,7 @@ async fn refused_import_items_are_on_record_and_refusal_records_have_a_budget() 
                 .entries
         }
     };
-    let record = records(number - 1).await.remove(0);
+    let record = common::audit_record(&mut operator.clone(), number).await;
     assert_eq!(
         (record.state.as_str(), record.action.as_str()),
         ("AUS", "refused Import")

@@ -474,3 +474,22 @@ pub fn audit_number(refused: &tonic::Status) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Audit record `number`, as the operator's audit log shows it.
+pub async fn audit_record(
+    admin: &mut pb::admin_client::AdminClient<Channel>,
+    number: u64,
+) -> pb::AuditEntry {
+    let record = admin
+        .audit_log(pb::AuditLogRequest {
+            after: number - 1,
+            limit: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .remove(0);
+    assert_eq!(record.number, number);
+    record
+}

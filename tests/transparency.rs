@@ -675,6 +675,19 @@ async fn refused_import_items_are_on_record_and_refusal_records_have_a_budget() 
         ("AUS", "refused Import")
     );
     assert!(record.detail.contains("\"index\":1"), "{record:?}");
+    // The same refused alone, by Submit.
+    let foreign = sign(
+        &report("AUS", 3, false, pb::SharingScope::AllContributors, &[]),
+        world.key("IDN"),
+    );
+    let refused = submit(&mut world.exchange("AUS").await, foreign)
+        .await
+        .unwrap_err();
+    let record = common::audit_record(&mut operator.clone(), common::audit_number(&refused)).await;
+    assert_eq!(
+        (record.state.as_str(), record.action.as_str()),
+        ("AUS", "refused Submit")
+    );
 
     // A node at the operator's desk, and a state without standing asking for others'
     // reports (a refusal give-to-get records itself), over and over: each draws on its

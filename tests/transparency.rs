@@ -413,6 +413,25 @@ async fn a_new_log_has_a_checkpoint_and_its_origin_and_key_cannot_change() {
 }
 
 #[tokio::test]
+async fn the_policy_entry_is_dated_by_the_servers_clock() {
+    // A day in 2025, far from the system clock: the entry must carry this time, not the
+    // machine's, or a checkpoint whose last leaf it is could not be cosigned on this clock.
+    let start = 1_750_000_000;
+    let (clock, _) = Clock::manual(start);
+    let world = World::new(clock).await;
+    let mut log = transparency(&world, Role::Operator, "op").await;
+    let entries = log
+        .get_entries(pb::GetEntriesRequest { start: 0, end: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let policy = String::from_utf8(entries[0].clone()).unwrap();
+    assert!(policy.starts_with("tidemark.v1 policy\n"), "{policy}");
+    assert_eq!(Entry::written_at(&policy), Some(start), "{policy}");
+}
+
+#[tokio::test]
 async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it_carries() {
     use tidemark::tlog::cosignature::Cosigner;
     let world = World::new(Clock::system()).await;

@@ -96,10 +96,6 @@ impl Server {
                  this server does not enforce give-to-get (tests only)"
             );
         }
-        let policy = Policy::new(config.policy.clone()).log_entry(Clock::system().now());
-        if store.record_policy(&log, &policy)? {
-            tracing::info!("the give-to-get rules in force are now in the transparency log");
-        }
         let leftovers = store.remove_backup_leftovers();
         if leftovers > 0 {
             tracing::info!(
@@ -258,6 +254,11 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
+        // Logged here, not in `build`, so that the entry's time is `with_clock`'s.
+        let policy = Policy::new(self.config.policy.clone()).log_entry(self.clock.now());
+        if self.store.record_policy(&self.log, &policy)? {
+            tracing::info!("the give-to-get rules in force are now in the transparency log");
+        }
         let metrics_task = self.spawn_metrics();
         let limits = &self.config.limits;
         let (incoming, accept_task) = incoming::spawn(

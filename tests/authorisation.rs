@@ -77,7 +77,11 @@ fn smuggling() -> pb::QueryRequest {
 
 /// A world where IDN stands (one smuggling report) and AUS has `n` reports visible to it.
 async fn world_with_reports(n: u64) -> World {
-    let world = World::new(Clock::system()).await;
+    fill(World::new(Clock::system()).await, n).await
+}
+
+/// `world`, where IDN now stands and AUS has `n` more reports visible to it.
+async fn fill(world: World, n: u64) -> World {
     let all = pb::SharingScope::AllContributors;
     world.submit(&report("IDN", 9_999, false, all, &[])).await;
     let items: Vec<pb::SubmitRequest> = (0..n)
@@ -218,6 +222,39 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
             );
         }
     }
+}
+
+/// A refusal met mid-stream whose record cannot be written (the disk has failed) does
+/// not end the stream as a refusal: the caller is told the audit log could not be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_met_mid_stream_that_cannot_be_recorded_is_not_answered() {
+    const DAY: i64 = 86_400;
+    let (clock, now) = Clock::manual(time::OffsetDateTime::now_utc().unix_timestamp());
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let config = pki.config(&data);
+    let (store, disk) = tidemark::Store::open_on_failing_disk(&config.store).unwrap();
+    let server = tidemark::server::Server::build_on(config, store)
+        .unwrap()
+        .with_clock(clock);
+    let server = TestServer::run(server, data).await;
+    let world = fill(World::on(pki, server).await, 1).await;
+    let mut idn = world.exchange("IDN").await;
+    let mut stream = idn.subscribe(smuggling()).await.unwrap().into_inner();
+    // The disk fails, then IDN's contribution lapses while its subscription is open.
+    disk.start();
+    now.fetch_add(366 * DAY, std::sync::atomic::Ordering::SeqCst);
+    let (_, end) = drain(&mut stream).await;
+    let status = end.expect_err("the subscription ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("refusal could not be written"),
+        "{status:?}"
+    );
+    assert!(
+        status.metadata().get("tidemark-audit").is_none(),
+        "{status:?}"
+    );
 }
 
 /// `status` names its audit record in `tidemark-audit`, and the record is `state`'s

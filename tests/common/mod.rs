@@ -97,7 +97,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Option<JoinHandle<Result<(), tidemark::server::ServerError>>>,
 }
 
 impl TestServer {
@@ -141,8 +141,8 @@ impl TestServer {
         Self::run(server, data).await
     }
 
-    /// Runs `server` on 127.0.0.1:0 until the test stops it.
-    async fn run(server: Server, data: TempDir) -> Self {
+    /// Runs `server` (built by the test on `data`) on 127.0.0.1:0 until the test stops it.
+    pub async fn run(server: Server, data: TempDir) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -152,7 +152,6 @@ impl TestServer {
                     let _ = rx.await;
                 })
                 .await
-                .expect("server runs");
         });
         Self {
             addr,
@@ -185,7 +184,9 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task");
+            task.await
+                .expect("server task")
+                .expect("the server ran until it was stopped");
         }
         let data = TempDir::new().expect("temp dir");
         std::mem::replace(&mut self.data, data)

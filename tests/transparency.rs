@@ -365,6 +365,19 @@ async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
     assert_ne!(Entry::field(&entry, "detail"), Some(unsalted.as_str()));
 }
 
+/// The log's first entry, which a new log's policy entry is.
+async fn policy_entry(log: &mut TransparencyClient<Channel>) -> String {
+    let entries = log
+        .get_entries(pb::GetEntriesRequest { start: 0, end: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let policy = String::from_utf8(entries[0].clone()).unwrap();
+    assert!(policy.starts_with("tidemark.v1 policy\n"), "{policy}");
+    policy
+}
+
 #[tokio::test]
 async fn a_new_log_has_a_checkpoint_and_its_origin_and_key_cannot_change() {
     let pki = common::TestPki::new();
@@ -375,14 +388,7 @@ async fn a_new_log_has_a_checkpoint_and_its_origin_and_key_cannot_change() {
     // A new log: a signed checkpoint at once, of the give-to-get rules in force (leaf 0).
     let first = checkpoint(&mut log, &key).await;
     assert_eq!(first.size, 1);
-    let entries = log
-        .get_entries(pb::GetEntriesRequest { start: 0, end: 1 })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    let policy = String::from_utf8(entries[0].clone()).unwrap();
-    assert!(policy.starts_with("tidemark.v1 policy\n"), "{policy}");
+    let policy = policy_entry(&mut log).await;
     assert_eq!(
         Entry::field(&policy, "smuggling-incident"),
         Some("window-days 365 minimum 1")
@@ -420,14 +426,7 @@ async fn the_policy_entry_is_dated_by_the_servers_clock() {
     let (clock, _) = Clock::manual(start);
     let world = World::new(clock).await;
     let mut log = transparency(&world, Role::Operator, "op").await;
-    let entries = log
-        .get_entries(pb::GetEntriesRequest { start: 0, end: 1 })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    let policy = String::from_utf8(entries[0].clone()).unwrap();
-    assert!(policy.starts_with("tidemark.v1 policy\n"), "{policy}");
+    let policy = policy_entry(&mut log).await;
     assert_eq!(Entry::written_at(&policy), Some(start), "{policy}");
 }
 

@@ -147,14 +147,20 @@ async fn an_idle_subscription_ends_on_revocation_and_on_suspension() {
 /// streaming to it has to wait for it to read: a stream stays busy for as long as the
 /// test likes.
 async fn small_window_reader(world: &World, state: &str) -> Exchange {
-    let identity = node(&world.pki, state);
+    pb::exchange_client::ExchangeClient::new(
+        small_window_channel(world, &node(&world.pki, state)).await,
+    )
+}
+
+/// A channel of `identity` whose HTTP/2 receive windows are 16 KiB.
+async fn small_window_channel(world: &World, identity: &tidemark::ClientIdentity) -> Channel {
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(identity.ca_pem()))
         .identity(tonic::transport::Identity::from_pem(
             identity.cert_pem(),
             identity.key_pem(),
         ));
-    let channel = tonic::transport::Endpoint::from_shared(world.server.endpoint())
+    tonic::transport::Endpoint::from_shared(world.server.endpoint())
         .unwrap()
         .tls_config(tls)
         .unwrap()
@@ -162,8 +168,7 @@ async fn small_window_reader(world: &World, state: &str) -> Exchange {
         .initial_connection_window_size(16 * 1024)
         .connect()
         .await
-        .unwrap();
-    pb::exchange_client::ExchangeClient::new(channel)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -254,6 +259,62 @@ async fn a_refusal_met_mid_stream_that_cannot_be_recorded_is_not_answered() {
     assert!(
         status.metadata().get("tidemark-audit").is_none(),
         "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
+    let world = world_with_reports(1_000).await;
+    let second = world.pki.client(Role::Operator, "ops-2");
+    let channel = small_window_channel(&world, &second).await;
+    let mut backup = pb::admin_client::AdminClient::new(channel.clone())
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::backup_chunk::Part::Manifest(manifest)) =
+        backup.message().await.unwrap().unwrap().part
+    else {
+        panic!("the manifest comes first");
+    };
+    let serial = pb::exchange_client::ExchangeClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    world
+        .server
+        .admin(&operator(&world.pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    let mut received = 0;
+    let end = loop {
+        let next = tokio::time::timeout(PATIENCE, backup.message())
+            .await
+            .expect("the backup neither ends nor sends anything");
+        match next {
+            Ok(Some(chunk)) => {
+                if let Some(pb::backup_chunk::Part::Data(data)) = chunk.part {
+                    received += data.len() as u64;
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    assert_refused(end, Cause::Revoke, "backup");
+    // What was already in flight (a chunk or two of 1 MiB) may arrive; the rest of the
+    // store is never sent.
+    assert!(
+        received < manifest.bytes,
+        "{received} of {} bytes after the revocation",
+        manifest.bytes
     );
 }
 

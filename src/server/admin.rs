@@ -8,7 +8,7 @@ use crate::{
     identity::Role,
     pb,
     report::Category,
-    server::{auth, context::Context},
+    server::{auth, context::Context, guard::Guarded},
     signing::PublicKey,
     store::{AuditRecord, KeyRecord, StateRecord},
 };
@@ -128,13 +128,16 @@ fn stream_backup(
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
-    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+    type BackupStream = Guarded<pb::BackupChunk>;
 
     async fn backup(
         &self,
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         let operator = require_operator(&request)?;
+        // The copy holds every key and report: it stops flowing, as every stream does,
+        // once the operator's certificate is revoked.
+        let guard = self.ctx.guard(auth::peer(&request)?, None);
         let now = self.ctx.clock.now();
         let manifest = self.ctx.blocking(move |ctx| ctx.admin.backup(now)).await?;
         let (path, manifest) = manifest;
@@ -147,7 +150,7 @@ impl pb::admin_server::Admin for AdminService {
             ),
         )
         .await?;
-        Ok(Response::new(stream_backup(path, manifest)))
+        Ok(Response::new(guard.guard(stream_backup(path, manifest))))
     }
 
     async fn register_signing_key(

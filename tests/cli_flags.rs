@@ -672,43 +672,119 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
     );
 }
 
+/// Runs the binary in `dir` with a standard output that cannot be written: a pipe whose
+/// reader is gone before anything is written (as with `| true`), or a full disk.
+fn run_into_broken_stdout(args: &[String], dir: &std::path::Path, full_disk: bool) -> Output {
+    let stdout = if full_disk {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+            .into()
+    } else {
+        std::process::Stdio::piped()
+    };
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_command_ends_quietly_when_its_reader_has_gone() {
+async fn every_command_ends_quietly_when_its_reader_has_gone_and_fails_on_a_full_disk() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
     let dir = tempfile::TempDir::new().unwrap();
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     let endpoint = server.endpoint();
     submit_samples(dir.path(), &endpoint, &aus, "AUS", 2).await;
-    let commands: [&[&str]; 6] = [
+    let online: [&[&str]; 12] = [
         &["whoami"],
         &["standing"],
         &["keys"],
         &["audit"],
         &["query", "--category", "smuggling", "--state", "AUS"],
         &["sync", "--category", "smuggling", "--into", "mirror"],
+        &["log", "checkpoint"],
+        &["log", "verifier-key", "--from-server"],
+        &["log", "entries", "--start", "0", "--end", "2"],
+        &["log", "inclusion", "--index", "0"],
+        &["log", "consistency", "--old-size", "1"],
+        &["admin", "audit"],
     ];
-    for command in commands {
+    let offline: [&[&str]; 3] = [
+        &["keygen", "--out", "k"],
+        &["sample-reports", "--count", "2"],
+        &["serve", "--print-config"],
+    ];
+    let with_profile = |command: &[&str]| {
         let mut args = strings(command);
-        args.extend(strings(&["--endpoint", &endpoint, "--as", &aus]));
-        let dir = dir.path().to_owned();
-        let output = tokio::task::spawn_blocking(move || {
-            let mut child = Command::new(BIN)
-                .args(&args)
-                .current_dir(&dir)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            // The reader is gone before anything is written, as with `| true`.
-            drop(child.stdout.take());
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.is_empty(), "{command:?}: {stderr}");
-        assert_ne!(output.status.code(), Some(101), "{command:?}: no panic");
+        let who = if command[0] == "admin" {
+            dir.path().join("ops").display().to_string()
+        } else {
+            aus.clone()
+        };
+        args.extend(strings(&["--endpoint", &endpoint, "--as", &who]));
+        args
+    };
+    let commands: Vec<Vec<String>> = online
+        .iter()
+        .map(|c| with_profile(c))
+        .chain(offline.iter().map(|c| strings(c)))
+        .collect();
+    let ops = common::operator(&pki);
+    std::fs::write(dir.path().join("ops.pem"), ops.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("ops.key"), ops.key_pem()).unwrap();
+    for args in commands {
+        for full_disk in [false, true] {
+            let dir = dir.path().to_owned();
+            let mut command = args.clone();
+            if command[0] == "keygen" {
+                // A key is never overwritten: a new one each time.
+                command[2] = format!("key-{full_disk}");
+            }
+            let output = tokio::task::spawn_blocking(move || {
+                run_into_broken_stdout(&command, &dir, full_disk)
+            })
+            .await
+            .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let what = format!(
+                "{} > {}",
+                args[..2].join(" "),
+                if full_disk {
+                    "/dev/full"
+                } else {
+                    "closed pipe"
+                }
+            );
+            assert_ne!(
+                output.status.code(),
+                Some(101),
+                "{what}: no panic: {stderr}"
+            );
+            if full_disk {
+                // Nothing written is no success: the command says so and fails.
+                assert!(!output.status.success(), "{what}");
+                assert!(
+                    stderr.contains("No space left on device"),
+                    "{what}: {stderr}"
+                );
+                assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+            } else {
+                // Quietly: no error (what goes to stderr anyway, such as a heading, may).
+                assert!(
+                    output.status.code().is_none_or(|c| c == 0),
+                    "{what}: {stderr}"
+                );
+                assert!(!stderr.contains("error"), "{what}: {stderr}");
+            }
+        }
     }
 }
 
@@ -1154,6 +1230,94 @@ async fn verify_takes_keys_first_a_bundle_of_keys_and_names_a_missing_states_key
         said.contains("the AUS key that signed it was not given"),
         "{said}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    profile(&pki, &server, dir.path(), "IDN").await;
+    let endpoint = server.endpoint();
+    submit_samples(dir.path(), &endpoint, &aus, "AUS", 1).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    std::fs::write(at("reports.jsonl"), &lines).unwrap();
+    run_ok(strings(&[
+        "keys",
+        "--out",
+        &at("keys"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+
+    // AUS's report, signed again with IDN's key: the signature is good, the owner wrong.
+    let line: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let genuine: tidemark::pb::Envelope = serde_json::from_value(line["envelope"].clone()).unwrap();
+    let idn_key = tidemark::SigningKey::from_file(&dir.path().join("idn-signing.key")).unwrap();
+    let forged = tidemark::envelope::sign(&genuine.payload_type, genuine.payload, &idn_key);
+    std::fs::write(at("forged.json"), serde_json::to_string(&forged).unwrap()).unwrap();
+    let out = run(strings(&[
+        "verify",
+        &at("forged.json"),
+        "--public-key",
+        &at("keys"),
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.starts_with("INVALID: "), "{said}");
+    assert!(said.contains("registered to IDN"), "{said}");
+    assert!(said.contains("not AUS's report"), "{said}");
+
+    // A key file whose Key-Id line was edited is refused, naming the file.
+    let edited = at("edited.pub.pem");
+    let aus_file = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("aus-"))
+        .unwrap();
+    let text = std::fs::read_to_string(&aus_file).unwrap();
+    std::fs::write(&edited, text.replacen("Key-Id: ", "Key-Id: 00", 1)).unwrap();
+    let out = run(strings(&[
+        "verify",
+        &at("reports.jsonl"),
+        "--public-key",
+        &edited,
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("edited.pub.pem") && stderr.contains("Key-Id"),
+        "{stderr}"
+    );
+
+    // An empty file and a missing one are reported; the file after them is still checked.
+    std::fs::write(at("empty.jsonl"), "").unwrap();
+    let out = run(strings(&[
+        "verify",
+        &at("empty.jsonl"),
+        &at("missing.jsonl"),
+        &at("reports.jsonl"),
+        "--public-key",
+        &at("keys"),
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("UNREADABLE: ") && said.contains("empty.jsonl: holds no envelope"),
+        "{said}"
+    );
+    assert!(said.contains("missing.jsonl"), "{said}");
+    let reports = lines.lines().count();
+    assert_eq!(said.matches("valid: report").count(), reports, "{said}");
+    assert!(said.contains("2 files unreadable or empty"), "{said}");
 }
 
 #[test]

@@ -145,7 +145,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .crl_pem;
             match out {
                 Some(path) => std::fs::write(&path, crl)?,
-                None => print!("{crl}"),
+                None => out!("{crl}")?,
             }
         }
         AdminCommand::RegisterKey {
@@ -165,7 +165,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            print_key(&info);
+            print_key(&info)?;
         }
         AdminCommand::RevokeKey {
             key_id,
@@ -181,7 +181,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            print_key(&info);
+            print_key(&info)?;
         }
         AdminCommand::Audit { after, limit, json } => {
             let entries = admin
@@ -190,7 +190,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner()
                 .entries;
-            print_audit(&entries, json);
+            print_audit(&entries, json)?;
         }
         AdminCommand::Keys { state } => {
             let keys = admin
@@ -202,10 +202,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .keys;
             for key in &keys {
-                print_key(key);
+                print_key(key)?;
             }
             if keys.is_empty() {
-                println!("no signing keys registered");
+                outln!("no signing keys registered")?;
             }
         }
         other => run_certificates(&mut admin, other).await?,
@@ -232,7 +232,7 @@ async fn run_certificates(
             }
             .map_err(explain)?
             .into_inner();
-            println!(
+            outln!(
                 "{} {}",
                 info.state,
                 if info.suspended {
@@ -240,7 +240,7 @@ async fn run_certificates(
                 } else {
                     "enrolled"
                 }
-            );
+            )?;
         }
         AdminCommand::States => {
             let states = admin
@@ -250,7 +250,7 @@ async fn run_certificates(
                 .into_inner()
                 .states;
             for s in &states {
-                println!(
+                outln!(
                     "{} {} (enrolled {}), {}, {}",
                     s.state,
                     if s.suspended { "SUSPENDED" } else { "active" },
@@ -265,18 +265,18 @@ async fn run_certificates(
                         "signing key",
                         "signing keys"
                     )
-                );
+                )?;
                 for c in &s.certificates {
-                    println!(
+                    outln!(
                         "  cert {} {} until {}{}",
                         c.serial,
                         c.spiffe_id,
                         format_time(c.not_after_unix),
                         if c.revoked { " REVOKED" } else { "" }
-                    );
+                    )?;
                 }
                 for standing in &s.standing {
-                    println!("  {}", standing.explanation);
+                    outln!("  {}", standing.explanation)?;
                 }
             }
         }
@@ -287,12 +287,12 @@ async fn run_certificates(
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!(
+            outln!(
                 "revoked {} ({}) as of {}",
                 r.serial,
                 r.reason,
                 format_time(r.revoked_at_unix)
-            );
+            )?;
         }
         AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
         AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
@@ -302,10 +302,10 @@ async fn run_certificates(
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!(
+            outln!(
                 "reloaded; new connections get server certificate {}",
                 r.server_certificate_serial
-            );
+            )?;
         }
         // Invariant: `run` handles the signing-key, audit and CRL commands itself.
         AdminCommand::Crl { .. }
@@ -342,7 +342,7 @@ async fn issue(
                 path.display()
             );
         }
-        None => print!("{}", issued.certificate_pem),
+        None => out!("{}", issued.certificate_pem)?,
     }
     Ok(())
 }
@@ -368,18 +368,18 @@ async fn certs(
         .into_inner()
         .certificates;
     for c in &certs {
-        println!(
+        outln!(
             "{} {} until {}{}",
             c.serial,
             c.spiffe_id,
             format_time(c.not_after_unix),
             if c.revoked { " REVOKED" } else { "" }
-        );
+        )?;
     }
     if certs.is_empty() {
         // The development certificates `serve` writes on first run, and any made with
         // `tidemark pki issue`, are not issued through the server: not listed here.
-        println!(
+        outln!(
             "no certificates issued through this server (`admin issue`){}; certificates \
              made offline (the development certificates in certs/, `tidemark pki issue`) \
              are not listed",
@@ -388,12 +388,12 @@ async fn certs(
             } else {
                 String::new()
             }
-        );
+        )?;
     }
     Ok(())
 }
 
-fn print_key(k: &pb::SigningKeyInfo) {
+fn print_key(k: &pb::SigningKeyInfo) -> anyhow::Result<()> {
     let until = if k.valid_until_unix == 0 {
         "no end".to_owned()
     } else {
@@ -408,23 +408,24 @@ fn print_key(k: &pb::SigningKeyInfo) {
             k.revocation_reason
         )
     };
-    println!(
+    outln!(
         "{} {}  valid {} to {}{}",
         k.state,
         k.key_id,
         format_time(k.valid_from_unix),
         until,
         revoked
-    );
+    )?;
+    Ok(())
 }
 
 /// Prints audit entries, one line each (JSON lines with `json`).
-fn print_audit(entries: &[pb::AuditEntry], json: bool) {
+fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
     for e in entries {
         if json {
-            println!("{}", super::json::line(e, "tidemark.v1.AuditEntry"));
+            outln!("{}", super::json::line(e, "tidemark.v1.AuditEntry"))?;
         } else {
-            println!(
+            outln!(
                 "#{} {} {} {}{} [{}] {} {}",
                 e.number,
                 format_time(e.at_unix),
@@ -440,9 +441,10 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) {
                     .map(|(k, v)| format!("{k}:{v}"))
                     .collect::<Vec<_>>()
                     .join(" ")
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// `--valid-until`: a date-time as given, or a date through its last second (UTC).

@@ -76,7 +76,7 @@ pub async fn verify(
 
     problems.extend(left_out(&latest, state, &shown_numbers));
     for access in accesses {
-        println!("{}", super::reads::access_line(access));
+        outln!("{}", super::reads::access_line(access))?;
     }
     if !problems.is_empty() {
         bail!(
@@ -87,7 +87,7 @@ pub async fn verify(
             problems.join("\n  ")
         );
     }
-    println!(
+    outln!(
         "verified against the checkpoint of {} leaves held in {}: {} accesses shown are in \
          the log as they stand, and it names none that the list leaves out{}",
         held.size,
@@ -101,7 +101,7 @@ pub async fn verify(
                  witness, then this again)"
             )
         }
-    );
+    )?;
     Ok(())
 }
 

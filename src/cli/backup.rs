@@ -100,7 +100,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
     std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
     std::fs::rename(&manifest_partial, &manifest_file)
         .with_context(|| format!("cannot write {}", manifest_file.display()))?;
-    println!(
+    outln!(
         "backup of {} envelopes (last sequence {}), {} audit records, log of {} leaves, \
          taken at {}: {} ({} bytes, sha256 {}) and {}",
         manifest.envelopes,
@@ -112,7 +112,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
         manifest.bytes,
         manifest.sha256,
         manifest_path(out).display()
-    );
+    )?;
     Ok(())
 }
 
@@ -194,7 +194,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     }
     std::fs::rename(&staged, &target)
         .with_context(|| format!("cannot write {}", target.display()))?;
-    println!(
+    outln!(
         "restored {} envelopes (sequence 1..={}), {} audit records and a log of {} leaves, \
          as of {}, into {}; start it with: tidemark serve --data {}",
         contents.envelopes,
@@ -204,7 +204,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         format_time(manifest.taken_at_unix),
         target.display(),
         args.data.display()
-    );
+    )?;
     Ok(())
 }
 

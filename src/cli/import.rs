@@ -250,12 +250,13 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
             "errors": tally.errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
             "stopped": tally.stopped,
         });
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        println!(
+        outln!(
             "{} accepted, {} already there, {rejected} rejected",
-            tally.accepted, tally.duplicates
-        );
+            tally.accepted,
+            tally.duplicates
+        )?;
     }
     if let Some(stopped) = tally.stopped {
         bail!(

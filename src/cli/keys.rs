@@ -47,8 +47,8 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", dir.display()))?;
     }
     let (key, [key_path, pub_path]) = pki::write_signing_key(&out)?;
-    println!("key id {}", key.key_id());
-    println!("private key  {}", key_path.display());
-    println!("public key   {}", pub_path.display());
+    outln!("key id {}", key.key_id())?;
+    outln!("private key  {}", key_path.display())?;
+    outln!("public key   {}", pub_path.display())?;
     Ok(())
 }

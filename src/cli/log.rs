@@ -131,7 +131,7 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| anyhow!(client::explain(&s)))?
                 .into_inner();
-            print!("{}", checkpoint.note);
+            out!("{}", checkpoint.note)?;
             Ok(())
         }
         LogCommand::Inclusion(args) => inclusion(args).await,
@@ -159,7 +159,7 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
                     }
                 );
             }
-            print_hashes(&proof.hashes);
+            print_hashes(&proof.hashes)?;
             Ok(())
         }
         LogCommand::Entries(args) => entries(args).await,
@@ -218,7 +218,7 @@ async fn proof(args: ProofArgs) -> anyhow::Result<()> {
             std::fs::write(path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        None => print!("{text}"),
+        None => out!("{text}")?,
     }
     Ok(())
 }
@@ -272,10 +272,11 @@ async fn connect(
     Ok(TransparencyClient::new(args.connect().await?))
 }
 
-fn print_hashes(hashes: &[Vec<u8>]) {
+fn print_hashes(hashes: &[Vec<u8>]) -> anyhow::Result<()> {
     for hash in hashes {
-        println!("{}", base64::engine::general_purpose::STANDARD.encode(hash));
+        outln!("{}", base64::engine::general_purpose::STANDARD.encode(hash))?;
     }
+    Ok(())
 }
 
 async fn verifier_key(args: VerifierKeyArgs) -> anyhow::Result<()> {
@@ -286,7 +287,7 @@ async fn verifier_key(args: VerifierKeyArgs) -> anyhow::Result<()> {
             .await
             .map_err(|s| anyhow!(client::explain(&s)))?
             .into_inner();
-        println!("{}", key.verifier_key);
+        outln!("{}", key.verifier_key)?;
         return Ok(());
     }
     let mut config = match &args.config {
@@ -303,7 +304,7 @@ async fn verifier_key(args: VerifierKeyArgs) -> anyhow::Result<()> {
     })?;
     let log =
         LogSigner::from_key(&config.log_origin(), &key).map_err(|e| anyhow!("log.origin: {e}"))?;
-    println!("{}", log.verifier_key());
+    outln!("{}", log.verifier_key())?;
     Ok(())
 }
 
@@ -323,7 +324,7 @@ async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
         hex::encode(merkle::leaf_hash(&proof.entry)),
         proof.tree_size
     );
-    print_hashes(&proof.hashes);
+    print_hashes(&proof.hashes)?;
     Ok(())
 }
 
@@ -351,8 +352,8 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
     for (i, entry) in response.entries.iter().enumerate() {
-        println!("# leaf {}", response.start.saturating_add(i as u64));
-        print!("{}", String::from_utf8_lossy(entry));
+        outln!("# leaf {}", response.start.saturating_add(i as u64))?;
+        out!("{}", String::from_utf8_lossy(entry))?;
     }
     let shown = response.entries.len() as u64;
     let next = response.start.saturating_add(shown);

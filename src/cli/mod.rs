@@ -3,6 +3,29 @@
 // Doc comments here are the `--help` text that people read in a terminal, not rustdoc.
 #![allow(clippy::doc_markdown)]
 
+/// `print!` for commands: an error to pass on with `?`, not a panic, when standard
+/// output cannot be written (a full disk, a file closed under us). A closed pipe ends the
+/// process quietly before this is reached (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::stdout_failed)
+    }};
+}
+
+/// `println!` for commands, as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::stdout_failed)
+    }};
+}
+
+/// The error of a failed write to standard output.
+fn stdout_failed(e: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("cannot write to standard output")
+}
+
 mod admin;
 mod aggregate;
 mod audit_check;
@@ -118,6 +141,11 @@ pub fn main() -> ExitCode {
             Command::Restore(args) => backup::restore(&args),
             Command::Log(command) => log::run(command).await,
         }
+    });
+    // Whatever is still buffered must reach its file too, or the command has failed.
+    let result = result.and_then(|()| {
+        use std::io::Write as _;
+        std::io::stdout().flush().map_err(stdout_failed)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

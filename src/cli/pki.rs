@@ -124,12 +124,12 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             }
             pki::write_private(&key_path, &key)?;
             std::fs::write(&csr_path, csr)?;
-            println!("requested identity {}", principal.spiffe_id());
-            println!("private key  {} (keep it here)", key_path.display());
-            println!(
+            outln!("requested identity {}", principal.spiffe_id())?;
+            outln!("private key  {} (keep it here)", key_path.display())?;
+            outln!(
                 "CSR          {} (send it to an operator)",
                 csr_path.display()
-            );
+            )?;
             Ok(())
         }
         PkiCommand::Issue(args) => {
@@ -146,24 +146,24 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             let key_path = args.out.join(format!("{}.key", args.identity.name));
             std::fs::write(&cert_path, &issued.cert_pem)?;
             pki::write_private(&key_path, &issued.key_pem)?;
-            println!(
+            outln!(
                 "issued {} for {} days: {} and {}",
                 principal.spiffe_id(),
                 args.days,
                 cert_path.display(),
                 key_path.display()
-            );
+            )?;
             Ok(())
         }
         PkiCommand::Init(args) => {
             let written = pki::init_dev_pki(&args.dir, &args.trust_domain, args.force)?;
-            println!(
+            outln!(
                 "created a development PKI for trust domain {} in {}:",
                 args.trust_domain,
                 args.dir.display()
-            );
+            )?;
             for path in written {
-                println!("  {}", path.display());
+                outln!("  {}", path.display())?;
             }
             Ok(())
         }

@@ -378,11 +378,11 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     progress.finish_and_clear();
     match outcome {
         Ok(()) => {
-            println!(
+            outln!(
                 "{} mirrored into {} (sequence {started} -> {cursor})",
                 super::labels::count(total, "change", "changes"),
                 data_path.display()
-            );
+            )?;
             Ok(())
         }
         Err(status) => bail!(
@@ -519,10 +519,10 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
     if args.json {
-        println!(
+        outln!(
             "{}",
             super::json::line(&response, "tidemark.v1.MyStandingResponse")
-        );
+        )?;
         return Ok(());
     }
     for c in &response.categories {
@@ -531,10 +531,10 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!("{}{lapses}", c.explanation);
+        outln!("{}{lapses}", c.explanation)?;
     }
     if let Some(b) = &response.privacy_budget {
-        println!(
+        outln!(
             "privacy budget {}: {:.3} of {:.3} rho spent; {} aggregate{} left this year \
              (each costs {:.3}; renews on 1 January UTC)",
             b.year,
@@ -543,7 +543,7 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
             b.queries_left,
             if b.queries_left == 1 { "" } else { "s" },
             b.rho_per_query
-        );
+        )?;
     }
     Ok(())
 }
@@ -599,13 +599,13 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     }
     if args.json {
         for a in &response.accesses {
-            println!("{}", super::json::line(a, "tidemark.v1.DataAccess"));
+            outln!("{}", super::json::line(a, "tidemark.v1.DataAccess"))?;
         }
     } else if response.accesses.is_empty() {
-        println!("no other state has read your reports");
+        outln!("no other state has read your reports")?;
     } else {
         for a in &response.accesses {
-            println!("{}", access_line(a));
+            outln!("{}", access_line(a))?;
         }
     }
     Ok(())

@@ -40,11 +40,14 @@ pub async fn run(args: &ReciprocityArgs, channel: Channel) -> anyhow::Result<()>
     let found = reciprocity::replay(entries.iter().map(Vec::as_slice), owner.as_deref());
     let whose = owner.map_or_else(|| "any state's".to_owned(), |s| format!("{s}'s"));
     if found.violations.is_empty() {
-        println!(
+        outln!(
             "verified: every read of {whose} reports in the log's {} entries was allowed by \
              the give-to-get rules in force ({} reads, {} contributions, {} rules logged)",
-            checkpoint.size, found.reads_checked, found.contributions, found.policies
-        );
+            checkpoint.size,
+            found.reads_checked,
+            found.contributions,
+            found.policies
+        )?;
         return Ok(());
     }
     let lines: Vec<String> = found

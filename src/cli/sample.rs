@@ -62,13 +62,13 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         write(args, std::slice::from_ref(state), file)?;
-        println!(
+        outln!(
             "{} {} reports -> {} (import with --as certs/{}-node)",
             args.count,
             state,
             path.display(),
             state.as_str().to_lowercase()
-        );
+        )?;
     }
     Ok(())
 }

@@ -67,13 +67,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if args.print_config {
         // Written, not printed: a closed stdout (`| head`) ends this quietly too (the
-        // server itself keeps ignoring SIGPIPE, so print! would panic).
+        // server itself keeps ignoring SIGPIPE, so print! would panic); any other failure
+        // (a full disk) is an error.
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = out
+        return match out
             .write_all(config.to_toml().as_bytes())
-            .and_then(|()| out.flush());
-        return Ok(());
+            .and_then(|()| out.flush())
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(super::stdout_failed(e)),
+            _ => Ok(()),
+        };
     }
     init_tracing(args.log_format);
 
@@ -108,10 +112,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .ca
         .parent()
         .map_or_else(|| PathBuf::from("aus-node"), |dir| dir.join("aus-node"));
-    println!(
+    outln!(
         "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as {}",
         profile.display()
-    );
+    )?;
 
     server.run(listener, shutdown).await?;
     tracing::info!("stopped");

@@ -275,9 +275,9 @@ fn print_accepted(
         if let Some(object) = value.as_object_mut() {
             object.insert("duplicate".to_owned(), response.duplicate.into());
         }
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        println!(
+        outln!(
             "{} {} {} from {}: sequence {}, accepted {}",
             if response.duplicate {
                 "already accepted:"
@@ -289,12 +289,12 @@ fn print_accepted(
             receipt.reporting_state,
             receipt.sequence,
             format_time(receipt.accepted_at_unix),
-        );
-        println!(
+        )?;
+        outln!(
             "  version {}, digest {}, log index {index}",
             receipt.version,
             digest_text(&receipt.envelope_digest)
-        );
+        )?;
     }
     // Written after the acceptance is printed: a failed write loses no fact.
     let files = [
@@ -317,7 +317,7 @@ fn print_accepted(
             )
         })?;
         if !json {
-            println!("  {what} written to {}", path.display());
+            outln!("  {what} written to {}", path.display())?;
         }
     }
     Ok(())
@@ -347,7 +347,7 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     }
     let key = PublicKey::from_file(&args.server_key)?;
     let receipt = receipt::verify(&envelope, &key)?;
-    println!(
+    outln!(
         "valid receipt: {} {} v{} from {}, sequence {}, accepted {}, digest {}",
         receipt.kind,
         receipt.report_id,
@@ -356,7 +356,7 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
         receipt.sequence,
         format_time(receipt.accepted_at_unix),
         digest_text(&receipt.envelope_digest)
-    );
+    )?;
     Ok(())
 }
 
@@ -433,7 +433,7 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
                 }
             );
         }
-        println!(
+        outln!(
             "cosigned by {} of {} witnesses (quorum {quorum}): {}",
             cosigned.len(),
             distinct.len(),
@@ -442,10 +442,10 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
                 .map(|w| w.name())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
     let entry = String::from_utf8_lossy(&verified.entry);
-    println!(
+    outln!(
         "valid log proof: entry {} is in log {} (tree size {}, root {})",
         verified.index,
         verified.checkpoint.origin,
@@ -454,9 +454,9 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
             &base64::engine::general_purpose::STANDARD,
             verified.checkpoint.root
         ),
-    );
+    )?;
     for line in entry.lines() {
-        println!("  {line}");
+        outln!("  {line}")?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `tidemark verify` and `tidemark keys`: check a report's provenance without trusting
 //! the server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
@@ -21,10 +21,14 @@ use super::client_args::ClientArgs;
 /// keys (`tidemark keys --out keys/`).
 ///
 /// Each FILE is a DSSE JSON envelope, or the output of `tidemark query --json` (JSON
-/// lines: every line is checked, with a summary at the end). A key that `keys --out`
-/// wrote as revoked makes a report it signed untrusted when the report was accepted at
-/// or after the revocation (the acceptance time is on each `query --json` line). Exits
-/// non-zero unless every envelope is valid and trusted.
+/// lines: every line is checked, with a summary at the end). A report is valid only when
+/// it verifies with a key of its own reporting state: key files that `keys` writes name
+/// their state (a `State:` line), and a report signed by another state's key is invalid.
+/// A key that `keys --out` wrote as revoked makes a report it signed untrusted when the
+/// report was accepted at or after the revocation (the acceptance time is on each
+/// `query --json` line). A file that cannot be read, or holds no envelope, is reported
+/// and the others are still checked. Exits non-zero unless every file holds envelopes
+/// and every envelope is valid and trusted.
 ///
 /// Example: tidemark query --category maritime --json > reports.jsonl;
 ///   tidemark verify reports.jsonl --public-key keys/
@@ -44,10 +48,15 @@ pub struct VerifyArgs {
 /// The PEM header line (RFC 7468 explanatory text) `keys --out` writes for a revoked
 /// key: when its revocation takes effect.
 const REVOKED_AT: &str = "Revoked-At: ";
+/// The header lines `keys` writes before each key: its id and the state it is registered to.
+const KEY_ID: &str = "Key-Id: ";
+const STATE: &str = "State: ";
 
-/// A public key and, if revoked, since when (Unix seconds).
+/// A public key, the state it is registered to (when its file says), and, if revoked,
+/// since when (Unix seconds).
 struct Key {
     public: PublicKey,
+    state: Option<CountryCode>,
     revoked_at: Option<i64>,
 }
 
@@ -94,6 +103,24 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
             }
             let public = PublicKey::from_spki_pem(section)
                 .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let header = |name: &str| section.lines().find_map(|l| l.strip_prefix(name));
+            if let Some(id) = header(KEY_ID)
+                && id.trim() != public.key_id()
+            {
+                bail!(
+                    "{}: the {KEY_ID}line says {} but the key below it has id {}: the file \
+                     was edited; export the keys again with `tidemark keys --out DIR`",
+                    path.display(),
+                    id.trim(),
+                    public.key_id()
+                );
+            }
+            let state = header(STATE)
+                .map(|s| {
+                    CountryCode::parse(s.trim())
+                        .map_err(|e| anyhow!("{}: {STATE}{s}: {e}", path.display()))
+                })
+                .transpose()?;
             let revoked_at = section
                 .lines()
                 .find_map(|l| l.strip_prefix(REVOKED_AT))
@@ -106,7 +133,11 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
                     })
                 })
                 .transpose()?;
-            keys.push(Key { public, revoked_at });
+            keys.push(Key {
+                public,
+                state,
+                revoked_at,
+            });
             found += 1;
         }
         if found == 0 {
@@ -125,6 +156,15 @@ enum Outcome {
     Invalid,
 }
 
+/// How many envelopes were found valid, untrusted or invalid, and how many files held none.
+#[derive(Default)]
+struct Tally {
+    valid: u64,
+    untrusted: u64,
+    invalid: u64,
+    unreadable: u64,
+}
+
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let (key_paths, more) = split_keys(&args.public_keys);
     let files: Vec<PathBuf> = args.files.iter().cloned().chain(more).collect();
@@ -135,58 +175,126 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         bail!("no public key given: --public-key keys/ (written by `tidemark keys --out keys/`)");
     }
     let keys = load_keys(&key_paths)?;
-    let publics: Vec<PublicKey> = keys.iter().map(|k| k.public.clone()).collect();
-    let (mut valid, mut untrusted, mut invalid) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     for file in &files {
-        let text = super::input::read_text(file)?;
-        let trimmed = text.trim();
-        // A whole file of one (possibly pretty-printed) JSON value, or JSON lines.
-        let items: Vec<(Option<usize>, &str)> =
-            if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
-                vec![(None, trimmed)]
-            } else {
-                text.lines()
-                    .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                    .map(|(i, l)| (Some(i + 1), l))
-                    .collect()
-            };
-        for (line, item) in items {
-            let place = match line {
-                Some(n) => format!("{} line {n}", file.display()),
-                None => file.display().to_string(),
-            };
-            match check(item, &keys, &publics) {
-                Ok((Outcome::Valid, said)) => {
-                    valid += 1;
-                    println!("valid: {said}");
-                }
-                Ok((Outcome::Untrusted, said)) => {
-                    untrusted += 1;
-                    println!("UNTRUSTED: {place}: {said}");
-                }
-                Ok((Outcome::Invalid, said)) | Err(said) => {
-                    invalid += 1;
-                    println!("INVALID: {place}: {said}");
-                }
-            }
-        }
+        check_file(file, &keys, &mut tally)?;
     }
+    let Tally {
+        valid,
+        untrusted,
+        invalid,
+        unreadable,
+    } = tally;
     let checked = valid + untrusted + invalid;
-    if checked > 1 || untrusted + invalid > 0 {
-        println!(
-            "{}: {valid} valid, {untrusted} signed by a key revoked before acceptance, {invalid} invalid",
+    if checked > 1 || untrusted + invalid + unreadable > 0 {
+        let files = if unreadable > 0 {
+            format!(
+                "; {} unreadable or empty",
+                super::labels::count(unreadable, "file", "files")
+            )
+        } else {
+            String::new()
+        };
+        outln!(
+            "{}: {valid} valid, {untrusted} signed by a key revoked before acceptance, \
+             {invalid} invalid{files}",
             super::labels::count(checked, "envelope", "envelopes")
-        );
+        )?;
     }
-    if untrusted + invalid > 0 {
+    if untrusted + invalid + unreadable > 0 {
         bail!("not every envelope is valid and trusted (see above)");
     }
     Ok(())
 }
 
+/// Checks every envelope in `file`, or says why it holds none.
+fn check_file(file: &Path, keys: &[Key], tally: &mut Tally) -> anyhow::Result<()> {
+    let text = match super::input::read_text(file) {
+        Ok(text) => text,
+        Err(e) => {
+            tally.unreadable += 1;
+            outln!("UNREADABLE: {}: {e:#}", file.display())?;
+            return Ok(());
+        }
+    };
+    let trimmed = text.trim();
+    // A whole file of one (possibly pretty-printed) JSON value, or JSON lines.
+    let items: Vec<(Option<usize>, &str)> =
+        if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
+            vec![(None, trimmed)]
+        } else {
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| (Some(i + 1), l))
+                .collect()
+        };
+    if items.is_empty() {
+        tally.unreadable += 1;
+        outln!(
+            "UNREADABLE: {}: holds no envelope (the file is empty)",
+            file.display()
+        )?;
+    }
+    for (line, item) in items {
+        let place = match line {
+            Some(n) => format!("{} line {n}", file.display()),
+            None => file.display().to_string(),
+        };
+        match check(item, keys) {
+            Ok((Outcome::Valid, said)) => {
+                tally.valid += 1;
+                outln!("valid: {said}")?;
+            }
+            Ok((Outcome::Untrusted, said)) => {
+                tally.untrusted += 1;
+                outln!("UNTRUSTED: {place}: {said}")?;
+            }
+            Ok((Outcome::Invalid, said)) | Err(said) => {
+                tally.invalid += 1;
+                outln!("INVALID: {place}: {said}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state and description of a signed payload: a report or a retraction.
+fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (Option<String>, String) {
+    let payload = envelope.payload.as_slice();
+    match envelope.payload_type.as_str() {
+        envelope::REPORT_PAYLOAD_TYPE => match pb::Report::decode(payload) {
+            Ok(r) => (
+                Some(r.reporting_state.clone()),
+                format!(
+                    "report {} version {} of {}, signed by key {key_id}",
+                    r.report_id, r.version, r.reporting_state
+                ),
+            ),
+            Err(_) => (
+                None,
+                format!("an undecodable report, signed by key {key_id}"),
+            ),
+        },
+        envelope::RETRACTION_PAYLOAD_TYPE => match pb::Retraction::decode(payload) {
+            Ok(r) => (
+                Some(r.reporting_state.clone()),
+                format!(
+                    "retraction of report {} version {} of {}, signed by key {key_id}",
+                    r.report_id, r.version, r.reporting_state
+                ),
+            ),
+            Err(_) => (
+                None,
+                format!("an undecodable retraction, signed by key {key_id}"),
+            ),
+        },
+        other => (None, format!("{other} signed by key {key_id}")),
+    }
+}
+
 /// Checks one envelope (or `query --json` line) against the keys.
-fn check(item: &str, keys: &[Key], publics: &[PublicKey]) -> Result<(Outcome, String), String> {
+fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
     let value: serde_json::Value =
         serde_json::from_str(item).map_err(|e| format!("not JSON: {e}"))?;
     let accepted_at = value.pointer("/meta/acceptedAtUnix").and_then(|v| {
@@ -206,7 +314,8 @@ fn check(item: &str, keys: &[Key], publics: &[PublicKey]) -> Result<(Outcome, St
             "the envelope carries no signature".to_owned(),
         ));
     }
-    let Some(key) = envelope::verified_by(&envelope, publics) else {
+    let publics: Vec<PublicKey> = keys.iter().map(|k| k.public.clone()).collect();
+    let Some(public) = envelope::verified_by(&envelope, &publics) else {
         let state = pb::Report::decode(envelope.payload.as_slice())
             .map(|r| r.reporting_state)
             .unwrap_or_default();
@@ -224,21 +333,33 @@ fn check(item: &str, keys: &[Key], publics: &[PublicKey]) -> Result<(Outcome, St
             ),
         ));
     };
-    let what = match pb::Report::decode(envelope.payload.as_slice()) {
-        Ok(r) if envelope.payload_type == envelope::REPORT_PAYLOAD_TYPE => format!(
-            "report {} version {} of {}, signed by key {}",
-            r.report_id,
-            r.version,
-            r.reporting_state,
-            key.key_id()
-        ),
-        _ => format!("{} signed by key {}", envelope.payload_type, key.key_id()),
-    };
-    let revoked_at = keys
-        .iter()
-        .find(|k| k.public.key_id() == key.key_id())
-        .and_then(|k| k.revoked_at);
-    Ok(match (revoked_at, accepted_at) {
+    let key = keys.iter().find(|k| k.public.key_id() == public.key_id());
+    let (owner, mut what) = payload_facts(&envelope, public.key_id());
+    match (key.and_then(|k| k.state), owner) {
+        (Some(registered), Some(owner)) if registered.as_str() != owner => {
+            return Ok((
+                Outcome::Invalid,
+                format!(
+                    "{what}, a key registered to {registered}: a state's reports are valid \
+                     only under its own keys, so this is not {owner}'s report"
+                ),
+            ));
+        }
+        (None, Some(owner)) => {
+            what = format!(
+                "{what} (its key file names no state, so the key was not checked to be \
+                 {owner}'s; `tidemark keys --out` writes key files that do)"
+            );
+        }
+        _ => {}
+    }
+    Ok(trust_at(what, key.and_then(|k| k.revoked_at), accepted_at))
+}
+
+/// Whether a valid signature is trusted: its key was not revoked before the report was
+/// accepted.
+fn trust_at(what: String, revoked_at: Option<i64>, accepted_at: Option<i64>) -> (Outcome, String) {
+    match (revoked_at, accepted_at) {
         (None, _) => (Outcome::Valid, what),
         (Some(revoked), Some(accepted)) if accepted < revoked => (
             Outcome::Valid,
@@ -263,7 +384,7 @@ fn check(item: &str, keys: &[Key], publics: &[PublicKey]) -> Result<(Outcome, St
                 format_time(revoked)
             ),
         ),
-    })
+    }
 }
 
 /// Export states' registered report-signing public keys as PEM files, for `verify`.
@@ -289,6 +410,13 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner()
         .keys;
+    if keys.is_empty() {
+        eprintln!(
+            "no signing key is registered{}; an operator registers them with \
+             `tidemark admin register-key`",
+            args.state.map(|s| format!(" to {s}")).unwrap_or_default()
+        );
+    }
     for k in &keys {
         let revoked = (k.revoked_at_unix != 0).then(|| {
             format!(
@@ -301,34 +429,23 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
                     .unwrap_or_default()
             )
         });
+        let flag = if revoked.is_some() { " REVOKED" } else { "" };
+        // The headers `verify` reads: whose key this is, and since when it is revoked.
+        let pem = format!(
+            "{KEY_ID}{}\n{STATE}{}\n{}{}",
+            k.key_id,
+            k.state,
+            revoked.unwrap_or_default(),
+            k.public_key_pem
+        );
         match &args.out {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let path = dir.join(format!("{}-{}.pub.pem", k.state.to_lowercase(), k.key_id));
-                let pem = format!(
-                    "Key-Id: {}\nState: {}\n{}{}",
-                    k.key_id,
-                    k.state,
-                    revoked.clone().unwrap_or_default(),
-                    k.public_key_pem
-                );
                 std::fs::write(&path, pem)?;
-                println!(
-                    "{} {}{} -> {}",
-                    k.state,
-                    k.key_id,
-                    if revoked.is_some() { " REVOKED" } else { "" },
-                    path.display()
-                );
+                outln!("{} {}{flag} -> {}", k.state, k.key_id, path.display())?;
             }
-            None => print!(
-                "# {} {}{}\n{}{}",
-                k.state,
-                k.key_id,
-                if revoked.is_some() { " REVOKED" } else { "" },
-                revoked.unwrap_or_default(),
-                k.public_key_pem
-            ),
+            None => out!("# {} {}{flag}\n{pem}", k.state, k.key_id)?,
         }
     }
     Ok(())

@@ -30,21 +30,21 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
     let not_after = format_time(me.certificate_not_after.as_ref());
     if args.json {
         // The API's WhoAmIResponse in the proto3 JSON mapping, as every --json prints.
-        println!("{}", super::json::line(&me, "tidemark.v1.WhoAmIResponse"));
+        outln!("{}", super::json::line(&me, "tidemark.v1.WhoAmIResponse"))?;
     } else {
-        println!("spiffe id    {}", me.spiffe_id);
-        println!(
+        outln!("spiffe id    {}", me.spiffe_id)?;
+        outln!(
             "role         {}",
             role.as_str_name()
                 .trim_start_matches("ROLE_")
                 .to_ascii_lowercase()
-        );
+        )?;
         if !me.state.is_empty() {
-            println!("state        {}", me.state);
+            outln!("state        {}", me.state)?;
         }
-        println!("name         {}", me.name);
-        println!("certificate  serial {}", me.certificate_serial);
-        println!("             valid {not_before} to {not_after}");
+        outln!("name         {}", me.name)?;
+        outln!("certificate  serial {}", me.certificate_serial)?;
+        outln!("             valid {not_before} to {not_after}")?;
     }
     Ok(())
 }

@@ -115,11 +115,11 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
             client::explain(&s)
         )
     })?;
-    println!(
+    outln!(
         "checkpoint of {} leaves verified and cosigned as {name} (witness key in {})",
         new.size,
         args.state_dir.join("witness.vkey").display()
-    );
+    )?;
     Ok(())
 }
 

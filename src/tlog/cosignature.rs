@@ -57,6 +57,7 @@ impl WitnessKey {
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("not <name>+<hex key id>+<base64 key>"));
         };
+        note::check_name(name).map_err(|e| bad(&e.to_string()))?;
         let raw = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
         let (Some((&ALG_COSIGNATURE_V1, public)), 33) = (raw.split_first(), raw.len()) else {
             return Err(bad("not an Ed25519 cosignature key (type 0x04, 32 bytes)"));
@@ -117,6 +118,7 @@ pub struct Cosigner {
 impl Cosigner {
     /// The witness `name` signing with the Ed25519 key of 32-byte `seed`.
     pub fn from_seed(name: &str, seed: &[u8; 32]) -> Result<Self, WitnessError> {
+        note::check_name(name).map_err(|e| WitnessError::BadKey(e.to_string()))?;
         let pair = Ed25519KeyPair::from_seed_unchecked(seed)
             .map_err(|_| WitnessError::BadKey("not an Ed25519 seed".to_owned()))?;
         let public: [u8; 32] = pair
@@ -231,5 +233,11 @@ mod tests {
         );
         // A note key (type 0x01) is not a witness key.
         assert!(WitnessKey::parse(&log.verifier_key()).is_err());
+        // Nor is a key whose name signed-note forbids (its lines could not be parsed).
+        for name in ["", "a witness", "a\twitness"] {
+            let bad = WitnessKey::new(name, [5; 32]).verifier_key();
+            assert!(WitnessKey::parse(&bad).is_err(), "{bad}");
+        }
+        assert!(Cosigner::from_seed("a witness", &[2; 32]).is_err());
     }
 }

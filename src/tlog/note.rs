@@ -83,7 +83,8 @@ pub enum NoteError {
     Randomness,
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+/// A key name as signed-note allows it: non-empty, no Unicode white space, no '+'.
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '+') {
         return Err(NoteError::InvalidName(name.to_owned()));
     }

@@ -7,7 +7,6 @@
 
 use std::{
     error::Error as StdError,
-    fs,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -61,9 +60,41 @@ impl ClientIdentity {
         Self::from_files(&cert, &key, &ca)
     }
 
-    /// Loads the three PEM files, naming any that cannot be read.
+    /// Loads the three PEM files, naming any that cannot be read or does not hold what
+    /// it should (a certificate, a private key, a CA certificate).
     pub fn from_files(cert: &Path, key: &Path, ca: &Path) -> Result<Self, ClientError> {
-        Ok(Self::from_pem(read(cert)?, read(key)?, read(ca)?))
+        let (cert_pem, key_pem, ca_pem) = (read(cert)?, read(key)?, read(ca)?);
+        let holds_cert = |text: &str| {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            CertificateDer::pem_slice_iter(text.as_bytes()).any(|c| c.is_ok())
+        };
+        let holds_key = |text: &str| {
+            use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+            PrivateKeyDer::from_pem_slice(text.as_bytes()).is_ok()
+        };
+        let wrong = |path: &Path, what: &'static str| ClientError::Contents {
+            path: path.to_owned(),
+            what,
+        };
+        if !holds_cert(&cert_pem) {
+            return Err(wrong(
+                cert,
+                "no certificate: the certificate file (--cert, or the profile's .pem) holds a CERTIFICATE block; was the key given instead?",
+            ));
+        }
+        if !holds_key(&key_pem) {
+            return Err(wrong(
+                key,
+                "no private key: the key file (--key, or the profile's .key) holds a PRIVATE KEY block; was the certificate given instead?",
+            ));
+        }
+        if !holds_cert(&ca_pem) {
+            return Err(wrong(
+                ca,
+                "no certificate: the CA file (--ca, or ca.pem beside the profile) holds the exchange's CA certificate",
+            ));
+        }
+        Ok(Self::from_pem(cert_pem, key_pem, ca_pem))
     }
 }
 
@@ -82,7 +113,7 @@ pub fn profile_files(profile: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 fn read(path: &Path) -> Result<String, ClientError> {
-    fs::read_to_string(path).map_err(|reason| ClientError::Read {
+    crate::files::read_text(path).map_err(|reason| ClientError::Read {
         path: path.to_owned(),
         reason,
     })
@@ -335,6 +366,14 @@ pub enum ClientError {
         path: PathBuf,
         /// Why it could not be read (in the message, not as a source: said once).
         reason: std::io::Error,
+    },
+    #[error("{} holds {what}", path.display())]
+    /// A certificate or key file does not hold what it should.
+    Contents {
+        /// The file.
+        path: PathBuf,
+        /// What it lacks, and which file should hold it.
+        what: &'static str,
     },
     #[error("bad endpoint: {0}")]
     /// The endpoint is not a usable `https://host:port` URL.

@@ -55,6 +55,7 @@ pub mod config;
 pub mod cosigning;
 pub mod country;
 pub mod envelope;
+pub mod files;
 pub mod identity;
 pub mod metrics;
 pub mod pki;

@@ -185,7 +185,7 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 }
 
 fn read_file(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path)
+    crate::files::read_text(path)
         .map_err(|e| KeyError::File(path.display().to_string(), e.to_string()))
 }
 

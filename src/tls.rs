@@ -6,7 +6,6 @@
 //! [`crate::identity`].
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -210,7 +209,7 @@ pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> 
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
+    crate::files::read_bytes(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })

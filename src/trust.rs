@@ -211,7 +211,7 @@ fn load_ca(
     bundle: &std::path::Path,
     key_path: &std::path::Path,
 ) -> Result<CertificateAuthority, TrustError> {
-    let key_pem = std::fs::read_to_string(key_path)
+    let key_pem = crate::files::read_text(key_path)
         .map_err(|e| TrustError::Write(key_path.display().to_string(), e.to_string()))?;
     let key = rcgen::KeyPair::from_pem(&key_pem)
         .map_err(|e| TrustError::Pki(PkiError::Certificate(e)))?;

@@ -672,6 +672,13 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
     );
 }
 
+/// Writes the operator's profile `DIR/ops` (beside a `ca.pem` already there).
+fn operator_profile(pki: &TestPki, dir: &std::path::Path) {
+    let ops = common::operator(pki);
+    std::fs::write(dir.join("ops.pem"), ops.cert_pem()).unwrap();
+    std::fs::write(dir.join("ops.key"), ops.key_pem()).unwrap();
+}
+
 /// Runs the binary in `dir` with a standard output that cannot be written: a pipe whose
 /// reader is gone before anything is written (as with `| true`), or a full disk.
 fn run_into_broken_stdout(args: &[String], dir: &std::path::Path, full_disk: bool) -> Output {
@@ -737,9 +744,7 @@ async fn every_command_ends_quietly_when_its_reader_has_gone_and_fails_on_a_full
         .map(|c| with_profile(c))
         .chain(offline.iter().map(|c| strings(c)))
         .collect();
-    let ops = common::operator(&pki);
-    std::fs::write(dir.path().join("ops.pem"), ops.cert_pem()).unwrap();
-    std::fs::write(dir.path().join("ops.key"), ops.key_pem()).unwrap();
+    operator_profile(&pki, dir.path());
     for args in commands {
         for full_disk in [false, true] {
             let dir = dir.path().to_owned();
@@ -1318,6 +1323,155 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
     let reports = lines.lines().count();
     assert_eq!(said.matches("valid: report").count(), reports, "{said}");
     assert!(said.contains("2 files unreadable or empty"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pem_files_with_a_byte_order_mark_are_read() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let endpoint = server.endpoint();
+    let with_bom = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(at(from)).unwrap();
+        std::fs::write(at(to), format!("\u{feff}{text}")).unwrap();
+    };
+    // A profile whose certificate, key and CA file each start with a byte-order mark.
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    std::fs::create_dir(at("bom")).unwrap();
+    for (from, to) in [
+        ("aus-node.pem", "bom/aus-node.pem"),
+        ("aus-node.key", "bom/aus-node.key"),
+        ("ca.pem", "bom/ca.pem"),
+    ] {
+        with_bom(from, to);
+    }
+    run_ok(strings(&[
+        "whoami",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &at("bom/aus-node"),
+    ]))
+    .await;
+    // A signing key, a public key to register and a CSR to issue from.
+    with_bom("aus-signing.key", "bom-signing.key");
+    let sample = run_ok(strings(&[
+        "sample-reports",
+        "--count",
+        "1",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    std::fs::write(at("r.json"), sample.lines().next().unwrap()).unwrap();
+    run_ok(strings(&[
+        "submit",
+        &at("r.json"),
+        "--signing-key",
+        &at("bom-signing.key"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    operator_profile(&pki, dir.path());
+    run_ok(strings(&["keygen", "--out", &at("new")])).await;
+    with_bom("new.pub.pem", "bom.pub.pem");
+    run_ok(strings(&[
+        "admin",
+        "register-key",
+        "--state",
+        "AUS",
+        "--public-key",
+        &at("bom.pub.pem"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &at("ops"),
+    ]))
+    .await;
+    run_ok(strings(&[
+        "pki",
+        "csr",
+        "--state",
+        "AUS",
+        "--role",
+        "node",
+        "--name",
+        "bom-1",
+        "--trust-domain",
+        "tidemark.test",
+        "--out",
+        &at(""),
+    ]))
+    .await;
+    with_bom("bom-1.csr.pem", "bom-1.bom.csr.pem");
+    run_ok(strings(&[
+        "admin",
+        "enrol",
+        "AUS",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &at("ops"),
+    ]))
+    .await;
+    run_ok(strings(&[
+        "admin",
+        "issue",
+        &at("bom-1.bom.csr.pem"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &at("ops"),
+    ]))
+    .await;
+}
+
+#[tokio::test]
+async fn a_certificate_key_or_ca_file_that_holds_the_wrong_thing_is_named() {
+    let pki = TestPki::new();
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let who = common::node(&pki, "AUS");
+    std::fs::write(at("cert.pem"), who.cert_pem()).unwrap();
+    std::fs::write(at("key.pem"), who.key_pem()).unwrap();
+    std::fs::write(at("ca.pem"), who.ca_pem()).unwrap();
+    std::fs::write(at("empty.pem"), "").unwrap();
+    // No server is needed: the files are checked before connecting.
+    for (cert, key, ca, named, says) in [
+        ("key.pem", "key.pem", "ca.pem", "key.pem", "no certificate"),
+        (
+            "cert.pem",
+            "cert.pem",
+            "ca.pem",
+            "cert.pem",
+            "no private key",
+        ),
+        ("cert.pem", "key.pem", "empty.pem", "empty.pem", "CA file"),
+    ] {
+        let out = run(strings(&[
+            "whoami",
+            "--endpoint",
+            "https://127.0.0.1:9",
+            "--cert",
+            &at(cert),
+            "--key",
+            &at(key),
+            "--ca",
+            &at(ca),
+        ]))
+        .await;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains(&format!("{named} holds")) && said.contains(says),
+            "{cert} {key} {ca}: {said}"
+        );
+        assert!(!said.contains("endpoint"), "{cert} {key} {ca}: {said}");
+    }
 }
 
 #[test]

@@ -153,8 +153,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             public_key,
             valid_until,
         } => {
-            let pem = std::fs::read_to_string(&public_key)
-                .map_err(|e| anyhow!("cannot read {}: {e}", public_key.display()))?;
+            let pem = super::input::read_text(&public_key)?;
             let info = admin
                 .register_signing_key(pb::RegisterSigningKeyRequest {
                     state: state.to_string(),
@@ -324,8 +323,7 @@ async fn issue(
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
-    let csr_pem =
-        std::fs::read_to_string(csr).map_err(|e| anyhow!("cannot read {}: {e}", csr.display()))?;
+    let csr_pem = super::input::read_text(csr)?;
     let issued = admin
         .issue_certificate(pb::IssueCertificateRequest { csr_pem, days })
         .await

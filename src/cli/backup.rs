@@ -135,7 +135,7 @@ pub struct RestoreArgs {
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     let manifest_file = manifest_path(&args.file);
     let manifest: pb::BackupManifest =
-        serde_json::from_str(&std::fs::read_to_string(&manifest_file).with_context(|| {
+        serde_json::from_str(&super::input::read_text(&manifest_file).with_context(|| {
             format!(
                 "cannot read the backup's manifest {} (it is written beside the backup)",
                 manifest_file.display()

@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 
-const BOM: &str = "\u{feff}";
+use tidemark::files::BOM;
 
 /// The whole file as text, without a leading byte-order mark.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {

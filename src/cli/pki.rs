@@ -136,8 +136,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             let principal = args.identity.principal()?;
             let read = |name: &str| {
                 let path = args.ca_dir.join(name);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+                super::input::read_text(&path)
             };
             let ca = pki::CertificateAuthority::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
             let issued = ca.issue_client(&principal, pki::Validity::days_from_now(args.days))?;

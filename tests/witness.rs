@@ -153,6 +153,12 @@ async fn a_witness_refuses_a_rolled_back_log() {
     let out = witness(&server, &aus, &state_dir).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("rolled back"), "{}", text(&out));
+    // A witness that lost its checkpoint does not trust the rolled-back log instead.
+    std::fs::remove_file(state_dir.join("checkpoint")).unwrap();
+    let out = witness(&server, &aus, &state_dir).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("checkpoint is gone"), "{}", text(&out));
+    assert!(!state_dir.join("checkpoint").exists());
 }
 
 /// `tidemark log proof` of leaf `index` under the checkpoint of `size` leaves.

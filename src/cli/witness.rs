@@ -35,7 +35,9 @@ use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::state_of
 /// as evidence and raise it with the operator and the other states.
 #[derive(Args, Debug)]
 pub struct WitnessArgs {
-    /// This witness's directory: log.vkey, checkpoint, witness.vkey, witness.lock.
+    /// This witness's directory: log.vkey, checkpoint, witness.vkey, witness.lock. Back it
+    /// up: a witness whose checkpoint is lost refuses to run until it is restored (or the
+    /// witness starts over in an empty directory).
     #[arg(long, value_name = "DIR")]
     state_dir: PathBuf,
     /// The log's note verifier key (a file), for the first run; later runs use the one
@@ -87,6 +89,16 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         ),
     })?;
     let held_path = args.state_dir.join("checkpoint");
+    if !held_path.exists() && args.state_dir.join("witness.vkey").exists() {
+        // witness.vkey is written only after a checkpoint was: this one has been lost,
+        // and a witness that trusts whatever it is shown next cannot see a rollback.
+        bail!(
+            "{} has cosigned before (witness.vkey) but its checkpoint is gone: restore the \
+             checkpoint file from a backup, or start over in an empty directory on purpose \
+             (a rollback since the last run would then go unseen)",
+            args.state_dir.display()
+        );
+    }
     if held_path.exists() {
         let held_note = super::input::read_text_at_most(&held_path, MAX_STATE_FILE)?;
         let held = Checkpoint::open(&held_note, &verifier)

@@ -54,6 +54,24 @@ fn query_watch_and_aggregate_take_the_same_filter_flags() {
 }
 
 #[test]
+fn a_limit_of_zero_and_json_with_a_check_are_refused_not_ignored() {
+    // `query --limit 0` would return nothing; the audit lists would return everything.
+    for args in [
+        &["audit", "--limit", "0"][..],
+        &["admin", "audit", "--limit", "0"],
+    ] {
+        let said = offline(args);
+        assert!(
+            said.contains("invalid value '0' for '--limit"),
+            "{args:?}: {said}"
+        );
+    }
+    let said = offline(&["audit", "--verify", "--state-dir", "w", "--json"]);
+    assert!(said.contains("cannot be used with"), "{said}");
+    assert!(offline(&["audit", "--limit", "1", "--json"]).contains("loading profile"));
+}
+
+#[test]
 fn query_takes_months_as_aggregate_does() {
     for (from, to) in [("2021-01", "2021-06"), ("2021-01-15", "2021-06")] {
         let said = offline(&[

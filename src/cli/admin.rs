@@ -54,8 +54,8 @@ enum AdminCommand {
         /// Entries after this number.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many entries (1 or more).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
         /// One JSON object per line.
         #[arg(long)]

@@ -558,8 +558,8 @@ pub struct AuditArgs {
     _my_data: bool,
     #[command(subcommand)]
     check: Option<AuditCheck>,
-    /// At most this many entries.
-    #[arg(long, default_value_t = 100)]
+    /// At most this many entries (1 or more).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     limit: u32,
     /// Check the list against the transparency log under the checkpoint your witness
     /// holds (--state-dir): every access shown is in the log, and the log names none that
@@ -571,8 +571,8 @@ pub struct AuditArgs {
     state_dir: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
-    /// One JSON object per access.
-    #[arg(long)]
+    /// One JSON object per access (not with --verify, which prints its check).
+    #[arg(long, conflicts_with = "verify")]
     json: bool,
 }
 

@@ -339,6 +339,28 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
     assert_ok(&out);
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("an empty tree is consistent"));
+    // A leaf hash as `log inclusion` prints it names the leaf; no other spelling does.
+    let out = run(log(&["inclusion", "--index", "0"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    let hash = said
+        .split("(hash ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    assert_eq!(hash.len(), 64, "{said}");
+    assert_ok(&run(log(&["inclusion", "--entry-hash", hash])).await);
+    for other in [hash.to_uppercase(), format!(" {hash}"), format!("{hash}\n")] {
+        let out = run(log(&["inclusion", "--entry-hash", &other])).await;
+        assert!(!out.status.success(), "{other:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("64 lower-case hex digits"),
+            "{other:?}: {said}"
+        );
+    }
 }
 
 #[test]

@@ -173,10 +173,18 @@ fn leaf(index: Option<u64>, entry_hash: Option<&String>) -> anyhow::Result<Leaf>
     match (index, entry_hash) {
         (Some(index), _) => Ok(Leaf::Index(index)),
         (None, Some(hex_hash)) => {
-            let hash = hex::decode(hex_hash.trim())
-                .ok()
+            // One spelling, as every hash Tidemark prints: lower case, no spaces.
+            let hash = Some(hex_hash)
+                .filter(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                .and_then(|h| hex::decode(h).ok())
                 .filter(|h| h.len() == 32)
-                .ok_or_else(|| anyhow!("--entry-hash must be 64 hex digits (SHA-256)"))?;
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--entry-hash {hex_hash:?} is not a leaf hash: 64 lower-case hex \
+                         digits, SHA-256(0x00 ‖ entry), as `tidemark log inclusion` \
+                         prints it"
+                    )
+                })?;
             Ok(Leaf::LeafHash(hash))
         }
         (None, None) => bail!("name the leaf: --index N or --entry-hash HEX"),

@@ -72,6 +72,27 @@ fn a_limit_of_zero_and_json_with_a_check_are_refused_not_ignored() {
 }
 
 #[test]
+fn a_role_that_serves_no_state_refuses_one_and_writes_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    for role in ["regional-analyst", "operator"] {
+        let out = Command::new(BIN)
+            .args([
+                "pki", "csr", "--role", role, "--state", "AUS", "--name", "x1",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role}: {said}");
+        assert!(
+            said.contains(&format!("does not fit the {role} role")),
+            "{said}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{role}");
+    }
+}
+
+#[test]
 fn query_takes_months_as_aggregate_does() {
     for (from, to) in [("2021-01", "2021-06"), ("2021-01-15", "2021-06")] {
         let said = offline(&[

@@ -46,15 +46,25 @@ pub struct IdentityArgs {
 
 impl IdentityArgs {
     fn principal(&self) -> anyhow::Result<Principal> {
+        let role_name = clap::ValueEnum::to_possible_value(&self.role)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
         let need_state = || {
             self.state
-                .ok_or_else(|| anyhow::anyhow!("--state is required for the {:?} role", self.role))
+                .ok_or_else(|| anyhow::anyhow!("--state is required for the {role_name} role"))
+        };
+        let no_state = || match self.state {
+            Some(state) => Err(anyhow::anyhow!(
+                "--state {state} does not fit the {role_name} role, which serves no one \
+                 state: leave --state out (or use --role node or analyst)"
+            )),
+            None => Ok(()),
         };
         let role = match self.role {
             RoleArg::Node => Role::Node(need_state()?),
             RoleArg::Analyst => Role::StateAnalyst(need_state()?),
-            RoleArg::RegionalAnalyst => Role::RegionalAnalyst,
-            RoleArg::Operator => Role::Operator,
+            RoleArg::RegionalAnalyst => no_state().map(|()| Role::RegionalAnalyst)?,
+            RoleArg::Operator => no_state().map(|()| Role::Operator)?,
         };
         Ok(Principal::new(&self.trust_domain, role, &self.name)?)
     }

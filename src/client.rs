@@ -243,10 +243,20 @@ pub fn explain(status: &Status) -> String {
             }
             text
         }
-        Code::Unavailable => format!(
-            "the server is unavailable: {}",
-            chain(status).trim_start_matches("status: ")
-        ),
+        Code::Unavailable => {
+            // The message and the causes' own words: Status's Display would add its
+            // fields and the source's Debug form.
+            let mut text = status.message().to_owned();
+            if let Some(cause) = status.source().map(chain)
+                && !text.contains(&cause)
+            {
+                if !text.is_empty() {
+                    text.push_str(": ");
+                }
+                text.push_str(&cause);
+            }
+            format!("the server is unavailable: {text}")
+        }
         Code::FailedPrecondition => format!("refused: {}", status.message()),
         Code::NotFound => format!("not found: {}", status.message()),
         Code::AlreadyExists => format!("already there: {}", status.message()),
@@ -389,4 +399,26 @@ pub enum ClientError {
     #[error("{0}")]
     /// The server refused the TLS handshake (certificate unknown, revoked, expired, …).
     Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_server_is_explained_in_words_not_in_debug_form() {
+        let mut status = Status::unavailable("error trying to connect");
+        status.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        )));
+        assert_eq!(
+            explain(&status),
+            "the server is unavailable: error trying to connect: connection refused"
+        );
+        assert_eq!(
+            explain(&Status::unavailable("draining")),
+            "the server is unavailable: draining"
+        );
+    }
 }

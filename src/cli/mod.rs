@@ -21,6 +21,22 @@ macro_rules! outln {
     }};
 }
 
+/// An error and its causes, joined by ": ", each said once: many errors already quote
+/// their cause in their own message, which `{:#}` would repeat.
+fn said_once(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 /// The error of a failed write to standard output.
 fn stdout_failed(e: std::io::Error) -> anyhow::Error {
     anyhow::Error::new(e).context("cannot write to standard output")
@@ -150,7 +166,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             match e.downcast_ref::<witness::Alarm>() {
                 Some(alarm) => ExitCode::from(alarm.code),
                 None => ExitCode::FAILURE,
@@ -164,6 +180,21 @@ mod tests {
     use clap::CommandFactory;
 
     use super::Cli;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x.toml: {source}")]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Quoting { source: io }).context("loading the config");
+        assert_eq!(
+            super::said_once(&e),
+            "loading the config: cannot read x.toml: No such file"
+        );
+    }
 
     /// clap's own consistency checks over every command and flag (duplicate names, a
     /// flag clashing with --version or --help, …): what would otherwise panic at run time.

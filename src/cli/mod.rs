@@ -183,12 +183,12 @@ mod tests {
 
     #[test]
     fn an_error_says_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
         #[derive(Debug, thiserror::Error)]
         #[error("cannot read x.toml: {source}")]
         struct Quoting {
             source: std::io::Error,
         }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
         let e = anyhow::Error::new(Quoting { source: io }).context("loading the config");
         assert_eq!(
             super::said_once(&e),

@@ -545,20 +545,17 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     json["auditRecords"] = 9999.into();
     std::fs::write(&manifest, json.to_string()).unwrap();
+    // A directory that does not exist yet: refused, it is not left behind either.
     let empty = tempfile::TempDir::new().unwrap();
-    let out = run(&[
-        "restore",
-        &file,
-        "--data",
-        &empty.path().display().to_string(),
-    ]);
+    let data = empty.path().join("new");
+    let out = run(&["restore", &file, "--data", &data.display().to_string()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("not what its manifest describes"),
         "{stderr}"
     );
-    assert!(!empty.path().join("tidemark.redb").exists());
+    assert!(!data.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

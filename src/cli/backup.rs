@@ -172,21 +172,29 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     if target.exists() {
         Store::ensure_not_open(&target).map_err(|e| anyhow!("{e}"))?;
     }
+    let created = !args.data.exists();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let staged = target.with_extension("restoring");
+    // A refused backup leaves nothing behind: not its copy, nor a directory made for it.
+    let abandon = || {
+        let _ = std::fs::remove_file(&staged);
+        if created {
+            let _ = std::fs::remove_dir(&args.data);
+        }
+    };
     std::fs::copy(&args.file, &staged)
         .with_context(|| format!("cannot write {}", staged.display()))?;
     Store::owner_only(&staged).map_err(|e| anyhow!("{e}"))?;
     let contents = match Store::check_file(&staged) {
         Ok(contents) => contents,
         Err(e) => {
-            let _ = std::fs::remove_file(&staged);
+            abandon();
             bail!("{} failed its checks: {e}", args.file.display());
         }
     };
     if let Err(differs) = same_as_manifest(&contents, &manifest) {
-        let _ = std::fs::remove_file(&staged);
+        abandon();
         bail!(
             "{} is not what its manifest describes: {differs}",
             args.file.display()

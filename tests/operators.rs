@@ -446,6 +446,48 @@ async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_re
         })
         .await
         .unwrap();
+    // Revoked again as of later, for another reason: the earlier revocation stands, and
+    // the record says so; an earlier time moves it.
+    let mut admin = server.admin(&operator(&pki)).await;
+    for (at, reason, kept, said) in [
+        (
+            start + 80,
+            "superseded",
+            start + 50,
+            "changes nothing".to_owned(),
+        ),
+        (
+            start + 40,
+            "key-compromise",
+            start + 40,
+            format!("AUS revoked as of {} (key-compromise)", start + 40),
+        ),
+    ] {
+        let info = admin
+            .revoke_signing_key(pb::RevokeSigningKeyRequest {
+                key_id: key.key_id().into(),
+                compromised_at_unix: at,
+                reason: reason.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (info.revoked_at_unix, info.revocation_reason.as_str()),
+            (kept, "key-compromise")
+        );
+        let log = admin
+            .audit_log(pb::AuditLogRequest {
+                after: 0,
+                limit: 1000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        let record = log.iter().rev().find(|e| e.action == "revoke-key").unwrap();
+        assert!(record.detail.contains(&said), "{}", record.detail);
+    }
     now.fetch_add(10, Ordering::SeqCst);
     let status = submit(&mut aus, sign(&sample_report("AUS", 2), &key))
         .await

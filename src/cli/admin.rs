@@ -175,12 +175,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .revoke_signing_key(pb::RevokeSigningKeyRequest {
                     key_id,
                     compromised_at_unix: compromised_at.unwrap_or(0),
-                    reason,
+                    reason: reason.clone(),
                 })
                 .await
                 .map_err(explain)?
                 .into_inner();
             print_key(&info)?;
+            let moved = compromised_at.is_none_or(|at| at == info.revoked_at_unix);
+            if !moved || (!reason.is_empty() && reason != info.revocation_reason) {
+                eprintln!(
+                    "the key was already revoked as of {} ({}), which stands: only an earlier \
+                     --compromised-at moves a revocation",
+                    format_time(info.revoked_at_unix),
+                    info.revocation_reason
+                );
+            }
         }
         AdminCommand::Audit { after, limit, json } => {
             let entries = admin

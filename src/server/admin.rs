@@ -196,10 +196,19 @@ impl pb::admin_server::Admin for AdminService {
         self.audit(
             operator,
             "revoke-key",
-            format!(
-                "key {} of {} revoked as of {at} ({reason})",
-                record.key_id, record.state
-            ),
+            if (record.revoked_at, record.revocation_reason.as_str()) == (at, reason.as_str()) {
+                format!(
+                    "key {} of {} revoked as of {at} ({reason})",
+                    record.key_id, record.state
+                )
+            } else {
+                // Asked again with a later time: the earlier revocation stands.
+                format!(
+                    "key {} of {} already revoked as of {} ({}); as of {at} ({reason}) \
+                     changes nothing",
+                    record.key_id, record.state, record.revoked_at, record.revocation_reason
+                )
+            },
         )
         .await?;
         tracing::warn!(key_id = %record.key_id, state = %record.state, at, reason, "signing key revoked");

@@ -54,7 +54,7 @@ fn query_watch_and_aggregate_take_the_same_filter_flags() {
 }
 
 #[test]
-fn a_limit_of_zero_and_json_with_a_check_are_refused_not_ignored() {
+fn zero_limits_and_counts_and_json_with_a_check_are_refused_not_ignored() {
     // `query --limit 0` would return nothing; the audit lists would return everything.
     for args in [
         &["audit", "--limit", "0"][..],
@@ -69,6 +69,9 @@ fn a_limit_of_zero_and_json_with_a_check_are_refused_not_ignored() {
     let said = offline(&["audit", "--verify", "--state-dir", "w", "--json"]);
     assert!(said.contains("cannot be used with"), "{said}");
     assert!(offline(&["audit", "--limit", "1", "--json"]).contains("loading profile"));
+    // Nothing to write is not written as an empty file.
+    let said = offline(&["sample-reports", "--count", "0", "--out", "/nonexistent/s"]);
+    assert!(said.contains("invalid value '0' for '--count"), "{said}");
 }
 
 #[test]

@@ -16,8 +16,8 @@ use super::csv_rows::CsvRow;
 ///   then: tidemark import samples/aus.jsonl --as certs/aus-node (and idn, tha)
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// How many reports (with --out: how many for each state).
-    #[arg(long, default_value_t = 10)]
+    /// How many reports, 1 or more (with --out: how many for each state).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     /// Reporting states, comma-separated ISO 3166-1 alpha-3 codes; reports rotate among them.
     #[arg(long, value_delimiter = ',', default_value = "AUS")]

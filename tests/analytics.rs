@@ -931,17 +931,7 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
     }
     // Every aggregate query is on the audit log with its parameters and the owners
     // whose reports it counted; refusals too.
-    let log = server
-        .admin(&operator(&pki))
-        .await
-        .audit_log(pb::AuditLogRequest {
-            after: 0,
-            limit: 1_000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let log = common::audit_log(&mut server.admin(&operator(&pki)).await).await;
     let aggregates: Vec<&pb::AuditEntry> = log.iter().filter(|e| e.action == "aggregate").collect();
     assert_eq!(aggregates.len(), 3, "{aggregates:?}");
     let regional_entry = aggregates

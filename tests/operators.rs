@@ -476,15 +476,7 @@ async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_re
             (info.revoked_at_unix, info.revocation_reason.as_str()),
             (kept, "key-compromise")
         );
-        let log = admin
-            .audit_log(pb::AuditLogRequest {
-                after: 0,
-                limit: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
+        let log = common::audit_log(&mut admin).await;
         let record = log.iter().rev().find(|e| e.action == "revoke-key").unwrap();
         assert!(record.detail.contains(&said), "{}", record.detail);
     }

@@ -568,15 +568,7 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
     let numbers = [&wrong_role, &analyst_query, &no_standing].map(common::audit_number);
 
     let mut operator = world.server.admin(&common::operator(&world.pki)).await;
-    let records = operator
-        .audit_log(pb::AuditLogRequest {
-            after: 0,
-            limit: 1000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
+    let records = common::audit_log(&mut operator).await;
     let record = |n: u64| records.iter().find(|r| r.number == n).unwrap();
     let expected = [
         ("AUS", "/state/AUS/node/", "refused SuspendState"),

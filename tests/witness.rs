@@ -365,18 +365,8 @@ async fn an_owner_finds_an_access_record_removed_from_the_audit_table() {
 
     // Tampering the operator could do without the log: one of IDN's reads removed from
     // the audit table and its index.
-    let number = world
-        .server
-        .admin(&common::operator(&world.pki))
+    let number = common::audit_log(&mut world.server.admin(&common::operator(&world.pki)).await)
         .await
-        .audit_log(pb::AuditLogRequest {
-            after: 0,
-            limit: 1000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
         .into_iter()
         .find(|e| e.action == "query" && e.state == "IDN")
         .unwrap()

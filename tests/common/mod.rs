@@ -476,6 +476,19 @@ pub fn audit_number(refused: &tonic::Status) -> u64 {
         .unwrap()
 }
 
+/// The operator's audit log from its first record (up to 10,000).
+pub async fn audit_log(admin: &mut pb::admin_client::AdminClient<Channel>) -> Vec<pb::AuditEntry> {
+    admin
+        .audit_log(pb::AuditLogRequest {
+            after: 0,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+}
+
 /// Audit record `number`, as the operator's audit log shows it.
 pub async fn audit_record(
     admin: &mut pb::admin_client::AdminClient<Channel>,

@@ -133,10 +133,11 @@ pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&st
                 // What this state of the record adds of other states' reports was sent at
                 // or after `logged`: the reader must stand then.
                 let mut grew = false;
-                for (state, count) in field("owners")
-                    .split(' ')
-                    .filter_map(|o| o.split_once(':'))
-                    .filter_map(|(s, c)| Some((s, c.parse::<u64>().ok()?)))
+                // An owner named without a count (an aggregate's entry, written once)
+                // counts as read from.
+                for (state, count) in Entry::owners(&text)
+                    .into_iter()
+                    .map(|(s, c)| (s, c.unwrap_or(1)))
                     .filter(|(s, _)| *s != reader && owner.is_none_or(|o| o == *s))
                 {
                     let before = read.counts.entry(state.to_owned()).or_default();
@@ -265,6 +266,7 @@ mod tests {
             detail_sha256: [0; 32],
             count: 1,
             owners: owners.iter().map(|(s, c)| ((*s).to_owned(), *c)).collect(),
+            counts_withheld: false,
         })
         .encode()
     }
@@ -317,6 +319,7 @@ mod tests {
                 detail_sha256: [0; 32],
                 count,
                 owners: vec![("AUS".to_owned(), count)],
+                counts_withheld: false,
             })
             .encode()
         };

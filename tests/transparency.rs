@@ -287,6 +287,61 @@ async fn proofs_are_refused_for_what_the_log_does_not_have() {
 }
 
 #[tokio::test]
+async fn an_aggregates_log_entry_names_the_owners_but_not_the_exact_counts() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 9_999, false, all, &[])).await;
+    for seed in 0..3 {
+        world.submit(&report("AUS", seed, false, all, &[])).await;
+    }
+    // IDN's analyst counts AUS's reports: a table withheld or perturbed for it.
+    common::aggregate(
+        &world.server,
+        &common::analyst(&world.pki, "IDN"),
+        pb::AggregateRequest {
+            group_by: vec![],
+            metrics: vec![pb::Metric::Reports as i32],
+            filter: Some(pb::AggregateFilter {
+                category: pb::Category::SmugglingIncident as i32,
+                reporting_states: vec!["AUS".into()],
+                ..pb::AggregateFilter::default()
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    // The owner sees the exact count in its own access list ...
+    let access = world
+        .exchange("AUS")
+        .await
+        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses
+        .into_iter()
+        .find(|a| a.action == "aggregate")
+        .expect("the aggregate is in AUS's access list");
+    assert_eq!(access.count, 3);
+    // ... but the log, which every principal (the analyst too) reads, names AUS only.
+    let entry = String::from_utf8(access.log_entry.clone()).unwrap();
+    assert_eq!(Entry::field(&entry, "count"), Some("-"), "{entry}");
+    assert_eq!(Entry::field(&entry, "owners"), Some("AUS"), "{entry}");
+    let mut log = transparency(&world, Role::StateAnalyst(common::state("IDN")), "idn-a").await;
+    let proof = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(Leaf::LeafHash(
+                merkle::leaf_hash(&access.log_entry).to_vec(),
+            )),
+            tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(proof.entry, access.log_entry);
+}
+
+#[tokio::test]
 async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
     let world = World::new(Clock::system()).await;
     let all = pb::SharingScope::AllContributors;

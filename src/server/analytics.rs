@@ -127,6 +127,9 @@ impl pb::analytics_server::Analytics for AnalyticsService {
                         report_ids: Vec::new(),
                     })
                     .collect(),
+                // Exact counts are for the owners' own view, not for the log that every
+                // principal reads: the analyst knows its filter.
+                counts_withheld: true,
                 ..AuditRecord::default()
             })
             .await?;

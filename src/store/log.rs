@@ -297,5 +297,6 @@ pub(crate) fn audit_entry(number: u64, record: &AuditRecord) -> Entry {
             .iter()
             .map(|o| (o.owner.clone(), o.count))
             .collect(),
+        counts_withheld: record.counts_withheld,
     })
 }

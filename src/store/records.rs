@@ -153,6 +153,11 @@ pub struct AuditRecord {
     /// Unix seconds; 0 for records written before this field existed.
     #[prost(int64, tag = "11")]
     pub logged_at: i64,
+    /// The log entry names the owners but not the counts (an aggregate: its counts are
+    /// exact, and the analyst knows its filter, so published they would undo the
+    /// disclosure control). False for records written before this field existed.
+    #[prost(bool, tag = "12")]
+    pub counts_withheld: bool,
 }
 
 impl AuditRecord {

@@ -68,6 +68,8 @@ pub struct AuditEntry {
     pub count: u64,
     /// How many of each owning state's reports, sorted by state code.
     pub owners: Vec<(String, u64)>,
+    /// Encode `count` as `-` and the owners without their counts (an aggregate's entry).
+    pub counts_withheld: bool,
 }
 
 /// The give-to-get policy in force from a time on.
@@ -140,9 +142,20 @@ impl Entry {
                 } else {
                     owners
                         .iter()
-                        .map(|(state, count)| format!("{}:{count}", value(state)))
+                        .map(|(state, count)| {
+                            if a.counts_withheld {
+                                value(state)
+                            } else {
+                                format!("{}:{count}", value(state))
+                            }
+                        })
                         .collect::<Vec<_>>()
                         .join(" ")
+                };
+                let count = if a.counts_withheld {
+                    "-".to_owned()
+                } else {
+                    a.count.to_string()
                 };
                 let _ = write!(
                     out,
@@ -161,7 +174,7 @@ impl Entry {
                     value(&a.action),
                     value(&a.category),
                     hex::encode(a.detail_sha256),
-                    a.count,
+                    count,
                 );
             }
             Self::Policy(p) => {
@@ -190,6 +203,20 @@ impl Entry {
         number("accepted")
             .or_else(|| number("logged").filter(|&t| t > 0))
             .or_else(|| number("at"))
+    }
+
+    /// The owners line of an encoded audit entry: each owning state with its count, or
+    /// without one where the entry withholds counts (an aggregate's).
+    pub fn owners(encoded: &str) -> Vec<(&str, Option<u64>)> {
+        Self::field(encoded, "owners")
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|o| !o.is_empty() && *o != "-")
+            .map(|o| match o.split_once(':') {
+                Some((state, count)) => (state, count.parse().ok()),
+                None => (o, None),
+            })
+            .collect()
     }
 
     /// The value of line `key` in an encoded entry, if the entry has it.
@@ -262,6 +289,7 @@ mod tests {
             detail_sha256: sha256(b""),
             count: 15,
             owners: vec![("FRA".to_owned(), 3), ("AUS".to_owned(), 12)],
+            counts_withheld: false,
         });
         let text = String::from_utf8(entry.encode()).unwrap();
         assert_eq!(text.lines().count(), 12);
@@ -272,6 +300,29 @@ mod tests {
             Entry::field(&text, "principal"),
             Some("spiffe://tidemark.local/state/IDN/node/n 1")
         );
+        assert_eq!(Entry::owners(&text), [("AUS", Some(12)), ("FRA", Some(3))]);
+    }
+
+    #[test]
+    fn an_aggregates_entry_names_its_owners_without_counts() {
+        let entry = Entry::Audit(AuditEntry {
+            number: 8,
+            in_progress: false,
+            at: 100,
+            logged: 100,
+            principal: "spiffe://tidemark.local/state/IDN/analyst/a".to_owned(),
+            state: "IDN".to_owned(),
+            action: "aggregate".to_owned(),
+            category: "smuggling-incident".to_owned(),
+            detail_sha256: sha256(b""),
+            count: 3,
+            owners: vec![("THA".to_owned(), 2), ("AUS".to_owned(), 1)],
+            counts_withheld: true,
+        });
+        let text = String::from_utf8(entry.encode()).unwrap();
+        assert_eq!(Entry::field(&text, "count"), Some("-"));
+        assert_eq!(Entry::field(&text, "owners"), Some("AUS THA"));
+        assert_eq!(Entry::owners(&text), [("AUS", None), ("THA", None)]);
     }
 
     #[test]
@@ -305,6 +356,7 @@ mod tests {
             ),
             count: 1,
             owners: vec![("AUS".to_owned(), 1)],
+            counts_withheld: false,
         });
         let (l0, l1) = (leaf_hash(&envelope.encode()), leaf_hash(&audit.encode()));
         assert_eq!(

@@ -157,7 +157,7 @@ impl Administration {
             changed_at: now,
         };
         self.store.put_state(&record)?;
-        self.refresh()?;
+        self.refresh_after_change();
         Ok(record)
     }
 
@@ -326,7 +326,7 @@ impl Administration {
             revoked_at: now,
             revoked_by: operator.to_owned(),
         })?;
-        self.refresh()?;
+        self.refresh_after_change();
         Ok(record)
     }
 
@@ -335,6 +335,19 @@ impl Administration {
         let old = self.trust.server_serial();
         self.refresh()?;
         Ok((old, self.trust.server_serial()))
+    }
+
+    /// Rebuilds the live trust state after a revocation or suspension, which is stored
+    /// and in force either way (see [`Trust::refresh`]): a CRL or certificate file that
+    /// cannot be rebuilt is logged, not a reason to answer the action as refused.
+    fn refresh_after_change(&self) {
+        if let Err(e) = self.trust.refresh(&self.store) {
+            tracing::error!(
+                error = %e,
+                "the revocation or suspension is in force for every connection, but the \
+                 CRL or TLS configuration could not be rebuilt; fix it, then Admin.ReloadTls"
+            );
+        }
     }
 
     /// Rebuilds the live trust state (and the CRL) from the files and the store.

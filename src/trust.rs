@@ -66,13 +66,28 @@ impl Trust {
         })
     }
 
-    /// Re-reads the files and the store, and swaps in the result. On error nothing
-    /// changes.
+    /// Re-reads the files and the store, and swaps in the result. When the files or the
+    /// CRL cannot be rebuilt, the TLS configuration stays as it was, but who is revoked
+    /// or suspended is still taken from the store: a revocation or suspension never waits
+    /// for a certificate file or a writable CRL path.
     pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
-        let state = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store)?;
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
+        let built = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store);
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let result = match built {
+            Ok(new) => {
+                *state = new;
+                Ok(())
+            }
+            Err(e) => {
+                let (revoked, suspended) = access(store)?;
+                state.revoked = revoked;
+                state.suspended = suspended;
+                Err(e)
+            }
+        };
+        drop(state);
         self.generation.send_modify(|g| *g += 1);
-        Ok(())
+        result
     }
 
     /// A receiver that sees a new value after every change of the trust state.
@@ -186,24 +201,33 @@ fn build(
             )
         })
         .unwrap_or_default();
+    let (revoked, suspended) = access(store)?;
     Ok(State {
         tls,
         server_serial,
         server_not_after,
         ca,
         crl_pem,
-        // Stores written before serials had one form may hold `00`-prefixed ones.
-        revoked: revoked_records
-            .into_iter()
-            .map(|r| crate::identity::canonical_serial(&r.serial).unwrap_or(r.serial))
-            .collect(),
-        suspended: store
-            .states()?
-            .into_iter()
-            .filter(|s| s.suspended)
-            .map(|s| s.state)
-            .collect(),
+        revoked,
+        suspended,
     })
+}
+
+/// The revoked serials and the suspended states, as the store holds them.
+fn access(store: &Store) -> Result<(HashSet<String>, HashSet<String>), TrustError> {
+    // Stores written before serials had one form may hold `00`-prefixed ones.
+    let revoked = store
+        .revoked_certificates()?
+        .into_iter()
+        .map(|r| crate::identity::canonical_serial(&r.serial).unwrap_or(r.serial))
+        .collect();
+    let suspended = store
+        .states()?
+        .into_iter()
+        .filter(|s| s.suspended)
+        .map(|s| s.state)
+        .collect();
+    Ok((revoked, suspended))
 }
 
 /// The CA certificate in the bundle whose public key matches the key file.

@@ -229,6 +229,45 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     }
 }
 
+/// A revocation or suspension is in force even when the CRL cannot be rewritten (its
+/// directory is gone): the action is answered, on record, and ends the caller's calls.
+#[tokio::test]
+async fn a_revocation_takes_effect_when_the_crl_cannot_be_written() {
+    let pki = TestPki::new();
+    let crl_dir = tempfile::TempDir::new().unwrap();
+    let crl = crl_dir.path().join("crl.pem");
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.tls.crl = crl.clone();
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    assert!(crl.exists(), "written at start");
+    drop(crl_dir);
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    let mut idn = world.exchange("IDN").await;
+    Cause::Revoke.apply(&world, &mut idn).await;
+    let refused = idn.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // Suspension: a new certificate of IDN is refused too.
+    let mut idn = world.exchange("IDN").await;
+    Cause::Suspend.apply(&world, &mut idn).await;
+    let refused = world
+        .exchange("IDN")
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "IDN is suspended: {refused:?}"
+    );
+    let log = common::audit_log(&mut admin).await;
+    for action in ["revoke-certificate", "suspend-state"] {
+        assert!(log.iter().any(|e| e.action == action), "{action}: {log:?}");
+    }
+}
+
 /// A refusal met mid-stream whose record cannot be written (the disk has failed) does
 /// not end the stream as a refusal: the caller is told the audit log could not be written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

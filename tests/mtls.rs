@@ -172,6 +172,41 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
     assert!(who_am_i(&server, &current).await.is_ok());
 }
 
+/// A certificate that expires while its connection is open is refused from then on, on
+/// new calls and on calls already in progress.
+#[tokio::test]
+async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_on() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/n1");
+    let now = OffsetDateTime::now_utc();
+    let short = Validity {
+        not_before: now - Duration::hours(1),
+        not_after: now + Duration::seconds(3),
+    };
+    let channel = server.channel(&pki.client_with_uris(&[&uri], short)).await;
+    let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+    assert!(exchange.who_am_i(pb::WhoAmIRequest {}).await.is_ok());
+    // An import waiting for its next envelope: open across the expiry.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<pb::SubmitRequest>(1);
+    let mut waiting = exchange.clone();
+    let import = tokio::spawn(async move {
+        waiting
+            .import(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), import)
+        .await
+        .expect("the import ends within a second of the expiry")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("expired"), "{ended:?}");
+    let refused = exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("expired"), "{refused:?}");
+}
+
 #[tokio::test]
 async fn certificates_that_name_no_valid_principal_are_unauthenticated() {
     let pki = TestPki::new();

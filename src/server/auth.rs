@@ -77,10 +77,21 @@ impl Interceptor for Authenticate {
     }
 }
 
-/// Whether the trust state still admits `peer`: its certificate is not revoked and its
+/// Whether the trust state still admits `peer`: its certificate has not expired since
+/// the handshake (wall-clock time, as the handshake checked it), is not revoked, and its
 /// state is not suspended. Checked at the start of every call, and again while a
 /// long-lived call runs (see [`super::guard`]).
 pub(super) fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if now > peer.not_after() {
+        return Err(Status::unauthenticated(format!(
+            "client certificate {} expired at {}; ask your operator for a new one",
+            peer.serial(),
+            crate::clock::format_time(peer.not_after())
+        )));
+    }
     if trust.is_revoked(peer.serial()) {
         return Err(Status::unauthenticated(format!(
             "client certificate {} has been revoked; ask your operator for a new one",

@@ -524,7 +524,6 @@ pub(crate) fn query(
         let Some(record) = snapshot.envelope(sequence)? else {
             return Ok(true);
         };
-        log.note(&head.state, &record.report_id);
         sent += 1;
         let cursor = Cursor {
             state: state.to_owned(),
@@ -532,12 +531,17 @@ pub(crate) fn query(
             id,
         }
         .encode();
+        // Noted once sent: an item the caller can no longer take is not on its record.
+        let (owner, report_id) = (head.state.clone(), record.report_id.clone());
         let more = emit(Hit {
             record,
             head,
             sequence,
             cursor: Some(cursor),
         });
+        if more {
+            log.note(&owner, &report_id);
+        }
         Ok(more && sent < filter.limit)
     };
     if filter.states.is_empty() {
@@ -661,7 +665,7 @@ fn walk_log(
         if !envelope_visible_to(&head, &record, reader) || !keep(&head) {
             continue;
         }
-        log.note(&head.state, &record.report_id);
+        let (owner, report_id) = (head.state.clone(), record.report_id.clone());
         if !emit(Hit {
             record,
             head,
@@ -670,6 +674,7 @@ fn walk_log(
         }) {
             break;
         }
+        log.note(&owner, &report_id);
     }
     Ok(log)
 }

@@ -273,6 +273,10 @@ pub struct Limits {
     pub max_subscriptions_per_principal: usize,
     /// Most envelopes in one Import stream.
     pub max_import_items: usize,
+    /// A query or sync whose caller takes nothing for this long is ended with
+    /// DEADLINE_EXCEEDED (what was sent is on record), so a caller that stops reading
+    /// cannot hold a server thread and a store snapshot.
+    pub read_stall_secs: u64,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
     pub shutdown_grace_secs: u64,
 }
@@ -354,12 +358,18 @@ impl Default for Limits {
             max_pending_handshakes_per_address: 32,
             max_subscriptions_per_principal: 16,
             max_import_items: 10_000,
+            read_stall_secs: 60,
             shutdown_grace_secs: 10,
         }
     }
 }
 
 impl Limits {
+    /// `read_stall_secs` as a duration.
+    pub fn read_stall(&self) -> Duration {
+        Duration::from_secs(self.read_stall_secs)
+    }
+
     /// `request_timeout_secs` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
@@ -433,6 +443,7 @@ impl Config {
             ("store.cache_mib", self.store.cache_mib as u64),
             ("store.max_batch", self.store.max_batch as u64),
             ("limits.max_import_items", l.max_import_items as u64),
+            ("limits.read_stall_secs", l.read_stall_secs),
             ("analytics.max_cells", self.analytics.max_cells as u64),
         ];
         for (name, value) in positive {

@@ -229,6 +229,46 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     }
 }
 
+/// A read whose caller stops taking items ends after `limits.read_stall_secs` with
+/// DEADLINE_EXCEEDED, its audit record completed with what was sent: a caller that stops
+/// reading holds no server thread or store snapshot for longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.read_stall_secs = 1;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 1_000).await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = u64::from(first.meta.unwrap().reporting_state == "AUS");
+    let end = loop {
+        match tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(item)) => received += u64::from(item.meta.unwrap().reporting_state == "AUS"),
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    let status = end.expect_err("the stalled read ends");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("not read from"), "{status:?}");
+    assert!(received < 1_000, "{received}");
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    let record = common::audit_log(&mut admin)
+        .await
+        .into_iter()
+        .find(|e| e.action == "query" && e.state == "IDN")
+        .unwrap();
+    assert!(!record.in_progress, "{record:?}");
+    assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
+}
+
 /// A revocation or suspension is in force even when the CRL cannot be rewritten (its
 /// directory is gone): the action is answered, on record, and ends the caller's calls.
 #[tokio::test]

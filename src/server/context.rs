@@ -58,6 +58,8 @@ pub(super) struct Context {
     pub analytics: analytics::Settings,
     /// Most envelopes one import stream may hold.
     pub max_import_items: usize,
+    /// How long a read waits for its caller to take the next item (`limits.read_stall_secs`).
+    pub read_stall: std::time::Duration,
     /// What the metrics endpoint reports.
     pub metrics: Arc<Metrics>,
     /// Refusal records, from each principal's budget.
@@ -159,12 +161,14 @@ impl Context {
         let errors = tx.clone();
         let (trust, caller) = (self.trust.clone(), peer.clone());
         let runtime = tokio::runtime::Handle::current();
+        let stall = self.read_stall;
         let (raise_writer, raise_principal, raise_detail) =
             (writer.clone(), principal.clone(), detail.clone());
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut allowance = Allowance::default();
-                read(&mut |owner, item| {
+                let mut stalled = false;
+                let read = read(&mut |owner, item| {
                     // Revocation and suspension, exactly, before each item (the guard
                     // watches them too, and standing, while the stream is idle).
                     if let Err(status) = auth::admit(&trust, &caller) {
@@ -187,12 +191,22 @@ impl Context {
                             return false;
                         }
                     }
-                    tx.blocking_send(Ok(item)).is_ok()
-                })
+                    // A caller that stops reading does not hold this thread (and the
+                    // snapshot) for ever: the read ends after `limits.read_stall_secs`.
+                    if let Ok(sent) =
+                        runtime.block_on(tokio::time::timeout(stall, tx.send(Ok(item))))
+                    {
+                        sent.is_ok()
+                    } else {
+                        stalled = true;
+                        false
+                    }
+                });
+                read.map(|log| (log, stalled))
             })
             .await;
-            let log = match outcome {
-                Ok(Ok(log)) => log,
+            let (log, stalled) = match outcome {
+                Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
                     let _ = errors.send(Err(e.into())).await;
                     return;
@@ -210,6 +224,14 @@ impl Context {
                 let _ = errors
                     .send(Err(Status::unavailable(format!(
                         "the audit record of this read could not be completed: {e}"
+                    ))))
+                    .await;
+            } else if stalled {
+                let _ = errors
+                    .send(Err(Status::deadline_exceeded(format!(
+                        "this read was not read from for {} s, so the server ended it; what \
+                         was sent is on record; read again (a sync resumes from its cursor)",
+                        stall.as_secs()
                     ))))
                     .await;
             }

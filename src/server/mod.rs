@@ -184,6 +184,7 @@ impl Server {
             feed,
             analytics: crate::analytics::Settings::new(&self.config.analytics),
             max_import_items: limits.max_import_items,
+            read_stall: limits.read_stall(),
             metrics: self.metrics.clone(),
             refusals,
         }

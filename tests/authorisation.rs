@@ -269,6 +269,56 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
     assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
 }
 
+/// A backup its operator stops reading ends after `limits.read_stall_secs`, and the
+/// copy of the store it was streaming is deleted then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_its_caller_stops_reading_ends_and_leaves_no_copy() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.read_stall_secs = 1;
+    })
+    .await;
+    // More than the stream's buffer of four 1 MiB chunks, so the server must wait.
+    let world = fill(World::on(pki, server).await, 5_000).await;
+    let channel = small_window_channel(&world, &operator(&world.pki)).await;
+    let mut backup = pb::admin_client::AdminClient::new(channel)
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    backup.message().await.unwrap().expect("the manifest");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let copies = || {
+        std::fs::read_dir(world.server.data.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("backup")
+            })
+            .count()
+    };
+    assert_eq!(
+        copies(),
+        0,
+        "the copy is deleted when the stall ends the backup"
+    );
+    let end = loop {
+        match tokio::time::timeout(PATIENCE, backup.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    let status = end.expect_err("the stalled backup ends");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
 /// A revocation or suspension is in force even when the CRL cannot be rewritten (its
 /// directory is gone): the action is answered, on record, and ends the caller's calls.
 #[tokio::test]

@@ -76,10 +76,12 @@ fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
 }
 
 /// Streams the backup file at `path` (then deletes it): `manifest` first, then the
-/// file's bytes.
+/// file's bytes. A caller that takes nothing for `stall` ends it (and the copy is
+/// deleted then, not when the connection goes).
 fn stream_backup(
     path: std::path::PathBuf,
     manifest: pb::BackupManifest,
+    stall: std::time::Duration,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
     use tokio::io::AsyncReadExt;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -98,8 +100,20 @@ fn stream_backup(
                             let data = pb::BackupChunk {
                                 part: Some(pb::backup_chunk::Part::Data(chunk)),
                             };
-                            if tx.send(Ok(data)).await.is_err() {
-                                break;
+                            match tokio::time::timeout(stall, tx.send(Ok(data))).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => break,
+                                Err(_) => {
+                                    let _ = tokio::fs::remove_file(&path).await;
+                                    let _ = tx
+                                        .send(Err(Status::deadline_exceeded(format!(
+                                            "the backup was not read from for {} s, so the \
+                                             server ended it; take it again",
+                                            stall.as_secs()
+                                        ))))
+                                        .await;
+                                    break;
+                                }
                             }
                         }
                         Err(e) => {
@@ -150,7 +164,11 @@ impl pb::admin_server::Admin for AdminService {
             ),
         )
         .await?;
-        Ok(Response::new(guard.guard(stream_backup(path, manifest))))
+        Ok(Response::new(guard.guard(stream_backup(
+            path,
+            manifest,
+            self.ctx.read_stall,
+        ))))
     }
 
     async fn register_signing_key(

@@ -269,6 +269,29 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
     assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
 }
 
+/// A subscription whose caller stops reading while changes arrive ends after
+/// `limits.read_stall_secs` with DEADLINE_EXCEEDED, telling it to catch up with sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_its_caller_stops_reading_ends() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.read_stall_secs = 1;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 0).await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let mut stream = idn.subscribe(smuggling()).await.unwrap().into_inner();
+    // Far more than the stream's buffer and the reader's window hold.
+    let world = fill(world, 2_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (received, end) = drain(&mut stream).await;
+    let status = end.expect_err("the stalled subscription ends");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("sync"), "{status:?}");
+    assert!(received < 2_000, "{received}");
+    drop(world);
+}
+
 /// A backup its operator stops reading ends after `limits.read_stall_secs`, and the
 /// copy of the store it was streaming is deleted then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

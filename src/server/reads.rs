@@ -27,6 +27,9 @@ use crate::{
 
 /// Results queued ahead of a slow subscriber.
 const STREAM_BUFFER: usize = 256;
+/// The most changes a subscription that fell behind reads back to push; past this it is
+/// ended and the caller told to catch up with Sync.
+const MAX_CATCH_UP: usize = 1_000;
 
 /// Subscriptions open per principal, bounded by `limits.max_subscriptions_per_principal`.
 #[derive(Clone)]
@@ -284,15 +287,26 @@ impl Context {
                     }
                 }
                 pushed.merge(log);
-                let mut sent_all = true;
+                let mut ended = None;
                 for item in items {
-                    if tx.send(Ok(item)).await.is_err() {
-                        sent_all = false;
-                        break;
+                    match tokio::time::timeout(ctx.read_stall, tx.send(Ok(item))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            ended = Some(None);
+                            break;
+                        }
+                        Err(_) => {
+                            ended = Some(Some(Status::deadline_exceeded(format!(
+                                "this subscription was not read from for {} s, so the server \
+                                 ended it; catch up with `tidemark sync`, then subscribe again",
+                                ctx.read_stall.as_secs()
+                            ))));
+                            break;
+                        }
                     }
                 }
-                if !sent_all {
-                    break None;
+                if let Some(end) = ended {
+                    break end;
                 }
             };
             let record = pushed.to_audit(&principal, state.as_str(), &kind, &detail);
@@ -354,7 +368,7 @@ impl Context {
             let snap = store.snapshot()?;
             let standing = policy.standing(&snap, state, filter.category, clock.now())?;
             if let Err(refusal) = standing.require() {
-                return Ok(Err(refusal));
+                return Ok(Err(refusal.into()));
             }
             let mut items = Vec::new();
             let seen = snap.last_sequence()?;
@@ -363,14 +377,22 @@ impl Context {
                     envelope: decode_envelope(&hit),
                     meta: Some(access::meta(&hit)),
                 });
-                true
+                items.len() <= MAX_CATCH_UP
             })?;
+            if items.len() > MAX_CATCH_UP {
+                // Held in memory to push, a backlog this long is sync's work.
+                return Ok(Err(Status::resource_exhausted(format!(
+                    "this subscription fell more than {MAX_CATCH_UP} matching changes behind \
+                     (it was not read, or the exchange took a bulk import); catch up with \
+                     `tidemark sync` from sequence {cursor}, then subscribe again"
+                ))));
+            }
             Ok(Ok((items, log, seen)))
         })
         .await;
         match step {
             Ok(Ok(Ok(found))) => Ok(found),
-            Ok(Ok(Err(refusal))) => Err(refusal.into()),
+            Ok(Ok(Err(refusal))) => Err(refusal),
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(Status::internal(format!("the subscription failed: {e}"))),
         }

@@ -287,25 +287,7 @@ impl Context {
                     }
                 }
                 pushed.merge(log);
-                let mut ended = None;
-                for item in items {
-                    match tokio::time::timeout(ctx.read_stall, tx.send(Ok(item))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => {
-                            ended = Some(None);
-                            break;
-                        }
-                        Err(_) => {
-                            ended = Some(Some(Status::deadline_exceeded(format!(
-                                "this subscription was not read from for {} s, so the server \
-                                 ended it; catch up with `tidemark sync`, then subscribe again",
-                                ctx.read_stall.as_secs()
-                            ))));
-                            break;
-                        }
-                    }
-                }
-                if let Some(end) = ended {
+                if let Some(end) = push(&tx, items, ctx.read_stall).await {
                     break end;
                 }
             };
@@ -434,6 +416,29 @@ impl Context {
             .collect();
         Ok(pb::AccessToMyDataResponse { accesses })
     }
+}
+
+/// Pushes `items` to a subscriber; `Some` ends the subscription: `None` inside when the
+/// caller went away, the status to end with when it took nothing for `stall`.
+async fn push(
+    tx: &mpsc::Sender<Result<pb::SyncItem, Status>>,
+    items: Vec<pb::SyncItem>,
+    stall: std::time::Duration,
+) -> Option<Option<Status>> {
+    for item in items {
+        match tokio::time::timeout(stall, tx.send(Ok(item))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Some(None),
+            Err(_) => {
+                return Some(Some(Status::deadline_exceeded(format!(
+                    "this subscription was not read from for {} s, so the server ended it; \
+                     catch up with `tidemark sync`, then subscribe again",
+                    stall.as_secs()
+                ))));
+            }
+        }
+    }
+    None
 }
 
 /// What a subscription pushes from a feed batch: the envelopes after `cursor` that it

@@ -75,6 +75,11 @@ fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
     }
 }
 
+/// Bytes of the store in one backup chunk: small, because a chunk the HTTP/2 layer has
+/// taken is sent even if the call is refused before the caller reads it (a revocation
+/// while the caller is not reading).
+const BACKUP_CHUNK: usize = 64 * 1024;
+
 /// Streams the backup file at `path` (then deletes it): `manifest` first, then the
 /// file's bytes. A caller that takes nothing for `stall` ends it (and the copy is
 /// deleted then, not when the connection goes).
@@ -92,7 +97,7 @@ fn stream_backup(
         if tx.send(Ok(first)).await.is_ok() {
             match tokio::fs::File::open(&path).await {
                 Ok(mut file) => loop {
-                    let mut chunk = vec![0u8; 1 << 20];
+                    let mut chunk = vec![0u8; BACKUP_CHUNK];
                     match file.read(&mut chunk).await {
                         Ok(0) => break,
                         Ok(n) => {

@@ -1279,6 +1279,15 @@ async fn verify_takes_keys_first_a_bundle_of_keys_and_names_a_missing_states_key
     );
 }
 
+/// The key file `keys --out DIR` wrote whose name starts with `prefix` (`aus-`).
+fn key_file(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
     let pki = TestPki::new();
@@ -1288,6 +1297,7 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     profile(&pki, &server, dir.path(), "IDN").await;
     let endpoint = server.endpoint();
+    let verify = |args: &[&str]| run(strings(&[&["verify"][..], args].concat()));
     submit_samples(dir.path(), &endpoint, &aus, "AUS", 1).await;
     let lines = own_reports_as_json_lines(&endpoint, &aus).await;
     std::fs::write(at("reports.jsonl"), &lines).unwrap();
@@ -1308,35 +1318,47 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
     let idn_key = tidemark::SigningKey::from_file(&dir.path().join("idn-signing.key")).unwrap();
     let forged = tidemark::envelope::sign(&genuine.payload_type, genuine.payload, &idn_key);
     std::fs::write(at("forged.json"), serde_json::to_string(&forged).unwrap()).unwrap();
-    let out = run(strings(&[
-        "verify",
-        &at("forged.json"),
-        "--public-key",
-        &at("keys"),
-    ]))
-    .await;
+    let out = verify(&[&at("forged.json"), "--public-key", &at("keys")]).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{said}");
     assert!(said.starts_with("INVALID: "), "{said}");
     assert!(said.contains("registered to IDN"), "{said}");
     assert!(said.contains("not AUS's report"), "{said}");
+    // Nor does a bare copy of IDN's key, given first, make it AUS's; and a copy that
+    // names another state for the same key is refused.
+    let out = verify(&[
+        &at("forged.json"),
+        "--public-key",
+        &at("idn-signing.pub.pem"),
+        &at("keys"),
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("INVALID: ") && said.contains("registered to IDN"),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(key_file(&dir.path().join("keys"), "idn-")).unwrap();
+    std::fs::write(at("aa-copy.pem"), text.replace("State: IDN", "State: AUS")).unwrap();
+    let out = verify(&[
+        &at("forged.json"),
+        "--public-key",
+        &at("aa-copy.pem"),
+        &at("keys"),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is AUS's in") && stderr.contains("but IDN's in"),
+        "{stderr}"
+    );
 
     // A key file whose Key-Id line was edited is refused, naming the file.
     let edited = at("edited.pub.pem");
-    let aus_file = std::fs::read_dir(dir.path().join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("aus-"))
-        .unwrap();
-    let text = std::fs::read_to_string(&aus_file).unwrap();
+    let text = std::fs::read_to_string(key_file(&dir.path().join("keys"), "aus-")).unwrap();
     std::fs::write(&edited, text.replacen("Key-Id: ", "Key-Id: 00", 1)).unwrap();
-    let out = run(strings(&[
-        "verify",
-        &at("reports.jsonl"),
-        "--public-key",
-        &edited,
-    ]))
-    .await;
+    let out = verify(&[&at("reports.jsonl"), "--public-key", &edited]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -1346,14 +1368,13 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
 
     // An empty file and a missing one are reported; the file after them is still checked.
     std::fs::write(at("empty.jsonl"), "").unwrap();
-    let out = run(strings(&[
-        "verify",
+    let out = verify(&[
         &at("empty.jsonl"),
         &at("missing.jsonl"),
         &at("reports.jsonl"),
         "--public-key",
         &at("keys"),
-    ]))
+    ])
     .await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{said}");

@@ -92,7 +92,7 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
             files.push(path.clone());
         }
     }
-    let mut keys = Vec::new();
+    let mut keys: Vec<(PathBuf, Key)> = Vec::new();
     for path in &files {
         let text = super::input::read_text(path)?;
         // Each PEM section, with the explanatory lines before it (RFC 7468).
@@ -103,8 +103,19 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
             }
             let public = PublicKey::from_spki_pem(section)
                 .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let header = |name: &str| section.lines().find_map(|l| l.strip_prefix(name));
-            if let Some(id) = header(KEY_ID)
+            let header = |name: &str| -> anyhow::Result<Option<&str>> {
+                let mut lines = section.lines().filter_map(|l| l.strip_prefix(name));
+                let first = lines.next();
+                match (first, lines.next()) {
+                    (_, Some(_)) => bail!(
+                        "{}: a key has two {name}lines; export the keys again with \
+                         `tidemark keys --out DIR`",
+                        path.display()
+                    ),
+                    (_, None) => Ok(first),
+                }
+            };
+            if let Some(id) = header(KEY_ID)?
                 && id.trim() != public.key_id()
             {
                 bail!(
@@ -115,7 +126,7 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
                     public.key_id()
                 );
             }
-            let state = header(STATE)
+            let state = header(STATE)?
                 .map(|s| {
                     CountryCode::parse(s.trim())
                         .map_err(|e| anyhow!("{}: {STATE}{s}: {e}", path.display()))
@@ -133,18 +144,52 @@ fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
                     })
                 })
                 .transpose()?;
-            keys.push(Key {
-                public,
-                state,
-                revoked_at,
-            });
+            keys.push((
+                path.clone(),
+                Key {
+                    public,
+                    state,
+                    revoked_at,
+                },
+            ));
             found += 1;
         }
         if found == 0 {
             bail!("{} holds no PEM public key", path.display());
         }
     }
-    Ok(keys)
+    merge(keys)
+}
+
+/// One entry per key: a key given in several files keeps the state one of them names
+/// (files that name different states are refused) and the earliest revocation.
+fn merge(keys: Vec<(PathBuf, Key)>) -> anyhow::Result<Vec<Key>> {
+    let mut merged: Vec<(PathBuf, Key)> = Vec::new();
+    for (path, key) in keys {
+        let Some((first_path, first)) = merged
+            .iter_mut()
+            .find(|(_, k)| k.public.key_id() == key.public.key_id())
+        else {
+            merged.push((path, key));
+            continue;
+        };
+        match (first.state, key.state) {
+            (Some(a), Some(b)) if a != b => bail!(
+                "key {} is {a}'s in {} but {b}'s in {}: a key is registered to one state; \
+                 export the keys again with `tidemark keys --out DIR`",
+                key.public.key_id(),
+                first_path.display(),
+                path.display()
+            ),
+            (None, Some(b)) => first.state = Some(b),
+            _ => {}
+        }
+        first.revoked_at = match (first.revoked_at, key.revoked_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(merged.into_iter().map(|(_, k)| k).collect())
 }
 
 /// What checking one envelope found.
@@ -314,8 +359,29 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
             "the envelope carries no signature".to_owned(),
         ));
     }
-    let publics: Vec<PublicKey> = keys.iter().map(|k| k.public.clone()).collect();
-    let Some(public) = envelope::verified_by(&envelope, &publics) else {
+    // Every given key that made one of the signatures; the owner's own key, if among
+    // them, is the one that counts, whatever the order of signatures or files.
+    let signed = envelope::SignedBytes::of(&envelope);
+    let signers: Vec<&Key> = keys
+        .iter()
+        .filter(|k| {
+            envelope
+                .signatures
+                .iter()
+                .any(|s| signed.verifies(s, &k.public))
+        })
+        .collect();
+    let (owner, _) = payload_facts(&envelope, "");
+    let key = signers
+        .iter()
+        .find(|k| {
+            k.state
+                .is_some_and(|s| owner.as_deref() == Some(s.as_str()))
+        })
+        .or_else(|| signers.iter().find(|k| k.state.is_none()))
+        .or_else(|| signers.first())
+        .copied();
+    let Some(key) = key else {
         let state = pb::Report::decode(envelope.payload.as_slice())
             .map(|r| r.reporting_state)
             .unwrap_or_default();
@@ -333,9 +399,8 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
             ),
         ));
     };
-    let key = keys.iter().find(|k| k.public.key_id() == public.key_id());
-    let (owner, mut what) = payload_facts(&envelope, public.key_id());
-    match (key.and_then(|k| k.state), owner) {
+    let (owner, mut what) = payload_facts(&envelope, key.public.key_id());
+    match (key.state, owner) {
         (Some(registered), Some(owner)) if registered.as_str() != owner => {
             return Ok((
                 Outcome::Invalid,
@@ -353,7 +418,7 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
         }
         _ => {}
     }
-    Ok(trust_at(what, key.and_then(|k| k.revoked_at), accepted_at))
+    Ok(trust_at(what, key.revoked_at, accepted_at))
 }
 
 /// Whether a valid signature is trusted: its key was not revoked before the report was

@@ -547,7 +547,7 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     std::fs::write(&manifest, json.to_string()).unwrap();
     // A directory that does not exist yet: refused, it is not left behind either.
     let empty = tempfile::TempDir::new().unwrap();
-    let data = empty.path().join("new");
+    let data = empty.path().join("new").join("deeper");
     let out = run(&["restore", &file, "--data", &data.display().to_string()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -555,7 +555,7 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         stderr.contains("not what its manifest describes"),
         "{stderr}"
     );
-    assert!(!data.exists());
+    assert!(!empty.path().join("new").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -172,15 +172,20 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     if target.exists() {
         Store::ensure_not_open(&target).map_err(|e| anyhow!("{e}"))?;
     }
-    let created = !args.data.exists();
+    // The directories this restore makes, deepest first.
+    let created: Vec<&Path> = args
+        .data
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let staged = target.with_extension("restoring");
     // A refused backup leaves nothing behind: not its copy, nor a directory made for it.
     let abandon = || {
         let _ = std::fs::remove_file(&staged);
-        if created {
-            let _ = std::fs::remove_dir(&args.data);
+        for dir in &created {
+            let _ = std::fs::remove_dir(dir);
         }
     };
     std::fs::copy(&args.file, &staged)

@@ -159,8 +159,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("no chart written to {}", path.display()))
             .map(|()| eprintln!("chart written to {}", path.display()))
     });
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = super::stdout();
     let format = match (args.json, args.csv) {
         (true, _) => Format::Json,
         (_, true) => Format::Csv,

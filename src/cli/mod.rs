@@ -37,6 +37,35 @@ fn said_once(e: &anyhow::Error) -> String {
     text
 }
 
+/// Standard output for commands that write through `std::io::Write` (tables, CSV, JSON
+/// lines): a failed write says it was standard output that failed.
+pub(crate) struct Stdout(std::io::StdoutLock<'static>);
+
+/// Locks standard output for [`Stdout`] writes.
+pub(crate) fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(named)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(named)
+    }
+}
+
+/// `e`, saying that it was standard output that failed.
+fn named(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), StdoutFailed(e))
+}
+
+/// A write to standard output that failed, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+struct StdoutFailed(std::io::Error);
+
 /// The error of a failed write to standard output.
 fn stdout_failed(e: std::io::Error) -> anyhow::Error {
     anyhow::Error::new(e).context("cannot write to standard output")
@@ -115,7 +144,22 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version or a usage error: clap's text, with its exit code, unless it
+        // cannot be written.
+        Err(e) => {
+            use std::io::Write as _;
+            let printed = e.print().and_then(|()| std::io::stdout().flush());
+            return match printed {
+                Err(failed) if failed.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write to standard output: {failed}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
+            };
+        }
+    };
     // A client command whose stdout is closed (`tidemark query … | head`) ends quietly, as
     // Unix tools do, instead of panicking on the next print. Sockets are unaffected: Rust
     // sends with MSG_NOSIGNAL. The server keeps ignoring SIGPIPE.

@@ -118,11 +118,10 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .into_inner();
     eprintln!("watching; Ctrl-C to stop");
     if !args.json {
-        let mut out = std::io::stdout().lock();
+        let mut out = super::stdout();
         write_header(&mut out)?;
         out.flush()?;
     }
-    let stdout = std::io::stdout();
     while let Some(item) = stream
         .message()
         .await
@@ -133,7 +132,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
             meta: item.meta,
             cursor: String::new(),
         };
-        let mut out = stdout.lock();
+        let mut out = super::stdout();
         print_result(&mut out, None, args.json, &result)?;
         out.flush()?;
     }
@@ -233,8 +232,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         ..query_request(&args.filter)?
     };
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(super::stdout());
     let mut csv = args.csv.then(|| csv::Writer::from_writer(Vec::new()));
     let table = !args.json && !args.csv;
     let mut total: u64 = 0;

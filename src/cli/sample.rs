@@ -43,7 +43,7 @@ enum Format {
 
 pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let Some(dir) = &args.out else {
-        return write(args, &args.states, std::io::stdout().lock());
+        return write(args, &args.states, super::stdout());
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;

@@ -94,8 +94,31 @@ impl ClientIdentity {
                 "no certificate: the CA file (--ca, or ca.pem beside the profile) holds the exchange's CA certificate",
             ));
         }
+        if !is_pair(&cert_pem, &key_pem) {
+            return Err(ClientError::NotAPair {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            });
+        }
         Ok(Self::from_pem(cert_pem, key_pem, ca_pem))
     }
+}
+
+/// Whether the private key is the one the first certificate certifies.
+fn is_pair(cert_pem: &str, key_pem: &str) -> bool {
+    use rustls::{
+        crypto::ring::sign::any_supported_type,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+        sign::CertifiedKey,
+    };
+    let Ok(key) = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) else {
+        return false;
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect();
+    any_supported_type(&key)
+        .is_ok_and(|signer| CertifiedKey::new(certs, signer).keys_match().is_ok())
 }
 
 /// The certificate, key and CA files of a profile path such as `certs/aus-node`.
@@ -384,6 +407,20 @@ pub enum ClientError {
         path: PathBuf,
         /// What it lacks, and which file should hold it.
         what: &'static str,
+    },
+    #[error(
+        "{} is not the private key of the certificate {}: give the key made with that \
+         certificate (the profile's .key beside its .pem), not another node's or a \
+         report-signing key",
+        key.display(),
+        cert.display()
+    )]
+    /// The key file does not hold the certificate's private key.
+    NotAPair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
     },
     #[error("bad endpoint: {0}")]
     /// The endpoint is not a usable `https://host:port` URL.

@@ -93,6 +93,26 @@ impl CertificateAuthority {
     /// Loads a CA from its PEM certificate and PKCS#8 PEM key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
+        // What it issues must chain to this certificate: a CA's, certifying this key.
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+            .map_err(|e| PkiError::Config(format!("the CA certificate is not PEM: {e}")))?;
+        let cert = pem
+            .parse_x509()
+            .map_err(|e| PkiError::Config(format!("the CA certificate does not parse: {e}")))?;
+        if !cert.is_ca() {
+            return Err(PkiError::Config(
+                "the CA certificate is not a CA's (no basicConstraints CA:TRUE): give the \
+                 exchange's ca.pem, not a node's or the server's certificate"
+                    .to_owned(),
+            ));
+        }
+        if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key) {
+            return Err(PkiError::Config(
+                "the CA key is not the private key of the CA certificate: give the ca.key \
+                 made with this ca.pem"
+                    .to_owned(),
+            ));
+        }
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
         Ok(Self {
             cert_pem: cert_pem.to_owned(),

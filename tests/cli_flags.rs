@@ -96,6 +96,46 @@ fn a_role_that_serves_no_state_refuses_one_and_writes_nothing() {
 }
 
 #[test]
+fn pki_issue_refuses_a_ca_directory_whose_files_do_not_make_a_ca() {
+    let pki = TestPki::new();
+    let dir = tempfile::TempDir::new().unwrap();
+    let node = common::node(&pki, "AUS");
+    let issue = |ca_pem: &str, ca_key: &str| {
+        let ca = dir.path().join("ca");
+        std::fs::create_dir_all(&ca).unwrap();
+        std::fs::write(ca.join("ca.pem"), ca_pem).unwrap();
+        std::fs::write(ca.join("ca.key"), ca_key).unwrap();
+        let out = Command::new(BIN)
+            .args(["pki", "issue", "--role", "operator", "--name", "op-9"])
+            .args(["--trust-domain", "tidemark.test", "--ca-dir"])
+            .arg(&ca)
+            .arg("--out")
+            .arg(dir.path().join(format!("out-{}", ca_key.len())))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ca_pem, ca_key) = (pki.ca.cert_pem().to_owned(), pki.ca.key_pem());
+    assert!(issue(&ca_pem, &ca_key).0);
+    for (cert, key, says) in [
+        (
+            ca_pem.as_str(),
+            node.key_pem(),
+            "not the private key of the CA certificate",
+        ),
+        (node.cert_pem(), node.key_pem(), "not a CA's"),
+        (ca_pem.as_str(), "junk", "PEM"),
+    ] {
+        let (ok, said) = issue(cert, key);
+        assert!(!ok && said.contains(says), "{says}: {said}");
+        assert!(said.contains("ca.pem, ca.key"), "{said}");
+    }
+}
+
+#[test]
 fn query_takes_months_as_aggregate_does() {
     for (from, to) in [("2021-01", "2021-06"), ("2021-01-15", "2021-06")] {
         let said = offline(&[
@@ -1505,6 +1545,7 @@ async fn a_certificate_key_or_ca_file_that_holds_the_wrong_thing_is_named() {
     std::fs::write(at("key.pem"), who.key_pem()).unwrap();
     std::fs::write(at("ca.pem"), who.ca_pem()).unwrap();
     std::fs::write(at("empty.pem"), "").unwrap();
+    std::fs::write(at("other.key"), common::node(&pki, "IDN").key_pem()).unwrap();
     // No server is needed: the files are checked before connecting.
     for (cert, key, ca, named, says) in [
         ("key.pem", "key.pem", "ca.pem", "key.pem", "no certificate"),
@@ -1516,6 +1557,13 @@ async fn a_certificate_key_or_ca_file_that_holds_the_wrong_thing_is_named() {
             "no private key",
         ),
         ("cert.pem", "key.pem", "empty.pem", "empty.pem", "CA file"),
+        (
+            "cert.pem",
+            "other.key",
+            "ca.pem",
+            "other.key",
+            "is not the private key of the certificate",
+        ),
     ] {
         let out = run(strings(&[
             "whoami",
@@ -1532,7 +1580,7 @@ async fn a_certificate_key_or_ca_file_that_holds_the_wrong_thing_is_named() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{said}");
         assert!(
-            said.contains(&format!("{named} holds")) && said.contains(says),
+            said.contains(named) && said.contains(says),
             "{cert} {key} {ca}: {said}"
         );
         assert!(!said.contains("endpoint"), "{cert} {key} {ca}: {said}");

@@ -148,7 +148,10 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                 let path = args.ca_dir.join(name);
                 super::input::read_text(&path)
             };
-            let ca = pki::CertificateAuthority::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
+            let ca = pki::CertificateAuthority::from_pem(&read("ca.pem")?, &read("ca.key")?)
+                .map_err(|e| {
+                    anyhow::anyhow!("the CA in {} (ca.pem, ca.key): {e}", args.ca_dir.display())
+                })?;
             let issued = ca.issue_client(&principal, pki::Validity::days_from_now(args.days))?;
             std::fs::create_dir_all(&args.out)?;
             let cert_path = args.out.join(format!("{}.pem", args.identity.name));

@@ -334,12 +334,33 @@ fn tls_refusal(err: &(dyn StdError + 'static)) -> Option<String> {
 }
 
 fn describe_tls(err: &rustls::Error) -> String {
+    use rustls::CertificateError as Cert;
     match err {
         rustls::Error::AlertReceived(alert) => refused_by_server(&format!("{alert:?}")),
-        rustls::Error::InvalidCertificate(reason) => format!(
-            "the server's certificate is not trusted ({reason:?}); check --ca, and that the \
-             endpoint's host name is one the server certificate names"
-        ),
+        rustls::Error::InvalidCertificate(reason) => {
+            let why = match reason {
+                Cert::BadSignature | Cert::UnknownIssuer => {
+                    "it was not issued by the CA in --ca (or the profile's ca.pem): is that \
+                     this exchange's CA?"
+                }
+                Cert::Expired | Cert::ExpiredContext { .. } => {
+                    "it has expired: the operator must renew it"
+                }
+                Cert::NotValidYet | Cert::NotValidYetContext { .. } => {
+                    "it is not valid yet: check this machine's clock"
+                }
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                    "it does not name the endpoint's host: connect by a name or address the \
+                     server certificate names"
+                }
+                Cert::Revoked => "it has been revoked",
+                _ => "check --ca, and that the endpoint's host name is one it names",
+            };
+            format!("the server's certificate is not trusted: {why}")
+        }
+        rustls::Error::InvalidMessage(_) => "the other end did not answer in TLS: is the \
+             endpoint the exchange's gRPC port (not, say, its metrics port)?"
+            .to_owned(),
         other => format!("TLS failed: {other}"),
     }
 }
@@ -457,5 +478,15 @@ mod tests {
             explain(&Status::unavailable("draining")),
             "the server is unavailable: draining"
         );
+    }
+
+    #[test]
+    fn tls_failures_are_explained_in_words() {
+        use rustls::{CertificateError, Error, InvalidMessage};
+        let said = describe_tls(&Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert!(said.contains("not issued by the CA in --ca"), "{said}");
+        let said = describe_tls(&Error::InvalidMessage(InvalidMessage::InvalidContentType));
+        assert!(said.contains("did not answer in TLS"), "{said}");
+        assert!(!said.contains("InvalidContentType"), "{said}");
     }
 }

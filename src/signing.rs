@@ -67,8 +67,13 @@ impl SigningKey {
     }
 
     fn from_pkcs8_der(der: &[u8]) -> Result<Self, KeyError> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|e| KeyError::Parse(format!("not an Ed25519 PKCS#8 key: {e}")))?;
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| {
+            KeyError::Parse(
+                "not an Ed25519 key (a TLS key, or another algorithm?): report-signing keys \
+                 are Ed25519, made with `tidemark keygen`"
+                    .to_owned(),
+            )
+        })?;
         let seed = pkcs8_seed(der)
             .ok_or_else(|| KeyError::Parse("not an Ed25519 PKCS#8 key: no seed".to_owned()))?;
         let public = PublicKey::from_raw(pair.public_key().as_ref())?;

@@ -505,7 +505,8 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
         );
         match &args.out {
             Some(dir) => {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create the directory {}", dir.display()))?;
                 let path = dir.join(format!("{}-{}.pub.pem", k.state.to_lowercase(), k.key_id));
                 std::fs::write(&path, pem)?;
                 outln!("{} {}{flag} -> {}", k.state, k.key_id, path.display())?;

@@ -161,6 +161,31 @@ async fn a_witness_refuses_a_rolled_back_log() {
     assert!(!state_dir.join("checkpoint").exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_directory_belongs_to_one_witness() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let state_dir = dir.path().join("aus-witness");
+    let first = witness(&server, &aus, &state_dir).await;
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("no checkpoint held yet"),
+        "{}",
+        text(&first)
+    );
+    let before = std::fs::read_to_string(state_dir.join("witness.vkey")).unwrap();
+    let out = witness(&server, &idn, &state_dir).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("another witness"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("witness.vkey")).unwrap(),
+        before
+    );
+}
+
 /// `tidemark log proof` of leaf `index` under the checkpoint of `size` leaves.
 fn proof_args(
     server: &TestServer,

@@ -88,8 +88,23 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
              holds ({e}): the log's key or origin changed, or this is not the same log"
         ),
     })?;
+    let name = witness_name(&new.origin, state);
+    let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
+    let identity = args.state_dir.join("witness.vkey");
+    if identity.exists() {
+        let held = super::input::read_text_at_most(&identity, MAX_STATE_FILE)?;
+        if held.trim() != cosigner.key().verifier_key() {
+            bail!(
+                "{} is the directory of another witness ({}); this one is {}: give each \
+                 witness (state and signing key) its own --state-dir",
+                args.state_dir.display(),
+                held.trim(),
+                cosigner.key().verifier_key()
+            );
+        }
+    }
     let held_path = args.state_dir.join("checkpoint");
-    if !held_path.exists() && args.state_dir.join("witness.vkey").exists() {
+    if !held_path.exists() && identity.exists() {
         // witness.vkey is written only after a checkpoint was: this one has been lost,
         // and a witness that trusts whatever it is shown next cannot see a rollback.
         bail!(
@@ -104,13 +119,17 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         let held = Checkpoint::open(&held_note, &verifier)
             .map_err(|e| anyhow!("the checkpoint held in {}: {e}", held_path.display()))?;
         check_extension(&mut log, &held, &new).await?;
+    } else {
+        eprintln!(
+            "no checkpoint held yet in {}: the server's newest ({} leaves) is the starting \
+             point this witness checks every later one against",
+            args.state_dir.display(),
+            new.size
+        );
     }
     write_atomically(&held_path, newest.note.as_bytes())?;
-
-    let name = witness_name(&new.origin, state);
-    let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
     write_atomically(
-        &args.state_dir.join("witness.vkey"),
+        &identity,
         format!("{}\n", cosigner.key().verifier_key()).as_bytes(),
     )?;
     let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);

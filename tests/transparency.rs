@@ -692,6 +692,46 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
 /// principal's refusals are recorded from a budget (a burst, then one a second), past
 /// which they are still refused but not recorded.
 #[tokio::test]
+async fn an_import_ended_early_still_records_the_items_it_refused() {
+    let pki = common::TestPki::new();
+    let server = common::TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.max_import_items = 2;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let foreign = sign(
+        &report("AUS", 2, false, pb::SharingScope::AllContributors, &[]),
+        world.key("IDN"),
+    );
+    let own = |seed| {
+        sign(
+            &report("AUS", seed, false, pb::SharingScope::AllContributors, &[]),
+            world.key("AUS"),
+        )
+    };
+    // One item over the limit ends the import with RESOURCE_EXHAUSTED.
+    let requests = [foreign, own(3), own(4)].map(|e| pb::SubmitRequest {
+        envelope: Some(e),
+        ..Default::default()
+    });
+    let ended = world
+        .exchange("AUS")
+        .await
+        .import(tokio_stream::iter(requests))
+        .await
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
+    let mut operator = world.server.admin(&common::operator(&world.pki)).await;
+    let refused: Vec<pb::AuditEntry> = common::audit_log(&mut operator)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "refused Import")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].detail.contains("\"index\":0"), "{refused:?}");
+}
+
+#[tokio::test]
 async fn refused_import_items_are_on_record_and_refusal_records_have_a_budget() {
     let world = World::new(Clock::system()).await;
     let own = sign(

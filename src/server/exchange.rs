@@ -7,7 +7,7 @@ use crate::{
     identity::{PeerIdentity, Role},
     pb, receipt,
     server::{auth, context::Context, guard::Guarded, refusals, status},
-    store::{Accepted, AuditRecord},
+    store::{Accepted, AppendError, AuditRecord},
     submission::{self, SubmitError},
 };
 
@@ -45,6 +45,61 @@ impl ExchangeService {
             .metadata_mut()
             .insert(refusals::AUDIT_METADATA, named);
         Ok(response)
+    }
+
+    /// Waits for each queued item of an import, in order, and sums up the answers.
+    async fn collect<F>(
+        &self,
+        peer: &PeerIdentity,
+        pending: Vec<(u64, Result<F, SubmitError>)>,
+    ) -> pb::ImportResponse
+    where
+        F: Future<Output = Result<Accepted, AppendError>>,
+    {
+        let mut summary = pb::ImportResponse::default();
+        for (index, queued) in pending {
+            let result = match queued {
+                Ok(done) => done.await.map_err(SubmitError::from),
+                Err(e) => Err(e),
+            };
+            match &result {
+                Ok(accepted) => self.ctx.metrics.submission_accepted(accepted.duplicate),
+                Err(err) => {
+                    self.ctx.metrics.submission_refused(err.kind());
+                    tracing::info!(
+                        principal = %peer.principal(),
+                        item = index,
+                        kind = err.kind(),
+                        reason = %err,
+                        "import item refused"
+                    );
+                }
+            }
+            match result {
+                Ok(accepted) if accepted.duplicate => summary.duplicates += 1,
+                Ok(_) => summary.accepted += 1,
+                Err(err) => {
+                    summary.rejected += 1;
+                    let detailed = summary.rejections.len() < DETAILED_REJECTIONS;
+                    summary.rejections.push(rejection(index, err, detailed));
+                }
+            }
+        }
+        tracing::info!(
+            principal = %peer.principal(),
+            accepted = summary.accepted,
+            duplicates = summary.duplicates,
+            rejected = summary.rejected,
+            "import finished"
+        );
+        tracing::info!(
+            principal = %peer.principal(),
+            accepted = summary.accepted,
+            duplicates = summary.duplicates,
+            rejected = summary.rejected,
+            "import finished"
+        );
+        summary
     }
 
     async fn submit_one(
@@ -117,22 +172,28 @@ impl pb::exchange_server::Exchange for ExchangeService {
         }
         let mut guard = self.ctx.guard(&peer, None);
         let mut stream = request.into_inner();
-        let mut summary = pb::ImportResponse::default();
         let mut index: u64 = 0;
         // Verify each envelope as it arrives and queue it; the writer batches them, and
         // the answers are collected at the end, in order. The caller is re-checked
         // before each envelope is taken, and while the stream waits for the next one.
         let mut pending = Vec::new();
-        loop {
+        // Why the import ended before its stream did, if it did.
+        let ended = loop {
             let item = tokio::select! {
                 biased;
-                status = guard.lapsed() => return Err(status),
-                item = stream.message() => item.map_err(status::client_fault)?,
+                status = guard.lapsed() => break Some(status),
+                item = stream.message() => item.map_err(status::client_fault),
             };
-            let Some(item) = item else { break };
-            guard.check()?;
+            let item = match item {
+                Ok(Some(item)) => item,
+                Ok(None) => break None,
+                Err(status) => break Some(status),
+            };
+            if let Err(status) = guard.check() {
+                break Some(status);
+            }
             if pending.len() >= self.ctx.max_import_items {
-                return Err(Status::resource_exhausted(format!(
+                break Some(Status::resource_exhausted(format!(
                     "an import stream may hold at most {} envelopes (limits.max_import_items); \
                      nothing past that was stored — split the import into several calls",
                     self.ctx.max_import_items
@@ -164,43 +225,20 @@ impl pb::exchange_server::Exchange for ExchangeService {
             };
             pending.push((index, queued));
             index += 1;
-        }
-        for (index, queued) in pending {
-            let result = match queued {
-                Ok(done) => done.await.map_err(SubmitError::from),
-                Err(e) => Err(e),
-            };
-            match &result {
-                Ok(accepted) => self.ctx.metrics.submission_accepted(accepted.duplicate),
-                Err(err) => {
-                    self.ctx.metrics.submission_refused(err.kind());
-                    tracing::info!(
-                        principal = %peer.principal(),
-                        item = index,
-                        kind = err.kind(),
-                        reason = %err,
-                        "import item refused"
-                    );
+        };
+        let summary = self.collect(&peer, pending).await;
+        match ended {
+            None => self.answer_import(&peer, summary).await,
+            // The items refused so far are on record before the call is refused.
+            Some(status) => {
+                if let Some(record) = refused_items(&peer, &summary.rejections)
+                    && let Err(e) = self.ctx.refusals.record(record).await
+                {
+                    tracing::error!(principal = %peer.principal(), error = %e, "an ended import's refused items could not be recorded");
                 }
-            }
-            match result {
-                Ok(accepted) if accepted.duplicate => summary.duplicates += 1,
-                Ok(_) => summary.accepted += 1,
-                Err(err) => {
-                    summary.rejected += 1;
-                    let detailed = summary.rejections.len() < DETAILED_REJECTIONS;
-                    summary.rejections.push(rejection(index, err, detailed));
-                }
+                Err(status)
             }
         }
-        tracing::info!(
-            principal = %peer.principal(),
-            accepted = summary.accepted,
-            duplicates = summary.duplicates,
-            rejected = summary.rejected,
-            "import finished"
-        );
-        self.answer_import(&peer, summary).await
     }
 
     type QueryStream = Guarded<pb::QueryResult>;

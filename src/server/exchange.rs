@@ -92,13 +92,6 @@ impl ExchangeService {
             rejected = summary.rejected,
             "import finished"
         );
-        tracing::info!(
-            principal = %peer.principal(),
-            accepted = summary.accepted,
-            duplicates = summary.duplicates,
-            rejected = summary.rejected,
-            "import finished"
-        );
         summary
     }
 

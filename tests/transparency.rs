@@ -691,6 +691,23 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
 /// Import items refused for who sent them are on record once per import; and one
 /// principal's refusals are recorded from a budget (a burst, then one a second), past
 /// which they are still refused but not recorded.
+/// One Import call of `envelopes` by `state`'s node.
+async fn import<const N: usize>(
+    world: &World,
+    state: &str,
+    envelopes: [pb::Envelope; N],
+) -> Result<tonic::Response<pb::ImportResponse>, tonic::Status> {
+    let requests = envelopes.map(|e| pb::SubmitRequest {
+        envelope: Some(e),
+        ..Default::default()
+    });
+    world
+        .exchange(state)
+        .await
+        .import(tokio_stream::iter(requests))
+        .await
+}
+
 #[tokio::test]
 async fn an_import_ended_early_still_records_the_items_it_refused() {
     let pki = common::TestPki::new();
@@ -710,14 +727,7 @@ async fn an_import_ended_early_still_records_the_items_it_refused() {
         )
     };
     // One item over the limit ends the import with RESOURCE_EXHAUSTED.
-    let requests = [foreign, own(3), own(4)].map(|e| pb::SubmitRequest {
-        envelope: Some(e),
-        ..Default::default()
-    });
-    let ended = world
-        .exchange("AUS")
-        .await
-        .import(tokio_stream::iter(requests))
+    let ended = import(&world, "AUS", [foreign, own(3), own(4)])
         .await
         .unwrap_err();
     assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
@@ -742,16 +752,7 @@ async fn refused_import_items_are_on_record_and_refusal_records_have_a_budget() 
         &report("AUS", 2, false, pb::SharingScope::AllContributors, &[]),
         world.key("IDN"),
     );
-    let requests = [own, foreign].map(|e| pb::SubmitRequest {
-        envelope: Some(e),
-        ..Default::default()
-    });
-    let response = world
-        .exchange("AUS")
-        .await
-        .import(tokio_stream::iter(requests))
-        .await
-        .unwrap();
+    let response = import(&world, "AUS", [own, foreign]).await.unwrap();
     let number: u64 = response
         .metadata()
         .get("tidemark-audit")

@@ -157,7 +157,7 @@ impl Administration {
             changed_at: now,
         };
         self.store.put_state(&record)?;
-        self.refresh_after_change();
+        self.refresh_after_change()?;
         Ok(record)
     }
 
@@ -326,7 +326,7 @@ impl Administration {
             revoked_at: now,
             revoked_by: operator.to_owned(),
         })?;
-        self.refresh_after_change();
+        self.refresh_after_change()?;
         Ok(record)
     }
 
@@ -337,17 +337,22 @@ impl Administration {
         Ok((old, self.trust.server_serial()))
     }
 
-    /// Rebuilds the live trust state after a revocation or suspension, which is stored
-    /// and in force either way (see [`Trust::refresh`]): a CRL or certificate file that
-    /// cannot be rebuilt is logged, not a reason to answer the action as refused.
-    fn refresh_after_change(&self) {
+    /// Rebuilds the live trust state after a revocation or suspension. When the CRL or
+    /// the TLS configuration cannot be rebuilt, who is revoked or suspended is still
+    /// taken from the store ([`Trust::refresh_access`]), so the action is in force; the
+    /// rebuild failure is logged, not a reason to answer the action as refused.
+    fn refresh_after_change(&self) -> Result<(), AdminError> {
         if let Err(e) = self.trust.refresh(&self.store) {
+            self.trust
+                .refresh_access(&self.store)
+                .map_err(AdminError::Trust)?;
             tracing::error!(
                 error = %e,
                 "the revocation or suspension is in force for every connection, but the \
                  CRL or TLS configuration could not be rebuilt; fix it, then Admin.ReloadTls"
             );
         }
+        Ok(())
     }
 
     /// Rebuilds the live trust state (and the CRL) from the files and the store.

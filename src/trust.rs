@@ -66,28 +66,27 @@ impl Trust {
         })
     }
 
-    /// Re-reads the files and the store, and swaps in the result. When the files or the
-    /// CRL cannot be rebuilt, the TLS configuration stays as it was, but who is revoked
-    /// or suspended is still taken from the store: a revocation or suspension never waits
-    /// for a certificate file or a writable CRL path.
+    /// Re-reads the files and the store, and swaps in the result. On error nothing
+    /// changes.
     pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
-        let built = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store);
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let result = match built {
-            Ok(new) => {
-                *state = new;
-                Ok(())
-            }
-            Err(e) => {
-                let (revoked, suspended) = access(store)?;
-                state.revoked = revoked;
-                state.suspended = suspended;
-                Err(e)
-            }
-        };
-        drop(state);
+        let state = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store)?;
+        *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.generation.send_modify(|g| *g += 1);
-        result
+        Ok(())
+    }
+
+    /// Takes who is revoked and suspended from the store, leaving the TLS configuration
+    /// as it is: a revocation or suspension need not wait for the certificate files or
+    /// a writable CRL path.
+    pub(crate) fn refresh_access(&self, store: &Store) -> Result<(), TrustError> {
+        let (revoked, suspended) = access(store)?;
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            state.revoked = revoked;
+            state.suspended = suspended;
+        }
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
     }
 
     /// A receiver that sees a new value after every change of the trust state.

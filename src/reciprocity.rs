@@ -133,8 +133,9 @@ pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&st
                 // What this state of the record adds of other states' reports was sent at
                 // or after `logged`: the reader must stand then.
                 let mut grew = false;
-                // An owner named without a count (an aggregate's entry, written once)
-                // counts as read from.
+                // An owner named without a count (an aggregate's entry, written once,
+                // withholds them; any other entry should not) counts as read from: the
+                // replay judges more reads, never fewer.
                 for (state, count) in Entry::owners(&text)
                     .into_iter()
                     .map(|(s, c)| (s, c.unwrap_or(1)))
@@ -302,6 +303,35 @@ mod tests {
             read(6, "IDN", 47 * day, &[("AUS", 1)]),
         ];
         assert_eq!(violations(&log), ["2", "4", "6"]);
+    }
+
+    #[test]
+    fn a_read_whose_entry_names_owners_without_counts_is_judged() {
+        let read_without_counts = |number: u64, action: &str| {
+            Entry::Audit(AuditEntry {
+                number,
+                in_progress: false,
+                at: 1,
+                logged: 1,
+                principal: "spiffe://t/state/IDN/analyst/a".to_owned(),
+                state: "IDN".to_owned(),
+                action: action.to_owned(),
+                category: "smuggling-incident".to_owned(),
+                detail_sha256: [0; 32],
+                count: 1,
+                owners: vec![("AUS".to_owned(), 1)],
+                counts_withheld: true,
+            })
+            .encode()
+        };
+        // IDN never contributed: an aggregate over AUS's reports is a violation, and so
+        // is a query whose entry (wrongly) leaves the counts out.
+        let log = [
+            policy(30, 1),
+            read_without_counts(1, "aggregate"),
+            read_without_counts(2, "query"),
+        ];
+        assert_eq!(violations(&log), ["1", "2"]);
     }
 
     #[test]

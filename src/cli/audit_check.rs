@@ -109,11 +109,15 @@ pub async fn verify(
 fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<String> {
     let field = |key| Entry::field(entry, key).unwrap_or_default();
     // An aggregate's entry names the owners without counts: only that it counted some
-    // of this state's reports can be checked.
+    // of this state's reports can be checked. Every other entry states the count.
+    let withheld = field("action") == "aggregate" && field("count") == "-";
     let mine = Entry::owners(entry)
         .into_iter()
         .find(|(owner, _)| *owner == state)
-        .map(|(_, count)| count.is_none_or(|n| n == access.count));
+        .map(|(_, count)| match count {
+            Some(n) => n == access.count,
+            None => withheld,
+        });
     let status = if access.in_progress {
         "in-progress"
     } else {
@@ -256,6 +260,39 @@ mod tests {
                 displayed_wrong(&access, &entry(status), "AUS").is_some(),
                 wrong,
                 "{in_progress} {status}"
+            );
+        }
+    }
+
+    /// Only an aggregate's entry may leave the owners' counts out.
+    #[test]
+    fn a_count_may_be_missing_only_from_an_aggregates_entry() {
+        let entry = |action: &str, count: &str, owners: &str| {
+            format!(
+                "tidemark.audit/v1\nnumber 7\nstatus complete\nat 100\nprincipal \
+                 spiffe://t/state/IDN/analyst/a\nstate IDN\naction {action}\ncount {count}\n\
+                 owners {owners}\n"
+            )
+        };
+        let access = |action: &str| pb::DataAccess {
+            at_unix: 100,
+            reader: "spiffe://t/state/IDN/analyst/a".to_owned(),
+            action: action.to_owned(),
+            count: 3,
+            ..pb::DataAccess::default()
+        };
+        for (action, count, owners, wrong) in [
+            ("aggregate", "-", "AUS THA", false),
+            ("aggregate", "3", "AUS:3", false),
+            ("aggregate", "3", "AUS:2", true),
+            ("query", "-", "AUS THA", true),
+            ("query", "3", "AUS", true),
+            ("aggregate", "-", "THA", true),
+        ] {
+            assert_eq!(
+                displayed_wrong(&access(action), &entry(action, count, owners), "AUS").is_some(),
+                wrong,
+                "{action} {count} {owners}"
             );
         }
     }

@@ -188,9 +188,13 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             let _ = std::fs::remove_dir(dir);
         }
     };
-    std::fs::copy(&args.file, &staged)
-        .with_context(|| format!("cannot write {}", staged.display()))?;
-    Store::owner_only(&staged).map_err(|e| anyhow!("{e}"))?;
+    let staged_ok = std::fs::copy(&args.file, &staged)
+        .with_context(|| format!("cannot write {}", staged.display()))
+        .and_then(|_| Store::owner_only(&staged).map_err(|e| anyhow!("{e}")));
+    if let Err(e) = staged_ok {
+        abandon();
+        return Err(e);
+    }
     let contents = match Store::check_file(&staged) {
         Ok(contents) => contents,
         Err(e) => {

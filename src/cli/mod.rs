@@ -21,12 +21,13 @@ macro_rules! outln {
     }};
 }
 
-/// An error and its causes, joined by ": ", each said once: many errors already quote
-/// their cause in their own message, which `{:#}` would repeat.
+/// An error and its causes, joined by ": ", each said once: many errors already end
+/// their message with their cause, which `{:#}` would repeat.
 fn said_once(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain().map(ToString::to_string) {
-        if text.contains(&cause) {
+        // As "…: {source}" ends a message that quotes its cause.
+        if text.ends_with(&cause) {
             continue;
         }
         if !text.is_empty() {

@@ -271,11 +271,14 @@ pub struct Limits {
     /// Subscribe streams one principal may hold open at once; more are refused with
     /// RESOURCE_EXHAUSTED.
     pub max_subscriptions_per_principal: usize,
+    /// Queries and syncs one principal may have in progress at once; more are refused
+    /// with RESOURCE_EXHAUSTED (each holds a server thread while its caller reads).
+    pub max_reads_per_principal: usize,
     /// Most envelopes in one Import stream.
     pub max_import_items: usize,
-    /// A query or sync whose caller takes nothing for this long is ended with
-    /// DEADLINE_EXCEEDED (what was sent is on record), so a caller that stops reading
-    /// cannot hold a server thread and a store snapshot.
+    /// A query, sync, subscription or backup whose caller takes nothing for this long is
+    /// ended with DEADLINE_EXCEEDED (what was sent is on record), so a caller that stops
+    /// reading cannot hold a server thread, a store snapshot or a backup copy.
     pub read_stall_secs: u64,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
     pub shutdown_grace_secs: u64,
@@ -358,6 +361,7 @@ impl Default for Limits {
             max_pending_handshakes_per_address: 32,
             max_subscriptions_per_principal: 16,
             max_import_items: 10_000,
+            max_reads_per_principal: 16,
             read_stall_secs: 60,
             shutdown_grace_secs: 10,
         }
@@ -444,6 +448,10 @@ impl Config {
             ("store.max_batch", self.store.max_batch as u64),
             ("limits.max_import_items", l.max_import_items as u64),
             ("limits.read_stall_secs", l.read_stall_secs),
+            (
+                "limits.max_reads_per_principal",
+                l.max_reads_per_principal as u64,
+            ),
             ("analytics.max_cells", self.analytics.max_cells as u64),
         ];
         for (name, value) in positive {

@@ -104,6 +104,28 @@ async fn fill(world: World, n: u64) -> World {
     world
 }
 
+/// Waits until `done` holds, checking every 100 ms for at most [`PATIENCE`].
+async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `state`'s `action` read is on the audit log and complete.
+async fn completed(world: &World, state: &str, action: &str) -> bool {
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    common::audit_log(&mut admin)
+        .await
+        .iter()
+        .any(|e| e.action == action && e.state == state && !e.in_progress)
+}
+
 /// Reads a response stream to its end; returns how many items came and how it ended.
 async fn drain<T>(stream: &mut tonic::Streaming<T>) -> (usize, Result<(), Status>) {
     let mut items = 0;
@@ -243,7 +265,11 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
     let mut idn = small_window_reader(&world, "IDN").await;
     let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The server gives up on the stalled read and completes its record.
+    eventually("the stalled query ends", || {
+        completed(&world, "IDN", "query")
+    })
+    .await;
     let mut received = u64::from(first.meta.unwrap().reporting_state == "AUS");
     let end = loop {
         match tokio::time::timeout(PATIENCE, stream.message())
@@ -269,6 +295,51 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
     assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
 }
 
+/// Queries and syncs one principal has in progress are bounded: each holds a server
+/// thread while its caller reads, however slowly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_may_have_only_so_many_reads_in_progress() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.max_reads_per_principal = 2;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 1_000).await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let first = idn.query(smuggling()).await.unwrap().into_inner();
+    let _second = idn
+        .sync(pb::SyncRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            after_sequence: 0,
+        })
+        .await
+        .unwrap();
+    let refused = idn.query(smuggling()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("max_reads_per_principal = 2"),
+        "{refused:?}"
+    );
+    // Another principal is not held back; and once a read ends, a new one may start.
+    let other = world
+        .pki
+        .client(Role::Node(common::state("IDN")), "idn-other");
+    let mut other = pb::exchange_client::ExchangeClient::new(world.server.channel(&other).await);
+    assert!(other.query(smuggling()).await.is_ok());
+    drop(first);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match idn.query(smuggling()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+}
+
 /// A subscription whose caller stops reading while changes arrive ends after
 /// `limits.read_stall_secs` with DEADLINE_EXCEEDED, telling it to catch up with sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +354,10 @@ async fn a_subscription_its_caller_stops_reading_ends() {
     let mut stream = idn.subscribe(smuggling()).await.unwrap().into_inner();
     // Far more than the stream's buffer and the reader's window hold.
     let world = fill(world, 2_000).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("the stalled subscription ends", || {
+        completed(&world, "IDN", "subscribe")
+    })
+    .await;
     let (received, end) = drain(&mut stream).await;
     let status = end.expect_err("the stalled subscription ends");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -310,7 +384,6 @@ async fn a_backup_its_caller_stops_reading_ends_and_leaves_no_copy() {
         .unwrap()
         .into_inner();
     backup.message().await.unwrap().expect("the manifest");
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let copies = || {
         std::fs::read_dir(world.server.data.path())
             .unwrap()
@@ -323,11 +396,10 @@ async fn a_backup_its_caller_stops_reading_ends_and_leaves_no_copy() {
             })
             .count()
     };
-    assert_eq!(
-        copies(),
-        0,
-        "the copy is deleted when the stall ends the backup"
-    );
+    eventually("the copy is deleted when the stall ends the backup", || {
+        std::future::ready(copies() == 0)
+    })
+    .await;
     let end = loop {
         match tokio::time::timeout(PATIENCE, backup.message())
             .await

@@ -172,7 +172,8 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
     assert!(who_am_i(&server, &current).await.is_ok());
 }
 
-/// A certificate that expires while its connection is open is refused from then on, on
+/// A certificate that expires while its connection is open (6 s after it was made, time
+/// enough to connect on a loaded machine) is refused from then on, on
 /// new calls and on calls already in progress.
 #[tokio::test]
 async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_on() {
@@ -182,7 +183,7 @@ async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_o
     let now = OffsetDateTime::now_utc();
     let short = Validity {
         not_before: now - Duration::hours(1),
-        not_after: now + Duration::seconds(3),
+        not_after: now + Duration::seconds(6),
     };
     let channel = server.channel(&pki.client_with_uris(&[&uri], short)).await;
     let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
@@ -195,7 +196,7 @@ async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_o
             .import(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
     });
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), import)
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), import)
         .await
         .expect("the import ends within a second of the expiry")
         .unwrap()

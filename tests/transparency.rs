@@ -688,9 +688,6 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
     );
 }
 
-/// Import items refused for who sent them are on record once per import; and one
-/// principal's refusals are recorded from a budget (a burst, then one a second), past
-/// which they are still refused but not recorded.
 /// One Import call of `envelopes` by `state`'s node.
 async fn import<const N: usize>(
     world: &World,
@@ -741,6 +738,9 @@ async fn an_import_ended_early_still_records_the_items_it_refused() {
     assert!(refused[0].detail.contains("\"index\":0"), "{refused:?}");
 }
 
+/// Import items refused for who sent them are on record once per import; and one
+/// principal's refusals are recorded from a budget (a burst, then one a second), past
+/// which they are still refused but not recorded.
 #[tokio::test]
 async fn refused_import_items_are_on_record_and_refusal_records_have_a_budget() {
     let world = World::new(Clock::system()).await;

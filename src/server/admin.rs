@@ -75,6 +75,50 @@ fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
     }
 }
 
+/// Sends the file at `path` in chunks; the status to end with, if it did not go through.
+async fn send_file(
+    path: &std::path::Path,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
+    stall: std::time::Duration,
+) -> Option<Status> {
+    use tokio::io::AsyncReadExt;
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(file) => file,
+        Err(e) => {
+            return Some(Status::internal(format!(
+                "the backup copy cannot be opened: {e}; try again"
+            )));
+        }
+    };
+    loop {
+        let mut chunk = vec![0u8; BACKUP_CHUNK];
+        let n = match file.read(&mut chunk).await {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) => {
+                return Some(Status::internal(format!(
+                    "reading the backup copy failed: {e}; try again"
+                )));
+            }
+        };
+        chunk.truncate(n);
+        let data = pb::BackupChunk {
+            part: Some(pb::backup_chunk::Part::Data(chunk)),
+        };
+        match tokio::time::timeout(stall, tx.send(Ok(data))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                return Some(Status::deadline_exceeded(format!(
+                    "the backup was not read from for {} s, so the server ended it; take \
+                     it again",
+                    stall.as_secs()
+                )));
+            }
+        }
+    }
+}
+
 /// Bytes of the store in one backup chunk: small, because a chunk the HTTP/2 layer has
 /// taken is sent even if the call is refused before the caller reads it (a revocation
 /// while the caller is not reading).
@@ -88,59 +132,21 @@ fn stream_backup(
     manifest: pb::BackupManifest,
     stall: std::time::Duration,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
-    use tokio::io::AsyncReadExt;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         let first = pb::BackupChunk {
             part: Some(pb::backup_chunk::Part::Manifest(manifest)),
         };
-        if tx.send(Ok(first)).await.is_ok() {
-            match tokio::fs::File::open(&path).await {
-                Ok(mut file) => loop {
-                    let mut chunk = vec![0u8; BACKUP_CHUNK];
-                    match file.read(&mut chunk).await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            chunk.truncate(n);
-                            let data = pb::BackupChunk {
-                                part: Some(pb::backup_chunk::Part::Data(chunk)),
-                            };
-                            match tokio::time::timeout(stall, tx.send(Ok(data))).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(_)) => break,
-                                Err(_) => {
-                                    let _ = tokio::fs::remove_file(&path).await;
-                                    let _ = tx
-                                        .send(Err(Status::deadline_exceeded(format!(
-                                            "the backup was not read from for {} s, so the \
-                                             server ended it; take it again",
-                                            stall.as_secs()
-                                        ))))
-                                        .await;
-                                    break;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx
-                                .send(Err(Status::internal(format!(
-                                    "reading the backup copy failed: {e}; try again"
-                                ))))
-                                .await;
-                            break;
-                        }
-                    }
-                },
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(Status::internal(format!(
-                            "the backup copy cannot be opened: {e}; try again"
-                        ))))
-                        .await;
-                }
-            }
-        }
+        let end = if tx.send(Ok(first)).await.is_ok() {
+            send_file(&path, &tx, stall).await
+        } else {
+            None
+        };
+        // The copy is gone (its space freed) before anything else is waited for.
         let _ = tokio::fs::remove_file(&path).await;
+        if let Some(status) = end {
+            let _ = tokio::time::timeout(stall, tx.send(Err(status))).await;
+        }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, time::timeout};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -52,6 +52,8 @@ pub(super) struct Context {
     pub log: Arc<LogSigner>,
     /// Subscriptions open per principal.
     pub streams: OpenStreams,
+    /// Queries and syncs in progress, per principal.
+    pub reads: OpenStreams,
     /// Newly committed envelopes, for subscriptions.
     pub feed: Feed,
     /// Disclosure-control settings of aggregates.
@@ -152,6 +154,7 @@ impl Context {
         + Send
         + 'static,
     ) -> Result<Guarded<T>, Status> {
+        let slot = self.reads.open(peer.principal())?;
         let principal = peer.principal().spiffe_id();
         let number = self
             .audit(kind.started(&principal, state.as_str(), &detail))
@@ -165,14 +168,18 @@ impl Context {
         let (raise_writer, raise_principal, raise_detail) =
             (writer.clone(), principal.clone(), detail.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut allowance = Allowance::default();
                 let mut stalled = false;
                 let read = read(&mut |owner, item| {
                     // Revocation and suspension, exactly, before each item (the guard
                     // watches them too, and standing, while the stream is idle).
+                    // Every send waits at most `stall`: a caller that stopped reading
+                    // holds this thread no longer than that.
+                    let send = |item| runtime.block_on(timeout(stall, tx.send(item)));
                     if let Err(status) = auth::admit(&trust, &caller) {
-                        let _ = tx.blocking_send(Err(status));
+                        let _ = send(Err(status));
                         return false;
                     }
                     if owner != state.as_str() && allowance.take(owner, 1) {
@@ -184,7 +191,7 @@ impl Context {
                         );
                         if let Err(e) = runtime.block_on(raise_writer.update_audit(number, record))
                         {
-                            let _ = tx.blocking_send(Err(Status::unavailable(format!(
+                            let _ = send(Err(Status::unavailable(format!(
                                 "the audit record of this read could not be raised, so \
                                  nothing more is sent: {e}"
                             ))));
@@ -193,9 +200,7 @@ impl Context {
                     }
                     // A caller that stops reading does not hold this thread (and the
                     // snapshot) for ever: the read ends after `limits.read_stall_secs`.
-                    if let Ok(sent) =
-                        runtime.block_on(tokio::time::timeout(stall, tx.send(Ok(item))))
-                    {
+                    if let Ok(sent) = send(Ok(item)) {
                         sent.is_ok()
                     } else {
                         stalled = true;
@@ -208,32 +213,33 @@ impl Context {
             let (log, stalled) = match outcome {
                 Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
-                    let _ = errors.send(Err(e.into())).await;
+                    let _ = timeout(stall, errors.send(Err(e.into()))).await;
                     return;
                 }
                 Err(e) => {
-                    let _ = errors
-                        .send(Err(Status::internal(format!("the read failed: {e}"))))
-                        .await;
+                    let failed = Status::internal(format!("the read failed: {e}"));
+                    let _ = timeout(stall, errors.send(Err(failed))).await;
                     return;
                 }
             };
             let record = log.to_audit(&principal, state.as_str(), &kind, &detail);
-            if let Err(e) = writer.update_audit(number, record).await {
-                tracing::error!(%principal, action = kind.action, number, error = %e, "a read's audit record could not be completed");
-                let _ = errors
-                    .send(Err(Status::unavailable(format!(
+            let end = match writer.update_audit(number, record).await {
+                Err(e) => {
+                    tracing::error!(%principal, action = kind.action, number, error = %e, "a read's audit record could not be completed");
+                    Some(Status::unavailable(format!(
                         "the audit record of this read could not be completed: {e}"
-                    ))))
-                    .await;
-            } else if stalled {
-                let _ = errors
-                    .send(Err(Status::deadline_exceeded(format!(
-                        "this read was not read from for {} s, so the server ended it; what \
-                         was sent is on record; read again (a sync resumes from its cursor)",
-                        stall.as_secs()
-                    ))))
-                    .await;
+                    )))
+                }
+                Ok(_) if stalled => Some(Status::deadline_exceeded(format!(
+                    "this read was not read from for {} s, so the server ended it; what was \
+                     sent is on record; read again (a sync resumes from its cursor)",
+                    stall.as_secs()
+                ))),
+                Ok(_) => None,
+            };
+            if let Some(status) = end {
+                // Bounded too: a caller that stopped reading does not keep this task.
+                let _ = timeout(stall, errors.send(Err(status))).await;
             }
         });
         Ok(guard.guard(ReceiverStream::new(rx)))

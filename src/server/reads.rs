@@ -35,24 +35,41 @@ const MAX_CATCH_UP: usize = 1_000;
 #[derive(Clone)]
 pub(super) struct OpenStreams {
     limit: usize,
+    /// What is counted and the setting that bounds it, for the refusal.
+    what: (&'static str, &'static str),
     open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
-/// One open subscription; its count is released when this is dropped.
+/// One open stream; its count is released when this is dropped.
 pub(super) struct StreamSlot {
     principal: String,
     open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
 }
 
 impl OpenStreams {
-    pub(super) fn new(limit: usize) -> Self {
+    /// Subscriptions, at most `limit` per principal.
+    pub(super) fn subscriptions(limit: usize) -> Self {
         Self {
             limit,
+            what: ("subscriptions", "limits.max_subscriptions_per_principal"),
             open: Arc::default(),
         }
     }
 
-    fn open(&self, principal: &crate::identity::Principal) -> Result<StreamSlot, Status> {
+    /// Queries and syncs in progress, at most `limit` per principal: each holds a
+    /// server thread and a store snapshot while it runs.
+    pub(super) fn reads(limit: usize) -> Self {
+        Self {
+            limit,
+            what: ("queries and syncs", "limits.max_reads_per_principal"),
+            open: Arc::default(),
+        }
+    }
+
+    pub(super) fn open(
+        &self,
+        principal: &crate::identity::Principal,
+    ) -> Result<StreamSlot, Status> {
         let id = principal.spiffe_id();
         let mut open = self
             .open
@@ -60,10 +77,10 @@ impl OpenStreams {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(id.clone()).or_default();
         if *count >= self.limit {
+            let (what, setting) = self.what;
             return Err(Status::resource_exhausted(format!(
-                "{id} already has {count} subscriptions open, the most one principal may \
-                 (limits.max_subscriptions_per_principal = {}); close one, or filter one \
-                 subscription more widely",
+                "{id} already has {count} {what} open, the most one principal may \
+                 ({setting} = {}); let one finish or close it, then try again",
                 self.limit
             )));
         }
@@ -239,7 +256,6 @@ impl Context {
         let caller = peer.clone();
         let pushing = filter.pushing();
         tokio::spawn(async move {
-            let _slot = slot;
             let mut pushed = ReadLog::default();
             let mut allowance = Allowance::default();
             let end = loop {
@@ -291,12 +307,14 @@ impl Context {
                     break end;
                 }
             };
+            // Nothing this subscription holds waits for its caller: the feed, its slot.
+            drop((batches, slot));
             let record = pushed.to_audit(&principal, state.as_str(), &kind, &detail);
             if let Err(e) = ctx.writer.update_audit(number, record).await {
                 tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }
             if let Some(status) = end {
-                let _ = tx.send(Err(status)).await;
+                let _ = tokio::time::timeout(ctx.read_stall, tx.send(Err(status))).await;
             }
         });
         Ok(guard.guard(ReceiverStream::new(rx)))

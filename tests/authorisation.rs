@@ -795,17 +795,7 @@ async fn a_read_is_on_record_before_its_first_result_and_completed_once() {
     };
     let log = |admin: &mut pb::admin_client::AdminClient<Channel>| {
         let mut admin = admin.clone();
-        async move {
-            admin
-                .audit_log(pb::AuditLogRequest {
-                    after: 0,
-                    limit: 10_000,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .entries
-        }
+        async move { common::audit_log(&mut admin).await }
     };
     // The owner's view of IDN's reads.
     let owner_view = || async {

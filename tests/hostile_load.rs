@@ -187,18 +187,7 @@ async fn an_undecodable_request_is_invalid_argument_for_unary_and_streaming_call
 
 /// The whole audit log, as the operator reads it.
 async fn audit_entries(world: &World) -> Vec<pb::AuditEntry> {
-    world
-        .server
-        .admin(&operator(&world.pki))
-        .await
-        .audit_log(pb::AuditLogRequest {
-            after: 0,
-            limit: 10_000,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
+    common::audit_log(&mut world.server.admin(&operator(&world.pki)).await).await
 }
 
 #[tokio::test]

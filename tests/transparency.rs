@@ -381,15 +381,7 @@ async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
         if received % 50 != 1 {
             continue;
         }
-        let entries = admin
-            .audit_log(pb::AuditLogRequest {
-                after: 0,
-                limit: 10_000,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
+        let entries = common::audit_log(&mut admin).await;
         let record = entries
             .iter()
             .find(|e| e.action == "query" && e.state == "IDN")

@@ -66,10 +66,7 @@ pub(crate) struct Issued {
 impl Administration {
     /// Copies the store (one read transaction) to a temporary file beside it and returns
     /// the file with its manifest; the caller streams the file and deletes it.
-    pub(crate) fn backup(
-        &self,
-        now: i64,
-    ) -> Result<(std::path::PathBuf, pb::BackupManifest), AdminError> {
+    pub(crate) fn backup(&self, now: i64) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
         use std::sync::atomic::Ordering;
         if self.backing_up.swap(true, Ordering::AcqRel) {
             return Err(AdminError::Busy(
@@ -81,7 +78,7 @@ impl Administration {
         result
     }
 
-    fn backup_now(&self, now: i64) -> Result<(std::path::PathBuf, pb::BackupManifest), AdminError> {
+    fn backup_now(&self, now: i64) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
         let store = self.store.path();
         // The copy is made beside the store, then streamed: it needs about the store's
         // size free there, and must not fill the disk the writer needs.
@@ -106,17 +103,14 @@ impl Administration {
         // Each copy its own name: one may still be streaming when the next is taken.
         let n = BACKUPS_TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = store.with_extension(format!("backup-{now}-{n}.tmp"));
-        let contents = match self.store.backup(&path) {
-            Ok(contents) => contents,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(e.into());
-            }
-        };
+        // Removed whenever it is dropped: on an error here, when its stream ends, or when
+        // the caller went away before the copy was made.
+        let copy = BackupCopy(path);
+        let contents = self.store.backup(&copy.0)?;
         let (bytes, sha256) =
-            file_sha256(&path).map_err(|e| AdminError::Store(StoreError::open(&path, e)))?;
+            file_sha256(&copy.0).map_err(|e| AdminError::Store(StoreError::open(&copy.0, e)))?;
         Ok((
-            path,
+            copy,
             pb::BackupManifest {
                 taken_at_unix: now,
                 envelopes: contents.envelopes,
@@ -369,6 +363,22 @@ fn invalid(field: &'static str, err: impl std::fmt::Display) -> AdminError {
         field,
         reason: err.to_string(),
         whole: format!("{field}: {err}"),
+    }
+}
+
+/// A backup's copy of the store beside it, deleted when this is dropped.
+pub(crate) struct BackupCopy(std::path::PathBuf);
+
+impl BackupCopy {
+    /// Where the copy is.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for BackupCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

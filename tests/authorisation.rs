@@ -270,6 +270,9 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
         completed(&world, "IDN", "query")
     })
     .await;
+    // Read again only after more than another stall: the end is still said, not a
+    // clean close.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let mut received = u64::from(first.meta.unwrap().reporting_state == "AUS");
     let end = loop {
         match tokio::time::timeout(PATIENCE, stream.message())
@@ -358,6 +361,9 @@ async fn a_subscription_its_caller_stops_reading_ends() {
         completed(&world, "IDN", "subscribe")
     })
     .await;
+    // Read again only after more than another stall: the end is still said, not a
+    // clean close.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let (received, end) = drain(&mut stream).await;
     let status = end.expect_err("the stalled subscription ends");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -400,6 +406,9 @@ async fn a_backup_its_caller_stops_reading_ends_and_leaves_no_copy() {
         std::future::ready(copies() == 0)
     })
     .await;
+    // Read again only after more than another stall: the end is still said, not a
+    // clean close.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let end = loop {
         match tokio::time::timeout(PATIENCE, backup.message())
             .await
@@ -430,9 +439,31 @@ async fn a_revocation_takes_effect_when_the_crl_cannot_be_written() {
     drop(crl_dir);
     let mut admin = world.server.admin(&operator(&world.pki)).await;
     let mut idn = world.exchange("IDN").await;
+    let serial = idn
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
     Cause::Revoke.apply(&world, &mut idn).await;
     let refused = idn.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    // The CRL served is the new one, from memory, though its file could not be written.
+    let crl = world
+        .exchange("THA")
+        .await
+        .get_crl(pb::GetCrlRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .crl_pem;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(crl.as_bytes()).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).unwrap();
+    assert!(
+        crl.iter_revoked_certificates()
+            .any(|r| tidemark::identity::serial_hex(r.raw_serial()) == serial),
+        "{serial} is not in the CRL served"
+    );
     // Suspension: a new certificate of IDN is refused too.
     let mut idn = world.exchange("IDN").await;
     Cause::Suspend.apply(&world, &mut idn).await;

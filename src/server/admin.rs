@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    administration::KeyRegistration,
+    administration::{BackupCopy, KeyRegistration},
     country::CountryCode,
     identity::Role,
     pb,
@@ -128,7 +128,7 @@ const BACKUP_CHUNK: usize = 64 * 1024;
 /// file's bytes. A caller that takes nothing for `stall` ends it (and the copy is
 /// deleted then, not when the connection goes).
 fn stream_backup(
-    path: std::path::PathBuf,
+    copy: BackupCopy,
     manifest: pb::BackupManifest,
     stall: std::time::Duration,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
@@ -138,14 +138,16 @@ fn stream_backup(
             part: Some(pb::backup_chunk::Part::Manifest(manifest)),
         };
         let end = if tx.send(Ok(first)).await.is_ok() {
-            send_file(&path, &tx, stall).await
+            send_file(copy.path(), &tx, stall).await
         } else {
             None
         };
         // The copy is gone (its space freed) before anything else is waited for.
-        let _ = tokio::fs::remove_file(&path).await;
+        drop(copy);
         if let Some(status) = end {
-            let _ = tokio::time::timeout(stall, tx.send(Err(status))).await;
+            // Not bounded: a backup cut short must not look complete to a caller that
+            // reads again later; waiting holds only this task.
+            let _ = tx.send(Err(status)).await;
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -165,7 +167,7 @@ impl pb::admin_server::Admin for AdminService {
         let guard = self.ctx.guard(auth::peer(&request)?, None);
         let now = self.ctx.clock.now();
         let manifest = self.ctx.blocking(move |ctx| ctx.admin.backup(now)).await?;
-        let (path, manifest) = manifest;
+        let (copy, manifest) = manifest;
         self.audit(
             operator,
             "backup",
@@ -176,7 +178,7 @@ impl pb::admin_server::Admin for AdminService {
         )
         .await?;
         Ok(Response::new(guard.guard(stream_backup(
-            path,
+            copy,
             manifest,
             self.ctx.read_stall,
         ))))

@@ -168,18 +168,16 @@ impl Context {
         let (raise_writer, raise_principal, raise_detail) =
             (writer.clone(), principal.clone(), detail.clone());
         tokio::spawn(async move {
-            let _slot = slot;
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut allowance = Allowance::default();
-                let mut stalled = false;
+                // Why the read ended before its end, if it did: said to the caller once
+                // this thread and the snapshot are let go.
+                let mut ended = None;
                 let read = read(&mut |owner, item| {
                     // Revocation and suspension, exactly, before each item (the guard
                     // watches them too, and standing, while the stream is idle).
-                    // Every send waits at most `stall`: a caller that stopped reading
-                    // holds this thread no longer than that.
-                    let send = |item| runtime.block_on(timeout(stall, tx.send(item)));
                     if let Err(status) = auth::admit(&trust, &caller) {
-                        let _ = send(Err(status));
+                        ended = Some(status);
                         return false;
                     }
                     if owner != state.as_str() && allowance.take(owner, 1) {
@@ -191,55 +189,63 @@ impl Context {
                         );
                         if let Err(e) = runtime.block_on(raise_writer.update_audit(number, record))
                         {
-                            let _ = send(Err(Status::unavailable(format!(
+                            ended = Some(Status::unavailable(format!(
                                 "the audit record of this read could not be raised, so \
                                  nothing more is sent: {e}"
-                            ))));
+                            )));
                             return false;
                         }
                     }
                     // A caller that stops reading does not hold this thread (and the
                     // snapshot) for ever: the read ends after `limits.read_stall_secs`.
-                    if let Ok(sent) = send(Ok(item)) {
+                    if let Ok(sent) = runtime.block_on(timeout(stall, tx.send(Ok(item)))) {
                         sent.is_ok()
                     } else {
-                        stalled = true;
+                        ended = Some(Status::deadline_exceeded(format!(
+                            "this read was not read from for {} s, so the server ended it; \
+                             what was sent is on record; read again (a sync resumes from its \
+                             cursor)",
+                            stall.as_secs()
+                        )));
                         false
                     }
                 });
-                read.map(|log| (log, stalled))
+                read.map(|log| (log, ended))
             })
             .await;
-            let (log, stalled) = match outcome {
-                Ok(Ok(read)) => read,
-                Ok(Err(e)) => {
-                    let _ = timeout(stall, errors.send(Err(e.into()))).await;
-                    return;
-                }
-                Err(e) => {
-                    let failed = Status::internal(format!("the read failed: {e}"));
-                    let _ = timeout(stall, errors.send(Err(failed))).await;
-                    return;
-                }
+            // A read that failed leaves its record in progress: the allowance raised
+            // ahead of each item bounds what was sent, where an empty log would not.
+            let (log, ended) = match outcome {
+                Ok(Ok((log, ended))) => (Some(log), ended),
+                Ok(Err(e)) => (None, Some(e.into())),
+                Err(e) => (
+                    None,
+                    Some(Status::internal(format!("the read failed: {e}"))),
+                ),
             };
-            let record = log.to_audit(&principal, state.as_str(), &kind, &detail);
-            let end = match writer.update_audit(number, record).await {
+            // The read is over: its slot is free while the caller is told.
+            drop(slot);
+            let completed = match log {
+                Some(log) => {
+                    let record = log.to_audit(&principal, state.as_str(), &kind, &detail);
+                    writer.update_audit(number, record).await.map(|_| ())
+                }
+                None => Ok(()),
+            };
+            let ended = match completed {
                 Err(e) => {
                     tracing::error!(%principal, action = kind.action, number, error = %e, "a read's audit record could not be completed");
                     Some(Status::unavailable(format!(
                         "the audit record of this read could not be completed: {e}"
                     )))
                 }
-                Ok(_) if stalled => Some(Status::deadline_exceeded(format!(
-                    "this read was not read from for {} s, so the server ended it; what was \
-                     sent is on record; read again (a sync resumes from its cursor)",
-                    stall.as_secs()
-                ))),
-                Ok(_) => None,
+                Ok(()) => ended,
             };
-            if let Some(status) = end {
-                // Bounded too: a caller that stopped reading does not keep this task.
-                let _ = timeout(stall, errors.send(Err(status))).await;
+            if let Some(status) = ended {
+                // Not bounded: a read cut short must not look complete to a caller that
+                // reads again later. Waiting holds only this task, not a thread or a
+                // snapshot.
+                let _ = errors.send(Err(status)).await;
             }
         });
         Ok(guard.guard(ReceiverStream::new(rx)))

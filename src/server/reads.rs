@@ -314,7 +314,9 @@ impl Context {
                 tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }
             if let Some(status) = end {
-                let _ = tokio::time::timeout(ctx.read_stall, tx.send(Err(status))).await;
+                // Not bounded: the end must not look like a clean close to a caller that
+                // reads again later; waiting holds only this task.
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(guard.guard(ReceiverStream::new(rx)))

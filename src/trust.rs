@@ -56,7 +56,7 @@ impl Trust {
         crl_path: PathBuf,
         store: &Store,
     ) -> Result<Self, TrustError> {
-        let state = build(&files, ca_key.as_ref(), &crl_path, store)?;
+        let state = build(&files, ca_key.as_ref(), &crl_path, store, true)?;
         Ok(Self {
             files,
             ca_key,
@@ -69,7 +69,13 @@ impl Trust {
     /// Re-reads the files and the store, and swaps in the result. On error nothing
     /// changes.
     pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
-        let state = build(&self.files, self.ca_key.as_ref(), &self.crl_path, store)?;
+        let state = build(
+            &self.files,
+            self.ca_key.as_ref(),
+            &self.crl_path,
+            store,
+            false,
+        )?;
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.generation.send_modify(|g| *g += 1);
         Ok(())
@@ -144,11 +150,15 @@ impl Trust {
     }
 }
 
+/// The trust state from the files and the store. A CRL file that cannot be written
+/// fails the build at start (`at_start`); later it is logged, and the CRL is still served
+/// and enforced from memory, so a revocation never waits for a writable CRL path.
 fn build(
     files: &ServerTlsFiles,
     ca_key: Option<&PathBuf>,
     crl_path: &std::path::Path,
     store: &Store,
+    at_start: bool,
 ) -> Result<State, TrustError> {
     let material = ServerTlsMaterial::load(files)?;
     let ca = match ca_key {
@@ -170,13 +180,19 @@ fn build(
                 .collect();
             let number = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
             let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
-            std::fs::write(crl_path, &pem)
-                .map_err(|e| {
-                    TrustError::Write(
-                        format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
-                        format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
-                    )
-                })?;
+            let written = std::fs::write(crl_path, &pem).map_err(|e| {
+                TrustError::Write(
+                    format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
+                    format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
+                )
+            });
+            match written {
+                Err(e) if at_start => return Err(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
+                }
+                Ok(()) => {}
+            }
             Some(pem)
         }
         None => None,

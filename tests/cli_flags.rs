@@ -716,7 +716,8 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
     assert_eq!(said.matches("UNTRUSTED: ").count(), 2, "{said}");
     assert!(
         said.contains(
-            "3 envelopes: 1 valid, 2 signed by a key revoked before acceptance, 0 invalid"
+            "3 envelopes: 1 valid, 2 untrusted (a key revoked before acceptance, or of no \
+             known state), 0 invalid"
         ),
         "{said}"
     );
@@ -1378,6 +1379,18 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.starts_with("INVALID: ") && said.contains("registered to IDN"),
+        "{said}"
+    );
+    // Alone, a key of no known state shows no report to be its owner's.
+    let out = verify(&[
+        &at("forged.json"),
+        "--public-key",
+        &at("idn-signing.pub.pem"),
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.starts_with("UNTRUSTED: "),
         "{said}"
     );
     let text = std::fs::read_to_string(key_file(&dir.path().join("keys"), "idn-")).unwrap();

@@ -241,7 +241,8 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
             String::new()
         };
         outln!(
-            "{}: {valid} valid, {untrusted} signed by a key revoked before acceptance, \
+            "{}: {valid} valid, {untrusted} untrusted (a key revoked before acceptance, or of no \
+             known state), \
              {invalid} invalid{files}",
             super::labels::count(checked, "envelope", "envelopes")
         )?;
@@ -399,7 +400,7 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
             ),
         ));
     };
-    let (owner, mut what) = payload_facts(&envelope, key.public.key_id());
+    let (owner, what) = payload_facts(&envelope, key.public.key_id());
     match (key.state, owner) {
         (Some(registered), Some(owner)) if registered.as_str() != owner => {
             return Ok((
@@ -411,10 +412,16 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
             ));
         }
         (None, Some(owner)) => {
-            what = format!(
-                "{what} (its key file names no state, so the key was not checked to be \
-                 {owner}'s; `tidemark keys --out` writes key files that do)"
-            );
+            // Any key verifies what it signed: only a key known to be the owner's
+            // makes the report the owner's.
+            return Ok((
+                Outcome::Untrusted,
+                format!(
+                    "{what}, whose key file names no state, so the key is not shown to be \
+                     {owner}'s: verify with the files `tidemark keys --out` writes, which \
+                     name each key's state"
+                ),
+            ));
         }
         _ => {}
     }

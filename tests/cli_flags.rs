@@ -1331,17 +1331,19 @@ fn key_file(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
-    let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let at = |name: &str| dir.path().join(name).display().to_string();
-    let aus = profile(&pki, &server, dir.path(), "AUS").await;
-    profile(&pki, &server, dir.path(), "IDN").await;
+/// AUS's own reports in DIR/reports.jsonl (their lines returned), every key in DIR/keys
+/// (`keys --out`), keygen's bare DIR/aus-signing.pub.pem and DIR/idn-signing.pub.pem, and
+/// DIR/forged.json: AUS's first report signed again with IDN's key.
+async fn reports_keys_and_a_forgery(
+    pki: &TestPki,
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> String {
+    let at = |name: &str| dir.join(name).display().to_string();
+    let aus = profile(pki, server, dir, "AUS").await;
+    profile(pki, server, dir, "IDN").await;
     let endpoint = server.endpoint();
-    let verify = |args: &[&str]| run(strings(&[&["verify"][..], args].concat()));
-    submit_samples(dir.path(), &endpoint, &aus, "AUS", 1).await;
+    submit_samples(dir, &endpoint, &aus, "AUS", 1).await;
     let lines = own_reports_as_json_lines(&endpoint, &aus).await;
     std::fs::write(at("reports.jsonl"), &lines).unwrap();
     run_ok(strings(&[
@@ -1354,13 +1356,24 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
         &aus,
     ]))
     .await;
-
-    // AUS's report, signed again with IDN's key: the signature is good, the owner wrong.
     let line: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     let genuine: tidemark::pb::Envelope = serde_json::from_value(line["envelope"].clone()).unwrap();
-    let idn_key = tidemark::SigningKey::from_file(&dir.path().join("idn-signing.key")).unwrap();
+    let idn_key = tidemark::SigningKey::from_file(&dir.join("idn-signing.key")).unwrap();
     let forged = tidemark::envelope::sign(&genuine.payload_type, genuine.payload, &idn_key);
     std::fs::write(at("forged.json"), serde_json::to_string(&forged).unwrap()).unwrap();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_holds_a_report_to_its_own_states_keys() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let verify = |args: &[&str]| run(strings(&[&["verify"][..], args].concat()));
+    reports_keys_and_a_forgery(&pki, &server, dir.path()).await;
+
+    // AUS's report, signed again with IDN's key: the signature is good, the owner wrong.
     let out = verify(&[&at("forged.json"), "--public-key", &at("keys")]).await;
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{said}");
@@ -1381,11 +1394,26 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
         said.starts_with("INVALID: ") && said.contains("registered to IDN"),
         "{said}"
     );
-    // Alone, a key of no known state shows no report to be its owner's.
+    // A key file that names no state is taken as the owner's when it is all there is
+    // (keygen's .pub.pem, handed to a partner), with a note saying so.
+    let out = verify(&[
+        &at("reports.jsonl"),
+        "--public-key",
+        &at("aus-signing.pub.pem"),
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("names no state"),
+        "{said}"
+    );
+    // Beside AUS's known keys, a key of no known state shows no report to be AUS's.
+    let aus_keys = key_file(&dir.path().join("keys"), "aus-");
     let out = verify(&[
         &at("forged.json"),
         "--public-key",
         &at("idn-signing.pub.pem"),
+        &aus_keys.display().to_string(),
     ])
     .await;
     let said = String::from_utf8_lossy(&out.stdout);
@@ -1420,7 +1448,16 @@ async fn verify_holds_a_report_to_its_own_states_keys_and_checks_every_file() {
         stderr.contains("edited.pub.pem") && stderr.contains("Key-Id"),
         "{stderr}"
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_checks_every_file_and_names_those_it_cannot_read() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let verify = |args: &[&str]| run(strings(&[&["verify"][..], args].concat()));
+    let lines = reports_keys_and_a_forgery(&pki, &server, dir.path()).await;
     // An empty file and a missing one are reported; the file after them is still checked.
     std::fs::write(at("empty.jsonl"), "").unwrap();
     let out = verify(&[

@@ -411,17 +411,28 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
                 ),
             ));
         }
-        (None, Some(owner)) => {
-            // Any key verifies what it signed: only a key known to be the owner's
-            // makes the report the owner's.
+        // A key whose file names no state is taken as the owner's only when no key
+        // named as the owner's was given: once the owner's keys are known, any other
+        // key's signature does not make the report the owner's.
+        (None, Some(owner))
+            if keys
+                .iter()
+                .any(|k| k.state.is_some_and(|s| s.as_str() == owner)) =>
+        {
             return Ok((
                 Outcome::Untrusted,
                 format!(
-                    "{what}, whose key file names no state, so the key is not shown to be \
-                     {owner}'s: verify with the files `tidemark keys --out` writes, which \
-                     name each key's state"
+                    "{what}, whose key file names no state and which is not one of the \
+                     {owner} keys given: not shown to be {owner}'s report"
                 ),
             ));
+        }
+        (None, Some(owner)) => {
+            let noted = format!(
+                "{what} (its key file names no state, so the key was not checked to be \
+                 {owner}'s; `tidemark keys --out` writes key files that do)"
+            );
+            return Ok(trust_at(noted, key.revoked_at, accepted_at));
         }
         _ => {}
     }

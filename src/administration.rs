@@ -2,10 +2,11 @@
 //! states, registering and revoking signing keys, issuing and revoking client
 //! certificates, re-reading the TLS files.
 //!
-//! Each action checks its preconditions, changes the store (and the live trust state
-//! where it must) and returns what changed. The Admin service resolves the operator,
-//! runs the action off the async threads (several read files or sign a CRL), writes the
-//! audit record and answers.
+//! Each action checks its preconditions, changes the store — through the writer, in one
+//! transaction with the action's audit record ([`crate::store::AdminChange`]) — then
+//! the live trust state where it must, and returns what changed. The Admin service
+//! resolves the operator, runs the action off the async threads (several read files or
+//! sign a CRL, and the writer is waited for) and answers.
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ use crate::{
     pki::{self, Validity},
     signing::PublicKey,
     store::{
-        IssuedCertificate, KeyRecord, KeyRegistryError, RevokedCertificate, StateRecord, Store,
-        StoreError,
+        AdminApplied, AdminChange, AdminWriteError, IssuedCertificate, KeyRecord,
+        RevokedCertificate, StateRecord, Store, StoreError, Writer,
     },
     trust::{Trust, TrustError},
 };
@@ -31,6 +32,8 @@ pub(crate) const MAX_CERT_DAYS: u32 = 397;
 #[derive(Clone)]
 pub(crate) struct Administration {
     store: Store,
+    /// Writes each change with its audit record.
+    writer: Writer,
     trust: Arc<Trust>,
     trust_domain: Arc<str>,
     /// Set while a backup is being copied: one at a time.
@@ -124,14 +127,23 @@ impl Administration {
         ))
     }
 
-    /// The actions over `store` and `trust`, for certificates of `trust_domain`.
-    pub(crate) fn new(store: Store, trust: Arc<Trust>, trust_domain: &str) -> Self {
+    /// The actions over `store` (changed through its `writer`) and `trust`, for
+    /// certificates of `trust_domain`.
+    pub(crate) fn new(store: Store, writer: Writer, trust: Arc<Trust>, trust_domain: &str) -> Self {
         Self {
             store,
+            writer,
             trust,
             trust_domain: trust_domain.into(),
             backing_up: Arc::default(),
         }
+    }
+
+    /// Writes `change`, asked for by `operator` (a SPIFFE ID), with its audit record in
+    /// one transaction; returns what it left in the store.
+    fn change(&self, change: AdminChange, operator: &str) -> Result<AdminApplied, AdminError> {
+        let (applied, _) = self.writer.admin_blocking(change, operator)?;
+        Ok(applied)
     }
 
     /// Enrols (`suspended = false`, also reinstating) or suspends a state, effective
@@ -140,7 +152,7 @@ impl Administration {
         &self,
         code: &str,
         suspended: bool,
-        now: i64,
+        (operator, now): (&str, i64),
     ) -> Result<StateRecord, AdminError> {
         let state = CountryCode::parse(code).map_err(|e| invalid("state", e))?;
         let existing = self.store.state(state.as_str())?;
@@ -150,7 +162,10 @@ impl Administration {
             enrolled_at: existing.map_or(now, |s| s.enrolled_at),
             changed_at: now,
         };
-        self.store.put_state(&record)?;
+        let record = match self.change(AdminChange::State(record), operator)? {
+            AdminApplied::State(record) => record,
+            other => return Err(unexpected(&other)),
+        };
         self.refresh_after_change()?;
         Ok(record)
     }
@@ -160,7 +175,7 @@ impl Administration {
     pub(crate) fn register_key(
         &self,
         key: &KeyRegistration,
-        now: i64,
+        (operator, now): (&str, i64),
     ) -> Result<KeyRecord, AdminError> {
         let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
         let public = PublicKey::from_spki_pem(&key.public_key_pem)
@@ -185,7 +200,10 @@ impl Administration {
             key.valid_until,
             now,
         );
-        Ok(self.store.register_signing_key(&record)?)
+        match self.change(AdminChange::RegisterKey(record), operator)? {
+            AdminApplied::Key(stored) => Ok(stored),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Revokes a signing key as of `compromised_at` (now when 0, never in the future):
@@ -194,9 +212,8 @@ impl Administration {
     pub(crate) fn revoke_key(
         &self,
         key_id: &str,
-        compromised_at: i64,
-        reason: &str,
-        now: i64,
+        (compromised_at, reason): (i64, &str),
+        (operator, now): (&str, i64),
     ) -> Result<(KeyRecord, i64, String), AdminError> {
         if compromised_at > now {
             return Err(AdminError::Invalid {
@@ -215,8 +232,15 @@ impl Administration {
         } else {
             reason
         };
-        let record = self.store.revoke_signing_key(key_id, at, reason)?;
-        Ok((record, at, reason.to_owned()))
+        let change = AdminChange::RevokeKey {
+            key_id: key_id.to_owned(),
+            at,
+            reason: reason.to_owned(),
+        };
+        match self.change(change, operator)? {
+            AdminApplied::Key(record) => Ok((record, at, reason.to_owned())),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Issues a certificate for the identity a CSR asks for, valid for `days` (1 to
@@ -225,9 +249,8 @@ impl Administration {
     /// enrolled and not suspended, and never for an operator.
     pub(crate) fn issue_certificate(
         &self,
-        csr_pem: &str,
-        days: u32,
-        now: time::OffsetDateTime,
+        (csr_pem, days): (&str, u32),
+        (operator, now): (&str, time::OffsetDateTime),
     ) -> Result<Issued, AdminError> {
         let ca = self.trust.issuing_ca().ok_or(AdminError::NoCaKey {
             action: "cannot issue certificates; issue offline with `tidemark pki issue`",
@@ -263,13 +286,14 @@ impl Administration {
             .map_err(|e| AdminError::Internal(format!("the issued certificate: {e}")))?;
         let issued = PeerIdentity::from_certificate(der.as_ref(), &self.trust_domain)
             .map_err(|e| AdminError::Internal(format!("the issued certificate: {e}")))?;
-        self.store.record_issued(&IssuedCertificate {
+        let record = IssuedCertificate {
             serial: issued.serial().to_owned(),
             spiffe_id: principal.spiffe_id(),
             not_after: issued.not_after(),
             issued_at: now.unix_timestamp(),
             key_fingerprint: csr.key_fingerprint(),
-        })?;
+        };
+        self.change(AdminChange::Issued(record), operator)?;
         Ok(Issued {
             certificate_pem,
             serial: issued.serial().to_owned(),
@@ -313,13 +337,17 @@ impl Administration {
             reason: format!("{reason_name:?} is not one of: {}", pki::REASONS),
             whole: format!("reason {reason_name:?} is not one of: {}", pki::REASONS),
         })?;
-        let record = self.store.revoke_certificate(&RevokedCertificate {
+        let asked = RevokedCertificate {
             serial,
             reason: code as u32,
             reason_name: reason_name.to_owned(),
             revoked_at: now,
             revoked_by: operator.to_owned(),
-        })?;
+        };
+        let record = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
+            AdminApplied::Revoked(record) => record,
+            other => return Err(unexpected(&other)),
+        };
         self.refresh_after_change()?;
         Ok(record)
     }
@@ -356,6 +384,13 @@ impl Administration {
             AdminError::Trust(e)
         })
     }
+}
+
+/// The store answered a change with what another kind of change leaves: cannot happen.
+fn unexpected(applied: &AdminApplied) -> AdminError {
+    AdminError::Internal(format!(
+        "the store answered an administrative change with {applied:?}"
+    ))
 }
 
 fn invalid(field: &'static str, err: impl std::fmt::Display) -> AdminError {
@@ -426,9 +461,9 @@ pub enum AdminError {
     /// The trust state could not be rebuilt; the old one stays.
     #[error("the TLS configuration could not be rebuilt (the old one stays in use): {0}")]
     Trust(#[source] TrustError),
-    /// The signing-key registry refused.
+    /// The change and its audit record were not written (or the registry refused it).
     #[error(transparent)]
-    KeyRegistry(#[from] KeyRegistryError),
+    Write(#[from] AdminWriteError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -483,7 +518,13 @@ mod tests {
         let store = Store::open(&StoreConfig::in_dir(&dir.join("data"))).unwrap();
         let tls = TlsConfig::in_dir(&certs);
         let trust = Trust::load(tls.files(), tls.ca_key.clone(), tls.crl.clone(), &store).unwrap();
-        Administration::new(store, Arc::new(trust), DEFAULT_TRUST_DOMAIN)
+        let log = crate::tlog::LogSigner::new("tidemark.test/log", [7; 32]).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        // The writer thread stops once the last handle on it is dropped.
+        let (writer, _) = store
+            .start_writer(crate::clock::Clock::system(), 16, Arc::new(log), metrics)
+            .unwrap();
+        Administration::new(store, writer, Arc::new(trust), DEFAULT_TRUST_DOMAIN)
     }
 
     fn csr(role: Role, name: &str) -> String {
@@ -502,19 +543,19 @@ mod tests {
         let fra = CountryCode::parse("FRA").unwrap();
         let node = csr(Role::Node(fra), "n1");
         assert!(matches!(
-            admin.issue_certificate(&node, 30, now()),
+            admin.issue_certificate((&node, 30), ("op", now())),
             Err(AdminError::NotEnrolled(s)) if s == fra
         ));
-        admin.set_suspended("FRA", true, 0).unwrap();
+        admin.set_suspended("FRA", true, ("op", 0)).unwrap();
         assert!(matches!(
-            admin.issue_certificate(&node, 30, now()),
+            admin.issue_certificate((&node, 30), ("op", now())),
             Err(AdminError::Suspended(s)) if s == fra
         ));
-        admin.set_suspended("FRA", false, 0).unwrap();
-        let issued = admin.issue_certificate(&node, 30, now()).unwrap();
+        admin.set_suspended("FRA", false, ("op", 0)).unwrap();
+        let issued = admin.issue_certificate((&node, 30), ("op", now())).unwrap();
         assert!(issued.spiffe_id.ends_with("/state/FRA/node/n1"));
         assert!(matches!(
-            admin.issue_certificate(&csr(Role::Operator, "op"), 30, now()),
+            admin.issue_certificate((&csr(Role::Operator, "op"), 30), ("op", now())),
             Err(AdminError::OperatorFromCsr)
         ));
     }
@@ -526,24 +567,24 @@ mod tests {
         let analyst = csr(Role::RegionalAnalyst, "a1");
         for days in [0, MAX_CERT_DAYS + 1] {
             assert!(matches!(
-                admin.issue_certificate(&analyst, days, now()),
+                admin.issue_certificate((&analyst, days), ("op", now())),
                 Err(AdminError::Invalid { field: "days", .. })
             ));
         }
         assert!(
             admin
-                .issue_certificate(&analyst, MAX_CERT_DAYS, now())
+                .issue_certificate((&analyst, MAX_CERT_DAYS), ("op", now()))
                 .is_ok()
         );
         assert!(matches!(
-            admin.issue_certificate("not a csr", 30, now()),
+            admin.issue_certificate(("not a csr", 30), ("op", now())),
             Err(AdminError::Invalid {
                 field: "csr_pem",
                 ..
             })
         ));
         assert!(matches!(
-            admin.set_suspended("XXQ", true, 0),
+            admin.set_suspended("XXQ", true, ("op", 0)),
             Err(AdminError::Invalid { field: "state", .. })
         ));
     }
@@ -553,7 +594,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let admin = admin(dir.path());
         let issued = admin
-            .issue_certificate(&csr(Role::RegionalAnalyst, "a1"), 30, now())
+            .issue_certificate((&csr(Role::RegionalAnalyst, "a1"), 30), ("op", now()))
             .unwrap();
         assert!(matches!(
             admin.revoke_certificate(&issued.serial, "because", "op", 0),
@@ -589,7 +630,7 @@ mod tests {
             valid_until: 50,
         };
         assert!(matches!(
-            admin.register_key(&registration, 1_000),
+            admin.register_key(&registration, ("op", 1_000)),
             Err(AdminError::Invalid {
                 field: "valid_until_unix",
                 ..
@@ -599,15 +640,17 @@ mod tests {
             valid_until: 0,
             ..registration
         };
-        let stored = admin.register_key(&registration, 1_000).unwrap();
+        let stored = admin.register_key(&registration, ("op", 1_000)).unwrap();
         assert!(matches!(
-            admin.revoke_key(&stored.key_id, 2_000, "", 1_000),
+            admin.revoke_key(&stored.key_id, (2_000, ""), ("op", 1_000)),
             Err(AdminError::Invalid {
                 field: "compromised_at_unix",
                 ..
             })
         ));
-        let (_, at, reason) = admin.revoke_key(&stored.key_id, 0, "", 1_000).unwrap();
+        let (_, at, reason) = admin
+            .revoke_key(&stored.key_id, (0, ""), ("op", 1_000))
+            .unwrap();
         assert_eq!((at, reason.as_str()), (1_000, "unspecified"));
     }
 }

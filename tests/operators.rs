@@ -717,3 +717,72 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains(&second.serial), "{status:?}");
 }
+
+/// An administrative action and its audit record are one transaction: a disk that fails
+/// at any sync of the commit leaves both or neither, and an action answered OK has both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_action_is_never_in_force_without_its_audit_record() {
+    use tidemark::server::Server;
+
+    let pki = TestPki::new();
+    let (mut refused, mut done) = (0, 0);
+    for syncs in 0..8 {
+        let data = tempfile::TempDir::new().unwrap();
+        let config = pki.config(&data);
+        let (store, disk) = tidemark::Store::open_on_failing_disk(&config.store).unwrap();
+        let server = Server::build_on(config.clone(), store).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("https://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(listener, async {
+            let _ = stopped.await;
+        }));
+        let channel = client::connect(&endpoint, &operator(&pki)).await.unwrap();
+        disk.start_after_syncs(syncs);
+        let answer = pb::admin_client::AdminClient::new(channel)
+            .suspend_state(pb::StateRequest {
+                state: "IDN".into(),
+            })
+            .await;
+        match &answer {
+            Ok(_) => done += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                refused += 1;
+            }
+        }
+        let _ = stop.send(());
+        // A server whose disk failed stops by itself, with that error.
+        let _ = running.await.unwrap();
+
+        // The store as a working disk reads it.
+        let store = common::open_store_after_stop(&data).await;
+        let server =
+            TestServer::run(Server::build_on(pki.config(&data), store).unwrap(), data).await;
+        let mut admin = server.admin(&operator(&pki)).await;
+        let suspended = admin
+            .list_states(pb::ListStatesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .states
+            .iter()
+            .any(|s| s.state == "IDN" && s.suspended);
+        let recorded = common::audit_log(&mut admin)
+            .await
+            .iter()
+            .any(|e| e.action == "suspend-state" && e.detail == "IDN");
+        assert_eq!(
+            suspended, recorded,
+            "disk failing after {syncs} syncs: suspended {suspended}, recorded {recorded}"
+        );
+        if answer.is_ok() {
+            assert!(
+                suspended,
+                "answered OK after {syncs} syncs, but not in force"
+            );
+        }
+        server.stop().await;
+    }
+    assert!(refused > 0 && done > 0, "refused {refused}, done {done}");
+}

@@ -13,13 +13,15 @@ use crate::{
     store::{AuditRecord, KeyRecord, StateRecord},
 };
 
-/// The Admin handlers: operator → [`crate::administration`] → audit → answer.
+/// The Admin handlers: operator → [`crate::administration`] (which writes each change
+/// with its audit record) → answer.
 pub(super) struct AdminService {
     pub ctx: Context,
 }
 
 impl AdminService {
-    /// Records an administrative action; the action is refused if it cannot be recorded.
+    /// Records an action that changes nothing in the store (a backup, a TLS reload);
+    /// the action is refused if it cannot be recorded.
     async fn audit(&self, operator: String, action: &str, detail: String) -> Result<(), Status> {
         self.ctx
             .audit(AuditRecord {
@@ -41,14 +43,8 @@ impl AdminService {
         let now = self.ctx.clock.now();
         let record = self
             .ctx
-            .blocking(move |ctx| ctx.admin.set_suspended(&code, suspended, now))
+            .blocking(move |ctx| ctx.admin.set_suspended(&code, suspended, (&operator, now)))
             .await?;
-        let action = if suspended {
-            "suspend-state"
-        } else {
-            "enrol-state"
-        };
-        self.audit(operator, action, record.state.clone()).await?;
         Ok(Response::new(state_info(&record)))
     }
 }
@@ -199,14 +195,8 @@ impl pb::admin_server::Admin for AdminService {
         let now = self.ctx.clock.now();
         let stored = self
             .ctx
-            .blocking(move |ctx| ctx.admin.register_key(&key, now))
+            .blocking(move |ctx| ctx.admin.register_key(&key, (&operator, now)))
             .await?;
-        self.audit(
-            operator,
-            "register-key",
-            format!("key {} for {}", stored.key_id, stored.state),
-        )
-        .await?;
         tracing::info!(key_id = %stored.key_id, state = %stored.state, "signing key registered");
         Ok(Response::new(info_of_key(&stored)))
     }
@@ -220,28 +210,13 @@ impl pb::admin_server::Admin for AdminService {
         let (record, at, reason) = self
             .ctx
             .blocking(move |ctx| {
-                ctx.admin
-                    .revoke_key(&req.key_id, req.compromised_at_unix, &req.reason, now)
+                ctx.admin.revoke_key(
+                    &req.key_id,
+                    (req.compromised_at_unix, &req.reason),
+                    (&operator, now),
+                )
             })
             .await?;
-        self.audit(
-            operator,
-            "revoke-key",
-            if (record.revoked_at, record.revocation_reason.as_str()) == (at, reason.as_str()) {
-                format!(
-                    "key {} of {} revoked as of {at} ({reason})",
-                    record.key_id, record.state
-                )
-            } else {
-                // Asked again with a later time: the earlier revocation stands.
-                format!(
-                    "key {} of {} already revoked as of {} ({}); as of {at} ({reason}) \
-                     changes nothing",
-                    record.key_id, record.state, record.revoked_at, record.revocation_reason
-                )
-            },
-        )
-        .await?;
         tracing::warn!(key_id = %record.key_id, state = %record.state, at, reason, "signing key revoked");
         Ok(Response::new(info_of_key(&record)))
     }
@@ -327,14 +302,11 @@ impl pb::admin_server::Admin for AdminService {
         let now = self.ctx.clock.now_utc();
         let issued = self
             .ctx
-            .blocking(move |ctx| ctx.admin.issue_certificate(&req.csr_pem, req.days, now))
+            .blocking(move |ctx| {
+                ctx.admin
+                    .issue_certificate((&req.csr_pem, req.days), (&operator, now))
+            })
             .await?;
-        self.audit(
-            operator,
-            "issue-certificate",
-            format!("serial {} for {}", issued.serial, issued.spiffe_id),
-        )
-        .await?;
         Ok(Response::new(pb::IssueCertificateResponse {
             certificate_pem: issued.certificate_pem,
             serial: issued.serial,
@@ -348,20 +320,14 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
-        let (now, by) = (self.ctx.clock.now(), operator.clone());
+        let now = self.ctx.clock.now();
         let record = self
             .ctx
             .blocking(move |ctx| {
                 ctx.admin
-                    .revoke_certificate(&req.serial, &req.reason, &by, now)
+                    .revoke_certificate(&req.serial, &req.reason, &operator, now)
             })
             .await?;
-        self.audit(
-            operator,
-            "revoke-certificate",
-            format!("serial {} ({})", record.serial, record.reason_name),
-        )
-        .await?;
         tracing::warn!(
             serial = record.serial,
             reason = record.reason_name,

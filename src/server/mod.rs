@@ -167,17 +167,19 @@ impl Server {
         refusals: refusals::RefusalRecords,
     ) -> Context {
         let limits = &self.config.limits;
+        let admin = Administration::new(
+            self.store.clone(),
+            writer.clone(),
+            self.trust.clone(),
+            &self.config.trust_domain,
+        );
         Context {
             store: self.store.clone(),
             writer,
             policy: Policy::new(self.config.policy.clone()),
             clock: self.clock.clone(),
             trust: self.trust.clone(),
-            admin: Administration::new(
-                self.store.clone(),
-                self.trust.clone(),
-                &self.config.trust_domain,
-            ),
+            admin,
             receipt_key: self.receipt_key.clone(),
             log: self.log.clone(),
             streams: reads::OpenStreams::subscriptions(limits.max_subscriptions_per_principal),

@@ -12,7 +12,9 @@ use crate::{
     cosigning::CosignError,
     policy::Refusal,
     report::ValidationErrors,
-    store::{AppendError, BudgetError, KeyRegistryError, ProofRequestError, StoreError},
+    store::{
+        AdminWriteError, AppendError, BudgetError, KeyRegistryError, ProofRequestError, StoreError,
+    },
     submission::SubmitError,
 };
 
@@ -224,9 +226,11 @@ impl From<AdminError> for Status {
             | AdminError::Suspended(_)
             | AdminError::Trust(_) => Status::failed_precondition(message),
             AdminError::OperatorFromCsr => Status::permission_denied(message),
-            AdminError::KeyRegistry(e) => e.into(),
+            AdminError::Write(AdminWriteError::Refused(e)) => e.into(),
             AdminError::Store(e) => e.into(),
-            AdminError::Busy(_) => Status::unavailable(message),
+            AdminError::Write(AdminWriteError::NotWritten(_)) | AdminError::Busy(_) => {
+                Status::unavailable(message)
+            }
             AdminError::Internal(_) => Status::internal(message),
         }
     }

@@ -7,7 +7,7 @@ use std::{
     ops::Bound,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -17,22 +17,58 @@ use redb::{BackendError, StorageBackend, backends::FileBackend};
 #[derive(Debug)]
 pub(super) struct SwitchableDisk {
     file: FileBackend,
-    failing: Arc<AtomicBool>,
+    switch: DiskFailure,
 }
 
 /// Turns the disk's failures on and off.
-#[derive(Debug, Clone, Default)]
-pub struct DiskFailure(Arc<AtomicBool>);
+#[derive(Debug, Clone)]
+pub struct DiskFailure {
+    failing: Arc<AtomicBool>,
+    /// Syncs that still succeed before the disk fails; [`NOT_ARMED`] for no limit.
+    syncs_left: Arc<AtomicU64>,
+}
+
+/// [`DiskFailure::syncs_left`] when no failure is armed.
+const NOT_ARMED: u64 = u64::MAX;
+
+impl Default for DiskFailure {
+    fn default() -> Self {
+        Self {
+            failing: Arc::default(),
+            syncs_left: Arc::new(AtomicU64::new(NOT_ARMED)),
+        }
+    }
+}
 
 impl DiskFailure {
     /// From now on every write, resize and sync of the store fails, as on a full disk.
     pub fn start(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `syncs` syncs of the store succeed; from the one after, every write,
+    /// resize and sync fails: a disk that fails part-way through a commit.
+    pub fn start_after_syncs(&self, syncs: u64) {
+        self.syncs_left.store(syncs, Ordering::SeqCst);
     }
 
     /// The disk works again.
     pub fn stop(&self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.syncs_left.store(NOT_ARMED, Ordering::SeqCst);
+        self.failing.store(false, Ordering::SeqCst);
+    }
+
+    /// Counts a sync down, and starts the failure if none is left.
+    fn count_sync(&self) {
+        let counted = self
+            .syncs_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                NOT_ARMED | 0 => None,
+                left => Some(left - 1),
+            });
+        if counted == Err(0) {
+            self.start();
+        }
     }
 }
 
@@ -40,12 +76,12 @@ impl SwitchableDisk {
     pub(super) fn new(file: File, switch: &DiskFailure) -> Result<Self, redb::DatabaseError> {
         Ok(Self {
             file: FileBackend::new(file)?,
-            failing: switch.0.clone(),
+            switch: switch.clone(),
         })
     }
 
     fn check(&self) -> std::io::Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
+        if self.switch.failing.load(Ordering::SeqCst) {
             Err(std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 "no space left on device (injected by DiskFailure)",
@@ -71,6 +107,7 @@ impl StorageBackend for SwitchableDisk {
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
+        self.switch.count_sync();
         self.check()?;
         self.file.sync_data()
     }

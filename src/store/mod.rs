@@ -10,6 +10,7 @@
 //! - Aggregates the counters cannot answer scan an in-memory columnar projection of the
 //!   reports (`projection.rs`), which the writer keeps in step after each commit.
 
+mod admin;
 mod apply;
 mod backup;
 mod budget;
@@ -32,6 +33,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use uuid::Uuid;
 
 pub(crate) use self::{
+    admin::{AdminApplied, AdminChange, AdminWriteError},
     apply::{Accepted, AppendError, NewEnvelope},
     budget::{BudgetCharge, BudgetError},
     log::{Leaf, LogView, ProofRequestError, StoredCheckpoint, audit_entry},
@@ -163,6 +165,13 @@ impl std::ops::Deref for ProjectionGuard<'_> {
 /// holds the lock, so a load that raced a change is dropped with it.
 #[derive(Default)]
 struct KeyCache(std::sync::RwLock<Option<Arc<Vec<KeyRecord>>>>);
+
+impl KeyCache {
+    /// Drops the cached keys, to be read again on next use.
+    fn forget(&self) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
 
 impl Store {
     /// Opens the store file, creating it (and its directory) on first use.
@@ -296,7 +305,7 @@ impl Store {
             clock,
             max_batch,
             latest,
-            (log, metrics, self.projection.clone()),
+            (log, metrics, self.projection.clone(), self.keys.clone()),
         )
     }
 
@@ -507,7 +516,7 @@ impl Store {
 
     /// Drops the cached keys after a change to them committed.
     fn forget_keys(&self) {
-        *self.keys.0.write().unwrap_or_else(PoisonError::into_inner) = None;
+        self.keys.forget();
     }
 
     /// Logs the give-to-get rules (with one more checkpoint) unless the last rules logged
@@ -583,33 +592,10 @@ impl Store {
     /// Registers a signing key. The same key for the same state again changes nothing
     /// and returns the stored record; for another state it is refused.
     pub fn register_signing_key(&self, record: &KeyRecord) -> Result<KeyRecord, KeyRegistryError> {
-        let tx = self.begin_write()?;
-        let stored = {
-            let mut table = tx.open_table(SIGNING_KEYS).map_err(StoreError::from)?;
-            let existing: Option<KeyRecord> = table
-                .get(record.key_id.as_str())
-                .map_err(StoreError::from)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
-            match existing {
-                Some(existing) if existing.state == record.state => existing,
-                Some(existing) => {
-                    return Err(KeyRegistryError::OtherState {
-                        key_id: record.key_id.clone(),
-                        state: existing.state,
-                    });
-                }
-                None => {
-                    table
-                        .insert(record.key_id.as_str(), record.encode_to_vec().as_slice())
-                        .map_err(StoreError::from)?;
-                    record.clone()
-                }
-            }
-        };
-        tx.commit().map_err(StoreError::from)?;
-        self.forget_keys();
-        Ok(stored)
+        match self.change(&AdminChange::RegisterKey(record.clone()))? {
+            AdminApplied::Key(stored) => Ok(stored),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Revokes a signing key from `at` on. A key already revoked keeps the earlier time.
@@ -619,45 +605,39 @@ impl Store {
         at: i64,
         reason: &str,
     ) -> Result<KeyRecord, KeyRegistryError> {
-        let tx = self.begin_write()?;
-        let updated = {
-            let mut table = tx.open_table(SIGNING_KEYS).map_err(StoreError::from)?;
-            let mut record: KeyRecord = table
-                .get(key_id)
-                .map_err(StoreError::from)?
-                .map(|v| decode(v.value()))
-                .transpose()?
-                .ok_or_else(|| KeyRegistryError::Unknown(key_id.to_owned()))?;
-            if record.revoked_at == 0 || at < record.revoked_at {
-                record.revoked_at = at;
-                reason.clone_into(&mut record.revocation_reason);
-            }
-            table
-                .insert(key_id, record.encode_to_vec().as_slice())
-                .map_err(StoreError::from)?;
-            record
+        let change = AdminChange::RevokeKey {
+            key_id: key_id.to_owned(),
+            at,
+            reason: reason.to_owned(),
         };
+        match self.change(&change)? {
+            AdminApplied::Key(stored) => Ok(stored),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Applies an administrative change in a durable transaction of its own, without an
+    /// audit record: for setting a store up before a server runs. A running server's
+    /// changes go through its writer ([`Writer::admin`]), each with its record.
+    fn change(&self, change: &AdminChange) -> Result<AdminApplied, KeyRegistryError> {
+        let tx = self.begin_write()?;
+        let applied = admin::apply(&tx, change)??;
         tx.commit().map_err(StoreError::from)?;
-        self.forget_keys();
-        Ok(updated)
+        if change.touches_keys() {
+            self.forget_keys();
+        }
+        Ok(applied)
     }
 }
 
-impl Store {
-    /// Writes one record in its own durable transaction (administrative changes).
-    fn put<M: Message>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-        record: &M,
-    ) -> Result<(), StoreError> {
-        let tx = self.begin_write()?;
-        tx.open_table(table)?
-            .insert(key, record.encode_to_vec().as_slice())?;
-        tx.commit()?;
-        Ok(())
-    }
+/// A change answered with what another kind of change leaves: cannot happen.
+fn unexpected(applied: &AdminApplied) -> KeyRegistryError {
+    KeyRegistryError::Store(StoreError::Corrupt(format!(
+        "an administrative change left {applied:?}"
+    )))
+}
 
+impl Store {
     fn get<M: Message + Default>(
         &self,
         table: TableDefinition<&str, &[u8]>,
@@ -687,11 +667,11 @@ impl Store {
         &self,
         record: &RevokedCertificate,
     ) -> Result<RevokedCertificate, StoreError> {
-        if let Some(existing) = self.get(REVOKED_CERTS, &record.serial)? {
-            return Ok(existing);
+        match self.change(&AdminChange::RevokeCertificate(record.clone())) {
+            Ok(AdminApplied::Revoked(stored)) => Ok(stored),
+            Ok(other) => Err(StoreError::Corrupt(format!("a revocation left {other:?}"))),
+            Err(e) => Err(only_store(e)),
         }
-        self.put(REVOKED_CERTS, &record.serial, record)?;
-        Ok(record.clone())
     }
 
     /// Every revoked client certificate.
@@ -706,7 +686,9 @@ impl Store {
 
     /// Writes a state's record.
     pub fn put_state(&self, record: &StateRecord) -> Result<(), StoreError> {
-        self.put(STATES, &record.state, record)
+        self.change(&AdminChange::State(record.clone()))
+            .map(|_| ())
+            .map_err(only_store)
     }
 
     /// Every enrolled state.
@@ -716,7 +698,9 @@ impl Store {
 
     /// Records a certificate this server issued.
     pub fn record_issued(&self, record: &IssuedCertificate) -> Result<(), StoreError> {
-        self.put(ISSUED_CERTS, &record.serial, record)
+        self.change(&AdminChange::Issued(record.clone()))
+            .map(|_| ())
+            .map_err(only_store)
     }
 
     /// Every certificate this server issued.
@@ -739,6 +723,14 @@ impl Store {
             .into_iter()
             .find(|c| c.key_fingerprint == fingerprint && compromised.contains(&c.serial))
             .map(|c| c.serial))
+    }
+}
+
+/// The store failure of a change the key registry cannot refuse.
+fn only_store(e: KeyRegistryError) -> StoreError {
+    match e {
+        KeyRegistryError::Store(e) => e,
+        other => StoreError::Corrupt(other.to_string()),
     }
 }
 

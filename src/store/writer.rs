@@ -1,4 +1,5 @@
-//! The one writer: group commit of accepted envelopes and audit records.
+//! The one writer: group commit of accepted envelopes, audit records, privacy-budget
+//! charges and administrative changes (each with its audit record).
 //!
 //! Jobs queue on a channel; a dedicated thread takes everything queued (up to a batch
 //! limit), applies each job in one redb write transaction ([`super::apply`]), commits
@@ -24,7 +25,8 @@ use redb::{Database, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    AuditRecord, COUNTER_QUARTERS, COUNTERS, ProjectionCell, QUARTERS_BEHIND, StoreError,
+    AuditRecord, COUNTER_QUARTERS, COUNTERS, KeyCache, ProjectionCell, QUARTERS_BEHIND, StoreError,
+    admin::{self, AdminApplied, AdminChange, AdminWriteError},
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
     budget::{self, BudgetCharge, BudgetError},
     counters,
@@ -35,12 +37,20 @@ use crate::{clock::Clock, metrics::Metrics, report::Category, tlog::LogSigner};
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
 type BudgetReply = oneshot::Sender<Result<u64, BudgetError>>;
+type AdminReply = oneshot::Sender<Result<(AdminApplied, u64), AdminWriteError>>;
+
+/// An administrative change and who asked for it (a SPIFFE ID), for its audit record.
+struct AdminJob {
+    change: AdminChange,
+    operator: String,
+}
 
 enum Message {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
     UpdateAudit(u64, Box<AuditRecord>, AuditReply),
     Budget(Box<BudgetCharge>, BudgetReply),
+    Admin(Box<AdminJob>, AdminReply),
     /// Finish what is queued, then stop.
     Stop,
 }
@@ -53,6 +63,8 @@ enum Job {
     UpdateAudit(u64, Box<AuditRecord>, AuditReply),
     /// Charges or refunds a privacy budget.
     Budget(Box<BudgetCharge>, BudgetReply),
+    /// An administrative change and its audit record.
+    Admin(Box<AdminJob>, AdminReply),
 }
 
 /// Handle on the writer thread; cheap to clone.
@@ -76,7 +88,12 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
-        (log, metrics, projection): (Arc<LogSigner>, Arc<Metrics>, Arc<ProjectionCell>),
+        (log, metrics, projection, keys): (
+            Arc<LogSigner>,
+            Arc<Metrics>,
+            Arc<ProjectionCell>,
+            Arc<KeyCache>,
+        ),
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
@@ -98,6 +115,7 @@ impl Writer {
                     disk_failed: &disk_failed,
                     metrics: &metrics,
                     projection: &projection,
+                    keys: &keys,
                 };
                 run(&db, rx, (&clock, max_batch, &timer), &ends, &log);
             })
@@ -174,6 +192,29 @@ impl Writer {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Applies an administrative change asked for by `operator` (a SPIFFE ID) in one
+    /// transaction with its audit record, and so with its log leaf; returns what the
+    /// change left and the record's number once both are durable. A change the key
+    /// registry refuses writes nothing.
+    ///
+    /// Blocks: call it from a blocking thread, not from an async task.
+    pub(crate) fn admin_blocking(
+        &self,
+        change: AdminChange,
+        operator: &str,
+    ) -> Result<(AdminApplied, u64), AdminWriteError> {
+        let not_written = || AdminWriteError::NotWritten(stopped().to_string());
+        let (tx, rx) = oneshot::channel();
+        let job = AdminJob {
+            change,
+            operator: operator.to_owned(),
+        };
+        self.queue
+            .blocking_send(Message::Admin(Box::new(job), tx))
+            .map_err(|_| not_written())?;
+        rx.blocking_recv().map_err(|_| not_written())?
+    }
+
     async fn send_audit(
         &self,
         message: impl FnOnce(AuditReply) -> Message,
@@ -206,6 +247,8 @@ struct Ends<'a> {
     metrics: &'a Metrics,
     /// The columnar projection, given each batch's changes after its commit.
     projection: &'a ProjectionCell,
+    /// The signing keys held in memory, dropped after a batch that changed them.
+    keys: &'a KeyCache,
 }
 
 fn run(
@@ -224,6 +267,7 @@ fn run(
             batch.push(Job::UpdateAudit(number, record, reply));
         }
         Message::Budget(charge, reply) => batch.push(Job::Budget(charge, reply)),
+        Message::Admin(job, reply) => batch.push(Job::Admin(job, reply)),
         Message::Stop => *stopping = true,
     };
     // Quarter counter rows may be behind from before this start.
@@ -268,6 +312,12 @@ fn run(
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
                 project(ends.projection, &changes);
+                if batch
+                    .iter()
+                    .any(|job| matches!(job, Job::Admin(a, _) if a.change.touches_keys()))
+                {
+                    ends.keys.forget();
+                }
                 if !changes.is_empty() {
                     catch_up.marked();
                 }
@@ -309,6 +359,12 @@ fn answer(batch: &mut Vec<Job>, results: Vec<Done>, metrics: &Metrics) {
             (Job::Budget(_, reply), Done::Budget(result)) => {
                 let _ = reply.send(result);
             }
+            (Job::Admin(_, reply), Done::Admin(result)) => {
+                if result.is_ok() {
+                    metrics.audit_written();
+                }
+                let _ = reply.send(result);
+            }
             // Invariant: commit_batch answers each job in order, in kind.
             _ => unreachable!("a batch result out of order"),
         }
@@ -332,6 +388,9 @@ fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option
             }
             Job::Budget(_, reply) => {
                 let _ = reply.send(Err(BudgetError::Store(failure())));
+            }
+            Job::Admin(_, reply) => {
+                let _ = reply.send(Err(AdminWriteError::NotWritten(e.to_string())));
             }
         }
     }
@@ -468,6 +527,7 @@ enum Done {
     Append(Result<Accepted, AppendError>),
     Audit(u64),
     Budget(Result<u64, BudgetError>),
+    Admin(Result<(AdminApplied, u64), AdminWriteError>),
 }
 
 /// Applies a committed batch's changes to the projection (before its callers are
@@ -521,6 +581,25 @@ fn commit_batch(
                 }
                 Job::Budget(charge, _) => {
                     results.push(Done::Budget(budget::apply(&mut t.budgets, charge)?));
+                }
+                Job::Admin(job, _) => {
+                    let done = match admin::apply(&tx, &job.change)? {
+                        Ok(applied) => {
+                            let number = next_audit;
+                            next_audit += 1;
+                            let record = admin::audit_record(&job.operator, &job.change, &applied);
+                            apply::put_audit(
+                                &mut t,
+                                number,
+                                &record,
+                                (now, apply::detail_salt()),
+                                now,
+                            )?;
+                            Ok((applied, number))
+                        }
+                        Err(refused) => Err(AdminWriteError::Refused(refused)),
+                    };
+                    results.push(Done::Admin(done));
                 }
             }
         }

@@ -786,3 +786,58 @@ async fn an_admin_action_is_never_in_force_without_its_audit_record() {
     }
     assert!(refused > 0 && done > 0, "refused {refused}, done {done}");
 }
+
+/// An operator's reads of the lists and of the audit log are on record too, each with
+/// what it returned.
+#[tokio::test]
+async fn operator_reads_are_audited() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "IDN").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.list_states(pb::ListStatesRequest {}).await.unwrap();
+    admin
+        .list_certificates(pb::ListCertificatesRequest {
+            expiring_within_days: 30,
+        })
+        .await
+        .unwrap();
+    admin
+        .list_signing_keys(pb::ListSigningKeysRequest {
+            state: "IDN".into(),
+        })
+        .await
+        .unwrap();
+    let read = admin
+        .audit_log(pb::AuditLogRequest { after: 0, limit: 2 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(read.len(), 2);
+    let log = common::audit_log(&mut admin).await;
+    let ops = Principal::new(TRUST_DOMAIN, Role::Operator, "ops-1")
+        .unwrap()
+        .spiffe_id();
+    for (action, detail) in [
+        ("list-states", "1 states".to_owned()),
+        (
+            "list-certificates",
+            "0 certificates expiring within 30 days".to_owned(),
+        ),
+        ("list-signing-keys", "0 keys of IDN".to_owned()),
+        (
+            "read-audit-log",
+            format!(
+                "2 records ({} to {}) after 0, limit 2",
+                read[0].number, read[1].number
+            ),
+        ),
+    ] {
+        assert!(
+            log.iter()
+                .any(|e| e.action == action && e.detail == detail && e.principal == ops),
+            "{action} {detail:?} not on record: {log:?}"
+        );
+    }
+}

@@ -20,8 +20,9 @@ pub(super) struct AdminService {
 }
 
 impl AdminService {
-    /// Records an action that changes nothing in the store (a backup, a TLS reload);
-    /// the action is refused if it cannot be recorded.
+    /// Records an action that changes nothing in the store (a backup, a TLS reload, a
+    /// read of the operator's lists or of the audit log); the action is refused if it
+    /// cannot be recorded.
     async fn audit(&self, operator: String, action: &str, detail: String) -> Result<(), Status> {
         self.ctx
             .audit(AuditRecord {
@@ -224,12 +225,23 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListSigningKeysRequest>,
     ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
-        require_operator(&request)?;
+        let operator = require_operator(&request)?;
         let state = request.into_inner().state;
         let keys = self
             .ctx
             .store
             .signing_keys((!state.is_empty()).then_some(state.as_str()))?;
+        let of = if state.is_empty() {
+            "every state".to_owned()
+        } else {
+            state
+        };
+        self.audit(
+            operator,
+            "list-signing-keys",
+            format!("{} keys of {of}", keys.len()),
+        )
+        .await?;
         Ok(Response::new(pb::ListSigningKeysResponse {
             keys: keys.iter().map(info_of_key).collect(),
         }))
@@ -256,7 +268,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListStatesRequest>,
     ) -> Result<Response<pb::ListStatesResponse>, Status> {
-        require_operator(&request)?;
+        let operator = require_operator(&request)?;
         let store = &self.ctx.store;
         let (states, certs, keys) = (
             store.states()?,
@@ -291,6 +303,8 @@ impl pb::admin_server::Admin for AdminService {
             }
             out.push(info);
         }
+        self.audit(operator, "list-states", format!("{} states", out.len()))
+            .await?;
         Ok(Response::new(pb::ListStatesResponse { states: out }))
     }
     async fn issue_certificate(
@@ -359,7 +373,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
-        require_operator(&request)?;
+        let operator = require_operator(&request)?;
         let within = i64::from(request.get_ref().expiring_within_days);
         let horizon = self.ctx.clock.now() + within * 86_400;
         let certificates = self
@@ -374,7 +388,18 @@ impl pb::admin_server::Admin for AdminService {
                 spiffe_id: c.spiffe_id,
                 not_after_unix: c.not_after,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let expiring = if within == 0 {
+            String::new()
+        } else {
+            format!(" expiring within {within} days")
+        };
+        self.audit(
+            operator,
+            "list-certificates",
+            format!("{} certificates{expiring}", certificates.len()),
+        )
+        .await?;
         Ok(Response::new(pb::ListCertificatesResponse { certificates }))
     }
 
@@ -382,7 +407,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::AuditLogRequest>,
     ) -> Result<Response<pb::AuditLogResponse>, Status> {
-        require_operator(&request)?;
+        let operator = require_operator(&request)?;
         let req = request.into_inner();
         let limit = if req.limit == 0 {
             100
@@ -406,7 +431,18 @@ impl pb::admin_server::Admin for AdminService {
                 by_owner: r.owners.into_iter().map(|o| (o.owner, o.count)).collect(),
                 in_progress: r.in_progress,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let detail = match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => format!(
+                "{} records ({} to {}) after {}, limit {limit}",
+                entries.len(),
+                first.number,
+                last.number,
+                req.after
+            ),
+            _ => format!("no records after {}, limit {limit}", req.after),
+        };
+        self.audit(operator, "read-audit-log", detail).await?;
         Ok(Response::new(pb::AuditLogResponse { entries }))
     }
 }

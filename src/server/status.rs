@@ -115,7 +115,13 @@ fn bad_field(field: &str, reason: &str, message: String) -> Status {
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
         tracing::error!(error = %err, "store failure");
-        Status::internal(format!("the server's store failed: {err}"))
+        if err.is_disk_failure() {
+            // Not the caller's fault, and passing: the server stops for its supervisor to
+            // restart it once the disk is fixed.
+            Status::unavailable(format!("the server's disk failed ({err}); try again later"))
+        } else {
+            Status::internal(format!("the server's store failed: {err}"))
+        }
     }
 }
 

@@ -186,6 +186,43 @@ async fn a_witness_directory_belongs_to_one_witness() {
     );
 }
 
+/// A first run whose cosignature the server refuses (signed with a key that is not the
+/// state's) does not make the directory that witness's: the right key works in it next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_first_run_leaves_the_directory_free() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let stray = dir.path().join("unregistered-signing");
+    tidemark::pki::write_signing_key(&stray).unwrap();
+    let state_dir = dir.path().join("aus-witness");
+    let mut args = vec![
+        "log".to_owned(),
+        "witness".into(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--endpoint".into(),
+        server.endpoint(),
+        "--as".into(),
+        aus.clone(),
+        "--signing-key".into(),
+        format!("{}.key", stray.display()),
+    ];
+    let refused = run(args.clone()).await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("refused the cosignature"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!state_dir.join("witness.vkey").exists());
+    args.truncate(args.len() - 2);
+    let next = run(args).await;
+    assert!(next.status.success(), "{}", text(&next));
+    assert!(state_dir.join("witness.vkey").exists());
+}
+
 /// `tidemark log proof` of leaf `index` under the checkpoint of `size` leaves.
 fn proof_args(
     server: &TestServer,

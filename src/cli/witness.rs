@@ -105,8 +105,9 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     }
     let held_path = args.state_dir.join("checkpoint");
     if !held_path.exists() && identity.exists() {
-        // witness.vkey is written only after a checkpoint was: this one has been lost,
-        // and a witness that trusts whatever it is shown next cannot see a rollback.
+        // witness.vkey is written only after a checkpoint was kept and cosigned: this one
+        // has been lost, and a witness that trusts whatever it is shown next cannot see a
+        // rollback.
         bail!(
             "{} has cosigned before (witness.vkey) but its checkpoint is gone: restore the \
              checkpoint file from a backup, or start over in an empty directory on purpose \
@@ -128,10 +129,6 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         );
     }
     write_atomically(&held_path, newest.note.as_bytes())?;
-    write_atomically(
-        &identity,
-        format!("{}\n", cosigner.key().verifier_key()).as_bytes(),
-    )?;
     let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
     let line = cosigner.cosign(&new.to_body(), now);
     log.add_cosignature(pb::AddCosignatureRequest {
@@ -146,6 +143,14 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
             client::explain(&s)
         )
     })?;
+    // The directory becomes this witness's once the server took its cosignature: a first
+    // run refused (another state's key, say) leaves it free for the right one.
+    if !identity.exists() {
+        write_atomically(
+            &identity,
+            format!("{}\n", cosigner.key().verifier_key()).as_bytes(),
+        )?;
+    }
     outln!(
         "checkpoint of {} leaves verified and cosigned as {name} (witness key in {})",
         new.size,

@@ -323,6 +323,22 @@ async fn a_principal_may_have_only_so_many_reads_in_progress() {
         refused.message().contains("max_reads_per_principal = 2"),
         "{refused:?}"
     );
+    // The refusal is on record, like every other, and its status names the record.
+    let number: u64 = refused
+        .metadata()
+        .get("tidemark-audit")
+        .unwrap_or_else(|| panic!("no audit record named: {refused:?}"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut admin = world.server.admin(&common::operator(&world.pki)).await;
+    let record = common::audit_record(&mut admin, number).await;
+    assert_eq!(
+        (record.action.as_str(), record.state.as_str()),
+        ("refused query", "IDN"),
+        "{record:?}"
+    );
     // Another principal is not held back; and once a read ends, a new one may start.
     let other = world
         .pki

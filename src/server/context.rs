@@ -154,7 +154,9 @@ impl Context {
         + Send
         + 'static,
     ) -> Result<Guarded<T>, Status> {
-        let slot = self.reads.open(peer.principal())?;
+        let slot = self
+            .open_slot(&self.reads, peer, state, (kind.action, &detail))
+            .await?;
         let principal = peer.principal().spiffe_id();
         let number = self
             .audit(kind.started(&principal, state.as_str(), &detail))

@@ -233,7 +233,9 @@ impl Context {
         let state = node_state(peer)?;
         let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
-        let slot = self.open_subscription(peer, state, &detail).await?;
+        let slot = self
+            .open_slot(&self.streams, peer, state, ("subscribe", &detail))
+            .await?;
         let snap = self.snapshot()?;
         let standing = self
             .require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
@@ -329,21 +331,23 @@ impl Context {
         Ok(())
     }
 
-    /// A place for one more subscription of `peer`, or the refusal (on the audit record,
-    /// like any other refusal) when it already holds as many as it may.
-    async fn open_subscription(
+    /// A place in `streams` for one more `action` (with its request `detail`) of `peer`,
+    /// or the refusal (on the audit record, like any other refusal) when it already holds
+    /// as many as it may.
+    pub(super) async fn open_slot(
         &self,
+        streams: &OpenStreams,
         peer: &PeerIdentity,
         state: CountryCode,
-        detail: &str,
+        (action, detail): (&str, &str),
     ) -> Result<StreamSlot, Status> {
-        match self.streams.open(peer.principal()) {
+        match streams.open(peer.principal()) {
             Ok(slot) => Ok(slot),
             Err(status) => {
                 let record = AuditRecord {
                     principal: peer.principal().spiffe_id(),
                     state: state.to_string(),
-                    action: "refused subscribe".to_owned(),
+                    action: format!("refused {action}"),
                     detail: detail.to_owned(),
                     ..AuditRecord::default()
                 };

@@ -399,26 +399,6 @@ impl ReadLog {
         }
     }
 
-    /// Adds what another read (of the same stream) returned.
-    pub(crate) fn merge(&mut self, other: ReadLog) {
-        self.count += other.count;
-        for (owner, reads) in other.owners {
-            let entry = self
-                .owners
-                .entry(owner.clone())
-                .or_insert_with(|| OwnerReads {
-                    owner,
-                    ..OwnerReads::default()
-                });
-            entry.count += reads.count;
-            for id in reads.report_ids {
-                if entry.report_ids.len() < MAX_AUDITED_IDS && !entry.report_ids.contains(&id) {
-                    entry.report_ids.push(id);
-                }
-            }
-        }
-    }
-
     /// The audit record of what was read so far (marked complete; see
     /// [`AuditRecord::in_progress`]).
     pub(crate) fn to_audit(
@@ -435,13 +415,6 @@ impl ReadLog {
             self.owners.values().cloned().collect(),
             false,
         )
-    }
-}
-
-impl ReadLog {
-    /// How many reports of each owner were read.
-    pub(crate) fn counts(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.owners.values().map(|o| (o.owner.as_str(), o.count))
     }
 }
 
@@ -503,52 +476,42 @@ pub(crate) fn query(
     filter: &QueryFilter,
     reader: CountryCode,
     mut emit: impl FnMut(Hit) -> bool,
-) -> Result<ReadLog, StoreError> {
-    let mut log = ReadLog::default();
+) -> Result<(), StoreError> {
     let mut sent = 0;
     let category = filter.category.to_pb() as i32;
     let after = filter.after.as_ref();
-    let mut consider = |snapshot: &Snapshot,
-                        state: &str,
-                        day: i32,
-                        id: u128,
-                        log: &mut ReadLog|
-     -> Result<bool, StoreError> {
-        let Some(head) = snapshot.head(id)? else {
-            return Ok(true);
+    let mut consider =
+        |snapshot: &Snapshot, state: &str, day: i32, id: u128| -> Result<bool, StoreError> {
+            let Some(head) = snapshot.head(id)? else {
+                return Ok(true);
+            };
+            if !visible_to(&head, reader) || !filter.matches(&head) {
+                return Ok(true);
+            }
+            let sequence = head.latest_sequence();
+            let Some(record) = snapshot.envelope(sequence)? else {
+                return Ok(true);
+            };
+            sent += 1;
+            let cursor = Cursor {
+                state: state.to_owned(),
+                day,
+                id,
+            }
+            .encode();
+            let more = emit(Hit {
+                record,
+                head,
+                sequence,
+                cursor: Some(cursor),
+            });
+            Ok(more && sent < filter.limit)
         };
-        if !visible_to(&head, reader) || !filter.matches(&head) {
-            return Ok(true);
-        }
-        let sequence = head.latest_sequence();
-        let Some(record) = snapshot.envelope(sequence)? else {
-            return Ok(true);
-        };
-        sent += 1;
-        let cursor = Cursor {
-            state: state.to_owned(),
-            day,
-            id,
-        }
-        .encode();
-        // Noted once sent: an item the caller can no longer take is not on its record.
-        let (owner, report_id) = (head.state.clone(), record.report_id.clone());
-        let more = emit(Hit {
-            record,
-            head,
-            sequence,
-            cursor: Some(cursor),
-        });
-        if more {
-            log.note(&owner, &report_id);
-        }
-        Ok(more && sent < filter.limit)
-    };
     if filter.states.is_empty() {
         let start = after.map(|c| (c.day, c.id));
         for key in snapshot.by_date(category, filter.from_day, filter.to_day, start)? {
             let (_, day, id) = key?;
-            if !consider(snapshot, "", day, id, &mut log)? {
+            if !consider(snapshot, "", day, id)? {
                 break;
             }
         }
@@ -567,13 +530,13 @@ pub(crate) fn query(
                 start,
             )? {
                 let (_, day, id) = key?;
-                if !consider(snapshot, state.as_str(), day, id, &mut log)? {
+                if !consider(snapshot, state.as_str(), day, id)? {
                     break 'states;
                 }
             }
         }
     }
-    Ok(log)
+    Ok(())
 }
 
 /// Every envelope of `category` visible to `reader` after sequence `after`, in order.
@@ -583,7 +546,7 @@ pub(crate) fn sync(
     after: u64,
     reader: CountryCode,
     emit: impl FnMut(Hit) -> bool,
-) -> Result<ReadLog, StoreError> {
+) -> Result<(), StoreError> {
     walk_log(snapshot, category, after, reader, |_| true, emit)
 }
 
@@ -595,7 +558,7 @@ pub(crate) fn changes(
     after: u64,
     reader: CountryCode,
     emit: impl FnMut(Hit) -> bool,
-) -> Result<ReadLog, StoreError> {
+) -> Result<(), StoreError> {
     let pushing = filter.pushing();
     walk_log(
         snapshot,
@@ -649,8 +612,7 @@ fn walk_log(
     reader: CountryCode,
     keep: impl Fn(&ReportHead) -> bool,
     mut emit: impl FnMut(Hit) -> bool,
-) -> Result<ReadLog, StoreError> {
-    let mut log = ReadLog::default();
+) -> Result<(), StoreError> {
     let category = category.to_pb() as i32;
     for entry in snapshot.envelopes_after(after)? {
         let (sequence, record) = entry?;
@@ -665,7 +627,6 @@ fn walk_log(
         if !envelope_visible_to(&head, &record, reader) || !keep(&head) {
             continue;
         }
-        let (owner, report_id) = (head.state.clone(), record.report_id.clone());
         if !emit(Hit {
             record,
             head,
@@ -674,9 +635,8 @@ fn walk_log(
         }) {
             break;
         }
-        log.note(&owner, &report_id);
     }
-    Ok(log)
+    Ok(())
 }
 
 /// Server metadata for an envelope.

@@ -251,6 +251,43 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     }
 }
 
+/// A read whose caller goes away part-way is on record with what the server handed to
+/// HTTP/2 — what can have reached the caller — not with what it had queued behind that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_left_part_way_is_on_record_with_what_was_taken_not_what_was_queued() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let world = fill(World::on(pki, server).await, 1_000).await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
+    let mut received = 0;
+    for _ in 0..10 {
+        let item = stream.message().await.unwrap().unwrap();
+        received += u64::from(item.meta.unwrap().reporting_state == "AUS");
+    }
+    // The server queues what it can meanwhile; then the caller goes away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(stream);
+    eventually("the query's record is completed", || {
+        completed(&world, "IDN", "query")
+    })
+    .await;
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    let record = common::audit_log(&mut admin)
+        .await
+        .into_iter()
+        .find(|e| e.action == "query" && e.state == "IDN")
+        .unwrap();
+    // What HTTP/2 took but the caller did not read (about 50 items with these windows)
+    // counts; the server's queue behind it (256 items) does not.
+    let recorded = record.by_owner.get("AUS").copied().unwrap_or(0);
+    assert!(!record.in_progress, "{record:?}");
+    assert!(
+        (received..received + 128).contains(&recorded),
+        "{recorded} recorded, {received} received"
+    );
+}
+
 /// A read whose caller stops taking items ends after `limits.read_stall_secs` with
 /// DEADLINE_EXCEEDED, its audit record completed with what was sent: a caller that stops
 /// reading holds no server thread or store snapshot for longer.

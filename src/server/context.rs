@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::{Allowance, ReadKind, ReadLog},
+    access::{Allowance, ReadKind},
     administration::Administration,
     analytics,
     clock::Clock,
@@ -23,6 +23,7 @@ use crate::{
     report::Category,
     server::{
         auth,
+        delivery::{Delivered, Ledger},
         feed::Feed,
         guard::{CallGuard, Guarded, StandingWatch},
         reads::OpenStreams,
@@ -140,19 +141,18 @@ impl Context {
 
     /// Records the read in the audit log (refusing it if that fails), then runs `read`
     /// on a blocking thread, streaming what it emits — each item with its owning state —
-    /// under `guard`. Before an item of another state is sent, the record must allow it
+    /// under `guard`. Before an item of another state is queued, the record must allow it
     /// ([`Allowance`]: raised ahead, so what left the server is on record even after a
-    /// crash); when the read ends (or the client goes away) the record is completed with
-    /// exactly what was read, by owner.
-    pub(super) async fn audited_stream<T: Send + 'static>(
+    /// crash). When the read has run to its end, the caller has taken everything (or gone
+    /// away, or stalled); then the record is completed with exactly what the caller took,
+    /// by owner ([`Ledger`]).
+    pub(super) async fn audited_stream<T: Delivered + Send + 'static>(
         &self,
         guard: CallGuard,
         peer: &PeerIdentity,
         state: CountryCode,
         (kind, detail): (ReadKind, String),
-        read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<ReadLog, StoreError>
-        + Send
-        + 'static,
+        read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Guarded<T>, Status> {
         let slot = self
             .open_slot(&self.reads, peer, state, (kind.action, &detail))
@@ -162,6 +162,8 @@ impl Context {
             .audit(kind.started(&principal, state.as_str(), &detail))
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let ledger = Arc::new(Ledger::default());
+        let (queue, taken) = (ledger.clone(), ledger.stream(ReceiverStream::new(rx)));
         let writer = self.writer.clone();
         let errors = tx.clone();
         let (trust, caller) = (self.trust.clone(), peer.clone());
@@ -200,40 +202,41 @@ impl Context {
                     }
                     // A caller that stops reading does not hold this thread (and the
                     // snapshot) for ever: the read ends after `limits.read_stall_secs`.
-                    if let Ok(sent) = runtime.block_on(timeout(stall, tx.send(Ok(item)))) {
-                        sent.is_ok()
-                    } else {
-                        ended = Some(Status::deadline_exceeded(format!(
-                            "this read was not read from for {} s, so the server ended it; \
-                             what was sent is on record; read again (a sync resumes from its \
-                             cursor)",
-                            stall.as_secs()
-                        )));
-                        false
+                    queue.queueing();
+                    match runtime.block_on(timeout(stall, tx.send(Ok(item)))) {
+                        Ok(Ok(())) => true,
+                        Ok(Err(_)) => {
+                            queue.not_queued();
+                            false
+                        }
+                        Err(_) => {
+                            queue.not_queued();
+                            ended = Some(stalled(stall));
+                            false
+                        }
                     }
                 });
-                read.map(|log| (log, ended))
+                read.map(|()| ended)
             })
             .await;
-            // A read that failed leaves its record in progress: the allowance raised
-            // ahead of each item bounds what was sent, where an empty log would not.
-            let (log, ended) = match outcome {
-                Ok(Ok((log, ended))) => (Some(log), ended),
-                Ok(Err(e)) => (None, Some(e.into())),
-                Err(e) => (
-                    None,
-                    Some(Status::internal(format!("the read failed: {e}"))),
-                ),
+            let ended = match outcome {
+                Ok(Ok(ended)) => ended,
+                Ok(Err(e)) => Some(e.into()),
+                Err(e) => Some(Status::internal(format!("the read failed: {e}"))),
             };
             // The read is over: its slot is free while the caller is told.
             drop(slot);
-            let completed = match log {
-                Some(log) => {
-                    let record = log.to_audit(&principal, state.as_str(), &kind, &detail);
-                    writer.update_audit(number, record).await.map(|_| ())
-                }
-                None => Ok(()),
+            // A read that ran to its end is whole once its caller has taken what is
+            // queued (or has gone away); one that stops taking it meanwhile has stalled.
+            let ended = match ended {
+                None if !ledger.drained(stall).await => Some(stalled(stall)),
+                ended => ended,
             };
+            // From here what is still queued is dropped unsent: the record is exact.
+            let record = ledger
+                .close()
+                .to_audit(&principal, state.as_str(), &kind, &detail);
+            let completed = writer.update_audit(number, record).await.map(|_| ());
             let ended = match completed {
                 Err(e) => {
                     tracing::error!(%principal, action = kind.action, number, error = %e, "a read's audit record could not be completed");
@@ -250,7 +253,7 @@ impl Context {
                 let _ = errors.send(Err(status)).await;
             }
         });
-        Ok(guard.guard(ReceiverStream::new(rx)))
+        Ok(guard.guard(taken))
     }
 
     /// Runs `work` on a blocking thread: file I/O, CRL signing, long store transactions.
@@ -263,4 +266,13 @@ impl Context {
             .await
             .map_err(|e| Status::internal(format!("the call failed: {e}")))?
     }
+}
+
+/// The end of a read whose caller took nothing for `stall`.
+fn stalled(stall: std::time::Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "this read was not read from for {} s, so the server ended it; what was sent to you is \
+         on record; read again (a sync resumes from its cursor)",
+        stall.as_secs()
+    ))
 }

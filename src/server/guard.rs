@@ -23,7 +23,7 @@ use std::{
 };
 
 use tokio::sync::watch;
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::{
@@ -172,10 +172,10 @@ impl CallGuard {
     /// admits the caller, and the stream ends with the reason as soon as it does not.
     pub(super) fn guard<T: Send + 'static>(
         mut self,
-        items: ReceiverStream<Result<T, Status>>,
+        items: impl Stream<Item = Result<T, Status>> + Send + 'static,
     ) -> Guarded<T> {
         Guarded {
-            items,
+            items: Box::pin(items),
             lapse: Box::pin(async move { self.lapsed().await }),
             ended: false,
         }
@@ -193,7 +193,7 @@ async fn changed(rx: &mut watch::Receiver<u64>) {
 /// A response stream that ends, with the guard's refusal, once its caller is no longer
 /// admitted — checked before every item, and while idle.
 pub(super) struct Guarded<T> {
-    items: ReceiverStream<Result<T, Status>>,
+    items: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
     lapse: Pin<Box<dyn Future<Output = Status> + Send>>,
     ended: bool,
 }
@@ -210,7 +210,7 @@ impl<T> Stream for Guarded<T> {
             this.ended = true;
             return Poll::Ready(Some(Err(status)));
         }
-        match Pin::new(&mut this.items).poll_next(cx) {
+        match this.items.as_mut().poll_next(cx) {
             Poll::Ready(Some(Err(status))) => {
                 this.ended = true;
                 Poll::Ready(Some(Err(status)))

@@ -8,6 +8,7 @@ mod admin;
 mod analytics;
 mod auth;
 mod context;
+mod delivery;
 mod exchange;
 mod feed;
 mod guard;

@@ -8,7 +8,10 @@
 //! ([`super::guard`]): it ends within a second once the caller is revoked, suspended or
 //! loses its standing.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use prost::Message;
 use tokio::sync::{broadcast, mpsc};
@@ -16,12 +19,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::{self, Allowance, Hit, QueryFilter, ReadKind, ReadLog},
+    access::{self, Allowance, Hit, QueryFilter, ReadKind},
     country::CountryCode,
     identity::{PeerIdentity, Role},
     pb,
     report::Category,
-    server::{auth, context::Context, feed::Batch, guard::Guarded},
+    server::{
+        auth,
+        context::Context,
+        delivery::{Delivered, Ledger},
+        feed::Batch,
+        guard::Guarded,
+    },
     store::{AuditRecord, StoreError, audit_entry},
 };
 
@@ -254,11 +263,12 @@ impl Context {
             .audit(kind.started(&principal, state.as_str(), &detail))
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let ledger = Arc::new(Ledger::default());
+        let (queue, taken) = (ledger.clone(), ledger.stream(ReceiverStream::new(rx)));
         let ctx = self.clone();
         let caller = peer.clone();
         let pushing = filter.pushing();
         tokio::spawn(async move {
-            let mut pushed = ReadLog::default();
             let mut allowance = Allowance::default();
             let end = loop {
                 let batch = tokio::select! {
@@ -276,7 +286,7 @@ impl Context {
                     }
                     Err(broadcast::error::RecvError::Closed) => break None,
                 };
-                let (items, log, seen) = match found {
+                let (items, seen) = match found {
                     Ok(found) => found,
                     Err(status) => break Some(status),
                 };
@@ -292,7 +302,7 @@ impl Context {
                     break Some(status);
                 }
                 let mut raise = false;
-                for (owner, count) in log.counts().filter(|(o, _)| *o != state.as_str()) {
+                for (owner, count) in others(&items, state) {
                     raise |= allowance.take(owner, count);
                 }
                 if raise {
@@ -304,14 +314,16 @@ impl Context {
                         )));
                     }
                 }
-                pushed.merge(log);
-                if let Some(end) = push(&tx, items, ctx.read_stall).await {
+                if let Some(end) = push(&tx, items, ctx.read_stall, &queue).await {
                     break end;
                 }
             };
             // Nothing this subscription holds waits for its caller: the feed, its slot.
             drop((batches, slot));
-            let record = pushed.to_audit(&principal, state.as_str(), &kind, &detail);
+            // What is still queued is dropped unsent: the record says what was taken.
+            let record = ledger
+                .close()
+                .to_audit(&principal, state.as_str(), &kind, &detail);
             if let Err(e) = ctx.writer.update_audit(number, record).await {
                 tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }
@@ -321,7 +333,7 @@ impl Context {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(guard.guard(ReceiverStream::new(rx)))
+        Ok(guard.guard(taken))
     }
 
     /// Refuses unless `state` stands in `category` now.
@@ -363,7 +375,7 @@ impl Context {
         filter: &QueryFilter,
         state: CountryCode,
         cursor: u64,
-    ) -> Result<(Vec<pb::SyncItem>, ReadLog, u64), Status> {
+    ) -> Result<(Vec<pb::SyncItem>, u64), Status> {
         let (store, policy, clock, filter) = (
             self.store.clone(),
             self.policy.clone(),
@@ -378,7 +390,7 @@ impl Context {
             }
             let mut items = Vec::new();
             let seen = snap.last_sequence()?;
-            let log = access::changes(&snap, &filter, cursor, state, |hit| {
+            access::changes(&snap, &filter, cursor, state, |hit| {
                 items.push(pb::SyncItem {
                     envelope: decode_envelope(&hit),
                     meta: Some(access::meta(&hit)),
@@ -393,7 +405,7 @@ impl Context {
                      `tidemark sync` from sequence {cursor}, then subscribe again"
                 ))));
             }
-            Ok(Ok((items, log, seen)))
+            Ok(Ok((items, seen)))
         })
         .await;
         match step {
@@ -448,9 +460,15 @@ async fn push(
     tx: &mpsc::Sender<Result<pb::SyncItem, Status>>,
     items: Vec<pb::SyncItem>,
     stall: std::time::Duration,
+    queue: &Ledger,
 ) -> Option<Option<Status>> {
     for item in items {
-        match tokio::time::timeout(stall, tx.send(Ok(item))).await {
+        queue.queueing();
+        let sent = tokio::time::timeout(stall, tx.send(Ok(item))).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            queue.not_queued();
+        }
+        match sent {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Some(None),
             Err(_) => {
@@ -473,25 +491,32 @@ fn from_batch(
     pushing: &QueryFilter,
     state: CountryCode,
     cursor: u64,
-) -> Option<(Vec<pb::SyncItem>, ReadLog, u64)> {
+) -> Option<(Vec<pb::SyncItem>, u64)> {
     let first = batch.first()?.sequence;
     if first > cursor.saturating_add(1) {
         return None;
     }
-    let mut items = Vec::new();
-    let mut log = ReadLog::default();
-    for hit in batch
+    let items = batch
         .iter()
         .filter(|h| h.sequence > cursor && access::pushes(pushing, state, h))
-    {
-        log.note(&hit.head.state, &hit.record.report_id);
-        items.push(pb::SyncItem {
+        .map(|hit| pb::SyncItem {
             envelope: decode_envelope(hit),
             meta: Some(access::meta(hit)),
-        });
-    }
+        })
+        .collect();
     let last = batch.last().map_or(cursor, |h| h.sequence);
-    Some((items, log, last))
+    Some((items, last))
+}
+
+/// How many of `items` each state other than `reader` owns.
+fn others(items: &[pb::SyncItem], reader: CountryCode) -> BTreeMap<&str, u64> {
+    let mut counts = BTreeMap::new();
+    for (owner, _) in items.iter().filter_map(Delivered::owner_and_report) {
+        if owner != reader.as_str() {
+            *counts.entry(owner).or_default() += 1;
+        }
+    }
+    counts
 }
 
 fn decode_envelope(hit: &Hit) -> Option<pb::Envelope> {

@@ -345,7 +345,7 @@ impl Administration {
             revoked_by: operator.to_owned(),
         };
         let record = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
-            AdminApplied::Revoked(record) => record,
+            AdminApplied::Revoked(record, _) => record,
             other => return Err(unexpected(&other)),
         };
         self.refresh_after_change()?;

@@ -11,7 +11,7 @@
 use std::{
     collections::HashSet,
     path::PathBuf,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
 use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
@@ -33,6 +33,9 @@ pub(crate) struct Trust {
     ca_key: Option<PathBuf>,
     crl_path: PathBuf,
     state: RwLock<State>,
+    /// Held while a new state is built and swapped in: the last rebuild to start reads
+    /// the newest store, and no older one can be swapped in after it.
+    rebuilding: Mutex<()>,
     /// Bumped after every swap, so open calls can re-check their caller.
     generation: watch::Sender<u64>,
 }
@@ -62,6 +65,7 @@ impl Trust {
             ca_key,
             crl_path,
             state: RwLock::new(state),
+            rebuilding: Mutex::new(()),
             generation: watch::Sender::new(0),
         })
     }
@@ -69,6 +73,10 @@ impl Trust {
     /// Re-reads the files and the store, and swaps in the result. On error nothing
     /// changes.
     pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
+        let _one_at_a_time = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let state = build(
             &self.files,
             self.ca_key.as_ref(),
@@ -85,6 +93,10 @@ impl Trust {
     /// as it is: a revocation or suspension need not wait for the certificate files or
     /// a writable CRL path.
     pub(crate) fn refresh_access(&self, store: &Store) -> Result<(), TrustError> {
+        let _one_at_a_time = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (revoked, suspended) = access(store)?;
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);

@@ -840,4 +840,49 @@ async fn operator_reads_are_audited() {
             "{action} {detail:?} not on record: {log:?}"
         );
     }
+    // Paging to the end ends: a page of nothing but operator reads is not recorded.
+    let (mut after, mut pages) = (0, 0);
+    loop {
+        let page = admin
+            .audit_log(pb::AuditLogRequest { after, limit: 3 })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        let Some(last) = page.last() else { break };
+        after = last.number;
+        pages += 1;
+        assert!(pages < 20, "paging the audit log does not end");
+    }
+    // A bad state filter is refused, not put on record as given.
+    let refused = admin
+        .list_signing_keys(pb::ListSigningKeysRequest {
+            state: "not a state".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // A certificate revoked again keeps its first revocation, and the record says so.
+    for reason in ["superseded", "key-compromise"] {
+        admin
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                serial: "0a1b2c".into(),
+                reason: reason.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let revocations: Vec<_> = common::audit_log(&mut admin)
+        .await
+        .into_iter()
+        .filter(|e| e.action == "revoke-certificate")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(revocations.len(), 2, "{revocations:?}");
+    assert_eq!(revocations[0], "serial 0a1b2c (superseded)");
+    assert!(
+        revocations[1].starts_with("serial 0a1b2c already revoked at ")
+            && revocations[1].ends_with("(superseded); changes nothing"),
+        "{revocations:?}"
+    );
 }

@@ -49,7 +49,9 @@ enum AdminCommand {
         #[arg(long, value_name = "TIME|DATE", value_parser = super::reads::parse_instant)]
         compromised_at: Option<i64>,
     },
-    /// Read the audit log: reads of states' data, refusals, administrative actions.
+    /// Read the audit log: reads of states' data, refusals, administrative actions,
+    /// operator reads (a page holding only operator reads is not itself recorded, so
+    /// paging with --after ends).
     Audit {
         /// Entries after this number.
         #[arg(long, default_value_t = 0)]

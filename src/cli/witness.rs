@@ -36,8 +36,8 @@ use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::state_of
 #[derive(Args, Debug)]
 pub struct WitnessArgs {
     /// This witness's directory: log.vkey, checkpoint, witness.vkey, witness.lock. Back it
-    /// up: a witness whose checkpoint is lost refuses to run until it is restored (or the
-    /// witness starts over in an empty directory).
+    /// up: a witness that has cosigned and whose checkpoint is lost refuses to run until
+    /// it is restored (or the witness starts over in an empty directory).
     #[arg(long, value_name = "DIR")]
     state_dir: PathBuf,
     /// The log's note verifier key (a file), for the first run; later runs use the one

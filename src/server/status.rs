@@ -118,7 +118,10 @@ impl From<StoreError> for Status {
         if err.is_disk_failure() {
             // Not the caller's fault, and passing: the server stops for its supervisor to
             // restart it once the disk is fixed.
-            Status::unavailable(format!("the server's disk failed ({err}); try again later"))
+            Status::unavailable(format!(
+                "the server's disk failed ({err}); try again later, and tell the operator if \
+                 it goes on"
+            ))
         } else {
             Status::internal(format!("the server's store failed: {err}"))
         }
@@ -234,9 +237,8 @@ impl From<AdminError> for Status {
             AdminError::OperatorFromCsr => Status::permission_denied(message),
             AdminError::Write(AdminWriteError::Refused(e)) => e.into(),
             AdminError::Store(e) => e.into(),
-            AdminError::Write(AdminWriteError::NotWritten(_)) | AdminError::Busy(_) => {
-                Status::unavailable(message)
-            }
+            AdminError::Write(AdminWriteError::NotWritten(_) | AdminWriteError::Failed(_))
+            | AdminError::Busy(_) => Status::unavailable(message),
             AdminError::Internal(_) => Status::internal(message),
         }
     }

@@ -4,8 +4,8 @@
 //! The writer applies each change in the same transaction as its audit record (and so
 //! its transparency-log leaf): an action is never in force without its record, and a
 //! record never names an action that did not happen. [`apply`] is that one step; the
-//! store's own methods ([`super::Store::register_signing_key`] and the rest, used to set
-//! a store up before a server runs) call it in a transaction of their own.
+//! store's own [`super::Store::put_state`] and [`super::Store::register_signing_key`],
+//! used to set a store up before a server runs, call it in a transaction of their own.
 
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
@@ -84,15 +84,13 @@ pub(super) fn audit_record(
             "serial {} for {}",
             certificate.serial, certificate.spiffe_id
         ),
-        AdminApplied::Revoked(revoked) => match change {
-            AdminChange::RevokeCertificate(asked) if asked.revoked_at != revoked.revoked_at => {
-                format!(
-                    "serial {} already revoked at {} ({}); changes nothing",
-                    revoked.serial, revoked.revoked_at, revoked.reason_name
-                )
-            }
-            _ => format!("serial {} ({})", revoked.serial, revoked.reason_name),
-        },
+        AdminApplied::Revoked(revoked, true) => {
+            format!("serial {} ({})", revoked.serial, revoked.reason_name)
+        }
+        AdminApplied::Revoked(revoked, false) => format!(
+            "serial {} already revoked at {} ({}); changes nothing",
+            revoked.serial, revoked.revoked_at, revoked.reason_name
+        ),
     };
     AuditRecord {
         principal: operator.to_owned(),
@@ -109,8 +107,9 @@ pub(crate) enum AdminApplied {
     /// The key as stored (for a key registered again, the first registration).
     Key(KeyRecord),
     Issued(IssuedCertificate),
-    /// The revocation as stored (for a certificate revoked again, the first one).
-    Revoked(RevokedCertificate),
+    /// The revocation as stored, and whether it is this change's (a certificate revoked
+    /// again keeps its first revocation).
+    Revoked(RevokedCertificate, bool),
 }
 
 /// Why an administrative change did not happen.
@@ -119,12 +118,20 @@ pub enum AdminWriteError {
     /// The signing-key registry refused it; nothing was written.
     #[error(transparent)]
     Refused(KeyRegistryError),
-    /// Its transaction did not commit: neither the change nor its record was written.
+    /// The writer has stopped: neither the change nor its record was written.
     #[error(
         "neither the action nor its audit record could be written, so nothing changed \
-         ({0}); try again once the store is working"
+         ({0}); try again once the server is running"
     )]
     NotWritten(String),
+    /// Its transaction failed, perhaps part-way through its commit: the change and its
+    /// record took effect together or not at all.
+    #[error(
+        "the store failed while writing the action with its audit record ({0}): either \
+         both took effect or neither did; once the server is back, see which with \
+         `tidemark admin audit` before trying again"
+    )]
+    Failed(String),
 }
 
 /// Applies `change` in `tx`. A refusal (`Ok(Err(_))`) writes nothing; a store failure
@@ -185,10 +192,10 @@ pub(super) fn apply(
                 .map(|v| decode(v.value()))
                 .transpose()?;
             if let Some(first) = first {
-                AdminApplied::Revoked(first)
+                AdminApplied::Revoked(first, false)
             } else {
                 table.insert(record.serial.as_str(), record.encode_to_vec().as_slice())?;
-                AdminApplied::Revoked(record.clone())
+                AdminApplied::Revoked(record.clone(), true)
             }
         }
     };

@@ -598,27 +598,9 @@ impl Store {
         }
     }
 
-    /// Revokes a signing key from `at` on. A key already revoked keeps the earlier time.
-    pub fn revoke_signing_key(
-        &self,
-        key_id: &str,
-        at: i64,
-        reason: &str,
-    ) -> Result<KeyRecord, KeyRegistryError> {
-        let change = AdminChange::RevokeKey {
-            key_id: key_id.to_owned(),
-            at,
-            reason: reason.to_owned(),
-        };
-        match self.change(&change)? {
-            AdminApplied::Key(stored) => Ok(stored),
-            other => Err(unexpected(&other)),
-        }
-    }
-
     /// Applies an administrative change in a durable transaction of its own, without an
     /// audit record: for setting a store up before a server runs. A running server's
-    /// changes go through its writer ([`Writer::admin`]), each with its record.
+    /// changes go through its writer ([`Writer::admin_blocking`]), each with its record.
     fn change(&self, change: &AdminChange) -> Result<AdminApplied, KeyRegistryError> {
         let tx = self.begin_write()?;
         let applied = admin::apply(&tx, change)??;
@@ -662,18 +644,6 @@ impl Store {
             .collect()
     }
 
-    /// Records a revocation; revoking again keeps the first record.
-    pub fn revoke_certificate(
-        &self,
-        record: &RevokedCertificate,
-    ) -> Result<RevokedCertificate, StoreError> {
-        match self.change(&AdminChange::RevokeCertificate(record.clone())) {
-            Ok(AdminApplied::Revoked(stored)) => Ok(stored),
-            Ok(other) => Err(StoreError::Corrupt(format!("a revocation left {other:?}"))),
-            Err(e) => Err(only_store(e)),
-        }
-    }
-
     /// Every revoked client certificate.
     pub fn revoked_certificates(&self) -> Result<Vec<RevokedCertificate>, StoreError> {
         self.all(REVOKED_CERTS)
@@ -694,13 +664,6 @@ impl Store {
     /// Every enrolled state.
     pub fn states(&self) -> Result<Vec<StateRecord>, StoreError> {
         self.all(STATES)
-    }
-
-    /// Records a certificate this server issued.
-    pub fn record_issued(&self, record: &IssuedCertificate) -> Result<(), StoreError> {
-        self.change(&AdminChange::Issued(record.clone()))
-            .map(|_| ())
-            .map_err(only_store)
     }
 
     /// Every certificate this server issued.

@@ -390,7 +390,7 @@ fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option
                 let _ = reply.send(Err(BudgetError::Store(failure())));
             }
             Job::Admin(_, reply) => {
-                let _ = reply.send(Err(AdminWriteError::NotWritten(e.to_string())));
+                let _ = reply.send(Err(AdminWriteError::Failed(e.to_string())));
             }
         }
     }

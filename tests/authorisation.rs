@@ -170,27 +170,8 @@ async fn an_idle_subscription_ends_on_revocation_and_on_suspension() {
 /// test likes.
 async fn small_window_reader(world: &World, state: &str) -> Exchange {
     pb::exchange_client::ExchangeClient::new(
-        small_window_channel(world, &node(&world.pki, state)).await,
+        common::small_window_channel(&world.server, &node(&world.pki, state)).await,
     )
-}
-
-/// A channel of `identity` whose HTTP/2 receive windows are 16 KiB.
-async fn small_window_channel(world: &World, identity: &tidemark::ClientIdentity) -> Channel {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(identity.ca_pem()))
-        .identity(tonic::transport::Identity::from_pem(
-            identity.cert_pem(),
-            identity.key_pem(),
-        ));
-    tonic::transport::Endpoint::from_shared(world.server.endpoint())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .initial_stream_window_size(16 * 1024)
-        .initial_connection_window_size(16 * 1024)
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -436,7 +417,7 @@ async fn a_backup_its_caller_stops_reading_ends_and_leaves_no_copy() {
     .await;
     // Far more than the stream's buffer of four 64 KiB chunks and the reader's window.
     let world = fill(World::on(pki, server).await, 5_000).await;
-    let channel = small_window_channel(&world, &operator(&world.pki)).await;
+    let channel = common::small_window_channel(&world.server, &operator(&world.pki)).await;
     let mut backup = pb::admin_client::AdminClient::new(channel)
         .backup(pb::BackupRequest {})
         .await
@@ -574,7 +555,7 @@ async fn a_refusal_met_mid_stream_that_cannot_be_recorded_is_not_answered() {
 async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
     let world = world_with_reports(1_000).await;
     let second = world.pki.client(Role::Operator, "ops-2");
-    let channel = small_window_channel(&world, &second).await;
+    let channel = common::small_window_channel(&world.server, &second).await;
     let mut backup = pb::admin_client::AdminClient::new(channel.clone())
         .backup(pb::BackupRequest {})
         .await

@@ -471,3 +471,62 @@ async fn a_refusal_that_cannot_be_recorded_is_not_answered() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("audit log"), "{refused:?}");
 }
+
+/// A subscription whose caller stopped reading while more batches were committed than
+/// the feed keeps is not read back without bound: past 1,000 changes behind it ends with
+/// RESOURCE_EXHAUSTED, telling its caller to catch up with sync, and is on record with
+/// what its caller took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_too_far_behind_is_told_to_catch_up_with_sync() {
+    const SUBMITTED: u64 = 1_500;
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let mut idn = pb::exchange_client::ExchangeClient::new(
+        common::small_window_channel(&world.server, &node(&world.pki, "IDN")).await,
+    );
+    let mut stream = idn
+        .subscribe(pb::QueryRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // One batch per report (each submission waits for its commit) while IDN reads
+    // nothing: its queue and HTTP/2 window fill, then the feed's backlog overflows.
+    for seed in 0..SUBMITTED {
+        world
+            .submit(&report("AUS", 10 + seed, false, all, &[]))
+            .await;
+    }
+    let mut taken = 0;
+    let end = loop {
+        match tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("the subscription neither ends nor pushes after {taken}"))
+        {
+            Ok(Some(_)) => taken += 1,
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    let status = end.expect_err("the subscription ends");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("fell more than 1000 matching changes behind"),
+        "{status:?}"
+    );
+    assert!(taken < SUBMITTED, "{taken} pushed of {SUBMITTED}");
+    let record = audit_entries(&world)
+        .await
+        .into_iter()
+        .find(|e| e.action == "subscribe" && e.state == "IDN")
+        .expect("the subscription is on record");
+    assert!(!record.in_progress, "{record:?}");
+    assert_eq!(record.by_owner.get("AUS"), Some(&taken), "{record:?}");
+}

@@ -507,3 +507,23 @@ pub async fn audit_record(
     assert_eq!(record.number, number);
     record
 }
+
+/// A channel of `identity` whose HTTP/2 receive windows are 16 KiB: a caller that stops
+/// reading holds up the server after a few items, not after megabytes.
+pub async fn small_window_channel(server: &TestServer, identity: &ClientIdentity) -> Channel {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(identity.ca_pem()))
+        .identity(tonic::transport::Identity::from_pem(
+            identity.cert_pem(),
+            identity.key_pem(),
+        ));
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap()
+}

@@ -167,3 +167,106 @@ impl<T> Drop for Delivering<T> {
         self.ledger.changed.notify_waiters();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    fn item(owner: &str, n: u128) -> pb::SyncItem {
+        pb::SyncItem {
+            envelope: None,
+            meta: Some(pb::EnvelopeMeta {
+                reporting_state: owner.to_owned(),
+                report_id: Uuid::from_u128(n).to_string(),
+                ..pb::EnvelopeMeta::default()
+            }),
+        }
+    }
+
+    fn counts(log: &ReadLog, principal: &str) -> Vec<(String, u64)> {
+        let kind = crate::access::ReadKind {
+            action: "sync",
+            category: crate::report::Category::SmugglingIncident,
+        };
+        log.to_audit(principal, "IDN", &kind, "")
+            .owners
+            .into_iter()
+            .map(|o| (o.owner, o.count))
+            .collect()
+    }
+
+    /// Queues `owners` in order, as a read does.
+    async fn queue(
+        ledger: &Ledger,
+        tx: &mpsc::Sender<Result<pb::SyncItem, Status>>,
+        owners: &[&str],
+    ) {
+        for (n, owner) in owners.iter().enumerate() {
+            ledger.queueing();
+            tx.send(Ok(item(owner, n as u128))).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn only_what_was_taken_counts_and_what_is_queued_at_close_is_never_sent() {
+        let ledger = Arc::new(Ledger::default());
+        let (tx, rx) = mpsc::channel(16);
+        let mut stream = ledger.stream(ReceiverStream::new(rx));
+        queue(&ledger, &tx, &["AUS", "AUS", "THA", "AUS", "THA"]).await;
+        for _ in 0..3 {
+            stream.next().await.unwrap().unwrap();
+        }
+        let log = ledger.close();
+        assert_eq!(
+            counts(&log, "p"),
+            [("AUS".to_owned(), 2), ("THA".to_owned(), 1)]
+        );
+        // What was still queued is dropped; the end the read says still arrives.
+        tx.send(Err(Status::deadline_exceeded("stalled")))
+            .await
+            .unwrap();
+        let end = stream.next().await.unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_the_caller_to_take_everything_or_go() {
+        let stall = Duration::from_millis(200);
+        let ledger = Arc::new(Ledger::default());
+        let (tx, rx) = mpsc::channel(16);
+        let mut stream = ledger.stream(ReceiverStream::new(rx));
+        queue(&ledger, &tx, &["AUS", "AUS"]).await;
+        // Nothing is taken: the caller has stalled.
+        assert!(!ledger.drained(stall).await);
+        // Taking one item at a time, each within the stall, drains it.
+        let reader = tokio::spawn(async move {
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                stream.next().await.unwrap().unwrap();
+            }
+            stream
+        });
+        assert!(ledger.drained(stall).await);
+        let stream = reader.await.unwrap();
+        assert_eq!(counts(&ledger.close(), "p"), [("AUS".to_owned(), 2)]);
+        // A caller that goes away drains it too, with nothing more counted.
+        let ledger = Arc::new(Ledger::default());
+        let (tx, rx) = mpsc::channel(16);
+        let gone = ledger.stream(ReceiverStream::new(rx));
+        queue(&ledger, &tx, &["THA"]).await;
+        drop((gone, stream));
+        assert!(ledger.drained(stall).await);
+        assert!(counts(&ledger.close(), "p").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_item_that_was_not_queued_is_not_waited_for() {
+        let ledger = Ledger::default();
+        ledger.queueing();
+        ledger.not_queued();
+        assert!(ledger.drained(Duration::from_millis(10)).await);
+    }
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use crate::{
+    clock::format_time,
     country::CountryCode,
     identity::{self, PeerIdentity, Principal, Role},
     pb,
@@ -163,7 +164,7 @@ impl Administration {
             changed_at: now,
         };
         let record = match self.change(AdminChange::State(record), operator)? {
-            AdminApplied::State(record) => record,
+            AdminApplied::State(record, _) => record,
             other => return Err(unexpected(&other)),
         };
         self.refresh_after_change()?;
@@ -186,11 +187,14 @@ impl Administration {
             key.valid_from
         };
         if key.valid_until != 0 && key.valid_until <= valid_from {
-            return Err(AdminError::Invalid {
-                field: "valid_until_unix",
-                reason: "must be after valid_from_unix".to_owned(),
-                whole: "valid_until_unix must be after valid_from_unix".to_owned(),
-            });
+            return Err(invalid(
+                "valid_until_unix",
+                format!(
+                    "(--valid-until) {} is not after valid_from_unix (--valid-from) {}",
+                    format_time(key.valid_until),
+                    format_time(valid_from)
+                ),
+            ));
         }
         let record = KeyRecord::new(
             public.key_id(),
@@ -201,7 +205,7 @@ impl Administration {
             now,
         );
         match self.change(AdminChange::RegisterKey(record), operator)? {
-            AdminApplied::Key(stored) => Ok(stored),
+            AdminApplied::Key(stored, _) => Ok(stored),
             other => Err(unexpected(&other)),
         }
     }
@@ -215,12 +219,16 @@ impl Administration {
         (compromised_at, reason): (i64, &str),
         (operator, now): (&str, i64),
     ) -> Result<(KeyRecord, i64, String), AdminError> {
+        let key_id = canonical_key_id(key_id)?;
         if compromised_at > now {
-            return Err(AdminError::Invalid {
-                field: "compromised_at_unix",
-                reason: "is in the future".to_owned(),
-                whole: "compromised_at_unix is in the future".to_owned(),
-            });
+            return Err(invalid(
+                "compromised_at_unix",
+                format!(
+                    "(--compromised-at) {} is in the future; the server's time is {}",
+                    format_time(compromised_at),
+                    format_time(now)
+                ),
+            ));
         }
         let at = if compromised_at == 0 {
             now
@@ -232,13 +240,21 @@ impl Administration {
         } else {
             reason
         };
+        // A name, not free text: it is shown wherever the key is (RFC 5280 §5.3.1 names,
+        // as for certificates).
+        if pki::parse_reason(reason).is_none() {
+            return Err(invalid(
+                "reason",
+                format!("{reason:?} is not one of: {}", pki::REASONS),
+            ));
+        }
         let change = AdminChange::RevokeKey {
-            key_id: key_id.to_owned(),
+            key_id,
             at,
             reason: reason.to_owned(),
         };
         match self.change(change, operator)? {
-            AdminApplied::Key(record) => Ok((record, at, reason.to_owned())),
+            AdminApplied::Key(record, _) => Ok((record, at, reason.to_owned())),
             other => Err(unexpected(&other)),
         }
     }
@@ -383,6 +399,22 @@ impl Administration {
             tracing::error!(error = %e, "the TLS configuration could not be rebuilt; the old one stays");
             AdminError::Trust(e)
         })
+    }
+}
+
+/// A signing key's id as stored (64 lower-case hex digits, as `admin keys` shows it),
+/// from any case.
+fn canonical_key_id(key_id: &str) -> Result<String, AdminError> {
+    if key_id.len() == 64 && key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(key_id.to_ascii_lowercase())
+    } else {
+        Err(invalid(
+            "key_id",
+            format!(
+                "{key_id:?} is not a signing key id: 64 hex digits, as `tidemark admin keys` \
+                 lists them"
+            ),
+        ))
     }
 }
 

@@ -286,6 +286,13 @@ pub fn explain(status: &Status) -> String {
         Code::ResourceExhausted => format!("over a limit: {}", status.message()),
         Code::DeadlineExceeded => format!("timed out: {}", status.message()),
         Code::Aborted => format!("interrupted (try again): {}", status.message()),
+        // The connection itself broke (the server went away, or something between).
+        Code::Internal | Code::Unknown if status.message().starts_with("h2 protocol error") => {
+            format!(
+                "the connection to the server broke ({}); try again",
+                status.message()
+            )
+        }
         Code::Internal | Code::Unknown | Code::DataLoss => {
             format!("the server failed: {}", status.message())
         }

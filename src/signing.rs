@@ -124,8 +124,24 @@ impl PublicKey {
 
     /// From a `-----BEGIN PUBLIC KEY-----` PEM (Ed25519 `SubjectPublicKeyInfo`).
     pub fn from_spki_pem(pem: &str) -> Result<Self, KeyError> {
-        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| KeyError::Parse(format!("not a PEM public key: {e}")))?;
+        let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
+            // Say what it is instead, when it is another PEM item.
+            let label = pem
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("-----BEGIN "))
+                .and_then(|l| l.strip_suffix("-----"));
+            KeyError::Parse(match label {
+                Some(label) if label.contains("PRIVATE KEY") => format!(
+                    "this is a private key ({label}), not a public key: give the .pub.pem \
+                     beside it (`tidemark keygen` writes both)"
+                ),
+                Some(label) => format!(
+                    "this is a {label}, not a public key (PUBLIC KEY): give the signing key's \
+                     .pub.pem (`tidemark keygen` writes it)"
+                ),
+                None => format!("not a PEM public key: {e}"),
+            })
+        })?;
         let raw = der
             .as_ref()
             .strip_prefix(&ED25519_SPKI_PREFIX[..])
@@ -224,6 +240,23 @@ mod tests {
         assert!(public.verify(b"hello", &sig));
         assert!(!public.verify(b"hellp", &sig));
         assert_eq!(key.key_id().len(), 64);
+    }
+
+    #[test]
+    fn a_private_key_or_certificate_given_as_a_public_key_is_named() {
+        let (_, private) = SigningKey::generate().unwrap();
+        let err = PublicKey::from_spki_pem(&private).unwrap_err().to_string();
+        assert!(err.contains("this is a private key"), "{err}");
+        let certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let err = PublicKey::from_spki_pem(certificate)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("this is a CERTIFICATE, not a public key"),
+            "{err}"
+        );
+        let err = PublicKey::from_spki_pem("junk").unwrap_err().to_string();
+        assert!(err.contains("not a PEM public key"), "{err}");
     }
 
     #[test]

@@ -460,7 +460,11 @@ async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_re
             start + 40,
             "key-compromise",
             start + 40,
-            format!("AUS revoked as of {} (key-compromise)", start + 40),
+            format!(
+                "revocation moved earlier, from {} (key-compromise) to {} (key-compromise)",
+                tidemark::clock::format_time(start + 50),
+                tidemark::clock::format_time(start + 40)
+            ),
         ),
     ] {
         let info = admin
@@ -884,5 +888,91 @@ async fn operator_reads_are_audited() {
         revocations[1].starts_with("serial 0a1b2c already revoked at ")
             && revocations[1].ends_with("(superseded); changes nothing"),
         "{revocations:?}"
+    );
+}
+
+/// An administrative record says what the action changed — nothing, when it is taken
+/// again — and takes names, not free text, so no record can pass for another.
+#[tokio::test]
+async fn admin_records_say_what_changed_and_take_no_free_text() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let state = || pb::StateRequest {
+        state: "NZL".into(),
+    };
+    admin.enrol_state(state()).await.unwrap();
+    admin.enrol_state(state()).await.unwrap();
+    admin.suspend_state(state()).await.unwrap();
+    admin.enrol_state(state()).await.unwrap();
+    let (key, _) = tidemark::signing::SigningKey::generate().unwrap();
+    let register = || pb::RegisterSigningKeyRequest {
+        state: "NZL".into(),
+        public_key_pem: key.public_key().to_spki_pem(),
+        ..Default::default()
+    };
+    admin.register_signing_key(register()).await.unwrap();
+    admin.register_signing_key(register()).await.unwrap();
+    let details: Vec<_> = common::audit_log(&mut admin)
+        .await
+        .into_iter()
+        .filter(|e| e.action.ends_with("-state") || e.action == "register-key")
+        .map(|e| (e.action, e.detail))
+        .collect();
+    let id = key.key_id();
+    let expected = [
+        ("enrol-state", "NZL".to_owned()),
+        (
+            "enrol-state",
+            "NZL (already enrolled; changes nothing)".to_owned(),
+        ),
+        ("suspend-state", "NZL".to_owned()),
+        ("enrol-state", "NZL (reinstated)".to_owned()),
+        ("register-key", format!("key {id} for NZL")),
+        (
+            "register-key",
+            format!("key {id} for NZL (already registered; changes nothing)"),
+        ),
+    ];
+    assert_eq!(
+        details,
+        expected.map(|(a, d)| (a.to_owned(), d)),
+        "{details:#?}"
+    );
+
+    // A revocation's reason is a name; a key id is found in any case, and a malformed
+    // one is refused as such.
+    let revoke = |key_id: String, reason: &str| pb::RevokeSigningKeyRequest {
+        key_id,
+        reason: reason.into(),
+        compromised_at_unix: 0,
+    };
+    for reason in ["superseded)\n#999 fake record", "because"] {
+        let refused = admin
+            .revoke_signing_key(revoke(id.to_owned(), reason))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("key-compromise"), "{refused:?}");
+    }
+    for bad in ["", "not-a-key-id", &id[..63]] {
+        let refused = admin
+            .revoke_signing_key(revoke(bad.to_owned(), "superseded"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{bad:?}: {refused:?}"
+        );
+    }
+    let revoked = admin
+        .revoke_signing_key(revoke(id.to_uppercase(), "superseded"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (revoked.key_id.as_str(), revoked.revocation_reason.as_str()),
+        (id, "superseded")
     );
 }

@@ -11,7 +11,7 @@ use tidemark::{
     pb::{self, admin_client::AdminClient},
 };
 
-use super::client_args::ClientArgs;
+use super::{client_args::ClientArgs, labels::printable};
 
 /// Administration (operator certificate required).
 #[derive(Args, Debug)]
@@ -41,7 +41,8 @@ enum AdminCommand {
     RevokeKey {
         /// The key's id, as `tidemark keys` lists it.
         key_id: String,
-        /// Why: key-compromise, superseded, …
+        /// Why (an RFC 5280 reason name): unspecified, key-compromise, ca-compromise,
+        /// affiliation-changed, superseded, cessation-of-operation or privilege-withdrawn.
         #[arg(long, default_value = "unspecified")]
         reason: String,
         /// When the key was compromised: an RFC 3339 date-time (2026-11-02T08:00:00Z), or
@@ -56,8 +57,8 @@ enum AdminCommand {
         /// Entries after this number.
         #[arg(long, default_value_t = 0)]
         after: u64,
-        /// At most this many entries (1 or more).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        /// At most this many entries (1 to 10000; page on with --after).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
         /// One JSON object per line.
         #[arg(long)]
@@ -291,19 +292,7 @@ async fn run_certificates(
             }
         }
         AdminCommand::Issue { csr, days, out } => issue(admin, &csr, days, out).await?,
-        AdminCommand::Revoke { serial, reason } => {
-            let r = admin
-                .revoke_certificate(pb::RevokeCertificateRequest { serial, reason })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            outln!(
-                "revoked {} ({}) as of {}",
-                r.serial,
-                r.reason,
-                format_time(r.revoked_at_unix)
-            )?;
-        }
+        AdminCommand::Revoke { serial, reason } => revoke(admin, serial, reason).await?,
         AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
         AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
         AdminCommand::ReloadTls => {
@@ -323,6 +312,37 @@ async fn run_certificates(
         | AdminCommand::RevokeKey { .. }
         | AdminCommand::Audit { .. }
         | AdminCommand::Keys { .. } => unreachable!("handled by run"),
+    }
+    Ok(())
+}
+
+async fn revoke(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    serial: String,
+    reason: String,
+) -> anyhow::Result<()> {
+    let asked_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            reason: reason.clone(),
+        })
+        .await
+        .map_err(|status| anyhow!(client::explain(&status)))?
+        .into_inner();
+    outln!(
+        "revoked {} ({}) as of {}",
+        r.serial,
+        r.reason,
+        format_time(r.revoked_at_unix)
+    )?;
+    // The server keeps a certificate's first revocation (a little slack for clocks).
+    if r.reason != reason || r.revoked_at_unix < asked_at - 5 {
+        eprintln!(
+            "the certificate was already revoked as of {} ({}), which stands",
+            format_time(r.revoked_at_unix),
+            r.reason
+        );
     }
     Ok(())
 }
@@ -414,7 +434,7 @@ fn print_key(k: &pb::SigningKeyInfo) -> anyhow::Result<()> {
         format!(
             ", REVOKED as of {} ({})",
             format_time(k.revoked_at_unix),
-            k.revocation_reason
+            printable(&k.revocation_reason)
         )
     };
     outln!(
@@ -428,28 +448,45 @@ fn print_key(k: &pb::SigningKeyInfo) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints audit entries, one line each (JSON lines with `json`).
+/// The audit actions of reads, whose count of reports returned is shown even when 0.
+const READS: [&str; 4] = ["query", "sync", "subscribe", "aggregate"];
+
+/// Prints audit entries, one line each (JSON lines with `json`); text from the server is
+/// shown through [`printable`], so no record can look like two.
 fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
     for e in entries {
         if json {
             outln!("{}", super::json::line(e, "tidemark.v1.AuditEntry"))?;
         } else {
-            outln!(
-                "#{} {} {} {}{} [{}] {} {}",
-                e.number,
-                format_time(e.at_unix),
-                e.principal,
-                e.action,
-                if e.in_progress { " (in progress)" } else { "" },
-                e.detail,
-                super::labels::count(e.count, "report", "reports"),
-                e.by_owner
+            // What a read returned; other records (actions, refusals) return no reports.
+            let returned = if READS.contains(&e.action.as_str()) || e.count > 0 {
+                let by_owner: String = e
+                    .by_owner
                     .iter()
                     .collect::<std::collections::BTreeMap<_, _>>()
                     .into_iter()
-                    .map(|(k, v)| format!("{k}:{v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                    .fold(String::new(), |mut line, (k, v)| {
+                        line.push(' ');
+                        line.push_str(&printable(k));
+                        line.push(':');
+                        line.push_str(&v.to_string());
+                        line
+                    });
+                format!(
+                    " {}{by_owner}",
+                    super::labels::count(e.count, "report", "reports")
+                )
+            } else {
+                String::new()
+            };
+            outln!(
+                "#{} {} {} {}{} [{}]{returned}",
+                e.number,
+                format_time(e.at_unix),
+                printable(&e.principal),
+                printable(&e.action),
+                if e.in_progress { " (in progress)" } else { "" },
+                printable(&e.detail),
             )?;
         }
     }

@@ -97,8 +97,13 @@ pub async fn verify(
             String::new()
         } else {
             format!(
-                "; {pending} more are newer than that checkpoint and not yet checked (run the \
-                 witness, then this again)"
+                "; {} newer than that checkpoint and not yet checked (run the witness, then \
+                 this again)",
+                if pending == 1 {
+                    "1 more is".to_owned()
+                } else {
+                    format!("{pending} more are")
+                }
             )
         }
     )?;

@@ -623,8 +623,8 @@ pub(super) fn access_line(a: &pb::DataAccess) -> String {
     format!(
         "{}  {} ({}) {}: {count}",
         format_time(a.at_unix),
-        a.reader_state,
-        a.reader,
-        a.action
+        super::labels::printable(&a.reader_state),
+        super::labels::printable(&a.reader),
+        super::labels::printable(&a.action)
     )
 }

@@ -10,6 +10,8 @@
 use prost::Message;
 use redb::{ReadableTable, WriteTransaction};
 
+use crate::clock::format_time;
+
 use super::{
     AuditRecord, ISSUED_CERTS, IssuedCertificate, KeyRecord, KeyRegistryError, REVOKED_CERTS,
     RevokedCertificate, SIGNING_KEYS, STATES, StateRecord, StoreError, decode,
@@ -55,30 +57,22 @@ impl AdminChange {
 }
 
 /// The audit record of `change`, asked for by `operator` (a SPIFFE ID), from what it
-/// left in the store: a key or certificate revoked again says the first revocation
-/// stands.
+/// found and left in the store: an action that changes nothing (a state enrolled again,
+/// a key registered or revoked again) says so, and times are RFC 3339.
 pub(super) fn audit_record(
     operator: &str,
     change: &AdminChange,
     applied: &AdminApplied,
 ) -> AuditRecord {
     let detail = match applied {
-        AdminApplied::State(record) => record.state.clone(),
-        AdminApplied::Key(key) => match change {
-            AdminChange::RevokeKey { at, reason, .. }
-                if (key.revoked_at, key.revocation_reason.as_str()) != (*at, reason.as_str()) =>
-            {
-                format!(
-                    "key {} of {} already revoked as of {} ({}); as of {at} ({reason}) \
-                     changes nothing",
-                    key.key_id, key.state, key.revoked_at, key.revocation_reason
-                )
-            }
-            AdminChange::RevokeKey { at, reason, .. } => format!(
-                "key {} of {} revoked as of {at} ({reason})",
+        AdminApplied::State(record, before) => state_detail(record, before.as_ref()),
+        AdminApplied::Key(key, before) => match (change, before) {
+            (AdminChange::RevokeKey { .. }, Some(before)) => revocation_detail(key, before),
+            (_, Some(_)) => format!(
+                "key {} for {} (already registered; changes nothing)",
                 key.key_id, key.state
             ),
-            _ => format!("key {} for {}", key.key_id, key.state),
+            (_, None) => format!("key {} for {}", key.key_id, key.state),
         },
         AdminApplied::Issued(certificate) => format!(
             "serial {} for {}",
@@ -89,7 +83,9 @@ pub(super) fn audit_record(
         }
         AdminApplied::Revoked(revoked, false) => format!(
             "serial {} already revoked at {} ({}); changes nothing",
-            revoked.serial, revoked.revoked_at, revoked.reason_name
+            revoked.serial,
+            format_time(revoked.revoked_at),
+            revoked.reason_name
         ),
     };
     AuditRecord {
@@ -100,12 +96,54 @@ pub(super) fn audit_record(
     }
 }
 
-/// What a change left in the store.
+fn state_detail(record: &StateRecord, before: Option<&StateRecord>) -> String {
+    match before {
+        Some(before) if before.suspended == record.suspended => {
+            let already = if record.suspended {
+                "suspended"
+            } else {
+                "enrolled"
+            };
+            format!("{} (already {already}; changes nothing)", record.state)
+        }
+        Some(before) if before.suspended => format!("{} (reinstated)", record.state),
+        _ => record.state.clone(),
+    }
+}
+
+/// A key's revocation, from the key `before` the change to the key `after` it.
+fn revocation_detail(after: &KeyRecord, before: &KeyRecord) -> String {
+    let of = format!("key {} of {}", after.key_id, after.state);
+    let as_of = |key: &KeyRecord| {
+        format!(
+            "{} ({})",
+            format_time(key.revoked_at),
+            key.revocation_reason
+        )
+    };
+    if before.revoked_at == 0 {
+        format!("{of} revoked as of {}", as_of(after))
+    } else if after.revoked_at < before.revoked_at {
+        format!(
+            "{of}: revocation moved earlier, from {} to {}",
+            as_of(before),
+            as_of(after)
+        )
+    } else {
+        format!(
+            "{of} already revoked as of {}; a later time changes nothing",
+            as_of(before)
+        )
+    }
+}
+
+/// What a change found and left in the store.
 #[derive(Debug, Clone)]
 pub(crate) enum AdminApplied {
-    State(StateRecord),
-    /// The key as stored (for a key registered again, the first registration).
-    Key(KeyRecord),
+    /// The state's record, and what it was before (`None`: not enrolled before).
+    State(StateRecord, Option<StateRecord>),
+    /// The key as stored, and as it was before (`None`: registered by this change).
+    Key(KeyRecord, Option<KeyRecord>),
     Issued(IssuedCertificate),
     /// The revocation as stored, and whether it is this change's (a certificate revoked
     /// again keeps its first revocation).
@@ -142,8 +180,21 @@ pub(super) fn apply(
 ) -> Result<Result<AdminApplied, KeyRegistryError>, StoreError> {
     let applied = match change {
         AdminChange::State(record) => {
-            put(tx, STATES, &record.state, record)?;
-            AdminApplied::State(record.clone())
+            let before: Option<StateRecord> = tx
+                .open_table(STATES)?
+                .get(record.state.as_str())?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            match before {
+                // Enrolled again, or suspended again: the record stays as it was.
+                Some(before) if before.suspended == record.suspended => {
+                    AdminApplied::State(before.clone(), Some(before))
+                }
+                before => {
+                    put(tx, STATES, &record.state, record)?;
+                    AdminApplied::State(record.clone(), before)
+                }
+            }
         }
         AdminChange::RegisterKey(record) => {
             let mut table = tx.open_table(SIGNING_KEYS)?;
@@ -152,7 +203,9 @@ pub(super) fn apply(
                 .map(|v| decode(v.value()))
                 .transpose()?;
             match existing {
-                Some(existing) if existing.state == record.state => AdminApplied::Key(existing),
+                Some(existing) if existing.state == record.state => {
+                    AdminApplied::Key(existing.clone(), Some(existing))
+                }
                 Some(existing) => {
                     return Ok(Err(KeyRegistryError::OtherState {
                         key_id: record.key_id.clone(),
@@ -161,7 +214,7 @@ pub(super) fn apply(
                 }
                 None => {
                     table.insert(record.key_id.as_str(), record.encode_to_vec().as_slice())?;
-                    AdminApplied::Key(record.clone())
+                    AdminApplied::Key(record.clone(), None)
                 }
             }
         }
@@ -171,15 +224,16 @@ pub(super) fn apply(
                 .get(key_id.as_str())?
                 .map(|v| decode(v.value()))
                 .transpose()?;
-            let Some(mut record) = stored else {
+            let Some(before) = stored else {
                 return Ok(Err(KeyRegistryError::Unknown(key_id.clone())));
             };
+            let mut record = before.clone();
             if record.revoked_at == 0 || *at < record.revoked_at {
                 record.revoked_at = *at;
                 reason.clone_into(&mut record.revocation_reason);
                 table.insert(key_id.as_str(), record.encode_to_vec().as_slice())?;
             }
-            AdminApplied::Key(record)
+            AdminApplied::Key(record, Some(before))
         }
         AdminChange::Issued(record) => {
             put(tx, ISSUED_CERTS, &record.serial, record)?;

@@ -593,7 +593,7 @@ impl Store {
     /// and returns the stored record; for another state it is refused.
     pub fn register_signing_key(&self, record: &KeyRecord) -> Result<KeyRecord, KeyRegistryError> {
         match self.change(&AdminChange::RegisterKey(record.clone()))? {
-            AdminApplied::Key(stored) => Ok(stored),
+            AdminApplied::Key(stored, _) => Ok(stored),
             other => Err(unexpected(&other)),
         }
     }

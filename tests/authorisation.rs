@@ -232,6 +232,16 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     }
 }
 
+/// The audit record of IDN's query, as the operator reads it.
+async fn idn_query_record(world: &World) -> pb::AuditEntry {
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    common::audit_log(&mut admin)
+        .await
+        .into_iter()
+        .find(|e| e.action == "query" && e.state == "IDN")
+        .unwrap()
+}
+
 /// A read whose caller goes away part-way is on record with what the server handed to
 /// HTTP/2 — what can have reached the caller — not with what it had queued behind that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,12 +263,7 @@ async fn a_read_left_part_way_is_on_record_with_what_was_taken_not_what_was_queu
         completed(&world, "IDN", "query")
     })
     .await;
-    let mut admin = world.server.admin(&operator(&world.pki)).await;
-    let record = common::audit_log(&mut admin)
-        .await
-        .into_iter()
-        .find(|e| e.action == "query" && e.state == "IDN")
-        .unwrap();
+    let record = idn_query_record(&world).await;
     // What HTTP/2 took but the caller did not read (about 50 items with these windows)
     // counts; the server's queue behind it (256 items) does not.
     let recorded = record.by_owner.get("AUS").copied().unwrap_or(0);
@@ -306,12 +311,7 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("not read from"), "{status:?}");
     assert!(received < 1_000, "{received}");
-    let mut admin = world.server.admin(&operator(&world.pki)).await;
-    let record = common::audit_log(&mut admin)
-        .await
-        .into_iter()
-        .find(|e| e.action == "query" && e.state == "IDN")
-        .unwrap();
+    let record = idn_query_record(&world).await;
     assert!(!record.in_progress, "{record:?}");
     assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
 }
@@ -342,14 +342,7 @@ async fn a_principal_may_have_only_so_many_reads_in_progress() {
         "{refused:?}"
     );
     // The refusal is on record, like every other, and its status names the record.
-    let number: u64 = refused
-        .metadata()
-        .get("tidemark-audit")
-        .unwrap_or_else(|| panic!("no audit record named: {refused:?}"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let number = common::named_audit_number(&refused);
     let mut admin = world.server.admin(&common::operator(&world.pki)).await;
     let record = common::audit_record(&mut admin, number).await;
     assert_eq!(

@@ -180,11 +180,7 @@ pub(super) fn apply(
 ) -> Result<Result<AdminApplied, KeyRegistryError>, StoreError> {
     let applied = match change {
         AdminChange::State(record) => {
-            let before: Option<StateRecord> = tx
-                .open_table(STATES)?
-                .get(record.state.as_str())?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let before: Option<StateRecord> = get(tx, STATES, &record.state)?;
             match before {
                 // Enrolled again, or suspended again: the record stays as it was.
                 Some(before) if before.suspended == record.suspended => {
@@ -197,11 +193,7 @@ pub(super) fn apply(
             }
         }
         AdminChange::RegisterKey(record) => {
-            let mut table = tx.open_table(SIGNING_KEYS)?;
-            let existing: Option<KeyRecord> = table
-                .get(record.key_id.as_str())?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let existing: Option<KeyRecord> = get(tx, SIGNING_KEYS, &record.key_id)?;
             match existing {
                 Some(existing) if existing.state == record.state => {
                     AdminApplied::Key(existing.clone(), Some(existing))
@@ -213,17 +205,13 @@ pub(super) fn apply(
                     }));
                 }
                 None => {
-                    table.insert(record.key_id.as_str(), record.encode_to_vec().as_slice())?;
+                    put(tx, SIGNING_KEYS, &record.key_id, record)?;
                     AdminApplied::Key(record.clone(), None)
                 }
             }
         }
         AdminChange::RevokeKey { key_id, at, reason } => {
-            let mut table = tx.open_table(SIGNING_KEYS)?;
-            let stored: Option<KeyRecord> = table
-                .get(key_id.as_str())?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let stored: Option<KeyRecord> = get(tx, SIGNING_KEYS, key_id)?;
             let Some(before) = stored else {
                 return Ok(Err(KeyRegistryError::Unknown(key_id.clone())));
             };
@@ -231,7 +219,7 @@ pub(super) fn apply(
             if record.revoked_at == 0 || *at < record.revoked_at {
                 record.revoked_at = *at;
                 reason.clone_into(&mut record.revocation_reason);
-                table.insert(key_id.as_str(), record.encode_to_vec().as_slice())?;
+                put(tx, SIGNING_KEYS, key_id, &record)?;
             }
             AdminApplied::Key(record, Some(before))
         }
@@ -240,20 +228,27 @@ pub(super) fn apply(
             AdminApplied::Issued(record.clone())
         }
         AdminChange::RevokeCertificate(record) => {
-            let mut table = tx.open_table(REVOKED_CERTS)?;
-            let first: Option<RevokedCertificate> = table
-                .get(record.serial.as_str())?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let first: Option<RevokedCertificate> = get(tx, REVOKED_CERTS, &record.serial)?;
             if let Some(first) = first {
                 AdminApplied::Revoked(first, false)
             } else {
-                table.insert(record.serial.as_str(), record.encode_to_vec().as_slice())?;
+                put(tx, REVOKED_CERTS, &record.serial, record)?;
                 AdminApplied::Revoked(record.clone(), true)
             }
         }
     };
     Ok(Ok(applied))
+}
+
+fn get<M: Message + Default>(
+    tx: &WriteTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<M>, StoreError> {
+    tx.open_table(table)?
+        .get(key)?
+        .map(|v| decode(v.value()))
+        .transpose()
 }
 
 fn put<M: Message>(

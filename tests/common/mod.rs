@@ -466,6 +466,11 @@ pub async fn open_store_after_stop(data: &TempDir) -> tidemark::Store {
 /// `tidemark-audit` metadata.
 pub fn audit_number(refused: &tonic::Status) -> u64 {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    named_audit_number(refused)
+}
+
+/// The number of the audit record any refusal names in its `tidemark-audit` metadata.
+pub fn named_audit_number(refused: &tonic::Status) -> u64 {
     refused
         .metadata()
         .get("tidemark-audit")

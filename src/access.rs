@@ -383,19 +383,29 @@ pub(crate) struct ReadLog {
 }
 
 impl ReadLog {
-    /// Notes one envelope read of `owner`'s report `id` (16 bytes).
-    pub(crate) fn note(&mut self, owner: &str, id: &[u8]) {
+    /// Notes one envelope read of `owner`'s report `id` (16 bytes; counted even when it
+    /// is not known).
+    pub(crate) fn note(&mut self, owner: &str, id: Option<&[u8; 16]>) {
         self.count += 1;
-        let entry = self
-            .owners
-            .entry(owner.to_owned())
-            .or_insert_with(|| OwnerReads {
+        let add = |entry: &mut OwnerReads| {
+            entry.count += 1;
+            if let Some(id) = id
+                && entry.report_ids.len() < MAX_AUDITED_IDS
+                && !entry.report_ids.iter().any(|i| i == id)
+            {
+                entry.report_ids.push(id.to_vec());
+            }
+        };
+        // Looked up first: the owner is allocated once per read, not once per item.
+        if let Some(entry) = self.owners.get_mut(owner) {
+            add(entry);
+        } else {
+            let mut entry = OwnerReads {
                 owner: owner.to_owned(),
                 ..OwnerReads::default()
-            });
-        entry.count += 1;
-        if entry.report_ids.len() < MAX_AUDITED_IDS && !entry.report_ids.iter().any(|i| i == id) {
-            entry.report_ids.push(id.to_vec());
+            };
+            add(&mut entry);
+            self.owners.insert(owner.to_owned(), entry);
         }
     }
 

@@ -211,14 +211,14 @@ impl Administration {
     }
 
     /// Revokes a signing key as of `compromised_at` (now when 0, never in the future):
-    /// envelopes it signed after that time are refused. Returns the key and the reason
-    /// recorded.
+    /// envelopes it signed after that time are refused. Returns the key, and whether it
+    /// was already revoked as of that time or earlier (nothing changed).
     pub(crate) fn revoke_key(
         &self,
         key_id: &str,
         (compromised_at, reason): (i64, &str),
         (operator, now): (&str, i64),
-    ) -> Result<(KeyRecord, i64, String), AdminError> {
+    ) -> Result<(KeyRecord, bool), AdminError> {
         let key_id = canonical_key_id(key_id)?;
         if compromised_at > now {
             return Err(invalid(
@@ -254,7 +254,10 @@ impl Administration {
             reason: reason.to_owned(),
         };
         match self.change(change, operator)? {
-            AdminApplied::Key(record, _) => Ok((record, at, reason.to_owned())),
+            AdminApplied::Key(record, before) => {
+                let already = before.is_some_and(|b| b.revoked_at != 0 && b.revoked_at <= at);
+                Ok((record, already))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -335,13 +338,14 @@ impl Administration {
 
     /// Revokes a client certificate by serial (any common spelling; stored canonical)
     /// for an RFC 5280 reason name (`unspecified` when empty), effective at once.
+    /// Returns the revocation that stands, and whether it was already there.
     pub(crate) fn revoke_certificate(
         &self,
         serial: &str,
         reason: &str,
         operator: &str,
         now: i64,
-    ) -> Result<RevokedCertificate, AdminError> {
+    ) -> Result<(RevokedCertificate, bool), AdminError> {
         let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
         let reason_name = if reason.is_empty() {
             "unspecified"
@@ -360,12 +364,12 @@ impl Administration {
             revoked_at: now,
             revoked_by: operator.to_owned(),
         };
-        let record = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
-            AdminApplied::Revoked(record, _) => record,
+        let (record, new) = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
+            AdminApplied::Revoked(record, new) => (record, new),
             other => return Err(unexpected(&other)),
         };
         self.refresh_after_change()?;
-        Ok(record)
+        Ok((record, !new))
     }
 
     /// Re-reads the TLS files; returns the server certificate's serial before and after.
@@ -643,10 +647,13 @@ mod tests {
             .map(|pair| String::from_utf8_lossy(pair).into_owned())
             .collect::<Vec<_>>()
             .join(":");
-        let revoked = admin
+        let (revoked, already) = admin
             .revoke_certificate(&upper_with_colons, "key-compromise", "op", 0)
             .unwrap();
-        assert_eq!(revoked.serial, issued.serial);
+        assert_eq!(
+            (revoked.serial.as_str(), already),
+            (issued.serial.as_str(), false)
+        );
         assert!(admin.trust.is_revoked(&issued.serial));
     }
 
@@ -680,9 +687,17 @@ mod tests {
                 ..
             })
         ));
-        let (_, at, reason) = admin
+        let (key, already) = admin
             .revoke_key(&stored.key_id, (0, ""), ("op", 1_000))
             .unwrap();
-        assert_eq!((at, reason.as_str()), (1_000, "unspecified"));
+        assert_eq!(
+            (key.revoked_at, key.revocation_reason.as_str(), already),
+            (1_000, "unspecified", false)
+        );
+        // Again, as of later: the first revocation stands.
+        let (key, already) = admin
+            .revoke_key(&stored.key_id, (0, "superseded"), ("op", 1_500))
+            .unwrap();
+        assert_eq!((key.revoked_at, already), (1_000, true));
     }
 }

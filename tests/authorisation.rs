@@ -274,6 +274,43 @@ async fn a_read_left_part_way_is_on_record_with_what_was_taken_not_what_was_queu
     );
 }
 
+/// A read the server's shutdown cuts still has its audit record completed, with what its
+/// caller took, before the store is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cut_by_a_shutdown_is_completed_on_record() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.shutdown_grace_secs = 1;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 1_000).await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    let subscription = idn.subscribe(smuggling()).await.unwrap().into_inner();
+    let World { pki, server, .. } = world;
+    let data = server.stop().await;
+    drop((stream, subscription));
+    let store = common::open_store_after_stop(&data).await;
+    let server = tidemark::server::Server::build_on(pki.config(&data), store).unwrap();
+    let server = TestServer::run(server, data).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let log = common::audit_log(&mut admin).await;
+    let record = |action: &str| {
+        log.iter()
+            .find(|e| e.action == action && e.state == "IDN")
+            .unwrap()
+    };
+    let query = record("query");
+    assert!(!query.in_progress, "{query:?}");
+    assert!(
+        query.by_owner.get("AUS").is_some_and(|&n| n < 1_000),
+        "{query:?}"
+    );
+    let subscription = record("subscribe");
+    assert!(!subscription.in_progress, "{subscription:?}");
+}
+
 /// A read whose caller stops taking items ends after `limits.read_stall_secs` with
 /// DEADLINE_EXCEEDED, its audit record completed with what was sent: a caller that stops
 /// reading holds no server thread or store snapshot for longer.

@@ -631,15 +631,29 @@ async fn refused_handshakes_are_counted_by_what_was_wrong() {
         let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
         assert!(exchange.who_am_i(pb::WhoAmIRequest {}).await.is_err());
     }
-    let after = scrape(metrics).await;
     // (A client may try a refused connection more than once.)
-    let refused = |reason: &str| {
+    let refused = |scrape: &prometheus_parse::Scrape, reason: &str| {
         count(
-            &after,
+            scrape,
             "tidemark_handshakes_refused_total",
             &[("reason", reason)],
         )
     };
+    // The server counts a refusal as it ends the handshake, which the client may see
+    // first: wait for the counts.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let after = scrape(metrics).await;
+        if ["expired", "no_certificate"]
+            .iter()
+            .all(|reason| refused(&after, reason) >= 1)
+            || tokio::time::Instant::now() > deadline
+        {
+            break after;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let refused = |reason: &str| refused(&after, reason);
     for reason in ["expired", "no_certificate"] {
         assert!(refused(reason) >= 1, "{reason}");
     }

@@ -184,13 +184,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner();
             print_key(&info)?;
-            let moved = compromised_at.is_none_or(|at| at == info.revoked_at_unix);
-            if !moved || (!reason.is_empty() && reason != info.revocation_reason) {
+            if info.already_revoked {
                 eprintln!(
                     "the key was already revoked as of {} ({}), which stands: only an earlier \
                      --compromised-at moves a revocation",
                     format_time(info.revoked_at_unix),
-                    info.revocation_reason
+                    printable(&info.revocation_reason)
                 );
             }
         }
@@ -321,12 +320,8 @@ async fn revoke(
     serial: String,
     reason: String,
 ) -> anyhow::Result<()> {
-    let asked_at = time::OffsetDateTime::now_utc().unix_timestamp();
     let r = admin
-        .revoke_certificate(pb::RevokeCertificateRequest {
-            serial,
-            reason: reason.clone(),
-        })
+        .revoke_certificate(pb::RevokeCertificateRequest { serial, reason })
         .await
         .map_err(|status| anyhow!(client::explain(&status)))?
         .into_inner();
@@ -336,8 +331,7 @@ async fn revoke(
         r.reason,
         format_time(r.revoked_at_unix)
     )?;
-    // The server keeps a certificate's first revocation (a little slack for clocks).
-    if r.reason != reason || r.revoked_at_unix < asked_at - 5 {
+    if r.already_revoked {
         eprintln!(
             "the certificate was already revoked as of {} ({}), which stands",
             format_time(r.revoked_at_unix),

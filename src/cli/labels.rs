@@ -10,16 +10,23 @@ pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
         .replace('_', " ")
 }
 
-/// Text from the server as one terminal line shows it safely: control characters (a
-/// newline would start what looks like another record) and bidirectional formatting
-/// characters (which reorder what follows them on screen; Unicode TR #9, "Trojan
-/// Source") are written as `\u{..}` escapes.
+/// Text from the server as one terminal line shows it safely: control characters and
+/// line separators (a newline would start what looks like another record),
+/// bidirectional formatting characters (which reorder what follows them on screen;
+/// Unicode TR #9, "Trojan Source") and zero-width characters are written as `\u{..}`
+/// escapes.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| {
         c.is_control()
             || matches!(
                 c,
-                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+                // Bidirectional formatting, line and paragraph separators, zero-width.
+                '\u{061C}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{FEFF}'
             )
     };
     if !text.contains(unsafe_char) {

@@ -220,7 +220,7 @@ impl pb::admin_server::Admin for AdminService {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
         let now = self.ctx.clock.now();
-        let (record, at, reason) = self
+        let (record, already_revoked) = self
             .ctx
             .blocking(move |ctx| {
                 ctx.admin.revoke_key(
@@ -230,8 +230,18 @@ impl pb::admin_server::Admin for AdminService {
                 )
             })
             .await?;
-        tracing::warn!(key_id = %record.key_id, state = %record.state, at, reason, "signing key revoked");
-        Ok(Response::new(info_of_key(&record)))
+        tracing::warn!(
+            key_id = %record.key_id,
+            state = %record.state,
+            at = record.revoked_at,
+            reason = record.revocation_reason,
+            already_revoked,
+            "signing key revoked"
+        );
+        Ok(Response::new(pb::SigningKeyInfo {
+            already_revoked,
+            ..info_of_key(&record)
+        }))
     }
     async fn list_signing_keys(
         &self,
@@ -354,7 +364,7 @@ impl pb::admin_server::Admin for AdminService {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
         let now = self.ctx.clock.now();
-        let record = self
+        let (record, already_revoked) = self
             .ctx
             .blocking(move |ctx| {
                 ctx.admin
@@ -364,12 +374,14 @@ impl pb::admin_server::Admin for AdminService {
         tracing::warn!(
             serial = record.serial,
             reason = record.reason_name,
+            already_revoked,
             "certificate revoked"
         );
         Ok(Response::new(pb::RevokeCertificateResponse {
             serial: record.serial,
             reason: record.reason_name,
             revoked_at_unix: record.revoked_at,
+            already_revoked,
         }))
     }
     async fn reload_tls(
@@ -482,5 +494,6 @@ fn info_of_key(record: &KeyRecord) -> pb::SigningKeyInfo {
         valid_until_unix: record.valid_until,
         revoked_at_unix: record.revoked_at,
         revocation_reason: record.revocation_reason.clone(),
+        already_revoked: false,
     }
 }

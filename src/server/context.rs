@@ -23,7 +23,7 @@ use crate::{
     report::Category,
     server::{
         auth,
-        delivery::{Delivered, Ledger},
+        delivery::{Cut, Delivered, Drained, Ledger, Unfinished, cut_short},
         feed::Feed,
         guard::{CallGuard, Guarded, StandingWatch},
         reads::OpenStreams,
@@ -67,6 +67,8 @@ pub(super) struct Context {
     pub metrics: Arc<Metrics>,
     /// Refusal records, from each principal's budget.
     pub refusals: super::refusals::RefusalRecords,
+    /// Reads whose audit record is not completed yet.
+    pub unfinished: Unfinished,
 }
 
 impl Context {
@@ -171,6 +173,8 @@ impl Context {
         let stall = self.read_stall;
         let (raise_writer, raise_principal, raise_detail) =
             (writer.clone(), principal.clone(), detail.clone());
+        let (unfinished, mut cut) = self.unfinished.start();
+        let mut producer_cut = cut.clone();
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut allowance = Allowance::default();
@@ -202,16 +206,10 @@ impl Context {
                     }
                     // A caller that stops reading does not hold this thread (and the
                     // snapshot) for ever: the read ends after `limits.read_stall_secs`.
-                    queue.queueing();
-                    match runtime.block_on(timeout(stall, tx.send(Ok(item)))) {
-                        Ok(Ok(())) => true,
-                        Ok(Err(_)) => {
-                            queue.not_queued();
-                            false
-                        }
-                        Err(_) => {
-                            queue.not_queued();
-                            ended = Some(stalled(stall));
+                    match send(&runtime, (&tx, &queue), item, (stall, &mut producer_cut)) {
+                        Ok(sent) => sent,
+                        Err(end) => {
+                            ended = Some(end);
                             false
                         }
                     }
@@ -229,7 +227,11 @@ impl Context {
             // A read that ran to its end is whole once its caller has taken what is
             // queued (or has gone away); one that stops taking it meanwhile has stalled.
             let ended = match ended {
-                None if !ledger.drained(stall).await => Some(stalled(stall)),
+                None => match ledger.drained(stall, &mut cut).await {
+                    Drained::Taken => None,
+                    Drained::Stalled => Some(stalled(stall)),
+                    Drained::Cut => Some(cut_short()),
+                },
                 ended => ended,
             };
             // From here what is still queued is dropped unsent: the record is exact.
@@ -237,6 +239,7 @@ impl Context {
                 .close()
                 .to_audit(&principal, state.as_str(), &kind, &detail);
             let completed = writer.update_audit(number, record).await.map(|_| ());
+            drop(unfinished);
             let ended = match completed {
                 Err(e) => {
                     tracing::error!(%principal, action = kind.action, number, error = %e, "a read's audit record could not be completed");
@@ -265,6 +268,33 @@ impl Context {
         tokio::task::spawn_blocking(move || work(&ctx).map_err(Into::into))
             .await
             .map_err(|e| Status::internal(format!("the call failed: {e}")))?
+    }
+}
+
+/// Queues `item` for the caller (noted in `queue`), waiting at most `stall` for room,
+/// unless the server cuts the read: whether it went (not if the caller is gone), or why
+/// the read must end.
+fn send<T>(
+    runtime: &tokio::runtime::Handle,
+    (tx, queue): (&mpsc::Sender<Result<T, Status>>, &Ledger),
+    item: T,
+    (stall, cut): (std::time::Duration, &mut Cut),
+) -> Result<bool, Status> {
+    queue.queueing();
+    let sent = runtime.block_on(async {
+        tokio::select! {
+            sent = timeout(stall, tx.send(Ok(item))) => Some(sent),
+            () = cut.wait() => None,
+        }
+    });
+    if !matches!(sent, Some(Ok(Ok(())))) {
+        queue.not_queued();
+    }
+    match sent {
+        Some(Ok(Ok(()))) => Ok(true),
+        Some(Ok(Err(_))) => Ok(false),
+        Some(Err(_)) => Err(stalled(stall)),
+        None => Err(cut_short()),
     }
 }
 

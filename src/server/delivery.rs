@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::Status;
 use uuid::Uuid;
@@ -28,25 +28,29 @@ use crate::{access::ReadLog, pb};
 
 /// An item of an audited read: whose report it carries, and which.
 pub(super) trait Delivered {
-    /// The owning state and the report's id, from the item's metadata.
-    fn owner_and_report(&self) -> Option<(&str, Uuid)>;
+    /// The item's metadata (every item a read sends has it).
+    fn meta(&self) -> Option<&pb::EnvelopeMeta>;
+
+    /// The owning state, and the report's id if it reads as one.
+    fn owner_and_report(&self) -> Option<(&str, Option<Uuid>)> {
+        let meta = self.meta()?;
+        Some((
+            meta.reporting_state.as_str(),
+            Uuid::parse_str(&meta.report_id).ok(),
+        ))
+    }
 }
 
 impl Delivered for pb::QueryResult {
-    fn owner_and_report(&self) -> Option<(&str, Uuid)> {
-        meta_owner_and_report(self.meta.as_ref()?)
+    fn meta(&self) -> Option<&pb::EnvelopeMeta> {
+        self.meta.as_ref()
     }
 }
 
 impl Delivered for pb::SyncItem {
-    fn owner_and_report(&self) -> Option<(&str, Uuid)> {
-        meta_owner_and_report(self.meta.as_ref()?)
+    fn meta(&self) -> Option<&pb::EnvelopeMeta> {
+        self.meta.as_ref()
     }
-}
-
-fn meta_owner_and_report(meta: &pb::EnvelopeMeta) -> Option<(&str, Uuid)> {
-    let id = Uuid::parse_str(&meta.report_id).ok()?;
-    Some((meta.reporting_state.as_str(), id))
 }
 
 /// What one read's caller has taken so far.
@@ -66,6 +70,8 @@ struct State {
     closed: bool,
     /// The caller's stream is gone.
     gone: bool,
+    /// Someone waits in [`Ledger::drained`]: each take wakes it.
+    draining: bool,
 }
 
 impl Ledger {
@@ -85,22 +91,28 @@ impl Ledger {
         state.queued = state.queued.saturating_sub(1);
     }
 
-    /// Waits until the caller has taken everything queued, or has gone away. `false` if
-    /// it took nothing for `stall` meanwhile.
-    pub(super) async fn drained(&self, stall: Duration) -> bool {
+    /// Waits until the caller has taken everything queued, or has gone away — unless it
+    /// takes nothing for `stall`, or the server cuts the read.
+    pub(super) async fn drained(&self, stall: Duration, cut: &mut Cut) -> Drained {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             // Registered before the check, so a take in between is not missed.
             changed.as_mut().enable();
             {
-                let state = self.state();
+                let mut state = self.state();
                 if state.queued == 0 || state.gone {
-                    return true;
+                    return Drained::Taken;
                 }
+                state.draining = true;
             }
-            if tokio::time::timeout(stall, changed).await.is_err() {
-                return false;
+            tokio::select! {
+                taken = tokio::time::timeout(stall, changed) => {
+                    if taken.is_err() {
+                        return Drained::Stalled;
+                    }
+                }
+                () = cut.wait() => return Drained::Cut,
             }
         }
     }
@@ -148,10 +160,13 @@ impl<T: Delivered> Stream for Delivering<T> {
                 continue;
             }
             if let Some((owner, report)) = item.owner_and_report() {
-                state.taken.note(owner, report.as_bytes());
+                state.taken.note(owner, report.as_ref().map(Uuid::as_bytes));
             }
+            let wake = state.draining;
             drop(state);
-            this.ledger.changed.notify_waiters();
+            if wake {
+                this.ledger.changed.notify_waiters();
+            }
             return Poll::Ready(Some(Ok(item)));
         }
     }
@@ -166,6 +181,98 @@ impl<T> Drop for Delivering<T> {
         }
         self.ledger.changed.notify_waiters();
     }
+}
+
+/// Reads whose audit record is not completed yet. When the server stops, it cuts them
+/// ([`Unfinished::cut_all`]: each ends as if its caller had gone, with UNAVAILABLE) and
+/// waits for them (a little) before it stops the writer, so that their records are
+/// completed, not left in progress.
+#[derive(Clone)]
+pub(super) struct Unfinished {
+    open: Arc<(std::sync::atomic::AtomicUsize, Notify)>,
+    cut: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Unfinished {
+    fn default() -> Self {
+        Self {
+            open: Arc::default(),
+            cut: Arc::new(watch::Sender::new(false)),
+        }
+    }
+}
+
+/// One read not yet completed; dropped when its record is.
+pub(super) struct UnfinishedRead(Arc<(std::sync::atomic::AtomicUsize, Notify)>);
+
+/// Resolves once the server cuts the reads still open.
+#[derive(Clone)]
+pub(super) struct Cut(watch::Receiver<bool>);
+
+impl Cut {
+    pub(super) async fn wait(&mut self) {
+        // The sender goes only with the server: then too the read is cut.
+        let _ = self.0.wait_for(|&cut| cut).await;
+    }
+}
+
+impl Unfinished {
+    /// A read starts: it is counted until the returned value is dropped, and is told
+    /// through [`Cut`] when the server stops.
+    pub(super) fn start(&self) -> (UnfinishedRead, Cut) {
+        self.open
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (UnfinishedRead(self.open.clone()), Cut(self.cut.subscribe()))
+    }
+
+    /// Cuts every read still open.
+    pub(super) fn cut_all(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Waits until every read has completed its record, for at most `within`; `false` if
+    /// some have not.
+    pub(super) async fn finished(&self, within: Duration) -> bool {
+        let all = async {
+            loop {
+                let done = self.open.1.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if self.open.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        };
+        tokio::time::timeout(within, all).await.is_ok()
+    }
+}
+
+impl Drop for UnfinishedRead {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
+}
+
+/// The end of a read the server cut as it stopped.
+pub(super) fn cut_short() -> Status {
+    Status::unavailable(
+        "the server is stopping, so it ended this read; what was sent is on record; read \
+         again once it is back (a sync resumes from its cursor)",
+    )
+}
+
+/// How [`Ledger::drained`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Drained {
+    /// The caller took everything queued, or went away.
+    Taken,
+    /// The caller took nothing for the stall limit.
+    Stalled,
+    /// The server cut the read.
+    Cut,
 }
 
 #[cfg(test)]
@@ -232,15 +339,17 @@ mod tests {
         assert_eq!(end.code(), tonic::Code::DeadlineExceeded);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn drained_waits_for_the_caller_to_take_everything_or_go() {
         let stall = Duration::from_millis(200);
         let ledger = Arc::new(Ledger::default());
         let (tx, rx) = mpsc::channel(16);
         let mut stream = ledger.stream(ReceiverStream::new(rx));
         queue(&ledger, &tx, &["AUS", "AUS"]).await;
+        let unfinished = Unfinished::default();
+        let (_read, mut cut) = unfinished.start();
         // Nothing is taken: the caller has stalled.
-        assert!(!ledger.drained(stall).await);
+        assert_eq!(ledger.drained(stall, &mut cut).await, Drained::Stalled);
         // Taking one item at a time, each within the stall, drains it.
         let reader = tokio::spawn(async move {
             for _ in 0..2 {
@@ -249,7 +358,7 @@ mod tests {
             }
             stream
         });
-        assert!(ledger.drained(stall).await);
+        assert_eq!(ledger.drained(stall, &mut cut).await, Drained::Taken);
         let stream = reader.await.unwrap();
         assert_eq!(counts(&ledger.close(), "p"), [("AUS".to_owned(), 2)]);
         // A caller that goes away drains it too, with nothing more counted.
@@ -258,15 +367,40 @@ mod tests {
         let gone = ledger.stream(ReceiverStream::new(rx));
         queue(&ledger, &tx, &["THA"]).await;
         drop((gone, stream));
-        assert!(ledger.drained(stall).await);
+        assert_eq!(ledger.drained(stall, &mut cut).await, Drained::Taken);
         assert!(counts(&ledger.close(), "p").is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_item_that_was_not_queued_is_not_waited_for() {
         let ledger = Ledger::default();
         ledger.queueing();
         ledger.not_queued();
-        assert!(ledger.drained(Duration::from_millis(10)).await);
+        let unfinished = Unfinished::default();
+        let (_read, mut cut) = unfinished.start();
+        assert_eq!(
+            ledger.drained(Duration::from_millis(10), &mut cut).await,
+            Drained::Taken
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_server_cuts_reads_and_waits_for_their_records() {
+        let unfinished = Unfinished::default();
+        let (read, mut cut) = unfinished.start();
+        let ledger = Arc::new(Ledger::default());
+        let (tx, rx) = mpsc::channel(16);
+        let _stream = ledger.stream(ReceiverStream::new(rx));
+        queue(&ledger, &tx, &["AUS"]).await;
+        let stall = Duration::from_secs(60);
+        let waiting = tokio::spawn(async move { ledger.drained(stall, &mut cut).await });
+        assert!(
+            !unfinished.finished(Duration::from_secs(1)).await,
+            "a read is open"
+        );
+        unfinished.cut_all();
+        assert_eq!(waiting.await.unwrap(), Drained::Cut);
+        drop(read);
+        assert!(unfinished.finished(Duration::from_secs(1)).await);
     }
 }

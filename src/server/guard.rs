@@ -175,6 +175,8 @@ impl CallGuard {
         items: impl Stream<Item = Result<T, Status>> + Send + 'static,
     ) -> Guarded<T> {
         Guarded {
+            trust: self.trust.clone(),
+            peer: self.peer.clone(),
             items: Box::pin(items),
             lapse: Box::pin(async move { self.lapsed().await }),
             ended: false,
@@ -193,6 +195,10 @@ async fn changed(rx: &mut watch::Receiver<u64>) {
 /// A response stream that ends, with the guard's refusal, once its caller is no longer
 /// admitted — checked before every item, and while idle.
 pub(super) struct Guarded<T> {
+    /// For the exact check before each item (revocation, suspension, expiry): the
+    /// guard's own wakes by itself only on a change or once a second.
+    trust: Arc<Trust>,
+    peer: PeerIdentity,
     items: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
     lapse: Pin<Box<dyn Future<Output = Status> + Send>>,
     ended: bool,
@@ -207,6 +213,10 @@ impl<T> Stream for Guarded<T> {
             return Poll::Ready(None);
         }
         if let Poll::Ready(status) = this.lapse.as_mut().poll(cx) {
+            this.ended = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        if let Err(status) = auth::admit(&this.trust, &this.peer) {
             this.ended = true;
             return Poll::Ready(Some(Err(status)));
         }

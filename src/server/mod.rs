@@ -191,6 +191,7 @@ impl Server {
             read_stall: limits.read_stall(),
             metrics: self.metrics.clone(),
             refusals,
+            unfinished: delivery::Unfinished::default(),
         }
     }
 
@@ -292,6 +293,7 @@ impl Server {
         let disk_failure = writer.disk_failure();
         let refusals = refusals::RefusalRecords::new(writer.clone(), self.metrics.clone());
         let ctx = self.context(writer, feed_handle, refusals.clone());
+        let unfinished = ctx.unfinished.clone();
         let refusals = refusals::RefusalAuditLayer::new(refusals);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
@@ -342,18 +344,14 @@ impl Server {
             result = serve => result.map_err(|e| ServerError::Transport(e.to_string())),
             () = deadline => {
                 tracing::warn!(?grace, "calls still open after the shutdown grace period were cut");
+                unfinished.cut_all();
                 Ok(())
             }
         };
-        for task in [accept_task, watch_task, feed_task]
+        let tasks = [accept_task, watch_task, feed_task]
             .into_iter()
-            .chain(metrics_task)
-        {
-            task.abort();
-            let _ = task.await;
-        }
-        // Every accepted submission is committed before the store is let go.
-        writer_thread.stop().await;
+            .chain(metrics_task);
+        wind_down(tasks, &unfinished, writer_thread).await;
         let failed = disk_failed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -364,6 +362,30 @@ impl Server {
         }
     }
 }
+
+/// Stops the server's own `tasks`, lets the reads it cut complete their audit records,
+/// then commits what the writer holds and stops it.
+async fn wind_down(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>,
+    unfinished: &delivery::Unfinished,
+    writer_thread: crate::store::WriterThread,
+) {
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
+    }
+    if !unfinished.finished(READS_FINISH).await {
+        tracing::warn!(
+            "reads whose audit records were not completed within {READS_FINISH:?} of the \
+             shutdown stay in progress (an upper bound of what they sent)"
+        );
+    }
+    // Every accepted submission is committed before the store is let go.
+    writer_thread.stop().await;
+}
+
+/// How long a stopping server waits for cut reads to complete their audit records.
+const READS_FINISH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses a configuration whose log origin or key differs from those that signed the
 /// store's log: a log cannot change either, or every witness and receipt breaks.

@@ -27,7 +27,7 @@ use crate::{
     server::{
         auth,
         context::Context,
-        delivery::{Delivered, Ledger},
+        delivery::{Delivered, Ledger, cut_short},
         feed::Batch,
         guard::Guarded,
     },
@@ -268,55 +268,62 @@ impl Context {
         let ctx = self.clone();
         let caller = peer.clone();
         let pushing = filter.pushing();
+        let (unfinished, mut cut) = self.unfinished.start();
         tokio::spawn(async move {
             let mut allowance = Allowance::default();
-            let end = loop {
-                let batch = tokio::select! {
-                    () = tx.closed() => break None,
-                    batch = batches.recv() => batch,
-                };
-                let found = match batch {
-                    Ok(batch) => match from_batch(&batch, &pushing, state, cursor) {
-                        Some(found) => Ok(found),
-                        // A gap before this batch: read what was missed directly.
-                        None => ctx.pending_changes(&filter, state, cursor).await,
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        ctx.pending_changes(&filter, state, cursor).await
+            let pushing_on = async {
+                loop {
+                    let batch = tokio::select! {
+                        () = tx.closed() => break None,
+                        batch = batches.recv() => batch,
+                    };
+                    let found = match batch {
+                        Ok(batch) => match from_batch(&batch, &pushing, state, cursor) {
+                            Some(found) => Ok(found),
+                            // A gap before this batch: read what was missed directly.
+                            None => ctx.pending_changes(&filter, state, cursor).await,
+                        },
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            ctx.pending_changes(&filter, state, cursor).await
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break None,
+                    };
+                    let (items, seen) = match found {
+                        Ok(found) => found,
+                        Err(status) => break Some(status),
+                    };
+                    cursor = cursor.max(seen);
+                    if items.is_empty() {
+                        continue;
                     }
-                    Err(broadcast::error::RecvError::Closed) => break None,
-                };
-                let (items, seen) = match found {
-                    Ok(found) => found,
-                    Err(status) => break Some(status),
-                };
-                cursor = cursor.max(seen);
-                if items.is_empty() {
-                    continue;
-                }
-                // Revocation, suspension and standing, exactly, before anything is pushed
-                // (the guard watches them too, but only this check is ordered with the push).
-                if let Err(status) = auth::admit(&ctx.trust, &caller)
-                    .and_then(|()| ctx.still_stands(state, filter.category))
-                {
-                    break Some(status);
-                }
-                let mut raise = false;
-                for (owner, count) in others(&items, state) {
-                    raise |= allowance.take(owner, count);
-                }
-                if raise {
-                    let record = allowance.to_audit(&principal, state.as_str(), &kind, &detail);
-                    if let Err(e) = ctx.writer.update_audit(number, record).await {
-                        break Some(Status::unavailable(format!(
-                            "the audit record of this subscription could not be raised, so \
+                    // Revocation, suspension and standing, exactly, before anything is pushed
+                    // (the guard watches them too, but only this check is ordered with the push).
+                    if let Err(status) = auth::admit(&ctx.trust, &caller)
+                        .and_then(|()| ctx.still_stands(state, filter.category))
+                    {
+                        break Some(status);
+                    }
+                    let mut raise = false;
+                    for (owner, count) in others(&items, state) {
+                        raise |= allowance.take(owner, count);
+                    }
+                    if raise {
+                        let record = allowance.to_audit(&principal, state.as_str(), &kind, &detail);
+                        if let Err(e) = ctx.writer.update_audit(number, record).await {
+                            break Some(Status::unavailable(format!(
+                                "the audit record of this subscription could not be raised, so \
                              nothing more is pushed: {e}"
-                        )));
+                            )));
+                        }
+                    }
+                    if let Some(end) = push(&tx, items, ctx.read_stall, &queue).await {
+                        break end;
                     }
                 }
-                if let Some(end) = push(&tx, items, ctx.read_stall, &queue).await {
-                    break end;
-                }
+            };
+            let end = tokio::select! {
+                end = pushing_on => end,
+                () = cut.wait() => Some(cut_short()),
             };
             // Nothing this subscription holds waits for its caller: the feed, its slot.
             drop((batches, slot));
@@ -327,6 +334,7 @@ impl Context {
             if let Err(e) = ctx.writer.update_audit(number, record).await {
                 tracing::error!(%principal, number, error = %e, "a subscription's audit record could not be completed");
             }
+            drop(unfinished);
             if let Some(status) = end {
                 // Not bounded: the end must not look like a clean close to a caller that
                 // reads again later; waiting holds only this task.

@@ -67,7 +67,9 @@ pub(super) fn audit_record(
     let detail = match applied {
         AdminApplied::State(record, before) => state_detail(record, before.as_ref()),
         AdminApplied::Key(key, before) => match (change, before) {
-            (AdminChange::RevokeKey { .. }, Some(before)) => revocation_detail(key, before),
+            (AdminChange::RevokeKey { at, reason, .. }, Some(before)) => {
+                revocation_detail(key, before, (*at, reason))
+            }
             (_, Some(_)) => format!(
                 "key {} for {} (already registered; changes nothing)",
                 key.key_id, key.state
@@ -111,8 +113,9 @@ fn state_detail(record: &StateRecord, before: Option<&StateRecord>) -> String {
     }
 }
 
-/// A key's revocation, from the key `before` the change to the key `after` it.
-fn revocation_detail(after: &KeyRecord, before: &KeyRecord) -> String {
+/// A key's revocation as of `asked` (time, reason), from the key `before` the change to
+/// the key `after` it.
+fn revocation_detail(after: &KeyRecord, before: &KeyRecord, asked: (i64, &str)) -> String {
     let of = format!("key {} of {}", after.key_id, after.state);
     let as_of = |key: &KeyRecord| {
         format!(
@@ -131,8 +134,10 @@ fn revocation_detail(after: &KeyRecord, before: &KeyRecord) -> String {
         )
     } else {
         format!(
-            "{of} already revoked as of {}; a later time changes nothing",
-            as_of(before)
+            "{of} already revoked as of {}; as of {} ({}) changes nothing",
+            as_of(before),
+            format_time(asked.0),
+            asked.1
         )
     }
 }

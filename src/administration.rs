@@ -187,13 +187,18 @@ impl Administration {
             key.valid_from
         };
         if key.valid_until != 0 && key.valid_until <= valid_from {
+            let after = if key.valid_from == 0 {
+                format!(
+                    "is not in the future (the server's time is {}): give a later time, or \
+                     none for no end",
+                    format_time(now)
+                )
+            } else {
+                format!("is not after valid_from_unix {}", format_time(valid_from))
+            };
             return Err(invalid(
                 "valid_until_unix",
-                format!(
-                    "(--valid-until) {} is not after valid_from_unix (--valid-from) {}",
-                    format_time(key.valid_until),
-                    format_time(valid_from)
-                ),
+                format!("(--valid-until) {} {after}", format_time(key.valid_until)),
             ));
         }
         let record = KeyRecord::new(
@@ -245,7 +250,7 @@ impl Administration {
         if pki::parse_reason(reason).is_none() {
             return Err(invalid(
                 "reason",
-                format!("{reason:?} is not one of: {}", pki::REASONS),
+                format!("{} is not one of: {}", quoted(reason), pki::REASONS),
             ));
         }
         let change = AdminChange::RevokeKey {
@@ -352,10 +357,11 @@ impl Administration {
         } else {
             reason
         };
-        let code = pki::parse_reason(reason_name).ok_or_else(|| AdminError::Invalid {
-            field: "reason",
-            reason: format!("{reason_name:?} is not one of: {}", pki::REASONS),
-            whole: format!("reason {reason_name:?} is not one of: {}", pki::REASONS),
+        let code = pki::parse_reason(reason_name).ok_or_else(|| {
+            invalid(
+                "reason",
+                format!("{} is not one of: {}", quoted(reason_name), pki::REASONS),
+            )
         })?;
         let asked = RevokedCertificate {
             serial,
@@ -415,8 +421,9 @@ fn canonical_key_id(key_id: &str) -> Result<String, AdminError> {
         Err(invalid(
             "key_id",
             format!(
-                "{key_id:?} is not a signing key id: 64 hex digits, as `tidemark admin keys` \
-                 lists them"
+                "{} is not a signing key id: 64 hex digits, as `tidemark admin keys` \
+                 lists them",
+                quoted(key_id)
             ),
         ))
     }
@@ -427,6 +434,11 @@ fn unexpected(applied: &AdminApplied) -> AdminError {
     AdminError::Internal(format!(
         "the store answered an administrative change with {applied:?}"
     ))
+}
+
+/// A value as an error message quotes it: escaped, and cut short if long.
+fn quoted(value: &str) -> String {
+    format!("{:?}", crate::report::shorten(value.to_owned(), 64))
 }
 
 fn invalid(field: &'static str, err: impl std::fmt::Display) -> AdminError {

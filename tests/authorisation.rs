@@ -311,6 +311,31 @@ async fn a_read_cut_by_a_shutdown_is_completed_on_record() {
     assert!(!subscription.in_progress, "{subscription:?}");
 }
 
+/// Subscriptions never end by themselves, so they end as the server begins to stop —
+/// told why — instead of holding it for the whole grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_end_as_the_server_begins_to_stop() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.shutdown_grace_secs = 60;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 1).await;
+    let mut idn = world.exchange("IDN").await;
+    let mut subscription = idn.subscribe(smuggling()).await.unwrap().into_inner();
+    let World { server, .. } = world;
+    let stopped = tokio::time::timeout(PATIENCE, server.stop())
+        .await
+        .expect("the server stops well within its 60 s grace period");
+    let end = tokio::time::timeout(PATIENCE, subscription.message())
+        .await
+        .expect("the subscription ends")
+        .expect_err("with the reason");
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains("the server is stopping"), "{end:?}");
+    drop(stopped);
+}
+
 /// A read whose caller stops taking items ends after `limits.read_stall_secs` with
 /// DEADLINE_EXCEEDED, its audit record completed with what was sent: a caller that stops
 /// reading holds no server thread or store snapshot for longer.

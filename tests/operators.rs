@@ -886,7 +886,8 @@ async fn operator_reads_are_audited() {
     assert_eq!(revocations[0], "serial 0a1b2c (superseded)");
     assert!(
         revocations[1].starts_with("serial 0a1b2c already revoked at ")
-            && revocations[1].ends_with("(superseded); changes nothing"),
+            && revocations[1]
+                .ends_with("(superseded); revoking it again (key-compromise) changes nothing"),
         "{revocations:?}"
     );
 }
@@ -947,13 +948,20 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         reason: reason.into(),
         compromised_at_unix: 0,
     };
-    for reason in ["superseded)\n#999 fake record", "because"] {
+    let long = "a".repeat(8_000);
+    for reason in ["superseded)\n#999 fake record", "because", &long] {
         let refused = admin
             .revoke_signing_key(revoke(id.to_owned(), reason))
             .await
             .unwrap_err();
         assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
         assert!(refused.message().contains("key-compromise"), "{refused:?}");
+        // Quoted short: a long value does not overflow the caller's header limit.
+        assert!(
+            refused.message().len() < 1_024,
+            "{}",
+            refused.message().len()
+        );
     }
     for bad in ["", "not-a-key-id", &id[..63]] {
         let refused = admin

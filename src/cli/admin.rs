@@ -47,7 +47,7 @@ enum AdminCommand {
         reason: String,
         /// When the key was compromised: an RFC 3339 date-time (2026-11-02T08:00:00Z), or
         /// a date (2026-11-02: from its midnight UTC). Default: now.
-        #[arg(long, value_name = "TIME|DATE", value_parser = super::reads::parse_instant)]
+        #[arg(long, value_name = "TIME|DATE", value_parser = parse_compromised_at)]
         compromised_at: Option<i64>,
     },
     /// Read the audit log: reads of states' data, refusals, administrative actions,
@@ -466,8 +466,10 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
                         line.push_str(&v.to_string());
                         line
                     });
+                // An unfinished read's counts bound what it sent (they are raised ahead).
+                let at_most = if e.in_progress { "at most " } else { "" };
                 format!(
-                    " {}{by_owner}",
+                    " {at_most}{}{by_owner}",
                     super::labels::count(e.count, "report", "reports")
                 )
             } else {
@@ -490,9 +492,41 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
 /// `--valid-until`: a date-time as given, or a date through its last second (UTC).
 fn parse_until(text: &str) -> Result<i64, String> {
     let at = super::reads::parse_instant(text)?;
-    Ok(if tidemark::calendar::parse_date(text).is_some() {
+    not_the_epoch(if tidemark::calendar::parse_date(text).is_some() {
         at + 86_399
     } else {
         at
     })
+}
+
+/// `--compromised-at`: a date-time, or a date from its midnight (UTC).
+fn parse_compromised_at(text: &str) -> Result<i64, String> {
+    not_the_epoch(super::reads::parse_instant(text)?)
+}
+
+/// Refuses the Unix epoch itself, which the API reads as "not given" (now, or no end).
+fn not_the_epoch(at: i64) -> Result<i64, String> {
+    if at == 0 {
+        Err(
+            "1970-01-01T00:00:00Z is 0 in the API, which means \"not given\"; give a time \
+             a second before or after it"
+                .to_owned(),
+        )
+    } else {
+        Ok(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_compromised_at, parse_until};
+
+    #[test]
+    fn the_epoch_itself_is_refused_as_a_time_since_the_api_reads_it_as_not_given() {
+        assert!(parse_compromised_at("1970-01-01T00:00:00Z").is_err());
+        assert_eq!(parse_compromised_at("1970-01-01T00:00:01Z"), Ok(1));
+        assert_eq!(parse_compromised_at("1969-12-31T23:59:59Z"), Ok(-1));
+        assert!(parse_until("1970-01-01T00:00:00Z").is_err());
+        assert_eq!(parse_until("1970-01-01"), Ok(86_399));
+    }
 }

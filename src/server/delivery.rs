@@ -184,13 +184,16 @@ impl<T> Drop for Delivering<T> {
 }
 
 /// Reads whose audit record is not completed yet. When the server stops, it cuts them
-/// ([`Unfinished::cut_all`]: each ends as if its caller had gone, with UNAVAILABLE) and
-/// waits for them (a little) before it stops the writer, so that their records are
-/// completed, not left in progress.
+/// — subscriptions, which never end by themselves, as soon as it begins to stop
+/// ([`Unfinished::end_subscriptions`]); queries and syncs once the grace period is over
+/// ([`Unfinished::cut_all`]) — each ending with UNAVAILABLE, and waits for them (a
+/// little) before it stops the writer, so that their records are completed, not left in
+/// progress.
 #[derive(Clone)]
 pub(super) struct Unfinished {
     open: Arc<(std::sync::atomic::AtomicUsize, Notify)>,
     cut: Arc<watch::Sender<bool>>,
+    subscriptions: Arc<watch::Sender<bool>>,
 }
 
 impl Default for Unfinished {
@@ -198,6 +201,7 @@ impl Default for Unfinished {
         Self {
             open: Arc::default(),
             cut: Arc::new(watch::Sender::new(false)),
+            subscriptions: Arc::new(watch::Sender::new(false)),
         }
     }
 }
@@ -217,8 +221,8 @@ impl Cut {
 }
 
 impl Unfinished {
-    /// A read starts: it is counted until the returned value is dropped, and is told
-    /// through [`Cut`] when the server stops.
+    /// A query or sync starts: it is counted until the returned value is dropped, and is
+    /// told through [`Cut`] when the server stops.
     pub(super) fn start(&self) -> (UnfinishedRead, Cut) {
         self.open
             .0
@@ -226,8 +230,25 @@ impl Unfinished {
         (UnfinishedRead(self.open.clone()), Cut(self.cut.subscribe()))
     }
 
+    /// A subscription starts, as [`Self::start`].
+    pub(super) fn start_subscription(&self) -> (UnfinishedRead, Cut) {
+        self.open
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (
+            UnfinishedRead(self.open.clone()),
+            Cut(self.subscriptions.subscribe()),
+        )
+    }
+
+    /// Ends every subscription: the server is stopping.
+    pub(super) fn end_subscriptions(&self) {
+        self.subscriptions.send_replace(true);
+    }
+
     /// Cuts every read still open.
     pub(super) fn cut_all(&self) {
+        self.end_subscriptions();
         self.cut.send_replace(true);
     }
 

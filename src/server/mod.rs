@@ -308,6 +308,12 @@ impl Server {
 
         // A failed disk stops the server (see `stop_on_disk_failure`).
         let disk_failed = Arc::new(std::sync::Mutex::new(None));
+        // Subscriptions never end by themselves: they end as the server begins to stop.
+        let ending = unfinished.clone();
+        let shutdown = async move {
+            shutdown.await;
+            ending.end_subscriptions();
+        };
         let shutdown =
             stop_on_disk_failure(shutdown, disk_failure, health.clone(), disk_failed.clone());
         let grace = limits.shutdown_grace();

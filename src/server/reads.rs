@@ -268,7 +268,7 @@ impl Context {
         let ctx = self.clone();
         let caller = peer.clone();
         let pushing = filter.pushing();
-        let (unfinished, mut cut) = self.unfinished.start();
+        let (unfinished, mut cut) = self.unfinished.start_subscription();
         tokio::spawn(async move {
             let mut allowance = Allowance::default();
             let pushing_on = async {

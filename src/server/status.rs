@@ -104,12 +104,18 @@ fn invalid(errors: &ValidationErrors) -> Status {
 
 /// INVALID_ARGUMENT naming the one field at fault in a `google.rpc.BadRequest`.
 fn bad_field(field: &str, reason: &str, message: String) -> Status {
+    // A reason may quote what was sent; quoted whole, a long value would overflow the
+    // caller's header limit and break its connection instead of telling it.
+    let reason = crate::report::shorten(reason.to_owned(), MAX_ECHO);
     Status::with_error_details(
         Code::InvalidArgument,
-        message,
+        crate::report::shorten(message, MAX_ECHO),
         ErrorDetails::with_bad_request_violation(field, reason),
     )
 }
+
+/// Most characters of an invalid-argument message and of its field's reason.
+const MAX_ECHO: usize = 1024;
 
 /// A store failure is the server's: logged here, INTERNAL to the caller.
 impl From<StoreError> for Status {

@@ -83,12 +83,19 @@ pub(super) fn audit_record(
         AdminApplied::Revoked(revoked, true) => {
             format!("serial {} ({})", revoked.serial, revoked.reason_name)
         }
-        AdminApplied::Revoked(revoked, false) => format!(
-            "serial {} already revoked at {} ({}); changes nothing",
-            revoked.serial,
-            format_time(revoked.revoked_at),
-            revoked.reason_name
-        ),
+        AdminApplied::Revoked(revoked, false) => {
+            let asked = match change {
+                AdminChange::RevokeCertificate(asked) => format!(" ({})", asked.reason_name),
+                _ => String::new(),
+            };
+            format!(
+                "serial {} already revoked at {} ({}); revoking it again{asked} changes \
+                 nothing",
+                revoked.serial,
+                format_time(revoked.revoked_at),
+                revoked.reason_name
+            )
+        }
     };
     AuditRecord {
         principal: operator.to_owned(),

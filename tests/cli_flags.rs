@@ -1720,7 +1720,12 @@ async fn every_json_output_writes_numbers_as_numbers() {
     .await;
     assert_eq!(table.trim().lines().count(), 1, "one object on one line");
     let table = json(&table);
-    assert!(table["cells"][0]["values"][0].is_u64(), "{table}");
+    // Which cells are withheld depends on the store's random cell key: take a shown one.
+    let shown = table["cells"]
+        .as_array()
+        .and_then(|cells| cells.iter().find(|c| c.get("values").is_some()))
+        .unwrap_or_else(|| panic!("a shown cell: {table}"));
+    assert!(shown["values"][0].is_u64(), "{table}");
     assert_eq!(table["source"], "counters");
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Administration {
     writer: Writer,
     trust: Arc<Trust>,
     trust_domain: Arc<str>,
+    /// The key id of the server's own receipt and log key, which no state may sign with.
+    server_key_id: Arc<str>,
     /// Set while a backup is being copied: one at a time.
     backing_up: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -129,13 +131,19 @@ impl Administration {
     }
 
     /// The actions over `store` (changed through its `writer`) and `trust`, for
-    /// certificates of `trust_domain`.
-    pub(crate) fn new(store: Store, writer: Writer, trust: Arc<Trust>, trust_domain: &str) -> Self {
+    /// certificates of `trust_domain`, on a server whose own key has `server_key_id`.
+    pub(crate) fn new(
+        (store, writer): (Store, Writer),
+        trust: Arc<Trust>,
+        trust_domain: &str,
+        server_key_id: &str,
+    ) -> Self {
         Self {
             store,
             writer,
             trust,
             trust_domain: trust_domain.into(),
+            server_key_id: server_key_id.into(),
             backing_up: Arc::default(),
         }
     }
@@ -181,6 +189,14 @@ impl Administration {
         let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
         let public = PublicKey::from_spki_pem(&key.public_key_pem)
             .map_err(|e| invalid("public_key_pem", e))?;
+        if public.key_id() == &*self.server_key_id {
+            // Whoever holds it signs receipts and checkpoints: it cannot be a state's too.
+            return Err(invalid(
+                "public_key_pem",
+                "this is the server's own receipt and log key; a state signs with a key of \
+                 its own (make one with `tidemark keygen`)",
+            ));
+        }
         let valid_from = if key.valid_from == 0 {
             now
         } else {
@@ -572,7 +588,7 @@ mod tests {
         let (writer, _) = store
             .start_writer(crate::clock::Clock::system(), 16, Arc::new(log), metrics)
             .unwrap();
-        Administration::new(store, writer, Arc::new(trust), DEFAULT_TRUST_DOMAIN)
+        Administration::new((store, writer), Arc::new(trust), DEFAULT_TRUST_DOMAIN, "")
     }
 
     fn csr(role: Role, name: &str) -> String {

@@ -914,6 +914,17 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
     };
     admin.register_signing_key(register()).await.unwrap();
     admin.register_signing_key(register()).await.unwrap();
+    // The server's own receipt and log key is no state's.
+    let server_key = server.receipt_key(&node(&pki, "AUS")).await;
+    let refused = admin
+        .register_signing_key(pb::RegisterSigningKeyRequest {
+            public_key_pem: server_key.to_spki_pem(),
+            ..register()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("server's own"), "{refused:?}");
     let details: Vec<_> = common::audit_log(&mut admin)
         .await
         .into_iter()

@@ -169,10 +169,10 @@ impl Server {
     ) -> Context {
         let limits = &self.config.limits;
         let admin = Administration::new(
-            self.store.clone(),
-            writer.clone(),
+            (self.store.clone(), writer.clone()),
             self.trust.clone(),
             &self.config.trust_domain,
+            self.receipt_key.key_id(),
         );
         Context {
             store: self.store.clone(),

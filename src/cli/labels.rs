@@ -1,5 +1,5 @@
 //! How the command line names things: the API's enum values in tables, CSV headings and
-//! charts, and counts of things.
+//! charts, and counts of things; and how it shows text from the server on a terminal.
 
 /// "METRIC_UNACCOMPANIED_MINORS" → "unaccompanied minors".
 pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
@@ -16,19 +16,6 @@ pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
 /// Unicode TR #9, "Trojan Source") and zero-width characters are written as `\u{..}`
 /// escapes.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                // Bidirectional formatting, line and paragraph separators, zero-width.
-                '\u{061C}'
-                    | '\u{200B}'..='\u{200F}'
-                    | '\u{2028}'..='\u{202E}'
-                    | '\u{2060}'
-                    | '\u{2066}'..='\u{2069}'
-                    | '\u{FEFF}'
-            )
-    };
     if !text.contains(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -45,6 +32,21 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Whether `c` would break a line, or move, reorder or hide text on a terminal.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            // Bidirectional formatting, line and paragraph separators, zero-width.
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 /// `n` and the noun: "1 report", "2 reports".
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -52,7 +54,25 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use proptest::prelude::*;
+
+    use super::{printable, unsafe_char};
+
+    proptest! {
+        /// Whatever the server sends, it shows as one line with no character that moves
+        /// or hides text, and text without such characters is shown as it is.
+        #[test]
+        fn any_text_is_shown_on_one_line_without_reordering_or_hidden_characters(
+            chars in proptest::collection::vec(any::<char>(), 0..64)
+        ) {
+            let text: String = chars.into_iter().collect();
+            let shown = printable(&text);
+            prop_assert!(!shown.contains(unsafe_char), "{shown:?}");
+            if shown == text {
+                prop_assert!(matches!(shown, std::borrow::Cow::Borrowed(_)));
+            }
+        }
+    }
 
     #[test]
     fn text_that_could_pass_for_another_line_or_reorder_the_screen_is_escaped() {

@@ -359,14 +359,15 @@ impl Administration {
 
     /// Revokes a client certificate by serial (any common spelling; stored canonical)
     /// for an RFC 5280 reason name (`unspecified` when empty), effective at once.
-    /// Returns the revocation that stands, and whether it was already there.
+    /// Returns the revocation that stands, whether it was already there, and whether
+    /// the certificate was issued through this server.
     pub(crate) fn revoke_certificate(
         &self,
         serial: &str,
         reason: &str,
         operator: &str,
         now: i64,
-    ) -> Result<(RevokedCertificate, bool), AdminError> {
+    ) -> Result<(RevokedCertificate, bool, bool), AdminError> {
         let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
         let reason_name = if reason.is_empty() {
             "unspecified"
@@ -391,7 +392,12 @@ impl Administration {
             other => return Err(unexpected(&other)),
         };
         self.refresh_after_change()?;
-        Ok((record, !new))
+        let issued_here = self
+            .store
+            .issued_certificates()?
+            .iter()
+            .any(|c| c.serial == record.serial);
+        Ok((record, !new, issued_here))
     }
 
     /// Re-reads the TLS files; returns the server certificate's serial before and after.
@@ -675,13 +681,17 @@ mod tests {
             .map(|pair| String::from_utf8_lossy(pair).into_owned())
             .collect::<Vec<_>>()
             .join(":");
-        let (revoked, already) = admin
+        let (revoked, already, issued_here) = admin
             .revoke_certificate(&upper_with_colons, "key-compromise", "op", 0)
             .unwrap();
         assert_eq!(
-            (revoked.serial.as_str(), already),
-            (issued.serial.as_str(), false)
+            (revoked.serial.as_str(), already, issued_here),
+            (issued.serial.as_str(), false, true)
         );
+        let (_, _, issued_here) = admin
+            .revoke_certificate("0a1b2c", "superseded", "op", 0)
+            .unwrap();
+        assert!(!issued_here, "a serial this server never issued");
         assert!(admin.trust.is_revoked(&issued.serial));
     }
 

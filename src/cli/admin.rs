@@ -338,6 +338,14 @@ async fn revoke(
             r.reason
         );
     }
+    if !r.issued_here {
+        eprintln!(
+            "no certificate with serial {} was issued through this server (`admin certs` \
+             lists those that were): it is on the CRL all the same, which is right for one \
+             made offline, but check the serial",
+            r.serial
+        );
+    }
     Ok(())
 }
 

@@ -364,7 +364,7 @@ impl pb::admin_server::Admin for AdminService {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
         let now = self.ctx.clock.now();
-        let (record, already_revoked) = self
+        let (record, already_revoked, issued_here) = self
             .ctx
             .blocking(move |ctx| {
                 ctx.admin
@@ -382,6 +382,7 @@ impl pb::admin_server::Admin for AdminService {
             reason: record.reason_name,
             revoked_at_unix: record.revoked_at,
             already_revoked,
+            issued_here,
         }))
     }
     async fn reload_tls(

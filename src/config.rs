@@ -282,6 +282,10 @@ pub struct Limits {
     pub read_stall_secs: u64,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
     pub shutdown_grace_secs: u64,
+    /// A connection whose client certificate is revoked or expires, or whose state is
+    /// suspended, is closed this long after (calls in progress are told why first; a
+    /// state reinstated within it keeps its connections).
+    pub lapsed_connection_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -364,6 +368,7 @@ impl Default for Limits {
             max_reads_per_principal: 16,
             read_stall_secs: 60,
             shutdown_grace_secs: 10,
+            lapsed_connection_grace_secs: 5,
         }
     }
 }
@@ -397,6 +402,11 @@ impl Limits {
     /// `first_byte_timeout_ms` as a duration.
     pub fn first_byte_timeout(&self) -> Duration {
         Duration::from_millis(self.first_byte_timeout_ms)
+    }
+
+    /// `lapsed_connection_grace_secs` as a duration.
+    pub fn lapsed_connection_grace(&self) -> Duration {
+        Duration::from_secs(self.lapsed_connection_grace_secs)
     }
 
     /// `shutdown_grace_secs` as a duration.

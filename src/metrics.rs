@@ -83,7 +83,7 @@ pub struct Readings {
     pub now: i64,
 }
 
-/// A refused TLS handshake.
+/// A refused TLS handshake, or a connection closed by the server.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandshakeLabels {
     /// A fixed set, e.g. `no_certificate`, `tls_error`, `timeout`.
@@ -103,6 +103,7 @@ pub struct Metrics {
     refusals_unrecorded: Counter,
     give_to_get_refusals: Family<CategoryLabels, Counter>,
     handshakes_refused: Family<HandshakeLabels, Counter>,
+    connections_closed: Family<HandshakeLabels, Counter>,
     store_bytes: Gauge<i64, AtomicI64>,
     quarters_behind: Gauge<i64, AtomicI64>,
     server_certificate_expiry: Gauge<i64, AtomicI64>,
@@ -139,6 +140,7 @@ impl Metrics {
             refusals_unrecorded: Counter::default(),
             give_to_get_refusals: Family::default(),
             handshakes_refused: Family::default(),
+            connections_closed: Family::default(),
             store_bytes: Gauge::default(),
             quarters_behind: Gauge::default(),
             server_certificate_expiry: Gauge::default(),
@@ -203,6 +205,12 @@ impl Metrics {
             "tidemark_handshakes_refused",
             "TLS handshakes refused, by reason",
             self.handshakes_refused.clone(),
+        );
+        r.register(
+            "tidemark_connections_closed",
+            "Connections closed because their client certificate's rights lapsed, by \
+             reason (revoked, expired, suspended)",
+            self.connections_closed.clone(),
         );
         r.register_with_unit(
             "tidemark_store",
@@ -309,6 +317,13 @@ impl Metrics {
     /// A TLS handshake was refused for `reason` (one of a fixed set).
     pub fn handshake_refused(&self, reason: &'static str) {
         self.handshakes_refused
+            .get_or_create(&HandshakeLabels { reason })
+            .inc();
+    }
+
+    /// A connection was closed because its certificate's rights lapsed for `reason`.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
             .get_or_create(&HandshakeLabels { reason })
             .inc();
     }

@@ -232,6 +232,113 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     }
 }
 
+/// A world of 1,000 reports for IDN to read, on a server that closes a connection one
+/// second after its certificate's rights lapse.
+async fn world_closing_lapsed_connections() -> World {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.lapsed_connection_grace_secs = 1;
+    })
+    .await;
+    fill(World::on(pki, server).await, 1_000).await
+}
+
+/// Starts a query on `reader` and takes its first item only: the server is soon held up
+/// by the reader's small window and is no longer asked for items.
+async fn stalled_query(reader: &mut Exchange) -> tonic::Streaming<pb::QueryResult> {
+    let mut stream = reader.query(smuggling()).await.unwrap().into_inner();
+    stream.message().await.unwrap().expect("the first item");
+    stream
+}
+
+/// A read whose caller has stopped reading is not asked for its next item, so it cannot
+/// see a revocation or suspension; its connection is closed
+/// `limits.lapsed_connection_grace_secs` after, which ends the read and completes its
+/// record at once, not after `limits.read_stall_secs` (60 s).
+#[tokio::test]
+async fn a_stalled_read_ends_with_its_connection_on_revocation_and_on_suspension() {
+    for cause in [Cause::Revoke, Cause::Suspend] {
+        let world = world_closing_lapsed_connections().await;
+        let mut idn = small_window_reader(&world, "IDN").await;
+        let mut stream = stalled_query(&mut idn).await;
+        cause.apply(&world, &mut idn).await;
+        eventually("the stalled query ends and its record is completed", || {
+            completed(&world, "IDN", "query")
+        })
+        .await;
+        let (rest, end) = drain(&mut stream).await;
+        // The refusal, if its trailers got out before the connection was closed, or
+        // the broken connection.
+        let status = end.expect_err("the read ended");
+        assert!(
+            [cause.code(), Code::Unknown].contains(&status.code()),
+            "{cause:?}: {status:?}"
+        );
+        assert!(rest < 250, "{cause:?}: {rest} items after the lapse");
+    }
+}
+
+/// A state reinstated within the grace period keeps its connections.
+#[tokio::test]
+async fn a_state_reinstated_within_the_grace_period_keeps_its_connection() {
+    let world = world_closing_lapsed_connections().await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let mut stream = stalled_query(&mut idn).await;
+    Cause::Suspend.apply(&world, &mut idn).await;
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    admin
+        .enrol_state(pb::StateRequest {
+            state: "IDN".into(),
+        })
+        .await
+        .unwrap();
+    // Past the grace period.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // The query ends with the reason if it was asked for an item while IDN was
+    // suspended, or goes on to its end; had the connection been closed, it would end
+    // with the broken connection.
+    let (rest, end) = drain(&mut stream).await;
+    match end {
+        Ok(()) => assert_eq!(rest, 1_000, "AUS's 1,000 reports and IDN's own, less one"),
+        Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{status:?}"),
+    }
+}
+
+/// A connection whose certificate expires is closed, whether or not its stalled read is
+/// ever asked for an item again.
+#[tokio::test]
+async fn a_stalled_read_ends_with_its_connection_when_the_certificate_expires() {
+    let world = world_closing_lapsed_connections().await;
+    let now = time::OffsetDateTime::now_utc();
+    let principal = tidemark::identity::Principal::new(
+        common::TRUST_DOMAIN,
+        Role::Node(common::state("IDN")),
+        "idn-short-lived",
+    )
+    .unwrap();
+    let issued = world
+        .pki
+        .ca
+        .issue_client(
+            &principal,
+            tidemark::pki::Validity {
+                not_before: now - time::Duration::hours(1),
+                not_after: now + time::Duration::seconds(3),
+            },
+        )
+        .unwrap();
+    let mut idn = pb::exchange_client::ExchangeClient::new(
+        common::small_window_channel(&world.server, &world.pki.identity(&issued)).await,
+    );
+    let mut stream = stalled_query(&mut idn).await;
+    eventually("the stalled query ends and its record is completed", || {
+        completed(&world, "IDN", "query")
+    })
+    .await;
+    let (_, end) = drain(&mut stream).await;
+    end.expect_err("the connection was closed");
+}
+
 /// The audit record of IDN's query, as the operator reads it.
 async fn idn_query_record(world: &World) -> pb::AuditEntry {
     let mut admin = world.server.admin(&operator(&world.pki)).await;

@@ -558,6 +558,91 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     assert!(!empty.path().join("new").exists());
 }
 
+/// An HTTP/2 connection of `identity` that says its preface and then nothing.
+async fn idle_http2_connection(
+    pki: &TestPki,
+    server: &TestServer,
+    identity: &tidemark::client::ClientIdentity,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio::io::AsyncWriteExt;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(identity.cert_pem().as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem().as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    // The client preface, then an empty SETTINGS frame (RFC 9113 §3.4).
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    stream
+}
+
+/// An idle connection whose certificate is revoked is closed (it would otherwise stay
+/// open: nothing on it is asked to check), and counted; other connections stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_when_its_certificate_is_revoked() {
+    use tokio::io::AsyncReadExt;
+    let pki = TestPki::new();
+    let (server, metrics) = TestServer::start_with_metrics_and(&pki, |config| {
+        config.limits.lapsed_connection_grace_secs = 1;
+    })
+    .await;
+    let identity = node(&pki, "IDN");
+    let mut idle = idle_http2_connection(&pki, &server, &identity).await;
+    let mut aus = server.exchange(&node(&pki, "AUS")).await;
+    aus.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(identity.cert_pem().as_bytes());
+    let der: rustls::pki_types::CertificateDer = der.unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let serial = tidemark::identity::serial_hex(parsed.raw_serial());
+    server
+        .admin(&common::operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            reason: "superseded".into(),
+        })
+        .await
+        .unwrap();
+    // The server's SETTINGS and whatever else it says, then the end.
+    let mut said = Vec::new();
+    let end = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        idle.read_to_end(&mut said),
+    )
+    .await;
+    assert!(
+        end.is_ok(),
+        "the revoked connection is still open after 10 s"
+    );
+    let scrape = scrape(metrics).await;
+    // The idle connection, not AUS's.
+    let closed = count(
+        &scrape,
+        "tidemark_connections_closed_total",
+        &[("reason", "revoked")],
+    );
+    assert_eq!(closed, 1);
+    aus.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_method_names_share_one_metric_label() {
     let pki = TestPki::new();

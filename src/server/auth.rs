@@ -77,36 +77,80 @@ impl Interceptor for Authenticate {
     }
 }
 
-/// Whether the trust state still admits `peer`: its certificate has not expired since
-/// the handshake (wall-clock time, as the handshake checked it), is not revoked, and its
-/// state is not suspended. Checked at the start of every call, and again while a
-/// long-lived call runs (see [`super::guard`]).
-pub(super) fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
+/// Why the trust state no longer admits a peer it admitted at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lapse {
+    /// Its certificate has expired since the handshake.
+    Expired,
+    /// Its certificate has been revoked.
+    Revoked,
+    /// Its state has been suspended.
+    Suspended,
+}
+
+impl Lapse {
+    /// The lapse as a metric label.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Suspended => "suspended",
+        }
+    }
+
+    /// What `peer` is told: UNAUTHENTICATED for its certificate, PERMISSION_DENIED for
+    /// its state.
+    fn status(self, peer: &PeerIdentity) -> Status {
+        match self {
+            Self::Expired => Status::unauthenticated(format!(
+                "client certificate {} expired at {}; ask your operator for a new one",
+                peer.serial(),
+                crate::clock::format_time(peer.not_after())
+            )),
+            Self::Revoked => Status::unauthenticated(format!(
+                "client certificate {} has been revoked; ask your operator for a new one",
+                peer.serial()
+            )),
+            Self::Suspended => {
+                let state = peer
+                    .principal()
+                    .state()
+                    .map_or_else(|| "its state".to_owned(), |state| state.to_string());
+                Status::permission_denied(format!(
+                    "{state} is suspended from the exchange; its certificates do not work \
+                     until an operator reinstates it"
+                ))
+            }
+        }
+    }
+}
+
+/// Whether `peer`'s rights have lapsed since its handshake: its certificate has expired
+/// (wall-clock time, as the handshake checked it) or been revoked, or its state has been
+/// suspended.
+pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     if now > peer.not_after() {
-        return Err(Status::unauthenticated(format!(
-            "client certificate {} expired at {}; ask your operator for a new one",
-            peer.serial(),
-            crate::clock::format_time(peer.not_after())
-        )));
-    }
-    if trust.is_revoked(peer.serial()) {
-        return Err(Status::unauthenticated(format!(
-            "client certificate {} has been revoked; ask your operator for a new one",
-            peer.serial()
-        )));
-    }
-    if let Some(state) = peer.principal().state()
-        && trust.is_suspended(state.as_str())
+        Some(Lapse::Expired)
+    } else if trust.is_revoked(peer.serial()) {
+        Some(Lapse::Revoked)
+    } else if peer
+        .principal()
+        .state()
+        .is_some_and(|state| trust.is_suspended(state.as_str()))
     {
-        return Err(Status::permission_denied(format!(
-            "{state} is suspended from the exchange; its certificates do not work until an \
-             operator reinstates it"
-        )));
+        Some(Lapse::Suspended)
+    } else {
+        None
     }
-    Ok(())
+}
+
+/// Whether the trust state still admits `peer` (see [`lapse`]). Checked at the start of
+/// every call, and again while a long-lived call runs (see [`super::guard`]).
+pub(super) fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
+    lapse(trust, peer).map_or(Ok(()), |lapse| Err(lapse.status(peer)))
 }
 
 /// The authenticated caller of a request that passed [`Authenticate`].

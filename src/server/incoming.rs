@@ -27,11 +27,11 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::connections::{Connection, Connections};
 use crate::{metrics::Metrics, trust::Trust};
 
-/// Streams that completed a TLS handshake, in the exact type tonic reads peer
-/// certificates from.
-pub(super) type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
+/// Connections that completed a TLS handshake, each watched by [`Connections`].
+pub(super) type Incoming = ReceiverStream<Result<Connection, std::io::Error>>;
 
 /// Settings of the accept loop.
 #[derive(Clone, Copy)]
@@ -58,6 +58,7 @@ impl From<&crate::config::Limits> for AcceptLimits {
 pub(super) fn spawn(
     listener: TcpListener,
     (trust, metrics): (Arc<Trust>, Arc<Metrics>),
+    connections: Connections,
     limits: AcceptLimits,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(limits.max_pending.max(1));
@@ -85,6 +86,7 @@ pub(super) fn spawn(
             let acceptor = TlsAcceptor::from(trust.server_config());
             let tx = tx.clone();
             let metrics = metrics.clone();
+            let connections = connections.clone();
             tokio::spawn(async move {
                 // The span puts the peer's address on what the verifier logs.
                 let stream = handshake(&acceptor, tcp, peer, limits, &slot)
@@ -94,7 +96,7 @@ pub(super) fn spawn(
                 match stream {
                     // The server has stopped if the receiver is gone; drop the connection.
                     Ok(stream) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let _ = tx.send(Ok(connections.open(stream, peer))).await;
                     }
                     Err(reason) => metrics.handshake_refused(reason),
                 }

@@ -7,6 +7,7 @@
 mod admin;
 mod analytics;
 mod auth;
+mod connections;
 mod context;
 mod delivery;
 mod exchange;
@@ -44,8 +45,9 @@ use crate::{
 };
 
 use self::{
-    admin::AdminService, analytics::AnalyticsService, auth::Authenticate, context::Context,
-    exchange::ExchangeService, incoming::AcceptLimits, transparency::TransparencyService,
+    admin::AdminService, analytics::AnalyticsService, auth::Authenticate, connections::Connections,
+    context::Context, exchange::ExchangeService, incoming::AcceptLimits,
+    transparency::TransparencyService,
 };
 
 /// A server ready to run: configuration checked, TLS material and store loaded.
@@ -253,6 +255,23 @@ impl Server {
         &self.store
     }
 
+    /// Starts accepting connections on `listener`, each watched for its certificate's
+    /// rights: the stream of connections and the accept loop's task.
+    fn accept(&self, listener: TcpListener) -> (incoming::Incoming, tokio::task::JoinHandle<()>) {
+        let connections = Connections::new(
+            self.trust.clone(),
+            &self.config.trust_domain,
+            self.config.limits.lapsed_connection_grace(),
+            self.metrics.clone(),
+        );
+        incoming::spawn(
+            listener,
+            (self.trust.clone(), self.metrics.clone()),
+            connections,
+            AcceptLimits::from(&self.config.limits),
+        )
+    }
+
     /// Serves on `listener` until `shutdown` completes; in-flight calls then finish
     /// before this returns.
     pub async fn run(
@@ -267,11 +286,7 @@ impl Server {
         }
         let metrics_task = self.spawn_metrics();
         let limits = &self.config.limits;
-        let (incoming, accept_task) = incoming::spawn(
-            listener,
-            (self.trust.clone(), self.metrics.clone()),
-            AcceptLimits::from(limits),
-        );
+        let (incoming, accept_task) = self.accept(listener);
 
         let watch_task = tokio::spawn(watch_trust(
             self.trust.clone(),

@@ -117,10 +117,20 @@ impl TestServer {
     /// A server with its metrics endpoint on a port of its own: the server and the
     /// endpoint's address.
     pub async fn start_with_metrics(pki: &TestPki) -> (Self, SocketAddr) {
+        Self::start_with_metrics_and(pki, |_| {}).await
+    }
+
+    /// As [`Self::start_with_metrics`], letting the test adjust the config first.
+    pub async fn start_with_metrics_and(
+        pki: &TestPki,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (Self, SocketAddr) {
         let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = metrics.local_addr().unwrap();
         let data = TempDir::new().expect("temp dir");
-        let server = Server::build(pki.config(&data))
+        let mut config = pki.config(&data);
+        adjust(&mut config);
+        let server = Server::build(config)
             .expect("server builds")
             .with_metrics_listener(metrics);
         (Self::run(server, data).await, addr)

@@ -1,0 +1,237 @@
+//! Open connections end with their certificate's rights.
+//!
+//! Every call checks its caller when it starts ([`super::auth`]), and a stream checks
+//! again before each item it sends ([`super::guard`]). But a stream whose caller has
+//! stopped reading is not asked for its next item, and an idle connection is asked
+//! nothing: both would stay open after the certificate is revoked or expires, or its
+//! state is suspended. So every connection is watched from its handshake on. Once its
+//! certificate's rights lapse, calls in progress have `limits.lapsed_connection_grace_secs`
+//! to end with their reason (a stream being read is told within a second), and then the
+//! connection is closed: reads and writes on it fail, HTTP/2 drops it with every call on
+//! it, and what it still held for the caller is never sent. A state reinstated within the
+//! grace period keeps its connections.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use atomic_waker::AtomicWaker;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::oneshot,
+};
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+use crate::{identity::PeerIdentity, metrics::Metrics, server::auth, trust::Trust};
+
+/// The longest a watcher sleeps before it looks at the wall clock again (the clock can
+/// be set while it sleeps).
+const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Watches the connections that complete a handshake.
+#[derive(Clone)]
+pub(super) struct Connections {
+    trust: Arc<Trust>,
+    trust_domain: Arc<str>,
+    grace: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Connections {
+    /// Connections are closed `grace` after their certificate's rights lapse.
+    pub(super) fn new(
+        trust: Arc<Trust>,
+        trust_domain: &str,
+        grace: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            trust,
+            trust_domain: trust_domain.into(),
+            grace,
+            metrics,
+        }
+    }
+
+    /// Starts watching `stream`, just through its handshake with the client at `peer`.
+    pub(super) fn open(
+        &self,
+        stream: TlsStream<TcpStream>,
+        peer: std::net::SocketAddr,
+    ) -> Connection {
+        let (open, closed) = oneshot::channel();
+        let cut = Arc::new(Cut::default());
+        // A certificate that names no principal of this exchange can make no call (each
+        // is refused with the reason), so there is nothing to watch.
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| PeerIdentity::from_certificate(leaf, &self.trust_domain).ok());
+        if let Some(identity) = identity {
+            let watch = Watch {
+                connections: self.clone(),
+                identity,
+                peer,
+                cut: cut.clone(),
+            };
+            tokio::spawn(watch.run(closed));
+        }
+        Connection {
+            stream,
+            cut,
+            _open: open,
+        }
+    }
+}
+
+/// One connection's watch.
+struct Watch {
+    connections: Connections,
+    identity: PeerIdentity,
+    peer: std::net::SocketAddr,
+    cut: Arc<Cut>,
+}
+
+impl Watch {
+    /// Until the connection ends (`closed` resolves), or is cut here.
+    async fn run(self, mut closed: oneshot::Receiver<()>) {
+        let trust = &self.connections.trust;
+        let mut changes = trust.changes();
+        loop {
+            if auth::lapse(trust, &self.identity).is_some() {
+                tokio::select! {
+                    () = tokio::time::sleep(self.connections.grace) => {}
+                    _ = &mut closed => return,
+                }
+                // Reinstated within the grace period, or still lapsed.
+                if let Some(lapse) = auth::lapse(trust, &self.identity) {
+                    tracing::info!(
+                        peer = %self.peer,
+                        principal = %self.identity.principal(),
+                        serial = self.identity.serial(),
+                        reason = lapse.label(),
+                        "connection closed: its certificate's rights have lapsed"
+                    );
+                    self.connections.metrics.connection_closed(lapse.label());
+                    self.cut.cut();
+                    return;
+                }
+            }
+            tokio::select! {
+                next = changes.changed() => if next.is_err() { return },
+                () = tokio::time::sleep(until_expiry(&self.identity)) => {}
+                _ = &mut closed => return,
+            }
+        }
+    }
+}
+
+/// How long until `identity`'s certificate has expired (`auth::lapse` counts whole
+/// seconds past its `notAfter`), at most [`LONGEST_SLEEP`].
+fn until_expiry(identity: &PeerIdentity) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let expired = u64::try_from(identity.not_after().saturating_add(1)).unwrap_or(0);
+    Duration::from_secs(expired)
+        .saturating_sub(now)
+        .min(LONGEST_SLEEP)
+}
+
+/// Whether a connection has been cut, and the task to wake when it is.
+#[derive(Default)]
+struct Cut {
+    done: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Cut {
+    fn cut(&self) {
+        self.done.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Fails once the connection is cut; until then, wakes `cx` when it is.
+    fn check(&self, cx: &Context<'_>) -> io::Result<()> {
+        self.waker.register(cx.waker());
+        if self.done.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the client certificate's rights have lapsed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TLS connection that its [`Watch`] can cut; tonic reads the peer's certificates
+/// through it as from the TLS stream itself.
+pub(super) struct Connection {
+    stream: TlsStream<TcpStream>,
+    cut: Arc<Cut>,
+    /// Dropped with the connection, which ends its watch.
+    _open: oneshot::Sender<()>,
+}
+
+impl Connected for Connection {
+    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.cut.check(cx)?;
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.cut.check(cx)?;
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.cut.check(cx)?;
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.cut.check(cx)?;
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -2,14 +2,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{TRUST_DOMAIN, TestPki, TestServer, state};
-use rustls::{
-    ClientConfig, RootCertStore,
-    crypto::{CryptoProvider, ring},
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
-};
+use rustls::crypto::{CryptoProvider, ring};
 use tidemark::{
     client,
     identity::Role,
@@ -17,7 +11,7 @@ use tidemark::{
     pki::{CertificateAuthority, Validity},
 };
 use time::{Duration, OffsetDateTime};
-use tokio::{io::AsyncReadExt, net::TcpStream};
+use tokio::io::AsyncReadExt;
 use tonic::{
     Code,
     transport::{Certificate, ClientTlsConfig, Endpoint},
@@ -259,24 +253,13 @@ async fn raw_handshake(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<(), std::io::Error> {
     let identity = pki.client(Role::Node(state("AUS")), "n1");
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(pki.ca.cert_pem().as_bytes()).unwrap())
-        .unwrap();
-    let chain = vec![CertificateDer::from_pem_slice(identity.cert_pem().as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(identity.key_pem().as_bytes()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(server.addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut stream = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
+    let mut stream = common::raw_tls(
+        server,
+        (pki.ca.cert_pem(), &identity),
+        (provider, versions),
+        &[b"h2"],
+    )
+    .await?;
     // Under TLS 1.3 the server's verdict on the client arrives after the handshake:
     // read until it speaks (an HTTP/2 SETTINGS frame) or closes.
     let mut buf = [0u8; 9];

@@ -564,28 +564,18 @@ async fn idle_http2_connection(
     server: &TestServer,
     identity: &tidemark::client::ClientIdentity,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
     use tokio::io::AsyncWriteExt;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(pki.ca.cert_pem().as_bytes()).unwrap())
-        .unwrap();
-    let chain = vec![CertificateDer::from_pem_slice(identity.cert_pem().as_bytes()).unwrap()];
-    let key = PrivateKeyDer::from_pem_slice(identity.key_pem().as_bytes()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
+    let mut stream = common::raw_tls(
+        server,
+        (pki.ca.cert_pem(), identity),
+        (
+            rustls::crypto::ring::default_provider(),
+            &[&rustls::version::TLS13],
+        ),
+        &[b"h2"],
+    )
+    .await
     .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let mut stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
     // The client preface, then an empty SETTINGS frame (RFC 9113 §3.4).
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")

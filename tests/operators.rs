@@ -299,28 +299,18 @@ async fn own_reports_of_category(
 
 /// The serial of the certificate a server presents to a new connection.
 async fn presented_serial(server: &TestServer, trust: &str) -> String {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(trust.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
     let identity = node(&TestPki::new(), "AUS"); // any client cert: we only read the server's
-    let chain = vec![CertificateDer::from_pem_slice(identity.cert_pem().as_bytes()).unwrap()];
-    let key =
-        rustls::pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem().as_bytes()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
+    let stream = common::raw_tls(
+        server,
+        (trust, &identity),
+        (
+            rustls::crypto::ring::default_provider(),
+            &[&rustls::version::TLS13],
+        ),
+        &[],
+    )
+    .await
     .unwrap();
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
     let cert = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).unwrap();
     tidemark::identity::serial_hex(parsed.raw_serial())

@@ -523,6 +523,37 @@ pub async fn audit_record(
     record
 }
 
+/// A raw TLS connection to `server` as `identity`, trusting the CA certificates in
+/// `roots_pem`, with `provider`'s suites and `versions`, offering `alpn`.
+pub async fn raw_tls(
+    server: &TestServer,
+    (roots_pem, identity): (&str, &ClientIdentity),
+    (provider, versions): (
+        rustls::crypto::CryptoProvider,
+        &[&'static rustls::SupportedProtocolVersion],
+    ),
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let chain = vec![CertificateDer::from_pem_slice(identity.cert_pem().as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem().as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
 /// A channel of `identity` whose HTTP/2 receive windows are 16 KiB: a caller that stops
 /// reading holds up the server after a few items, not after megabytes.
 pub async fn small_window_channel(server: &TestServer, identity: &ClientIdentity) -> Channel {

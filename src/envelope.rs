@@ -53,6 +53,55 @@ pub fn sign(payload_type: &str, payload: Vec<u8>, key: &SigningKey) -> pb::Envel
     }
 }
 
+/// Why a payload was not taken as a message.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// Not a protobuf encoding of the message at all.
+    #[error("the payload is not a {message}: {error}")]
+    Undecodable {
+        /// The message's full name.
+        message: &'static str,
+        /// What the decoder found.
+        error: prost::DecodeError,
+    },
+    #[error(
+        "the payload is a {message}, but not in its one encoding (the payload's {got} bytes \
+         re-encode as {canonical}): encode each field once, in field-number order, with \
+         minimal varints, no unknown fields and no fields at their default value, as \
+         protobuf libraries do when serialising a message; otherwise the signed bytes could \
+         carry content that no reader shows"
+    )]
+    /// A valid encoding of the message, but not the one it re-encodes to.
+    NotCanonical {
+        /// The message's full name.
+        message: &'static str,
+        /// The payload's length.
+        got: usize,
+        /// The length of its canonical encoding.
+        canonical: usize,
+    },
+}
+
+/// Decodes a signed payload as `message`, accepted only in its canonical encoding: the
+/// bytes the message re-encodes to. A signature then covers exactly what every reader
+/// shows — no field twice, no unknown field, no second spelling of a value.
+pub fn decode_canonical<M: prost::Message + Default>(
+    payload: &[u8],
+    message: &'static str,
+) -> Result<M, PayloadError> {
+    let decoded =
+        M::decode(payload).map_err(|error| PayloadError::Undecodable { message, error })?;
+    let canonical = decoded.encode_to_vec();
+    if canonical != payload {
+        return Err(PayloadError::NotCanonical {
+            message,
+            got: payload.len(),
+            canonical: canonical.len(),
+        });
+    }
+    Ok(decoded)
+}
+
 /// The bytes every signature of an envelope signs: PAE(payload type, payload).
 pub struct SignedBytes(Vec<u8>);
 
@@ -95,6 +144,64 @@ pub fn verified_by<'k>(envelope: &pb::Envelope, keys: &'k [PublicKey]) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    fn decode(payload: &[u8]) -> Result<pb::Report, PayloadError> {
+        decode_canonical(payload, "tidemark.v1.Report")
+    }
+
+    proptest! {
+        /// Every report's own encoding is accepted; the same report with a field added
+        /// that no reader shows — unknown, or a field given twice — is not, nor is a
+        /// value spelled with a longer varint.
+        #[test]
+        fn only_the_encoding_a_report_re_encodes_to_is_accepted(
+            seed in any::<u64>(),
+            unknown_field in 100u32..1_000,
+            hidden in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let report = crate::sample::report(&mut crate::sample::Rng::new(seed), "AUS");
+            let canonical = report.encode_to_vec();
+            prop_assert_eq!(decode(&canonical).unwrap(), report.clone());
+
+            let mut unknown = canonical.clone();
+            prost::encoding::bytes::encode(unknown_field, &hidden, &mut unknown);
+            let refused = decode(&unknown).unwrap_err();
+            prop_assert!(matches!(refused, PayloadError::NotCanonical { .. }), "{refused}");
+
+            // report_id given twice: decoders keep the last, the first is hidden.
+            let mut twice = Vec::new();
+            prost::encoding::string::encode(1, &"0000dead-0000-4000-8000-00000000beef".to_owned(), &mut twice);
+            twice.extend_from_slice(&canonical);
+            let refused = decode(&twice).unwrap_err();
+            prop_assert!(matches!(refused, PayloadError::NotCanonical { .. }), "{refused}");
+
+            // The version (field 2) as a two-byte varint, in its place: the same
+            // report, spelled longer.
+            let id_only = pb::Report { report_id: report.report_id.clone(), ..Default::default() };
+            let after_version = pb::Report {
+                report_id: String::new(),
+                version: 0,
+                ..report.clone()
+            };
+            let mut longer = id_only.encode_to_vec();
+            longer.extend_from_slice(&[0x10, 0x81, 0x00]);
+            longer.extend_from_slice(&after_version.encode_to_vec());
+            let read = pb::Report::decode(longer.as_slice()).unwrap();
+            prop_assert_eq!(read, pb::Report { version: 1, ..report });
+            let refused = decode(&longer).unwrap_err();
+            prop_assert!(matches!(refused, PayloadError::NotCanonical { .. }), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_the_message_is_undecodable() {
+        assert!(matches!(
+            decode(&[0xff, 0xff]),
+            Err(PayloadError::Undecodable { .. })
+        ));
+    }
 
     #[test]
     fn pae_matches_the_dsse_specification_example() {

@@ -98,9 +98,9 @@ pub fn verify(
 
     let (state, report_id, version, summary) = match kind {
         EnvelopeKind::Report => {
-            let decoded = pb::Report::decode(envelope.payload.as_slice()).map_err(|e| {
-                SubmitError::Malformed(format!("the payload is not a tidemark.v1.Report: {e}"))
-            })?;
+            let decoded: pb::Report =
+                envelope::decode_canonical(&envelope.payload, "tidemark.v1.Report")
+                    .map_err(|e| SubmitError::Malformed(e.to_string()))?;
             let valid = report::validate(decoded, now.date())?;
             (
                 valid.state(),
@@ -114,9 +114,9 @@ pub fn verify(
             )
         }
         EnvelopeKind::Retraction => {
-            let decoded = pb::Retraction::decode(envelope.payload.as_slice()).map_err(|e| {
-                SubmitError::Malformed(format!("the payload is not a tidemark.v1.Retraction: {e}"))
-            })?;
+            let decoded: pb::Retraction =
+                envelope::decode_canonical(&envelope.payload, "tidemark.v1.Retraction")
+                    .map_err(|e| SubmitError::Malformed(e.to_string()))?;
             let valid = report::validate_retraction(&decoded)?;
             (valid.state(), valid.id(), valid.version(), None)
         }

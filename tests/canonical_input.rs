@@ -99,6 +99,61 @@ async fn identifiers_dates_and_codes_have_one_spelling() {
     try_submit(&world, &ok).await.unwrap();
 }
 
+/// A signed payload is accepted only in its one encoding: bytes that decode to a report
+/// but carry more than it shows (a field given twice, an unknown field, a varint spelled
+/// long) are refused, signed or not, and the report as encoded is then accepted.
+#[tokio::test]
+async fn a_signed_payload_has_one_encoding() {
+    use prost::Message as _;
+    let world = World::new(Clock::system()).await;
+    let report = base(11);
+    let canonical = report.encode_to_vec();
+    let mut twice = Vec::new();
+    prost::encoding::string::encode(
+        1,
+        &"0000dead-0000-4000-8000-00000000beef".to_owned(),
+        &mut twice,
+    );
+    twice.extend_from_slice(&canonical);
+    let mut unknown = canonical.clone();
+    prost::encoding::string::encode(99, &"hidden note".to_owned(), &mut unknown);
+    let mut longer = pb::Report {
+        report_id: report.report_id.clone(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    longer.extend_from_slice(&[0x10, 0x81, 0x00]); // version 1 in two bytes
+    longer.extend_from_slice(
+        &pb::Report {
+            report_id: String::new(),
+            version: 0,
+            ..report.clone()
+        }
+        .encode_to_vec(),
+    );
+    let mut aus = world.exchange("AUS").await;
+    for (what, payload) in [("twice", twice), ("unknown", unknown), ("longer", longer)] {
+        assert_eq!(
+            pb::Report::decode(payload.as_slice()).unwrap().report_id,
+            report.report_id
+        );
+        let envelope = tidemark::envelope::sign(
+            tidemark::envelope::REPORT_PAYLOAD_TYPE,
+            payload,
+            world.key("AUS"),
+        );
+        let status = submit(&mut aus, envelope).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().contains("one encoding"),
+            "{what}: {status:?}"
+        );
+    }
+    submit(&mut aus, sign(&report, world.key("AUS")))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn each_text_field_follows_its_kind_of_the_text_policy() {
     let world = World::new(Clock::system()).await;

@@ -339,6 +339,21 @@ fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (Option<String>, Stri
     }
 }
 
+/// Why a report's or retraction's payload, decodable, is not in its one encoding.
+fn not_canonical(envelope: &pb::Envelope) -> Option<envelope::PayloadError> {
+    let payload = &envelope.payload;
+    let refused = match envelope.payload_type.as_str() {
+        envelope::REPORT_PAYLOAD_TYPE => {
+            envelope::decode_canonical::<pb::Report>(payload, "tidemark.v1.Report").err()
+        }
+        envelope::RETRACTION_PAYLOAD_TYPE => {
+            envelope::decode_canonical::<pb::Retraction>(payload, "tidemark.v1.Retraction").err()
+        }
+        _ => None,
+    };
+    refused.filter(|e| matches!(e, envelope::PayloadError::NotCanonical { .. }))
+}
+
 /// Checks one envelope (or `query --json` line) against the keys.
 fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
     let value: serde_json::Value =
@@ -359,6 +374,9 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
             Outcome::Invalid,
             "the envelope carries no signature".to_owned(),
         ));
+    }
+    if let Some(e) = not_canonical(&envelope) {
+        return Ok((Outcome::Invalid, e.to_string()));
     }
     // Every given key that made one of the signatures; the owner's own key, if among
     // them, is the one that counts, whatever the order of signatures or files.
@@ -533,4 +551,36 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark::signing::SigningKey;
+
+    /// An envelope of `payload` as DSSE JSON, signed by `key`.
+    fn dsse_json(payload: Vec<u8>, key: &SigningKey) -> String {
+        let envelope = envelope::sign(envelope::REPORT_PAYLOAD_TYPE, payload, key);
+        serde_json::to_string(&envelope).unwrap()
+    }
+
+    #[test]
+    fn a_payload_not_in_its_one_encoding_is_invalid_even_when_signed() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = [Key {
+            public: key.public_key().clone(),
+            state: Some(CountryCode::parse("AUS").unwrap()),
+            revoked_at: None,
+        }];
+        let mut rng = tidemark::sample::Rng::new(7);
+        let report = tidemark::sample::report(&mut rng, "AUS");
+        let (outcome, _) = check(&dsse_json(report.encode_to_vec(), &key), &keys).unwrap();
+        assert!(matches!(outcome, Outcome::Valid));
+
+        let mut hidden = report.encode_to_vec();
+        prost::encoding::string::encode(99, &"hidden note".to_owned(), &mut hidden);
+        let (outcome, said) = check(&dsse_json(hidden, &key), &keys).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid), "{said}");
+        assert!(said.contains("one encoding"), "{said}");
+    }
 }

@@ -47,6 +47,11 @@ pub fn parse_instant(text: &str) -> Option<i64> {
     if let Some(date) = parse_date(text) {
         return Some(date.midnight().assume_utc().unix_timestamp());
     }
+    // RFC 3339 §5.6: `full-date "T" full-time`, the "T" also lower case (§5.6 NOTE, like
+    // "Z"). The `time` crate's parser takes any byte in its place.
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+        return None;
+    }
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(time::OffsetDateTime::unix_timestamp)
@@ -132,6 +137,25 @@ mod tests {
             }
             if let Some(parsed) = parse_date(&text) {
                 prop_assert_eq!(format_date(parsed), text);
+            }
+        }
+
+        /// A date-time's date and time are separated by "T" or "t" only.
+        #[test]
+        fn a_date_time_has_one_separator(separator in any::<char>(), seconds in 0i64..253_402_300_799) {
+            let at = time::OffsetDateTime::from_unix_timestamp(seconds).unwrap();
+            let text = format!(
+                "{}{separator}{:02}:{:02}:{:02}Z",
+                format_date(at.date()),
+                at.hour(),
+                at.minute(),
+                at.second()
+            );
+            let parsed = parse_instant(&text);
+            if separator == 'T' || separator == 't' {
+                prop_assert_eq!(parsed, Some(seconds));
+            } else {
+                prop_assert_eq!(parsed, None, "{}", text);
             }
         }
 

@@ -1780,3 +1780,45 @@ async fn import_file(file: &std::path::Path, endpoint: &str, aus: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What `verify` reads — an envelope's fields, a key file's lines, file names — is
+/// anyone's text: it is shown with terminal escapes, bidirectional overrides and line
+/// breaks escaped, in its verdicts and in its errors.
+#[tokio::test]
+async fn verify_shows_what_it_reads_safely() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (key, _) = tidemark::signing::SigningKey::generate().unwrap();
+    let pem = key.public_key().to_spki_pem();
+    let hostile = "\u{1b}[2J\u{1b}]0;TITLE\u{7}\u{202e}EVIL\nvalid: forged";
+    let report = tidemark::pb::Report {
+        report_id: hostile.to_owned(),
+        reporting_state: "AUS".to_owned(),
+        ..Default::default()
+    };
+    let envelope = common::sign(&report, &key);
+    let file = dir.path().join("envelope.json");
+    std::fs::write(&file, serde_json::to_string(&envelope).unwrap()).unwrap();
+    let key_file = dir.path().join("k.pub.pem");
+    std::fs::write(&key_file, format!("State: {hostile}\n{pem}")).unwrap();
+    let plain_key = dir.path().join("plain.pub.pem");
+    std::fs::write(&plain_key, &pem).unwrap();
+    for key in [&plain_key, &key_file] {
+        let out = run(strings(&[
+            "verify",
+            &file.display().to_string(),
+            "--public-key",
+            &key.display().to_string(),
+        ]))
+        .await;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("\\u{001b}[2J"), "{said}");
+        for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(!said.contains(raw), "{raw:?} in {said:?}");
+        }
+        assert!(!said.contains("\nvalid: forged"), "{said}");
+    }
+}

@@ -19,7 +19,9 @@ use tidemark::{
 };
 use tonic::{Code, transport::Channel};
 
-use super::{client_args::ClientArgs, csv_rows::CsvRow, input, signing_args::SigningArgs};
+use super::{
+    client_args::ClientArgs, csv_rows::CsvRow, input, labels::printable, signing_args::SigningArgs,
+};
 
 /// The server's default `limits.max_message_bytes`; a signed report larger than this is
 /// refused here, by line, without a round trip.
@@ -231,13 +233,13 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     // lines refused for the same reason (a revoked key, say) is said once.
     for run in tally.errors.chunk_by(|a, b| a.message == b.message) {
         match run {
-            [one] => eprintln!("line {}: {}", one.line, one.message),
+            [one] => eprintln!("line {}: {}", one.line, printable(&one.message)),
             [first, .., last] => eprintln!(
                 "lines {} to {} ({} reports): {}",
                 first.line,
                 last.line,
                 run.len(),
-                first.message
+                printable(&first.message)
             ),
             [] => {}
         }

@@ -211,7 +211,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", said_once(&e));
+            // Errors quote what was read (file names, fields, values): shown safely.
+            eprintln!("error: {}", labels::printable(&said_once(&e)));
             match e.downcast_ref::<witness::Alarm>() {
                 Some(alarm) => ExitCode::from(alarm.code),
                 None => ExitCode::FAILURE,

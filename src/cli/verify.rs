@@ -15,7 +15,7 @@ use tidemark::{
     signing::PublicKey,
 };
 
-use super::client_args::ClientArgs;
+use super::{client_args::ClientArgs, labels::printable};
 
 /// Check downloaded reports' DSSE signatures offline against their owning states' public
 /// keys (`tidemark keys --out keys/`).
@@ -259,7 +259,8 @@ fn check_file(file: &Path, keys: &[Key], tally: &mut Tally) -> anyhow::Result<()
         Ok(text) => text,
         Err(e) => {
             tally.unreadable += 1;
-            outln!("UNREADABLE: {}: {e:#}", file.display())?;
+            let said = format!("{}: {e:#}", file.display());
+            outln!("UNREADABLE: {}", printable(&said))?;
             return Ok(());
         }
     };
@@ -279,7 +280,7 @@ fn check_file(file: &Path, keys: &[Key], tally: &mut Tally) -> anyhow::Result<()
         tally.unreadable += 1;
         outln!(
             "UNREADABLE: {}: holds no envelope (the file is empty)",
-            file.display()
+            printable(&file.display().to_string())
         )?;
     }
     for (line, item) in items {
@@ -287,18 +288,20 @@ fn check_file(file: &Path, keys: &[Key], tally: &mut Tally) -> anyhow::Result<()
             Some(n) => format!("{} line {n}", file.display()),
             None => file.display().to_string(),
         };
+        // The file's name and what its envelope says are anyone's text.
+        let place = printable(&place);
         match check(item, keys) {
             Ok((Outcome::Valid, said)) => {
                 tally.valid += 1;
-                outln!("valid: {said}")?;
+                outln!("valid: {}", printable(&said))?;
             }
             Ok((Outcome::Untrusted, said)) => {
                 tally.untrusted += 1;
-                outln!("UNTRUSTED: {place}: {said}")?;
+                outln!("UNTRUSTED: {place}: {}", printable(&said))?;
             }
             Ok((Outcome::Invalid, said)) | Err(said) => {
                 tally.invalid += 1;
-                outln!("INVALID: {place}: {said}")?;
+                outln!("INVALID: {place}: {}", printable(&said))?;
             }
         }
     }

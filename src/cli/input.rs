@@ -69,6 +69,19 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     let text = text.strip_prefix(BOM).unwrap_or(text);
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    // Valid JSON (checked above), so any error here is a key given twice.
+    serde_path_to_error::deserialize::<_, NoDuplicateKeys>(
+        &mut serde_json::Deserializer::from_str(text),
+    )
+    .map_err(|e| {
+        let path = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        if path == "." {
+            reason
+        } else {
+            format!("{path}: {reason}")
+        }
+    })?;
     integral_numbers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -85,6 +98,72 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
             format!("{path}: {reason}")
         }
     })
+}
+
+/// A JSON value read only to refuse an object that gives a key twice. serde_json keeps
+/// the last of them, other readers the first, so the same file would be two different
+/// reports; protobuf's JSON parsers refuse it too.
+struct NoDuplicateKeys;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut items: A,
+    ) -> Result<Self::Value, A::Error> {
+        while items.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} is given twice in one object; give each field once"
+                )));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
 }
 
 /// Rewrites every number that has an exact integer value (`12.0`, `1.2e1`) as that
@@ -143,6 +222,24 @@ mod tests {
             let err = from_json::<pb::Report>(text).unwrap_err();
             assert!(err.starts_with(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_and_named() {
+        for (text, place) in [
+            (r#"{"reportId": "a", "reportId": "b"}"#, "\"reportId\""),
+            (r#"{"persons": {"total": 12, "total": 13}}"#, "persons: "),
+            (r#"{"route": {"transit": [{"x": 1, "x": 1}]}}"#, "route.transit[0]: "),
+        ] {
+            let err = from_json::<pb::Report>(text).unwrap_err();
+            assert!(err.contains("given twice"), "{text}: {err}");
+            assert!(err.contains(place), "{text}: {err}");
+        }
+        // The same key in two objects is fine.
+        let report: pb::Report =
+            from_json(r#"{"persons": {"total": 3}, "route": {"transit": []}, "version": 1}"#)
+                .unwrap();
+        assert_eq!(report.version, 1);
     }
 
     #[test]

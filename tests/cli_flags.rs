@@ -878,6 +878,66 @@ async fn every_command_ends_quietly_when_its_reader_has_gone_and_fails_on_a_full
     }
 }
 
+/// A command that writes files writes all of them before it prints anything, so a
+/// reader that has gone (a closed pipe ends the command at its first line) cannot leave
+/// the work half done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_written_before_anything_is_printed() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let reports = submit_samples(dir.path(), &endpoint, &aus, "AUS", 1).await;
+    // Three states' keys for `keys --out` to write.
+    for state in ["IDN", "THA"] {
+        profile(&pki, &server, dir.path(), state).await;
+    }
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, reports[0].to_string()).unwrap();
+    let report = report.display().to_string();
+    let client = ["--endpoint", &endpoint, "--as", &aus];
+    let submit = [
+        &["submit", &report][..],
+        &["--receipt-out", "r.proof", "--signed-receipt-out", "r.sig"],
+        &client,
+    ]
+    .concat();
+    let keys = [&["keys", "--out", "kk"][..], &client].concat();
+    let samples = [
+        "sample-reports",
+        "--count",
+        "2",
+        "--states",
+        "AUS,IDN,THA",
+        "--out",
+        "sr",
+    ];
+    let cases: [(&[&str], &[&str]); 3] = [
+        (&submit, &["r.proof", "r.sig"]),
+        (&keys, &["kk"]),
+        (&samples, &["sr/aus.jsonl", "sr/idn.jsonl", "sr/tha.jsonl"]),
+    ];
+    for (command, files) in cases {
+        let args = strings(command);
+        let here = dir.path().to_owned();
+        let output =
+            tokio::task::spawn_blocking(move || run_into_broken_stdout(&args, &here, false))
+                .await
+                .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for file in files {
+            let path = dir.path().join(file);
+            let written = if path.is_dir() {
+                std::fs::read_dir(&path).unwrap().count() == 3
+            } else {
+                std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+            };
+            assert!(written, "{}: {file} not written: {stderr}", command[0]);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
     let pki = TestPki::new();

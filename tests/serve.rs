@@ -324,3 +324,39 @@ fn logs_carry_no_colour_codes_off_a_terminal_and_json_logs_have_stable_fields() 
     assert!(lines > 0);
     assert!(!json.contains('\u{1b}'));
 }
+
+/// A server whose standard output is closed (its reader gone, or a supervisor that
+/// closed it) keeps serving: the "listening on" line is only a hint, and the log on
+/// stderr says where it listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_standard_output_does_not_stop_the_server() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tidemark serve");
+    drop(child.stdout.take());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "serving" {
+            addr = event["addr"].as_str().map(str::to_owned);
+        }
+        line.clear();
+    }
+    let addr = addr.expect("the log says where the server listens");
+    // Past the line it could not print.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let who = whoami(
+        &format!("https://{addr}"),
+        &dir.path().join("certs/aus-node"),
+    )
+    .await;
+    assert!(who.spiffe_id.contains("/state/AUS/"), "{who:?}");
+    terminate(child);
+}

@@ -229,7 +229,10 @@ mod tests {
         for (text, place) in [
             (r#"{"reportId": "a", "reportId": "b"}"#, "\"reportId\""),
             (r#"{"persons": {"total": 12, "total": 13}}"#, "persons: "),
-            (r#"{"route": {"transit": [{"x": 1, "x": 1}]}}"#, "route.transit[0]: "),
+            (
+                r#"{"route": {"transit": [{"x": 1, "x": 1}]}}"#,
+                "route.transit[0]: ",
+            ),
         ] {
             let err = from_json::<pb::Report>(text).unwrap_err();
             assert!(err.contains("given twice"), "{text}: {err}");

@@ -164,7 +164,8 @@ pub fn main() -> ExitCode {
     // A client command whose stdout is closed (`tidemark query … | head`) ends quietly, as
     // Unix tools do, instead of panicking on the next print. Sockets are unaffected: Rust
     // sends with MSG_NOSIGNAL. The server keeps ignoring SIGPIPE.
-    if !matches!(cli.command, Command::Serve(_)) {
+    let serving = matches!(cli.command, Command::Serve(_));
+    if !serving {
         sigpipe::reset();
     }
     // Only ring is compiled in; installing it makes that explicit for every rustls user.
@@ -203,10 +204,14 @@ pub fn main() -> ExitCode {
             Command::Log(command) => log::run(command).await,
         }
     });
-    // Whatever is still buffered must reach its file too, or the command has failed.
+    // Whatever is still buffered must reach its file too, or the command has failed —
+    // except the server's, whose standard output is only a hint for a person.
     let result = result.and_then(|()| {
         use std::io::Write as _;
-        std::io::stdout().flush().map_err(stdout_failed)
+        match std::io::stdout().flush() {
+            Err(_) if serving => Ok(()),
+            flushed => flushed.map_err(stdout_failed),
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,11 +57,17 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             states.push(*state);
         }
     }
+    // Every file is written before anything is said, so that a closed stdout cannot
+    // stop the work half done.
+    let mut written = Vec::new();
     for state in &states {
         let path = dir.join(format!("{}.{extension}", state.as_str().to_lowercase()));
         let file = std::fs::File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         write(args, std::slice::from_ref(state), file)?;
+        written.push((state, path));
+    }
+    for (state, path) in written {
         outln!(
             "{} {} reports -> {} (import with --as certs/{}-node)",
             args.count,

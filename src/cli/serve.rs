@@ -112,10 +112,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .ca
         .parent()
         .map_or_else(|| PathBuf::from("aus-node"), |dir| dir.join("aus-node"));
-    outln!(
+    // A hint for the person at the terminal: a closed or full stdout does not stop the
+    // server (the log on stderr says where it listens, too).
+    let _ = outln!(
         "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as {}",
         profile.display()
-    )?;
+    );
 
     server.run(listener, shutdown).await?;
     tracing::info!("stopped");

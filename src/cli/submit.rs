@@ -269,6 +269,34 @@ fn print_accepted(
     let index = tidemark::tlog::proof::TlogProof::parse(&response.log_proof)
         .map(|proof| proof.index)
         .map_err(|e| anyhow!("the server's log proof is malformed: {e}"))?;
+    // The files first, so that a closed stdout cannot stop the work half done; a file
+    // that cannot be written is said after the acceptance is printed, so no fact is lost.
+    let files = [
+        (
+            "signed receipt",
+            out.signed,
+            signed_json.map(|text| format!("{text}\n")),
+        ),
+        ("log proof", out.proof, Some(response.log_proof.clone())),
+    ];
+    let mut written = Vec::new();
+    let mut failed = None;
+    for (what, path, contents) in files {
+        let (Some(path), Some(contents)) = (path, contents) else {
+            continue;
+        };
+        match std::fs::write(path, contents) {
+            Ok(()) => written.push((what, path)),
+            Err(e) => {
+                failed = Some(anyhow::Error::new(e).context(format!(
+                    "the envelope was accepted, but its {what} could not be written to {}; \
+                     submit it again to get it (a duplicate gets the original's)",
+                    path.display()
+                )));
+                break;
+            }
+        }
+    }
     if json {
         // The API's answer in the proto3 JSON mapping, `duplicate` written even when false.
         let mut value = super::json::value(response, "tidemark.v1.SubmitResponse");
@@ -296,31 +324,12 @@ fn print_accepted(
             digest_text(&receipt.envelope_digest)
         )?;
     }
-    // Written after the acceptance is printed: a failed write loses no fact.
-    let files = [
-        (
-            "signed receipt",
-            out.signed,
-            signed_json.map(|text| format!("{text}\n")),
-        ),
-        ("log proof", out.proof, Some(response.log_proof.clone())),
-    ];
-    for (what, path, contents) in files {
-        let (Some(path), Some(contents)) = (path, contents) else {
-            continue;
-        };
-        std::fs::write(path, contents).with_context(|| {
-            format!(
-                "the envelope was accepted, but its {what} could not be written to {}; \
-                 submit it again to get it (a duplicate gets the original's)",
-                path.display()
-            )
-        })?;
-        if !json {
+    if !json {
+        for (what, path) in written {
             outln!("  {what} written to {}", path.display())?;
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The largest receipt or key file read (a log proof is a few hundred bytes).

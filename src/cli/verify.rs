@@ -521,6 +521,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
             args.state.map(|s| format!(" to {s}")).unwrap_or_default()
         );
     }
+    let mut written = Vec::new();
     for k in &keys {
         let revoked = (k.revoked_at_unix != 0).then(|| {
             format!(
@@ -547,11 +548,22 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create the directory {}", dir.display()))?;
                 let path = dir.join(format!("{}-{}.pub.pem", k.state.to_lowercase(), k.key_id));
-                std::fs::write(&path, pem)?;
-                outln!("{} {}{flag} -> {}", k.state, k.key_id, path.display())?;
+                std::fs::write(&path, pem)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                written.push(format!(
+                    "{} {}{flag} -> {}",
+                    k.state,
+                    k.key_id,
+                    path.display()
+                ));
             }
             None => out!("# {} {}{flag}\n{pem}", k.state, k.key_id)?,
         }
+    }
+    // Every file is written before anything is said: a closed stdout cannot stop the
+    // work half done.
+    for line in written {
+        outln!("{line}")?;
     }
     Ok(())
 }

@@ -485,7 +485,8 @@ pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError>
 
 /// Writes a complete development PKI into `dir` and returns the files written.
 ///
-/// Refuses to overwrite an existing `ca.pem` unless `force` is set.
+/// Refuses to overwrite an existing `ca.pem` unless `force` is set. `ca.pem` is created
+/// first, as a new file: of two runs at once, the second finds it and writes nothing.
 pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<PathBuf>, PkiError> {
     let ca_path = dir.join("ca.pem");
     if ca_path.exists() && !force {
@@ -498,7 +499,11 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         &format!("Tidemark development CA ({trust_domain})"),
         Validity::days_from_now(DEV_CA_DAYS),
     )?;
-    written.push(write_public(&ca_path, ca.cert_pem())?);
+    written.push(if force {
+        write_public(&ca_path, ca.cert_pem())?
+    } else {
+        write_new(&ca_path, ca.cert_pem(), false)?
+    });
     written.push(write_private(&dir.join("ca.key"), &ca.key_pem())?);
 
     let leaf = Validity::days_from_now(DEV_LEAF_DAYS);
@@ -556,6 +561,25 @@ pub fn write_signing_key(stem: &Path) -> Result<(SigningKey, [PathBuf; 2]), PkiE
     Ok((key, [key_path, pub_path]))
 }
 
+/// As [`write_signing_key`], but never replacing a file: if `<stem>.key` or
+/// `<stem>.pub.pem` exists (made by another run at the same moment, say), nothing is
+/// left written and the error is [`PkiError::Exists`].
+pub fn write_new_signing_key(stem: &Path) -> Result<(SigningKey, [PathBuf; 2]), PkiError> {
+    let (key, pem) = SigningKey::generate().map_err(|e| PkiError::Config(e.to_string()))?;
+    let with_suffix = |suffix: &str| {
+        let mut path = stem.as_os_str().to_owned();
+        path.push(suffix);
+        PathBuf::from(path)
+    };
+    let (key_path, pub_path) = (with_suffix(".key"), with_suffix(".pub.pem"));
+    write_new(&key_path, &pem, true)?;
+    if let Err(e) = write_new(&pub_path, &key.public_key().to_spki_pem(), false) {
+        let _ = fs::remove_file(&key_path);
+        return Err(e);
+    }
+    Ok((key, [key_path, pub_path]))
+}
+
 fn write_pair(dir: &Path, stem: &str, issued: &IssuedCert) -> Result<[PathBuf; 2], PkiError> {
     Ok([
         write_public(&dir.join(format!("{stem}.pem")), &issued.cert_pem)?,
@@ -570,16 +594,30 @@ fn write_public(path: &Path, contents: &str) -> Result<PathBuf, PkiError> {
 
 /// Writes a private key readable by its owner only (0600), replacing any old file.
 pub fn write_private(path: &Path, contents: &str) -> Result<PathBuf, PkiError> {
+    let _ = fs::remove_file(path);
+    write_new(path, contents, true)
+}
+
+/// Writes `contents` to a new file at `path` (readable by its owner only when
+/// `private`), never replacing one: an existing file is [`PkiError::Exists`].
+pub fn write_new(path: &Path, contents: &str, private: bool) -> Result<PathBuf, PkiError> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
 
-    let _ = fs::remove_file(path);
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path).map_err(|e| PkiError::io(path, e))?;
+    if private {
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            PkiError::Exists(path.to_owned())
+        } else {
+            PkiError::io(path, e)
+        }
+    })?;
     file.write_all(contents.as_bytes())
         .map_err(|e| PkiError::io(path, e))?;
     Ok(path.to_owned())

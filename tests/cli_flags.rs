@@ -1882,3 +1882,47 @@ async fn verify_shows_what_it_reads_safely() {
         assert!(!said.contains("\nvalid: forged"), "{said}");
     }
 }
+
+/// Files the CLI makes are claimed, not checked and then written: of several `keygen`
+/// or `pki init` runs on one path at once, one succeeds and the others write nothing, so
+/// a key's two halves always match and a development PKI is one CA's.
+#[test]
+fn runs_at_once_on_one_path_leave_one_whole_result() {
+    let at_once = |dir: &std::path::Path, args: &[&str], n: usize| -> Vec<Output> {
+        let children: Vec<_> = (0..n)
+            .map(|_| {
+                Command::new(BIN)
+                    .args(args)
+                    .current_dir(dir)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    };
+    for _ in 0..10 {
+        let dir = tempfile::TempDir::new().unwrap();
+        let outputs = at_once(dir.path(), &["keygen", "--out", "k"], 3);
+        let succeeded = outputs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(succeeded, 1, "{outputs:?}");
+        for failed in outputs.iter().filter(|o| !o.status.success()) {
+            let said = String::from_utf8_lossy(&failed.stderr);
+            assert!(said.contains("already exists"), "{said}");
+        }
+        let key = std::fs::read_to_string(dir.path().join("k.key")).unwrap();
+        let key = tidemark::signing::SigningKey::from_pkcs8_pem(&key).unwrap();
+        let public = std::fs::read_to_string(dir.path().join("k.pub.pem")).unwrap();
+        assert_eq!(key.public_key().to_spki_pem(), public);
+    }
+    for _ in 0..4 {
+        let dir = tempfile::TempDir::new().unwrap();
+        let outputs = at_once(dir.path(), &["pki", "init", "--dir", "pk"], 2);
+        let succeeded = outputs.iter().filter(|o| o.status.success()).count();
+        assert_eq!(succeeded, 1, "{outputs:?}");
+    }
+}

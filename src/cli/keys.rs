@@ -46,7 +46,13 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", dir.display()))?;
     }
-    let (key, [key_path, pub_path]) = pki::write_signing_key(&out)?;
+    // New files only: of two runs on one --out at once, one writes both, the other none.
+    let (key, [key_path, pub_path]) = pki::write_new_signing_key(&out).map_err(|e| match e {
+        pki::PkiError::Exists(path) => {
+            anyhow::anyhow!("{} already exists; choose another --out", path.display())
+        }
+        e => e.into(),
+    })?;
     outln!("key id {}", key.key_id())?;
     outln!("private key  {}", key_path.display())?;
     outln!("public key   {}", pub_path.display())?;

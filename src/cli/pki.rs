@@ -132,7 +132,14 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                     key_path.display()
                 );
             }
-            pki::write_private(&key_path, &key)?;
+            // A new file: of two runs at once, one writes the key, the other stops.
+            pki::write_new(&key_path, &key, true).map_err(|e| match e {
+                pki::PkiError::Exists(path) => anyhow::anyhow!(
+                    "{} already exists; choose another --name or --out",
+                    path.display()
+                ),
+                e => e.into(),
+            })?;
             std::fs::write(&csr_path, csr)?;
             outln!("requested identity {}", principal.spiffe_id())?;
             outln!("private key  {} (keep it here)", key_path.display())?;

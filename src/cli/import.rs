@@ -232,16 +232,8 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     // The lines at fault go to stderr in both modes, for the person watching; a run of
     // lines refused for the same reason (a revoked key, say) is said once.
     for run in tally.errors.chunk_by(|a, b| a.message == b.message) {
-        match run {
-            [one] => eprintln!("line {}: {}", one.line, printable(&one.message)),
-            [first, .., last] => eprintln!(
-                "lines {} to {} ({} reports): {}",
-                first.line,
-                last.line,
-                run.len(),
-                printable(&first.message)
-            ),
-            [] => {}
+        if let Some(first) = run.first() {
+            eprintln!("{}: {}", lines_named(run), printable(&first.message));
         }
     }
     if args.json {
@@ -274,6 +266,37 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lines of a run of errors, in words: "line 4", "lines 4 to 7 (4 reports)" when
+/// they follow each other, else each of them ("lines 4 and 7"), or the first few and
+/// how many.
+fn lines_named(run: &[LineError]) -> String {
+    const SHOWN: usize = 8;
+    let lines: Vec<usize> = run.iter().map(|e| e.line).collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => format!("line {one}"),
+        [first, .., last] if last - first + 1 == lines.len() => {
+            format!("lines {first} to {last} ({} reports)", lines.len())
+        }
+        [.., last] if lines.len() <= SHOWN => {
+            let before: Vec<String> = lines[..lines.len() - 1]
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("lines {} and {last}", before.join(", "))
+        }
+        _ => {
+            let shown: Vec<String> = lines[..SHOWN].iter().map(ToString::to_string).collect();
+            format!(
+                "{} reports, on lines {}, … ({} more; --json lists every line)",
+                lines.len(),
+                shown.join(", "),
+                lines.len() - SHOWN
+            )
+        }
+    }
+}
+
 /// One record of the file: its line number and the report, or why it is not one.
 type Record = (usize, Result<pb::Report, String>);
 
@@ -287,6 +310,9 @@ fn is_csv(file: &Path) -> bool {
 fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
     let reader = input::open(file)?;
     if is_csv(file) {
+        // The csv crate counts only "\n" as a line break (a file saved with "\r\n"
+        // would be one line off, one with "\r" all on line 1): lines are counted here.
+        let (reader, lines) = LineCounter::new(reader);
         let mut csv = csv::Reader::from_reader(reader);
         let headers = csv
             .headers()
@@ -294,10 +320,7 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
             .clone();
         Ok(Box::new(csv.into_records().map(move |row| match row {
             Ok(row) => {
-                let line = row
-                    .position()
-                    .and_then(|p| usize::try_from(p.line()).ok())
-                    .unwrap_or(0);
+                let line = row.position().map_or(0, |p| lines.line_at(p.byte()));
                 let report = row
                     .deserialize::<CsvRow>(Some(&headers))
                     .map_err(anyhow::Error::from)
@@ -306,10 +329,7 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
                 (line, report)
             }
             Err(e) => {
-                let line = e
-                    .position()
-                    .and_then(|p| usize::try_from(p.line()).ok())
-                    .unwrap_or(0);
+                let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
                 (line, Err(format!("not a valid CSV row: {e}")))
             }
         })))
@@ -341,6 +361,88 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
 }
 
 /// How many records the file holds, for the progress bar.
+/// A reader that notes where each line ends ("\n", "\r\n" or a lone "\r"), so that a
+/// byte offset read through it can be told as a line number.
+struct LineCounter<R> {
+    inner: R,
+    read: u64,
+    /// The last byte read was "\r" (its line ends after it, unless "\n" follows).
+    after_cr: bool,
+    ends: std::sync::Arc<std::sync::Mutex<LineEnds>>,
+}
+
+/// The line ends read so far and not yet looked past: the offsets of their first byte
+/// and just past them.
+#[derive(Default)]
+struct LineEnds {
+    passed: usize,
+    pending: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Tells line numbers of offsets read through a [`LineCounter`], in increasing order.
+#[derive(Clone)]
+struct Lines(std::sync::Arc<std::sync::Mutex<LineEnds>>);
+
+impl Lines {
+    /// The line (from 1) of the first byte at or after `offset` that is not a line
+    /// end: where a record that the reader started reading at `offset` begins (it skips
+    /// blank lines). Offsets must be asked in increasing order, as records come.
+    fn line_at(&self, mut offset: u64) -> usize {
+        let mut ends = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(&(start, end)) = ends.pending.front() {
+            if start <= offset {
+                // Passed, or a blank line the record starts after.
+                offset = offset.max(end);
+                ends.pending.pop_front();
+                ends.passed += 1;
+            } else {
+                break;
+            }
+        }
+        ends.passed + 1
+    }
+}
+
+impl<R> LineCounter<R> {
+    fn new(inner: R) -> (Self, Lines) {
+        let ends = std::sync::Arc::default();
+        let lines = Lines(std::sync::Arc::clone(&ends));
+        let counter = Self {
+            inner,
+            read: 0,
+            after_cr: false,
+            ends,
+        };
+        (counter, lines)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut ends = self
+            .ends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, &byte) in buf[..n].iter().enumerate() {
+            let at = self.read + i as u64;
+            match byte {
+                // "\r\n" is one line end, from the "\r".
+                b'\n' if self.after_cr => ends.pending.push_back((at - 1, at + 1)),
+                b'\n' => ends.pending.push_back((at, at + 1)),
+                _ if self.after_cr => ends.pending.push_back((at - 1, at)),
+                _ => {}
+            }
+            self.after_cr = byte == b'\r';
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 fn count_records(file: &Path) -> anyhow::Result<u64> {
     use std::io::BufRead;
     let reader = input::open(file)?;
@@ -354,4 +456,56 @@ fn count_records(file: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line each record of `text` starts on, as the import says it.
+    fn record_lines(text: &str) -> Vec<usize> {
+        let (reader, lines) = LineCounter::new(text.as_bytes());
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(reader)
+            .into_records()
+            .map(|row| lines.line_at(row.unwrap().position().unwrap().byte()))
+            .collect()
+    }
+
+    #[test]
+    fn a_run_of_errors_names_exactly_its_lines() {
+        let run = |lines: &[usize]| -> Vec<LineError> {
+            lines
+                .iter()
+                .map(|&line| LineError {
+                    line,
+                    message: "m".into(),
+                })
+                .collect()
+        };
+        assert_eq!(lines_named(&run(&[4])), "line 4");
+        assert_eq!(lines_named(&run(&[4, 5, 6])), "lines 4 to 6 (3 reports)");
+        assert_eq!(lines_named(&run(&[4, 7])), "lines 4 and 7");
+        assert_eq!(lines_named(&run(&[4, 7, 9])), "lines 4, 7 and 9");
+        let many: Vec<usize> = (1..=20).map(|i| i * 2).collect();
+        assert_eq!(
+            lines_named(&run(&many)),
+            "20 reports, on lines 2, 4, 6, 8, 10, 12, 14, 16, … (12 more; --json lists every line)"
+        );
+    }
+
+    #[test]
+    fn a_csv_record_is_named_by_its_line_whatever_the_line_ends() {
+        for end in ["\n", "\r\n", "\r"] {
+            let text = ["h", "a", "b", "", "c"].join(end) + end;
+            // Blank lines are no records; a record's line counts them.
+            assert_eq!(record_lines(&text), [1, 2, 3, 5], "{end:?}");
+        }
+        // A quoted field may hold line breaks: the next record starts after them.
+        let text = "h\r\n\"a\r\nstill a\"\r\nb\r\n";
+        assert_eq!(record_lines(text), [1, 2, 4]);
+        let mixed = "h\na\r\nb\rc\n";
+        assert_eq!(record_lines(mixed), [1, 2, 3, 4]);
+    }
 }

@@ -633,6 +633,45 @@ async fn an_idle_connection_is_closed_when_its_certificate_is_revoked() {
     aus.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 }
 
+/// Each lapse has a whole grace period: a state suspended, reinstated and suspended
+/// again keeps its connections for the grace period after the second suspension, not
+/// what is left of the first one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_suspension_has_a_grace_period_of_its_own() {
+    use tokio::io::AsyncReadExt;
+    let pki = TestPki::new();
+    let (server, _) = TestServer::start_with_metrics_and(&pki, |config| {
+        config.limits.lapsed_connection_grace_secs = 3;
+    })
+    .await;
+    let mut idle = idle_http2_connection(&pki, &server, &node(&pki, "IDN")).await;
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let idn = || pb::StateRequest {
+        state: "IDN".into(),
+    };
+    admin.suspend_state(idn()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    admin.enrol_state(idn()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    admin.suspend_state(idn()).await.unwrap();
+    // What the server said at the start, then nothing for well past what was left of
+    // the first grace period (1.5 s)...
+    let mut said = Vec::new();
+    let open = tokio::time::timeout(
+        std::time::Duration::from_millis(2_200),
+        idle.read_to_end(&mut said),
+    )
+    .await;
+    assert!(open.is_err(), "closed before its grace period ended");
+    // ... and the end within the second grace period.
+    let end = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        idle.read_to_end(&mut said),
+    )
+    .await;
+    assert!(end.is_ok(), "still open 10 s after the second suspension");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_method_names_share_one_metric_label() {
     let pki = TestPki::new();

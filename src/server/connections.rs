@@ -108,32 +108,42 @@ impl Watch {
     async fn run(self, mut closed: oneshot::Receiver<()>) {
         let trust = &self.connections.trust;
         let mut changes = trust.changes();
+        // When the rights lapsed, if they have: the grace period runs from then.
+        let mut lapsed_at = None;
         loop {
-            if auth::lapse(trust, &self.identity).is_some() {
-                tokio::select! {
-                    () = tokio::time::sleep(self.connections.grace) => {}
-                    _ = &mut closed => return,
-                }
-                // Reinstated within the grace period, or still lapsed.
-                if let Some(lapse) = auth::lapse(trust, &self.identity) {
-                    tracing::info!(
-                        peer = %self.peer,
-                        principal = %self.identity.principal(),
-                        serial = self.identity.serial(),
-                        reason = lapse.label(),
-                        "connection closed: its certificate's rights have lapsed"
-                    );
-                    self.connections.metrics.connection_closed(lapse.label());
-                    self.cut.cut();
+            lapsed_at = match (auth::lapse(trust, &self.identity), lapsed_at) {
+                // Reinstated: a later lapse has a grace period of its own.
+                (None, _) => None,
+                (Some(_), None) => Some(tokio::time::Instant::now()),
+                (Some(lapse), Some(since)) if since.elapsed() >= self.connections.grace => {
+                    self.close(lapse);
                     return;
                 }
-            }
+                (Some(_), since) => since,
+            };
+            let wake = match lapsed_at {
+                Some(since) => since + self.connections.grace,
+                None => tokio::time::Instant::now() + until_expiry(&self.identity),
+            };
             tokio::select! {
                 next = changes.changed() => if next.is_err() { return },
-                () = tokio::time::sleep(until_expiry(&self.identity)) => {}
+                () = tokio::time::sleep_until(wake) => {}
                 _ = &mut closed => return,
             }
         }
+    }
+
+    /// Cuts the connection, whose rights lapsed for `lapse` a grace period ago.
+    fn close(&self, lapse: auth::Lapse) {
+        tracing::info!(
+            peer = %self.peer,
+            principal = %self.identity.principal(),
+            serial = self.identity.serial(),
+            reason = lapse.label(),
+            "connection closed: its certificate's rights have lapsed"
+        );
+        self.connections.metrics.connection_closed(lapse.label());
+        self.cut.cut();
     }
 }
 

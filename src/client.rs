@@ -286,10 +286,17 @@ pub fn explain(status: &Status) -> String {
         Code::ResourceExhausted => format!("over a limit: {}", status.message()),
         Code::DeadlineExceeded => format!("timed out: {}", status.message()),
         Code::Aborted => format!("interrupted (try again): {}", status.message()),
-        // The connection itself broke (the server went away, or something between).
-        Code::Internal | Code::Unknown if status.message().starts_with("h2 protocol error") => {
+        // The connection itself broke: the server went away, something between, or the
+        // server closed it because the certificate's rights lapsed (a caller that was
+        // not reading cannot be told why).
+        Code::Internal | Code::Unknown
+            if status.message().starts_with("h2 protocol error")
+                || status.message() == "transport error" =>
+        {
             format!(
-                "the connection to the server broke ({}); try again",
+                "the connection to the server broke ({}); try again. The server also closes \
+                 the connections of a certificate that was revoked or expired, or whose \
+                 state was suspended: `tidemark whoami` says whether this one still works",
                 status.message()
             )
         }
@@ -485,6 +492,22 @@ mod tests {
             explain(&Status::unavailable("draining")),
             "the server is unavailable: draining"
         );
+    }
+
+    #[test]
+    fn a_broken_connection_is_not_blamed_on_the_server() {
+        for status in [
+            Status::unknown("transport error"),
+            Status::unknown("h2 protocol error: error reading a body from connection"),
+        ] {
+            let said = explain(&status);
+            assert!(
+                said.starts_with("the connection to the server broke"),
+                "{said}"
+            );
+            assert!(said.contains("tidemark whoami"), "{said}");
+        }
+        assert!(explain(&Status::internal("disk full")).starts_with("the server failed"));
     }
 
     #[test]

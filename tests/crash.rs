@@ -54,17 +54,23 @@ async fn serve(dir: &Path, port: u16) -> Child {
 }
 
 async fn connect(dir: &Path, port: u16) -> Option<pb::exchange_client::ExchangeClient<Channel>> {
+    connect_as(dir, port, "aus-node")
+        .await
+        .map(pb::exchange_client::ExchangeClient::new)
+}
+
+/// A channel to the server as the development profile `certs/<profile>`.
+async fn connect_as(dir: &Path, port: u16, profile: &str) -> Option<Channel> {
     let certs = dir.join("certs");
     let identity = ClientIdentity::from_files(
-        &certs.join("aus-node.pem"),
-        &certs.join("aus-node.key"),
+        &certs.join(format!("{profile}.pem")),
+        &certs.join(format!("{profile}.key")),
         &certs.join("ca.pem"),
     )
     .unwrap();
     tidemark::client::connect(&format!("https://127.0.0.1:{port}"), &identity)
         .await
         .ok()
-        .map(pb::exchange_client::ExchangeClient::new)
 }
 
 /// Every report id of AUS's that the server holds.
@@ -159,4 +165,61 @@ async fn every_acknowledged_submission_survives_kill_9() {
         lost.len(),
         acknowledged.len()
     );
+}
+
+/// A read open when the server is killed stays on record, and once the server is back it
+/// is shown as cut short, not as still running: its record can no longer be completed.
+/// A read of the new server process is in progress, not cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_open_at_kill_9_is_shown_cut_short_after_a_restart() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = free_port();
+    let mut server = serve(dir.path(), port).await;
+    // IDN contributes, so that it may read; AUS has a report for it to read.
+    for state in ["IDN", "AUS"] {
+        let lower = state.to_lowercase();
+        let key =
+            SigningKey::from_file(&dir.path().join(format!("certs/{lower}-signing.key"))).unwrap();
+        let channel = connect_as(dir.path(), port, &format!("{lower}-node"))
+            .await
+            .unwrap();
+        let report = (0..1_000)
+            .map(|n| sample_report(state, n))
+            .find(|r| matches!(r.details, Some(pb::report::Details::Smuggling(_))))
+            .unwrap();
+        common::submit(
+            &mut pb::exchange_client::ExchangeClient::new(channel),
+            sign(&report, &key),
+        )
+        .await
+        .unwrap();
+    }
+    let subscribe = || pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let idn = connect_as(dir.path(), port, "idn-node").await.unwrap();
+    let mut idn = pb::exchange_client::ExchangeClient::new(idn);
+    // On record before the call is answered.
+    let _watching = idn.subscribe(subscribe()).await.unwrap().into_inner();
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let port = free_port();
+    let mut server = serve(dir.path(), port).await;
+    let idn = connect_as(dir.path(), port, "idn-node").await.unwrap();
+    let mut idn = pb::exchange_client::ExchangeClient::new(idn);
+    // On record before the call is answered.
+    let _watching = idn.subscribe(subscribe()).await.unwrap().into_inner();
+    let operator = connect_as(dir.path(), port, "operator").await.unwrap();
+    let records = common::audit_log(&mut pb::admin_client::AdminClient::new(operator)).await;
+    let subscriptions: Vec<(bool, bool)> = records
+        .iter()
+        .filter(|e| e.action == "subscribe" && e.state == "IDN")
+        .map(|e| (e.in_progress, e.cut_short))
+        .collect();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    // The killed server's subscription, then the new one's.
+    assert_eq!(subscriptions, [(true, true), (true, false)], "{records:?}");
 }

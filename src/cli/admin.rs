@@ -489,7 +489,11 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
                 format_time(e.at_unix),
                 printable(&e.principal),
                 printable(&e.action),
-                if e.in_progress { " (in progress)" } else { "" },
+                match (e.in_progress, e.cut_short) {
+                    (_, true) => " (cut short: the server stopped before the read ended)",
+                    (true, false) => " (in progress)",
+                    (false, false) => "",
+                },
                 printable(&e.detail),
             )?;
         }

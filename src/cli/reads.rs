@@ -611,10 +611,16 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
 
 /// One access to the caller's reports, as `audit` prints it.
 pub(super) fn access_line(a: &pb::DataAccess) -> String {
-    let count = if a.in_progress {
+    let count = if a.cut_short {
         format!(
-            "at most {} of your reports (in progress, or cut short by a server stop: what \
-             was sent is on record as an upper bound)",
+            "at most {} of your reports (cut short when the server stopped: what was sent \
+             is on record as an upper bound)",
+            a.count
+        )
+    } else if a.in_progress {
+        format!(
+            "at most {} of your reports (in progress: what is sent is on record ahead, as \
+             an upper bound)",
             a.count
         )
     } else {

@@ -453,6 +453,7 @@ impl pb::admin_server::Admin for AdminService {
         let entries = records
             .into_iter()
             .map(|(number, r)| pb::AuditEntry {
+                cut_short: self.ctx.cut_short(number, &r),
                 number,
                 at_unix: r.at,
                 principal: r.principal,

@@ -69,6 +69,17 @@ pub(super) struct Context {
     pub refusals: super::refusals::RefusalRecords,
     /// Reads whose audit record is not completed yet.
     pub unfinished: Unfinished,
+    /// The last audit record written before this server process started: a read's
+    /// record up to it that is still in progress was cut short by a stop.
+    pub before_start: u64,
+}
+
+impl Context {
+    /// Whether record `number`, in progress, belongs to a server process before this
+    /// one: its read was cut short by a crash and its record will not be completed.
+    pub(super) fn cut_short(&self, number: u64, record: &crate::store::AuditRecord) -> bool {
+        record.in_progress && number <= self.before_start
+    }
 }
 
 impl Context {

@@ -168,15 +168,18 @@ impl Server {
         writer: crate::store::Writer,
         feed: feed::Feed,
         refusals: refusals::RefusalRecords,
-    ) -> Context {
+    ) -> Result<Context, ServerError> {
         let limits = &self.config.limits;
+        // Reads on record up to here that are still in progress were cut short by a
+        // stop of an earlier server process.
+        let before_start = self.store.snapshot()?.last_audit_number()?;
         let admin = Administration::new(
             (self.store.clone(), writer.clone()),
             self.trust.clone(),
             &self.config.trust_domain,
             self.receipt_key.key_id(),
         );
-        Context {
+        Ok(Context {
             store: self.store.clone(),
             writer,
             policy: Policy::new(self.config.policy.clone()),
@@ -194,7 +197,8 @@ impl Server {
             metrics: self.metrics.clone(),
             refusals,
             unfinished: delivery::Unfinished::default(),
-        }
+            before_start,
+        })
     }
 
     /// Starts the metrics endpoint, if it has a listener.
@@ -307,7 +311,7 @@ impl Server {
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
         let refusals = refusals::RefusalRecords::new(writer.clone(), self.metrics.clone());
-        let ctx = self.context(writer, feed_handle, refusals.clone());
+        let ctx = self.context(writer, feed_handle, refusals.clone())?;
         let unfinished = ctx.unfinished.clone();
         let refusals = refusals::RefusalAuditLayer::new(refusals);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })

@@ -449,6 +449,7 @@ impl Context {
                     action: record.action.clone(),
                     count: mine.count,
                     in_progress: record.in_progress,
+                    cut_short: self.cut_short(number, &record),
                     report_ids: mine
                         .report_ids
                         .iter()

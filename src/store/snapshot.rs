@@ -265,6 +265,11 @@ impl Snapshot {
             .collect()
     }
 
+    /// The number of the last audit record written (0: none yet).
+    pub fn last_audit_number(&self) -> Result<u64, StoreError> {
+        Ok(self.audit.last()?.map_or(0, |(k, _)| k.value()))
+    }
+
     /// Quarters (per category) whose counter rows are behind their months.
     pub fn quarters_behind(&self) -> Result<u64, StoreError> {
         Ok(self.quarters_behind.len()?)

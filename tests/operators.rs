@@ -128,6 +128,45 @@ async fn a_node_gets_a_certificate_from_its_own_csr_and_the_server_sets_the_iden
     assert!(later.is_empty());
 }
 
+/// An operator cannot revoke the certificate it is calling with (that would lock it out,
+/// and the last operator every operator); another operator's certificate can.
+#[tokio::test]
+async fn an_operator_does_not_revoke_its_own_certificate() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let first = operator(&pki);
+    let second = pki.client(tidemark::identity::Role::Operator, "operator-2");
+    let serial = server
+        .exchange(&first)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    let revoke = |serial: String| pb::RevokeCertificateRequest {
+        serial,
+        reason: "superseded".into(),
+    };
+    let mut own = server.admin(&first).await;
+    // In another spelling of the same serial, too.
+    let status = own
+        .revoke_certificate(revoke(serial.to_uppercase()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("another operator"), "{status:?}");
+    own.list_states(pb::ListStatesRequest {}).await.unwrap();
+    server
+        .admin(&second)
+        .await
+        .revoke_certificate(revoke(serial))
+        .await
+        .unwrap();
+    let status = own.list_states(pb::ListStatesRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
 #[tokio::test]
 async fn a_revoked_certificate_fails_on_its_open_connection_and_at_the_next_handshake() {
     let pki = TestPki::new();

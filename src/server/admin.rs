@@ -362,7 +362,16 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
         let operator = require_operator(&request)?;
+        let caller = auth::peer(&request)?.serial().to_owned();
         let req = request.into_inner();
+        if crate::identity::canonical_serial(&req.serial).is_ok_and(|s| s == caller) {
+            return Err(Status::failed_precondition(format!(
+                "certificate {caller} is the one making this call: revoking it would end \
+                 your own access (and the last operator's would lock every operator out); \
+                 revoke it with another operator's certificate (`tidemark admin issue` or \
+                 `tidemark pki issue --role operator` makes one)"
+            )));
+        }
         let now = self.ctx.clock.now();
         let (record, already_revoked, issued_here) = self
             .ctx

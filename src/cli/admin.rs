@@ -64,12 +64,15 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Enrol a state, or reinstate a suspended one.
+    /// Enrol a state, or reinstate a suspended one (within `limits.lapsed_connection_grace_secs`,
+    /// 5 s, of the suspension its open connections are kept).
     Enrol {
         /// The state (ISO 3166-1 alpha-3).
         state: CountryCode,
     },
-    /// Suspend a state: its certificates stop working at once; its data stays.
+    /// Suspend a state: its certificates stop working at once (calls in progress end with
+    /// the reason, and its connections are closed `limits.lapsed_connection_grace_secs`,
+    /// 5 s, later); its data stays.
     Suspend {
         /// The state (ISO 3166-1 alpha-3).
         state: CountryCode,
@@ -87,7 +90,10 @@ enum AdminCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Revoke a client certificate by serial (hex, as `whoami` or `admin certs` show).
+    /// Revoke a client certificate by serial (hex, as `whoami` or `admin certs` show): it is
+    /// refused at once (calls in progress end with the reason, and its connections are
+    /// closed `limits.lapsed_connection_grace_secs`, 5 s, later). Not the certificate
+    /// this command runs with: revoke that one with another operator's.
     Revoke {
         /// The certificate's serial number (hex).
         serial: String,

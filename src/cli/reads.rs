@@ -96,8 +96,9 @@ pub fn parse_instant(text: &str) -> Result<i64, String> {
     })
 }
 
-/// Watch for new reports matching a filter, as they are accepted (until Ctrl-C, or
-/// until your state's standing lapses). Catch up on what you missed with `sync`.
+/// Watch for new reports matching a filter, as they are accepted (until Ctrl-C, until
+/// your state's standing lapses, or until your certificate is revoked or expires or your
+/// state is suspended). Catch up on what you missed with `sync`.
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     #[command(flatten)]

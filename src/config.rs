@@ -482,19 +482,19 @@ impl Config {
             }
         }
         self.check_analytics()?;
-        if self.trust_domain.is_empty() || self.trust_domain.contains('/') {
+        if crate::identity::check_trust_domain(&self.trust_domain).is_err() {
             return Err(ConfigError::Invalid(format!(
-                "trust_domain {:?} must be a host-like name such as \"tidemark.local\"",
+                "trust_domain {:?} must be a SPIFFE trust domain (SPIFFE ID §2.1): lower-case \
+                 letters, digits, '-', '.' and '_', such as \"tidemark.local\"",
                 self.trust_domain
             )));
         }
         let origin = self.log_origin();
-        if origin
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '+')
-        {
+        // People compare the origin by eye (it names the checkpoint key): printable ASCII
+        // only, so that no invisible or look-alike character can hide in it.
+        if origin.is_empty() || !origin.bytes().all(|b| b.is_ascii_graphic() && b != b'+') {
             return Err(ConfigError::Invalid(format!(
-                "log.origin {origin:?} must have no spaces, control characters or '+' (it \
+                "log.origin {origin:?} must be printable ASCII with no spaces or '+' (it \
                  names the checkpoint key, C2SP signed-note), e.g. \"tidemark.example/log\""
             )));
         }
@@ -511,16 +511,25 @@ impl Config {
     }
 
     fn check_analytics(&self) -> Result<(), ConfigError> {
+        /// The largest yearly privacy budget, in ρ.
+        const MAX_RHO_PER_YEAR: f64 = 1e6;
+        /// Exchange rates taken: wider than any two currencies' rate, narrow enough that
+        /// no converted fee overflows or loses every digit.
+        const RATES: std::ops::RangeInclusive<f64> = 1e-9..=1e9;
         let a = &self.analytics;
         let b = &a.privacy_budget;
         let positive = |x: f64| x.is_finite() && x > 0.0;
+        // Budgets are kept in micro-ρ (u64): a million ρ a year is far past any
+        // meaningful privacy loss, and far from overflow.
         if !positive(b.rho_per_year)
             || !positive(b.rho_per_query)
             || b.rho_per_query > b.rho_per_year
+            || b.rho_per_year > MAX_RHO_PER_YEAR
         {
             return Err(ConfigError::Invalid(format!(
                 "analytics.privacy_budget: rho_per_query ({}) and rho_per_year ({}) must be \
-                 positive numbers, rho_per_query at most rho_per_year",
+                 positive numbers, rho_per_query at most rho_per_year, rho_per_year at most \
+                 {MAX_RHO_PER_YEAR}",
                 b.rho_per_query, b.rho_per_year
             )));
         }
@@ -553,9 +562,12 @@ impl Config {
                     "analytics.rates: {code:?} is not an ISO 4217 currency code"
                 )));
             }
-            if !(rate.is_finite() && *rate > 0.0) {
+            if !(RATES.contains(rate)) {
                 return Err(ConfigError::Invalid(format!(
-                    "analytics.rates.{code} must be a positive number, not {rate}"
+                    "analytics.rates.{code} must be a number from {} to {} (units of \
+                     fee_currency per unit of {code}), not {rate}",
+                    RATES.start(),
+                    RATES.end()
                 )));
             }
         }
@@ -611,6 +623,42 @@ mod tests {
         let config: Config = toml::from_str("[limits]\nmax_message_bytes = 0").unwrap();
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains("limits.max_message_bytes"), "{err}");
+    }
+
+    #[test]
+    fn the_trust_domain_and_log_origin_are_held_to_their_rules() {
+        let check = |text: &str| toml::from_str::<Config>(text).unwrap().check();
+        for bad in ["Tidemark.Local", "td:443", "u@td", "td?x", "", "a/b"] {
+            let text = format!("trust_domain = {bad:?}");
+            assert!(check(&text).is_err(), "{bad:?}");
+        }
+        assert!(check("trust_domain = \"tidemark.example\"").is_ok());
+        for bad in [
+            "tidemark.example/log\u{202e}gol",
+            "a\u{200b}b",
+            "a b",
+            "a+b",
+            "\u{e9}t\u{e9}",
+        ] {
+            let text = format!("[log]\norigin = \"{bad}\"");
+            assert!(check(&text).is_err(), "{bad:?}");
+        }
+        assert!(check("[log]\norigin = \"tidemark.example/log\"").is_ok());
+    }
+
+    #[test]
+    fn rates_and_budgets_are_bounded() {
+        let check = |text: &str| toml::from_str::<Config>(text).unwrap().check();
+        let rates = |rate: &str| {
+            format!("[analytics]\nfee_currency = \"USD\"\n[analytics.rates]\nAUD = {rate}")
+        };
+        for bad in ["1e308", "1e-320", "0", "-1", "nan", "inf"] {
+            assert!(check(&rates(bad)).is_err(), "{bad}");
+        }
+        assert!(check(&rates("0.000024")).is_ok());
+        let budget = |rho: &str| format!("[analytics.privacy_budget]\nrho_per_year = {rho}");
+        assert!(check(&budget("1e308")).is_err());
+        assert!(check(&budget("2.5")).is_ok());
     }
 
     #[test]

@@ -411,7 +411,9 @@ fn check_name(name: &str) -> Result<(), IdentityError> {
     }
 }
 
-fn check_trust_domain(domain: &str) -> Result<(), IdentityError> {
+/// The SPIFFE trust domain rules (SPIFFE ID §2.1): lower-case letters, digits, `-`, `.`
+/// and `_`, at most 255 characters.
+pub fn check_trust_domain(domain: &str) -> Result<(), IdentityError> {
     let ok = !domain.is_empty()
         && domain.len() <= 255
         && domain

@@ -235,6 +235,31 @@ pub async fn probe(endpoint: &str, identity: &ClientIdentity) -> Result<(), Clie
     }
 }
 
+/// Trailers of an Import that ended early (refused part-way, or past the server's
+/// limit): envelopes taken from the stream, in order (the rest were not looked at), and
+/// of those, how many were accepted, already there and refused.
+pub mod import_trailers {
+    /// Envelopes taken from the stream.
+    pub const TAKEN: &str = "tidemark-import-taken";
+    /// Of those, accepted.
+    pub const ACCEPTED: &str = "tidemark-import-accepted";
+    /// Of those, already there.
+    pub const DUPLICATES: &str = "tidemark-import-duplicates";
+    /// Of those, refused.
+    pub const REJECTED: &str = "tidemark-import-rejected";
+
+    /// The counts an ended import's status carries, in that order, if it carries them.
+    pub fn read(status: &tonic::Status) -> Option<[u64; 4]> {
+        let number = |key: &str| status.metadata().get(key)?.to_str().ok()?.parse().ok();
+        Some([
+            number(TAKEN)?,
+            number(ACCEPTED)?,
+            number(DUPLICATES)?,
+            number(REJECTED)?,
+        ])
+    }
+}
+
 /// A sentence for a failed call: what went wrong and, where it helps, what to do.
 pub fn explain(status: &Status) -> String {
     if let Some(reason) = tls_refusal(status) {

@@ -1926,3 +1926,41 @@ fn runs_at_once_on_one_path_leave_one_whole_result() {
         assert_eq!(succeeded, 1, "{outputs:?}");
     }
 }
+
+/// An import larger than the server takes in one call (`limits.max_import_items`) goes
+/// on from where the server stopped, and counts each report once: before, what the
+/// refused call had stored was counted again as "already there".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_past_the_servers_limit_counts_every_report_once() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.max_import_items = 5;
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let sample = run(strings(&[
+        "sample-reports",
+        "--count",
+        "12",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    let file = dir.path().join("twelve.jsonl");
+    std::fs::write(&file, &sample.stdout).unwrap();
+    let out = run_ok(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--json",
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &aus,
+    ]))
+    .await;
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["accepted"], 12, "{summary}");
+    assert_eq!(summary["duplicates"], 0, "{summary}");
+    assert_eq!(summary["rejected"], 0, "{summary}");
+}

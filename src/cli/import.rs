@@ -67,6 +67,8 @@ struct Tally {
     accepted: u64,
     duplicates: u64,
     errors: Vec<LineError>,
+    /// Refused by an import the server ended before it said which (only how many).
+    unlisted: u64,
     /// Why the import stopped early, if it did.
     stopped: Option<String>,
 }
@@ -132,11 +134,35 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 /// its records may have caused, sends each record alone with Submit instead.
 async fn send_batch(
     exchange: &mut ExchangeClient<Channel>,
-    chunk: Vec<(usize, pb::SubmitRequest)>,
+    mut chunk: Vec<(usize, pb::SubmitRequest)>,
     tally: &mut Tally,
 ) {
     let requests: Vec<pb::SubmitRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
     match exchange.import(tokio_stream::iter(requests)).await {
+        // Ended part-way: what it did is counted, and only what it did not take goes on.
+        Err(status) if client::import_trailers::read(&status).is_some() => {
+            let rest = count_taken(&mut chunk, &status, tally);
+            if rest.is_empty() {
+                return;
+            }
+            if fatal(status.code()) {
+                tally.stopped = Some(format!(
+                    "stopped before line {}: {}",
+                    rest[0].0,
+                    client::explain(&status)
+                ));
+            } else {
+                // Past the server's limit on one import, say: the rest in calls of what
+                // it took.
+                let size = chunk.len().max(1);
+                let mut rest = rest;
+                while !rest.is_empty() && tally.stopped.is_none() {
+                    let next = rest.split_off(size.min(rest.len()));
+                    Box::pin(send_batch(exchange, rest, tally)).await;
+                    rest = next;
+                }
+            }
+        }
         Ok(summary) => {
             let summary = summary.into_inner();
             tally.accepted += summary.accepted;
@@ -185,6 +211,35 @@ async fn send_batch(
     }
 }
 
+/// Counts what an import that ended part-way did (its trailers say): `chunk` keeps the
+/// envelopes it took, and the rest are returned.
+fn count_taken(
+    chunk: &mut Vec<(usize, pb::SubmitRequest)>,
+    status: &tonic::Status,
+    tally: &mut Tally,
+) -> Vec<(usize, pb::SubmitRequest)> {
+    let [taken, accepted, duplicates, rejected] =
+        client::import_trailers::read(status).unwrap_or_default();
+    tally.accepted += accepted;
+    tally.duplicates += duplicates;
+    let taken = usize::try_from(taken)
+        .unwrap_or(usize::MAX)
+        .min(chunk.len());
+    let rest = chunk.split_off(taken);
+    if rejected > 0
+        && let (Some(first), Some(last)) = (chunk.first(), chunk.last())
+    {
+        tally.unlisted += rejected;
+        eprintln!(
+            "{rejected} of lines {} to {} refused; the server ended that import before saying \
+             which: import the file again to see them (what was accepted is then recognised \
+             as already there)",
+            first.0, last.0
+        );
+    }
+    rest
+}
+
 /// Failures that are not about one record: retrying record by record cannot help.
 fn fatal(code: Code) -> bool {
     matches!(
@@ -228,7 +283,7 @@ fn rejection_message(code: &str, message: &str, violations: &[pb::FieldViolation
 /// stopped early.
 fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     tally.errors.sort_by_key(|e| e.line);
-    let rejected = tally.errors.len();
+    let rejected = tally.errors.len() as u64 + tally.unlisted;
     // The lines at fault go to stderr in both modes, for the person watching; a run of
     // lines refused for the same reason (a revoked key, say) is said once.
     for run in tally.errors.chunk_by(|a, b| a.message == b.message) {

@@ -4,6 +4,7 @@ use pbjson_types::Timestamp;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    client::import_trailers,
     identity::{PeerIdentity, Role},
     pb, receipt,
     server::{auth, context::Context, guard::Guarded, refusals, status},
@@ -155,6 +156,8 @@ impl pb::exchange_server::Exchange for ExchangeService {
         }))
     }
 
+    /// Refuses or ends an import; its trailers say what was done before (see
+    /// `ImportResponse` in the proto).
     async fn import(
         &self,
         request: Request<Streaming<pb::SubmitRequest>>,
@@ -223,11 +226,22 @@ impl pb::exchange_server::Exchange for ExchangeService {
         match ended {
             None => self.answer_import(&peer, summary).await,
             // The items refused so far are on record before the call is refused.
-            Some(status) => {
+            Some(mut status) => {
                 if let Some(record) = refused_items(&peer, &summary.rejections)
                     && let Err(e) = self.ctx.refusals.record(record).await
                 {
                     tracing::error!(principal = %peer.principal(), error = %e, "an ended import's refused items could not be recorded");
+                }
+                // What was done before the end, so that the caller can count it and go on
+                // from the first envelope not taken.
+                let metadata = status.metadata_mut();
+                for (key, value) in [
+                    (import_trailers::TAKEN, index),
+                    (import_trailers::ACCEPTED, summary.accepted),
+                    (import_trailers::DUPLICATES, summary.duplicates),
+                    (import_trailers::REJECTED, summary.rejected),
+                ] {
+                    metadata.insert(key, value.into());
                 }
                 Err(status)
             }

@@ -468,8 +468,11 @@ fn trust_at(what: String, revoked_at: Option<i64>, accepted_at: Option<i64>) -> 
         (Some(revoked), Some(accepted)) if accepted < revoked => (
             Outcome::Valid,
             format!(
-                "{what} (revoked as of {}, after this report was accepted)",
-                format_time(revoked)
+                "{what} (revoked as of {}, after this report was accepted at {} — that time \
+                 is the server's, from the line's meta, which is not signed: the report's \
+                 transparency-log entry proves it)",
+                format_time(revoked),
+                format_time(accepted)
             ),
         ),
         (Some(revoked), Some(accepted)) => (

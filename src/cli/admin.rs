@@ -384,16 +384,28 @@ async fn issue(
     Ok(())
 }
 
+/// `--expiring`: whole days from 1, written `30` or `30d` (digits only, one `d`).
+fn expiring_days(text: &str) -> anyhow::Result<u32> {
+    let digits = text.strip_suffix('d').unwrap_or(text);
+    let days = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u32>().ok())
+        .flatten()
+        .filter(|&d| d > 0);
+    days.ok_or_else(|| {
+        anyhow!(
+            "--expiring takes a number of days from 1, e.g. 30 or 30d, not {}",
+            super::labels::printable(text)
+        )
+    })
+}
+
 async fn certs(
     admin: &mut AdminClient<tonic::transport::Channel>,
     expiring: Option<&str>,
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
     let days = match expiring {
-        Some(text) => text
-            .trim_end_matches('d')
-            .parse()
-            .map_err(|_| anyhow!("--expiring takes a number of days, e.g. 30d"))?,
+        Some(text) => expiring_days(text)?,
         None => 0,
     };
     let certs = admin
@@ -537,7 +549,16 @@ fn not_the_epoch(at: i64) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_compromised_at, parse_until};
+    use super::{expiring_days, parse_compromised_at, parse_until};
+
+    #[test]
+    fn expiring_takes_whole_days_in_one_spelling() {
+        assert_eq!(expiring_days("30").unwrap(), 30);
+        assert_eq!(expiring_days("30d").unwrap(), 30);
+        for bad in ["30dd", "+30", "0", "0d", "d", "", " 30", "-1", "3.5", "99999999999"] {
+            assert!(expiring_days(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_epoch_itself_is_refused_as_a_time_since_the_api_reads_it_as_not_given() {

@@ -281,7 +281,12 @@ impl Check {
             return;
         }
         for (i, t) in r.transit.iter().enumerate() {
-            self.country(&format!("route.transit[{i}]"), t, true);
+            let field = format!("route.transit[{i}]");
+            self.country(&field, t, true);
+            // A route may pass a country twice, but not twice in a row.
+            if i > 0 && r.transit[i - 1] == *t {
+                self.fail(field, format!("repeats {t}, the country just before it"));
+            }
         }
     }
 
@@ -369,8 +374,14 @@ impl Check {
         if !self.list_fits("sharing.states", s.states.len(), MAX_LISTED_STATES) {
             return;
         }
+        let mut seen = HashSet::new();
         for (i, st) in s.states.iter().enumerate() {
-            self.country(&format!("sharing.states[{i}]"), st, true);
+            let field = format!("sharing.states[{i}]");
+            if let Some(code) = self.country(&field, st, true)
+                && !seen.insert(code)
+            {
+                self.fail(field, format!("{code} appears more than once"));
+            }
         }
     }
 
@@ -626,6 +637,21 @@ mod tests {
                 false,
                 |r| r.route.as_mut().unwrap().transit = vec!["IDN".into(); 11],
                 "route.transit",
+            ),
+            (
+                false,
+                |r| r.route.as_mut().unwrap().transit = vec!["IDN".into(), "IDN".into()],
+                "route.transit[1]",
+            ),
+            (
+                false,
+                |r| {
+                    r.sharing = Some(pb::Sharing {
+                        scope: pb::SharingScope::ListedStates as i32,
+                        states: vec!["IDN".into(), "THA".into(), "IDN".into()],
+                    });
+                },
+                "sharing.states[2]",
             ),
             (
                 false,

@@ -10,11 +10,13 @@
 //! | leading / trailing white space | allowed | no |
 //! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | allowed |
 //! | LRM U+200E, RLM U+200F, ALM U+061C (directional marks) | allowed | no |
+//! | variation selectors U+FE00–U+FE0F, U+E0100–U+E01EF, U+180B–U+180D, U+180F, combining grapheme joiner U+034F (emoji and ideograph variants) | allowed | no |
 //!
 //! Refused in both: every other control character (C0, DEL, C1); the bidirectional
 //! embedding, override and isolate controls U+202A–U+202E and U+2066–U+2069 (the
 //! "Trojan Source" characters, CVE-2021-42574); the line and paragraph separators U+2028
-//! and U+2029; every other format character (Unicode general category Cf: zero-width
+//! and U+2029; the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0 (letters that show as
+//! nothing); every other format character (Unicode general category Cf: zero-width
 //! space U+200B, word joiner U+2060, BOM U+FEFF, soft hyphen U+00AD, tag characters, …);
 //! private-use and unassigned code points (categories Co and Cn, as of the Unicode version
 //! of the `unicode-general-category` crate).
@@ -52,6 +54,18 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
                 Some("a bidirectional embedding, override or isolate control")
             }
             (_, '\u{2028}' | '\u{2029}') => Some("a line or paragraph separator (use LF)"),
+            // Letters by category, but shown as nothing: blank-looking names.
+            (_, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}') => {
+                Some("a Hangul filler, which shows as nothing")
+            }
+            (
+                TextKind::Short,
+                '\u{034F}'
+                | '\u{180B}'..='\u{180D}'
+                | '\u{180F}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{E0100}'..='\u{E01EF}',
+            ) => Some("a variation selector or grapheme joiner, which shows as nothing"),
             _ => match get_general_category(ch) {
                 GeneralCategory::Control => Some("a control character"),
                 GeneralCategory::Format => Some("an invisible format character"),
@@ -89,6 +103,7 @@ mod tests {
             "क्‍ष",      // Devanagari with ZWJ
             "שלום \u{200F}(1)",
             "emoji 🚤 and accents é",
+            "warning \u{26A0}\u{FE0F}", // emoji presentation
         ] {
             assert_eq!(check(TextKind::Free, ok), Ok(()), "{ok:?}");
         }
@@ -115,6 +130,10 @@ mod tests {
             (TextKind::Short, " Bangkok", "white space"),
             (TextKind::Short, "Bangkok ", "white space"),
             (TextKind::Short, "Bang\u{200E}kok", "invisible format"),
+            (TextKind::Short, "\u{3164}", "Hangul filler"),
+            (TextKind::Free, "blank\u{115F}name", "Hangul filler"),
+            (TextKind::Short, "Bang\u{034F}kok", "variation selector"),
+            (TextKind::Short, "Bangkok\u{FE0F}", "variation selector"),
         ] {
             let err = check(kind, bad).expect_err(bad);
             assert!(err.contains(why), "{bad:?}: {err}");

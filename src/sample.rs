@@ -396,14 +396,14 @@ mod tests {
     #[test]
     fn every_sample_report_is_valid_and_ids_are_unique() {
         let mut rng = Rng::new(7);
-        let today = time::OffsetDateTime::now_utc().date();
+        let now = time::OffsetDateTime::now_utc();
         let mut ids = std::collections::HashSet::new();
         for i in 0..2000 {
             let state = ["AUS", "IDN", "THA", "MYS", "NZL"][i % 5];
             let r = report(&mut rng, state);
             assert!(ids.insert(r.report_id.clone()));
             looks_real(&r);
-            if let Err(e) = crate::report::validate(r, today) {
+            if let Err(e) = crate::report::validate(r, now) {
                 panic!("sample {i} invalid: {e}");
             }
         }

@@ -101,7 +101,7 @@ pub fn verify(
             let decoded: pb::Report =
                 envelope::decode_canonical(&envelope.payload, "tidemark.v1.Report")
                     .map_err(|e| SubmitError::Malformed(e.to_string()))?;
-            let valid = report::validate(decoded, now.date())?;
+            let valid = report::validate(decoded, now)?;
             (
                 valid.state(),
                 valid.id(),

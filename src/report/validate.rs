@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use time::Date;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 use super::text::{self, TextKind};
@@ -32,8 +32,13 @@ pub(super) const MAX_LISTED_VIOLATIONS: usize = 20;
 /// is cut, so that a refusal stays well under the 16 KiB of headers gRPC clients take.
 const MAX_DESCRIPTION_CHARS: usize = 200;
 
-/// Checks every rule; `today` is the latest allowed incident date (UTC).
-pub fn validate(report: pb::Report, today: Date) -> Result<ValidReport, ValidationErrors> {
+/// How far ahead of the server's clock an incident time may be (a node's clock may run
+/// a little fast).
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Checks every rule; `now` (UTC) is the latest allowed incident date and time.
+pub fn validate(report: pb::Report, now: OffsetDateTime) -> Result<ValidReport, ValidationErrors> {
+    let today = now.date();
     let mut c = Check::default();
     let id = c.uuid("report_id", &report.report_id);
     if report.version == 0 {
@@ -41,7 +46,7 @@ pub fn validate(report: pb::Report, today: Date) -> Result<ValidReport, Validati
     }
     let state = c.country("reporting_state", &report.reporting_state, true);
     let incident_date = c.date("incident_date", &report.incident_date, today);
-    c.time_of_day("incident_time", &report.incident_time);
+    c.time_of_day("incident_time", &report.incident_time, (incident_date, now));
     match &report.location {
         Some(location) => c.location(location),
         None => c.fail("location", "is required (at least location.country)"),
@@ -242,14 +247,27 @@ impl Check {
         Some(date)
     }
 
-    fn time_of_day(&mut self, field: &str, value: &str) {
+    /// `HH:MM`, and on today's date not later than now (allowing [`CLOCK_SKEW`]).
+    fn time_of_day(&mut self, field: &str, value: &str, (date, now): (Option<Date>, OffsetDateTime)) {
         if value.is_empty() {
             return;
         }
-        if parse_time_of_day(value).is_none() {
+        let Some(time) = parse_time_of_day(value) else {
             self.fail(
                 field,
                 format!("{value:?} is not a time HH:MM (UTC, 24-hour, 00:00 to 23:59, e.g. 07:05)"),
+            );
+            return;
+        };
+        if let Some(date) = date
+            && date.with_time(time).assume_utc() > now + CLOCK_SKEW
+        {
+            self.fail(
+                field,
+                format!(
+                    "{date} {value} is in the future (it is now {} UTC)",
+                    crate::clock::format_time(now.unix_timestamp())
+                ),
             );
         }
     }
@@ -528,8 +546,13 @@ mod tests {
     use crate::sample;
     use time::Month;
 
-    fn today() -> Date {
-        Date::from_calendar_date(2026, Month::June, 15).unwrap()
+    /// The last second of 2026-06-15, UTC: every time of that day is past.
+    fn today() -> OffsetDateTime {
+        Date::from_calendar_date(2026, Month::June, 15)
+            .unwrap()
+            .with_hms(23, 59, 59)
+            .unwrap()
+            .assume_utc()
     }
 
     /// A valid report of each category to break one rule at a time.
@@ -959,6 +982,30 @@ mod tests {
         assert!(validate_retraction(&ok).is_ok());
         let bad = pb::Retraction { version: 1, ..ok };
         assert_eq!(validate_retraction(&bad).unwrap_err().0[0].field, "version");
+    }
+
+    #[test]
+    fn an_incident_time_today_is_not_later_than_now() {
+        let at = |hour, minute| {
+            Date::from_calendar_date(2026, Month::June, 15)
+                .unwrap()
+                .with_hms(hour, minute, 0)
+                .unwrap()
+                .assume_utc()
+        };
+        let mut report = valid(false);
+        report.incident_date = "2026-06-15".into();
+        for (time, ok) in [("09:00", true), ("09:32", true), ("09:33", false), ("23:59", false)] {
+            report.incident_time = time.into();
+            let checked = validate(report.clone(), at(9, 27));
+            assert_eq!(checked.is_ok(), ok, "{time}");
+            if let Err(e) = checked {
+                assert!(e.to_string().contains("in the future"), "{e}");
+            }
+        }
+        // The day before, any time of day.
+        report.incident_date = "2026-06-14".into();
+        assert!(validate(report, at(0, 0)).is_ok());
     }
 
     #[test]

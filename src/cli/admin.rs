@@ -555,7 +555,18 @@ mod tests {
     fn expiring_takes_whole_days_in_one_spelling() {
         assert_eq!(expiring_days("30").unwrap(), 30);
         assert_eq!(expiring_days("30d").unwrap(), 30);
-        for bad in ["30dd", "+30", "0", "0d", "d", "", " 30", "-1", "3.5", "99999999999"] {
+        for bad in [
+            "30dd",
+            "+30",
+            "0",
+            "0d",
+            "d",
+            "",
+            " 30",
+            "-1",
+            "3.5",
+            "99999999999",
+        ] {
             assert!(expiring_days(bad).is_err(), "{bad:?}");
         }
     }

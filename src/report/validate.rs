@@ -248,7 +248,12 @@ impl Check {
     }
 
     /// `HH:MM`, and on today's date not later than now (allowing [`CLOCK_SKEW`]).
-    fn time_of_day(&mut self, field: &str, value: &str, (date, now): (Option<Date>, OffsetDateTime)) {
+    fn time_of_day(
+        &mut self,
+        field: &str,
+        value: &str,
+        (date, now): (Option<Date>, OffsetDateTime),
+    ) {
         if value.is_empty() {
             return;
         }
@@ -433,11 +438,15 @@ impl Check {
             }
             let upper =
                 fee.currency.len() == 3 && fee.currency.bytes().all(|b| b.is_ascii_uppercase());
-            if !upper || iso_currency::Currency::from_code(&fee.currency).is_none() {
+            // XTS (for testing) and XXX (no currency) are ISO 4217 codes for what is not
+            // money.
+            let not_money = matches!(fee.currency.as_str(), "XTS" | "XXX");
+            if !upper || not_money || iso_currency::Currency::from_code(&fee.currency).is_none() {
                 self.fail(
                     "smuggling.fee_per_person.currency",
                     format!(
-                        "{:?} is not an ISO 4217 currency code in upper case (e.g. \"USD\")",
+                        "{:?} is not an ISO 4217 currency code of money in upper case (e.g. \
+                         \"USD\"; not XTS or XXX)",
                         fee.currency
                     ),
                 );
@@ -850,6 +859,16 @@ mod tests {
                 false,
                 |r| {
                     smuggling(r).fee_per_person = Some(pb::Money {
+                        amount: 100,
+                        currency: "XTS".into(),
+                    });
+                },
+                "smuggling.fee_per_person.currency",
+            ),
+            (
+                false,
+                |r| {
+                    smuggling(r).fee_per_person = Some(pb::Money {
                         amount: 0,
                         currency: "USD".into(),
                     });
@@ -995,7 +1014,12 @@ mod tests {
         };
         let mut report = valid(false);
         report.incident_date = "2026-06-15".into();
-        for (time, ok) in [("09:00", true), ("09:32", true), ("09:33", false), ("23:59", false)] {
+        for (time, ok) in [
+            ("09:00", true),
+            ("09:32", true),
+            ("09:33", false),
+            ("23:59", false),
+        ] {
             report.incident_time = time.into();
             let checked = validate(report.clone(), at(9, 27));
             assert_eq!(checked.is_ok(), ok, "{time}");

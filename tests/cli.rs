@@ -202,7 +202,13 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
         assert!(stdout.starts_with("valid log proof"), "{stdout}");
         assert!(stdout.contains("state AUS"), "{stdout}");
     }
-    let mut text = std::fs::read_to_string(&proof).unwrap();
+    // Saved with CR LF line ends, as some editors do: the same proof.
+    let crlf = dir.path().join("crlf.proof");
+    let original = std::fs::read_to_string(&proof).unwrap();
+    std::fs::write(&crlf, original.replace('\n', "\r\n")).unwrap();
+    let out = run(verify_proof(&crlf, &log_key)).await;
+    assert_ok(&out);
+    let mut text = original;
     let at = text.find("\n\n").unwrap() + 3;
     text.replace_range(at..=at, if &text[at..=at] == "a" { "b" } else { "a" });
     let altered = dir.path().join("altered.proof");

@@ -1964,3 +1964,25 @@ async fn an_import_past_the_servers_limit_counts_every_report_once() {
     assert_eq!(summary["duplicates"], 0, "{summary}");
     assert_eq!(summary["rejected"], 0, "{summary}");
 }
+
+/// A file after --public-key that holds no PEM public key (an OpenSSH key, say) is
+/// named as such, not taken for an envelope with "no public key given".
+#[tokio::test]
+async fn verify_names_a_key_file_it_cannot_read_as_a_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let ssh = dir.path().join("id_ed25519.pub");
+    std::fs::write(&ssh, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx user@host\n").unwrap();
+    let envelope = dir.path().join("e.json");
+    std::fs::write(&envelope, "{}").unwrap();
+    let out = run(strings(&[
+        "verify",
+        &envelope.display().to_string(),
+        "--public-key",
+        &ssh.display().to_string(),
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no PEM public key"), "{said}");
+    assert!(said.contains("id_ed25519.pub"), "{said}");
+}

@@ -216,6 +216,19 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("name the envelopes to check: tidemark verify FILE… --public-key KEYS");
     }
+    if key_paths.is_empty() && !args.public_keys.is_empty() {
+        let named: Vec<String> = args
+            .public_keys
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        bail!(
+            "no PEM public key (-----BEGIN PUBLIC KEY-----) in what --public-key names: {}. \
+             Give the key files `tidemark keys --out keys/` writes (an OpenSSH key or a \
+             certificate is not one)",
+            named.join(", ")
+        );
+    }
     if key_paths.is_empty() {
         bail!("no public key given: --public-key keys/ (written by `tidemark keys --out keys/`)");
     }

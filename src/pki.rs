@@ -549,22 +549,18 @@ Private keys (`*.key`) are mode 0600. Real deployments make keys where they are 
 /// Makes an Ed25519 signing key and writes `<stem>.key` (PKCS#8, 0600) and
 /// `<stem>.pub.pem`; returns the key with the paths written.
 pub fn write_signing_key(stem: &Path) -> Result<(SigningKey, [PathBuf; 2]), PkiError> {
-    let (key, pem) = SigningKey::generate().map_err(|e| PkiError::Config(e.to_string()))?;
-    let with_suffix = |suffix: &str| {
-        let mut path = stem.as_os_str().to_owned();
-        path.push(suffix);
-        PathBuf::from(path)
-    };
-    let (key_path, pub_path) = (with_suffix(".key"), with_suffix(".pub.pem"));
-    write_private(&key_path, &pem)?;
-    write_public(&pub_path, &key.public_key().to_spki_pem())?;
-    Ok((key, [key_path, pub_path]))
+    signing_key_files(stem, true)
 }
 
 /// As [`write_signing_key`], but never replacing a file: if `<stem>.key` or
 /// `<stem>.pub.pem` exists (made by another run at the same moment, say), nothing is
 /// left written and the error is [`PkiError::Exists`].
 pub fn write_new_signing_key(stem: &Path) -> Result<(SigningKey, [PathBuf; 2]), PkiError> {
+    signing_key_files(stem, false)
+}
+
+/// A new signing key in `<stem>.key` and `<stem>.pub.pem`, replacing files there or not.
+fn signing_key_files(stem: &Path, replace: bool) -> Result<(SigningKey, [PathBuf; 2]), PkiError> {
     let (key, pem) = SigningKey::generate().map_err(|e| PkiError::Config(e.to_string()))?;
     let with_suffix = |suffix: &str| {
         let mut path = stem.as_os_str().to_owned();
@@ -572,10 +568,16 @@ pub fn write_new_signing_key(stem: &Path) -> Result<(SigningKey, [PathBuf; 2]), 
         PathBuf::from(path)
     };
     let (key_path, pub_path) = (with_suffix(".key"), with_suffix(".pub.pem"));
-    write_new(&key_path, &pem, true)?;
-    if let Err(e) = write_new(&pub_path, &key.public_key().to_spki_pem(), false) {
-        let _ = fs::remove_file(&key_path);
-        return Err(e);
+    let public = key.public_key().to_spki_pem();
+    if replace {
+        write_private(&key_path, &pem)?;
+        write_public(&pub_path, &public)?;
+    } else {
+        write_new(&key_path, &pem, true)?;
+        if let Err(e) = write_new(&pub_path, &public, false) {
+            let _ = fs::remove_file(&key_path);
+            return Err(e);
+        }
     }
     Ok((key, [key_path, pub_path]))
 }

@@ -70,18 +70,7 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     // Valid JSON (checked above), so any error here is a key given twice.
-    serde_path_to_error::deserialize::<_, NoDuplicateKeys>(
-        &mut serde_json::Deserializer::from_str(text),
-    )
-    .map_err(|e| {
-        let path = e.path().to_string();
-        let reason = e.into_inner().to_string();
-        if path == "." {
-            reason
-        } else {
-            format!("{path}: {reason}")
-        }
-    })?;
+    no_duplicate_keys(text)?;
     integral_numbers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -92,6 +81,23 @@ pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
         } else {
             inner
         };
+        if path == "." {
+            reason
+        } else {
+            format!("{path}: {reason}")
+        }
+    })
+}
+
+/// Refuses JSON `text` in which an object gives a key twice, naming where.
+pub fn no_duplicate_keys(text: &str) -> Result<(), String> {
+    serde_path_to_error::deserialize::<_, NoDuplicateKeys>(&mut serde_json::Deserializer::from_str(
+        text,
+    ))
+    .map(|_| ())
+    .map_err(|e| {
+        let path = e.path().to_string();
+        let reason = e.into_inner().to_string();
         if path == "." {
             reason
         } else {

@@ -13,9 +13,21 @@ pub fn name_of<E>(name: Result<&str, E>, prefix: &str) -> String {
 /// Text from the server as one terminal line shows it safely: control characters and
 /// line separators (a newline would start what looks like another record),
 /// bidirectional formatting characters (which reorder what follows them on screen;
-/// Unicode TR #9, "Trojan Source") and zero-width characters are written as `\u{..}`
-/// escapes.
+/// Unicode TR #9, "Trojan Source"), every other invisible format character (Unicode
+/// category Cf: zero-width characters, tag characters, soft hyphen, invisible
+/// operators, …) and the Hangul fillers (letters that show as nothing) are written as
+/// `\u{..}` escapes.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, unsafe_char)
+}
+
+/// As [`printable`], but line feeds are kept: for the command line's own messages,
+/// which lay out lists on lines of their own, around text they quote.
+pub fn printable_lines(text: &str) -> std::borrow::Cow<'_, str> {
+    escaped(text, |c| c != '\n' && unsafe_char(c))
+}
+
+fn escaped(text: &str, unsafe_char: impl Fn(char) -> bool + Copy) -> std::borrow::Cow<'_, str> {
     if !text.contains(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -34,17 +46,14 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether `c` would break a line, or move, reorder or hide text on a terminal.
 fn unsafe_char(c: char) -> bool {
+    use unicode_general_category::{GeneralCategory, get_general_category};
     c.is_control()
         || matches!(
             c,
-            // Bidirectional formatting, line and paragraph separators, zero-width.
-            '\u{061C}'
-                | '\u{200B}'..='\u{200F}'
-                | '\u{2028}'..='\u{202E}'
-                | '\u{2060}'
-                | '\u{2066}'..='\u{2069}'
-                | '\u{FEFF}'
+            // Line and paragraph separators; letters that show as nothing.
+            '\u{2028}' | '\u{2029}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}'
         )
+        || get_general_category(c) == GeneralCategory::Format
 }
 
 /// `n` and the noun: "1 report", "2 reports".
@@ -56,7 +65,7 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{printable, unsafe_char};
+    use super::{printable, printable_lines, unsafe_char};
 
     proptest! {
         /// Whatever the server sends, it shows as one line with no character that moves
@@ -82,5 +91,26 @@ mod tests {
             "ok)\\u{000a}#999 fake\\u{202e}txt.exe\\u{2066}\\u{000d}\\u{0007}"
         );
         assert!(!printable("a\u{85}b\u{200f}").contains(['\u{85}', '\u{200f}']));
+        for hidden in [
+            '\u{e0041}',
+            '\u{ad}',
+            '\u{2061}',
+            '\u{206a}',
+            '\u{fff9}',
+            '\u{3164}',
+        ] {
+            assert!(
+                !printable(&format!("a{hidden}b")).contains(hidden),
+                "{hidden:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_command_lines_own_line_breaks_are_kept() {
+        assert_eq!(
+            printable_lines("fix these fields:\n  a: \u{1b}[2J\n  b"),
+            "fix these fields:\n  a: \\u{001b}[2J\n  b"
+        );
     }
 }

@@ -217,7 +217,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors quote what was read (file names, fields, values): shown safely.
-            eprintln!("error: {}", labels::printable(&said_once(&e)));
+            eprintln!("error: {}", labels::printable_lines(&said_once(&e)));
             match e.downcast_ref::<witness::Alarm>() {
                 Some(alarm) => ExitCode::from(alarm.code),
                 None => ExitCode::FAILURE,

@@ -374,6 +374,9 @@ fn not_canonical(envelope: &pb::Envelope) -> Option<envelope::PayloadError> {
 fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
     let value: serde_json::Value =
         serde_json::from_str(item).map_err(|e| format!("not JSON: {e}"))?;
+    // Which of two "payload"s (or acceptance times) would be checked is the reader's
+    // guess: a key given twice is refused.
+    super::input::no_duplicate_keys(item)?;
     let accepted_at = value.pointer("/meta/acceptedAtUnix").and_then(|v| {
         v.as_str()
             .and_then(|s| s.parse().ok())
@@ -613,5 +616,23 @@ mod tests {
         let (outcome, said) = check(&dsse_json(hidden, &key), &keys).unwrap();
         assert!(matches!(outcome, Outcome::Invalid), "{said}");
         assert!(said.contains("one encoding"), "{said}");
+    }
+
+    #[test]
+    fn an_envelope_that_gives_a_key_twice_is_not_checked() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = [Key {
+            public: key.public_key().clone(),
+            state: None,
+            revoked_at: None,
+        }];
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
+        let json = dsse_json(report.encode_to_vec(), &key);
+        let twice = json.replacen('{', "{\"payload\":\"AAAA\",", 1);
+        let Err(said) = check(&twice, &keys) else {
+            panic!("an envelope with two payloads was checked");
+        };
+        assert!(said.contains("given twice"), "{said}");
+        assert!(check(&json, &keys).is_ok());
     }
 }

@@ -493,6 +493,19 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         return Err(PkiError::Exists(ca_path));
     }
     fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
+    // One run at a time in a directory, --force or not: the lock goes with the process.
+    let held = fs::File::open(dir).map_err(|e| PkiError::io(dir, e))?;
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            PkiError::Config(format!(
+                "another run is making a PKI in {} right now; let it finish",
+                dir.display()
+            ))
+        },
+    )?;
+    if ca_path.exists() && !force {
+        return Err(PkiError::Exists(ca_path));
+    }
     let mut written = Vec::new();
 
     let ca = CertificateAuthority::generate(

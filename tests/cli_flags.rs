@@ -1925,6 +1925,23 @@ fn runs_at_once_on_one_path_leave_one_whole_result() {
         let succeeded = outputs.iter().filter(|o| o.status.success()).count();
         assert_eq!(succeeded, 1, "{outputs:?}");
     }
+    // With --force too, one run at a time: while another holds the directory, a run
+    // is refused and writes nothing.
+    let dir = tempfile::TempDir::new().unwrap();
+    let held = std::fs::File::open(dir.path()).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let out = at_once(dir.path(), &["pki", "init", "--dir", ".", "--force"], 1).remove(0);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("another run is making a PKI"), "{said}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    drop(held);
+    let out = at_once(dir.path(), &["pki", "init", "--dir", ".", "--force"], 1).remove(0);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// An import larger than the server takes in one call (`limits.max_import_items`) goes

@@ -1945,8 +1945,8 @@ fn runs_at_once_on_one_path_leave_one_whole_result() {
 }
 
 /// An import larger than the server takes in one call (`limits.max_import_items`) goes
-/// on from where the server stopped, and counts each report once: before, what the
-/// refused call had stored was counted again as "already there".
+/// on from where the server stopped, counts each report once (before, what the refused
+/// call had stored was counted again as "already there") and names each refused line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_past_the_servers_limit_counts_every_report_once() {
     let pki = TestPki::new();
@@ -1964,9 +1964,22 @@ async fn an_import_past_the_servers_limit_counts_every_report_once() {
         "AUS",
     ]))
     .await;
+    // Lines 2, 8 and 11 are refused: one in the first call the server cuts short.
+    let lines: Vec<String> = String::from_utf8(sample.stdout)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let mut report: serde_json::Value = serde_json::from_str(line).unwrap();
+            if [1, 7, 10].contains(&i) {
+                report["location"]["country"] = "ZZZ".into();
+            }
+            report.to_string()
+        })
+        .collect();
     let file = dir.path().join("twelve.jsonl");
-    std::fs::write(&file, &sample.stdout).unwrap();
-    let out = run_ok(strings(&[
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = run(strings(&[
         "import",
         &file.display().to_string(),
         "--json",
@@ -1976,10 +1989,18 @@ async fn an_import_past_the_servers_limit_counts_every_report_once() {
         &aus,
     ]))
     .await;
+    let out = String::from_utf8(out.stdout).unwrap();
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(summary["accepted"], 12, "{summary}");
+    assert_eq!(summary["accepted"], 9, "{summary}");
     assert_eq!(summary["duplicates"], 0, "{summary}");
-    assert_eq!(summary["rejected"], 0, "{summary}");
+    assert_eq!(summary["rejected"], 3, "{summary}");
+    let refused: Vec<u64> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(refused, [2, 8, 11], "{summary}");
 }
 
 /// A file after --public-key that holds no PEM public key (an OpenSSH key, say) is

@@ -20,7 +20,8 @@ use tidemark::{
 use tonic::{Code, transport::Channel};
 
 use super::{
-    client_args::ClientArgs, csv_rows::CsvRow, input, labels::printable, signing_args::SigningArgs,
+    client_args::ClientArgs, csv_rows::CsvRow, input, labels::printable_lines,
+    signing_args::SigningArgs,
 };
 
 /// The server's default `limits.max_message_bytes`; a signed report larger than this is
@@ -141,8 +142,8 @@ async fn send_batch(
     match exchange.import(tokio_stream::iter(requests)).await {
         // Ended part-way: what it did is counted, and only what it did not take goes on.
         Err(status) if client::import_trailers::read(&status).is_some() => {
-            let rest = count_taken(&mut chunk, &status, tally);
-            if rest.is_empty() {
+            let rest = count_taken(exchange, &mut chunk, &status, tally).await;
+            if rest.is_empty() || tally.stopped.is_some() {
                 return;
             }
             if fatal(status.code()) {
@@ -189,43 +190,60 @@ async fn send_batch(
                 client::explain(&status)
             ));
         }
-        Err(_) => {
-            for (line, request) in chunk {
-                match exchange.submit(request).await {
-                    Ok(response) if response.get_ref().duplicate => tally.duplicates += 1,
-                    Ok(_) => tally.accepted += 1,
-                    Err(status) if fatal(status.code()) => {
-                        tally.stopped = Some(format!(
-                            "stopped at line {line}: {}",
-                            client::explain(&status)
-                        ));
-                        return;
-                    }
-                    Err(status) => tally.errors.push(LineError {
-                        line,
-                        message: client::explain(&status),
-                    }),
-                }
+        Err(_) => submit_each(exchange, chunk, tally).await,
+    }
+}
+
+/// Sends each record alone with Submit, so that a refusal lands on its line.
+async fn submit_each(
+    exchange: &mut ExchangeClient<Channel>,
+    chunk: Vec<(usize, pb::SubmitRequest)>,
+    tally: &mut Tally,
+) {
+    for (line, request) in chunk {
+        match exchange.submit(request).await {
+            Ok(response) if response.get_ref().duplicate => tally.duplicates += 1,
+            Ok(_) => tally.accepted += 1,
+            Err(status) if fatal(status.code()) => {
+                tally.stopped = Some(format!(
+                    "stopped at line {line}: {}",
+                    client::explain(&status)
+                ));
+                return;
             }
+            Err(status) => tally.errors.push(LineError {
+                line,
+                message: client::explain(&status),
+            }),
         }
     }
 }
 
 /// Counts what an import that ended part-way did (its trailers say): `chunk` keeps the
-/// envelopes it took, and the rest are returned.
-fn count_taken(
+/// envelopes it took, and the rest are returned. If it refused some of them and the
+/// caller may go on, they are sent again one by one to learn which: what the import
+/// accepted then comes back as already there, and is counted once.
+async fn count_taken(
+    exchange: &mut ExchangeClient<Channel>,
     chunk: &mut Vec<(usize, pb::SubmitRequest)>,
     status: &tonic::Status,
     tally: &mut Tally,
 ) -> Vec<(usize, pb::SubmitRequest)> {
     let [taken, accepted, duplicates, rejected] =
         client::import_trailers::read(status).unwrap_or_default();
-    tally.accepted += accepted;
-    tally.duplicates += duplicates;
     let taken = usize::try_from(taken)
         .unwrap_or(usize::MAX)
         .min(chunk.len());
     let rest = chunk.split_off(taken);
+    tally.accepted += accepted;
+    if rejected > 0 && !fatal(status.code()) {
+        let before = tally.duplicates;
+        submit_each(exchange, chunk.clone(), tally).await;
+        // Those the import accepted are "already there" now: not counted twice.
+        tally.duplicates = before + (tally.duplicates - before).saturating_sub(accepted);
+        return rest;
+    }
+    tally.duplicates += duplicates;
     if rejected > 0
         && let (Some(first), Some(last)) = (chunk.first(), chunk.last())
     {
@@ -288,7 +306,7 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     // lines refused for the same reason (a revoked key, say) is said once.
     for run in tally.errors.chunk_by(|a, b| a.message == b.message) {
         if let Some(first) = run.first() {
-            eprintln!("{}: {}", lines_named(run), printable(&first.message));
+            eprintln!("{}: {}", lines_named(run), printable_lines(&first.message));
         }
     }
     if args.json {

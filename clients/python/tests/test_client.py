@@ -37,6 +37,13 @@ def test_submit_returns_a_log_proof_and_a_duplicate_gets_the_original(server):
         assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
 
 
+def test_a_negative_zero_is_submitted_in_the_one_encoding_the_server_takes(server):
+    report = server.sample_reports("AUS", 1, seed=11)[0]
+    report["location"]["point"] = {"latitude": -0.0, "longitude": 110.5}
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        assert not aus.submit(report).duplicate
+
+
 def test_a_refusal_carries_its_code_and_give_to_get_reason(server):
     with Client.from_profile(server.endpoint, server.profile("idn-node")) as idn:
         with pytest.raises(TidemarkError) as refused:

@@ -12,6 +12,7 @@ from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Option
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 
 from tidemark.v1 import (
     admin_pb2,
@@ -99,10 +100,38 @@ class Submitted:
 
 def _report(report: ReportLike) -> report_pb2.Report:
     if isinstance(report, report_pb2.Report):
-        return report
-    if isinstance(report, (str, bytes)):
-        report = json.loads(report)
-    return json_format.ParseDict(dict(report), report_pb2.Report())
+        message = report_pb2.Report()
+        message.CopyFrom(report)
+    else:
+        if isinstance(report, (str, bytes)):
+            report = json.loads(report)
+        message = json_format.ParseDict(dict(report), report_pb2.Report())
+    _zero_negative_zeros(message)
+    return message
+
+
+def _zero_negative_zeros(message: Any) -> None:
+    """Writes -0.0 as 0.0 in every float field. Python's protobuf serialises a -0.0
+    that other encoders (the server's included) omit as the default value, and the
+    server accepts a signed payload only in its one encoding (see Envelope.payload)."""
+    floating = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+    for field, value in message.ListFields():
+        # `is_repeated` in newer protobuf releases, `label` in older ones.
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:
+            repeated = field.label == FieldDescriptor.LABEL_REPEATED
+        if field.type in floating:
+            if repeated:
+                for i, item in enumerate(value):
+                    if item == 0.0:
+                        value[i] = 0.0
+            elif value == 0.0:
+                setattr(message, field.name, 0.0)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            for item in value if repeated else [value]:
+                _zero_negative_zeros(item)
 
 
 class Client:

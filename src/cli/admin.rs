@@ -384,13 +384,16 @@ async fn issue(
     Ok(())
 }
 
-/// `--expiring`: whole days from 1, written `30` or `30d` (digits only, one `d`).
+/// `--expiring`: whole days from 1, written `30` or `30d` (digits only, no leading zero,
+/// one `d`).
 fn expiring_days(text: &str) -> anyhow::Result<u32> {
     let digits = text.strip_suffix('d').unwrap_or(text);
-    let days = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse::<u32>().ok())
-        .flatten()
-        .filter(|&d| d > 0);
+    let days = (!digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit()))
+    .then(|| digits.parse::<u32>().ok())
+    .flatten()
+    .filter(|&d| d > 0);
     days.ok_or_else(|| {
         anyhow!(
             "--expiring takes a number of days from 1, e.g. 30 or 30d, not {}",
@@ -433,7 +436,10 @@ async fn certs(
              made offline (the development certificates in certs/, `tidemark pki issue`) \
              are not listed",
             if days > 0 {
-                format!(" expire within {days} days")
+                format!(
+                    " expire within {}",
+                    super::labels::count(u64::from(days), "day", "days")
+                )
             } else {
                 String::new()
             }
@@ -560,6 +566,7 @@ mod tests {
             "+30",
             "0",
             "0d",
+            "030",
             "d",
             "",
             " 30",

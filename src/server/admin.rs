@@ -368,8 +368,8 @@ impl pb::admin_server::Admin for AdminService {
             return Err(Status::failed_precondition(format!(
                 "certificate {caller} is the one making this call: revoking it would end \
                  your own access (and the last operator's would lock every operator out); \
-                 revoke it with another operator's certificate (`tidemark admin issue` or \
-                 `tidemark pki issue --role operator` makes one)"
+                 revoke it with another operator's certificate (`tidemark pki issue --role \
+                 operator` makes one from the CA files)"
             )));
         }
         let now = self.ctx.clock.now();

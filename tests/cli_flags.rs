@@ -1241,27 +1241,35 @@ fn svg_texts(path: &std::path::Path) -> (Vec<String>, usize) {
 /// Imports eight AUS reports in each of January, February, May and June 2024: none in
 /// March and April.
 async fn import_with_a_gap(dir: &std::path::Path, endpoint: &str, aus: &str) {
+    let lines = aus_samples(32, |i, r| {
+        r["incidentDate"] = format!("2024-{:02}-10", [1, 2, 5, 6][i / 8]).into();
+    })
+    .await;
+    let file = dir.join("dated.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    import_file(&file, endpoint, aus).await;
+}
+
+/// `count` AUS sample reports as JSON lines, each changed by `edit` (given its index).
+async fn aus_samples(count: usize, edit: impl Fn(usize, &mut serde_json::Value)) -> Vec<String> {
     let sample = run(strings(&[
         "sample-reports",
         "--count",
-        "32",
+        &count.to_string(),
         "--states",
         "AUS",
     ]))
     .await;
-    let lines: Vec<String> = String::from_utf8(sample.stdout)
+    String::from_utf8(sample.stdout)
         .unwrap()
         .lines()
         .enumerate()
-        .map(|(i, l)| {
-            let mut r: serde_json::Value = serde_json::from_str(l).unwrap();
-            r["incidentDate"] = format!("2024-{:02}-10", [1, 2, 5, 6][i / 8]).into();
-            r.to_string()
+        .map(|(i, line)| {
+            let mut report: serde_json::Value = serde_json::from_str(line).unwrap();
+            edit(i, &mut report);
+            report.to_string()
         })
-        .collect();
-    let file = dir.join("dated.jsonl");
-    std::fs::write(&file, lines.join("\n")).unwrap();
-    import_file(&file, endpoint, aus).await;
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1956,27 +1964,13 @@ async fn an_import_past_the_servers_limit_counts_every_report_once() {
     .await;
     let dir = tempfile::TempDir::new().unwrap();
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
-    let sample = run(strings(&[
-        "sample-reports",
-        "--count",
-        "12",
-        "--states",
-        "AUS",
-    ]))
-    .await;
     // Lines 2, 8 and 11 are refused: one in the first call the server cuts short.
-    let lines: Vec<String> = String::from_utf8(sample.stdout)
-        .unwrap()
-        .lines()
-        .enumerate()
-        .map(|(i, line)| {
-            let mut report: serde_json::Value = serde_json::from_str(line).unwrap();
-            if [1, 7, 10].contains(&i) {
-                report["location"]["country"] = "ZZZ".into();
-            }
-            report.to_string()
-        })
-        .collect();
+    let lines = aus_samples(12, |i, report| {
+        if [1, 7, 10].contains(&i) {
+            report["location"]["country"] = "ZZZ".into();
+        }
+    })
+    .await;
     let file = dir.path().join("twelve.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let out = run(strings(&[

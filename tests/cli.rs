@@ -289,6 +289,11 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     let out = run(submit(&proof, &signed)).await;
     assert!(!out.status.success());
     assert!(!Path::new(&proof).exists() && !Path::new(&signed).exists());
+    // So does one whose second receipt file cannot be made: nothing is submitted.
+    let (proof, nowhere) = (file("first.proof"), file("missing/dir/x.sig"));
+    let out = run(submit(&proof, &nowhere)).await;
+    assert!(!out.status.success());
+    assert!(!Path::new(&proof).exists());
 
     // A retraction writes its receipts as a submission does.
     let id = changed["reportId"].as_str().unwrap().to_owned();

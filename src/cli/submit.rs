@@ -211,22 +211,30 @@ impl<'a> ReceiptFiles<'a> {
         call: impl Future<Output = Result<pb::SubmitResponse, tonic::Status>>,
     ) -> anyhow::Result<pb::SubmitResponse> {
         let mut made = Vec::new();
+        let remove = |made: Vec<&Path>| {
+            for path in made {
+                let _ = std::fs::remove_file(path);
+            }
+        };
         for path in [self.proof, self.signed].into_iter().flatten() {
             let existed = path.exists();
-            std::fs::OpenOptions::new()
+            let opened = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .with_context(|| format!("cannot write the receipt to {}", path.display()))?;
+                .with_context(|| format!("cannot write the receipt to {}", path.display()));
+            if let Err(e) = opened {
+                // Nothing was submitted: no empty receipt file is left either.
+                remove(made);
+                return Err(e);
+            }
             if !existed {
                 made.push(path);
             }
         }
         call.await.map_err(|status| {
-            for path in made {
-                let _ = std::fs::remove_file(path);
-            }
+            remove(made);
             anyhow!(client::explain(&status))
         })
     }

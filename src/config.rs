@@ -543,7 +543,10 @@ impl Config {
                 "analytics.minimum_reports must be at least 1".to_owned(),
             ));
         }
-        let currency = |code: &str| iso_currency::Currency::from_code(code).is_some();
+        // XTS (testing) and XXX (no currency) are ISO 4217 codes for what is not money.
+        let currency = |code: &str| {
+            !matches!(code, "XTS" | "XXX") && iso_currency::Currency::from_code(code).is_some()
+        };
         if !a.fee_currency.is_empty() && !currency(&a.fee_currency) {
             return Err(ConfigError::Invalid(format!(
                 "analytics.fee_currency {:?} is not an ISO 4217 currency code",
@@ -656,6 +659,7 @@ mod tests {
             assert!(check(&rates(bad)).is_err(), "{bad}");
         }
         assert!(check(&rates("0.000024")).is_ok());
+        assert!(check("[analytics]\nfee_currency = \"XXX\"").is_err());
         let budget = |rho: &str| format!("[analytics.privacy_budget]\nrho_per_year = {rho}");
         assert!(check(&budget("1e308")).is_err());
         assert!(check(&budget("2.5")).is_ok());

@@ -355,8 +355,9 @@ fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (Option<String>, Stri
     }
 }
 
-/// Why a report's or retraction's payload, decodable, is not in its one encoding.
-fn not_canonical(envelope: &pb::Envelope) -> Option<envelope::PayloadError> {
+/// Why an envelope is not a report or retraction as the server accepts one: another
+/// payload type, or a decodable payload not in its one encoding.
+fn not_a_report(envelope: &pb::Envelope) -> Option<String> {
     let payload = &envelope.payload;
     let refused = match envelope.payload_type.as_str() {
         envelope::REPORT_PAYLOAD_TYPE => {
@@ -365,9 +366,17 @@ fn not_canonical(envelope: &pb::Envelope) -> Option<envelope::PayloadError> {
         envelope::RETRACTION_PAYLOAD_TYPE => {
             envelope::decode_canonical::<pb::Retraction>(payload, "tidemark.v1.Retraction").err()
         }
-        _ => None,
+        other => {
+            return Some(format!(
+                "payload type {other:?} is not a Tidemark report ({:?}) or retraction ({:?})",
+                envelope::REPORT_PAYLOAD_TYPE,
+                envelope::RETRACTION_PAYLOAD_TYPE
+            ));
+        }
     };
-    refused.filter(|e| matches!(e, envelope::PayloadError::NotCanonical { .. }))
+    refused
+        .filter(|e| matches!(e, envelope::PayloadError::NotCanonical { .. }))
+        .map(|e| e.to_string())
 }
 
 /// Checks one envelope (or `query --json` line) against the keys.
@@ -394,8 +403,8 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
             "the envelope carries no signature".to_owned(),
         ));
     }
-    if let Some(e) = not_canonical(&envelope) {
-        return Ok((Outcome::Invalid, e.to_string()));
+    if let Some(why) = not_a_report(&envelope) {
+        return Ok((Outcome::Invalid, why));
     }
     // Every given key that made one of the signatures; the owner's own key, if among
     // them, is the one that counts, whatever the order of signatures or files.
@@ -619,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn an_envelope_that_gives_a_key_twice_is_not_checked() {
+    fn an_envelope_of_another_type_or_with_a_key_twice_is_invalid() {
         let (key, _) = SigningKey::generate().unwrap();
         let keys = [Key {
             public: key.public_key().clone(),
@@ -628,6 +637,10 @@ mod tests {
         }];
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
         let json = dsse_json(report.encode_to_vec(), &key);
+        let other = envelope::sign("text/plain", b"hello".to_vec(), &key);
+        let (outcome, said) = check(&serde_json::to_string(&other).unwrap(), &keys).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid), "{said}");
+        assert!(said.contains("not a Tidemark report"), "{said}");
         let twice = json.replacen('{', "{\"payload\":\"AAAA\",", 1);
         let Err(said) = check(&twice, &keys) else {
             panic!("an envelope with two payloads was checked");

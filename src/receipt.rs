@@ -15,7 +15,7 @@ use crate::{
     envelope::{self, RECEIPT_PAYLOAD_TYPE},
     pb,
     signing::{PublicKey, SigningKey},
-    store::{Accepted, Leaf, LogView, ProofRequestError},
+    store::{Accepted, EnvelopeRecord, Leaf, LogView, ProofRequestError, Snapshot, StoreError},
     tlog::{
         checkpoint::Checkpoint,
         note::NoteVerifier,
@@ -36,6 +36,23 @@ pub(crate) fn log_proof(log: &LogView, leaf: &Leaf) -> Result<String, ProofReque
         checkpoint_note: checkpoint.note,
     }
     .encode())
+}
+
+/// The log proof of the acceptance of envelope `sequence` (stored as `record`, with DSSE
+/// payload `payload`) against the newest checkpoint `snapshot` sees: what a query result
+/// carries when asked for.
+pub(crate) fn acceptance_proof(
+    snapshot: &Snapshot,
+    sequence: u64,
+    record: &EnvelopeRecord,
+    payload: &[u8],
+) -> Result<String, StoreError> {
+    let leaf = snapshot.acceptance_leaf(sequence, record, crate::tlog::entry::sha256(payload))?;
+    log_proof(snapshot.log(), &leaf).map_err(|e| match e {
+        ProofRequestError::Store(e) => e,
+        // The snapshot's checkpoint covers every leaf it holds.
+        other => StoreError::Corrupt(format!("envelope {sequence}'s log proof: {other}")),
+    })
 }
 
 /// A log proof that verified: the entry it proves and the checkpoint it is under.
@@ -124,3 +141,10 @@ pub fn verify(receipt: &pb::Envelope, server_key: &PublicKey) -> Result<pb::Rece
 #[derive(Debug, thiserror::Error)]
 #[error("the receipt does not verify: {0}")]
 pub struct ReceiptError(String);
+
+impl ReceiptError {
+    /// What failed, without the "the receipt does not verify" preface.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}

@@ -620,11 +620,11 @@ async fn revoke_profile_key(
     key
 }
 
-/// `query --json` of AUS's own reports, both categories.
-async fn own_reports_as_json_lines(endpoint: &str, aus: &str) -> String {
+/// `query --json` of AUS's own reports, both categories, with `more` arguments.
+async fn own_reports_as_json_lines(endpoint: &str, aus: &str, more: &[&str]) -> String {
     let mut lines = String::new();
     for category in ["smuggling", "maritime"] {
-        let out = run(strings(&[
+        let mut args = strings(&[
             "query",
             "--category",
             category,
@@ -635,8 +635,9 @@ async fn own_reports_as_json_lines(endpoint: &str, aus: &str) -> String {
             endpoint,
             "--as",
             aus,
-        ]))
-        .await;
+        ]);
+        args.extend(strings(more));
+        let out = run(args).await;
         assert!(
             out.status.success(),
             "{}",
@@ -687,15 +688,12 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
     );
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listed.contains(&format!("{} REVOKED", key.key_id())),
-        "{listed}"
-    );
-    assert!(
-        listed.contains(&format!("aus-{}.pub.pem", key.key_id())),
+        listed.contains(&format!("{} REVOKED -> ", key.key_id()))
+            && listed.contains(&format!("aus-{}.pub.pem", key.key_id())),
         "{listed}"
     );
 
-    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus, &[]).await;
     let file = dir.path().join("reports.jsonl");
     std::fs::write(&file, &lines).unwrap();
     let out = run(strings(&[
@@ -752,6 +750,86 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
         String::from_utf8_lossy(&out.stdout).contains("a report as JSON is not signed"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+
+    check_log_proofs(dir.path(), &endpoint, &aus, &keys, first_id).await;
+}
+
+/// With `query --log-proofs` lines and the log's key, `verify` proves the acceptance
+/// times (the first report before its key's revocation, the others after), and a line
+/// whose meta or proof was changed, or a proof under another key, is invalid.
+async fn check_log_proofs(
+    dir: &std::path::Path,
+    endpoint: &str,
+    aus: &str,
+    keys: &str,
+    first_id: &str,
+) {
+    let out = run(strings(&[
+        "log",
+        "verifier-key",
+        "--from-server",
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    assert!(out.status.success());
+    let log_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let proven = own_reports_as_json_lines(endpoint, aus, &["--log-proofs"]).await;
+    let verify_with_log = |text: &str, key: Option<&str>| {
+        let file = dir.join("proven.jsonl");
+        std::fs::write(&file, text).unwrap();
+        let mut args = strings(&["verify", &file.display().to_string(), "--public-key", keys]);
+        args.extend(key.map(|k| strings(&["--log-key", k])).unwrap_or_default());
+        async move { String::from_utf8(run(args).await.stdout).unwrap() }
+    };
+    let said = verify_with_log(&proven, Some(&log_key)).await;
+    let valid = said.lines().find(|l| l.contains(first_id)).unwrap();
+    assert!(
+        valid.starts_with("valid: ") && valid.contains("as its log entry"),
+        "{said}"
+    );
+    assert_eq!(said.matches("UNTRUSTED: ").count(), 2, "{said}");
+    // Without the key, the proof is not checked and the time stays the server's word.
+    let said = verify_with_log(&proven, None).await;
+    let valid = said.lines().find(|l| l.contains(first_id)).unwrap();
+    assert!(
+        valid.starts_with("valid: ") && valid.contains("give --log-key"),
+        "{said}"
+    );
+    let line = proven.lines().find(|l| l.contains(first_id)).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+    // An acceptance time moved earlier in the meta is caught by the entry.
+    let accepted = &mut value["meta"]["acceptedAtUnix"];
+    *accepted = (accepted.as_i64().unwrap() - 3600).into();
+    let said = verify_with_log(&value.to_string(), Some(&log_key)).await;
+    assert!(
+        said.contains("INVALID") && said.contains("the meta was altered"),
+        "{said}"
+    );
+    // Another report's proof is not this envelope's.
+    let other = proven.lines().find(|l| !l.contains(first_id)).unwrap();
+    let other: serde_json::Value = serde_json::from_str(other).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+    value["logProof"] = other["logProof"].clone();
+    // (Without its meta, whose time would give it away too.)
+    value.as_object_mut().unwrap().remove("meta");
+    let said = verify_with_log(&value.to_string(), Some(&log_key)).await;
+    assert!(
+        said.contains("INVALID") && said.contains("records something else"),
+        "{said}"
+    );
+    // A proof checked with another key of the same log name fails.
+    let name = log_key.split('+').next().unwrap();
+    let other_key = tidemark::tlog::note::NoteSigner::generate(name)
+        .unwrap()
+        .verifier_key();
+    let said = verify_with_log(line, Some(&other_key)).await;
+    assert!(
+        said.contains("INVALID") && said.contains("does not verify"),
+        "{said}"
     );
 }
 
@@ -1346,7 +1424,7 @@ async fn verify_takes_keys_first_a_bundle_of_keys_and_names_a_missing_states_key
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     let endpoint = server.endpoint();
     submit_samples(dir.path(), &endpoint, &aus, "AUS", 2).await;
-    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus, &[]).await;
     let reports = dir.path().join("reports.jsonl");
     std::fs::write(&reports, &lines).unwrap();
     // Every key in one file, as `tidemark keys` prints them.
@@ -1412,7 +1490,7 @@ async fn reports_keys_and_a_forgery(
     profile(pki, server, dir, "IDN").await;
     let endpoint = server.endpoint();
     submit_samples(dir, &endpoint, &aus, "AUS", 1).await;
-    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus, &[]).await;
     std::fs::write(at("reports.jsonl"), &lines).unwrap();
     run_ok(strings(&[
         "keys",
@@ -1770,7 +1848,7 @@ async fn every_json_output_writes_numbers_as_numbers() {
         standing["categories"][0]["contributed"].is_u64(),
         "{standing}"
     );
-    let lines = own_reports_as_json_lines(&endpoint, &aus).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus, &[]).await;
     let first = json(lines.lines().next().unwrap());
     assert!(first["meta"]["sequence"].is_u64(), "{first}");
     assert!(first["meta"]["acceptedAtUnix"].is_i64(), "{first}");

@@ -855,3 +855,80 @@ where
     );
     recorded
 }
+
+/// Every result of another state's query, run with `include_log_proofs`, carries the
+/// log proof of the acceptance of exactly the envelope it returns — for an amended
+/// report, its latest version's — and that proof is the submitter's receipt entry.
+#[tokio::test]
+async fn query_results_carry_the_log_proofs_of_their_envelopes() {
+    let world = World::new(Clock::system()).await;
+    let mut log = transparency(&world, Role::Node(common::state("IDN")), "idn-node").await;
+    let key = log_key(&mut log).await;
+    let mut aus = world.exchange("AUS").await;
+    let mut receipts = std::collections::HashMap::new();
+    let first = report("AUS", 1, false, pb::SharingScope::AllContributors, &[]);
+    let mut amended = first.clone();
+    amended.version = 2;
+    amended.narrative = "Amended: two more persons found.".into();
+    for r in [
+        first,
+        amended,
+        report("AUS", 2, false, pb::SharingScope::AllContributors, &[]),
+    ] {
+        let envelope = sign(&r, world.key("AUS"));
+        let response = submit(&mut aus, envelope.clone()).await.unwrap();
+        let verified = receipt::verify_log_proof(&response.log_proof, &key).unwrap();
+        receipts.insert(envelope.payload, (verified.index, verified.entry));
+    }
+    world
+        .submit(&report(
+            "IDN",
+            3,
+            false,
+            pb::SharingScope::AllContributors,
+            &[],
+        ))
+        .await;
+    let mut idn = world.exchange("IDN").await;
+    let query = |include_log_proofs| pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        reporting_states: vec!["AUS".into()],
+        include_log_proofs,
+        ..pb::QueryRequest::default()
+    };
+    let mut results = idn.query(query(true)).await.unwrap().into_inner();
+    let mut proven = 0;
+    while let Some(result) = results.message().await.unwrap() {
+        let envelope = result.envelope.unwrap();
+        let verified = receipt::verify_log_proof(&result.log_proof, &key).unwrap();
+        let (index, entry) = &receipts[&envelope.payload];
+        assert_eq!((&verified.index, &verified.entry), (index, entry));
+        let entry = String::from_utf8(verified.entry).unwrap();
+        let meta = result.meta.unwrap();
+        assert_eq!(
+            Entry::field(&entry, "accepted"),
+            Some(meta.accepted_at_unix.to_string().as_str())
+        );
+        assert_eq!(
+            Entry::field(&entry, "version"),
+            Some(meta.version.to_string().as_str())
+        );
+        proven += 1;
+    }
+    assert_eq!(
+        proven, 2,
+        "AUS's two reports, the first at its latest version"
+    );
+
+    // Without asking, no proof; a subscription cannot ask.
+    let mut results = idn.query(query(false)).await.unwrap().into_inner();
+    while let Some(result) = results.message().await.unwrap() {
+        assert!(result.log_proof.is_empty());
+    }
+    let refused = idn.subscribe(query(true)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("tidemark query --log-proofs"),
+        "{refused:?}"
+    );
+}

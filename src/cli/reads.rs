@@ -55,9 +55,23 @@ pub struct QueryArgs {
     limit: Option<u32>,
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    output: QueryOutput,
+}
+
+/// How `query` writes its results (a table by default).
+#[derive(Args, Debug)]
+struct QueryOutput {
     /// JSON lines: {"meta", "envelope" (DSSE JSON), "report"}.
     #[arg(long, conflicts_with = "csv")]
     json: bool,
+    /// With --json: each line also carries its report's log proof ("logProof", a C2SP
+    /// tlog-proof of the envelope's transparency-log entry). `tidemark verify --log-key`
+    /// checks it offline and takes the acceptance time from it, so that a report signed
+    /// by a key revoked later is shown to have been accepted before the revocation.
+    /// About 1 KiB more per line.
+    #[arg(long, requires = "json")]
+    log_proofs: bool,
     /// CSV, one row per report: the columns `import` reads, so exporting and importing
     /// gives back the same reports. Safe to open in a spreadsheet: a text cell that would
     /// start a formula (=, +, -, @, tab) is written with a leading ', which `import`
@@ -132,6 +146,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
             envelope: item.envelope,
             meta: item.meta,
             cursor: String::new(),
+            log_proof: String::new(),
         };
         let mut out = super::stdout();
         print_result(&mut out, None, args.json, &result)?;
@@ -162,11 +177,14 @@ fn print_result(
         .and_then(|e| pb::Report::decode(e.payload.as_slice()).ok());
     let meta = item.meta.clone().unwrap_or_default();
     if json {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "meta": super::json::value(&meta, "tidemark.v1.EnvelopeMeta"),
             "envelope": item.envelope,
             "report": report.map(|r| super::json::value(&r, "tidemark.v1.Report")),
         });
+        if !item.log_proof.is_empty() {
+            value["logProof"] = item.log_proof.clone().into();
+        }
         writeln!(out, "{value}")?;
     } else if let Some(writer) = csv {
         if let Some(r) = &report {
@@ -230,12 +248,16 @@ fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
 pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     let mut request = pb::QueryRequest {
         include_retracted: args.include_retracted,
+        include_log_proofs: args.output.log_proofs,
         ..query_request(&args.filter)?
     };
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let mut out = std::io::BufWriter::new(super::stdout());
-    let mut csv = args.csv.then(|| csv::Writer::from_writer(Vec::new()));
-    let table = !args.json && !args.csv;
+    let mut csv = args
+        .output
+        .csv
+        .then(|| csv::Writer::from_writer(Vec::new()));
+    let table = !args.output.json && !args.output.csv;
     let mut total: u64 = 0;
     let mut retractions: u64 = 0;
     loop {
@@ -267,7 +289,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
             if csv.is_some() && item.meta.as_ref().is_some_and(|m| m.kind == "retraction") {
                 retractions += 1;
             }
-            print_result(&mut out, csv.as_mut(), args.json, &item)?;
+            print_result(&mut out, csv.as_mut(), args.output.json, &item)?;
         }
         // A page shorter than asked for is the last one: no empty page (and no audit
         // record for it) is asked for after it.

@@ -388,7 +388,7 @@ fn digest_text(digest: &[u8]) -> String {
 }
 
 /// A verifier key given as text or as a file holding it.
-fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
+pub(super) fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
     if key.contains('+') {
         return Ok(key.to_owned());
     }

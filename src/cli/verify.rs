@@ -12,7 +12,12 @@ use tidemark::{
     country::CountryCode,
     envelope,
     pb::{self, exchange_client::ExchangeClient},
+    receipt,
     signing::PublicKey,
+    tlog::{
+        entry::{self, Entry},
+        note::NoteVerifier,
+    },
 };
 
 use super::{client_args::ClientArgs, labels::printable};
@@ -26,8 +31,10 @@ use super::{client_args::ClientArgs, labels::printable};
 /// their state (a `State:` line), and a report signed by another state's key is invalid.
 /// A key that `keys --out` wrote as revoked makes a report it signed untrusted when the
 /// report was accepted at or after the revocation (the acceptance time is on each
-/// `query --json` line). A file that cannot be read, or holds no envelope, is reported
-/// and the others are still checked. Exits non-zero unless every file holds envelopes
+/// `query --json` line). That time is the server's word unless the line carries its log
+/// proof (`query --json --log-proofs`) and --log-key is given: then the proof is checked
+/// and the time is taken from the report's transparency-log entry. A file that cannot be
+/// read, or holds no envelope, is reported and the others are still checked. Exits non-zero unless every file holds envelopes
 /// and every envelope is valid and trusted.
 ///
 /// Example: tidemark query --category maritime --json > reports.jsonl;
@@ -43,6 +50,13 @@ pub struct VerifyArgs {
     /// taken as an envelope to check).
     #[arg(long = "public-key", value_name = "FILE|DIR", required = true, num_args = 1..)]
     public_keys: Vec<PathBuf>,
+    /// The log's note verifier key (`<origin>+<hex id>+<base64>`), or a file holding it
+    /// (`tidemark log verifier-key` prints it). Each line's log proof ("logProof", from
+    /// `query --json --log-proofs`) is then checked — inclusion under a checkpoint signed
+    /// with this key, of an entry that commits to the envelope's exact payload — and the
+    /// acceptance time is taken from that entry. A line whose proof fails is invalid.
+    #[arg(long, value_name = "KEY|FILE")]
+    log_key: Option<String>,
 }
 
 /// The PEM header line (RFC 7468 explanatory text) `keys --out` writes for a revoked
@@ -233,9 +247,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         bail!("no public key given: --public-key keys/ (written by `tidemark keys --out keys/`)");
     }
     let keys = load_keys(&key_paths)?;
+    let log_key = args.log_key.as_deref().map(log_key).transpose()?;
     let mut tally = Tally::default();
     for file in &files {
-        check_file(file, &keys, &mut tally)?;
+        check_file(file, &keys, log_key.as_deref(), &mut tally)?;
     }
     let Tally {
         valid,
@@ -266,8 +281,27 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The log's note verifier key that --log-key gives (as text or in a file), checked.
+fn log_key(given: &str) -> anyhow::Result<String> {
+    let text = super::submit::key_text(given, "note verifier key")
+        .context("get the log's key with `tidemark log verifier-key`")?;
+    let text = text.trim().to_owned();
+    NoteVerifier::parse(&text).map_err(|e| {
+        anyhow!(
+            "--log-key {given}: not a note verifier key (`<origin>+<hex id>+<base64>`, as \
+             `tidemark log verifier-key` prints it): {e}"
+        )
+    })?;
+    Ok(text)
+}
+
 /// Checks every envelope in `file`, or says why it holds none.
-fn check_file(file: &Path, keys: &[Key], tally: &mut Tally) -> anyhow::Result<()> {
+fn check_file(
+    file: &Path,
+    keys: &[Key],
+    log_key: Option<&str>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     let text = match super::input::read_text(file) {
         Ok(text) => text,
         Err(e) => {
@@ -303,7 +337,7 @@ fn check_file(file: &Path, keys: &[Key], tally: &mut Tally) -> anyhow::Result<()
         };
         // The file's name and what its envelope says are anyone's text.
         let place = printable(&place);
-        match check(item, keys) {
+        match check(item, keys, log_key) {
             Ok((Outcome::Valid, said)) => {
                 tally.valid += 1;
                 outln!("valid: {}", printable(&said))?;
@@ -379,19 +413,102 @@ fn not_a_report(envelope: &pb::Envelope) -> Option<String> {
         .map(|e| e.to_string())
 }
 
-/// Checks one envelope (or `query --json` line) against the keys.
-fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
+/// When an envelope was accepted, and how that is known.
+#[derive(Clone, Copy)]
+enum Acceptance {
+    /// From its transparency-log entry, whose inclusion under a checkpoint signed with
+    /// the log's key was checked.
+    Proven {
+        at: i64,
+        index: u64,
+        size: u64,
+    },
+    /// From the line's meta: the server's word, not signed. `proof_given`: the line
+    /// carries a log proof that was not checked (no --log-key).
+    Said {
+        at: i64,
+        proof_given: bool,
+    },
+    Unknown,
+}
+
+/// When the envelope on `line` was accepted: proven by the line's log proof when it has
+/// one and the log key is given, else as its meta says. An error says why the proof
+/// does not hold (the line is invalid then).
+fn acceptance(
+    line: &serde_json::Value,
+    envelope: &pb::Envelope,
+    log_key: Option<&str>,
+) -> Result<Acceptance, String> {
+    let said = line.pointer("/meta/acceptedAtUnix").and_then(|v| {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v.as_i64())
+    });
+    let proof = match line.get("logProof") {
+        None => None,
+        Some(serde_json::Value::String(proof)) => Some(proof.as_str()),
+        Some(_) => {
+            return Err(
+                "its logProof is not a string (a C2SP tlog-proof, as `tidemark query \
+                        --json --log-proofs` writes it)"
+                    .to_owned(),
+            );
+        }
+    };
+    let (Some(proof), Some(key)) = (proof, log_key) else {
+        return Ok(said.map_or(Acceptance::Unknown, |at| Acceptance::Said {
+            at,
+            proof_given: proof.is_some(),
+        }));
+    };
+    let verified = receipt::verify_log_proof(proof, key)
+        .map_err(|e| format!("its log proof does not verify: {}", e.reason()))?;
+    let index = verified.index;
+    let entry = std::str::from_utf8(&verified.entry).unwrap_or_default();
+    // The entry commits to the exact payload bytes: it records this envelope only if the
+    // digests agree.
+    let digest = format!("sha256:{}", hex::encode(entry::sha256(&envelope.payload)));
+    if !entry.starts_with(&format!("{} envelope\n", entry::VERSION))
+        || Entry::field(entry, "payload") != Some(digest.as_str())
+    {
+        return Err(format!(
+            "its log proof is of log entry {index}, which records something else than this \
+             envelope's acceptance (the entry's payload digest is not {digest})"
+        ));
+    }
+    let at = Entry::field(entry, "accepted")
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| format!("log entry {index} has no acceptance time"))?;
+    if let Some(said) = said
+        && said != at
+    {
+        return Err(format!(
+            "the line's meta says it was accepted at {} but its log entry {index} says {}: \
+             the meta was altered",
+            format_time(said),
+            format_time(at)
+        ));
+    }
+    Ok(Acceptance::Proven {
+        at,
+        index,
+        size: verified.checkpoint.size,
+    })
+}
+
+/// Checks one envelope (or `query --json` line) against the keys, and the line's log
+/// proof against the log key if given.
+fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, String), String> {
     let value: serde_json::Value =
         serde_json::from_str(item).map_err(|e| format!("not JSON: {e}"))?;
     // Which of two "payload"s (or acceptance times) would be checked is the reader's
     // guess: a key given twice is refused.
     super::input::no_duplicate_keys(item)?;
-    let accepted_at = value.pointer("/meta/acceptedAtUnix").and_then(|v| {
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v.as_i64())
-    });
-    let envelope_json = value.get("envelope").cloned().unwrap_or(value);
+    let envelope_json = value
+        .get("envelope")
+        .cloned()
+        .unwrap_or_else(|| value.clone());
     let envelope: pb::Envelope = serde_json::from_value(envelope_json).map_err(|_| {
         "not a DSSE envelope (a report as JSON is not signed: verify what `tidemark query \
          --json` prints, or a DSSE JSON file)"
@@ -406,6 +523,10 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
     if let Some(why) = not_a_report(&envelope) {
         return Ok((Outcome::Invalid, why));
     }
+    let accepted = match acceptance(&value, &envelope, log_key) {
+        Ok(accepted) => accepted,
+        Err(why) => return Ok((Outcome::Invalid, why)),
+    };
     // Every given key that made one of the signatures; the owner's own key, if among
     // them, is the one that counts, whatever the order of signatures or files.
     let signed = envelope::SignedBytes::of(&envelope);
@@ -478,37 +599,57 @@ fn check(item: &str, keys: &[Key]) -> Result<(Outcome, String), String> {
                 "{what} (its key file names no state, so the key was not checked to be \
                  {owner}'s; `tidemark keys --out` writes key files that do)"
             );
-            return Ok(trust_at(noted, key.revoked_at, accepted_at));
+            return Ok(trust_at(noted, key.revoked_at, accepted));
         }
         _ => {}
     }
-    Ok(trust_at(what, key.revoked_at, accepted_at))
+    Ok(trust_at(what, key.revoked_at, accepted))
 }
 
 /// Whether a valid signature is trusted: its key was not revoked before the report was
 /// accepted.
-fn trust_at(what: String, revoked_at: Option<i64>, accepted_at: Option<i64>) -> (Outcome, String) {
-    match (revoked_at, accepted_at) {
+fn trust_at(what: String, revoked_at: Option<i64>, accepted: Acceptance) -> (Outcome, String) {
+    match (revoked_at, accepted) {
+        (None, Acceptance::Proven { at, index, size }) => (
+            Outcome::Valid,
+            format!(
+                "{what}, accepted at {} (log entry {index}, under the checkpoint of size {size})",
+                format_time(at)
+            ),
+        ),
         (None, _) => (Outcome::Valid, what),
-        (Some(revoked), Some(accepted)) if accepted < revoked => (
+        (Some(revoked), Acceptance::Proven { at, index, size }) if at < revoked => (
+            Outcome::Valid,
+            format!(
+                "{what} (revoked as of {}, after this report was accepted at {}, as its log \
+                 entry {index} under the checkpoint of size {size} proves)",
+                format_time(revoked),
+                format_time(at)
+            ),
+        ),
+        (Some(revoked), Acceptance::Said { at, proof_given }) if at < revoked => (
             Outcome::Valid,
             format!(
                 "{what} (revoked as of {}, after this report was accepted at {} — that time \
-                 is the server's, from the line's meta, which is not signed: the report's \
-                 transparency-log entry proves it)",
+                 is the server's, from the line's meta, which is not signed: {})",
                 format_time(revoked),
-                format_time(accepted)
+                format_time(at),
+                if proof_given {
+                    "give --log-key to check the line's log proof, which proves it"
+                } else {
+                    "`tidemark query --json --log-proofs` and `verify --log-key` prove it"
+                }
             ),
         ),
-        (Some(revoked), Some(accepted)) => (
+        (Some(revoked), Acceptance::Proven { at, .. } | Acceptance::Said { at, .. }) => (
             Outcome::Untrusted,
             format!(
                 "{what}, revoked as of {}, before this report was accepted ({})",
                 format_time(revoked),
-                format_time(accepted)
+                format_time(at)
             ),
         ),
-        (Some(revoked), None) => (
+        (Some(revoked), Acceptance::Unknown) => (
             Outcome::Untrusted,
             format!(
                 "{what}, revoked as of {}; when this envelope was accepted is not known \
@@ -617,12 +758,12 @@ mod tests {
         }];
         let mut rng = tidemark::sample::Rng::new(7);
         let report = tidemark::sample::report(&mut rng, "AUS");
-        let (outcome, _) = check(&dsse_json(report.encode_to_vec(), &key), &keys).unwrap();
+        let (outcome, _) = check(&dsse_json(report.encode_to_vec(), &key), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Valid));
 
         let mut hidden = report.encode_to_vec();
         prost::encoding::string::encode(99, &"hidden note".to_owned(), &mut hidden);
-        let (outcome, said) = check(&dsse_json(hidden, &key), &keys).unwrap();
+        let (outcome, said) = check(&dsse_json(hidden, &key), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Invalid), "{said}");
         assert!(said.contains("one encoding"), "{said}");
     }
@@ -638,14 +779,14 @@ mod tests {
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
         let json = dsse_json(report.encode_to_vec(), &key);
         let other = envelope::sign("text/plain", b"hello".to_vec(), &key);
-        let (outcome, said) = check(&serde_json::to_string(&other).unwrap(), &keys).unwrap();
+        let (outcome, said) = check(&serde_json::to_string(&other).unwrap(), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Invalid), "{said}");
         assert!(said.contains("not a Tidemark report"), "{said}");
         let twice = json.replacen('{', "{\"payload\":\"AAAA\",", 1);
-        let Err(said) = check(&twice, &keys) else {
+        let Err(said) = check(&twice, &keys, None) else {
             panic!("an envelope with two payloads was checked");
         };
         assert!(said.contains("given twice"), "{said}");
-        assert!(check(&json, &keys).is_ok());
+        assert!(check(&json, &keys, None).is_ok());
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     access::{self, Allowance, Hit, QueryFilter, ReadKind},
     country::CountryCode,
     identity::{PeerIdentity, Role},
-    pb,
+    pb, receipt,
     report::Category,
     server::{
         auth,
@@ -31,7 +31,7 @@ use crate::{
         feed::Batch,
         guard::Guarded,
     },
-    store::{AuditRecord, StoreError, audit_entry},
+    store::{AuditRecord, Snapshot, StoreError, audit_entry},
 };
 
 /// Results queued ahead of a slow subscriber.
@@ -182,16 +182,19 @@ impl Context {
             action: "query",
             category: filter.category,
         };
+        let with_proofs = req.include_log_proofs;
         self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
+            let mut failed = None;
             access::query(&snap, &filter, state, |hit| {
-                let cursor = hit.cursor.clone().unwrap_or_default();
-                let item = pb::QueryResult {
-                    envelope: decode_envelope(&hit),
-                    meta: Some(access::meta(&hit)),
-                    cursor,
-                };
-                emit(&hit.head.state, item)
-            })
+                match query_result(&snap, &hit, with_proofs) {
+                    Ok(item) => emit(&hit.head.state, item),
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+            failed.map_or(Ok(()), Err)
         })
         .await
     }
@@ -240,6 +243,9 @@ impl Context {
         req: pb::QueryRequest,
     ) -> Result<Guarded<pb::SyncItem>, Status> {
         let state = node_state(peer)?;
+        if req.include_log_proofs {
+            return Err(no_log_proofs_here());
+        }
         let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
         let slot = self
@@ -526,6 +532,36 @@ fn others(items: &[pb::SyncItem], reader: CountryCode) -> BTreeMap<&str, u64> {
         }
     }
     counts
+}
+
+/// A query result: the hit's envelope and meta, and the log proof of its acceptance
+/// when asked for.
+fn query_result(
+    snap: &Snapshot,
+    hit: &Hit,
+    with_proof: bool,
+) -> Result<pb::QueryResult, StoreError> {
+    let envelope = decode_envelope(hit);
+    let log_proof = match (with_proof, &envelope) {
+        (true, Some(envelope)) => {
+            receipt::acceptance_proof(snap, hit.sequence, &hit.record, &envelope.payload)?
+        }
+        _ => String::new(),
+    };
+    Ok(pb::QueryResult {
+        envelope,
+        meta: Some(access::meta(hit)),
+        cursor: hit.cursor.clone().unwrap_or_default(),
+        log_proof,
+    })
+}
+
+/// Why a subscription cannot ask for log proofs.
+fn no_log_proofs_here() -> Status {
+    Status::invalid_argument(
+        "log proofs come with Query results, not with Subscribe's: ask for them with \
+         `tidemark query --log-proofs` (QueryRequest.include_log_proofs)",
+    )
 }
 
 fn decode_envelope(hit: &Hit) -> Option<pb::Envelope> {

@@ -204,6 +204,17 @@ impl LogView {
         Ok(self.by_hash.get(leaf_hash.as_slice())?.map(|v| v.value()))
     }
 
+    /// The leaf whose entry is `entry`, if the log holds it.
+    pub(super) fn find(&self, entry: &Entry) -> Result<Option<Leaf>, StoreError> {
+        let bytes = entry.encode();
+        Ok(self
+            .index_of(&merkle::leaf_hash(&bytes))?
+            .map(|index| Leaf {
+                index,
+                entry: bytes,
+            }))
+    }
+
     /// The root of the first `size` leaves.
     pub(super) fn root(&self, size: u64) -> Result<Hash, StoreError> {
         merkle::root(size, &Nodes(&self.nodes))

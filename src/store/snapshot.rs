@@ -16,7 +16,7 @@ use super::{
     ReportHead, SECRETS, SIGNING_KEYS, StoreError,
     counters::{self, CounterRow, CounterTables, Cuboid, Grain, RecordKeys},
     decode,
-    log::{LogView, ProofRequestError, StoredCheckpoint},
+    log::{Leaf, LogView, ProofRequestError, StoredCheckpoint},
 };
 use crate::tlog::merkle::Hash;
 
@@ -104,6 +104,30 @@ impl Snapshot {
     /// The root of the log's first `size` leaves.
     pub fn log_root(&self, size: u64) -> Result<Hash, StoreError> {
         self.log.root(size)
+    }
+
+    /// The log as this snapshot sees it.
+    pub(crate) fn log(&self) -> &LogView {
+        &self.log
+    }
+
+    /// The log leaf recording the acceptance of envelope `sequence`, whose stored record
+    /// is `record` and whose DSSE payload has SHA-256 `payload_sha256`.
+    pub(crate) fn acceptance_leaf(
+        &self,
+        sequence: u64,
+        record: &EnvelopeRecord,
+        payload_sha256: [u8; 32],
+    ) -> Result<Leaf, StoreError> {
+        self.log
+            .find(&super::log::envelope_entry(
+                sequence,
+                record,
+                payload_sha256,
+            ))?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("envelope {sequence} has no transparency-log entry"))
+            })
     }
 
     /// The inclusion proof of leaf `index` in the log of `size` leaves.

@@ -87,6 +87,16 @@ def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
         forged = dsse.sign(dsse.REPORT_PAYLOAD_TYPE, results[1].envelope.payload, tha)
         with pytest.raises(ValueError, match="another state"):
             idn.verify(forged)
+        # Signed, but not in the one encoding: an unknown field (99, "hidden note")
+        # appended, or the report id given a second time.
+        aus_key = dsse.load_private_key(str(server.certs / "aus-signing.key"))
+        payload = results[1].envelope.payload  # results[0]'s was altered above
+        hidden = bytes([0x9A, 0x06, 11]) + b"hidden note"
+        second_id = bytes([0x0A, 36]) + b"00000000-0000-4000-8000-000000000000"
+        for padded in (payload + hidden, payload + second_id):
+            with pytest.raises(ValueError, match="one encoding"):
+                idn.verify(dsse.sign(dsse.REPORT_PAYLOAD_TYPE, padded, aus_key), keys)
+        assert idn.verify(dsse.sign(dsse.REPORT_PAYLOAD_TYPE, payload, aus_key), keys)
         # A retraction is read as one.
         retraction = report_pb2.Retraction(
             report_id=report.report_id, reporting_state="AUS", version=2, reason="duplicate"

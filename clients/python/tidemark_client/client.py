@@ -324,6 +324,19 @@ class Client:
             message = kind.FromString(envelope.payload)
         except DecodeError as e:
             raise ValueError(f"the signed payload is not a readable {kind.__name__}: {e}") from e
+        # One encoding only, as the server and `tidemark verify` hold it (Envelope.payload):
+        # a field given twice, an unknown field or a padded number would let one signed
+        # payload be read two ways.
+        canonical = kind()
+        canonical.CopyFrom(message)
+        canonical.DiscardUnknownFields()
+        _zero_negative_zeros(canonical)
+        if canonical.SerializeToString(deterministic=True) != envelope.payload:
+            raise ValueError(
+                f"the signed payload is not a {kind.__name__} in its one encoding (a field "
+                "given twice or out of order, an unknown field, or a number written long): "
+                "the server refuses such payloads, and this one was not accepted as it is"
+            )
         if message.reporting_state != state:
             raise ValueError(
                 f"signed by a key of {state}, another state than the "

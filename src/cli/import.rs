@@ -396,14 +396,15 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
                 let line = row.position().map_or(0, |p| lines.line_at(p.byte()));
                 let report = row
                     .deserialize::<CsvRow>(Some(&headers))
-                    .map_err(anyhow::Error::from)
+                    .map_err(|e| anyhow!(csv_error(&e, &headers, Some(&row))))
                     .and_then(CsvRow::into_report)
                     .map_err(|e| format!("not a valid CSV report row: {e:#}"));
                 (line, report)
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
-                (line, Err(format!("not a valid CSV row: {e}")))
+                let said = csv_error(&e, &headers, None);
+                (line, Err(format!("not a valid CSV row: {said}")))
             }
         })))
     } else {
@@ -433,7 +434,44 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
     }
 }
 
-/// How many records the file holds, for the progress bar.
+/// What is wrong with a CSV row, in the file's terms: a column by its header name and
+/// with the value in it, and no position (the csv crate counts lines by "\n" alone and
+/// records from 0; the caller names the row's real line).
+fn csv_error(
+    e: &csv::Error,
+    headers: &csv::StringRecord,
+    row: Option<&csv::StringRecord>,
+) -> String {
+    match e.kind() {
+        csv::ErrorKind::Deserialize { err, .. } => {
+            let Some(field) = err.field().and_then(|f| usize::try_from(f).ok()) else {
+                return err.kind().to_string();
+            };
+            let column = headers.get(field).unwrap_or("?");
+            match row.and_then(|r| r.get(field)) {
+                Some(value) => format!(
+                    "column {column}: {:?}: {}",
+                    tidemark::report::shorten(value.to_owned(), 60),
+                    err.kind()
+                ),
+                None => format!("column {column}: {}", err.kind()),
+            }
+        }
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!(
+            "the row has {len} fields where the header has {expected_len}: a field holding a \
+             comma, a double quote or a line break must be in double quotes (RFC 4180)"
+        ),
+        csv::ErrorKind::Utf8 { err, .. } => format!(
+            "column {} is not UTF-8 text: save the file as UTF-8",
+            headers.get(err.field()).unwrap_or("?")
+        ),
+        csv::ErrorKind::Io(e) => format!("the file cannot be read: {e}"),
+        _ => e.to_string(),
+    }
+}
+
 /// A reader that notes where each line ends ("\n", "\r\n" or a lone "\r"), so that a
 /// byte offset read through it can be told as a line number.
 struct LineCounter<R> {
@@ -566,6 +604,52 @@ mod tests {
             lines_named(&run(&many)),
             "20 reports, on lines 2, 4, 6, 8, 10, 12, 14, 16, … (12 more; --json lists every line)"
         );
+    }
+
+    /// The csv crate's own position ("record 1 (line: 1, byte: 607)", lines counted by
+    /// "\n" alone) and its 0-based field numbers are not what the user sees.
+    #[test]
+    fn a_bad_csv_row_is_told_by_column_name_and_value_without_the_readers_position() {
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(1), "AUS");
+        let mut out = csv::Writer::from_writer(Vec::new());
+        out.serialize(CsvRow::from_report(&report)).unwrap();
+        let written = out.into_inner().unwrap();
+        let mut back = csv::Reader::from_reader(written.as_slice());
+        let headers = back.headers().unwrap().clone();
+        let row = back.records().next().unwrap().unwrap();
+        let column = headers.iter().position(|h| h == "persons_total").unwrap();
+        let bad: csv::StringRecord = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| if i == column { "many" } else { cell })
+            .collect();
+        let mut out = csv::WriterBuilder::new()
+            .flexible(true)
+            .from_writer(Vec::new());
+        out.write_record(&headers).unwrap();
+        out.write_record(&bad).unwrap();
+        out.write_record(["a", "b"]).unwrap();
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("bad.csv");
+        std::fs::write(&file, out.into_inner().unwrap()).unwrap();
+        let said: Vec<(usize, String)> = records(&file)
+            .unwrap()
+            .map(|(line, r)| (line, r.unwrap_err()))
+            .collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert_eq!(said[0].0, 2);
+        assert!(
+            said[0]
+                .1
+                .contains(r#"column persons_total: "many": invalid digit"#),
+            "{said:?}"
+        );
+        assert_eq!(said[1].0, 3);
+        assert!(
+            said[1].1.contains("2 fields where the header has"),
+            "{said:?}"
+        );
+        assert!(said.iter().all(|(_, s)| !s.contains("byte")), "{said:?}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! resolves the operator, runs the action off the async threads (several read files or
 //! sign a CRL, and the writer is waited for) and answers.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::AtomicBool};
 
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
@@ -71,20 +71,30 @@ pub(crate) struct Issued {
 
 impl Administration {
     /// Copies the store (one read transaction) to a temporary file beside it and returns
-    /// the file with its manifest; the caller streams the file and deletes it.
-    pub(crate) fn backup(&self, now: i64) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
+    /// the file with its manifest; the caller streams the file and deletes it. Setting
+    /// `stop` (the caller went away, or may no longer take it) ends the copy early with
+    /// [`AdminError::Stopped`], the partial copy deleted.
+    pub(crate) fn backup(
+        &self,
+        now: i64,
+        stop: &AtomicBool,
+    ) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
         use std::sync::atomic::Ordering;
         if self.backing_up.swap(true, Ordering::AcqRel) {
             return Err(AdminError::Busy(
                 "a backup is already being taken; try again when it has finished".to_owned(),
             ));
         }
-        let result = self.backup_now(now);
+        let result = self.backup_now(now, stop);
         self.backing_up.store(false, Ordering::Release);
         result
     }
 
-    fn backup_now(&self, now: i64) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
+    fn backup_now(
+        &self,
+        now: i64,
+        stop: &AtomicBool,
+    ) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
         let store = self.store.path();
         // The copy is made beside the store, then streamed: it needs about the store's
         // size free there, and must not fill the disk the writer needs.
@@ -112,9 +122,13 @@ impl Administration {
         // Removed whenever it is dropped: on an error here, when its stream ends, or when
         // the caller went away before the copy was made.
         let copy = BackupCopy(path);
-        let contents = self.store.backup(&copy.0)?;
+        let stopped = || AdminError::Stopped("the backup copy was stopped before it was complete");
+        let contents = self.store.backup(&copy.0, stop)?.ok_or_else(stopped)?;
         let (bytes, sha256) =
             file_sha256(&copy.0).map_err(|e| AdminError::Store(StoreError::open(&copy.0, e)))?;
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(stopped());
+        }
         Ok((
             copy,
             pb::BackupManifest {
@@ -544,6 +558,9 @@ pub enum AdminError {
     /// Something that cannot happen with a working CA did.
     #[error("{0}")]
     Internal(String),
+    /// The action was stopped part-way: its caller went away or lost its rights.
+    #[error("{0}")]
+    Stopped(&'static str),
 }
 
 /// The size and SHA-256 (lower-case hex) of the file at `path`, read in chunks.

@@ -128,6 +128,17 @@ async fn send_file(
     }
 }
 
+/// Set when dropped: tells a backup copy being made on a blocking thread that its call
+/// has ended.
+#[derive(Default)]
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Bytes of the store in one backup chunk: small, because a chunk the HTTP/2 layer has
 /// taken is sent even if the call is refused before the caller reads it (a revocation
 /// while the caller is not reading).
@@ -172,11 +183,17 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<Self::BackupStream>, Status> {
         let operator = require_operator(&request)?;
         // The copy holds every key and report: it stops flowing, as every stream does,
-        // once the operator's certificate is revoked.
-        let guard = self.ctx.guard(auth::peer(&request)?, None);
+        // once the operator's certificate is revoked. While it is being made, the same
+        // lapse — or the caller going away, which drops this future — stops making it.
+        let mut guard = self.ctx.guard(auth::peer(&request)?, None);
         let now = self.ctx.clock.now();
-        let manifest = self.ctx.blocking(move |ctx| ctx.admin.backup(now)).await?;
-        let (copy, manifest) = manifest;
+        let stop = StopOnDrop::default();
+        let flag = stop.0.clone();
+        let making = self.ctx.blocking(move |ctx| ctx.admin.backup(now, &flag));
+        let (copy, manifest) = tokio::select! {
+            made = making => made?,
+            refused = guard.lapsed() => return Err(refused),
+        };
         self.audit(
             operator,
             "backup",

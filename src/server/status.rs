@@ -246,6 +246,7 @@ impl From<AdminError> for Status {
             AdminError::Write(AdminWriteError::NotWritten(_) | AdminWriteError::Failed(_))
             | AdminError::Busy(_) => Status::unavailable(message),
             AdminError::Internal(_) => Status::internal(message),
+            AdminError::Stopped(_) => Status::cancelled(message),
         }
     }
 }

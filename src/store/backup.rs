@@ -2,7 +2,10 @@
 //! while the writer goes on (redb has no backup API; its maintainers' advice is a copy
 //! from inside the process through a read transaction), and the checks a restore makes.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle};
 
@@ -58,9 +61,17 @@ macro_rules! each_table {
     };
 }
 
+/// Rows copied between two looks at the stop flag.
+const ROWS_BETWEEN_CHECKS: u32 = 4096;
+
 /// Copies every table of `source` (one read transaction: a consistent point) into a new
-/// store file at `out`, and returns what it holds.
-pub(super) fn copy(source: &Database, out: &Path) -> Result<Contents, StoreError> {
+/// store file at `out`, and returns what it holds; `None`, with `out` left to the caller
+/// to delete, once `stop` is set (looked at every few thousand rows).
+pub(super) fn copy(
+    source: &Database,
+    out: &Path,
+    stop: &AtomicBool,
+) -> Result<Option<Contents>, StoreError> {
     let rtx = source.begin_read()?;
     let known: Vec<&str> = {
         macro_rules! names {
@@ -81,12 +92,17 @@ pub(super) fn copy(source: &Database, out: &Path) -> Result<Contents, StoreError
     let mut wtx = target.begin_write()?;
     wtx.set_two_phase_commit(true);
     {
+        let mut rows = 0u32;
         macro_rules! copy_tables {
             ($($t:ident),*) => {
                 $(
                     let src = rtx.open_table($t)?;
                     let mut dst = wtx.open_table($t)?;
                     for entry in src.iter()? {
+                        rows = rows.wrapping_add(1);
+                        if rows % ROWS_BETWEEN_CHECKS == 0 && stop.load(Ordering::Relaxed) {
+                            return Ok(None);
+                        }
                         let (k, v) = entry?;
                         dst.insert(k.value(), v.value())?;
                     }
@@ -95,8 +111,11 @@ pub(super) fn copy(source: &Database, out: &Path) -> Result<Contents, StoreError
         }
         each_table!(copy_tables);
     }
+    if stop.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
     wtx.commit()?;
-    contents(&target)
+    contents(&target).map(Some)
 }
 
 /// What the store `db` holds.
@@ -196,6 +215,22 @@ pub(super) fn check(path: &Path) -> Result<Contents, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A copy told to stop (its caller gone or refused) is not completed.
+    #[test]
+    fn a_copy_told_to_stop_is_not_completed() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = crate::config::StoreConfig::in_dir(dir.path());
+        let store = super::super::Store::open(&config).unwrap();
+        let stop = AtomicBool::new(true);
+        let stopped = store.backup(&dir.path().join("stopped.redb"), &stop);
+        assert!(stopped.unwrap().is_none());
+        stop.store(false, Ordering::Relaxed);
+        let made = store.backup(&dir.path().join("made.redb"), &stop).unwrap();
+        assert!(made.is_some());
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_new_store_is_readable_by_its_owner_only() {

@@ -426,9 +426,14 @@ impl Store {
     }
 
     /// Writes a consistent copy of the whole store to a new file at `out` (one read
-    /// transaction: submissions go on meanwhile) and returns what it holds.
-    pub fn backup(&self, out: &Path) -> Result<BackupContents, StoreError> {
-        backup::copy(&self.db, out)
+    /// transaction: submissions go on meanwhile) and returns what it holds; `None` when
+    /// `stop` was set before the copy was complete (`out` is then the caller's to delete).
+    pub fn backup(
+        &self,
+        out: &Path,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<BackupContents>, StoreError> {
+        backup::copy(&self.db, out, stop)
     }
 
     /// Fails when a running server has the store file at `path` open.

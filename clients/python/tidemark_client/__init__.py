@@ -7,8 +7,8 @@
 See the package README for an example per role.
 """
 
-from . import dsse
+from . import dsse, tlog
 from .client import Client, SigningKey, Stream, Submitted
 from .errors import TidemarkError
 
-__all__ = ["Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse"]
+__all__ = ["Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse", "tlog"]

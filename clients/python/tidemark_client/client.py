@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -23,9 +24,11 @@ from tidemark.v1 import (
     exchange_pb2,
     exchange_pb2_grpc,
     report_pb2,
+    transparency_pb2,
+    transparency_pb2_grpc,
 )
 
-from . import dsse
+from . import dsse, tlog
 from .errors import TidemarkError
 
 ReportLike = Union[report_pb2.Report, Mapping[str, Any], str, bytes]
@@ -160,6 +163,7 @@ class Client:
         self._exchange = exchange_pb2_grpc.ExchangeStub(self._channel)
         self._analytics = analytics_pb2_grpc.AnalyticsStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
+        self._transparency = transparency_pb2_grpc.TransparencyStub(self._channel)
         self.signing_key = signing_key
         #: Seconds each unary call may take (None: no deadline); streams have none.
         self.timeout = timeout
@@ -297,11 +301,22 @@ class Client:
         envelope: envelope_pb2.Envelope,
         keys: Optional[Mapping[str, SigningKey]] = None,
         accepted_at: Optional[int] = None,
+        log_proof: Optional[str] = None,
+        log_key: Optional[str] = None,
     ) -> Union[report_pb2.Report, report_pb2.Retraction]:
         """The report or retraction an envelope carries, once a key of the state it names
         is found to have signed it, active at `accepted_at` (Unix seconds, e.g.
         ``result.meta.accepted_at_unix``; default now) — the rule the server applies.
-        `keys` defaults to every registered key. ValueError otherwise."""
+        `keys` defaults to every registered key. ValueError otherwise.
+
+        With `log_proof` (``result.log_proof`` of a query made with
+        ``include_log_proofs=True``) and the log's `log_key` (pinned: see
+        :mod:`tidemark_client.tlog`), the proof is checked, its entry must record this
+        exact payload, and the acceptance time is taken from the entry — so a key
+        revoked later is judged by a time the server cannot change. An `accepted_at`
+        that differs from the entry's is refused."""
+        if log_proof is not None:
+            accepted_at = self._proven_acceptance(envelope, log_proof, log_key, accepted_at)
         kinds = {
             dsse.REPORT_PAYLOAD_TYPE: report_pb2.Report,
             dsse.RETRACTION_PAYLOAD_TYPE: report_pb2.Retraction,
@@ -344,6 +359,47 @@ class Client:
             )
         return message
 
+    @staticmethod
+    def _proven_acceptance(
+        envelope: envelope_pb2.Envelope,
+        log_proof: str,
+        log_key: Optional[str],
+        said: Optional[int],
+    ) -> int:
+        """When the log proves `envelope` was accepted; ValueError if it does not."""
+        if not log_key:
+            raise ValueError(
+                "a log proof is checked with the log's note verifier key: pass log_key= "
+                "(`tidemark log verifier-key` prints it)"
+            )
+        proven = tlog.verify_log_proof(log_proof, log_key)
+        digest = "sha256:" + hashlib.sha256(envelope.payload).hexdigest()
+        if not proven.entry.startswith(b"tidemark.v1 envelope\n") or (
+            tlog.entry_field(proven.entry, "payload") != digest
+        ):
+            raise ValueError(
+                f"the log proof is of entry {proven.index}, which records something else "
+                "than this envelope's acceptance"
+            )
+        accepted = tlog.entry_field(proven.entry, "accepted")
+        if accepted is None or not accepted.lstrip("-").isdigit():
+            raise ValueError(f"log entry {proven.index} has no acceptance time")
+        if said is not None and said != int(accepted):
+            raise ValueError(
+                f"accepted_at {said} is not the time log entry {proven.index} records "
+                f"({accepted}): the meta was altered"
+            )
+        return int(accepted)
+
+    def log_verifier_key(self) -> str:
+        """The log's note verifier key as the server gives it. Fetch it once and keep it
+        (or take it from the operator out of band): a key fetched at each check trusts
+        the server it is meant to check."""
+        answer = self._call(
+            self._transparency.GetVerifierKey, transparency_pb2.GetVerifierKeyRequest()
+        )
+        return answer.verifier_key
+
     def server_key(self) -> dsse.Ed25519PublicKey:
         """The server's receipt public key, to check signed receipts offline."""
         answer = self._call(self._exchange.ServerKeys, exchange_pb2.ServerKeysRequest())
@@ -355,7 +411,7 @@ class Client:
     ) -> envelope_pb2.Receipt:
         """The facts a signed receipt states, once the server's key is found to have signed
         it; ValueError otherwise. (The log proof, `Submitted.log_proof`, is checked with
-        `tidemark verify-receipt`.)"""
+        :func:`tidemark_client.tlog.verify_log_proof`.)"""
         if signed_receipt.payload_type != dsse.RECEIPT_PAYLOAD_TYPE:
             raise ValueError(f"not a receipt: payload type {signed_receipt.payload_type!r}")
         if dsse.verified_by(signed_receipt, [server_key]) is None:

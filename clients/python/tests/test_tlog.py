@@ -1,0 +1,150 @@
+"""tidemark_client.tlog: the signed-note reference vector of Go's golang.org/x/mod/sumdb/note,
+the RFC 6962 inclusion-proof vectors, and real receipts and query results checked offline
+(any changed byte fails)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tidemark_client import Client, tlog
+
+# golang.org/x/mod/sumdb/note note_test.go (TestNewVerifier, TestOpen).
+PETER_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+PETER_SIG = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+ENOCH_SIG = "— EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSdeX+MNtCOXm2/5n2tiOHp+vAF1aGrQ5ovTG01oOTGwnWLox33WWd1RvMc+QQ=\n"
+
+
+def test_the_go_signed_note_vector_verifies_and_an_altered_one_does_not():
+    peter = tlog.NoteVerifier.parse(PETER_VKEY)
+    assert (peter.name, peter.key_id) == ("PeterNeumann", 0xC74F20A3)
+    # The Go note's text is not a checkpoint: its signature verifies (with EnochRoot's
+    # line ignored), then its two-line body is refused.
+    note = f"{TEXT}\n{PETER_SIG}{ENOCH_SIG}"
+    with pytest.raises(tlog.LogProofError, match="fewer than its three lines"):
+        tlog.open_checkpoint(note, peter)
+    altered = note.replace("cryptography", "Cryptography")
+    with pytest.raises(tlog.LogProofError, match="does not verify"):
+        tlog.open_checkpoint(altered, peter)
+    with pytest.raises(tlog.LogProofError, match="was altered"):
+        tlog.NoteVerifier.parse(PETER_VKEY.replace("c74f20a3", "c74f20a4"))
+
+
+def test_a_verifier_key_whose_base64_holds_a_plus_sign_is_read():
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    while True:
+        raw = b"\x01" + Ed25519PrivateKey.generate().public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw
+        )
+        encoded = base64.b64encode(raw).decode()
+        if "+" in encoded:
+            break
+    key_id = int.from_bytes(hashlib.sha256(b"example.com/log\n" + raw).digest()[:4], "big")
+    verifier = tlog.NoteVerifier.parse(f"example.com/log+{key_id:08x}+{encoded}")
+    assert (verifier.name, verifier.key_id) == ("example.com/log", key_id)
+
+
+# RFC 6962 test vectors (as in Go's transparency-dev/merkle): the 8 leaves below, the
+# root of all 8, and the inclusion proof of leaf 0 in the tree of 8.
+LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]]
+ROOT8 = bytes.fromhex("5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328")
+PROOF_0_8 = [
+    bytes.fromhex("96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"),
+    bytes.fromhex("5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e"),
+    bytes.fromhex("6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"),
+]
+
+
+def _root(leaves):
+    if len(leaves) == 1:
+        return tlog.leaf_hash(leaves[0])
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + _root(leaves[:k]) + _root(leaves[k:])).digest()
+
+
+def _proof(index, leaves):
+    if len(leaves) == 1:
+        return []
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    if index < k:
+        return _proof(index, leaves[:k]) + [_root(leaves[k:])]
+    return _proof(index - k, leaves[k:]) + [_root(leaves[:k])]
+
+
+def test_inclusion_matches_the_rfc_6962_vectors_and_every_leaf_of_small_trees():
+    assert _root(LEAVES) == ROOT8
+    tlog.verify_inclusion(tlog.leaf_hash(LEAVES[0]), 0, 8, PROOF_0_8, ROOT8)
+    with pytest.raises(tlog.LogProofError):
+        tlog.verify_inclusion(tlog.leaf_hash(LEAVES[1]), 0, 8, PROOF_0_8, ROOT8)
+    for size in range(1, 9):
+        root = _root(LEAVES[:size])
+        for index in range(size):
+            proof = _proof(index, LEAVES[:size])
+            tlog.verify_inclusion(tlog.leaf_hash(LEAVES[index]), index, size, proof, root)
+            for wrong in (index + 1, index - 1):
+                if 0 <= wrong < size and LEAVES[wrong] != LEAVES[index]:
+                    with pytest.raises(tlog.LogProofError):
+                        tlog.verify_inclusion(tlog.leaf_hash(LEAVES[index]), wrong, size, proof, root)
+            with pytest.raises(tlog.LogProofError):
+                tlog.verify_inclusion(tlog.leaf_hash(LEAVES[index]), index, size, proof + [root], root)
+
+
+def test_a_receipt_verifies_offline_and_fails_on_any_changed_byte(server):
+    report = server.sample_reports("AUS", 1, seed=11)[0]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        log_key = aus.log_verifier_key()
+        done = aus.submit(report)
+    assert log_key == (server.certs / "log.vkey").read_text().strip()
+    proven = tlog.verify_log_proof(done.log_proof, log_key)
+    assert proven.index >= 0 and proven.checkpoint.origin == log_key.split("+")[0]
+    assert tlog.entry_field(proven.entry, "accepted") == str(done.receipt.accepted_at_unix)
+    assert tlog.verify_log_proof(done.log_proof.replace("\n", "\r\n"), log_key).index == proven.index
+    text = done.log_proof.encode()
+    for at in range(len(text)):
+        changed = bytearray(text)
+        changed[at] ^= 0x01
+        try:
+            changed_text = changed.decode()
+        except UnicodeDecodeError:
+            continue
+        with pytest.raises(tlog.LogProofError):
+            tlog.verify_log_proof(changed_text, log_key)
+    other = tlog.NoteVerifier.parse(PETER_VKEY)
+    with pytest.raises(tlog.LogProofError):
+        tlog.verify_log_proof(done.log_proof, PETER_VKEY)
+    assert other.name == "PeterNeumann"
+
+
+def test_query_results_prove_their_acceptance(server):
+    def smuggling(state, seed):
+        return [r for r in server.sample_reports(state, 12, seed=seed) if "smuggling" in r]
+
+    submitted = smuggling("AUS", 12)[:3]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        for report in submitted:
+            aus.submit(report)
+    with Client.from_profile(server.endpoint, server.profile("idn-node")) as idn:
+        idn.submit(smuggling("IDN", 13)[0])
+        log_key = idn.log_verifier_key()
+        keys = idn.signing_keys("AUS")
+        results = list(idn.query("smuggling", reporting_states=["AUS"], include_log_proofs=True))
+        assert len(results) == len(submitted) == 3
+        for r in results:
+            assert idn.verify(r.envelope, keys, r.meta.accepted_at_unix, r.log_proof, log_key)
+        first, second = results[0], results[1]
+        with pytest.raises(ValueError, match="something else"):
+            idn.verify(first.envelope, keys, log_proof=second.log_proof, log_key=log_key)
+        with pytest.raises(ValueError, match="the meta was altered"):
+            idn.verify(first.envelope, keys, first.meta.accepted_at_unix - 60, first.log_proof, log_key)
+        with pytest.raises(ValueError, match="log_key"):
+            idn.verify(first.envelope, keys, log_proof=first.log_proof)

@@ -1,0 +1,245 @@
+"""Offline checks of Tidemark's transparency-log proofs, as ``tidemark verify-receipt``
+makes them, so that a state's own systems need not trust the server (nor the CLI).
+
+A log proof (``Submitted.log_proof``, ``QueryResult.log_proof``) is a C2SP tlog proof
+(https://c2sp.org/tlog-proof, ``c2sp.org/tlog-proof@v1``): the entry (base64, on the
+``extra`` line), its leaf index, the RFC 9162 §2.1.3 inclusion proof, a blank line and
+the checkpoint — a C2SP signed note (https://c2sp.org/signed-note) whose text is a
+C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint). The log's note verifier key,
+``<origin>+<hex key id>+<base64>``, comes from ``tidemark log verifier-key`` (or
+``certs/log.vkey``): keep your own copy rather than fetching it at each check.
+
+>>> proof = verify_log_proof(submitted.log_proof, log_key)
+>>> entry_field(proof.entry, "accepted")
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+from typing import List, Optional
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+#: The first line of every log proof.
+HEADER = "c2sp.org/tlog-proof@v1"
+#: The signature-type byte of an Ed25519 note key (C2SP signed-note).
+_ED25519 = 0x01
+#: The most signature lines a note may carry (as Go's golang.org/x/mod/sumdb/note).
+_MAX_SIGNATURES = 100
+
+
+class LogProofError(ValueError):
+    """A log proof, checkpoint or key that does not verify; the message says why."""
+
+
+@dataclass(frozen=True)
+class NoteVerifier:
+    """A signed-note verifier key: the signer's name, its key id and Ed25519 key."""
+
+    name: str
+    key_id: int
+    public_key: Ed25519PublicKey
+
+    @classmethod
+    def parse(cls, vkey: str) -> "NoteVerifier":
+        """Reads ``<name>+<8 hex digits>+<base64 of 0x01 and the 32-byte key>``; the key
+        id must be the one the name and key give (C2SP signed-note)."""
+        # The base64 key may itself hold "+": only the first two separate.
+        parts = vkey.strip().split("+", 2)
+        if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
+            raise LogProofError(
+                "not a note verifier key: expected <name>+<hex key id>+<base64 key>, as "
+                "`tidemark log verifier-key` prints it"
+            )
+        name, hex_id, encoded = parts
+        raw = _base64(encoded, "the verifier key's key")
+        if len(raw) != 33 or raw[0] != _ED25519:
+            raise LogProofError("the verifier key is not an Ed25519 note key (type 0x01, 32 bytes)")
+        key_id = _key_id(name, raw)
+        if len(hex_id) != 8 or hex_id.lower() != hex_id or int(hex_id, 16) != key_id:
+            raise LogProofError(
+                f"the verifier key's id {hex_id!r} is not {key_id:08x}, the one its name and "
+                "key give: the key was altered"
+            )
+        return cls(name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:]))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint whose signature verified: the log's origin, tree size and root."""
+
+    origin: str
+    size: int
+    root: bytes
+    #: Extension lines after the root, if any.
+    extensions: List[str]
+
+
+@dataclass(frozen=True)
+class VerifiedLogProof:
+    """A log proof that verified: the entry it proves, its index, and the checkpoint."""
+
+    #: The entry's bytes (Tidemark's entry encoding, docs/transparency.md).
+    entry: bytes
+    index: int
+    checkpoint: Checkpoint
+
+
+def _key_id(name: str, raw: bytes) -> int:
+    digest = hashlib.sha256(name.encode() + b"\n" + raw).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _base64(text: str, what: str) -> bytes:
+    """Standard base64 with padding, in its one spelling (no other characters)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise LogProofError(f"{what} is not standard base64") from None
+    if base64.b64encode(raw).decode() != text:
+        raise LogProofError(f"{what} is not standard base64 in its one spelling")
+    return raw
+
+
+def _decimal(text: str, what: str) -> int:
+    """A decimal number without sign or leading zeros, below 2^64."""
+    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
+        raise LogProofError(f"{what} {text!r} is not a decimal number without leading zeros")
+    value = int(text)
+    if value >= 1 << 64:
+        raise LogProofError(f"{what} {text} is out of range")
+    return value
+
+
+def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
+    """Checks the note's signature by `verifier` (every signature line of its name and
+    key id must verify; others are ignored) and reads the checkpoint it signs."""
+    split = note.rfind("\n\n")
+    if split < 0 or not note.endswith("\n"):
+        raise LogProofError("the checkpoint is not a signed note (text, a blank line, signatures)")
+    text, signatures = note[: split + 1], note[split + 2 : -1]
+    if not signatures:
+        raise LogProofError("the checkpoint carries no signature")
+    verified = False
+    for number, line in enumerate(signatures.split("\n"), start=1):
+        if number > _MAX_SIGNATURES:
+            raise LogProofError("the checkpoint carries too many signatures")
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[0] != "\u2014" or not parts[1]:
+            raise LogProofError(f"signature line {number} is not '— <name> <base64>'")
+        raw = _base64(parts[2], f"signature line {number}")
+        if len(raw) < 5:
+            raise LogProofError(f"signature line {number} is too short")
+        if parts[1] != verifier.name or int.from_bytes(raw[:4], "big") != verifier.key_id:
+            continue  # another signer's (a witness's cosignature, say)
+        try:
+            verifier.public_key.verify(raw[4:], text.encode())
+        except InvalidSignature:
+            raise LogProofError(
+                "the checkpoint's signature does not verify with the log's key: it was "
+                "altered, or comes from another log"
+            ) from None
+        verified = True
+    if not verified:
+        raise LogProofError(
+            f"the checkpoint is not signed by {verifier.name}+{verifier.key_id:08x}: another "
+            "log's, or the wrong key was given"
+        )
+    lines = text[:-1].split("\n")
+    if len(lines) < 3:
+        raise LogProofError("the checkpoint has fewer than its three lines")
+    origin, size, root = lines[0], lines[1], lines[2]
+    if not origin:
+        raise LogProofError("the checkpoint names no origin")
+    extensions = lines[3:]
+    if any(not e for e in extensions):
+        raise LogProofError("the checkpoint has an empty extension line")
+    root_hash = _base64(root, "the checkpoint's root hash")
+    if len(root_hash) != 32:
+        raise LogProofError("the checkpoint's root hash is not 32 bytes")
+    return Checkpoint(origin, _decimal(size, "the tree size"), root_hash, extensions)
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    """RFC 9162 §2.1.1: SHA-256(0x00 || entry)."""
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def _node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: List[bytes], root: bytes) -> None:
+    """RFC 9162 §2.1.3.2: that `leaf` is leaf `index` of the tree of `size` leaves with
+    `root`, by `proof`. LogProofError otherwise."""
+    if index >= size:
+        raise LogProofError(f"leaf index {index} is not in a tree of {size} leaves")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            raise LogProofError("the inclusion proof is longer than the tree needs")
+        if fn & 1 or fn == sn:
+            r = _node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = _node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise LogProofError("the inclusion proof is shorter than the tree needs")
+    if r != root:
+        raise LogProofError("the entry is not in the log under this checkpoint (the root differs)")
+
+
+def verify_log_proof(text: str, log_key: str) -> VerifiedLogProof:
+    """Checks a log proof offline against the log's note verifier key: the checkpoint is
+    signed by it and names its origin, and the entry the proof carries is included
+    under it at its index. Returns the entry, index and checkpoint; LogProofError
+    otherwise. A proof saved with CR LF line ends is read as the same proof."""
+    verifier = NoteVerifier.parse(log_key)
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines[0] != HEADER:
+        raise LogProofError(f"not a log proof: the first line must be {HEADER!r}")
+    at = 1
+    entry: Optional[bytes] = None
+    if at < len(lines) and lines[at].startswith("extra "):
+        entry = _base64(lines[at][len("extra ") :], "the extra line")
+        at += 1
+    if at >= len(lines) or not lines[at].startswith("index "):
+        raise LogProofError("the proof lacks its 'index N' line")
+    index = _decimal(lines[at][len("index ") :], "the leaf index")
+    at += 1
+    hashes = []
+    while at < len(lines) and lines[at]:
+        node = _base64(lines[at], f"proof line {at + 1}")
+        if len(node) != 32:
+            raise LogProofError(f"proof line {at + 1} is not a 32-byte hash")
+        hashes.append(node)
+        at += 1
+    if at >= len(lines) - 1:
+        raise LogProofError("the proof has no blank line followed by a checkpoint")
+    if entry is None:
+        raise LogProofError("the proof carries no entry (its 'extra' line is missing)")
+    checkpoint = open_checkpoint("\n".join(lines[at + 1 :]), verifier)
+    if checkpoint.origin != verifier.name:
+        raise LogProofError(
+            f"the checkpoint is of log {checkpoint.origin!r}, not of {verifier.name!r}"
+        )
+    verify_inclusion(leaf_hash(entry), index, checkpoint.size, hashes, checkpoint.root)
+    return VerifiedLogProof(entry, index, checkpoint)
+
+
+def entry_field(entry: bytes, key: str) -> Optional[str]:
+    """The value of line `key` of an entry (after its header line), if it has one:
+    ``entry_field(e, "accepted")`` is an envelope's acceptance time, Unix seconds."""
+    for line in entry.decode("utf-8", "replace").split("\n")[1:]:
+        name, _, value = line.partition(" ")
+        if name == key:
+            return value
+    return None

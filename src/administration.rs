@@ -448,17 +448,21 @@ impl Administration {
     }
 }
 
-/// A signing key's id as stored (64 lower-case hex digits, as `admin keys` shows it),
-/// from any case.
+/// A signing key's id in its one spelling: 64 lower-case hex digits, as `admin keys`
+/// lists it and key files name it.
 fn canonical_key_id(key_id: &str) -> Result<String, AdminError> {
-    if key_id.len() == 64 && key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(key_id.to_ascii_lowercase())
+    if key_id.len() == 64
+        && key_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(key_id.to_owned())
     } else {
         Err(invalid(
             "key_id",
             format!(
-                "{} is not a signing key id: 64 hex digits, as `tidemark admin keys` \
-                 lists them",
+                "{} is not a signing key id: 64 lower-case hex digits, as `tidemark admin \
+                 keys` lists them",
                 quoted(key_id)
             ),
         ))
@@ -739,6 +743,14 @@ mod tests {
             admin.revoke_key(&stored.key_id, (2_000, ""), ("op", 1_000)),
             Err(AdminError::Invalid {
                 field: "compromised_at_unix",
+                ..
+            })
+        ));
+        // One spelling of a key id, as `admin keys` lists it and key files name it.
+        assert!(matches!(
+            admin.revoke_key(&stored.key_id.to_uppercase(), (0, ""), ("op", 1_000)),
+            Err(AdminError::Invalid {
+                field: "key_id",
                 ..
             })
         ));

@@ -50,6 +50,18 @@ fn query_watch_and_aggregate_take_the_same_filter_flags() {
             said.contains("\"raft\" is not one of: fishing-boat, wooden-boat"),
             "{command}: {said}"
         );
+        // One spelling: lower case with hyphens.
+        for other in [
+            &["--vessel-type", "FISHING-BOAT"][..],
+            &["--vessel-type", "fishing_boat"],
+            &["--modus-operandi", "Sea"],
+            &["--maritime-event", "RESCUE"],
+        ] {
+            let mut args = vec![command, "--category", "maritime"];
+            args.extend_from_slice(other);
+            let said = offline(&args);
+            assert!(said.contains("is not one of"), "{args:?}: {said}");
+        }
     }
 }
 
@@ -59,6 +71,7 @@ fn zero_limits_and_counts_and_json_with_a_check_are_refused_not_ignored() {
     for args in [
         &["audit", "--limit", "0"][..],
         &["admin", "audit", "--limit", "0"],
+        &["query", "--category", "maritime", "--limit", "0"],
     ] {
         let said = offline(args);
         assert!(
@@ -68,6 +81,15 @@ fn zero_limits_and_counts_and_json_with_a_check_are_refused_not_ignored() {
     }
     let said = offline(&["audit", "--verify", "--state-dir", "w", "--json"]);
     assert!(said.contains("cannot be used with"), "{said}");
+    // Proofs only go into JSON lines: not asked for and then dropped from CSV.
+    for format in ["--csv", "--json"] {
+        let said = offline(&["query", "--category", "maritime", format, "--log-proofs"]);
+        assert_eq!(
+            said.contains("cannot be used with") || said.contains("required"),
+            format == "--csv",
+            "{format}: {said}"
+        );
+    }
     assert!(offline(&["audit", "--limit", "1", "--json"]).contains("loading profile"));
     // Nothing to write is not written as an empty file.
     let said = offline(&["sample-reports", "--count", "0", "--out", "/nonexistent/s"]);

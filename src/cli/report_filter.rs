@@ -90,9 +90,10 @@ fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
     })
 }
 
-/// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`.
-/// A refusal names the values there are, as `name_of` (the enum's name of a value)
-/// gives them.
+/// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`, in
+/// that one spelling (lower case, hyphens: not "RUBBER-DINGHY" or "rubber_dinghy"). A
+/// refusal names the values there are, as `name_of` (the enum's name of a value) gives
+/// them.
 fn enum_arg(
     text: &str,
     prefix: &str,
@@ -101,8 +102,12 @@ fn enum_arg(
         impl Fn(i32) -> Option<&'static str>,
     ),
 ) -> Result<i32, String> {
+    let spelled = text
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     let name = format!("{prefix}{}", text.to_uppercase().replace('-', "_"));
-    from_name(&name).filter(|v| *v != 0).ok_or_else(|| {
+    let value = from_name(&name).filter(|v| spelled && *v != 0);
+    value.ok_or_else(|| {
         let known: Vec<String> = (1..64)
             .filter_map(&name_of)
             .filter_map(|n| n.strip_prefix(prefix))

@@ -78,9 +78,11 @@ pub fn verify_log_proof(text: &str, log_key: &str) -> Result<VerifiedLogProof, R
     })?;
     let checkpoint = proof.verify(&entry, &verifier).map_err(|e| {
         ReceiptError(match e {
-            TlogProofError::Checkpoint(e) => {
-                format!("the checkpoint is not signed by this log's key, or was altered: {e}")
-            }
+            TlogProofError::Checkpoint(e) => format!(
+                "the checkpoint is not signed by {}+{:08x}, or was altered: {e}",
+                verifier.name(),
+                verifier.key_id()
+            ),
             other => format!("the entry is not in the log under this checkpoint: {other}"),
         })
     })?;

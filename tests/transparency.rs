@@ -928,7 +928,9 @@ async fn query_results_carry_the_log_proofs_of_their_envelopes() {
     let refused = idn.subscribe(query(true)).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(
-        refused.message().contains("tidemark query --log-proofs"),
+        refused
+            .message()
+            .contains("tidemark query --json --log-proofs"),
         "{refused:?}"
     );
 }

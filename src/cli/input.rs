@@ -175,7 +175,7 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
 /// Rewrites every number that has an exact integer value (`12.0`, `1.2e1`) as that
 /// integer, as the proto3 JSON mapping allows for integer fields (floating-point fields
 /// read an integer as the same value), and drops fields set to `null` (their default).
-fn integral_numbers(value: &mut serde_json::Value) {
+pub fn integral_numbers(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Number(n) if n.is_f64() => {
             if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {

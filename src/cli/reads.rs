@@ -50,8 +50,8 @@ pub struct QueryArgs {
     /// Include retracted reports.
     #[arg(long)]
     include_retracted: bool,
-    /// Stop after this many results (default: all, page by page).
-    #[arg(long)]
+    /// Stop after this many results, at least 1 (default: all, page by page).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     limit: Option<u32>,
     #[command(flatten)]
     client: ClientArgs,
@@ -70,7 +70,9 @@ struct QueryOutput {
     /// checks it offline and takes the acceptance time from it, so that a report signed
     /// by a key revoked later is shown to have been accepted before the revocation.
     /// About 1 KiB more per line.
-    #[arg(long, requires = "json")]
+    // `conflicts_with` as well: clap skips `requires` when the present --csv conflicts
+    // with the required --json (clap-rs/clap#4520).
+    #[arg(long, requires = "json", conflicts_with = "csv")]
     log_proofs: bool,
     /// CSV, one row per report: the columns `import` reads, so exporting and importing
     /// gives back the same reports. Safe to open in a spreadsheet: a text cell that would

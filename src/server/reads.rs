@@ -560,7 +560,7 @@ fn query_result(
 fn no_log_proofs_here() -> Status {
     Status::invalid_argument(
         "log proofs come with Query results, not with Subscribe's: ask for them with \
-         `tidemark query --log-proofs` (QueryRequest.include_log_proofs)",
+         `tidemark query --json --log-proofs` (QueryRequest.include_log_proofs)",
     )
 }
 

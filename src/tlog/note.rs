@@ -29,7 +29,7 @@ pub enum NoteError {
     #[error("private key is malformed: {0}; expected PRIVATE+KEY+<name>+<8 hex id>+<base64>")]
     MalformedPrivateKey(&'static str),
     /// The key's signature type byte is not Ed25519.
-    #[error("unsupported key type {0:#04x}; only Ed25519 (0x01) is supported")]
+    #[error("{}", unsupported_algorithm(*.0))]
     UnsupportedAlgorithm(u8),
     /// The key id written in a key string does not match the key.
     #[error("key id {stated:08x} in the key string does not match the key id {computed:08x}")]
@@ -84,6 +84,18 @@ pub enum NoteError {
 }
 
 /// A key name as signed-note allows it: non-empty, no Unicode white space, no '+'.
+/// Why a key of signature type `algorithm` is not read as a note verifier key.
+fn unsupported_algorithm(algorithm: u8) -> String {
+    if algorithm == 0x04 {
+        // C2SP tlog-cosignature: a witness's key signs cosignatures, not notes.
+        "this is a witness's cosignature key (type 0x04), not a log's note key (type 0x01): \
+         give the log's key, as `tidemark log verifier-key` prints it"
+            .to_owned()
+    } else {
+        format!("unsupported key type {algorithm:#04x}; only Ed25519 (0x01) is supported")
+    }
+}
+
 pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '+') {
         return Err(NoteError::InvalidName(name.to_owned()));

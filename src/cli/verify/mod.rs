@@ -12,15 +12,15 @@ use tidemark::{
     country::CountryCode,
     envelope,
     pb::{self, exchange_client::ExchangeClient},
-    receipt,
     signing::PublicKey,
-    tlog::{
-        entry::{self, Entry},
-        note::NoteVerifier,
-    },
+    tlog::note::NoteVerifier,
 };
 
 use super::{client_args::ClientArgs, labels::printable};
+
+mod line;
+
+use line::{Acceptance, Unproven};
 
 /// Check downloaded reports' DSSE signatures offline against their owning states' public
 /// keys (`tidemark keys --out keys/`).
@@ -302,42 +302,23 @@ fn check_file(
     log_key: Option<&str>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let text = match super::input::read_text(file) {
-        Ok(text) => text,
-        Err(e) => {
-            tally.unreadable += 1;
-            let said = format!("{}: {e:#}", file.display());
-            outln!("UNREADABLE: {}", printable(&said))?;
-            return Ok(());
-        }
-    };
-    let trimmed = text.trim();
-    // A whole file of one (possibly pretty-printed) JSON value, or JSON lines.
-    let items: Vec<(Option<usize>, &str)> =
-        if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
-            vec![(None, trimmed)]
-        } else {
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| (Some(i + 1), l))
-                .collect()
-        };
-    if items.is_empty() {
+    let unreadable = |tally: &mut Tally, said: String| -> anyhow::Result<()> {
         tally.unreadable += 1;
-        outln!(
-            "UNREADABLE: {}: holds no envelope (the file is empty)",
-            printable(&file.display().to_string())
-        )?;
-    }
-    for (line, item) in items {
+        outln!("UNREADABLE: {}", printable(&said))?;
+        Ok(())
+    };
+    let whole = std::fs::metadata(file).map_or(true, |m| m.len() <= MAX_WHOLE_FILE);
+    let mut found = 0u64;
+    // An item is a line's text, or why it has none.
+    let mut check_item = |line: Option<usize>, item: Result<&str, String>| -> anyhow::Result<()> {
+        found += 1;
         let place = match line {
             Some(n) => format!("{} line {n}", file.display()),
             None => file.display().to_string(),
         };
         // The file's name and what its envelope says are anyone's text.
         let place = printable(&place);
-        match check(item, keys, log_key) {
+        match item.and_then(|item| check(item, keys, log_key)) {
             Ok((Outcome::Valid, said)) => {
                 tally.valid += 1;
                 outln!("valid: {}", printable(&said))?;
@@ -351,9 +332,66 @@ fn check_file(
                 outln!("INVALID: {place}: {}", printable(&said))?;
             }
         }
+        Ok(())
+    };
+    // A small file that is UTF-8 text throughout is read whole: it may be one
+    // pretty-printed envelope. Anything else can only be JSON lines (a query's output),
+    // read one at a time, so that a line that is not UTF-8 is that line's fault only.
+    let text = if whole {
+        match std::fs::read(file) {
+            Ok(bytes) => String::from_utf8(bytes).ok(),
+            Err(e) => {
+                return unreadable(tally, format!("{}: cannot read it: {e}", file.display()));
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(text) = text {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let trimmed = text.trim();
+        if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
+            check_item(None, Ok(trimmed))?;
+        } else {
+            for (i, line) in text.lines().enumerate() {
+                if !line.trim().is_empty() {
+                    check_item(Some(i + 1), Ok(line))?;
+                }
+            }
+        }
+    } else {
+        use std::io::BufRead as _;
+        let reader = match super::input::open(file) {
+            Ok(reader) => reader,
+            Err(e) => return unreadable(tally, format!("{}: {e:#}", file.display())),
+        };
+        for (i, line) in reader.split(b'\n').enumerate() {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    let said = format!("{} line {}: {e}", file.display(), i + 1);
+                    return unreadable(tally, said);
+                }
+            };
+            match std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(&line)) {
+                Ok(line) if line.trim().is_empty() => {}
+                Ok(line) => check_item(Some(i + 1), Ok(line))?,
+                Err(e) => check_item(Some(i + 1), Err(format!("the line is not UTF-8 text: {e}")))?,
+            }
+        }
+    }
+    if found == 0 {
+        return unreadable(
+            tally,
+            format!("{}: holds no envelope (the file is empty)", file.display()),
+        );
     }
     Ok(())
 }
+
+/// The largest file read whole, as one (possibly pretty-printed) envelope or JSON lines;
+/// a larger one is read as JSON lines, one at a time, whatever its size.
+const MAX_WHOLE_FILE: u64 = 16 * 1024 * 1024;
 
 /// The state and description of a signed payload: a report or a retraction.
 fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (Option<String>, String) {
@@ -390,7 +428,8 @@ fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (Option<String>, Stri
 }
 
 /// Why an envelope is not a report or retraction as the server accepts one: another
-/// payload type, or a decodable payload not in its one encoding.
+/// payload type, a payload that does not decode or is not in its one encoding, or one
+/// that names no report or state.
 fn not_a_report(envelope: &pb::Envelope) -> Option<String> {
     let payload = &envelope.payload;
     let refused = match envelope.payload_type.as_str() {
@@ -408,112 +447,49 @@ fn not_a_report(envelope: &pb::Envelope) -> Option<String> {
             ));
         }
     };
-    refused
-        .filter(|e| matches!(e, envelope::PayloadError::NotCanonical { .. }))
-        .map(|e| e.to_string())
-}
-
-/// When an envelope was accepted, and how that is known.
-#[derive(Clone, Copy)]
-enum Acceptance {
-    /// From its transparency-log entry, whose inclusion under a checkpoint signed with
-    /// the log's key was checked.
-    Proven {
-        at: i64,
-        index: u64,
-        size: u64,
-    },
-    /// From the line's meta: the server's word, not signed. `proof_given`: the line
-    /// carries a log proof that was not checked (no --log-key).
-    Said {
-        at: i64,
-        proof_given: bool,
-    },
-    Unknown,
-}
-
-/// When the envelope on `line` was accepted: proven by the line's log proof when it has
-/// one and the log key is given, else as its meta says. An error says why the proof
-/// does not hold (the line is invalid then).
-fn acceptance(
-    line: &serde_json::Value,
-    envelope: &pb::Envelope,
-    log_key: Option<&str>,
-) -> Result<Acceptance, String> {
-    let said = line.pointer("/meta/acceptedAtUnix").and_then(|v| {
-        v.as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v.as_i64())
-    });
-    let proof = match line.get("logProof") {
-        None => None,
-        Some(serde_json::Value::String(proof)) => Some(proof.as_str()),
-        Some(_) => {
-            return Err(
-                "its logProof is not a string (a C2SP tlog-proof, as `tidemark query \
-                        --json --log-proofs` writes it)"
-                    .to_owned(),
-            );
-        }
-    };
-    let (Some(proof), Some(key)) = (proof, log_key) else {
-        return Ok(said.map_or(Acceptance::Unknown, |at| Acceptance::Said {
-            at,
-            proof_given: proof.is_some(),
-        }));
-    };
-    let verified = receipt::verify_log_proof(proof, key)
-        .map_err(|e| format!("its log proof does not verify: {}", e.reason()))?;
-    let index = verified.index;
-    let entry = std::str::from_utf8(&verified.entry).unwrap_or_default();
-    // The entry commits to the exact payload bytes: it records this envelope only if the
-    // digests agree.
-    let digest = format!("sha256:{}", hex::encode(entry::sha256(&envelope.payload)));
-    if !entry.starts_with(&format!("{} envelope\n", entry::VERSION))
-        || Entry::field(entry, "payload") != Some(digest.as_str())
-    {
-        return Err(format!(
-            "its log proof is of log entry {index}, which records something else than this \
-             envelope's acceptance (the entry's payload digest is not {digest})"
-        ));
+    if let Some(refused) = refused {
+        return Some(refused.to_string());
     }
-    let at = Entry::field(entry, "accepted")
-        .and_then(|t| t.parse::<i64>().ok())
-        .ok_or_else(|| format!("log entry {index} has no acceptance time"))?;
-    if let Some(said) = said
-        && said != at
-    {
-        return Err(format!(
-            "the line's meta says it was accepted at {} but its log entry {index} says {}: \
-             the meta was altered",
-            format_time(said),
-            format_time(at)
-        ));
-    }
-    Ok(Acceptance::Proven {
-        at,
-        index,
-        size: verified.checkpoint.size,
+    let (id, state, _, kind) = line::payload_names(envelope);
+    (id.is_empty() || state.is_empty()).then(|| {
+        format!(
+            "the signed {kind} names no report id or no reporting state: not one the server accepts"
+        )
     })
 }
 
-/// Checks one envelope (or `query --json` line) against the keys, and the line's log
-/// proof against the log key if given.
-fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, String), String> {
+/// The line (or file) `item` as JSON, and the DSSE envelope it is or holds.
+fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String> {
     let value: serde_json::Value =
         serde_json::from_str(item).map_err(|e| format!("not JSON: {e}"))?;
     // Which of two "payload"s (or acceptance times) would be checked is the reader's
     // guess: a key given twice is refused.
     super::input::no_duplicate_keys(item)?;
-    let envelope_json = value
+    if value.is_array() {
+        return Err(
+            "a JSON array: verify reads one envelope per file, or JSON lines (one \
+                    envelope or `query --json` line per line)"
+                .to_owned(),
+        );
+    }
+    let mut envelope_json = value
         .get("envelope")
         .cloned()
         .unwrap_or_else(|| value.clone());
-    let envelope: pb::Envelope = serde_json::from_value(envelope_json).map_err(|_| {
+    // As the proto3 JSON mapping reads it: null is the default ("keyid": null is no key id).
+    super::input::integral_numbers(&mut envelope_json);
+    let envelope = serde_json::from_value(envelope_json).map_err(|_| {
         "not a DSSE envelope (a report as JSON is not signed: verify what `tidemark query \
          --json` prints, or a DSSE JSON file)"
             .to_owned()
     })?;
+    Ok((value, envelope))
+}
+
+/// Checks one envelope (or `query --json` line) against the keys, and the line's log
+/// proof against the log key if given.
+fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, String), String> {
+    let (value, envelope) = read_envelope(item)?;
     if envelope.signatures.is_empty() {
         return Ok((
             Outcome::Invalid,
@@ -523,7 +499,8 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
     if let Some(why) = not_a_report(&envelope) {
         return Ok((Outcome::Invalid, why));
     }
-    let accepted = match acceptance(&value, &envelope, log_key) {
+    // What the line says beside the envelope (meta, report, log proof) must agree with it.
+    let accepted = match line::check(&value, &envelope, log_key) {
         Ok(accepted) => accepted,
         Err(why) => return Ok((Outcome::Invalid, why)),
     };
@@ -607,54 +584,81 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
 }
 
 /// Whether a valid signature is trusted: its key was not revoked before the report was
-/// accepted.
+/// accepted, as the log proves or, unless a proof was asked for (--log-key), as the
+/// line's meta says.
 fn trust_at(what: String, revoked_at: Option<i64>, accepted: Acceptance) -> (Outcome, String) {
-    match (revoked_at, accepted) {
-        (None, Acceptance::Proven { at, index, size }) => (
+    let Some(revoked) = revoked_at else {
+        return match accepted {
+            Acceptance::Proven { at, index, size } => (
+                Outcome::Valid,
+                format!(
+                    "{what}, accepted at {} (log entry {index}, under the checkpoint of size \
+                     {size})",
+                    format_time(at)
+                ),
+            ),
+            Acceptance::Said { .. } => (Outcome::Valid, what),
+        };
+    };
+    let revoked_text = format_time(revoked);
+    match accepted {
+        Acceptance::Proven { at, index, size } if at < revoked => (
             Outcome::Valid,
             format!(
-                "{what}, accepted at {} (log entry {index}, under the checkpoint of size {size})",
+                "{what} (revoked as of {revoked_text}, after this report was accepted at {}, \
+                 as its log entry {index} under the checkpoint of size {size} proves)",
                 format_time(at)
             ),
         ),
-        (None, _) => (Outcome::Valid, what),
-        (Some(revoked), Acceptance::Proven { at, index, size }) if at < revoked => (
-            Outcome::Valid,
+        Acceptance::Proven { at, index, .. } => (
+            Outcome::Untrusted,
             format!(
-                "{what} (revoked as of {}, after this report was accepted at {}, as its log \
-                 entry {index} under the checkpoint of size {size} proves)",
-                format_time(revoked),
+                "{what}, revoked as of {revoked_text}, at or before this report was accepted \
+                 ({}, as its log entry {index} proves)",
                 format_time(at)
             ),
         ),
-        (Some(revoked), Acceptance::Said { at, proof_given }) if at < revoked => (
+        Acceptance::Said {
+            at: Some(at),
+            unproven: Unproven::NoProof { key_given: true },
+        } if at < revoked => (
+            Outcome::Untrusted,
+            format!(
+                "{what}, revoked as of {revoked_text}; the line's meta says it was accepted \
+                 before ({}), but the line carries no log proof to show it, which --log-key \
+                 asks for (`tidemark query --json --log-proofs` adds them)",
+                format_time(at)
+            ),
+        ),
+        Acceptance::Said {
+            at: Some(at),
+            unproven,
+        } if at < revoked => (
             Outcome::Valid,
             format!(
-                "{what} (revoked as of {}, after this report was accepted at {} — that time \
-                 is the server's, from the line's meta, which is not signed: {})",
-                format_time(revoked),
+                "{what} (revoked as of {revoked_text}, after this report was accepted at {} — \
+                 that time is the server's, from the line's meta, which is not signed: {})",
                 format_time(at),
-                if proof_given {
+                if unproven == Unproven::NoKey {
                     "give --log-key to check the line's log proof, which proves it"
                 } else {
                     "`tidemark query --json --log-proofs` and `verify --log-key` prove it"
                 }
             ),
         ),
-        (Some(revoked), Acceptance::Proven { at, .. } | Acceptance::Said { at, .. }) => (
+        Acceptance::Said { at: Some(at), .. } => (
             Outcome::Untrusted,
             format!(
-                "{what}, revoked as of {}, before this report was accepted ({})",
-                format_time(revoked),
+                "{what}, revoked as of {revoked_text}, at or before this report was accepted \
+                 ({}, as the line's meta says)",
                 format_time(at)
             ),
         ),
-        (Some(revoked), Acceptance::Unknown) => (
+        Acceptance::Said { at: None, .. } => (
             Outcome::Untrusted,
             format!(
-                "{what}, revoked as of {}; when this envelope was accepted is not known \
-                 (verify a line of `tidemark query --json`, which says)",
-                format_time(revoked)
+                "{what}, revoked as of {revoked_text}; when this envelope was accepted is not \
+                 known (verify a line of `tidemark query --json --log-proofs`, which proves it)"
             ),
         ),
     }
@@ -788,5 +792,126 @@ mod tests {
         };
         assert!(said.contains("given twice"), "{said}");
         assert!(check(&json, &keys, None).is_ok());
+    }
+
+    /// AUS's key, its file naming AUS, revoked as of `revoked_at` if given.
+    fn aus_key(key: &SigningKey, revoked_at: Option<i64>) -> [Key; 1] {
+        [Key {
+            public: key.public_key().clone(),
+            state: Some(CountryCode::parse("AUS").unwrap()),
+            revoked_at,
+        }]
+    }
+
+    /// A `query --json` line of `report`, signed by `key`, accepted at `at`.
+    fn query_line(report: &pb::Report, key: &SigningKey, at: i64) -> serde_json::Value {
+        let envelope: serde_json::Value =
+            serde_json::from_str(&dsse_json(report.encode_to_vec(), key)).unwrap();
+        serde_json::json!({
+            "meta": {
+                "sequence": 7,
+                "acceptedAtUnix": at,
+                "reportingState": report.reporting_state,
+                "reportId": report.report_id,
+                "version": report.version,
+                "kind": "report",
+            },
+            "envelope": envelope,
+            "report": crate::cli::json::value(report, "tidemark.v1.Report"),
+        })
+    }
+
+    /// Nothing on a line beside the envelope may say what the signed payload does not,
+    /// and a signature over a payload that does not decode proves no report.
+    #[test]
+    fn a_line_whose_meta_or_report_disagrees_with_its_payload_is_invalid() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = aus_key(&key, None);
+        let mut rng = tidemark::sample::Rng::new(9);
+        let (report, other) = (
+            tidemark::sample::report(&mut rng, "AUS"),
+            tidemark::sample::report(&mut rng, "AUS"),
+        );
+        let line = query_line(&report, &key, 1_700_000_000);
+        let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Valid), "{said}");
+        let changes: [(&str, serde_json::Value); 7] = [
+            (
+                "/report",
+                crate::cli::json::value(&other, "tidemark.v1.Report"),
+            ),
+            ("/meta/reportId", other.report_id.clone().into()),
+            ("/meta/reportingState", "IDN".into()),
+            ("/meta/version", 9.into()),
+            ("/meta/kind", "retraction".into()),
+            ("/meta/acceptedAtUnix", "abc".into()),
+            ("/meta/acceptedAtUnix", 1.5.into()),
+        ];
+        for (at, value) in changes {
+            let mut altered = line.clone();
+            *altered.pointer_mut(at).unwrap() = value;
+            let (outcome, said) = check(&altered.to_string(), &keys, None).unwrap();
+            assert!(matches!(outcome, Outcome::Invalid), "{at}: {said}");
+        }
+        let mut truncated = report.encode_to_vec();
+        truncated.pop();
+        let (outcome, said) = check(&dsse_json(truncated, &key), &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid), "{said}");
+        let (outcome, said) = check(&dsse_json(Vec::new(), &key), &keys, None).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Invalid) && said.contains("names no report id"),
+            "{said}"
+        );
+    }
+
+    /// A line that is not UTF-8 is that line's fault: the others are still checked.
+    #[test]
+    fn a_line_that_is_not_utf8_fails_alone() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = aus_key(&key, None);
+        let mut rng = tidemark::sample::Rng::new(11);
+        let mut text = Vec::new();
+        for bad in [false, true, false] {
+            if bad {
+                text.extend_from_slice(b"\xff\xfe not text");
+            } else {
+                let report = tidemark::sample::report(&mut rng, "AUS");
+                text.extend_from_slice(query_line(&report, &key, 1).to_string().as_bytes());
+            }
+            text.push(b'\n');
+        }
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("lines.jsonl");
+        std::fs::write(&file, text).unwrap();
+        let mut tally = Tally::default();
+        check_file(&file, &keys, None, &mut tally).unwrap();
+        assert_eq!(
+            (tally.valid, tally.invalid, tally.unreadable),
+            (2, 1, 0),
+            "two lines checked, one not text"
+        );
+    }
+
+    /// With --log-key, a line of a revoked key that carries no log proof is not trusted
+    /// on its meta's word; without it, it is (with a caveat). A null keyid is no key id.
+    #[test]
+    fn a_log_key_asks_for_proof_and_a_null_key_id_is_none() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(10), "AUS");
+        let keys = aus_key(&key, Some(1_800_000_000));
+        let mut line = query_line(&report, &key, 1_700_000_000);
+        let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Valid), "{said}");
+        let log_key = tidemark::tlog::note::NoteSigner::generate("example.org/log")
+            .unwrap()
+            .verifier_key();
+        let (outcome, said) = check(&line.to_string(), &keys, Some(&log_key)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Untrusted) && said.contains("no log proof"),
+            "{said}"
+        );
+        line["envelope"]["signatures"][0]["keyid"] = serde_json::Value::Null;
+        let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Valid), "{said}");
     }
 }

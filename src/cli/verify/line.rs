@@ -1,0 +1,202 @@
+//! What a `tidemark query --json` line states beside its signed envelope — `meta`,
+//! `report` and `logProof` — checked against that envelope, so that nothing on a line
+//! that verifies says what the signed payload or the log does not. The envelope's
+//! signature is checked by the caller.
+
+use prost::Message;
+use serde_json::Value;
+use tidemark::{
+    clock::format_time,
+    envelope, pb, receipt,
+    tlog::entry::{self, Entry},
+};
+
+/// When an envelope was accepted, and how that is known.
+#[derive(Clone, Copy)]
+pub(super) enum Acceptance {
+    /// From its transparency-log entry, whose inclusion under a checkpoint signed with
+    /// the log's key was checked.
+    Proven { at: i64, index: u64, size: u64 },
+    /// From the line's meta (the server's word, not signed), if it says.
+    Said { at: Option<i64>, unproven: Unproven },
+}
+
+/// Why an acceptance time is not proven.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unproven {
+    /// The line carries a log proof, but no log key was given to check it.
+    NoKey,
+    /// The line carries no log proof; `key_given`: one was asked for (--log-key).
+    NoProof { key_given: bool },
+}
+
+/// Checks the line's `meta` and `report` against `envelope`'s payload, and its log
+/// proof against `log_key` when both are there. Returns when the envelope was accepted;
+/// an error says what on the line disagrees (the line is invalid then).
+pub(super) fn check(
+    line: &Value,
+    envelope: &pb::Envelope,
+    log_key: Option<&str>,
+) -> Result<Acceptance, String> {
+    let said = meta(line, envelope)?;
+    report(line, envelope)?;
+    let proof = match line.get("logProof") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(proof)) => Some(proof),
+        Some(_) => {
+            return Err(
+                "its logProof is not a string (a C2SP tlog-proof, as `tidemark query \
+                        --json --log-proofs` writes it)"
+                    .to_owned(),
+            );
+        }
+    };
+    let (Some(proof), Some(key)) = (proof, log_key) else {
+        let unproven = match proof {
+            Some(_) => Unproven::NoKey,
+            None => Unproven::NoProof {
+                key_given: log_key.is_some(),
+            },
+        };
+        return Ok(Acceptance::Said {
+            at: said.at,
+            unproven,
+        });
+    };
+    // A proof is lines ending in LF (C2SP tlog-proof); one saved with CR LF is the same.
+    let verified = receipt::verify_log_proof(&proof.replace("\r\n", "\n"), key)
+        .map_err(|e| format!("its log proof does not verify: {}", e.reason()))?;
+    let index = verified.index;
+    let entry = std::str::from_utf8(&verified.entry).unwrap_or_default();
+    // The entry commits to the exact payload bytes: it records this envelope only if the
+    // digests agree.
+    let digest = format!("sha256:{}", hex::encode(entry::sha256(&envelope.payload)));
+    if !entry.starts_with(&format!("{} envelope\n", entry::VERSION))
+        || Entry::field(entry, "payload") != Some(digest.as_str())
+    {
+        return Err(format!(
+            "its log proof is of log entry {index}, which records something else than this \
+             envelope's acceptance (the entry's payload digest is not {digest})"
+        ));
+    }
+    let number = |key| Entry::field(entry, key).and_then(|v| v.parse::<i64>().ok());
+    let at =
+        number("accepted").ok_or_else(|| format!("log entry {index} has no acceptance time"))?;
+    for (what, on_line, in_entry) in [
+        ("accepted at", said.at, at),
+        ("sequence", said.sequence, number("sequence").unwrap_or(-1)),
+    ] {
+        if let Some(on_line) = on_line
+            && on_line != in_entry
+        {
+            let show = |t: i64| {
+                if what == "accepted at" {
+                    format_time(t)
+                } else {
+                    t.to_string()
+                }
+            };
+            return Err(format!(
+                "the line's meta says {what} {} but its log entry {index} says {}: the meta \
+                 was altered, or the proof is another log's (check the --log-key)",
+                show(on_line),
+                show(in_entry)
+            ));
+        }
+    }
+    Ok(Acceptance::Proven {
+        at,
+        index,
+        size: verified.checkpoint.size,
+    })
+}
+
+/// What the line's meta says that the log can prove.
+struct Meta {
+    at: Option<i64>,
+    sequence: Option<i64>,
+}
+
+/// Reads the line's `meta` (absent in a bare DSSE envelope): an object whose report id,
+/// state, version and kind are the payload's, and whose times and numbers are integers.
+fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
+    let meta = match line.get("meta") {
+        None => {
+            return Ok(Meta {
+                at: None,
+                sequence: None,
+            });
+        }
+        Some(Value::Object(meta)) => meta,
+        Some(_) => return Err("its meta is not an object".to_owned()),
+    };
+    let integer = |key: &str| -> Result<Option<i64>, String> {
+        match meta.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .filter(|n| v.is_number() || v.as_str() == Some(n.to_string().as_str()))
+                .map(Some)
+                .ok_or_else(|| format!("its meta.{key} is not an integer: {v}")),
+        }
+    };
+    let at = integer("acceptedAtUnix")?;
+    let sequence = integer("sequence")?;
+    let version = integer("version")?;
+    let (id, state, payload_version, kind) = payload_names(envelope);
+    let text = |key: &str| meta.get(key).and_then(Value::as_str);
+    let differs = [
+        ("reportId", text("reportId").is_some_and(|v| v != id)),
+        (
+            "reportingState",
+            text("reportingState").is_some_and(|v| v != state),
+        ),
+        (
+            "version",
+            version.is_some_and(|v| v != i64::from(payload_version)),
+        ),
+        ("kind", text("kind").is_some_and(|v| v != kind)),
+    ];
+    if let Some((key, _)) = differs.iter().find(|(_, differs)| *differs) {
+        return Err(format!(
+            "its meta.{key} is not what the signed payload says ({kind} {id} version \
+             {payload_version} of {state}): the line was altered"
+        ));
+    }
+    Ok(Meta { at, sequence })
+}
+
+/// The report id, state, version and kind the signed payload names.
+pub(super) fn payload_names(envelope: &pb::Envelope) -> (String, String, u32, &'static str) {
+    let payload = envelope.payload.as_slice();
+    if envelope.payload_type == envelope::RETRACTION_PAYLOAD_TYPE {
+        let r = pb::Retraction::decode(payload).unwrap_or_default();
+        (r.report_id, r.reporting_state, r.version, "retraction")
+    } else {
+        let r = pb::Report::decode(payload).unwrap_or_default();
+        (r.report_id, r.reporting_state, r.version, "report")
+    }
+}
+
+/// The line's `report` (what `query --json` decodes for reading) must be the signed
+/// payload's report, field for field; a retraction's line has none.
+fn report(line: &Value, envelope: &pb::Envelope) -> Result<(), String> {
+    let shown = match line.get("report") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(shown) => shown,
+    };
+    let signed = (envelope.payload_type == envelope::REPORT_PAYLOAD_TYPE)
+        .then(|| pb::Report::decode(envelope.payload.as_slice()).ok())
+        .flatten()
+        .map(|r| super::super::json::value(&r, "tidemark.v1.Report"));
+    if signed.as_ref() == Some(shown) {
+        Ok(())
+    } else {
+        Err(
+            "its report is not the signed payload's (the line's \"report\" was altered, or \
+             belongs to another envelope): read the report from the envelope's payload"
+                .to_owned(),
+        )
+    }
+}

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
@@ -14,7 +15,8 @@ use crate::{
     pb,
     report::{Category, parse_date},
     store::{
-        AuditRecord, EnvelopeKind, EnvelopeRecord, OwnerReads, ReportHead, Snapshot, StoreError,
+        AuditRecord, EnvelopeKind, EnvelopeRecord, OwnerReads, ReportHead, Snapshot, Store,
+        StoreError,
     },
 };
 
@@ -138,35 +140,63 @@ pub struct QueryFilter {
     after: Option<Cursor>,
 }
 
-/// A position in a query's result order: (state or "", incident day, report).
+/// A position in a query's result order. A query's pages list, first, the reports that
+/// have not changed since its first page was read — by (state or "", incident day,
+/// report) — and then the reports changed or added since, in the order of their latest
+/// change. An amendment moves a report in the first order (its day may change), so a
+/// report changed while the pages are read is left out there and comes in the second
+/// part: it is never missed, and appears twice only when an earlier page had already
+/// sent its earlier version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Cursor {
-    state: String,
-    day: i32,
-    id: u128,
+enum Cursor {
+    /// In the first part, after this report; `high`: the store's last sequence number
+    /// when the first page was read.
+    Index {
+        state: String,
+        day: i32,
+        id: u128,
+        high: u64,
+    },
+    /// In the second part, after the change with this sequence number.
+    Changed { high: u64, sequence: u64 },
 }
+
+/// The first word of a cursor in the second part of a query's pages.
+const CHANGED: &str = "changed";
 
 impl Cursor {
     fn encode(&self) -> String {
-        format!(
-            "{}/{}/{}",
-            self.state,
-            self.day,
-            Uuid::from_u128(self.id).simple()
-        )
+        match self {
+            Self::Index {
+                state,
+                day,
+                id,
+                high,
+            } => format!("{state}/{day}/{}/{high}", Uuid::from_u128(*id).simple()),
+            Self::Changed { high, sequence } => format!("{CHANGED}/{high}/{sequence}"),
+        }
     }
 
     /// Reads a cursor exactly as [`Self::encode`] writes it, and nothing else.
     fn decode(text: &str) -> Option<Self> {
-        let mut parts = text.split('/');
-        let (state, day, id) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || (!state.is_empty() && CountryCode::parse(state).is_err()) {
-            return None;
-        }
-        let cursor = Self {
-            state: state.to_owned(),
-            day: day.parse().ok()?,
-            id: Uuid::try_parse(id).ok()?.as_u128(),
+        let parts: Vec<&str> = text.split('/').collect();
+        let cursor = match parts[..] {
+            [CHANGED, high, sequence] => Self::Changed {
+                high: high.parse().ok()?,
+                sequence: sequence.parse().ok()?,
+            },
+            [state, day, id, high] => {
+                if !state.is_empty() && CountryCode::parse(state).is_err() {
+                    return None;
+                }
+                Self::Index {
+                    state: state.to_owned(),
+                    day: day.parse().ok()?,
+                    id: Uuid::try_parse(id).ok()?.as_u128(),
+                    high: high.parse().ok()?,
+                }
+            }
+            _ => return None,
         };
         (cursor.encode() == text).then_some(cursor)
     }
@@ -480,56 +510,92 @@ impl Allowance {
     }
 }
 
-/// Runs a query for `reader`, handing each hit to `emit` until it returns false.
+/// Runs a query for `reader`, handing each hit to `emit` until it returns false: the
+/// page that follows `filter.after` (see [`Cursor`] for the order of pages). A hit that
+/// `recheck` no longer allows is left out, and not counted towards the page's limit.
 pub(crate) fn query(
     snapshot: &Snapshot,
     filter: &QueryFilter,
-    reader: CountryCode,
+    (reader, recheck): (CountryCode, &mut Recheck),
     mut emit: impl FnMut(Hit) -> bool,
 ) -> Result<(), StoreError> {
-    let mut sent = 0;
+    let (high, changed_after) = match &filter.after {
+        None => (snapshot.last_sequence()?, None),
+        Some(Cursor::Index { high, .. }) => (*high, None),
+        Some(Cursor::Changed { high, sequence }) => (*high, Some(*sequence)),
+    };
+    let mut count = 0;
+    let mut hand_on = |hit: Hit| -> Result<bool, StoreError> {
+        if !recheck.allows(&hit, reader)? {
+            return Ok(true);
+        }
+        count += 1;
+        Ok(emit(hit) && count < filter.limit)
+    };
+    if changed_after.is_none() && !unchanged_since(snapshot, filter, reader, high, &mut hand_on)? {
+        return Ok(());
+    }
+    changed_since(
+        snapshot,
+        filter,
+        reader,
+        (high, changed_after.unwrap_or(high)),
+        &mut hand_on,
+    )
+}
+
+/// The first part of a query's pages: the matching reports whose latest change is at or
+/// before sequence `high`, in index order after the cursor. `false` when `send` asked to
+/// stop, `true` when the part is done.
+fn unchanged_since(
+    snapshot: &Snapshot,
+    filter: &QueryFilter,
+    reader: CountryCode,
+    high: u64,
+    send: &mut impl FnMut(Hit) -> Result<bool, StoreError>,
+) -> Result<bool, StoreError> {
     let category = filter.category.to_pb() as i32;
-    let after = filter.after.as_ref();
-    let mut consider =
-        |snapshot: &Snapshot, state: &str, day: i32, id: u128| -> Result<bool, StoreError> {
-            let Some(head) = snapshot.head(id)? else {
-                return Ok(true);
-            };
-            if !visible_to(&head, reader) || !filter.matches(&head) {
-                return Ok(true);
-            }
-            let sequence = head.latest_sequence();
-            let Some(record) = snapshot.envelope(sequence)? else {
-                return Ok(true);
-            };
-            sent += 1;
-            let cursor = Cursor {
-                state: state.to_owned(),
-                day,
-                id,
-            }
-            .encode();
-            let more = emit(Hit {
-                record,
-                head,
-                sequence,
-                cursor: Some(cursor),
-            });
-            Ok(more && sent < filter.limit)
+    let after = match &filter.after {
+        Some(Cursor::Index { state, day, id, .. }) => Some((state.as_str(), *day, *id)),
+        _ => None,
+    };
+    let mut consider = |state: &str, day: i32, id: u128| -> Result<bool, StoreError> {
+        let Some(head) = snapshot.head(id)? else {
+            return Ok(true);
         };
+        let sequence = head.latest_sequence();
+        if sequence > high || !visible_to(&head, reader) || !filter.matches(&head) {
+            return Ok(true);
+        }
+        let Some(record) = snapshot.envelope(sequence)? else {
+            return Ok(true);
+        };
+        let cursor = Cursor::Index {
+            state: state.to_owned(),
+            day,
+            id,
+            high,
+        };
+        send(Hit {
+            record,
+            head,
+            sequence,
+            cursor: Some(cursor.encode()),
+        })
+    };
     if filter.states.is_empty() {
-        let start = after.map(|c| (c.day, c.id));
+        let start = after.map(|(_, day, id)| (day, id));
         for key in snapshot.by_date(category, filter.from_day, filter.to_day, start)? {
             let (_, day, id) = key?;
-            if !consider(snapshot, "", day, id)? {
-                break;
+            if !consider("", day, id)? {
+                return Ok(false);
             }
         }
     } else {
-        'states: for state in &filter.states {
+        for state in &filter.states {
             let start = match after {
-                Some(c) if c.state.as_str() > state.as_str() => continue,
-                Some(c) if c.state == state.as_str() => Some((c.day, c.id)),
+                Some((after, ..)) if after > state.as_str() => continue,
+                Some((after, day, id)) if after == state.as_str() => Some((day, id)),
                 _ => None,
             };
             for key in snapshot.by_state(
@@ -540,13 +606,112 @@ pub(crate) fn query(
                 start,
             )? {
                 let (_, day, id) = key?;
-                if !consider(snapshot, state.as_str(), day, id)? {
-                    break 'states;
+                if !consider(state.as_str(), day, id)? {
+                    return Ok(false);
                 }
             }
         }
     }
+    Ok(true)
+}
+
+/// The second part of a query's pages: the matching reports whose latest change came
+/// after sequence `high` (amended, retracted or added while the pages were read), each
+/// at its latest change, in sequence order after `after`.
+fn changed_since(
+    snapshot: &Snapshot,
+    filter: &QueryFilter,
+    reader: CountryCode,
+    (high, after): (u64, u64),
+    send: &mut impl FnMut(Hit) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let category = filter.category.to_pb() as i32;
+    for entry in snapshot.envelopes_after(after)? {
+        let (sequence, record) = entry?;
+        if record.category != category {
+            continue;
+        }
+        let id = Uuid::from_slice(&record.report_id)
+            .map_err(|_| StoreError::Corrupt(format!("envelope {sequence}: report id")))?;
+        let Some(head) = snapshot.head(id.as_u128())? else {
+            continue;
+        };
+        let wanted_state =
+            filter.states.is_empty() || filter.states.iter().any(|s| s.as_str() == head.state);
+        if head.latest_sequence() != sequence
+            || !wanted_state
+            || !visible_to(&head, reader)
+            || !filter.matches(&head)
+        {
+            continue;
+        }
+        let cursor = Cursor::Changed { high, sequence };
+        let hit = Hit {
+            record,
+            head,
+            sequence,
+            cursor: Some(cursor.encode()),
+        };
+        if !send(hit)? {
+            break;
+        }
+    }
     Ok(())
+}
+
+/// The store as it stands now, for a read of an older snapshot: a long read's items are
+/// sent only while their report's scope, as it now stands, still allows them. An owner
+/// who narrows a report's scope (or a reader's view of it) while another state's read is
+/// running stops the rest of that read from sending it.
+pub(crate) struct Recheck {
+    store: Store,
+    /// The latest committed sequence number.
+    changes: watch::Receiver<u64>,
+    /// The last sequence number the read's snapshot holds.
+    read_at: u64,
+    /// The snapshot items are checked against, and the sequence number it was taken at
+    /// (boxed: a snapshot holds every table, and a read's future holds this).
+    current: Option<(u64, Box<Snapshot>)>,
+}
+
+impl Recheck {
+    /// Rechecks a read of `snapshot` against `store` (whose commits `changes` announces).
+    pub(crate) fn new(
+        store: Store,
+        changes: watch::Receiver<u64>,
+        snapshot: &Snapshot,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            store,
+            changes,
+            read_at: snapshot.last_sequence()?,
+            current: None,
+        })
+    }
+
+    /// Whether `hit` may still be sent to `reader`: one of its own reports always; another
+    /// state's if nothing was committed since the read's snapshot, or if the report's
+    /// scope as it now stands, and its version's own, allow it.
+    pub(crate) fn allows(&mut self, hit: &Hit, reader: CountryCode) -> Result<bool, StoreError> {
+        if hit.head.state == reader.as_str() {
+            return Ok(true);
+        }
+        let now = *self.changes.borrow();
+        if now <= self.read_at {
+            return Ok(true);
+        }
+        if self.current.as_ref().is_none_or(|(at, _)| *at != now) {
+            self.current = Some((now, Box::new(self.store.snapshot()?)));
+        }
+        let Some((_, current)) = &self.current else {
+            return Ok(false);
+        };
+        let id = Uuid::from_slice(&hit.record.report_id)
+            .map_err(|_| StoreError::Corrupt(format!("envelope {}: report id", hit.sequence)))?;
+        Ok(current
+            .head(id.as_u128())?
+            .is_some_and(|head| envelope_visible_to(&head, &hit.record, reader)))
+    }
 }
 
 /// Every envelope of `category` visible to `reader` after sequence `after`, in order.

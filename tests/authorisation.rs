@@ -174,6 +174,67 @@ async fn small_window_reader(world: &World, state: &str) -> Exchange {
     )
 }
 
+/// An owner who narrows a report's scope while another state's query or sync is
+/// running stops that read from sending the report: the scope is rechecked as each item
+/// goes, not only as it stood when the read began.
+#[tokio::test]
+async fn a_scope_narrowed_during_a_read_stops_the_read_from_sending_the_report() {
+    for sync in [false, true] {
+        let world = world_with_reports(600).await;
+        let all = pb::SharingScope::AllContributors;
+        let mut last = report("AUS", 100_000, false, all, &[]);
+        // Last by date (the query's order) and by sequence (sync's): far behind what the
+        // connection holds when the scope is narrowed.
+        last.incident_date = "2026-01-01".into();
+        world.submit(&last).await;
+        let mut idn = small_window_reader(&world, "IDN").await;
+        let ids = if sync {
+            let request = pb::SyncRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                after_sequence: 0,
+            };
+            let stream = idn.sync(request).await.unwrap().into_inner();
+            read_while_narrowing(stream, |i| i.meta, &world, &last).await
+        } else {
+            let stream = idn.query(smuggling()).await.unwrap().into_inner();
+            read_while_narrowing(stream, |i| i.meta, &world, &last).await
+        };
+        assert!(ids.len() > 500, "sync {sync}: {} items", ids.len());
+        assert!(
+            !ids.contains(&last.report_id),
+            "sync {sync}: the narrowed report was sent"
+        );
+    }
+}
+
+/// Reads one item of `stream`, has AUS narrow `last` to aggregate-only, then reads the
+/// rest: the report ids read.
+async fn read_while_narrowing<T>(
+    mut stream: tonic::Streaming<T>,
+    meta: impl Fn(T) -> Option<pb::EnvelopeMeta>,
+    world: &World,
+    last: &pb::Report,
+) -> Vec<String> {
+    let id = |item: T| meta(item).unwrap().report_id;
+    let mut ids = vec![id(stream.message().await.unwrap().unwrap())];
+    assert_ne!(ids[0], last.report_id);
+    let mut narrowed = last.clone();
+    narrowed.version = 2;
+    narrowed.sharing = Some(pb::Sharing {
+        scope: pb::SharingScope::AggregateOnly as i32,
+        ..Default::default()
+    });
+    world.submit(&narrowed).await;
+    while let Some(item) = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("the read neither ends nor sends anything")
+        .unwrap()
+    {
+        ids.push(id(item));
+    }
+    ids
+}
+
 #[tokio::test]
 async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     // Far more than the reader's 16 KiB receive window holds, so the server is still
@@ -1089,6 +1150,83 @@ async fn page_through(
             return seen;
         }
         assert!(seen.len() < 1_000, "paging does not end: {seen:?}");
+    }
+}
+
+/// A report amended while a query's pages are read — moved to another day, before or
+/// after the cursor — and one added meanwhile are not missed: each comes once at its
+/// latest version, after the unchanged ones; a report already sent at its first version
+/// comes again at its second. By date and by state.
+#[tokio::test]
+async fn reports_changed_while_pages_are_read_are_not_missed() {
+    for by_state in [false, true] {
+        let world = World::new(Clock::system()).await;
+        let dated = |seed: u64, day: u32| {
+            let mut r = report("AUS", seed, false, pb::SharingScope::AllContributors, &[]);
+            r.incident_date = format!("2024-03-{day:02}");
+            r
+        };
+        let reports: Vec<pb::Report> = (1..=6u32).map(|n| dated(u64::from(n), 10 + n)).collect();
+        for r in &reports {
+            world.submit(r).await;
+        }
+        let request = pb::QueryRequest {
+            reporting_states: if by_state { vec!["AUS".into()] } else { vec![] },
+            limit: 2,
+            ..smuggling()
+        };
+        let aus = world.exchange("AUS").await;
+        let page = |after: String| {
+            let mut aus = aus.clone();
+            let request = pb::QueryRequest {
+                after,
+                ..request.clone()
+            };
+            async move {
+                let mut stream = aus.query(request).await.unwrap().into_inner();
+                let mut got = Vec::new();
+                while let Some(item) = stream.message().await.unwrap() {
+                    let meta = item.meta.unwrap();
+                    got.push((meta.report_id, meta.version, item.cursor));
+                }
+                got
+            }
+        };
+        let first = page(String::new()).await;
+        assert_eq!(first.len(), 2);
+        // The first report (sent) moves to the end of March; the fifth (not yet sent)
+        // moves to the start, behind the cursor; a seventh report is added.
+        for (index, day) in [(0, 31), (4, 1)] {
+            let mut amended = reports[index].clone();
+            amended.version = 2;
+            amended.incident_date = format!("2024-03-{day:02}");
+            world.submit(&amended).await;
+        }
+        let added = dated(7, 20);
+        world.submit(&added).await;
+        let mut seen = first.clone();
+        let mut after = first.last().unwrap().2.clone();
+        loop {
+            let got = page(after.clone()).await;
+            if let Some(last) = got.last() {
+                after = last.2.clone();
+            }
+            let done = got.len() < 2;
+            seen.extend(got);
+            if done {
+                break;
+            }
+            assert!(seen.len() < 20, "paging does not end: {seen:?}");
+        }
+        let times = |id: &str| seen.iter().filter(|(i, ..)| i == id).count();
+        let versions =
+            |id: &str| -> Vec<u32> { seen.iter().filter(|(i, ..)| i == id).map(|s| s.1).collect() };
+        assert_eq!(versions(&reports[0].report_id), [1, 2], "{seen:?}");
+        assert_eq!(versions(&reports[4].report_id), [2], "{seen:?}");
+        assert_eq!(times(&added.report_id), 1, "{seen:?}");
+        for r in [1, 2, 3, 5] {
+            assert_eq!(times(&reports[r].report_id), 1, "{seen:?}");
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
-    access::{self, Allowance, Hit, QueryFilter, ReadKind},
+    access::{self, Allowance, Hit, QueryFilter, ReadKind, Recheck},
     country::CountryCode,
     identity::{PeerIdentity, Role},
     pb, receipt,
@@ -183,17 +183,21 @@ impl Context {
             category: filter.category,
         };
         let with_proofs = req.include_log_proofs;
+        let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
         self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
             let mut failed = None;
-            access::query(&snap, &filter, state, |hit| {
-                match query_result(&snap, &hit, with_proofs) {
+            access::query(
+                &snap,
+                &filter,
+                (state, &mut recheck),
+                |hit| match query_result(&snap, &hit, with_proofs) {
                     Ok(item) => emit(&hit.head.state, item),
                     Err(e) => {
                         failed = Some(e);
                         false
                     }
-                }
-            })?;
+                },
+            )?;
             failed.map_or(Ok(()), Err)
         })
         .await
@@ -220,14 +224,27 @@ impl Context {
             action: "sync",
             category,
         };
+        let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
         self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
+            let mut failed = None;
             access::sync(&snap, category, req.after_sequence, state, |hit| {
-                let item = pb::SyncItem {
-                    envelope: decode_envelope(&hit),
-                    meta: Some(access::meta(&hit)),
-                };
-                emit(&hit.head.state, item)
-            })
+                match recheck.allows(&hit, state) {
+                    // No longer shared with this reader: left out, as a new sync would.
+                    Ok(false) => true,
+                    Ok(true) => {
+                        let item = pb::SyncItem {
+                            envelope: decode_envelope(&hit),
+                            meta: Some(access::meta(&hit)),
+                        };
+                        emit(&hit.head.state, item)
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+            failed.map_or(Ok(()), Err)
         })
         .await
     }

@@ -216,7 +216,8 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     let out = run(verify_proof(&altered, &log_key)).await;
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the checkpoint is not signed by tidemark.test/log+"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the checkpoint is not signed by tidemark.test/log+"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

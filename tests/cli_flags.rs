@@ -96,6 +96,38 @@ fn zero_limits_and_counts_and_json_with_a_check_are_refused_not_ignored() {
     assert!(said.contains("invalid value '0' for '--count"), "{said}");
 }
 
+/// A standard error that cannot be written (a full disk) loses the message, not the
+/// exit status: no panic (101).
+#[test]
+fn errors_end_with_their_status_when_stderr_cannot_be_written() {
+    let commands: [&[&str]; 4] = [
+        &[
+            "query",
+            "--category",
+            "smuggling",
+            "--as",
+            "/nonexistent/aus-node",
+        ],
+        &["submit", "/nonexistent", "--as", "/nonexistent/aus-node"],
+        &["verify", "/nonexistent", "--public-key", "/nonexistent"],
+        &["query", "--no-such-flag"],
+    ];
+    for args in commands {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let status = Command::new(BIN)
+            .args(args)
+            .stderr(full)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        let expected = if args[1] == "--no-such-flag" { 2 } else { 1 };
+        assert_eq!(status.code(), Some(expected), "{args:?}");
+    }
+}
+
 #[test]
 fn a_role_that_serves_no_state_refuses_one_and_writes_nothing() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -191,7 +191,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .into_inner();
             print_key(&info)?;
             if info.already_revoked {
-                eprintln!(
+                errln!(
                     "the key was already revoked as of {} ({}), which stands: only an earlier \
                      --compromised-at moves a revocation",
                     format_time(info.revoked_at_unix),
@@ -338,14 +338,14 @@ async fn revoke(
         format_time(r.revoked_at_unix)
     )?;
     if r.already_revoked {
-        eprintln!(
+        errln!(
             "the certificate was already revoked as of {} ({}), which stands",
             format_time(r.revoked_at_unix),
             r.reason
         );
     }
     if !r.issued_here {
-        eprintln!(
+        errln!(
             "no certificate with serial {} was issued through this server (`admin certs` \
              lists those that were): it is on the CRL all the same, which is right for one \
              made offline, but check the serial",
@@ -371,7 +371,7 @@ async fn issue(
     match out {
         Some(path) => {
             std::fs::write(&path, &issued.certificate_pem)?;
-            eprintln!(
+            errln!(
                 "issued {} (serial {}, until {}) -> {}",
                 issued.spiffe_id,
                 issued.serial,

@@ -157,7 +157,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
     let charted = args.chart.as_ref().map(|path| {
         chart::write(path, &request, &response)
             .with_context(|| format!("no chart written to {}", path.display()))
-            .map(|()| eprintln!("chart written to {}", path.display()))
+            .map(|()| errln!("chart written to {}", path.display()))
     });
     let mut out = super::stdout();
     let format = match (args.json, args.csv) {
@@ -170,7 +170,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
         Format::Csv => {
             print_csv(&mut out, &response)?;
             if let Some(protection) = protection(&response) {
-                eprintln!("{protection}");
+                errln!("{protection}");
             }
         }
         Format::Json => {
@@ -182,7 +182,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
         }
     }
     if response.cells.is_empty() {
-        eprintln!(
+        errln!(
             "no reports match these filters, so there is nothing to count: check the dates, \
              states and values asked for (`tidemark aggregate --help` lists them)"
         );

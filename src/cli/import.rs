@@ -248,11 +248,12 @@ async fn count_taken(
         && let (Some(first), Some(last)) = (chunk.first(), chunk.last())
     {
         tally.unlisted += rejected;
-        eprintln!(
+        errln!(
             "{rejected} of lines {} to {} refused; the server ended that import before saying \
              which: import the file again to see them (what was accepted is then recognised \
              as already there)",
-            first.0, last.0
+            first.0,
+            last.0
         );
     }
     rest
@@ -306,7 +307,7 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
     // lines refused for the same reason (a revoked key, say) is said once.
     for run in tally.errors.chunk_by(|a, b| a.message == b.message) {
         if let Some(first) = run.first() {
-            eprintln!("{}: {}", lines_named(run), printable_lines(&first.message));
+            errln!("{}: {}", lines_named(run), printable_lines(&first.message));
         }
     }
     if args.json {

@@ -148,7 +148,7 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
             if proof.hashes.is_empty() {
                 // RFC 9162 §2.1.4.1: nothing to prove, said on stderr (stdout stays the
                 // hashes, here none).
-                eprintln!(
+                errln!(
                     "the proof from size {} to {} is empty: {}",
                     proof.old_size,
                     proof.new_size,
@@ -326,7 +326,7 @@ async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
-    eprintln!(
+    errln!(
         "leaf {} (hash {}) in the tree of {} leaves",
         proof.index,
         hex::encode(merkle::leaf_hash(&proof.entry)),
@@ -366,19 +366,19 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     let shown = response.entries.len() as u64;
     let next = response.start.saturating_add(shown);
     if shown == 0 {
-        eprintln!(
+        errln!(
             "no entries from leaf {}: the log is smaller (`tidemark log checkpoint` gives its \
              size)",
             response.start
         );
     } else if next < end {
         if shown == MAX_ENTRIES_PER_CALL {
-            eprintln!(
+            errln!(
                 "{shown} entries shown, the most the server returns per call: continue with \
                  --start {next}"
             );
         } else {
-            eprintln!(
+            errln!(
                 "{shown} entries shown: the log holds {next} entries (leaves 0 to {})",
                 next.saturating_sub(1)
             );

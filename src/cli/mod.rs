@@ -14,6 +14,15 @@ macro_rules! out {
 }
 
 /// `println!` for commands, as [`out!`].
+/// `eprintln!` that cannot panic: a standard error that cannot be written (a full disk,
+/// `2>/dev/full`) loses the message, and the command ends with its own status.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -153,8 +162,12 @@ pub fn main() -> ExitCode {
             use std::io::Write as _;
             let printed = e.print().and_then(|()| std::io::stdout().flush());
             return match printed {
-                Err(failed) if failed.kind() != std::io::ErrorKind::BrokenPipe => {
-                    eprintln!("error: cannot write to standard output: {failed}");
+                // Help and version go to stdout; a usage error that cannot be written to
+                // stderr still ends with its status.
+                Err(failed)
+                    if failed.kind() != std::io::ErrorKind::BrokenPipe && !e.use_stderr() =>
+                {
+                    errln!("error: cannot write to standard output: {failed}");
                     ExitCode::FAILURE
                 }
                 _ => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
@@ -176,7 +189,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -217,7 +230,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors quote what was read (file names, fields, values): shown safely.
-            eprintln!("error: {}", labels::printable_lines(&said_once(&e)));
+            errln!("error: {}", labels::printable_lines(&said_once(&e)));
             match e.downcast_ref::<witness::Alarm>() {
                 Some(alarm) => ExitCode::from(alarm.code),
                 None => ExitCode::FAILURE,

@@ -133,7 +133,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
-    eprintln!("watching; Ctrl-C to stop");
+    errln!("watching; Ctrl-C to stop");
     if !args.json {
         let mut out = super::stdout();
         write_header(&mut out)?;
@@ -312,10 +312,10 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     if table {
-        eprintln!("{}", super::labels::count(total, "report", "reports"));
+        errln!("{}", super::labels::count(total, "report", "reports"));
     }
     if retractions > 0 {
-        eprintln!(
+        errln!(
             "{} not written: a CSV row is a report's content, which a retraction does not \
              have (--json carries them)",
             super::labels::count(retractions, "retraction", "retractions")

@@ -121,7 +121,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow!("the checkpoint held in {}: {e}", held_path.display()))?;
         check_extension(&mut log, &held, &new).await?;
     } else {
-        eprintln!(
+        errln!(
             "no checkpoint held yet in {}: the server's newest ({} leaves) is the starting \
              point this witness checks every later one against",
             args.state_dir.display(),
@@ -197,7 +197,7 @@ async fn log_key(
             .map_err(|s| anyhow!(client::explain(&s)))?
             .into_inner()
             .verifier_key;
-        eprintln!(
+        errln!(
             "first run: trusting the log key the server names, {key}; compare it with the \
              one the operator published"
         );

@@ -688,7 +688,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
         .into_inner()
         .keys;
     if keys.is_empty() {
-        eprintln!(
+        errln!(
             "no signing key is registered{}; an operator registers them with \
              `tidemark admin register-key`",
             args.state.map(|s| format!(" to {s}")).unwrap_or_default()

@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 
-use tidemark::files::BOM;
+use tidemark::{files::BOM, pb};
 
 /// The whole file as text, without a leading byte-order mark.
 pub fn read_text(path: &Path) -> anyhow::Result<String> {
@@ -63,14 +63,29 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     Ok(reader)
 }
 
+/// A message [`from_json`] reads, by its full protobuf name: the types of its fields say
+/// how the proto3 JSON mapping reads them.
+pub trait Named {
+    const NAME: &'static str;
+}
+
+impl Named for pb::Report {
+    const NAME: &'static str = "tidemark.v1.Report";
+}
+
+impl Named for pb::Envelope {
+    const NAME: &'static str = "tidemark.v1.Envelope";
+}
+
 /// Reads one JSON value of type `T` (a report, an envelope) as the proto3 JSON mapping
 /// does; the error names the field at fault.
-pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
     let text = text.strip_prefix(BOM).unwrap_or(text);
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     // Valid JSON (checked above), so any error here is a key given twice.
     no_duplicate_keys(text)?;
+    super::json::quoted_integers(&mut value, T::NAME);
     integral_numbers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -206,7 +221,16 @@ mod tests {
 
     #[test]
     fn integral_values_in_any_json_spelling_are_read() {
-        for total in ["12", "12.0", "1.2e1", "\"12\"", "120e-1"] {
+        for total in [
+            "12",
+            "12.0",
+            "1.2e1",
+            "\"12\"",
+            "120e-1",
+            "\"1.2e1\"",
+            "\"12.0\"",
+            "\"1.2E1\"",
+        ] {
             let text = format!(r#"{{"reportId": "x", "persons": {{"total": {total}}}}}"#);
             let report: pb::Report = from_json(&text).unwrap();
             assert_eq!(report.persons.unwrap().total, 12, "{total}");
@@ -215,6 +239,21 @@ mod tests {
             from_json(r#"{"location": {"point": {"latitude": -10, "longitude": 110.5}}}"#).unwrap();
         let point = report.location.unwrap().point.unwrap();
         assert_eq!((point.latitude, point.longitude), (-10.0, 110.5));
+        // Only integer fields read a quoted number as a number: text stays text.
+        let report: pb::Report =
+            from_json(r#"{"narrative": "1e2", "location": {"place": "12.0"}}"#).unwrap();
+        assert_eq!(
+            (
+                report.narrative.as_str(),
+                report.location.unwrap().place.as_str()
+            ),
+            ("1e2", "12.0")
+        );
+        for refused in [r#""12.5""#, r#"" 12""#, r#""1e400""#] {
+            let text = format!(r#"{{"persons": {{"total": {refused}}}}}"#);
+            let err = from_json::<pb::Report>(&text).unwrap_err();
+            assert!(err.starts_with("persons.total"), "{refused}: {err}");
+        }
     }
 
     #[test]

@@ -47,9 +47,13 @@ pub fn line<M: serde::Serialize>(message: &M, type_name: &str) -> String {
     value(message, type_name).to_string()
 }
 
-/// Rewrites the 64-bit integer fields of `value` (a message of type `full_name`), and of
-/// the messages within it, as numbers.
-fn numbers(value: &mut serde_json::Value, full_name: &str) {
+/// Calls `each` with the type of every field of `value` (a message of type `full_name`),
+/// and of the messages within it, and the field's value (each item of a repeated one).
+fn each_field(
+    value: &mut serde_json::Value,
+    full_name: &str,
+    each: &mut impl FnMut(Type, &mut serde_json::Value),
+) {
     let Some((_, descriptor)) = descriptors().iter().find(|(n, _)| n == full_name) else {
         return;
     };
@@ -64,29 +68,61 @@ fn numbers(value: &mut serde_json::Value, full_name: &str) {
             serde_json::Value::Array(items) => items.iter_mut().collect(),
             other => vec![other],
         };
-        match field.r#type() {
-            Type::Int64 | Type::Sint64 | Type::Sfixed64 => {
-                for item in items {
-                    if let Some(n) = item.as_str().and_then(|t| t.parse::<i64>().ok()) {
-                        *item = n.into();
-                    }
-                }
+        for item in items {
+            if field.r#type() == Type::Message && field.type_name().starts_with(".tidemark.") {
+                each_field(item, field.type_name(), each);
+            } else {
+                each(field.r#type(), item);
             }
-            Type::Uint64 | Type::Fixed64 => {
-                for item in items {
-                    if let Some(n) = item.as_str().and_then(|t| t.parse::<u64>().ok()) {
-                        *item = n.into();
-                    }
-                }
-            }
-            Type::Message if field.type_name().starts_with(".tidemark.") => {
-                for item in items {
-                    numbers(item, field.type_name());
-                }
-            }
-            _ => {}
         }
     }
+}
+
+/// Rewrites the 64-bit integer fields of `value` (a message of type `full_name`), and of
+/// the messages within it, as numbers.
+fn numbers(value: &mut serde_json::Value, full_name: &str) {
+    each_field(value, full_name, &mut |kind, item| match kind {
+        Type::Int64 | Type::Sint64 | Type::Sfixed64 => {
+            if let Some(n) = item.as_str().and_then(|t| t.parse::<i64>().ok()) {
+                *item = n.into();
+            }
+        }
+        Type::Uint64 | Type::Fixed64 => {
+            if let Some(n) = item.as_str().and_then(|t| t.parse::<u64>().ok()) {
+                *item = n.into();
+            }
+        }
+        _ => {}
+    });
+}
+
+/// Reads the integer fields of `value` (a message of the API type `type_name`) given as
+/// quoted numbers in any JSON spelling (`"1.2e1"`, `"12.0"`) as those numbers, as the
+/// proto3 JSON mapping reads them; a number that is not a whole one stays quoted, and is
+/// refused as such.
+pub fn quoted_integers(value: &mut serde_json::Value, type_name: &str) {
+    each_field(value, &format!(".{type_name}"), &mut |kind, item| {
+        let integer = matches!(
+            kind,
+            Type::Int32
+                | Type::Sint32
+                | Type::Sfixed32
+                | Type::Uint32
+                | Type::Fixed32
+                | Type::Int64
+                | Type::Sint64
+                | Type::Sfixed64
+                | Type::Uint64
+                | Type::Fixed64
+        );
+        let number = item
+            .as_str()
+            .filter(|t| integer && t.trim() == *t)
+            .and_then(|t| serde_json::from_str::<serde_json::Number>(t).ok());
+        if let Some(number) = number {
+            *item = serde_json::Value::Number(number);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -588,6 +588,8 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            // Numbers as numbers, as `query --json` writes them.
+            assert!(v["meta"]["acceptedAtUnix"].is_i64(), "{v}");
             v["meta"]["sequence"].to_string()
         })
         .collect();

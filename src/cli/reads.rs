@@ -379,9 +379,14 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         match stream.message().await {
             Ok(Some(item)) => {
                 let sequence = item.meta.as_ref().map_or(0, |m| m.sequence);
+                // The meta as `query --json` writes it (numbers as numbers).
+                let meta = item
+                    .meta
+                    .as_ref()
+                    .map(|m| super::json::value(m, "tidemark.v1.EnvelopeMeta"));
                 serde_json::to_writer(
                     &mut buffer,
-                    &serde_json::json!({"meta": item.meta, "envelope": item.envelope}),
+                    &serde_json::json!({"meta": meta, "envelope": item.envelope}),
                 )?;
                 buffer.push(b'\n');
                 cursor = sequence;
@@ -488,7 +493,7 @@ fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
             data_path.display()
         )
     })?;
-    // proto3 JSON writes 64-bit integers as strings.
+    // A number; mirrors written before 2026-12 hold it as a string (as proto3 JSON may).
     let field = &last["meta"]["sequence"];
     let sequence = field
         .as_u64()

@@ -625,38 +625,34 @@ fn changed_since(
     (high, after): (u64, u64),
     send: &mut impl FnMut(Hit) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let category = filter.category.to_pb() as i32;
-    for entry in snapshot.envelopes_after(after)? {
-        let (sequence, record) = entry?;
-        if record.category != category {
-            continue;
-        }
-        let id = Uuid::from_slice(&record.report_id)
-            .map_err(|_| StoreError::Corrupt(format!("envelope {sequence}: report id")))?;
-        let Some(head) = snapshot.head(id.as_u128())? else {
-            continue;
-        };
-        let wanted_state =
-            filter.states.is_empty() || filter.states.iter().any(|s| s.as_str() == head.state);
-        if head.latest_sequence() != sequence
-            || !wanted_state
-            || !visible_to(&head, reader)
-            || !filter.matches(&head)
-        {
-            continue;
-        }
-        let cursor = Cursor::Changed { high, sequence };
-        let hit = Hit {
-            record,
-            head,
-            sequence,
-            cursor: Some(cursor.encode()),
-        };
-        if !send(hit)? {
-            break;
-        }
-    }
-    Ok(())
+    let wanted = |head: &ReportHead| {
+        (filter.states.is_empty() || filter.states.iter().any(|s| s.as_str() == head.state))
+            && filter.matches(head)
+    };
+    let mut failed = None;
+    walk_log(
+        snapshot,
+        filter.category,
+        after,
+        reader,
+        wanted,
+        |mut hit| {
+            // Each report once, at its latest change.
+            if hit.head.latest_sequence() != hit.sequence {
+                return true;
+            }
+            let cursor = Cursor::Changed {
+                high,
+                sequence: hit.sequence,
+            };
+            hit.cursor = Some(cursor.encode());
+            send(hit).unwrap_or_else(|e| {
+                failed = Some(e);
+                false
+            })
+        },
+    )?;
+    failed.map_or(Ok(()), Err)
 }
 
 /// The store as it stands now, for a read of an older snapshot: a long read's items are

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use prost::Message;
 use tidemark::{
     client,
     clock::format_time,
@@ -393,38 +392,16 @@ fn check_file(
 /// a larger one is read as JSON lines, one at a time, whatever its size.
 const MAX_WHOLE_FILE: u64 = 16 * 1024 * 1024;
 
-/// The state and description of a signed payload: a report or a retraction.
-fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (Option<String>, String) {
-    let payload = envelope.payload.as_slice();
-    match envelope.payload_type.as_str() {
-        envelope::REPORT_PAYLOAD_TYPE => match pb::Report::decode(payload) {
-            Ok(r) => (
-                Some(r.reporting_state.clone()),
-                format!(
-                    "report {} version {} of {}, signed by key {key_id}",
-                    r.report_id, r.version, r.reporting_state
-                ),
-            ),
-            Err(_) => (
-                None,
-                format!("an undecodable report, signed by key {key_id}"),
-            ),
-        },
-        envelope::RETRACTION_PAYLOAD_TYPE => match pb::Retraction::decode(payload) {
-            Ok(r) => (
-                Some(r.reporting_state.clone()),
-                format!(
-                    "retraction of report {} version {} of {}, signed by key {key_id}",
-                    r.report_id, r.version, r.reporting_state
-                ),
-            ),
-            Err(_) => (
-                None,
-                format!("an undecodable retraction, signed by key {key_id}"),
-            ),
-        },
-        other => (None, format!("{other} signed by key {key_id}")),
-    }
+/// The owning state and a description of a signed report or retraction (one that
+/// [`not_a_report`] let through).
+fn payload_facts(envelope: &pb::Envelope, key_id: &str) -> (String, String) {
+    let (id, state, version, kind) = line::payload_names(envelope);
+    let what = if kind == "retraction" {
+        format!("retraction of report {id} version {version} of {state}, signed by key {key_id}")
+    } else {
+        format!("report {id} version {version} of {state}, signed by key {key_id}")
+    };
+    (state, what)
 }
 
 /// Why an envelope is not a report or retraction as the server accepts one: another
@@ -519,34 +496,23 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
     let (owner, _) = payload_facts(&envelope, "");
     let key = signers
         .iter()
-        .find(|k| {
-            k.state
-                .is_some_and(|s| owner.as_deref() == Some(s.as_str()))
-        })
+        .find(|k| k.state.is_some_and(|s| owner == s.as_str()))
         .or_else(|| signers.iter().find(|k| k.state.is_none()))
         .or_else(|| signers.first())
         .copied();
     let Some(key) = key else {
-        let state = pb::Report::decode(envelope.payload.as_slice())
-            .map(|r| r.reporting_state)
-            .unwrap_or_default();
         return Ok((
             Outcome::Invalid,
             format!(
                 "the signature does not verify with the given keys: the report was altered, \
-                 or {} key that signed it was not given (`tidemark keys --out keys/` exports \
-                 every state's)",
-                if state.is_empty() {
-                    "the".to_owned()
-                } else {
-                    format!("the {state}")
-                }
+                 or the {owner} key that signed it was not given (`tidemark keys --out keys/` \
+                 exports every state's)"
             ),
         ));
     };
     let (owner, what) = payload_facts(&envelope, key.public.key_id());
     match (key.state, owner) {
-        (Some(registered), Some(owner)) if registered.as_str() != owner => {
+        (Some(registered), owner) if registered.as_str() != owner => {
             return Ok((
                 Outcome::Invalid,
                 format!(
@@ -558,7 +524,7 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         // A key whose file names no state is taken as the owner's only when no key
         // named as the owner's was given: once the owner's keys are known, any other
         // key's signature does not make the report the owner's.
-        (None, Some(owner))
+        (None, owner)
             if keys
                 .iter()
                 .any(|k| k.state.is_some_and(|s| s.as_str() == owner)) =>
@@ -571,14 +537,14 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                 ),
             ));
         }
-        (None, Some(owner)) => {
+        (None, owner) => {
             let noted = format!(
                 "{what} (its key file names no state, so the key was not checked to be \
                  {owner}'s; `tidemark keys --out` writes key files that do)"
             );
             return Ok(trust_at(noted, key.revoked_at, accepted));
         }
-        _ => {}
+        (Some(_), _) => {}
     }
     Ok(trust_at(what, key.revoked_at, accepted))
 }
@@ -744,6 +710,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use tidemark::signing::SigningKey;
 
     /// An envelope of `payload` as DSSE JSON, signed by `key`.

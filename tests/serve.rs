@@ -14,12 +14,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 /// Starts `tidemark serve --listen 127.0.0.1:0` in `dir` and returns the process with the
 /// endpoint from its "listening on" line.
 fn spawn_serve(dir: &Path, extra: &[&str]) -> (Child, String) {
+    spawn_serve_logging_to(dir, extra, Stdio::null())
+}
+
+/// As [`spawn_serve`], its log (standard error) going to `log`.
+fn spawn_serve_logging_to(dir: &Path, extra: &[&str], log: Stdio) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
         .current_dir(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn tidemark serve");
     let stdout = child.stdout.take().unwrap();
@@ -53,6 +58,24 @@ async fn whoami(endpoint: &str, profile: &Path) -> pb::WhoAmIResponse {
         .await
         .unwrap()
         .into_inner()
+}
+
+/// A log that cannot be written (a full disk) is lost; the server goes on serving, in
+/// either log format. It used to panic on its first log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_log_cannot_be_written_goes_on_serving() {
+    for format in ["text", "json"] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let (child, endpoint) =
+            spawn_serve_logging_to(dir.path(), &["--log-format", format], full.into());
+        let me = whoami(&endpoint, &dir.path().join("certs/aus-node")).await;
+        assert_eq!(me.state, "AUS", "{format}");
+        terminate(child);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,6 +180,24 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Standard error for the server's log, whose writes cannot fail: a log line that cannot
+/// be written (a full disk, a closed pipe) is lost, and the server goes on serving.
+/// tracing-subscriber reports a failed write on stderr itself, which panics when stderr
+/// is what failed.
+struct LogOutput;
+
+impl std::io::Write for LogOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 /// Logs to stderr: text with colours only when stderr is a terminal (never escape codes
 /// in a file or a journal), or one JSON object per line with the stable fields
 /// `timestamp` (RFC 3339, UTC), `level`, `target`, `message` and the event's own fields
@@ -190,7 +208,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogOutput)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),

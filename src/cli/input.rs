@@ -81,11 +81,14 @@ impl Named for pb::Envelope {
 /// does; the error names the field at fault.
 pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
     let text = text.strip_prefix(BOM).unwrap_or(text);
-    let mut value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| format!("not JSON: {e}"))?;
     // Valid JSON (checked above), so any error here is a key given twice.
     no_duplicate_keys(text)?;
-    super::json::quoted_integers(&mut value, T::NAME);
+    // Numbers with a fraction or an exponent are read from their digits, by the field's
+    // type: through a float, 99.999999999999999 would be taken for the integer 100.
+    let mut value: serde_json::Value =
+        serde_json::from_str(&quote_decimal_numbers(text)).map_err(|e| format!("not JSON: {e}"))?;
+    super::json::numbers_as_written(&mut value, T::NAME)?;
     integral_numbers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -102,6 +105,45 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
             format!("{path}: {reason}")
         }
     })
+}
+
+/// `text` (valid JSON) with every number that has a fraction or an exponent written as a
+/// JSON string of the same characters, so that its digits reach the field's reader as
+/// written ([`super::json::numbers_as_written`]).
+fn quote_decimal_numbers(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut at, mut copied) = (0, 0);
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != b'"' {
+                    at += if bytes[at] == b'\\' { 2 } else { 1 };
+                }
+                at += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = at;
+                while at < bytes.len()
+                    && matches!(bytes[at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    at += 1;
+                }
+                let number = &text[start..at];
+                if number.contains(['.', 'e', 'E']) {
+                    out.push_str(&text[copied..start]);
+                    out.push('"');
+                    out.push_str(number);
+                    out.push('"');
+                    copied = at;
+                }
+            }
+            _ => at += 1,
+        }
+    }
+    out.push_str(&text[copied.min(text.len())..]);
+    out
 }
 
 /// Refuses JSON `text` in which an object gives a key twice, naming where.
@@ -239,6 +281,26 @@ mod tests {
             from_json(r#"{"location": {"point": {"latitude": -10, "longitude": 110.5}}}"#).unwrap();
         let point = report.location.unwrap().point.unwrap();
         assert_eq!((point.latitude, point.longitude), (-10.0, 110.5));
+        // Exactly, from the digits: not rounded through a float.
+        for (total, expected) in [
+            ("99.999999999999999", None),
+            ("\"99.999999999999999\"", None),
+            ("100.00000000000001", None),
+            ("\"1e-400\"", None),
+            ("\"+100\"", None),
+            ("\"0100\"", None),
+            ("1.00e2", Some(100)),
+            ("\"4294967295.0\"", Some(4_294_967_295)),
+            ("0.0e5", Some(0)),
+        ] {
+            let text =
+                format!(r#"{{"persons": {{"total": {total}}}, "narrative": "1.5 e 3, \" 2.5"}}"#);
+            match (from_json::<pb::Report>(&text), expected) {
+                (Ok(report), Some(n)) => assert_eq!(report.persons.unwrap().total, n, "{total}"),
+                (Err(e), None) => assert!(e.starts_with("persons.total"), "{total}: {e}"),
+                (got, _) => panic!("{total}: {got:?}"),
+            }
+        }
         // Only integer fields read a quoted number as a number: text stays text.
         let report: pb::Report =
             from_json(r#"{"narrative": "1e2", "location": {"place": "12.0"}}"#).unwrap();

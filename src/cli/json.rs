@@ -47,12 +47,14 @@ pub fn line<M: serde::Serialize>(message: &M, type_name: &str) -> String {
     value(message, type_name).to_string()
 }
 
-/// Calls `each` with the type of every field of `value` (a message of type `full_name`),
-/// and of the messages within it, and the field's value (each item of a repeated one).
+/// Calls `each` with the type, the path (`persons.byNationality[1].count`) and the value
+/// of every field of `value` (a message of type `full_name`) and of the messages within
+/// it, each item of a repeated field on its own. A field is found by its JSON name or its
+/// proto name, as the proto3 JSON mapping reads either.
 fn each_field(
     value: &mut serde_json::Value,
-    full_name: &str,
-    each: &mut impl FnMut(Type, &mut serde_json::Value),
+    (full_name, path): (&str, &str),
+    each: &mut impl FnMut(Type, &str, &mut serde_json::Value),
 ) {
     let Some((_, descriptor)) = descriptors().iter().find(|(n, _)| n == full_name) else {
         return;
@@ -61,18 +63,30 @@ fn each_field(
         return;
     };
     for field in &descriptor.field {
-        let Some(slot) = object.get_mut(field.json_name()) else {
+        let Some((key, slot)) = object
+            .iter_mut()
+            .find(|(k, _)| *k == field.json_name() || *k == field.name())
+        else {
             continue;
         };
-        let items: Vec<&mut serde_json::Value> = match slot {
-            serde_json::Value::Array(items) => items.iter_mut().collect(),
-            other => vec![other],
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
         };
-        for item in items {
+        let items: Vec<(String, &mut serde_json::Value)> = match slot {
+            serde_json::Value::Array(items) => items
+                .iter_mut()
+                .enumerate()
+                .map(|(i, item)| (format!("{at}[{i}]"), item))
+                .collect(),
+            other => vec![(at, other)],
+        };
+        for (at, item) in items {
             if field.r#type() == Type::Message && field.type_name().starts_with(".tidemark.") {
-                each_field(item, field.type_name(), each);
+                each_field(item, (field.type_name(), &at), each);
             } else {
-                each(field.r#type(), item);
+                each(field.r#type(), &at, item);
             }
         }
     }
@@ -81,7 +95,7 @@ fn each_field(
 /// Rewrites the 64-bit integer fields of `value` (a message of type `full_name`), and of
 /// the messages within it, as numbers.
 fn numbers(value: &mut serde_json::Value, full_name: &str) {
-    each_field(value, full_name, &mut |kind, item| match kind {
+    each_field(value, (full_name, ""), &mut |kind, _, item| match kind {
         Type::Int64 | Type::Sint64 | Type::Sfixed64 => {
             if let Some(n) = item.as_str().and_then(|t| t.parse::<i64>().ok()) {
                 *item = n.into();
@@ -96,15 +110,20 @@ fn numbers(value: &mut serde_json::Value, full_name: &str) {
     });
 }
 
-/// Reads the integer fields of `value` (a message of the API type `type_name`) given as
-/// quoted numbers in any JSON spelling (`"1.2e1"`, `"12.0"`) as those numbers, as the
-/// proto3 JSON mapping reads them; a number that is not a whole one stays quoted, and is
-/// refused as such.
-pub fn quoted_integers(value: &mut serde_json::Value, type_name: &str) {
-    each_field(value, &format!(".{type_name}"), &mut |kind, item| {
-        let integer = matches!(
-            kind,
-            Type::Int32
+/// Reads the numeric fields of `value` (a message of the API type `type_name`) given as
+/// text — quoted in the input, or quoted by [`crate::cli::input`] to keep its digits —
+/// as the proto3 JSON mapping reads them: an integer field takes a number in any JSON
+/// spelling (`"1.2e1"`, `"12.0"`) if it is exactly a whole number; a floating-point field
+/// any finite number (or `"NaN"`, `"Infinity"`, `"-Infinity"`). An error names the field.
+pub fn numbers_as_written(value: &mut serde_json::Value, type_name: &str) -> Result<(), String> {
+    let mut refused = None;
+    each_field(
+        value,
+        (&format!(".{type_name}"), ""),
+        &mut |kind, at, item| {
+            let Some(text) = item.as_str() else { return };
+            let read = match kind {
+                Type::Int32
                 | Type::Sint32
                 | Type::Sfixed32
                 | Type::Uint32
@@ -113,21 +132,140 @@ pub fn quoted_integers(value: &mut serde_json::Value, type_name: &str) {
                 | Type::Sint64
                 | Type::Sfixed64
                 | Type::Uint64
-                | Type::Fixed64
-        );
-        let number = item
-            .as_str()
-            .filter(|t| integer && t.trim() == *t)
-            .and_then(|t| serde_json::from_str::<serde_json::Number>(t).ok());
-        if let Some(number) = number {
-            *item = serde_json::Value::Number(number);
+                | Type::Fixed64 => whole_number(text).map(Some),
+                Type::Double | Type::Float => float(text),
+                _ => Ok(None),
+            };
+            match read {
+                Ok(Some(number)) => *item = serde_json::Value::Number(number),
+                Ok(None) => {}
+                Err(why) => {
+                    refused.get_or_insert_with(|| format!("{at}: {text:?} {why}"));
+                }
+            }
+        },
+    );
+    refused.map_or(Ok(()), Err)
+}
+
+/// The whole number a JSON number literal denotes exactly (`12`, `12.0`, `1.2e1`,
+/// `120e-1`), worked out from its digits, never through a float.
+fn whole_number(text: &str) -> Result<serde_json::Number, &'static str> {
+    const SPELLING: &str =
+        "is not a number as JSON writes one (no + sign, spaces or leading zeros)";
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        Some((m, e)) => {
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(SPELLING);
+            }
+            (m, e.parse::<i64>().map_err(|_| "is out of range")?)
         }
-    });
+        None => (rest, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits_only = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits_only(whole)
+        || (whole.len() > 1 && whole.starts_with('0'))
+        || (mantissa.contains('.') && fraction.is_empty())
+        || !digits_only(fraction)
+    {
+        return Err(SPELLING);
+    }
+    let digits = format!("{whole}{fraction}");
+    let shift = exponent - i64::try_from(fraction.len()).map_err(|_| "is out of range")?;
+    let integer = if shift >= 0 {
+        if shift > 40 && digits.bytes().any(|b| b != b'0') {
+            return Err("is out of range");
+        }
+        format!(
+            "{digits}{}",
+            "0".repeat(usize::try_from(shift.min(40)).unwrap_or(40))
+        )
+    } else {
+        let cut = usize::try_from(-shift).unwrap_or(usize::MAX);
+        let (kept, dropped) = digits.split_at(digits.len().saturating_sub(cut));
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err("is not a whole number");
+        }
+        if kept.is_empty() {
+            "0".to_owned()
+        } else {
+            kept.to_owned()
+        }
+    };
+    let integer = integer.trim_start_matches('0');
+    let magnitude: u128 = if integer.is_empty() {
+        0
+    } else {
+        integer.parse().map_err(|_| "is out of range")?
+    };
+    let number = if negative {
+        i64::try_from(magnitude)
+            .ok()
+            .and_then(i64::checked_neg)
+            .map(serde_json::Number::from)
+            .or_else(|| (magnitude == 1 << 63).then(|| i64::MIN.into()))
+    } else {
+        u64::try_from(magnitude).ok().map(serde_json::Number::from)
+    };
+    number.ok_or("is out of range")
+}
+
+/// A floating-point field's number given as text: finite numbers become numbers; the
+/// mapping's names for the special values stay text for the reader.
+fn float(text: &str) -> Result<Option<serde_json::Number>, &'static str> {
+    if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+        return Ok(None);
+    }
+    if text.trim() != text {
+        return Err("is not a number as JSON writes one");
+    }
+    // serde_json reads exactly JSON's number grammar, and refuses what overflows.
+    serde_json::from_str::<serde_json::Number>(text)
+        .map(Some)
+        .map_err(|e| {
+            if e.to_string().contains("out of range") {
+                "is out of range"
+            } else {
+                "is not a number as JSON writes one"
+            }
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any whole number, its point moved left and an exponent moving it back, with
+        /// trailing zeros, is read as exactly that number; with a digit other than zero
+        /// left behind the point, it is not a whole number.
+        #[test]
+        fn a_whole_number_is_read_exactly_in_any_spelling(
+            n in any::<i64>(),
+            shift in 0usize..25,
+            zeros in 0usize..4,
+            tail in 1u8..10,
+        ) {
+            let digits = n.unsigned_abs().to_string();
+            // Zeros in front so the point can move left of every digit: 5 -> 0.005e3.
+            let padded = format!("{}{digits}", "0".repeat(shift.saturating_sub(digits.len() - 1)));
+            let (whole, fraction) = padded.split_at(padded.len() - shift);
+            let sign = if n < 0 { "-" } else { "" };
+            let point = if shift + zeros > 0 { "." } else { "" };
+            let text = format!("{sign}{whole}{point}{fraction}{}e{shift}", "0".repeat(zeros));
+            prop_assert_eq!(whole_number(&text), Ok(serde_json::Number::from(n)), "{}", text);
+            let not_whole = format!("{sign}{digits}.{}{tail}", "0".repeat(zeros));
+            prop_assert_eq!(whole_number(&not_whole), Err("is not a whole number"));
+        }
+    }
 
     #[test]
     fn sixty_four_bit_integers_are_numbers_and_texts_stay_texts() {

@@ -16,7 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use tidemark::pb;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CsvRow {
     report_id: String,
@@ -102,33 +102,59 @@ fn list(items: &[String]) -> String {
     items.join(";")
 }
 
-fn split(text: &str) -> Vec<String> {
+/// The items of a list cell, as [`list`] writes them: joined by `;`, no spaces, none
+/// empty (an empty cell is an empty list).
+fn split(text: &str, column: &str) -> anyhow::Result<Vec<String>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
     text.split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .map(|item| {
+            if item.is_empty() || item.trim() != item {
+                bail!(
+                    "column {column}: {text:?} is not a list as `query --csv` writes one \
+                     (items joined by ';', without spaces or empty items)"
+                );
+            }
+            Ok(item.to_owned())
+        })
         .collect()
 }
 
-/// Reads an enum by its short or full proto name; empty means unset (0).
+/// An enum's value of a name, and its name of a value (`from_str_name`, `as_str_name`).
+type EnumNames = (fn(&str) -> Option<i32>, fn(i32) -> Option<&'static str>);
+
+/// Reads an enum by its short name as `query --csv` writes it (`SEA`, `WOODEN_BOAT`):
+/// one spelling, no other case or the full proto name; empty means unset (0).
 fn parse_enum(
     value: &str,
     prefix: &str,
     column: &str,
-    from: fn(&str) -> Option<i32>,
+    (from, name_of): EnumNames,
 ) -> anyhow::Result<i32> {
     if value.is_empty() {
         return Ok(0);
     }
-    let upper = value.trim().to_ascii_uppercase();
-    from(&upper)
-        .or_else(|| from(&format!("{prefix}{upper}")))
-        .ok_or_else(|| anyhow!("column {column}: {value:?} is not a known value"))
+    from(&format!("{prefix}{value}"))
+        .filter(|v| *v != 0)
+        .ok_or_else(|| {
+            let known: Vec<String> = (1..128)
+                .filter_map(name_of)
+                .map(|n| short(n, prefix))
+                .collect();
+            anyhow!(
+                "column {column}: {value:?} is not one of: {} (or empty)",
+                known.join(", ")
+            )
+        })
 }
 
 macro_rules! enum_parser {
     ($t:ty) => {
-        |s: &str| <$t>::from_str_name(s).map(|v| v as i32)
+        (
+            |s: &str| <$t>::from_str_name(s).map(|v| v as i32),
+            |v: i32| <$t>::try_from(v).ok().map(|e| e.as_str_name()),
+        )
     };
 }
 
@@ -282,7 +308,7 @@ impl CsvRow {
                 *cell = restore_cell(cell).to_owned();
             }
         }
-        let by_nationality = split(&self.nationalities)
+        let by_nationality = split(&self.nationalities, "nationalities")?
             .into_iter()
             .map(|pair| {
                 let (code, count) = pair
@@ -304,80 +330,77 @@ impl CsvRow {
             (None, None) => None,
             _ => bail!("columns latitude and longitude: give both or neither"),
         };
-        let details = match self.category.to_ascii_uppercase().as_str() {
-            "SMUGGLING_INCIDENT" | "SMUGGLING" => {
-                pb::report::Details::Smuggling(pb::SmugglingIncident {
-                    modus_operandi: parse_enum(
-                        &self.modus_operandi,
-                        "MODUS_OPERANDI_",
-                        "modus_operandi",
-                        enum_parser!(pb::ModusOperandi),
-                    )?,
-                    transport: split(&self.transport)
-                        .iter()
-                        .map(|t| {
-                            parse_enum(
-                                t,
-                                "TRANSPORT_MEANS_",
-                                "transport",
-                                enum_parser!(pb::TransportMeans),
-                            )
-                        })
-                        .collect::<anyhow::Result<_>>()?,
-                    concealment: parse_enum(
-                        &self.concealment,
-                        "CONCEALMENT_",
-                        "concealment",
-                        enum_parser!(pb::Concealment),
-                    )?,
-                    facilitators_detected: self.facilitators_detected,
-                    facilitators_arrested: self.facilitators_arrested,
-                    fee_per_person: self.fee_amount.map(|amount| pb::Money {
-                        amount,
-                        currency: self.fee_currency.clone(),
+        let details = match self.category.as_str() {
+            "SMUGGLING_INCIDENT" => pb::report::Details::Smuggling(pb::SmugglingIncident {
+                modus_operandi: parse_enum(
+                    &self.modus_operandi,
+                    "MODUS_OPERANDI_",
+                    "modus_operandi",
+                    enum_parser!(pb::ModusOperandi),
+                )?,
+                transport: split(&self.transport, "transport")?
+                    .iter()
+                    .map(|t| {
+                        parse_enum(
+                            t,
+                            "TRANSPORT_MEANS_",
+                            "transport",
+                            enum_parser!(pb::TransportMeans),
+                        )
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                concealment: parse_enum(
+                    &self.concealment,
+                    "CONCEALMENT_",
+                    "concealment",
+                    enum_parser!(pb::Concealment),
+                )?,
+                facilitators_detected: self.facilitators_detected,
+                facilitators_arrested: self.facilitators_arrested,
+                fee_per_person: self.fee_amount.map(|amount| pb::Money {
+                    amount,
+                    currency: self.fee_currency.clone(),
+                }),
+                fraudulent_documents: documents(&self.fraudulent_documents)?,
+                criminal_justice: match (
+                    self.investigation_opened,
+                    self.persons_prosecuted,
+                    self.persons_convicted,
+                ) {
+                    (None, None, None) => None,
+                    (opened, prosecuted, convicted) => Some(pb::CriminalJustice {
+                        investigation_opened: opened.unwrap_or(false),
+                        persons_prosecuted: prosecuted.unwrap_or(0),
+                        persons_convicted: convicted.unwrap_or(0),
                     }),
-                    fraudulent_documents: documents(&self.fraudulent_documents)?,
-                    criminal_justice: match (
-                        self.investigation_opened,
-                        self.persons_prosecuted,
-                        self.persons_convicted,
-                    ) {
-                        (None, None, None) => None,
-                        (opened, prosecuted, convicted) => Some(pb::CriminalJustice {
-                            investigation_opened: opened.unwrap_or(false),
-                            persons_prosecuted: prosecuted.unwrap_or(0),
-                            persons_convicted: convicted.unwrap_or(0),
-                        }),
-                    },
-                })
-            }
-            "MARITIME_MOVEMENT" | "MARITIME" => {
-                pb::report::Details::Maritime(pb::MaritimeMovement {
-                    event: parse_enum(
-                        &self.event,
-                        "MARITIME_EVENT_",
-                        "event",
-                        enum_parser!(pb::MaritimeEvent),
-                    )?,
-                    vessel_type: parse_enum(
-                        &self.vessel_type,
-                        "VESSEL_TYPE_",
-                        "vessel_type",
-                        enum_parser!(pb::VesselType),
-                    )?,
-                    flag_state: self.flag_state,
-                    imo_number: self.imo_number,
-                    mmsi: self.mmsi,
-                    persons_on_board: self.persons_on_board,
-                    sar_region: self.sar_region,
-                    disembarkation_country: self.disembarkation_country,
-                    disembarkation_port: self.disembarkation_port,
-                })
-            }
+                },
+            }),
+            "MARITIME_MOVEMENT" => pb::report::Details::Maritime(pb::MaritimeMovement {
+                event: parse_enum(
+                    &self.event,
+                    "MARITIME_EVENT_",
+                    "event",
+                    enum_parser!(pb::MaritimeEvent),
+                )?,
+                vessel_type: parse_enum(
+                    &self.vessel_type,
+                    "VESSEL_TYPE_",
+                    "vessel_type",
+                    enum_parser!(pb::VesselType),
+                )?,
+                flag_state: self.flag_state,
+                imo_number: self.imo_number,
+                mmsi: self.mmsi,
+                persons_on_board: self.persons_on_board,
+                sar_region: self.sar_region,
+                disembarkation_country: self.disembarkation_country,
+                disembarkation_port: self.disembarkation_port,
+            }),
             other => bail!(
                 "column category: {other:?} is neither SMUGGLING_INCIDENT nor MARITIME_MOVEMENT"
             ),
         };
+        let transit = split(&self.transit, "transit")?;
         Ok(pb::Report {
             report_id: self.report_id,
             version: self.version,
@@ -397,11 +420,11 @@ impl CsvRow {
             }),
             // An empty route is no route.
             route: (!(self.origin.is_empty()
-                && self.transit.is_empty()
+                && transit.is_empty()
                 && self.intended_destination.is_empty()))
-            .then(|| pb::Route {
+            .then_some(pb::Route {
                 origin: self.origin,
-                transit: split(&self.transit),
+                transit,
                 intended_destination: self.intended_destination,
             }),
             persons: Some(pb::Persons {
@@ -421,7 +444,7 @@ impl CsvRow {
                     "scope",
                     enum_parser!(pb::SharingScope),
                 )?,
-                states: split(&self.scope_states),
+                states: split(&self.scope_states, "scope_states")?,
             }),
             reliability: Some(pb::Reliability {
                 source: parse_enum(
@@ -461,7 +484,7 @@ fn document_list(documents: &[pb::FraudulentDocument]) -> String {
 
 /// Fraudulent documents from `TYPE:FRAUD:ISSUER:COUNT;…`.
 fn documents(column: &str) -> anyhow::Result<Vec<pb::FraudulentDocument>> {
-    split(column)
+    split(column, "fraudulent_documents")?
         .iter()
         .map(|item| {
             let parts: Vec<&str> = item.split(':').collect();
@@ -496,6 +519,50 @@ mod tests {
     use tidemark::sample;
 
     use super::*;
+
+    /// A change to a row, and what it is.
+    type Alteration = (&'static str, fn(&mut CsvRow));
+
+    #[test]
+    fn enums_and_lists_have_the_one_spelling_export_writes() {
+        let mut rng = sample::Rng::new(12);
+        let report = std::iter::repeat_with(|| sample::report(&mut rng, "AUS"))
+            .find(|r| {
+                matches!(r.details, Some(pb::report::Details::Smuggling(_)))
+                    && r.persons
+                        .as_ref()
+                        .is_some_and(|p| !p.by_nationality.is_empty())
+            })
+            .unwrap();
+        let row = CsvRow::from_report(&report);
+        assert!(row.clone().into_report().is_ok());
+        let alterations: [Alteration; 7] = [
+            ("lower case", |r| {
+                r.modus_operandi = r.modus_operandi.to_lowercase();
+            }),
+            ("full name", |r| {
+                r.modus_operandi = format!("MODUS_OPERANDI_{}", r.modus_operandi);
+            }),
+            ("unset by name", |r| {
+                r.modus_operandi = "UNSPECIFIED".into();
+            }),
+            ("short category", |r| {
+                r.category = "SMUGGLING".into();
+            }),
+            ("lower-case category", |r| {
+                r.category = "smuggling_incident".into();
+            }),
+            ("trailing separator", |r| r.nationalities.push(';')),
+            ("space in a list", |r| {
+                r.nationalities = format!(" {}", r.nationalities);
+            }),
+        ];
+        for (what, alter) in alterations {
+            let mut altered = row.clone();
+            alter(&mut altered);
+            assert!(altered.into_report().is_err(), "{what} was accepted");
+        }
+    }
 
     #[test]
     fn every_sample_report_survives_export_and_import() {

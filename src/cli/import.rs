@@ -390,8 +390,31 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
         let mut csv = csv::Reader::from_reader(reader);
         let headers = csv
             .headers()
-            .map_err(|e| anyhow!("{}: the CSV header cannot be read: {e}", file.display()))?
+            .map_err(|e| {
+                let why = match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } => {
+                        "it is not UTF-8 text: save the file as UTF-8".to_owned()
+                    }
+                    _ => csv_error(&e, &csv::StringRecord::new(), None),
+                };
+                anyhow!("{}: the CSV header cannot be read: {why}", file.display())
+            })?
             .clone();
+        // A file without its header would take its first report for one, and import
+        // nothing without a word.
+        let missing: Vec<&str> = ["report_id", "version", "reporting_state", "category"]
+            .into_iter()
+            .filter(|column| !headers.iter().any(|h| h == *column))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{}: the first line is not the header `import` reads (it has no {} column): \
+                 write the file as `tidemark query --csv` does, its first line naming the \
+                 columns",
+                file.display(),
+                missing.join(", ")
+            );
+        }
         Ok(Box::new(csv.into_records().map(move |row| match row {
             Ok(row) => {
                 let line = row.position().map_or(0, |p| lines.line_at(p.byte()));
@@ -651,6 +674,14 @@ mod tests {
             "{said:?}"
         );
         assert!(said.iter().all(|(_, s)| !s.contains("byte")), "{said:?}");
+        // The same file without its header is refused as a whole, not read as nothing.
+        let text = std::fs::read_to_string(&file).unwrap();
+        let headless = dir.path().join("headless.csv");
+        std::fs::write(&headless, text.split_once('\n').unwrap().1).unwrap();
+        let Err(refused) = records(&headless) else {
+            panic!("a file without its header was read");
+        };
+        assert!(refused.to_string().contains("not the header"), "{refused}");
     }
 
     #[test]

@@ -130,11 +130,20 @@ fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
         Some(Value::Object(meta)) => meta,
         Some(_) => return Err("its meta is not an object".to_owned()),
     };
+    // As the proto3 JSON mapping reads it: null is absent, an integer may be written
+    // as a number (12, 12.0) or as text ("12").
     let integer = |key: &str| -> Result<Option<i64>, String> {
         match meta.get(key) {
-            None => Ok(None),
+            None | Some(Value::Null) => Ok(None),
             Some(v) => v
                 .as_i64()
+                .or_else(|| {
+                    // Whole and below 2^53: exactly an i64.
+                    #[allow(clippy::cast_possible_truncation)]
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                        .map(|f| f as i64)
+                })
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
                 .filter(|n| v.is_number() || v.as_str() == Some(n.to_string().as_str()))
                 .map(Some)
@@ -146,7 +155,20 @@ fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
     let version = integer("version")?;
     let (id, state, payload_version, kind) = payload_names(envelope);
     let text = |key: &str| meta.get(key).and_then(Value::as_str);
+    // The category by name ("CATEGORY_MARITIME_MOVEMENT") or number; a retraction's
+    // payload names none.
+    let category = meta.get("category").filter(|v| !v.is_null()).map(|v| {
+        v.as_str()
+            .and_then(pb::Category::from_str_name)
+            .map(|c| c as i32)
+            .or_else(|| v.as_i64().and_then(|n| i32::try_from(n).ok()))
+    });
+    let signed_category = payload_category(envelope);
     let differs = [
+        (
+            "category",
+            category.is_some_and(|c| signed_category.is_some() && c != signed_category),
+        ),
         ("reportId", text("reportId").is_some_and(|v| v != id)),
         (
             "reportingState",
@@ -165,6 +187,18 @@ fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
         ));
     }
     Ok(Meta { at, sequence })
+}
+
+/// The category of a signed report (by its details); `None` for a retraction.
+fn payload_category(envelope: &pb::Envelope) -> Option<i32> {
+    if envelope.payload_type != envelope::REPORT_PAYLOAD_TYPE {
+        return None;
+    }
+    let report = pb::Report::decode(envelope.payload.as_slice()).ok()?;
+    Some(match report.details? {
+        pb::report::Details::Smuggling(_) => pb::Category::SmugglingIncident as i32,
+        pb::report::Details::Maritime(_) => pb::Category::MaritimeMovement as i32,
+    })
 }
 
 /// The report id, state, version and kind the signed payload names.

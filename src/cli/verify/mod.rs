@@ -782,6 +782,11 @@ mod tests {
                 "reportId": report.report_id,
                 "version": report.version,
                 "kind": "report",
+                "category": if matches!(report.details, Some(pb::report::Details::Smuggling(_))) {
+                    "CATEGORY_SMUGGLING_INCIDENT"
+                } else {
+                    "CATEGORY_MARITIME_MOVEMENT"
+                },
             },
             "envelope": envelope,
             "report": crate::cli::json::value(report, "tidemark.v1.Report"),
@@ -802,7 +807,23 @@ mod tests {
         let line = query_line(&report, &key, 1_700_000_000);
         let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Valid), "{said}");
-        let changes: [(&str, serde_json::Value); 7] = [
+        // As proto3 JSON reads it: null is absent, 1.0 is 1.
+        for (at, value) in [
+            ("/meta/acceptedAtUnix", serde_json::Value::Null),
+            ("/meta/version", f64::from(report.version).into()),
+        ] {
+            let mut same = line.clone();
+            *same.pointer_mut(at).unwrap() = value;
+            let (outcome, said) = check(&same.to_string(), &keys, None).unwrap();
+            assert!(matches!(outcome, Outcome::Valid), "{at}: {said}");
+        }
+        let other_category = if line["meta"]["category"] == "CATEGORY_MARITIME_MOVEMENT" {
+            "CATEGORY_SMUGGLING_INCIDENT"
+        } else {
+            "CATEGORY_MARITIME_MOVEMENT"
+        };
+        let changes: [(&str, serde_json::Value); 8] = [
+            ("/meta/category", other_category.into()),
             (
                 "/report",
                 crate::cli::json::value(&other, "tidemark.v1.Report"),

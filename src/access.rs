@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use ring::hmac;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -137,7 +139,8 @@ pub struct QueryFilter {
     changed_since: i64,
     include_retracted: bool,
     limit: usize,
-    after: Option<Cursor>,
+    /// Where to continue, with the seal it came with (see [`QueryFilter::seal`]).
+    after: Option<(Cursor, Vec<u8>)>,
 }
 
 /// A position in a query's result order. A query's pages list, first, the reports that
@@ -163,6 +166,12 @@ enum Cursor {
 
 /// The first word of a cursor in the second part of a query's pages.
 const CHANGED: &str = "changed";
+
+/// Why an `after` is refused: altered, made up, or returned for another query.
+const NOT_OURS: &str = "is not a cursor this server returned for this query (a cursor \
+                        continues only the query whose result carried it): pass the last \
+                        result's `cursor` unchanged, with the same filters, or start again \
+                        without `after`";
 
 impl Cursor {
     fn encode(&self) -> String {
@@ -258,10 +267,13 @@ impl QueryFilter {
         let after = if req.after.is_empty() {
             None
         } else {
-            Some(
-                Cursor::decode(&req.after)
-                    .ok_or_else(|| bad("after", "is not a cursor this server returned"))?,
-            )
+            let sealed = req.after.rsplit_once('.').and_then(|(cursor, seal)| {
+                let seal = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(seal)
+                    .ok()?;
+                Some((Cursor::decode(cursor)?, seal))
+            });
+            Some(sealed.ok_or_else(|| bad("after", NOT_OURS))?)
         };
         Ok(Self {
             category,
@@ -279,6 +291,47 @@ impl QueryFilter {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             after,
         })
+    }
+
+    /// What this query asks for, apart from where to continue and how many: the part of
+    /// a cursor's seal that ties it to the query it was returned for.
+    fn asks(&self) -> String {
+        format!(
+            "{:?}|{}|{}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{}|{}",
+            self.category,
+            self.from_day,
+            self.to_day,
+            self.states,
+            self.route_countries,
+            self.nationalities,
+            self.modus_operandi,
+            self.maritime_event,
+            self.vessel_type,
+            self.bbox,
+            self.changed_since,
+            self.include_retracted
+        )
+    }
+
+    /// `cursor` as a result carries it: its text, a `.`, and an HMAC-SHA256 under the
+    /// store's cursor key of that text and of what the query asks for (base64url). A
+    /// client cannot make one up, alter one, or take one to another query.
+    fn seal(&self, cursor: &Cursor, key: &hmac::Key) -> String {
+        let text = cursor.encode();
+        let tag = hmac::sign(key, format!("{}\n{text}", self.asks()).as_bytes());
+        format!(
+            "{text}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    }
+
+    /// Checks that `after` was sealed by this server, under `key`, for this query.
+    pub fn authenticate(&self, key: &hmac::Key) -> Result<(), FilterError> {
+        let Some((cursor, tag)) = &self.after else {
+            return Ok(());
+        };
+        let message = format!("{}\n{}", self.asks(), cursor.encode());
+        hmac::verify(key, message.as_bytes(), tag).map_err(|_| bad("after", NOT_OURS))
     }
 
     /// The filter a subscription pushes with: retractions of matching reports included,
@@ -521,8 +574,8 @@ pub(crate) fn query(
 ) -> Result<(), StoreError> {
     let (high, changed_after) = match &filter.after {
         None => (snapshot.last_sequence()?, None),
-        Some(Cursor::Index { high, .. }) => (*high, None),
-        Some(Cursor::Changed { high, sequence }) => (*high, Some(*sequence)),
+        Some((Cursor::Index { high, .. }, _)) => (*high, None),
+        Some((Cursor::Changed { high, sequence }, _)) => (*high, Some(*sequence)),
     };
     let mut count = 0;
     let mut hand_on = |hit: Hit| -> Result<bool, StoreError> {
@@ -556,7 +609,7 @@ fn unchanged_since(
 ) -> Result<bool, StoreError> {
     let category = filter.category.to_pb() as i32;
     let after = match &filter.after {
-        Some(Cursor::Index { state, day, id, .. }) => Some((state.as_str(), *day, *id)),
+        Some((Cursor::Index { state, day, id, .. }, _)) => Some((state.as_str(), *day, *id)),
         _ => None,
     };
     let mut consider = |state: &str, day: i32, id: u128| -> Result<bool, StoreError> {
@@ -580,7 +633,7 @@ fn unchanged_since(
             record,
             head,
             sequence,
-            cursor: Some(cursor.encode()),
+            cursor: Some(filter.seal(&cursor, snapshot.cursor_key())),
         })
     };
     if filter.states.is_empty() {
@@ -645,7 +698,7 @@ fn changed_since(
                 high,
                 sequence: hit.sequence,
             };
-            hit.cursor = Some(cursor.encode());
+            hit.cursor = Some(filter.seal(&cursor, snapshot.cursor_key()));
             send(hit).unwrap_or_else(|e| {
                 failed = Some(e);
                 false

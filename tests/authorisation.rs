@@ -1230,6 +1230,86 @@ async fn reports_changed_while_pages_are_read_are_not_missed() {
     }
 }
 
+/// A cursor continues only the query whose result carried it: altered anywhere, made
+/// up, or taken to a query with other filters, it is refused; with another limit it
+/// still continues.
+#[tokio::test]
+async fn a_cursor_altered_made_up_or_taken_to_another_query_is_refused() {
+    let world = world_with_reports(5).await;
+    let idn = world.exchange("IDN").await;
+    let first_page = |request: pb::QueryRequest| {
+        let mut idn = idn.clone();
+        async move {
+            let mut stream = idn.query(request).await?.into_inner();
+            let mut cursors = Vec::new();
+            while let Some(item) = stream.message().await? {
+                cursors.push(item.cursor);
+            }
+            Ok::<_, Status>(cursors)
+        }
+    };
+    let asked = pb::QueryRequest {
+        limit: 2,
+        ..smuggling()
+    };
+    let cursor = first_page(asked.clone()).await.unwrap().pop().unwrap();
+    let refused = |status: Result<Vec<String>, Status>, what: &str| {
+        let status = status.expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains("after"), "{what}: {status:?}");
+    };
+    for at in 0..cursor.len() {
+        let mut altered = cursor.clone().into_bytes();
+        altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        let answer = first_page(pb::QueryRequest {
+            after: altered.clone(),
+            ..asked.clone()
+        })
+        .await;
+        refused(answer, &altered);
+    }
+    let (text, _) = cursor.rsplit_once('.').unwrap();
+    for made_up in ["changed/0/0", text, &format!("{text}.")] {
+        let answer = first_page(pb::QueryRequest {
+            after: made_up.to_owned(),
+            ..asked.clone()
+        })
+        .await;
+        refused(answer, made_up);
+    }
+    let other_filters = [
+        pb::QueryRequest {
+            reporting_states: vec!["AUS".into()],
+            ..asked.clone()
+        },
+        pb::QueryRequest {
+            include_retracted: true,
+            ..asked.clone()
+        },
+        pb::QueryRequest {
+            from_date: "2020-01-01".into(),
+            ..asked.clone()
+        },
+    ];
+    for other in other_filters {
+        let answer = first_page(pb::QueryRequest {
+            after: cursor.clone(),
+            ..other.clone()
+        })
+        .await;
+        refused(answer, &format!("{other:?}"));
+    }
+    let more = first_page(pb::QueryRequest {
+        after: cursor,
+        limit: 10,
+        ..asked
+    })
+    .await
+    .unwrap();
+    assert!(!more.is_empty());
+}
+
 fn report_id() -> impl Strategy<Value = u128> {
     prop_oneof![Just(u128::MAX), Just(u128::MAX - 1), Just(1u128), (1u128..),]
 }

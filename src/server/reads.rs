@@ -169,6 +169,7 @@ impl Context {
         let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
         let snap = self.snapshot()?;
+        filter.authenticate(snap.cursor_key())?;
         let standing = if filter.only_own(state) {
             None
         } else {

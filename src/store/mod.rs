@@ -106,8 +106,9 @@ const LOG_BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("log_by_ha
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// Witnesses' cosignature lines by (tree size, witness name).
 const COSIGNATURES: TableDefinition<(u64, &str), &str> = TableDefinition::new("cosignatures");
-/// Server secrets by name: `cell_key` (16 bytes), the key of reports' record keys
-/// (see [`counters::RecordKeys`]), made with the store and never sent anywhere.
+/// Server secrets by name, made with the store and never sent anywhere: `cell_key` (16
+/// bytes), the key of reports' record keys (see [`counters::RecordKeys`]), and
+/// `cursor_key` (32 bytes), the HMAC key that seals query cursors.
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Fee distributions kept by counters versions up to 6 (fee quartiles are now read from
 /// the projection): deleted when the counters are rebuilt, which a server does at start
@@ -119,6 +120,21 @@ const BUDGETS: TableDefinition<(&str, i32), u64> = TableDefinition::new("budgets
 
 /// The name of the cell key secret in [`SECRETS`].
 const CELL_KEY_SECRET: &str = "cell_key";
+/// The name of the cursor key secret in [`SECRETS`].
+const CURSOR_KEY_SECRET: &str = "cursor_key";
+
+/// The key that seals query cursors (HMAC-SHA256).
+fn cursor_key(
+    secrets: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<ring::hmac::Key, StoreError> {
+    let secret = secrets
+        .get(CURSOR_KEY_SECRET)?
+        .ok_or_else(|| StoreError::Corrupt("the cursor key secret is missing".to_owned()))?;
+    Ok(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        secret.value(),
+    ))
+}
 
 /// The record keys under the store's cell key secret.
 fn record_keys(
@@ -268,13 +284,15 @@ impl Store {
             tx.open_table(COSIGNATURES)?;
             tx.open_table(BUDGETS)?;
             let mut secrets = tx.open_table(SECRETS)?;
-            if secrets.get(CELL_KEY_SECRET)?.is_none() {
-                let mut secret = [0u8; 16];
-                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-                    .map_err(|_| {
+            for (name, length) in [(CELL_KEY_SECRET, 16), (CURSOR_KEY_SECRET, 32)] {
+                if secrets.get(name)?.is_none() {
+                    let mut secret = vec![0u8; length];
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                        .map_err(|_| {
                         StoreError::Corrupt("the system random generator failed".to_owned())
                     })?;
-                secrets.insert(CELL_KEY_SECRET, secret.as_slice())?;
+                    secrets.insert(name, secret.as_slice())?;
+                }
             }
         }
         tx.commit()?;

@@ -33,6 +33,7 @@ pub struct Snapshot {
     counter_quarters: ReadOnlyTable<&'static [u8], &'static [u8]>,
     quarters_behind: ReadOnlyTable<(u8, u32), ()>,
     record_keys: RecordKeys,
+    cursor_key: ring::hmac::Key,
     budgets: ReadOnlyTable<(&'static str, i32), u64>,
     log: LogView,
 }
@@ -56,6 +57,7 @@ impl Snapshot {
             counter_quarters: tx.open_table(COUNTER_QUARTERS)?,
             quarters_behind: tx.open_table(QUARTERS_BEHIND)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
+            cursor_key: super::cursor_key(&tx.open_table(SECRETS)?)?,
             budgets: tx.open_table(BUDGETS)?,
             log: LogView::open(&tx)?,
         })
@@ -69,6 +71,11 @@ impl Snapshot {
     /// Reports' record keys (for the cell key method of aggregates).
     pub(crate) fn record_keys(&self) -> &RecordKeys {
         &self.record_keys
+    }
+
+    /// The key that seals query cursors.
+    pub(crate) fn cursor_key(&self) -> &ring::hmac::Key {
+        &self.cursor_key
     }
 
     /// The number of leaves in the transparency log.

@@ -85,10 +85,16 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
     // Valid JSON (checked above), so any error here is a key given twice.
     no_duplicate_keys(text)?;
     // Numbers with a fraction or an exponent are read from their digits, by the field's
-    // type: through a float, 99.999999999999999 would be taken for the integer 100.
+    // type: through a float, 99.999999999999999 would be taken for the integer 100. They
+    // go as text marked with a random word no input can hold, to be told from text.
+    let nonce: [u8; 8] = ring::rand::generate(&ring::rand::SystemRandom::new())
+        .map_err(|_| "the system random generator failed".to_owned())?
+        .expose();
+    let word = hex::encode(nonce);
+    let quoted = quote_decimal_numbers(text, &format!("\\u0001{word}\\u0001"));
     let mut value: serde_json::Value =
-        serde_json::from_str(&quote_decimal_numbers(text)).map_err(|e| format!("not JSON: {e}"))?;
-    super::json::numbers_as_written(&mut value, T::NAME)?;
+        serde_json::from_str(&quoted).map_err(|e| format!("not JSON: {e}"))?;
+    super::json::numbers_as_written(&mut value, T::NAME, &format!("\u{1}{word}\u{1}"))?;
     integral_numbers(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -108,9 +114,9 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
 }
 
 /// `text` (valid JSON) with every number that has a fraction or an exponent written as a
-/// JSON string of the same characters, so that its digits reach the field's reader as
-/// written ([`super::json::numbers_as_written`]).
-fn quote_decimal_numbers(text: &str) -> String {
+/// JSON string of `marker` (as JSON writes it) and the same characters, so that its
+/// digits reach the field's reader as written ([`super::json::numbers_as_written`]).
+fn quote_decimal_numbers(text: &str, marker: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len() + 16);
     let (mut at, mut copied) = (0, 0);
@@ -134,6 +140,7 @@ fn quote_decimal_numbers(text: &str) -> String {
                 if number.contains(['.', 'e', 'E']) {
                     out.push_str(&text[copied..start]);
                     out.push('"');
+                    out.push_str(marker);
                     out.push_str(number);
                     out.push('"');
                     copied = at;
@@ -290,6 +297,12 @@ mod tests {
             ("\"+100\"", None),
             ("\"0100\"", None),
             ("1.00e2", Some(100)),
+            ("1.5e-9223372036854775807", None),
+            ("30e-9223372036854775808", None),
+            ("\"1.5e-9223372036854775808\"", None),
+            ("1e99999999999999999999999999999999999", None),
+            ("0.0e-9223372036854775808", Some(0)),
+            ("0e-9223372036854775809", Some(0)),
             ("\"4294967295.0\"", Some(4_294_967_295)),
             ("0.0e5", Some(0)),
         ] {
@@ -300,6 +313,12 @@ mod tests {
                 (Err(e), None) => assert!(e.starts_with("persons.total"), "{total}: {e}"),
                 (got, _) => panic!("{total}: {got:?}"),
             }
+        }
+        // A number is not text: a text field given one is refused, whatever its spelling.
+        for narrative in ["15", "1.5", "-2.50E+2", "7e0"] {
+            let text = format!(r#"{{"narrative": {narrative}}}"#);
+            let err = from_json::<pb::Report>(&text).unwrap_err();
+            assert!(err.starts_with("narrative"), "{narrative}: {err}");
         }
         // Only integer fields read a quoted number as a number: text stays text.
         let report: pb::Report =

@@ -111,17 +111,27 @@ fn numbers(value: &mut serde_json::Value, full_name: &str) {
 }
 
 /// Reads the numeric fields of `value` (a message of the API type `type_name`) given as
-/// text — quoted in the input, or quoted by [`crate::cli::input`] to keep its digits —
-/// as the proto3 JSON mapping reads them: an integer field takes a number in any JSON
-/// spelling (`"1.2e1"`, `"12.0"`) if it is exactly a whole number; a floating-point field
-/// any finite number (or `"NaN"`, `"Infinity"`, `"-Infinity"`). An error names the field.
-pub fn numbers_as_written(value: &mut serde_json::Value, type_name: &str) -> Result<(), String> {
+/// text as the proto3 JSON mapping reads them: an integer field takes a number in any
+/// JSON spelling (`"1.2e1"`, `"12.0"`) if it is exactly a whole number; a floating-point
+/// field any finite number (or `"NaN"`, `"Infinity"`, `"-Infinity"`). Text that starts
+/// with `marker` was a JSON number in the input, quoted by [`crate::cli::input`] to keep
+/// its digits: in any other field it becomes that number again, so that a text field
+/// refuses it as the mapping does. An error names the field.
+pub fn numbers_as_written(
+    value: &mut serde_json::Value,
+    type_name: &str,
+    marker: &str,
+) -> Result<(), String> {
     let mut refused = None;
     each_field(
         value,
         (&format!(".{type_name}"), ""),
         &mut |kind, at, item| {
             let Some(text) = item.as_str() else { return };
+            let (was_number, text) = match text.strip_prefix(marker) {
+                Some(number) => (true, number),
+                None => (false, text),
+            };
             let read = match kind {
                 Type::Int32
                 | Type::Sint32
@@ -134,18 +144,41 @@ pub fn numbers_as_written(value: &mut serde_json::Value, type_name: &str) -> Res
                 | Type::Uint64
                 | Type::Fixed64 => whole_number(text).map(Some),
                 Type::Double | Type::Float => float(text),
+                _ if was_number => float(text),
                 _ => Ok(None),
             };
             match read {
                 Ok(Some(number)) => *item = serde_json::Value::Number(number),
                 Ok(None) => {}
                 Err(why) => {
-                    refused.get_or_insert_with(|| format!("{at}: {text:?} {why}"));
+                    refused.get_or_insert_with(|| format!("{at}: {text} {why}"));
                 }
             }
         },
     );
-    refused.map_or(Ok(()), Err)
+    if let Some(refused) = refused {
+        return Err(refused);
+    }
+    // Numbers where no field of the message is (unknown fields): numbers again.
+    unmark(value, marker);
+    Ok(())
+}
+
+/// Turns every text that starts with `marker` back into the number it was.
+fn unmark(value: &mut serde_json::Value, marker: &str) {
+    match value {
+        serde_json::Value::String(text) => {
+            let number = text
+                .strip_prefix(marker)
+                .and_then(|n| serde_json::from_str::<serde_json::Number>(n).ok());
+            if let Some(number) = number {
+                *value = serde_json::Value::Number(number);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| unmark(v, marker)),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(|v| unmark(v, marker)),
+        _ => {}
+    }
 }
 
 /// The whole number a JSON number literal denotes exactly (`12`, `12.0`, `1.2e1`,
@@ -159,11 +192,21 @@ fn whole_number(text: &str) -> Result<serde_json::Number, &'static str> {
     };
     let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
         Some((m, e)) => {
-            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(digits) => (-1, digits),
+                None => (1, e.strip_prefix('+').unwrap_or(e)),
+            };
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(SPELLING);
             }
-            (m, e.parse::<i64>().map_err(|_| "is out of range")?)
+            // Beyond ±10^30 every exponent acts alike: saturate rather than overflow.
+            let magnitude = digits.trim_start_matches('0');
+            let magnitude: i128 = if magnitude.len() > 30 {
+                10_i128.pow(30)
+            } else {
+                magnitude.parse().unwrap_or(0)
+            };
+            (m, sign * magnitude)
         }
         None => (rest, 0),
     };
@@ -178,14 +221,18 @@ fn whole_number(text: &str) -> Result<serde_json::Number, &'static str> {
         return Err(SPELLING);
     }
     let digits = format!("{whole}{fraction}");
-    let shift = exponent - i64::try_from(fraction.len()).map_err(|_| "is out of range")?;
+    if digits.bytes().all(|b| b == b'0') {
+        return Ok(serde_json::Number::from(0_u64));
+    }
+    // The value is digits × 10^shift, exactly.
+    let shift = exponent - i128::try_from(fraction.len()).unwrap_or(i128::MAX);
     let integer = if shift >= 0 {
-        if shift > 40 && digits.bytes().any(|b| b != b'0') {
+        if shift > 40 {
             return Err("is out of range");
         }
         format!(
             "{digits}{}",
-            "0".repeat(usize::try_from(shift.min(40)).unwrap_or(40))
+            "0".repeat(usize::try_from(shift).unwrap_or(40))
         )
     } else {
         let cut = usize::try_from(-shift).unwrap_or(usize::MAX);

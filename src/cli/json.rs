@@ -291,6 +291,19 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Any text, and any number in JSON's grammar with long digit runs and exponents,
+        /// is read or refused, never a panic (an exponent near i64::MIN once overflowed).
+        #[test]
+        fn reading_a_number_never_panics(
+            number in "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,30})?([eE][+-]?[0-9]{1,25})?",
+            text in "\\PC{0,40}",
+        ) {
+            let _ = whole_number(&number);
+            let _ = float(&number);
+            let _ = whole_number(&text);
+            let _ = float(&text);
+        }
+
         /// Any whole number, its point moved left and an exponent moving it back, with
         /// trailing zeros, is read as exactly that number; with a digit other than zero
         /// left behind the point, it is not a whole number.

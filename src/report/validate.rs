@@ -52,6 +52,14 @@ pub fn validate(report: pb::Report, now: OffsetDateTime) -> Result<ValidReport, 
         None => c.fail("location", "is required (at least location.country)"),
     }
     if let Some(route) = &report.route {
+        if *route == pb::Route::default() {
+            // One encoding of "no route": otherwise two signed payloads (an empty route
+            // message, and none) would say the same, and a CSV round trip would change one.
+            c.fail(
+                "route",
+                "is empty: leave it out when no part of the route is known",
+            );
+        }
         c.route(route);
     }
     match &report.persons {
@@ -690,6 +698,7 @@ mod tests {
                 |r| r.route.as_mut().unwrap().transit = vec!["QQQ".into()],
                 "route.transit[0]",
             ),
+            (false, |r| r.route = Some(pb::Route::default()), "route"),
             (false, |r| r.persons = None, "persons"),
             (
                 false,

@@ -168,8 +168,7 @@ enum Cursor {
 const CHANGED: &str = "changed";
 
 /// Why an `after` is refused: altered, made up, or returned for another query.
-const NOT_OURS: &str = "is not a cursor this server returned for this query (a cursor \
-                        continues only the query whose result carried it): pass the last \
+const NOT_OURS: &str = "is not a cursor this server returned for this query: pass the last \
                         result's `cursor` unchanged, with the same filters, or start again \
                         without `after`";
 
@@ -249,14 +248,19 @@ impl QueryFilter {
         let mut states = countries("reporting_states", &req.reporting_states)?;
         states.sort();
         states.dedup();
-        let route_countries = countries("route_countries", &req.route_countries)?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let nationalities = countries("nationalities", &req.nationalities)?
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        // Sorted and each once, as the states: a set of countries is one filter however
+        // it is listed (and a cursor continues it).
+        let set = |field, codes: &[String]| -> Result<Vec<String>, FilterError> {
+            let mut codes: Vec<String> = countries(field, codes)?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            codes.sort();
+            codes.dedup();
+            Ok(codes)
+        };
+        let route_countries = set("route_countries", &req.route_countries)?;
+        let nationalities = set("nationalities", &req.nationalities)?;
         if let Some(b) = &req.bbox {
             bbox_problem(b).map_or(Ok(()), |problem| Err(bad("bbox", problem)))?;
         }
@@ -285,8 +289,14 @@ impl QueryFilter {
             modus_operandi: req.modus_operandi,
             maritime_event: req.maritime_event,
             vessel_type: req.vessel_type,
-            bbox: req.bbox,
-            changed_since: req.changed_since_unix,
+            // -0.0 is 0.0, and every time before 1970 is "any time": one filter each.
+            bbox: req.bbox.map(|b| pb::BoundingBox {
+                min_latitude: b.min_latitude + 0.0,
+                min_longitude: b.min_longitude + 0.0,
+                max_latitude: b.max_latitude + 0.0,
+                max_longitude: b.max_longitude + 0.0,
+            }),
+            changed_since: req.changed_since_unix.max(0),
             include_retracted: req.include_retracted,
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             after,
@@ -906,6 +916,27 @@ mod tests {
             max_latitude,
             max_longitude,
         }
+    }
+
+    /// A filter written another way — countries in another order or twice, -0.0 for
+    /// 0.0, a time before 1970 — is the same query, whose cursors it continues.
+    #[test]
+    fn a_filter_written_another_way_is_the_same_query() {
+        let ask = |routes: &[&str], nationalities: &[&str], edge: f64, since: i64| {
+            QueryFilter::from_request(&pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                route_countries: routes.iter().map(|&c| c.to_owned()).collect(),
+                nationalities: nationalities.iter().map(|&c| c.to_owned()).collect(),
+                bbox: Some(bbox(edge, 100.0, 5.0, 130.0)),
+                changed_since_unix: since,
+                ..pb::QueryRequest::default()
+            })
+            .unwrap()
+            .asks()
+        };
+        let one = ask(&["AFG", "IRN"], &["LKA", "MMR"], 0.0, 0);
+        assert_eq!(ask(&["IRN", "AFG", "AFG"], &["MMR", "LKA"], -0.0, -7), one);
+        assert_ne!(ask(&["AFG"], &["LKA", "MMR"], 0.0, 0), one);
     }
 
     /// A refused bounding box says which edge is wrong and how.

@@ -1301,13 +1301,22 @@ async fn a_cursor_altered_made_up_or_taken_to_another_query_is_refused() {
         refused(answer, &format!("{other:?}"));
     }
     let more = first_page(pb::QueryRequest {
-        after: cursor,
+        after: cursor.clone(),
         limit: 10,
-        ..asked
+        ..asked.clone()
     })
     .await
     .unwrap();
     assert!(!more.is_empty());
+    // The same filter written another way is the same query.
+    let same = first_page(pb::QueryRequest {
+        after: cursor,
+        changed_since_unix: -5,
+        ..asked
+    })
+    .await
+    .unwrap();
+    assert_eq!(same.len(), 2);
 }
 
 fn report_id() -> impl Strategy<Value = u128> {

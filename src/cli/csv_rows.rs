@@ -67,6 +67,20 @@ pub struct CsvRow {
     persons_convicted: Option<u32>,
 }
 
+/// The columns of a report row, in the order `query --csv` writes them.
+pub fn columns() -> Vec<String> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    // A row of defaults serialises (csv writes `None` as an empty cell).
+    let _ = out.serialize(CsvRow::default());
+    let written = out.into_inner().unwrap_or_default();
+    let header = written.split(|b| *b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(header)
+        .trim_end_matches('\r')
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A cell as written to a CSV file: prefixed with `'` where a spreadsheet would otherwise
 /// run it as a formula (or where it starts with `'` itself, so that reading is exact).
 pub fn safe_cell(text: &str) -> Cow<'_, str> {

@@ -400,19 +400,45 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
                 anyhow!("{}: the CSV header cannot be read: {why}", file.display())
             })?
             .clone();
-        // A file without its header would take its first report for one, and import
-        // nothing without a word.
-        let missing: Vec<&str> = ["report_id", "version", "reporting_state", "category"]
-            .into_iter()
-            .filter(|column| !headers.iter().any(|h| h == *column))
+        // Every column once, and no other: a file without its header would take its first
+        // report for one, and a column left out would lose what it holds without a word.
+        let columns = super::csv_rows::columns();
+        let missing: Vec<&str> = columns
+            .iter()
+            .filter(|column| !headers.iter().any(|h| h == column.as_str()))
+            .map(String::as_str)
             .collect();
-        if !missing.is_empty() {
+        let unknown: Vec<&str> = headers
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| {
+                !columns.iter().any(|c| c == h) || headers.iter().take(*i).any(|e| e == *h)
+            })
+            .map(|(_, h)| h)
+            .collect();
+        if !missing.is_empty() || !unknown.is_empty() {
+            let mut why = Vec::new();
+            if missing.len() == columns.len() {
+                why.push("it names none of the columns: is the header missing?".to_owned());
+            } else if !missing.is_empty() {
+                why.push(format!("it lacks {}", missing.join(", ")));
+            }
+            if !unknown.is_empty() {
+                why.push(format!(
+                    "it names {} unknown or twice",
+                    unknown
+                        .iter()
+                        .map(|u| format!("{u:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
             bail!(
-                "{}: the first line is not the header `import` reads (it has no {} column): \
-                 write the file as `tidemark query --csv` does, its first line naming the \
-                 columns",
+                "{}: the first line is not the header `import` reads ({}): write the file as \
+                 `tidemark query --csv` does, its first line naming every column once, and \
+                 leave a cell empty where there is nothing to say",
                 file.display(),
-                missing.join(", ")
+                why.join("; ")
             );
         }
         Ok(Box::new(csv.into_records().map(move |row| match row {
@@ -682,6 +708,20 @@ mod tests {
             panic!("a file without its header was read");
         };
         assert!(refused.to_string().contains("not the header"), "{refused}");
+        // A column left out, or one given twice, is refused as a whole too.
+        let (header, body) = text.split_once('\n').unwrap();
+        for (changed_header, said) in [
+            (header.replace(",women,", ","), "lacks women"),
+            (format!("{header},women"), "\"women\" unknown or twice"),
+            (format!("{header},remarks"), "\"remarks\" unknown or twice"),
+        ] {
+            let changed = dir.path().join("changed.csv");
+            std::fs::write(&changed, format!("{changed_header}\n{body}")).unwrap();
+            let Err(refused) = records(&changed) else {
+                panic!("{said}: read");
+            };
+            assert!(refused.to_string().contains(said), "{refused}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
 use tidemark::pb;
 
@@ -65,6 +65,55 @@ pub struct CsvRow {
     investigation_opened: Option<bool>,
     persons_prosecuted: Option<u32>,
     persons_convicted: Option<u32>,
+}
+
+/// A whole number as export writes it: digits, without sign, spaces or leading zeros.
+fn plain_whole(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'))
+}
+
+/// The columns holding a whole number, and those holding a decimal one (empty for none
+/// where the column is optional).
+const WHOLE_COLUMNS: [&str; 13] = [
+    "version",
+    "persons_total",
+    "minors",
+    "unaccompanied_minors",
+    "women",
+    "deaths",
+    "missing",
+    "facilitators_detected",
+    "facilitators_arrested",
+    "fee_amount",
+    "persons_on_board",
+    "persons_prosecuted",
+    "persons_convicted",
+];
+const DECIMAL_COLUMNS: [&str; 2] = ["latitude", "longitude"];
+
+/// Why the cell of `column` is not a number in the one spelling export writes, if it is
+/// a number column: whole numbers as digits (no sign, spaces or leading zeros), decimal
+/// ones as JSON writes them (`-10.5`, `1e-3`). An empty cell is left to the row's reader.
+pub fn misspelled_number(column: &str, cell: &str) -> Option<String> {
+    if cell.is_empty() {
+        return None;
+    }
+    if WHOLE_COLUMNS.contains(&column) && !plain_whole(cell) {
+        return Some(format!(
+            "column {column}: {cell:?} is not a whole number written as digits (no sign, \
+             spaces or leading zeros)"
+        ));
+    }
+    let decimal = serde_json::from_str::<serde_json::Number>(cell).is_ok() && cell.trim() == cell;
+    if DECIMAL_COLUMNS.contains(&column) && !decimal {
+        return Some(format!(
+            "column {column}: {cell:?} is not a number as export writes one (-10.5: no + \
+             sign, spaces or leading zeros)"
+        ));
+    }
+    None
 }
 
 /// The columns of a report row, in the order `query --csv` writes them.
@@ -330,9 +379,15 @@ impl CsvRow {
                     .ok_or_else(|| anyhow!("column nationalities: {pair:?} is not CODE:COUNT"))?;
                 Ok(pb::NationalityCount {
                     nationality: code.to_owned(),
-                    count: count
-                        .parse()
-                        .with_context(|| format!("column nationalities: count in {pair:?}"))?,
+                    count: plain_whole(count)
+                        .then(|| count.parse().ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "column nationalities: the count in {pair:?} is not a whole \
+                                 number written as digits"
+                            )
+                        })?,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -519,9 +574,15 @@ fn documents(column: &str) -> anyhow::Result<Vec<pb::FraudulentDocument>> {
                     "fraudulent_documents",
                     enum_parser!(pb::FraudKind),
                 )?,
-                count: count
-                    .parse()
-                    .with_context(|| format!("column fraudulent_documents: count in {item:?}"))?,
+                count: plain_whole(count)
+                    .then(|| count.parse().ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "column fraudulent_documents: the count in {item:?} is not a \
+                             whole number written as digits"
+                        )
+                    })?,
             })
         })
         .collect()
@@ -550,7 +611,7 @@ mod tests {
             .unwrap();
         let row = CsvRow::from_report(&report);
         assert!(row.clone().into_report().is_ok());
-        let alterations: [Alteration; 7] = [
+        let alterations: [Alteration; 9] = [
             ("lower case", |r| {
                 r.modus_operandi = r.modus_operandi.to_lowercase();
             }),
@@ -567,6 +628,12 @@ mod tests {
                 r.category = "smuggling_incident".into();
             }),
             ("trailing separator", |r| r.nationalities.push(';')),
+            ("a count with a sign", |r| {
+                r.nationalities = r.nationalities.replacen(':', ":+", 1);
+            }),
+            ("a count with a leading zero", |r| {
+                r.nationalities = r.nationalities.replacen(':', ":0", 1);
+            }),
             ("space in a list", |r| {
                 r.nationalities = format!(" {}", r.nationalities);
             }),
@@ -575,6 +642,34 @@ mod tests {
             let mut altered = row.clone();
             alter(&mut altered);
             assert!(altered.into_report().is_err(), "{what} was accepted");
+        }
+    }
+
+    /// The number columns [`misspelled_number`] checks are exactly the row's number
+    /// columns: text in any other column reads, in these it does not.
+    #[test]
+    fn the_number_columns_are_the_rows_number_columns() {
+        let mut rng = sample::Rng::new(13);
+        let report = sample::report(&mut rng, "AUS");
+        let mut out = csv::Writer::from_writer(Vec::new());
+        out.serialize(CsvRow::from_report(&report)).unwrap();
+        let written = out.into_inner().unwrap();
+        let mut back = csv::Reader::from_reader(written.as_slice());
+        let headers = back.headers().unwrap().clone();
+        let row = back.records().next().unwrap().unwrap();
+        for (i, column) in headers.iter().enumerate() {
+            let altered: csv::StringRecord = row
+                .iter()
+                .enumerate()
+                .map(|(j, cell)| if i == j { "x" } else { cell })
+                .collect();
+            let reads = altered.deserialize::<CsvRow>(Some(&headers)).is_ok();
+            let number = WHOLE_COLUMNS.contains(&column) || DECIMAL_COLUMNS.contains(&column);
+            assert_eq!(
+                reads,
+                !number && column != "investigation_opened",
+                "{column}"
+            );
         }
     }
 

@@ -400,50 +400,17 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
                 anyhow!("{}: the CSV header cannot be read: {why}", file.display())
             })?
             .clone();
-        // Every column once, and no other: a file without its header would take its first
-        // report for one, and a column left out would lose what it holds without a word.
-        let columns = super::csv_rows::columns();
-        let missing: Vec<&str> = columns
-            .iter()
-            .filter(|column| !headers.iter().any(|h| h == column.as_str()))
-            .map(String::as_str)
-            .collect();
-        let unknown: Vec<&str> = headers
-            .iter()
-            .enumerate()
-            .filter(|(i, h)| {
-                !columns.iter().any(|c| c == h) || headers.iter().take(*i).any(|e| e == *h)
-            })
-            .map(|(_, h)| h)
-            .collect();
-        if !missing.is_empty() || !unknown.is_empty() {
-            let mut why = Vec::new();
-            if missing.len() == columns.len() {
-                why.push("it names none of the columns: is the header missing?".to_owned());
-            } else if !missing.is_empty() {
-                why.push(format!("it lacks {}", missing.join(", ")));
-            }
-            if !unknown.is_empty() {
-                why.push(format!(
-                    "it names {} unknown or twice",
-                    unknown
-                        .iter()
-                        .map(|u| format!("{u:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            bail!(
-                "{}: the first line is not the header `import` reads ({}): write the file as \
-                 `tidemark query --csv` does, its first line naming every column once, and \
-                 leave a cell empty where there is nothing to say",
-                file.display(),
-                why.join("; ")
-            );
-        }
+        check_header(file, &headers)?;
         Ok(Box::new(csv.into_records().map(move |row| match row {
             Ok(row) => {
                 let line = row.position().map_or(0, |p| lines.line_at(p.byte()));
+                let misspelled = headers
+                    .iter()
+                    .zip(row.iter())
+                    .find_map(|(column, cell)| super::csv_rows::misspelled_number(column, cell));
+                if let Some(why) = misspelled {
+                    return (line, Err(format!("not a valid CSV report row: {why}")));
+                }
                 let report = row
                     .deserialize::<CsvRow>(Some(&headers))
                     .map_err(|e| anyhow!(csv_error(&e, &headers, Some(&row))))
@@ -482,6 +449,51 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
             },
         )))
     }
+}
+
+/// Every column once, and no other: a file without its header would take its first
+/// report for one, and a column left out would lose what it holds without a word.
+fn check_header(file: &Path, headers: &csv::StringRecord) -> anyhow::Result<()> {
+    let columns = super::csv_rows::columns();
+    let missing: Vec<&str> = columns
+        .iter()
+        .filter(|column| !headers.iter().any(|h| h == column.as_str()))
+        .map(String::as_str)
+        .collect();
+    let unknown: Vec<&str> = headers
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| {
+            !columns.iter().any(|c| c == h) || headers.iter().take(*i).any(|e| e == *h)
+        })
+        .map(|(_, h)| h)
+        .collect();
+    if !missing.is_empty() || !unknown.is_empty() {
+        let mut why = Vec::new();
+        if missing.len() == columns.len() {
+            why.push("it names none of the columns: is the header missing?".to_owned());
+        } else if !missing.is_empty() {
+            why.push(format!("it lacks {}", missing.join(", ")));
+        }
+        if !unknown.is_empty() {
+            why.push(format!(
+                "it names {} unknown or twice",
+                unknown
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        bail!(
+            "{}: the first line is not the header `import` reads ({}): write the file as \
+             `tidemark query --csv` does, its first line naming every column once, and \
+             leave a cell empty where there is nothing to say",
+            file.display(),
+            why.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// What is wrong with a CSV row, in the file's terms: a column by its header name and
@@ -691,7 +703,7 @@ mod tests {
         assert!(
             said[0]
                 .1
-                .contains(r#"column persons_total: "many": invalid digit"#),
+                .contains(r#"column persons_total: "many" is not a whole number"#),
             "{said:?}"
         );
         assert_eq!(said[1].0, 3);

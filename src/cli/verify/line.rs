@@ -154,6 +154,14 @@ fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
     let sequence = integer("sequence")?;
     let version = integer("version")?;
     let (id, state, payload_version, kind) = payload_names(envelope);
+    for key in ["reportId", "reportingState", "kind"] {
+        if meta
+            .get(key)
+            .is_some_and(|v| !v.is_null() && !v.is_string())
+        {
+            return Err(format!("its meta.{key} is not text"));
+        }
+    }
     let text = |key: &str| meta.get(key).and_then(Value::as_str);
     // The category by name ("CATEGORY_MARITIME_MOVEMENT") or number; a retraction's
     // payload names none.
@@ -222,9 +230,10 @@ fn report(line: &Value, envelope: &pb::Envelope) -> Result<(), String> {
     };
     let signed = (envelope.payload_type == envelope::REPORT_PAYLOAD_TYPE)
         .then(|| pb::Report::decode(envelope.payload.as_slice()).ok())
-        .flatten()
-        .map(|r| super::super::json::value(&r, "tidemark.v1.Report"));
-    if signed.as_ref() == Some(shown) {
+        .flatten();
+    // Compared as reports, not as text: `2.0` and `"2"` are 2 in the proto3 JSON mapping.
+    let shown = super::super::input::from_json::<pb::Report>(&shown.to_string()).ok();
+    if signed.is_some() && signed == shown {
         Ok(())
     } else {
         Err(

@@ -807,10 +807,11 @@ mod tests {
         let line = query_line(&report, &key, 1_700_000_000);
         let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Valid), "{said}");
-        // As proto3 JSON reads it: null is absent, 1.0 is 1.
+        // As proto3 JSON reads it: null is absent, 1.0 is 1, "1" is 1.
         for (at, value) in [
             ("/meta/acceptedAtUnix", serde_json::Value::Null),
             ("/meta/version", f64::from(report.version).into()),
+            ("/report/version", report.version.to_string().into()),
         ] {
             let mut same = line.clone();
             *same.pointer_mut(at).unwrap() = value;
@@ -822,8 +823,9 @@ mod tests {
         } else {
             "CATEGORY_MARITIME_MOVEMENT"
         };
-        let changes: [(&str, serde_json::Value); 8] = [
+        let changes: [(&str, serde_json::Value); 9] = [
             ("/meta/category", other_category.into()),
+            ("/meta/reportId", 123.into()),
             (
                 "/report",
                 crate::cli::json::value(&other, "tidemark.v1.Report"),

@@ -116,6 +116,18 @@ pub fn misspelled_number(column: &str, cell: &str) -> Option<String> {
     None
 }
 
+/// A sample report of AUS (from `seed`) as `query --csv` writes it: the header and the row.
+#[cfg(test)]
+pub fn sample_row(seed: u64) -> (csv::StringRecord, csv::StringRecord) {
+    let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(seed), "AUS");
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.serialize(CsvRow::from_report(&report)).unwrap();
+    let written = out.into_inner().unwrap();
+    let mut back = csv::Reader::from_reader(written.as_slice());
+    let headers = back.headers().unwrap().clone();
+    (headers, back.records().next().unwrap().unwrap())
+}
+
 /// The columns of a report row, in the order `query --csv` writes them.
 pub fn columns() -> Vec<String> {
     let mut out = csv::Writer::from_writer(Vec::new());
@@ -649,14 +661,7 @@ mod tests {
     /// columns: text in any other column reads, in these it does not.
     #[test]
     fn the_number_columns_are_the_rows_number_columns() {
-        let mut rng = sample::Rng::new(13);
-        let report = sample::report(&mut rng, "AUS");
-        let mut out = csv::Writer::from_writer(Vec::new());
-        out.serialize(CsvRow::from_report(&report)).unwrap();
-        let written = out.into_inner().unwrap();
-        let mut back = csv::Reader::from_reader(written.as_slice());
-        let headers = back.headers().unwrap().clone();
-        let row = back.records().next().unwrap().unwrap();
+        let (headers, row) = sample_row(13);
         for (i, column) in headers.iter().enumerate() {
             let altered: csv::StringRecord = row
                 .iter()

@@ -672,13 +672,7 @@ mod tests {
     /// "\n" alone) and its 0-based field numbers are not what the user sees.
     #[test]
     fn a_bad_csv_row_is_told_by_column_name_and_value_without_the_readers_position() {
-        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(1), "AUS");
-        let mut out = csv::Writer::from_writer(Vec::new());
-        out.serialize(CsvRow::from_report(&report)).unwrap();
-        let written = out.into_inner().unwrap();
-        let mut back = csv::Reader::from_reader(written.as_slice());
-        let headers = back.headers().unwrap().clone();
-        let row = back.records().next().unwrap().unwrap();
+        let (headers, row) = super::super::csv_rows::sample_row(1);
         let column = headers.iter().position(|h| h == "persons_total").unwrap();
         let bad: csv::StringRecord = row
             .iter()

@@ -93,12 +93,22 @@ const WHOLE_COLUMNS: [&str; 13] = [
 ];
 const DECIMAL_COLUMNS: [&str; 2] = ["latitude", "longitude"];
 
+/// The whole-number columns a row may leave empty (for none).
+const OPTIONAL_WHOLE_COLUMNS: [&str; 3] = ["fee_amount", "persons_prosecuted", "persons_convicted"];
+
 /// Why the cell of `column` is not a number in the one spelling export writes, if it is
 /// a number column: whole numbers as digits (no sign, spaces or leading zeros), decimal
-/// ones as JSON writes them (`-10.5`, `1e-3`). An empty cell is left to the row's reader.
+/// ones as JSON writes them (`-10.5`, `1e-3`); a count is 0, not empty, where there is
+/// none.
 pub fn misspelled_number(column: &str, cell: &str) -> Option<String> {
     if cell.is_empty() {
-        return None;
+        return (WHOLE_COLUMNS.contains(&column) && !OPTIONAL_WHOLE_COLUMNS.contains(&column))
+            .then(|| {
+                format!(
+                    "column {column} is empty: write 0 where there is nothing to count, as \
+                     export does"
+                )
+            });
     }
     if WHOLE_COLUMNS.contains(&column) && !plain_whole(cell) {
         return Some(format!(
@@ -375,6 +385,51 @@ impl CsvRow {
         ]
     }
 
+    /// A row holds only its own category's cells, as export writes it: the other
+    /// category's columns empty (0 for its counts). A cell there would be lost.
+    fn only_its_category(&self) -> anyhow::Result<()> {
+        let smuggling = [
+            ("modus_operandi", self.modus_operandi.is_empty()),
+            ("transport", self.transport.is_empty()),
+            ("concealment", self.concealment.is_empty()),
+            ("facilitators_detected", self.facilitators_detected == 0),
+            ("facilitators_arrested", self.facilitators_arrested == 0),
+            ("fee_amount", self.fee_amount.is_none()),
+            ("fee_currency", self.fee_currency.is_empty()),
+            ("fraudulent_documents", self.fraudulent_documents.is_empty()),
+            ("investigation_opened", self.investigation_opened.is_none()),
+            ("persons_prosecuted", self.persons_prosecuted.is_none()),
+            ("persons_convicted", self.persons_convicted.is_none()),
+        ];
+        let maritime = [
+            ("event", self.event.is_empty()),
+            ("vessel_type", self.vessel_type.is_empty()),
+            ("flag_state", self.flag_state.is_empty()),
+            ("imo_number", self.imo_number.is_empty()),
+            ("mmsi", self.mmsi.is_empty()),
+            ("persons_on_board", self.persons_on_board == 0),
+            ("sar_region", self.sar_region.is_empty()),
+            (
+                "disembarkation_country",
+                self.disembarkation_country.is_empty(),
+            ),
+            ("disembarkation_port", self.disembarkation_port.is_empty()),
+        ];
+        let (others, kind) = match self.category.as_str() {
+            "SMUGGLING_INCIDENT" => (&maritime[..], "maritime"),
+            "MARITIME_MOVEMENT" => (&smuggling[..], "smuggling"),
+            _ => return Ok(()),
+        };
+        match others.iter().find(|(_, empty)| !empty) {
+            Some((column, _)) => bail!(
+                "column {column}: a {} row leaves the {kind} columns empty (0 for counts), as \
+                 export writes it; what is there would be lost",
+                self.category
+            ),
+            None => Ok(()),
+        }
+    }
+
     // Long because the report model is: one line per column.
     #[allow(clippy::too_many_lines)]
     pub fn into_report(mut self) -> anyhow::Result<pb::Report> {
@@ -411,6 +466,7 @@ impl CsvRow {
             (None, None) => None,
             _ => bail!("columns latitude and longitude: give both or neither"),
         };
+        self.only_its_category()?;
         let details = match self.category.as_str() {
             "SMUGGLING_INCIDENT" => pb::report::Details::Smuggling(pb::SmugglingIncident {
                 modus_operandi: parse_enum(
@@ -449,11 +505,19 @@ impl CsvRow {
                     self.persons_convicted,
                 ) {
                     (None, None, None) => None,
-                    (opened, prosecuted, convicted) => Some(pb::CriminalJustice {
-                        investigation_opened: opened.unwrap_or(false),
-                        persons_prosecuted: prosecuted.unwrap_or(0),
-                        persons_convicted: convicted.unwrap_or(0),
+                    (
+                        Some(investigation_opened),
+                        Some(persons_prosecuted),
+                        Some(persons_convicted),
+                    ) => Some(pb::CriminalJustice {
+                        investigation_opened,
+                        persons_prosecuted,
+                        persons_convicted,
                     }),
+                    _ => bail!(
+                        "columns investigation_opened, persons_prosecuted and persons_convicted: \
+                         give all three (criminal justice) or none"
+                    ),
                 },
             }),
             "MARITIME_MOVEMENT" => pb::report::Details::Maritime(pb::MaritimeMovement {
@@ -623,7 +687,7 @@ mod tests {
             .unwrap();
         let row = CsvRow::from_report(&report);
         assert!(row.clone().into_report().is_ok());
-        let alterations: [Alteration; 9] = [
+        let alterations: [Alteration; 12] = [
             ("lower case", |r| {
                 r.modus_operandi = r.modus_operandi.to_lowercase();
             }),
@@ -645,6 +709,12 @@ mod tests {
             }),
             ("a count with a leading zero", |r| {
                 r.nationalities = r.nationalities.replacen(':', ":0", 1);
+            }),
+            ("a maritime cell", |r| r.persons_on_board = 5),
+            ("a maritime event", |r| r.event = "RESCUE".into()),
+            ("part of criminal justice", |r| {
+                r.investigation_opened = Some(true);
+                r.persons_prosecuted = None;
             }),
             ("space in a list", |r| {
                 r.nationalities = format!(" {}", r.nationalities);

@@ -34,12 +34,12 @@ pub(super) enum Unproven {
 /// proof against `log_key` when both are there. Returns when the envelope was accepted;
 /// an error says what on the line disagrees (the line is invalid then).
 pub(super) fn check(
-    line: &Value,
+    (line, text): (&Value, &str),
     envelope: &pb::Envelope,
     log_key: Option<&str>,
 ) -> Result<Acceptance, String> {
     let said = meta(line, envelope)?;
-    report(line, envelope)?;
+    report(text, envelope)?;
     let proof = match line.get("logProof") {
         None | Some(Value::Null) => None,
         Some(Value::String(proof)) => Some(proof),
@@ -223,16 +223,27 @@ pub(super) fn payload_names(envelope: &pb::Envelope) -> (String, String, u32, &'
 
 /// The line's `report` (what `query --json` decodes for reading) must be the signed
 /// payload's report, field for field; a retraction's line has none.
-fn report(line: &Value, envelope: &pb::Envelope) -> Result<(), String> {
-    let shown = match line.get("report") {
-        None | Some(Value::Null) => return Ok(()),
-        Some(shown) => shown,
+fn report(line: &str, envelope: &pb::Envelope) -> Result<(), String> {
+    /// The line's `report` as written: its numbers' digits as they are, not as a float
+    /// reads them.
+    #[derive(serde::Deserialize)]
+    struct Written<'a> {
+        #[serde(borrow)]
+        report: Option<&'a serde_json::value::RawValue>,
+    }
+    let shown = serde_json::from_str::<Written>(line)
+        .ok()
+        .and_then(|w| w.report)
+        .map(serde_json::value::RawValue::get)
+        .filter(|r| *r != "null");
+    let Some(shown) = shown else {
+        return Ok(());
     };
     let signed = (envelope.payload_type == envelope::REPORT_PAYLOAD_TYPE)
         .then(|| pb::Report::decode(envelope.payload.as_slice()).ok())
         .flatten();
     // Compared as reports, not as text: `2.0` and `"2"` are 2 in the proto3 JSON mapping.
-    let shown = super::super::input::from_json::<pb::Report>(&shown.to_string()).ok();
+    let shown = super::super::input::from_json::<pb::Report>(shown).ok();
     if signed.is_some() && signed == shown {
         Ok(())
     } else {

@@ -477,7 +477,7 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         return Ok((Outcome::Invalid, why));
     }
     // What the line says beside the envelope (meta, report, log proof) must agree with it.
-    let accepted = match line::check(&value, &envelope, log_key) {
+    let accepted = match line::check((&value, item), &envelope, log_key) {
         Ok(accepted) => accepted,
         Err(why) => return Ok((Outcome::Invalid, why)),
     };
@@ -843,6 +843,18 @@ mod tests {
             let (outcome, said) = check(&altered.to_string(), &keys, None).unwrap();
             assert!(matches!(outcome, Outcome::Invalid), "{at}: {said}");
         }
+        // Compared from the digits as written: not a whole count, though a float reads it
+        // as one.
+        let total = report.persons.as_ref().unwrap().total;
+        let text = line.to_string();
+        let almost = text.replacen(
+            &format!("\"total\":{total}"),
+            &format!("\"total\":{total}.00000000000000001"),
+            1,
+        );
+        assert_ne!(almost, text);
+        let (outcome, said) = check(&almost, &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid), "{said}");
         let mut truncated = report.encode_to_vec();
         truncated.pop();
         let (outcome, said) = check(&dsse_json(truncated, &key), &keys, None).unwrap();

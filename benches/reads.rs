@@ -169,6 +169,7 @@ async fn sync_to_mirror(
         .sync(pb::SyncRequest {
             category: pb::Category::SmugglingIncident as i32,
             after_sequence: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

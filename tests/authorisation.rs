@@ -192,6 +192,7 @@ async fn a_scope_narrowed_during_a_read_stops_the_read_from_sending_the_report()
             let request = pb::SyncRequest {
                 category: pb::Category::SmugglingIncident as i32,
                 after_sequence: 0,
+                ..Default::default()
             };
             let stream = idn.sync(request).await.unwrap().into_inner();
             read_while_narrowing(stream, |i| i.meta, &world, &last).await
@@ -258,6 +259,7 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
                     .sync(pb::SyncRequest {
                         category: pb::Category::SmugglingIncident as i32,
                         after_sequence: 0,
+                        ..Default::default()
                     })
                     .await
                     .unwrap()
@@ -562,6 +564,7 @@ async fn a_principal_may_have_only_so_many_reads_in_progress() {
         .sync(pb::SyncRequest {
             category: pb::Category::SmugglingIncident as i32,
             after_sequence: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1011,6 +1014,7 @@ async fn synced_versions(world: &World, reader: &str) -> BTreeMap<String, Vec<u3
         .sync(pb::SyncRequest {
             category: pb::Category::SmugglingIncident as i32,
             after_sequence: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1360,6 +1364,7 @@ proptest! {
                 .sync(pb::SyncRequest {
                     category: pb::Category::SmugglingIncident as i32,
                     after_sequence: u64::MAX,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

@@ -885,6 +885,33 @@ async fn check_log_proofs(
         said.contains("INVALID") && said.contains("does not verify"),
         "{said}"
     );
+    // A mirror made with --log-proofs proves its acceptance times from itself: every
+    // change, amendments included, the first report before the revocation.
+    let mirror = dir.join("mirror");
+    let out = run(strings(&[
+        "sync",
+        "--category",
+        "smuggling",
+        "--into",
+        &mirror.display().to_string(),
+        "--log-proofs",
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(mirror.join("smuggling.jsonl")).unwrap();
+    assert!(lines.lines().all(|l| l.contains("\"logProof\"")), "{lines}");
+    let said = verify_with_log(&lines, Some(&log_key)).await;
+    assert!(!said.contains("INVALID"), "{said}");
+    let first = said.lines().find(|l| l.contains(first_id)).unwrap();
+    assert!(first.contains("as its log entry"), "{said}");
 }
 
 /// Writes the operator's profile `DIR/ops` (beside a `ca.pem` already there).

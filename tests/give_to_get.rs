@@ -36,6 +36,7 @@ async fn sync_all(
         .sync(pb::SyncRequest {
             category: category as i32,
             after_sequence: after,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -251,6 +252,7 @@ async fn sync_carries_amendments_and_retractions_and_resumes_without_gaps() {
         .sync(pb::SyncRequest {
             category: pb::Category::SmugglingIncident as i32,
             after_sequence: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -925,6 +925,32 @@ async fn query_results_carry_the_log_proofs_of_their_envelopes() {
     while let Some(result) = results.message().await.unwrap() {
         assert!(result.log_proof.is_empty());
     }
+    // Sync gives each change its proof too: every version, each its own entry.
+    let mut items = idn
+        .sync(pb::SyncRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            after_sequence: 0,
+            include_log_proofs: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut aus_changes = 0;
+    while let Some(item) = items.message().await.unwrap() {
+        let envelope = item.envelope.unwrap();
+        let verified = receipt::verify_log_proof(&item.log_proof, &key).unwrap();
+        let payload = format!("sha256:{}", hex::encode(sha256(&envelope.payload)));
+        let entry = String::from_utf8(verified.entry).unwrap();
+        assert_eq!(Entry::field(&entry, "payload"), Some(payload.as_str()));
+        if let Some((index, _)) = receipts.get(&envelope.payload) {
+            assert_eq!(verified.index, *index);
+            aus_changes += 1;
+        }
+    }
+    assert_eq!(
+        aus_changes, 3,
+        "both versions of the first report, and the second"
+    );
     let refused = idn.subscribe(query(true)).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(

@@ -311,6 +311,7 @@ mod tests {
                 report_id: Uuid::from_u128(n).to_string(),
                 ..pb::EnvelopeMeta::default()
             }),
+            log_proof: String::new(),
         }
     }
 

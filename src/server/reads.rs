@@ -226,19 +226,22 @@ impl Context {
             category,
         };
         let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
+        let with_proofs = req.include_log_proofs;
         self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
             let mut failed = None;
             access::sync(&snap, category, req.after_sequence, state, |hit| {
-                match recheck.allows(&hit, state) {
+                let item = recheck.allows(&hit, state).and_then(|allowed| {
                     // No longer shared with this reader: left out, as a new sync would.
-                    Ok(false) => true,
-                    Ok(true) => {
-                        let item = pb::SyncItem {
-                            envelope: decode_envelope(&hit),
-                            meta: Some(access::meta(&hit)),
-                        };
-                        emit(&hit.head.state, item)
+                    if !allowed {
+                        return Ok(None);
                     }
+                    let envelope = decode_envelope(&hit);
+                    let log_proof = log_proof(&snap, &hit, envelope.as_ref(), with_proofs)?;
+                    Ok(Some(sync_item(&hit, envelope, log_proof)))
+                });
+                match item {
+                    Ok(None) => true,
+                    Ok(Some(item)) => emit(&hit.head.state, item),
                     Err(e) => {
                         failed = Some(e);
                         false
@@ -423,10 +426,7 @@ impl Context {
             let mut items = Vec::new();
             let seen = snap.last_sequence()?;
             access::changes(&snap, &filter, cursor, state, |hit| {
-                items.push(pb::SyncItem {
-                    envelope: decode_envelope(&hit),
-                    meta: Some(access::meta(&hit)),
-                });
+                items.push(sync_item(&hit, decode_envelope(&hit), String::new()));
                 items.len() <= MAX_CATCH_UP
             })?;
             if items.len() > MAX_CATCH_UP {
@@ -532,10 +532,7 @@ fn from_batch(
     let items = batch
         .iter()
         .filter(|h| h.sequence > cursor && access::pushes(pushing, state, h))
-        .map(|hit| pb::SyncItem {
-            envelope: decode_envelope(hit),
-            meta: Some(access::meta(hit)),
-        })
+        .map(|hit| sync_item(hit, decode_envelope(hit), String::new()))
         .collect();
     let last = batch.last().map_or(cursor, |h| h.sequence);
     Some((items, last))
@@ -560,18 +557,38 @@ fn query_result(
     with_proof: bool,
 ) -> Result<pb::QueryResult, StoreError> {
     let envelope = decode_envelope(hit);
-    let log_proof = match (with_proof, &envelope) {
-        (true, Some(envelope)) => {
-            receipt::acceptance_proof(snap, hit.sequence, &hit.record, &envelope.payload)?
-        }
-        _ => String::new(),
-    };
+    let log_proof = log_proof(snap, hit, envelope.as_ref(), with_proof)?;
     Ok(pb::QueryResult {
         envelope,
         meta: Some(access::meta(hit)),
         cursor: hit.cursor.clone().unwrap_or_default(),
         log_proof,
     })
+}
+
+/// The log proof of the acceptance of `hit` (whose envelope is `envelope`) when `wanted`;
+/// empty otherwise.
+fn log_proof(
+    snap: &Snapshot,
+    hit: &Hit,
+    envelope: Option<&pb::Envelope>,
+    wanted: bool,
+) -> Result<String, StoreError> {
+    match (wanted, envelope) {
+        (true, Some(envelope)) => {
+            receipt::acceptance_proof(snap, hit.sequence, &hit.record, &envelope.payload)
+        }
+        _ => Ok(String::new()),
+    }
+}
+
+/// A sync or subscription item.
+fn sync_item(hit: &Hit, envelope: Option<pb::Envelope>, log_proof: String) -> pb::SyncItem {
+    pb::SyncItem {
+        envelope,
+        meta: Some(access::meta(hit)),
+        log_proof,
+    }
 }
 
 /// Why a subscription cannot ask for log proofs.

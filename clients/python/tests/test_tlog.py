@@ -99,6 +99,58 @@ def test_inclusion_matches_the_rfc_6962_vectors_and_every_leaf_of_small_trees():
                 tlog.verify_inclusion(tlog.leaf_hash(LEAVES[index]), index, size, proof + [root], root)
 
 
+def _consistency(m, leaves, whole=True):
+    """RFC 9162 §2.1.4.1 SUBPROOF(m, D[n], b)."""
+    n = len(leaves)
+    if m == n:
+        return [] if whole else [_root(leaves)]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    if m <= k:
+        return _consistency(m, leaves[:k], whole) + [_root(leaves[k:])]
+    return _consistency(m - k, leaves[k:], False) + [_root(leaves[:k])]
+
+
+def test_consistency_holds_between_every_pair_of_sizes_and_fails_when_altered():
+    for new in range(1, 9):
+        for old in range(1, new + 1):
+            old_root, new_root = _root(LEAVES[:old]), _root(LEAVES[:new])
+            proof = _consistency(old, LEAVES[:new])
+            tlog.verify_consistency(old, new, old_root, new_root, proof)
+            for at in range(len(proof)):
+                altered = list(proof)
+                altered[at] = bytes(32)
+                with pytest.raises(tlog.LogProofError):
+                    tlog.verify_consistency(old, new, old_root, new_root, altered)
+            if old < new:
+                with pytest.raises(tlog.LogProofError):
+                    tlog.verify_consistency(old, new, old_root, bytes(32), proof)
+                with pytest.raises(tlog.LogProofError):
+                    tlog.verify_consistency(old, new, old_root, new_root, proof + [new_root])
+    with pytest.raises(tlog.LogProofError, match="shrank"):
+        tlog.verify_consistency(5, 4, ROOT8, ROOT8, [])
+
+
+def test_the_server_log_only_grows_as_its_checkpoints_say(server):
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        log_key = aus.log_verifier_key()
+        verifier = tlog.NoteVerifier.parse(log_key)
+        reports = server.sample_reports("AUS", 4, seed=21)
+        aus.submit(reports[0])
+        old = tlog.open_checkpoint(aus.checkpoint(), verifier)
+        for report in reports[1:]:
+            aus.submit(report)
+        new = tlog.open_checkpoint(aus.checkpoint(), verifier)
+        assert new.size > old.size
+        proof = aus.consistency_proof(old.size, new.size)
+        tlog.verify_consistency(old.size, new.size, old.root, new.root, proof)
+        with pytest.raises(tlog.LogProofError):
+            tlog.verify_consistency(old.size, new.size, old.root, new.root, proof[:-1])
+        with pytest.raises(tlog.LogProofError):
+            tlog.verify_consistency(old.size, new.size, bytes(32), new.root, proof)
+
+
 def test_a_receipt_verifies_offline_and_fails_on_any_changed_byte(server):
     report = server.sample_reports("AUS", 1, seed=11)[0]
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:

@@ -400,6 +400,22 @@ class Client:
         )
         return answer.verifier_key
 
+    def checkpoint(self) -> str:
+        """The log's newest signed checkpoint (C2SP tlog-checkpoint note), verbatim: open
+        it with :func:`tidemark_client.tlog.open_checkpoint` and your pinned log key."""
+        answer = self._call(self._transparency.GetCheckpoint, transparency_pb2.GetCheckpointRequest())
+        return answer.note
+
+    def consistency_proof(self, old_size: int, new_size: int = 0) -> List[bytes]:
+        """The RFC 9162 consistency proof between the log of `old_size` leaves and that of
+        `new_size` (0: the newest checkpoint's), for
+        :func:`tidemark_client.tlog.verify_consistency`."""
+        answer = self._call(
+            self._transparency.GetConsistencyProof,
+            transparency_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
+        )
+        return list(answer.hashes)
+
     def server_key(self) -> dsse.Ed25519PublicKey:
         """The server's receipt public key, to check signed receipts offline."""
         answer = self._call(self._exchange.ServerKeys, exchange_pb2.ServerKeysRequest())

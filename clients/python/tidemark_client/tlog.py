@@ -197,6 +197,49 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: List[bytes], roo
         raise LogProofError("the entry is not in the log under this checkpoint (the root differs)")
 
 
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: List[bytes]
+) -> None:
+    """RFC 9162 §2.1.4.2: that the tree of `old_size` leaves with `old_root` is a prefix of
+    the tree of `new_size` leaves with `new_root` — the log only grew — by `proof` (as
+    ``Client.consistency_proof`` returns it). LogProofError otherwise."""
+    if old_size > new_size:
+        raise LogProofError(f"the log shrank: {old_size} leaves, then {new_size}")
+    if old_size == new_size or old_size == 0:
+        if proof:
+            raise LogProofError("a proof between these sizes is empty")
+        if old_size == new_size and old_root != new_root:
+            raise LogProofError("two roots for one tree size: the log was rewritten")
+        return
+    path = ([old_root] if old_size & (old_size - 1) == 0 else []) + list(proof)
+    if not path:
+        raise LogProofError("the consistency proof is empty")
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise LogProofError("the consistency proof is longer than the trees need")
+        if fn & 1 or fn == sn:
+            fr = _node_hash(c, fr)
+            sr = _node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = _node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise LogProofError("the consistency proof is shorter than the trees need")
+    if fr != old_root:
+        raise LogProofError("the proof does not lead to the old root: the log was rewritten")
+    if sr != new_root:
+        raise LogProofError("the proof does not lead to the new root: the log was rewritten")
+
+
 def verify_log_proof(text: str, log_key: str) -> VerifiedLogProof:
     """Checks a log proof offline against the log's note verifier key: the checkpoint is
     signed by it and names its origin, and the entry the proof carries is included

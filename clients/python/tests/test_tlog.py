@@ -151,6 +151,39 @@ def test_the_server_log_only_grows_as_its_checkpoints_say(server):
             tlog.verify_consistency(old.size, new.size, bytes(32), new.root, proof)
 
 
+def test_a_checkpoint_cosigned_by_a_states_witness_is_told_and_a_forged_cosignature_is_not(
+    server, tmp_path
+):
+    import subprocess
+
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        aus.submit(server.sample_reports("AUS", 1, seed=31)[0])
+        log_key = aus.log_verifier_key()
+        witness = tmp_path / "witness"
+        for _ in range(2):  # the first run records the log, the second cosigns
+            subprocess.run(
+                [server.bin, "log", "witness", "--state-dir", str(witness),
+                 "--endpoint", server.endpoint, "--as", str(server.profile("aus-node"))],
+                check=True, capture_output=True,
+            )
+        witness_key = (witness / "witness.vkey").read_text().strip()
+        note = aus.checkpoint()
+    name = tlog.WitnessKey.parse(witness_key).name
+    assert name.endswith("/witness/AUS")
+    assert tlog.cosigned_by(note, log_key, [witness_key, witness_key]) == [name]
+    # A cosignature line whose signature was changed is no cosignature.
+    lines = note.split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"\u2014 {name} "))
+    head, signature = lines[at].rsplit(" ", 1)
+    at_char = len(signature) - 10  # inside the Ed25519 signature's bytes
+    other = "A" if signature[at_char] != "A" else "B"
+    flipped = signature[:at_char] + other + signature[at_char + 1 :]
+    lines[at] = f"{head} {flipped}"
+    assert tlog.cosigned_by("\n".join(lines), log_key, [witness_key]) == []
+    with pytest.raises(tlog.LogProofError):
+        tlog.WitnessKey.parse(log_key)  # a log's key is not a witness's
+
+
 def test_a_receipt_verifies_offline_and_fails_on_any_changed_byte(server):
     report = server.sample_reports("AUS", 1, seed=11)[0]
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:

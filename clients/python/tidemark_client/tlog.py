@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 HEADER = "c2sp.org/tlog-proof@v1"
 #: The signature-type byte of an Ed25519 note key (C2SP signed-note).
 _ED25519 = 0x01
+#: The signature-type byte of a witness's cosignature key (C2SP tlog-cosignature v1).
+_COSIGNATURE_V1 = 0x04
 #: The most signature lines a note may carry (as Go's golang.org/x/mod/sumdb/note).
 _MAX_SIGNATURES = 100
 
@@ -64,6 +66,33 @@ class NoteVerifier:
             raise LogProofError(
                 f"the verifier key's id {hex_id!r} is not {key_id:08x}, the one its name and "
                 "key give: the key was altered"
+            )
+        return cls(name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:]))
+
+
+@dataclass(frozen=True)
+class WitnessKey:
+    """A witness's cosignature key (C2SP tlog-cosignature v1): its name, key id and
+    Ed25519 key, as ``tidemark log witness`` writes it to ``witness.vkey``."""
+
+    name: str
+    key_id: int
+    public_key: Ed25519PublicKey
+
+    @classmethod
+    def parse(cls, vkey: str) -> "WitnessKey":
+        """Reads ``<name>+<8 hex digits>+<base64 of 0x04 and the 32-byte key>``."""
+        parts = vkey.strip().split("+", 2)
+        if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
+            raise LogProofError("not a witness key: expected <name>+<hex key id>+<base64 key>")
+        name, hex_id, encoded = parts
+        raw = _base64(encoded, "the witness key's key")
+        if len(raw) != 33 or raw[0] != _COSIGNATURE_V1:
+            raise LogProofError("not a witness cosignature key (type 0x04, 32 bytes)")
+        key_id = _key_id(name, raw)
+        if len(hex_id) != 8 or hex_id.lower() != hex_id or int(hex_id, 16) != key_id:
+            raise LogProofError(
+                f"the witness key's id {hex_id!r} is not {key_id:08x}: the key was altered"
             )
         return cls(name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:]))
 
@@ -162,6 +191,43 @@ def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
     if len(root_hash) != 32:
         raise LogProofError("the checkpoint's root hash is not 32 bytes")
     return Checkpoint(origin, _decimal(size, "the tree size"), root_hash, extensions)
+
+
+def cosigned_by(note: str, log_key: str, witness_keys: List[str]) -> List[str]:
+    """The names of the distinct witnesses, among `witness_keys`, whose valid cosignature
+    (C2SP tlog-cosignature v1: Ed25519 over ``cosignature/v1``, ``time <t>`` and the
+    checkpoint's text) the checkpoint `note` carries — once the log's own signature on it
+    is checked with `log_key`. A witness named twice, or two names for one key, counts
+    once: a quorum is of distinct cosigners."""
+    open_checkpoint(note, NoteVerifier.parse(log_key))
+    split = note.rfind("\n\n")
+    text, lines = note[: split + 1], note[split + 2 : -1].split("\n")
+    witnesses: List[WitnessKey] = []
+    for vkey in witness_keys:
+        w = WitnessKey.parse(vkey)
+        if not any(d.name == w.name or d.public_key == w.public_key for d in witnesses):
+            witnesses.append(w)
+    cosigned = []
+    for w in witnesses:
+        for line in lines:
+            parts = line.split(" ")
+            if len(parts) != 3 or parts[1] != w.name:
+                continue
+            try:
+                raw = _base64(parts[2], "a cosignature")
+            except LogProofError:
+                continue
+            if len(raw) != 4 + 8 + 64 or int.from_bytes(raw[:4], "big") != w.key_id:
+                continue
+            time = int.from_bytes(raw[4:12], "big")
+            message = f"cosignature/v1\ntime {time}\n{text}".encode()
+            try:
+                w.public_key.verify(raw[12:], message)
+            except InvalidSignature:
+                continue
+            cosigned.append(w.name)
+            break
+    return cosigned
 
 
 def leaf_hash(entry: bytes) -> bytes:

@@ -167,9 +167,15 @@ pub fn safe_cell(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The cell as it was before [`safe_cell`]: one leading `'` removed.
+/// The cell as it was before [`safe_cell`]: one leading `'` removed where `safe_cell`
+/// would have added it, so that import is the exact inverse of export. A leading `'`
+/// export would not write (`'SEA`, `'hello`) stays, and an enum or code cell holding it
+/// is refused.
 pub fn restore_cell(text: &str) -> &str {
-    text.strip_prefix('\'').unwrap_or(text)
+    match text.strip_prefix('\'') {
+        Some(rest) if safe_cell(rest) == text => rest,
+        _ => text,
+    }
 }
 
 /// A plain decimal number (`-10.5`, `+3`, `1e3`): safe to leave as it is.
@@ -687,7 +693,7 @@ mod tests {
             .unwrap();
         let row = CsvRow::from_report(&report);
         assert!(row.clone().into_report().is_ok());
-        let alterations: [Alteration; 12] = [
+        let alterations: [Alteration; 13] = [
             ("lower case", |r| {
                 r.modus_operandi = r.modus_operandi.to_lowercase();
             }),
@@ -709,6 +715,9 @@ mod tests {
             }),
             ("a count with a leading zero", |r| {
                 r.nationalities = r.nationalities.replacen(':', ":0", 1);
+            }),
+            ("a quote before an enum", |r| {
+                r.modus_operandi = format!("'{}", r.modus_operandi);
             }),
             ("a maritime cell", |r| r.persons_on_board = 5),
             ("a maritime event", |r| r.event = "RESCUE".into()),
@@ -772,8 +781,14 @@ mod tests {
             let formula = matches!(first, Some('=' | '@' | '\t' | '\r'))
                 || (matches!(first, Some('+' | '-')) && !is_number(&safe));
             prop_assert!(!formula, "{:?} -> {:?}", text, safe);
-            let restored = if safe.starts_with('\'') { restore_cell(&safe) } else { &safe };
-            prop_assert_eq!(restored, text.as_str());
+            prop_assert_eq!(restore_cell(&safe), text.as_str());
+        }
+
+        /// Only a `'` export would have written is removed: import is export's inverse.
+        #[test]
+        fn only_the_quote_export_writes_is_removed(text in "[=+@'\\-\t\r0-9a-zA-Z .]{0,8}") {
+            let restored = restore_cell(&text);
+            prop_assert!(restored == text || safe_cell(restored) == text, "{:?}", text);
         }
     }
 }

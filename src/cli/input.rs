@@ -96,12 +96,20 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
         serde_json::from_str(&quoted).map_err(|e| format!("not JSON: {e}"))?;
     super::json::numbers_as_written(&mut value, T::NAME, &format!("\u{1}{word}\u{1}"))?;
     integral_numbers(&mut value);
+    let read = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        // pbjson's number reader reports a mismatch as an untagged-enum failure.
+        // pbjson's number reader reports a mismatch as an untagged-enum failure: say
+        // what is wrong with the value given.
         let reason = if inner.contains("untagged enum") {
-            "is not a number of the field's type (integers: 12, 12.0, 1.2e1 or \"12\")".to_owned()
+            match at_path(&read, &path) {
+                Some(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => {
+                    format!("{n} is out of range for the field")
+                }
+                _ => "is not a number of the field's type (integers: 12, 12.0, 1.2e1 or \"12\")"
+                    .to_owned(),
+            }
         } else {
             inner
         };
@@ -111,6 +119,22 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
             format!("{path}: {reason}")
         }
     })
+}
+
+/// The value at `path` (`persons.byNationality[1].count`, as serde_path_to_error writes
+/// it) in `value`, if there is one.
+fn at_path<'v>(value: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let mut at = value;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, indexes) = part.split_once('[').unwrap_or((part, ""));
+        if !key.is_empty() {
+            at = at.get(key)?;
+        }
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            at = at.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(at)
 }
 
 /// `text` (valid JSON) with every number that has a fraction or an exponent written as a
@@ -329,6 +353,14 @@ mod tests {
                 report.location.unwrap().place.as_str()
             ),
             ("1e2", "12.0")
+        );
+        let err = from_json::<pb::Report>(
+            r#"{"persons": {"byNationality": [{}, {"count": 4294967296}]}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "persons.byNationality[1].count: 4294967296 is out of range for the field"
         );
         for refused in [r#""12.5""#, r#"" 12""#, r#""1e400""#] {
             let text = format!(r#"{{"persons": {{"total": {refused}}}}}"#);

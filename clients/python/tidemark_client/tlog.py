@@ -50,24 +50,7 @@ class NoteVerifier:
     def parse(cls, vkey: str) -> "NoteVerifier":
         """Reads ``<name>+<8 hex digits>+<base64 of 0x01 and the 32-byte key>``; the key
         id must be the one the name and key give (C2SP signed-note)."""
-        # The base64 key may itself hold "+": only the first two separate.
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
-            raise LogProofError(
-                "not a note verifier key: expected <name>+<hex key id>+<base64 key>, as "
-                "`tidemark log verifier-key` prints it"
-            )
-        name, hex_id, encoded = parts
-        raw = _base64(encoded, "the verifier key's key")
-        if len(raw) != 33 or raw[0] != _ED25519:
-            raise LogProofError("the verifier key is not an Ed25519 note key (type 0x01, 32 bytes)")
-        key_id = _key_id(name, raw)
-        if len(hex_id) != 8 or hex_id.lower() != hex_id or int(hex_id, 16) != key_id:
-            raise LogProofError(
-                f"the verifier key's id {hex_id!r} is not {key_id:08x}, the one its name and "
-                "key give: the key was altered"
-            )
-        return cls(name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        return cls(*_parse_key(vkey, _ED25519, "note verifier key", "`tidemark log verifier-key`"))
 
 
 @dataclass(frozen=True)
@@ -82,19 +65,7 @@ class WitnessKey:
     @classmethod
     def parse(cls, vkey: str) -> "WitnessKey":
         """Reads ``<name>+<8 hex digits>+<base64 of 0x04 and the 32-byte key>``."""
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
-            raise LogProofError("not a witness key: expected <name>+<hex key id>+<base64 key>")
-        name, hex_id, encoded = parts
-        raw = _base64(encoded, "the witness key's key")
-        if len(raw) != 33 or raw[0] != _COSIGNATURE_V1:
-            raise LogProofError("not a witness cosignature key (type 0x04, 32 bytes)")
-        key_id = _key_id(name, raw)
-        if len(hex_id) != 8 or hex_id.lower() != hex_id or int(hex_id, 16) != key_id:
-            raise LogProofError(
-                f"the witness key's id {hex_id!r} is not {key_id:08x}: the key was altered"
-            )
-        return cls(name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        return cls(*_parse_key(vkey, _COSIGNATURE_V1, "witness key", "`tidemark log witness` (witness.vkey)"))
 
 
 @dataclass(frozen=True)
@@ -116,6 +87,29 @@ class VerifiedLogProof:
     entry: bytes
     index: int
     checkpoint: Checkpoint
+
+
+def _parse_key(vkey: str, kind: int, what: str, source: str):
+    """The name, key id and Ed25519 key of a verifier key string
+    ``<name>+<8 hex digits>+<base64 of the type byte `kind` and the 32-byte key>``, whose
+    key id must be the one its name and key give (C2SP signed-note)."""
+    # The base64 key may itself hold "+": only the first two separate.
+    parts = vkey.strip().split("+", 2)
+    if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
+        raise LogProofError(
+            f"not a {what}: expected <name>+<hex key id>+<base64 key>, as {source} writes it"
+        )
+    name, hex_id, encoded = parts
+    raw = _base64(encoded, f"the {what}'s key")
+    if len(raw) != 33 or raw[0] != kind:
+        raise LogProofError(f"not an Ed25519 {what} (type {kind:#04x}, 32 bytes)")
+    key_id = _key_id(name, raw)
+    if len(hex_id) != 8 or hex_id.lower() != hex_id or int(hex_id, 16) != key_id:
+        raise LogProofError(
+            f"the {what}'s id {hex_id!r} is not {key_id:08x}, the one its name and key "
+            "give: the key was altered"
+        )
+    return name, key_id, Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
 def _key_id(name: str, raw: bytes) -> int:

@@ -287,7 +287,7 @@ async fn proofs_are_refused_for_what_the_log_does_not_have() {
 }
 
 #[tokio::test]
-async fn an_aggregates_log_entry_names_the_owners_but_not_the_exact_counts() {
+async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_the_matches() {
     let world = World::new(Clock::system()).await;
     let all = pb::SharingScope::AllContributors;
     world.submit(&report("IDN", 9_999, false, all, &[])).await;
@@ -328,6 +328,49 @@ async fn an_aggregates_log_entry_names_the_owners_but_not_the_exact_counts() {
     assert_eq!(Entry::field(&entry, "count"), Some("-"), "{entry}");
     assert_eq!(Entry::field(&entry, "owners"), Some("AUS"), "{entry}");
     let mut log = transparency(&world, Role::StateAnalyst(common::state("IDN")), "idn-a").await;
+    // Nor does it say whose reports a filter matched: an empty month names the same owners
+    // as the whole history, and without a state filter every state with reports in the
+    // category is named, IDN as much as AUS.
+    for (from, to) in [("1990-01-01", "1990-01-31"), ("", "")] {
+        common::aggregate(
+            &world.server,
+            &common::analyst(&world.pki, "IDN"),
+            pb::AggregateRequest {
+                group_by: vec![],
+                metrics: vec![pb::Metric::Reports as i32],
+                filter: Some(pb::AggregateFilter {
+                    category: pb::Category::SmugglingIncident as i32,
+                    from_date: from.into(),
+                    to_date: to.into(),
+                    ..pb::AggregateFilter::default()
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let size = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tree_size;
+    let entries = log
+        .get_entries(pb::GetEntriesRequest {
+            start: 0,
+            end: size,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let owners: Vec<String> = entries
+        .iter()
+        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .filter(|e| Entry::field(e, "action") == Some("aggregate"))
+        .map(|e| Entry::field(&e, "owners").unwrap().to_owned())
+        .collect();
+    assert_eq!(owners, ["AUS", "AUS IDN", "AUS IDN"]);
     let proof = log
         .get_inclusion_proof(pb::GetInclusionProofRequest {
             leaf: Some(Leaf::LeafHash(

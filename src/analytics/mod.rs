@@ -525,6 +525,9 @@ pub struct Answer {
     pub counted: u64,
     /// How many of each state's reports it counted (for the owners' access lists).
     pub by_state: Vec<(String, u64)>,
+    /// The states whose reports the answer was computed over, whatever its filters
+    /// matched (`source::states_in_scope`): the owners its log entry names.
+    pub in_scope: Vec<String>,
 }
 
 /// Why a query was not answered.
@@ -599,5 +602,7 @@ pub fn aggregate(
             max: settings.max_cells,
         });
     }
-    render::answer(query, settings, &grid, source, mode)
+    let mut answer = render::answer(query, settings, &grid, source, mode)?;
+    answer.in_scope = source::states_in_scope(snapshot, query)?;
+    Ok(answer)
 }

@@ -121,6 +121,7 @@ pub(super) fn answer(
             .iter()
             .map(|(s, n)| (counters::unpack_country(u64::from(*s)), *n))
             .collect(),
+        in_scope: Vec::new(),
     })
 }
 

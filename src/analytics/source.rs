@@ -211,6 +211,22 @@ fn counted_by_state(
     Ok(counted)
 }
 
+/// The states whose reports an aggregate is computed over, whatever its date and content
+/// filters select: every state (of those the filter names, if any) with a live report in
+/// the asked categories. The audit log names these as an aggregate's owners, so that its
+/// entry — readable by every principal — does not say whose reports a filter matched.
+/// Which states have reports in a category is in the log already (its envelope entries).
+pub(super) fn states_in_scope(
+    snapshot: &Snapshot,
+    query: &AggregateQuery,
+) -> Result<Vec<String>, StoreError> {
+    Ok(counted_by_state(snapshot, query, (0, u32::MAX))?
+        .into_iter()
+        .filter(|(_, reports)| *reports > 0)
+        .map(|(state, _)| counters::unpack_country(u64::from(state)))
+        .collect())
+}
+
 /// The table from the counters.
 pub(super) fn from_counters(
     snapshot: &Snapshot,

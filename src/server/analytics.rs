@@ -127,9 +127,11 @@ impl pb::analytics_server::Analytics for AnalyticsService {
                         report_ids: Vec::new(),
                     })
                     .collect(),
-                // Exact counts are for the owners' own view, not for the log that every
-                // principal reads: the analyst knows its filter.
+                // Exact counts, and which owners the filter matched, are for the owners'
+                // own view, not for the log that every principal reads: the analyst
+                // knows its filter.
                 counts_withheld: true,
+                logged_owners: answer.in_scope,
                 ..AuditRecord::default()
             })
             .await?;

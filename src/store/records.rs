@@ -158,6 +158,13 @@ pub struct AuditRecord {
     /// disclosure control). False for records written before this field existed.
     #[prost(bool, tag = "12")]
     pub counts_withheld: bool,
+    /// The owners the log entry names instead of `owners`' states, when counts are
+    /// withheld: an aggregate names every state whose reports it was computed over, not
+    /// those its filter matched (that would tell every reader of the log whether a state
+    /// has a report matching a filter of the analyst's choosing). Empty for records
+    /// written before this field existed: their entries name `owners`.
+    #[prost(string, repeated, tag = "13")]
+    pub logged_owners: Vec<String>,
 }
 
 impl AuditRecord {

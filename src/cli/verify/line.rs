@@ -121,7 +121,7 @@ struct Meta {
 /// state, version and kind are the payload's, and whose times and numbers are integers.
 fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
     let meta = match line.get("meta") {
-        None => {
+        None | Some(Value::Null) => {
             return Ok(Meta {
                 at: None,
                 sequence: None,
@@ -150,8 +150,17 @@ fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
                 .ok_or_else(|| format!("its meta.{key} is not an integer: {v}")),
         }
     };
-    let at = integer("acceptedAtUnix")?;
-    let sequence = integer("sequence")?;
+    // 0 is the proto3 default: not stated. Neither is ever negative.
+    let positive = |key: &str| -> Result<Option<i64>, String> {
+        match integer(key)? {
+            Some(n) if n < 0 => Err(format!(
+                "its meta.{key} is {n}: the server writes no negative {key}"
+            )),
+            n => Ok(n.filter(|&n| n != 0)),
+        }
+    };
+    let at = positive("acceptedAtUnix")?;
+    let sequence = positive("sequence")?;
     let version = integer("version")?;
     let (id, state, payload_version, kind) = payload_names(envelope);
     for key in ["reportId", "reportingState", "kind"] {

@@ -11,14 +11,15 @@ use tidemark::{
     country::CountryCode,
     envelope,
     pb::{self, exchange_client::ExchangeClient},
-    signing::PublicKey,
     tlog::note::NoteVerifier,
 };
 
 use super::{client_args::ClientArgs, labels::printable};
 
+mod keyfile;
 mod line;
 
+use keyfile::{KEY_ID, Key, REVOKED_AT, STATE, load_keys, split_keys};
 use line::{Acceptance, Unproven};
 
 /// Check downloaded reports' DSSE signatures offline against their owning states' public
@@ -56,153 +57,6 @@ pub struct VerifyArgs {
     /// acceptance time is taken from that entry. A line whose proof fails is invalid.
     #[arg(long, value_name = "KEY|FILE")]
     log_key: Option<String>,
-}
-
-/// The PEM header line (RFC 7468 explanatory text) `keys --out` writes for a revoked
-/// key: when its revocation takes effect.
-const REVOKED_AT: &str = "Revoked-At: ";
-/// The header lines `keys` writes before each key: its id and the state it is registered to.
-const KEY_ID: &str = "Key-Id: ";
-const STATE: &str = "State: ";
-
-/// A public key, the state it is registered to (when its file says), and, if revoked,
-/// since when (Unix seconds).
-struct Key {
-    public: PublicKey,
-    state: Option<CountryCode>,
-    revoked_at: Option<i64>,
-}
-
-/// Splits the paths given after --public-key into key files (directories, and files
-/// holding a PEM public key) and envelopes to check (anything else).
-fn split_keys(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    paths.iter().cloned().partition(|p| {
-        p.is_dir()
-            || super::input::read_text(p).is_ok_and(|t| t.contains("-----BEGIN PUBLIC KEY-----"))
-    })
-}
-
-/// Reads every key the arguments name.
-fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot read the directory {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-                .collect();
-            if found.is_empty() {
-                bail!(
-                    "{} holds no .pem key files: write them with `tidemark keys --out {}`",
-                    path.display(),
-                    path.display()
-                );
-            }
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    let mut keys: Vec<(PathBuf, Key)> = Vec::new();
-    for path in &files {
-        let text = super::input::read_text(path)?;
-        // Each PEM section, with the explanatory lines before it (RFC 7468).
-        let mut found = 0;
-        for section in text.split_inclusive("-----END PUBLIC KEY-----") {
-            if !section.contains("-----BEGIN PUBLIC KEY-----") {
-                continue;
-            }
-            let public = PublicKey::from_spki_pem(section)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            let header = |name: &str| -> anyhow::Result<Option<&str>> {
-                let mut lines = section.lines().filter_map(|l| l.strip_prefix(name));
-                let first = lines.next();
-                match (first, lines.next()) {
-                    (_, Some(_)) => bail!(
-                        "{}: a key has two {name}lines; export the keys again with \
-                         `tidemark keys --out DIR`",
-                        path.display()
-                    ),
-                    (_, None) => Ok(first),
-                }
-            };
-            if let Some(id) = header(KEY_ID)?
-                && id.trim() != public.key_id()
-            {
-                bail!(
-                    "{}: the {KEY_ID}line says {} but the key below it has id {}: the file \
-                     was edited; export the keys again with `tidemark keys --out DIR`",
-                    path.display(),
-                    id.trim(),
-                    public.key_id()
-                );
-            }
-            let state = header(STATE)?
-                .map(|s| {
-                    CountryCode::parse(s.trim())
-                        .map_err(|e| anyhow!("{}: {STATE}{s}: {e}", path.display()))
-                })
-                .transpose()?;
-            let revoked_at = section
-                .lines()
-                .find_map(|l| l.strip_prefix(REVOKED_AT))
-                .map(|t| {
-                    tidemark::calendar::parse_instant(t.trim()).ok_or_else(|| {
-                        anyhow!(
-                            "{}: {REVOKED_AT}{t} is not an RFC 3339 time",
-                            path.display()
-                        )
-                    })
-                })
-                .transpose()?;
-            keys.push((
-                path.clone(),
-                Key {
-                    public,
-                    state,
-                    revoked_at,
-                },
-            ));
-            found += 1;
-        }
-        if found == 0 {
-            bail!("{} holds no PEM public key", path.display());
-        }
-    }
-    merge(keys)
-}
-
-/// One entry per key: a key given in several files keeps the state one of them names
-/// (files that name different states are refused) and the earliest revocation.
-fn merge(keys: Vec<(PathBuf, Key)>) -> anyhow::Result<Vec<Key>> {
-    let mut merged: Vec<(PathBuf, Key)> = Vec::new();
-    for (path, key) in keys {
-        let Some((first_path, first)) = merged
-            .iter_mut()
-            .find(|(_, k)| k.public.key_id() == key.public.key_id())
-        else {
-            merged.push((path, key));
-            continue;
-        };
-        match (first.state, key.state) {
-            (Some(a), Some(b)) if a != b => bail!(
-                "key {} is {a}'s in {} but {b}'s in {}: a key is registered to one state; \
-                 export the keys again with `tidemark keys --out DIR`",
-                key.public.key_id(),
-                first_path.display(),
-                path.display()
-            ),
-            (None, Some(b)) => first.state = Some(b),
-            _ => {}
-        }
-        first.revoked_at = match (first.revoked_at, key.revoked_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    Ok(merged.into_iter().map(|(_, k)| k).collect())
 }
 
 /// What checking one envelope found.
@@ -915,5 +769,20 @@ mod tests {
         line["envelope"]["signatures"][0]["keyid"] = serde_json::Value::Null;
         let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Valid), "{said}");
+        // An acceptance time of 0 (the proto3 default) or a null meta states no time: a
+        // revoked key's report is then not known to predate the revocation.
+        let revoked = aus_key(&key, Some(1_600_000_000));
+        for (at, value) in [
+            ("/meta/acceptedAtUnix", serde_json::Value::from(0)),
+            ("/meta", serde_json::Value::Null),
+        ] {
+            let mut unstated = line.clone();
+            *unstated.pointer_mut(at).unwrap() = value;
+            let (outcome, said) = check(&unstated.to_string(), &revoked, None).unwrap();
+            assert!(matches!(outcome, Outcome::Untrusted), "{at}: {said}");
+        }
+        line["meta"]["acceptedAtUnix"] = (-5).into();
+        let (outcome, said) = check(&line.to_string(), &revoked, None).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid), "{said}");
     }
 }

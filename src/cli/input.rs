@@ -67,6 +67,8 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
 /// how the proto3 JSON mapping reads them.
 pub trait Named {
     const NAME: &'static str;
+    /// Shapes the JSON value before it is read: by default, nothing.
+    fn prepare(_value: &mut serde_json::Value) {}
 }
 
 impl Named for pb::Report {
@@ -75,6 +77,36 @@ impl Named for pb::Report {
 
 impl Named for pb::Envelope {
     const NAME: &'static str = "tidemark.v1.Envelope";
+    fn prepare(value: &mut serde_json::Value) {
+        dsse_fields(value);
+    }
+}
+
+/// Keeps only the fields the DSSE envelope defines (`payloadType`, `payload`,
+/// `signatures`, and each signature's `keyid` and `sig`): "consumers MUST ignore
+/// unrecognized fields" (DSSE protocol, envelope.md). The proto field names are kept too,
+/// as the proto3 JSON mapping reads them.
+pub fn dsse_fields(value: &mut serde_json::Value) {
+    let Some(envelope) = value.as_object_mut() else {
+        return;
+    };
+    envelope.retain(|k, _| {
+        matches!(
+            k.as_str(),
+            "payloadType" | "payload_type" | "payload" | "signatures"
+        )
+    });
+    if let Some(signatures) = envelope
+        .get_mut("signatures")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for signature in signatures
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            signature.retain(|k, _| matches!(k.as_str(), "keyid" | "sig"));
+        }
+    }
 }
 
 /// Reads one JSON value of type `T` (a report, an envelope) as the proto3 JSON mapping
@@ -96,6 +128,7 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
         serde_json::from_str(&quoted).map_err(|e| format!("not JSON: {e}"))?;
     super::json::numbers_as_written(&mut value, T::NAME, &format!("\u{1}{word}\u{1}"))?;
     integral_numbers(&mut value);
+    T::prepare(&mut value);
     let read = value.clone();
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();

@@ -309,12 +309,41 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
         .unwrap_or_else(|| value.clone());
     // As the proto3 JSON mapping reads it: null is the default ("keyid": null is no key id).
     super::input::integral_numbers(&mut envelope_json);
+    super::input::dsse_fields(&mut envelope_json);
+    // Each signature is judged on its own: one whose `sig` is not base64 is one that
+    // verifies with no key, not a reason to ignore the others.
+    if let Some(signatures) = envelope_json
+        .get_mut("signatures")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for signature in signatures.iter_mut() {
+            if let Some(sig) = signature.get_mut("sig")
+                && sig.as_str().is_some_and(|s| !is_base64(s))
+            {
+                *sig = serde_json::Value::String(String::new());
+            }
+        }
+    }
     let envelope = serde_json::from_value(envelope_json).map_err(|_| {
         "not a DSSE envelope (a report as JSON is not signed: verify what `tidemark query \
          --json` prints, or a DSSE JSON file)"
             .to_owned()
     })?;
     Ok((value, envelope))
+}
+
+/// Whether `text` is base64 as DSSE allows it (standard or URL-safe alphabet).
+fn is_base64(text: &str) -> bool {
+    use base64::Engine as _;
+    let engine = |alphabet: &base64::alphabet::Alphabet| {
+        base64::engine::GeneralPurpose::new(
+            alphabet,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        )
+    };
+    engine(&base64::alphabet::STANDARD).decode(text).is_ok()
+        || engine(&base64::alphabet::URL_SAFE).decode(text).is_ok()
 }
 
 /// Checks one envelope (or `query --json` line) against the keys, and the line's log
@@ -613,6 +642,31 @@ mod tests {
         };
         assert!(said.contains("given twice"), "{said}");
         assert!(check(&json, &keys, None).is_ok());
+    }
+
+    /// DSSE: "consumers MUST ignore unrecognized fields"; each signature is judged alone.
+    #[test]
+    fn unknown_dsse_fields_are_ignored_and_an_unreadable_signature_spoils_no_other() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = [Key {
+            public: key.public_key().clone(),
+            state: None,
+            revoked_at: None,
+        }];
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(12), "AUS");
+        let mut envelope: serde_json::Value =
+            serde_json::from_str(&dsse_json(report.encode_to_vec(), &key)).unwrap();
+        envelope["foo"] = "bar".into();
+        envelope["signatures"][0]["extra"] = 1.into();
+        envelope["signatures"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"keyid": "other", "sig": "!!!"}));
+        let (outcome, said) = check(&envelope.to_string(), &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Valid), "{said}");
+        let read: pb::Envelope =
+            crate::cli::input::from_json(&envelope.to_string().replace("!!!", "AAAA")).unwrap();
+        assert_eq!(read.signatures.len(), 2);
     }
 
     /// AUS's key, its file naming AUS, revoked as of `revoked_at` if given.

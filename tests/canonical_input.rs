@@ -243,6 +243,59 @@ async fn a_signature_with_an_empty_or_wrong_keyid_is_checked_against_the_states_
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
 
+/// Read requests are held to the rules reports are: a value outside its enum, or a state
+/// in any other spelling, is refused naming the field, never read as "no match".
+#[tokio::test]
+async fn read_filters_refuse_values_outside_their_enum_and_other_spellings_of_a_state() {
+    let world = World::new(Clock::system()).await;
+    submit(
+        &mut world.exchange("AUS").await,
+        sign(&base(60), world.key("AUS")),
+    )
+    .await
+    .unwrap();
+    let query = |modus_operandi, vessel_type, maritime_event| pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        modus_operandi,
+        vessel_type,
+        maritime_event,
+        ..pb::QueryRequest::default()
+    };
+    for (request, field) in [
+        (query(77, 0, 0), "modus_operandi"),
+        (query(0, 77, 0), "vessel_type"),
+        (query(0, 0, -1), "maritime_event"),
+    ] {
+        let mut aus = world.exchange("AUS").await;
+        let status = aus.query(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(bad_fields(&status), [field], "{status:?}");
+        let status = aus.subscribe(request).await.unwrap_err();
+        assert_eq!(bad_fields(&status), [field], "{status:?}");
+    }
+    let mut aus = world.exchange("AUS").await;
+    for state in ["aus", "Aus", " AUS", "AU"] {
+        let status = aus
+            .signing_keys(pb::SigningKeysRequest {
+                state: state.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad_fields(&status), ["state"], "{state}: {status:?}");
+    }
+    let keys = aus
+        .signing_keys(pb::SigningKeysRequest {
+            state: "AUS".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    let status = aus.sync(pb::SyncRequest::default()).await.unwrap_err();
+    assert_eq!(bad_fields(&status), ["category"], "{status:?}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 

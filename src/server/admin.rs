@@ -267,11 +267,7 @@ impl pb::admin_server::Admin for AdminService {
         let operator = require_operator(&request)?;
         let state = request.into_inner().state;
         if !state.is_empty() {
-            CountryCode::parse(&state).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "state: {e}; give an ISO 3166-1 alpha-3 code, or none for every state"
-                ))
-            })?;
+            CountryCode::parse(&state).map_err(|e| super::status::state_filter(&e))?;
         }
         let keys = self
             .ctx

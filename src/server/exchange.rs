@@ -305,6 +305,10 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<pb::SigningKeysResponse>, Status> {
         auth::peer(&request)?;
         let state = &request.get_ref().state;
+        if !state.is_empty() {
+            crate::country::CountryCode::parse(state)
+                .map_err(|e| super::status::state_filter(&e))?;
+        }
         let keys = self
             .ctx
             .store

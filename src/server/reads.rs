@@ -211,7 +211,8 @@ impl Context {
     ) -> Result<Guarded<pb::SyncItem>, Status> {
         let state = node_state(peer)?;
         let category = Category::from_pb(req.category).ok_or_else(|| {
-            Status::invalid_argument(
+            super::status::invalid_field(
+                "category",
                 "category is required: smuggling incident or maritime movement",
             )
         })?;
@@ -593,7 +594,8 @@ fn sync_item(hit: &Hit, envelope: Option<pb::Envelope>, log_proof: String) -> pb
 
 /// Why a subscription cannot ask for log proofs.
 fn no_log_proofs_here() -> Status {
-    Status::invalid_argument(
+    super::status::invalid_field(
+        "include_log_proofs",
         "log proofs come with Query results, not with Subscribe's: ask for them with \
          `tidemark query --json --log-proofs` (QueryRequest.include_log_proofs)",
     )

@@ -114,6 +114,21 @@ fn bad_field(field: &str, reason: &str, message: String) -> Status {
     )
 }
 
+/// INVALID_ARGUMENT naming `field` in a `google.rpc.BadRequest`, with `message` as both
+/// the status message and the violation's description.
+pub(super) fn invalid_field(field: &str, message: impl Into<String>) -> Status {
+    let message = message.into();
+    bad_field(field, &message, message.clone())
+}
+
+/// A `state` filter that is not a state code.
+pub(super) fn state_filter(error: &impl std::fmt::Display) -> Status {
+    invalid_field(
+        "state",
+        format!("state: {error}; give an ISO 3166-1 alpha-3 code, or none for every state"),
+    )
+}
+
 /// Most characters of an invalid-argument message and of its field's reason.
 const MAX_ECHO: usize = 1024;
 

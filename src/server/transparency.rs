@@ -8,7 +8,7 @@ use crate::{
     cosigning,
     identity::Role,
     pb::{self, get_inclusion_proof_request::Leaf},
-    server::{auth, context::Context},
+    server::{auth, context::Context, status::invalid_field},
     store::{Snapshot, StoredCheckpoint},
     tlog::merkle::Hash,
 };
@@ -88,19 +88,21 @@ impl pb::transparency_server::Transparency for TransparencyService {
             Some(Leaf::Index(index)) => index,
             Some(Leaf::LeafHash(hash)) => {
                 let hash: Hash = hash.as_slice().try_into().map_err(|_| {
-                    Status::invalid_argument(format!(
-                        "leaf_hash has {} bytes; a leaf hash is SHA-256(0x00 ‖ entry), 32 bytes",
-                        hash.len()
-                    ))
+                    invalid_field(
+                        "leaf_hash",
+                        format!(
+                            "leaf_hash has {} bytes; a leaf hash is SHA-256(0x00 ‖ entry), \
+                             32 bytes",
+                            hash.len()
+                        ),
+                    )
                 })?;
                 snap.log_index_of(&hash)?.ok_or_else(|| {
                     Status::not_found(format!("no leaf of the log has hash {}", hex::encode(hash)))
                 })?
             }
             None => {
-                return Err(Status::invalid_argument(
-                    "name the leaf: index or leaf_hash",
-                ));
+                return Err(invalid_field("leaf", "name the leaf: index or leaf_hash"));
             }
         };
         let proof = snap.inclusion_proof(index, size)?;
@@ -169,10 +171,10 @@ impl pb::transparency_server::Transparency for TransparencyService {
         auth::peer(&request)?;
         let req = request.into_inner();
         if req.end < req.start {
-            return Err(Status::invalid_argument(format!(
-                "end ({}) is before start ({})",
-                req.end, req.start
-            )));
+            return Err(invalid_field(
+                "end",
+                format!("end ({}) is before start ({})", req.end, req.start),
+            ));
         }
         let end = req.end.min(req.start.saturating_add(MAX_ENTRIES));
         let entries = self.ctx.snapshot()?.log_entries(req.start, end)?;

@@ -59,6 +59,19 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
         .starts_with(BOM.as_bytes());
     if starts_with_bom {
         reader.consume(BOM.len());
+        // One is skipped, as every reader of a file does; a second is content (and the
+        // CSV reader would skip it silently).
+        if reader
+            .fill_buf()
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .starts_with(BOM.as_bytes())
+        {
+            anyhow::bail!(
+                "{} starts with two byte-order marks (U+FEFF); one is read at the start of \
+                 a file: save it again as UTF-8",
+                path.display()
+            );
+        }
     }
     Ok(reader)
 }
@@ -112,7 +125,17 @@ pub fn dsse_fields(value: &mut serde_json::Value) {
 /// Reads one JSON value of type `T` (a report, an envelope) as the proto3 JSON mapping
 /// does; the error names the field at fault.
 pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
-    let text = text.strip_prefix(BOM).unwrap_or(text);
+    // The file readers skip one byte-order mark at the start of a file; anywhere else
+    // (a second one, or at the start of a line of JSON lines) it is not JSON.
+    if text
+        .trim_start_matches([' ', '\t', '\r', '\n'])
+        .starts_with(BOM)
+    {
+        return Err(
+            "a byte-order mark (U+FEFF) here: one is read only at the very start of a file"
+                .to_owned(),
+        );
+    }
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| format!("not JSON: {e}"))?;
     // Valid JSON (checked above), so any error here is a key given twice.
     no_duplicate_keys(text)?;
@@ -447,8 +470,17 @@ mod tests {
     }
 
     #[test]
-    fn a_byte_order_mark_is_skipped() {
-        let report: pb::Report = from_json("\u{feff}{\"version\": 2}").unwrap();
+    fn a_byte_order_mark_is_skipped_once_at_the_start_of_a_file_only() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("r.json");
+        std::fs::write(&path, "\u{feff}{\"version\": 2}").unwrap();
+        let report: pb::Report = from_json(&read_text(&path).unwrap()).unwrap();
         assert_eq!(report.version, 2);
+        std::fs::write(&path, "\u{feff}\u{feff}{\"version\": 2}").unwrap();
+        let error = from_json::<pb::Report>(&read_text(&path).unwrap()).unwrap_err();
+        assert!(error.contains("byte-order mark"), "{error}");
+        // A line of JSON lines is not the start of a file.
+        let error = from_json::<pb::Report>("\u{feff}{\"version\": 2}").unwrap_err();
+        assert!(error.contains("byte-order mark"), "{error}");
     }
 }

@@ -871,6 +871,9 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
         "-2+3",
         "'=quoted",
         "\tcmd",
+        "  =1+2",
+        "\u{3000}@SUM(1)",
+        " -1+1",
     ];
     for (line, text) in lines.iter_mut().zip(risky) {
         let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -901,9 +904,12 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     for row in reader.records() {
         rows += 1;
         for cell in &row.unwrap() {
-            let first = cell.chars().next();
-            let number = cell.parse::<f64>().is_ok();
-            let formula = matches!(first, Some('=' | '@' | '\t' | '\r'))
+            // Also after leading white space, which a spreadsheet may trim.
+            let trimmed = cell.trim_start();
+            let first = trimmed.chars().next();
+            let number = trimmed.parse::<f64>().is_ok();
+            let formula = matches!(cell.chars().next(), Some('\t' | '\r'))
+                || matches!(first, Some('=' | '@'))
                 || (matches!(first, Some('+' | '-')) && !number);
             assert!(!formula, "a formula cell: {cell:?}");
         }
@@ -913,6 +919,35 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     let (summary, stderr) = import_json(&export, &endpoint, &aus, &[]).await;
     assert_eq!(summary["rejected"], 0, "{summary} {stderr}");
     assert_eq!(summary["duplicates"], rows, "{summary}");
+
+    // An export of nothing still has its header, and imports as nothing.
+    let out = run(args(&[
+        "query",
+        "--category",
+        "smuggling",
+        "--from",
+        "1990-01-01",
+        "--to",
+        "1990-01-31",
+        "--csv",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("report_id,"),
+        "{out:?}"
+    );
+    std::fs::write(&export, &out.stdout).unwrap();
+    let (summary, stderr) = import_json(&export, &endpoint, &aus, &[]).await;
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&0.into(), &0.into()),
+        "{summary} {stderr}"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! exporting and importing again gives back the same report (the same signed bytes).
 //!
 //! Spreadsheet safety (OWASP "CSV Injection"): a text cell that a spreadsheet would run
-//! as a formula — one starting with `=`, `+`, `-`, `@`, a tab or a carriage return,
+//! as a formula — one starting with `=`, `+`, `-`, `@`, a tab or a carriage return, or
+//! with `=`, `+`, `-` or `@` after leading white space (which a spreadsheet may trim),
 //! unless it is a plain number — is written with a leading `'`, and so is a cell that
 //! already starts with `'`; reading a row removes exactly that one `'`. See
 //! [`safe_cell`] and [`restore_cell`].
@@ -157,8 +158,8 @@ pub fn columns() -> Vec<String> {
 pub fn safe_cell(text: &str) -> Cow<'_, str> {
     let risky = match text.as_bytes().first() {
         Some(b'=' | b'@' | b'\t' | b'\r' | b'\'') => true,
-        Some(b'+' | b'-') => !is_number(text),
-        _ => false,
+        // Spreadsheets may trim leading white space before reading a formula.
+        _ => starts_formula(text.trim_start()),
     };
     if risky {
         Cow::Owned(format!("'{text}"))
@@ -175,6 +176,15 @@ pub fn restore_cell(text: &str) -> &str {
     match text.strip_prefix('\'') {
         Some(rest) if safe_cell(rest) == text => rest,
         _ => text,
+    }
+}
+
+/// Whether `text` starts a formula: `=`, `@`, or `+`/`-` not starting a plain number.
+fn starts_formula(text: &str) -> bool {
+    match text.as_bytes().first() {
+        Some(b'=' | b'@') => true,
+        Some(b'+' | b'-') => !is_number(text),
+        _ => false,
     }
 }
 
@@ -775,18 +785,21 @@ mod tests {
     proptest! {
         /// No written cell starts a formula, and reading gives back the exact text.
         #[test]
-        fn cells_are_safe_and_exact(text in "[=+@'\\-\t\r0-9a-z .]{0,8}") {
+        fn cells_are_safe_and_exact(text in "[=+@'\\-\t\r\n\u{3000}0-9a-z .]{0,8}") {
             let safe = safe_cell(&text);
             let first = safe.chars().next();
+            // Also after leading white space, which a spreadsheet may trim.
+            let trimmed = safe.trim_start();
             let formula = matches!(first, Some('=' | '@' | '\t' | '\r'))
-                || (matches!(first, Some('+' | '-')) && !is_number(&safe));
+                || matches!(trimmed.chars().next(), Some('=' | '@'))
+                || (matches!(trimmed.chars().next(), Some('+' | '-')) && !is_number(trimmed));
             prop_assert!(!formula, "{:?} -> {:?}", text, safe);
             prop_assert_eq!(restore_cell(&safe), text.as_str());
         }
 
         /// Only a `'` export would have written is removed: import is export's inverse.
         #[test]
-        fn only_the_quote_export_writes_is_removed(text in "[=+@'\\-\t\r0-9a-zA-Z .]{0,8}") {
+        fn only_the_quote_export_writes_is_removed(text in "[=+@'\\-\t\r\u{3000}0-9a-zA-Z .]{0,8}") {
             let restored = restore_cell(&text);
             prop_assert!(restored == text || safe_cell(restored) == text, "{:?}", text);
         }

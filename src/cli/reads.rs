@@ -76,8 +76,8 @@ struct QueryOutput {
     log_proofs: bool,
     /// CSV, one row per report: the columns `import` reads, so exporting and importing
     /// gives back the same reports. Safe to open in a spreadsheet: a text cell that would
-    /// start a formula (=, +, -, @, tab) is written with a leading ', which `import`
-    /// removes again.
+    /// start a formula (=, +, -, @, tab; also after leading spaces) is written with a
+    /// leading ', which `import` removes again.
     #[arg(long)]
     csv: bool,
 }
@@ -307,7 +307,13 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         }
         request.after = last_cursor;
     }
-    if let Some(writer) = csv {
+    if let Some(mut writer) = csv {
+        writer.flush()?;
+        if writer.get_ref().is_empty() {
+            // No report matched: the header still says what the columns are, so that
+            // `import` reads this file as it reads any other export.
+            writer.write_record(super::csv_rows::columns())?;
+        }
         out.write_all(&writer.into_inner().map_err(|e| anyhow!("{e}"))?)?;
     }
     out.flush()?;

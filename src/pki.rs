@@ -356,6 +356,13 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
              ec_paramgen_curve:P-256`)"
         )));
     };
+    if is_ec && spki.subject_public_key.data.first() != Some(&0x04) {
+        return Err(PkiError::Csr(format!(
+            "the CSR's {key_type} key is written as a compressed point; TLS here (rustls, \
+             webpki) takes uncompressed points only (SEC 1 §2.3.3): convert the key with \
+             `openssl ec -in KEY -conv_form uncompressed -out KEY2` and make the CSR again"
+        )));
+    }
     let signed_with = &csr.signature_algorithm.algorithm;
     let signature_ok = if key_type == "Ed25519" {
         *signed_with == OID_SIG_ED25519
@@ -368,8 +375,8 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
     };
     if !signature_ok {
         return Err(PkiError::Csr(format!(
-            "the CSR is signed with algorithm {signed_with}; a {key_type} CSR must be signed \
-             with {} (e.g. `openssl req -sha256`)",
+            "the CSR is signed with algorithm {signed_with}; an {key_type} CSR must be \
+             signed with {} (e.g. `openssl req -sha256`)",
             if key_type == "Ed25519" {
                 "Ed25519"
             } else {

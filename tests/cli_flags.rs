@@ -150,6 +150,51 @@ fn a_role_that_serves_no_state_refuses_one_and_writes_nothing() {
 }
 
 #[test]
+fn pki_issue_never_writes_over_a_file() {
+    let pki = TestPki::new();
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), pki.ca.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.key"), pki.ca.key_pem()).unwrap();
+    std::fs::write(dir.path().join("server.pem"), "server's").unwrap();
+    let before = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    let (ca_pem, ca_key) = (before("ca.pem"), before("ca.key"));
+    for name in ["ca", "server"] {
+        let out = Command::new(BIN)
+            .args([
+                "pki", "issue", "--role", "node", "--state", "AUS", "--name", name,
+            ])
+            .args(["--trust-domain", "tidemark.test", "--ca-dir"])
+            .arg(dir.path())
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("already exists"),
+            "{name}: {said}"
+        );
+    }
+    // The CA is as it was, and no key was left beside the server's certificate.
+    assert_eq!((before("ca.pem"), before("ca.key")), (ca_pem, ca_key));
+    assert!(!dir.path().join("server.key").exists());
+    // A new name is issued, once.
+    for ok in [true, false] {
+        let out = Command::new(BIN)
+            .args([
+                "pki", "issue", "--role", "node", "--state", "AUS", "--name", "aus-2",
+            ])
+            .args(["--trust-domain", "tidemark.test", "--ca-dir"])
+            .arg(dir.path())
+            .arg("--out")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), ok, "{out:?}");
+    }
+}
+
+#[test]
 fn pki_issue_refuses_a_ca_directory_whose_files_do_not_make_a_ca() {
     let pki = TestPki::new();
     let dir = tempfile::TempDir::new().unwrap();

@@ -650,6 +650,16 @@ async fn a_csr_is_certified_with_exactly_its_key_or_refused_naming_the_accepted_
             status.message()
         );
     }
+    // A key TLS here cannot use (a compressed EC point) is refused for what it is, not
+    // as a bad signature.
+    let csr = std::fs::read_to_string(data.join("p256-compressed.csr.pem")).unwrap();
+    let status = issue(csr).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("compressed point"),
+        "{}",
+        status.message()
+    );
     // Nothing refused was recorded as issued.
     let listed = admin
         .list_certificates(pb::ListCertificatesRequest::default())

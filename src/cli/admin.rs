@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 use tidemark::{
     client,
@@ -363,6 +363,12 @@ async fn issue(
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
     let csr_pem = super::input::read_text(csr)?;
+    if let Some(path) = out.as_ref().filter(|p| p.exists()) {
+        bail!(
+            "{} already exists; choose another --out (nothing was issued)",
+            path.display()
+        );
+    }
     let issued = admin
         .issue_certificate(pb::IssueCertificateRequest { csr_pem, days })
         .await
@@ -370,7 +376,11 @@ async fn issue(
         .into_inner();
     match out {
         Some(path) => {
-            std::fs::write(&path, &issued.certificate_pem)?;
+            if let Err(e) = tidemark::pki::write_new(&path, &issued.certificate_pem, false) {
+                // Issued and recorded: the certificate must not be lost with the file.
+                out!("{}", issued.certificate_pem)?;
+                bail!("the certificate above was issued but not written: {e}");
+            }
             errln!(
                 "issued {} (serial {}, until {}) -> {}",
                 issued.spiffe_id,

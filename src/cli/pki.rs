@@ -163,8 +163,29 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             std::fs::create_dir_all(&args.out)?;
             let cert_path = args.out.join(format!("{}.pem", args.identity.name));
             let key_path = args.out.join(format!("{}.key", args.identity.name));
-            std::fs::write(&cert_path, &issued.cert_pem)?;
-            pki::write_private(&key_path, &issued.key_pem)?;
+            // Never over another file: --name ca in the CA's directory would replace the
+            // CA's own key (or the server's, or the log's).
+            let exists = |path: &std::path::Path| {
+                anyhow::anyhow!(
+                    "{} already exists; choose another --name or --out (nothing was written)",
+                    path.display()
+                )
+            };
+            if let Some(path) = [&cert_path, &key_path].into_iter().find(|p| p.exists()) {
+                return Err(exists(path));
+            }
+            pki::write_new(&key_path, &issued.key_pem, true).map_err(|e| match e {
+                pki::PkiError::Exists(path) => exists(&path),
+                e => e.into(),
+            })?;
+            if let Err(e) = pki::write_new(&cert_path, &issued.cert_pem, false) {
+                // Another run took the name meanwhile: leave its files, take back ours.
+                let _ = std::fs::remove_file(&key_path);
+                return Err(match e {
+                    pki::PkiError::Exists(path) => exists(&path),
+                    e => e.into(),
+                });
+            }
             outln!(
                 "issued {} for {} days: {} and {}",
                 principal.spiffe_id(),

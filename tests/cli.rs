@@ -950,6 +950,40 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     );
 }
 
+/// Two runs into one directory: each file is one run's whole output, never a mix.
+#[test]
+fn sample_reports_into_one_directory_twice_at_once_writes_whole_files() {
+    let dir = tempfile::TempDir::new().unwrap();
+    for round in 0..3 {
+        let runs: Vec<_> = [("3000", "1"), ("2000", "2")]
+            .into_iter()
+            .map(|(count, seed)| {
+                Command::new(BIN)
+                    .args(["sample-reports", "--count", count, "--seed", seed, "--out"])
+                    .arg(dir.path())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut run in runs {
+            assert!(run.wait().unwrap().success());
+        }
+        let text = std::fs::read_to_string(dir.path().join("aus.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            [3000, 2000].contains(&lines.len()),
+            "round {round}: {}",
+            lines.len()
+        );
+        for line in lines {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "only aus.jsonl is left");
+    }
+}
+
 #[tokio::test]
 async fn a_closed_stdout_ends_a_command_quietly() {
     use std::io::{BufRead, BufReader};

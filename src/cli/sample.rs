@@ -61,10 +61,19 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     // stop the work half done.
     let mut written = Vec::new();
     for state in &states {
-        let path = dir.join(format!("{}.{extension}", state.as_str().to_lowercase()));
-        let file = std::fs::File::create(&path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        write(args, std::slice::from_ref(state), file)?;
+        let name = format!("{}.{extension}", state.as_str().to_lowercase());
+        let path = dir.join(&name);
+        // Written under a name of this run's own, then renamed into place: of two runs
+        // into one directory, each file is one run's whole, never a mix of lines.
+        let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        let file = std::fs::File::create(&partial)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?;
+        let done = write(args, std::slice::from_ref(state), file)
+            .and_then(|()| std::fs::rename(&partial, &path).map_err(Into::into));
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!("cannot write {}", path.display())));
+        }
         written.push((state, path));
     }
     for (state, path) in written {

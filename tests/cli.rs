@@ -950,6 +950,73 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     );
 }
 
+/// Quoting the csv crate reads leniently is refused by the line its record starts on:
+/// nothing is signed with text its author did not write, nothing is lost unreported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refuses_csv_quoting_that_is_not_rfc_4180() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let out = run(args(&[
+        "sample-reports",
+        "--count",
+        "6",
+        "--states",
+        "AUS",
+        "--seed",
+        "31",
+        "--format",
+        "csv",
+    ]))
+    .await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1..].iter().all(|l| l.contains(",Synthetic")),
+        "{text}"
+    );
+    let with = |line: usize, replacement: &str| {
+        let mut changed: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        changed[line - 1] = changed[line - 1].replacen(",Synthetic", replacement, 1);
+        changed.join("\r\n") + "\r\n"
+    };
+    for (name, csv, accepted, faults, says) in [
+        // Read leniently, this narrative would be signed as `Boat Synthetic…`.
+        (
+            "after",
+            with(4, ",\"Boat\" Synthetic"),
+            5,
+            vec![4],
+            "after the closing",
+        ),
+        (
+            "inside",
+            with(5, ",Boat\"s Synthetic"),
+            5,
+            vec![5],
+            "inside a cell",
+        ),
+        // A stray quote opens a cell that runs to the end of the file.
+        ("open", with(3, ",\"Synthetic"), 1, vec![3], "lines 3 to 7"),
+    ] {
+        let file = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&file, csv).unwrap();
+        let (summary, stderr) = import_json(&file, &endpoint, &aus, &["--batch", "1"]).await;
+        assert_eq!(error_lines(&summary), faults, "{name}: {summary}");
+        assert!(
+            summary.to_string().contains(says),
+            "{name}: {summary} {stderr}"
+        );
+        assert_eq!(
+            summary["accepted"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
+            accepted,
+            "{name}: {summary}"
+        );
+    }
+}
+
 /// Two runs into one directory: each file is one run's whole output, never a mix.
 #[test]
 fn sample_reports_into_one_directory_twice_at_once_writes_whole_files() {

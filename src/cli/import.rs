@@ -404,6 +404,9 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
         Ok(Box::new(csv.into_records().map(move |row| match row {
             Ok(row) => {
                 let line = row.position().map_or(0, |p| lines.line_at(p.byte()));
+                if let Some(fault) = lines.quoting_fault(line) {
+                    return (line, Err(format!("not a valid CSV row: {fault}")));
+                }
                 let misspelled = headers
                     .iter()
                     .zip(row.iter())
@@ -420,6 +423,9 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
+                if let Some(fault) = lines.quoting_fault(line) {
+                    return (line, Err(format!("not a valid CSV row: {fault}")));
+                }
                 let said = csv_error(&e, &headers, None);
                 (line, Err(format!("not a valid CSV row: {said}")))
             }
@@ -550,6 +556,8 @@ struct LineCounter<R> {
 struct LineEnds {
     passed: usize,
     pending: std::collections::VecDeque<(u64, u64)>,
+    /// The quoting of every byte read, checked (RFC 4180).
+    quoting: super::csv_quoting::Quoting,
 }
 
 /// Tells line numbers of offsets read through a [`LineCounter`], in increasing order.
@@ -577,6 +585,15 @@ impl Lines {
         }
         ends.passed + 1
     }
+
+    /// The quoting fault of the record starting on `line`, if it has one.
+    fn quoting_fault(&self, line: usize) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .quoting
+            .take(line)
+    }
 }
 
 impl<R> LineCounter<R> {
@@ -600,6 +617,10 @@ impl<R: std::io::Read> std::io::Read for LineCounter<R> {
             .ends
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if n == 0 && !buf.is_empty() {
+            ends.quoting.finish();
+        }
+        ends.quoting.feed(&buf[..n]);
         for (i, &byte) in buf[..n].iter().enumerate() {
             let at = self.read + i as u64;
             match byte {

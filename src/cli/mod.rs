@@ -87,6 +87,7 @@ mod audit_check;
 mod backup;
 mod chart;
 mod client_args;
+mod csv_quoting;
 mod csv_rows;
 mod import;
 mod input;

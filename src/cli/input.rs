@@ -166,8 +166,18 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
                 _ => "is not a number of the field's type (integers: 12, 12.0, 1.2e1 or \"12\")"
                     .to_owned(),
             }
+        } else if let Some(field) = inner
+            .strip_prefix("duplicate field `")
+            .and_then(|f| f.strip_suffix('`'))
+        {
+            // Keys given twice were refused above: this is a second member of a oneof.
+            format!(
+                "`{field}` and another field of its oneof are both set; set one of them \
+                 (a report's details are `smuggling` or `maritime`, by its category)"
+            )
         } else {
-            inner
+            // pbjson's enum reader doubles a word ("expected expected one of").
+            inner.replace("expected expected ", "expected ")
         };
         if path == "." {
             reason
@@ -452,6 +462,14 @@ mod tests {
             assert!(err.contains("given twice"), "{text}: {err}");
             assert!(err.contains(place), "{text}: {err}");
         }
+        // Two members of one oneof are not one key twice, and are said to be what they are.
+        let err = from_json::<pb::Report>(r#"{"smuggling": {}, "maritime": {}}"#).unwrap_err();
+        assert!(err.contains("oneof are both set"), "{err}");
+        let err = from_json::<pb::Report>(r#"{"sharing": {"scope": 77}}"#).unwrap_err();
+        assert!(
+            err.starts_with("sharing.scope") && !err.contains("expected expected"),
+            "{err}"
+        );
         // The same key in two objects is fine.
         let report: pb::Report =
             from_json(r#"{"persons": {"total": 3}, "route": {"transit": []}, "version": 1}"#)

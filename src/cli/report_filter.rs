@@ -108,7 +108,8 @@ fn enum_arg(
     let name = format!("{prefix}{}", text.to_uppercase().replace('-', "_"));
     let value = from_name(&name).filter(|v| spelled && *v != 0);
     value.ok_or_else(|| {
-        let known: Vec<String> = (1..64)
+        // Every value the enum defines (`…_OTHER` is 99).
+        let known: Vec<String> = (1..=255)
             .filter_map(&name_of)
             .filter_map(|n| n.strip_prefix(prefix))
             .map(|n| n.to_lowercase().replace('_', "-"))
@@ -148,4 +149,25 @@ fn parse_vessel(text: &str) -> Result<i32, String> {
             |v| pb::VesselType::try_from(v).ok().map(|v| v.as_str_name()),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_enum_flag_takes_one_spelling_and_a_refusal_lists_every_value() {
+        assert_eq!(parse_vessel("other"), Ok(pb::VesselType::Other as i32));
+        assert_eq!(
+            parse_vessel("rubber-dinghy"),
+            Ok(pb::VesselType::RubberDinghy as i32)
+        );
+        for wrong in ["FISHING-BOAT", "fishing_boat", "unspecified", ""] {
+            let said = parse_vessel(wrong).unwrap_err();
+            assert!(
+                said.ends_with("speedboat, cargo-ship, other"),
+                "{wrong}: {said}"
+            );
+        }
+    }
 }

@@ -35,9 +35,6 @@ pub enum TextKind {
 /// Checks `value` against the policy for `kind`; the error names the first character
 /// at fault, where it is, and the rule.
 pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
-    if kind == TextKind::Short && value.trim() != value {
-        return Err("starts or ends with white space; remove it".to_owned());
-    }
     let mut chars = value.chars().enumerate().peekable();
     while let Some((at, ch)) = chars.next() {
         let refused = match (kind, ch) {
@@ -82,6 +79,11 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
                 at + 1
             ));
         }
+    }
+    // After the characters: a white-space character that is also a control (U+0085)
+    // is named as one.
+    if kind == TextKind::Short && value.trim() != value {
+        return Err("starts or ends with white space; remove it".to_owned());
     }
     Ok(())
 }
@@ -129,6 +131,7 @@ mod tests {
             (TextKind::Short, "tab\there", "line break or tab"),
             (TextKind::Short, " Bangkok", "white space"),
             (TextKind::Short, "Bangkok ", "white space"),
+            (TextKind::Short, "AUS\u{0085}", "control character, U+0085"),
             (TextKind::Short, "Bang\u{200E}kok", "invisible format"),
             (TextKind::Short, "\u{3164}", "Hangul filler"),
             (TextKind::Free, "blank\u{115F}name", "Hangul filler"),

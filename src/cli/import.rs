@@ -26,7 +26,7 @@ use super::{
 
 /// The server's default `limits.max_message_bytes`; a signed report larger than this is
 /// refused here, by line, without a round trip.
-const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Sign and submit many reports from a file: JSON lines (`.jsonl`, one report per line,
 /// proto3 JSON) or CSV (`.csv`, one report per row; the columns `tidemark query --csv`
@@ -48,9 +48,15 @@ pub struct ImportArgs {
     /// Reports per Import call.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     batch: u64,
-    /// The largest signed report to send, in bytes: the server's limits.max_message_bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
-    max_message_bytes: usize,
+    /// The largest signed report to send, in bytes: the server's limits.max_message_bytes
+    /// (at least 1024). A larger report is refused here, by its line, unsent.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
+        value_parser = clap::value_parser!(u64).range(1024..)
+    )]
+    max_message_bytes: u64,
     /// End with one JSON summary object instead of text.
     #[arg(long)]
     json: bool,
@@ -99,14 +105,18 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                         ..Default::default()
                     };
                     let size = request.encoded_len();
-                    if size > args.max_message_bytes {
+                    if size as u64 > args.max_message_bytes {
+                        let limit = if args.max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES {
+                            "the server accepts at most {} (limits.max_message_bytes)"
+                        } else {
+                            "--max-message-bytes sends at most {}"
+                        }
+                        .replace("{}", &args.max_message_bytes.to_string());
                         tally.errors.push(LineError {
                             line,
                             message: format!(
-                                "RESOURCE_EXHAUSTED: the signed report is {size} bytes; the \
-                                 server accepts at most {} (limits.max_message_bytes): shorten \
-                                 its text",
-                                args.max_message_bytes
+                                "RESOURCE_EXHAUSTED: the signed report is {size} bytes; \
+                                 {limit}: shorten its text"
                             ),
                         });
                     } else {

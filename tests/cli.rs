@@ -950,10 +950,11 @@ async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     );
 }
 
-/// Quoting the csv crate reads leniently is refused by the line its record starts on:
+/// Quoting the csv crate reads leniently is refused by the line its record starts on
+/// (and a file of another format once):
 /// nothing is signed with text its author did not write, nothing is lost unreported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_refuses_csv_quoting_that_is_not_rfc_4180() {
+async fn import_refuses_what_it_would_misread_csv_quoting_and_files_of_another_format() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
     let dir = tempfile::TempDir::new().unwrap();
@@ -1014,6 +1015,35 @@ async fn import_refuses_csv_quoting_that_is_not_rfc_4180() {
             accepted,
             "{name}: {summary}"
         );
+    }
+    // A file that is not JSON lines at all is refused once, saying what it is.
+    let one =
+        serde_json::from_str::<serde_json::Value>(&sample_lines("AUS", 1, "32").await[0]).unwrap();
+    for (name, text, says) in [
+        (
+            "pretty.json",
+            serde_json::to_string_pretty(&one).unwrap(),
+            "one JSON document",
+        ),
+        ("export.txt", text.clone(), "holds CSV"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = run(args(&[
+            "import",
+            file.to_str().unwrap(),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+        ]))
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{name}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
     }
 }
 

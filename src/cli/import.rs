@@ -442,6 +442,7 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
         })))
     } else {
         use std::io::BufRead;
+        not_json_lines(file)?;
         // Bytes, not `lines()`: one line that is not UTF-8 is that line's error only.
         Ok(Box::new(reader.split(b'\n').enumerate().filter_map(
             |(i, line)| {
@@ -465,6 +466,41 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
             },
         )))
     }
+}
+
+/// Refuses, once, a file that is clearly not JSON lines — a CSV export under another
+/// name, or one pretty-printed JSON document (a report as `submit` takes it, or an array)
+/// — rather than refusing each of its lines as a report.
+fn not_json_lines(file: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut first = String::new();
+    for line in input::open(file)?.lines() {
+        let Ok(line) = line else { return Ok(()) };
+        if !line.trim().is_empty() {
+            first = line;
+            break;
+        }
+    }
+    if first.starts_with("report_id,") {
+        bail!(
+            "{} holds CSV (its first line is the header `query --csv` writes): name it \
+             .csv, which import reads as CSV",
+            file.display()
+        );
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&first).is_err()
+        && let Ok(text) = input::read_text(file)
+        && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok()
+    {
+        bail!(
+            "{} is one JSON document over several lines; import reads JSON lines, one report \
+             per line (or CSV). Send one report with `tidemark submit {}`; for a JSON array, \
+             write one element per line first (`jq -c '.[]' FILE > FILE.jsonl`)",
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(())
 }
 
 /// Every column once, and no other: a file without its header would take its first

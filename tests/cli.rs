@@ -559,6 +559,25 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     let out = run(sync()).await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 changes"));
     assert_eq!(lines(), second, "nothing duplicated");
+    // Another state's node does not carry on from IDN's cursor with its own view.
+    let out = run(args(&[
+        "sync",
+        "--category",
+        "smuggling",
+        "--into",
+        &path("mirror"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds IDN's view"),
+        "{out:?}"
+    );
+    assert_eq!(lines(), second, "nothing written");
 
     // One writer per mirror: while another holds the lock, a run is refused.
     let lock = std::fs::File::open(dir.path().join("mirror/smuggling.lock")).unwrap();

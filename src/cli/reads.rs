@@ -333,8 +333,9 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// Keep a local mirror of one category: the first run copies everything your state may
 /// see, later runs bring it up to date. DIR/<category>.jsonl holds one line per change
 /// ({"meta", "envelope"}: new reports, amendments, retractions, in order) and
-/// DIR/<category>.cursor the last sequence number mirrored; with --log-proofs each line
-/// also carries its log proof ("logProof").
+/// DIR/<category>.cursor the last sequence number mirrored, DIR/<category>.state whose
+/// view it is (another state's node is refused: mirror into another directory); with
+/// --log-proofs each line also carries its log proof ("logProof").
 ///
 /// One run at a time per mirror (DIR/<category>.lock; a second run is refused with a
 /// message). The data file is the truth: each run resumes after the last complete line
@@ -369,6 +370,10 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let lock_path = args.into.join(format!("{name}.lock"));
     let _lock = lock_mirror(&lock_path)?;
     let mut cursor = reconcile(&data_path, &cursor_path)?;
+    // A mirror is one state's view: what a node may see depends on its state.
+    if let Ok(state) = super::submit::state_of(&args.client.identity()?) {
+        own_mirror(&args.into.join(format!("{name}.state")), &state, cursor)?;
+    }
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let mut stream = exchange
         .sync(pb::SyncRequest {
@@ -433,6 +438,28 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             client::explain(&status)
         ),
     }
+}
+
+/// Records whose view the mirror holds (DIR/<category>.state), and refuses to go on
+/// with another state's: its lines would mix two states' views under one cursor. An
+/// empty mirror (cursor 0) takes the caller's state.
+fn own_mirror(path: &Path, state: &str, cursor: u64) -> anyhow::Result<()> {
+    if cursor > 0
+        && let Ok(held) = fs::read_to_string(path)
+        && held.trim() != state
+    {
+        bail!(
+            "this mirror holds {}'s view (see {}) and you are {state}'s node: mirror into \
+             another directory",
+            held.trim(),
+            path.display()
+        );
+    }
+    if fs::read_to_string(path).is_ok_and(|held| held.trim() == state) {
+        return Ok(());
+    }
+    fs::write(path, format!("{state}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Holds the mirror's lock for as long as the returned file is open.

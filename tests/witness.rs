@@ -177,6 +177,13 @@ async fn a_witness_directory_belongs_to_one_witness() {
         text(&first)
     );
     let before = std::fs::read_to_string(state_dir.join("witness.vkey")).unwrap();
+    // Its checkpoint saved with CR LF (an editor's doing) is the same note, as
+    // verify-receipt reads a proof so saved.
+    let held = state_dir.join("checkpoint");
+    let note = std::fs::read_to_string(&held).unwrap();
+    std::fs::write(&held, note.replace('\n', "\r\n")).unwrap();
+    let again = witness(&server, &aus, &state_dir).await;
+    assert!(again.status.success(), "{}", text(&again));
     let out = witness(&server, &idn, &state_dir).await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("another witness"), "{}", text(&out));

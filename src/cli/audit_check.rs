@@ -22,7 +22,8 @@ pub async fn verify(
     accesses: &[pb::DataAccess],
 ) -> anyhow::Result<()> {
     let read = |name: &str| {
-        super::input::read_text_at_most(&witness_dir.join(name), 64 * 1024).map_err(|e| {
+        // Notes as every reader of a witness's files reads them (CR LF is LF).
+        super::input::read_note(&witness_dir.join(name), 64 * 1024).map_err(|e| {
             anyhow!(
                 "{e:#}; --state-dir names this state's witness directory (run `tidemark log \
                  witness --state-dir DIR` first)"

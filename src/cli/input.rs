@@ -49,6 +49,13 @@ pub fn read_text_at_most(path: &Path, max: u64) -> anyhow::Result<String> {
     })
 }
 
+/// A file holding signed-note text (a checkpoint, a C2SP tlog proof), at most `max`
+/// bytes: notes are lines ending in LF (C2SP signed-note), and a file saved with CR LF,
+/// as some editors do, holds the same note. Every reader of such a file reads it so.
+pub fn read_note(path: &Path, max: u64) -> anyhow::Result<String> {
+    Ok(read_text_at_most(path, max)?.replace("\r\n", "\n"))
+}
+
 /// A buffered reader over the file, past a leading byte-order mark.
 pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -74,7 +74,8 @@ async fn checkpoint(
 ) -> anyhow::Result<Checkpoint> {
     let (vkey, note) = if let Some(dir) = witness_dir {
         let read = |name: &str| {
-            super::input::read_text_at_most(&dir.join(name), 64 * 1024).map_err(|e| {
+            // Notes as every reader of a witness's files reads them (CR LF is LF).
+            super::input::read_note(&dir.join(name), 64 * 1024).map_err(|e| {
                 anyhow!(
                     "{e:#}; run `tidemark log witness --state-dir {}` first",
                     dir.display()

@@ -344,10 +344,7 @@ fn print_accepted(
 const MAX_RECEIPT_FILE: u64 = 1024 * 1024;
 
 pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
-    let text = input::read_text_at_most(&args.file, MAX_RECEIPT_FILE)?;
-    // A log proof is lines ending in LF (C2SP tlog-proof); one saved with CR LF, as some
-    // editors do, is the same proof.
-    let text = text.replace("\r\n", "\n");
+    let text = input::read_note(&args.file, MAX_RECEIPT_FILE)?;
     if text.starts_with(tidemark::tlog::proof::HEADER) {
         return verify_log_proof(&text, args);
     }

@@ -116,7 +116,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         );
     }
     if held_path.exists() {
-        let held_note = super::input::read_text_at_most(&held_path, MAX_STATE_FILE)?;
+        let held_note = super::input::read_note(&held_path, MAX_STATE_FILE)?;
         let held = Checkpoint::open(&held_note, &verifier)
             .map_err(|e| anyhow!("the checkpoint held in {}: {e}", held_path.display()))?;
         check_extension(&mut log, &held, &new).await?;

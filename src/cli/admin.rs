@@ -1,5 +1,6 @@
 //! `tidemark admin …`: operator commands against a running server.
 
+use super::whole::whole;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail};
@@ -55,10 +56,10 @@ enum AdminCommand {
     /// paging with --after ends).
     Audit {
         /// Entries after this number.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = whole(0u64, u64::MAX))]
         after: u64,
         /// At most this many entries (1 to 10000; page on with --after).
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        #[arg(long, default_value_t = 100, value_parser = whole(1u32, 10_000))]
         limit: u32,
         /// One JSON object per line.
         #[arg(long)]
@@ -84,7 +85,7 @@ enum AdminCommand {
         /// The CSR file (PEM).
         csr: PathBuf,
         /// Validity in days (1 to 397).
-        #[arg(long, default_value_t = 90)]
+        #[arg(long, default_value_t = 90, value_parser = whole(1u32, 397))]
         days: u32,
         /// Write the certificate here instead of printing it.
         #[arg(long, value_name = "FILE")]

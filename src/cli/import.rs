@@ -7,6 +7,7 @@
 //! fault. Only a failure that no retry can help (no connection, a refused certificate)
 //! stops the import — and the summary is printed even then.
 
+use super::whole::whole;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
@@ -46,7 +47,7 @@ pub struct ImportArgs {
     #[command(flatten)]
     signing: SigningArgs,
     /// Reports per Import call.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    #[arg(long, default_value_t = 500, value_parser = whole(1u64, 10_000))]
     batch: u64,
     /// The largest signed report to send, in bytes: the server's limits.max_message_bytes
     /// (at least 1024). A larger report is refused here, by its line, unsent.
@@ -54,7 +55,7 @@ pub struct ImportArgs {
         long,
         value_name = "BYTES",
         default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
-        value_parser = clap::value_parser!(u64).range(1024..)
+        value_parser = whole(1024u64, u64::MAX)
     )]
     max_message_bytes: u64,
     /// End with one JSON summary object instead of text.

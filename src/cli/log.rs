@@ -1,5 +1,6 @@
 //! `tidemark log`: the transparency log's verifier key, checkpoints, proofs and entries.
 
+use super::whole::whole;
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
@@ -35,13 +36,13 @@ pub enum LogCommand {
 #[command(group(clap::ArgGroup::new("leaf").required(true).args(["index", "entry_hash"])))]
 pub struct ProofArgs {
     /// The leaf's index (or name it with --entry-hash).
-    #[arg(long)]
+    #[arg(long, value_parser = whole(0u64, u64::MAX))]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     entry_hash: Option<String>,
     /// The checkpoint's tree size (default: the newest): pick one the witnesses cosigned.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
     /// Where to write it (default: stdout); a file that exists is replaced, as
     /// `submit --receipt-out` replaces one.
@@ -83,13 +84,13 @@ pub struct CheckpointArgs {
 #[command(group(clap::ArgGroup::new("leaf").required(true).args(["index", "entry_hash"])))]
 pub struct InclusionArgs {
     /// The leaf's index.
-    #[arg(long)]
+    #[arg(long, value_parser = whole(0u64, u64::MAX))]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     entry_hash: Option<String>,
     /// The tree size to prove inclusion in (default: the newest checkpoint's).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -99,10 +100,10 @@ pub struct InclusionArgs {
 #[derive(Args, Debug)]
 pub struct ConsistencyArgs {
     /// The older (smaller) tree size.
-    #[arg(long)]
+    #[arg(long, value_parser = whole(0u64, u64::MAX))]
     old_size: u64,
     /// The newer tree size (default: the newest checkpoint's).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = whole(1u64, u64::MAX))]
     new_size: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -112,10 +113,10 @@ pub struct ConsistencyArgs {
 #[derive(Args, Debug)]
 pub struct EntriesArgs {
     /// The first leaf.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = whole(0u64, u64::MAX))]
     start: u64,
     /// One past the last leaf (default: start + 100; at most 1,000 per call).
-    #[arg(long)]
+    #[arg(long, value_parser = whole(0u64, u64::MAX))]
     end: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,

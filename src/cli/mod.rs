@@ -107,6 +107,7 @@ mod signing_args;
 mod submit;
 mod verify;
 mod whoami;
+mod whole;
 mod witness;
 
 use std::process::ExitCode;

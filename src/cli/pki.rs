@@ -1,5 +1,6 @@
 //! `tidemark pki …`: offline certificate commands that work on the CA files directly.
 
+use super::whole::whole;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -92,7 +93,7 @@ pub struct IssueArgs {
     #[arg(long, default_value = "certs")]
     ca_dir: PathBuf,
     /// Validity in days (1 to 3650).
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(i64).range(1..=3650))]
+    #[arg(long, default_value_t = 90, value_parser = whole(1i64, 3650))]
     days: i64,
     /// Directory to write into.
     #[arg(long, default_value = ".")]

@@ -1,5 +1,6 @@
 //! `tidemark query`, `sync`, `standing` and `audit`: reading what the exchange holds.
 
+use super::whole::whole;
 use std::{
     fs,
     io::Write,
@@ -51,7 +52,7 @@ pub struct QueryArgs {
     #[arg(long)]
     include_retracted: bool,
     /// Stop after this many results, at least 1 (default: all, page by page).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = whole(1u32, u32::MAX))]
     limit: Option<u32>,
     #[command(flatten)]
     client: ClientArgs,
@@ -628,7 +629,7 @@ pub struct AuditArgs {
     #[command(subcommand)]
     check: Option<AuditCheck>,
     /// At most this many entries (1 or more).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 100, value_parser = whole(1u32, u32::MAX))]
     limit: u32,
     /// Check the list against the transparency log under the checkpoint your witness
     /// holds (--state-dir): every access shown is in the log, and the log names none that

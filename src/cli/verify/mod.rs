@@ -309,6 +309,19 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
         .unwrap_or_else(|| value.clone());
     // As the proto3 JSON mapping reads it: null is the default ("keyid": null is no key id).
     super::input::integral_numbers(&mut envelope_json);
+    // With unknown fields ignored, any object would read as an envelope with nothing in
+    // it: one must carry a DSSE field (proto3 JSON leaves out those at their defaults).
+    let not_dsse = || {
+        "not a DSSE envelope (a report as JSON is not signed: verify what `tidemark query \
+         --json` prints, or a DSSE JSON file)"
+            .to_owned()
+    };
+    if !["payloadType", "payload_type", "payload", "signatures"]
+        .iter()
+        .any(|k| envelope_json.get(k).is_some())
+    {
+        return Err(not_dsse());
+    }
     super::input::dsse_fields(&mut envelope_json);
     // Each signature is judged on its own: one whose `sig` is not base64 is one that
     // verifies with no key, not a reason to ignore the others.
@@ -324,11 +337,7 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
             }
         }
     }
-    let envelope = serde_json::from_value(envelope_json).map_err(|_| {
-        "not a DSSE envelope (a report as JSON is not signed: verify what `tidemark query \
-         --json` prints, or a DSSE JSON file)"
-            .to_owned()
-    })?;
+    let envelope = serde_json::from_value(envelope_json).map_err(|_| not_dsse())?;
     Ok((value, envelope))
 }
 

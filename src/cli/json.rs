@@ -1,6 +1,6 @@
 //! What every `--json` prints: the API's messages in the proto3 JSON mapping (pbjson),
-//! one object per line, except that 64-bit integers are written as JSON numbers, not
-//! strings. The mapping writes them as strings so that JavaScript's doubles cannot round
+//! one object per line, timestamps Z-normalized as the mapping asks (`…T09:04:00Z`),
+//! except that 64-bit integers are written as JSON numbers, not strings. The mapping writes them as strings so that JavaScript's doubles cannot round
 //! them; proto3 JSON parsers read either form (protobuf's JSON spec), and no count,
 //! sequence number or Unix time here comes near 2^53.
 
@@ -104,6 +104,15 @@ fn numbers(value: &mut serde_json::Value, full_name: &str) {
         Type::Uint64 | Type::Fixed64 => {
             if let Some(n) = item.as_str().and_then(|t| t.parse::<u64>().ok()) {
                 *item = n.into();
+            }
+        }
+        // A well-known type written as text: a google.protobuf.Timestamp, which the
+        // mapping writes "Z-normalized" (pbjson writes "+00:00").
+        Type::Message => {
+            if let Some(utc) = item.as_str().and_then(|t| t.strip_suffix("+00:00"))
+                && tidemark::calendar::parse_instant(&format!("{utc}Z")).is_some()
+            {
+                *item = format!("{utc}Z").into();
             }
         }
         _ => {}
@@ -289,6 +298,21 @@ fn float(text: &str) -> Result<Option<serde_json::Number>, &'static str> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn timestamps_are_z_normalized_and_text_is_left_as_written() {
+        let me = pb::WhoAmIResponse {
+            certificate_not_after: Some(pbjson_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            name: "2023-11-14T22:13:20+00:00".to_owned(),
+            ..pb::WhoAmIResponse::default()
+        };
+        let json = value(&me, "tidemark.v1.WhoAmIResponse");
+        assert_eq!(json["certificateNotAfter"], "2023-11-14T22:13:20Z");
+        assert_eq!(json["name"], "2023-11-14T22:13:20+00:00");
+    }
 
     proptest! {
         /// Any text, and any number in JSON's grammar with long digit runs and exponents,

@@ -163,7 +163,10 @@ pub struct AnalyticsConfig {
     pub minimum_reports_for_quantiles: u32,
     /// Whether the regional analyst's answers are perturbed by the cell key method too
     /// (a state analyst's always are). Turning it off gives the regional analyst exact
-    /// figures — and the differencing they allow.
+    /// figures — and everything exact figures give back: two answers that differ by one
+    /// report (case 03), a margin along transit or nationality less the cells shown, an
+    /// exact quartile that is one report's fee. Suppression then protects each table
+    /// against its own margins only (docs/disclosure.md, "Exact figures").
     pub perturb_regional_analyst: bool,
     /// Withhold cells whose reports all come from one state (they are always flagged).
     pub suppress_single_state: bool,

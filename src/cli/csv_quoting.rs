@@ -80,8 +80,8 @@ impl Quoting {
                 self.cell_start(byte, end_of_line)
             }
             (State::CellStart, _) => self.cell_start(byte, end_of_line),
-            (State::Unquoted, b',') => State::CellStart,
-            (State::Unquoted, _) if end_of_line => State::RecordStart,
+            (State::Unquoted | State::QuoteInQuoted, b',') => State::CellStart,
+            (State::Unquoted | State::QuoteInQuoted, _) if end_of_line => State::RecordStart,
             (State::Unquoted, b'"') => {
                 self.fault(
                     "a `\"` inside a cell that does not start with one: a cell holding `\"` is \
@@ -91,10 +91,8 @@ impl Quoting {
             }
             (State::Unquoted, _) => State::Unquoted,
             (State::Quoted, b'"') => State::QuoteInQuoted,
-            (State::Quoted, _) => State::Quoted,
-            (State::QuoteInQuoted, b'"') => State::Quoted,
-            (State::QuoteInQuoted, b',') => State::CellStart,
-            (State::QuoteInQuoted, _) if end_of_line => State::RecordStart,
+            // A second `"` is one `"` of the cell's text.
+            (State::Quoted, _) | (State::QuoteInQuoted, b'"') => State::Quoted,
             (State::QuoteInQuoted, _) => {
                 self.fault(
                     "text after the closing `\"` of a quoted cell: a cell is quoted whole \

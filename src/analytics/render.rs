@@ -37,7 +37,18 @@ pub(super) fn answer(
         Mode::CellKey => Shown::Worked { perturb: true },
     };
     let withheld = withheld(grid, &shown, settings, mode);
-    let mut entries: Vec<(&Key, &Acc)> = grid.entries.iter().collect();
+    // Outside a budget (which lists every cell of the public domain, each with noise), a
+    // cell too small to show is left out as an empty cell is: listed as withheld, it
+    // would say that some report matches there, and sweeping filters would read a
+    // withheld report's route, month or place back one question at a time.
+    let unlisted = |key: &Key| {
+        !matches!(mode, Mode::Budget(_)) && withheld.get(key) == Some(&disclosure::Rule::SmallCell)
+    };
+    let mut entries: Vec<(&Key, &Acc)> = grid
+        .entries
+        .iter()
+        .filter(|(key, _)| !unlisted(key))
+        .collect();
     entries.sort_unstable_by_key(|(key, _)| *key);
     let keys: Vec<&Key> = entries.iter().map(|(key, _)| *key).collect();
     let perturb_fees = mode == Mode::CellKey;
@@ -90,15 +101,14 @@ pub(super) fn answer(
             }
         })
         .collect();
-    let mut total: Key = [0; 3];
-    for slot in total.iter_mut().take(query.dimensions.len()) {
-        *slot = ALL;
-    }
+    let total = grand_total(query.dimensions.len());
     let counted = grid.entries.get(&total).map_or(0, Acc::reports);
     let counts = Counts {
         flagged,
         fee_groups_withheld,
         population: counted,
+        small_unlisted: (!matches!(mode, Mode::Budget(_)))
+            .then_some(!grid.entries.contains_key(&total) || unlisted(&total)),
     };
     Ok(Answer {
         response: pb::AggregateResponse {
@@ -307,6 +317,9 @@ struct Counts {
     fee_groups_withheld: u32,
     /// Reports the whole table covers.
     population: u64,
+    /// Outside a budget, small cells are not listed: whether the whole table is not
+    /// (fewer reports than the minimum match, perhaps none). `None` under a budget.
+    small_unlisted: Option<bool>,
 }
 
 fn rule_to_pb(rule: disclosure::Rule) -> pb::SuppressionRule {
@@ -315,6 +328,37 @@ fn rule_to_pb(rule: disclosure::Rule) -> pb::SuppressionRule {
         disclosure::Rule::Dominance => pb::SuppressionRule::Dominance,
         disclosure::Rule::Secondary => pb::SuppressionRule::Secondary,
     }
+}
+
+/// The key of the grand total of a table of `dimensions` dimensions.
+fn grand_total(dimensions: usize) -> Key {
+    let mut total: Key = [0; 3];
+    for slot in total.iter_mut().take(dimensions) {
+        *slot = ALL;
+    }
+    total
+}
+
+/// Outside a budget, the note on small cells: the same whether or not the table has
+/// any, as how many there are would say as much as listing them.
+fn unlisted_note(counts: &Counts, settings: &Settings) -> Option<pb::SuppressionNote> {
+    counts
+        .small_unlisted
+        .map(|whole_table| pb::SuppressionNote {
+            rule: pb::SuppressionRule::SmallCell as i32,
+            cells: 0,
+            explanation: if whole_table {
+                format!(
+                    "fewer than {} reports match these filters (perhaps none): nothing is shown",
+                    settings.minimum_reports
+                )
+            } else {
+                format!(
+                    "cells of fewer than {} reports are not listed, as cells of none are not",
+                    settings.minimum_reports
+                )
+            },
+        })
 }
 
 fn notes(
@@ -333,79 +377,85 @@ fn notes(
         count(disclosure::Rule::Dominance),
         count(disclosure::Rule::Secondary),
     );
-    [
-        (
-            pb::SuppressionRule::SmallCell,
-            small,
-            if counts.population < settings.minimum_reports {
-                format!(
-                    "the filter selects fewer than {} reports: the whole table is withheld",
-                    settings.minimum_reports
-                )
-            } else {
-                format!(
-                    "{small} {} fewer than {} reports and {} withheld",
-                    has(small),
-                    settings.minimum_reports,
-                    is(small)
-                )
-            },
-        ),
-        (
-            pb::SuppressionRule::Dominance,
-            dominance,
-            format!(
-                "{dominance} {} reports all from one state and {} withheld (this exchange \
+    let unlisted = unlisted_note(counts, settings);
+    let small = if unlisted.is_some() { 0 } else { small };
+    unlisted
+        .into_iter()
+        .chain(
+            [
+                (
+                    pb::SuppressionRule::SmallCell,
+                    small,
+                    if counts.population < settings.minimum_reports {
+                        format!(
+                            "the filter selects fewer than {} reports: the whole table is withheld",
+                            settings.minimum_reports
+                        )
+                    } else {
+                        format!(
+                            "{small} {} fewer than {} reports and {} withheld",
+                            has(small),
+                            settings.minimum_reports,
+                            is(small)
+                        )
+                    },
+                ),
+                (
+                    pb::SuppressionRule::Dominance,
+                    dominance,
+                    format!(
+                        "{dominance} {} reports all from one state and {} withheld (this exchange \
                  withholds single-state cells)",
-                has(dominance),
-                is(dominance)
-            ),
-        ),
-        (
-            pb::SuppressionRule::Secondary,
-            secondary,
-            format!(
-                "{secondary} more {} withheld so that no withheld cell can be worked out \
+                        has(dominance),
+                        is(dominance)
+                    ),
+                ),
+                (
+                    pb::SuppressionRule::Secondary,
+                    secondary,
+                    format!(
+                        "{secondary} more {} withheld so that no withheld cell can be worked out \
                  from the totals and margins",
-                if secondary == 1 {
-                    "cell is"
-                } else {
-                    "cells are"
-                }
-            ),
-        ),
-        (
-            pb::SuppressionRule::QuantileMinimum,
-            fee_groups,
-            format!(
-                "{fee_groups} fee {} fewer than {} reports of one currency: {} quartiles \
+                        if secondary == 1 {
+                            "cell is"
+                        } else {
+                            "cells are"
+                        }
+                    ),
+                ),
+                (
+                    pb::SuppressionRule::QuantileMinimum,
+                    fee_groups,
+                    format!(
+                        "{fee_groups} fee {} fewer than {} reports of one currency: {} quartiles \
                  are left out",
-                if fee_groups == 1 {
-                    "group has"
-                } else {
-                    "groups have"
-                },
-                settings.minimum_reports_for_quantiles,
-                if fee_groups == 1 { "its" } else { "their" }
-            ),
-        ),
-        (
-            pb::SuppressionRule::Unspecified,
-            flagged,
-            format!(
-                "{flagged} shown {} reports from a single state (flagged single_state)",
-                has(flagged)
-            ),
-        ),
-    ]
-    .into_iter()
-    .filter(|(_, cells, _)| *cells > 0)
-    .map(|(rule, cells, explanation)| pb::SuppressionNote {
-        rule: rule as i32,
-        cells,
-        explanation,
-    })
-    .collect()
+                        if fee_groups == 1 {
+                            "group has"
+                        } else {
+                            "groups have"
+                        },
+                        settings.minimum_reports_for_quantiles,
+                        if fee_groups == 1 { "its" } else { "their" }
+                    ),
+                ),
+                (
+                    pb::SuppressionRule::Unspecified,
+                    flagged,
+                    format!(
+                        "{flagged} shown {} reports from a single state (flagged single_state)",
+                        has(flagged)
+                    ),
+                ),
+            ]
+            .into_iter()
+            .filter(|(_, cells, _)| *cells > 0)
+            .map(|(rule, cells, explanation)| pb::SuppressionNote {
+                rule: rule as i32,
+                cells,
+                explanation,
+            }),
+        )
+        .collect()
 }
 
 /// The label of a dimension value ("2024-03", "AUS", "AFG>AUS", "sea", "*").

@@ -181,10 +181,13 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    if response.cells.is_empty() {
+    // The table says it in its notes; beside CSV or JSON, stderr does.
+    if response.cells.is_empty() && format != Format::Table {
         errln!(
-            "no reports match these filters, so there is nothing to count: check the dates, \
-             states and values asked for (`tidemark aggregate --help` lists them)"
+            "fewer than {} reports match these filters (perhaps none), so nothing is shown: \
+             widen the dates, states or values asked for (`tidemark aggregate --help` lists \
+             them)",
+            response.minimum_reports
         );
     }
     if let Some(charted) = charted {
@@ -317,10 +320,9 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
     }
     writeln!(
         out,
-        "\n{} cells (from {}); x = withheld; cells with fewer than {} reports are withheld",
+        "\n{} cells (from {}); x = withheld",
         response.cells.len(),
         response.source,
-        response.minimum_reports
     )?;
     for note in &response.notes {
         writeln!(out, "- {}", note.explanation)?;

@@ -127,7 +127,10 @@ pub fn write(
     response: &pb::AggregateResponse,
 ) -> anyhow::Result<()> {
     if response.cells.is_empty() {
-        bail!("no reports match, so there is nothing to chart");
+        bail!(
+            "fewer than {} reports match (perhaps none), so there is nothing to chart",
+            response.minimum_reports
+        );
     }
     let dims: Vec<pb::Dimension> = response
         .group_by

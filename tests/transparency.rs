@@ -291,6 +291,7 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
     let world = World::new(Clock::system()).await;
     let all = pb::SharingScope::AllContributors;
     world.submit(&report("IDN", 9_999, false, all, &[])).await;
+    world.submit(&report("THA", 9_998, false, all, &[])).await;
     for seed in 0..3 {
         world.submit(&report("AUS", seed, false, all, &[])).await;
     }
@@ -370,7 +371,23 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
         .filter(|e| Entry::field(e, "action") == Some("aggregate"))
         .map(|e| Entry::field(&e, "owners").unwrap().to_owned())
         .collect();
-    assert_eq!(owners, ["AUS", "AUS IDN", "AUS IDN"]);
+    assert_eq!(owners, ["AUS", "AUS IDN THA", "AUS IDN THA"]);
+    // And each owner the log names holds the aggregate in its access list, with its own
+    // exact count (0 where the filter matched none of its reports), so that checking its
+    // list against the log (`audit --verify`) finds nothing missing.
+    let counts: Vec<u64> = world
+        .exchange("THA")
+        .await
+        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses
+        .into_iter()
+        .filter(|a| a.action == "aggregate")
+        .map(|a| a.count)
+        .collect();
+    assert_eq!(counts, [1, 0], "newest first");
     let proof = log
         .get_inclusion_proof(pb::GetInclusionProofRequest {
             leaf: Some(Leaf::LeafHash(

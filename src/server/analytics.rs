@@ -118,12 +118,18 @@ impl pb::analytics_server::Analytics for AnalyticsService {
                 detail,
                 category: categories,
                 count: answer.counted,
+                // Every state in scope, 0 where the filter matched none of its reports:
+                // each owner's access list holds every aggregate its log entry names.
                 owners: answer
-                    .by_state
+                    .in_scope
                     .into_iter()
-                    .map(|(owner, count)| OwnerReads {
+                    .map(|owner| OwnerReads {
+                        count: answer
+                            .by_state
+                            .iter()
+                            .find(|(state, _)| *state == owner)
+                            .map_or(0, |(_, count)| *count),
                         owner,
-                        count,
                         report_ids: Vec::new(),
                     })
                     .collect(),
@@ -131,7 +137,6 @@ impl pb::analytics_server::Analytics for AnalyticsService {
                 // own view, not for the log that every principal reads: the analyst
                 // knows its filter.
                 counts_withheld: true,
-                logged_owners: answer.in_scope,
                 ..AuditRecord::default()
             })
             .await?;

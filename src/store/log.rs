@@ -303,19 +303,11 @@ pub(crate) fn audit_entry(number: u64, record: &AuditRecord) -> Entry {
         category: record.category.clone(),
         detail_sha256: entry::sha256(&[&record.detail_salt[..], record.detail.as_bytes()].concat()),
         count: record.count,
-        owners: if record.counts_withheld && !record.logged_owners.is_empty() {
-            record
-                .logged_owners
-                .iter()
-                .map(|owner| (owner.clone(), 0))
-                .collect()
-        } else {
-            record
-                .owners
-                .iter()
-                .map(|o| (o.owner.clone(), o.count))
-                .collect()
-        },
+        owners: record
+            .owners
+            .iter()
+            .map(|o| (o.owner.clone(), o.count))
+            .collect(),
         counts_withheld: record.counts_withheld,
     })
 }

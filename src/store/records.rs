@@ -133,7 +133,9 @@ pub struct AuditRecord {
     /// How many reports were returned in all.
     #[prost(uint64, tag = "6")]
     pub count: u64,
-    /// Per owning state: how many of its reports, and which (first 1,000).
+    /// Per owning state: how many of its reports, and which (first 1,000). An aggregate
+    /// lists every state in its scope, with 0 for those none of whose reports its filter
+    /// matched, so that its log entry (which names them) does not say whose did.
     #[prost(message, repeated, tag = "7")]
     pub owners: Vec<OwnerReads>,
     /// A read recorded before its data flowed and not yet completed with what it
@@ -158,13 +160,6 @@ pub struct AuditRecord {
     /// disclosure control). False for records written before this field existed.
     #[prost(bool, tag = "12")]
     pub counts_withheld: bool,
-    /// The owners the log entry names instead of `owners`' states, when counts are
-    /// withheld: an aggregate names every state whose reports it was computed over, not
-    /// those its filter matched (that would tell every reader of the log whether a state
-    /// has a report matching a filter of the analyst's choosing). Empty for records
-    /// written before this field existed: their entries name `owners`.
-    #[prost(string, repeated, tag = "13")]
-    pub logged_owners: Vec<String>,
 }
 
 impl AuditRecord {

@@ -757,8 +757,9 @@ async fn many_differently_worded_queries_do_not_average_the_noise_away() {
             let answer = aggregate(&server, &who, request(&[], &metrics, filter))
                 .await
                 .unwrap();
-            if answer.cells[0].suppressed == 0 {
-                seen.push(answer.cells[0].values[1]);
+            // A total too small to show is not listed.
+            if let Some(total) = answer.cells.first().filter(|c| c.suppressed == 0) {
+                seen.push(total.values[1]);
             }
         }
     }
@@ -1003,4 +1004,66 @@ async fn own_fees_do_not_open_a_group_and_own_cells_are_not_biased() {
         .map(|(c, n)| c.values[0].cast_signed() - n)
         .collect();
     assert!(shifts.len() > 1, "{shifts:?}");
+}
+
+/// Under the cell key method a small cell leaves no trace in its table: it is not
+/// listed, no other cell is withheld on its account (a margin less the shown cells is
+/// no exact figure here), and the notes are those of a table without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cell_leaves_no_trace_in_a_cell_key_table() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys = register(&server, &pki, &["AUS", "IDN"]).await;
+    let with_origin = |seed: u64, origin: &str| {
+        let mut r = common::sample_report("IDN", seed);
+        r.incident_date = "2023-05-10".into();
+        r.route.get_or_insert_with(Default::default).origin = origin.to_owned();
+        r
+    };
+    let mut reports: Vec<pb::Report> = (0..12).map(|i| with_origin(600 + i, "AFG")).collect();
+    reports.extend((0..9).map(|i| with_origin(700 + i, "IRN")));
+    // AUS contributes (give-to-get), outside the month asked about.
+    let mut own = common::sample_report("AUS", 900);
+    own.incident_date = "2022-01-10".into();
+    reports.push(own);
+    submit_all(&server, &pki, &keys, &reports).await;
+    let by_origin = |countries: &[&str]| {
+        request(
+            &[pb::Dimension::Origin, pb::Dimension::ReportingState],
+            &PERSONS,
+            pb::AggregateFilter {
+                category: pb::Category::SmugglingIncident as i32,
+                route_countries: countries.iter().map(|c| (*c).to_owned()).collect(),
+                ..months("2023-05-01", "2023-05-31")
+            },
+        )
+    };
+    let aus = analyst(&pki, "AUS");
+    let without = aggregate(&server, &aus, by_origin(&["AFG", "IRN"]))
+        .await
+        .unwrap();
+    // One report of origin ISL: a cell of one, on the rows and columns of others.
+    submit_all(&server, &pki, &keys, &[with_origin(800, "ISL")]).await;
+    let with = aggregate(&server, &aus, by_origin(&["AFG", "IRN", "ISL"]))
+        .await
+        .unwrap();
+    assert!(
+        with.cells.iter().all(|c| c.suppressed == 0),
+        "{:?}",
+        with.cells
+    );
+    assert!(
+        with.cells
+            .iter()
+            .all(|c| !c.keys.contains(&"ISL".to_owned()))
+    );
+    assert_eq!(with.notes, without.notes);
+    let keys_of = |answer: &pb::AggregateResponse| {
+        answer
+            .cells
+            .iter()
+            .map(|c| c.keys.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys_of(&with), keys_of(&without));
 }

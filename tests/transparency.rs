@@ -296,21 +296,25 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
         world.submit(&report("AUS", seed, false, all, &[])).await;
     }
     // IDN's analyst counts AUS's reports: a table withheld or perturbed for it.
-    common::aggregate(
-        &world.server,
-        &common::analyst(&world.pki, "IDN"),
-        pb::AggregateRequest {
-            group_by: vec![],
-            metrics: vec![pb::Metric::Reports as i32],
-            filter: Some(pb::AggregateFilter {
-                category: pb::Category::SmugglingIncident as i32,
-                reporting_states: vec!["AUS".into()],
-                ..pb::AggregateFilter::default()
-            }),
-        },
-    )
-    .await
-    .unwrap();
+    let count_as_idn = |filter: pb::AggregateFilter| {
+        let (server, idn) = (&world.server, common::analyst(&world.pki, "IDN"));
+        async move {
+            let request = pb::AggregateRequest {
+                group_by: vec![],
+                metrics: vec![pb::Metric::Reports as i32],
+                filter: Some(pb::AggregateFilter {
+                    category: pb::Category::SmugglingIncident as i32,
+                    ..filter
+                }),
+            };
+            common::aggregate(server, &idn, request).await.unwrap();
+        }
+    };
+    count_as_idn(pb::AggregateFilter {
+        reporting_states: vec!["AUS".into()],
+        ..pb::AggregateFilter::default()
+    })
+    .await;
     // The owner sees the exact count in its own access list ...
     let access = world
         .exchange("AUS")
@@ -333,22 +337,12 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
     // as the whole history, and without a state filter every state with reports in the
     // category is named, IDN as much as AUS.
     for (from, to) in [("1990-01-01", "1990-01-31"), ("", "")] {
-        common::aggregate(
-            &world.server,
-            &common::analyst(&world.pki, "IDN"),
-            pb::AggregateRequest {
-                group_by: vec![],
-                metrics: vec![pb::Metric::Reports as i32],
-                filter: Some(pb::AggregateFilter {
-                    category: pb::Category::SmugglingIncident as i32,
-                    from_date: from.into(),
-                    to_date: to.into(),
-                    ..pb::AggregateFilter::default()
-                }),
-            },
-        )
-        .await
-        .unwrap();
+        count_as_idn(pb::AggregateFilter {
+            from_date: from.into(),
+            to_date: to.into(),
+            ..pb::AggregateFilter::default()
+        })
+        .await;
     }
     let size = log
         .get_checkpoint(pb::GetCheckpointRequest {})

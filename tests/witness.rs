@@ -374,6 +374,24 @@ async fn a_receipt_needs_a_quorum_of_witnesses_and_a_split_view_lacks_it() {
     );
 }
 
+/// What an operator could do to a stopped server's store without the log: audit record
+/// `number` removed from the audit table and from `owner`'s index.
+fn remove_audit_record(data: &TempDir, number: u64, owner: &str) {
+    let db = redb::Database::open(data.path().join("tidemark.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let audit: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+        let by_owner: redb::TableDefinition<(&str, u64), u64> =
+            redb::TableDefinition::new("audit_by_owner");
+        tx.open_table(audit).unwrap().remove(number).unwrap();
+        tx.open_table(by_owner)
+            .unwrap()
+            .remove((owner, number))
+            .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_finds_an_access_record_removed_from_the_audit_table() {
     let pki = TestPki::new();
@@ -460,21 +478,7 @@ async fn an_owner_finds_an_access_record_removed_from_the_audit_table() {
         .number;
     let common::World { pki, server, .. } = world;
     let data = server.stop().await;
-    {
-        let db = redb::Database::open(data.path().join("tidemark.redb")).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let audit: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
-            let by_owner: redb::TableDefinition<(&str, u64), u64> =
-                redb::TableDefinition::new("audit_by_owner");
-            tx.open_table(audit).unwrap().remove(number).unwrap();
-            tx.open_table(by_owner)
-                .unwrap()
-                .remove(("AUS", number))
-                .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    remove_audit_record(&data, number, "AUS");
     let server = TestServer::start_with(&pki, data, |_| {}).await;
     let caught = run(audit(&server)).await;
     let said = text(&caught);

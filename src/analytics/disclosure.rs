@@ -2,7 +2,9 @@
 //!
 //! 1. *Small cells*: fewer reports than the minimum.
 //! 2. *Dominance*: every report from one state, when the exchange suppresses those.
-//! 3. *Secondary*: a table publishes margins (the "*" entries), and along every line of
+//! 3. *Secondary* (exact figures only: under the cell key method a margin less its shown
+//!    cells leaves the withheld reports' values moved by their own fixed noise, no exact
+//!    figure): a table publishes margins (the "*" entries), and along every line of
 //!    the table (the entries that differ only in one dimension) the cells add up to the
 //!    margin. A withheld entry must not be computable from what is shown, so:
 //!    - no line may have exactly one withheld entry (else: subtract);
@@ -65,7 +67,7 @@ fn line_of(key: &Key, axis: usize) -> LineId {
 pub(super) fn protect(
     grid: &Grid,
     small: impl Fn(&Key, &Acc) -> bool,
-    suppress_single_state: bool,
+    (suppress_single_state, secondary): (bool, bool),
 ) -> BTreeMap<Key, Rule> {
     let mut withheld = BTreeMap::new();
     for (key, acc) in &grid.entries {
@@ -75,7 +77,7 @@ pub(super) fn protect(
             withheld.insert(*key, Rule::Dominance);
         }
     }
-    if withheld.is_empty() || grid.dimensions == 0 {
+    if withheld.is_empty() || grid.dimensions == 0 || !secondary {
         return withheld;
     }
     let lines = Lines::new(grid);
@@ -308,7 +310,7 @@ mod tests {
     #[test]
     fn a_small_cell_takes_a_second_cell_on_its_row_and_column() {
         let grid = table(&[(1, 1, 2), (1, 2, 10), (2, 1, 20), (2, 2, 30)]);
-        let w = protect(&grid, |_, a| a.reports() < 3, false);
+        let w = protect(&grid, |_, a| a.reports() < 3, (false, true));
         assert_eq!(w.get(&[1, 1, 0]), Some(&Rule::SmallCell));
         // Row 1 and column 1 each need a second withheld entry, and so on around.
         for axis in 0..2 {
@@ -355,7 +357,7 @@ mod tests {
             }
         }
         let grid = table(&cells);
-        let w = protect(&grid, |_, a| a.reports() < 4, false);
+        let w = protect(&grid, |_, a| a.reports() < 4, (false, true));
         assert!(w.values().any(|r| *r == Rule::SmallCell));
         assert!(w.values().any(|r| *r == Rule::Secondary));
         assert!(determined_group(&Lines::new(&grid), &w).is_none());
@@ -369,8 +371,8 @@ mod tests {
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
         grid.roll_up(interior, &[0]);
-        assert!(protect(&grid, |_, a| a.reports() < 3, false).is_empty());
-        let w = protect(&grid, |_, a| a.reports() < 3, true);
+        assert!(protect(&grid, |_, a| a.reports() < 3, (false, true)).is_empty());
+        let w = protect(&grid, |_, a| a.reports() < 3, (true, true));
         assert_eq!(w.get(&[1, 0, 0]), Some(&Rule::Dominance));
     }
 }

@@ -596,13 +596,15 @@ pub fn aggregate(
         // Every cell of the public domain, so that which cells exist says nothing.
         budget::complete(query, &mut grid, settings.max_cells)?;
     }
-    if grid.entries.len() > settings.max_cells {
+    let mut answer = render::answer(query, settings, &grid, source, mode)?;
+    // Counted as listed: cells left out for being small would be counted by a refusal.
+    let listed = answer.response.cells.len();
+    if listed > settings.max_cells {
         return Err(AggregateError::TooManyCells {
-            cells: grid.entries.len(),
+            cells: listed,
             max: settings.max_cells,
         });
     }
-    let mut answer = render::answer(query, settings, &grid, source, mode)?;
     answer.in_scope = source::states_in_scope(snapshot, query)?;
     Ok(answer)
 }

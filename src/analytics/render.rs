@@ -42,7 +42,11 @@ pub(super) fn answer(
     // would say that some report matches there, and sweeping filters would read a
     // withheld report's route, month or place back one question at a time.
     let unlisted = |key: &Key| {
-        !matches!(mode, Mode::Budget(_)) && withheld.get(key) == Some(&disclosure::Rule::SmallCell)
+        !matches!(mode, Mode::Budget(_))
+            && matches!(
+                withheld.get(key),
+                Some(disclosure::Rule::SmallCell | disclosure::Rule::Dominance)
+            )
     };
     let mut entries: Vec<(&Key, &Acc)> = grid
         .entries
@@ -54,7 +58,6 @@ pub(super) fn answer(
     let perturb_fees = mode == Mode::CellKey;
     let mut fees = all_fee_quartiles(grid, (wants_fees, &keys), &withheld, settings, perturb_fees);
     let mut flagged = 0u32;
-    let mut fee_groups_withheld = 0u32;
     // Each dimension's labels, written once per value (a table repeats them many times).
     let mut labels_of: [FxHashMap<u64, String>; 3] = Default::default();
     let cells = entries
@@ -83,8 +86,7 @@ pub(super) fn answer(
                 .zip(key)
                 .any(|(d, v)| *d == Dimension::ReportingState && *v != ALL);
             flagged += u32::from(single_state && !named_state);
-            let (fees, left_out) = fees.remove(key).unwrap_or_default();
-            fee_groups_withheld += left_out;
+            let fees = fees.remove(key).unwrap_or_default();
             pb::Cell {
                 keys: labels,
                 suppressed: pb::SuppressionRule::Unspecified as i32,
@@ -105,8 +107,7 @@ pub(super) fn answer(
     let counted = grid.entries.get(&total).map_or(0, Acc::reports);
     let counts = Counts {
         flagged,
-        fee_groups_withheld,
-        population: counted,
+        fees_asked: wants_fees,
         small_unlisted: (!matches!(mode, Mode::Budget(_)))
             .then_some(!grid.entries.contains_key(&total) || unlisted(&total)),
     };
@@ -189,7 +190,16 @@ fn withheld(
             || shown_reports(key, acc) < minimum
             || (others > 0 && others < minimum)
     };
-    disclosure::protect(grid, small, settings.suppress_single_state)
+    // Secondary suppression guards exact figures. Under the cell key method a margin less
+    // its shown cells is no exact figure: each report brings its own fixed noise to every
+    // cell it is in, so what remains is the withheld reports' values moved by their own
+    // 10–20 % — what differencing two answers gives, and no more (docs/disclosure.md). A
+    // cell withheld for it would only tell that a small cell lies on its line.
+    disclosure::protect(
+        grid,
+        small,
+        (settings.suppress_single_state, mode == Mode::Exact),
+    )
 }
 
 /// [`fee_quartiles`] of every entry of `keys` not withheld, worked out over the cores
@@ -200,7 +210,7 @@ fn all_fee_quartiles<'a>(
     withheld: &BTreeMap<Key, disclosure::Rule>,
     settings: &Settings,
     perturbed: bool,
-) -> FxHashMap<&'a Key, (Vec<pb::FeeQuantiles>, u32)> {
+) -> FxHashMap<&'a Key, Vec<pb::FeeQuantiles>> {
     if !wanted {
         return FxHashMap::default();
     }
@@ -227,10 +237,9 @@ fn all_fee_quartiles<'a>(
 }
 
 /// A shown cell's fee quartiles: only currencies stated by enough reports (true and
-/// perturbed counts), perturbed when `perturbed`; and how many currencies were left out.
-fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> (Vec<pb::FeeQuantiles>, u32) {
+/// perturbed counts), perturbed when `perturbed`.
+fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> Vec<pb::FeeQuantiles> {
     let minimum = settings.minimum_reports_for_quantiles;
-    let mut left_out = 0;
     let mut shown = Vec::new();
     for group in fees::quartiles(&acc.fees, settings, perturbed) {
         let mut q = group.quantiles;
@@ -240,13 +249,11 @@ fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> (Vec<pb::Fe
         }
         // As for cells: the asking state's own fees do not open a group of a few others.
         let few_others = group.others > 0 && group.others < minimum;
-        if true_reports < minimum || q.reports < minimum || few_others {
-            left_out += 1;
-        } else {
+        if true_reports >= minimum && q.reports >= minimum && !few_others {
             shown.push(q);
         }
     }
-    (shown, left_out)
+    shown
 }
 
 /// The protection an answer states.
@@ -264,10 +271,13 @@ fn protection(query: &AggregateQuery, settings: &Settings, mode: Mode) -> pb::Pr
         if settings.suppress_single_state {
             rules.push("dominance: every report from one state".to_owned());
         }
-        rules.push(
-            "secondary: no withheld cell can be worked out from the shown cells and margins"
-                .to_owned(),
-        );
+        if mode == Mode::Exact {
+            rules.push(
+                "secondary: no withheld cell can be worked out from the shown cells and \
+                 margins"
+                    .to_owned(),
+            );
+        }
     }
     rules.push(format!(
         "fee quartiles: over at least {} reports of one currency",
@@ -313,10 +323,8 @@ fn protection(query: &AggregateQuery, settings: &Settings, mode: Mode) -> pb::Pr
 struct Counts {
     /// Shown cells from a single state.
     flagged: u32,
-    /// Currencies whose fee quartiles were left out of shown cells.
-    fee_groups_withheld: u32,
-    /// Reports the whole table covers.
-    population: u64,
+    /// Whether the table has fee quartiles.
+    fees_asked: bool,
     /// Outside a budget, small cells are not listed: whether the whole table is not
     /// (fewer reports than the minimum match, perhaps none). `None` under a budget.
     small_unlisted: Option<bool>,
@@ -339,123 +347,106 @@ fn grand_total(dimensions: usize) -> Key {
     total
 }
 
-/// Outside a budget, the note on small cells: the same whether or not the table has
-/// any, as how many there are would say as much as listing them.
-fn unlisted_note(counts: &Counts, settings: &Settings) -> Option<pb::SuppressionNote> {
-    counts
-        .small_unlisted
-        .map(|whole_table| pb::SuppressionNote {
-            rule: pb::SuppressionRule::SmallCell as i32,
-            cells: 0,
-            explanation: if whole_table {
-                format!(
-                    "fewer than {} reports match these filters (perhaps none): nothing is shown",
-                    settings.minimum_reports
-                )
-            } else {
-                format!(
-                    "cells of fewer than {} reports are not listed, as cells of none are not",
-                    settings.minimum_reports
-                )
-            },
-        })
-}
-
+/// What was withheld, in words. Outside a budget, a rule that leaves cells out of the
+/// listing gets a note of its own that is the same whatever the table holds: how many
+/// cells it left out would say as much as listing them.
 fn notes(
     withheld: &BTreeMap<Key, disclosure::Rule>,
     settings: &Settings,
     counts: &Counts,
 ) -> Vec<pb::SuppressionNote> {
-    let flagged = counts.flagged;
-    let fee_groups = counts.fee_groups_withheld;
     let count =
         |rule| u32::try_from(withheld.values().filter(|r| **r == rule).count()).unwrap_or(u32::MAX);
     let has = |n: u32| if n == 1 { "cell has" } else { "cells have" };
-    let is = |n: u32| if n == 1 { "is" } else { "are" };
-    let (small, dominance, secondary) = (
-        count(disclosure::Rule::SmallCell),
-        count(disclosure::Rule::Dominance),
-        count(disclosure::Rule::Secondary),
+    let (minimum, quantiles) = (
+        settings.minimum_reports,
+        settings.minimum_reports_for_quantiles,
     );
-    let unlisted = unlisted_note(counts, settings);
-    let small = if unlisted.is_some() { 0 } else { small };
-    unlisted
-        .into_iter()
-        .chain(
-            [
-                (
-                    pb::SuppressionRule::SmallCell,
-                    small,
-                    if counts.population < settings.minimum_reports {
-                        format!(
-                            "the filter selects fewer than {} reports: the whole table is withheld",
-                            settings.minimum_reports
-                        )
-                    } else {
-                        format!(
-                            "{small} {} fewer than {} reports and {} withheld",
-                            has(small),
-                            settings.minimum_reports,
-                            is(small)
-                        )
-                    },
+    let mut notes = Vec::new();
+    let mut note = |rule: pb::SuppressionRule, cells: u32, explanation: String| {
+        notes.push(pb::SuppressionNote {
+            rule: rule as i32,
+            cells,
+            explanation,
+        });
+    };
+    if let Some(whole_table) = counts.small_unlisted {
+        note(
+            pb::SuppressionRule::SmallCell,
+            0,
+            if whole_table {
+                format!(
+                    "fewer than {minimum} reports match these filters (perhaps none): \
+                         nothing is shown"
+                )
+            } else {
+                format!(
+                    "cells of fewer than {minimum} reports are not listed, as cells of none are not"
+                )
+            },
+        );
+        if settings.suppress_single_state {
+            note(
+                pb::SuppressionRule::Dominance,
+                0,
+                "cells whose reports all come from one state are not listed (this \
+                     exchange withholds them)"
+                    .to_owned(),
+            );
+        }
+        if counts.fees_asked {
+            note(
+                pb::SuppressionRule::QuantileMinimum,
+                0,
+                format!(
+                    "a currency stated by fewer than {quantiles} reports in a cell has no \
+                         quartiles there"
                 ),
-                (
-                    pb::SuppressionRule::Dominance,
-                    dominance,
-                    format!(
-                        "{dominance} {} reports all from one state and {} withheld (this exchange \
-                 withholds single-state cells)",
-                        has(dominance),
-                        is(dominance)
-                    ),
+            );
+        }
+    } else {
+        // Under a budget every cell is listed, small ones as such, on noisy counts.
+        let small = count(disclosure::Rule::SmallCell);
+        if small > 0 {
+            note(
+                pb::SuppressionRule::SmallCell,
+                small,
+                format!(
+                    "{small} {} fewer than {minimum} reports (noisy count) and {} withheld",
+                    has(small),
+                    if small == 1 { "is" } else { "are" }
                 ),
-                (
-                    pb::SuppressionRule::Secondary,
-                    secondary,
-                    format!(
-                        "{secondary} more {} withheld so that no withheld cell can be worked out \
-                 from the totals and margins",
-                        if secondary == 1 {
-                            "cell is"
-                        } else {
-                            "cells are"
-                        }
-                    ),
-                ),
-                (
-                    pb::SuppressionRule::QuantileMinimum,
-                    fee_groups,
-                    format!(
-                        "{fee_groups} fee {} fewer than {} reports of one currency: {} quartiles \
-                 are left out",
-                        if fee_groups == 1 {
-                            "group has"
-                        } else {
-                            "groups have"
-                        },
-                        settings.minimum_reports_for_quantiles,
-                        if fee_groups == 1 { "its" } else { "their" }
-                    ),
-                ),
-                (
-                    pb::SuppressionRule::Unspecified,
-                    flagged,
-                    format!(
-                        "{flagged} shown {} reports from a single state (flagged single_state)",
-                        has(flagged)
-                    ),
-                ),
-            ]
-            .into_iter()
-            .filter(|(_, cells, _)| *cells > 0)
-            .map(|(rule, cells, explanation)| pb::SuppressionNote {
-                rule: rule as i32,
-                cells,
-                explanation,
-            }),
-        )
-        .collect()
+            );
+        }
+    }
+    let secondary = count(disclosure::Rule::Secondary);
+    if secondary > 0 {
+        note(
+            pb::SuppressionRule::Secondary,
+            secondary,
+            format!(
+                "{secondary} more {} withheld so that no withheld cell can be worked out from \
+                 the totals and margins",
+                if secondary == 1 {
+                    "cell is"
+                } else {
+                    "cells are"
+                }
+            ),
+        );
+    }
+    if counts.flagged > 0 {
+        note(
+            pb::SuppressionRule::Unspecified,
+            counts.flagged,
+            format!(
+                "{} shown {} reports from a single state (flagged single_state)",
+                counts.flagged,
+                has(counts.flagged)
+            ),
+        );
+    }
+    notes
 }
 
 /// The label of a dimension value ("2024-03", "AUS", "AFG>AUS", "sea", "*").

@@ -2082,7 +2082,13 @@ async fn verify_shows_what_it_reads_safely() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(said.contains("\\u{001b}[2J"), "{said}");
+        // The report id is shown escaped; the key file's header with a line break in it
+        // is refused by the line after the break, itself shown escaped.
+        if key == &plain_key {
+            assert!(said.contains("\\u{001b}[2J"), "{said}");
+        } else {
+            assert!(said.contains("line 2 ("), "{said}");
+        }
         for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
             assert!(!said.contains(raw), "{raw:?} in {said:?}");
         }

@@ -4,9 +4,10 @@
 //! `Revoked-At: <RFC 3339 time>`.
 //!
 //! A header is read in exactly that spelling, before the key it describes, at most once
-//! per key. A line that names one of them any other way (`revoked-at:`, `State:IDN`,
-//! `Revoked At :`) or after the last key is refused with its line number: read as
-//! explanatory text, a misspelt revocation would let a report pass as valid.
+//! per key; besides them and the PEM blocks, a file holds blank lines and `#` comments
+//! only. Any other line (`revoked-at:`, `Revoked:`, `State IDN`), a header after the last
+//! key or inside one is refused with its line number: read past as explanatory text, a
+//! misspelt revocation would let a report pass as valid.
 
 use std::path::PathBuf;
 
@@ -101,7 +102,14 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
     let mut body: Option<(usize, String)> = None;
     for (n, line) in text.lines().enumerate() {
         let number = n + 1;
-        if let Some((_, pem)) = body.as_mut() {
+        if let Some((begun, pem)) = body.as_mut() {
+            if line.contains(':') {
+                bail!(
+                    "line {number} ({}) is inside the key that begins on line {begun}: \
+                     header lines go before {BEGIN}",
+                    crate::cli::labels::printable(line)
+                );
+            }
             pem.push_str(line);
             pem.push('\n');
             if line.trim_end() == END {
@@ -118,16 +126,32 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
             body = Some((number, format!("{line}\n")));
             continue;
         }
-        let Some(header) = names_header(line) else {
-            // Other explanatory text (RFC 7468 §2) is left alone.
+        if line.trim().is_empty() || line.starts_with('#') {
             continue;
-        };
-        let Some(value) = line.strip_prefix(header) else {
-            bail!(
-                "line {number} ({line:?}) is not read: write it exactly as `{header}<value>` \
-                 (`tidemark keys --out DIR` writes key files this way)"
-            );
-        };
+        }
+        // Nothing else is read past: a header spelt any other way (`Revoked:`,
+        // `Revokd-At:`, `State IDN`) would be taken for explanatory text, and a revoked
+        // key for a good one.
+        let header = names_header(line).ok_or_else(|| {
+            anyhow!(
+                "line {number} ({}) is none of the lines a key file holds: `{KEY_ID}<id>`, \
+                 `{STATE}<ISO 3166-1 alpha-3>`, `{REVOKED_AT}<RFC 3339 time>` before each key, \
+                 its PEM block ({BEGIN} … {END}), and `#` comments (`tidemark keys --out DIR` \
+                 writes key files this way)",
+                crate::cli::labels::printable(line)
+            )
+        })?;
+        let value = line
+            .strip_prefix(header)
+            .filter(|v| !v.is_empty() && v.trim() == *v)
+            .ok_or_else(|| {
+                anyhow!(
+                    "line {number} ({}) is not read: write it exactly as `{header}<value>`, \
+                     one space after the colon and none at the end (`tidemark keys --out DIR` \
+                     writes key files this way)",
+                    crate::cli::labels::printable(line)
+                )
+            })?;
         if let Some((_, _, first)) = headers.iter().find(|(h, _, _)| *h == header) {
             bail!(
                 "lines {first} and {number} both give the {}of one key; export the keys \
@@ -135,7 +159,7 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
                 header.trim_end()
             );
         }
-        headers.push((header, value.trim(), number));
+        headers.push((header, value, number));
     }
     if let Some((begun, _)) = body {
         bail!("the key at line {begun} has no {END} line");
@@ -234,8 +258,8 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].state.map(|s| s.to_string()).as_deref(), Some("AUS"));
         assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
-        // Other explanatory text is no header.
-        let commented = format!("exported for the audit\n{text}");
+        // Comments and blank lines are no headers.
+        let commented = format!("# exported for the audit\n\n{text}");
         assert_eq!(read_file(&commented).unwrap().len(), 1);
     }
 
@@ -253,11 +277,25 @@ mod tests {
             "State:IDN",
             "STATE: AUS",
             "key-id: x",
+            // Nor is anything else read past.
+            "Revoked: 2020-01-01T00:00:00Z",
+            "Revokd-At: 2020-01-01T00:00:00Z",
+            "X-Revoked-At: 2020-01-01T00:00:00Z",
+            "Revoked-At 2020-01-01T00:00:00Z",
+            "State IDN",
+            "State: IDN ",
+            "State: IDN\u{a0}",
+            "State:  IDN",
+            "exported for the audit",
+            " -----BEGIN PUBLIC KEY-----",
         ] {
             let before = format!("{KEY_ID}{id}\n{header}\n{pem}");
             let error = read_file(&before).err().unwrap().to_string();
             assert!(error.contains("line 2"), "{header}: {error}");
         }
+        let inside = pem.replacen('\n', "\nState: AUS\n", 1);
+        let error = read_file(&inside).err().unwrap().to_string();
+        assert!(error.contains("inside the key"), "{error}");
         let after = format!("{KEY_ID}{id}\n{pem}{REVOKED_AT}2020-01-01T00:00:00Z\n");
         let error = read_file(&after).err().unwrap().to_string();
         assert!(error.contains("follows the last key"), "{error}");

@@ -164,6 +164,17 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     let out = run(verify(&receipt)).await;
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid receipt"));
+    // Fields DSSE does not define are ignored, and a signature that cannot be read
+    // spoils no other (DSSE envelope.md).
+    let mut padded = json.clone();
+    padded["note"] = "filed".into();
+    padded["signatures"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, serde_json::json!({"keyid": "a", "sig": "@@@", "x": 1}));
+    let padded_file = dir.path().join("padded.json");
+    std::fs::write(&padded_file, padded.to_string()).unwrap();
+    assert_ok(&run(verify(&padded_file)).await);
 
     // Change one byte of the signed payload: verification fails.
     let mut envelope: tidemark::pb::Envelope = serde_json::from_value(json).unwrap();

@@ -129,6 +129,47 @@ pub fn dsse_fields(value: &mut serde_json::Value) {
     }
 }
 
+/// Where an envelope is checked (not where one is sent), each signature is judged on its
+/// own: one that cannot be read — not an object, a `keyid` or `sig` that is not text, a
+/// `sig` that is not base64 — becomes an empty one, which verifies with no key, instead
+/// of making the whole envelope unreadable.
+pub fn void_unreadable_signatures(envelope: &mut serde_json::Value) {
+    let Some(signatures) = envelope
+        .get_mut("signatures")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for signature in signatures.iter_mut() {
+        let readable = signature.as_object().is_some_and(|fields| {
+            fields
+                .get("keyid")
+                .is_none_or(|k| k.is_string() || k.is_null())
+                && fields
+                    .get("sig")
+                    .is_none_or(|s| s.is_null() || s.as_str().is_some_and(is_base64))
+        });
+        if !readable {
+            *signature = serde_json::json!({"keyid": "", "sig": ""});
+        }
+    }
+}
+
+/// Whether `text` is base64 as DSSE allows it (standard or URL-safe alphabet, padded or
+/// not).
+fn is_base64(text: &str) -> bool {
+    use base64::Engine as _;
+    let engine = |alphabet: &base64::alphabet::Alphabet| {
+        base64::engine::GeneralPurpose::new(
+            alphabet,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        )
+    };
+    engine(&base64::alphabet::STANDARD).decode(text).is_ok()
+        || engine(&base64::alphabet::URL_SAFE).decode(text).is_ok()
+}
+
 /// Reads one JSON value of type `T` (a report, an envelope) as the proto3 JSON mapping
 /// does; the error names the field at fault.
 pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {

@@ -349,6 +349,16 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     if text.starts_with(tidemark::tlog::proof::HEADER) {
         return verify_log_proof(&text, args);
     }
+    // A receipt is checked, not sent: a signature that cannot be read spoils no other.
+    // (Keys given twice are refused first: a value would keep only the last.)
+    input::no_duplicate_keys(&text).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+    let text = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(mut value) => {
+            input::void_unreadable_signatures(&mut value);
+            value.to_string()
+        }
+        Err(_) => text,
+    };
     let envelope: pb::Envelope = input::from_json(&text).map_err(|e| {
         anyhow!(
             "{} is neither a log proof ({}) nor a DSSE JSON envelope: {e}",

@@ -323,36 +323,9 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
         return Err(not_dsse());
     }
     super::input::dsse_fields(&mut envelope_json);
-    // Each signature is judged on its own: one whose `sig` is not base64 is one that
-    // verifies with no key, not a reason to ignore the others.
-    if let Some(signatures) = envelope_json
-        .get_mut("signatures")
-        .and_then(serde_json::Value::as_array_mut)
-    {
-        for signature in signatures.iter_mut() {
-            if let Some(sig) = signature.get_mut("sig")
-                && sig.as_str().is_some_and(|s| !is_base64(s))
-            {
-                *sig = serde_json::Value::String(String::new());
-            }
-        }
-    }
+    super::input::void_unreadable_signatures(&mut envelope_json);
     let envelope = serde_json::from_value(envelope_json).map_err(|_| not_dsse())?;
     Ok((value, envelope))
-}
-
-/// Whether `text` is base64 as DSSE allows it (standard or URL-safe alphabet).
-fn is_base64(text: &str) -> bool {
-    use base64::Engine as _;
-    let engine = |alphabet: &base64::alphabet::Alphabet| {
-        base64::engine::GeneralPurpose::new(
-            alphabet,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-        )
-    };
-    engine(&base64::alphabet::STANDARD).decode(text).is_ok()
-        || engine(&base64::alphabet::URL_SAFE).decode(text).is_ok()
 }
 
 /// Checks one envelope (or `query --json` line) against the keys, and the line's log
@@ -667,15 +640,27 @@ mod tests {
             serde_json::from_str(&dsse_json(report.encode_to_vec(), &key)).unwrap();
         envelope["foo"] = "bar".into();
         envelope["signatures"][0]["extra"] = 1.into();
-        envelope["signatures"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"keyid": "other", "sig": "!!!"}));
+        for junk in [
+            serde_json::json!({"keyid": "other", "sig": "!!!"}),
+            serde_json::json!({"keyid": "other", "sig": 12345}),
+            serde_json::json!({"keyid": 5, "sig": "AAAA"}),
+            serde_json::json!("not a signature"),
+        ] {
+            envelope["signatures"]
+                .as_array_mut()
+                .unwrap()
+                .insert(0, junk);
+        }
         let (outcome, said) = check(&envelope.to_string(), &keys, None).unwrap();
         assert!(matches!(outcome, Outcome::Valid), "{said}");
-        let read: pb::Envelope =
-            crate::cli::input::from_json(&envelope.to_string().replace("!!!", "AAAA")).unwrap();
-        assert_eq!(read.signatures.len(), 2);
+        let mut voided = envelope.clone();
+        crate::cli::input::void_unreadable_signatures(&mut voided);
+        let read: pb::Envelope = crate::cli::input::from_json(&voided.to_string()).unwrap();
+        assert_eq!(read.signatures.len(), 5);
+        assert_eq!(
+            read.signatures.iter().filter(|s| s.sig.is_empty()).count(),
+            4
+        );
     }
 
     /// AUS's key, its file naming AUS, revoked as of `revoked_at` if given.

@@ -399,15 +399,10 @@ async fn issue(
 /// one `d`).
 fn expiring_days(text: &str) -> anyhow::Result<u32> {
     let digits = text.strip_suffix('d').unwrap_or(text);
-    let days = (!digits.is_empty()
-        && !digits.starts_with('0')
-        && digits.bytes().all(|b| b.is_ascii_digit()))
-    .then(|| digits.parse::<u32>().ok())
-    .flatten()
-    .filter(|&d| d > 0);
-    days.ok_or_else(|| {
+    whole(1u32, u32::MAX)(digits).map_err(|_| {
         anyhow!(
-            "--expiring takes a number of days from 1, e.g. 30 or 30d, not {}",
+            "--expiring takes a number of days from 1 to {}, e.g. 30 or 30d, not {}",
+            u32::MAX,
             super::labels::printable(text)
         )
     })

@@ -570,25 +570,43 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     let out = run(sync()).await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 changes"));
     assert_eq!(lines(), second, "nothing duplicated");
-    // Another state's node does not carry on from IDN's cursor with its own view.
-    let out = run(args(&[
-        "sync",
-        "--category",
-        "smuggling",
-        "--into",
-        &path("mirror"),
-        "--endpoint",
-        &endpoint,
-        "--as",
-        &aus,
-    ]))
-    .await;
-    assert!(!out.status.success());
+    // Another state's node neither carries on from IDN's cursor with its own view nor
+    // adds a category of its own beside IDN's.
+    let sync_as = |category: &str, profile: &str| {
+        args(&[
+            "sync",
+            "--category",
+            category,
+            "--into",
+            &path("mirror"),
+            "--endpoint",
+            &endpoint,
+            "--as",
+            profile,
+        ])
+    };
+    for category in ["smuggling", "maritime"] {
+        let out = run(sync_as(category, &aus)).await;
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("holds IDN's view"),
+            "{out:?}"
+        );
+    }
+    assert_eq!(lines(), second, "nothing written");
+    // The state file read as every file is (a byte-order mark skipped); a mirror without
+    // one (an older tidemark's) is not guessed to be anyone's.
+    let state_file = dir.path().join("mirror/state");
+    std::fs::write(&state_file, "\u{feff}IDN\n").unwrap();
+    assert_ok(&run(sync()).await);
+    std::fs::remove_file(&state_file).unwrap();
+    let out = run(sync_as("smuggling", &aus)).await;
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("holds IDN's view"),
+        String::from_utf8_lossy(&out.stderr).contains("saying whose view it is"),
         "{out:?}"
     );
-    assert_eq!(lines(), second, "nothing written");
+    assert!(!out.status.success() && !state_file.exists(), "{out:?}");
+    std::fs::write(&state_file, "IDN\n").unwrap();
 
     // One writer per mirror: while another holds the lock, a run is refused.
     let lock = std::fs::File::open(dir.path().join("mirror/smuggling.lock")).unwrap();

@@ -334,8 +334,8 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// Keep a local mirror of one category: the first run copies everything your state may
 /// see, later runs bring it up to date. DIR/<category>.jsonl holds one line per change
 /// ({"meta", "envelope"}: new reports, amendments, retractions, in order) and
-/// DIR/<category>.cursor the last sequence number mirrored, DIR/<category>.state whose
-/// view it is (another state's node is refused: mirror into another directory); with
+/// DIR/<category>.cursor the last sequence number mirrored, DIR/state whose view it is
+/// (another state's node is refused: mirror into another directory); with
 /// --log-proofs each line also carries its log proof ("logProof").
 ///
 /// One run at a time per mirror (DIR/<category>.lock; a second run is refused with a
@@ -373,7 +373,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let mut cursor = reconcile(&data_path, &cursor_path)?;
     // A mirror is one state's view: what a node may see depends on its state.
     if let Ok(state) = super::submit::state_of(&args.client.identity()?) {
-        own_mirror(&args.into.join(format!("{name}.state")), &state, cursor)?;
+        own_mirror(&args.into, &state)?;
     }
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let mut stream = exchange
@@ -441,25 +441,45 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Records whose view the mirror holds (DIR/<category>.state), and refuses to go on
-/// with another state's: its lines would mix two states' views under one cursor. An
-/// empty mirror (cursor 0) takes the caller's state.
-fn own_mirror(path: &Path, state: &str, cursor: u64) -> anyhow::Result<()> {
-    if cursor > 0
-        && let Ok(held) = fs::read_to_string(path)
-        && held.trim() != state
-    {
+/// Records whose view the mirror directory holds (DIR/state, one state code), and
+/// refuses another state's node: its lines would mix two states' views, in one category
+/// under one cursor or in two side by side. A directory that already holds a mirror but
+/// no DIR/state (an older tidemark's) is refused too, rather than guessed.
+fn own_mirror(dir: &Path, state: &str) -> anyhow::Result<()> {
+    let path = dir.join("state");
+    let holds_a_mirror = [CategoryArg::Smuggling, CategoryArg::Maritime]
+        .iter()
+        .any(|c| fs::metadata(dir.join(format!("{}.jsonl", c.name()))).is_ok_and(|m| m.len() > 0));
+    // An empty mirror (a first run refused, say) is anyone's.
+    if holds_a_mirror && path.exists() {
+        let held = super::input::read_text_at_most(&path, 64)?;
+        let held = held.trim_end_matches(['\n', '\r']);
+        let held = tidemark::country::CountryCode::parse(held).map_err(|e| {
+            anyhow!(
+                "{} should name whose view this mirror holds (a state code, e.g. AUS): {e}",
+                path.display()
+            )
+        })?;
+        if held.as_str() != state {
+            bail!(
+                "this mirror holds {held}'s view (see {}) and you are {state}'s node: mirror \
+                 into another directory",
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    if holds_a_mirror {
         bail!(
-            "this mirror holds {}'s view (see {}) and you are {state}'s node: mirror into \
-             another directory",
-            held.trim(),
+            "{} holds a mirror but not {} saying whose view it is (an older tidemark made \
+             it): write that state's code into it (e.g. `echo {state} > {}`) if it is yours, \
+             or mirror into another directory",
+            dir.display(),
+            path.display(),
             path.display()
         );
     }
-    if fs::read_to_string(path).is_ok_and(|held| held.trim() == state) {
-        return Ok(());
-    }
-    fs::write(path, format!("{state}\n"))
+    fs::write(&path, format!("{state}\n"))
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

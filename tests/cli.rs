@@ -117,6 +117,20 @@ async fn import_reports_bad_lines_by_number_and_a_rerun_skips_what_was_accepted(
     assert!(out.status.success());
 }
 
+/// `envelope` with what DSSE consumers must read past (envelope.md): a field it does not
+/// define, and a signature that cannot be read before the good one; written into `dir`.
+fn padded(envelope: &serde_json::Value, dir: &Path) -> std::path::PathBuf {
+    let mut padded = envelope.clone();
+    padded["note"] = "filed".into();
+    padded["signatures"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, serde_json::json!({"keyid": "a", "sig": "@@@", "x": 1}));
+    let file = dir.join("padded.json");
+    std::fs::write(&file, padded.to_string()).unwrap();
+    file
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() {
     let pki = TestPki::new();
@@ -164,17 +178,7 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     let out = run(verify(&receipt)).await;
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("valid receipt"));
-    // Fields DSSE does not define are ignored, and a signature that cannot be read
-    // spoils no other (DSSE envelope.md).
-    let mut padded = json.clone();
-    padded["note"] = "filed".into();
-    padded["signatures"]
-        .as_array_mut()
-        .unwrap()
-        .insert(0, serde_json::json!({"keyid": "a", "sig": "@@@", "x": 1}));
-    let padded_file = dir.path().join("padded.json");
-    std::fs::write(&padded_file, padded.to_string()).unwrap();
-    assert_ok(&run(verify(&padded_file)).await);
+    assert_ok(&run(verify(&padded(&json, dir.path()))).await);
 
     // Change one byte of the signed payload: verification fails.
     let mut envelope: tidemark::pb::Envelope = serde_json::from_value(json).unwrap();
@@ -681,6 +685,26 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         common::TRUST_DOMAIN,
     ]))
     .await;
+    // An --out that cannot be written is refused before anything is issued: a file (even
+    // a dangling link), a missing directory.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(path("nowhere"), path("link.pem")).unwrap();
+    for out in [path("ca.pem"), path("link.pem"), path("missing/c.pem")] {
+        let said = run(admin(&[
+            "issue",
+            &path("canberra-1.csr.pem"),
+            "--out",
+            &out,
+        ]))
+        .await;
+        assert!(!said.status.success(), "{out}");
+        assert!(
+            String::from_utf8_lossy(&said.stderr).contains("nothing was issued"),
+            "{said:?}"
+        );
+    }
+    let listed = run(admin(&["certs"])).await;
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("canberra-1"));
     run_ok(admin(&[
         "issue",
         &path("canberra-1.csr.pem"),

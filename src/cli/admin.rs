@@ -364,11 +364,22 @@ async fn issue(
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
     let csr_pem = super::input::read_text(csr)?;
-    if let Some(path) = out.as_ref().filter(|p| p.exists()) {
-        bail!(
-            "{} already exists; choose another --out (nothing was issued)",
-            path.display()
-        );
+    // Checked before anything is issued: an issued certificate is on record.
+    if let Some(path) = &out {
+        if path.symlink_metadata().is_ok() {
+            bail!(
+                "{} already exists; choose another --out (nothing was issued)",
+                path.display()
+            );
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            bail!(
+                "{} is not a directory; create it or choose another --out (nothing was issued)",
+                dir.display()
+            );
+        }
     }
     let issued = admin
         .issue_certificate(pb::IssueCertificateRequest { csr_pem, days })
@@ -380,7 +391,14 @@ async fn issue(
             if let Err(e) = tidemark::pki::write_new(&path, &issued.certificate_pem, false) {
                 // Issued and recorded: the certificate must not be lost with the file.
                 out!("{}", issued.certificate_pem)?;
-                bail!("the certificate above was issued but not written: {e}");
+                let why = match e {
+                    tidemark::pki::PkiError::Exists(_) => "it was made meanwhile".to_owned(),
+                    e => e.to_string(),
+                };
+                bail!(
+                    "the certificate above was issued but not written to {}: {why}",
+                    path.display()
+                );
             }
             errln!(
                 "issued {} (serial {}, until {}) -> {}",

@@ -43,17 +43,31 @@ pub fn read_text_at_most(path: &Path, max: u64) -> anyhow::Result<String> {
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))?;
-    Ok(match text.strip_prefix(BOM) {
-        Some(rest) => rest.to_owned(),
-        None => text,
-    })
+    match text.strip_prefix(BOM) {
+        // One is skipped, as every reader of a file does; a second is content.
+        Some(rest) if rest.starts_with(BOM) => Err(two_boms(path)),
+        Some(rest) => Ok(rest.to_owned()),
+        None => Ok(text),
+    }
+}
+
+/// A file that starts with two byte-order marks.
+fn two_boms(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} starts with two byte-order marks (U+FEFF); one is read at the start of a file: \
+         save it again as UTF-8",
+        path.display()
+    )
 }
 
 /// A file holding signed-note text (a checkpoint, a C2SP tlog proof), at most `max`
 /// bytes: notes are lines ending in LF (C2SP signed-note), and a file saved with CR LF,
 /// as some editors do, holds the same note. Every reader of such a file reads it so.
 pub fn read_note(path: &Path, max: u64) -> anyhow::Result<String> {
-    Ok(read_text_at_most(path, max)?.replace("\r\n", "\n"))
+    let text = read_text_at_most(path, max)?.replace("\r\n", "\n");
+    // A note ends with one line feed; an editor may have added blank lines, or taken the
+    // last line feed away.
+    Ok(format!("{}\n", text.trim_end_matches('\n')))
 }
 
 /// A buffered reader over the file, past a leading byte-order mark.
@@ -73,11 +87,7 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
             .with_context(|| format!("cannot read {}", path.display()))?
             .starts_with(BOM.as_bytes())
         {
-            anyhow::bail!(
-                "{} starts with two byte-order marks (U+FEFF); one is read at the start of \
-                 a file: save it again as UTF-8",
-                path.display()
-            );
+            return Err(two_boms(path));
         }
     }
     Ok(reader)
@@ -536,6 +546,22 @@ mod tests {
     }
 
     #[test]
+    fn a_note_file_is_read_as_the_note_it_holds_whatever_an_editor_did_to_its_line_ends() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("note");
+        let note = "example.org/log\n5\nroot\n\n— example.org/log sig\n";
+        for saved in [
+            note.to_owned(),
+            note.replace('\n', "\r\n"),
+            format!("{note}\n\n"),
+            note.trim_end().to_owned(),
+        ] {
+            std::fs::write(&path, &saved).unwrap();
+            assert_eq!(read_note(&path, 1024).unwrap(), note, "{saved:?}");
+        }
+    }
+
+    #[test]
     fn a_byte_order_mark_is_skipped_once_at_the_start_of_a_file_only() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("r.json");
@@ -543,8 +569,10 @@ mod tests {
         let report: pb::Report = from_json(&read_text(&path).unwrap()).unwrap();
         assert_eq!(report.version, 2);
         std::fs::write(&path, "\u{feff}\u{feff}{\"version\": 2}").unwrap();
-        let error = from_json::<pb::Report>(&read_text(&path).unwrap()).unwrap_err();
-        assert!(error.contains("byte-order mark"), "{error}");
+        let error = read_text(&path).unwrap_err().to_string();
+        assert!(error.contains("two byte-order marks"), "{error}");
+        let error = open(&path).err().unwrap().to_string();
+        assert!(error.contains("two byte-order marks"), "{error}");
         // A line of JSON lines is not the start of a file.
         let error = from_json::<pb::Report>("\u{feff}{\"version\": 2}").unwrap_err();
         assert!(error.contains("byte-order mark"), "{error}");

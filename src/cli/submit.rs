@@ -112,8 +112,19 @@ pub struct VerifyReceiptArgs {
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let text = input::read_text(&args.file)?;
-    let report: pb::Report = input::from_json(&text)
-        .map_err(|e| anyhow!("{} is not a report in JSON: {e}", args.file.display()))?;
+    let report: pb::Report = input::from_json(&text).map_err(|e| {
+        let envelope = serde_json::from_str::<serde_json::Value>(&text)
+            .is_ok_and(|v| v.get("payloadType").is_some() || v.get("signatures").is_some());
+        if envelope {
+            anyhow!(
+                "{} is a DSSE envelope (a report already signed); submit reads the report \
+                 itself, as JSON, and signs it with your state's key",
+                args.file.display()
+            )
+        } else {
+            anyhow!("{} is not a report in JSON: {e}", args.file.display())
+        }
+    })?;
     let key = args.signing.load(&args.client)?;
     let envelope = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key);
     let out = ReceiptFiles::of(&args.receipts)?;

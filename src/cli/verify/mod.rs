@@ -291,6 +291,12 @@ fn not_a_report(envelope: &pb::Envelope) -> Option<String> {
 
 /// The line (or file) `item` as JSON, and the DSSE envelope it is or holds.
 fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String> {
+    if item.trim_start().starts_with(tidemark::files::BOM) {
+        return Err(
+            "a byte-order mark (U+FEFF) here: one is read only at the very start of a file"
+                .to_owned(),
+        );
+    }
     let value: serde_json::Value =
         serde_json::from_str(item).map_err(|e| format!("not JSON: {e}"))?;
     // Which of two "payload"s (or acceptance times) would be checked is the reader's

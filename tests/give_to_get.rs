@@ -296,7 +296,10 @@ async fn owners_see_who_read_their_reports() {
     let mut accesses = Vec::new();
     for _ in 0..50 {
         accesses = aus
-            .access_to_my_data(pb::AccessToMyDataRequest { limit: 10 })
+            .access_to_my_data(pb::AccessToMyDataRequest {
+                limit: 10,
+                before: 0,
+            })
             .await
             .unwrap()
             .into_inner()

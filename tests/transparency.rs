@@ -122,7 +122,10 @@ async fn every_audit_record_of_a_read_is_in_the_log() {
 
     let mut aus = world.exchange("AUS").await;
     let accesses = aus
-        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .access_to_my_data(pb::AccessToMyDataRequest {
+            limit: 0,
+            before: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -319,7 +322,10 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
     let access = world
         .exchange("AUS")
         .await
-        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .access_to_my_data(pb::AccessToMyDataRequest {
+            limit: 0,
+            before: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -372,7 +378,10 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
     let counts: Vec<u64> = world
         .exchange("THA")
         .await
-        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .access_to_my_data(pb::AccessToMyDataRequest {
+            limit: 0,
+            before: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -450,7 +459,10 @@ async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
     // Ended: the record is exact, and it is what AUS sees.
     let mut aus = world.exchange("AUS").await;
     let access = aus
-        .access_to_my_data(pb::AccessToMyDataRequest { limit: 0 })
+        .access_to_my_data(pb::AccessToMyDataRequest {
+            limit: 0,
+            before: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -1013,4 +1025,57 @@ async fn query_results_carry_the_log_proofs_of_their_envelopes() {
             .contains("tidemark query --json --log-proofs"),
         "{refused:?}"
     );
+}
+
+/// An owner pages back through its whole access list (`before`), newest first, each
+/// access once, whatever the page size.
+#[tokio::test]
+async fn an_owner_pages_back_through_its_whole_access_list() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 9_999, false, all, &[])).await;
+    world.submit(&report("AUS", 1, false, all, &[])).await;
+    for _ in 0..5 {
+        let mut results = world
+            .exchange("IDN")
+            .await
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                ..pb::QueryRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while results.message().await.unwrap().is_some() {}
+    }
+    let aus = world.exchange("AUS").await;
+    let page = |limit, before| {
+        let request = pb::AccessToMyDataRequest { limit, before };
+        let mut aus = aus.clone();
+        async move {
+            aus.access_to_my_data(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .accesses
+        }
+    };
+    let whole: Vec<u64> = page(0, 0).await.iter().map(|a| a.number).collect();
+    assert_eq!(whole.len(), 5);
+    assert!(
+        whole.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {whole:?}"
+    );
+    for size in [1, 2, 3] {
+        let (mut paged, mut before) = (Vec::new(), 0);
+        loop {
+            let got = page(size, before).await;
+            paged.extend(got.iter().map(|a| a.number));
+            match got.last() {
+                Some(last) if got.len() == size as usize => before = last.number,
+                _ => break,
+            }
+        }
+        assert_eq!(paged, whole, "pages of {size}");
+    }
 }

@@ -653,7 +653,8 @@ pub struct AuditArgs {
     limit: u32,
     /// Check the list against the transparency log under the checkpoint your witness
     /// holds (--state-dir): every access shown is in the log, and the log names none that
-    /// the list leaves out. Reads up to 10,000 accesses and scans the log's entries.
+    /// the list leaves out. Reads the whole list (page by page) and scans the log's
+    /// entries.
     #[arg(long, requires = "state_dir")]
     verify: bool,
     /// Your state's witness directory (`tidemark log witness --state-dir`), for --verify.
@@ -677,28 +678,59 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(AuditCheck::VerifyReciprocity(check)) = &args.check {
         return super::reciprocity::run(check, channel).await;
     }
-    let limit = if args.verify { 10_000 } else { args.limit };
-    let response = ExchangeClient::new(channel.clone())
-        .access_to_my_data(pb::AccessToMyDataRequest { limit })
-        .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
+    let wanted = if args.verify { u32::MAX } else { args.limit };
+    let accesses = accesses(&mut ExchangeClient::new(channel.clone()), wanted).await?;
     if let (true, Some(dir)) = (args.verify, &args.state_dir) {
         let state = super::submit::state_of(&args.client.identity()?)?;
-        return super::audit_check::verify(channel, dir, &state, &response.accesses).await;
+        return super::audit_check::verify(channel, dir, &state, &accesses).await;
     }
     if args.json {
-        for a in &response.accesses {
+        for a in &accesses {
             outln!("{}", super::json::line(a, "tidemark.v1.DataAccess"))?;
         }
-    } else if response.accesses.is_empty() {
+    } else if accesses.is_empty() {
         outln!("no other state has read your reports")?;
     } else {
-        for a in &response.accesses {
+        for a in &accesses {
             outln!("{}", access_line(a))?;
         }
     }
     Ok(())
+}
+
+/// The newest `wanted` accesses to the caller's reports (all of them for `u32::MAX`),
+/// page by page (the server returns at most 10,000 a call).
+async fn accesses(
+    exchange: &mut ExchangeClient<tonic::transport::Channel>,
+    wanted: u32,
+) -> anyhow::Result<Vec<pb::DataAccess>> {
+    const PAGE: u32 = 10_000;
+    let mut all: Vec<pb::DataAccess> = Vec::new();
+    let mut before = 0;
+    loop {
+        let left = wanted.saturating_sub(u32::try_from(all.len()).unwrap_or(u32::MAX));
+        if left == 0 {
+            return Ok(all);
+        }
+        let page = exchange
+            .access_to_my_data(pb::AccessToMyDataRequest {
+                limit: left.min(PAGE),
+                before,
+            })
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner()
+            .accesses;
+        let full = u32::try_from(page.len()).unwrap_or(u32::MAX) == left.min(PAGE);
+        match page.last() {
+            Some(last) if full && last.number > 1 => before = last.number,
+            _ => {
+                all.extend(page);
+                return Ok(all);
+            }
+        }
+        all.extend(page);
+    }
 }
 
 /// One access to the caller's reports, as `audit` prints it.

@@ -295,8 +295,10 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::AccessToMyDataRequest>,
     ) -> Result<Response<pb::AccessToMyDataResponse>, Status> {
         let peer = auth::peer(&request)?;
-        let limit = request.get_ref().limit;
-        Ok(Response::new(self.ctx.access_to_my_data(peer, limit)?))
+        let (limit, before) = (request.get_ref().limit, request.get_ref().before);
+        Ok(Response::new(
+            self.ctx.access_to_my_data(peer, (limit, before))?,
+        ))
     }
 
     async fn signing_keys(

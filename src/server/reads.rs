@@ -452,7 +452,7 @@ impl Context {
     pub(super) fn access_to_my_data(
         &self,
         peer: &PeerIdentity,
-        limit: u32,
+        (limit, before): (u32, u64),
     ) -> Result<pb::AccessToMyDataResponse, Status> {
         let state = peer
             .principal()
@@ -460,7 +460,10 @@ impl Context {
             .ok_or_else(|| Status::permission_denied("only a state's certificates own data"))?;
         let limit = if limit == 0 { 100 } else { limit.min(10_000) };
         let snap = self.snapshot()?;
-        let records = snap.accesses_to(state.as_str(), usize::try_from(limit).unwrap_or(100))?;
+        let records = snap.accesses_to(
+            state.as_str(),
+            (usize::try_from(limit).unwrap_or(100), before),
+        )?;
         let accesses = records
             .into_iter()
             .filter_map(|(number, record)| {
@@ -475,6 +478,7 @@ impl Context {
                     count: mine.count,
                     in_progress: record.in_progress,
                     cut_short: self.cut_short(number, &record),
+                    number,
                     report_ids: mine
                         .report_ids
                         .iter()

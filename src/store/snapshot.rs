@@ -261,15 +261,19 @@ impl Snapshot {
         }))
     }
 
-    /// Accesses to `owner`'s reports, newest first, at most `limit`.
+    /// Accesses to `owner`'s reports, newest first, at most `limit`, numbered below
+    /// `before` (0: from the newest).
     pub fn accesses_to(
         &self,
         owner: &str,
-        limit: usize,
+        (limit, before): (usize, u64),
     ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
-        let range = self
-            .audit_by_owner
-            .range((owner, 0u64)..=(owner, u64::MAX))?;
+        let range = match before {
+            0 => self
+                .audit_by_owner
+                .range((owner, 0u64)..=(owner, u64::MAX))?,
+            before => self.audit_by_owner.range((owner, 0u64)..(owner, before))?,
+        };
         let mut out = Vec::new();
         for entry in range.rev().take(limit) {
             let number = entry?.0.value().1;

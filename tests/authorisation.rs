@@ -1093,10 +1093,7 @@ async fn a_read_is_on_record_before_its_first_result_and_completed_once() {
     let owner_view = || async {
         let mut aus = world.exchange("AUS").await;
         let accesses = aus
-            .access_to_my_data(pb::AccessToMyDataRequest {
-                limit: 0,
-                before: 0,
-            })
+            .access_to_my_data(pb::AccessToMyDataRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -122,10 +122,7 @@ async fn every_audit_record_of_a_read_is_in_the_log() {
 
     let mut aus = world.exchange("AUS").await;
     let accesses = aus
-        .access_to_my_data(pb::AccessToMyDataRequest {
-            limit: 0,
-            before: 0,
-        })
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -322,10 +319,7 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
     let access = world
         .exchange("AUS")
         .await
-        .access_to_my_data(pb::AccessToMyDataRequest {
-            limit: 0,
-            before: 0,
-        })
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -378,10 +372,7 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
     let counts: Vec<u64> = world
         .exchange("THA")
         .await
-        .access_to_my_data(pb::AccessToMyDataRequest {
-            limit: 0,
-            before: 0,
-        })
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -459,10 +450,7 @@ async fn what_a_read_sends_is_on_record_before_it_leaves_the_server() {
     // Ended: the record is exact, and it is what AUS sees.
     let mut aus = world.exchange("AUS").await;
     let access = aus
-        .access_to_my_data(pb::AccessToMyDataRequest {
-            limit: 0,
-            before: 0,
-        })
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -613,7 +613,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
     std::fs::write(&state_file, "IDN\n").unwrap();
 
     // One writer per mirror: while another holds the lock, a run is refused.
-    let lock = std::fs::File::open(dir.path().join("mirror/smuggling.lock")).unwrap();
+    let lock = std::fs::File::open(dir.path().join("mirror/sync.lock")).unwrap();
     lock.lock().unwrap();
     let out = run(sync()).await;
     assert!(!out.status.success());
@@ -1116,6 +1116,49 @@ async fn import_refuses_what_it_would_misread_csv_quoting_and_files_of_another_f
             "{name}: {stderr}"
         );
         assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+    }
+}
+
+/// Two states' first runs into one mirror directory at once (different categories):
+/// never both, so the directory never holds two states' views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_states_syncing_into_one_directory_at_once_never_both_write_it() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let endpoint = server.endpoint();
+    // Both contribute to both categories, so either may sync either.
+    for (state, who) in [("AUS", &aus), ("IDN", &idn)] {
+        let file = dir.path().join(format!("{state}.jsonl"));
+        std::fs::write(&file, sample_lines(state, 40, "41").await.join("\n")).unwrap();
+        let (summary, _) = import_json(&file, &endpoint, who, &[]).await;
+        assert_eq!(summary["accepted"], 40, "{summary}");
+    }
+    for round in 0..3 {
+        let mirror = dir.path().join(format!("mirror-{round}"));
+        let sync = |category: &str, who: &str| {
+            run(args(&[
+                "sync",
+                "--category",
+                category,
+                "--into",
+                mirror.to_str().unwrap(),
+                "--endpoint",
+                &endpoint,
+                "--as",
+                who,
+            ]))
+        };
+        let (a, b) = tokio::join!(sync("maritime", &aus), sync("smuggling", &idn));
+        assert!(
+            !(a.status.success() && b.status.success()),
+            "round {round}: both wrote one mirror"
+        );
+        let state = std::fs::read_to_string(mirror.join("state")).unwrap();
+        let winner = if a.status.success() { "AUS" } else { "IDN" };
+        assert_eq!(state.trim(), winner, "round {round}");
     }
 }
 

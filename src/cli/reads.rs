@@ -338,8 +338,8 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// (another state's node is refused: mirror into another directory); with
 /// --log-proofs each line also carries its log proof ("logProof").
 ///
-/// One run at a time per mirror (DIR/<category>.lock; a second run is refused with a
-/// message). The data file is the truth: each run resumes after the last complete line
+/// One run at a time per mirror directory (DIR/sync.lock; a second run is refused with
+/// a message). The data file is the truth: each run resumes after the last complete line
 /// in it (a line cut short by a crash is removed first), so an interrupted run — Ctrl-C,
 /// kill -9, a lost connection — never leaves a change twice or misses one.
 #[derive(Args, Debug)]
@@ -368,7 +368,9 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let name = args.category.name();
     let cursor_path = args.into.join(format!("{name}.cursor"));
     let data_path = args.into.join(format!("{name}.jsonl"));
-    let lock_path = args.into.join(format!("{name}.lock"));
+    // One run at a time per directory, not per category: two states' first runs into
+    // one directory would otherwise both find it empty and both claim it.
+    let lock_path = args.into.join("sync.lock");
     let _lock = lock_mirror(&lock_path)?;
     let mut cursor = reconcile(&data_path, &cursor_path)?;
     // A mirror is one state's view: what a node may see depends on its state.

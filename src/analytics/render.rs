@@ -77,8 +77,11 @@ pub(super) fn answer(
                     ..pb::Cell::default()
                 };
             }
-            // Under a budget, whether a cell is from one state is a fact about true data.
-            let single_state = !matches!(mode, Mode::Budget(_)) && acc.single_state();
+            // Whether a cell is from one state is a fact about true data: flagged on exact
+            // figures only. On perturbed ones it would say whether other states have a
+            // report or two beside one state's (the margin of `--by state` flagged or not),
+            // and under a budget it is not covered by the budget.
+            let single_state = mode == Mode::Exact && acc.single_state();
             // A cell of one named state is one state's by definition: not worth a note.
             let named_state = query
                 .dimensions

@@ -1058,6 +1058,9 @@ async fn a_small_cell_leaves_no_trace_in_a_cell_key_table() {
             .all(|c| !c.keys.contains(&"ISL".to_owned()))
     );
     assert_eq!(with.notes, without.notes);
+    // Nor is any cell flagged as one state's (every report here is IDN's): on perturbed
+    // figures the flag would say whether another state has a report or two beside them.
+    assert!(with.cells.iter().all(|c| !c.single_state));
     let keys_of = |answer: &pb::AggregateResponse| {
         answer
             .cells

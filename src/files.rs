@@ -12,22 +12,36 @@ pub fn without_bom(text: &str) -> &str {
     text.strip_prefix(BOM).unwrap_or(text)
 }
 
-/// The file's bytes, without a leading byte-order mark.
+/// The file's bytes, without a leading byte-order mark; one starting with two is refused
+/// (`InvalidData`): the second is content, which no reader here would take.
 pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = std::fs::read(path)?;
     if bytes.starts_with(BOM.as_bytes()) {
         bytes.drain(..BOM.len());
+        if bytes.starts_with(BOM.as_bytes()) {
+            return Err(two_boms());
+        }
     }
     Ok(bytes)
 }
 
-/// The file as UTF-8 text, without a leading byte-order mark.
+/// The file as UTF-8 text, without a leading byte-order mark (two are refused, as by
+/// [`read_bytes`]).
 pub fn read_text(path: &Path) -> io::Result<String> {
     let text = std::fs::read_to_string(path)?;
-    Ok(match text.strip_prefix(BOM) {
-        Some(rest) => rest.to_owned(),
-        None => text,
-    })
+    match text.strip_prefix(BOM) {
+        Some(rest) if rest.starts_with(BOM) => Err(two_boms()),
+        Some(rest) => Ok(rest.to_owned()),
+        None => Ok(text),
+    }
+}
+
+fn two_boms() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the file starts with two byte-order marks (U+FEFF); one is read at the start of a \
+         file: save it again as UTF-8",
+    )
 }
 
 #[cfg(test)]
@@ -38,9 +52,14 @@ mod tests {
     fn a_byte_order_mark_is_skipped_once_and_only_at_the_start() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("f.pem");
+        std::fs::write(&path, "\u{feff}\u{feff}x").unwrap();
+        assert_eq!(
+            read_text(&path).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(read_bytes(&path).is_err());
         for (written, read) in [
             ("\u{feff}-----BEGIN", "-----BEGIN"),
-            ("\u{feff}\u{feff}x", "\u{feff}x"),
             ("x\u{feff}", "x\u{feff}"),
             ("", ""),
         ] {

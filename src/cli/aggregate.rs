@@ -20,10 +20,11 @@ use super::{
 /// and margins (shown as "(all)"), over whole months. Figures carry consistent noise
 /// (the cell key method: a count is off by at most 2 and never shown as 1 or 2, and
 /// every report moves each sum by a fixed 10-20 %, a few percent of a large cell; the
-/// same reports always give the same figures, so cells need not add up to margins). Cells with fewer reports than the exchange's
-/// minimum are withheld, and so are enough other cells that they cannot be worked out
-/// from the totals; the table says which rule withheld each, and what protection
-/// applied. A state analyst needs its state's give-to-get standing in each category it
+/// same reports always give the same figures, so cells need not add up to margins). Cells
+/// with fewer reports than the exchange's minimum are not listed, as empty cells are not;
+/// on exact figures (perturbation off) enough other cells are withheld (x) that they
+/// cannot be worked out from the totals. The notes say which rules applied, and what
+/// protection. A state analyst needs its state's give-to-get standing in each category it
 /// asks about (see `tidemark standing`). See docs/disclosure.md.
 ///
 /// Example: tidemark aggregate --as certs/regional-analyst --by month,route
@@ -320,7 +321,7 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
     }
     writeln!(
         out,
-        "\n{} cells (from {}); x = withheld",
+        "\n{} cells (from {}); cells too small to show are not listed; x = withheld",
         response.cells.len(),
         response.source,
     )?;

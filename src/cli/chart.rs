@@ -160,9 +160,15 @@ pub fn write(
     };
     let withheld = response.cells.iter().filter(|c| c.suppressed != 0).count();
     let mut footnotes = vec![format!(
-        "Withheld cells ({withheld}) are not drawn (gaps): fewer than {} reports, or protecting \
-         such a cell. Source: tidemark aggregate ({}).",
-        response.minimum_reports, response.source
+        "Cells of fewer than {} reports are not drawn (gaps){}. Source: tidemark aggregate \
+         ({}).",
+        response.minimum_reports,
+        if withheld > 0 {
+            format!(", nor {withheld} withheld to protect them")
+        } else {
+            String::new()
+        },
+        response.source
     )];
     footnotes.extend(measure.note.clone());
     let period = dims.iter().position(|d| {

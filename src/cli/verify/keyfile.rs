@@ -154,8 +154,8 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
             })?;
         if let Some((_, _, first)) = headers.iter().find(|(h, _, _)| *h == header) {
             bail!(
-                "lines {first} and {number} both give the {}of one key; export the keys \
-                 again with `tidemark keys --out DIR`",
+                "lines {first} and {number} both give one key's `{}`; export the keys again \
+                 with `tidemark keys --out DIR`",
                 header.trim_end()
             );
         }

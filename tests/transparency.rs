@@ -1024,17 +1024,7 @@ async fn an_owner_pages_back_through_its_whole_access_list() {
     world.submit(&report("IDN", 9_999, false, all, &[])).await;
     world.submit(&report("AUS", 1, false, all, &[])).await;
     for _ in 0..5 {
-        let mut results = world
-            .exchange("IDN")
-            .await
-            .query(pb::QueryRequest {
-                category: pb::Category::SmugglingIncident as i32,
-                ..pb::QueryRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while results.message().await.unwrap().is_some() {}
+        world.read_all_smuggling("IDN").await;
     }
     let aus = world.exchange("AUS").await;
     let page = |limit, before| {

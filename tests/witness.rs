@@ -409,17 +409,7 @@ async fn an_owner_finds_an_access_record_removed_from_the_audit_table() {
         .submit(&common::report("IDN", 9, false, all, &[]))
         .await;
     for _ in 0..2 {
-        let mut results = world
-            .exchange("IDN")
-            .await
-            .query(pb::QueryRequest {
-                category: pb::Category::SmugglingIncident as i32,
-                ..pb::QueryRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while results.message().await.unwrap().is_some() {}
+        world.read_all_smuggling("IDN").await;
     }
     // An aggregate whose filter matches none of AUS's reports: its log entry names AUS
     // (in its scope), and AUS's access list holds it, with a count of 0.

@@ -374,6 +374,22 @@ impl World {
             .unwrap();
         response.accepted.unwrap()
     }
+
+    /// `state`'s node reads every smuggling incident it may see (one query, drained):
+    /// one access to each owner's reports.
+    pub async fn read_all_smuggling(&self, state: &str) {
+        let mut results = self
+            .exchange(state)
+            .await
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                ..pb::QueryRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while results.message().await.unwrap().is_some() {}
+    }
 }
 
 /// Writes `<dir>/<state>-node.{pem,key}`, `ca.pem` and `<state>-signing.key` so that the

@@ -375,7 +375,7 @@ pub enum IdentityError {
     BadName(String),
     #[error(
         "{0:?} is not a valid trust domain: use lower-case letters, digits, '-', '_' and '.' \
-         (SPIFFE ID §2.1; no port, no user info)"
+         between non-empty labels (SPIFFE ID §2.1; no port, no user info, no trailing dot)"
     )]
     /// The trust domain breaks the SPIFFE ID rules.
     BadTrustDomain(String),
@@ -412,10 +412,13 @@ fn check_name(name: &str) -> Result<(), IdentityError> {
 }
 
 /// The SPIFFE trust domain rules (SPIFFE ID §2.1): lower-case letters, digits, `-`, `.`
-/// and `_`, at most 255 characters.
+/// and `_`, at most 255 characters; and, as a DNS name has one spelling, no empty label
+/// (`tidemark.local.`, `.tidemark`, `a..b`): certificates issued under one spelling
+/// would not match a server configured with the other.
 pub fn check_trust_domain(domain: &str) -> Result<(), IdentityError> {
     let ok = !domain.is_empty()
         && domain.len() <= 255
+        && domain.split('.').all(|label| !label.is_empty())
         && domain
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
@@ -523,6 +526,23 @@ mod tests {
 
     /// A refused certificate's claims are logged cut short: a serial far past the 20
     /// bytes RFC 5280 allows, and long URIs, cannot make the log line long.
+    #[test]
+    fn a_trust_domain_has_one_spelling() {
+        for ok in ["tidemark.local", "exchange-1.example_org", "local"] {
+            assert!(check_trust_domain(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "tidemark.local.",
+            ".tidemark",
+            "a..b",
+            "",
+            "Tidemark.local",
+            "a:443",
+        ] {
+            assert!(check_trust_domain(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn claims_of_a_refused_certificate_are_cut_short() {
         let key = rcgen::KeyPair::generate().unwrap();

@@ -261,23 +261,12 @@ impl QueryFilter {
         };
         let route_countries = set("route_countries", &req.route_countries)?;
         let nationalities = set("nationalities", &req.nationalities)?;
-        for (field, known) in [
-            (
-                "modus_operandi",
-                pb::ModusOperandi::try_from(req.modus_operandi).is_ok(),
-            ),
-            (
-                "maritime_event",
-                pb::MaritimeEvent::try_from(req.maritime_event).is_ok(),
-            ),
-            (
-                "vessel_type",
-                pb::VesselType::try_from(req.vessel_type).is_ok(),
-            ),
-        ] {
-            if !known {
-                return Err(bad(field, "is not one of the values the enum defines"));
-            }
+        if let Some(field) = crate::report::unknown_filter_enum(
+            req.modus_operandi,
+            req.maritime_event,
+            req.vessel_type,
+        ) {
+            return Err(bad(field, "is not one of the values the enum defines"));
         }
         if let Some(b) = &req.bbox {
             bbox_problem(b).map_or(Ok(()), |problem| Err(bad("bbox", problem)))?;

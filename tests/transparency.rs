@@ -109,16 +109,7 @@ async fn every_audit_record_of_a_read_is_in_the_log() {
             ))
             .await;
     }
-    let mut idn = world.exchange("IDN").await;
-    let mut results = idn
-        .query(pb::QueryRequest {
-            category: pb::Category::SmugglingIncident as i32,
-            ..pb::QueryRequest::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while results.message().await.unwrap().is_some() {}
+    world.read_all_smuggling("IDN").await;
 
     let mut aus = world.exchange("AUS").await;
     let accesses = aus

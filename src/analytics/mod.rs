@@ -299,24 +299,15 @@ impl AggregateQuery {
 
 /// Refuses filter values outside their enums.
 fn known_values(f: &pb::AggregateFilter) -> Result<(), FilterError> {
-    let known = [
-        (
-            "filter.modus_operandi",
-            pb::ModusOperandi::try_from(f.modus_operandi).is_ok(),
-        ),
-        (
-            "filter.maritime_event",
-            pb::MaritimeEvent::try_from(f.maritime_event).is_ok(),
-        ),
-        (
-            "filter.vessel_type",
-            pb::VesselType::try_from(f.vessel_type).is_ok(),
-        ),
-    ];
-    match known.iter().find(|(_, ok)| !ok) {
-        Some((field, _)) => Err(bad(field, "is not one of the values the enum defines")),
-        None => Ok(()),
-    }
+    let unknown =
+        crate::report::unknown_filter_enum(f.modus_operandi, f.maritime_event, f.vessel_type);
+    let field = match unknown {
+        None => return Ok(()),
+        Some("modus_operandi") => "filter.modus_operandi",
+        Some("maritime_event") => "filter.maritime_event",
+        Some(_) => "filter.vessel_type",
+    };
+    Err(bad(field, "is not one of the values the enum defines"))
 }
 
 /// The metrics asked for, each once.

@@ -173,6 +173,29 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
+/// The first of a read filter's enum fields (modus operandi, maritime event, vessel type,
+/// by their proto names) whose value its enum does not define: a filter on it would match
+/// nothing, so Query, Subscribe and Aggregate refuse it naming the field.
+pub(crate) fn unknown_filter_enum(
+    modus_operandi: i32,
+    maritime_event: i32,
+    vessel_type: i32,
+) -> Option<&'static str> {
+    [
+        (
+            "modus_operandi",
+            pb::ModusOperandi::try_from(modus_operandi).is_ok(),
+        ),
+        (
+            "maritime_event",
+            pb::MaritimeEvent::try_from(maritime_event).is_ok(),
+        ),
+        ("vessel_type", pb::VesselType::try_from(vessel_type).is_ok()),
+    ]
+    .into_iter()
+    .find_map(|(field, known)| (!known).then_some(field))
+}
+
 /// `text` cut to at most `max` characters, marked with `…` where it was cut.
 pub fn shorten(text: String, max: usize) -> String {
     if text.chars().count() <= max {

@@ -245,8 +245,9 @@ impl Administration {
         }
     }
 
-    /// Revokes a signing key as of `compromised_at` (now when 0, never in the future):
-    /// envelopes it signed after that time are refused. Returns the key, and whether it
+    /// Revokes a signing key as of `compromised_at` (never in the future; 0: as of the
+    /// second after the revocation is stored, see `AdminChange::stamped`): envelopes it
+    /// signed are refused from then on. Returns the key, and whether it
     /// was already revoked as of that time or earlier (nothing changed).
     pub(crate) fn revoke_key(
         &self,
@@ -265,11 +266,6 @@ impl Administration {
                 ),
             ));
         }
-        let at = if compromised_at == 0 {
-            now
-        } else {
-            compromised_at
-        };
         let reason = if reason.is_empty() {
             "unspecified"
         } else {
@@ -283,14 +279,16 @@ impl Administration {
                 format!("{} is not one of: {}", quoted(reason), pki::REASONS),
             ));
         }
+        // 0: as of when the revocation is stored (see `AdminChange::stamped`).
         let change = AdminChange::RevokeKey {
             key_id,
-            at,
+            at: compromised_at,
             reason: reason.to_owned(),
         };
         match self.change(change, operator)? {
             AdminApplied::Key(record, before) => {
-                let already = before.is_some_and(|b| b.revoked_at != 0 && b.revoked_at <= at);
+                let already =
+                    before.is_some_and(|b| b.revoked_at != 0 && b.revoked_at == record.revoked_at);
                 Ok((record, already))
             }
             other => Err(unexpected(&other)),
@@ -754,17 +752,27 @@ mod tests {
                 ..
             })
         ));
+        // Now: the second after the writer (on the system clock here) stores it.
+        let before = time::OffsetDateTime::now_utc().unix_timestamp();
         let (key, already) = admin
             .revoke_key(&stored.key_id, (0, ""), ("op", 1_000))
             .unwrap();
+        let after = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!((before + 1..=after + 1).contains(&key.revoked_at));
         assert_eq!(
-            (key.revoked_at, key.revocation_reason.as_str(), already),
-            (1_000, "unspecified", false)
+            (key.revocation_reason.as_str(), already),
+            ("unspecified", false)
         );
         // Again, as of later: the first revocation stands.
+        let first = key.revoked_at;
         let (key, already) = admin
             .revoke_key(&stored.key_id, (0, "superseded"), ("op", 1_500))
             .unwrap();
-        assert_eq!((key.revoked_at, already), (1_000, true));
+        assert_eq!((key.revoked_at, already), (first, true));
+        // As of earlier: the revocation moves.
+        let (key, already) = admin
+            .revoke_key(&stored.key_id, (900, "key-compromise"), ("op", 1_500))
+            .unwrap();
+        assert_eq!((key.revoked_at, already), (900, false));
     }
 }

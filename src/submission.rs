@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use crate::{
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE, RETRACTION_PAYLOAD_TYPE},
-    identity::{Principal, Role},
+    identity::{PeerIdentity, Role},
     pb,
     report::{self, ValidationErrors},
     signing::PublicKey,
@@ -64,23 +64,29 @@ impl SubmitError {
         match self {
             Self::NotANode(_) => "not_a_node",
             Self::Malformed(_) => "malformed",
-            Self::BadSignature(_) => "bad_signature",
+            Self::BadSignature(_)
+            | Self::Rejected(AppendError::KeyRevoked { .. } | AppendError::KeyInactive { .. }) => {
+                "bad_signature"
+            }
             Self::ForeignKey { .. } => "foreign_key",
             Self::WrongState { .. } => "wrong_state",
             Self::Invalid(_) => "invalid",
             Self::Rejected(AppendError::Store(_)) | Self::Store(_) => "store",
+            Self::Rejected(AppendError::CertificateRevoked { .. }) => "revoked",
+            Self::Rejected(AppendError::StateSuspended { .. }) => "suspended",
             Self::Rejected(_) => "version_conflict",
         }
     }
 }
 
-/// Verifies an envelope submitted by `principal` at `now`.
+/// Verifies an envelope submitted by `peer` at `now`.
 pub fn verify(
     envelope: &pb::Envelope,
-    principal: &Principal,
+    peer: &PeerIdentity,
     store: &Store,
     now: OffsetDateTime,
 ) -> Result<NewEnvelope, SubmitError> {
+    let principal = peer.principal();
     let Role::Node(caller) = principal.role() else {
         return Err(SubmitError::NotANode(principal.role().with_article()));
     };
@@ -137,6 +143,7 @@ pub fn verify(
         digest: envelope::digest(envelope),
         payload_sha256: crate::tlog::entry::sha256(&envelope.payload),
         key_id,
+        certificate: peer.serial().to_owned(),
     })
 }
 
@@ -252,7 +259,7 @@ fn verify_signatures(
 
 fn inactive_reason(record: &KeyRecord, now: i64) -> String {
     let id = &record.key_id;
-    if record.revoked_at != 0 && now >= record.revoked_at {
+    if record.revoked_at != 0 {
         format!(
             "signing key {id} was revoked as of {} ({}); sign with a current key",
             crate::clock::format_time(record.revoked_at),

@@ -9,7 +9,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use common::{TestPki, TestServer, World, node, operator, report, sign};
 use proptest::prelude::*;
-use tidemark::{clock::Clock, identity::Role, pb};
+use tidemark::{
+    clock::Clock,
+    identity::Role,
+    pb::{self, transparency_client::TransparencyClient},
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, transport::Channel};
@@ -1380,5 +1384,107 @@ proptest! {
                 .into_inner();
             assert!(audit.entries.is_empty());
         });
+    }
+}
+
+/// The number of leaves in the log's newest checkpoint.
+async fn log_size(log: &mut TransparencyClient<Channel>) -> u64 {
+    let note = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .note;
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// Every entry of the log, in order.
+async fn log_entries(log: &mut TransparencyClient<Channel>) -> Vec<String> {
+    let size = log_size(log).await;
+    let mut entries = Vec::new();
+    while (entries.len() as u64) < size {
+        let page = log
+            .get_entries(pb::GetEntriesRequest {
+                start: entries.len() as u64,
+                end: size,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(
+            page.entries
+                .into_iter()
+                .map(|e| String::from_utf8(e).unwrap()),
+        );
+    }
+    entries
+}
+
+/// An import's envelopes are checked when they arrive and stored when the writer gets to
+/// them. A revocation or suspension is stored in the same queue: whatever of the import
+/// still waited behind it is refused, so in the log no envelope of IDN's follows it.
+#[tokio::test]
+async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
+    for action in ["revoke-certificate", "suspend-state", "revoke-key"] {
+        let world = world_with_reports(1).await;
+        let mut log = TransparencyClient::new(world.server.channel(&operator(&world.pki)).await);
+        let mut admin = world.server.admin(&operator(&world.pki)).await;
+        let mut idn = world.exchange("IDN").await;
+        let serial = idn
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .certificate_serial;
+        let start = log_size(&mut log).await;
+        let requests: Vec<pb::SubmitRequest> = (10..1_510)
+            .map(|seed| pb::SubmitRequest {
+                envelope: Some(sign(&common::sample_report("IDN", seed), world.key("IDN"))),
+                ..Default::default()
+            })
+            .collect();
+        let import = tokio::spawn(async move { idn.import(tokio_stream::iter(requests)).await });
+        // Part of the import stored, more of it verified and waiting in the queue.
+        while log_size(&mut log).await < start + 50 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        match action {
+            "revoke-certificate" => admin
+                .revoke_certificate(pb::RevokeCertificateRequest {
+                    serial,
+                    reason: "key-compromise".into(),
+                })
+                .await
+                .map(drop),
+            "suspend-state" => admin
+                .suspend_state(pb::StateRequest {
+                    state: "IDN".into(),
+                })
+                .await
+                .map(drop),
+            _ => admin
+                .revoke_signing_key(pb::RevokeSigningKeyRequest {
+                    key_id: world.key("IDN").key_id().to_owned(),
+                    compromised_at_unix: 0,
+                    reason: "superseded".into(),
+                })
+                .await
+                .map(drop),
+        }
+        .unwrap();
+        let _ended = tokio::time::timeout(PATIENCE, import)
+            .await
+            .expect("the import ends")
+            .unwrap();
+        let entries = log_entries(&mut log).await;
+        let is_idn_envelope =
+            |e: &&String| e.starts_with("tidemark.v1 envelope\n") && e.contains("\nstate IDN\n");
+        let at = entries
+            .iter()
+            .position(|e| e.contains(&format!("\naction {action}\n")))
+            .unwrap();
+        assert!(entries[..at].iter().filter(is_idn_envelope).count() >= 50);
+        let after = entries[at..].iter().filter(is_idn_envelope).count();
+        assert_eq!(after, 0, "{action}: IDN envelopes stored after it");
     }
 }

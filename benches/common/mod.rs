@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use prost::Message;
+use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
 use tidemark::{
     KeyRecord, Store,
@@ -11,7 +12,7 @@ use tidemark::{
     config::{Config, SigningConfig, StoreConfig, TlsConfig},
     country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
-    identity::{Principal, Role},
+    identity::{PeerIdentity, Principal, Role},
     internals,
     pki::{self, CertificateAuthority, Validity},
     sample,
@@ -119,11 +120,28 @@ pub async fn load(config: &Config, reports: usize) {
     let store = Store::open(&config.store).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut keys = Vec::new();
+    let mut nodes = Vec::new();
+    let ca = CertificateAuthority::generate("load CA", Validity::days_from_now(1)).unwrap();
     for state in STATES {
         let (key, _) = SigningKey::generate().unwrap();
         register_key(&store, state, &key, now);
         keys.push(Arc::new(key));
+        let principal = Principal::new(
+            TRUST_DOMAIN,
+            Role::Node(CountryCode::parse(state).unwrap()),
+            "n",
+        )
+        .unwrap();
+        let issued = ca
+            .issue_client(&principal, Validity::days_from_now(1))
+            .unwrap();
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        nodes.push(Arc::new(
+            PeerIdentity::from_certificate(&der, TRUST_DOMAIN).unwrap(),
+        ));
     }
+    let nodes = Arc::new(nodes);
     let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
     let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
     let (writer, thread) = store
@@ -137,7 +155,8 @@ pub async fn load(config: &Config, reports: usize) {
     let workers = 8;
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (store, writer, keys) = (store.clone(), writer.clone(), keys.clone());
+        let (store, writer, keys, nodes) =
+            (store.clone(), writer.clone(), keys.clone(), nodes.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = sample::Rng::new(sample::seed_for(7, &w.to_string()));
             let mut pending = Vec::new();
@@ -146,15 +165,9 @@ pub async fn load(config: &Config, reports: usize) {
                 let state = STATES[s];
                 let report = sample::report(&mut rng, state);
                 let env = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &keys[s]);
-                let principal = Principal::new(
-                    TRUST_DOMAIN,
-                    Role::Node(CountryCode::parse(state).unwrap()),
-                    "n",
-                )
-                .unwrap();
                 let new = internals::verify_submission(
                     &env,
-                    &principal,
+                    &nodes[s],
                     &store,
                     time::OffsetDateTime::now_utc(),
                 )

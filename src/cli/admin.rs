@@ -47,7 +47,8 @@ enum AdminCommand {
         #[arg(long, default_value = "unspecified")]
         reason: String,
         /// When the key was compromised: an RFC 3339 date-time (2026-11-02T08:00:00Z), or
-        /// a date (2026-11-02: from its midnight UTC). Default: now.
+        /// a date (2026-11-02: from its midnight UTC). Default: now (the second after the
+        /// server stores the revocation; what it signed and was stored before stays valid).
         #[arg(long, value_name = "TIME|DATE", value_parser = parse_compromised_at)]
         compromised_at: Option<i64>,
     },

@@ -105,12 +105,8 @@ impl ExchangeService {
             let envelope = envelope.ok_or_else(|| {
                 SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
             })?;
-            let new = submission::verify(
-                &envelope,
-                peer.principal(),
-                &self.ctx.store,
-                self.ctx.clock.now_utc(),
-            )?;
+            let new =
+                submission::verify(&envelope, peer, &self.ctx.store, self.ctx.clock.now_utc())?;
             Ok(self.ctx.writer.append(new).await?)
         }
         .await;
@@ -201,12 +197,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
                     SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
                 })
                 .and_then(|env| {
-                    submission::verify(
-                        &env,
-                        peer.principal(),
-                        &self.ctx.store,
-                        self.ctx.clock.now_utc(),
-                    )
+                    submission::verify(&env, &peer, &self.ctx.store, self.ctx.clock.now_utc())
                 });
             // Queued in stream order, so an amendment or retraction may follow its
             // report in the same import.

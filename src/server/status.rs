@@ -56,7 +56,9 @@ impl From<AppendError> for Status {
                     ]),
                 ),
             ),
-            AppendError::NotOwner { .. } => Status::permission_denied(message),
+            AppendError::NotOwner { .. } | AppendError::StateSuspended { .. } => {
+                Status::permission_denied(message)
+            }
             AppendError::VersionOrder {
                 latest, expected, ..
             } => Status::with_error_details(
@@ -75,6 +77,14 @@ impl From<AppendError> for Status {
                 Status::failed_precondition(message)
             }
             AppendError::NothingToRetract { .. } => Status::not_found(message),
+            AppendError::CertificateRevoked { .. } => Status::unauthenticated(message),
+            AppendError::KeyRevoked { .. } | AppendError::KeyInactive { .. } => {
+                Status::with_error_details(
+                    Code::Unauthenticated,
+                    message,
+                    ErrorDetails::with_error_info(SIGNATURE, "tidemark", HashMap::new()),
+                )
+            }
             AppendError::Store(_) => Status::unavailable(message),
         }
     }

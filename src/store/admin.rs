@@ -25,7 +25,8 @@ pub(crate) enum AdminChange {
     /// Registers a signing key; the same key for the same state again changes nothing,
     /// for another state it is refused.
     RegisterKey(KeyRecord),
-    /// Revokes a signing key from `at` on; a key already revoked keeps the earlier time.
+    /// Revokes a signing key from `at` on (0: from when it is stored, see
+    /// [`AdminChange::stamped`]); a key already revoked keeps the earlier time.
     RevokeKey {
         key_id: String,
         at: i64,
@@ -33,11 +34,36 @@ pub(crate) enum AdminChange {
     },
     /// Records a certificate this server issued.
     Issued(IssuedCertificate),
-    /// Records a certificate's revocation; revoking again keeps the first record.
+    /// Records a certificate's revocation (as of when it is stored); revoking again keeps
+    /// the first record.
     RevokeCertificate(RevokedCertificate),
 }
 
 impl AdminChange {
+    /// The change with the times it takes from the transaction that stores it, at `now`:
+    /// a certificate is revoked as of `now`, and a signing key revoked without a time of
+    /// compromise as of the second after `now`, so that every envelope it signed that
+    /// was stored before — also earlier in the same second — was accepted before its
+    /// revocation, and nothing after ([`super::admission`]).
+    pub(super) fn stamped(&self, now: i64) -> Self {
+        match self {
+            Self::RevokeKey {
+                key_id,
+                at: 0,
+                reason,
+            } => Self::RevokeKey {
+                key_id: key_id.clone(),
+                at: now.saturating_add(1),
+                reason: reason.clone(),
+            },
+            Self::RevokeCertificate(asked) => Self::RevokeCertificate(RevokedCertificate {
+                revoked_at: now,
+                ..asked.clone()
+            }),
+            other => other.clone(),
+        }
+    }
+
     /// Whether the change touches signing keys (whose cache is then dropped).
     pub(super) fn touches_keys(&self) -> bool {
         matches!(self, Self::RegisterKey(_) | Self::RevokeKey { .. })
@@ -252,7 +278,7 @@ pub(super) fn apply(
     Ok(Ok(applied))
 }
 
-fn get<M: Message + Default>(
+pub(super) fn get<M: Message + Default>(
     tx: &WriteTransaction,
     table: redb::TableDefinition<&str, &[u8]>,
     key: &str,

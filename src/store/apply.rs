@@ -30,6 +30,9 @@ pub struct NewEnvelope {
     /// SHA-256 of the DSSE payload bytes (what the log entry commits to).
     pub payload_sha256: [u8; 32],
     pub key_id: String,
+    /// The serial of the client certificate that submitted it (canonical hex), checked
+    /// again when it is stored ([`super::admission`]).
+    pub certificate: String,
 }
 
 /// The outcome of an append that succeeded: the facts a receipt states (the original
@@ -83,6 +86,31 @@ pub enum AppendError {
     Retracted { id: Uuid },
     #[error("report {id} does not exist, so there is nothing to retract")]
     NothingToRetract { id: Uuid },
+    #[error(
+        "client certificate {serial} was revoked while this envelope waited to be stored; \
+         nothing was stored — ask your operator for a new certificate"
+    )]
+    CertificateRevoked { serial: String },
+    #[error(
+        "{state} was suspended from the exchange while this envelope waited to be stored; \
+         nothing was stored — its certificates work again once an operator reinstates it"
+    )]
+    StateSuspended { state: String },
+    #[error(
+        "signing key {key_id} was revoked as of {} ({reason}) while this envelope waited to \
+         be stored; nothing was stored — sign with a current key",
+        crate::clock::format_time(*at)
+    )]
+    KeyRevoked {
+        key_id: String,
+        at: i64,
+        reason: String,
+    },
+    #[error(
+        "signing key {key_id} is no longer valid (see `tidemark keys`); nothing was stored — \
+         sign with a current key"
+    )]
+    KeyInactive { key_id: String },
     #[error("the store failed: {0}")]
     Store(String),
 }

@@ -11,6 +11,7 @@
 //!   reports (`projection.rs`), which the writer keeps in step after each commit.
 
 mod admin;
+mod admission;
 mod apply;
 mod backup;
 mod budget;

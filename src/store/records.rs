@@ -252,11 +252,15 @@ impl KeyRecord {
         }
     }
 
-    /// Whether the key may sign at `at` (seconds since the epoch).
-    pub fn active_at(&self, at: i64) -> bool {
-        at >= self.valid_from
-            && (self.valid_until == 0 || at < self.valid_until)
-            && (self.revoked_at == 0 || at < self.revoked_at)
+    /// Whether the key may sign now, at `now` (seconds since the epoch): within its
+    /// validity and not revoked. A stored revocation takes effect at once, whatever time it
+    /// gives (a key revoked without a time of compromise gives the second after its
+    /// revocation was stored, see `store::admin`); its time says which envelopes accepted
+    /// before stay valid.
+    pub fn active_at(&self, now: i64) -> bool {
+        now >= self.valid_from
+            && (self.valid_until == 0 || now < self.valid_until)
+            && self.revoked_at == 0
     }
 }
 

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     AuditRecord, COUNTER_QUARTERS, COUNTERS, KeyCache, ProjectionCell, QUARTERS_BEHIND, StoreError,
     admin::{self, AdminApplied, AdminChange, AdminWriteError},
+    admission::Admission,
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
     budget::{self, BudgetCharge, BudgetError},
     counters,
@@ -563,10 +564,14 @@ fn commit_batch(
         let mut deltas = counters::Deltas::keeping_changes(t.record_keys.clone());
         let mut next_sequence = t.next_sequence()?;
         let mut next_audit = t.next_audit()?;
+        let mut admission = Admission::default();
         for job in batch {
             match job {
                 Job::Append(new, _) => {
-                    let done = apply::append(&mut t, &mut deltas, new, &mut next_sequence, now)?;
+                    let done = match admission.refusal(&tx, new, now)? {
+                        Some(refused) => Err(refused),
+                        None => apply::append(&mut t, &mut deltas, new, &mut next_sequence, now)?,
+                    };
                     results.push(Done::Append(done));
                 }
                 Job::Audit(record, _) => {
@@ -583,11 +588,13 @@ fn commit_batch(
                     results.push(Done::Budget(budget::apply(&mut t.budgets, charge)?));
                 }
                 Job::Admin(job, _) => {
-                    let done = match admin::apply(&tx, &job.change)? {
+                    admission.forget();
+                    let change = job.change.stamped(now);
+                    let done = match admin::apply(&tx, &change)? {
                         Ok(applied) => {
                             let number = next_audit;
                             next_audit += 1;
-                            let record = admin::audit_record(&job.operator, &job.change, &applied);
+                            let record = admin::audit_record(&job.operator, &change, &applied);
                             apply::put_audit(
                                 &mut t,
                                 number,

@@ -1488,3 +1488,78 @@ async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
         assert_eq!(after, 0, "{action}: IDN envelopes stored after it");
     }
 }
+
+/// The numbers of the audit records whose log entries name `owner` among their owners.
+fn logged_readers_of(entries: &[String], owner: &str) -> std::collections::BTreeSet<u64> {
+    entries
+        .iter()
+        .filter(|e| e.starts_with("tidemark.v1 audit\n"))
+        .filter(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("owners "))
+                .is_some_and(|o| o.split(' ').any(|x| x.starts_with(&format!("{owner}:"))))
+        })
+        .map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("number "))
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Reads whose callers leave at once — before the read begins, or once it is on record as
+/// able to send AUS's reports but before any went — are all completed on record, and
+/// AUS's access list, read in small pages, holds every read the log names AUS in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list() {
+    let world = world_with_reports(300).await;
+    let idn = world.exchange("IDN").await;
+    for i in 0..60u64 {
+        let mut idn = idn.clone();
+        let call = tokio::spawn(async move {
+            let mut stream = idn.query(smuggling()).await?.into_inner();
+            stream.message().await.map(drop)
+        });
+        tokio::time::sleep(Duration::from_micros(150 * (i % 30))).await;
+        call.abort();
+    }
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    eventually("every read's record is completed", || {
+        let mut admin = admin.clone();
+        async move {
+            common::audit_log(&mut admin)
+                .await
+                .iter()
+                .all(|e| !(e.action == "query" && e.in_progress))
+        }
+    })
+    .await;
+    let queries = common::audit_log(&mut admin)
+        .await
+        .iter()
+        .filter(|e| e.action == "query")
+        .count();
+    // Some calls are left before they reach the server; most are not.
+    assert!(queries >= 10, "{queries} queries reached the server");
+
+    let mut log = TransparencyClient::new(world.server.channel(&operator(&world.pki)).await);
+    let logged = logged_readers_of(&log_entries(&mut log).await, "AUS");
+    let mut aus = world.exchange("AUS").await;
+    let (mut listed, mut before) = (std::collections::BTreeSet::new(), 0);
+    loop {
+        let page = aus
+            .access_to_my_data(pb::AccessToMyDataRequest { limit: 7, before })
+            .await
+            .unwrap()
+            .into_inner()
+            .accesses;
+        listed.extend(page.iter().map(|a| a.number));
+        match page.last() {
+            Some(last) if page.len() == 7 => before = last.number,
+            _ => break,
+        }
+    }
+    assert_eq!(listed, logged);
+}

@@ -29,7 +29,7 @@ use crate::{
         reads::OpenStreams,
     },
     signing::SigningKey,
-    store::{AuditRecord, Snapshot, Store, StoreError, Writer},
+    store::{AppendError, AuditRecord, Snapshot, Store, StoreError, Writer},
     tlog::LogSigner,
     trust::Trust,
 };
@@ -130,11 +130,30 @@ impl Context {
 
     /// Writes an audit record; nothing is served when that fails.
     pub(super) async fn audit(&self, record: AuditRecord) -> Result<u64, Status> {
-        self.writer.audit(record).await.map_err(|e| {
-            Status::unavailable(format!(
-                "the audit log could not be written, so nothing is served: {e}"
-            ))
-        })
+        self.writer.audit(record).await.map_err(|e| unrecorded(&e))
+    }
+
+    /// Records the start of a read (`started`) and returns its record's number. Written
+    /// on a task of its own: if the caller goes away meanwhile — the call is dropped
+    /// before its read begins —, the record is completed at once as `nothing` taken
+    /// rather than left in progress for good.
+    async fn audit_start(&self, started: AuditRecord, nothing: AuditRecord) -> Result<u64, Status> {
+        let (sent, received) = tokio::sync::oneshot::channel();
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let written = writer.audit(started).await;
+            if let Err(Ok(number)) = sent.send(written)
+                && let Err(e) = writer.update_audit(number, nothing).await
+            {
+                tracing::error!(number, error = %e, "the record of a read its caller left before it began could not be completed");
+            }
+        });
+        received
+            .await
+            .map_err(|_| {
+                Status::unavailable("the audit record of this read could not be written; try again")
+            })?
+            .map_err(|e| unrecorded(&e))
     }
 
     /// A guard for a call by `peer` that needs `standing` to hold throughout.
@@ -171,11 +190,16 @@ impl Context {
             .open_slot(&self.reads, peer, state, (kind.action, &detail))
             .await?;
         let principal = peer.principal().spiffe_id();
+        let ledger = Arc::new(Ledger::default());
         let number = self
-            .audit(kind.started(&principal, state.as_str(), &detail))
+            .audit_start(
+                kind.started(&principal, state.as_str(), &detail),
+                Ledger::default()
+                    .close()
+                    .to_audit(&principal, state.as_str(), &kind, &detail),
+            )
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let ledger = Arc::new(Ledger::default());
         let (queue, taken) = (ledger.clone(), ledger.stream(ReceiverStream::new(rx)));
         let writer = self.writer.clone();
         let errors = tx.clone();
@@ -315,5 +339,12 @@ fn stalled(stall: std::time::Duration) -> Status {
         "this read was not read from for {} s, so the server ended it; what was sent to you is \
          on record; read again (a sync resumes from its cursor)",
         stall.as_secs()
+    ))
+}
+
+/// A read refused because its audit record could not be written.
+fn unrecorded(e: &AppendError) -> Status {
+    Status::unavailable(format!(
+        "the audit log could not be written, so nothing is served: {e}"
     ))
 }

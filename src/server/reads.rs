@@ -464,28 +464,32 @@ impl Context {
             state.as_str(),
             (usize::try_from(limit).unwrap_or(100), before),
         )?;
+        // Every record the log ever named this state in, as the index holds them: a read
+        // raised ahead for its reports that then took none of them is listed with 0, so
+        // that a page holds `limit` accesses whenever that many remain and the list is
+        // the whole list (`audit --verify`).
         let accesses = records
             .into_iter()
-            .filter_map(|(number, record)| {
-                let mine = record.owners.iter().find(|o| o.owner == state.as_str())?;
+            .map(|(number, record)| {
+                let mine = record.owners.iter().find(|o| o.owner == state.as_str());
                 let log_entry = audit_entry(number, &record).encode();
-                Some(pb::DataAccess {
+                pb::DataAccess {
                     log_entry,
                     at_unix: record.at,
                     reader: record.principal.clone(),
                     reader_state: record.state.clone(),
                     action: record.action.clone(),
-                    count: mine.count,
+                    count: mine.map_or(0, |m| m.count),
                     in_progress: record.in_progress,
                     cut_short: self.cut_short(number, &record),
                     number,
                     report_ids: mine
-                        .report_ids
                         .iter()
+                        .flat_map(|m| &m.report_ids)
                         .filter_map(|id| uuid::Uuid::from_slice(id).ok())
                         .map(|id| id.to_string())
                         .collect(),
-                })
+                }
             })
             .collect();
         Ok(pb::AccessToMyDataResponse { accesses })

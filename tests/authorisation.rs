@@ -1509,8 +1509,9 @@ fn logged_readers_of(entries: &[String], owner: &str) -> std::collections::BTree
         .collect()
 }
 
-/// Reads whose callers leave at once — before the read begins, or once it is on record as
-/// able to send AUS's reports but before any went — are all completed on record, and
+/// Reads (queries and subscriptions) whose callers leave at once — before the read
+/// begins, or once it is on record as able to send AUS's reports but before any went —
+/// are all completed on record, and
 /// AUS's access list, read in small pages, holds every read the log names AUS in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list() {
@@ -1519,8 +1520,13 @@ async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list(
     for i in 0..60u64 {
         let mut idn = idn.clone();
         let call = tokio::spawn(async move {
-            let mut stream = idn.query(smuggling()).await?.into_inner();
-            stream.message().await.map(drop)
+            if i % 2 == 0 {
+                let mut stream = idn.query(smuggling()).await?.into_inner();
+                stream.message().await.map(drop)
+            } else {
+                let mut stream = idn.subscribe(smuggling()).await?.into_inner();
+                stream.message().await.map(drop)
+            }
         });
         tokio::time::sleep(Duration::from_micros(150 * (i % 30))).await;
         call.abort();
@@ -1532,17 +1538,17 @@ async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list(
             common::audit_log(&mut admin)
                 .await
                 .iter()
-                .all(|e| !(e.action == "query" && e.in_progress))
+                .all(|e| !e.in_progress)
         }
     })
     .await;
     let queries = common::audit_log(&mut admin)
         .await
         .iter()
-        .filter(|e| e.action == "query")
+        .filter(|e| e.action == "query" || e.action == "subscribe")
         .count();
     // Some calls are left before they reach the server; most are not.
-    assert!(queries >= 10, "{queries} queries reached the server");
+    assert!(queries >= 10, "{queries} reads reached the server");
 
     let mut log = TransparencyClient::new(world.server.channel(&operator(&world.pki)).await);
     let logged = logged_readers_of(&log_entries(&mut log).await, "AUS");

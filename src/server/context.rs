@@ -133,11 +133,20 @@ impl Context {
         self.writer.audit(record).await.map_err(|e| unrecorded(&e))
     }
 
-    /// Records the start of a read (`started`) and returns its record's number. Written
-    /// on a task of its own: if the caller goes away meanwhile — the call is dropped
-    /// before its read begins —, the record is completed at once as `nothing` taken
-    /// rather than left in progress for good.
-    async fn audit_start(&self, started: AuditRecord, nothing: AuditRecord) -> Result<u64, Status> {
+    /// Records the start of a read of `kind` by `principal` of `state` and returns its
+    /// record's number. Written on a task of its own: if the caller goes away meanwhile
+    /// — the call is dropped before its read begins —, the record is completed at once
+    /// with nothing taken rather than left in progress for good.
+    pub(super) async fn audit_start(
+        &self,
+        kind: &ReadKind,
+        (principal, state): (&str, &str),
+        detail: &str,
+    ) -> Result<u64, Status> {
+        let started = kind.started(principal, state, detail);
+        let nothing = Ledger::default()
+            .close()
+            .to_audit(principal, state, kind, detail);
         let (sent, received) = tokio::sync::oneshot::channel();
         let writer = self.writer.clone();
         tokio::spawn(async move {
@@ -192,12 +201,7 @@ impl Context {
         let principal = peer.principal().spiffe_id();
         let ledger = Arc::new(Ledger::default());
         let number = self
-            .audit_start(
-                kind.started(&principal, state.as_str(), &detail),
-                Ledger::default()
-                    .close()
-                    .to_audit(&principal, state.as_str(), &kind, &detail),
-            )
+            .audit_start(&kind, (&principal, state.as_str()), &detail)
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (queue, taken) = (ledger.clone(), ledger.stream(ReceiverStream::new(rx)));

@@ -288,7 +288,7 @@ impl Context {
             category: filter.category,
         };
         let number = self
-            .audit(kind.started(&principal, state.as_str(), &detail))
+            .audit_start(&kind, (&principal, state.as_str()), &detail)
             .await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ledger = Arc::new(Ledger::default());

@@ -230,6 +230,69 @@ async fn a_refused_first_run_leaves_the_directory_free() {
     assert!(state_dir.join("witness.vkey").exists());
 }
 
+/// A first run given the wrong log key (same origin, another key) records nothing — no
+/// log key, no checkpoint — and says so without raising the rewritten-log alarm; the run
+/// with the right key then starts the directory. An analyst's certificate is refused
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let wrong = tidemark::tlog::note::NoteSigner::from_seed("tidemark.test/log", [3; 32])
+        .unwrap()
+        .verifier()
+        .verifier_key();
+    let wrong_file = dir.path().join("wrong.vkey");
+    std::fs::write(&wrong_file, format!("{wrong}\n")).unwrap();
+    let state_dir = dir.path().join("aus-witness");
+    let mut args = vec![
+        "log".to_owned(),
+        "witness".into(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--endpoint".into(),
+        server.endpoint(),
+        "--as".into(),
+        aus,
+        "--log-key".into(),
+        wrong_file.display().to_string(),
+    ];
+    let refused = run(args.clone()).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("nothing was recorded"),
+        "{}",
+        text(&refused)
+    );
+    for file in ["log.vkey", "checkpoint", "witness.vkey"] {
+        assert!(!state_dir.join(file).exists(), "{file}");
+    }
+    args.truncate(args.len() - 2);
+    let next = run(args).await;
+    assert!(next.status.success(), "{}", text(&next));
+    assert!(state_dir.join("log.vkey").exists());
+
+    let analyst = common::analyst(&pki, "AUS");
+    std::fs::write(dir.path().join("aus-analyst.pem"), analyst.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("aus-analyst.key"), analyst.key_pem()).unwrap();
+    let analyst_dir = dir.path().join("analyst-witness");
+    let refused = witness(
+        &server,
+        &dir.path().join("aus-analyst").display().to_string(),
+        &analyst_dir,
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("runs as a state's node"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!analyst_dir.exists());
+}
+
 /// `tidemark log proof` of leaf `index` under the checkpoint of `size` leaves.
 fn proof_args(
     server: &TestServer,

@@ -166,28 +166,46 @@ pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
     print_accepted(&response, out, args.json)
 }
 
-/// The state a node certificate names, read from its SPIFFE ID.
-pub(super) fn state_of(identity: &client::ClientIdentity) -> anyhow::Result<String> {
+/// The SPIFFE ID a client certificate names.
+fn spiffe_id_of(identity: &client::ClientIdentity) -> anyhow::Result<String> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let der = CertificateDer::from_pem_slice(identity.cert_pem().as_bytes())
         .map_err(|e| anyhow!("reading the client certificate: {e}"))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| anyhow!("reading the client certificate: {e}"))?;
     let sans = cert.subject_alternative_name().ok().flatten();
-    let uri = sans
-        .iter()
+    sans.iter()
         .flat_map(|ext| ext.value.general_names.iter())
         .find_map(|n| match n {
-            x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
             _ => None,
         })
-        .ok_or_else(|| anyhow!("the client certificate names no SPIFFE ID"))?;
+        .ok_or_else(|| anyhow!("the client certificate names no SPIFFE ID"))
+}
+
+/// The state a state's certificate names, read from its SPIFFE ID.
+pub(super) fn state_of(identity: &client::ClientIdentity) -> anyhow::Result<String> {
+    let uri = spiffe_id_of(identity)?;
     let state = uri
         .split("/state/")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| anyhow!("{uri} is not a state's node"))?;
     Ok(state.to_owned())
+}
+
+/// The state of a node certificate; anything else (an analyst's, an operator's) is
+/// refused, saying that `what` needs a node's.
+pub(super) fn node_state_of(
+    identity: &client::ClientIdentity,
+    what: &str,
+) -> anyhow::Result<String> {
+    let uri = spiffe_id_of(identity)?;
+    let state = state_of(identity)?;
+    if !uri.contains(&format!("/state/{state}/node/")) {
+        bail!("{what} runs as a state's node (--as certs/<state>-node); {uri} is not a node");
+    }
+    Ok(state)
 }
 
 /// The receipt files asked for.
@@ -360,6 +378,19 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     if text.starts_with(tidemark::tlog::proof::HEADER) {
         return verify_log_proof(&text, args);
     }
+    let first = text.lines().next().unwrap_or_default().to_owned();
+    let neither = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "{} is neither a log proof (whose first line is exactly {}; this file's is {}) \
+             nor a DSSE JSON envelope ({e})",
+            args.file.display(),
+            tidemark::tlog::proof::HEADER,
+            format!("{:?}", tidemark::report::shorten(first.clone(), 64))
+        )
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+        return Err(neither(&e));
+    }
     // A receipt is checked, not sent: a signature that cannot be read spoils no other.
     // (Keys given twice are refused first: a value would keep only the last.)
     input::no_duplicate_keys(&text).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
@@ -370,13 +401,7 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
         }
         Err(_) => text,
     };
-    let envelope: pb::Envelope = input::from_json(&text).map_err(|e| {
-        anyhow!(
-            "{} is neither a log proof ({}) nor a DSSE JSON envelope: {e}",
-            args.file.display(),
-            tidemark::tlog::proof::HEADER
-        )
-    })?;
+    let envelope: pb::Envelope = input::from_json(&text).map_err(|e| neither(&e))?;
     if !args.witness_keys.is_empty() {
         bail!(
             "{} is a signed receipt, which no witness cosigns: --witness-key checks a log \

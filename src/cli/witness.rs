@@ -16,7 +16,7 @@ use tidemark::{
     tlog::{checkpoint::Checkpoint, cosignature::Cosigner, merkle, note::NoteVerifier},
 };
 
-use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::state_of};
+use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::node_state_of};
 
 /// Check that the log only grew since this witness last looked, then cosign it.
 ///
@@ -64,45 +64,15 @@ pub struct Alarm {
 const MAX_STATE_FILE: u64 = 64 * 1024;
 
 pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
+    // Who runs it is checked before anything is written.
+    let identity = args.client.identity()?;
+    let state = CountryCode::parse(&node_state_of(&identity, "a witness")?)
+        .map_err(|e| anyhow!("the node certificate's state: {e}"))?;
+    let key = args.signing.load(&args.client)?;
     fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let _lock = lock(&args.state_dir.join("witness.lock"))?;
-    let identity = args.client.identity()?;
-    let state = CountryCode::parse(&state_of(&identity)?)
-        .map_err(|e| anyhow!("the node certificate's state: {e}"))?;
-    let key = args.signing.load(&args.client)?;
-    let mut log = TransparencyClient::new(args.client.connect().await?);
-
-    let vkey = log_key(&args, &mut log).await?;
-    let verifier = NoteVerifier::parse(vkey.trim())
-        .map_err(|e| anyhow!("the log key in {}: {e}", args.state_dir.display()))?;
-    let newest = log
-        .get_checkpoint(pb::GetCheckpointRequest {})
-        .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
-    let new = Checkpoint::open(&newest.note, &verifier).map_err(|e| Alarm {
-        code: 4,
-        message: format!(
-            "the server's newest checkpoint is not signed by the log key this witness \
-             holds ({e}): the log's key or origin changed, or this is not the same log"
-        ),
-    })?;
-    let name = witness_name(&new.origin, state);
-    let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
     let identity = args.state_dir.join("witness.vkey");
-    if identity.exists() {
-        let held = super::input::read_text_at_most(&identity, MAX_STATE_FILE)?;
-        if held.trim() != cosigner.key().verifier_key() {
-            bail!(
-                "{} is the directory of another witness ({}); this one is {}: give each \
-                 witness (state and signing key) its own --state-dir",
-                args.state_dir.display(),
-                held.trim(),
-                cosigner.key().verifier_key()
-            );
-        }
-    }
     let held_path = args.state_dir.join("checkpoint");
     if !held_path.exists() && identity.exists() {
         // witness.vkey is written only after a checkpoint was kept and cosigned: this one
@@ -114,6 +84,26 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
              (a rollback since the last run would then go unseen)",
             args.state_dir.display()
         );
+    }
+    let mut log = TransparencyClient::new(args.client.connect().await?);
+
+    let (vkey, first_run) = log_key(&args, &mut log).await?;
+    let verifier = NoteVerifier::parse(vkey.trim())
+        .map_err(|e| anyhow!("the log key in {}: {e}", args.state_dir.display()))?;
+    let (newest, new) = newest_checkpoint(&mut log, &verifier, first_run).await?;
+    let name = witness_name(&new.origin, state);
+    let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
+    if identity.exists() {
+        let held = super::input::read_text_at_most(&identity, MAX_STATE_FILE)?;
+        if held.trim() != cosigner.key().verifier_key() {
+            bail!(
+                "{} is the directory of another witness ({}); this one is {}: give each \
+                 witness (state and signing key) its own --state-dir",
+                args.state_dir.display(),
+                held.trim(),
+                cosigner.key().verifier_key()
+            );
+        }
     }
     if held_path.exists() {
         let held_note = super::input::read_note(&held_path, MAX_STATE_FILE)?;
@@ -127,6 +117,13 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
             args.state_dir.display(),
             new.size
         );
+    }
+    if first_run {
+        // Recorded once a checkpoint has verified with it.
+        write_atomically(
+            &args.state_dir.join("log.vkey"),
+            format!("{}\n", vkey.trim()).as_bytes(),
+        )?;
     }
     write_atomically(&held_path, newest.note.as_bytes())?;
     let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
@@ -159,11 +156,43 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The log's verifier key: the one recorded, or recorded now from --log-key or the server.
+/// The server's newest checkpoint, as a note and as verified with the log key.
+async fn newest_checkpoint(
+    log: &mut TransparencyClient<tonic::transport::Channel>,
+    verifier: &NoteVerifier,
+    first_run: bool,
+) -> anyhow::Result<(pb::Checkpoint, Checkpoint)> {
+    let newest = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
+    match Checkpoint::open(&newest.note, verifier) {
+        Ok(new) => Ok((newest, new)),
+        // Nothing is recorded yet: a wrong key given, or the wrong server.
+        Err(e) if first_run => bail!(
+            "the server's newest checkpoint does not verify with the log key {} ({e}); \
+             nothing was recorded: check --log-key against the key the operator published \
+             and the server you connect to",
+            verifier.verifier_key()
+        ),
+        Err(e) => Err(Alarm {
+            code: 4,
+            message: format!(
+                "the server's newest checkpoint is not signed by the log key this witness \
+                 holds ({e}): the log's key or origin changed, or this is not the same log"
+            ),
+        }
+        .into()),
+    }
+}
+
+/// The log's verifier key: the one recorded, or (on a first run: `true`) the one from
+/// --log-key or the server, to be recorded once a checkpoint verifies with it.
 async fn log_key(
     args: &WitnessArgs,
     log: &mut TransparencyClient<tonic::transport::Channel>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, bool)> {
     let recorded = args.state_dir.join("log.vkey");
     if !recorded.exists() && args.state_dir.join("checkpoint").exists() {
         bail!(
@@ -186,7 +215,7 @@ async fn log_key(
                 recorded.display()
             );
         }
-        return Ok(held);
+        return Ok((held, false));
     }
     let key = if let Some(key) = given {
         key
@@ -210,8 +239,7 @@ async fn log_key(
             key.trim()
         )
     })?;
-    write_atomically(&recorded, format!("{}\n", key.trim()).as_bytes())?;
-    Ok(key)
+    Ok((key, true))
 }
 
 /// Refuses (with an [`Alarm`]) unless `new` is `held` or a consistent extension of it.

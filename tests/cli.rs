@@ -295,6 +295,21 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no witness cosigns"));
+    // A file that is neither (here the log proof with a blank line before it) says what a
+    // log proof starts with, and what this one starts with.
+    let led = file("led.proof");
+    std::fs::write(
+        &led,
+        format!("\n{}", std::fs::read_to_string(&proof).unwrap()),
+    )
+    .unwrap();
+    let out = run(args(&["verify-receipt", &led])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("is neither a log proof (whose first line is exactly c2sp.org/tlog-proof@v1; this file's is \"\")"),
+        "{said}"
+    );
 
     // A refused submission (same id and version, other content) leaves no file.
     let mut changed: serde_json::Value =

@@ -378,14 +378,17 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     if text.starts_with(tidemark::tlog::proof::HEADER) {
         return verify_log_proof(&text, args);
     }
-    let first = text.lines().next().unwrap_or_default().to_owned();
+    let first = format!(
+        "{:?}",
+        tidemark::report::shorten(text.lines().next().unwrap_or_default().to_owned(), 64)
+    );
     let neither = |e: &dyn std::fmt::Display| {
         anyhow!(
             "{} is neither a log proof (whose first line is exactly {}; this file's is {}) \
              nor a DSSE JSON envelope ({e})",
             args.file.display(),
             tidemark::tlog::proof::HEADER,
-            format!("{:?}", tidemark::report::shorten(first.clone(), 64))
+            first
         )
     };
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {

@@ -125,6 +125,15 @@ async fn every_audit_record_of_a_read_is_in_the_log() {
     let entry = String::from_utf8(access.log_entry.clone()).unwrap();
     assert_eq!(Entry::field(&entry, "status"), Some("complete"));
     assert_eq!(Entry::field(&entry, "owners"), Some("AUS:1 IDN:1"));
+    // The operator opens the entry's commitment to the request for an auditor.
+    let mut admin = world.server.admin(&common::operator(&world.pki)).await;
+    let record = common::audit_record(&mut admin, access.number).await;
+    assert_eq!(record.detail_salt.len(), 16);
+    let opened = sha256(&[&record.detail_salt[..], record.detail.as_bytes()].concat());
+    assert_eq!(
+        Entry::field(&entry, "detail"),
+        Some(format!("sha256:{}", hex::encode(opened)).as_str())
+    );
 
     let mut log = transparency(&world, Role::Node(common::state("AUS")), "aus-1").await;
     let key = log_key(&mut log).await;

@@ -89,11 +89,11 @@ pub async fn verify(
         );
     }
     outln!(
-        "verified against the checkpoint of {} leaves held in {}: {} accesses shown are in \
-         the log as they stand, and it names none that the list leaves out{}",
+        "verified against the checkpoint of {} leaves held in {}: {} shown, each in the log \
+         as it stands, and the log names none that the list leaves out{}",
         held.size,
         witness_dir.display(),
-        accesses.len() - pending,
+        super::labels::count((accesses.len() - pending) as u64, "access", "accesses"),
         if pending == 0 {
             String::new()
         } else {

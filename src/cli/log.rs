@@ -255,7 +255,12 @@ pub(super) async fn entries_under(
             .map_err(|s| anyhow!(client::explain(&s)))?
             .into_inner();
         if page.entries.is_empty() {
-            bail!("the server returned no entries from leaf {start}, below the checkpoint's size");
+            bail!(
+                "the server's log ends at leaf {start}, short of the {} leaves of the \
+                 checkpoint held: the log was rolled back (or this is not the server that \
+                 signed it); keep the checkpoint as evidence and raise it with the operator",
+                checkpoint.size
+            );
         }
         progress.inc(page.entries.len() as u64);
         for entry in page.entries {

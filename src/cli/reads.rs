@@ -650,8 +650,8 @@ pub struct AuditArgs {
     _my_data: bool,
     #[command(subcommand)]
     check: Option<AuditCheck>,
-    /// At most this many entries (1 or more).
-    #[arg(long, default_value_t = 100, value_parser = whole(1u32, u32::MAX))]
+    /// At most this many entries (1 or more; --verify reads them all).
+    #[arg(long, default_value_t = 100, value_parser = whole(1u32, u32::MAX), conflicts_with = "verify")]
     limit: u32,
     /// Check the list against the transparency log under the checkpoint your witness
     /// holds (--state-dir): every access shown is in the log, and the log names none that
@@ -752,11 +752,16 @@ pub(super) fn access_line(a: &pb::DataAccess) -> String {
     } else {
         format!("{} of your reports", a.count)
     };
+    let reader = super::labels::printable(&a.reader);
+    // A regional analyst is of no state.
+    let who = if a.reader_state.is_empty() {
+        reader.into_owned()
+    } else {
+        format!("{} ({reader})", super::labels::printable(&a.reader_state))
+    };
     format!(
-        "{}  {} ({}) {}: {count}",
+        "{}  {who} {}: {count}",
         format_time(a.at_unix),
-        super::labels::printable(&a.reader_state),
-        super::labels::printable(&a.reader),
         super::labels::printable(&a.action)
     )
 }

@@ -98,7 +98,10 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         if held.trim() != cosigner.key().verifier_key() {
             bail!(
                 "{} is the directory of another witness ({}); this one is {}: give each \
-                 witness (state and signing key) its own --state-dir",
+                 witness (state and signing key) its own --state-dir. If this state's \
+                 signing key was rotated, start the new key's directory from this one's log \
+                 key and checkpoint (copy log.vkey and checkpoint into an empty directory), \
+                 so that a rollback since the last run is still seen",
                 args.state_dir.display(),
                 held.trim(),
                 cosigner.key().verifier_key()
@@ -107,8 +110,15 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     }
     if held_path.exists() {
         let held_note = super::input::read_note(&held_path, MAX_STATE_FILE)?;
-        let held = Checkpoint::open(&held_note, &verifier)
-            .map_err(|e| anyhow!("the checkpoint held in {}: {e}", held_path.display()))?;
+        let held = Checkpoint::open(&held_note, &verifier).map_err(|e| {
+            anyhow!(
+                "the checkpoint held in {} does not open with the log key held beside it \
+                 ({e}): restore it from a backup of the directory, or start over in an \
+                 empty directory on purpose (a rollback since the last run would then go \
+                 unseen)",
+                held_path.display()
+            )
+        })?;
         check_extension(&mut log, &held, &new).await?;
     } else {
         errln!(
@@ -248,6 +258,17 @@ async fn check_extension(
     held: &Checkpoint,
     new: &Checkpoint,
 ) -> anyhow::Result<()> {
+    if new.origin != held.origin {
+        return Err(Alarm {
+            code: 4,
+            message: format!(
+                "the server's log is named {:?}, not {:?} as the checkpoint this witness \
+                 verified; nothing was cosigned",
+                new.origin, held.origin
+            ),
+        }
+        .into());
+    }
     if new.size < held.size {
         return Err(Alarm {
             code: 3,

@@ -482,6 +482,7 @@ impl pb::admin_server::Admin for AdminService {
                 state: r.state,
                 action: r.action,
                 detail: r.detail,
+                detail_salt: r.detail_salt,
                 count: r.count,
                 by_owner: r.owners.into_iter().map(|o| (o.owner, o.count)).collect(),
                 in_progress: r.in_progress,

@@ -74,11 +74,7 @@ impl Administration {
     /// the file with its manifest; the caller streams the file and deletes it. Setting
     /// `stop` (the caller went away, or may no longer take it) ends the copy early with
     /// [`AdminError::Stopped`], the partial copy deleted.
-    pub(crate) fn backup(
-        &self,
-        now: i64,
-        stop: &AtomicBool,
-    ) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
+    pub(crate) fn backup(&self, now: i64, stop: &AtomicBool) -> Result<Backup, AdminError> {
         use std::sync::atomic::Ordering;
         if self.backing_up.swap(true, Ordering::AcqRel) {
             return Err(AdminError::Busy(
@@ -90,11 +86,7 @@ impl Administration {
         result
     }
 
-    fn backup_now(
-        &self,
-        now: i64,
-        stop: &AtomicBool,
-    ) -> Result<(BackupCopy, pb::BackupManifest), AdminError> {
+    fn backup_now(&self, now: i64, stop: &AtomicBool) -> Result<Backup, AdminError> {
         let store = self.store.path();
         // The copy is made beside the store, then streamed: it needs about the store's
         // size free there, and must not fill the disk the writer needs.
@@ -129,9 +121,10 @@ impl Administration {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(stopped());
         }
-        Ok((
+        Ok(Backup {
             copy,
-            pb::BackupManifest {
+            owners: contents.reports_by_state,
+            manifest: pb::BackupManifest {
                 taken_at_unix: now,
                 envelopes: contents.envelopes,
                 last_sequence: contents.last_sequence,
@@ -141,7 +134,7 @@ impl Administration {
                 bytes,
                 sha256,
             },
-        ))
+        })
     }
 
     /// The actions over `store` (changed through its `writer`) and `trust`, for
@@ -485,6 +478,14 @@ fn invalid(field: &'static str, err: impl std::fmt::Display) -> AdminError {
         reason: err.to_string(),
         whole: format!("{field}: {err}"),
     }
+}
+
+/// A backup taken: its copy, its manifest, and the reports it holds by owning state (each
+/// owner finds the backup among the reads of its data).
+pub(crate) struct Backup {
+    pub(crate) copy: BackupCopy,
+    pub(crate) manifest: pb::BackupManifest,
+    pub(crate) owners: std::collections::BTreeMap<String, u64>,
 }
 
 /// A backup's copy of the store beside it, deleted when this is dropped.

@@ -24,6 +24,16 @@ use tonic_reflection::pb::v1::{
 
 type Exchange = pb::exchange_client::ExchangeClient<Channel>;
 
+/// The serial of the certificate `exchange` connects with.
+async fn serial_of(exchange: &mut Exchange) -> String {
+    exchange
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial
+}
+
 /// Long enough that a call which should end never makes the test hang.
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -46,12 +56,7 @@ impl Cause {
         let mut admin = world.server.admin(&operator(&world.pki)).await;
         match self {
             Self::Revoke => {
-                let serial = reader
-                    .who_am_i(pb::WhoAmIRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .certificate_serial;
+                let serial = serial_of(reader).await;
                 admin
                     .revoke_certificate(pb::RevokeCertificateRequest {
                         serial,
@@ -703,12 +708,7 @@ async fn a_revocation_takes_effect_when_the_crl_cannot_be_written() {
     drop(crl_dir);
     let mut admin = world.server.admin(&operator(&world.pki)).await;
     let mut idn = world.exchange("IDN").await;
-    let serial = idn
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .certificate_serial;
+    let serial = serial_of(&mut idn).await;
     Cause::Revoke.apply(&world, &mut idn).await;
     let refused = idn.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -796,12 +796,7 @@ async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
     else {
         panic!("the manifest comes first");
     };
-    let serial = pb::exchange_client::ExchangeClient::new(channel)
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .certificate_serial;
+    let serial = serial_of(&mut pb::exchange_client::ExchangeClient::new(channel)).await;
     world
         .server
         .admin(&operator(&world.pki))
@@ -1430,12 +1425,7 @@ async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
         let mut log = TransparencyClient::new(world.server.channel(&operator(&world.pki)).await);
         let mut admin = world.server.admin(&operator(&world.pki)).await;
         let mut idn = world.exchange("IDN").await;
-        let serial = idn
-            .who_am_i(pb::WhoAmIRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .certificate_serial;
+        let serial = serial_of(&mut idn).await;
         let start = log_size(&mut log).await;
         let requests: Vec<pb::SubmitRequest> = (10..1_510)
             .map(|seed| pb::SubmitRequest {

@@ -531,6 +531,27 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A backup reads every state's reports: AUS finds each one taken on its access list,
+    // with its one report.
+    let accesses = exchange
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses;
+    assert!(!accesses.is_empty());
+    for access in &accesses {
+        assert_eq!(
+            (
+                access.action.as_str(),
+                access.count,
+                access.reader_state.as_str()
+            ),
+            ("backup", 1, ""),
+            "{access:?}"
+        );
+        assert!(access.reader.contains("/operator/"), "{access:?}");
+    }
     // An existing file is never replaced.
     let before = std::fs::read(&file).unwrap();
     let out = backup(file.clone()).await.unwrap();

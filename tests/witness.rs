@@ -28,8 +28,9 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-async fn witness(server: &TestServer, profile: &str, state_dir: &Path) -> std::process::Output {
-    run(vec![
+/// `tidemark log witness` of `profile` in `state_dir`, against `server`.
+fn witness_args(server: &TestServer, profile: &str, state_dir: &Path) -> Vec<String> {
+    vec![
         "log".into(),
         "witness".into(),
         "--state-dir".into(),
@@ -38,8 +39,11 @@ async fn witness(server: &TestServer, profile: &str, state_dir: &Path) -> std::p
         server.endpoint(),
         "--as".into(),
         profile.to_owned(),
-    ])
-    .await
+    ]
+}
+
+async fn witness(server: &TestServer, profile: &str, state_dir: &Path) -> std::process::Output {
+    run(witness_args(server, profile, state_dir)).await
 }
 
 /// Submits sample report `seed` of `state` through the command line.
@@ -204,18 +208,8 @@ async fn a_refused_first_run_leaves_the_directory_free() {
     let stray = dir.path().join("unregistered-signing");
     tidemark::pki::write_signing_key(&stray).unwrap();
     let state_dir = dir.path().join("aus-witness");
-    let mut args = vec![
-        "log".to_owned(),
-        "witness".into(),
-        "--state-dir".into(),
-        state_dir.display().to_string(),
-        "--endpoint".into(),
-        server.endpoint(),
-        "--as".into(),
-        aus.clone(),
-        "--signing-key".into(),
-        format!("{}.key", stray.display()),
-    ];
+    let mut args = witness_args(&server, &aus, &state_dir);
+    args.extend(["--signing-key".into(), format!("{}.key", stray.display())]);
     let refused = run(args.clone()).await;
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(
@@ -247,18 +241,8 @@ async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
     let wrong_file = dir.path().join("wrong.vkey");
     std::fs::write(&wrong_file, format!("{wrong}\n")).unwrap();
     let state_dir = dir.path().join("aus-witness");
-    let mut args = vec![
-        "log".to_owned(),
-        "witness".into(),
-        "--state-dir".into(),
-        state_dir.display().to_string(),
-        "--endpoint".into(),
-        server.endpoint(),
-        "--as".into(),
-        aus,
-        "--log-key".into(),
-        wrong_file.display().to_string(),
-    ];
+    let mut args = witness_args(&server, &aus, &state_dir);
+    args.extend(["--log-key".into(), wrong_file.display().to_string()]);
     let refused = run(args.clone()).await;
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(

@@ -3,14 +3,14 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    administration::{BackupCopy, KeyRegistration},
+    administration::{Backup, BackupCopy, KeyRegistration},
     country::CountryCode,
     identity::Role,
     pb,
     report::Category,
     server::{auth, context::Context, guard::Guarded},
     signing::PublicKey,
-    store::{AuditRecord, KeyRecord, StateRecord},
+    store::{AuditRecord, KeyRecord, OwnerReads, StateRecord},
 };
 
 /// The audit actions of an operator's reads.
@@ -190,19 +190,36 @@ impl pb::admin_server::Admin for AdminService {
         let stop = StopOnDrop::default();
         let flag = stop.0.clone();
         let making = self.ctx.blocking(move |ctx| ctx.admin.backup(now, &flag));
-        let (copy, manifest) = tokio::select! {
+        let Backup {
+            copy,
+            manifest,
+            owners,
+        } = tokio::select! {
             made = making => made?,
             refused = guard.lapsed() => return Err(refused),
         };
-        self.audit(
-            operator,
-            "backup",
-            format!(
-                "{} envelopes (last sequence {}), {} bytes, sha256 {}",
-                manifest.envelopes, manifest.last_sequence, manifest.bytes, manifest.sha256
-            ),
-        )
-        .await?;
+        // A read of every state's reports: each owner finds it on its access list.
+        let owners: Vec<OwnerReads> = owners
+            .into_iter()
+            .map(|(owner, count)| OwnerReads {
+                owner,
+                count,
+                report_ids: Vec::new(),
+            })
+            .collect();
+        self.ctx
+            .audit(AuditRecord {
+                principal: operator,
+                action: "backup".to_owned(),
+                detail: format!(
+                    "{} envelopes (last sequence {}), {} bytes, sha256 {}",
+                    manifest.envelopes, manifest.last_sequence, manifest.bytes, manifest.sha256
+                ),
+                count: owners.iter().map(|o| o.count).sum(),
+                owners,
+                ..AuditRecord::default()
+            })
+            .await?;
         Ok(Response::new(guard.guard(stream_backup(
             copy,
             manifest,

@@ -28,6 +28,8 @@ pub struct Contents {
     pub log_size: u64,
     /// The latest signed checkpoint (C2SP tlog-checkpoint note), if any.
     pub checkpoint: String,
+    /// Reports (each with all its versions, retracted or not) per owning state.
+    pub reports_by_state: std::collections::BTreeMap<String, u64>,
 }
 
 /// Every table of the store, copied by [`copy`]: a store holding any other table is
@@ -123,6 +125,11 @@ pub(super) fn contents(db: &Database) -> Result<Contents, StoreError> {
     let tx = db.begin_read()?;
     let envelopes = tx.open_table(ENVELOPES)?;
     let checkpoints = tx.open_table(CHECKPOINTS)?;
+    let mut reports_by_state = std::collections::BTreeMap::new();
+    for head in tx.open_table(REPORTS)?.iter()? {
+        let head: super::ReportHead = super::decode(head?.1.value())?;
+        *reports_by_state.entry(head.state).or_insert(0) += 1;
+    }
     Ok(Contents {
         envelopes: envelopes.len()?,
         last_sequence: envelopes.last()?.map_or(0, |(k, _)| k.value()),
@@ -132,6 +139,7 @@ pub(super) fn contents(db: &Database) -> Result<Contents, StoreError> {
             .last()?
             .map(|(_, v)| v.value().to_owned())
             .unwrap_or_default(),
+        reports_by_state,
     })
 }
 

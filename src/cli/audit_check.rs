@@ -117,13 +117,16 @@ fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<
     // An aggregate's entry names the owners without counts: only that it counted some
     // of this state's reports can be checked. Every other entry states the count.
     let withheld = field("action") == "aggregate" && field("count") == "-";
-    let mine = Entry::owners(entry)
+    let mine = match Entry::owners(entry)
         .into_iter()
         .find(|(owner, _)| *owner == state)
-        .map(|(_, count)| match count {
-            Some(n) => n == access.count,
-            None => withheld,
-        });
+    {
+        Some((_, Some(n))) => n == access.count,
+        Some((_, None)) => withheld,
+        // Named while in progress (raised ahead), then completed without this state's
+        // reports: the list shows it with none.
+        None => access.count == 0,
+    };
     let status = if access.in_progress {
         "in-progress"
     } else {
@@ -132,7 +135,7 @@ fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<
     let same = field("principal") == access.reader
         && field("action") == access.action
         && field("at") == access.at_unix.to_string()
-        && mine == Some(true)
+        && mine
         && field("status") == status;
     (!same).then(|| {
         format!(
@@ -266,6 +269,28 @@ mod tests {
                 displayed_wrong(&access, &entry(status), "AUS").is_some(),
                 wrong,
                 "{in_progress} {status}"
+            );
+        }
+    }
+
+    /// A read raised ahead for this state's reports that took none of them: its final
+    /// entry no longer names the state, and the list shows it with 0 — and only with 0.
+    #[test]
+    fn a_read_completed_without_the_states_reports_is_shown_with_none() {
+        let entry = "tidemark.audit/v1\nnumber 7\nstatus complete\nat 100\nprincipal \
+                     spiffe://t/state/IDN/node/n\nstate IDN\naction query\nowners THA:3\n";
+        for (count, wrong) in [(0, false), (1, true)] {
+            let access = pb::DataAccess {
+                at_unix: 100,
+                reader: "spiffe://t/state/IDN/node/n".to_owned(),
+                action: "query".to_owned(),
+                count,
+                ..pb::DataAccess::default()
+            };
+            assert_eq!(
+                displayed_wrong(&access, entry, "AUS").is_some(),
+                wrong,
+                "{count}"
             );
         }
     }

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use tokio::{sync::mpsc, time::timeout};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
@@ -23,7 +22,7 @@ use crate::{
     report::Category,
     server::{
         auth,
-        delivery::{Cut, Delivered, Drained, Ledger, Unfinished, cut_short},
+        delivery::{self, Cut, Delivered, Drained, Ledger, Unfinished, cut_short},
         feed::Feed,
         guard::{CallGuard, Guarded, StandingWatch},
         reads::OpenStreams,
@@ -33,9 +32,6 @@ use crate::{
     tlog::LogSigner,
     trust::Trust,
 };
-
-/// Results queued ahead of a slow reader.
-const STREAM_BUFFER: usize = 256;
 
 /// Everything the services share; cheap to clone.
 #[derive(Clone)]
@@ -133,16 +129,17 @@ impl Context {
         self.writer.audit(record).await.map_err(|e| unrecorded(&e))
     }
 
-    /// Records the start of a read of `kind` by `principal` of `state` and returns its
-    /// record's number. Written on a task of its own: if the caller goes away meanwhile
-    /// — the call is dropped before its read begins —, the record is completed at once
-    /// with nothing taken rather than left in progress for good.
+    /// Records the start of a read of `kind` by `principal` of `state`. Written on a task
+    /// of its own, and handed back as a [`Started`] record: if the caller goes away before
+    /// its read begins — the call is dropped while the record is written, or after —, the
+    /// record is completed at once with nothing taken rather than left in progress for
+    /// good.
     pub(super) async fn audit_start(
         &self,
         kind: &ReadKind,
         (principal, state): (&str, &str),
         detail: &str,
-    ) -> Result<u64, Status> {
+    ) -> Result<Started, Status> {
         let started = kind.started(principal, state, detail);
         let nothing = Ledger::default()
             .close()
@@ -150,12 +147,13 @@ impl Context {
         let (sent, received) = tokio::sync::oneshot::channel();
         let writer = self.writer.clone();
         tokio::spawn(async move {
-            let written = writer.audit(started).await;
-            if let Err(Ok(number)) = sent.send(written)
-                && let Err(e) = writer.update_audit(number, nothing).await
-            {
-                tracing::error!(number, error = %e, "the record of a read its caller left before it began could not be completed");
-            }
+            let written = writer.audit(started).await.map(|number| Started {
+                number,
+                writer,
+                nothing: Some(nothing),
+            });
+            // Not taken: dropped here, and so completed.
+            let _ = sent.send(written);
         });
         received
             .await
@@ -199,12 +197,13 @@ impl Context {
             .open_slot(&self.reads, peer, state, (kind.action, &detail))
             .await?;
         let principal = peer.principal().spiffe_id();
-        let ledger = Arc::new(Ledger::default());
+        // No await from here to the read's task: nothing can drop the call in between.
         let number = self
             .audit_start(&kind, (&principal, state.as_str()), &detail)
-            .await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let (queue, taken) = (ledger.clone(), ledger.stream(ReceiverStream::new(rx)));
+            .await?
+            .begin();
+        let (tx, ledger, taken) = delivery::queue();
+        let queue = ledger.clone();
         let writer = self.writer.clone();
         let errors = tx.clone();
         let (trust, caller) = (self.trust.clone(), peer.clone());
@@ -344,6 +343,40 @@ fn stalled(stall: std::time::Duration) -> Status {
          on record; read again (a sync resumes from its cursor)",
         stall.as_secs()
     ))
+}
+
+/// The record of a read written before the read begins. Dropped without
+/// [`Started::begin`] — its call went away first —, it is completed with nothing taken.
+pub(super) struct Started {
+    number: u64,
+    writer: Writer,
+    nothing: Option<AuditRecord>,
+}
+
+impl Started {
+    /// The record's number, for the read now beginning, which completes it.
+    pub(super) fn begin(mut self) -> u64 {
+        self.nothing = None;
+        self.number
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let Some(nothing) = self.nothing.take() else {
+            return;
+        };
+        let (writer, number) = (self.writer.clone(), self.number);
+        // Without a runtime (the server is gone) the record stays in progress, and is shown
+        // as cut short.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = writer.update_audit(number, nothing).await {
+                    tracing::error!(number, error = %e, "the record of a read its caller left before it began could not be completed");
+                }
+            });
+        }
+    }
 }
 
 /// A read refused because its audit record could not be written.

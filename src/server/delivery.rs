@@ -53,6 +53,22 @@ impl Delivered for pb::SyncItem {
     }
 }
 
+/// Results queued ahead of a slow reader.
+const STREAM_BUFFER: usize = 256;
+
+/// A read's queue: where the read sends its results, the [`Ledger`] of what its caller
+/// took, and the stream HTTP/2 takes them from.
+pub(super) fn queue<T: Delivered>() -> (
+    tokio::sync::mpsc::Sender<Result<T, Status>>,
+    Arc<Ledger>,
+    Delivering<T>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    let ledger = Arc::new(Ledger::default());
+    let taken = ledger.stream(ReceiverStream::new(rx));
+    (tx, ledger, taken)
+}
+
 /// What one read's caller has taken so far.
 #[derive(Default)]
 pub(super) struct Ledger {

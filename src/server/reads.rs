@@ -15,7 +15,6 @@ use std::{
 
 use prost::Message;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::{
@@ -27,15 +26,13 @@ use crate::{
     server::{
         auth,
         context::Context,
-        delivery::{Delivered, Ledger, cut_short},
+        delivery::{self, Delivered, Ledger, cut_short},
         feed::Batch,
         guard::Guarded,
     },
     store::{AuditRecord, Snapshot, StoreError, audit_entry},
 };
 
-/// Results queued ahead of a slow subscriber.
-const STREAM_BUFFER: usize = 256;
 /// The most changes a subscription that fell behind reads back to push; past this it is
 /// ended and the caller told to catch up with Sync.
 const MAX_CATCH_UP: usize = 1_000;
@@ -289,10 +286,10 @@ impl Context {
         };
         let number = self
             .audit_start(&kind, (&principal, state.as_str()), &detail)
-            .await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let ledger = Arc::new(Ledger::default());
-        let (queue, taken) = (ledger.clone(), ledger.stream(ReceiverStream::new(rx)));
+            .await?
+            .begin();
+        let (tx, ledger, taken) = delivery::queue();
+        let queue = ledger.clone();
         let ctx = self.clone();
         let caller = peer.clone();
         let pushing = filter.pushing();

@@ -353,7 +353,9 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         Err(why) => return Ok((Outcome::Invalid, why)),
     };
     // Every given key that made one of the signatures; the owner's own key, if among
-    // them, is the one that counts, whatever the order of signatures or files.
+    // them, is the one that counts, whatever the order of signatures or files — of
+    // several, the one revoked latest or not at all (one trusted signature suffices, as
+    // for the server).
     let signed = envelope::SignedBytes::of(&envelope);
     let signers: Vec<&Key> = keys
         .iter()
@@ -365,10 +367,17 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         })
         .collect();
     let (owner, _) = payload_facts(&envelope, "");
+    let latest = |k: &&&Key| k.revoked_at.unwrap_or(i64::MAX);
     let key = signers
         .iter()
-        .find(|k| k.state.is_some_and(|s| owner == s.as_str()))
-        .or_else(|| signers.iter().find(|k| k.state.is_none()))
+        .filter(|k| k.state.is_some_and(|s| owner == s.as_str()))
+        .max_by_key(latest)
+        .or_else(|| {
+            signers
+                .iter()
+                .filter(|k| k.state.is_none())
+                .max_by_key(latest)
+        })
         .or_else(|| signers.first())
         .copied();
     let Some(key) = key else {
@@ -699,6 +708,44 @@ mod tests {
             "envelope": envelope,
             "report": crate::cli::json::value(report, "tidemark.v1.Report"),
         })
+    }
+
+    /// An envelope signed by two of the owner's keys, one revoked before it was accepted
+    /// and one not, is valid whatever the order of signatures and key files.
+    #[test]
+    fn one_trusted_signature_suffices_whichever_comes_first() {
+        let (old, _) = SigningKey::generate().unwrap();
+        let (new, _) = SigningKey::generate().unwrap();
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(13), "AUS");
+        let at = 1_700_000_000;
+        let mut line = query_line(&report, &old, at);
+        let second = query_line(&report, &new, at)["envelope"]["signatures"][0].clone();
+        line["envelope"]["signatures"]
+            .as_array_mut()
+            .unwrap()
+            .push(second);
+        let both = || {
+            let [revoked] = aus_key(&old, Some(at - 10));
+            let [current] = aus_key(&new, None);
+            [revoked, current]
+        };
+        let mut swapped = both();
+        swapped.reverse();
+        for keys in [both(), swapped] {
+            let (outcome, said) = check(&line.to_string(), &keys, None).unwrap();
+            assert!(matches!(outcome, Outcome::Valid), "{said}");
+        }
+        let mut reversed = line.clone();
+        reversed["envelope"]["signatures"]
+            .as_array_mut()
+            .unwrap()
+            .reverse();
+        let (outcome, said) =
+            check(&reversed.to_string(), &aus_key(&old, Some(at - 10)), None).unwrap();
+        assert!(
+            !matches!(outcome, Outcome::Valid),
+            "only the revoked key given: {said}"
+        );
     }
 
     /// Nothing on a line beside the envelope may say what the signed payload does not,

@@ -307,7 +307,7 @@ pub fn explain(status: &Status) -> String {
         }
         Code::FailedPrecondition => format!("refused: {}", status.message()),
         Code::NotFound => format!("not found: {}", status.message()),
-        Code::AlreadyExists => format!("already there: {}", status.message()),
+        Code::AlreadyExists => format!("conflict: {}", status.message()),
         Code::ResourceExhausted => format!("over a limit: {}", status.message()),
         Code::DeadlineExceeded => format!("timed out: {}", status.message()),
         Code::Aborted => format!("interrupted (try again): {}", status.message()),

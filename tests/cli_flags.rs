@@ -505,7 +505,7 @@ async fn a_revoked_signing_key_is_named_not_the_certificate() {
     .await;
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("lines 1 to 3 (3 reports): signature not accepted"),
+        said.contains("lines 1 to 3 (3 reports): not accepted"),
         "{said}"
     );
 }

@@ -286,10 +286,11 @@ fn fatal(code: Code) -> bool {
 fn rejection_message(code: &str, message: &str, violations: &[pb::FieldViolation]) -> String {
     // The gRPC code in words, as `client::explain` says it for a single call.
     let code = match code {
-        "ALREADY_EXISTS" => "already there",
+        // Not "already there": that is what the summary calls a duplicate, accepted.
+        "ALREADY_EXISTS" => "conflict",
         "FAILED_PRECONDITION" => "refused",
         "INVALID_ARGUMENT" => "invalid",
-        "UNAUTHENTICATED" => "signature not accepted",
+        "UNAUTHENTICATED" => "not accepted",
         "PERMISSION_DENIED" => "not allowed",
         "NOT_FOUND" => "not found",
         "RESOURCE_EXHAUSTED" => "over a limit",

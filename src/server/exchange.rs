@@ -406,11 +406,7 @@ fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejectio
     let message = if detailed {
         status.message().to_owned()
     } else {
-        let mut short: String = status.message().chars().take(SHORT_MESSAGE_CHARS).collect();
-        if short.len() < status.message().len() {
-            short.push('…');
-        }
-        short
+        shortened(status.message(), SHORT_MESSAGE_CHARS)
     };
     pb::ImportRejection {
         index,
@@ -418,6 +414,21 @@ fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejectio
         message,
         violations,
     }
+}
+
+/// `message` in at most `max` characters: its start (what went wrong) and its end (what
+/// to do), the middle cut out.
+fn shortened(message: &str, max: usize) -> String {
+    let chars = message.chars().count();
+    if chars <= max {
+        return message.to_owned();
+    }
+    let tail = max / 3;
+    let head = max - tail - 1;
+    let mut short: String = message.chars().take(head).collect();
+    short.push('…');
+    short.extend(message.chars().skip(chars - tail));
+    short
 }
 
 fn who_am_i(peer: &PeerIdentity) -> pb::WhoAmIResponse {
@@ -446,5 +457,29 @@ fn who_am_i(peer: &PeerIdentity) -> pb::WhoAmIResponse {
             seconds: peer.not_after(),
             nanos: 0,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::shortened;
+
+    proptest! {
+        /// A shortened message fits, and keeps the start and the end of the original.
+        #[test]
+        fn a_shortened_message_keeps_its_start_and_end(message in "\\PC{0,400}", max in 3usize..300) {
+            let short = shortened(&message, max);
+            let chars: Vec<char> = message.chars().collect();
+            prop_assert!(short.chars().count() <= max);
+            if chars.len() <= max {
+                prop_assert_eq!(&short, &message);
+            } else {
+                let head: String = chars[..max - max / 3 - 1].iter().collect();
+                let tail: String = chars[chars.len() - max / 3..].iter().collect();
+                prop_assert_eq!(short, format!("{head}…{tail}"));
+            }
+        }
     }
 }

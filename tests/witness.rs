@@ -254,6 +254,15 @@ async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
         assert!(!state_dir.join(file).exists(), "{file}");
     }
     args.truncate(args.len() - 2);
+    // While another run holds the directory: exit 5, apart from a usage error's 2.
+    let held = std::fs::File::create(state_dir.join("witness.lock")).unwrap();
+    held.try_lock().unwrap();
+    let locked = run(args.clone()).await;
+    assert_eq!(locked.status.code(), Some(5), "{}", text(&locked));
+    drop(held);
+    let mut bad = args.clone();
+    bad.push("--no-such-flag".into());
+    assert_eq!(run(bad).await.status.code(), Some(2));
     let next = run(args).await;
     assert!(next.status.success(), "{}", text(&next));
     assert!(state_dir.join("log.vkey").exists());

@@ -17,15 +17,48 @@ use tonic::transport::Channel;
 
 /// The manifest written beside a backup file `FILE`: `FILE.manifest.json`.
 fn manifest_path(file: &Path) -> PathBuf {
+    suffixed(file, ".manifest.json")
+}
+
+/// `file` with `suffix` after its whole name (`b.redb` → `b.redb.partial`).
+fn suffixed(file: &Path, suffix: &str) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
-    name.push(".manifest.json");
+    name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Receives the backup's data into `file`.
+async fn receive(
+    stream: &mut tonic::Streaming<pb::BackupChunk>,
+    file: &mut tokio::fs::File,
+    partial: &Path,
+    total: u64,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let progress = super::progress::bytes(total, "backup");
+    while let Some(chunk) = stream.next().await {
+        match chunk
+            .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
+            .part
+        {
+            Some(pb::backup_chunk::Part::Data(data)) => {
+                file.write_all(&data)
+                    .await
+                    .with_context(|| format!("cannot write {}", partial.display()))?;
+                progress.inc(data.len() as u64);
+            }
+            _ => bail!("the server's backup sent a second manifest"),
+        }
+    }
+    progress.finish_and_clear();
+    file.sync_all()
+        .await
+        .with_context(|| format!("cannot write {}", partial.display()))
 }
 
 /// Streams a backup into `out` (through a temporary file, renamed when its SHA-256
 /// matches the manifest) and writes the manifest beside it.
 pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
     for path in [out.to_owned(), manifest_path(out)] {
         if path.exists() || path.is_symlink() {
             bail!(
@@ -53,30 +86,30 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
         Some(Err(s)) => return Err(broken(&s)),
         _ => bail!("the server's backup did not start with its manifest"),
     };
-    let partial = out.with_extension("partial");
-    let mut file = tokio::fs::File::create(&partial)
+    // The copy holds the store's secrets: readable by its owner only from its first byte,
+    // and removed if the backup does not complete (an error, or Ctrl-C).
+    let partial = suffixed(out, ".partial");
+    let _ = std::fs::remove_file(&partial);
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(&partial)
         .await
         .with_context(|| format!("cannot write {}", partial.display()))?;
-    let progress = super::progress::bytes(manifest.bytes, "backup");
-    while let Some(chunk) = stream.next().await {
-        match chunk
-            .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
-            .part
-        {
-            Some(pb::backup_chunk::Part::Data(data)) => {
-                file.write_all(&data)
-                    .await
-                    .with_context(|| format!("cannot write {}", partial.display()))?;
-                progress.inc(data.len() as u64);
-            }
-            _ => bail!("the server's backup sent a second manifest"),
-        }
-    }
-    progress.finish_and_clear();
-    file.sync_all()
-        .await
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let received = tokio::select! {
+        received = receive(&mut stream, &mut file, &partial, manifest.bytes) => received,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
     drop(file);
+    if let Err(e) = received {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context(format!(
+            "the backup was not completed; nothing was written to {}",
+            out.display()
+        )));
+    }
     Store::owner_only(&partial).map_err(|e| anyhow!("{e}"))?;
     let (bytes, sha256) =
         file_sha256(&partial).with_context(|| format!("cannot read {}", partial.display()))?;
@@ -91,7 +124,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
     }
     // The manifest first, so that a backup file never stands without its own manifest.
     let manifest_file = manifest_path(out);
-    let manifest_partial = manifest_file.with_extension("partial");
+    let manifest_partial = suffixed(&manifest_file, ".partial");
     std::fs::write(
         &manifest_partial,
         serde_json::to_string_pretty(&manifest)? + "\n",
@@ -156,6 +189,20 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         );
     }
     let target = StoreConfig::in_dir(&args.data).path;
+    let staged = target.with_extension("restoring");
+    // What an interrupted restore left (its copy, nothing else) is not in the way.
+    let only_staged = std::fs::read_dir(&args.data).is_ok_and(|entries| {
+        let names: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names == [staged.clone()]
+    });
+    if only_staged {
+        std::fs::remove_file(&staged)
+            .with_context(|| format!("cannot remove {}", staged.display()))?;
+        errln!(
+            "removed {}, left by a restore that did not finish",
+            staged.display()
+        );
+    }
     let occupied = std::fs::read_dir(&args.data).is_ok_and(|mut entries| entries.next().is_some());
     if occupied && !args.force {
         bail!(
@@ -180,7 +227,6 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         .collect();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let staged = target.with_extension("restoring");
     // A refused backup leaves nothing behind: not its copy, nor a directory made for it.
     let abandon = || {
         let _ = std::fs::remove_file(&staged);

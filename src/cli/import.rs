@@ -36,8 +36,9 @@ const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// Every record that is not accepted is reported by its line number (for CSV, the line
 /// where the record starts) and the rest is imported. A byte-order mark at the start of
 /// the file is skipped. Re-running an import after an interruption is safe: reports
-/// already accepted count as duplicates. The summary is always printed; the exit status
-/// is non-zero if any record was rejected.
+/// already accepted count as duplicates. The summary is printed when the import ends,
+/// also when the server ends it early (not when you stop it with Ctrl-C: run it again to
+/// see what was stored); the exit status is non-zero if any record was rejected.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// The file to import (.jsonl or .csv).

@@ -27,11 +27,11 @@ use super::{client_args::ClientArgs, signing_args::SigningArgs, submit::node_sta
 /// checkpoint (atomically, before anything else), cosigns it with the state's signing key
 /// (C2SP tlog-cosignature, as `<origin>/witness/<STATE>`) and hands the cosignature back.
 ///
-/// Exit codes: 0 verified and cosigned; 1 an error (network, files, flags, a refused
-/// cosignature: a checkpoint already verified is kept, nothing else was decided); 2
-/// another run holds this directory's lock; 3 the log was rolled back (smaller than the
+/// Exit codes: 0 verified and cosigned; 1 an error (network, files, a refused
+/// cosignature: a checkpoint already verified is kept, nothing else was decided); 2 a
+/// usage error (an unknown or missing flag); 3 the log was rolled back (smaller than the
 /// checkpoint held); 4 the log was rewritten (not a consistent extension of the
-/// checkpoint held). On 3 or 4 nothing is cosigned and the checkpoint held stays: keep it
+/// checkpoint held); 5 another run holds this directory's lock (overlapping cron runs). On 3 or 4 nothing is cosigned and the checkpoint held stays: keep it
 /// as evidence and raise it with the operator and the other states.
 #[derive(Args, Debug)]
 pub struct WitnessArgs {
@@ -50,12 +50,12 @@ pub struct WitnessArgs {
     signing: SigningArgs,
 }
 
-/// An outcome with its own exit code: the lock is held (2), the log was rolled back (3)
+/// An outcome with its own exit code: the lock is held (5), the log was rolled back (3)
 /// or rewritten (4).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Alarm {
-    /// 2: locked; 3: rolled back; 4: rewritten.
+    /// 3: rolled back; 4: rewritten; 5: locked.
     pub code: u8,
     message: String,
 }
@@ -336,7 +336,7 @@ fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 fn lock(path: &Path) -> anyhow::Result<fs::File> {
     super::lock::try_lock(path)?.ok_or_else(|| {
         Alarm {
-            code: 2,
+            code: 5,
             message: format!(
                 "another `tidemark log witness` is running on this directory ({} is locked)",
                 path.display()

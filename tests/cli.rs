@@ -666,6 +666,7 @@ async fn a_queried_report_verifies_offline_and_a_mirror_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one operator's session, read top to bottom
 async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
@@ -745,6 +746,30 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(me["name"], "canberra-1");
     let serial = me["certificateSerial"].as_str().unwrap().to_owned();
+    // The node signs with its state's key beside its profile, whatever the profile is
+    // called: node/canberra-1 of AUS signs with node/aus-signing.key.
+    run_ok(args(&["keygen", "--out", &path("aus-signing")])).await;
+    run_ok(admin(&[
+        "register-key",
+        "--state",
+        "AUS",
+        "--public-key",
+        &path("aus-signing.pub.pem"),
+    ]))
+    .await;
+    let report = path("report.json");
+    let sample = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
+    std::fs::write(&report, &sample.stdout).unwrap();
+    let out = run(args(&[
+        "submit",
+        &report,
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &path("canberra-1"),
+    ]))
+    .await;
+    assert_ok(&out);
 
     run_ok(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
     let out = run(whoami()).await;

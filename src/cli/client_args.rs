@@ -82,8 +82,17 @@ impl ClientArgs {
     /// The default signing key for this identity: `certs/aus-node` → `certs/aus-signing.key`.
     pub fn profile_signing_key(&self) -> Option<PathBuf> {
         let profile = self.profile.as_ref()?;
-        let name = profile.file_name()?.to_string_lossy().into_owned();
-        let state = name.split('-').next()?;
+        // The state the certificate names, whatever the profile is called
+        // (node/canberra-1 of AUS: node/aus-signing.key); else the name's first part.
+        let state = self
+            .identity()
+            .ok()
+            .and_then(|identity| super::submit::state_of(&identity).ok())
+            .map(|state| state.to_lowercase())
+            .or_else(|| {
+                let name = profile.file_name()?.to_string_lossy().into_owned();
+                name.split('-').next().map(str::to_owned)
+            })?;
         Some(profile.with_file_name(format!("{state}-signing.key")))
     }
 

@@ -10,8 +10,9 @@ use super::client_args::ClientArgs;
 
 #[derive(Args, Debug)]
 pub struct SigningArgs {
-    /// Ed25519 report-signing key (PKCS#8 PEM). Default with --as certs/aus-node:
-    /// certs/aus-signing.key.
+    /// Ed25519 report-signing key (PKCS#8 PEM). Default with --as DIR/NAME:
+    /// DIR/<state>-signing.key, for the state the certificate names (--as certs/aus-node:
+    /// certs/aus-signing.key).
     #[arg(long, env = "TIDEMARK_SIGNING_KEY", value_name = "FILE")]
     pub signing_key: Option<PathBuf>,
 }

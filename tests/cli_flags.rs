@@ -893,6 +893,24 @@ async fn check_log_proofs(
         "{said}"
     );
     let line = proven.lines().find(|l| l.contains(first_id)).unwrap();
+    // With the key, a line without a proof is said to prove nothing.
+    let mut bare: serde_json::Value = serde_json::from_str(line).unwrap();
+    bare.as_object_mut().unwrap().remove("logProof");
+    let file = dir.join("bare.jsonl");
+    std::fs::write(&file, bare.to_string()).unwrap();
+    let out = run(strings(&[
+        "verify",
+        &file.display().to_string(),
+        "--public-key",
+        keys,
+        "--log-key",
+        &log_key,
+    ]))
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 of 1 envelope carried no log proof"),
+        "{out:?}"
+    );
     let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
     // An acceptance time moved earlier in the meta is caught by the entry.
     let accepted = &mut value["meta"]["acceptedAtUnix"];

@@ -75,6 +75,8 @@ struct Tally {
     untrusted: u64,
     invalid: u64,
     unreadable: u64,
+    /// Envelopes checked without a log proof beside them.
+    unproven: u64,
 }
 
 pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
@@ -110,7 +112,17 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         untrusted,
         invalid,
         unreadable,
+        unproven,
     } = tally;
+    if log_key.is_some() && unproven > 0 {
+        errln!(
+            "note: {} of {} carried no log proof, so --log-key proved nothing about them \
+             (their acceptance times are as their lines say): `tidemark query --json \
+             --log-proofs` writes lines that carry one",
+            unproven,
+            super::labels::count(valid + untrusted + invalid, "envelope", "envelopes")
+        );
+    }
     let checked = valid + untrusted + invalid;
     if checked > 1 || untrusted + invalid + unreadable > 0 {
         let files = if unreadable > 0 {
@@ -171,6 +183,14 @@ fn check_file(
         };
         // The file's name and what its envelope says are anyone's text.
         let place = printable(&place);
+        let proof = |item: &str| {
+            serde_json::from_str::<serde_json::Value>(item)
+                .ok()
+                .is_some_and(|v| v.get("logProof").is_some_and(serde_json::Value::is_string))
+        };
+        if item.as_ref().is_ok_and(|item| !proof(item)) {
+            tally.unproven += 1;
+        }
         match item.and_then(|item| check(item, keys, log_key)) {
             Ok((Outcome::Valid, said)) => {
                 tally.valid += 1;

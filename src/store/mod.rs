@@ -209,7 +209,15 @@ impl Store {
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_mib.saturating_mul(1024 * 1024));
         let new = !path.exists();
-        let db = open(&mut builder).map_err(|e| StoreError::open(path, e))?;
+        let db = open(&mut builder).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Open {
+                path: path.display().to_string(),
+                reason: "another process has it open (a server already running on this data \
+                         directory?): stop that one, or give this one another --data"
+                    .to_owned(),
+            },
+            e => StoreError::open(path, e),
+        })?;
         if new {
             // The store holds secrets (the cell key secret, the audit salts): a new one is
             // readable by its owner only, as backups are.
@@ -807,6 +815,21 @@ impl From<redb::TransactionError> for KeyRegistryError {
 mod tests {
     use super::{COSIGNATURES, Store};
     use crate::{config::StoreConfig, tlog::cosignature::Cosigner};
+
+    /// A store another process (or this one) has open is refused, saying what to do.
+    #[test]
+    fn a_store_already_open_is_refused_saying_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::in_dir(dir.path());
+        let _open = Store::open(&config).unwrap();
+        let Err(refused) = Store::open(&config) else {
+            panic!("a store was opened twice");
+        };
+        assert!(
+            refused.to_string().contains("stop that one, or give this one another --data"),
+            "{refused}"
+        );
+    }
 
     /// A witness's held cosignature gives way only to a later one, unless its own time is
     /// past the limit given (kept before times were checked).

@@ -312,6 +312,9 @@ fn time_series(
     series.sort_by(|a, b| b.total.total_cmp(&a.total));
     let dropped = series.len().saturating_sub(MAX_SERIES);
     series.truncate(MAX_SERIES);
+    // Drawn (and coloured) in the order of their names: a state keeps its colour whatever
+    // the data.
+    series.sort_by(|a, b| a.name.cmp(&b.name));
     let top = series
         .iter()
         .flat_map(|s| s.points.iter().map(|(_, v)| *v))

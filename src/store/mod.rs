@@ -826,7 +826,9 @@ mod tests {
             panic!("a store was opened twice");
         };
         assert!(
-            refused.to_string().contains("stop that one, or give this one another --data"),
+            refused
+                .to_string()
+                .contains("stop that one, or give this one another --data"),
             "{refused}"
         );
     }

@@ -27,6 +27,32 @@ fn suffixed(file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM, SIGHUP), listening from
+/// when it is called, not from when it is first awaited.
+fn stop_requested() -> anyhow::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| signal(kind).context("cannot listen for signals");
+        let mut interrupt = listen(SignalKind::interrupt())?;
+        let mut terminate = listen(SignalKind::terminate())?;
+        let mut hangup = listen(SignalKind::hangup())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = hangup.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
 /// Receives the backup's data into `file`.
 async fn receive(
     stream: &mut tonic::Streaming<pb::BackupChunk>,
@@ -87,7 +113,9 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
         _ => bail!("the server's backup did not start with its manifest"),
     };
     // The copy holds the store's secrets: readable by its owner only from its first byte,
-    // and removed if the backup does not complete (an error, or Ctrl-C).
+    // and removed if the backup does not complete (an error, Ctrl-C, SIGTERM, SIGHUP:
+    // listened for before the file exists).
+    let stop = stop_requested()?;
     let partial = suffixed(out, ".partial");
     let _ = std::fs::remove_file(&partial);
     let mut options = tokio::fs::OpenOptions::new();
@@ -100,7 +128,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
         .with_context(|| format!("cannot write {}", partial.display()))?;
     let received = tokio::select! {
         received = receive(&mut stream, &mut file, &partial, manifest.bytes) => received,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        () = stop => Err(anyhow!("interrupted")),
     };
     drop(file);
     if let Err(e) = received {
@@ -190,30 +218,24 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     }
     let target = StoreConfig::in_dir(&args.data).path;
     let staged = target.with_extension("restoring");
-    // What an interrupted restore left (its copy, nothing else) is not in the way.
-    let only_staged = std::fs::read_dir(&args.data).is_ok_and(|entries| {
-        let names: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        names == [staged.clone()]
-    });
-    if only_staged {
-        std::fs::remove_file(&staged)
-            .with_context(|| format!("cannot remove {}", staged.display()))?;
-        errln!(
-            "removed {}, left by a restore that did not finish",
-            staged.display()
-        );
-    }
     let occupied = std::fs::read_dir(&args.data).is_ok_and(|mut entries| entries.next().is_some());
     if occupied && !args.force {
+        let holds = if target.exists() {
+            format!(" (it holds a store, {})", target.display())
+        } else if staged.exists() {
+            // Not removed here: it may be another restore's, still running.
+            format!(
+                " (it holds {}, a restore's copy: left by one that did not finish — remove \
+                 it — or another restore into it is running)",
+                staged.display()
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "{} is not empty{}; restoring would replace its store: choose an empty \
+            "{} is not empty{holds}; restoring would replace its store: choose an empty \
              directory, or pass --force (stop its server first)",
             args.data.display(),
-            if target.exists() {
-                format!(" (it holds a store, {})", target.display())
-            } else {
-                String::new()
-            }
         );
     }
     if target.exists() {

@@ -89,8 +89,10 @@ pub(super) fn copy(
             )));
         }
     }
+    // Readable by the owner only from its creation: the copy holds the store's secrets,
+    // and the data directory may be readable by others.
+    create_owner_only(out)?;
     let target = Database::create(out).map_err(|e| StoreError::open(out, e))?;
-    owner_only(out)?;
     let mut wtx = target.begin_write()?;
     wtx.set_two_phase_commit(true);
     {
@@ -160,6 +162,18 @@ pub(super) fn ensure_not_open(path: &Path) -> Result<(), StoreError> {
         }),
         Ok(()) | Err(std::fs::TryLockError::Error(_)) => Ok(()),
     }
+}
+
+/// Creates the empty file `path`, readable by its owner only (refusing one that exists).
+fn create_owner_only(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::open(path, e))
 }
 
 /// Only the owner may read a file that holds the store's secrets.
@@ -255,5 +269,18 @@ mod tests {
         assert!(super::ensure_not_open(&config.path).is_err());
         drop(store);
         assert!(super::ensure_not_open(&config.path).is_ok());
+    }
+
+    /// A backup's copy is its owner's alone from its creation, and never an existing file.
+    #[cfg(unix)]
+    #[test]
+    fn a_copy_is_created_readable_by_its_owner_only_and_never_over_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("copy.redb");
+        super::create_owner_only(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(super::create_owner_only(&path).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Public-key files as `tidemark keys --out` writes them and `verify` reads them: PEM
 //! public keys (RFC 7468), each preceded by header lines of explanatory text —
-//! `Key-Id: <id>`, `State: <ISO 3166-1 alpha-3>` and, for a revoked key,
-//! `Revoked-At: <RFC 3339 time>`.
+//! `Key-Id: <id>`, `State: <ISO 3166-1 alpha-3>`, for a key with an end of validity
+//! `Valid-Until: <RFC 3339 time>` and, for a revoked key, `Revoked-At: <RFC 3339 time>`.
 //!
 //! A header is read in exactly that spelling, before the key it describes, at most once
 //! per key; besides them and the PEM blocks, a file holds blank lines and `#` comments
@@ -20,16 +20,19 @@ pub(super) const REVOKED_AT: &str = "Revoked-At: ";
 pub(super) const KEY_ID: &str = "Key-Id: ";
 /// The header `keys` writes second: the state the key is registered to.
 pub(super) const STATE: &str = "State: ";
+/// The header `keys --out` writes for a key registered with an end: when it ends.
+pub(super) const VALID_UNTIL: &str = "Valid-Until: ";
 
 const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
 const END: &str = "-----END PUBLIC KEY-----";
 
 /// A public key, the state it is registered to (when its file says), and, if revoked,
-/// since when (Unix seconds).
+/// since when, and when its validity ends (Unix seconds).
 pub(super) struct Key {
     pub(super) public: PublicKey,
     pub(super) state: Option<CountryCode>,
     pub(super) revoked_at: Option<i64>,
+    pub(super) valid_until: Option<i64>,
 }
 
 /// Splits the paths given after --public-key into key files (directories, and files
@@ -84,12 +87,14 @@ fn names_header(line: &str) -> Option<&'static str> {
         .filter(char::is_ascii_alphabetic)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    [KEY_ID, STATE, REVOKED_AT].into_iter().find(|h| {
-        h.chars()
-            .filter(char::is_ascii_alphabetic)
-            .collect::<String>()
-            .eq_ignore_ascii_case(&squeezed)
-    })
+    [KEY_ID, STATE, VALID_UNTIL, REVOKED_AT]
+        .into_iter()
+        .find(|h| {
+            h.chars()
+                .filter(char::is_ascii_alphabetic)
+                .collect::<String>()
+                .eq_ignore_ascii_case(&squeezed)
+        })
 }
 
 /// The headers gathered for the next key: (header, value, line number).
@@ -135,7 +140,8 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
         let header = names_header(line).ok_or_else(|| {
             anyhow!(
                 "line {number} ({}) is none of the lines a key file holds: `{KEY_ID}<id>`, \
-                 `{STATE}<ISO 3166-1 alpha-3>`, `{REVOKED_AT}<RFC 3339 time>` before each key, \
+                 `{STATE}<ISO 3166-1 alpha-3>`, `{VALID_UNTIL}<RFC 3339 time>`, \
+                 `{REVOKED_AT}<RFC 3339 time>` before each key, \
                  its PEM block ({BEGIN} … {END}), and `#` comments (`tidemark keys --out DIR` \
                  writes key files this way)",
                 crate::cli::labels::printable(line)
@@ -191,20 +197,23 @@ fn with_headers(public: PublicKey, headers: &Headers<'_>) -> anyhow::Result<Key>
             CountryCode::parse(s).map_err(|e| anyhow!("line {number}: {STATE}{s}: {e}"))
         })
         .transpose()?;
-    let revoked_at = header(REVOKED_AT)
-        .map(|(_, t, number)| {
-            tidemark::calendar::parse_instant(t).ok_or_else(|| {
-                anyhow!(
-                    "line {number}: {REVOKED_AT}{t} is not an RFC 3339 time \
-                     (e.g. 2026-03-01T00:00:00Z)"
-                )
+    let time = |name: &'static str| {
+        header(name)
+            .map(|(_, t, number)| {
+                tidemark::calendar::parse_instant(t).ok_or_else(|| {
+                    anyhow!(
+                        "line {number}: {name}{t} is not an RFC 3339 time \
+                         (e.g. 2026-03-01T00:00:00Z)"
+                    )
+                })
             })
-        })
-        .transpose()?;
+            .transpose()
+    };
     Ok(Key {
         public,
         state,
-        revoked_at,
+        revoked_at: time(REVOKED_AT)?,
+        valid_until: time(VALID_UNTIL)?,
     })
 }
 
@@ -231,10 +240,12 @@ fn merge(keys: Vec<(PathBuf, Key)>) -> anyhow::Result<Vec<Key>> {
             (None, Some(b)) => first.state = Some(b),
             _ => {}
         }
-        first.revoked_at = match (first.revoked_at, key.revoked_at) {
+        let earliest = |a: Option<i64>, b: Option<i64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        first.revoked_at = earliest(first.revoked_at, key.revoked_at);
+        first.valid_until = earliest(first.valid_until, key.valid_until);
     }
     Ok(merged.into_iter().map(|(_, k)| k).collect())
 }
@@ -253,11 +264,15 @@ mod tests {
     #[test]
     fn a_key_file_as_keys_writes_it_is_read() {
         let (id, pem) = pem();
-        let text = format!("{KEY_ID}{id}\n{STATE}AUS\n{REVOKED_AT}2020-01-01T00:00:00Z\n{pem}");
+        let text = format!(
+            "{KEY_ID}{id}\n{STATE}AUS\n{VALID_UNTIL}2021-01-01T00:00:00Z\n\
+             {REVOKED_AT}2020-01-01T00:00:00Z\n{pem}"
+        );
         let keys = read_file(&text).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].state.map(|s| s.to_string()).as_deref(), Some("AUS"));
         assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
+        assert_eq!(keys[0].valid_until, Some(1_609_459_200));
         // Comments and blank lines are no headers.
         let commented = format!("# exported for the audit\n\n{text}");
         assert_eq!(read_file(&commented).unwrap().len(), 1);

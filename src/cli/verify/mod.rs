@@ -19,7 +19,7 @@ use super::{client_args::ClientArgs, labels::printable};
 mod keyfile;
 mod line;
 
-use keyfile::{KEY_ID, Key, REVOKED_AT, STATE, load_keys, split_keys};
+use keyfile::{KEY_ID, Key, REVOKED_AT, STATE, VALID_UNTIL, load_keys, split_keys};
 use line::{Acceptance, Unproven};
 
 /// Check downloaded reports' DSSE signatures offline against their owning states' public
@@ -374,8 +374,8 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
     };
     // Every given key that made one of the signatures; the owner's own key, if among
     // them, is the one that counts, whatever the order of signatures or files — of
-    // several, the one revoked latest or not at all (one trusted signature suffices, as
-    // for the server).
+    // several, the one revoked or expiring latest or not at all (one trusted signature
+    // suffices, as for the server).
     let signed = envelope::SignedBytes::of(&envelope);
     let signers: Vec<&Key> = keys
         .iter()
@@ -387,7 +387,10 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         })
         .collect();
     let (owner, _) = payload_facts(&envelope, "");
-    let latest = |k: &&&Key| k.revoked_at.unwrap_or(i64::MAX);
+    let latest = |k: &&&Key| {
+        let end = |t: Option<i64>| t.unwrap_or(i64::MAX);
+        end(k.revoked_at).min(end(k.valid_until))
+    };
     let key = signers
         .iter()
         .filter(|k| k.state.is_some_and(|s| owner == s.as_str()))
@@ -442,11 +445,34 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                 "{what} (its key file names no state, so the key was not checked to be \
                  {owner}'s; `tidemark keys --out` writes key files that do)"
             );
-            return Ok(trust_at(noted, key.revoked_at, accepted));
+            return Ok(expired(key, &accepted, &noted)
+                .unwrap_or_else(|| trust_at(noted, key.revoked_at, accepted)));
         }
         (Some(_), _) => {}
     }
-    Ok(trust_at(what, key.revoked_at, accepted))
+    Ok(expired(key, &accepted, &what).unwrap_or_else(|| trust_at(what, key.revoked_at, accepted)))
+}
+
+/// Why a report is not trusted if its key's validity had ended when it was accepted (as
+/// proven, or as its line says): the server accepts nothing a key signs after that.
+fn expired(key: &Key, accepted: &Acceptance, what: &str) -> Option<(Outcome, String)> {
+    let until = key.valid_until?;
+    let (at, how) = match accepted {
+        Acceptance::Proven { at, index, .. } => (*at, format!("as its log entry {index} proves")),
+        Acceptance::Said { at: Some(at), .. } => (*at, "as the line's meta says".to_owned()),
+        Acceptance::Said { at: None, .. } => return None,
+    };
+    (at >= until).then(|| {
+        (
+            Outcome::Untrusted,
+            format!(
+                "{what}, valid until {}, before this report was accepted ({}, {how}): the \
+                 server accepts nothing a key signs after its validity ends",
+                format_time(until),
+                format_time(at)
+            ),
+        )
+    })
 }
 
 /// Whether a valid signature is trusted: its key was not revoked before the report was
@@ -536,8 +562,9 @@ pub struct KeysArgs {
     /// Only this state's keys.
     #[arg(long)]
     state: Option<CountryCode>,
-    /// Write <state>-<key id>.pub.pem files here (default: print them); a revoked key's
-    /// file says since when (a `Revoked-At:` line before the PEM), which `verify` reads.
+    /// Write <state>-<key id>.pub.pem files here (default: print them); a key's file says
+    /// until when it is valid (`Valid-Until:`) and, if revoked, since when (`Revoked-At:`),
+    /// in lines before the PEM, which `verify` reads.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -562,23 +589,27 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
     }
     let mut written = Vec::new();
     for k in &keys {
-        let revoked = (k.revoked_at_unix != 0).then(|| {
-            format!(
-                "{REVOKED_AT}{}\n",
-                time::OffsetDateTime::from_unix_timestamp(k.revoked_at_unix)
-                    .ok()
-                    .and_then(|t| t
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .ok())
-                    .unwrap_or_default()
-            )
-        });
+        let rfc3339 = |at: i64| {
+            time::OffsetDateTime::from_unix_timestamp(at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default()
+        };
+        let revoked = (k.revoked_at_unix != 0)
+            .then(|| format!("{REVOKED_AT}{}\n", rfc3339(k.revoked_at_unix)));
         let flag = if revoked.is_some() { " REVOKED" } else { "" };
-        // The headers `verify` reads: whose key this is, and since when it is revoked.
+        let until = (k.valid_until_unix != 0)
+            .then(|| format!("{VALID_UNTIL}{}\n", rfc3339(k.valid_until_unix)));
+        // The headers `verify` reads: whose key this is, until when it is valid and since
+        // when it is revoked.
         let pem = format!(
-            "{KEY_ID}{}\n{STATE}{}\n{}{}",
+            "{KEY_ID}{}\n{STATE}{}\n{}{}{}",
             k.key_id,
             k.state,
+            until.unwrap_or_default(),
             revoked.unwrap_or_default(),
             k.public_key_pem
         );
@@ -626,6 +657,7 @@ mod tests {
             public: key.public_key().clone(),
             state: Some(CountryCode::parse("AUS").unwrap()),
             revoked_at: None,
+            valid_until: None,
         }];
         let mut rng = tidemark::sample::Rng::new(7);
         let report = tidemark::sample::report(&mut rng, "AUS");
@@ -646,6 +678,7 @@ mod tests {
             public: key.public_key().clone(),
             state: None,
             revoked_at: None,
+            valid_until: None,
         }];
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
         let json = dsse_json(report.encode_to_vec(), &key);
@@ -669,6 +702,7 @@ mod tests {
             public: key.public_key().clone(),
             state: None,
             revoked_at: None,
+            valid_until: None,
         }];
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(12), "AUS");
         let mut envelope: serde_json::Value =
@@ -704,6 +738,7 @@ mod tests {
             public: key.public_key().clone(),
             state: Some(CountryCode::parse("AUS").unwrap()),
             revoked_at,
+            valid_until: None,
         }]
     }
 
@@ -766,6 +801,29 @@ mod tests {
             !matches!(outcome, Outcome::Valid),
             "only the revoked key given: {said}"
         );
+    }
+
+    /// A report accepted after its key's validity ended is not trusted (the server would
+    /// have refused it); one accepted before is valid.
+    #[test]
+    fn a_key_past_its_validity_is_not_trusted_for_what_it_signed_after() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(14), "AUS");
+        let at = 1_700_000_000;
+        let line = query_line(&report, &key, at).to_string();
+        for (until, trusted) in [(at + 1, true), (at, false), (at - 60, false)] {
+            let [mut file] = aus_key(&key, None);
+            file.valid_until = Some(until);
+            let (outcome, said) = check(&line, &[file], None).unwrap();
+            assert_eq!(
+                matches!(outcome, Outcome::Valid),
+                trusted,
+                "{until}: {said}"
+            );
+            if !trusted {
+                assert!(said.contains("valid until"), "{said}");
+            }
+        }
     }
 
     /// Nothing on a line beside the envelope may say what the signed payload does not,

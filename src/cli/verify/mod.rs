@@ -453,26 +453,46 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
     Ok(expired(key, &accepted, &what).unwrap_or_else(|| trust_at(what, key.revoked_at, accepted)))
 }
 
-/// Why a report is not trusted if its key's validity had ended when it was accepted (as
-/// proven, or as its line says): the server accepts nothing a key signs after that.
+/// Why a report is not trusted if its key's validity has ended and the report is not
+/// shown to have been accepted before that (the server accepts nothing a key signs
+/// after): accepted at or after the end, as proven or as its line says; or, as for a
+/// revoked key, accepted when nobody can tell, or without the log proof --log-key asks
+/// for. A key whose validity has not ended yet is no reason to doubt a report.
 fn expired(key: &Key, accepted: &Acceptance, what: &str) -> Option<(Outcome, String)> {
     let until = key.valid_until?;
-    let (at, how) = match accepted {
-        Acceptance::Proven { at, index, .. } => (*at, format!("as its log entry {index} proves")),
-        Acceptance::Said { at: Some(at), .. } => (*at, "as the line's meta says".to_owned()),
-        Acceptance::Said { at: None, .. } => return None,
-    };
-    (at >= until).then(|| {
-        (
-            Outcome::Untrusted,
-            format!(
-                "{what}, valid until {}, before this report was accepted ({}, {how}): the \
-                 server accepts nothing a key signs after its validity ends",
-                format_time(until),
-                format_time(at)
-            ),
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if until > now {
+        return None;
+    }
+    let until_text = format_time(until);
+    let said = |at: i64, how: &str| {
+        format!(
+            "{what}, valid until {until_text}, before this report was accepted ({}, {how}): \
+             the server accepts nothing a key signs after its validity ends",
+            format_time(at)
         )
-    })
+    };
+    let untrusted = match *accepted {
+        Acceptance::Proven { at, index, .. } if at >= until => {
+            said(at, &format!("as its log entry {index} proves"))
+        }
+        Acceptance::Said { at: Some(at), .. } if at >= until => said(at, "as the line's meta says"),
+        Acceptance::Said { at: None, .. } => format!(
+            "{what}, valid until {until_text}; when this envelope was accepted is not known \
+             (verify a line of `tidemark query --json --log-proofs`, which proves it)"
+        ),
+        Acceptance::Said {
+            at: Some(at),
+            unproven: Unproven::NoProof { key_given: true },
+        } => format!(
+            "{what}, valid until {until_text}; the line's meta says it was accepted before \
+             ({}), but the line carries no log proof to show it, which --log-key asks for \
+             (`tidemark query --json --log-proofs` adds them)",
+            format_time(at)
+        ),
+        Acceptance::Proven { .. } | Acceptance::Said { .. } => return None,
+    };
+    Some((Outcome::Untrusted, untrusted))
 }
 
 /// Whether a valid signature is trusted: its key was not revoked before the report was
@@ -823,6 +843,31 @@ mod tests {
             if !trusted {
                 assert!(said.contains("valid until"), "{said}");
             }
+        }
+        // Past its end, an acceptance nobody can show to be earlier is not trusted either:
+        // no time, or no log proof where --log-key asks for one. A key still valid is no
+        // reason to doubt.
+        let mut timeless = query_line(&report, &key, at);
+        timeless["meta"] = serde_json::Value::Null;
+        let log_key = tidemark::tlog::note::NoteSigner::generate("example.org/log")
+            .unwrap()
+            .verifier_key();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for (text, log_key, until, trusted) in [
+            (timeless.to_string(), None, at + 1, false),
+            (line.clone(), Some(log_key.as_str()), at + 1, false),
+            (line.clone(), None, at + 1, true),
+            (timeless.to_string(), None, now + 3_600, true),
+            (line.clone(), Some(log_key.as_str()), now + 3_600, true),
+        ] {
+            let [mut file] = aus_key(&key, None);
+            file.valid_until = Some(until);
+            let (outcome, said) = check(&text, &[file], log_key).unwrap();
+            assert_eq!(
+                matches!(outcome, Outcome::Valid),
+                trusted,
+                "{until}: {said}"
+            );
         }
     }
 

@@ -488,6 +488,7 @@ fn envelope_state(envelope: &pb::Envelope) -> &'static str {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one operator's backups and restores, in order
 async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
@@ -558,6 +559,21 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("never replaces"));
     assert_eq!(std::fs::read(&file).unwrap(), before);
+    // Nor is another backup's file being written to the same name.
+    let busy = name("four.backup");
+    std::fs::write(format!("{busy}.partial"), b"another backup's").unwrap();
+    let out = backup(busy.clone()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another backup to"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(format!("{busy}.partial")).unwrap(),
+        b"another backup's"
+    );
+    assert!(!std::path::Path::new(&busy).exists());
     // What a restore stopped part-way (Ctrl-C) left — or one still running — is named.
     let restored = tempfile::TempDir::new().unwrap();
     std::fs::write(restored.path().join("tidemark.restoring"), b"half a copy").unwrap();

@@ -27,6 +27,40 @@ fn suffixed(file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Creates `partial`, the file a backup to `out` is received in, readable by its owner
+/// only; refused if it exists.
+async fn create_partial(partial: &Path, out: &Path) -> anyhow::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(partial).await {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} exists: another backup to {} is being written (or one was killed): wait for \
+             it, or remove the file if none is running",
+            partial.display(),
+            out.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", partial.display())),
+    }
+}
+
+/// Moves `from` to `to`, never over a file (a hard link, then `from` removed).
+fn place(from: &Path, to: &Path) -> anyhow::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {
+            std::fs::remove_file(from).with_context(|| format!("cannot remove {}", from.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} appeared while this backup was taken (another backup to the same name?): it \
+             was kept, and this backup was not written; take it again under a new name",
+            to.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", to.display())),
+    }
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C, SIGTERM, SIGHUP), listening from
 /// when it is called, not from when it is first awaited.
 fn stop_requested() -> anyhow::Result<impl Future<Output = ()>> {
@@ -117,15 +151,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
     // listened for before the file exists).
     let stop = stop_requested()?;
     let partial = suffixed(out, ".partial");
-    let _ = std::fs::remove_file(&partial);
-    let mut options = tokio::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options
-        .open(&partial)
-        .await
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let mut file = create_partial(&partial, out).await?;
     let received = tokio::select! {
         received = receive(&mut stream, &mut file, &partial, manifest.bytes) => received,
         () = stop => Err(anyhow!("interrupted")),
@@ -150,17 +176,26 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
             manifest.sha256
         );
     }
-    // The manifest first, so that a backup file never stands without its own manifest.
+    // The manifest first, so that a backup file never stands without its own manifest;
+    // neither over a file (another backup to the same name may have finished meanwhile).
     let manifest_file = manifest_path(out);
     let manifest_partial = suffixed(&manifest_file, ".partial");
-    std::fs::write(
+    let placed = std::fs::write(
         &manifest_partial,
         serde_json::to_string_pretty(&manifest)? + "\n",
     )
-    .with_context(|| format!("cannot write {}", manifest_partial.display()))?;
-    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
-    std::fs::rename(&manifest_partial, &manifest_file)
-        .with_context(|| format!("cannot write {}", manifest_file.display()))?;
+    .with_context(|| format!("cannot write {}", manifest_partial.display()))
+    .and_then(|()| place(&manifest_partial, &manifest_file))
+    .and_then(|()| {
+        place(&partial, out).inspect_err(|_| {
+            let _ = std::fs::remove_file(&manifest_file);
+        })
+    });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(&manifest_partial);
+        return Err(e);
+    }
     outln!(
         "backup of {} envelopes (last sequence {}), {} audit records, log of {} leaves, \
          taken at {}: {} ({} bytes, sha256 {}) and {}",

@@ -590,6 +590,19 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(restored.path().join("tidemark.restoring").exists());
+    // While another restore holds the directory, even --force is refused, touching nothing.
+    let held = std::fs::File::open(restored.path()).unwrap();
+    held.try_lock().unwrap();
+    let into = restored.path().display().to_string();
+    let out = run(&["restore", &file, "--data", &into, "--force"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another `tidemark restore`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(restored.path().join("tidemark.restoring").exists());
+    drop(held);
 
     // A manifest whose counts do not match the file is refused, even with the right
     // SHA-256.

@@ -46,6 +46,23 @@ async fn create_partial(partial: &Path, out: &Path) -> anyhow::Result<tokio::fs:
     }
 }
 
+/// Holds `dir` for one restore while the returned handle is open; refused while another
+/// restore holds it.
+fn lock_directory(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let handle =
+        std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another `tidemark restore` into {} is running: wait for it to finish",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", dir.display()))
+        }
+    }
+}
+
 /// Moves `from` to `to`, never over a file (a hard link, then `from` removed).
 fn place(from: &Path, to: &Path) -> anyhow::Result<()> {
     match std::fs::hard_link(from, to) {
@@ -284,6 +301,9 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         .collect();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
+    // One restore into a directory at a time: an OS lock on the directory itself
+    // (released if the process dies), taken before anything is written into it.
+    let _restoring = lock_directory(&args.data)?;
     // A refused backup leaves nothing behind: not its copy, nor a directory made for it.
     let abandon = || {
         let _ = std::fs::remove_file(&staged);

@@ -118,7 +118,7 @@ enum AdminCommand {
     /// submissions go on, written to FILE with FILE.manifest.json beside it (restore it
     /// with `tidemark restore FILE --data DIR`). It holds secrets: keep it safe. The
     /// server copies the store beside itself first, so its data directory needs free
-    /// space about the store's size; one backup runs at a time. The store is not the
+    /// space about the store's size; one copy is made at a time. The store is not the
     /// whole server: keep certs/ (the CA and receipt keys), the configuration and the CRL
     /// too.
     Backup {

@@ -39,12 +39,19 @@ def generate_stubs() -> None:
 
 
 def dependencies() -> list:
-    """At least the grpcio and protobuf the stubs were generated with."""
+    """At least the grpcio and protobuf the stubs were generated with.
+
+    grpcio-status is not part of the generated code, and its releases can reach an index
+    later than grpcio-tools': the generator's minor release is asked for, not its patch
+    (grpcio-tools 1.85.4 was published before grpcio-status 1.85.4, and the install failed).
+    """
     from importlib.metadata import version
 
+    tools = version("grpcio-tools")
+    minor = ".".join(tools.split(".")[:2])
     return [
-        f"grpcio>={version('grpcio-tools')}",
-        f"grpcio-status>={version('grpcio-tools')}",
+        f"grpcio>={tools}",
+        f"grpcio-status>={minor}",
         f"protobuf>={version('protobuf')}",
         "cryptography>=42",
     ]

@@ -1416,8 +1416,8 @@ async fn log_entries(log: &mut TransparencyClient<Channel>) -> Vec<String> {
 }
 
 /// An import's envelopes are checked when they arrive and stored when the writer gets to
-/// them. A revocation or suspension is stored in the same queue: whatever of the import
-/// still waited behind it is refused, so in the log no envelope of IDN's follows it.
+/// them. A revocation or suspension goes ahead of them: whatever of the import still
+/// waited is refused, so in the log no envelope of IDN's follows it.
 #[tokio::test]
 async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
     for action in ["revoke-certificate", "suspend-state", "revoke-key"] {

@@ -3,8 +3,8 @@
 //!
 //! A submission is checked when it arrives (certificate, state, signing key), then waits
 //! in the writer's queue — under load, behind thousands of others. A revocation or a
-//! suspension is an administrative change in the same queue, so it can be stored while
-//! envelopes checked before it still wait. The writer therefore checks each envelope
+//! suspension is an administrative change, which goes ahead of that queue, so it is
+//! stored while envelopes checked before it still wait. The writer therefore checks each envelope
 //! again inside its transaction, against the registry as that transaction holds it at
 //! the envelope's place in the batch: once a revocation or suspension is stored, nothing
 //! its subject submitted is stored after it, in log order. With signing keys revoked
@@ -243,6 +243,55 @@ mod tests {
             Err(AppendError::StateSuspended { state }) if state == "NZL"
         ));
         assert_eq!(store.envelope_count().unwrap(), 2);
+        runtime.block_on(thread.stop());
+    }
+
+    /// A revocation queued behind envelopes that wait for the writer goes ahead of them:
+    /// they are refused, not stored before it. The writer is held (a write transaction
+    /// open elsewhere) while both are queued; a batch holds at most two jobs, so at most
+    /// two envelopes were taken before the revocation arrived.
+    #[test]
+    fn a_revocation_overtakes_the_envelopes_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (clock, _) = Clock::manual(now);
+        let ca = CertificateAuthority::generate("test CA", Validity::days_from_now(1)).unwrap();
+        let idn = node(&store, &ca, "IDN", now);
+        let log = Arc::new(LogSigner::new("log.test", [1; 32]).unwrap());
+        let (writer, thread) = store
+            .start_writer(clock, 2, log, Arc::new(Metrics::new()))
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+
+        let held = store.db.begin_write().unwrap();
+        let waiting: Vec<_> = (1..=8)
+            .map(|seed| {
+                runtime
+                    .block_on(writer.enqueue(verified(&store, &idn, seed)))
+                    .unwrap()
+            })
+            .collect();
+        let revocation = writer
+            .queue_admin(
+                AdminChange::RevokeCertificate(RevokedCertificate {
+                    serial: idn.peer.serial().to_owned(),
+                    ..RevokedCertificate::default()
+                }),
+                OPERATOR,
+            )
+            .unwrap();
+        held.abort().unwrap();
+        revocation.blocking_recv().unwrap().unwrap();
+        let refused = waiting
+            .into_iter()
+            .map(|outcome| runtime.block_on(outcome))
+            .filter(|outcome| matches!(outcome, Err(AppendError::CertificateRevoked { .. })))
+            .count();
+        assert!(refused >= 6, "only {refused} of 8 refused");
+        assert_eq!(store.envelope_count().unwrap(), 8 - refused as u64);
         runtime.block_on(thread.stop());
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! Jobs queue on a channel; a dedicated thread takes everything queued (up to a batch
 //! limit), applies each job in one redb write transaction ([`super::apply`]), commits
-//! durably, and only then answers each caller. Version rules are checked inside the
+//! durably, and only then answers each caller. Administrative changes queue on a channel
+//! of their own and go first into the next batch, ahead of whatever waits on the other:
+//! a revocation or suspension is stored, and so enforced, within a batch or two however
+//! many envelopes are queued (under an import's load it waited seconds behind them), and
+//! the envelopes it overtakes are refused when their turn comes ([`super::admission`]). Version rules are checked inside the
 //! transaction, so two submissions of the same report in one batch see each other.
 //!
 //! The writer hands back the accepted facts, not a signature: the receipt is made on the
@@ -38,7 +42,8 @@ use crate::{clock::Clock, metrics::Metrics, report::Category, tlog::LogSigner};
 type Reply = oneshot::Sender<Result<Accepted, AppendError>>;
 type AuditReply = oneshot::Sender<Result<u64, AppendError>>;
 type BudgetReply = oneshot::Sender<Result<u64, BudgetError>>;
-type AdminReply = oneshot::Sender<Result<(AdminApplied, u64), AdminWriteError>>;
+type AdminOutcome = Result<(AdminApplied, u64), AdminWriteError>;
+type AdminReply = oneshot::Sender<AdminOutcome>;
 
 /// An administrative change and who asked for it (a SPIFFE ID), for its audit record.
 struct AdminJob {
@@ -72,6 +77,8 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Message>,
+    /// Administrative changes, taken before anything on `queue`.
+    urgent: mpsc::Sender<Message>,
     latest: watch::Receiver<u64>,
     disk: watch::Receiver<Option<String>>,
 }
@@ -98,6 +105,7 @@ impl Writer {
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
+        let (urgent, urgent_rx) = mpsc::channel(URGENT_QUEUE);
         let (published, latest) = watch::channel(latest_sequence);
         let (disk_failed, disk) = watch::channel(None);
         // The writer is no tokio task: its waits with a timeout run on a clock of its own.
@@ -118,7 +126,11 @@ impl Writer {
                     projection: &projection,
                     keys: &keys,
                 };
-                run(&db, rx, (&clock, max_batch, &timer), &ends, &log);
+                let queues = Queues {
+                    urgent: urgent_rx,
+                    queue: rx,
+                };
+                run(&db, queues, (&clock, max_batch, &timer), &ends, &log);
             })
             .map_err(|e| StoreError::Open {
                 path: "writer thread".to_owned(),
@@ -127,6 +139,7 @@ impl Writer {
         Ok((
             Self {
                 queue: queue.clone(),
+                urgent,
                 latest,
                 disk,
             },
@@ -204,16 +217,27 @@ impl Writer {
         change: AdminChange,
         operator: &str,
     ) -> Result<(AdminApplied, u64), AdminWriteError> {
-        let not_written = || AdminWriteError::NotWritten(stopped().to_string());
+        self.queue_admin(change, operator)?
+            .blocking_recv()
+            .map_err(|_| not_written())?
+    }
+
+    /// Queues an administrative change (ahead of everything else queued); the receiver
+    /// gets its outcome once it is durable.
+    pub(super) fn queue_admin(
+        &self,
+        change: AdminChange,
+        operator: &str,
+    ) -> Result<oneshot::Receiver<AdminOutcome>, AdminWriteError> {
         let (tx, rx) = oneshot::channel();
         let job = AdminJob {
             change,
             operator: operator.to_owned(),
         };
-        self.queue
+        self.urgent
             .blocking_send(Message::Admin(Box::new(job), tx))
             .map_err(|_| not_written())?;
-        rx.blocking_recv().map_err(|_| not_written())?
+        Ok(rx)
     }
 
     async fn send_audit(
@@ -228,6 +252,58 @@ impl Writer {
 
 fn stopped() -> AppendError {
     AppendError::Store("the store writer has stopped".to_owned())
+}
+
+fn not_written() -> AdminWriteError {
+    AdminWriteError::NotWritten(stopped().to_string())
+}
+
+/// Administrative changes that may wait at once; each operator call waits for its own.
+const URGENT_QUEUE: usize = 64;
+
+/// The writer's two queues: administrative changes, then everything else.
+struct Queues {
+    urgent: mpsc::Receiver<Message>,
+    queue: mpsc::Receiver<Message>,
+}
+
+impl Queues {
+    /// The next message, administrative changes first; waits for one at most `idle`
+    /// when given (woken as soon as one arrives).
+    fn next(&mut self, idle: Option<Duration>, timer: &tokio::runtime::Runtime) -> Polled {
+        // The timeout is made inside the timer's runtime, whose clock it needs.
+        let next = timer.block_on(async {
+            let either = async {
+                tokio::select! {
+                    biased;
+                    Some(message) = self.urgent.recv() => Some(message),
+                    message = self.queue.recv() => message,
+                }
+            };
+            match idle {
+                Some(idle) => tokio::time::timeout(idle, either).await,
+                None => Ok(either.await),
+            }
+        });
+        match next {
+            Ok(Some(message)) => Polled::Message(message),
+            Ok(None) => Polled::Closed,
+            Err(_) => Polled::Idle,
+        }
+    }
+
+    /// Hands `take` every administrative change queued now.
+    fn take_urgent(&mut self, mut take: impl FnMut(Message)) {
+        while let Ok(change) = self.urgent.try_recv() {
+            take(change);
+        }
+    }
+
+    /// Refuses what arrives from now on.
+    fn close(&mut self) {
+        self.urgent.close();
+        self.queue.close();
+    }
 }
 
 impl WriterThread {
@@ -254,7 +330,7 @@ struct Ends<'a> {
 
 fn run(
     db: &Database,
-    mut rx: mpsc::Receiver<Message>,
+    mut queues: Queues,
     (clock, max_batch, timer): (&Clock, usize, &tokio::runtime::Runtime),
     ends: &Ends<'_>,
     log: &LogSigner,
@@ -274,32 +350,38 @@ fn run(
     // Quarter counter rows may be behind from before this start.
     let mut catch_up = CatchUp::new(db, ends.disk_failed);
     while !stopping {
-        let message = if catch_up.behind {
-            match next_within(&mut rx, IDLE_BEFORE_CATCH_UP, timer) {
-                Polled::Message(message) => Some(message),
-                Polled::Idle => {
-                    catch_up.step();
-                    continue;
-                }
-                Polled::Closed => None,
+        let idle = catch_up.behind.then_some(IDLE_BEFORE_CATCH_UP);
+        let message = match queues.next(idle, timer) {
+            Polled::Message(message) => Some(message),
+            Polled::Idle => {
+                catch_up.step();
+                continue;
             }
-        } else {
-            rx.blocking_recv()
+            Polled::Closed => None,
         };
+        // Administrative changes first, in their order, also those that came meanwhile.
         match message {
-            Some(message) => take(message, &mut batch, &mut stopping),
+            Some(change @ Message::Admin(..)) => {
+                take(change, &mut batch, &mut stopping);
+                queues.take_urgent(|m| take(m, &mut batch, &mut stopping));
+            }
+            Some(message) => {
+                queues.take_urgent(|m| take(m, &mut batch, &mut stopping));
+                take(message, &mut batch, &mut stopping);
+            }
             None => stopping = true,
         }
         while batch.len() < max_batch && !stopping {
-            match rx.try_recv() {
+            match queues.queue.try_recv() {
                 Ok(message) => take(message, &mut batch, &mut stopping),
                 Err(_) => break,
             }
         }
         if stopping {
             // Refuse what arrives from now on; take what is already queued.
-            rx.close();
-            while let Ok(message) = rx.try_recv() {
+            queues.close();
+            queues.take_urgent(|m| take(m, &mut batch, &mut stopping));
+            while let Ok(message) = queues.queue.try_recv() {
                 take(message, &mut batch, &mut stopping);
             }
         }
@@ -413,20 +495,6 @@ enum Polled {
     Message(Message),
     Idle,
     Closed,
-}
-
-/// The next message if one arrives within `idle` (woken as soon as it does).
-fn next_within(
-    rx: &mut mpsc::Receiver<Message>,
-    idle: Duration,
-    timer: &tokio::runtime::Runtime,
-) -> Polled {
-    // The timeout is made inside the timer's runtime, whose clock it needs.
-    match timer.block_on(async { tokio::time::timeout(idle, rx.recv()).await }) {
-        Ok(Some(message)) => Polled::Message(message),
-        Ok(None) => Polled::Closed,
-        Err(_) => Polled::Idle,
-    }
 }
 
 /// The writer's catch-up of quarter counter rows ([`counters::catch_up_quarters`]).

@@ -239,6 +239,8 @@ pub async fn probe(endpoint: &str, identity: &ClientIdentity) -> Result<(), Clie
 /// limit): envelopes taken from the stream, in order (the rest were not looked at), and
 /// of those, how many were accepted, already there and refused.
 pub mod import_trailers {
+    use crate::pb;
+
     /// Envelopes taken from the stream.
     pub const TAKEN: &str = "tidemark-import-taken";
     /// Of those, accepted.
@@ -247,6 +249,20 @@ pub mod import_trailers {
     pub const DUPLICATES: &str = "tidemark-import-duplicates";
     /// Of those, refused.
     pub const REJECTED: &str = "tidemark-import-rejected";
+
+    /// The type URL of the [`pb::ImportResponse`] in an ended import's status details:
+    /// its counts and the first of its rejections.
+    pub const SUMMARY_TYPE_URL: &str = "type.googleapis.com/tidemark.v1.ImportResponse";
+
+    /// The part of an ended import's answer its status details carry, if they do.
+    pub fn summary(status: &tonic::Status) -> Option<pb::ImportResponse> {
+        let details = <tonic_types::pb::Status as prost::Message>::decode(status.details()).ok()?;
+        let any = details
+            .details
+            .into_iter()
+            .find(|any| any.type_url == SUMMARY_TYPE_URL)?;
+        prost::Message::decode(any.value.as_slice()).ok()
+    }
 
     /// The counts an ended import's status carries, in that order, if it carries them.
     pub fn read(status: &tonic::Status) -> Option<[u64; 4]> {

@@ -846,6 +846,8 @@ async fn assert_refusal_on_record(
     );
 }
 
+/// An import ended by its caller's revocation or suspension says what it did before:
+/// its counts, and why it refused what it refused.
 #[tokio::test]
 async fn an_open_import_ends_on_revocation_and_on_suspension_even_while_waiting() {
     for cause in [Cause::Revoke, Cause::Suspend] {
@@ -853,16 +855,19 @@ async fn an_open_import_ends_on_revocation_and_on_suspension_even_while_waiting(
         // IDN imports; its stream stays open, waiting for the next envelope.
         let mut idn = world.exchange("IDN").await;
         let (tx, rx) = mpsc::channel(4);
-        let first = sign(
-            &report("IDN", 1, false, pb::SharingScope::AllContributors, &[]),
-            world.key("IDN"),
-        );
-        tx.send(pb::SubmitRequest {
-            envelope: Some(first),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        // One accepted, one refused: a report of AUS's.
+        for state in ["IDN", "AUS"] {
+            let envelope = sign(
+                &report(state, 1, false, pb::SharingScope::AllContributors, &[]),
+                world.key("IDN"),
+            );
+            tx.send(pb::SubmitRequest {
+                envelope: Some(envelope),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
         let mut import = {
             let mut idn = idn.clone();
             tokio::spawn(async move { idn.import(ReceiverStream::new(rx)).await })
@@ -875,7 +880,20 @@ async fn an_open_import_ends_on_revocation_and_on_suspension_even_while_waiting(
             .await
             .expect("the import ends by itself")
             .unwrap();
-        assert_refused(result.map(|_| ()), cause, "open import");
+        let status = result.expect_err("open import");
+        let trailers = tidemark::client::import_trailers::read(&status);
+        assert_eq!(trailers, Some([2, 1, 0, 1]), "{status:?}");
+        let summary = tidemark::client::import_trailers::summary(&status).unwrap();
+        assert_eq!((summary.accepted, summary.rejected), (1, 1));
+        let [refused] = &summary.rejections[..] else {
+            panic!("{summary:?}")
+        };
+        assert_eq!(
+            (refused.index, refused.code.as_str()),
+            (1, "PERMISSION_DENIED")
+        );
+        assert!(refused.message.contains("AUS"), "{refused:?}");
+        assert_refused(Err(status), cause, "open import");
         drop(tx);
     }
 }

@@ -180,20 +180,7 @@ async fn send_batch(
             let summary = summary.into_inner();
             tally.accepted += summary.accepted;
             tally.duplicates += summary.duplicates;
-            for rejection in summary.rejections {
-                let line = usize::try_from(rejection.index)
-                    .ok()
-                    .and_then(|i| chunk.get(i))
-                    .map_or(0, |(line, _)| *line);
-                tally.errors.push(LineError {
-                    line,
-                    message: rejection_message(
-                        &rejection.code,
-                        &rejection.message,
-                        &rejection.violations,
-                    ),
-                });
-            }
+            note_rejections(&chunk, summary.rejections, tally);
         }
         Err(status) if fatal(status.code()) => {
             tally.stopped = Some(format!(
@@ -204,6 +191,28 @@ async fn send_batch(
         }
         Err(_) => submit_each(exchange, chunk, tally).await,
     }
+}
+
+/// Each rejection of an import of `chunk`, on its line.
+fn note_rejections(
+    chunk: &[(usize, pb::SubmitRequest)],
+    rejections: Vec<pb::ImportRejection>,
+    tally: &mut Tally,
+) {
+    for rejection in rejections {
+        tally.errors.push(LineError {
+            line: line_of(chunk, rejection.index),
+            message: rejection_message(&rejection.code, &rejection.message, &rejection.violations),
+        });
+    }
+}
+
+/// The file line of the import's item `index`.
+fn line_of(chunk: &[(usize, pb::SubmitRequest)], index: u64) -> usize {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| chunk.get(i))
+        .map_or(0, |(line, _)| *line)
 }
 
 /// Sends each record alone with Submit, so that a refusal lands on its line.
@@ -232,9 +241,9 @@ async fn submit_each(
 }
 
 /// Counts what an import that ended part-way did (its trailers say): `chunk` keeps the
-/// envelopes it took, and the rest are returned. If it refused some of them and the
-/// caller may go on, they are sent again one by one to learn which: what the import
-/// accepted then comes back as already there, and is counted once.
+/// envelopes it took, and the rest are returned. Its status lists its first refusals;
+/// if it refused more and the caller may go on, they are sent again one by one to learn
+/// which: what the import accepted then comes back as already there, and is counted once.
 async fn count_taken(
     exchange: &mut ExchangeClient<Channel>,
     chunk: &mut Vec<(usize, pb::SubmitRequest)>,
@@ -248,7 +257,11 @@ async fn count_taken(
         .min(chunk.len());
     let rest = chunk.split_off(taken);
     tally.accepted += accepted;
-    if rejected > 0 && !fatal(status.code()) {
+    let listed = client::import_trailers::summary(status)
+        .map(|summary| summary.rejections)
+        .unwrap_or_default();
+    let unlisted = rejected.saturating_sub(listed.len() as u64);
+    if unlisted > 0 && !fatal(status.code()) {
         let before = tally.duplicates;
         submit_each(exchange, chunk.clone(), tally).await;
         // Those the import accepted are "already there" now: not counted twice.
@@ -256,15 +269,21 @@ async fn count_taken(
         return rest;
     }
     tally.duplicates += duplicates;
-    if rejected > 0
-        && let (Some(first), Some(last)) = (chunk.first(), chunk.last())
+    // Those not listed come after the last one listed.
+    let (after, more) = match listed.last() {
+        Some(last) => (last.index + 1, " more"),
+        None => (0, ""),
+    };
+    note_rejections(chunk, listed, tally);
+    if unlisted > 0
+        && let Some(last) = chunk.last()
     {
-        tally.unlisted += rejected;
+        tally.unlisted += unlisted;
         errln!(
-            "{rejected} of lines {} to {} refused; the server ended that import before saying \
-             which: import the file again to see them (what was accepted is then recognised \
-             as already there)",
-            first.0,
+            "{unlisted}{more} of lines {} to {} refused; the server ended that import before \
+             saying which: import the file again to see them (what was accepted is then \
+             recognised as already there)",
+            line_of(chunk, after),
             last.0
         );
     }

@@ -217,22 +217,23 @@ impl pb::exchange_server::Exchange for ExchangeService {
         match ended {
             None => self.answer_import(&peer, summary).await,
             // The items refused so far are on record before the call is refused.
-            Some(mut status) => {
+            Some(status) => {
                 if let Some(record) = refused_items(&peer, &summary.rejections)
                     && let Err(e) = self.ctx.refusals.record(record).await
                 {
                     tracing::error!(principal = %peer.principal(), error = %e, "an ended import's refused items could not be recorded");
                 }
                 // What was done before the end, so that the caller can count it and go on
-                // from the first envelope not taken.
-                let metadata = status.metadata_mut();
-                for (key, value) in [
+                // from the first envelope not taken, and why the first items were refused.
+                let counts = [
                     (import_trailers::TAKEN, index),
                     (import_trailers::ACCEPTED, summary.accepted),
                     (import_trailers::DUPLICATES, summary.duplicates),
                     (import_trailers::REJECTED, summary.rejected),
-                ] {
-                    metadata.insert(key, value.into());
+                ];
+                let mut status = status::with_detail(&status, listed_part(summary));
+                for (key, value) in counts {
+                    status.metadata_mut().insert(key, value.into());
                 }
                 Err(status)
             }
@@ -356,6 +357,30 @@ const DETAILED_REJECTIONS: usize = 100;
 /// Characters of a rejection message past [`DETAILED_REJECTIONS`].
 const SHORT_MESSAGE_CHARS: usize = 200;
 
+/// Encoded bytes of the rejections an ended import lists in its status details: its
+/// trailers must stay within what clients accept (gRPC's default metadata limit is
+/// 8 KiB), and base64 makes them a third larger.
+const LISTED_BYTES: usize = 3 * 1024;
+
+/// An ended import's answer as its status details carry it: the counts, and its first
+/// rejections while they fit in [`LISTED_BYTES`].
+fn listed_part(mut summary: pb::ImportResponse) -> prost_types::Any {
+    let mut size = 0;
+    let listed = summary
+        .rejections
+        .iter()
+        .take_while(|r| {
+            size += prost::Message::encoded_len(*r);
+            size <= LISTED_BYTES
+        })
+        .count();
+    summary.rejections.truncate(listed);
+    prost_types::Any {
+        type_url: import_trailers::SUMMARY_TYPE_URL.to_owned(),
+        value: prost::Message::encode_to_vec(&summary),
+    }
+}
+
 /// The audit record of an import's items refused PERMISSION_DENIED (another state's key
 /// or report), if there are any: how many, and the first [`DETAILED_REJECTIONS`] with
 /// their reasons.
@@ -464,7 +489,43 @@ fn who_am_i(peer: &PeerIdentity) -> pb::WhoAmIResponse {
 mod tests {
     use proptest::prelude::*;
 
-    use super::shortened;
+    use super::{LISTED_BYTES, listed_part, shortened};
+    use crate::pb;
+
+    /// An ended import lists the first of its rejections that fit in its status's budget,
+    /// in order, and all of its counts.
+    #[test]
+    fn an_ended_import_lists_its_first_rejections_within_the_budget() {
+        let rejection = |index| pb::ImportRejection {
+            index,
+            code: "INVALID_ARGUMENT".to_owned(),
+            message: "x".repeat(200),
+            violations: Vec::new(),
+        };
+        let summary = pb::ImportResponse {
+            accepted: 7,
+            duplicates: 2,
+            rejected: 100,
+            rejections: (0..100).map(rejection).collect(),
+        };
+        let any = listed_part(summary);
+        assert!(any.value.len() <= LISTED_BYTES + 16, "{}", any.value.len());
+        let listed: pb::ImportResponse = prost::Message::decode(any.value.as_slice()).unwrap();
+        assert_eq!(
+            (listed.accepted, listed.duplicates, listed.rejected),
+            (7, 2, 100)
+        );
+        let indexes: Vec<u64> = listed.rejections.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>());
+        // As many as fit.
+        let size = |n: u64| -> usize {
+            (0..n)
+                .map(|i| prost::Message::encoded_len(&rejection(i)))
+                .sum()
+        };
+        let n = indexes.len() as u64;
+        assert!(n > 0 && size(n) <= LISTED_BYTES && size(n + 1) > LISTED_BYTES);
+    }
 
     proptest! {
         /// A shortened message fits, and keeps the start and the end of the original.

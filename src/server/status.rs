@@ -18,6 +18,22 @@ use crate::{
     submission::SubmitError,
 };
 
+/// `status` with `detail` added to its rich error details (`grpc-status-details-bin`, a
+/// `google.rpc.Status`), keeping those it has and its metadata.
+pub(super) fn with_detail(status: &Status, detail: prost_types::Any) -> Status {
+    use prost::Message;
+    let mut rich = tonic_types::pb::Status::decode(status.details()).unwrap_or_default();
+    rich.code = status.code() as i32;
+    status.message().clone_into(&mut rich.message);
+    rich.details.push(detail);
+    Status::with_details_and_metadata(
+        status.code(),
+        status.message(),
+        rich.encode_to_vec().into(),
+        status.metadata().clone(),
+    )
+}
+
 impl From<SubmitError> for Status {
     fn from(err: SubmitError) -> Self {
         let message = err.to_string();

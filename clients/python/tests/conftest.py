@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -22,11 +23,12 @@ def tidemark_bin() -> str:
 
 
 class Server:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, config: Optional[Path] = None) -> None:
         self.dir = directory
         self.bin = tidemark_bin()
+        flags = ["--config", str(config)] if config else ["--listen", "127.0.0.1:0"]
         self.process = subprocess.Popen(
-            [self.bin, "serve", "--listen", "127.0.0.1:0"],
+            [self.bin, "serve", *flags],
             cwd=directory,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -66,5 +68,27 @@ class Server:
 def server(tmp_path: Path):
     running = Server(tmp_path)
     time.sleep(0.1)
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def small_import_server(tmp_path: Path):
+    """A server that takes at most 3 envelopes in one import: its development PKI made
+    by a first run on the defaults, then run with their configuration so changed."""
+    Server(tmp_path).stop()
+    config = subprocess.run(
+        [tidemark_bin(), "serve", "--print-config"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    config = re.sub(r"(?m)^max_import_items = \d+$", "max_import_items = 3", config)
+    # Both listeners on free ports.
+    config = re.sub(r'(?m)^listen = "127\.0\.0\.1:\d+"$', 'listen = "127.0.0.1:0"', config)
+    path = tmp_path / "small-import.toml"
+    path.write_text(config)
+    running = Server(tmp_path, path)
     yield running
     running.stop()

@@ -136,6 +136,23 @@ def test_an_aggregate_and_an_import(server):
         assert abs(total[0].values[0] - 30) <= protection.max_count_deviation
 
 
+def test_an_import_the_server_ends_says_what_it_did_and_why_it_refused(small_import_server):
+    server = small_import_server
+    reports = server.sample_reports("AUS", 5, seed=8)
+    reports[1]["location"]["country"] = "ZZZ"
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        with pytest.raises(TidemarkError) as ended:
+            aus.import_reports(reports)
+    error = ended.value
+    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_import_items" in error.message
+    partial = error.partial
+    assert partial is not None
+    assert (partial.accepted, partial.rejected) == (2, 1)
+    [refused] = partial.rejections
+    assert (refused.index, refused.code) == (1, "INVALID_ARGUMENT")
+
+
 def test_an_error_survives_pickling(server):
     import pickle
 

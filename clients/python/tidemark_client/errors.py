@@ -1,6 +1,7 @@
 """Errors from the server as Python exceptions: the gRPC code, the message, the field
-violations of a refused report (google.rpc.BadRequest) and the reason of a give-to-get
-refusal (google.rpc.ErrorInfo, reason ``INSUFFICIENT_CONTRIBUTION``)."""
+violations of a refused report (google.rpc.BadRequest), the reason of a give-to-get
+refusal (google.rpc.ErrorInfo, reason ``INSUFFICIENT_CONTRIBUTION``) and what an import
+ended part-way did (a tidemark.v1.ImportResponse)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from tidemark.v1 import exchange_pb2
 
 
 class TidemarkError(Exception):
@@ -18,6 +20,9 @@ class TidemarkError(Exception):
     (field path, what is wrong) for each bad field of a refused report, ``reason`` and
     ``metadata`` the google.rpc.ErrorInfo of a give-to-get refusal
     (``INSUFFICIENT_CONTRIBUTION``, with state, category, contributed, required).
+    ``partial`` is, for an import the server ended part-way (its caller revoked or
+    suspended, or past ``limits.max_import_items``), what it did before: counts and the
+    first rejections (``rejected`` minus those listed were not listed).
     """
 
     def __init__(
@@ -27,19 +32,24 @@ class TidemarkError(Exception):
         violations: Optional[List[Tuple[str, str]]] = None,
         reason: Optional[str] = None,
         metadata: Optional[Dict[str, str]] = None,
+        partial: Optional[exchange_pb2.ImportResponse] = None,
     ) -> None:
-        super().__init__(code, message, violations or [], reason, metadata or {})
+        super().__init__(code, message, violations or [], reason, metadata or {}, partial)
         self.code = code
         self.message = message
         self.violations: List[Tuple[str, str]] = list(violations or [])
         self.reason = reason
         self.metadata: Dict[str, str] = dict(metadata or {})
+        self.partial = partial
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
 
     def __reduce__(self):  # picklable, e.g. across a process pool
-        return (type(self), (self.code, self.message, self.violations, self.reason, self.metadata))
+        return (
+            type(self),
+            (self.code, self.message, self.violations, self.reason, self.metadata, self.partial),
+        )
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> "TidemarkError":
@@ -49,13 +59,17 @@ class TidemarkError(Exception):
         violations: List[Tuple[str, str]] = []
         reason: Optional[str] = None
         metadata: Dict[str, str] = {}
+        partial: Optional[exchange_pb2.ImportResponse] = None
         status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
         for detail in status.details if status else []:
             bad = error_details_pb2.BadRequest()
             info = error_details_pb2.ErrorInfo()
+            summary = exchange_pb2.ImportResponse()
             if detail.Unpack(bad):
                 violations += [(v.field, v.description) for v in bad.field_violations]
             elif detail.Unpack(info):
                 reason = info.reason
                 metadata = dict(info.metadata)
-        return cls(code, message or "", violations, reason, metadata)
+            elif detail.Unpack(summary):
+                partial = summary
+        return cls(code, message or "", violations, reason, metadata, partial)

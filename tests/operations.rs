@@ -842,3 +842,92 @@ async fn refused_handshakes_are_counted_by_what_was_wrong() {
     assert!(refused("bad_certificate") + refused("unknown_ca") >= 1);
     assert_eq!(refused("tls_error"), 0, "every refusal here has its reason");
 }
+
+/// A suspended state is out of the exchange, not out of checking the operator: its node
+/// may still read the log and who read its data, on a connection made while it is
+/// suspended, which stays open; every other call is refused with the reason. Once the
+/// state is reinstated and suspended again, that connection is closed like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_state_still_checks_the_operator_and_nothing_else() {
+    use pb::{exchange_client::ExchangeClient, transparency_client::TransparencyClient};
+    let pki = TestPki::new();
+    let (server, metrics) = TestServer::start_with_metrics_and(&pki, |config| {
+        config.limits.lapsed_connection_grace_secs = 0;
+    })
+    .await;
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let idn = || pb::StateRequest {
+        state: "IDN".into(),
+    };
+    admin.suspend_state(idn()).await.unwrap();
+    let channel = server.channel(&node(&pki, "IDN")).await;
+    let (mut log, mut exchange) = (
+        TransparencyClient::new(channel.clone()),
+        ExchangeClient::new(channel),
+    );
+    let size = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tree_size;
+    let entries = log
+        .get_entries(pb::GetEntriesRequest {
+            start: 0,
+            end: size,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(String::from_utf8_lossy(entries.last().unwrap()).contains("suspend-state"));
+    exchange
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
+        .await
+        .unwrap();
+    let refusals = [
+        exchange.who_am_i(pb::WhoAmIRequest {}).await.map(drop),
+        exchange
+            .submit(submit_request(pb::Envelope::default()))
+            .await
+            .map(drop),
+        exchange
+            .my_standing(pb::MyStandingRequest {})
+            .await
+            .map(drop),
+        exchange
+            .signing_keys(pb::SigningKeysRequest::default())
+            .await
+            .map(drop),
+    ];
+    for refused in refusals {
+        let status = refused.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("suspended"), "{status:?}");
+    }
+    // Well past the grace period (0 s), the connection is still open.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    log.get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap();
+    let closed = |scrape: &prometheus_parse::Scrape| {
+        count(
+            scrape,
+            "tidemark_connections_closed_total",
+            &[("reason", "suspended")],
+        )
+    };
+    assert_eq!(closed(&scrape(metrics).await), 0);
+
+    admin.enrol_state(idn()).await.unwrap();
+    exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    admin.suspend_state(idn()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while closed(&scrape(metrics).await) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a connection that exchanged is still open 10 s after its suspension"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -2,6 +2,12 @@
 //! [`PeerIdentity`] in the request's extensions, or the call is refused with
 //! UNAUTHENTICATED and the reason.
 //!
+//! A suspended state is out of the exchange, not out of checking the operator: its nodes
+//! may still make the calls that check it ([`open_to_suspended`]) — the transparency
+//! log, its proofs and cosigning it as a witness, and the list of who read the state's
+//! data —, which show nothing of any report. Every other call is refused with
+//! PERMISSION_DENIED and the reason.
+//!
 //! Parsing a certificate costs more than a small call, so identities are remembered by
 //! the exact certificate bytes (the same bytes always name the same identity).
 
@@ -12,7 +18,7 @@ use std::{
 
 use tonic::{Request, Status, service::Interceptor};
 
-use crate::{identity::PeerIdentity, trust::Trust};
+use crate::{identity::PeerIdentity, metrics::MethodLabels, trust::Trust};
 
 /// Most certificates remembered; past this the cache starts over.
 const MAX_CACHED: usize = 4096;
@@ -71,7 +77,15 @@ impl Interceptor for Authenticate {
             caller.set(peer.principal().clone());
         }
         // Checked on every call: an open connection outlives a revocation or suspension.
-        admit(&self.trust, &peer)?;
+        match lapse(&self.trust, &peer) {
+            None => {}
+            Some(Lapse::Suspended)
+                if request
+                    .extensions()
+                    .get::<MethodLabels>()
+                    .is_some_and(open_to_suspended) => {}
+            Some(lapse) => return Err(lapse.status(&peer)),
+        }
         request.extensions_mut().insert(peer);
         Ok(request)
     }
@@ -117,8 +131,9 @@ impl Lapse {
                     .state()
                     .map_or_else(|| "its state".to_owned(), |state| state.to_string());
                 Status::permission_denied(format!(
-                    "{state} is suspended from the exchange; its certificates do not work \
-                     until an operator reinstates it"
+                    "{state} is suspended from the exchange; until an operator reinstates \
+                     it, its certificates serve only to check the operator (the transparency \
+                     log, witnessing it, and `tidemark audit`)"
                 ))
             }
         }
@@ -144,6 +159,16 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         Some(Lapse::Suspended)
     } else {
         None
+    }
+}
+
+/// Whether a suspended state's nodes may still call `method`: the calls that check the
+/// operator, and show nothing of any report.
+pub(super) fn open_to_suspended(method: &MethodLabels) -> bool {
+    match method.grpc_service.as_str() {
+        "tidemark.v1.Transparency" => true,
+        "tidemark.v1.Exchange" => method.grpc_method == "AccessToMyData",
+        _ => false,
     }
 }
 

@@ -9,7 +9,9 @@
 //! to end with their reason (a stream being read is told within a second), and then the
 //! connection is closed: reads and writes on it fail, HTTP/2 drops it with every call on
 //! it, and what it still held for the caller is never sent. A state reinstated within the
-//! grace period keeps its connections.
+//! grace period keeps its connections. A connection made while its state was suspended,
+//! which can only check the operator ([`auth::open_to_suspended`]), is not closed for
+//! that suspension — only once its state has been reinstated and suspended again.
 
 use std::{
     io,
@@ -79,9 +81,12 @@ impl Connections {
             .and_then(|chain| chain.first())
             .and_then(|leaf| PeerIdentity::from_certificate(leaf, &self.trust_domain).ok());
         if let Some(identity) = identity {
+            // Told before any call on the connection is answered.
+            let may_exchange = auth::lapse(&self.trust, &identity) != Some(auth::Lapse::Suspended);
             let watch = Watch {
                 connections: self.clone(),
                 identity,
+                may_exchange,
                 peer,
                 cut: cut.clone(),
             };
@@ -99,13 +104,16 @@ impl Connections {
 struct Watch {
     connections: Connections,
     identity: PeerIdentity,
+    /// Whether calls of the exchange may have been made on the connection: its state was
+    /// not suspended when it was made, or has been reinstated since.
+    may_exchange: bool,
     peer: std::net::SocketAddr,
     cut: Arc<Cut>,
 }
 
 impl Watch {
     /// Until the connection ends (`closed` resolves), or is cut here.
-    async fn run(self, mut closed: oneshot::Receiver<()>) {
+    async fn run(mut self, mut closed: oneshot::Receiver<()>) {
         let trust = &self.connections.trust;
         let mut changes = trust.changes();
         // When the rights lapsed, if they have: the grace period runs from then.
@@ -113,7 +121,12 @@ impl Watch {
         loop {
             lapsed_at = match (auth::lapse(trust, &self.identity), lapsed_at) {
                 // Reinstated: a later lapse has a grace period of its own.
-                (None, _) => None,
+                (None, _) => {
+                    self.may_exchange = true;
+                    None
+                }
+                // Suspended since before the connection was made: it only checks.
+                (Some(auth::Lapse::Suspended), _) if !self.may_exchange => None,
                 (Some(_), None) => Some(tokio::time::Instant::now()),
                 (Some(lapse), Some(since)) if since.elapsed() >= self.connections.grace => {
                     self.close(lapse);

@@ -217,6 +217,8 @@ where
         self.metrics.rpc_started(&method);
         let caller = Caller::default();
         request.extensions_mut().insert(caller.clone());
+        // For authentication: some calls are open to a suspended state.
+        request.extensions_mut().insert(method.clone());
         let mut call = Call {
             metrics: self.metrics.clone(),
             method,

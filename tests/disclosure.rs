@@ -531,7 +531,7 @@ async fn perturbation_never_shows_a_withheld_cell_and_stays_within_its_bounds() 
     assert_eq!(exact.protection.unwrap().method, "none");
     let protection = perturbed.protection.clone().unwrap();
     assert_eq!(protection.method, "cell-key");
-    assert_eq!(protection.perturbation_table, "tidemark-ckm-1");
+    assert_eq!(protection.perturbation_table, "tidemark-ckm-2");
     // Small cells are not listed; other withheld cells are, as withheld.
     let exact_cells: std::collections::BTreeMap<&Vec<String>, &pb::Cell> =
         exact.cells.iter().map(|c| (&c.keys, c)).collect();

@@ -13,6 +13,11 @@
 //! So a cell made of the same reports shows the same value in every table and every
 //! query, however it is reached, and subtracting two answers that differ by one report
 //! gives that report's value plus the difference of two unrelated noises — not the value.
+//! Unrelated because the table is read at a *mixed* cell key ([`part`]): read directly,
+//! the keys of a cell with and without one report differ by that report's record key,
+//! and for a record key near 0 (or 2^32) most cells would keep their noise — the
+//! difference of two answers was then the report's count exactly, pair after pair (an
+//! adversarial pass found such a report).
 //!
 //! **Counts** go through the perturbation table [`TABLE_ID`] ([`count`]): for a cell of
 //! five or more reports the noise is −2…+2 with probabilities 3, 12, 30, 12, 3 in 60
@@ -55,7 +60,7 @@
 //! of its own, and they do not count towards opening a small cell.
 
 /// The perturbation table's name, cited in every perturbed answer.
-pub(super) const TABLE_ID: &str = "tidemark-ckm-1";
+pub(super) const TABLE_ID: &str = "tidemark-ckm-2";
 
 /// Each report moves each of its magnitudes by at most this share (and at least half
 /// of it; then the rounding and parity step of at most 1).
@@ -86,11 +91,22 @@ const SMALL: [&[(u64, u64)]; 4] = [
 /// The shown count of a cell of `n` reports with key `cell_key`, through the
 /// perturbation table.
 pub(super) fn count(n: u64, cell_key: u32) -> u64 {
+    shown(n, part(cell_key))
+}
+
+/// The part of [`PARTS`] that `cell_key` picks in the table: from the key mixed by a
+/// bijection that spreads every bit over the result (SplitMix64's output function), so
+/// that keys a fixed record key apart pick unrelated parts; uniform, as the key is.
+fn part(cell_key: u32) -> u64 {
+    let mixed = crate::store::counters::mix(u64::from(cell_key)) >> 32;
+    (mixed * PARTS) >> 32
+}
+
+/// The shown count of a cell of `n` reports at `part` of the table.
+fn shown(n: u64, part: u64) -> u64 {
     if n == 0 {
         return 0;
     }
-    // The key's top bits pick a part of PARTS: uniform, as the key is.
-    let part = (u64::from(cell_key) * PARTS) >> 32;
     let pick = |row: &[(u64, u64)]| {
         let mut seen = 0;
         for (value, parts) in row {
@@ -261,17 +277,56 @@ mod tests {
     }
 
     #[test]
-    fn counts_follow_the_table_over_all_keys() {
-        // Over evenly spread keys, each noise comes up in its share of the parts.
+    fn counts_follow_the_table_over_its_parts_and_keys_pick_parts_uniformly() {
+        // Each noise comes up in its share of the parts.
         let mut seen = std::collections::BTreeMap::new();
-        let steps = 6_000u64;
-        for i in 0..steps {
-            // The middle of each step, clear of the table's boundaries.
-            let key = u32::try_from((2 * i + 1) * (1u64 << 32) / (2 * steps)).unwrap_or(u32::MAX);
-            *seen.entry(count(100, key) as i64 - 100).or_insert(0u64) += 1;
+        for part in 0..PARTS {
+            *seen.entry(shown(100, part) as i64 - 100).or_insert(0u64) += 1;
         }
         for (d, parts) in NOISE {
-            assert_eq!(seen.get(&d).copied().unwrap_or(0), parts * steps / PARTS);
+            assert_eq!(seen.get(&d).copied().unwrap_or(0), parts);
+        }
+        // Keys spread over their range pick each part about as often: within 5 %.
+        let mut picked = [0u64; PARTS as usize];
+        let samples = 600_000u64;
+        for i in 0..samples {
+            let key = u32::try_from(i * (1u64 << 32) / samples).unwrap_or(u32::MAX);
+            picked[usize::try_from(part(key)).unwrap()] += 1;
+        }
+        let expected = samples / PARTS;
+        for (p, n) in picked.iter().enumerate() {
+            assert!(
+                n.abs_diff(expected) * 20 <= expected,
+                "part {p}: {n} of {expected}"
+            );
+        }
+    }
+
+    /// A cell with and without one report: their count noises are unrelated whatever
+    /// the report's record key — equal about as often as two independent draws are
+    /// (Σ p² = 1206/3600 ≈ 0.34), also for record keys near 0 or 2^32, which moved
+    /// the cell key too little to change the noise when the table was read at the key
+    /// itself (then equal 95 % of the time or more).
+    #[test]
+    fn one_report_more_draws_unrelated_count_noise_whatever_its_record_key() {
+        let independent: f64 =
+            NOISE.iter().map(|(_, p)| (p * p) as f64).sum::<f64>() / (PARTS * PARTS) as f64;
+        for record_key in [1u32, 1_000, 1 << 20, 1 << 31, u32::MAX - 1_000] {
+            let cells = 20_000u32;
+            let same = (0..cells)
+                .filter(|i| {
+                    // Cell keys spread over the range (an odd multiplier is a bijection).
+                    let cell_key = i.wrapping_mul(0x9e37_79b9);
+                    let without = count(50, cell_key) as i64 - 50;
+                    let with = count(51, cell_key.wrapping_add(record_key)) as i64 - 51;
+                    without == with
+                })
+                .count();
+            let share = same as f64 / f64::from(cells);
+            assert!(
+                (share - independent).abs() < 0.03,
+                "record key {record_key}: same noise in {share:.3} of cells"
+            );
         }
     }
 }

@@ -228,11 +228,23 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
             .strip_prefix("duplicate field `")
             .and_then(|f| f.strip_suffix('`'))
         {
-            // Keys given twice were refused above: this is a second member of a oneof.
-            format!(
-                "`{field}` and another field of its oneof are both set; set one of them \
-                 (a report's details are `smuggling` or `maritime`, by its category)"
-            )
+            // Keys given twice were refused above: this is one field under both of its
+            // names, or a second member of a oneof.
+            let snake = snake_case(field);
+            let object = at_path(&read, &path);
+            if snake != field
+                && object.is_some_and(|o| o.get(field).is_some() && o.get(&snake).is_some())
+            {
+                format!(
+                    "`{field}` is given twice, as `{field}` and `{snake}` (proto3 JSON reads \
+                     either name); give it once"
+                )
+            } else {
+                format!(
+                    "`{field}` and another field of its oneof are both set; set one of them \
+                     (a report's details are `smuggling` or `maritime`, by its category)"
+                )
+            }
         } else {
             // pbjson's enum reader doubles a word ("expected expected one of").
             inner.replace("expected expected ", "expected ")
@@ -243,6 +255,20 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
             format!("{path}: {reason}")
         }
     })
+}
+
+/// The proto field name of a proto3 JSON name (`byNationality` → `by_nationality`).
+fn snake_case(json_name: &str) -> String {
+    let mut name = String::with_capacity(json_name.len() + 4);
+    for c in json_name.chars() {
+        if c.is_ascii_uppercase() {
+            name.push('_');
+            name.push(c.to_ascii_lowercase());
+        } else {
+            name.push(c);
+        }
+    }
+    name
 }
 
 /// The value at `path` (`persons.byNationality[1].count`, as serde_path_to_error writes
@@ -523,6 +549,20 @@ mod tests {
         // Two members of one oneof are not one key twice, and are said to be what they are.
         let err = from_json::<pb::Report>(r#"{"smuggling": {}, "maritime": {}}"#).unwrap_err();
         assert!(err.contains("oneof are both set"), "{err}");
+        // Nor is one field under both of its proto3 JSON names.
+        for (text, place) in [
+            (
+                r#"{"reportId": "a", "report_id": "a"}"#,
+                "`reportId` is given twice, as `reportId` and `report_id`",
+            ),
+            (
+                r#"{"persons": {"by_nationality": [], "byNationality": []}}"#,
+                "persons: `byNationality` is given twice, as `byNationality` and `by_nationality`",
+            ),
+        ] {
+            let err = from_json::<pb::Report>(text).unwrap_err();
+            assert!(err.starts_with(place), "{text}: {err}");
+        }
         let err = from_json::<pb::Report>(r#"{"sharing": {"scope": 77}}"#).unwrap_err();
         assert!(
             err.starts_with("sharing.scope") && !err.contains("expected expected"),

@@ -1149,8 +1149,9 @@ async fn files_are_written_before_anything_is_printed() {
     }
 }
 
+/// `query --csv` and `query --json` both write what `import` reads back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
+async fn a_csv_or_json_export_of_either_category_imports_back_as_the_same_reports() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
     let dir = tempfile::TempDir::new().unwrap();
@@ -1163,12 +1164,17 @@ async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
         &["--count", "60", "--states", "AUS"],
     )
     .await;
-    for category in ["smuggling", "maritime"] {
+    for (category, format) in [
+        ("smuggling", "csv"),
+        ("maritime", "csv"),
+        ("smuggling", "json"),
+        ("maritime", "json"),
+    ] {
         let out = run(strings(&[
             "query",
             "--category",
             category,
-            "--csv",
+            &format!("--{format}"),
             "--endpoint",
             &endpoint,
             "--as",
@@ -1180,11 +1186,21 @@ async fn a_csv_export_of_either_category_imports_back_as_the_same_reports() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let rows = csv::Reader::from_reader(out.stdout.as_slice())
-            .records()
-            .count();
+        let rows = if format == "csv" {
+            csv::Reader::from_reader(out.stdout.as_slice())
+                .records()
+                .count()
+        } else {
+            out.stdout
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        };
         assert!(rows > 5, "{category}: {rows}");
-        let export = dir.path().join(format!("{category}.csv"));
+        let export = dir.path().join(format!(
+            "{category}.{}",
+            if format == "csv" { "csv" } else { "jsonl" }
+        ));
         std::fs::write(&export, &out.stdout).unwrap();
         // Every field came back: the same signed content, so each is a duplicate.
         let out = run(strings(&[
@@ -2234,4 +2250,60 @@ async fn verify_names_a_key_file_it_cannot_read_as_a_key() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("no PEM public key"), "{said}");
     assert!(said.contains("id_ed25519.pub"), "{said}");
+}
+
+/// A sync mirror's lines are signed envelopes without their reports: import says so
+/// once, naming what to export instead, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_sync_mirror_is_refused_once_saying_what_to_export() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    import_samples(
+        dir.path(),
+        &endpoint,
+        &aus,
+        &["--count", "20", "--states", "AUS"],
+    )
+    .await;
+    let mirror = dir.path().join("mirror");
+    let out = run(strings(&[
+        "sync",
+        "--category",
+        "smuggling",
+        "--into",
+        &mirror.display().to_string(),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(strings(&[
+        "import",
+        &mirror.join("smuggling.jsonl").display().to_string(),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("sync mirror") && said.contains("query --json"),
+        "{said}"
+    );
+    assert_eq!(
+        said.lines().filter(|l| l.contains("envelope")).count(),
+        1,
+        "{said}"
+    );
 }

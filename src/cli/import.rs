@@ -30,8 +30,10 @@ use super::{
 const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Sign and submit many reports from a file: JSON lines (`.jsonl`, one report per line,
-/// proto3 JSON) or CSV (`.csv`, one report per row; the columns `tidemark query --csv`
-/// and `tidemark sample-reports --format csv` write).
+/// proto3 JSON — or the lines `tidemark query --json` writes, whose `report` is taken)
+/// or CSV (`.csv`, one report per row; the columns `tidemark query --csv` and `tidemark
+/// sample-reports --format csv` write). A sync mirror's lines are signed envelopes
+/// without their reports, and are refused.
 ///
 /// Every record that is not accepted is reported by its line number (for CSV, the line
 /// where the record starts) and the rest is imported. A byte-order mark at the start of
@@ -478,17 +480,35 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
                 let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
                 match std::str::from_utf8(bytes) {
                     Ok(text) if text.trim().is_empty() => None,
-                    Ok(text) => Some((
-                        line_number,
-                        input::from_json::<pb::Report>(text)
-                            .map_err(|e| format!("not a report in JSON: {e}")),
-                    )),
+                    Ok(text) => Some((line_number, report_of_line(text))),
                     Err(e) => Some((line_number, Err(format!("the line is not UTF-8 text: {e}")))),
                 }
             },
         )))
     }
 }
+
+/// The report on a line of JSON lines: the line itself, or the `report` of a line that
+/// `query --json` writes (`{"meta", "envelope", "report"}`), so that an export imports
+/// back.
+fn report_of_line(text: &str) -> Result<pb::Report, String> {
+    if text.contains("\"envelope\"")
+        && let Ok(serde_json::Value::Object(mut line)) = serde_json::from_str(text)
+        && line.contains_key("envelope")
+    {
+        return match line.remove("report") {
+            Some(report) => input::from_json::<pb::Report>(&report.to_string())
+                .map_err(|e| format!("not a report in JSON: report.{e}")),
+            None => Err(MIRROR_LINE.to_owned()),
+        };
+    }
+    input::from_json::<pb::Report>(text).map_err(|e| format!("not a report in JSON: {e}"))
+}
+
+/// Why a line with an envelope and no report is not imported.
+const MIRROR_LINE: &str = "a signed envelope without its report (a sync mirror's line): \
+    import signs reports of your own state; export them with `tidemark query --json` or \
+    `--csv`, which import reads back";
 
 /// Refuses, once, a file that is clearly not JSON lines — a CSV export under another
 /// name, or one pretty-printed JSON document (a report as `submit` takes it, or an array)
@@ -509,6 +529,12 @@ fn not_json_lines(file: &Path) -> anyhow::Result<()> {
              .csv, which import reads as CSV",
             file.display()
         );
+    }
+    if let Ok(serde_json::Value::Object(line)) = serde_json::from_str(&first)
+        && line.contains_key("envelope")
+        && !line.contains_key("report")
+    {
+        bail!("{}: its first line is {MIRROR_LINE}", file.display());
     }
     if serde_json::from_str::<serde::de::IgnoredAny>(&first).is_err()
         && let Ok(text) = input::read_text(file)

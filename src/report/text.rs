@@ -11,6 +11,7 @@
 //! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | allowed |
 //! | LRM U+200E, RLM U+200F, ALM U+061C (directional marks) | allowed | no |
 //! | variation selectors U+FE00–U+FE0F, U+E0100–U+E01EF, U+180B–U+180D, U+180F, combining grapheme joiner U+034F (emoji and ideograph variants) | allowed | no |
+//! | braille pattern blank U+2800 (a braille space; shows as nothing) | allowed | no |
 //!
 //! Refused in both: every other control character (C0, DEL, C1); the bidirectional
 //! embedding, override and isolate controls U+202A–U+202E and U+2066–U+2069 (the
@@ -63,6 +64,9 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
                 | '\u{FE00}'..='\u{FE0F}'
                 | '\u{E0100}'..='\u{E01EF}',
             ) => Some("a variation selector or grapheme joiner, which shows as nothing"),
+            (TextKind::Short, '\u{2800}') => {
+                Some("the blank braille pattern, which shows as nothing")
+            }
             _ => match get_general_category(ch) {
                 GeneralCategory::Control => Some("a control character"),
                 GeneralCategory::Format => Some("an invisible format character"),
@@ -133,6 +137,7 @@ mod tests {
             (TextKind::Short, "Bangkok ", "white space"),
             (TextKind::Short, "AUS\u{0085}", "control character, U+0085"),
             (TextKind::Short, "Bang\u{200E}kok", "invisible format"),
+            (TextKind::Short, "Darwin\u{2800}", "blank braille"),
             (TextKind::Short, "\u{3164}", "Hangul filler"),
             (TextKind::Free, "blank\u{115F}name", "Hangul filler"),
             (TextKind::Short, "Bang\u{034F}kok", "variation selector"),

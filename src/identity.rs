@@ -308,7 +308,9 @@ pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
         significant.to_owned()
     };
     let bytes = hex::decode(&even).map_err(|_| SerialError(text.to_owned()))?;
-    if bytes.len() > MAX_SERIAL_BYTES {
+    // As DER writes it: a positive number whose top bit is set takes a leading 00.
+    let encoded = bytes.len() + usize::from(bytes.first().is_some_and(|b| b & 0x80 != 0));
+    if encoded > MAX_SERIAL_BYTES {
         return Err(SerialError(text.to_owned()));
     }
     if bytes.is_empty() {
@@ -322,8 +324,8 @@ pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{0:?} is not a certificate serial number: give a positive number in hex (at most 20 \
-     bytes; `:` between bytes allowed), as `tidemark admin certs` or `openssl x509 -serial` \
-     prints it"
+     bytes as DER encodes it, so a 20-byte number below 80…; `:` between bytes allowed), \
+     as `tidemark admin certs` or `openssl x509 -serial` prints it"
 )]
 pub struct SerialError(String);
 
@@ -606,7 +608,13 @@ mod tests {
                     .collect::<Vec<_>>().join(":");
             }
             let padded = [vec![0u8; zeros], bytes.clone()].concat();
-            proptest::prop_assert_eq!(canonical_serial(&text).unwrap(), serial_hex(&padded));
+            // RFC 5280 §4.1.2.2 counts the DER content octets: a leading 00 where the
+            // top bit is set.
+            if bytes.len() + usize::from(first >= 0x80) > 20 {
+                proptest::prop_assert!(canonical_serial(&text).is_err());
+            } else {
+                proptest::prop_assert_eq!(canonical_serial(&text).unwrap(), serial_hex(&padded));
+            }
         }
 
         /// Any SPIFFE ID that parses names a principal whose ID is exactly the input, and

@@ -438,10 +438,11 @@ fn connect_hint(reason: &str) -> &'static str {
         "connection reset",
     ];
     if closed.iter().any(|c| reason.contains(c)) {
-        "the server closed the connection during the TLS handshake: it may be at its limit \
-         of handshakes in progress (limits.max_pending_handshakes_per_address, 32 from one \
-         address, and limits.max_pending_handshakes, 1,024 in all, by default), so retry in \
-         a moment, or the address is not a Tidemark server"
+        "the server closed the connection during the TLS handshake: it may have stopped (is \
+         `tidemark serve` still running?), be at its limit of handshakes in progress \
+         (limits.max_pending_handshakes_per_address, 32 from one address, and \
+         limits.max_pending_handshakes, 1,024 in all, by default: retry in a moment), or \
+         the address may not be a Tidemark server"
     } else if reason.contains("no answer within") || reason.contains("timed out") {
         "check the address, and that the server is reachable from here"
     } else {

@@ -223,3 +223,76 @@ async fn a_read_open_at_kill_9_is_shown_cut_short_after_a_restart() {
     // The killed server's subscription, then the new one's.
     assert_eq!(subscriptions, [(true, true), (true, false)], "{records:?}");
 }
+
+/// An import whose server is killed mid-call says that its lines were sent and not
+/// answered — some may have been stored — rather than that nothing was; run again once
+/// the server is back, what was stored counts as already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_by_kill_9_says_its_lines_were_sent_and_not_answered() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let port = free_port();
+    let mut server = serve(dir.path(), port).await;
+    let file = dir.path().join("aus.jsonl");
+    let samples = Command::new(BIN)
+        .args(["sample-reports", "--count", "3000", "--states", "AUS"])
+        .output()
+        .unwrap();
+    std::fs::write(&file, samples.stdout).unwrap();
+    let import = || {
+        Command::new(BIN)
+            .args(["import", &file.display().to_string(), "--batch", "3000"])
+            .args(["--json", "--endpoint", &format!("https://127.0.0.1:{port}")])
+            .args([
+                "--as",
+                &dir.path().join("certs/aus-node").display().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let cut = import();
+    // Part of it stored (the answer comes once all of it is), then the plug pulled.
+    let mut exchange = connect(dir.path(), port).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stored_ids(&mut exchange).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing stored in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = tokio::task::spawn_blocking(move || cut.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&summary["accepted"], &summary["unanswered"]),
+        (&0.into(), &3000.into()),
+        "{summary}"
+    );
+    assert!(
+        said.contains("lines 1 to 3000 were sent and not answered"),
+        "{said}"
+    );
+
+    let mut server = serve(dir.path(), port).await;
+    let again = import();
+    let out = tokio::task::spawn_blocking(move || again.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let duplicates = summary["duplicates"].as_u64().unwrap();
+    assert!(duplicates > 0, "{summary}");
+    assert_eq!(
+        summary["accepted"].as_u64().unwrap() + duplicates,
+        3000,
+        "{summary}"
+    );
+}

@@ -80,6 +80,9 @@ struct Tally {
     errors: Vec<LineError>,
     /// Refused by an import the server ended before it said which (only how many).
     unlisted: u64,
+    /// Sent, and then the call failed without an answer (the connection or the server
+    /// went away): some of them may have been stored.
+    unanswered: u64,
     /// Why the import stopped early, if it did.
     stopped: Option<String>,
 }
@@ -184,6 +187,18 @@ async fn send_batch(
             tally.duplicates += summary.duplicates;
             note_rejections(&chunk, summary.rejections, tally);
         }
+        Err(status) if unanswered(&status) => {
+            let (first, last) = (
+                chunk.first().map_or(0, |(line, _)| *line),
+                chunk.last().map_or(0, |(line, _)| *line),
+            );
+            tally.unanswered += chunk.len() as u64;
+            tally.stopped = Some(format!(
+                "stopped: lines {first} to {last} were sent and not answered, so some of them \
+                 may have been stored ({})",
+                client::explain(&status)
+            ));
+        }
         Err(status) if fatal(status.code()) => {
             tally.stopped = Some(format!(
                 "stopped before line {}: {}",
@@ -227,6 +242,15 @@ async fn submit_each(
         match exchange.submit(request).await {
             Ok(response) if response.get_ref().duplicate => tally.duplicates += 1,
             Ok(_) => tally.accepted += 1,
+            Err(status) if unanswered(&status) => {
+                tally.unanswered += 1;
+                tally.stopped = Some(format!(
+                    "stopped: line {line} was sent and not answered, so it may have been \
+                     stored ({})",
+                    client::explain(&status)
+                ));
+                return;
+            }
             Err(status) if fatal(status.code()) => {
                 tally.stopped = Some(format!(
                     "stopped at line {line}: {}",
@@ -292,6 +316,16 @@ async fn count_taken(
     rest
 }
 
+/// A call that failed without the server's answer — the connection or the server went
+/// away, or time ran out — after its envelopes were sent: what it stored is unknown. (A
+/// refusal is the server's answer, and an import it ends says what it did.)
+fn unanswered(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    ) && client::import_trailers::read(status).is_none()
+}
+
 /// Failures that are not about one record: retrying record by record cannot help.
 fn fatal(code: Code) -> bool {
     matches!(
@@ -350,19 +384,26 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
             "duplicates": tally.duplicates,
             "rejected": rejected,
             "errors": tally.errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
+            "unanswered": tally.unanswered,
             "stopped": tally.stopped,
         });
         outln!("{value}")?;
     } else {
+        let unanswered = if tally.unanswered > 0 {
+            format!(", {} sent but not answered", tally.unanswered)
+        } else {
+            String::new()
+        };
         outln!(
-            "{} accepted, {} already there, {rejected} rejected",
+            "{} accepted, {} already there, {rejected} rejected{unanswered}",
             tally.accepted,
             tally.duplicates
         )?;
     }
     if let Some(stopped) = tally.stopped {
         bail!(
-            "the import {stopped}; run it again to continue (what was accepted counts as a duplicate)"
+            "the import {stopped}; run it again to continue (what was accepted, also what was \
+             not answered and yet stored, counts as a duplicate)"
         );
     }
     if rejected > 0 {

@@ -553,6 +553,22 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         );
         assert!(access.reader.contains("/operator/"), "{access:?}");
     }
+    // A name that cannot be written is said before the server is asked: no backup is
+    // taken, and none more is on AUS's access list.
+    let out = backup(name("no-such-directory/four.backup")).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no-such-directory"),
+        "{stderr}"
+    );
+    let listed = exchange
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses
+        .len();
+    assert_eq!(listed, accesses.len());
     // An existing file is never replaced.
     let before = std::fs::read(&file).unwrap();
     let out = backup(file.clone()).await.unwrap();

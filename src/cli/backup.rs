@@ -104,6 +104,31 @@ fn stop_requested() -> anyhow::Result<impl Future<Output = ()>> {
     }
 }
 
+/// Asks the server for a backup and receives its data into `file`; returns its manifest.
+async fn fetch(
+    admin: &mut AdminClient<Channel>,
+    file: &mut tokio::fs::File,
+    partial: &Path,
+) -> anyhow::Result<pb::BackupManifest> {
+    let mut stream = admin
+        .backup(pb::BackupRequest {})
+        .await
+        .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
+        .into_inner();
+    let manifest = match stream.next().await {
+        Some(Ok(pb::BackupChunk {
+            part: Some(pb::backup_chunk::Part::Manifest(m)),
+        })) => m,
+        Some(Err(s)) => bail!(
+            "the backup stopped before it was complete ({}): take it again",
+            tidemark::client::explain(&s)
+        ),
+        _ => bail!("the server's backup did not start with its manifest"),
+    };
+    receive(&mut stream, file, partial, manifest.bytes).await?;
+    Ok(manifest)
+}
+
 /// Receives the backup's data into `file`.
 async fn receive(
     stream: &mut tonic::Streaming<pb::BackupChunk>,
@@ -144,43 +169,29 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
             );
         }
     }
-    let mut stream = admin
-        .backup(pb::BackupRequest {})
-        .await
-        .map_err(|s| anyhow!(tidemark::client::explain(&s)))?
-        .into_inner();
-    let broken = |s: &tonic::Status| {
-        anyhow!(
-            "the backup stopped before it was complete ({}); nothing was written: take it \
-             again",
-            tidemark::client::explain(s)
-        )
-    };
-    let manifest = match stream.next().await {
-        Some(Ok(pb::BackupChunk {
-            part: Some(pb::backup_chunk::Part::Manifest(m)),
-        })) => m,
-        Some(Err(s)) => return Err(broken(&s)),
-        _ => bail!("the server's backup did not start with its manifest"),
-    };
     // The copy holds the store's secrets: readable by its owner only from its first byte,
     // and removed if the backup does not complete (an error, Ctrl-C, SIGTERM, SIGHUP:
-    // listened for before the file exists).
+    // listened for before the file exists). It is made before the server is asked, so
+    // that a name that cannot be written is said at once — not after the server has
+    // copied its store, and put the copy on every state's access list.
     let stop = stop_requested()?;
     let partial = suffixed(out, ".partial");
     let mut file = create_partial(&partial, out).await?;
     let received = tokio::select! {
-        received = receive(&mut stream, &mut file, &partial, manifest.bytes) => received,
+        received = fetch(admin, &mut file, &partial) => received,
         () = stop => Err(anyhow!("interrupted")),
     };
     drop(file);
-    if let Err(e) = received {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e.context(format!(
-            "the backup was not completed; nothing was written to {}",
-            out.display()
-        )));
-    }
+    let manifest = match received {
+        Ok(manifest) => manifest,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!(
+                "the backup was not completed; nothing was written to {}",
+                out.display()
+            )));
+        }
+    };
     Store::owner_only(&partial).map_err(|e| anyhow!("{e}"))?;
     let (bytes, sha256) =
         file_sha256(&partial).with_context(|| format!("cannot read {}", partial.display()))?;

@@ -248,13 +248,14 @@ async fn differencing_never_gives_a_withheld_value_back() {
         refused.message()
     );
     // The error bound observed: the two totals share their AUS reports and so their
-    // noise, and differ by IDN's own fixed 10–20 % plus rounding and parity (at most
-    // 2 each): at most 0.2 × 60 + 4 = 16 here; never exact, off by at most `worst`.
+    // noise, and differ by IDN's own fixed 10–20 % and 1.5–3.5 plus rounding and parity
+    // (at most 2 each): at most 0.2 × 60 + 3.5 + 4 = 19.5 here; never exact, off by at
+    // most `worst`.
     eprintln!(
         "differencing: never exact over {} trials; largest error {worst}",
         trials.len() + 1
     );
-    assert!(worst > 0 && worst <= 16, "largest error {worst}");
+    assert!(worst > 0 && worst <= 19, "largest error {worst}");
 }
 
 /// Case 2-10: fee quartiles per currency over 1–4 reports are never shown, in cells or

@@ -158,7 +158,12 @@ impl Shown {
                 let value = metric.of(&acc.sums);
                 match metric {
                     Additive::Reports => perturbation::count(value, acc.cell_key()),
-                    _ => perturbation::magnitude(value, metric.noise(&acc.sums), acc.reports()),
+                    _ => perturbation::magnitude(
+                        value,
+                        metric.noise(&acc.sums),
+                        acc.reports(),
+                        (acc.cell_key(), metric as usize),
+                    ),
                 }
             }
         }
@@ -293,6 +298,7 @@ fn protection(query: &AggregateQuery, settings: &Settings, mode: Mode) -> pb::Pr
             perturbation_table: perturbation::TABLE_ID.to_owned(),
             max_count_deviation: perturbation::MAX_COUNT_DEVIATION,
             magnitude_scale: perturbation::MAGNITUDE_MAX,
+            magnitude_floor: perturbation::MAGNITUDE_FLOOR,
             quartile_scale: perturbation::QUARTILE_SCALE,
             suppression_rules: rules,
             minimum_reports_for_quantiles: quantiles,

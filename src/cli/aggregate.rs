@@ -342,11 +342,12 @@ fn protection(response: &pb::AggregateResponse) -> Option<String> {
         "cell-key" => Some(format!(
             "protection: cell key method, perturbation table {}: counts differ from the true \
              ones by at most {} (never 1 or 2); each report moves each sum by a fixed \
-             {:.0}-{:.0}%; cells need not add up to margins",
+             {:.0}-{:.0}% plus 1.5-{}; cells need not add up to margins",
             p.perturbation_table,
             p.max_count_deviation,
             p.magnitude_scale * 50.0,
-            p.magnitude_scale * 100.0
+            p.magnitude_scale * 100.0,
+            p.magnitude_floor
         )),
         "none" => Some("protection: exact figures (suppression only)".to_owned()),
         _ => None,

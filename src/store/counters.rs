@@ -62,8 +62,9 @@ pub(crate) const KEY_SUM: usize = SUMS;
 
 /// Where [`Sums`] holds the record noise of the first magnitude (persons), upwards then
 /// downwards, in thousandths; the others follow in the order of [`Additive`]. A report
-/// adds `x · δ` to one of the two, with its own fixed sign and `δ` in
-/// [[`NOISE_MIN`], [`NOISE_MAX`]] thousandths ([`RecordKeys::noise`]).
+/// adds `x · δ + f` (`f` only when `x` is not 0) to one of the two, with its own fixed
+/// sign, `δ` in [[`NOISE_MIN`], [`NOISE_MAX`]] thousandths and `f` in [[`FLOOR_MIN`],
+/// [`FLOOR_MAX`]] thousandths ([`RecordKeys::noise`]).
 pub(crate) const NOISE: usize = SUMS + 1;
 
 /// The smallest record noise factor, in thousandths (10 %).
@@ -71,6 +72,14 @@ pub(crate) const NOISE_MIN: u64 = 100;
 
 /// The largest record noise factor, in thousandths (20 %).
 pub(crate) const NOISE_MAX: u64 = 200;
+
+/// The smallest fixed amount, in thousandths (1.5), by which a report moves each of its
+/// magnitudes that is not 0, besides its share δ: a share of a small value (a report's
+/// 4 deaths) rounds to almost nothing, and the value then showed through the rounding.
+pub(crate) const FLOOR_MIN: u64 = 1_500;
+
+/// The largest such amount, in thousandths (3.5).
+pub(crate) const FLOOR_MAX: u64 = 3_500;
 
 /// A contribution larger than this counts as this much in the record noise, so that
 /// the noise of 2^24 reports fits in 64 bits (no real report comes near it).
@@ -147,15 +156,18 @@ impl RecordKeys {
         key
     }
 
-    /// A report's fixed noise factor for the magnitude at `metric` (an `Additive`
-    /// index): upwards or downwards, and δ in [`NOISE_MIN`]..=[`NOISE_MAX`] thousandths.
-    /// The same for the report in every cell it is in (Evans, Zayatz and Slanta, *Using
-    /// noise for disclosure limitation of establishment tabular data*, JOS 1998).
-    pub(crate) fn noise(key: u32, metric: usize) -> (bool, u64) {
+    /// A report's fixed noise for the magnitude at `metric` (an `Additive` index):
+    /// upwards or downwards, a factor δ in [`NOISE_MIN`]..=[`NOISE_MAX`] thousandths and
+    /// an amount f in [`FLOOR_MIN`]..=[`FLOOR_MAX`] thousandths. The same for the report
+    /// in every cell it is in (Evans, Zayatz and Slanta, *Using noise for disclosure
+    /// limitation of establishment tabular data*, JOS 1998, with a floor for small
+    /// values).
+    pub(crate) fn noise(key: u32, metric: usize) -> (bool, u64, u64) {
         let z = mix(mix(u64::from(key)) ^ (metric as u64));
         let up = z >> 63 == 0;
         let delta = NOISE_MIN + (z & 0xffff_ffff) % (NOISE_MAX - NOISE_MIN + 1);
-        (up, delta)
+        let floor = FLOOR_MIN + ((z >> 32) & 0x7fff_ffff) % (FLOOR_MAX - FLOOR_MIN + 1);
+        (up, delta, floor)
     }
 
     /// A fixed pseudo-random number for a value (a fee amount in a currency), the same
@@ -337,22 +349,24 @@ pub(crate) fn add_noise(sums: &mut Sums, value: u64, key: u32, metric: usize) {
     add_drawn_noise(sums, value, noise_draw(key, metric), metric);
 }
 
-/// [`RecordKeys::noise`] as one number: δ times two, plus one when downwards. A loop
-/// over many keys of this alone vectorizes, which the scan uses.
+/// [`RecordKeys::noise`] as one number: f, then δ in eight bits, then one bit that is
+/// set when downwards. A loop over many keys of this alone vectorizes, which the scan
+/// uses.
 #[inline]
 pub(crate) fn noise_draw(key: u32, metric: usize) -> u32 {
-    let (up, delta) = RecordKeys::noise(key, metric);
-    // δ ≤ NOISE_MAX.
+    let (up, delta, floor) = RecordKeys::noise(key, metric);
+    // δ ≤ NOISE_MAX < 2^8, f ≤ FLOOR_MAX < 2^12.
     #[allow(clippy::cast_possible_truncation)]
-    let delta = delta as u32;
-    (delta << 1) | u32::from(!up)
+    let (delta, floor) = (delta as u32, floor as u32);
+    (floor << 9) | (delta << 1) | u32::from(!up)
 }
 
 /// [`add_noise`] with the report's [`noise_draw`] for `metric` given.
 #[inline]
 pub(crate) fn add_drawn_noise(sums: &mut Sums, value: u64, draw: u32, metric: usize) {
     let at = NOISE + 2 * (metric - 1) + (draw & 1) as usize;
-    sums[at] += value.min(NOISE_CAP) * u64::from(draw >> 1);
+    let (delta, floor) = (u64::from((draw >> 1) & 0xff), u64::from(draw >> 9));
+    sums[at] += value.min(NOISE_CAP) * delta + floor * u64::from(value > 0);
 }
 
 /// Three ASCII letters as a number that sorts like the text; [`NONE`] for "".

@@ -1400,39 +1400,6 @@ proptest! {
     }
 }
 
-/// The number of leaves in the log's newest checkpoint.
-async fn log_size(log: &mut TransparencyClient<Channel>) -> u64 {
-    let note = log
-        .get_checkpoint(pb::GetCheckpointRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .note;
-    note.lines().nth(1).unwrap().parse().unwrap()
-}
-
-/// Every entry of the log, in order.
-async fn log_entries(log: &mut TransparencyClient<Channel>) -> Vec<String> {
-    let size = log_size(log).await;
-    let mut entries = Vec::new();
-    while (entries.len() as u64) < size {
-        let page = log
-            .get_entries(pb::GetEntriesRequest {
-                start: entries.len() as u64,
-                end: size,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        entries.extend(
-            page.entries
-                .into_iter()
-                .map(|e| String::from_utf8(e).unwrap()),
-        );
-    }
-    entries
-}
-
 /// An import's envelopes are checked when they arrive and stored when the writer gets to
 /// them. A revocation or suspension goes ahead of them: whatever of the import still
 /// waited is refused, so in the log no envelope of IDN's follows it.
@@ -1444,7 +1411,7 @@ async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
         let mut admin = world.server.admin(&operator(&world.pki)).await;
         let mut idn = world.exchange("IDN").await;
         let serial = serial_of(&mut idn).await;
-        let start = log_size(&mut log).await;
+        let start = common::log_size(&mut log).await;
         let requests: Vec<pb::SubmitRequest> = (10..1_510)
             .map(|seed| pb::SubmitRequest {
                 envelope: Some(sign(&common::sample_report("IDN", seed), world.key("IDN"))),
@@ -1453,7 +1420,7 @@ async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
             .collect();
         let import = tokio::spawn(async move { idn.import(tokio_stream::iter(requests)).await });
         // Part of the import stored, more of it verified and waiting in the queue.
-        while log_size(&mut log).await < start + 50 {
+        while common::log_size(&mut log).await < start + 50 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         match action {
@@ -1484,7 +1451,7 @@ async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
             .await
             .expect("the import ends")
             .unwrap();
-        let entries = log_entries(&mut log).await;
+        let entries = common::log_entries(&mut log).await;
         let is_idn_envelope =
             |e: &&String| e.starts_with("tidemark.v1 envelope\n") && e.contains("\nstate IDN\n");
         let at = entries
@@ -1559,7 +1526,7 @@ async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list(
     assert!(queries >= 10, "{queries} reads reached the server");
 
     let mut log = TransparencyClient::new(world.server.channel(&operator(&world.pki)).await);
-    let logged = logged_readers_of(&log_entries(&mut log).await, "AUS");
+    let logged = logged_readers_of(&common::log_entries(&mut log).await, "AUS");
     let mut aus = world.exchange("AUS").await;
     let (mut listed, mut before) = (std::collections::BTreeSet::new(), 0);
     loop {

@@ -881,22 +881,8 @@ async fn a_suspended_state_still_checks_the_operator_and_nothing_else() {
         TransparencyClient::new(channel.clone()),
         ExchangeClient::new(channel),
     );
-    let size = log
-        .get_checkpoint(pb::GetCheckpointRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .tree_size;
-    let entries = log
-        .get_entries(pb::GetEntriesRequest {
-            start: 0,
-            end: size,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    assert!(String::from_utf8_lossy(entries.last().unwrap()).contains("suspend-state"));
+    let entries = common::log_entries(&mut log).await;
+    assert!(entries.last().unwrap().contains("suspend-state"));
     exchange
         .access_to_my_data(pb::AccessToMyDataRequest::default())
         .await

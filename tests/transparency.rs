@@ -344,24 +344,9 @@ async fn an_aggregates_log_entry_names_the_owners_in_scope_not_the_counts_nor_th
         })
         .await;
     }
-    let size = log
-        .get_checkpoint(pb::GetCheckpointRequest {})
+    let owners: Vec<String> = common::log_entries(&mut log)
         .await
-        .unwrap()
-        .into_inner()
-        .tree_size;
-    let entries = log
-        .get_entries(pb::GetEntriesRequest {
-            start: 0,
-            end: size,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .entries;
-    let owners: Vec<String> = entries
-        .iter()
-        .map(|e| String::from_utf8(e.clone()).unwrap())
+        .into_iter()
         .filter(|e| Entry::field(e, "action") == Some("aggregate"))
         .map(|e| Entry::field(&e, "owners").unwrap().to_owned())
         .collect();

@@ -589,3 +589,36 @@ pub async fn small_window_channel(server: &TestServer, identity: &ClientIdentity
         .await
         .unwrap()
 }
+
+/// The number of leaves in the log's newest checkpoint.
+pub async fn log_size(log: &mut pb::transparency_client::TransparencyClient<Channel>) -> u64 {
+    log.get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tree_size
+}
+
+/// Every entry of the log, in order, as text.
+pub async fn log_entries(
+    log: &mut pb::transparency_client::TransparencyClient<Channel>,
+) -> Vec<String> {
+    let size = log_size(log).await;
+    let mut entries = Vec::new();
+    while (entries.len() as u64) < size {
+        let page = log
+            .get_entries(pb::GetEntriesRequest {
+                start: entries.len() as u64,
+                end: size,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(
+            page.entries
+                .into_iter()
+                .map(|e| String::from_utf8(e).unwrap()),
+        );
+    }
+    entries
+}

@@ -248,9 +248,8 @@ async fn differencing_never_gives_a_withheld_value_back() {
         refused.message()
     );
     // The error bound observed: the two totals share their AUS reports and so their
-    // noise, and differ by IDN's own fixed 10–20 % and 1.5–3.5 plus rounding and parity
-    // (at most 2 each): at most 0.2 × 60 + 3.5 + 4 = 19.5 here; never exact, off by at
-    // most `worst`.
+    // noise, and differ by IDN's own fixed 10–20 % and 1.5–3.5 plus rounding (at most 1
+    // each): at most 0.2 × 60 + 3.5 + 2 = 17.5 here; never exact, off by at most `worst`.
     eprintln!(
         "differencing: never exact over {} trials; largest error {worst}",
         trials.len() + 1
@@ -714,8 +713,8 @@ async fn a_privacy_budget_is_charged_refunded_spent_and_shown() {
 
 /// The averaging attack: one report carries a cell's whole figure (the only one with
 /// deaths), and the analyst asks for totals over many different sets of reports around
-/// it. Every answer carries the same fixed noise of that report (up to the parity step),
-/// so their spread gives nothing away and their midpoint is not the value. Fee
+/// it. Every answer carries the same fixed noise of that report, so they all show the
+/// same figure, and it is not the value. Fee
 /// quartiles over the same fees are the same whatever other reports a cell holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_differently_worded_queries_do_not_average_the_noise_away() {
@@ -766,7 +765,7 @@ async fn many_differently_worded_queries_do_not_average_the_noise_away() {
     }
     assert!(seen.len() >= 30, "{seen:?}");
     let (low, high) = (*seen.iter().min().unwrap(), *seen.iter().max().unwrap());
-    assert!(high - low <= 2, "only the parity step varies: {seen:?}");
+    assert_eq!(high, low, "one figure in every answer: {seen:?}");
     assert!(!seen.contains(&30), "{seen:?}");
     // 30 moved by its fixed 10-20 %: the midpoint is at least 3 - 1 away.
     assert!((low + high).abs_diff(60) >= 4, "{low} {high}");

@@ -158,12 +158,7 @@ impl Shown {
                 let value = metric.of(&acc.sums);
                 match metric {
                     Additive::Reports => perturbation::count(value, acc.cell_key()),
-                    _ => perturbation::magnitude(
-                        value,
-                        metric.noise(&acc.sums),
-                        acc.reports(),
-                        (acc.cell_key(), metric as usize),
-                    ),
+                    _ => perturbation::magnitude(value, metric.noise(&acc.sums)),
                 }
             }
         }

@@ -2258,6 +2258,9 @@ async fn an_import_past_the_servers_limit_counts_every_report_once() {
         &aus,
     ]))
     .await;
+    // The limit is said once.
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(said.matches("limits.max_import_items").count(), 1, "{said}");
     let out = String::from_utf8(out.stdout).unwrap();
     let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(summary["accepted"], 9, "{summary}");

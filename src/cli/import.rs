@@ -85,6 +85,8 @@ struct Tally {
     unanswered: u64,
     /// Why the import stopped early, if it did.
     stopped: Option<String>,
+    /// Whether the server's limit on one call has been met (and said so).
+    limited: bool,
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -172,6 +174,15 @@ async fn send_batch(
             } else {
                 // Past the server's limit on one import, say: the rest in calls of what
                 // it took.
+                if status.code() == Code::ResourceExhausted && !tally.limited {
+                    tally.limited = true;
+                    errln!(
+                        "the server takes at most {} reports in one call \
+                         (limits.max_import_items); the rest goes in calls of that size \
+                         (--batch sets it)",
+                        chunk.len()
+                    );
+                }
                 let size = chunk.len().max(1);
                 let mut rest = rest;
                 while !rest.is_empty() && tally.stopped.is_none() {
@@ -537,9 +548,21 @@ fn report_of_line(text: &str) -> Result<pb::Report, String> {
         && let Ok(serde_json::Value::Object(mut line)) = serde_json::from_str(text)
         && line.contains_key("envelope")
     {
+        if let Some(other) = line
+            .keys()
+            .find(|k| !["meta", "envelope", "report", "logProof"].contains(&k.as_str()))
+        {
+            return Err(format!(
+                "a line of `query --json` holds meta, envelope, report and logProof; not \
+                 {other:?}"
+            ));
+        }
         return match line.remove("report") {
-            Some(report) => input::from_json::<pb::Report>(&report.to_string())
-                .map_err(|e| format!("not a report in JSON: report.{e}")),
+            Some(serde_json::Value::Object(report)) => {
+                input::from_json::<pb::Report>(&serde_json::Value::Object(report).to_string())
+                    .map_err(|e| format!("not a report in JSON: report.{e}"))
+            }
+            Some(other) => Err(format!("`report` is {other}, not a report (a JSON object)")),
             None => Err(MIRROR_LINE.to_owned()),
         };
     }
@@ -790,6 +813,25 @@ fn count_records(file: &Path) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line of `query --json` gives its report; anything else on such a line, or a
+    /// report that is not an object, is named.
+    #[test]
+    fn a_query_json_line_gives_its_report_and_nothing_else_passes() {
+        let report = r#"{"reportId":"7a8b0c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d","version":1}"#;
+        let line = format!(r#"{{"meta":{{}},"envelope":{{"payload":"eA=="}},"report":{report}}}"#);
+        assert_eq!(report_of_line(&line).unwrap().version, 1);
+        let extra = format!(r#"{{"envelope":{{}},"report":{report},"extra":1}}"#);
+        assert!(report_of_line(&extra).unwrap_err().contains("\"extra\""));
+        let null = r#"{"envelope":{},"report":null}"#;
+        assert!(
+            report_of_line(null)
+                .unwrap_err()
+                .contains("`report` is null")
+        );
+        let mirror = r#"{"meta":{},"envelope":{}}"#;
+        assert!(report_of_line(mirror).unwrap_err().contains("sync mirror"));
+    }
 
     /// The line each record of `text` starts on, as the import says it.
     fn record_lines(text: &str) -> Vec<usize> {

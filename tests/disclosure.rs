@@ -816,8 +816,9 @@ async fn many_differently_worded_queries_do_not_average_the_noise_away() {
 
 /// A state's own reports neither open a small cell nor change its noise: with one IDN
 /// report, AUS's analyst sees the cell withheld however many AUS reports are added; with
-/// five IDN reports, adding and retracting AUS reports moves the shown count by exactly
-/// the number of AUS reports (the noise stays), so nothing can be averaged.
+/// five IDN reports, adding and retracting AUS reports moves the shown count and persons
+/// by exactly the AUS reports' (the noise on IDN's stays), so nothing can be averaged —
+/// and AUS cannot step its own values to find where the noise on IDN's crosses zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
     let pki = TestPki::new();
@@ -836,9 +837,11 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
         .collect();
     submit_all(&server, &pki, &keys, &idn).await;
     let aus = analyst(&pki, "AUS");
-    let count = |month: &str| {
+    // From the counters, or (filtered by a route country every report has) from a scan.
+    let count = |month: &str, scan: bool| {
         let filter = pb::AggregateFilter {
             category: pb::Category::SmugglingIncident as i32,
+            route_countries: if scan { vec!["AFG".into()] } else { Vec::new() },
             ..months(&format!("{month}-01"), &last_day(month))
         };
         let request = request(&[], &PERSONS, filter);
@@ -850,7 +853,7 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
                 .cells
                 .first()
                 .filter(|total| total.suppressed == 0)
-                .map(|total| total.values[0])
+                .map(|total| (total.values[0], total.values[1]))
         }
     };
     let mut padding = Vec::new();
@@ -873,10 +876,16 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
         }
         padding = added;
         // One IDN report in March: withheld, however many AUS reports surround it.
-        assert_eq!(count("2022-03").await, None, "round {round}");
-        // Five IDN reports in April and six of AUS's: the count less AUS's six never moves.
-        let shown = count("2022-04").await.expect("shown");
-        shifted.insert(shown - 6);
+        assert_eq!(count("2022-03", false).await, None, "round {round}");
+        // Five IDN reports in April and six of AUS's: the count less AUS's six, and the
+        // persons less AUS's, never move.
+        let (reports, persons) = count("2022-04", false).await.expect("shown");
+        shifted.insert((reports - 6, persons - u64::from(6 * (5 + round))));
+        assert_eq!(
+            count("2022-04", true).await,
+            Some((reports, persons)),
+            "a scan"
+        );
     }
     assert_eq!(shifted.len(), 1, "{shifted:?}");
 }

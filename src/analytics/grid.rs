@@ -33,10 +33,9 @@ pub(super) struct Acc {
     mixed: bool,
     /// Fee observations.
     pub fees: FeeBag,
-    /// Of the reports, those of the asking analyst's own state, and their record keys'
-    /// sum: they neither open a small cell nor change its noise.
-    own_reports: u64,
-    own_keys: u64,
+    /// What the asking analyst's own state's reports add (all of [`Sums`]): they neither
+    /// open a small cell nor change its noise.
+    own: Sums,
 }
 
 impl Acc {
@@ -49,16 +48,14 @@ impl Acc {
     }
 
     /// A cell a scan added up: `state` is the one state of its reports, `None` when they
-    /// came from several; `own` the asking analyst's state's reports and their record
-    /// keys' sum.
-    pub(super) fn scanned(sums: Sums, state: Option<u32>, own: (u64, u64)) -> Self {
+    /// came from several; `own` what the asking analyst's state's reports add.
+    pub(super) fn scanned(sums: Sums, state: Option<u32>, own: Sums) -> Self {
         Self {
             sums,
             state: state.unwrap_or(NO_STATE),
             mixed: state.is_none(),
             fees: FeeBag::default(),
-            own_reports: own.0,
-            own_keys: own.1,
+            own,
         }
     }
 
@@ -89,8 +86,9 @@ impl Acc {
 
     /// Notes that `sums`, already added, were the asking analyst's state's.
     pub(super) fn note_own(&mut self, sums: &Sums) {
-        self.own_reports = self.own_reports.wrapping_add(Additive::Reports.of(sums));
-        self.own_keys = self.own_keys.wrapping_add(sums[KEY_SUM]);
+        for (own, add) in self.own.iter_mut().zip(sums) {
+            *own = own.wrapping_add(*add);
+        }
     }
 
     pub(super) fn merge(&mut self, other: &Self) {
@@ -102,8 +100,7 @@ impl Acc {
         } else if other.state != NO_STATE {
             self.note_state(other.state);
         }
-        self.own_reports = self.own_reports.wrapping_add(other.own_reports);
-        self.own_keys = self.own_keys.wrapping_add(other.own_keys);
+        self.note_own(&other.own);
         self.fees.absorb(&other.fees);
     }
 
@@ -116,7 +113,7 @@ impl Acc {
         let key = if self.others() == 0 {
             self.sums[KEY_SUM]
         } else {
-            self.sums[KEY_SUM].wrapping_sub(self.own_keys)
+            self.sums[KEY_SUM].wrapping_sub(self.own[KEY_SUM])
         };
         // Modulo 2^32 is the truncation.
         #[allow(clippy::cast_possible_truncation)]
@@ -126,7 +123,30 @@ impl Acc {
 
     /// Reports of other states than the asking analyst's.
     pub(super) fn others(&self) -> u64 {
-        self.reports().saturating_sub(self.own_reports)
+        self.reports()
+            .saturating_sub(Additive::Reports.of(&self.own))
+    }
+
+    /// The magnitude `metric` as the asking analyst's state's own reports add it (their
+    /// total), and as the other states' reports do (their total and record noise,
+    /// upwards and downwards). A state's own reports are shown as they are, and do not
+    /// change the noise on the others': amending one of its own reports step by step, a
+    /// state found where the others' noise crossed zero, and so their exact total (an
+    /// adversarial pass). A cell of the state's own reports only is all "others".
+    pub(super) fn own_and_others(&self, metric: Additive) -> (u64, (u64, (u64, u64))) {
+        let (total, (up, down)) = (metric.of(&self.sums), metric.noise(&self.sums));
+        if self.others() == 0 {
+            return (0, (total, (up, down)));
+        }
+        let own = metric.of(&self.own);
+        let (own_up, own_down) = metric.noise(&self.own);
+        (
+            own,
+            (
+                total.wrapping_sub(own),
+                (up.wrapping_sub(own_up), down.wrapping_sub(own_down)),
+            ),
+        )
     }
 
     pub(super) fn reports(&self) -> u64 {

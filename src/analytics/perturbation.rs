@@ -62,7 +62,9 @@
 //!
 //! **The asking state's own reports** (for a state analyst) are left out of the cell
 //! key, so a state cannot draw fresh noise for a cell by adding and retracting reports
-//! of its own, and they do not count towards opening a small cell.
+//! of its own, and they do not count towards opening a small cell. Their magnitudes are
+//! added exactly to the other states' perturbed figure (`grid::Acc::own_and_others`),
+//! so stepping one's own values cannot find where the others' noise crosses zero.
 
 /// The perturbation table's name, cited in every perturbed answer.
 pub(super) const TABLE_ID: &str = "tidemark-ckm-2";

@@ -154,12 +154,12 @@ impl Shown {
         match self {
             Self::Noisy(figures) => figures.get(key).map_or(0, |f| f[metric as usize]),
             Self::Worked { perturb: false } => metric.of(&acc.sums),
+            Self::Worked { perturb: true } if metric == Additive::Reports => {
+                perturbation::count(metric.of(&acc.sums), acc.cell_key())
+            }
             Self::Worked { perturb: true } => {
-                let value = metric.of(&acc.sums);
-                match metric {
-                    Additive::Reports => perturbation::count(value, acc.cell_key()),
-                    _ => perturbation::magnitude(value, metric.noise(&acc.sums)),
-                }
+                let (own, (others, noise)) = acc.own_and_others(metric);
+                own.saturating_add(perturbation::magnitude(others, noise))
             }
         }
     }

@@ -235,6 +235,24 @@ impl Plan {
                 total[m] += self.view.cap.map_or(value, |cap| value.min(cap));
                 counters::add_drawn_noise(total, value, draw, m);
             }
+            // What the asking state's own reports add, kept apart too.
+            if let Some(own) = self.own {
+                let each = rows
+                    .iter()
+                    .zip(cells.iter())
+                    .zip(values.iter())
+                    .zip(draws.iter());
+                for (((&row, &cell), &value), &draw) in each {
+                    if p.state[row as usize] != own {
+                        continue;
+                    }
+                    let Some(mine) = table.own.get_mut(cell as usize) else {
+                        continue;
+                    };
+                    mine[m] += self.view.cap.map_or(value, |cap| value.min(cap));
+                    counters::add_drawn_noise(mine, value, draw, m);
+                }
+            }
         }
         if self.fees {
             for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
@@ -330,9 +348,10 @@ impl Part {
             } else if theirs != NO_STATE && *mine != theirs {
                 *mine = MIXED;
             }
-            let (reports, keys) = other.table.own[i];
-            self.table.own[c].0 += reports;
-            self.table.own[c].1 = self.table.own[c].1.wrapping_add(keys);
+            let theirs = other.table.own[i];
+            for (mine, add) in self.table.own[c].iter_mut().zip(theirs) {
+                *mine = mine.wrapping_add(add);
+            }
         }
         for (mine, theirs) in self.by_state.iter_mut().zip(&other.by_state) {
             *mine += theirs;
@@ -801,8 +820,8 @@ struct Table {
     sums: Vec<Sums>,
     /// The one state of each cell's reports (dictionary code), [`MIXED`] for several.
     states: Vec<u32>,
-    /// The asking state's own reports and their record keys, per cell.
-    own: Vec<(u64, u64)>,
+    /// What the asking state's own reports add, per cell.
+    own: Vec<Sums>,
 }
 
 /// A cell holding reports of several states.
@@ -858,7 +877,7 @@ impl Table {
             self.index.push(index);
             self.sums.push([0; STORED]);
             self.states.push(NO_STATE);
-            self.own.push((0, 0));
+            self.own.push([0; STORED]);
         }
         *slot
     }
@@ -877,6 +896,12 @@ impl Table {
             *t += s;
         }
         total[KEY_SUM] -= sums[KEY_SUM];
+        if own && let Some(mine) = self.own.get_mut(cell as usize) {
+            for (t, s) in mine.iter_mut().zip(sums).skip(1) {
+                *t += s;
+            }
+            mine[KEY_SUM] -= sums[KEY_SUM];
+        }
         self.note(cell, state, own, sums[KEY_SUM]);
     }
 
@@ -898,9 +923,9 @@ impl Table {
         } else if *one != state {
             *one = MIXED;
         }
-        if own {
-            self.own[cell].0 += 1;
-            self.own[cell].1 = self.own[cell].1.wrapping_add(key);
+        if own && let Some(mine) = self.own.get_mut(cell) {
+            mine[0] += 1;
+            mine[KEY_SUM] = mine[KEY_SUM].wrapping_add(key);
         }
     }
 

@@ -18,10 +18,11 @@ pub(super) struct FeeBag(Vec<CurrencyFees>);
 struct CurrencyFees {
     /// Packed currency (`counters::pack_country`).
     currency: u32,
-    /// Every report's amount, in no order.
+    /// The amounts of other states' reports than the asking analyst's, in no order.
     amounts: Vec<u64>,
-    /// Of them, the asking analyst's state's.
-    own: u64,
+    /// The asking analyst's state's amounts, in no order: left out of the quartiles of a
+    /// group that holds others' too (see [`quartiles`]).
+    own: Vec<u64>,
     /// The sum of the low 32 bits of the amounts' keyed hashes (0 when unperturbed):
     /// of all of them, and of those of other states than the asking analyst's.
     key_all: u64,
@@ -48,12 +49,12 @@ impl FeeBag {
             }
         };
         let fees = &mut self.0[at];
-        fees.amounts.push(amount);
         let hash = u64::from(hash);
         fees.key_all = fees.key_all.wrapping_add(hash);
         if own {
-            fees.own += 1;
+            fees.own.push(amount);
         } else {
+            fees.amounts.push(amount);
             fees.key_others = fees.key_others.wrapping_add(hash);
         }
     }
@@ -68,7 +69,7 @@ impl FeeBag {
                 Ok(at) => {
                     let mine = &mut self.0[at];
                     mine.amounts.extend_from_slice(&theirs.amounts);
-                    mine.own += theirs.own;
+                    mine.own.extend_from_slice(&theirs.own);
                     mine.key_all = mine.key_all.wrapping_add(theirs.key_all);
                     mine.key_others = mine.key_others.wrapping_add(theirs.key_others);
                 }
@@ -79,7 +80,7 @@ impl FeeBag {
 
     /// The number of observations.
     pub(super) fn len(&self) -> usize {
-        self.0.iter().map(|c| c.amounts.len()).sum()
+        self.0.iter().map(|c| c.amounts.len() + c.own.len()).sum()
     }
 
     /// Each distinct (packed currency, amount) with its reports, in order: what the bag
@@ -88,7 +89,7 @@ impl FeeBag {
     pub(super) fn counts(&self) -> Vec<((u32, u64), u64)> {
         let mut out: Vec<((u32, u64), u64)> = Vec::new();
         for c in &self.0 {
-            let mut amounts = c.amounts.clone();
+            let mut amounts = [c.amounts.as_slice(), c.own.as_slice()].concat();
             amounts.sort_unstable();
             for amount in amounts {
                 match out.last_mut() {
@@ -104,17 +105,19 @@ impl FeeBag {
 /// Bags are equal when they hold the same observations, in whatever order.
 impl PartialEq for FeeBag {
     fn eq(&self, other: &Self) -> bool {
-        let stats = |b: &Self| -> Vec<(u32, u64, u64, u64)> {
+        let stats = |b: &Self| -> Vec<(u32, u64, u64)> {
             b.0.iter()
-                .map(|c| (c.currency, c.own, c.key_all, c.key_others))
+                .map(|c| (c.currency, c.key_all, c.key_others))
                 .collect()
         };
-        let sorted = |b: &Self| -> Vec<Vec<u64>> {
+        let sorted = |b: &Self| -> Vec<[Vec<u64>; 2]> {
             b.0.iter()
                 .map(|c| {
-                    let mut a = c.amounts.clone();
-                    a.sort_unstable();
-                    a
+                    [&c.amounts, &c.own].map(|amounts| {
+                        let mut a = amounts.clone();
+                        a.sort_unstable();
+                        a
+                    })
                 })
                 .collect()
         };
@@ -136,7 +139,11 @@ pub(super) struct Group {
 
 /// The quartiles of `fees`, per currency group. When `perturbed` the amounts are the
 /// moved ones (`counters::moved_fee`), the quartiles are rounded to whole units, and
-/// each group's key is the sum of its fees' hashes (carried in `fees`).
+/// each group's key is the sum of its fees' hashes (carried in `fees`). A group that
+/// holds other states' fees than the asking analyst's has its quartiles, and its count,
+/// over those only: padding a group with its own fees at either end, a state could move
+/// a quartile onto any single fee of another state's (an adversarial pass read eleven
+/// that way from a group of eleven).
 pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> Vec<Group> {
     // Each group's currencies with their rates.
     let mut groups: Vec<(String, Vec<(&CurrencyFees, f64)>)> = Vec::new();
@@ -160,19 +167,26 @@ pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> 
         .map(|(currency, parts)| {
             // Validated amounts are at most 10^9, exact in an f64 (beyond 2^53 an amount
             // would round, keeping its order).
+            let others: u64 = parts.iter().map(|(c, _)| c.amounts.len() as u64).sum();
+            // Others' fees, or the state's own where there are none.
+            let amounts = |c: &'_ CurrencyFees| -> Vec<u64> {
+                if others == 0 {
+                    c.own.clone()
+                } else {
+                    c.amounts.clone()
+                }
+            };
             #[allow(clippy::cast_precision_loss)]
             let mut values: Vec<f64> = parts
                 .iter()
-                .flat_map(|(c, rate)| c.amounts.iter().map(move |a| *a as f64 * rate))
+                .flat_map(|(c, rate)| amounts(c).into_iter().map(move |a| a as f64 * rate))
                 .collect();
             let reports = values.len() as u64;
-            let own: u64 = parts.iter().map(|(c, _)| c.own).sum();
             let sum = |key: fn(&CurrencyFees) -> u64| {
                 parts
                     .iter()
                     .fold(0u64, |total, (c, _)| total.wrapping_add(key(c)))
             };
-            let others = reports - own.min(reports);
             let key = if others == 0 {
                 sum(|c| c.key_all)
             } else {
@@ -329,10 +343,11 @@ mod tests {
         assert!((usd.median - 1000.0).abs() < 1e-9);
     }
 
-    /// The asking state's own fees neither change a group's noise key nor count among
-    /// its others; a group of only its own fees has the key of all of them.
+    /// The asking state's own fees neither change a group's noise key nor its quartiles
+    /// nor count among its reports; a group of only its own fees has the key and the
+    /// quartiles of all of them.
     #[test]
-    fn own_fees_change_neither_the_key_nor_the_others() {
+    fn own_fees_change_neither_the_key_nor_the_quartiles() {
         let s = settings("", &[]);
         let usd = fee("USD", 0).0;
         let hash = |a: u64| u32::try_from(a * 2_654_435_761 % (1 << 32)).unwrap_or(0);
@@ -341,7 +356,8 @@ mod tests {
             others.add(usd, a, false, hash(a));
         }
         let mut with_own = others.clone();
-        for a in [150, 999] {
+        // Padding at both ends, which would move every quartile of a group of all.
+        for a in [1, 1, 1, 99_999, 99_999] {
             with_own.add(usd, a, true, hash(a));
         }
         let (a, b) = (
@@ -349,7 +365,8 @@ mod tests {
             &quartiles(&with_own, &s, true)[0],
         );
         assert_eq!(a.key, b.key);
-        assert_eq!((b.others, b.quantiles.reports), (3, 5));
+        assert_eq!(a.quantiles, b.quantiles);
+        assert_eq!((b.others, b.quantiles.reports), (3, 3));
         let mut own_only = FeeBag::default();
         for a in [150, 999] {
             own_only.add(usd, a, true, hash(a));

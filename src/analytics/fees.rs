@@ -169,17 +169,13 @@ pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> 
             // would round, keeping its order).
             let others: u64 = parts.iter().map(|(c, _)| c.amounts.len() as u64).sum();
             // Others' fees, or the state's own where there are none.
-            let amounts = |c: &'_ CurrencyFees| -> Vec<u64> {
-                if others == 0 {
-                    c.own.clone()
-                } else {
-                    c.amounts.clone()
-                }
-            };
             #[allow(clippy::cast_precision_loss)]
             let mut values: Vec<f64> = parts
                 .iter()
-                .flat_map(|(c, rate)| amounts(c).into_iter().map(move |a| a as f64 * rate))
+                .flat_map(|(c, rate)| {
+                    let amounts = if others == 0 { &c.own } else { &c.amounts };
+                    amounts.iter().map(move |a| *a as f64 * rate)
+                })
                 .collect();
             let reports = values.len() as u64;
             let sum = |key: fn(&CurrencyFees) -> u64| {

@@ -968,6 +968,39 @@ async fn import_goes_on_past_every_bad_record_and_names_its_physical_line() {
     );
 }
 
+/// A record larger than the server takes in one message, though smaller than the CLI's
+/// own limit, is named by its line and the import goes on (it used to be taken for the
+/// server's limit on items per call, halved to nothing and retried until the stack ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_the_servers_message_limit_is_named_and_the_import_goes_on() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.max_message_bytes = 64 * 1024;
+    })
+    .await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let mut lines = sample_lines("AUS", 5, "31").await;
+    for i in [1, 2] {
+        let mut huge: serde_json::Value = serde_json::from_str(&lines[i]).unwrap();
+        huge["narrative"] = "z".repeat(100 * 1024).into();
+        lines[i] = huge.to_string();
+    }
+    let file = dir.path().join("big.jsonl");
+    std::fs::write(&file, format!("{}\n", lines.join("\n"))).unwrap();
+    for batch in ["500", "1"] {
+        let (summary, stderr) =
+            import_json(&file, &server.endpoint(), &aus, &["--batch", batch]).await;
+        assert_eq!(error_lines(&summary), [2, 3], "batch {batch}: {summary}");
+        assert_eq!(
+            summary["accepted"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
+            3,
+            "batch {batch}: {summary}"
+        );
+        assert!(!stderr.contains("max_import_items"), "{stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csv_export_is_safe_to_open_and_imports_back_unchanged() {
     let pki = TestPki::new();

@@ -157,67 +157,86 @@ async fn send_batch(
     mut chunk: Vec<(usize, pb::SubmitRequest)>,
     tally: &mut Tally,
 ) {
-    let requests: Vec<pb::SubmitRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
-    match exchange.import(tokio_stream::iter(requests)).await {
-        // Ended part-way: what it did is counted, and only what it did not take goes on.
-        Err(status) if client::import_trailers::read(&status).is_some() => {
-            let rest = count_taken(exchange, &mut chunk, &status, tally).await;
-            if rest.is_empty() || tally.stopped.is_some() {
-                return;
-            }
-            if fatal(status.code()) {
-                tally.stopped = Some(format!(
-                    "stopped before line {}: {}",
-                    rest[0].0,
-                    client::explain(&status)
-                ));
-            } else {
-                // Past the server's limit on one import, say: the rest in calls of what
-                // it took.
-                if status.code() == Code::ResourceExhausted && !tally.limited {
-                    tally.limited = true;
-                    errln!(
-                        "the server takes at most {} reports in one call \
+    // Each turn sends what is left after a first record the server refused.
+    loop {
+        let requests: Vec<pb::SubmitRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
+        match exchange.import(tokio_stream::iter(requests)).await {
+            // Ended part-way: what it did is counted, and only what it did not take goes on.
+            Err(status) if client::import_trailers::read(&status).is_some() => {
+                let mut rest = count_taken(exchange, &mut chunk, &status, tally).await;
+                if rest.is_empty() || tally.stopped.is_some() {
+                    return;
+                }
+                if chunk.is_empty() && !fatal(status.code()) {
+                    // Ended at its first record, having taken nothing: that record is what
+                    // the server refused (one larger than limits.max_message_bytes, say). It
+                    // is reported on its line, and the rest goes on.
+                    let (line, _) = rest.remove(0);
+                    tally.errors.push(LineError {
+                        line,
+                        message: client::explain(&status),
+                    });
+                    chunk = rest;
+                    continue;
+                }
+                if fatal(status.code()) {
+                    tally.stopped = Some(format!(
+                        "stopped before line {}: {}",
+                        rest[0].0,
+                        client::explain(&status)
+                    ));
+                } else {
+                    // Past the server's limit on one import, say: the rest in calls of what
+                    // it took.
+                    if status.code() == Code::ResourceExhausted
+                        && status.message().contains("max_import_items")
+                        && !tally.limited
+                    {
+                        tally.limited = true;
+                        errln!(
+                            "the server takes at most {} reports in one call \
                          (limits.max_import_items); the rest goes in calls of that size \
                          (--batch sets it)",
-                        chunk.len()
-                    );
-                }
-                let size = chunk.len().max(1);
-                let mut rest = rest;
-                while !rest.is_empty() && tally.stopped.is_none() {
-                    let next = rest.split_off(size.min(rest.len()));
-                    Box::pin(send_batch(exchange, rest, tally)).await;
-                    rest = next;
+                            chunk.len()
+                        );
+                    }
+                    let size = chunk.len().max(1);
+                    let mut rest = rest;
+                    while !rest.is_empty() && tally.stopped.is_none() {
+                        let next = rest.split_off(size.min(rest.len()));
+                        Box::pin(send_batch(exchange, rest, tally)).await;
+                        rest = next;
+                    }
                 }
             }
-        }
-        Ok(summary) => {
-            let summary = summary.into_inner();
-            tally.accepted += summary.accepted;
-            tally.duplicates += summary.duplicates;
-            note_rejections(&chunk, summary.rejections, tally);
-        }
-        Err(status) if unanswered(&status) => {
-            let (first, last) = (
-                chunk.first().map_or(0, |(line, _)| *line),
-                chunk.last().map_or(0, |(line, _)| *line),
-            );
-            tally.unanswered += chunk.len() as u64;
-            tally.stopped = Some(format!(
-                "stopped: lines {first} to {last} were sent and not answered, so some of them \
+            Ok(summary) => {
+                let summary = summary.into_inner();
+                tally.accepted += summary.accepted;
+                tally.duplicates += summary.duplicates;
+                note_rejections(&chunk, summary.rejections, tally);
+            }
+            Err(status) if unanswered(&status) => {
+                let (first, last) = (
+                    chunk.first().map_or(0, |(line, _)| *line),
+                    chunk.last().map_or(0, |(line, _)| *line),
+                );
+                tally.unanswered += chunk.len() as u64;
+                tally.stopped = Some(format!(
+                    "stopped: lines {first} to {last} were sent and not answered, so some of them \
                  may have been stored ({})",
-                client::explain(&status)
-            ));
+                    client::explain(&status)
+                ));
+            }
+            Err(status) if fatal(status.code()) => {
+                tally.stopped = Some(format!(
+                    "stopped before line {}: {}",
+                    chunk.first().map_or(0, |(line, _)| *line),
+                    client::explain(&status)
+                ));
+            }
+            Err(_) => submit_each(exchange, chunk, tally).await,
         }
-        Err(status) if fatal(status.code()) => {
-            tally.stopped = Some(format!(
-                "stopped before line {}: {}",
-                chunk.first().map_or(0, |(line, _)| *line),
-                client::explain(&status)
-            ));
-        }
-        Err(_) => submit_each(exchange, chunk, tally).await,
+        return;
     }
 }
 

@@ -125,12 +125,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Enrols the sample states and registers their development signing keys
-/// (`<state>-signing.pub.pem` beside the development CA) if that is not done yet.
+/// (`<state>-signing.pub.pem` beside the development CA) into a store that holds no
+/// signing key of that state yet: a store that does (restored from a backup, or made
+/// with other certificates) keeps the keys it has, and a development key it lacks is
+/// only named.
 fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for state in pki::SAMPLE_STATES {
         let path = dir.join(format!("{}-signing.pub.pem", state.to_ascii_lowercase()));
         if !path.exists() {
+            continue;
+        }
+        let public = PublicKey::from_file(&path)?;
+        if store.signing_key(public.key_id())?.is_some() {
+            continue;
+        }
+        if !store.signing_keys(Some(state))?.is_empty() {
+            tracing::warn!(
+                state,
+                key_id = public.key_id(),
+                file = %path.display(),
+                "this store holds other signing keys of the state, so its development key is \
+                 not registered; if it should be: tidemark admin register-key"
+            );
             continue;
         }
         if store.state(state)?.is_none() {
@@ -141,22 +158,19 @@ fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
                 changed_at: now,
             })?;
         }
-        let public = PublicKey::from_file(&path)?;
-        if store.signing_key(public.key_id())?.is_none() {
-            store.register_signing_key(&KeyRecord::new(
-                public.key_id(),
-                state,
-                public.raw(),
-                now,
-                0,
-                now,
-            ))?;
-            tracing::info!(
-                state,
-                key_id = public.key_id(),
-                "registered development signing key"
-            );
-        }
+        store.register_signing_key(&KeyRecord::new(
+            public.key_id(),
+            state,
+            public.raw(),
+            now,
+            0,
+            now,
+        ))?;
+        tracing::info!(
+            state,
+            key_id = public.key_id(),
+            "registered development signing key"
+        );
     }
     Ok(())
 }
@@ -242,4 +256,42 @@ fn shutdown_signal() -> anyhow::Result<std::pin::Pin<Box<dyn Future<Output = ()>
     Ok(Box::pin(async {
         let _ = tokio::signal::ctrl_c().await;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use tidemark::{KeyRecord, Store, config::StoreConfig, pki};
+
+    use super::register_dev_signing_keys;
+
+    /// Development keys go into a store only for states it holds no key of: a store
+    /// restored from another exchange's backup keeps its own keys.
+    #[test]
+    fn development_keys_join_only_states_without_keys() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+        let (other, _) = pki::write_signing_key(&dir.path().join("other")).unwrap();
+        let public = other.public_key();
+        store
+            .register_signing_key(&KeyRecord::new(
+                public.key_id(),
+                "AUS",
+                public.raw(),
+                1,
+                0,
+                1,
+            ))
+            .unwrap();
+        let (aus, _) = pki::write_signing_key(&dir.path().join("aus-signing")).unwrap();
+        let (idn, _) = pki::write_signing_key(&dir.path().join("idn-signing")).unwrap();
+        register_dev_signing_keys(&store, dir.path()).unwrap();
+        let aus_id = aus.public_key().key_id().to_owned();
+        let idn_id = idn.public_key().key_id().to_owned();
+        assert!(store.signing_key(&aus_id).unwrap().is_none());
+        assert!(store.signing_key(&idn_id).unwrap().is_some());
+        // Again: nothing changes.
+        register_dev_signing_keys(&store, dir.path()).unwrap();
+        assert_eq!(store.signing_keys(Some("AUS")).unwrap().len(), 1);
+        assert_eq!(store.signing_keys(Some("IDN")).unwrap().len(), 1);
+    }
 }

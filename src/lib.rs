@@ -83,8 +83,8 @@ pub use self::{
     server::{Server, ServerError},
     signing::{PublicKey, SigningKey},
     store::{
-        BackupContents, DiskFailure, KeyRecord, Projection, ProjectionGuard, StateRecord, Store,
-        StoreError,
+        BackupContents, DiskFailure, KeyRecord, Projection, ProjectionGuard, RestoreMark,
+        StateRecord, Store, StoreError,
     },
 };
 

@@ -209,6 +209,20 @@ pub fn parse_reason(name: &str) -> Option<RevocationReason> {
     })
 }
 
+/// The command-line name of an RFC 5280 reason code (§5.3.1) as a CRL carries it;
+/// codes without one here (hold, remove-from-CRL, AA compromise) read as `unspecified`.
+pub fn reason_name(code: u8) -> &'static str {
+    match code {
+        1 => "key-compromise",
+        2 => "ca-compromise",
+        3 => "affiliation-changed",
+        4 => "superseded",
+        5 => "cessation-of-operation",
+        9 => "privilege-withdrawn",
+        _ => "unspecified",
+    }
+}
+
 /// The names [`parse_reason`] accepts.
 pub const REASONS: &str = "unspecified, key-compromise, ca-compromise, affiliation-changed, \
                            superseded, cessation-of-operation, privilege-withdrawn";

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::{
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
-    store::{Store, StoreError},
+    store::{RevokedCertificate, Store, StoreError},
     tls::{ServerTlsFiles, ServerTlsMaterial, TlsError},
 };
 
@@ -238,6 +238,60 @@ fn build(
         revoked,
         suspended,
     })
+}
+
+/// The revocations the CRL file at `crl_path` lists (none if there is no file), once its
+/// signature is checked against the CAs of the bundle `ca`: what a store restored from a
+/// backup must not forget ([`Store::record_start`] carries over those it lacks). A file
+/// that cannot be read, parsed or verified is refused rather than overwritten, so that
+/// no revocation is lost without the operator seeing it.
+pub(crate) fn crl_file_revocations(
+    ca: &std::path::Path,
+    crl_path: &std::path::Path,
+    revoked_by: &str,
+) -> Result<Vec<RevokedCertificate>, TrustError> {
+    let refused = |why: String| {
+        TrustError::Write(
+            format!("the CRL file {} ([tls] crl)", crl_path.display()),
+            format!(
+                "{why}; the server carries its revocations into the store at start and then \
+                 rewrites it, so it does not start over a CRL it cannot read: move the file \
+                 aside (its revocations are then not carried over) or put back the right one"
+            ),
+        )
+    };
+    let bytes = match std::fs::read(crl_path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(refused(format!("cannot be read ({e})"))),
+    };
+    let der = CertificateRevocationListDer::from_pem_slice(&bytes)
+        .map_err(|e| refused(format!("holds no PEM X509 CRL ({e})")))?;
+    let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+        .map_err(|e| refused(format!("is not an X.509 CRL ({e})")))?;
+    let signed = crate::tls::read_certs(ca)?.iter().any(|cert| {
+        x509_parser::parse_x509_certificate(cert.as_ref())
+            .is_ok_and(|(_, cert)| crl.verify_signature(cert.public_key()).is_ok())
+    });
+    if !signed {
+        return Err(refused(format!(
+            "is not signed by a CA of {} ([tls] ca)",
+            ca.display()
+        )));
+    }
+    Ok(crl
+        .iter_revoked_certificates()
+        .map(|entry| {
+            let name = pki::reason_name(entry.reason_code().map_or(0, |(_, code)| code.0));
+            RevokedCertificate {
+                serial: crate::identity::serial_hex(entry.raw_serial()),
+                reason: pki::parse_reason(name).map_or(0, |r| r as u32),
+                reason_name: name.to_owned(),
+                revoked_at: entry.revocation_date.timestamp(),
+                revoked_by: revoked_by.to_owned(),
+            }
+        })
+        .collect())
 }
 
 /// The revoked serials and the suspended states, as the store holds them.

@@ -933,3 +933,179 @@ async fn a_suspended_state_still_checks_the_operator_and_nothing_else() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A restore rolls the store back, but not a certificate revocation made after the
+/// backup: the server carries the CRL file's revocations into the restored store at
+/// start, and records the restore and each carried revocation in the audit log (and so
+/// in the transparency log). A CRL file it cannot verify stops it before it overwrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one drill, step by step
+async fn a_restore_keeps_the_certificate_revocations_made_after_its_backup() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let operator = profile(dir.path(), "operator", &common::operator(&pki));
+    let file = dir.path().join("before.backup");
+    let out = run(&[
+        "admin",
+        "backup",
+        "--out",
+        &file.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &operator,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // After the backup: a node's certificate is revoked.
+    let lost = pki.client(tidemark::Role::Node(common::state("THA")), "bangkok-9");
+    let serial = server
+        .exchange(&lost)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    server
+        .admin(&common::operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: serial.clone(),
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    // A receipt for the revocation's log entry, which the backup does not hold: the log
+    // holds it now, and will not once restored.
+    let mut log = pb::transparency_client::TransparencyClient::new(
+        server.channel(&common::operator(&pki)).await,
+    );
+    let size = common::log_size(&mut log).await;
+    let log_key = log
+        .get_verifier_key(pb::GetVerifierKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .verifier_key;
+    let receipt = dir.path().join("revocation.proof");
+    let out = run(&[
+        "log",
+        "proof",
+        "--index",
+        &(size - 1).to_string(),
+        "--out",
+        &receipt.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &operator,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let against_log = |endpoint: &str| {
+        run(&[
+            "verify-receipt",
+            &receipt.display().to_string(),
+            "--log-key",
+            &log_key,
+            "--against-log",
+            "--endpoint",
+            endpoint,
+            "--as",
+            &operator,
+        ])
+    };
+    let out = against_log(&server.endpoint());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still holds it"));
+    server.stop().await;
+
+    let restored = tempfile::TempDir::new().unwrap();
+    let out = run(&[
+        "restore",
+        &file.display().to_string(),
+        "--data",
+        &restored.path().display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin suspend"),
+        "the restore says what it cannot carry over: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = TestServer::start_with(&pki, restored, |_| {}).await;
+    let refused = server
+        .exchange(&lost)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await;
+    assert!(
+        refused.is_err(),
+        "the revoked certificate is back: {refused:?}"
+    );
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let log = common::audit_log(&mut admin).await;
+    let by_server = format!("spiffe://{}/server", common::TRUST_DOMAIN);
+    let actions: Vec<&str> = log
+        .iter()
+        .filter(|e| e.principal == by_server)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(actions, ["restore", "revoke-certificate"], "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|e| e.principal == by_server && e.detail.contains(&serial))
+    );
+    // The receipt still verifies offline, but not against the restored log.
+    let out = against_log(&server.endpoint());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        matches!(out.status.code(), Some(3 | 4)) && said.contains("this receipt holds"),
+        "{:?}: {said}",
+        out.status
+    );
+    // Recorded once: a restart finds nothing more to carry, and no mark.
+    let data = server.stop().await;
+    let server = TestServer::start_with(&pki, data, |_| {}).await;
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let again = common::audit_log(&mut admin).await;
+    assert_eq!(
+        again.iter().filter(|e| e.principal == by_server).count(),
+        2,
+        "{again:#?}"
+    );
+    let data = server.stop().await;
+
+    // A CRL file signed by another CA is not overwritten: the server does not start.
+    let other = TestPki::new();
+    drop(TestServer::start(&other).await.stop().await);
+    std::fs::copy(
+        other.dir.path().join("crl.pem"),
+        pki.dir.path().join("crl.pem"),
+    )
+    .unwrap();
+    let refused = tidemark::Server::build(pki.config(&data))
+        .err()
+        .expect("refused");
+    let said = refused.to_string();
+    assert!(
+        said.contains("crl.pem") && said.contains("not signed"),
+        "{said}"
+    );
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use tidemark::{
-    Store,
+    RestoreMark, Store,
     clock::format_time,
     config::StoreConfig,
     file_sha256, file_sha256_with,
@@ -343,19 +343,53 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             args.file.display()
         );
     }
+    // The first server to start on it records the restore in the log.
+    let marked = Store::mark_restored(
+        &staged,
+        RestoreMark {
+            taken_at: manifest.taken_at_unix,
+            log_size: contents.log_size,
+        },
+    );
+    if let Err(e) = marked {
+        abandon();
+        bail!("cannot mark {} as restored: {e}", staged.display());
+    }
     std::fs::rename(&staged, &target)
         .with_context(|| format!("cannot write {}", target.display()))?;
+    say_restored(&contents, &manifest, (&target, &args.data))
+}
+
+/// What a restore did, and what the operator must do before serving the store.
+fn say_restored(
+    contents: &tidemark::BackupContents,
+    manifest: &pb::BackupManifest,
+    (target, data): (&Path, &Path),
+) -> anyhow::Result<()> {
     outln!(
         "restored {} envelopes (sequence 1..={}), {} audit records and a log of {} leaves, \
-         as of {}, into {}; start it with: tidemark serve --data {}",
+         as of {}, into {}; start it with: tidemark serve --data {} (with your --config, \
+         its store.path set to {})",
         contents.envelopes,
         contents.last_sequence,
         contents.audit_records,
         contents.log_size,
         format_time(manifest.taken_at_unix),
         target.display(),
-        args.data.display()
+        data.display(),
+        target.display(),
     )?;
+    eprintln!(
+        "note: a store restored from a backup is the exchange as of {}: before you serve it,\n\
+         - keep the CRL file (certs/crl.pem, [tls] crl) the server last wrote: the server \
+           carries its certificate revocations into the store at start;\n\
+         - make again every suspension (`admin suspend`) and signing-key revocation \
+           (`admin revoke-key`) made after that time: they are not in the backup;\n\
+         - tell the states: the log is rolled back to {} leaves, so their witnesses will \
+           report a rollback, and the first server to start records the restore in the log.",
+        format_time(manifest.taken_at_unix),
+        contents.log_size,
+    );
     Ok(())
 }
 

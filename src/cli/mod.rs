@@ -203,7 +203,7 @@ pub fn main() -> ExitCode {
             Command::Submit(args) => submit::submit(args).await,
             Command::Retract(args) => submit::retract(args).await,
             Command::Import(args) => import::run(args).await,
-            Command::VerifyReceipt(args) => submit::verify_receipt(&args),
+            Command::VerifyReceipt(args) => submit::verify_receipt(&args).await,
             Command::Keygen(args) => keys::run(&args),
             Command::SampleReports(args) => sample::run(&args),
             Command::Query(args) => reads::query(args).await,

@@ -108,6 +108,15 @@ pub struct VerifyReceiptArgs {
     /// witness keys are given; at most the number of distinct keys).
     #[arg(long, requires = "witness_keys", value_parser = whole(1u64, u64::MAX))]
     quorum: Option<u64>,
+    /// For a log proof: also ask the server whether its log still holds the entry. Its
+    /// newest checkpoint must verify with the same log key and be the receipt's
+    /// checkpoint or a consistent extension of it (RFC 9162 §2.1.4 consistency proof).
+    /// Exits 3 when the log was rolled back past the receipt (a restore from a backup),
+    /// 4 when it was rewritten (a fork), as `tidemark log witness` does.
+    #[arg(long)]
+    against_log: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
@@ -373,10 +382,10 @@ fn print_accepted(
 /// The largest receipt or key file read (a log proof is a few hundred bytes).
 const MAX_RECEIPT_FILE: u64 = 1024 * 1024;
 
-pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
+pub async fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     let text = input::read_note(&args.file, MAX_RECEIPT_FILE)?;
     if text.starts_with(tidemark::tlog::proof::HEADER) {
-        return verify_log_proof(&text, args);
+        return verify_log_proof(&text, args).await;
     }
     let first = format!(
         "{:?}",
@@ -405,6 +414,14 @@ pub fn verify_receipt(args: &VerifyReceiptArgs) -> anyhow::Result<()> {
         Err(_) => text,
     };
     let envelope: pb::Envelope = input::from_json(&text).map_err(|e| neither(&e))?;
+    if args.against_log {
+        bail!(
+            "{} is a signed receipt, which is not in the log: --against-log checks a log \
+             proof (write one with `submit --receipt-out`, or fetch one with `tidemark log \
+             proof`)",
+            args.file.display()
+        );
+    }
     if !args.witness_keys.is_empty() {
         bail!(
             "{} is a signed receipt, which no witness cosigns: --witness-key checks a log \
@@ -446,7 +463,7 @@ pub(super) fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
 
 /// Checks a log proof against the log key, and its checkpoint's cosignatures against the
 /// witness keys.
-fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> {
+async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> {
     let log_key = args.log_key.as_str();
     let key = key_text(log_key, "note verifier key").with_context(
         || "get the log's key with `tidemark log verifier-key` and pass it with --log-key",
@@ -525,5 +542,42 @@ fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> 
     for line in entry.lines() {
         outln!("  {line}")?;
     }
+    if args.against_log {
+        against_log(&verified.checkpoint, &key, &args.client).await?;
+    }
+    Ok(())
+}
+
+/// Checks that the server's log still holds what checkpoint `held` (verified with the
+/// log key `key`) holds: its newest checkpoint is `held` or a consistent extension.
+async fn against_log(
+    held: &tidemark::tlog::checkpoint::Checkpoint,
+    key: &str,
+    client: &ClientArgs,
+) -> anyhow::Result<()> {
+    let verifier = NoteVerifier::parse(key.trim()).map_err(|e| anyhow!("{e}"))?;
+    let mut log = pb::transparency_client::TransparencyClient::new(client.connect().await?);
+    let (_, newest) = super::witness::newest_checkpoint(&mut log, &verifier, false).await?;
+    super::witness::check_extension(
+        &mut log,
+        held,
+        &newest,
+        (
+            "this receipt holds",
+            ": the entry may no longer be in the log",
+        ),
+    )
+    .await?;
+    outln!(
+        "the server's log still holds it: its newest checkpoint ({} leaves) is {} the \
+         receipt's ({} leaves)",
+        newest.size,
+        if newest.size == held.size {
+            "the same as"
+        } else {
+            "a consistent extension of"
+        },
+        held.size
+    )?;
     Ok(())
 }

@@ -119,7 +119,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
                 held_path.display()
             )
         })?;
-        check_extension(&mut log, &held, &new).await?;
+        check_extension(&mut log, &held, &new, WITNESSED).await?;
     } else {
         errln!(
             "no checkpoint held yet in {}: the server's newest ({} leaves) is the starting \
@@ -167,7 +167,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
 }
 
 /// The server's newest checkpoint, as a note and as verified with the log key.
-async fn newest_checkpoint(
+pub(super) async fn newest_checkpoint(
     log: &mut TransparencyClient<tonic::transport::Channel>,
     verifier: &NoteVerifier,
     first_run: bool,
@@ -252,18 +252,22 @@ async fn log_key(
     Ok((key, true))
 }
 
-/// Refuses (with an [`Alarm`]) unless `new` is `held` or a consistent extension of it.
-async fn check_extension(
+/// How a witness names the checkpoint it holds, and what its alarm left undone.
+const WITNESSED: (&str, &str) = ("this witness verified", "; nothing was cosigned");
+
+/// Refuses (with an [`Alarm`]) unless `new` is `held` or a consistent extension of it;
+/// `(verified, undone)` say whose `held` is and what was not done, in the alarm.
+pub(super) async fn check_extension(
     log: &mut TransparencyClient<tonic::transport::Channel>,
     held: &Checkpoint,
     new: &Checkpoint,
+    (verified, undone): (&str, &str),
 ) -> anyhow::Result<()> {
     if new.origin != held.origin {
         return Err(Alarm {
             code: 4,
             message: format!(
-                "the server's log is named {:?}, not {:?} as the checkpoint this witness \
-                 verified; nothing was cosigned",
+                "the server's log is named {:?}, not {:?} as the checkpoint {verified}{undone}",
                 new.origin, held.origin
             ),
         }
@@ -273,8 +277,8 @@ async fn check_extension(
         return Err(Alarm {
             code: 3,
             message: format!(
-                "the log was rolled back: it now has {} leaves, fewer than the {} this \
-                 witness verified; nothing was cosigned",
+                "the log was rolled back: it now has {} leaves, fewer than the {} of the \
+                 checkpoint {verified}{undone}",
                 new.size, held.size
             ),
         }
@@ -284,8 +288,7 @@ async fn check_extension(
         code: 4,
         message: format!(
             "the log was rewritten: its checkpoint of {} leaves is not a consistent \
-             extension of the checkpoint of {} leaves this witness verified ({why}); \
-             nothing was cosigned",
+             extension of the checkpoint of {} leaves {verified} ({why}){undone}",
             new.size, held.size
         ),
     };

@@ -125,6 +125,7 @@ impl Server {
                  retracted reports)"
             );
         }
+        record_start(&config, &store, &log)?;
         let trust = Trust::load(
             config.tls.files(),
             config.tls.ca_key.clone(),
@@ -602,6 +603,40 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
         }
         Err(e) => tracing::error!(error = %e, "expiry check could not read the store"),
     }
+}
+
+/// What a server writes first, before it trusts anyone: on a restored store, the
+/// restore's record; and the certificate revocations of the CRL file that the store
+/// lacks (made after the backup it was restored from), so that no restore brings a
+/// revoked certificate back (see `store/restoration.rs`).
+fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), ServerError> {
+    let principal = format!("spiffe://{}/server", config.trust_domain);
+    let revocations = crate::trust::crl_file_revocations(
+        &config.tls.ca,
+        &config.tls.crl,
+        &format!("{principal} (carried over from the CRL file)"),
+    )?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let written = store.record_start(log, (&principal, now), &revocations)?;
+    if let Some(mark) = written.restored {
+        tracing::warn!(
+            backup_taken_at = %crate::clock::format_time(mark.taken_at),
+            backup_log_size = mark.log_size,
+            "this store was restored from a backup: states' witnesses will see the log \
+             rolled back (tell the states), and suspensions and signing-key revocations made \
+             after the backup are not in it: make them again (certificate revocations are \
+             carried over from the CRL file)"
+        );
+    }
+    for revoked in &written.carried {
+        tracing::warn!(
+            serial = %revoked.serial,
+            reason = %revoked.reason_name,
+            revoked_at = %crate::clock::format_time(revoked.revoked_at),
+            "a revocation in the CRL file was not in the store (restored from an older backup?): it is now"
+        );
+    }
+    Ok(())
 }
 
 /// Why the server could not start or stopped.

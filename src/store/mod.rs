@@ -21,6 +21,7 @@ mod log;
 mod projection;
 mod rebuild;
 mod records;
+mod restoration;
 mod snapshot;
 mod writer;
 
@@ -50,6 +51,7 @@ pub use self::{
     disk::DiskFailure,
     projection::Projection,
     records::{KeyRecord, StateRecord},
+    restoration::RestoreMark,
     writer::{Writer, WriterThread},
 };
 use crate::{clock::Clock, config::StoreConfig, tlog::LogSigner};

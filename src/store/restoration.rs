@@ -1,0 +1,148 @@
+//! A store restored from a backup: the mark `tidemark restore` leaves in it, and what the
+//! first server to start on it writes before anything else — the restore's own audit
+//! record and the certificate revocations the backup predates (read from the CRL file),
+//! each with its log leaf and one checkpoint, so that every state sees in the log that
+//! the operator restored and what was carried over.
+//!
+//! A restore rolls the store back to the backup: revocations, suspensions and key
+//! revocations made after it are not in it. Certificate revocations survive through
+//! the CRL file, which the server re-signs at every change and keeps beside its
+//! certificates; suspensions and signing-key revocations must be made again, which the
+//! restore record and the server's warning say.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase};
+
+use super::{
+    META, Store, StoreError,
+    admin::{self, AdminApplied, AdminChange},
+    apply::{self, Tables},
+    records::{AuditRecord, RevokedCertificate},
+};
+use crate::{clock::format_time, tlog::LogSigner};
+
+/// `meta` keys of the mark: when the backup was taken (Unix seconds) and its log size.
+const TAKEN_AT: &str = "restored_backup_taken_at";
+const LOG_SIZE: &str = "restored_backup_log_size";
+
+/// The backup a store was restored from, until a server has started on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreMark {
+    /// When the backup was taken, Unix seconds.
+    pub taken_at: i64,
+    /// Leaves of the transparency log the backup holds.
+    pub log_size: u64,
+}
+
+/// What a server starting on the store wrote first (see [`Store::record_start`]).
+#[derive(Debug, Default)]
+pub(crate) struct StartRecords {
+    /// The store was restored from this backup (now recorded, and the mark removed).
+    pub restored: Option<RestoreMark>,
+    /// Revocations found in the CRL file and not in the store, now in it.
+    pub carried: Vec<RevokedCertificate>,
+}
+
+impl Store {
+    /// Marks the store file at `path` (not open elsewhere) as restored from a backup,
+    /// for the first server that starts on it.
+    pub fn mark_restored(path: &Path, mark: RestoreMark) -> Result<(), StoreError> {
+        let db = Database::open(path).map_err(|e| StoreError::open(path, e))?;
+        let mut tx = db.begin_write()?;
+        tx.set_two_phase_commit(true);
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert(TAKEN_AT, u64::try_from(mark.taken_at).unwrap_or(0))?;
+            meta.insert(LOG_SIZE, mark.log_size)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The backup this store was restored from, if no server has started on it since.
+    pub fn restore_mark(&self) -> Result<Option<RestoreMark>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let taken_at = meta.get(TAKEN_AT)?.map(|v| v.value());
+        let log_size = meta.get(LOG_SIZE)?.map_or(0, |v| v.value());
+        Ok(taken_at.map(|taken_at| RestoreMark {
+            taken_at: i64::try_from(taken_at).unwrap_or(i64::MAX),
+            log_size,
+        }))
+    }
+
+    /// Writes, as `principal` (the server's own SPIFFE ID) at `now`, in one transaction
+    /// with one checkpoint signed by `log`: a `restore` audit record if the store is
+    /// marked restored (and removes the mark), and each of `revocations` (from the CRL
+    /// file) that the store does not hold, with its `revoke-certificate` record. Writes
+    /// nothing when there is nothing to say.
+    pub(crate) fn record_start(
+        &self,
+        log: &LogSigner,
+        (principal, now): (&str, i64),
+        revocations: &[RevokedCertificate],
+    ) -> Result<StartRecords, StoreError> {
+        let restored = self.restore_mark()?;
+        let known: std::collections::HashSet<String> = self
+            .revoked_certificates()?
+            .into_iter()
+            .map(|r| r.serial)
+            .collect();
+        let carried: Vec<RevokedCertificate> = revocations
+            .iter()
+            .filter(|r| !known.contains(&r.serial))
+            .cloned()
+            .collect();
+        if restored.is_none() && carried.is_empty() {
+            return Ok(StartRecords::default());
+        }
+        let tx = self.begin_write()?;
+        {
+            let mut t = Tables::open(&tx)?;
+            let mut number = t.next_audit()?;
+            let mut put = |t: &mut Tables<'_>, record: &AuditRecord| {
+                let written = apply::put_audit(t, number, record, (now, apply::detail_salt()), now);
+                number += 1;
+                written
+            };
+            if let Some(mark) = restored {
+                put(&mut t, &restore_record(principal, mark, carried.len()))?;
+            }
+            for revocation in &carried {
+                let change = AdminChange::RevokeCertificate(revocation.clone());
+                let applied = admin::apply(&tx, &change)?.map_err(|refused| {
+                    StoreError::Corrupt(format!("a carried revocation was refused: {refused}"))
+                })?;
+                if let AdminApplied::Revoked(..) = applied {
+                    put(&mut t, &admin::audit_record(principal, &change, &applied))?;
+                }
+            }
+            t.log.checkpoint(log)?;
+            drop(t);
+            let mut meta = tx.open_table(META)?;
+            meta.remove(TAKEN_AT)?;
+            meta.remove(LOG_SIZE)?;
+        }
+        tx.commit()?;
+        Ok(StartRecords { restored, carried })
+    }
+}
+
+/// The audit record of a restore, written by the first server to start on the store.
+fn restore_record(principal: &str, mark: RestoreMark, carried: usize) -> AuditRecord {
+    AuditRecord {
+        principal: principal.to_owned(),
+        action: "restore".to_owned(),
+        detail: serde_json::json!({
+            "backup_taken_at": format_time(mark.taken_at),
+            "backup_log_size": mark.log_size,
+            "revocations_carried_from_crl": carried,
+            "note": "the store was restored from a backup: what was accepted or recorded after \
+                     it, and suspensions and signing-key revocations made after it, are not \
+                     in it; certificate revocations are carried over from the CRL file",
+        })
+        .to_string(),
+        ..AuditRecord::default()
+    }
+}

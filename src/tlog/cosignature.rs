@@ -155,7 +155,9 @@ impl Cosigner {
 
 /// The distinct witnesses among `witnesses` whose valid cosignatures a checkpoint
 /// `signed_note` (signed by `log`) carries. A witness named twice counts once, and so do
-/// two names for one key: a quorum is of distinct cosigners.
+/// two names for one key: a quorum is of distinct cosigners. A cosignature line by one of
+/// `witnesses` (its name and key id) that does not verify rejects the note, as C2SP
+/// signed-note asks of a signature by a known key: something altered it.
 pub fn cosigned_by<'w>(
     signed_note: &str,
     log: &NoteVerifier,
@@ -169,6 +171,19 @@ pub fn cosigned_by<'w>(
             .any(|d| d.name == w.name || d.public_key == w.public_key)
         {
             distinct.push(w);
+        }
+    }
+    for w in &distinct {
+        let altered = opened.unverified.iter().find(|line| {
+            line.name == w.name
+                && line.key_id == w.key_id()
+                && w.verify_line(&opened.text, line).is_none()
+        });
+        if let Some(line) = altered {
+            return Err(NoteError::InvalidSignature {
+                name: line.name.clone(),
+                key_id: line.key_id,
+            });
         }
     }
     Ok(distinct
@@ -226,8 +241,14 @@ mod tests {
             .sign(&log)
             .unwrap();
         let forged = format!("{forged}{line}\n");
+        // A known witness's cosignature that does not verify rejects the note (C2SP
+        // signed-note); an unknown one's is left alone.
+        assert!(matches!(
+            cosigned_by(&forged, &log.verifier(), &keys),
+            Err(NoteError::InvalidSignature { ref name, .. }) if name == "example.com/w1"
+        ));
         assert!(
-            cosigned_by(&forged, &log.verifier(), &keys)
+            cosigned_by(&forged, &log.verifier(), &[other.key().clone()])
                 .unwrap()
                 .is_empty()
         );

@@ -192,7 +192,9 @@ def cosigned_by(note: str, log_key: str, witness_keys: List[str]) -> List[str]:
     (C2SP tlog-cosignature v1: Ed25519 over ``cosignature/v1``, ``time <t>`` and the
     checkpoint's text) the checkpoint `note` carries — once the log's own signature on it
     is checked with `log_key`. A witness named twice, or two names for one key, counts
-    once: a quorum is of distinct cosigners."""
+    once: a quorum is of distinct cosigners. A cosignature line by one of the witnesses
+    (its name and key id) that does not verify raises :class:`LogProofError`, as C2SP
+    signed-note asks of a signature by a known key: something altered it."""
     open_checkpoint(note, NoteVerifier.parse(log_key))
     split = note.rfind("\n\n")
     text, lines = note[: split + 1], note[split + 2 : -1].split("\n")
@@ -218,7 +220,10 @@ def cosigned_by(note: str, log_key: str, witness_keys: List[str]) -> List[str]:
             try:
                 w.public_key.verify(raw[12:], message)
             except InvalidSignature:
-                continue
+                raise LogProofError(
+                    f"the cosignature by witness {w.name} ({w.key_id:08x}) does not verify: "
+                    "the checkpoint or the cosignature was altered"
+                ) from None
             cosigned.append(w.name)
             break
     return cosigned

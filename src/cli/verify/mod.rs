@@ -54,7 +54,9 @@ pub struct VerifyArgs {
     /// (`tidemark log verifier-key` prints it). Each line's log proof ("logProof", from
     /// `query --json --log-proofs`) is then checked — inclusion under a checkpoint signed
     /// with this key, of an entry that commits to the envelope's exact payload — and the
-    /// acceptance time is taken from that entry. A line whose proof fails is invalid.
+    /// acceptance time is taken from that entry. A line whose proof fails is invalid; a
+    /// line without one proves nothing, and fails the command (exit 1) once all are
+    /// checked.
     #[arg(long, value_name = "KEY|FILE")]
     log_key: Option<String>,
 }
@@ -116,9 +118,9 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     } = tally;
     if log_key.is_some() && unproven > 0 {
         errln!(
-            "note: {} of {} carried no log proof, so --log-key proved nothing about them \
-             (their acceptance times are as their lines say): `tidemark query --json \
-             --log-proofs` writes lines that carry one",
+            "{} of {} carried no log proof, so --log-key proved nothing about them (their \
+             acceptance times are as their lines say): `tidemark query --json --log-proofs` \
+             writes lines that carry one",
             unproven,
             super::labels::count(valid + untrusted + invalid, "envelope", "envelopes")
         );
@@ -142,6 +144,11 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     }
     if untrusted + invalid + unreadable > 0 {
         bail!("not every envelope is valid and trusted (see above)");
+    }
+    if log_key.is_some() && unproven > 0 {
+        bail!(
+            "--log-key asks every envelope to prove its acceptance, and not every one did (see above)"
+        );
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 use crate::{
     clock::format_time,
     country::CountryCode,
-    identity::{self, PeerIdentity, Principal, Role},
+    identity::{self, IdentityError, PeerIdentity, Principal, Role},
     pb,
     pki::{self, Validity},
     signing::PublicKey,
@@ -175,7 +175,12 @@ impl Administration {
         let record = StateRecord {
             state: state.to_string(),
             suspended,
-            enrolled_at: existing.map_or(now, |s| s.enrolled_at),
+            // A state suspended before it was ever enrolled has no enrolment time.
+            enrolled_at: match existing.map(|s| s.enrolled_at) {
+                Some(at) if at != 0 => at,
+                _ if suspended => 0,
+                _ => now,
+            },
             changed_at: now,
         };
         let record = match self.change(AdminChange::State(record), operator)? {
@@ -313,10 +318,17 @@ impl Administration {
         }
         let uri = csr.requested_uri();
         let principal = Principal::from_spiffe_id(uri, &self.trust_domain).map_err(|e| {
+            let fix = match e {
+                IdentityError::WrongTrustDomain { .. } => format!(
+                    " (make the CSR again with `tidemark pki csr --trust-domain {}`)",
+                    self.trust_domain
+                ),
+                _ => String::new(),
+            };
             AdminError::Invalid {
                 field: "csr_pem",
-                reason: format!("asks for {uri}: {e}"),
-                whole: format!("the CSR asks for {uri}: {e}"),
+                reason: format!("asks for {uri}: {e}{fix}"),
+                whole: format!("the CSR asks for {uri}: {e}{fix}"),
             }
         })?;
         self.check_issuable(&principal)?;
@@ -648,6 +660,18 @@ mod tests {
             admin.issue_certificate((&csr(Role::Operator, "op"), 30), ("op", now())),
             Err(AdminError::OperatorFromCsr)
         ));
+    }
+
+    #[test]
+    fn a_state_suspended_before_any_enrolment_has_no_enrolment_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let enrolled_at =
+            |op: (&str, i64), suspend| admin.set_suspended("FRA", suspend, op).unwrap().enrolled_at;
+        assert_eq!(enrolled_at(("op", 100), true), 0);
+        assert_eq!(enrolled_at(("op", 200), false), 200);
+        assert_eq!(enrolled_at(("op", 300), true), 200);
+        assert_eq!(enrolled_at(("op", 400), false), 200);
     }
 
     #[test]

@@ -79,7 +79,12 @@ enum AdminCommand {
         /// The state (ISO 3166-1 alpha-3).
         state: CountryCode,
     },
-    /// List enrolled states.
+    /// List the states the operator has enrolled or suspended, with their certificates
+    /// issued here and signing keys.
+    ///
+    /// Enrolment is what `admin issue` needs; a certificate issued offline with the CA key
+    /// (`pki issue`) and a registered signing key let a state exchange without it, so
+    /// such a state is listed only once enrolled (or suspended: then "never enrolled").
     States,
     /// Issue a certificate from a CSR made with `tidemark pki csr`.
     Issue {
@@ -269,10 +274,14 @@ async fn run_certificates(
                 .states;
             for s in &states {
                 outln!(
-                    "{} {} (enrolled {}), {}, {}",
+                    "{} {} ({}), {}, {}",
                     s.state,
                     if s.suspended { "SUSPENDED" } else { "active" },
-                    format_time(s.enrolled_at_unix),
+                    if s.enrolled_at_unix == 0 {
+                        "never enrolled".to_owned()
+                    } else {
+                        format!("enrolled {}", format_time(s.enrolled_at_unix))
+                    },
                     super::labels::count(
                         s.certificates.len() as u64,
                         "certificate",

@@ -311,6 +311,18 @@ fn access(store: &Store) -> Result<(HashSet<String>, HashSet<String>), TrustErro
     Ok((revoked, suspended))
 }
 
+/// Checks that the CA key file, if there is one, is readable and matches a CA of the
+/// bundle: at start, before the store is opened (or made).
+pub(crate) fn check_ca_key(
+    bundle: &std::path::Path,
+    key_path: Option<&PathBuf>,
+) -> Result<(), TrustError> {
+    match key_path {
+        Some(path) if path.exists() => load_ca(bundle, path).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// The CA certificate in the bundle whose public key matches the key file.
 fn load_ca(
     bundle: &std::path::Path,
@@ -318,8 +330,17 @@ fn load_ca(
 ) -> Result<CertificateAuthority, TrustError> {
     let key_pem = crate::files::read_text(key_path)
         .map_err(|e| TrustError::Write(key_path.display().to_string(), e.to_string()))?;
-    let key = rcgen::KeyPair::from_pem(&key_pem)
-        .map_err(|e| TrustError::Pki(PkiError::Certificate(e)))?;
+    let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| {
+        TrustError::Write(
+            format!("the CA key {} ([tls] ca_key)", key_path.display()),
+            format!(
+                "cannot be read ({e}): it must be a PKCS#8 PEM key (\"BEGIN PRIVATE KEY\"); \
+                 convert an \"EC PRIVATE KEY\" with `openssl pkcs8 -topk8 -nocrypt -in {0} \
+                 -out {0}.pk8` and point ca_key at the result",
+                key_path.display()
+            ),
+        )
+    })?;
     let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
     for cert in crate::tls::read_certs(bundle)? {
         let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {

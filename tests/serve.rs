@@ -177,6 +177,52 @@ fn a_config_file_naming_missing_certificates_is_an_error_that_names_them() {
     );
 }
 
+/// A CA key in a form the server cannot read (OpenSSL's default `EC PRIVATE KEY`, say)
+/// is named with the form it must have, before any store is made.
+#[test]
+fn an_unreadable_ca_key_is_named_with_its_form_before_the_store_is_made() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let init = Command::new(BIN)
+        .args(["pki", "init"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    std::fs::write(
+        dir.path().join("certs/ca.key"),
+        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let printed = Command::new(BIN)
+        .args(["serve", "--print-config"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    std::fs::write(dir.path().join("tidemark.toml"), &printed.stdout).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            "tidemark.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("certs/ca.key") && stderr.contains("PKCS#8"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "no store is made");
+}
+
 #[test]
 fn print_config_shows_every_default_and_rejects_unknown_keys() {
     let out = Command::new(BIN)

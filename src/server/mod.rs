@@ -72,6 +72,7 @@ impl Server {
             .map_err(|e| ServerError::Config(e.to_string()))?;
         // Check the certificate files first: they are what a new config most often gets wrong.
         ServerTlsMaterial::load(&config.tls.files())?;
+        crate::trust::check_ca_key(&config.tls.ca, config.tls.ca_key.as_ref())?;
         let store = Store::open(&config.store)?;
         Self::build_on(config, store)
     }

@@ -18,8 +18,9 @@ use super::{
 ///
 /// Counts and sums per cell of a table grouped by up to three dimensions, with totals
 /// and margins (shown as "(all)"), over whole months. Figures carry consistent noise
-/// (the cell key method: a count is off by at most 2 and never shown as 1 or 2, and
-/// every report moves each sum by a fixed 10-20 %, a few percent of a large cell; the
+/// (the cell key method: a count of 5 or more is off by at most 2, a smaller one by at
+/// most 4, and none is shown as 1 or 2; every report moves each sum by a fixed 10-20 %
+/// and 1.5-3.5, a few percent of a large cell; the
 /// same reports always give the same figures, so cells need not add up to margins). Cells
 /// with fewer reports than the exchange's minimum are not listed, as empty cells are not;
 /// on exact figures (perturbation off) enough other cells are withheld (x) that they

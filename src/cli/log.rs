@@ -41,7 +41,10 @@ pub struct ProofArgs {
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     entry_hash: Option<String>,
-    /// The checkpoint's tree size (default: the newest): pick one the witnesses cosigned.
+    /// The checkpoint's tree size (default: the newest): pick one the witnesses cosigned
+    /// — the size on the second line of a witness's `--state-dir`/checkpoint, or of
+    /// `tidemark log checkpoint` once the witnesses have run. The server keeps a
+    /// checkpoint for each batch it committed; a size it has none of is NOT_FOUND.
     #[arg(long, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
     /// Where to write it (default: stdout); a file that exists is replaced, as

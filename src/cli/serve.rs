@@ -107,17 +107,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // below stops the server cleanly.
     let shutdown = shutdown_signal()?;
     tracing::info!(%addr, trust_domain = %config.trust_domain, store = %config.store.path.display(), "serving");
-    let profile = config
-        .tls
-        .ca
-        .parent()
-        .map_or_else(|| PathBuf::from("aus-node"), |dir| dir.join("aus-node"));
     // A hint for the person at the terminal: a closed or full stdout does not stop the
-    // server (the log on stderr says where it listens, too).
-    let _ = outln!(
-        "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as {}",
-        profile.display()
-    );
+    // server (the log on stderr says where it listens, too). The development PKI's
+    // profiles are named only where there is one.
+    let _ = if args.config.is_none() {
+        let profile = config
+            .tls
+            .ca
+            .parent()
+            .map_or_else(|| PathBuf::from("aus-node"), |dir| dir.join("aus-node"));
+        outln!(
+            "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as {}",
+            profile.display()
+        )
+    } else {
+        outln!(
+            "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as <your profile>"
+        )
+    };
 
     server.run(listener, shutdown).await?;
     tracing::info!("stopped");

@@ -130,6 +130,12 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
                  itself, as JSON, and signs it with your state's key",
                 args.file.display()
             )
+        } else if e.contains("trailing characters") {
+            anyhow!(
+                "{} holds more than one JSON value ({e}): submit sends one report; `tidemark \
+                 import` sends a file of them (JSON lines or CSV)",
+                args.file.display()
+            )
         } else {
             anyhow!("{} is not a report in JSON: {e}", args.file.display())
         }
@@ -540,7 +546,15 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
         ),
     )?;
     for line in entry.lines() {
-        outln!("  {line}")?;
+        // Times in an entry are Unix seconds (docs/transparency.md): said in UTC too.
+        let time = line
+            .split_once(' ')
+            .filter(|(name, _)| matches!(*name, "accepted" | "at" | "logged"))
+            .and_then(|(_, value)| value.parse::<i64>().ok());
+        match time {
+            Some(time) => outln!("  {line} ({})", format_time(time))?,
+            None => outln!("  {line}")?,
+        }
     }
     if args.against_log {
         against_log(&verified.checkpoint, &key, &args.client).await?;

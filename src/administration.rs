@@ -285,6 +285,7 @@ impl Administration {
         };
         match self.change(change, operator)? {
             AdminApplied::Key(record, before) => {
+                self.trust.write_journal(&self.store);
                 let already =
                     before.is_some_and(|b| b.revoked_at != 0 && b.revoked_at == record.revoked_at);
                 Ok((record, already))
@@ -433,6 +434,7 @@ impl Administration {
             self.trust
                 .refresh_access(&self.store)
                 .map_err(AdminError::Trust)?;
+            self.trust.write_journal(&self.store);
             tracing::error!(
                 error = %e,
                 "the revocation or suspension is in force for every connection, but the \

@@ -57,6 +57,7 @@ pub mod country;
 pub mod envelope;
 pub mod files;
 pub mod identity;
+mod journal;
 pub mod metrics;
 pub mod pki;
 mod policy;

@@ -107,6 +107,15 @@ impl Trust {
         Ok(())
     }
 
+    /// Rewrites the access journal beside the CRL file from the store (after a change
+    /// that does not rebuild the trust state: a signing key's revocation). A failure is
+    /// logged: the change is in force and in the store either way.
+    pub(crate) fn write_journal(&self, store: &Store) {
+        if let Err(e) = crate::journal::write(store, &self.crl_path) {
+            tracing::error!(error = %e, "the access journal is stale");
+        }
+    }
+
     /// A receiver that sees a new value after every change of the trust state.
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -209,6 +218,12 @@ fn build(
         }
         None => None,
     };
+    // Suspensions and signing-key revocations, which a CRL cannot carry, beside it.
+    match crate::journal::write(store, crl_path) {
+        Err(e) if at_start => return Err(e.into()),
+        Err(e) => tracing::error!(error = %e, "the access journal is stale"),
+        Ok(()) => {}
+    }
     let crls = match &crl_pem {
         Some(pem) => vec![
             CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
@@ -369,4 +384,6 @@ pub enum TrustError {
     Store(#[from] StoreError),
     #[error("{0}: {1}")]
     Write(String, String),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }

@@ -940,9 +940,11 @@ async fn a_suspended_state_still_checks_the_operator_and_nothing_else() {
 /// in the transparency log). A CRL file it cannot verify stops it before it overwrites it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one drill, step by step
-async fn a_restore_keeps_the_certificate_revocations_made_after_its_backup() {
+async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "THA").await;
+    let key_id = key.public_key().key_id().to_owned();
     let dir = tempfile::TempDir::new().unwrap();
     let operator = profile(dir.path(), "operator", &common::operator(&pki));
     let file = dir.path().join("before.backup");
@@ -961,7 +963,27 @@ async fn a_restore_keeps_the_certificate_revocations_made_after_its_backup() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // After the backup: a node's certificate is revoked.
+    // After the backup: a signing key is revoked and a state suspended, then reinstated
+    // and suspended again (the latest status counts), and a node's certificate revoked.
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    admin
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: key_id.clone(),
+            compromised_at_unix: 0,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    for suspend in [true, false, true] {
+        let idn = pb::StateRequest {
+            state: "IDN".into(),
+        };
+        if suspend {
+            admin.suspend_state(idn).await.unwrap();
+        } else {
+            admin.enrol_state(idn).await.unwrap();
+        }
+    }
     let lost = pki.client(tidemark::Role::Node(common::state("THA")), "bangkok-9");
     let serial = server
         .exchange(&lost)
@@ -1045,8 +1067,8 @@ async fn a_restore_keeps_the_certificate_revocations_made_after_its_backup() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("admin suspend"),
-        "the restore says what it cannot carry over: {}",
+        String::from_utf8_lossy(&out.stderr).contains("access-journal.json"),
+        "the restore says which files to keep: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let server = TestServer::start_with(&pki, restored, |_| {}).await;
@@ -1067,7 +1089,39 @@ async fn a_restore_keeps_the_certificate_revocations_made_after_its_backup() {
         .filter(|e| e.principal == by_server)
         .map(|e| e.action.as_str())
         .collect();
-    assert_eq!(actions, ["restore", "revoke-certificate"], "{log:#?}");
+    assert_eq!(
+        actions,
+        [
+            "restore",
+            "revoke-certificate",
+            "suspend-state",
+            "revoke-key"
+        ],
+        "{log:#?}"
+    );
+    let states = admin
+        .list_states(pb::ListStatesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    assert!(
+        states.iter().any(|s| s.state == "IDN" && s.suspended),
+        "{states:?}"
+    );
+    let keys = admin
+        .list_signing_keys(pb::ListSigningKeysRequest {
+            state: "THA".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert!(
+        keys.iter()
+            .any(|k| k.key_id == key_id && k.revoked_at_unix != 0),
+        "{keys:?}"
+    );
     assert!(
         log.iter()
             .any(|e| e.principal == by_server && e.detail.contains(&serial))
@@ -1087,7 +1141,7 @@ async fn a_restore_keeps_the_certificate_revocations_made_after_its_backup() {
     let again = common::audit_log(&mut admin).await;
     assert_eq!(
         again.iter().filter(|e| e.principal == by_server).count(),
-        2,
+        4,
         "{again:#?}"
     );
     let data = server.stop().await;

@@ -381,10 +381,9 @@ fn say_restored(
     )?;
     eprintln!(
         "note: a store restored from a backup is the exchange as of {}: before you serve it,\n\
-         - keep the CRL file (certs/crl.pem, [tls] crl) the server last wrote: the server \
-           carries its certificate revocations into the store at start;\n\
-         - make again every suspension (`admin suspend`) and signing-key revocation \
-           (`admin revoke-key`) made after that time: they are not in the backup;\n\
+         - keep the CRL file (certs/crl.pem, [tls] crl) and access-journal.json beside it, \
+           as the server last wrote them: at start it carries the certificate revocations, \
+           suspensions and signing-key revocations made since into the store;\n\
          - tell the states: the log is rolled back to {} leaves, so their witnesses will \
            report a rollback, and the first server to start records the restore in the log.",
         format_time(manifest.taken_at_unix),

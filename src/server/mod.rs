@@ -607,9 +607,10 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
 }
 
 /// What a server writes first, before it trusts anyone: on a restored store, the
-/// restore's record; and the certificate revocations of the CRL file that the store
-/// lacks (made after the backup it was restored from), so that no restore brings a
-/// revoked certificate back (see `store/restoration.rs`).
+/// restore's record; and the certificate revocations of the CRL file, and the
+/// suspensions and signing-key revocations of the access journal, that the store lacks
+/// (made after the backup it was restored from), so that no restore brings back a
+/// revoked certificate or key or a suspended state (see `store/restoration.rs`).
 fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), ServerError> {
     let principal = format!("spiffe://{}/server", config.trust_domain);
     let revocations = crate::trust::crl_file_revocations(
@@ -617,24 +618,26 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         &config.tls.crl,
         &format!("{principal} (carried over from the CRL file)"),
     )?;
+    let mut carried = store.revocations_missing(revocations)?;
+    carried.extend(crate::journal::newer_than_store(store, &config.tls.crl)?);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let written = store.record_start(log, (&principal, now), &revocations)?;
+    let written = store.record_start(log, (&principal, now), &carried)?;
     if let Some(mark) = written.restored {
         tracing::warn!(
             backup_taken_at = %crate::clock::format_time(mark.taken_at),
             backup_log_size = mark.log_size,
             "this store was restored from a backup: states' witnesses will see the log \
-             rolled back (tell the states), and suspensions and signing-key revocations made \
-             after the backup are not in it: make them again (certificate revocations are \
-             carried over from the CRL file)"
+             rolled back (tell the states); certificate revocations, suspensions and \
+             signing-key revocations made after the backup are carried over from the CRL \
+             file and the access journal beside it"
         );
     }
-    for revoked in &written.carried {
+    for record in &written.carried {
         tracing::warn!(
-            serial = %revoked.serial,
-            reason = %revoked.reason_name,
-            revoked_at = %crate::clock::format_time(revoked.revoked_at),
-            "a revocation in the CRL file was not in the store (restored from an older backup?): it is now"
+            action = %record.action,
+            detail = %record.detail,
+            "a change in the CRL file or the access journal was not in the store (restored \
+             from an older backup?): it is now"
         );
     }
     Ok(())
@@ -653,6 +656,9 @@ pub enum ServerError {
     #[error(transparent)]
     /// The trust state (CA bundle, CRL) could not be built.
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    /// The access journal could not be read.
+    Journal(#[from] crate::journal::JournalError),
     #[error("the receipt signing key: {0}")]
     /// The receipt signing key is unusable.
     ReceiptKey(#[from] KeyError),

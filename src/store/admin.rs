@@ -65,7 +65,7 @@ impl AdminChange {
     }
 
     /// Whether the change touches signing keys (whose cache is then dropped).
-    pub(super) fn touches_keys(&self) -> bool {
+    pub(crate) fn touches_keys(&self) -> bool {
         matches!(self, Self::RegisterKey(_) | Self::RevokeKey { .. })
     }
 

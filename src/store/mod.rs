@@ -632,6 +632,22 @@ impl Store {
         }
     }
 
+    /// Revokes a signing key as of `at`, as a set-up step of a unit test.
+    #[cfg(test)]
+    pub(crate) fn revoke_key_for_tests(
+        &self,
+        key_id: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<(), KeyRegistryError> {
+        self.change(&AdminChange::RevokeKey {
+            key_id: key_id.to_owned(),
+            at,
+            reason: reason.to_owned(),
+        })
+        .map(drop)
+    }
+
     /// Applies an administrative change in a durable transaction of its own, without an
     /// audit record: for setting a store up before a server runs. A running server's
     /// changes go through its writer ([`Writer::admin_blocking`]), each with its record.

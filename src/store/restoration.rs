@@ -1,14 +1,15 @@
 //! A store restored from a backup: the mark `tidemark restore` leaves in it, and what the
 //! first server to start on it writes before anything else — the restore's own audit
-//! record and the certificate revocations the backup predates (read from the CRL file),
-//! each with its log leaf and one checkpoint, so that every state sees in the log that
-//! the operator restored and what was carried over.
+//! record and the trust changes the backup predates — each with its log leaf and one
+//! checkpoint, so that every state sees in the log that the operator restored and what
+//! was carried over.
 //!
 //! A restore rolls the store back to the backup: revocations, suspensions and key
-//! revocations made after it are not in it. Certificate revocations survive through
-//! the CRL file, which the server re-signs at every change and keeps beside its
-//! certificates; suspensions and signing-key revocations must be made again, which the
-//! restore record and the server's warning say.
+//! revocations made after it are not in it. They survive in files the server rewrites at
+//! every such change and keeps beside its certificates: certificate revocations in the
+//! CRL file, suspensions and signing-key revocations in the access journal
+//! (`crate::journal`). At every start the server carries what those hold and the store
+//! lacks into it ([`Store::record_start`]).
 
 use std::path::Path;
 
@@ -16,7 +17,7 @@ use redb::{Database, ReadableDatabase};
 
 use super::{
     META, Store, StoreError,
-    admin::{self, AdminApplied, AdminChange},
+    admin::{self, AdminChange},
     apply::{self, Tables},
     records::{AuditRecord, RevokedCertificate},
 };
@@ -40,8 +41,8 @@ pub struct RestoreMark {
 pub(crate) struct StartRecords {
     /// The store was restored from this backup (now recorded, and the mark removed).
     pub restored: Option<RestoreMark>,
-    /// Revocations found in the CRL file and not in the store, now in it.
-    pub carried: Vec<RevokedCertificate>,
+    /// The audit records of the changes carried over, as written.
+    pub carried: Vec<AuditRecord>,
 }
 
 impl Store {
@@ -72,51 +73,58 @@ impl Store {
         }))
     }
 
-    /// Writes, as `principal` (the server's own SPIFFE ID) at `now`, in one transaction
-    /// with one checkpoint signed by `log`: a `restore` audit record if the store is
-    /// marked restored (and removes the mark), and each of `revocations` (from the CRL
-    /// file) that the store does not hold, with its `revoke-certificate` record. Writes
-    /// nothing when there is nothing to say.
-    pub(crate) fn record_start(
+    /// The revocations among `revocations` (from the CRL file) that the store does not
+    /// hold, as changes for [`Self::record_start`].
+    pub(crate) fn revocations_missing(
         &self,
-        log: &LogSigner,
-        (principal, now): (&str, i64),
-        revocations: &[RevokedCertificate],
-    ) -> Result<StartRecords, StoreError> {
-        let restored = self.restore_mark()?;
+        revocations: Vec<RevokedCertificate>,
+    ) -> Result<Vec<AdminChange>, StoreError> {
         let known: std::collections::HashSet<String> = self
             .revoked_certificates()?
             .into_iter()
             .map(|r| r.serial)
             .collect();
-        let carried: Vec<RevokedCertificate> = revocations
-            .iter()
+        Ok(revocations
+            .into_iter()
             .filter(|r| !known.contains(&r.serial))
-            .cloned()
-            .collect();
+            .map(AdminChange::RevokeCertificate)
+            .collect())
+    }
+
+    /// Writes, as `principal` (the server's own SPIFFE ID) at `now`, in one transaction
+    /// with one checkpoint signed by `log`: a `restore` audit record if the store is
+    /// marked restored (and removes the mark), and each of `carried` (what the CRL file
+    /// and the access journal hold that the store does not), with its record. Writes
+    /// nothing when there is nothing to say.
+    pub(crate) fn record_start(
+        &self,
+        log: &LogSigner,
+        (principal, now): (&str, i64),
+        carried: &[AdminChange],
+    ) -> Result<StartRecords, StoreError> {
+        let restored = self.restore_mark()?;
         if restored.is_none() && carried.is_empty() {
             return Ok(StartRecords::default());
         }
+        let mut written = Vec::new();
         let tx = self.begin_write()?;
         {
             let mut t = Tables::open(&tx)?;
             let mut number = t.next_audit()?;
-            let mut put = |t: &mut Tables<'_>, record: &AuditRecord| {
-                let written = apply::put_audit(t, number, record, (now, apply::detail_salt()), now);
+            let mut put = |t: &mut Tables<'_>, record: AuditRecord| {
+                apply::put_audit(t, number, &record, (now, apply::detail_salt()), now)?;
                 number += 1;
-                written
+                written.push(record);
+                Ok::<_, StoreError>(())
             };
             if let Some(mark) = restored {
-                put(&mut t, &restore_record(principal, mark, carried.len()))?;
+                put(&mut t, restore_record(principal, mark, carried.len()))?;
             }
-            for revocation in &carried {
-                let change = AdminChange::RevokeCertificate(revocation.clone());
-                let applied = admin::apply(&tx, &change)?.map_err(|refused| {
-                    StoreError::Corrupt(format!("a carried revocation was refused: {refused}"))
+            for change in carried {
+                let applied = admin::apply(&tx, change)?.map_err(|refused| {
+                    StoreError::Corrupt(format!("a carried change was refused: {refused}"))
                 })?;
-                if let AdminApplied::Revoked(..) = applied {
-                    put(&mut t, &admin::audit_record(principal, &change, &applied))?;
-                }
+                put(&mut t, admin::audit_record(principal, change, &applied))?;
             }
             t.log.checkpoint(log)?;
             drop(t);
@@ -125,7 +133,16 @@ impl Store {
             meta.remove(LOG_SIZE)?;
         }
         tx.commit()?;
-        Ok(StartRecords { restored, carried })
+        if carried.iter().any(AdminChange::touches_keys) {
+            self.forget_keys();
+        }
+        if restored.is_some() {
+            written.remove(0);
+        }
+        Ok(StartRecords {
+            restored,
+            carried: written,
+        })
     }
 }
 
@@ -137,10 +154,11 @@ fn restore_record(principal: &str, mark: RestoreMark, carried: usize) -> AuditRe
         detail: serde_json::json!({
             "backup_taken_at": format_time(mark.taken_at),
             "backup_log_size": mark.log_size,
-            "revocations_carried_from_crl": carried,
+            "changes_carried_over": carried,
             "note": "the store was restored from a backup: what was accepted or recorded after \
-                     it, and suspensions and signing-key revocations made after it, are not \
-                     in it; certificate revocations are carried over from the CRL file",
+                     it is not in it; certificate revocations (from the CRL file), and \
+                     suspensions and signing-key revocations (from the access journal), made \
+                     after it are carried over",
         })
         .to_string(),
         ..AuditRecord::default()

@@ -40,6 +40,11 @@ pub struct Config {
     pub log: LogConfig,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Start a store restored from a backup although the CRL file or the access journal
+    /// (which carry the trust changes made since the backup) is missing: set only by
+    /// `tidemark serve --trust-files-lost`, never in a file.
+    #[serde(skip)]
+    pub trust_files_lost: bool,
 }
 
 /// The Prometheus metrics endpoint (plain HTTP, `GET /metrics`; see README "Operating").
@@ -305,6 +310,7 @@ impl Default for Config {
             analytics: AnalyticsConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            trust_files_lost: false,
         }
     }
 }

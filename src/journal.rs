@@ -3,27 +3,39 @@
 //! such change, so that a store restored from an older backup gets them back when the
 //! server starts on it — the CRL carries certificate revocations only.
 //!
-//! The file is the server's own record, kept with its certificates and CA key (whoever
-//! can write it can write those too); the store stays the authority: the journal only
-//! adds what is *newer* than the store's own record (a state's status changed later, a
-//! key revoked, or revoked as of an earlier time), never undoes anything.
+//! The file is unsigned and the store stays the authority, so the journal only ever
+//! *restricts*: at start the server takes from it a suspension newer than the store's
+//! record of that state (a suspension wins a tie of times), and a key revocation the
+//! store lacks or has as of a later time (a key it does not know at all — registered
+//! after the backup — is recorded as registered and revoked, so it cannot be registered
+//! again). A reinstatement or an enrolment is never taken from it: one lost to a restore
+//! is made again (the server names it). Writing merges: what the file holds that is newer
+//! than the store is kept, so that two servers sharing one certificate directory, or a
+//! change made elsewhere, do not drop each other's entries.
 //!
 //! Format (JSON, version 1): `{"version": 1, "states": [{"state": "THA", "suspended":
 //! true, "enrolledAt": 1796400000, "changedAt": 1796500000}], "revokedKeys": [{"keyId":
-//! "…", "state": "THA", "revokedAt": 1796500000, "reason": "key-compromise"}]}`; times
-//! are Unix seconds.
+//! "…", "state": "THA", "publicKey": "<base64 of the 32 Ed25519 bytes>", "validFrom": 0,
+//! "validUntil": 0, "registeredAt": 1796400000, "revokedAt": 1796500000, "reason":
+//! "key-compromise"}]}`; times are Unix seconds.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{AdminChange, StateRecord, Store, StoreError};
+use crate::store::{AdminChange, KeyRecord, StateRecord, Store, StoreError};
 
 /// The journal's file name, in the CRL file's directory.
 const FILE_NAME: &str = "access-journal.json";
 
 /// The version this server writes and reads.
 const VERSION: u32 = 1;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Where the journal beside the CRL file `crl` is.
 pub(crate) fn path(crl: &Path) -> PathBuf {
@@ -40,7 +52,7 @@ struct Journal {
     revoked_keys: Vec<KeyEntry>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StateEntry {
     state: String,
@@ -49,13 +61,68 @@ struct StateEntry {
     changed_at: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+impl StateEntry {
+    fn of(record: &StateRecord) -> Self {
+        Self {
+            state: record.state.clone(),
+            suspended: record.suspended,
+            enrolled_at: record.enrolled_at,
+            changed_at: record.changed_at,
+        }
+    }
+
+    /// Whether this status is newer than `held`'s: changed later, or at the same second
+    /// to a suspension (which fails safe).
+    fn newer_than(&self, held: &StateEntry) -> bool {
+        held.changed_at < self.changed_at
+            || (held.changed_at == self.changed_at && self.suspended && !held.suspended)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct KeyEntry {
     key_id: String,
     state: String,
+    public_key: String,
+    valid_from: i64,
+    valid_until: i64,
+    registered_at: i64,
     revoked_at: i64,
     reason: String,
+}
+
+impl KeyEntry {
+    fn of(record: &KeyRecord) -> Self {
+        Self {
+            key_id: record.key_id.clone(),
+            state: record.state.clone(),
+            public_key: B64.encode(&record.public_key),
+            valid_from: record.valid_from,
+            valid_until: record.valid_until,
+            registered_at: record.registered_at,
+            revoked_at: record.revoked_at,
+            reason: record.revocation_reason.clone(),
+        }
+    }
+
+    /// The key's whole record, revoked, for a store that does not know the key.
+    fn record(&self) -> Option<KeyRecord> {
+        let public_key = B64.decode(&self.public_key).ok()?;
+        let public = crate::signing::PublicKey::from_raw(&public_key).ok()?;
+        (public.key_id() == self.key_id).then(|| KeyRecord {
+            revoked_at: self.revoked_at,
+            revocation_reason: self.reason.clone(),
+            ..KeyRecord::new(
+                &self.key_id,
+                &self.state,
+                &public_key,
+                self.valid_from,
+                self.valid_until,
+                self.registered_at,
+            )
+        })
+    }
 }
 
 /// Why the journal could not be read or written.
@@ -74,32 +141,73 @@ pub enum JournalError {
     Store(#[from] StoreError),
 }
 
-/// Writes the journal beside `crl` from the store, atomically (a temporary file renamed
-/// over it).
+/// The journal beside `crl`, or `None` if there is none.
+fn read(crl: &Path) -> Result<Option<Journal>, JournalError> {
+    let path = path(crl);
+    let unreadable = |why: String| JournalError::Unreadable {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e.to_string())),
+    };
+    let journal: Journal = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    if journal.version != VERSION {
+        return Err(unreadable(format!(
+            "it is version {}, and this server reads version {VERSION}",
+            journal.version
+        )));
+    }
+    Ok(Some(journal))
+}
+
+/// Whether there is a journal beside `crl`.
+pub(crate) fn exists(crl: &Path) -> bool {
+    path(crl).exists()
+}
+
+/// Writes the journal beside `crl` from the store, merged with what the file holds that
+/// is newer (see the module's comment), atomically (a temporary file renamed over it). A
+/// file that cannot be read is replaced.
 pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
+    let held = read(crl).ok().flatten().unwrap_or_default();
+    let mut states: BTreeMap<String, StateEntry> = held
+        .states
+        .into_iter()
+        .map(|s| (s.state.clone(), s))
+        .collect();
+    for record in store.states()? {
+        let entry = StateEntry::of(&record);
+        match states.get(&entry.state) {
+            Some(file) if file.newer_than(&entry) => {}
+            _ => {
+                states.insert(entry.state.clone(), entry);
+            }
+        }
+    }
+    let mut keys: BTreeMap<String, KeyEntry> = held
+        .revoked_keys
+        .into_iter()
+        .map(|k| (k.key_id.clone(), k))
+        .collect();
+    for record in store.signing_keys(None)? {
+        if record.revoked_at == 0 {
+            continue;
+        }
+        let entry = KeyEntry::of(&record);
+        match keys.get(&entry.key_id) {
+            Some(file) if file.revoked_at <= entry.revoked_at => {}
+            _ => {
+                keys.insert(entry.key_id.clone(), entry);
+            }
+        }
+    }
     let journal = Journal {
         version: VERSION,
-        states: store
-            .states()?
-            .into_iter()
-            .map(|s| StateEntry {
-                state: s.state,
-                suspended: s.suspended,
-                enrolled_at: s.enrolled_at,
-                changed_at: s.changed_at,
-            })
-            .collect(),
-        revoked_keys: store
-            .signing_keys(None)?
-            .into_iter()
-            .filter(|k| k.revoked_at != 0)
-            .map(|k| KeyEntry {
-                key_id: k.key_id,
-                state: k.state,
-                revoked_at: k.revoked_at,
-                reason: k.revocation_reason,
-            })
-            .collect(),
+        states: states.into_values().collect(),
+        revoked_keys: keys.into_values().collect(),
     };
     let path = path(crl);
     let unwritable = |e: std::io::Error| JournalError::Unwritable {
@@ -113,64 +221,65 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
     std::fs::rename(&temporary, &path).map_err(unwritable)
 }
 
-/// The changes the journal beside `crl` holds that are newer than the store's own
-/// record (none if there is no journal), as administrative changes to apply.
+/// What the journal beside `crl` holds that the store lacks and that restricts (see the
+/// module's comment), as administrative changes to apply; and the states the journal
+/// has reinstated or enrolled later than the store's record, which are not applied.
 pub(crate) fn newer_than_store(
     store: &Store,
     crl: &Path,
-) -> Result<Vec<AdminChange>, JournalError> {
-    let path = path(crl);
-    let unreadable = |why: String| JournalError::Unreadable {
-        path: path.display().to_string(),
-        why,
+) -> Result<(Vec<AdminChange>, Vec<String>), JournalError> {
+    let Some(journal) = read(crl)? else {
+        return Ok((Vec::new(), Vec::new()));
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(unreadable(e.to_string())),
-    };
-    let journal: Journal = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
-    if journal.version != VERSION {
-        return Err(unreadable(format!(
-            "it is version {}, and this server reads version {VERSION}",
-            journal.version
-        )));
-    }
     let mut changes = Vec::new();
+    let mut not_taken = Vec::new();
     for entry in journal.states {
         let held = store.state(&entry.state)?;
-        let newer = held.as_ref().is_none_or(|held| {
-            held.changed_at < entry.changed_at && held.suspended != entry.suspended
-        });
-        if newer {
+        let newer = held
+            .as_ref()
+            .is_none_or(|held| entry.newer_than(&StateEntry::of(held)));
+        if !newer
+            || held
+                .as_ref()
+                .is_some_and(|h| h.suspended == entry.suspended)
+        {
+            continue;
+        }
+        if entry.suspended {
             changes.push(AdminChange::State(StateRecord {
-                enrolled_at: held.map_or(entry.enrolled_at, |h| h.enrolled_at),
+                enrolled_at: held.map_or(0, |h| h.enrolled_at),
                 state: entry.state,
-                suspended: entry.suspended,
+                suspended: true,
                 changed_at: entry.changed_at,
             }));
+        } else {
+            not_taken.push(entry.state);
         }
     }
     for entry in journal.revoked_keys {
-        let Some(held) = store.signing_key(&entry.key_id)? else {
-            // Registered after the backup: not in this store, so never accepted.
-            continue;
-        };
-        if held.revoked_at == 0 || held.revoked_at > entry.revoked_at {
-            changes.push(AdminChange::RevokeKey {
+        match store.signing_key(&entry.key_id)? {
+            Some(held) if held.revoked_at != 0 && held.revoked_at <= entry.revoked_at => {}
+            Some(_) => changes.push(AdminChange::RevokeKey {
                 key_id: entry.key_id,
                 at: entry.revoked_at,
                 reason: entry.reason,
-            });
+            }),
+            // Registered after the backup: recorded, revoked, so it is never registered
+            // again as a valid key.
+            None => {
+                if let Some(record) = entry.record() {
+                    changes.push(AdminChange::RegisterKey(record));
+                }
+            }
         }
     }
-    Ok(changes)
+    Ok((changes, not_taken))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{config::StoreConfig, store::KeyRecord};
+    use crate::{config::StoreConfig, signing::SigningKey};
 
     fn state(code: &str, suspended: bool, changed_at: i64) -> StateRecord {
         StateRecord {
@@ -181,45 +290,84 @@ mod tests {
         }
     }
 
-    /// What the journal adds is only what is newer than the store's own record.
+    fn key(state: &str) -> KeyRecord {
+        let (key, _) = SigningKey::generate().unwrap();
+        let public = key.public_key();
+        KeyRecord::new(public.key_id(), state, public.raw(), 1, 0, 1)
+    }
+
+    fn store(dir: &Path) -> Store {
+        Store::open(&StoreConfig::in_dir(dir)).unwrap()
+    }
+
+    /// The journal only restricts, and only where it is newer than the store.
     #[test]
-    fn a_journal_adds_only_what_is_newer_than_the_store() {
+    fn a_journal_adds_only_newer_restrictions() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
         let crl = dir.path().join("crl.pem");
-        let key = |id: &str, revoked_at: i64| KeyRecord {
-            revoked_at,
-            revocation_reason: "key-compromise".to_owned(),
-            ..KeyRecord::new(id, "THA", &[7; 32], 1, 0, 1)
-        };
-        // The journal as written later: THA suspended at 50, IDN reinstated at 40, key
-        // "a" revoked as of 30, key "b" as of 20, key "c" (unknown to the store) as of 10.
-        let later = Store::open(&StoreConfig::in_dir(&dir.path().join("later"))).unwrap();
-        for record in [state("THA", true, 50), state("IDN", false, 40)] {
+        let (a, b, c) = (key("THA"), key("THA"), key("THA"));
+        // Written by a later history: THA suspended at 50, AUS suspended at 20 (a tie
+        // with the store's reinstatement), IDN reinstated at 40, FRA reinstated at 45;
+        // keys a, b, c revoked as of 30, 20 and 10 (c unknown to the store).
+        let later = store(&dir.path().join("later"));
+        for record in [
+            state("THA", true, 50),
+            state("AUS", true, 20),
+            state("IDN", false, 40),
+            state("FRA", false, 45),
+        ] {
             later.put_state(&record).unwrap();
         }
-        for (id, at) in [("a", 30), ("b", 20), ("c", 10)] {
-            later.register_signing_key(&key(id, 0)).unwrap();
+        for (k, at) in [(&a, 30), (&b, 20), (&c, 10)] {
+            later.register_signing_key(k).unwrap();
             later
-                .revoke_key_for_tests(id, at, "key-compromise")
+                .revoke_key_for_tests(&k.key_id, at, "key-compromise")
                 .unwrap();
         }
         write(&later, &crl).unwrap();
-        // The store: THA active since 10 (older: suspended), IDN suspended at 60 (newer
-        // than the journal: stays), key "a" not revoked, key "b" revoked as of 5.
-        for record in [state("THA", false, 10), state("IDN", true, 60)] {
+        // The store: THA active since 10, AUS reinstated at 20, IDN suspended at 60
+        // (newer: stays), FRA suspended at 10 (the journal's reinstatement is not taken);
+        // key a valid, key b revoked as of 5 (earlier: stays).
+        let store = store(&dir.path().join("restored"));
+        for record in [
+            state("THA", false, 10),
+            state("AUS", false, 20),
+            state("IDN", true, 60),
+            state("FRA", true, 10),
+        ] {
             store.put_state(&record).unwrap();
         }
-        store.register_signing_key(&key("a", 0)).unwrap();
-        store.register_signing_key(&key("b", 0)).unwrap();
-        store.revoke_key_for_tests("b", 5, "superseded").unwrap();
-        let changes = newer_than_store(&store, &crl).unwrap();
-        let said: Vec<String> = changes.iter().map(|c| format!("{c:?}")).collect();
-        assert_eq!(changes.len(), 2, "{said:#?}");
-        assert!(matches!(&changes[0], AdminChange::State(s) if s.state == "THA" && s.suspended));
+        store.register_signing_key(&a).unwrap();
+        store.register_signing_key(&b).unwrap();
+        store
+            .revoke_key_for_tests(&b.key_id, 5, "superseded")
+            .unwrap();
+        let (changes, not_taken) = newer_than_store(&store, &crl).unwrap();
+        let said = format!("{changes:#?}");
+        assert_eq!(changes.len(), 4, "{said}");
         assert!(
-            matches!(&changes[1], AdminChange::RevokeKey { key_id, at: 30, .. } if key_id == "a")
+            matches!(&changes[0], AdminChange::State(s) if s.state == "AUS" && s.suspended),
+            "{said}"
         );
+        assert!(
+            matches!(&changes[1], AdminChange::State(s) if s.state == "THA" && s.suspended),
+            "{said}"
+        );
+        assert!(
+            changes.iter().any(|change| matches!(change,
+                AdminChange::RevokeKey { key_id, at: 30, .. } if *key_id == a.key_id)),
+            "{said}"
+        );
+        assert!(
+            changes.iter().any(|change| matches!(change,
+                AdminChange::RegisterKey(k) if k.key_id == c.key_id && k.revoked_at == 10)),
+            "{said}"
+        );
+        assert_eq!(not_taken, ["FRA"]);
+        // Writing from the restored store keeps what the file holds that is newer.
+        write(&store, &crl).unwrap();
+        let (again, _) = newer_than_store(&store, &crl).unwrap();
+        assert_eq!(again.len(), 4, "{again:#?}");
         // A journal it cannot read stops the start, naming the file; none is nothing.
         std::fs::write(
             path(&crl),
@@ -232,6 +380,6 @@ mod tests {
             "{refused}"
         );
         std::fs::remove_file(path(&crl)).unwrap();
-        assert!(newer_than_store(&store, &crl).unwrap().is_empty());
+        assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
     }
 }

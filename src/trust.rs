@@ -97,7 +97,10 @@ impl Trust {
             .rebuilding
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (revoked, suspended) = access(store)?;
+        let (mut revoked, suspended) = access(store)?;
+        if let Ok(listed) = crl_file_revocations(&self.files.ca, &self.crl_path, "the CRL file") {
+            revoked.extend(listed.into_iter().map(|r| r.serial));
+        }
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             state.revoked = revoked;
@@ -186,8 +189,31 @@ fn build(
         Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
         _ => None,
     };
-    let revoked_records = store.revoked_certificates()?;
+    let mut revoked_records = store.revoked_certificates()?;
+    // What the CRL file lists and the store does not — written by another server of this
+    // exchange, or published by an offline CA and re-read on reload — is enforced and
+    // kept: the file never loses an entry. One that does not verify is left as it is
+    // (it stopped the server at start).
+    let (from_file, file_readable) = match crl_file_revocations(&files.ca, crl_path, "the CRL file")
+    {
+        Ok(entries) => (entries, true),
+        Err(e) if at_start => return Err(e),
+        Err(e) => {
+            tracing::error!(error = %e, "the CRL file is left as it is; revocations are taken from the store only");
+            (Vec::new(), false)
+        }
+    };
+    let known: HashSet<String> = revoked_records.iter().map(|r| r.serial.clone()).collect();
+    let file_only: Vec<RevokedCertificate> = from_file
+        .into_iter()
+        .filter(|r| !known.contains(&r.serial))
+        .collect();
+    revoked_records.extend(file_only.iter().cloned());
     let crl_pem = match &ca {
+        // An offline CA's CRL, as the operator put it there.
+        None => std::fs::read_to_string(crl_path)
+            .ok()
+            .filter(|_| file_readable),
         Some(ca) => {
             let entries: Vec<RevokedEntry> = revoked_records
                 .iter()
@@ -201,7 +227,12 @@ fn build(
                 .collect();
             let number = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
             let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
-            let written = std::fs::write(crl_path, &pem).map_err(|e| {
+            let written = if file_readable {
+                std::fs::write(crl_path, &pem)
+            } else {
+                Ok(())
+            }
+            .map_err(|e| {
                 TrustError::Write(
                     format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
                     format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
@@ -216,7 +247,6 @@ fn build(
             }
             Some(pem)
         }
-        None => None,
     };
     // Suspensions and signing-key revocations, which a CRL cannot carry, beside it.
     match crate::journal::write(store, crl_path) {
@@ -243,7 +273,8 @@ fn build(
             )
         })
         .unwrap_or_default();
-    let (revoked, suspended) = access(store)?;
+    let (mut revoked, suspended) = access(store)?;
+    revoked.extend(file_only.into_iter().map(|r| r.serial));
     Ok(State {
         tls,
         server_serial,

@@ -945,6 +945,10 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
     let server = TestServer::start(&pki).await;
     let key = server.register_new_key(&pki, "THA").await;
     let key_id = key.public_key().key_id().to_owned();
+    let mut tha = server.exchange(&node(&pki, "THA")).await;
+    submit(&mut tha, sign(&sample_report("THA", 7), &key))
+        .await
+        .unwrap();
     let dir = tempfile::TempDir::new().unwrap();
     let operator = profile(dir.path(), "operator", &common::operator(&pki));
     let file = dir.path().join("before.backup");
@@ -1126,11 +1130,30 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
         log.iter()
             .any(|e| e.principal == by_server && e.detail.contains(&serial))
     );
+    // THA's access list says its report was restored from a backup (the backup's own
+    // record, written after its copy, is not in it).
+    let accesses = server
+        .exchange(&node(&pki, "THA"))
+        .await
+        .access_to_my_data(pb::AccessToMyDataRequest {
+            limit: 100,
+            before: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses;
+    assert!(
+        accesses
+            .iter()
+            .any(|a| a.action == "restore" && a.count == 1 && a.reader == by_server),
+        "{accesses:#?}"
+    );
     // The receipt still verifies offline, but not against the restored log.
     let out = against_log(&server.endpoint());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        matches!(out.status.code(), Some(3 | 4)) && said.contains("this receipt holds"),
+        matches!(out.status.code(), Some(3 | 4)) && said.contains("this receipt was issued under"),
         "{:?}: {said}",
         out.status
     );
@@ -1145,6 +1168,36 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
         "{again:#?}"
     );
     let data = server.stop().await;
+
+    // Restored again, without the access journal: the first start is refused, naming
+    // it, unless told the files are lost.
+    let again = tempfile::TempDir::new().unwrap();
+    let out = run(&[
+        "restore",
+        &file.display().to_string(),
+        "--data",
+        &again.path().display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = pki.dir.path().join("access-journal.json");
+    let kept = std::fs::read(&journal).unwrap();
+    std::fs::remove_file(&journal).unwrap();
+    let refused = tidemark::Server::build(pki.config(&again))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        refused.contains("access-journal.json") && refused.contains("--trust-files-lost"),
+        "{refused}"
+    );
+    let mut lost = pki.config(&again);
+    lost.trust_files_lost = true;
+    drop(tidemark::Server::build(lost).expect("started when told the files are lost"));
+    std::fs::write(&journal, kept).unwrap();
 
     // A CRL file signed by another CA is not overwritten: the server does not start.
     let other = TestPki::new();

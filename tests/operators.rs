@@ -1035,3 +1035,58 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         (id, "superseded")
     );
 }
+
+/// A revocation the CRL file lists and the store does not — written by another server
+/// of the exchange, or published by an offline CA — is enforced once the server re-reads
+/// its files (ReloadTls, SIGHUP), and kept when the server next rewrites the CRL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_added_to_the_crl_file_is_enforced_on_reload_and_never_dropped() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let outsider = pki.client(Role::Node(state("THA")), "listed-elsewhere");
+    let serial = server
+        .exchange(&outsider)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    let crl = pki
+        .ca
+        .crl(
+            &[pki::RevokedEntry {
+                serial: serial.clone(),
+                revoked_at: time::OffsetDateTime::now_utc(),
+                reason: pki::RevocationReason::KeyCompromise,
+            }],
+            1,
+            7,
+        )
+        .unwrap();
+    std::fs::write(pki.dir.path().join("crl.pem"), crl).unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    let refused = server
+        .exchange(&outsider)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // Another change rewrites the CRL from the store: the entry stays in it.
+    enrol(&server, &pki, "FRA").await;
+    admin
+        .suspend_state(pb::StateRequest {
+            state: "FRA".into(),
+        })
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(pki.dir.path().join("crl.pem")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(text.as_bytes()).unwrap();
+    let (_, parsed) = x509_parser::parse_x509_crl(&pem.contents).unwrap();
+    let listed: Vec<String> = parsed
+        .iter_revoked_certificates()
+        .map(|r| tidemark::identity::serial_hex(r.raw_serial()))
+        .collect();
+    assert!(listed.contains(&serial), "{listed:?}");
+}

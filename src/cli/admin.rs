@@ -117,15 +117,18 @@ enum AdminCommand {
         #[arg(long, value_name = "DAYS")]
         expiring: Option<String>,
     },
-    /// Re-read the server certificate, key and CA bundle from disk (no restart).
+    /// Re-read the server certificate, key and CA bundle, and the CRL file, from disk
+    /// (no restart). A revocation the CRL file lists (signed by a CA of the bundle) is
+    /// enforced from then on and kept in the CRL the server writes.
     ReloadTls,
     /// Take an online backup: a consistent copy of the whole store, made while
     /// submissions go on, written to FILE with FILE.manifest.json beside it (restore it
     /// with `tidemark restore FILE --data DIR`). It holds secrets: keep it safe. The
     /// server copies the store beside itself first, so its data directory needs free
     /// space about the store's size; one copy is made at a time. The store is not the
-    /// whole server: keep certs/ (the CA and receipt keys), the configuration and the CRL
-    /// too.
+    /// whole server: keep certs/ (the CA and receipt keys), the configuration, and the
+    /// CRL file with access-journal.json beside it (a restored store takes the
+    /// revocations and suspensions made after its backup from them) too.
     Backup {
         /// Where to write the copy: a new file (an existing one is never replaced).
         #[arg(long, value_name = "FILE")]

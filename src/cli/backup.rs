@@ -242,6 +242,14 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
 
 /// Checks a backup (its manifest, SHA-256, redb's integrity check, gap-free sequence
 /// numbers) and installs it as the store of a data directory.
+///
+/// Stop the server first (a store a running server holds is refused). The first server
+/// to start on the restored store records the restore in the transparency log and
+/// carries in the certificate revocations, suspensions and signing-key revocations made
+/// after the backup, from the CRL file and access-journal.json beside it: keep both as
+/// the last server wrote them (if they are lost, `tidemark serve --trust-files-lost`
+/// starts anyway, and those changes must be made again). States' witnesses will report
+/// the log's rollback: tell the states.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// The backup file `tidemark admin backup --out` wrote (its FILE.manifest.json must

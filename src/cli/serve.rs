@@ -48,6 +48,14 @@ pub struct ServeArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+
+    /// Start a store restored from a backup (`tidemark restore`) although the CRL file
+    /// or access-journal.json beside it is missing. Those files carry the certificate
+    /// revocations, suspensions and signing-key revocations made since the backup; without
+    /// them, those are lost and must be made again. Without this flag the server refuses
+    /// to start such a store.
+    #[arg(long)]
+    trust_files_lost: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -197,6 +205,7 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(dir) = &args.data {
         config.store.path = StoreConfig::in_dir(dir).path;
     }
+    config.trust_files_lost = args.trust_files_lost;
     config.check()?;
     Ok(config)
 }

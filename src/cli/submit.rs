@@ -111,8 +111,10 @@ pub struct VerifyReceiptArgs {
     /// For a log proof: also ask the server whether its log still holds the entry. Its
     /// newest checkpoint must verify with the same log key and be the receipt's
     /// checkpoint or a consistent extension of it (RFC 9162 §2.1.4 consistency proof).
-    /// Exits 3 when the log was rolled back past the receipt (a restore from a backup),
-    /// 4 when it was rewritten (a fork), as `tidemark log witness` does.
+    /// Exits 3 when the log now has fewer leaves than the receipt's checkpoint, 4 when it
+    /// is not a consistent extension of it (as `tidemark log witness` does): a restore
+    /// from an older backup shows as 3, or as 4 once the log has grown past the receipt's
+    /// size again; 1 when the server serves another log.
     #[arg(long)]
     against_log: bool,
     #[command(flatten)]
@@ -571,14 +573,37 @@ async fn against_log(
 ) -> anyhow::Result<()> {
     let verifier = NoteVerifier::parse(key.trim()).map_err(|e| anyhow!("{e}"))?;
     let mut log = pb::transparency_client::TransparencyClient::new(client.connect().await?);
-    let (_, newest) = super::witness::newest_checkpoint(&mut log, &verifier, false).await?;
+    let note = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner()
+        .note;
+    // Another exchange's log, or another key: not a fork of this one.
+    let newest = tidemark::tlog::checkpoint::Checkpoint::open(&note, &verifier).map_err(|e| {
+        anyhow!(
+            "the server's newest checkpoint does not verify with the log key the receipt \
+             verified with ({e}): it serves another log (check --endpoint), or the log's key \
+             changed"
+        )
+    })?;
+    if newest.origin != held.origin {
+        bail!(
+            "the server's log is named {:?}, not {:?} as the receipt's: it is another log \
+             (check --endpoint)",
+            newest.origin,
+            held.origin
+        );
+    }
     super::witness::check_extension(
         &mut log,
         held,
         &newest,
         (
-            "this receipt holds",
-            ": the entry may no longer be in the log",
+            "this receipt was issued under",
+            ": the log served now is not the one the receipt was issued from (restored from \
+             a backup, or forked); its entry may or may not be in it (`tidemark log proof \
+             --entry-hash` says)",
         ),
     )
     .await?;

@@ -167,7 +167,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
 }
 
 /// The server's newest checkpoint, as a note and as verified with the log key.
-pub(super) async fn newest_checkpoint(
+async fn newest_checkpoint(
     log: &mut TransparencyClient<tonic::transport::Channel>,
     verifier: &NoteVerifier,
     first_run: bool,

@@ -618,8 +618,42 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         &config.tls.crl,
         &format!("{principal} (carried over from the CRL file)"),
     )?;
+    if store.restore_mark()?.is_some() && !config.trust_files_lost {
+        let crl_missing =
+            config.tls.ca_key.as_ref().is_some_and(|k| k.exists()) && !config.tls.crl.exists();
+        let missing: Vec<String> = [
+            (crl_missing, config.tls.crl.clone()),
+            (
+                !crate::journal::exists(&config.tls.crl),
+                crate::journal::path(&config.tls.crl),
+            ),
+        ]
+        .into_iter()
+        .filter(|(missing, _)| *missing)
+        .map(|(_, path)| path.display().to_string())
+        .collect();
+        if !missing.is_empty() {
+            return Err(ServerError::Config(format!(
+                "this store was restored from a backup, and {} is missing: it holds the \
+                 revocations and suspensions made since the backup, which the server carries \
+                 into the store at its first start. Put back the file the last server wrote; \
+                 if it is lost, start with `tidemark serve --trust-files-lost` and make those \
+                 revocations and suspensions again",
+                missing.join(" and ")
+            )));
+        }
+    }
     let mut carried = store.revocations_missing(revocations)?;
-    carried.extend(crate::journal::newer_than_store(store, &config.tls.crl)?);
+    let (restrictions, not_taken) = crate::journal::newer_than_store(store, &config.tls.crl)?;
+    carried.extend(restrictions);
+    for state in not_taken {
+        tracing::warn!(
+            state,
+            "the access journal says this state was reinstated or enrolled after what the \
+             store holds (restored from an older backup?); a reinstatement is not taken from \
+             the journal: if it should be active, tidemark admin enrol it again"
+        );
+    }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let written = store.record_start(log, (&principal, now), &carried)?;
     if let Some(mark) = written.restored {

@@ -769,7 +769,10 @@ pub enum StoreError {
     )]
     /// The file has a layout this build does not read.
     Schema(u64),
-    #[error("a stored record could not be decoded ({0}); restore the store from backup")]
+    #[error(
+        "a stored record could not be decoded ({0}): the store file is damaged; restore it \
+         from a backup (a backup being restored: use another)"
+    )]
     /// A stored record could not be read.
     Corrupt(String),
     #[error("store error: {0}")]

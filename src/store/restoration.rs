@@ -19,7 +19,7 @@ use super::{
     META, Store, StoreError,
     admin::{self, AdminChange},
     apply::{self, Tables},
-    records::{AuditRecord, RevokedCertificate},
+    records::{AuditRecord, OwnerReads, RevokedCertificate},
 };
 use crate::{clock::format_time, tlog::LogSigner};
 
@@ -118,7 +118,14 @@ impl Store {
                 Ok::<_, StoreError>(())
             };
             if let Some(mark) = restored {
-                put(&mut t, restore_record(principal, mark, carried.len()))?;
+                // The backup's own record (it copied every state's reports) was written
+                // after its copy was made, so no restored store holds it: this one names
+                // the owners of what was restored, for their access lists.
+                let owners = super::backup::contents(&self.db)?.reports_by_state;
+                put(
+                    &mut t,
+                    restore_record(principal, mark, carried.len(), owners),
+                )?;
             }
             for change in carried {
                 let applied = admin::apply(&tx, change)?.map_err(|refused| {
@@ -147,10 +154,24 @@ impl Store {
 }
 
 /// The audit record of a restore, written by the first server to start on the store.
-fn restore_record(principal: &str, mark: RestoreMark, carried: usize) -> AuditRecord {
+fn restore_record(
+    principal: &str,
+    mark: RestoreMark,
+    carried: usize,
+    owners: std::collections::BTreeMap<String, u64>,
+) -> AuditRecord {
     AuditRecord {
         principal: principal.to_owned(),
         action: "restore".to_owned(),
+        count: owners.values().sum(),
+        owners: owners
+            .into_iter()
+            .map(|(owner, count)| OwnerReads {
+                owner,
+                count,
+                report_ids: Vec::new(),
+            })
+            .collect(),
         detail: serde_json::json!({
             "backup_taken_at": format_time(mark.taken_at),
             "backup_log_size": mark.log_size,

@@ -36,6 +36,8 @@ def generate_stubs() -> None:
         raise SystemExit("protoc could not compile the tidemark.v1 protos")
     for package in (HERE / "tidemark", HERE / "tidemark" / "v1"):
         (package / "__init__.py").touch()
+        # PEP 561: the generated .pyi stubs are the package's types.
+        (package / "py.typed").touch()
 
 
 def dependencies() -> list:

@@ -3,10 +3,14 @@ field violations, a query verified with DSSE, an aggregate, an import."""
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+
 import grpc
 import pytest
 
-from tidemark_client import Client, TidemarkError, dsse
+from tidemark_client import Client, TidemarkError, dsse, tlog
 from tidemark.v1 import report_pb2
 
 
@@ -225,3 +229,82 @@ def test_python_reflection_lists_services_and_describes_a_method(server):
         assert {"tidemark.v1.Exchange", "tidemark.v1.Transparency", "grpc.health.v1.Health"} <= services
         file = database.FindFileContainingSymbol("tidemark.v1.Exchange")
         assert any(s.name == "Exchange" for s in file.service)
+
+
+def test_a_report_is_read_in_one_spelling_only_and_past_a_byte_order_mark(server):
+    report = server.sample_reports("AUS", 1, seed=41)[0]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        # A key given twice in the JSON text, or a field under both its names, is refused
+        # (the parser would keep one, and sign what the author may not have meant).
+        text = json.dumps(report)
+        twice = text[:-1] + ', "reportId": "%s"}' % uuid.uuid4()
+        with pytest.raises(ValueError, match="given twice"):
+            aus.submit(twice)
+        both = dict(report, report_id=str(uuid.uuid4()))
+        with pytest.raises(ValueError, match="given twice, as"):
+            aus.submit(both)
+        # Anything it cannot read is a ValueError, not a parser's own exception.
+        for bad in ([42], dict(report, unknownField=1), dict(report, persons={"total": 1.5})):
+            with pytest.raises(ValueError):
+                aus.submit(bad)
+        # A leading byte-order mark is skipped, in text and in bytes.
+        assert not aus.submit("\ufeff" + text).duplicate
+        assert aus.submit(("\ufeff" + text).encode()).duplicate
+
+
+def test_a_log_proof_file_is_read_as_the_cli_reads_it(server):
+    report = server.sample_reports("AUS", 1, seed=42)[0]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        proof = aus.submit(report).log_proof
+        key = aus.log_verifier_key()
+    for saved in ("\ufeff" + proof, proof.rstrip("\n"), proof + "\n\n", proof.replace("\n", "\r\n")):
+        assert tlog.verify_log_proof(saved, key).index == tlog.verify_log_proof(proof, key).index
+
+
+def test_a_stream_left_early_ends_at_once_and_the_owner_is_told_little(server, tmp_path):
+    """With the client's channel options the server cannot send thousands of reports
+    ahead of the application: a query left after one result has taken few."""
+    reports = server.sample_reports("AUS", 3000, seed=43)
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        assert aus.import_reports(reports).accepted == 3000
+        with Client.from_profile(server.endpoint, server.profile("tha-node")) as tha:
+            tha.submit(server.sample_reports("THA", 1, seed=44)[0])
+            with tha.query("smuggling", reporting_states=["AUS"]) as results:
+                next(iter(results))
+                time.sleep(1.0)
+        time.sleep(0.5)
+        read = [a for a in aus.access_to_my_data() if a.reader_state == "THA"]
+    assert read and not read[0].in_progress, read
+    # About 200 with the options; 1,100 without them (the window grown by gRPC's
+    # bandwidth-delay probe), of the 3,000 the query matched.
+    assert read[0].count < 600, read[0].count
+
+
+def test_a_profile_signs_with_its_states_key_and_retracts(server):
+    certs = server.certs
+    for suffix in ("pem", "key"):
+        (certs / f"canberra-1.{suffix}").write_bytes((certs / f"aus-node.{suffix}").read_bytes())
+    report, kept = [r for r in server.sample_reports("AUS", 10, seed=45) if "smuggling" in r][:2]
+    with Client.from_profile(server.endpoint, certs / "canberra-1") as aus:
+        assert aus.signing_key is not None
+        aus.submit(kept)
+        aus.submit(report)
+        retracted = aus.retract(report["reportId"], 2, "entered twice")
+        assert retracted.receipt.version == 2
+        items = list(aus.sync("smuggling", include_log_proofs=True))
+        assert items and all(item.log_proof for item in items)
+
+
+def test_bad_arguments_are_value_errors_that_name_them(server):
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        with pytest.raises(ValueError, match="not one of: smuggling, maritime"):
+            aus.query("SMUGGLING")
+        with pytest.raises(ValueError, match="takes a list"):
+            aus.query("smuggling", reporting_states="IDN")
+        # A state in another spelling is the server's to refuse, not the client's to mend.
+        with pytest.raises(TidemarkError) as refused:
+            aus.signing_keys("aus")
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with Client.from_profile(server.endpoint, server.profile("aus-analyst")) as analyst:
+        with pytest.raises(ValueError, match="takes a list"):
+            analyst.aggregate("month")

@@ -9,7 +9,7 @@ import time
 from google.protobuf.message import DecodeError
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, TypeVar, Union
+from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 
 import grpc
 from google.protobuf import json_format
@@ -79,11 +79,53 @@ class Stream(Generic[T]):
         """Ends the call; iteration then stops."""
         self._call.cancel()
 
+    def close(self) -> None:
+        """Ends the call (as :meth:`cancel`): call it when leaving a loop early, or use the
+        stream in a ``with`` block, so that the read ends at once rather than when the
+        stream is garbage-collected (until then the server goes on sending, and counts
+        what it sent as read)."""
+        self._call.cancel()
+
+    def __enter__(self) -> "Stream[T]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._call.cancel()
+
 #: The category names the methods take.
 CATEGORIES = {
     "smuggling": report_pb2.CATEGORY_SMUGGLING_INCIDENT,
     "maritime": report_pb2.CATEGORY_MARITIME_MOVEMENT,
 }
+
+
+def _category(name: Any) -> int:
+    """The Category value of a category name the methods take; ValueError otherwise."""
+    if not isinstance(name, str) or name not in CATEGORIES:
+        raise ValueError(f"category {name!r} is not one of: {', '.join(CATEGORIES)}")
+    return CATEGORIES[name]
+
+
+def _no_bare_strings(fields: Mapping[str, Any], message: Any) -> None:
+    """Refuses a string given for a repeated field (``reporting_states="IDN"``), which
+    protobuf would take as a list of its characters."""
+    for name, value in fields.items():
+        field = message.DESCRIPTOR.fields_by_name.get(name)
+        repeated = field is not None and (
+            getattr(field, "is_repeated", None)
+            if getattr(field, "is_repeated", None) is not None
+            else field.label == FieldDescriptor.LABEL_REPEATED
+        )
+        if repeated and isinstance(value, (str, bytes)):
+            raise ValueError(f"{name} takes a list, not a string: {name}=[{value!r}]")
+
+
+#: Channel options that bound what the server can send ahead of the application: gRPC's
+#: bandwidth-delay probe would otherwise grow the HTTP/2 flow-control windows to
+#: megabytes, so that a read ended early (or by a revocation) has already sent — and
+#: counted as read in the owner's access list — thousands of reports the application
+#: never took.
+CHANNEL_OPTIONS = (("grpc.http2.bdp_probe", 0),)
 
 
 @dataclass
@@ -101,14 +143,81 @@ class Submitted:
     duplicate: bool
 
 
+def _node_state(cert_pem: bytes) -> Optional[str]:
+    """The state a node certificate's SPIFFE ID names (``spiffe://…/state/AUS/node/…``),
+    or None for any other certificate."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        uris = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.UniformResourceIdentifier)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    for uri in uris:
+        parts = uri.split("/")
+        # spiffe: / "" / trust domain / state / AUS / node / name
+        if len(parts) == 7 and parts[0] == "spiffe:" and parts[3] == "state" and parts[5] == "node":
+            return parts[4]
+    return None
+
+
+def _no_duplicate_keys(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """A JSON object's members, refused if a key is given twice (json.loads would keep
+    the last, and sign what the author may not have meant)."""
+    seen: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} is given twice in one object: give it once")
+        seen[key] = value
+    return seen
+
+
+def _one_name_per_field(value: Any, descriptor: Any, path: str = "") -> None:
+    """Refuses a field given under both its proto3 JSON names (``reportId`` and
+    ``report_id``): the parser would keep one silently."""
+    if not isinstance(value, Mapping):
+        return
+    named: Dict[Any, str] = {}
+    for key, item in value.items():
+        field = descriptor.fields_by_name.get(key) or next(
+            (f for f in descriptor.fields if f.json_name == key), None
+        )
+        if field is None:
+            continue
+        if field in named:
+            raise ValueError(
+                f"{path}{field.json_name} is given twice, as {named[field]!r} and {key!r}: "
+                "give it once"
+            )
+        named[field] = key
+        if field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            items = item if isinstance(item, list) else [item]
+            for i, each in enumerate(items):
+                where = f"{path}{field.json_name}[{i}]." if isinstance(item, list) else f"{path}{field.json_name}."
+                _one_name_per_field(each, field.message_type, where)
+
+
 def _report(report: ReportLike) -> report_pb2.Report:
+    """The report as a message: a message (copied), JSON text or bytes (one leading
+    UTF-8 byte-order mark is skipped, as every Tidemark reader does), or a dict in the
+    proto3 JSON mapping. ValueError for anything it cannot be read as."""
     if isinstance(report, report_pb2.Report):
         message = report_pb2.Report()
         message.CopyFrom(report)
     else:
-        if isinstance(report, (str, bytes)):
-            report = json.loads(report)
-        message = json_format.ParseDict(dict(report), report_pb2.Report())
+        try:
+            if isinstance(report, bytes):
+                report = report.decode("utf-8")
+            if isinstance(report, str):
+                report = json.loads(report.removeprefix("\ufeff"), object_pairs_hook=_no_duplicate_keys)
+            if not isinstance(report, Mapping):
+                raise ValueError(f"a report is a JSON object, not {type(report).__name__}")
+            _one_name_per_field(report, report_pb2.Report.DESCRIPTOR)
+            message = json_format.ParseDict(dict(report), report_pb2.Report())
+        except (json_format.ParseError, TypeError, OverflowError, UnicodeDecodeError) as error:
+            raise ValueError(f"not a report in the proto3 JSON mapping: {error}") from error
     _zero_negative_zeros(message)
     return message
 
@@ -154,18 +263,23 @@ class Client:
         ca_pem: bytes,
         signing_key: Optional[dsse.Ed25519PrivateKey] = None,
         timeout: Optional[float] = 30.0,
+        options: Iterable[Tuple[str, Any]] = CHANNEL_OPTIONS,
     ) -> None:
         target = endpoint.removeprefix("https://").rstrip("/")
         credentials = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
         )
-        self._channel = grpc.secure_channel(target, credentials)
+        #: gRPC channel arguments; the default, CHANNEL_OPTIONS, bounds what a stream
+        #: sends ahead of the application.
+        self._channel = grpc.secure_channel(target, credentials, options=list(options))
+        self._cert_pem = cert_pem
         self._exchange = exchange_pb2_grpc.ExchangeStub(self._channel)
         self._analytics = analytics_pb2_grpc.AnalyticsStub(self._channel)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)
         self._transparency = transparency_pb2_grpc.TransparencyStub(self._channel)
         self.signing_key = signing_key
-        #: Seconds each unary call may take (None: no deadline); streams have none.
+        #: Seconds each unary call may take (None: no deadline); streams and
+        #: :meth:`import_reports` have none.
         self.timeout = timeout
 
     @classmethod
@@ -175,27 +289,33 @@ class Client:
         profile: Union[str, Path],
         signing_key: Optional[Union[str, Path]] = None,
         timeout: Optional[float] = 30.0,
+        options: Iterable[Tuple[str, Any]] = CHANNEL_OPTIONS,
     ) -> "Client":
         """A client for the profile `tidemark --as` would use: ``certs/aus-node`` reads
-        ``certs/aus-node.pem``, ``.key`` and ``certs/ca.pem``. A node profile named
-        ``<state>-node`` signs with ``<state>-signing.key`` beside it; any other profile
-        signs only with the `signing_key` file given."""
+        ``certs/aus-node.pem``, ``.key`` and ``certs/ca.pem``. A node certificate signs,
+        as `tidemark --as` does, with ``<state>-signing.key`` beside it, the state being
+        the one its SPIFFE ID names (``…/state/AUS/node/…``: ``aus-signing.key``); give
+        `signing_key` to use another file."""
         profile = Path(profile)
         name = profile.name
 
         def read(path: Path) -> bytes:
             return path.read_bytes()
 
-        if signing_key is None and name.endswith("-node"):
-            beside = profile.parent / f"{name[: -len('-node')]}-signing.key"
-            signing_key = beside if beside.exists() else None
+        cert_pem = read(profile.parent / f"{name}.pem")
+        if signing_key is None:
+            state = _node_state(cert_pem)
+            if state is not None:
+                beside = profile.parent / f"{state.lower()}-signing.key"
+                signing_key = beside if beside.exists() else None
         return cls(
             endpoint,
-            cert_pem=read(profile.parent / f"{name}.pem"),
+            cert_pem=cert_pem,
             key_pem=read(profile.parent / f"{name}.key"),
             ca_pem=read(profile.parent / "ca.pem"),
             signing_key=dsse.load_private_key(str(signing_key)) if signing_key else None,
             timeout=timeout,
+            options=options,
         )
 
     def close(self) -> None:
@@ -208,17 +328,22 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
+    _UNARY = object()
+
+    def _call(self, method: Any, request: Any, timeout: Any = _UNARY) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout if timeout is Client._UNARY else timeout)
         except grpc.RpcError as error:
             raise TidemarkError.from_rpc_error(error) from None
         except ValueError as error:  # a closed channel
             raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
 
     @staticmethod
-    def _stream(call: Any) -> Stream[Any]:
-        return Stream(call)
+    def _stream(method: Any, request: Any) -> Stream[Any]:
+        try:
+            return Stream(method(request))
+        except ValueError as error:  # a closed channel
+            raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
 
     def whoami(self) -> exchange_pb2.WhoAmIResponse:
         """Who the server sees: SPIFFE ID, role, state, certificate serial and validity."""
@@ -232,6 +357,28 @@ class Client:
         payload = _report(report).SerializeToString()
         return dsse.sign(dsse.REPORT_PAYLOAD_TYPE, payload, self.signing_key)
 
+    def retract(
+        self, report_id: str, version: int, reason: str, signed_receipt: bool = False
+    ) -> Submitted:
+        """Signs and submits the retraction of one of your state's reports: `version` is
+        the one it creates (the report's latest plus one), `reason` why (at most 500
+        characters). The state is your signing key's (the report's own)."""
+        if self.signing_key is None:
+            raise ValueError("this client has no signing key: pass signing_key=")
+        state = _node_state(self._cert_pem)
+        if state is None:
+            raise ValueError("only a node certificate retracts its state's reports")
+        retraction = report_pb2.Retraction(
+            report_id=report_id, reporting_state=state, version=version, reason=reason
+        )
+        envelope = dsse.sign(
+            dsse.RETRACTION_PAYLOAD_TYPE, retraction.SerializeToString(), self.signing_key
+        )
+        request = exchange_pb2.SubmitRequest(envelope=envelope, signed_receipt=signed_receipt)
+        answer = self._call(self._exchange.Submit, request)
+        signed = answer.receipt if answer.HasField("receipt") else None
+        return Submitted(answer.log_proof, signed, answer.accepted, answer.duplicate)
+
     def submit(self, report: ReportLike, signed_receipt: bool = False) -> Submitted:
         """Signs and submits one report; returns the receipts once it is durable (the log
         proof always; a receipt signed by the server too when `signed_receipt`)."""
@@ -244,14 +391,16 @@ class Client:
 
     def import_reports(self, reports: Iterable[ReportLike]) -> exchange_pb2.ImportResponse:
         """Signs and submits many reports on one stream: counts accepted, duplicates and
-        rejected, with each rejection's index, code and field violations."""
+        rejected, with each rejection's index, code and field violations. No deadline
+        applies (a large import takes as long as it takes); an import the server ends
+        part-way raises :class:`TidemarkError` with its counts in ``partial``."""
         requests = []
         for index, report in enumerate(reports):
             try:
                 requests.append(exchange_pb2.SubmitRequest(envelope=self.sign(report)))
-            except (ValueError, json_format.ParseError) as error:
+            except ValueError as error:
                 raise ValueError(f"report {index} cannot be signed: {error}") from error
-        return self._call(self._exchange.Import, iter(requests))
+        return self._call(self._exchange.Import, iter(requests), timeout=None)
 
     def standing(self) -> exchange_pb2.MyStandingResponse:
         """Where this state stands in give-to-get, per category."""
@@ -262,27 +411,36 @@ class Client:
         filtered by QueryRequest fields (``from_date="2024-01-01"``,
         ``reporting_states=["AUS"]``, …). Each result holds the envelope exactly as signed:
         check it with :meth:`verify`."""
-        request = exchange_pb2.QueryRequest(category=CATEGORIES[category], **filters)
-        return self._stream(self._exchange.Query(request))
+        _no_bare_strings(filters, exchange_pb2.QueryRequest)
+        request = exchange_pb2.QueryRequest(category=_category(category), **filters)
+        return self._stream(self._exchange.Query, request)
 
-    def sync(self, category: str = "smuggling", after_sequence: int = 0) -> Stream[exchange_pb2.SyncItem]:
-        """Every change of `category` after `after_sequence`, oldest first."""
+    def sync(
+        self, category: str = "smuggling", after_sequence: int = 0, include_log_proofs: bool = False
+    ) -> Stream[exchange_pb2.SyncItem]:
+        """Every change of `category` after `after_sequence`, oldest first; with
+        `include_log_proofs`, each item's ``log_proof`` proves its acceptance (check it
+        with :meth:`verify`)."""
         request = exchange_pb2.SyncRequest(
-            category=CATEGORIES[category], after_sequence=after_sequence
+            category=_category(category),
+            after_sequence=after_sequence,
+            include_log_proofs=include_log_proofs,
         )
-        return self._stream(self._exchange.Sync(request))
+        return self._stream(self._exchange.Sync, request)
 
     def subscribe(self, category: str = "smuggling", **filters: Any) -> Stream[exchange_pb2.SyncItem]:
-        """Matching changes as they are committed, until `cancel()` is called on the
-        returned stream."""
-        request = exchange_pb2.QueryRequest(category=CATEGORIES[category], **filters)
-        return self._stream(self._exchange.Subscribe(request))
+        """Matching changes as they are committed, until the returned stream is closed
+        (``close()``, ``cancel()`` or the end of a ``with`` block)."""
+        _no_bare_strings(filters, exchange_pb2.QueryRequest)
+        request = exchange_pb2.QueryRequest(category=_category(category), **filters)
+        return self._stream(self._exchange.Subscribe, request)
 
     def signing_keys(self, state: str = "") -> Dict[str, SigningKey]:
         """Registered report-signing keys (of one state, ISO alpha-3 in upper case, or
-        all), by key id, with the state each signs for and when it may sign."""
+        all), by key id, with the state each signs for and when it may sign. A state in
+        another spelling is refused by the server, naming the field."""
         answer = self._call(
-            self._exchange.SigningKeys, exchange_pb2.SigningKeysRequest(state=state.upper())
+            self._exchange.SigningKeys, exchange_pb2.SigningKeysRequest(state=state)
         )
         return {
             k.key_id: SigningKey(
@@ -354,8 +512,8 @@ class Client:
             )
         if message.reporting_state != state:
             raise ValueError(
-                f"signed by a key of {state}, another state than the "
-                f"{message.reporting_state} the envelope names"
+                f"signed by a key of {state}, another state than the one the envelope names "
+                f"({message.reporting_state!r})"
             )
         return message
 
@@ -449,10 +607,13 @@ class Client:
         )
         return list(answer.entries)
 
-    def access_to_my_data(self, limit: int = 100) -> List[exchange_pb2.DataAccess]:
-        """Who read your state's reports: reader, action, time, count, log entry."""
+    def access_to_my_data(self, limit: int = 100, before: int = 0) -> List[exchange_pb2.DataAccess]:
+        """Who read your state's reports, newest first: reader, action, time, count, log
+        entry. To page back, pass the ``number`` of the last access received as
+        `before`."""
         answer = self._call(
-            self._exchange.AccessToMyData, exchange_pb2.AccessToMyDataRequest(limit=limit)
+            self._exchange.AccessToMyData,
+            exchange_pb2.AccessToMyDataRequest(limit=limit, before=before),
         )
         return list(answer.accesses)
 
@@ -464,7 +625,18 @@ class Client:
     ) -> analytics_pb2.AggregateResponse:
         """A statistics table (analyst certificates): ``group_by`` dimension names
         ("month", "state", "route", …) and ``metrics`` ("reports", "persons", …), with
-        AggregateFilter fields (``category=…``, ``from_date="2024-01-01"``, …)."""
+        AggregateFilter fields (``category="smuggling"`` as the other methods take it,
+        ``from_date="2024-01-01"``, …)."""
+        for name, given in (("group_by", group_by), ("metrics", metrics)):
+            if isinstance(given, (str, bytes)):
+                raise ValueError(f"{name} takes a list, not a string: {name}=[{given!r}]")
+        _no_bare_strings(filter_fields, analytics_pb2.AggregateFilter)
+        for name in ("category", "categories"):
+            given = filter_fields.get(name)
+            if isinstance(given, str):
+                filter_fields[name] = _category(given)
+            elif isinstance(given, (list, tuple)):
+                filter_fields[name] = [_category(c) if isinstance(c, str) else c for c in given]
         dims = [
             analytics_pb2.Dimension.Value(
                 "DIMENSION_" + ("reporting-state" if d == "state" else d).upper().replace("-", "_")

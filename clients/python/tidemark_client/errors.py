@@ -72,4 +72,14 @@ class TidemarkError(Exception):
                 metadata = dict(info.metadata)
             elif detail.Unpack(summary):
                 partial = summary
-        return cls(code, message or "", violations, reason, metadata, partial)
+        message = message or ""
+        if code == grpc.StatusCode.UNAVAILABLE and (
+            "TSI_DATA_CORRUPTED" in message or "handshake" in message.lower()
+        ):
+            # gRPC does not pass the TLS alert on; the CLI can say which it was.
+            message += (
+                " (the TLS handshake failed: the server may have refused this client's "
+                "certificate — revoked, expired, or of another CA; `tidemark whoami` with the "
+                "same profile says which)"
+            )
+        return cls(code, message, violations, reason, metadata, partial)

@@ -309,9 +309,12 @@ def verify_log_proof(text: str, log_key: str) -> VerifiedLogProof:
     """Checks a log proof offline against the log's note verifier key: the checkpoint is
     signed by it and names its origin, and the entry the proof carries is included
     under it at its index. Returns the entry, index and checkpoint; LogProofError
-    otherwise. A proof saved with CR LF line ends is read as the same proof."""
+    otherwise. A proof read from a file is read as `tidemark verify-receipt` reads one:
+    past one leading UTF-8 byte-order mark, with CR LF line ends as LF, and ending in one
+    line feed however many it had (editors add or take one away)."""
     verifier = NoteVerifier.parse(log_key)
-    lines = text.replace("\r\n", "\n").split("\n")
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").rstrip("\n") + "\n"
+    lines = text.split("\n")
     if lines[0] != HEADER:
         raise LogProofError(f"not a log proof: the first line must be {HEADER!r}")
     at = 1

@@ -11,7 +11,12 @@ import grpc
 import pytest
 
 from tidemark_client import Client, TidemarkError, dsse, tlog
+from google.protobuf import json_format
 from tidemark.v1 import report_pb2
+
+
+def json_format_message(report: dict) -> report_pb2.Report:
+    return json_format.ParseDict(report, report_pb2.Report())
 
 
 def test_submit_returns_a_log_proof_and_a_duplicate_gets_the_original(server):
@@ -247,6 +252,13 @@ def test_a_report_is_read_in_one_spelling_only_and_past_a_byte_order_mark(server
         for bad in ([42], dict(report, unknownField=1), dict(report, persons={"total": 1.5})):
             with pytest.raises(ValueError):
                 aus.submit(bad)
+        # A message carrying fields its schema does not define is refused before signing.
+        message = report_pb2.Report()
+        message.ParseFromString(
+            json_format_message(report).SerializeToString() + b"\xf8\x3e\x01"
+        )
+        with pytest.raises(ValueError, match="does not define"):
+            aus.submit(message)
         # A leading byte-order mark is skipped, in text and in bytes.
         assert not aus.submit("\ufeff" + text).duplicate
         assert aus.submit(("\ufeff" + text).encode()).duplicate

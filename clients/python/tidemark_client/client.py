@@ -206,6 +206,15 @@ def _report(report: ReportLike) -> report_pb2.Report:
     if isinstance(report, report_pb2.Report):
         message = report_pb2.Report()
         message.CopyFrom(report)
+        known = report_pb2.Report()
+        known.CopyFrom(message)
+        known.DiscardUnknownFields()
+        if known.ByteSize() != message.ByteSize():
+            raise ValueError(
+                "the report carries fields this client's Report message does not define (read "
+                "from a newer schema?): the server takes a payload only in its one encoding, "
+                "without them; build the report from its known fields"
+            )
     else:
         try:
             if isinstance(report, bytes):

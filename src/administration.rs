@@ -421,6 +421,9 @@ impl Administration {
     /// Re-reads the TLS files; returns the server certificate's serial before and after.
     pub(crate) fn reload_tls(&self) -> Result<(String, String), AdminError> {
         let old = self.trust.server_serial();
+        // A CRL file it cannot verify is refused here, not only logged: the operator
+        // who put it there is told (and the next start would refuse it too).
+        self.trust.check_crl_file().map_err(AdminError::Trust)?;
         self.refresh()?;
         Ok((old, self.trust.server_serial()))
     }

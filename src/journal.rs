@@ -160,7 +160,38 @@ fn read(crl: &Path) -> Result<Option<Journal>, JournalError> {
             journal.version
         )));
     }
-    Ok(Some(journal))
+    Ok(Some(plausible(journal, &path)))
+}
+
+/// Seconds a time in the journal may lie ahead of the server's clock (clock skew).
+const MAX_AHEAD: i64 = 300;
+
+/// The journal without entries no server writes — a time ahead of the clock (it would
+/// outrank every later change), a key "revoked" at time 0 or before, a key whose id is not
+/// its public key's — each named in a warning: what is left may only restrict.
+fn plausible(mut journal: Journal, path: &Path) -> Journal {
+    let latest = time::OffsetDateTime::now_utc().unix_timestamp() + MAX_AHEAD;
+    journal.states.retain(|s| {
+        let ok = s.changed_at <= latest;
+        if !ok {
+            tracing::warn!(file = %path.display(), state = %s.state, changed_at = s.changed_at, "an access journal entry dated ahead of the clock is ignored");
+        }
+        ok
+    });
+    journal.revoked_keys.retain(|k| {
+        let why = if k.revoked_at <= 0 || k.revoked_at > latest {
+            Some("its revocation time is not a time the server writes")
+        } else if k.record().is_none() {
+            Some("its key id is not its public key's")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            tracing::warn!(file = %path.display(), key_id = %k.key_id, "an access journal entry is ignored: {why}");
+        }
+        why.is_none()
+    });
+    journal
 }
 
 /// Whether there is a journal beside `crl`.
@@ -180,8 +211,10 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
         .collect();
     for record in store.states()? {
         let entry = StateEntry::of(&record);
+        // The file's entry stays only where it is a newer suspension (another server's,
+        // or one this store lost to a restore); the store's own record wins otherwise.
         match states.get(&entry.state) {
-            Some(file) if file.newer_than(&entry) => {}
+            Some(file) if file.suspended && file.newer_than(&entry) => {}
             _ => {
                 states.insert(entry.state.clone(), entry);
             }
@@ -264,11 +297,20 @@ pub(crate) fn newer_than_store(
                 at: entry.revoked_at,
                 reason: entry.reason,
             }),
-            // Registered after the backup: recorded, revoked, so it is never registered
-            // again as a valid key.
+            // Registered after the backup: recorded as registered, then revoked (two
+            // records, as it happened), so it is never registered again as a valid key.
             None => {
                 if let Some(record) = entry.record() {
-                    changes.push(AdminChange::RegisterKey(record));
+                    changes.push(AdminChange::RegisterKey(KeyRecord {
+                        revoked_at: 0,
+                        revocation_reason: String::new(),
+                        ..record
+                    }));
+                    changes.push(AdminChange::RevokeKey {
+                        key_id: entry.key_id,
+                        at: entry.revoked_at,
+                        reason: entry.reason,
+                    });
                 }
             }
         }
@@ -344,7 +386,7 @@ mod tests {
             .unwrap();
         let (changes, not_taken) = newer_than_store(&store, &crl).unwrap();
         let said = format!("{changes:#?}");
-        assert_eq!(changes.len(), 4, "{said}");
+        assert_eq!(changes.len(), 5, "{said}");
         assert!(
             matches!(&changes[0], AdminChange::State(s) if s.state == "AUS" && s.suspended),
             "{said}"
@@ -358,16 +400,22 @@ mod tests {
                 AdminChange::RevokeKey { key_id, at: 30, .. } if *key_id == a.key_id)),
             "{said}"
         );
+        // The unknown key: registered, then revoked, two records as it happened.
+        let at = changes
+            .iter()
+            .position(
+                |change| matches!(change, AdminChange::RegisterKey(k) if k.key_id == c.key_id),
+            )
+            .expect(&said);
         assert!(
-            changes.iter().any(|change| matches!(change,
-                AdminChange::RegisterKey(k) if k.key_id == c.key_id && k.revoked_at == 10)),
+            matches!(&changes[at + 1], AdminChange::RevokeKey { key_id, at: 10, .. } if *key_id == c.key_id),
             "{said}"
         );
         assert_eq!(not_taken, ["FRA"]);
         // Writing from the restored store keeps what the file holds that is newer.
         write(&store, &crl).unwrap();
         let (again, _) = newer_than_store(&store, &crl).unwrap();
-        assert_eq!(again.len(), 4, "{again:#?}");
+        assert_eq!(again.len(), 5, "{again:#?}");
         // A journal it cannot read stops the start, naming the file; none is nothing.
         std::fs::write(
             path(&crl),
@@ -381,5 +429,40 @@ mod tests {
         );
         std::fs::remove_file(path(&crl)).unwrap();
         assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
+    }
+
+    /// Entries no server writes are ignored: a key "revoked" at 0 (it would register a
+    /// valid key), a time ahead of the clock (it would outrank every later change); and
+    /// a store's suspension is written over a file's later reinstatement.
+    #[test]
+    fn a_journal_entry_no_server_writes_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let crl = dir.path().join("crl.pem");
+        let store = store(&dir.path().join("store"));
+        let forged = key("THA");
+        let far = time::OffsetDateTime::now_utc().unix_timestamp() + 3_600;
+        let journal = serde_json::json!({
+            "version": 1,
+            "states": [
+                {"state": "FRA", "suspended": true, "enrolledAt": 1, "changedAt": far},
+                {"state": "THA", "suspended": false, "enrolledAt": 1, "changedAt": far},
+            ],
+            "revokedKeys": [KeyEntry { revoked_at: 0, ..KeyEntry::of(&forged) }],
+        });
+        std::fs::write(path(&crl), journal.to_string()).unwrap();
+        assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
+        // THA suspended now in the store: written over the file's "reinstated" entry.
+        store.put_state(&state("THA", true, 100)).unwrap();
+        write(&store, &crl).unwrap();
+        let written: Journal =
+            serde_json::from_str(&std::fs::read_to_string(path(&crl)).unwrap()).unwrap();
+        assert!(
+            written
+                .states
+                .iter()
+                .any(|s| s.state == "THA" && s.suspended),
+            "{written:?}"
+        );
+        assert!(written.revoked_keys.is_empty(), "{written:?}");
     }
 }

@@ -110,6 +110,12 @@ impl Trust {
         Ok(())
     }
 
+    /// Checks the CRL file as a reload would read it: an error that names it, or the
+    /// number of revocations it lists.
+    pub(crate) fn check_crl_file(&self) -> Result<usize, TrustError> {
+        crl_file_revocations(&self.files.ca, &self.crl_path, "the CRL file").map(|r| r.len())
+    }
+
     /// Rewrites the access journal beside the CRL file from the store (after a change
     /// that does not rebuild the trust state: a signing key's revocation). A failure is
     /// logged: the change is in force and in the store either way.
@@ -300,9 +306,10 @@ pub(crate) fn crl_file_revocations(
         TrustError::Write(
             format!("the CRL file {} ([tls] crl)", crl_path.display()),
             format!(
-                "{why}; the server carries its revocations into the store at start and then \
-                 rewrites it, so it does not start over a CRL it cannot read: move the file \
-                 aside (its revocations are then not carried over) or put back the right one"
+                "{why}; the server enforces and keeps the revocations it lists, so it neither \
+                 starts nor reloads over a CRL it cannot verify: put back the file it last \
+                 wrote, or one the CA signed (moved aside, the revocations only it lists are \
+                 lost)"
             ),
         )
     };

@@ -1089,4 +1089,22 @@ async fn a_revocation_added_to_the_crl_file_is_enforced_on_reload_and_never_drop
         .map(|r| tidemark::identity::serial_hex(r.raw_serial()))
         .collect();
     assert!(listed.contains(&serial), "{listed:?}");
+    // A CRL the CA did not sign is refused by the reload, saying so, and changes nothing.
+    let other = CertificateAuthority::generate("another CA", Validity::days_from_now(30)).unwrap();
+    std::fs::write(
+        pki.dir.path().join("crl.pem"),
+        other.crl(&[], 2, 7).unwrap(),
+    )
+    .unwrap();
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("not signed"), "{refused:?}");
+    assert!(
+        server
+            .exchange(&outsider)
+            .await
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .is_err()
+    );
 }

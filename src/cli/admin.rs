@@ -52,9 +52,10 @@ enum AdminCommand {
         #[arg(long, value_name = "TIME|DATE", value_parser = parse_compromised_at)]
         compromised_at: Option<i64>,
     },
-    /// Read the audit log: reads of states' data, refusals, administrative actions,
-    /// operator reads (a page holding only operator reads is not itself recorded, so
-    /// paging with --after ends).
+    /// Read the audit log, oldest first: reads of states' data, refusals, administrative
+    /// actions, operator reads (a page holding only operator reads is not itself
+    /// recorded, so paging with --after ends). Page on with --after set to the last
+    /// number printed; the newest entries are those of the last page.
     Audit {
         /// Entries after this number.
         #[arg(long, default_value_t = 0, value_parser = whole(0u64, u64::MAX))]

@@ -621,28 +621,38 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
     if store.restore_mark()?.is_some() && !config.trust_files_lost {
         let crl_missing =
             config.tls.ca_key.as_ref().is_some_and(|k| k.exists()) && !config.tls.crl.exists();
-        let missing: Vec<String> = [
-            (crl_missing, config.tls.crl.clone()),
+        let missing: Vec<(String, &str)> = [
+            (
+                crl_missing,
+                config.tls.crl.clone(),
+                "the certificate revocations made since the backup",
+            ),
             (
                 !crate::journal::exists(&config.tls.crl),
                 crate::journal::path(&config.tls.crl),
+                "the suspensions and signing-key revocations made since the backup",
             ),
         ]
         .into_iter()
-        .filter(|(missing, _)| *missing)
-        .map(|(_, path)| path.display().to_string())
+        .filter(|(missing, _, _)| *missing)
+        .map(|(_, path, holds)| (path.display().to_string(), holds))
         .collect();
         if !missing.is_empty() {
+            let said: Vec<String> = missing
+                .iter()
+                .map(|(path, holds)| format!("{path} is missing (it holds {holds})"))
+                .collect();
             return Err(ServerError::Config(format!(
-                "this store was restored from a backup, and {} is missing: it holds the \
-                 revocations and suspensions made since the backup, which the server carries \
-                 into the store at its first start. Put back the file the last server wrote; \
-                 if it is lost, start with `tidemark serve --trust-files-lost` and make those \
-                 revocations and suspensions again",
-                missing.join(" and ")
+                "this store was restored from a backup, and {}; the server carries what it \
+                 holds into the store at its first start. Put back the file the last server \
+                 wrote; if it is lost, start with `tidemark serve --trust-files-lost` and make \
+                 those changes again",
+                said.join("; ")
             )));
         }
     }
+    let lost = config.trust_files_lost
+        && (!config.tls.crl.exists() || !crate::journal::exists(&config.tls.crl));
     let mut carried = store.revocations_missing(revocations)?;
     let (restrictions, not_taken) = crate::journal::newer_than_store(store, &config.tls.crl)?;
     carried.extend(restrictions);
@@ -655,8 +665,17 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         );
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let written = store.record_start(log, (&principal, now), &carried)?;
-    if let Some(mark) = written.restored {
+    let written = store.record_start(log, (&principal, now, lost), &carried)?;
+    if let (Some(mark), true) = (written.restored, lost) {
+        tracing::warn!(
+            backup_taken_at = %crate::clock::format_time(mark.taken_at),
+            backup_log_size = mark.log_size,
+            "this store was restored from a backup without its CRL file or access journal \
+             (--trust-files-lost): certificate revocations, suspensions and signing-key \
+             revocations made after the backup may be lost: make them again; states' \
+             witnesses will see the log rolled back (tell the states)"
+        );
+    } else if let Some(mark) = written.restored {
         tracing::warn!(
             backup_taken_at = %crate::clock::format_time(mark.taken_at),
             backup_log_size = mark.log_size,

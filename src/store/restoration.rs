@@ -99,7 +99,7 @@ impl Store {
     pub(crate) fn record_start(
         &self,
         log: &LogSigner,
-        (principal, now): (&str, i64),
+        (principal, now, lost): (&str, i64, bool),
         carried: &[AdminChange],
     ) -> Result<StartRecords, StoreError> {
         let restored = self.restore_mark()?;
@@ -124,7 +124,7 @@ impl Store {
                 let owners = super::backup::contents(&self.db)?.reports_by_state;
                 put(
                     &mut t,
-                    restore_record(principal, mark, carried.len(), owners),
+                    restore_record(principal, mark, (carried.len(), lost), owners),
                 )?;
             }
             for change in carried {
@@ -157,9 +157,18 @@ impl Store {
 fn restore_record(
     principal: &str,
     mark: RestoreMark,
-    carried: usize,
+    (carried, lost): (usize, bool),
     owners: std::collections::BTreeMap<String, u64>,
 ) -> AuditRecord {
+    let note = if lost {
+        "the store was restored from a backup: what was accepted or recorded after it is not \
+         in it; the CRL file or the access journal was missing (serve --trust-files-lost), so \
+         revocations and suspensions made after the backup may be lost and must be made again"
+    } else {
+        "the store was restored from a backup: what was accepted or recorded after it is not \
+         in it; certificate revocations (from the CRL file), and suspensions and signing-key \
+         revocations (from the access journal), made after it are carried over"
+    };
     AuditRecord {
         principal: principal.to_owned(),
         action: "restore".to_owned(),
@@ -176,10 +185,8 @@ fn restore_record(
             "backup_taken_at": format_time(mark.taken_at),
             "backup_log_size": mark.log_size,
             "changes_carried_over": carried,
-            "note": "the store was restored from a backup: what was accepted or recorded after \
-                     it is not in it; certificate revocations (from the CRL file), and \
-                     suspensions and signing-key revocations (from the access journal), made \
-                     after it are carried over",
+            "trust_files_lost": lost,
+            "note": note,
         })
         .to_string(),
         ..AuditRecord::default()

@@ -94,7 +94,7 @@ def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
         # Signed with another state's key: not AUS's report, whatever it says.
         tha = dsse.load_private_key(str(server.certs / "tha-signing.key"))
         forged = dsse.sign(dsse.REPORT_PAYLOAD_TYPE, results[1].envelope.payload, tha)
-        with pytest.raises(ValueError, match="another state"):
+        with pytest.raises(ValueError, match="not of the state the envelope names"):
             idn.verify(forged)
         # Signed, but not in the one encoding: an unknown field (99, "hidden note")
         # appended, or the report id given a second time.
@@ -320,3 +320,65 @@ def test_bad_arguments_are_value_errors_that_name_them(server):
     with Client.from_profile(server.endpoint, server.profile("aus-analyst")) as analyst:
         with pytest.raises(ValueError, match="takes a list"):
             analyst.aggregate("month")
+
+
+def test_numbers_and_enums_are_read_in_the_spellings_the_cli_reads(server):
+    report = server.sample_reports("AUS", 1, seed=46)[0]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        for spelling in ("1_0", "+1", " 1", "1\n", "01", "\u0661", "\uff11"):
+            bad = json.loads(json.dumps(report))
+            bad["persons"]["deaths"] = spelling
+            with pytest.raises(ValueError, match="persons.deaths"):
+                aus.sign(bad)
+        bad = json.loads(json.dumps(report))
+        bad["sharing"]["scope"] = "1"
+        with pytest.raises(ValueError, match="sharing.scope"):
+            aus.sign(bad)
+        # What the proto3 JSON mapping writes is read: a quoted integer, an integral float.
+        good = json.loads(json.dumps(report))
+        good["persons"]["deaths"] = "2"
+        good["persons"]["total"] = float(good["persons"]["total"])
+        assert aus.verify(aus.sign(good), aus.signing_keys()).persons.deaths == 2
+
+
+def test_file_borne_texts_are_read_past_a_byte_order_mark(server, tmp_path):
+    report = server.sample_reports("AUS", 1, seed=47)[0]
+    for name in ("aus-node.pem", "aus-node.key", "ca.pem"):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (server.certs / name).read_bytes())
+    with Client.from_profile(server.endpoint, tmp_path / "aus-node",
+                             signing_key=server.certs / "aus-signing.key") as aus:
+        assert aus.whoami().state == "AUS"
+        proof = aus.submit(report).log_proof
+        key = aus.log_verifier_key()
+        note = aus.checkpoint()
+    marked = "\ufeff" + key + "\n"
+    assert tlog.verify_log_proof(proof, marked).index >= 0
+    opened = tlog.open_checkpoint("\ufeff" + note.replace("\n", "\r\n"), tlog.NoteVerifier.parse(marked))
+    assert opened.size >= 1
+
+
+def test_an_envelope_signed_by_two_states_verifies_by_the_key_of_the_one_it_names(server):
+    report = server.sample_reports("AUS", 1, seed=48)[0]
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        keys = aus.signing_keys()
+        envelope = aus.sign(report)
+        tha = dsse.load_private_key(str(server.certs / "tha-signing.key"))
+        foreign = dsse.sign(dsse.REPORT_PAYLOAD_TYPE, envelope.payload, tha).signatures[0]
+        both = type(envelope)(payload_type=envelope.payload_type, payload=envelope.payload)
+        both.signatures.extend([foreign, envelope.signatures[0]])
+        assert aus.verify(both, keys).reporting_state == "AUS"
+        only_tha = type(envelope)(payload_type=envelope.payload_type, payload=envelope.payload)
+        only_tha.signatures.extend([foreign])
+        with pytest.raises(ValueError, match="not of the state"):
+            aus.verify(only_tha, keys)
+
+
+def test_local_mistakes_are_value_errors(server):
+    with pytest.raises(ValueError, match="https://"):
+        Client.from_profile("http://127.0.0.1:1", server.profile("aus-node"))
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        with pytest.raises(ValueError, match="QueryRequest"):
+            aus.query("smuggling", limit="5")
+    with Client.from_profile(server.endpoint, server.profile("aus-analyst")) as analyst:
+        with pytest.raises(ValueError, match="not one of: month"):
+            analyst.aggregate(["Month"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 from google.protobuf.message import DecodeError
@@ -120,6 +121,30 @@ def _no_bare_strings(fields: Mapping[str, Any], message: Any) -> None:
             raise ValueError(f"{name} takes a list, not a string: {name}=[{value!r}]")
 
 
+def _cli_names(enum: Any, prefix: str, renamed: Mapping[str, str]) -> Dict[str, int]:
+    """An enum's values by the names `tidemark aggregate` takes for them (lower case,
+    with hyphens), one spelling each."""
+    names = {}
+    for value in enum.DESCRIPTOR.values:
+        if value.number == 0:
+            continue
+        name = value.name.removeprefix(prefix).lower().replace("_", "-")
+        names[renamed.get(name, name)] = value.number
+    return names
+
+
+#: The dimension names `aggregate` takes, as `tidemark aggregate --by` does.
+DIMENSIONS = _cli_names(analytics_pb2.Dimension, "DIMENSION_", {"reporting-state": "state"})
+#: The metric names `aggregate` takes, as `tidemark aggregate --metric` does.
+METRICS = _cli_names(analytics_pb2.Metric, "METRIC_", {"fee-per-person": "fee"})
+
+
+def _named(names: Mapping[str, int], given: Any, what: str) -> int:
+    if not isinstance(given, str) or given not in names:
+        raise ValueError(f"{what} {given!r} is not one of: {', '.join(names)}")
+    return names[given]
+
+
 #: Channel options that bound what the server can send ahead of the application: gRPC's
 #: bandwidth-delay probe would otherwise grow the HTTP/2 flow-control windows to
 #: megabytes, so that a read ended early (or by a revocation) has already sent — and
@@ -199,6 +224,60 @@ def _one_name_per_field(value: Any, descriptor: Any, path: str = "") -> None:
                 _one_name_per_field(each, field.message_type, where)
 
 
+#: A number as JSON writes one (RFC 8259 §6), in ASCII: what the proto3 JSON mapping
+#: takes for a number given as a string too. Python's own int() and float() would also
+#: take "1_0", "+1", " 1", "01" and other scripts' digits, and sign the value they read.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+_INTEGERS = {
+    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_SFIXED64,
+}
+_FLOATS = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+
+
+def _json_scalars(value: Any, descriptor: Any, path: str = "") -> None:
+    """Refuses, naming the field, a number or enum value in a spelling `tidemark submit`
+    refuses: a number in a string must be written as JSON writes numbers (no sign +,
+    spaces, underscores, leading zeros or non-ASCII digits; "NaN" and "Infinity" for
+    floating point), an enum value is its name or a JSON number, and a bool is no
+    number."""
+    if not isinstance(value, Mapping):
+        return
+    for key, item in value.items():
+        field = descriptor.fields_by_name.get(key) or next(
+            (f for f in descriptor.fields if f.json_name == key), None
+        )
+        if field is None or item is None:
+            continue
+        name = f"{path}{field.json_name}"
+        items = item if isinstance(item, list) else [item]
+        for i, each in enumerate(items):
+            where = f"{name}[{i}]" if isinstance(item, list) else name
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                if not field.message_type.GetOptions().map_entry:
+                    _json_scalars(each, field.message_type, where + ".")
+            elif field.type in _INTEGERS or field.type in _FLOATS:
+                special = field.type in _FLOATS and each in ("NaN", "Infinity", "-Infinity")
+                if isinstance(each, bool) or (
+                    isinstance(each, str) and not special and not _JSON_NUMBER.fullmatch(each)
+                ):
+                    raise ValueError(
+                        f"{where}: {each!r} is not a number as JSON writes one (no + sign, "
+                        "spaces, underscores, leading zeros or other digits)"
+                    )
+            elif field.type == FieldDescriptor.TYPE_ENUM:
+                named = isinstance(each, str) and each in field.enum_type.values_by_name
+                numbered = isinstance(each, int) and not isinstance(each, bool)
+                if not (named or numbered):
+                    raise ValueError(
+                        f"{where}: {each!r} is not one of the names of "
+                        f"{field.enum_type.name} (nor a number)"
+                    )
+
+
 def _report(report: ReportLike) -> report_pb2.Report:
     """The report as a message: a message (copied), JSON text or bytes (one leading
     UTF-8 byte-order mark is skipped, as every Tidemark reader does), or a dict in the
@@ -224,6 +303,7 @@ def _report(report: ReportLike) -> report_pb2.Report:
             if not isinstance(report, Mapping):
                 raise ValueError(f"a report is a JSON object, not {type(report).__name__}")
             _one_name_per_field(report, report_pb2.Report.DESCRIPTOR)
+            _json_scalars(report, report_pb2.Report.DESCRIPTOR)
             message = json_format.ParseDict(dict(report), report_pb2.Report())
         except (json_format.ParseError, TypeError, OverflowError, UnicodeDecodeError) as error:
             raise ValueError(f"not a report in the proto3 JSON mapping: {error}") from error
@@ -274,6 +354,11 @@ class Client:
         timeout: Optional[float] = 30.0,
         options: Iterable[Tuple[str, Any]] = CHANNEL_OPTIONS,
     ) -> None:
+        if not endpoint.startswith("https://"):
+            raise ValueError(
+                f"endpoint {endpoint!r}: Tidemark is served over TLS only; give "
+                "https://host:port"
+            )
         target = endpoint.removeprefix("https://").rstrip("/")
         credentials = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
@@ -309,7 +394,8 @@ class Client:
         name = profile.name
 
         def read(path: Path) -> bytes:
-            return path.read_bytes()
+            # Past one byte-order mark, as every Tidemark reader of a file.
+            return path.read_bytes().removeprefix(b"\xef\xbb\xbf")
 
         cert_pem = read(profile.parent / f"{name}.pem")
         if signing_key is None:
@@ -348,6 +434,15 @@ class Client:
             raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
 
     @staticmethod
+    def _request(kind: Any, **fields: Any) -> Any:
+        """A request message from keyword fields; ValueError naming the message when a
+        field is not of its type or out of its range."""
+        try:
+            return kind(**fields)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{kind.DESCRIPTOR.name}: {error} (given {fields!r})") from None
+
+    @staticmethod
     def _stream(method: Any, request: Any) -> Stream[Any]:
         try:
             return Stream(method(request))
@@ -372,11 +467,11 @@ class Client:
         """Signs and submits the retraction of one of your state's reports: `version` is
         the one it creates (the report's latest plus one), `reason` why (at most 500
         characters). The state is your signing key's (the report's own)."""
-        if self.signing_key is None:
-            raise ValueError("this client has no signing key: pass signing_key=")
         state = _node_state(self._cert_pem)
         if state is None:
             raise ValueError("only a node certificate retracts its state's reports")
+        if self.signing_key is None:
+            raise ValueError("this client has no signing key: pass signing_key=")
         retraction = report_pb2.Retraction(
             report_id=report_id, reporting_state=state, version=version, reason=reason
         )
@@ -421,7 +516,7 @@ class Client:
         ``reporting_states=["AUS"]``, …). Each result holds the envelope exactly as signed:
         check it with :meth:`verify`."""
         _no_bare_strings(filters, exchange_pb2.QueryRequest)
-        request = exchange_pb2.QueryRequest(category=_category(category), **filters)
+        request = self._request(exchange_pb2.QueryRequest, category=_category(category), **filters)
         return self._stream(self._exchange.Query, request)
 
     def sync(
@@ -430,7 +525,8 @@ class Client:
         """Every change of `category` after `after_sequence`, oldest first; with
         `include_log_proofs`, each item's ``log_proof`` proves its acceptance (check it
         with :meth:`verify`)."""
-        request = exchange_pb2.SyncRequest(
+        request = self._request(
+            exchange_pb2.SyncRequest,
             category=_category(category),
             after_sequence=after_sequence,
             include_log_proofs=include_log_proofs,
@@ -441,7 +537,7 @@ class Client:
         """Matching changes as they are committed, until the returned stream is closed
         (``close()``, ``cancel()`` or the end of a ``with`` block)."""
         _no_bare_strings(filters, exchange_pb2.QueryRequest)
-        request = exchange_pb2.QueryRequest(category=_category(category), **filters)
+        request = self._request(exchange_pb2.QueryRequest, category=_category(category), **filters)
         return self._stream(self._exchange.Subscribe, request)
 
     def signing_keys(self, state: str = "") -> Dict[str, SigningKey]:
@@ -491,17 +587,22 @@ class Client:
         kind = kinds.get(envelope.payload_type)
         if kind is None:
             raise ValueError(f"not a report or retraction: payload type {envelope.payload_type!r}")
+        if len(envelope.signatures) > dsse.MAX_SIGNATURES:
+            raise ValueError(
+                f"the envelope carries {len(envelope.signatures)} signatures; the server takes "
+                f"at most {dsse.MAX_SIGNATURES}"
+            )
         at = int(time.time()) if accepted_at is None else accepted_at
         keys = self.signing_keys() if keys is None else keys
         active = [k for k in keys.values() if k.active_at(at)]
         # The signature first, as the server does: nothing unsigned is decoded.
-        signer = dsse.verified_by(envelope, [k.public_key for k in active])
-        if signer is None:
+        signers = dsse.signed_by(envelope, [k.public_key for k in active])
+        if not signers:
             raise ValueError(
                 f"no key active at {at} signed this envelope: it was altered, or signed by "
                 "a key not given, or by a revoked or expired key"
             )
-        state = next(k.state for k in active if k.public_key is signer)
+        states = sorted({k.state for k in active if any(k.public_key is s for s in signers)})
         try:
             message = kind.FromString(envelope.payload)
         except DecodeError as e:
@@ -519,9 +620,10 @@ class Client:
                 "given twice or out of order, an unknown field, or a number written long): "
                 "the server refuses such payloads, and this one was not accepted as it is"
             )
-        if message.reporting_state != state:
+        # Any signature by a key of the state the report names will do, as on the server.
+        if message.reporting_state not in states:
             raise ValueError(
-                f"signed by a key of {state}, another state than the one the envelope names "
+                f"signed by a key of {', '.join(states)}, not of the state the envelope names "
                 f"({message.reporting_state!r})"
             )
         return message
@@ -622,7 +724,7 @@ class Client:
         `before`."""
         answer = self._call(
             self._exchange.AccessToMyData,
-            exchange_pb2.AccessToMyDataRequest(limit=limit, before=before),
+            self._request(exchange_pb2.AccessToMyDataRequest, limit=limit, before=before),
         )
         return list(answer.accesses)
 
@@ -646,19 +748,11 @@ class Client:
                 filter_fields[name] = _category(given)
             elif isinstance(given, (list, tuple)):
                 filter_fields[name] = [_category(c) if isinstance(c, str) else c for c in given]
-        dims = [
-            analytics_pb2.Dimension.Value(
-                "DIMENSION_" + ("reporting-state" if d == "state" else d).upper().replace("-", "_")
-            )
-            for d in group_by
-        ]
-        mets = [
-            analytics_pb2.Metric.Value(
-                "METRIC_FEE_PER_PERSON" if m == "fee" else "METRIC_" + m.upper().replace("-", "_")
-            )
-            for m in metrics
-        ]
+        dims = [_named(DIMENSIONS, d, "dimension") for d in group_by]
+        mets = [_named(METRICS, m, "metric") for m in metrics]
         request = analytics_pb2.AggregateRequest(
-            group_by=dims, metrics=mets, filter=analytics_pb2.AggregateFilter(**filter_fields)
+            group_by=dims,
+            metrics=mets,
+            filter=self._request(analytics_pb2.AggregateFilter, **filter_fields),
         )
         return self._call(self._analytics.Aggregate, request)

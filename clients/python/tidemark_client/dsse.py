@@ -9,7 +9,7 @@ SubjectPublicKeyInfo; it is a hint, so verification tries every key.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +19,8 @@ from tidemark.v1 import envelope_pb2
 
 REPORT_PAYLOAD_TYPE = "application/vnd.tidemark.report.v1+protobuf"
 RETRACTION_PAYLOAD_TYPE = "application/vnd.tidemark.retraction.v1+protobuf"
+#: The most signatures the server takes on one envelope.
+MAX_SIGNATURES = 4
 RECEIPT_PAYLOAD_TYPE = "application/vnd.tidemark.receipt.v1+protobuf"
 
 
@@ -68,15 +70,28 @@ def verified_by(
     envelope: envelope_pb2.Envelope, keys: Iterable[Ed25519PublicKey]
 ) -> Optional[Ed25519PublicKey]:
     """The first of `keys` that made one of the envelope's signatures, or None."""
+    signers = signed_by(envelope, keys)
+    return signers[0] if signers else None
+
+
+def signed_by(
+    envelope: envelope_pb2.Envelope, keys: Iterable[Ed25519PublicKey]
+) -> List[Ed25519PublicKey]:
+    """Every one of `keys` that made one of the envelope's signatures (a signature's
+    `keyid` is only a hint: an empty, absent or wrong one is checked against every key)."""
     keys = list(keys)
     signed = pae(envelope.payload_type, envelope.payload)
+    found: List[Ed25519PublicKey] = []
     for signature in envelope.signatures:
         hinted = [k for k in keys if key_id(k) == signature.keyid]
         others = [k for k in keys if key_id(k) != signature.keyid]
         for key in hinted + others:
+            if any(key is f for f in found):
+                continue
             try:
                 key.verify(signature.sig, signed)
-                return key
+                found.append(key)
+                break
             except InvalidSignature:
                 continue
-    return None
+    return found

@@ -13,6 +13,25 @@ from grpc_status import rpc_status
 from tidemark.v1 import exchange_pb2
 
 
+def _handshake_hint(message: str) -> str:
+    """What a failed TLS handshake most likely means, by gRPC's words for it (it does not
+    pass the TLS alert on: `tidemark whoami` with the same profile names it)."""
+    if "CERTIFICATE_VERIFY_FAILED" in message:
+        return (
+            " (the server's certificate is not trusted: it was not issued by the CA in this "
+            "profile's ca.pem, or it names another host)"
+        )
+    if "security handshaker" in message:
+        return " (this client's certificate, key or CA file could not be used: check the profile's PEM files)"
+    if "TSI_DATA_CORRUPTED" in message:
+        return (
+            " (the server ended the TLS handshake: it may have refused this client's "
+            "certificate — revoked, expired, or of another CA; `tidemark whoami` with the same "
+            "profile says which)"
+        )
+    return ""
+
+
 class TidemarkError(Exception):
     """A call the server refused or could not answer.
 
@@ -73,13 +92,6 @@ class TidemarkError(Exception):
             elif detail.Unpack(summary):
                 partial = summary
         message = message or ""
-        if code == grpc.StatusCode.UNAVAILABLE and (
-            "TSI_DATA_CORRUPTED" in message or "handshake" in message.lower()
-        ):
-            # gRPC does not pass the TLS alert on; the CLI can say which it was.
-            message += (
-                " (the TLS handshake failed: the server may have refused this client's "
-                "certificate — revoked, expired, or of another CA; `tidemark whoami` with the "
-                "same profile says which)"
-            )
+        if code == grpc.StatusCode.UNAVAILABLE:
+            message += _handshake_hint(message)
         return cls(code, message, violations, reason, metadata, partial)

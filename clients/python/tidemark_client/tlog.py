@@ -93,8 +93,9 @@ def _parse_key(vkey: str, kind: int, what: str, source: str):
     """The name, key id and Ed25519 key of a verifier key string
     ``<name>+<8 hex digits>+<base64 of the type byte `kind` and the 32-byte key>``, whose
     key id must be the one its name and key give (C2SP signed-note)."""
-    # The base64 key may itself hold "+": only the first two separate.
-    parts = vkey.strip().split("+", 2)
+    # As a file holds it: past one byte-order mark, with its line feed. The base64 key
+    # may itself hold "+": only the first two separate.
+    parts = vkey.removeprefix("\ufeff").strip().split("+", 2)
     if len(parts) != 3 or not parts[0] or any(c.isspace() for c in parts[0]):
         raise LogProofError(
             f"not a {what}: expected <name>+<hex key id>+<base64 key>, as {source} writes it"
@@ -138,9 +139,18 @@ def _decimal(text: str, what: str) -> int:
     return value
 
 
+def as_note(text: str) -> str:
+    """Note text as `tidemark` reads it from a file: past one leading UTF-8 byte-order
+    mark, with CR LF line ends as LF, and ending in one line feed however many it had
+    (editors add or take one away)."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").rstrip("\n") + "\n"
+
+
 def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
     """Checks the note's signature by `verifier` (every signature line of its name and
-    key id must verify; others are ignored) and reads the checkpoint it signs."""
+    key id must verify; others are ignored) and reads the checkpoint it signs. A note
+    read from a file is read as :func:`as_note` says."""
+    note = as_note(note)
     split = note.rfind("\n\n")
     if split < 0 or not note.endswith("\n"):
         raise LogProofError("the checkpoint is not a signed note (text, a blank line, signatures)")
@@ -195,6 +205,7 @@ def cosigned_by(note: str, log_key: str, witness_keys: List[str]) -> List[str]:
     once: a quorum is of distinct cosigners. A cosignature line by one of the witnesses
     (its name and key id) that does not verify raises :class:`LogProofError`, as C2SP
     signed-note asks of a signature by a known key: something altered it."""
+    note = as_note(note)
     open_checkpoint(note, NoteVerifier.parse(log_key))
     split = note.rfind("\n\n")
     text, lines = note[: split + 1], note[split + 2 : -1].split("\n")
@@ -313,8 +324,7 @@ def verify_log_proof(text: str, log_key: str) -> VerifiedLogProof:
     past one leading UTF-8 byte-order mark, with CR LF line ends as LF, and ending in one
     line feed however many it had (editors add or take one away)."""
     verifier = NoteVerifier.parse(log_key)
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").rstrip("\n") + "\n"
-    lines = text.split("\n")
+    lines = as_note(text).split("\n")
     if lines[0] != HEADER:
         raise LogProofError(f"not a log proof: the first line must be {HEADER!r}")
     at = 1

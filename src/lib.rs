@@ -19,6 +19,8 @@
 //!     control (small-cell, dominance and secondary suppression).
 //!   - `administration` — operator actions and their rules (enrolment, keys, certificates).
 //!   - `trust` — the swappable TLS trust state (CA bundle, CRL, revocations, suspensions);
+//!     `journal` — the access journal beside the CRL (suspensions, key revocations),
+//!     which with the CRL carries trust changes into a store restored from a backup;
 //!     `tls` — rustls configuration: TLS 1.3, AES-GCM only, mutual TLS.
 //!   - [`reciprocity`] — replaying the log to check every read against the give-to-get
 //!     rules in force.

@@ -1322,3 +1322,116 @@ fn a_bounding_box_south_or_west_is_taken_in_its_comma_form() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bbox takes four numbers"));
 }
+
+/// A mirror notices when the server's history is no longer the one it mirrored: after a
+/// restore from an older backup, new changes take the sequence numbers the mirror
+/// already holds, and `sync` refuses (exit 4) without writing instead of mixing the two.
+/// On the same history a run resumes without repeating the change it re-reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one drill: mirror, back up, restore, resume
+async fn a_mirror_refuses_to_resume_on_another_history() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let import = |file: &str, who: &str, endpoint: String| {
+        let (file, who) = (path(file), who.to_owned());
+        async move {
+            run_ok(args(&[
+                "import",
+                &file,
+                "--endpoint",
+                &endpoint,
+                "--as",
+                &who,
+            ]))
+            .await;
+        }
+    };
+    for (states, seed, file) in [
+        ("AUS", "51", "a.jsonl"),
+        ("IDN", "52", "i.jsonl"),
+        ("AUS", "53", "b.jsonl"),
+        ("AUS", "54", "c.jsonl"),
+    ] {
+        let out = run(args(&[
+            "sample-reports",
+            "--count",
+            "6",
+            "--states",
+            states,
+            "--seed",
+            seed,
+        ]))
+        .await;
+        std::fs::write(dir.path().join(file), out.stdout).unwrap();
+    }
+    import("a.jsonl", &aus, server.endpoint()).await;
+    import("i.jsonl", &idn, server.endpoint()).await;
+    let operator = dir.path().join("operator");
+    let op = common::operator(&pki);
+    std::fs::write(operator.with_extension("pem"), op.cert_pem()).unwrap();
+    std::fs::write(operator.with_extension("key"), op.key_pem()).unwrap();
+    let backup = path("before.backup");
+    run_ok(args(&[
+        "admin",
+        "backup",
+        "--out",
+        &backup,
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &operator.display().to_string(),
+    ]))
+    .await;
+    import("b.jsonl", &aus, server.endpoint()).await;
+    let mirror = path("mirror");
+    let sync = |endpoint: String| {
+        let (mirror, idn) = (mirror.clone(), idn.clone());
+        async move {
+            run(args(&[
+                "sync",
+                "--category",
+                "smuggling",
+                "--into",
+                &mirror,
+                "--endpoint",
+                &endpoint,
+                "--as",
+                &idn,
+            ]))
+            .await
+        }
+    };
+    let lines = || {
+        std::fs::read_to_string(dir.path().join("mirror/smuggling.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_ok(&sync(server.endpoint()).await);
+    let mirrored = lines();
+    // Again on the same history: nothing new, nothing repeated.
+    assert_ok(&sync(server.endpoint()).await);
+    assert_eq!(lines(), mirrored);
+
+    // Restored from the backup, then other reports take the mirrored sequence numbers.
+    server.stop().await;
+    let restored = tempfile::TempDir::new().unwrap();
+    run_ok(args(&[
+        "restore",
+        &backup,
+        "--data",
+        &restored.path().display().to_string(),
+    ]))
+    .await;
+    let server = TestServer::start_with(&pki, restored, |_| {}).await;
+    import("c.jsonl", &aus, server.endpoint()).await;
+    let out = sync(server.endpoint()).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(said.contains("restored from an older backup"), "{said}");
+    assert_eq!(lines(), mirrored, "nothing was written");
+}

@@ -13,7 +13,7 @@ use prost::Message;
 use tidemark::{
     client,
     clock::format_time,
-    pb::{self, exchange_client::ExchangeClient},
+    pb::{self, exchange_client::ExchangeClient, transparency_client::TransparencyClient},
 };
 
 use super::{client_args::ClientArgs, csv_rows::CsvRow, report_filter::ReportFilter};
@@ -342,6 +342,11 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
 /// a message). The data file is the truth: each run resumes after the last complete line
 /// in it (a line cut short by a crash is removed first), so an interrupted run — Ctrl-C,
 /// kill -9, a lost connection — never leaves a change twice or misses one.
+///
+/// Each later run first checks that the change the mirror ends with is in the server's
+/// transparency log (its entry, recomputed from the line): if it is not (the exchange was
+/// restored from an older backup, or its history rewritten), the run writes nothing and
+/// exits 4.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
     /// Which category: smuggling incidents or maritime movements.
@@ -372,12 +377,19 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     // one directory would otherwise both find it empty and both claim it.
     let lock_path = args.into.join("sync.lock");
     let _lock = lock_mirror(&lock_path)?;
-    let mut cursor = reconcile(&data_path, &cursor_path)?;
+    let (mut cursor, mirrored) = match reconcile(&data_path, &cursor_path)? {
+        Some((sequence, last)) => (sequence, Some(last)),
+        None => (0, None),
+    };
     // A mirror is one state's view: what a node may see depends on its state.
     if let Ok(state) = super::submit::state_of(&args.client.identity()?) {
         own_mirror(&args.into, &state)?;
     }
-    let mut exchange = ExchangeClient::new(args.client.connect().await?);
+    let channel = args.client.connect().await?;
+    if let Some(last) = &mirrored {
+        same_history(channel.clone(), last, &data_path).await?;
+    }
+    let mut exchange = ExchangeClient::new(channel);
     let mut stream = exchange
         .sync(pb::SyncRequest {
             category: args.category.to_pb() as i32,
@@ -496,10 +508,81 @@ fn lock_mirror(path: &Path) -> anyhow::Result<fs::File> {
     })
 }
 
+/// Checks that the change the mirror ends with (`last`, its last line) is in the
+/// server's transparency log: its envelope entry, recomputed from the line's meta and
+/// payload (docs/transparency.md), must have a leaf there. If not, the server's history
+/// is not the one mirrored — restored from an older backup, or rewritten — and resuming
+/// would mix two histories (and skip the changes that now have the mirrored sequence
+/// numbers): exit 4, nothing written. A line without the facts the entry needs (written
+/// before meta carried its kind) is not checked.
+async fn same_history(
+    channel: tonic::transport::Channel,
+    last: &serde_json::Value,
+    data_path: &Path,
+) -> anyhow::Result<()> {
+    let Some(entry) = mirrored_entry(last) else {
+        return Ok(());
+    };
+    let leaf = tidemark::tlog::merkle::leaf_hash(&entry.encode());
+    let sequence = last["meta"]["sequence"].clone();
+    match TransparencyClient::new(channel)
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            leaf: Some(pb::get_inclusion_proof_request::Leaf::LeafHash(
+                leaf.to_vec(),
+            )),
+            tree_size: 0,
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Err(super::witness::Alarm::new(
+            4,
+            format!(
+                "the change {} ends with (sequence {sequence}) is not in the server's \
+                 transparency log: the exchange was restored from an older backup, or its \
+                 history was rewritten, so this mirror is no longer a copy of it. Nothing was \
+                 written; keep the mirror as evidence, mirror again into a new directory, and \
+                 tell the operator",
+                data_path.display()
+            ),
+        )
+        .into()),
+        Err(status) => Err(anyhow!(client::explain(&status))),
+    }
+}
+
+/// The transparency-log entry of a mirrored change, from its line (None if the line
+/// lacks what the entry needs).
+fn mirrored_entry(line: &serde_json::Value) -> Option<tidemark::tlog::entry::Entry> {
+    use tidemark::tlog::entry::{Entry, EnvelopeEntry, sha256};
+    let meta: pb::EnvelopeMeta = serde_json::from_value(line.get("meta")?.clone()).ok()?;
+    let envelope: pb::Envelope = serde_json::from_value(line.get("envelope")?.clone()).ok()?;
+    let category = tidemark::report::Category::ALL
+        .into_iter()
+        .find(|c| c.to_pb() as i32 == meta.category)?;
+    if meta.kind.is_empty() || meta.accepted_at_unix == 0 {
+        return None;
+    }
+    Some(Entry::Envelope(EnvelopeEntry {
+        sequence: meta.sequence,
+        state: meta.reporting_state,
+        report_sha256: sha256(meta.report_id.as_bytes()),
+        version: meta.version,
+        category: category.label().to_owned(),
+        kind: meta.kind,
+        accepted_at: meta.accepted_at_unix,
+        payload_sha256: sha256(&envelope.payload),
+    }))
+}
+
 /// Brings the data file and the cursor into agreement and returns where to resume: the
-/// sequence of the last complete line of the data file (0 if there is none). A partial
-/// last line (a write cut short) is removed; the cursor file is rewritten to match.
-fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
+/// sequence of the last complete line of the data file, and that line (none if there is
+/// none). A partial last line (a write cut short) is removed; the cursor file is
+/// rewritten to match.
+fn reconcile(
+    data_path: &Path,
+    cursor_path: &Path,
+) -> anyhow::Result<Option<(u64, serde_json::Value)>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = match fs::OpenOptions::new()
         .read(true)
@@ -509,7 +592,7 @@ fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let _ = fs::remove_file(cursor_path);
-            return Ok(0);
+            return Ok(None);
         }
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", data_path.display())),
     };
@@ -542,7 +625,7 @@ fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
         // Not one complete line: nothing was mirrored for sure.
         file.set_len(0)?;
         let _ = fs::remove_file(cursor_path);
-        return Ok(0);
+        return Ok(None);
     };
     if end < len {
         file.set_len(end)?;
@@ -569,7 +652,7 @@ fn reconcile(data_path: &Path, cursor_path: &Path) -> anyhow::Result<u64> {
             )
         })?;
     write_cursor(cursor_path, sequence)?;
-    Ok(sequence)
+    Ok(Some((sequence, last)))
 }
 
 fn write_cursor(cursor_path: &Path, cursor: u64) -> anyhow::Result<()> {

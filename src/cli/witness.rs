@@ -60,6 +60,13 @@ pub struct Alarm {
     message: String,
 }
 
+impl Alarm {
+    /// An alarm with exit code `code` (3 rolled back, 4 rewritten, 5 locked).
+    pub(super) fn new(code: u8, message: String) -> Self {
+        Self { code, message }
+    }
+}
+
 /// The largest file this witness reads from its directory.
 const MAX_STATE_FILE: u64 = 64 * 1024;
 

@@ -17,7 +17,10 @@
 //! true, "enrolledAt": 1796400000, "changedAt": 1796500000}], "revokedKeys": [{"keyId":
 //! "…", "state": "THA", "publicKey": "<base64 of the 32 Ed25519 bytes>", "validFrom": 0,
 //! "validUntil": 0, "registeredAt": 1796400000, "revokedAt": 1796500000, "reason":
-//! "key-compromise"}]}`; times are Unix seconds.
+//! "key-compromise"}], "revokedCertificates": [{"serial": "1fa0", "reason":
+//! "key-compromise", "revokedAt": 1796500000, "revokedBy": "spiffe://…"}]}`; times are
+//! Unix seconds. Revoked certificates are in the CRL too, when the server holds the CA
+//! key; with the CA offline, the journal is what carries them.
 
 use std::{
     collections::BTreeMap,
@@ -27,7 +30,7 @@ use std::{
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{AdminChange, KeyRecord, StateRecord, Store, StoreError};
+use crate::store::{AdminChange, KeyRecord, RevokedCertificate, StateRecord, Store, StoreError};
 
 /// The journal's file name, in the CRL file's directory.
 const FILE_NAME: &str = "access-journal.json";
@@ -50,6 +53,44 @@ struct Journal {
     version: u32,
     states: Vec<StateEntry>,
     revoked_keys: Vec<KeyEntry>,
+    /// Revoked client certificates: the CRL carries them too, but only a server holding
+    /// the CA key writes a CRL (with the CA offline this is their only carrier).
+    #[serde(default)]
+    revoked_certificates: Vec<CertificateEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CertificateEntry {
+    serial: String,
+    reason: String,
+    revoked_at: i64,
+    revoked_by: String,
+}
+
+impl CertificateEntry {
+    fn of(record: &RevokedCertificate) -> Self {
+        Self {
+            serial: record.serial.clone(),
+            reason: record.reason_name.clone(),
+            revoked_at: record.revoked_at,
+            revoked_by: record.revoked_by.clone(),
+        }
+    }
+
+    /// The revocation, if the entry reads as one a server writes (a serial in its one
+    /// form, a known reason).
+    fn record(&self) -> Option<RevokedCertificate> {
+        let serial = crate::identity::canonical_serial(&self.serial).ok()?;
+        let reason = crate::pki::parse_reason(&self.reason)?;
+        (serial == self.serial).then(|| RevokedCertificate {
+            serial,
+            reason: reason as u32,
+            reason_name: self.reason.clone(),
+            revoked_at: self.revoked_at,
+            revoked_by: self.revoked_by.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -191,6 +232,13 @@ fn plausible(mut journal: Journal, path: &Path) -> Journal {
         }
         why.is_none()
     });
+    journal.revoked_certificates.retain(|c| {
+        let ok = c.revoked_at <= latest && c.record().is_some();
+        if !ok {
+            tracing::warn!(file = %path.display(), serial = %c.serial, "an access journal entry is ignored: not a revocation a server writes (a serial in its one form, a known reason, a time not ahead of the clock)");
+        }
+        ok
+    });
     journal
 }
 
@@ -237,10 +285,20 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
             }
         }
     }
+    let mut certificates: BTreeMap<String, CertificateEntry> = held
+        .revoked_certificates
+        .into_iter()
+        .map(|c| (c.serial.clone(), c))
+        .collect();
+    for record in store.revoked_certificates()? {
+        let entry = CertificateEntry::of(&record);
+        certificates.insert(entry.serial.clone(), entry);
+    }
     let journal = Journal {
         version: VERSION,
         states: states.into_values().collect(),
         revoked_keys: keys.into_values().collect(),
+        revoked_certificates: certificates.into_values().collect(),
     };
     let path = path(crl);
     let unwritable = |e: std::io::Error| JournalError::Unwritable {
@@ -313,6 +371,18 @@ pub(crate) fn newer_than_store(
                     });
                 }
             }
+        }
+    }
+    let known: std::collections::HashSet<String> = store
+        .revoked_certificates()?
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
+    for entry in journal.revoked_certificates {
+        if !known.contains(&entry.serial)
+            && let Some(record) = entry.record()
+        {
+            changes.push(AdminChange::RevokeCertificate(record));
         }
     }
     Ok((changes, not_taken))

@@ -559,26 +559,10 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
     Ok(written)
 }
 
-/// What `certs/README.md` says about a development PKI.
-const DEV_PKI_README: &str = "# Development PKI (not for production)
-
-Made by `tidemark pki init` (or a first `tidemark serve` without a config file).
-
-| file | what |
-|---|---|
-| `ca.pem`, `ca.key` | the exchange CA: signs every certificate below, and the CRL (`crl.pem`) |
-| `server.pem`, `server.key` | the server's TLS certificate (localhost, 127.0.0.1, ::1) |
-| `aus-node.pem`/`.key`, `idn-node…`, `tha-node…` | node certificates: `--as certs/aus-node` |
-| `aus-analyst…`, `idn-analyst…`, `tha-analyst…` | state analysts (aggregates only) |
-| `regional-analyst.pem`/`.key` | the regional office's analyst |
-| `operator.pem`/`.key` | an operator: `tidemark admin …` |
-| `aus-signing.key`/`.pub.pem`, … | report-signing keys (Ed25519), registered for each state |
-| `receipt.key`/`.pub.pem` | the server's receipt-signing key (`verify-receipt --server-key`) |
-
-Private keys (`*.key`) are mode 0600. Real deployments make keys where they are used:
-`tidemark pki csr` on the node, `tidemark admin issue` at the operator, and
-`tidemark keygen` + `tidemark admin register-key` for signing keys.
-";
+/// What `certs/README.md` says about a development PKI: the repository's own file, so a
+/// PKI made anywhere carries the same text (and one made in the repository's `certs/`
+/// leaves its README unchanged).
+const DEV_PKI_README: &str = include_str!("../certs/README.md");
 
 /// Makes an Ed25519 signing key and writes `<stem>.key` (PKCS#8, 0600) and
 /// `<stem>.pub.pem`; returns the key with the paths written.

@@ -1216,3 +1216,75 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
         "{said}"
     );
 }
+
+/// With the CA kept offline the server signs no CRL: the access journal alone carries a
+/// certificate revocation made after a backup into the restored store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_ca_offline_a_restore_keeps_certificate_revocations_too() {
+    let pki = TestPki::new();
+    let offline = |c: &mut tidemark::Config| c.tls.ca_key = None;
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), offline).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let operator = profile(dir.path(), "operator", &common::operator(&pki));
+    let file = dir.path().join("before.backup");
+    let out = run(&[
+        "admin",
+        "backup",
+        "--out",
+        &file.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &operator,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lost = pki.client(tidemark::Role::Node(common::state("IDN")), "jakarta-9");
+    let serial = server
+        .exchange(&lost)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate_serial;
+    server
+        .admin(&common::operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+    assert!(
+        !pki.dir.path().join("crl.pem").exists(),
+        "no CRL without the CA key"
+    );
+    let restored = tempfile::TempDir::new().unwrap();
+    let out = run(&[
+        "restore",
+        &file.display().to_string(),
+        "--data",
+        &restored.path().display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = TestServer::start_with(&pki, restored, offline).await;
+    let refused = server
+        .exchange(&lost)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await;
+    assert!(
+        refused.is_err(),
+        "the revoked certificate is back: {refused:?}"
+    );
+}

@@ -20,7 +20,9 @@ use tokio::net::TcpListener;
 ///
 /// With no flags it listens on 127.0.0.1:50051, keeps its data in data/tidemark.redb and
 /// uses the certificates in certs/, creating a development PKI there on first run. With
-/// --config it uses exactly the files the config names and creates nothing.
+/// --config it uses exactly the certificate files the config names and creates no
+/// certificate or key; it writes its store, the CRL it signs (when it holds the CA key)
+/// and access-journal.json beside the CRL path.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML config file (see --print-config for every setting and its default).

@@ -38,7 +38,7 @@ use crate::{
     },
     policy::Policy,
     signing::{KeyError, SigningKey},
-    store::{Store, StoreError},
+    store::{AdminChange, Store, StoreError},
     tlog::LogSigner,
     tls::{ServerTlsMaterial, TlsError},
     trust::{Trust, TrustError},
@@ -655,7 +655,17 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         && (!config.tls.crl.exists() || !crate::journal::exists(&config.tls.crl));
     let mut carried = store.revocations_missing(revocations)?;
     let (restrictions, not_taken) = crate::journal::newer_than_store(store, &config.tls.crl)?;
-    carried.extend(restrictions);
+    // A revocation both files carry is carried once.
+    let from_crl: std::collections::HashSet<String> = carried
+        .iter()
+        .filter_map(|c| match c {
+            AdminChange::RevokeCertificate(r) => Some(r.serial.clone()),
+            _ => None,
+        })
+        .collect();
+    carried.extend(restrictions.into_iter().filter(
+        |c| !matches!(c, AdminChange::RevokeCertificate(r) if from_crl.contains(&r.serial)),
+    ));
     for state in not_taken {
         tracing::warn!(
             state,

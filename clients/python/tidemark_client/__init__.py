@@ -8,7 +8,7 @@ See the package README for an example per role.
 """
 
 from . import dsse, tlog
-from .client import CHANNEL_OPTIONS, Client, SigningKey, Stream, Submitted
+from .client import CHANNEL_OPTIONS, DIMENSIONS, METRICS, Client, SigningKey, Stream, Submitted
 from .errors import TidemarkError
 
-__all__ = ["CHANNEL_OPTIONS", "Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse", "tlog"]
+__all__ = ["CHANNEL_OPTIONS", "DIMENSIONS", "METRICS", "Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse", "tlog"]

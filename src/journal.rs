@@ -189,7 +189,8 @@ fn read(crl: &Path) -> Result<Option<Journal>, JournalError> {
         path: path.display().to_string(),
         why,
     };
-    let text = match std::fs::read_to_string(&path) {
+    // Past a byte-order mark (an editor's), as every file Tidemark reads.
+    let text = match crate::files::read_text(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unreadable(e.to_string())),
@@ -486,6 +487,10 @@ mod tests {
         write(&store, &crl).unwrap();
         let (again, _) = newer_than_store(&store, &crl).unwrap();
         assert_eq!(again.len(), 5, "{again:#?}");
+        // Saved by an editor with a byte-order mark first: read all the same.
+        let text = std::fs::read_to_string(path(&crl)).unwrap();
+        std::fs::write(path(&crl), format!("\u{feff}{text}")).unwrap();
+        assert_eq!(newer_than_store(&store, &crl).unwrap().0.len(), 5);
         // A journal it cannot read stops the start, naming the file; none is nothing.
         std::fs::write(
             path(&crl),

@@ -217,7 +217,7 @@ fn build(
     revoked_records.extend(file_only.iter().cloned());
     let crl_pem = match &ca {
         // An offline CA's CRL, as the operator put it there.
-        None => std::fs::read_to_string(crl_path)
+        None => crate::files::read_text(crl_path)
             .ok()
             .filter(|_| file_readable),
         Some(ca) => {
@@ -313,7 +313,8 @@ pub(crate) fn crl_file_revocations(
             ),
         )
     };
-    let bytes = match std::fs::read(crl_path) {
+    // Past a byte-order mark, as every file Tidemark reads.
+    let bytes = match crate::files::read_bytes(crl_path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(refused(format!("cannot be read ({e})"))),

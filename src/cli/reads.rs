@@ -634,7 +634,12 @@ fn reconcile(
     let first = line_start.unwrap_or(0);
     let from = usize::try_from(first.saturating_sub(start)).unwrap_or(0);
     let to = usize::try_from(end - 1 - start).unwrap_or(0);
-    let last: serde_json::Value = serde_json::from_slice(&tail[from..to]).with_context(|| {
+    // The first line may follow a byte-order mark (a file saved by an editor).
+    let line = &tail[from..to];
+    let line = line
+        .strip_prefix(tidemark::files::BOM.as_bytes())
+        .unwrap_or(line);
+    let last: serde_json::Value = serde_json::from_slice(line).with_context(|| {
         format!(
             "the last line of {} is not a mirrored change; move the file away to mirror anew",
             data_path.display()
@@ -847,4 +852,22 @@ pub(super) fn access_line(a: &pb::DataAccess) -> String {
         format_time(a.at_unix),
         super::labels::printable(&a.action)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reconcile;
+
+    /// A mirror whose one line follows a byte-order mark (saved by an editor) resumes
+    /// after that line; a line cut short after it is removed.
+    #[test]
+    fn a_mirror_is_read_past_a_byte_order_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, cursor) = (dir.path().join("m.jsonl"), dir.path().join("m.cursor"));
+        let line = r#"{"meta":{"sequence":7},"envelope":{}}"#;
+        std::fs::write(&data, format!("\u{feff}{line}\n{{\"meta\":")).unwrap();
+        let (sequence, last) = reconcile(&data, &cursor).unwrap().unwrap();
+        assert_eq!((sequence, last["meta"]["sequence"].as_u64()), (7, Some(7)));
+        assert_eq!(std::fs::read_to_string(&cursor).unwrap(), "7\n");
+    }
 }

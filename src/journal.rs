@@ -208,39 +208,86 @@ fn read(crl: &Path) -> Result<Option<Journal>, JournalError> {
 /// Seconds a time in the journal may lie ahead of the server's clock (clock skew).
 const MAX_AHEAD: i64 = 300;
 
-/// The journal without entries no server writes — a time ahead of the clock (it would
-/// outrank every later change), a key "revoked" at time 0 or before, a key whose id is not
-/// its public key's — each named in a warning: what is left may only restrict.
+/// The journal without entries no server writes — a state code not in its one spelling
+/// (upper-case ISO 3166-1 alpha-3), a time ahead of the clock (it would outrank every
+/// later change) or at or before 1970, a key id that is not its key's, a serial not in
+/// its one form, an unknown reason —, each named in a warning and set aside, with why,
+/// in `access-journal.refused.jsonl` beside it (an edit is not lost when the journal is
+/// next rewritten). What is left may only restrict.
 fn plausible(mut journal: Journal, path: &Path) -> Journal {
     let latest = time::OffsetDateTime::now_utc().unix_timestamp() + MAX_AHEAD;
+    let time_ok = |t: i64| (1..=latest).contains(&t);
+    let state_ok = |s: &str| crate::country::CountryCode::parse(s).is_ok();
+    let mut refused: Vec<serde_json::Value> = Vec::new();
+    let mut refuse = |entry: serde_json::Value, why: &str| {
+        tracing::warn!(file = %path.display(), %entry, "an access journal entry is ignored and set aside: {why}");
+        refused.push(serde_json::json!({"entry": entry, "why": why}));
+    };
     journal.states.retain(|s| {
-        let ok = s.changed_at <= latest;
-        if !ok {
-            tracing::warn!(file = %path.display(), state = %s.state, changed_at = s.changed_at, "an access journal entry dated ahead of the clock is ignored");
-        }
-        ok
-    });
-    journal.revoked_keys.retain(|k| {
-        let why = if k.revoked_at <= 0 || k.revoked_at > latest {
-            Some("its revocation time is not a time the server writes")
-        } else if k.record().is_none() {
-            Some("its key id is not its public key's")
+        let why = if !state_ok(&s.state) {
+            Some("its state is not an upper-case ISO 3166-1 alpha-3 code")
+        } else if !time_ok(s.changed_at) {
+            Some("its time is not one the server writes (after 1970, not ahead of the clock)")
         } else {
             None
         };
         if let Some(why) = why {
-            tracing::warn!(file = %path.display(), key_id = %k.key_id, "an access journal entry is ignored: {why}");
+            refuse(serde_json::to_value(s).unwrap_or_default(), why);
+        }
+        why.is_none()
+    });
+    journal.revoked_keys.retain(|k| {
+        let why = if !state_ok(&k.state) {
+            Some("its state is not an upper-case ISO 3166-1 alpha-3 code")
+        } else if !time_ok(k.revoked_at) {
+            Some("its revocation time is not one the server writes (after 1970, not ahead of the clock)")
+        } else if k.record().is_none() {
+            Some("its key id is not the lower-case hex SHA-256 of its public key's SubjectPublicKeyInfo")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            refuse(serde_json::to_value(k).unwrap_or_default(), why);
         }
         why.is_none()
     });
     journal.revoked_certificates.retain(|c| {
-        let ok = c.revoked_at <= latest && c.record().is_some();
-        if !ok {
-            tracing::warn!(file = %path.display(), serial = %c.serial, "an access journal entry is ignored: not a revocation a server writes (a serial in its one form, a known reason, a time not ahead of the clock)");
+        let why = if !time_ok(c.revoked_at) {
+            Some("its revocation time is not one the server writes (after 1970, not ahead of the clock)")
+        } else if c.record().is_none() {
+            Some("its serial is not in its one form (lower-case hex, no leading zeros) or its reason is unknown")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            refuse(serde_json::to_value(c).unwrap_or_default(), why);
         }
-        ok
+        why.is_none()
     });
+    if !refused.is_empty() {
+        set_aside(path, &refused);
+    }
     journal
+}
+
+/// Appends `refused` entries, one JSON line each, to the file beside the journal that
+/// keeps what it ignored.
+fn set_aside(path: &Path, refused: &[serde_json::Value]) {
+    use std::io::Write as _;
+    let aside = path.with_file_name("access-journal.refused.jsonl");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&aside)
+        .and_then(|mut file| {
+            for entry in refused {
+                writeln!(file, "{entry}")?;
+            }
+            file.sync_data()
+        });
+    if let Err(e) = written {
+        tracing::error!(file = %aside.display(), error = %e, "the ignored access journal entries could not be set aside");
+    }
 }
 
 /// Whether there is a journal beside `crl`.
@@ -521,11 +568,21 @@ mod tests {
             "states": [
                 {"state": "FRA", "suspended": true, "enrolledAt": 1, "changedAt": far},
                 {"state": "THA", "suspended": false, "enrolledAt": 1, "changedAt": far},
+                {"state": "idn", "suspended": true, "enrolledAt": 1, "changedAt": 100},
             ],
             "revokedKeys": [KeyEntry { revoked_at: 0, ..KeyEntry::of(&forged) }],
+            "revokedCertificates": [
+                {"serial": "a1", "reason": "unspecified", "revokedAt": -1, "revokedBy": "x"},
+                {"serial": "A1", "reason": "unspecified", "revokedAt": 100, "revokedBy": "x"},
+            ],
         });
         std::fs::write(path(&crl), journal.to_string()).unwrap();
         assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
+        // Nothing refused is lost: each is set aside, with why.
+        let aside =
+            std::fs::read_to_string(dir.path().join("access-journal.refused.jsonl")).unwrap();
+        assert_eq!(aside.lines().count(), 6, "{aside}");
+        assert!(aside.contains("upper-case ISO 3166-1"), "{aside}");
         // THA suspended now in the store: written over the file's "reinstated" entry.
         store.put_state(&state("THA", true, 100)).unwrap();
         write(&store, &crl).unwrap();

@@ -225,8 +225,12 @@ fn build(
                 .iter()
                 .map(|r| RevokedEntry {
                     serial: r.serial.clone(),
+                    // A time no server writes (at or before 1970) would make a CRL that
+                    // TLS cannot parse, and no server could start: now instead.
                     revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)
-                        .unwrap_or_else(|_| OffsetDateTime::now_utc()),
+                        .ok()
+                        .filter(|_| r.revoked_at > 0)
+                        .unwrap_or_else(OffsetDateTime::now_utc),
                     reason: pki::parse_reason(&r.reason_name)
                         .unwrap_or(pki::RevocationReason::Unspecified),
                 })

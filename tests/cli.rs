@@ -1416,6 +1416,25 @@ async fn a_mirror_refuses_to_resume_on_another_history() {
     // Again on the same history: nothing new, nothing repeated.
     assert_ok(&sync(server.endpoint()).await);
     assert_eq!(lines(), mirrored);
+    // A last line edited to another spelling of its kind is named, not taken for a
+    // rolled-back exchange.
+    let data = dir.path().join("mirror/smuggling.jsonl");
+    let kept = std::fs::read_to_string(&data).unwrap();
+    let edited = {
+        let mut all: Vec<&str> = kept.lines().collect();
+        let last = all
+            .pop()
+            .unwrap()
+            .replace("\"kind\":\"report\"", "\"kind\":\"REPORT\"");
+        format!("{}\n{last}\n", all.join("\n"))
+    };
+    assert_ne!(edited, kept, "the last line is a report");
+    std::fs::write(&data, edited).unwrap();
+    let out = sync(server.endpoint()).await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("meta.kind"), "{said}");
+    std::fs::write(&data, kept).unwrap();
 
     // Restored from the backup, then other reports take the mirrored sequence numbers.
     server.stop().await;

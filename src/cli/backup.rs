@@ -266,14 +266,7 @@ pub struct RestoreArgs {
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     let manifest_file = manifest_path(&args.file);
-    let manifest: pb::BackupManifest =
-        serde_json::from_str(&super::input::read_text(&manifest_file).with_context(|| {
-            format!(
-                "cannot read the backup's manifest {} (it is written beside the backup)",
-                manifest_file.display()
-            )
-        })?)
-        .with_context(|| format!("{} is not a backup manifest", manifest_file.display()))?;
+    let manifest = read_manifest(&manifest_file)?;
     let progress = super::progress::bytes(manifest.bytes, "checked");
     let (bytes, sha256) = file_sha256_with(&args.file, |n| progress.inc(n))
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -366,6 +359,30 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     std::fs::rename(&staged, &target)
         .with_context(|| format!("cannot write {}", target.display()))?;
     say_restored(&contents, &manifest, (&target, &args.data))
+}
+
+/// A backup's manifest, read as the proto3 JSON mapping reads it, in the one spelling of
+/// each number and of its SHA-256.
+fn read_manifest(manifest_file: &Path) -> anyhow::Result<pb::BackupManifest> {
+    let manifest: pb::BackupManifest =
+        super::input::from_json(&super::input::read_text(manifest_file).with_context(|| {
+            format!(
+                "cannot read the backup's manifest {} (it is written beside the backup)",
+                manifest_file.display()
+            )
+        })?)
+        .map_err(|e| anyhow!("{} is not a backup manifest: {e}", manifest_file.display()))?;
+    let hex64 =
+        |t: &str| t.len() == 64 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex64(&manifest.sha256) {
+        bail!(
+            "{}: sha256 {:?} is not 64 lower-case hex digits, as backup writes it: the manifest \
+             was edited; put back the one written beside the backup",
+            manifest_file.display(),
+            manifest.sha256
+        );
+    }
+    Ok(manifest)
 }
 
 /// What a restore did, and what the operator must do before serving the store.

@@ -105,6 +105,10 @@ impl Named for pb::Report {
     const NAME: &'static str = "tidemark.v1.Report";
 }
 
+impl Named for pb::BackupManifest {
+    const NAME: &'static str = "tidemark.v1.BackupManifest";
+}
+
 impl Named for pb::Envelope {
     const NAME: &'static str = "tidemark.v1.Envelope";
     fn prepare(value: &mut serde_json::Value) {

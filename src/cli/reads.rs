@@ -520,6 +520,17 @@ async fn same_history(
     last: &serde_json::Value,
     data_path: &Path,
 ) -> anyhow::Result<()> {
+    if let Some(kind) = last["meta"]["kind"]
+        .as_str()
+        .filter(|k| !["report", "retraction"].contains(k))
+    {
+        bail!(
+            "the last line of {} says meta.kind {kind:?}; a mirrored change is a \"report\" or \
+             a \"retraction\", as sync writes it: the line was edited; put it back, or move \
+             the file away to mirror anew",
+            data_path.display()
+        );
+    }
     let Some(entry) = mirrored_entry(last) else {
         return Ok(());
     };
@@ -540,9 +551,9 @@ async fn same_history(
             format!(
                 "the change {} ends with (sequence {sequence}) is not in the server's \
                  transparency log: the exchange was restored from an older backup, or its \
-                 history was rewritten, so this mirror is no longer a copy of it. Nothing was \
-                 written; keep the mirror as evidence, mirror again into a new directory, and \
-                 tell the operator",
+                 history was rewritten (or that line was edited), so this mirror is no longer \
+                 a copy of it. Nothing was written; keep the mirror as evidence, mirror again \
+                 into a new directory, and tell the operator",
                 data_path.display()
             ),
         )
@@ -596,6 +607,7 @@ fn reconcile(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", data_path.display())),
     };
+    trim_blank_end(&mut file)?;
     let len = file.metadata()?.len();
     // Read backwards until the last line feed, and the one before it.
     let mut tail = Vec::new();
@@ -645,11 +657,18 @@ fn reconcile(
             data_path.display()
         )
     })?;
-    // A number; mirrors written before 2026-12 hold it as a string (as proto3 JSON may).
+    // A number; mirrors written before 2026-12 hold it as a string (as proto3 JSON may),
+    // and the proto3 JSON mapping takes an integral number written 19.0 too.
     let field = &last["meta"]["sequence"];
     let sequence = field
         .as_u64()
         .or_else(|| field.as_str().and_then(|t| t.parse().ok()))
+        .or_else(|| {
+            field
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < 9.0e15)
+                .and_then(|f| format!("{f:.0}").parse().ok())
+        })
         .ok_or_else(|| {
             anyhow!(
                 "the last line of {} has no meta.sequence; move the file away to mirror anew",
@@ -658,6 +677,28 @@ fn reconcile(
         })?;
     write_cursor(cursor_path, sequence)?;
     Ok(Some((sequence, last)))
+}
+
+/// Removes blank lines at the end of a mirror file (an editor's), keeping the line feed
+/// that ends its last line; a last line without one (cut short) is left as it is.
+fn trim_blank_end(file: &mut fs::File) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(start))?;
+    file.read_to_end(&mut tail)?;
+    let Some(last) = tail.iter().rposition(|b| !b.is_ascii_whitespace()) else {
+        return Ok(());
+    };
+    if let Some(feed) = tail[last..].iter().position(|b| *b == b'\n') {
+        let keep = start + (last + feed) as u64 + 1;
+        if keep < len {
+            file.set_len(keep)?;
+            file.sync_data()?;
+        }
+    }
+    Ok(())
 }
 
 fn write_cursor(cursor_path: &Path, cursor: u64) -> anyhow::Result<()> {
@@ -869,5 +910,11 @@ mod tests {
         let (sequence, last) = reconcile(&data, &cursor).unwrap().unwrap();
         assert_eq!((sequence, last["meta"]["sequence"].as_u64()), (7, Some(7)));
         assert_eq!(std::fs::read_to_string(&cursor).unwrap(), "7\n");
+        // Blank lines at the end (an editor's) are dropped; an integral 8.0 is a number.
+        let line = r#"{"meta":{"sequence":8.0},"envelope":{}}"#;
+        std::fs::write(&data, format!("{line}\n\n  \r\n")).unwrap();
+        let (sequence, _) = reconcile(&data, &cursor).unwrap().unwrap();
+        assert_eq!(sequence, 8);
+        assert_eq!(std::fs::read_to_string(&data).unwrap(), format!("{line}\n"));
     }
 }

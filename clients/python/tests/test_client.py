@@ -353,6 +353,9 @@ def test_file_borne_texts_are_read_past_a_byte_order_mark(server, tmp_path):
         note = aus.checkpoint()
     marked = "\ufeff" + key + "\n"
     assert tlog.verify_log_proof(proof, marked).index >= 0
+    # The key id's hex digits in upper case, as the CLI and Go's note package read them.
+    name, hex_id, rest = key.split("+", 2)
+    assert tlog.verify_log_proof(proof, f"{name}+{hex_id.upper()}+{rest}").index >= 0
     opened = tlog.open_checkpoint("\ufeff" + note.replace("\n", "\r\n"), tlog.NoteVerifier.parse(marked))
     assert opened.size >= 1
 

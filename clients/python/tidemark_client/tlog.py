@@ -105,7 +105,11 @@ def _parse_key(vkey: str, kind: int, what: str, source: str):
     if len(raw) != 33 or raw[0] != kind:
         raise LogProofError(f"not an Ed25519 {what} (type {kind:#04x}, 32 bytes)")
     key_id = _key_id(name, raw)
-    if len(hex_id) != 8 or hex_id.lower() != hex_id or int(hex_id, 16) != key_id:
+    # Hex digits in either case, as `tidemark` and Go's golang.org/x/mod/sumdb/note read
+    # them (strconv.ParseUint); anything else is not an id.
+    if len(hex_id) != 8 or any(c not in "0123456789abcdefABCDEF" for c in hex_id):
+        raise LogProofError(f"the {what}'s id {hex_id!r} is not 8 hex digits")
+    if int(hex_id, 16) != key_id:
         raise LogProofError(
             f"the {what}'s id {hex_id!r} is not {key_id:08x}, the one its name and key "
             "give: the key was altered"

@@ -934,6 +934,49 @@ async fn a_suspended_state_still_checks_the_operator_and_nothing_else() {
     }
 }
 
+/// An operator's profile in `dir`, and a backup taken with the CLI into `dir`.
+fn backup_as_operator(
+    pki: &TestPki,
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> (String, std::path::PathBuf) {
+    let operator = profile(dir, "operator", &common::operator(pki));
+    let file = dir.join("before.backup");
+    let out = run(&[
+        "admin",
+        "backup",
+        "--out",
+        &file.display().to_string(),
+        "--endpoint",
+        &server.endpoint(),
+        "--as",
+        &operator,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (operator, file)
+}
+
+/// `file` restored with the CLI into a new directory, and what the CLI said.
+fn restore(file: &std::path::Path) -> (tempfile::TempDir, std::process::Output) {
+    let data = tempfile::TempDir::new().unwrap();
+    let out = run(&[
+        "restore",
+        &file.display().to_string(),
+        "--data",
+        &data.path().display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (data, out)
+}
+
 /// A restore rolls the store back, but not a certificate revocation made after the
 /// backup: the server carries the CRL file's revocations into the restored store at
 /// start, and records the restore and each carried revocation in the audit log (and so
@@ -950,23 +993,7 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
         .await
         .unwrap();
     let dir = tempfile::TempDir::new().unwrap();
-    let operator = profile(dir.path(), "operator", &common::operator(&pki));
-    let file = dir.path().join("before.backup");
-    let out = run(&[
-        "admin",
-        "backup",
-        "--out",
-        &file.display().to_string(),
-        "--endpoint",
-        &server.endpoint(),
-        "--as",
-        &operator,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (operator, file) = backup_as_operator(&pki, &server, dir.path());
     // After the backup: a signing key is revoked and a state suspended, then reinstated
     // and suspended again (the latest status counts), and a node's certificate revoked.
     let mut admin = server.admin(&common::operator(&pki)).await;
@@ -1058,18 +1085,7 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
     assert!(String::from_utf8_lossy(&out.stdout).contains("still holds it"));
     server.stop().await;
 
-    let restored = tempfile::TempDir::new().unwrap();
-    let out = run(&[
-        "restore",
-        &file.display().to_string(),
-        "--data",
-        &restored.path().display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (restored, out) = restore(&file);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("access-journal.json"),
         "the restore says which files to keep: {}",
@@ -1171,18 +1187,7 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
 
     // Restored again, without the access journal: the first start is refused, naming
     // it, unless told the files are lost.
-    let again = tempfile::TempDir::new().unwrap();
-    let out = run(&[
-        "restore",
-        &file.display().to_string(),
-        "--data",
-        &again.path().display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (again, _) = restore(&file);
     let journal = pki.dir.path().join("access-journal.json");
     let kept = std::fs::read(&journal).unwrap();
     std::fs::remove_file(&journal).unwrap();
@@ -1225,23 +1230,7 @@ async fn with_the_ca_offline_a_restore_keeps_certificate_revocations_too() {
     let offline = |c: &mut tidemark::Config| c.tls.ca_key = None;
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), offline).await;
     let dir = tempfile::TempDir::new().unwrap();
-    let operator = profile(dir.path(), "operator", &common::operator(&pki));
-    let file = dir.path().join("before.backup");
-    let out = run(&[
-        "admin",
-        "backup",
-        "--out",
-        &file.display().to_string(),
-        "--endpoint",
-        &server.endpoint(),
-        "--as",
-        &operator,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, file) = backup_as_operator(&pki, &server, dir.path());
     let lost = pki.client(tidemark::Role::Node(common::state("IDN")), "jakarta-9");
     let serial = server
         .exchange(&lost)
@@ -1265,18 +1254,7 @@ async fn with_the_ca_offline_a_restore_keeps_certificate_revocations_too() {
         !pki.dir.path().join("crl.pem").exists(),
         "no CRL without the CA key"
     );
-    let restored = tempfile::TempDir::new().unwrap();
-    let out = run(&[
-        "restore",
-        &file.display().to_string(),
-        "--data",
-        &restored.path().display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (restored, _) = restore(&file);
     let server = TestServer::start_with(&pki, restored, offline).await;
     let refused = server
         .exchange(&lost)

@@ -192,11 +192,14 @@ fn an_unreadable_ca_key_is_named_with_its_form_before_the_store_is_made() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    std::fs::write(
-        dir.path().join("certs/ca.key"),
-        "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----\n",
-    )
-    .unwrap();
+    // The key pki init made, labelled as OpenSSL labels a SEC1 key: made here, never
+    // kept in the repository.
+    let ca_key = dir.path().join("certs/ca.key");
+    let relabelled = std::fs::read_to_string(&ca_key)
+        .unwrap()
+        .replace(" PRIVATE KEY-----", " EC PRIVATE KEY-----");
+    assert!(relabelled.contains("EC PRIVATE KEY"));
+    std::fs::write(&ca_key, relabelled).unwrap();
     let printed = Command::new(BIN)
         .args(["serve", "--print-config"])
         .current_dir(dir.path())

@@ -195,9 +195,12 @@ fn an_unreadable_ca_key_is_named_with_its_form_before_the_store_is_made() {
     // The key pki init made, labelled as OpenSSL labels a SEC1 key: made here, never
     // kept in the repository.
     let ca_key = dir.path().join("certs/ca.key");
-    let relabelled = std::fs::read_to_string(&ca_key)
-        .unwrap()
-        .replace(" PRIVATE KEY-----", " EC PRIVATE KEY-----");
+    let text = std::fs::read_to_string(&ca_key).unwrap();
+    let body: String = text.lines().nth(1).unwrap().chars().take(12).collect();
+    let relabelled = format!(
+        "-----BEGIN EC{0}-----\n{body}\n-----END EC{0}-----\n",
+        " PRIVATE KEY"
+    );
     assert!(relabelled.contains("EC PRIVATE KEY"));
     std::fs::write(&ca_key, relabelled).unwrap();
     let printed = Command::new(BIN)

@@ -7,10 +7,10 @@ import json
 import re
 import time
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
 
 import grpc
 from google.protobuf import json_format
@@ -580,7 +580,7 @@ class Client:
         that differs from the entry's is refused."""
         if log_proof is not None:
             accepted_at = self._proven_acceptance(envelope, log_proof, log_key, accepted_at)
-        kinds = {
+        kinds: Dict[str, Union[Type[report_pb2.Report], Type[report_pb2.Retraction]]] = {
             dsse.REPORT_PAYLOAD_TYPE: report_pb2.Report,
             dsse.RETRACTION_PAYLOAD_TYPE: report_pb2.Retraction,
         }
@@ -610,7 +610,7 @@ class Client:
         # One encoding only, as the server and `tidemark verify` hold it (Envelope.payload):
         # a field given twice, an unknown field or a padded number would let one signed
         # payload be read two ways.
-        canonical = kind()
+        canonical: Message = kind()
         canonical.CopyFrom(message)
         canonical.DiscardUnknownFields()
         _zero_negative_zeros(canonical)
@@ -743,13 +743,17 @@ class Client:
                 raise ValueError(f"{name} takes a list, not a string: {name}=[{given!r}]")
         _no_bare_strings(filter_fields, analytics_pb2.AggregateFilter)
         for name in ("category", "categories"):
-            given = filter_fields.get(name)
-            if isinstance(given, str):
-                filter_fields[name] = _category(given)
-            elif isinstance(given, (list, tuple)):
-                filter_fields[name] = [_category(c) if isinstance(c, str) else c for c in given]
-        dims = [_named(DIMENSIONS, d, "dimension") for d in group_by]
-        mets = [_named(METRICS, m, "metric") for m in metrics]
+            category = filter_fields.get(name)
+            if isinstance(category, str):
+                filter_fields[name] = _category(category)
+            elif isinstance(category, (list, tuple)):
+                filter_fields[name] = [_category(c) if isinstance(c, str) else c for c in category]
+        # The names' numbers are the enums' own (`_cli_names`).
+        dims = cast(
+            List[analytics_pb2.Dimension],
+            [_named(DIMENSIONS, d, "dimension") for d in group_by],
+        )
+        mets = cast(List[analytics_pb2.Metric], [_named(METRICS, m, "metric") for m in metrics])
         request = analytics_pb2.AggregateRequest(
             group_by=dims,
             metrics=mets,

@@ -5,10 +5,10 @@ ended part-way did (a tidemark.v1.ImportResponse)."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no stubs published
 from grpc_status import rpc_status
 from tidemark.v1 import exchange_pb2
 
@@ -79,7 +79,7 @@ class TidemarkError(Exception):
         reason: Optional[str] = None
         metadata: Dict[str, str] = {}
         partial: Optional[exchange_pb2.ImportResponse] = None
-        status = rpc_status.from_call(error) if hasattr(error, "trailing_metadata") else None
+        status = rpc_status.from_call(cast(grpc.Call, error)) if hasattr(error, "trailing_metadata") else None
         for detail in status.details if status else []:
             bad = error_details_pb2.BadRequest()
             info = error_details_pb2.ErrorInfo()

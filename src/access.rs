@@ -755,6 +755,28 @@ impl Recheck {
         })
     }
 
+    /// Rechecks items of sequence numbers after `read_at` (a subscription's pushes).
+    pub(crate) fn after(store: Store, changes: watch::Receiver<u64>, read_at: u64) -> Self {
+        Self {
+            store,
+            changes,
+            read_at,
+            current: None,
+        }
+    }
+
+    /// The store as it now stands, if anything was committed since the read's snapshot.
+    fn changed(&mut self) -> Result<Option<&Snapshot>, StoreError> {
+        let now = *self.changes.borrow();
+        if now <= self.read_at {
+            return Ok(None);
+        }
+        if self.current.as_ref().is_none_or(|(at, _)| *at != now) {
+            self.current = Some((now, Box::new(self.store.snapshot()?)));
+        }
+        Ok(self.current.as_ref().map(|(_, current)| &**current))
+    }
+
     /// Whether `hit` may still be sent to `reader`: one of its own reports always; another
     /// state's if nothing was committed since the read's snapshot, or if the report's
     /// scope as it now stands, and its version's own, allow it.
@@ -762,21 +784,44 @@ impl Recheck {
         if hit.head.state == reader.as_str() {
             return Ok(true);
         }
-        let now = *self.changes.borrow();
-        if now <= self.read_at {
+        let Some(current) = self.changed()? else {
             return Ok(true);
-        }
-        if self.current.as_ref().is_none_or(|(at, _)| *at != now) {
-            self.current = Some((now, Box::new(self.store.snapshot()?)));
-        }
-        let Some((_, current)) = &self.current else {
-            return Ok(false);
         };
         let id = Uuid::from_slice(&hit.record.report_id)
             .map_err(|_| StoreError::Corrupt(format!("envelope {}: report id", hit.sequence)))?;
         Ok(current
             .head(id.as_u128())?
             .is_some_and(|head| envelope_visible_to(&head, &hit.record, reader)))
+    }
+
+    /// Checks an item again as it is handed to the transport, after it waited in the
+    /// read's queue: whether it may still go to `reader` (as [`Self::allows`]), and its
+    /// report's status as it now stands written into `meta` (a report amended or
+    /// retracted meanwhile is not sent as live).
+    pub(crate) fn still_allows(
+        &mut self,
+        meta: &mut pb::EnvelopeMeta,
+        reader: CountryCode,
+    ) -> Result<bool, StoreError> {
+        let Some(current) = self.changed()? else {
+            return Ok(true);
+        };
+        let Ok(id) = Uuid::parse_str(&meta.report_id) else {
+            return Ok(false);
+        };
+        let Some(head) = current.head(id.as_u128())? else {
+            return Ok(false);
+        };
+        if head.state != reader.as_str() {
+            let Some(record) = current.envelope(meta.sequence)? else {
+                return Ok(false);
+            };
+            if !envelope_visible_to(&head, &record, reader) {
+                return Ok(false);
+            }
+        }
+        meta.status = status(&head) as i32;
+        Ok(true)
     }
 }
 
@@ -880,15 +925,20 @@ fn walk_log(
     Ok(())
 }
 
-/// Server metadata for an envelope.
-pub(crate) fn meta(hit: &Hit) -> pb::EnvelopeMeta {
-    let status = if hit.head.retracted {
+/// A report's status as its head stands.
+fn status(head: &ReportHead) -> pb::ReportStatus {
+    if head.retracted {
         pb::ReportStatus::Retracted
-    } else if hit.head.latest_version() > 1 {
+    } else if head.latest_version() > 1 {
         pb::ReportStatus::Amended
     } else {
         pb::ReportStatus::Live
-    };
+    }
+}
+
+/// Server metadata for an envelope.
+pub(crate) fn meta(hit: &Hit) -> pb::EnvelopeMeta {
+    let status = status(&hit.head);
     pb::EnvelopeMeta {
         sequence: hit.sequence,
         accepted_at_unix: hit.record.accepted_at,

@@ -245,6 +245,139 @@ async fn read_while_narrowing<T>(
     ids
 }
 
+/// Items already queued for a reader (behind its small window) are held to their report
+/// as it stands when they go, not as it stood when they were queued: one narrowed
+/// meanwhile is not sent, and one amended or retracted meanwhile goes with its status as
+/// it now stands (never as live). Query, sync and subscribe.
+#[tokio::test]
+async fn items_already_queued_are_held_to_a_scope_narrowed_or_a_report_retracted_meanwhile() {
+    const REPORTS: u64 = 400;
+    let all = pb::SharingScope::AllContributors;
+    let sync_request = || pb::SyncRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    for read in ["query", "sync", "subscribe"] {
+        let world = world_with_reports(REPORTS).await;
+        let by_id: BTreeMap<String, pb::Report> = (0..REPORTS)
+            .map(|seed| report("AUS", seed, false, all, &[]))
+            .map(|r| (r.report_id.clone(), r))
+            .collect();
+        // AUS's reports in the order the read sends them (a subscription: as imported).
+        let mut wide = world.exchange("IDN").await;
+        let order: Vec<String> = if read == "query" {
+            let stream = wide.query(smuggling()).await.unwrap().into_inner();
+            read_around(stream, |i| i.meta, async {}, usize::MAX, u32::MAX).await
+        } else {
+            let stream = wide.sync(sync_request()).await.unwrap().into_inner();
+            read_around(stream, |i| i.meta, async {}, usize::MAX, u32::MAX).await
+        }
+        .into_iter()
+        .filter(|meta| meta.reporting_state == "AUS")
+        .map(|meta| meta.report_id)
+        .collect();
+        // Past what the small window and one encoded chunk took (about 110 of these small
+        // reports), within the read's queue (256 items) behind them.
+        let (narrowed, retracted, amended) = (&order[180], &order[190], &order[200]);
+        // A subscription's pushes queue up as AUS amends every report (below): the changes
+        // made while they wait are version 3.
+        let version = if read == "subscribe" { 3 } else { 2 };
+        let change = async {
+            let mut v = by_id[narrowed].clone();
+            v.version = version;
+            v.sharing = Some(pb::Sharing {
+                scope: pb::SharingScope::AggregateOnly as i32,
+                ..Default::default()
+            });
+            world.submit(&v).await;
+            let mut aus = world.exchange("AUS").await;
+            let retraction = common::retraction(&by_id[retracted], version, world.key("AUS"));
+            common::submit(&mut aus, retraction).await.unwrap();
+            let mut v = by_id[amended].clone();
+            v.version = version;
+            world.submit(&v).await;
+        };
+        let mut idn = small_window_reader(&world, "IDN").await;
+        let seen: BTreeMap<String, pb::EnvelopeMeta> = match read {
+            "query" => {
+                let stream = idn.query(smuggling()).await.unwrap().into_inner();
+                Box::pin(read_around(stream, |i| i.meta, change, usize::MAX, version)).await
+            }
+            "sync" => {
+                let stream = idn.sync(sync_request()).await.unwrap().into_inner();
+                Box::pin(read_around(stream, |i| i.meta, change, usize::MAX, version)).await
+            }
+            _ => {
+                let stream = idn.subscribe(smuggling()).await.unwrap().into_inner();
+                let items = order.iter().map(|id| {
+                    let mut v2 = by_id[id].clone();
+                    v2.version = 2;
+                    common::submit_request(sign(&v2, world.key("AUS")))
+                });
+                let mut aus = world.exchange("AUS").await;
+                let items: Vec<_> = items.collect();
+                aus.import(tokio_stream::iter(items)).await.unwrap();
+                Box::pin(read_around(stream, |i| i.meta, change, 200, version)).await
+            }
+        }
+        .into_iter()
+        .map(|meta| (meta.report_id.clone(), meta))
+        .collect();
+        assert!(seen.len() > 150, "{read}: {} items", seen.len());
+        assert!(
+            !seen.contains_key(narrowed),
+            "{read}: the report narrowed while queued was sent"
+        );
+        let status = |id: &String| seen.get(id).map(|m| m.status);
+        assert_eq!(
+            status(retracted),
+            Some(pb::ReportStatus::Retracted as i32),
+            "{read}: the report retracted while queued"
+        );
+        assert_eq!(
+            status(amended),
+            Some(pb::ReportStatus::Amended as i32),
+            "{read}: the report amended while queued"
+        );
+    }
+}
+
+/// Reads the first item of `stream`, waits for the server to fill the read's queue
+/// behind a small window, runs `change`, then reads on until the stream ends or
+/// `wanted` reports were read: the first item of each report, of a version below
+/// `below`, in the order read.
+async fn read_around<T>(
+    mut stream: tonic::Streaming<T>,
+    meta: impl Fn(T) -> Option<pb::EnvelopeMeta>,
+    change: impl std::future::Future<Output = ()>,
+    wanted: usize,
+    below: u32,
+) -> Vec<pb::EnvelopeMeta> {
+    let mut seen: Vec<pb::EnvelopeMeta> = Vec::new();
+    let keep = |seen: &mut Vec<pb::EnvelopeMeta>, item: T| {
+        let meta = meta(item).unwrap();
+        if meta.version < below && !seen.iter().any(|m| m.report_id == meta.report_id) {
+            seen.push(meta);
+        }
+    };
+    keep(
+        &mut seen,
+        stream.message().await.unwrap().expect("the first item"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    change.await;
+    while seen.len() < wanted {
+        let next = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("the read neither ends nor sends anything");
+        match next.unwrap() {
+            Some(item) => keep(&mut seen, item),
+            None => break,
+        }
+    }
+    seen
+}
+
 #[tokio::test]
 async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
     // Far more than the reader's 16 KiB receive window holds, so the server is still

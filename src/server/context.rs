@@ -190,7 +190,7 @@ impl Context {
         guard: CallGuard,
         peer: &PeerIdentity,
         state: CountryCode,
-        (kind, detail): (ReadKind, String),
+        (kind, detail, gate): (ReadKind, String, delivery::Gate<T>),
         read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Guarded<T>, Status> {
         let slot = self
@@ -202,7 +202,7 @@ impl Context {
             .audit_start(&kind, (&principal, state.as_str()), &detail)
             .await?
             .begin();
-        let (tx, ledger, taken) = delivery::queue();
+        let (tx, ledger, taken) = delivery::queue(gate);
         let queue = ledger.clone();
         let writer = self.writer.clone();
         let errors = tx.clone();

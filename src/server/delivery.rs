@@ -24,12 +24,19 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::{access::ReadLog, pb};
+use crate::{
+    access::{ReadLog, Recheck},
+    country::CountryCode,
+    pb,
+};
 
 /// An item of an audited read: whose report it carries, and which.
 pub(super) trait Delivered {
     /// The item's metadata (every item a read sends has it).
     fn meta(&self) -> Option<&pb::EnvelopeMeta>;
+
+    /// The same, to bring up to date as the item goes.
+    fn meta_mut(&mut self) -> Option<&mut pb::EnvelopeMeta>;
 
     /// The owning state, and the report's id if it reads as one.
     fn owner_and_report(&self) -> Option<(&str, Option<Uuid>)> {
@@ -45,12 +52,41 @@ impl Delivered for pb::QueryResult {
     fn meta(&self) -> Option<&pb::EnvelopeMeta> {
         self.meta.as_ref()
     }
+
+    fn meta_mut(&mut self) -> Option<&mut pb::EnvelopeMeta> {
+        self.meta.as_mut()
+    }
 }
 
 impl Delivered for pb::SyncItem {
     fn meta(&self) -> Option<&pb::EnvelopeMeta> {
         self.meta.as_ref()
     }
+
+    fn meta_mut(&mut self) -> Option<&mut pb::EnvelopeMeta> {
+        self.meta.as_mut()
+    }
+}
+
+/// The last check of an item as HTTP/2 takes it from the queue: `false` drops it
+/// unsent. An item can wait in the queue (and HTTP/2 buffers) while its owner narrows
+/// the report's scope, amends or retracts it: the read's own checks ran when it was
+/// queued.
+pub(super) type Gate<T> = Box<dyn FnMut(&mut T) -> bool + Send>;
+
+/// A [`Gate`] that holds each item to its report as the store now stands
+/// ([`Recheck::still_allows`]): its scope must still let `reader` have it, and its
+/// status is brought up to date. A store error drops the item (and is logged).
+pub(super) fn rechecked<T: Delivered>(mut recheck: Recheck, reader: CountryCode) -> Gate<T> {
+    Box::new(move |item: &mut T| {
+        let Some(meta) = item.meta_mut() else {
+            return true;
+        };
+        recheck.still_allows(meta, reader).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "an item of a read could not be checked against the store, so it was not sent");
+            false
+        })
+    })
 }
 
 /// Results queued ahead of a slow reader.
@@ -58,14 +94,16 @@ const STREAM_BUFFER: usize = 256;
 
 /// A read's queue: where the read sends its results, the [`Ledger`] of what its caller
 /// took, and the stream HTTP/2 takes them from.
-pub(super) fn queue<T: Delivered>() -> (
+pub(super) fn queue<T: Delivered>(
+    gate: Gate<T>,
+) -> (
     tokio::sync::mpsc::Sender<Result<T, Status>>,
     Arc<Ledger>,
     Delivering<T>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
     let ledger = Arc::new(Ledger::default());
-    let taken = ledger.stream(ReceiverStream::new(rx));
+    let taken = ledger.stream(ReceiverStream::new(rx), gate);
     (tx, ledger, taken)
 }
 
@@ -145,10 +183,12 @@ impl Ledger {
     pub(super) fn stream<T: Delivered>(
         self: &Arc<Self>,
         items: ReceiverStream<Result<T, Status>>,
+        gate: Gate<T>,
     ) -> Delivering<T> {
         Delivering {
             items,
             ledger: self.clone(),
+            gate,
         }
     }
 }
@@ -157,6 +197,7 @@ impl Ledger {
 pub(super) struct Delivering<T> {
     items: ReceiverStream<Result<T, Status>>,
     ledger: Arc<Ledger>,
+    gate: Gate<T>,
 }
 
 impl<T: Delivered> Stream for Delivering<T> {
@@ -165,14 +206,25 @@ impl<T: Delivered> Stream for Delivering<T> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            let item = match Pin::new(&mut this.items).poll_next(cx) {
+            let mut item = match Pin::new(&mut this.items).poll_next(cx) {
                 Poll::Ready(Some(Ok(item))) => item,
                 other => return other,
             };
+            let closed = this.ledger.state().closed;
+            // Checked outside the lock: the gate reads the store.
+            let send = !closed && (this.gate)(&mut item);
             let mut state = this.ledger.state();
             state.queued = state.queued.saturating_sub(1);
             if state.closed {
                 // Queued before the read ended, and not taken by then: never sent.
+                continue;
+            }
+            if !send {
+                let wake = state.draining;
+                drop(state);
+                if wake {
+                    this.ledger.changed.notify_waiters();
+                }
                 continue;
             }
             if let Some((owner, report)) = item.owner_and_report() {
@@ -359,7 +411,7 @@ mod tests {
     async fn only_what_was_taken_counts_and_what_is_queued_at_close_is_never_sent() {
         let ledger = Arc::new(Ledger::default());
         let (tx, rx) = mpsc::channel(16);
-        let mut stream = ledger.stream(ReceiverStream::new(rx));
+        let mut stream = ledger.stream(ReceiverStream::new(rx), Box::new(|_| true));
         queue(&ledger, &tx, &["AUS", "AUS", "THA", "AUS", "THA"]).await;
         for _ in 0..3 {
             stream.next().await.unwrap().unwrap();
@@ -378,11 +430,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_item_its_gate_refuses_as_it_goes_is_neither_sent_nor_counted() {
+        let ledger = Arc::new(Ledger::default());
+        let (tx, rx) = mpsc::channel(16);
+        let gate: Gate<pb::SyncItem> = Box::new(|item| {
+            let meta = item.meta.as_mut().unwrap();
+            meta.status = pb::ReportStatus::Retracted as i32;
+            meta.reporting_state != "THA"
+        });
+        let mut stream = ledger.stream(ReceiverStream::new(rx), gate);
+        queue(&ledger, &tx, &["AUS", "THA", "AUS", "THA"]).await;
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            let meta = stream.next().await.unwrap().unwrap().meta.unwrap();
+            assert_eq!(meta.status, pb::ReportStatus::Retracted as i32);
+            sent.push(meta.reporting_state);
+        }
+        assert_eq!(sent, ["AUS", "AUS"]);
+        drop(tx);
+        assert!(stream.next().await.is_none(), "the last THA item is not sent");
+        // The refused items no longer wait: the read is drained.
+        let unfinished = Unfinished::default();
+        let (_read, mut cut) = unfinished.start();
+        let drained = ledger.drained(Duration::from_millis(200), &mut cut);
+        assert!(matches!(drained.await, Drained::Taken));
+        assert_eq!(counts(&ledger.close(), "p"), [("AUS".to_owned(), 2)]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn drained_waits_for_the_caller_to_take_everything_or_go() {
         let stall = Duration::from_millis(200);
         let ledger = Arc::new(Ledger::default());
         let (tx, rx) = mpsc::channel(16);
-        let mut stream = ledger.stream(ReceiverStream::new(rx));
+        let mut stream = ledger.stream(ReceiverStream::new(rx), Box::new(|_| true));
         queue(&ledger, &tx, &["AUS", "AUS"]).await;
         let unfinished = Unfinished::default();
         let (_read, mut cut) = unfinished.start();
@@ -402,7 +482,7 @@ mod tests {
         // A caller that goes away drains it too, with nothing more counted.
         let ledger = Arc::new(Ledger::default());
         let (tx, rx) = mpsc::channel(16);
-        let gone = ledger.stream(ReceiverStream::new(rx));
+        let gone = ledger.stream(ReceiverStream::new(rx), Box::new(|_| true));
         queue(&ledger, &tx, &["THA"]).await;
         drop((gone, stream));
         assert_eq!(ledger.drained(stall, &mut cut).await, Drained::Taken);
@@ -428,7 +508,7 @@ mod tests {
         let (read, mut cut) = unfinished.start();
         let ledger = Arc::new(Ledger::default());
         let (tx, rx) = mpsc::channel(16);
-        let _stream = ledger.stream(ReceiverStream::new(rx));
+        let _stream = ledger.stream(ReceiverStream::new(rx), Box::new(|_| true));
         queue(&ledger, &tx, &["AUS"]).await;
         let stall = Duration::from_secs(60);
         let waiting = tokio::spawn(async move { ledger.drained(stall, &mut cut).await });

@@ -182,7 +182,8 @@ impl Context {
         };
         let with_proofs = req.include_log_proofs;
         let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
-        self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
+        let gate = self.gate(snap.last_sequence()?, state);
+        self.audited_stream(guard, peer, state, (kind, detail, gate), move |emit| {
             let mut failed = None;
             access::query(
                 &snap,
@@ -224,8 +225,9 @@ impl Context {
             category,
         };
         let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
+        let gate = self.gate(snap.last_sequence()?, state);
         let with_proofs = req.include_log_proofs;
-        self.audited_stream(guard, peer, state, (kind, detail), move |emit| {
+        self.audited_stream(guard, peer, state, (kind, detail, gate), move |emit| {
             let mut failed = None;
             access::sync(&snap, category, req.after_sequence, state, |hit| {
                 let item = recheck.allows(&hit, state).and_then(|allowed| {
@@ -288,7 +290,7 @@ impl Context {
             .audit_start(&kind, (&principal, state.as_str()), &detail)
             .await?
             .begin();
-        let (tx, ledger, taken) = delivery::queue();
+        let (tx, ledger, taken) = delivery::queue(self.gate(cursor, state));
         let queue = ledger.clone();
         let ctx = self.clone();
         let caller = peer.clone();
@@ -367,6 +369,13 @@ impl Context {
             }
         });
         Ok(guard.guard(taken))
+    }
+
+    /// The last check of a read's items as they go ([`delivery::rechecked`]): what
+    /// owners changed after sequence `read_at`, while the items waited in the queue.
+    fn gate<T: Delivered>(&self, read_at: u64, state: CountryCode) -> delivery::Gate<T> {
+        let recheck = Recheck::after(self.store.clone(), self.writer.changes(), read_at);
+        delivery::rechecked(recheck, state)
     }
 
     /// Refuses unless `state` stands in `category` now.

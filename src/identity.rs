@@ -21,7 +21,9 @@
 //! A [`PeerIdentity`] can only be made by [`PeerIdentity::from_certificate`], which checks
 //! all of this, so code that holds one knows the caller was authenticated.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
+
+use rustls::pki_types::CertificateDer;
 
 use x509_parser::{extensions::GeneralName, prelude::FromDer};
 
@@ -173,6 +175,9 @@ pub struct PeerIdentity {
     serial: String,
     not_before: i64,
     not_after: i64,
+    /// The chain it presented, leaf first: checked again against the CA bundle as it
+    /// stands after a reload.
+    chain: Arc<[CertificateDer<'static>]>,
 }
 
 impl PeerIdentity {
@@ -203,7 +208,23 @@ impl PeerIdentity {
             serial: serial_hex(cert.raw_serial()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            chain: Arc::from([CertificateDer::from(der.to_vec())]),
         })
+    }
+
+    /// The same peer with the whole chain it presented (leaf first, as the TLS layer
+    /// has it): [`Self::from_certificate`] keeps the leaf alone.
+    #[must_use]
+    pub fn with_chain(mut self, chain: &[CertificateDer<'static>]) -> Self {
+        if !chain.is_empty() {
+            self.chain = Arc::from(chain);
+        }
+        self
+    }
+
+    /// The chain the peer presented, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
     }
 
     /// Who the certificate names.

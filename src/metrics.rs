@@ -209,7 +209,7 @@ impl Metrics {
         r.register(
             "tidemark_connections_closed",
             "Connections closed because their client certificate's rights lapsed, by \
-             reason (revoked, expired, suspended)",
+             reason (revoked, expired, suspended, untrusted: its CA left the bundle)",
             self.connections_closed.clone(),
         );
         r.register_with_unit(

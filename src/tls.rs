@@ -73,14 +73,8 @@ impl ServerTlsMaterial {
         crls: Vec<CertificateRevocationListDer<'static>>,
     ) -> Result<rustls::ServerConfig, TlsError> {
         let provider = provider();
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in &self.client_ca {
-            roots
-                .add(ca.clone())
-                .map_err(|e| TlsError::Config(format!("client CA certificate: {e}")))?;
-        }
         let mut verifier =
-            WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone());
+            WebPkiClientVerifier::builder_with_provider(self.client_roots()?, provider.clone());
         if !crls.is_empty() {
             // Our CRL covers the certificates our CA issued; during a CA rollover the other
             // CA's certificates have no CRL here, and revocation is also checked per call.
@@ -101,6 +95,28 @@ impl ServerTlsMaterial {
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(config)
+    }
+}
+
+impl ServerTlsMaterial {
+    /// The client CA bundle as trust anchors.
+    fn client_roots(&self) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &self.client_ca {
+            roots
+                .add(ca.clone())
+                .map_err(|e| TlsError::Config(format!("client CA certificate: {e}")))?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// A verifier of client certificate chains against the CA bundle alone (revocation
+    /// is checked apart): whether a peer admitted at its handshake still chains to a CA
+    /// the server trusts after the bundle was reloaded.
+    pub(crate) fn chain_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        WebPkiClientVerifier::builder_with_provider(self.client_roots()?, provider())
+            .build()
+            .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))
     }
 }
 

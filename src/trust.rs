@@ -14,7 +14,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError, RwLock},
 };
 
-use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime, pem::PemObject};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -26,6 +26,16 @@ use crate::{
 
 /// How long a published CRL is valid; it is re-signed at every change and start.
 const CRL_VALID_DAYS: i64 = 7;
+
+/// Certificates whose chain check is remembered until the bundle is next loaded.
+const MAX_KNOWN_CHAINS: usize = 10_000;
+
+/// Checks client chains against the CA bundle as loaded ([`Trust::chains_to_a_trusted_ca`]).
+struct Chains {
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// Leaf certificate (DER) → whether it chains to a CA of the bundle.
+    known: Mutex<std::collections::HashMap<Vec<u8>, bool>>,
+}
 
 /// The server's live trust state.
 pub(crate) struct Trust {
@@ -42,6 +52,8 @@ pub(crate) struct Trust {
 
 struct State {
     tls: Arc<rustls::ServerConfig>,
+    /// Which certificates chain to a CA of the bundle as loaded.
+    chains: Chains,
     server_serial: String,
     server_not_after: i64,
     ca: Option<Arc<CertificateAuthority>>,
@@ -159,6 +171,35 @@ impl Trust {
 
     pub(crate) fn is_suspended(&self, state: &str) -> bool {
         self.read().suspended.contains(state)
+    }
+
+    /// Whether `chain` (leaf first) still chains to a CA of the bundle as last loaded: a
+    /// CA taken out of the bundle by a reload ends its certificates' rights on
+    /// connections already open, as a revocation does. Checked once per certificate
+    /// and bundle.
+    pub(crate) fn chains_to_a_trusted_ca(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        let state = self.read();
+        let mut known = state
+            .chains
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(trusted) = known.get(leaf.as_ref()) {
+            return *trusted;
+        }
+        let trusted = state
+            .chains
+            .verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok();
+        if known.len() >= MAX_KNOWN_CHAINS {
+            known.clear();
+        }
+        known.insert(leaf.as_ref().to_vec(), trusted);
+        trusted
     }
 
     /// The CA that issues certificates, if this server holds its key.
@@ -287,6 +328,10 @@ fn build(
     revoked.extend(file_only.into_iter().map(|r| r.serial));
     Ok(State {
         tls,
+        chains: Chains {
+            verifier: material.chain_verifier()?,
+            known: Mutex::default(),
+        },
         server_serial,
         server_not_after,
         ca,

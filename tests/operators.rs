@@ -452,6 +452,86 @@ async fn the_server_certificate_and_the_ca_roll_over_under_load_without_a_failed
     assert_eq!(who(&server, &identity).await.unwrap().state, "IDN");
 }
 
+/// The end of a CA rollover: once the old CA is out of the bundle and the server has
+/// reloaded it, the old CA's certificates lose their rights on connections already open
+/// — a unary call and a stream in progress — as a revoked certificate's do (they kept
+/// them, operator calls included, until the connection closed); the new CA's go on.
+#[tokio::test]
+async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_connections() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let pki = TestPki::new();
+    let dir = pki.dir.path().to_owned();
+    let old_ca = pki.ca.cert_pem().to_owned();
+    let new_ca = CertificateAuthority::generate("test CA 2", Validity::days_from_now(30)).unwrap();
+    let bundle = format!("{old_ca}{}", new_ca.cert_pem());
+    let server = TestServer::start(&pki).await;
+    std::fs::write(dir.join("ca.pem"), &bundle).unwrap();
+    let mut old_operator = server.admin(&operator(&pki)).await;
+    old_operator
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap();
+    let issue = |role: Role, name: &str| {
+        let principal = Principal::new(TRUST_DOMAIN, role, name).unwrap();
+        let issued = new_ca
+            .issue_client(&principal, Validity::days_from_now(1))
+            .unwrap();
+        // The server's own certificate is still the old CA's.
+        ClientIdentity::from_pem(issued.cert_pem, issued.key_pem, old_ca.clone())
+    };
+    let old_channel = server.channel(&node(&pki, "IDN")).await;
+    let mut old_node = pb::exchange_client::ExchangeClient::new(old_channel.clone());
+    let mut new_node = server
+        .exchange(&issue(Role::Node(state("IDN")), "new"))
+        .await;
+    let mut watch = HealthClient::new(old_channel)
+        .watch(HealthCheckRequest {
+            service: "tidemark.v1.Exchange".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
+    for client in [&mut old_node, &mut new_node] {
+        client.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    }
+
+    // The rollover ends: the old CA leaves the bundle, the new one issues (and signs the
+    // CRL, which the old one signed: moved aside, as the reload's refusal says).
+    std::fs::write(dir.join("ca.pem"), new_ca.cert_pem()).unwrap();
+    pki::write_private(&dir.join("ca.key"), &new_ca.key_pem()).unwrap();
+    std::fs::rename(dir.join("crl.pem"), dir.join("crl.pem.old-ca")).unwrap();
+    server
+        .admin(&issue(Role::Operator, "ops-new"))
+        .await
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap();
+    let refused = old_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("no longer trusts"),
+        "{refused:?}"
+    );
+    let refused = old_operator
+        .list_states(pb::ListStatesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the watch ends")
+        {
+            Ok(Some(_)) => {}
+            ended => break ended,
+        }
+    };
+    let status = ended.expect_err("the watch ends with the reason");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    new_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+}
+
 #[tokio::test]
 async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_refused() {
     let start = time::OffsetDateTime::now_utc().unix_timestamp();

@@ -16,6 +16,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use rustls::pki_types::CertificateDer;
 use tonic::{Request, Status, service::Interceptor};
 
 use crate::{identity::PeerIdentity, metrics::MethodLabels, trust::Trust};
@@ -40,7 +41,11 @@ impl Authenticate {
         }
     }
 
-    fn identify(&self, der: &[u8]) -> Result<PeerIdentity, Status> {
+    fn identify(&self, chain: &[CertificateDer<'static>]) -> Result<PeerIdentity, Status> {
+        let der = chain
+            .first()
+            .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?
+            .as_ref();
         // A poisoned lock only means another call panicked mid-insert; the map is
         // still a valid cache.
         let mut known = self
@@ -51,7 +56,8 @@ impl Authenticate {
             return Ok(peer.clone());
         }
         let peer = PeerIdentity::from_certificate(der, &self.trust_domain)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            .map_err(|e| Status::unauthenticated(e.to_string()))?
+            .with_chain(chain);
         if known.len() >= MAX_CACHED {
             known.clear();
         }
@@ -68,10 +74,7 @@ impl Interceptor for Authenticate {
                  issued by the exchange CA",
             )
         })?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("the client certificate chain is empty"))?;
-        let peer = self.identify(leaf.as_ref())?;
+        let peer = self.identify(&certs)?;
         // For the refusal log, whatever happens next.
         if let Some(caller) = request.extensions().get::<super::instrument::Caller>() {
             caller.set(peer.principal().clone());
@@ -98,6 +101,8 @@ pub(super) enum Lapse {
     Expired,
     /// Its certificate has been revoked.
     Revoked,
+    /// Its certificate no longer chains to a CA of the bundle (a reload took the CA out).
+    Untrusted,
     /// Its state has been suspended.
     Suspended,
 }
@@ -108,6 +113,7 @@ impl Lapse {
         match self {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
+            Self::Untrusted => "untrusted",
             Self::Suspended => "suspended",
         }
     }
@@ -123,6 +129,11 @@ impl Lapse {
             )),
             Self::Revoked => Status::unauthenticated(format!(
                 "client certificate {} has been revoked; ask your operator for a new one",
+                peer.serial()
+            )),
+            Self::Untrusted => Status::unauthenticated(format!(
+                "client certificate {} was issued by a CA this exchange no longer trusts (its \
+                 CA bundle was changed); ask your operator for a certificate of the current CA",
                 peer.serial()
             )),
             Self::Suspended => {
@@ -141,8 +152,8 @@ impl Lapse {
 }
 
 /// Whether `peer`'s rights have lapsed since its handshake: its certificate has expired
-/// (wall-clock time, as the handshake checked it) or been revoked, or its state has been
-/// suspended.
+/// (wall-clock time, as the handshake checked it), been revoked or no longer chains to a
+/// CA of the bundle, or its state has been suspended.
 pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -151,6 +162,8 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         Some(Lapse::Expired)
     } else if trust.is_revoked(peer.serial()) {
         Some(Lapse::Revoked)
+    } else if !trust.chains_to_a_trusted_ca(peer.chain()) {
+        Some(Lapse::Untrusted)
     } else if peer
         .principal()
         .state()

@@ -74,12 +74,11 @@ impl Connections {
         let cut = Arc::new(Cut::default());
         // A certificate that names no principal of this exchange can make no call (each
         // is refused with the reason), so there is nothing to watch.
-        let identity = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| PeerIdentity::from_certificate(leaf, &self.trust_domain).ok());
+        let identity = stream.get_ref().1.peer_certificates().and_then(|chain| {
+            let leaf = chain.first()?;
+            let peer = PeerIdentity::from_certificate(leaf, &self.trust_domain).ok()?;
+            Some(peer.with_chain(chain))
+        });
         if let Some(identity) = identity {
             // Told before any call on the connection is answered.
             let may_exchange = auth::lapse(&self.trust, &identity) != Some(auth::Lapse::Suspended);

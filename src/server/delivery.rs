@@ -448,7 +448,10 @@ mod tests {
         }
         assert_eq!(sent, ["AUS", "AUS"]);
         drop(tx);
-        assert!(stream.next().await.is_none(), "the last THA item is not sent");
+        assert!(
+            stream.next().await.is_none(),
+            "the last THA item is not sent"
+        );
         // The refused items no longer wait: the read is drained.
         let unfinished = Unfinished::default();
         let (_read, mut cut) = unfinished.start();

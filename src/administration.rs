@@ -418,14 +418,33 @@ impl Administration {
         Ok((record, !new, issued_here))
     }
 
-    /// Re-reads the TLS files; returns the server certificate's serial before and after.
-    pub(crate) fn reload_tls(&self) -> Result<(String, String), AdminError> {
+    /// The server's own SPIFFE ID: who records what no operator asked for.
+    pub(crate) fn server_principal(&self) -> String {
+        format!("spiffe://{}/server", self.trust_domain)
+    }
+
+    /// Re-reads the TLS files; returns the server certificate's serial before and after,
+    /// and the serials the CRL file revokes that the store did not (revoked by editing
+    /// the file): each is now in the store with its audit record by the server's own
+    /// SPIFFE ID, as a restart would carry it over — a revocation is never in force
+    /// without its record.
+    pub(crate) fn reload_tls(&self) -> Result<(String, String, Vec<String>), AdminError> {
         let old = self.trust.server_serial();
+        let server = self.server_principal();
         // A CRL file it cannot verify is refused here, not only logged: the operator
         // who put it there is told (and the next start would refuse it too).
-        self.trust.check_crl_file().map_err(AdminError::Trust)?;
+        let listed = self
+            .trust
+            .crl_file_entries(&format!("{server} (carried over from the CRL file)"))
+            .map_err(AdminError::Trust)?;
+        let mut carried = Vec::new();
+        for change in self.store.revocations_missing(listed)? {
+            if let AdminApplied::Revoked(record, true) = self.change(change, &server)? {
+                carried.push(record.serial);
+            }
+        }
         self.refresh()?;
-        Ok((old, self.trust.server_serial()))
+        Ok((old, self.trust.server_serial(), carried))
     }
 
     /// Rebuilds the live trust state after a revocation or suspension. When the CRL or

@@ -122,10 +122,13 @@ impl Trust {
         Ok(())
     }
 
-    /// Checks the CRL file as a reload would read it: an error that names it, or the
-    /// number of revocations it lists.
-    pub(crate) fn check_crl_file(&self) -> Result<usize, TrustError> {
-        crl_file_revocations(&self.files.ca, &self.crl_path, "the CRL file").map(|r| r.len())
+    /// The revocations the CRL file lists, its signature checked as a reload checks it
+    /// (an error that names the file), each as made by `revoked_by`.
+    pub(crate) fn crl_file_entries(
+        &self,
+        revoked_by: &str,
+    ) -> Result<Vec<RevokedCertificate>, TrustError> {
+        crl_file_revocations(&self.files.ca, &self.crl_path, revoked_by)
     }
 
     /// Rewrites the access journal beside the CRL file from the store (after a change

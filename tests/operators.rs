@@ -1118,7 +1118,8 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
 
 /// A revocation the CRL file lists and the store does not — written by another server
 /// of the exchange, or published by an offline CA — is enforced once the server re-reads
-/// its files (ReloadTls, SIGHUP), and kept when the server next rewrites the CRL.
+/// its files (ReloadTls, SIGHUP), recorded then (by the server, with its log leaf), and
+/// kept when the server next rewrites the CRL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_added_to_the_crl_file_is_enforced_on_reload_and_never_dropped() {
     let pki = TestPki::new();
@@ -1154,6 +1155,29 @@ async fn a_revocation_added_to_the_crl_file_is_enforced_on_reload_and_never_drop
         .who_am_i(pb::WhoAmIRequest {})
         .await;
     assert!(refused.is_err(), "{refused:?}");
+    // Not in force without its record: the server records it, and the reload names it.
+    let log = common::audit_log(&mut admin).await;
+    let revocation = log
+        .iter()
+        .find(|e| e.action == "revoke-certificate" && e.detail.contains(&serial))
+        .expect("the revocation found in the CRL file is on record");
+    assert_eq!(
+        revocation.principal,
+        format!("spiffe://{TRUST_DOMAIN}/server")
+    );
+    let reload = log.iter().rfind(|e| e.action == "reload-tls").unwrap();
+    assert!(reload.detail.contains(&serial), "{reload:?}");
+    assert!(revocation.number < reload.number);
+    // Recorded once: a second reload finds it in the store.
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    let log = common::audit_log(&mut admin).await;
+    let again = log.iter().rfind(|e| e.action == "reload-tls").unwrap();
+    assert!(!again.detail.contains(&serial), "{again:?}");
+    let records = log
+        .iter()
+        .filter(|e| e.action == "revoke-certificate" && e.detail.contains(&serial))
+        .count();
+    assert_eq!(records, 1);
     // Another change rewrites the CRL from the store: the entry stays in it.
     enrol(&server, &pki, "FRA").await;
     admin

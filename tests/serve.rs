@@ -435,3 +435,79 @@ async fn a_closed_standard_output_does_not_stop_the_server() {
     assert!(who.spiffe_id.contains("/state/AUS/"), "{who:?}");
     terminate(child);
 }
+
+/// SIGHUP re-reads the files as `admin reload-tls` does, and both are on record: the
+/// reload, by the server's own SPIFFE ID, and a revocation the CRL file lists that the
+/// store lacked (it used to be enforced with no record until the next restart, and a
+/// SIGHUP left none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let certs = dir.path().join("certs");
+    let (child, endpoint) = spawn_serve(dir.path(), &[]);
+    let serial = whoami(&endpoint, &certs.join("tha-node"))
+        .await
+        .certificate_serial;
+    let ca = tidemark::pki::CertificateAuthority::from_pem(
+        &std::fs::read_to_string(certs.join("ca.pem")).unwrap(),
+        &std::fs::read_to_string(certs.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let entry = tidemark::pki::RevokedEntry {
+        serial: serial.clone(),
+        revoked_at: time::OffsetDateTime::now_utc(),
+        reason: tidemark::pki::RevocationReason::KeyCompromise,
+    };
+    std::fs::write(certs.join("crl.pem"), ca.crl(&[entry], 99, 7).unwrap()).unwrap();
+    let hangup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    let operator = ClientIdentity::from_profile(&certs.join("operator")).unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(
+        tidemark::client::connect(&endpoint, &operator)
+            .await
+            .unwrap(),
+    );
+    let server = "spiffe://tidemark.local/server";
+    let mut found = None;
+    for _ in 0..100 {
+        let entries = admin
+            .audit_log(pb::AuditLogRequest {
+                after: 0,
+                limit: 1_000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        let by_server = |action: &str| {
+            entries
+                .iter()
+                .find(|e| e.principal == server && e.action == action)
+                .cloned()
+        };
+        if let (Some(revoked), Some(reload)) =
+            (by_server("revoke-certificate"), by_server("reload-tls"))
+        {
+            found = Some((revoked, reload));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (revoked, reload) = found.expect("the SIGHUP reload and the revocation are on record");
+    assert!(revoked.detail.contains(&serial), "{revoked:?}");
+    assert!(reload.detail.starts_with("SIGHUP: "), "{reload:?}");
+    assert!(reload.detail.contains(&serial), "{reload:?}");
+    let identity = ClientIdentity::from_profile(&certs.join("tha-node")).unwrap();
+    let refused = match tidemark::client::connect(&endpoint, &identity).await {
+        Ok(channel) => pb::exchange_client::ExchangeClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "the revoked certificate is refused");
+    terminate(child);
+}

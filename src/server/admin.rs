@@ -429,13 +429,9 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReloadTlsRequest>,
     ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
         let operator = require_operator(&request)?;
-        let (old, serial) = self.ctx.blocking(|ctx| ctx.admin.reload_tls()).await?;
-        self.audit(
-            operator,
-            "reload-tls",
-            format!("server certificate {old} -> {serial}; CA bundle re-read"),
-        )
-        .await?;
+        let (old, serial, carried) = self.ctx.blocking(|ctx| ctx.admin.reload_tls()).await?;
+        self.audit(operator, "reload-tls", reloaded(&old, &serial, &carried))
+            .await?;
         Ok(Response::new(pb::ReloadTlsResponse {
             server_certificate_serial: serial,
         }))
@@ -538,4 +534,17 @@ fn info_of_key(record: &KeyRecord) -> pb::SigningKeyInfo {
         revocation_reason: record.revocation_reason.clone(),
         already_revoked: false,
     }
+}
+
+/// A reload's audit detail: the server certificate before and after, and the
+/// revocations found only in the CRL file (now in the store, each with its own record).
+pub(super) fn reloaded(old: &str, serial: &str, carried: &[String]) -> String {
+    let detail = format!("server certificate {old} -> {serial}; CA bundle re-read");
+    if carried.is_empty() {
+        return detail;
+    }
+    format!(
+        "{detail}; revocations found only in the CRL file, now recorded: {}",
+        carried.join(", ")
+    )
 }

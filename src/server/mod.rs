@@ -294,12 +294,6 @@ impl Server {
         let limits = &self.config.limits;
         let (incoming, accept_task) = self.accept(listener);
 
-        let watch_task = tokio::spawn(watch_trust(
-            self.trust.clone(),
-            self.store.clone(),
-            self.clock.clone(),
-        ));
-
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
         let (reflection, reflection_v1alpha) = reflection()?;
@@ -314,6 +308,7 @@ impl Server {
         let disk_failure = writer.disk_failure();
         let refusals = refusals::RefusalRecords::new(writer.clone(), self.metrics.clone());
         let ctx = self.context(writer, feed_handle, refusals.clone())?;
+        let watch_task = tokio::spawn(watch_trust(ctx.clone()));
         let unfinished = ctx.unfinished.clone();
         let refusals = refusals::RefusalAuditLayer::new(refusals);
         let analytics = AnalyticsServer::new(AnalyticsService { ctx: ctx.clone() })
@@ -554,9 +549,10 @@ const EXPIRY_WARNING_DAYS: i64 = 30;
 /// How often expiry is checked.
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Background duties of the trust state: re-read the certificate files on SIGHUP, and
-/// warn about certificates approaching expiry (at start, then hourly).
-async fn watch_trust(trust: Arc<Trust>, store: Store, clock: Clock) {
+/// Background duties of the trust state: re-read the certificate files on SIGHUP (as
+/// `Admin.ReloadTls` does, on the record as the server's own), and warn about
+/// certificates approaching expiry (at start, then hourly).
+async fn watch_trust(ctx: Context) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut check = tokio::time::interval(EXPIRY_CHECK);
@@ -571,11 +567,30 @@ async fn watch_trust(trust: Arc<Trust>, store: Store, clock: Clock) {
         #[cfg(not(unix))]
         let reload = std::future::pending::<Option<()>>();
         tokio::select! {
-            _ = check.tick() => warn_expiring(&trust, &store, clock.now()),
-            _ = reload => match trust.refresh(&store) {
-                Ok(()) => tracing::info!(serial = %trust.server_serial(), "SIGHUP: certificate files re-read"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: the certificate files could not be loaded; the old ones stay"),
-            },
+            _ = check.tick() => warn_expiring(&ctx.trust, &ctx.store, ctx.clock.now()),
+            _ = reload => reload_on_hangup(&ctx).await,
+        }
+    }
+}
+
+/// Re-reads the certificate files on SIGHUP and records it, by the server's own SPIFFE
+/// ID, as an operator's `Admin.ReloadTls` is recorded.
+async fn reload_on_hangup(ctx: &Context) {
+    match ctx.blocking(|ctx| ctx.admin.reload_tls()).await {
+        Ok((old, serial, carried)) => {
+            tracing::info!(%serial, "SIGHUP: certificate files re-read");
+            let record = crate::store::AuditRecord {
+                principal: ctx.admin.server_principal(),
+                action: "reload-tls".to_owned(),
+                detail: format!("SIGHUP: {}", admin::reloaded(&old, &serial, &carried)),
+                ..crate::store::AuditRecord::default()
+            };
+            if let Err(e) = ctx.audit(record).await {
+                tracing::error!(error = %e.message(), "SIGHUP: the reload is in force but its audit record could not be written");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e.message(), "SIGHUP: the certificate files could not be loaded; the old ones stay");
         }
     }
 }

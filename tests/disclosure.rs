@@ -819,6 +819,55 @@ async fn many_differently_worded_queries_do_not_average_the_noise_away() {
     );
 }
 
+/// One set of reports shows one count: a currency group that is every report of its
+/// cell shows the cell's perturbed count, not a second draw of it (one answer carried
+/// two independent draws, which an adversarial pass combined to read true counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fee_group_that_is_its_whole_cell_shows_the_cells_count() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys = register(&server, &pki, &["AUS", "IDN"]).await;
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    // Six months, each of 9 to 14 reports that all state a fee in USD.
+    let mut reports = Vec::new();
+    for (m, n) in (1..=6u32).zip(9u32..) {
+        for i in 0..n {
+            let state = if i % 2 == 0 { "AUS" } else { "IDN" };
+            let mut r = variant(&base, state, &format!("2025-{m:02}-{:02}", 1 + i), 10);
+            if let Some(pb::report::Details::Smuggling(s)) = r.details.as_mut() {
+                s.fee_per_person = Some(pb::Money {
+                    amount: 900 + u64::from(i) * 71,
+                    currency: "USD".into(),
+                });
+            }
+            reports.push(r);
+        }
+    }
+    submit_all(&server, &pki, &keys, &reports).await;
+    let filter = pb::AggregateFilter {
+        category: pb::Category::SmugglingIncident as i32,
+        ..months("2025-01-01", "2025-06-30")
+    };
+    let metrics = [pb::Metric::Reports, pb::Metric::FeePerPerson];
+    let answer = aggregate(
+        &server,
+        &regional(&pki),
+        request(&[pb::Dimension::Month], &metrics, filter),
+    )
+    .await
+    .unwrap();
+    let shown: Vec<(u64, u64)> = answer
+        .cells
+        .iter()
+        .filter(|c| c.suppressed == 0 && c.fees.len() == 1)
+        .map(|c| (c.values[0], c.fees[0].reports))
+        .collect();
+    assert!(shown.len() >= 6, "{:?}", answer.cells);
+    for (count, behind_fees) in &shown {
+        assert_eq!(count, behind_fees, "{shown:?}");
+    }
+}
+
 /// A state's own reports neither open a small cell nor change its noise: with one IDN
 /// report, AUS's analyst sees the cell withheld however many AUS reports are added; with
 /// five IDN reports, adding and retracting AUS reports moves the shown count and persons

@@ -23,17 +23,17 @@ struct CurrencyFees {
     /// The asking analyst's state's amounts, in no order: left out of the quartiles of a
     /// group that holds others' too (see [`quartiles`]).
     own: Vec<u64>,
-    /// The sum of the low 32 bits of the amounts' keyed hashes (0 when unperturbed):
-    /// of all of them, and of those of other states than the asking analyst's.
+    /// The sum of the fees' reports' record keys (0 when unperturbed): of all of them,
+    /// and of those of other states than the asking analyst's.
     key_all: u64,
     key_others: u64,
 }
 
 impl FeeBag {
-    /// Notes one report's fee; `hash` is the low 32 bits of its keyed hash
-    /// (`RecordKeys::of_value` of the currency and amount) when perturbed, else 0.
+    /// Notes one report's fee; `record_key` is the report's record key when perturbed,
+    /// else 0.
     #[inline]
-    pub(super) fn add(&mut self, currency: u32, amount: u64, own: bool, hash: u32) {
+    pub(super) fn add(&mut self, currency: u32, amount: u64, own: bool, record_key: u32) {
         let at = match self.0.iter().position(|c| c.currency >= currency) {
             Some(at) if self.0[at].currency == currency => at,
             found => {
@@ -49,13 +49,13 @@ impl FeeBag {
             }
         };
         let fees = &mut self.0[at];
-        let hash = u64::from(hash);
-        fees.key_all = fees.key_all.wrapping_add(hash);
+        let key = u64::from(record_key);
+        fees.key_all = fees.key_all.wrapping_add(key);
         if own {
             fees.own.push(amount);
         } else {
             fees.amounts.push(amount);
-            fees.key_others = fees.key_others.wrapping_add(hash);
+            fees.key_others = fees.key_others.wrapping_add(key);
         }
     }
 
@@ -128,10 +128,12 @@ impl PartialEq for FeeBag {
 /// One currency group's quartiles, with what its count's noise and its minimum need.
 pub(super) struct Group {
     pub quantiles: pb::FeeQuantiles,
-    /// The key of the noise of its number of reports: when perturbed, the sum of the keyed
-    /// hashes of the amounts of other states than the asking analyst's (of all, when
-    /// there are none), so that neither the other reports in the cell nor the asking
-    /// state's own fees change it.
+    /// The key of the noise of its number of reports: when perturbed, the sum of the
+    /// record keys of its reports of other states than the asking analyst's (of all,
+    /// when there are none), so that neither the other reports in the cell nor the asking
+    /// state's own fees change it — the key a cell of exactly those reports has, so one
+    /// set of reports shows one count (a group that was the whole cell showed a second,
+    /// independent draw of the cell's count).
     pub key: u32,
     /// Its reports from other states than the asking analyst's.
     pub others: u64,
@@ -139,7 +141,7 @@ pub(super) struct Group {
 
 /// The quartiles of `fees`, per currency group. When `perturbed` the amounts are the
 /// moved ones (`counters::moved_fee`), the quartiles are rounded to whole units, and
-/// each group's key is the sum of its fees' hashes (carried in `fees`). A group that
+/// each group's key is the sum of its fees' reports' record keys (carried in `fees`). A group that
 /// holds other states' fees than the asking analyst's has its quartiles, and its count,
 /// over those only: padding a group with its own fees at either end, a state could move
 /// a quartile onto any single fee of another state's (an adversarial pass read eleven

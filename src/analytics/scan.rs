@@ -131,12 +131,6 @@ struct Part {
 struct PartFees {
     /// Per cell.
     bags: Vec<FeeBag>,
-    /// The keyed hash (low 32 bits) of each (packed currency, moved amount) met so far
-    /// when perturbed: amounts repeat (reports state round sums, moved by one of a
-    /// hundred steps), and a lookup costs a fraction of SipHash. The keys come from
-    /// reports, but each amount is moved by a step drawn from its report's secret record
-    /// key, so a submitter cannot aim them at one bucket of the non-keyed hash.
-    hashes: FxHashMap<(u32, u64), u32>,
 }
 
 impl PartFees {
@@ -291,8 +285,8 @@ impl Plan {
     }
 
     /// Notes the fee of `row` (which has one; `key`: its record key) in `cell` (none
-    /// when [`EMPTY`]). Perturbed, the amount is the moved one and carries its keyed
-    /// hash (`fees::quartiles`).
+    /// when [`EMPTY`]). Perturbed, the amount is the moved one and carries the record
+    /// key, for the key of its currency group's count (`fees::quartiles`).
     #[inline]
     fn add_fee(
         &self,
@@ -307,20 +301,13 @@ impl Plan {
         }
         let currency = u32::try_from(p.countries.packed(p.fee_currency[row])).unwrap_or(0);
         let amount = p.fee_amount(row);
-        let (amount, hash) = if self.view.moved_fees {
-            let moved = counters::moved_fee(amount, key);
-            let hash = *fees.hashes.entry((currency, moved)).or_insert_with(|| {
-                // The low 32 bits.
-                #[allow(clippy::cast_possible_truncation)]
-                let hash = p.record_keys().of_value(currency.to_be_bytes(), moved) as u32;
-                hash
-            });
-            (moved, hash)
+        let (amount, record_key) = if self.view.moved_fees {
+            (counters::moved_fee(amount, key), key)
         } else {
             (amount, 0)
         };
         if let Some(bag) = fees.bag(cell) {
-            bag.add(currency, amount, own, hash);
+            bag.add(currency, amount, own, record_key);
         }
     }
 }
@@ -1100,9 +1087,8 @@ mod tests {
                 let id = u128::try_from(i).unwrap_or(0) + 1;
                 let currency = pack(CURRENCIES[*currency]);
                 let (amount, hash) = if moved {
-                    let amount = counters::moved_fee(*amount, p.record_keys().of(id));
-                    let hash = p.record_keys().of_value(currency.to_be_bytes(), amount);
-                    (amount, hash & u64::from(u32::MAX))
+                    let key = p.record_keys().of(id);
+                    (counters::moved_fee(*amount, key), u64::from(key))
                 } else {
                     (*amount, 0)
                 };
@@ -1150,6 +1136,11 @@ mod tests {
                     #[allow(clippy::cast_possible_truncation)]
                     let key_sum = *key_sum as u32;
                     proptest::prop_assert_eq!(group.key, key_sum);
+                    // A group that is every report of its cell has the cell's key: one set
+                    // of reports, one perturbed count, however it is reached.
+                    if reports == acc.reports() {
+                        proptest::prop_assert_eq!(group.key, if moved { acc.cell_key() } else { 0 });
+                    }
                 }
                 counts.sort_unstable();
                 proptest::prop_assert_eq!(acc.fees.counts(), counts, "{:?}", key);

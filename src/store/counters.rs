@@ -169,17 +169,6 @@ impl RecordKeys {
         let floor = FLOOR_MIN + ((z >> 32) & 0x7fff_ffff) % (FLOOR_MAX - FLOOR_MIN + 1);
         (up, delta, floor)
     }
-
-    /// A fixed pseudo-random number for a value (a fee amount in a currency), the same
-    /// in every table, from the same secret: SipHash-2-4 of `what` and then `value`
-    /// (big-endian), hashed in one call (a fee query hashes every distinct fee it meets,
-    /// and the streaming interface cost 1.7 times as many instructions).
-    pub(crate) fn of_value(&self, what: [u8; 4], value: u64) -> u64 {
-        let mut bytes = [0u8; 12];
-        bytes[..4].copy_from_slice(&what);
-        bytes[4..].copy_from_slice(&value.to_be_bytes());
-        siphasher::sip::SipHasher24::new_with_key(&self.secret).hash(&bytes)
-    }
 }
 
 /// SplitMix64's output function: a bijection of 64-bit numbers that spreads every input
@@ -1498,20 +1487,6 @@ mod tests {
         assert!(read.total(Positions::ALL).is_err());
         assert!(read.states().is_err());
         assert!(read.state(7, Positions::ALL).is_err());
-    }
-
-    #[test]
-    fn a_value_hashes_as_its_bytes_streamed() {
-        use std::hash::Hasher;
-        let keys = RecordKeys {
-            secret: *b"0123456789abcdef",
-        };
-        for (what, value) in [(*b"\0USD", 0), (*b"\0EUR", 123_456), (*b"\0THB", u64::MAX)] {
-            let mut streamed = siphasher::sip::SipHasher24::new_with_key(&keys.secret);
-            streamed.write(&what);
-            streamed.write(&value.to_be_bytes());
-            assert_eq!(keys.of_value(what, value), streamed.finish());
-        }
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //!      each line has two withheld entries). This is Gaussian elimination over the
 //!      withheld entries, one connected group at a time.
 //!
+//!    - and no withheld entry protected for itself may be pinned once what the analyst
+//!      knows of withheld entries is added to the lines: bounds, not only equations
+//!      ([`super::intervals`]).
+//!
 //!    Each time one is found, the smallest shown entry on its lines is withheld too.
 //!
 //! Along multi-valued dimensions (transit, nationality) cells add up to more than the
@@ -20,7 +24,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::grid::{ALL, Acc, Grid, Key};
+use super::{
+    grid::{ALL, Acc, Grid, Key},
+    intervals::{self, Audit, Known},
+};
 
 /// Why an entry is withheld.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +41,8 @@ pub(super) enum Rule {
 /// closed off instead (every entry on its lines withheld).
 const MAX_EXACT: usize = 400;
 
-type LineId = (usize, Key);
+/// A line of a table: the axis it runs along, and its entries' key with that axis at 0.
+pub(super) type LineId = (usize, Key);
 
 struct Lines {
     /// Line → its entries, sorted.
@@ -63,11 +71,12 @@ fn line_of(key: &Key, axis: usize) -> LineId {
 }
 
 /// Decides which entries of `grid` are withheld, and why: `small` says which entries
-/// are too small to show.
+/// are too small to show. `secondary` (exact figures only) is what the analyst knows of
+/// withheld entries, for secondary suppression; none, no secondary suppression.
 pub(super) fn protect(
     grid: &Grid,
     small: impl Fn(&Key, &Acc) -> bool,
-    (suppress_single_state, secondary): (bool, bool),
+    (suppress_single_state, secondary): (bool, Option<&Known>),
 ) -> BTreeMap<Key, Rule> {
     let mut withheld = BTreeMap::new();
     for (key, acc) in &grid.entries {
@@ -77,9 +86,13 @@ pub(super) fn protect(
             withheld.insert(*key, Rule::Dominance);
         }
     }
-    if withheld.is_empty() || grid.dimensions == 0 || !secondary {
+    let Some(known) = secondary else {
+        return withheld;
+    };
+    if withheld.is_empty() || grid.dimensions == 0 {
         return withheld;
     }
+    let mut budget = intervals::SOLVES_PER_TABLE;
     let lines = Lines::new(grid);
     // Smaller entries are cheaper to withhold; among equals, cells before margins.
     let cost = |key: &Key| {
@@ -88,16 +101,23 @@ pub(super) fn protect(
     };
     loop {
         one_per_line(&lines, &mut withheld, &cost);
-        let Some(group) = determined_group(&lines, &withheld) else {
+        let Some(group) = determined_group(grid, &lines, &withheld, (known, &mut budget)) else {
             break;
         };
+        let shown_on = |group_lines: &BTreeSet<LineId>| {
+            group_lines
+                .iter()
+                .flat_map(|line| &lines.members[line])
+                .filter(|k| !withheld.contains_key(*k))
+                .min_by_key(|k| cost(k))
+                .copied()
+        };
+        // On the pinned entry's own lines first, where there is one.
         let candidate = group
-            .lines
-            .iter()
-            .flat_map(|line| &lines.members[line])
-            .filter(|k| !withheld.contains_key(*k))
-            .min_by_key(|k| cost(k))
-            .copied();
+            .pinned
+            .as_ref()
+            .and_then(shown_on)
+            .or_else(|| shown_on(&group.lines));
         match candidate {
             Some(key) if group.exact => {
                 withheld.insert(key, Rule::Secondary);
@@ -148,6 +168,8 @@ fn one_per_line(
 /// A connected group of withheld entries in which some entry is still determined.
 struct Group {
     lines: BTreeSet<LineId>,
+    /// The lines of the entry the interval audit pinned, if it was that audit.
+    pinned: Option<BTreeSet<LineId>>,
     /// False when the group was too large to solve (treated as determined).
     exact: bool,
 }
@@ -161,8 +183,15 @@ fn root(parent: &mut [usize], mut i: usize) -> usize {
     i
 }
 
-/// The first connected group of withheld entries that the lines' equations pin down.
-fn determined_group(lines: &Lines, withheld: &BTreeMap<Key, Rule>) -> Option<Group> {
+/// The first connected group of withheld entries that the lines' equations pin down, or
+/// the equations with what the analyst `known`s of withheld entries ([`intervals`], each
+/// linear program taken from `budget`).
+fn determined_group(
+    grid: &Grid,
+    lines: &Lines,
+    withheld: &BTreeMap<Key, Rule>,
+    (known, budget): (&Known, &mut usize),
+) -> Option<Group> {
     let unknowns: Vec<Key> = withheld.keys().copied().collect();
     let index: BTreeMap<Key, usize> = unknowns.iter().enumerate().map(|(i, k)| (*k, i)).collect();
     // Equations over withheld entries only (the shown ones are constants).
@@ -211,6 +240,7 @@ fn determined_group(lines: &Lines, withheld: &BTreeMap<Key, Rule>) -> Option<Gro
             if open {
                 return Some(Group {
                     lines: lines_of_group(),
+                    pinned: None,
                     exact: false,
                 });
             }
@@ -231,11 +261,66 @@ fn determined_group(lines: &Lines, withheld: &BTreeMap<Key, Rule>) -> Option<Gro
         if any_determined(&mut matrix, columns.len()) {
             return Some(Group {
                 lines: lines_of_group(),
+                pinned: None,
                 exact: true,
             });
         }
+        let keys: Vec<Key> = columns.iter().map(|c| unknowns[*c]).collect();
+        let audited = bounded(
+            grid,
+            lines,
+            (lines_of_group(), &keys),
+            withheld,
+            (known, budget),
+        );
+        if audited.is_some() {
+            return audited;
+        }
     }
     None
+}
+
+/// The group of withheld entries `keys` on `group_lines` if, with what the analyst
+/// `known`s of withheld entries, one of them is pinned ([`intervals::audit`]), or the
+/// audit could not tell (the group is then closed off).
+fn bounded(
+    grid: &Grid,
+    lines: &Lines,
+    (group_lines, keys): (BTreeSet<LineId>, &[Key]),
+    withheld: &BTreeMap<Key, Rule>,
+    (known, budget): (&Known, &mut usize),
+) -> Option<Group> {
+    let with_members: Vec<(LineId, &[Key])> = group_lines
+        .iter()
+        .map(|line| (*line, lines.members[line].as_slice()))
+        .collect();
+    match intervals::audit(grid, &with_members, (keys, withheld), known, budget) {
+        Audit::Safe => None,
+        Audit::Pinned(key) => {
+            let own: BTreeSet<LineId> = (0..grid.dimensions)
+                .map(|axis| line_of(&key, axis))
+                .filter(|line| group_lines.contains(line))
+                .collect();
+            Some(Group {
+                lines: group_lines,
+                pinned: Some(own),
+                exact: true,
+            })
+        }
+        Audit::Unsure => {
+            // Closed off, as a group too large to solve.
+            let open = group_lines.iter().any(|line| {
+                lines.members[line]
+                    .iter()
+                    .any(|k| !withheld.contains_key(k))
+            });
+            open.then_some(Group {
+                lines: group_lines,
+                pinned: None,
+                exact: false,
+            })
+        }
+    }
 }
 
 /// Whether some unknown has the same value in every solution of `matrix · x = b`:
@@ -284,12 +369,22 @@ fn any_determined(matrix: &mut [Vec<f64>], columns: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::counters::Additive;
 
     /// What `reports` reports add, nothing else.
     fn sums(reports: u64) -> crate::store::counters::Sums {
         let mut sums = [0; crate::store::counters::STORED];
         sums[0] = reports;
         sums
+    }
+
+    /// What an analyst of a table of counts knows, with `minimum` reports to a cell.
+    fn known(minimum: u64) -> Known {
+        Known {
+            minimum,
+            metrics: vec![crate::store::counters::Additive::Reports],
+            multi_valued: [false; 3],
+        }
     }
 
     /// A 2-D table from interior counts, with all margins.
@@ -310,7 +405,7 @@ mod tests {
     #[test]
     fn a_small_cell_takes_a_second_cell_on_its_row_and_column() {
         let grid = table(&[(1, 1, 2), (1, 2, 10), (2, 1, 20), (2, 2, 30)]);
-        let w = protect(&grid, |_, a| a.reports() < 3, (false, true));
+        let w = protect(&grid, |_, a| a.reports() < 3, (false, Some(&known(3))));
         assert_eq!(w.get(&[1, 1, 0]), Some(&Rule::SmallCell));
         // Row 1 and column 1 each need a second withheld entry, and so on around.
         for axis in 0..2 {
@@ -357,10 +452,150 @@ mod tests {
             }
         }
         let grid = table(&cells);
-        let w = protect(&grid, |_, a| a.reports() < 4, (false, true));
+        let w = protect(&grid, |_, a| a.reports() < 4, (false, Some(&known(4))));
         assert!(w.values().any(|r| *r == Rule::SmallCell));
         assert!(w.values().any(|r| *r == Rule::Secondary));
-        assert!(determined_group(&Lines::new(&grid), &w).is_none());
+        let mut budget = intervals::SOLVES_PER_TABLE;
+        let lines = Lines::new(&grid);
+        assert!(determined_group(&grid, &lines, &w, (&known(4), &mut budget)).is_none());
+    }
+
+    /// Every value each withheld entry of a 2-D table of counts can take, found by
+    /// trying every assignment (independent of the linear programs): an unlisted small
+    /// entry holds 0 to `minimum - 1`, a listed withheld one `minimum` to the grand total,
+    /// and every line adds up. `None` when there are too many assignments to try.
+    fn feasible_values(
+        grid: &Grid,
+        withheld: &BTreeMap<Key, Rule>,
+        minimum: u64,
+        metric: Additive,
+    ) -> Option<BTreeMap<Key, BTreeSet<u64>>> {
+        let of = |acc: &Acc| metric.of(&acc.sums);
+        let total = grid.entries.get(&[ALL, ALL, 0]).map_or(0, of);
+        let unknowns: Vec<(Key, u64, u64)> = withheld
+            .iter()
+            .map(|(k, rule)| match (metric, rule) {
+                (Additive::Reports, Rule::SmallCell) => (*k, 0, minimum - 1),
+                (Additive::Reports, _) => (*k, minimum, total),
+                _ => (*k, 0, total),
+            })
+            .collect();
+        let tries: u64 = unknowns.iter().map(|(_, lo, hi)| hi - lo + 1).product();
+        if tries > 3_000_000 {
+            return None;
+        }
+        let lines = Lines::new(grid);
+        let mut values: BTreeMap<Key, BTreeSet<u64>> = BTreeMap::new();
+        let mut at: Vec<u64> = unknowns.iter().map(|(_, lo, _)| *lo).collect();
+        loop {
+            let value = |k: &Key| {
+                unknowns
+                    .iter()
+                    .position(|(u, _, _)| u == k)
+                    .map_or_else(|| grid.entries.get(k).map_or(0, of), |i| at[i])
+            };
+            let adds_up = lines.members.iter().all(|((axis, _), members)| {
+                let cells: u64 = members.iter().filter(|k| k[*axis] != ALL).map(value).sum();
+                let margin = members.iter().find(|k| k[*axis] == ALL).map_or(0, value);
+                cells == margin
+            });
+            if adds_up {
+                for (i, (k, _, _)) in unknowns.iter().enumerate() {
+                    values.entry(*k).or_default().insert(at[i]);
+                }
+            }
+            // The next assignment.
+            let mut i = 0;
+            loop {
+                if i == at.len() {
+                    return Some(values);
+                }
+                if at[i] < unknowns[i].2 {
+                    at[i] += 1;
+                    break;
+                }
+                at[i] = unknowns[i].1;
+                i += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_cell_is_not_pinned_by_the_bounds_the_analyst_knows() {
+        // Row 1: 2, 3, 2 (the 2s too small, so unlisted: at most 2 each); row 2: 4, 5, 6.
+        // Each line then has two withheld entries and no equation pins one, but row 1's
+        // 7 less its 3 leaves 4 for two entries of at most 2: both are 2.
+        let grid = table(&[
+            (1, 1, 2),
+            (1, 2, 3),
+            (1, 3, 2),
+            (2, 1, 4),
+            (2, 2, 5),
+            (2, 3, 6),
+        ]);
+        let w = protect(&grid, |_, a| a.reports() < 3, (false, Some(&known(3))));
+        let values = feasible_values(&grid, &w, 3, Additive::Reports).unwrap();
+        for (key, rule) in &w {
+            if *rule == Rule::SmallCell {
+                assert!(values[key].len() > 1, "{key:?} pinned: {values:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_small_cells_deaths_are_not_pinned_by_none_being_negative() {
+        // Row 1: 2 reports with 5 deaths (too small), 4 with none; row 2: 4 and 5 reports,
+        // no deaths. With every interior cell withheld, row 2's 0 deaths make both of its
+        // cells 0, and column 1's 5 deaths are then all the small cell's: pinned.
+        let mut interior = crate::analytics::grid::Cells::default();
+        for (r, c, n, deaths) in [(1, 1, 2, 5), (1, 2, 4, 0), (2, 1, 4, 0), (2, 2, 5, 0)] {
+            let mut with_deaths = sums(n - 1);
+            with_deaths[Additive::Deaths as usize] = deaths;
+            let mut acc = Acc::default();
+            acc.add(1, &with_deaths, false);
+            acc.add(2, &sums(1), false);
+            interior.insert([r, c, 0], acc);
+        }
+        let mut grid = Grid::new(2);
+        grid.roll_up(interior, &[0, 1]);
+        let known = Known {
+            minimum: 3,
+            metrics: vec![Additive::Reports, Additive::Deaths],
+            multi_valued: [false; 3],
+        };
+        let w = protect(&grid, |_, a| a.reports() < 3, (false, Some(&known)));
+        assert_eq!(w.get(&[1, 1, 0]), Some(&Rule::SmallCell));
+        for metric in [Additive::Reports, Additive::Deaths] {
+            let values = feasible_values(&grid, &w, 3, metric).unwrap();
+            assert!(values[&[1, 1, 0]].len() > 1, "{metric:?}: {values:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// After protection no small cell of a small two-way table can be pinned, by
+        /// equations or by bounds, as every assignment of the withheld entries shows.
+        #[test]
+        fn no_small_cell_of_a_two_way_table_is_pinned(
+            counts in proptest::collection::vec(1u64..7, 6),
+            minimum in 2u64..4,
+        ) {
+            let cells: Vec<(u64, u64, u64)> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as u64 / 3 + 1, i as u64 % 3 + 1, *n))
+                .collect();
+            let grid = table(&cells);
+            let w = protect(&grid, |_, a| a.reports() < minimum, (false, Some(&known(minimum))));
+            if let Some(values) = feasible_values(&grid, &w, minimum, Additive::Reports) {
+                for (key, rule) in &w {
+                    if *rule == Rule::SmallCell {
+                        proptest::prop_assert!(values[key].len() > 1, "{:?} pinned: {:?}", key, values);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -371,8 +606,8 @@ mod tests {
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
         grid.roll_up(interior, &[0]);
-        assert!(protect(&grid, |_, a| a.reports() < 3, (false, true)).is_empty());
-        let w = protect(&grid, |_, a| a.reports() < 3, (true, true));
+        assert!(protect(&grid, |_, a| a.reports() < 3, (false, Some(&known(3)))).is_empty());
+        let w = protect(&grid, |_, a| a.reports() < 3, (true, Some(&known(3))));
         assert_eq!(w.get(&[1, 0, 0]), Some(&Rule::Dominance));
     }
 }

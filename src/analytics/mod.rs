@@ -13,6 +13,7 @@ mod disclosure;
 mod discrete_gaussian;
 mod fees;
 mod grid;
+mod intervals;
 mod parallel;
 mod perturbation;
 mod render;

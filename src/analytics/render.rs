@@ -11,7 +11,7 @@ use super::{
     AggregateError, AggregateQuery, Answer, Dimension, Metric, Mode, Settings, Source, budget,
     disclosure, fees,
     grid::{ALL, Acc, Grid, Key},
-    parallel, perturbation,
+    intervals, parallel, perturbation,
 };
 use crate::{
     pb,
@@ -36,7 +36,7 @@ pub(super) fn answer(
         Mode::Exact => Shown::Worked { perturb: false },
         Mode::CellKey => Shown::Worked { perturb: true },
     };
-    let withheld = withheld(grid, &shown, settings, mode);
+    let withheld = withheld(query, grid, &shown, (settings, mode));
     // Outside a budget (which lists every cell of the public domain, each with noise), a
     // cell too small to show is left out as an empty cell is: listed as withheld, it
     // would say that some report matches there, and sweeping filters would read a
@@ -167,10 +167,10 @@ impl Shown {
 
 /// What suppression withholds, given the figures `shown`.
 fn withheld(
+    query: &AggregateQuery,
     grid: &Grid,
     shown: &Shown,
-    settings: &Settings,
-    mode: Mode,
+    (settings, mode): (&Settings, Mode),
 ) -> BTreeMap<Key, disclosure::Rule> {
     let minimum = settings.minimum_reports;
     let shown_reports = |key: &Key, acc: &Acc| shown.figure(key, acc, Additive::Reports);
@@ -198,10 +198,28 @@ fn withheld(
     // cell it is in, so what remains is the withheld reports' values moved by their own
     // 10–20 % — what differencing two answers gives, and no more (docs/disclosure.md). A
     // cell withheld for it would only tell that a small cell lies on its line.
+    let known = (mode == Mode::Exact).then(|| {
+        let mut multi_valued = [false; 3];
+        for (axis, dimension) in multi_valued.iter_mut().zip(&query.dimensions) {
+            *axis = dimension.multi_valued();
+        }
+        intervals::Known {
+            minimum,
+            metrics: query
+                .metrics
+                .iter()
+                .filter_map(|m| match m {
+                    Metric::Sum(a) => Some(*a),
+                    Metric::FeePerPerson => None,
+                })
+                .collect(),
+            multi_valued,
+        }
+    });
     disclosure::protect(
         grid,
         small,
-        (settings.suppress_single_state, mode == Mode::Exact),
+        (settings.suppress_single_state, known.as_ref()),
     )
 }
 
@@ -276,8 +294,9 @@ fn protection(query: &AggregateQuery, settings: &Settings, mode: Mode) -> pb::Pr
         }
         if mode == Mode::Exact {
             rules.push(
-                "secondary: no withheld cell can be worked out from the shown cells and \
-                 margins"
+                "secondary: no small or single-state cell can be worked out from the shown \
+                 cells and margins, even knowing that an unlisted cell is small and a \
+                 withheld one is not"
                     .to_owned(),
             );
         }

@@ -20,6 +20,8 @@ use crate::{
 
 /// At most this many signatures are looked at on one envelope.
 pub(crate) const MAX_SIGNATURES: usize = 4;
+/// The length of every signature accepted (Ed25519, RFC 8032 §5.1.6).
+const ED25519_SIGNATURE_BYTES: usize = 64;
 /// Longest DSSE keyid accepted (the keyid is stored and served with the envelope).
 pub(crate) const MAX_KEYID_CHARS: usize = 128;
 
@@ -168,6 +170,15 @@ fn verify_signatures(
         )));
     }
     for signature in &envelope.signatures {
+        // What is stored is served back: a signature padded to megabytes made an envelope
+        // that no read could send (over the message limit), and every read of its
+        // category, sync included, stopped there for good.
+        if signature.sig.len() != ED25519_SIGNATURE_BYTES {
+            return Err(SubmitError::Malformed(format!(
+                "a signature is {} bytes; an Ed25519 signature is {ED25519_SIGNATURE_BYTES}",
+                signature.sig.len()
+            )));
+        }
         let fits = signature.keyid.len() <= MAX_KEYID_CHARS
             && signature.keyid.bytes().all(|b| b.is_ascii_graphic());
         if !fits {

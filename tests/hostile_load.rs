@@ -127,6 +127,30 @@ async fn a_huge_list_gets_one_violation_and_many_faults_are_counted_not_listed()
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     }
 
+    // A signature is 64 bytes: padded (to just under the message limit, three of them),
+    // the stored envelope could not be served back, and every read of it failed for good.
+    for (sigs, bytes) in [(1, 65), (1, 63), (4, 1_000_000)] {
+        let mut envelope = sign(
+            &report("AUS", 5, false, pb::SharingScope::AllContributors, &[]),
+            world.key("AUS"),
+        );
+        let good = envelope.signatures[0].clone();
+        for _ in 1..sigs {
+            envelope.signatures.push(pb::Signature {
+                keyid: String::new(),
+                sig: vec![7; bytes],
+            });
+        }
+        if sigs == 1 {
+            envelope.signatures[0].sig.resize(bytes, 0);
+        } else {
+            envelope.signatures[0] = good;
+        }
+        let status = submit(&mut aus, envelope).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("64"), "{status:?}");
+    }
+
     // Filter lists are bounded too.
     let status = aus
         .query(pb::QueryRequest {

@@ -149,14 +149,9 @@ pub fn verify(
     })
 }
 
-/// Returns the id of a key that validly signed the envelope for `caller` at `now`, or
-/// the most telling reason why there is none.
-fn verify_signatures(
-    envelope: &pb::Envelope,
-    caller: CountryCode,
-    store: &Store,
-    now: i64,
-) -> Result<String, SubmitError> {
+/// Refuses an envelope whose signatures are none, too many, or not in the shape every
+/// accepted one has (64 bytes; a keyid that is a key id, or none).
+fn signatures_in_shape(envelope: &pb::Envelope) -> Result<(), SubmitError> {
     if envelope.signatures.is_empty() {
         return Err(SubmitError::BadSignature(
             "the envelope has no signature; sign it with your state's registered signing key"
@@ -188,6 +183,18 @@ fn verify_signatures(
             )));
         }
     }
+    Ok(())
+}
+
+/// Returns the id of a key that validly signed the envelope for `caller` at `now`, or
+/// the most telling reason why there is none.
+fn verify_signatures(
+    envelope: &pb::Envelope,
+    caller: CountryCode,
+    store: &Store,
+    now: i64,
+) -> Result<String, SubmitError> {
+    signatures_in_shape(envelope)?;
     let signed = envelope::SignedBytes::of(envelope);
     // The most specific refusal seen so far, ranked: a valid signature by another state's
     // key beats an inactive own key, which beats a signature that does not verify, which

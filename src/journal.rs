@@ -353,11 +353,9 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
         path: path.display().to_string(),
         why: e.to_string(),
     };
-    let temporary = path.with_extension("json.tmp");
     let mut text = serde_json::to_string_pretty(&journal).unwrap_or_default();
     text.push('\n');
-    std::fs::write(&temporary, text).map_err(unwritable)?;
-    std::fs::rename(&temporary, &path).map_err(unwritable)
+    crate::files::replace(&path, text.as_bytes()).map_err(unwritable)
 }
 
 /// What the journal beside `crl` holds that the store lacks and that restricts (see the

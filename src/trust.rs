@@ -282,7 +282,7 @@ fn build(
             let number = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
             let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
             let written = if file_readable {
-                std::fs::write(crl_path, &pem)
+                crate::files::replace(crl_path, pem.as_bytes())
             } else {
                 Ok(())
             }

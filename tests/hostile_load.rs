@@ -554,3 +554,73 @@ async fn a_subscription_too_far_behind_is_told_to_catch_up_with_sync() {
     assert!(!record.in_progress, "{record:?}");
     assert_eq!(record.by_owner.get("AUS"), Some(&taken), "{record:?}");
 }
+
+/// Reads that each list hundreds of the owner's report ids do not make its access list
+/// unreadable: a page stops at three quarters of the message limit and says `more`, and
+/// paging on with `before` gets every access (past about 110 reads of 1,000 reports, a
+/// page of the default 4 MiB limit could not be encoded, and `audit --verify` failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_list_of_large_reads_pages_by_size() {
+    const READS: usize = 20;
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.max_message_bytes = 128 * 1024;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 9_999, false, all, &[])).await;
+    let items: Vec<pb::SubmitRequest> = (0..300)
+        .map(|seed| {
+            common::submit_request(sign(
+                &report("AUS", seed, false, all, &[]),
+                world.key("AUS"),
+            ))
+        })
+        .collect();
+    let mut aus = world.exchange("AUS").await;
+    aus.import(tokio_stream::iter(items)).await.unwrap();
+    let mut idn = world.exchange("IDN").await;
+    for _ in 0..READS {
+        let mut stream = idn
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while stream.message().await.unwrap().is_some() {}
+    }
+    // Every access, page by page, until a page says there is no more. (The last
+    // reads' records may still be completing: asked again until all are there.)
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (seen, pages) = loop {
+        let (mut seen, mut pages, mut before) = (Vec::new(), 0, 0);
+        loop {
+            let page = aus
+                .access_to_my_data(pb::AccessToMyDataRequest { limit: 100, before })
+                .await
+                .unwrap()
+                .into_inner();
+            pages += 1;
+            seen.extend(page.accesses.iter().map(|a| (a.number, a.report_ids.len())));
+            match page.accesses.last() {
+                Some(last) if page.more => {
+                    assert!(page.accesses.len() < 100);
+                    before = last.number;
+                }
+                _ => break,
+            }
+        }
+        if seen.len() == READS && seen.iter().all(|(_, ids)| *ids == 300) {
+            break (seen, pages);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut numbers: Vec<u64> = seen.iter().map(|(n, _)| *n).collect();
+    numbers.dedup();
+    assert_eq!(numbers.len(), READS, "each access once: {seen:?}");
+    assert!(pages > 1, "one page held them all");
+}

@@ -211,13 +211,18 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Audit { after, limit, json } => {
-            let entries = admin
+            let page = admin
                 .audit_log(pb::AuditLogRequest { after, limit })
                 .await
                 .map_err(explain)?
-                .into_inner()
-                .entries;
-            print_audit(&entries, json)?;
+                .into_inner();
+            print_audit(&page.entries, json)?;
+            if let (true, Some(last)) = (page.more, page.entries.last()) {
+                errln!(
+                    "the page stopped at the size a message may have: run again with --after {}                      for the records after it",
+                    last.number
+                );
+            }
         }
         AdminCommand::Keys { state } => {
             let keys = admin

@@ -843,16 +843,17 @@ async fn accesses(
         if left == 0 {
             return Ok(all);
         }
-        let page = exchange
+        let answer = exchange
             .access_to_my_data(pb::AccessToMyDataRequest {
                 limit: left.min(PAGE),
                 before,
             })
             .await
             .map_err(|s| anyhow!(client::explain(&s)))?
-            .into_inner()
-            .accesses;
-        let full = u32::try_from(page.len()).unwrap_or(u32::MAX) == left.min(PAGE);
+            .into_inner();
+        let page = answer.accesses;
+        // A page is cut short of its limit by size too: then `more` says so.
+        let full = answer.more || u32::try_from(page.len()).unwrap_or(u32::MAX) == left.min(PAGE);
         match page.last() {
             Some(last) if full && last.number > 1 => before = last.number,
             _ => {

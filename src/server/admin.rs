@@ -501,6 +501,7 @@ impl pb::admin_server::Admin for AdminService {
                 in_progress: r.in_progress,
             })
             .collect::<Vec<_>>();
+        let (entries, more) = super::context::fitting(entries, self.ctx.page_bytes);
         // A page of nothing but operator reads shows nothing of the states, and recording
         // it would put a new record on the next page: paging would never end.
         if let (Some(first), Some(last)) = (entries.first(), entries.last())
@@ -517,7 +518,7 @@ impl pb::admin_server::Admin for AdminService {
             );
             self.audit(operator, READ_AUDIT_LOG, detail).await?;
         }
-        Ok(Response::new(pb::AuditLogResponse { entries }))
+        Ok(Response::new(pb::AuditLogResponse { entries, more }))
     }
 }
 

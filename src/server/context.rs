@@ -59,6 +59,9 @@ pub(super) struct Context {
     pub max_import_items: usize,
     /// How long a read waits for its caller to take the next item (`limits.read_stall_secs`).
     pub read_stall: std::time::Duration,
+    /// The most bytes one page of a paged answer holds (access lists, the audit log),
+    /// well under the message limit either side applies ([`fitting`]).
+    pub page_bytes: usize,
     /// What the metrics endpoint reports.
     pub metrics: Arc<Metrics>,
     /// Refusal records, from each principal's budget.
@@ -384,4 +387,25 @@ fn unrecorded(e: &AppendError) -> Status {
     Status::unavailable(format!(
         "the audit log could not be written, so nothing is served: {e}"
     ))
+}
+
+/// The leading `items` whose encoding fits in `budget` bytes (at least one), and whether
+/// any were left out: a page of a paged answer cut by size, not only by count. A page of
+/// access records listing 1,000 report ids each reached 4.7 MB at 120 of them, and no
+/// client could read it.
+pub(super) fn fitting<T: prost::Message>(items: Vec<T>, budget: usize) -> (Vec<T>, bool) {
+    let mut used = 0;
+    let mut kept = Vec::with_capacity(items.len());
+    let total = items.len();
+    for item in items {
+        // The field's tag and length prefix, at most 1 + 5 bytes.
+        let size = item.encoded_len() + 6;
+        if !kept.is_empty() && used + size > budget {
+            break;
+        }
+        used += size;
+        kept.push(item);
+    }
+    let more = kept.len() < total;
+    (kept, more)
 }

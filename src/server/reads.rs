@@ -498,7 +498,8 @@ impl Context {
                 }
             })
             .collect();
-        Ok(pb::AccessToMyDataResponse { accesses })
+        let (accesses, more) = super::context::fitting(accesses, self.page_bytes);
+        Ok(pb::AccessToMyDataResponse { accesses, more })
     }
 }
 

@@ -712,7 +712,9 @@ class Client:
         return self._call(self._admin.SuspendState, admin_pb2.StateRequest(state=state))
 
     def audit_log(self, after: int = 0, limit: int = 100) -> List[admin_pb2.AuditEntry]:
-        """Operator: audit records after number `after`, oldest first."""
+        """Operator: audit records after number `after`, oldest first. A page can hold
+        fewer than `limit` when it reaches the size a message may have: page on (with the
+        last record's ``number`` as `after`) until a page comes back empty."""
         answer = self._call(
             self._admin.AuditLog, admin_pb2.AuditLogRequest(after=after, limit=limit)
         )
@@ -721,7 +723,9 @@ class Client:
     def access_to_my_data(self, limit: int = 100, before: int = 0) -> List[exchange_pb2.DataAccess]:
         """Who read your state's reports, newest first: reader, action, time, count, log
         entry. To page back, pass the ``number`` of the last access received as
-        `before`."""
+        `before`. A page can hold fewer than `limit` when it reaches the size a message
+        may have (each access lists up to 1,000 report ids): page on until a page comes
+        back empty."""
         answer = self._call(
             self._exchange.AccessToMyData,
             self._request(exchange_pb2.AccessToMyDataRequest, limit=limit, before=before),

@@ -266,7 +266,8 @@ pub struct Limits {
     pub keepalive_interval_secs: u64,
     /// A connection whose keepalive ping is not answered within this is closed.
     pub keepalive_timeout_secs: u64,
-    /// A TLS handshake that takes longer is abandoned.
+    /// A TLS handshake that takes longer is abandoned; so is a connection that sends
+    /// nothing for as long after its handshake.
     pub handshake_timeout_secs: u64,
     /// A new connection that sends nothing for this long is closed (a TLS client sends
     /// its hello at once), so connections that stall cannot hold handshake slots.

@@ -67,6 +67,56 @@ async fn stalled_connections_neither_lock_others_out_nor_stay_open() {
     assert_eq!(closed, STALLED);
 }
 
+/// A certificate holder that completes TLS handshakes and then sends nothing (no HTTP/2
+/// preface) does not keep the connections: each is closed once the handshake timeout
+/// has passed again. They stayed open for good, until the server ran out of file
+/// descriptors and could accept no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.handshake_timeout_secs = 1;
+    })
+    .await;
+    let identity = node(&pki, "AUS");
+    let mut silent = Vec::new();
+    for _ in 0..5 {
+        silent.push(
+            common::raw_tls(
+                &server,
+                (pki.ca.cert_pem(), &identity),
+                (
+                    rustls::crypto::ring::default_provider(),
+                    &[&rustls::version::TLS13],
+                ),
+                &[b"h2"],
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for mut tls in silent {
+        // The server's SETTINGS may come first; then the end.
+        let mut buf = [0u8; 1024];
+        loop {
+            let read = tokio::time::timeout(PATIENCE, tls.read(&mut buf))
+                .await
+                .expect("the server closes a connection that sends nothing");
+            if matches!(read, Ok(0) | Err(_)) {
+                break;
+            }
+        }
+    }
+    // A client that speaks is served as before.
+    let me = server
+        .exchange(&identity)
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap();
+    assert_eq!(me.into_inner().state, "AUS");
+}
+
 #[tokio::test]
 async fn a_huge_list_gets_one_violation_and_many_faults_are_counted_not_listed() {
     let world = World::new(Clock::system()).await;

@@ -14,6 +14,7 @@
 //! that suspension — only once its state has been reinstated and suspended again.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::{
@@ -45,21 +46,25 @@ pub(super) struct Connections {
     trust: Arc<Trust>,
     trust_domain: Arc<str>,
     grace: Duration,
+    /// How long a connection may take, after its handshake, to send anything.
+    first_request: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Connections {
-    /// Connections are closed `grace` after their certificate's rights lapse.
+    /// Connections are closed `grace` after their certificate's rights lapse, and
+    /// `first_request` after their handshake if the client has sent nothing by then.
     pub(super) fn new(
         trust: Arc<Trust>,
         trust_domain: &str,
-        grace: Duration,
+        (grace, first_request): (Duration, Duration),
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             trust,
             trust_domain: trust_domain.into(),
             grace,
+            first_request,
             metrics,
         }
     }
@@ -93,6 +98,7 @@ impl Connections {
         }
         Connection {
             stream,
+            preface: Some(Box::pin(tokio::time::sleep(self.first_request))),
             cut,
             _open: open,
         }
@@ -201,6 +207,11 @@ impl Cut {
 /// through it as from the TLS stream itself.
 pub(super) struct Connection {
     stream: TlsStream<TcpStream>,
+    /// Until the client's first bytes (its HTTP/2 preface) arrive: when they are due. A
+    /// certificate holder that completed handshakes and sent nothing kept each
+    /// connection (and its file descriptor) open for good, until the server could accept
+    /// no other.
+    preface: Option<Pin<Box<tokio::time::Sleep>>>,
     cut: Arc<Cut>,
     /// Dropped with the connection, which ends its watch.
     _open: oneshot::Sender<()>,
@@ -221,7 +232,19 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.cut.check(cx)?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Some(due) = self.preface.as_mut() {
+            if buf.filled().len() > before {
+                self.preface = None;
+            } else if read.is_pending() && due.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent nothing after its TLS handshake",
+                )));
+            }
+        }
+        read
     }
 }
 

@@ -269,7 +269,10 @@ impl Server {
         let connections = Connections::new(
             self.trust.clone(),
             &self.config.trust_domain,
-            self.config.limits.lapsed_connection_grace(),
+            (
+                self.config.limits.lapsed_connection_grace(),
+                self.config.limits.handshake_timeout(),
+            ),
             self.metrics.clone(),
         );
         incoming::spawn(

@@ -280,6 +280,9 @@ pub struct Limits {
     /// Subscribe streams one principal may hold open at once; more are refused with
     /// RESOURCE_EXHAUSTED.
     pub max_subscriptions_per_principal: usize,
+    /// Connections one principal (certificate SPIFFE ID) may hold open at once; one more
+    /// is closed as soon as its handshake is done (each holds a file descriptor).
+    pub max_connections_per_principal: usize,
     /// Queries and syncs one principal may have in progress at once; more are refused
     /// with RESOURCE_EXHAUSTED (each holds a server thread while its caller reads).
     pub max_reads_per_principal: usize,
@@ -374,6 +377,7 @@ impl Default for Limits {
             max_pending_handshakes: 1_024,
             max_pending_handshakes_per_address: 32,
             max_subscriptions_per_principal: 16,
+            max_connections_per_principal: 64,
             max_import_items: 10_000,
             max_reads_per_principal: 16,
             read_stall_secs: 60,
@@ -463,6 +467,10 @@ impl Config {
             (
                 "limits.max_subscriptions_per_principal",
                 l.max_subscriptions_per_principal as u64,
+            ),
+            (
+                "limits.max_connections_per_principal",
+                l.max_connections_per_principal as u64,
             ),
             ("store.cache_mib", self.store.cache_mib as u64),
             ("store.max_batch", self.store.max_batch as u64),

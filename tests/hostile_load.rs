@@ -117,6 +117,56 @@ async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
     assert_eq!(me.into_inner().state, "AUS");
 }
 
+/// One principal holds at most `limits.max_connections_per_principal` connections:
+/// one more is closed at once, others' are not touched, and a connection let go frees
+/// its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_holds_a_bounded_number_of_connections() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.max_connections_per_principal = 3;
+    })
+    .await;
+    let aus = node(&pki, "AUS");
+    let whoami = |channel: tonic::transport::Channel| async move {
+        pb::exchange_client::ExchangeClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let channel = server.channel(&aus).await;
+        whoami(channel.clone()).await.unwrap();
+        held.push(channel);
+    }
+    let over = tidemark::client::connect(&server.endpoint(), &aus).await;
+    let refused = match over {
+        Ok(channel) => whoami(channel).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a fourth connection of one principal is closed");
+    // Another principal is not affected; those held still work.
+    whoami(server.channel(&node(&pki, "IDN")).await)
+        .await
+        .unwrap();
+    whoami(held[0].clone()).await.unwrap();
+    // One let go frees its place (once the server has seen it close).
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(channel) = tidemark::client::connect(&server.endpoint(), &aus).await
+            && whoami(channel).await.is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_huge_list_gets_one_violation_and_many_faults_are_counted_not_listed() {
     let world = World::new(Clock::system()).await;

@@ -14,11 +14,12 @@
 //! that suspension — only once its state has been reinstated and suspended again.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -48,6 +49,9 @@ pub(super) struct Connections {
     grace: Duration,
     /// How long a connection may take, after its handshake, to send anything.
     first_request: Duration,
+    /// Connections open per principal (SPIFFE ID), and how many one may hold.
+    open_by: Arc<Mutex<HashMap<String, usize>>>,
+    max_per_principal: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -57,7 +61,7 @@ impl Connections {
     pub(super) fn new(
         trust: Arc<Trust>,
         trust_domain: &str,
-        (grace, first_request): (Duration, Duration),
+        (grace, first_request, max_per_principal): (Duration, Duration, usize),
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -65,8 +69,25 @@ impl Connections {
             trust_domain: trust_domain.into(),
             grace,
             first_request,
+            open_by: Arc::default(),
+            max_per_principal,
             metrics,
         }
+    }
+
+    /// Counts one more connection of `principal`, unless it already holds as many as it
+    /// may: the count goes down when the returned value is dropped.
+    fn hold(&self, principal: &str) -> Option<Held> {
+        let mut open = self.open_by.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(principal.to_owned()).or_default();
+        if *count >= self.max_per_principal {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            open_by: self.open_by.clone(),
+            principal: principal.to_owned(),
+        })
     }
 
     /// Starts watching `stream`, just through its handshake with the client at `peer`.
@@ -85,22 +106,49 @@ impl Connections {
             Some(peer.with_chain(chain))
         });
         if let Some(identity) = identity {
-            // Told before any call on the connection is answered.
-            let may_exchange = auth::lapse(&self.trust, &identity) != Some(auth::Lapse::Suspended);
-            let watch = Watch {
-                connections: self.clone(),
-                identity,
-                may_exchange,
-                peer,
-                cut: cut.clone(),
-            };
-            tokio::spawn(watch.run(closed));
+            let principal = identity.principal().spiffe_id();
+            if let Some(held) = self.hold(&principal) {
+                // Told before any call on the connection is answered.
+                let may_exchange =
+                    auth::lapse(&self.trust, &identity) != Some(auth::Lapse::Suspended);
+                let watch = Watch {
+                    connections: self.clone(),
+                    identity,
+                    may_exchange,
+                    peer,
+                    cut: cut.clone(),
+                    _held: held,
+                };
+                tokio::spawn(watch.run(closed));
+            } else {
+                tracing::warn!(%principal, %peer, most = self.max_per_principal, "a connection over limits.max_connections_per_principal was closed");
+                self.metrics.connection_closed("too_many_connections");
+                cut.cut();
+            }
         }
         Connection {
             stream,
             preface: Some(Box::pin(tokio::time::sleep(self.first_request))),
             cut,
             _open: open,
+        }
+    }
+}
+
+/// One of a principal's open connections, counted until dropped.
+struct Held {
+    open_by: Arc<Mutex<HashMap<String, usize>>>,
+    principal: String,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self.open_by.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.principal);
+            }
         }
     }
 }
@@ -114,6 +162,8 @@ struct Watch {
     may_exchange: bool,
     peer: std::net::SocketAddr,
     cut: Arc<Cut>,
+    /// Counts the connection among its principal's while it is watched.
+    _held: Held,
 }
 
 impl Watch {

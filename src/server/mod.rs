@@ -272,6 +272,7 @@ impl Server {
             (
                 self.config.limits.lapsed_connection_grace(),
                 self.config.limits.handshake_timeout(),
+                self.config.limits.max_connections_per_principal,
             ),
             self.metrics.clone(),
         );

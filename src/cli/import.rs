@@ -536,26 +536,89 @@ fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
             }
         })))
     } else {
-        use std::io::BufRead;
         not_json_lines(file)?;
         // Bytes, not `lines()`: one line that is not UTF-8 is that line's error only.
-        Ok(Box::new(reader.split(b'\n').enumerate().filter_map(
-            |(i, line)| {
-                let line_number = i + 1;
-                let bytes = match line {
-                    Ok(bytes) => bytes,
-                    Err(e) => {
-                        return Some((line_number, Err(format!("cannot read the line: {e}"))));
-                    }
-                };
-                let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
-                match std::str::from_utf8(bytes) {
-                    Ok(text) if text.trim().is_empty() => None,
-                    Ok(text) => Some((line_number, report_of_line(text))),
-                    Err(e) => Some((line_number, Err(format!("the line is not UTF-8 text: {e}")))),
+        let lines = BoundedLines {
+            reader,
+            max: MAX_LINE_BYTES,
+        };
+        Ok(Box::new(lines.enumerate().filter_map(|(i, line)| {
+            let line_number = i + 1;
+            let bytes = match line {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    return Some((line_number, Err(format!("cannot read the line: {e}"))));
                 }
-            },
-        )))
+            };
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+            match std::str::from_utf8(bytes) {
+                Ok(text) if text.trim().is_empty() => None,
+                Ok(text) => Some((line_number, report_of_line(text))),
+                Err(e) => Some((line_number, Err(format!("the line is not UTF-8 text: {e}")))),
+            }
+        })))
+    }
+}
+
+/// The longest line of JSON lines read: 16 MiB, four times the largest signed report the
+/// server takes by default (a line's JSON is larger than its report's protobuf, but not
+/// by that much). A longer line is the error of that line alone, and is never held in
+/// memory: read whole, a 400 MB line took 1.6 GB and ended the import with an abort.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// The lines of a reader, each at most `max` bytes (without its line feed); a longer one
+/// is skipped to its end and given as an `InvalidData` error.
+struct BoundedLines<R> {
+    reader: R,
+    max: usize,
+}
+
+impl<R: std::io::BufRead> Iterator for BoundedLines<R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = Vec::new();
+        let mut length = 0usize;
+        let mut read_any = false;
+        loop {
+            let chunk = match self.reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            read_any = true;
+            let (part, used, ended) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(at) => (&chunk[..at], at + 1, true),
+                None => (chunk, chunk.len(), false),
+            };
+            length += part.len();
+            if length <= self.max {
+                line.extend_from_slice(part);
+            } else {
+                line = Vec::new();
+            }
+            self.reader.consume(used);
+            if ended {
+                break;
+            }
+        }
+        if !read_any {
+            return None;
+        }
+        if length > self.max {
+            return Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "it is {length} bytes long; a line of JSON lines holds one report, at most \
+                     {} bytes",
+                    self.max
+                ),
+            )));
+        }
+        Some(Ok(line))
     }
 }
 
@@ -861,6 +924,25 @@ mod tests {
             .into_records()
             .map(|row| lines.line_at(row.unwrap().position().unwrap().byte()))
             .collect()
+    }
+
+    #[test]
+    fn a_line_too_long_is_that_lines_error_and_never_held_whole() {
+        let text = format!("a\n\n{}\nb\r\nlast", "x".repeat(100));
+        // A reader that hands over 7 bytes at a time: the long line spans many reads.
+        let reader = std::io::BufReader::with_capacity(7, text.as_bytes());
+        let lines: Vec<Result<Vec<u8>, String>> = BoundedLines { reader, max: 10 }
+            .map(|l| l.map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert_eq!(lines[0], Ok(b"a".to_vec()));
+        assert_eq!(lines[1], Ok(Vec::new()));
+        assert!(
+            lines[2].as_ref().is_err_and(|e| e.contains("100 bytes")),
+            "{lines:?}"
+        );
+        assert_eq!(lines[3], Ok(b"b\r".to_vec()));
+        assert_eq!(lines[4], Ok(b"last".to_vec()));
     }
 
     #[test]

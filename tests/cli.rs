@@ -874,13 +874,13 @@ async fn import_goes_on_past_every_bad_record_and_names_its_physical_line() {
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     let endpoint = server.endpoint();
 
-    // JSON lines behind a byte-order mark: an oversized line, a line that is not JSON,
-    // an integral value written 12.0, a blank line.
+    // JSON lines behind a byte-order mark: an oversized line, a line longer than any
+    // report's (never read whole), an integral value written 12.0, a blank line.
     let mut lines = sample_lines("AUS", 6, "21").await;
     let mut huge: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     huge["narrative"] = "y".repeat(5 * 1024 * 1024).into();
     lines[1] = huge.to_string();
-    lines[2] = "{not json".to_owned();
+    lines[2] = format!("{{\"narrative\": \"{}", "z".repeat(17 << 20));
     let mut float: serde_json::Value = serde_json::from_str(&lines[3]).unwrap();
     let total = float["persons"]["total"].as_u64().unwrap();
     float["persons"]["total"] = serde_json::json!(f64::from(u32::try_from(total).unwrap()));
@@ -907,6 +907,13 @@ async fn import_goes_on_past_every_bad_record_and_names_its_physical_line() {
             "batch {batch}: {summary}"
         );
         assert!(stderr.contains("line 2:"), "{stderr}");
+        let third = &summary["errors"][1];
+        assert!(
+            third["error"]
+                .as_str()
+                .is_some_and(|r| r.contains("bytes long")),
+            "{third}"
+        );
     }
 
     // CSV behind a byte-order mark, with a quoted narrative over several lines: a bad

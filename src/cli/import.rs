@@ -660,10 +660,16 @@ const MIRROR_LINE: &str = "a signed envelope without its report (a sync mirror's
 /// name, or one pretty-printed JSON document (a report as `submit` takes it, or an array)
 /// — rather than refusing each of its lines as a report.
 fn not_json_lines(file: &Path) -> anyhow::Result<()> {
-    use std::io::BufRead;
     let mut first = String::new();
-    for line in input::open(file)?.lines() {
-        let Ok(line) = line else { return Ok(()) };
+    let lines = BoundedLines {
+        reader: input::open(file)?,
+        max: MAX_LINE_BYTES,
+    };
+    for line in lines {
+        // Unreadable, too long or not UTF-8: the line's own error, when it is imported.
+        let Ok(Ok(line)) = line.map(String::from_utf8) else {
+            return Ok(());
+        };
         if !line.trim().is_empty() {
             first = line;
             break;
@@ -682,7 +688,9 @@ fn not_json_lines(file: &Path) -> anyhow::Result<()> {
     {
         bail!("{}: its first line is {MIRROR_LINE}", file.display());
     }
+    let small = std::fs::metadata(file).is_ok_and(|m| m.len() <= MAX_LINE_BYTES as u64);
     if serde_json::from_str::<serde::de::IgnoredAny>(&first).is_err()
+        && small
         && let Ok(text) = input::read_text(file)
         && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok()
     {

@@ -193,8 +193,26 @@ impl KeyCache {
 }
 
 impl Store {
-    /// Opens the store file, creating it (and its directory) on first use.
+    /// Opens the store file, creating it (and its directory) on first use. A new store
+    /// is made whole under another name and only then renamed into place, so a start
+    /// killed while making it leaves no store (the next start makes it again), not a
+    /// part of one that no later start could open ("not a redb database").
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        if !config.path.exists() {
+            let mut name = config.path.file_name().unwrap_or_default().to_owned();
+            name.push(".new");
+            let making = config.path.with_file_name(name);
+            // What a killed first start left: begun again.
+            if making.exists() {
+                std::fs::remove_file(&making).map_err(|e| StoreError::open(&making, e))?;
+            }
+            let fresh = StoreConfig {
+                path: making.clone(),
+                ..config.clone()
+            };
+            drop(Self::open_with(&fresh, |builder| builder.create(&making))?);
+            std::fs::rename(&making, &config.path).map_err(|e| StoreError::open(&making, e))?;
+        }
         Self::open_with(config, |builder| builder.create(&config.path))
     }
 
@@ -852,6 +870,26 @@ mod tests {
                 .contains("stop that one, or give this one another --data"),
             "{refused}"
         );
+    }
+
+    /// A first start killed while making the store leaves only a `.new` file, which the
+    /// next start makes again; an existing store that cannot be read is never replaced.
+    #[test]
+    fn a_store_is_made_whole_before_it_takes_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::in_dir(dir.path());
+        let making = dir.path().join("tidemark.redb.new");
+        // What a killed first start left: the beginning of a file.
+        std::fs::write(&making, [0u8; 4096]).unwrap();
+        drop(Store::open(&config).unwrap());
+        assert!(config.path.is_file());
+        assert!(!making.exists());
+        // Opened again, it is the same store.
+        drop(Store::open(&config).unwrap());
+        // A store file that is not one is refused, and kept.
+        std::fs::write(&config.path, [0u8; 4096]).unwrap();
+        assert!(Store::open(&config).is_err());
+        assert_eq!(std::fs::read(&config.path).unwrap(), [0u8; 4096]);
     }
 
     /// A witness's held cosignature gives way only to a later one, unless its own time is

@@ -506,8 +506,11 @@ pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError>
 
 /// Writes a complete development PKI into `dir` and returns the files written.
 ///
-/// Refuses to overwrite an existing `ca.pem` unless `force` is set. `ca.pem` is created
-/// first, as a new file: of two runs at once, the second finds it and writes nothing.
+/// Refuses to overwrite an existing `ca.pem` unless `force` is set. One run at a time
+/// holds the directory (a lock), and `ca.pem` is written last, whole (renamed into
+/// place): a run killed part-way leaves no `ca.pem`, so the next one makes the PKI again
+/// (a killed first `serve` used to leave a PKI without its receipt key, which every
+/// later start refused).
 pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<PathBuf>, PkiError> {
     let ca_path = dir.join("ca.pem");
     if ca_path.exists() && !force {
@@ -533,11 +536,6 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         &format!("Tidemark development CA ({trust_domain})"),
         Validity::days_from_now(DEV_CA_DAYS),
     )?;
-    written.push(if force {
-        write_public(&ca_path, ca.cert_pem())?
-    } else {
-        write_new(&ca_path, ca.cert_pem(), false)?
-    });
     written.push(write_private(&dir.join("ca.key"), &ca.key_pem())?);
 
     let leaf = Validity::days_from_now(DEV_LEAF_DAYS);
@@ -556,6 +554,10 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         written.extend(write_signing_key(&stem)?.1);
     }
     written.push(write_public(&dir.join("README.md"), DEV_PKI_README)?);
+    // Last: what says the PKI is there.
+    crate::files::replace(&ca_path, ca.cert_pem().as_bytes())
+        .map_err(|e| PkiError::io(&ca_path, e))?;
+    written.push(ca_path);
     Ok(written)
 }
 
@@ -681,5 +683,23 @@ impl PkiError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run killed part-way left files but no `ca.pem` (written last): the next run
+    /// makes the whole PKI; once made, it is not made again without `force`.
+    #[test]
+    fn a_development_pki_left_part_made_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("server.pem"), "cut short").unwrap();
+        let written = init_dev_pki(dir.path(), "tidemark.test", false).unwrap();
+        assert_eq!(written.last(), Some(&dir.path().join("ca.pem")));
+        assert!(dir.path().join("receipt.key").is_file());
+        let again = init_dev_pki(dir.path(), "tidemark.test", false);
+        assert!(matches!(again, Err(PkiError::Exists(_))), "{again:?}");
     }
 }

@@ -557,10 +557,15 @@ async fn perturbation_never_shows_a_withheld_cell_and_stays_within_its_bounds() 
         + interior.len().saturating_sub(listed);
     let mut moved = 0;
     for p in perturbed.cells.iter().filter(|p| p.suppressed == 0) {
+        // Small exactly (not listed) is never shown perturbed. Withheld exactly only to
+        // protect another cell (secondary suppression, which exact figures need and
+        // perturbed ones do not) may be: its figure is then not compared.
         let e = exact_cells
             .get(&p.keys)
-            .filter(|e| e.suppressed == 0)
             .unwrap_or_else(|| panic!("{:?} is withheld exactly but shown perturbed", p.keys));
+        if e.suppressed == pb::SuppressionRule::Secondary as i32 {
+            continue;
+        }
         let (n, shown) = (e.values[0], p.values[0]);
         assert!(shown >= 4, "{:?}: a shown count below the minimum", p.keys);
         assert!(shown.abs_diff(n) <= 2, "{:?}: {n} → {shown}", p.keys);

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     grid::{ALL, Acc, Grid, Key},
-    intervals::{self, Audit, Known},
+    intervals::{self, Audit, Known, Work},
 };
 
 /// Why an entry is withheld.
@@ -92,7 +92,7 @@ pub(super) fn protect(
     if withheld.is_empty() || grid.dimensions == 0 {
         return withheld;
     }
-    let mut budget = intervals::SOLVES_PER_TABLE;
+    let mut work = intervals::Work::per_table();
     let lines = Lines::new(grid);
     // Smaller entries are cheaper to withhold; among equals, cells before margins.
     let cost = |key: &Key| {
@@ -101,7 +101,7 @@ pub(super) fn protect(
     };
     loop {
         one_per_line(&lines, &mut withheld, &cost);
-        let Some(group) = determined_group(grid, &lines, &withheld, (known, &mut budget)) else {
+        let Some(group) = determined_group(grid, &lines, &withheld, (known, &mut work)) else {
             break;
         };
         let shown_on = |group_lines: &BTreeSet<LineId>| {
@@ -185,12 +185,12 @@ fn root(parent: &mut [usize], mut i: usize) -> usize {
 
 /// The first connected group of withheld entries that the lines' equations pin down, or
 /// the equations with what the analyst `known`s of withheld entries ([`intervals`], each
-/// linear program taken from `budget`).
+/// linear program taken from `work`).
 fn determined_group(
     grid: &Grid,
     lines: &Lines,
     withheld: &BTreeMap<Key, Rule>,
-    (known, budget): (&Known, &mut usize),
+    (known, work): (&Known, &mut Work),
 ) -> Option<Group> {
     let unknowns: Vec<Key> = withheld.keys().copied().collect();
     let index: BTreeMap<Key, usize> = unknowns.iter().enumerate().map(|(i, k)| (*k, i)).collect();
@@ -271,7 +271,7 @@ fn determined_group(
             lines,
             (lines_of_group(), &keys),
             withheld,
-            (known, budget),
+            (known, work),
         );
         if audited.is_some() {
             return audited;
@@ -288,13 +288,13 @@ fn bounded(
     lines: &Lines,
     (group_lines, keys): (BTreeSet<LineId>, &[Key]),
     withheld: &BTreeMap<Key, Rule>,
-    (known, budget): (&Known, &mut usize),
+    (known, work): (&Known, &mut Work),
 ) -> Option<Group> {
     let with_members: Vec<(LineId, &[Key])> = group_lines
         .iter()
         .map(|line| (*line, lines.members[line].as_slice()))
         .collect();
-    match intervals::audit(grid, &with_members, (keys, withheld), known, budget) {
+    match intervals::audit(grid, &with_members, (keys, withheld), known, work) {
         Audit::Safe => None,
         Audit::Pinned(key) => {
             let own: BTreeSet<LineId> = (0..grid.dimensions)
@@ -455,9 +455,9 @@ mod tests {
         let w = protect(&grid, |_, a| a.reports() < 4, (false, Some(&known(4))));
         assert!(w.values().any(|r| *r == Rule::SmallCell));
         assert!(w.values().any(|r| *r == Rule::Secondary));
-        let mut budget = intervals::SOLVES_PER_TABLE;
+        let mut work = Work::per_table();
         let lines = Lines::new(&grid);
-        assert!(determined_group(&grid, &lines, &w, (&known(4), &mut budget)).is_none());
+        assert!(determined_group(&grid, &lines, &w, (&known(4), &mut work)).is_none());
     }
 
     /// Every value each withheld entry of a 2-D table of counts can take, found by

@@ -20,6 +20,12 @@
 //! entries absent from the table (no report) are taken as 0, not as "fewer than the
 //! minimum" — so whatever the analyst can pin, the audit pins too.
 //!
+//! What it does not stop: a table showing that an unlisted small cell holds *some*
+//! report (its least count 1: a row of 9 showing 4, with three unlisted cells of at most
+//! 2 sharing 5). Checked too, under this model (which takes cells absent from the table
+//! as known to be empty), it withheld nearly every cell of a month × origin table; it
+//! needs a model of the dimensions' public domains.
+//!
 //! What it does not model: integrality beyond rounding the bounds (exact for two-way
 //! tables, whose line equations are totally unimodular; a relaxation for three-way
 //! ones), and relations between metrics that validation imposes (deaths plus missing at
@@ -57,18 +63,43 @@ pub(super) enum Audit {
     Unsure,
 }
 
-/// The linear programs one table may cost; past this, groups are closed off instead.
-pub(super) const SOLVES_PER_TABLE: usize = 4_000;
+/// What the audit of one table may cost; past either, groups are closed off instead.
+pub(super) struct Work {
+    solves_left: usize,
+    until: std::time::Instant,
+}
+
+impl Work {
+    /// At most 4,000 linear programs and ten seconds for a table: a three-way table of
+    /// thousands of small cells took 30 s of them (past the call's deadline, and the
+    /// work went on). The count is what binds on any ordinary machine; the time is a
+    /// backstop, so that how much is withheld does not depend on the machine's speed.
+    pub(super) fn per_table() -> Self {
+        Self {
+            solves_left: 4_000,
+            until: std::time::Instant::now() + std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Takes one linear program's worth, if there is any left.
+    fn take(&mut self) -> bool {
+        if self.solves_left == 0 || std::time::Instant::now() > self.until {
+            return false;
+        }
+        self.solves_left -= 1;
+        true
+    }
+}
 
 /// Audits the withheld entries `unknowns` (one connected group), tied together by
 /// `lines` (each with its entries), as the analyst sees them: `withheld` says why each
-/// is withheld. Each linear program solved takes one from `budget`.
+/// is withheld. Each linear program solved is taken from `work`.
 pub(super) fn audit(
     grid: &Grid,
     lines: &[(LineId, &[Key])],
     (unknowns, withheld): (&[Key], &BTreeMap<Key, Rule>),
     known: &Known,
-    budget: &mut usize,
+    work: &mut Work,
 ) -> Audit {
     let protected: Vec<&Key> = unknowns
         .iter()
@@ -77,10 +108,9 @@ pub(super) fn audit(
     for metric in &known.metrics {
         for target in &protected {
             let mut extreme = |direction| {
-                if *budget == 0 {
+                if !work.take() {
                     return Extreme::Failed;
                 }
-                *budget -= 1;
                 let model = Model {
                     grid,
                     lines,

@@ -554,9 +554,12 @@ pub enum AggregateError {
 }
 
 /// Answers `query` for `audience` from the counters in `snapshot` when the query's shape
-/// allows, otherwise from a scan of `projection`.
-pub fn aggregate(
-    (snapshot, projection): (&Snapshot, &Projection),
+/// allows, otherwise from a scan of the projection `projection` gives. The projection is
+/// held for the scan only: the writer updates it after every batch, and an answer's
+/// disclosure control (the linear programs of exact figures) held every submission up
+/// for as long as it took.
+pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
+    (snapshot, projection): (&Snapshot, impl FnOnce() -> Result<P, StoreError>),
     query: &AggregateQuery,
     settings: &Settings,
     audience: Audience,
@@ -577,12 +580,17 @@ pub fn aggregate(
     };
     // Capped contributions (the budget) need every report: a scan.
     let plan = source::counter_plan(query).filter(|_| view.cap.is_none());
-    let (mut grid, source) = match plan {
-        Some(plan) => (
+    let (mut grid, source) = if let Some(plan) = plan {
+        (
             source::from_counters(snapshot, query, &plan, view)?,
             Source::Counters,
-        ),
-        None => (scan::from_projection(projection, query, view), Source::Scan),
+        )
+    } else {
+        let projection = projection()?;
+        (
+            scan::from_projection(&projection, query, view),
+            Source::Scan,
+        )
     };
     if let Mode::Budget(_) = mode {
         // Every cell of the public domain, so that which cells exist says nothing.

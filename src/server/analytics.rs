@@ -91,8 +91,8 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         };
         let store = self.ctx.store.clone();
         let computed = tokio::task::spawn_blocking(move || {
-            let projection = store.projection()?;
-            analytics::aggregate((&snap, &projection), &query, &settings, audience)
+            let projection = || store.projection();
+            analytics::aggregate((&snap, projection), &query, &settings, audience)
         })
         .await
         .map_err(|e| Status::internal(format!("the aggregate failed: {e}")))

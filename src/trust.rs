@@ -29,12 +29,16 @@ const CRL_VALID_DAYS: i64 = 7;
 
 /// Certificates whose chain check is remembered until the bundle is next loaded.
 const MAX_KNOWN_CHAINS: usize = 10_000;
+/// How long a chain check is remembered: an intermediate CA in the chain can expire
+/// before the leaf does, and the chain is then checked again within this.
+const CHAIN_CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks client chains against the CA bundle as loaded ([`Trust::chains_to_a_trusted_ca`]).
 struct Chains {
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    /// Leaf certificate (DER) → whether it chains to a CA of the bundle.
-    known: Mutex<std::collections::HashMap<Vec<u8>, bool>>,
+    /// Leaf certificate (DER) → whether it chains to a CA of the bundle, and when that
+    /// was checked.
+    known: Mutex<std::collections::HashMap<Vec<u8>, (bool, std::time::Instant)>>,
 }
 
 /// The server's live trust state.
@@ -176,10 +180,10 @@ impl Trust {
         self.read().suspended.contains(state)
     }
 
-    /// Whether `chain` (leaf first) still chains to a CA of the bundle as last loaded: a
-    /// CA taken out of the bundle by a reload ends its certificates' rights on
-    /// connections already open, as a revocation does. Checked once per certificate
-    /// and bundle.
+    /// Whether `chain` (leaf first) still chains to a CA of the bundle as last loaded, at
+    /// the time: a CA taken out of the bundle by a reload, or an intermediate CA that
+    /// expired, ends its certificates' rights on connections already open, as a
+    /// revocation does. Checked once per certificate and bundle, and again each minute.
     pub(crate) fn chains_to_a_trusted_ca(&self, chain: &[CertificateDer<'static>]) -> bool {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return false;
@@ -190,7 +194,9 @@ impl Trust {
             .known
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(trusted) = known.get(leaf.as_ref()) {
+        if let Some((trusted, at)) = known.get(leaf.as_ref())
+            && at.elapsed() < CHAIN_CHECK_FOR
+        {
             return *trusted;
         }
         let trusted = state
@@ -201,7 +207,7 @@ impl Trust {
         if known.len() >= MAX_KNOWN_CHAINS {
             known.clear();
         }
-        known.insert(leaf.as_ref().to_vec(), trusted);
+        known.insert(leaf.as_ref().to_vec(), (trusted, std::time::Instant::now()));
         trusted
     }
 

@@ -132,8 +132,9 @@ impl Lapse {
                 peer.serial()
             )),
             Self::Untrusted => Status::unauthenticated(format!(
-                "client certificate {} was issued by a CA this exchange no longer trusts (its \
-                 CA bundle was changed); ask your operator for a certificate of the current CA",
+                "client certificate {} no longer chains to a CA this exchange trusts (the CA \
+                 bundle was changed, or a CA certificate in the chain expired); ask your \
+                 operator for a certificate of the current CA",
                 peer.serial()
             )),
             Self::Suspended => {

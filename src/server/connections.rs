@@ -37,9 +37,10 @@ use tonic::transport::server::Connected;
 
 use crate::{identity::PeerIdentity, metrics::Metrics, server::auth, trust::Trust};
 
-/// The longest a watcher sleeps before it looks at the wall clock again (the clock can
-/// be set while it sleeps).
-const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// The longest a watcher sleeps before it looks again: the wall clock can be set while
+/// it sleeps, and an intermediate CA in the chain can expire before the leaf (the chain
+/// is checked again each minute).
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// Watches the connections that complete a handshake.
 #[derive(Clone)]

@@ -28,11 +28,19 @@ def test_user_code_type_checks_strictly(tmp_path: Path):
     user.write_text(
         textwrap.dedent(
             """
-            from tidemark_client import Client, TidemarkError
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            from tidemark_client import Client, SigningKey, TidemarkError, tlog
 
             def reports_by_month(client: Client) -> dict[str, int]:
                 table = client.aggregate(["month"], ["reports"], category="smuggling")
                 return {cell.keys[0]: cell.values[0] for cell in table.cells}
+
+            def public(key: SigningKey) -> Ed25519PublicKey:
+                return key.public_key
+
+            def witnessed(note: str, log_key: str, witnesses: tuple[str, ...]) -> list[str]:
+                return tlog.cosigned_by(note, log_key, witnesses)
 
             def my_state(client: Client) -> str:
                 try:

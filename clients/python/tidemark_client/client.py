@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Generic, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, TypeVar, Union, cast
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
@@ -43,7 +44,7 @@ class SigningKey:
     key_id: str
     #: The state whose reports it signs (ISO 3166-1 alpha-3).
     state: str
-    public_key: dsse.Ed25519PublicKey
+    public_key: Ed25519PublicKey
     #: Unix seconds; `valid_until` and `revoked_at` are 0 when unset.
     valid_from: int
     valid_until: int
@@ -350,7 +351,7 @@ class Client:
         cert_pem: bytes,
         key_pem: bytes,
         ca_pem: bytes,
-        signing_key: Optional[dsse.Ed25519PrivateKey] = None,
+        signing_key: Optional[Ed25519PrivateKey] = None,
         timeout: Optional[float] = 30.0,
         options: Iterable[Tuple[str, Any]] = CHANNEL_OPTIONS,
     ) -> None:
@@ -685,14 +686,14 @@ class Client:
         )
         return list(answer.hashes)
 
-    def server_key(self) -> dsse.Ed25519PublicKey:
+    def server_key(self) -> Ed25519PublicKey:
         """The server's receipt public key, to check signed receipts offline."""
         answer = self._call(self._exchange.ServerKeys, exchange_pb2.ServerKeysRequest())
         return dsse.load_public_key(answer.receipt_public_key_pem)
 
     @staticmethod
     def verify_receipt(
-        signed_receipt: envelope_pb2.Envelope, server_key: dsse.Ed25519PublicKey
+        signed_receipt: envelope_pb2.Envelope, server_key: Ed25519PublicKey
     ) -> envelope_pb2.Receipt:
         """The facts a signed receipt states, once the server's key is found to have signed
         it; ValueError otherwise. (The log proof, `Submitted.log_proof`, is checked with

@@ -19,7 +19,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -201,7 +201,7 @@ def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
     return Checkpoint(origin, _decimal(size, "the tree size"), root_hash, extensions)
 
 
-def cosigned_by(note: str, log_key: str, witness_keys: List[str]) -> List[str]:
+def cosigned_by(note: str, log_key: str, witness_keys: Sequence[str]) -> List[str]:
     """The names of the distinct witnesses, among `witness_keys`, whose valid cosignature
     (C2SP tlog-cosignature v1: Ed25519 over ``cosignature/v1``, ``time <t>`` and the
     checkpoint's text) the checkpoint `note` carries — once the log's own signature on it
@@ -253,7 +253,7 @@ def _node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: List[bytes], root: bytes) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 §2.1.3.2: that `leaf` is leaf `index` of the tree of `size` leaves with
     `root`, by `proof`. LogProofError otherwise."""
     if index >= size:
@@ -278,7 +278,7 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: List[bytes], roo
 
 
 def verify_consistency(
-    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: List[bytes]
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
 ) -> None:
     """RFC 9162 §2.1.4.2: that the tree of `old_size` leaves with `old_root` is a prefix of
     the tree of `new_size` leaves with `new_root` — the log only grew — by `proof` (as

@@ -178,6 +178,9 @@ pub struct PeerIdentity {
     /// The chain it presented, leaf first: checked again against the CA bundle as it
     /// stands after a reload.
     chain: Arc<[CertificateDer<'static>]>,
+    /// The earliest `notAfter` of the chain (Unix seconds): when an intermediate CA
+    /// expires before the leaf does, its certificates' rights end then.
+    chain_not_after: i64,
 }
 
 impl PeerIdentity {
@@ -209,6 +212,7 @@ impl PeerIdentity {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             chain: Arc::from([CertificateDer::from(der.to_vec())]),
+            chain_not_after: cert.validity().not_after.timestamp(),
         })
     }
 
@@ -218,8 +222,15 @@ impl PeerIdentity {
     pub fn with_chain(mut self, chain: &[CertificateDer<'static>]) -> Self {
         if !chain.is_empty() {
             self.chain = Arc::from(chain);
+            self.chain_not_after = first_expiry(chain).min(self.not_after);
         }
         self
+    }
+
+    /// When the first certificate of its chain expires (Unix seconds): the leaf's
+    /// `notAfter`, or an intermediate CA's if that comes first.
+    pub fn chain_not_after(&self) -> i64 {
+        self.chain_not_after
     }
 
     /// The chain the peer presented, leaf first.
@@ -246,6 +257,19 @@ impl PeerIdentity {
     pub fn not_after(&self) -> i64 {
         self.not_after
     }
+}
+
+/// The earliest `notAfter` (Unix seconds) among the certificates of `chain`; one that
+/// does not parse counts as expired (`i64::MIN`).
+pub(crate) fn first_expiry(chain: &[CertificateDer<'_>]) -> i64 {
+    chain
+        .iter()
+        .map(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .map_or(i64::MIN, |(_, cert)| cert.validity().not_after.timestamp())
+        })
+        .min()
+        .unwrap_or(i64::MIN)
 }
 
 /// What a certificate that was *not* accepted claims, for the log of its refusal: its

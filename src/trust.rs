@@ -29,16 +29,40 @@ const CRL_VALID_DAYS: i64 = 7;
 
 /// Certificates whose chain check is remembered until the bundle is next loaded.
 const MAX_KNOWN_CHAINS: usize = 10_000;
-/// How long a chain check is remembered: an intermediate CA in the chain can expire
-/// before the leaf does, and the chain is then checked again within this.
+/// How long a chain check is remembered at most. It is also forgotten when a certificate
+/// of the chain expires (an intermediate CA can expire before the leaf does), so this
+/// bounds only what the chain's dates do not show.
 const CHAIN_CHECK_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks client chains against the CA bundle as loaded ([`Trust::chains_to_a_trusted_ca`]).
 struct Chains {
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    /// Leaf certificate (DER) → whether it chains to a CA of the bundle, and when that
-    /// was checked.
-    known: Mutex<std::collections::HashMap<Vec<u8>, (bool, std::time::Instant)>>,
+    /// Leaf certificate (DER) → whether it chains to a CA of the bundle, and until when
+    /// that answer holds.
+    known: Mutex<std::collections::HashMap<Vec<u8>, (bool, Until)>>,
+}
+
+/// Until when a chain check holds: a minute after it was made, and not past the first
+/// `notAfter` of the chain's certificates.
+#[derive(Clone, Copy)]
+struct Until {
+    checked: std::time::Instant,
+    /// The earliest `notAfter` of the chain (Unix seconds).
+    first_expiry: i64,
+}
+
+impl Until {
+    fn of(chain: &[CertificateDer<'_>]) -> Self {
+        Self {
+            checked: std::time::Instant::now(),
+            first_expiry: crate::identity::first_expiry(chain),
+        }
+    }
+
+    fn holds(self) -> bool {
+        self.checked.elapsed() < CHAIN_CHECK_FOR
+            && OffsetDateTime::now_utc().unix_timestamp() <= self.first_expiry
+    }
 }
 
 /// The server's live trust state.
@@ -183,7 +207,8 @@ impl Trust {
     /// Whether `chain` (leaf first) still chains to a CA of the bundle as last loaded, at
     /// the time: a CA taken out of the bundle by a reload, or an intermediate CA that
     /// expired, ends its certificates' rights on connections already open, as a
-    /// revocation does. Checked once per certificate and bundle, and again each minute.
+    /// revocation does. Checked once per certificate and bundle, again each minute, and
+    /// again once a certificate of the chain has expired.
     pub(crate) fn chains_to_a_trusted_ca(&self, chain: &[CertificateDer<'static>]) -> bool {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return false;
@@ -194,8 +219,8 @@ impl Trust {
             .known
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((trusted, at)) = known.get(leaf.as_ref())
-            && at.elapsed() < CHAIN_CHECK_FOR
+        if let Some((trusted, until)) = known.get(leaf.as_ref())
+            && until.holds()
         {
             return *trusted;
         }
@@ -207,7 +232,7 @@ impl Trust {
         if known.len() >= MAX_KNOWN_CHAINS {
             known.clear();
         }
-        known.insert(leaf.as_ref().to_vec(), (trusted, std::time::Instant::now()));
+        known.insert(leaf.as_ref().to_vec(), (trusted, Until::of(chain)));
         trusted
     }
 

@@ -534,6 +534,109 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
     new_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 }
 
+/// A client chain through an intermediate CA that expires before the leaf: at the
+/// intermediate's `notAfter` the leaf loses its rights on the connection it already holds
+/// — a unary call is refused and a stream in progress ends — as a revoked certificate's
+/// do (a chain check was remembered for up to a minute past it).
+#[tokio::test]
+async fn an_intermediate_ca_that_expires_ends_its_certificates_rights_on_open_connections() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, SanType,
+    };
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.lapsed_connection_grace_secs = 1;
+    })
+    .await;
+    let now = time::OffsetDateTime::now_utc();
+    let params = |name: &str, ca: Option<u8>, not_after| {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = not_after;
+        if let Some(path_length) = ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_length));
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        }
+        params
+    };
+    let root_params = params("root CA", Some(1), now + time::Duration::days(30));
+    let root_key = KeyPair::generate().unwrap();
+    let root_pem = root_params.self_signed(&root_key).unwrap().pem();
+    let root = Issuer::new(root_params, root_key);
+    let expiry = now + time::Duration::seconds(5);
+    let intermediate_params = params("intermediate CA", Some(0), expiry);
+    let intermediate_key = KeyPair::generate().unwrap();
+    let intermediate_pem = intermediate_params
+        .signed_by(&intermediate_key, &root)
+        .unwrap()
+        .pem();
+    let intermediate = Issuer::new(intermediate_params, intermediate_key);
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "edge").unwrap();
+    let mut leaf_params = params("edge", None, now + time::Duration::days(1));
+    leaf_params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_pem = leaf_params
+        .signed_by(&leaf_key, &intermediate)
+        .unwrap()
+        .pem();
+    // The exchange trusts the new root beside its own CA.
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{root_pem}", pki.ca.cert_pem()),
+    )
+    .unwrap();
+    server
+        .admin(&operator(&pki))
+        .await
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap();
+    let edge = ClientIdentity::from_pem(
+        format!("{leaf_pem}{intermediate_pem}"),
+        leaf_key.serialize_pem(),
+        pki.ca.cert_pem().to_owned(),
+    );
+    let channel = server.channel(&edge).await;
+    let mut exchange = pb::exchange_client::ExchangeClient::new(channel.clone());
+    exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "tidemark.v1.Exchange".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
+
+    // Past the intermediate's notAfter (whole seconds).
+    let wait = expiry + time::Duration::seconds(2) - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
+    let refused = exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("no longer chains to a CA this exchange trusts"),
+        "{refused:?}"
+    );
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the watch ends")
+        {
+            Ok(Some(_)) => {}
+            ended => break ended,
+        }
+    };
+    let status = ended.expect_err("the watch ends with the reason");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
 #[tokio::test]
 async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_refused() {
     let start = time::OffsetDateTime::now_utc().unix_timestamp();

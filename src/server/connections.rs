@@ -216,13 +216,13 @@ impl Watch {
     }
 }
 
-/// How long until `identity`'s certificate has expired (`auth::lapse` counts whole
-/// seconds past its `notAfter`), at most [`LONGEST_SLEEP`].
+/// How long until `identity`'s certificate, or a CA certificate of its chain, has expired
+/// (`auth::lapse` counts whole seconds past a `notAfter`), at most [`LONGEST_SLEEP`].
 fn until_expiry(identity: &PeerIdentity) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let expired = u64::try_from(identity.not_after().saturating_add(1)).unwrap_or(0);
+    let expired = u64::try_from(identity.chain_not_after().saturating_add(1)).unwrap_or(0);
     Duration::from_secs(expired)
         .saturating_sub(now)
         .min(LONGEST_SLEEP)

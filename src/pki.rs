@@ -69,11 +69,23 @@ pub struct CertificateAuthority {
 }
 
 impl CertificateAuthority {
-    /// Makes a new self-signed CA.
+    /// Makes a new self-signed CA. Its name is `common_name` and a `serialNumber`
+    /// attribute (RFC 5280 §4.1.2.4, X.520) derived from its key, so that two CAs made
+    /// with one common name — the old and the new of a rollover — are still told apart:
+    /// TLS verifiers match certificates and CRLs to their CA by name.
     pub fn generate(common_name: &str, validity: Validity) -> Result<Self, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(common_name);
+        let fingerprint = ring::digest::digest(
+            &ring::digest::SHA256,
+            &rcgen::PublicKeyData::subject_public_key_info(&key),
+        );
+        let distinct = hex::encode(&fingerprint.as_ref()[..8]);
+        params.distinguished_name.push(
+            DnType::CustomDnType(vec![2, 5, 4, 5]),
+            rcgen::DnValue::PrintableString(distinct.try_into()?),
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

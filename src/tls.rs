@@ -59,8 +59,10 @@ pub(crate) struct ServerTlsMaterial {
 impl ServerTlsMaterial {
     /// Reads every file, naming the one that is missing or unreadable.
     pub(crate) fn load(files: &ServerTlsFiles) -> Result<Self, TlsError> {
+        let client_ca = read_certs(&files.ca)?;
+        distinct_ca_names(&files.ca, &client_ca)?;
         Ok(Self {
-            client_ca: read_certs(&files.ca)?,
+            client_ca,
             cert_chain: read_certs(&files.cert)?,
             key: read_key(&files.key)?,
         })
@@ -213,6 +215,40 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
         });
     }
     Ok(certs)
+}
+
+/// Refuses a CA bundle with two CAs of one name but different keys. A TLS verifier
+/// (webpki) matches a certificate, and a CRL, to its CA by the issuer name: the second
+/// CA's certificates would be checked against the first one's key, or its CRL, and
+/// refused. The same CA re-issued with its own key is fine.
+fn distinct_ca_names(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), TlsError> {
+    // Subject (DER) → the key of the first CA of that name.
+    let mut seen: std::collections::HashMap<Vec<u8>, Vec<u8>> = std::collections::HashMap::new();
+    for der in bundle {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            continue; // rustls refuses it, naming why
+        };
+        let key = cert.public_key().raw.to_vec();
+        match seen.get(cert.subject().as_raw()) {
+            Some(other) if *other != key => {
+                let name = cert.subject();
+                return Err(TlsError::Parse {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "two CA certificates are named \"{name}\" but hold different keys; \
+                         certificates and CRLs are matched to their CA by name, so one CA's \
+                         certificates would be refused. Give the new CA a name of its own \
+                         (`tidemark pki init` makes each CA's name distinct)"
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(cert.subject().as_raw().to_vec(), key);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a private key from a PEM file.

@@ -360,7 +360,8 @@ async fn the_server_certificate_and_the_ca_roll_over_under_load_without_a_failed
     let pki = TestPki::new();
     let dir = pki.dir.path().to_owned();
     let old_ca = pki.ca.cert_pem().to_owned();
-    let new_ca = CertificateAuthority::generate("test CA 2", Validity::days_from_now(30)).unwrap();
+    // Made with the old CA's common name, as `pki init` for the same trust domain does.
+    let new_ca = CertificateAuthority::generate("test CA", Validity::days_from_now(30)).unwrap();
     let bundle = format!("{old_ca}{}", new_ca.cert_pem());
     let server = Arc::new(TestServer::start(&pki).await);
     let key = Arc::new(server.register_new_key(&pki, "AUS").await);
@@ -462,7 +463,8 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
     let pki = TestPki::new();
     let dir = pki.dir.path().to_owned();
     let old_ca = pki.ca.cert_pem().to_owned();
-    let new_ca = CertificateAuthority::generate("test CA 2", Validity::days_from_now(30)).unwrap();
+    // Made with the old CA's common name, as `pki init` for the same trust domain does.
+    let new_ca = CertificateAuthority::generate("test CA", Validity::days_from_now(30)).unwrap();
     let bundle = format!("{old_ca}{}", new_ca.cert_pem());
     let server = TestServer::start(&pki).await;
     std::fs::write(dir.join("ca.pem"), &bundle).unwrap();
@@ -532,6 +534,51 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
     let status = ended.expect_err("the watch ends with the reason");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     new_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+}
+
+/// A bundle holding two CAs of one name but with different keys is refused at a reload,
+/// naming why, and nothing changes: TLS verifiers match certificates and CRLs to their
+/// CA by name, so the second CA's certificates would be refused at every handshake (an
+/// outside pass saw exactly that in a rollover to a CA of the same name, as `pki init`
+/// used to make).
+#[tokio::test]
+async fn a_bundle_with_two_cas_of_one_name_and_different_keys_is_refused_naming_why() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    // Two CAs made elsewhere with one name, each on a key of its own.
+    let twin = || {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Example national CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+    };
+    let ca_path = pki.dir.path().join("ca.pem");
+    std::fs::write(
+        &ca_path,
+        format!("{}{}{}", pki.ca.cert_pem(), twin(), twin()),
+    )
+    .unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("hold different keys")
+            && refused.message().contains("a name of its own"),
+        "{refused:?}"
+    );
+    // The same CA twice (as a re-issued CA certificate with its own key would be) is fine.
+    std::fs::write(
+        &ca_path,
+        format!("{}{}", pki.ca.cert_pem(), pki.ca.cert_pem()),
+    )
+    .unwrap();
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    assert_eq!(who(&server, &node(&pki, "AUS")).await.unwrap().state, "AUS");
 }
 
 /// A client chain through an intermediate CA that expires before the leaf: at the

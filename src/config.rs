@@ -53,7 +53,8 @@ pub struct Config {
 pub struct MetricsConfig {
     /// Address and port of the plain-HTTP listener; empty: no metrics endpoint. It
     /// carries no exchange data but should not be public: keep it on loopback or a
-    /// monitoring network. When the address is taken the server logs a warning and runs
+    /// monitoring network. An IP address and port ("127.0.0.1:9464"); anything else is
+    /// refused at start. When the address is taken the server logs a warning and runs
     /// without it.
     pub listen: String,
 }
@@ -500,6 +501,15 @@ impl Config {
             }
         }
         self.check_analytics()?;
+        if !self.metrics.listen.is_empty()
+            && let Err(e) = self.metrics.listen.parse::<std::net::SocketAddr>()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.listen {:?} is not an IP address and port ({e}): give one such as \
+                 \"127.0.0.1:9464\", or \"\" for no metrics endpoint",
+                self.metrics.listen
+            )));
+        }
         if crate::identity::check_trust_domain(&self.trust_domain).is_err() {
             return Err(ConfigError::Invalid(format!(
                 "trust_domain {:?} must be a SPIFFE trust domain (SPIFFE ID §2.1): lower-case \
@@ -665,6 +675,28 @@ mod tests {
             assert!(check(&text).is_err(), "{bad:?}");
         }
         assert!(check("[log]\norigin = \"tidemark.example/log\"").is_ok());
+    }
+
+    /// A metrics address that is not one is refused at start, as `listen`'s is: it used
+    /// to be a warning at bind time, and the server ran without its metrics.
+    #[test]
+    fn the_metrics_address_must_be_an_address() {
+        let check = |text: &str| toml::from_str::<Config>(text).unwrap().check();
+        for bad in [
+            "127.0.0.1:9464x",
+            "garbage",
+            "127.0.0.1:99999",
+            "localhost:9464",
+        ] {
+            let err = check(&format!("[metrics]\nlisten = {bad:?}")).unwrap_err();
+            assert!(err.to_string().contains("metrics.listen"), "{bad:?}: {err}");
+        }
+        for ok in ["127.0.0.1:9464", "[::1]:9464", ""] {
+            assert!(
+                check(&format!("[metrics]\nlisten = {ok:?}")).is_ok(),
+                "{ok:?}"
+            );
+        }
     }
 
     #[test]

@@ -293,6 +293,12 @@ pub struct Limits {
     /// ended with DEADLINE_EXCEEDED (what was sent is on record), so a caller that stops
     /// reading cannot hold a server thread, a store snapshot or a backup copy.
     pub read_stall_secs: u64,
+    /// A query or sync that has been sending for this long ends with DEADLINE_EXCEEDED
+    /// (what was sent is on record; its caller continues after the last cursor or
+    /// sequence it received), so a caller that reads slowly but steadily cannot hold a
+    /// store snapshot — which keeps the pages written meanwhile from being reused —
+    /// without end.
+    pub max_read_secs: u64,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
     pub shutdown_grace_secs: u64,
     /// A connection whose client certificate is revoked or expires, or whose state is
@@ -382,6 +388,7 @@ impl Default for Limits {
             max_import_items: 10_000,
             max_reads_per_principal: 16,
             read_stall_secs: 60,
+            max_read_secs: 600,
             shutdown_grace_secs: 10,
             lapsed_connection_grace_secs: 5,
         }
@@ -392,6 +399,11 @@ impl Limits {
     /// `read_stall_secs` as a duration.
     pub fn read_stall(&self) -> Duration {
         Duration::from_secs(self.read_stall_secs)
+    }
+
+    /// `max_read_secs` as a duration.
+    pub fn max_read(&self) -> Duration {
+        Duration::from_secs(self.max_read_secs)
     }
 
     /// `request_timeout_secs` as a duration.
@@ -477,6 +489,7 @@ impl Config {
             ("store.max_batch", self.store.max_batch as u64),
             ("limits.max_import_items", l.max_import_items as u64),
             ("limits.read_stall_secs", l.read_stall_secs),
+            ("limits.max_read_secs", l.max_read_secs),
             (
                 "limits.max_reads_per_principal",
                 l.max_reads_per_principal as u64,

@@ -690,6 +690,151 @@ async fn a_read_its_caller_stops_taking_ends_and_is_on_record_with_what_was_sent
     assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
 }
 
+/// A read whose caller takes items steadily but slowly ends after
+/// `limits.max_read_secs` in all, with DEADLINE_EXCEEDED, its audit record completed
+/// with what was sent: no caller holds a store snapshot (which keeps the pages written
+/// meanwhile from being reused) without end. It continues after its last cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_read_ends_after_the_longest_a_read_may_take_and_continues_from_its_cursor() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.max_read_secs = 1;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 1_000).await;
+    let mut idn = small_window_reader(&world, "IDN").await;
+    let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut received = 0u64;
+    let mut cursor = String::new();
+    let end = loop {
+        // Never long enough to stall (`read_stall_secs`, 60 s).
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        match tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(item)) => {
+                let meta = item.meta.unwrap();
+                if meta.reporting_state == "AUS" {
+                    received += 1;
+                    ids.insert(meta.report_id);
+                }
+                cursor = item.cursor;
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        }
+    };
+    let status = end.expect_err("the slow read ends");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("limits.max_read_secs"),
+        "{status:?}"
+    );
+    assert!(0 < received && received < 1_000, "{received}");
+    let record = idn_query_record(&world).await;
+    assert!(!record.in_progress, "{record:?}");
+    assert_eq!(record.by_owner.get("AUS"), Some(&received), "{record:?}");
+    // Continued after its last cursor, it gets the rest, once each.
+    let mut rest = idn
+        .query(pb::QueryRequest {
+            after: cursor,
+            ..smuggling()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(item) = rest.message().await.unwrap() {
+        let meta = item.meta.unwrap();
+        if meta.reporting_state == "AUS" {
+            received += 1;
+            ids.insert(meta.report_id);
+        }
+    }
+    assert_eq!((received, ids.len()), (1_000, 1_000));
+}
+
+/// `tidemark query` whose output is read slowly goes on after the server ends its read
+/// for its length (`limits.max_read_secs`), from its last cursor: each report once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidemark_query_goes_on_after_the_server_ends_a_long_read() {
+    use std::io::BufRead;
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.max_read_secs = 1;
+    })
+    .await;
+    let world = fill(World::on(pki, server).await, 0).await;
+    // More than a stock client's HTTP/2 windows (2 MiB a stream) hold, so the server
+    // has to wait for the command's output to be read.
+    let all = pb::SharingScope::AllContributors;
+    let items: Vec<pb::SubmitRequest> = (0..1_000)
+        .map(|seed| {
+            let mut long = report("AUS", seed, false, all, &[]);
+            long.narrative = "Seen at dawn. ".repeat(280);
+            pb::SubmitRequest {
+                envelope: Some(sign(&long, world.key("AUS"))),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let summary = world
+        .exchange("AUS")
+        .await
+        .import(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.accepted, 1_000, "{:?}", summary.rejections);
+    let dir = tempfile::TempDir::new().unwrap();
+    let profile = common::cli_profile(&world.pki, &world.server, dir.path(), "IDN").await;
+    let reads_before = query_records(&world).await;
+    let endpoint = world.server.endpoint();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["query", "--category", "smuggling", "--json"])
+            .args(["--as", &profile, "--endpoint", &endpoint])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut lines = 0;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            // Slowly for two seconds, past the server's limit, then at once.
+            if lines < 100 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let line: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            ids.insert(line["meta"]["reportId"].as_str().unwrap().to_owned());
+            lines += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        common::cli::assert_ok(&out);
+        (lines, ids.len())
+    })
+    .await
+    .unwrap();
+    // AUS's thousand and IDN's own, once each.
+    assert_eq!(lines, (1_001, 1_001));
+    let reads = query_records(&world).await - reads_before;
+    assert!(
+        reads >= 2,
+        "the CLI's read was ended and continued: {reads} reads"
+    );
+}
+
+/// How many queries by IDN are on the audit log.
+async fn query_records(world: &World) -> usize {
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    common::audit_log(&mut admin)
+        .await
+        .iter()
+        .filter(|e| e.action == "query" && e.state == "IDN")
+        .count()
+}
+
 /// Queries and syncs one principal has in progress are bounded: each holds a server
 /// thread while its caller reads, however slowly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -281,11 +281,23 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         }
         let mut page = 0;
         let mut last_cursor = String::new();
-        while let Some(item) = stream
-            .message()
-            .await
-            .map_err(|s| anyhow!(client::explain(&s)))?
-        {
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                // Ended for its length after some progress: continued from there.
+                Err(status) if continues(&status) && !last_cursor.is_empty() => {
+                    request.after = std::mem::take(&mut last_cursor);
+                    page = 0;
+                    stream = exchange
+                        .query(request.clone())
+                        .await
+                        .map_err(|s| anyhow!(client::explain(&s)))?
+                        .into_inner();
+                    continue;
+                }
+                Err(status) => bail!(client::explain(&status)),
+            };
             page += 1;
             total += 1;
             last_cursor.clone_from(&item.cursor);
@@ -329,6 +341,14 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether a read that ended with `status` is continued from where it got to: the
+/// server ends one that has been sending for `limits.max_read_secs`, and one whose
+/// caller took nothing for `limits.read_stall_secs` (this command reads as fast as its
+/// output is written), with DEADLINE_EXCEEDED.
+fn continues(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded
 }
 
 /// Keep a local mirror of one category: the first run copies everything your state may
@@ -390,12 +410,13 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         same_history(channel.clone(), last, &data_path).await?;
     }
     let mut exchange = ExchangeClient::new(channel);
+    let mut request = pb::SyncRequest {
+        category: args.category.to_pb() as i32,
+        after_sequence: cursor,
+        include_log_proofs: args.log_proofs,
+    };
     let mut stream = exchange
-        .sync(pb::SyncRequest {
-            category: args.category.to_pb() as i32,
-            after_sequence: cursor,
-            include_log_proofs: args.log_proofs,
-        })
+        .sync(request)
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
@@ -408,8 +429,21 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let (mut pending, mut total) = (0usize, 0u64);
     let started = cursor;
     let progress = super::progress::counter("changes received");
+    // Where the current stream started: a stream the server ends for its length after
+    // some progress is continued from where it got to.
+    let mut resumed_at = cursor;
     let outcome = loop {
         match stream.message().await {
+            Err(status) if continues(&status) && cursor > resumed_at => {
+                checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
+                pending = 0;
+                resumed_at = cursor;
+                request.after_sequence = cursor;
+                match exchange.sync(request).await {
+                    Ok(next) => stream = next.into_inner(),
+                    Err(status) => break Err(status),
+                }
+            }
             Ok(Some(item)) => {
                 let sequence = item.meta.as_ref().map_or(0, |m| m.sequence);
                 // The meta as `query --json` writes it (numbers as numbers).

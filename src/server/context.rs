@@ -59,6 +59,8 @@ pub(super) struct Context {
     pub max_import_items: usize,
     /// How long a read waits for its caller to take the next item (`limits.read_stall_secs`).
     pub read_stall: std::time::Duration,
+    /// How long a query or sync may go on sending (`limits.max_read_secs`).
+    pub max_read: std::time::Duration,
     /// The most bytes one page of a paged answer holds (access lists, the audit log),
     /// well under the message limit either side applies ([`fitting`]).
     pub page_bytes: usize,
@@ -212,6 +214,7 @@ impl Context {
         let (trust, caller) = (self.trust.clone(), peer.clone());
         let runtime = tokio::runtime::Handle::current();
         let stall = self.read_stall;
+        let pace = Pace::from(stall, self.max_read);
         let (raise_writer, raise_principal, raise_detail) =
             (writer.clone(), principal.clone(), detail.clone());
         let (unfinished, mut cut) = self.unfinished.start();
@@ -246,8 +249,9 @@ impl Context {
                         }
                     }
                     // A caller that stops reading does not hold this thread (and the
-                    // snapshot) for ever: the read ends after `limits.read_stall_secs`.
-                    match send(&runtime, (&tx, &queue), item, (stall, &mut producer_cut)) {
+                    // snapshot) for ever: the read ends after `limits.read_stall_secs`,
+                    // and a slow one's after `limits.max_read_secs` in all.
+                    match send(&runtime, (&tx, &queue), item, (&pace, &mut producer_cut)) {
                         Ok(sent) => sent,
                         Err(end) => {
                             ended = Some(end);
@@ -319,12 +323,13 @@ fn send<T>(
     runtime: &tokio::runtime::Handle,
     (tx, queue): (&mpsc::Sender<Result<T, Status>>, &Ledger),
     item: T,
-    (stall, cut): (std::time::Duration, &mut Cut),
+    (pace, cut): (&Pace, &mut Cut),
 ) -> Result<bool, Status> {
+    let wait = pace.next_wait()?;
     queue.queueing();
     let sent = runtime.block_on(async {
         tokio::select! {
-            sent = timeout(stall, tx.send(Ok(item))) => Some(sent),
+            sent = timeout(wait, tx.send(Ok(item))) => Some(sent),
             () = cut.wait() => None,
         }
     });
@@ -334,8 +339,58 @@ fn send<T>(
     match sent {
         Some(Ok(Ok(()))) => Ok(true),
         Some(Ok(Err(_))) => Ok(false),
-        Some(Err(_)) => Err(stalled(stall)),
+        Some(Err(_)) => Err(pace.waited_too_long(wait)),
         None => Err(cut_short()),
+    }
+}
+
+/// How long a query or sync may wait for its caller: `stall` for each item, and
+/// `max_read` in all.
+struct Pace {
+    stall: std::time::Duration,
+    max_read: std::time::Duration,
+    deadline: std::time::Instant,
+}
+
+impl Pace {
+    fn from(stall: std::time::Duration, max_read: std::time::Duration) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            stall,
+            max_read,
+            deadline: now.checked_add(max_read).unwrap_or(now + stall),
+        }
+    }
+
+    /// How long the next item may wait to be queued; the end at once when the read is
+    /// out of time.
+    fn next_wait(&self) -> Result<std::time::Duration, Status> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            Err(self.out_of_time())
+        } else {
+            Ok(left.min(self.stall))
+        }
+    }
+
+    /// The end of a read whose item waited `wait` ([`Self::next_wait`]) and was not taken.
+    fn waited_too_long(&self, wait: std::time::Duration) -> Status {
+        if wait < self.stall {
+            self.out_of_time()
+        } else {
+            stalled(self.stall)
+        }
+    }
+
+    fn out_of_time(&self) -> Status {
+        Status::deadline_exceeded(format!(
+            "this read has been sending for {} s, the most one read may (limits.max_read_secs), \
+             so the server ended it; what was sent to you is on record; continue after the last \
+             cursor (a query) or sequence (a sync) you received",
+            self.max_read.as_secs()
+        ))
     }
 }
 

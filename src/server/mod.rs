@@ -196,6 +196,7 @@ impl Server {
             analytics: crate::analytics::Settings::new(&self.config.analytics),
             max_import_items: limits.max_import_items,
             read_stall: limits.read_stall(),
+            max_read: limits.max_read(),
             // Three quarters of the smaller of our limit and a stock client's (4 MiB).
             page_bytes: limits.max_message_bytes.min(4 << 20) / 4 * 3,
             metrics: self.metrics.clone(),

@@ -50,13 +50,18 @@ fn scope_admits(scope: i32, listed_states: &[String], reader: CountryCode) -> bo
 /// Whether `reader` may see this envelope of the report: a version is shown only where
 /// its own scope *and* the latest version's scope both allow it (an owner may narrow a
 /// report, or widen it, without exposing what an earlier version was not shared for).
-/// A retraction is shown wherever the report is.
+/// A retraction is shown wherever the report is; once a report is retracted, no version
+/// of it goes to another state any more (its owner has withdrawn it: a state that had it
+/// learns of the retraction, one that had not gets only the retraction).
 fn envelope_visible_to(head: &ReportHead, record: &EnvelopeRecord, reader: CountryCode) -> bool {
     if !visible_to(head, reader) {
         return false;
     }
     if head.state == reader.as_str() || record.kind() != Some(EnvelopeKind::Report) {
         return true;
+    }
+    if head.retracted {
+        return false;
     }
     let own = head.versions.iter().find(|v| v.version == record.version);
     match own {

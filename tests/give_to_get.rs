@@ -245,7 +245,17 @@ async fn sync_carries_amendments_and_retractions_and_resumes_without_gaps() {
         kinds.contains(&(reports[1].report_id.clone(), 2, "retraction".into())),
         "the retraction is synced"
     );
-    assert_eq!(full.len(), 33, "30 + IDN's own + amendment + retraction");
+    // A retracted report is withdrawn: a state that syncs after the retraction gets the
+    // retraction alone, none of the report's versions.
+    assert!(
+        !kinds.contains(&(reports[1].report_id.clone(), 1, "report".into())),
+        "the retracted report's content is synced"
+    );
+    assert_eq!(
+        full.len(),
+        32,
+        "29 + IDN's own + amendment + retraction (not the retracted report)"
+    );
 
     // Interrupted after 7 items, resumed from the last sequence: the same set, once each.
     let mut stream = idn

@@ -252,6 +252,17 @@ pub struct StoreConfig {
     pub max_batch: usize,
 }
 
+/// The longest any time limit of the configuration may be, in seconds: a year.
+pub const MAX_SECS: u64 = 365 * 24 * 60 * 60;
+/// The most any count of the configuration (streams, connections, items, cells, …) may be.
+pub const MAX_COUNT: u64 = 10_000_000;
+/// The largest `limits.max_message_bytes`: 1 GiB.
+pub const MAX_MESSAGE_BYTES: u64 = 1 << 30;
+/// The largest `store.cache_mib`: 1 TiB.
+pub const MAX_CACHE_MIB: u64 = 1 << 20;
+/// The longest give-to-get window, in days: a century.
+pub const MAX_WINDOW_DAYS: u64 = 36_500;
+
 /// Limits on connections and messages. Every one is set explicitly rather than left to
 /// library defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -459,57 +470,10 @@ impl Config {
 
     /// Checks values that serde cannot.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let l = &self.limits;
-        let positive = [
-            ("limits.max_message_bytes", l.max_message_bytes as u64),
-            (
-                "limits.max_concurrent_streams",
-                u64::from(l.max_concurrent_streams),
-            ),
-            ("limits.request_timeout_secs", l.request_timeout_secs),
-            ("limits.handshake_timeout_secs", l.handshake_timeout_secs),
-            (
-                "limits.max_pending_handshakes",
-                l.max_pending_handshakes as u64,
-            ),
-            (
-                "limits.max_pending_handshakes_per_address",
-                l.max_pending_handshakes_per_address as u64,
-            ),
-            ("limits.first_byte_timeout_ms", l.first_byte_timeout_ms),
-            (
-                "limits.max_subscriptions_per_principal",
-                l.max_subscriptions_per_principal as u64,
-            ),
-            (
-                "limits.max_connections_per_principal",
-                l.max_connections_per_principal as u64,
-            ),
-            ("store.cache_mib", self.store.cache_mib as u64),
-            ("store.max_batch", self.store.max_batch as u64),
-            ("limits.max_import_items", l.max_import_items as u64),
-            ("limits.read_stall_secs", l.read_stall_secs),
-            ("limits.max_read_secs", l.max_read_secs),
-            (
-                "limits.max_reads_per_principal",
-                l.max_reads_per_principal as u64,
-            ),
-            ("analytics.max_cells", self.analytics.max_cells as u64),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
+        for (name, value, max) in self.bounded() {
+            if value == 0 || value > max {
                 return Err(ConfigError::Invalid(format!(
-                    "{name} must be greater than 0"
-                )));
-            }
-        }
-        for (name, rule) in [
-            ("policy.smuggling_incident", self.policy.smuggling_incident),
-            ("policy.maritime_movement", self.policy.maritime_movement),
-        ] {
-            if rule.window_days == 0 {
-                return Err(ConfigError::Invalid(format!(
-                    "{name}.window_days must be greater than 0"
+                    "{name} must be between 1 and {max} (it is {value})"
                 )));
             }
         }
@@ -551,6 +515,112 @@ impl Config {
         }
     }
 
+    /// Every setting that must be at least 1, with its value and the most it may be:
+    /// far past any sensible value, and far from what would overflow a timer, a
+    /// semaphore or a date computed from it.
+    fn bounded(&self) -> Vec<(&'static str, u64, u64)> {
+        const SECS: u64 = MAX_SECS;
+        const COUNT: u64 = MAX_COUNT;
+        let l = &self.limits;
+        let a = &self.analytics;
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        vec![
+            (
+                "limits.max_message_bytes",
+                n(l.max_message_bytes),
+                MAX_MESSAGE_BYTES,
+            ),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(l.max_concurrent_streams),
+                COUNT,
+            ),
+            ("limits.request_timeout_secs", l.request_timeout_secs, SECS),
+            (
+                "limits.keepalive_interval_secs",
+                l.keepalive_interval_secs,
+                SECS,
+            ),
+            (
+                "limits.keepalive_timeout_secs",
+                l.keepalive_timeout_secs,
+                SECS,
+            ),
+            (
+                "limits.handshake_timeout_secs",
+                l.handshake_timeout_secs,
+                SECS,
+            ),
+            (
+                "limits.first_byte_timeout_ms",
+                l.first_byte_timeout_ms,
+                SECS * 1000,
+            ),
+            (
+                "limits.max_pending_handshakes",
+                n(l.max_pending_handshakes),
+                COUNT,
+            ),
+            (
+                "limits.max_pending_handshakes_per_address",
+                n(l.max_pending_handshakes_per_address),
+                COUNT,
+            ),
+            (
+                "limits.max_subscriptions_per_principal",
+                n(l.max_subscriptions_per_principal),
+                COUNT,
+            ),
+            (
+                "limits.max_connections_per_principal",
+                n(l.max_connections_per_principal),
+                COUNT,
+            ),
+            (
+                "limits.max_reads_per_principal",
+                n(l.max_reads_per_principal),
+                COUNT,
+            ),
+            ("limits.max_import_items", n(l.max_import_items), COUNT),
+            ("limits.read_stall_secs", l.read_stall_secs, SECS),
+            ("limits.max_read_secs", l.max_read_secs, SECS),
+            ("limits.shutdown_grace_secs", l.shutdown_grace_secs, SECS),
+            (
+                "limits.lapsed_connection_grace_secs",
+                l.lapsed_connection_grace_secs,
+                SECS,
+            ),
+            ("store.cache_mib", n(self.store.cache_mib), MAX_CACHE_MIB),
+            ("store.max_batch", n(self.store.max_batch), COUNT),
+            ("analytics.max_cells", n(a.max_cells), COUNT),
+            (
+                "analytics.minimum_reports",
+                u64::from(a.minimum_reports),
+                COUNT,
+            ),
+            (
+                "analytics.minimum_reports_for_quantiles",
+                u64::from(a.minimum_reports_for_quantiles),
+                COUNT,
+            ),
+            (
+                "analytics.privacy_budget.contribution_cap",
+                u64::from(a.privacy_budget.contribution_cap),
+                COUNT,
+            ),
+            (
+                "policy.smuggling_incident.window_days",
+                u64::from(self.policy.smuggling_incident.window_days),
+                MAX_WINDOW_DAYS,
+            ),
+            (
+                "policy.maritime_movement.window_days",
+                u64::from(self.policy.maritime_movement.window_days),
+                MAX_WINDOW_DAYS,
+            ),
+        ]
+    }
+
     fn check_analytics(&self) -> Result<(), ConfigError> {
         /// The largest yearly privacy budget, in ρ.
         const MAX_RHO_PER_YEAR: f64 = 1e6;
@@ -573,16 +643,6 @@ impl Config {
                  {MAX_RHO_PER_YEAR}",
                 b.rho_per_query, b.rho_per_year
             )));
-        }
-        if b.contribution_cap == 0 {
-            return Err(ConfigError::Invalid(
-                "analytics.privacy_budget.contribution_cap must be at least 1".to_owned(),
-            ));
-        }
-        if a.minimum_reports == 0 {
-            return Err(ConfigError::Invalid(
-                "analytics.minimum_reports must be at least 1".to_owned(),
-            ));
         }
         // XTS (testing) and XXX (no currency) are ISO 4217 codes for what is not money.
         let currency = |code: &str| {
@@ -688,6 +748,29 @@ mod tests {
             assert!(check(&text).is_err(), "{bad:?}");
         }
         assert!(check("[log]\norigin = \"tidemark.example/log\"").is_ok());
+    }
+
+    /// Every bounded setting is refused, naming it, just past its maximum (as an outside
+    /// pass found, a keepalive of 2^63 s started and then panicked on every connection),
+    /// and taken at its maximum.
+    #[test]
+    fn every_setting_is_refused_past_its_maximum() {
+        let names = Config::default().bounded();
+        assert!(names.len() > 20);
+        for (name, _, max) in names {
+            let (table, key) = name.rsplit_once('.').unwrap();
+            for (value, ok) in [(max, true), (max + 1, false)] {
+                let text = format!("[{table}]\n{key} = {value}");
+                let config: Config = toml::from_str(&text).unwrap();
+                match config.check() {
+                    Ok(()) => assert!(ok, "{text}"),
+                    Err(e) => {
+                        assert!(!ok, "{text}: {e}");
+                        assert!(e.to_string().contains(name), "{text}: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// A metrics address that is not one is refused at start, as `listen`'s is: it used

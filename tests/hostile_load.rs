@@ -17,6 +17,82 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// Reports pushed to one subscription in the audit test.
 const PUSHES: u64 = 12;
 
+/// A server with every limit at the most its configuration takes serves: a submission,
+/// a query, a subscription and an aggregate (an outside pass set a keepalive of 2^63 s,
+/// which started and then panicked on every connection, and a stall limit that panicked
+/// every read; such values are now refused at start, and the largest taken work).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_every_limit_at_its_maximum_serves() {
+    use tidemark::config::{MAX_COUNT, MAX_SECS, MAX_WINDOW_DAYS};
+    let count = usize::try_from(MAX_COUNT).unwrap();
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        let l = &mut config.limits;
+        for secs in [
+            &mut l.request_timeout_secs,
+            &mut l.keepalive_interval_secs,
+            &mut l.keepalive_timeout_secs,
+            &mut l.handshake_timeout_secs,
+            &mut l.read_stall_secs,
+            &mut l.max_read_secs,
+            &mut l.shutdown_grace_secs,
+            &mut l.lapsed_connection_grace_secs,
+        ] {
+            *secs = MAX_SECS;
+        }
+        l.first_byte_timeout_ms = MAX_SECS * 1000;
+        for n in [
+            &mut l.max_pending_handshakes,
+            &mut l.max_pending_handshakes_per_address,
+            &mut l.max_subscriptions_per_principal,
+            &mut l.max_connections_per_principal,
+            &mut l.max_reads_per_principal,
+            &mut l.max_import_items,
+            &mut config.store.max_batch,
+            &mut config.analytics.max_cells,
+        ] {
+            *n = count;
+        }
+        l.max_concurrent_streams = u32::try_from(MAX_COUNT).unwrap();
+        l.max_message_bytes = usize::try_from(tidemark::config::MAX_MESSAGE_BYTES).unwrap();
+        let window = u32::try_from(MAX_WINDOW_DAYS).unwrap();
+        config.policy.smuggling_incident.window_days = window;
+        config.policy.maritime_movement.window_days = window;
+        config.check().expect("every value is within its bounds");
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let mut subscription = world
+        .exchange("IDN")
+        .await
+        .subscribe(pb::QueryRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    world.submit(&report("AUS", 2, false, all, &[])).await;
+    world.read_all_smuggling("IDN").await;
+    let pushed = tokio::time::timeout(Duration::from_secs(10), subscription.message())
+        .await
+        .expect("the subscription pushes")
+        .unwrap();
+    assert!(pushed.is_some());
+    common::aggregate(
+        &world.server,
+        &common::regional(&world.pki),
+        pb::AggregateRequest {
+            metrics: vec![pb::Metric::Reports as i32],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_neither_lock_others_out_nor_stay_open() {
     const STALLED: usize = 300;

@@ -335,7 +335,8 @@ fn run(
     ends: &Ends<'_>,
     log: &LogSigner,
 ) {
-    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    // Grown as batches need: `max_batch` may be far larger than any batch gets.
+    let mut batch: Vec<Job> = Vec::new();
     let mut stopping = false;
     let take = |message: Message, batch: &mut Vec<Job>, stopping: &mut bool| match message {
         Message::Append(envelope, reply) => batch.push(Job::Append(envelope, reply)),

@@ -478,14 +478,23 @@ impl Config {
             }
         }
         self.check_analytics()?;
-        if !self.metrics.listen.is_empty()
-            && let Err(e) = self.metrics.listen.parse::<std::net::SocketAddr>()
-        {
-            return Err(ConfigError::Invalid(format!(
-                "metrics.listen {:?} is not an IP address and port ({e}): give one such as \
-                 \"127.0.0.1:9464\", or \"\" for no metrics endpoint",
-                self.metrics.listen
-            )));
+        if !self.metrics.listen.is_empty() {
+            match self.metrics.listen.parse::<std::net::SocketAddr>() {
+                Err(e) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "metrics.listen {:?} is not an IP address and port ({e}): give one \
+                         such as \"127.0.0.1:9464\", or \"\" for no metrics endpoint",
+                        self.metrics.listen
+                    )));
+                }
+                Ok(metrics) if metrics == self.listen && metrics.port() != 0 => {
+                    return Err(ConfigError::Invalid(format!(
+                        "metrics.listen is {metrics}, the address the exchange itself listens \
+                         on (listen): give the metrics endpoint a port of its own"
+                    )));
+                }
+                Ok(_) => {}
+            }
         }
         if crate::identity::check_trust_domain(&self.trust_domain).is_err() {
             return Err(ConfigError::Invalid(format!(
@@ -787,6 +796,9 @@ mod tests {
             let err = check(&format!("[metrics]\nlisten = {bad:?}")).unwrap_err();
             assert!(err.to_string().contains("metrics.listen"), "{bad:?}: {err}");
         }
+        let err = check("listen = \"127.0.0.1:7443\"\n[metrics]\nlisten = \"127.0.0.1:7443\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("a port of its own"), "{err}");
         for ok in ["127.0.0.1:9464", "[::1]:9464", ""] {
             assert!(
                 check(&format!("[metrics]\nlisten = {ok:?}")).is_ok(),

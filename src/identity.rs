@@ -371,7 +371,8 @@ pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
 #[error(
     "{0:?} is not a certificate serial number: give a positive number in hex (at most 20 \
      bytes as DER encodes it, so a 20-byte number below 80…; `:` between bytes allowed, \
-     no spaces), as `tidemark admin certs` or `openssl x509 -serial` prints it"
+     no spaces), as `tidemark admin certs` prints it, or `openssl x509 -noout -serial` \
+     after its `serial=`"
 )]
 pub struct SerialError(String);
 

@@ -245,7 +245,8 @@ impl Metrics {
         );
         r.register_with_unit(
             "tidemark_crl_age",
-            "Time since the published CRL was issued (its thisUpdate)",
+            "Time since the published CRL's thisUpdate, which is set 5 minutes before it is \
+             signed (for clocks that run behind): about 300 just after a re-signing",
             Unit::Seconds,
             self.crl_age.clone(),
         );

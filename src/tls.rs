@@ -60,7 +60,7 @@ impl ServerTlsMaterial {
     /// Reads every file, naming the one that is missing or unreadable.
     pub(crate) fn load(files: &ServerTlsFiles) -> Result<Self, TlsError> {
         let client_ca = read_certs(&files.ca)?;
-        distinct_ca_names(&files.ca, &client_ca)?;
+        check_ca_bundle(&files.ca, &client_ca)?;
         Ok(Self {
             client_ca,
             cert_chain: read_certs(&files.cert)?,
@@ -217,34 +217,45 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-/// Refuses a CA bundle with two CAs of one name but different keys. A TLS verifier
-/// (webpki) matches a certificate, and a CRL, to its CA by the issuer name: the second
-/// CA's certificates would be checked against the first one's key, or its CRL, and
-/// refused. The same CA re-issued with its own key is fine.
-fn distinct_ca_names(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), TlsError> {
-    // Subject (DER) → the key of the first CA of that name.
-    let mut seen: std::collections::HashMap<Vec<u8>, Vec<u8>> = std::collections::HashMap::new();
-    for der in bundle {
+/// Refuses a CA bundle that holds a certificate that is not a CA's, or two CAs of one
+/// name but different keys. A TLS verifier (webpki) matches a certificate, and a CRL, to
+/// its CA by the issuer name: the second CA's certificates would be checked against the
+/// first one's key, or its CRL, and refused. The same CA re-issued with its own key is
+/// fine. Certificates are named by their place in the file (1 = the first).
+fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), TlsError> {
+    let refuse = |reason: String| TlsError::Parse {
+        path: path.to_owned(),
+        reason,
+    };
+    // Subject (DER) → the key and place of the first CA of that name.
+    let mut seen: std::collections::HashMap<Vec<u8>, (Vec<u8>, usize)> =
+        std::collections::HashMap::new();
+    for (place, der) in (1..).zip(bundle) {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
             continue; // rustls refuses it, naming why
         };
+        if !cert.is_ca() {
+            return Err(refuse(format!(
+                "certificate {place} (\"{}\") is not a CA's (no basicConstraints CA:TRUE): \
+                 the bundle lists the CAs whose certificates the exchange accepts; take \
+                 it out",
+                cert.subject()
+            )));
+        }
         let key = cert.public_key().raw.to_vec();
         match seen.get(cert.subject().as_raw()) {
-            Some(other) if *other != key => {
-                let name = cert.subject();
-                return Err(TlsError::Parse {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "two CA certificates are named \"{name}\" but hold different keys; \
-                         certificates and CRLs are matched to their CA by name, so one CA's \
-                         certificates would be refused. Give the new CA a name of its own \
-                         (`tidemark pki init` makes each CA's name distinct)"
-                    ),
-                });
+            Some((other, first)) if *other != key => {
+                return Err(refuse(format!(
+                    "certificates {first} and {place} are both CAs named \"{}\" but hold \
+                     different keys; certificates and CRLs are matched to their CA by name, \
+                     so one CA's certificates would be refused. Give the new CA a name of \
+                     its own (`tidemark pki init` makes each CA's name distinct)",
+                    cert.subject()
+                )));
             }
             Some(_) => {}
             None => {
-                seen.insert(cert.subject().as_raw().to_vec(), key);
+                seen.insert(cert.subject().as_raw().to_vec(), (key, place));
             }
         }
     }

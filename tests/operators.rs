@@ -536,13 +536,13 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
     new_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 }
 
-/// A bundle holding two CAs of one name but with different keys is refused at a reload,
-/// naming why, and nothing changes: TLS verifiers match certificates and CRLs to their
+/// A bundle holding two CAs of one name but with different keys, or a certificate that is
+/// not a CA's, is refused at a reload, naming them, and nothing changes: TLS verifiers match certificates and CRLs to their
 /// CA by name, so the second CA's certificates would be refused at every handshake (an
 /// outside pass saw exactly that in a rollover to a CA of the same name, as `pki init`
 /// used to make).
 #[tokio::test]
-async fn a_bundle_with_two_cas_of_one_name_and_different_keys_is_refused_naming_why() {
+async fn a_bundle_with_two_cas_of_one_name_or_a_leaf_is_refused_naming_them() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
     // Two CAs made elsewhere with one name, each on a key of its own.
@@ -567,8 +567,23 @@ async fn a_bundle_with_two_cas_of_one_name_and_different_keys_is_refused_naming_
     let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(
-        refused.message().contains("hold different keys")
+        refused
+            .message()
+            .contains("certificates 2 and 3 are both CAs named")
             && refused.message().contains("a name of its own"),
+        "{refused:?}"
+    );
+    // Nor may a certificate that is not a CA's stand in the bundle.
+    let leaf = node(&pki, "AUS");
+    std::fs::write(
+        &ca_path,
+        format!("{}{}", pki.ca.cert_pem(), leaf.cert_pem()),
+    )
+    .unwrap();
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("certificate 2 (") && refused.message().contains("not a CA's"),
         "{refused:?}"
     );
     // The same CA twice (as a re-issued CA certificate with its own key would be) is fine.

@@ -219,9 +219,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             print_audit(&page.entries, json)?;
             if let (true, Some(last)) = (page.more, page.entries.last()) {
                 errln!(
-                    "the page stopped at the size a message may have: run again with --after {}                      for the records after it",
+                    "the page stopped at the size a message may have: run again with --after {} \
+                     for the records after it",
                     last.number
                 );
+            }
+            if page.entries.is_empty() {
+                errln!("no audit records after number {after}");
             }
         }
         AdminCommand::Keys { state } => {
@@ -281,6 +285,9 @@ async fn run_certificates(
                 .map_err(explain)?
                 .into_inner()
                 .states;
+            if states.is_empty() {
+                outln!("no states are enrolled (`tidemark admin enrol STATE` enrols one)")?;
+            }
             for s in &states {
                 outln!(
                     "{} {} ({}), {}, {}",

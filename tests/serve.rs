@@ -258,6 +258,34 @@ fn print_config_shows_every_default_and_rejects_unknown_keys() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
 }
 
+/// `--metrics-listen` moves (or turns off) the metrics endpoint without a config file,
+/// held to the config's rule: an IP address and port.
+#[test]
+fn the_metrics_endpoint_moves_with_a_flag() {
+    let print = |address: &str| {
+        Command::new(BIN)
+            .args(["serve", "--print-config", "--metrics-listen", address])
+            .output()
+            .unwrap()
+    };
+    for (address, shown) in [
+        ("127.0.0.1:59464", "listen = \"127.0.0.1:59464\""),
+        ("", "listen = \"\""),
+    ] {
+        let out = print(address);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let metrics = text.split("[metrics]").nth(1).unwrap();
+        assert!(metrics.contains(shown), "{address:?}: {text}");
+    }
+    let out = print("localhost:9464");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("metrics.listen"),
+        "{out:?}"
+    );
+}
+
 /// Starts `tidemark serve` with `args`, stderr piped (not a terminal), runs `during`
 /// with its endpoint, stops it, and returns what it logged.
 fn logs_while(dir: &Path, args: &[&str], during: impl FnOnce(&str)) -> String {

@@ -33,6 +33,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
+    /// Address of the plain-HTTP metrics endpoint, e.g. 127.0.0.1:9464 (port 0 picks a
+    /// free port; "" turns it off). Overrides the config's `metrics.listen`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+
     /// Directory with ca.pem, server.pem, server.key and receipt.key.
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
@@ -199,6 +204,9 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(listen) = &args.metrics_listen {
+        config.metrics.listen.clone_from(listen);
     }
     if let Some(dir) = &args.certs {
         config.tls = TlsConfig::in_dir(dir);

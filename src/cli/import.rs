@@ -354,6 +354,28 @@ fn unanswered(status: &tonic::Status) -> bool {
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
     ) && client::import_trailers::read(status).is_none()
+        && !never_sent(status)
+}
+
+/// Whether the call failed before anything of it was sent: the connection to the server
+/// could not be made again (the server stopped between two batches, say).
+fn never_sent(status: &tonic::Status) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+            )
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Failures that are not about one record: retrying record by record cannot help.
@@ -903,6 +925,26 @@ fn count_records(file: &Path) -> anyhow::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call on a channel whose server is gone (nothing listens on its port) is known
+    /// never to have been sent, so its lines are not said to be "sent and not answered".
+    #[tokio::test]
+    async fn a_call_whose_connection_is_refused_was_never_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        let status = ExchangeClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap_err();
+        assert!(never_sent(&status), "{status:?}");
+        assert!(!unanswered(&status), "{status:?}");
+        assert!(!never_sent(&tonic::Status::unavailable("connection reset")));
+    }
 
     /// A line of `query --json` gives its report; anything else on such a line, or a
     /// report that is not an object, is named.

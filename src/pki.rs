@@ -337,30 +337,14 @@ impl CheckedCsr {
     }
 }
 
-/// Reads a PEM CSR: one CSR, an accepted key type ([`CSR_KEY_TYPES`]), a signature that
-/// verifies with that key, and exactly one URI SAN.
-pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
-    use rustls::pki_types::{CertificateSigningRequestDer, pem::PemObject};
-    use x509_parser::{
-        certification_request::X509CertificationRequest,
-        extensions::{GeneralName, ParsedExtension},
-        oid_registry::{
-            OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
-        },
-        prelude::FromDer,
+/// The key type of a CSR's key, if it is one this exchange certifies and usable: an
+/// uncompressed EC point, an Ed25519 key not of small order.
+fn csr_key_type(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> Result<&'static str, PkiError> {
+    use x509_parser::oid_registry::{
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_SIG_ED25519,
     };
-
-    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
-        PkiError::Csr(format!(
-            "not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----): {e}"
-        ))
-    })?;
-    let (rest, csr) = X509CertificationRequest::from_der(der.as_ref())
-        .map_err(|e| PkiError::Csr(format!("the CSR could not be parsed (PKCS#10): {e}")))?;
-    if !rest.is_empty() {
-        return Err(PkiError::Csr("the CSR has trailing bytes".to_owned()));
-    }
-    let spki = &csr.certification_request_info.subject_pki;
     let algorithm = &spki.algorithm;
     let curve = algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
     let is_ec = algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY;
@@ -382,6 +366,20 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
              ec_paramgen_curve:P-256`)"
         )));
     };
+    if key_type == "Ed25519" {
+        let raw: [u8; 32] = spki
+            .subject_public_key
+            .data
+            .as_ref()
+            .try_into()
+            .map_err(|_| PkiError::Csr("the CSR's Ed25519 key is not 32 bytes".to_owned()))?;
+        if let Some(why) = crate::signing::weak_ed25519(&raw) {
+            return Err(PkiError::Csr(format!(
+                "the CSR's Ed25519 key is {why}: a signature by it proves no one holds a \
+                 private key (it can be made without one); make a new key and CSR"
+            )));
+        }
+    }
     if is_ec && spki.subject_public_key.data.first() != Some(&0x04) {
         return Err(PkiError::Csr(format!(
             "the CSR's {key_type} key is written as a compressed point; TLS here (rustls, \
@@ -389,6 +387,32 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
              `openssl ec -in KEY -conv_form uncompressed -out KEY2` and make the CSR again"
         )));
     }
+    Ok(key_type)
+}
+
+/// Reads a PEM CSR: one CSR, an accepted key type ([`CSR_KEY_TYPES`]), a signature that
+/// verifies with that key, and exactly one URI SAN.
+pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
+    use rustls::pki_types::{CertificateSigningRequestDer, pem::PemObject};
+    use x509_parser::{
+        certification_request::X509CertificationRequest,
+        extensions::{GeneralName, ParsedExtension},
+        oid_registry::OID_SIG_ED25519,
+        prelude::FromDer,
+    };
+
+    let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes()).map_err(|e| {
+        PkiError::Csr(format!(
+            "not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----): {e}"
+        ))
+    })?;
+    let (rest, csr) = X509CertificationRequest::from_der(der.as_ref())
+        .map_err(|e| PkiError::Csr(format!("the CSR could not be parsed (PKCS#10): {e}")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Csr("the CSR has trailing bytes".to_owned()));
+    }
+    let spki = &csr.certification_request_info.subject_pki;
+    let key_type = csr_key_type(spki)?;
     let signed_with = &csr.signature_algorithm.algorithm;
     let signature_ok = if key_type == "Ed25519" {
         *signed_with == OID_SIG_ED25519
@@ -701,6 +725,32 @@ impl PkiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CSR whose Ed25519 key is of small order is refused, saying why, before its
+    /// signature is checked (anyone can make one that verifies); the same CSR with its
+    /// real key is certified.
+    #[test]
+    fn a_csr_with_an_ed25519_key_of_small_order_is_refused() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(
+            "spiffe://t.test/state/AUS/node/n".try_into().unwrap(),
+        )];
+        let csr = params.serialize_request(&key).unwrap();
+        let pem = csr.pem().unwrap();
+        assert_eq!(read_csr(&pem).unwrap().key_type(), "Ed25519");
+        let mut der = csr.der().to_vec();
+        let raw = rcgen::PublicKeyData::der_bytes(&key).to_vec();
+        let at = der.windows(32).position(|w| w == raw.as_slice()).unwrap();
+        der[at..at + 32].copy_from_slice(&{
+            let mut identity = [0; 32];
+            identity[0] = 1;
+            identity
+        });
+        let weak = crate::signing::pem_encode("CERTIFICATE REQUEST", &der);
+        let refused = read_csr(&weak).unwrap_err().to_string();
+        assert!(refused.contains("small order"), "{refused}");
+    }
 
     /// A run killed part-way left files but no `ca.pem` (written last): the next run
     /// makes the whole PKI; once made, it is not made again without `force`.

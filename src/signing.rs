@@ -102,6 +102,54 @@ impl SigningKey {
     }
 }
 
+/// The y coordinates (little-endian, the sign bit of x cleared) of the Ed25519 points of
+/// small order (1, 2, 4 or 8), and the non-canonical encodings p and p + 1 of 0 and 1:
+/// libsodium's blocklist (`ge25519_has_small_order`). RFC 8032 verification, ring's
+/// included, accepts a signature "by" such a key that no private key made.
+const SMALL_ORDER_Y: [[u8; 32]; 7] = {
+    let mut all = [[0u8; 32]; 7];
+    // 0 (order 4) stays all zeros.
+    all[1][0] = 1; // 1: the identity (order 1)
+    all[2] = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ]; // order 8
+    all[3] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ]; // order 8
+    // p - 1 (order 2), p (0, non-canonical) and p + 1 (1, non-canonical).
+    all[4] = near_p(0xec);
+    all[5] = near_p(0xed);
+    all[6] = near_p(0xee);
+    all
+};
+
+/// 2^255 - 256 + `low`, little-endian: p - 1, p and p + 1 for 0xec, 0xed and 0xee.
+const fn near_p(low: u8) -> [u8; 32] {
+    let mut y = [0xff; 32];
+    y[31] = 0x7f;
+    y[0] = low;
+    y
+}
+
+/// Why `raw` is not a usable Ed25519 public key although it decodes, if it is not: a
+/// point of small order, or a y coordinate written as p or more (non-canonical).
+pub(crate) fn weak_ed25519(raw: &[u8; 32]) -> Option<&'static str> {
+    let mut y = *raw;
+    y[31] &= 0x7f;
+    if SMALL_ORDER_Y.contains(&y) {
+        return Some("a point of small order");
+    }
+    // y >= p = 2^255 - 19: all bytes 0xff but the last (0x7f) and the first (>= 0xed).
+    if y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed {
+        return Some("not canonically encoded (its y coordinate is p or more)");
+    }
+    None
+}
+
 /// An Ed25519 public key with its key id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -118,6 +166,12 @@ impl PublicKey {
                 raw.len()
             ))
         })?;
+        if let Some(why) = weak_ed25519(&raw) {
+            return Err(KeyError::Parse(format!(
+                "this Ed25519 public key is {why}: signatures that it \"verifies\" can be made \
+                 without any private key, so it is refused; make a new key (`tidemark keygen`)"
+            )));
+        }
         let key_id = hex::encode(ring::digest::digest(&ring::digest::SHA256, &spki_der(&raw)));
         Ok(Self { raw, key_id })
     }
@@ -228,6 +282,42 @@ pub enum KeyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys of small order verify signatures no private key made (a zero scalar and the
+    /// identity as R "signs" anything for the identity key): each is refused, in every
+    /// encoding, and a real key is not.
+    #[test]
+    fn weak_ed25519_keys_are_refused() {
+        let forged: Vec<u8> = std::iter::once(1).chain([0; 63]).collect();
+        let identity = PublicKey {
+            raw: SMALL_ORDER_Y[1],
+            key_id: String::new(),
+        };
+        assert!(
+            identity.verify(b"any report", &forged),
+            "ring takes the forgery"
+        );
+        for y in SMALL_ORDER_Y {
+            for sign in [0, 0x80] {
+                let mut raw = y;
+                raw[31] |= sign;
+                let refused = PublicKey::from_raw(&raw).err().map(|e| e.to_string());
+                assert!(
+                    refused
+                        .as_ref()
+                        .is_some_and(|e| e.contains("without any private key")),
+                    "{raw:02x?}: {refused:?}"
+                );
+            }
+        }
+        let mut above_p = [0xff; 32];
+        above_p[31] = 0x7f;
+        above_p[0] = 0xf0; // p + 3
+        assert!(weak_ed25519(&above_p).is_some());
+        let (key, _) = SigningKey::generate().unwrap();
+        assert!(weak_ed25519(key.public_key().raw()).is_none());
+        assert!(PublicKey::from_raw(key.public_key().raw()).is_ok());
+    }
 
     #[test]
     fn keys_round_trip_through_pem_and_verify() {

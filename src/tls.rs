@@ -147,8 +147,15 @@ impl ClientCertVerifier for LoggingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
-            .verify_client_cert(end_entity, intermediates, now)
+        std::iter::once(end_entity)
+            .chain(intermediates)
+            .find_map(weak_key)
+            .map_or(Ok(()), |why| {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(WeakKey(why)))),
+                ))
+            })
+            .and_then(|()| self.0.verify_client_cert(end_entity, intermediates, now))
             .inspect_err(|e| log_refused(end_entity, e))
     }
 
@@ -181,6 +188,24 @@ impl ClientCertVerifier for LoggingVerifier {
         self.0.requires_raw_public_keys()
     }
 }
+
+/// Why `cert`'s key is an Ed25519 key no one need hold the private half of
+/// ([`crate::signing::weak_ed25519`]), if it is one: signatures by it are made without
+/// one, so neither a TLS handshake nor a certificate it signs proves anything.
+pub(crate) fn weak_key(cert: &CertificateDer<'_>) -> Option<&'static str> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
+        return None;
+    }
+    let raw: [u8; 32] = spki.subject_public_key.data.as_ref().try_into().ok()?;
+    crate::signing::weak_ed25519(&raw)
+}
+
+/// A certificate refused for its key ([`weak_key`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate's Ed25519 key is {0}, which proves nothing")]
+struct WeakKey(&'static str);
 
 /// Logs a refused client certificate with what it claims (the handshake's span adds
 /// the peer's address).
@@ -234,6 +259,13 @@ fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), Tls
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
             continue; // rustls refuses it, naming why
         };
+        if let Some(why) = weak_key(der) {
+            return Err(refuse(format!(
+                "certificate {place} (\"{}\") has an Ed25519 key that is {why}: anyone can \
+                 make certificates \"signed\" by it; take it out",
+                cert.subject()
+            )));
+        }
         if !cert.is_ca() {
             return Err(refuse(format!(
                 "certificate {place} (\"{}\") is not a CA's (no basicConstraints CA:TRUE): \
@@ -291,4 +323,77 @@ pub enum TlsError {
     Parse { path: PathBuf, reason: String },
     #[error("TLS configuration: {0}")]
     Config(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A public key given by its raw bytes, for a certificate whose private key no one
+    /// holds.
+    struct Raw([u8; 32]);
+
+    impl rcgen::PublicKeyData for Raw {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_ED25519
+        }
+    }
+
+    /// A client certificate whose Ed25519 key is of small order is refused before its
+    /// handshake signature is checked (which anyone can make for it), and so is a CA
+    /// certificate with such a key in the bundle; a real key passes.
+    #[test]
+    fn certificates_with_a_weak_ed25519_key_are_refused() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let ca_der = ca.self_signed(&ca_key).unwrap().der().clone();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |key: &dyn rcgen::PublicKeyData| {
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = vec![SanType::URI(
+                "spiffe://t.test/state/AUS/node/n".try_into().unwrap(),
+            )];
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            params.signed_by(&key, &issuer).unwrap().der().clone()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_der.clone()).unwrap();
+        let verifier = LoggingVerifier(
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .unwrap(),
+        );
+        let verify = |der: &CertificateDer<'_>| {
+            verifier
+                .verify_client_cert(der, &[], UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let mut identity = [0; 32];
+        identity[0] = 1;
+        let weak = leaf(&Raw(identity));
+        assert!(weak_key(&weak).is_some());
+        let refused = verify(&weak).unwrap_err();
+        assert!(refused.contains("small order"), "{refused}");
+        let real = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        assert_eq!(verify(&leaf(&real)), Ok(()));
+
+        // A CA of the bundle with such a key: anyone could sign certificates "by" it.
+        let mut weak_ca = CertificateParams::default();
+        weak_ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let weak_ca = weak_ca.signed_by(&Raw(identity), &issuer).unwrap();
+        let refused = check_ca_bundle(Path::new("ca.pem"), &[ca_der, weak_ca.der().clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("certificate 2") && refused.contains("small order"),
+            "{refused}"
+        );
+    }
 }

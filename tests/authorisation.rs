@@ -283,9 +283,9 @@ async fn items_already_queued_are_held_to_a_scope_narrowed_or_a_report_retracted
         .filter(|meta| meta.reporting_state == "AUS")
         .map(|meta| meta.report_id)
         .collect();
-        // Past what the small window and one encoded chunk took (about 110 of these small
-        // reports), within the read's queue (256 items) behind them.
-        let (narrowed, retracted, amended) = (&order[180], &order[190], &order[200]);
+        // Well past what the small window and one encoded chunk took (about 110 of these
+        // small reports), within the read's queue (256 items) behind them.
+        let (narrowed, retracted, amended) = (&order[220], &order[230], &order[240]);
         // A subscription's pushes queue up as AUS amends every report (below): the changes
         // made while they wait are version 3.
         let version = if read == "subscribe" { 3 } else { 2 };
@@ -324,7 +324,7 @@ async fn items_already_queued_are_held_to_a_scope_narrowed_or_a_report_retracted
                 let mut aus = world.exchange("AUS").await;
                 let items: Vec<_> = items.collect();
                 aus.import(tokio_stream::iter(items)).await.unwrap();
-                Box::pin(read_around(stream, |i| i.meta, change, 200, version)).await
+                Box::pin(read_around(stream, |i| i.meta, change, 300, version)).await
             }
         };
         assert!(

@@ -1742,6 +1742,20 @@ async fn verify_holds_a_report_to_its_own_states_keys() {
         out.status.success() && said.contains("names no state"),
         "{said}"
     );
+    // Among several keys of no named state, nothing says which is AUS's: IDN's key
+    // does not make the forgery AUS's report (an outside pass saw it shown valid).
+    let out = verify(&[
+        &at("forged.json"),
+        "--public-key",
+        &at("aus-signing.pub.pem"),
+        &at("idn-signing.pub.pem"),
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.starts_with("UNTRUSTED: ") && said.contains("2 keys given"),
+        "{said}"
+    );
     // Beside AUS's known keys, a key of no known state shows no report to be AUS's.
     let aus_keys = key_file(&dir.path().join("keys"), "aus-");
     let out = verify(&[

@@ -781,6 +781,38 @@ async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_re
     );
 }
 
+/// A signing key of small order is refused at registration, naming why: a signature
+/// "by" it is made without any private key (an outside pass registered the identity
+/// point and had reports signed with a fixed value accepted).
+#[tokio::test]
+async fn a_weak_ed25519_signing_key_is_refused_at_registration() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    // SubjectPublicKeyInfo for Ed25519 (RFC 8410) around the identity point.
+    let mut der = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0x01,
+    ];
+    der.extend([0; 31]);
+    let pem = tidemark::signing::pem_encode("PUBLIC KEY", &der);
+    let refused = server
+        .admin(&operator(&pki))
+        .await
+        .register_signing_key(pb::RegisterSigningKeyRequest {
+            state: "THA".into(),
+            public_key_pem: pem,
+            valid_from_unix: 0,
+            valid_until_unix: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("small order")
+            && refused.message().contains("without any private key"),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_admin_rpc_refuses_non_operators() {
     let pki = TestPki::new();

@@ -234,3 +234,33 @@ def test_query_results_prove_their_acceptance(server):
             idn.verify(first.envelope, keys, first.meta.accepted_at_unix - 60, first.log_proof, log_key)
         with pytest.raises(ValueError, match="log_key"):
             idn.verify(first.envelope, keys, log_proof=first.log_proof)
+
+
+def test_a_public_key_of_small_order_is_refused():
+    """The identity point 'verifies' a zero signature on any message (OpenSSL agrees), so
+    load_public_key refuses it and the other small-order keys, in both sign encodings."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from tidemark_client import dsse
+
+    def pem(raw: bytes) -> str:
+        der = bytes.fromhex("302a300506032b6570032100") + raw
+        body = base64.b64encode(der).decode()
+        return f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
+
+    identity = bytes([1]) + bytes(31)
+    forged = bytes([1]) + bytes(63)
+    Ed25519PublicKey.from_public_bytes(identity).verify(forged, b"any report")
+    for raw in dsse._SMALL_ORDER_Y:
+        for sign in (0, 0x80):
+            weak = raw[:31] + bytes([raw[31] | sign])
+            with pytest.raises(ValueError, match="small order"):
+                dsse.load_public_key(pem(weak))
+    real = Ed25519PrivateKey.generate().public_key()
+    assert dsse.load_public_key(pem(real.public_bytes(Encoding.Raw, PublicFormat.Raw)))

@@ -47,12 +47,37 @@ def load_private_key(path: str) -> Ed25519PrivateKey:
     return key
 
 
+# The y coordinates (little-endian, x's sign bit cleared) of the Ed25519 points of small
+# order, and the non-canonical encodings p and p + 1 of 0 and 1 (libsodium's blocklist):
+# a signature "by" such a key needs no private key, and OpenSSL's check accepts it.
+_SMALL_ORDER_Y = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "00" * 32,
+        "01" + "00" * 31,
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ec" + "ff" * 30 + "7f",
+        "ed" + "ff" * 30 + "7f",
+        "ee" + "ff" * 30 + "7f",
+    )
+)
+
+
 def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
-    """An Ed25519 public key from SubjectPublicKeyInfo PEM."""
+    """An Ed25519 public key from SubjectPublicKeyInfo PEM. A key of small order, or a y
+    coordinate written as p or more, is refused (ValueError), as the server refuses it."""
     data = pem.encode() if isinstance(pem, str) else pem
     key = serialization.load_pem_public_key(data)
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
+    raw = bytearray(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    raw[31] &= 0x7F
+    if bytes(raw) in _SMALL_ORDER_Y or int.from_bytes(raw, "little") >= 2**255 - 19:
+        raise ValueError(
+            "this Ed25519 public key is of small order or not canonically encoded: "
+            "signatures it 'verifies' can be made without any private key"
+        )
     return key
 
 

@@ -431,9 +431,10 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                 ),
             ));
         }
-        // A key whose file names no state is taken as the owner's only when no key
-        // named as the owner's was given: once the owner's keys are known, any other
-        // key's signature does not make the report the owner's.
+        // A key whose file names no state is taken as the owner's only when it is the
+        // one key given (the caller said whose it is): once the owner's keys are known,
+        // any other key's signature does not make the report the owner's, and among
+        // several keys of no named state nothing says which is whose.
         (None, owner)
             if keys
                 .iter()
@@ -444,6 +445,17 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                 format!(
                     "{what}, whose key file names no state and which is not one of the \
                      {owner} keys given: not shown to be {owner}'s report"
+                ),
+            ));
+        }
+        (None, owner) if keys.len() > 1 => {
+            return Ok((
+                Outcome::Untrusted,
+                format!(
+                    "{what}, whose key file names no state, one of {} keys given: nothing \
+                     shows it is {owner}'s rather than another state's — give {owner}'s key \
+                     alone, or key files that name their state (`tidemark keys --out DIR`)",
+                    keys.len()
                 ),
             ));
         }

@@ -387,6 +387,9 @@ impl Administration {
         now: i64,
     ) -> Result<(RevokedCertificate, bool, bool), AdminError> {
         let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
+        if let Some(what) = self.trust.own_certificate(&serial) {
+            return Err(AdminError::OwnCertificate { serial, what });
+        }
         let reason_name = if reason.is_empty() {
             "unspecified"
         } else {
@@ -571,6 +574,18 @@ pub enum AdminError {
     CompromisedKey {
         /// The revoked certificate that reported it.
         serial: String,
+    },
+    /// The serial is the exchange's own: the server's certificate or a CA's.
+    #[error(
+        "{serial} is the serial of {what}, which a CRL of this exchange cannot revoke: \
+         replace it (see README, \"Operators\": the server certificate, or a CA rollover) \
+         and run `tidemark admin reload-tls`"
+    )]
+    OwnCertificate {
+        /// The serial asked for.
+        serial: String,
+        /// Whose certificate it is.
+        what: &'static str,
     },
     /// The state is not enrolled.
     #[error("{0} is not enrolled in this exchange; enrol it first (`tidemark admin enrol {0}`)")]

@@ -187,6 +187,20 @@ impl Trust {
         self.read().server_not_after
     }
 
+    /// Whose certificate `serial` (canonical) is, if it is one the exchange itself
+    /// stands on: the server's, or a CA's of the bundle.
+    pub(crate) fn own_certificate(&self, serial: &str) -> Option<&'static str> {
+        if self.server_serial() == serial {
+            return Some("the server's own certificate (server.pem)");
+        }
+        let bundle = crate::tls::read_certs(&self.files.ca).ok()?;
+        bundle
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .any(|(_, cert)| crate::identity::serial_hex(cert.raw_serial()) == serial)
+            .then_some("a CA certificate of the bundle (ca.pem)")
+    }
+
     /// The configuration for the next handshake.
     pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
         self.read().tls.clone()
@@ -255,6 +269,14 @@ impl Trust {
     }
 }
 
+/// The number of the CRL in the file at `path`, if it holds one that parses.
+fn crl_number(path: &std::path::Path) -> Option<u64> {
+    let pem = crate::files::read_text(path).ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).ok()?;
+    u64::try_from(crl.crl_number()?).ok()
+}
+
 /// The trust state from the files and the store. A CRL file that cannot be written
 /// fails the build at start (`at_start`); later it is logged, and the CRL is still served
 /// and enforced from memory, so a revocation never waits for a writable CRL path.
@@ -310,7 +332,10 @@ fn build(
                         .unwrap_or(pki::RevocationReason::Unspecified),
                 })
                 .collect();
-            let number = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
+            // RFC 5280 §5.2.3: each CRL's number is greater than the last one's (two made
+            // in one second used to share the time as their number).
+            let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
+            let number = crl_number(crl_path).map_or(now, |last| now.max(last.saturating_add(1)));
             let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
             let written = if file_readable {
                 crate::files::replace(crl_path, pem.as_bytes())

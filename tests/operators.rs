@@ -167,6 +167,39 @@ async fn an_operator_does_not_revoke_its_own_certificate() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
 
+/// Nor the server's own certificate or a CA's: the server would go on presenting a
+/// certificate its own CRL says is revoked (an outside pass did both); the refusal says
+/// to replace it instead, and nothing is revoked.
+#[tokio::test]
+async fn an_operator_does_not_revoke_the_servers_or_a_cas_certificate() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let serial_of = |pem: &str| {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        tidemark::identity::serial_hex(pem.parse_x509().unwrap().raw_serial())
+    };
+    let server_pem = std::fs::read_to_string(pki.dir.path().join("server.pem")).unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    for (serial, whose) in [
+        (serial_of(&server_pem), "the server's own certificate"),
+        (serial_of(pki.ca.cert_pem()), "a CA certificate"),
+    ] {
+        let status = admin
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                serial: serial.to_uppercase(),
+                reason: "key-compromise".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(status.message().contains(whose), "{status:?}");
+        assert!(
+            !crl_serials(&std::fs::read_to_string(pki.dir.path().join("crl.pem")).unwrap())
+                .contains(&serial)
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_revoked_certificate_fails_on_its_open_connection_and_at_the_next_handshake() {
     let pki = TestPki::new();
@@ -252,6 +285,48 @@ fn crl_serials(pem: &str) -> Vec<String> {
     crl.iter_revoked_certificates()
         .map(|r| tidemark::identity::serial_hex(r.raw_serial()))
         .collect()
+}
+
+/// Each CRL the server signs has a greater number than the last (RFC 5280 §5.2.3),
+/// however many are made in one second, and across a restart: a relying party that keeps
+/// the CRL of the highest number keeps the newest (three revocations in a second used to
+/// make two CRLs of one number).
+#[tokio::test]
+async fn every_crl_has_a_greater_number_than_the_last() {
+    use x509_parser::{prelude::FromDer, revocation_list::CertificateRevocationList};
+    let number = |pem: &str| {
+        use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
+        let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).unwrap();
+        u64::try_from(crl.crl_number().unwrap()).unwrap()
+    };
+    let pki = TestPki::new();
+    let mut server = TestServer::start(&pki).await;
+    let mut numbers = Vec::new();
+    for round in 0..2 {
+        let mut admin = server.admin(&operator(&pki)).await;
+        let mut node = server.exchange(&node(&pki, "AUS")).await;
+        for i in 0..3 {
+            let victim = pki.client(Role::Node(state("IDN")), &format!("v{round}-{i}"));
+            let serial = who(&server, &victim).await.unwrap().certificate_serial;
+            admin
+                .revoke_certificate(pb::RevokeCertificateRequest {
+                    serial,
+                    reason: "superseded".into(),
+                })
+                .await
+                .unwrap();
+            let crl = node
+                .get_crl(pb::GetCrlRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            numbers.push(number(&crl.crl_pem));
+        }
+        let data = server.stop().await;
+        server = TestServer::start_with(&pki, data, |_| {}).await;
+    }
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
 }
 
 #[tokio::test]

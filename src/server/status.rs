@@ -277,6 +277,7 @@ impl From<AdminError> for Status {
         match err {
             AdminError::Invalid { field, reason, .. } => bad_field(field, &reason, message),
             AdminError::NoCaKey { .. }
+            | AdminError::OwnCertificate { .. }
             | AdminError::CompromisedKey { .. }
             | AdminError::NotEnrolled(_)
             | AdminError::Suspended(_)

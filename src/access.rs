@@ -47,20 +47,41 @@ fn scope_admits(scope: i32, listed_states: &[String], reader: CountryCode) -> bo
     }
 }
 
+/// Whether any version of the report may have been shown to `reader`: while a version
+/// was the latest, its own scope was the report's.
+fn ever_visible_to(head: &ReportHead, reader: CountryCode) -> bool {
+    visible_to(head, reader)
+        || head
+            .versions
+            .iter()
+            .any(|v| v.scope != 0 && scope_admits(v.scope, &v.listed_states, reader))
+}
+
+/// Whether `reader` may see the report's latest envelope: a retraction wherever any
+/// version may have been shown ([`ever_visible_to`]), a version by the latest scope.
+fn latest_visible_to(head: &ReportHead, reader: CountryCode) -> bool {
+    if head.retracted {
+        ever_visible_to(head, reader)
+    } else {
+        visible_to(head, reader)
+    }
+}
+
 /// Whether `reader` may see this envelope of the report: a version is shown only where
 /// its own scope *and* the latest version's scope both allow it (an owner may narrow a
 /// report, or widen it, without exposing what an earlier version was not shared for).
-/// A retraction is shown wherever the report is; once a report is retracted, no version
-/// of it goes to another state any more (its owner has withdrawn it: a state that had it
-/// learns of the retraction, one that had not gets only the retraction).
+/// A retraction is shown wherever any version may have been, even one narrowed before
+/// it was retracted, so that every state holding a copy learns it was withdrawn; once a
+/// report is retracted, no version of it goes to another state any more (a state that
+/// had it learns of the retraction, one that had not gets only the retraction).
 fn envelope_visible_to(head: &ReportHead, record: &EnvelopeRecord, reader: CountryCode) -> bool {
-    if !visible_to(head, reader) {
-        return false;
-    }
-    if head.state == reader.as_str() || record.kind() != Some(EnvelopeKind::Report) {
+    if head.state == reader.as_str() {
         return true;
     }
-    if head.retracted {
+    if record.kind() != Some(EnvelopeKind::Report) {
+        return ever_visible_to(head, reader);
+    }
+    if !visible_to(head, reader) || head.retracted {
         return false;
     }
     let own = head.versions.iter().find(|v| v.version == record.version);
@@ -639,7 +660,7 @@ fn unchanged_since(
             return Ok(true);
         };
         let sequence = head.latest_sequence();
-        if sequence > high || !visible_to(&head, reader) || !filter.matches(&head) {
+        if sequence > high || !latest_visible_to(&head, reader) || !filter.matches(&head) {
             return Ok(true);
         }
         let Some(record) = snapshot.envelope(sequence)? else {

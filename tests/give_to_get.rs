@@ -287,6 +287,84 @@ async fn sync_carries_amendments_and_retractions_and_resumes_without_gaps() {
     assert_eq!(seqs(&resumed), seqs(&full));
 }
 
+/// A retraction reaches every state a version of the report may have been shown to,
+/// even when the owner narrowed the report before retracting it: a state that mirrored
+/// the first version learns it was withdrawn (an outside pass saw its mirror keep it as
+/// live for good), on Sync resumed and on Query with retractions; a state it was never
+/// shown to gets nothing.
+#[tokio::test]
+async fn a_report_narrowed_then_retracted_is_retracted_for_those_who_had_it() {
+    let world = World::new(Clock::system()).await;
+    let all = pb::SharingScope::AllContributors;
+    let listed = pb::SharingScope::ListedStates;
+    for s in ["IDN", "THA"] {
+        world.submit(&report(s, 500, false, all, &[])).await;
+    }
+    let first = report("AUS", 501, false, listed, &["IDN"]);
+    world.submit(&first).await;
+    let mut idn = world.exchange("IDN").await;
+    let mirrored = sync_all(&mut idn, pb::Category::SmugglingIncident, 0)
+        .await
+        .unwrap();
+    let at = mirrored.last().unwrap().meta.as_ref().unwrap().sequence;
+    assert!(
+        mirrored
+            .iter()
+            .any(|i| i.meta.as_ref().unwrap().report_id == first.report_id)
+    );
+    let narrowed = pb::Report {
+        version: 2,
+        sharing: Some(pb::Sharing {
+            scope: pb::SharingScope::AggregateOnly as i32,
+            ..Default::default()
+        }),
+        ..first.clone()
+    };
+    world.submit(&narrowed).await;
+    let mut aus = world.exchange("AUS").await;
+    submit(&mut aus, common::retraction(&first, 3, world.key("AUS")))
+        .await
+        .unwrap();
+
+    let resumed = sync_all(&mut idn, pb::Category::SmugglingIncident, at)
+        .await
+        .unwrap();
+    let kinds: Vec<(String, String)> = resumed
+        .iter()
+        .map(|i| {
+            let m = i.meta.as_ref().unwrap();
+            (m.report_id.clone(), m.kind.clone())
+        })
+        .collect();
+    assert_eq!(kinds, [(first.report_id.clone(), "retraction".to_owned())]);
+    let with_retracted = pb::QueryRequest {
+        include_retracted: true,
+        ..by_category(pb::Category::SmugglingIncident)
+    };
+    let listed_retraction = |results: &[pb::QueryResult]| {
+        results.iter().any(|r| {
+            let m = r.meta.as_ref().unwrap();
+            m.report_id == first.report_id && m.kind == "retraction"
+        })
+    };
+    assert!(listed_retraction(
+        &query(&mut idn, with_retracted.clone()).await.unwrap()
+    ));
+    // THA was never shown it: neither the report nor its retraction.
+    let mut tha = world.exchange("THA").await;
+    let synced = sync_all(&mut tha, pb::Category::SmugglingIncident, 0)
+        .await
+        .unwrap();
+    assert!(
+        !synced
+            .iter()
+            .any(|i| i.meta.as_ref().unwrap().report_id == first.report_id)
+    );
+    assert!(!listed_retraction(
+        &query(&mut tha, with_retracted).await.unwrap()
+    ));
+}
+
 #[tokio::test]
 async fn owners_see_who_read_their_reports() {
     let world = World::new(Clock::system()).await;

@@ -269,6 +269,15 @@ impl Trust {
     }
 }
 
+/// The number of the next CRL to be written to `path`: the time in seconds, or the
+/// number of the CRL there plus one when that is greater — RFC 5280 §5.2.3 has each
+/// CRL's number greater than the last one's (two made in one second used to share the
+/// time as their number).
+fn next_crl_number(path: &std::path::Path) -> u64 {
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
+    crl_number(path).map_or(now, |last| now.max(last.saturating_add(1)))
+}
+
 /// The number of the CRL in the file at `path`, if it holds one that parses.
 fn crl_number(path: &std::path::Path) -> Option<u64> {
     let pem = crate::files::read_text(path).ok()?;
@@ -332,11 +341,7 @@ fn build(
                         .unwrap_or(pki::RevocationReason::Unspecified),
                 })
                 .collect();
-            // RFC 5280 §5.2.3: each CRL's number is greater than the last one's (two made
-            // in one second used to share the time as their number).
-            let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
-            let number = crl_number(crl_path).map_or(now, |last| now.max(last.saturating_add(1)));
-            let pem = ca.crl(&entries, number, CRL_VALID_DAYS)?;
+            let pem = ca.crl(&entries, next_crl_number(crl_path), CRL_VALID_DAYS)?;
             let written = if file_readable {
                 crate::files::replace(crl_path, pem.as_bytes())
             } else {

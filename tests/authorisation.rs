@@ -768,7 +768,6 @@ async fn a_slow_read_ends_after_the_longest_a_read_may_take_and_continues_from_i
 /// for its length (`limits.max_read_secs`), from its last cursor: each report once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tidemark_query_goes_on_after_the_server_ends_a_long_read() {
-    use std::io::BufRead;
     let pki = TestPki::new();
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
         config.limits.max_read_secs = 1;
@@ -782,20 +781,43 @@ async fn tidemark_query_goes_on_after_the_server_ends_a_long_read() {
     .await;
     let dir = tempfile::TempDir::new().unwrap();
     let profile = common::cli_profile(&world.pki, &world.server, dir.path(), "IDN").await;
-    let reads_before = query_records(&world).await;
-    let endpoint = world.server.endpoint();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["query", "--category", "smuggling", "--json"])
-            .args(["--as", &profile, "--endpoint", &endpoint])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+    // Without --limit, and with one the continuation must not start over (it returned
+    // 5,000 more after 3,634 of --limit 5000, an outside pass).
+    for limit in [None, Some(900)] {
+        let reads_before = query_records(&world).await;
+        let mut args = vec!["query", "--category", "smuggling", "--json"];
+        let limit_text = limit.map(|l: u32| l.to_string()).unwrap_or_default();
+        if limit.is_some() {
+            args.extend(["--limit", &limit_text]);
+        }
+        let (lines, distinct) = slowly_read(&args, &profile, &world.server.endpoint()).await;
+        // AUS's thousand and IDN's own, once each; or as many as the limit.
+        let expected = limit.map_or(1_001, |l| usize::try_from(l).unwrap());
+        assert_eq!((lines, distinct), (expected, expected), "--limit {limit:?}");
+        let reads = query_records(&world).await - reads_before;
+        assert!(
+            reads >= 2,
+            "the CLI's read was ended and continued: {reads} reads"
+        );
+    }
+}
+
+/// Runs `tidemark ARGS --as PROFILE --endpoint ENDPOINT`, reading its output slowly for
+/// two seconds (past a 1 s `limits.max_read_secs`), then at once; it must succeed.
+/// Returns how many lines it wrote, and how many distinct report ids they hold.
+async fn slowly_read(args: &[&str], profile: &str, endpoint: &str) -> (usize, usize) {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    command
+        .args(args)
+        .args(["--as", profile, "--endpoint", endpoint])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
         let mut ids = std::collections::BTreeSet::new();
         let mut lines = 0;
         for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-            // Slowly for two seconds, past the server's limit, then at once.
             if lines < 100 {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -808,14 +830,7 @@ async fn tidemark_query_goes_on_after_the_server_ends_a_long_read() {
         (lines, ids.len())
     })
     .await
-    .unwrap();
-    // AUS's thousand and IDN's own, once each.
-    assert_eq!(lines, (1_001, 1_001));
-    let reads = query_records(&world).await - reads_before;
-    assert!(
-        reads >= 2,
-        "the CLI's read was ended and continued: {reads} reads"
-    );
+    .unwrap()
 }
 
 /// How many queries by IDN are on the audit log.

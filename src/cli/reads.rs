@@ -288,6 +288,13 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
                 // Ended for its length after some progress: continued from there.
                 Err(status) if continues(&status) && !last_cursor.is_empty() => {
                     request.after = std::mem::take(&mut last_cursor);
+                    // What is left of --limit, less what this page already gave.
+                    if let Some(limit) = args.limit {
+                        match limit.saturating_sub(u32::try_from(total).unwrap_or(u32::MAX)) {
+                            0 => break,
+                            left => request.limit = left,
+                        }
+                    }
                     page = 0;
                     stream = exchange
                         .query(request.clone())

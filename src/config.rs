@@ -454,26 +454,35 @@ impl Limits {
 }
 
 impl Config {
-    /// Reads a TOML config file; unknown keys are errors.
+    /// Reads a TOML config file; unknown keys are errors, and so are values out of their
+    /// range ([`Self::check`]).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = crate::files::read_text(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let config = Self::read(path)?;
         config.check()?;
         Ok(config)
     }
 
+    /// Reads a TOML config file without [`Self::check`]ing its values: for a caller that
+    /// overrides some of them first (command-line flags), and then checks.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = crate::files::read_text(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Checks values that serde cannot.
     pub fn check(&self) -> Result<(), ConfigError> {
-        for (name, value, max) in self.bounded() {
-            if value == 0 || value > max {
+        for (name, value, range) in self.bounded() {
+            if !range.contains(&value) {
                 return Err(ConfigError::Invalid(format!(
-                    "{name} must be between 1 and {max} (it is {value})"
+                    "{name} must be between {} and {} (it is {value})",
+                    range.start(),
+                    range.end()
                 )));
             }
         }
@@ -527,105 +536,142 @@ impl Config {
     /// Every setting that must be at least 1, with its value and the most it may be:
     /// far past any sensible value, and far from what would overflow a timer, a
     /// semaphore or a date computed from it.
-    fn bounded(&self) -> Vec<(&'static str, u64, u64)> {
+    fn bounded(&self) -> Vec<(&'static str, u64, std::ops::RangeInclusive<u64>)> {
+        let mut all = self.limits_bounded();
+        all.extend(self.others_bounded());
+        all
+    }
+
+    /// [`Self::bounded`] for `[limits]`.
+    fn limits_bounded(&self) -> Vec<(&'static str, u64, std::ops::RangeInclusive<u64>)> {
         const SECS: u64 = MAX_SECS;
         const COUNT: u64 = MAX_COUNT;
         let l = &self.limits;
-        let a = &self.analytics;
         let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
         vec![
             (
                 "limits.max_message_bytes",
                 n(l.max_message_bytes),
-                MAX_MESSAGE_BYTES,
+                1..=MAX_MESSAGE_BYTES,
             ),
             (
                 "limits.max_concurrent_streams",
                 u64::from(l.max_concurrent_streams),
-                COUNT,
+                1..=COUNT,
             ),
-            ("limits.request_timeout_secs", l.request_timeout_secs, SECS),
+            (
+                "limits.request_timeout_secs",
+                l.request_timeout_secs,
+                1..=SECS,
+            ),
             (
                 "limits.keepalive_interval_secs",
                 l.keepalive_interval_secs,
-                SECS,
+                1..=SECS,
             ),
             (
                 "limits.keepalive_timeout_secs",
                 l.keepalive_timeout_secs,
-                SECS,
+                1..=SECS,
             ),
             (
                 "limits.handshake_timeout_secs",
                 l.handshake_timeout_secs,
-                SECS,
+                1..=SECS,
             ),
             (
                 "limits.first_byte_timeout_ms",
                 l.first_byte_timeout_ms,
-                SECS * 1000,
+                1..=SECS * 1000,
             ),
             (
                 "limits.max_pending_handshakes",
                 n(l.max_pending_handshakes),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "limits.max_pending_handshakes_per_address",
                 n(l.max_pending_handshakes_per_address),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "limits.max_subscriptions_per_principal",
                 n(l.max_subscriptions_per_principal),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "limits.max_connections_per_principal",
                 n(l.max_connections_per_principal),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "limits.max_reads_per_principal",
                 n(l.max_reads_per_principal),
-                COUNT,
+                1..=COUNT,
             ),
-            ("limits.max_import_items", n(l.max_import_items), COUNT),
-            ("limits.read_stall_secs", l.read_stall_secs, SECS),
-            ("limits.max_read_secs", l.max_read_secs, SECS),
-            ("limits.shutdown_grace_secs", l.shutdown_grace_secs, SECS),
+            ("limits.max_import_items", n(l.max_import_items), 1..=COUNT),
+            ("limits.read_stall_secs", l.read_stall_secs, 1..=SECS),
+            ("limits.max_read_secs", l.max_read_secs, 1..=SECS),
+            (
+                "limits.shutdown_grace_secs",
+                l.shutdown_grace_secs,
+                0..=SECS,
+            ),
             (
                 "limits.lapsed_connection_grace_secs",
                 l.lapsed_connection_grace_secs,
-                SECS,
+                0..=SECS,
             ),
-            ("store.cache_mib", n(self.store.cache_mib), MAX_CACHE_MIB),
-            ("store.max_batch", n(self.store.max_batch), COUNT),
-            ("analytics.max_cells", n(a.max_cells), COUNT),
+        ]
+    }
+
+    /// [`Self::bounded`] for the store, analytics and policy.
+    fn others_bounded(&self) -> Vec<(&'static str, u64, std::ops::RangeInclusive<u64>)> {
+        const COUNT: u64 = MAX_COUNT;
+        let a = &self.analytics;
+        let n = |x: usize| u64::try_from(x).unwrap_or(u64::MAX);
+        vec![
+            (
+                "store.cache_mib",
+                n(self.store.cache_mib),
+                1..=MAX_CACHE_MIB,
+            ),
+            ("store.max_batch", n(self.store.max_batch), 1..=COUNT),
+            ("analytics.max_cells", n(a.max_cells), 1..=COUNT),
             (
                 "analytics.minimum_reports",
                 u64::from(a.minimum_reports),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "analytics.minimum_reports_for_quantiles",
                 u64::from(a.minimum_reports_for_quantiles),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "analytics.privacy_budget.contribution_cap",
                 u64::from(a.privacy_budget.contribution_cap),
-                COUNT,
+                1..=COUNT,
             ),
             (
                 "policy.smuggling_incident.window_days",
                 u64::from(self.policy.smuggling_incident.window_days),
-                MAX_WINDOW_DAYS,
+                1..=MAX_WINDOW_DAYS,
             ),
             (
                 "policy.maritime_movement.window_days",
                 u64::from(self.policy.maritime_movement.window_days),
-                MAX_WINDOW_DAYS,
+                1..=MAX_WINDOW_DAYS,
+            ),
+            (
+                "policy.smuggling_incident.minimum",
+                u64::from(self.policy.smuggling_incident.minimum),
+                0..=COUNT,
+            ),
+            (
+                "policy.maritime_movement.minimum",
+                u64::from(self.policy.maritime_movement.minimum),
+                0..=COUNT,
             ),
         ]
     }
@@ -633,6 +679,8 @@ impl Config {
     fn check_analytics(&self) -> Result<(), ConfigError> {
         /// The largest yearly privacy budget, in ρ.
         const MAX_RHO_PER_YEAR: f64 = 1e6;
+        /// The least one query may cost, in ρ: the budget's unit (it is kept in micro-ρ).
+        const MIN_RHO_PER_QUERY: f64 = 1e-6;
         /// Exchange rates taken: wider than any two currencies' rate, narrow enough that
         /// no converted fee overflows or loses every digit.
         const RATES: std::ops::RangeInclusive<f64> = 1e-9..=1e9;
@@ -643,14 +691,25 @@ impl Config {
         // meaningful privacy loss, and far from overflow.
         if !positive(b.rho_per_year)
             || !positive(b.rho_per_query)
+            || b.rho_per_query < MIN_RHO_PER_QUERY
             || b.rho_per_query > b.rho_per_year
             || b.rho_per_year > MAX_RHO_PER_YEAR
         {
             return Err(ConfigError::Invalid(format!(
                 "analytics.privacy_budget: rho_per_query ({}) and rho_per_year ({}) must be \
-                 positive numbers, rho_per_query at most rho_per_year, rho_per_year at most \
+                 positive numbers, rho_per_query at least {MIN_RHO_PER_QUERY} (the budget is \
+                 kept in millionths) and at most rho_per_year, rho_per_year at most \
                  {MAX_RHO_PER_YEAR}",
                 b.rho_per_query, b.rho_per_year
+            )));
+        }
+        if let Some(rate) = a.rates.get(&a.fee_currency)
+            && (*rate - 1.0).abs() > f64::EPSILON
+        {
+            return Err(ConfigError::Invalid(format!(
+                "analytics.rates gives {} a rate of {rate}, but it is fee_currency itself: \
+                 its rate is 1 (leave it out)",
+                a.fee_currency
             )));
         }
         // XTS (testing) and XXX (no currency) are ISO 4217 codes for what is not money.
@@ -766,9 +825,14 @@ mod tests {
     fn every_setting_is_refused_past_its_maximum() {
         let names = Config::default().bounded();
         assert!(names.len() > 20);
-        for (name, _, max) in names {
+        for (name, _, range) in names {
             let (table, key) = name.rsplit_once('.').unwrap();
-            for (value, ok) in [(max, true), (max + 1, false)] {
+            let (min, max) = (*range.start(), *range.end());
+            let below = min.checked_sub(1).map(|v| (v, false));
+            for (value, ok) in [(min, true), (max, true), (max + 1, false)]
+                .into_iter()
+                .chain(below)
+            {
                 let text = format!("[{table}]\n{key} = {value}");
                 let config: Config = toml::from_str(&text).unwrap();
                 match config.check() {
@@ -821,6 +885,15 @@ mod tests {
         let budget = |rho: &str| format!("[analytics.privacy_budget]\nrho_per_year = {rho}");
         assert!(check(&budget("1e308")).is_err());
         assert!(check(&budget("2.5")).is_ok());
+        // Below the budget's unit a query would cost nothing it could count.
+        let per_query = |rho: &str| format!("[analytics.privacy_budget]\nrho_per_query = {rho}");
+        assert!(check(&per_query("1e-300")).is_err());
+        assert!(check(&per_query("0.000001")).is_ok());
+        // The fee currency's own rate is 1.
+        let own =
+            |rate: &str| format!("[analytics]\nfee_currency = \"USD\"\nrates = {{ USD = {rate} }}");
+        assert!(check(&own("2.0")).is_err());
+        assert!(check(&own("1.0")).is_ok());
     }
 
     #[test]

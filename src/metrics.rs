@@ -209,7 +209,8 @@ impl Metrics {
         r.register(
             "tidemark_connections_closed",
             "Connections closed because their client certificate's rights lapsed, by \
-             reason (revoked, expired, suspended, untrusted: its CA left the bundle; \
+             reason (revoked, expired, suspended, untrusted: its CA left the bundle or a CA \
+             certificate of its chain expired; \
              too_many_connections: over limits.max_connections_per_principal)",
             self.connections_closed.clone(),
         );

@@ -278,6 +278,22 @@ fn the_metrics_endpoint_moves_with_a_flag() {
         let metrics = text.split("[metrics]").nth(1).unwrap();
         assert!(metrics.contains(shown), "{address:?}: {text}");
     }
+    // A flag replaces a value the config file has wrong before the values are checked.
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[metrics]\nlisten = \"bogus\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--print-config",
+            "--metrics-listen",
+            "127.0.0.1:59464",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let out = print("localhost:9464");
     assert!(!out.status.success());
     assert!(

@@ -20,9 +20,10 @@ use tokio::net::TcpListener;
 ///
 /// With no flags it listens on 127.0.0.1:50051, keeps its data in data/tidemark.redb and
 /// uses the certificates in certs/, creating a development PKI there on first run. With
-/// --config it uses exactly the certificate files the config names and creates no
-/// certificate or key; it writes its store, the CRL it signs (when it holds the CA key)
-/// and access-journal.json beside the CRL path.
+/// --config it uses exactly the certificate files the config names — a setting the file
+/// leaves out takes its default, as --print-config shows (`[tls] ca_key = ""` for a CA
+/// kept offline) — and creates no certificate or key; it writes its store, the CRL it
+/// signs (when it holds the CA key) and access-journal.json beside the CRL path.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML config file (see --print-config for every setting and its default).
@@ -199,7 +200,8 @@ fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
 
 fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
+        // Checked once the flags are applied: a flag may replace a value the file has wrong.
+        Some(path) => Config::read(path)?,
         None => Config::default(),
     };
     if let Some(listen) = args.listen {

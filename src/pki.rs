@@ -406,6 +406,13 @@ pub fn read_csr(csr_pem: &str) -> Result<CheckedCsr, PkiError> {
             "not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----): {e}"
         ))
     })?;
+    // One request per file: a second one would be silently left out.
+    let requests = CertificateSigningRequestDer::pem_slice_iter(csr_pem.as_bytes()).count();
+    if requests > 1 {
+        return Err(PkiError::Csr(format!(
+            "the file holds {requests} certificate signing requests; give one CSR per file"
+        )));
+    }
     let (rest, csr) = X509CertificationRequest::from_der(der.as_ref())
         .map_err(|e| PkiError::Csr(format!("the CSR could not be parsed (PKCS#10): {e}")))?;
     if !rest.is_empty() {
@@ -750,6 +757,12 @@ mod tests {
         let weak = crate::signing::pem_encode("CERTIFICATE REQUEST", &der);
         let refused = read_csr(&weak).unwrap_err().to_string();
         assert!(refused.contains("small order"), "{refused}");
+        // Two requests in one file: neither is taken.
+        let refused = read_csr(&format!("{pem}{pem}")).unwrap_err().to_string();
+        assert!(
+            refused.contains("holds 2 certificate signing requests"),
+            "{refused}"
+        );
     }
 
     /// A run killed part-way left files but no `ca.pem` (written last): the next run

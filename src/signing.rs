@@ -54,8 +54,19 @@ impl SigningKey {
 
     /// Reads a PKCS#8 PEM Ed25519 private key (v1 or v2).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
-        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-            .map_err(|e| KeyError::Parse(format!("not a PKCS#8 PEM private key: {e}")))?;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
+            KeyError::Parse(if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+                "the key is encrypted (ENCRYPTED PRIVATE KEY), which is not read: decrypt it \
+                 to a file only you can read, e.g. `openssl pkcs8 -in KEY -out KEY.plain`"
+                    .to_owned()
+            } else if pem.contains("-----BEGIN EC PRIVATE KEY-----") {
+                "this is an EC (ECDSA) key in SEC1 form; signing keys are Ed25519, PKCS#8 \
+                 (-----BEGIN PRIVATE KEY-----): make one with `tidemark keygen`"
+                    .to_owned()
+            } else {
+                format!("not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----): {e}")
+            })
+        })?;
         Self::from_pkcs8_der(der.secret_pkcs8_der())
     }
 
@@ -317,6 +328,20 @@ mod tests {
         let (key, _) = SigningKey::generate().unwrap();
         assert!(weak_ed25519(key.public_key().raw()).is_none());
         assert!(PublicKey::from_raw(key.public_key().raw()).is_ok());
+    }
+
+    /// An encrypted or SEC1 key is named as such, with what to do.
+    #[test]
+    fn an_encrypted_or_ec_key_is_named() {
+        let pem = |label: &str| format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+        let said = |label: &str| {
+            SigningKey::from_pkcs8_pem(&pem(label))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(said("ENCRYPTED PRIVATE KEY").contains("openssl pkcs8"));
+        assert!(said("EC PRIVATE KEY").contains("tidemark keygen"));
     }
 
     #[test]

@@ -528,6 +528,22 @@ async fn the_server_certificate_and_the_ca_roll_over_under_load_without_a_failed
     assert_eq!(who(&server, &identity).await.unwrap().state, "IDN");
 }
 
+/// Reads a health watch until it ends, which must be with UNAUTHENTICATED (its caller's
+/// rights lapsed) within 10 s of the last item.
+async fn ends_unauthenticated(watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>) {
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("the watch ends")
+        {
+            Ok(Some(_)) => {}
+            ended => break ended,
+        }
+    };
+    let status = ended.expect_err("the watch ends with the reason");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
+
 /// The end of a CA rollover: once the old CA is out of the bundle and the server has
 /// reloaded it, the old CA's certificates lose their rights on connections already open
 /// — a unary call and a stream in progress — as a revoked certificate's do (they kept
@@ -597,17 +613,7 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(10), watch.message())
-            .await
-            .expect("the watch ends")
-        {
-            Ok(Some(_)) => {}
-            ended => break ended,
-        }
-    };
-    let status = ended.expect_err("the watch ends with the reason");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    ends_unauthenticated(&mut watch).await;
     new_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
 }
 
@@ -761,17 +767,7 @@ async fn an_intermediate_ca_that_expires_ends_its_certificates_rights_on_open_co
             .contains("no longer chains to a CA this exchange trusts"),
         "{refused:?}"
     );
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(10), watch.message())
-            .await
-            .expect("the watch ends")
-        {
-            Ok(Some(_)) => {}
-            ended => break ended,
-        }
-    };
-    let status = ended.expect_err("the watch ends with the reason");
-    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    ends_unauthenticated(&mut watch).await;
 }
 
 #[tokio::test]

@@ -147,6 +147,18 @@ fn a_role_that_serves_no_state_refuses_one_and_writes_nothing() {
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "{role}");
     }
+    // An operator's CSR, which `admin issue` always refuses, is not made at all.
+    let out = Command::new(BIN)
+        .args(["pki", "csr", "--role", "operator", "--name", "ops2"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("pki issue --role operator"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]

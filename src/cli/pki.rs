@@ -123,6 +123,14 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     match command {
         PkiCommand::Csr(args) => {
             let principal = args.identity.principal()?;
+            if principal.role() == tidemark::identity::Role::Operator {
+                anyhow::bail!(
+                    "operator certificates are not issued from CSRs (`admin issue` refuses \
+                     them); make one offline from the CA files: `tidemark pki issue --role \
+                     operator --name {} --ca-dir DIR`",
+                    principal.name()
+                );
+            }
             let (key, csr) = pki::make_csr(&principal)?;
             std::fs::create_dir_all(&args.out)?;
             let key_path = args.out.join(format!("{}.key", args.identity.name));

@@ -155,6 +155,15 @@ impl ClientCertVerifier for LoggingVerifier {
                     rustls::CertificateError::Other(rustls::OtherError(Arc::new(WeakKey(why)))),
                 ))
             })
+            .and_then(|()| {
+                if for_client_auth(end_entity) {
+                    Ok(())
+                } else {
+                    Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::InvalidPurpose,
+                    ))
+                }
+            })
             .and_then(|()| self.0.verify_client_cert(end_entity, intermediates, now))
             .inspect_err(|e| log_refused(end_entity, e))
     }
@@ -200,6 +209,23 @@ pub(crate) fn weak_key(cert: &CertificateDer<'_>) -> Option<&'static str> {
     }
     let raw: [u8; 32] = spki.subject_public_key.data.as_ref().try_into().ok()?;
     crate::signing::weak_ed25519(&raw)
+}
+
+/// Whether `cert` is made for TLS client authentication: an extended key usage that
+/// names clientAuth (RFC 5280 §4.2.1.12; webpki takes a certificate without one for any
+/// purpose), and, if it limits its key's usage, digitalSignature among them (the
+/// handshake signature is one).
+fn for_client_auth(cert: &CertificateDer<'_>) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert) else {
+        return false;
+    };
+    let eku = matches!(cert.extended_key_usage(), Ok(Some(eku)) if eku.value.client_auth);
+    let key_usage = match cert.key_usage() {
+        Ok(Some(usage)) => usage.value.digital_signature(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    eku && key_usage
 }
 
 /// A certificate refused for its key ([`weak_key`]).
@@ -383,6 +409,24 @@ mod tests {
         assert!(refused.contains("small order"), "{refused}");
         let real = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         assert_eq!(verify(&leaf(&real)), Ok(()));
+        // Made for no purpose, or whose key may only sign certificates: not a client's.
+        for (eku, usage) in [
+            (vec![], vec![]),
+            (
+                vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+                vec![rcgen::KeyUsagePurpose::KeyCertSign],
+            ),
+        ] {
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = vec![SanType::URI(
+                "spiffe://t.test/state/AUS/node/n".try_into().unwrap(),
+            )];
+            params.extended_key_usages = eku;
+            params.key_usages = usage;
+            let der = params.signed_by(&real, &issuer).unwrap().der().clone();
+            let refused = verify(&der).unwrap_err();
+            assert!(refused.contains("InvalidPurpose"), "{refused}");
+        }
 
         // A CA of the bundle with such a key: anyone could sign certificates "by" it.
         let mut weak_ca = CertificateParams::default();

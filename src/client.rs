@@ -148,6 +148,21 @@ fn read(path: &Path) -> Result<String, ClientError> {
     })
 }
 
+/// Refuses a CA bundle holding a certificate whose Ed25519 key is of small order
+/// ([`crate::tls::weak_key`]): anyone could make server certificates "signed" by it.
+fn weak_ca(bundle: &str) -> Result<(), ClientError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for (place, cert) in (1..).zip(CertificateDer::pem_slice_iter(bundle.as_bytes())) {
+        if let Some(why) = cert.ok().as_ref().and_then(crate::tls::weak_key) {
+            return Err(ClientError::Endpoint(format!(
+                "the CA file's certificate {place} has an Ed25519 key that is {why}: anyone \
+                 can make certificates \"signed\" by it, so it is not trusted; take it out"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Opens a TLS channel to `endpoint` (which must be `https://`) as `identity`.
 pub async fn connect(endpoint: &str, identity: &ClientIdentity) -> Result<Channel, ClientError> {
     if !endpoint.starts_with("https://") {
@@ -155,6 +170,7 @@ pub async fn connect(endpoint: &str, identity: &ClientIdentity) -> Result<Channe
             "{endpoint:?} must start with https:// (Tidemark only speaks TLS)"
         )));
     }
+    weak_ca(&identity.ca)?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&identity.ca))
         .identity(Identity::from_pem(&identity.cert, &identity.key));
@@ -197,6 +213,7 @@ pub async fn probe(endpoint: &str, identity: &ClientIdentity) -> Result<(), Clie
     } else {
         format!("{authority}:443")
     };
+    weak_ca(&identity.ca)?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(identity.ca.as_bytes()) {
         roots
@@ -524,6 +541,43 @@ pub enum ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A public key given by its raw bytes: the identity point, whose private key no one
+    /// holds.
+    struct Identity32;
+
+    impl rcgen::PublicKeyData for Identity32 {
+        fn der_bytes(&self) -> &[u8] {
+            const IDENTITY: [u8; 32] = {
+                let mut raw = [0; 32];
+                raw[0] = 1;
+                raw
+            };
+            &IDENTITY
+        }
+
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_ED25519
+        }
+    }
+
+    /// A CA bundle a client trusts the server by may not hold a CA whose key is of small
+    /// order (a server certificate "signed" by it needs no private key), naming it.
+    #[test]
+    fn a_ca_bundle_with_a_key_of_small_order_is_refused() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let good = params.self_signed(&key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(params.clone(), key);
+        let weak = params.signed_by(&Identity32, &issuer).unwrap().pem();
+        assert!(weak_ca(&good).is_ok());
+        let refused = weak_ca(&format!("{good}{weak}")).unwrap_err().to_string();
+        assert!(
+            refused.contains("certificate 2") && refused.contains("small order"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn an_unavailable_server_is_explained_in_words_not_in_debug_form() {

@@ -247,6 +247,16 @@ impl CertificateAuthority {
         number: u64,
         valid_days: i64,
     ) -> Result<String, PkiError> {
+        self.crl_numbered(revoked, &number.to_be_bytes(), valid_days)
+    }
+
+    /// [`Self::crl`] with its CRL number given big-endian (RFC 5280 allows 20 octets).
+    pub fn crl_numbered(
+        &self,
+        revoked: &[RevokedEntry],
+        number: &[u8],
+        valid_days: i64,
+    ) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc();
         let revoked_certs = revoked
             .iter()
@@ -264,7 +274,7 @@ impl CertificateAuthority {
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(5),
             next_update: now + Duration::days(valid_days),
-            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            crl_number: SerialNumber::from_slice(number),
             issuing_distribution_point: None,
             revoked_certs,
             key_identifier_method: KeyIdMethod::Sha256,

@@ -99,7 +99,7 @@ impl Trust {
         crl_path: PathBuf,
         store: &Store,
     ) -> Result<Self, TrustError> {
-        let state = build(&files, ca_key.as_ref(), &crl_path, store, true)?;
+        let state = build(&files, ca_key.as_ref(), &crl_path, store, Building::AtStart)?;
         Ok(Self {
             files,
             ca_key,
@@ -117,12 +117,15 @@ impl Trust {
             .rebuilding
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let served = self.crl_pem();
         let state = build(
             &self.files,
             self.ca_key.as_ref(),
             &self.crl_path,
             store,
-            false,
+            Building::Again {
+                served_crl: served.as_deref(),
+            },
         )?;
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.generation.send_modify(|g| *g += 1);
@@ -269,21 +272,59 @@ impl Trust {
     }
 }
 
-/// The number of the next CRL to be written to `path`: the time in seconds, or the
-/// number of the CRL there plus one when that is greater — RFC 5280 §5.2.3 has each
-/// CRL's number greater than the last one's (two made in one second used to share the
-/// time as their number).
-fn next_crl_number(path: &std::path::Path) -> u64 {
-    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1);
-    crl_number(path).map_or(now, |last| now.max(last.saturating_add(1)))
+/// The CRL entries of `revoked`.
+fn crl_entries(revoked: &[RevokedCertificate]) -> Vec<RevokedEntry> {
+    revoked
+        .iter()
+        .map(|r| RevokedEntry {
+            serial: r.serial.clone(),
+            // A time no server writes (at or before 1970) would make a CRL that
+            // TLS cannot parse, and no server could start: now instead.
+            revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                .ok()
+                .filter(|_| r.revoked_at > 0)
+                .unwrap_or_else(OffsetDateTime::now_utc),
+            reason: pki::parse_reason(&r.reason_name).unwrap_or(pki::RevocationReason::Unspecified),
+        })
+        .collect()
 }
 
-/// The number of the CRL in the file at `path`, if it holds one that parses.
-fn crl_number(path: &std::path::Path) -> Option<u64> {
-    let pem = crate::files::read_text(path).ok()?;
+/// Whether the trust state is built at start, or again while the server runs (with the
+/// CRL it serves now, if it signs one).
+#[derive(Clone, Copy)]
+enum Building<'a> {
+    AtStart,
+    Again { served_crl: Option<&'a str> },
+}
+
+/// The number (big-endian) of the next CRL to be written to `path`: the time in seconds,
+/// or one more than the CRL there or the one served now, when that is greater. RFC 5280
+/// §5.2.3 has each CRL's number greater than the last one's: two made in one second
+/// used to share the time, and an older file put back could take the number down.
+fn next_crl_number(path: &std::path::Path, building: Building<'_>) -> Vec<u8> {
+    use x509_parser::num_bigint::BigUint;
+    let now = BigUint::from(u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1));
+    let served = match building {
+        Building::Again { served_crl } => served_crl.and_then(crl_number),
+        Building::AtStart => None,
+    };
+    let file = crate::files::read_text(path).ok();
+    let last = [file.as_deref().and_then(crl_number), served]
+        .into_iter()
+        .flatten()
+        .max();
+    match last {
+        Some(last) => now.max(last + 1u32),
+        None => now,
+    }
+    .to_bytes_be()
+}
+
+/// The number of a PEM CRL, if it parses.
+fn crl_number(pem: &str) -> Option<x509_parser::num_bigint::BigUint> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).ok()?;
-    u64::try_from(crl.crl_number()?).ok()
+    crl.crl_number().cloned()
 }
 
 /// The trust state from the files and the store. A CRL file that cannot be written
@@ -294,8 +335,9 @@ fn build(
     ca_key: Option<&PathBuf>,
     crl_path: &std::path::Path,
     store: &Store,
-    at_start: bool,
+    building: Building<'_>,
 ) -> Result<State, TrustError> {
+    let at_start = matches!(building, Building::AtStart);
     let material = ServerTlsMaterial::load(files)?;
     let ca = match ca_key {
         Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
@@ -327,21 +369,12 @@ fn build(
             .ok()
             .filter(|_| file_readable),
         Some(ca) => {
-            let entries: Vec<RevokedEntry> = revoked_records
-                .iter()
-                .map(|r| RevokedEntry {
-                    serial: r.serial.clone(),
-                    // A time no server writes (at or before 1970) would make a CRL that
-                    // TLS cannot parse, and no server could start: now instead.
-                    revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)
-                        .ok()
-                        .filter(|_| r.revoked_at > 0)
-                        .unwrap_or_else(OffsetDateTime::now_utc),
-                    reason: pki::parse_reason(&r.reason_name)
-                        .unwrap_or(pki::RevocationReason::Unspecified),
-                })
-                .collect();
-            let pem = ca.crl(&entries, next_crl_number(crl_path), CRL_VALID_DAYS)?;
+            let entries = crl_entries(&revoked_records);
+            let pem = ca.crl_numbered(
+                &entries,
+                &next_crl_number(crl_path, building),
+                CRL_VALID_DAYS,
+            )?;
             let written = if file_readable {
                 crate::files::replace(crl_path, pem.as_bytes())
             } else {

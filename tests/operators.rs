@@ -288,7 +288,8 @@ fn crl_serials(pem: &str) -> Vec<String> {
 }
 
 /// Each CRL the server signs has a greater number than the last (RFC 5280 §5.2.3),
-/// however many are made in one second, and across a restart: a relying party that keeps
+/// however many are made in one second, across a restart, after an older CRL file is
+/// put back, and past 64 bits: a relying party that keeps
 /// the CRL of the highest number keeps the newest (three revocations in a second used to
 /// make two CRLs of one number).
 #[tokio::test]
@@ -298,7 +299,7 @@ async fn every_crl_has_a_greater_number_than_the_last() {
         use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
         let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
         let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).unwrap();
-        u64::try_from(crl.crl_number().unwrap()).unwrap()
+        crl.crl_number().unwrap().clone()
     };
     let pki = TestPki::new();
     let mut server = TestServer::start(&pki).await;
@@ -326,7 +327,27 @@ async fn every_crl_has_a_greater_number_than_the_last() {
         let data = server.stop().await;
         server = TestServer::start_with(&pki, data, |_| {}).await;
     }
+    // An older CRL file put back (certs/ restored from a backup), and one whose number
+    // is past 64 bits: the next CRL is numbered above both and above the last served.
+    let crl_path = pki.dir.path().join("crl.pem");
+    let first = std::fs::read_to_string(&crl_path).unwrap();
+    let big = pki.ca.crl_numbered(&[], &[0x7f; 12], 7).unwrap();
+    for put_back in [first, big.clone()] {
+        let mut admin = server.admin(&operator(&pki)).await;
+        admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+        std::fs::write(&crl_path, &put_back).unwrap();
+        admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+        let crl = server
+            .exchange(&node(&pki, "AUS"))
+            .await
+            .get_crl(pb::GetCrlRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        numbers.push(number(&crl.crl_pem));
+    }
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert!(numbers.last().unwrap() > &number(&big));
 }
 
 #[tokio::test]

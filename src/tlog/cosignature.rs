@@ -63,6 +63,11 @@ impl WitnessKey {
             return Err(bad("not an Ed25519 cosignature key (type 0x04, 32 bytes)"));
         };
         let public: [u8; 32] = public.try_into().map_err(|_| bad("wrong key length"))?;
+        if let Some(why) = crate::signing::weak_ed25519(&public) {
+            return Err(bad(&format!(
+                "the Ed25519 key is {why}: cosignatures it \"verifies\" need no private key"
+            )));
+        }
         let witness = Self::new(name, public);
         if id.len() != 8 || u32::from_str_radix(id, 16).ok() != Some(witness.key_id()) {
             return Err(bad("the key id does not match the name and key"));
@@ -210,6 +215,21 @@ pub enum WitnessError {
 mod tests {
     use super::*;
     use crate::tlog::{checkpoint::Checkpoint, note::NoteSigner};
+
+    /// A witness key of small order would count forged cosignatures (R = identity, S = 0)
+    /// toward a quorum: it is refused, as is such a log key.
+    #[test]
+    fn a_witness_or_log_key_of_small_order_is_refused() {
+        let mut identity = [0; 32];
+        identity[0] = 1;
+        let vkey = WitnessKey::new("evil.example/witness", identity).verifier_key();
+        let refused = WitnessKey::parse(&vkey).unwrap_err().to_string();
+        assert!(refused.contains("small order"), "{refused}");
+        let refused = note::NoteVerifier::new("evil.example/log", identity)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("small order"), "{refused}");
+    }
 
     #[test]
     fn a_cosignature_verifies_over_the_checkpoint_body_and_nothing_else() {

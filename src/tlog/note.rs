@@ -174,6 +174,12 @@ impl NoteVerifier {
     /// A verifier for `public_key` under `name`.
     pub fn new(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
         check_name(name)?;
+        if crate::signing::weak_ed25519(&public_key).is_some() {
+            return Err(NoteError::MalformedVerifierKey(
+                "the Ed25519 key is of small order or not canonically encoded: signatures \
+                 it \"verifies\" need no private key",
+            ));
+        }
         Ok(Self {
             name: name.to_owned(),
             key_id: ed25519_key_id(name, &public_key),

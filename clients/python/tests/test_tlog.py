@@ -264,3 +264,54 @@ def test_a_public_key_of_small_order_is_refused():
                 dsse.load_public_key(pem(weak))
     real = Ed25519PrivateKey.generate().public_key()
     assert dsse.load_public_key(pem(real.public_bytes(Encoding.Raw, PublicFormat.Raw)))
+
+
+def test_a_log_or_witness_key_of_small_order_is_refused():
+    """A checkpoint or cosignature 'signed' by the identity point needs no private key:
+    such verifier keys are refused, for the log (0x01) and for witnesses (0x04)."""
+    import base64
+
+    identity = bytes([1]) + bytes(31)
+    for kind in (0x01, 0x04):
+        raw = bytes([kind]) + identity
+        key_id = tlog._key_id("evil.example/log", raw)
+        vkey = f"evil.example/log+{key_id:08x}+{base64.b64encode(raw).decode()}"
+        with pytest.raises(tlog.LogProofError, match="small order"):
+            tlog._parse_key(vkey, kind, "verifier key", "the log")
+
+
+def test_a_ca_bundle_with_a_key_of_small_order_is_refused():
+    """A CA whose key is the identity point could 'sign' any server certificate: the
+    client refuses a bundle holding one, naming its place."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.x509.oid import NameOID
+
+    from tidemark_client.client import _no_weak_ca
+
+    issuer_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(public_key) -> bytes:  # type: ignore[no-untyped-def]
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(issuer_key, hashes.SHA256())
+        )
+        return built.public_bytes(serialization.Encoding.PEM)
+
+    good = cert(issuer_key.public_key())
+    weak = cert(Ed25519PublicKey.from_public_bytes(bytes([1]) + bytes(31)))
+    _no_weak_ca(good)
+    with pytest.raises(ValueError, match="certificate 2 has an Ed25519 key of small order"):
+        _no_weak_ca(good + weak)

@@ -101,6 +101,27 @@ CATEGORIES = {
 }
 
 
+def _no_weak_ca(ca_pem: bytes) -> None:
+    """Refuses (ValueError) a CA bundle holding a certificate whose Ed25519 key is of
+    small order: anyone could make server certificates 'signed' by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certs = x509.load_pem_x509_certificates(ca_pem)
+    except ValueError:
+        return  # gRPC refuses a bundle it cannot read, saying so
+    for place, cert in enumerate(certs, start=1):
+        key = cert.public_key()
+        if isinstance(key, Ed25519PublicKey) and dsse.weak_key(
+            key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        ):
+            raise ValueError(
+                f"the CA bundle's certificate {place} has an Ed25519 key of small order: "
+                "anyone can make certificates 'signed' by it, so it is not trusted; take it out"
+            )
+
+
 def _category(name: Any) -> int:
     """The Category value of a category name the methods take; ValueError otherwise."""
     if not isinstance(name, str) or name not in CATEGORIES:
@@ -361,6 +382,7 @@ class Client:
                 "https://host:port"
             )
         target = endpoint.removeprefix("https://").rstrip("/")
+        _no_weak_ca(ca_pem)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
         )

@@ -64,6 +64,14 @@ _SMALL_ORDER_Y = frozenset(
 )
 
 
+def weak_key(raw: bytes) -> bool:
+    """Whether the 32 raw bytes of an Ed25519 public key are a point of small order or
+    a y coordinate written as p or more: keys whose signatures need no private key."""
+    y = bytearray(raw)
+    y[31] &= 0x7F
+    return bytes(y) in _SMALL_ORDER_Y or int.from_bytes(y, "little") >= 2**255 - 19
+
+
 def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
     """An Ed25519 public key from SubjectPublicKeyInfo PEM. A key of small order, or a y
     coordinate written as p or more, is refused (ValueError), as the server refuses it."""
@@ -71,9 +79,7 @@ def load_public_key(pem: bytes | str) -> Ed25519PublicKey:
     key = serialization.load_pem_public_key(data)
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
-    raw = bytearray(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    raw[31] &= 0x7F
-    if bytes(raw) in _SMALL_ORDER_Y or int.from_bytes(raw, "little") >= 2**255 - 19:
+    if weak_key(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)):
         raise ValueError(
             "this Ed25519 public key is of small order or not canonically encoded: "
             "signatures it 'verifies' can be made without any private key"

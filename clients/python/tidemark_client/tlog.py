@@ -24,6 +24,8 @@ from typing import List, Optional, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from . import dsse
+
 #: The first line of every log proof.
 HEADER = "c2sp.org/tlog-proof@v1"
 #: The signature-type byte of an Ed25519 note key (C2SP signed-note).
@@ -104,6 +106,11 @@ def _parse_key(vkey: str, kind: int, what: str, source: str):
     raw = _base64(encoded, f"the {what}'s key")
     if len(raw) != 33 or raw[0] != kind:
         raise LogProofError(f"not an Ed25519 {what} (type {kind:#04x}, 32 bytes)")
+    if dsse.weak_key(raw[1:]):
+        raise LogProofError(
+            f"the {what}'s Ed25519 key is of small order or not canonically encoded: "
+            "signatures it 'verifies' need no private key"
+        )
     key_id = _key_id(name, raw)
     # Hex digits in either case, as `tidemark` and Go's golang.org/x/mod/sumdb/note read
     # them (strconv.ParseUint); anything else is not an id.

@@ -29,6 +29,9 @@ use line::{Acceptance, Unproven};
 /// lines: every line is checked, with a summary at the end). A report is valid only when
 /// it verifies with a key of its own reporting state: key files that `keys` writes name
 /// their state (a `State:` line), and a report signed by another state's key is invalid.
+/// A key file that names no state (a bare public key) is taken as the reporting state's
+/// only when it is the one key given — you say whose it is, and the result says it was
+/// not checked; among several keys, one that names no state shows nothing (untrusted).
 /// A key that `keys --out` wrote as revoked makes a report it signed untrusted when the
 /// report was accepted at or after the revocation (the acceptance time is on each
 /// `query --json` line). That time is the server's word unless the line carries its log

@@ -143,7 +143,8 @@ pub struct PolicyConfig {
 pub struct CategoryRule {
     /// Trailing window, in days, over which contributions count.
     pub window_days: u32,
-    /// Accepted, non-retracted reports needed in the window.
+    /// Accepted, non-retracted reports needed in the window (0: none, so any state may
+    /// read the category without contributing to it — give-to-get off).
     pub minimum: u32,
 }
 

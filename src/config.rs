@@ -143,8 +143,8 @@ pub struct PolicyConfig {
 pub struct CategoryRule {
     /// Trailing window, in days, over which contributions count.
     pub window_days: u32,
-    /// Accepted, non-retracted reports needed in the window (0: none, so any state may
-    /// read the category without contributing to it — give-to-get off).
+    /// Accepted, non-retracted reports needed in the window: at least 1 (give-to-get is
+    /// what the exchange is; nothing turns it off in a real deployment).
     pub minimum: u32,
 }
 
@@ -667,12 +667,12 @@ impl Config {
             (
                 "policy.smuggling_incident.minimum",
                 u64::from(self.policy.smuggling_incident.minimum),
-                0..=COUNT,
+                1..=COUNT,
             ),
             (
                 "policy.maritime_movement.minimum",
                 u64::from(self.policy.maritime_movement.minimum),
-                0..=COUNT,
+                1..=COUNT,
             ),
         ]
     }

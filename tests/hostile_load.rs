@@ -496,7 +496,6 @@ async fn subscriptions_are_capped_per_principal_and_audited_once_per_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_disk_turns_health_to_not_serving_and_stops_without_false_acknowledgements() {
     use tidemark::{Store, server::Server};
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     let pki = TestPki::new();
     let data = tempfile::TempDir::new().unwrap();
@@ -529,13 +528,7 @@ async fn a_failing_disk_turns_health_to_not_serving_and_stops_without_false_ackn
     let all = pb::SharingScope::AllContributors;
     let kept = report("AUS", 1, false, all, &[]);
     submit(&mut exchange, sign(&kept, &key)).await.unwrap();
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: "tidemark.v1.Exchange".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = common::exchange_health_watch(channel).await;
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status, 1, "SERVING");
 

@@ -571,7 +571,6 @@ async fn ends_unauthenticated(watch: &mut tonic::Streaming<tonic_health::pb::Hea
 /// them, operator calls included, until the connection closed); the new CA's go on.
 #[tokio::test]
 async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_connections() {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let pki = TestPki::new();
     let dir = pki.dir.path().to_owned();
     let old_ca = pki.ca.cert_pem().to_owned();
@@ -598,13 +597,7 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
     let mut new_node = server
         .exchange(&issue(Role::Node(state("IDN")), "new"))
         .await;
-    let mut watch = HealthClient::new(old_channel)
-        .watch(HealthCheckRequest {
-            service: "tidemark.v1.Exchange".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = common::exchange_health_watch(old_channel).await;
     assert!(watch.message().await.unwrap().is_some(), "the watch runs");
     for client in [&mut old_node, &mut new_node] {
         client.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
@@ -708,7 +701,6 @@ async fn an_intermediate_ca_that_expires_ends_its_certificates_rights_on_open_co
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose, SanType,
     };
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let pki = TestPki::new();
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
         config.limits.lapsed_connection_grace_secs = 1;
@@ -768,13 +760,7 @@ async fn an_intermediate_ca_that_expires_ends_its_certificates_rights_on_open_co
     let channel = server.channel(&edge).await;
     let mut exchange = pb::exchange_client::ExchangeClient::new(channel.clone());
     exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: "tidemark.v1.Exchange".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = common::exchange_health_watch(channel).await;
     assert!(watch.message().await.unwrap().is_some(), "the watch runs");
 
     // Past the intermediate's notAfter (whole seconds).

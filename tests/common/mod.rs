@@ -591,6 +591,20 @@ pub async fn small_window_channel(server: &TestServer, identity: &ClientIdentity
 }
 
 /// The number of leaves in the log's newest checkpoint.
+/// A health Watch of the Exchange service on `channel`: a long-lived call that tests of
+/// calls in progress hold open.
+pub async fn exchange_health_watch(
+    channel: Channel,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: "tidemark.v1.Exchange".into(),
+        })
+        .await
+        .expect("a health watch")
+        .into_inner()
+}
+
 pub async fn log_size(log: &mut pb::transparency_client::TransparencyClient<Channel>) -> u64 {
     log.get_checkpoint(pb::GetCheckpointRequest {})
         .await

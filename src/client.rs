@@ -82,11 +82,8 @@ impl ClientIdentity {
                 "no certificate: the certificate file (--cert, or the profile's .pem) holds a CERTIFICATE block; was the key given instead?",
             ));
         }
-        if key_pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-            return Err(wrong(
-                key,
-                "the private key is encrypted (ENCRYPTED PRIVATE KEY), which is not read: decrypt it to a file only you can read, e.g. `openssl pkcs8 -in KEY -out KEY.plain`",
-            ));
+        if crate::signing::pem_label(&key_pem) == Some("ENCRYPTED PRIVATE KEY") {
+            return Err(wrong(key, crate::signing::ENCRYPTED_KEY));
         }
         if !holds_key(&key_pem) {
             return Err(wrong(

@@ -55,16 +55,13 @@ impl SigningKey {
     /// Reads a PKCS#8 PEM Ed25519 private key (v1 or v2).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, KeyError> {
         let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
-            KeyError::Parse(if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-                "the key is encrypted (ENCRYPTED PRIVATE KEY), which is not read: decrypt it \
-                 to a file only you can read, e.g. `openssl pkcs8 -in KEY -out KEY.plain`"
-                    .to_owned()
-            } else if pem.contains("-----BEGIN EC PRIVATE KEY-----") {
-                "this is an EC (ECDSA) key in SEC1 form; signing keys are Ed25519, PKCS#8 \
-                 (-----BEGIN PRIVATE KEY-----): make one with `tidemark keygen`"
-                    .to_owned()
-            } else {
-                format!("not a PKCS#8 PEM private key (-----BEGIN PRIVATE KEY-----): {e}")
+            KeyError::Parse(match pem_label(pem) {
+                Some("ENCRYPTED PRIVATE KEY") => ENCRYPTED_KEY.to_owned(),
+                Some("EC PRIVATE KEY") => "this is an EC (ECDSA) key in SEC1 form; signing \
+                                           keys are Ed25519 in PKCS#8 (a PRIVATE KEY block): \
+                                           make one with `tidemark keygen`"
+                    .to_owned(),
+                _ => format!("not a PKCS#8 PEM private key (a PRIVATE KEY block): {e}"),
             })
         })?;
         Self::from_pkcs8_der(der.secret_pkcs8_der())
@@ -161,6 +158,18 @@ pub(crate) fn weak_ed25519(raw: &[u8; 32]) -> Option<&'static str> {
     None
 }
 
+/// What a file says of an encrypted private key, which is not read.
+pub(crate) const ENCRYPTED_KEY: &str = "the key is encrypted (ENCRYPTED PRIVATE KEY), which \
+     is not read: decrypt it to a file only you can read, e.g. `openssl pkcs8 -in KEY -out \
+     KEY.plain`";
+
+/// The label of the first PEM block of `text` (`PUBLIC KEY`, `EC PRIVATE KEY`, …).
+pub(crate) fn pem_label(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("-----BEGIN "))
+        .and_then(|l| l.strip_suffix("-----"))
+}
+
 /// An Ed25519 public key with its key id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
@@ -191,11 +200,7 @@ impl PublicKey {
     pub fn from_spki_pem(pem: &str) -> Result<Self, KeyError> {
         let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
             // Say what it is instead, when it is another PEM item.
-            let label = pem
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("-----BEGIN "))
-                .and_then(|l| l.strip_suffix("-----"));
-            KeyError::Parse(match label {
+            KeyError::Parse(match pem_label(pem) {
                 Some(label) if label.contains("PRIVATE KEY") => format!(
                     "this is a private key ({label}), not a public key: give the .pub.pem \
                      beside it (`tidemark keygen` writes both)"

@@ -299,6 +299,13 @@ pub struct Limits {
     /// Queries and syncs one principal may have in progress at once; more are refused
     /// with RESOURCE_EXHAUSTED (each holds a server thread while its caller reads).
     pub max_reads_per_principal: usize,
+    /// Reads that go on the audit record (and so into the transparency log) one
+    /// principal may start a minute: Query, Sync, Subscribe, Aggregate and the
+    /// operator's listings, audit pages and backups. Up to this many at once, then one
+    /// every `60 / n` seconds; past it a read is refused with RESOURCE_EXHAUSTED and a
+    /// `grpc-retry-pushback-ms` saying when to try again, so a caller in a loop cannot
+    /// grow the store and the log without bound.
+    pub reads_per_minute_per_principal: u32,
     /// Most envelopes in one Import stream.
     pub max_import_items: usize,
     /// A query, sync, subscription or backup whose caller takes nothing for this long is
@@ -399,6 +406,7 @@ impl Default for Limits {
             max_connections_per_principal: 64,
             max_import_items: 10_000,
             max_reads_per_principal: 16,
+            reads_per_minute_per_principal: 120,
             read_stall_secs: 60,
             max_read_secs: 600,
             shutdown_grace_secs: 10,
@@ -608,6 +616,11 @@ impl Config {
             (
                 "limits.max_reads_per_principal",
                 n(l.max_reads_per_principal),
+                1..=COUNT,
+            ),
+            (
+                "limits.reads_per_minute_per_principal",
+                u64::from(l.reads_per_minute_per_principal),
                 1..=COUNT,
             ),
             ("limits.max_import_items", n(l.max_import_items), 1..=COUNT),

@@ -101,6 +101,7 @@ pub struct Metrics {
     commit_seconds: Histogram,
     audit_records: Counter,
     refusals_unrecorded: Counter,
+    reads_over_budget: Counter,
     give_to_get_refusals: Family<CategoryLabels, Counter>,
     handshakes_refused: Family<HandshakeLabels, Counter>,
     connections_closed: Family<HandshakeLabels, Counter>,
@@ -138,6 +139,7 @@ impl Metrics {
             commit_seconds: seconds(),
             audit_records: Counter::default(),
             refusals_unrecorded: Counter::default(),
+            reads_over_budget: Counter::default(),
             give_to_get_refusals: Family::default(),
             handshakes_refused: Family::default(),
             connections_closed: Family::default(),
@@ -152,6 +154,13 @@ impl Metrics {
     }
 
     fn register(mut self) -> Self {
+        self.register_calls();
+        self.register_state();
+        self
+    }
+
+    /// Counts of calls, submissions, writes and refusals.
+    fn register_calls(&mut self) {
         let r = &mut self.registry;
         r.register(
             "grpc_server_started",
@@ -197,10 +206,21 @@ impl Metrics {
             self.refusals_unrecorded.clone(),
         );
         r.register(
+            "tidemark_reads_over_budget",
+            "Reads refused RESOURCE_EXHAUSTED because their caller had started \
+             limits.reads_per_minute_per_principal reads on record in the last minute",
+            self.reads_over_budget.clone(),
+        );
+        r.register(
             "tidemark_give_to_get_refusals",
             "Reads refused because the caller's state lacks standing, by category",
             self.give_to_get_refusals.clone(),
         );
+    }
+
+    /// Connections, the store, certificates and the CRL.
+    fn register_state(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "tidemark_handshakes_refused",
             "TLS handshakes refused, by reason",
@@ -251,7 +271,6 @@ impl Metrics {
             Unit::Seconds,
             self.crl_age.clone(),
         );
-        self
     }
 
     /// An RPC began.
@@ -308,6 +327,11 @@ impl Metrics {
     /// A refusal was answered without its audit record (its caller's budget was spent).
     pub fn refusal_unrecorded(&self) {
         self.refusals_unrecorded.inc();
+    }
+
+    /// A read was refused because its caller's budget of reads on record was spent.
+    pub fn read_over_budget(&self) {
+        self.reads_over_budget.inc();
     }
 
     /// A read was refused for want of standing in `category`.

@@ -54,6 +54,7 @@ async fn a_server_with_every_limit_at_its_maximum_serves() {
             *n = count;
         }
         l.max_concurrent_streams = u32::try_from(MAX_COUNT).unwrap();
+        l.reads_per_minute_per_principal = u32::try_from(MAX_COUNT).unwrap();
         l.max_message_bytes = usize::try_from(tidemark::config::MAX_MESSAGE_BYTES).unwrap();
         let window = u32::try_from(MAX_WINDOW_DAYS).unwrap();
         config.policy.smuggling_incident.window_days = window;
@@ -792,4 +793,140 @@ async fn an_access_list_of_large_reads_pages_by_size() {
     numbers.dedup();
     assert_eq!(numbers.len(), READS, "each access once: {seen:?}");
     assert!(pages > 1, "one page held them all");
+}
+
+/// Reads that go on the audit record are budgeted per principal
+/// (`limits.reads_per_minute_per_principal`): a burst of that many, then one every
+/// `60 / n` s. Past it a query, sync, subscription, aggregate or operator listing is
+/// refused RESOURCE_EXHAUSTED, on the record, with a `grpc-retry-pushback-ms` after
+/// which a read is taken again; other principals keep their own budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_record_come_from_each_principals_budget() {
+    const PER_MINUTE: u32 = 30;
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let server = TestServer::start_with(&pki, data, |c| {
+        c.limits.reads_per_minute_per_principal = PER_MINUTE;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("AUS", 1, false, all, &[])).await;
+    world.submit(&report("IDN", 2, false, all, &[])).await;
+    let filter = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let sync = pb::SyncRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let mut idn = world.exchange("IDN").await;
+    let mut calls = 0;
+    let (taken, refused) = until_refused(PER_MINUTE, || {
+        calls += 1;
+        let mut idn = idn.clone();
+        let filter = filter.clone();
+        async move {
+            match calls % 3 {
+                1 => idn.query(filter).await.map(drop),
+                2 => idn.sync(sync).await.map(drop),
+                _ => idn.subscribe(filter).await.map(drop),
+            }
+        }
+    })
+    .await;
+    // The burst, and at most a read or two regained while it was taken.
+    assert!((PER_MINUTE..=PER_MINUTE + 2).contains(&taken), "{taken}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("reads_per_minute_per_principal = 30"),
+        "{refused:?}"
+    );
+    let pushback: u64 = refused
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("a retry pushback");
+    assert!((1..=2_000).contains(&pushback), "{pushback} ms");
+    assert!(refused.metadata().get("tidemark-audit").is_some());
+    // Every kind of read draws on the one budget.
+    for status in [
+        idn.query(filter.clone()).await.unwrap_err(),
+        idn.sync(sync).await.unwrap_err(),
+        idn.subscribe(filter.clone()).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    // Another state's node, an analyst and the operator have their own budgets.
+    let mut aus = world.exchange("AUS").await;
+    aus.query(filter.clone()).await.unwrap();
+    let regional = common::regional(&world.pki);
+    let aggregate = || {
+        common::aggregate(
+            &world.server,
+            &regional,
+            pb::AggregateRequest {
+                metrics: vec![pb::Metric::Reports as i32],
+                ..Default::default()
+            },
+        )
+    };
+    let (analyst_reads, analyst_refused) =
+        until_refused(PER_MINUTE, || async { aggregate().await.map(drop) }).await;
+    assert!(analyst_reads >= PER_MINUTE, "{analyst_reads}");
+    assert_eq!(analyst_refused.code(), Code::ResourceExhausted);
+    let admin = world.server.admin(&operator(&world.pki)).await;
+    let (operator_reads, operator_refused) = until_refused(PER_MINUTE, || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_states(pb::ListStatesRequest::default())
+                .await
+                .map(drop)
+        }
+    })
+    .await;
+    assert!(operator_reads >= PER_MINUTE, "{operator_reads}");
+    assert_eq!(operator_refused.code(), Code::ResourceExhausted);
+    // Once the pushback has passed, IDN reads again.
+    tokio::time::sleep(Duration::from_millis(pushback + 100)).await;
+    idn.query(filter.clone()).await.unwrap();
+    // Each refusal is on the record, as IDN's.
+    let refusals = refusals_of(&world, "IDN").await;
+    let kinds = ["refused query", "refused sync", "refused subscribe"];
+    let first = kinds[usize::try_from(taken % 3).unwrap()];
+    assert_eq!(
+        refusals,
+        [first, kinds[0], kinds[1], kinds[2]],
+        "{refusals:?}"
+    );
+}
+
+/// The actions of `state`'s refusals on the audit record, in order.
+async fn refusals_of(world: &World, state: &str) -> Vec<String> {
+    audit_entries(world)
+        .await
+        .into_iter()
+        .filter(|e| e.action.starts_with("refused") && e.state == state)
+        .map(|e| e.action)
+        .collect()
+}
+
+/// Calls `read` until it is refused: how many were answered, and the refusal. A read
+/// or two past `budget` may be regained while they are made; more fail the test.
+async fn until_refused<F: std::future::Future<Output = Result<(), tonic::Status>>>(
+    budget: u32,
+    mut read: impl FnMut() -> F,
+) -> (u32, tonic::Status) {
+    let mut answered = 0;
+    loop {
+        match read().await {
+            Ok(()) => answered += 1,
+            Err(status) => return (answered, status),
+        }
+        assert!(answered <= budget + 2, "no read was refused");
+    }
 }

@@ -182,6 +182,9 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         let operator = require_operator(&request)?;
+        self.ctx
+            .take_read(auth::peer(&request)?, ("backup", ""))
+            .await?;
         // The copy holds every key and report: it stops flowing, as every stream does,
         // once the operator's certificate is revoked. While it is being made, the same
         // lapse — or the caller going away, which drops this future — stops making it.
@@ -282,6 +285,9 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ListSigningKeysRequest>,
     ) -> Result<Response<pb::ListSigningKeysResponse>, Status> {
         let operator = require_operator(&request)?;
+        self.ctx
+            .take_read(auth::peer(&request)?, (LIST_SIGNING_KEYS, ""))
+            .await?;
         let state = request.into_inner().state;
         if !state.is_empty() {
             CountryCode::parse(&state).map_err(|e| super::status::state_filter(&e))?;
@@ -328,6 +334,9 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ListStatesRequest>,
     ) -> Result<Response<pb::ListStatesResponse>, Status> {
         let operator = require_operator(&request)?;
+        self.ctx
+            .take_read(auth::peer(&request)?, (LIST_STATES, ""))
+            .await?;
         let store = &self.ctx.store;
         let (states, certs, keys) = (
             store.states()?,
@@ -441,6 +450,9 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
         let operator = require_operator(&request)?;
+        self.ctx
+            .take_read(auth::peer(&request)?, (LIST_CERTIFICATES, ""))
+            .await?;
         let within = i64::from(request.get_ref().expiring_within_days);
         let horizon = self.ctx.clock.now() + within * 86_400;
         let certificates = self
@@ -475,6 +487,7 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::AuditLogRequest>,
     ) -> Result<Response<pb::AuditLogResponse>, Status> {
         let operator = require_operator(&request)?;
+        let peer = auth::peer(&request)?.clone();
         let req = request.into_inner();
         let limit = if req.limit == 0 {
             100
@@ -516,6 +529,7 @@ impl pb::admin_server::Admin for AdminService {
                 last.number,
                 req.after
             );
+            self.ctx.take_read(&peer, (READ_AUDIT_LOG, &detail)).await?;
             self.audit(operator, READ_AUDIT_LOG, detail).await?;
         }
         Ok(Response::new(pb::AuditLogResponse { entries, more }))

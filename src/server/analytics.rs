@@ -70,6 +70,7 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         };
         let query = AggregateQuery::from_request(&req)?;
         let detail = audit_detail(&req);
+        self.ctx.take_read(&peer, ("aggregate", &detail)).await?;
         let categories = query
             .categories()
             .map(crate::report::Category::label)

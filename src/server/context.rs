@@ -68,6 +68,10 @@ pub(super) struct Context {
     pub metrics: Arc<Metrics>,
     /// Refusal records, from each principal's budget.
     pub refusals: super::refusals::RefusalRecords,
+    /// Reads on record each principal may start (`limits.reads_per_minute_per_principal`).
+    pub read_budget: Arc<super::budgets::Budgets>,
+    /// `limits.reads_per_minute_per_principal`, for the refusal's message.
+    pub reads_per_minute: u32,
     /// Reads whose audit record is not completed yet.
     pub unfinished: Unfinished,
     /// The last audit record written before this server process started: a read's
@@ -199,7 +203,7 @@ impl Context {
         read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<Guarded<T>, Status> {
         let slot = self
-            .open_slot(&self.reads, peer, state, (kind.action, &detail))
+            .open_budgeted(&self.reads, peer, state, (kind.action, &detail))
             .await?;
         let principal = peer.principal().spiffe_id();
         // No await from here to the read's task: nothing can drop the call in between.

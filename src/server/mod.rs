@@ -7,6 +7,7 @@
 mod admin;
 mod analytics;
 mod auth;
+mod budgets;
 mod connections;
 mod context;
 mod delivery;
@@ -201,6 +202,11 @@ impl Server {
             page_bytes: limits.max_message_bytes.min(4 << 20) / 4 * 3,
             metrics: self.metrics.clone(),
             refusals,
+            read_budget: Arc::new(budgets::Budgets::new(
+                limits.reads_per_minute_per_principal,
+                f64::from(limits.reads_per_minute_per_principal) / 60.0,
+            )),
+            reads_per_minute: limits.reads_per_minute_per_principal,
             unfinished: delivery::Unfinished::default(),
             before_start,
         })

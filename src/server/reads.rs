@@ -37,6 +37,9 @@ use crate::{
 /// ended and the caller told to catch up with Sync.
 const MAX_CATCH_UP: usize = 1_000;
 
+/// The metadata key by which a server tells a client when to retry (gRFC A6).
+pub(super) const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
 /// Subscriptions open per principal, bounded by `limits.max_subscriptions_per_principal`.
 #[derive(Clone)]
 pub(super) struct OpenStreams {
@@ -270,7 +273,7 @@ impl Context {
         let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
         let slot = self
-            .open_slot(&self.streams, peer, state, ("subscribe", &detail))
+            .open_budgeted(&self.streams, peer, state, ("subscribe", &detail))
             .await?;
         let snap = self.snapshot()?;
         let standing = self
@@ -408,6 +411,58 @@ impl Context {
                 Err(self.refusals.refuse(record, status).await)
             }
         }
+    }
+
+    /// One read on record — `action` with its request `detail` — from the budget of
+    /// `peer` (`limits.reads_per_minute_per_principal`), or the refusal: on the audit
+    /// record like any other (from the budget of refusal records), RESOURCE_EXHAUSTED
+    /// with a `grpc-retry-pushback-ms` (gRFC A6) saying when the next read is due.
+    pub(super) async fn take_read(
+        &self,
+        peer: &PeerIdentity,
+        (action, detail): (&str, &str),
+    ) -> Result<(), Status> {
+        let principal = peer.principal();
+        let Err(wait) = self
+            .read_budget
+            .take(&principal.spiffe_id(), std::time::Instant::now())
+        else {
+            return Ok(());
+        };
+        self.metrics.read_over_budget();
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut status = Status::resource_exhausted(format!(
+            "this caller has started {n} reads that go on the audit record within the last \
+             minute, as many as limits.reads_per_minute_per_principal = {n} allows; try again \
+             in {secs:.1} s (a read that continues from a cursor counts as a new read)",
+            n = self.reads_per_minute,
+            secs = wait.as_secs_f64(),
+        ));
+        status.metadata_mut().insert(
+            RETRY_PUSHBACK,
+            tonic::metadata::MetadataValue::from(wait_ms),
+        );
+        let record = AuditRecord {
+            principal: principal.spiffe_id(),
+            state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
+            action: format!("refused {action}"),
+            detail: detail.to_owned(),
+            ..AuditRecord::default()
+        };
+        Err(self.refusals.refuse(record, status).await)
+    }
+
+    /// [`Self::take_read`], then [`Self::open_slot`]: a read on record that holds a
+    /// stream open.
+    pub(super) async fn open_budgeted(
+        &self,
+        streams: &OpenStreams,
+        peer: &PeerIdentity,
+        state: CountryCode,
+        (action, detail): (&str, &str),
+    ) -> Result<StreamSlot, Status> {
+        self.take_read(peer, (action, detail)).await?;
+        self.open_slot(streams, peer, state, (action, detail)).await
     }
 
     /// What a subscription pushes next: the matching changes after `cursor`, from a fresh

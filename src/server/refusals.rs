@@ -23,16 +23,18 @@
 //! refusal is on record ([`RecordedBody`]), and then name its record the same way.
 
 use std::{
-    collections::HashMap,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
 use tonic::{Code, Status};
 
-use super::instrument::{Caller, method_of, status_in};
+use super::{
+    budgets::Budgets,
+    instrument::{Caller, method_of, status_in},
+};
 use crate::{
     identity::Principal,
     metrics::Metrics,
@@ -47,36 +49,6 @@ pub(super) const BURST: u32 = 60;
 
 /// Refusal records a principal's budget regains a second.
 pub(super) const PER_SECOND: f64 = 1.0;
-
-/// Principals whose budgets are remembered; past this they all start full again (there
-/// are as many principals as certificates the operator issued).
-const REMEMBERED: usize = 4096;
-
-/// Each principal's budget of refusal records: what is left and when it was last used.
-#[derive(Default)]
-struct Budgets(Mutex<HashMap<String, (f64, Instant)>>);
-
-impl Budgets {
-    /// Takes one record from `principal`'s budget, if there is one left.
-    fn take(&self, principal: &str, now: Instant) -> bool {
-        let mut budgets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if budgets.len() >= REMEMBERED && !budgets.contains_key(principal) {
-            budgets.clear();
-        }
-        let (left, at) = budgets
-            .entry(principal.to_owned())
-            .or_insert((f64::from(BURST), now));
-        *left = (*left + now.saturating_duration_since(*at).as_secs_f64() * PER_SECOND)
-            .min(f64::from(BURST));
-        *at = now;
-        if *left >= 1.0 {
-            *left -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// What `tidemark-audit` says of a refusal left off the record (its caller's budget of
 /// refusal records was spent).
@@ -97,7 +69,7 @@ impl RefusalRecords {
         Self {
             writer,
             metrics,
-            budgets: Arc::default(),
+            budgets: Arc::new(Budgets::new(BURST, PER_SECOND)),
         }
     }
 
@@ -105,7 +77,11 @@ impl RefusalRecords {
     /// left: its number, or `None` when the budget is spent (the refusal is then logged
     /// and counted only, and `tidemark-audit` says [`UNRECORDED`]).
     pub(super) async fn record(&self, record: AuditRecord) -> Result<Option<u64>, AppendError> {
-        if !self.budgets.take(&record.principal, Instant::now()) {
+        if self
+            .budgets
+            .take(&record.principal, Instant::now())
+            .is_err()
+        {
             self.metrics.refusal_unrecorded();
             tracing::info!(
                 principal = %record.principal,
@@ -330,26 +306,5 @@ impl http_body::Body for RecordedBody {
 
     fn is_end_stream(&self) -> bool {
         self.pending.is_none() && self.inner.is_end_stream()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::{BURST, Budgets, PER_SECOND};
-
-    /// A principal gets a burst of records, then one a second; another principal has its
-    /// own budget.
-    #[test]
-    fn refusal_records_come_from_each_principals_budget() {
-        let budgets = Budgets::default();
-        let start = Instant::now();
-        let burst = (0..1000).filter(|_| budgets.take("a", start)).count();
-        assert_eq!(burst, usize::try_from(BURST).unwrap());
-        assert!(budgets.take("b", start));
-        let later = start + Duration::from_secs_f64(10.0 / PER_SECOND);
-        let regained = (0..1000).filter(|_| budgets.take("a", later)).count();
-        assert_eq!(regained, 10);
     }
 }

@@ -83,6 +83,12 @@ impl TestPki {
             metrics: tidemark::config::MetricsConfig {
                 listen: String::new(),
             },
+            // Tests read far more often than a state's system would; the budget has
+            // tests of its own (`hostile_load`).
+            limits: tidemark::config::Limits {
+                reads_per_minute_per_principal: u32::MAX,
+                ..Default::default()
+            },
             ..Config::default()
         }
     }

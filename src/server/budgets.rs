@@ -1,0 +1,89 @@
+//! Per-principal budgets of calls that leave a durable trace: a token bucket for each
+//! principal (`burst` at once, then `per_second`), remembered for a bounded number of
+//! principals.
+//!
+//! Every audit record is a write and a leaf of the transparency log for good, so what a
+//! caller in a loop can make the server record is bounded: refusals
+//! ([`super::refusals`]) and reads on record ([`super::context::Context::take_read`])
+//! each draw on a budget of this kind.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+/// Principals whose budgets are remembered; past this they all start full again (there
+/// are as many principals as certificates the operator issued).
+const REMEMBERED: usize = 4096;
+
+/// One token bucket per principal.
+pub(super) struct Budgets {
+    burst: f64,
+    per_second: f64,
+    /// Principal → what is left and when it was last used.
+    left: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Budgets {
+    /// Budgets of `burst` at once, regaining `per_second` (more than 0).
+    pub(super) fn new(burst: u32, per_second: f64) -> Self {
+        Self {
+            burst: f64::from(burst.max(1)),
+            per_second: per_second.max(f64::MIN_POSITIVE),
+            left: Mutex::default(),
+        }
+    }
+
+    /// Takes one from `principal`'s budget, or says how long until it has one again.
+    pub(super) fn take(&self, principal: &str, now: Instant) -> Result<(), Duration> {
+        let mut budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        if budgets.len() >= REMEMBERED && !budgets.contains_key(principal) {
+            budgets.clear();
+        }
+        let (left, at) = budgets
+            .entry(principal.to_owned())
+            .or_insert((self.burst, now));
+        *left = (*left + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
+            .min(self.burst);
+        *at = now;
+        if *left >= 1.0 {
+            *left -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::try_from_secs_f64((1.0 - *left) / self.per_second)
+                .unwrap_or(Duration::MAX))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Budgets;
+
+    /// A principal gets a burst, then `per_second`; another principal has its own
+    /// budget; a refusal says when the next one is due.
+    #[test]
+    fn each_principal_gets_a_burst_then_a_steady_rate() {
+        let budgets = Budgets::new(60, 2.0);
+        let start = Instant::now();
+        let burst = (0..1000)
+            .filter(|_| budgets.take("a", start).is_ok())
+            .count();
+        assert_eq!(burst, 60);
+        assert_eq!(budgets.take("a", start), Err(Duration::from_millis(500)));
+        assert!(budgets.take("b", start).is_ok());
+        let later = start + Duration::from_secs(10);
+        let regained = (0..1000)
+            .filter(|_| budgets.take("a", later).is_ok())
+            .count();
+        assert_eq!(regained, 20);
+        let much_later = later + Duration::from_secs(3600);
+        let again = (0..1000)
+            .filter(|_| budgets.take("a", much_later).is_ok())
+            .count();
+        assert_eq!(again, 60, "a budget never holds more than its burst");
+    }
+}

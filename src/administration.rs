@@ -350,6 +350,11 @@ impl Administration {
             not_after: issued.not_after(),
             issued_at: now.unix_timestamp(),
             key_fingerprint: csr.key_fingerprint(),
+            issuer: issued
+                .certificates()
+                .first()
+                .map(|c| c.issuer.clone())
+                .unwrap_or_default(),
         };
         self.change(AdminChange::Issued(record), operator)?;
         Ok(Issued {
@@ -377,17 +382,55 @@ impl Administration {
 
     /// Revokes a client certificate by serial (any common spelling; stored canonical)
     /// for an RFC 5280 reason name (`unspecified` when empty), effective at once.
-    /// Returns the revocation that stands, whether it was already there, and whether
-    /// the certificate was issued through this server.
+    /// Serials are unique per issuer only: `issuer` names the CA of the bundle whose
+    /// certificate it is (its subject, RFC 4514). Without it, a certificate issued
+    /// through this server is revoked as its record names its issuer, and any other
+    /// serial for every issuer. Returns the revocation that stands, whether it was
+    /// already there, and whether the certificate was issued through this server.
     pub(crate) fn revoke_certificate(
         &self,
-        serial: &str,
+        (serial, issuer): (&str, &str),
         reason: &str,
         operator: &str,
         now: i64,
     ) -> Result<(RevokedCertificate, bool, bool), AdminError> {
         let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
-        if let Some(what) = self.trust.own_certificate(&serial) {
+        let on_record = self
+            .store
+            .issued_certificates()?
+            .into_iter()
+            .find(|c| c.serial == serial);
+        let (issuer, issuer_name) = if issuer.is_empty() {
+            let names = self.trust.bundle_names();
+            on_record
+                .as_ref()
+                .filter(|c| !c.issuer.is_empty())
+                .map(|c| {
+                    let name = names.iter().find(|(id, _)| *id == c.issuer);
+                    (
+                        c.issuer.clone(),
+                        name.map(|(_, n)| n.clone()).unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default()
+        } else {
+            self.trust.bundle_ca_named(issuer).map_err(|names| {
+                invalid(
+                    "issuer",
+                    format!(
+                        "no CA of the bundle is named {}; its CAs are {} (name one exactly as \
+                         written here)",
+                        quoted(issuer),
+                        names
+                            .iter()
+                            .map(|n| quoted(n))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?
+        };
+        if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
             return Err(AdminError::OwnCertificate { serial, what });
         }
         let reason_name = if reason.is_empty() {
@@ -407,17 +450,17 @@ impl Administration {
             reason_name: reason_name.to_owned(),
             revoked_at: now,
             revoked_by: operator.to_owned(),
+            issuer,
+            issuer_name,
         };
         let (record, new) = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
             AdminApplied::Revoked(record, new) => (record, new),
             other => return Err(unexpected(&other)),
         };
         self.refresh_after_change()?;
-        let issued_here = self
-            .store
-            .issued_certificates()?
-            .iter()
-            .any(|c| c.serial == record.serial);
+        let issued_here = on_record.is_some_and(|c| {
+            record.issuer.is_empty() || c.issuer.is_empty() || c.issuer == record.issuer
+        });
         Ok((record, !new, issued_here))
     }
 
@@ -750,7 +793,7 @@ mod tests {
             .issue_certificate((&csr(Role::RegionalAnalyst, "a1"), 30), ("op", now()))
             .unwrap();
         assert!(matches!(
-            admin.revoke_certificate(&issued.serial, "because", "op", 0),
+            admin.revoke_certificate((&issued.serial, ""), "because", "op", 0),
             Err(AdminError::Invalid {
                 field: "reason",
                 ..
@@ -765,17 +808,29 @@ mod tests {
             .collect::<Vec<_>>()
             .join(":");
         let (revoked, already, issued_here) = admin
-            .revoke_certificate(&upper_with_colons, "key-compromise", "op", 0)
+            .revoke_certificate((&upper_with_colons, ""), "key-compromise", "op", 0)
             .unwrap();
         assert_eq!(
             (revoked.serial.as_str(), already, issued_here),
             (issued.serial.as_str(), false, true)
         );
-        let (_, _, issued_here) = admin
-            .revoke_certificate("0a1b2c", "superseded", "op", 0)
+        // Revoked as its record names its issuer: this server's CA.
+        let record = admin.store.issued_certificates().unwrap().remove(0);
+        assert_eq!(revoked.issuer, record.issuer);
+        assert!(!revoked.issuer.is_empty());
+        let (unknown, _, issued_here) = admin
+            .revoke_certificate(("0a1b2c", ""), "superseded", "op", 0)
             .unwrap();
         assert!(!issued_here, "a serial this server never issued");
-        assert!(admin.trust.is_revoked(&issued.serial));
+        assert_eq!(unknown.issuer, "", "of every issuer");
+        assert!(admin.trust.is_issued_revoked(&record));
+        assert!(matches!(
+            admin.revoke_certificate(("0a1b2d", "CN=No Such CA"), "superseded", "op", 0),
+            Err(AdminError::Invalid {
+                field: "issuer",
+                ..
+            })
+        ));
     }
 
     #[test]

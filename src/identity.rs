@@ -181,6 +181,51 @@ pub struct PeerIdentity {
     /// The earliest `notAfter` of the chain (Unix seconds): when an intermediate CA
     /// expires before the leaf does, its certificates' rights end then.
     chain_not_after: i64,
+    /// Each certificate of the chain by issuer and serial, leaf first: what a
+    /// revocation names (an intermediate CA's revocation ends its certificates' rights).
+    certificates: Arc<[CertificateId]>,
+}
+
+/// One certificate as a revocation names it (RFC 5280 §5.1.2.1, §5.3.3): its issuer's
+/// name and its serial number, which is unique per issuer only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertificateId {
+    /// [`issuer_id`] of the issuer's name.
+    pub issuer: String,
+    /// The serial, canonical ([`serial_hex`]).
+    pub serial: String,
+}
+
+impl CertificateId {
+    /// The issuer and serial of a parsed certificate.
+    pub(crate) fn of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Self {
+        Self {
+            issuer: issuer_id(cert.issuer().as_raw()),
+            serial: serial_hex(cert.raw_serial()),
+        }
+    }
+}
+
+/// How an issuer is named in revocations: the lower-case hex SHA-256 of its
+/// distinguished name's DER, compared byte for byte as webpki matches a CRL's issuer to
+/// a certificate's.
+pub fn issuer_id(name_der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, name_der))
+}
+
+/// Why a certificate's serial number breaks RFC 5280 §4.1.2.2 (a positive integer of at
+/// most 20 content octets), if it does: such a serial names no certificate a revocation
+/// can name without ambiguity (a negative one reads as a positive one's bytes).
+pub(crate) fn nonconforming_serial(raw: &[u8]) -> Option<&'static str> {
+    if raw.is_empty() || raw.len() > MAX_SERIAL_BYTES {
+        Some("longer than the 20 octets RFC 5280 §4.1.2.2 allows")
+    } else if raw[0] & 0x80 != 0 {
+        Some("negative, which RFC 5280 §4.1.2.2 forbids")
+    } else if raw.iter().all(|b| *b == 0) {
+        Some("zero, which RFC 5280 §4.1.2.2 forbids")
+    } else {
+        None
+    }
 }
 
 impl PeerIdentity {
@@ -213,6 +258,7 @@ impl PeerIdentity {
             not_after: cert.validity().not_after.timestamp(),
             chain: Arc::from([CertificateDer::from(der.to_vec())]),
             chain_not_after: cert.validity().not_after.timestamp(),
+            certificates: Arc::from([CertificateId::of(&cert)]),
         })
     }
 
@@ -223,8 +269,20 @@ impl PeerIdentity {
         if !chain.is_empty() {
             self.chain = Arc::from(chain);
             self.chain_not_after = first_expiry(chain).min(self.not_after);
+            let intermediates = chain.iter().skip(1).filter_map(|der| {
+                x509_parser::parse_x509_certificate(der)
+                    .ok()
+                    .map(|(_, cert)| CertificateId::of(&cert))
+            });
+            let leaf = self.certificates.first().cloned();
+            self.certificates = leaf.into_iter().chain(intermediates).collect();
         }
         self
+    }
+
+    /// Each certificate of the chain it presented by issuer and serial, leaf first.
+    pub fn certificates(&self) -> &[CertificateId] {
+        &self.certificates
     }
 
     /// When the first certificate of its chain expires (Unix seconds): the leaf's
@@ -644,6 +702,27 @@ mod tests {
             &"ab".repeat(21),
         ] {
             assert!(canonical_serial(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// RFC 5280 §4.1.2.2 serials as a certificate encodes them (DER INTEGER content):
+    /// positive, at most 20 octets. A negative one (-5 is `fb`) would read as the
+    /// positive `fb`'s canonical form.
+    #[test]
+    fn serials_rfc_5280_forbids_are_named() {
+        for conforming in [&[1u8][..], &[0, 0xfb], &[0x7f; 20], &[0, 0x80]] {
+            assert_eq!(nonconforming_serial(conforming), None, "{conforming:02x?}");
+        }
+        for bad in [
+            &[][..],
+            &[0],
+            &[0, 0],
+            &[0xfb],
+            &[0x80, 1],
+            &[1; 21],
+            &[0; 21],
+        ] {
+            assert!(nonconforming_serial(bad).is_some(), "{bad:02x?}");
         }
     }
 

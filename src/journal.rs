@@ -18,8 +18,9 @@
 //! "…", "state": "THA", "publicKey": "<base64 of the 32 Ed25519 bytes>", "validFrom": 0,
 //! "validUntil": 0, "registeredAt": 1796400000, "revokedAt": 1796500000, "reason":
 //! "key-compromise"}], "revokedCertificates": [{"serial": "1fa0", "reason":
-//! "key-compromise", "revokedAt": 1796500000, "revokedBy": "spiffe://…"}]}`; times are
-//! Unix seconds. Revoked certificates are in the CRL too, when the server holds the CA
+//! "key-compromise", "revokedAt": 1796500000, "revokedBy": "spiffe://…", "issuer":
+//! "<hex SHA-256 of the issuer name's DER; absent: every issuer>", "issuerName": "CN=…"}]}`;
+//! times are Unix seconds. Revoked certificates are in the CRL too, when the server holds the CA
 //! key; with the CA offline, the journal is what carries them.
 
 use std::{
@@ -66,6 +67,13 @@ struct CertificateEntry {
     reason: String,
     revoked_at: i64,
     revoked_by: String,
+    /// The issuer whose certificate of this serial is revoked (lower-case hex SHA-256 of
+    /// its name's DER); absent: of every issuer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    issuer: String,
+    /// The issuer's name (RFC 4514), for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    issuer_name: String,
 }
 
 impl CertificateEntry {
@@ -75,21 +83,36 @@ impl CertificateEntry {
             reason: record.reason_name.clone(),
             revoked_at: record.revoked_at,
             revoked_by: record.revoked_by.clone(),
+            issuer: record.issuer.clone(),
+            issuer_name: record.issuer_name.clone(),
         }
     }
 
     /// The revocation, if the entry reads as one a server writes (a serial in its one
-    /// form, a known reason).
+    /// form, a known reason, an issuer that is a SHA-256 in hex or none).
     fn record(&self) -> Option<RevokedCertificate> {
         let serial = crate::identity::canonical_serial(&self.serial).ok()?;
         let reason = crate::pki::parse_reason(&self.reason)?;
-        (serial == self.serial).then(|| RevokedCertificate {
+        let issuer_ok = self.issuer.is_empty()
+            || (self.issuer.len() == 64
+                && self
+                    .issuer
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        (serial == self.serial && issuer_ok).then(|| RevokedCertificate {
             serial,
             reason: reason as u32,
             reason_name: self.reason.clone(),
             revoked_at: self.revoked_at,
             revoked_by: self.revoked_by.clone(),
+            issuer: self.issuer.clone(),
+            issuer_name: self.issuer_name.clone(),
         })
+    }
+
+    /// Its revocation's key in the store ([`RevokedCertificate::key`]).
+    fn key(&self) -> String {
+        crate::store::revocation_key(&self.serial, &self.issuer)
     }
 }
 
@@ -336,11 +359,11 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
     let mut certificates: BTreeMap<String, CertificateEntry> = held
         .revoked_certificates
         .into_iter()
-        .map(|c| (c.serial.clone(), c))
+        .map(|c| (c.key(), c))
         .collect();
     for record in store.revoked_certificates()? {
         let entry = CertificateEntry::of(&record);
-        certificates.insert(entry.serial.clone(), entry);
+        certificates.insert(entry.key(), entry);
     }
     let journal = Journal {
         version: VERSION,
@@ -422,11 +445,11 @@ pub(crate) fn newer_than_store(
     let known: std::collections::HashSet<String> = store
         .revoked_certificates()?
         .into_iter()
-        .map(|r| r.serial)
+        .map(|r| r.key())
         .collect();
     for entry in journal.revoked_certificates {
-        if !known.contains(&entry.serial)
-            && let Some(record) = entry.record()
+        if let Some(record) = entry.record()
+            && !record.covered_by(&known)
         {
             changes.push(AdminChange::RevokeCertificate(record));
         }

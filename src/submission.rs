@@ -145,7 +145,7 @@ pub fn verify(
         digest: envelope::digest(envelope),
         payload_sha256: crate::tlog::entry::sha256(&envelope.payload),
         key_id,
-        certificate: peer.serial().to_owned(),
+        certificates: peer.certificates().to_vec(),
     })
 }
 

@@ -78,12 +78,10 @@ impl ServerTlsMaterial {
         let mut verifier =
             WebPkiClientVerifier::builder_with_provider(self.client_roots()?, provider.clone());
         if !crls.is_empty() {
-            // Our CRL covers the certificates our CA issued; during a CA rollover the other
-            // CA's certificates have no CRL here, and revocation is also checked per call.
-            verifier = verifier
-                .with_crls(crls)
-                .only_check_end_entity_revocation()
-                .allow_unknown_revocation_status();
+            // Each CRL covers its own CA's certificates, intermediate CAs among them; a
+            // CA without a CRL here (an intermediate, the other CA of a rollover) leaves
+            // its certificates' status unknown, and revocation is also checked per call.
+            verifier = verifier.with_crls(crls).allow_unknown_revocation_status();
         }
         let verifier = verifier
             .build()
@@ -149,10 +147,10 @@ impl ClientCertVerifier for LoggingVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         std::iter::once(end_entity)
             .chain(intermediates)
-            .find_map(weak_key)
+            .find_map(unusable)
             .map_or(Ok(()), |why| {
                 Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(WeakKey(why)))),
+                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),
                 ))
             })
             .and_then(|()| {
@@ -228,10 +226,25 @@ fn for_client_auth(cert: &CertificateDer<'_>) -> bool {
     eku && key_usage
 }
 
-/// A certificate refused for its key ([`weak_key`]).
+/// Why a certificate of a client's chain is refused before webpki looks at it, if it is.
+fn unusable(cert: &CertificateDer<'_>) -> Option<Unusable> {
+    if let Some(why) = weak_key(cert) {
+        return Some(Unusable::WeakKey(why));
+    }
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    crate::identity::nonconforming_serial(parsed.raw_serial()).map(Unusable::Serial)
+}
+
+/// A certificate refused for what it is, not for its chain.
 #[derive(Debug, thiserror::Error)]
-#[error("the certificate's Ed25519 key is {0}, which proves nothing")]
-struct WeakKey(&'static str);
+enum Unusable {
+    /// Its key ([`weak_key`]).
+    #[error("the certificate's Ed25519 key is {0}, which proves nothing")]
+    WeakKey(&'static str),
+    /// Its serial, which no revocation could name without ambiguity.
+    #[error("the certificate's serial number is {0}")]
+    Serial(&'static str),
+}
 
 /// Logs a refused client certificate with what it claims (the handshake's span adds
 /// the peer's address).

@@ -1,7 +1,7 @@
 //! What the server trusts right now, changeable while it runs.
 //!
-//! Holds the TLS server configuration (certificate, client-CA bundle, CRL), the set of
-//! revoked certificate serials and of suspended states. An operator's change rebuilds
+//! Holds the TLS server configuration (certificate, client-CA bundle, CRLs), the
+//! revoked certificates (by issuer and serial) and the suspended states. An operator's change rebuilds
 //! the configuration and swaps it in: new handshakes use the new material, open
 //! connections are not dropped — and because they would otherwise keep a revoked or
 //! suspended identity alive, every call is checked against the sets too, and every
@@ -19,8 +19,9 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::{
+    identity::CertificateId,
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
-    store::{RevokedCertificate, Store, StoreError},
+    store::{IssuedCertificate, RevokedCertificate, Store, StoreError},
     tls::{ServerTlsFiles, ServerTlsMaterial, TlsError},
 };
 
@@ -86,8 +87,51 @@ struct State {
     server_not_after: i64,
     ca: Option<Arc<CertificateAuthority>>,
     crl_pem: Option<String>,
-    revoked: HashSet<String>,
+    revoked: Revocations,
     suspended: HashSet<String>,
+}
+
+/// Who is revoked, by serial: each serial's issuers (empty: every issuer). A serial is
+/// unique per issuer only, so a revocation that names its issuer — every one a CRL
+/// carries, and an operator's that names one — leaves another issuer's certificate of
+/// the same serial alone.
+#[derive(Default)]
+struct Revocations(std::collections::HashMap<String, Vec<String>>);
+
+impl Revocations {
+    fn add(&mut self, record: &RevokedCertificate) {
+        // Stores written before serials had one form may hold `00`-prefixed ones.
+        let serial = crate::identity::canonical_serial(&record.serial)
+            .unwrap_or_else(|_| record.serial.clone());
+        let issuers = self.0.entry(serial).or_default();
+        if !issuers.contains(&record.issuer) {
+            issuers.push(record.issuer.clone());
+        }
+    }
+
+    fn covers(&self, certificate: &CertificateId) -> bool {
+        self.0.get(&certificate.serial).is_some_and(|issuers| {
+            issuers
+                .iter()
+                .any(|i| i.is_empty() || *i == certificate.issuer)
+        })
+    }
+
+    /// Whether any certificate of `serial` is revoked (for records that do not name
+    /// their issuer).
+    fn any_of(&self, serial: &str) -> bool {
+        self.0.contains_key(serial)
+    }
+}
+
+impl<'a> FromIterator<&'a RevokedCertificate> for Revocations {
+    fn from_iter<I: IntoIterator<Item = &'a RevokedCertificate>>(records: I) -> Self {
+        let mut revocations = Self::default();
+        for record in records {
+            revocations.add(record);
+        }
+        revocations
+    }
 }
 
 impl Trust {
@@ -142,7 +186,9 @@ impl Trust {
             .unwrap_or_else(PoisonError::into_inner);
         let (mut revoked, suspended) = access(store)?;
         if let Ok(listed) = crl_file_revocations(&self.files.ca, &self.crl_path, "the CRL file") {
-            revoked.extend(listed.into_iter().map(|r| r.serial));
+            for record in &listed {
+                revoked.add(record);
+            }
         }
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -190,18 +236,52 @@ impl Trust {
         self.read().server_not_after
     }
 
-    /// Whose certificate `serial` (canonical) is, if it is one the exchange itself
-    /// stands on: the server's, or a CA's of the bundle.
-    pub(crate) fn own_certificate(&self, serial: &str) -> Option<&'static str> {
-        if self.server_serial() == serial {
+    /// Whose certificate `serial` (canonical) of `issuer` (an issuer id; empty: any) is,
+    /// if it is one the exchange itself stands on: the server's, or a CA's of the bundle.
+    pub(crate) fn own_certificate(&self, serial: &str, issuer: &str) -> Option<&'static str> {
+        let named = |cert: &CertificateDer<'_>| {
+            x509_parser::parse_x509_certificate(cert).is_ok_and(|(_, cert)| {
+                let id = CertificateId::of(&cert);
+                id.serial == serial && (issuer.is_empty() || id.issuer == issuer)
+            })
+        };
+        let server = crate::tls::read_certs(&self.files.cert).ok()?;
+        if server.first().is_some_and(named) || self.server_serial() == serial && issuer.is_empty()
+        {
             return Some("the server's own certificate (server.pem)");
         }
         let bundle = crate::tls::read_certs(&self.files.ca).ok()?;
         bundle
             .iter()
-            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
-            .any(|(_, cert)| crate::identity::serial_hex(cert.raw_serial()) == serial)
+            .any(named)
             .then_some("a CA certificate of the bundle (ca.pem)")
+    }
+
+    /// The CA of the bundle whose subject reads `name` (RFC 4514, as `openssl x509
+    /// -subject -nameopt rfc2253` and [`Self::bundle_names`] write it): its issuer id
+    /// and name; the error lists the names there are.
+    pub(crate) fn bundle_ca_named(&self, name: &str) -> Result<(String, String), Vec<String>> {
+        let names = self.bundle_names();
+        names
+            .iter()
+            .find(|(_, n)| n == name)
+            .cloned()
+            .ok_or_else(|| names.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// Each CA of the bundle by issuer id and subject name.
+    pub(crate) fn bundle_names(&self) -> Vec<(String, String)> {
+        crate::tls::read_certs(&self.files.ca)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| {
+                (
+                    crate::identity::issuer_id(cert.subject().as_raw()),
+                    cert.subject().to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The configuration for the next handshake.
@@ -209,12 +289,23 @@ impl Trust {
         self.read().tls.clone()
     }
 
-    /// Whether the certificate with this serial is revoked. `serial` is in its canonical
-    /// form, as [`crate::identity::PeerIdentity::serial`] and stored records hold it (the
-    /// revoked set is canonicalised when it is loaded), so this is one set lookup: it runs
-    /// before every item a stream sends.
-    pub(crate) fn is_revoked(&self, serial: &str) -> bool {
-        self.read().revoked.contains(serial)
+    /// Whether a certificate of `chain` (by issuer and serial, leaf first, as
+    /// [`crate::identity::PeerIdentity::certificates`] holds it) is revoked: the leaf, or
+    /// an intermediate CA whose certificates' rights end with it. A set lookup per
+    /// certificate: it runs before every item a stream sends.
+    pub(crate) fn revokes(&self, chain: &[CertificateId]) -> bool {
+        let state = self.read();
+        chain.iter().any(|c| state.revoked.covers(c))
+    }
+
+    /// Whether the issued certificate `record` is revoked (for one whose record does not
+    /// name its issuer: whether any certificate of its serial is).
+    pub(crate) fn is_issued_revoked(&self, record: &IssuedCertificate) -> bool {
+        let state = self.read();
+        record.id().map_or_else(
+            || state.revoked.any_of(&record.serial),
+            |id| state.revoked.covers(&id),
+        )
     }
 
     pub(crate) fn is_suspended(&self, state: &str) -> bool {
@@ -273,9 +364,8 @@ impl Trust {
 }
 
 /// The CRL entries of `revoked`.
-fn crl_entries(revoked: &[RevokedCertificate]) -> Vec<RevokedEntry> {
+fn crl_entries<'a>(revoked: impl Iterator<Item = &'a RevokedCertificate>) -> Vec<RevokedEntry> {
     revoked
-        .iter()
         .map(|r| RevokedEntry {
             serial: r.serial.clone(),
             // A time no server writes (at or before 1970) would make a CRL that
@@ -308,11 +398,16 @@ fn next_crl_number(path: &std::path::Path, building: Building<'_>) -> Vec<u8> {
         Building::Again { served_crl } => served_crl.and_then(crl_number),
         Building::AtStart => None,
     };
-    let file = crate::files::read_text(path).ok();
-    let last = [file.as_deref().and_then(crl_number), served]
-        .into_iter()
-        .flatten()
+    // Every CRL of the file: another CA's greater number only makes ours greater.
+    let file = crate::files::read_bytes(path).unwrap_or_default();
+    let in_file = CertificateRevocationListDer::pem_slice_iter(&file)
+        .filter_map(|der| {
+            let der = der.ok()?;
+            let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).ok()?;
+            crl.crl_number().cloned()
+        })
         .max();
+    let last = [in_file, served].into_iter().flatten().max();
     match last {
         Some(last) => now.max(last + 1u32),
         None => now,
@@ -345,56 +440,40 @@ fn build(
     };
     let mut revoked_records = store.revoked_certificates()?;
     // What the CRL file lists and the store does not — written by another server of this
-    // exchange, or published by an offline CA and re-read on reload — is enforced and
-    // kept: the file never loses an entry. One that does not verify is left as it is
-    // (it stopped the server at start).
-    let (from_file, file_readable) = match crl_file_revocations(&files.ca, crl_path, "the CRL file")
-    {
-        Ok(entries) => (entries, true),
+    // exchange, or published by an offline or outside CA and re-read on reload — is
+    // enforced and kept: the file never loses an entry. One that does not verify is left
+    // as it is (it stopped the server at start).
+    let (file_crls, file_readable) = match read_crl_file(&files.ca, crl_path, "the CRL file") {
+        Ok(crls) => (crls, true),
         Err(e) if at_start => return Err(e),
         Err(e) => {
             tracing::error!(error = %e, "the CRL file is left as it is; revocations are taken from the store only");
             (Vec::new(), false)
         }
     };
-    let known: HashSet<String> = revoked_records.iter().map(|r| r.serial.clone()).collect();
-    let file_only: Vec<RevokedCertificate> = from_file
-        .into_iter()
-        .filter(|r| !known.contains(&r.serial))
+    let mut known: HashSet<String> = revoked_records
+        .iter()
+        .map(RevokedCertificate::key)
+        .collect();
+    let file_only: Vec<RevokedCertificate> = file_crls
+        .iter()
+        .flat_map(|crl| &crl.entries)
+        .filter(|r| !r.covered_by(&known) && known.insert(r.key()))
+        .cloned()
         .collect();
     revoked_records.extend(file_only.iter().cloned());
+    let ours = ca.as_deref().map(ca_issuer).transpose()?;
+    // The other CAs' CRLs (the newest of each), kept in the file and enforced at the
+    // handshake as they are: this server signs only its own CA's.
+    let others = newest_of_each_issuer(&file_crls, ours.as_deref());
     let crl_pem = match &ca {
-        // An offline CA's CRL, as the operator put it there.
-        None => crate::files::read_text(crl_path)
-            .ok()
-            .filter(|_| file_readable),
-        Some(ca) => {
-            let entries = crl_entries(&revoked_records);
-            let pem = ca.crl_numbered(
-                &entries,
-                &next_crl_number(crl_path, building),
-                CRL_VALID_DAYS,
-            )?;
-            let written = if file_readable {
-                crate::files::replace(crl_path, pem.as_bytes())
-            } else {
-                Ok(())
-            }
-            .map_err(|e| {
-                TrustError::Write(
-                    format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
-                    format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
-                )
-            });
-            match written {
-                Err(e) if at_start => return Err(e),
-                Err(e) => {
-                    tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
-                }
-                Ok(()) => {}
-            }
-            Some(pem)
-        }
+        None => None,
+        Some(ca) => Some(sign_crl(
+            ca,
+            (&revoked_records, ours.as_deref(), &others),
+            crl_path,
+            (building, file_readable),
+        )?),
     };
     // Suspensions and signing-key revocations, which a CRL cannot carry, beside it.
     match crate::journal::write(store, crl_path) {
@@ -402,13 +481,15 @@ fn build(
         Err(e) => tracing::error!(error = %e, "the access journal is stale"),
         Ok(()) => {}
     }
-    let crls = match &crl_pem {
-        Some(pem) => vec![
+    let mut crls: Vec<CertificateRevocationListDer<'static>> =
+        others.iter().map(|crl| crl.der.clone()).collect();
+    if let Some(pem) = &crl_pem {
+        crls.insert(
+            0,
             CertificateRevocationListDer::from_pem_slice(pem.as_bytes())
                 .map_err(|e| TrustError::Write("CRL".to_owned(), e.to_string()))?,
-        ],
-        None => Vec::new(),
-    };
+        );
+    }
     let tls = Arc::new(material.server_config(crls)?);
     let (server_serial, server_not_after) = material
         .cert_chain
@@ -422,7 +503,9 @@ fn build(
         })
         .unwrap_or_default();
     let (mut revoked, suspended) = access(store)?;
-    revoked.extend(file_only.into_iter().map(|r| r.serial));
+    for record in &file_only {
+        revoked.add(record);
+    }
     Ok(State {
         tls,
         chains: Chains {
@@ -438,16 +521,87 @@ fn build(
     })
 }
 
-/// The revocations the CRL file at `crl_path` lists (none if there is no file), once its
-/// signature is checked against the CAs of the bundle `ca`: what a store restored from a
-/// backup must not forget ([`Store::record_start`] carries over those it lacks). A file
-/// that cannot be read, parsed or verified is refused rather than overwritten, so that
-/// no revocation is lost without the operator seeing it.
+/// Signs this server's CRL — the revocations of `revoked` of the CA `ours` and those
+/// naming no issuer — and writes it to `crl_path` followed by `others` (unless the file
+/// was not readable): at start a failure to write is fatal; later it is logged, and the
+/// CRL is served and enforced from memory all the same.
+fn sign_crl(
+    ca: &CertificateAuthority,
+    (revoked, ours, others): (&[RevokedCertificate], Option<&str>, &[&FileCrl]),
+    crl_path: &std::path::Path,
+    (building, file_readable): (Building<'_>, bool),
+) -> Result<String, TrustError> {
+    let entries = crl_entries(
+        revoked
+            .iter()
+            .filter(|r| r.issuer.is_empty() || ours == Some(r.issuer.as_str())),
+    );
+    let pem = ca.crl_numbered(
+        &entries,
+        &next_crl_number(crl_path, building),
+        CRL_VALID_DAYS,
+    )?;
+    let file: String = std::iter::once(pem.as_str())
+        .chain(others.iter().map(|crl| crl.pem.as_str()))
+        .collect();
+    let written = if file_readable {
+        crate::files::replace(crl_path, file.as_bytes())
+    } else {
+        Ok(())
+    }
+    .map_err(|e| {
+        TrustError::Write(
+            format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
+            format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
+        )
+    });
+    match written {
+        Err(e) if matches!(building, Building::AtStart) => return Err(e),
+        Err(e) => {
+            tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
+        }
+        Ok(()) => {}
+    }
+    Ok(pem)
+}
+
+/// One CRL of the CRL file, checked against the CA bundle.
+struct FileCrl {
+    /// PEM, as this server writes it back.
+    pem: String,
+    der: CertificateRevocationListDer<'static>,
+    /// Its issuer ([`crate::identity::issuer_id`]).
+    issuer: String,
+    number: Option<x509_parser::num_bigint::BigUint>,
+    /// What it revokes: certificates of its issuer only.
+    entries: Vec<RevokedCertificate>,
+}
+
+/// The revocations the CRL file at `crl_path` lists (none if there is no file), once
+/// each CRL in it is checked against the CAs of the bundle `ca`: what a store restored
+/// from a backup must not forget ([`Store::record_start`] carries over those it lacks).
+/// Each revokes the certificates of its CRL's issuer only.
 pub(crate) fn crl_file_revocations(
     ca: &std::path::Path,
     crl_path: &std::path::Path,
     revoked_by: &str,
 ) -> Result<Vec<RevokedCertificate>, TrustError> {
+    Ok(read_crl_file(ca, crl_path, revoked_by)?
+        .into_iter()
+        .flat_map(|crl| crl.entries)
+        .collect())
+}
+
+/// Every CRL of the file at `crl_path` (none if there is no file), each signed by the
+/// CA of the bundle `ca` that it names as its issuer — a CA's key cannot speak for
+/// another CA's certificates, which share serials with its own —, its entries as made by
+/// `revoked_by`. A file that cannot be read, parsed or verified is refused rather than
+/// overwritten, so that no revocation is lost without the operator seeing it.
+fn read_crl_file(
+    ca: &std::path::Path,
+    crl_path: &std::path::Path,
+    revoked_by: &str,
+) -> Result<Vec<FileCrl>, TrustError> {
     let refused = |why: String| {
         TrustError::Write(
             format!("the CRL file {} ([tls] crl)", crl_path.display()),
@@ -465,43 +619,96 @@ pub(crate) fn crl_file_revocations(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(refused(format!("cannot be read ({e})"))),
     };
-    let der = CertificateRevocationListDer::from_pem_slice(&bytes)
-        .map_err(|e| refused(format!("holds no PEM X509 CRL ({e})")))?;
-    let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
-        .map_err(|e| refused(format!("is not an X.509 CRL ({e})")))?;
-    let signed = crate::tls::read_certs(ca)?.iter().any(|cert| {
-        x509_parser::parse_x509_certificate(cert.as_ref())
-            .is_ok_and(|(_, cert)| crl.verify_signature(cert.public_key()).is_ok())
-    });
-    if !signed {
-        return Err(refused(format!(
-            "is not signed by a CA of {} ([tls] ca)",
-            ca.display()
-        )));
+    let bundle = crate::tls::read_certs(ca)?;
+    let mut crls = Vec::new();
+    for (place, der) in CertificateRevocationListDer::pem_slice_iter(&bytes).enumerate() {
+        let which = format!("CRL {} of the file", place + 1);
+        let der = der.map_err(|e| refused(format!("{which} is not PEM ({e})")))?;
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+            .map_err(|e| refused(format!("{which} is not an X.509 CRL ({e})")))?;
+        let issuer_name = crl.issuer().to_string();
+        let named: Vec<_> = bundle
+            .iter()
+            .filter_map(|cert| x509_parser::parse_x509_certificate(cert.as_ref()).ok())
+            .filter(|(_, cert)| cert.subject().as_raw() == crl.issuer().as_raw())
+            .collect();
+        if named.is_empty() {
+            return Err(refused(format!(
+                "{which} is issued by {issuer_name}, which is no CA of {} ([tls] ca)",
+                ca.display()
+            )));
+        }
+        if !named
+            .iter()
+            .any(|(_, cert)| crl.verify_signature(cert.public_key()).is_ok())
+        {
+            return Err(refused(format!(
+                "{which} names {issuer_name} as its issuer but is not signed by that CA's key \
+                 in {} ([tls] ca)",
+                ca.display()
+            )));
+        }
+        let issuer = crate::identity::issuer_id(crl.issuer().as_raw());
+        let entries = crl
+            .iter_revoked_certificates()
+            .map(|entry| {
+                let name = pki::reason_name(entry.reason_code().map_or(0, |(_, code)| code.0));
+                RevokedCertificate {
+                    serial: crate::identity::serial_hex(entry.raw_serial()),
+                    reason: pki::parse_reason(name).map_or(0, |r| r as u32),
+                    reason_name: name.to_owned(),
+                    revoked_at: entry.revocation_date.timestamp(),
+                    revoked_by: revoked_by.to_owned(),
+                    issuer: issuer.clone(),
+                    issuer_name: issuer_name.clone(),
+                }
+            })
+            .collect();
+        crls.push(FileCrl {
+            pem: crate::signing::pem_encode("X509 CRL", der.as_ref()),
+            number: crl.crl_number().cloned(),
+            issuer,
+            entries,
+            der,
+        });
     }
-    Ok(crl
-        .iter_revoked_certificates()
-        .map(|entry| {
-            let name = pki::reason_name(entry.reason_code().map_or(0, |(_, code)| code.0));
-            RevokedCertificate {
-                serial: crate::identity::serial_hex(entry.raw_serial()),
-                reason: pki::parse_reason(name).map_or(0, |r| r as u32),
-                reason_name: name.to_owned(),
-                revoked_at: entry.revocation_date.timestamp(),
-                revoked_by: revoked_by.to_owned(),
-            }
-        })
-        .collect())
+    if crls.is_empty() {
+        return Err(refused("holds no PEM X509 CRL".to_owned()));
+    }
+    Ok(crls)
 }
 
-/// The revoked serials and the suspended states, as the store holds them.
-fn access(store: &Store) -> Result<(HashSet<String>, HashSet<String>), TrustError> {
-    // Stores written before serials had one form may hold `00`-prefixed ones.
-    let revoked = store
-        .revoked_certificates()?
-        .into_iter()
-        .map(|r| crate::identity::canonical_serial(&r.serial).unwrap_or(r.serial))
-        .collect();
+/// Of `crls`, the one with the greatest number of each issuer but `ours`, in the order
+/// the file has them.
+fn newest_of_each_issuer<'a>(crls: &'a [FileCrl], ours: Option<&str>) -> Vec<&'a FileCrl> {
+    let mut newest: std::collections::HashMap<&str, &FileCrl> = std::collections::HashMap::new();
+    for crl in crls.iter().filter(|crl| Some(crl.issuer.as_str()) != ours) {
+        let slot = newest.entry(crl.issuer.as_str()).or_insert(crl);
+        if crl.number > slot.number {
+            *slot = crl;
+        }
+    }
+    crls.iter()
+        .filter(|crl| {
+            newest
+                .get(crl.issuer.as_str())
+                .is_some_and(|kept| std::ptr::eq(*kept, *crl))
+        })
+        .collect()
+}
+
+/// The issuer id of the certificates `ca` issues.
+fn ca_issuer(ca: &CertificateAuthority) -> Result<String, TrustError> {
+    let der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes())
+        .map_err(|e| TrustError::Write("the CA certificate".to_owned(), e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| TrustError::Write("the CA certificate".to_owned(), e.to_string()))?;
+    Ok(crate::identity::issuer_id(cert.subject().as_raw()))
+}
+
+/// The revocations and the suspended states, as the store holds them.
+fn access(store: &Store) -> Result<(Revocations, HashSet<String>), TrustError> {
+    let revoked = store.revoked_certificates()?.iter().collect();
     let suspended = store
         .states()?
         .into_iter()

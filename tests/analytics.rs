@@ -1004,6 +1004,7 @@ async fn revoked_and_suspended_analysts_and_oversized_requests_are_refused() {
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial,
             reason: "key-compromise".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

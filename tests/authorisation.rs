@@ -61,6 +61,7 @@ impl Cause {
                     .revoke_certificate(pb::RevokeCertificateRequest {
                         serial,
                         reason: "key-compromise".into(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap();
@@ -1090,6 +1091,7 @@ async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial,
             reason: "key-compromise".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1270,6 +1272,7 @@ async fn any_spelling_of_a_serial_revokes_the_one_certificate() {
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial: spelled.clone(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1294,6 +1297,7 @@ async fn any_spelling_of_a_serial_revokes_the_one_certificate() {
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial: "zz-top".into(),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1714,6 +1718,7 @@ async fn nothing_an_import_queued_is_stored_after_a_revocation_or_suspension() {
                 .revoke_certificate(pb::RevokeCertificateRequest {
                     serial,
                     reason: "key-compromise".into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),

@@ -109,6 +109,12 @@ enum AdminCommand {
         /// cessation-of-operation or privilege-withdrawn.
         #[arg(long, default_value = "unspecified")]
         reason: String,
+        /// The CA of the server's bundle that issued it, by its subject (RFC 4514, as
+        /// `openssl x509 -noout -issuer -nameopt rfc2253 -in CERT` prints it). Serials
+        /// are unique per CA only: with more than one CA in the bundle, name it, or a
+        /// certificate this server did not issue is revoked for every CA of the bundle.
+        #[arg(long, value_name = "NAME")]
+        issuer: Option<String>,
     },
     /// Certificates issued through this server (`admin issue`); `--expiring 30d` shows
     /// those that need renewal. Certificates made offline (the development certificates
@@ -119,8 +125,9 @@ enum AdminCommand {
         expiring: Option<String>,
     },
     /// Re-read the server certificate, key and CA bundle, and the CRL file, from disk
-    /// (no restart). A revocation the CRL file lists (signed by a CA of the bundle) is
-    /// enforced from then on and kept in the CRL the server writes.
+    /// (no restart). The CRL file may hold several CRLs (this server's and partner CAs');
+    /// each must be signed by the CA of the bundle it names as its issuer, and revokes
+    /// that CA's certificates only: enforced from then on and kept in the file.
     ReloadTls,
     /// Take an online backup: a consistent copy of the whole store, made while
     /// submissions go on, written to FILE with FILE.manifest.json beside it (restore it
@@ -324,7 +331,11 @@ async fn run_certificates(
             }
         }
         AdminCommand::Issue { csr, days, out } => issue(admin, &csr, days, out).await?,
-        AdminCommand::Revoke { serial, reason } => revoke(admin, serial, reason).await?,
+        AdminCommand::Revoke {
+            serial,
+            reason,
+            issuer,
+        } => revoke(admin, serial, reason, issuer.unwrap_or_default()).await?,
         AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
         AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
         AdminCommand::ReloadTls => {
@@ -352,14 +363,26 @@ async fn revoke(
     admin: &mut AdminClient<tonic::transport::Channel>,
     serial: String,
     reason: String,
+    issuer: String,
 ) -> anyhow::Result<()> {
     let r = admin
-        .revoke_certificate(pb::RevokeCertificateRequest { serial, reason })
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            reason,
+            issuer,
+        })
         .await
         .map_err(|status| anyhow!(client::explain(&status)))?
         .into_inner();
+    let of = if r.every_issuer {
+        " of every CA of the bundle".to_owned()
+    } else if r.issuer.is_empty() {
+        String::new()
+    } else {
+        format!(" of {}", r.issuer)
+    };
     outln!(
-        "revoked {} ({}) as of {}",
+        "revoked {}{of} ({}) as of {}",
         r.serial,
         r.reason,
         format_time(r.revoked_at_unix)
@@ -374,9 +397,15 @@ async fn revoke(
     if !r.issued_here {
         errln!(
             "no certificate with serial {} was issued through this server (`admin certs` \
-             lists those that were): it is on the CRL all the same, which is right for one \
+             lists those that were): it is revoked all the same, which is right for one \
              made offline, but check the serial",
             r.serial
+        );
+    }
+    if r.every_issuer {
+        errln!(
+            "serials are unique per CA only: a certificate of this serial from any CA of \
+             the bundle is refused; to revoke one CA's alone, revoke with --issuer"
         );
     }
     Ok(())

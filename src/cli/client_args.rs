@@ -60,9 +60,10 @@ impl ClientArgs {
                     )
                 } else if !ca.exists() && !given_ca {
                     format!(
-                        "; a profile needs the exchange's CA certificate beside it: copy \
-                         ca.pem (from the server's certs/, or the operator) to {}, or pass \
-                         --ca FILE",
+                        "; a profile needs the certificate of the CA that issued the \
+                         exchange's server certificate beside it (ask the operator; not a \
+                         bundle that also holds partner CAs, which could then speak for the \
+                         server): save it as {}, or pass --ca FILE",
                         ca.display()
                     )
                 } else {

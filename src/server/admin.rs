@@ -355,7 +355,7 @@ impl pb::admin_server::Admin for AdminService {
                     serial: c.serial.clone(),
                     spiffe_id: c.spiffe_id.clone(),
                     not_after_unix: c.not_after,
-                    revoked: self.ctx.trust.is_revoked(&c.serial),
+                    revoked: self.ctx.trust.is_issued_revoked(c),
                 })
                 .collect();
             info.signing_keys = keys
@@ -415,8 +415,12 @@ impl pb::admin_server::Admin for AdminService {
         let (record, already_revoked, issued_here) = self
             .ctx
             .blocking(move |ctx| {
-                ctx.admin
-                    .revoke_certificate(&req.serial, &req.reason, &operator, now)
+                ctx.admin.revoke_certificate(
+                    (&req.serial, &req.issuer),
+                    &req.reason,
+                    &operator,
+                    now,
+                )
             })
             .await?;
         tracing::warn!(
@@ -426,6 +430,8 @@ impl pb::admin_server::Admin for AdminService {
             "certificate revoked"
         );
         Ok(Response::new(pb::RevokeCertificateResponse {
+            issuer: record.issuer_name,
+            every_issuer: record.issuer.is_empty() && self.ctx.trust.bundle_names().len() > 1,
             serial: record.serial,
             reason: record.reason_name,
             revoked_at_unix: record.revoked_at,
@@ -462,7 +468,7 @@ impl pb::admin_server::Admin for AdminService {
             .into_iter()
             .filter(|c| within == 0 || c.not_after <= horizon)
             .map(|c| pb::IssuedCertificateInfo {
-                revoked: self.ctx.trust.is_revoked(&c.serial),
+                revoked: self.ctx.trust.is_issued_revoked(&c),
                 serial: c.serial,
                 spiffe_id: c.spiffe_id,
                 not_after_unix: c.not_after,

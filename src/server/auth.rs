@@ -161,7 +161,7 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     if now > peer.not_after() {
         Some(Lapse::Expired)
-    } else if trust.is_revoked(peer.serial()) {
+    } else if trust.revokes(peer.certificates()) {
         Some(Lapse::Revoked)
     } else if !trust.chains_to_a_trusted_ca(peer.chain()) {
         Some(Lapse::Untrusted)

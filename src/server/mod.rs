@@ -620,7 +620,7 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
     match store.issued_certificates() {
         Ok(certs) => {
             for c in certs.iter().filter(|c| {
-                c.not_after <= horizon && c.not_after > now && !trust.is_revoked(&c.serial)
+                c.not_after <= horizon && c.not_after > now && !trust.is_issued_revoked(c)
             }) {
                 tracing::warn!(
                     serial = %c.serial,
@@ -681,19 +681,24 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
     }
     let lost = config.trust_files_lost
         && (!config.tls.crl.exists() || !crate::journal::exists(&config.tls.crl));
-    let mut carried = store.revocations_missing(revocations)?;
     let (restrictions, not_taken) = crate::journal::newer_than_store(store, &config.tls.crl)?;
-    // A revocation both files carry is carried once.
-    let from_crl: std::collections::HashSet<String> = carried
+    // A revocation both files carry is carried once, as the journal has it: a CRL names
+    // the issuer of each certificate it revokes, the journal what the operator named.
+    let from_journal: std::collections::HashSet<String> = restrictions
         .iter()
         .filter_map(|c| match c {
-            AdminChange::RevokeCertificate(r) => Some(r.serial.clone()),
+            AdminChange::RevokeCertificate(r) => Some(r.key()),
             _ => None,
         })
         .collect();
-    carried.extend(restrictions.into_iter().filter(
-        |c| !matches!(c, AdminChange::RevokeCertificate(r) if from_crl.contains(&r.serial)),
-    ));
+    let mut carried: Vec<AdminChange> = store
+        .revocations_missing(revocations)?
+        .into_iter()
+        .filter(|c| !matches!(c, AdminChange::RevokeCertificate(r) if r.covered_by(&from_journal)))
+        .collect();
+    carried.extend(restrictions);
+    // Certificate revocations first, as the CRL file is read before the journal.
+    carried.sort_by_key(|c| !matches!(c, AdminChange::RevokeCertificate(_)));
     for state in not_taken {
         tracing::warn!(
             state,

@@ -107,7 +107,7 @@ pub(super) fn audit_record(
             certificate.serial, certificate.spiffe_id
         ),
         AdminApplied::Revoked(revoked, true) => {
-            format!("serial {} ({})", revoked.serial, revoked.reason_name)
+            format!("serial {} ({})", revoked.named(), revoked.reason_name)
         }
         AdminApplied::Revoked(revoked, false) => {
             let asked = match change {
@@ -117,7 +117,7 @@ pub(super) fn audit_record(
             format!(
                 "serial {} already revoked at {} ({}); revoking it again{asked} changes \
                  nothing",
-                revoked.serial,
+                revoked.named(),
                 format_time(revoked.revoked_at),
                 revoked.reason_name
             )
@@ -266,11 +266,11 @@ pub(super) fn apply(
             AdminApplied::Issued(record.clone())
         }
         AdminChange::RevokeCertificate(record) => {
-            let first: Option<RevokedCertificate> = get(tx, REVOKED_CERTS, &record.serial)?;
+            let first: Option<RevokedCertificate> = get(tx, REVOKED_CERTS, &record.key())?;
             if let Some(first) = first {
                 AdminApplied::Revoked(first, false)
             } else {
-                put(tx, REVOKED_CERTS, &record.serial, record)?;
+                put(tx, REVOKED_CERTS, &record.key(), record)?;
                 AdminApplied::Revoked(record.clone(), true)
             }
         }

@@ -47,14 +47,22 @@ impl Admission {
         new: &NewEnvelope,
         now: i64,
     ) -> Result<Option<AppendError>, StoreError> {
-        if !self.revoked.contains_key(&new.certificate) {
-            let revoked = admin::get(tx, REVOKED_CERTS, &new.certificate)?;
-            self.revoked.insert(new.certificate.clone(), revoked);
-        }
-        if let Some(Some(revoked)) = self.revoked.get(&new.certificate) {
-            return Ok(Some(AppendError::CertificateRevoked {
-                serial: revoked.serial.clone(),
-            }));
+        for certificate in &new.certificates {
+            // Revoked for every issuer, or for this one.
+            for key in [
+                certificate.serial.clone(),
+                super::records::revocation_key(&certificate.serial, &certificate.issuer),
+            ] {
+                if !self.revoked.contains_key(&key) {
+                    let revoked = admin::get(tx, REVOKED_CERTS, &key)?;
+                    self.revoked.insert(key.clone(), revoked);
+                }
+                if let Some(Some(revoked)) = self.revoked.get(&key) {
+                    return Ok(Some(AppendError::CertificateRevoked {
+                        serial: revoked.serial.clone(),
+                    }));
+                }
+            }
         }
         let state = new.state.as_str();
         if !self.suspended.contains_key(state) {

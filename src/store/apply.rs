@@ -30,9 +30,9 @@ pub struct NewEnvelope {
     /// SHA-256 of the DSSE payload bytes (what the log entry commits to).
     pub payload_sha256: [u8; 32],
     pub key_id: String,
-    /// The serial of the client certificate that submitted it (canonical hex), checked
-    /// again when it is stored ([`super::admission`]).
-    pub certificate: String,
+    /// The chain of the client certificate that submitted it, leaf first, by issuer and
+    /// serial: checked again when it is stored ([`super::admission`]).
+    pub certificates: Vec<crate::identity::CertificateId>,
 }
 
 /// The outcome of an append that succeeded: the facts a receipt states (the original

@@ -42,7 +42,7 @@ pub(crate) use self::{
     projection::{POINT_ELSEWHERE, fixed_range, flag},
     records::{
         AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
-        RevokedCertificate, VersionRef,
+        RevokedCertificate, VersionRef, revocation_key,
     },
     snapshot::Snapshot,
 };

@@ -264,7 +264,7 @@ impl KeyRecord {
     }
 }
 
-/// A revoked client certificate, keyed by its serial (hex).
+/// A revoked certificate, keyed by [`RevokedCertificate::key`].
 #[derive(Clone, PartialEq, Message)]
 pub struct RevokedCertificate {
     #[prost(string, tag = "1")]
@@ -279,6 +279,52 @@ pub struct RevokedCertificate {
     /// The operator who revoked it.
     #[prost(string, tag = "5")]
     pub revoked_by: String,
+    /// The issuer whose certificate of this serial is revoked
+    /// ([`crate::identity::issuer_id`]); empty: the certificates of this serial of every
+    /// issuer (an operator's revocation naming no issuer, and every revocation made
+    /// before issuers were kept).
+    #[prost(string, tag = "6")]
+    pub issuer: String,
+    /// The issuer's distinguished name as people read it (RFC 4514), for display.
+    #[prost(string, tag = "7")]
+    pub issuer_name: String,
+}
+
+impl RevokedCertificate {
+    /// Its key in the store: the serial, and `@` and the issuer when it names one.
+    pub fn key(&self) -> String {
+        revocation_key(&self.serial, &self.issuer)
+    }
+
+    /// Its serial, and its issuer when it names one (`1fa0 of CN=Partner CA`).
+    pub fn named(&self) -> String {
+        if self.issuer.is_empty() {
+            self.serial.clone()
+        } else {
+            format!("{} of {}", self.serial, self.issuer_name)
+        }
+    }
+
+    /// Whether revocations with these keys ([`Self::key`]) already revoke what it does:
+    /// one of its key, or one of its serial naming no issuer.
+    pub fn covered_by(&self, keys: &std::collections::HashSet<String>) -> bool {
+        keys.contains(&self.key()) || keys.contains(&self.serial)
+    }
+
+    /// Whether it revokes `certificate`.
+    pub fn covers(&self, certificate: &crate::identity::CertificateId) -> bool {
+        self.serial == certificate.serial
+            && (self.issuer.is_empty() || self.issuer == certificate.issuer)
+    }
+}
+
+/// The store key of a revocation of `serial` by `issuer` (empty: of every issuer).
+pub(crate) fn revocation_key(serial: &str, issuer: &str) -> String {
+    if issuer.is_empty() {
+        serial.to_owned()
+    } else {
+        format!("{serial}@{issuer}")
+    }
 }
 
 /// A state's enrolment, keyed by its ISO alpha-3 code.
@@ -313,4 +359,18 @@ pub struct IssuedCertificate {
     /// was kept).
     #[prost(bytes = "vec", tag = "5")]
     pub key_fingerprint: Vec<u8>,
+    /// Its issuer ([`crate::identity::issuer_id`]; empty for records made before it
+    /// was kept).
+    #[prost(string, tag = "6")]
+    pub issuer: String,
+}
+
+impl IssuedCertificate {
+    /// It as a revocation names it; `None` for a record that does not name its issuer.
+    pub fn id(&self) -> Option<crate::identity::CertificateId> {
+        (!self.issuer.is_empty()).then(|| crate::identity::CertificateId {
+            issuer: self.issuer.clone(),
+            serial: self.serial.clone(),
+        })
+    }
 }

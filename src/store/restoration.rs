@@ -82,11 +82,11 @@ impl Store {
         let known: std::collections::HashSet<String> = self
             .revoked_certificates()?
             .into_iter()
-            .map(|r| r.serial)
+            .map(|r| r.key())
             .collect();
         Ok(revocations
             .into_iter()
-            .filter(|r| !known.contains(&r.serial))
+            .filter(|r| !r.covered_by(&known))
             .map(AdminChange::RevokeCertificate)
             .collect())
     }

@@ -86,7 +86,7 @@ impl TestPki {
             // Tests read far more often than a state's system would; the budget has
             // tests of its own (`hostile_load`).
             limits: tidemark::config::Limits {
-                reads_per_minute_per_principal: u32::MAX,
+                reads_per_minute_per_principal: 10_000_000,
                 ..Default::default()
             },
             ..Config::default()
@@ -596,7 +596,6 @@ pub async fn small_window_channel(server: &TestServer, identity: &ClientIdentity
         .unwrap()
 }
 
-/// The number of leaves in the log's newest checkpoint.
 /// A health Watch of the Exchange service on `channel`: a long-lived call that tests of
 /// calls in progress hold open.
 pub async fn exchange_health_watch(
@@ -611,6 +610,25 @@ pub async fn exchange_health_watch(
         .into_inner()
 }
 
+/// Reads a health watch until it ends, which must be with UNAUTHENTICATED (its caller's
+/// rights lapsed) within 10 s of the last item.
+pub async fn ends_unauthenticated(
+    watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+) {
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), watch.message())
+            .await
+            .expect("the watch ends")
+        {
+            Ok(Some(_)) => {}
+            ended => break ended,
+        }
+    };
+    let status = ended.expect_err("the watch ends with the reason");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+}
+
+/// The number of leaves in the log's newest checkpoint.
 pub async fn log_size(log: &mut pb::transparency_client::TransparencyClient<Channel>) -> u64 {
     log.get_checkpoint(pb::GetCheckpointRequest {})
         .await

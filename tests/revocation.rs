@@ -1,0 +1,360 @@
+//! Revocation names a certificate by issuer and serial (RFC 5280 §5.1.2.1, §5.3.3): with
+//! a partner CA in the bundle whose serials are small and sequential, one CA's
+//! revocation — an operator's naming its issuer, or the CA's own CRL — leaves the other
+//! CA's certificate of the same serial alone; a revoked intermediate CA ends its
+//! certificates' rights, on new and open connections; a certificate whose serial breaks
+//! RFC 5280 §4.1.2.2 is refused at the handshake; and with the CA offline no stale CRL
+//! is served.
+
+mod common;
+
+use common::{TRUST_DOMAIN, TestPki, TestServer, ends_unauthenticated, operator, state};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
+};
+use tidemark::{
+    client::{self, ClientIdentity},
+    identity::{Principal, Role},
+    pb,
+};
+use tonic::Code;
+
+/// A CA: its certificate (PEM), its subject as RFC 4514 writes it, and what signs.
+struct Ca {
+    pem: String,
+    name: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A CA made outside Tidemark, as a partner's would be.
+fn outside_ca(common_name: &str) -> Ca {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca {
+        name: subject(&pem),
+        pem,
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// The test exchange's own CA, to issue with a chosen serial.
+fn own_ca(pki: &TestPki) -> Ca {
+    let key = KeyPair::from_pem(&pki.ca.key_pem()).unwrap();
+    Ca {
+        pem: pki.ca.cert_pem().to_owned(),
+        name: subject(pki.ca.cert_pem()),
+        issuer: Issuer::from_ca_cert_pem(pki.ca.cert_pem(), key).unwrap(),
+    }
+}
+
+/// The subject of a PEM certificate, RFC 4514.
+fn subject(pem: &str) -> String {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    pem.parse_x509().unwrap().subject().to_string()
+}
+
+/// A node certificate of `code` issued by `ca` with this serial.
+fn node_with_serial(pki: &TestPki, ca: &Ca, code: &str, serial: &[u8]) -> ClientIdentity {
+    let (cert, key) = node_cert(ca, code, serial);
+    ClientIdentity::from_pem(cert, key, pki.ca.cert_pem().to_owned())
+}
+
+/// A node certificate of `code` issued by `ca` with this serial, and its key (PEM).
+fn node_cert(ca: &Ca, code: &str, serial: &[u8]) -> (String, String) {
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state(code)), "edge").unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, code);
+    params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    let key = KeyPair::generate().unwrap();
+    let pem = params.signed_by(&key, &ca.issuer).unwrap().pem();
+    (pem, key.serialize_pem())
+}
+
+/// A CRL of `ca` listing `serials`, PEM.
+fn crl(ca: &Issuer<'_, KeyPair>, number: u8, serials: &[&[u8]]) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    CertificateRevocationListParams {
+        this_update: now - time::Duration::minutes(5),
+        next_update: now + time::Duration::days(7),
+        crl_number: SerialNumber::from_slice(&[number]),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: now - time::Duration::minutes(1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(ca)
+    .unwrap()
+    .pem()
+    .unwrap()
+}
+
+/// Whether `identity` is admitted on a new connection.
+async fn admitted(server: &TestServer, identity: &ClientIdentity) -> bool {
+    match client::connect(&server.endpoint(), identity).await {
+        Ok(channel) => pb::exchange_client::ExchangeClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The serials a PEM CRL lists.
+fn listed(crl_pem: &str) -> Vec<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(crl_pem.as_bytes()).unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| tidemark::identity::serial_hex(r.raw_serial()))
+        .collect()
+}
+
+/// An exchange whose bundle holds its own CA and a partner CA.
+async fn with_a_partner_ca() -> (TestPki, TestServer, Ca, Ca) {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let ours = own_ca(&pki);
+    let partner = outside_ca("Partner CA");
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", ours.pem, partner.pem),
+    )
+    .unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    (pki, server, ours, partner)
+}
+
+/// The CRL the server publishes (GetCrl), PEM.
+async fn published_crl(pki: &TestPki, exchange: &TestServer) -> String {
+    let channel = client::connect(&exchange.endpoint(), &common::node(pki, "AUS"))
+        .await
+        .unwrap();
+    pb::exchange_client::ExchangeClient::new(channel)
+        .get_crl(pb::GetCrlRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .crl_pem
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_revocation_naming_its_issuer_leaves_another_cas_serial_alone() {
+    let (pki, server, ours, partner) = with_a_partner_ca().await;
+    let [aus7, idn7] = [(&ours, "AUS"), (&partner, "IDN")]
+        .map(|(ca, code)| node_with_serial(&pki, ca, code, &[7]));
+    assert!(admitted(&server, &aus7).await && admitted(&server, &idn7).await);
+    // Its 07 alone is revoked, on an open connection too.
+    let channel = client::connect(&server.endpoint(), &idn7).await.unwrap();
+    let mut watch = common::exchange_health_watch(channel).await;
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
+    let mut admin = server.admin(&operator(&pki)).await;
+    let revoked = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "07".into(),
+            reason: "key-compromise".into(),
+            issuer: partner.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (revoked.issuer.as_str(), revoked.every_issuer),
+        (partner.name.as_str(), false)
+    );
+    ends_unauthenticated(&mut watch).await;
+    assert!(!admitted(&server, &idn7).await);
+    assert!(
+        admitted(&server, &aus7).await,
+        "our CA's 07 is not the partner's"
+    );
+    assert!(
+        !listed(&published_crl(&pki, &server).await).contains(&"07".to_owned()),
+        "our CA's CRL speaks for our CA's certificates only"
+    );
+    // So after a restart too.
+    let data = server.stop().await;
+    let server = TestServer::start_with(&pki, data, |_| {}).await;
+    assert!(!admitted(&server, &idn7).await && admitted(&server, &aus7).await);
+    // Without an issuer, a serial this server did not issue is revoked for every CA of
+    // the bundle, and the answer says so.
+    let mut admin = server.admin(&operator(&pki)).await;
+    let every = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "07".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(every.every_issuer && every.issuer.is_empty(), "{every:?}");
+    assert!(!admitted(&server, &aus7).await);
+    // An issuer not in the bundle is refused, naming those that are.
+    let unknown = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "09".into(),
+            issuer: "CN=Nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+    assert!(unknown.message().contains(&partner.name), "{unknown:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_own_crl_revokes_its_own_certificates_only_and_is_kept() {
+    let (pki, server, ours, partner) = with_a_partner_ca().await;
+    let [aus8, idn8] = [(&ours, "AUS"), (&partner, "IDN")]
+        .map(|(ca, code)| node_with_serial(&pki, ca, code, &[8]));
+    // The partner's CRL, put beside ours: its 08 alone is revoked, the file keeps it
+    // through the server's next rewrite, and ours does not take its entries over.
+    let crl_path = pki.dir.path().join("crl.pem");
+    let ours_before = std::fs::read_to_string(&crl_path).unwrap();
+    std::fs::write(
+        &crl_path,
+        format!("{ours_before}{}", crl(&partner.issuer, 1, &[&[8]])),
+    )
+    .unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    assert!(!admitted(&server, &idn8).await);
+    assert!(
+        admitted(&server, &aus8).await,
+        "our CA's 08 is not the partner's"
+    );
+    admin
+        .suspend_state(pb::StateRequest {
+            state: "NZL".into(),
+        })
+        .await
+        .unwrap();
+    let file = std::fs::read_to_string(&crl_path).unwrap();
+    assert_eq!(file.matches("BEGIN X509 CRL").count(), 2, "{file}");
+    assert!(!listed(&published_crl(&pki, &server).await).contains(&"08".to_owned()));
+    let data = server.stop().await;
+    let server = TestServer::start_with(&pki, data, |_| {}).await;
+    assert!(!admitted(&server, &idn8).await && admitted(&server, &aus8).await);
+
+    // A CRL that names the partner as its issuer but is signed by another key revokes
+    // nothing: the reload is refused, saying why.
+    let impostor = Issuer::new(
+        {
+            let mut params = CertificateParams::default();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "Partner CA");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+        },
+        KeyPair::generate().unwrap(),
+    );
+    std::fs::write(&crl_path, crl(&impostor, 9, &[&[8]])).unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("is not signed by that CA's key"),
+        "{refused:?}"
+    );
+    assert!(admitted(&server, &aus8).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_intermediate_ca_ends_its_certificates_rights() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.limits.lapsed_connection_grace_secs = 1;
+    })
+    .await;
+    let root = own_ca(&pki);
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "IDN intermediate CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.serial_number = Some(SerialNumber::from_slice(&[0x64]));
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let intermediate_pem = params.signed_by(&key, &root.issuer).unwrap().pem();
+    let intermediate = Ca {
+        name: subject(&intermediate_pem),
+        pem: intermediate_pem,
+        issuer: Issuer::new(params, key),
+    };
+    let (leaf_cert, leaf_key) = node_cert(&intermediate, "IDN", &[1]);
+    let edge = ClientIdentity::from_pem(
+        format!("{leaf_cert}{}", intermediate.pem),
+        leaf_key,
+        pki.ca.cert_pem().to_owned(),
+    );
+    assert!(admitted(&server, &edge).await);
+    let channel = client::connect(&server.endpoint(), &edge).await.unwrap();
+    let mut watch = common::exchange_health_watch(channel).await;
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
+    server
+        .admin(&operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "64".into(),
+            reason: "ca-compromise".into(),
+            issuer: root.name.clone(),
+        })
+        .await
+        .unwrap();
+    ends_unauthenticated(&mut watch).await;
+    assert!(!admitted(&server, &edge).await);
+}
+
+/// RFC 5280 §4.1.2.2: a serial is a positive integer of at most 20 octets. One that is
+/// zero or longer cannot be revoked by the serial a person would type, so such a
+/// certificate is refused at the handshake.
+#[tokio::test]
+async fn certificates_whose_serial_breaks_rfc_5280_are_refused() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let ours = own_ca(&pki);
+    assert!(admitted(&server, &node_with_serial(&pki, &ours, "AUS", &[0x7f; 20])).await);
+    for serial in [&[0u8][..], &[0x01; 21][..]] {
+        let identity = node_with_serial(&pki, &ours, "AUS", serial);
+        assert!(!admitted(&server, &identity).await, "{serial:02x?}");
+    }
+}
+
+/// With the CA key offline the server signs no CRL, and says so, rather than serving
+/// the file it was given, which may predate a revocation.
+#[tokio::test]
+async fn with_the_ca_offline_no_crl_is_served() {
+    let pki = TestPki::new();
+    drop(TestServer::start(&pki).await.stop().await);
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.tls.ca_key = None;
+    })
+    .await;
+    let channel = client::connect(&server.endpoint(), &common::node(&pki, "AUS"))
+        .await
+        .unwrap();
+    let refused = pb::exchange_client::ExchangeClient::new(channel)
+        .get_crl(pb::GetCrlRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+}

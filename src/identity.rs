@@ -173,6 +173,8 @@ impl fmt::Display for Principal {
 pub struct PeerIdentity {
     principal: Principal,
     serial: String,
+    /// The certificate's issuer's name (RFC 4514).
+    issuer_name: String,
     not_before: i64,
     not_after: i64,
     /// The chain it presented, leaf first: checked again against the CA bundle as it
@@ -254,6 +256,7 @@ impl PeerIdentity {
         Ok(Self {
             principal,
             serial: serial_hex(cert.raw_serial()),
+            issuer_name: cert.issuer().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             chain: Arc::from([CertificateDer::from(der.to_vec())]),
@@ -304,6 +307,12 @@ impl PeerIdentity {
     /// The certificate's serial number, lower-case hex without separators.
     pub fn serial(&self) -> &str {
         &self.serial
+    }
+
+    /// The name of the CA that issued the certificate (RFC 4514), as `admin revoke
+    /// --issuer` takes it.
+    pub fn issuer_name(&self) -> &str {
+        &self.issuer_name
     }
 
     /// Start of the certificate's validity, seconds since the Unix epoch.

@@ -161,8 +161,15 @@ async fn an_operator_revocation_naming_its_issuer_leaves_another_cas_serial_alon
     let [aus7, idn7] = [(&ours, "AUS"), (&partner, "IDN")]
         .map(|(ca, code)| node_with_serial(&pki, ca, code, &[7]));
     assert!(admitted(&server, &aus7).await && admitted(&server, &idn7).await);
-    // Its 07 alone is revoked, on an open connection too.
+    // Its 07 alone is revoked, on an open connection too; the issuer is named as
+    // WhoAmI shows it.
     let channel = client::connect(&server.endpoint(), &idn7).await.unwrap();
+    let me = pb::exchange_client::ExchangeClient::new(channel.clone())
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.certificate_issuer, partner.name);
     let mut watch = common::exchange_health_watch(channel).await;
     assert!(watch.message().await.unwrap().is_some(), "the watch runs");
     let mut admin = server.admin(&operator(&pki)).await;
@@ -170,7 +177,7 @@ async fn an_operator_revocation_naming_its_issuer_leaves_another_cas_serial_alon
         .revoke_certificate(pb::RevokeCertificateRequest {
             serial: "07".into(),
             reason: "key-compromise".into(),
-            issuer: partner.name.clone(),
+            issuer: me.certificate_issuer,
         })
         .await
         .unwrap()

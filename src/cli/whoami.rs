@@ -44,6 +44,7 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
         }
         outln!("name         {}", me.name)?;
         outln!("certificate  serial {}", me.certificate_serial)?;
+        outln!("             issuer {}", me.certificate_issuer)?;
         outln!("             valid {not_before} to {not_after}")?;
     }
     Ok(())

@@ -474,6 +474,7 @@ fn who_am_i(peer: &PeerIdentity) -> pb::WhoAmIResponse {
             .unwrap_or_default(),
         name: principal.name().to_owned(),
         certificate_serial: peer.serial().to_owned(),
+        certificate_issuer: peer.issuer_name().to_owned(),
         certificate_not_before: Some(Timestamp {
             seconds: peer.not_before(),
             nanos: 0,

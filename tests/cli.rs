@@ -830,6 +830,48 @@ async fn sample_lines(state: &str, n: usize, seed: &str) -> Vec<String> {
         .collect()
 }
 
+/// A stream — `/dev/stdin` from a pipe — is imported whole, JSON lines or CSV (told by
+/// its header line): the import reads its input twice, and a pipe gives nothing the
+/// second time (an outside pass saw "0 accepted" and success).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reads_a_pipe_whole_in_either_format() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    for (format, seed) in [("jsonl", "11"), ("csv", "12")] {
+        let reports = run_ok(args(&[
+            "sample-reports",
+            "--count",
+            "3",
+            "--states",
+            "AUS",
+            "--seed",
+            seed,
+            "--format",
+            format,
+        ]))
+        .await;
+        let out = common::cli::run_piped(
+            args(&[
+                "import",
+                "/dev/stdin",
+                "--endpoint",
+                &endpoint,
+                "--as",
+                &aus,
+                "--json",
+            ]),
+            reports.into_bytes(),
+        )
+        .await;
+        assert_ok(&out);
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["accepted"], 3, "{format}: {summary}");
+    }
+}
+
 /// Runs `import FILE --json` with extra flags; returns the summary and stderr.
 async fn import_json(
     file: &Path,

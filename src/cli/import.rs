@@ -43,7 +43,9 @@ const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// see what was stored); the exit status is non-zero if any record was rejected.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The file to import (.jsonl or .csv).
+    /// The file to import (.jsonl or .csv). A stream (`/dev/stdin`, a pipe) is read to
+    /// its end first, into a private temporary file; it is CSV when its first line is the
+    /// header `query --csv` writes.
     file: PathBuf,
     #[command(flatten)]
     client: ClientArgs,
@@ -91,8 +93,11 @@ struct Tally {
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let key = args.signing.load(&args.client)?;
-    let total = count_records(&args.file)?;
-    let mut records = records(&args.file)?;
+    // Read more than once: a stream is held in a temporary file first.
+    let source = input::rereadable(&args.file)?;
+    let format = Format::of(&args.file, &source)?;
+    let total = count_records(source.path(), format)?;
+    let mut records = records(source.path(), format)?;
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let progress = super::progress::items(total, "reports");
     let mut tally = Tally::default();
@@ -501,16 +506,45 @@ fn lines_named(run: &[LineError]) -> String {
 /// One record of the file: its line number and the report, or why it is not one.
 type Record = (usize, Result<pb::Report, String>);
 
-fn is_csv(file: &Path) -> bool {
-    file.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+/// How a file's records are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    JsonLines,
+    Csv,
+}
+
+impl Format {
+    /// CSV when the file is named `.csv` — or, for a stream, which has no name to go by
+    /// (`/dev/stdin`, a pipe), when its first line is the header `query --csv` writes;
+    /// JSON lines otherwise.
+    fn of(named: &Path, source: &input::Rereadable) -> anyhow::Result<Self> {
+        if named
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            return Ok(Self::Csv);
+        }
+        if source.was_stream() {
+            let mut first = String::new();
+            // A header line is short; a longer first line is no header.
+            std::io::BufRead::read_line(
+                &mut std::io::Read::take(input::open(source.path())?, 64 * 1024),
+                &mut first,
+            )
+            .ok();
+            if first.starts_with("report_id,") {
+                return Ok(Self::Csv);
+            }
+        }
+        Ok(Self::JsonLines)
+    }
 }
 
 /// The records of a JSON-lines or CSV file, read as they are consumed, each with the
 /// physical line it starts on.
-fn records(file: &Path) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
+fn records(file: &Path, format: Format) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
     let reader = input::open(file)?;
-    if is_csv(file) {
+    if format == Format::Csv {
         // The csv crate counts only "\n" as a line break (a file saved with "\r\n"
         // would be one line off, one with "\r" all on line 1): lines are counted here.
         let (reader, lines) = LineCounter::new(reader);
@@ -907,10 +941,10 @@ impl<R: std::io::Read> std::io::Read for LineCounter<R> {
     }
 }
 
-fn count_records(file: &Path) -> anyhow::Result<u64> {
+fn count_records(file: &Path, format: Format) -> anyhow::Result<u64> {
     use std::io::BufRead;
     let reader = input::open(file)?;
-    if is_csv(file) {
+    if format == Format::Csv {
         return Ok(csv::Reader::from_reader(reader).into_records().count() as u64);
     }
     let mut count = 0u64;
@@ -1037,7 +1071,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let file = dir.path().join("bad.csv");
         std::fs::write(&file, out.into_inner().unwrap()).unwrap();
-        let said: Vec<(usize, String)> = records(&file)
+        let said: Vec<(usize, String)> = records(&file, Format::Csv)
             .unwrap()
             .map(|(line, r)| (line, r.unwrap_err()))
             .collect();
@@ -1059,7 +1093,7 @@ mod tests {
         let text = std::fs::read_to_string(&file).unwrap();
         let headless = dir.path().join("headless.csv");
         std::fs::write(&headless, text.split_once('\n').unwrap().1).unwrap();
-        let Err(refused) = records(&headless) else {
+        let Err(refused) = records(&headless, Format::Csv) else {
             panic!("a file without its header was read");
         };
         assert!(refused.to_string().contains("not the header"), "{refused}");
@@ -1072,7 +1106,7 @@ mod tests {
         ] {
             let changed = dir.path().join("changed.csv");
             std::fs::write(&changed, format!("{changed_header}\n{body}")).unwrap();
-            let Err(refused) = records(&changed) else {
+            let Err(refused) = records(&changed, Format::Csv) else {
                 panic!("{said}: read");
             };
             assert!(refused.to_string().contains(said), "{refused}");

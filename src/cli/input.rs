@@ -70,6 +70,51 @@ pub fn read_note(path: &Path, max: u64) -> anyhow::Result<String> {
     Ok(format!("{}\n", text.trim_end_matches('\n')))
 }
 
+/// A file that can be read more than once: the file itself when it is a regular file;
+/// a stream — a pipe (`<(…)`, `/dev/stdin`), a FIFO — copied first to a private
+/// temporary file (mode 0600), removed when this is dropped. A command that reads its
+/// input twice (to count, then to send) would otherwise find the stream empty the
+/// second time and do nothing, saying it did.
+pub struct Rereadable {
+    spool: Option<tempfile::TempPath>,
+    path: std::path::PathBuf,
+}
+
+impl Rereadable {
+    /// Where to read it.
+    pub fn path(&self) -> &Path {
+        self.spool.as_deref().unwrap_or(&self.path)
+    }
+
+    /// Whether it was a stream.
+    pub fn was_stream(&self) -> bool {
+        self.spool.is_some()
+    }
+}
+
+/// `path` as a [`Rereadable`].
+pub fn rereadable(path: &Path) -> anyhow::Result<Rereadable> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.is_file() || meta.is_dir() {
+        return Ok(Rereadable {
+            spool: None,
+            path: path.to_owned(),
+        });
+    }
+    let mut source = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut spool = tempfile::Builder::new()
+        .prefix("tidemark-input-")
+        .tempfile()
+        .context("cannot make a temporary file to hold the stream (set TMPDIR)")?;
+    std::io::copy(&mut source, &mut spool)
+        .with_context(|| format!("cannot read {} to its end", path.display()))?;
+    Ok(Rereadable {
+        spool: Some(spool.into_temp_path()),
+        path: path.to_owned(),
+    })
+}
+
 /// A buffered reader over the file, past a leading byte-order mark.
 pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;

@@ -11,6 +11,27 @@ pub async fn run(args: Vec<String>) -> Output {
         .unwrap()
 }
 
+/// Runs `tidemark ARGS` with `input` on its standard input, through a pipe.
+pub async fn run_piped(args: Vec<String>, input: Vec<u8>) -> Output {
+    use std::io::Write;
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
 /// Runs `tidemark ARGS`; it must succeed (else the test fails showing its stderr).
 /// Returns its stdout.
 pub async fn run_ok(args: Vec<String>) -> String {

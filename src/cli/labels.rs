@@ -51,7 +51,14 @@ fn unsafe_char(c: char) -> bool {
         || matches!(
             c,
             // Line and paragraph separators; letters that show as nothing.
-            '\u{2028}' | '\u{2029}' | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}'
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
+                | '\u{17B4}'
+                | '\u{17B5}'
         )
         || get_general_category(c) == GeneralCategory::Format
 }

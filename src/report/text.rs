@@ -17,7 +17,9 @@
 //! embedding, override and isolate controls U+202A–U+202E and U+2066–U+2069 (the
 //! "Trojan Source" characters, CVE-2021-42574); the line and paragraph separators U+2028
 //! and U+2029; the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0 (letters that show as
-//! nothing); every other format character (Unicode general category Cf: zero-width
+//! nothing) and the Khmer inherent vowels U+17B4 and U+17B5 (marks that show as nothing;
+//! with these, every default-ignorable code point of Unicode is refused somewhere); every
+//! other format character (Unicode general category Cf: zero-width
 //! space U+200B, word joiner U+2060, BOM U+FEFF, soft hyphen U+00AD, tag characters, …);
 //! private-use and unassigned code points (categories Co and Cn, as of the Unicode version
 //! of the `unicode-general-category` crate).
@@ -56,6 +58,8 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
             (_, '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}') => {
                 Some("a Hangul filler, which shows as nothing")
             }
+            // Marks by category, but default-ignorable: Unicode advises against their use.
+            (_, '\u{17B4}' | '\u{17B5}') => Some("a Khmer inherent vowel, which shows as nothing"),
             (
                 TextKind::Short,
                 '\u{034F}'
@@ -115,6 +119,43 @@ mod tests {
         }
     }
 
+    /// Every default-ignorable code point (Unicode's DerivedCoreProperties.txt,
+    /// `Default_Ignorable_Code_Point`: shown as nothing where not supported) is refused
+    /// in short text, but for ZWNJ and ZWJ, which scripts need.
+    #[test]
+    fn short_text_refuses_every_default_ignorable_code_point_but_the_joiners() {
+        const DEFAULT_IGNORABLE: [(u32, u32); 17] = [
+            (0x00AD, 0x00AD),
+            (0x034F, 0x034F),
+            (0x061C, 0x061C),
+            (0x115F, 0x1160),
+            (0x17B4, 0x17B5),
+            (0x180B, 0x180F),
+            (0x200B, 0x200F),
+            (0x202A, 0x202E),
+            (0x2060, 0x206F),
+            (0x3164, 0x3164),
+            (0xFE00, 0xFE0F),
+            (0xFEFF, 0xFEFF),
+            (0xFFA0, 0xFFA0),
+            (0xFFF0, 0xFFF8),
+            (0x1BCA0, 0x1BCA3),
+            (0x1D173, 0x1D17A),
+            (0xE0000, 0xE0FFF),
+        ];
+        for (first, last) in DEFAULT_IGNORABLE {
+            for ch in (first..=last).filter_map(char::from_u32) {
+                let text = format!("a{ch}b");
+                assert_eq!(
+                    check(TextKind::Short, &text).is_ok(),
+                    matches!(ch, '\u{200C}' | '\u{200D}'),
+                    "U+{:04X}",
+                    u32::from(ch)
+                );
+            }
+        }
+    }
+
     #[test]
     fn each_rule_refuses_what_it_names() {
         for (kind, bad, why) in [
@@ -140,6 +181,8 @@ mod tests {
             (TextKind::Short, "Darwin\u{2800}", "blank braille"),
             (TextKind::Short, "\u{3164}", "Hangul filler"),
             (TextKind::Free, "blank\u{115F}name", "Hangul filler"),
+            (TextKind::Short, "Dar\u{17B4}win", "Khmer inherent vowel"),
+            (TextKind::Free, "Dar\u{17B5}win", "Khmer inherent vowel"),
             (TextKind::Short, "Bang\u{034F}kok", "variation selector"),
             (TextKind::Short, "Bangkok\u{FE0F}", "variation selector"),
         ] {

@@ -97,10 +97,11 @@ const DECIMAL_COLUMNS: [&str; 2] = ["latitude", "longitude"];
 /// The whole-number columns a row may leave empty (for none).
 const OPTIONAL_WHOLE_COLUMNS: [&str; 3] = ["fee_amount", "persons_prosecuted", "persons_convicted"];
 
-/// Why the cell of `column` is not a number in the one spelling export writes, if it is
-/// a number column: whole numbers as digits (no sign, spaces or leading zeros), decimal
-/// ones as JSON writes them (`-10.5`, `1e-3`); a count is 0, not empty, where there is
-/// none.
+/// Why the cell of `column` is not a number as import reads one, if it is a number
+/// column: whole numbers as digits (no sign, spaces or leading zeros), decimal ones in
+/// the grammar of a JSON number (RFC 8259 §6: `-10.5`, `130`, `130.0`, `1e-3`; the
+/// signed report holds the value, not the spelling); a count is 0, not empty, where there
+/// is none.
 pub fn misspelled_number(column: &str, cell: &str) -> Option<String> {
     if cell.is_empty() {
         return (WHOLE_COLUMNS.contains(&column) && !OPTIONAL_WHOLE_COLUMNS.contains(&column))
@@ -120,8 +121,9 @@ pub fn misspelled_number(column: &str, cell: &str) -> Option<String> {
     let decimal = serde_json::from_str::<serde_json::Number>(cell).is_ok() && cell.trim() == cell;
     if DECIMAL_COLUMNS.contains(&column) && !decimal {
         return Some(format!(
-            "column {column}: {cell:?} is not a number as export writes one (-10.5: no + \
-             sign, spaces or leading zeros)"
+            "column {column}: {cell:?} is not a decimal number written as JSON writes one \
+             (RFC 8259 §6: -10.5, 130, 1e-3; no + sign, spaces, leading zeros, or a point \
+             without a digit on each side)"
         ));
     }
     None

@@ -175,6 +175,35 @@ fn a_config_file_naming_missing_certificates_is_an_error_that_names_them() {
         !dir.path().join("certs").exists(),
         "no PKI is made when a config is given"
     );
+    assert!(stderr.contains("tls.ca"), "the setting is named: {stderr}");
+}
+
+/// Relative paths in a configuration file are taken from the working directory: a
+/// server started elsewhere is told so, naming the setting and where the file is.
+#[test]
+fn a_relative_path_missed_from_another_directory_is_explained() {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    std::fs::write(dir.path().join("certs/ca.pem"), "").unwrap();
+    std::fs::write(
+        dir.path().join("tidemark.toml"),
+        "listen = \"127.0.0.1:0\"\n[tls]\nca = \"certs/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config", "../tidemark.toml"])
+        .current_dir(dir.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tls.ca in ../tidemark.toml names certs/ca.pem")
+            && stderr.contains("taken from the working directory")
+            && stderr.contains("there is one at ../certs/ca.pem"),
+        "{stderr}"
+    );
 }
 
 /// A CA key in a form the server cannot read (OpenSSL's default `EC PRIVATE KEY`, say)

@@ -219,7 +219,52 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     config.trust_files_lost = args.trust_files_lost;
     config.check()?;
+    if let Some(path) = &args.config {
+        files_named(&config, path)?;
+    }
     Ok(config)
+}
+
+/// Refuses a configuration file whose certificate files are not where it says, naming
+/// the setting: a relative path is taken from the working directory, not from the
+/// configuration file's, which is easy to miss when the server is started from
+/// elsewhere.
+fn files_named(config: &Config, config_path: &std::path::Path) -> anyhow::Result<()> {
+    for (setting, file) in [
+        ("tls.ca", &config.tls.ca),
+        ("tls.cert", &config.tls.cert),
+        ("tls.key", &config.tls.key),
+    ] {
+        if file.exists() {
+            continue;
+        }
+        let mut said = format!(
+            "{setting} in {} names {}, which does not exist",
+            config_path.display(),
+            file.display()
+        );
+        if file.is_relative() {
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let beside = config_path
+                .parent()
+                .map(|dir| dir.join(file))
+                .filter(|p| p.exists())
+                .map(|p| {
+                    format!(
+                        "; there is one at {}: give absolute paths, or start the server there",
+                        p.display()
+                    )
+                })
+                .unwrap_or_default();
+            said = format!(
+                "{said} (a relative path is taken from the working directory, {}, not from \
+                 the configuration file's{beside})",
+                cwd.display()
+            );
+        }
+        anyhow::bail!(said);
+    }
+    Ok(())
 }
 
 /// Standard error for the server's log, whose writes cannot fail: a log line that cannot

@@ -442,7 +442,8 @@ fn rejection(index: u64, err: SubmitError, detailed: bool) -> pb::ImportRejectio
 }
 
 /// `message` in at most `max` characters: its start (what went wrong) and its end (what
-/// to do), the middle cut out.
+/// to do), the middle cut out between words where the parts kept have a space to cut at
+/// (`… waited to be stored`, not `whil… waited`).
 fn shortened(message: &str, max: usize) -> String {
     let chars = message.chars().count();
     if chars <= max {
@@ -450,10 +451,21 @@ fn shortened(message: &str, max: usize) -> String {
     }
     let tail = max / 3;
     let head = max - tail - 1;
-    let mut short: String = message.chars().take(head).collect();
-    short.push('…');
-    short.extend(message.chars().skip(chars - tail));
-    short
+    let head: String = message.chars().take(head).collect();
+    let tail: String = message.chars().skip(chars - tail).collect();
+    // Up to the last space of the head's, if the head did not end a word; from the first
+    // space of the tail's, if the tail did not start one.
+    let next = message.chars().nth(head.chars().count());
+    let head = match head.rfind(' ') {
+        Some(at) if next != Some(' ') && at > 0 => &head[..at],
+        _ => head.as_str(),
+    };
+    let before = message.chars().nth(chars - tail.chars().count() - 1);
+    let tail = match tail.find(' ') {
+        Some(at) if before != Some(' ') && at + 1 < tail.len() => &tail[at + 1..],
+        _ => tail.as_str(),
+    };
+    format!("{head}…{tail}")
 }
 
 fn who_am_i(peer: &PeerIdentity) -> pb::WhoAmIResponse {
@@ -529,19 +541,30 @@ mod tests {
     }
 
     proptest! {
-        /// A shortened message fits, and keeps the start and the end of the original.
+        /// A shortened message fits, and keeps the start and the end of the original, cut
+        /// between words where there is a space to cut at.
         #[test]
-        fn a_shortened_message_keeps_its_start_and_end(message in "\\PC{0,400}", max in 3usize..300) {
+        fn a_shortened_message_keeps_its_start_and_end(message in "[a-z ]{0,40}\\PC{0,400}", max in 3usize..300) {
             let short = shortened(&message, max);
-            let chars: Vec<char> = message.chars().collect();
             prop_assert!(short.chars().count() <= max);
-            if chars.len() <= max {
+            if message.chars().count() <= max {
                 prop_assert_eq!(&short, &message);
             } else {
-                let head: String = chars[..max - max / 3 - 1].iter().collect();
-                let tail: String = chars[chars.len() - max / 3..].iter().collect();
-                prop_assert_eq!(short, format!("{head}…{tail}"));
+                let kept = short.char_indices().filter(|(_, c)| *c == '…').any(|(at, _)| {
+                    message.starts_with(&short[..at]) && message.ends_with(&short[at + '…'.len_utf8()..])
+                });
+                prop_assert!(kept, "{:?} from {:?}", short, message);
             }
+        }
+
+        /// Words are not cut when there are spaces to cut at.
+        #[test]
+        fn a_shortened_message_is_cut_between_words(words in proptest::collection::vec("[a-z]{1,8}", 30..60)) {
+            let message = words.join(" ");
+            let short = shortened(&message, 60);
+            let (head, tail) = short.split_once('…').unwrap();
+            prop_assert!(message.starts_with(&format!("{head} ")), "{}", short);
+            prop_assert!(message.ends_with(&format!(" {tail}")), "{}", short);
         }
     }
 }

@@ -377,6 +377,22 @@ impl QueryFilter {
         hmac::verify(key, message.as_bytes(), tag).map_err(|_| bad("after", NOT_OURS))
     }
 
+    /// This query continued after `cursor` (one this server sealed for it, as its
+    /// results carry), with `sent` results sent: how a read that pauses for its caller
+    /// resumes, on a snapshot of its own. `None` when nothing is left to send.
+    pub(crate) fn continued(&self, cursor: &str, sent: usize) -> Option<Self> {
+        let (cursor, seal) = cursor.rsplit_once('.')?;
+        let seal = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(seal)
+            .ok()?;
+        let limit = self.limit.checked_sub(sent).filter(|left| *left > 0)?;
+        Some(Self {
+            limit,
+            after: Some((Cursor::decode(cursor)?, seal)),
+            ..self.clone()
+        })
+    }
+
     /// The filter a subscription pushes with: retractions of matching reports included,
     /// whenever they changed.
     #[must_use]
@@ -761,9 +777,6 @@ pub(crate) struct Recheck {
     changes: watch::Receiver<u64>,
     /// The last sequence number the read's snapshot holds.
     read_at: u64,
-    /// The snapshot items are checked against, and the sequence number it was taken at
-    /// (boxed: a snapshot holds every table, and a read's future holds this).
-    current: Option<(u64, Box<Snapshot>)>,
 }
 
 impl Recheck {
@@ -777,7 +790,6 @@ impl Recheck {
             store,
             changes,
             read_at: snapshot.last_sequence()?,
-            current: None,
         })
     }
 
@@ -787,37 +799,28 @@ impl Recheck {
             store,
             changes,
             read_at,
-            current: None,
         }
     }
 
-    /// The store as it now stands, if anything was committed since the read's snapshot.
-    fn changed(&mut self) -> Result<Option<&Snapshot>, StoreError> {
-        let now = *self.changes.borrow();
-        if now <= self.read_at {
-            return Ok(None);
-        }
-        if self.current.as_ref().is_none_or(|(at, _)| *at != now) {
-            self.current = Some((now, Box::new(self.store.snapshot()?)));
-        }
-        Ok(self.current.as_ref().map(|(_, current)| &**current))
+    /// Whether anything was committed since the read's snapshot. Each check then reads
+    /// the store as it now stands in a read transaction of its own
+    /// ([`Store::current_head`]): none is kept between items, which a slow reader may
+    /// take minutes apart.
+    fn changed(&self) -> bool {
+        *self.changes.borrow() > self.read_at
     }
 
     /// Whether `hit` may still be sent to `reader`: one of its own reports always; another
     /// state's if nothing was committed since the read's snapshot, or if the report's
     /// scope as it now stands, and its version's own, allow it.
     pub(crate) fn allows(&mut self, hit: &Hit, reader: CountryCode) -> Result<bool, StoreError> {
-        if hit.head.state == reader.as_str() {
+        if hit.head.state == reader.as_str() || !self.changed() {
             return Ok(true);
         }
-        let Some(current) = self.changed()? else {
-            return Ok(true);
-        };
         let id = Uuid::from_slice(&hit.record.report_id)
             .map_err(|_| StoreError::Corrupt(format!("envelope {}: report id", hit.sequence)))?;
-        Ok(current
-            .head(id.as_u128())?
-            .is_some_and(|head| envelope_visible_to(&head, &hit.record, reader)))
+        let (head, _) = self.store.current_head(id.as_u128(), None)?;
+        Ok(head.is_some_and(|head| envelope_visible_to(&head, &hit.record, reader)))
     }
 
     /// Checks an item again as it is handed to the transport, after it waited in the
@@ -829,17 +832,18 @@ impl Recheck {
         meta: &mut pb::EnvelopeMeta,
         reader: CountryCode,
     ) -> Result<bool, StoreError> {
-        let Some(current) = self.changed()? else {
+        if !self.changed() {
             return Ok(true);
-        };
+        }
         let Ok(id) = Uuid::parse_str(&meta.report_id) else {
             return Ok(false);
         };
-        let Some(head) = current.head(id.as_u128())? else {
+        let (head, record) = self.store.current_head(id.as_u128(), Some(meta.sequence))?;
+        let Some(head) = head else {
             return Ok(false);
         };
         if head.state != reader.as_str() {
-            let Some(record) = current.envelope(meta.sequence)? else {
+            let Some(record) = record else {
                 return Ok(false);
             };
             if !envelope_visible_to(&head, &record, reader) {

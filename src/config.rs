@@ -296,8 +296,10 @@ pub struct Limits {
     /// Connections one principal (certificate SPIFFE ID) may hold open at once; one more
     /// is closed as soon as its handshake is done (each holds a file descriptor).
     pub max_connections_per_principal: usize,
-    /// Queries and syncs one principal may have in progress at once; more are refused
-    /// with RESOURCE_EXHAUSTED (each holds a server thread while its caller reads).
+    /// Queries, syncs and aggregates one principal may have in progress at once; more are
+    /// refused with RESOURCE_EXHAUSTED (each holds a server thread while its caller
+    /// reads, or a core while it is computed). However many analysts ask, the server
+    /// computes as many aggregates at once as it has cores; the others wait their turn.
     pub max_reads_per_principal: usize,
     /// Reads that go on the audit record (and so into the transparency log) one
     /// principal may start a minute: Query, Sync, Subscribe, Aggregate and the
@@ -310,13 +312,13 @@ pub struct Limits {
     pub max_import_items: usize,
     /// A query, sync, subscription or backup whose caller takes nothing for this long is
     /// ended with DEADLINE_EXCEEDED (what was sent is on record), so a caller that stops
-    /// reading cannot hold a server thread, a store snapshot or a backup copy.
+    /// reading cannot hold a server thread or a backup copy.
     pub read_stall_secs: u64,
     /// A query or sync that has been sending for this long ends with DEADLINE_EXCEEDED
     /// (what was sent is on record; its caller continues after the last cursor or
     /// sequence it received), so a caller that reads slowly but steadily cannot hold a
-    /// store snapshot — which keeps the pages written meanwhile from being reused —
-    /// without end.
+    /// server thread and one of its reads without end. (No read holds a store snapshot
+    /// while it waits for its caller.)
     pub max_read_secs: u64,
     /// On shutdown, in-flight calls get this long to finish before connections are cut.
     pub shutdown_grace_secs: u64,

@@ -456,7 +456,10 @@ fn a_profile_without_its_ca_says_what_to_copy_and_each_reason_once() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(said.contains("copy ca.pem"), "{said}");
+    assert!(
+        said.contains("the CA that issued the exchange's server certificate"),
+        "{said}"
+    );
     assert!(said.contains("or pass --ca FILE"), "{said}");
     assert_eq!(said.matches("os error 2").count(), 1, "{said}");
     // Without the certificate: which two files a profile is.

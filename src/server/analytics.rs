@@ -70,7 +70,26 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         };
         let query = AggregateQuery::from_request(&req)?;
         let detail = audit_detail(&req);
-        self.ctx.take_read(&peer, ("aggregate", &detail)).await?;
+        // One of the caller's reads in progress while it is computed, and one of the
+        // server's few aggregate workers: each can take a core and tens of MiB.
+        let _slot = self
+            .ctx
+            .open_budgeted(
+                &self.ctx.reads,
+                &peer,
+                &state.map(|s| s.to_string()).unwrap_or_default(),
+                ("aggregate", &detail),
+            )
+            .await?;
+        let _worker = self
+            .ctx
+            .aggregates
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| {
+                Status::unavailable("the server is stopping; ask again once it is back")
+            })?;
         let categories = query
             .categories()
             .map(crate::report::Category::label)

@@ -68,6 +68,9 @@ pub(super) struct Context {
     pub metrics: Arc<Metrics>,
     /// Refusal records, from each principal's budget.
     pub refusals: super::refusals::RefusalRecords,
+    /// Aggregates computed at once, by every analyst together (the cores the server
+    /// has, at least 2): more wait their turn.
+    pub aggregates: Arc<tokio::sync::Semaphore>,
     /// Reads on record each principal may start (`limits.reads_per_minute_per_principal`).
     pub read_budget: Arc<super::budgets::Budgets>,
     /// `limits.reads_per_minute_per_principal`, for the refusal's message.
@@ -189,21 +192,28 @@ impl Context {
 
     /// Records the read in the audit log (refusing it if that fails), then runs `read`
     /// on a blocking thread, streaming what it emits — each item with its owning state —
-    /// under `guard`. Before an item of another state is queued, the record must allow it
-    /// ([`Allowance`]: raised ahead, so what left the server is on record even after a
-    /// crash). When the read has run to its end, the caller has taken everything (or gone
-    /// away, or stalled); then the record is completed with exactly what the caller took,
-    /// by owner ([`Ledger`]).
+    /// under `guard`. `read` reads one page at a time, each from a snapshot of its own,
+    /// resuming where the last page stopped; it emits until `emit` says the page is full
+    /// and says whether there is more. A page is as long as the queue has room for, and
+    /// the room is waited for with no snapshot held: a caller that reads slowly holds
+    /// none (an open read transaction keeps redb from reusing the pages every later
+    /// commit frees, so the store file would grow with every write meanwhile). Before an
+    /// item of another state is queued, the record must allow it ([`Allowance`]: raised
+    /// ahead, so what left the server is on record even after a crash). When the read has
+    /// run to its end, the caller has taken everything (or gone away, or stalled); then
+    /// the record is completed with exactly what the caller took, by owner ([`Ledger`]).
     pub(super) async fn audited_stream<T: Delivered + Send + 'static>(
         &self,
         guard: CallGuard,
         peer: &PeerIdentity,
         state: CountryCode,
         (kind, detail, gate): (ReadKind, String, delivery::Gate<T>),
-        read: impl FnOnce(&mut dyn FnMut(&str, T) -> bool) -> Result<(), StoreError> + Send + 'static,
+        mut read: impl FnMut(&mut dyn FnMut(&str, T) -> bool) -> Result<bool, StoreError>
+        + Send
+        + 'static,
     ) -> Result<Guarded<T>, Status> {
         let slot = self
-            .open_budgeted(&self.reads, peer, state, (kind.action, &detail))
+            .open_budgeted(&self.reads, peer, state.as_str(), (kind.action, &detail))
             .await?;
         let principal = peer.principal().spiffe_id();
         // No await from here to the read's task: nothing can drop the call in between.
@@ -219,51 +229,57 @@ impl Context {
         let runtime = tokio::runtime::Handle::current();
         let stall = self.read_stall;
         let pace = Pace::from(stall, self.max_read);
-        let (raise_writer, raise_principal, raise_detail) =
-            (writer.clone(), principal.clone(), detail.clone());
+        let mut ahead = RaiseAhead {
+            writer: writer.clone(),
+            principal: principal.clone(),
+            state,
+            kind,
+            detail: detail.clone(),
+            number,
+            allowance: Allowance::default(),
+        };
         let (unfinished, mut cut) = self.unfinished.start();
         let mut producer_cut = cut.clone();
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
-                let mut allowance = Allowance::default();
                 // Why the read ended before its end, if it did: said to the caller once
                 // this thread and the snapshot are let go.
                 let mut ended = None;
-                let read = read(&mut |owner, item| {
-                    // Revocation and suspension, exactly, before each item (the guard
-                    // watches them too, and standing, while the stream is idle).
-                    if let Err(status) = auth::admit(&trust, &caller) {
-                        ended = Some(status);
-                        return false;
-                    }
-                    if owner != state.as_str() && allowance.take(owner, 1) {
-                        let record = allowance.to_audit(
-                            &raise_principal,
-                            state.as_str(),
-                            &kind,
-                            &raise_detail,
-                        );
-                        if let Err(e) = runtime.block_on(raise_writer.update_audit(number, record))
-                        {
-                            ended = Some(Status::unavailable(format!(
-                                "the audit record of this read could not be raised, so \
-                                 nothing more is sent: {e}"
-                            )));
-                            return false;
-                        }
-                    }
-                    // A caller that stops reading does not hold this thread (and the
-                    // snapshot) for ever: the read ends after `limits.read_stall_secs`,
-                    // and a slow one's after `limits.max_read_secs` in all.
-                    match send(&runtime, (&tx, &queue), item, (&pace, &mut producer_cut)) {
-                        Ok(sent) => sent,
+                loop {
+                    // Room for a page, waited for before its snapshot is taken.
+                    let mut room = match room(&runtime, &tx, (&pace, &mut producer_cut)) {
+                        Ok(0) => break,
+                        Ok(room) => room,
                         Err(end) => {
                             ended = Some(end);
-                            false
+                            break;
                         }
+                    };
+                    let more = read(&mut |owner, item| {
+                        // Revocation and suspension, exactly, before each item (the guard
+                        // watches them too, and standing, while the stream is idle).
+                        if let Err(status) = auth::admit(&trust, &caller) {
+                            ended = Some(status);
+                            return false;
+                        }
+                        if let Err(status) = ahead.allow(owner, &runtime) {
+                            ended = Some(status);
+                            return false;
+                        }
+                        // Room was made for it: this never waits with the snapshot held.
+                        queue.queueing();
+                        if tx.try_send(Ok(item)).is_err() {
+                            queue.not_queued();
+                            return false;
+                        }
+                        room -= 1;
+                        room > 0
+                    })?;
+                    if !more || ended.is_some() {
+                        break;
                     }
-                });
-                read.map(|()| ended)
+                }
+                Ok::<_, StoreError>(ended)
             })
             .await;
             let ended = match outcome {
@@ -320,29 +336,61 @@ impl Context {
     }
 }
 
-/// Queues `item` for the caller (noted in `queue`), waiting at most `stall` for room,
-/// unless the server cuts the read: whether it went (not if the caller is gone), or why
-/// the read must end.
-fn send<T>(
+/// Raises a read's audit record ahead of what it queues ([`Allowance`]).
+struct RaiseAhead {
+    writer: Writer,
+    principal: String,
+    state: CountryCode,
+    kind: ReadKind,
+    detail: String,
+    number: u64,
+    allowance: Allowance,
+}
+
+impl RaiseAhead {
+    /// Allows one more item of `owner`, raising the record first when it must; the end
+    /// of the read when the record cannot be raised.
+    fn allow(&mut self, owner: &str, runtime: &tokio::runtime::Handle) -> Result<(), Status> {
+        if owner == self.state.as_str() || !self.allowance.take(owner, 1) {
+            return Ok(());
+        }
+        let record = self.allowance.to_audit(
+            &self.principal,
+            self.state.as_str(),
+            &self.kind,
+            &self.detail,
+        );
+        runtime
+            .block_on(self.writer.update_audit(self.number, record))
+            .map(|_| ())
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the audit record of this read could not be raised, so nothing more is \
+                     sent: {e}"
+                ))
+            })
+    }
+}
+
+/// Waits, at most as long as `pace` allows, for room in the caller's queue, unless the
+/// server cuts the read: how many items may now be queued without waiting (0 if the
+/// caller is gone), or why the read must end. The read's thread is the queue's only
+/// sender while it reads, so that room stays free for it.
+fn room<T>(
     runtime: &tokio::runtime::Handle,
-    (tx, queue): (&mpsc::Sender<Result<T, Status>>, &Ledger),
-    item: T,
+    tx: &mpsc::Sender<Result<T, Status>>,
     (pace, cut): (&Pace, &mut Cut),
-) -> Result<bool, Status> {
+) -> Result<usize, Status> {
     let wait = pace.next_wait()?;
-    queue.queueing();
-    let sent = runtime.block_on(async {
+    let reserved = runtime.block_on(async {
         tokio::select! {
-            sent = timeout(wait, tx.send(Ok(item))) => Some(sent),
+            reserved = timeout(wait, tx.reserve()) => Some(reserved.map(|permit| permit.is_ok())),
             () = cut.wait() => None,
         }
     });
-    if !matches!(sent, Some(Ok(Ok(())))) {
-        queue.not_queued();
-    }
-    match sent {
-        Some(Ok(Ok(()))) => Ok(true),
-        Some(Ok(Err(_))) => Ok(false),
+    match reserved {
+        Some(Ok(true)) => Ok(tx.capacity()),
+        Some(Ok(false)) => Ok(0),
         Some(Err(_)) => Err(pace.waited_too_long(wait)),
         None => Err(cut_short()),
     }

@@ -202,6 +202,9 @@ impl Server {
             page_bytes: limits.max_message_bytes.min(4 << 20) / 4 * 3,
             metrics: self.metrics.clone(),
             refusals,
+            aggregates: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
             read_budget: Arc::new(budgets::Budgets::new(
                 limits.reads_per_minute_per_principal,
                 f64::from(limits.reads_per_minute_per_principal) / 60.0,

@@ -37,6 +37,34 @@ use crate::{
 /// ended and the caller told to catch up with Sync.
 const MAX_CATCH_UP: usize = 1_000;
 
+/// The snapshots a paged read reads from: the one its caller's standing was checked
+/// on, then a fresh one for each page after it ([`Context::audited_stream`] lets each
+/// go while it waits for its caller), each with the recheck of what changed since.
+struct Pages {
+    store: crate::store::Store,
+    changes: tokio::sync::watch::Receiver<u64>,
+    first: Option<Snapshot>,
+}
+
+impl Pages {
+    fn new(ctx: &Context, first: Snapshot) -> Self {
+        Self {
+            store: ctx.store.clone(),
+            changes: ctx.writer.changes(),
+            first: Some(first),
+        }
+    }
+
+    fn next(&mut self) -> Result<(Snapshot, Recheck), StoreError> {
+        let snap = match self.first.take() {
+            Some(first) => first,
+            None => self.store.snapshot()?,
+        };
+        let recheck = Recheck::new(self.store.clone(), self.changes.clone(), &snap)?;
+        Ok((snap, recheck))
+    }
+}
+
 /// The metadata key by which a server tells a client when to retry (gRFC A6).
 pub(super) const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
@@ -70,7 +98,10 @@ impl OpenStreams {
     pub(super) fn reads(limit: usize) -> Self {
         Self {
             limit,
-            what: ("queries and syncs", "limits.max_reads_per_principal"),
+            what: (
+                "queries, syncs and aggregates",
+                "limits.max_reads_per_principal",
+            ),
             open: Arc::default(),
         }
     }
@@ -184,23 +215,39 @@ impl Context {
             category: filter.category,
         };
         let with_proofs = req.include_log_proofs;
-        let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
         let gate = self.gate(snap.last_sequence()?, state);
+        let mut pages = Pages::new(self, snap);
+        let mut filter = filter;
         self.audited_stream(guard, peer, state, (kind, detail, gate), move |emit| {
-            let mut failed = None;
+            let (snap, mut recheck) = pages.next()?;
+            let (mut failed, mut sent, mut last, mut paused) = (None, 0, None, false);
+            // A report changed while the pages are read comes in the query's second part,
+            // with its latest version, as on a caller's own next page (see access::Cursor).
             access::query(
                 &snap,
                 &filter,
                 (state, &mut recheck),
                 |hit| match query_result(&snap, &hit, with_proofs) {
-                    Ok(item) => emit(&hit.head.state, item),
+                    Ok(item) => {
+                        sent += 1;
+                        last.clone_from(&hit.cursor);
+                        paused = !emit(&hit.head.state, item);
+                        !paused
+                    }
                     Err(e) => {
                         failed = Some(e);
                         false
                     }
                 },
             )?;
-            failed.map_or(Ok(()), Err)
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            // Paused for room: the next page continues after the last result sent.
+            let next = last
+                .filter(|_| paused)
+                .and_then(|cursor| filter.continued(&cursor, sent));
+            Ok(next.map(|next| filter = next).is_some())
         })
         .await
     }
@@ -227,12 +274,19 @@ impl Context {
             action: "sync",
             category,
         };
-        let mut recheck = Recheck::new(self.store.clone(), self.writer.changes(), &snap)?;
-        let gate = self.gate(snap.last_sequence()?, state);
+        let end = snap.last_sequence()?;
+        let gate = self.gate(end, state);
         let with_proofs = req.include_log_proofs;
+        let mut pages = Pages::new(self, snap);
+        let mut after = req.after_sequence;
         self.audited_stream(guard, peer, state, (kind, detail, gate), move |emit| {
-            let mut failed = None;
-            access::sync(&snap, category, req.after_sequence, state, |hit| {
+            let (snap, mut recheck) = pages.next()?;
+            let (mut failed, mut paused) = (None, false);
+            access::sync(&snap, category, after, state, |hit| {
+                // What was committed after the read began is the next sync's.
+                if hit.sequence > end {
+                    return false;
+                }
                 let item = recheck.allows(&hit, state).and_then(|allowed| {
                     // No longer shared with this reader: left out, as a new sync would.
                     if !allowed {
@@ -243,15 +297,22 @@ impl Context {
                     Ok(Some(sync_item(&hit, envelope, log_proof)))
                 });
                 match item {
-                    Ok(None) => true,
-                    Ok(Some(item)) => emit(&hit.head.state, item),
+                    Ok(None) => {
+                        after = hit.sequence;
+                        true
+                    }
+                    Ok(Some(item)) => {
+                        after = hit.sequence;
+                        paused = !emit(&hit.head.state, item);
+                        !paused
+                    }
                     Err(e) => {
                         failed = Some(e);
                         false
                     }
                 }
             })?;
-            failed.map_or(Ok(()), Err)
+            failed.map_or(Ok(paused), Err)
         })
         .await
     }
@@ -273,7 +334,7 @@ impl Context {
         let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
         let slot = self
-            .open_budgeted(&self.streams, peer, state, ("subscribe", &detail))
+            .open_budgeted(&self.streams, peer, state.as_str(), ("subscribe", &detail))
             .await?;
         let snap = self.snapshot()?;
         let standing = self
@@ -395,7 +456,7 @@ impl Context {
         &self,
         streams: &OpenStreams,
         peer: &PeerIdentity,
-        state: CountryCode,
+        state: &str,
         (action, detail): (&str, &str),
     ) -> Result<StreamSlot, Status> {
         match streams.open(peer.principal()) {
@@ -458,7 +519,7 @@ impl Context {
         &self,
         streams: &OpenStreams,
         peer: &PeerIdentity,
-        state: CountryCode,
+        state: &str,
         (action, detail): (&str, &str),
     ) -> Result<StreamSlot, Status> {
         self.take_read(peer, (action, detail)).await?;

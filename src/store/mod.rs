@@ -461,6 +461,33 @@ impl Store {
         Snapshot::open(&self.db)
     }
 
+    /// A report's head as the store now stands, and the envelope of `sequence` when one
+    /// is asked for: one short read transaction, let go when this returns. (A read
+    /// transaction kept open keeps redb from reusing the pages every later commit frees,
+    /// so the file grows with every write meanwhile: a check of a slow reader's items
+    /// holds none between them.)
+    pub(crate) fn current_head(
+        &self,
+        id: u128,
+        sequence: Option<u64>,
+    ) -> Result<(Option<ReportHead>, Option<EnvelopeRecord>), StoreError> {
+        let tx = self.db.begin_read()?;
+        let head = tx
+            .open_table(REPORTS)?
+            .get(id)?
+            .map(|v| decode(v.value()))
+            .transpose()?;
+        let envelope = match sequence {
+            Some(sequence) => tx
+                .open_table(ENVELOPES)?
+                .get(sequence)?
+                .map(|v| decode(v.value()))
+                .transpose()?,
+            None => None,
+        };
+        Ok((head, envelope))
+    }
+
     /// The number of accepted envelopes (the latest sequence number).
     pub fn envelope_count(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;

@@ -477,19 +477,30 @@ impl Administration {
     pub(crate) fn reload_tls(&self) -> Result<(String, String, Vec<String>), AdminError> {
         let old = self.trust.server_serial();
         let server = self.server_principal();
-        // A CRL file it cannot verify is refused here, not only logged: the operator
-        // who put it there is told (and the next start would refuse it too).
-        let listed = self
-            .trust
-            .crl_file_entries(&format!("{server} (carried over from the CRL file)"))
-            .map_err(AdminError::Trust)?;
+        // Everything is read and checked before anything is recorded or written: a CRL
+        // file it cannot verify or use is refused, not only logged (the operator who put
+        // it there is told, and the next start would refuse it too), and a refused
+        // reload changes nothing.
+        let reloading = self.trust.reload(&self.store).map_err(|e| {
+            tracing::error!(error = %e, "the TLS files could not be reloaded; the old ones stay");
+            AdminError::Trust(e)
+        })?;
+        let by = format!("{server} (carried over from the CRL file)");
+        let listed = reloading
+            .carried()
+            .iter()
+            .map(|r| RevokedCertificate {
+                revoked_by: by.clone(),
+                ..r.clone()
+            })
+            .collect();
         let mut carried = Vec::new();
         for change in self.store.revocations_missing(listed)? {
             if let AdminApplied::Revoked(record, true) = self.change(change, &server)? {
-                carried.push(record.serial);
+                carried.push(record.named());
             }
         }
-        self.refresh()?;
+        reloading.install(&self.store).map_err(AdminError::Trust)?;
         Ok((old, self.trust.server_serial(), carried))
     }
 
@@ -510,14 +521,6 @@ impl Administration {
             );
         }
         Ok(())
-    }
-
-    /// Rebuilds the live trust state (and the CRL) from the files and the store.
-    fn refresh(&self) -> Result<(), AdminError> {
-        self.trust.refresh(&self.store).map_err(|e| {
-            tracing::error!(error = %e, "the TLS configuration could not be rebuilt; the old one stays");
-            AdminError::Trust(e)
-        })
     }
 }
 

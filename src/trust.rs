@@ -85,10 +85,72 @@ struct State {
     chains: Chains,
     server_serial: String,
     server_not_after: i64,
-    ca: Option<Arc<CertificateAuthority>>,
+    /// The TLS files and the CA this state was built from.
+    loaded: Arc<Loaded>,
     crl_pem: Option<String>,
     revoked: Revocations,
     suspended: HashSet<String>,
+}
+
+/// The TLS files as last loaded — at start, or by an operator's reload — and the CA that
+/// issues, when this server holds its key. A rebuild after a revocation or suspension
+/// reuses them: a file changed on disk takes effect only when it is reloaded, on the
+/// audit record.
+struct Loaded {
+    /// Where the CA bundle was read from (`[tls] ca`), for messages.
+    bundle_path: PathBuf,
+    material: ServerTlsMaterial,
+    ca: Option<Arc<CertificateAuthority>>,
+}
+
+impl Loaded {
+    fn from_files(files: &ServerTlsFiles, ca_key: Option<&PathBuf>) -> Result<Self, TrustError> {
+        let material = ServerTlsMaterial::load(files)?;
+        let ca = match ca_key {
+            Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
+            _ => None,
+        };
+        Ok(Self {
+            bundle_path: files.ca.clone(),
+            material,
+            ca,
+        })
+    }
+}
+
+/// A trust state built and checked — its TLS configuration made with every CRL — and
+/// what is still to be written before it is swapped in.
+struct Built {
+    state: State,
+    /// The CRL file's new text: this server's CRL, then the other CAs' (none when this
+    /// server signs no CRL, or the file could not be read and is left as it is).
+    crl_file: Option<String>,
+    /// Revocations the CRL file holds and the store does not.
+    carried: Vec<RevokedCertificate>,
+}
+
+/// A reload built and checked, not yet in force: the revocations only the CRL file
+/// holds are to be recorded (so that none is in force without its record), then
+/// [`Reloading::install`] writes the files and swaps it in. Dropped, nothing changes.
+pub(crate) struct Reloading<'a> {
+    trust: &'a Trust,
+    _one_at_a_time: std::sync::MutexGuard<'a, ()>,
+    built: Built,
+}
+
+impl Reloading<'_> {
+    /// The revocations the CRL file holds and the store does not.
+    pub(crate) fn carried(&self) -> &[RevokedCertificate] {
+        &self.built.carried
+    }
+
+    /// Writes the CRL file and the access journal, and swaps the new state in.
+    pub(crate) fn install(self, store: &Store) -> Result<(), TrustError> {
+        let building = Building::Reload { served_crl: None };
+        let state = commit(self.built, &self.trust.crl_path, store, building)?;
+        self.trust.swap(state);
+        Ok(())
+    }
 }
 
 /// Who is revoked, by serial: each serial's issuers (empty: every issuer). A serial is
@@ -143,7 +205,9 @@ impl Trust {
         crl_path: PathBuf,
         store: &Store,
     ) -> Result<Self, TrustError> {
-        let state = build(&files, ca_key.as_ref(), &crl_path, store, Building::AtStart)?;
+        let loaded = Arc::new(Loaded::from_files(&files, ca_key.as_ref())?);
+        let built = build(loaded, &crl_path, store, Building::AtStart)?;
+        let state = commit(built, &crl_path, store, Building::AtStart)?;
         Ok(Self {
             files,
             ca_key,
@@ -154,26 +218,47 @@ impl Trust {
         })
     }
 
-    /// Re-reads the files and the store, and swaps in the result. On error nothing
-    /// changes.
+    /// Rebuilds the state from the store (after a revocation or a suspension) with the
+    /// TLS files as last loaded, and swaps in the result. On error nothing changes.
     pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
         let _one_at_a_time = self
             .rebuilding
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let served = self.crl_pem();
-        let state = build(
-            &self.files,
-            self.ca_key.as_ref(),
-            &self.crl_path,
-            store,
-            Building::Again {
-                served_crl: served.as_deref(),
-            },
-        )?;
+        let building = Building::Again {
+            served_crl: served.as_deref(),
+        };
+        let loaded = self.read().loaded.clone();
+        let built = build(loaded, &self.crl_path, store, building)?;
+        self.swap(commit(built, &self.crl_path, store, building)?);
+        Ok(())
+    }
+
+    /// Re-reads the TLS files, the CA key and the CRL file and builds the state they
+    /// make, checking everything — a CRL file it cannot read or verify, a CRL TLS cannot
+    /// use — before anything is written or recorded ([`Reloading`]).
+    pub(crate) fn reload(&self, store: &Store) -> Result<Reloading<'_>, TrustError> {
+        let one_at_a_time = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let served = self.crl_pem();
+        let loaded = Arc::new(Loaded::from_files(&self.files, self.ca_key.as_ref())?);
+        let building = Building::Reload {
+            served_crl: served.as_deref(),
+        };
+        let built = build(loaded, &self.crl_path, store, building)?;
+        Ok(Reloading {
+            trust: self,
+            _one_at_a_time: one_at_a_time,
+            built,
+        })
+    }
+
+    fn swap(&self, state: State) {
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
         self.generation.send_modify(|g| *g += 1);
-        Ok(())
     }
 
     /// Takes who is revoked and suspended from the store, leaving the TLS configuration
@@ -185,8 +270,13 @@ impl Trust {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let (mut revoked, suspended) = access(store)?;
-        if let Ok(listed) = crl_file_revocations(&self.files.ca, &self.crl_path, "the CRL file") {
-            for record in &listed {
+        let loaded = self.read().loaded.clone();
+        let bundle = (
+            loaded.bundle_path.as_path(),
+            loaded.material.client_ca.as_slice(),
+        );
+        if let Ok(crls) = read_crl_file(bundle, &self.crl_path, "the CRL file") {
+            for record in crls.iter().flat_map(|crl| &crl.entries) {
                 revoked.add(record);
             }
         }
@@ -197,15 +287,6 @@ impl Trust {
         }
         self.generation.send_modify(|g| *g += 1);
         Ok(())
-    }
-
-    /// The revocations the CRL file lists, its signature checked as a reload checks it
-    /// (an error that names the file), each as made by `revoked_by`.
-    pub(crate) fn crl_file_entries(
-        &self,
-        revoked_by: &str,
-    ) -> Result<Vec<RevokedCertificate>, TrustError> {
-        crl_file_revocations(&self.files.ca, &self.crl_path, revoked_by)
     }
 
     /// Rewrites the access journal beside the CRL file from the store (after a change
@@ -245,13 +326,13 @@ impl Trust {
                 id.serial == serial && (issuer.is_empty() || id.issuer == issuer)
             })
         };
-        let server = crate::tls::read_certs(&self.files.cert).ok()?;
-        if server.first().is_some_and(named) || self.server_serial() == serial && issuer.is_empty()
-        {
+        let loaded = self.read().loaded.clone();
+        if loaded.material.cert_chain.first().is_some_and(named) {
             return Some("the server's own certificate (server.pem)");
         }
-        let bundle = crate::tls::read_certs(&self.files.ca).ok()?;
-        bundle
+        loaded
+            .material
+            .client_ca
             .iter()
             .any(named)
             .then_some("a CA certificate of the bundle (ca.pem)")
@@ -271,8 +352,10 @@ impl Trust {
 
     /// Each CA of the bundle by issuer id and subject name.
     pub(crate) fn bundle_names(&self) -> Vec<(String, String)> {
-        crate::tls::read_certs(&self.files.ca)
-            .unwrap_or_default()
+        self.read()
+            .loaded
+            .material
+            .client_ca
             .iter()
             .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
             .map(|(_, cert)| {
@@ -346,7 +429,7 @@ impl Trust {
 
     /// The CA that issues certificates, if this server holds its key.
     pub(crate) fn issuing_ca(&self) -> Option<Arc<CertificateAuthority>> {
-        self.read().ca.clone()
+        self.read().loaded.ca.clone()
     }
 
     /// The current CRL (PEM), if this server holds the CA key.
@@ -379,11 +462,14 @@ fn crl_entries<'a>(revoked: impl Iterator<Item = &'a RevokedCertificate>) -> Vec
         .collect()
 }
 
-/// Whether the trust state is built at start, or again while the server runs (with the
-/// CRL it serves now, if it signs one).
+/// Whether the trust state is built at start, on an operator's reload, or again after
+/// a revocation or suspension (with the CRL it serves now, if it signs one). At start
+/// and on a reload a CRL file that cannot be read or verified is refused; at start, so
+/// is a file that cannot be written.
 #[derive(Clone, Copy)]
 enum Building<'a> {
     AtStart,
+    Reload { served_crl: Option<&'a str> },
     Again { served_crl: Option<&'a str> },
 }
 
@@ -395,7 +481,9 @@ fn next_crl_number(path: &std::path::Path, building: Building<'_>) -> Vec<u8> {
     use x509_parser::num_bigint::BigUint;
     let now = BigUint::from(u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(1));
     let served = match building {
-        Building::Again { served_crl } => served_crl.and_then(crl_number),
+        Building::Again { served_crl } | Building::Reload { served_crl } => {
+            served_crl.and_then(crl_number)
+        }
         Building::AtStart => None,
     };
     // Every CRL of the file: another CA's greater number only makes ours greater.
@@ -422,30 +510,28 @@ fn crl_number(pem: &str) -> Option<x509_parser::num_bigint::BigUint> {
     crl.crl_number().cloned()
 }
 
-/// The trust state from the files and the store. A CRL file that cannot be written
-/// fails the build at start (`at_start`); later it is logged, and the CRL is still served
-/// and enforced from memory, so a revocation never waits for a writable CRL path.
+/// The trust state from the TLS files as `loaded` and the store, built and checked —
+/// its TLS configuration made with every CRL — before anything is written ([`commit`]).
+/// A CRL file that cannot be read or verified fails the build at start and on a reload;
+/// after a revocation it is logged and left as it is, the revocations taken from the
+/// store.
 fn build(
-    files: &ServerTlsFiles,
-    ca_key: Option<&PathBuf>,
+    loaded: Arc<Loaded>,
     crl_path: &std::path::Path,
     store: &Store,
     building: Building<'_>,
-) -> Result<State, TrustError> {
-    let at_start = matches!(building, Building::AtStart);
-    let material = ServerTlsMaterial::load(files)?;
-    let ca = match ca_key {
-        Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
-        _ => None,
-    };
+) -> Result<Built, TrustError> {
     let mut revoked_records = store.revoked_certificates()?;
     // What the CRL file lists and the store does not — written by another server of this
     // exchange, or published by an offline or outside CA and re-read on reload — is
-    // enforced and kept: the file never loses an entry. One that does not verify is left
-    // as it is (it stopped the server at start).
-    let (file_crls, file_readable) = match read_crl_file(&files.ca, crl_path, "the CRL file") {
+    // enforced and kept: the file never loses an entry.
+    let bundle = (
+        loaded.bundle_path.as_path(),
+        loaded.material.client_ca.as_slice(),
+    );
+    let (file_crls, file_readable) = match read_crl_file(bundle, crl_path, "the CRL file") {
         Ok(crls) => (crls, true),
-        Err(e) if at_start => return Err(e),
+        Err(e) if !matches!(building, Building::Again { .. }) => return Err(e),
         Err(e) => {
             tracing::error!(error = %e, "the CRL file is left as it is; revocations are taken from the store only");
             (Vec::new(), false)
@@ -455,32 +541,31 @@ fn build(
         .iter()
         .map(RevokedCertificate::key)
         .collect();
-    let file_only: Vec<RevokedCertificate> = file_crls
+    let carried: Vec<RevokedCertificate> = file_crls
         .iter()
         .flat_map(|crl| &crl.entries)
         .filter(|r| !r.covered_by(&known) && known.insert(r.key()))
         .cloned()
         .collect();
-    revoked_records.extend(file_only.iter().cloned());
-    let ours = ca.as_deref().map(ca_issuer).transpose()?;
+    revoked_records.extend(carried.iter().cloned());
+    let ours = loaded.ca.as_deref().map(ca_issuer).transpose()?;
     // The other CAs' CRLs (the newest of each), kept in the file and enforced at the
     // handshake as they are: this server signs only its own CA's.
     let others = newest_of_each_issuer(&file_crls, ours.as_deref());
-    let crl_pem = match &ca {
+    let crl_pem = match &loaded.ca {
         None => None,
         Some(ca) => Some(sign_crl(
             ca,
-            (&revoked_records, ours.as_deref(), &others),
+            (&revoked_records, ours.as_deref()),
             crl_path,
-            (building, file_readable),
+            building,
         )?),
     };
-    // Suspensions and signing-key revocations, which a CRL cannot carry, beside it.
-    match crate::journal::write(store, crl_path) {
-        Err(e) if at_start => return Err(e.into()),
-        Err(e) => tracing::error!(error = %e, "the access journal is stale"),
-        Ok(()) => {}
-    }
+    let crl_file = crl_pem.as_deref().filter(|_| file_readable).map(|pem| {
+        std::iter::once(pem)
+            .chain(others.iter().map(|crl| crl.pem.as_str()))
+            .collect()
+    });
     let mut crls: Vec<CertificateRevocationListDer<'static>> =
         others.iter().map(|crl| crl.der.clone()).collect();
     if let Some(pem) = &crl_pem {
@@ -490,6 +575,7 @@ fn build(
                 .map_err(|e| TrustError::Write("CRL".to_owned(), e.to_string()))?,
         );
     }
+    let material = &loaded.material;
     let tls = Arc::new(material.server_config(crls)?);
     let (server_serial, server_not_after) = material
         .cert_chain
@@ -503,10 +589,10 @@ fn build(
         })
         .unwrap_or_default();
     let (mut revoked, suspended) = access(store)?;
-    for record in &file_only {
+    for record in &carried {
         revoked.add(record);
     }
-    Ok(State {
+    let state = State {
         tls,
         chains: Chains {
             verifier: material.chain_verifier()?,
@@ -514,55 +600,71 @@ fn build(
         },
         server_serial,
         server_not_after,
-        ca,
+        loaded,
         crl_pem,
         revoked,
         suspended,
+    };
+    Ok(Built {
+        state,
+        crl_file,
+        carried,
     })
 }
 
-/// Signs this server's CRL — the revocations of `revoked` of the CA `ours` and those
-/// naming no issuer — and writes it to `crl_path` followed by `others` (unless the file
-/// was not readable): at start a failure to write is fatal; later it is logged, and the
-/// CRL is served and enforced from memory all the same.
+/// Writes what `built` holds to be written — the CRL file, and the access journal
+/// beside it (suspensions and signing-key revocations, which a CRL cannot carry) — and
+/// gives its state. At start a failure to write is fatal; later it is logged, and the
+/// new state is served and enforced from memory all the same, so a revocation never
+/// waits for a writable CRL path.
+fn commit(
+    built: Built,
+    crl_path: &std::path::Path,
+    store: &Store,
+    building: Building<'_>,
+) -> Result<State, TrustError> {
+    let at_start = matches!(building, Building::AtStart);
+    if let Some(text) = &built.crl_file {
+        let written = crate::files::replace(crl_path, text.as_bytes()).map_err(|e| {
+            TrustError::Write(
+                format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
+                format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
+            )
+        });
+        match written {
+            Err(e) if at_start => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
+            }
+            Ok(()) => {}
+        }
+    }
+    match crate::journal::write(store, crl_path) {
+        Err(e) if at_start => return Err(e.into()),
+        Err(e) => tracing::error!(error = %e, "the access journal is stale"),
+        Ok(()) => {}
+    }
+    Ok(built.state)
+}
+
+/// Signs this server's CRL: the revocations of `revoked` of the CA `ours` and those
+/// naming no issuer, numbered above every CRL before it.
 fn sign_crl(
     ca: &CertificateAuthority,
-    (revoked, ours, others): (&[RevokedCertificate], Option<&str>, &[&FileCrl]),
+    (revoked, ours): (&[RevokedCertificate], Option<&str>),
     crl_path: &std::path::Path,
-    (building, file_readable): (Building<'_>, bool),
+    building: Building<'_>,
 ) -> Result<String, TrustError> {
     let entries = crl_entries(
         revoked
             .iter()
             .filter(|r| r.issuer.is_empty() || ours == Some(r.issuer.as_str())),
     );
-    let pem = ca.crl_numbered(
+    Ok(ca.crl_numbered(
         &entries,
         &next_crl_number(crl_path, building),
         CRL_VALID_DAYS,
-    )?;
-    let file: String = std::iter::once(pem.as_str())
-        .chain(others.iter().map(|crl| crl.pem.as_str()))
-        .collect();
-    let written = if file_readable {
-        crate::files::replace(crl_path, file.as_bytes())
-    } else {
-        Ok(())
-    }
-    .map_err(|e| {
-        TrustError::Write(
-            format!("writing the CRL to {} ([tls] crl)", crl_path.display()),
-            format!("{e}; the server writes it at start and on each revocation, so put it where the server may write (e.g. the data directory)"),
-        )
-    });
-    match written {
-        Err(e) if matches!(building, Building::AtStart) => return Err(e),
-        Err(e) => {
-            tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
-        }
-        Ok(()) => {}
-    }
-    Ok(pem)
+    )?)
 }
 
 /// One CRL of the CRL file, checked against the CA bundle.
@@ -586,7 +688,8 @@ pub(crate) fn crl_file_revocations(
     crl_path: &std::path::Path,
     revoked_by: &str,
 ) -> Result<Vec<RevokedCertificate>, TrustError> {
-    Ok(read_crl_file(ca, crl_path, revoked_by)?
+    let bundle = crate::tls::read_certs(ca)?;
+    Ok(read_crl_file((ca, &bundle), crl_path, revoked_by)?
         .into_iter()
         .flat_map(|crl| crl.entries)
         .collect())
@@ -598,7 +701,7 @@ pub(crate) fn crl_file_revocations(
 /// `revoked_by`. A file that cannot be read, parsed or verified is refused rather than
 /// overwritten, so that no revocation is lost without the operator seeing it.
 fn read_crl_file(
-    ca: &std::path::Path,
+    (ca, bundle): (&std::path::Path, &[CertificateDer<'static>]),
     crl_path: &std::path::Path,
     revoked_by: &str,
 ) -> Result<Vec<FileCrl>, TrustError> {
@@ -607,9 +710,10 @@ fn read_crl_file(
             format!("the CRL file {} ([tls] crl)", crl_path.display()),
             format!(
                 "{why}; the server enforces and keeps the revocations it lists, so it neither \
-                 starts nor reloads over a CRL it cannot verify: put back the file it last \
-                 wrote, or one the CA signed (moved aside, the revocations only it lists are \
-                 lost)"
+                 starts nor reloads over a CRL it cannot verify or use (nothing was changed): \
+                 put back the file it last wrote, or take out or replace the CRL at fault \
+                 (revocations a start or reload has read from it are in the store already; \
+                 those only it lists are lost with it)"
             ),
         )
     };
@@ -619,13 +723,26 @@ fn read_crl_file(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(refused(format!("cannot be read ({e})"))),
     };
-    let bundle = crate::tls::read_certs(ca)?;
     let mut crls = Vec::new();
     for (place, der) in CertificateRevocationListDer::pem_slice_iter(&bytes).enumerate() {
         let which = format!("CRL {} of the file", place + 1);
         let der = der.map_err(|e| refused(format!("{which} is not PEM ({e})")))?;
         let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
             .map_err(|e| refused(format!("{which} is not an X.509 CRL ({e})")))?;
+        // What webpki cannot use would stop every handshake's configuration: named here.
+        for extension in crl.extensions() {
+            let unusable = match extension.oid.to_id_string().as_str() {
+                "2.5.29.27" => Some("a delta CRL (deltaCRLIndicator)"),
+                "2.5.29.28" => Some("a partitioned CRL (issuingDistributionPoint)"),
+                _ => None,
+            };
+            if let Some(what) = unusable {
+                return Err(refused(format!(
+                    "{which} is {what}, which this server does not read: remove it, and put \
+                     that CA's full CRL there instead"
+                )));
+            }
+        }
         let issuer_name = crl.issuer().to_string();
         let named: Vec<_> = bundle
             .iter()
@@ -633,8 +750,20 @@ fn read_crl_file(
             .filter(|(_, cert)| cert.subject().as_raw() == crl.issuer().as_raw())
             .collect();
         if named.is_empty() {
+            // Names are compared as DER, as TLS verifiers match a CRL to its CA.
+            let reads_alike = bundle
+                .iter()
+                .filter_map(|cert| x509_parser::parse_x509_certificate(cert.as_ref()).ok())
+                .any(|(_, cert)| cert.subject().to_string() == issuer_name);
+            let encoding = if reads_alike {
+                " (a CA of the bundle reads the same, but its name is encoded otherwise: the \
+                 CRL must name its issuer exactly as the CA's certificate does)"
+            } else {
+                " (if that CA was taken out of the bundle, take its CRL out of the file too)"
+            };
             return Err(refused(format!(
-                "{which} is issued by {issuer_name}, which is no CA of {} ([tls] ca)",
+                "{which} is issued by {issuer_name}, which is no CA of {} ([tls] \
+                 ca){encoding}",
                 ca.display()
             )));
         }

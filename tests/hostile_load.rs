@@ -945,21 +945,15 @@ async fn a_reader_that_stops_reading_holds_no_snapshot_while_others_write() {
     let world = World::on(pki, server).await;
     let all = pb::SharingScope::AllContributors;
     world.submit(&report("IDN", 1, false, all, &[])).await;
-    let items: Vec<pb::SubmitRequest> = (0..600)
-        .map(|seed| pb::SubmitRequest {
-            envelope: Some(sign(
+    let envelopes = (0..600)
+        .map(|seed| {
+            sign(
                 &report("AUS", 1_000 + seed, false, all, &[]),
                 world.key("AUS"),
-            )),
-            ..Default::default()
+            )
         })
         .collect();
-    world
-        .exchange("AUS")
-        .await
-        .import(tokio_stream::iter(items))
-        .await
-        .unwrap();
+    common::import(&world.server, &world.pki, "AUS", envelopes).await;
     let smuggling = pb::QueryRequest {
         category: pb::Category::SmugglingIncident as i32,
         ..Default::default()

@@ -83,12 +83,22 @@ fn node_cert(ca: &Ca, code: &str, serial: &[u8]) -> (String, String) {
 
 /// A CRL of `ca` listing `serials`, PEM.
 fn crl(ca: &Issuer<'_, KeyPair>, number: u8, serials: &[&[u8]]) -> String {
+    crl_of_scope(ca, number, serials, None)
+}
+
+/// [`crl`], partitioned by an issuing distribution point when one is given.
+fn crl_of_scope(
+    ca: &Issuer<'_, KeyPair>,
+    number: u8,
+    serials: &[&[u8]],
+    issuing_distribution_point: Option<rcgen::CrlIssuingDistributionPoint>,
+) -> String {
     let now = time::OffsetDateTime::now_utc();
     CertificateRevocationListParams {
         this_update: now - time::Duration::minutes(5),
         next_update: now + time::Duration::days(7),
         crl_number: SerialNumber::from_slice(&[number]),
-        issuing_distribution_point: None,
+        issuing_distribution_point,
         revoked_certs: serials
             .iter()
             .map(|serial| rcgen::RevokedCertParams {
@@ -364,4 +374,85 @@ async fn with_the_ca_offline_no_crl_is_served() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+}
+
+/// The TLS files change only when an operator reloads them: a CA added to the bundle on
+/// disk is not trusted because a revocation rebuilt the CRL (an outside pass saw it
+/// trusted, with no record of a reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_changed_on_disk_is_trusted_only_once_reloaded() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let ours = own_ca(&pki);
+    let rogue = outside_ca("Rogue CA");
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", ours.pem, rogue.pem),
+    )
+    .unwrap();
+    let stranger = node_with_serial(&pki, &rogue, "IDN", &[3]);
+    assert!(!admitted(&server, &stranger).await);
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "0a1b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .suspend_state(pb::StateRequest {
+            state: "NZL".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !admitted(&server, &stranger).await,
+        "trusted without a reload"
+    );
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    assert!(admitted(&server, &stranger).await);
+}
+
+/// A reload that is refused changes nothing: a CRL the server cannot use (one
+/// partitioned by an issuing distribution point) is named, the CRL file is left as it
+/// was, and no revocation from it is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_writes_and_records_nothing() {
+    let (pki, server, _, partner) = with_a_partner_ca().await;
+    let crl_path = pki.dir.path().join("crl.pem");
+    let partitioned = crl_of_scope(
+        &partner.issuer,
+        2,
+        &[&[6]],
+        Some(rcgen::CrlIssuingDistributionPoint {
+            distribution_point: rcgen::CrlDistributionPoint {
+                uris: vec!["http://crl.example/partner.crl".into()],
+            },
+            scope: Some(rcgen::CrlScope::UserCertsOnly),
+        }),
+    );
+    let text = format!(
+        "{}{}{partitioned}",
+        std::fs::read_to_string(&crl_path).unwrap(),
+        crl(&partner.issuer, 1, &[&[5]])
+    );
+    std::fs::write(&crl_path, &text).unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("CRL 3 of the file is a partitioned CRL"),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&crl_path).unwrap(), text);
+    let log = common::audit_log(&mut admin).await;
+    assert!(
+        !log.iter().any(|e| e.action == "revoke-certificate"),
+        "{log:#?}"
+    );
+    let idn5 = node_with_serial(&pki, &partner, "IDN", &[5]);
+    assert!(admitted(&server, &idn5).await, "nothing is in force");
 }

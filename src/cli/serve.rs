@@ -95,6 +95,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ => Ok(()),
         };
     }
+    if let Some(path) = &args.config {
+        files_named(&config, path)?;
+    }
     init_tracing(args.log_format);
 
     // The development PKI is made only on a first run without a config file; with one,
@@ -219,9 +222,6 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     config.trust_files_lost = args.trust_files_lost;
     config.check()?;
-    if let Some(path) = &args.config {
-        files_named(&config, path)?;
-    }
     Ok(config)
 }
 

@@ -65,6 +65,18 @@ impl Pages {
     }
 }
 
+/// The audit record of a refusal of `action` (with its request `detail`) to `peer`,
+/// acting for `state` (empty for none).
+fn refusal_record(peer: &PeerIdentity, state: &str, (action, detail): (&str, &str)) -> AuditRecord {
+    AuditRecord {
+        principal: peer.principal().spiffe_id(),
+        state: state.to_owned(),
+        action: format!("refused {action}"),
+        detail: detail.to_owned(),
+        ..AuditRecord::default()
+    }
+}
+
 /// The metadata key by which a server tells a client when to retry (gRFC A6).
 pub(super) const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
@@ -462,13 +474,7 @@ impl Context {
         match streams.open(peer.principal()) {
             Ok(slot) => Ok(slot),
             Err(status) => {
-                let record = AuditRecord {
-                    principal: peer.principal().spiffe_id(),
-                    state: state.to_string(),
-                    action: format!("refused {action}"),
-                    detail: detail.to_owned(),
-                    ..AuditRecord::default()
-                };
+                let record = refusal_record(peer, state, (action, detail));
                 Err(self.refusals.refuse(record, status).await)
             }
         }
@@ -503,13 +509,8 @@ impl Context {
             RETRY_PUSHBACK,
             tonic::metadata::MetadataValue::from(wait_ms),
         );
-        let record = AuditRecord {
-            principal: principal.spiffe_id(),
-            state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
-            action: format!("refused {action}"),
-            detail: detail.to_owned(),
-            ..AuditRecord::default()
-        };
+        let state = principal.state().map(|s| s.to_string()).unwrap_or_default();
+        let record = refusal_record(peer, &state, (action, detail));
         Err(self.refusals.refuse(record, status).await)
     }
 

@@ -406,29 +406,17 @@ impl Administration {
                 .as_ref()
                 .filter(|c| !c.issuer.is_empty())
                 .map(|c| {
-                    let name = names.iter().find(|(id, _)| *id == c.issuer);
+                    let name = names.iter().find(|(id, _, _)| *id == c.issuer);
                     (
                         c.issuer.clone(),
-                        name.map(|(_, n)| n.clone()).unwrap_or_default(),
+                        name.map(|(_, n, _)| n.clone()).unwrap_or_default(),
                     )
                 })
                 .unwrap_or_default()
         } else {
-            self.trust.bundle_ca_named(issuer).map_err(|names| {
-                invalid(
-                    "issuer",
-                    format!(
-                        "no CA of the bundle is named {}; its CAs are {} (name one exactly as \
-                         written here)",
-                        quoted(issuer),
-                        names
-                            .iter()
-                            .map(|n| quoted(n))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?
+            self.trust
+                .bundle_ca_named(issuer)
+                .map_err(|why| invalid("issuer", why))?
         };
         if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
             return Err(AdminError::OwnCertificate { serial, what });

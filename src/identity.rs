@@ -256,7 +256,7 @@ impl PeerIdentity {
         Ok(Self {
             principal,
             serial: serial_hex(cert.raw_serial()),
-            issuer_name: cert.issuer().to_string(),
+            issuer_name: crate::dn::to_rfc4514(cert.issuer()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             chain: Arc::from([CertificateDer::from(der.to_vec())]),

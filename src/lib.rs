@@ -56,6 +56,7 @@ pub mod clock;
 pub mod config;
 pub mod cosigning;
 pub mod country;
+mod dn;
 pub mod envelope;
 pub mod files;
 pub mod identity;

@@ -291,8 +291,9 @@ fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), Tls
         path: path.to_owned(),
         reason,
     };
-    // Subject (DER) → the key and place of the first CA of that name.
-    let mut seen: std::collections::HashMap<Vec<u8>, (Vec<u8>, usize)> =
+    // Subject (as names compare: not only its DER, which two encodings of one name
+    // differ in) → the key and place of the first CA of that name.
+    let mut seen: std::collections::HashMap<crate::dn::NameKey, (Vec<u8>, usize)> =
         std::collections::HashMap::new();
     for (place, der) in (1..).zip(bundle) {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
@@ -314,19 +315,22 @@ fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), Tls
             )));
         }
         let key = cert.public_key().raw.to_vec();
-        match seen.get(cert.subject().as_raw()) {
+        let name = crate::dn::NameKey::of(cert.subject());
+        match seen.get(&name) {
             Some((other, first)) if *other != key => {
                 return Err(refuse(format!(
-                    "certificates {first} and {place} are both CAs named \"{}\" but hold \
-                     different keys; certificates and CRLs are matched to their CA by name, \
-                     so one CA's certificates would be refused. Give the new CA a name of \
-                     its own (`tidemark pki init` makes each CA's name distinct)",
-                    cert.subject()
+                    "certificates {first} and {place} are both CAs named \"{}\" (or names \
+                     that differ only in case or encoding) but hold different keys; \
+                     certificates and CRLs are matched to their CA by name, so one CA's \
+                     certificates would be refused, and no name could tell them apart in a \
+                     revocation. Give the new CA a name of its own (`tidemark pki init` makes \
+                     each CA's name distinct)",
+                    crate::dn::to_rfc4514(cert.subject())
                 )));
             }
             Some(_) => {}
             None => {
-                seen.insert(cert.subject().as_raw().to_vec(), (key, place));
+                seen.insert(name, (key, place));
             }
         }
     }

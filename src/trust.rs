@@ -338,20 +338,44 @@ impl Trust {
             .then_some("a CA certificate of the bundle (ca.pem)")
     }
 
-    /// The CA of the bundle whose subject reads `name` (RFC 4514, as `openssl x509
-    /// -subject -nameopt rfc2253` and [`Self::bundle_names`] write it): its issuer id
-    /// and name; the error lists the names there are.
-    pub(crate) fn bundle_ca_named(&self, name: &str) -> Result<(String, String), Vec<String>> {
+    /// The CA of the bundle named `name` (RFC 4514, as `whoami` and `openssl x509
+    /// -nameopt rfc2253` write it; compared as [`crate::dn::NameKey`] compares): its
+    /// issuer id and name, or why there is none.
+    pub(crate) fn bundle_ca_named(&self, name: &str) -> Result<(String, String), String> {
         let names = self.bundle_names();
-        names
-            .iter()
-            .find(|(_, n)| n == name)
-            .cloned()
-            .ok_or_else(|| names.into_iter().map(|(_, n)| n).collect())
+        let listed = || {
+            names
+                .iter()
+                .map(|(_, n, _)| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let key = crate::dn::NameKey::parse(name).map_err(|why| {
+            format!(
+                "{name:?} is not a name as RFC 4514 writes it ({why}); the bundle's CAs are {}",
+                listed()
+            )
+        })?;
+        let found: Vec<&(String, String, crate::dn::NameKey)> =
+            names.iter().filter(|(_, _, k)| *k == key).collect();
+        match found.as_slice() {
+            [(id, name, _)] => Ok((id.clone(), name.clone())),
+            [] => Err(format!(
+                "no CA of the bundle is named {name:?}; its CAs are {} (a certificate of an \
+                 intermediate CA that is not in the bundle is revoked without --issuer, for \
+                 every CA, or by revoking the intermediate's own certificate)",
+                listed()
+            )),
+            more => Err(format!(
+                "{} CAs of the bundle are named {name:?}: their names differ only in case or \
+                 encoding, so no name tells them apart; take all but one out of the bundle",
+                more.len()
+            )),
+        }
     }
 
-    /// Each CA of the bundle by issuer id and subject name.
-    pub(crate) fn bundle_names(&self) -> Vec<(String, String)> {
+    /// Each CA of the bundle: its issuer id, its name (RFC 4514) and how that compares.
+    pub(crate) fn bundle_names(&self) -> Vec<(String, String, crate::dn::NameKey)> {
         self.read()
             .loaded
             .material
@@ -361,7 +385,8 @@ impl Trust {
             .map(|(_, cert)| {
                 (
                     crate::identity::issuer_id(cert.subject().as_raw()),
-                    cert.subject().to_string(),
+                    crate::dn::to_rfc4514(cert.subject()),
+                    crate::dn::NameKey::of(cert.subject()),
                 )
             })
             .collect()
@@ -743,7 +768,7 @@ fn read_crl_file(
                 )));
             }
         }
-        let issuer_name = crl.issuer().to_string();
+        let issuer_name = crate::dn::to_rfc4514(crl.issuer());
         let named: Vec<_> = bundle
             .iter()
             .filter_map(|cert| x509_parser::parse_x509_certificate(cert.as_ref()).ok())
@@ -754,7 +779,9 @@ fn read_crl_file(
             let reads_alike = bundle
                 .iter()
                 .filter_map(|cert| x509_parser::parse_x509_certificate(cert.as_ref()).ok())
-                .any(|(_, cert)| cert.subject().to_string() == issuer_name);
+                .any(|(_, cert)| {
+                    crate::dn::NameKey::of(cert.subject()) == crate::dn::NameKey::of(crl.issuer())
+                });
             let encoding = if reads_alike {
                 " (a CA of the bundle reads the same, but its name is encoded otherwise: the \
                  CRL must name its issuer exactly as the CA's certificate does)"

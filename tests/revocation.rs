@@ -30,10 +30,15 @@ struct Ca {
 
 /// A CA made outside Tidemark, as a partner's would be.
 fn outside_ca(common_name: &str) -> Ca {
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    outside_ca_named(name)
+}
+
+/// [`outside_ca`] with this name.
+fn outside_ca_named(name: rcgen::DistinguishedName) -> Ca {
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let key = KeyPair::generate().unwrap();
@@ -55,10 +60,15 @@ fn own_ca(pki: &TestPki) -> Ca {
     }
 }
 
-/// The subject of a PEM certificate, RFC 4514.
+/// The subject of a PEM certificate as RFC 4514 (and `openssl -nameopt rfc2253`)
+/// writes it: most specific first (x509-parser writes DER order; the test names hold no
+/// ", ").
 fn subject(pem: &str) -> String {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
-    pem.parse_x509().unwrap().subject().to_string()
+    let der_order = pem.parse_x509().unwrap().subject().to_string();
+    let mut parts: Vec<&str> = der_order.split(", ").collect();
+    parts.reverse();
+    parts.join(",")
 }
 
 /// A node certificate of `code` issued by `ca` with this serial.
@@ -455,4 +465,88 @@ async fn a_refused_reload_writes_and_records_nothing() {
     );
     let idn5 = node_with_serial(&pki, &partner, "IDN", &[5]);
     assert!(admitted(&server, &idn5).await, "nothing is in force");
+}
+
+/// Names that print alike are told apart: a name whose common name holds a comma is
+/// written escaped (RFC 4514), so each of two such CAs is named exactly, by `whoami`'s
+/// spelling or OpenSSL's; two CAs whose names differ only in string encoding, with
+/// different keys, are refused in one bundle, since no name could tell them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_names_that_read_alike_are_told_apart_or_refused() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let mut one_rdn = rcgen::DistinguishedName::new();
+    one_rdn.push(DnType::CommonName, "Ops, O=Exchange");
+    let mut two_rdns = rcgen::DistinguishedName::new();
+    two_rdns.push(DnType::OrganizationName, "Exchange");
+    two_rdns.push(DnType::CommonName, "Ops");
+    let (comma, pair) = (outside_ca_named(one_rdn), outside_ca_named(two_rdns));
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}{}", pki.ca.cert_pem(), pair.pem, comma.pem),
+    )
+    .unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    let [under_comma, under_pair] =
+        [&comma, &pair].map(|ca| node_with_serial(&pki, ca, "IDN", &[0x90]));
+    let issuer = |identity: &ClientIdentity| {
+        let endpoint = server.endpoint();
+        let identity = identity.clone();
+        async move {
+            let channel = client::connect(&endpoint, &identity).await.unwrap();
+            pb::exchange_client::ExchangeClient::new(channel)
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .certificate_issuer
+        }
+    };
+    assert_eq!(issuer(&under_comma).await, "CN=Ops\\, O=Exchange");
+    assert_eq!(issuer(&under_pair).await, "CN=Ops,O=Exchange");
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "90".into(),
+            issuer: "CN=Ops\\, O=Exchange".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!admitted(&server, &under_comma).await);
+    assert!(admitted(&server, &under_pair).await, "the other CA's 90");
+    // OpenSSL's spelling of the other, in another case, names it.
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "90".into(),
+            issuer: "cn=ops,o=exchange".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!admitted(&server, &under_pair).await);
+
+    // One name in two encodings, on two keys: refused at the reload, naming them.
+    let encoded = |value: rcgen::DnValue| {
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(DnType::CommonName, value);
+        outside_ca_named(name)
+    };
+    let utf8 = encoded(rcgen::DnValue::Utf8String("Partner CA".into()));
+    let printable = encoded(rcgen::DnValue::PrintableString(
+        "Partner CA".try_into().unwrap(),
+    ));
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}{}", pki.ca.cert_pem(), utf8.pem, printable.pem),
+    )
+    .unwrap();
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("certificates 2 and 3 are both CAs named \"CN=Partner CA\""),
+        "{refused:?}"
+    );
 }

@@ -396,9 +396,9 @@ async fn revoke(
     }
     if !r.issued_here {
         errln!(
-            "no certificate with serial {} was issued through this server (`admin certs` \
-             lists those that were): it is revoked all the same, which is right for one \
-             made offline, but check the serial",
+            "this server issued no certificate of serial {}{of} (`admin certs` lists those \
+             it did): it is revoked all the same, which is right for one made offline or by \
+             another CA, but check the serial and the issuer",
             r.serial
         );
     }

@@ -127,6 +127,11 @@ impl Lapse {
                 peer.serial(),
                 crate::clock::format_time(peer.not_after())
             )),
+            Self::Revoked if peer.certificates().len() > 1 => Status::unauthenticated(format!(
+                "client certificate {}, or the intermediate CA certificate that issued it, has \
+                 been revoked; ask your operator for a new one",
+                peer.serial()
+            )),
             Self::Revoked => Status::unauthenticated(format!(
                 "client certificate {} has been revoked; ask your operator for a new one",
                 peer.serial()

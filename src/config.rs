@@ -299,7 +299,8 @@ pub struct Limits {
     /// Queries, syncs and aggregates one principal may have in progress at once; more are
     /// refused with RESOURCE_EXHAUSTED (each holds a server thread while its caller
     /// reads, or a core while it is computed). However many analysts ask, the server
-    /// computes as many aggregates at once as it has cores; the others wait their turn.
+    /// computes as many aggregates at once as it has cores, and one analyst's next only
+    /// once its last is done: the others wait their turn.
     pub max_reads_per_principal: usize,
     /// Reads that go on the audit record (and so into the transparency log) one
     /// principal may start a minute: Query, Sync, Subscribe, Aggregate and the

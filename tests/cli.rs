@@ -872,6 +872,48 @@ async fn import_reads_a_pipe_whole_in_either_format() {
     }
 }
 
+/// What a stream holds is kept in an anonymous temporary file: nothing is left behind
+/// when the import is killed (an outside pass found named copies of the reports left in
+/// /tmp after Ctrl-C).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_from_a_pipe_leaves_no_copy_of_its_input_when_killed() {
+    use std::io::Write;
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let tmp = tempfile::TempDir::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "import",
+            "-",
+            "--endpoint",
+            &server.endpoint(),
+            "--as",
+            &aus,
+        ])
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"{\"reportId\": \"secret\"}\n").unwrap();
+    // The import is reading its input, which is not over yet.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let named = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(
+        named(tmp.path()),
+        0,
+        "a named copy of the input while it is read"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(named(tmp.path()), 0, "a copy of the input left behind");
+}
+
 /// Runs `import FILE --json` with extra flags; returns the summary and stderr.
 async fn import_json(
     file: &Path,

@@ -991,3 +991,65 @@ async fn a_reader_that_stops_reading_holds_no_snapshot_while_others_write() {
     assert!(query.message().await.unwrap().is_some());
     assert!(sync.message().await.unwrap().is_some());
 }
+
+/// A read refused a slot (`limits.max_reads_per_principal`) never started: it takes
+/// nothing from the budget of reads (an outside pass saw slot refusals spend it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_refused_a_slot_takes_nothing_from_the_read_budget() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.max_reads_per_principal = 1;
+        c.limits.reads_per_minute_per_principal = 3;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let envelopes = (0..600)
+        .map(|seed| {
+            sign(
+                &report("AUS", 1_000 + seed, false, all, &[]),
+                world.key("AUS"),
+            )
+        })
+        .collect();
+    common::import(&world.server, &world.pki, "AUS", envelopes).await;
+    let smuggling = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let channel = common::small_window_channel(&world.server, &node(&world.pki, "IDN")).await;
+    let mut idn = pb::exchange_client::ExchangeClient::new(channel);
+    // The one slot held by a read its caller is slow to take: the budget's first read.
+    let held = idn.query(smuggling.clone()).await.unwrap().into_inner();
+    for _ in 0..5 {
+        let refused = idn.query(smuggling.clone()).await.unwrap_err();
+        assert!(
+            refused.message().contains("max_reads_per_principal = 1"),
+            "{refused:?}"
+        );
+    }
+    drop(held);
+    // Once the server has let the slot go, the budget's two other reads are there.
+    let mut answered = 0;
+    let refused = loop {
+        match idn.query(smuggling.clone()).await {
+            Ok(stream) => {
+                answered += 1;
+                drop(stream);
+            }
+            Err(status) if status.message().contains("max_reads_per_principal") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => break status,
+        }
+        assert!(answered <= 3, "no read was refused for the budget");
+    };
+    assert_eq!(answered, 2);
+    assert!(
+        refused
+            .message()
+            .contains("reads_per_minute_per_principal = 3"),
+        "{refused:?}"
+    );
+}

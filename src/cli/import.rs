@@ -43,8 +43,9 @@ const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// see what was stored); the exit status is non-zero if any record was rejected.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The file to import (.jsonl or .csv). A stream (`/dev/stdin`, a pipe) is read to
-    /// its end first, into a private temporary file; it is CSV when its first line is the
+    /// The file to import (.jsonl or .csv); `-` is standard input. A stream (standard
+    /// input, a pipe) is read to its end first, into an anonymous temporary file (nothing
+    /// is left behind, however the import ends); it is CSV when its first line is the
     /// header `query --csv` writes.
     file: PathBuf,
     #[command(flatten)]
@@ -96,8 +97,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     // Read more than once: a stream is held in a temporary file first.
     let source = input::rereadable(&args.file)?;
     let format = Format::of(&args.file, &source)?;
-    let total = count_records(source.path(), format)?;
-    let mut records = records(source.path(), format)?;
+    let total = count_records(&source, format)?;
+    let mut records = records(&source, format)?;
     let mut exchange = ExchangeClient::new(args.client.connect().await?);
     let progress = super::progress::items(total, "reports");
     let mut tally = Tally::default();
@@ -528,7 +529,7 @@ impl Format {
             let mut first = String::new();
             // A header line is short; a longer first line is no header.
             std::io::BufRead::read_line(
-                &mut std::io::Read::take(input::open(source.path())?, 64 * 1024),
+                &mut std::io::Read::take(source.open()?, 64 * 1024),
                 &mut first,
             )
             .ok();
@@ -542,8 +543,11 @@ impl Format {
 
 /// The records of a JSON-lines or CSV file, read as they are consumed, each with the
 /// physical line it starts on.
-fn records(file: &Path, format: Format) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
-    let reader = input::open(file)?;
+fn records(
+    file: &input::Rereadable,
+    format: Format,
+) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
+    let reader = file.open()?;
     if format == Format::Csv {
         // The csv crate counts only "\n" as a line break (a file saved with "\r\n"
         // would be one line off, one with "\r" all on line 1): lines are counted here.
@@ -558,10 +562,10 @@ fn records(file: &Path, format: Format) -> anyhow::Result<Box<dyn Iterator<Item 
                     }
                     _ => csv_error(&e, &csv::StringRecord::new(), None),
                 };
-                anyhow!("{}: the CSV header cannot be read: {why}", file.display())
+                anyhow!("{}: the CSV header cannot be read: {why}", file.name())
             })?
             .clone();
-        check_header(file, &headers)?;
+        check_header(file.name(), &headers)?;
         Ok(Box::new(csv.into_records().map(move |row| match row {
             Ok(row) => {
                 let line = row.position().map_or(0, |p| lines.line_at(p.byte()));
@@ -715,10 +719,10 @@ const MIRROR_LINE: &str = "a signed envelope without its report (a sync mirror's
 /// Refuses, once, a file that is clearly not JSON lines — a CSV export under another
 /// name, or one pretty-printed JSON document (a report as `submit` takes it, or an array)
 /// — rather than refusing each of its lines as a report.
-fn not_json_lines(file: &Path) -> anyhow::Result<()> {
+fn not_json_lines(file: &input::Rereadable) -> anyhow::Result<()> {
     let mut first = String::new();
     let lines = BoundedLines {
-        reader: input::open(file)?,
+        reader: file.open()?,
         max: MAX_LINE_BYTES,
     };
     for line in lines {
@@ -735,27 +739,27 @@ fn not_json_lines(file: &Path) -> anyhow::Result<()> {
         bail!(
             "{} holds CSV (its first line is the header `query --csv` writes): name it \
              .csv, which import reads as CSV",
-            file.display()
+            file.name()
         );
     }
     if let Ok(serde_json::Value::Object(line)) = serde_json::from_str(&first)
         && line.contains_key("envelope")
         && !line.contains_key("report")
     {
-        bail!("{}: its first line is {MIRROR_LINE}", file.display());
+        bail!("{}: its first line is {MIRROR_LINE}", file.name());
     }
-    let small = std::fs::metadata(file).is_ok_and(|m| m.len() <= MAX_LINE_BYTES as u64);
+    let small = file.len() <= MAX_LINE_BYTES as u64;
     if serde_json::from_str::<serde::de::IgnoredAny>(&first).is_err()
         && small
-        && let Ok(text) = input::read_text(file)
+        && let Ok(text) = file.read_text()
         && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok()
     {
         bail!(
             "{} is one JSON document over several lines; import reads JSON lines, one report \
              per line (or CSV). Send one report with `tidemark submit {}`; for a JSON array, \
              write one element per line first (`jq -c '.[]' FILE > FILE.jsonl`)",
-            file.display(),
-            file.display()
+            file.name(),
+            file.name()
         );
     }
     Ok(())
@@ -763,7 +767,7 @@ fn not_json_lines(file: &Path) -> anyhow::Result<()> {
 
 /// Every column once, and no other: a file without its header would take its first
 /// report for one, and a column left out would lose what it holds without a word.
-fn check_header(file: &Path, headers: &csv::StringRecord) -> anyhow::Result<()> {
+fn check_header(file: &str, headers: &csv::StringRecord) -> anyhow::Result<()> {
     let columns = super::csv_rows::columns();
     let missing: Vec<&str> = columns
         .iter()
@@ -799,7 +803,7 @@ fn check_header(file: &Path, headers: &csv::StringRecord) -> anyhow::Result<()> 
             "{}: the first line is not the header `import` reads ({}): write the file as \
              `tidemark query --csv` does, its first line naming every column once, and \
              leave a cell empty where there is nothing to say",
-            file.display(),
+            file,
             why.join("; ")
         );
     }
@@ -941,19 +945,32 @@ impl<R: std::io::Read> std::io::Read for LineCounter<R> {
     }
 }
 
-fn count_records(file: &Path, format: Format) -> anyhow::Result<u64> {
+fn count_records(file: &input::Rereadable, format: Format) -> anyhow::Result<u64> {
     use std::io::BufRead;
-    let reader = input::open(file)?;
+    let reader = file.open()?;
     if format == Format::Csv {
         return Ok(csv::Reader::from_reader(reader).into_records().count() as u64);
     }
-    let mut count = 0u64;
-    for line in reader.split(b'\n') {
-        if !line?.iter().all(u8::is_ascii_whitespace) {
-            count += 1;
+    // Scanned, not split into lines: a line of hundreds of MB is never held whole.
+    let (mut count, mut blank) = (0u64, true);
+    let mut reader = reader;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
         }
+        for &byte in chunk {
+            if byte == b'\n' {
+                count += u64::from(!blank);
+                blank = true;
+            } else if !byte.is_ascii_whitespace() {
+                blank = false;
+            }
+        }
+        let read = chunk.len();
+        reader.consume(read);
     }
-    Ok(count)
+    Ok(count + u64::from(!blank))
 }
 
 #[cfg(test)]
@@ -1071,7 +1088,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let file = dir.path().join("bad.csv");
         std::fs::write(&file, out.into_inner().unwrap()).unwrap();
-        let said: Vec<(usize, String)> = records(&file, Format::Csv)
+        let said: Vec<(usize, String)> = records(&input::rereadable(&file).unwrap(), Format::Csv)
             .unwrap()
             .map(|(line, r)| (line, r.unwrap_err()))
             .collect();
@@ -1093,7 +1110,7 @@ mod tests {
         let text = std::fs::read_to_string(&file).unwrap();
         let headless = dir.path().join("headless.csv");
         std::fs::write(&headless, text.split_once('\n').unwrap().1).unwrap();
-        let Err(refused) = records(&headless, Format::Csv) else {
+        let Err(refused) = records(&input::rereadable(&headless).unwrap(), Format::Csv) else {
             panic!("a file without its header was read");
         };
         assert!(refused.to_string().contains("not the header"), "{refused}");
@@ -1106,7 +1123,7 @@ mod tests {
         ] {
             let changed = dir.path().join("changed.csv");
             std::fs::write(&changed, format!("{changed_header}\n{body}")).unwrap();
-            let Err(refused) = records(&changed, Format::Csv) else {
+            let Err(refused) = records(&input::rereadable(&changed).unwrap(), Format::Csv) else {
                 panic!("{said}: read");
             };
             assert!(refused.to_string().contains(said), "{refused}");

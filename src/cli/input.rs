@@ -45,18 +45,17 @@ pub fn read_text_at_most(path: &Path, max: u64) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))?;
     match text.strip_prefix(BOM) {
         // One is skipped, as every reader of a file does; a second is content.
-        Some(rest) if rest.starts_with(BOM) => Err(two_boms(path)),
+        Some(rest) if rest.starts_with(BOM) => Err(two_boms(&path.display().to_string())),
         Some(rest) => Ok(rest.to_owned()),
         None => Ok(text),
     }
 }
 
 /// A file that starts with two byte-order marks.
-fn two_boms(path: &Path) -> anyhow::Error {
+fn two_boms(name: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "{} starts with two byte-order marks (U+FEFF); one is read at the start of a file: \
-         save it again as UTF-8",
-        path.display()
+        "{name} starts with two byte-order marks (U+FEFF); one is read at the start of a \
+         file: save it again as UTF-8"
     )
 }
 
@@ -71,57 +70,105 @@ pub fn read_note(path: &Path, max: u64) -> anyhow::Result<String> {
 }
 
 /// A file that can be read more than once: the file itself when it is a regular file;
-/// a stream — a pipe (`<(…)`, `/dev/stdin`), a FIFO — copied first to a private
-/// temporary file (mode 0600), removed when this is dropped. A command that reads its
+/// a stream — standard input (`-`, `/dev/stdin`), a pipe (`<(…)`), a FIFO — copied
+/// first to an anonymous temporary file, which has no name from the start (nothing is
+/// left behind however the command ends, Ctrl-C included). A command that reads its
 /// input twice (to count, then to send) would otherwise find the stream empty the
 /// second time and do nothing, saying it did.
 pub struct Rereadable {
-    spool: Option<tempfile::TempPath>,
+    /// How messages name it: its path, or "standard input".
+    name: String,
     path: std::path::PathBuf,
+    spool: Option<File>,
 }
 
 impl Rereadable {
-    /// Where to read it.
-    pub fn path(&self) -> &Path {
-        self.spool.as_deref().unwrap_or(&self.path)
+    /// How messages name it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Whether it was a stream.
     pub fn was_stream(&self) -> bool {
         self.spool.is_some()
     }
+
+    /// A buffered reader over it from its start, past a leading byte-order mark.
+    pub fn open(&self) -> anyhow::Result<BufReader<File>> {
+        let Some(spool) = &self.spool else {
+            return open(&self.path);
+        };
+        let mut file = spool
+            .try_clone()
+            .with_context(|| format!("cannot read {} again", self.name))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))
+            .with_context(|| format!("cannot read {} again", self.name))?;
+        past_bom(file, &self.name)
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.spool {
+            Some(spool) => spool.metadata().map_or(0, |m| m.len()),
+            None => std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+        }
+    }
+
+    /// All of it as text, if it is at most [`MAX_TEXT_FILE`] bytes of UTF-8.
+    pub fn read_text(&self) -> anyhow::Result<String> {
+        use std::io::Read as _;
+        let mut text = String::new();
+        self.open()?
+            .take(MAX_TEXT_FILE)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", self.name))?;
+        Ok(text)
+    }
 }
 
-/// `path` as a [`Rereadable`].
+/// `path` as a [`Rereadable`]; `-` is standard input.
 pub fn rereadable(path: &Path) -> anyhow::Result<Rereadable> {
+    let stdin = path == Path::new("-");
+    let path = if stdin { Path::new("/dev/stdin") } else { path };
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.is_file() || meta.is_dir() {
         return Ok(Rereadable {
-            spool: None,
+            name: path.display().to_string(),
             path: path.to_owned(),
+            spool: None,
         });
     }
-    let mut source = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut spool = tempfile::Builder::new()
-        .prefix("tidemark-input-")
-        .tempfile()
+    let name = if stdin || path == Path::new("/dev/stdin") {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let mut source = File::open(path).with_context(|| format!("cannot read {name}"))?;
+    let mut spool = tempfile::tempfile()
         .context("cannot make a temporary file to hold the stream (set TMPDIR)")?;
     std::io::copy(&mut source, &mut spool)
-        .with_context(|| format!("cannot read {} to its end", path.display()))?;
+        .with_context(|| format!("cannot read {name} to its end"))?;
     Ok(Rereadable {
-        spool: Some(spool.into_temp_path()),
+        name,
         path: path.to_owned(),
+        spool: Some(spool),
     })
 }
 
 /// A buffered reader over the file, past a leading byte-order mark.
 pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    past_bom(file, &path.display().to_string())
+}
+
+/// A buffered reader over `file` (named `name` in messages), past a leading byte-order
+/// mark.
+fn past_bom(file: File, name: &str) -> anyhow::Result<BufReader<File>> {
     let mut reader = BufReader::new(file);
     let starts_with_bom = reader
         .fill_buf()
-        .with_context(|| format!("cannot read {}", path.display()))?
+        .with_context(|| format!("cannot read {name}"))?
         .starts_with(BOM.as_bytes());
     if starts_with_bom {
         reader.consume(BOM.len());
@@ -129,10 +176,10 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
         // CSV reader would skip it silently).
         if reader
             .fill_buf()
-            .with_context(|| format!("cannot read {}", path.display()))?
+            .with_context(|| format!("cannot read {name}"))?
             .starts_with(BOM.as_bytes())
         {
-            return Err(two_boms(path));
+            return Err(two_boms(name));
         }
     }
     Ok(reader)

@@ -254,7 +254,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         include_log_proofs: args.output.log_proofs,
         ..query_request(&args.filter)?
     };
-    let mut exchange = ExchangeClient::new(args.client.connect().await?);
+    let exchange = ExchangeClient::new(args.client.connect().await?);
     let mut out = std::io::BufWriter::new(super::stdout());
     let mut csv = args
         .output
@@ -271,11 +271,13 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
             break;
         }
         request.limit = remaining.unwrap_or(0);
-        let mut stream = exchange
-            .query(request.clone())
-            .await
-            .map_err(|s| anyhow!(client::explain(&s)))?
-            .into_inner();
+        let mut stream = budgeted(|| {
+            let (mut exchange, request) = (exchange.clone(), request.clone());
+            async move { exchange.query(request).await }
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
         if table && total == 0 {
             write_header(&mut out)?;
         }
@@ -296,11 +298,13 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
                         }
                     }
                     page = 0;
-                    stream = exchange
-                        .query(request.clone())
-                        .await
-                        .map_err(|s| anyhow!(client::explain(&s)))?
-                        .into_inner();
+                    stream = budgeted(|| {
+                        let (mut exchange, request) = (exchange.clone(), request.clone());
+                        async move { exchange.query(request).await }
+                    })
+                    .await
+                    .map_err(|s| anyhow!(client::explain(&s)))?
+                    .into_inner();
                     continue;
                 }
                 Err(status) => bail!(client::explain(&status)),
@@ -348,6 +352,56 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Starts a read, waiting out the server's pushback (gRFC A6 `grpc-retry-pushback-ms`)
+/// when this caller's budget of reads is spent — a few times, at most two minutes each —
+/// so that a long query or sync continues rather than ends half-written.
+async fn budgeted<T, Fut: std::future::Future<Output = Result<T, tonic::Status>>>(
+    mut start: impl FnMut() -> Fut,
+) -> Result<T, tonic::Status> {
+    for _ in 0..5 {
+        match start().await {
+            Err(status) if pushback(&status).is_some() => {
+                let wait = pushback(&status).unwrap_or_default();
+                errln!(
+                    "the server's budget of reads for this certificate is spent for now; \
+                     continuing in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            answered => return answered,
+        }
+    }
+    start().await
+}
+
+/// Starts a sync, waiting out the server's pushback ([`budgeted`]).
+async fn start_sync(
+    exchange: &ExchangeClient<tonic::transport::Channel>,
+    request: pb::SyncRequest,
+) -> Result<tonic::Streaming<pb::SyncItem>, tonic::Status> {
+    budgeted(|| {
+        let mut exchange = exchange.clone();
+        async move { exchange.sync(request).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// How long the server asks a refused read to wait, if it says so and it is at most
+/// two minutes.
+fn pushback(status: &tonic::Status) -> Option<std::time::Duration> {
+    let ms: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    (status.code() == tonic::Code::ResourceExhausted && ms <= 120_000)
+        .then(|| std::time::Duration::from_millis(ms))
 }
 
 /// Whether a read that ended with `status` is continued from where it got to: the
@@ -416,17 +470,15 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     if let Some(last) = &mirrored {
         same_history(channel.clone(), last, &data_path).await?;
     }
-    let mut exchange = ExchangeClient::new(channel);
+    let exchange = ExchangeClient::new(channel);
     let mut request = pb::SyncRequest {
         category: args.category.to_pb() as i32,
         after_sequence: cursor,
         include_log_proofs: args.log_proofs,
     };
-    let mut stream = exchange
-        .sync(request)
+    let mut stream = start_sync(&exchange, request)
         .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
+        .map_err(|s| anyhow!(client::explain(&s)))?;
     let mut file = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -446,8 +498,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
                 pending = 0;
                 resumed_at = cursor;
                 request.after_sequence = cursor;
-                match exchange.sync(request).await {
-                    Ok(next) => stream = next.into_inner(),
+                match start_sync(&exchange, request).await {
+                    Ok(next) => stream = next,
                     Err(status) => break Err(status),
                 }
             }

@@ -1,6 +1,8 @@
 //! The `tidemark.v1.Analytics` service: who may aggregate, then the domain's answer,
 //! then the audit record.
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -84,12 +86,8 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         let _worker = self
             .ctx
             .aggregates
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| {
-                Status::unavailable("the server is stopping; ask again once it is back")
-            })?;
+            .worker(&peer.principal().spiffe_id())
+            .await?;
         let categories = query
             .categories()
             .map(crate::report::Category::label)
@@ -161,5 +159,53 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             })
             .await?;
         Ok(Response::new(answer.response))
+    }
+}
+
+/// The server's aggregate workers: as many aggregates are computed at once as the server
+/// has cores (each can take a core and tens of MiB), and each principal has at most one
+/// waiting for a worker or computing at a time, so that one analyst's burst does not
+/// hold up another's question (its other aggregates wait behind its own).
+pub(super) struct Workers {
+    cores: Arc<tokio::sync::Semaphore>,
+    /// Each principal's turn, while it has an aggregate waiting or computing.
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A worker's time for one aggregate; dropped, the next gets it.
+pub(super) struct Worker {
+    _core: tokio::sync::OwnedSemaphorePermit,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Workers {
+    pub(super) fn new(cores: usize) -> Self {
+        Self {
+            cores: Arc::new(tokio::sync::Semaphore::new(cores)),
+            turns: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Waits for `principal`'s turn, then for a free worker.
+    pub(super) async fn worker(&self, principal: &str) -> Result<Worker, Status> {
+        let stopping = |_| Status::unavailable("the server is stopping; ask again once it is back");
+        let turn = {
+            let mut turns = self
+                .turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Forget the principals none of whose aggregates waits or computes.
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            turns
+                .entry(principal.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+                .clone()
+        };
+        let turn = turn.acquire_owned().await.map_err(stopping)?;
+        let core = self.cores.clone().acquire_owned().await.map_err(stopping)?;
+        Ok(Worker {
+            _core: core,
+            _turn: turn,
+        })
     }
 }

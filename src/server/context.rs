@@ -68,9 +68,8 @@ pub(super) struct Context {
     pub metrics: Arc<Metrics>,
     /// Refusal records, from each principal's budget.
     pub refusals: super::refusals::RefusalRecords,
-    /// Aggregates computed at once, by every analyst together (the cores the server
-    /// has, at least 2): more wait their turn.
-    pub aggregates: Arc<tokio::sync::Semaphore>,
+    /// Who computes aggregates, and when.
+    pub aggregates: Arc<super::analytics::Workers>,
     /// Reads on record each principal may start (`limits.reads_per_minute_per_principal`).
     pub read_budget: Arc<super::budgets::Budgets>,
     /// `limits.reads_per_minute_per_principal`, for the refusal's message.

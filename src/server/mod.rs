@@ -202,7 +202,7 @@ impl Server {
             page_bytes: limits.max_message_bytes.min(4 << 20) / 4 * 3,
             metrics: self.metrics.clone(),
             refusals,
-            aggregates: Arc::new(tokio::sync::Semaphore::new(
+            aggregates: Arc::new(analytics::Workers::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             )),
             read_budget: Arc::new(budgets::Budgets::new(

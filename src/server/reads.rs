@@ -514,8 +514,9 @@ impl Context {
         Err(self.refusals.refuse(record, status).await)
     }
 
-    /// [`Self::take_read`], then [`Self::open_slot`]: a read on record that holds a
-    /// stream open.
+    /// [`Self::open_slot`], then [`Self::take_read`]: a read on record that holds a
+    /// stream open. A read refused a slot never started, so it takes nothing from the
+    /// read budget.
     pub(super) async fn open_budgeted(
         &self,
         streams: &OpenStreams,
@@ -523,8 +524,11 @@ impl Context {
         state: &str,
         (action, detail): (&str, &str),
     ) -> Result<StreamSlot, Status> {
+        let slot = self
+            .open_slot(streams, peer, state, (action, detail))
+            .await?;
         self.take_read(peer, (action, detail)).await?;
-        self.open_slot(streams, peer, state, (action, detail)).await
+        Ok(slot)
     }
 
     /// What a subscription pushes next: the matching changes after `cursor`, from a fresh

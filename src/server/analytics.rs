@@ -209,3 +209,35 @@ impl Workers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::Workers;
+
+    /// With one worker busy with A's aggregate, B's question is computed before A's
+    /// next, though A asked first: each principal has one aggregate in line at a time.
+    #[tokio::test]
+    async fn one_analysts_burst_does_not_hold_up_anothers_question() {
+        let workers = Arc::new(Workers::new(1));
+        let first = workers.worker("A").await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let ask = |who: &'static str| {
+            let (workers, order) = (workers.clone(), order.clone());
+            tokio::spawn(async move {
+                let _worker = workers.worker(who).await.unwrap();
+                order.lock().unwrap().push(who);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            })
+        };
+        let a_again = ask("A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let b = ask("B");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        a_again.await.unwrap();
+        b.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["B", "A"]);
+    }
+}

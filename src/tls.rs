@@ -86,7 +86,7 @@ impl ServerTlsMaterial {
         let verifier = verifier
             .build()
             .map_err(|e| TlsError::Config(format!("client certificate verifier: {e}")))?;
-        let verifier = Arc::new(LoggingVerifier(verifier));
+        let verifier = Arc::new(LoggingVerifier(verifier, PathLimits::of(&self.client_ca)));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -124,7 +124,59 @@ impl ServerTlsMaterial {
 /// certificate's serial and SAN URIs (the principal it claims, unverified), which the
 /// handshake's own error does not carry.
 #[derive(Debug)]
-struct LoggingVerifier(Arc<dyn ClientCertVerifier>);
+struct LoggingVerifier(Arc<dyn ClientCertVerifier>, PathLimits);
+
+/// Each CA of the bundle by name (DER), with the most intermediate CAs its
+/// basicConstraints pathLenConstraint allows under it (RFC 5280 §4.2.1.9), if it limits
+/// them: webpki does not apply a trust anchor's own constraints.
+#[derive(Debug, Default)]
+struct PathLimits(Vec<(Vec<u8>, Option<u32>)>);
+
+impl PathLimits {
+    fn of(bundle: &[CertificateDer<'_>]) -> Self {
+        Self(
+            bundle
+                .iter()
+                .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+                .map(|(_, cert)| {
+                    let limit = match cert.basic_constraints() {
+                        Ok(Some(bc)) => bc.value.path_len_constraint,
+                        _ => None,
+                    };
+                    (cert.subject().as_raw().to_vec(), limit)
+                })
+                .collect(),
+        )
+    }
+
+    /// Why the chain from `end_entity` up through `intermediates` to a CA of the bundle
+    /// breaks that CA's path length limit, if it does.
+    fn exceeded(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Option<Unusable> {
+        let (_, leaf) = x509_parser::parse_x509_certificate(end_entity).ok()?;
+        let parsed: Vec<_> = intermediates
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| cert)
+            .collect();
+        let mut issuer = leaf.issuer().as_raw();
+        for below in (0..=parsed.len()).map(|n| u32::try_from(n).unwrap_or(u32::MAX)) {
+            if let Some((_, limit)) = self.0.iter().find(|(name, _)| name.as_slice() == issuer) {
+                return limit
+                    .filter(|limit| below > *limit)
+                    .map(|limit| Unusable::PathLength { below, limit });
+            }
+            let next = parsed
+                .iter()
+                .find(|cert| cert.subject().as_raw() == issuer && cert.is_ca())?;
+            issuer = next.issuer().as_raw();
+        }
+        None
+    }
+}
 
 impl ClientCertVerifier for LoggingVerifier {
     fn offer_client_auth(&self) -> bool {
@@ -152,6 +204,15 @@ impl ClientCertVerifier for LoggingVerifier {
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),
                 ))
+            })
+            .and_then(|()| {
+                self.1
+                    .exceeded(end_entity, intermediates)
+                    .map_or(Ok(()), |why| {
+                        Err(rustls::Error::InvalidCertificate(
+                            rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),
+                        ))
+                    })
             })
             .and_then(|()| {
                 if for_client_auth(end_entity) {
@@ -244,6 +305,12 @@ enum Unusable {
     /// Its serial, which no revocation could name without ambiguity.
     #[error("the certificate's serial number is {0}")]
     Serial(&'static str),
+    /// More intermediate CAs under a CA of the bundle than it allows.
+    #[error(
+        "the chain has {below} intermediate CAs under a CA of the bundle whose \
+         pathLenConstraint allows {limit}"
+    )]
+    PathLength { below: u32, limit: u32 },
 }
 
 /// Logs a refused client certificate with what it claims (the handshake's span adds
@@ -411,6 +478,7 @@ mod tests {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .unwrap(),
+            PathLimits::default(),
         );
         let verify = |der: &CertificateDer<'_>| {
             verifier

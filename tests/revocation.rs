@@ -311,7 +311,35 @@ async fn a_revoked_intermediate_ca_ends_its_certificates_rights() {
         config.limits.lapsed_connection_grace_secs = 1;
     })
     .await;
-    let root = own_ca(&pki);
+    // A chain through an intermediate under a CA of the bundle that allows one.
+    let root = outside_ca("Regional root CA");
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", pki.ca.cert_pem(), root.pem),
+    )
+    .unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    let edge = through_an_intermediate(&pki, &root);
+    assert!(admitted(&server, &edge).await);
+    let channel = client::connect(&server.endpoint(), &edge).await.unwrap();
+    let mut watch = common::exchange_health_watch(channel).await;
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "64".into(),
+            reason: "ca-compromise".into(),
+            issuer: root.name.clone(),
+        })
+        .await
+        .unwrap();
+    ends_unauthenticated(&mut watch).await;
+    assert!(!admitted(&server, &edge).await);
+}
+
+/// A node certificate under an intermediate CA (serial 64) that `root` issued, with the
+/// intermediate in the chain it presents.
+fn through_an_intermediate(pki: &TestPki, root: &Ca) -> ClientIdentity {
     let mut params = CertificateParams::default();
     params
         .distinguished_name
@@ -328,27 +356,23 @@ async fn a_revoked_intermediate_ca_ends_its_certificates_rights() {
         issuer: Issuer::new(params, key),
     };
     let (leaf_cert, leaf_key) = node_cert(&intermediate, "IDN", &[1]);
-    let edge = ClientIdentity::from_pem(
+    ClientIdentity::from_pem(
         format!("{leaf_cert}{}", intermediate.pem),
         leaf_key,
         pki.ca.cert_pem().to_owned(),
-    );
-    assert!(admitted(&server, &edge).await);
-    let channel = client::connect(&server.endpoint(), &edge).await.unwrap();
-    let mut watch = common::exchange_health_watch(channel).await;
-    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
-    server
-        .admin(&operator(&pki))
-        .await
-        .revoke_certificate(pb::RevokeCertificateRequest {
-            serial: "64".into(),
-            reason: "ca-compromise".into(),
-            issuer: root.name.clone(),
-        })
-        .await
-        .unwrap();
-    ends_unauthenticated(&mut watch).await;
+    )
+}
+
+/// A CA of the bundle whose pathLenConstraint is 0 (as `pki init` makes the exchange's)
+/// issues no intermediate CA whose certificates it accepts (RFC 5280 §4.2.1.9; webpki
+/// does not apply a trust anchor's constraints).
+#[tokio::test]
+async fn no_intermediate_stands_under_a_ca_that_allows_none() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let edge = through_an_intermediate(&pki, &own_ca(&pki));
     assert!(!admitted(&server, &edge).await);
+    assert!(admitted(&server, &common::node(&pki, "IDN")).await);
 }
 
 /// RFC 5280 §4.1.2.2: a serial is a positive integer of at most 20 octets. One that is

@@ -4,10 +4,15 @@
 //! A name is written most specific first (the reverse of its DER order), its RDNs
 //! separated by `,` and the attributes of one RDN by `+`; a value's `"`, `+`, `,`, `;`,
 //! `<`, `>` and `\`, a leading `#` or space and a trailing space are escaped with `\`
-//! (RFC 4514 §2.4). Attribute types use the short names OpenSSL's `-nameopt rfc2253`
-//! prints (CN, O, OU, C, L, ST, serialNumber, emailAddress, DC, UID, …), other types
-//! their dotted OID; a value that is not a string is `#` and the hex of its bytes. So an
-//! ASCII name reads exactly as `openssl x509 -noout -issuer -nameopt rfc2253` prints it.
+//! (RFC 4514 §2.4), and — as OpenSSL does — control and formatting characters as the
+//! `\XX` hex of their UTF-8 bytes, so a name on a terminal shows what it holds.
+//! Attribute types use the short names OpenSSL's `-nameopt rfc2253` prints (CN, O, OU, C,
+//! L, ST, serialNumber, emailAddress, DC, UID, …); a type known only by its dotted OID,
+//! or a value that is not a string, is written `#` and the hex of the value's BER (§2.4).
+//! Every string type reads as the text it holds (UTF8String, PrintableString, IA5String;
+//! BMPString as UTF-16, UniversalString as UTF-32, TeletexString as ISO 8859-1). So a
+//! name reads as `openssl x509 -noout -issuer -nameopt rfc2253` prints it, but for
+//! non-ASCII letters, which OpenSSL escapes and this writes as they are (both read back).
 //!
 //! Names compare (RFC 5280 §7.1, simplified) RDN by RDN, attribute types by OID and
 //! string values without regard to case or to the string type that encodes them: two
@@ -42,13 +47,16 @@ const SHORT_NAMES: [(&str, &str); 18] = [
 ];
 
 /// Other names people write for the same types (RFC 4514 §3, OpenSSL long names).
-const ALIASES: [(&str, &str); 6] = [
+const ALIASES: [(&str, &str); 9] = [
     ("2.5.4.9", "STREET"),
     ("0.9.2342.19200300.100.1.1", "UID"),
     ("2.5.4.3", "commonName"),
     ("2.5.4.10", "organizationName"),
     ("2.5.4.11", "organizationalUnitName"),
     ("2.5.4.6", "countryName"),
+    ("0.9.2342.19200300.100.1.25", "domainComponent"),
+    ("1.2.840.113549.1.9.1", "E"),
+    ("2.5.4.5", "SERIALNUMBER"),
 ];
 
 /// `name` as RFC 4514 writes it.
@@ -61,7 +69,7 @@ pub(crate) fn to_rfc4514(name: &X509Name<'_>) -> String {
                     format!(
                         "{}={}",
                         type_name(attribute.attr_type()),
-                        escaped(&value_text(attribute))
+                        value_text(attribute)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -84,7 +92,7 @@ impl NameKey {
                 .map(|rdn| {
                     let mut attributes: Vec<(String, String)> = rdn
                         .iter()
-                        .map(|a| (a.attr_type().to_id_string(), fold(&value_text(a))))
+                        .map(|a| (a.attr_type().to_id_string(), value_key(a)))
                         .collect();
                     attributes.sort();
                     attributes
@@ -107,9 +115,15 @@ impl NameKey {
                 let (kind, value) = attribute
                     .split_once('=')
                     .ok_or_else(|| format!("{attribute:?} is not TYPE=VALUE"))?;
-                let oid = type_oid(kind.trim())
-                    .ok_or_else(|| format!("{:?} is not an attribute type", kind.trim()))?;
-                attributes.push((oid, fold(&unescaped(value)?)));
+                let oid = type_oid(kind.trim()).ok_or_else(|| {
+                    format!(
+                        "{:?} is not an attribute type this server knows: write a short name \
+                         (CN, O, OU, C, L, ST, serialNumber, emailAddress, DC, UID, …) or a \
+                         dotted OID",
+                        kind.trim()
+                    )
+                })?;
+                attributes.push((oid, written_key(value)?));
             }
             attributes.sort();
             rdns.push(attributes);
@@ -159,22 +173,95 @@ fn type_oid(kind: &str) -> Option<String> {
     .then(|| dotted.to_owned())
 }
 
-/// An attribute's value as text: its string, or `#` and the hex of its bytes.
-fn value_text(attribute: &AttributeTypeAndValue<'_>) -> String {
-    match attribute.as_str() {
-        Ok(text) => text.to_owned(),
-        Err(_) => format!("#{}", hex::encode(attribute.attr_value().data)),
+/// An attribute's value: its string, whatever string type encodes it, or `None`.
+fn value_string(attribute: &AttributeTypeAndValue<'_>) -> Option<String> {
+    let value = attribute.attr_value();
+    let header = &value.header;
+    if header.class() != x509_parser::der_parser::asn1_rs::Class::Universal {
+        return None;
+    }
+    decode_string(header.tag().0, value.data)
+}
+
+/// The text of a universal string type's content: UTF8String, PrintableString,
+/// IA5String, VisibleString and NumericString as they are, BMPString as UTF-16BE,
+/// UniversalString as UTF-32BE, TeletexString as ISO 8859-1 (as OpenSSL reads it).
+fn decode_string(tag: u32, data: &[u8]) -> Option<String> {
+    match tag {
+        12 | 18 | 19 | 22 | 26 => String::from_utf8(data.to_vec()).ok(),
+        20 => Some(data.iter().map(|b| char::from(*b)).collect()),
+        30 => {
+            let units: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+                .collect();
+            data.len()
+                .is_multiple_of(2)
+                .then(|| String::from_utf16(&units).ok())?
+        }
+        28 => data.len().is_multiple_of(4).then(|| {
+            data.chunks_exact(4)
+                .map(|q| char::from_u32(u32::from_be_bytes([q[0], q[1], q[2], q[3]])))
+                .collect::<Option<String>>()
+        })?,
+        _ => None,
     }
 }
 
-/// `value` escaped as RFC 4514 §2.4 asks (a `#hex` value as it is).
-fn escaped(value: &str) -> String {
-    if value.starts_with('#')
-        && value.len() > 1
-        && value[1..].bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return value.to_owned();
+/// The BER (DER) encoding of an attribute's value, as RFC 4514's `#hex` form holds it.
+fn value_der(attribute: &AttributeTypeAndValue<'_>) -> Vec<u8> {
+    let value = attribute.attr_value();
+    let header = &value.header;
+    let class = match header.class() {
+        x509_parser::der_parser::asn1_rs::Class::Universal => 0u8,
+        x509_parser::der_parser::asn1_rs::Class::Application => 1,
+        x509_parser::der_parser::asn1_rs::Class::ContextSpecific => 2,
+        x509_parser::der_parser::asn1_rs::Class::Private => 3,
+    };
+    let tag = u8::try_from(header.tag().0).unwrap_or(31).min(30);
+    let mut der = vec![class << 6 | u8::from(header.constructed()) << 5 | tag];
+    let len = value.data.len();
+    if len < 0x80 {
+        der.push(u8::try_from(len).unwrap_or(0));
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        der.push(0x80 | u8::try_from(bytes.len()).unwrap_or(0));
+        der.extend(bytes);
     }
+    der.extend_from_slice(value.data);
+    der
+}
+
+/// An attribute as it is written: a known type's string value escaped, or — for a type
+/// known only by its OID, or a value that is not a string — `#` and the hex of the
+/// value's BER encoding (RFC 4514 §2.4).
+fn value_text(attribute: &AttributeTypeAndValue<'_>) -> String {
+    let known = SHORT_NAMES
+        .iter()
+        .any(|(oid, _)| *oid == attribute.attr_type().to_id_string());
+    match value_string(attribute) {
+        Some(text) if known => escaped(&text),
+        _ => format!("#{}", hex::encode_upper(value_der(attribute))),
+    }
+}
+
+/// An attribute's value as it compares: its string folded, or `#` and its BER in hex.
+fn value_key(attribute: &AttributeTypeAndValue<'_>) -> String {
+    match value_string(attribute) {
+        Some(text) => fold(&text),
+        None => format!("#{}", hex::encode(value_der(attribute))),
+    }
+}
+
+/// `value` escaped as RFC 4514 §2.4 asks, and — as OpenSSL does — control and invisible
+/// formatting characters (bidirectional overrides among them) as the `\XX` hex of their
+/// UTF-8 bytes, so that a name printed on a terminal shows what it holds.
+fn escaped(value: &str) -> String {
+    use unicode_general_category::{GeneralCategory, get_general_category};
     let last = value.chars().count().saturating_sub(1);
     let mut out = String::with_capacity(value.len());
     for (at, c) in value.chars().enumerate() {
@@ -185,7 +272,13 @@ fn escaped(value: &str) -> String {
             }
             '#' if at == 0 => out.push_str("\\#"),
             ' ' if at == 0 || at == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
+            c if c.is_control() || get_general_category(c) == GeneralCategory::Format => {
+                let mut buffer = [0; 4];
+                for byte in c.encode_utf8(&mut buffer).bytes() {
+                    out.push('\\');
+                    out.push_str(&hex::encode_upper([byte]));
+                }
+            }
             c => out.push(c),
         }
     }
@@ -211,13 +304,30 @@ fn split_unescaped(text: &str, separator: char) -> Vec<&str> {
     parts
 }
 
-/// A written value, its escapes undone: `\c`, `\XX` (bytes of UTF-8), or a whole
-/// `#hex` value (kept as written: it compares as the same form of a certificate's).
-fn unescaped(value: &str) -> Result<String, String> {
+/// A written value as it compares ([`value_key`]): a string with its escapes undone, or
+/// a `#hex` BER value decoded when it holds a string.
+fn written_key(value: &str) -> Result<String, String> {
     let value = value.trim_start();
-    if value.starts_with('#') {
-        return Ok(value.to_ascii_lowercase());
-    }
+    let Some(hex_digits) = value.strip_prefix('#') else {
+        return Ok(fold(&unescaped(value)?));
+    };
+    let der = hex::decode(hex_digits.trim_end()).map_err(|_| {
+        format!("{value:?} starts with # but is not hex (escape a leading # as \\#)")
+    })?;
+    let string = match der.as_slice() {
+        [tag, len, data @ ..] if *len < 0x80 && usize::from(*len) == data.len() => {
+            decode_string(u32::from(*tag), data)
+        }
+        [tag, 0x81, len, data @ ..] if usize::from(*len) == data.len() => {
+            decode_string(u32::from(*tag), data)
+        }
+        _ => None,
+    };
+    Ok(string.map_or_else(|| format!("#{}", hex::encode(&der)), |text| fold(&text)))
+}
+
+/// A written value, its escapes undone: `\c`, or `\XX` (bytes of UTF-8).
+fn unescaped(value: &str) -> Result<String, String> {
     let mut bytes = Vec::with_capacity(value.len());
     let mut chars = value.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
@@ -312,6 +422,77 @@ mod tests {
         for bad in ["", "Partner CA", "XX=Partner", "CN=Partner\\"] {
             assert!(NameKey::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A name of one RDN whose value is `der` (the attribute's BER), DER-encoded.
+    fn name_der(oid: &[u8], value: &[u8]) -> Vec<u8> {
+        let attribute = [&[0x06, u8::try_from(oid.len()).unwrap()][..], oid, value].concat();
+        let sequence = [
+            &[0x30, u8::try_from(attribute.len()).unwrap()][..],
+            &attribute,
+        ]
+        .concat();
+        let set = [
+            &[0x31, u8::try_from(sequence.len()).unwrap()][..],
+            &sequence,
+        ]
+        .concat();
+        [&[0x30, u8::try_from(set.len()).unwrap()][..], &set].concat()
+    }
+
+    fn parsed(der: &[u8]) -> (String, NameKey) {
+        use x509_parser::prelude::FromDer;
+        let (_, name) = X509Name::from_der(der).unwrap();
+        (to_rfc4514(&name), NameKey::of(&name))
+    }
+
+    /// BMPString (UTF-16), TeletexString (ISO 8859-1) and UniversalString values read as
+    /// the text they hold, and compare with the same text in UTF-8; a type known only by
+    /// its OID is written `#` and its value's BER in hex, as OpenSSL and RFC 4514 write
+    /// it, and that form names it; control and formatting characters are written as
+    /// `\XX`, never raw.
+    #[test]
+    fn every_string_encoding_reads_as_its_text() {
+        const CN: &[u8] = &[0x55, 0x04, 0x03];
+        let utf16: Vec<u8> = "Grüße CA"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let bmp = [&[0x1E, u8::try_from(utf16.len()).unwrap()][..], &utf16].concat();
+        let (text, key) = parsed(&name_der(CN, &bmp));
+        assert_eq!(text, "CN=Grüße CA");
+        let text_bytes = "Grüße CA".as_bytes();
+        let utf8 = [
+            &[0x0C, u8::try_from(text_bytes.len()).unwrap()][..],
+            text_bytes,
+        ]
+        .concat();
+        assert_eq!(parsed(&name_der(CN, &utf8)).1, key);
+        let teletex = [
+            &[0x14, 8][..],
+            &[b'G', b'r', 0xFC, 0xDF, b'e', b' ', b'C', b'A'],
+        ]
+        .concat();
+        assert_eq!(parsed(&name_der(CN, &teletex)).1, key);
+        assert_eq!(NameKey::parse("CN=Gr\\C3\\BC\\C3\\9Fe CA").unwrap(), key);
+        let bmp_hex = format!("CN=#{}", hex::encode_upper(&bmp));
+        assert_eq!(NameKey::parse(&bmp_hex).unwrap(), key);
+        // A type known by its OID alone.
+        let other = [&[0x0C, 3][..], b"foo"].concat();
+        let (text, key) = parsed(&name_der(&[0x53, 0x04], &other));
+        assert_eq!(text, "2.3.4=#0C03666F6F");
+        assert_eq!(NameKey::parse("2.3.4=#0C03666F6F").unwrap(), key);
+        assert!(NameKey::parse("CN=#hash CA").is_err());
+        // What a terminal would obey is written as hex.
+        let evil = "Evil\u{1b}[31m\u{202e}CA";
+        let value = [
+            &[0x0C, u8::try_from(evil.len()).unwrap()][..],
+            evil.as_bytes(),
+        ]
+        .concat();
+        let (text, key) = parsed(&name_der(CN, &value));
+        assert_eq!(text, "CN=Evil\\1B[31m\\E2\\80\\AECA");
+        assert_eq!(NameKey::parse(&text).unwrap(), key);
     }
 
     proptest::proptest! {

@@ -343,16 +343,17 @@ impl Trust {
     /// issuer id and name, or why there is none.
     pub(crate) fn bundle_ca_named(&self, name: &str) -> Result<(String, String), String> {
         let names = self.bundle_names();
+        // Each as it is written (a `;` in a value is escaped), to be copied as it is.
         let listed = || {
             names
                 .iter()
-                .map(|(_, n, _)| format!("{n:?}"))
+                .map(|(_, n, _)| n.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join("; ")
         };
         let key = crate::dn::NameKey::parse(name).map_err(|why| {
             format!(
-                "{name:?} is not a name as RFC 4514 writes it ({why}); the bundle's CAs are {}",
+                "{name:?} is not a name as RFC 4514 writes it ({why}); the bundle's CAs are: {}",
                 listed()
             )
         })?;
@@ -361,7 +362,7 @@ impl Trust {
         match found.as_slice() {
             [(id, name, _)] => Ok((id.clone(), name.clone())),
             [] => Err(format!(
-                "no CA of the bundle is named {name:?}; its CAs are {} (a certificate of an \
+                "no CA of the bundle is named {name:?}; its CAs are: {} (a certificate of an \
                  intermediate CA that is not in the bundle is revoked without --issuer, for \
                  every CA, or by revoking the intermediate's own certificate)",
                 listed()

@@ -943,23 +943,7 @@ async fn a_reader_that_stops_reading_holds_no_snapshot_while_others_write() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
     let world = World::on(pki, server).await;
-    let all = pb::SharingScope::AllContributors;
-    world.submit(&report("IDN", 1, false, all, &[])).await;
-    let envelopes = (0..600)
-        .map(|seed| {
-            sign(
-                &report("AUS", 1_000 + seed, false, all, &[]),
-                world.key("AUS"),
-            )
-        })
-        .collect();
-    common::import(&world.server, &world.pki, "AUS", envelopes).await;
-    let smuggling = pb::QueryRequest {
-        category: pb::Category::SmugglingIncident as i32,
-        ..Default::default()
-    };
-    let channel = common::small_window_channel(&world.server, &node(&world.pki, "IDN")).await;
-    let mut idn = pb::exchange_client::ExchangeClient::new(channel);
+    let (mut idn, smuggling) = idn_reading_600_aus_reports(&world).await;
     // A query and a sync each read once, then left unread; a subscription never read.
     let mut query = idn.query(smuggling.clone()).await.unwrap().into_inner();
     query.message().await.unwrap().expect("a first result");
@@ -976,6 +960,7 @@ async fn a_reader_that_stops_reading_holds_no_snapshot_while_others_write() {
     let store = world.server.data.path().join("tidemark.redb");
     let size = || std::fs::metadata(&store).unwrap().len();
     let before = size();
+    let all = pb::SharingScope::AllContributors;
     for seed in 0..WRITES {
         world
             .submit(&report("THA", 5_000 + seed, false, all, &[]))
@@ -1003,23 +988,7 @@ async fn a_read_refused_a_slot_takes_nothing_from_the_read_budget() {
     })
     .await;
     let world = World::on(pki, server).await;
-    let all = pb::SharingScope::AllContributors;
-    world.submit(&report("IDN", 1, false, all, &[])).await;
-    let envelopes = (0..600)
-        .map(|seed| {
-            sign(
-                &report("AUS", 1_000 + seed, false, all, &[]),
-                world.key("AUS"),
-            )
-        })
-        .collect();
-    common::import(&world.server, &world.pki, "AUS", envelopes).await;
-    let smuggling = pb::QueryRequest {
-        category: pb::Category::SmugglingIncident as i32,
-        ..Default::default()
-    };
-    let channel = common::small_window_channel(&world.server, &node(&world.pki, "IDN")).await;
-    let mut idn = pb::exchange_client::ExchangeClient::new(channel);
+    let (mut idn, smuggling) = idn_reading_600_aus_reports(&world).await;
     // The one slot held by a read its caller is slow to take: the budget's first read.
     let held = idn.query(smuggling.clone()).await.unwrap().into_inner();
     for _ in 0..5 {
@@ -1052,4 +1021,31 @@ async fn a_read_refused_a_slot_takes_nothing_from_the_read_budget() {
             .contains("reads_per_minute_per_principal = 3"),
         "{refused:?}"
     );
+}
+
+/// IDN standing and AUS with 600 reports it may read: IDN's client, on a connection with
+/// a small HTTP/2 window (so that a read's queue fills at once), and its query.
+async fn idn_reading_600_aus_reports(
+    world: &World,
+) -> (
+    pb::exchange_client::ExchangeClient<tonic::transport::Channel>,
+    pb::QueryRequest,
+) {
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let envelopes = (0..600)
+        .map(|seed| {
+            sign(
+                &report("AUS", 1_000 + seed, false, all, &[]),
+                world.key("AUS"),
+            )
+        })
+        .collect();
+    common::import(&world.server, &world.pki, "AUS", envelopes).await;
+    let smuggling = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let channel = common::small_window_channel(&world.server, &node(&world.pki, "IDN")).await;
+    (pb::exchange_client::ExchangeClient::new(channel), smuggling)
 }

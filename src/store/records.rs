@@ -310,12 +310,6 @@ impl RevokedCertificate {
     pub fn covered_by(&self, keys: &std::collections::HashSet<String>) -> bool {
         keys.contains(&self.key()) || keys.contains(&self.serial)
     }
-
-    /// Whether it revokes `certificate`.
-    pub fn covers(&self, certificate: &crate::identity::CertificateId) -> bool {
-        self.serial == certificate.serial
-            && (self.issuer.is_empty() || self.issuer == certificate.issuer)
-    }
 }
 
 /// The store key of a revocation of `serial` by `issuer` (empty: of every issuer).

@@ -879,6 +879,13 @@ async fn a_principal_may_have_only_so_many_reads_in_progress() {
         ("refused query", "IDN"),
         "{record:?}"
     );
+    // Its record says why, as the caller was told.
+    let detail: serde_json::Value = serde_json::from_str(&record.detail).unwrap();
+    assert_eq!(
+        detail["refusal"].as_str(),
+        Some(refused.message()),
+        "{detail}"
+    );
     // Another principal is not held back; and once a read ends, a new one may start.
     let other = world
         .pki

@@ -670,6 +670,18 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
         );
         assert!(r.principal.contains(who), "{r:?}");
     }
+    // Each record says why, as its caller was told.
+    for (n, status) in numbers
+        .iter()
+        .zip([&wrong_role, &analyst_query, &no_standing])
+    {
+        let detail: serde_json::Value = serde_json::from_str(&record(*n).detail).unwrap();
+        assert_eq!(
+            detail["refusal"].as_str(),
+            Some(status.message()),
+            "{detail}"
+        );
+    }
     // Give-to-get's refusal is recorded once, not again by the layer.
     let refusals: Vec<_> = records.iter().filter(|r| r.state == "IDN").collect();
     assert_eq!(refusals.len(), 1, "{refusals:?}");

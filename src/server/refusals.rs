@@ -93,9 +93,11 @@ impl RefusalRecords {
         Ok(Some(self.writer.audit(record).await?))
     }
 
-    /// `status` once `record` is written: naming its record, or UNAVAILABLE if it could
-    /// not be written (nothing is answered that is not on record).
-    pub(super) async fn refuse(&self, record: AuditRecord, mut status: Status) -> Status {
+    /// `status` once `record` is written, with the refusal's message added to its
+    /// detail ([`with_refusal`]): naming its record, or UNAVAILABLE if it could not be
+    /// written (nothing is answered that is not on record).
+    pub(super) async fn refuse(&self, mut record: AuditRecord, mut status: Status) -> Status {
+        record.detail = with_refusal(&record.detail, status.message());
         match self.record(record).await {
             Ok(number) => {
                 let named = number.map_or_else(
@@ -108,6 +110,22 @@ impl RefusalRecords {
             Err(e) => unrecordable(&e),
         }
     }
+}
+
+/// A refused request's `detail` with the refusal's `reason` under `"refusal"`, as the
+/// layer's own records have it: added to the request's JSON object, or beside the
+/// request (`"request"`) when that is not an object.
+fn with_refusal(detail: &str, reason: &str) -> String {
+    let mut object = match serde_json::from_str::<serde_json::Value>(detail) {
+        _ if detail.is_empty() => serde_json::Map::new(),
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(other) => serde_json::Map::from_iter([("request".to_owned(), other)]),
+        Err(_) => {
+            serde_json::Map::from_iter([("request".to_owned(), serde_json::Value::from(detail))])
+        }
+    };
+    object.insert("refusal".to_owned(), serde_json::Value::from(reason));
+    serde_json::Value::Object(object).to_string()
 }
 
 /// The answer to a refusal that could not be written to the audit log.
@@ -306,5 +324,31 @@ impl http_body::Body for RecordedBody {
 
     fn is_end_stream(&self) -> bool {
         self.pending.is_none() && self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_refusal;
+
+    #[test]
+    fn a_refusal_reason_joins_the_request_it_refuses() {
+        let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(
+            json(&with_refusal(r#"{"category":"smuggling"}"#, "too few")),
+            json(r#"{"category":"smuggling","refusal":"too few"}"#)
+        );
+        assert_eq!(
+            json(&with_refusal("", "over budget")),
+            json(r#"{"refusal":"over budget"}"#)
+        );
+        assert_eq!(
+            json(&with_refusal("IDN", "no")),
+            json(r#"{"request":"IDN","refusal":"no"}"#)
+        );
+        assert_eq!(
+            json(&with_refusal("[1]", "no")),
+            json(r#"{"request":[1],"refusal":"no"}"#)
+        );
     }
 }

@@ -187,6 +187,8 @@ impl Administration {
             AdminApplied::State(record, _) => record,
             other => return Err(unexpected(&other)),
         };
+        // A suspension changes no CRL: whatever could not be rebuilt is logged, and
+        // the suspension is in force all the same.
         self.refresh_after_change()?;
         Ok(record)
     }
@@ -385,15 +387,14 @@ impl Administration {
     /// Serials are unique per issuer only: `issuer` names the CA of the bundle whose
     /// certificate it is (its subject, RFC 4514). Without it, a certificate issued
     /// through this server is revoked as its record names its issuer, and any other
-    /// serial for every issuer. Returns the revocation that stands, whether it was
-    /// already there, and whether the certificate was issued through this server.
+    /// serial for every issuer.
     pub(crate) fn revoke_certificate(
         &self,
         (serial, issuer): (&str, &str),
         reason: &str,
         operator: &str,
         now: i64,
-    ) -> Result<(RevokedCertificate, bool, bool), AdminError> {
+    ) -> Result<Revocation, AdminError> {
         let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
         let on_record = self
             .store
@@ -445,11 +446,16 @@ impl Administration {
             AdminApplied::Revoked(record, new) => (record, new),
             other => return Err(unexpected(&other)),
         };
-        self.refresh_after_change()?;
+        let crl_not_written = self.refresh_after_change()?;
         let issued_here = on_record.is_some_and(|c| {
             record.issuer.is_empty() || c.issuer.is_empty() || c.issuer == record.issuer
         });
-        Ok((record, !new, issued_here))
+        Ok(Revocation {
+            record,
+            already_revoked: !new,
+            issued_here,
+            crl_not_written,
+        })
     }
 
     /// The server's own SPIFFE ID: who records what no operator asked for.
@@ -457,12 +463,11 @@ impl Administration {
         format!("spiffe://{}/server", self.trust_domain)
     }
 
-    /// Re-reads the TLS files; returns the server certificate's serial before and after,
-    /// and the serials the CRL file revokes that the store did not (revoked by editing
-    /// the file): each is now in the store with its audit record by the server's own
-    /// SPIFFE ID, as a restart would carry it over — a revocation is never in force
-    /// without its record.
-    pub(crate) fn reload_tls(&self) -> Result<(String, String, Vec<String>), AdminError> {
+    /// Re-reads the TLS files. The revocations the CRL file holds that the store did not
+    /// (revoked by editing the file) are each put in the store with an audit record by
+    /// the server's own SPIFFE ID, as a restart would carry them over — a revocation is
+    /// never in force without its record.
+    pub(crate) fn reload_tls(&self) -> Result<Reloaded, AdminError> {
         let old = self.trust.server_serial();
         let server = self.server_principal();
         // Everything is read and checked before anything is recorded or written: a CRL
@@ -488,28 +493,63 @@ impl Administration {
                 carried.push(record.named());
             }
         }
-        reloading.install(&self.store).map_err(AdminError::Trust)?;
-        Ok((old, self.trust.server_serial(), carried))
+        let crl_not_written = reloading.install(&self.store).map_err(AdminError::Trust)?;
+        Ok(Reloaded {
+            old_serial: old,
+            serial: self.trust.server_serial(),
+            carried,
+            crl_not_written,
+        })
     }
 
     /// Rebuilds the live trust state after a revocation or suspension. When the CRL or
     /// the TLS configuration cannot be rebuilt, who is revoked or suspended is still
     /// taken from the store ([`Trust::refresh_access`]), so the action is in force; the
-    /// rebuild failure is logged, not a reason to answer the action as refused.
-    fn refresh_after_change(&self) -> Result<(), AdminError> {
-        if let Err(e) = self.trust.refresh(&self.store) {
-            self.trust
-                .refresh_access(&self.store)
-                .map_err(AdminError::Trust)?;
-            self.trust.write_journal(&self.store);
-            tracing::error!(
-                error = %e,
-                "the revocation or suspension is in force for every connection, but the \
-                 CRL or TLS configuration could not be rebuilt; fix it, then Admin.ReloadTls"
-            );
-        }
-        Ok(())
+    /// rebuild failure is logged, not a reason to answer the action as refused. Returns
+    /// why the CRL file or the access journal was not written, when it was not.
+    fn refresh_after_change(&self) -> Result<Option<String>, AdminError> {
+        let e = match self.trust.refresh(&self.store) {
+            Ok(unwritten) => return Ok(unwritten),
+            Err(e) => e,
+        };
+        self.trust
+            .refresh_access(&self.store)
+            .map_err(AdminError::Trust)?;
+        self.trust.write_journal(&self.store);
+        tracing::error!(
+            error = %e,
+            "the revocation or suspension is in force for every connection, but the \
+             CRL or TLS configuration could not be rebuilt; fix it, then Admin.ReloadTls"
+        );
+        Ok(Some(e.to_string()))
     }
+}
+
+/// The TLS files re-read ([`Administration::reload_tls`]).
+#[derive(Debug)]
+pub(crate) struct Reloaded {
+    /// The serial of the server certificate before and after.
+    pub(crate) old_serial: String,
+    pub(crate) serial: String,
+    /// The revocations found only in the CRL file, now recorded.
+    pub(crate) carried: Vec<String>,
+    /// Why the CRL file or the access journal could not be written, if so.
+    pub(crate) crl_not_written: Option<String>,
+}
+
+/// A certificate revocation made ([`Administration::revoke_certificate`]).
+#[derive(Debug)]
+pub(crate) struct Revocation {
+    /// The revocation that stands: the first, for a certificate revoked again.
+    pub(crate) record: RevokedCertificate,
+    /// The certificate was already revoked; nothing changed.
+    pub(crate) already_revoked: bool,
+    /// The certificate was issued through this server.
+    pub(crate) issued_here: bool,
+    /// Why the CRL file and TLS configuration could not be rebuilt, if they could not:
+    /// the revocation is in force and on record all the same, but the published CRL
+    /// lacks it until the cause is fixed and the TLS files are reloaded.
+    pub(crate) crl_not_written: Option<String>,
 }
 
 /// A signing key's id in its one spelling: 64 lower-case hex digits, as `admin keys`
@@ -798,22 +838,27 @@ mod tests {
             .map(|pair| String::from_utf8_lossy(pair).into_owned())
             .collect::<Vec<_>>()
             .join(":");
-        let (revoked, already, issued_here) = admin
+        let made = admin
             .revoke_certificate((&upper_with_colons, ""), "key-compromise", "op", 0)
             .unwrap();
+        let revoked = made.record;
         assert_eq!(
-            (revoked.serial.as_str(), already, issued_here),
+            (
+                revoked.serial.as_str(),
+                made.already_revoked,
+                made.issued_here
+            ),
             (issued.serial.as_str(), false, true)
         );
         // Revoked as its record names its issuer: this server's CA.
         let record = admin.store.issued_certificates().unwrap().remove(0);
         assert_eq!(revoked.issuer, record.issuer);
         assert!(!revoked.issuer.is_empty());
-        let (unknown, _, issued_here) = admin
+        let unknown = admin
             .revoke_certificate(("0a1b2c", ""), "superseded", "op", 0)
             .unwrap();
-        assert!(!issued_here, "a serial this server never issued");
-        assert_eq!(unknown.issuer, "", "of every issuer");
+        assert!(!unknown.issued_here, "a serial this server never issued");
+        assert_eq!(unknown.record.issuer, "", "of every issuer");
         assert!(admin.trust.is_issued_revoked(&record));
         assert!(matches!(
             admin.revoke_certificate(("0a1b2d", "CN=No Such CA"), "superseded", "op", 0),

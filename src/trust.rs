@@ -125,6 +125,8 @@ struct Built {
     /// The CRL file's new text: this server's CRL, then the other CAs' (none when this
     /// server signs no CRL, or the file could not be read and is left as it is).
     crl_file: Option<String>,
+    /// Why the CRL file could not be read (and so is left as it is), after a change.
+    crl_file_unread: Option<String>,
     /// Revocations the CRL file holds and the store does not.
     carried: Vec<RevokedCertificate>,
 }
@@ -144,12 +146,13 @@ impl Reloading<'_> {
         &self.built.carried
     }
 
-    /// Writes the CRL file and the access journal, and swaps the new state in.
-    pub(crate) fn install(self, store: &Store) -> Result<(), TrustError> {
+    /// Writes the CRL file and the access journal, and swaps the new state in; returns
+    /// what could not be written, and why ([`commit`]).
+    pub(crate) fn install(self, store: &Store) -> Result<Option<String>, TrustError> {
         let building = Building::Reload { served_crl: None };
-        let state = commit(self.built, &self.trust.crl_path, store, building)?;
+        let (state, unwritten) = commit(self.built, &self.trust.crl_path, store, building)?;
         self.trust.swap(state);
-        Ok(())
+        Ok(unwritten)
     }
 }
 
@@ -207,7 +210,8 @@ impl Trust {
     ) -> Result<Self, TrustError> {
         let loaded = Arc::new(Loaded::from_files(&files, ca_key.as_ref())?);
         let built = build(loaded, &crl_path, store, Building::AtStart)?;
-        let state = commit(built, &crl_path, store, Building::AtStart)?;
+        // At start, what cannot be written is an error: nothing is left unwritten.
+        let (state, _) = commit(built, &crl_path, store, Building::AtStart)?;
         Ok(Self {
             files,
             ca_key,
@@ -219,8 +223,9 @@ impl Trust {
     }
 
     /// Rebuilds the state from the store (after a revocation or a suspension) with the
-    /// TLS files as last loaded, and swaps in the result. On error nothing changes.
-    pub(crate) fn refresh(&self, store: &Store) -> Result<(), TrustError> {
+    /// TLS files as last loaded, and swaps in the result; returns what could not be
+    /// written, and why ([`commit`]). On error nothing changes.
+    pub(crate) fn refresh(&self, store: &Store) -> Result<Option<String>, TrustError> {
         let _one_at_a_time = self
             .rebuilding
             .lock()
@@ -231,8 +236,9 @@ impl Trust {
         };
         let loaded = self.read().loaded.clone();
         let built = build(loaded, &self.crl_path, store, building)?;
-        self.swap(commit(built, &self.crl_path, store, building)?);
-        Ok(())
+        let (state, unwritten) = commit(built, &self.crl_path, store, building)?;
+        self.swap(state);
+        Ok(unwritten)
     }
 
     /// Re-reads the TLS files, the CA key and the CRL file and builds the state they
@@ -555,11 +561,13 @@ fn build(
         loaded.bundle_path.as_path(),
         loaded.material.client_ca.as_slice(),
     );
+    let mut crl_file_unread = None;
     let (file_crls, file_readable) = match read_crl_file(bundle, crl_path, "the CRL file") {
         Ok(crls) => (crls, true),
         Err(e) if !matches!(building, Building::Again { .. }) => return Err(e),
         Err(e) => {
             tracing::error!(error = %e, "the CRL file is left as it is; revocations are taken from the store only");
+            crl_file_unread = Some(format!("{e}; it is left as it is"));
             (Vec::new(), false)
         }
     };
@@ -634,22 +642,25 @@ fn build(
     Ok(Built {
         state,
         crl_file,
+        crl_file_unread,
         carried,
     })
 }
 
 /// Writes what `built` holds to be written — the CRL file, and the access journal
 /// beside it (suspensions and signing-key revocations, which a CRL cannot carry) — and
-/// gives its state. At start a failure to write is fatal; later it is logged, and the
-/// new state is served and enforced from memory all the same, so a revocation never
-/// waits for a writable CRL path.
+/// gives its state. At start a failure to write is fatal; later it is logged and given
+/// back with the state (what was not written, and why), and the new state is served
+/// and enforced from memory all the same, so a revocation never waits for a writable
+/// CRL path.
 fn commit(
     built: Built,
     crl_path: &std::path::Path,
     store: &Store,
     building: Building<'_>,
-) -> Result<State, TrustError> {
+) -> Result<(State, Option<String>), TrustError> {
     let at_start = matches!(building, Building::AtStart);
+    let mut unwritten: Vec<String> = built.crl_file_unread.into_iter().collect();
     if let Some(text) = &built.crl_file {
         let written = crate::files::replace(crl_path, text.as_bytes()).map_err(|e| {
             TrustError::Write(
@@ -661,16 +672,21 @@ fn commit(
             Err(e) if at_start => return Err(e),
             Err(e) => {
                 tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
+                unwritten.push(e.to_string());
             }
             Ok(()) => {}
         }
     }
     match crate::journal::write(store, crl_path) {
         Err(e) if at_start => return Err(e.into()),
-        Err(e) => tracing::error!(error = %e, "the access journal is stale"),
+        Err(e) => {
+            tracing::error!(error = %e, "the access journal is stale");
+            unwritten.push(format!("the access journal is stale: {e}"));
+        }
         Ok(()) => {}
     }
-    Ok(built.state)
+    let unwritten = (!unwritten.is_empty()).then(|| unwritten.join("; "));
+    Ok((built.state, unwritten))
 }
 
 /// Signs this server's CRL: the revocations of `revoked` of the CA `ours` and those

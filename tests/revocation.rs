@@ -3,8 +3,8 @@
 //! revocation — an operator's naming its issuer, or the CA's own CRL — leaves the other
 //! CA's certificate of the same serial alone; a revoked intermediate CA ends its
 //! certificates' rights, on new and open connections; a certificate whose serial breaks
-//! RFC 5280 §4.1.2.2 is refused at the handshake; and with the CA offline no stale CRL
-//! is served.
+//! RFC 5280 §4.1.2.2 is refused at the handshake; with the CA offline no stale CRL is
+//! served; and a revocation says when the CRL file could not take it.
 
 mod common;
 
@@ -489,6 +489,69 @@ async fn a_refused_reload_writes_and_records_nothing() {
     );
     let idn5 = node_with_serial(&pki, &partner, "IDN", &[5]);
     assert!(admitted(&server, &idn5).await, "nothing is in force");
+}
+
+/// A revocation the CRL file cannot take is in force and on record all the same, and its
+/// answer says that the published CRL lacks it until the file is fixed and reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_says_when_the_crl_file_could_not_be_rewritten() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let ours = own_ca(&pki);
+    let [aus9, aus10] = [9, 10].map(|serial| node_with_serial(&pki, &ours, "AUS", &[serial]));
+    let crl_path = pki.dir.path().join("crl.pem");
+    std::fs::remove_file(&crl_path).unwrap();
+    std::fs::create_dir_all(crl_path.join("in-the-way")).unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let revoke = |serial: &str| pb::RevokeCertificateRequest {
+        serial: serial.into(),
+        reason: "key-compromise".into(),
+        issuer: ours.name.clone(),
+    };
+    let revoked = admin
+        .revoke_certificate(revoke("09"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!revoked.crl_not_written.is_empty(), "{revoked:?}");
+    assert!(!admitted(&server, &aus9).await, "in force all the same");
+    let log = common::audit_log(&mut admin).await;
+    assert!(
+        log.iter()
+            .any(|e| e.action == "revoke-certificate" && e.detail.contains("09")),
+        "{log:#?}"
+    );
+    // Once the path is fixed, a reload writes it — and says what it could not write,
+    // here the access journal beside it —, and later revocations say nothing.
+    std::fs::remove_dir_all(&crl_path).unwrap();
+    let journal = pki.dir.path().join("access-journal.json");
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir_all(journal.join("in-the-way")).unwrap();
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reloaded.crl_not_written.contains("access journal"),
+        "{reloaded:?}"
+    );
+    assert!(listed(&std::fs::read_to_string(&crl_path).unwrap()).contains(&"09".to_owned()));
+    std::fs::remove_dir_all(&journal).unwrap();
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.crl_not_written, "", "{reloaded:?}");
+    let revoked = admin
+        .revoke_certificate(revoke("0a"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.crl_not_written, "", "{revoked:?}");
+    assert!(!admitted(&server, &aus10).await);
+    assert!(listed(&published_crl(&pki, &server).await).contains(&"0a".to_owned()));
 }
 
 /// Names that print alike are told apart: a name whose common name holds a comma is

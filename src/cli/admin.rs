@@ -338,23 +338,33 @@ async fn run_certificates(
         } => revoke(admin, serial, reason, issuer.unwrap_or_default()).await?,
         AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
         AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
-        AdminCommand::ReloadTls => {
-            let r = admin
-                .reload_tls(pb::ReloadTlsRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner();
-            outln!(
-                "reloaded; new connections get server certificate {}",
-                r.server_certificate_serial
-            )?;
-        }
+        AdminCommand::ReloadTls => reload_tls(admin).await?,
         // Invariant: `run` handles the signing-key, audit and CRL commands itself.
         AdminCommand::Crl { .. }
         | AdminCommand::RegisterKey { .. }
         | AdminCommand::RevokeKey { .. }
         | AdminCommand::Audit { .. }
         | AdminCommand::Keys { .. } => unreachable!("handled by run"),
+    }
+    Ok(())
+}
+
+async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyhow::Result<()> {
+    let r = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .map_err(|status| anyhow!(client::explain(&status)))?
+        .into_inner();
+    outln!(
+        "reloaded; new connections get server certificate {}",
+        r.server_certificate_serial
+    )?;
+    if !r.crl_not_written.is_empty() {
+        errln!(
+            "warning: the reloaded files are in force, but the server could not write its \
+             CRL file or access journal ({}): fix that and reload again",
+            r.crl_not_written
+        );
     }
     Ok(())
 }
@@ -406,6 +416,14 @@ async fn revoke(
         errln!(
             "serials are unique per CA only: a certificate of this serial from any CA of \
              the bundle is refused; to revoke one CA's alone, revoke with --issuer"
+        );
+    }
+    if !r.crl_not_written.is_empty() {
+        errln!(
+            "warning: the revocation is in force and on record, but the server could not \
+             write its CRL file or access journal ({}): the published CRL lacks it until \
+             that is fixed and the TLS files are reloaded (`tidemark admin reload-tls`)",
+            r.crl_not_written
         );
     }
     Ok(())

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    administration::{Backup, BackupCopy, KeyRegistration},
+    administration::{Backup, BackupCopy, KeyRegistration, Reloaded},
     country::CountryCode,
     identity::Role,
     pb,
@@ -412,7 +412,7 @@ impl pb::admin_server::Admin for AdminService {
             )));
         }
         let now = self.ctx.clock.now();
-        let (record, already_revoked, issued_here) = self
+        let made = self
             .ctx
             .blocking(move |ctx| {
                 ctx.admin.revoke_certificate(
@@ -423,10 +423,11 @@ impl pb::admin_server::Admin for AdminService {
                 )
             })
             .await?;
+        let record = made.record;
         tracing::warn!(
             serial = record.serial,
             reason = record.reason_name,
-            already_revoked,
+            already_revoked = made.already_revoked,
             "certificate revoked"
         );
         Ok(Response::new(pb::RevokeCertificateResponse {
@@ -435,8 +436,9 @@ impl pb::admin_server::Admin for AdminService {
             serial: record.serial,
             reason: record.reason_name,
             revoked_at_unix: record.revoked_at,
-            already_revoked,
-            issued_here,
+            already_revoked: made.already_revoked,
+            issued_here: made.issued_here,
+            crl_not_written: made.crl_not_written.unwrap_or_default(),
         }))
     }
     async fn reload_tls(
@@ -444,11 +446,11 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ReloadTlsRequest>,
     ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
         let operator = require_operator(&request)?;
-        let (old, serial, carried) = self.ctx.blocking(|ctx| ctx.admin.reload_tls()).await?;
-        self.audit(operator, "reload-tls", reloaded(&old, &serial, &carried))
-            .await?;
+        let done = self.ctx.blocking(|ctx| ctx.admin.reload_tls()).await?;
+        self.audit(operator, "reload-tls", reloaded(&done)).await?;
         Ok(Response::new(pb::ReloadTlsResponse {
-            server_certificate_serial: serial,
+            server_certificate_serial: done.serial,
+            crl_not_written: done.crl_not_written.unwrap_or_default(),
         }))
     }
     async fn list_certificates(
@@ -559,13 +561,19 @@ fn info_of_key(record: &KeyRecord) -> pb::SigningKeyInfo {
 
 /// A reload's audit detail: the server certificate before and after, and the
 /// revocations found only in the CRL file (now in the store, each with its own record).
-pub(super) fn reloaded(old: &str, serial: &str, carried: &[String]) -> String {
-    let detail = format!("server certificate {old} -> {serial}; CA bundle re-read");
-    if carried.is_empty() {
-        return detail;
+pub(super) fn reloaded(done: &Reloaded) -> String {
+    let mut parts = vec![format!(
+        "server certificate {} -> {}; CA bundle re-read",
+        done.old_serial, done.serial
+    )];
+    if !done.carried.is_empty() {
+        parts.push(format!(
+            "revocations found only in the CRL file, now recorded: {}",
+            done.carried.join(", ")
+        ));
     }
-    format!(
-        "{detail}; revocations found only in the CRL file, now recorded: {}",
-        carried.join(", ")
-    )
+    if let Some(why) = &done.crl_not_written {
+        parts.push(format!("not written: {why}"));
+    }
+    parts.join("; ")
 }

@@ -593,12 +593,12 @@ async fn watch_trust(ctx: Context) {
 /// ID, as an operator's `Admin.ReloadTls` is recorded.
 async fn reload_on_hangup(ctx: &Context) {
     match ctx.blocking(|ctx| ctx.admin.reload_tls()).await {
-        Ok((old, serial, carried)) => {
-            tracing::info!(%serial, "SIGHUP: certificate files re-read");
+        Ok(reloaded) => {
+            tracing::info!(serial = %reloaded.serial, "SIGHUP: certificate files re-read");
             let record = crate::store::AuditRecord {
                 principal: ctx.admin.server_principal(),
                 action: "reload-tls".to_owned(),
-                detail: format!("SIGHUP: {}", admin::reloaded(&old, &serial, &carried)),
+                detail: format!("SIGHUP: {}", admin::reloaded(&reloaded)),
                 ..crate::store::AuditRecord::default()
             };
             if let Err(e) = ctx.audit(record).await {

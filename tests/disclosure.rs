@@ -950,6 +950,61 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
     assert_eq!(shifted.len(), 1, "{shifted:?}");
 }
 
+/// A state analyst's count of a cell that also holds other states' reports is its own
+/// reports' count plus the count the others' reports show alone (asked with `--state` of
+/// the others), over twenty-four cells of three or four IDN reports beside AUS's own —
+/// cells whose others' row of the perturbation table differs from the row of their total:
+/// padding moves the shown count by exactly the padding, and a cell whose others show
+/// fewer than the minimum is withheld, as it is seen alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_analysts_count_is_its_own_plus_the_others_count_seen_alone() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys = register(&server, &pki, &["AUS", "IDN"]).await;
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    let months_of = |year: u32| (1..=12u32).map(move |m| format!("{year}-{m:02}"));
+    let reports: Vec<pb::Report> = months_of(2020)
+        .chain(months_of(2021))
+        .enumerate()
+        .flat_map(|(i, month)| {
+            let idn = 3 + i % 2;
+            (0..idn)
+                .map(|d| ("IDN", d, 9))
+                .chain((0..4).map(|d| ("AUS", 10 + d, 5)))
+                .map(|(state, day, persons)| {
+                    variant(&base, state, &format!("{month}-{:02}", day + 1), persons)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    submit_all(&server, &pki, &keys, &reports).await;
+    let aus = analyst(&pki, "AUS");
+    let by_month = |states: &[&str]| {
+        let filter = pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            reporting_states: states.iter().map(|s| (*s).to_owned()).collect(),
+            ..months("2020-01-01", "2021-12-31")
+        };
+        let request = request(&[pb::Dimension::Month], &PERSONS, filter);
+        let (server, aus) = (&server, &aus);
+        async move {
+            let answer = aggregate(server, aus, request).await.unwrap();
+            answer
+                .cells
+                .into_iter()
+                .filter(|c| c.keys[0] != "*" && c.suppressed == 0)
+                .map(|c| (c.keys[0].clone(), (c.values[0], c.values[1])))
+                .collect::<BTreeMap<String, (u64, u64)>>()
+        }
+    };
+    let (mixed, alone) = (by_month(&[]).await, by_month(&["IDN"]).await);
+    for month in months_of(2020).chain(months_of(2021)) {
+        let padded = mixed.get(&month).map(|(n, persons)| (n - 4, persons - 20));
+        assert_eq!(padded, alone.get(&month).copied(), "{month}");
+    }
+    assert!(!alone.is_empty(), "some cells of three or four are shown");
+}
+
 /// Smuggling incidents of May 2019.
 fn may_2019() -> pb::AggregateFilter {
     pb::AggregateFilter {

@@ -155,7 +155,18 @@ impl Shown {
             Self::Noisy(figures) => figures.get(key).map_or(0, |f| f[metric as usize]),
             Self::Worked { perturb: false } => metric.of(&acc.sums),
             Self::Worked { perturb: true } if metric == Additive::Reports => {
-                perturbation::count(metric.of(&acc.sums), acc.cell_key())
+                // The asking state's own reports as they are, the others' through the
+                // table by their own count (a cell of its own reports only is all
+                // "others"): the row of the cell's total gave three other states'
+                // reports beside own ones the spread of a large cell, not the small
+                // row's, and a count of 1 or 2 for them.
+                let others = acc.others();
+                let own = acc.reports() - others;
+                if others == 0 {
+                    perturbation::count(acc.reports(), acc.cell_key())
+                } else {
+                    own + perturbation::count(others, acc.cell_key())
+                }
             }
             Self::Worked { perturb: true } => {
                 let (own, (others, noise)) = acc.own_and_others(metric);
@@ -186,12 +197,15 @@ fn withheld(
     }
     // A cell is small when its true or its shown count is (perturbation never shows
     // what the true count withholds), or when it holds a few reports of other states
-    // besides the asking state's own (its own reports cannot pad a cell open).
+    // besides the asking state's own, by their true or shown count (its own reports
+    // cannot pad a cell open).
     let small = |key: &Key, acc: &Acc| {
         let others = acc.others();
+        let own = acc.reports() - others;
+        let shown = shown_reports(key, acc);
         acc.reports() < minimum
-            || shown_reports(key, acc) < minimum
-            || (others > 0 && others < minimum)
+            || shown < minimum
+            || (others > 0 && (others < minimum || shown.saturating_sub(own) < minimum))
     };
     // Secondary suppression guards exact figures. Under the cell key method a margin less
     // its shown cells is no exact figure: each report brings its own fixed noise to every

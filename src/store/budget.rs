@@ -23,9 +23,10 @@ pub(crate) struct BudgetCharge {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BudgetError {
     #[error(
-        "the privacy budget for {year} is spent: {spent} of {limit} micro-rho used, and an \
-         aggregate costs {asked}; it renews on 1 January (UTC), or an operator can raise \
-         analytics.privacy_budget.rho_per_year"
+        "the privacy budget for {year} is spent: rho {} of {} used, and an aggregate costs \
+         {}; it renews on 1 January (UTC), or an operator can raise \
+         analytics.privacy_budget.rho_per_year",
+        rho(*spent), rho(*limit), rho(*asked)
     )]
     /// The charge would exceed the limit.
     Spent {
@@ -37,6 +38,12 @@ pub enum BudgetError {
     #[error(transparent)]
     /// The store failed.
     Store(#[from] AppendError),
+}
+
+/// `micro` micro-ρ as ρ, as the configuration writes it (`0.05`).
+#[allow(clippy::cast_precision_loss)]
+fn rho(micro: u64) -> String {
+    format!("{}", micro as f64 / 1e6)
 }
 
 /// Applies `charge` in the batch's transaction: the micro-ρ spent after it, or the refusal.

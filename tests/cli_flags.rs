@@ -439,6 +439,8 @@ async fn audit_lists_who_read_my_data_without_a_mode_flag() {
             said.contains("no other state has read your reports"),
             "{said}"
         );
+        // The operator's registration of AUS's signing key is on AUS's list.
+        assert!(said.contains(" register-key: key "), "{said}");
     }
 }
 

@@ -45,6 +45,95 @@ async fn who(
         .map(tonic::Response::into_inner)
 }
 
+/// Every administrative action in a state's name — its enrolment, a signing key
+/// registered or revoked, a certificate issued to one of its principals and revoked — is
+/// on that state's access list, saying what it did, and its log entry names the state:
+/// an operator cannot give someone a key or certificate of a state's unseen. Actions of
+/// no state (a regional analyst's certificate) are on no state's list.
+#[tokio::test]
+async fn an_administrative_action_in_a_states_name_is_on_its_access_list() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    for code in ["AUS", "IDN"] {
+        enrol(&server, &pki, code).await;
+    }
+    let key = server.register_new_key(&pki, "AUS").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let mut issue = async |principal: Principal| {
+        let (_, csr_pem) = pki::make_csr(&principal).unwrap();
+        admin
+            .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 30 })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let rogue =
+        issue(Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), "rogue-1").unwrap()).await;
+    issue(Principal::new(TRUST_DOMAIN, Role::RegionalAnalyst, "ra-9").unwrap()).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: rogue.serial.clone(),
+            reason: "superseded".into(),
+            issuer: String::new(),
+        })
+        .await
+        .unwrap();
+    admin
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().to_owned(),
+            reason: "superseded".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let list = |code: &'static str| {
+        let identity = node(&pki, code);
+        let server = &server;
+        async move {
+            let channel = client::connect(&server.endpoint(), &identity)
+                .await
+                .unwrap();
+            pb::exchange_client::ExchangeClient::new(channel)
+                .access_to_my_data(pb::AccessToMyDataRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .accesses
+        }
+    };
+    let aus = list("AUS").await;
+    let mut actions: Vec<&str> = aus.iter().map(|a| a.action.as_str()).collect();
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        [
+            "enrol-state",
+            "issue-certificate",
+            "register-key",
+            "revoke-certificate",
+            "revoke-key"
+        ]
+    );
+    let operator_id = Principal::new(TRUST_DOMAIN, Role::Operator, "ops-1")
+        .unwrap()
+        .spiffe_id();
+    for access in &aus {
+        assert_eq!(
+            (access.count, access.reader.as_str()),
+            (0, operator_id.as_str())
+        );
+        let entry = String::from_utf8(access.log_entry.clone()).unwrap();
+        assert!(entry.contains("\nowners AUS:0\n"), "{entry}");
+    }
+    let said = |action: &str| &aus.iter().find(|a| a.action == action).unwrap().detail;
+    assert!(said("issue-certificate").contains("/state/AUS/node/rogue-1"));
+    assert!(said("revoke-certificate").contains(&rogue.serial));
+    assert!(said("register-key").contains(key.key_id()));
+    let idn: Vec<String> = list("IDN").await.into_iter().map(|a| a.action).collect();
+    assert_eq!(idn, ["enrol-state"]);
+}
+
 #[tokio::test]
 async fn a_node_gets_a_certificate_from_its_own_csr_and_the_server_sets_the_identity() {
     let pki = TestPki::new();

@@ -912,11 +912,13 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         for a in &accesses {
             outln!("{}", super::json::line(a, "tidemark.v1.DataAccess"))?;
         }
-    } else if accesses.is_empty() {
-        outln!("no other state has read your reports")?;
     } else {
         for a in &accesses {
             outln!("{}", access_line(a))?;
+        }
+        // The list also holds the operators' actions in the state's name (with a detail).
+        if accesses.iter().all(|a| !a.detail.is_empty()) {
+            outln!("no other state has read your reports")?;
         }
     }
     Ok(())
@@ -982,8 +984,14 @@ pub(super) fn access_line(a: &pb::DataAccess) -> String {
     } else {
         format!("{} ({reader})", super::labels::printable(&a.reader_state))
     };
+    // An administrative action concerning the caller's state says what it did.
+    let what = if a.detail.is_empty() {
+        count
+    } else {
+        super::labels::printable(&a.detail).into_owned()
+    };
     format!(
-        "{}  {who} {}: {count}",
+        "{}  {who} {}: {what}",
         format_time(a.at_unix),
         super::labels::printable(&a.action)
     )

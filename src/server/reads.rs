@@ -610,6 +610,11 @@ impl Context {
                     in_progress: record.in_progress,
                     cut_short: self.cut_short(number, &record),
                     number,
+                    detail: if crate::store::ADMIN_ACTIONS.contains(&record.action.as_str()) {
+                        record.detail.clone()
+                    } else {
+                        String::new()
+                    },
                     report_ids: mine
                         .iter()
                         .flat_map(|m| &m.report_ids)

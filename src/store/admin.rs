@@ -13,8 +13,8 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::clock::format_time;
 
 use super::{
-    AuditRecord, ISSUED_CERTS, IssuedCertificate, KeyRecord, KeyRegistryError, REVOKED_CERTS,
-    RevokedCertificate, SIGNING_KEYS, STATES, StateRecord, StoreError, decode,
+    AuditRecord, ISSUED_CERTS, IssuedCertificate, KeyRecord, KeyRegistryError, OwnerReads,
+    REVOKED_CERTS, RevokedCertificate, SIGNING_KEYS, STATES, StateRecord, StoreError, decode,
 };
 
 /// One administrative change.
@@ -69,7 +69,7 @@ impl AdminChange {
         matches!(self, Self::RegisterKey(_) | Self::RevokeKey { .. })
     }
 
-    /// The audit log's name for the action.
+    /// The audit log's name for the action (one of [`ACTIONS`]).
     fn action(&self) -> &'static str {
         match self {
             Self::State(record) if record.suspended => "suspend-state",
@@ -82,14 +82,28 @@ impl AdminChange {
     }
 }
 
+/// The audit log's names for administrative changes.
+pub(crate) const ACTIONS: [&str; 6] = [
+    "enrol-state",
+    "suspend-state",
+    "register-key",
+    "revoke-key",
+    "issue-certificate",
+    "revoke-certificate",
+];
+
 /// The audit record of `change`, asked for by `operator` (a SPIFFE ID), from what it
-/// found and left in the store: an action that changes nothing (a state enrolled again,
-/// a key registered or revoked again) says so, and times are RFC 3339.
+/// found and left in the store (`tx`): an action that changes nothing (a state enrolled
+/// again, a key registered or revoked again) says so, and times are RFC 3339. The state
+/// an action concerns ([`concerned_state`]) is named among its owners, with no reports,
+/// so that the action is in that state's access list and its log entry names the state:
+/// a state sees every key registered and certificate issued in its name.
 pub(super) fn audit_record(
+    tx: &WriteTransaction,
     operator: &str,
     change: &AdminChange,
     applied: &AdminApplied,
-) -> AuditRecord {
+) -> Result<AuditRecord, StoreError> {
     let detail = match applied {
         AdminApplied::State(record, before) => state_detail(record, before.as_ref()),
         AdminApplied::Key(key, before) => match (change, before) {
@@ -123,12 +137,50 @@ pub(super) fn audit_record(
             )
         }
     };
-    AuditRecord {
+    let owners = concerned_state(tx, applied)?
+        .into_iter()
+        .map(|owner| OwnerReads {
+            owner,
+            ..OwnerReads::default()
+        })
+        .collect();
+    Ok(AuditRecord {
         principal: operator.to_owned(),
         action: change.action().to_owned(),
         detail,
+        owners,
         ..AuditRecord::default()
-    }
+    })
+}
+
+/// The state an administrative change concerns: the state enrolled or suspended, the
+/// state of the signing key, of the certificate issued, or of the certificate revoked
+/// when this server issued it (its record names the holder). None for an operator's
+/// certificate, a regional analyst's, or a serial this server did not issue.
+fn concerned_state(
+    tx: &WriteTransaction,
+    applied: &AdminApplied,
+) -> Result<Option<String>, StoreError> {
+    Ok(match applied {
+        AdminApplied::State(record, _) => Some(record.state.clone()),
+        AdminApplied::Key(key, _) => Some(key.state.clone()),
+        AdminApplied::Issued(certificate) => state_of_holder(&certificate.spiffe_id),
+        AdminApplied::Revoked(revoked, _) => {
+            let issued: Option<IssuedCertificate> = get(tx, ISSUED_CERTS, &revoked.serial)?;
+            issued
+                .filter(|c| {
+                    revoked.issuer.is_empty() || c.issuer.is_empty() || c.issuer == revoked.issuer
+                })
+                .and_then(|c| state_of_holder(&c.spiffe_id))
+        }
+    })
+}
+
+/// The state of the principal a SPIFFE ID names, if it is a state's.
+fn state_of_holder(spiffe_id: &str) -> Option<String> {
+    let domain = spiffe_id.strip_prefix("spiffe://")?.split('/').next()?;
+    let principal = crate::identity::Principal::from_spiffe_id(spiffe_id, domain).ok()?;
+    principal.state().map(|s| s.to_string())
 }
 
 fn state_detail(record: &StateRecord, before: Option<&StateRecord>) -> String {

@@ -35,7 +35,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use uuid::Uuid;
 
 pub(crate) use self::{
-    admin::{AdminApplied, AdminChange, AdminWriteError},
+    admin::{ACTIONS as ADMIN_ACTIONS, AdminApplied, AdminChange, AdminWriteError},
     apply::{Accepted, AppendError, NewEnvelope},
     budget::{BudgetCharge, BudgetError},
     log::{Leaf, LogView, ProofRequestError, StoredCheckpoint, audit_entry},

@@ -131,7 +131,10 @@ impl Store {
                 let applied = admin::apply(&tx, change)?.map_err(|refused| {
                     StoreError::Corrupt(format!("a carried change was refused: {refused}"))
                 })?;
-                put(&mut t, admin::audit_record(principal, change, &applied))?;
+                put(
+                    &mut t,
+                    admin::audit_record(&tx, principal, change, &applied)?,
+                )?;
             }
             t.log.checkpoint(log)?;
             drop(t);

@@ -663,7 +663,8 @@ fn commit_batch(
                         Ok(applied) => {
                             let number = next_audit;
                             next_audit += 1;
-                            let record = admin::audit_record(&job.operator, &change, &applied);
+                            let record =
+                                admin::audit_record(&tx, &job.operator, &change, &applied)?;
                             apply::put_audit(
                                 &mut t,
                                 number,

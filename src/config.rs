@@ -93,6 +93,11 @@ pub struct TlsConfig {
     pub ca_key: Option<PathBuf>,
     /// Where the server publishes its CRL (PEM).
     pub crl: PathBuf,
+    /// Partner CAs of the bundle, each by its name (RFC 4514, as `whoami` and `openssl
+    /// x509 -noout -subject -nameopt rfc2253` write it) with the states whose nodes and
+    /// analysts it may vouch for (ISO 3166-1 alpha-3). Every other CA of the bundle is
+    /// the exchange's own and vouches for every principal, operators included.
+    pub partner_cas: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The server's own signing key.
@@ -363,6 +368,7 @@ impl TlsConfig {
             key: dir.join("server.key"),
             ca_key: Some(dir.join("ca.key")),
             crl: dir.join("crl.pem"),
+            partner_cas: std::collections::BTreeMap::new(),
         }
     }
 
@@ -372,6 +378,7 @@ impl TlsConfig {
             ca: self.ca.clone(),
             cert: self.cert.clone(),
             key: self.key.clone(),
+            partner_cas: self.partner_cas.clone(),
         }
     }
 }
@@ -487,6 +494,29 @@ impl Config {
         })
     }
 
+    /// Each partner CA's name is an RFC 4514 name, and its states are state codes.
+    fn check_partner_cas(&self) -> Result<(), ConfigError> {
+        for (name, states) in &self.tls.partner_cas {
+            crate::dn::NameKey::parse(name).map_err(|why| {
+                ConfigError::Invalid(format!(
+                    "tls.partner_cas: {name:?} is not a CA name as RFC 4514 writes it ({why}); \
+                     copy it from `openssl x509 -noout -subject -nameopt rfc2253 -in CA.pem`"
+                ))
+            })?;
+            if states.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "tls.partner_cas: {name:?} lists no state: list the states whose nodes and \
+                     analysts it vouches for, or take it out of the bundle"
+                )));
+            }
+            for state in states {
+                crate::country::CountryCode::parse(state)
+                    .map_err(|e| ConfigError::Invalid(format!("tls.partner_cas: {name:?}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks values that serde cannot.
     pub fn check(&self) -> Result<(), ConfigError> {
         for (name, value, range) in self.bounded() {
@@ -499,6 +529,7 @@ impl Config {
             }
         }
         self.check_analytics()?;
+        self.check_partner_cas()?;
         if !self.metrics.listen.is_empty() {
             match self.metrics.listen.parse::<std::net::SocketAddr>() {
                 Err(e) => {

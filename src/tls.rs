@@ -47,6 +47,9 @@ pub struct ServerTlsFiles {
     pub cert: PathBuf,
     /// The server's private key (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
+    /// Partner CAs of the bundle by name (RFC 4514), each with the states it vouches for
+    /// (`[tls] partner_cas`).
+    pub partner_cas: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Loaded server TLS material.

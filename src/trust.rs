@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::{
-    identity::CertificateId,
+    identity::{CertificateId, Principal, Role},
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
     store::{IssuedCertificate, RevokedCertificate, Store, StoreError},
     tls::{ServerTlsFiles, ServerTlsMaterial, TlsError},
@@ -101,6 +101,16 @@ struct Loaded {
     bundle_path: PathBuf,
     material: ServerTlsMaterial,
     ca: Option<Arc<CertificateAuthority>>,
+    /// The partner CAs of the bundle (`[tls] partner_cas`).
+    partners: Vec<PartnerCa>,
+}
+
+/// A partner CA of the bundle: it vouches only for the nodes and analysts of its states.
+struct PartnerCa {
+    /// Its subject's id ([`crate::identity::issuer_id`]), as its certificates' issuer.
+    id: String,
+    /// The states it vouches for.
+    states: Vec<String>,
 }
 
 impl Loaded {
@@ -110,12 +120,65 @@ impl Loaded {
             Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
             _ => None,
         };
+        let partners = partner_cas(files, &material.client_ca)?;
         Ok(Self {
             bundle_path: files.ca.clone(),
             material,
             ca,
+            partners,
         })
     }
+}
+
+/// The bundle's CAs that `[tls] partner_cas` names, each found by name (RFC 4514, compared
+/// as names are); one the bundle does not hold is refused, naming those it does.
+fn partner_cas(
+    files: &ServerTlsFiles,
+    bundle: &[CertificateDer<'static>],
+) -> Result<Vec<PartnerCa>, TrustError> {
+    let cas: Vec<(String, String, crate::dn::NameKey)> = bundle
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| {
+            (
+                crate::identity::issuer_id(cert.subject().as_raw()),
+                crate::dn::to_rfc4514(cert.subject()),
+                crate::dn::NameKey::of(cert.subject()),
+            )
+        })
+        .collect();
+    let mut partners = Vec::new();
+    for (name, states) in &files.partner_cas {
+        let key = crate::dn::NameKey::parse(name).map_err(|why| {
+            TlsError::Config(format!(
+                "tls.partner_cas: {name:?} is not an RFC 4514 name ({why})"
+            ))
+        })?;
+        let Some((id, _, _)) = cas.iter().find(|(_, _, k)| *k == key) else {
+            let listed: Vec<&str> = cas.iter().map(|(_, n, _)| n.as_str()).collect();
+            return Err(TlsError::Config(format!(
+                "tls.partner_cas names {name:?}, which is no CA of the bundle {}; its CAs are: \
+                 {}",
+                files.ca.display(),
+                listed.join("; ")
+            ))
+            .into());
+        };
+        partners.push(PartnerCa {
+            id: id.clone(),
+            states: states.iter().map(|s| s.to_ascii_uppercase()).collect(),
+        });
+    }
+    let own = cas.len() - partners.len();
+    if own > 1 {
+        tracing::warn!(
+            bundle = %files.ca.display(),
+            "the bundle holds {own} CAs that tls.partner_cas does not list: each vouches for \
+             every principal, operators included (expected during a CA rollover; list a \
+             partner's CA in tls.partner_cas with its states)"
+        );
+    }
+    Ok(partners)
 }
 
 /// A trust state built and checked — its TLS configuration made with every CRL — and
@@ -402,6 +465,24 @@ impl Trust {
     /// The configuration for the next handshake.
     pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
         self.read().tls.clone()
+    }
+
+    /// Whether `chain` (by issuer and serial, leaf first) ends at a partner CA that does
+    /// not vouch for `principal`: a partner CA speaks only for the nodes and analysts of
+    /// its states (`[tls] partner_cas`).
+    pub(crate) fn partner_refuses(&self, chain: &[CertificateId], principal: &Principal) -> bool {
+        let Some(anchor) = chain.last().map(|c| &c.issuer) else {
+            return false;
+        };
+        let state = self.read();
+        let Some(partner) = state.loaded.partners.iter().find(|p| p.id == *anchor) else {
+            return false;
+        };
+        let vouched = match principal.role() {
+            Role::Node(s) | Role::StateAnalyst(s) => partner.states.iter().any(|p| p == s.as_str()),
+            Role::RegionalAnalyst | Role::Operator => false,
+        };
+        !vouched
     }
 
     /// Whether a certificate of `chain` (by issuer and serial, leaf first, as

@@ -79,9 +79,14 @@ fn node_with_serial(pki: &TestPki, ca: &Ca, code: &str, serial: &[u8]) -> Client
 
 /// A node certificate of `code` issued by `ca` with this serial, and its key (PEM).
 fn node_cert(ca: &Ca, code: &str, serial: &[u8]) -> (String, String) {
-    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state(code)), "edge").unwrap();
+    certificate_of(ca, Role::Node(state(code)), serial)
+}
+
+/// A certificate of a principal of `role` issued by `ca` with this serial, and its key.
+fn certificate_of(ca: &Ca, role: Role, serial: &[u8]) -> (String, String) {
+    let principal = Principal::new(TRUST_DOMAIN, role, "edge").unwrap();
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, code);
+    params.distinguished_name.push(DnType::CommonName, "edge");
     params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -552,6 +557,80 @@ async fn a_revocation_says_when_the_crl_file_could_not_be_rewritten() {
     assert_eq!(revoked.crl_not_written, "", "{revoked:?}");
     assert!(!admitted(&server, &aus10).await);
     assert!(listed(&published_crl(&pki, &server).await).contains(&"0a".to_owned()));
+}
+
+/// A partner CA that `[tls] partner_cas` lists vouches only for the nodes and analysts
+/// of its states: its certificate for another state's node, a regional analyst or an
+/// operator is refused, saying why — an outside pass had a partner CA's operator
+/// certificate list the states and read the audit log. A CA of the bundle it does not list
+/// is the exchange's own; a listed name the bundle lacks is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
+    let pki = TestPki::new();
+    let (ours, partner) = (own_ca(&pki), outside_ca("Partner CA"));
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", ours.pem, partner.pem),
+    )
+    .unwrap();
+    let listing = |config: &mut tidemark::Config| {
+        config
+            .tls
+            .partner_cas
+            .insert(partner.name.clone(), vec!["IDN".into()]);
+    };
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), listing).await;
+    let of = |ca: &Ca, role: Role, serial: u8| {
+        let (cert, key) = certificate_of(ca, role, &[serial]);
+        ClientIdentity::from_pem(cert, key, pki.ca.cert_pem().to_owned())
+    };
+    let vouched = [Role::Node(state("IDN")), Role::StateAnalyst(state("IDN"))];
+    for (serial, role) in (1..).zip(vouched) {
+        assert!(
+            admitted(&server, &of(&partner, role, serial)).await,
+            "{role:?}"
+        );
+    }
+    let refused = [
+        Role::Node(state("AUS")),
+        Role::StateAnalyst(state("AUS")),
+        Role::RegionalAnalyst,
+        Role::Operator,
+    ];
+    for (serial, role) in (10..).zip(refused) {
+        assert!(
+            !admitted(&server, &of(&partner, role, serial)).await,
+            "{role:?}"
+        );
+        assert!(
+            admitted(&server, &of(&ours, role, serial)).await,
+            "{role:?} of ours"
+        );
+    }
+    let channel = client::connect(&server.endpoint(), &of(&partner, Role::Operator, 20))
+        .await
+        .unwrap();
+    let said = pb::admin_client::AdminClient::new(channel)
+        .list_states(pb::ListStatesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(said.code(), Code::Unauthenticated, "{said:?}");
+    assert!(said.message().contains("partner CA"), "{said:?}");
+    // A partner CA the bundle does not hold is named at start.
+    let data = tempfile::TempDir::new().unwrap();
+    let mut config = pki.config(&data);
+    config
+        .tls
+        .partner_cas
+        .insert("CN=Nobody".into(), vec!["IDN".into()]);
+    let Err(e) = tidemark::server::Server::build(config) else {
+        panic!("a partner CA outside the bundle was accepted");
+    };
+    assert!(
+        e.to_string()
+            .contains("\"CN=Nobody\", which is no CA of the bundle"),
+        "{e}"
+    );
 }
 
 /// Names that print alike are told apart: a name whose common name holds a comma is

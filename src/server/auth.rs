@@ -105,6 +105,9 @@ pub(super) enum Lapse {
     Untrusted,
     /// Its state has been suspended.
     Suspended,
+    /// Its chain ends at a partner CA that does not vouch for it (`[tls] partner_cas`:
+    /// a partner CA vouches only for the nodes and analysts of its states).
+    NotVouched,
 }
 
 impl Lapse {
@@ -115,6 +118,7 @@ impl Lapse {
             Self::Revoked => "revoked",
             Self::Untrusted => "untrusted",
             Self::Suspended => "suspended",
+            Self::NotVouched => "not_vouched",
         }
     }
 
@@ -141,6 +145,14 @@ impl Lapse {
                  bundle was changed, or a CA certificate in the chain expired); ask your \
                  operator for a certificate of the current CA",
                 peer.serial()
+            )),
+            Self::NotVouched => Status::unauthenticated(format!(
+                "client certificate {} chains to a partner CA (issuer {}), which vouches only \
+                 for the nodes and analysts of the states [tls] partner_cas lists for it, and \
+                 not for {}; ask your own state's operator or the exchange's for a certificate",
+                peer.serial(),
+                peer.issuer_name(),
+                peer.principal().spiffe_id()
             )),
             Self::Suspended => {
                 let state = peer
@@ -170,6 +182,8 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         Some(Lapse::Revoked)
     } else if !trust.chains_to_a_trusted_ca(peer.chain()) {
         Some(Lapse::Untrusted)
+    } else if trust.partner_refuses(peer.certificates(), peer.principal()) {
+        Some(Lapse::NotVouched)
     } else if peer
         .principal()
         .state()

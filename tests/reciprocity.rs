@@ -211,3 +211,88 @@ fn the_serve_command_refuses_the_test_only_bypass() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("exists only for the tests"), "{said}");
 }
+
+/// A state that retracts its only contribution while it reads: every record that raises
+/// what its reads may send lands in the log while it still stands, never after the
+/// retraction (an outside pass had queries that began before a retraction raise their
+/// records after it, and verify-reciprocity named them), and its reads then end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_a_retraction_of_the_readers_contribution_are_all_allowed() {
+    const ROUNDS: u64 = 24;
+    let world = World::new(Clock::system()).await;
+    import(&world, "IDN", 0..40, false).await;
+    let all = pb::SharingScope::AllContributors;
+    let mut aus = world.exchange("AUS").await;
+    for round in 0..ROUNDS {
+        let mine = report("AUS", 1000 + round, false, all, &[]);
+        common::submit(&mut aus, sign(&mine, world.key("AUS")))
+            .await
+            .unwrap();
+        let readers: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(read_until_refused(aus.clone())))
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(round % 8)).await;
+        common::submit(&mut aus, common::retraction(&mine, 2, world.key("AUS")))
+            .await
+            .unwrap();
+        for reader in readers {
+            reader.await.unwrap();
+        }
+    }
+    let mut log = pb::transparency_client::TransparencyClient::new(
+        world.server.channel(&node(&world.pki, "IDN")).await,
+    );
+    let mut entries: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let start = entries.len() as u64;
+        let page = log
+            .get_entries(pb::GetEntriesRequest {
+                start,
+                end: start + 1000,
+            })
+            .await
+            .map(|r| r.into_inner().entries);
+        match page {
+            Ok(page) if !page.is_empty() => entries.extend(page),
+            _ => break,
+        }
+    }
+    let replay = tidemark::reciprocity::replay(entries.iter().map(Vec::as_slice), None);
+    assert!(replay.reads_checked > 0, "{replay:?}");
+    assert!(replay.violations.is_empty(), "{:#?}", replay.violations);
+}
+
+/// Queries one report at a time as `aus` until a query is refused for want of standing.
+async fn read_until_refused(
+    mut aus: pb::exchange_client::ExchangeClient<tonic::transport::Channel>,
+) {
+    loop {
+        let asked = aus
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                limit: 1,
+                ..pb::QueryRequest::default()
+            })
+            .await;
+        let ended = match asked {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break None,
+                        Err(status) => break Some(status),
+                    }
+                }
+            }
+            Err(status) => Some(status),
+        };
+        match ended {
+            None => {}
+            Some(status) if status.code() == tonic::Code::PermissionDenied => return,
+            // Another read of this principal's still holds its slot.
+            Some(status) if status.code() == tonic::Code::ResourceExhausted => {}
+            Some(status) => panic!("{status:?}"),
+        }
+    }
+}

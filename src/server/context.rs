@@ -24,7 +24,7 @@ use crate::{
         auth,
         delivery::{self, Cut, Delivered, Drained, Ledger, Unfinished, cut_short},
         feed::Feed,
-        guard::{CallGuard, Guarded, StandingWatch},
+        guard::{CallGuard, Guarded, StandingCheck, StandingWatch},
         reads::OpenStreams,
     },
     signing::SigningKey,
@@ -174,6 +174,19 @@ impl Context {
             .map_err(|e| unrecorded(&e))
     }
 
+    /// `standing`, as checked on `snapshot`, for raising a read's record while it holds.
+    pub(super) fn standing_check(
+        &self,
+        snapshot: &Snapshot,
+        standing: &Standing,
+    ) -> Result<StandingCheck, Status> {
+        StandingCheck::new(
+            (self.store.clone(), self.policy.clone(), self.clock.clone()),
+            snapshot,
+            standing,
+        )
+    }
+
     /// A guard for a call by `peer` that needs `standing` to hold throughout.
     pub(super) fn guard(&self, peer: &PeerIdentity, standing: Option<&Standing>) -> CallGuard {
         let guard = CallGuard::new(peer, &self.trust);
@@ -206,7 +219,12 @@ impl Context {
         guard: CallGuard,
         peer: &PeerIdentity,
         state: CountryCode,
-        (kind, detail, gate): (ReadKind, String, delivery::Gate<T>),
+        (kind, detail, gate, standing): (
+            ReadKind,
+            String,
+            delivery::Gate<T>,
+            Option<StandingCheck>,
+        ),
         mut read: impl FnMut(&mut dyn FnMut(&str, T) -> bool) -> Result<bool, StoreError>
         + Send
         + 'static,
@@ -236,6 +254,7 @@ impl Context {
             detail: detail.clone(),
             number,
             allowance: Allowance::default(),
+            standing,
         };
         let (unfinished, mut cut) = self.unfinished.start();
         let mut producer_cut = cut.clone();
@@ -344,6 +363,8 @@ struct RaiseAhead {
     detail: String,
     number: u64,
     allowance: Allowance,
+    /// The reader's standing, for a read of other states' reports that needs it.
+    standing: Option<StandingCheck>,
 }
 
 impl RaiseAhead {
@@ -359,15 +380,18 @@ impl RaiseAhead {
             &self.kind,
             &self.detail,
         );
-        runtime
-            .block_on(self.writer.update_audit(self.number, record))
-            .map(|_| ())
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "the audit record of this read could not be raised, so nothing more is \
-                     sent: {e}"
-                ))
-            })
+        match &mut self.standing {
+            Some(check) => runtime.block_on(check.raise(&self.writer, self.number, &record)),
+            None => runtime
+                .block_on(self.writer.update_audit(self.number, record))
+                .map(|_| ())
+                .map_err(|e| {
+                    Status::unavailable(format!(
+                        "the audit record of this read could not be raised, so nothing more \
+                         is sent: {e}"
+                    ))
+                }),
+        }
     }
 }
 

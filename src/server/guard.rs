@@ -33,13 +33,97 @@ use crate::{
     policy::{Policy, Standing},
     report::Category,
     server::auth,
-    store::Store,
+    store::{AppendError, AuditRecord, Snapshot, Stands, Store, Writer},
     trust::Trust,
 };
 
 /// How often an open call re-checks by itself, and the shortest interval between two
 /// readings of its standing from the store.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// How often a raise is tried again when its reader's standing may have changed, each
+/// time checked anew: only a state that amends or retracts without pause gets this far.
+const RAISES: usize = 8;
+
+/// A read's standing as last checked, and how to check it again. A record that raises
+/// what a read may send of other states' reports is written only where that standing
+/// still holds in the log ([`crate::store::Writer::raise_audit`]), so that none lands
+/// after a retraction or amendment of the reader's state that ended it, nor after it
+/// lapsed: `tidemark audit verify-reciprocity` judges each raise where it lands.
+pub(super) struct StandingCheck {
+    store: Store,
+    policy: Policy,
+    clock: Clock,
+    category: Category,
+    stands: Stands,
+}
+
+impl StandingCheck {
+    /// `standing`, as checked on `snapshot`.
+    pub(super) fn new(
+        (store, policy, clock): (Store, Policy, Clock),
+        snapshot: &Snapshot,
+        standing: &Standing,
+    ) -> Result<Self, Status> {
+        Ok(Self {
+            store,
+            policy,
+            clock,
+            category: standing.category,
+            stands: Stands {
+                state: standing.state.to_string(),
+                through: snapshot.last_sequence()?,
+                lapses_at: lapse_time(standing),
+            },
+        })
+    }
+
+    /// Raises audit record `number` to `record` while the standing holds, reading it
+    /// again from a fresh snapshot whenever the writer finds it may have changed; the
+    /// refusal (PERMISSION_DENIED, saying why) once it does not hold.
+    pub(super) async fn raise(
+        &mut self,
+        writer: &Writer,
+        number: u64,
+        record: &AuditRecord,
+    ) -> Result<(), Status> {
+        for _ in 0..RAISES {
+            match writer
+                .raise_audit(number, record.clone(), self.stands.clone())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(AppendError::StandingUnsure) => self.read_again()?,
+                Err(e) => {
+                    return Err(Status::unavailable(format!(
+                        "the audit record of this read could not be raised, so nothing more \
+                         is sent: {e}"
+                    )));
+                }
+            }
+        }
+        Err(Status::aborted(
+            "your state's reports changed throughout this read, so its standing could not be \
+             settled; read again",
+        ))
+    }
+
+    fn read_again(&mut self) -> Result<(), Status> {
+        let snapshot = self.store.snapshot()?;
+        let state = CountryCode::parse(&self.stands.state)
+            .map_err(|e| Status::internal(format!("a reader's state: {e}")))?;
+        let standing = self
+            .policy
+            .standing(&snapshot, state, self.category, self.clock.now())?
+            .require()?;
+        self.stands = Stands {
+            state: self.stands.state.clone(),
+            through: snapshot.last_sequence()?,
+            lapses_at: lapse_time(&standing),
+        };
+        Ok(())
+    }
+}
 
 /// What an open call re-checks before each item.
 pub(super) struct CallGuard {

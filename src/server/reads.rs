@@ -222,6 +222,10 @@ impl Context {
             )
         };
         let guard = self.guard(peer, standing.as_ref());
+        let check = standing
+            .as_ref()
+            .map(|standing| self.standing_check(&snap, standing))
+            .transpose()?;
         let kind = ReadKind {
             action: "query",
             category: filter.category,
@@ -230,7 +234,8 @@ impl Context {
         let gate = self.gate(snap.last_sequence()?, state);
         let mut pages = Pages::new(self, snap);
         let mut filter = filter;
-        self.audited_stream(guard, peer, state, (kind, detail, gate), move |emit| {
+        let how = (kind, detail, gate, check);
+        self.audited_stream(guard, peer, state, how, move |emit| {
             let (snap, mut recheck) = pages.next()?;
             let (mut failed, mut sent, mut last, mut paused) = (None, 0, None, false);
             // A report changed while the pages are read comes in the query's second part,
@@ -282,6 +287,7 @@ impl Context {
             .require_standing(peer, &snap, state, category, "sync", &detail)
             .await?;
         let guard = self.guard(peer, Some(&standing));
+        let check = Some(self.standing_check(&snap, &standing)?);
         let kind = ReadKind {
             action: "sync",
             category,
@@ -291,7 +297,8 @@ impl Context {
         let with_proofs = req.include_log_proofs;
         let mut pages = Pages::new(self, snap);
         let mut after = req.after_sequence;
-        self.audited_stream(guard, peer, state, (kind, detail, gate), move |emit| {
+        let how = (kind, detail, gate, check);
+        self.audited_stream(guard, peer, state, how, move |emit| {
             let (snap, mut recheck) = pages.next()?;
             let (mut failed, mut paused) = (None, false);
             access::sync(&snap, category, after, state, |hit| {
@@ -352,6 +359,7 @@ impl Context {
         let standing = self
             .require_standing(peer, &snap, state, filter.category, "subscribe", &detail)
             .await?;
+        let mut check = self.standing_check(&snap, &standing)?;
         drop(snap);
         let guard = self.guard(peer, Some(&standing));
         // Join the feed before reading where the store is, so no batch falls between.
@@ -412,11 +420,8 @@ impl Context {
                     }
                     if raise {
                         let record = allowance.to_audit(&principal, state.as_str(), &kind, &detail);
-                        if let Err(e) = ctx.writer.update_audit(number, record).await {
-                            break Some(Status::unavailable(format!(
-                                "the audit record of this subscription could not be raised, so \
-                             nothing more is pushed: {e}"
-                            )));
+                        if let Err(status) = check.raise(&ctx.writer, number, &record).await {
+                            break Some(status);
                         }
                     }
                     if let Some(end) = push(&tx, items, ctx.read_stall, &queue).await {

@@ -102,6 +102,7 @@ impl From<AppendError> for Status {
                 )
             }
             AppendError::Store(_) => Status::unavailable(message),
+            AppendError::StandingUnsure => Status::aborted(message),
         }
     }
 }

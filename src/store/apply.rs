@@ -82,6 +82,11 @@ pub enum AppendError {
     },
     #[error("report {id} does not exist yet; its first version must be 1, not {got}")]
     FirstVersion { id: Uuid, got: u32 },
+    #[error(
+        "the reader's standing may have changed since it was checked (its state retracted \
+         or amended a report); check it again"
+    )]
+    StandingUnsure,
     #[error("report {id} was retracted; it cannot be amended or retracted again")]
     Retracted { id: Uuid },
     #[error("report {id} does not exist, so there is nothing to retract")]

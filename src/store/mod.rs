@@ -45,6 +45,7 @@ pub(crate) use self::{
         RevokedCertificate, VersionRef, revocation_key,
     },
     snapshot::Snapshot,
+    writer::Stands,
 };
 pub use self::{
     backup::Contents as BackupContents,

@@ -29,7 +29,8 @@ use redb::{Database, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    AuditRecord, COUNTER_QUARTERS, COUNTERS, KeyCache, ProjectionCell, QUARTERS_BEHIND, StoreError,
+    AuditRecord, COUNTER_QUARTERS, COUNTERS, EnvelopeKind, KeyCache, ProjectionCell,
+    QUARTERS_BEHIND, StoreError,
     admin::{self, AdminApplied, AdminChange, AdminWriteError},
     admission::Admission,
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
@@ -54,7 +55,7 @@ struct AdminJob {
 enum Message {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
-    UpdateAudit(u64, Box<AuditRecord>, AuditReply),
+    UpdateAudit(u64, Box<AuditRecord>, Option<Stands>, AuditReply),
     Budget(Box<BudgetCharge>, BudgetReply),
     Admin(Box<AdminJob>, AdminReply),
     /// Finish what is queued, then stop.
@@ -65,8 +66,9 @@ enum Message {
 enum Job {
     Append(Box<NewEnvelope>, Reply),
     Audit(Box<AuditRecord>, AuditReply),
-    /// Rewrites an in-progress audit record with what its read returned so far.
-    UpdateAudit(u64, Box<AuditRecord>, AuditReply),
+    /// Rewrites an in-progress audit record with what its read returned so far, if its
+    /// reader still stands, when it must.
+    UpdateAudit(u64, Box<AuditRecord>, Option<Stands>, AuditReply),
     /// Charges or refunds a privacy budget.
     Budget(Box<BudgetCharge>, BudgetReply),
     /// An administrative change and its audit record.
@@ -191,7 +193,21 @@ impl Writer {
         number: u64,
         record: AuditRecord,
     ) -> Result<u64, AppendError> {
-        self.send_audit(|tx| Message::UpdateAudit(number, Box::new(record), tx))
+        self.send_audit(|tx| Message::UpdateAudit(number, Box::new(record), None, tx))
+            .await
+    }
+
+    /// [`Self::update_audit`] for a record that grows what a read may send of other
+    /// states' reports: written only if its reader's standing, as checked, still holds
+    /// where the record lands in the log ([`Stands`]); refused with
+    /// [`AppendError::StandingUnsure`] otherwise, for the reader to check it again.
+    pub(crate) async fn raise_audit(
+        &self,
+        number: u64,
+        record: AuditRecord,
+        stands: Stands,
+    ) -> Result<u64, AppendError> {
+        self.send_audit(|tx| Message::UpdateAudit(number, Box::new(record), Some(stands), tx))
             .await
     }
 
@@ -341,8 +357,8 @@ fn run(
     let take = |message: Message, batch: &mut Vec<Job>, stopping: &mut bool| match message {
         Message::Append(envelope, reply) => batch.push(Job::Append(envelope, reply)),
         Message::Audit(record, reply) => batch.push(Job::Audit(record, reply)),
-        Message::UpdateAudit(number, record, reply) => {
-            batch.push(Job::UpdateAudit(number, record, reply));
+        Message::UpdateAudit(number, record, stands, reply) => {
+            batch.push(Job::UpdateAudit(number, record, stands, reply));
         }
         Message::Budget(charge, reply) => batch.push(Job::Budget(charge, reply)),
         Message::Admin(job, reply) => batch.push(Job::Admin(job, reply)),
@@ -350,6 +366,7 @@ fn run(
     };
     // Quarter counter rows may be behind from before this start.
     let mut catch_up = CatchUp::new(db, ends.disk_failed);
+    let mut lowered = Lowered::new();
     while !stopping {
         let idle = catch_up.behind.then_some(IDLE_BEFORE_CATCH_UP);
         let message = match queues.next(idle, timer) {
@@ -390,7 +407,7 @@ fn run(
             continue;
         }
         let started = std::time::Instant::now();
-        let committed = commit_batch(db, &batch, clock.now(), log);
+        let committed = commit_batch(db, &batch, (clock.now(), &mut lowered), log);
         match committed {
             Ok((results, changes)) => {
                 ends.metrics
@@ -437,8 +454,11 @@ fn answer(batch: &mut Vec<Job>, results: Vec<Done>, metrics: &Metrics) {
                 metrics.audit_written();
                 let _ = reply.send(Ok(number));
             }
-            (Job::UpdateAudit(_, _, reply), Done::Audit(number)) => {
+            (Job::UpdateAudit(_, _, _, reply), Done::Audit(number)) => {
                 let _ = reply.send(Ok(number));
+            }
+            (Job::UpdateAudit(_, _, _, reply), Done::StandingUnsure) => {
+                let _ = reply.send(Err(AppendError::StandingUnsure));
             }
             (Job::Budget(_, reply), Done::Budget(result)) => {
                 let _ = reply.send(result);
@@ -467,7 +487,7 @@ fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option
             Job::Append(_, reply) => {
                 let _ = reply.send(Err(failure()));
             }
-            Job::Audit(_, reply) | Job::UpdateAudit(_, _, reply) => {
+            Job::Audit(_, reply) | Job::UpdateAudit(_, _, _, reply) => {
                 let _ = reply.send(Err(failure()));
             }
             Job::Budget(_, reply) => {
@@ -596,6 +616,8 @@ impl<'a> CatchUp<'a> {
 enum Done {
     Append(Result<Accepted, AppendError>),
     Audit(u64),
+    /// A raise refused: its reader's standing may have changed ([`Stands`]).
+    StandingUnsure,
     Budget(Result<u64, BudgetError>),
     Admin(Result<(AdminApplied, u64), AdminWriteError>),
 }
@@ -618,10 +640,35 @@ fn project(projection: &ProjectionCell, changes: &[Change]) {
     }
 }
 
+/// Where each state's standing may last have dropped: the sequence of its newest
+/// retraction or amendment (an amendment may move a report to another category) that
+/// this writer stored. Kept across batches while the writer runs; reads do not outlive
+/// it.
+pub(super) type Lowered = std::collections::HashMap<String, u64>;
+
+/// A reader's standing as checked, for a record that raises what its read may send: it
+/// still holds where the record lands if its state has stored no retraction or
+/// amendment after the snapshot it was checked on, and it has not lapsed with time.
+#[derive(Debug, Clone)]
+pub(crate) struct Stands {
+    /// The reading state.
+    pub(crate) state: String,
+    /// The last envelope sequence of the snapshot the standing was checked on.
+    pub(crate) through: u64,
+    /// When the standing lapses by itself, Unix seconds.
+    pub(crate) lapses_at: i64,
+}
+
+impl Stands {
+    fn holds(&self, lowered: &Lowered, now: i64) -> bool {
+        now < self.lapses_at && lowered.get(&self.state).is_none_or(|s| *s <= self.through)
+    }
+}
+
 fn commit_batch(
     db: &Database,
     batch: &[Job],
-    now: i64,
+    (now, lowered): (i64, &mut Lowered),
     log: &LogSigner,
 ) -> Result<(Vec<Done>, Vec<Change>), StoreError> {
     let mut tx = db.begin_write()?;
@@ -641,6 +688,12 @@ fn commit_batch(
                         Some(refused) => Err(refused),
                         None => apply::append(&mut t, &mut deltas, new, &mut next_sequence, now)?,
                     };
+                    if let Ok(accepted) = &done
+                        && !accepted.duplicate
+                        && (accepted.version > 1 || accepted.kind == EnvelopeKind::Retraction)
+                    {
+                        lowered.insert(accepted.state.clone(), accepted.sequence);
+                    }
                     results.push(Done::Append(done));
                 }
                 Job::Audit(record, _) => {
@@ -649,9 +702,13 @@ fn commit_batch(
                     apply::put_audit(&mut t, number, record, (now, apply::detail_salt()), now)?;
                     results.push(Done::Audit(number));
                 }
-                Job::UpdateAudit(number, record, _) => {
-                    apply::update_audit(&mut t, *number, record, now)?;
-                    results.push(Done::Audit(*number));
+                Job::UpdateAudit(number, record, stands, _) => {
+                    if stands.as_ref().is_some_and(|s| !s.holds(lowered, now)) {
+                        results.push(Done::StandingUnsure);
+                    } else {
+                        apply::update_audit(&mut t, *number, record, now)?;
+                        results.push(Done::Audit(*number));
+                    }
                 }
                 Job::Budget(charge, _) => {
                     results.push(Done::Budget(budget::apply(&mut t.budgets, charge)?));

@@ -182,6 +182,8 @@ impl Administration {
                 _ => now,
             },
             changed_at: now,
+            // Set as it is stored.
+            revision: 0,
         };
         let record = match self.change(AdminChange::State(record), operator)? {
             AdminApplied::State(record, _) => record,

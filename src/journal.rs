@@ -5,7 +5,9 @@
 //!
 //! The file is unsigned and the store stays the authority, so the journal only ever
 //! *restricts*: at start the server takes from it a suspension newer than the store's
-//! record of that state (a suspension wins a tie of times), and a key revocation the
+//! record of that state (a change of the same second with a later revision — the
+//! record's count of changes — is newer; a suspension wins a tie of both), and a key
+//! revocation the
 //! store lacks or has as of a later time (a key it does not know at all — registered
 //! after the backup — is recorded as registered and revoked, so it cannot be registered
 //! again). A reinstatement or an enrolment is never taken from it: one lost to a restore
@@ -14,8 +16,8 @@
 //! change made elsewhere, do not drop each other's entries.
 //!
 //! Format (JSON, version 1): `{"version": 1, "states": [{"state": "THA", "suspended":
-//! true, "enrolledAt": 1796400000, "changedAt": 1796500000}], "revokedKeys": [{"keyId":
-//! "…", "state": "THA", "publicKey": "<base64 of the 32 Ed25519 bytes>", "validFrom": 0,
+//! true, "enrolledAt": 1796400000, "changedAt": 1796500000, "revision": 2}],
+//! "revokedKeys": [{"keyId": "…", "state": "THA", "publicKey": "<base64 of the 32 Ed25519 bytes>", "validFrom": 0,
 //! "validUntil": 0, "registeredAt": 1796400000, "revokedAt": 1796500000, "reason":
 //! "key-compromise"}], "revokedCertificates": [{"serial": "1fa0", "reason":
 //! "key-compromise", "revokedAt": 1796500000, "revokedBy": "spiffe://…", "issuer":
@@ -123,6 +125,10 @@ struct StateEntry {
     suspended: bool,
     enrolled_at: i64,
     changed_at: i64,
+    /// The record's revision ([`StateRecord::revision`]; 0 in journals written before
+    /// it).
+    #[serde(default)]
+    revision: u64,
 }
 
 impl StateEntry {
@@ -132,14 +138,20 @@ impl StateEntry {
             suspended: record.suspended,
             enrolled_at: record.enrolled_at,
             changed_at: record.changed_at,
+            revision: record.revision,
         }
     }
 
-    /// Whether this status is newer than `held`'s: changed later, or at the same second
-    /// to a suspension (which fails safe).
+    /// Whether this status is newer than `held`'s: changed later; or at the same second
+    /// by a later revision (a suspension and a reinstatement in one second of one
+    /// history); or at the same second and revision to a suspension (two histories:
+    /// the suspension fails safe).
     fn newer_than(&self, held: &StateEntry) -> bool {
-        held.changed_at < self.changed_at
-            || (held.changed_at == self.changed_at && self.suspended && !held.suspended)
+        (held.changed_at, held.revision) < (self.changed_at, self.revision)
+            || (held.changed_at == self.changed_at
+                && held.revision == self.revision
+                && self.suspended
+                && !held.suspended)
     }
 }
 
@@ -411,6 +423,7 @@ pub(crate) fn newer_than_store(
                 state: entry.state,
                 suspended: true,
                 changed_at: entry.changed_at,
+                revision: 0,
             }));
         } else {
             not_taken.push(entry.state);
@@ -468,6 +481,7 @@ mod tests {
             suspended,
             enrolled_at: 1,
             changed_at,
+            revision: 0,
         }
     }
 
@@ -479,6 +493,23 @@ mod tests {
 
     fn store(dir: &Path) -> Store {
         Store::open(&StoreConfig::in_dir(dir)).unwrap()
+    }
+
+    /// A suspension and a reinstatement in one second of one store: the journal written
+    /// after each holds the reinstatement, and the next start carries nothing back (an
+    /// outside pass saw such a state suspended again at every restart).
+    #[test]
+    fn a_reinstatement_in_the_second_of_its_suspension_is_not_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let crl = dir.path().join("crl.pem");
+        let store = store(&dir.path().join("store"));
+        for suspended in [false, true, false] {
+            store.put_state(&state("PHL", suspended, 20)).unwrap();
+            write(&store, &crl).unwrap();
+        }
+        let (changes, _) = newer_than_store(&store, &crl).unwrap();
+        assert!(changes.is_empty(), "{changes:#?}");
+        assert_eq!(store.state("PHL").unwrap().unwrap().revision, 3);
     }
 
     /// The journal only restricts, and only where it is newer than the store.

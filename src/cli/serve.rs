@@ -182,6 +182,7 @@ fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
                 suspended: false,
                 enrolled_at: now,
                 changed_at: now,
+                revision: 0,
             })?;
         }
         store.register_signing_key(&KeyRecord::new(

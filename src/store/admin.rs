@@ -277,8 +277,12 @@ pub(super) fn apply(
                     AdminApplied::State(before.clone(), Some(before))
                 }
                 before => {
-                    put(tx, STATES, &record.state, record)?;
-                    AdminApplied::State(record.clone(), before)
+                    let record = StateRecord {
+                        revision: before.as_ref().map_or(1, |b| b.revision.saturating_add(1)),
+                        ..record.clone()
+                    };
+                    put(tx, STATES, &record.state, &record)?;
+                    AdminApplied::State(record, before)
                 }
             }
         }

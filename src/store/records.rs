@@ -336,6 +336,10 @@ pub struct StateRecord {
     #[prost(int64, tag = "4")]
     /// Unix seconds of the last change.
     pub changed_at: i64,
+    #[prost(uint64, tag = "5")]
+    /// How many changes the state's record has had (1 for its first), set as it is
+    /// stored: orders two changes of one second (0 for records written before it).
+    pub revision: u64,
 }
 
 /// A certificate this server issued, keyed by its serial (hex).

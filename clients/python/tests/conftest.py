@@ -72,10 +72,9 @@ def server(tmp_path: Path):
     running.stop()
 
 
-@pytest.fixture()
-def small_import_server(tmp_path: Path):
-    """A server that takes at most 3 envelopes in one import: its development PKI made
-    by a first run on the defaults, then run with their configuration so changed."""
+def _server_with(tmp_path: Path, setting: str, value: int) -> Server:
+    """A server whose `setting` is `value`: its development PKI made by a first run on
+    the defaults, then run with their configuration so changed."""
     Server(tmp_path).stop()
     config = subprocess.run(
         [tidemark_bin(), "serve", "--print-config"],
@@ -84,11 +83,27 @@ def small_import_server(tmp_path: Path):
         capture_output=True,
         text=True,
     ).stdout
-    config = re.sub(r"(?m)^max_import_items = \d+$", "max_import_items = 3", config)
+    config, found = re.subn(rf"(?m)^{setting} = \d+$", f"{setting} = {value}", config)
+    assert found == 1, setting
     # Both listeners on free ports.
     config = re.sub(r'(?m)^listen = "127\.0\.0\.1:\d+"$', 'listen = "127.0.0.1:0"', config)
-    path = tmp_path / "small-import.toml"
+    path = tmp_path / f"{setting}.toml"
     path.write_text(config)
-    running = Server(tmp_path, path)
+    return Server(tmp_path, path)
+
+
+@pytest.fixture()
+def small_import_server(tmp_path: Path):
+    """A server that takes at most 3 envelopes in one import."""
+    running = _server_with(tmp_path, "max_import_items", 3)
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def small_read_budget_server(tmp_path: Path):
+    """A server that lets each principal start 60 reads a minute: 60 at once, then one
+    a second."""
+    running = _server_with(tmp_path, "reads_per_minute_per_principal", 60)
     yield running
     running.stop()

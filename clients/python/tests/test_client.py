@@ -162,6 +162,25 @@ def test_an_import_the_server_ends_says_what_it_did_and_why_it_refused(small_imp
     assert (refused.index, refused.code) == (1, "INVALID_ARGUMENT")
 
 
+def test_a_read_over_budget_says_when_to_retry_and_is_waited_out(small_read_budget_server, monkeypatch):
+    import tidemark_client.client as client_module
+
+    server = small_read_budget_server
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        for _ in range(60):
+            list(aus.query("smuggling", reporting_states=["AUS"]))
+        # Not waited out: the refusal says when to retry, and names its audit record.
+        monkeypatch.setattr(client_module, "PUSHBACK_RETRIES", 0)
+        with pytest.raises(TidemarkError) as refused:
+            list(aus.query("smuggling", reporting_states=["AUS"]))
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60
+        assert refused.value.audit_record
+        # Waited out, as the CLI does: the next read goes through.
+        monkeypatch.undo()
+        list(aus.query("smuggling", reporting_states=["AUS"]))
+
+
 def test_an_error_survives_pickling(server):
     import pickle
 

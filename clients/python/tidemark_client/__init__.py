@@ -9,6 +9,6 @@ See the package README for an example per role.
 
 from . import dsse, tlog
 from .client import CHANNEL_OPTIONS, DIMENSIONS, METRICS, Client, SigningKey, Stream, Submitted
-from .errors import TidemarkError
+from .errors import PUSHBACK_RETRIES, TidemarkError
 
-__all__ = ["CHANNEL_OPTIONS", "DIMENSIONS", "METRICS", "Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse", "tlog"]
+__all__ = ["CHANNEL_OPTIONS", "DIMENSIONS", "METRICS", "PUSHBACK_RETRIES", "Client", "SigningKey", "Stream", "Submitted", "TidemarkError", "dsse", "tlog"]

@@ -31,7 +31,7 @@ from tidemark.v1 import (
 )
 
 from . import dsse, tlog
-from .errors import TidemarkError
+from .errors import PUSHBACK_RETRIES, TidemarkError
 
 ReportLike = Union[report_pb2.Report, Mapping[str, Any], str, bytes]
 T = TypeVar("T")
@@ -61,21 +61,34 @@ class SigningKey:
 
 class Stream(Generic[T]):
     """The results of a streaming call: iterate them, or `cancel()` the call (from any
-    thread). Errors are raised as :class:`TidemarkError` while iterating."""
+    thread). Errors are raised as :class:`TidemarkError` while iterating. A call the
+    server refuses over the caller's budget of reads before it sends anything is made
+    again after the wait the server asks for, up to ``PUSHBACK_RETRIES`` times (as
+    `tidemark query` and `sync` do)."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, restart: Optional[Any] = None) -> None:
         self._call = call
+        self._restart = restart
+        self._started = False
+        self._retries = PUSHBACK_RETRIES
 
     def __iter__(self) -> "Stream[T]":
         return self
 
     def __next__(self) -> T:
-        try:
-            return next(self._call)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.CANCELLED and self._call.cancelled():
-                raise StopIteration from None
-            raise TidemarkError.from_rpc_error(error) from None
+        while True:
+            try:
+                item = next(self._call)
+                self._started = True
+                return cast(T, item)
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.CANCELLED and self._call.cancelled():
+                    raise StopIteration from None
+                refused = TidemarkError.from_rpc_error(error)
+                if self._started or self._restart is None or not _waits_out(refused, self._retries):
+                    raise refused from None
+                self._retries -= 1
+                self._call = self._restart()
 
     def cancel(self) -> None:
         """Ends the call; iteration then stops."""
@@ -93,6 +106,15 @@ class Stream(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self._call.cancel()
+
+def _waits_out(refused: TidemarkError, retries: int) -> bool:
+    """Whether `refused` is a read over the caller's budget that may be made again (with
+    `retries` left): then it has waited as long as the server asked."""
+    if refused.code != grpc.StatusCode.RESOURCE_EXHAUSTED or refused.retry_after is None or retries <= 0:
+        return False
+    time.sleep(refused.retry_after)
+    return True
+
 
 #: The category names the methods take.
 CATEGORIES = {
@@ -449,12 +471,20 @@ class Client:
     _UNARY = object()
 
     def _call(self, method: Any, request: Any, timeout: Any = _UNARY) -> Any:
-        try:
-            return method(request, timeout=self.timeout if timeout is Client._UNARY else timeout)
-        except grpc.RpcError as error:
-            raise TidemarkError.from_rpc_error(error) from None
-        except ValueError as error:  # a closed channel
-            raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
+        """One call; one refused over the caller's budget of reads is made again after
+        the wait the server asks for, up to ``PUSHBACK_RETRIES`` times."""
+        retries = PUSHBACK_RETRIES
+        while True:
+            try:
+                return method(request, timeout=self.timeout if timeout is Client._UNARY else timeout)
+            except grpc.RpcError as error:
+                refused = TidemarkError.from_rpc_error(error)
+                # A request stream (import) is used up: it is not made again.
+                if isinstance(request, Iterator) or not _waits_out(refused, retries):
+                    raise refused from None
+                retries -= 1
+            except ValueError as error:  # a closed channel
+                raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
 
     @staticmethod
     def _request(kind: Any, **fields: Any) -> Any:
@@ -468,7 +498,7 @@ class Client:
     @staticmethod
     def _stream(method: Any, request: Any) -> Stream[Any]:
         try:
-            return Stream(method(request))
+            return Stream(method(request), restart=lambda: method(request))
         except ValueError as error:  # a closed channel
             raise TidemarkError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
 

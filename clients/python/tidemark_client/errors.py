@@ -13,6 +13,11 @@ from grpc_status import rpc_status
 from tidemark.v1 import exchange_pb2
 
 
+#: How many times a call refused over the caller's budget of reads is made again, each
+#: after the wait the server asks for (``TidemarkError.retry_after``).
+PUSHBACK_RETRIES = 5
+
+
 def _handshake_hint(message: str) -> str:
     """What a failed TLS handshake most likely means, by gRPC's words for it (it does not
     pass the TLS alert on: `tidemark whoami` with the same profile names it)."""
@@ -42,6 +47,11 @@ class TidemarkError(Exception):
     ``partial`` is, for an import the server ended part-way (its caller revoked or
     suspended, or past ``limits.max_import_items``), what it did before: counts and the
     first rejections (``rejected`` minus those listed were not listed).
+    ``retry_after`` is, for a read refused over the caller's budget of reads
+    (``RESOURCE_EXHAUSTED``), the seconds the server asks to wait before the next
+    (``grpc-retry-pushback-ms``, gRFC A6); the client waits it out by itself up to
+    :data:`PUSHBACK_RETRIES` times. ``audit_record`` is the number of the audit record
+    of a refusal (``tidemark-audit``; ``"unrecorded"`` past the refusal budget).
     """
 
     def __init__(
@@ -52,14 +62,20 @@ class TidemarkError(Exception):
         reason: Optional[str] = None,
         metadata: Optional[Dict[str, str]] = None,
         partial: Optional[exchange_pb2.ImportResponse] = None,
+        retry_after: Optional[float] = None,
+        audit_record: Optional[str] = None,
     ) -> None:
-        super().__init__(code, message, violations or [], reason, metadata or {}, partial)
+        super().__init__(
+            code, message, violations or [], reason, metadata or {}, partial, retry_after, audit_record
+        )
         self.code = code
         self.message = message
         self.violations: List[Tuple[str, str]] = list(violations or [])
         self.reason = reason
         self.metadata: Dict[str, str] = dict(metadata or {})
         self.partial = partial
+        self.retry_after = retry_after
+        self.audit_record = audit_record
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -67,7 +83,16 @@ class TidemarkError(Exception):
     def __reduce__(self):  # picklable, e.g. across a process pool
         return (
             type(self),
-            (self.code, self.message, self.violations, self.reason, self.metadata, self.partial),
+            (
+                self.code,
+                self.message,
+                self.violations,
+                self.reason,
+                self.metadata,
+                self.partial,
+                self.retry_after,
+                self.audit_record,
+            ),
         )
 
     @classmethod
@@ -94,4 +119,15 @@ class TidemarkError(Exception):
         message = message or ""
         if code == grpc.StatusCode.UNAVAILABLE:
             message += _handshake_hint(message)
-        return cls(code, message, violations, reason, metadata, partial)
+        trailing: Dict[str, str] = {}
+        if hasattr(error, "trailing_metadata"):
+            for key, value in cast(grpc.Call, error).trailing_metadata() or ():
+                if isinstance(value, str):
+                    trailing[key] = value
+        retry_after: Optional[float] = None
+        try:
+            retry_after = int(trailing["grpc-retry-pushback-ms"]) / 1000
+        except (KeyError, ValueError):
+            pass
+        audit_record = trailing.get("tidemark-audit")
+        return cls(code, message, violations, reason, metadata, partial, retry_after, audit_record)

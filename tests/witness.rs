@@ -30,13 +30,18 @@ fn text(out: &std::process::Output) -> String {
 
 /// `tidemark log witness` of `profile` in `state_dir`, against `server`.
 fn witness_args(server: &TestServer, profile: &str, state_dir: &Path) -> Vec<String> {
+    witness_args_at(&server.endpoint(), profile, state_dir)
+}
+
+/// `tidemark log witness` of `profile` in `state_dir`, against the server at `endpoint`.
+fn witness_args_at(endpoint: &str, profile: &str, state_dir: &Path) -> Vec<String> {
     vec![
         "log".into(),
         "witness".into(),
         "--state-dir".into(),
         state_dir.display().to_string(),
         "--endpoint".into(),
-        server.endpoint(),
+        endpoint.to_owned(),
         "--as".into(),
         profile.to_owned(),
     ]
@@ -194,6 +199,125 @@ async fn a_witness_directory_belongs_to_one_witness() {
     assert_eq!(
         std::fs::read_to_string(state_dir.join("witness.vkey")).unwrap(),
         before
+    );
+}
+
+/// A log that serves `note` as its newest checkpoint and nothing else, with the test
+/// exchange's server certificate: what a server that changed its log's name would show.
+struct RenamedLog {
+    note: String,
+}
+
+#[tonic::async_trait]
+impl pb::transparency_server::Transparency for RenamedLog {
+    async fn get_checkpoint(
+        &self,
+        _: tonic::Request<pb::GetCheckpointRequest>,
+    ) -> Result<tonic::Response<pb::Checkpoint>, tonic::Status> {
+        Ok(tonic::Response::new(pb::Checkpoint {
+            note: self.note.clone(),
+            ..pb::Checkpoint::default()
+        }))
+    }
+    async fn get_verifier_key(
+        &self,
+        _: tonic::Request<pb::GetVerifierKeyRequest>,
+    ) -> Result<tonic::Response<pb::GetVerifierKeyResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not this log"))
+    }
+    async fn get_inclusion_proof(
+        &self,
+        _: tonic::Request<pb::GetInclusionProofRequest>,
+    ) -> Result<tonic::Response<pb::InclusionProof>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not this log"))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: tonic::Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<tonic::Response<pb::ConsistencyProof>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not this log"))
+    }
+    async fn get_entries(
+        &self,
+        _: tonic::Request<pb::GetEntriesRequest>,
+    ) -> Result<tonic::Response<pb::GetEntriesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not this log"))
+    }
+    async fn add_cosignature(
+        &self,
+        _: tonic::Request<pb::AddCosignatureRequest>,
+    ) -> Result<tonic::Response<pb::AddCosignatureResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not this log"))
+    }
+}
+
+/// A log whose checkpoint, signed with the log's own key, names another log (origin) is
+/// an alarm (exit 4, naming both), as a rewritten one is — not "the directory of another
+/// witness" (exit 1, which an outside pass got: the witness made its own name from the
+/// new origin before it compared the checkpoint with the one it holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_changed_its_name_is_an_alarm() {
+    use tidemark::tlog::{checkpoint::Checkpoint, note::NoteSigner};
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let state_dir = dir.path().join("aus-witness");
+    let first = witness(&server, &aus, &state_dir).await;
+    assert!(first.status.success(), "{}", text(&first));
+    // The held checkpoint's size and root, under another origin, signed with the log's
+    // key under its own name (as the witness holds it).
+    let held = std::fs::read_to_string(state_dir.join("checkpoint")).unwrap();
+    let body: Vec<&str> = held.lines().take(3).collect();
+    let (origin, size) = (body[0], body[1].parse::<u64>().unwrap());
+    let root: [u8; 32] =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body[2])
+            .unwrap()
+            .try_into()
+            .unwrap();
+    // The log's key (the receipt key): RFC 8410's PKCS#8 holds the 32-byte seed at
+    // bytes 16..48, in version 1 and 2 alike.
+    let pem = std::fs::read_to_string(pki.dir.path().join("receipt.key")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    let seed: [u8; 32] = der[16..48].try_into().unwrap();
+    let signer = NoteSigner::from_seed(origin, seed).unwrap();
+    assert_eq!(
+        signer.verifier_key(),
+        std::fs::read_to_string(state_dir.join("log.vkey"))
+            .unwrap()
+            .trim(),
+        "the log's own key"
+    );
+    let note = Checkpoint::new("elsewhere.test/log", size, root)
+        .sign(&signer)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let identity = tonic::transport::Identity::from_pem(
+        std::fs::read(pki.dir.path().join("server.pem")).unwrap(),
+        std::fs::read(pki.dir.path().join("server.key")).unwrap(),
+    );
+    let renamed = tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .unwrap()
+        .add_service(pb::transparency_server::TransparencyServer::new(
+            RenamedLog { note },
+        ))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let renamed = tokio::spawn(renamed);
+    let out = run(witness_args_at(&endpoint, &aus, &state_dir)).await;
+    renamed.abort();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("elsewhere.test/log") && text(&out).contains(origin),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(state_dir.join("checkpoint")).unwrap(),
+        held,
+        "nothing is kept"
     );
 }
 

@@ -98,6 +98,32 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     let verifier = NoteVerifier::parse(vkey.trim())
         .map_err(|e| anyhow!("the log key in {}: {e}", args.state_dir.display()))?;
     let (newest, new) = newest_checkpoint(&mut log, &verifier, first_run).await?;
+    let held = if held_path.exists() {
+        let held_note = super::input::read_note(&held_path, MAX_STATE_FILE)?;
+        Some(Checkpoint::open(&held_note, &verifier).map_err(|e| {
+            anyhow!(
+                "the checkpoint held in {} does not open with the log key held beside it \
+                 ({e}): restore it from a backup of the directory, or start over in an \
+                 empty directory on purpose (a rollback since the last run would then go \
+                 unseen)",
+                held_path.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    // Before anything is named from the server's checkpoint (the witness's own name is
+    // made from its origin): a log of another name is an alarm, not another witness.
+    if let Some(held) = &held {
+        check_extension(&mut log, held, &new, WITNESSED).await?;
+    } else {
+        errln!(
+            "no checkpoint held yet in {}: the server's newest ({} leaves) is the starting \
+             point this witness checks every later one against",
+            args.state_dir.display(),
+            new.size
+        );
+    }
     let name = witness_name(&new.origin, state);
     let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
     if identity.exists() {
@@ -114,26 +140,6 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
                 cosigner.key().verifier_key()
             );
         }
-    }
-    if held_path.exists() {
-        let held_note = super::input::read_note(&held_path, MAX_STATE_FILE)?;
-        let held = Checkpoint::open(&held_note, &verifier).map_err(|e| {
-            anyhow!(
-                "the checkpoint held in {} does not open with the log key held beside it \
-                 ({e}): restore it from a backup of the directory, or start over in an \
-                 empty directory on purpose (a rollback since the last run would then go \
-                 unseen)",
-                held_path.display()
-            )
-        })?;
-        check_extension(&mut log, &held, &new, WITNESSED).await?;
-    } else {
-        errln!(
-            "no checkpoint held yet in {}: the server's newest ({} leaves) is the starting \
-             point this witness checks every later one against",
-            args.state_dir.display(),
-            new.size
-        );
     }
     if first_run {
         // Recorded once a checkpoint has verified with it.

@@ -586,6 +586,48 @@ async fn submit_samples(
     reports
 }
 
+/// The JSON export of AUS's reports, a retraction included, imports back: its two live
+/// reports are there already, and the retraction's line is skipped, saying so.
+async fn json_export_imports_back(dir: &std::path::Path, endpoint: &str, aus: &str) {
+    let mut export = String::new();
+    for category in ["smuggling", "maritime"] {
+        export.push_str(
+            &run_ok(strings(&[
+                "query",
+                "--category",
+                category,
+                "--state",
+                "AUS",
+                "--include-retracted",
+                "--json",
+                "--endpoint",
+                endpoint,
+                "--as",
+                aus,
+            ]))
+            .await,
+        );
+    }
+    let file = dir.join("export.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let out = run(strings(&[
+        "import",
+        &file.display().to_string(),
+        "--endpoint",
+        endpoint,
+        "--as",
+        aus,
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("1 retraction skipped"), "{said}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 accepted, 2 already there, 0 rejected"),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_show_retractions_plainly_and_count_in_words() {
     let pki = TestPki::new();
@@ -629,6 +671,7 @@ async fn tables_show_retractions_plainly_and_count_in_words() {
     }
     let row = rows.iter().find(|r| r.contains(&retracted)).unwrap();
     assert!(row.trim_end().ends_with("retracted"), "{row:?}");
+    json_export_imports_back(dir.path(), &endpoint, &aus).await;
     assert!(!row.contains("->"), "{row:?}");
     let shown: Vec<&str> = counts.iter().map(String::as_str).collect();
     assert!(

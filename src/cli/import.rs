@@ -86,6 +86,8 @@ struct Tally {
     /// Sent, and then the call failed without an answer (the connection or the server
     /// went away): some of them may have been stored.
     unanswered: u64,
+    /// Retractions skipped (lines of `query --include-retracted --json`).
+    retractions: u64,
     /// Why the import stopped early, if it did.
     stopped: Option<String>,
     /// Whether the server's limit on one call has been met (and said so).
@@ -110,7 +112,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         for (line, record) in records.by_ref() {
             read += 1;
             match record {
-                Ok(report) => {
+                Ok(Line::Retraction) => tally.retractions += 1,
+                Ok(Line::Report(report)) => {
                     let request = pb::SubmitRequest {
                         envelope: Some(envelope::sign(
                             REPORT_PAYLOAD_TYPE,
@@ -443,6 +446,7 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
             "rejected": rejected,
             "errors": tally.errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
             "unanswered": tally.unanswered,
+            "retractionsSkipped": tally.retractions,
             "stopped": tally.stopped,
         });
         outln!("{value}")?;
@@ -457,6 +461,12 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
             tally.accepted,
             tally.duplicates
         )?;
+    }
+    if tally.retractions > 0 {
+        errln!(
+            "{} skipped: import takes reports (a retraction is made with `tidemark retract`)",
+            super::labels::count(tally.retractions, "retraction", "retractions")
+        );
     }
     if let Some(stopped) = tally.stopped {
         bail!(
@@ -505,7 +515,16 @@ fn lines_named(run: &[LineError]) -> String {
 }
 
 /// One record of the file: its line number and the report, or why it is not one.
-type Record = (usize, Result<pb::Report, String>);
+type Record = (usize, Result<Line, String>);
+
+/// What a line of the file holds.
+#[derive(Debug)]
+enum Line {
+    Report(Box<pb::Report>),
+    /// A retraction as `query --include-retracted --json` writes it: skipped, since
+    /// import takes reports, so that an export imports back whole.
+    Retraction,
+}
 
 /// How a file's records are written.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -583,6 +602,7 @@ fn records(
                     .deserialize::<CsvRow>(Some(&headers))
                     .map_err(|e| anyhow!(csv_error(&e, &headers, Some(&row))))
                     .and_then(CsvRow::into_report)
+                    .map(|report| Line::Report(Box::new(report)))
                     .map_err(|e| format!("not a valid CSV report row: {e:#}"));
                 (line, report)
             }
@@ -685,7 +705,7 @@ impl<R: std::io::BufRead> Iterator for BoundedLines<R> {
 /// The report on a line of JSON lines: the line itself, or the `report` of a line that
 /// `query --json` writes (`{"meta", "envelope", "report"}`), so that an export imports
 /// back.
-fn report_of_line(text: &str) -> Result<pb::Report, String> {
+fn report_of_line(text: &str) -> Result<Line, String> {
     if text.contains("\"envelope\"")
         && let Ok(serde_json::Value::Object(mut line)) = serde_json::from_str(text)
         && line.contains_key("envelope")
@@ -699,16 +719,28 @@ fn report_of_line(text: &str) -> Result<pb::Report, String> {
                  {other:?}"
             ));
         }
+        let meta = line.remove("meta");
+        let field = |name: &str| {
+            meta.as_ref()
+                .and_then(|m| m.get(name))
+                .and_then(|v| v.as_str())
+        };
         return match line.remove("report") {
             Some(serde_json::Value::Object(report)) => {
                 input::from_json::<pb::Report>(&serde_json::Value::Object(report).to_string())
+                    .map(|report| Line::Report(Box::new(report)))
                     .map_err(|e| format!("not a report in JSON: report.{e}"))
+            }
+            Some(serde_json::Value::Null) if field("kind") == Some("retraction") => {
+                Ok(Line::Retraction)
             }
             Some(other) => Err(format!("`report` is {other}, not a report (a JSON object)")),
             None => Err(MIRROR_LINE.to_owned()),
         };
     }
-    input::from_json::<pb::Report>(text).map_err(|e| format!("not a report in JSON: {e}"))
+    input::from_json::<pb::Report>(text)
+        .map(|report| Line::Report(Box::new(report)))
+        .map_err(|e| format!("not a report in JSON: {e}"))
 }
 
 /// Why a line with an envelope and no report is not imported.
@@ -1003,17 +1035,20 @@ mod tests {
     fn a_query_json_line_gives_its_report_and_nothing_else_passes() {
         let report = r#"{"reportId":"7a8b0c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d","version":1}"#;
         let line = format!(r#"{{"meta":{{}},"envelope":{{"payload":"eA=="}},"report":{report}}}"#);
-        assert_eq!(report_of_line(&line).unwrap().version, 1);
+        let Ok(Line::Report(read)) = report_of_line(&line) else {
+            panic!("{line}: no report");
+        };
+        assert_eq!(read.version, 1);
         let extra = format!(r#"{{"envelope":{{}},"report":{report},"extra":1}}"#);
-        assert!(report_of_line(&extra).unwrap_err().contains("\"extra\""));
+        assert!(report_of_line(&extra).is_err_and(|e| e.contains("\"extra\"")));
         let null = r#"{"envelope":{},"report":null}"#;
-        assert!(
-            report_of_line(null)
-                .unwrap_err()
-                .contains("`report` is null")
-        );
+        assert!(report_of_line(null).is_err_and(|e| e.contains("`report` is null")));
+        // A retraction, as `query --include-retracted --json` writes it, is skipped.
+        let retraction =
+            r#"{"meta":{"kind":"retraction","reportId":"r-1"},"envelope":{},"report":null}"#;
+        assert!(matches!(report_of_line(retraction), Ok(Line::Retraction)));
         let mirror = r#"{"meta":{},"envelope":{}}"#;
-        assert!(report_of_line(mirror).unwrap_err().contains("sync mirror"));
+        assert!(report_of_line(mirror).is_err_and(|e| e.contains("sync mirror")));
     }
 
     /// The line each record of `text` starts on, as the import says it.

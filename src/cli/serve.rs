@@ -113,6 +113,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.config.is_none() {
         let dir = config.tls.ca.parent().unwrap_or_else(|| Path::new("."));
         register_dev_signing_keys(server.store(), dir)?;
+        record_dev_certificates(server.store(), dir, &config.trust_domain)?;
         // The log's verifier key beside the development CA, where `verify-receipt` looks.
         let vkey = dir.join("log.vkey");
         std::fs::write(&vkey, format!("{}\n", server.log_verifier_key()))
@@ -198,6 +199,27 @@ fn register_dev_signing_keys(store: &Store, dir: &Path) -> anyhow::Result<()> {
             key_id = public.key_id(),
             "registered development signing key"
         );
+    }
+    Ok(())
+}
+
+/// Records the development PKI's client certificates (`<profile>.pem` beside the
+/// development CA) as issued through this server, each once: `admin certs`, the expiry
+/// warnings and `admin revoke` know them like the certificates `admin issue` makes.
+fn record_dev_certificates(store: &Store, dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
+    for principal in pki::sample_principals(trust_domain)? {
+        let path = dir.join(format!("{}.pem", pki::profile_stem(&principal.role())));
+        let Ok(pem) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        match store.record_development_certificate(&pem, trust_domain) {
+            Ok(true) => tracing::info!(file = %path.display(), "recorded development certificate"),
+            Ok(false) => {}
+            // Replaced by a certificate of another trust domain, say: not ours to record.
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "development certificate not recorded");
+            }
+        }
     }
     Ok(())
 }
@@ -336,7 +358,31 @@ fn shutdown_signal() -> anyhow::Result<std::pin::Pin<Box<dyn Future<Output = ()>
 mod tests {
     use tidemark::{KeyRecord, Store, config::StoreConfig, pki};
 
-    use super::register_dev_signing_keys;
+    use super::{record_dev_certificates, register_dev_signing_keys};
+
+    /// The development PKI's client certificates are recorded as issued, once each, so
+    /// that `admin certs`, the expiry warnings and `admin revoke` know them.
+    #[test]
+    fn development_certificates_are_recorded_once() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let certs = dir.path().join("certs");
+        pki::init_dev_pki(&certs, "tidemark.test", false).unwrap();
+        let store = Store::open(&StoreConfig::in_dir(&dir.path().join("data"))).unwrap();
+        record_dev_certificates(&store, &certs, "tidemark.test").unwrap();
+        let issued = store.issued_certificates().unwrap();
+        let principals = pki::sample_principals("tidemark.test").unwrap();
+        assert_eq!(issued.len(), principals.len());
+        for principal in &principals {
+            assert!(
+                issued.iter().any(|c| c.spiffe_id == principal.spiffe_id()
+                    && !c.issuer.is_empty()
+                    && c.key_fingerprint.len() == 32),
+                "{principal:?}: {issued:?}"
+            );
+        }
+        record_dev_certificates(&store, &certs, "tidemark.test").unwrap();
+        assert_eq!(store.issued_certificates().unwrap(), issued);
+    }
 
     /// Development keys go into a store only for states it holds no key of: a store
     /// restored from another exchange's backup keeps its own keys.

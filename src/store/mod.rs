@@ -767,6 +767,50 @@ impl Store {
         self.all(ISSUED_CERTS)
     }
 
+    /// Records a client certificate of the development PKI (PEM) as issued through this
+    /// server, unless its serial is recorded already: `admin certs`, the expiry warnings
+    /// and metrics, and `admin revoke` then know the certificates `serve` made on its
+    /// first run. Whether it was recorded now; an error when it is no client certificate
+    /// of `trust_domain`.
+    pub fn record_development_certificate(
+        &self,
+        certificate_pem: &str,
+        trust_domain: &str,
+    ) -> Result<bool, StoreError> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+        let unusable = |e: String| StoreError::Corrupt(format!("a development certificate: {e}"));
+        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes())
+            .map_err(|e| unusable(e.to_string()))?;
+        let peer = crate::identity::PeerIdentity::from_certificate(der.as_ref(), trust_domain)
+            .map_err(|e| unusable(e.to_string()))?;
+        if self
+            .issued_certificates()?
+            .iter()
+            .any(|c| c.serial == peer.serial())
+        {
+            return Ok(false);
+        }
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| unusable(e.to_string()))?;
+        let record = IssuedCertificate {
+            serial: peer.serial().to_owned(),
+            spiffe_id: peer.principal().spiffe_id(),
+            not_after: peer.not_after(),
+            issued_at: peer.not_before(),
+            key_fingerprint: ring::digest::digest(&ring::digest::SHA256, parsed.public_key().raw)
+                .as_ref()
+                .to_vec(),
+            issuer: peer
+                .certificates()
+                .first()
+                .map(|c| c.issuer.clone())
+                .unwrap_or_default(),
+        };
+        self.change(&AdminChange::Issued(record))
+            .map(|_| true)
+            .map_err(only_store)
+    }
+
     /// A certificate of the key with this fingerprint that was revoked because the key was
     /// compromised (RFC 5280 reason keyCompromise), if any: such a key is not certified
     /// again.

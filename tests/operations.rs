@@ -636,6 +636,16 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     let manifest = format!("{file}.manifest.json");
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    // Its counts are JSON numbers, as `jq` compares them.
+    for count in [
+        "envelopes",
+        "lastSequence",
+        "auditRecords",
+        "logSize",
+        "bytes",
+    ] {
+        assert!(json[count].is_u64(), "{count}: {json}");
+    }
     json["auditRecords"] = 9999.into();
     std::fs::write(&manifest, json.to_string()).unwrap();
     // A directory that does not exist yet: refused, it is not left behind either.

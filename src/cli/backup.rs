@@ -210,7 +210,9 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
     let manifest_partial = suffixed(&manifest_file, ".partial");
     let placed = std::fs::write(
         &manifest_partial,
-        serde_json::to_string_pretty(&manifest)? + "\n",
+        // 64-bit counts as JSON numbers, so that `jq '.envelopes > 1000'` compares them.
+        serde_json::to_string_pretty(&super::json::value(&manifest, "tidemark.v1.BackupManifest"))?
+            + "\n",
     )
     .with_context(|| format!("cannot write {}", manifest_partial.display()))
     .and_then(|()| place(&manifest_partial, &manifest_file))

@@ -587,7 +587,8 @@ async fn submit_samples(
 }
 
 /// The JSON export of AUS's reports, a retraction included, imports back: its two live
-/// reports are there already, and the retraction's line is skipped, saying so.
+/// reports are there already, and the retraction's line is skipped, saying so. An empty
+/// file imports nothing, whatever its format.
 async fn json_export_imports_back(dir: &std::path::Path, endpoint: &str, aus: &str) {
     let mut export = String::new();
     for category in ["smuggling", "maritime"] {
@@ -626,6 +627,27 @@ async fn json_export_imports_back(dir: &std::path::Path, endpoint: &str, aus: &s
         String::from_utf8_lossy(&out.stdout).contains("0 accepted, 2 already there, 0 rejected"),
         "{said}"
     );
+    // An empty file imports nothing, CSV as JSON lines (a byte-order mark and blank lines
+    // are nothing too).
+    for (name, text) in [("empty.csv", "\u{feff}\n"), ("empty.jsonl", "\n")] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = run(strings(&[
+            "import",
+            &file.display().to_string(),
+            "--endpoint",
+            endpoint,
+            "--as",
+            aus,
+        ]))
+        .await;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {said}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("0 accepted, 0 already there"),
+            "{name}: {said}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,7 +52,7 @@ pub struct ImportArgs {
     client: ClientArgs,
     #[command(flatten)]
     signing: SigningArgs,
-    /// Reports per Import call.
+    /// Reports per Import call, 1 to 10000.
     #[arg(long, default_value_t = 500, value_parser = whole(1u64, 10_000))]
     batch: u64,
     /// The largest signed report to send, in bytes: the server's limits.max_message_bytes
@@ -560,6 +560,15 @@ impl Format {
     }
 }
 
+/// Whether `file` holds nothing but white space (and a byte-order mark).
+fn holds_nothing(file: &input::Rereadable) -> anyhow::Result<bool> {
+    use std::io::Read as _;
+    let mut start = Vec::new();
+    file.open()?.take(4096).read_to_end(&mut start)?;
+    let text = start.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&start);
+    Ok(start.len() < 4096 && text.iter().all(u8::is_ascii_whitespace))
+}
+
 /// The records of a JSON-lines or CSV file, read as they are consumed, each with the
 /// physical line it starts on.
 fn records(
@@ -567,6 +576,10 @@ fn records(
     format: Format,
 ) -> anyhow::Result<Box<dyn Iterator<Item = Record>>> {
     let reader = file.open()?;
+    if format == Format::Csv && holds_nothing(file)? {
+        // An empty file imports nothing, as an empty JSON-lines file does.
+        return Ok(Box::new(std::iter::empty()));
+    }
     if format == Format::Csv {
         // The csv crate counts only "\n" as a line break (a file saved with "\r\n"
         // would be one line off, one with "\r" all on line 1): lines are counted here.

@@ -11,7 +11,8 @@ use tidemark::pki;
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
     /// Path without extension for the two files (a directory: DIR/signing); its
-    /// directory is made if missing.
+    /// directory is made if missing. A profile (`--as DIR/NAME`) signs with
+    /// `DIR/<state>-signing.key`: give `--out DIR/aus-signing` to make AUS's there.
     #[arg(long, value_name = "STEM|DIR", default_value = "signing")]
     out: PathBuf,
 }

@@ -15,7 +15,8 @@ use rustls::{
     client::danger::HandshakeSignatureValid,
     crypto::{CryptoProvider, ring},
     pki_types::{
-        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime, pem::PemObject,
+        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, TrustAnchor, UnixTime,
+        pem::PemObject,
     },
     server::{
         WebPkiClientVerifier,
@@ -129,56 +130,85 @@ impl ServerTlsMaterial {
 #[derive(Debug)]
 struct LoggingVerifier(Arc<dyn ClientCertVerifier>, PathLimits);
 
-/// Each CA of the bundle by name (DER), with the most intermediate CAs its
-/// basicConstraints pathLenConstraint allows under it (RFC 5280 §4.2.1.9), if it limits
-/// them: webpki does not apply a trust anchor's own constraints.
+/// The CAs of the bundle as webpki's trust anchors, each with the most intermediate CAs
+/// its basicConstraints pathLenConstraint allows under it (RFC 5280 §4.2.1.9), if it
+/// limits them: webpki does not apply a trust anchor's own constraints.
 #[derive(Debug, Default)]
-struct PathLimits(Vec<(Vec<u8>, Option<u32>)>);
+struct PathLimits {
+    anchors: Vec<TrustAnchor<'static>>,
+    limits: Vec<Option<u32>>,
+}
 
 impl PathLimits {
     fn of(bundle: &[CertificateDer<'_>]) -> Self {
-        Self(
-            bundle
-                .iter()
-                .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
-                .map(|(_, cert)| {
-                    let limit = match cert.basic_constraints() {
-                        Ok(Some(bc)) => bc.value.path_len_constraint,
-                        _ => None,
-                    };
-                    (cert.subject().as_raw().to_vec(), limit)
-                })
-                .collect(),
-        )
+        let mut limits = Self::default();
+        for der in bundle {
+            let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+                continue;
+            };
+            let limit = x509_parser::parse_x509_certificate(der)
+                .ok()
+                .and_then(|(_, cert)| match cert.basic_constraints() {
+                    Ok(Some(bc)) => bc.value.path_len_constraint,
+                    _ => None,
+                });
+            limits.anchors.push(anchor.to_owned());
+            limits.limits.push(limit);
+        }
+        limits
     }
 
-    /// Why the chain from `end_entity` up through `intermediates` to a CA of the bundle
-    /// breaks that CA's path length limit, if it does.
+    /// Why the path verified from `end_entity` through `intermediates` breaks the limit
+    /// of the CA it ends at, if it does: the path webpki builds and checks, not the
+    /// certificates presented (a chain can carry certificates no path uses).
     fn exceeded(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
     ) -> Option<Unusable> {
-        let (_, leaf) = x509_parser::parse_x509_certificate(end_entity).ok()?;
-        let parsed: Vec<_> = intermediates
-            .iter()
-            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
-            .map(|(_, cert)| cert)
-            .collect();
-        let mut issuer = leaf.issuer().as_raw();
-        for below in (0..=parsed.len()).map(|n| u32::try_from(n).unwrap_or(u32::MAX)) {
-            if let Some((_, limit)) = self.0.iter().find(|(name, _)| name.as_slice() == issuer) {
-                return limit
-                    .filter(|limit| below > *limit)
-                    .map(|limit| Unusable::PathLength { below, limit });
-            }
-            let next = parsed
-                .iter()
-                .find(|cert| cert.subject().as_raw() == issuer && cert.is_ca())?;
-            issuer = next.issuer().as_raw();
-        }
-        None
+        let (anchor, below) = verified_path(&self.anchors, end_entity, intermediates, now)?;
+        let below = u32::try_from(below).unwrap_or(u32::MAX);
+        self.limits
+            .get(anchor)
+            .copied()
+            .flatten()
+            .filter(|limit| below > *limit)
+            .map(|limit| Unusable::PathLength { below, limit })
     }
+}
+
+/// The path webpki builds and verifies for client authentication at `now`, from
+/// `end_entity` through some of `intermediates` to one of `anchors` (revocation aside):
+/// the index of its anchor, and how many intermediates it goes through. `None` when
+/// there is none. What a chain is trusted *as* is decided by this path, never by the
+/// certificates presented: a client may add any certificate to its chain (an outside
+/// pass appended the exchange CA's to a partner CA's chain).
+pub(crate) fn verified_path(
+    anchors: &[TrustAnchor<'_>],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Option<(usize, usize)> {
+    let leaf = webpki::EndEntityCert::try_from(end_entity).ok()?;
+    let algorithms = provider().signature_verification_algorithms.all;
+    let path = leaf
+        .verify_for_usage(
+            algorithms,
+            anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .ok()?;
+    let anchor = path.anchor();
+    let index = anchors.iter().position(|a| {
+        a.subject.as_ref() == anchor.subject.as_ref()
+            && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+    })?;
+    Some((index, path.intermediate_certificates().count()))
 }
 
 impl ClientCertVerifier for LoggingVerifier {
@@ -210,7 +240,7 @@ impl ClientCertVerifier for LoggingVerifier {
             })
             .and_then(|()| {
                 self.1
-                    .exceeded(end_entity, intermediates)
+                    .exceeded(end_entity, intermediates, now)
                     .map_or(Ok(()), |why| {
                         Err(rustls::Error::InvalidCertificate(
                             rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),

@@ -41,6 +41,21 @@ struct Chains {
     /// Leaf certificate (DER) → whether it chains to a CA of the bundle, and until when
     /// that answer holds.
     known: Mutex<std::collections::HashMap<Vec<u8>, (bool, Until)>>,
+    /// Chain ([`chain_digest`]) → the index of the anchor its verified path ends at,
+    /// when partner CAs are listed.
+    anchors: Mutex<std::collections::HashMap<[u8; 32], Option<usize>>>,
+}
+
+/// SHA-256 over a chain's certificates, each preceded by its length: names the chain.
+fn chain_digest(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for der in chain {
+        digest.update(&(der.len() as u64).to_be_bytes());
+        digest.update(der.as_ref());
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    out
 }
 
 /// Until when a chain check holds: a minute after it was made, and not past the first
@@ -101,16 +116,17 @@ struct Loaded {
     bundle_path: PathBuf,
     material: ServerTlsMaterial,
     ca: Option<Arc<CertificateAuthority>>,
-    /// The partner CAs of the bundle (`[tls] partner_cas`).
-    partners: Vec<PartnerCa>,
+    /// The CAs of the bundle as trust anchors, and which of them are partner CAs
+    /// (`[tls] partner_cas`).
+    anchors: Anchors,
 }
 
-/// A partner CA of the bundle: it vouches only for the nodes and analysts of its states.
-struct PartnerCa {
-    /// Its subject's id ([`crate::identity::issuer_id`]), as its certificates' issuer.
-    id: String,
-    /// The states it vouches for.
-    states: Vec<String>,
+/// The CAs of the bundle as webpki's trust anchors, each with the states it vouches
+/// for when it is a partner CA (`None`: the exchange's own, which vouches for anyone).
+#[derive(Default)]
+struct Anchors {
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    partner_states: Vec<Option<Vec<String>>>,
 }
 
 impl Loaded {
@@ -120,56 +136,92 @@ impl Loaded {
             Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
             _ => None,
         };
-        let partners = partner_cas(files, &material.client_ca)?;
+        let anchors = partner_cas(files, &material, ca.as_deref())?;
         Ok(Self {
             bundle_path: files.ca.clone(),
             material,
             ca,
-            partners,
+            anchors,
         })
     }
 }
 
-/// The bundle's CAs that `[tls] partner_cas` names, each found by name (RFC 4514, compared
-/// as names are); one the bundle does not hold is refused, naming those it does.
+/// The bundle's CAs as trust anchors, those `[tls] partner_cas` names (each found by
+/// name: RFC 4514, compared as names are) marked with their states. Refused: a listed
+/// name the bundle does not hold, one CA listed twice (under two spellings), and the
+/// exchange's own CA listed — the one whose key `tls.ca_key` holds, or that issued the
+/// server's certificate: its operators would all be refused.
 fn partner_cas(
     files: &ServerTlsFiles,
-    bundle: &[CertificateDer<'static>],
-) -> Result<Vec<PartnerCa>, TrustError> {
-    let cas: Vec<(String, String, crate::dn::NameKey)> = bundle
-        .iter()
-        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
-        .map(|(_, cert)| {
-            (
-                crate::identity::issuer_id(cert.subject().as_raw()),
-                crate::dn::to_rfc4514(cert.subject()),
-                crate::dn::NameKey::of(cert.subject()),
-            )
-        })
-        .collect();
-    let mut partners = Vec::new();
+    material: &ServerTlsMaterial,
+    ca: Option<&CertificateAuthority>,
+) -> Result<Anchors, TrustError> {
+    let mut anchors = Anchors::default();
+    let mut names = Vec::new();
+    for der in &material.client_ca {
+        let (Ok(anchor), Ok((_, cert))) = (
+            webpki::anchor_from_trusted_cert(der),
+            x509_parser::parse_x509_certificate(der),
+        ) else {
+            continue;
+        };
+        anchors.anchors.push(anchor.to_owned());
+        anchors.partner_states.push(None);
+        names.push((
+            crate::dn::to_rfc4514(cert.subject()),
+            crate::dn::NameKey::of(cert.subject()),
+        ));
+    }
+    let refused = |why: String| TrustError::from(TlsError::Config(why));
+    let own_names: Vec<crate::dn::NameKey> = [
+        ca.and_then(|ca| subject_key(ca.cert_pem().as_bytes())),
+        material.cert_chain.first().and_then(|der| {
+            x509_parser::parse_x509_certificate(der)
+                .ok()
+                .map(|(_, cert)| crate::dn::NameKey::of(cert.issuer()))
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     for (name, states) in &files.partner_cas {
         let key = crate::dn::NameKey::parse(name).map_err(|why| {
-            TlsError::Config(format!(
+            refused(format!(
                 "tls.partner_cas: {name:?} is not an RFC 4514 name ({why})"
             ))
         })?;
-        let Some((id, _, _)) = cas.iter().find(|(_, _, k)| *k == key) else {
-            let listed: Vec<&str> = cas.iter().map(|(_, n, _)| n.as_str()).collect();
-            return Err(TlsError::Config(format!(
+        let Some(index) = names.iter().position(|(_, k)| *k == key) else {
+            let listed: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(refused(format!(
                 "tls.partner_cas names {name:?}, which is no CA of the bundle {}; its CAs are: \
                  {}",
                 files.ca.display(),
                 listed.join("; ")
-            ))
-            .into());
+            )));
         };
-        partners.push(PartnerCa {
-            id: id.clone(),
-            states: states.iter().map(|s| s.to_ascii_uppercase()).collect(),
-        });
+        if own_names.contains(&key) {
+            return Err(refused(format!(
+                "tls.partner_cas names {name:?}, the exchange's own CA (the one tls.ca_key \
+                 holds, or that issued the server's certificate): a partner CA vouches only \
+                 for its states' nodes and analysts, so every operator would be refused; \
+                 list partners' CAs only"
+            )));
+        }
+        if anchors.partner_states[index].is_some() {
+            return Err(refused(format!(
+                "tls.partner_cas lists the CA {} twice (as {name:?} and another spelling): \
+                 list it once, with all its states",
+                names[index].0
+            )));
+        }
+        anchors.partner_states[index] =
+            Some(states.iter().map(|s| s.to_ascii_uppercase()).collect());
     }
-    let own = cas.len() - partners.len();
+    let own = anchors
+        .partner_states
+        .iter()
+        .filter(|p| p.is_none())
+        .count();
     if own > 1 {
         tracing::warn!(
             bundle = %files.ca.display(),
@@ -178,7 +230,14 @@ fn partner_cas(
              partner's CA in tls.partner_cas with its states)"
         );
     }
-    Ok(partners)
+    Ok(anchors)
+}
+
+/// The subject of a PEM certificate, as a name to compare.
+fn subject_key(pem: &[u8]) -> Option<crate::dn::NameKey> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(crate::dn::NameKey::of(cert.subject()))
 }
 
 /// A trust state built and checked — its TLS configuration made with every CRL — and
@@ -467,19 +526,51 @@ impl Trust {
         self.read().tls.clone()
     }
 
-    /// Whether `chain` (by issuer and serial, leaf first) ends at a partner CA that does
-    /// not vouch for `principal`: a partner CA speaks only for the nodes and analysts of
-    /// its states (`[tls] partner_cas`).
-    pub(crate) fn partner_refuses(&self, chain: &[CertificateId], principal: &Principal) -> bool {
-        let Some(anchor) = chain.last().map(|c| &c.issuer) else {
-            return false;
-        };
+    /// Whether `chain` (DER, leaf first) verifies through a partner CA that does not
+    /// vouch for `principal`: a partner CA speaks only for the nodes and analysts of its
+    /// states (`[tls] partner_cas`). Decided on the path webpki verifies, never on the
+    /// certificates presented ([`crate::tls::verified_path`]); remembered per chain until
+    /// the trust state changes. A chain with no verified path is refused (it does not
+    /// chain to the bundle at all, which the caller refuses first).
+    pub(crate) fn partner_refuses(
+        &self,
+        chain: &[CertificateDer<'static>],
+        principal: &Principal,
+    ) -> bool {
         let state = self.read();
-        let Some(partner) = state.loaded.partners.iter().find(|p| p.id == *anchor) else {
+        let anchors = &state.loaded.anchors;
+        if anchors.partner_states.iter().all(Option::is_none) {
+            return false;
+        }
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return true;
+        };
+        let key = chain_digest(chain);
+        let mut known = state
+            .chains
+            .anchors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let anchor = if let Some(anchor) = known.get(&key) {
+            *anchor
+        } else {
+            let anchor =
+                crate::tls::verified_path(&anchors.anchors, leaf, intermediates, UnixTime::now())
+                    .map(|(anchor, _)| anchor);
+            if known.len() >= MAX_KNOWN_CHAINS {
+                known.clear();
+            }
+            known.insert(key, anchor);
+            anchor
+        };
+        let Some(anchor) = anchor else {
+            return true;
+        };
+        let Some(Some(states)) = anchors.partner_states.get(anchor) else {
             return false;
         };
         let vouched = match principal.role() {
-            Role::Node(s) | Role::StateAnalyst(s) => partner.states.iter().any(|p| p == s.as_str()),
+            Role::Node(s) | Role::StateAnalyst(s) => states.iter().any(|p| p == s.as_str()),
             Role::RegionalAnalyst | Role::Operator => false,
         };
         !vouched
@@ -712,6 +803,7 @@ fn build(
         chains: Chains {
             verifier: material.chain_verifier()?,
             known: Mutex::default(),
+            anchors: Mutex::default(),
         },
         server_serial,
         server_not_after,

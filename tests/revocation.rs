@@ -60,6 +60,18 @@ fn own_ca(pki: &TestPki) -> Ca {
     }
 }
 
+/// The subject of a PEM certificate, to make another certificate of the same name.
+fn subject_dn(pem: &str) -> rcgen::DistinguishedName {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let mut name = rcgen::DistinguishedName::new();
+    for attribute in cert.subject().iter_attributes() {
+        let oid: Vec<u64> = attribute.attr_type().iter().unwrap().collect();
+        name.push(DnType::from_oid(&oid), attribute.as_str().unwrap());
+    }
+    name
+}
+
 /// The subject of a PEM certificate as RFC 4514 (and `openssl -nameopt rfc2253`)
 /// writes it: most specific first (x509-parser writes DER order; the test names hold no
 /// ", ").
@@ -607,6 +619,19 @@ async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
             "{role:?} of ours"
         );
     }
+    // Certificates added to the chain change nothing: what it is trusted as is decided
+    // on the path that verifies (an outside pass appended the exchange CA's certificate,
+    // or one made in its name, and became an operator).
+    let (leaf, key) = certificate_of(&partner, Role::Operator, &[30]);
+    let in_our_name = outside_ca_named(subject_dn(&ours.pem));
+    for added in [&ours.pem, &in_our_name.pem] {
+        let stuffed = ClientIdentity::from_pem(
+            format!("{leaf}{added}"),
+            key.clone(),
+            pki.ca.cert_pem().to_owned(),
+        );
+        assert!(!admitted(&server, &stuffed).await, "{added}");
+    }
     let channel = client::connect(&server.endpoint(), &of(&partner, Role::Operator, 20))
         .await
         .unwrap();
@@ -631,6 +656,29 @@ async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
             .contains("\"CN=Nobody\", which is no CA of the bundle"),
         "{e}"
     );
+    // So are the exchange's own CA listed as a partner (every operator would be refused),
+    // and one CA listed twice under two spellings.
+    let listings = [
+        (vec![(ours.name.clone(), "AUS")], "the exchange's own CA"),
+        (
+            vec![
+                (partner.name.clone(), "IDN"),
+                (partner.name.to_lowercase(), "THA"),
+            ],
+            "twice",
+        ),
+    ];
+    for (listing, said) in listings {
+        let data = tempfile::TempDir::new().unwrap();
+        let mut config = pki.config(&data);
+        for (name, state) in listing {
+            config.tls.partner_cas.insert(name, vec![state.into()]);
+        }
+        let Err(e) = tidemark::server::Server::build(config) else {
+            panic!("accepted: {said}");
+        };
+        assert!(e.to_string().contains(said), "{e}");
+    }
 }
 
 /// Names that print alike are told apart: a name whose common name holds a comma is

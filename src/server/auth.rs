@@ -182,7 +182,7 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         Some(Lapse::Revoked)
     } else if !trust.chains_to_a_trusted_ca(peer.chain()) {
         Some(Lapse::Untrusted)
-    } else if trust.partner_refuses(peer.certificates(), peer.principal()) {
+    } else if trust.partner_refuses(peer.chain(), peer.principal()) {
         Some(Lapse::NotVouched)
     } else if peer
         .principal()

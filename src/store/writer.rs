@@ -655,13 +655,15 @@ pub(crate) struct Stands {
     pub(crate) state: String,
     /// The last envelope sequence of the snapshot the standing was checked on.
     pub(crate) through: u64,
-    /// When the standing lapses by itself, Unix seconds.
+    /// The last second the standing holds by itself, Unix seconds.
     pub(crate) lapses_at: i64,
 }
 
 impl Stands {
     fn holds(&self, lowered: &Lowered, now: i64) -> bool {
-        now < self.lapses_at && lowered.get(&self.state).is_none_or(|s| *s <= self.through)
+        // A contribution counts while `now - window <= accepted` (the policy and the
+        // replay alike), so its reader still stands at `lapses_at` itself.
+        now <= self.lapses_at && lowered.get(&self.state).is_none_or(|s| *s <= self.through)
     }
 }
 
@@ -744,4 +746,32 @@ fn commit_batch(
     }
     tx.commit()?;
     Ok((results, changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Lowered, Stands};
+
+    /// A reader stands through the second its standing lapses at (the policy and the
+    /// replay count a contribution while `now - window <= accepted`), not after it, and
+    /// not once its state stored a retraction or amendment after the snapshot checked.
+    #[test]
+    fn a_standing_holds_through_its_last_second_and_until_its_state_lowers_it() {
+        let stands = Stands {
+            state: "IDN".to_owned(),
+            through: 10,
+            lapses_at: 1_000,
+        };
+        let mut lowered = Lowered::new();
+        assert!(stands.holds(&lowered, 1_000));
+        assert!(!stands.holds(&lowered, 1_001));
+        lowered.insert("AUS".to_owned(), 11);
+        lowered.insert("IDN".to_owned(), 10);
+        assert!(
+            stands.holds(&lowered, 999),
+            "lowered before the snapshot, or another's"
+        );
+        lowered.insert("IDN".to_owned(), 11);
+        assert!(!stands.holds(&lowered, 999));
+    }
 }

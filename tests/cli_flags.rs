@@ -609,27 +609,7 @@ async fn json_export_imports_back(dir: &std::path::Path, endpoint: &str, aus: &s
             .await,
         );
     }
-    let file = dir.join("export.jsonl");
-    std::fs::write(&file, &export).unwrap();
-    let out = run(strings(&[
-        "import",
-        &file.display().to_string(),
-        "--endpoint",
-        endpoint,
-        "--as",
-        aus,
-    ]))
-    .await;
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("1 retraction skipped"), "{said}");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("0 accepted, 2 already there, 0 rejected"),
-        "{said}"
-    );
-    // An empty file imports nothing, CSV as JSON lines (a byte-order mark and blank lines
-    // are nothing too).
-    for (name, text) in [("empty.csv", "\u{feff}\n"), ("empty.jsonl", "\n")] {
+    let import = async |name: &str, text: &str| {
         let file = dir.join(name);
         std::fs::write(&file, text).unwrap();
         let out = run(strings(&[
@@ -641,10 +621,22 @@ async fn json_export_imports_back(dir: &std::path::Path, endpoint: &str, aus: &s
             aus,
         ]))
         .await;
-        let said = String::from_utf8_lossy(&out.stderr);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{name}: {said}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), said)
+    };
+    let (summary, said) = import("export.jsonl", &export).await;
+    assert!(said.contains("1 retraction skipped"), "{said}");
+    assert!(
+        summary.contains("0 accepted, 2 already there, 0 rejected"),
+        "{said}"
+    );
+    // An empty file imports nothing, CSV as JSON lines (a byte-order mark and blank lines
+    // are nothing too).
+    for (name, text) in [("empty.csv", "\u{feff}\n"), ("empty.jsonl", "\n")] {
+        let (summary, said) = import(name, text).await;
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains("0 accepted, 0 already there"),
+            summary.contains("0 accepted, 0 already there"),
             "{name}: {said}"
         );
     }

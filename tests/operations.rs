@@ -535,20 +535,19 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     // A backup reads every state's reports: AUS finds each one taken on its access list,
     // with its one report.
     // (Reads only: the list also holds the registration of AUS's key, with its detail.)
-    let reads = |accesses: Vec<pb::DataAccess>| -> Vec<pb::DataAccess> {
-        accesses
-            .into_iter()
-            .filter(|a| a.detail.is_empty())
-            .collect()
-    };
-    let accesses = reads(
+    let reads = async || -> Vec<pb::DataAccess> {
+        let mut exchange = exchange.clone();
         exchange
             .access_to_my_data(pb::AccessToMyDataRequest::default())
             .await
             .unwrap()
             .into_inner()
-            .accesses,
-    );
+            .accesses
+            .into_iter()
+            .filter(|a| a.detail.is_empty())
+            .collect()
+    };
+    let accesses = reads().await;
     assert!(!accesses.is_empty());
     for access in &accesses {
         assert_eq!(
@@ -570,15 +569,7 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         !out.status.success() && stderr.contains("no-such-directory"),
         "{stderr}"
     );
-    let listed = reads(
-        exchange
-            .access_to_my_data(pb::AccessToMyDataRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .accesses,
-    )
-    .len();
+    let listed = reads().await.len();
     assert_eq!(listed, accesses.len());
     // An existing file is never replaced.
     let before = std::fs::read(&file).unwrap();

@@ -98,6 +98,12 @@ pub struct TlsConfig {
     /// analysts it may vouch for (ISO 3166-1 alpha-3). Every other CA of the bundle is
     /// the exchange's own and vouches for every principal, operators included.
     pub partner_cas: std::collections::BTreeMap<String, Vec<String>>,
+    /// The configuration file `partner_cas` was read from, if any: a reload of the TLS
+    /// files (`Admin.ReloadTls`, SIGHUP) reads the list again from it, so that a partner
+    /// CA added to the bundle is never trusted as the exchange's own. Set by `serve
+    /// --config`, never in a file.
+    #[serde(skip)]
+    pub partner_cas_from: Option<PathBuf>,
 }
 
 /// The server's own signing key.
@@ -369,6 +375,7 @@ impl TlsConfig {
             ca_key: Some(dir.join("ca.key")),
             crl: dir.join("crl.pem"),
             partner_cas: std::collections::BTreeMap::new(),
+            partner_cas_from: None,
         }
     }
 
@@ -379,6 +386,7 @@ impl TlsConfig {
             cert: self.cert.clone(),
             key: self.key.clone(),
             partner_cas: self.partner_cas.clone(),
+            partner_cas_from: self.partner_cas_from.clone(),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct ServerTlsFiles {
     /// Partner CAs of the bundle by name (RFC 4514), each with the states it vouches for
     /// (`[tls] partner_cas`).
     pub partner_cas: std::collections::BTreeMap<String, Vec<String>>,
+    /// The configuration file to read `partner_cas` from again at each reload, if any.
+    pub partner_cas_from: Option<PathBuf>,
 }
 
 /// Loaded server TLS material.

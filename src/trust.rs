@@ -47,7 +47,7 @@ struct Chains {
 }
 
 /// SHA-256 over a chain's certificates, each preceded by its length: names the chain.
-fn chain_digest(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+pub(crate) fn chain_digest(chain: &[CertificateDer<'_>]) -> [u8; 32] {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for der in chain {
         digest.update(&(der.len() as u64).to_be_bytes());
@@ -158,6 +158,21 @@ fn partner_cas(
 ) -> Result<Anchors, TrustError> {
     let mut anchors = Anchors::default();
     let mut names = Vec::new();
+    // As the configuration file says now: a reload takes a new list with a new bundle.
+    let listed = match &files.partner_cas_from {
+        Some(path) => {
+            let config = crate::config::Config::read(path)
+                .and_then(|config| config.check().map(|()| config))
+                .map_err(|e| {
+                    TrustError::from(TlsError::Config(format!(
+                        "reading tls.partner_cas again from {}: {e}",
+                        path.display()
+                    )))
+                })?;
+            config.tls.partner_cas
+        }
+        None => files.partner_cas.clone(),
+    };
     for der in &material.client_ca {
         let (Ok(anchor), Ok((_, cert))) = (
             webpki::anchor_from_trusted_cert(der),
@@ -184,7 +199,7 @@ fn partner_cas(
     .into_iter()
     .flatten()
     .collect();
-    for (name, states) in &files.partner_cas {
+    for (name, states) in &listed {
         let key = crate::dn::NameKey::parse(name).map_err(|why| {
             refused(format!(
                 "tls.partner_cas: {name:?} is not an RFC 4514 name ({why})"

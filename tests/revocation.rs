@@ -681,6 +681,59 @@ async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
     }
 }
 
+/// The partner list is read again from the configuration file at each reload: a partner
+/// CA added to the bundle with its listing is restricted from that reload on (an outside
+/// pass added one and reloaded: it vouched for operators until a restart), and a state
+/// taken off a listing is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_partner_list_again() {
+    let pki = TestPki::new();
+    let (ours, tha, mys) = (own_ca(&pki), outside_ca("THA CA"), outside_ca("MYS CA"));
+    let bundle = |cas: &[&Ca]| {
+        let pems: String = cas.iter().map(|ca| ca.pem.as_str()).collect();
+        std::fs::write(pki.dir.path().join("ca.pem"), pems).unwrap();
+    };
+    let file = pki.dir.path().join("partners.toml");
+    let listing = |entries: &[(&Ca, &str)]| {
+        let lines: Vec<String> = entries
+            .iter()
+            .map(|(ca, state)| format!("{:?} = [{state:?}]", ca.name))
+            .collect();
+        std::fs::write(&file, format!("[tls.partner_cas]\n{}\n", lines.join("\n"))).unwrap();
+    };
+    bundle(&[&ours, &tha]);
+    listing(&[(&tha, "THA")]);
+    let from = file.clone();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.tls.partner_cas_from = Some(from);
+    })
+    .await;
+    let of = |ca: &Ca, role: Role, serial: u8| {
+        let (cert, key) = certificate_of(ca, role, &[serial]);
+        ClientIdentity::from_pem(cert, key, pki.ca.cert_pem().to_owned())
+    };
+    assert!(admitted(&server, &of(&tha, Role::Node(state("THA")), 1)).await);
+    assert!(!admitted(&server, &of(&tha, Role::Operator, 2)).await);
+    // A new partner: its CA into the bundle and its listing into the file, then a reload.
+    bundle(&[&ours, &tha, &mys]);
+    listing(&[(&tha, "THA"), (&mys, "MYS")]);
+    let mut admin = server.admin(&operator(&pki)).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    assert!(!admitted(&server, &of(&mys, Role::Operator, 3)).await);
+    assert!(admitted(&server, &of(&mys, Role::Node(state("MYS")), 4)).await);
+    // A state taken off a listing is refused from the next reload on.
+    let tha_node = of(&tha, Role::Node(state("THA")), 5);
+    assert!(admitted(&server, &tha_node).await);
+    listing(&[(&tha, "IDN"), (&mys, "MYS")]);
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    assert!(!admitted(&server, &tha_node).await);
+    // A file that no longer reads is a refused reload, and the list stays as it was.
+    std::fs::write(&file, "[tls.partner_cas]\n\"CN=MYS CA\" = [\"mys\"]\n").unwrap();
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert!(refused.message().contains("partners.toml"), "{refused:?}");
+    assert!(admitted(&server, &of(&mys, Role::Node(state("MYS")), 6)).await);
+}
+
 /// Names that print alike are told apart: a name whose common name holds a comma is
 /// written escaped (RFC 4514), so each of two such CAs is named exactly, by `whoami`'s
 /// spelling or OpenSSL's; two CAs whose names differ only in string encoding, with

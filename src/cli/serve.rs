@@ -227,7 +227,12 @@ fn record_dev_certificates(store: &Store, dir: &Path, trust_domain: &str) -> any
 fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         // Checked once the flags are applied: a flag may replace a value the file has wrong.
-        Some(path) => Config::read(path)?,
+        Some(path) => {
+            let mut config = Config::read(path)?;
+            // Read again at each reload of the TLS files.
+            config.tls.partner_cas_from = Some(std::path::absolute(path)?);
+            config
+        }
         None => Config::default(),
     };
     if let Some(listen) = args.listen {

@@ -9,7 +9,7 @@
 //! PERMISSION_DENIED and the reason.
 //!
 //! Parsing a certificate costs more than a small call, so identities are remembered by
-//! the exact certificate bytes (the same bytes always name the same identity).
+//! the exact chain presented (the same bytes always name the same identity and chain).
 
 use std::{
     collections::HashMap,
@@ -29,7 +29,9 @@ const MAX_CACHED: usize = 4096;
 pub(super) struct Authenticate {
     trust_domain: Arc<str>,
     trust: Arc<Trust>,
-    known: Arc<Mutex<HashMap<Vec<u8>, PeerIdentity>>>,
+    /// By the whole chain presented ([`crate::trust::chain_digest`]): one leaf may come
+    /// with other intermediates on another connection, and each chain is judged as it is.
+    known: Arc<Mutex<HashMap<[u8; 32], PeerIdentity>>>,
 }
 
 impl Authenticate {
@@ -52,7 +54,8 @@ impl Authenticate {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(peer) = known.get(der) {
+        let key = crate::trust::chain_digest(chain);
+        if let Some(peer) = known.get(&key) {
             return Ok(peer.clone());
         }
         let peer = PeerIdentity::from_certificate(der, &self.trust_domain)
@@ -61,7 +64,7 @@ impl Authenticate {
         if known.len() >= MAX_CACHED {
             known.clear();
         }
-        known.insert(der.to_vec(), peer.clone());
+        known.insert(key, peer.clone());
         Ok(peer)
     }
 }

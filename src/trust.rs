@@ -125,8 +125,65 @@ struct Loaded {
 /// for when it is a partner CA (`None`: the exchange's own, which vouches for anyone).
 #[derive(Default)]
 struct Anchors {
-    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    trusted: Vec<rustls::pki_types::TrustAnchor<'static>>,
     partner_states: Vec<Option<Vec<String>>>,
+    /// Each CA's name (RFC 4514), for messages.
+    names: Vec<String>,
+}
+
+impl Anchors {
+    /// Refuses a list of partner CAs that would let a partner's key vouch for anyone:
+    /// a CA left unlisted that has the key of a listed partner CA (a partner's CA
+    /// renamed, the old name still in the bundle), or — against `before`, the list in
+    /// force — that was a partner CA until now (its listing dropped from the file, or the
+    /// file emptied): a reload would otherwise turn it into the exchange's own, operators
+    /// included, and report success. Taking a partner's CA out of the bundle is how its
+    /// trust ends.
+    fn keep_partners(&self, before: Option<&Self>) -> Result<(), String> {
+        let partner_keys: Vec<&[u8]> = self
+            .trusted
+            .iter()
+            .zip(&self.partner_states)
+            .filter(|(_, states)| states.is_some())
+            .map(|(anchor, _)| anchor.subject_public_key_info.as_ref())
+            .collect();
+        let unlisted = self
+            .trusted
+            .iter()
+            .zip(&self.partner_states)
+            .zip(&self.names)
+            .filter(|((_, states), _)| states.is_none());
+        for ((anchor, _), name) in unlisted {
+            let key = anchor.subject_public_key_info.as_ref();
+            if partner_keys.contains(&key) {
+                return Err(format!(
+                    "the CA {name} of the bundle has the key of a partner CA that \
+                     tls.partner_cas lists, but is not listed itself, so it would vouch for \
+                     every principal, operators included: list it with its states, or take it \
+                     out of the bundle"
+                ));
+            }
+            let was_partner = before.is_some_and(|before| {
+                before
+                    .trusted
+                    .iter()
+                    .zip(&before.partner_states)
+                    .any(|(old, states)| {
+                        states.is_some()
+                            && old.subject.as_ref() == anchor.subject.as_ref()
+                            && old.subject_public_key_info.as_ref() == key
+                    })
+            });
+            if was_partner {
+                return Err(format!(
+                    "the CA {name} is a partner CA, and tls.partner_cas no longer lists it: \
+                     it would vouch for every principal, operators included; list it again \
+                     with its states, or take it out of the bundle to end its trust"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Loaded {
@@ -180,12 +237,13 @@ fn partner_cas(
         ) else {
             continue;
         };
-        anchors.anchors.push(anchor.to_owned());
+        anchors.trusted.push(anchor.to_owned());
         anchors.partner_states.push(None);
         names.push((
             crate::dn::to_rfc4514(cert.subject()),
             crate::dn::NameKey::of(cert.subject()),
         ));
+        anchors.names.push(crate::dn::to_rfc4514(cert.subject()));
     }
     let refused = |why: String| TrustError::from(TlsError::Config(why));
     let own_names: Vec<crate::dn::NameKey> = [
@@ -245,6 +303,7 @@ fn partner_cas(
              partner's CA in tls.partner_cas with its states)"
         );
     }
+    anchors.keep_partners(None).map_err(refused)?;
     Ok(anchors)
 }
 
@@ -388,6 +447,10 @@ impl Trust {
             .unwrap_or_else(PoisonError::into_inner);
         let served = self.crl_pem();
         let loaded = Arc::new(Loaded::from_files(&self.files, self.ca_key.as_ref())?);
+        loaded
+            .anchors
+            .keep_partners(Some(&self.read().loaded.anchors))
+            .map_err(|why| TrustError::from(TlsError::Config(why)))?;
         let building = Building::Reload {
             served_crl: served.as_deref(),
         };
@@ -570,7 +633,7 @@ impl Trust {
             *anchor
         } else {
             let anchor =
-                crate::tls::verified_path(&anchors.anchors, leaf, intermediates, UnixTime::now())
+                crate::tls::verified_path(&anchors.trusted, leaf, intermediates, UnixTime::now())
                     .map(|(anchor, _)| anchor);
             if known.len() >= MAX_KNOWN_CHAINS {
                 known.clear();

@@ -37,11 +37,15 @@ fn outside_ca(common_name: &str) -> Ca {
 
 /// [`outside_ca`] with this name.
 fn outside_ca_named(name: rcgen::DistinguishedName) -> Ca {
+    outside_ca_with_key(name, KeyPair::generate().unwrap())
+}
+
+/// [`outside_ca`] with this name and key.
+fn outside_ca_with_key(name: rcgen::DistinguishedName, key: KeyPair) -> Ca {
     let mut params = CertificateParams::default();
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let key = KeyPair::generate().unwrap();
     let pem = params.self_signed(&key).unwrap().pem();
     Ca {
         name: subject(&pem),
@@ -684,7 +688,9 @@ async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
 /// The partner list is read again from the configuration file at each reload: a partner
 /// CA added to the bundle with its listing is restricted from that reload on (an outside
 /// pass added one and reloaded: it vouched for operators until a restart), and a state
-/// taken off a listing is refused from then on.
+/// taken off a listing is refused from then on; a reload that would leave a partner's CA
+/// (or its key under another name) unlisted in the bundle is refused (the next pass
+/// emptied the file and its partners became operators).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_reads_the_partner_list_again() {
     let pki = TestPki::new();
@@ -732,6 +738,28 @@ async fn a_reload_reads_the_partner_list_again() {
     let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
     assert!(refused.message().contains("partners.toml"), "{refused:?}");
     assert!(admitted(&server, &of(&mys, Role::Node(state("MYS")), 6)).await);
+    // A partner's listing dropped (an emptied file, say) while its CA stays in the
+    // bundle would make it the exchange's own: refused, and it stays a partner.
+    listing(&[(&tha, "IDN")]);
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert!(
+        refused.message().contains("no longer lists it"),
+        "{refused:?}"
+    );
+    assert!(!admitted(&server, &of(&mys, Role::Operator, 7)).await);
+    // So is a partner's CA renamed with its key while the old name stays unlisted.
+    let key = KeyPair::from_pem(&tha.issuer.key().serialize_pem()).unwrap();
+    let mut renamed = rcgen::DistinguishedName::new();
+    renamed.push(DnType::CommonName, "THA CA G2");
+    let g2 = outside_ca_with_key(renamed, key);
+    bundle(&[&ours, &tha, &mys, &g2]);
+    listing(&[(&g2, "THA"), (&mys, "MYS")]);
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert!(
+        refused.message().contains("has the key of a partner CA"),
+        "{refused:?}"
+    );
+    assert!(!admitted(&server, &of(&tha, Role::Operator, 8)).await);
 }
 
 /// Names that print alike are told apart: a name whose common name holds a comma is

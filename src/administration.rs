@@ -501,6 +501,7 @@ impl Administration {
             serial: self.trust.server_serial(),
             carried,
             crl_not_written,
+            partners: self.trust.partners(),
         })
     }
 
@@ -537,6 +538,8 @@ pub(crate) struct Reloaded {
     pub(crate) carried: Vec<String>,
     /// Why the CRL file or the access journal could not be written, if so.
     pub(crate) crl_not_written: Option<String>,
+    /// The partner CAs now in force ([`crate::trust::Trust::partners`]).
+    pub(crate) partners: Vec<String>,
 }
 
 /// A certificate revocation made ([`Administration::revoke_certificate`]).

@@ -604,6 +604,23 @@ impl Trust {
         self.read().tls.clone()
     }
 
+    /// The partner CAs in force, each as `NAME (STATE …)`: what a reload's audit record
+    /// names, so that who may vouch for whom is on the record.
+    pub(crate) fn partners(&self) -> Vec<String> {
+        let state = self.read();
+        let anchors = &state.loaded.anchors;
+        anchors
+            .names
+            .iter()
+            .zip(&anchors.partner_states)
+            .filter_map(|(name, states)| {
+                states
+                    .as_ref()
+                    .map(|states| format!("{name} ({})", states.join(" ")))
+            })
+            .collect()
+    }
+
     /// Whether `chain` (DER, leaf first) verifies through a partner CA that does not
     /// vouch for `principal`: a partner CA speaks only for the nodes and analysts of its
     /// states (`[tls] partner_cas`). Decided on the path webpki verifies, never on the

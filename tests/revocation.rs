@@ -727,6 +727,14 @@ async fn a_reload_reads_the_partner_list_again() {
     admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
     assert!(!admitted(&server, &of(&mys, Role::Operator, 3)).await);
     assert!(admitted(&server, &of(&mys, Role::Node(state("MYS")), 4)).await);
+    // The reload's audit record names the partners in force.
+    let log = common::audit_log(&mut admin).await;
+    let reload = log.iter().rfind(|e| e.action == "reload-tls").unwrap();
+    assert!(
+        reload.detail.contains(&format!("{} (MYS)", mys.name))
+            && reload.detail.contains(&format!("{} (THA)", tha.name)),
+        "{reload:?}"
+    );
     // A state taken off a listing is refused from the next reload on.
     let tha_node = of(&tha, Role::Node(state("THA")), 5);
     assert!(admitted(&server, &tha_node).await);

@@ -572,6 +572,9 @@ pub(super) fn reloaded(done: &Reloaded) -> String {
             done.carried.join(", ")
         ));
     }
+    if !done.partners.is_empty() {
+        parts.push(format!("partner CAs: {}", done.partners.join("; ")));
+    }
     if let Some(why) = &done.crl_not_written {
         parts.push(format!("not written: {why}"));
     }

@@ -348,18 +348,7 @@ impl Administration {
             .map_err(|e| AdminError::Internal(format!("the issued certificate: {e}")))?;
         let issued = PeerIdentity::from_certificate(der.as_ref(), &self.trust_domain)
             .map_err(|e| AdminError::Internal(format!("the issued certificate: {e}")))?;
-        let record = IssuedCertificate {
-            serial: issued.serial().to_owned(),
-            spiffe_id: principal.spiffe_id(),
-            not_after: issued.not_after(),
-            issued_at: now.unix_timestamp(),
-            key_fingerprint: csr.key_fingerprint(),
-            issuer: issued
-                .certificates()
-                .first()
-                .map(|c| c.issuer.clone())
-                .unwrap_or_default(),
-        };
+        let record = IssuedCertificate::of(&issued, now.unix_timestamp(), csr.key_fingerprint());
         self.change(AdminChange::Issued(record), operator)?;
         Ok(Issued {
             certificate_pem,

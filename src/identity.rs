@@ -186,6 +186,21 @@ pub struct PeerIdentity {
     /// Each certificate of the chain by issuer and serial, leaf first: what a
     /// revocation names (an intermediate CA's revocation ends its certificates' rights).
     certificates: Arc<[CertificateId]>,
+    /// [`chain_digest`] of the chain: names it in the trust state's per-chain answers,
+    /// made once rather than at every check of a stream's items.
+    chain_key: [u8; 32],
+}
+
+/// SHA-256 over a chain's certificates, each preceded by its length: names the chain.
+pub fn chain_digest(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for der in chain {
+        digest.update(&(der.len() as u64).to_be_bytes());
+        digest.update(der.as_ref());
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    out
 }
 
 /// One certificate as a revocation names it (RFC 5280 §5.1.2.1, §5.3.3): its issuer's
@@ -262,6 +277,7 @@ impl PeerIdentity {
             chain: Arc::from([CertificateDer::from(der.to_vec())]),
             chain_not_after: cert.validity().not_after.timestamp(),
             certificates: Arc::from([CertificateId::of(&cert)]),
+            chain_key: chain_digest(&[CertificateDer::from(der)]),
         })
     }
 
@@ -271,6 +287,7 @@ impl PeerIdentity {
     pub fn with_chain(mut self, chain: &[CertificateDer<'static>]) -> Self {
         if !chain.is_empty() {
             self.chain = Arc::from(chain);
+            self.chain_key = chain_digest(chain);
             self.chain_not_after = first_expiry(chain).min(self.not_after);
             let intermediates = chain.iter().skip(1).filter_map(|der| {
                 x509_parser::parse_x509_certificate(der)
@@ -281,6 +298,11 @@ impl PeerIdentity {
             self.certificates = leaf.into_iter().chain(intermediates).collect();
         }
         self
+    }
+
+    /// [`chain_digest`] of the chain it presented.
+    pub fn chain_key(&self) -> [u8; 32] {
+        self.chain_key
     }
 
     /// Each certificate of the chain it presented by issuer and serial, leaf first.

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::{
-    identity::{CertificateId, Principal, Role},
+    identity::{CertificateId, PeerIdentity, Role},
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
     store::{IssuedCertificate, RevokedCertificate, Store, StoreError},
     tls::{ServerTlsFiles, ServerTlsMaterial, TlsError},
@@ -41,21 +41,9 @@ struct Chains {
     /// Leaf certificate (DER) → whether it chains to a CA of the bundle, and until when
     /// that answer holds.
     known: Mutex<std::collections::HashMap<Vec<u8>, (bool, Until)>>,
-    /// Chain ([`chain_digest`]) → the index of the anchor its verified path ends at,
+    /// Chain ([`crate::identity::chain_digest`]) → the index of the anchor its verified path ends at,
     /// when partner CAs are listed.
     anchors: Mutex<std::collections::HashMap<[u8; 32], Option<usize>>>,
-}
-
-/// SHA-256 over a chain's certificates, each preceded by its length: names the chain.
-pub(crate) fn chain_digest(chain: &[CertificateDer<'_>]) -> [u8; 32] {
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    for der in chain {
-        digest.update(&(der.len() as u64).to_be_bytes());
-        digest.update(der.as_ref());
-    }
-    let mut out = [0; 32];
-    out.copy_from_slice(digest.finish().as_ref());
-    out
 }
 
 /// Until when a chain check holds: a minute after it was made, and not past the first
@@ -627,11 +615,8 @@ impl Trust {
     /// certificates presented ([`crate::tls::verified_path`]); remembered per chain until
     /// the trust state changes. A chain with no verified path is refused (it does not
     /// chain to the bundle at all, which the caller refuses first).
-    pub(crate) fn partner_refuses(
-        &self,
-        chain: &[CertificateDer<'static>],
-        principal: &Principal,
-    ) -> bool {
+    pub(crate) fn partner_refuses(&self, peer: &PeerIdentity) -> bool {
+        let (chain, principal) = (peer.chain(), peer.principal());
         let state = self.read();
         let anchors = &state.loaded.anchors;
         if anchors.partner_states.iter().all(Option::is_none) {
@@ -640,7 +625,7 @@ impl Trust {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return true;
         };
-        let key = chain_digest(chain);
+        let key = peer.chain_key();
         let mut known = state
             .chains
             .anchors

@@ -29,7 +29,7 @@ const MAX_CACHED: usize = 4096;
 pub(super) struct Authenticate {
     trust_domain: Arc<str>,
     trust: Arc<Trust>,
-    /// By the whole chain presented ([`crate::trust::chain_digest`]): one leaf may come
+    /// By the whole chain presented ([`crate::identity::chain_digest`]): one leaf may come
     /// with other intermediates on another connection, and each chain is judged as it is.
     known: Arc<Mutex<HashMap<[u8; 32], PeerIdentity>>>,
 }
@@ -54,7 +54,7 @@ impl Authenticate {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = crate::trust::chain_digest(chain);
+        let key = crate::identity::chain_digest(chain);
         if let Some(peer) = known.get(&key) {
             return Ok(peer.clone());
         }
@@ -185,7 +185,7 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         Some(Lapse::Revoked)
     } else if !trust.chains_to_a_trusted_ca(peer.chain()) {
         Some(Lapse::Untrusted)
-    } else if trust.partner_refuses(peer.chain(), peer.principal()) {
+    } else if trust.partner_refuses(peer) {
         Some(Lapse::NotVouched)
     } else if peer
         .principal()

@@ -792,20 +792,8 @@ impl Store {
         }
         let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref())
             .map_err(|e| unusable(e.to_string()))?;
-        let record = IssuedCertificate {
-            serial: peer.serial().to_owned(),
-            spiffe_id: peer.principal().spiffe_id(),
-            not_after: peer.not_after(),
-            issued_at: peer.not_before(),
-            key_fingerprint: ring::digest::digest(&ring::digest::SHA256, parsed.public_key().raw)
-                .as_ref()
-                .to_vec(),
-            issuer: peer
-                .certificates()
-                .first()
-                .map(|c| c.issuer.clone())
-                .unwrap_or_default(),
-        };
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, parsed.public_key().raw);
+        let record = IssuedCertificate::of(&peer, peer.not_before(), fingerprint.as_ref().to_vec());
         self.change(&AdminChange::Issued(record))
             .map(|_| true)
             .map_err(only_store)

@@ -364,6 +364,27 @@ pub struct IssuedCertificate {
 }
 
 impl IssuedCertificate {
+    /// The record of `peer`'s certificate, issued at `issued_at` (Unix seconds) for the
+    /// key of SHA-256 `key_fingerprint` (of its SubjectPublicKeyInfo).
+    pub(crate) fn of(
+        peer: &crate::identity::PeerIdentity,
+        issued_at: i64,
+        key_fingerprint: Vec<u8>,
+    ) -> Self {
+        Self {
+            serial: peer.serial().to_owned(),
+            spiffe_id: peer.principal().spiffe_id(),
+            not_after: peer.not_after(),
+            issued_at,
+            key_fingerprint,
+            issuer: peer
+                .certificates()
+                .first()
+                .map(|c| c.issuer.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// It as a revocation names it; `None` for a record that does not name its issuer.
     pub fn id(&self) -> Option<crate::identity::CertificateId> {
         (!self.issuer.is_empty()).then(|| crate::identity::CertificateId {

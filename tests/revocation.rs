@@ -735,11 +735,18 @@ async fn a_reload_reads_the_partner_list_again() {
             && reload.detail.contains(&format!("{} (THA)", tha.name)),
         "{reload:?}"
     );
-    // A state taken off a listing is refused from the next reload on.
+    // A state taken off a listing is refused from the next reload on, on a call already
+    // open too.
     let tha_node = of(&tha, Role::Node(state("THA")), 5);
     assert!(admitted(&server, &tha_node).await);
+    let channel = client::connect(&server.endpoint(), &tha_node)
+        .await
+        .unwrap();
+    let mut watch = common::exchange_health_watch(channel).await;
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
     listing(&[(&tha, "IDN"), (&mys, "MYS")]);
     admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    ends_unauthenticated(&mut watch).await;
     assert!(!admitted(&server, &tha_node).await);
     // A file that no longer reads is a refused reload, and the list stays as it was.
     std::fs::write(&file, "[tls.partner_cas]\n\"CN=MYS CA\" = [\"mys\"]\n").unwrap();

@@ -39,6 +39,12 @@ fn variant(base: &pb::Report, state: &str, date: &str, persons: u32) -> pb::Repo
     if let Some(location) = r.location.as_mut() {
         state.clone_into(&mut location.country);
     }
+    // Shared with no state: another state's analyst counts it among the others' reports
+    // (reports shared with the analyst's state are counted as its own).
+    r.sharing = Some(pb::Sharing {
+        scope: pb::SharingScope::AggregateOnly as i32,
+        states: Vec::new(),
+    });
     r
 }
 
@@ -459,7 +465,9 @@ async fn the_same_reports_show_the_same_figures_in_every_table() {
             assert_eq!(filtered.cells[0].values, cell.values, "{year}");
         }
         // Counters (origin) and a scan (origin × vessel type, whose origin margins are
-        // the same sets of reports) agree.
+        // the same sets of reports) agree, perturbed for the regional analyst (a state
+        // analyst's tables are always scanned: the counters keep no sharing scopes).
+        let who = regional(&pki);
         let counted = aggregate(
             &server,
             &who,
@@ -897,7 +905,7 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
         .collect();
     submit_all(&server, &pki, &keys, &idn).await;
     let aus = analyst(&pki, "AUS");
-    // From the counters, or (filtered by a route country every report has) from a scan.
+    // Unfiltered, or filtered by a route country every report has: the same reports.
     let count = |month: &str, scan: bool| {
         let filter = pb::AggregateFilter {
             category: pb::Category::SmugglingIncident as i32,
@@ -946,6 +954,93 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
             Some((reports, persons)),
             "a scan"
         );
+    }
+    assert_eq!(shifted.len(), 1, "{shifted:?}");
+}
+
+/// Reports of other states that the analyst's state reads as records — shared with every
+/// contributor, or with a list naming it — are known to it, so they count as its own:
+/// they neither open a cell nor change its noise, and a cell's figures move by exactly
+/// theirs. Before, they counted among the others' reports, and an analyst padded a
+/// withheld group with known reports until it showed, then took them off (an adversarial
+/// pass: exact counts from two queries). Round by round, a different number of THA's
+/// reports shared with every contributor and AUS's shared with IDN and THA surround
+/// THA's reports shared with no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_shared_with_the_analysts_state_count_as_its_own() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let keys = register(&server, &pki, &["AUS", "IDN", "THA"]).await;
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    // THA's reports shared with no state: two in March (withheld), five in April; and
+    // one of IDN's, so that it stands.
+    let mut hidden: Vec<pb::Report> = (0..7)
+        .map(|i| {
+            variant(
+                &base,
+                "THA",
+                if i < 2 { "2022-03-10" } else { "2022-04-10" },
+                9,
+            )
+        })
+        .collect();
+    hidden.push(variant(&base, "IDN", "2021-06-01", 4));
+    submit_all(&server, &pki, &keys, &hidden).await;
+    let idn = analyst(&pki, "IDN");
+    let count = |month: &str| {
+        let filter = pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            ..months(&format!("{month}-01"), &last_day(month))
+        };
+        let request = request(&[], &PERSONS, filter);
+        let (server, idn) = (&server, &idn);
+        async move {
+            let answer = aggregate(server, idn, request).await.unwrap();
+            answer
+                .cells
+                .first()
+                .filter(|total| total.suppressed == 0)
+                .map(|total| (total.values[0], total.values[1]))
+        }
+    };
+    let mut padding: Vec<pb::Report> = Vec::new();
+    let mut shifted = std::collections::BTreeSet::new();
+    for round in 0..6u32 {
+        let known = u64::from(round + 1);
+        let added: Vec<pb::Report> = (0..known)
+            .flat_map(|i| {
+                ["2022-03", "2022-04"].map(|m| {
+                    let date = format!("{m}-{:02}", 11 + i);
+                    let (state, scope, listed) = if i % 2 == 0 {
+                        ("THA", pb::SharingScope::AllContributors, vec![])
+                    } else {
+                        let listed = vec!["IDN".to_owned(), "THA".to_owned()];
+                        ("AUS", pb::SharingScope::ListedStates, listed)
+                    };
+                    let mut r = variant(&base, state, &date, 5 + round);
+                    r.sharing = Some(pb::Sharing {
+                        scope: scope as i32,
+                        states: listed,
+                    });
+                    r
+                })
+            })
+            .collect();
+        submit_all(&server, &pki, &keys, &added).await;
+        for state in ["AUS", "THA"] {
+            let retractions: Vec<pb::Envelope> = padding
+                .iter()
+                .filter(|r| r.reporting_state == state)
+                .map(|r| common::retraction(r, 2, &keys[state]))
+                .collect();
+            if !retractions.is_empty() {
+                import(&server, &pki, state, retractions).await;
+            }
+        }
+        padding = added;
+        assert_eq!(count("2022-03").await, None, "round {round}");
+        let (reports, persons) = count("2022-04").await.expect("shown");
+        shifted.insert((reports - known, persons - known * u64::from(5 + round)));
     }
     assert_eq!(shifted.len(), 1, "{shifted:?}");
 }

@@ -393,8 +393,8 @@ mod tests {
         for (r, c, n) in cells {
             // Two states, so that nothing is single-state.
             let mut acc = Acc::default();
-            acc.add(1, &sums(*n - 1), false);
-            acc.add(2, &sums(1), false);
+            acc.add(1, &sums(*n - 1));
+            acc.add(2, &sums(1));
             interior.insert([*r, *c, 0], acc);
         }
         let mut grid = Grid::new(2);
@@ -552,8 +552,8 @@ mod tests {
             let mut with_deaths = sums(n - 1);
             with_deaths[Additive::Deaths as usize] = deaths;
             let mut acc = Acc::default();
-            acc.add(1, &with_deaths, false);
-            acc.add(2, &sums(1), false);
+            acc.add(1, &with_deaths);
+            acc.add(2, &sums(1));
             interior.insert([r, c, 0], acc);
         }
         let mut grid = Grid::new(2);
@@ -602,7 +602,7 @@ mod tests {
     fn dominance_is_withheld_only_when_configured() {
         let mut interior = crate::analytics::grid::Cells::default();
         let mut acc = Acc::default();
-        acc.add(7, &sums(10), false);
+        acc.add(7, &sums(10));
         interior.insert([1, 0, 0], acc);
         let mut grid = Grid::new(1);
         grid.roll_up(interior, &[0]);

@@ -33,8 +33,9 @@ pub(super) struct Acc {
     mixed: bool,
     /// Fee observations.
     pub fees: FeeBag,
-    /// What the asking analyst's own state's reports add (all of [`Sums`]): they neither
-    /// open a small cell nor change its noise.
+    /// What the reports the asking analyst's state knows add (all of [`Sums`]): its own,
+    /// and other states' shared with it (it reads them as records). They neither open a
+    /// small cell nor change its noise; "own" below means these.
     own: Sums,
 }
 
@@ -59,13 +60,11 @@ impl Acc {
         }
     }
 
-    /// Adds what one state's reports add; `own` when they are the asking analyst's.
-    pub(super) fn add(&mut self, state: u32, sums: &Sums, own: bool) {
+    /// Adds what one state's reports add (none of them known to the asking analyst's
+    /// state: the counters' tables are not a state analyst's).
+    pub(super) fn add(&mut self, state: u32, sums: &Sums) {
         for (total, add) in self.sums.iter_mut().zip(sums) {
             *total = total.wrapping_add(*add);
-        }
-        if own {
-            self.note_own(sums);
         }
         if Additive::Reports.of(sums) > 0 {
             self.note_state(state);
@@ -84,8 +83,8 @@ impl Acc {
         }
     }
 
-    /// Notes that `sums`, already added, were the asking analyst's state's.
-    pub(super) fn note_own(&mut self, sums: &Sums) {
+    /// Notes that `sums`, already added, were of reports the asking analyst's state knows.
+    fn note_own(&mut self, sums: &Sums) {
         for (own, add) in self.own.iter_mut().zip(sums) {
             *own = own.wrapping_add(*add);
         }
@@ -246,11 +245,9 @@ mod tests {
     fn sums_add_modulo_two_to_the_64() {
         let mut big = [u64::MAX - 1; crate::store::counters::STORED];
         big[KEY_SUM] = u64::MAX;
-        let mut acc = Acc::default();
-        acc.add(7, &big, true);
-        acc.add(9, &big, false);
-        let mut other = Acc::default();
-        other.add(9, &big, true);
+        let mut acc = Acc::scanned(big, Some(7), big);
+        acc.add(9, &big);
+        let other = Acc::scanned(big, Some(9), big);
         acc.merge(&other);
         assert_eq!(acc.reports(), (u64::MAX - 1).wrapping_mul(3));
         assert_eq!(acc.sums[KEY_SUM], u64::MAX.wrapping_mul(3));

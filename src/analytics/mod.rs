@@ -1,6 +1,8 @@
 //! Aggregate queries for analysts: what a query may ask ([`AggregateQuery`]: whole
-//! months only), how its table is computed (from the write-time counters when its shape
-//! allows, otherwise by a scan over the date index), and the disclosure control applied
+//! months only), how its table is computed (for the regional analyst from the write-time
+//! counters when its shape allows; otherwise, and always for a state's analyst, whose
+//! tables set apart the reports its state can read, by a scan of the columnar
+//! projection), and the disclosure control applied
 //! before anything leaves the server: cell key perturbation (`perturbation`), then
 //! suppression (`disclosure`), then the fee quartiles' own minimum (`fees`).
 //!
@@ -429,8 +431,9 @@ impl Settings {
 /// Who an answer is for: it decides whether figures are perturbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {
-    /// A state's analyst: always perturbed; its own state's reports neither open a
-    /// small cell nor change a cell's noise.
+    /// A state's analyst: always perturbed; the reports its state knows as records (its
+    /// own, and those shared with it) neither open a small cell nor change a cell's
+    /// noise, and are shown as they are.
     StateAnalyst(CountryCode),
     /// The regional analyst: perturbed unless `analytics.perturb_regional_analyst` is off.
     RegionalAnalyst,
@@ -578,11 +581,12 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
             _ => None,
         },
     };
-    // Capped contributions (the budget) need every report: a scan.
-    let plan = source::counter_plan(query).filter(|_| view.cap.is_none());
+    // Capped contributions (the budget) need every report, and a state analyst's table
+    // which reports its state knows (their sharing scopes): a scan.
+    let plan = source::counter_plan(query).filter(|_| view.cap.is_none() && view.own.is_none());
     let (mut grid, source) = if let Some(plan) = plan {
         (
-            source::from_counters(snapshot, query, &plan, view)?,
+            source::from_counters(snapshot, query, &plan)?,
             Source::Counters,
         )
     } else {

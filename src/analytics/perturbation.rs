@@ -64,7 +64,9 @@
 //! key, so a state cannot draw fresh noise for a cell by adding and retracting reports
 //! of its own, and they do not count towards opening a small cell. Their magnitudes are
 //! added exactly to the other states' perturbed figure (`grid::Acc::own_and_others`),
-//! so stepping one's own values cannot find where the others' noise crosses zero.
+//! so stepping one's own values cannot find where the others' noise crosses zero. Other
+//! states' reports shared with the asking state count as its own: it reads them as
+//! records, so among the others' they were known padding.
 
 /// The perturbation table's name, cited in every perturbed answer.
 pub(super) const TABLE_ID: &str = "tidemark-ckm-2";

@@ -113,8 +113,9 @@ struct Plan {
     /// The magnitudes asked for (`Additive` indexes, not reports).
     magnitudes: Vec<usize>,
     fees: bool,
-    /// The asking analyst's state (dictionary code).
-    own: Option<u16>,
+    /// The asking analyst's state (dictionary code; 0, which no row's state has, when
+    /// none of its reports or listings is in the projection).
+    reader: Option<u16>,
     view: View,
 }
 
@@ -161,11 +162,21 @@ impl Plan {
             axes,
             magnitudes,
             fees: query.metrics.contains(&Metric::FeePerPerson),
-            own: view
+            reader: view
                 .own
-                .and_then(|packed| p.countries.code(u64::from(packed))),
+                .map(|packed| p.countries.code(u64::from(packed)).unwrap_or(0)),
             view,
         }
+    }
+
+    /// Whether the asking analyst's state knows the report of `row` as a record: its own,
+    /// or shared with it. Those reports are counted apart ("own" in `grid::Acc`): shown
+    /// as they are, outside the cell key and the minimum — reports of others it reads
+    /// were known padding otherwise (`docs/disclosure.md`).
+    #[inline]
+    fn known(&self, p: &Projection, row: usize) -> bool {
+        self.reader
+            .is_some_and(|reader| p.state[row] == reader || p.shared_with(row, reader))
     }
 
     /// Adds up the rows in `rows`, [`CHUNK`] at a time: the rows a chunk keeps are
@@ -215,8 +226,8 @@ impl Plan {
         keys.extend(rows.iter().map(|row| p.record_key[*row as usize]));
         let table = &mut part.table;
         for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
-            let state = p.state[row as usize];
-            table.note(cell, state, self.own == Some(state), u64::from(key));
+            let known = self.known(p, row as usize);
+            table.note(cell, p.state[row as usize], known, u64::from(key));
         }
         for &m in &self.magnitudes {
             p.magnitudes(m, rows, values);
@@ -229,15 +240,15 @@ impl Plan {
                 total[m] += self.view.cap.map_or(value, |cap| value.min(cap));
                 counters::add_drawn_noise(total, value, draw, m);
             }
-            // What the asking state's own reports add, kept apart too.
-            if let Some(own) = self.own {
+            // What the reports the asking state knows add, kept apart too.
+            if self.reader.is_some() {
                 let each = rows
                     .iter()
                     .zip(cells.iter())
                     .zip(values.iter())
                     .zip(draws.iter());
                 for (((&row, &cell), &value), &draw) in each {
-                    if p.state[row as usize] != own {
+                    if !self.known(p, row as usize) {
                         continue;
                     }
                     let Some(mine) = table.own.get_mut(cell as usize) else {
@@ -252,8 +263,8 @@ impl Plan {
             for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
                 let row = row as usize;
                 if p.flags[row] & flag::FEE != 0 {
-                    let own = self.own == Some(p.state[row]);
-                    self.add_fee(p, (row, key), &mut part.fees, cell, own);
+                    let known = self.known(p, row);
+                    self.add_fee(p, (row, key), &mut part.fees, cell, known);
                 }
             }
         }
@@ -272,7 +283,7 @@ impl Plan {
             counters::add_noise(&mut sums, value, key, m);
         }
         let state = p.state[row];
-        let own = self.own == Some(state);
+        let own = self.known(p, row);
         let mut add = |index: u64, sums: &Sums| {
             let cell = part.table.cell(index);
             part.table.add(cell, state, sums, own);
@@ -1030,8 +1041,9 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Each cell's fees are those of its reports, however many threads scan: amounts
         /// of any size (beyond 32 bits too, which validation refuses but a projection
-        /// holds), moved or not, with each one's keyed hash, and the asking state's own
-        /// neither among the others nor in their key.
+        /// holds), moved or not, with each one's keyed hash, and those the asking state
+        /// knows (its own, and those shared with it) neither among the others nor in
+        /// their key.
         #[test]
         fn fees_are_counted_per_cell_with_their_owners(
             fees in proptest::collection::vec(
@@ -1070,6 +1082,18 @@ mod tests {
                     (id, summary, STATES[*state].to_owned(), false)
                 })
                 .collect();
+            // The reports AUS knows: its own, and those shared with it.
+            let known: Vec<bool> = reports
+                .iter()
+                .map(|(_, summary, state, _)| {
+                    let head = crate::store::ReportHead {
+                        state: state.clone(),
+                        summary: Some(summary.clone()),
+                        ..crate::store::ReportHead::default()
+                    };
+                    crate::access::visible_to(&head, "AUS".parse().unwrap_or_else(|e| panic!("{e}")))
+                })
+                .collect();
             let p = Projection::of(&reports);
             let query = AggregateQuery::from_request(&pb::AggregateRequest {
                 group_by: vec![pb::Dimension::ReportingState as i32],
@@ -1092,7 +1116,7 @@ mod tests {
                 } else {
                     (*amount, 0)
                 };
-                let own = *state == 0;
+                let own = known[i];
                 for cell in [counters::pack_country(STATES[*state]), ALL] {
                     let e = expected.entry((cell, currency)).or_default();
                     e.0.push(amount);

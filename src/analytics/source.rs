@@ -115,7 +115,10 @@ pub(super) fn single_valued(query: &AggregateQuery) -> Vec<usize> {
 /// Who a table is built for, and how.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct View {
-    /// The asking analyst's state (packed), whose own reports each cell counts apart.
+    /// The asking analyst's state (packed). The reports it knows as records — its own and
+    /// those shared with it — are counted apart in each cell (`grid::Acc`). Only a scan
+    /// can tell them (the counters keep no sharing scopes), so a state analyst's tables
+    /// are always scanned.
     pub own: Option<u32>,
     /// Fee amounts as perturbed quartiles see them.
     pub moved_fees: bool,
@@ -127,7 +130,7 @@ pub(super) struct View {
 fn read_cuboid(
     snapshot: &Snapshot,
     query: &AggregateQuery,
-    (cuboid, view): (Cuboid, View),
+    cuboid: Cuboid,
     months: (u32, u32),
 ) -> Result<Cells, StoreError> {
     let states = wanted_states(query);
@@ -138,7 +141,7 @@ fn read_cuboid(
         Metric::FeePerPerson => None,
     }));
     // Split by state only when asked to, or filtering by state; otherwise each row's
-    // total will do (with the asking state's own entry looked up apart).
+    // total will do.
     let per_state = dims.contains(&Dimension::ReportingState);
     // Quarter rows, a third as many, unless the table is split by month.
     let grain = if dims.contains(&Dimension::Month) {
@@ -154,16 +157,7 @@ fn read_cuboid(
             if totals {
                 let (sums, count, one) = row.total(wanted)?;
                 let key = key_of(dims, row.month, 0, category, row.value);
-                let acc = cells.entry(key).or_default();
-                acc.add_total(&sums, count, one);
-                if let Some(own) = view
-                    .own
-                    .map(|s| row.state(s, wanted))
-                    .transpose()?
-                    .flatten()
-                {
-                    acc.note_own(&own);
-                }
+                cells.entry(key).or_default().add_total(&sums, count, one);
                 return Ok(());
             }
             let mut merged = Acc::default();
@@ -171,12 +165,11 @@ fn read_cuboid(
                 if !wanted_state(state) {
                     return;
                 }
-                let own = view.own == Some(state);
                 if per_state {
                     let key = key_of(dims, row.month, state, category, row.value);
-                    cells.entry(key).or_default().add(state, sums, own);
+                    cells.entry(key).or_default().add(state, sums);
                 } else {
-                    merged.add(state, sums, own);
+                    merged.add(state, sums);
                 }
             })?;
             if !per_state && merged.reports() > 0 {
@@ -232,12 +225,11 @@ pub(super) fn from_counters(
     snapshot: &Snapshot,
     query: &AggregateQuery,
     plan: &CounterPlan,
-    view: View,
 ) -> Result<Grid, StoreError> {
     let mut grid = Grid::new(query.dimensions.len());
     let rollable = single_valued(query);
     grid.by_state = counted_by_state(snapshot, query, plan.months)?;
-    let cells = read_cuboid(snapshot, query, (plan.cuboid, view), plan.months)?;
+    let cells = read_cuboid(snapshot, query, plan.cuboid, plan.months)?;
     grid.roll_up(cells, &rollable);
     if plan.cuboid.multi_valued() {
         // Margins along a multi-valued dimension count each report once: they come
@@ -247,7 +239,7 @@ pub(super) fn from_counters(
             .iter()
             .position(|d| *d == Dimension::Counted(plan.cuboid))
             .unwrap_or(0);
-        let base = read_cuboid(snapshot, query, (Cuboid::Base, view), plan.months)?;
+        let base = read_cuboid(snapshot, query, Cuboid::Base, plan.months)?;
         let base: Cells = base
             .into_iter()
             .map(|(mut key, acc)| {

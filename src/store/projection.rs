@@ -11,7 +11,8 @@
 //!
 //! Layout, per report (the aim is at most 64 bytes): 8 bytes of id (the high half; full
 //! ids are kept apart for the few that share one), the record key (4), month (2), state
-//! (2), flags (1), origin, destination and location country (2 each), modus operandi,
+//! (2), flags (1: live, category, point, fee, and whom the report is shared with — the
+//! states of a listed-states scope are kept in a side table), origin, destination and location country (2 each), modus operandi,
 //! maritime event, vessel type and sea area (1 each), the point in 10⁻⁷ degrees (4 + 4),
 //! persons (2), the five other magnitudes (1 each), the fee (2 + 4) and where its transit
 //! and nationality lists start in a shared arena (4 + 1 + 1). A value too large for its
@@ -43,6 +44,11 @@ pub(crate) mod flag {
     pub(crate) const POINT: u8 = 4;
     /// The report states a fee per person.
     pub(crate) const FEE: u8 = 8;
+    /// Its latest version is shared with every contributing state.
+    pub(crate) const SHARED_WITH_ALL: u8 = 16;
+    /// Its latest version is shared with the states listed in [`super::Projection`]'s
+    /// `listed`.
+    pub(crate) const SHARED_WITH_LISTED: u8 = 32;
 }
 
 /// Which column a value too large for its column belongs to (in [`Projection::big`]).
@@ -187,6 +193,8 @@ pub struct Projection {
     big: FxHashMap<(u32, Wide), u64>,
     /// Points not a whole number of 10⁻⁷ degrees: (latitude, longitude).
     points: FxHashMap<u32, (f64, f64)>,
+    /// The states (dictionary codes) a row shared with listed states lists.
+    listed: FxHashMap<u32, Box<[u16]>>,
     record_keys: RecordKeys,
 }
 
@@ -222,6 +230,7 @@ impl Projection {
             arena: Vec::new(),
             big: FxHashMap::default(),
             points: FxHashMap::default(),
+            listed: FxHashMap::default(),
             record_keys,
         }
     }
@@ -375,6 +384,7 @@ impl Projection {
         let r = row_number(row);
         self.big.retain(|(at, _), _| *at != r);
         self.points.remove(&r);
+        self.listed.remove(&r);
         self.record_key[row] = self.record_keys.of(id);
         // Incident dates are never in the future, so months fit until the year 5461.
         let month =
@@ -429,8 +439,40 @@ impl Projection {
             self.fee_currency[row] = self.countries.intern(&facts.fee_currency)?;
             self.fee_amount[row] = narrow(&mut self.big, r, Wide::FeeAmount, facts.fee_amount);
         }
+        flags |= self.write_scope(r, summary)?;
         self.flags[row] = flags;
         self.write_lists(row, summary)
+    }
+
+    /// Notes whom row `r`'s latest version is shared with; returns its flag. The rule is
+    /// `crate::access::visible_to`'s: every contributor, or the listed states.
+    fn write_scope(&mut self, r: u32, summary: &ReportSummary) -> Result<u8, StoreError> {
+        Ok(match crate::pb::SharingScope::try_from(summary.scope) {
+            Ok(crate::pb::SharingScope::AllContributors) => flag::SHARED_WITH_ALL,
+            Ok(crate::pb::SharingScope::ListedStates) => {
+                let listed = summary
+                    .listed_states
+                    .iter()
+                    .map(|s| self.countries.intern(s))
+                    .collect::<Result<_, _>>()?;
+                self.listed.insert(r, listed);
+                flag::SHARED_WITH_LISTED
+            }
+            _ => 0,
+        })
+    }
+
+    /// Whether the report of `row` is shared with the state of dictionary code `reader`
+    /// (its own reports aside): whether that state's nodes may read it as a record.
+    #[inline]
+    pub(crate) fn shared_with(&self, row: usize, reader: u16) -> bool {
+        let flags = self.flags[row];
+        flags & flag::SHARED_WITH_ALL != 0
+            || (flags & flag::SHARED_WITH_LISTED != 0
+                && self
+                    .listed
+                    .get(&row_number(row))
+                    .is_some_and(|listed| listed.contains(&reader)))
     }
 
     /// Writes the row's transit and nationality lists into the arena: over the old ones
@@ -544,6 +586,8 @@ impl Projection {
         let tables = self.exact.capacity() * (size_of::<(u128, u32)>() + 1)
             + self.big.capacity() * (size_of::<((u32, Wide), u64)>() + 1)
             + self.points.capacity() * (size_of::<(u32, (f64, f64))>() + 1)
+            + self.listed.capacity() * (size_of::<(u32, Box<[u16]>)>() + 1)
+            + self.listed.values().map(|l| l.len() * 2).sum::<usize>()
             + self.countries.packed.capacity() * 8
             + self.countries.codes.capacity() * (size_of::<(u64, u16)>() + 1);
         columns + tables
@@ -777,6 +821,55 @@ mod tests {
                 let row = p.row_of(*report).unwrap();
                 proptest::prop_assert_eq!(p.persons(row), u64::from(*persons));
                 proptest::prop_assert_eq!(p.flags[row] & flag::LIVE != 0, *live);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A row is shared with a state exactly when `access::visible_to` lets that state
+        /// read the report as a record, for every scope (unknown values too), listing and
+        /// reader (one that no row names among them), as built and after amendments.
+        #[test]
+        fn shared_with_is_what_access_lets_a_state_read(
+            reports in proptest::collection::vec(
+                ((0usize..3, -1i32..5, proptest::collection::vec(0usize..4, 0..3)),
+                 proptest::option::of((-1i32..5, proptest::collection::vec(0usize..4, 0..3)))),
+                1..10),
+        ) {
+            const STATES: [&str; 5] = ["AUS", "IDN", "THA", "NZL", "FJI"];
+            let scoped = |scope: i32, listed: &[usize]| ReportSummary {
+                scope,
+                listed_states: listed.iter().map(|i| STATES[*i].to_owned()).collect(),
+                ..summary(5)
+            };
+            let (mut built, mut latest, mut changes) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, ((state, scope, listed), amended)) in reports.iter().enumerate() {
+                let report = id(u8::try_from(i).unwrap(), 1);
+                let mut head = ReportHead {
+                    state: STATES[*state].to_owned(),
+                    summary: Some(scoped(*scope, listed)),
+                    ..ReportHead::default()
+                };
+                built.push(Ok((report, head.clone())));
+                if let Some((scope, listed)) = amended {
+                    changes.push(Change::Remove(report));
+                    let set = Box::new(scoped(*scope, listed));
+                    changes.push(Change::Set(report, set, head.state.clone()));
+                    head.summary = Some(scoped(*scope, listed));
+                }
+                latest.push((report, head));
+            }
+            let mut p = Projection::build(RecordKeys::new([7; 16]), built.into_iter()).unwrap();
+            p.apply(&changes).unwrap();
+            for reader in STATES {
+                let packed = crate::store::counters::pack_country(reader);
+                let code = p.countries.code(packed).unwrap_or(0);
+                for (report, head) in &latest {
+                    let row = p.row_of(*report).unwrap();
+                    let reads = p.state[row] == code || p.shared_with(row, code);
+                    let visible = crate::access::visible_to(head, reader.parse().unwrap());
+                    proptest::prop_assert_eq!(reads, visible, "{} reading {:?}", reader, head);
+                }
             }
         }
     }

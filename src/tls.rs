@@ -134,64 +134,95 @@ struct LoggingVerifier(Arc<dyn ClientCertVerifier>, PathLimits);
 
 /// The CAs of the bundle as webpki's trust anchors, each with the most intermediate CAs
 /// its basicConstraints pathLenConstraint allows under it (RFC 5280 §4.2.1.9), if it
-/// limits them: webpki does not apply a trust anchor's own constraints.
+/// limits them (webpki does not apply a trust anchor's own constraints), and its name.
 #[derive(Debug, Default)]
 struct PathLimits {
     anchors: Vec<TrustAnchor<'static>>,
     limits: Vec<Option<u32>>,
+    /// Each anchor's subject: its comparison key and RFC 4514 form.
+    names: Vec<(crate::dn::NameKey, String)>,
 }
 
 impl PathLimits {
     fn of(bundle: &[CertificateDer<'_>]) -> Self {
         let mut limits = Self::default();
         for der in bundle {
-            let Ok(anchor) = webpki::anchor_from_trusted_cert(der) else {
+            let (Ok(anchor), Ok((_, cert))) = (
+                webpki::anchor_from_trusted_cert(der),
+                x509_parser::parse_x509_certificate(der),
+            ) else {
                 continue;
             };
-            let limit = x509_parser::parse_x509_certificate(der)
-                .ok()
-                .and_then(|(_, cert)| match cert.basic_constraints() {
-                    Ok(Some(bc)) => bc.value.path_len_constraint,
-                    _ => None,
-                });
+            let limit = match cert.basic_constraints() {
+                Ok(Some(bc)) => bc.value.path_len_constraint,
+                _ => None,
+            };
             limits.anchors.push(anchor.to_owned());
             limits.limits.push(limit);
+            limits.names.push((
+                crate::dn::NameKey::of(cert.subject()),
+                crate::dn::to_rfc4514(cert.subject()),
+            ));
         }
         limits
     }
 
-    /// Why the path verified from `end_entity` through `intermediates` breaks the limit
-    /// of the CA it ends at, if it does: the path webpki builds and checks, not the
-    /// certificates presented (a chain can carry certificates no path uses).
-    fn exceeded(
+    /// Why the path verified from `end_entity` through `intermediates` is not to be
+    /// trusted, if it is not: it breaks the limit of the CA it ends at, or an
+    /// intermediate CA on it bears the name of a CA of the bundle with another key. The
+    /// path webpki builds and checks, not the certificates presented (a chain can carry
+    /// certificates no path uses).
+    fn refuses(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Option<Unusable> {
-        let (anchor, below) = verified_path(&self.anchors, end_entity, intermediates, now)?;
-        let below = u32::try_from(below).unwrap_or(u32::MAX);
-        self.limits
+        let (anchor, path) = verified_path(&self.anchors, end_entity, intermediates, now)?;
+        let below = u32::try_from(path.len()).unwrap_or(u32::MAX);
+        if let Some(limit) = self
+            .limits
             .get(anchor)
             .copied()
             .flatten()
             .filter(|limit| below > *limit)
-            .map(|limit| Unusable::PathLength { below, limit })
+        {
+            return Some(Unusable::PathLength { below, limit });
+        }
+        path.iter().find_map(|ca| self.named_like_an_anchor(ca))
+    }
+
+    /// The name of the CA of the bundle that the intermediate CA `ca` is named like
+    /// without having its key, if any. Revocations and the audit know an issuer by its
+    /// name: a partner's intermediate CA named like the exchange's CA would pass for it
+    /// in `whoami`, and `admin revoke SERIAL --issuer` of its certificates would revoke
+    /// the exchange's certificate of the same serial too (an outside pass).
+    fn named_like_an_anchor(&self, ca: &CertificateDer<'_>) -> Option<Unusable> {
+        let (_, cert) = x509_parser::parse_x509_certificate(ca).ok()?;
+        let key = crate::dn::NameKey::of(cert.subject());
+        let spki = cert.public_key().raw;
+        self.anchors
+            .iter()
+            .zip(&self.names)
+            .find(|(anchor, (name, _))| {
+                *name == key && webpki::spki_for_anchor(anchor).as_ref() != spki
+            })
+            .map(|(_, (_, name))| Unusable::NamedLikeABundleCa(name.clone()))
     }
 }
 
 /// The path webpki builds and verifies for client authentication at `now`, from
 /// `end_entity` through some of `intermediates` to one of `anchors` (revocation aside):
-/// the index of its anchor, and how many intermediates it goes through. `None` when
-/// there is none. What a chain is trusted *as* is decided by this path, never by the
-/// certificates presented: a client may add any certificate to its chain (an outside
-/// pass appended the exchange CA's to a partner CA's chain).
+/// the index of its anchor, and the intermediate CAs it goes through (leaf side first).
+/// `None` when there is none. What a chain is trusted *as* is decided by this path, never
+/// by the certificates presented: a client may add any certificate to its chain (an
+/// outside pass appended the exchange CA's to a partner CA's chain).
 pub(crate) fn verified_path(
     anchors: &[TrustAnchor<'_>],
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
-) -> Option<(usize, usize)> {
+) -> Option<(usize, Vec<CertificateDer<'static>>)> {
     let leaf = webpki::EndEntityCert::try_from(end_entity).ok()?;
     let algorithms = provider().signature_verification_algorithms.all;
     let path = leaf
@@ -210,7 +241,11 @@ pub(crate) fn verified_path(
         a.subject.as_ref() == anchor.subject.as_ref()
             && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
     })?;
-    Some((index, path.intermediate_certificates().count()))
+    let path = path
+        .intermediate_certificates()
+        .map(|c| c.der().into_owned())
+        .collect();
+    Some((index, path))
 }
 
 impl ClientCertVerifier for LoggingVerifier {
@@ -242,7 +277,7 @@ impl ClientCertVerifier for LoggingVerifier {
             })
             .and_then(|()| {
                 self.1
-                    .exceeded(end_entity, intermediates, now)
+                    .refuses(end_entity, intermediates, now)
                     .map_or(Ok(()), |why| {
                         Err(rustls::Error::InvalidCertificate(
                             rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),
@@ -346,6 +381,13 @@ enum Unusable {
          pathLenConstraint allows {limit}"
     )]
     PathLength { below: u32, limit: u32 },
+    /// An intermediate CA named like a CA of the bundle, with another key.
+    #[error(
+        "an intermediate CA of the chain bears the name of the bundle's CA {0} but not its \
+         key: revocations and the audit know issuers by name, so it would pass for that \
+         CA; its issuer must give it a name of its own"
+    )]
+    NamedLikeABundleCa(String),
 }
 
 /// Logs a refused client certificate with what it claims (the handshake's span adds

@@ -361,10 +361,19 @@ async fn a_revoked_intermediate_ca_ends_its_certificates_rights() {
 /// A node certificate under an intermediate CA (serial 64) that `root` issued, with the
 /// intermediate in the chain it presents.
 fn through_an_intermediate(pki: &TestPki, root: &Ca) -> ClientIdentity {
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(DnType::CommonName, "IDN intermediate CA");
+    through_an_intermediate_named(pki, root, name)
+}
+
+/// [`through_an_intermediate`], the intermediate CA named `name`.
+fn through_an_intermediate_named(
+    pki: &TestPki,
+    root: &Ca,
+    name: rcgen::DistinguishedName,
+) -> ClientIdentity {
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "IDN intermediate CA");
+    params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.serial_number = Some(SerialNumber::from_slice(&[0x64]));
@@ -573,6 +582,44 @@ async fn a_revocation_says_when_the_crl_file_could_not_be_rewritten() {
     assert_eq!(revoked.crl_not_written, "", "{revoked:?}");
     assert!(!admitted(&server, &aus10).await);
     assert!(listed(&published_crl(&pki, &server).await).contains(&"0a".to_owned()));
+}
+
+/// An intermediate CA named like a CA of the bundle, with another key, is refused at the
+/// handshake: revocations and the audit know issuers by name, so a partner's intermediate
+/// named like the exchange's CA passed for it (`whoami` named the exchange's CA as the
+/// issuer), and revoking one of its certificates by serial and issuer revoked the
+/// exchange's certificate of that serial too (an outside pass). So is one named like the
+/// partner CA itself; one with a name of its own is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intermediate_ca_named_like_a_ca_of_the_bundle_is_refused() {
+    let pki = TestPki::new();
+    let (ours, partner) = (own_ca(&pki), outside_ca("Partner CA"));
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", ours.pem, partner.pem),
+    )
+    .unwrap();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config
+            .tls
+            .partner_cas
+            .insert(partner.name.clone(), vec!["IDN".into()]);
+    })
+    .await;
+    let mut its_own = rcgen::DistinguishedName::new();
+    its_own.push(DnType::CommonName, "Partner issuing CA");
+    let under = |name| through_an_intermediate_named(&pki, &partner, name);
+    assert!(
+        admitted(&server, &under(its_own)).await,
+        "a name of its own"
+    );
+    for like in [&ours, &partner] {
+        assert!(
+            !admitted(&server, &under(subject_dn(&like.pem))).await,
+            "named like {}",
+            like.name
+        );
+    }
 }
 
 /// A partner CA that `[tls] partner_cas` lists vouches only for the nodes and analysts

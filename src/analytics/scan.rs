@@ -53,6 +53,8 @@ struct Chunk {
     draws: Vec<u32>,
     /// Each kept row's value in one column.
     values: Vec<u64>,
+    /// Whether the asking analyst's state knows each kept row's report (`Plan::known`).
+    known: Vec<bool>,
 }
 
 /// The table of `query` from a scan of `p`, split over the machine's cores.
@@ -218,15 +220,22 @@ impl Plan {
             keys,
             draws,
             values,
+            known,
         } = chunk;
         self.axes.index(p, rows, index);
         cells.clear();
         cells.extend(index.iter().map(|i| part.table.cell(*i)));
         keys.clear();
         keys.extend(rows.iter().map(|row| p.record_key[*row as usize]));
+        known.clear();
+        known.extend(rows.iter().map(|row| self.known(p, *row as usize)));
         let table = &mut part.table;
-        for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
-            let known = self.known(p, row as usize);
+        let each = rows
+            .iter()
+            .zip(cells.iter())
+            .zip(keys.iter())
+            .zip(known.iter());
+        for (((&row, &cell), &key), &known) in each {
             table.note(cell, p.state[row as usize], known, u64::from(key));
         }
         for &m in &self.magnitudes {
@@ -242,13 +251,13 @@ impl Plan {
             }
             // What the reports the asking state knows add, kept apart too.
             if self.reader.is_some() {
-                let each = rows
+                let each = known
                     .iter()
                     .zip(cells.iter())
                     .zip(values.iter())
                     .zip(draws.iter());
-                for (((&row, &cell), &value), &draw) in each {
-                    if !self.known(p, row as usize) {
+                for (((&known, &cell), &value), &draw) in each {
+                    if !known {
                         continue;
                     }
                     let Some(mine) = table.own.get_mut(cell as usize) else {
@@ -260,10 +269,14 @@ impl Plan {
             }
         }
         if self.fees {
-            for ((&row, &cell), &key) in rows.iter().zip(cells.iter()).zip(keys.iter()) {
+            let each = rows
+                .iter()
+                .zip(cells.iter())
+                .zip(keys.iter())
+                .zip(known.iter());
+            for (((&row, &cell), &key), &known) in each {
                 let row = row as usize;
                 if p.flags[row] & flag::FEE != 0 {
-                    let known = self.known(p, row);
                     self.add_fee(p, (row, key), &mut part.fees, cell, known);
                 }
             }

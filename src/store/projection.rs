@@ -11,11 +11,10 @@
 //!
 //! Layout, per report (the aim is at most 64 bytes): 8 bytes of id (the high half; full
 //! ids are kept apart for the few that share one), the record key (4), month (2), state
-//! (2), flags (1: live, category, point, fee, and whom the report is shared with — the
-//! states of a listed-states scope are kept in a side table), origin, destination and location country (2 each), modus operandi,
+//! (2), flags (1: live, category, point, fee, and whom the report is shared with), origin, destination and location country (2 each), modus operandi,
 //! maritime event, vessel type and sea area (1 each), the point in 10⁻⁷ degrees (4 + 4),
-//! persons (2), the five other magnitudes (1 each), the fee (2 + 4) and where its transit
-//! and nationality lists start in a shared arena (4 + 1 + 1). A value too large for its
+//! persons (2), the five other magnitudes (1 each), the fee (2 + 4) and where its transit,
+//! nationality and listed-states lists start in a shared arena (4 + 1 + 1 + 1). A value too large for its
 //! column is kept in a side table (the column holds the column's largest value as an
 //! escape), as is a point that is not a whole number of 10⁻⁷ degrees: every answer is
 //! exact.
@@ -46,8 +45,7 @@ pub(crate) mod flag {
     pub(crate) const FEE: u8 = 8;
     /// Its latest version is shared with every contributing state.
     pub(crate) const SHARED_WITH_ALL: u8 = 16;
-    /// Its latest version is shared with the states listed in [`super::Projection`]'s
-    /// `listed`.
+    /// Its latest version is shared with the states of its listed-states list.
     pub(crate) const SHARED_WITH_LISTED: u8 = 32;
 }
 
@@ -184,17 +182,16 @@ pub struct Projection {
     pub(crate) fee_currency: Vec<u16>,
     fee_amount: Vec<u32>,
     /// Where the row's lists start in `arena`: transit codes, then nationality codes, then
-    /// persons per nationality.
+    /// persons per nationality, then the states a listed-states scope lists.
     list_start: Vec<u32>,
     pub(crate) transit_len: Vec<u8>,
     pub(crate) nationality_len: Vec<u8>,
+    listed_len: Vec<u8>,
     arena: Vec<u16>,
     /// Values too large for their column.
     big: FxHashMap<(u32, Wide), u64>,
     /// Points not a whole number of 10⁻⁷ degrees: (latitude, longitude).
     points: FxHashMap<u32, (f64, f64)>,
-    /// The states (dictionary codes) a row shared with listed states lists.
-    listed: FxHashMap<u32, Box<[u16]>>,
     record_keys: RecordKeys,
 }
 
@@ -227,10 +224,10 @@ impl Projection {
             list_start: Vec::new(),
             transit_len: Vec::new(),
             nationality_len: Vec::new(),
+            listed_len: Vec::new(),
             arena: Vec::new(),
             big: FxHashMap::default(),
             points: FxHashMap::default(),
-            listed: FxHashMap::default(),
             record_keys,
         }
     }
@@ -365,6 +362,7 @@ impl Projection {
         self.list_start.push(0);
         self.transit_len.push(0);
         self.nationality_len.push(0);
+        self.listed_len.push(0);
         self.write(row, id, summary, state)?;
         Ok(row)
     }
@@ -384,7 +382,6 @@ impl Projection {
         let r = row_number(row);
         self.big.retain(|(at, _), _| *at != r);
         self.points.remove(&r);
-        self.listed.remove(&r);
         self.record_key[row] = self.record_keys.of(id);
         // Incident dates are never in the future, so months fit until the year 5461.
         let month =
@@ -439,27 +436,14 @@ impl Projection {
             self.fee_currency[row] = self.countries.intern(&facts.fee_currency)?;
             self.fee_amount[row] = narrow(&mut self.big, r, Wide::FeeAmount, facts.fee_amount);
         }
-        flags |= self.write_scope(r, summary)?;
+        flags |= match crate::pb::SharingScope::try_from(summary.scope) {
+            // `crate::access::visible_to`'s rule: every contributor, or the listed states.
+            Ok(crate::pb::SharingScope::AllContributors) => flag::SHARED_WITH_ALL,
+            Ok(crate::pb::SharingScope::ListedStates) => flag::SHARED_WITH_LISTED,
+            _ => 0,
+        };
         self.flags[row] = flags;
         self.write_lists(row, summary)
-    }
-
-    /// Notes whom row `r`'s latest version is shared with; returns its flag. The rule is
-    /// `crate::access::visible_to`'s: every contributor, or the listed states.
-    fn write_scope(&mut self, r: u32, summary: &ReportSummary) -> Result<u8, StoreError> {
-        Ok(match crate::pb::SharingScope::try_from(summary.scope) {
-            Ok(crate::pb::SharingScope::AllContributors) => flag::SHARED_WITH_ALL,
-            Ok(crate::pb::SharingScope::ListedStates) => {
-                let listed = summary
-                    .listed_states
-                    .iter()
-                    .map(|s| self.countries.intern(s))
-                    .collect::<Result<_, _>>()?;
-                self.listed.insert(r, listed);
-                flag::SHARED_WITH_LISTED
-            }
-            _ => 0,
-        })
     }
 
     /// Whether the report of `row` is shared with the state of dictionary code `reader`
@@ -468,22 +452,25 @@ impl Projection {
     pub(crate) fn shared_with(&self, row: usize, reader: u16) -> bool {
         let flags = self.flags[row];
         flags & flag::SHARED_WITH_ALL != 0
-            || (flags & flag::SHARED_WITH_LISTED != 0
-                && self
-                    .listed
-                    .get(&row_number(row))
-                    .is_some_and(|listed| listed.contains(&reader)))
+            || (flags & flag::SHARED_WITH_LISTED != 0 && self.listed(row).contains(&reader))
     }
 
-    /// Writes the row's transit and nationality lists into the arena: over the old ones
-    /// when they fit, else at its end.
+    /// Writes the row's transit, nationality and listed-states lists into the arena: over
+    /// the old ones when they fit, else at its end.
     fn write_lists(&mut self, row: usize, summary: &ReportSummary) -> Result<(), StoreError> {
         let facts = summary
             .facts
             .as_ref()
             .ok_or_else(|| StoreError::Corrupt("a report summary without its facts".to_owned()))?;
         let r = row_number(row);
-        let mut list = Vec::with_capacity(facts.transit.len() + 2 * summary.nationalities.len());
+        let listed: &[String] = if summary.scope == crate::pb::SharingScope::ListedStates as i32 {
+            &summary.listed_states
+        } else {
+            &[]
+        };
+        let mut list = Vec::with_capacity(
+            facts.transit.len() + 2 * summary.nationalities.len() + listed.len(),
+        );
         for c in &facts.transit {
             list.push(self.countries.intern(c)?);
         }
@@ -499,9 +486,15 @@ impl Projection {
             let i = u8::try_from(i).map_err(|_| too_long())?;
             list.push(narrow(&mut self.big, r, Wide::NationalityCount(i), *count));
         }
+        for state in listed {
+            list.push(self.countries.intern(state)?);
+        }
         let transit = u8::try_from(facts.transit.len()).map_err(|_| too_long())?;
         let nationalities = u8::try_from(summary.nationalities.len()).map_err(|_| too_long())?;
-        let old = usize::from(self.transit_len[row]) + 2 * usize::from(self.nationality_len[row]);
+        let listed = u8::try_from(listed.len()).map_err(|_| too_long())?;
+        let old = usize::from(self.transit_len[row])
+            + 2 * usize::from(self.nationality_len[row])
+            + usize::from(self.listed_len[row]);
         let start = if list.len() <= old && old > 0 {
             self.list_start[row] as usize
         } else {
@@ -514,6 +507,7 @@ impl Projection {
             .map_err(|_| StoreError::Corrupt("the projection's list arena is full".to_owned()))?;
         self.transit_len[row] = transit;
         self.nationality_len[row] = nationalities;
+        self.listed_len[row] = listed;
         Ok(())
     }
 
@@ -542,6 +536,7 @@ impl Projection {
         self.list_start.shrink_to_fit();
         self.transit_len.shrink_to_fit();
         self.nationality_len.shrink_to_fit();
+        self.listed_len.shrink_to_fit();
         self.arena.shrink_to_fit();
     }
 
@@ -582,12 +577,11 @@ impl Projection {
             + self.sea_area.capacity()
             + self.transit_len.capacity()
             + self.nationality_len.capacity()
+            + self.listed_len.capacity()
             + self.small.iter().map(Vec::capacity).sum::<usize>();
         let tables = self.exact.capacity() * (size_of::<(u128, u32)>() + 1)
             + self.big.capacity() * (size_of::<((u32, Wide), u64)>() + 1)
             + self.points.capacity() * (size_of::<(u32, (f64, f64))>() + 1)
-            + self.listed.capacity() * (size_of::<(u32, Box<[u16]>)>() + 1)
-            + self.listed.values().map(|l| l.len() * 2).sum::<usize>()
             + self.countries.packed.capacity() * 8
             + self.countries.codes.capacity() * (size_of::<(u64, u16)>() + 1);
         columns + tables
@@ -666,6 +660,14 @@ impl Projection {
     pub(crate) fn nationalities(&self, row: usize) -> &[u16] {
         let start = self.list_start[row] as usize + usize::from(self.transit_len[row]);
         &self.arena[start..start + usize::from(self.nationality_len[row])]
+    }
+
+    /// The states (codes) the row's listed-states scope lists.
+    fn listed(&self, row: usize) -> &[u16] {
+        let start = self.list_start[row] as usize
+            + usize::from(self.transit_len[row])
+            + 2 * usize::from(self.nationality_len[row]);
+        &self.arena[start..start + usize::from(self.listed_len[row])]
     }
 
     /// The persons of the row's `i`-th nationality.
@@ -837,10 +839,17 @@ mod tests {
                 1..10),
         ) {
             const STATES: [&str; 5] = ["AUS", "IDN", "THA", "NZL", "FJI"];
-            let scoped = |scope: i32, listed: &[usize]| ReportSummary {
-                scope,
-                listed_states: listed.iter().map(|i| STATES[*i].to_owned()).collect(),
-                ..summary(5)
+            // Transit lists of other lengths too, so that amended lists move in the arena.
+            let scoped = |scope: i32, listed: &[usize]| {
+                let mut s = ReportSummary {
+                    scope,
+                    listed_states: listed.iter().map(|i| STATES[*i].to_owned()).collect(),
+                    ..summary(5)
+                };
+                if let Some(facts) = s.facts.as_mut() {
+                    facts.transit = listed.iter().rev().map(|i| STATES[*i].to_owned()).collect();
+                }
+                s
             };
             let (mut built, mut latest, mut changes) = (Vec::new(), Vec::new(), Vec::new());
             for (i, ((state, scope, listed), amended)) in reports.iter().enumerate() {
@@ -869,6 +878,13 @@ mod tests {
                     let reads = p.state[row] == code || p.shared_with(row, code);
                     let visible = crate::access::visible_to(head, reader.parse().unwrap());
                     proptest::prop_assert_eq!(reads, visible, "{} reading {:?}", reader, head);
+                    let transit: Vec<String> = p
+                        .transit(row)
+                        .iter()
+                        .map(|c| crate::store::counters::unpack_country(p.countries.packed(*c)))
+                        .collect();
+                    let facts = head.summary.as_ref().and_then(|s| s.facts.as_ref());
+                    proptest::prop_assert_eq!(Some(&transit), facts.map(|f| &f.transit));
                 }
             }
         }

@@ -1043,6 +1043,17 @@ async fn reports_shared_with_the_analysts_state_count_as_its_own() {
         shifted.insert((reports - known, persons - known * u64::from(5 + round)));
     }
     assert_eq!(shifted.len(), 1, "{shifted:?}");
+    // A table withheld for the few reports IDN cannot read says so.
+    let march = pb::AggregateFilter {
+        category: pb::Category::SmugglingIncident as i32,
+        ..months("2022-03-01", "2022-03-31")
+    };
+    let answer = aggregate(&server, &idn, request(&[], &PERSONS, march))
+        .await
+        .unwrap();
+    let said =
+        |n: &pb::SuppressionNote| n.explanation.contains("besides those your state can read");
+    assert!(answer.notes.iter().any(said), "{:?}", answer.notes);
 }
 
 /// A state analyst's count of a cell that also holds other states' reports is its own

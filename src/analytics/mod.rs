@@ -600,7 +600,8 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
         // Every cell of the public domain, so that which cells exist says nothing.
         budget::complete(query, &mut grid, settings.max_cells)?;
     }
-    let mut answer = render::answer(query, settings, &grid, source, mode)?;
+    let for_a_state = mode == Mode::CellKey && view.own.is_some();
+    let mut answer = render::answer(query, settings, &grid, source, (mode, for_a_state))?;
     // Counted as listed: cells left out for being small would be counted by a refusal.
     let listed = answer.response.cells.len();
     if listed > settings.max_cells {

@@ -52,7 +52,7 @@
 //! show the same figure: that says those reports add nothing, not how many there are.
 //!
 //! **Fee quartiles** are computed over fee amounts each moved by its report's own fixed
-//! 5–10 % (`store::counters::moved_fee`, from the record key; moved by the scan as it
+//! 5–10 %, one unit at least (`store::counters::moved_fee`, from the record key; moved by the scan as it
 //! reads each amount): the same report is always moved the same way, so a
 //! quartile that is one report's fee cannot be averaged back, and another report with
 //! the same amount is moved differently, so a state cannot map amounts to shown values

@@ -26,7 +26,7 @@ pub(super) fn answer(
     settings: &Settings,
     grid: &Grid,
     source: Source,
-    mode: Mode,
+    (mode, for_a_state): (Mode, bool),
 ) -> Result<Answer, AggregateError> {
     let minimum = settings.minimum_reports;
     let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
@@ -111,6 +111,7 @@ pub(super) fn answer(
     let counts = Counts {
         flagged,
         fees_asked: wants_fees,
+        for_a_state,
         small_unlisted: (!matches!(mode, Mode::Budget(_)))
             .then_some(!grid.entries.contains_key(&total) || unlisted(&total)),
     };
@@ -127,7 +128,7 @@ pub(super) fn answer(
                 Source::Scan => "scan",
             }
             .to_owned(),
-            protection: Some(protection(query, settings, mode)),
+            protection: Some(protection(query, settings, (mode, for_a_state))),
         },
         counted,
         by_state: grid
@@ -292,14 +293,22 @@ fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> Vec<pb::Fee
 }
 
 /// The protection an answer states.
-fn protection(query: &AggregateQuery, settings: &Settings, mode: Mode) -> pb::Protection {
+fn protection(
+    query: &AggregateQuery,
+    settings: &Settings,
+    (mode, for_a_state): (Mode, bool),
+) -> pb::Protection {
+    let minimum = settings.minimum_reports;
     let mut rules = vec![format!(
-        "small cells: fewer than {} reports{}",
-        settings.minimum_reports,
+        "small cells: fewer than {minimum} reports{}",
         match mode {
-            Mode::Exact => "",
-            Mode::CellKey => " (true or perturbed)",
-            Mode::Budget(_) => " (noisy count)",
+            Mode::Exact => String::new(),
+            Mode::CellKey if for_a_state => format!(
+                " (true or perturbed), or fewer than {minimum} (true or perturbed) but some \
+                 besides those your state can read as records"
+            ),
+            Mode::CellKey => " (true or perturbed)".to_owned(),
+            Mode::Budget(_) => " (noisy count)".to_owned(),
         }
     )];
     if !matches!(mode, Mode::Budget(_)) {
@@ -362,6 +371,9 @@ struct Counts {
     flagged: u32,
     /// Whether the table has fee quartiles.
     fees_asked: bool,
+    /// Whether it is a state analyst's under the cell key method, whose small cells count
+    /// apart the reports its state can read.
+    for_a_state: bool,
     /// Outside a budget, small cells are not listed: whether the whole table is not
     /// (fewer reports than the minimum match, perhaps none). `None` under a budget.
     small_unlisted: Option<bool>,
@@ -411,15 +423,24 @@ fn notes(
         note(
             pb::SuppressionRule::SmallCell,
             0,
-            if whole_table {
-                format!(
+            match (whole_table, counts.for_a_state) {
+                (true, false) => format!(
                     "fewer than {minimum} reports match these filters (perhaps none): \
                          nothing is shown"
-                )
-            } else {
-                format!(
+                ),
+                (true, true) => format!(
+                    "fewer than {minimum} reports match these filters (perhaps none), or \
+                     fewer than {minimum} but some besides those your state can read as \
+                     records: nothing is shown"
+                ),
+                (false, false) => format!(
                     "cells of fewer than {minimum} reports are not listed, as cells of none are not"
-                )
+                ),
+                (false, true) => format!(
+                    "cells of fewer than {minimum} reports, or of fewer than {minimum} but \
+                     some besides those your state can read as records, are not listed, as \
+                     cells of none are not"
+                ),
             },
         );
         if settings.suppress_single_state {

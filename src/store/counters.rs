@@ -410,8 +410,10 @@ fn cell_key(code: u8, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
 }
 
 /// A report's fee amount as perturbed fee quartiles see it: moved by the report's own
-/// fixed 5-10 %, up or down (from its record key), to a whole unit. The same report is
-/// moved the same way in every cell; another report with the same amount, differently.
+/// fixed 5-10 %, up or down (from its record key), to a whole unit — by one unit at
+/// least, and up where down would reach 0: rounded, 5-10 % of an amount under 5 units
+/// was no move at all, and small fees showed exactly (an outside pass). The same report
+/// is moved the same way in every cell; another report with the same amount, differently.
 pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
     let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
     let per_mille = 50 + (z & 0xffff_ffff) % 51;
@@ -425,11 +427,12 @@ pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
                 u64::try_from(shift).unwrap_or(u64::MAX)
             },
             |rounded| rounded / 1000,
-        );
-    if z >> 63 == 0 {
+        )
+        .max(1);
+    if z >> 63 == 0 || shift >= amount {
         amount.saturating_add(shift)
     } else {
-        amount.saturating_sub(shift)
+        amount - shift
     }
 }
 
@@ -1467,26 +1470,32 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// A moved fee is the amount moved by its share rounded to a whole unit, as
-        /// exact arithmetic gives it, for every amount: near 2^64 too, where the
-        /// product and its rounding no longer fit in 64 bits.
+        /// A moved fee is the amount moved by its share rounded to a whole unit (one at
+        /// least; up where down would reach 0), as exact arithmetic gives it, for every
+        /// amount: near 2^64 too, where the product and its rounding no longer fit in 64
+        /// bits; small amounts included.
         #[test]
         fn moved_fees_round_like_exact_arithmetic(
             amount in proptest::prop_oneof![
                 proptest::prelude::any::<u64>(),
+                0u64..40,
                 proptest::strategy::Strategy::prop_map((50u64..=100, 0u64..3), |(per_mille, less)| u64::MAX / per_mille - less),
             ],
             key in proptest::prelude::any::<u32>(),
         ) {
             let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
             let per_mille = 50 + (z & 0xffff_ffff) % 51;
-            let shift = (u128::from(amount) * u128::from(per_mille) + 500) / 1000;
-            let expected = if z >> 63 == 0 {
+            let shift = ((u128::from(amount) * u128::from(per_mille) + 500) / 1000).max(1);
+            let expected = if z >> 63 == 0 || shift >= u128::from(amount) {
                 (u128::from(amount) + shift).min(u128::from(u64::MAX))
             } else {
-                u128::from(amount).saturating_sub(shift)
+                u128::from(amount) - shift
             };
-            proptest::prop_assert_eq!(u128::from(moved_fee(amount, key)), expected);
+            let moved = moved_fee(amount, key);
+            proptest::prop_assert_eq!(u128::from(moved), expected);
+            // Never the amount itself, never 0 (but at the very top of u64).
+            proptest::prop_assert!(moved != amount || amount == u64::MAX);
+            proptest::prop_assert!(moved > 0);
         }
     }
 

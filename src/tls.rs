@@ -207,7 +207,11 @@ impl PathLimits {
             .find(|(anchor, (name, _))| {
                 *name == key && webpki::spki_for_anchor(anchor).as_ref() != spki
             })
-            .map(|(_, (_, name))| Unusable::NamedLikeABundleCa(name.clone()))
+            .map(|(_, (_, name))| Unusable::NamedLikeABundleCa {
+                intermediate: crate::dn::to_rfc4514(cert.subject()),
+                serial: crate::identity::serial_hex(cert.raw_serial()),
+                ca: name.clone(),
+            })
     }
 }
 
@@ -383,16 +387,27 @@ enum Unusable {
     PathLength { below: u32, limit: u32 },
     /// An intermediate CA named like a CA of the bundle, with another key.
     #[error(
-        "an intermediate CA of the chain bears the name of the bundle's CA {0} but not its \
-         key: revocations and the audit know issuers by name, so it would pass for that \
-         CA; its issuer must give it a name of its own"
+        "the chain's intermediate CA {intermediate} (serial {serial}) bears the name of the \
+         bundle's CA {ca} but not its key: revocations and the audit know issuers by name, \
+         so it would pass for that CA; its issuer must give it a name of its own"
     )]
-    NamedLikeABundleCa(String),
+    NamedLikeABundleCa {
+        intermediate: String,
+        serial: String,
+        ca: String,
+    },
 }
 
 /// Logs a refused client certificate with what it claims (the handshake's span adds
 /// the peer's address).
 fn log_refused(cert: &CertificateDer<'_>, error: &rustls::Error) {
+    // Our own reasons in their own words, not as rustls's Debug of them.
+    let error = match error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            other.0.to_string()
+        }
+        other => other.to_string(),
+    };
     if let Some((serial, uris)) = crate::identity::claimed_by(cert) {
         // Debug-formatted: the claims are the peer's bytes, not to be trusted to hold
         // no line breaks or escape codes.

@@ -556,9 +556,12 @@ impl Trust {
         match found.as_slice() {
             [(id, name, _)] => Ok((id.clone(), name.clone())),
             [] => Err(format!(
-                "no CA of the bundle is named {name:?}; its CAs are: {} (a certificate of an \
-                 intermediate CA that is not in the bundle is revoked without --issuer, for \
-                 every CA, or by revoking the intermediate's own certificate)",
+                "no CA of the bundle is named {name:?}; its CAs are: {}. A certificate issued \
+                 by an intermediate CA that is not in the bundle is revoked by revoking that \
+                 intermediate CA — `tidemark whoami` with the certificate shows it ('issued \
+                 via', with its serial and issuer) —, or by its serial without --issuer, \
+                 which revokes every CA's certificates of that serial, unless this server \
+                 issued one of that serial: then only that one is revoked",
                 listed()
             )),
             more => Err(format!(
@@ -607,6 +610,38 @@ impl Trust {
                     .map(|states| format!("{name} ({})", states.join(" ")))
             })
             .collect()
+    }
+
+    /// The CA of the bundle that `chain` (leaf first) verifies to — its name, and the
+    /// states it vouches for when it is a partner CA — and the intermediate CAs on the
+    /// verified path, the leaf's issuer first: what `whoami` shows, so that an operator
+    /// can name the CA that issued a certificate. `None` when no path verifies.
+    pub(crate) fn verified_chain(
+        &self,
+        chain: &[CertificateDer<'static>],
+    ) -> Option<(String, Vec<String>, Vec<crate::pb::ChainCertificate>)> {
+        let (leaf, intermediates) = chain.split_first()?;
+        let state = self.read();
+        let anchors = &state.loaded.anchors;
+        let (anchor, path) =
+            crate::tls::verified_path(&anchors.trusted, leaf, intermediates, UnixTime::now())?;
+        let vouches_for = anchors.partner_states.get(anchor).cloned().flatten();
+        let path = path
+            .iter()
+            .filter_map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+                Some(crate::pb::ChainCertificate {
+                    subject: crate::dn::to_rfc4514(cert.subject()),
+                    serial: crate::identity::serial_hex(cert.raw_serial()),
+                    issuer: crate::dn::to_rfc4514(cert.issuer()),
+                })
+            })
+            .collect();
+        Some((
+            anchors.names.get(anchor)?.clone(),
+            vouches_for.unwrap_or_default(),
+            path,
+        ))
     }
 
     /// Whether `chain` (DER, leaf first) verifies through a partner CA that does not

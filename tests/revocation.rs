@@ -609,9 +609,28 @@ async fn an_intermediate_ca_named_like_a_ca_of_the_bundle_is_refused() {
     let mut its_own = rcgen::DistinguishedName::new();
     its_own.push(DnType::CommonName, "Partner issuing CA");
     let under = |name| through_an_intermediate_named(&pki, &partner, name);
-    assert!(
-        admitted(&server, &under(its_own)).await,
-        "a name of its own"
+    let legitimate = under(its_own);
+    assert!(admitted(&server, &legitimate).await, "a name of its own");
+    // whoami shows the chain the certificate is trusted through: what an operator needs
+    // to revoke the intermediate CA that issued it.
+    let channel = client::connect(&server.endpoint(), &legitimate)
+        .await
+        .unwrap();
+    let me = pb::exchange_client::ExchangeClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.trust_anchor, partner.name);
+    assert_eq!(me.trust_anchor_vouches_for, ["IDN"]);
+    let intermediates: Vec<(&str, &str, &str)> = me
+        .intermediates
+        .iter()
+        .map(|c| (c.subject.as_str(), c.serial.as_str(), c.issuer.as_str()))
+        .collect();
+    assert_eq!(
+        intermediates,
+        [("CN=Partner issuing CA", "64", partner.name.as_str())]
     );
     for like in [&ours, &partner] {
         assert!(
@@ -691,7 +710,11 @@ async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
         .await
         .unwrap_err();
     assert_eq!(said.code(), Code::Unauthenticated, "{said:?}");
-    assert!(said.message().contains("partner CA"), "{said:?}");
+    assert!(
+        said.message()
+            .contains(&format!("chains to the partner CA {}", partner.name)),
+        "{said:?}"
+    );
     // A partner CA the bundle does not hold is named at start.
     let data = tempfile::TempDir::new().unwrap();
     let mut config = pki.config(&data);

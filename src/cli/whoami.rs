@@ -6,8 +6,10 @@ use tidemark::{client, pb};
 
 use super::client_args::ClientArgs;
 
-/// Ask the server who this certificate says you are: role, state, name, and the
-/// certificate's serial and validity. A good first check of a new certificate.
+/// Ask the server who this certificate says you are: role, state, name, the
+/// certificate's serial, issuer and validity, the intermediate CAs it was issued through
+/// and the CA of the exchange's bundle it is trusted as. A good first check of a new
+/// certificate.
 #[derive(Args, Debug)]
 pub struct WhoamiArgs {
     #[command(flatten)]
@@ -46,6 +48,25 @@ pub async fn run(args: WhoamiArgs) -> anyhow::Result<()> {
         outln!("certificate  serial {}", me.certificate_serial)?;
         outln!("             issuer {}", me.certificate_issuer)?;
         outln!("             valid {not_before} to {not_after}")?;
+        for ca in &me.intermediates {
+            outln!(
+                "issued via   {} (serial {}, issued by {})",
+                ca.subject,
+                ca.serial,
+                ca.issuer
+            )?;
+        }
+        if !me.trust_anchor.is_empty() {
+            let whose = if me.trust_anchor_vouches_for.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (a partner CA, for {})",
+                    me.trust_anchor_vouches_for.join(" ")
+                )
+            };
+            outln!("trusted as   {}{whose}", me.trust_anchor)?;
+        }
     }
     Ok(())
 }

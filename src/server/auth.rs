@@ -90,7 +90,7 @@ impl Interceptor for Authenticate {
                     .extensions()
                     .get::<MethodLabels>()
                     .is_some_and(open_to_suspended) => {}
-            Some(lapse) => return Err(lapse.status(&peer)),
+            Some(lapse) => return Err(lapse.status(&peer, &self.trust)),
         }
         request.extensions_mut().insert(peer);
         Ok(request)
@@ -127,7 +127,7 @@ impl Lapse {
 
     /// What `peer` is told: UNAUTHENTICATED for its certificate, PERMISSION_DENIED for
     /// its state.
-    fn status(self, peer: &PeerIdentity) -> Status {
+    fn status(self, peer: &PeerIdentity, trust: &Trust) -> Status {
         match self {
             Self::Expired => Status::unauthenticated(format!(
                 "client certificate {} expired at {}; ask your operator for a new one",
@@ -150,11 +150,13 @@ impl Lapse {
                 peer.serial()
             )),
             Self::NotVouched => Status::unauthenticated(format!(
-                "client certificate {} chains to a partner CA (issuer {}), which vouches only \
-                 for the nodes and analysts of the states [tls] partner_cas lists for it, and \
-                 not for {}; ask your own state's operator or the exchange's for a certificate",
+                "client certificate {} chains to the partner CA {}, which vouches only for \
+                 the nodes and analysts of the states [tls] partner_cas lists for it, and not \
+                 for {}; ask your own state's operator or the exchange's for a certificate",
                 peer.serial(),
-                peer.issuer_name(),
+                trust
+                    .verified_chain(peer.chain())
+                    .map_or_else(|| peer.issuer_name().to_owned(), |(anchor, _, _)| anchor),
                 peer.principal().spiffe_id()
             )),
             Self::Suspended => {
@@ -211,7 +213,7 @@ pub(super) fn open_to_suspended(method: &MethodLabels) -> bool {
 /// Whether the trust state still admits `peer` (see [`lapse`]). Checked at the start of
 /// every call, and again while a long-lived call runs (see [`super::guard`]).
 pub(super) fn admit(trust: &Trust, peer: &PeerIdentity) -> Result<(), Status> {
-    lapse(trust, peer).map_or(Ok(()), |lapse| Err(lapse.status(peer)))
+    lapse(trust, peer).map_or(Ok(()), |lapse| Err(lapse.status(peer, trust)))
 }
 
 /// The authenticated caller of a request that passed [`Authenticate`].

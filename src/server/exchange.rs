@@ -125,7 +125,15 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let peer = auth::peer(&request)?;
-        Ok(Response::new(who_am_i(peer)))
+        let mut me = who_am_i(peer);
+        if let Some((anchor, vouches_for, intermediates)) =
+            self.ctx.trust.verified_chain(peer.chain())
+        {
+            me.trust_anchor = anchor;
+            me.trust_anchor_vouches_for = vouches_for;
+            me.intermediates = intermediates;
+        }
+        Ok(Response::new(me))
     }
 
     async fn submit(
@@ -495,6 +503,7 @@ fn who_am_i(peer: &PeerIdentity) -> pb::WhoAmIResponse {
             seconds: peer.not_after(),
             nanos: 0,
         }),
+        ..pb::WhoAmIResponse::default()
     }
 }
 

@@ -214,6 +214,32 @@ impl Grid {
         }
     }
 
+    /// Sets apart in each entry the reports the asking analyst's state knows: all of an
+    /// entry's reports but those `unknown` (the same table over only the reports it
+    /// does not know) holds. False, changing nothing, when `unknown` is no part of this
+    /// table (an entry or a count this one lacks): the two were not read from the same
+    /// reports.
+    pub(super) fn set_known_apart(&mut self, unknown: &Self) -> bool {
+        let fits = unknown.entries.iter().all(|(key, theirs)| {
+            self.entries
+                .get(key)
+                .is_some_and(|all| theirs.reports() <= all.reports())
+        });
+        if !fits {
+            return false;
+        }
+        for (key, acc) in &mut self.entries {
+            let mut known = acc.sums;
+            if let Some(theirs) = unknown.entries.get(key) {
+                for (k, u) in known.iter_mut().zip(&theirs.sums) {
+                    *k = k.wrapping_sub(*u);
+                }
+            }
+            acc.own = known;
+        }
+        true
+    }
+
     fn add_entry(&mut self, key: Key, acc: Acc) {
         match self.entries.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut entry) => entry.get_mut().merge(&acc),

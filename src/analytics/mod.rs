@@ -509,6 +509,20 @@ pub enum Source {
     Counters,
     /// By scanning the columnar projection of the reports.
     Scan,
+    /// For a state's analyst, from the write-time counters less a scan of the reports its
+    /// state cannot read.
+    CountersLessUnknown,
+}
+
+impl Source {
+    /// As `AggregateResponse.source` names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Counters => "counters",
+            Self::Scan => "scan",
+            Self::CountersLessUnknown => "counters-less-unknown",
+        }
+    }
 }
 
 /// An answered query: the response, and per reporting state how many of its reports
@@ -576,25 +590,38 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
             Audience::RegionalAnalyst => None,
         },
         moved_fees: mode == Mode::CellKey,
+        unknown_only: false,
         cap: match mode {
             Mode::Budget(budget) => Some(budget.cap),
             _ => None,
         },
     };
-    // Capped contributions (the budget) need every report, and a state analyst's table
-    // which reports its state knows (their sharing scopes): a scan.
-    let plan = source::counter_plan(query).filter(|_| view.cap.is_none() && view.own.is_none());
-    let (mut grid, source) = if let Some(plan) = plan {
-        (
+    // Capped contributions (the budget) need every report: a scan. A state analyst's
+    // table needs which reports its state knows (their sharing scopes, which only the
+    // projection keeps): the counters less a scan of the others, or a scan.
+    let plan = source::counter_plan(query).filter(|_| view.cap.is_none());
+    let (mut grid, source) = match plan {
+        Some(plan) if view.own.is_none() => (
             source::from_counters(snapshot, query, &plan)?,
             Source::Counters,
-        )
-    } else {
-        let projection = projection()?;
-        (
-            scan::from_projection(&projection, query, view),
-            Source::Scan,
-        )
+        ),
+        Some(plan) => {
+            let projection = projection()?;
+            match source::known_apart((snapshot, &projection), query, &plan, view)? {
+                Some(grid) => (grid, Source::CountersLessUnknown),
+                None => (
+                    scan::from_projection(&projection, query, view),
+                    Source::Scan,
+                ),
+            }
+        }
+        None => {
+            let projection = projection()?;
+            (
+                scan::from_projection(&projection, query, view),
+                Source::Scan,
+            )
+        }
     };
     if let Mode::Budget(_) = mode {
         // Every cell of the public domain, so that which cells exist says nothing.

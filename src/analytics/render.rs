@@ -123,11 +123,7 @@ pub(super) fn answer(
             notes: notes(&withheld, settings, &counts),
             minimum_reports: u32::try_from(minimum).unwrap_or(u32::MAX),
             fee_currency: settings.fee_currency.clone(),
-            source: match source {
-                Source::Counters => "counters",
-                Source::Scan => "scan",
-            }
-            .to_owned(),
+            source: source.label().to_owned(),
             protection: Some(protection(query, settings, (mode, for_a_state))),
         },
         counted,

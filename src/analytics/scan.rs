@@ -195,6 +195,9 @@ impl Plan {
         while start < rows.end {
             let end = rows.end.min(start + CHUNK);
             self.filter.select(p, start..end, &mut chunk.rows);
+            if self.view.unknown_only {
+                keep(&mut chunk.rows, |row| !self.known(p, row));
+            }
             start = end;
             for &row in &chunk.rows {
                 part.by_state[usize::from(p.state[row as usize])] += 1;
@@ -1026,6 +1029,7 @@ mod tests {
                 own: u32::try_from(counters::pack_country("IDN")).ok(),
                 moved_fees: true,
                 cap: None,
+                unknown_only: false,
             };
             let one = scan_in(&p, &query, view, 1);
             assert!(one.entries.len() > 10, "{dims:?}");
@@ -1115,7 +1119,7 @@ mod tests {
             })
             .unwrap_or_else(|e| panic!("{e:?}"));
             let pack = |code: &str| u32::try_from(counters::pack_country(code)).unwrap_or(0);
-            let view = View { own: Some(pack("AUS")), moved_fees: moved, cap: None };
+            let view = View { own: Some(pack("AUS")), moved_fees: moved, cap: None, unknown_only: false };
             // Per cell (state, or ALL) and currency: the amounts, the own ones, and the
             // key sums of all and of the others.
             let mut expected: std::collections::BTreeMap<(u64, u32), Expected> =

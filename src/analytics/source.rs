@@ -116,10 +116,13 @@ pub(super) fn single_valued(query: &AggregateQuery) -> Vec<usize> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct View {
     /// The asking analyst's state (packed). The reports it knows as records — its own and
-    /// those shared with it — are counted apart in each cell (`grid::Acc`). Only a scan
-    /// can tell them (the counters keep no sharing scopes), so a state analyst's tables
-    /// are always scanned.
+    /// those shared with it — are counted apart in each cell (`grid::Acc`). Only the
+    /// projection can tell them (the counters keep no sharing scopes): a state analyst's
+    /// tables are scanned, or read from the counters less a scan of the reports its
+    /// state does not know ([`known_apart`]).
     pub own: Option<u32>,
+    /// Scan only the reports the asking analyst's state does not know.
+    pub unknown_only: bool,
     /// Fee amounts as perturbed quartiles see them.
     pub moved_fees: bool,
     /// The most one report may add to a sum (the privacy budget's cap).
@@ -253,4 +256,30 @@ pub(super) fn from_counters(
         grid.roll_up(base, &rollable);
     }
     Ok(grid)
+}
+
+/// A state analyst's table from the counters (`view.own` set): their totals, with the
+/// reports its state knows set apart as all but those a scan of only the reports it does
+/// not know finds — few where most reports are shared with every contributor. `None`
+/// when the projection does not hold the snapshot's reports (a batch committed between
+/// the two reads): the caller scans instead.
+pub(super) fn known_apart(
+    (snapshot, projection): (&Snapshot, &crate::store::Projection),
+    query: &AggregateQuery,
+    plan: &CounterPlan,
+    view: View,
+) -> Result<Option<Grid>, StoreError> {
+    if projection.sequence() != snapshot.last_sequence()? {
+        return Ok(None);
+    }
+    let mut grid = from_counters(snapshot, query, plan)?;
+    let unknown = super::scan::from_projection(
+        projection,
+        query,
+        View {
+            unknown_only: true,
+            ..view
+        },
+    );
+    Ok(grid.set_known_apart(&unknown).then_some(grid))
 }

@@ -369,7 +369,8 @@ impl Store {
         }
         let started = std::time::Instant::now();
         let snapshot = self.snapshot()?;
-        let built = Projection::build(snapshot.record_keys().clone(), snapshot.heads()?)?;
+        let keys = (snapshot.record_keys().clone(), snapshot.last_sequence()?);
+        let built = Projection::build(keys, snapshot.heads()?)?;
         let rows = built.rows();
         *cell = Some(built);
         Ok((rows, started.elapsed().as_secs_f64()))

@@ -193,6 +193,9 @@ pub struct Projection {
     /// Points not a whole number of 10⁻⁷ degrees: (latitude, longitude).
     points: FxHashMap<u32, (f64, f64)>,
     record_keys: RecordKeys,
+    /// The newest envelope sequence the rows hold: a snapshot whose last sequence is
+    /// this one holds the same reports (`Snapshot::last_sequence`).
+    sequence: u64,
 }
 
 impl Projection {
@@ -229,16 +232,18 @@ impl Projection {
             big: FxHashMap::default(),
             points: FxHashMap::default(),
             record_keys,
+            sequence: 0,
         }
     }
 
     /// The projection of every report head, given in id order (as the reports table
-    /// keeps them).
+    /// keeps them), of a snapshot whose newest envelope is `sequence`.
     pub(super) fn build(
-        record_keys: RecordKeys,
+        (record_keys, sequence): (RecordKeys, u64),
         heads: impl Iterator<Item = Result<(u128, ReportHead), StoreError>>,
     ) -> Result<Self, StoreError> {
         let mut p = Self::new(record_keys);
+        p.sequence = sequence;
         let mut previous: Option<(u128, usize)> = None;
         for head in heads {
             let (id, head) = head?;
@@ -285,11 +290,22 @@ impl Projection {
                 },
             ))
         });
-        Self::build(RecordKeys::new([3; 16]), heads).unwrap_or_else(|e| panic!("{e}"))
+        Self::build((RecordKeys::new([3; 16]), 0), heads).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Applies one committed batch's changes, in order.
-    pub(crate) fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+    /// The newest envelope sequence the rows hold.
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Applies one committed batch's changes, in order; `sequence` is the batch's newest
+    /// envelope. A batch the rows already hold (committed before the snapshot they were
+    /// built from) is not applied again.
+    pub(crate) fn apply(&mut self, changes: &[Change], sequence: u64) -> Result<(), StoreError> {
+        if sequence <= self.sequence {
+            return Ok(());
+        }
+        self.sequence = sequence;
         // A report set without being removed first in the batch is a new one (an
         // amendment removes the old version first).
         let mut removed: rustc_hash::FxHashSet<u128> = rustc_hash::FxHashSet::default();
@@ -791,8 +807,8 @@ mod tests {
                     }))
                 })
                 .collect();
-            let mut p = Projection::build(RecordKeys::new([7; 16]), heads.into_iter()).unwrap();
-            for batch in batches {
+            let mut p = Projection::build((RecordKeys::new([7; 16]), 0), heads.into_iter()).unwrap();
+            for (sequence, batch) in (1..).zip(batches) {
                 let mut changes = Vec::new();
                 for ((h, l), persons) in batch {
                     let report = id(h, l);
@@ -816,7 +832,9 @@ mod tests {
                         }
                     }
                 }
-                p.apply(&changes).unwrap();
+                p.apply(&changes, sequence).unwrap();
+                // A batch the rows hold already changes nothing.
+                p.apply(&changes, sequence).unwrap();
             }
             proptest::prop_assert_eq!(p.rows(), model.len());
             for (report, (persons, live)) in &model {
@@ -868,8 +886,8 @@ mod tests {
                 }
                 latest.push((report, head));
             }
-            let mut p = Projection::build(RecordKeys::new([7; 16]), built.into_iter()).unwrap();
-            p.apply(&changes).unwrap();
+            let mut p = Projection::build((RecordKeys::new([7; 16]), 0), built.into_iter()).unwrap();
+            p.apply(&changes, 1).unwrap();
             for reader in STATES {
                 let packed = crate::store::counters::pack_country(reader);
                 let code = p.countries.code(packed).unwrap_or(0);

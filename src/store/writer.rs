@@ -412,7 +412,16 @@ fn run(
             Ok((results, changes)) => {
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
-                project(ends.projection, &changes);
+                let newest = results
+                    .iter()
+                    .filter_map(|done| match done {
+                        Done::Append(Ok(a)) if !a.duplicate => Some(a.sequence),
+                        _ => None,
+                    })
+                    .max();
+                if let Some(sequence) = newest {
+                    project(ends.projection, &changes, sequence);
+                }
                 if batch
                     .iter()
                     .any(|job| matches!(job, Job::Admin(a, _) if a.change.touches_keys()))
@@ -422,13 +431,6 @@ fn run(
                 if !changes.is_empty() {
                     catch_up.marked();
                 }
-                let newest = results
-                    .iter()
-                    .filter_map(|done| match done {
-                        Done::Append(Ok(a)) if !a.duplicate => Some(a.sequence),
-                        _ => None,
-                    })
-                    .max();
                 if let Some(sequence) = newest {
                     ends.published.send_replace(sequence);
                 }
@@ -623,9 +625,10 @@ enum Done {
 }
 
 /// Applies a committed batch's changes to the projection (before its callers are
-/// answered, so that they read their own writes). A projection that cannot take them is
-/// dropped, to be built again from the store on next use.
-fn project(projection: &ProjectionCell, changes: &[Change]) {
+/// answered, so that they read their own writes); `sequence` is the batch's newest
+/// envelope. A projection that cannot take them is dropped, to be built again from the
+/// store on next use.
+fn project(projection: &ProjectionCell, changes: &[Change], sequence: u64) {
     if changes.is_empty() {
         return;
     }
@@ -633,7 +636,7 @@ fn project(projection: &ProjectionCell, changes: &[Change]) {
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = cell.as_mut()
-        && let Err(e) = p.apply(changes)
+        && let Err(e) = p.apply(changes, sequence)
     {
         tracing::error!(error = %e, "the aggregate projection is rebuilt from the store");
         *cell = None;

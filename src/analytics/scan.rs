@@ -194,9 +194,14 @@ impl Plan {
         let mut start = rows.start;
         while start < rows.end {
             let end = rows.end.min(start + CHUNK);
-            self.filter.select(p, start..end, &mut chunk.rows);
             if self.view.unknown_only {
+                // Reports shared with every contributor are known: left out in the first
+                // pass, the others one by one.
+                let shared = flag::SHARED_WITH_ALL;
+                self.filter.select(p, (start..end, shared), &mut chunk.rows);
                 keep(&mut chunk.rows, |row| !self.known(p, row));
+            } else {
+                self.filter.select(p, (start..end, 0), &mut chunk.rows);
             }
             start = end;
             for &row in &chunk.rows {
@@ -470,9 +475,15 @@ impl Filter {
     }
 
     /// The rows of `range` whose report counts and passes every filter (as
-    /// `access::QueryFilter::matches` decides for a report head), into `out`: first by
-    /// liveness, category and month, without branches, then by content.
-    fn select(&self, p: &Projection, range: std::ops::Range<usize>, out: &mut Vec<u32>) {
+    /// `access::QueryFilter::matches` decides for a report head) and has none of the
+    /// flags `without`, into `out`: first by liveness, category, month and flags, without
+    /// branches, then by content.
+    fn select(
+        &self,
+        p: &Projection,
+        (range, without): (std::ops::Range<usize>, u8),
+        out: &mut Vec<u32>,
+    ) {
         out.clear();
         out.resize(range.len(), 0);
         // Rows are checked to fit in u32 when added.
@@ -483,6 +494,7 @@ impl Filter {
             // Without branches on purpose: which rows pass is unpredictable.
             #[allow(clippy::needless_bitwise_bool)]
             let keep = (flags & flag::LIVE != 0)
+                & (flags & without == 0)
                 & self.categories[usize::from(flags & flag::MARITIME != 0)]
                 & (month >= self.months.0)
                 & (month <= self.months.1);

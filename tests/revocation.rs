@@ -183,6 +183,23 @@ async fn with_a_partner_ca() -> (TestPki, TestServer, Ca, Ca) {
     (pki, server, ours, partner)
 }
 
+/// An exchange whose bundle holds its own CA and a partner CA that `[tls] partner_cas`
+/// lists for IDN: the exchange's CA, the partner's, and the server.
+async fn with_a_partner_listed_for_idn(pki: &TestPki) -> (Ca, Ca, TestServer) {
+    let (ours, partner) = (own_ca(pki), outside_ca("Partner CA"));
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", ours.pem, partner.pem),
+    )
+    .unwrap();
+    let name = partner.name.clone();
+    let server = TestServer::start_with(pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.tls.partner_cas.insert(name, vec!["IDN".into()]);
+    })
+    .await;
+    (ours, partner, server)
+}
+
 /// The CRL the server publishes (GetCrl), PEM.
 async fn published_crl(pki: &TestPki, exchange: &TestServer) -> String {
     let channel = client::connect(&exchange.endpoint(), &common::node(pki, "AUS"))
@@ -593,19 +610,7 @@ async fn a_revocation_says_when_the_crl_file_could_not_be_rewritten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_intermediate_ca_named_like_a_ca_of_the_bundle_is_refused() {
     let pki = TestPki::new();
-    let (ours, partner) = (own_ca(&pki), outside_ca("Partner CA"));
-    std::fs::write(
-        pki.dir.path().join("ca.pem"),
-        format!("{}{}", ours.pem, partner.pem),
-    )
-    .unwrap();
-    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
-        config
-            .tls
-            .partner_cas
-            .insert(partner.name.clone(), vec!["IDN".into()]);
-    })
-    .await;
+    let (ours, partner, server) = with_a_partner_listed_for_idn(&pki).await;
     let mut its_own = rcgen::DistinguishedName::new();
     its_own.push(DnType::CommonName, "Partner issuing CA");
     let under = |name| through_an_intermediate_named(&pki, &partner, name);
@@ -649,19 +654,7 @@ async fn an_intermediate_ca_named_like_a_ca_of_the_bundle_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_ca_vouches_only_for_the_states_listed_for_it() {
     let pki = TestPki::new();
-    let (ours, partner) = (own_ca(&pki), outside_ca("Partner CA"));
-    std::fs::write(
-        pki.dir.path().join("ca.pem"),
-        format!("{}{}", ours.pem, partner.pem),
-    )
-    .unwrap();
-    let listing = |config: &mut tidemark::Config| {
-        config
-            .tls
-            .partner_cas
-            .insert(partner.name.clone(), vec!["IDN".into()]);
-    };
-    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), listing).await;
+    let (ours, partner, server) = with_a_partner_listed_for_idn(&pki).await;
     let of = |ca: &Ca, role: Role, serial: u8| {
         let (cert, key) = certificate_of(ca, role, &[serial]);
         ClientIdentity::from_pem(cert, key, pki.ca.cert_pem().to_owned())

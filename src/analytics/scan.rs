@@ -244,7 +244,11 @@ impl Plan {
             .zip(keys.iter())
             .zip(known.iter());
         for (((&row, &cell), &key), &known) in each {
-            table.note(cell, p.state[row as usize], known, u64::from(key));
+            let row = row as usize;
+            table.note(cell, p.state[row], known, u64::from(key));
+            if self.fees && p.flags[row] & flag::FEE != 0 {
+                self.add_fee(p, (row, key), &mut part.fees, cell, known);
+            }
         }
         for &m in &self.magnitudes {
             p.magnitudes(m, rows, values);
@@ -273,19 +277,6 @@ impl Plan {
                     };
                     mine[m] += self.view.cap.map_or(value, |cap| value.min(cap));
                     counters::add_drawn_noise(mine, value, draw, m);
-                }
-            }
-        }
-        if self.fees {
-            let each = rows
-                .iter()
-                .zip(cells.iter())
-                .zip(keys.iter())
-                .zip(known.iter());
-            for (((&row, &cell), &key), &known) in each {
-                let row = row as usize;
-                if p.flags[row] & flag::FEE != 0 {
-                    self.add_fee(p, (row, key), &mut part.fees, cell, known);
                 }
             }
         }

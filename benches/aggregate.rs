@@ -398,7 +398,8 @@ fn line(label: &str, sorted: &[Duration]) -> String {
 /// returns a summary line and our p50 in milliseconds.
 fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> (String, f64) {
     let ours = time_ours(store, q, runs, Audience::RegionalAnalyst);
-    // A state analyst's tables are always scanned (the counters keep no sharing scopes).
+    // A state analyst's tables set apart the reports its state can read, which only a scan
+    // can tell (the counters keep no sharing scopes).
     let state_analyst = time_ours(store, q, runs, analyst());
     let response = exact(store, &q.request);
     println!(

@@ -44,6 +44,19 @@ struct Chains {
     /// Chain ([`crate::identity::chain_digest`]) → the index of the anchor its verified path ends at,
     /// when partner CAs are listed.
     anchors: Mutex<std::collections::HashMap<[u8; 32], Option<usize>>>,
+    /// Chain → what `whoami` shows of it ([`Trust::verified_chain`]): a path verification
+    /// per WhoAmI made it several times slower.
+    shown: Mutex<std::collections::HashMap<[u8; 32], Option<Arc<ShownChain>>>>,
+}
+
+/// What `whoami` shows of a chain: the CA of the bundle its verified path ends at, the
+/// states that CA vouches for when it is a partner CA, and the intermediate CAs on the
+/// path, the leaf's issuer first.
+#[derive(Debug)]
+pub(crate) struct ShownChain {
+    pub(crate) anchor: String,
+    pub(crate) vouches_for: Vec<String>,
+    pub(crate) intermediates: Vec<crate::pb::ChainCertificate>,
 }
 
 /// Until when a chain check holds: a minute after it was made, and not past the first
@@ -612,21 +625,32 @@ impl Trust {
             .collect()
     }
 
-    /// The CA of the bundle that `chain` (leaf first) verifies to — its name, and the
-    /// states it vouches for when it is a partner CA — and the intermediate CAs on the
-    /// verified path, the leaf's issuer first: what `whoami` shows, so that an operator
-    /// can name the CA that issued a certificate. `None` when no path verifies.
-    pub(crate) fn verified_chain(
-        &self,
-        chain: &[CertificateDer<'static>],
-    ) -> Option<(String, Vec<String>, Vec<crate::pb::ChainCertificate>)> {
-        let (leaf, intermediates) = chain.split_first()?;
+    /// What `whoami` shows of `peer`'s chain ([`ShownChain`]), so that an operator can
+    /// name the CA that issued a certificate; `None` when no path verifies. Remembered
+    /// per chain until the trust state changes.
+    pub(crate) fn verified_chain(&self, peer: &PeerIdentity) -> Option<Arc<ShownChain>> {
         let state = self.read();
-        let anchors = &state.loaded.anchors;
+        let mut shown = state
+            .chains
+            .shown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = shown.get(&peer.chain_key()) {
+            return known.clone();
+        }
+        let made = Self::show(&state.loaded.anchors, peer.chain()).map(Arc::new);
+        if shown.len() >= MAX_KNOWN_CHAINS {
+            shown.clear();
+        }
+        shown.insert(peer.chain_key(), made.clone());
+        made
+    }
+
+    fn show(anchors: &Anchors, chain: &[CertificateDer<'static>]) -> Option<ShownChain> {
+        let (leaf, intermediates) = chain.split_first()?;
         let (anchor, path) =
             crate::tls::verified_path(&anchors.trusted, leaf, intermediates, UnixTime::now())?;
-        let vouches_for = anchors.partner_states.get(anchor).cloned().flatten();
-        let path = path
+        let intermediates = path
             .iter()
             .filter_map(|der| {
                 let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -637,11 +661,16 @@ impl Trust {
                 })
             })
             .collect();
-        Some((
-            anchors.names.get(anchor)?.clone(),
-            vouches_for.unwrap_or_default(),
-            path,
-        ))
+        Some(ShownChain {
+            anchor: anchors.names.get(anchor)?.clone(),
+            vouches_for: anchors
+                .partner_states
+                .get(anchor)
+                .cloned()
+                .flatten()
+                .unwrap_or_default(),
+            intermediates,
+        })
     }
 
     /// Whether `chain` (DER, leaf first) verifies through a partner CA that does not
@@ -919,6 +948,7 @@ fn build(
             verifier: material.chain_verifier()?,
             known: Mutex::default(),
             anchors: Mutex::default(),
+            shown: Mutex::default(),
         },
         server_serial,
         server_not_after,

@@ -154,9 +154,10 @@ impl Lapse {
                  the nodes and analysts of the states [tls] partner_cas lists for it, and not \
                  for {}; ask your own state's operator or the exchange's for a certificate",
                 peer.serial(),
-                trust
-                    .verified_chain(peer.chain())
-                    .map_or_else(|| peer.issuer_name().to_owned(), |(anchor, _, _)| anchor),
+                trust.verified_chain(peer).map_or_else(
+                    || peer.issuer_name().to_owned(),
+                    |shown| shown.anchor.clone()
+                ),
                 peer.principal().spiffe_id()
             )),
             Self::Suspended => {

@@ -126,12 +126,10 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let peer = auth::peer(&request)?;
         let mut me = who_am_i(peer);
-        if let Some((anchor, vouches_for, intermediates)) =
-            self.ctx.trust.verified_chain(peer.chain())
-        {
-            me.trust_anchor = anchor;
-            me.trust_anchor_vouches_for = vouches_for;
-            me.intermediates = intermediates;
+        if let Some(shown) = self.ctx.trust.verified_chain(peer) {
+            me.trust_anchor.clone_from(&shown.anchor);
+            me.trust_anchor_vouches_for.clone_from(&shown.vouches_for);
+            me.intermediates.clone_from(&shown.intermediates);
         }
         Ok(Response::new(me))
     }

@@ -49,6 +49,25 @@ struct Chains {
     shown: Mutex<std::collections::HashMap<[u8; 32], Option<Arc<ShownChain>>>>,
 }
 
+/// The value `map` holds for `key`, made by `make` (and kept: at most
+/// [`MAX_KNOWN_CHAINS`], all forgotten when full) if it holds none.
+fn remembered<K: Eq + std::hash::Hash, V: Clone>(
+    map: &Mutex<std::collections::HashMap<K, V>>,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> V {
+    let mut known = map.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(value) = known.get(&key) {
+        return value.clone();
+    }
+    let value = make();
+    if known.len() >= MAX_KNOWN_CHAINS {
+        known.clear();
+    }
+    known.insert(key, value.clone());
+    value
+}
+
 /// What `whoami` shows of a chain: the CA of the bundle its verified path ends at, the
 /// states that CA vouches for when it is a partner CA, and the intermediate CAs on the
 /// path, the leaf's issuer first.
@@ -630,20 +649,9 @@ impl Trust {
     /// per chain until the trust state changes.
     pub(crate) fn verified_chain(&self, peer: &PeerIdentity) -> Option<Arc<ShownChain>> {
         let state = self.read();
-        let mut shown = state
-            .chains
-            .shown
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(known) = shown.get(&peer.chain_key()) {
-            return known.clone();
-        }
-        let made = Self::show(&state.loaded.anchors, peer.chain()).map(Arc::new);
-        if shown.len() >= MAX_KNOWN_CHAINS {
-            shown.clear();
-        }
-        shown.insert(peer.chain_key(), made.clone());
-        made
+        remembered(&state.chains.shown, peer.chain_key(), || {
+            Self::show(&state.loaded.anchors, peer.chain()).map(Arc::new)
+        })
     }
 
     fn show(anchors: &Anchors, chain: &[CertificateDer<'static>]) -> Option<ShownChain> {
@@ -689,24 +697,10 @@ impl Trust {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return true;
         };
-        let key = peer.chain_key();
-        let mut known = state
-            .chains
-            .anchors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let anchor = if let Some(anchor) = known.get(&key) {
-            *anchor
-        } else {
-            let anchor =
-                crate::tls::verified_path(&anchors.trusted, leaf, intermediates, UnixTime::now())
-                    .map(|(anchor, _)| anchor);
-            if known.len() >= MAX_KNOWN_CHAINS {
-                known.clear();
-            }
-            known.insert(key, anchor);
-            anchor
-        };
+        let anchor = remembered(&state.chains.anchors, peer.chain_key(), || {
+            crate::tls::verified_path(&anchors.trusted, leaf, intermediates, UnixTime::now())
+                .map(|(anchor, _)| anchor)
+        });
         let Some(anchor) = anchor else {
             return true;
         };

@@ -373,42 +373,79 @@ impl Administration {
         }
     }
 
-    /// Revokes a client certificate by serial (any common spelling; stored canonical)
-    /// for an RFC 5280 reason name (`unspecified` when empty), effective at once.
-    /// Serials are unique per issuer only: `issuer` names the CA of the bundle whose
-    /// certificate it is (its subject, RFC 4514). Without it, a certificate issued
-    /// through this server is revoked as its record names its issuer, and any other
-    /// serial for every issuer.
+    /// Revokes a client `certificate` — named by serial (any common spelling; stored
+    /// canonical) or presented — for an RFC 5280 reason name (`unspecified` when empty),
+    /// effective at once, asked for by `operator` (a SPIFFE ID) on a connection with
+    /// certificate `caller` (serial), which it refuses to revoke. Serials are unique per
+    /// issuer only: by serial, `issuer` names the CA of the bundle whose certificate it
+    /// is (its subject, RFC 4514); without it, a certificate issued through this server
+    /// is revoked as its record names its issuer, and any other serial for every issuer.
+    /// A presented certificate is revoked for its own issuer, a CA of the bundle or an
+    /// intermediate CA, once its path is verified ([`Trust::presented`]).
     pub(crate) fn revoke_certificate(
         &self,
-        (serial, issuer): (&str, &str),
+        certificate: Named<'_>,
         reason: &str,
-        operator: &str,
+        (operator, caller): (&str, &str),
         now: i64,
     ) -> Result<Revocation, AdminError> {
-        let serial = identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
-        let on_record = self
-            .store
-            .issued_certificates()?
-            .into_iter()
-            .find(|c| c.serial == serial);
-        let (issuer, issuer_name) = if issuer.is_empty() {
-            let names = self.trust.bundle_names();
-            on_record
-                .as_ref()
-                .filter(|c| !c.issuer.is_empty())
-                .map(|c| {
-                    let name = names.iter().find(|(id, _, _)| *id == c.issuer);
-                    (
-                        c.issuer.clone(),
-                        name.map(|(_, n, _)| n.clone()).unwrap_or_default(),
-                    )
-                })
-                .unwrap_or_default()
-        } else {
-            self.trust
-                .bundle_ca_named(issuer)
-                .map_err(|why| invalid("issuer", why))?
+        let (serial, issuer, issuer_name, holder) = match certificate {
+            Named::Serial { serial, issuer } => {
+                let serial =
+                    identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
+                let (issuer, issuer_name) = if issuer.is_empty() {
+                    (String::new(), String::new())
+                } else {
+                    self.trust
+                        .bundle_ca_named(issuer)
+                        .map_err(|why| invalid("issuer", why))?
+                };
+                (serial, issuer, issuer_name, String::new())
+            }
+            Named::Presented(pem) => {
+                let presented = self
+                    .trust
+                    .presented(pem)
+                    .map_err(|why| invalid("certificate_pem", format!("the certificate {why}")))?;
+                // Whom it names, if its CA may speak for them (a partner CA vouches
+                // only for its states' principals).
+                let holder = presented
+                    .chain
+                    .first()
+                    .and_then(|leaf| PeerIdentity::from_certificate(leaf, &self.trust_domain).ok())
+                    .map(|peer| peer.with_chain(&presented.chain))
+                    .filter(|peer| !self.trust.partner_refuses(peer))
+                    .map(|peer| peer.principal().spiffe_id())
+                    .unwrap_or_default();
+                (
+                    presented.id.serial,
+                    presented.id.issuer,
+                    presented.issuer_name,
+                    holder,
+                )
+            }
+        };
+        if serial == caller {
+            return Err(AdminError::OwnCall(serial));
+        }
+        let on_record = self.store.issued_certificates()?.into_iter().find(|c| {
+            c.serial == serial && (issuer.is_empty() || c.issuer.is_empty() || c.issuer == issuer)
+        });
+        // Without an issuer, one issued here is revoked as its record names its issuer.
+        let (issuer, issuer_name) = match &on_record {
+            Some(c) if issuer.is_empty() && !c.issuer.is_empty() => {
+                let names = self.trust.bundle_names();
+                let name = names.iter().find(|(id, _, _)| *id == c.issuer);
+                (
+                    c.issuer.clone(),
+                    name.map(|(_, n, _)| n.clone()).unwrap_or_default(),
+                )
+            }
+            _ => (issuer, issuer_name),
+        };
+        let holder = match &on_record {
+            Some(c) if holder.is_empty() => c.spiffe_id.clone(),
+            _ => holder,
         };
         if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
             return Err(AdminError::OwnCertificate { serial, what });
@@ -432,6 +469,7 @@ impl Administration {
             revoked_by: operator.to_owned(),
             issuer,
             issuer_name,
+            holder,
         };
         let (record, new) = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
             AdminApplied::Revoked(record, new) => (record, new),
@@ -546,6 +584,39 @@ pub(crate) struct Revocation {
     pub(crate) crl_not_written: Option<String>,
 }
 
+/// Which certificate a revocation names.
+#[derive(Clone, Copy)]
+pub(crate) enum Named<'a> {
+    /// By serial, and the CA of the bundle that issued it (empty: see
+    /// [`Administration::revoke_certificate`]).
+    Serial { serial: &'a str, issuer: &'a str },
+    /// The certificate itself (PEM), followed by the intermediate CAs it is presented
+    /// with.
+    Presented(&'a str),
+}
+
+impl<'a> Named<'a> {
+    /// The certificate a request names: `certificate_pem` when given, else `serial` of
+    /// `issuer`; both is refused.
+    pub(crate) fn of(
+        serial: &'a str,
+        issuer: &'a str,
+        certificate_pem: &'a str,
+    ) -> Result<Self, AdminError> {
+        match (
+            certificate_pem.is_empty(),
+            serial.is_empty() && issuer.is_empty(),
+        ) {
+            (true, _) => Ok(Self::Serial { serial, issuer }),
+            (false, true) => Ok(Self::Presented(certificate_pem)),
+            (false, false) => Err(invalid(
+                "certificate_pem",
+                "give the certificate or its serial (and issuer), not both",
+            )),
+        }
+    }
+}
+
 /// A signing key's id in its one spelling: 64 lower-case hex digits, as `admin keys`
 /// lists it and key files name it.
 fn canonical_key_id(key_id: &str) -> Result<String, AdminError> {
@@ -643,6 +714,14 @@ pub enum AdminError {
         /// The revoked certificate that reported it.
         serial: String,
     },
+    /// The certificate is the one the operator's call is made with.
+    #[error(
+        "certificate {0} is the one making this call: revoking it would end your own access \
+         (and the last operator's would lock every operator out); revoke it with another \
+         operator's certificate (`tidemark pki issue --role operator` makes one from the CA \
+         files)"
+    )]
+    OwnCall(String),
     /// The serial is the exchange's own: the server's certificate or a CA's.
     #[error(
         "{serial} is the serial of {what}, which a CRL of this exchange cannot revoke: \
@@ -745,6 +824,10 @@ mod tests {
         time::OffsetDateTime::now_utc()
     }
 
+    fn by_serial<'a>(serial: &'a str, issuer: &'a str) -> Named<'a> {
+        Named::Serial { serial, issuer }
+    }
+
     #[test]
     fn a_certificate_is_issued_only_to_an_enrolled_unsuspended_state_and_never_to_an_operator() {
         let dir = tempfile::tempdir().unwrap();
@@ -818,7 +901,7 @@ mod tests {
             .issue_certificate((&csr(Role::RegionalAnalyst, "a1"), 30), ("op", now()))
             .unwrap();
         assert!(matches!(
-            admin.revoke_certificate((&issued.serial, ""), "because", "op", 0),
+            admin.revoke_certificate(by_serial(&issued.serial, ""), "because", ("op", ""), 0),
             Err(AdminError::Invalid {
                 field: "reason",
                 ..
@@ -833,7 +916,12 @@ mod tests {
             .collect::<Vec<_>>()
             .join(":");
         let made = admin
-            .revoke_certificate((&upper_with_colons, ""), "key-compromise", "op", 0)
+            .revoke_certificate(
+                by_serial(&upper_with_colons, ""),
+                "key-compromise",
+                ("op", ""),
+                0,
+            )
             .unwrap();
         let revoked = made.record;
         assert_eq!(
@@ -849,13 +937,18 @@ mod tests {
         assert_eq!(revoked.issuer, record.issuer);
         assert!(!revoked.issuer.is_empty());
         let unknown = admin
-            .revoke_certificate(("0a1b2c", ""), "superseded", "op", 0)
+            .revoke_certificate(by_serial("0a1b2c", ""), "superseded", ("op", ""), 0)
             .unwrap();
         assert!(!unknown.issued_here, "a serial this server never issued");
         assert_eq!(unknown.record.issuer, "", "of every issuer");
         assert!(admin.trust.is_issued_revoked(&record));
         assert!(matches!(
-            admin.revoke_certificate(("0a1b2d", "CN=No Such CA"), "superseded", "op", 0),
+            admin.revoke_certificate(
+                by_serial("0a1b2d", "CN=No Such CA"),
+                "superseded",
+                ("op", ""),
+                0
+            ),
             Err(AdminError::Invalid {
                 field: "issuer",
                 ..

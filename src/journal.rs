@@ -21,7 +21,8 @@
 //! "validUntil": 0, "registeredAt": 1796400000, "revokedAt": 1796500000, "reason":
 //! "key-compromise"}], "revokedCertificates": [{"serial": "1fa0", "reason":
 //! "key-compromise", "revokedAt": 1796500000, "revokedBy": "spiffe://…", "issuer":
-//! "<hex SHA-256 of the issuer name's DER; absent: every issuer>", "issuerName": "CN=…"}]}`;
+//! "<hex SHA-256 of the issuer name's DER; absent: every issuer>", "issuerName": "CN=…",
+//! "holder": "spiffe://…/node/THA/…" (when known)}]}`;
 //! times are Unix seconds. Revoked certificates are in the CRL too, when the server holds the CA
 //! key; with the CA offline, the journal is what carries them.
 
@@ -76,6 +77,9 @@ struct CertificateEntry {
     /// The issuer's name (RFC 4514), for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     issuer_name: String,
+    /// The holder's SPIFFE ID, when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    holder: String,
 }
 
 impl CertificateEntry {
@@ -87,6 +91,7 @@ impl CertificateEntry {
             revoked_by: record.revoked_by.clone(),
             issuer: record.issuer.clone(),
             issuer_name: record.issuer_name.clone(),
+            holder: record.holder.clone(),
         }
     }
 
@@ -109,6 +114,7 @@ impl CertificateEntry {
             revoked_by: self.revoked_by.clone(),
             issuer: self.issuer.clone(),
             issuer_name: self.issuer_name.clone(),
+            holder: self.holder.clone(),
         })
     }
 

@@ -178,7 +178,19 @@ impl PathLimits {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Option<Unusable> {
-        let (anchor, path) = verified_path(&self.anchors, end_entity, intermediates, now)?;
+        self.check(end_entity, intermediates, now).err().flatten()
+    }
+
+    /// Whether `end_entity` is admitted, or why not: `None` when there is no path, else
+    /// what [`Self::refuses`] finds.
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Option<Unusable>> {
+        let (anchor, path) =
+            verified_path(&self.anchors, end_entity, intermediates, now).ok_or(None)?;
         let below = u32::try_from(path.len()).unwrap_or(u32::MAX);
         if let Some(limit) = self
             .limits
@@ -187,9 +199,12 @@ impl PathLimits {
             .flatten()
             .filter(|limit| below > *limit)
         {
-            return Some(Unusable::PathLength { below, limit });
+            return Err(Some(Unusable::PathLength { below, limit }));
         }
-        path.iter().find_map(|ca| self.named_like_an_anchor(ca))
+        match path.iter().find_map(|ca| self.named_like_an_anchor(ca)) {
+            Some(unusable) => Err(Some(unusable)),
+            None => Ok(()),
+        }
     }
 
     /// The name of the CA of the bundle that the intermediate CA `ca` is named like
@@ -216,6 +231,21 @@ impl PathLimits {
 }
 
 /// The path webpki builds and verifies for client authentication at `now`, from
+/// Whether a client presenting `end_entity` with `intermediates` would be admitted at
+/// `now` under the CA bundle `bundle` (revocation and the partner CAs' states aside), or
+/// why not: `None` when it chains to no CA of the bundle, else the limit it
+/// breaks.
+pub(crate) fn admissible(
+    bundle: &[CertificateDer<'_>],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), Option<String>> {
+    PathLimits::of(bundle)
+        .check(end_entity, intermediates, now)
+        .map_err(|why| why.map(|u| u.to_string()))
+}
+
 /// `end_entity` through some of `intermediates` to one of `anchors` (revocation aside):
 /// the index of its anchor, and the intermediate CAs it goes through (leaf side first).
 /// `None` when there is none. What a chain is trusted *as* is decided by this path, never

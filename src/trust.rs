@@ -372,6 +372,16 @@ impl Reloading<'_> {
     }
 }
 
+/// A certificate presented for revocation, its path verified ([`Trust::presented`]).
+pub(crate) struct Presented {
+    /// Its serial and issuer, as revocations name it.
+    pub(crate) id: CertificateId,
+    /// Its issuer's name (RFC 4514): a CA of the bundle or an intermediate CA.
+    pub(crate) issuer_name: String,
+    /// The certificate and the intermediate CAs presented with it (DER, leaf first).
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+}
+
 /// Who is revoked, by serial: each serial's issuers (empty: every issuer). A serial is
 /// unique per issuer only, so a revocation that names its issuer — every one a CRL
 /// carries, and an operator's that names one — leaves another issuer's certificate of
@@ -543,6 +553,61 @@ impl Trust {
         self.read().server_not_after
     }
 
+    /// A certificate an operator presents to revoke it (`pem`: it, then the intermediate
+    /// CAs it is presented with), once the path by which a handshake would admit it is
+    /// verified (at its notAfter if it has expired, at its notBefore if it is not yet
+    /// valid), or why it cannot be revoked this way.
+    pub(crate) fn presented(&self, pem: &str) -> Result<Presented, String> {
+        let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("is not a PEM file of certificates ({e})"))?;
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err(
+                "holds no certificate (-----BEGIN CERTIFICATE-----); give the \
+                        certificate to revoke, followed by the intermediate CAs it is \
+                        presented with"
+                    .to_owned(),
+            );
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| format!("its first certificate cannot be read ({e})"))?;
+        if let Some(why) = crate::identity::nonconforming_serial(cert.raw_serial()) {
+            return Err(format!(
+                "its serial number is {why}: no revocation can name it, and this server \
+                 refuses such a certificate at the handshake already"
+            ));
+        }
+        let validity = cert.validity();
+        let at = OffsetDateTime::now_utc().unix_timestamp().clamp(
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        );
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(at).unwrap_or(0),
+        ));
+        let bundle = self.read().loaded.material.client_ca.clone();
+        crate::tls::admissible(&bundle, leaf, intermediates, at).map_err(|why| match why {
+            Some(why) => {
+                format!("would be refused at the handshake already: {why}; nothing to revoke")
+            }
+            None => format!(
+                "does not chain to a CA of this server's bundle ({}); nothing to revoke, \
+                     this server refuses it already. If an intermediate CA issued it, put \
+                     the intermediate's certificate after it in the file",
+                self.bundle_names()
+                    .into_iter()
+                    .map(|(_, name, _)| name)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        })?;
+        Ok(Presented {
+            id: CertificateId::of(&cert),
+            issuer_name: crate::dn::to_rfc4514(cert.issuer()),
+            chain: chain.clone(),
+        })
+    }
+
     /// Whose certificate `serial` (canonical) of `issuer` (an issuer id; empty: any) is,
     /// if it is one the exchange itself stands on: the server's, or a CA's of the bundle.
     pub(crate) fn own_certificate(&self, serial: &str, issuer: &str) -> Option<&'static str> {
@@ -589,11 +654,11 @@ impl Trust {
             [(id, name, _)] => Ok((id.clone(), name.clone())),
             [] => Err(format!(
                 "no CA of the bundle is named {name:?}; its CAs are: {}. A certificate issued \
-                 by an intermediate CA that is not in the bundle is revoked by revoking that \
-                 intermediate CA — `tidemark whoami` with the certificate shows it ('issued \
-                 via', with its serial and issuer) —, or by its serial without --issuer, \
-                 which revokes every CA's certificates of that serial, unless this server \
-                 issued one of that serial: then only that one is revoked",
+                 by an intermediate CA that is not in the bundle is revoked by presenting \
+                 it (`tidemark admin revoke --certificate FILE`, the file holding it and the \
+                 intermediate CA), or by revoking that intermediate CA, which ends the \
+                 rights of every certificate it issued (`tidemark whoami` with the \
+                 certificate shows it: 'issued via', with its serial and issuer)",
                 listed()
             )),
             more => Err(format!(
@@ -1146,6 +1211,7 @@ fn read_crl_file(
                     revoked_by: revoked_by.to_owned(),
                     issuer: issuer.clone(),
                     issuer_name: issuer_name.clone(),
+                    holder: String::new(),
                 }
             })
             .collect();

@@ -771,7 +771,27 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     .await;
     assert_ok(&out);
 
-    run_ok(admin(&["revoke", &serial, "--reason", "key-compromise"])).await;
+    // Revoked by presenting the certificate file; by its serial again, it says so.
+    let out = run(admin(&[
+        "revoke",
+        "--certificate",
+        &path("canberra-1.pem"),
+        "--reason",
+        "key-compromise",
+    ]))
+    .await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("revoked {serial}")) && said.contains("holder: spiffe://"),
+        "{said}"
+    );
+    let out = run(admin(&["revoke", &serial])).await;
+    assert_ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already revoked"),
+        "{out:?}"
+    );
     let out = run(whoami()).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -76,6 +76,7 @@ async fn an_administrative_action_in_a_states_name_is_on_its_access_list() {
             serial: rogue.serial.clone(),
             reason: "superseded".into(),
             issuer: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();

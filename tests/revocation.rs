@@ -236,6 +236,7 @@ async fn an_operator_revocation_naming_its_issuer_leaves_another_cas_serial_alon
             serial: "07".into(),
             reason: "key-compromise".into(),
             issuer: me.certificate_issuer,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -368,6 +369,7 @@ async fn a_revoked_intermediate_ca_ends_its_certificates_rights() {
             serial: "64".into(),
             reason: "ca-compromise".into(),
             issuer: root.name.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -389,6 +391,11 @@ fn through_an_intermediate_named(
     root: &Ca,
     name: rcgen::DistinguishedName,
 ) -> ClientIdentity {
+    under_an_intermediate(pki, &intermediate_ca(root, name), &[1]).0
+}
+
+/// An intermediate CA (serial 64) named `name` that `root` issued.
+fn intermediate_ca(root: &Ca, name: rcgen::DistinguishedName) -> Ca {
     let mut params = CertificateParams::default();
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -396,18 +403,186 @@ fn through_an_intermediate_named(
     params.serial_number = Some(SerialNumber::from_slice(&[0x64]));
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().unwrap();
-    let intermediate_pem = params.signed_by(&key, &root.issuer).unwrap().pem();
-    let intermediate = Ca {
-        name: subject(&intermediate_pem),
-        pem: intermediate_pem,
+    let pem = params.signed_by(&key, &root.issuer).unwrap().pem();
+    Ca {
+        name: subject(&pem),
+        pem,
         issuer: Issuer::new(params, key),
-    };
-    let (leaf_cert, leaf_key) = node_cert(&intermediate, "IDN", &[1]);
-    ClientIdentity::from_pem(
-        format!("{leaf_cert}{}", intermediate.pem),
-        leaf_key,
-        pki.ca.cert_pem().to_owned(),
+    }
+}
+
+/// An IDN node certificate of this serial that `intermediate` issued, with the
+/// intermediate in the chain it presents; and that chain (PEM).
+fn under_an_intermediate(
+    pki: &TestPki,
+    intermediate: &Ca,
+    serial: &[u8],
+) -> (ClientIdentity, String) {
+    let (leaf_cert, leaf_key) = node_cert(intermediate, "IDN", serial);
+    let chain = format!("{leaf_cert}{}", intermediate.pem);
+    (
+        ClientIdentity::from_pem(chain.clone(), leaf_key, pki.ca.cert_pem().to_owned()),
+        chain,
     )
+}
+
+/// A partner's intermediate CA is outside the bundle, so `--issuer` cannot name it: an
+/// operator revokes one of its certificates by presenting it (an outside pass was led to
+/// revoke a serial for every CA, the exchange's own operator's certificate with it). The
+/// certificate alone of that serial under that intermediate is revoked — on an open
+/// connection too, and after a restart —, and its holder's state sees it in its access
+/// list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_under_a_partners_intermediate_is_revoked_by_presenting_it() {
+    let pki = TestPki::new();
+    let (ours, partner, server) = with_a_partner_listed_for_idn(&pki).await;
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(DnType::CommonName, "Partner issuing CA");
+    let intermediate = intermediate_ca(&partner, name);
+    let (first, first_chain) = under_an_intermediate(&pki, &intermediate, &[1]);
+    let (second, _) = under_an_intermediate(&pki, &intermediate, &[2]);
+    let ours_1 = node_with_serial(&pki, &ours, "IDN", &[1]);
+    for identity in [&first, &second, &ours_1] {
+        assert!(admitted(&server, identity).await);
+    }
+    let channel = client::connect(&server.endpoint(), &first).await.unwrap();
+    let mut watch = common::exchange_health_watch(channel).await;
+    assert!(watch.message().await.unwrap().is_some(), "the watch runs");
+
+    let me = operator(&pki);
+    let mut admin = server.admin(&me).await;
+    let by_name = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "01".into(),
+            issuer: intermediate.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(by_name.code(), Code::InvalidArgument, "{by_name:?}");
+    assert!(by_name.message().contains("--certificate"), "{by_name:?}");
+
+    let revoked = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: first_chain.clone(),
+            reason: "key-compromise".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let holder = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "edge")
+        .unwrap()
+        .spiffe_id();
+    assert_eq!(
+        (
+            revoked.serial.as_str(),
+            revoked.issuer.as_str(),
+            revoked.holder.as_str(),
+            revoked.every_issuer
+        ),
+        ("01", intermediate.name.as_str(), holder.as_str(), false)
+    );
+    ends_unauthenticated(&mut watch).await;
+    assert!(!admitted(&server, &first).await);
+    assert!(admitted(&server, &second).await, "another serial of it");
+    assert!(admitted(&server, &ours_1).await, "our CA's 01");
+
+    // Its state sees the revocation, naming the holder.
+    let idn = client::connect(&server.endpoint(), &common::node(&pki, "IDN"))
+        .await
+        .unwrap();
+    let accesses = pb::exchange_client::ExchangeClient::new(idn)
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses;
+    let revocation = accesses
+        .iter()
+        .find(|a| a.action == "revoke-certificate")
+        .expect("the revocation is in IDN's access list");
+    assert!(revocation.detail.contains(&holder), "{revocation:?}");
+    assert!(
+        revocation.detail.contains(&intermediate.name),
+        "{revocation:?}"
+    );
+
+    // So after a restart.
+    let data = server.stop().await;
+    let server = TestServer::start_with(&pki, data, |config| {
+        config
+            .tls
+            .partner_cas
+            .insert(partner.name.clone(), vec!["IDN".into()]);
+    })
+    .await;
+    assert!(!admitted(&server, &first).await && admitted(&server, &second).await);
+}
+
+/// A presented certificate is revoked only once it chains to the bundle as a handshake
+/// would admit it: without its intermediate, from an unknown CA, given with a serial
+/// too, or no certificate at all is refused saying what to do; so is the operator's own.
+/// One the partner CA does not vouch for is revoked but names no holder, so that no
+/// state's access list shows a revocation a partner could have made up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presented_certificate_is_checked_before_it_is_revoked() {
+    let pki = TestPki::new();
+    let (_, partner, server) = with_a_partner_listed_for_idn(&pki).await;
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(DnType::CommonName, "Partner issuing CA");
+    let intermediate = intermediate_ca(&partner, name);
+    let (_, first_chain) = under_an_intermediate(&pki, &intermediate, &[1]);
+    let me = operator(&pki);
+    let mut admin = server.admin(&me).await;
+    // A certificate the partner CA does not vouch for names no holder: its state's
+    // access list is not the place of a revocation the partner could have made up.
+    let (for_aus, _) = certificate_of(&intermediate, Role::Node(state("AUS")), &[5]);
+    let unvouched = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: format!("{for_aus}{}", intermediate.pem),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unvouched.holder, "", "{unvouched:?}");
+
+    // Without its intermediate, from an unknown CA, with a serial too, or no
+    // certificate at all: refused, saying what to do.
+    let (leaf_alone, _) = node_cert(&intermediate, "IDN", &[3]);
+    let stranger = outside_ca("Stranger CA");
+    let (stranger_leaf, _) = node_cert(&stranger, "IDN", &[4]);
+    for (pem, serial, needs) in [
+        (
+            leaf_alone.as_str(),
+            "",
+            "put the intermediate's certificate after it",
+        ),
+        (stranger_leaf.as_str(), "", "does not chain to a CA"),
+        (first_chain.as_str(), "01", "not both"),
+        ("not a certificate", "", "holds no certificate"),
+    ] {
+        let refused = admin
+            .revoke_certificate(pb::RevokeCertificateRequest {
+                certificate_pem: pem.to_owned(),
+                serial: serial.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(needs), "{needs}: {refused:?}");
+    }
+    // The operator's own certificate, presented, is refused as by serial.
+    let own = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: me.cert_pem().to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), Code::FailedPrecondition, "{own:?}");
 }
 
 /// A CA of the bundle whose pathLenConstraint is 0 (as `pki init` makes the exchange's)
@@ -554,6 +729,7 @@ async fn a_revocation_says_when_the_crl_file_could_not_be_rewritten() {
         serial: serial.into(),
         reason: "key-compromise".into(),
         issuer: ours.name.clone(),
+        ..Default::default()
     };
     let revoked = admin
         .revoke_certificate(revoke("09"))

@@ -102,9 +102,14 @@ enum AdminCommand {
     /// refused at once (calls in progress end with the reason, and its connections are
     /// closed `limits.lapsed_connection_grace_secs`, 5 s, later). Not the certificate
     /// this command runs with: revoke that one with another operator's.
+    ///
+    /// Or give the certificate itself with --certificate: revoked for its own issuer, also an
+    /// intermediate CA outside the bundle (a partner's issuing CA), which --issuer cannot
+    /// name, once the server has checked that it chains to a CA it trusts.
     Revoke {
         /// The certificate's serial number (hex).
-        serial: String,
+        #[arg(required_unless_present = "certificate")]
+        serial: Option<String>,
         /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
         /// cessation-of-operation or privilege-withdrawn.
         #[arg(long, default_value = "unspecified")]
@@ -115,6 +120,11 @@ enum AdminCommand {
         /// certificate this server did not issue is revoked for every CA of the bundle.
         #[arg(long, value_name = "NAME")]
         issuer: Option<String>,
+        /// The certificate to revoke (PEM), followed by the intermediate CAs it is
+        /// presented with, as the holder's certificate file has them; instead of SERIAL
+        /// and --issuer.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["serial", "issuer"])]
+        certificate: Option<PathBuf>,
     },
     /// Certificates issued through this server (`admin issue`); `--expiring 30d` shows
     /// those that need renewal. Certificates made offline (the development certificates
@@ -335,7 +345,8 @@ async fn run_certificates(
             serial,
             reason,
             issuer,
-        } => revoke(admin, serial, reason, issuer.unwrap_or_default()).await?,
+            certificate,
+        } => revoke(admin, revocation(serial, reason, issuer, certificate)?).await?,
         AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
         AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
         AdminCommand::ReloadTls => reload_tls(admin).await?,
@@ -369,18 +380,42 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
     Ok(())
 }
 
+/// What `admin revoke` asks for: the certificate file `certificate` (read here, checked
+/// by the server), or `serial` of `issuer`.
+fn revocation(
+    serial: Option<String>,
+    reason: String,
+    issuer: Option<String>,
+    certificate: Option<PathBuf>,
+) -> anyhow::Result<pb::RevokeCertificateRequest> {
+    Ok(match certificate {
+        Some(path) => pb::RevokeCertificateRequest {
+            certificate_pem: std::fs::read_to_string(&path).map_err(|e| {
+                anyhow!(
+                    "cannot read the certificate {}: {e}; give the PEM file of the \
+                     certificate to revoke",
+                    path.display()
+                )
+            })?,
+            reason,
+            ..Default::default()
+        },
+        None => pb::RevokeCertificateRequest {
+            serial: serial.unwrap_or_default(),
+            reason,
+            issuer: issuer.unwrap_or_default(),
+            ..Default::default()
+        },
+    })
+}
+
 async fn revoke(
     admin: &mut AdminClient<tonic::transport::Channel>,
-    serial: String,
-    reason: String,
-    issuer: String,
+    request: pb::RevokeCertificateRequest,
 ) -> anyhow::Result<()> {
+    let presented = !request.certificate_pem.is_empty();
     let r = admin
-        .revoke_certificate(pb::RevokeCertificateRequest {
-            serial,
-            reason,
-            issuer,
-        })
+        .revoke_certificate(request)
         .await
         .map_err(|status| anyhow!(client::explain(&status)))?
         .into_inner();
@@ -404,7 +439,10 @@ async fn revoke(
             r.reason
         );
     }
-    if !r.issued_here {
+    if !r.holder.is_empty() {
+        outln!("holder: {}", r.holder)?;
+    }
+    if !r.issued_here && !presented {
         errln!(
             "this server issued no certificate of serial {}{of} (`admin certs` lists those \
              it did): it is revoked all the same, which is right for one made offline or by \

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    administration::{Backup, BackupCopy, KeyRegistration, Reloaded},
+    administration::{Backup, BackupCopy, KeyRegistration, Named, Reloaded},
     country::CountryCode,
     identity::Role,
     pb,
@@ -403,24 +403,13 @@ impl pb::admin_server::Admin for AdminService {
         let operator = require_operator(&request)?;
         let caller = auth::peer(&request)?.serial().to_owned();
         let req = request.into_inner();
-        if crate::identity::canonical_serial(&req.serial).is_ok_and(|s| s == caller) {
-            return Err(Status::failed_precondition(format!(
-                "certificate {caller} is the one making this call: revoking it would end \
-                 your own access (and the last operator's would lock every operator out); \
-                 revoke it with another operator's certificate (`tidemark pki issue --role \
-                 operator` makes one from the CA files)"
-            )));
-        }
         let now = self.ctx.clock.now();
         let made = self
             .ctx
             .blocking(move |ctx| {
-                ctx.admin.revoke_certificate(
-                    (&req.serial, &req.issuer),
-                    &req.reason,
-                    &operator,
-                    now,
-                )
+                let named = Named::of(&req.serial, &req.issuer, &req.certificate_pem)?;
+                ctx.admin
+                    .revoke_certificate(named, &req.reason, (&operator, &caller), now)
             })
             .await?;
         let record = made.record;
@@ -439,6 +428,7 @@ impl pb::admin_server::Admin for AdminService {
             already_revoked: made.already_revoked,
             issued_here: made.issued_here,
             crl_not_written: made.crl_not_written.unwrap_or_default(),
+            holder: record.holder,
         }))
     }
     async fn reload_tls(

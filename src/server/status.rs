@@ -279,6 +279,7 @@ impl From<AdminError> for Status {
             AdminError::Invalid { field, reason, .. } => bad_field(field, &reason, message),
             AdminError::NoCaKey { .. }
             | AdminError::OwnCertificate { .. }
+            | AdminError::OwnCall(_)
             | AdminError::CompromisedKey { .. }
             | AdminError::NotEnrolled(_)
             | AdminError::Suspended(_)

@@ -120,6 +120,12 @@ pub(super) fn audit_record(
             "serial {} for {}",
             certificate.serial, certificate.spiffe_id
         ),
+        AdminApplied::Revoked(revoked, true) if !revoked.holder.is_empty() => format!(
+            "serial {} ({}) held by {}",
+            revoked.named(),
+            revoked.reason_name,
+            revoked.holder
+        ),
         AdminApplied::Revoked(revoked, true) => {
             format!("serial {} ({})", revoked.named(), revoked.reason_name)
         }
@@ -155,8 +161,8 @@ pub(super) fn audit_record(
 
 /// The state an administrative change concerns: the state enrolled or suspended, the
 /// state of the signing key, of the certificate issued, or of the certificate revoked
-/// when this server issued it (its record names the holder). None for an operator's
-/// certificate, a regional analyst's, or a serial this server did not issue.
+/// when its holder is known (this server issued it, or the operator presented it). None
+/// for an operator's certificate, a regional analyst's, or a serial of unknown holder.
 fn concerned_state(
     tx: &WriteTransaction,
     applied: &AdminApplied,
@@ -171,7 +177,9 @@ fn concerned_state(
                 .filter(|c| {
                     revoked.issuer.is_empty() || c.issuer.is_empty() || c.issuer == revoked.issuer
                 })
-                .and_then(|c| state_of_holder(&c.spiffe_id))
+                .map(|c| c.spiffe_id)
+                .or_else(|| Some(revoked.holder.clone()))
+                .and_then(|holder| state_of_holder(&holder))
         }
     })
 }

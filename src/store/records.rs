@@ -288,6 +288,11 @@ pub struct RevokedCertificate {
     /// The issuer's distinguished name as people read it (RFC 4514), for display.
     #[prost(string, tag = "7")]
     pub issuer_name: String,
+    /// Its holder's SPIFFE ID, when known: from the certificate an operator presented,
+    /// or this server's record of the certificates it issued. Names the state whose
+    /// access list shows the revocation.
+    #[prost(string, tag = "8")]
+    pub holder: String,
 }
 
 impl RevokedCertificate {

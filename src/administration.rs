@@ -169,7 +169,7 @@ impl Administration {
         code: &str,
         suspended: bool,
         (operator, now): (&str, i64),
-    ) -> Result<StateRecord, AdminError> {
+    ) -> Result<(StateRecord, Option<String>), AdminError> {
         let state = CountryCode::parse(code).map_err(|e| invalid("state", e))?;
         let existing = self.store.state(state.as_str())?;
         let record = StateRecord {
@@ -189,10 +189,10 @@ impl Administration {
             AdminApplied::State(record, _) => record,
             other => return Err(unexpected(&other)),
         };
-        // A suspension changes no CRL: whatever could not be rebuilt is logged, and
-        // the suspension is in force all the same.
-        self.refresh_after_change()?;
-        Ok(record)
+        // A suspension changes no CRL: whatever could not be rebuilt or written is
+        // logged and said, and the suspension is in force all the same.
+        let not_written = self.refresh_after_change()?;
+        Ok((record, not_written))
     }
 
     /// Registers a state's signing key; submissions signed with it are accepted from
@@ -256,7 +256,7 @@ impl Administration {
         key_id: &str,
         (compromised_at, reason): (i64, &str),
         (operator, now): (&str, i64),
-    ) -> Result<(KeyRecord, bool), AdminError> {
+    ) -> Result<(KeyRecord, bool, Option<String>), AdminError> {
         let key_id = canonical_key_id(key_id)?;
         if compromised_at > now {
             return Err(invalid(
@@ -289,10 +289,10 @@ impl Administration {
         };
         match self.change(change, operator)? {
             AdminApplied::Key(record, before) => {
-                self.trust.write_journal(&self.store);
+                let not_written = self.trust.write_journal(&self.store);
                 let already =
                     before.is_some_and(|b| b.revoked_at != 0 && b.revoked_at == record.revoked_at);
-                Ok((record, already))
+                Ok((record, already, not_written))
             }
             other => Err(unexpected(&other)),
         }
@@ -545,13 +545,18 @@ impl Administration {
         self.trust
             .refresh_access(&self.store)
             .map_err(AdminError::Trust)?;
-        self.trust.write_journal(&self.store);
+        let journal = self.trust.write_journal(&self.store);
         tracing::error!(
             error = %e,
             "the revocation or suspension is in force for every connection, but the \
              CRL or TLS configuration could not be rebuilt; fix it, then Admin.ReloadTls"
         );
-        Ok(Some(e.to_string()))
+        Ok(Some(
+            std::iter::once(e.to_string())
+                .chain(journal)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
     }
 }
 
@@ -856,8 +861,13 @@ mod tests {
     fn a_state_suspended_before_any_enrolment_has_no_enrolment_time() {
         let dir = tempfile::tempdir().unwrap();
         let admin = admin(dir.path());
-        let enrolled_at =
-            |op: (&str, i64), suspend| admin.set_suspended("FRA", suspend, op).unwrap().enrolled_at;
+        let enrolled_at = |op: (&str, i64), suspend| {
+            admin
+                .set_suspended("FRA", suspend, op)
+                .unwrap()
+                .0
+                .enrolled_at
+        };
         assert_eq!(enrolled_at(("op", 100), true), 0);
         assert_eq!(enrolled_at(("op", 200), false), 200);
         assert_eq!(enrolled_at(("op", 300), true), 200);
@@ -996,7 +1006,7 @@ mod tests {
         ));
         // Now: the second after the writer (on the system clock here) stores it.
         let before = time::OffsetDateTime::now_utc().unix_timestamp();
-        let (key, already) = admin
+        let (key, already, _) = admin
             .revoke_key(&stored.key_id, (0, ""), ("op", 1_000))
             .unwrap();
         let after = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -1007,12 +1017,12 @@ mod tests {
         );
         // Again, as of later: the first revocation stands.
         let first = key.revoked_at;
-        let (key, already) = admin
+        let (key, already, _) = admin
             .revoke_key(&stored.key_id, (0, "superseded"), ("op", 1_500))
             .unwrap();
         assert_eq!((key.revoked_at, already), (first, true));
         // As of earlier: the revocation moves.
-        let (key, already) = admin
+        let (key, already, _) = admin
             .revoke_key(&stored.key_id, (900, "key-compromise"), ("op", 1_500))
             .unwrap();
         assert_eq!((key.revoked_at, already), (900, false));

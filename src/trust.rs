@@ -527,11 +527,11 @@ impl Trust {
 
     /// Rewrites the access journal beside the CRL file from the store (after a change
     /// that does not rebuild the trust state: a signing key's revocation). A failure is
-    /// logged: the change is in force and in the store either way.
-    pub(crate) fn write_journal(&self, store: &Store) {
-        if let Err(e) = crate::journal::write(store, &self.crl_path) {
-            tracing::error!(error = %e, "the access journal is stale");
-        }
+    /// logged and returned (why): the change is in force and in the store either way.
+    pub(crate) fn write_journal(&self, store: &Store) -> Option<String> {
+        let e = crate::journal::write(store, &self.crl_path).err()?;
+        tracing::error!(error = %e, "the access journal is stale");
+        Some(format!("the access journal is stale: {e}"))
     }
 
     /// A receiver that sees a new value after every change of the trust state.

@@ -585,6 +585,56 @@ async fn a_presented_certificate_is_checked_before_it_is_revoked() {
     assert_eq!(own.code(), Code::FailedPrecondition, "{own:?}");
 }
 
+/// The access journal carries suspensions and key revocations over a restore from an
+/// older backup: when it cannot be written, a suspension, a reinstatement and a key
+/// revocation are in force all the same, and their answers say what was not written
+/// (they said nothing before); once it can be, they say nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_says_when_the_access_journal_could_not_be_written() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "THA").await;
+    let journal = pki.dir.path().join("access-journal.json");
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::create_dir_all(journal.join("in-the-way")).unwrap();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let tha = || pb::StateRequest {
+        state: "THA".into(),
+    };
+    let suspended = admin.suspend_state(tha()).await.unwrap().into_inner();
+    assert!(suspended.suspended);
+    assert!(
+        suspended.not_written.contains("access journal"),
+        "{suspended:?}"
+    );
+    assert!(
+        !admitted(&server, &common::node(&pki, "THA")).await,
+        "in force all the same"
+    );
+    let enrolled = admin.enrol_state(tha()).await.unwrap().into_inner();
+    assert!(
+        enrolled.not_written.contains("access journal"),
+        "{enrolled:?}"
+    );
+    let revoked = admin
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked_at_unix != 0);
+    assert!(
+        revoked.not_written.contains("access journal"),
+        "{revoked:?}"
+    );
+    std::fs::remove_dir_all(&journal).unwrap();
+    let suspended = admin.suspend_state(tha()).await.unwrap().into_inner();
+    assert_eq!(suspended.not_written, "", "{suspended:?}");
+    assert!(std::fs::read_to_string(&journal).unwrap().contains("THA"));
+}
+
 /// A CA of the bundle whose pathLenConstraint is 0 (as `pki init` makes the exchange's)
 /// issues no intermediate CA whose certificates it accepts (RFC 5280 §4.2.1.9; webpki
 /// does not apply a trust anchor's constraints).

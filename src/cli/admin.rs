@@ -218,6 +218,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(explain)?
                 .into_inner();
             print_key(&info)?;
+            warn_not_written("revocation", &info.not_written);
             if info.already_revoked {
                 errln!(
                     "the key was already revoked as of {} ({}), which stands: only an earlier \
@@ -294,6 +295,7 @@ async fn run_certificates(
                     "enrolled"
                 }
             )?;
+            warn_not_written("change", &info.not_written);
         }
         AdminCommand::States => {
             let states = admin
@@ -378,6 +380,19 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
         );
     }
     Ok(())
+}
+
+/// Warns that a `change` (in force and on record) is missing from the access journal,
+/// when the server says why (`not_written`).
+fn warn_not_written(change: &str, not_written: &str) {
+    if !not_written.is_empty() {
+        errln!(
+            "warning: the {change} is in force and on record, but the server could not write \
+             its access journal ({}): a store restored from an older backup would not get it \
+             back until that is fixed (the next change or start writes the journal again)",
+            printable(not_written)
+        );
+    }
 }
 
 /// What `admin revoke` asks for: the certificate file `certificate` (read here, checked

@@ -54,11 +54,14 @@ impl AdminService {
         suspended: bool,
     ) -> Result<Response<pb::StateInfo>, Status> {
         let now = self.ctx.clock.now();
-        let record = self
+        let (record, not_written) = self
             .ctx
             .blocking(move |ctx| ctx.admin.set_suspended(&code, suspended, (&operator, now)))
             .await?;
-        Ok(Response::new(state_info(&record)))
+        Ok(Response::new(pb::StateInfo {
+            not_written: not_written.unwrap_or_default(),
+            ..state_info(&record)
+        }))
     }
 }
 
@@ -257,7 +260,7 @@ impl pb::admin_server::Admin for AdminService {
         let operator = require_operator(&request)?;
         let req = request.into_inner();
         let now = self.ctx.clock.now();
-        let (record, already_revoked) = self
+        let (record, already_revoked, not_written) = self
             .ctx
             .blocking(move |ctx| {
                 ctx.admin.revoke_key(
@@ -277,6 +280,7 @@ impl pb::admin_server::Admin for AdminService {
         );
         Ok(Response::new(pb::SigningKeyInfo {
             already_revoked,
+            not_written: not_written.unwrap_or_default(),
             ..info_of_key(&record)
         }))
     }
@@ -545,7 +549,7 @@ fn info_of_key(record: &KeyRecord) -> pb::SigningKeyInfo {
         valid_until_unix: record.valid_until,
         revoked_at_unix: record.revoked_at,
         revocation_reason: record.revocation_reason.clone(),
-        already_revoked: false,
+        ..pb::SigningKeyInfo::default()
     }
 }
 

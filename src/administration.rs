@@ -405,23 +405,13 @@ impl Administration {
             Named::Presented(pem) => {
                 let presented = self
                     .trust
-                    .presented(pem)
-                    .map_err(|why| invalid("certificate_pem", format!("the certificate {why}")))?;
-                // Whom it names, if its CA may speak for them (a partner CA vouches
-                // only for its states' principals).
-                let holder = presented
-                    .chain
-                    .first()
-                    .and_then(|leaf| PeerIdentity::from_certificate(leaf, &self.trust_domain).ok())
-                    .map(|peer| peer.with_chain(&presented.chain))
-                    .filter(|peer| !self.trust.partner_refuses(peer))
-                    .map(|peer| peer.principal().spiffe_id())
-                    .unwrap_or_default();
+                    .presented(pem, &self.trust_domain)
+                    .map_err(|why| invalid("certificate_pem", why))?;
                 (
                     presented.id.serial,
                     presented.id.issuer,
                     presented.issuer_name,
-                    holder,
+                    presented.holder,
                 )
             }
         };

@@ -230,22 +230,45 @@ impl PathLimits {
     }
 }
 
-/// The path webpki builds and verifies for client authentication at `now`, from
 /// Whether a client presenting `end_entity` with `intermediates` would be admitted at
 /// `now` under the CA bundle `bundle` (revocation and the partner CAs' states aside), or
-/// why not: `None` when it chains to no CA of the bundle, else the limit it
-/// breaks.
+/// why not, in words.
 pub(crate) fn admissible(
     bundle: &[CertificateDer<'_>],
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
-) -> Result<(), Option<String>> {
-    PathLimits::of(bundle)
-        .check(end_entity, intermediates, now)
-        .map_err(|why| why.map(|u| u.to_string()))
+) -> Result<(), Inadmissible> {
+    let limits = PathLimits::of(bundle);
+    if let Err(e) = verify_path(&limits.anchors, end_entity, intermediates, now) {
+        return Err(match e {
+            webpki::Error::UnknownIssuer => Inadmissible::Unchained,
+            webpki::Error::CaUsedAsEndEntity => Inadmissible::Refused(
+                "it is a CA certificate (basicConstraints cA), not a client's".to_owned(),
+            ),
+            webpki::Error::RequiredEkuNotFoundContext(_) => Inadmissible::Refused(
+                "its extended key usage does not allow client authentication (clientAuth)"
+                    .to_owned(),
+            ),
+            other => Inadmissible::Refused(format!("its path does not verify ({other:?})")),
+        });
+    }
+    match limits.check(end_entity, intermediates, now) {
+        Ok(()) => Ok(()),
+        Err(None) => Err(Inadmissible::Unchained),
+        Err(Some(unusable)) => Err(Inadmissible::Refused(unusable.to_string())),
+    }
 }
 
+/// Why a client certificate would not be admitted ([`admissible`]).
+pub(crate) enum Inadmissible {
+    /// It chains to no CA of the bundle through the intermediates given.
+    Unchained,
+    /// Why a handshake would refuse it, in words.
+    Refused(String),
+}
+
+/// The path webpki builds and verifies for client authentication at `now`, from
 /// `end_entity` through some of `intermediates` to one of `anchors` (revocation aside):
 /// the index of its anchor, and the intermediate CAs it goes through (leaf side first).
 /// `None` when there is none. What a chain is trusted *as* is decided by this path, never
@@ -257,29 +280,40 @@ pub(crate) fn verified_path(
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Option<(usize, Vec<CertificateDer<'static>>)> {
-    let leaf = webpki::EndEntityCert::try_from(end_entity).ok()?;
+    verify_path(anchors, end_entity, intermediates, now).ok()
+}
+
+/// [`verified_path`], or webpki's reason why there is none.
+fn verify_path(
+    anchors: &[TrustAnchor<'_>],
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(usize, Vec<CertificateDer<'static>>), webpki::Error> {
+    let leaf = webpki::EndEntityCert::try_from(end_entity)?;
     let algorithms = provider().signature_verification_algorithms.all;
-    let path = leaf
-        .verify_for_usage(
-            algorithms,
-            anchors,
-            intermediates,
-            now,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .ok()?;
+    let path = leaf.verify_for_usage(
+        algorithms,
+        anchors,
+        intermediates,
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )?;
     let anchor = path.anchor();
-    let index = anchors.iter().position(|a| {
-        a.subject.as_ref() == anchor.subject.as_ref()
-            && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
-    })?;
+    let index = anchors
+        .iter()
+        .position(|a| {
+            a.subject.as_ref() == anchor.subject.as_ref()
+                && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+        })
+        .ok_or(webpki::Error::UnknownIssuer)?;
     let path = path
         .intermediate_certificates()
         .map(|c| c.der().into_owned())
         .collect();
-    Some((index, path))
+    Ok((index, path))
 }
 
 impl ClientCertVerifier for LoggingVerifier {

@@ -22,7 +22,7 @@ use crate::{
     identity::{CertificateId, PeerIdentity, Role},
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
     store::{IssuedCertificate, RevokedCertificate, Store, StoreError},
-    tls::{ServerTlsFiles, ServerTlsMaterial, TlsError},
+    tls::{Inadmissible, ServerTlsFiles, ServerTlsMaterial, TlsError},
 };
 
 /// How long a published CRL is valid; it is re-signed at every change and start.
@@ -378,8 +378,19 @@ pub(crate) struct Presented {
     pub(crate) id: CertificateId,
     /// Its issuer's name (RFC 4514): a CA of the bundle or an intermediate CA.
     pub(crate) issuer_name: String,
-    /// The certificate and the intermediate CAs presented with it (DER, leaf first).
-    pub(crate) chain: Vec<CertificateDer<'static>>,
+    /// Its holder's SPIFFE ID, when its CA vouches for it; else empty.
+    pub(crate) holder: String,
+}
+
+/// A PEM reading error in words (its Debug form spells markers as byte lists).
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a -----BEGIN line has no -----END line".to_owned(),
+        Error::IllegalSectionStart { .. } => "a -----BEGIN line is malformed".to_owned(),
+        Error::Base64Decode(why) => format!("a block is not base64 ({why})"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Who is revoked, by serial: each serial's issuers (empty: every issuer). A serial is
@@ -556,26 +567,46 @@ impl Trust {
     /// A certificate an operator presents to revoke it (`pem`: it, then the intermediate
     /// CAs it is presented with), once the path by which a handshake would admit it is
     /// verified (at its notAfter if it has expired, at its notBefore if it is not yet
-    /// valid), or why it cannot be revoked this way.
-    pub(crate) fn presented(&self, pem: &str) -> Result<Presented, String> {
+    /// valid), or why it cannot be revoked this way (a sentence). Its holder is the
+    /// principal its SPIFFE ID names in `trust_domain`, when its CA vouches for it.
+    pub(crate) fn presented(&self, pem: &str, trust_domain: &str) -> Result<Presented, String> {
         let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("is not a PEM file of certificates ({e})"))?;
+            .map_err(|e| format!("the file is not readable PEM: {}", pem_error(&e)))?;
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Err(
-                "holds no certificate (-----BEGIN CERTIFICATE-----); give the \
-                        certificate to revoke, followed by the intermediate CAs it is \
-                        presented with"
+                "the file holds no certificate (-----BEGIN CERTIFICATE-----): give \
+                        the certificate to revoke, followed by the intermediate CAs it is \
+                        presented with (PEM; `openssl x509 -inform DER -in FILE` converts \
+                        DER)"
                     .to_owned(),
             );
         };
         let (_, cert) = x509_parser::parse_x509_certificate(leaf)
-            .map_err(|e| format!("its first certificate cannot be read ({e})"))?;
+            .map_err(|e| format!("the first certificate of the file cannot be read ({e})"))?;
+        let serial = crate::identity::serial_hex(cert.raw_serial());
         if let Some(why) = crate::identity::nonconforming_serial(cert.raw_serial()) {
             return Err(format!(
-                "its serial number is {why}: no revocation can name it, and this server \
-                 refuses such a certificate at the handshake already"
+                "the certificate's serial number is {why}: no revocation can name it, and \
+                 this server refuses such a certificate at the handshake already"
             ));
+        }
+        let loaded = self.read().loaded.clone();
+        if cert.is_ca() {
+            return Err(if loaded.material.client_ca.contains(leaf) {
+                "the certificate is a CA certificate of this server's bundle, which no CRL \
+                 of this exchange revokes: take it out of the bundle (its CA file) and run \
+                 `tidemark admin reload-tls`"
+                    .to_owned()
+            } else {
+                format!(
+                    "the certificate is a CA certificate (serial {serial}), not a client's: \
+                     to revoke this intermediate CA, and with it every certificate it issued, \
+                     run `tidemark admin revoke {serial} --issuer '{}'`; to revoke a client's \
+                     certificate, put it first in the file",
+                    crate::dn::to_rfc4514(cert.issuer())
+                )
+            });
         }
         let validity = cert.validity();
         let at = OffsetDateTime::now_utc().unix_timestamp().clamp(
@@ -585,15 +616,16 @@ impl Trust {
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             u64::try_from(at).unwrap_or(0),
         ));
-        let bundle = self.read().loaded.material.client_ca.clone();
-        crate::tls::admissible(&bundle, leaf, intermediates, at).map_err(|why| match why {
-            Some(why) => {
-                format!("would be refused at the handshake already: {why}; nothing to revoke")
-            }
-            None => format!(
-                "does not chain to a CA of this server's bundle ({}); nothing to revoke, \
-                     this server refuses it already. If an intermediate CA issued it, put \
-                     the intermediate's certificate after it in the file",
+        let bundle = &loaded.material.client_ca;
+        crate::tls::admissible(bundle, leaf, intermediates, at).map_err(|why| match why {
+            Inadmissible::Refused(why) => format!(
+                "a handshake would refuse the certificate already: {why}; nothing to revoke"
+            ),
+            Inadmissible::Unchained => format!(
+                "the certificate does not chain to a CA of this server's bundle ({}) through \
+                 the certificates after it: nothing to revoke, this server refuses it \
+                 already. If an intermediate CA issued it, put the intermediate's \
+                 certificate after it in the file",
                 self.bundle_names()
                     .into_iter()
                     .map(|(_, name, _)| name)
@@ -601,10 +633,29 @@ impl Trust {
                     .join("; ")
             ),
         })?;
+        // Whom it names, if its CA may speak for them (a partner CA vouches only for its
+        // states' principals).
+        let anchors = &loaded.anchors;
+        let vouched = |principal: &crate::identity::Principal| {
+            let anchor = crate::tls::verified_path(&anchors.trusted, leaf, intermediates, at);
+            match anchor.and_then(|(anchor, _)| anchors.partner_states.get(anchor)) {
+                Some(Some(states)) => principal
+                    .state()
+                    .is_some_and(|s| states.iter().any(|p| p == s.as_str())),
+                Some(None) => true,
+                None => false,
+            }
+        };
+        let holder = PeerIdentity::from_certificate(leaf, trust_domain)
+            .ok()
+            .map(|peer| peer.principal().clone())
+            .filter(|principal| vouched(principal))
+            .map(|principal| principal.spiffe_id())
+            .unwrap_or_default();
         Ok(Presented {
             id: CertificateId::of(&cert),
             issuer_name: crate::dn::to_rfc4514(cert.issuer()),
-            chain: chain.clone(),
+            holder,
         })
     }
 

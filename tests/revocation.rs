@@ -100,6 +100,16 @@ fn node_cert(ca: &Ca, code: &str, serial: &[u8]) -> (String, String) {
 
 /// A certificate of a principal of `role` issued by `ca` with this serial, and its key.
 fn certificate_of(ca: &Ca, role: Role, serial: &[u8]) -> (String, String) {
+    certificate_valid(ca, role, serial, None)
+}
+
+/// [`certificate_of`], valid over `days` from now when given (else rcgen's default).
+fn certificate_valid(
+    ca: &Ca,
+    role: Role,
+    serial: &[u8],
+    days: Option<std::ops::Range<i64>>,
+) -> (String, String) {
     let principal = Principal::new(TRUST_DOMAIN, role, "edge").unwrap();
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, "edge");
@@ -107,6 +117,11 @@ fn certificate_of(ca: &Ca, role: Role, serial: &[u8]) -> (String, String) {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.serial_number = Some(SerialNumber::from_slice(serial));
+    if let Some(days) = days {
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(days.start);
+        params.not_after = now + time::Duration::days(days.end);
+    }
     let key = KeyPair::generate().unwrap();
     let pem = params.signed_by(&key, &ca.issuer).unwrap().pem();
     (pem, key.serialize_pem())
@@ -547,13 +562,39 @@ async fn a_presented_certificate_is_checked_before_it_is_revoked() {
         .unwrap()
         .into_inner();
     assert_eq!(unvouched.holder, "", "{unvouched:?}");
+    // An expired one it vouches for names its holder all the same (its path is checked
+    // as of its notAfter).
+    let (expired, _) =
+        certificate_valid(&intermediate, Role::Node(state("IDN")), &[6], Some(-10..-1));
+    let revoked = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: format!("{expired}{}", intermediate.pem),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        revoked.holder.ends_with("/state/IDN/node/edge"),
+        "{revoked:?}"
+    );
 
-    // Without its intermediate, from an unknown CA, with a serial too, or no
+    // Without its intermediate, from an unknown CA, a CA's certificate (the
+    // intermediate itself, or the intermediate first), with a serial too, or no
     // certificate at all: refused, saying what to do.
     let (leaf_alone, _) = node_cert(&intermediate, "IDN", &[3]);
     let stranger = outside_ca("Stranger CA");
     let (stranger_leaf, _) = node_cert(&stranger, "IDN", &[4]);
+    let backwards = format!("{}{leaf_alone}", intermediate.pem);
+    let revoke_the_intermediate = format!("admin revoke 64 --issuer '{}'", partner.name);
     for (pem, serial, needs) in [
+        (
+            intermediate.pem.as_str(),
+            "",
+            revoke_the_intermediate.as_str(),
+        ),
+        (backwards.as_str(), "", "put it first in the file"),
+        (partner.pem.as_str(), "", "take it out of the bundle"),
         (
             leaf_alone.as_str(),
             "",

@@ -98,17 +98,19 @@ enum AdminCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Revoke a client certificate by serial (hex, as `whoami` or `admin certs` show): it is
-    /// refused at once (calls in progress end with the reason, and its connections are
+    /// Revoke a client certificate, by serial (hex, as `whoami` or `admin certs` show) or
+    /// by presenting it (--certificate FILE): it is refused at once (calls in progress end with the reason, and its connections are
     /// closed `limits.lapsed_connection_grace_secs`, 5 s, later). Not the certificate
     /// this command runs with: revoke that one with another operator's.
     ///
     /// Or give the certificate itself with --certificate: revoked for its own issuer, also an
     /// intermediate CA outside the bundle (a partner's issuing CA), which --issuer cannot
-    /// name, once the server has checked that it chains to a CA it trusts.
+    /// name, once the server has checked that it chains to a CA it trusts. A CA's
+    /// certificate is not revoked this way: revoke an intermediate CA by its serial and
+    /// --issuer (which ends the rights of every certificate it issued).
+    #[command(group = clap::ArgGroup::new("which").required(true).args(["serial", "certificate"]))]
     Revoke {
         /// The certificate's serial number (hex).
-        #[arg(required_unless_present = "certificate")]
         serial: Option<String>,
         /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
         /// cessation-of-operation or privilege-withdrawn.
@@ -122,7 +124,8 @@ enum AdminCommand {
         issuer: Option<String>,
         /// The certificate to revoke (PEM), followed by the intermediate CAs it is
         /// presented with, as the holder's certificate file has them; instead of SERIAL
-        /// and --issuer.
+        /// and --issuer. Only its CERTIFICATE blocks are sent (not a private key the file
+        /// may also hold).
         #[arg(long, value_name = "FILE", conflicts_with_all = ["serial", "issuer"])]
         certificate: Option<PathBuf>,
     },
@@ -382,6 +385,43 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
     Ok(())
 }
 
+/// The CERTIFICATE blocks of the PEM file at `path` (each as it is written, in order),
+/// for `admin revoke --certificate`: the server checks them; a private key the file may
+/// also hold is not sent.
+fn certificate_blocks(path: &std::path::Path) -> anyhow::Result<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow!("cannot read the certificate {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow!(
+            "{} is not a PEM text file (DER? `openssl x509 -inform DER -in {0} -out \
+             cert.pem` converts it): give the certificate to revoke as PEM",
+            path.display()
+        )
+    })?;
+    let mut blocks = String::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(length) = rest[start..].find(END) else {
+            // Sent as it is: the server says what is wrong with it.
+            blocks.push_str(&rest[start..]);
+            break;
+        };
+        blocks.push_str(&rest[start..start + length + END.len()]);
+        blocks.push('\n');
+        rest = &rest[start + length + END.len()..];
+    }
+    if blocks.is_empty() {
+        anyhow::bail!(
+            "{} holds no certificate (-----BEGIN CERTIFICATE-----): give the certificate to \
+             revoke, followed by the intermediate CAs it is presented with, as PEM",
+            path.display()
+        );
+    }
+    Ok(blocks)
+}
+
 /// Warns that a `change` (in force and on record) is missing from the access journal,
 /// when the server says why (`not_written`).
 fn warn_not_written(change: &str, not_written: &str) {
@@ -405,13 +445,7 @@ fn revocation(
 ) -> anyhow::Result<pb::RevokeCertificateRequest> {
     Ok(match certificate {
         Some(path) => pb::RevokeCertificateRequest {
-            certificate_pem: std::fs::read_to_string(&path).map_err(|e| {
-                anyhow!(
-                    "cannot read the certificate {}: {e}; give the PEM file of the \
-                     certificate to revoke",
-                    path.display()
-                )
-            })?,
+            certificate_pem: certificate_blocks(&path)?,
             reason,
             ..Default::default()
         },

@@ -259,16 +259,17 @@ async fn owners_amend_and_retract_and_nobody_else_can() {
         "next version must be 3",
     );
 
-    // IDN cannot amend AUS's report, whatever it claims.
+    // IDN cannot amend AUS's report, whatever it claims, and is not told whose it is.
     let hijack = pb::Report {
         version: 3,
         reporting_state: "IDN".into(),
         ..v1.clone()
     };
-    expect_code(
-        submit(&mut idn, sign(&hijack, &idn_key)).await,
-        Code::PermissionDenied,
-        "belongs to AUS",
+    let refused = submit(&mut idn, sign(&hijack, &idn_key)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("another state's") && !refused.message().contains("AUS"),
+        "{refused:?}"
     );
 
     let retraction = pb::Retraction {

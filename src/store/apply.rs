@@ -71,8 +71,13 @@ pub enum AppendError {
         submitted: String,
         next: u32,
     },
-    #[error("report {id} belongs to {owner}; only {owner} may amend or retract it")]
-    NotOwner { id: Uuid, owner: String },
+    /// Which state it is not said: a caller that cannot read the report would learn
+    /// whose a report id is.
+    #[error(
+        "report {id} is another state's; only that state may amend or retract it, and a new \
+         report needs an id of its own (a fresh random UUID)"
+    )]
+    NotOwner { id: Uuid },
     #[error("report {id} is at version {latest}; the next version must be {expected}, not {got}")]
     VersionOrder {
         id: Uuid,
@@ -458,10 +463,7 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
         };
     };
     if head.state != new.state.as_str() {
-        return Check::Refuse(AppendError::NotOwner {
-            id,
-            owner: head.state.clone(),
-        });
+        return Check::Refuse(AppendError::NotOwner { id });
     }
     let latest = head.versions.last().map_or(0, |v| v.version);
     if let Some(existing) = head.versions.iter().find(|v| v.version == new.version) {

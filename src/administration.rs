@@ -512,8 +512,10 @@ impl Administration {
                 carried.push(record.named());
             }
         }
+        let waiting_for_restart = reloading.waiting_for_restart().to_vec();
         let crl_not_written = reloading.install(&self.store).map_err(AdminError::Trust)?;
         Ok(Reloaded {
+            waiting_for_restart,
             old_serial: old,
             serial: self.trust.server_serial(),
             carried,
@@ -562,6 +564,8 @@ pub(crate) struct Reloaded {
     pub(crate) crl_not_written: Option<String>,
     /// The partner CAs now in force ([`crate::trust::Trust::partners`]).
     pub(crate) partners: Vec<String>,
+    /// Settings of the configuration file changed since start, which wait for a restart.
+    pub(crate) waiting_for_restart: Vec<String>,
 }
 
 /// A certificate revocation made ([`Administration::revoke_certificate`]).

@@ -489,6 +489,46 @@ impl Config {
         Ok(config)
     }
 
+    /// The settings whose values differ between `self` and `other`, as dotted paths in
+    /// the file's terms (`limits.max_reads_per_principal`, `tls.partner_cas."CN=…"`),
+    /// sorted; a table's entry present in one only counts as changed.
+    pub fn changed_settings(&self, other: &Self) -> Vec<String> {
+        fn walk(
+            path: &str,
+            a: Option<&toml::Value>,
+            b: Option<&toml::Value>,
+            out: &mut Vec<String>,
+        ) {
+            if let (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) = (a, b) {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for key in keys {
+                    let bare = key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    let shown = if bare {
+                        key.clone()
+                    } else {
+                        format!("{key:?}")
+                    };
+                    let inner = if path.is_empty() {
+                        shown
+                    } else {
+                        format!("{path}.{shown}")
+                    };
+                    walk(&inner, a.get(key.as_str()), b.get(key.as_str()), out);
+                }
+            } else if a != b {
+                out.push(path.to_owned());
+            }
+        }
+        let (Ok(a), Ok(b)) = (toml::Value::try_from(self), toml::Value::try_from(other)) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        walk("", Some(&a), Some(&b), &mut changed);
+        changed
+    }
+
     /// Reads a TOML config file without [`Self::check`]ing its values: for a caller that
     /// overrides some of them first (command-line flags), and then checks.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
@@ -843,6 +883,30 @@ mod tests {
         let config = Config::default();
         let parsed: Config = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(parsed, config);
+    }
+
+    #[test]
+    fn changed_settings_are_named_as_the_file_names_them() {
+        let before = Config::default();
+        assert_eq!(
+            before.changed_settings(&before.clone()),
+            Vec::<String>::new()
+        );
+        let mut after = before.clone();
+        after.limits.max_reads_per_principal += 1;
+        after.listen = "127.0.0.1:1".parse().unwrap();
+        after
+            .tls
+            .partner_cas
+            .insert("CN=Partner \"CA\",O=X".to_owned(), vec!["IDN".to_owned()]);
+        assert_eq!(
+            before.changed_settings(&after),
+            [
+                "limits.max_reads_per_principal",
+                "listen",
+                r#"tls.partner_cas."CN=Partner \"CA\",O=X""#,
+            ]
+        );
     }
 
     #[test]

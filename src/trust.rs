@@ -112,6 +112,10 @@ pub(crate) struct Trust {
     rebuilding: Mutex<()>,
     /// Bumped after every swap, so open calls can re-check their caller.
     generation: watch::Sender<u64>,
+    /// The configuration file as the server read it at start (when it runs with one): a
+    /// reload takes only `[tls] partner_cas` from it again, and says which other
+    /// settings changed since and wait for a restart.
+    config_at_start: Option<crate::config::Config>,
 }
 
 struct State {
@@ -354,12 +358,19 @@ pub(crate) struct Reloading<'a> {
     trust: &'a Trust,
     _one_at_a_time: std::sync::MutexGuard<'a, ()>,
     built: Built,
+    waiting_for_restart: Vec<String>,
 }
 
 impl Reloading<'_> {
     /// The revocations the CRL file holds and the store does not.
     pub(crate) fn carried(&self) -> &[RevokedCertificate] {
         &self.built.carried
+    }
+
+    /// The settings of the configuration file, besides `[tls] partner_cas`, changed since
+    /// the server started: this reload does not apply them.
+    pub(crate) fn waiting_for_restart(&self) -> &[String] {
+        &self.waiting_for_restart
     }
 
     /// Writes the CRL file and the access journal, and swaps the new state in; returns
@@ -449,6 +460,10 @@ impl Trust {
         let built = build(loaded, &crl_path, store, Building::AtStart)?;
         // At start, what cannot be written is an error: nothing is left unwritten.
         let (state, _) = commit(built, &crl_path, store, Building::AtStart)?;
+        let config_at_start = files
+            .partner_cas_from
+            .as_deref()
+            .and_then(|path| crate::config::Config::read(path).ok());
         Ok(Self {
             files,
             ca_key,
@@ -456,7 +471,26 @@ impl Trust {
             state: RwLock::new(state),
             rebuilding: Mutex::new(()),
             generation: watch::Sender::new(0),
+            config_at_start,
         })
+    }
+
+    /// The settings of the configuration file, besides `[tls] partner_cas`, whose values
+    /// differ from those it had at start: a reload does not apply them.
+    fn waiting_for_restart(&self) -> Vec<String> {
+        let (Some(path), Some(at_start)) = (&self.files.partner_cas_from, &self.config_at_start)
+        else {
+            return Vec::new();
+        };
+        // Read and checked already: the partner list is taken from it.
+        let Ok(now) = crate::config::Config::read(path) else {
+            return Vec::new();
+        };
+        at_start
+            .changed_settings(&now)
+            .into_iter()
+            .filter(|setting| !setting.starts_with("tls.partner_cas"))
+            .collect()
     }
 
     /// Rebuilds the state from the store (after a revocation or a suspension) with the
@@ -500,6 +534,7 @@ impl Trust {
             trust: self,
             _one_at_a_time: one_at_a_time,
             built,
+            waiting_for_restart: self.waiting_for_restart(),
         })
     }
 

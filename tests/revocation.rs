@@ -676,6 +676,56 @@ async fn a_change_says_when_the_access_journal_could_not_be_written() {
     assert!(std::fs::read_to_string(&journal).unwrap().contains("THA"));
 }
 
+/// A reload takes only `[tls] partner_cas` from the configuration file: any other
+/// setting changed there since the server started waits for a restart, and the answer
+/// and the audit record say which (an operator would otherwise believe it applied).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_which_settings_wait_for_a_restart() {
+    let pki = TestPki::new();
+    let file = pki.dir.path().join("tidemark.toml");
+    std::fs::write(&file, "[limits]\nmax_reads_per_principal = 16\n").unwrap();
+    let from = file.clone();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.tls.partner_cas_from = Some(from);
+    })
+    .await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reloaded.waiting_for_restart.is_empty(), "{reloaded:?}");
+    std::fs::write(&file, "[limits]\nmax_reads_per_principal = 3\n").unwrap();
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reloaded.waiting_for_restart,
+        ["limits.max_reads_per_principal"]
+    );
+    let log = common::audit_log(&mut admin).await;
+    let reload = log.iter().rfind(|e| e.action == "reload-tls").unwrap();
+    assert!(
+        reload
+            .detail
+            .contains("waiting for a restart: limits.max_reads_per_principal"),
+        "{reload:?}"
+    );
+    // Still, after another reload: what waits is measured against the start.
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reloaded.waiting_for_restart,
+        ["limits.max_reads_per_principal"]
+    );
+}
+
 /// A CA of the bundle whose pathLenConstraint is 0 (as `pki init` makes the exchange's)
 /// issues no intermediate CA whose certificates it accepts (RFC 5280 §4.2.1.9; webpki
 /// does not apply a trust anchor's constraints).

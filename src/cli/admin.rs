@@ -382,6 +382,14 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
             r.crl_not_written
         );
     }
+    if !r.waiting_for_restart.is_empty() {
+        errln!(
+            "warning: these settings changed in the server's configuration file since it \
+             started, and a reload does not apply them (only tls.partner_cas): {}; restart \
+             the server for them to take effect",
+            printable(&r.waiting_for_restart.join(", "))
+        );
+    }
     Ok(())
 }
 

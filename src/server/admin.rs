@@ -445,6 +445,7 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::ReloadTlsResponse {
             server_certificate_serial: done.serial,
             crl_not_written: done.crl_not_written.unwrap_or_default(),
+            waiting_for_restart: done.waiting_for_restart,
         }))
     }
     async fn list_certificates(
@@ -571,6 +572,12 @@ pub(super) fn reloaded(done: &Reloaded) -> String {
     }
     if let Some(why) = &done.crl_not_written {
         parts.push(format!("not written: {why}"));
+    }
+    if !done.waiting_for_restart.is_empty() {
+        parts.push(format!(
+            "changed in the configuration file, waiting for a restart: {}",
+            done.waiting_for_restart.join(", ")
+        ));
     }
     parts.join("; ")
 }

@@ -513,6 +513,12 @@ impl Administration {
             }
         }
         let waiting_for_restart = reloading.waiting_for_restart().to_vec();
+        if !waiting_for_restart.is_empty() {
+            tracing::warn!(
+                settings = %waiting_for_restart.join(", "),
+                "these settings changed in the configuration file since start; a reload applies only tls.partner_cas, the others wait for a restart"
+            );
+        }
         let crl_not_written = reloading.install(&self.store).map_err(AdminError::Trust)?;
         Ok(Reloaded {
             waiting_for_restart,

@@ -250,6 +250,27 @@ pub(crate) fn admissible(
                 "its extended key usage does not allow client authentication (clientAuth)"
                     .to_owned(),
             ),
+            webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+                Inadmissible::Refused(
+                    "a CA certificate of its chain is not valid while it is (expired, or not \
+                     yet valid)"
+                        .to_owned(),
+                )
+            }
+            webpki::Error::PathLenConstraintViolated => Inadmissible::Refused(
+                "its chain has more intermediate CAs than a CA's pathLenConstraint allows"
+                    .to_owned(),
+            ),
+            webpki::Error::InvalidSignatureForPublicKey
+            | webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            | webpki::Error::UnsupportedSignatureAlgorithmContext(_) => Inadmissible::Refused(
+                "a signature on its chain does not verify with the key of the CA it names \
+                 (a certificate not issued by the CA whose name it bears)"
+                    .to_owned(),
+            ),
+            webpki::Error::BadDer | webpki::Error::BadDerTime | webpki::Error::TrailingData(_) => {
+                Inadmissible::Refused("a certificate of its chain is not valid DER".to_owned())
+            }
             other => Inadmissible::Refused(format!("its path does not verify ({other:?})")),
         });
     }

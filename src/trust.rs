@@ -399,7 +399,9 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     match e {
         Error::MissingSectionEnd { .. } => "a -----BEGIN line has no -----END line".to_owned(),
         Error::IllegalSectionStart { .. } => "a -----BEGIN line is malformed".to_owned(),
-        Error::Base64Decode(why) => format!("a block is not base64 ({why})"),
+        Error::Base64Decode(_) => {
+            "a block between its BEGIN and END lines is not base64".to_owned()
+        }
         other => format!("{other:?}"),
     }
 }
@@ -617,9 +619,12 @@ impl Trust {
                     .to_owned(),
             );
         };
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
-            .map_err(|e| format!("the first certificate of the file cannot be read ({e})"))?;
-        let serial = crate::identity::serial_hex(cert.raw_serial());
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+            format!(
+                "the first certificate of the file is not a readable X.509 certificate \
+                 (cut short, or another kind of block: {e})"
+            )
+        })?;
         if let Some(why) = crate::identity::nonconforming_serial(cert.raw_serial()) {
             return Err(format!(
                 "the certificate's serial number is {why}: no revocation can name it, and \
@@ -628,20 +633,19 @@ impl Trust {
         }
         let loaded = self.read().loaded.clone();
         if cert.is_ca() {
-            return Err(if loaded.material.client_ca.contains(leaf) {
-                "the certificate is a CA certificate of this server's bundle, which no CRL \
-                 of this exchange revokes: take it out of the bundle (its CA file) and run \
-                 `tidemark admin reload-tls`"
-                    .to_owned()
-            } else {
-                format!(
-                    "the certificate is a CA certificate (serial {serial}), not a client's: \
-                     to revoke this intermediate CA, and with it every certificate it issued, \
-                     run `tidemark admin revoke {serial} --issuer '{}'`; to revoke a client's \
-                     certificate, put it first in the file",
-                    crate::dn::to_rfc4514(cert.issuer())
-                )
-            });
+            return Err(self.ca_refusal(&cert, loaded.material.client_ca.contains(leaf)));
+        }
+        let client_auth = cert
+            .extended_key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|eku| eku.value.client_auth || eku.value.any);
+        if !client_auth {
+            return Err(
+                "a handshake would refuse the certificate already: it has no extended key \
+                 usage allowing client authentication (clientAuth); nothing to revoke"
+                    .to_owned(),
+            );
         }
         let validity = cert.validity();
         let at = OffsetDateTime::now_utc().unix_timestamp().clamp(
@@ -692,6 +696,39 @@ impl Trust {
             issuer_name: crate::dn::to_rfc4514(cert.issuer()),
             holder,
         })
+    }
+
+    /// Why the CA certificate `cert` is not revoked by presenting it (`in_bundle`: it
+    /// is a CA of the bundle), and what to do instead.
+    fn ca_refusal(
+        &self,
+        cert: &x509_parser::certificate::X509Certificate<'_>,
+        in_bundle: bool,
+    ) -> String {
+        let serial = crate::identity::serial_hex(cert.raw_serial());
+        let issuer = crate::dn::to_rfc4514(cert.issuer());
+        if in_bundle {
+            "the certificate is a CA certificate of this server's bundle, which no CRL \
+             of this exchange revokes: take it out of the bundle (its CA file) and run \
+             `tidemark admin reload-tls`"
+                .to_owned()
+        } else if self.bundle_ca_named(&issuer).is_ok() {
+            format!(
+                "the certificate is a CA certificate (serial {serial}), not a client's: \
+                 to revoke this intermediate CA, and with it every certificate it issued, \
+                 run `tidemark admin revoke {serial} --issuer '{issuer}'`; to revoke a \
+                 client's certificate, put it first in the file"
+            )
+        } else {
+            format!(
+                "the certificate is a CA certificate (serial {serial}), not a client's, \
+                 and its issuer {issuer} is not a CA of the bundle, so no revocation can \
+                 name it: revoke the intermediate CA above it (which ends the rights of \
+                 every certificate under it), or the client certificates under it one by \
+                 one with --certificate; to revoke a client's certificate, put it first \
+                 in the file"
+            )
+        }
     }
 
     /// Whose certificate `serial` (canonical) of `issuer` (an issuer id; empty: any) is,

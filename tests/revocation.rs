@@ -100,15 +100,15 @@ fn node_cert(ca: &Ca, code: &str, serial: &[u8]) -> (String, String) {
 
 /// A certificate of a principal of `role` issued by `ca` with this serial, and its key.
 fn certificate_of(ca: &Ca, role: Role, serial: &[u8]) -> (String, String) {
-    certificate_valid(ca, role, serial, None)
+    certificate_made(ca, role, serial, |_| {})
 }
 
-/// [`certificate_of`], valid over `days` from now when given (else rcgen's default).
-fn certificate_valid(
+/// [`certificate_of`], its parameters changed by `change` before it is signed.
+fn certificate_made(
     ca: &Ca,
     role: Role,
     serial: &[u8],
-    days: Option<std::ops::Range<i64>>,
+    change: impl FnOnce(&mut CertificateParams),
 ) -> (String, String) {
     let principal = Principal::new(TRUST_DOMAIN, role, "edge").unwrap();
     let mut params = CertificateParams::default();
@@ -117,11 +117,7 @@ fn certificate_valid(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.serial_number = Some(SerialNumber::from_slice(serial));
-    if let Some(days) = days {
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days.start);
-        params.not_after = now + time::Duration::days(days.end);
-    }
+    change(&mut params);
     let key = KeyPair::generate().unwrap();
     let pem = params.signed_by(&key, &ca.issuer).unwrap().pem();
     (pem, key.serialize_pem())
@@ -564,8 +560,13 @@ async fn a_presented_certificate_is_checked_before_it_is_revoked() {
     assert_eq!(unvouched.holder, "", "{unvouched:?}");
     // An expired one it vouches for names its holder all the same (its path is checked
     // as of its notAfter).
-    let (expired, _) =
-        certificate_valid(&intermediate, Role::Node(state("IDN")), &[6], Some(-10..-1));
+    let (expired, _) = certificate_made(&intermediate, Role::Node(state("IDN")), &[6], |p| {
+        let now = time::OffsetDateTime::now_utc();
+        (p.not_before, p.not_after) = (
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        );
+    });
     let revoked = admin
         .revoke_certificate(pb::RevokeCertificateRequest {
             certificate_pem: format!("{expired}{}", intermediate.pem),
@@ -586,6 +587,13 @@ async fn a_presented_certificate_is_checked_before_it_is_revoked() {
     let stranger = outside_ca("Stranger CA");
     let (stranger_leaf, _) = node_cert(&stranger, "IDN", &[4]);
     let backwards = format!("{}{leaf_alone}", intermediate.pem);
+    let (no_eku, _) = certificate_made(&intermediate, Role::Node(state("IDN")), &[7], |p| {
+        p.extended_key_usages.clear();
+    });
+    let no_eku = format!("{no_eku}{}", intermediate.pem);
+    let mut below = rcgen::DistinguishedName::new();
+    below.push(DnType::CommonName, "Partner sub CA");
+    let below = intermediate_ca(&intermediate, below).pem;
     let revoke_the_intermediate = format!("admin revoke 64 --issuer '{}'", partner.name);
     for (pem, serial, needs) in [
         (
@@ -594,6 +602,8 @@ async fn a_presented_certificate_is_checked_before_it_is_revoked() {
             revoke_the_intermediate.as_str(),
         ),
         (backwards.as_str(), "", "put it first in the file"),
+        (no_eku.as_str(), "", "no extended key usage allowing client"),
+        (below.as_str(), "", "no revocation can name it"),
         (partner.pem.as_str(), "", "take it out of the bundle"),
         (
             leaf_alone.as_str(),

@@ -436,8 +436,8 @@ fn warn_not_written(change: &str, not_written: &str) {
     if !not_written.is_empty() {
         errln!(
             "warning: the {change} is in force and on record, but the server could not write \
-             its access journal ({}): a store restored from an older backup would not get it \
-             back until that is fixed (the next change or start writes the journal again)",
+             everything ({}): a store restored from an older backup would not get it back \
+             from the journal until that is fixed (the next change or start writes it again)",
             printable(not_written)
         );
     }
@@ -516,8 +516,10 @@ async fn revoke(
     if !r.crl_not_written.is_empty() {
         errln!(
             "warning: the revocation is in force and on record, but the server could not \
-             write its CRL file or access journal ({}): the published CRL lacks it until \
-             that is fixed and the TLS files are reloaded (`tidemark admin reload-tls`)",
+             write everything ({}). Once that is fixed, `tidemark admin reload-tls` writes \
+             both files again: until then a CRL file it could not write lacks the \
+             revocation, and a stale access journal would not give it back to a store \
+             restored from an older backup",
             r.crl_not_written
         );
     }

@@ -595,12 +595,6 @@ async fn reload_on_hangup(ctx: &Context) {
     match ctx.blocking(|ctx| ctx.admin.reload_tls()).await {
         Ok(reloaded) => {
             tracing::info!(serial = %reloaded.serial, "SIGHUP: certificate files re-read");
-            if !reloaded.waiting_for_restart.is_empty() {
-                tracing::warn!(
-                    settings = %reloaded.waiting_for_restart.join(", "),
-                    "SIGHUP: these settings changed in the configuration file; a reload applies only tls.partner_cas, the others wait for a restart"
-                );
-            }
             let record = crate::store::AuditRecord {
                 principal: ctx.admin.server_principal(),
                 action: "reload-tls".to_owned(),

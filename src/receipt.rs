@@ -17,7 +17,7 @@ use crate::{
     signing::{PublicKey, SigningKey},
     store::{Accepted, EnvelopeRecord, Leaf, LogView, ProofRequestError, Snapshot, StoreError},
     tlog::{
-        checkpoint::Checkpoint,
+        checkpoint::{Checkpoint, CheckpointError},
         note::NoteVerifier,
         proof::{TlogProof, TlogProofError},
     },
@@ -78,11 +78,14 @@ pub fn verify_log_proof(text: &str, log_key: &str) -> Result<VerifiedLogProof, R
     })?;
     let checkpoint = proof.verify(&entry, &verifier).map_err(|e| {
         ReceiptError(match e {
-            TlogProofError::Checkpoint(e) => format!(
+            TlogProofError::Checkpoint(e @ CheckpointError::Note(_)) => format!(
                 "the checkpoint is not signed by {}+{:08x}, or was altered: {e}",
                 verifier.name(),
                 verifier.key_id()
             ),
+            TlogProofError::Checkpoint(e) => {
+                format!("the checkpoint is not a well-formed C2SP tlog-checkpoint: {e}")
+            }
             other => format!("the entry is not in the log under this checkpoint: {other}"),
         })
     })?;

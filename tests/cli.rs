@@ -381,6 +381,16 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
     assert_ok(&out);
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("an empty tree is consistent"));
+    // Without --new-size, the proof says which tree it leads to.
+    let out = run(log(&["consistency", "--old-size", "1"])).await;
+    assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("with the tree of "), "{said}");
+    // A negative number is a number the command refuses, not an unknown flag.
+    let out = run(log(&["inclusion", "--index", "-1"])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is not a whole number"), "{said}");
     // A leaf hash as `log inclusion` prints it names the leaf; no other spelling does.
     let out = run(log(&["inclusion", "--index", "0"])).await;
     assert_ok(&out);

@@ -169,6 +169,17 @@ async fn admitted(server: &TestServer, identity: &ClientIdentity) -> bool {
     }
 }
 
+/// A reload that succeeds, and its answer.
+async fn reload_ok(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+) -> pb::ReloadTlsResponse {
+    admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// The serials a PEM CRL lists.
 fn listed(crl_pem: &str) -> Vec<String> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(crl_pem.as_bytes()).unwrap();
@@ -700,18 +711,10 @@ async fn a_reload_says_which_settings_wait_for_a_restart() {
     })
     .await;
     let mut admin = server.admin(&operator(&pki)).await;
-    let reloaded = admin
-        .reload_tls(pb::ReloadTlsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reloaded = reload_ok(&mut admin).await;
     assert!(reloaded.waiting_for_restart.is_empty(), "{reloaded:?}");
     std::fs::write(&file, "[limits]\nmax_reads_per_principal = 3\n").unwrap();
-    let reloaded = admin
-        .reload_tls(pb::ReloadTlsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reloaded = reload_ok(&mut admin).await;
     assert_eq!(
         reloaded.waiting_for_restart,
         ["limits.max_reads_per_principal"]
@@ -725,11 +728,7 @@ async fn a_reload_says_which_settings_wait_for_a_restart() {
         "{reload:?}"
     );
     // Still, after another reload: what waits is measured against the start.
-    let reloaded = admin
-        .reload_tls(pb::ReloadTlsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reloaded = reload_ok(&mut admin).await;
     assert_eq!(
         reloaded.waiting_for_restart,
         ["limits.max_reads_per_principal"]
@@ -901,22 +900,14 @@ async fn a_revocation_says_when_the_crl_file_could_not_be_rewritten() {
     let journal = pki.dir.path().join("access-journal.json");
     std::fs::remove_file(&journal).unwrap();
     std::fs::create_dir_all(journal.join("in-the-way")).unwrap();
-    let reloaded = admin
-        .reload_tls(pb::ReloadTlsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reloaded = reload_ok(&mut admin).await;
     assert!(
         reloaded.crl_not_written.contains("access journal"),
         "{reloaded:?}"
     );
     assert!(listed(&std::fs::read_to_string(&crl_path).unwrap()).contains(&"09".to_owned()));
     std::fs::remove_dir_all(&journal).unwrap();
-    let reloaded = admin
-        .reload_tls(pb::ReloadTlsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let reloaded = reload_ok(&mut admin).await;
     assert_eq!(reloaded.crl_not_written, "", "{reloaded:?}");
     let revoked = admin
         .revoke_certificate(revoke("0a"))

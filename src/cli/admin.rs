@@ -58,10 +58,10 @@ enum AdminCommand {
     /// number printed; the newest entries are those of the last page.
     Audit {
         /// Entries after this number.
-        #[arg(long, default_value_t = 0, value_parser = whole(0u64, u64::MAX))]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
         after: u64,
         /// At most this many entries (1 to 10000; page on with --after).
-        #[arg(long, default_value_t = 100, value_parser = whole(1u32, 10_000))]
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole(1u32, 10_000))]
         limit: u32,
         /// One JSON object per line.
         #[arg(long)]
@@ -92,7 +92,7 @@ enum AdminCommand {
         /// The CSR file (PEM).
         csr: PathBuf,
         /// Validity in days (1 to 397).
-        #[arg(long, default_value_t = 90, value_parser = whole(1u32, 397))]
+        #[arg(long, default_value_t = 90, allow_negative_numbers = true, value_parser = whole(1u32, 397))]
         days: u32,
         /// Write the certificate here instead of printing it.
         #[arg(long, value_name = "FILE")]
@@ -386,7 +386,8 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
         errln!(
             "warning: these settings changed in the server's configuration file since it \
              started, and a reload does not apply them (only tls.partner_cas): {}; restart \
-             the server for them to take effect",
+             the server for them to take effect (where a `serve` flag sets one, the flag \
+             still wins)",
             printable(&r.waiting_for_restart.join(", "))
         );
     }

@@ -53,7 +53,7 @@ pub struct ImportArgs {
     #[command(flatten)]
     signing: SigningArgs,
     /// Reports per Import call, 1 to 10000.
-    #[arg(long, default_value_t = 500, value_parser = whole(1u64, 10_000))]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true, value_parser = whole(1u64, 10_000))]
     batch: u64,
     /// The largest signed report to send, in bytes: the server's limits.max_message_bytes
     /// (at least 1024). A larger report is refused here, by its line, unsent.
@@ -61,7 +61,7 @@ pub struct ImportArgs {
         long,
         value_name = "BYTES",
         default_value_t = DEFAULT_MAX_MESSAGE_BYTES,
-        value_parser = whole(1024u64, u64::MAX)
+        allow_negative_numbers = true, value_parser = whole(1024u64, u64::MAX)
     )]
     max_message_bytes: u64,
     /// End with one JSON summary object instead of text.

@@ -36,7 +36,7 @@ pub enum LogCommand {
 #[command(group(clap::ArgGroup::new("leaf").required(true).args(["index", "entry_hash"])))]
 pub struct ProofArgs {
     /// The leaf's index (or name it with --entry-hash).
-    #[arg(long, value_parser = whole(0u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
@@ -45,7 +45,7 @@ pub struct ProofArgs {
     /// — the size on the second line of a witness's `--state-dir`/checkpoint, or of
     /// `tidemark log checkpoint` once the witnesses have run. The server keeps a
     /// checkpoint for each batch it committed; a size it has none of is NOT_FOUND.
-    #[arg(long, value_parser = whole(1u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
     /// Where to write it (default: stdout); a file that exists is replaced, as
     /// `submit --receipt-out` replaces one.
@@ -87,13 +87,13 @@ pub struct CheckpointArgs {
 #[command(group(clap::ArgGroup::new("leaf").required(true).args(["index", "entry_hash"])))]
 pub struct InclusionArgs {
     /// The leaf's index.
-    #[arg(long, value_parser = whole(0u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     entry_hash: Option<String>,
     /// The tree size to prove inclusion in (default: the newest checkpoint's).
-    #[arg(long, value_parser = whole(1u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -103,10 +103,10 @@ pub struct InclusionArgs {
 #[derive(Args, Debug)]
 pub struct ConsistencyArgs {
     /// The older (smaller) tree size.
-    #[arg(long, value_parser = whole(0u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     old_size: u64,
     /// The newer tree size (default: the newest checkpoint's).
-    #[arg(long, value_parser = whole(1u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     new_size: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -116,10 +116,10 @@ pub struct ConsistencyArgs {
 #[derive(Args, Debug)]
 pub struct EntriesArgs {
     /// The first leaf.
-    #[arg(long, default_value_t = 0, value_parser = whole(0u64, u64::MAX))]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     start: u64,
     /// One past the last leaf (default: start + 100; at most 1,000 per call).
-    #[arg(long, value_parser = whole(0u64, u64::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     end: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
@@ -161,6 +161,14 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
                     } else {
                         "the two sizes are the same tree"
                     }
+                );
+            } else {
+                // Which tree the proof leads to, when --new-size was left to the server.
+                errln!(
+                    "consistency of the tree of {} leaves with the tree of {} leaves: {} hashes",
+                    proof.old_size,
+                    proof.new_size,
+                    proof.hashes.len()
                 );
             }
             print_hashes(&proof.hashes)?;

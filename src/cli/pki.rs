@@ -93,7 +93,7 @@ pub struct IssueArgs {
     #[arg(long, default_value = "certs")]
     ca_dir: PathBuf,
     /// Validity in days (1 to 3650).
-    #[arg(long, default_value_t = 90, value_parser = whole(1i64, 3650))]
+    #[arg(long, default_value_t = 90, allow_negative_numbers = true, value_parser = whole(1i64, 3650))]
     days: i64,
     /// Directory to write into.
     #[arg(long, default_value = ".")]

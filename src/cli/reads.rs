@@ -52,7 +52,7 @@ pub struct QueryArgs {
     #[arg(long)]
     include_retracted: bool,
     /// Stop after this many results, at least 1 (default: all, page by page).
-    #[arg(long, value_parser = whole(1u32, u32::MAX))]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole(1u32, u32::MAX))]
     limit: Option<u32>,
     #[command(flatten)]
     client: ClientArgs,
@@ -873,7 +873,7 @@ pub struct AuditArgs {
     #[command(subcommand)]
     check: Option<AuditCheck>,
     /// At most this many entries (1 or more; --verify reads them all).
-    #[arg(long, default_value_t = 100, value_parser = whole(1u32, u32::MAX), conflicts_with = "verify")]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = whole(1u32, u32::MAX), conflicts_with = "verify")]
     limit: u32,
     /// Check the list against the transparency log under the checkpoint your witness
     /// holds (--state-dir): every access shown is in the log, and the log names none that

@@ -18,13 +18,13 @@ use super::csv_rows::CsvRow;
 #[derive(Args, Debug)]
 pub struct SampleArgs {
     /// How many reports, 1 or more (with --out: how many for each state).
-    #[arg(long, default_value_t = 10, value_parser = whole(1u64, u64::MAX))]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     count: u64,
     /// Reporting states, comma-separated ISO 3166-1 alpha-3 codes; reports rotate among them.
     #[arg(long, value_delimiter = ',', default_value = "AUS")]
     states: Vec<CountryCode>,
     /// Seed: the same seed gives the same reports.
-    #[arg(long, default_value_t = 1, value_parser = whole(0u64, u64::MAX))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     seed: u64,
     /// jsonl: one report per line, as `import` and `submit` read it; csv: the columns
     /// `import` reads.

@@ -64,7 +64,7 @@ pub struct RetractArgs {
     /// The version this retraction creates: the report's latest version plus one
     /// (default: asked of the server, which refuses a signed retraction of the wrong
     /// version and says which is next).
-    #[arg(long, value_name = "N", value_parser = whole(1u32, u32::MAX))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole(1u32, u32::MAX))]
     new_version: Option<u32>,
     /// Why the report is withdrawn (kept with the retraction; default: none given).
     #[arg(long, default_value = "", hide_default_value = true)]
@@ -106,7 +106,7 @@ pub struct VerifyReceiptArgs {
     witness_keys: Vec<String>,
     /// How many distinct --witness-key witnesses must have cosigned (default: 1 when
     /// witness keys are given; at most the number of distinct keys).
-    #[arg(long, requires = "witness_keys", value_parser = whole(1u64, u64::MAX))]
+    #[arg(long, requires = "witness_keys", allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     quorum: Option<u64>,
     /// For a log proof: also ask the server whether its log still holds the entry. Its
     /// newest checkpoint must verify with the same log key and be the receipt's

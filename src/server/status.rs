@@ -241,9 +241,8 @@ impl From<ProofRequestError> for Status {
     fn from(err: ProofRequestError) -> Self {
         match err {
             ProofRequestError::OutOfRange(reason) => Status::out_of_range(format!(
-                "{reason}: indexes and sizes must lie within the log \
-                 (Transparency.GetCheckpoint gives its size), and an old size may not \
-                 exceed the new one"
+                "{reason}; the log's size is in its newest checkpoint (`tidemark log \
+                 checkpoint`, Transparency.GetCheckpoint)"
             )),
             ProofRequestError::Store(e) => e.into(),
         }

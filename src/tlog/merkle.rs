@@ -50,7 +50,10 @@ pub trait Subtrees {
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError<E> {
     /// The requested leaf is not in the tree.
-    #[error("leaf index {index} is not in a tree of size {size}")]
+    #[error(
+        "leaf index {index} is not in a tree of size {size}: it was added after that size, \
+         so its proof needs a size above {index}"
+    )]
     IndexOutOfRange {
         /// Requested leaf index.
         index: u64,

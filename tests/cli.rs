@@ -238,6 +238,66 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     );
 }
 
+/// A log proof is tied to its report by the payload digest its entry names:
+/// `verify-receipt --envelope` accepts the report's own envelope (a `query --json` line)
+/// and refuses another (the signed receipt is a DSSE envelope too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let out = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, &out.stdout).unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let client = ["--endpoint", &endpoint, "--as", &aus];
+    let mut submit = vec!["submit", &report.to_str().unwrap()];
+    let (proof, signed) = (file("r.proof"), file("r.json"));
+    submit.extend(["--receipt-out", &proof, "--signed-receipt-out", &signed]);
+    submit.extend(client);
+    assert_ok(&run(args(&submit)).await);
+    let mut query = vec![
+        "query",
+        "--category",
+        "smuggling",
+        "--state",
+        "AUS",
+        "--json",
+    ];
+    query.extend(client);
+    let out = run(args(&query)).await;
+    assert_ok(&out);
+    let line = file("line.json");
+    std::fs::write(&line, &out.stdout).unwrap();
+    let mut log = tidemark::pb::transparency_client::TransparencyClient::new(
+        server.channel(&node(&pki, "AUS")).await,
+    );
+    let log_key = log
+        .get_verifier_key(tidemark::pb::GetVerifierKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .verifier_key;
+    let check = |envelope: &str| {
+        args(&[
+            "verify-receipt",
+            &proof,
+            "--log-key",
+            &log_key,
+            "--envelope",
+            envelope,
+        ])
+    };
+    let out = run(check(&line)).await;
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the entry commits to the payload"));
+    let out = run(check(&signed)).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the proof is valid, but not of"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     let pki = TestPki::new();

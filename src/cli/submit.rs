@@ -117,6 +117,11 @@ pub struct VerifyReceiptArgs {
     /// size again; 1 when the server serves another log.
     #[arg(long)]
     against_log: bool,
+    /// For a log proof: the DSSE envelope it should be the receipt of (DSSE JSON, or a
+    /// line of `tidemark query --json`, whose "envelope" is taken): its entry must name
+    /// the SHA-256 of that envelope's payload, which ties the proof to the report.
+    #[arg(long, value_name = "FILE")]
+    envelope: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -149,7 +154,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let response = out
         .around(submit_once(channel, envelope, out.signed.is_some()))
         .await?;
-    print_accepted(&response, out, args.json)
+    print_accepted(response, out, args.json)
 }
 
 pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
@@ -180,7 +185,7 @@ pub async fn retract(args: RetractArgs) -> anyhow::Result<()> {
         }
     };
     let response = out.around(attempt).await?;
-    print_accepted(&response, out, args.json)
+    print_accepted(response, out, args.json)
 }
 
 /// The SPIFFE ID a client certificate names.
@@ -253,10 +258,10 @@ impl<'a> ReceiptFiles<'a> {
     /// Runs the submission `call`, having first found out that the receipt files can be
     /// written (before anything is submitted); a file made for that check is removed
     /// again when the submission is refused.
-    async fn around(
+    async fn around<T>(
         &self,
-        call: impl Future<Output = Result<pb::SubmitResponse, tonic::Status>>,
-    ) -> anyhow::Result<pb::SubmitResponse> {
+        call: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> anyhow::Result<T> {
         let mut made = Vec::new();
         let remove = |made: Vec<&Path>| {
             for path in made {
@@ -287,27 +292,32 @@ impl<'a> ReceiptFiles<'a> {
     }
 }
 
-/// Submits one envelope, asking for a signed receipt when `signed_receipt`.
+/// Submits one envelope, asking for a signed receipt when `signed_receipt`: the answer,
+/// and the DSSE payload sent, whose digest its log entry must name.
 async fn submit_once(
     channel: tonic::transport::Channel,
     envelope: pb::Envelope,
     signed_receipt: bool,
-) -> Result<pb::SubmitResponse, tonic::Status> {
+) -> Result<(pb::SubmitResponse, Vec<u8>), tonic::Status> {
+    let payload = envelope.payload.clone();
     pb::exchange_client::ExchangeClient::new(channel)
         .submit(pb::SubmitRequest {
             envelope: Some(envelope),
             signed_receipt,
         })
         .await
-        .map(tonic::Response::into_inner)
+        .map(|response| (response.into_inner(), payload))
 }
 
-/// Prints what the server accepted, then writes its receipts to the files asked for.
+/// Prints what the server accepted, then writes its receipts to the files asked for,
+/// once the log proof's entry is seen to commit to the DSSE payload sent (`payload`): a
+/// proof of another entry would prove nothing about this envelope.
 fn print_accepted(
-    response: &pb::SubmitResponse,
+    (response, payload): (pb::SubmitResponse, Vec<u8>),
     out: ReceiptFiles<'_>,
     json: bool,
 ) -> anyhow::Result<()> {
+    let response = &response;
     let receipt = response
         .accepted
         .clone()
@@ -321,9 +331,18 @@ fn print_accepted(
         ),
         (None, None) => None,
     };
-    let index = tidemark::tlog::proof::TlogProof::parse(&response.log_proof)
-        .map(|proof| proof.index)
+    let proof = tidemark::tlog::proof::TlogProof::parse(&response.log_proof)
         .map_err(|e| anyhow!("the server's log proof is malformed: {e}"))?;
+    let index = proof.index;
+    let entry = String::from_utf8_lossy(proof.extra.as_deref().unwrap_or_default()).into_owned();
+    if let Err((sent, named)) = payload_named(&entry, &payload) {
+        bail!(
+            "the server answered that it accepted the envelope, but its log proof is of \
+             another entry (entry {index} names payload {named}, the envelope sent is \
+             {sent}): it proves nothing about this submission. Keep this output as \
+             evidence, and submit again (a duplicate gets the original's proof)"
+        );
+    }
     // The files first, so that a closed stdout cannot stop the work half done; a file
     // that cannot be written is said after the acceptance is printed, so no fact is lost.
     let files = [
@@ -558,10 +577,60 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
             None => outln!("  {line}")?,
         }
     }
+    if let Some(path) = &args.envelope {
+        outln!("{}", envelope_check(&entry, path)?)?;
+    }
     if args.against_log {
         against_log(&verified.checkpoint, &key, &args.client).await?;
     }
     Ok(())
+}
+
+/// Whether log entry `entry` names the digest of DSSE payload `payload` (as
+/// `payload sha256:<hex>`, docs/transparency.md): that digest, or it and what the entry
+/// names instead.
+fn payload_named(entry: &str, payload: &[u8]) -> Result<String, (String, String)> {
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(tidemark::tlog::entry::sha256(payload))
+    );
+    match tidemark::tlog::entry::Entry::field(entry, "payload") {
+        Some(named) if named == digest => Ok(digest),
+        Some(named) => Err((digest, named.to_owned())),
+        None => Err((digest, "none (it is not an envelope's entry)".to_owned())),
+    }
+}
+
+/// `verify-receipt --envelope`: that log entry `entry` commits to the payload of the
+/// envelope at `path`, said as a sentence, or why not.
+fn envelope_check(entry: &str, path: &Path) -> anyhow::Result<String> {
+    let sent = payload_named(entry, &envelope_payload(path)?).map_err(|(sent, named)| {
+        anyhow!(
+            "the proof is valid, but not of {}: its entry names payload {named}, and the \
+             envelope's payload is {sent}",
+            path.display()
+        )
+    })?;
+    Ok(format!(
+        "the entry commits to the payload of {} ({sent})",
+        path.display()
+    ))
+}
+
+/// The DSSE payload of the envelope in the file at `path`: DSSE JSON, or a `query
+/// --json` line, whose "envelope" it takes.
+fn envelope_payload(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = input::read_text(path)?;
+    let value: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| anyhow!("{} is not JSON: {e}", path.display()))?;
+    let envelope = value.get("envelope").unwrap_or(&value).to_string();
+    let envelope: pb::Envelope = input::from_json(&envelope).map_err(|e| {
+        anyhow!(
+            "{} is not a DSSE envelope in JSON (nor a `tidemark query --json` line): {e}",
+            path.display()
+        )
+    })?;
+    Ok(envelope.payload)
 }
 
 /// Checks that the server's log still holds what checkpoint `held` (verified with the

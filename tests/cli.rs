@@ -238,19 +238,46 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
     );
 }
 
+/// A server, an AUS node profile in a temporary directory, and one sample AUS report
+/// written there (`report.json`).
+struct OneReport {
+    server: TestServer,
+    pki: TestPki,
+    dir: tempfile::TempDir,
+    aus: String,
+    report: std::path::PathBuf,
+}
+
+async fn one_report() -> OneReport {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let out = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
+    let report = dir.path().join("report.json");
+    std::fs::write(&report, &out.stdout).unwrap();
+    OneReport {
+        server,
+        pki,
+        dir,
+        aus,
+        report,
+    }
+}
+
 /// A log proof is tied to its report by the payload digest its entry names:
 /// `verify-receipt --envelope` accepts the report's own envelope (a `query --json` line)
 /// and refuses another (the signed receipt is a DSSE envelope too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
-    let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let OneReport {
+        server,
+        pki,
+        dir,
+        aus,
+        report,
+    } = one_report().await;
     let endpoint = server.endpoint();
-    let out = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
-    let report = dir.path().join("report.json");
-    std::fs::write(&report, &out.stdout).unwrap();
     let file = |name: &str| dir.path().join(name).display().to_string();
     let client = ["--endpoint", &endpoint, "--as", &aus];
     let mut submit = vec!["submit", &report.to_str().unwrap()];
@@ -300,14 +327,14 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
-    let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
-    let dir = tempfile::TempDir::new().unwrap();
-    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let OneReport {
+        server,
+        pki: _pki,
+        dir,
+        aus,
+        report,
+    } = one_report().await;
     let endpoint = server.endpoint();
-    let out = run(args(&["sample-reports", "--count", "1", "--states", "AUS"])).await;
-    let report = dir.path().join("report.json");
-    std::fs::write(&report, &out.stdout).unwrap();
     let file = |name: &str| dir.path().join(name).display().to_string();
     // Submits the report asking for both receipts, into `proof` and `signed`.
     let submit = |proof: &str, signed: &str| {

@@ -191,15 +191,12 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
 
     // The log proof verifies with the log's verifier key, given as text or as a file,
     // and fails with another key or with one byte changed.
-    let mut transparency = tidemark::pb::transparency_client::TransparencyClient::new(
-        server.channel(&node(&pki, "AUS")).await,
-    );
-    let log_key = transparency
-        .get_verifier_key(tidemark::pb::GetVerifierKeyRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .verifier_key;
+    let log_key = common::log_key(
+        &mut tidemark::pb::transparency_client::TransparencyClient::new(
+            server.channel(&node(&pki, "AUS")).await,
+        ),
+    )
+    .await;
     let key_file = dir.path().join("log.vkey");
     std::fs::write(&key_file, &log_key).unwrap();
     let verify_proof = |file: &Path, key: &str| {
@@ -298,15 +295,12 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
     assert_ok(&out);
     let line = file("line.json");
     std::fs::write(&line, &out.stdout).unwrap();
-    let mut log = tidemark::pb::transparency_client::TransparencyClient::new(
-        server.channel(&node(&pki, "AUS")).await,
-    );
-    let log_key = log
-        .get_verifier_key(tidemark::pb::GetVerifierKeyRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .verifier_key;
+    let log_key = common::log_key(
+        &mut tidemark::pb::transparency_client::TransparencyClient::new(
+            server.channel(&node(&pki, "AUS")).await,
+        ),
+    )
+    .await;
     let check = |envelope: &str| {
         args(&[
             "verify-receipt",

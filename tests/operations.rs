@@ -1053,12 +1053,7 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
         server.channel(&common::operator(&pki)).await,
     );
     let size = common::log_size(&mut log).await;
-    let log_key = log
-        .get_verifier_key(pb::GetVerifierKeyRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .verifier_key;
+    let log_key = common::log_key(&mut log).await;
     let receipt = dir.path().join("revocation.proof");
     let out = run(&[
         "log",

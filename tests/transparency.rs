@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{World, node, report, sign, submit};
+use common::{World, log_key, node, report, sign, submit};
 use tidemark::{
     Clock, Role,
     pb::{self, get_inclusion_proof_request::Leaf, transparency_client::TransparencyClient},
@@ -21,14 +21,6 @@ use tonic::{Code, transport::Channel};
 async fn transparency(world: &World, role: Role, name: &str) -> TransparencyClient<Channel> {
     let identity = world.pki.client(role, name);
     TransparencyClient::new(world.server.channel(&identity).await)
-}
-
-async fn log_key(log: &mut TransparencyClient<Channel>) -> String {
-    log.get_verifier_key(pb::GetVerifierKeyRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .verifier_key
 }
 
 /// The newest checkpoint, its signature checked.

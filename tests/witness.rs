@@ -494,12 +494,10 @@ async fn a_receipt_needs_a_quorum_of_witnesses_and_a_split_view_lacks_it() {
     let log_key = dir.path().join("log.vkey");
     std::fs::write(
         &log_key,
-        TransparencyClient::new(branch_a.channel(&node(&pki, "THA")).await)
-            .get_verifier_key(pb::GetVerifierKeyRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .verifier_key,
+        common::log_key(&mut TransparencyClient::new(
+            branch_a.channel(&node(&pki, "THA")).await,
+        ))
+        .await,
     )
     .unwrap();
     let witnesses = [aus_dir.join("witness.vkey"), idn_dir.join("witness.vkey")];

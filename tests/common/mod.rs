@@ -628,6 +628,15 @@ pub async fn ends_unauthenticated(
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 }
 
+/// The log's note verifier key (`<origin>+<hex id>+<base64>`), as the server serves it.
+pub async fn log_key(log: &mut pb::transparency_client::TransparencyClient<Channel>) -> String {
+    log.get_verifier_key(pb::GetVerifierKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .verifier_key
+}
+
 /// The number of leaves in the log's newest checkpoint.
 pub async fn log_size(log: &mut pb::transparency_client::TransparencyClient<Channel>) -> u64 {
     log.get_checkpoint(pb::GetCheckpointRequest {})

@@ -156,6 +156,19 @@ struct Anchors {
 }
 
 impl Anchors {
+    /// Whether the CA of the bundle at `anchor` vouches for `principal`: the exchange's
+    /// own CA for anyone, a partner CA for the nodes and analysts of its states only.
+    fn vouches(&self, anchor: usize, principal: &crate::identity::Principal) -> bool {
+        match self.partner_states.get(anchor) {
+            Some(None) => true,
+            Some(Some(states)) => match principal.role() {
+                Role::Node(s) | Role::StateAnalyst(s) => states.iter().any(|p| p == s.as_str()),
+                Role::RegionalAnalyst | Role::Operator => false,
+            },
+            None => false,
+        }
+    }
+
     /// Refuses a list of partner CAs that would let a partner's key vouch for anyone:
     /// a CA left unlisted that has the key of a listed partner CA (a partner's CA
     /// renamed, the old name still in the bundle), or — against `before`, the list in
@@ -676,14 +689,8 @@ impl Trust {
         // states' principals).
         let anchors = &loaded.anchors;
         let vouched = |principal: &crate::identity::Principal| {
-            let anchor = crate::tls::verified_path(&anchors.trusted, leaf, intermediates, at);
-            match anchor.and_then(|(anchor, _)| anchors.partner_states.get(anchor)) {
-                Some(Some(states)) => principal
-                    .state()
-                    .is_some_and(|s| states.iter().any(|p| p == s.as_str())),
-                Some(None) => true,
-                None => false,
-            }
+            crate::tls::verified_path(&anchors.trusted, leaf, intermediates, at)
+                .is_some_and(|(anchor, _)| anchors.vouches(anchor, principal))
         };
         let holder = PeerIdentity::from_certificate(leaf, trust_domain)
             .ok()
@@ -889,17 +896,7 @@ impl Trust {
             crate::tls::verified_path(&anchors.trusted, leaf, intermediates, UnixTime::now())
                 .map(|(anchor, _)| anchor)
         });
-        let Some(anchor) = anchor else {
-            return true;
-        };
-        let Some(Some(states)) = anchors.partner_states.get(anchor) else {
-            return false;
-        };
-        let vouched = match principal.role() {
-            Role::Node(s) | Role::StateAnalyst(s) => states.iter().any(|p| p == s.as_str()),
-            Role::RegionalAnalyst | Role::Operator => false,
-        };
-        !vouched
+        anchor.is_none_or(|anchor| !anchors.vouches(anchor, principal))
     }
 
     /// Whether a certificate of `chain` (by issuer and serial, leaf first, as

@@ -86,7 +86,8 @@ pub(crate) fn accept(
         None => None,
     };
     let written = last
-        .and_then(|entry| Entry::written_at(&String::from_utf8_lossy(&entry)))
+        .and_then(|entry| Entry::decode(&entry).ok())
+        .map(|entry| entry.written_at())
         .and_then(|t| u64::try_from(t).ok());
     if let Some(written) = written
         && time.saturating_add(MAX_CLOCK_SKEW) < written

@@ -18,6 +18,7 @@ use crate::{
     store::{Accepted, EnvelopeRecord, Leaf, LogView, ProofRequestError, Snapshot, StoreError},
     tlog::{
         checkpoint::{Checkpoint, CheckpointError},
+        entry::{Entry, VERSION},
         note::NoteVerifier,
         proof::{TlogProof, TlogProofError},
     },
@@ -60,6 +61,8 @@ pub(crate) fn acceptance_proof(
 pub struct VerifiedLogProof {
     /// The log entry's bytes (docs/transparency.md).
     pub entry: Vec<u8>,
+    /// What they say: a well-formed `tidemark.v1` entry.
+    pub fields: Entry,
     /// Its leaf index.
     pub index: u64,
     /// The checkpoint the entry is included under.
@@ -96,8 +99,17 @@ pub fn verify_log_proof(text: &str, log_key: &str) -> Result<VerifiedLogProof, R
             verifier.name()
         )));
     }
+    let fields = Entry::decode(&entry).map_err(|e| {
+        ReceiptError(format!(
+            "the proof is valid, but the log entry {} it proves is not a well-formed \
+             {VERSION} entry ({e}): the log holds an entry Tidemark does not write — keep \
+             the proof as evidence and tell the exchange's operator",
+            proof.index
+        ))
+    })?;
     Ok(VerifiedLogProof {
         entry,
+        fields,
         index: proof.index,
         checkpoint,
     })
@@ -151,5 +163,61 @@ impl ReceiptError {
     /// What failed, without the "the receipt does not verify" preface.
     pub fn reason(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::{LogSigner, entry::sha256, merkle::leaf_hash};
+
+    /// A proof of `entry` as the only leaf of a log signed by a fresh key, and the key.
+    fn one_leaf_proof(entry: &[u8]) -> (String, String) {
+        let signer = LogSigner::new("example.org/log", [7; 32]).unwrap();
+        let proof = TlogProof {
+            extra: Some(entry.to_vec()),
+            index: 0,
+            hashes: Vec::new(),
+            checkpoint_note: signer.sign(1, leaf_hash(entry)).unwrap(),
+        };
+        (proof.encode(), signer.verifier_key())
+    }
+
+    /// An inclusion proof shows that the log holds some bytes; a receipt is valid only if
+    /// they are also an entry Tidemark writes, with one meaning.
+    #[test]
+    fn a_proven_entry_must_be_a_well_formed_entry() {
+        let entry = Entry::Envelope(crate::tlog::entry::EnvelopeEntry {
+            sequence: 1,
+            state: "AUS".to_owned(),
+            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
+            version: 1,
+            category: "smuggling-incident".to_owned(),
+            kind: "report".to_owned(),
+            accepted_at: 1_764_424_800,
+            payload_sha256: sha256(b"payload"),
+        });
+        let (proof, key) = one_leaf_proof(&entry.encode());
+        assert_eq!(verify_log_proof(&proof, &key).unwrap().fields, entry);
+
+        let text = String::from_utf8(entry.encode()).unwrap();
+        for (altered, line) in [
+            (text.replace("sequence 1\n", "sequence 01\n"), "line 2"),
+            (
+                text.replace("kind report\n", "kind report\nnote hello\n"),
+                "line 8",
+            ),
+        ] {
+            let (proof, key) = one_leaf_proof(altered.as_bytes());
+            let refused = verify_log_proof(&proof, &key).unwrap_err();
+            assert!(
+                refused
+                    .reason()
+                    .contains("not a well-formed tidemark.v1 entry")
+                    && refused.reason().contains(line),
+                "{}",
+                refused.reason()
+            );
+        }
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::tlog::entry::Entry;
+use crate::tlog::entry::{Entry, MalformedEntry, PolicyEntry};
 
 const DAY: i64 = 86_400;
 
@@ -51,6 +51,8 @@ pub struct Replay {
     pub policies: u64,
     /// Reads the rules did not allow.
     pub violations: Vec<Violation>,
+    /// Entries that are not well-formed `tidemark.v1` entries, by leaf index.
+    pub malformed: Vec<(u64, MalformedEntry)>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,126 +81,126 @@ struct ReadSeen {
 }
 
 /// Replays `entries` (in log order, from leaf 0) and returns every read of `owner`'s
-/// reports (of any other state's, when `owner` is `None`) the rules did not allow.
+/// reports (of any other state's, when `owner` is `None`) the rules did not allow, and
+/// every entry that is not a well-formed `tidemark.v1` entry (whatever it records cannot
+/// be judged, so it is a finding of its own).
 pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&str>) -> Replay {
     let mut found = Replay::default();
     let mut rules: Option<Rules> = None;
-    let mut reports: HashMap<String, Report> = HashMap::new();
-    let mut seen: BTreeMap<String, ReadSeen> = BTreeMap::new();
+    let mut reports: HashMap<[u8; 32], Report> = HashMap::new();
+    let mut seen: BTreeMap<u64, ReadSeen> = BTreeMap::new();
     for (index, bytes) in (0u64..).zip(entries) {
-        let text = String::from_utf8_lossy(bytes);
-        let field = |key| Entry::field(&text, key).unwrap_or_default();
-        match text.lines().next().unwrap_or_default() {
-            "tidemark.v1 policy" => {
+        let entry = match Entry::decode(bytes) {
+            Ok(entry) => entry,
+            Err(e) => {
+                found.malformed.push((index, e));
+                continue;
+            }
+        };
+        match entry {
+            Entry::Policy(policy) => {
                 found.policies += 1;
-                rules = Some(parse_rules(&text));
+                rules = Some(Rules::from(&policy));
             }
-            "tidemark.v1 envelope" => {
-                let report = field("report").to_owned();
-                let at = field("accepted").parse().unwrap_or(0);
-                match (field("kind"), field("version")) {
-                    ("report", "1") => {
-                        found.contributions += 1;
-                        reports.insert(
-                            report,
-                            Report {
-                                state: field("state").to_owned(),
-                                category: field("category").to_owned(),
-                                first_accepted: at,
-                                retracted: false,
-                            },
-                        );
-                    }
-                    ("report", _) => {
-                        if let Some(r) = reports.get_mut(&report) {
-                            field("category").clone_into(&mut r.category);
-                        }
-                    }
-                    ("retraction", _) => {
-                        if let Some(r) = reports.get_mut(&report) {
-                            r.retracted = true;
-                        }
-                    }
-                    _ => {}
+            Entry::Envelope(e) => match (e.kind.as_str(), e.version) {
+                ("report", 1) => {
+                    found.contributions += 1;
+                    reports.insert(
+                        e.report_sha256,
+                        Report {
+                            state: e.state,
+                            category: e.category,
+                            first_accepted: e.accepted_at,
+                            retracted: false,
+                        },
+                    );
                 }
-            }
-            "tidemark.v1 audit" => {
-                let reader = field("state");
-                let reads = ["query", "sync", "subscribe", "aggregate"].contains(&field("action"));
-                if !reads || reader == "-" {
+                ("report", _) => {
+                    if let Some(r) = reports.get_mut(&e.report_sha256) {
+                        r.category = e.category;
+                    }
+                }
+                _ => {
+                    if let Some(r) = reports.get_mut(&e.report_sha256) {
+                        r.retracted = true;
+                    }
+                }
+            },
+            Entry::Audit(read) => {
+                let reads = ["query", "sync", "subscribe", "aggregate"].contains(&&*read.action);
+                if !reads || read.state.is_empty() {
                     continue;
                 }
-                let number = field("number").to_owned();
-                let read = seen.entry(number.clone()).or_default();
+                let reader = read.state.as_str();
+                let seen = seen.entry(read.number).or_default();
                 // What this state of the record adds of other states' reports was sent at
                 // or after `logged`: the reader must stand then.
                 let mut grew = false;
                 // An owner named without a count (an aggregate's entry, written once,
                 // withholds them; any other entry should not) counts as read from: the
                 // replay judges more reads, never fewer.
-                for (state, count) in Entry::owners(&text)
-                    .into_iter()
-                    .map(|(s, c)| (s, c.unwrap_or(1)))
+                for (state, count) in read
+                    .owners
+                    .iter()
+                    .map(|(s, c)| (s, if read.counts_withheld { 1 } else { *c }))
                     .filter(|(s, _)| *s != reader && owner.is_none_or(|o| o == *s))
                 {
-                    let before = read.counts.entry(state.to_owned()).or_default();
+                    let before = seen.counts.entry(state.clone()).or_default();
                     grew |= count > *before;
                     *before = (*before).max(count);
                 }
                 if !grew {
                     continue;
                 }
-                read.judged = true;
-                let logged = Entry::field(&text, "logged")
-                    .or(Entry::field(&text, "at"))
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0);
-                let verdict = stands(rules.as_ref(), &reports, reader, field("category"), logged);
-                if let (Err(reason), false) = (verdict, read.reported) {
-                    read.reported = true;
+                seen.judged = true;
+                // Records from before `logged` existed say 0: they were written when the
+                // read began.
+                let logged = if read.logged > 0 {
+                    read.logged
+                } else {
+                    read.at
+                };
+                let verdict = stands(rules.as_ref(), &reports, reader, &read.category, logged);
+                if let (Err(reason), false) = (verdict, seen.reported) {
+                    seen.reported = true;
+                    let text = String::from_utf8_lossy(bytes);
                     found.violations.push(Violation {
                         index,
-                        number,
-                        action: field("action").to_owned(),
-                        principal: field("principal").to_owned(),
+                        number: read.number.to_string(),
+                        action: read.action.clone(),
+                        principal: read.principal.clone(),
                         reader: reader.to_owned(),
                         at: logged,
-                        owners: field("owners").to_owned(),
+                        owners: Entry::field(&text, "owners").unwrap_or_default().to_owned(),
                         reason,
                     });
                 }
             }
-            _ => {}
         }
     }
     found.reads_checked = seen.values().filter(|r| r.judged).count() as u64;
     found
 }
 
-fn parse_rules(text: &str) -> Rules {
-    let mut categories = HashMap::new();
-    for line in text.lines().skip(1) {
-        let words: Vec<&str> = line.split(' ').collect();
-        if let [category, "window-days", days, "minimum", minimum] = words.as_slice() {
-            categories.insert(
-                (*category).to_owned(),
-                (
-                    days.parse().unwrap_or(0),
-                    minimum.parse().unwrap_or(u64::MAX),
-                ),
-            );
+impl From<&PolicyEntry> for Rules {
+    fn from(policy: &PolicyEntry) -> Self {
+        Self {
+            cross_category: policy.cross_category,
+            categories: policy
+                .rules
+                .iter()
+                .map(|(category, days, minimum)| {
+                    (category.clone(), (i64::from(*days), u64::from(*minimum)))
+                })
+                .collect(),
         }
-    }
-    Rules {
-        cross_category: Entry::field(text, "cross-category") == Some("true"),
-        categories,
     }
 }
 
 /// `Ok` when `reader` stood in every one of `categories` (space-separated) at `at`.
 fn stands(
     rules: Option<&Rules>,
-    reports: &HashMap<String, Report>,
+    reports: &HashMap<[u8; 32], Report>,
     reader: &str,
     categories: &str,
     at: i64,
@@ -235,7 +237,10 @@ mod tests {
         Entry::Policy(PolicyEntry {
             at: 0,
             cross_category: false,
-            rules: vec![("smuggling-incident".to_owned(), window_days, minimum)],
+            rules: vec![
+                ("smuggling-incident".to_owned(), window_days, minimum),
+                ("maritime-movement".to_owned(), window_days, minimum),
+            ],
         })
         .encode()
     }
@@ -365,6 +370,25 @@ mod tests {
         let found = replay(log.iter().map(Vec::as_slice), Some("AUS"));
         assert_eq!(found.violations.len(), 1, "{:?}", found.violations);
         assert_eq!((found.violations[0].index, found.violations[0].at), (6, 5));
+    }
+
+    /// An entry that is not in the documented encoding cannot be judged: it is named,
+    /// and the entries around it are still replayed.
+    #[test]
+    fn an_entry_not_in_the_documented_encoding_is_a_finding() {
+        let hidden = String::from_utf8(read(2, "IDN", 1, &[("AUS", 3)]))
+            .unwrap()
+            .replace("tidemark.v1 audit", "tidemark.v1  audit");
+        let log = [
+            policy(30, 1),
+            hidden.into_bytes(),
+            read(3, "IDN", 1, &[("AUS", 3)]),
+        ];
+        let found = replay(log.iter().map(Vec::as_slice), None);
+        assert_eq!(found.malformed.len(), 1, "{:?}", found.malformed);
+        assert_eq!(found.malformed[0].0, 1);
+        assert!(found.malformed[0].1.to_string().contains("line 1"));
+        assert_eq!(violations(&log), ["3"]);
     }
 
     #[test]

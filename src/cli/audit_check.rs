@@ -9,7 +9,12 @@ use anyhow::{anyhow, bail};
 use tidemark::{
     client,
     pb::{self, get_inclusion_proof_request::Leaf, transparency_client::TransparencyClient},
-    tlog::{checkpoint::Checkpoint, entry::Entry, merkle, note::NoteVerifier},
+    tlog::{
+        checkpoint::Checkpoint,
+        entry::{AuditEntry, Entry, MalformedEntry, VERSION},
+        merkle,
+        note::NoteVerifier,
+    },
 };
 use tonic::{Code, transport::Channel};
 
@@ -34,25 +39,47 @@ pub async fn verify(
     let held = Checkpoint::open(&read("checkpoint")?, &verifier)
         .map_err(|e| anyhow!("the checkpoint held in {}: {e}", witness_dir.display()))?;
     let mut log = TransparencyClient::new(channel);
-    let latest = latest_audit_entries(&mut log, &held).await?;
+    let (latest, malformed) = latest_audit_entries(&mut log, &held).await?;
 
-    let mut problems = Vec::new();
-    let mut shown_numbers: Vec<String> = Vec::new();
+    let mut problems: Vec<String> = malformed
+        .iter()
+        .map(|(index, e)| {
+            format!(
+                "leaf {index} of the log is not a well-formed {VERSION} entry ({e}): an access \
+                 it records cannot be checked"
+            )
+        })
+        .collect();
+    let mut shown_numbers: Vec<u64> = Vec::new();
     let mut pending = 0;
     for access in accesses {
-        let text = String::from_utf8_lossy(&access.log_entry).into_owned();
-        let field = |key| Entry::field(&text, key).unwrap_or_default().to_owned();
-        let number = field("number");
         let label = format!(
             "{} by {} at {}",
             access.action, access.reader, access.at_unix
         );
+        let entry = match Entry::decode(&access.log_entry) {
+            Ok(Entry::Audit(entry)) => entry,
+            Ok(other) => {
+                problems.push(format!(
+                    "{label}: its log entry is an {} entry, not an audit record's",
+                    other.kind()
+                ));
+                continue;
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "{label}: its log entry is not a well-formed {VERSION} entry ({e})"
+                ));
+                continue;
+            }
+        };
+        let number = entry.number;
         if shown_numbers.contains(&number) {
             problems.push(format!("{label}: audit record {number} is shown twice"));
             continue;
         }
-        shown_numbers.push(number.clone());
-        if let Some(problem) = displayed_wrong(access, &text, state) {
+        shown_numbers.push(number);
+        if let Some(problem) = displayed_wrong(access, &entry, &access.log_entry, state) {
             problems.push(format!("{label}: {problem}"));
         }
         match inclusion(&mut log, &access.log_entry, &held).await? {
@@ -67,7 +94,10 @@ pub async fn verify(
             }
         }
         // And it must be the record as it stands under the checkpoint, not an older state.
-        if latest.get(&number).is_some_and(|e| *e != access.log_entry) {
+        if latest
+            .get(&number)
+            .is_some_and(|(bytes, _)| *bytes != access.log_entry)
+        {
             problems.push(format!(
                 "{label}: the list shows an older state of audit record {number} than the log \
                  holds"
@@ -89,11 +119,21 @@ pub async fn verify(
         );
     }
     outln!(
+        "{}",
+        verified(&held, witness_dir, accesses.len() - pending, pending)
+    )?;
+    Ok(())
+}
+
+/// What `audit --verify` says when the list matches the log under `held`: `checked`
+/// accesses checked, `pending` newer than `held`.
+fn verified(held: &Checkpoint, witness_dir: &Path, checked: usize, pending: usize) -> String {
+    format!(
         "verified against the checkpoint of {} leaves held in {}: {} shown, each in the log \
          as it stands, and the log names none that the list leaves out{}",
         held.size,
         witness_dir.display(),
-        super::labels::count((accesses.len() - pending) as u64, "access", "accesses"),
+        super::labels::count(checked as u64, "access", "accesses"),
         if pending == 0 {
             String::new()
         } else {
@@ -107,44 +147,46 @@ pub async fn verify(
                 }
             )
         }
-    )?;
-    Ok(())
+    )
 }
 
-/// Why what the list displays of `access` is not what its log entry states, if it is not.
-fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<String> {
-    let field = |key| Entry::field(entry, key).unwrap_or_default();
+/// Why what the list displays of `access` is not what its log entry (`entry`, decoded
+/// from `bytes`) states, if it is not.
+fn displayed_wrong(
+    access: &pb::DataAccess,
+    entry: &AuditEntry,
+    bytes: &[u8],
+    state: &str,
+) -> Option<String> {
     // An aggregate's entry names the owners without counts: only that it counted some
     // of this state's reports can be checked. Every other entry states the count.
-    let withheld = field("action") == "aggregate" && field("count") == "-";
-    let mine = match Entry::owners(entry)
-        .into_iter()
-        .find(|(owner, _)| *owner == state)
-    {
-        Some((_, Some(n))) => n == access.count,
-        Some((_, None)) => withheld,
+    let mine = match entry.owners.iter().find(|(owner, _)| owner == state) {
+        Some(_) if entry.counts_withheld => entry.action == "aggregate",
+        Some((_, n)) => *n == access.count,
         // Named while in progress (raised ahead), then completed without this state's
         // reports: the list shows it with none.
         None => access.count == 0,
     };
-    let status = if access.in_progress {
-        "in-progress"
-    } else {
-        "complete"
-    };
-    let same = field("principal") == access.reader
-        && field("action") == access.action
-        && field("at") == access.at_unix.to_string()
+    let same = entry.principal == access.reader
+        && entry.action == access.action
+        && entry.at == access.at_unix
         && mine
-        && field("status") == status;
+        && entry.in_progress == access.in_progress;
     (!same).then(|| {
+        let text = String::from_utf8_lossy(bytes);
+        let field = |key| Entry::field(&text, key).unwrap_or_default().to_owned();
         format!(
-            "the list says {} of your reports ({status}), but its log entry says {} by {} at \
-             {}, owners {} ({})",
+            "the list says {} of your reports ({}), but its log entry says {} by {} at {}, \
+             owners {} ({})",
             access.count,
-            field("action"),
-            field("principal"),
-            field("at"),
+            if access.in_progress {
+                "in-progress"
+            } else {
+                "complete"
+            },
+            entry.action,
+            entry.principal,
+            entry.at,
             field("owners"),
             field("status")
         )
@@ -153,22 +195,16 @@ fn displayed_wrong(access: &pb::DataAccess, entry: &str, state: &str) -> Option<
 
 /// The accesses of `state`'s reports the log names and the list (`shown` numbers) leaves
 /// out.
-fn left_out(latest: &BTreeMap<String, Vec<u8>>, state: &str, shown: &[String]) -> Vec<String> {
+fn left_out(latest: &Latest, state: &str, shown: &[u64]) -> Vec<String> {
     let mut out = Vec::new();
-    for (number, entry) in latest {
-        let text = String::from_utf8_lossy(entry);
-        let field = |key| Entry::field(&text, key).unwrap_or_default();
-        let reads_mine = field("state") != state
-            && Entry::owners(&text)
-                .iter()
-                .any(|(owner, _)| *owner == state);
+    for (number, (_, entry)) in latest {
+        let reads_mine =
+            entry.state != state && entry.owners.iter().any(|(owner, _)| owner == state);
         if reads_mine && !shown.contains(number) {
             out.push(format!(
                 "audit record {number} ({} by {} at {}) reads {state}'s reports in the log, \
                  but the access list leaves it out",
-                field("action"),
-                field("principal"),
-                field("at")
+                entry.action, entry.principal, entry.at
             ));
         }
     }
@@ -221,54 +257,86 @@ async fn inclusion(
     )
 }
 
-/// Per audit number, its latest entry among the leaves under `held` (checked against its
-/// root).
+/// Per audit number, its latest entry among the leaves under `held`, as written and
+/// decoded.
+type Latest = BTreeMap<u64, (Vec<u8>, AuditEntry)>;
+
+/// The latest entry of each audit record among the leaves under `held` (checked against
+/// its root), and the leaves that are not well-formed entries, by index.
 async fn latest_audit_entries(
     log: &mut TransparencyClient<Channel>,
     held: &Checkpoint,
-) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+) -> anyhow::Result<(Latest, Vec<(u64, MalformedEntry)>)> {
     let mut latest = BTreeMap::new();
-    for entry in super::log::entries_under(log, held).await? {
-        let text = String::from_utf8_lossy(&entry);
-        if text.starts_with("tidemark.v1 audit\n") {
-            let number = Entry::field(&text, "number").unwrap_or_default().to_owned();
-            latest.insert(number, entry);
+    let mut malformed = Vec::new();
+    for (index, bytes) in (0u64..).zip(super::log::entries_under(log, held).await?) {
+        match Entry::decode(&bytes) {
+            Ok(Entry::Audit(entry)) => {
+                latest.insert(entry.number, (bytes, entry));
+            }
+            Ok(_) => {}
+            Err(e) => malformed.push((index, e)),
         }
     }
-    Ok(latest)
+    Ok((latest, malformed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An audit entry of record 7, begun at 100 by IDN's `who`, and its bytes.
+    fn entry(
+        who: &str,
+        action: &str,
+        in_progress: bool,
+        owners: &[(&str, u64)],
+        counts_withheld: bool,
+    ) -> (AuditEntry, Vec<u8>) {
+        let entry = AuditEntry {
+            number: 7,
+            in_progress,
+            at: 100,
+            logged: 100,
+            principal: format!("spiffe://t/state/IDN/{who}"),
+            state: "IDN".to_owned(),
+            action: action.to_owned(),
+            category: "smuggling-incident".to_owned(),
+            detail_sha256: [0; 32],
+            count: owners.iter().map(|(_, n)| n).sum(),
+            owners: owners.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect(),
+            counts_withheld,
+        };
+        let bytes = Entry::Audit(entry.clone()).encode();
+        (entry, bytes)
+    }
+
+    fn access(who: &str, action: &str, count: u64, in_progress: bool) -> pb::DataAccess {
+        pb::DataAccess {
+            at_unix: 100,
+            reader: format!("spiffe://t/state/IDN/{who}"),
+            action: action.to_owned(),
+            count,
+            in_progress,
+            ..pb::DataAccess::default()
+        }
+    }
+
     /// A read the log has as in progress is not shown as complete, nor the reverse.
     #[test]
     fn the_list_must_show_a_read_as_in_progress_exactly_when_its_entry_does() {
-        let entry = |status: &str| {
-            format!(
-                "tidemark.audit/v1\nnumber 7\nstatus {status}\nat 100\nprincipal \
-                 spiffe://t/state/IDN/node/n\nstate IDN\naction query\nowners AUS:64\n"
-            )
-        };
-        for (in_progress, status, wrong) in [
-            (true, "in-progress", false),
-            (false, "complete", false),
-            (false, "in-progress", true),
-            (true, "complete", true),
+        for (shown, logged, wrong) in [
+            (true, true, false),
+            (false, false, false),
+            (false, true, true),
+            (true, false, true),
         ] {
-            let access = pb::DataAccess {
-                at_unix: 100,
-                reader: "spiffe://t/state/IDN/node/n".to_owned(),
-                action: "query".to_owned(),
-                count: 64,
-                in_progress,
-                ..pb::DataAccess::default()
-            };
+            let (entry, bytes) = entry("node/n", "query", logged, &[("AUS", 64)], false);
+            let access = access("node/n", "query", 64, shown);
             assert_eq!(
-                displayed_wrong(&access, &entry(status), "AUS").is_some(),
+                displayed_wrong(&access, &entry, &bytes, "AUS").is_some(),
                 wrong,
-                "{in_progress} {status}"
+                "{shown} {logged}"
             );
         }
     }
@@ -277,18 +345,11 @@ mod tests {
     /// entry no longer names the state, and the list shows it with 0 — and only with 0.
     #[test]
     fn a_read_completed_without_the_states_reports_is_shown_with_none() {
-        let entry = "tidemark.audit/v1\nnumber 7\nstatus complete\nat 100\nprincipal \
-                     spiffe://t/state/IDN/node/n\nstate IDN\naction query\nowners THA:3\n";
+        let (entry, bytes) = entry("node/n", "query", false, &[("THA", 3)], false);
         for (count, wrong) in [(0, false), (1, true)] {
-            let access = pb::DataAccess {
-                at_unix: 100,
-                reader: "spiffe://t/state/IDN/node/n".to_owned(),
-                action: "query".to_owned(),
-                count,
-                ..pb::DataAccess::default()
-            };
+            let access = access("node/n", "query", count, false);
             assert_eq!(
-                displayed_wrong(&access, entry, "AUS").is_some(),
+                displayed_wrong(&access, &entry, &bytes, "AUS").is_some(),
                 wrong,
                 "{count}"
             );
@@ -298,32 +359,24 @@ mod tests {
     /// Only an aggregate's entry may leave the owners' counts out.
     #[test]
     fn a_count_may_be_missing_only_from_an_aggregates_entry() {
-        let entry = |action: &str, count: &str, owners: &str| {
-            format!(
-                "tidemark.audit/v1\nnumber 7\nstatus complete\nat 100\nprincipal \
-                 spiffe://t/state/IDN/analyst/a\nstate IDN\naction {action}\ncount {count}\n\
-                 owners {owners}\n"
-            )
-        };
-        let access = |action: &str| pb::DataAccess {
-            at_unix: 100,
-            reader: "spiffe://t/state/IDN/analyst/a".to_owned(),
-            action: action.to_owned(),
-            count: 3,
-            ..pb::DataAccess::default()
-        };
-        for (action, count, owners, wrong) in [
-            ("aggregate", "-", "AUS THA", false),
-            ("aggregate", "3", "AUS:3", false),
-            ("aggregate", "3", "AUS:2", true),
-            ("query", "-", "AUS THA", true),
-            ("query", "3", "AUS", true),
-            ("aggregate", "-", "THA", true),
+        for (action, owners, withheld, wrong) in [
+            ("aggregate", &[("AUS", 0), ("THA", 0)][..], true, false),
+            ("aggregate", &[("AUS", 3)], false, false),
+            ("aggregate", &[("AUS", 2)], false, true),
+            ("query", &[("AUS", 0), ("THA", 0)], true, true),
+            ("aggregate", &[("THA", 0)], true, true),
         ] {
+            let (entry, bytes) = entry("analyst/a", action, false, owners, withheld);
             assert_eq!(
-                displayed_wrong(&access(action), &entry(action, count, owners), "AUS").is_some(),
+                displayed_wrong(
+                    &access("analyst/a", action, 3, false),
+                    &entry,
+                    &bytes,
+                    "AUS"
+                )
+                .is_some(),
                 wrong,
-                "{action} {count} {owners}"
+                "{action} {owners:?} {withheld}"
             );
         }
     }

@@ -39,7 +39,7 @@ pub async fn run(args: &ReciprocityArgs, channel: Channel) -> anyhow::Result<()>
     let owner = args.state.map(|s| s.to_string());
     let found = reciprocity::replay(entries.iter().map(Vec::as_slice), owner.as_deref());
     let whose = owner.map_or_else(|| "any state's".to_owned(), |s| format!("{s}'s"));
-    if found.violations.is_empty() {
+    if found.violations.is_empty() && found.malformed.is_empty() {
         outln!(
             "verified: every read of {whose} reports in the log's {} entries was allowed by \
              the give-to-get rules in force ({} reads, {} contributions, {} rules logged)",
@@ -50,21 +50,42 @@ pub async fn run(args: &ReciprocityArgs, channel: Channel) -> anyhow::Result<()>
         )?;
         return Ok(());
     }
-    let lines: Vec<String> = found
-        .violations
-        .iter()
-        .map(|v| {
-            format!(
-                "audit record {} (leaf {}): {} by {} at {} read {}: {}",
-                v.number, v.index, v.action, v.principal, v.at, v.owners, v.reason
-            )
-        })
-        .collect();
-    bail!(
-        "{} read(s) of {whose} reports were not allowed by the rules in force:\n  {}",
-        lines.len(),
-        lines.join("\n  ")
-    )
+    let mut findings = Vec::new();
+    if !found.violations.is_empty() {
+        let lines: Vec<String> = found
+            .violations
+            .iter()
+            .map(|v| {
+                format!(
+                    "audit record {} (leaf {}): {} by {} at {} read {}: {}",
+                    v.number, v.index, v.action, v.principal, v.at, v.owners, v.reason
+                )
+            })
+            .collect();
+        findings.push(format!(
+            "{} read(s) of {whose} reports were not allowed by the rules in force:\n  {}",
+            lines.len(),
+            lines.join("\n  ")
+        ));
+    }
+    if !found.malformed.is_empty() {
+        let lines: Vec<String> = found
+            .malformed
+            .iter()
+            .map(|(index, e)| format!("leaf {index}: {e}"))
+            .collect();
+        let (entries, are) = match lines.len() {
+            1 => ("1 entry".to_owned(), "is not a well-formed entry"),
+            n => (format!("{n} entries"), "are not well-formed entries"),
+        };
+        findings.push(format!(
+            "{entries} of the log {are} of the {} format, so what they record cannot be \
+             judged (keep the log's output as evidence and tell the operator):\n  {}",
+            tidemark::tlog::entry::VERSION,
+            lines.join("\n  ")
+        ));
+    }
+    bail!("{}", findings.join("\n"))
 }
 
 /// The checkpoint to replay up to: the witness's, or the server's newest.

@@ -16,6 +16,7 @@ use tidemark::{
 
 use tidemark::tlog::{
     cosignature::{WitnessKey, cosigned_by},
+    entry::Entry,
     note::NoteVerifier,
 };
 
@@ -334,7 +335,14 @@ fn print_accepted(
     let proof = tidemark::tlog::proof::TlogProof::parse(&response.log_proof)
         .map_err(|e| anyhow!("the server's log proof is malformed: {e}"))?;
     let index = proof.index;
-    let entry = String::from_utf8_lossy(proof.extra.as_deref().unwrap_or_default()).into_owned();
+    let entry = Entry::decode(proof.extra.as_deref().unwrap_or_default()).map_err(|e| {
+        anyhow!(
+            "the server answered that it accepted the envelope, but its log proof's entry \
+             {index} is not a well-formed {} entry ({e}). Keep this output as evidence, \
+             and submit again (a duplicate gets the original's proof)",
+            tidemark::tlog::entry::VERSION
+        )
+    })?;
     if let Err((sent, named)) = payload_named(&entry, &payload) {
         bail!(
             "the server answered that it accepted the envelope, but its log proof is of \
@@ -578,7 +586,7 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
         }
     }
     if let Some(path) = &args.envelope {
-        outln!("{}", envelope_check(&entry, path)?)?;
+        outln!("{}", envelope_check(&verified.fields, path)?)?;
     }
     if args.against_log {
         against_log(&verified.checkpoint, &key, &args.client).await?;
@@ -589,21 +597,22 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
 /// Whether log entry `entry` names the digest of DSSE payload `payload` (as
 /// `payload sha256:<hex>`, docs/transparency.md): that digest, or it and what the entry
 /// names instead.
-fn payload_named(entry: &str, payload: &[u8]) -> Result<String, (String, String)> {
-    let digest = format!(
-        "sha256:{}",
-        hex::encode(tidemark::tlog::entry::sha256(payload))
-    );
-    match tidemark::tlog::entry::Entry::field(entry, "payload") {
-        Some(named) if named == digest => Ok(digest),
-        Some(named) => Err((digest, named.to_owned())),
-        None => Err((digest, "none (it is not an envelope's entry)".to_owned())),
+fn payload_named(entry: &Entry, payload: &[u8]) -> Result<String, (String, String)> {
+    let digest = tidemark::tlog::entry::sha256(payload);
+    let said = |d| format!("sha256:{}", hex::encode(d));
+    match entry {
+        Entry::Envelope(e) if e.payload_sha256 == digest => Ok(said(digest)),
+        Entry::Envelope(e) => Err((said(digest), said(e.payload_sha256))),
+        other => Err((
+            said(digest),
+            format!("none (it is an {} entry, not an envelope's)", other.kind()),
+        )),
     }
 }
 
 /// `verify-receipt --envelope`: that log entry `entry` commits to the payload of the
 /// envelope at `path`, said as a sentence, or why not.
-fn envelope_check(entry: &str, path: &Path) -> anyhow::Result<String> {
+fn envelope_check(entry: &Entry, path: &Path) -> anyhow::Result<String> {
     let sent = payload_named(entry, &envelope_payload(path)?).map_err(|(sent, named)| {
         anyhow!(
             "the proof is valid, but not of {}: its entry names payload {named}, and the \

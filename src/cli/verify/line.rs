@@ -67,24 +67,24 @@ pub(super) fn check(
     let verified = receipt::verify_log_proof(&proof.replace("\r\n", "\n"), key)
         .map_err(|e| format!("its log proof does not verify: {}", e.reason()))?;
     let index = verified.index;
-    let entry = std::str::from_utf8(&verified.entry).unwrap_or_default();
     // The entry commits to the exact payload bytes: it records this envelope only if the
     // digests agree.
-    let digest = format!("sha256:{}", hex::encode(entry::sha256(&envelope.payload)));
-    if !entry.starts_with(&format!("{} envelope\n", entry::VERSION))
-        || Entry::field(entry, "payload") != Some(digest.as_str())
-    {
-        return Err(format!(
-            "its log proof is of log entry {index}, which records something else than this \
-             envelope's acceptance (the entry's payload digest is not {digest})"
-        ));
-    }
-    let number = |key| Entry::field(entry, key).and_then(|v| v.parse::<i64>().ok());
-    let at =
-        number("accepted").ok_or_else(|| format!("log entry {index} has no acceptance time"))?;
+    let digest = entry::sha256(&envelope.payload);
+    let accepted = match verified.fields {
+        Entry::Envelope(e) if e.payload_sha256 == digest => e,
+        _ => {
+            return Err(format!(
+                "its log proof is of log entry {index}, which records something else than \
+                 this envelope's acceptance (the entry's payload digest is not sha256:{})",
+                hex::encode(digest)
+            ));
+        }
+    };
+    let at = accepted.accepted_at;
+    let sequence = i64::try_from(accepted.sequence).unwrap_or(i64::MAX);
     for (what, on_line, in_entry) in [
         ("accepted at", said.at, at),
-        ("sequence", said.sequence, number("sequence").unwrap_or(-1)),
+        ("sequence", said.sequence, sequence),
     ] {
         if let Some(on_line) = on_line
             && on_line != in_entry

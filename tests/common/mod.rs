@@ -646,7 +646,8 @@ pub async fn log_size(log: &mut pb::transparency_client::TransparencyClient<Chan
         .tree_size
 }
 
-/// Every entry of the log, in order, as text.
+/// Every entry of the log, in order, as text; each must be a well-formed `tidemark.v1`
+/// entry (the one encoding verifiers read).
 pub async fn log_entries(
     log: &mut pb::transparency_client::TransparencyClient<Channel>,
 ) -> Vec<String> {
@@ -661,11 +662,16 @@ pub async fn log_entries(
             .await
             .unwrap()
             .into_inner();
-        entries.extend(
-            page.entries
-                .into_iter()
-                .map(|e| String::from_utf8(e).unwrap()),
-        );
+        for entry in page.entries {
+            if let Err(e) = tidemark::tlog::entry::Entry::decode(&entry) {
+                panic!(
+                    "leaf {} is not a well-formed entry: {e}\n{}",
+                    entries.len(),
+                    String::from_utf8_lossy(&entry)
+                );
+            }
+            entries.push(String::from_utf8(entry).unwrap());
+        }
     }
     entries
 }

@@ -7,6 +7,7 @@
 //!   (`persons.total: …`).
 
 use std::{
+    collections::HashMap,
     fs::File,
     io::{BufRead, BufReader},
     path::Path,
@@ -197,6 +198,10 @@ impl Named for pb::Report {
     const NAME: &'static str = "tidemark.v1.Report";
 }
 
+impl Named for pb::EnvelopeMeta {
+    const NAME: &'static str = "tidemark.v1.EnvelopeMeta";
+}
+
 impl Named for pb::BackupManifest {
     const NAME: &'static str = "tidemark.v1.BackupManifest";
 }
@@ -274,6 +279,17 @@ fn is_base64(text: &str) -> bool {
     };
     engine(&base64::alphabet::STANDARD).decode(text).is_ok()
         || engine(&base64::alphabet::URL_SAFE).decode(text).is_ok()
+}
+
+/// The JSON of field `key` of the JSON object `object`, as written (its numbers' digits
+/// as they are, not as a float reads them), for [`from_json`]; `None` if `object` is not
+/// a JSON object or the field is absent or null.
+pub fn field_as_written<'o>(object: &'o str, key: &str) -> Option<&'o str> {
+    serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(object)
+        .ok()?
+        .get(key)
+        .map(|v| v.get())
+        .filter(|v| *v != "null")
 }
 
 /// Reads one JSON value of type `T` (a report, an envelope) as the proto3 JSON mapping

@@ -750,24 +750,25 @@ fn reconcile(
             data_path.display()
         )
     })?;
-    // A number; mirrors written before 2026-12 hold it as a string (as proto3 JSON may),
-    // and the proto3 JSON mapping takes an integral number written 19.0 too.
-    let field = &last["meta"]["sequence"];
-    let sequence = field
-        .as_u64()
-        .or_else(|| field.as_str().and_then(|t| t.parse().ok()))
-        .or_else(|| {
-            field
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < 9.0e15)
-                .and_then(|f| format!("{f:.0}").parse().ok())
-        })
-        .ok_or_else(|| {
+    // Read as the proto3 JSON mapping reads an EnvelopeMeta (mirrors written before
+    // 2026-12 hold the sequence as a string, and the mapping takes 19.0 or 1.9e1 too).
+    let text = std::str::from_utf8(line).unwrap_or_default();
+    let meta = super::input::field_as_written(text, "meta")
+        .map(super::input::from_json::<pb::EnvelopeMeta>)
+        .transpose()
+        .map_err(|e| {
             anyhow!(
-                "the last line of {} has no meta.sequence; move the file away to mirror anew",
+                "the last line of {} has a meta that is not an EnvelopeMeta (proto3 JSON): \
+                 {e}; move the file away to mirror anew",
                 data_path.display()
             )
         })?;
+    let sequence = meta.map(|m| m.sequence).filter(|s| *s > 0).ok_or_else(|| {
+        anyhow!(
+            "the last line of {} has no meta.sequence; move the file away to mirror anew",
+            data_path.display()
+        )
+    })?;
     write_cursor(cursor_path, sequence)?;
     Ok(Some((sequence, last)))
 }
@@ -1018,5 +1019,38 @@ mod tests {
         let (sequence, _) = reconcile(&data, &cursor).unwrap().unwrap();
         assert_eq!(sequence, 8);
         assert_eq!(std::fs::read_to_string(&data).unwrap(), format!("{line}\n"));
+    }
+
+    /// The last line's meta is read as the proto3 JSON mapping reads an EnvelopeMeta: its
+    /// sequence as a number or as text, in any spelling of a whole number; anything else
+    /// is refused naming the field.
+    #[test]
+    fn a_mirrors_last_sequence_is_read_as_proto3_json_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, cursor) = (dir.path().join("m.jsonl"), dir.path().join("m.cursor"));
+        for written in [
+            "122",
+            "122.0",
+            "1.22e2",
+            "\"122\"",
+            "\"122.0\"",
+            "\"1.22e2\"",
+        ] {
+            let line = format!(r#"{{"meta":{{"sequence":{written}}},"envelope":{{}}}}"#);
+            std::fs::write(&data, format!("{line}\n")).unwrap();
+            let (sequence, _) = reconcile(&data, &cursor).unwrap().unwrap();
+            assert_eq!(sequence, 122, "{written}");
+        }
+        for (written, said) in [
+            ("122.5", "sequence"),
+            ("\"12x\"", "sequence"),
+            ("0", "no meta.sequence"),
+            ("null", "no meta.sequence"),
+        ] {
+            let line = format!(r#"{{"meta":{{"sequence":{written}}},"envelope":{{}}}}"#);
+            std::fs::write(&data, format!("{line}\n")).unwrap();
+            let refused = reconcile(&data, &cursor).unwrap_err().to_string();
+            assert!(refused.contains(said), "{written}: {refused}");
+        }
     }
 }

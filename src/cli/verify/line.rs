@@ -38,7 +38,7 @@ pub(super) fn check(
     envelope: &pb::Envelope,
     log_key: Option<&str>,
 ) -> Result<Acceptance, String> {
-    let said = meta(line, envelope)?;
+    let said = meta(text, envelope)?;
     report(text, envelope)?;
     let proof = match line.get("logProof") {
         None | Some(Value::Null) => None,
@@ -117,85 +117,42 @@ struct Meta {
     sequence: Option<i64>,
 }
 
-/// Reads the line's `meta` (absent in a bare DSSE envelope): an object whose report id,
-/// state, version and kind are the payload's, and whose times and numbers are integers.
-fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
-    let meta = match line.get("meta") {
-        None | Some(Value::Null) => {
-            return Ok(Meta {
-                at: None,
-                sequence: None,
-            });
-        }
-        Some(Value::Object(meta)) => meta,
-        Some(_) => return Err("its meta is not an object".to_owned()),
+/// Reads the line's `meta` (absent in a bare DSSE envelope) as the proto3 JSON mapping
+/// reads an `EnvelopeMeta` (from its digits as written, as `import` reads a report: null
+/// or a default value states nothing). What it states must be the payload's report id,
+/// state, version, kind and category.
+fn meta(line: &str, envelope: &pb::Envelope) -> Result<Meta, String> {
+    let Some(written) = super::super::input::field_as_written(line, "meta") else {
+        return Ok(Meta {
+            at: None,
+            sequence: None,
+        });
     };
-    // As the proto3 JSON mapping reads it: null is absent, an integer may be written
-    // as a number (12, 12.0) or as text ("12").
-    let integer = |key: &str| -> Result<Option<i64>, String> {
-        match meta.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .or_else(|| {
-                    // Whole and below 2^53: exactly an i64.
-                    #[allow(clippy::cast_possible_truncation)]
-                    v.as_f64()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                        .map(|f| f as i64)
-                })
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .filter(|n| v.is_number() || v.as_str() == Some(n.to_string().as_str()))
-                .map(Some)
-                .ok_or_else(|| format!("its meta.{key} is not an integer: {v}")),
-        }
-    };
-    // 0 is the proto3 default: not stated. Neither is ever negative.
-    let positive = |key: &str| -> Result<Option<i64>, String> {
-        match integer(key)? {
-            Some(n) if n < 0 => Err(format!(
-                "its meta.{key} is {n}: the server writes no negative {key}"
-            )),
-            n => Ok(n.filter(|&n| n != 0)),
-        }
-    };
-    let at = positive("acceptedAtUnix")?;
-    let sequence = positive("sequence")?;
-    let version = integer("version")?;
-    let (id, state, payload_version, kind) = payload_names(envelope);
-    for key in ["reportId", "reportingState", "kind"] {
-        if meta
-            .get(key)
-            .is_some_and(|v| !v.is_null() && !v.is_string())
-        {
-            return Err(format!("its meta.{key} is not text"));
-        }
+    let meta = super::super::input::from_json::<pb::EnvelopeMeta>(written)
+        .map_err(|e| format!("its meta is not an EnvelopeMeta (proto3 JSON): {e}"))?;
+    if meta.accepted_at_unix < 0 {
+        return Err(format!(
+            "its meta.acceptedAtUnix is {}: the server writes no negative time",
+            meta.accepted_at_unix
+        ));
     }
-    let text = |key: &str| meta.get(key).and_then(Value::as_str);
-    // The category by name ("CATEGORY_MARITIME_MOVEMENT") or number; a retraction's
-    // payload names none.
-    let category = meta.get("category").filter(|v| !v.is_null()).map(|v| {
-        v.as_str()
-            .and_then(pb::Category::from_str_name)
-            .map(|c| c as i32)
-            .or_else(|| v.as_i64().and_then(|n| i32::try_from(n).ok()))
-    });
+    // 0 is the proto3 default: not stated.
+    let stated = |n: i64| (n != 0).then_some(n);
+    let (id, state, payload_version, kind) = payload_names(envelope);
     let signed_category = payload_category(envelope);
+    let text = |t: &str, payload: &str| !t.is_empty() && t != payload;
     let differs = [
         (
             "category",
-            category.is_some_and(|c| signed_category.is_some() && c != signed_category),
+            meta.category != 0 && signed_category.is_some_and(|c| c != meta.category),
         ),
-        ("reportId", text("reportId").is_some_and(|v| v != id)),
-        (
-            "reportingState",
-            text("reportingState").is_some_and(|v| v != state),
-        ),
+        ("reportId", text(&meta.report_id, &id)),
+        ("reportingState", text(&meta.reporting_state, &state)),
         (
             "version",
-            version.is_some_and(|v| v != i64::from(payload_version)),
+            meta.version != 0 && meta.version != payload_version,
         ),
-        ("kind", text("kind").is_some_and(|v| v != kind)),
+        ("kind", text(&meta.kind, kind)),
     ];
     if let Some((key, _)) = differs.iter().find(|(_, differs)| *differs) {
         return Err(format!(
@@ -203,7 +160,10 @@ fn meta(line: &Value, envelope: &pb::Envelope) -> Result<Meta, String> {
              {payload_version} of {state}): the line was altered"
         ));
     }
-    Ok(Meta { at, sequence })
+    Ok(Meta {
+        at: stated(meta.accepted_at_unix),
+        sequence: stated(i64::try_from(meta.sequence).unwrap_or(i64::MAX)),
+    })
 }
 
 /// The category of a signed report (by its details); `None` for a retraction.
@@ -233,19 +193,7 @@ pub(super) fn payload_names(envelope: &pb::Envelope) -> (String, String, u32, &'
 /// The line's `report` (what `query --json` decodes for reading) must be the signed
 /// payload's report, field for field; a retraction's line has none.
 fn report(line: &str, envelope: &pb::Envelope) -> Result<(), String> {
-    /// The line's `report` as written: its numbers' digits as they are, not as a float
-    /// reads them.
-    #[derive(serde::Deserialize)]
-    struct Written<'a> {
-        #[serde(borrow)]
-        report: Option<&'a serde_json::value::RawValue>,
-    }
-    let shown = serde_json::from_str::<Written>(line)
-        .ok()
-        .and_then(|w| w.report)
-        .map(serde_json::value::RawValue::get)
-        .filter(|r| *r != "null");
-    let Some(shown) = shown else {
+    let Some(shown) = super::super::input::field_as_written(line, "report") else {
         return Ok(());
     };
     let signed = (envelope.payload_type == envelope::REPORT_PAYLOAD_TYPE)

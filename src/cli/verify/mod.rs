@@ -911,6 +911,8 @@ mod tests {
         for (at, value) in [
             ("/meta/acceptedAtUnix", serde_json::Value::Null),
             ("/meta/version", f64::from(report.version).into()),
+            ("/meta/acceptedAtUnix", "1.7e9".into()),
+            ("/meta/acceptedAtUnix", "1700000000.0".into()),
             ("/report/version", report.version.to_string().into()),
         ] {
             let mut same = line.clone();
@@ -923,7 +925,7 @@ mod tests {
         } else {
             "CATEGORY_MARITIME_MOVEMENT"
         };
-        let changes: [(&str, serde_json::Value); 9] = [
+        let changes: [(&str, serde_json::Value); 10] = [
             ("/meta/category", other_category.into()),
             ("/meta/reportId", 123.into()),
             (
@@ -936,6 +938,7 @@ mod tests {
             ("/meta/kind", "retraction".into()),
             ("/meta/acceptedAtUnix", "abc".into()),
             ("/meta/acceptedAtUnix", 1.5.into()),
+            ("/meta/acceptedAtUnix", "1700000000.5".into()),
         ];
         for (at, value) in changes {
             let mut altered = line.clone();

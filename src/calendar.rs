@@ -57,6 +57,17 @@ pub fn parse_instant(text: &str) -> Option<i64> {
         .map(time::OffsetDateTime::unix_timestamp)
 }
 
+/// Parses an end of validity: an RFC 3339 date-time as given, or a full-date through its
+/// last second (`2024-03-09` is `2024-03-09T23:59:59Z`), as Unix seconds.
+pub fn parse_until(text: &str) -> Option<i64> {
+    let at = parse_instant(text)?;
+    Some(if parse_date(text).is_some() {
+        at + 86_399
+    } else {
+        at
+    })
+}
+
 /// The date in its one spelling.
 pub fn format_date(date: Date) -> String {
     date.format(DATE).unwrap_or_else(|_| {

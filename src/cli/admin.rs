@@ -722,12 +722,8 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
 
 /// `--valid-until`: a date-time as given, or a date through its last second (UTC).
 fn parse_until(text: &str) -> Result<i64, String> {
-    let at = super::reads::parse_instant(text)?;
-    not_the_epoch(if tidemark::calendar::parse_date(text).is_some() {
-        at + 86_399
-    } else {
-        at
-    })
+    super::reads::parse_instant(text)?;
+    not_the_epoch(tidemark::calendar::parse_until(text).unwrap_or_default())
 }
 
 /// `--compromised-at`: a date-time, or a date from its midnight (UTC).

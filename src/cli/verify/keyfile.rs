@@ -1,7 +1,9 @@
 //! Public-key files as `tidemark keys --out` writes them and `verify` reads them: PEM
 //! public keys (RFC 7468), each preceded by header lines of explanatory text —
 //! `Key-Id: <id>`, `State: <ISO 3166-1 alpha-3>`, for a key with an end of validity
-//! `Valid-Until: <RFC 3339 time>` and, for a revoked key, `Revoked-At: <RFC 3339 time>`.
+//! `Valid-Until: <RFC 3339 time>` and, for a revoked key, `Revoked-At: <RFC 3339 time>`
+//! (a date alone means what it means to `admin register-key --valid-until` and `admin
+//! revoke-key --compromised-at`: the end of that day, and its start).
 //!
 //! A header is read in exactly that spelling, before the key it describes, at most once
 //! per key; besides them and the PEM blocks, a file holds blank lines and `#` comments
@@ -140,8 +142,8 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
         let header = names_header(line).ok_or_else(|| {
             anyhow!(
                 "line {number} ({}) is none of the lines a key file holds: `{KEY_ID}<id>`, \
-                 `{STATE}<ISO 3166-1 alpha-3>`, `{VALID_UNTIL}<RFC 3339 time>`, \
-                 `{REVOKED_AT}<RFC 3339 time>` before each key, \
+                 `{STATE}<ISO 3166-1 alpha-3>`, `{VALID_UNTIL}<RFC 3339 time or date>`, \
+                 `{REVOKED_AT}<RFC 3339 time or date>` before each key, \
                  its PEM block ({BEGIN} … {END}), and `#` comments (`tidemark keys --out DIR` \
                  writes key files this way)",
                 crate::cli::labels::printable(line)
@@ -197,13 +199,15 @@ fn with_headers(public: PublicKey, headers: &Headers<'_>) -> anyhow::Result<Key>
             CountryCode::parse(s).map_err(|e| anyhow!("line {number}: {STATE}{s}: {e}"))
         })
         .transpose()?;
-    let time = |name: &'static str| {
+    // As `admin revoke-key --compromised-at` and `register-key --valid-until` read them:
+    // a date alone is its first second for a revocation, its last for an end.
+    let time = |name: &'static str, read: fn(&str) -> Option<i64>| {
         header(name)
             .map(|(_, t, number)| {
-                tidemark::calendar::parse_instant(t).ok_or_else(|| {
+                read(t).ok_or_else(|| {
                     anyhow!(
-                        "line {number}: {name}{t} is not an RFC 3339 time \
-                         (e.g. 2026-03-01T00:00:00Z)"
+                        "line {number}: {name}{t} is not an RFC 3339 time or date \
+                         (e.g. 2026-03-01T00:00:00Z or 2026-03-01)"
                     )
                 })
             })
@@ -212,8 +216,8 @@ fn with_headers(public: PublicKey, headers: &Headers<'_>) -> anyhow::Result<Key>
     Ok(Key {
         public,
         state,
-        revoked_at: time(REVOKED_AT)?,
-        valid_until: time(VALID_UNTIL)?,
+        revoked_at: time(REVOKED_AT, tidemark::calendar::parse_instant)?,
+        valid_until: time(VALID_UNTIL, tidemark::calendar::parse_until)?,
     })
 }
 
@@ -273,6 +277,12 @@ mod tests {
         assert_eq!(keys[0].state.map(|s| s.to_string()).as_deref(), Some("AUS"));
         assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
         assert_eq!(keys[0].valid_until, Some(1_609_459_200));
+        // A date alone means what it means to the admin commands: a revocation from its
+        // first second, an end of validity through its last.
+        let dates = format!("{VALID_UNTIL}2021-01-01\n{REVOKED_AT}2020-01-01\n{pem}");
+        let keys = read_file(&dates).unwrap();
+        assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
+        assert_eq!(keys[0].valid_until, Some(1_609_459_200 + 86_399));
         // Comments and blank lines are no headers.
         let commented = format!("# exported for the audit\n\n{text}");
         assert_eq!(read_file(&commented).unwrap().len(), 1);

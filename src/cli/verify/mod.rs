@@ -479,13 +479,11 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
 /// shown to have been accepted before that (the server accepts nothing a key signs
 /// after): accepted at or after the end, as proven or as its line says; or, as for a
 /// revoked key, accepted when nobody can tell, or without the log proof --log-key asks
-/// for. A key whose validity has not ended yet is no reason to doubt a report.
+/// for. A key whose validity has not ended yet is no reason to doubt a report whose
+/// acceptance is not known to be after its end.
 fn expired(key: &Key, accepted: &Acceptance, what: &str) -> Option<(Outcome, String)> {
     let until = key.valid_until?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if until > now {
-        return None;
-    }
+    let ended = until <= time::OffsetDateTime::now_utc().unix_timestamp();
     let until_text = format_time(until);
     let said = |at: i64, how: &str| {
         format!(
@@ -499,6 +497,8 @@ fn expired(key: &Key, accepted: &Acceptance, what: &str) -> Option<(Outcome, Str
             said(at, &format!("as its log entry {index} proves"))
         }
         Acceptance::Said { at: Some(at), .. } if at >= until => said(at, "as the line's meta says"),
+        // Accepted before the end, or not known when, while the key is still valid.
+        _ if !ended => return None,
         Acceptance::Said { at: None, .. } => format!(
             "{what}, valid until {until_text}; when this envelope was accepted is not known \
              (verify a line of `tidemark query --json --log-proofs`, which proves it)"
@@ -882,9 +882,20 @@ mod tests {
             (timeless.to_string(), None, now + 3_600, true),
             (line.clone(), Some(log_key.as_str()), now + 3_600, true),
         ] {
-            let [mut file] = aus_key(&key, None);
+            check_until(&text, &key, until, log_key, trusted);
+        }
+        // A line that says it was accepted after the key's end is not trusted, whether
+        // or not that end has come yet.
+        let late = query_line(&report, &key, now + 7_200).to_string();
+        check_until(&late, &key, now + 3_600, None, false);
+    }
+
+    /// Checks `text` with `key` valid until `until`: trusted or not.
+    fn check_until(text: &str, key: &SigningKey, until: i64, log_key: Option<&str>, trusted: bool) {
+        {
+            let [mut file] = aus_key(key, None);
             file.valid_until = Some(until);
-            let (outcome, said) = check(&text, &[file], log_key).unwrap();
+            let (outcome, said) = check(text, &[file], log_key).unwrap();
             assert_eq!(
                 matches!(outcome, Outcome::Valid),
                 trusted,

@@ -96,17 +96,37 @@ impl CertificateEntry {
     }
 
     /// The revocation, if the entry reads as one a server writes (a serial in its one
-    /// form, a known reason, an issuer that is a SHA-256 in hex or none).
-    fn record(&self) -> Option<RevokedCertificate> {
-        let serial = crate::identity::canonical_serial(&self.serial).ok()?;
-        let reason = crate::pki::parse_reason(&self.reason)?;
+    /// form, a known reason, an issuer that is a SHA-256 in hex or none, an issuer name
+    /// that reads as an RFC 4514 name, a holder that is a SPIFFE ID of a principal in its
+    /// one spelling), or which of its fields does not.
+    fn record(&self) -> Result<RevokedCertificate, &'static str> {
+        let serial = crate::identity::canonical_serial(&self.serial)
+            .ok()
+            .filter(|serial| *serial == self.serial)
+            .ok_or("its serial is not in its one form (lower-case hex, no leading zeros)")?;
+        let reason = crate::pki::parse_reason(&self.reason).ok_or(
+            "its reason is not a CRL reason code's name (keyCompromise, superseded, …) as \
+             the server writes it",
+        )?;
         let issuer_ok = self.issuer.is_empty()
             || (self.issuer.len() == 64
                 && self
                     .issuer
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        (serial == self.serial && issuer_ok).then(|| RevokedCertificate {
+        if !issuer_ok {
+            return Err("its issuer is not the lower-case hex SHA-256 of the issuer name's DER");
+        }
+        if !self.issuer_name.is_empty() && crate::dn::NameKey::parse(&self.issuer_name).is_err() {
+            return Err("its issuerName is not an RFC 4514 distinguished name");
+        }
+        if !self.holder.is_empty() && !principal_id(&self.holder) {
+            return Err(
+                "its holder is not the SPIFFE ID of a principal in its one spelling \
+                 (spiffe://<trust domain>/state/<STATE>/node/<name>, …)",
+            );
+        }
+        Ok(RevokedCertificate {
             serial,
             reason: reason as u32,
             reason_name: self.reason.clone(),
@@ -122,6 +142,16 @@ impl CertificateEntry {
     fn key(&self) -> String {
         crate::store::revocation_key(&self.serial, &self.issuer)
     }
+}
+
+/// Whether `id` is the SPIFFE ID of a principal (of its own trust domain), in the one
+/// spelling a certificate's is read in.
+fn principal_id(id: &str) -> bool {
+    let domain = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or("", |(domain, _)| domain);
+    crate::identity::Principal::from_spiffe_id(id, domain).is_ok_and(|p| p.spiffe_id() == id)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -252,7 +282,9 @@ const MAX_AHEAD: i64 = 300;
 /// The journal without entries no server writes — a state code not in its one spelling
 /// (upper-case ISO 3166-1 alpha-3), a time ahead of the clock (it would outrank every
 /// later change) or at or before 1970, a key id that is not its key's, a serial not in
-/// its one form, an unknown reason —, each named in a warning and set aside, with why,
+/// its one form, an unknown reason, an issuer that is not a SHA-256 in hex or an issuer
+/// name that is not an RFC 4514 name, a holder that is not a principal's SPIFFE ID in its
+/// one spelling —, each named in a warning and set aside, with why (the field at fault),
 /// in `access-journal.refused.jsonl` beside it (an edit is not lost when the journal is
 /// next rewritten). What is left may only restrict.
 fn plausible(mut journal: Journal, path: &Path) -> Journal {
@@ -293,12 +325,10 @@ fn plausible(mut journal: Journal, path: &Path) -> Journal {
         why.is_none()
     });
     journal.revoked_certificates.retain(|c| {
-        let why = if !time_ok(c.revoked_at) {
-            Some("its revocation time is not one the server writes (after 1970, not ahead of the clock)")
-        } else if c.record().is_none() {
-            Some("its serial is not in its one form (lower-case hex, no leading zeros) or its reason is unknown")
+        let why = if time_ok(c.revoked_at) {
+            c.record().err()
         } else {
-            None
+            Some("its revocation time is not one the server writes (after 1970, not ahead of the clock)")
         };
         if let Some(why) = why {
             refuse(serde_json::to_value(c).unwrap_or_default(), why);
@@ -467,7 +497,7 @@ pub(crate) fn newer_than_store(
         .map(|r| r.key())
         .collect();
     for entry in journal.revoked_certificates {
-        if let Some(record) = entry.record()
+        if let Ok(record) = entry.record()
             && !record.covered_by(&known)
         {
             changes.push(AdminChange::RevokeCertificate(record));
@@ -632,15 +662,33 @@ mod tests {
             "revokedCertificates": [
                 {"serial": "a1", "reason": "unspecified", "revokedAt": -1, "revokedBy": "x"},
                 {"serial": "A1", "reason": "unspecified", "revokedAt": 100, "revokedBy": "x"},
+                {"serial": "a2", "reason": "Unspecified", "revokedAt": 100, "revokedBy": "x"},
+                {"serial": "a3", "reason": "unspecified", "revokedAt": 100, "revokedBy": "x",
+                 "issuer": "AB".repeat(32)},
+                {"serial": "a4", "reason": "unspecified", "revokedAt": 100, "revokedBy": "x",
+                 "holder": "spiffe://TIDEMARK.LOCAL/state/AUS/node/x"},
+                {"serial": "a5", "reason": "unspecified", "revokedAt": 100, "revokedBy": "x",
+                 "holder": "spiffe://tidemark.local/state/AUS/node/.."},
+                {"serial": "a6", "reason": "unspecified", "revokedAt": 100, "revokedBy": "x",
+                 "issuerName": "CN=a,,="},
             ],
         });
         std::fs::write(path(&crl), journal.to_string()).unwrap();
         assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
-        // Nothing refused is lost: each is set aside, with why.
+        // Nothing refused is lost: each is set aside, with why (the field at fault).
         let aside =
             std::fs::read_to_string(dir.path().join("access-journal.refused.jsonl")).unwrap();
-        assert_eq!(aside.lines().count(), 6, "{aside}");
-        assert!(aside.contains("upper-case ISO 3166-1"), "{aside}");
+        assert_eq!(aside.lines().count(), 11, "{aside}");
+        for why in [
+            "upper-case ISO 3166-1",
+            "its serial is not",
+            "its reason is not",
+            "its issuer is not",
+            "its issuerName is not",
+        ] {
+            assert!(aside.contains(why), "{why}: {aside}");
+        }
+        assert_eq!(aside.matches("its holder is not").count(), 2, "{aside}");
         // THA suspended now in the store: written over the file's "reinstated" entry.
         store.put_state(&state("THA", true, 100)).unwrap();
         write(&store, &crl).unwrap();

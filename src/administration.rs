@@ -203,7 +203,8 @@ impl Administration {
         (operator, now): (&str, i64),
     ) -> Result<KeyRecord, AdminError> {
         let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
-        let public = PublicKey::from_spki_pem(&key.public_key_pem)
+        // A PEM field may be a file's contents passed through, byte-order mark and all.
+        let public = PublicKey::from_spki_pem(crate::files::without_bom(&key.public_key_pem))
             .map_err(|e| invalid("public_key_pem", e))?;
         if public.key_id() == &*self.server_key_id {
             // Whoever holds it signs receipts and checkpoints: it cannot be a state's too.
@@ -317,7 +318,8 @@ impl Administration {
                 whole: format!("days must be 1 to {MAX_CERT_DAYS}"),
             });
         }
-        let csr = pki::read_csr(csr_pem).map_err(|e| invalid("csr_pem", e))?;
+        let csr =
+            pki::read_csr(crate::files::without_bom(csr_pem)).map_err(|e| invalid("csr_pem", e))?;
         if let Some(serial) = self.store.compromised_key(&csr.key_fingerprint())? {
             return Err(AdminError::CompromisedKey { serial });
         }
@@ -613,7 +615,7 @@ impl<'a> Named<'a> {
             serial.is_empty() && issuer.is_empty(),
         ) {
             (true, _) => Ok(Self::Serial { serial, issuer }),
-            (false, true) => Ok(Self::Presented(certificate_pem)),
+            (false, true) => Ok(Self::Presented(crate::files::without_bom(certificate_pem))),
             (false, false) => Err(invalid(
                 "certificate_pem",
                 "give the certificate or its serial (and issuer), not both",

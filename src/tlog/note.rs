@@ -136,10 +136,13 @@ fn parse_key_parts(
         .split_once('+')
         .ok_or(err("missing '+' after the key id"))?;
     check_name(name)?;
-    if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(err("key id must be 8 hex digits"));
+    // One spelling, as every signer writes it (Go's note package: `%08x`).
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    if id.len() != 8 || !id.bytes().all(hex) {
+        return Err(err("key id must be 8 lower-case hex digits"));
     }
-    let id = u32::from_str_radix(id, 16).map_err(|_| err("key id must be 8 hex digits"))?;
+    let id =
+        u32::from_str_radix(id, 16).map_err(|_| err("key id must be 8 lower-case hex digits"))?;
     let key = B64
         .decode(key)
         .map_err(|_| err("key is not valid standard base64"))?;
@@ -463,6 +466,13 @@ mod tests {
         assert_eq!(signer.private_key(), SKEY);
         assert_eq!(signer.verifier_key(), VKEY);
         assert_eq!(NoteVerifier::parse(VKEY).unwrap(), signer.verifier());
+        // One spelling of the key id: as every signer writes it.
+        assert_eq!(
+            NoteVerifier::parse(&VKEY.replace("c74f20a3", "C74F20A3")),
+            Err(NoteError::MalformedVerifierKey(
+                "key id must be 8 lower-case hex digits"
+            ))
+        );
         assert_eq!(signer.sign(TEXT).unwrap(), format!("{TEXT}\n{PETER_SIG}"));
         assert!(!format!("{signer:?}").contains("seed"));
     }

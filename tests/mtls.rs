@@ -202,6 +202,49 @@ async fn a_certificate_that_expires_on_an_open_connection_is_refused_from_then_o
     assert!(refused.message().contains("expired"), "{refused:?}");
 }
 
+/// A reflection session open across its certificate's expiry answers nothing from the
+/// second the certificate has expired, even asked right then: it ends with the reason.
+#[tokio::test]
+async fn a_reflection_session_answers_nothing_once_its_certificate_has_expired() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/n1");
+    let now = OffsetDateTime::now_utc();
+    let not_after = now + Duration::seconds(3);
+    let short = Validity {
+        not_before: now - Duration::hours(1),
+        not_after,
+    };
+    let channel = server.channel(&pki.client_with_uris(&[&uri], short)).await;
+    let list = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let (ask, questions) = tokio::sync::mpsc::channel(4);
+    ask.send(list()).await.unwrap();
+    let mut session = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(questions))
+        .await
+        .unwrap()
+        .into_inner();
+    session.message().await.unwrap().unwrap();
+    // A certificate has expired once a whole second past its notAfter has begun.
+    let expired = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs((not_after.unix_timestamp() + 1).unsigned_abs());
+    let wait = expired
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
+    // The session may have ended already; if not, this question is not answered.
+    let _ = ask.send(list()).await;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), session.message())
+        .await
+        .expect("the session ends");
+    let status = end.expect_err("no answer once the certificate has expired");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
+}
+
 #[tokio::test]
 async fn certificates_that_name_no_valid_principal_are_unauthenticated() {
     let pki = TestPki::new();

@@ -218,7 +218,7 @@ impl Watch {
 
 /// How long until `identity`'s certificate, or a CA certificate of its chain, has expired
 /// (`auth::lapse` counts whole seconds past a `notAfter`), at most [`LONGEST_SLEEP`].
-fn until_expiry(identity: &PeerIdentity) -> Duration {
+pub(super) fn until_expiry(identity: &PeerIdentity) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -248,6 +248,9 @@ impl CallGuard {
                 () = changed(trust_changes) => {}
                 () = store_changes => {}
                 _ = tick.tick() => {}
+                // The certificate's (or its chain's) expiry, to the second, even while
+                // nothing is sent.
+                () = tokio::time::sleep(super::connections::until_expiry(&self.peer)) => {}
             }
         }
     }
@@ -280,7 +283,7 @@ async fn changed(rx: &mut watch::Receiver<u64>) {
 /// admitted — checked before every item, and while idle.
 pub(super) struct Guarded<T> {
     /// For the exact check before each item (revocation, suspension, expiry): the
-    /// guard's own wakes by itself only on a change or once a second.
+    /// guard's own wakes by itself only on a change, at the expiry or once a second.
     trust: Arc<Trust>,
     peer: PeerIdentity,
     items: Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>,
@@ -362,6 +365,8 @@ where
                 Some(mut guard) => response.map(|body| {
                     tonic::body::Body::new(GuardedBody {
                         inner: body,
+                        trust: guard.trust.clone(),
+                        peer: guard.peer.clone(),
                         lapse: Box::pin(async move { guard.lapsed().await }),
                         ended: false,
                     })
@@ -375,6 +380,10 @@ where
 /// An HTTP response body that ends with gRPC trailers carrying the guard's refusal.
 struct GuardedBody {
     inner: tonic::body::Body,
+    /// For the exact check before each frame (revocation, suspension, expiry): the
+    /// guard's own wakes by itself only on a change, at the expiry or once a second.
+    trust: Arc<Trust>,
+    peer: PeerIdentity,
     lapse: Pin<Box<dyn Future<Output = Status> + Send>>,
     ended: bool,
 }
@@ -391,7 +400,11 @@ impl http_body::Body for GuardedBody {
         if this.ended {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(status) = this.lapse.as_mut().poll(cx) {
+        let refused = match this.lapse.as_mut().poll(cx) {
+            Poll::Ready(status) => Err(status),
+            Poll::Pending => auth::admit(&this.trust, &this.peer),
+        };
+        if let Err(status) = refused {
             this.ended = true;
             // The status as gRPC trailers (grpc-status, grpc-message, details).
             let mut trailers = status.into_http::<()>().into_parts().0.headers;

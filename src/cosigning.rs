@@ -58,14 +58,26 @@ pub(crate) fn accept(
     let body = note::open(&checkpoint.note, &[log.verifier()])
         .map_err(|e| StoreError::Corrupt(format!("checkpoint {size}: {e}")))?
         .text;
-    let keys = store.signing_keys(Some(state.as_str()))?;
-    let signer = keys.iter().find_map(|k| {
-        let public = PublicKey::from_raw(&k.public_key).ok()?;
-        let time = WitnessKey::new(&name, *public.raw()).verify_line(&body, &cosignature)?;
-        Some((k, time))
-    });
+    let made_by = |keys: &[crate::store::KeyRecord]| {
+        keys.iter().find_map(|k| {
+            let public = PublicKey::from_raw(&k.public_key).ok()?;
+            let time = WitnessKey::new(&name, *public.raw()).verify_line(&body, &cosignature)?;
+            Some((k.clone(), time))
+        })
+    };
+    let signer = made_by(&store.signing_keys(Some(state.as_str()))?);
     let time = match signer {
-        None => return Err(CosignError::BadSignature(name)),
+        // Made with another state's key: not this state's to give.
+        None => match made_by(&store.signing_keys(None)?) {
+            Some((k, _)) => {
+                return Err(CosignError::OtherStatesKey {
+                    key_id: k.key_id,
+                    owner: k.state,
+                    state: state.to_string(),
+                });
+            }
+            None => return Err(CosignError::BadSignature(name)),
+        },
         Some((k, _)) if !k.active_at(now) => {
             return Err(CosignError::InactiveKey {
                 key_id: k.key_id.clone(),
@@ -134,6 +146,19 @@ pub enum CosignError {
          the name {0:?}, over the checkpoint of that size"
     )]
     BadSignature(String),
+    /// It was made with a signing key of another state.
+    #[error(
+        "the cosignature is by signing key {key_id} of {owner}, not a key of {state}: a \
+         state's witness cosigns with its own state's key (`--signing-key`)"
+    )]
+    OtherStatesKey {
+        /// The key that made it.
+        key_id: String,
+        /// The state it is registered to.
+        owner: String,
+        /// The caller's state.
+        state: String,
+    },
     /// It was made with a key of the state that is revoked or outside its validity.
     #[error(
         "the cosignature is by signing key {key_id} of {state}, which is revoked or not \

@@ -509,6 +509,47 @@ async fn the_policy_entry_is_dated_by_the_servers_clock() {
     assert_eq!(decoded.written_at(), start, "{policy}");
 }
 
+/// A cosignature under AUS's witness name made with IDN's signing key is not AUS's to
+/// give: PERMISSION_DENIED, audited, naming the key's state. One no registered key made
+/// does not verify: UNAUTHENTICATED.
+#[tokio::test]
+async fn a_cosignature_made_with_another_states_key_is_refused_as_not_its_own() {
+    use tidemark::tlog::cosignature::Cosigner;
+    let world = World::new(Clock::system()).await;
+    let mut log = transparency(&world, Role::Node(common::state("AUS")), "aus-1").await;
+    let key = log_key(&mut log).await;
+    let held = checkpoint(&mut log, &key).await;
+    let body = held.to_body();
+    let name = format!("{}/witness/AUS", held.origin);
+    let add = |line: String| pb::AddCosignatureRequest {
+        tree_size: held.size,
+        cosignature: line,
+    };
+    // AUS's name, another state's key: not AUS's to give (PERMISSION_DENIED, audited).
+    let forged = Cosigner::from_key(&name, world.key("IDN")).unwrap();
+    let refused = log
+        .add_cosignature(add(forged.cosign(&body, 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("of IDN, not a key of AUS"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.metadata().get("tidemark-audit").is_some(),
+        "{refused:?}"
+    );
+    // AUS's name, a key registered to no state.
+    let (unknown, _) = tidemark::signing::SigningKey::generate().unwrap();
+    let unknown = Cosigner::from_key(&name, &unknown).unwrap();
+    let refused = log
+        .add_cosignature(add(unknown.cosign(&body, 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
+
 #[tokio::test]
 async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it_carries() {
     use tidemark::tlog::cosignature::Cosigner;
@@ -540,13 +581,6 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    // AUS's name, another state's key.
-    let forged = Cosigner::from_key(&format!("{origin}/witness/AUS"), world.key("IDN")).unwrap();
-    let refused = log
-        .add_cosignature(add(forged.cosign(&body, 1), held.size))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     // Tampered bytes: a cosignature of another checkpoint body.
     let other = aus.cosign(&body.replace(&held.size.to_string(), "999"), 1);
     let refused = log

@@ -257,7 +257,9 @@ impl From<CosignError> for Status {
             | CosignError::FutureTime { .. }
             | CosignError::BeforeCheckpoint { .. } => Status::invalid_argument(message),
             CosignError::Older { .. } => Status::failed_precondition(message),
-            CosignError::WrongName { .. } => Status::permission_denied(message),
+            CosignError::WrongName { .. } | CosignError::OtherStatesKey { .. } => {
+                Status::permission_denied(message)
+            }
             CosignError::NoCheckpoint(_) => Status::not_found(message),
             CosignError::BadSignature(_) | CosignError::InactiveKey { .. } => {
                 Status::with_error_details(

@@ -83,15 +83,19 @@ impl SubmitError {
 
 /// Verifies an envelope submitted by `peer` at `now`.
 pub fn verify(
-    envelope: &pb::Envelope,
+    envelope: Option<&pb::Envelope>,
     peer: &PeerIdentity,
     store: &Store,
     now: OffsetDateTime,
 ) -> Result<NewEnvelope, SubmitError> {
     let principal = peer.principal();
+    // The caller's role first: an empty request from an analyst is refused as an
+    // analyst's, not as a malformed one.
     let Role::Node(caller) = principal.role() else {
         return Err(SubmitError::NotANode(principal.role().with_article()));
     };
+    let envelope = envelope
+        .ok_or_else(|| SubmitError::Malformed("SubmitRequest.envelope is required".to_owned()))?;
     let kind = match envelope.payload_type.as_str() {
         REPORT_PAYLOAD_TYPE => EnvelopeKind::Report,
         RETRACTION_PAYLOAD_TYPE => EnvelopeKind::Retraction,

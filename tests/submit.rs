@@ -195,6 +195,17 @@ async fn a_node_submits_only_its_own_states_reports_and_only_nodes_submit() {
             Code::PermissionDenied,
             "only node certificates submit",
         );
+        // An empty request too: the role is checked first, and the refusal audited.
+        let empty = other
+            .submit(pb::SubmitRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(empty.code(), Code::PermissionDenied, "{empty:?}");
+        assert!(
+            empty.message().contains("only node certificates submit")
+                && empty.metadata().get("tidemark-audit").is_some(),
+            "{empty:?}"
+        );
     }
 }
 

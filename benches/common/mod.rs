@@ -166,7 +166,7 @@ pub async fn load(config: &Config, reports: usize) {
                 let report = sample::report(&mut rng, state);
                 let env = envelope::sign(REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &keys[s]);
                 let new = internals::verify_submission(
-                    &env,
+                    Some(&env),
                     &nodes[s],
                     &store,
                     time::OffsetDateTime::now_utc(),

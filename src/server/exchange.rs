@@ -102,11 +102,12 @@ impl ExchangeService {
         envelope: Option<pb::Envelope>,
     ) -> Result<Accepted, SubmitError> {
         let result: Result<Accepted, SubmitError> = async {
-            let envelope = envelope.ok_or_else(|| {
-                SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
-            })?;
-            let new =
-                submission::verify(&envelope, peer, &self.ctx.store, self.ctx.clock.now_utc())?;
+            let new = submission::verify(
+                envelope.as_ref(),
+                peer,
+                &self.ctx.store,
+                self.ctx.clock.now_utc(),
+            )?;
             Ok(self.ctx.writer.append(new).await?)
         }
         .await;
@@ -197,14 +198,12 @@ impl pb::exchange_server::Exchange for ExchangeService {
                     self.ctx.max_import_items
                 )));
             }
-            let verified = item
-                .envelope
-                .ok_or_else(|| {
-                    SubmitError::Malformed("SubmitRequest.envelope is required".to_owned())
-                })
-                .and_then(|env| {
-                    submission::verify(&env, &peer, &self.ctx.store, self.ctx.clock.now_utc())
-                });
+            let verified = submission::verify(
+                item.envelope.as_ref(),
+                &peer,
+                &self.ctx.store,
+                self.ctx.clock.now_utc(),
+            );
             // Queued in stream order, so an amendment or retraction may follow its
             // report in the same import.
             let queued = match verified {

@@ -171,7 +171,13 @@ mod tests {
             prost::Message::encode_to_vec(&report),
             &node.key,
         );
-        submission::verify(&signed, &node.peer, store, time::OffsetDateTime::now_utc()).unwrap()
+        submission::verify(
+            Some(&signed),
+            &node.peer,
+            store,
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap()
     }
 
     fn admin(writer: &Writer, change: AdminChange) {

@@ -1437,6 +1437,39 @@ async fn two_states_syncing_into_one_directory_at_once_never_both_write_it() {
     }
 }
 
+/// A sync refused before it mirrors anything (no standing, wrong role, no server) leaves
+/// no directory or file behind; one that mirrored keeps its mirror.
+#[tokio::test]
+async fn a_refused_sync_creates_no_mirror() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let idn = profile(&pki, &server, dir.path(), "IDN").await;
+    let endpoint = server.endpoint();
+    let mirror = dir.path().join("mirror");
+    let sync = |endpoint: &str| {
+        run(args(&[
+            "sync",
+            "--category",
+            "maritime",
+            "--into",
+            mirror.to_str().unwrap(),
+            "--endpoint",
+            endpoint,
+            "--as",
+            &idn,
+        ]))
+    };
+    // IDN has contributed nothing: refused.
+    let refused = sync(&endpoint).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(!mirror.exists(), "a refused sync left {}", mirror.display());
+    // No server at that address.
+    let refused = sync("https://127.0.0.1:9").await;
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(!mirror.exists(), "a failed sync left {}", mirror.display());
+}
+
 /// Two runs into one directory: each file is one run's whole output, never a mix.
 #[test]
 fn sample_reports_into_one_directory_twice_at_once_writes_whole_files() {

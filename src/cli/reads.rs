@@ -433,7 +433,8 @@ pub struct SyncArgs {
     /// Which category: smuggling incidents or maritime movements.
     #[arg(long, value_enum)]
     category: CategoryArg,
-    /// The mirror directory (created if missing).
+    /// The mirror directory (created if missing; a run refused before it mirrors
+    /// anything leaves nothing it made behind).
     #[arg(long, value_name = "DIR")]
     into: PathBuf,
     /// Each new line also carries its envelope's log proof ("logProof", as `query
@@ -449,15 +450,48 @@ pub struct SyncArgs {
 const SYNC_CHECKPOINT: usize = 5_000;
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
-    fs::create_dir_all(&args.into)
-        .with_context(|| format!("cannot create {}", args.into.display()))?;
     let name = args.category.name();
+    let lock_path = args.into.join("sync.lock");
     let cursor_path = args.into.join(format!("{name}.cursor"));
     let data_path = args.into.join(format!("{name}.jsonl"));
+    let state_path = args.into.join("state");
+    // What this run makes: a run refused before it mirrors anything leaves none of it.
+    let made: Vec<PathBuf> = [
+        &args.into,
+        &lock_path,
+        &state_path,
+        &cursor_path,
+        &data_path,
+    ]
+    .into_iter()
+    .filter(|p| !p.exists())
+    .cloned()
+    .collect();
+    fs::create_dir_all(&args.into)
+        .with_context(|| format!("cannot create {}", args.into.display()))?;
     // One run at a time per directory, not per category: two states' first runs into
     // one directory would otherwise both find it empty and both claim it.
-    let lock_path = args.into.join("sync.lock");
-    let _lock = lock_mirror(&lock_path)?;
+    let lock = lock_mirror(&lock_path)?;
+    let mirrored = mirror(&args, &cursor_path, &data_path).await;
+    if mirrored.is_err() && fs::metadata(&data_path).map_or(true, |m| m.len() == 0) {
+        // Files first, the directory last; removed while the lock is held, so no other
+        // run takes the directory in between.
+        for path in made.iter().rev() {
+            let _ = if path == &args.into {
+                fs::remove_dir(path)
+            } else {
+                fs::remove_file(path)
+            };
+        }
+    }
+    drop(lock);
+    mirrored
+}
+
+/// Mirrors the changes after the last one in `data_path` into it (under the mirror's
+/// lock).
+async fn mirror(args: &SyncArgs, cursor_path: &Path, data_path: &Path) -> anyhow::Result<()> {
+    let (cursor_path, data_path) = (cursor_path.to_path_buf(), data_path.to_path_buf());
     let (mut cursor, mirrored) = match reconcile(&data_path, &cursor_path)? {
         Some((sequence, last)) => (sequence, Some(last)),
         None => (0, None),

@@ -1470,37 +1470,64 @@ async fn a_refused_sync_creates_no_mirror() {
     assert!(!mirror.exists(), "a failed sync left {}", mirror.display());
 }
 
-/// Two runs into one directory: each file is one run's whole output, never a mix.
+/// Two runs into one directory: the files are one run's, each whole — never a mix of
+/// lines, nor of files from both runs. A run that finds the other writing says so.
 #[test]
-fn sample_reports_into_one_directory_twice_at_once_writes_whole_files() {
+fn sample_reports_into_one_directory_twice_at_once_writes_one_runs_files() {
     let dir = tempfile::TempDir::new().unwrap();
     for round in 0..3 {
         let runs: Vec<_> = [("3000", "1"), ("2000", "2")]
             .into_iter()
             .map(|(count, seed)| {
                 Command::new(BIN)
-                    .args(["sample-reports", "--count", count, "--seed", seed, "--out"])
+                    .args(["sample-reports", "--states", "AUS,IDN,THA"])
+                    .args(["--count", count, "--seed", seed, "--out"])
                     .arg(dir.path())
                     .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
                     .spawn()
                     .unwrap()
             })
             .collect();
-        for mut run in runs {
-            assert!(run.wait().unwrap().success());
+        let mut succeeded = 0;
+        for run in runs {
+            let out = run.wait_with_output().unwrap();
+            if out.status.success() {
+                succeeded += 1;
+            } else {
+                let said = String::from_utf8_lossy(&out.stderr);
+                assert!(said.contains("another `tidemark sample-reports`"), "{said}");
+            }
         }
-        let text = std::fs::read_to_string(dir.path().join("aus.jsonl")).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
+        assert!(succeeded >= 1, "round {round}: neither run wrote");
+        let counts: Vec<usize> = ["aus", "idn", "tha"]
+            .iter()
+            .map(|s| {
+                let text = std::fs::read_to_string(dir.path().join(format!("{s}.jsonl"))).unwrap();
+                for line in text.lines() {
+                    serde_json::from_str::<serde_json::Value>(line).unwrap();
+                }
+                text.lines().count()
+            })
+            .collect();
         assert!(
-            [3000, 2000].contains(&lines.len()),
-            "round {round}: {}",
-            lines.len()
+            counts == [3000; 3] || counts == [2000; 3],
+            "round {round}: {counts:?}"
         );
-        for line in lines {
-            serde_json::from_str::<serde_json::Value>(line).unwrap();
-        }
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(names.len(), 1, "only aus.jsonl is left");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ".sample-reports.lock",
+                "aus.jsonl",
+                "idn.jsonl",
+                "tha.jsonl"
+            ]
+        );
     }
 }
 

@@ -1,5 +1,5 @@
 //! Advisory file locks for commands that must not run twice on one directory (`sync
-//! --into`, `log witness`): an OS lock, released by the kernel if the process dies, so a
+//! --into`, `log witness`, `sample-reports --out`): an OS lock, released by the kernel if the process dies, so a
 //! crash never leaves it stale.
 
 use std::{fs, path::Path};

@@ -48,6 +48,17 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    // One run at a time per directory: of two at once, each file would be whole but the
+    // set a mix of both runs'.
+    let lock = dir.join(".sample-reports.lock");
+    let _lock = super::lock::try_lock(&lock)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another `tidemark sample-reports` is writing into {} ({} is locked); wait for \
+             it to finish, or write into another directory",
+            dir.display(),
+            lock.display()
+        )
+    })?;
     let extension = match args.format {
         Format::Jsonl => "jsonl",
         Format::Csv => "csv",

@@ -1437,6 +1437,33 @@ async fn two_states_syncing_into_one_directory_at_once_never_both_write_it() {
     }
 }
 
+/// An import stopped for the caller's rights (its state suspended) says that running it
+/// again cannot help until that is resolved, not to run it again.
+#[tokio::test]
+async fn an_import_refused_for_the_callers_rights_does_not_say_to_run_it_again() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    server
+        .admin(&common::operator(&pki))
+        .await
+        .suspend_state(tidemark::pb::StateRequest {
+            state: "AUS".into(),
+        })
+        .await
+        .unwrap();
+    let file = dir.path().join("aus.jsonl");
+    std::fs::write(&file, sample_lines("AUS", 3, "7").await.join("\n")).unwrap();
+    let (summary, said) = import_json(&file, &server.endpoint(), &aus, &[]).await;
+    assert_eq!(summary["accepted"], 0, "{summary}");
+    assert!(
+        said.contains("suspended") && said.contains("cannot help until that is resolved"),
+        "{said}"
+    );
+    assert!(!said.contains("run it again to continue"), "{said}");
+}
+
 /// A sync refused before it mirrors anything (no standing, wrong role, no server) leaves
 /// no directory or file behind; one that mirrored keeps its mirror.
 #[tokio::test]

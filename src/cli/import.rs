@@ -90,8 +90,22 @@ struct Tally {
     retractions: u64,
     /// Why the import stopped early, if it did.
     stopped: Option<String>,
+    /// It stopped for the caller's rights (UNAUTHENTICATED, PERMISSION_DENIED): running
+    /// it again cannot help until that changes.
+    refused: bool,
     /// Whether the server's limit on one call has been met (and said so).
     limited: bool,
+}
+
+impl Tally {
+    /// Stops the import `where` for a failure that is not one record's.
+    fn stop(&mut self, at: &str, status: &tonic::Status) {
+        self.refused = matches!(
+            status.code(),
+            Code::Unauthenticated | Code::PermissionDenied
+        );
+        self.stopped = Some(format!("{at}: {}", client::explain(status)));
+    }
 }
 
 pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -189,11 +203,7 @@ async fn send_batch(
                     continue;
                 }
                 if fatal(status.code()) {
-                    tally.stopped = Some(format!(
-                        "stopped before line {}: {}",
-                        rest[0].0,
-                        client::explain(&status)
-                    ));
+                    tally.stop(&format!("stopped before line {}", rest[0].0), &status);
                 } else {
                     // Past the server's limit on one import, say: the rest in calls of what
                     // it took.
@@ -237,11 +247,8 @@ async fn send_batch(
                 ));
             }
             Err(status) if fatal(status.code()) => {
-                tally.stopped = Some(format!(
-                    "stopped before line {}: {}",
-                    chunk.first().map_or(0, |(line, _)| *line),
-                    client::explain(&status)
-                ));
+                let line = chunk.first().map_or(0, |(line, _)| *line);
+                tally.stop(&format!("stopped before line {line}"), &status);
             }
             Err(_) => submit_each(exchange, chunk, tally).await,
         }
@@ -291,10 +298,7 @@ async fn submit_each(
                 return;
             }
             Err(status) if fatal(status.code()) => {
-                tally.stopped = Some(format!(
-                    "stopped at line {line}: {}",
-                    client::explain(&status)
-                ));
+                tally.stop(&format!("stopped at line {line}"), &status);
                 return;
             }
             Err(status) => tally.errors.push(LineError {
@@ -469,6 +473,12 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
         );
     }
     if let Some(stopped) = tally.stopped {
+        if tally.refused {
+            bail!(
+                "the import {stopped}; running it again cannot help until that is resolved \
+                 (then what was accepted counts as a duplicate)"
+            );
+        }
         bail!(
             "the import {stopped}; run it again to continue (what was accepted, also what was \
              not answered and yet stored, counts as a duplicate)"

@@ -63,9 +63,13 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             Role::StateAnalyst(state) => (Some(state), Audience::StateAnalyst(state)),
             Role::RegionalAnalyst => (None, Audience::RegionalAnalyst),
             other => {
+                let instead = match other {
+                    Role::Operator => "operators read the audit log: `tidemark admin audit`",
+                    _ => "nodes read records with Query and Sync",
+                };
                 return Err(Status::permission_denied(format!(
                     "aggregate queries need an analyst certificate; this is {} certificate \
-                     (nodes read records with Query and Sync)",
+                     ({instead})",
                     other.with_article()
                 )));
             }

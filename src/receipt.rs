@@ -169,7 +169,7 @@ impl ReceiptError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tlog::{LogSigner, entry::sha256, merkle::leaf_hash};
+    use crate::tlog::{LogSigner, merkle::leaf_hash};
 
     /// A proof of `entry` as the only leaf of a log signed by a fresh key, and the key.
     fn one_leaf_proof(entry: &[u8]) -> (String, String) {
@@ -187,16 +187,7 @@ mod tests {
     /// they are also an entry Tidemark writes, with one meaning.
     #[test]
     fn a_proven_entry_must_be_a_well_formed_entry() {
-        let entry = Entry::Envelope(crate::tlog::entry::EnvelopeEntry {
-            sequence: 1,
-            state: "AUS".to_owned(),
-            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
-            version: 1,
-            category: "smuggling-incident".to_owned(),
-            kind: "report".to_owned(),
-            accepted_at: 1_764_424_800,
-            payload_sha256: sha256(b"payload"),
-        });
+        let entry = Entry::Envelope(crate::tlog::entry::EnvelopeEntry::example(b"payload"));
         let (proof, key) = one_leaf_proof(&entry.encode());
         assert_eq!(verify_log_proof(&proof, &key).unwrap().fields, entry);
 

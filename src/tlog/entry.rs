@@ -41,6 +41,24 @@ pub struct EnvelopeEntry {
     pub payload_sha256: [u8; 32],
 }
 
+#[cfg(test)]
+impl EnvelopeEntry {
+    /// Version 1 of AUS's report `0f8fad5b-…` as the worked example of
+    /// docs/transparency.md has it, sequence 1, accepted at 1764424800, with `payload`.
+    pub(crate) fn example(payload: &[u8]) -> Self {
+        Self {
+            sequence: 1,
+            state: "AUS".to_owned(),
+            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
+            version: 1,
+            category: "smuggling-incident".to_owned(),
+            kind: "report".to_owned(),
+            accepted_at: 1_764_424_800,
+            payload_sha256: sha256(payload),
+        }
+    }
+}
+
 /// The facts an audit entry commits to: one state of one audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -298,16 +316,9 @@ mod tests {
     #[test]
     fn the_worked_example_of_docs_transparency_md_holds() {
         use super::super::merkle::{leaf_hash, node_hash};
-        let envelope = Entry::Envelope(EnvelopeEntry {
-            sequence: 1,
-            state: "AUS".to_owned(),
-            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
-            version: 1,
-            category: "smuggling-incident".to_owned(),
-            kind: "report".to_owned(),
-            accepted_at: 1_764_424_800,
-            payload_sha256: sha256(br#"{"example":"the exact DSSE payload bytes"}"#),
-        });
+        let envelope = Entry::Envelope(EnvelopeEntry::example(
+            br#"{"example":"the exact DSSE payload bytes"}"#,
+        ));
         let audit = Entry::Audit(AuditEntry {
             number: 1,
             in_progress: false,

@@ -348,16 +348,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn envelope_entry() -> Entry {
-        Entry::Envelope(EnvelopeEntry {
-            sequence: 1,
-            state: "AUS".to_owned(),
-            report_sha256: sha256(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
-            version: 1,
-            category: "smuggling-incident".to_owned(),
-            kind: "report".to_owned(),
-            accepted_at: 1_764_424_800,
-            payload_sha256: sha256(b"payload"),
-        })
+        Entry::Envelope(EnvelopeEntry::example(b"payload"))
     }
 
     fn audit_entry(counts_withheld: bool) -> Entry {

@@ -239,6 +239,9 @@ pub(crate) fn admissible(
     intermediates: &[CertificateDer<'_>],
     now: UnixTime,
 ) -> Result<(), Inadmissible> {
+    if let Some(unreadable) = unreadable_chain(intermediates) {
+        return Err(Inadmissible::Refused(unreadable.to_string()));
+    }
     let limits = PathLimits::of(bundle);
     if let Err(e) = verify_path(&limits.anchors, end_entity, intermediates, now) {
         return Err(match e {
@@ -356,9 +359,12 @@ impl ClientCertVerifier for LoggingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        std::iter::once(end_entity)
-            .chain(intermediates)
-            .find_map(unusable)
+        unreadable_chain(intermediates)
+            .or_else(|| {
+                std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .find_map(unusable)
+            })
             .map_or(Ok(()), |why| {
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::Other(rustls::OtherError(Arc::new(why))),
@@ -455,9 +461,52 @@ fn unusable(cert: &CertificateDer<'_>) -> Option<Unusable> {
     crate::identity::nonconforming_serial(parsed.raw_serial()).map(Unusable::Serial)
 }
 
+/// The most intermediate CA certificates a client's chain is read with. webpki builds
+/// paths through at most 6; more only cost path building.
+pub(crate) const MAX_INTERMEDIATES: usize = 8;
+
+/// Why a client's chain is not read at all, before any path is built: more than
+/// [`MAX_INTERMEDIATES`] intermediates, or two intermediates of one name (as DER, which
+/// is how a path links) with different keys. Path building tries every combination of
+/// such look-alikes, and its cost grows steeply with them: an outside pass stalled the
+/// server with 49 cross-signed certificates of one name, each costing seconds of CPU
+/// before the handshake could fail. No real chain needs either.
+fn unreadable_chain(intermediates: &[CertificateDer<'_>]) -> Option<Unusable> {
+    if intermediates.len() > MAX_INTERMEDIATES {
+        return Some(Unusable::TooManyIntermediates(intermediates.len()));
+    }
+    let mut seen: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(intermediates.len());
+    for der in intermediates {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            // Not a certificate: webpki refuses it as such.
+            continue;
+        };
+        let (name, key) = (cert.subject().as_raw(), cert.public_key().raw);
+        if seen.iter().any(|(n, k)| n == name && *k != key) {
+            return Some(Unusable::LookAlikeIntermediates(crate::dn::to_rfc4514(
+                cert.subject(),
+            )));
+        }
+        seen.push((name.to_vec(), key.to_vec()));
+    }
+    None
+}
+
 /// A certificate refused for what it is, not for its chain.
 #[derive(Debug, thiserror::Error)]
 enum Unusable {
+    /// More intermediate CAs than are read.
+    #[error(
+        "the chain presents {0} intermediate CA certificates; at most {MAX_INTERMEDIATES} are \
+         read (send only the ones between the certificate and the exchange's CA)"
+    )]
+    TooManyIntermediates(usize),
+    /// Two intermediate CAs of one name with different keys.
+    #[error(
+        "the chain presents two intermediate CAs named {0} with different keys; send only the \
+         one that issued the certificate's chain"
+    )]
+    LookAlikeIntermediates(String),
     /// Its key ([`weak_key`]).
     #[error("the certificate's Ed25519 key is {0}, which proves nothing")]
     WeakKey(&'static str),

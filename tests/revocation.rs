@@ -965,6 +965,58 @@ async fn an_intermediate_ca_named_like_a_ca_of_the_bundle_is_refused() {
     }
 }
 
+/// A chain is read only with at most 8 intermediate CAs, no two of one name with
+/// different keys: path building tries every combination of look-alikes, and an outside
+/// pass stalled the server with 49 of them, each handshake costing seconds of CPU before
+/// it failed. Unrelated intermediates within the limit are only ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_look_alike_or_too_many_intermediates_is_refused_unread() {
+    let pki = TestPki::new();
+    let (_, partner, server) = with_a_partner_listed_for_idn(&pki).await;
+    let named = |name: &str| {
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        intermediate_ca(&partner, dn)
+    };
+    let issuing = named("Partner issuing CA");
+    let (leaf, key) = node_cert(&issuing, "IDN", &[1]);
+    let chain = |extra: &[String]| format!("{leaf}{}{}", issuing.pem, extra.concat());
+    let presenting = |extra: &[String]| {
+        ClientIdentity::from_pem(chain(extra), key.clone(), pki.ca.cert_pem().to_owned())
+    };
+    let mut unrelated: Vec<String> = (0..7).map(|i| named(&format!("CA {i}")).pem).collect();
+    assert!(
+        admitted(&server, &presenting(&unrelated)).await,
+        "8 intermediates"
+    );
+    unrelated.push(named("CA 7").pem);
+    assert!(
+        !admitted(&server, &presenting(&unrelated)).await,
+        "9 intermediates"
+    );
+    let look_alike = named("Partner issuing CA").pem;
+    assert!(
+        !admitted(&server, &presenting(std::slice::from_ref(&look_alike))).await,
+        "a look-alike"
+    );
+    // Presented to be revoked, it is refused saying why.
+    let refused = server
+        .admin(&operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: chain(&[look_alike]),
+            reason: "key-compromise".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("two intermediate CAs named"),
+        "{refused:?}"
+    );
+}
+
 /// A partner CA that `[tls] partner_cas` lists vouches only for the nodes and analysts
 /// of its states: its certificate for another state's node, a regional analyst or an
 /// operator is refused, saying why — an outside pass had a partner CA's operator

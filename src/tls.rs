@@ -67,9 +67,11 @@ impl ServerTlsMaterial {
     pub(crate) fn load(files: &ServerTlsFiles) -> Result<Self, TlsError> {
         let client_ca = read_certs(&files.ca)?;
         check_ca_bundle(&files.ca, &client_ca)?;
+        let cert_chain = read_certs(&files.cert)?;
+        check_server_certificate(&files.cert, &cert_chain)?;
         Ok(Self {
             client_ca,
-            cert_chain: read_certs(&files.cert)?,
+            cert_chain,
             key: read_key(&files.key)?,
         })
     }
@@ -579,6 +581,51 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 /// its CA by the issuer name: the second CA's certificates would be checked against the
 /// first one's key, or its CRL, and refused. The same CA re-issued with its own key is
 /// fine. Certificates are named by their place in the file (1 = the first).
+/// Refuses a server certificate no client would accept (a reload would otherwise put it
+/// in use and lock every client out, the operator's too): one expired or not yet valid,
+/// a CA certificate, or one whose extended key usage does not allow TLS server
+/// authentication (a client's certificate, say).
+fn check_server_certificate(path: &Path, chain: &[CertificateDer<'_>]) -> Result<(), TlsError> {
+    let refuse = |reason: String| TlsError::Parse {
+        path: path.to_owned(),
+        reason: format!("{reason}; no client would accept it — give a current server certificate"),
+    };
+    let Some(der) = chain.first() else {
+        return Ok(());
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| refuse(format!("its first certificate does not parse ({e})")))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() {
+        return Err(refuse(format!(
+            "the server certificate is not valid until {}",
+            crate::clock::format_time(validity.not_before.timestamp())
+        )));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(refuse(format!(
+            "the server certificate expired at {}",
+            crate::clock::format_time(validity.not_after.timestamp())
+        )));
+    }
+    if cert.is_ca() {
+        return Err(refuse(
+            "the server certificate is a CA certificate (basicConstraints cA)".to_owned(),
+        ));
+    }
+    if let Ok(Some(eku)) = cert.extended_key_usage()
+        && !(eku.value.server_auth || eku.value.any)
+    {
+        return Err(refuse(
+            "the server certificate's extended key usage does not allow TLS server \
+             authentication (serverAuth): a client's certificate?"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), TlsError> {
     let refuse = |reason: String| TlsError::Parse {
         path: path.to_owned(),

@@ -771,6 +771,48 @@ async fn a_bundle_with_two_cas_of_one_name_or_a_leaf_is_refused_naming_them() {
     assert_eq!(who(&server, &node(&pki, "AUS")).await.unwrap().state, "AUS");
 }
 
+/// A reload refuses a server certificate no client would accept — a client's, an expired
+/// one, one not yet valid — and keeps the one in use: an outside pass put each in use and
+/// locked every client out, the operator's too.
+#[tokio::test]
+async fn a_reload_refuses_a_server_certificate_no_client_would_accept() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let now = time::OffsetDateTime::now_utc();
+    let names = ["localhost", "127.0.0.1"];
+    let server_cert = |not_before: time::Duration, not_after: time::Duration| {
+        let issued = pki
+            .ca
+            .issue_server(
+                &names,
+                tidemark::pki::Validity {
+                    not_before: now + not_before,
+                    not_after: now + not_after,
+                },
+            )
+            .unwrap();
+        (issued.cert_pem, issued.key_pem)
+    };
+    let client = node(&pki, "AUS");
+    let hour = time::Duration::hours(1);
+    for ((cert, key), said) in [
+        (
+            (client.cert_pem().to_owned(), client.key_pem().to_owned()),
+            "serverAuth",
+        ),
+        (server_cert(-hour * 2, -hour), "expired at"),
+        (server_cert(hour, hour * 2), "not valid until"),
+    ] {
+        std::fs::write(pki.dir.path().join("server.pem"), cert).unwrap();
+        std::fs::write(pki.dir.path().join("server.key"), key).unwrap();
+        let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains(said), "{said}: {refused:?}");
+        assert_eq!(who(&server, &client).await.unwrap().state, "AUS", "{said}");
+    }
+}
+
 /// A client chain through an intermediate CA that expires before the leaf: at the
 /// intermediate's `notAfter` the leaf loses its rights on the connection it already holds
 /// — a unary call is refused and a stream in progress ends — as a revoked certificate's

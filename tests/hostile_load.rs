@@ -1062,3 +1062,59 @@ async fn idn_reading_600_aus_reports(
     let channel = common::small_window_channel(&world.server, &node(&world.pki, "IDN")).await;
     (pb::exchange_client::ExchangeClient::new(channel), smuggling)
 }
+
+/// An import call is bounded like every call (`limits.request_timeout_secs`): one fed
+/// slowly stops taking envelopes after four fifths of it and ends DEADLINE_EXCEEDED with
+/// the counts of what it took, which is stored — not cut off without a word (an outside
+/// pass fed one envelope every 1.5 s: CANCELLED at 30 s, no counts, 20 of 21 stored).
+#[tokio::test]
+async fn a_slow_import_ends_in_its_window_counting_what_it_took() {
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let server = TestServer::start_with(&pki, data, |c| {
+        c.limits.request_timeout_secs = 2;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let mut idn = world.exchange("IDN").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let import = tokio::spawn(async move {
+        idn.import(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    let envelope = sign(
+        &report("IDN", 1, false, pb::SharingScope::AllContributors, &[]),
+        world.key("IDN"),
+    );
+    let submitted = pb::SubmitRequest {
+        envelope: Some(envelope),
+        ..Default::default()
+    };
+    tx.send(submitted.clone()).await.unwrap();
+    // The stream stays open, sending nothing more, past the window.
+    let status = tokio::time::timeout(Duration::from_secs(10), import)
+        .await
+        .expect("the import ends by itself")
+        .unwrap()
+        .expect_err("ended part-way");
+    drop(tx);
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("limits.request_timeout_secs"),
+        "{status:?}"
+    );
+    assert_eq!(
+        tidemark::client::import_trailers::read(&status),
+        Some([1, 1, 0, 0]),
+        "{status:?}"
+    );
+    // It was stored: the same envelope again is a duplicate.
+    let again = world
+        .exchange("IDN")
+        .await
+        .submit(submitted)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate, "{again:?}");
+}

@@ -202,7 +202,12 @@ async fn send_batch(
                     chunk = rest;
                     continue;
                 }
-                if fatal(status.code()) {
+                // The server's window for one call closed after it took some: the rest
+                // goes on in calls of what it took.
+                let window_closed = status.code() == Code::DeadlineExceeded
+                    && status.message().contains("limits.request_timeout_secs")
+                    && !chunk.is_empty();
+                if fatal(status.code()) && !window_closed {
                     tally.stop(&format!("stopped before line {}", rest[0].0), &status);
                 } else {
                     // Past the server's limit on one import, say: the rest in calls of what

@@ -57,6 +57,9 @@ pub(super) struct Context {
     pub analytics: analytics::Settings,
     /// Most envelopes one import stream may hold.
     pub max_import_items: usize,
+    /// How long an import takes envelopes: four fifths of `limits.request_timeout_secs`,
+    /// which bounds the whole call, so that it can still store and answer for what it took.
+    pub import_window: std::time::Duration,
     /// How long a read waits for its caller to take the next item (`limits.read_stall_secs`).
     pub read_stall: std::time::Duration,
     /// How long a query or sync may go on sending (`limits.max_read_secs`).

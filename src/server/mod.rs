@@ -196,6 +196,7 @@ impl Server {
             feed,
             analytics: crate::analytics::Settings::new(&self.config.analytics),
             max_import_items: limits.max_import_items,
+            import_window: limits.request_timeout() * 4 / 5,
             read_stall: limits.read_stall(),
             max_read: limits.max_read(),
             // Three quarters of the smaller of our limit and a stock client's (4 MiB).

@@ -195,8 +195,8 @@ async fn a_connection_that_sends_nothing_after_its_handshake_is_closed() {
 }
 
 /// One principal holds at most `limits.max_connections_per_principal` connections:
-/// one more is closed at once, others' are not touched, and a connection let go frees
-/// its place.
+/// one more has its calls refused RESOURCE_EXHAUSTED and is closed, others' are not
+/// touched, and a connection let go frees its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_holds_a_bounded_number_of_connections() {
     let pki = TestPki::new();
@@ -216,12 +216,17 @@ async fn a_principal_holds_a_bounded_number_of_connections() {
         whoami(channel.clone()).await.unwrap();
         held.push(channel);
     }
-    let over = tidemark::client::connect(&server.endpoint(), &aus).await;
-    let refused = match over {
-        Ok(channel) => whoami(channel).await.is_err(),
-        Err(_) => true,
-    };
-    assert!(refused, "a fourth connection of one principal is closed");
+    // A fourth is told why (RESOURCE_EXHAUSTED naming the limit, not a bare reset that a
+    // client retries), then closed.
+    let over = server.channel(&aus).await;
+    let refused = whoami(over.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("limits.max_connections_per_principal"),
+        "{refused:?}"
+    );
     // Another principal is not affected; those held still work.
     whoami(server.channel(&node(&pki, "IDN")).await)
         .await

@@ -32,13 +32,20 @@ pub(super) struct Authenticate {
     /// By the whole chain presented ([`crate::identity::chain_digest`]): one leaf may come
     /// with other intermediates on another connection, and each chain is judged as it is.
     known: Arc<Mutex<HashMap<[u8; 32], PeerIdentity>>>,
+    /// Connections over their principal's limit, whose calls are refused.
+    over_limit: super::connections::OverLimit,
 }
 
 impl Authenticate {
-    pub(super) fn new(trust_domain: &str, trust: Arc<Trust>) -> Self {
+    pub(super) fn new(
+        trust_domain: &str,
+        trust: Arc<Trust>,
+        over_limit: super::connections::OverLimit,
+    ) -> Self {
         Self {
             trust_domain: trust_domain.into(),
             trust,
+            over_limit,
             known: Arc::default(),
         }
     }
@@ -81,6 +88,9 @@ impl Interceptor for Authenticate {
         // For the refusal log, whatever happens next.
         if let Some(caller) = request.extensions().get::<super::instrument::Caller>() {
             caller.set(peer.principal().clone());
+        }
+        if let Some(refused) = self.over_limit.refusal(request.remote_addr()) {
+            return Err(refused);
         }
         // Checked on every call: an open connection outlives a revocation or suspension.
         match lapse(&self.trust, &peer) {

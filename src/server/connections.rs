@@ -53,6 +53,8 @@ pub(super) struct Connections {
     /// Connections open per principal (SPIFFE ID), and how many one may hold.
     open_by: Arc<Mutex<HashMap<String, usize>>>,
     max_per_principal: usize,
+    /// Connections over that limit, answered RESOURCE_EXHAUSTED until they are closed.
+    over_limit: OverLimit,
     metrics: Arc<Metrics>,
 }
 
@@ -72,8 +74,17 @@ impl Connections {
             first_request,
             open_by: Arc::default(),
             max_per_principal,
+            over_limit: OverLimit {
+                addresses: Arc::default(),
+                most: max_per_principal,
+            },
             metrics,
         }
+    }
+
+    /// The connections over their principal's limit, for the calls made on them.
+    pub(super) fn over_limit(&self) -> OverLimit {
+        self.over_limit.clone()
     }
 
     /// Counts one more connection of `principal`, unless it already holds as many as it
@@ -124,7 +135,15 @@ impl Connections {
             } else {
                 tracing::warn!(%principal, %peer, most = self.max_per_principal, "a connection over limits.max_connections_per_principal was closed");
                 self.metrics.connection_closed("too_many_connections");
-                cut.cut();
+                // Its calls are answered why for a moment (not a bare reset, which a
+                // client takes for a server away and retries), then it is closed.
+                self.over_limit.add(peer);
+                let (over_limit, cut) = (self.over_limit.clone(), cut.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(OVER_LIMIT_ANSWERED).await;
+                    cut.cut();
+                    over_limit.remove(peer);
+                });
             }
         }
         Connection {
@@ -133,6 +152,47 @@ impl Connections {
             cut,
             _open: open,
         }
+    }
+}
+
+/// How long a connection over its principal's limit is answered before it is closed.
+const OVER_LIMIT_ANSWERED: Duration = Duration::from_secs(2);
+
+/// The client addresses of connections over their principal's limit
+/// (`limits.max_connections_per_principal`): every call on one is refused
+/// RESOURCE_EXHAUSTED, saying so, until it is closed.
+#[derive(Clone)]
+pub(super) struct OverLimit {
+    addresses: Arc<Mutex<std::collections::HashSet<std::net::SocketAddr>>>,
+    most: usize,
+}
+
+impl OverLimit {
+    fn add(&self, peer: std::net::SocketAddr) {
+        self.lock().insert(peer);
+    }
+
+    fn remove(&self, peer: std::net::SocketAddr) {
+        self.lock().remove(&peer);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<std::net::SocketAddr>> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The refusal of a call from `peer` on a connection over the limit, if it is one.
+    pub(super) fn refusal(&self, peer: Option<std::net::SocketAddr>) -> Option<tonic::Status> {
+        let peer = peer?;
+        self.lock().contains(&peer).then(|| {
+            tonic::Status::resource_exhausted(format!(
+                "this principal already holds {} connections (limits.max_connections_per_principal), \
+                 so this one is being closed: make calls on the connections it holds, or close \
+                 some",
+                self.most
+            ))
+        })
     }
 }
 

@@ -275,8 +275,16 @@ impl Server {
     }
 
     /// Starts accepting connections on `listener`, each watched for its certificate's
-    /// rights: the stream of connections and the accept loop's task.
-    fn accept(&self, listener: TcpListener) -> (incoming::Incoming, tokio::task::JoinHandle<()>) {
+    /// rights: the stream of connections, the accept loop's task, and the connections over
+    /// their principal's limit (whose calls authentication refuses).
+    fn accept(
+        &self,
+        listener: TcpListener,
+    ) -> (
+        incoming::Incoming,
+        tokio::task::JoinHandle<()>,
+        connections::OverLimit,
+    ) {
         let connections = Connections::new(
             self.trust.clone(),
             &self.config.trust_domain,
@@ -287,12 +295,14 @@ impl Server {
             ),
             self.metrics.clone(),
         );
-        incoming::spawn(
+        let over_limit = connections.over_limit();
+        let (incoming, task) = incoming::spawn(
             listener,
             (self.trust.clone(), self.metrics.clone()),
             connections,
             AcceptLimits::from(&self.config.limits),
-        )
+        );
+        (incoming, task, over_limit)
     }
 
     /// Serves on `listener` until `shutdown` completes; in-flight calls then finish
@@ -309,12 +319,13 @@ impl Server {
         }
         let metrics_task = self.spawn_metrics();
         let limits = &self.config.limits;
-        let (incoming, accept_task) = self.accept(listener);
+        let (incoming, accept_task, over_limit) = self.accept(listener);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
         let (reflection, reflection_v1alpha) = reflection()?;
-        let authenticate = Authenticate::new(&self.config.trust_domain, self.trust.clone());
+        let authenticate =
+            Authenticate::new(&self.config.trust_domain, self.trust.clone(), over_limit);
         let (writer, writer_thread) = self.store.start_writer(
             self.clock.clone(),
             self.config.store.max_batch,

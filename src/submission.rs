@@ -100,8 +100,10 @@ pub fn verify(
         REPORT_PAYLOAD_TYPE => EnvelopeKind::Report,
         RETRACTION_PAYLOAD_TYPE => EnvelopeKind::Retraction,
         other => {
+            // Quoted, and cut short: the caller's bytes go into the answer and the log.
+            let other = crate::report::shorten(format!("{other:?}"), 100);
             return Err(SubmitError::Malformed(format!(
-                "payload type {other:?} is not accepted; use {REPORT_PAYLOAD_TYPE:?} or \
+                "payload type {other} is not accepted; use {REPORT_PAYLOAD_TYPE:?} or \
                  {RETRACTION_PAYLOAD_TYPE:?}"
             )));
         }

@@ -448,3 +448,23 @@ async fn concurrent_submissions_from_four_states_get_unique_gap_free_sequences()
         );
     }
 }
+
+/// A payload type that is not accepted is named in the refusal, quoted and cut short:
+/// the caller's bytes go into the answer (and the log), which a 20,000-character one
+/// pushed past gRPC's metadata limit (an outside pass).
+#[tokio::test]
+async fn an_unknown_payload_type_is_refused_quoted_and_cut_short() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let key = server.register_new_key(&pki, "AUS").await;
+    let mut exchange = server.exchange(&node(&pki, "AUS")).await;
+    let mut envelope = sign(&sample_report("AUS", 5), &key);
+    envelope.payload_type = "x".repeat(20_000);
+    let refused = submit(&mut exchange, envelope).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("payload type \"xxx") && refused.message().len() < 400,
+        "{} characters",
+        refused.message().len()
+    );
+}

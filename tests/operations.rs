@@ -1276,3 +1276,26 @@ async fn with_the_ca_offline_a_restore_keeps_certificate_revocations_too() {
         "the revoked certificate is back: {refused:?}"
     );
 }
+
+/// A restore's copy left beside the store (its process killed before it renamed the copy
+/// into place) stops the server from starting: it would serve an empty or older store
+/// and sign a new history with the exchange's log key. Once the copy is removed, it starts.
+#[test]
+fn a_server_does_not_start_beside_an_unfinished_restore() {
+    let pki = common::TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let config = pki.config(&data);
+    let staged = config.store.path.with_extension("restoring");
+    std::fs::write(&staged, b"part of a copy").unwrap();
+    let refused = tidemark::Server::build(pki.config(&data))
+        .err()
+        .expect("refused beside an unfinished restore");
+    let message = refused.to_string();
+    assert!(
+        message.contains("a restore that did not finish") && message.contains("tidemark restore"),
+        "{message}"
+    );
+    assert!(!config.store.path.exists(), "no store was made");
+    std::fs::remove_file(&staged).unwrap();
+    tidemark::Server::build(pki.config(&data)).expect("it starts once the copy is gone");
+}

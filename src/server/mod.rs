@@ -74,6 +74,19 @@ impl Server {
         // Check the certificate files first: they are what a new config most often gets wrong.
         ServerTlsMaterial::load(&config.tls.files())?;
         crate::trust::check_ca_key(&config.tls.ca, config.tls.ca_key.as_ref())?;
+        // `tidemark restore` stages its copy beside the store and renames it into place
+        // last: a copy left there is a restore that did not finish, or one running now.
+        let staged = config.store.path.with_extension("restoring");
+        if staged.exists() {
+            return Err(ServerError::Config(format!(
+                "{} is the copy of a restore that did not finish (or is running now), so the \
+                 store beside it is not the one meant to be served: run `tidemark restore` \
+                 again, or remove {} to serve {} as it is",
+                staged.display(),
+                staged.display(),
+                config.store.path.display()
+            )));
+        }
         let store = Store::open(&config.store)?;
         Self::build_on(config, store)
     }

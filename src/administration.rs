@@ -203,6 +203,17 @@ impl Administration {
         (operator, now): (&str, i64),
     ) -> Result<KeyRecord, AdminError> {
         let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
+        for (field, at) in [
+            ("valid_from_unix", key.valid_from),
+            ("valid_until_unix", key.valid_until),
+        ] {
+            if at < 0 {
+                return Err(invalid(
+                    field,
+                    format!("is {at}, before 1970: give Unix seconds after it (0: not given)"),
+                ));
+            }
+        }
         // A PEM field may be a file's contents passed through, byte-order mark and all.
         let public = PublicKey::from_spki_pem(crate::files::without_bom(&key.public_key_pem))
             .map_err(|e| invalid("public_key_pem", e))?;
@@ -259,6 +270,15 @@ impl Administration {
         (operator, now): (&str, i64),
     ) -> Result<(KeyRecord, bool, Option<String>), AdminError> {
         let key_id = canonical_key_id(key_id)?;
+        if compromised_at < 0 {
+            return Err(invalid(
+                "compromised_at_unix",
+                format!(
+                    "is {compromised_at}, before 1970: give Unix seconds after it (0: as of \
+                     now)"
+                ),
+            ));
+        }
         if compromised_at > now {
             return Err(invalid(
                 "compromised_at_unix",

@@ -962,6 +962,17 @@ async fn reports_signed_before_a_key_compromise_stay_valid_and_later_ones_are_re
         let record = log.iter().rev().find(|e| e.action == "revoke-key").unwrap();
         assert!(record.detail.contains(&said), "{}", record.detail);
     }
+    // A time before 1970 is no revocation time (nor a validity's bound).
+    let refused = admin
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: key.key_id().into(),
+            compromised_at_unix: -5,
+            reason: "key-compromise".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("before 1970"), "{refused:?}");
     now.fetch_add(10, Ordering::SeqCst);
     let status = submit(&mut aus, sign(&sample_report("AUS", 2), &key))
         .await

@@ -724,6 +724,17 @@ async fn a_privacy_budget_is_charged_refunded_spent_and_shown() {
         "{}",
         spent.message()
     );
+    // On the audit record, like every refused read.
+    assert!(
+        spent.metadata().get("tidemark-audit").is_some(),
+        "{spent:?}"
+    );
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let last = common::audit_log(&mut admin).await.pop().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.state.as_str()),
+        ("refused aggregate", "AUS")
+    );
     assert_eq!(left(&standing(&server, &aus).await), 0);
 }
 

@@ -10,7 +10,7 @@ use crate::{
     identity::{PeerIdentity, Role},
     pb,
     server::{auth, context::Context, reads::audit_detail},
-    store::{AuditRecord, BudgetCharge, OwnerReads},
+    store::{AuditRecord, BudgetCharge, BudgetError, OwnerReads},
 };
 
 /// A charge taken from an analyst's budget, to give back if the query fails.
@@ -23,14 +23,28 @@ struct Charged {
 impl AnalyticsService {
     /// Charges one query to `peer`'s budget for this year (RESOURCE_EXHAUSTED when it
     /// is spent).
-    async fn charge(&self, peer: &PeerIdentity, budget: Budget) -> Result<Charged, Status> {
+    /// Charges `peer`'s privacy budget for the aggregate of `detail`; a refusal (the
+    /// budget spent) is on the audit record like any other refused read.
+    async fn charge(
+        &self,
+        peer: &PeerIdentity,
+        budget: Budget,
+        (state, detail): (&str, &str),
+    ) -> Result<Charged, Status> {
         let charge = BudgetCharge {
             principal: peer.principal().spiffe_id(),
             year: self.ctx.clock.now_utc().year(),
             amount: i64::try_from(budget.per_query).unwrap_or(i64::MAX),
             limit: budget.per_year,
         };
-        let spent = self.ctx.writer.charge_budget(charge.clone()).await?;
+        let spent = match self.ctx.writer.charge_budget(charge.clone()).await {
+            Ok(spent) => spent,
+            Err(e @ BudgetError::Spent { .. }) => {
+                let record = super::reads::refusal_record(peer, state, ("aggregate", detail));
+                return Err(self.ctx.refusals.refuse(record, e.into()).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
         #[allow(clippy::cast_precision_loss)]
         let remaining = budget.per_year.saturating_sub(spent) as f64 / 1e6;
         Ok(Charged { charge, remaining })
@@ -108,7 +122,10 @@ impl pb::analytics_server::Analytics for AnalyticsService {
         let settings = self.ctx.analytics.clone();
         // Under a privacy budget the query is paid for before it is computed.
         let charged = match settings.mode(audience) {
-            Mode::Budget(budget) => Some(self.charge(&peer, budget).await?),
+            Mode::Budget(budget) => {
+                let state = state.map(|s| s.to_string()).unwrap_or_default();
+                Some(self.charge(&peer, budget, (&state, &detail)).await?)
+            }
             _ => None,
         };
         let store = self.ctx.store.clone();

@@ -67,7 +67,11 @@ impl Pages {
 
 /// The audit record of a refusal of `action` (with its request `detail`) to `peer`,
 /// acting for `state` (empty for none).
-fn refusal_record(peer: &PeerIdentity, state: &str, (action, detail): (&str, &str)) -> AuditRecord {
+pub(super) fn refusal_record(
+    peer: &PeerIdentity,
+    state: &str,
+    (action, detail): (&str, &str),
+) -> AuditRecord {
     AuditRecord {
         principal: peer.principal().spiffe_id(),
         state: state.to_owned(),

@@ -320,9 +320,19 @@ fn print_table(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow
     for row in &rows {
         line(out, row)?;
     }
+    // Under a privacy budget every value of the dimensions is listed, data or not.
+    let listed = if response
+        .protection
+        .as_ref()
+        .is_some_and(|p| p.method == "zcdp")
+    {
+        "every value of the dimensions is listed, data or not"
+    } else {
+        "cells too small to show are not listed"
+    };
     writeln!(
         out,
-        "\n{} cells (from {}); cells too small to show are not listed; x = withheld",
+        "\n{} cells (from {}); {listed}; x = withheld",
         response.cells.len(),
         response.source,
     )?;
@@ -351,6 +361,12 @@ fn protection(response: &pb::AggregateResponse) -> Option<String> {
             p.magnitude_floor
         )),
         "none" => Some("protection: exact figures (suppression only)".to_owned()),
+        "zcdp" => Some(format!(
+            "protection: privacy budget (zCDP): this answer was charged rho {:.3}, {:.3} is \
+             left this year; counts carry Gaussian noise of SD {:.1}, sums of SD {:.1} (each \
+             report counted up to {}); small cells are withheld on the noisy counts",
+            p.rho_charged, p.rho_remaining, p.count_noise_sd, p.sum_noise_sd, p.contribution_cap
+        )),
         _ => None,
     }
 }
@@ -415,4 +431,40 @@ fn print_csv(out: &mut impl Write, response: &pb::AggregateResponse) -> anyhow::
     }
     out.write_all(&csv.into_inner().map_err(|e| anyhow!("{e}"))?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every method the server names is said under the table: a privacy budget's answer
+    /// says what it was charged, what is left and how noisy its figures are.
+    #[test]
+    fn every_protection_is_said_in_words() {
+        let answer = |method: &str| pb::AggregateResponse {
+            protection: Some(pb::Protection {
+                method: method.to_owned(),
+                rho_charged: 0.05,
+                rho_remaining: 0.15,
+                count_noise_sd: 3.2,
+                sum_noise_sd: 12.6,
+                contribution_cap: 50,
+                ..pb::Protection::default()
+            }),
+            ..pb::AggregateResponse::default()
+        };
+        let said = protection(&answer("zcdp")).expect("said");
+        for part in [
+            "privacy budget",
+            "0.050",
+            "0.150",
+            "SD 3.2",
+            "SD 12.6",
+            "up to 50",
+        ] {
+            assert!(said.contains(part), "{part}: {said}");
+        }
+        assert!(protection(&answer("cell-key")).is_some());
+        assert!(protection(&answer("none")).is_some());
+    }
 }

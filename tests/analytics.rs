@@ -875,6 +875,31 @@ async fn single_state_cells_are_flagged_and_withheld_when_configured() {
     let total = by_origin.cells.iter().find(|c| c.keys == ["*"]).unwrap();
     assert_eq!(total.values, [10]);
     assert!(!total.single_state);
+    // A table of one state's reports is empty, and its note says that may be why — not
+    // only that few reports match (seven of AUS's do).
+    let only_aus = aggregate(
+        &server,
+        &regional(&pki),
+        pb::AggregateRequest {
+            group_by: vec![pb::Dimension::Origin as i32],
+            metrics: vec![pb::Metric::Reports as i32],
+            filter: Some(pb::AggregateFilter {
+                reporting_states: vec!["AUS".to_owned()],
+                ..Default::default()
+            }),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(only_aus.cells.is_empty(), "{:?}", only_aus.cells);
+    assert!(
+        only_aus
+            .notes
+            .iter()
+            .any(|n| n.explanation.contains("all come from one state")),
+        "{:?}",
+        only_aus.notes
+    );
 }
 
 // ---------------------------------------------------------------------------------

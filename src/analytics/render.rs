@@ -392,6 +392,38 @@ fn grand_total(dimensions: usize) -> Key {
     total
 }
 
+/// The note on cells not listed outside a budget: the whole table (`whole_table`) or
+/// some cells, of fewer than `minimum` reports (besides those a state can read, for a
+/// state's analyst: `for_a_state`), or of one state's only (`single_state`).
+fn unlisted((whole_table, for_a_state): (bool, bool), minimum: u64, single_state: bool) -> String {
+    // A table emptied by the single-state rule is not one of few reports.
+    let or_one_state = if single_state {
+        ", or those that match all come from one state (this exchange withholds such cells)"
+    } else {
+        ""
+    };
+    match (whole_table, for_a_state) {
+        (true, false) => format!(
+            "fewer than {minimum} reports match these filters (perhaps none){or_one_state}: \
+             nothing is shown"
+        ),
+        (true, true) => format!(
+            "fewer than {minimum} reports match these filters (perhaps none), or fewer than \
+             {minimum} but some besides those your state can read as records{or_one_state}: \
+             nothing is shown"
+        ),
+        (false, false) => {
+            format!(
+                "cells of fewer than {minimum} reports are not listed, as cells of none are not"
+            )
+        }
+        (false, true) => format!(
+            "cells of fewer than {minimum} reports, or of fewer than {minimum} but some besides \
+             those your state can read as records, are not listed, as cells of none are not"
+        ),
+    }
+}
+
 /// What was withheld, in words. Outside a budget, a rule that leaves cells out of the
 /// listing gets a note of its own that is the same whatever the table holds: how many
 /// cells it left out would say as much as listing them.
@@ -419,25 +451,11 @@ fn notes(
         note(
             pb::SuppressionRule::SmallCell,
             0,
-            match (whole_table, counts.for_a_state) {
-                (true, false) => format!(
-                    "fewer than {minimum} reports match these filters (perhaps none): \
-                         nothing is shown"
-                ),
-                (true, true) => format!(
-                    "fewer than {minimum} reports match these filters (perhaps none), or \
-                     fewer than {minimum} but some besides those your state can read as \
-                     records: nothing is shown"
-                ),
-                (false, false) => format!(
-                    "cells of fewer than {minimum} reports are not listed, as cells of none are not"
-                ),
-                (false, true) => format!(
-                    "cells of fewer than {minimum} reports, or of fewer than {minimum} but \
-                     some besides those your state can read as records, are not listed, as \
-                     cells of none are not"
-                ),
-            },
+            unlisted(
+                (whole_table, counts.for_a_state),
+                minimum,
+                settings.suppress_single_state,
+            ),
         );
         if settings.suppress_single_state {
             note(

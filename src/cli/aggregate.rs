@@ -185,11 +185,14 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
     }
     // The table says it in its notes; beside CSV or JSON, stderr does.
     if response.cells.is_empty() && format != Format::Table {
+        // Why, as the server's notes say it (few reports, or reports of one state only).
+        let why = response
+            .notes
+            .first()
+            .map_or("nothing is shown", |n| n.explanation.as_str());
         errln!(
-            "fewer than {} reports match these filters (perhaps none), so nothing is shown: \
-             widen the dates, states or values asked for (`tidemark aggregate --help` lists \
-             them)",
-            response.minimum_reports
+            "{why}: widen the dates or values asked for, or ask for more states \
+             (`tidemark aggregate --help` lists them)"
         );
     }
     if let Some(charted) = charted {

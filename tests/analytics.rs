@@ -1428,4 +1428,18 @@ async fn nothing_to_chart_leaves_an_existing_chart_alone() {
         );
         assert_eq!(std::fs::read_to_string(&chart).unwrap(), "<svg>keep</svg>");
     }
+    // Listed cells whose fees are too few for quartiles: said as such, not as withheld.
+    let more: Vec<pb::Envelope> = (0..6)
+        .map(|i| sign(&sample_report("AUS", 710 + i), &key))
+        .collect();
+    import(&server, &pki, "AUS", more).await;
+    let args = ["--by", "state", "--metric", "fee", "--chart", &chart];
+    let out = aggregate_cli(&server, &profile, &args).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("fee quartiles") && !said.contains("withheld"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&chart).unwrap(), "<svg>keep</svg>");
 }

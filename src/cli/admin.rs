@@ -129,9 +129,9 @@ enum AdminCommand {
         #[arg(long, value_name = "FILE", conflicts_with_all = ["serial", "issuer"])]
         certificate: Option<PathBuf>,
     },
-    /// Certificates issued through this server (`admin issue`); `--expiring 30d` shows
-    /// those that need renewal. Certificates made offline (the development certificates
-    /// `serve` writes, `tidemark pki issue`) are not listed.
+    /// Certificates issued through this server (`admin issue`) and the development
+    /// certificates `serve` wrote into certs/; `--expiring 30d` shows those that need
+    /// renewal. Certificates made offline with `tidemark pki issue` are not listed.
     Certs {
         /// Only those expiring within this many days, e.g. 30 or 30d.
         #[arg(long, value_name = "DAYS")]
@@ -624,12 +624,12 @@ async fn certs(
         )?;
     }
     if certs.is_empty() {
-        // The development certificates `serve` writes on first run, and any made with
-        // `tidemark pki issue`, are not issued through the server: not listed here.
+        // Certificates made with `tidemark pki issue` are not issued through the
+        // server: not listed here (the development certificates `serve` wrote are).
         outln!(
-            "no certificates issued through this server (`admin issue`){}; certificates \
-             made offline (the development certificates in certs/, `tidemark pki issue`) \
-             are not listed",
+            "no certificates issued through this server (`admin issue`, and the \
+             development certificates `serve` wrote){}; certificates made offline with \
+             `tidemark pki issue` are not listed",
             if days > 0 {
                 format!(
                     " expire within {}",

@@ -33,6 +33,26 @@ struct Measure {
     fee_currency: Option<String>,
 }
 
+/// Why no cell has a value to draw: all withheld, or (fees) none with quartiles in the
+/// currency charted.
+fn nothing_drawn(response: &pb::AggregateResponse, measure: &Measure) -> anyhow::Error {
+    match &measure.fee_currency {
+        Some(currency) => anyhow::anyhow!(
+            "no cell of the table has {currency} fee quartiles (a cell shows them over at \
+             least {} reports stating that currency), so there is nothing to chart: widen the \
+             dates or drop a dimension",
+            response
+                .protection
+                .as_ref()
+                .map_or(0, |p| p.minimum_reports_for_quantiles)
+        ),
+        None => anyhow::anyhow!(
+            "every cell of the table is withheld (only margins, if any, are shown), so there \
+             is nothing to chart"
+        ),
+    }
+}
+
 impl Measure {
     fn of(&self, cell: &pb::Cell) -> Option<f64> {
         match &self.fee_currency {
@@ -98,10 +118,17 @@ fn measure(response: &pb::AggregateResponse) -> anyhow::Result<Measure> {
         }
     }
     currencies.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let (_, currency) = currencies
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("no cell states a fee, so there is nothing to chart"))?;
+    let (_, currency) = currencies.first().cloned().ok_or_else(|| {
+        anyhow!(
+            "no cell of the table shows fee quartiles (a cell shows them over at least {} \
+                 reports stating one currency), so there is nothing to chart: widen the dates \
+                 or drop a dimension",
+            response
+                .protection
+                .as_ref()
+                .map_or(0, |p| p.minimum_reports_for_quantiles)
+        )
+    })?;
     let note = (currencies.len() > 1).then(|| {
         format!(
             "The chart shows fees in {currency}; fees in {} are in the table.",
@@ -305,9 +332,7 @@ fn time_series(
     let periods = every_period(&periods);
     let mut series = collect_series(&interior, &periods, period, measure);
     if series.is_empty() {
-        bail!(
-            "every cell of the table is withheld (only margins, if any, are shown), so there is nothing to chart"
-        );
+        return Err(nothing_drawn(response, measure));
     }
     series.sort_by(|a, b| b.total.total_cmp(&a.total));
     let dropped = series.len().saturating_sub(MAX_SERIES);
@@ -482,9 +507,7 @@ fn bars(
 ) -> anyhow::Result<Vec<(String, RGBColor)>> {
     let (groups, mut series, values) = bar_values(response, measure, names.len() > 1);
     if values.is_empty() {
-        bail!(
-            "every cell of the table is withheld (only margins, if any, are shown), so there is nothing to chart"
-        );
+        return Err(nothing_drawn(response, measure));
     }
     series.sort_by(|a, b| b.1.total_cmp(&a.1));
     let dropped = series.len().saturating_sub(MAX_SERIES);

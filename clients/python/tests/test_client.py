@@ -3,6 +3,7 @@ field violations, a query verified with DSSE, an aggregate, an import."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -86,6 +87,15 @@ def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
         for result in results:
             report = idn.verify(result.envelope, keys, result.meta.accepted_at_unix)
             assert report.reporting_state == "AUS"
+        # Signed by a key revoked before the acceptance: untrusted, and said so — not
+        # taken for tampering.
+        first = results[0]
+        revoked = {
+            k: dataclasses.replace(v, revoked_at=first.meta.accepted_at_unix - 1)
+            for k, v in keys.items()
+        }
+        with pytest.raises(ValueError, match="untrusted: signed by key [0-9a-f]+ of AUS, revoked as of"):
+            idn.verify(first.envelope, revoked, first.meta.accepted_at_unix)
         # One changed byte and it no longer verifies.
         altered = results[0].envelope
         altered.payload = altered.payload[:-1] + bytes([altered.payload[-1] ^ 1])
@@ -143,6 +153,16 @@ def test_an_aggregate_and_an_import(server):
         assert protection.method == "cell-key"
         assert total
         assert abs(total[0].values[0] - 30) <= protection.max_count_deviation
+        # Every enum filter takes the spelling `tidemark aggregate` takes, or the proto's.
+        for filters in (
+            {"modus_operandi": "sea"},
+            {"modus_operandi": "MODUS_OPERANDI_SEA"},
+            {"category": "maritime", "vessel_type": "rubber-dinghy"},
+            {"category": "maritime", "maritime_event": "rescue"},
+        ):
+            analyst.aggregate(["year"], ["reports"], **filters)
+        with pytest.raises(ValueError, match="vessel_type 'Rubber-Dinghy' is not one of: .*rubber-dinghy"):
+            analyst.aggregate(["year"], vessel_type="Rubber-Dinghy")
 
 
 def test_an_import_the_server_ends_says_what_it_did_and_why_it_refused(small_import_server):

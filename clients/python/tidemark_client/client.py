@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 
@@ -181,6 +182,60 @@ def _cli_names(enum: Any, prefix: str, renamed: Mapping[str, str]) -> Dict[str, 
 DIMENSIONS = _cli_names(analytics_pb2.Dimension, "DIMENSION_", {"reporting-state": "state"})
 #: The metric names `aggregate` takes, as `tidemark aggregate --metric` does.
 METRICS = _cli_names(analytics_pb2.Metric, "METRIC_", {"fee-per-person": "fee"})
+
+
+def _enum_prefix(enum: Any) -> str:
+    """The prefix every value name of a proto enum shares (``VESSEL_TYPE_``)."""
+    names = [value.name for value in enum.values]
+    prefix = os.path.commonprefix(names)
+    return prefix[: prefix.rfind("_") + 1]
+
+
+def _enum_value(field: Any, given: Any) -> Any:
+    """The number of enum field `field`'s value `given`: its name in the proto
+    (``VESSEL_TYPE_RUBBER_DINGHY``) or as `tidemark` takes it (``rubber-dinghy``, lower
+    case with hyphens, one spelling); anything else (a number, say) as given."""
+    if not isinstance(given, str):
+        return given
+    enum = field.enum_type
+    if given in enum.values_by_name:
+        return enum.values_by_name[given].number
+    prefix = _enum_prefix(enum)
+    labels = {
+        value.name.removeprefix(prefix).lower().replace("_", "-"): value.number
+        for value in enum.values
+        if value.number != 0
+    }
+    if given not in labels:
+        raise ValueError(f"{field.name} {given!r} is not one of: {', '.join(labels)}")
+    return labels[given]
+
+
+def _enum_labels(message: Any, fields: Mapping[str, Any]) -> Dict[str, Any]:
+    """`fields` with every enum value given by name turned into its number."""
+    out = dict(fields)
+    for name, value in fields.items():
+        field = message.DESCRIPTOR.fields_by_name.get(name)
+        if field is None or field.enum_type is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            out[name] = [_enum_value(field, v) for v in value]
+        else:
+            out[name] = _enum_value(field, value)
+    return out
+
+
+def _inactive(key: "SigningKey", at: int) -> str:
+    """Why `key` was not active at `at` (Unix seconds), in words."""
+    def when(t: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+    said = f"signed by key {key.key_id} of {key.state}"
+    if key.revoked_at and key.revoked_at <= at:
+        return f"{said}, revoked as of {when(key.revoked_at)}, before its acceptance ({when(at)})"
+    if key.valid_until and key.valid_until <= at:
+        return f"{said}, valid until {when(key.valid_until)}, before its acceptance ({when(at)})"
+    return f"{said}, valid from {when(key.valid_from)}, after its acceptance ({when(at)})"
 
 
 def _named(names: Mapping[str, int], given: Any, what: str) -> int:
@@ -491,7 +546,7 @@ class Client:
         """A request message from keyword fields; ValueError naming the message when a
         field is not of its type or out of its range."""
         try:
-            return kind(**fields)
+            return kind(**_enum_labels(kind, fields))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{kind.DESCRIPTOR.name}: {error} (given {fields!r})") from None
 
@@ -651,9 +706,16 @@ class Client:
         # The signature first, as the server does: nothing unsigned is decoded.
         signers = dsse.signed_by(envelope, [k.public_key for k in active])
         if not signers:
+            # A key of those given that is not active then: not trusted, and said why —
+            # not taken for tampering.
+            inactive = [k for k in keys.values() if not k.active_at(at)]
+            made = dsse.signed_by(envelope, [k.public_key for k in inactive])
+            for k in inactive:
+                if any(k.public_key is m for m in made):
+                    raise ValueError(f"untrusted: {_inactive(k, at)}")
             raise ValueError(
-                f"no key active at {at} signed this envelope: it was altered, or signed by "
-                "a key not given, or by a revoked or expired key"
+                "no key given signed this envelope: it was altered, or signed by a key not "
+                "given"
             )
         states = sorted({k.state for k in active if any(k.public_key is s for s in signers)})
         try:

@@ -284,9 +284,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
     pub max_concurrent_streams: u32,
-    /// A unary call that takes longer is cancelled with `DEADLINE_EXCEEDED`; an import
-    /// takes envelopes for four fifths of it, then ends part-way with `DEADLINE_EXCEEDED`
-    /// and the counts of what it took.
+    /// A unary call not answered within it is answered `DEADLINE_EXCEEDED`; an import
+    /// takes envelopes for as long, then ends part-way with `DEADLINE_EXCEEDED` and the
+    /// counts of what it took (stored and answered for, however long that takes).
     pub request_timeout_secs: u64,
     /// HTTP/2 keepalive ping interval.
     pub keepalive_interval_secs: u64,

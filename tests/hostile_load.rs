@@ -1068,10 +1068,10 @@ async fn idn_reading_600_aus_reports(
     (pb::exchange_client::ExchangeClient::new(channel), smuggling)
 }
 
-/// An import call is bounded like every call (`limits.request_timeout_secs`): one fed
-/// slowly stops taking envelopes after four fifths of it and ends DEADLINE_EXCEEDED with
-/// the counts of what it took, which is stored — not cut off without a word (an outside
-/// pass fed one envelope every 1.5 s: CANCELLED at 30 s, no counts, 20 of 21 stored).
+/// An import takes envelopes for `limits.request_timeout_secs`: one fed slowly stops
+/// taking them then and ends DEADLINE_EXCEEDED with the counts of what it took, which is
+/// stored — not cut off without a word (an outside pass fed one envelope every 1.5 s:
+/// CANCELLED at 30 s, no counts, 20 of 21 stored).
 #[tokio::test]
 async fn a_slow_import_ends_in_its_window_counting_what_it_took() {
     let pki = TestPki::new();
@@ -1122,4 +1122,55 @@ async fn a_slow_import_ends_in_its_window_counting_what_it_took() {
         .unwrap()
         .into_inner();
     assert!(again.duplicate, "{again:?}");
+}
+
+/// An import of more than its window takes is answered for whatever storing what it took
+/// costs: the trailers count exactly what was taken, and every envelope taken is stored
+/// (under load, an outer timeout cut such imports off with CANCELLED and no counts while
+/// thousands of their envelopes were still being stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_import_past_its_window_answers_for_all_it_took() {
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let server = TestServer::start_with(&pki, data, |c| {
+        c.limits.request_timeout_secs = 1;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    let items: Vec<pb::SubmitRequest> = (0..3_000)
+        .map(|i| pb::SubmitRequest {
+            envelope: Some(sign(
+                &report("IDN", 10_000 + i, false, all, &[]),
+                world.key("IDN"),
+            )),
+            ..Default::default()
+        })
+        .collect();
+    let mut idn = world.exchange("IDN").await;
+    let (taken, accepted) = match idn.import(tokio_stream::iter(items.clone())).await {
+        Ok(summary) => {
+            let summary = summary.into_inner();
+            (3_000, summary.accepted + summary.duplicates)
+        }
+        Err(status) => {
+            assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+            let [taken, accepted, duplicates, rejected] =
+                tidemark::client::import_trailers::read(&status).expect("counted");
+            assert_eq!(rejected, 0, "{status:?}");
+            (taken, accepted + duplicates)
+        }
+    };
+    assert_eq!(taken, accepted);
+    // Exactly the envelopes taken were stored: each again is a duplicate, the next is new.
+    let taken = usize::try_from(taken).unwrap();
+    for (i, item) in items
+        .iter()
+        .enumerate()
+        .take(taken + 1)
+        .skip(taken.saturating_sub(1))
+    {
+        let again = idn.submit(item.clone()).await.unwrap().into_inner();
+        assert_eq!(again.duplicate, i < taken, "envelope {i} of {taken} taken");
+    }
 }

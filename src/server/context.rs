@@ -57,8 +57,8 @@ pub(super) struct Context {
     pub analytics: analytics::Settings,
     /// Most envelopes one import stream may hold.
     pub max_import_items: usize,
-    /// How long an import takes envelopes: four fifths of `limits.request_timeout_secs`,
-    /// which bounds the whole call, so that it can still store and answer for what it took.
+    /// How long an import takes envelopes (`limits.request_timeout_secs`); it then answers
+    /// for every one it took, however long storing them takes (`super::timeout`).
     pub import_window: std::time::Duration,
     /// How long a read waits for its caller to take the next item (`limits.read_stall_secs`).
     pub read_stall: std::time::Duration,

@@ -176,8 +176,8 @@ impl pb::exchange_server::Exchange for ExchangeService {
         // the answers are collected at the end, in order. The caller is re-checked
         // before each envelope is taken, and while the stream waits for the next one.
         let mut pending = Vec::new();
-        // The call as a whole is bounded (`limits.request_timeout_secs`): past its window
-        // it stops taking envelopes and answers for those it took.
+        // Past its window (`limits.request_timeout_secs`) it stops taking envelopes and
+        // answers for those it took, however long storing them takes.
         let window = self.ctx.import_window;
         let closes = tokio::time::sleep(window);
         tokio::pin!(closes);
@@ -187,8 +187,8 @@ impl pb::exchange_server::Exchange for ExchangeService {
                 biased;
                 status = guard.lapsed() => break Some(status),
                 () = &mut closes => break Some(Status::deadline_exceeded(format!(
-                    "an import call takes envelopes for at most {} s (four fifths of \
-                     limits.request_timeout_secs); the trailers count those taken — send the \
+                    "an import call takes envelopes for at most {} s \
+                     (limits.request_timeout_secs); the trailers count those taken — send the \
                      rest in another call",
                     window.as_secs()
                 ))),

@@ -20,6 +20,7 @@ mod metrics_http;
 mod reads;
 mod refusals;
 mod status;
+mod timeout;
 mod transparency;
 
 use std::{future::Future, sync::Arc};
@@ -209,7 +210,7 @@ impl Server {
             feed,
             analytics: crate::analytics::Settings::new(&self.config.analytics),
             max_import_items: limits.max_import_items,
-            import_window: limits.request_timeout() * 4 / 5,
+            import_window: limits.request_timeout(),
             read_stall: limits.read_stall(),
             max_read: limits.max_read(),
             // Three quarters of the smaller of our limit and a stock client's (4 MiB).
@@ -377,13 +378,13 @@ impl Server {
         let (shutdown, deadline) = drain(shutdown, grace);
 
         let serve = tonic::transport::Server::builder()
-            .timeout(limits.request_timeout())
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
             .http2_keepalive_interval(Some(limits.keepalive_interval()))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout()))
             .layer(instrument::InstrumentLayer::new(self.metrics.clone()))
             .layer(tower::util::MapResponseLayer::new(status::client_faults))
             .layer(refusals)
+            .layer(timeout::CallTimeoutLayer::new(limits.request_timeout()))
             // One rule for every service: a call is answered only on a connection whose
             // certificate is still admitted (not revoked, its state not suspended).
             .add_service(InterceptedService::new(

@@ -1457,6 +1457,18 @@ async fn an_import_refused_for_the_callers_rights_does_not_say_to_run_it_again()
     std::fs::write(&file, sample_lines("AUS", 3, "7").await.join("\n")).unwrap();
     let (summary, said) = import_json(&file, &server.endpoint(), &aus, &[]).await;
     assert_eq!(summary["accepted"], 0, "{summary}");
+    // Every record is accounted for, those never sent included.
+    let counted: u64 = [
+        "accepted",
+        "duplicates",
+        "rejected",
+        "unanswered",
+        "notSent",
+    ]
+    .iter()
+    .map(|k| summary[k].as_u64().unwrap())
+    .sum();
+    assert_eq!(counted, 3, "{summary}");
     assert!(
         said.contains("suspended") && said.contains("cannot help until that is resolved"),
         "{said}"

@@ -93,6 +93,8 @@ struct Tally {
     /// It stopped for the caller's rights (UNAUTHENTICATED, PERMISSION_DENIED): running
     /// it again cannot help until that changes.
     refused: bool,
+    /// Records not sent because the import stopped early.
+    not_sent: u64,
     /// Whether the server's limit on one call has been met (and said so).
     limited: bool,
 }
@@ -170,6 +172,14 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         progress.inc(read);
     }
     progress.finish_and_clear();
+    // What an early stop left unsent, so that the summary accounts for every record.
+    let accounted = tally.accepted
+        + tally.duplicates
+        + tally.errors.len() as u64
+        + tally.unlisted
+        + tally.unanswered
+        + tally.retractions;
+    tally.not_sent = total.saturating_sub(accounted);
     report(&args, tally)
 }
 
@@ -455,6 +465,7 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
             "rejected": rejected,
             "errors": tally.errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
             "unanswered": tally.unanswered,
+            "notSent": tally.not_sent,
             "retractionsSkipped": tally.retractions,
             "stopped": tally.stopped,
         });
@@ -465,8 +476,13 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        let not_sent = if tally.not_sent > 0 {
+            format!(", {} not sent", tally.not_sent)
+        } else {
+            String::new()
+        };
         outln!(
-            "{} accepted, {} already there, {rejected} rejected{unanswered}",
+            "{} accepted, {} already there, {rejected} rejected{unanswered}{not_sent}",
             tally.accepted,
             tally.duplicates
         )?;

@@ -1017,6 +1017,52 @@ async fn a_chain_of_look_alike_or_too_many_intermediates_is_refused_unread() {
     );
 }
 
+/// Connections of a certificate that does not speak for the principal it names — a
+/// partner CA's for a state it does not vouch for — are not counted among that
+/// principal's: an outside pass took a node's and the operator's places that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refused_their_principal_do_not_take_its_places() {
+    let pki = TestPki::new();
+    let (ours, partner) = (own_ca(&pki), outside_ca("Partner CA"));
+    std::fs::write(
+        pki.dir.path().join("ca.pem"),
+        format!("{}{}", ours.pem, partner.pem),
+    )
+    .unwrap();
+    let name = partner.name.clone();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |config| {
+        config.tls.partner_cas.insert(name, vec!["IDN".into()]);
+        config.limits.max_connections_per_principal = 2;
+    })
+    .await;
+    // The partner CA vouches for IDN only: its certificate for AUS's node "edge".
+    let (cert, key) = certificate_of(&partner, Role::Node(state("AUS")), &[7]);
+    let forged = ClientIdentity::from_pem(cert, key, pki.ca.cert_pem().to_owned());
+    let whoami = |channel: tonic::transport::Channel| async move {
+        pb::exchange_client::ExchangeClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+    };
+    // Two are told why they are refused; they are counted apart, under the same limit.
+    let mut held = Vec::new();
+    for code in [
+        Code::Unauthenticated,
+        Code::Unauthenticated,
+        Code::ResourceExhausted,
+    ] {
+        let channel = server.channel(&forged).await;
+        let refused = whoami(channel.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{refused:?}");
+        held.push(channel);
+    }
+    let edge = pki.client(Role::Node(state("AUS")), "edge");
+    let me = whoami(server.channel(&edge).await)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((me.state.as_str(), me.name.as_str()), ("AUS", "edge"));
+}
+
 /// A partner CA that `[tls] partner_cas` lists vouches only for the nodes and analysts
 /// of its states: its certificate for another state's node, a regional analyst or an
 /// operator is refused, saying why — an outside pass had a partner CA's operator

@@ -119,10 +119,20 @@ impl Connections {
         });
         if let Some(identity) = identity {
             let principal = identity.principal().spiffe_id();
-            if let Some(held) = self.hold(&principal) {
+            let lapse = auth::lapse(&self.trust, &identity);
+            // Counted among its principal's connections only if it speaks for that
+            // principal: a partner CA's certificate naming another state's node (refused,
+            // not vouched for) would otherwise take that node's places. Those that do not
+            // are counted apart, under the same limit.
+            let speaks_for = matches!(lapse, None | Some(auth::Lapse::Suspended));
+            let counted = if speaks_for {
+                principal.clone()
+            } else {
+                format!("{principal} (not admitted)")
+            };
+            if let Some(held) = self.hold(&counted) {
                 // Told before any call on the connection is answered.
-                let may_exchange =
-                    auth::lapse(&self.trust, &identity) != Some(auth::Lapse::Suspended);
+                let may_exchange = lapse != Some(auth::Lapse::Suspended);
                 let watch = Watch {
                     connections: self.clone(),
                     identity,
@@ -223,7 +233,8 @@ struct Watch {
     may_exchange: bool,
     peer: std::net::SocketAddr,
     cut: Arc<Cut>,
-    /// Counts the connection among its principal's while it is watched.
+    /// Counts the connection among its principal's while it is watched (one that does
+    /// not speak for its principal apart).
     _held: Held,
 }
 

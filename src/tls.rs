@@ -582,46 +582,64 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 /// first one's key, or its CRL, and refused. The same CA re-issued with its own key is
 /// fine. Certificates are named by their place in the file (1 = the first).
 /// Refuses a server certificate no client would accept (a reload would otherwise put it
-/// in use and lock every client out, the operator's too): one expired or not yet valid,
-/// a CA certificate, or one whose extended key usage does not allow TLS server
-/// authentication (a client's certificate, say).
+/// in use and lock every client out, the operator's too): it or a CA certificate of its
+/// chain expired or not yet valid, a CA certificate in its place, an extended key usage
+/// without serverAuth (a client's certificate, say; anyExtendedKeyUsage alone is refused
+/// by rustls and OpenSSL clients), or a key usage without digitalSignature (TLS 1.3 signs
+/// with the key).
 fn check_server_certificate(path: &Path, chain: &[CertificateDer<'_>]) -> Result<(), TlsError> {
     let refuse = |reason: String| TlsError::Parse {
         path: path.to_owned(),
         reason: format!("{reason}; no client would accept it — give a current server certificate"),
     };
-    let Some(der) = chain.first() else {
-        return Ok(());
-    };
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| refuse(format!("its first certificate does not parse ({e})")))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let validity = cert.validity();
-    if now < validity.not_before.timestamp() {
-        return Err(refuse(format!(
-            "the server certificate is not valid until {}",
-            crate::clock::format_time(validity.not_before.timestamp())
-        )));
-    }
-    if now > validity.not_after.timestamp() {
-        return Err(refuse(format!(
-            "the server certificate expired at {}",
-            crate::clock::format_time(validity.not_after.timestamp())
-        )));
-    }
-    if cert.is_ca() {
-        return Err(refuse(
-            "the server certificate is a CA certificate (basicConstraints cA)".to_owned(),
-        ));
-    }
-    if let Ok(Some(eku)) = cert.extended_key_usage()
-        && !(eku.value.server_auth || eku.value.any)
-    {
-        return Err(refuse(
-            "the server certificate's extended key usage does not allow TLS server \
-             authentication (serverAuth): a client's certificate?"
-                .to_owned(),
-        ));
+    for (place, der) in chain.iter().enumerate() {
+        let what = if place == 0 {
+            "the server certificate".to_owned()
+        } else {
+            format!("certificate {} of its chain", place + 1)
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| refuse(format!("{what} does not parse ({e})")))?;
+        let validity = cert.validity();
+        if now < validity.not_before.timestamp() {
+            return Err(refuse(format!(
+                "{what} is not valid until {}",
+                crate::clock::format_time(validity.not_before.timestamp())
+            )));
+        }
+        if now > validity.not_after.timestamp() {
+            return Err(refuse(format!(
+                "{what} expired at {}",
+                crate::clock::format_time(validity.not_after.timestamp())
+            )));
+        }
+        if place > 0 {
+            continue;
+        }
+        if cert.is_ca() {
+            return Err(refuse(
+                "the server certificate is a CA certificate (basicConstraints cA)".to_owned(),
+            ));
+        }
+        if let Ok(Some(eku)) = cert.extended_key_usage()
+            && !eku.value.server_auth
+        {
+            return Err(refuse(
+                "the server certificate's extended key usage does not name TLS server \
+                 authentication (serverAuth): a client's certificate?"
+                    .to_owned(),
+            ));
+        }
+        if let Ok(Some(usage)) = cert.key_usage()
+            && !usage.value.digital_signature()
+        {
+            return Err(refuse(
+                "the server certificate's key usage does not allow digitalSignature, which \
+                 TLS 1.3 needs"
+                    .to_owned(),
+            ));
+        }
     }
     Ok(())
 }

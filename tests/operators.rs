@@ -794,6 +794,19 @@ async fn a_reload_refuses_a_server_certificate_no_client_would_accept() {
             .unwrap();
         (issued.cert_pem, issued.key_pem)
     };
+    // Made with rcgen, its parameters changed by `change`.
+    let made = |change: &dyn Fn(&mut rcgen::CertificateParams)| {
+        let issuer = rcgen::Issuer::from_ca_cert_pem(
+            pki.ca.cert_pem(),
+            rcgen::KeyPair::from_pem(&pki.ca.key_pem()).unwrap(),
+        )
+        .unwrap();
+        let mut params = rcgen::CertificateParams::new(names.map(str::to_owned).to_vec()).unwrap();
+        change(&mut params);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.signed_by(&key, &issuer).unwrap().pem();
+        (pem, key.serialize_pem())
+    };
     let client = node(&pki, "AUS");
     let hour = time::Duration::hours(1);
     for ((cert, key), said) in [
@@ -803,6 +816,14 @@ async fn a_reload_refuses_a_server_certificate_no_client_would_accept() {
         ),
         (server_cert(-hour * 2, -hour), "expired at"),
         (server_cert(hour, hour * 2), "not valid until"),
+        (
+            made(&|p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::Any]),
+            "serverAuth",
+        ),
+        (
+            made(&|p| p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign]),
+            "digitalSignature",
+        ),
     ] {
         std::fs::write(pki.dir.path().join("server.pem"), cert).unwrap();
         std::fs::write(pki.dir.path().join("server.key"), key).unwrap();

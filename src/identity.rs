@@ -129,6 +129,22 @@ impl Principal {
         Self::new(domain, role, name)
     }
 
+    /// Whether `id` is, in its one spelling, the SPIFFE ID of a principal of its own
+    /// trust domain, or that domain's server (`spiffe://<trust domain>/server`, which
+    /// records what the server does itself).
+    pub fn is_canonical_id(id: &str) -> bool {
+        let Some((domain, path)) = id
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            return false;
+        };
+        if path == "server" {
+            return check_trust_domain(domain).is_ok();
+        }
+        Self::from_spiffe_id(id, domain).is_ok_and(|p| p.spiffe_id() == id)
+    }
+
     /// The SPIFFE ID naming this principal.
     pub fn spiffe_id(&self) -> String {
         let domain = &self.trust_domain;

@@ -120,7 +120,10 @@ impl CertificateEntry {
         if !self.issuer_name.is_empty() && crate::dn::NameKey::parse(&self.issuer_name).is_err() {
             return Err("its issuerName is not an RFC 4514 distinguished name");
         }
-        if !self.holder.is_empty() && !principal_id(&self.holder) {
+        if !self.holder.is_empty()
+            && (!crate::identity::Principal::is_canonical_id(&self.holder)
+                || self.holder.ends_with("/server"))
+        {
             return Err(
                 "its holder is not the SPIFFE ID of a principal in its one spelling \
                  (spiffe://<trust domain>/state/<STATE>/node/<name>, …)",
@@ -142,16 +145,6 @@ impl CertificateEntry {
     fn key(&self) -> String {
         crate::store::revocation_key(&self.serial, &self.issuer)
     }
-}
-
-/// Whether `id` is the SPIFFE ID of a principal (of its own trust domain), in the one
-/// spelling a certificate's is read in.
-fn principal_id(id: &str) -> bool {
-    let domain = id
-        .strip_prefix("spiffe://")
-        .and_then(|rest| rest.split_once('/'))
-        .map_or("", |(domain, _)| domain);
-    crate::identity::Principal::from_spiffe_id(id, domain).is_ok_and(|p| p.spiffe_id() == id)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

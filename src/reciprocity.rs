@@ -3,7 +3,8 @@
 //! category, time) and every read (audit entries: reader's state, categories, owners) —
 //! and finds each read of another state's reports that the rules in force did not allow.
 //!
-//! A read is judged at every state of its audit record that adds reports of another
+//! A read — any access on record but a refusal, whatever its action — is judged at every
+//! state of its audit record that adds reports of another
 //! state (a streaming read's record is raised before what it sends, and each state is
 //! logged with its time): the reader must stand, at that `logged` time, under the rules
 //! logged before that entry, with the contributions accepted before it.
@@ -127,8 +128,10 @@ pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&st
                 }
             },
             Entry::Audit(read) => {
-                let reads = ["query", "sync", "subscribe", "aggregate"].contains(&&*read.action);
-                if !reads || read.state.is_empty() {
+                // Every access but a refusal that names other owners' reports is judged,
+                // whatever its action: a read logged under an action this replay did not
+                // know would otherwise go unjudged.
+                if read.action.starts_with("refused ") || read.state.is_empty() {
                     continue;
                 }
                 let reader = read.state.as_str();
@@ -370,6 +373,17 @@ mod tests {
         let found = replay(log.iter().map(Vec::as_slice), Some("AUS"));
         assert_eq!(found.violations.len(), 1, "{:?}", found.violations);
         assert_eq!((found.violations[0].index, found.violations[0].at), (6, 5));
+    }
+
+    /// A read is judged whatever its action is called: an operator that logged one as
+    /// `read` (or any name this replay does not know) does not hide it.
+    #[test]
+    fn a_read_under_any_action_is_judged() {
+        let renamed = String::from_utf8(read(2, "IDN", 1, &[("AUS", 3)]))
+            .unwrap()
+            .replace("action query", "action read");
+        let log = [policy(30, 1), renamed.into_bytes()];
+        assert_eq!(violations(&log), ["2"]);
     }
 
     /// An entry that is not in the documented encoding cannot be judged: it is named,

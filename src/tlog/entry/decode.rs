@@ -110,10 +110,14 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
     let at = lines.field("at", time)?;
     let logged = lines.field("logged", time)?;
     let principal = lines.field("principal", |v| {
-        if v.starts_with("spiffe://") {
+        if crate::identity::Principal::is_canonical_id(v) {
             Ok(v.to_owned())
         } else {
-            Err("a SPIFFE ID (spiffe://…)".to_owned())
+            Err(
+                "a principal's SPIFFE ID in its one spelling (spiffe://<trust \
+                 domain>/state/<STATE>/node/<name>, …, or spiffe://<trust domain>/server)"
+                    .to_owned(),
+            )
         }
     })?;
     let state = lines.field("state", |v| {
@@ -123,13 +127,7 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
             state(v)
         }
     })?;
-    let action = lines.field("action", |v| {
-        if v == "-" {
-            Err("what was done (`query`, `revoke-certificate`, …)".to_owned())
-        } else {
-            Ok(v.to_owned())
-        }
-    })?;
+    let action = lines.field("action", action)?;
     let category = lines.field("category", categories)?;
     let detail_sha256 = lines.field("detail", digest)?;
     // `-` for an aggregate, whose owners are then named without counts.
@@ -280,6 +278,41 @@ fn category(v: &str) -> Result<&'static str, String> {
         .map(|c| c.label())
         .find(|label| *label == v)
         .ok_or_else(|| "`smuggling-incident` or `maritime-movement`".to_owned())
+}
+
+/// What was done, in one spelling: a lower-case name (`query`, `revoke-certificate`), or
+/// `refused ` and the name of what was refused — an action's, or a method's as gRPC names
+/// it (`refused SuspendState`).
+fn action(v: &str) -> Result<String, String> {
+    // `query`, `revoke-certificate`: lower case and digits, words joined by one hyphen.
+    let kebab = |n: &str| {
+        !n.is_empty()
+            && n.split('-').all(|word| {
+                word.starts_with(|c: char| c.is_ascii_lowercase())
+                    && word
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+    };
+    // `SuspendState`: a gRPC method's name.
+    let method = |n: &str| {
+        n.starts_with(|c: char| c.is_ascii_uppercase())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
+    let ok = match v.strip_prefix("refused ") {
+        Some(refused) => kebab(refused) || method(refused),
+        None => kebab(v),
+    };
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(
+            "what was done, in one spelling: a lower-case name (`query`, \
+             `revoke-certificate`), or `refused ` and the name of what was refused (`refused \
+             query`, `refused SuspendState`)"
+                .to_owned(),
+        )
+    }
 }
 
 /// `-`, or categories space-separated in the API's order, each once.
@@ -507,6 +540,34 @@ mod tests {
             ),
             (audit.replace("action query", "action -"), "what was done"),
             (
+                audit.replace("action query", "action query "),
+                "what was done",
+            ),
+            (
+                audit.replace("action query", "action  query"),
+                "line 8: `action`",
+            ),
+            (
+                audit.replace("action query", "action Query"),
+                "what was done",
+            ),
+            (
+                audit.replace("action query", "action refused  query"),
+                "what was done",
+            ),
+            (
+                audit.replace("/node/idn-1", "/node/idn-1/"),
+                "SPIFFE ID in its one spelling",
+            ),
+            (
+                audit.replace("spiffe://tidemark.local", "spiffe://TIDEMARK.local"),
+                "SPIFFE ID in its one spelling",
+            ),
+            (
+                audit.replace("/node/idn-1", "/node/.."),
+                "SPIFFE ID in its one spelling",
+            ),
+            (
                 audit.replace(
                     "smuggling-incident maritime-movement",
                     "maritime-movement smuggling-incident",
@@ -583,9 +644,17 @@ mod tests {
         let audit = (
             (1..u64::MAX, any::<bool>(), 0..i64::MAX, 0..i64::MAX),
             (
-                "spiffe://[a-z.]{1,12}/[ -~]{0,20}",
+                prop_oneof![
+                    "spiffe://[a-z]{1,8}(\\.[a-z]{1,8})?/state/(AUS|IDN|THA|FRA)/(node|analyst)/[a-z0-9][a-z0-9._-]{0,10}",
+                    "spiffe://[a-z]{1,8}/(regional/analyst|operator)/[a-z0-9][a-z0-9_-]{0,10}",
+                    "spiffe://[a-z]{1,8}/server",
+                ],
                 "([A-Z]{3})?",
-                "[a-z][a-z -]{0,15}",
+                prop_oneof![
+                    "[a-z]{1,8}(-[a-z]{1,8}){0,2}",
+                    "refused [a-z]{1,8}",
+                    "refused [A-Z][a-zA-Z]{0,10}",
+                ],
             ),
             (0..4usize, digest, any::<u64>(), any::<bool>()),
             proptest::collection::btree_map(state, any::<u64>(), 0..4),
@@ -605,9 +674,9 @@ mod tests {
                         in_progress,
                         at,
                         logged,
-                        principal: principal.trim_end().to_owned(),
+                        principal,
                         state,
-                        action: action.trim_end().to_owned(),
+                        action,
                         category,
                         detail_sha256: detail,
                         count: if counts_withheld { 0 } else { count },

@@ -57,12 +57,13 @@ pub fn parse_instant(text: &str) -> Option<i64> {
         .map(time::OffsetDateTime::unix_timestamp)
 }
 
-/// Parses an end of validity: an RFC 3339 date-time as given, or a full-date through its
-/// last second (`2024-03-09` is `2024-03-09T23:59:59Z`), as Unix seconds.
+/// Parses an end of validity, which is exclusive (a key valid until `t` signs nothing at
+/// `t`): an RFC 3339 date-time as given, or a full-date as the whole of that day, ending
+/// at the next midnight (`2024-03-09` is `2024-03-10T00:00:00Z`), as Unix seconds.
 pub fn parse_until(text: &str) -> Option<i64> {
     let at = parse_instant(text)?;
     Some(if parse_date(text).is_some() {
-        at + 86_399
+        at + 86_400
     } else {
         at
     })

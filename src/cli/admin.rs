@@ -720,7 +720,8 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--valid-until`: a date-time as given, or a date through its last second (UTC).
+/// `--valid-until`: a date-time as given, or a date as the whole of that day (UTC): the
+/// validity ends at the next midnight.
 fn parse_until(text: &str) -> Result<i64, String> {
     super::reads::parse_instant(text)?;
     not_the_epoch(tidemark::calendar::parse_until(text).unwrap_or_default())
@@ -775,6 +776,6 @@ mod tests {
         assert_eq!(parse_compromised_at("1970-01-01T00:00:01Z"), Ok(1));
         assert_eq!(parse_compromised_at("1969-12-31T23:59:59Z"), Ok(-1));
         assert!(parse_until("1970-01-01T00:00:00Z").is_err());
-        assert_eq!(parse_until("1970-01-01"), Ok(86_399));
+        assert_eq!(parse_until("1970-01-01"), Ok(86_400));
     }
 }

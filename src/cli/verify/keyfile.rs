@@ -278,11 +278,11 @@ mod tests {
         assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
         assert_eq!(keys[0].valid_until, Some(1_609_459_200));
         // A date alone means what it means to the admin commands: a revocation from its
-        // first second, an end of validity through its last.
+        // first second, an end of validity after its last (the next midnight).
         let dates = format!("{VALID_UNTIL}2021-01-01\n{REVOKED_AT}2020-01-01\n{pem}");
         let keys = read_file(&dates).unwrap();
         assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
-        assert_eq!(keys[0].valid_until, Some(1_609_459_200 + 86_399));
+        assert_eq!(keys[0].valid_until, Some(1_609_459_200 + 86_400));
         // Comments and blank lines are no headers.
         let commented = format!("# exported for the audit\n\n{text}");
         assert_eq!(read_file(&commented).unwrap().len(), 1);

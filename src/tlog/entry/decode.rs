@@ -140,6 +140,14 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
     })?;
     let counts_withheld = count.is_none();
     let owners = lines.field("owners", |v| owners(v, counts_withheld))?;
+    // A refusal read nothing: an entry that says it did is not one the server writes
+    // (and would hide a read from every check that passes over refusals).
+    if action.starts_with("refused ") && (count != Some(0) || !owners.is_empty()) {
+        return Err(malformed(format!(
+            "it records a refusal ({action}) with reports read (count and owners): a refusal \
+             has count 0 and owners -"
+        )));
+    }
     Ok(AuditEntry {
         number: record,
         in_progress,
@@ -294,10 +302,15 @@ fn action(v: &str) -> Result<String, String> {
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             })
     };
-    // `SuspendState`: a gRPC method's name.
+    // `SuspendState`: a gRPC method's name, words each a capital and lower case.
     let method = |n: &str| {
         n.starts_with(|c: char| c.is_ascii_uppercase())
             && n.bytes().all(|b| b.is_ascii_alphanumeric())
+            && !n
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0].is_ascii_uppercase() && w[1].is_ascii_uppercase())
+            && !n.ends_with(|c: char| c.is_ascii_uppercase())
     };
     let ok = match v.strip_prefix("refused ") {
         Some(refused) => kebab(refused) || method(refused),
@@ -552,6 +565,14 @@ mod tests {
                 "what was done",
             ),
             (
+                audit.replace("action query", "action refused QUERY"),
+                "what was done",
+            ),
+            (
+                audit.replace("action query", "action refused query"),
+                "a refusal has count 0",
+            ),
+            (
                 audit.replace("action query", "action refused  query"),
                 "what was done",
             ),
@@ -653,7 +674,7 @@ mod tests {
                 prop_oneof![
                     "[a-z]{1,8}(-[a-z]{1,8}){0,2}",
                     "refused [a-z]{1,8}",
-                    "refused [A-Z][a-zA-Z]{0,10}",
+                    "refused ([A-Z][a-z]{1,6}){1,3}",
                 ],
             ),
             (0..4usize, digest, any::<u64>(), any::<bool>()),
@@ -662,6 +683,14 @@ mod tests {
             .prop_map(
                 |((number, in_progress, at, logged), (principal, state, action), rest, owners)| {
                     let (categories, detail, count, counts_withheld) = rest;
+                    // A refusal reads nothing.
+                    let refused = action.starts_with("refused ");
+                    let (count, counts_withheld) = if refused {
+                        (0, false)
+                    } else {
+                        (count, counts_withheld)
+                    };
+                    let owners = if refused { std::collections::BTreeMap::default() } else { owners };
                     let category = Category::ALL
                         .iter()
                         .enumerate()

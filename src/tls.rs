@@ -69,6 +69,7 @@ impl ServerTlsMaterial {
         check_ca_bundle(&files.ca, &client_ca)?;
         let cert_chain = read_certs(&files.cert)?;
         check_server_certificate(&files.cert, &cert_chain)?;
+        check_server_chain(&files.cert, &cert_chain, &client_ca)?;
         Ok(Self {
             client_ca,
             cert_chain,
@@ -642,6 +643,66 @@ fn check_server_certificate(path: &Path, chain: &[CertificateDer<'_>]) -> Result
         }
     }
     Ok(())
+}
+
+/// Refuses a server certificate chain that a client trusting a CA of `bundle` would not
+/// accept for TLS server authentication: an intermediate that is not a CA, or whose
+/// extended key usage leaves out serverAuth, or more intermediates than the CA's
+/// pathLenConstraint allows (webpki's checks, as the client's; host names aside). A
+/// chain to a CA outside the bundle is not judged: clients may trust another CA.
+fn check_server_chain(
+    path: &Path,
+    chain: &[CertificateDer<'_>],
+    bundle: &[CertificateDer<'_>],
+) -> Result<(), TlsError> {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Ok(());
+    };
+    let limits = PathLimits::of(bundle);
+    let refuse = |reason: String| TlsError::Parse {
+        path: path.to_owned(),
+        reason: format!(
+            "{reason}; a client trusting the CA bundle would not accept it — give a chain it \
+             accepts"
+        ),
+    };
+    let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else {
+        return Ok(());
+    };
+    let verified = leaf.verify_for_usage(
+        provider().signature_verification_algorithms.all,
+        &limits.anchors,
+        intermediates,
+        UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    let path = match verified {
+        Ok(path) => path,
+        // Issued under a CA outside the bundle: not this check's to judge.
+        Err(webpki::Error::UnknownIssuer) => return Ok(()),
+        Err(e) => {
+            return Err(refuse(format!(
+                "the server certificate's chain does not verify for TLS server \
+                 authentication ({e:?})"
+            )));
+        }
+    };
+    let anchor = path.anchor();
+    let below = u32::try_from(path.intermediate_certificates().count()).unwrap_or(u32::MAX);
+    let limit = limits
+        .anchors
+        .iter()
+        .position(|a| a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref())
+        .and_then(|i| limits.limits.get(i).copied().flatten());
+    match limit {
+        Some(limit) if below > limit => Err(refuse(format!(
+            "the server certificate's chain has {below} intermediate CAs under a CA whose \
+             pathLenConstraint allows {limit}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), TlsError> {

@@ -807,6 +807,29 @@ async fn a_reload_refuses_a_server_certificate_no_client_would_accept() {
         let pem = params.signed_by(&key, &issuer).unwrap().pem();
         (pem, key.serialize_pem())
     };
+    // A chain through an intermediate under the test CA (which allows none below it):
+    // a CA's, or one that is no CA at all.
+    let through_an_intermediate = |is_ca: bool| {
+        let issuer = rcgen::Issuer::from_ca_cert_pem(
+            pki.ca.cert_pem(),
+            rcgen::KeyPair::from_pem(&pki.ca.key_pem()).unwrap(),
+        )
+        .unwrap();
+        let mut middle = rcgen::CertificateParams::default();
+        middle
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Server intermediate");
+        if is_ca {
+            middle.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        let middle_key = rcgen::KeyPair::generate().unwrap();
+        let middle_pem = middle.signed_by(&middle_key, &issuer).unwrap().pem();
+        let middle = rcgen::Issuer::new(middle, middle_key);
+        let params = rcgen::CertificateParams::new(names.map(str::to_owned).to_vec()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.signed_by(&key, &middle).unwrap().pem();
+        (format!("{pem}{middle_pem}"), key.serialize_pem())
+    };
     let client = node(&pki, "AUS");
     let hour = time::Duration::hours(1);
     for ((cert, key), said) in [
@@ -823,6 +846,11 @@ async fn a_reload_refuses_a_server_certificate_no_client_would_accept() {
         (
             made(&|p| p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign]),
             "digitalSignature",
+        ),
+        (through_an_intermediate(true), "pathLenConstraint"),
+        (
+            through_an_intermediate(false),
+            "does not verify for TLS server",
         ),
     ] {
         std::fs::write(pki.dir.path().join("server.pem"), cert).unwrap();

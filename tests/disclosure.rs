@@ -192,19 +192,23 @@ async fn differencing_never_gives_a_withheld_value_back() {
                 idn_cell.is_none_or(|c| c.suppressed != 0),
                 "{month}: IDN's single report is withheld"
             );
-            // Route 1: the total minus the total of the other state. AUS's own reports do
-            // not open a cell that holds one report of another state: for AUS's analyst
-            // the total is withheld.
+            // Route 1: the total minus the total of the other state.
             let all = shown_total(&server, &who, request(&[], &PERSONS, period.clone())).await;
             let Some(all) = all else {
-                assert!(own, "{month}: the regional analyst's total is withheld");
-                continue;
+                panic!("{month}: the total is withheld");
             };
             let aus_only = pb::AggregateFilter {
                 reporting_states: vec!["AUS".into()],
                 ..period.clone()
             };
             let aus = total_persons(&server, &who, request(&[], &PERSONS, aus_only)).await;
+            // The trials' IDN reports are for statistics only, and AUS's own reports do
+            // not open a cell that holds one of them: for AUS's analyst it is left out.
+            // The handed case's is shared with every contributor: AUS knows it.
+            if own && month != "2024-06" {
+                assert_eq!(all, aus, "{month}: IDN's report left out");
+                continue;
+            }
             // The total with IDN's report never shows exactly its value more (a negative
             // difference, which the noise can give, is no value).
             let estimate = all.cast_signed() - aus.cast_signed();
@@ -510,6 +514,43 @@ async fn the_same_reports_show_the_same_figures_in_every_table() {
     assert_ne!(values(&answers[0]), values(&answers[1]));
 }
 
+/// `n` sample reports, every other one AUS's; IDN's are for statistics only, so AUS's
+/// analyst knows none of them.
+fn aus_and_idn_for_statistics_only(n: u64) -> Vec<pb::Report> {
+    (0..n)
+        .map(|i| {
+            let mut r = common::sample_report(if i % 2 == 0 { "IDN" } else { "AUS" }, 500 + i);
+            if r.reporting_state == "IDN" {
+                r.sharing = Some(pb::Sharing {
+                    scope: pb::SharingScope::AggregateOnly as i32,
+                    states: Vec::new(),
+                });
+            }
+            r
+        })
+        .collect()
+}
+
+/// Each entry of a table by month and origin, margins ("*") too: its true reports of
+/// AUS and of IDN.
+fn true_counts_by_month_and_origin(reports: &[pb::Report]) -> BTreeMap<Vec<String>, (u64, u64)> {
+    let mut truth: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
+    for r in reports {
+        let month = r.incident_date[..7].to_owned();
+        let origin = r.route.as_ref().map(|route| route.origin.clone()).unwrap();
+        for keys in [
+            [month.clone(), origin.clone()],
+            [month.clone(), "*".into()],
+            ["*".into(), origin.clone()],
+            ["*".into(), "*".into()],
+        ] {
+            let (aus, idn) = truth.entry(keys.to_vec()).or_default();
+            *if r.reporting_state == "AUS" { aus } else { idn } += 1;
+        }
+    }
+    truth
+}
+
 /// Perturbation never shows what the true counts withhold, never shows a count of 1 or
 /// 2, and stays within its stated bounds; a filter that selects fewer reports than the
 /// minimum withholds the whole table.
@@ -523,9 +564,7 @@ async fn perturbation_never_shows_a_withheld_cell_and_stays_within_its_bounds() 
     })
     .await;
     let keys = register(&server, &pki, &["AUS", "IDN"]).await;
-    let reports: Vec<pb::Report> = (0..400u64)
-        .map(|i| common::sample_report(if i % 2 == 0 { "IDN" } else { "AUS" }, 500 + i))
-        .collect();
+    let reports = aus_and_idn_for_statistics_only(400);
     submit_all(&server, &pki, &keys, &reports).await;
     let metrics = [pb::Metric::Reports, pb::Metric::Persons];
     let ask = request(
@@ -543,48 +582,57 @@ async fn perturbation_never_shows_a_withheld_cell_and_stays_within_its_bounds() 
     let protection = perturbed.protection.clone().unwrap();
     assert_eq!(protection.method, "cell-key");
     assert_eq!(protection.perturbation_table, "tidemark-ckm-2");
-    // Small cells are not listed; other withheld cells are, as withheld.
     let exact_cells: std::collections::BTreeMap<&Vec<String>, &pb::Cell> =
         exact.cells.iter().map(|c| (&c.keys, c)).collect();
-    // Withheld: listed as such, or interior cells the data has but the answer lists not.
-    let interior: std::collections::BTreeSet<(&str, &str)> = reports
-        .iter()
-        .map(|r| {
-            let origin = r.route.as_ref().map_or("", |route| route.origin.as_str());
-            (&r.incident_date[..7], origin)
-        })
-        .collect();
-    let listed = exact
-        .cells
-        .iter()
-        .filter(|c| !c.keys.contains(&"*".to_owned()))
-        .count();
-    let withheld = exact.cells.iter().filter(|c| c.suppressed != 0).count()
-        + interior.len().saturating_sub(listed);
-    let mut moved = 0;
+    let truth = true_counts_by_month_and_origin(&reports);
+    let small = truth.values().filter(|(aus, idn)| aus + idn < 4).count();
+    let (mut moved, mut alone) = (0, 0);
     for p in perturbed.cells.iter().filter(|p| p.suppressed == 0) {
-        // Small exactly (not listed) is never shown perturbed. Withheld exactly only to
-        // protect another cell (secondary suppression, which exact figures need and
-        // perturbed ones do not) may be: its figure is then not compared.
-        let e = exact_cells
-            .get(&p.keys)
-            .unwrap_or_else(|| panic!("{:?} is withheld exactly but shown perturbed", p.keys));
-        if e.suppressed == pb::SuppressionRule::Secondary as i32 {
-            continue;
-        }
-        let (n, shown) = (e.values[0], p.values[0]);
+        let (aus, idn) = truth[&p.keys];
+        let shown = p.values[0];
         assert!(shown >= 4, "{:?}: a shown count below the minimum", p.keys);
-        assert!(shown.abs_diff(n) <= 2, "{:?}: {n} → {shown}", p.keys);
-        assert_ne!(
-            p.values[1], e.values[1],
-            "{:?}: persons shown exactly",
+        // AUS's own reports as they are, IDN's perturbed and shown only when they show
+        // four or more; else AUS's alone, perturbed as a cell of them only is.
+        let with_idn = shown >= aus + 4 && shown.abs_diff(aus + idn) <= 2;
+        let aus_alone = aus >= 4 && shown.abs_diff(aus) <= 2;
+        assert!(
+            with_idn || aus_alone,
+            "{:?}: AUS {aus}, IDN {idn} → {shown}",
             p.keys
         );
-        moved += u32::from(shown != n);
+        assert!(
+            idn >= 4 || !with_idn || aus_alone,
+            "{:?}: IDN's {idn} shown",
+            p.keys
+        );
+        alone += u32::from(aus_alone && !with_idn && idn > 0);
+        // Exact figures of the entries shown exactly (secondary suppression, which exact
+        // figures need and perturbed ones do not, withholds some).
+        let Some(e) = exact_cells.get(&p.keys).filter(|e| e.suppressed == 0) else {
+            continue;
+        };
+        if with_idn {
+            assert_ne!(
+                p.values[1], e.values[1],
+                "{:?}: persons shown exactly",
+                p.keys
+            );
+            moved += u32::from(shown != e.values[0]);
+        }
+    }
+    // Small exactly (not listed) is never shown perturbed: every entry too small for
+    // AUS's own reports and IDN's together is not listed.
+    for (keys, (aus, idn)) in &truth {
+        if aus + idn < 4 {
+            assert!(
+                !perturbed.cells.iter().any(|p| &p.keys == keys),
+                "{keys:?} listed"
+            );
+        }
     }
     assert!(
-        withheld > 0 && moved > 0,
-        "withheld {withheld}, moved {moved}"
+        small > 0 && moved > 0 && alone > 0,
+        "small {small}, moved {moved}, AUS's alone beside a few of IDN's {alone}"
     );
     // A filter that selects three reports (fewer than four): everything withheld.
     let three: Vec<pb::Report> = (0..3u64)
@@ -892,10 +940,11 @@ async fn a_fee_group_that_is_its_whole_cell_shows_the_cells_count() {
 }
 
 /// A state's own reports neither open a small cell nor change its noise: with one IDN
-/// report, AUS's analyst sees the cell withheld however many AUS reports are added; with
-/// five IDN reports, adding and retracting AUS reports moves the shown count and persons
-/// by exactly the AUS reports' (the noise on IDN's stays), so nothing can be averaged —
-/// and AUS cannot step its own values to find where the noise on IDN's crosses zero.
+/// report, AUS's analyst sees the cell as AUS's reports alone show it however many AUS
+/// reports are added; with five IDN reports, adding and retracting AUS reports moves the
+/// shown count and persons by exactly the AUS reports' (the noise on IDN's stays), so
+/// nothing can be averaged — and AUS cannot step its own values to find where the noise
+/// on IDN's crosses zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
     let pki = TestPki::new();
@@ -914,13 +963,7 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
         .collect();
     submit_all(&server, &pki, &keys, &idn).await;
     let aus = analyst(&pki, "AUS");
-    // Unfiltered, or filtered by a route country every report has: the same reports.
-    let count = |month: &str, scan: bool| {
-        let filter = pb::AggregateFilter {
-            category: pb::Category::SmugglingIncident as i32,
-            route_countries: if scan { vec!["AFG".into()] } else { Vec::new() },
-            ..months(&format!("{month}-01"), &last_day(month))
-        };
+    let count_of = |filter: pb::AggregateFilter| {
         let request = request(&[], &PERSONS, filter);
         let (server, aus) = (&server, &aus);
         async move {
@@ -932,6 +975,22 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
                 .filter(|total| total.suppressed == 0)
                 .map(|total| (total.values[0], total.values[1]))
         }
+    };
+    // Unfiltered, or filtered by a route country every report has: the same reports.
+    let count = |month: &str, scan: bool| {
+        let filter = pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            route_countries: if scan { vec!["AFG".into()] } else { Vec::new() },
+            ..months(&format!("{month}-01"), &last_day(month))
+        };
+        count_of(filter)
+    };
+    let aus_alone = |month: &str| {
+        count_of(pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            reporting_states: vec!["AUS".into()],
+            ..months(&format!("{month}-01"), &last_day(month))
+        })
     };
     let mut padding = Vec::new();
     let mut shifted = std::collections::BTreeSet::new();
@@ -952,8 +1011,11 @@ async fn a_states_own_reports_neither_open_a_cell_nor_refresh_its_noise() {
             import(&server, &pki, "AUS", retractions).await;
         }
         padding = added;
-        // One IDN report in March: withheld, however many AUS reports surround it.
-        assert_eq!(count("2022-03", false).await, None, "round {round}");
+        // One IDN report in March: left out, however many AUS reports surround it.
+        let march = count("2022-03", false).await;
+        assert!(march.is_some(), "round {round}");
+        assert_eq!(march, aus_alone("2022-03").await, "round {round}");
+        assert_eq!(count("2022-03", true).await, march, "round {round}: a scan");
         // Five IDN reports in April and six of AUS's: the count less AUS's six, and the
         // persons less AUS's, never move.
         let (reports, persons) = count("2022-04", false).await.expect("shown");
@@ -1047,12 +1109,27 @@ async fn reports_shared_with_the_analysts_state_count_as_its_own() {
             }
         }
         padding = added;
-        assert_eq!(count("2022-03").await, None, "round {round}");
+        // March: THA's two reports IDN cannot read are left out; the known ones show
+        // from three on.
+        assert_eq!(
+            count("2022-03").await.is_some(),
+            known >= 3,
+            "round {round}"
+        );
         let (reports, persons) = count("2022-04").await.expect("shown");
         shifted.insert((reports - known, persons - known * u64::from(5 + round)));
     }
     assert_eq!(shifted.len(), 1, "{shifted:?}");
-    // A table withheld for the few reports IDN cannot read says so.
+    // March shows what the reports IDN knows show without THA's two: retracted, they
+    // change nothing.
+    let before = count("2022-03").await.expect("shown");
+    let unreadable: Vec<pb::Envelope> = hidden[..2]
+        .iter()
+        .map(|r| common::retraction(r, 2, &keys["THA"]))
+        .collect();
+    import(&server, &pki, "THA", unreadable).await;
+    assert_eq!(count("2022-03").await, Some(before));
+    // The notes say how others' few reports are counted.
     let march = pb::AggregateFilter {
         category: pb::Category::SmugglingIncident as i32,
         ..months("2022-03-01", "2022-03-31")
@@ -1060,8 +1137,10 @@ async fn reports_shared_with_the_analysts_state_count_as_its_own() {
     let answer = aggregate(&server, &idn, request(&[], &PERSONS, march))
         .await
         .unwrap();
-    let said =
-        |n: &pb::SuppressionNote| n.explanation.contains("besides those your state can read");
+    let said = |n: &pb::SuppressionNote| {
+        n.explanation
+            .contains("the cell shows those it can read alone")
+    };
     assert!(answer.notes.iter().any(said), "{:?}", answer.notes);
 }
 
@@ -1070,7 +1149,7 @@ async fn reports_shared_with_the_analysts_state_count_as_its_own() {
 /// the others), over twenty-four cells of three or four IDN reports beside AUS's own —
 /// cells whose others' row of the perturbation table differs from the row of their total:
 /// padding moves the shown count by exactly the padding, and a cell whose others show
-/// fewer than the minimum is withheld, as it is seen alone.
+/// fewer than the minimum seen alone shows AUS's reports alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_analysts_count_is_its_own_plus_the_others_count_seen_alone() {
     let pki = TestPki::new();
@@ -1112,10 +1191,17 @@ async fn a_state_analysts_count_is_its_own_plus_the_others_count_seen_alone() {
                 .collect::<BTreeMap<String, (u64, u64)>>()
         }
     };
-    let (mixed, alone) = (by_month(&[]).await, by_month(&["IDN"]).await);
+    let (mixed, alone, own) = (
+        by_month(&[]).await,
+        by_month(&["IDN"]).await,
+        by_month(&["AUS"]).await,
+    );
     for month in months_of(2020).chain(months_of(2021)) {
-        let padded = mixed.get(&month).map(|(n, persons)| (n - 4, persons - 20));
-        assert_eq!(padded, alone.get(&month).copied(), "{month}");
+        let expected = match alone.get(&month) {
+            Some((n, persons)) => Some((n + 4, persons + 20)),
+            None => own.get(&month).copied(),
+        };
+        assert_eq!(mixed.get(&month).copied(), expected, "{month}");
     }
     assert!(!alone.is_empty(), "some cells of three or four are shown");
 }
@@ -1175,8 +1261,9 @@ async fn a_budgeted_table_lists_the_same_cells_whatever_the_data() {
 }
 
 /// The same for fees: a state's own fees neither open a currency group that holds a
-/// few other states' fees nor change the noise of its count; and a cell of its own
-/// reports only is perturbed like any other (not always shown low).
+/// few other states' fees nor change the noise of its count (the group shows its own
+/// fees alone); and a cell of its own reports only is perturbed like any other (not
+/// always shown low).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_fees_do_not_open_a_group_and_own_cells_are_not_biased() {
     let pki = TestPki::new();
@@ -1210,17 +1297,24 @@ async fn own_fees_do_not_open_a_group_and_own_cells_are_not_biased() {
         category: pb::Category::SmugglingIncident as i32,
         ..months("2019-09-01", "2019-09-30")
     };
+    let aus_only = request(
+        &[],
+        &[pb::Metric::Reports, pb::Metric::FeePerPerson],
+        pb::AggregateFilter {
+            reporting_states: vec!["AUS".into()],
+            ..september.clone()
+        },
+    );
     let fees = request(
         &[],
         &[pb::Metric::Reports, pb::Metric::FeePerPerson],
         september,
     );
+    // IDN's two fees are left out: the group is AUS's twelve, as without them.
     let answer = aggregate(&server, &aus, fees.clone()).await.unwrap();
-    assert!(
-        answer.cells.iter().all(|c| c.fees.is_empty()),
-        "{:?}",
-        answer.cells
-    );
+    let alone = aggregate(&server, &aus, aus_only).await.unwrap();
+    assert_eq!(answer.cells[0].fees.len(), 1, "{:?}", answer.cells);
+    assert_eq!(answer.cells[0].fees, alone.cells[0].fees);
     // The regional analyst, with no state of its own, sees the 14 fees.
     let regional_answer = aggregate(&server, &regional(&pki), fees).await.unwrap();
     assert_eq!(regional_answer.cells[0].fees.len(), 1);
@@ -1308,4 +1402,70 @@ async fn a_small_cell_leaves_no_trace_in_a_cell_key_table() {
             .collect::<Vec<_>>()
     };
     assert_eq!(keys_of(&with), keys_of(&without));
+}
+
+/// Where the exchange withholds cells of one state's reports, a cell whose few other
+/// reports are left out for a state's analyst is judged as the reports it knows alone:
+/// AUS's own five beside one unreadable IDN report are one state's (not listed, as
+/// without IDN's); AUS's and THA's shared ones beside one are shown as without it.
+/// From the counters (which cannot tell the known reports' states, so a scan answers)
+/// and from a scan alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_of_known_reports_alone_is_judged_by_their_states() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.analytics.suppress_single_state = true;
+    })
+    .await;
+    let keys = register(&server, &pki, &["AUS", "IDN", "THA"]).await;
+    let base = case_reports("03-differencing.aus.jsonl").remove(0);
+    let shared = |state: &str, date: &str| {
+        let mut r = variant(&base, state, date, 6);
+        r.sharing = Some(pb::Sharing {
+            scope: pb::SharingScope::AllContributors as i32,
+            states: Vec::new(),
+        });
+        r
+    };
+    let mut reports: Vec<pb::Report> = (0..5).map(|_| shared("AUS", "2022-05-10")).collect();
+    reports.extend((0..3).map(|_| shared("AUS", "2022-06-10")));
+    reports.extend((0..3).map(|_| shared("THA", "2022-06-11")));
+    for month in ["2022-05", "2022-06"] {
+        reports.push(variant(&base, "IDN", &format!("{month}-20"), 9));
+    }
+    submit_all(&server, &pki, &keys, &reports).await;
+    let aus = analyst(&pki, "AUS");
+    let by_month = |states: &[&str], scan: bool| {
+        let filter = pb::AggregateFilter {
+            category: pb::Category::SmugglingIncident as i32,
+            reporting_states: states.iter().map(|s| (*s).to_owned()).collect(),
+            route_countries: if scan { vec!["AFG".into()] } else { Vec::new() },
+            ..months("2022-05-01", "2022-06-30")
+        };
+        let request = request(&[pb::Dimension::Month], &PERSONS, filter);
+        let (server, aus) = (&server, &aus);
+        async move {
+            let answer = aggregate(server, aus, request).await.unwrap();
+            (
+                answer.source,
+                answer
+                    .cells
+                    .into_iter()
+                    .filter(|c| c.keys[0] != "*")
+                    .map(|c| (c.keys[0].clone(), (c.suppressed, c.values)))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        }
+    };
+    for scan in [false, true] {
+        let (source, table) = by_month(&[], scan).await;
+        // The known reports of the mixed months cannot be told apart by state from the
+        // counters: a scan.
+        assert_eq!(source, "scan");
+        assert!(!table.contains_key("2022-05"), "{table:?}");
+        let june = &table["2022-06"];
+        assert_eq!(june.0, 0, "{table:?}");
+        let (_, known) = by_month(&["AUS", "THA"], scan).await;
+        assert_eq!(june, &known["2022-06"]);
+    }
 }

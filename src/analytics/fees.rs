@@ -6,7 +6,7 @@
 //! together. Quartiles are order statistics found by selection (Hoare's quickselect,
 //! `slice::select_nth_unstable_by`: linear time), not by sorting every cell.
 
-use super::Settings;
+use super::{Settings, perturbation};
 use crate::{pb, store::counters};
 
 /// A cell's fee observations, per currency (packed code, in code order).
@@ -78,6 +78,16 @@ impl FeeBag {
         }
     }
 
+    /// Keeps only the asking analyst's state's own observations.
+    pub(super) fn keep_own(&mut self) {
+        self.0.retain_mut(|c| {
+            c.amounts.clear();
+            c.key_all = c.key_all.wrapping_sub(c.key_others);
+            c.key_others = 0;
+            !c.own.is_empty()
+        });
+    }
+
     /// The number of observations.
     pub(super) fn len(&self) -> usize {
         self.0.iter().map(|c| c.amounts.len() + c.own.len()).sum()
@@ -125,28 +135,30 @@ impl PartialEq for FeeBag {
     }
 }
 
-/// One currency group's quartiles, with what its count's noise and its minimum need.
+/// One currency group's quartiles, with what its count's noise needs.
 pub(super) struct Group {
     pub quantiles: pb::FeeQuantiles,
     /// The key of the noise of its number of reports: when perturbed, the sum of the
-    /// record keys of its reports of other states than the asking analyst's (of all,
-    /// when there are none), so that neither the other reports in the cell nor the asking
-    /// state's own fees change it — the key a cell of exactly those reports has, so one
-    /// set of reports shows one count (a group that was the whole cell showed a second,
-    /// independent draw of the cell's count).
+    /// record keys of the reports its quartiles are over (see [`quartiles`]), so that
+    /// neither the other reports in the cell nor fees left out change it — the key a
+    /// cell of exactly those reports has, so one set of reports shows one count (a group
+    /// that was the whole cell showed a second, independent draw of the cell's count).
     pub key: u32,
-    /// Its reports from other states than the asking analyst's.
-    pub others: u64,
 }
 
 /// The quartiles of `fees`, per currency group. When `perturbed` the amounts are the
 /// moved ones (`counters::moved_fee`), the quartiles are rounded to whole units, and
-/// each group's key is the sum of its fees' reports' record keys (carried in `fees`). A group that
-/// holds other states' fees than the asking analyst's has its quartiles, and its count,
-/// over those only: padding a group with its own fees at either end, a state could move
-/// a quartile onto any single fee of another state's (an adversarial pass read eleven
-/// that way from a group of eleven).
+/// each group's key is the sum of its fees' reports' record keys (carried in `fees`).
+///
+/// A group that holds enough of other states' fees than the asking analyst's has its
+/// quartiles, and its count, over those only: padding a group with its own fees at
+/// either end, a state could move a quartile onto any single fee of another state's (an
+/// adversarial pass read eleven that way from a group of eleven). A group of fewer
+/// others' fees than `minimum_reports_for_quantiles` (true or perturbed count) is over
+/// the state's own fees alone, as it would be without them: left out, it told which
+/// groups hold a fee or two the state cannot read.
 pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> Vec<Group> {
+    let minimum = settings.minimum_reports_for_quantiles;
     // Each group's currencies with their rates.
     let mut groups: Vec<(String, Vec<(&CurrencyFees, f64)>)> = Vec::new();
     for currency in &fees.0 {
@@ -169,30 +181,35 @@ pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> 
         .map(|(currency, parts)| {
             // Validated amounts are at most 10^9, exact in an f64 (beyond 2^53 an amount
             // would round, keeping its order).
-            let others: u64 = parts.iter().map(|(c, _)| c.amounts.len() as u64).sum();
-            // Others' fees, or the state's own where there are none.
-            #[allow(clippy::cast_precision_loss)]
-            let mut values: Vec<f64> = parts
-                .iter()
-                .flat_map(|(c, rate)| {
-                    let amounts = if others == 0 { &c.own } else { &c.amounts };
-                    amounts.iter().map(move |a| *a as f64 * rate)
-                })
-                .collect();
-            let reports = values.len() as u64;
             let sum = |key: fn(&CurrencyFees) -> u64| {
                 parts
                     .iter()
                     .fold(0u64, |total, (c, _)| total.wrapping_add(key(c)))
             };
-            let key = if others == 0 {
-                sum(|c| c.key_all)
-            } else {
-                sum(|c| c.key_others)
-            };
             // The low half is the key modulo 2^32.
             #[allow(clippy::cast_possible_truncation)]
-            let key = key as u32;
+            let key_of = |sum: u64| sum as u32;
+            let others: u64 = parts.iter().map(|(c, _)| c.amounts.len() as u64).sum();
+            let few_others = others > 0
+                && (others < minimum
+                    || (perturbed
+                        && perturbation::count(others, key_of(sum(|c| c.key_others))) < minimum));
+            // Enough others' fees, or the state's own alone.
+            let own_alone = others == 0 || few_others;
+            #[allow(clippy::cast_precision_loss)]
+            let mut values: Vec<f64> = parts
+                .iter()
+                .flat_map(|(c, rate)| {
+                    let amounts = if own_alone { &c.own } else { &c.amounts };
+                    amounts.iter().map(move |a| *a as f64 * rate)
+                })
+                .collect();
+            let reports = values.len() as u64;
+            let key = key_of(if own_alone {
+                sum(|c| c.key_all.wrapping_sub(c.key_others))
+            } else {
+                sum(|c| c.key_others)
+            });
             let round = |v: f64| if perturbed { v.round() } else { v };
             let [first, median, third] = quantiles(&mut values, [0.25, 0.5, 0.75]);
             Group {
@@ -204,7 +221,6 @@ pub(super) fn quartiles(fees: &FeeBag, settings: &Settings, perturbed: bool) -> 
                     third_quartile: round(third),
                 },
                 key,
-                others,
             }
         })
         .collect()
@@ -285,10 +301,12 @@ mod tests {
             .collect()
     }
 
+    /// Settings that show quartiles of a single fee: the rules on few fees are tested
+    /// apart.
     fn settings(base: &str, rates: &[(&str, f64)]) -> Settings {
         Settings {
             minimum_reports: 3,
-            minimum_reports_for_quantiles: 10,
+            minimum_reports_for_quantiles: 1,
             perturb_regional_analyst: true,
             budget: None,
             suppress_single_state: false,
@@ -364,14 +382,50 @@ mod tests {
         );
         assert_eq!(a.key, b.key);
         assert_eq!(a.quantiles, b.quantiles);
-        assert_eq!((b.others, b.quantiles.reports), (3, 3));
+        assert_eq!(b.quantiles.reports, 3);
         let mut own_only = FeeBag::default();
         for a in [150, 999] {
             own_only.add(usd, a, true, hash(a));
         }
         let g = &quartiles(&own_only, &s, true)[0];
-        assert_eq!(g.others, 0);
+        assert_eq!(g.quantiles.reports, 2);
         assert_eq!(g.key, hash(150).wrapping_add(hash(999)));
+    }
+
+    /// A group of fewer others' fees than the minimum is over the state's own alone, as
+    /// the group without the others' is: same quartiles, count and key.
+    #[test]
+    fn a_few_others_fees_are_left_out_of_a_group() {
+        let s = Settings {
+            minimum_reports_for_quantiles: 10,
+            ..settings("", &[])
+        };
+        let usd = fee("USD", 0).0;
+        let hash = |a: u64| u32::try_from(a * 2_654_435_761 % (1 << 32)).unwrap_or(0);
+        let mut own = FeeBag::default();
+        for a in 1..=12 {
+            own.add(usd, 100 * a, true, hash(a));
+        }
+        let mut beside = own.clone();
+        for a in [5, 99_999] {
+            beside.add(usd, a, false, hash(a));
+        }
+        for perturbed in [false, true] {
+            let (alone, mixed) = (
+                &quartiles(&own, &s, perturbed)[0],
+                &quartiles(&beside, &s, perturbed)[0],
+            );
+            assert_eq!(alone.quantiles, mixed.quantiles);
+            assert_eq!(alone.key, mixed.key);
+            assert_eq!(mixed.quantiles.reports, 12);
+        }
+        // Enough of others' fees: over those only.
+        for a in 0..s.minimum_reports_for_quantiles + 5 {
+            beside.add(usd, 7, false, hash(1000 + a));
+        }
+        let mixed = &quartiles(&beside, &s, false)[0];
+        assert_eq!(mixed.quantiles.reports, s.minimum_reports_for_quantiles + 7);
+        assert!((mixed.quantiles.median - 7.0).abs() < 1e-9);
     }
 
     /// Type 7 quantiles from fully sorted values, as R and NumPy define them.

@@ -37,6 +37,10 @@ pub(super) struct Acc {
     /// and other states' shared with it (it reads them as records). They neither open a
     /// small cell nor change its noise; "own" below means these.
     own: Sums,
+    /// The state every own report so far came from, unless `own_mixed`: the single-state
+    /// flag of the cell its own reports make alone ([`Grid::leave_out_few_others`]).
+    own_state: u32,
+    own_mixed: bool,
 }
 
 impl Acc {
@@ -49,14 +53,18 @@ impl Acc {
     }
 
     /// A cell a scan added up: `state` is the one state of its reports, `None` when they
-    /// came from several; `own` what the asking analyst's state's reports add.
-    pub(super) fn scanned(sums: Sums, state: Option<u32>, own: Sums) -> Self {
+    /// came from several; `own` what the asking analyst's state's reports add, and their
+    /// one state (`None`: several, or none).
+    pub(super) fn scanned(sums: Sums, state: Option<u32>, own: (Sums, Option<u32>)) -> Self {
+        let (own, own_state) = own;
         Self {
             sums,
             state: state.unwrap_or(NO_STATE),
             mixed: state.is_none(),
             fees: FeeBag::default(),
             own,
+            own_state: own_state.unwrap_or(NO_STATE),
+            own_mixed: own_state.is_none() && Additive::Reports.of(&own) > 0,
         }
     }
 
@@ -100,7 +108,29 @@ impl Acc {
             self.note_state(other.state);
         }
         self.note_own(&other.own);
+        if other.own_mixed {
+            self.own_mixed = true;
+        } else if other.own_state != NO_STATE {
+            if self.own_state == NO_STATE {
+                self.own_state = other.own_state;
+            } else if self.own_state != other.own_state {
+                self.own_mixed = true;
+            }
+        }
         self.fees.absorb(&other.fees);
+    }
+
+    /// The cell the reports the asking analyst's state knows make alone: what it shows
+    /// where the others' are too few to show (see [`Grid::leave_out_few_others`]).
+    fn known_alone(&mut self) {
+        self.sums = self.own;
+        self.state = if self.own_mixed {
+            NO_STATE
+        } else {
+            self.own_state
+        };
+        self.mixed = self.own_mixed;
+        self.fees.keep_own();
     }
 
     /// The cell key: the sum of the record keys of the cell's reports, the asking
@@ -218,12 +248,15 @@ impl Grid {
     /// entry's reports but those `unknown` (the same table over only the reports it
     /// does not know) holds. False, changing nothing, when `unknown` is no part of this
     /// table (an entry or a count this one lacks): the two were not read from the same
-    /// reports.
-    pub(super) fn set_known_apart(&mut self, unknown: &Self) -> bool {
+    /// reports. With `own_states`, false too when whether an entry's known reports come
+    /// from one state cannot be told (some of several states' reports are unknown): the
+    /// counters keep no state per report.
+    pub(super) fn set_known_apart(&mut self, unknown: &Self, own_states: bool) -> bool {
         let fits = unknown.entries.iter().all(|(key, theirs)| {
-            self.entries
-                .get(key)
-                .is_some_and(|all| theirs.reports() <= all.reports())
+            self.entries.get(key).is_some_and(|all| {
+                theirs.reports() <= all.reports()
+                    && !(own_states && all.mixed && theirs.reports() > 0)
+            })
         });
         if !fits {
             return false;
@@ -236,8 +269,29 @@ impl Grid {
                 }
             }
             acc.own = known;
+            // Exact when `own_states` (checked above): the entry's reports are of one
+            // state, or all known. Otherwise only dominance would read it, and it is off.
+            (acc.own_state, acc.own_mixed) = if Additive::Reports.of(&known) == 0 {
+                (NO_STATE, false)
+            } else {
+                (acc.state, acc.mixed)
+            };
         }
         true
+    }
+
+    /// A state analyst's table: each entry whose reports of other states than those the
+    /// state knows are too few to show (`few`, given their count and their cell key)
+    /// stands as the reports it knows alone — as the entry would without them. Withheld
+    /// instead, such entries told which cells hold one or two reports the state cannot
+    /// read (an outside pass found two such months).
+    pub(super) fn leave_out_few_others(&mut self, mut few: impl FnMut(u64, u32) -> bool) {
+        for acc in self.entries.values_mut() {
+            let others = acc.others();
+            if others > 0 && few(others, acc.cell_key()) {
+                acc.known_alone();
+            }
+        }
     }
 
     fn add_entry(&mut self, key: Key, acc: Acc) {
@@ -271,12 +325,96 @@ mod tests {
     fn sums_add_modulo_two_to_the_64() {
         let mut big = [u64::MAX - 1; crate::store::counters::STORED];
         big[KEY_SUM] = u64::MAX;
-        let mut acc = Acc::scanned(big, Some(7), big);
+        let mut acc = Acc::scanned(big, Some(7), (big, Some(7)));
         acc.add(9, &big);
-        let other = Acc::scanned(big, Some(9), big);
+        let other = Acc::scanned(big, Some(9), (big, Some(9)));
         acc.merge(&other);
         assert_eq!(acc.reports(), (u64::MAX - 1).wrapping_mul(3));
         assert_eq!(acc.sums[KEY_SUM], u64::MAX.wrapping_mul(3));
         assert!(!acc.single_state());
+    }
+
+    /// `n` reports with record keys summing to `key`.
+    fn sums(n: u64, key: u64) -> Sums {
+        let mut sums = [0; crate::store::counters::STORED];
+        sums[0] = n;
+        sums[KEY_SUM] = key;
+        sums
+    }
+
+    /// An entry whose others' reports are few stands as the known ones alone: the same
+    /// entry, single-state flag and cell key as one of only those; enough others stay.
+    #[test]
+    fn a_few_others_are_left_out_and_the_known_ones_keep_their_states() {
+        let (aus, idn, tha) = (1, 2, 3);
+        // Five known AUS reports and two unknown IDN ones, in two cells rolled up.
+        let known = Acc::scanned(sums(5, 50), Some(aus), (sums(5, 50), Some(aus)));
+        let mut mixed = known.clone();
+        mixed.merge(&Acc::scanned(sums(2, 7), Some(idn), (sums(0, 0), None)));
+        assert!(!mixed.single_state());
+        let mut grid = Grid::new(1);
+        grid.entries.insert([1, 0, 0], mixed);
+        // Three known THA reports beside them in another cell: enough others there.
+        let mut other = known.clone();
+        other.merge(&Acc::scanned(sums(3, 9), Some(tha), (sums(0, 0), None)));
+        grid.entries.insert([2, 0, 0], other.clone());
+        let mut asked = Vec::new();
+        grid.leave_out_few_others(|others, key| {
+            asked.push((others, key));
+            others < 3
+        });
+        asked.sort_unstable();
+        assert_eq!(asked, [(2, 7), (3, 9)]);
+        assert_eq!(grid.entries[&[1, 0, 0]], known);
+        assert!(grid.entries[&[1, 0, 0]].single_state());
+        assert_eq!(grid.entries[&[1, 0, 0]].cell_key(), 50);
+        assert_eq!(grid.entries[&[2, 0, 0]], other);
+        // Known reports of two states stay mixed when the few others are left out.
+        let mut two = known.clone();
+        two.merge(&Acc::scanned(
+            sums(1, 1),
+            Some(tha),
+            (sums(1, 1), Some(tha)),
+        ));
+        two.merge(&Acc::scanned(sums(1, 4), Some(idn), (sums(0, 0), None)));
+        let mut grid = Grid::new(1);
+        grid.entries.insert([1, 0, 0], two);
+        grid.leave_out_few_others(|others, _| others < 3);
+        assert_eq!(grid.entries[&[1, 0, 0]].reports(), 6);
+        assert!(!grid.entries[&[1, 0, 0]].single_state());
+    }
+
+    /// From the counters less the unknown reports, which state the known reports come
+    /// from is told where it can be; where it cannot and it is needed, the table is not
+    /// set apart (the caller scans).
+    #[test]
+    fn known_reports_states_are_set_apart_only_where_they_can_be_told() {
+        let (aus, idn) = (1, 2);
+        let counted = |state: u32, n: u64| {
+            let mut acc = Acc::default();
+            acc.add(state, &sums(n, n));
+            acc
+        };
+        let mut all = Grid::new(1);
+        all.entries.insert([1, 0, 0], counted(aus, 4));
+        let mut mixed = counted(aus, 4);
+        mixed.merge(&counted(idn, 2));
+        all.entries.insert([2, 0, 0], mixed);
+        // IDN's two reports unknown: the mixed entry's known ones cannot be told.
+        let mut unknown = Grid::new(1);
+        unknown.entries.insert([2, 0, 0], counted(idn, 2));
+        assert!(!all.clone().set_known_apart(&unknown, true));
+        let mut set = all.clone();
+        assert!(set.set_known_apart(&unknown, false));
+        assert_eq!(set.entries[&[2, 0, 0]].others(), 2);
+        // Nothing unknown in the mixed entry: its known reports are all of them.
+        let mut unknown = Grid::new(1);
+        unknown.entries.insert([1, 0, 0], counted(aus, 1));
+        let mut set = all.clone();
+        assert!(set.set_known_apart(&unknown, true));
+        set.leave_out_few_others(|others, _| others < 3);
+        assert!(set.entries[&[1, 0, 0]].single_state());
+        assert_eq!(set.entries[&[1, 0, 0]].reports(), 3);
+        assert!(!set.entries[&[2, 0, 0]].single_state());
     }
 }

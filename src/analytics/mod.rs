@@ -607,7 +607,8 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
         ),
         Some(plan) => {
             let projection = projection()?;
-            match source::known_apart((snapshot, &projection), query, &plan, view)? {
+            let own_states = settings.suppress_single_state;
+            match source::known_apart((snapshot, &projection), query, &plan, (view, own_states))? {
                 Some(grid) => (grid, Source::CountersLessUnknown),
                 None => (
                     scan::from_projection(&projection, query, view),
@@ -628,7 +629,7 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
         budget::complete(query, &mut grid, settings.max_cells)?;
     }
     let for_a_state = mode == Mode::CellKey && view.own.is_some();
-    let mut answer = render::answer(query, settings, &grid, source, (mode, for_a_state))?;
+    let mut answer = render::answer(query, settings, &mut grid, source, (mode, for_a_state))?;
     // Counted as listed: cells left out for being small would be counted by a refusal.
     let listed = answer.response.cells.len();
     if listed > settings.max_cells {

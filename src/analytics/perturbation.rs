@@ -62,7 +62,8 @@
 //!
 //! **The asking state's own reports** (for a state analyst) are left out of the cell
 //! key, so a state cannot draw fresh noise for a cell by adding and retracting reports
-//! of its own, and they do not count towards opening a small cell. Their magnitudes are
+//! of its own, and they do not count towards opening a small cell: other states' reports
+//! too few to show are left out of it (`grid::Grid::leave_out_few_others`). Their magnitudes are
 //! added exactly to the other states' perturbed figure (`grid::Acc::own_and_others`),
 //! so stepping one's own values cannot find where the others' noise crosses zero. Other
 //! states' reports shared with the asking state count as its own: it reads them as

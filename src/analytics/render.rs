@@ -24,11 +24,17 @@ use crate::{
 pub(super) fn answer(
     query: &AggregateQuery,
     settings: &Settings,
-    grid: &Grid,
+    grid: &mut Grid,
     source: Source,
     (mode, for_a_state): (Mode, bool),
 ) -> Result<Answer, AggregateError> {
     let minimum = settings.minimum_reports;
+    let total = grand_total(query.dimensions.len());
+    let counted = grid.entries.get(&total).map_or(0, Acc::reports);
+    if for_a_state {
+        // Others' reports too few to show (true or perturbed) are left out, not shown.
+        grid.leave_out_few_others(|n, key| n < minimum || perturbation::count(n, key) < minimum);
+    }
     let wants_fees = query.metrics.contains(&Metric::FeePerPerson);
     let shown = match mode {
         Mode::Budget(_) if wants_fees => return Err(AggregateError::FeesUnderBudget),
@@ -106,8 +112,6 @@ pub(super) fn answer(
             }
         })
         .collect();
-    let total = grand_total(query.dimensions.len());
-    let counted = grid.entries.get(&total).map_or(0, Acc::reports);
     let counts = Counts {
         flagged,
         fees_asked: wants_fees,
@@ -193,17 +197,9 @@ fn withheld(
             .collect();
     }
     // A cell is small when its true or its shown count is (perturbation never shows
-    // what the true count withholds), or when it holds a few reports of other states
-    // besides the asking state's own, by their true or shown count (its own reports
-    // cannot pad a cell open).
-    let small = |key: &Key, acc: &Acc| {
-        let others = acc.others();
-        let own = acc.reports() - others;
-        let shown = shown_reports(key, acc);
-        acc.reports() < minimum
-            || shown < minimum
-            || (others > 0 && (others < minimum || shown.saturating_sub(own) < minimum))
-    };
+    // what the true count withholds). A state analyst's cells hold no few reports of
+    // other states beside its own here: `answer` left those out.
+    let small = |key: &Key, acc: &Acc| acc.reports() < minimum || shown_reports(key, acc) < minimum;
     // Secondary suppression guards exact figures. Under the cell key method a margin less
     // its shown cells is no exact figure: each report brings its own fixed noise to every
     // cell it is in, so what remains is the withheld reports' values moved by their own
@@ -279,9 +275,7 @@ fn fee_quartiles(acc: &Acc, settings: &Settings, perturbed: bool) -> Vec<pb::Fee
         if perturbed {
             q.reports = perturbation::count(q.reports, group.key);
         }
-        // As for cells: the asking state's own fees do not open a group of a few others.
-        let few_others = group.others > 0 && group.others < minimum;
-        if true_reports >= minimum && q.reports >= minimum && !few_others {
+        if true_reports >= minimum && q.reports >= minimum {
             shown.push(q);
         }
     }
@@ -300,8 +294,9 @@ fn protection(
         match mode {
             Mode::Exact => String::new(),
             Mode::CellKey if for_a_state => format!(
-                " (true or perturbed), or fewer than {minimum} (true or perturbed) but some \
-                 besides those your state can read as records"
+                " (true or perturbed); other states' reports beside those your state can \
+                 read as records count in a cell only where they number {minimum} or more \
+                 (true and perturbed), else it shows those your state can read alone"
             ),
             Mode::CellKey => " (true or perturbed)".to_owned(),
             Mode::Budget(_) => " (noisy count)".to_owned(),
@@ -393,8 +388,9 @@ fn grand_total(dimensions: usize) -> Key {
 }
 
 /// The note on cells not listed outside a budget: the whole table (`whole_table`) or
-/// some cells, of fewer than `minimum` reports (besides those a state can read, for a
-/// state's analyst: `for_a_state`), or of one state's only (`single_state`).
+/// some cells, of fewer than `minimum` reports (for a state's analyst, `for_a_state`,
+/// others' than those it can read counting only where there are `minimum`), or of one
+/// state's only (`single_state`).
 fn unlisted((whole_table, for_a_state): (bool, bool), minimum: u64, single_state: bool) -> String {
     // A table emptied by the single-state rule is not one of few reports.
     let or_one_state = if single_state {
@@ -408,9 +404,9 @@ fn unlisted((whole_table, for_a_state): (bool, bool), minimum: u64, single_state
              nothing is shown"
         ),
         (true, true) => format!(
-            "fewer than {minimum} reports match these filters (perhaps none), or fewer than \
-             {minimum} but some besides those your state can read as records{or_one_state}: \
-             nothing is shown"
+            "fewer than {minimum} reports match these filters (perhaps none), other states' \
+             reports beside those your state can read as records counting only where they \
+             number {minimum} or more{or_one_state}: nothing is shown"
         ),
         (false, false) => {
             format!(
@@ -418,8 +414,9 @@ fn unlisted((whole_table, for_a_state): (bool, bool), minimum: u64, single_state
             )
         }
         (false, true) => format!(
-            "cells of fewer than {minimum} reports, or of fewer than {minimum} but some besides \
-             those your state can read as records, are not listed, as cells of none are not"
+            "cells of fewer than {minimum} reports are not listed, as cells of none are not; \
+             where fewer than {minimum} of a cell's reports are other states' beside those \
+             your state can read as records, the cell shows those it can read alone"
         ),
     }
 }
@@ -472,7 +469,16 @@ fn notes(
                 0,
                 format!(
                     "a currency stated by fewer than {quantiles} reports in a cell has no \
-                         quartiles there"
+                     quartiles there{}",
+                    if counts.for_a_state {
+                        format!(
+                            "; where {quantiles} or more are other states' beside those your \
+                             state can read as records, its quartiles are over those only, \
+                             else over those your state can read"
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
             );
         }

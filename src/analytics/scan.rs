@@ -351,13 +351,8 @@ impl Part {
             for (t, s) in total.iter_mut().zip(&other.table.sums[i]) {
                 *t += s;
             }
-            let theirs = other.table.states[i];
-            let mine = &mut self.table.states[c];
-            if *mine == NO_STATE {
-                *mine = theirs;
-            } else if theirs != NO_STATE && *mine != theirs {
-                *mine = MIXED;
-            }
+            note_state(&mut self.table.states[c], other.table.states[i]);
+            note_state(&mut self.table.own_states[c], other.table.own_states[i]);
             let theirs = other.table.own[i];
             for (mine, add) in self.table.own[c].iter_mut().zip(theirs) {
                 *mine = mine.wrapping_add(add);
@@ -839,6 +834,8 @@ struct Table {
     states: Vec<u32>,
     /// What the asking state's own reports add, per cell.
     own: Vec<Sums>,
+    /// The one state of each cell's own reports, as `states`.
+    own_states: Vec<u32>,
 }
 
 /// A cell holding reports of several states.
@@ -846,6 +843,17 @@ const MIXED: u32 = u32::MAX;
 
 /// A cell holding no report yet (state codes are 16 bits).
 const NO_STATE: u32 = u32::MAX - 1;
+
+/// Notes in `one` (a cell's one state so far, [`NO_STATE`] or [`MIXED`]) reports of
+/// `state` (which may be either too).
+#[inline]
+fn note_state(one: &mut u32, state: u32) {
+    if *one == NO_STATE {
+        *one = state;
+    } else if state != NO_STATE && *one != state {
+        *one = MIXED;
+    }
+}
 
 impl Table {
     /// An empty table over `axes`. Codes are dictionary codes of ISO 3166 and 4217 codes
@@ -862,6 +870,7 @@ impl Table {
             sums: Vec::new(),
             states: Vec::new(),
             own: Vec::new(),
+            own_states: Vec::new(),
         }
     }
 
@@ -895,6 +904,7 @@ impl Table {
             self.sums.push([0; STORED]);
             self.states.push(NO_STATE);
             self.own.push([0; STORED]);
+            self.own_states.push(NO_STATE);
         }
         *slot
     }
@@ -935,14 +945,13 @@ impl Table {
         total[0] += 1;
         total[KEY_SUM] += key;
         let state = u32::from(state);
-        if *one == NO_STATE {
-            *one = state;
-        } else if *one != state {
-            *one = MIXED;
-        }
-        if own && let Some(mine) = self.own.get_mut(cell) {
+        note_state(one, state);
+        if own
+            && let (Some(mine), Some(one)) = (self.own.get_mut(cell), self.own_states.get_mut(cell))
+        {
             mine[0] += 1;
             mine[KEY_SUM] = mine[KEY_SUM].wrapping_add(key);
+            note_state(one, state);
         }
     }
 
@@ -955,7 +964,7 @@ impl Table {
                 let code = index / axes.strides[at].max(1) % axes.sizes[at].max(1);
                 *k = axes.value(p, at, code);
             }
-            let state = match self.states[i] {
+            let packed = |state: u32| match state {
                 MIXED | NO_STATE => None,
                 code => Some(
                     u16::try_from(code)
@@ -964,7 +973,14 @@ impl Table {
                         .unwrap_or(0),
                 ),
             };
-            cells.push((key, Acc::scanned(self.sums[i], state, self.own[i])));
+            cells.push((
+                key,
+                Acc::scanned(
+                    self.sums[i],
+                    packed(self.states[i]),
+                    (self.own[i], packed(self.own_states[i])),
+                ),
+            ));
         }
         cells
     }
@@ -1171,18 +1187,27 @@ mod tests {
                         .find(|g| g.quantiles.currency == code)
                         .unwrap_or_else(|| panic!("{code} in {key:?}"));
                     let reports = amounts.len() as u64;
-                    // The quartiles are over others' fees where there are any.
-                    let over = if reports == *own { reports } else { reports - own };
-                    proptest::prop_assert_eq!(group.quantiles.reports, over);
-                    proptest::prop_assert_eq!(group.others, reports - own);
-                    let key_sum = if reports == *own { all } else { others };
-                    // The low half is the key modulo 2^32.
+                    // The low half of a key sum is the key modulo 2^32.
                     #[allow(clippy::cast_possible_truncation)]
-                    let key_sum = *key_sum as u32;
-                    proptest::prop_assert_eq!(group.key, key_sum);
-                    // A group that is every report of its cell has the cell's key: one set
-                    // of reports, one perturbed count, however it is reached.
-                    if reports == acc.reports() {
+                    let key_of = |sum: u64| sum as u32;
+                    // The quartiles are over enough others' fees where there are any
+                    // (true and perturbed count), else over the own ones alone.
+                    let minimum = settings.minimum_reports_for_quantiles;
+                    let few = |n: u64| {
+                        n < minimum
+                            || (moved
+                                && super::super::perturbation::count(n, key_of(*others))
+                                    < minimum)
+                    };
+                    let own_alone = reports == *own || few(reports - own);
+                    let over = if own_alone { *own } else { reports - own };
+                    proptest::prop_assert_eq!(group.quantiles.reports, over);
+                    let key_sum = if own_alone { all.wrapping_sub(*others) } else { *others };
+                    proptest::prop_assert_eq!(group.key, key_of(key_sum));
+                    // A group that is every report of its cell, over all of them, has the
+                    // cell's key: one set of reports, one perturbed count, however it is
+                    // reached.
+                    if reports == acc.reports() && (reports == *own || !own_alone) {
                         proptest::prop_assert_eq!(group.key, if moved { acc.cell_key() } else { 0 });
                     }
                 }

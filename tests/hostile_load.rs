@@ -227,6 +227,19 @@ async fn a_principal_holds_a_bounded_number_of_connections() {
             .contains("limits.max_connections_per_principal"),
         "{refused:?}"
     );
+    // So are its streaming calls, server- and client-streaming alike, and nothing of
+    // AUS's is streamed to it.
+    let mut exchange = pb::exchange_client::ExchangeClient::new(over.clone());
+    let subscribe = match exchange.subscribe(pb::QueryRequest::default()).await {
+        Ok(response) => response.into_inner().message().await.map(|_| ()),
+        Err(status) => Err(status),
+    };
+    let import = exchange
+        .import(tokio_stream::iter(vec![pb::SubmitRequest::default()]))
+        .await;
+    for refused in [subscribe.unwrap_err(), import.unwrap_err()] {
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    }
     // Another principal is not affected; those held still work.
     whoami(server.channel(&node(&pki, "IDN")).await)
         .await

@@ -541,9 +541,11 @@ impl Administration {
                 "these settings changed in the configuration file since start; a reload applies only tls.partner_cas, the others wait for a restart"
             );
         }
+        let issuer_outside_bundle = reloading.issuer_outside_bundle().map(str::to_owned);
         let crl_not_written = reloading.install(&self.store).map_err(AdminError::Trust)?;
         Ok(Reloaded {
             waiting_for_restart,
+            issuer_outside_bundle,
             old_serial: old,
             serial: self.trust.server_serial(),
             carried,
@@ -594,6 +596,8 @@ pub(crate) struct Reloaded {
     pub(crate) partners: Vec<String>,
     /// Settings of the configuration file changed since start, which wait for a restart.
     pub(crate) waiting_for_restart: Vec<String>,
+    /// The server certificate's issuer, when its chain leads to no CA of the bundle.
+    pub(crate) issuer_outside_bundle: Option<String>,
 }
 
 /// A certificate revocation made ([`Administration::revoke_certificate`]).

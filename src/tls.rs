@@ -60,6 +60,10 @@ pub(crate) struct ServerTlsMaterial {
     pub client_ca: Vec<CertificateDer<'static>>,
     pub cert_chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// The server certificate's issuer (RFC 4514), when its chain leads to no CA of the
+    /// bundle: clients given only the bundle to trust (as `tidemark` clients are) refuse
+    /// it. It may be meant (a public CA's certificate): said, not refused.
+    pub issuer_outside_bundle: Option<String>,
 }
 
 impl ServerTlsMaterial {
@@ -69,11 +73,20 @@ impl ServerTlsMaterial {
         check_ca_bundle(&files.ca, &client_ca)?;
         let cert_chain = read_certs(&files.cert)?;
         check_server_certificate(&files.cert, &cert_chain)?;
-        check_server_chain(&files.cert, &cert_chain, &client_ca)?;
+        let issuer_outside_bundle = check_server_chain(&files.cert, &cert_chain, &client_ca)?;
+        if let Some(issuer) = &issuer_outside_bundle {
+            tracing::warn!(
+                %issuer,
+                "the server certificate does not chain to a CA of the CA bundle: clients that \
+                 trust only the bundle will refuse it (give them its CA, or use a server \
+                 certificate from a CA of the bundle)"
+            );
+        }
         Ok(Self {
             client_ca,
             cert_chain,
             key: read_key(&files.key)?,
+            issuer_outside_bundle,
         })
     }
 
@@ -577,11 +590,6 @@ pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-/// Refuses a CA bundle that holds a certificate that is not a CA's, or two CAs of one
-/// name but different keys. A TLS verifier (webpki) matches a certificate, and a CRL, to
-/// its CA by the issuer name: the second CA's certificates would be checked against the
-/// first one's key, or its CRL, and refused. The same CA re-issued with its own key is
-/// fine. Certificates are named by their place in the file (1 = the first).
 /// Refuses a server certificate no client would accept (a reload would otherwise put it
 /// in use and lock every client out, the operator's too): it or a CA certificate of its
 /// chain expired or not yet valid, a CA certificate in its place, an extended key usage
@@ -649,14 +657,15 @@ fn check_server_certificate(path: &Path, chain: &[CertificateDer<'_>]) -> Result
 /// accept for TLS server authentication: an intermediate that is not a CA, or whose
 /// extended key usage leaves out serverAuth, or more intermediates than the CA's
 /// pathLenConstraint allows (webpki's checks, as the client's; host names aside). A
-/// chain to a CA outside the bundle is not judged: clients may trust another CA.
+/// chain to a CA outside the bundle is not judged, since clients may trust another CA:
+/// its issuer's name is returned.
 fn check_server_chain(
     path: &Path,
     chain: &[CertificateDer<'_>],
     bundle: &[CertificateDer<'_>],
-) -> Result<(), TlsError> {
+) -> Result<Option<String>, TlsError> {
     let Some((leaf, intermediates)) = chain.split_first() else {
-        return Ok(());
+        return Ok(None);
     };
     let limits = PathLimits::of(bundle);
     let refuse = |reason: String| TlsError::Parse {
@@ -666,8 +675,11 @@ fn check_server_chain(
              accepts"
         ),
     };
+    let issuer = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, cert)| crate::dn::to_rfc4514(cert.issuer()))
+        .unwrap_or_default();
     let Ok(leaf) = webpki::EndEntityCert::try_from(leaf) else {
-        return Ok(());
+        return Ok(None);
     };
     let verified = leaf.verify_for_usage(
         provider().signature_verification_algorithms.all,
@@ -681,7 +693,7 @@ fn check_server_chain(
     let path = match verified {
         Ok(path) => path,
         // Issued under a CA outside the bundle: not this check's to judge.
-        Err(webpki::Error::UnknownIssuer) => return Ok(()),
+        Err(webpki::Error::UnknownIssuer) => return Ok(Some(issuer)),
         Err(e) => {
             return Err(refuse(format!(
                 "the server certificate's chain does not verify for TLS server \
@@ -701,10 +713,15 @@ fn check_server_chain(
             "the server certificate's chain has {below} intermediate CAs under a CA whose \
              pathLenConstraint allows {limit}"
         ))),
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
+/// Refuses a CA bundle that holds a certificate that is not a CA's, or two CAs of one
+/// name but different keys. A TLS verifier (webpki) matches a certificate, and a CRL, to
+/// its CA by the issuer name: the second CA's certificates would be checked against the
+/// first one's key, or its CRL, and refused. The same CA re-issued with its own key is
+/// fine. Certificates are named by their place in the file (1 = the first).
 fn check_ca_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), TlsError> {
     let refuse = |reason: String| TlsError::Parse {
         path: path.to_owned(),

@@ -372,6 +372,7 @@ pub(crate) struct Reloading<'a> {
     _one_at_a_time: std::sync::MutexGuard<'a, ()>,
     built: Built,
     waiting_for_restart: Vec<String>,
+    issuer_outside_bundle: Option<String>,
 }
 
 impl Reloading<'_> {
@@ -384,6 +385,12 @@ impl Reloading<'_> {
     /// the server started: this reload does not apply them.
     pub(crate) fn waiting_for_restart(&self) -> &[String] {
         &self.waiting_for_restart
+    }
+
+    /// The new server certificate's issuer, when its chain leads to no CA of the bundle
+    /// (`ServerTlsMaterial::issuer_outside_bundle`).
+    pub(crate) fn issuer_outside_bundle(&self) -> Option<&str> {
+        self.issuer_outside_bundle.as_deref()
     }
 
     /// Writes the CRL file and the access journal, and swaps the new state in; returns
@@ -544,12 +551,14 @@ impl Trust {
         let building = Building::Reload {
             served_crl: served.as_deref(),
         };
+        let issuer_outside_bundle = loaded.material.issuer_outside_bundle.clone();
         let built = build(loaded, &self.crl_path, store, building)?;
         Ok(Reloading {
             trust: self,
             _one_at_a_time: one_at_a_time,
             built,
             waiting_for_restart: self.waiting_for_restart(),
+            issuer_outside_bundle,
         })
     }
 

@@ -862,6 +862,47 @@ async fn a_reload_refuses_a_server_certificate_no_client_would_accept() {
     }
 }
 
+/// A server certificate from a CA outside the bundle is put in use (it may be meant: a
+/// public CA's) but the reload says so, naming the issuer, and clients that trust only the
+/// bundle refuse it; one from the exchange CA again clears it.
+#[tokio::test]
+async fn a_reload_names_a_server_certificates_issuer_outside_the_bundle() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    let names = ["localhost", "127.0.0.1"];
+    let validity = || Validity::days_from_now(30);
+    let put = |issued: tidemark::pki::IssuedCert| {
+        std::fs::write(pki.dir.path().join("server.pem"), issued.cert_pem).unwrap();
+        std::fs::write(pki.dir.path().join("server.key"), issued.key_pem).unwrap();
+    };
+    let elsewhere = CertificateAuthority::generate("Public CA", validity()).unwrap();
+    put(elsewhere.issue_server(&names, validity()).unwrap());
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        reloaded
+            .server_certificate_issuer_outside_bundle
+            .contains("Public CA"),
+        "{reloaded:?}"
+    );
+    let refused = client::connect(&server.endpoint(), &node(&pki, "AUS"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("not trusted"), "{refused}");
+    put(pki.ca.issue_server(&names, validity()).unwrap());
+    let reloaded = admin
+        .reload_tls(pb::ReloadTlsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reloaded.server_certificate_issuer_outside_bundle, "");
+    assert_eq!(who(&server, &node(&pki, "AUS")).await.unwrap().state, "AUS");
+}
+
 /// A client chain through an intermediate CA that expires before the leaf: at the
 /// intermediate's `notAfter` the leaf loses its rights on the connection it already holds
 /// — a unary call is refused and a stream in progress ends — as a revoked certificate's

@@ -382,6 +382,15 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
             r.crl_not_written
         );
     }
+    if !r.server_certificate_issuer_outside_bundle.is_empty() {
+        errln!(
+            "warning: the server certificate is issued by {}, which is not a CA of the \
+             server's CA bundle: clients that trust only the bundle (as `tidemark` clients \
+             do) will refuse it; give them its CA, or use a server certificate from a CA of \
+             the bundle",
+            printable(&r.server_certificate_issuer_outside_bundle)
+        );
+    }
     if !r.waiting_for_restart.is_empty() {
         errln!(
             "warning: these settings changed in the server's configuration file since it \

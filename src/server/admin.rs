@@ -446,6 +446,9 @@ impl pb::admin_server::Admin for AdminService {
             server_certificate_serial: done.serial,
             crl_not_written: done.crl_not_written.unwrap_or_default(),
             waiting_for_restart: done.waiting_for_restart,
+            server_certificate_issuer_outside_bundle: done
+                .issuer_outside_bundle
+                .unwrap_or_default(),
         }))
     }
     async fn list_certificates(
@@ -572,6 +575,11 @@ pub(super) fn reloaded(done: &Reloaded) -> String {
     }
     if let Some(why) = &done.crl_not_written {
         parts.push(format!("not written: {why}"));
+    }
+    if let Some(issuer) = &done.issuer_outside_bundle {
+        parts.push(format!(
+            "the server certificate's issuer {issuer} is not a CA of the bundle"
+        ));
     }
     if !done.waiting_for_restart.is_empty() {
         parts.push(format!(

@@ -240,9 +240,18 @@ impl Administration {
             } else {
                 format!("is not after valid_from_unix {}", format_time(valid_from))
             };
+            // A date given ends at the next midnight: name the day too.
+            let day = (key.valid_until % 86_400 == 0)
+                .then(|| time::OffsetDateTime::from_unix_timestamp(key.valid_until - 86_400))
+                .and_then(Result::ok)
+                .map(|t| format!(" (the end of {}, for a date)", t.date()))
+                .unwrap_or_default();
             return Err(invalid(
                 "valid_until_unix",
-                format!("(--valid-until) {} {after}", format_time(key.valid_until)),
+                format!(
+                    "(--valid-until) {}{day} {after}",
+                    format_time(key.valid_until)
+                ),
             ));
         }
         let record = KeyRecord::new(
@@ -1010,6 +1019,20 @@ mod tests {
                 ..
             })
         ));
+        // A date's end (a midnight) in the past names the day it ends.
+        let past_day = KeyRegistration {
+            valid_from: 0,
+            valid_until: 2 * 86_400,
+            ..registration.clone()
+        };
+        let refused = admin
+            .register_key(&past_day, ("op", 1_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("1970-01-03T00:00:00Z (the end of 1970-01-02, for a date)"),
+            "{refused}"
+        );
         let registration = KeyRegistration {
             valid_until: 0,
             ..registration

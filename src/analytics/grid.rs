@@ -248,15 +248,14 @@ impl Grid {
     /// entry's reports but those `unknown` (the same table over only the reports it
     /// does not know) holds. False, changing nothing, when `unknown` is no part of this
     /// table (an entry or a count this one lacks): the two were not read from the same
-    /// reports. With `own_states`, false too when whether an entry's known reports come
-    /// from one state cannot be told (some of several states' reports are unknown): the
-    /// counters keep no state per report.
-    pub(super) fn set_known_apart(&mut self, unknown: &Self, own_states: bool) -> bool {
+    /// reports. Which states the known reports come from is told only where the entry's
+    /// reports are of one state or all known: the counters keep no state per report, so
+    /// tables that need it (dominance withheld) are not read this way.
+    pub(super) fn set_known_apart(&mut self, unknown: &Self) -> bool {
         let fits = unknown.entries.iter().all(|(key, theirs)| {
-            self.entries.get(key).is_some_and(|all| {
-                theirs.reports() <= all.reports()
-                    && !(own_states && all.mixed && theirs.reports() > 0)
-            })
+            self.entries
+                .get(key)
+                .is_some_and(|all| theirs.reports() <= all.reports())
         });
         if !fits {
             return false;
@@ -269,8 +268,7 @@ impl Grid {
                 }
             }
             acc.own = known;
-            // Exact when `own_states` (checked above): the entry's reports are of one
-            // state, or all known. Otherwise only dominance would read it, and it is off.
+            // Exact where the entry's reports are of one state, or all known (above).
             (acc.own_state, acc.own_mixed) = if Additive::Reports.of(&known) == 0 {
                 (NO_STATE, false)
             } else {
@@ -385,10 +383,9 @@ mod tests {
     }
 
     /// From the counters less the unknown reports, which state the known reports come
-    /// from is told where it can be; where it cannot and it is needed, the table is not
-    /// set apart (the caller scans).
+    /// from is told where the entry's reports are of one state, or all known.
     #[test]
-    fn known_reports_states_are_set_apart_only_where_they_can_be_told() {
+    fn known_reports_states_are_set_apart_where_they_can_be_told() {
         let (aus, idn) = (1, 2);
         let counted = |state: u32, n: u64| {
             let mut acc = Acc::default();
@@ -400,18 +397,20 @@ mod tests {
         let mut mixed = counted(aus, 4);
         mixed.merge(&counted(idn, 2));
         all.entries.insert([2, 0, 0], mixed);
-        // IDN's two reports unknown: the mixed entry's known ones cannot be told.
+        // IDN's two reports unknown: set apart.
         let mut unknown = Grid::new(1);
         unknown.entries.insert([2, 0, 0], counted(idn, 2));
-        assert!(!all.clone().set_known_apart(&unknown, true));
         let mut set = all.clone();
-        assert!(set.set_known_apart(&unknown, false));
+        assert!(set.set_known_apart(&unknown));
         assert_eq!(set.entries[&[2, 0, 0]].others(), 2);
+        // More unknown than the table holds: not read from the same reports.
+        unknown.entries.insert([1, 0, 0], counted(aus, 5));
+        assert!(!all.clone().set_known_apart(&unknown));
         // Nothing unknown in the mixed entry: its known reports are all of them.
         let mut unknown = Grid::new(1);
         unknown.entries.insert([1, 0, 0], counted(aus, 1));
         let mut set = all.clone();
-        assert!(set.set_known_apart(&unknown, true));
+        assert!(set.set_known_apart(&unknown));
         set.leave_out_few_others(|others, _| others < 3);
         assert!(set.entries[&[1, 0, 0]].single_state());
         assert_eq!(set.entries[&[1, 0, 0]].reports(), 3);

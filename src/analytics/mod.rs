@@ -598,8 +598,13 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
     };
     // Capped contributions (the budget) need every report: a scan. A state analyst's
     // table needs which reports its state knows (their sharing scopes, which only the
-    // projection keeps): the counters less a scan of the others, or a scan.
-    let plan = source::counter_plan(query).filter(|_| view.cap.is_none());
+    // projection keeps): the counters less a scan of the others, or a scan. Where cells
+    // of one state's reports are withheld, it also needs which states the known reports
+    // of a cell come from, which the counters cannot tell: a scan. The choice is made on
+    // the query alone: made on the data, `source` said where unknown reports lay (an
+    // outside pass found a single report's month and state by it).
+    let own_states = view.own.is_some() && settings.suppress_single_state;
+    let plan = source::counter_plan(query).filter(|_| view.cap.is_none() && !own_states);
     let (mut grid, source) = match plan {
         Some(plan) if view.own.is_none() => (
             source::from_counters(snapshot, query, &plan)?,
@@ -607,8 +612,7 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
         ),
         Some(plan) => {
             let projection = projection()?;
-            let own_states = settings.suppress_single_state;
-            match source::known_apart((snapshot, &projection), query, &plan, (view, own_states))? {
+            match source::known_apart((snapshot, &projection), query, &plan, view)? {
                 Some(grid) => (grid, Source::CountersLessUnknown),
                 None => (
                     scan::from_projection(&projection, query, view),

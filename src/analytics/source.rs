@@ -262,13 +262,12 @@ pub(super) fn from_counters(
 /// reports its state knows set apart as all but those a scan of only the reports it does
 /// not know finds — few where most reports are shared with every contributor. `None`
 /// when the projection does not hold the snapshot's reports (a batch committed between
-/// the two reads), or when `own_states` (dominance is withheld) and the counters cannot
-/// tell whether an entry's known reports come from one state: the caller scans instead.
+/// the two reads): the caller scans instead.
 pub(super) fn known_apart(
     (snapshot, projection): (&Snapshot, &crate::store::Projection),
     query: &AggregateQuery,
     plan: &CounterPlan,
-    (view, own_states): (View, bool),
+    view: View,
 ) -> Result<Option<Grid>, StoreError> {
     if projection.sequence() != snapshot.last_sequence()? {
         return Ok(None);
@@ -282,5 +281,5 @@ pub(super) fn known_apart(
             ..view
         },
     );
-    Ok(grid.set_known_apart(&unknown, own_states).then_some(grid))
+    Ok(grid.set_known_apart(&unknown).then_some(grid))
 }

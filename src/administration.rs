@@ -203,14 +203,34 @@ impl Administration {
         (operator, now): (&str, i64),
     ) -> Result<KeyRecord, AdminError> {
         let state = CountryCode::parse(&key.state).map_err(|e| invalid("state", e))?;
-        for (field, at) in [
-            ("valid_from_unix", key.valid_from),
-            ("valid_until_unix", key.valid_until),
+        // Times RFC 3339 can write, as `keys` and key files show them again: a key file
+        // cannot say a start in the year 10000, nor an end after it begins.
+        let last = crate::calendar::LAST_SECOND;
+        for (field, at, (latest, named)) in [
+            (
+                "valid_from_unix",
+                key.valid_from,
+                (last, "9999-12-31T23:59:59Z"),
+            ),
+            (
+                "valid_until_unix",
+                key.valid_until,
+                (last + 1, "the end of 9999-12-31"),
+            ),
         ] {
             if at < 0 {
                 return Err(invalid(
                     field,
                     format!("is {at}, before 1970: give Unix seconds after it (0: not given)"),
+                ));
+            }
+            if at > latest {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "is {at}, after {named}, the last time RFC 3339 can write: give an \
+                         earlier time, or 0 for none"
+                    ),
                 ));
             }
         }
@@ -1019,6 +1039,24 @@ mod tests {
                 ..
             })
         ));
+        // Times past what RFC 3339 can write are refused; the end of 9999-12-31 is not.
+        for (valid_from, valid_until, field) in [
+            (253_402_300_800, 0, "valid_from_unix"),
+            (0, 253_402_300_801, "valid_until_unix"),
+            (0, i64::MAX, "valid_until_unix"),
+        ] {
+            let far = KeyRegistration {
+                valid_from,
+                valid_until,
+                ..registration.clone()
+            };
+            let refused = admin.register_key(&far, ("op", 1_000)).unwrap_err();
+            assert!(
+                matches!(refused, AdminError::Invalid { field: f, .. } if f == field),
+                "{refused}"
+            );
+            assert!(refused.to_string().contains("9999-12-31"), "{refused}");
+        }
         // A date's end (a midnight) in the past names the day it ends.
         let past_day = KeyRegistration {
             valid_from: 0,

@@ -41,6 +41,11 @@ pub fn parse_time_of_day(text: &str) -> Option<Time> {
     (text == time.format(TIME_OF_DAY).ok()?).then_some(time)
 }
 
+/// The last second RFC 3339 can write, 9999-12-31T23:59:59Z, as Unix seconds: a time
+/// the exchange keeps and shows again is at most this (an end of validity, exclusive, at
+/// most the next).
+pub const LAST_SECOND: i64 = 253_402_300_799;
+
 /// Parses an RFC 3339 date-time (`2024-03-09T12:00:00Z`, any offset) or a full-date
 /// (`2024-03-09`, taken as its midnight UTC) as Unix seconds.
 pub fn parse_instant(text: &str) -> Option<i64> {

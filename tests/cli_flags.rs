@@ -2382,3 +2382,69 @@ async fn verify_names_a_key_file_it_cannot_read_as_a_key() {
     assert!(said.contains("no PEM public key"), "{said}");
     assert!(said.contains("id_ed25519.pub"), "{said}");
 }
+
+/// Every key `keys --out` writes is read back by `verify`, with when its validity starts:
+/// a key valid through 9999-12-31 (whose end, 10000-01-01, RFC 3339 cannot write) is
+/// written as that date (a start or an end past what RFC 3339 can write is refused when
+/// the key is registered: `administration` tests). One such key had written an empty `Valid-Until:` that stopped
+/// `verify` for every state's reports (found by an outside tester).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_exported_is_read_back_with_its_validity() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    submit_samples(dir.path(), &endpoint, &aus, "AUS", 1).await;
+    let lines = own_reports_as_json_lines(&endpoint, &aus, &[]).await;
+    std::fs::write(at("reports.jsonl"), &lines).unwrap();
+    operator_profile(&pki, dir.path());
+    run_ok(strings(&["keygen", "--out", &at("far")])).await;
+    let register = |until: &str| {
+        run(strings(&[
+            "admin",
+            "register-key",
+            "--state",
+            "IDN",
+            "--public-key",
+            &at("far.pub.pem"),
+            "--valid-until",
+            until,
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &at("ops"),
+        ]))
+    };
+    let out = register("9999-12-31").await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_ok(strings(&[
+        "keys",
+        "--out",
+        &at("keys"),
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &aus,
+    ]))
+    .await;
+    let far = std::fs::read_to_string(key_file(&dir.path().join("keys"), "idn-")).unwrap();
+    assert!(far.contains("\nValid-Until: 9999-12-31\n"), "{far}");
+    let own = std::fs::read_to_string(key_file(&dir.path().join("keys"), "aus-")).unwrap();
+    assert!(own.contains("\nValid-From: 20"), "{own}");
+    let out = run(strings(&[
+        "verify",
+        &at("reports.jsonl"),
+        "--public-key",
+        &at("keys"),
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.starts_with("valid: report"), "{said}");
+}

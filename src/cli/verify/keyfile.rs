@@ -1,9 +1,10 @@
 //! Public-key files as `tidemark keys --out` writes them and `verify` reads them: PEM
 //! public keys (RFC 7468), each preceded by header lines of explanatory text —
-//! `Key-Id: <id>`, `State: <ISO 3166-1 alpha-3>`, for a key with an end of validity
-//! `Valid-Until: <RFC 3339 time>` and, for a revoked key, `Revoked-At: <RFC 3339 time>`
-//! (a date alone means what it means to `admin register-key --valid-until` and `admin
-//! revoke-key --compromised-at`: the end of that day, and its start).
+//! `Key-Id: <id>`, `State: <ISO 3166-1 alpha-3>`, `Valid-From: <RFC 3339 time>` (when its
+//! validity starts), for a key with an end of validity `Valid-Until: <RFC 3339 time>` and,
+//! for a revoked key, `Revoked-At: <RFC 3339 time>` (a date alone means what it means to
+//! `admin register-key --valid-until` and `admin revoke-key --compromised-at`: the end of
+//! that day, and its start; `Valid-From` as `Revoked-At`).
 //!
 //! A header is read in exactly that spelling, before the key it describes, at most once
 //! per key; besides them and the PEM blocks, a file holds blank lines and `#` comments
@@ -24,6 +25,23 @@ pub(super) const KEY_ID: &str = "Key-Id: ";
 pub(super) const STATE: &str = "State: ";
 /// The header `keys --out` writes for a key registered with an end: when it ends.
 pub(super) const VALID_UNTIL: &str = "Valid-Until: ";
+/// The header `keys --out` writes third: when the key's validity starts.
+pub(super) const VALID_FROM: &str = "Valid-From: ";
+
+/// A time as a header holds it: RFC 3339 (UTC). The end of validity the server allows
+/// last, 10000-01-01T00:00:00Z, which RFC 3339 cannot write, is its date `9999-12-31`
+/// (the whole of that day: the same end); later times, which the server no longer takes,
+/// are written as that too (`9999-12-31` read as a start is its midnight, no later).
+pub(super) fn header_time(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at.min(tidemark::calendar::LAST_SECOND))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .filter(|_| at <= tidemark::calendar::LAST_SECOND)
+        .unwrap_or_else(|| "9999-12-31".to_owned())
+}
 
 const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
 const END: &str = "-----END PUBLIC KEY-----";
@@ -35,6 +53,7 @@ pub(super) struct Key {
     pub(super) state: Option<CountryCode>,
     pub(super) revoked_at: Option<i64>,
     pub(super) valid_until: Option<i64>,
+    pub(super) valid_from: Option<i64>,
 }
 
 /// Splits the paths given after --public-key into key files (directories, and files
@@ -89,7 +108,7 @@ fn names_header(line: &str) -> Option<&'static str> {
         .filter(char::is_ascii_alphabetic)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    [KEY_ID, STATE, VALID_UNTIL, REVOKED_AT]
+    [KEY_ID, STATE, VALID_FROM, VALID_UNTIL, REVOKED_AT]
         .into_iter()
         .find(|h| {
             h.chars()
@@ -142,7 +161,8 @@ fn read_file(text: &str) -> anyhow::Result<Vec<Key>> {
         let header = names_header(line).ok_or_else(|| {
             anyhow!(
                 "line {number} ({}) is none of the lines a key file holds: `{KEY_ID}<id>`, \
-                 `{STATE}<ISO 3166-1 alpha-3>`, `{VALID_UNTIL}<RFC 3339 time or date>`, \
+                 `{STATE}<ISO 3166-1 alpha-3>`, `{VALID_FROM}<RFC 3339 time or date>`, \
+                 `{VALID_UNTIL}<RFC 3339 time or date>`, \
                  `{REVOKED_AT}<RFC 3339 time or date>` before each key, \
                  its PEM block ({BEGIN} … {END}), and `#` comments (`tidemark keys --out DIR` \
                  writes key files this way)",
@@ -218,6 +238,7 @@ fn with_headers(public: PublicKey, headers: &Headers<'_>) -> anyhow::Result<Key>
         state,
         revoked_at: time(REVOKED_AT, tidemark::calendar::parse_instant)?,
         valid_until: time(VALID_UNTIL, tidemark::calendar::parse_until)?,
+        valid_from: time(VALID_FROM, tidemark::calendar::parse_instant)?,
     })
 }
 
@@ -250,6 +271,7 @@ fn merge(keys: Vec<(PathBuf, Key)>) -> anyhow::Result<Vec<Key>> {
         };
         first.revoked_at = earliest(first.revoked_at, key.revoked_at);
         first.valid_until = earliest(first.valid_until, key.valid_until);
+        first.valid_from = first.valid_from.max(key.valid_from);
     }
     Ok(merged.into_iter().map(|(_, k)| k).collect())
 }
@@ -269,14 +291,20 @@ mod tests {
     fn a_key_file_as_keys_writes_it_is_read() {
         let (id, pem) = pem();
         let text = format!(
-            "{KEY_ID}{id}\n{STATE}AUS\n{VALID_UNTIL}2021-01-01T00:00:00Z\n\
-             {REVOKED_AT}2020-01-01T00:00:00Z\n{pem}"
+            "{KEY_ID}{id}\n{STATE}AUS\n{VALID_FROM}2019-01-01T00:00:00Z\n\
+             {VALID_UNTIL}2021-01-01T00:00:00Z\n{REVOKED_AT}2020-01-01T00:00:00Z\n{pem}"
         );
         let keys = read_file(&text).unwrap();
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].state.map(|s| s.to_string()).as_deref(), Some("AUS"));
+        assert_eq!(keys[0].valid_from, Some(1_546_300_800));
         assert_eq!(keys[0].revoked_at, Some(1_577_836_800));
         assert_eq!(keys[0].valid_until, Some(1_609_459_200));
+        // The last end the server allows, which RFC 3339 cannot write, as its date.
+        let last = tidemark::calendar::LAST_SECOND;
+        let far = format!("{VALID_UNTIL}{}\n{pem}", header_time(last + 1));
+        assert_eq!(read_file(&far).unwrap()[0].valid_until, Some(last + 1));
+        assert_eq!(header_time(last), "9999-12-31T23:59:59Z");
         // A date alone means what it means to the admin commands: a revocation from its
         // first second, an end of validity after its last (the next midnight).
         let dates = format!("{VALID_UNTIL}2021-01-01\n{REVOKED_AT}2020-01-01\n{pem}");

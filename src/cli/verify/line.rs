@@ -30,6 +30,59 @@ pub(super) enum Unproven {
     NoProof { key_given: bool },
 }
 
+/// What a line holding an `envelope` may hold beside it, as `query --json` and `sync
+/// --into` write it (proto3 JSON: a field by its lowerCamelCase name or its own).
+const LINE_FIELDS: [(&str, &str); 5] = [
+    ("envelope", "envelope"),
+    ("meta", "meta"),
+    ("report", "report"),
+    ("cursor", "cursor"),
+    ("logProof", "log_proof"),
+];
+
+/// Refuses a line (a JSON object with an `envelope`) that holds a field no line holds,
+/// or one field under both its names: read past, a misspelt or second log proof was
+/// taken for none, or not the one checked.
+pub(super) fn check_fields(line: &Value) -> Result<(), String> {
+    let Some(object) = line.as_object() else {
+        return Ok(());
+    };
+    if let Some(unknown) = object.keys().find(|k| {
+        !LINE_FIELDS
+            .iter()
+            .any(|(camel, own)| k == camel || k == own)
+    }) {
+        return Err(format!(
+            "the line holds {:?}, which no line holds: beside \"envelope\" a line holds \
+             \"meta\", \"report\", \"cursor\" and \"logProof\" (as `tidemark query --json` \
+             writes them)",
+            crate::cli::labels::printable(unknown)
+        ));
+    }
+    if let Some((camel, own)) = LINE_FIELDS.iter().find(|(camel, own)| {
+        camel != own && object.contains_key(*camel) && object.contains_key(*own)
+    }) {
+        return Err(format!(
+            "the line holds both {camel:?} and {own:?}, two names of one field: give it once"
+        ));
+    }
+    Ok(())
+}
+
+/// The line's log proof, under either of its proto3 JSON names (`check_fields` has
+/// refused both); `None` when absent or null.
+pub(super) fn log_proof(line: &Value) -> Result<Option<&str>, String> {
+    match line.get("logProof").or_else(|| line.get("log_proof")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(proof)) => Ok(Some(proof)),
+        Some(_) => Err(
+            "its logProof is not a string (a C2SP tlog-proof, as `tidemark query \
+                        --json --log-proofs` writes it)"
+                .to_owned(),
+        ),
+    }
+}
+
 /// Checks the line's `meta` and `report` against `envelope`'s payload, and its log
 /// proof against `log_key` when both are there. Returns when the envelope was accepted;
 /// an error says what on the line disagrees (the line is invalid then).
@@ -40,17 +93,7 @@ pub(super) fn check(
 ) -> Result<Acceptance, String> {
     let said = meta(text, envelope)?;
     report(text, envelope)?;
-    let proof = match line.get("logProof") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(proof)) => Some(proof),
-        Some(_) => {
-            return Err(
-                "its logProof is not a string (a C2SP tlog-proof, as `tidemark query \
-                        --json --log-proofs` writes it)"
-                    .to_owned(),
-            );
-        }
-    };
+    let proof = log_proof(line)?;
     let (Some(proof), Some(key)) = (proof, log_key) else {
         let unproven = match proof {
             Some(_) => Unproven::NoKey,

@@ -19,7 +19,9 @@ use super::{client_args::ClientArgs, labels::printable};
 mod keyfile;
 mod line;
 
-use keyfile::{KEY_ID, Key, REVOKED_AT, STATE, VALID_UNTIL, load_keys, split_keys};
+use keyfile::{
+    KEY_ID, Key, REVOKED_AT, STATE, VALID_FROM, VALID_UNTIL, header_time, load_keys, split_keys,
+};
 use line::{Acceptance, Unproven};
 
 /// Check downloaded reports' DSSE signatures offline against their owning states' public
@@ -196,7 +198,7 @@ fn check_file(
         let proof = |item: &str| {
             serde_json::from_str::<serde_json::Value>(item)
                 .ok()
-                .is_some_and(|v| v.get("logProof").is_some_and(serde_json::Value::is_string))
+                .is_some_and(|v| line::log_proof(&v).is_ok_and(|p| p.is_some()))
         };
         if item.as_ref().is_ok_and(|item| !proof(item)) {
             tally.unproven += 1;
@@ -339,6 +341,9 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
                 .to_owned(),
         );
     }
+    if value.get("envelope").is_some() {
+        line::check_fields(&value)?;
+    }
     let mut envelope_json = value
         .get("envelope")
         .cloned()
@@ -467,12 +472,47 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                 "{what} (its key file names no state, so the key was not checked to be \
                  {owner}'s; `tidemark keys --out` writes key files that do)"
             );
-            return Ok(expired(key, &accepted, &noted)
+            return Ok(outside_validity(key, &accepted, &noted)
                 .unwrap_or_else(|| trust_at(noted, key.revoked_at, accepted)));
         }
         (Some(_), _) => {}
     }
-    Ok(expired(key, &accepted, &what).unwrap_or_else(|| trust_at(what, key.revoked_at, accepted)))
+    Ok(outside_validity(key, &accepted, &what)
+        .unwrap_or_else(|| trust_at(what, key.revoked_at, accepted)))
+}
+
+/// Why a report is not trusted if it is not shown to have been accepted while its key
+/// was valid: before its validity began ([`not_yet_valid`]) or after it ended
+/// ([`expired`]).
+fn outside_validity(key: &Key, accepted: &Acceptance, what: &str) -> Option<(Outcome, String)> {
+    not_yet_valid(key, accepted, what).or_else(|| expired(key, accepted, what))
+}
+
+/// Why a report is not trusted if it was accepted before its key's validity began, as
+/// proven or as its line says (the server accepts nothing a key signs before), or the
+/// key is not valid yet at all.
+fn not_yet_valid(key: &Key, accepted: &Acceptance, what: &str) -> Option<(Outcome, String)> {
+    let from = key.valid_from?;
+    let from_text = format_time(from);
+    let said = |at: i64, how: &str| {
+        format!(
+            "{what}, valid from {from_text}, after this report was accepted ({}, {how}): the \
+             server accepts nothing a key signs before its validity begins",
+            format_time(at)
+        )
+    };
+    let untrusted = match *accepted {
+        Acceptance::Proven { at, index, .. } if at < from => {
+            said(at, &format!("as its log entry {index} proves"))
+        }
+        Acceptance::Said { at: Some(at), .. } if at < from => said(at, "as the line's meta says"),
+        _ if from > time::OffsetDateTime::now_utc().unix_timestamp() => format!(
+            "{what}, valid from {from_text}, which has not come: no report signed with it \
+             can have been accepted yet"
+        ),
+        _ => return None,
+    };
+    Some((Outcome::Untrusted, untrusted))
 }
 
 /// Why a report is not trusted if its key's validity has ended and the report is not
@@ -605,8 +645,8 @@ pub struct KeysArgs {
     #[arg(long)]
     state: Option<CountryCode>,
     /// Write <state>-<key id>.pub.pem files here (default: print them); a key's file says
-    /// until when it is valid (`Valid-Until:`) and, if revoked, since when (`Revoked-At:`),
-    /// in lines before the PEM, which `verify` reads.
+    /// from and until when it is valid (`Valid-From:`, `Valid-Until:`) and, if revoked,
+    /// since when (`Revoked-At:`), in lines before the PEM, which `verify` reads.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -631,28 +671,27 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
     }
     let mut written = Vec::new();
     for k in &keys {
-        let rfc3339 = |at: i64| {
-            time::OffsetDateTime::from_unix_timestamp(at)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default()
+        let header = |name: &str, at: i64| {
+            if at == 0 {
+                String::new()
+            } else {
+                format!("{name}{}\n", header_time(at))
+            }
         };
-        let revoked = (k.revoked_at_unix != 0)
-            .then(|| format!("{REVOKED_AT}{}\n", rfc3339(k.revoked_at_unix)));
-        let flag = if revoked.is_some() { " REVOKED" } else { "" };
-        let until = (k.valid_until_unix != 0)
-            .then(|| format!("{VALID_UNTIL}{}\n", rfc3339(k.valid_until_unix)));
-        // The headers `verify` reads: whose key this is, until when it is valid and since
-        // when it is revoked.
+        let flag = if k.revoked_at_unix != 0 {
+            " REVOKED"
+        } else {
+            ""
+        };
+        // The headers `verify` reads: whose key this is, when it is valid and since when
+        // it is revoked.
         let pem = format!(
-            "{KEY_ID}{}\n{STATE}{}\n{}{}{}",
+            "{KEY_ID}{}\n{STATE}{}\n{}{}{}{}",
             k.key_id,
             k.state,
-            until.unwrap_or_default(),
-            revoked.unwrap_or_default(),
+            header(VALID_FROM, k.valid_from_unix),
+            header(VALID_UNTIL, k.valid_until_unix),
+            header(REVOKED_AT, k.revoked_at_unix),
             k.public_key_pem
         );
         match &args.out {
@@ -700,6 +739,7 @@ mod tests {
             state: Some(CountryCode::parse("AUS").unwrap()),
             revoked_at: None,
             valid_until: None,
+            valid_from: None,
         }];
         let mut rng = tidemark::sample::Rng::new(7);
         let report = tidemark::sample::report(&mut rng, "AUS");
@@ -721,6 +761,7 @@ mod tests {
             state: None,
             revoked_at: None,
             valid_until: None,
+            valid_from: None,
         }];
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
         let json = dsse_json(report.encode_to_vec(), &key);
@@ -745,6 +786,7 @@ mod tests {
             state: None,
             revoked_at: None,
             valid_until: None,
+            valid_from: None,
         }];
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(12), "AUS");
         let mut envelope: serde_json::Value =
@@ -781,6 +823,7 @@ mod tests {
             state: Some(CountryCode::parse("AUS").unwrap()),
             revoked_at,
             valid_until: None,
+            valid_from: None,
         }]
     }
 
@@ -888,6 +931,67 @@ mod tests {
         // or not that end has come yet.
         let late = query_line(&report, &key, now + 7_200).to_string();
         check_until(&late, &key, now + 3_600, None, false);
+    }
+
+    /// A report accepted before its key's validity began is not trusted (the server
+    /// would have refused it), nor any while the key is not valid yet; one accepted from
+    /// its start on is valid.
+    #[test]
+    fn a_key_before_its_validity_is_not_trusted_for_what_it_signed_before() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(15), "AUS");
+        let at = 1_700_000_000;
+        let line = query_line(&report, &key, at).to_string();
+        let mut timeless = query_line(&report, &key, at);
+        timeless["meta"] = serde_json::Value::Null;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for (text, from, trusted) in [
+            (&line, at, true),
+            (&line, at - 60, true),
+            (&line, at + 1, false),
+            (&timeless.to_string(), at + 1, true),
+            (&timeless.to_string(), now + 3_600, false),
+        ] {
+            let [mut file] = aus_key(&key, None);
+            file.valid_from = Some(from);
+            let (outcome, said) = check(text, &[file], None).unwrap();
+            assert_eq!(matches!(outcome, Outcome::Valid), trusted, "{from}: {said}");
+            if !trusted {
+                assert!(said.contains("valid from"), "{said}");
+            }
+        }
+    }
+
+    /// A line's log proof is read under either proto3 JSON name; a field no line holds,
+    /// or one under both names, is refused (read past, a misspelt proof was taken for
+    /// none and a second one went unchecked).
+    #[test]
+    fn a_lines_fields_are_read_under_their_proto3_json_names_only() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(16), "AUS");
+        let keys = aus_key(&key, None);
+        let log_key = tidemark::tlog::note::NoteSigner::generate("example.org/log")
+            .unwrap()
+            .verifier_key();
+        let line = query_line(&report, &key, 1_700_000_000);
+        for name in ["logProof", "log_proof"] {
+            let mut proven = line.clone();
+            proven[name] = "not a proof".into();
+            let (outcome, said) = check(&proven.to_string(), &keys, Some(&log_key)).unwrap();
+            assert!(matches!(outcome, Outcome::Invalid), "{name}: {said}");
+            assert!(said.contains("log proof does not verify"), "{name}: {said}");
+        }
+        let mut both = line.clone();
+        both["logProof"] = "a".into();
+        both["log_proof"] = "b".into();
+        let mut unknown = line.clone();
+        unknown["bogus"] = 1.into();
+        for (text, says) in [(both, "two names of one field"), (unknown, "\"bogus\"")] {
+            let Err(refused) = check(&text.to_string(), &keys, None) else {
+                panic!("{says}: not refused");
+            };
+            assert!(refused.contains(says), "{refused}");
+        }
     }
 
     /// Checks `text` with `key` valid until `until`: trusted or not.

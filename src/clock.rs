@@ -53,6 +53,17 @@ impl Default for Clock {
     }
 }
 
+/// An end of validity (exclusive) as [`format_time`] writes it, but the last one the
+/// exchange allows, the end of 9999-12-31 (10000-01-01T00:00:00Z, past what RFC 3339
+/// can write), as that date: as `--valid-until` and key files read it, the whole day.
+pub fn format_until(unix: i64) -> String {
+    if unix == crate::calendar::LAST_SECOND + 1 {
+        "9999-12-31".to_owned()
+    } else {
+        format_time(unix)
+    }
+}
+
 /// RFC 3339 for messages; the raw number if it is out of range.
 pub fn format_time(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)

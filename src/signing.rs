@@ -198,6 +198,18 @@ impl PublicKey {
 
     /// From a `-----BEGIN PUBLIC KEY-----` PEM (Ed25519 `SubjectPublicKeyInfo`).
     pub fn from_spki_pem(pem: &str) -> Result<Self, KeyError> {
+        // One key: of several, which one was meant is the reader's guess (a registration
+        // took the first and dropped the rest without a word).
+        let blocks = pem
+            .lines()
+            .filter(|l| l.trim().starts_with("-----BEGIN "))
+            .count();
+        if blocks > 1 {
+            return Err(KeyError::Parse(format!(
+                "this holds {blocks} PEM blocks; one public key is read here: give each key \
+                 on its own (one file, or one registration, per key)"
+            )));
+        }
         let der = SubjectPublicKeyInfoDer::from_pem_slice(pem.as_bytes()).map_err(|e| {
             // Say what it is instead, when it is another PEM item.
             KeyError::Parse(match pem_label(pem) {
@@ -205,11 +217,14 @@ impl PublicKey {
                     "this is a private key ({label}), not a public key: give the .pub.pem \
                      beside it (`tidemark keygen` writes both)"
                 ),
-                Some(label) => format!(
+                Some(label) if label != "PUBLIC KEY" => format!(
                     "this is a {label}, not a public key (PUBLIC KEY): give the signing key's \
                      .pub.pem (`tidemark keygen` writes it)"
                 ),
-                None => format!("not a PEM public key: {e}"),
+                _ => format!(
+                    "not a PEM public key as RFC 7468 writes one (no header lines, base64 \
+                     between the BEGIN and END lines): {e}"
+                ),
             })
         })?;
         let raw = der
@@ -377,6 +392,22 @@ mod tests {
         );
         let err = PublicKey::from_spki_pem("junk").unwrap_err().to_string();
         assert!(err.contains("not a PEM public key"), "{err}");
+        // Two keys in one: neither is taken for the one meant.
+        let (a, _) = SigningKey::generate().unwrap();
+        let (b, _) = SigningKey::generate().unwrap();
+        let two = format!(
+            "{}{}",
+            a.public_key().to_spki_pem(),
+            b.public_key().to_spki_pem()
+        );
+        let err = PublicKey::from_spki_pem(&two).unwrap_err().to_string();
+        assert!(err.contains("holds 2 PEM blocks"), "{err}");
+        // A PUBLIC KEY with header lines (RFC 1421's): not garbled into "a PUBLIC KEY, not
+        // a public key".
+        let pem = a.public_key().to_spki_pem();
+        let headed = pem.replacen("-----\n", "-----\nProc-Type: 4,ENCRYPTED\n\n", 1);
+        let err = PublicKey::from_spki_pem(&headed).unwrap_err().to_string();
+        assert!(err.contains("as RFC 7468 writes one"), "{err}");
     }
 
     #[test]

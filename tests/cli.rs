@@ -317,6 +317,29 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
     let out = run(check(&signed)).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the proof is valid, but not of"));
+    // The line is read as `verify` reads it: a field no line holds, or a report that is
+    // not the signed payload, is refused, not read past.
+    let original: serde_json::Value = serde_json::from_slice(&out_line(&line)).unwrap();
+    let mut unknown = original.clone();
+    unknown["foo"] = 1.into();
+    let mut altered = original.clone();
+    altered["report"]["persons"]["total"] = 9_999.into();
+    for (changed, says) in [(unknown, "which no line holds"), (altered, "report")] {
+        std::fs::write(&line, changed.to_string()).unwrap();
+        let out = run(check(&line)).await;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{said}");
+        assert!(
+            said.contains("as `tidemark verify` reads them") && said.contains(says),
+            "{said}"
+        );
+    }
+}
+
+/// The one line of the file at `path`.
+fn out_line(path: &str) -> Vec<u8> {
+    let text = std::fs::read(path).unwrap();
+    text.split(|b| *b == b'\n').next().unwrap().to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2423,6 +2423,9 @@ async fn every_key_exported_is_read_back_with_its_validity() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Shown as written, not as Unix seconds.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(" to 9999-12-31"), "{said}");
     run_ok(strings(&[
         "keys",
         "--out",

@@ -656,7 +656,7 @@ fn print_key(k: &pb::SigningKeyInfo) -> anyhow::Result<()> {
     let until = if k.valid_until_unix == 0 {
         "no end".to_owned()
     } else {
-        format_time(k.valid_until_unix)
+        tidemark::clock::format_until(k.valid_until_unix)
     };
     let revoked = if k.revoked_at_unix == 0 {
         String::new()

@@ -627,15 +627,14 @@ fn envelope_check(entry: &Entry, path: &Path) -> anyhow::Result<String> {
 }
 
 /// The DSSE payload of the envelope in the file at `path`: DSSE JSON, or a `query
-/// --json` line, whose "envelope" it takes.
+/// --json` line, read as `verify` reads it (a line's fields, and what its meta and report
+/// say against the payload, checked).
 fn envelope_payload(path: &Path) -> anyhow::Result<Vec<u8>> {
     let text = input::read_text(path)?;
-    let value: serde_json::Value = serde_json::from_str(text.trim())
-        .map_err(|e| anyhow!("{} is not JSON: {e}", path.display()))?;
-    let envelope = value.get("envelope").unwrap_or(&value).to_string();
-    let envelope: pb::Envelope = input::from_json(&envelope).map_err(|e| {
+    let envelope = super::verify::read_line(text.trim()).map_err(|e| {
         anyhow!(
-            "{} is not a DSSE envelope in JSON (nor a `tidemark query --json` line): {e}",
+            "{} is not a DSSE envelope in JSON, nor a `tidemark query --json` line, as \
+             `tidemark verify` reads them: {e}",
             path.display()
         )
     })?;

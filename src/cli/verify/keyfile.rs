@@ -28,19 +28,12 @@ pub(super) const VALID_UNTIL: &str = "Valid-Until: ";
 /// The header `keys --out` writes third: when the key's validity starts.
 pub(super) const VALID_FROM: &str = "Valid-From: ";
 
-/// A time as a header holds it: RFC 3339 (UTC). The end of validity the server allows
-/// last, 10000-01-01T00:00:00Z, which RFC 3339 cannot write, is its date `9999-12-31`
-/// (the whole of that day: the same end); later times, which the server no longer takes,
+/// A time as a header holds it: RFC 3339 (UTC), and the end of validity the server
+/// allows last, 10000-01-01T00:00:00Z, as its date `9999-12-31` (the whole of that day:
+/// the same end; `clock::format_until`). Later times, which the server no longer takes,
 /// are written as that too (`9999-12-31` read as a start is its midnight, no later).
 pub(super) fn header_time(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at.min(tidemark::calendar::LAST_SECOND))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .filter(|_| at <= tidemark::calendar::LAST_SECOND)
-        .unwrap_or_else(|| "9999-12-31".to_owned())
+    tidemark::clock::format_until(at.min(tidemark::calendar::LAST_SECOND + 1))
 }
 
 const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";

@@ -42,11 +42,27 @@ const LINE_FIELDS: [(&str, &str); 5] = [
 
 /// Refuses a line (a JSON object with an `envelope`) that holds a field no line holds,
 /// or one field under both its names: read past, a misspelt or second log proof was
-/// taken for none, or not the one checked.
+/// taken for none, or not the one checked. A bare DSSE envelope (no `envelope`) may hold
+/// fields DSSE does not define, which its readers ignore, but not a line's: read as the
+/// line's, they would say what the envelope's readers do not see.
 pub(super) fn check_fields(line: &Value) -> Result<(), String> {
     let Some(object) = line.as_object() else {
         return Ok(());
     };
+    if !object.contains_key("envelope") {
+        if let Some(field) = object.keys().find(|k| {
+            LINE_FIELDS
+                .iter()
+                .any(|(camel, own)| k == camel || k == own)
+        }) {
+            return Err(format!(
+                "a DSSE envelope with a line's {:?} beside its fields: a line holds its \
+                 envelope under \"envelope\" (as `tidemark query --json` writes it)",
+                crate::cli::labels::printable(field)
+            ));
+        }
+        return Ok(());
+    }
     if let Some(unknown) = object.keys().find(|k| {
         !LINE_FIELDS
             .iter()

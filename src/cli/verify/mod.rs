@@ -341,9 +341,7 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
                 .to_owned(),
         );
     }
-    if value.get("envelope").is_some() {
-        line::check_fields(&value)?;
-    }
+    line::check_fields(&value)?;
     let mut envelope_json = value
         .get("envelope")
         .cloned()
@@ -365,8 +363,18 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
     }
     super::input::dsse_fields(&mut envelope_json);
     super::input::void_unreadable_signatures(&mut envelope_json);
-    let envelope = serde_json::from_value(envelope_json).map_err(|_| not_dsse())?;
+    let envelope = serde_json::from_value(envelope_json)
+        .map_err(|e| format!("not a DSSE envelope as JSON: {e}"))?;
     Ok((value, envelope))
+}
+
+/// The envelope in `item` (DSSE JSON, or a `query --json` or `sync` line) as `verify`
+/// reads it, what the line says beside it (its meta and report) checked against its
+/// payload: for `verify-receipt --envelope`, which reads it as `verify` does.
+pub(super) fn read_line(item: &str) -> Result<pb::Envelope, String> {
+    let (value, envelope) = read_envelope(item)?;
+    line::check((&value, item), &envelope, None)?;
+    Ok(envelope)
 }
 
 /// Checks one envelope (or `query --json` line) against the keys, and the line's log
@@ -986,7 +994,18 @@ mod tests {
         both["log_proof"] = "b".into();
         let mut unknown = line.clone();
         unknown["bogus"] = 1.into();
-        for (text, says) in [(both, "two names of one field"), (unknown, "\"bogus\"")] {
+        // A bare envelope with a line's field beside its own; an envelope with one field
+        // under both names (named, not taken for a report as JSON).
+        let mut bare = line["envelope"].clone();
+        bare["logProof"] = "a".into();
+        let mut twice = line.clone();
+        twice["envelope"]["payload_type"] = twice["envelope"]["payloadType"].clone();
+        for (text, says) in [
+            (both, "two names of one field"),
+            (unknown, "\"bogus\""),
+            (bare, "a line holds its envelope under"),
+            (twice, "payload"),
+        ] {
             let Err(refused) = check(&text.to_string(), &keys, None) else {
                 panic!("{says}: not refused");
             };

@@ -11,6 +11,9 @@ use crate::{
     signing::{PublicKey, SigningKey},
 };
 
+/// At most this many signatures are accepted, or looked at, on one envelope.
+pub const MAX_SIGNATURES: usize = 4;
+
 /// DSSE payload type of a `tidemark.v1.Report`.
 pub const REPORT_PAYLOAD_TYPE: &str = "application/vnd.tidemark.report.v1+protobuf";
 /// DSSE payload type of a `tidemark.v1.Retraction`.

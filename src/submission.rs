@@ -18,8 +18,7 @@ use crate::{
     store::{AppendError, EnvelopeKind, KeyRecord, NewEnvelope, Store, StoreError},
 };
 
-/// At most this many signatures are looked at on one envelope.
-pub(crate) const MAX_SIGNATURES: usize = 4;
+use crate::envelope::MAX_SIGNATURES;
 /// The length of every signature accepted (Ed25519, RFC 8032 §5.1.6).
 const ED25519_SIGNATURE_BYTES: usize = 64;
 /// Longest DSSE keyid accepted (the keyid is stored and served with the envelope).

@@ -613,23 +613,34 @@ fn payload_named(entry: &Entry, payload: &[u8]) -> Result<String, (String, Strin
 /// `verify-receipt --envelope`: that log entry `entry` commits to the payload of the
 /// envelope at `path`, said as a sentence, or why not.
 fn envelope_check(entry: &Entry, path: &Path) -> anyhow::Result<String> {
-    let sent = payload_named(entry, &envelope_payload(path)?).map_err(|(sent, named)| {
+    let envelope = read_envelope(path)?;
+    let sent = payload_named(entry, &envelope.payload).map_err(|(sent, named)| {
         anyhow!(
             "the proof is valid, but not of {}: its entry names payload {named}, and the \
              envelope's payload is {sent}",
             path.display()
         )
     })?;
+    // The entry must also record what the payload says (state, report, version, kind).
+    if let Entry::Envelope(recorded) = entry {
+        super::verify::entry_describes(recorded, &envelope, None).map_err(|what| {
+            anyhow!(
+                "the proof is valid, but its entry {what}: it does not record the acceptance \
+                 of {}",
+                path.display()
+            )
+        })?;
+    }
     Ok(format!(
         "the entry commits to the payload of {} ({sent})",
         path.display()
     ))
 }
 
-/// The DSSE payload of the envelope in the file at `path`: DSSE JSON, or a `query
+/// The DSSE envelope in the file at `path`: DSSE JSON, or a `query
 /// --json` line, read as `verify` reads it (a line's fields, and what its meta and report
 /// say against the payload, checked).
-fn envelope_payload(path: &Path) -> anyhow::Result<Vec<u8>> {
+fn read_envelope(path: &Path) -> anyhow::Result<pb::Envelope> {
     let text = input::read_text(path)?;
     let envelope = super::verify::read_line(text.trim()).map_err(|e| {
         anyhow!(
@@ -638,7 +649,7 @@ fn envelope_payload(path: &Path) -> anyhow::Result<Vec<u8>> {
             path.display()
         )
     })?;
-    Ok(envelope.payload)
+    Ok(envelope)
 }
 
 /// Checks that the server's log still holds what checkpoint `held` (verified with the

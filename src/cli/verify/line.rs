@@ -139,6 +139,9 @@ pub(super) fn check(
             ));
         }
     };
+    entry_describes(&accepted, envelope, said.category).map_err(|what| {
+        format!("its log entry {index} {what}: the proof is not of this envelope's acceptance")
+    })?;
     let at = accepted.accepted_at;
     let sequence = i64::try_from(accepted.sequence).unwrap_or(i64::MAX);
     for (what, on_line, in_entry) in [
@@ -170,10 +173,70 @@ pub(super) fn check(
     })
 }
 
-/// What the line's meta says that the log can prove.
+/// Whether log entry `entry`, which commits to `envelope`'s payload, also records what
+/// the payload says: its state, report id, version, kind and (for a report; for a
+/// retraction as the line's meta says, if it does) category. `verify-reciprocity`
+/// replays those fields: an entry of the right payload but another state's name would
+/// credit one state's report to another. Otherwise what differs.
+pub(in crate::cli) fn entry_describes(
+    entry: &entry::EnvelopeEntry,
+    envelope: &pb::Envelope,
+    meta_category: Option<i32>,
+) -> Result<(), String> {
+    let (id, state, version, kind) = payload_names(envelope);
+    let category = payload_category(envelope)
+        .or(meta_category)
+        .and_then(tidemark::report::Category::from_pb)
+        .map(tidemark::report::Category::label);
+    let differs = [
+        (
+            "state",
+            entry.state != state,
+            entry.state.clone(),
+            state.clone(),
+        ),
+        (
+            "report",
+            entry.report_sha256 != entry::sha256(id.as_bytes()),
+            format!("sha256:{}", hex::encode(entry.report_sha256)),
+            format!(
+                "sha256:{} (of {id})",
+                hex::encode(entry::sha256(id.as_bytes()))
+            ),
+        ),
+        (
+            "version",
+            entry.version != version,
+            entry.version.to_string(),
+            version.to_string(),
+        ),
+        (
+            "kind",
+            entry.kind != kind,
+            entry.kind.clone(),
+            kind.to_owned(),
+        ),
+        (
+            "category",
+            category.is_some_and(|c| entry.category != c),
+            entry.category.clone(),
+            category.unwrap_or_default().to_owned(),
+        ),
+    ];
+    match differs.into_iter().find(|(_, differs, _, _)| *differs) {
+        Some((field, _, recorded, signed)) => Err(format!(
+            "records {field} {recorded}, where the signed payload says {signed}"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// What the line's meta says that the log can prove, and its category (a retraction's
+/// payload names none).
 struct Meta {
     at: Option<i64>,
     sequence: Option<i64>,
+    category: Option<i32>,
 }
 
 /// Reads the line's `meta` (absent in a bare DSSE envelope) as the proto3 JSON mapping
@@ -185,6 +248,7 @@ fn meta(line: &str, envelope: &pb::Envelope) -> Result<Meta, String> {
         return Ok(Meta {
             at: None,
             sequence: None,
+            category: None,
         });
     };
     let meta = super::super::input::from_json::<pb::EnvelopeMeta>(written)
@@ -222,6 +286,7 @@ fn meta(line: &str, envelope: &pb::Envelope) -> Result<Meta, String> {
     Ok(Meta {
         at: stated(meta.accepted_at_unix),
         sequence: stated(i64::try_from(meta.sequence).unwrap_or(i64::MAX)),
+        category: (meta.category != 0).then_some(meta.category),
     })
 }
 

@@ -18,6 +18,7 @@ use super::{client_args::ClientArgs, labels::printable};
 
 mod keyfile;
 mod line;
+pub(super) use line::entry_describes;
 
 use keyfile::{
     KEY_ID, Key, REVOKED_AT, STATE, VALID_FROM, VALID_UNTIL, header_time, load_keys, split_keys,
@@ -377,17 +378,26 @@ pub(super) fn read_line(item: &str) -> Result<pb::Envelope, String> {
     Ok(envelope)
 }
 
+/// Why the server would not have accepted `envelope` as it is, whoever signed it: no
+/// signature, more than it takes (as the Python client judges it), or no report or
+/// retraction in its one encoding.
+fn not_accepted_as_it_is(envelope: &pb::Envelope) -> Option<String> {
+    let most = envelope::MAX_SIGNATURES;
+    match envelope.signatures.len() {
+        0 => Some("the envelope carries no signature".to_owned()),
+        n if n > most => Some(format!(
+            "the envelope carries {n} signatures; the server accepts at most {most}, so it \
+             did not accept this envelope as it is (signatures were added since)"
+        )),
+        _ => not_a_report(envelope),
+    }
+}
+
 /// Checks one envelope (or `query --json` line) against the keys, and the line's log
 /// proof against the log key if given.
 fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, String), String> {
     let (value, envelope) = read_envelope(item)?;
-    if envelope.signatures.is_empty() {
-        return Ok((
-            Outcome::Invalid,
-            "the envelope carries no signature".to_owned(),
-        ));
-    }
-    if let Some(why) = not_a_report(&envelope) {
+    if let Some(why) = not_accepted_as_it_is(&envelope) {
         return Ok((Outcome::Invalid, why));
     }
     // What the line says beside the envelope (meta, report, log proof) must agree with it.
@@ -801,27 +811,35 @@ mod tests {
             serde_json::from_str(&dsse_json(report.encode_to_vec(), &key)).unwrap();
         envelope["foo"] = "bar".into();
         envelope["signatures"][0]["extra"] = 1.into();
-        for junk in [
+        // Three unreadable signatures before the good one (four in all, as many as the
+        // server takes), then the fourth kind in place of the first.
+        let junk = [
             serde_json::json!({"keyid": "other", "sig": "!!!"}),
             serde_json::json!({"keyid": "other", "sig": 12345}),
             serde_json::json!({"keyid": 5, "sig": "AAAA"}),
             serde_json::json!("not a signature"),
-        ] {
+        ];
+        for bad in &junk[..3] {
             envelope["signatures"]
                 .as_array_mut()
                 .unwrap()
-                .insert(0, junk);
+                .insert(0, bad.clone());
         }
-        let (outcome, said) = check(&envelope.to_string(), &keys, None).unwrap();
-        assert!(matches!(outcome, Outcome::Valid), "{said}");
-        let mut voided = envelope.clone();
-        crate::cli::input::void_unreadable_signatures(&mut voided);
-        let read: pb::Envelope = crate::cli::input::from_json(&voided.to_string()).unwrap();
-        assert_eq!(read.signatures.len(), 5);
-        assert_eq!(
-            read.signatures.iter().filter(|s| s.sig.is_empty()).count(),
-            4
-        );
+        for last in [None, Some(&junk[3])] {
+            if let Some(bad) = last {
+                envelope["signatures"][0] = bad.clone();
+            }
+            let (outcome, said) = check(&envelope.to_string(), &keys, None).unwrap();
+            assert!(matches!(outcome, Outcome::Valid), "{said}");
+            let mut voided = envelope.clone();
+            crate::cli::input::void_unreadable_signatures(&mut voided);
+            let read: pb::Envelope = crate::cli::input::from_json(&voided.to_string()).unwrap();
+            assert_eq!(read.signatures.len(), 4);
+            assert_eq!(
+                read.signatures.iter().filter(|s| s.sig.is_empty()).count(),
+                3
+            );
+        }
     }
 
     /// AUS's key, its file naming AUS, revoked as of `revoked_at` if given.
@@ -989,6 +1007,18 @@ mod tests {
             assert!(matches!(outcome, Outcome::Invalid), "{name}: {said}");
             assert!(said.contains("log proof does not verify"), "{name}: {said}");
         }
+        // More signatures than the server takes: it did not accept this envelope.
+        let mut padded = line.clone();
+        for _ in 0..4 {
+            let first = padded["envelope"]["signatures"][0].clone();
+            padded["envelope"]["signatures"]
+                .as_array_mut()
+                .unwrap()
+                .push(first);
+        }
+        let (outcome, said) = check(&padded.to_string(), &keys, None).unwrap();
+        assert!(matches!(outcome, Outcome::Invalid), "{said}");
+        assert!(said.contains("5 signatures"), "{said}");
         let mut both = line.clone();
         both["logProof"] = "a".into();
         both["log_proof"] = "b".into();
@@ -1010,6 +1040,50 @@ mod tests {
                 panic!("{says}: not refused");
             };
             assert!(refused.contains(says), "{refused}");
+        }
+    }
+
+    /// A log entry that commits to an envelope's payload must also record what the
+    /// payload says: its state, report id, version, kind and category (an operator's
+    /// entry of the right payload under another state's name credited one state's report
+    /// to another, and both verifiers called the proof valid).
+    #[test]
+    fn a_log_entry_must_record_what_its_payload_says() {
+        use tidemark::tlog::entry::{EnvelopeEntry, sha256};
+        let (key, _) = SigningKey::generate().unwrap();
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(17), "AUS");
+        let category = match report.details {
+            Some(pb::report::Details::Maritime(_)) => "maritime-movement",
+            _ => "smuggling-incident",
+        };
+        let envelope = envelope::sign(envelope::REPORT_PAYLOAD_TYPE, report.encode_to_vec(), &key);
+        let entry = EnvelopeEntry {
+            sequence: 3,
+            state: "AUS".to_owned(),
+            report_sha256: sha256(report.report_id.as_bytes()),
+            version: report.version,
+            category: category.to_owned(),
+            kind: "report".to_owned(),
+            accepted_at: 1_700_000_000,
+            payload_sha256: sha256(&envelope.payload),
+        };
+        assert_eq!(line::entry_describes(&entry, &envelope, None), Ok(()));
+        let other = if category == "maritime-movement" {
+            "smuggling-incident"
+        } else {
+            "maritime-movement"
+        };
+        for field in ["state", "report", "version", "kind", "category"] {
+            let mut altered = entry.clone();
+            match field {
+                "state" => altered.state = "THA".to_owned(),
+                "report" => altered.report_sha256 = sha256(b"another"),
+                "version" => altered.version += 6,
+                "kind" => altered.kind = "retraction".to_owned(),
+                _ => altered.category = other.to_owned(),
+            }
+            let said = line::entry_describes(&altered, &envelope, None).unwrap_err();
+            assert!(said.starts_with(&format!("records {field} ")), "{said}");
         }
     }
 

@@ -178,7 +178,12 @@ def test_a_checkpoint_cosigned_by_a_states_witness_is_told_and_a_forged_cosignat
     at_char = len(signature) - 10  # inside the Ed25519 signature's bytes
     other = "A" if signature[at_char] != "A" else "B"
     flipped = signature[:at_char] + other + signature[at_char + 1 :]
+    good = lines[at]
     lines[at] = f"{head} {flipped}"
+    with pytest.raises(tlog.LogProofError, match="does not verify"):
+        tlog.cosigned_by("\n".join(lines), log_key, [witness_key])
+    # ... also after a good line by the same witness (every line is checked).
+    lines.insert(at, good)
     with pytest.raises(tlog.LogProofError, match="does not verify"):
         tlog.cosigned_by("\n".join(lines), log_key, [witness_key])
     with pytest.raises(tlog.LogProofError):
@@ -193,7 +198,7 @@ def test_a_receipt_verifies_offline_and_fails_on_any_changed_byte(server):
     assert log_key == (server.certs / "log.vkey").read_text().strip()
     proven = tlog.verify_log_proof(done.log_proof, log_key)
     assert proven.index >= 0 and proven.checkpoint.origin == log_key.split("+")[0]
-    assert tlog.entry_field(proven.entry, "accepted") == str(done.receipt.accepted_at_unix)
+    assert tlog.decode_envelope_entry(proven.entry).accepted == done.receipt.accepted_at_unix
     assert tlog.verify_log_proof(done.log_proof.replace("\n", "\r\n"), log_key).index == proven.index
     text = done.log_proof.encode()
     for at in range(len(text)):
@@ -315,3 +320,62 @@ def test_a_ca_bundle_with_a_key_of_small_order_is_refused():
     _no_weak_ca(good)
     with pytest.raises(ValueError, match="certificate 2 has an Ed25519 key of small order"):
         _no_weak_ca(good + weak)
+
+
+_ENTRY = (
+    "tidemark.v1 envelope\nsequence 12\nstate AUS\nreport sha256:" + "ab" * 32
+    + "\nversion 1\ncategory smuggling-incident\nkind report\naccepted 1796609216\n"
+    "payload sha256:" + "cd" * 32 + "\n"
+)
+
+
+def test_an_envelope_entry_is_read_only_in_its_one_encoding():
+    entry = tlog.decode_envelope_entry(_ENTRY.encode())
+    assert (entry.sequence, entry.state, entry.accepted) == (12, "AUS", 1796609216)
+    for changed in [
+        # A second, earlier acceptance time before the real one.
+        _ENTRY.replace("accepted 1796609216", "accepted 1796609211\naccepted 1796609216"),
+        _ENTRY.replace("1796609216", "\u0661\u0667\u0669\u0666\u0666\u0660\u0669\u0662\u0661\u0666"),
+        _ENTRY.replace("accepted 1796609216", "accepted 01796609216"),
+        _ENTRY[:-1],
+        _ENTRY + "note hello\n",
+        _ENTRY.replace("state AUS", "state  AUS"),
+        _ENTRY.replace("state AUS", "state aus"),
+        _ENTRY.replace("report sha256:ab", "report sha256:AB"),
+        _ENTRY.replace("kind report", "kind Report"),
+        _ENTRY.replace("version 1\n", "version 0\n"),
+        _ENTRY.replace("tidemark.v1 envelope", "tidemark.v1  envelope"),
+    ]:
+        with pytest.raises(tlog.LogProofError):
+            tlog.decode_envelope_entry(changed.encode())
+
+
+def test_an_entry_must_record_what_the_payload_says():
+    import hashlib
+
+    from tidemark.v1 import envelope_pb2, report_pb2
+    from tidemark_client import dsse
+    from tidemark_client.client import _entry_disagrees
+
+    report = report_pb2.Report(
+        report_id="0f8fad5b-d9cb-469f-a165-70867728950e",
+        reporting_state="AUS",
+        version=1,
+        smuggling=report_pb2.SmugglingIncident(),
+    )
+    envelope = envelope_pb2.Envelope(
+        payload_type=dsse.REPORT_PAYLOAD_TYPE, payload=report.SerializeToString()
+    )
+    text = _ENTRY.replace(
+        "sha256:" + "ab" * 32, "sha256:" + hashlib.sha256(report.report_id.encode()).hexdigest()
+    )
+    assert _entry_disagrees(tlog.decode_envelope_entry(text.encode()), envelope) == ""
+    for field, changed in [
+        ("state", text.replace("state AUS", "state THA")),
+        ("version", text.replace("version 1", "version 7")),
+        ("kind", text.replace("kind report", "kind retraction")),
+        ("category", text.replace("smuggling-incident", "maritime-movement")),
+        ("report", _ENTRY),
+    ]:
+        said = _entry_disagrees(tlog.decode_envelope_entry(changed.encode()), envelope)
+        assert said.startswith(f"{field} "), said

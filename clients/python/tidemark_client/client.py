@@ -225,6 +225,53 @@ def _enum_labels(message: Any, fields: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _entry_disagrees(entry: tlog.EnvelopeEntry, envelope: envelope_pb2.Envelope) -> str:
+    """What log entry `entry`, which commits to `envelope`'s payload, records otherwise
+    than the payload says (its state, report id, version, kind, and a report's
+    category), or "" — as ``tidemark verify`` holds it: an entry of the right payload
+    under another state's name would credit one state's report to another."""
+    try:
+        return _payload_disagrees(entry, envelope)
+    except DecodeError:
+        # Not a readable payload: `verify` refuses it as such.
+        return ""
+
+
+def _payload_disagrees(entry: tlog.EnvelopeEntry, envelope: envelope_pb2.Envelope) -> str:
+    if envelope.payload_type == dsse.RETRACTION_PAYLOAD_TYPE:
+        retraction = report_pb2.Retraction.FromString(envelope.payload)
+        report_id, state, version, kind = (
+            retraction.report_id,
+            retraction.reporting_state,
+            retraction.version,
+            "retraction",
+        )
+        category = None
+    else:
+        report = report_pb2.Report.FromString(envelope.payload)
+        report_id, state, version, kind = (
+            report.report_id,
+            report.reporting_state,
+            report.version,
+            "report",
+        )
+        details = report.WhichOneof("details")
+        category = {"smuggling": "smuggling-incident", "maritime": "maritime-movement"}.get(
+            details or ""
+        )
+    report_digest = "sha256:" + hashlib.sha256(report_id.encode()).hexdigest()
+    for field, recorded, signed in (
+        ("state", entry.state, state),
+        ("report", entry.report, report_digest),
+        ("version", entry.version, version),
+        ("kind", entry.kind, kind),
+        ("category", entry.category, category or entry.category),
+    ):
+        if recorded != signed:
+            return f"{field} {recorded}, where the signed payload says {signed}"
+    return ""
+
+
 def _inactive(key: "SigningKey", at: int) -> str:
     """Why `key` was not active at `at` (Unix seconds), in words."""
     def when(t: int) -> str:
@@ -758,22 +805,30 @@ class Client:
             )
         proven = tlog.verify_log_proof(log_proof, log_key)
         digest = "sha256:" + hashlib.sha256(envelope.payload).hexdigest()
-        if not proven.entry.startswith(b"tidemark.v1 envelope\n") or (
-            tlog.entry_field(proven.entry, "payload") != digest
-        ):
+        try:
+            entry = tlog.decode_envelope_entry(proven.entry)
+        except tlog.LogProofError as e:
+            raise ValueError(
+                f"the log proof is of entry {proven.index}, which is not an envelope's entry "
+                f"in its one encoding: {e}"
+            ) from None
+        if entry.payload != digest:
             raise ValueError(
                 f"the log proof is of entry {proven.index}, which records something else "
                 "than this envelope's acceptance"
             )
-        accepted = tlog.entry_field(proven.entry, "accepted")
-        if accepted is None or not accepted.lstrip("-").isdigit():
-            raise ValueError(f"log entry {proven.index} has no acceptance time")
-        if said is not None and said != int(accepted):
+        wrong = _entry_disagrees(entry, envelope)
+        if wrong:
+            raise ValueError(
+                f"log entry {proven.index} records {wrong}: the proof is not of this "
+                "envelope's acceptance"
+            )
+        if said is not None and said != entry.accepted:
             raise ValueError(
                 f"accepted_at {said} is not the time log entry {proven.index} records "
-                f"({accepted}): the meta was altered"
+                f"({entry.accepted}): the meta was altered"
             )
-        return int(accepted)
+        return entry.accepted
 
     def log_verifier_key(self) -> str:
         """The log's note verifier key as the server gives it. Fetch it once and keep it

@@ -10,7 +10,7 @@ C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint). The log's note verifier
 ``certs/log.vkey``): keep your own copy rather than fetching it at each check.
 
 >>> proof = verify_log_proof(submitted.log_proof, log_key)
->>> entry_field(proof.entry, "accepted")
+>>> decode_envelope_entry(proof.entry).accepted
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -227,6 +228,8 @@ def cosigned_by(note: str, log_key: str, witness_keys: Sequence[str]) -> List[st
             witnesses.append(w)
     cosigned = []
     for w in witnesses:
+        # Every line by the witness is checked, wherever it stands: one that does not
+        # verify is refused even after a good one (C2SP signed-note), as the CLI does.
         for line in lines:
             parts = line.split(" ")
             if len(parts) != 3 or parts[1] != w.name:
@@ -234,20 +237,22 @@ def cosigned_by(note: str, log_key: str, witness_keys: Sequence[str]) -> List[st
             try:
                 raw = _base64(parts[2], "a cosignature")
             except LogProofError:
-                continue
-            if len(raw) != 4 + 8 + 64 or int.from_bytes(raw[:4], "big") != w.key_id:
+                raw = b""
+            if len(raw) < 4 or int.from_bytes(raw[:4], "big") != w.key_id:
                 continue
             time = int.from_bytes(raw[4:12], "big")
             message = f"cosignature/v1\ntime {time}\n{text}".encode()
             try:
+                if len(raw) != 4 + 8 + 64:
+                    raise InvalidSignature()
                 w.public_key.verify(raw[12:], message)
             except InvalidSignature:
                 raise LogProofError(
                     f"the cosignature by witness {w.name} ({w.key_id:08x}) does not verify: "
                     "the checkpoint or the cosignature was altered"
                 ) from None
-            cosigned.append(w.name)
-            break
+            if w.name not in cosigned:
+                cosigned.append(w.name)
     return cosigned
 
 
@@ -367,11 +372,77 @@ def verify_log_proof(text: str, log_key: str) -> VerifiedLogProof:
     return VerifiedLogProof(entry, index, checkpoint)
 
 
-def entry_field(entry: bytes, key: str) -> Optional[str]:
-    """The value of line `key` of an entry (after its header line), if it has one:
-    ``entry_field(e, "accepted")`` is an envelope's acceptance time, Unix seconds."""
-    for line in entry.decode("utf-8", "replace").split("\n")[1:]:
-        name, _, value = line.partition(" ")
-        if name == key:
-            return value
-    return None
+@dataclass(frozen=True)
+class EnvelopeEntry:
+    """An envelope's log entry (``tidemark.v1 envelope``, docs/transparency.md), read
+    in its one encoding by :func:`decode_envelope_entry`."""
+
+    sequence: int
+    state: str
+    #: ``sha256:`` and the hex SHA-256 of the report id as written.
+    report: str
+    version: int
+    category: str
+    kind: str
+    #: When its batch committed, Unix seconds.
+    accepted: int
+    #: ``sha256:`` and the hex SHA-256 of the exact DSSE payload bytes.
+    payload: str
+
+
+_NUMBER = re.compile(r"0|[1-9][0-9]*", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_STATE = re.compile(r"[A-Z]{3}", re.ASCII)
+
+
+def _whole(value: str, at_least: int, at_most: int, what: str) -> int:
+    if not _NUMBER.fullmatch(value) or not at_least <= int(value) <= at_most:
+        raise LogProofError(f"its {what} is {value!r}, not a whole number from {at_least}")
+    return int(value)
+
+
+def decode_envelope_entry(entry: bytes) -> EnvelopeEntry:
+    """Reads an envelope's log entry only in its one encoding, as ``tidemark verify``
+    does (``Entry::decode``): its header, then each field on its own line in the
+    documented order, as ``key value`` with one space, decimal numbers in ASCII without
+    sign or leading zeros, ``sha256:`` with 64 lower-case hex digits, one line feed at
+    the end and nothing after. Any other spelling — a field twice, an extra line, other
+    digits — is a :class:`LogProofError`: read leniently, an entry with a second
+    ``accepted`` line moved a revoked key's report before its revocation."""
+    try:
+        text = entry.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LogProofError("the log entry is not UTF-8") from None
+    if not text.endswith("\n"):
+        raise LogProofError("the log entry does not end with a line feed")
+    lines = text[:-1].split("\n")
+    names = ["sequence", "state", "report", "version", "category", "kind", "accepted", "payload"]
+    if lines[0] != "tidemark.v1 envelope":
+        raise LogProofError(f"not an envelope's log entry: its first line is {lines[0]!r}")
+    if len(lines) != 1 + len(names):
+        raise LogProofError(
+            f"the log entry has {len(lines) - 1} field lines; an envelope's has {len(names)}"
+        )
+    values = {}
+    for number, (line, name) in enumerate(zip(lines[1:], names), start=2):
+        key, space, value = line.partition(" ")
+        if key != name or not space:
+            raise LogProofError(f"line {number} of the log entry is {line!r}, not `{name} …`")
+        values[name] = value
+    for name, pattern in (("state", _STATE), ("report", _DIGEST), ("payload", _DIGEST)):
+        if not pattern.fullmatch(values[name]):
+            raise LogProofError(f"its {name} is {values[name]!r}, not in its one spelling")
+    if values["category"] not in ("smuggling-incident", "maritime-movement"):
+        raise LogProofError(f"its category is {values['category']!r}")
+    if values["kind"] not in ("report", "retraction"):
+        raise LogProofError(f"its kind is {values['kind']!r}")
+    return EnvelopeEntry(
+        sequence=_whole(values["sequence"], 1, 2**64 - 1, "sequence"),
+        state=values["state"],
+        report=values["report"],
+        version=_whole(values["version"], 1, 2**32 - 1, "version"),
+        category=values["category"],
+        kind=values["kind"],
+        accepted=_whole(values["accepted"], 0, 2**63 - 1, "acceptance time"),
+        payload=values["payload"],
+    )

@@ -200,6 +200,19 @@ async fn a_witness_directory_belongs_to_one_witness() {
         std::fs::read_to_string(state_dir.join("witness.vkey")).unwrap(),
         before
     );
+    // Its own log key replaced by another: a fault in its own files (exit 1), said as
+    // such before the server is asked, not an alarm about the server's log (exit 4).
+    let other = tidemark::tlog::note::NoteSigner::generate("example.org/log")
+        .unwrap()
+        .verifier_key();
+    std::fs::write(state_dir.join("log.vkey"), format!("{other}\n")).unwrap();
+    let out = witness(&server, &aus, &state_dir).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not open with the log key held beside it"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A log that serves `note` as its newest checkpoint and nothing else, with the test

@@ -97,7 +97,9 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     let (vkey, first_run) = log_key(&args, &mut log).await?;
     let verifier = NoteVerifier::parse(vkey.trim())
         .map_err(|e| anyhow!("the log key in {}: {e}", args.state_dir.display()))?;
-    let (newest, new) = newest_checkpoint(&mut log, &verifier, first_run).await?;
+    // What this witness holds is checked first: a fault in its own files (a log key
+    // that does not open its checkpoint) is said as such, not as the server's log being
+    // another (exit 4).
     let held = if held_path.exists() {
         let held_note = super::input::read_note(&held_path, MAX_STATE_FILE)?;
         Some(Checkpoint::open(&held_note, &verifier).map_err(|e| {
@@ -112,6 +114,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let (newest, new) = newest_checkpoint(&mut log, &verifier, first_run).await?;
     // Before anything is named from the server's checkpoint (the witness's own name is
     // made from its origin): a log of another name is an alarm, not another witness.
     if let Some(held) = &held {

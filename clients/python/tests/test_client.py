@@ -356,9 +356,18 @@ def test_bad_arguments_are_value_errors_that_name_them(server):
         with pytest.raises(TidemarkError) as refused:
             aus.signing_keys("aus")
         assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        # Numbers out of their field's range name the message and what was given.
+        with pytest.raises(ValueError, match="GetConsistencyProofRequest: .*given"):
+            aus.consistency_proof(-1)
+        with pytest.raises(ValueError, match="Retraction: .*'version': -1"):
+            aus.retract("0f8fad5b-d9cb-469f-a165-70867728950e", -1, "x")
     with Client.from_profile(server.endpoint, server.profile("aus-analyst")) as analyst:
         with pytest.raises(ValueError, match="takes a list"):
             analyst.aggregate("month")
+    with Client.from_profile(server.endpoint, server.profile("operator")) as operator:
+        for bad in ({"after": -1}, {"limit": -5}, {"after": "5"}):
+            with pytest.raises(ValueError, match="AuditLogRequest: "):
+                operator.audit_log(**bad)
 
 
 def test_numbers_and_enums_are_read_in_the_spellings_the_cli_reads(server):

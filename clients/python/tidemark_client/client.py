@@ -627,8 +627,12 @@ class Client:
             raise ValueError("only a node certificate retracts its state's reports")
         if self.signing_key is None:
             raise ValueError("this client has no signing key: pass signing_key=")
-        retraction = report_pb2.Retraction(
-            report_id=report_id, reporting_state=state, version=version, reason=reason
+        retraction = self._request(
+            report_pb2.Retraction,
+            report_id=report_id,
+            reporting_state=state,
+            version=version,
+            reason=reason,
         )
         envelope = dsse.sign(
             dsse.RETRACTION_PAYLOAD_TYPE, retraction.SerializeToString(), self.signing_key
@@ -700,7 +704,7 @@ class Client:
         all), by key id, with the state each signs for and when it may sign. A state in
         another spelling is refused by the server, naming the field."""
         answer = self._call(
-            self._exchange.SigningKeys, exchange_pb2.SigningKeysRequest(state=state)
+            self._exchange.SigningKeys, self._request(exchange_pb2.SigningKeysRequest, state=state)
         )
         return {
             k.key_id: SigningKey(
@@ -851,7 +855,9 @@ class Client:
         :func:`tidemark_client.tlog.verify_consistency`."""
         answer = self._call(
             self._transparency.GetConsistencyProof,
-            transparency_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size),
+            self._request(
+                transparency_pb2.GetConsistencyProofRequest, old_size=old_size, new_size=new_size
+            ),
         )
         return list(answer.hashes)
 
@@ -875,18 +881,20 @@ class Client:
 
     def enrol_state(self, state: str) -> admin_pb2.StateInfo:
         """Operator: enrols (or reinstates) a state, ISO 3166-1 alpha-3."""
-        return self._call(self._admin.EnrolState, admin_pb2.StateRequest(state=state))
+        return self._call(self._admin.EnrolState, self._request(admin_pb2.StateRequest, state=state))
 
     def suspend_state(self, state: str) -> admin_pb2.StateInfo:
         """Operator: suspends a state; its certificates stop working at once."""
-        return self._call(self._admin.SuspendState, admin_pb2.StateRequest(state=state))
+        return self._call(
+            self._admin.SuspendState, self._request(admin_pb2.StateRequest, state=state)
+        )
 
     def audit_log(self, after: int = 0, limit: int = 100) -> List[admin_pb2.AuditEntry]:
         """Operator: audit records after number `after`, oldest first. A page can hold
         fewer than `limit` when it reaches the size a message may have: page on (with the
         last record's ``number`` as `after`) until a page comes back empty."""
         answer = self._call(
-            self._admin.AuditLog, admin_pb2.AuditLogRequest(after=after, limit=limit)
+            self._admin.AuditLog, self._request(admin_pb2.AuditLogRequest, after=after, limit=limit)
         )
         return list(answer.entries)
 

@@ -433,3 +433,13 @@ def test_local_mistakes_are_value_errors(server):
     with Client.from_profile(server.endpoint, server.profile("aus-analyst")) as analyst:
         with pytest.raises(ValueError, match="not one of: month"):
             analyst.aggregate(["Month"])
+
+
+def test_a_connection_closed_during_a_call_says_what_it_may_mean():
+    from tidemark_client.errors import _unavailable_hint
+
+    for said in ("Stream removed", "Socket closed"):
+        hint = _unavailable_hint(said)
+        assert "revoked" in hint and "whoami" in hint, hint
+    assert "revoked" in _unavailable_hint("TSI_DATA_CORRUPTED")
+    assert _unavailable_hint("failed to connect to all addresses") == ""

@@ -18,9 +18,17 @@ from tidemark.v1 import exchange_pb2
 PUSHBACK_RETRIES = 5
 
 
-def _handshake_hint(message: str) -> str:
-    """What a failed TLS handshake most likely means, by gRPC's words for it (it does not
-    pass the TLS alert on: `tidemark whoami` with the same profile names it)."""
+def _unavailable_hint(message: str) -> str:
+    """What an UNAVAILABLE most likely means, by gRPC's words for it: a failed TLS
+    handshake (gRPC does not pass the TLS alert on: `tidemark whoami` with the same
+    profile names it), or a connection the server closed during a call."""
+    if "Stream removed" in message or "Socket closed" in message:
+        return (
+            " (the server closed the connection during the call: it may be restarting, or "
+            "this client's certificate was revoked or its state suspended — a reader too slow "
+            "to take the reason is cut off without it; `tidemark whoami` with the same "
+            "profile says which)"
+        )
     if "CERTIFICATE_VERIFY_FAILED" in message:
         return (
             " (the server's certificate is not trusted: it was not issued by the CA in this "
@@ -118,7 +126,7 @@ class TidemarkError(Exception):
                 partial = summary
         message = message or ""
         if code == grpc.StatusCode.UNAVAILABLE:
-            message += _handshake_hint(message)
+            message += _unavailable_hint(message)
         trailing: Dict[str, str] = {}
         if hasattr(error, "trailing_metadata"):
             for key, value in cast(grpc.Call, error).trailing_metadata() or ():

@@ -324,15 +324,29 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
     unknown["foo"] = 1.into();
     let mut altered = original.clone();
     altered["report"]["persons"]["total"] = 9_999.into();
-    for (changed, says) in [(unknown, "which no line holds"), (altered, "report")] {
+    // Nor is a meta that says another time than the proof's entry, nor more signatures
+    // than the server takes.
+    let mut late = original.clone();
+    late["meta"]["acceptedAtUnix"] = 5.into();
+    let mut padded = original.clone();
+    let first = padded["envelope"]["signatures"][0].clone();
+    for _ in 0..4 {
+        padded["envelope"]["signatures"]
+            .as_array_mut()
+            .unwrap()
+            .push(first.clone());
+    }
+    for (changed, says) in [
+        (unknown, "which no line holds"),
+        (altered, "its report is not the signed payload's"),
+        (late, "but its log entry"),
+        (padded, "5 signatures"),
+    ] {
         std::fs::write(&line, changed.to_string()).unwrap();
         let out = run(check(&line)).await;
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{said}");
-        assert!(
-            said.contains("as `tidemark verify` reads them") && said.contains(says),
-            "{said}"
-        );
+        assert!(said.contains(says), "{says}: {said}");
     }
 }
 

@@ -586,7 +586,10 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
         }
     }
     if let Some(path) = &args.envelope {
-        outln!("{}", envelope_check(&verified.fields, path)?)?;
+        outln!(
+            "{}",
+            envelope_check((&verified.fields, verified.index), path)?
+        )?;
     }
     if args.against_log {
         against_log(&verified.checkpoint, &key, &args.client).await?;
@@ -612,8 +615,17 @@ fn payload_named(entry: &Entry, payload: &[u8]) -> Result<String, (String, Strin
 
 /// `verify-receipt --envelope`: that log entry `entry` commits to the payload of the
 /// envelope at `path`, said as a sentence, or why not.
-fn envelope_check(entry: &Entry, path: &Path) -> anyhow::Result<String> {
-    let envelope = read_envelope(path)?;
+fn envelope_check((entry, index): (&Entry, u64), path: &Path) -> anyhow::Result<String> {
+    let text = input::read_text(path)?;
+    let text = text.trim();
+    let unreadable = |e: String| {
+        anyhow!(
+            "{} is not a DSSE envelope in JSON, nor a `tidemark query --json` line, as \
+             `tidemark verify` reads them: {e}",
+            path.display()
+        )
+    };
+    let envelope = super::verify::read_line(text).map_err(unreadable)?;
     let sent = payload_named(entry, &envelope.payload).map_err(|(sent, named)| {
         anyhow!(
             "the proof is valid, but not of {}: its entry names payload {named}, and the \
@@ -621,12 +633,12 @@ fn envelope_check(entry: &Entry, path: &Path) -> anyhow::Result<String> {
             path.display()
         )
     })?;
-    // The entry must also record what the payload says (state, report, version, kind).
+    // The entry must also record what the payload says (state, report, version, kind,
+    // category), and a line's meta what the entry says, as `verify` holds them.
     if let Entry::Envelope(recorded) = entry {
-        super::verify::entry_describes(recorded, &envelope, None).map_err(|what| {
+        super::verify::line_against_entry(text, &envelope, recorded, index).map_err(|why| {
             anyhow!(
-                "the proof is valid, but its entry {what}: it does not record the acceptance \
-                 of {}",
+                "the proof is valid, but {} does not agree with it: {why}",
                 path.display()
             )
         })?;
@@ -635,21 +647,6 @@ fn envelope_check(entry: &Entry, path: &Path) -> anyhow::Result<String> {
         "the entry commits to the payload of {} ({sent})",
         path.display()
     ))
-}
-
-/// The DSSE envelope in the file at `path`: DSSE JSON, or a `query
-/// --json` line, read as `verify` reads it (a line's fields, and what its meta and report
-/// say against the payload, checked).
-fn read_envelope(path: &Path) -> anyhow::Result<pb::Envelope> {
-    let text = input::read_text(path)?;
-    let envelope = super::verify::read_line(text.trim()).map_err(|e| {
-        anyhow!(
-            "{} is not a DSSE envelope in JSON, nor a `tidemark query --json` line, as \
-             `tidemark verify` reads them: {e}",
-            path.display()
-        )
-    })?;
-    Ok(envelope)
 }
 
 /// Checks that the server's log still holds what checkpoint `held` (verified with the

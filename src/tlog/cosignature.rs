@@ -69,7 +69,12 @@ impl WitnessKey {
             )));
         }
         let witness = Self::new(name, public);
-        if id.len() != 8 || u32::from_str_radix(id, 16).ok() != Some(witness.key_id()) {
+        // One spelling, as for a log's key (`note::NoteVerifier`): as signers write it.
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if id.len() != 8 || !id.bytes().all(hex) {
+            return Err(bad("the key id must be 8 lower-case hex digits"));
+        }
+        if u32::from_str_radix(id, 16).ok() != Some(witness.key_id()) {
             return Err(bad("the key id does not match the name and key"));
         }
         Ok(witness)
@@ -229,6 +234,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(refused.contains("small order"), "{refused}");
+    }
+
+    /// A witness key's id is read in one spelling, as a log key's is.
+    #[test]
+    fn a_witness_key_id_is_read_in_lower_case_only() {
+        // A key whose id has a letter in it (most have).
+        let vkey = (0..=u8::MAX)
+            .map(|seed| {
+                Cosigner::from_seed("example.com/witness/AUS", &[seed; 32])
+                    .unwrap()
+                    .key()
+                    .verifier_key()
+            })
+            .find(|vkey| {
+                vkey.split('+')
+                    .nth(1)
+                    .is_some_and(|id| id.bytes().any(|b| b.is_ascii_lowercase()))
+            })
+            .unwrap();
+        assert!(WitnessKey::parse(&vkey).is_ok());
+        let (name, rest) = vkey.split_once('+').unwrap();
+        let (id, key) = rest.split_once('+').unwrap();
+        let upper = format!("{name}+{}+{key}", id.to_ascii_uppercase());
+        let refused = WitnessKey::parse(&upper).unwrap_err().to_string();
+        assert!(refused.contains("lower-case"), "{refused}");
     }
 
     #[test]

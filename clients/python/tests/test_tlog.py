@@ -30,6 +30,9 @@ def test_the_go_signed_note_vector_verifies_and_an_altered_one_does_not():
         tlog.open_checkpoint(altered, peter)
     with pytest.raises(tlog.LogProofError, match="was altered"):
         tlog.NoteVerifier.parse(PETER_VKEY.replace("c74f20a3", "c74f20a4"))
+    # One spelling of the key id, as `tidemark` reads it.
+    with pytest.raises(tlog.LogProofError, match="lower-case"):
+        tlog.NoteVerifier.parse(PETER_VKEY.replace("c74f20a3", "C74F20A3"))
 
 
 def test_a_verifier_key_whose_base64_holds_a_plus_sign_is_read():
@@ -379,3 +382,10 @@ def test_an_entry_must_record_what_the_payload_says():
     ]:
         said = _entry_disagrees(tlog.decode_envelope_entry(changed.encode()), envelope)
         assert said.startswith(f"{field} "), said
+    # A payload not in its one encoding (a retraction under the report's type) is not
+    # compared field by field: `verify` refuses it for what it is.
+    retraction = report_pb2.Retraction(report_id=report.report_id, reporting_state="AUS", version=2)
+    misfiled = envelope_pb2.Envelope(
+        payload_type=dsse.REPORT_PAYLOAD_TYPE, payload=retraction.SerializeToString()
+    )
+    assert _entry_disagrees(tlog.decode_envelope_entry(text.encode()), misfiled) == ""

@@ -238,8 +238,10 @@ def _entry_disagrees(entry: tlog.EnvelopeEntry, envelope: envelope_pb2.Envelope)
 
 
 def _payload_disagrees(entry: tlog.EnvelopeEntry, envelope: envelope_pb2.Envelope) -> str:
+    message: Message
     if envelope.payload_type == dsse.RETRACTION_PAYLOAD_TYPE:
         retraction = report_pb2.Retraction.FromString(envelope.payload)
+        message = retraction
         report_id, state, version, kind = (
             retraction.report_id,
             retraction.reporting_state,
@@ -249,6 +251,7 @@ def _payload_disagrees(entry: tlog.EnvelopeEntry, envelope: envelope_pb2.Envelop
         category = None
     else:
         report = report_pb2.Report.FromString(envelope.payload)
+        message = report
         report_id, state, version, kind = (
             report.report_id,
             report.reporting_state,
@@ -259,6 +262,14 @@ def _payload_disagrees(entry: tlog.EnvelopeEntry, envelope: envelope_pb2.Envelop
         category = {"smuggling": "smuggling-incident", "maritime": "maritime-movement"}.get(
             details or ""
         )
+    # A payload not in its one encoding (another kind's, say) is `verify`'s to refuse, by
+    # that reason, not compared field by field.
+    canonical: Message = type(message)()
+    canonical.CopyFrom(message)
+    canonical.DiscardUnknownFields()
+    _zero_negative_zeros(canonical)
+    if canonical.SerializeToString(deterministic=True) != envelope.payload:
+        return ""
     report_digest = "sha256:" + hashlib.sha256(report_id.encode()).hexdigest()
     for field, recorded, signed in (
         ("state", entry.state, state),

@@ -113,10 +113,10 @@ def _parse_key(vkey: str, kind: int, what: str, source: str):
             "signatures it 'verifies' need no private key"
         )
     key_id = _key_id(name, raw)
-    # Hex digits in either case, as `tidemark` and Go's golang.org/x/mod/sumdb/note read
-    # them (strconv.ParseUint); anything else is not an id.
-    if len(hex_id) != 8 or any(c not in "0123456789abcdefABCDEF" for c in hex_id):
-        raise LogProofError(f"the {what}'s id {hex_id!r} is not 8 hex digits")
+    # One spelling, as every signer writes it (Go's note package: %08x) and as `tidemark`
+    # reads it: 8 lower-case hex digits.
+    if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
+        raise LogProofError(f"the {what}'s id {hex_id!r} is not 8 lower-case hex digits")
     if int(hex_id, 16) != key_id:
         raise LogProofError(
             f"the {what}'s id {hex_id!r} is not {key_id:08x}, the one its name and key "

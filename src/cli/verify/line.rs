@@ -139,13 +139,30 @@ pub(super) fn check(
             ));
         }
     };
-    entry_describes(&accepted, envelope, said.category).map_err(|what| {
+    agrees_with_entry(&said, envelope, &accepted, index)?;
+    let at = accepted.accepted_at;
+    Ok(Acceptance::Proven {
+        at,
+        index,
+        size: verified.checkpoint.size,
+    })
+}
+
+/// What a line says beside `envelope` (its meta) against `accepted`, the envelope's log
+/// entry at `index` (which commits to its payload, under a checkpoint that verified):
+/// the entry must record what the payload says, and the meta what the entry says.
+fn agrees_with_entry(
+    said: &Meta,
+    envelope: &pb::Envelope,
+    accepted: &entry::EnvelopeEntry,
+    index: u64,
+) -> Result<(), String> {
+    entry_describes(accepted, envelope, said.category).map_err(|what| {
         format!("its log entry {index} {what}: the proof is not of this envelope's acceptance")
     })?;
-    let at = accepted.accepted_at;
     let sequence = i64::try_from(accepted.sequence).unwrap_or(i64::MAX);
     for (what, on_line, in_entry) in [
-        ("accepted at", said.at, at),
+        ("accepted at", said.at, accepted.accepted_at),
         ("sequence", said.sequence, sequence),
     ] {
         if let Some(on_line) = on_line
@@ -166,11 +183,21 @@ pub(super) fn check(
             ));
         }
     }
-    Ok(Acceptance::Proven {
-        at,
-        index,
-        size: verified.checkpoint.size,
-    })
+    Ok(())
+}
+
+/// For `verify-receipt --envelope`: what the line `text` says beside `envelope` (its
+/// meta and report) against the payload and against `accepted`, the log entry at
+/// `index` of a proof that verified — as `verify` holds a line to its own log proof.
+pub(super) fn against_entry(
+    text: &str,
+    envelope: &pb::Envelope,
+    accepted: &entry::EnvelopeEntry,
+    index: u64,
+) -> Result<(), String> {
+    let said = meta(text, envelope)?;
+    report(text, envelope)?;
+    agrees_with_entry(&said, envelope, accepted, index)
 }
 
 /// Whether log entry `entry`, which commits to `envelope`'s payload, also records what
@@ -178,14 +205,19 @@ pub(super) fn check(
 /// retraction as the line's meta says, if it does) category. `verify-reciprocity`
 /// replays those fields: an entry of the right payload but another state's name would
 /// credit one state's report to another. Otherwise what differs.
-pub(in crate::cli) fn entry_describes(
+pub(super) fn entry_describes(
     entry: &entry::EnvelopeEntry,
     envelope: &pb::Envelope,
     meta_category: Option<i32>,
 ) -> Result<(), String> {
     let (id, state, version, kind) = payload_names(envelope);
-    let category = payload_category(envelope)
-        .or(meta_category)
+    // A report's category is its payload's; a retraction names none, so the line's meta
+    // says it, if it does.
+    let (category, said_by) = match payload_category(envelope) {
+        Some(c) => (Some(c), "the signed payload"),
+        None => (meta_category, "the line's meta"),
+    };
+    let category = category
         .and_then(tidemark::report::Category::from_pb)
         .map(tidemark::report::Category::label);
     let differs = [
@@ -225,7 +257,12 @@ pub(in crate::cli) fn entry_describes(
     ];
     match differs.into_iter().find(|(_, differs, _, _)| *differs) {
         Some((field, _, recorded, signed)) => Err(format!(
-            "records {field} {recorded}, where the signed payload says {signed}"
+            "records {field} {recorded}, where {} says {signed}",
+            if field == "category" {
+                said_by
+            } else {
+                "the signed payload"
+            }
         )),
         None => Ok(()),
     }

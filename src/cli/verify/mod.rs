@@ -18,7 +18,6 @@ use super::{client_args::ClientArgs, labels::printable};
 
 mod keyfile;
 mod line;
-pub(super) use line::entry_describes;
 
 use keyfile::{
     KEY_ID, Key, REVOKED_AT, STATE, VALID_FROM, VALID_UNTIL, header_time, load_keys, split_keys,
@@ -370,27 +369,49 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
 }
 
 /// The envelope in `item` (DSSE JSON, or a `query --json` or `sync` line) as `verify`
-/// reads it, what the line says beside it (its meta and report) checked against its
-/// payload: for `verify-receipt --envelope`, which reads it as `verify` does.
+/// reads it, for `verify-receipt --envelope`: refused as `verify` refuses it when the
+/// server would not have accepted it as it is (too many signatures, say).
 pub(super) fn read_line(item: &str) -> Result<pb::Envelope, String> {
-    let (value, envelope) = read_envelope(item)?;
-    line::check((&value, item), &envelope, None)?;
+    let (_, envelope) = read_envelope(item)?;
+    if let Some(why) = too_many_signatures(&envelope) {
+        return Err(why);
+    }
     Ok(envelope)
+}
+
+/// What the line `item` says beside `envelope` (its meta and report), against the
+/// payload and against `accepted`, the log entry at `index` of a proof that verified:
+/// for `verify-receipt --envelope`, which holds a line to its proof as `verify` does.
+pub(super) fn line_against_entry(
+    item: &str,
+    envelope: &pb::Envelope,
+    accepted: &tidemark::tlog::entry::EnvelopeEntry,
+    index: u64,
+) -> Result<(), String> {
+    line::against_entry(item, envelope, accepted, index)
 }
 
 /// Why the server would not have accepted `envelope` as it is, whoever signed it: no
 /// signature, more than it takes (as the Python client judges it), or no report or
 /// retraction in its one encoding.
 fn not_accepted_as_it_is(envelope: &pb::Envelope) -> Option<String> {
+    if envelope.signatures.is_empty() {
+        return Some("the envelope carries no signature".to_owned());
+    }
+    too_many_signatures(envelope).or_else(|| not_a_report(envelope))
+}
+
+/// Why the server would not have accepted `envelope` as it is: more signatures than it
+/// takes (added since).
+fn too_many_signatures(envelope: &pb::Envelope) -> Option<String> {
     let most = envelope::MAX_SIGNATURES;
-    match envelope.signatures.len() {
-        0 => Some("the envelope carries no signature".to_owned()),
-        n if n > most => Some(format!(
+    let n = envelope.signatures.len();
+    (n > most).then(|| {
+        format!(
             "the envelope carries {n} signatures; the server accepts at most {most}, so it \
              did not accept this envelope as it is (signatures were added since)"
-        )),
-        _ => not_a_report(envelope),
-    }
+        )
+    })
 }
 
 /// Checks one envelope (or `query --json` line) against the keys, and the line's log
@@ -1085,6 +1106,32 @@ mod tests {
             let said = line::entry_describes(&altered, &envelope, None).unwrap_err();
             assert!(said.starts_with(&format!("records {field} ")), "{said}");
         }
+        // A retraction names no category: the line's meta says it, and is named so.
+        let retraction = pb::Retraction {
+            report_id: report.report_id.clone(),
+            reporting_state: "AUS".to_owned(),
+            version: report.version + 1,
+            reason: "test".to_owned(),
+        };
+        let retracted = envelope::sign(
+            envelope::RETRACTION_PAYLOAD_TYPE,
+            retraction.encode_to_vec(),
+            &key,
+        );
+        let entry = EnvelopeEntry {
+            version: retraction.version,
+            kind: "retraction".to_owned(),
+            payload_sha256: sha256(&retracted.payload),
+            ..entry
+        };
+        let said_other = if category == "maritime-movement" {
+            pb::Category::SmugglingIncident
+        } else {
+            pb::Category::MaritimeMovement
+        };
+        assert_eq!(line::entry_describes(&entry, &retracted, None), Ok(()));
+        let said = line::entry_describes(&entry, &retracted, Some(said_other as i32)).unwrap_err();
+        assert!(said.contains("where the line's meta says"), "{said}");
     }
 
     /// Checks `text` with `key` valid until `until`: trusted or not.

@@ -2401,23 +2401,21 @@ async fn every_key_exported_is_read_back_with_its_validity() {
     std::fs::write(at("reports.jsonl"), &lines).unwrap();
     operator_profile(&pki, dir.path());
     run_ok(strings(&["keygen", "--out", &at("far")])).await;
-    let register = |until: &str| {
-        run(strings(&[
-            "admin",
-            "register-key",
-            "--state",
-            "IDN",
-            "--public-key",
-            &at("far.pub.pem"),
-            "--valid-until",
-            until,
-            "--endpoint",
-            &endpoint,
-            "--as",
-            &at("ops"),
-        ]))
-    };
-    let out = register("9999-12-31").await;
+    let out = run(strings(&[
+        "admin",
+        "register-key",
+        "--state",
+        "IDN",
+        "--public-key",
+        &at("far.pub.pem"),
+        "--valid-until",
+        "9999-12-31",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &at("ops"),
+    ]))
+    .await;
     assert!(
         out.status.success(),
         "{}",

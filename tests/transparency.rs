@@ -225,14 +225,36 @@ async fn proofs_are_refused_for_what_the_log_does_not_have() {
         .await
         .unwrap_err();
     assert_eq!(past.code(), Code::OutOfRange, "{past:?}");
-    let index = log
+    // A leaf the log does not have yet is named as such, whatever the size asked for.
+    for (leaf, tree_size) in [(size, 0), (u64::MAX, 0), (u64::MAX, size)] {
+        let index = log
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                leaf: Some(Leaf::Index(leaf)),
+                tree_size,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(index.code(), Code::OutOfRange, "{index:?}");
+        assert!(
+            index
+                .message()
+                .ends_with(&format!("numbered from 0: leaf {leaf} is not one of them")),
+            "{index:?}"
+        );
+    }
+    // One it has, asked for in a tree before it was added, needs a larger tree.
+    let later = log
         .get_inclusion_proof(pb::GetInclusionProofRequest {
-            leaf: Some(Leaf::Index(size)),
-            tree_size: 0,
+            leaf: Some(Leaf::Index(size - 1)),
+            tree_size: size - 1,
         })
         .await
         .unwrap_err();
-    assert_eq!(index.code(), Code::OutOfRange, "{index:?}");
+    assert_eq!(later.code(), Code::OutOfRange, "{later:?}");
+    assert!(
+        later.message().contains("it was added after that size"),
+        "{later:?}"
+    );
     let unknown = log
         .get_inclusion_proof(pb::GetInclusionProofRequest {
             leaf: Some(Leaf::LeafHash(vec![7; 32])),

@@ -105,6 +105,12 @@ impl pb::transparency_server::Transparency for TransparencyService {
                 return Err(invalid_field("leaf", "name the leaf: index or leaf_hash"));
             }
         };
+        let leaves = snap.log_size()?;
+        if index >= leaves {
+            return Err(Status::out_of_range(format!(
+                "the log has {leaves} leaves, numbered from 0: leaf {index} is not one of them"
+            )));
+        }
         let proof = snap.inclusion_proof(index, size)?;
         let entry = snap.log_entry(index)?.unwrap_or_default();
         Ok(Response::new(pb::InclusionProof {

@@ -1881,11 +1881,16 @@ async fn verify_checks_every_file_and_names_those_it_cannot_read() {
     let at = |name: &str| dir.path().join(name).display().to_string();
     let verify = |args: &[&str]| run(strings(&[&["verify"][..], args].concat()));
     let lines = reports_keys_and_a_forgery(&pki, &server, dir.path()).await;
-    // An empty file and a missing one are reported; the file after them is still checked.
+    // An empty file, a missing one and one of two pretty-printed lines (no line of it is
+    // JSON) are reported, each once; the file after them is still checked.
     std::fs::write(at("empty.jsonl"), "").unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    let pretty = format!("{0:#}\n{0:#}\n", first);
+    std::fs::write(at("pretty.json"), pretty).unwrap();
     let out = verify(&[
         &at("empty.jsonl"),
         &at("missing.jsonl"),
+        &at("pretty.json"),
         &at("reports.jsonl"),
         "--public-key",
         &at("keys"),
@@ -1898,9 +1903,13 @@ async fn verify_checks_every_file_and_names_those_it_cannot_read() {
         "{said}"
     );
     assert!(said.contains("missing.jsonl"), "{said}");
+    assert!(
+        said.contains("pretty.json: neither one JSON document"),
+        "{said}"
+    );
     let reports = lines.lines().count();
     assert_eq!(said.matches("valid: report").count(), reports, "{said}");
-    assert!(said.contains("2 files unreadable or empty"), "{said}");
+    assert!(said.contains("3 files unreadable or empty"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,16 +233,13 @@ fn check_file(
         None
     };
     if let Some(text) = text {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let trimmed = text.trim();
-        if serde_json::from_str::<serde_json::Value>(trimmed).is_ok() {
-            check_item(None, Ok(trimmed))?;
-        } else {
-            for (i, line) in text.lines().enumerate() {
-                if !line.trim().is_empty() {
-                    check_item(Some(i + 1), Ok(line))?;
+        match items_of(&text) {
+            Ok(items) => {
+                for (line, item) in items {
+                    check_item(line, Ok(item))?;
                 }
             }
+            Err(said) => return unreadable(tally, format!("{}: {said}", file.display())),
         }
     } else {
         use std::io::BufRead as _;
@@ -272,6 +269,32 @@ fn check_file(
         );
     }
     Ok(())
+}
+
+/// The envelopes of a file read whole (after a byte-order mark): the file, if it is one
+/// JSON document, or else each line that is not blank, with its number. A file of several
+/// lines none of which is a JSON object is not JSON lines either (several pretty-printed
+/// envelopes, say): one fault, said once, not one per line.
+fn items_of(text: &str) -> Result<Vec<(Option<usize>, &str)>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let is_json = |text: &str| serde_json::from_str::<serde_json::Value>(text);
+    let Err(whole) = is_json(text.trim()) else {
+        return Ok(vec![(None, text.trim())]);
+    };
+    let lines: Vec<(Option<usize>, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| (Some(i + 1), line))
+        .collect();
+    let object = |line: &str| is_json(line).is_ok_and(|v| v.is_object());
+    if lines.len() > 1 && !lines.iter().any(|(_, line)| object(line)) {
+        return Err(format!(
+            "neither one JSON document ({whole}) nor JSON lines (no line is a JSON object): \
+             put each envelope on a line of its own (`jq -c .` does), or in a file of its own"
+        ));
+    }
+    Ok(lines)
 }
 
 /// The largest file read whole, as one (possibly pretty-printed) envelope or JSON lines;

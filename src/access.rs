@@ -252,19 +252,15 @@ fn countries(field: &'static str, codes: &[String]) -> Result<Vec<CountryCode>, 
 impl QueryFilter {
     /// Checks a Query/Subscribe request's filter fields.
     pub fn from_request(req: &pb::QueryRequest) -> Result<Self, FilterError> {
-        let category = Category::from_pb(req.category).ok_or_else(|| {
-            bad(
-                "category",
-                "is required: smuggling incident or maritime movement",
-            )
-        })?;
+        let category =
+            Category::required(req.category).map_err(|reason| bad("category", reason))?;
         let day = |field: &'static str, text: &str, open: i32| -> Result<i32, FilterError> {
             if text.is_empty() {
                 return Ok(open);
             }
             parse_date(text)
                 .map(time::Date::to_julian_day)
-                .ok_or_else(|| bad(field, format!("{text:?} is not a date YYYY-MM-DD")))
+                .ok_or_else(|| bad(field, crate::calendar::refusal(text, "a date YYYY-MM-DD")))
         };
         let from_day = day("from_date", &req.from_date, i32::MIN)?;
         let to_day = day("to_date", &req.to_date, i32::MAX)?;
@@ -293,6 +289,24 @@ impl QueryFilter {
             req.vessel_type,
         ) {
             return Err(bad(field, "is not one of the values the enum defines"));
+        }
+        if let Some((field, theirs)) = crate::report::filters_of_one_category(
+            req.modus_operandi,
+            req.maritime_event,
+            req.vessel_type,
+        )
+        .into_iter()
+        .find(|(_, theirs)| *theirs != category)
+        {
+            return Err(bad(
+                field,
+                format!(
+                    "applies to {} only, and this read is of {}: leave it out or ask for \
+                     that category",
+                    theirs.plural(),
+                    category.plural()
+                ),
+            ));
         }
         if let Some(b) = &req.bbox {
             bbox_problem(b).map_or(Ok(()), |problem| Err(bad("bbox", problem)))?;

@@ -35,6 +35,44 @@ pub fn parse_month(text: &str) -> Option<Date> {
     (four_digit_year(date) && text == date.format(MONTH).ok()?).then_some(date)
 }
 
+/// Why `text`, written as a date (`YYYY-MM-DD`, or a date-time that starts with one) or a
+/// month (`YYYY-MM`), names no day of the calendar: a month or a day that does not exist
+/// (`2024-02-30`: "February 2024 has 29 days"). `None` when it is not written so, or the
+/// day exists: the caller's message then says what the spelling is.
+pub fn no_such_day(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let number = |at: std::ops::Range<usize>| -> Option<u16> {
+        let digits = bytes.get(at)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    let year = i32::from(number(0..4)?);
+    let month = u8::try_from(number(5..7)?).ok()?;
+    if bytes.get(4) != Some(&b'-') {
+        return None;
+    }
+    let Ok(month) = time::Month::try_from(month) else {
+        return Some(format!("there is no month {month:02}: months are 01 to 12"));
+    };
+    if bytes.get(7) != Some(&b'-') {
+        return None;
+    }
+    let day = number(8..10)?;
+    let days = month.length(year);
+    (day == 0 || day > u16::from(days)).then(|| format!("{month} {year} has {days} days"))
+}
+
+/// Why `text` was refused as `spelled` (what it should be, e.g. "a date YYYY-MM-DD"):
+/// that the day it names does not exist ([`no_such_day`]), or that it is not `spelled`.
+pub fn refusal(text: &str, spelled: &str) -> String {
+    match no_such_day(text) {
+        Some(why) => format!("{text:?} does not exist: {why}"),
+        None => format!("{text:?} is not {spelled}"),
+    }
+}
+
 /// Parses `HH:MM` (24-hour), refusing every other spelling.
 pub fn parse_time_of_day(text: &str) -> Option<Time> {
     let time = Time::parse(text, TIME_OF_DAY).ok()?;
@@ -144,7 +182,56 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_day_or_month_that_does_not_exist_is_named() {
+        for (text, said) in [
+            (
+                "2024-02-30",
+                "\"2024-02-30\" does not exist: February 2024 has 29 days",
+            ),
+            (
+                "2023-02-29",
+                "\"2023-02-29\" does not exist: February 2023 has 28 days",
+            ),
+            (
+                "2024-04-31",
+                "\"2024-04-31\" does not exist: April 2024 has 30 days",
+            ),
+            (
+                "2024-03-00",
+                "\"2024-03-00\" does not exist: March 2024 has 31 days",
+            ),
+            (
+                "2024-13-01",
+                "\"2024-13-01\" does not exist: there is no month 13: months are 01 to 12",
+            ),
+            (
+                "2024-00",
+                "\"2024-00\" does not exist: there is no month 00: months are 01 to 12",
+            ),
+            (
+                "2024-02-30T12:00:00Z",
+                "\"2024-02-30T12:00:00Z\" does not exist: February 2024 has 29 days",
+            ),
+            // Other spellings are named by what they should be.
+            ("2024-2-30", "\"2024-2-30\" is not a date"),
+            ("2024/02/30", "\"2024/02/30\" is not a date"),
+            ("２０２４-02-30", "\"２０２４-02-30\" is not a date"),
+            ("2024-02-3x", "\"2024-02-3x\" is not a date"),
+        ] {
+            assert_eq!(refusal(text, "a date"), said);
+        }
+    }
+
     proptest! {
+        /// A text written as a date names a day that does not exist exactly when it does
+        /// not parse.
+        #[test]
+        fn no_such_day_is_said_exactly_of_unparsed_dates(year in 1u16..=9999, month in 0u8..=99, day in 0u8..=99) {
+            let text = format!("{year:04}-{month:02}-{day:02}");
+            prop_assert_eq!(no_such_day(&text).is_some(), parse_date(&text).is_none(), "{}", text);
+        }
+
         /// Every date round-trips, and any text that parses is exactly the formatted date.
         #[test]
         fn a_date_has_exactly_one_spelling(day in 0i32..(366 * 9999), text in "[0-9+ -]{0,12}") {

@@ -64,6 +64,15 @@ pub fn format_until(unix: i64) -> String {
     }
 }
 
+/// A wait for messages: `250 ms` below a second (never `0.0 s`), `2.5 s` from one.
+pub fn format_wait(wait: std::time::Duration) -> String {
+    if wait < std::time::Duration::from_secs(1) {
+        format!("{} ms", wait.as_millis().max(1))
+    } else {
+        format!("{:.1} s", wait.as_secs_f64())
+    }
+}
+
 /// RFC 3339 for messages; the raw number if it is out of range.
 pub fn format_time(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)

@@ -183,4 +183,17 @@ impl Category {
             pb::Category::Unspecified => None,
         }
     }
+
+    /// A request's required category; `Err` says what is wrong with it: unspecified, or a
+    /// value the enum does not define.
+    pub fn required(value: i32) -> Result<Self, String> {
+        Self::from_pb(value).ok_or_else(|| {
+            let known = "smuggling incident (1) or maritime movement (2)";
+            if value == 0 {
+                format!("is required: {known}")
+            } else {
+                format!("{value} is not a category: {known}")
+            }
+        })
+    }
 }

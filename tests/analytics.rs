@@ -1151,6 +1151,30 @@ fn bad_requests() -> Vec<(pb::AggregateRequest, &'static str)> {
             },
             "filter.vessel_type",
         ),
+        // Fields that only one category's reports have: of the other category than
+        // the one asked for, or of both categories (no report has both).
+        (
+            pb::AggregateRequest {
+                filter: Some(pb::AggregateFilter {
+                    category: pb::Category::SmugglingIncident as i32,
+                    vessel_type: pb::VesselType::WoodenBoat as i32,
+                    ..Default::default()
+                }),
+                ..all()
+            },
+            "filter.vessel_type",
+        ),
+        (
+            pb::AggregateRequest {
+                filter: Some(pb::AggregateFilter {
+                    modus_operandi: pb::ModusOperandi::Sea as i32,
+                    maritime_event: pb::MaritimeEvent::Rescue as i32,
+                    ..Default::default()
+                }),
+                ..all()
+            },
+            "filter.maritime_event",
+        ),
         (
             pb::AggregateRequest {
                 filter: Some(pb::AggregateFilter {

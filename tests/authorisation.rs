@@ -1673,17 +1673,27 @@ proptest! {
                 seen.sort();
                 assert_eq!(seen, expected, "{request:?} by {page}");
             }
-            // Past the last sequence or audit number there is nothing, not the last again.
-            let mut stream = aus
-                .sync(pb::SyncRequest {
-                    category: pb::Category::SmugglingIncident as i32,
-                    after_sequence: u64::MAX,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            // After the last sequence or audit number there is nothing, not the last
+            // again; past the newest sequence, a sync is told its cursor is not this
+            // store's.
+            let sync = |after_sequence| pb::SyncRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                after_sequence,
+                ..Default::default()
+            };
+            // Only AUS submits, and only smuggling incidents: its last is the newest.
+            let mut last = 0;
+            let mut stream = aus.sync(sync(0)).await.unwrap().into_inner();
+            while let Some(item) = stream.message().await.unwrap() {
+                last = item.meta.unwrap().sequence;
+            }
+            let mut stream = aus.sync(sync(last)).await.unwrap().into_inner();
             assert!(stream.message().await.unwrap().is_none());
+            for past in [last + 1, u64::MAX] {
+                let status = aus.sync(sync(past)).await.unwrap_err();
+                assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+                assert!(status.message().contains("Sync from 0"), "{status:?}");
+            }
             let audit = world
                 .server
                 .admin(&operator(&world.pki))

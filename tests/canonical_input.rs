@@ -254,17 +254,31 @@ async fn read_filters_refuse_values_outside_their_enum_and_other_spellings_of_a_
     )
     .await
     .unwrap();
-    let query = |modus_operandi, vessel_type, maritime_event| pb::QueryRequest {
-        category: pb::Category::SmugglingIncident as i32,
-        modus_operandi,
-        vessel_type,
-        maritime_event,
-        ..pb::QueryRequest::default()
-    };
+    let query =
+        |category: pb::Category, modus_operandi, vessel_type, maritime_event| pb::QueryRequest {
+            category: category as i32,
+            modus_operandi,
+            vessel_type,
+            maritime_event,
+            ..pb::QueryRequest::default()
+        };
+    let (smuggling, maritime) = (
+        pb::Category::SmugglingIncident,
+        pb::Category::MaritimeMovement,
+    );
+    let (sea, wooden, rescue) = (
+        pb::ModusOperandi::Sea as i32,
+        pb::VesselType::WoodenBoat as i32,
+        pb::MaritimeEvent::Rescue as i32,
+    );
     for (request, field) in [
-        (query(77, 0, 0), "modus_operandi"),
-        (query(0, 77, 0), "vessel_type"),
-        (query(0, 0, -1), "maritime_event"),
+        (query(smuggling, 77, 0, 0), "modus_operandi"),
+        (query(smuggling, 0, 77, 0), "vessel_type"),
+        (query(smuggling, 0, 0, -1), "maritime_event"),
+        // A field only the other category's reports have would match nothing.
+        (query(smuggling, 0, wooden, 0), "vessel_type"),
+        (query(smuggling, 0, 0, rescue), "maritime_event"),
+        (query(maritime, sea, 0, 0), "modus_operandi"),
     ] {
         let mut aus = world.exchange("AUS").await;
         let status = aus.query(request.clone()).await.unwrap_err();

@@ -246,8 +246,17 @@ impl AggregateQuery {
         known_values(&f)?;
         let categories = match Category::from_pb(f.category) {
             Some(c) => vec![c],
-            None if f.category == 0 => Category::ALL.to_vec(),
-            None => return Err(bad("filter.category", "is not a category")),
+            None if f.category == 0 => categories_filtered(&f)?,
+            None => {
+                return Err(bad(
+                    "filter.category",
+                    format!(
+                        "{} is not a category: smuggling incident (1), maritime movement (2), \
+                         or unspecified (0) for both",
+                        f.category
+                    ),
+                ));
+            }
         };
         let filters: Vec<(Category, QueryFilter)> = categories
             .into_iter()
@@ -302,15 +311,36 @@ impl AggregateQuery {
 
 /// Refuses filter values outside their enums.
 fn known_values(f: &pb::AggregateFilter) -> Result<(), FilterError> {
-    let unknown =
-        crate::report::unknown_filter_enum(f.modus_operandi, f.maritime_event, f.vessel_type);
-    let field = match unknown {
-        None => return Ok(()),
-        Some("modus_operandi") => "filter.modus_operandi",
-        Some("maritime_event") => "filter.maritime_event",
-        Some(_) => "filter.vessel_type",
-    };
-    Err(bad(field, "is not one of the values the enum defines"))
+    match crate::report::unknown_filter_enum(f.modus_operandi, f.maritime_event, f.vessel_type) {
+        None => Ok(()),
+        Some(field) => Err(bad(
+            prefixed(field),
+            "is not one of the values the enum defines",
+        )),
+    }
+}
+
+/// The categories a filter without a category covers: both, or the one whose reports
+/// alone have a field it sets (modus operandi; maritime event, vessel type). Fields of
+/// both categories match no report and are refused.
+fn categories_filtered(f: &pb::AggregateFilter) -> Result<Vec<Category>, FilterError> {
+    let set =
+        crate::report::filters_of_one_category(f.modus_operandi, f.maritime_event, f.vessel_type);
+    match set.as_slice() {
+        [] => Ok(Category::ALL.to_vec()),
+        [(first, category), rest @ ..] => match rest.iter().find(|(_, c)| c != category) {
+            None => Ok(vec![*category]),
+            Some((other, theirs)) => Err(bad(
+                prefixed(other),
+                format!(
+                    "applies to {} only, and filter.{first} to {} only: no report has both; \
+                     leave one out",
+                    theirs.plural(),
+                    category.plural()
+                ),
+            )),
+        },
+    }
 }
 
 /// The metrics asked for, each once.
@@ -382,6 +412,9 @@ fn prefixed(field: &'static str) -> &'static str {
         "route_countries" => "filter.route_countries",
         "nationalities" => "filter.nationalities",
         "bbox" => "filter.bbox",
+        "modus_operandi" => "filter.modus_operandi",
+        "maritime_event" => "filter.maritime_event",
+        "vessel_type" => "filter.vessel_type",
         other => other,
     }
 }
@@ -644,4 +677,62 @@ pub fn aggregate<P: std::ops::Deref<Target = Projection>>(
     }
     answer.in_scope = source::states_in_scope(snapshot, query)?;
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn categories_of(filter: pb::AggregateFilter) -> Result<Vec<Category>, FilterError> {
+        let request = pb::AggregateRequest {
+            group_by: vec![pb::Dimension::Year as i32],
+            metrics: vec![pb::Metric::Reports as i32],
+            filter: Some(filter),
+        };
+        AggregateQuery::from_request(&request).map(|q| q.categories().collect())
+    }
+
+    #[test]
+    fn a_filter_without_a_category_covers_the_one_its_fields_belong_to() {
+        assert_eq!(
+            categories_of(pb::AggregateFilter::default()).unwrap(),
+            Category::ALL
+        );
+        let wooden = pb::VesselType::WoodenBoat as i32;
+        let rescue = pb::MaritimeEvent::Rescue as i32;
+        let sea = pb::ModusOperandi::Sea as i32;
+        for (filter, covered) in [
+            (
+                pb::AggregateFilter {
+                    vessel_type: wooden,
+                    maritime_event: rescue,
+                    ..Default::default()
+                },
+                Category::MaritimeMovement,
+            ),
+            (
+                pb::AggregateFilter {
+                    modus_operandi: sea,
+                    ..Default::default()
+                },
+                Category::SmugglingIncident,
+            ),
+        ] {
+            assert_eq!(categories_of(filter).unwrap(), [covered]);
+        }
+        let both = categories_of(pb::AggregateFilter {
+            modus_operandi: sea,
+            vessel_type: wooden,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(both.field, "filter.vessel_type", "{}", both.reason);
+        let other = categories_of(pb::AggregateFilter {
+            category: pb::Category::MaritimeMovement as i32,
+            modus_operandi: sea,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(other.field, "filter.modus_operandi", "{}", other.reason);
+    }
 }

@@ -733,22 +733,25 @@ fn print_audit(entries: &[pb::AuditEntry], json: bool) -> anyhow::Result<()> {
 /// validity ends at the next midnight.
 fn parse_until(text: &str) -> Result<i64, String> {
     super::reads::parse_instant(text)?;
-    not_the_epoch(tidemark::calendar::parse_until(text).unwrap_or_default())
+    after_the_epoch(
+        text,
+        tidemark::calendar::parse_until(text).unwrap_or_default(),
+    )
 }
 
 /// `--compromised-at`: a date-time, or a date from its midnight (UTC).
 fn parse_compromised_at(text: &str) -> Result<i64, String> {
-    not_the_epoch(super::reads::parse_instant(text)?)
+    after_the_epoch(text, super::reads::parse_instant(text)?)
 }
 
-/// Refuses the Unix epoch itself, which the API reads as "not given" (now, or no end).
-fn not_the_epoch(at: i64) -> Result<i64, String> {
-    if at == 0 {
-        Err(
-            "1970-01-01T00:00:00Z is 0 in the API, which means \"not given\"; give a time \
-             a second before or after it"
-                .to_owned(),
-        )
+/// A time after the Unix epoch, as the exchange keeps them (0 in the API means "not
+/// given": now, or no end).
+fn after_the_epoch(text: &str, at: i64) -> Result<i64, String> {
+    if at <= 0 {
+        Err(format!(
+            "{text:?} is not after 1970-01-01T00:00:00Z: the exchange keeps times after the \
+             Unix epoch"
+        ))
     } else {
         Ok(at)
     }
@@ -780,11 +783,24 @@ mod tests {
     }
 
     #[test]
-    fn the_epoch_itself_is_refused_as_a_time_since_the_api_reads_it_as_not_given() {
-        assert!(parse_compromised_at("1970-01-01T00:00:00Z").is_err());
+    fn a_time_up_to_the_epoch_is_refused_naming_what_was_given() {
+        for before in [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+        ] {
+            let said = parse_compromised_at(before).unwrap_err();
+            assert!(
+                said.starts_with(&format!("{before:?} is not after 1970")),
+                "{said}"
+            );
+            let said = parse_until(before).unwrap_err();
+            assert!(
+                said.starts_with(&format!("{before:?} is not after 1970")),
+                "{said}"
+            );
+        }
         assert_eq!(parse_compromised_at("1970-01-01T00:00:01Z"), Ok(1));
-        assert_eq!(parse_compromised_at("1969-12-31T23:59:59Z"), Ok(-1));
-        assert!(parse_until("1970-01-01T00:00:00Z").is_err());
         assert_eq!(parse_until("1970-01-01"), Ok(86_400));
     }
 }

@@ -52,7 +52,8 @@ pub struct AggregateArgs {
     /// Last month (YYYY-MM, inclusive); a date (YYYY-MM-DD) must be a month's last day.
     #[arg(long, value_name = "MONTH|DATE")]
     to: Option<String>,
-    /// One category only (default: both).
+    /// One category only (default: both, or the one a --modus-operandi, --maritime-event
+    /// or --vessel-type filter belongs to).
     #[arg(long, value_enum)]
     category: Option<CategoryArg>,
     #[command(flatten)]
@@ -104,7 +105,10 @@ pub(super) fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
         return Ok(calendar::format_date(date));
     }
     let first = calendar::parse_month(text).ok_or_else(|| {
-        anyhow!("{text:?} is not a month YYYY-MM or a date YYYY-MM-DD (e.g. 2024-03 or 2024-03-09)")
+        anyhow!(calendar::refusal(
+            text,
+            "a month YYYY-MM or a date YYYY-MM-DD (e.g. 2024-03 or 2024-03-09)"
+        ))
     })?;
     let day = if end {
         first.month().length(first.year())

@@ -106,9 +106,9 @@ pub struct FilterArgs {
 /// An RFC 3339 date-time, or a date (its midnight UTC), as Unix seconds.
 pub fn parse_instant(text: &str) -> Result<i64, String> {
     tidemark::calendar::parse_instant(text).ok_or_else(|| {
-        format!(
-            "{text:?} is not a date-time 2024-03-09T12:00:00Z (RFC 3339, with its offset) \
-             or a date 2024-03-09"
+        tidemark::calendar::refusal(
+            text,
+            "a date-time 2024-03-09T12:00:00Z (RFC 3339, with its offset) or a date 2024-03-09",
         )
     })
 }
@@ -366,8 +366,8 @@ async fn budgeted<T, Fut: std::future::Future<Output = Result<T, tonic::Status>>
                 let wait = pushback(&status).unwrap_or_default();
                 errln!(
                     "the server's budget of reads for this certificate is spent for now; \
-                     continuing in {:.1} s",
-                    wait.as_secs_f64()
+                     continuing in {}",
+                    tidemark::clock::format_wait(wait)
                 );
                 tokio::time::sleep(wait).await;
             }

@@ -41,6 +41,7 @@ pub struct ReportFilter {
         long,
         value_delimiter = ',',
         allow_hyphen_values = true,
+        value_parser = degrees,
         value_name = "MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
     )]
     bbox: Vec<f64>,
@@ -88,6 +89,22 @@ fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
         }),
         _ => bail!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
     })
+}
+
+/// One edge of `--bbox`: a decimal number of degrees, `-10` or `110.5` (no sign but a
+/// leading minus, no exponent, no spaces).
+fn degrees(text: &str) -> Result<f64, String> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return Err(format!(
+            "{text:?} is not a number of degrees (e.g. -10 or 110.5); give four, \
+             comma-separated, without spaces: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
+        ));
+    }
+    text.parse()
+        .map_err(|e| format!("{text:?} is not a number of degrees: {e}"))
 }
 
 /// "rubber-dinghy" → the value of `VESSEL_TYPE_RUBBER_DINGHY`, through `from_name`, in
@@ -166,6 +183,27 @@ mod tests {
             let said = parse_vessel(wrong).unwrap_err();
             assert!(
                 said.ends_with("speedboat, cargo-ship, other"),
+                "{wrong}: {said}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bbox_edge_is_a_decimal_number_of_degrees() {
+        for (text, degrees_) in [
+            ("-10", -10.0),
+            ("110.5", 110.5),
+            ("0", 0.0),
+            ("-0.25", -0.25),
+        ] {
+            assert_eq!(degrees(text), Ok(degrees_), "{text}");
+        }
+        for wrong in [
+            "", " -10", "+10", "1e3", "inf", "NaN", "10.", ".5", "--1", "1,5", "١٠",
+        ] {
+            let said = degrees(wrong).unwrap_err();
+            assert!(
+                said.contains("is not a number of degrees"),
                 "{wrong}: {said}"
             );
         }

@@ -61,6 +61,14 @@ impl Category {
         }
     }
 
+    /// `smuggling incidents` or `maritime movements`, for sentences.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::SmugglingIncident => "smuggling incidents",
+            Self::MaritimeMovement => "maritime movements",
+        }
+    }
+
     /// The wire value.
     pub fn to_pb(self) -> pb::Category {
         match self {
@@ -194,6 +202,30 @@ pub(crate) fn unknown_filter_enum(
     ]
     .into_iter()
     .find_map(|(field, known)| (!known).then_some(field))
+}
+
+/// A read filter's fields that only one category's reports have, by their proto names,
+/// each with that category: modus operandi (smuggling incidents), maritime event and
+/// vessel type (maritime movements). Only the fields set (non-zero) are listed: a filter
+/// on one of them matches no report of the other category.
+pub(crate) fn filters_of_one_category(
+    modus_operandi: i32,
+    maritime_event: i32,
+    vessel_type: i32,
+) -> Vec<(&'static str, Category)> {
+    [
+        (
+            "modus_operandi",
+            modus_operandi,
+            Category::SmugglingIncident,
+        ),
+        ("maritime_event", maritime_event, Category::MaritimeMovement),
+        ("vessel_type", vessel_type, Category::MaritimeMovement),
+    ]
+    .into_iter()
+    .filter(|(_, value, _)| *value != 0)
+    .map(|(field, _, category)| (field, category))
+    .collect()
 }
 
 /// `text` cut to at most `max` characters, marked with `…` where it was cut.

@@ -245,7 +245,10 @@ impl Check {
         let Some(date) = parse_date(value) else {
             self.fail(
                 field,
-                format!("{value:?} is not a date YYYY-MM-DD (RFC 3339 full-date, e.g. 2024-03-09)"),
+                crate::calendar::refusal(
+                    value,
+                    "a date YYYY-MM-DD (RFC 3339 full-date, e.g. 2024-03-09)",
+                ),
             );
             return None;
         };

@@ -279,14 +279,20 @@ impl Context {
         req: pb::SyncRequest,
     ) -> Result<Guarded<pb::SyncItem>, Status> {
         let state = node_state(peer)?;
-        let category = Category::from_pb(req.category).ok_or_else(|| {
-            super::status::invalid_field(
-                "category",
-                "category is required: smuggling incident or maritime movement",
-            )
+        let category = Category::required(req.category).map_err(|reason| {
+            super::status::invalid_field("category", format!("category: {reason}"))
         })?;
         let detail = audit_detail(&req);
         let snap = self.snapshot()?;
+        let end = snap.last_sequence()?;
+        if req.after_sequence > end {
+            return Err(Status::out_of_range(format!(
+                "after_sequence {} is past the newest change this server holds ({end}): it \
+                 was given by another server, or by this one before its store was restored \
+                 from a backup. Sync from 0 into an empty mirror",
+                req.after_sequence
+            )));
+        }
         let standing = self
             .require_standing(peer, &snap, state, category, "sync", &detail)
             .await?;
@@ -296,7 +302,6 @@ impl Context {
             action: "sync",
             category,
         };
-        let end = snap.last_sequence()?;
         let gate = self.gate(end, state);
         let with_proofs = req.include_log_proofs;
         let mut pages = Pages::new(self, snap);
@@ -510,9 +515,9 @@ impl Context {
         let mut status = Status::resource_exhausted(format!(
             "this caller has started {n} reads that go on the audit record within the last \
              minute, as many as limits.reads_per_minute_per_principal = {n} allows; try again \
-             in {secs:.1} s (a read that continues from a cursor counts as a new read)",
+             in {wait} (a read that continues from a cursor counts as a new read)",
             n = self.reads_per_minute,
-            secs = wait.as_secs_f64(),
+            wait = crate::clock::format_wait(wait),
         ));
         status.metadata_mut().insert(
             RETRY_PUSHBACK,

@@ -1,8 +1,9 @@
 //! Reading the text files people hand over: certificates, keys, CSRs, manifests. A UTF-8
 //! byte-order mark, which some editors and spreadsheet programs write first, is not
-//! part of the text: it is skipped, whatever the format. And replacing the files the
-//! server keeps rewriting (the CRL, the access journal) so that a crash leaves the old
-//! one or the new one, never half of either.
+//! part of the text: it is skipped, whatever the format. And writing files whole or not
+//! at all: those the server keeps rewriting (the CRL, the access journal), so that a crash
+//! leaves the old one or the new one, never half of either; and those the CLI makes (keys,
+//! CSRs, receipts, charts), so that a full disk or a kill leaves no empty or cut file.
 
 use std::{io, path::Path};
 
@@ -49,17 +50,83 @@ fn two_boms() -> io::Error {
 /// Replaces the file at `path` with `contents` atomically and durably: written to a
 /// temporary file beside it, flushed to disk, renamed over it, and the directory flushed.
 /// A crash at any point leaves the old file or the new one (rewritten in place, a kill
-/// between truncating and writing left the CRL empty, and no server could start on it).
+/// between truncating and writing left the CRL empty, and no server could start on it);
+/// a failure (a full disk, say) leaves the old one and no temporary file.
 pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
+    place(path, contents, Placing::Replace)
+}
+
+/// [`replace`], the new file readable by its owner only (0600 on Unix): a private key.
+pub fn replace_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    place(path, contents, Placing::ReplacePrivate)
+}
+
+/// Writes `contents` to a new file at `path`, whole or not at all: written to a temporary
+/// file beside it and flushed, then linked into place only if no file is there
+/// (`AlreadyExists` otherwise: of two runs at once, one writes it). A failure (a full
+/// disk, say) leaves no file at `path` and no temporary one. `private`: readable by its
+/// owner only (0600 on Unix).
+pub fn create_new(path: &Path, contents: &[u8], private: bool) -> io::Result<()> {
+    place(
+        path,
+        contents,
+        if private {
+            Placing::NewPrivate
+        } else {
+            Placing::New
+        },
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placing {
+    Replace,
+    ReplacePrivate,
+    New,
+    NewPrivate,
+}
+
+fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
     use std::io::Write;
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".tmp");
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Hidden, and one per process and call: two runs writing one file at once never
+    // write into each other's temporary file.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
     let temporary = path.with_file_name(name);
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
+    let written = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if matches!(placing, Placing::ReplacePrivate | Placing::NewPrivate) {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        match placing {
+            Placing::Replace | Placing::ReplacePrivate => std::fs::rename(&temporary, path),
+            Placing::New | Placing::NewPrivate => match std::fs::hard_link(&temporary, path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists && !path.exists() => {
+                    // A file system without hard links: not atomic against another run
+                    // at the same moment, but never over a file that was there.
+                    std::fs::rename(&temporary, path)
+                }
+                linked => linked,
+            },
+        }
+    })();
+    // Gone after a rename; after a link or a failure, the copy no one needs.
+    let _ = std::fs::remove_file(&temporary);
+    written?;
     let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
     std::fs::File::open(directory.unwrap_or_else(|| Path::new(".")))?.sync_all()
 }
@@ -103,5 +170,34 @@ mod tests {
         assert_ne!(std::fs::metadata(&path).unwrap().ino(), before);
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn a_new_file_is_made_whole_and_never_over_another() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("k.key");
+        create_new(&path, b"secret", true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = create_new(&path, b"other", true).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let public = dir.path().join("k.pub.pem");
+        create_new(&public, b"public", false).unwrap();
+        replace_private(&public, b"now private").unwrap();
+        let mode = std::fs::metadata(&public).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Where it cannot be made, nothing is left: no file, no temporary.
+        let nowhere = dir.path().join("k.key").join("x");
+        assert!(create_new(&nowhere, b"x", false).is_err());
+        assert!(replace(&nowhere, b"x").is_err());
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["k.key", "k.pub.pem"]);
     }
 }

@@ -663,38 +663,28 @@ fn write_pair(dir: &Path, stem: &str, issued: &IssuedCert) -> Result<[PathBuf; 2
 }
 
 fn write_public(path: &Path, contents: &str) -> Result<PathBuf, PkiError> {
-    fs::write(path, contents).map_err(|e| PkiError::io(path, e))?;
+    crate::files::replace(path, contents.as_bytes()).map_err(|e| PkiError::io(path, e))?;
     Ok(path.to_owned())
 }
 
-/// Writes a private key readable by its owner only (0600), replacing any old file.
+/// Writes a private key readable by its owner only (0600), replacing any old file; whole
+/// or not at all ([`crate::files::replace_private`]).
 pub fn write_private(path: &Path, contents: &str) -> Result<PathBuf, PkiError> {
-    let _ = fs::remove_file(path);
-    write_new(path, contents, true)
+    crate::files::replace_private(path, contents.as_bytes()).map_err(|e| PkiError::io(path, e))?;
+    Ok(path.to_owned())
 }
 
 /// Writes `contents` to a new file at `path` (readable by its owner only when
-/// `private`), never replacing one: an existing file is [`PkiError::Exists`].
+/// `private`), whole or not at all, never replacing one: an existing file is
+/// [`PkiError::Exists`] ([`crate::files::create_new`]).
 pub fn write_new(path: &Path, contents: &str, private: bool) -> Result<PathBuf, PkiError> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    if private {
-        options.mode(0o600);
-    }
-    let mut file = options.open(path).map_err(|e| {
+    crate::files::create_new(path, contents.as_bytes(), private).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             PkiError::Exists(path.to_owned())
         } else {
             PkiError::io(path, e)
         }
     })?;
-    file.write_all(contents.as_bytes())
-        .map_err(|e| PkiError::io(path, e))?;
     Ok(path.to_owned())
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use common::{
     TestPki, TestServer,
-    cli::{args as strings, run, run_ok},
+    cli::{args as strings, assert_ok, run, run_ok},
     cli_profile as profile,
 };
 
@@ -254,11 +254,25 @@ fn query_takes_months_as_aggregate_does() {
         ]);
         assert!(said.contains("loading profile"), "{from} {to}: {said}");
     }
-    let said = offline(&["query", "--category", "smuggling", "--from", "2021-13"]);
+    let said = offline(&["query", "--category", "smuggling", "--from", "2021-1"]);
     assert!(
         said.contains("is not a month YYYY-MM or a date YYYY-MM-DD"),
         "{said}"
     );
+    // A month or day that does not exist is named as such.
+    for (from, says) in [
+        (
+            "2021-13",
+            "\"2021-13\" does not exist: there is no month 13",
+        ),
+        (
+            "2021-02-29",
+            "\"2021-02-29\" does not exist: February 2021 has 28 days",
+        ),
+    ] {
+        let said = offline(&["query", "--category", "smuggling", "--from", from]);
+        assert!(said.contains(says), "{said}");
+    }
 }
 
 #[test]
@@ -1885,7 +1899,7 @@ async fn verify_checks_every_file_and_names_those_it_cannot_read() {
     // JSON) are reported, each once; the file after them is still checked.
     std::fs::write(at("empty.jsonl"), "").unwrap();
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
-    let pretty = format!("{0:#}\n{0:#}\n", first);
+    let pretty = format!("{first:#}\n{first:#}\n");
     std::fs::write(at("pretty.json"), pretty).unwrap();
     let out = verify(&[
         &at("empty.jsonl"),
@@ -2457,4 +2471,167 @@ async fn every_key_exported_is_read_back_with_its_validity() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(said.starts_with("valid: report"), "{said}");
+}
+
+/// Runs the binary in `dir` where no file can grow (`ulimit -f 0`, SIGXFSZ ignored, so a
+/// write fails with EFBIG as on a full disk).
+fn run_without_room(args: &[String], dir: &std::path::Path) -> Output {
+    Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 0; exec \"$0\" \"$@\""])
+        .arg(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A file the CLI makes is whole or absent: a write that fails (a full disk) leaves no
+/// empty or cut key, CSR, receipt, proof or key export, nor a temporary file, and the
+/// next run with room succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_cannot_be_written_is_not_left_behind() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let client = ["--endpoint", endpoint.as_str(), "--as", aus.as_str()];
+    let sample = run_ok(strings(&[
+        "sample-reports",
+        "--count",
+        "1",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    std::fs::write(dir.path().join("r0.json"), sample.trim_end()).unwrap();
+    let mut before = names_in(dir.path());
+    let online = |command: &[&str]| strings(&[command, &client[..]].concat());
+    let cases: [(Vec<String>, &str, &str); 5] = [
+        (
+            strings(&["keygen", "--out", "k"]),
+            "k.key",
+            "nothing was written",
+        ),
+        (
+            strings(&[
+                "pki", "csr", "--state", "AUS", "--role", "node", "--name", "c2", "--out", ".",
+            ]),
+            "c2.key",
+            "nothing was written",
+        ),
+        (
+            online(&[
+                "submit",
+                "r0.json",
+                "--receipt-out",
+                "r0.proof",
+                "--signed-receipt-out",
+                "r0.sig",
+            ]),
+            "r0.proof",
+            "the envelope was accepted, but its signed receipt",
+        ),
+        (
+            online(&["log", "proof", "--index", "0", "--out", "p.proof"]),
+            "p.proof",
+            "cannot write",
+        ),
+        (online(&["keys", "--out", "kk"]), "kk", "cannot write"),
+    ];
+    for (command, made, says) in cases {
+        let here = dir.path().to_owned();
+        let refused = {
+            let command = command.clone();
+            tokio::task::spawn_blocking(move || run_without_room(&command, &here))
+                .await
+                .unwrap()
+        };
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{command:?}: {stderr}");
+        assert!(stderr.contains(says), "{command:?}: {stderr}");
+        // Nothing but a directory the command makes (empty).
+        let left: Vec<String> = names_in(dir.path())
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect();
+        assert!(
+            left.is_empty() || (left == ["kk"] && names_in(&dir.path().join("kk")).is_empty()),
+            "{command:?}: {left:?}"
+        );
+        if command[0] == "submit" {
+            // Accepted all the same: the receipt comes with a duplicate.
+            assert!(stderr.contains("nor its log proof"), "{stderr}");
+        } else {
+            let (command, here) = (command.clone(), dir.path().to_owned());
+            let again = tokio::task::spawn_blocking(move || {
+                Command::new(BIN)
+                    .args(&command)
+                    .current_dir(here)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            assert_ok(&again);
+            assert!(dir.path().join(made).exists(), "{made}");
+        }
+        let _ = std::fs::remove_dir(dir.path().join("kk"));
+        before = names_in(dir.path());
+    }
+}
+
+/// A receipt or proof is never written over a file: the report submitted, say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_receipt_or_proof_is_written_over_a_file() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let client = ["--endpoint", endpoint.as_str(), "--as", aus.as_str()];
+    let online = |command: &[&str]| strings(&[command, &client[..]].concat());
+    let sample = run_ok(strings(&[
+        "sample-reports",
+        "--count",
+        "1",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    std::fs::write(dir.path().join("r1.json"), sample.trim_end()).unwrap();
+    let report = std::fs::read(dir.path().join("r1.json")).unwrap();
+    for command in [
+        online(&["submit", "r1.json", "--receipt-out", "r1.json"]),
+        online(&["log", "proof", "--index", "0", "--out", "r1.json"]),
+    ] {
+        let here = dir.path().to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(&command)
+                .current_dir(here)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("r1.json already exists"), "{stderr}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("accepted"));
+    }
+    assert_eq!(std::fs::read(dir.path().join("r1.json")).unwrap(), report);
 }

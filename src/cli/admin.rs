@@ -3,7 +3,7 @@
 use super::whole::whole;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use tidemark::{
     client,
@@ -184,7 +184,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .crl_pem;
             match out {
-                Some(path) => std::fs::write(&path, crl)?,
+                Some(path) => tidemark::files::replace(&path, crl.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?,
                 None => out!("{crl}")?,
             }
         }

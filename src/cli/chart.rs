@@ -233,7 +233,8 @@ pub fn write(
     } else {
         svg.into_bytes()
     };
-    std::fs::write(path, bytes).map_err(|e| anyhow!("cannot write it: {e}"))?;
+    // Whole or not at all: a refusal says no chart was written, and none is.
+    tidemark::files::replace(path, &bytes).map_err(|e| anyhow!("cannot write it: {e}"))?;
     Ok(())
 }
 

@@ -52,7 +52,7 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
         pki::PkiError::Exists(path) => {
             anyhow::anyhow!("{} already exists; choose another --out", path.display())
         }
-        e => e.into(),
+        e => anyhow::anyhow!("{e}; nothing was written, run it again"),
     })?;
     outln!("key id {}", key.key_id())?;
     outln!("private key  {}", key_path.display())?;

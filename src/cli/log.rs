@@ -47,8 +47,8 @@ pub struct ProofArgs {
     /// checkpoint for each batch it committed; a size it has none of is NOT_FOUND.
     #[arg(long, allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
-    /// Where to write it (default: stdout); a file that exists is replaced, as
-    /// `submit --receipt-out` replaces one.
+    /// Where to write it (default: stdout): a new file, written whole or not at all; a
+    /// file that exists is never replaced (as by `submit --receipt-out`).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -235,8 +235,10 @@ async fn proof(args: ProofArgs) -> anyhow::Result<()> {
     .encode();
     match &args.out {
         Some(path) => {
-            std::fs::write(path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            // A receipt is evidence: never written over another file, and whole or not
+            // at all.
+            tidemark::files::create_new(path, text.as_bytes(), false)
+                .map_err(|e| super::submit::unwritten(path, &e))?;
         }
         None => out!("{text}")?,
     }

@@ -119,45 +119,54 @@ pub struct InitArgs {
     force: bool,
 }
 
+/// `pki csr`: a new private key and a CSR for it, both or neither.
+fn csr(args: &CsrArgs) -> anyhow::Result<()> {
+    let principal = args.identity.principal()?;
+    if principal.role() == tidemark::identity::Role::Operator {
+        anyhow::bail!(
+            "operator certificates are not issued from CSRs (`admin issue` refuses \
+             them); make one offline from the CA files: `tidemark pki issue --role \
+             operator --name {} --ca-dir DIR`",
+            principal.name()
+        );
+    }
+    let (key, csr) = pki::make_csr(&principal)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", args.out.display()))?;
+    let key_path = args.out.join(format!("{}.key", args.identity.name));
+    let csr_path = args.out.join(format!("{}.csr.pem", args.identity.name));
+    if key_path.exists() {
+        anyhow::bail!(
+            "{} already exists; choose another --name or --out",
+            key_path.display()
+        );
+    }
+    let refused = |e| match e {
+        pki::PkiError::Exists(path) => anyhow::anyhow!(
+            "{} already exists; choose another --name or --out",
+            path.display()
+        ),
+        e => anyhow::anyhow!("{e}; nothing was written, run it again"),
+    };
+    // A new file: of two runs at once, one writes the key, the other stops.
+    pki::write_new(&key_path, &key, true).map_err(refused)?;
+    // Both or neither: a key without its CSR would block the next run.
+    if let Err(e) = pki::write_new(&csr_path, &csr, false) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(refused(e));
+    }
+    outln!("requested identity {}", principal.spiffe_id())?;
+    outln!("private key  {} (keep it here)", key_path.display())?;
+    outln!(
+        "CSR          {} (send it to an operator)",
+        csr_path.display()
+    )?;
+    Ok(())
+}
+
 pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     match command {
-        PkiCommand::Csr(args) => {
-            let principal = args.identity.principal()?;
-            if principal.role() == tidemark::identity::Role::Operator {
-                anyhow::bail!(
-                    "operator certificates are not issued from CSRs (`admin issue` refuses \
-                     them); make one offline from the CA files: `tidemark pki issue --role \
-                     operator --name {} --ca-dir DIR`",
-                    principal.name()
-                );
-            }
-            let (key, csr) = pki::make_csr(&principal)?;
-            std::fs::create_dir_all(&args.out)?;
-            let key_path = args.out.join(format!("{}.key", args.identity.name));
-            let csr_path = args.out.join(format!("{}.csr.pem", args.identity.name));
-            if key_path.exists() {
-                anyhow::bail!(
-                    "{} already exists; choose another --name or --out",
-                    key_path.display()
-                );
-            }
-            // A new file: of two runs at once, one writes the key, the other stops.
-            pki::write_new(&key_path, &key, true).map_err(|e| match e {
-                pki::PkiError::Exists(path) => anyhow::anyhow!(
-                    "{} already exists; choose another --name or --out",
-                    path.display()
-                ),
-                e => e.into(),
-            })?;
-            std::fs::write(&csr_path, csr)?;
-            outln!("requested identity {}", principal.spiffe_id())?;
-            outln!("private key  {} (keep it here)", key_path.display())?;
-            outln!(
-                "CSR          {} (send it to an operator)",
-                csr_path.display()
-            )?;
-            Ok(())
-        }
+        PkiCommand::Csr(args) => csr(&args),
         PkiCommand::Issue(args) => {
             let principal = args.identity.principal()?;
             let read = |name: &str| {
@@ -169,7 +178,9 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                     anyhow::anyhow!("the CA in {} (ca.pem, ca.key): {e}", args.ca_dir.display())
                 })?;
             let issued = ca.issue_client(&principal, pki::Validity::days_from_now(args.days))?;
-            std::fs::create_dir_all(&args.out)?;
+            std::fs::create_dir_all(&args.out).map_err(|e| {
+                anyhow::anyhow!("cannot create the directory {}: {e}", args.out.display())
+            })?;
             let cert_path = args.out.join(format!("{}.pem", args.identity.name));
             let key_path = args.out.join(format!("{}.key", args.identity.name));
             // Never over another file: --name ca in the CA's directory would replace the

@@ -446,8 +446,10 @@ pub struct SyncArgs {
     client: ClientArgs,
 }
 
-/// Changes written between cursor updates.
+/// Changes written between cursor updates at most, and the longest time between two
+/// (a slow link's changes reach the disk as they come, not all at the end).
 const SYNC_CHECKPOINT: usize = 5_000;
+const SYNC_CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let name = args.category.name();
@@ -520,6 +522,7 @@ async fn mirror(args: &SyncArgs, cursor_path: &Path, data_path: &Path) -> anyhow
         .with_context(|| format!("cannot open {}", data_path.display()))?;
     let mut buffer = Vec::new();
     let (mut pending, mut total) = (0usize, 0u64);
+    let mut written = std::time::Instant::now();
     let started = cursor;
     let progress = super::progress::counter("changes received");
     // Where the current stream started: a stream the server ends for its length after
@@ -528,8 +531,8 @@ async fn mirror(args: &SyncArgs, cursor_path: &Path, data_path: &Path) -> anyhow
     let outcome = loop {
         match stream.message().await {
             Err(status) if continues(&status) && cursor > resumed_at => {
-                checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
-                pending = 0;
+                checkpoint(&mut file, &mut buffer, (&data_path, &cursor_path), cursor)?;
+                (pending, written) = (0, std::time::Instant::now());
                 resumed_at = cursor;
                 request.after_sequence = cursor;
                 match start_sync(&exchange, request).await {
@@ -554,16 +557,16 @@ async fn mirror(args: &SyncArgs, cursor_path: &Path, data_path: &Path) -> anyhow
                 pending += 1;
                 total += 1;
                 progress.inc(1);
-                if pending >= SYNC_CHECKPOINT {
-                    checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
-                    pending = 0;
+                if pending >= SYNC_CHECKPOINT || written.elapsed() >= SYNC_CHECKPOINT_AFTER {
+                    checkpoint(&mut file, &mut buffer, (&data_path, &cursor_path), cursor)?;
+                    (pending, written) = (0, std::time::Instant::now());
                 }
             }
             Ok(None) => break Ok(()),
             Err(status) => break Err(status),
         }
     };
-    checkpoint(&mut file, &mut buffer, &cursor_path, cursor)?;
+    checkpoint(&mut file, &mut buffer, (&data_path, &cursor_path), cursor)?;
     progress.finish_and_clear();
     match outcome {
         Ok(()) => {
@@ -620,7 +623,7 @@ fn own_mirror(dir: &Path, state: &str) -> anyhow::Result<()> {
             path.display()
         );
     }
-    fs::write(&path, format!("{state}\n"))
+    tidemark::files::replace(&path, format!("{state}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -830,10 +833,8 @@ fn trim_blank_end(file: &mut fs::File) -> anyhow::Result<()> {
 }
 
 fn write_cursor(cursor_path: &Path, cursor: u64) -> anyhow::Result<()> {
-    let tmp = cursor_path.with_extension("cursor.tmp");
-    fs::write(&tmp, format!("{cursor}\n"))?;
-    fs::rename(&tmp, cursor_path)?;
-    Ok(())
+    tidemark::files::replace(cursor_path, format!("{cursor}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", cursor_path.display()))
 }
 
 /// Makes the mirrored lines durable, then records the cursor (atomically), in that order,
@@ -841,11 +842,18 @@ fn write_cursor(cursor_path: &Path, cursor: u64) -> anyhow::Result<()> {
 fn checkpoint(
     file: &mut fs::File,
     buffer: &mut Vec<u8>,
-    cursor_path: &Path,
+    (data_path, cursor_path): (&Path, &Path),
     cursor: u64,
 ) -> anyhow::Result<()> {
-    file.write_all(buffer)?;
-    file.sync_data()?;
+    file.write_all(buffer)
+        .and_then(|()| file.sync_data())
+        .with_context(|| {
+            format!(
+                "cannot write the mirror {}: make room and run sync again (it resumes after \
+                 the last whole line)",
+                data_path.display()
+            )
+        })?;
     buffer.clear();
     write_cursor(cursor_path, cursor)
 }

@@ -116,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         record_dev_certificates(server.store(), dir, &config.trust_domain)?;
         // The log's verifier key beside the development CA, where `verify-receipt` looks.
         let vkey = dir.join("log.vkey");
-        std::fs::write(&vkey, format!("{}\n", server.log_verifier_key()))
+        tidemark::files::replace(&vkey, format!("{}\n", server.log_verifier_key()).as_bytes())
             .with_context(|| format!("cannot write {}", vkey.display()))?;
     }
     let listener = TcpListener::bind(config.listen)

@@ -48,10 +48,13 @@ pub struct SubmitArgs {
 struct ReceiptArgs {
     /// Also write the receipt to this file: a C2SP tlog proof (the envelope's log entry,
     /// its inclusion proof, the signed checkpoint), checked offline by `verify-receipt`.
+    /// A new file, whole or not at all: one that exists is refused before anything is
+    /// submitted (a receipt is never written over another file).
     #[arg(long, value_name = "FILE")]
     receipt_out: Option<PathBuf>,
     /// Also ask the server for a receipt signed with its receipt key (a DSSE JSON
-    /// envelope; one signature per submission, so not by default) and write it here.
+    /// envelope; one signature per submission, so not by default) and write it here (a
+    /// new file, as --receipt-out).
     #[arg(long, value_name = "FILE")]
     signed_receipt_out: Option<PathBuf>,
 }
@@ -257,39 +260,49 @@ impl<'a> ReceiptFiles<'a> {
     }
 
     /// Runs the submission `call`, having first found out that the receipt files can be
-    /// written (before anything is submitted); a file made for that check is removed
-    /// again when the submission is refused.
+    /// made (new files, in directories that take files) before anything is submitted.
     async fn around<T>(
         &self,
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> anyhow::Result<T> {
-        let mut made = Vec::new();
-        let remove = |made: Vec<&Path>| {
-            for path in made {
-                let _ = std::fs::remove_file(path);
-            }
-        };
         for path in [self.proof, self.signed].into_iter().flatten() {
-            let existed = path.exists();
-            let opened = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .with_context(|| format!("cannot write the receipt to {}", path.display()));
-            if let Err(e) = opened {
-                // Nothing was submitted: no empty receipt file is left either.
-                remove(made);
-                return Err(e);
-            }
-            if !existed {
-                made.push(path);
-            }
+            can_make(path)?;
         }
-        call.await.map_err(|status| {
-            remove(made);
-            anyhow!(client::explain(&status))
-        })
+        call.await
+            .map_err(|status| anyhow!(client::explain(&status)))
+    }
+}
+
+/// Whether a receipt can be made at `path`: no file is there (a receipt is evidence,
+/// never written over another file: the report submitted, say) and its directory takes
+/// a new file (one is made and removed again).
+fn can_make(path: &Path) -> anyhow::Result<()> {
+    if path.symlink_metadata().is_ok() {
+        return Err(unwritten(path, &std::io::ErrorKind::AlreadyExists.into()));
+    }
+    let mut probe = std::ffi::OsString::from(".");
+    probe.push(path.file_name().unwrap_or_default());
+    probe.push(format!(".{}.probe", std::process::id()));
+    let probe = path.with_file_name(probe);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| unwritten(path, &e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Why a receipt or proof could not be written to `path`.
+pub(super) fn unwritten(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        anyhow!(
+            "{} already exists: a receipt is never written over another file; choose another \
+             path, or remove that one first",
+            path.display()
+        )
+    } else {
+        anyhow!("cannot write {}: {e}", path.display())
     }
 }
 
@@ -361,24 +374,25 @@ fn print_accepted(
         ),
         ("log proof", out.proof, Some(response.log_proof.clone())),
     ];
+    // Each on its own, whole or not at all: one that cannot be written leaves the other.
     let mut written = Vec::new();
-    let mut failed = None;
+    let mut failed = Vec::new();
     for (what, path, contents) in files {
         let (Some(path), Some(contents)) = (path, contents) else {
             continue;
         };
-        match std::fs::write(path, contents) {
+        match tidemark::files::create_new(path, contents.as_bytes(), false) {
             Ok(()) => written.push((what, path)),
-            Err(e) => {
-                failed = Some(anyhow::Error::new(e).context(format!(
-                    "the envelope was accepted, but its {what} could not be written to {}; \
-                     submit it again to get it (a duplicate gets the original's)",
-                    path.display()
-                )));
-                break;
-            }
+            Err(e) => failed.push(format!("its {what} ({:#})", unwritten(path, &e))),
         }
     }
+    let failed = (!failed.is_empty()).then(|| {
+        anyhow!(
+            "the envelope was accepted, but {} could not be written; submit it again to get \
+             it (a duplicate gets the original's)",
+            failed.join(", nor ")
+        )
+    });
     if json {
         // The API's answer in the proto3 JSON mapping, `duplicate` written even when false.
         let mut value = super::json::value(response, "tidemark.v1.SubmitResponse");

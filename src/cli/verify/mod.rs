@@ -761,7 +761,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create the directory {}", dir.display()))?;
                 let path = dir.join(format!("{}-{}.pub.pem", k.state.to_lowercase(), k.key_id));
-                std::fs::write(&path, pem)
+                tidemark::files::replace(&path, pem.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 written.push(format!(
                     "{} {}{flag} -> {}",

@@ -341,15 +341,18 @@ fn utility(store: &Store, request: &pb::AggregateRequest) -> String {
     // Per metric: Σ relative error, cells, Σ |error|, Σ exact value.
     let mut errors = vec![(0.0f64, 0u32, 0.0f64, 0.0f64); request.metrics.len()];
     let mut lost = 0;
-    for (e, p) in exact.cells.iter().zip(&perturbed.cells) {
-        assert_eq!(e.keys, p.keys);
+    // The perturbed answer may list fewer cells (one of fewer reports than the minimum is
+    // not listed): cells are matched by their keys.
+    let shown: std::collections::HashMap<&Vec<String>, &pb::Cell> =
+        perturbed.cells.iter().map(|c| (&c.keys, c)).collect();
+    for e in &exact.cells {
         if e.suppressed != 0 || e.values[0] < 20 {
             continue;
         }
-        if p.suppressed != 0 {
+        let Some(p) = shown.get(&e.keys).filter(|p| p.suppressed == 0) else {
             lost += 1;
             continue;
-        }
+        };
         for (i, (sum, n, off, total)) in errors.iter_mut().enumerate() {
             if e.values[i] > 0 {
                 let error = e.values[i].abs_diff(p.values[i]) as f64;

@@ -1409,6 +1409,11 @@ async fn import_refuses_what_it_would_misread_csv_quoting_and_files_of_another_f
             serde_json::to_string_pretty(&one).unwrap(),
             "one JSON document",
         ),
+        (
+            "two.json",
+            format!("{one:#}\n{one:#}\n"),
+            "holds 2 JSON documents, each over several lines",
+        ),
         ("export.txt", text.clone(), "holds CSV"),
     ] {
         let file = dir.path().join(name);

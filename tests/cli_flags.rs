@@ -2447,6 +2447,33 @@ async fn every_key_exported_is_read_back_with_its_validity() {
     // Shown as written, not as Unix seconds.
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains(" to 9999-12-31"), "{said}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Registered again with another end: the registration stands, and the CLI says so.
+    let again = run(strings(&[
+        "admin",
+        "register-key",
+        "--state",
+        "IDN",
+        "--public-key",
+        &at("far.pub.pem"),
+        "--valid-until",
+        "2090-01-01",
+        "--endpoint",
+        &endpoint,
+        "--as",
+        &at("ops"),
+    ]))
+    .await;
+    assert!(String::from_utf8_lossy(&again.stdout).contains(" to 9999-12-31"));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains("a registration is not changed") && said.contains("not until 2090-01-02"),
+        "{said}"
+    );
     run_ok(strings(&[
         "keys",
         "--out",
@@ -2528,9 +2555,9 @@ async fn a_file_that_cannot_be_written_is_not_left_behind() {
         ),
         (
             strings(&[
-                "pki", "csr", "--state", "AUS", "--role", "node", "--name", "c2", "--out", ".",
+                "pki", "csr", "--state", "AUS", "--role", "node", "--name", "c2", "--out", "csr",
             ]),
-            "c2.key",
+            "csr/c2.csr.pem",
             "nothing was written",
         ),
         (

@@ -166,6 +166,18 @@ impl Dimension {
     pub fn multi_valued(self) -> bool {
         matches!(self, Self::Counted(c) if c.multi_valued())
     }
+
+    /// The category whose reports alone have this dimension (the other's fall under
+    /// "none"), if only one has it.
+    fn only_of(self) -> Option<Category> {
+        match self {
+            Self::Counted(Cuboid::ModusOperandi) => Some(Category::SmugglingIncident),
+            Self::Counted(Cuboid::MaritimeEvent | Cuboid::VesselType) => {
+                Some(Category::MaritimeMovement)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What a cell can report.
@@ -182,6 +194,46 @@ impl Metric {
     pub fn from_pb(value: i32) -> Option<Self> {
         METRICS.iter().find(|m| m.1 as i32 == value).map(|m| m.2)
     }
+
+    /// The category whose reports alone record this metric, if only one does.
+    fn only_of(self) -> Option<Category> {
+        match self {
+            Self::Sum(Additive::FacilitatorsArrested) | Self::FeePerPerson => {
+                Some(Category::SmugglingIncident)
+            }
+            Self::Sum(_) => None,
+        }
+    }
+}
+
+/// Refuses, for a table of one category, a dimension or a metric that only the other
+/// category's reports have: its column would be "none" or zero throughout.
+fn of_the_category(
+    category: Category,
+    dimensions: &[Dimension],
+    metrics: &[Metric],
+) -> Result<(), FilterError> {
+    let other = |theirs: Category, name: &str| {
+        format!(
+            "{name} applies to {} only, and this table is of {}: leave it out, or ask for \
+             that category",
+            theirs.plural(),
+            category.plural()
+        )
+    };
+    for d in dimensions {
+        if let Some(theirs) = d.only_of().filter(|c| *c != category) {
+            let name = DIMENSIONS.iter().find(|n| n.2 == *d).map_or("?", |n| n.0);
+            return Err(bad("group_by", other(theirs, name)));
+        }
+    }
+    for m in metrics {
+        if let Some(theirs) = m.only_of().filter(|c| *c != category) {
+            let name = METRICS.iter().find(|n| n.2 == *m).map_or("?", |n| n.0);
+            return Err(bad("metrics", other(theirs, name)));
+        }
+    }
+    Ok(())
 }
 
 /// A checked aggregate query.
@@ -258,6 +310,9 @@ impl AggregateQuery {
                 ));
             }
         };
+        if let [category] = categories.as_slice() {
+            of_the_category(*category, &dimensions, &metrics)?;
+        }
         let filters: Vec<(Category, QueryFilter)> = categories
             .into_iter()
             .map(|category| {
@@ -734,5 +789,61 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(other.field, "filter.modus_operandi", "{}", other.reason);
+    }
+
+    #[test]
+    fn a_table_of_one_category_refuses_what_only_the_other_has() {
+        use pb::{Category as C, Dimension as D, Metric as M};
+        let query = |category: pb::Category, group_by: pb::Dimension, metric: pb::Metric| {
+            AggregateQuery::from_request(&pb::AggregateRequest {
+                group_by: vec![group_by as i32],
+                metrics: vec![metric as i32],
+                filter: Some(pb::AggregateFilter {
+                    category: category as i32,
+                    ..Default::default()
+                }),
+            })
+        };
+        for (category, group_by, metric, field) in [
+            (
+                C::MaritimeMovement,
+                D::Year,
+                M::FacilitatorsArrested,
+                "metrics",
+            ),
+            (C::MaritimeMovement, D::Year, M::FeePerPerson, "metrics"),
+            (
+                C::MaritimeMovement,
+                D::ModusOperandi,
+                M::Reports,
+                "group_by",
+            ),
+            (C::SmugglingIncident, D::VesselType, M::Reports, "group_by"),
+            (
+                C::SmugglingIncident,
+                D::MaritimeEvent,
+                M::Persons,
+                "group_by",
+            ),
+        ] {
+            let refused = query(category, group_by, metric).unwrap_err();
+            assert_eq!(refused.field, field, "{}", refused.reason);
+            assert!(
+                refused.reason.contains(" only, and this table is of "),
+                "{}",
+                refused.reason
+            );
+        }
+        for (category, group_by, metric) in [
+            (C::SmugglingIncident, D::ModusOperandi, M::FeePerPerson),
+            (C::MaritimeMovement, D::VesselType, M::Deaths),
+            // Both categories: the other's reports fall under "none".
+            (C::Unspecified, D::VesselType, M::FacilitatorsArrested),
+        ] {
+            assert!(
+                query(category, group_by, metric).is_ok(),
+                "{group_by:?} {metric:?}"
+            );
+        }
     }
 }

@@ -193,20 +193,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             state,
             public_key,
             valid_until,
-        } => {
-            let pem = super::input::read_text(&public_key)?;
-            let info = admin
-                .register_signing_key(pb::RegisterSigningKeyRequest {
-                    state: state.to_string(),
-                    public_key_pem: pem,
-                    valid_from_unix: 0,
-                    valid_until_unix: valid_until.unwrap_or(0),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            print_key(&info)?;
-        }
+        } => register_key(&mut admin, &state, &public_key, valid_until).await?,
         AdminCommand::RevokeKey {
             key_id,
             reason,
@@ -605,6 +592,38 @@ fn expiring_days(text: &str) -> anyhow::Result<u32> {
             super::labels::printable(text)
         )
     })
+}
+
+/// `admin register-key`, saying when a key registered before keeps its validity.
+async fn register_key(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    state: &CountryCode,
+    public_key: &std::path::Path,
+    valid_until: Option<i64>,
+) -> anyhow::Result<()> {
+    let explain = |status: tonic::Status| anyhow!(client::explain(&status));
+    let pem = super::input::read_text(public_key)?;
+    let info = admin
+        .register_signing_key(pb::RegisterSigningKeyRequest {
+            state: state.to_string(),
+            public_key_pem: pem,
+            valid_from_unix: 0,
+            valid_until_unix: valid_until.unwrap_or(0),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    print_key(&info)?;
+    // A key registered before stays as it was (the API's no-op).
+    if let Some(asked) = valid_until.filter(|v| *v != info.valid_until_unix) {
+        errln!(
+            "this key was registered before, and a registration is not changed: its \
+             validity stays as shown, not until {} as --valid-until asked. To end it \
+             sooner, revoke it (admin revoke-key); for a later end, register a new key",
+            tidemark::clock::format_until(asked)
+        );
+    }
+    Ok(())
 }
 
 async fn certs(

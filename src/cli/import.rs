@@ -838,6 +838,25 @@ fn not_json_lines(file: &input::Rereadable) -> anyhow::Result<()> {
             file.name()
         );
     }
+    // Several documents, each over several lines (pretty-printed reports one after another).
+    if serde_json::from_str::<serde::de::IgnoredAny>(&first).is_err()
+        && small
+        && let Ok(text) = file.read_text()
+    {
+        let documents: Result<Vec<serde::de::IgnoredAny>, _> =
+            serde_json::Deserializer::from_str(&text)
+                .into_iter()
+                .collect();
+        if let Some(documents) = documents.ok().filter(|d| d.len() > 1) {
+            bail!(
+                "{} holds {} JSON documents, each over several lines; import reads JSON \
+                 lines, one report per line (or CSV): `jq -c . FILE > FILE.jsonl` writes them \
+                 so",
+                file.name(),
+                documents.len()
+            );
+        }
+    }
     Ok(())
 }
 

@@ -131,6 +131,7 @@ fn csr(args: &CsrArgs) -> anyhow::Result<()> {
         );
     }
     let (key, csr) = pki::make_csr(&principal)?;
+    let made_dir = !args.out.exists();
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", args.out.display()))?;
     let key_path = args.out.join(format!("{}.key", args.identity.name));
@@ -141,12 +142,18 @@ fn csr(args: &CsrArgs) -> anyhow::Result<()> {
             key_path.display()
         );
     }
-    let refused = |e| match e {
-        pki::PkiError::Exists(path) => anyhow::anyhow!(
-            "{} already exists; choose another --name or --out",
-            path.display()
-        ),
-        e => anyhow::anyhow!("{e}; nothing was written, run it again"),
+    let refused = |e| {
+        // Nothing written means nothing: not even the directory this run made.
+        if made_dir {
+            let _ = std::fs::remove_dir(&args.out);
+        }
+        match e {
+            pki::PkiError::Exists(path) => anyhow::anyhow!(
+                "{} already exists; choose another --name or --out",
+                path.display()
+            ),
+            e => anyhow::anyhow!("{e}; nothing was written, run it again"),
+        }
     };
     // A new file: of two runs at once, one writes the key, the other stops.
     pki::write_new(&key_path, &key, true).map_err(refused)?;

@@ -374,7 +374,8 @@ fn print_accepted(
         ),
         ("log proof", out.proof, Some(response.log_proof.clone())),
     ];
-    // Each on its own, whole or not at all: one that cannot be written leaves the other.
+    // Each whole or not at all, and both or neither: a rerun to get the one that could not
+    // be written would be refused over the other.
     let mut written = Vec::new();
     let mut failed = Vec::new();
     for (what, path, contents) in files {
@@ -387,9 +388,12 @@ fn print_accepted(
         }
     }
     let failed = (!failed.is_empty()).then(|| {
+        for (_, path) in written.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
         anyhow!(
-            "the envelope was accepted, but {} could not be written; submit it again to get \
-             it (a duplicate gets the original's)",
+            "the envelope was accepted, but {} could not be written, so no receipt file was \
+             left; submit it again to get them (a duplicate gets the original's)",
             failed.join(", nor ")
         )
     });

@@ -2,7 +2,6 @@
 
 use std::{
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -334,21 +333,11 @@ pub(super) async fn check_extension(
     Ok(())
 }
 
-/// Replaces `path` with `contents` atomically: a temporary file, synced, renamed over it,
-/// and the directory synced, so a crash leaves the old file or the new, never a mix.
+/// Replaces `path` with `contents` atomically ([`tidemark::files::replace`]): a crash
+/// leaves the old file or the new, never a mix, and a failure no temporary file.
 fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file =
-        fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Ok(dir) = fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    tidemark::files::replace(path, contents)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Holds the witness's lock while the returned file is open.

@@ -268,6 +268,10 @@ pub struct StoreConfig {
 pub const MAX_SECS: u64 = 365 * 24 * 60 * 60;
 /// The most any count of the configuration (streams, connections, items, cells, …) may be.
 pub const MAX_COUNT: u64 = 10_000_000;
+/// The smallest `limits.max_message_bytes`: 4 KiB, room for a report's envelope and
+/// the answers that carry one (a smaller limit fails every call).
+pub const MIN_MESSAGE_BYTES: u64 = 4 * 1024;
+
 /// The largest `limits.max_message_bytes`: 1 GiB.
 pub const MAX_MESSAGE_BYTES: u64 = 1 << 30;
 /// The largest `store.cache_mib`: 1 TiB.
@@ -580,6 +584,7 @@ impl Config {
         }
         self.check_analytics()?;
         self.check_partner_cas()?;
+        self.check_relations()?;
         if !self.metrics.listen.is_empty() {
             match self.metrics.listen.parse::<std::net::SocketAddr>() {
                 Err(e) => {
@@ -645,7 +650,7 @@ impl Config {
             (
                 "limits.max_message_bytes",
                 n(l.max_message_bytes),
-                1..=MAX_MESSAGE_BYTES,
+                MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES,
             ),
             (
                 "limits.max_concurrent_streams",
@@ -772,6 +777,42 @@ impl Config {
                 1..=COUNT,
             ),
         ]
+    }
+
+    /// Paths that must name a file, and settings bounded by one another.
+    fn check_relations(&self) -> Result<(), ConfigError> {
+        let paths = [
+            ("store.path", &self.store.path),
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+            ("tls.crl", &self.tls.crl),
+            ("signing.receipt_key", &self.signing.receipt_key),
+        ];
+        if let Some((name, _)) = paths.iter().find(|(_, p)| p.as_os_str().is_empty()) {
+            return Err(ConfigError::Invalid(format!(
+                "{name} is empty: name a file, or leave the setting out for its default \
+                 (--print-config shows it)"
+            )));
+        }
+        let (l, a) = (&self.limits, &self.analytics);
+        if l.max_pending_handshakes_per_address > l.max_pending_handshakes {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_pending_handshakes_per_address ({}) is more than \
+                 limits.max_pending_handshakes ({}), the limit for all addresses together: \
+                 lower it, or raise the other",
+                l.max_pending_handshakes_per_address, l.max_pending_handshakes
+            )));
+        }
+        if a.minimum_reports_for_quantiles < a.minimum_reports {
+            return Err(ConfigError::Invalid(format!(
+                "analytics.minimum_reports_for_quantiles ({}) is less than \
+                 analytics.minimum_reports ({}): quartiles need at least as many reports as \
+                 counts do (a quartile of fewer tells single values); raise it",
+                a.minimum_reports_for_quantiles, a.minimum_reports
+            )));
+        }
+        Ok(())
     }
 
     fn check_analytics(&self) -> Result<(), ConfigError> {
@@ -920,6 +961,40 @@ mod tests {
     }
 
     #[test]
+    fn empty_paths_and_settings_out_of_step_with_one_another_are_refused() {
+        let check = |text: &str| toml::from_str::<Config>(text).unwrap().check();
+        for (text, named) in [
+            ("[store]\npath = \"\"", "store.path is empty"),
+            ("[tls]\ncrl = \"\"", "tls.crl is empty"),
+            (
+                "[signing]\nreceipt_key = \"\"",
+                "signing.receipt_key is empty",
+            ),
+            (
+                "[limits]\nmax_pending_handshakes = 2\nmax_pending_handshakes_per_address = 3",
+                "max_pending_handshakes_per_address (3) is more than",
+            ),
+            (
+                "[analytics]\nminimum_reports = 3\nminimum_reports_for_quantiles = 2",
+                "minimum_reports_for_quantiles (2) is less than",
+            ),
+            (
+                "[limits]\nmax_message_bytes = 4095",
+                "limits.max_message_bytes must be",
+            ),
+        ] {
+            let said = check(text).unwrap_err().to_string();
+            assert!(said.contains(named), "{text}: {said}");
+        }
+        // A CA kept offline is an empty ca_key, and equal bounds are fine.
+        assert!(check("[tls]\nca_key = \"\"").is_ok());
+        assert!(
+            check("[analytics]\nminimum_reports = 3\nminimum_reports_for_quantiles = 3").is_ok()
+        );
+        assert!(check("[limits]\nmax_message_bytes = 4096").is_ok());
+    }
+
+    #[test]
     fn the_trust_domain_and_log_origin_are_held_to_their_rules() {
         let check = |text: &str| toml::from_str::<Config>(text).unwrap().check();
         for bad in ["Tidemark.Local", "td:443", "u@td", "td?x", "", "a/b"] {
@@ -955,7 +1030,21 @@ mod tests {
                 .into_iter()
                 .chain(below)
             {
-                let text = format!("[{table}]\n{key} = {value}");
+                // Settings bounded by one another move with it.
+                let companion = match name {
+                    "limits.max_pending_handshakes" => {
+                        "max_pending_handshakes_per_address = 1".to_owned()
+                    }
+                    "limits.max_pending_handshakes_per_address" => {
+                        format!("max_pending_handshakes = {}", value.clamp(1, max))
+                    }
+                    "analytics.minimum_reports" => {
+                        format!("minimum_reports_for_quantiles = {}", value.clamp(1, max))
+                    }
+                    "analytics.minimum_reports_for_quantiles" => "minimum_reports = 1".to_owned(),
+                    _ => String::new(),
+                };
+                let text = format!("[{table}]\n{key} = {value}\n{companion}");
                 let config: Config = toml::from_str(&text).unwrap();
                 match config.check() {
                     Ok(()) => assert!(ok, "{text}"),

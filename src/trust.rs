@@ -226,9 +226,9 @@ impl Anchors {
 impl Loaded {
     fn from_files(files: &ServerTlsFiles, ca_key: Option<&PathBuf>) -> Result<Self, TrustError> {
         let material = ServerTlsMaterial::load(files)?;
-        let ca = match ca_key {
-            Some(path) if path.exists() => Some(Arc::new(load_ca(&files.ca, path)?)),
-            _ => None,
+        let ca = match configured(ca_key) {
+            Some(path) => Some(Arc::new(load_ca(&files.ca, path)?)),
+            None => None,
         };
         let anchors = partner_cas(files, &material, ca.as_deref())?;
         Ok(Self {
@@ -1404,10 +1404,15 @@ pub(crate) fn check_ca_key(
     bundle: &std::path::Path,
     key_path: Option<&PathBuf>,
 ) -> Result<(), TrustError> {
-    match key_path {
-        Some(path) if path.exists() => load_ca(bundle, path).map(drop),
-        _ => Ok(()),
+    match configured(key_path) {
+        Some(path) => load_ca(bundle, path).map(drop),
+        None => Ok(()),
     }
+}
+
+/// The CA key file `[tls] ca_key` names; none for `ca_key = ""` (a CA kept offline).
+fn configured(key_path: Option<&PathBuf>) -> Option<&PathBuf> {
+    key_path.filter(|p| !p.as_os_str().is_empty())
 }
 
 /// The CA certificate in the bundle whose public key matches the key file.
@@ -1415,8 +1420,19 @@ fn load_ca(
     bundle: &std::path::Path,
     key_path: &std::path::Path,
 ) -> Result<CertificateAuthority, TrustError> {
-    let key_pem = crate::files::read_text(key_path)
-        .map_err(|e| TrustError::Write(key_path.display().to_string(), e.to_string()))?;
+    let key_pem = crate::files::read_text(key_path).map_err(|e| {
+        let said = if e.kind() == std::io::ErrorKind::NotFound {
+            "does not exist: put the exchange CA's key there, or set ca_key = \"\" to keep \
+             the CA offline (the server then issues no certificates and signs no CRL)"
+                .to_owned()
+        } else {
+            e.to_string()
+        };
+        TrustError::Write(
+            format!("the CA key {} ([tls] ca_key)", key_path.display()),
+            said,
+        )
+    })?;
     let key = rcgen::KeyPair::from_pem(&key_pem).map_err(|e| {
         TrustError::Write(
             format!("the CA key {} ([tls] ca_key)", key_path.display()),

@@ -769,6 +769,21 @@ async fn a_bundle_with_two_cas_of_one_name_or_a_leaf_is_refused_naming_them() {
     .unwrap();
     admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
     assert_eq!(who(&server, &node(&pki, "AUS")).await.unwrap().state, "AUS");
+    // A CA key the config names and the disk lacks is refused, not taken as a CA kept
+    // offline (which is `ca_key = ""`): the server would stop issuing and signing CRLs.
+    let (key, aside) = (
+        pki.dir.path().join("ca.key"),
+        pki.dir.path().join("ca.key.aside"),
+    );
+    std::fs::rename(&key, &aside).unwrap();
+    let refused = admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("does not exist") && refused.message().contains("ca_key = \"\""),
+        "{refused:?}"
+    );
+    std::fs::rename(&aside, &key).unwrap();
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
 }
 
 /// A reload refuses a server certificate no client would accept — a client's, an expired

@@ -1125,6 +1125,26 @@ async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
         "{received} of {} bytes after the revocation",
         manifest.bytes
     );
+    // Its record says it was cut short, not that a whole copy was taken.
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    let record = loop {
+        let log = common::audit_log(&mut admin).await;
+        let backup = log
+            .into_iter()
+            .rfind(|e| e.action == "backup" && e.principal.ends_with("/ops-2"))
+            .expect("the backup is on record");
+        if !backup.in_progress {
+            break backup;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        record
+            .detail
+            .contains(&format!(" of {} bytes", manifest.bytes))
+            && record.detail.contains("; cut short"),
+        "{record:?}"
+    );
 }
 
 /// `status` names its audit record in `tidemark-audit`, and the record is `state`'s

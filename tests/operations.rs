@@ -532,6 +532,18 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // On record as sent whole once the CLI has it all (the record is completed after the
+    // last byte is handed on: a moment's wait at most).
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let whole = loop {
+        let log = common::audit_log(&mut admin).await;
+        let last = log.into_iter().rfind(|e| e.action == "backup").unwrap();
+        if !last.in_progress {
+            break last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(whole.detail.ends_with("; sent whole"), "{whole:?}");
     // A backup reads every state's reports: AUS finds each one taken on its access list,
     // with its one report.
     // (Reads only: the list also holds the registration of AUS's key, with its detail.)

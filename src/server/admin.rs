@@ -10,7 +10,7 @@ use crate::{
     report::Category,
     server::{auth, context::Context, guard::Guarded},
     signing::PublicKey,
-    store::{AuditRecord, KeyRecord, OwnerReads, StateRecord},
+    store::{AuditRecord, KeyRecord, OwnerReads, StateRecord, Writer},
 };
 
 /// The audit actions of an operator's reads.
@@ -88,29 +88,42 @@ fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
 }
 
 /// Sends the file at `path` in chunks; the status to end with, if it did not go through.
+/// How streaming a backup copy ended.
+enum Sent {
+    /// Every byte was handed on.
+    Whole,
+    /// The caller went away after `0` bytes of the copy.
+    Gone(u64),
+    /// The server ended it after `0` bytes, for the reason given.
+    Ended(u64, Status),
+}
+
 async fn send_file(
     path: &std::path::Path,
     tx: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
     stall: std::time::Duration,
-) -> Option<Status> {
+) -> Sent {
     use tokio::io::AsyncReadExt;
     let mut file = match tokio::fs::File::open(path).await {
         Ok(file) => file,
         Err(e) => {
-            return Some(Status::internal(format!(
-                "the backup copy cannot be opened: {e}; try again"
-            )));
+            return Sent::Ended(
+                0,
+                Status::internal(format!("the backup copy cannot be opened: {e}; try again")),
+            );
         }
     };
+    let mut sent = 0u64;
     loop {
         let mut chunk = vec![0u8; BACKUP_CHUNK];
         let n = match file.read(&mut chunk).await {
-            Ok(0) => return None,
+            Ok(0) => return Sent::Whole,
             Ok(n) => n,
             Err(e) => {
-                return Some(Status::internal(format!(
-                    "reading the backup copy failed: {e}; try again"
-                )));
+                return Sent::Ended(
+                    sent,
+                    Status::internal(format!("reading the backup copy failed: {e}; try again")),
+                );
             }
         };
         chunk.truncate(n);
@@ -118,14 +131,17 @@ async fn send_file(
             part: Some(pb::backup_chunk::Part::Data(chunk)),
         };
         match tokio::time::timeout(stall, tx.send(Ok(data))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return None,
+            Ok(Ok(())) => sent += n as u64,
+            Ok(Err(_)) => return Sent::Gone(sent),
             Err(_) => {
-                return Some(Status::deadline_exceeded(format!(
-                    "the backup was not read from for {} s, so the server ended it; take \
-                     it again",
-                    stall.as_secs()
-                )));
+                return Sent::Ended(
+                    sent,
+                    Status::deadline_exceeded(format!(
+                        "the backup was not read from for {} s, so the server ended it; take \
+                         it again",
+                        stall.as_secs()
+                    )),
+                );
             }
         }
     }
@@ -149,25 +165,39 @@ const BACKUP_CHUNK: usize = 64 * 1024;
 
 /// Streams the backup file at `path` (then deletes it): `manifest` first, then the
 /// file's bytes. A caller that takes nothing for `stall` ends it (and the copy is
-/// deleted then, not when the connection goes).
+/// deleted then, not when the connection goes). Its audit record (`number`, written in
+/// progress) is completed with how it ended: sent whole, or cut short after how many bytes.
 fn stream_backup(
-    copy: BackupCopy,
-    manifest: pb::BackupManifest,
+    (copy, manifest): (BackupCopy, pb::BackupManifest),
     stall: std::time::Duration,
+    (writer, number, mut record): (Writer, u64, AuditRecord),
 ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let bytes = manifest.bytes;
     tokio::spawn(async move {
         let first = pb::BackupChunk {
             part: Some(pb::backup_chunk::Part::Manifest(manifest)),
         };
-        let end = if tx.send(Ok(first)).await.is_ok() {
+        let sent = if tx.send(Ok(first)).await.is_ok() {
             send_file(copy.path(), &tx, stall).await
         } else {
-            None
+            Sent::Gone(0)
         };
         // The copy is gone (its space freed) before anything else is waited for.
         drop(copy);
-        if let Some(status) = end {
+        record.in_progress = false;
+        let how = match &sent {
+            Sent::Whole => "sent whole".to_owned(),
+            Sent::Gone(n) => format!("cut short: the caller went away after {n} of {bytes} bytes"),
+            Sent::Ended(n, why) => {
+                format!("cut short after {n} of {bytes} bytes: {}", why.message())
+            }
+        };
+        record.detail = format!("{}; {how}", record.detail);
+        if let Err(e) = writer.update_audit(number, record).await {
+            tracing::error!(error = %e, number, "a backup's audit record could not be completed");
+        }
+        if let Sent::Ended(_, status) = sent {
             // Not bounded: a backup cut short must not look complete to a caller that
             // reads again later; waiting holds only this task.
             let _ = tx.send(Err(status)).await;
@@ -213,23 +243,24 @@ impl pb::admin_server::Admin for AdminService {
                 report_ids: Vec::new(),
             })
             .collect();
-        self.ctx
-            .audit(AuditRecord {
-                principal: operator,
-                action: "backup".to_owned(),
-                detail: format!(
-                    "{} envelopes (last sequence {}), {} bytes, sha256 {}",
-                    manifest.envelopes, manifest.last_sequence, manifest.bytes, manifest.sha256
-                ),
-                count: owners.iter().map(|o| o.count).sum(),
-                owners,
-                ..AuditRecord::default()
-            })
-            .await?;
+        // In progress until the copy is sent whole or cut short (as every read).
+        let record = AuditRecord {
+            principal: operator,
+            action: "backup".to_owned(),
+            detail: format!(
+                "{} envelopes (last sequence {}), {} bytes, sha256 {}",
+                manifest.envelopes, manifest.last_sequence, manifest.bytes, manifest.sha256
+            ),
+            count: owners.iter().map(|o| o.count).sum(),
+            owners,
+            in_progress: true,
+            ..AuditRecord::default()
+        };
+        let number = self.ctx.audit(record.clone()).await?;
         Ok(Response::new(guard.guard(stream_backup(
-            copy,
-            manifest,
+            (copy, manifest),
             self.ctx.read_stall,
+            (self.ctx.writer.clone(), number, record),
         ))))
     }
 

@@ -782,6 +782,15 @@ async fn a_bundle_with_two_cas_of_one_name_or_a_leaf_is_refused_naming_them() {
         refused.message().contains("does not exist") && refused.message().contains("ca_key = \"\""),
         "{refused:?}"
     );
+    // An operator's action tried and refused is on record, as one done is.
+    let number = common::named_audit_number(&refused);
+    let record = common::audit_log(&mut admin)
+        .await
+        .into_iter()
+        .find(|e| e.number == number)
+        .unwrap();
+    assert_eq!(record.action, "refused ReloadTls", "{record:?}");
+    assert!(record.detail.contains("does not exist"), "{record:?}");
     std::fs::rename(&aside, &key).unwrap();
     admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
 }

@@ -1,8 +1,9 @@
 //! A tower layer that puts every refusal of an authenticated caller on the audit record
 //! (and so in the transparency log) before the caller hears of it: a call answered
-//! PERMISSION_DENIED — a wrong role, a suspended state, another state's key or report —
-//! gets an audit record `refused <Method>` with the caller, its state
-//! and the reason. A handler that audits its own refusal (give-to-get, with the query's
+//! PERMISSION_DENIED — a wrong role, a suspended state, another state's key or report —,
+//! or an administrative action refused for what it asked (FAILED_PRECONDITION,
+//! INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_RANGE from the Admin service),
+//! gets an audit record `refused <Method>` with the caller, its state and the reason. A handler that audits its own refusal (give-to-get, with the query's
 //! filter) says so by the record's number in the `tidemark-audit` metadata, which this
 //! layer adds to the others; a refusal that cannot be recorded is answered UNAVAILABLE
 //! instead, as every other read is when the audit log cannot be written.
@@ -191,8 +192,9 @@ where
                 return Ok(response);
             };
             let refused = match status_in(response.headers()) {
-                Some((Code::PermissionDenied, reason))
-                    if !response.headers().contains_key(AUDIT_METADATA) =>
+                Some((code, reason))
+                    if on_record(code, &uri)
+                        && !response.headers().contains_key(AUDIT_METADATA) =>
                 {
                     reason
                 }
@@ -221,6 +223,22 @@ where
                 Err(e) => Ok(unrecordable(&e).into_http()),
             }
         })
+    }
+}
+
+/// Whether a call to `uri` answered `code` is a refusal to put on record: PERMISSION_DENIED
+/// everywhere; and for the operator's Admin service every answer that refuses what was
+/// asked (a state not enrolled, a reload's bad files, an argument out of range…), so that
+/// an administrative action tried and refused leaves a trace, as one done does.
+fn on_record(code: Code, uri: &http::Uri) -> bool {
+    match code {
+        Code::PermissionDenied => true,
+        Code::FailedPrecondition
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::OutOfRange => method_of(uri.path()).grpc_service == "tidemark.v1.Admin",
+        _ => false,
     }
 }
 
@@ -303,8 +321,10 @@ impl http_body::Body for RecordedBody {
             Ok(trailers) => trailers,
             Err(data) => return Poll::Ready(Some(Ok(data))),
         };
-        let refused = match status_in(&trailers) {
-            Some((Code::PermissionDenied, reason)) if !trailers.contains_key(AUDIT_METADATA) => {
+        let refused = match (status_in(&trailers), &this.refusal) {
+            (Some((code, reason)), Some((_, _, uri)))
+                if on_record(code, uri) && !trailers.contains_key(AUDIT_METADATA) =>
+            {
                 reason
             }
             _ => return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),

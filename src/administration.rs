@@ -571,10 +571,12 @@ impl Administration {
             );
         }
         let issuer_outside_bundle = reloading.issuer_outside_bundle().map(str::to_owned);
+        let bundle_changes = reloading.bundle_changes().to_vec();
         let crl_not_written = reloading.install(&self.store).map_err(AdminError::Trust)?;
         Ok(Reloaded {
             waiting_for_restart,
             issuer_outside_bundle,
+            bundle_changes,
             old_serial: old,
             serial: self.trust.server_serial(),
             carried,
@@ -627,6 +629,8 @@ pub(crate) struct Reloaded {
     pub(crate) waiting_for_restart: Vec<String>,
     /// The server certificate's issuer, when its chain leads to no CA of the bundle.
     pub(crate) issuer_outside_bundle: Option<String>,
+    /// CAs of the bundle added and removed, and a change of the CA key held.
+    pub(crate) bundle_changes: Vec<String>,
 }
 
 /// A certificate revocation made ([`Administration::revoke_certificate`]).

@@ -373,9 +373,51 @@ pub(crate) struct Reloading<'a> {
     built: Built,
     waiting_for_restart: Vec<String>,
     issuer_outside_bundle: Option<String>,
+    bundle_changes: Vec<String>,
+}
+
+/// What a reload changes in whom the server trusts ([`Reloading::bundle_changes`]): each
+/// CA certificate of the bundle added or removed (a re-issued CA is both), by name, and
+/// the CA key held, if it changed.
+fn bundle_changes(old: &Loaded, new: &Loaded) -> Vec<String> {
+    let name = |der: &CertificateDer<'_>| {
+        x509_parser::parse_x509_certificate(der.as_ref()).map_or_else(
+            |_| "a certificate that does not parse".to_owned(),
+            |(_, c)| crate::dn::to_rfc4514(c.subject()),
+        )
+    };
+    let (before, after) = (&old.material.client_ca, &new.material.client_ca);
+    let mut changes: Vec<String> = after
+        .iter()
+        .filter(|c| !before.contains(c))
+        .map(|c| format!("CA added: {}", name(c)))
+        .collect();
+    changes.extend(
+        before
+            .iter()
+            .filter(|c| !after.contains(c))
+            .map(|c| format!("CA removed: {}", name(c))),
+    );
+    let key = |l: &Loaded| l.ca.as_ref().map(|ca| ca.cert_pem().to_owned());
+    if key(old) != key(new) {
+        changes.push(
+            match (&old.ca, &new.ca) {
+                (None, Some(_)) => "CA key now held",
+                (Some(_), None) => "CA key no longer held",
+                _ => "CA key replaced",
+            }
+            .to_owned(),
+        );
+    }
+    changes
 }
 
 impl Reloading<'_> {
+    /// What the reload changes in the CA bundle and the CA key ([`bundle_changes`]).
+    pub(crate) fn bundle_changes(&self) -> &[String] {
+        &self.bundle_changes
+    }
+
     /// The revocations the CRL file holds and the store does not.
     pub(crate) fn carried(&self) -> &[RevokedCertificate] {
         &self.built.carried
@@ -552,6 +594,7 @@ impl Trust {
             served_crl: served.as_deref(),
         };
         let issuer_outside_bundle = loaded.material.issuer_outside_bundle.clone();
+        let bundle_changes = bundle_changes(&self.read().loaded, &loaded);
         let built = build(loaded, &self.crl_path, store, building)?;
         Ok(Reloading {
             trust: self,
@@ -559,6 +602,7 @@ impl Trust {
             built,
             waiting_for_restart: self.waiting_for_restart(),
             issuer_outside_bundle,
+            bundle_changes,
         })
     }
 

@@ -688,12 +688,17 @@ async fn a_ca_taken_out_of_the_bundle_ends_its_certificates_rights_on_open_conne
     std::fs::write(dir.join("ca.pem"), new_ca.cert_pem()).unwrap();
     pki::write_private(&dir.join("ca.key"), &new_ca.key_pem()).unwrap();
     std::fs::rename(dir.join("crl.pem"), dir.join("crl.pem.old-ca")).unwrap();
-    server
-        .admin(&issue(Role::Operator, "ops-new"))
-        .await
-        .reload_tls(pb::ReloadTlsRequest {})
-        .await
-        .unwrap();
+    let mut admin = server.admin(&issue(Role::Operator, "ops-new")).await;
+    admin.reload_tls(pb::ReloadTlsRequest {}).await.unwrap();
+    // Its record says whom the server stopped trusting, and that the CA key changed.
+    let log = common::audit_log(&mut admin).await;
+    let reload = log.iter().rfind(|e| e.action == "reload-tls").unwrap();
+    assert!(
+        reload.detail.contains("CA removed: ")
+            && !reload.detail.contains("CA added: ")
+            && reload.detail.contains("CA key replaced"),
+        "{reload:?}"
+    );
     let refused = old_node.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     assert!(

@@ -588,11 +588,17 @@ fn info_of_key(record: &KeyRecord) -> pb::SigningKeyInfo {
     }
 }
 
-/// A reload's audit detail: the server certificate before and after, and the
-/// revocations found only in the CRL file (now in the store, each with its own record).
+/// A reload's audit detail: the server certificate before and after, the CAs of the
+/// bundle added and removed and a change of CA key, and the revocations found only in the
+/// CRL file (now in the store, each with its own record).
 pub(super) fn reloaded(done: &Reloaded) -> String {
+    let bundle = if done.bundle_changes.is_empty() {
+        "CA bundle and CA key unchanged".to_owned()
+    } else {
+        done.bundle_changes.join(", ")
+    };
     let mut parts = vec![format!(
-        "server certificate {} -> {}; CA bundle re-read",
+        "server certificate {} -> {}; {bundle}",
         done.old_serial, done.serial
     )];
     if !done.carried.is_empty() {

@@ -238,45 +238,36 @@ fn an_unreadable_ca_key_is_named_with_its_form_before_the_store_is_made() {
         .output()
         .unwrap();
     std::fs::write(dir.path().join("tidemark.toml"), &printed.stdout).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            "tidemark.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Refused before any store is made; says why.
+    let refused = || {
+        let out = Command::new(BIN)
+            .args([
+                "serve",
+                "--config",
+                "tidemark.toml",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(!dir.path().join("data").exists(), "no store is made");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused();
     assert!(
         stderr.contains("certs/ca.key") && stderr.contains("PKCS#8"),
         "{stderr}"
     );
-    assert!(!dir.path().join("data").exists(), "no store is made");
     // Nor is a CA key the config names and the disk lacks (a CA kept offline is
     // `ca_key = ""`, said explicitly).
     std::fs::remove_file(&ca_key).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            "tidemark.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused();
     assert!(
         stderr.contains("certs/ca.key") && stderr.contains("does not exist"),
         "{stderr}"
     );
-    assert!(!dir.path().join("data").exists(), "no store is made");
 }
 
 #[test]

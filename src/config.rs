@@ -789,11 +789,23 @@ impl Config {
             ("tls.crl", &self.tls.crl),
             ("signing.receipt_key", &self.signing.receipt_key),
         ];
-        if let Some((name, _)) = paths.iter().find(|(_, p)| p.as_os_str().is_empty()) {
+        // Spaces alone name no file either (a CRL file named "   " was written).
+        let blank = |p: &Path| p.to_str().is_some_and(|t| t.trim().is_empty());
+        if let Some((name, _)) = paths.iter().find(|(_, p)| blank(p)) {
             return Err(ConfigError::Invalid(format!(
                 "{name} is empty: name a file, or leave the setting out for its default \
                  (--print-config shows it)"
             )));
+        }
+        if let Some(key) = &self.tls.ca_key
+            && !key.as_os_str().is_empty()
+            && blank(key)
+        {
+            return Err(ConfigError::Invalid(
+                "tls.ca_key is spaces: name the CA key file, or set ca_key = \"\" to keep the \
+                 CA offline"
+                    .to_owned(),
+            ));
         }
         let (l, a) = (&self.limits, &self.analytics);
         if l.max_pending_handshakes_per_address > l.max_pending_handshakes {
@@ -966,6 +978,8 @@ mod tests {
         for (text, named) in [
             ("[store]\npath = \"\"", "store.path is empty"),
             ("[tls]\ncrl = \"\"", "tls.crl is empty"),
+            ("[tls]\ncrl = \"   \"", "tls.crl is empty"),
+            ("[tls]\nca_key = \" \"", "tls.ca_key is spaces"),
             (
                 "[signing]\nreceipt_key = \"\"",
                 "signing.receipt_key is empty",

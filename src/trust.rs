@@ -400,14 +400,18 @@ fn bundle_changes(old: &Loaded, new: &Loaded) -> Vec<String> {
     );
     let key = |l: &Loaded| l.ca.as_ref().map(|ca| ca.cert_pem().to_owned());
     if key(old) != key(new) {
-        changes.push(
-            match (&old.ca, &new.ca) {
-                (None, Some(_)) => "CA key now held",
-                (Some(_), None) => "CA key no longer held",
-                _ => "CA key replaced",
-            }
-            .to_owned(),
-        );
+        // Whose key it is now, by its CA's name.
+        let whose = new
+            .ca
+            .as_ref()
+            .and_then(|ca| CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).ok())
+            .map(|der| name(&der));
+        let whose = whose.unwrap_or_else(|| "a CA of the bundle".to_owned());
+        changes.push(match (&old.ca, &new.ca) {
+            (_, None) => "CA key no longer held".to_owned(),
+            (None, Some(_)) => format!("CA key now held (that of {whose})"),
+            (Some(_), Some(_)) => format!("CA key replaced (that of {whose})"),
+        });
     }
     changes
 }

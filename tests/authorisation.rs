@@ -610,9 +610,17 @@ async fn a_read_cut_by_a_shutdown_is_completed_on_record() {
     let mut stream = idn.query(smuggling()).await.unwrap().into_inner();
     stream.message().await.unwrap().unwrap();
     let subscription = idn.subscribe(smuggling()).await.unwrap().into_inner();
+    // A backup too, read no further than its manifest.
+    let channel = common::small_window_channel(&world.server, &operator(&world.pki)).await;
+    let mut backup = pb::admin_client::AdminClient::new(channel)
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    backup.message().await.unwrap().unwrap();
     let World { pki, server, .. } = world;
     let data = server.stop().await;
-    drop((stream, subscription));
+    drop((stream, subscription, backup));
     let store = common::open_store_after_stop(&data).await;
     let server = tidemark::server::Server::build_on(pki.config(&data), store).unwrap();
     let server = TestServer::run(server, data).await;
@@ -631,6 +639,13 @@ async fn a_read_cut_by_a_shutdown_is_completed_on_record() {
     );
     let subscription = record("subscribe");
     assert!(!subscription.in_progress, "{subscription:?}");
+    let backup = log.iter().find(|e| e.action == "backup").unwrap();
+    assert!(!backup.in_progress, "{backup:?}");
+    assert!(
+        backup.detail.contains("; cut short after ")
+            && backup.detail.contains("the server is stopping"),
+        "{backup:?}"
+    );
 }
 
 /// Subscriptions never end by themselves, so they end as the server begins to stop —

@@ -8,7 +8,12 @@ use crate::{
     identity::Role,
     pb,
     report::Category,
-    server::{auth, context::Context, guard::Guarded},
+    server::{
+        auth,
+        context::Context,
+        delivery::{Cut, UnfinishedRead, cut_short},
+        guard::Guarded,
+    },
     signing::PublicKey,
     store::{AuditRecord, KeyRecord, OwnerReads, StateRecord, Writer},
 };
@@ -102,6 +107,7 @@ async fn send_file(
     path: &std::path::Path,
     tx: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
     stall: std::time::Duration,
+    cut: &mut Cut,
 ) -> Sent {
     use tokio::io::AsyncReadExt;
     let mut file = match tokio::fs::File::open(path).await {
@@ -130,7 +136,12 @@ async fn send_file(
         let data = pb::BackupChunk {
             part: Some(pb::backup_chunk::Part::Data(chunk)),
         };
-        match tokio::time::timeout(stall, tx.send(Ok(data))).await {
+        let handed = tokio::select! {
+            handed = tokio::time::timeout(stall, tx.send(Ok(data))) => handed,
+            // The server is stopping: the copy ends here, and its record says so.
+            () = cut.wait() => return Sent::Ended(sent, cut_short()),
+        };
+        match handed {
             Ok(Ok(())) => sent += n as u64,
             Ok(Err(_)) => return Sent::Gone(sent),
             Err(_) => {
@@ -169,7 +180,7 @@ const BACKUP_CHUNK: usize = 64 * 1024;
 /// progress) is completed with how it ended: sent whole, or cut short after how many bytes.
 fn stream_backup(
     (copy, manifest): (BackupCopy, pb::BackupManifest),
-    stall: std::time::Duration,
+    (stall, (unfinished, mut cut)): (std::time::Duration, (UnfinishedRead, Cut)),
     (writer, number, mut record): (Writer, u64, AuditRecord),
 ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -179,7 +190,7 @@ fn stream_backup(
             part: Some(pb::backup_chunk::Part::Manifest(manifest)),
         };
         let sent = if tx.send(Ok(first)).await.is_ok() {
-            send_file(copy.path(), &tx, stall).await
+            send_file(copy.path(), &tx, stall, &mut cut).await
         } else {
             Sent::Gone(0)
         };
@@ -197,6 +208,8 @@ fn stream_backup(
         if let Err(e) = writer.update_audit(number, record).await {
             tracing::error!(error = %e, number, "a backup's audit record could not be completed");
         }
+        // Completed: a stopping server may now stop the writer.
+        drop(unfinished);
         if let Sent::Ended(_, status) = sent {
             // Not bounded: a backup cut short must not look complete to a caller that
             // reads again later; waiting holds only this task.
@@ -259,7 +272,7 @@ impl pb::admin_server::Admin for AdminService {
         let number = self.ctx.audit(record.clone()).await?;
         Ok(Response::new(guard.guard(stream_backup(
             (copy, manifest),
-            self.ctx.read_stall,
+            (self.ctx.read_stall, self.ctx.unfinished.start()),
             (self.ctx.writer.clone(), number, record),
         ))))
     }

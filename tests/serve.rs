@@ -596,3 +596,28 @@ async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
     assert!(refused, "the revoked certificate is refused");
     terminate(child);
 }
+
+/// Without a config file, a directory of certificates without ca.key (the default one,
+/// or --certs) runs with the CA kept offline: the server starts, serves, and says it
+/// issues nothing. (A config file that names a missing ca_key is refused, above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_directory_without_its_ca_key_runs_with_the_ca_offline() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let init = Command::new(BIN)
+        .args(["pki", "init"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    std::fs::rename(
+        dir.path().join("certs/ca.key"),
+        dir.path().join("ca.key.offline"),
+    )
+    .unwrap();
+    for extra in [&[][..], &["--certs", "certs"][..]] {
+        let (child, endpoint) = spawn_serve(dir.path(), extra);
+        let me = whoami(&endpoint, &dir.path().join("certs/aus-node")).await;
+        assert_eq!(me.state, "AUS", "{extra:?}");
+        terminate(child);
+    }
+}

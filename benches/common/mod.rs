@@ -42,7 +42,11 @@ impl BenchPki {
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             trust_domain: TRUST_DOMAIN.to_owned(),
-            tls: TlsConfig::in_dir(dir.path()),
+            // The CA kept offline (said as `ca_key = ""` is): no CRL to sign.
+            tls: TlsConfig {
+                ca_key: None,
+                ..TlsConfig::in_dir(dir.path())
+            },
             signing: SigningConfig::in_dir(dir.path()),
             store: StoreConfig::in_dir(&dir.path().join("data")),
             metrics: tidemark::config::MetricsConfig {

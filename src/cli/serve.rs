@@ -39,7 +39,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
 
-    /// Directory with ca.pem, server.pem, server.key and receipt.key.
+    /// Directory with ca.pem, server.pem, server.key and receipt.key, and ca.key if the
+    /// CA is kept there (without it, the CA is offline: no issuing, no CRL signing).
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
 
@@ -107,6 +108,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         pki::init_dev_pki(&dir, &config.trust_domain, false)
             .with_context(|| format!("creating the development PKI in {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), "created a development PKI (not for production)");
+    }
+    // A directory of certificates (the default one, or --certs) without ca.key runs with
+    // the CA kept offline; a config file says so itself, with ca_key = "".
+    let mut config = config;
+    if (args.config.is_none() || args.certs.is_some())
+        && config.tls.ca_key.as_ref().is_some_and(|k| !k.exists())
+    {
+        tracing::info!(
+            "no ca.key beside the certificates: the CA is kept offline (no certificates \
+             issued here, no CRL signed)"
+        );
+        config.tls.ca_key = None;
     }
 
     let server = Server::build(config.clone())?;

@@ -596,6 +596,18 @@ async fn a_read_left_part_way_is_on_record_with_what_was_taken_not_what_was_queu
     );
 }
 
+/// An operator's backup over a small-window channel, read as far as its manifest.
+async fn backup_to_its_manifest(world: &World) -> tonic::Streaming<pb::BackupChunk> {
+    let channel = common::small_window_channel(&world.server, &operator(&world.pki)).await;
+    let mut backup = pb::admin_client::AdminClient::new(channel)
+        .backup(pb::BackupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    backup.message().await.unwrap().expect("the manifest");
+    backup
+}
+
 /// A read the server's shutdown cuts still has its audit record completed, with what its
 /// caller took, before the store is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,13 +623,7 @@ async fn a_read_cut_by_a_shutdown_is_completed_on_record() {
     stream.message().await.unwrap().unwrap();
     let subscription = idn.subscribe(smuggling()).await.unwrap().into_inner();
     // A backup too, read no further than its manifest.
-    let channel = common::small_window_channel(&world.server, &operator(&world.pki)).await;
-    let mut backup = pb::admin_client::AdminClient::new(channel)
-        .backup(pb::BackupRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    backup.message().await.unwrap().unwrap();
+    let backup = backup_to_its_manifest(&world).await;
     let World { pki, server, .. } = world;
     let data = server.stop().await;
     drop((stream, subscription, backup));
@@ -961,13 +967,7 @@ async fn a_backup_its_caller_stops_reading_ends_and_leaves_no_copy() {
     .await;
     // Far more than the stream's buffer of four 64 KiB chunks and the reader's window.
     let world = fill(World::on(pki, server).await, 5_000).await;
-    let channel = common::small_window_channel(&world.server, &operator(&world.pki)).await;
-    let mut backup = pb::admin_client::AdminClient::new(channel)
-        .backup(pb::BackupRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    backup.message().await.unwrap().expect("the manifest");
+    let mut backup = backup_to_its_manifest(&world).await;
     let copies = || {
         std::fs::read_dir(world.server.data.path())
             .unwrap()

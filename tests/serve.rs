@@ -38,6 +38,22 @@ fn spawn_serve_logging_to(dir: &Path, extra: &[&str], log: Stdio) -> (Child, Str
     (child, endpoint)
 }
 
+/// A directory in which `tidemark pki init` made a development PKI (certs/).
+fn pki_init() -> tempfile::TempDir {
+    let dir = tempfile::TempDir::new().unwrap();
+    let init = Command::new(BIN)
+        .args(["pki", "init"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    dir
+}
+
 fn terminate(mut child: Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -210,17 +226,7 @@ fn a_relative_path_missed_from_another_directory_is_explained() {
 /// is named with the form it must have, before any store is made.
 #[test]
 fn an_unreadable_ca_key_is_named_with_its_form_before_the_store_is_made() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let init = Command::new(BIN)
-        .args(["pki", "init"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let dir = pki_init();
     // The key pki init made, labelled as OpenSSL labels a SEC1 key: made here, never
     // kept in the repository.
     let ca_key = dir.path().join("certs/ca.key");
@@ -602,13 +608,7 @@ async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
 /// issues nothing. (A config file that names a missing ca_key is refused, above.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_directory_without_its_ca_key_runs_with_the_ca_offline() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let init = Command::new(BIN)
-        .args(["pki", "init"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(init.status.success());
+    let dir = pki_init();
     std::fs::rename(
         dir.path().join("certs/ca.key"),
         dir.path().join("ca.key.offline"),

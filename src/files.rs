@@ -78,6 +78,30 @@ pub fn create_new(path: &Path, contents: &[u8], private: bool) -> io::Result<()>
     )
 }
 
+/// Whether a new file can be made at `path` before it is written: none is there
+/// (`AlreadyExists` otherwise) and its directory takes a new file (one is made beside it
+/// and removed again).
+pub fn can_create(path: &Path) -> io::Result<()> {
+    if path.symlink_metadata().is_ok() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    let probe = beside(path, "probe");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// A hidden name beside `path`, this process's own: `.NAME.PID.SUFFIX`.
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.{suffix}", std::process::id()));
+    path.with_file_name(name)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Placing {
     Replace,
@@ -92,14 +116,10 @@ fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
     // Hidden, and one per process and call: two runs writing one file at once never
     // write into each other's temporary file.
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        CALLS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temporary = path.with_file_name(name);
+    let temporary = beside(
+        path,
+        &format!("{}.tmp", CALLS.fetch_add(1, Ordering::Relaxed)),
+    );
     let written = (|| {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -189,8 +209,16 @@ mod tests {
         replace_private(&public, b"now private").unwrap();
         let mode = std::fs::metadata(&public).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+        // Asked first: refused where a file is, or where none can be made; a probe leaves
+        // nothing behind.
+        assert_eq!(
+            can_create(&path).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        can_create(&dir.path().join("free.pem")).unwrap();
         // Where it cannot be made, nothing is left: no file, no temporary.
         let nowhere = dir.path().join("k.key").join("x");
+        assert!(can_create(&nowhere).is_err());
         assert!(create_new(&nowhere, b"x", false).is_err());
         assert!(replace(&nowhere, b"x").is_err());
         let mut names: Vec<_> = std::fs::read_dir(dir.path())

@@ -266,31 +266,13 @@ impl<'a> ReceiptFiles<'a> {
         call: impl Future<Output = Result<T, tonic::Status>>,
     ) -> anyhow::Result<T> {
         for path in [self.proof, self.signed].into_iter().flatten() {
-            can_make(path)?;
+            // A receipt is evidence, never written over another file (the report
+            // submitted, say).
+            tidemark::files::can_create(path).map_err(|e| unwritten(path, &e))?;
         }
         call.await
             .map_err(|status| anyhow!(client::explain(&status)))
     }
-}
-
-/// Whether a receipt can be made at `path`: no file is there (a receipt is evidence,
-/// never written over another file: the report submitted, say) and its directory takes
-/// a new file (one is made and removed again).
-fn can_make(path: &Path) -> anyhow::Result<()> {
-    if path.symlink_metadata().is_ok() {
-        return Err(unwritten(path, &std::io::ErrorKind::AlreadyExists.into()));
-    }
-    let mut probe = std::ffi::OsString::from(".");
-    probe.push(path.file_name().unwrap_or_default());
-    probe.push(format!(".{}.probe", std::process::id()));
-    let probe = path.with_file_name(probe);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(|e| unwritten(path, &e))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
 }
 
 /// Why a receipt or proof could not be written to `path`.

@@ -1160,6 +1160,24 @@ async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
             && record.detail.contains("; cut short"),
         "{record:?}"
     );
+    // Each owner is shown part of a copy: its count bounds what left, and how much did.
+    let accesses = world
+        .exchange("AUS")
+        .await
+        .access_to_my_data(pb::AccessToMyDataRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses;
+    let access = accesses
+        .iter()
+        .find(|a| a.action == "backup" && a.reader.ends_with("/ops-2"))
+        .expect("the backup is on the owner's list");
+    assert_eq!(access.copy_bytes, manifest.bytes, "{access:?}");
+    assert!(
+        (received..manifest.bytes).contains(&access.copy_bytes_sent) && access.count > 0,
+        "{access:?}, {received} bytes received"
+    );
 }
 
 /// `status` names its audit record in `tidemark-audit`, and the record is `state`'s

@@ -561,6 +561,12 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     };
     let accesses = reads().await;
     assert!(!accesses.is_empty());
+    // The newest, completed: the whole copy was sent.
+    assert!(
+        accesses[0].copy_bytes > 0 && accesses[0].copy_bytes_sent == accesses[0].copy_bytes,
+        "{:?}",
+        accesses[0]
+    );
     for access in &accesses {
         assert_eq!(
             (

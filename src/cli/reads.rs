@@ -1017,6 +1017,12 @@ pub(super) fn access_line(a: &pb::DataAccess) -> String {
              an upper bound)",
             a.count
         )
+    } else if a.copy_bytes_sent < a.copy_bytes {
+        format!(
+            "at most {} of your reports (part of a copy: the backup was cut short after \
+             {} of {} bytes)",
+            a.count, a.copy_bytes_sent, a.copy_bytes
+        )
     } else {
         format!("{} of your reports", a.count)
     };
@@ -1042,7 +1048,32 @@ pub(super) fn access_line(a: &pb::DataAccess) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::reconcile;
+    use super::{access_line, reconcile};
+    use tidemark::pb;
+
+    /// A backup cut short is shown to each owner as part of a copy, its count an upper
+    /// bound; one sent whole, as a plain count.
+    #[test]
+    fn a_backup_cut_short_is_shown_as_part_of_a_copy() {
+        let backup = |sent| pb::DataAccess {
+            action: "backup".into(),
+            reader: "spiffe://tidemark.example/operator/ops".into(),
+            count: 12,
+            copy_bytes: 4096,
+            copy_bytes_sent: sent,
+            ..pb::DataAccess::default()
+        };
+        let cut = access_line(&backup(1024));
+        assert!(
+            cut.ends_with(
+                "backup: at most 12 of your reports (part of a copy: the backup was cut short \
+                 after 1024 of 4096 bytes)"
+            ),
+            "{cut}"
+        );
+        let whole = access_line(&backup(4096));
+        assert!(whole.ends_with("backup: 12 of your reports"), "{whole}");
+    }
 
     /// A mirror whose one line follows a byte-order mark (saved by an editor) resumes
     /// after that line; a line cut short after it is removed.

@@ -198,9 +198,16 @@ fn stream_backup(
         drop(copy);
         record.in_progress = false;
         let how = match &sent {
-            Sent::Whole => "sent whole".to_owned(),
-            Sent::Gone(n) => format!("cut short: the caller went away after {n} of {bytes} bytes"),
+            Sent::Whole => {
+                record.copy_bytes_sent = bytes;
+                "sent whole".to_owned()
+            }
+            Sent::Gone(n) => {
+                record.copy_bytes_sent = *n;
+                format!("cut short: the caller went away after {n} of {bytes} bytes")
+            }
             Sent::Ended(n, why) => {
+                record.copy_bytes_sent = *n;
                 format!("cut short after {n} of {bytes} bytes: {}", why.message())
             }
         };
@@ -267,6 +274,7 @@ impl pb::admin_server::Admin for AdminService {
             count: owners.iter().map(|o| o.count).sum(),
             owners,
             in_progress: true,
+            copy_bytes: manifest.bytes,
             ..AuditRecord::default()
         };
         let number = self.ctx.audit(record.clone()).await?;

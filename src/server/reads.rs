@@ -624,6 +624,8 @@ impl Context {
                     in_progress: record.in_progress,
                     cut_short: self.cut_short(number, &record),
                     number,
+                    copy_bytes: record.copy_bytes,
+                    copy_bytes_sent: record.copy_bytes_sent,
                     detail: if crate::store::ADMIN_ACTIONS.contains(&record.action.as_str()) {
                         record.detail.clone()
                     } else {

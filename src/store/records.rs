@@ -160,6 +160,13 @@ pub struct AuditRecord {
     /// disclosure control). False for records written before this field existed.
     #[prost(bool, tag = "12")]
     pub counts_withheld: bool,
+    /// A backup: the copy's size in bytes, and how many of them its operator was sent
+    /// (equal once it was sent whole). 0 for any other record, and for backups recorded
+    /// before these fields existed.
+    #[prost(uint64, tag = "13")]
+    pub copy_bytes: u64,
+    #[prost(uint64, tag = "14")]
+    pub copy_bytes_sent: u64,
 }
 
 impl AuditRecord {

@@ -1648,6 +1648,24 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         (revoked.key_id.as_str(), revoked.revocation_reason.as_str()),
         (id, "superseded")
     );
+    a_revoked_key_is_not_registered_again(&mut admin, register()).await;
+}
+
+/// Registering a revoked key again is refused, saying what to do, and on record.
+async fn a_revoked_key_is_not_registered_again(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    register: pb::RegisterSigningKeyRequest,
+) {
+    let refused = admin.register_signing_key(register).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("was revoked as of")
+            && refused.message().contains("(superseded)")
+            && refused.message().contains("tidemark keygen"),
+        "{refused:?}"
+    );
+    let last = common::audit_log(admin).await.pop().unwrap();
+    assert_eq!(last.action, "refused RegisterSigningKey", "{last:?}");
 }
 
 /// A revocation the CRL file lists and the store does not — written by another server

@@ -181,6 +181,7 @@ impl From<KeyRegistryError> for Status {
         match err {
             KeyRegistryError::OtherState { .. } => Status::already_exists(err.to_string()),
             KeyRegistryError::Unknown(_) => Status::not_found(err.to_string()),
+            KeyRegistryError::Revoked { .. } => Status::failed_precondition(err.to_string()),
             KeyRegistryError::Store(e) => e.into(),
         }
     }

@@ -297,6 +297,14 @@ pub(super) fn apply(
         AdminChange::RegisterKey(record) => {
             let existing: Option<KeyRecord> = get(tx, SIGNING_KEYS, &record.key_id)?;
             match existing {
+                Some(existing) if existing.state == record.state && existing.revoked_at != 0 => {
+                    return Ok(Err(KeyRegistryError::Revoked {
+                        key_id: existing.key_id,
+                        state: existing.state,
+                        at: existing.revoked_at,
+                        reason: existing.revocation_reason,
+                    }));
+                }
                 Some(existing) if existing.state == record.state => {
                     AdminApplied::Key(existing.clone(), Some(existing))
                 }

@@ -901,6 +901,17 @@ pub enum KeyRegistryError {
     OtherState { key_id: String, state: String },
     #[error("no signing key has id {0}; list keys with `tidemark admin keys`")]
     Unknown(String),
+    #[error(
+        "signing key {key_id} of {state} was revoked as of {} ({reason}), and a revoked key \
+         is never trusted again: make a new key (`tidemark keygen`) and register that",
+        crate::clock::format_time(*at)
+    )]
+    Revoked {
+        key_id: String,
+        state: String,
+        at: i64,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -273,7 +273,7 @@ mod tests {
             action: "query".to_owned(),
             category: "smuggling-incident".to_owned(),
             detail_sha256: [0; 32],
-            count: 1,
+            count: owners.iter().map(|(_, c)| c).sum(),
             owners: owners.iter().map(|(s, c)| ((*s).to_owned(), *c)).collect(),
             counts_withheld: false,
         })

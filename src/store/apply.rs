@@ -215,7 +215,8 @@ pub(super) fn put_audit(
     let record = AuditRecord {
         at,
         detail_salt,
-        logged_at: logged,
+        // Never before the access began, whatever the clock did since.
+        logged_at: logged.max(at),
         ..record.clone()
     };
     for owner in &record.owners {

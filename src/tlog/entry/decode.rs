@@ -140,6 +140,34 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
     })?;
     let counts_withheld = count.is_none();
     let owners = lines.field("owners", |v| owners(v, counts_withheld))?;
+    // The fields hold together as the server writes them: one meaning per entry.
+    // (0: written before `logged` existed, judged at its `at`.)
+    if logged != 0 && logged < at {
+        return Err(malformed(format!(
+            "it was logged ({logged}) before the access began (at {at}): a record is written \
+             when its access begins, then only later"
+        )));
+    }
+    let callers_state = principal_state(&principal);
+    if callers_state.as_deref().unwrap_or_default() != state {
+        return Err(malformed(format!(
+            "its state ({}) is not the principal's ({principal} is of {}): the state line \
+             names the caller's state, `-` for a principal of none",
+            if state.is_empty() { "-" } else { &state },
+            callers_state.as_deref().unwrap_or("no state")
+        )));
+    }
+    if let Some(count) = count {
+        let sum = owners
+            .iter()
+            .try_fold(0u64, |sum, (_, n)| sum.checked_add(*n));
+        if sum != Some(count) {
+            return Err(malformed(format!(
+                "its count ({count}) is not the sum of its owners' counts: count is the \
+                 reports read of every owner listed"
+            )));
+        }
+    }
     // A refusal read nothing: an entry that says it did is not one the server writes
     // (and would hide a read from every check that passes over refusals).
     if action.starts_with("refused ") && (count != Some(0) || !owners.is_empty()) {
@@ -164,6 +192,12 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
     })
 }
 
+/// The state in a principal's SPIFFE ID (`…/state/<STATE>/…`), for a state's principal.
+fn principal_state(principal: &str) -> Option<String> {
+    let path = principal.strip_prefix("spiffe://")?.split_once('/')?.1;
+    Some(path.strip_prefix("state/")?.split('/').next()?.to_owned())
+}
+
 fn policy(lines: &mut Lines<'_>) -> Result<PolicyEntry, MalformedEntry> {
     let at = lines.field("at", time)?;
     let cross_category = lines.field("cross-category", |v| {
@@ -172,12 +206,15 @@ fn policy(lines: &mut Lines<'_>) -> Result<PolicyEntry, MalformedEntry> {
     let mut rules = Vec::new();
     for category in Category::ALL {
         rules.push(lines.field(category.label(), |v| {
+            // A window of no days was never configurable. (A minimum of 0, give-to-get
+            // off, was until 808dbb3, and logs keep its entries.)
             let rule = || -> Option<(u32, u32)> {
                 let (window, minimum) = v.strip_prefix("window-days ")?.split_once(" minimum ")?;
-                Some((small(window)?, small(minimum)?))
+                Some((small(window).filter(|w| *w > 0)?, small(minimum)?))
             };
-            let (window, minimum) =
-                rule().ok_or_else(|| "`window-days N minimum M`, whole numbers".to_owned())?;
+            let (window, minimum) = rule().ok_or_else(|| {
+                "`window-days N minimum M`, whole numbers, N at least 1".to_owned()
+            })?;
             Ok((category.label().to_owned(), window, minimum))
         })?);
     }
@@ -622,6 +659,32 @@ mod tests {
         refused_saying(&cases);
     }
 
+    /// Fields each in its one spelling that contradict one another are refused too: an
+    /// entry the server does not write has no one meaning.
+    #[test]
+    fn an_entry_whose_fields_contradict_one_another_is_refused() {
+        let audit = String::from_utf8(audit_entry(false).encode()).unwrap();
+        let policy = String::from_utf8(policy_entry().encode()).unwrap();
+        let cases = [
+            (
+                policy.replace("window-days 90", "window-days 0"),
+                "N at least 1",
+            ),
+            (
+                audit.replace("logged 1764424861", "logged 1764424859"),
+                "before the access began",
+            ),
+            (audit.replace("state IDN", "state AUS"), "is of IDN"),
+            (audit.replace("state IDN", "state -"), "is of IDN"),
+            (
+                audit.replace("state/IDN/node", "regional/analyst"),
+                "is of no state",
+            ),
+            (audit.replace("count 15", "count 16"), "sum of its owners"),
+        ];
+        refused_saying(&cases);
+    }
+
     /// Each text is refused with a message that holds its phrase.
     fn refused_saying(cases: &[(String, &str)]) {
         for (text, said) in cases {
@@ -663,34 +726,34 @@ mod tests {
                 },
             );
         let audit = (
-            (1..u64::MAX, any::<bool>(), 0..i64::MAX, 0..i64::MAX),
+            (1..u64::MAX, any::<bool>(), 0..i64::MAX / 2, 0..i64::MAX / 2),
             (
                 prop_oneof![
                     "spiffe://[a-z]{1,8}(\\.[a-z]{1,8})?/state/(AUS|IDN|THA|FRA)/(node|analyst)/[a-z0-9][a-z0-9._-]{0,10}",
                     "spiffe://[a-z]{1,8}/(regional/analyst|operator)/[a-z0-9][a-z0-9_-]{0,10}",
                     "spiffe://[a-z]{1,8}/server",
                 ],
-                "([A-Z]{3})?",
                 prop_oneof![
                     "[a-z]{1,8}(-[a-z]{1,8}){0,2}",
                     "refused [a-z]{1,8}",
                     "refused ([A-Z][a-z]{1,6}){1,3}",
                 ],
             ),
-            (0..4usize, digest, any::<u64>(), any::<bool>()),
-            proptest::collection::btree_map(state, any::<u64>(), 0..4),
+            (0..4usize, digest, any::<bool>()),
+            proptest::collection::btree_map(state, 0..u64::from(u32::MAX), 0..4),
         )
             .prop_map(
-                |((number, in_progress, at, logged), (principal, state, action), rest, owners)| {
-                    let (categories, detail, count, counts_withheld) = rest;
+                |((number, in_progress, at, later), (principal, action), rest, owners)| {
+                    let (categories, detail, counts_withheld) = rest;
+                    // Fields that hold together: logged when begun or later (0: before
+                    // `logged` existed), the caller's own state, count the owners' sum.
+                    let logged = if later == 0 { 0 } else { at + later - 1 };
+                    let state = principal_state(&principal).unwrap_or_default();
                     // A refusal reads nothing.
                     let refused = action.starts_with("refused ");
-                    let (count, counts_withheld) = if refused {
-                        (0, false)
-                    } else {
-                        (count, counts_withheld)
-                    };
+                    let counts_withheld = counts_withheld && !refused;
                     let owners = if refused { std::collections::BTreeMap::default() } else { owners };
+                    let count = owners.values().sum();
                     let category = Category::ALL
                         .iter()
                         .enumerate()

@@ -53,6 +53,37 @@ def test_a_verifier_key_whose_base64_holds_a_plus_sign_is_read():
     assert (verifier.name, verifier.key_id) == ("example.com/log", key_id)
 
 
+def _signed_checkpoint(name: str, text: str):
+    """A note of `text` signed by a fresh Ed25519 key named `name`, and its verifier."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = Ed25519PrivateKey.generate()
+    raw = b"\x01" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_id = hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4]
+    signature = base64.b64encode(key_id + key.sign(text.encode())).decode()
+    verifier = tlog.NoteVerifier.parse(f"{name}+{key_id.hex()}+{base64.b64encode(raw).decode()}")
+    return f"{text}\n\u2014 {name} {signature}\n", verifier
+
+
+def test_a_checkpoint_is_read_only_as_the_cli_reads_it():
+    root = "gMkMHvDptpiLfR6/OtiLjQw7BS9L+L8j2SmqgqaTp4o="
+    note, verifier = _signed_checkpoint("example.com/log", f"example.com/log\n2\n{root}\n")
+    assert tlog.open_checkpoint(note, verifier).size == 2
+    # Another log's checkpoint, signed by this key: refused in open_checkpoint itself.
+    note, verifier = _signed_checkpoint("example.com/log", f"other.example/log\n2\n{root}\n")
+    with pytest.raises(tlog.LogProofError, match="is of log 'other.example/log'"):
+        tlog.open_checkpoint(note, verifier)
+    # A control character other than a line feed, signed or not (C2SP signed-note).
+    for char in ["\x1b", "\t", "\x00", "\r"]:
+        text = f"example.com/log\n2\n{root}\nx{char}y\n"
+        note, verifier = _signed_checkpoint("example.com/log", text)
+        with pytest.raises(tlog.LogProofError, match="control character"):
+            tlog.open_checkpoint(note, verifier)
+
+
 # RFC 6962 test vectors (as in Go's transparency-dev/merkle): the 8 leaves below, the
 # root of all 8, and the inclusion proof of leaf 0 in the tree of 8.
 LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]]
@@ -242,6 +273,9 @@ def test_query_results_prove_their_acceptance(server):
             idn.verify(first.envelope, keys, first.meta.accepted_at_unix - 60, first.log_proof, log_key)
         with pytest.raises(ValueError, match="log_key"):
             idn.verify(first.envelope, keys, log_proof=first.log_proof)
+        # A key to check against, and nothing to check: refused, not passed over.
+        with pytest.raises(ValueError, match="without log_proof"):
+            idn.verify(first.envelope, keys, log_key=log_key)
 
 
 def test_a_public_key_of_small_order_is_refused():

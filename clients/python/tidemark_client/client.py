@@ -747,7 +747,14 @@ class Client:
         :mod:`tidemark_client.tlog`), the proof is checked, its entry must record this
         exact payload, and the acceptance time is taken from the entry — so a key
         revoked later is judged by a time the server cannot change. An `accepted_at`
-        that differs from the entry's is refused."""
+        that differs from the entry's is refused. A `log_key` without a `log_proof`
+        is refused (ValueError), as it would check nothing against the log."""
+        if log_key is not None and log_proof is None:
+            raise ValueError(
+                "log_key was given without log_proof, so nothing would be checked against the "
+                "log: pass result.log_proof too (query with include_log_proofs=True), or no "
+                "log_key"
+            )
         if log_proof is not None:
             accepted_at = self._proven_acceptance(envelope, log_proof, log_key, accepted_at)
         kinds: Dict[str, Union[Type[report_pb2.Report], Type[report_pb2.Retraction]]] = {

@@ -160,9 +160,16 @@ def as_note(text: str) -> str:
 
 def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
     """Checks the note's signature by `verifier` (every signature line of its name and
-    key id must verify; others are ignored) and reads the checkpoint it signs. A note
-    read from a file is read as :func:`as_note` says."""
+    key id must verify; others are ignored) and reads the checkpoint it signs, which must
+    name the verifier's log as its origin. A note read from a file is read as
+    :func:`as_note` says; past that, it holds no control character but line feeds (C2SP
+    signed-note)."""
     note = as_note(note)
+    for offset, char in enumerate(note.encode()):
+        if char < 0x20 and char != 0x0A:
+            raise LogProofError(
+                f"note has control character U+{char:04X} at byte {offset}; only newline is allowed"
+            )
     split = note.rfind("\n\n")
     if split < 0 or not note.endswith("\n"):
         raise LogProofError("the checkpoint is not a signed note (text, a blank line, signatures)")
@@ -200,6 +207,8 @@ def open_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
     origin, size, root = lines[0], lines[1], lines[2]
     if not origin:
         raise LogProofError("the checkpoint names no origin")
+    if origin != verifier.name:
+        raise LogProofError(f"the checkpoint is of log {origin!r}, not of {verifier.name!r}")
     extensions = lines[3:]
     if any(not e for e in extensions):
         raise LogProofError("the checkpoint has an empty extension line")
@@ -364,10 +373,6 @@ def verify_log_proof(text: str, log_key: str) -> VerifiedLogProof:
     if entry is None:
         raise LogProofError("the proof carries no entry (its 'extra' line is missing)")
     checkpoint = open_checkpoint("\n".join(lines[at + 1 :]), verifier)
-    if checkpoint.origin != verifier.name:
-        raise LogProofError(
-            f"the checkpoint is of log {checkpoint.origin!r}, not of {verifier.name!r}"
-        )
     verify_inclusion(leaf_hash(entry), index, checkpoint.size, hashes, checkpoint.root)
     return VerifiedLogProof(entry, index, checkpoint)
 

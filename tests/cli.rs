@@ -313,7 +313,12 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
     };
     let out = run(check(&line)).await;
     assert_ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("the entry commits to the payload"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("the entry commits to the payload")
+            && said.contains("its signatures are not checked here"),
+        "{said}"
+    );
     let out = run(check(&signed)).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the proof is valid, but not of"));
@@ -336,11 +341,19 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
             .unwrap()
             .push(first.clone());
     }
+    // Nor an envelope the server would not have taken as it is, its payload the same.
+    let mut unsigned = original.clone();
+    unsigned["envelope"]["signatures"] = serde_json::json!([]);
+    let mut retyped = original.clone();
+    retyped["envelope"]["payloadType"] = "application/vnd.example+protobuf".into();
+    retyped.as_object_mut().unwrap().remove("report");
     for (changed, says) in [
         (unknown, "which no line holds"),
         (altered, "its report is not the signed payload's"),
         (late, "but its log entry"),
         (padded, "5 signatures"),
+        (unsigned, "carries no signature"),
+        (retyped, "is not a Tidemark report"),
     ] {
         std::fs::write(&line, changed.to_string()).unwrap();
         let out = run(check(&line)).await;
@@ -463,6 +476,68 @@ async fn receipt_files_say_what_they_hold_and_a_refusal_leaves_none_behind() {
     assert!(text.starts_with("c2sp.org/tlog-proof@v1\n"), "{text}");
 }
 
+/// `log entries` prints every leaf of the range asked for, in order, past the 1,000 the
+/// server returns per call; without `--end`, 100 and what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_entries_prints_the_whole_range_asked_for() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let reports = run(args(&[
+        "sample-reports",
+        "--count",
+        "1100",
+        "--states",
+        "AUS",
+    ]))
+    .await;
+    assert_ok(&reports);
+    let file = dir.path().join("reports.jsonl");
+    std::fs::write(&file, &reports.stdout).unwrap();
+    let client = |command: &[&str]| {
+        let mut all: Vec<&str> = command.to_vec();
+        all.extend(["--endpoint", &endpoint, "--as", &aus]);
+        args(&all)
+    };
+    assert_ok(&run(client(&["import", &file.display().to_string()])).await);
+    let checkpoint = run(client(&["log", "checkpoint"])).await;
+    let size: u64 = String::from_utf8_lossy(&checkpoint.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(size > 1_100, "{size}");
+    let leaves = |out: &std::process::Output| -> Vec<u64> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("# leaf "))
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let (start, end) = (3, size.to_string());
+    let out = run(client(&["log", "entries", "--start", "3", "--end", &end])).await;
+    assert_ok(&out);
+    assert_eq!(leaves(&out), (start..size).collect::<Vec<_>>());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(client(&["log", "entries", "--start", "3"])).await;
+    assert_ok(&out);
+    assert_eq!(leaves(&out), (start..start + 100).collect::<Vec<_>>());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "100 entries shown (leaves 3 to 102); the log holds {size}"
+        )) && said.contains(&format!("--end {size} shows the rest")),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
     let pki = TestPki::new();
@@ -481,15 +556,16 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
         ]);
         all
     };
-    let out = run(log(&["entries", "--start", "0", "--end", "100000"])).await;
-    assert_ok(&out);
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("the log holds"), "{said}");
-    assert!(!said.contains("continue with"), "{said}");
-    for start in ["500", &u64::MAX.to_string()] {
-        let out = run(log(&["entries", "--start", start])).await;
-        assert_ok(&out);
-        assert!(String::from_utf8_lossy(&out.stderr).contains("the log is smaller"));
+    // A range past the log is refused before anything is printed, saying its size.
+    for range in [
+        &["--end", "100000"][..],
+        &["--start", "500"],
+        &["--start", "18446744073709551615"],
+    ] {
+        let out = run(log(&[&["entries"][..], range].concat())).await;
+        assert!(!out.status.success() && out.stdout.is_empty(), "{range:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("is past the log: the log holds"), "{said}");
     }
     // An empty range is a mistake, said as one.
     let out = run(log(&["entries", "--start", "10", "--end", "10"])).await;
@@ -524,7 +600,8 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
     assert_ok(&run(log(&["inclusion", "--entry-hash", hash])).await);
     for other in [hash.to_uppercase(), format!(" {hash}"), format!("{hash}\n")] {
         let out = run(log(&["inclusion", "--entry-hash", &other])).await;
-        assert!(!out.status.success(), "{other:?}");
+        // A usage error, as a bad --index is.
+        assert_eq!(out.status.code(), Some(2), "{other:?}");
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(
             said.contains("64 lower-case hex digits"),

@@ -387,11 +387,20 @@ async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
         "{}",
         text(&refused)
     );
-    for file in ["log.vkey", "checkpoint", "witness.vkey"] {
-        assert!(!state_dir.join(file).exists(), "{file}");
-    }
+    // Not even the directory it made, nor its lock file.
+    assert!(!state_dir.exists());
+    // The log key given as text, as verify-receipt takes it: refused alike.
+    let mut as_text = args.clone();
+    *as_text.last_mut().unwrap() = wrong;
+    let refused = run(as_text).await;
+    assert!(
+        text(&refused).contains("nothing was recorded") && !state_dir.exists(),
+        "{}",
+        text(&refused)
+    );
     args.truncate(args.len() - 2);
     // While another run holds the directory: exit 5, apart from a usage error's 2.
+    std::fs::create_dir(&state_dir).unwrap();
     let held = std::fs::File::create(state_dir.join("witness.lock")).unwrap();
     held.try_lock().unwrap();
     let locked = run(args.clone()).await;

@@ -39,8 +39,8 @@ pub struct ProofArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
-    #[arg(long, value_name = "HEX")]
-    entry_hash: Option<String>,
+    #[arg(long, value_name = "HEX", value_parser = leaf_hash)]
+    entry_hash: Option<[u8; 32]>,
     /// The checkpoint's tree size (default: the newest): pick one the witnesses cosigned
     /// — the size on the second line of a witness's `--state-dir`/checkpoint, or of
     /// `tidemark log checkpoint` once the witnesses have run. The server keeps a
@@ -90,8 +90,8 @@ pub struct InclusionArgs {
     #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     index: Option<u64>,
     /// The leaf hash, SHA-256(0x00 ‖ entry), 64 hex digits.
-    #[arg(long, value_name = "HEX")]
-    entry_hash: Option<String>,
+    #[arg(long, value_name = "HEX", value_parser = leaf_hash)]
+    entry_hash: Option<[u8; 32]>,
     /// The tree size to prove inclusion in (default: the newest checkpoint's).
     #[arg(long, allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX))]
     size: Option<u64>,
@@ -118,7 +118,8 @@ pub struct EntriesArgs {
     /// The first leaf.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     start: u64,
-    /// One past the last leaf (default: start + 100; at most 1,000 per call).
+    /// One past the last leaf, at most the log's size (default: start + 100, or the
+    /// log's size if smaller). Any range is fetched whole, 1,000 entries per call.
     #[arg(long, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     end: Option<u64>,
     #[command(flatten)]
@@ -180,25 +181,26 @@ pub async fn run(command: LogCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `--entry-hash`: a leaf hash in its one spelling, as every hash Tidemark prints (lower
+/// case, no spaces or prefix).
+fn leaf_hash(text: &str) -> Result<[u8; 32], String> {
+    let mut hash = [0u8; 32];
+    Some(text)
+        .filter(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .and_then(|h| hex::decode_to_slice(h, &mut hash).ok())
+        .map(|()| hash)
+        .ok_or_else(|| {
+            "not a leaf hash: give 64 lower-case hex digits, SHA-256(0x00 ‖ entry), as \
+             `tidemark log inclusion` prints it"
+                .to_owned()
+        })
+}
+
 /// `--index N` or `--entry-hash HEX` as the request names a leaf.
-fn leaf(index: Option<u64>, entry_hash: Option<&String>) -> anyhow::Result<Leaf> {
+fn leaf(index: Option<u64>, entry_hash: Option<&[u8; 32]>) -> anyhow::Result<Leaf> {
     match (index, entry_hash) {
         (Some(index), _) => Ok(Leaf::Index(index)),
-        (None, Some(hex_hash)) => {
-            // One spelling, as every hash Tidemark prints: lower case, no spaces.
-            let hash = Some(hex_hash)
-                .filter(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-                .and_then(|h| hex::decode(h).ok())
-                .filter(|h| h.len() == 32)
-                .ok_or_else(|| {
-                    anyhow!(
-                        "--entry-hash {hex_hash:?} is not a leaf hash: 64 lower-case hex \
-                         digits, SHA-256(0x00 ‖ entry), as `tidemark log inclusion` \
-                         prints it"
-                    )
-                })?;
-            Ok(Leaf::LeafHash(hash))
-        }
+        (None, Some(hash)) => Ok(Leaf::LeafHash(hash.to_vec())),
         (None, None) => bail!("name the leaf: --index N or --entry-hash HEX"),
     }
 }
@@ -355,9 +357,8 @@ async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The most entries the server returns for one `GetEntries` call.
-const MAX_ENTRIES_PER_CALL: u64 = 1_000;
-
+/// Prints leaves [start, end) of the log as its newest checkpoint stands, a page (one
+/// `GetEntries` call) at a time: every leaf asked for, or a refusal before any is printed.
 async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     if let Some(end) = args.end
         && end <= args.start
@@ -368,40 +369,55 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
             args.start
         );
     }
-    let end = args.end.unwrap_or(args.start.saturating_add(100));
-    let response = connect(&args.client)
-        .await?
-        .get_entries(pb::GetEntriesRequest {
-            start: args.start,
-            end,
-        })
+    let mut log = connect(&args.client).await?;
+    let size = log
+        .get_checkpoint(pb::GetCheckpointRequest {})
         .await
         .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
-    for (i, entry) in response.entries.iter().enumerate() {
-        outln!("# leaf {}", response.start.saturating_add(i as u64))?;
-        out!("{}", String::from_utf8_lossy(entry))?;
+        .into_inner()
+        .tree_size;
+    let holds = match size {
+        0 => "the log is empty".to_owned(),
+        1 => "the log holds 1 entry (leaf 0)".to_owned(),
+        _ => format!("the log holds {size} entries (leaves 0 to {})", size - 1),
+    };
+    if args.start >= size {
+        bail!("--start {} is past the log: {holds}", args.start);
     }
-    let shown = response.entries.len() as u64;
-    let next = response.start.saturating_add(shown);
-    if shown == 0 {
-        errln!(
-            "no entries from leaf {}: the log is smaller (`tidemark log checkpoint` gives its \
-             size)",
-            response.start
-        );
-    } else if next < end {
-        if shown == MAX_ENTRIES_PER_CALL {
-            errln!(
-                "{shown} entries shown, the most the server returns per call: continue with \
-                 --start {next}"
-            );
-        } else {
-            errln!(
-                "{shown} entries shown: the log holds {next} entries (leaves 0 to {})",
-                next.saturating_sub(1)
+    let end = match args.end {
+        Some(end) if end > size => bail!(
+            "--end {end} is past the log: {holds}; give --end {size} at most, or leave it out \
+             for the next 100"
+        ),
+        Some(end) => end,
+        None => size.min(args.start.saturating_add(100)),
+    };
+    let mut next = args.start;
+    while next < end {
+        let page = log
+            .get_entries(pb::GetEntriesRequest { start: next, end })
+            .await
+            .map_err(|s| anyhow!(client::explain(&s)))?
+            .into_inner();
+        if page.entries.is_empty() {
+            bail!(
+                "the server's log ends at leaf {next}, short of the {size} leaves of its own \
+                 newest checkpoint: keep this output as evidence and raise it with the operator"
             );
         }
+        for entry in page.entries {
+            outln!("# leaf {next}")?;
+            out!("{}", String::from_utf8_lossy(&entry))?;
+            next += 1;
+        }
+    }
+    if args.end.is_none() && end < size {
+        errln!(
+            "{} shown (leaves {} to {}); {holds}: --end {size} shows the rest",
+            super::labels::count(end - args.start, "entry", "entries"),
+            args.start,
+            end - 1
+        );
     }
     Ok(())
 }

@@ -633,6 +633,14 @@ fn envelope_check((entry, index): (&Entry, u64), path: &Path) -> anyhow::Result<
             path.display()
         )
     })?;
+    // The proof is of this payload; an envelope the server would not have
+    // taken as it is (unsigned, not a report or retraction) is not what it accepted.
+    if let Some(why) = super::verify::not_accepted_as_it_is(&envelope) {
+        bail!(
+            "{} is not an envelope the server accepted as it is: {why}",
+            path.display()
+        );
+    }
     // The entry must also record what the payload says (state, report, version, kind,
     // category), and a line's meta what the entry says, as `verify` holds them.
     if let Entry::Envelope(recorded) = entry {
@@ -644,7 +652,9 @@ fn envelope_check((entry, index): (&Entry, u64), path: &Path) -> anyhow::Result<
         })?;
     }
     Ok(format!(
-        "the entry commits to the payload of {} ({sent})",
+        "the entry commits to the payload of {} ({sent}); its signatures are not checked \
+         here: `tidemark verify {}` checks them against the state's keys",
+        path.display(),
         path.display()
     ))
 }

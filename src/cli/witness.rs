@@ -39,10 +39,10 @@ pub struct WitnessArgs {
     /// it is restored (or the witness starts over in an empty directory).
     #[arg(long, value_name = "DIR")]
     state_dir: PathBuf,
-    /// The log's note verifier key (a file), for the first run; later runs use the one
-    /// recorded in --state-dir.
-    #[arg(long, value_name = "FILE")]
-    log_key: Option<PathBuf>,
+    /// The log's note verifier key (`<origin>+<hex id>+<base64>`, or a file holding it),
+    /// for the first run; later runs use the one recorded in --state-dir.
+    #[arg(long, value_name = "KEY|FILE")]
+    log_key: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
     #[command(flatten)]
@@ -75,9 +75,40 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     let state = CountryCode::parse(&node_state_of(&identity, "a witness")?)
         .map_err(|e| anyhow!("the node certificate's state: {e}"))?;
     let key = args.signing.load(&args.client)?;
+    let lock_path = args.state_dir.join("witness.lock");
+    // What this run makes: a first run refused before it records a log key leaves none
+    // of it.
+    let made: Vec<PathBuf> = [&args.state_dir, &lock_path]
+        .into_iter()
+        .filter(|p| !p.exists())
+        .cloned()
+        .collect();
     fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
-    let _lock = lock(&args.state_dir.join("witness.lock"))?;
+    let lock = lock(&lock_path)?;
+    let witnessed = witness(&args, state, &key).await;
+    if witnessed.is_err() && !args.state_dir.join("log.vkey").exists() {
+        // The lock file first, the directory last; removed while the lock is held, so no
+        // other run takes the directory in between.
+        for path in made.iter().rev() {
+            let _ = if path == &args.state_dir {
+                fs::remove_dir(path)
+            } else {
+                fs::remove_file(path)
+            };
+        }
+    }
+    drop(lock);
+    witnessed
+}
+
+/// One witness run under the directory's lock: checks the server's newest checkpoint
+/// against the one held, keeps it and cosigns it.
+async fn witness(
+    args: &WitnessArgs,
+    state: CountryCode,
+    key: &tidemark::signing::SigningKey,
+) -> anyhow::Result<()> {
     let identity = args.state_dir.join("witness.vkey");
     let held_path = args.state_dir.join("checkpoint");
     if !held_path.exists() && identity.exists() {
@@ -93,7 +124,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     }
     let mut log = TransparencyClient::new(args.client.connect().await?);
 
-    let (vkey, first_run) = log_key(&args, &mut log).await?;
+    let (vkey, first_run) = log_key(args, &mut log).await?;
     let verifier = NoteVerifier::parse(vkey.trim())
         .map_err(|e| anyhow!("the log key in {}: {e}", args.state_dir.display()))?;
     // What this witness holds is checked first: a fault in its own files (a log key
@@ -127,7 +158,7 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
         );
     }
     let name = witness_name(&new.origin, state);
-    let cosigner = Cosigner::from_key(&name, &key).map_err(|e| anyhow!("{e}"))?;
+    let cosigner = Cosigner::from_key(&name, key).map_err(|e| anyhow!("{e}"))?;
     if identity.exists() {
         let held = super::input::read_text_at_most(&identity, MAX_STATE_FILE)?;
         if held.trim() != cosigner.key().verifier_key() {
@@ -227,7 +258,7 @@ async fn log_key(
         );
     }
     let given = match &args.log_key {
-        Some(path) => Some(super::input::read_text_at_most(path, MAX_STATE_FILE)?),
+        Some(key) => Some(super::submit::key_text(key, "note verifier key")?),
         None => None,
     };
     if recorded.exists() {

@@ -417,7 +417,7 @@ pub(super) fn line_against_entry(
 /// Why the server would not have accepted `envelope` as it is, whoever signed it: no
 /// signature, more than it takes (as the Python client judges it), or no report or
 /// retraction in its one encoding.
-fn not_accepted_as_it_is(envelope: &pb::Envelope) -> Option<String> {
+pub(super) fn not_accepted_as_it_is(envelope: &pb::Envelope) -> Option<String> {
     if envelope.signatures.is_empty() {
         return Some("the envelope carries no signature".to_owned());
     }

@@ -802,7 +802,7 @@ pub enum AdminError {
     #[error("{0} is not enrolled in this exchange; enrol it first (`tidemark admin enrol {0}`)")]
     NotEnrolled(CountryCode),
     /// The state is suspended.
-    #[error("{0} is suspended; reinstate it first")]
+    #[error("{0} is suspended; reinstate it first (`tidemark admin enrol {0}`)")]
     Suspended(CountryCode),
     /// Operator certificates are never issued from CSRs.
     #[error("operator certificates are not issued from CSRs; make them offline with the CA files")]

@@ -184,8 +184,11 @@ async fn a_node_gets_a_certificate_from_its_own_csr_and_the_server_sets_the_iden
         assert_eq!(status.code(), code, "{}: {status:?}", p.spiffe_id());
     }
 
-    // The state's listing shows its certificate, its signing key and its standing.
+    // The state's listing shows its certificate, its signing key and its standing; a
+    // state with a signing key and no enrolment takes part too, and is listed as never
+    // enrolled.
     server.register_new_key(&pki, "AUS").await;
+    server.register_new_key(&pki, "LKA").await;
     let states = admin
         .list_states(pb::ListStatesRequest {})
         .await
@@ -198,6 +201,14 @@ async fn a_node_gets_a_certificate_from_its_own_csr_and_the_server_sets_the_iden
     assert_eq!(aus.signing_keys.len(), 1);
     assert_eq!(aus.standing.len(), 2);
     assert!(!aus.standing[0].entitled, "AUS has contributed nothing yet");
+    let lka = states
+        .iter()
+        .find(|s| s.state == "LKA")
+        .expect("LKA listed");
+    assert_eq!(
+        (lka.enrolled_at_unix, lka.suspended, lka.signing_keys.len()),
+        (0, false, 1)
+    );
 
     // Listed, and found by the expiry watch.
     let soon = admin

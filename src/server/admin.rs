@@ -400,8 +400,34 @@ impl pb::admin_server::Admin for AdminService {
             store.signing_keys(None)?,
         );
         let snapshot = self.ctx.snapshot()?;
+        // Every state that takes part, enrolled or not: a certificate of a CA the server
+        // trusts admits its holder, enrolment or none (see EnrolState), so a state with
+        // signing keys or certificates issued here is listed too, as never enrolled.
+        let mut known: std::collections::BTreeMap<String, StateRecord> = states
+            .iter()
+            .map(|record| (record.state.clone(), record.clone()))
+            .collect();
+        let named = keys
+            .iter()
+            .map(|k| k.state.clone())
+            .chain(certs.iter().filter_map(|c| {
+                Some(
+                    c.spiffe_id
+                        .split("/state/")
+                        .nth(1)?
+                        .split('/')
+                        .next()?
+                        .to_owned(),
+                )
+            }));
+        for state in named {
+            known.entry(state.clone()).or_insert_with(|| StateRecord {
+                state,
+                ..StateRecord::default()
+            });
+        }
         let mut out = Vec::new();
-        for record in &states {
+        for record in known.values() {
             let mut info = state_info(record);
             let marker = format!("/state/{}/", record.state);
             info.certificates = certs

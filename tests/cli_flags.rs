@@ -456,6 +456,40 @@ async fn audit_lists_who_read_my_data_without_a_mode_flag() {
         // The operator's registration of AUS's signing key is on AUS's list.
         assert!(said.contains(" register-key: key "), "{said}");
     }
+    // A page cut short by --limit says where the list goes on, not that nobody read.
+    server.register_new_key(&pki, "AUS").await;
+    let audit = |extra: &[&str]| {
+        let mut args = strings(&["audit", "--endpoint", &server.endpoint(), "--as", &aus]);
+        args.extend(strings(extra));
+        run(args)
+    };
+    let out = audit(&["--limit", "1"]).await;
+    let (said, note) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        said.contains("no reads of your reports among these 1")
+            && !said.contains("no other state has read"),
+        "{said}"
+    );
+    let before = note
+        .split("--before ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{note}"));
+    let out = audit(&["--limit", "1", "--before", before]).await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(" register-key: key ")
+            && said.contains("no other state read your reports before these"),
+        "{said}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

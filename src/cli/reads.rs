@@ -927,6 +927,10 @@ pub struct AuditArgs {
     /// Your state's witness directory (`tidemark log witness --state-dir`), for --verify.
     #[arg(long, value_name = "DIR", requires = "verify")]
     state_dir: Option<PathBuf>,
+    /// Only accesses older than this one: its audit record number (`number` in --json;
+    /// `audit` names the one to page back from when the list goes on).
+    #[arg(long, value_name = "NUMBER", allow_negative_numbers = true, value_parser = whole(1u64, u64::MAX), conflicts_with = "verify")]
+    before: Option<u64>,
     #[command(flatten)]
     client: ClientArgs,
     /// One JSON object per access (not with --verify, which prints its check).
@@ -945,8 +949,19 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(AuditCheck::VerifyReciprocity(check)) = &args.check {
         return super::reciprocity::run(check, channel).await;
     }
-    let wanted = if args.verify { u32::MAX } else { args.limit };
-    let accesses = accesses(&mut ExchangeClient::new(channel.clone()), wanted).await?;
+    // One more than shown, to know whether the list goes on.
+    let wanted = if args.verify {
+        u32::MAX
+    } else {
+        args.limit.saturating_add(1)
+    };
+    let mut accesses = accesses(
+        &mut ExchangeClient::new(channel.clone()),
+        (wanted, args.before.unwrap_or(0)),
+    )
+    .await?;
+    let more = !args.verify && accesses.len() > args.limit as usize;
+    accesses.truncate(args.limit as usize);
     if let (true, Some(dir)) = (args.verify, &args.state_dir) {
         let state = super::submit::state_of(&args.client.identity()?)?;
         return super::audit_check::verify(channel, dir, &state, &accesses).await;
@@ -960,22 +975,34 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
             outln!("{}", access_line(a))?;
         }
         // The list also holds the operators' actions in the state's name (with a detail).
-        if accesses.iter().all(|a| !a.detail.is_empty()) {
-            outln!("no other state has read your reports")?;
+        let no_reads = accesses.iter().all(|a| !a.detail.is_empty());
+        match (no_reads, more) {
+            (true, false) if args.before.is_none() => {
+                outln!("no other state has read your reports")?;
+            }
+            (true, false) => outln!("no other state read your reports before these")?,
+            (true, true) => outln!("no reads of your reports among these {}", accesses.len())?,
+            (false, _) => {}
         }
+    }
+    if let (true, Some(last)) = (more, accesses.last()) {
+        errln!(
+            "the list goes on: --before {} for older entries (or a larger --limit)",
+            last.number
+        );
     }
     Ok(())
 }
 
-/// The newest `wanted` accesses to the caller's reports (all of them for `u32::MAX`),
-/// page by page (the server returns at most 10,000 a call).
+/// The newest `wanted` accesses to the caller's reports (all of them for `u32::MAX`)
+/// older than audit record `before` (0: from the newest), page by page (the server
+/// returns at most 10,000 a call).
 async fn accesses(
     exchange: &mut ExchangeClient<tonic::transport::Channel>,
-    wanted: u32,
+    (wanted, mut before): (u32, u64),
 ) -> anyhow::Result<Vec<pb::DataAccess>> {
     const PAGE: u32 = 10_000;
     let mut all: Vec<pb::DataAccess> = Vec::new();
-    let mut before = 0;
     loop {
         let left = wanted.saturating_sub(u32::try_from(all.len()).unwrap_or(u32::MAX));
         if left == 0 {

@@ -954,6 +954,22 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     // The node signs with its state's key beside its profile, whatever the profile is
     // called: node/canberra-1 of AUS signs with node/aus-signing.key.
     run_ok(args(&["keygen", "--out", &path("aus-signing")])).await;
+    // The private half by mistake: refused before anything is sent.
+    let out = run(admin(&[
+        "register-key",
+        "--state",
+        "AUS",
+        "--public-key",
+        &path("aus-signing.key"),
+    ]))
+    .await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("holds a private key")
+            && said.contains("nothing was sent"),
+        "{said}"
+    );
     run_ok(admin(&[
         "register-key",
         "--state",

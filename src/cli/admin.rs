@@ -603,6 +603,14 @@ async fn register_key(
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
     let pem = super::input::read_text(public_key)?;
+    // A private key never leaves the machine it is on, not even to be refused.
+    if pem.contains("PRIVATE KEY-----") {
+        bail!(
+            "{} holds a private key: give the public half (`tidemark keygen` writes it as \
+             NAME.pub.pem beside NAME.key); nothing was sent",
+            public_key.display()
+        );
+    }
     let info = admin
         .register_signing_key(pb::RegisterSigningKeyRequest {
             state: state.to_string(),

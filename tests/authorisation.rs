@@ -1157,7 +1157,8 @@ async fn a_busy_backup_ends_when_the_operators_certificate_is_revoked() {
         record
             .detail
             .contains(&format!(" of {} bytes", manifest.bytes))
-            && record.detail.contains("; cut short"),
+            && record.detail.contains("; cut short after ")
+            && record.detail.contains("revoked"),
         "{record:?}"
     );
     // Each owner is shown part of a copy: its count bounds what left, and how much did.

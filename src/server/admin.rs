@@ -12,7 +12,7 @@ use crate::{
         auth,
         context::Context,
         delivery::{Cut, UnfinishedRead, cut_short},
-        guard::Guarded,
+        guard::{CallGuard, Guarded},
     },
     signing::PublicKey,
     store::{AuditRecord, KeyRecord, OwnerReads, StateRecord, Writer},
@@ -107,7 +107,7 @@ async fn send_file(
     path: &std::path::Path,
     tx: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
     stall: std::time::Duration,
-    cut: &mut Cut,
+    (cut, lapse): (&mut Cut, &mut CallGuard),
 ) -> Sent {
     use tokio::io::AsyncReadExt;
     let mut file = match tokio::fs::File::open(path).await {
@@ -140,6 +140,9 @@ async fn send_file(
             handed = tokio::time::timeout(stall, tx.send(Ok(data))) => handed,
             // The server is stopping: the copy ends here, and its record says so.
             () = cut.wait() => return Sent::Ended(sent, cut_short()),
+            // The operator's certificate revoked (or expired) while the copy waits on a
+            // caller that is not reading: ended for that, and on record as such.
+            refused = lapse.lapsed() => return Sent::Ended(sent, refused),
         };
         match handed {
             Ok(Ok(())) => sent += n as u64,
@@ -179,7 +182,7 @@ const BACKUP_CHUNK: usize = 64 * 1024;
 /// deleted then, not when the connection goes). Its audit record (`number`, written in
 /// progress) is completed with how it ended: sent whole, or cut short after how many bytes.
 fn stream_backup(
-    (copy, manifest): (BackupCopy, pb::BackupManifest),
+    (copy, manifest, mut lapse): (BackupCopy, pb::BackupManifest, CallGuard),
     (stall, (unfinished, mut cut)): (std::time::Duration, (UnfinishedRead, Cut)),
     (writer, number, mut record): (Writer, u64, AuditRecord),
 ) -> tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>> {
@@ -190,7 +193,7 @@ fn stream_backup(
             part: Some(pb::backup_chunk::Part::Manifest(manifest)),
         };
         let sent = if tx.send(Ok(first)).await.is_ok() {
-            send_file(copy.path(), &tx, stall, &mut cut).await
+            send_file(copy.path(), &tx, stall, (&mut cut, &mut lapse)).await
         } else {
             Sent::Gone(0)
         };
@@ -278,8 +281,9 @@ impl pb::admin_server::Admin for AdminService {
             ..AuditRecord::default()
         };
         let number = self.ctx.audit(record.clone()).await?;
+        let lapse = self.ctx.guard(auth::peer(&request)?, None);
         Ok(Response::new(guard.guard(stream_backup(
-            (copy, manifest),
+            (copy, manifest, lapse),
             (self.ctx.read_stall, self.ctx.unfinished.start()),
             (self.ctx.writer.clone(), number, record),
         ))))

@@ -431,9 +431,9 @@ async fn a_busy_query_or_sync_ends_on_revocation_and_on_suspension() {
             if let (Cause::Suspend, Err(status)) = (cause, &end) {
                 // A refusal met mid-stream is on record too, named in the trailers.
                 let method = if sync {
-                    "refused Sync"
+                    "refused sync"
                 } else {
-                    "refused Query"
+                    "refused query"
                 };
                 assert_refusal_on_record(&mut admin, status, ("IDN", method)).await;
             }

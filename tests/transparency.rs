@@ -707,7 +707,7 @@ async fn every_refusal_of_an_authenticated_caller_is_on_record_and_in_the_log() 
     let record = |n: u64| records.iter().find(|r| r.number == n).unwrap();
     let expected = [
         ("AUS", "/state/AUS/node/", "refused SuspendState"),
-        ("THA", "/state/THA/analyst/", "refused Query"),
+        ("THA", "/state/THA/analyst/", "refused query"),
         ("IDN", "/state/IDN/node/", "refused query"),
     ];
     for (n, (state, who, action)) in numbers.iter().zip(expected) {

@@ -19,10 +19,10 @@ use crate::{
 };
 
 /// The audit actions of an operator's reads.
-const LIST_STATES: &str = "list-states";
-const LIST_CERTIFICATES: &str = "list-certificates";
-const LIST_SIGNING_KEYS: &str = "list-signing-keys";
-const READ_AUDIT_LOG: &str = "read-audit-log";
+pub(super) const LIST_STATES: &str = "list-states";
+pub(super) const LIST_CERTIFICATES: &str = "list-certificates";
+pub(super) const LIST_SIGNING_KEYS: &str = "list-signing-keys";
+pub(super) const READ_AUDIT_LOG: &str = "read-audit-log";
 const OPERATOR_READS: [&str; 4] = [
     LIST_STATES,
     LIST_CERTIFICATES,

@@ -38,7 +38,7 @@ use super::{
 };
 use crate::{
     identity::Principal,
-    metrics::Metrics,
+    metrics::{MethodLabels, Metrics},
     store::{AppendError, AuditRecord, Writer},
 };
 
@@ -250,7 +250,7 @@ fn refusal_record(caller: &Caller, uri: &http::Uri, reason: &str) -> Option<Audi
     Some(AuditRecord {
         principal: principal.spiffe_id(),
         state: principal.state().map(|s| s.to_string()).unwrap_or_default(),
-        action: format!("refused {}", method.grpc_method),
+        action: format!("refused {}", refused_action(&method)),
         detail: serde_json::json!({
             "method": format!("{}/{}", method.grpc_service, method.grpc_method),
             "refusal": reason,
@@ -258,6 +258,29 @@ fn refusal_record(caller: &Caller, uri: &http::Uri, reason: &str) -> Option<Audi
         .to_string(),
         ..AuditRecord::default()
     })
+}
+
+/// What a refused call is recorded as: a read under its own action, as its handler
+/// records a refusal of it (give-to-get, the read budget) — so a read is `refused query`
+/// whether it was refused as it opened or while it ran, and for whatever reason; any
+/// other call under its gRPC method's name (`refused SuspendState`).
+fn refused_action(method: &MethodLabels) -> &str {
+    use super::admin::{LIST_CERTIFICATES, LIST_SIGNING_KEYS, LIST_STATES, READ_AUDIT_LOG};
+    const READS: [(&str, &str, &str); 9] = [
+        ("tidemark.v1.Exchange", "Query", "query"),
+        ("tidemark.v1.Exchange", "Sync", "sync"),
+        ("tidemark.v1.Exchange", "Subscribe", "subscribe"),
+        ("tidemark.v1.Analytics", "Aggregate", "aggregate"),
+        ("tidemark.v1.Admin", "ListStates", LIST_STATES),
+        ("tidemark.v1.Admin", "ListCertificates", LIST_CERTIFICATES),
+        ("tidemark.v1.Admin", "ListSigningKeys", LIST_SIGNING_KEYS),
+        ("tidemark.v1.Admin", "AuditLog", READ_AUDIT_LOG),
+        ("tidemark.v1.Admin", "Backup", "backup"),
+    ];
+    READS
+        .iter()
+        .find(|(service, name, _)| *service == method.grpc_service && *name == method.grpc_method)
+        .map_or(&method.grpc_method, |(_, _, action)| action)
 }
 
 /// The `tidemark-audit` value of a refusal: its record's number, or [`UNRECORDED`].

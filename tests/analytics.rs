@@ -992,11 +992,12 @@ async fn only_analysts_aggregate_and_state_analysts_need_standing() {
         "{}",
         regional_entry.detail
     );
+    // Two for standing, two for the wrong role: a refused aggregate, whatever the reason.
     assert_eq!(
         log.iter()
             .filter(|e| e.action == "refused aggregate")
             .count(),
-        2
+        4
     );
 }
 

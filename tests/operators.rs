@@ -1576,7 +1576,11 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         public_key_pem: format!("\u{feff}{}", key.public_key().to_spki_pem()),
         ..Default::default()
     };
-    admin.register_signing_key(register()).await.unwrap();
+    let registered = admin
+        .register_signing_key(register())
+        .await
+        .unwrap()
+        .into_inner();
     admin.register_signing_key(register()).await.unwrap();
     // The server's own receipt and log key is no state's.
     let server_key = server.receipt_key(&node(&pki, "AUS")).await;
@@ -1604,7 +1608,13 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         ),
         ("suspend-state", "NZL".to_owned()),
         ("enrol-state", "NZL (reinstated)".to_owned()),
-        ("register-key", format!("key {id} for NZL")),
+        (
+            "register-key",
+            format!(
+                "key {id} for NZL, valid from {} with no end",
+                tidemark::clock::format_time(registered.valid_from_unix)
+            ),
+        ),
         (
             "register-key",
             format!("key {id} for NZL (already registered; changes nothing)"),
@@ -1616,8 +1626,16 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         "{details:#?}"
     );
 
-    // A revocation's reason is a name; a key id is found in any case, and a malformed
-    // one is refused as such.
+    a_key_revocation_takes_a_reason_name_and_one_spelling_of_its_id(&mut admin, id).await;
+    a_revoked_key_is_not_registered_again(&mut admin, register()).await;
+}
+
+/// A key revocation's reason is a name, and its key id the one lower-case spelling
+/// `admin keys` lists: anything else is refused as such; then `id` is revoked.
+async fn a_key_revocation_takes_a_reason_name_and_one_spelling_of_its_id(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    id: &str,
+) {
     let revoke = |key_id: String, reason: &str| pb::RevokeSigningKeyRequest {
         key_id,
         reason: reason.into(),
@@ -1659,7 +1677,6 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
         (revoked.key_id.as_str(), revoked.revocation_reason.as_str()),
         (id, "superseded")
     );
-    a_revoked_key_is_not_registered_again(&mut admin, register()).await;
 }
 
 /// Registering a revoked key again is refused, saying what to do, and on record.

@@ -114,7 +114,17 @@ pub(super) fn audit_record(
                 "key {} for {} (already registered; changes nothing)",
                 key.key_id, key.state
             ),
-            (_, None) => format!("key {} for {}", key.key_id, key.state),
+            (_, None) => format!(
+                "key {} for {}, valid from {} {}",
+                key.key_id,
+                key.state,
+                crate::clock::format_time(key.valid_from),
+                if key.valid_until == 0 {
+                    "with no end".to_owned()
+                } else {
+                    format!("until {}", crate::clock::format_until(key.valid_until))
+                }
+            ),
         },
         AdminApplied::Issued(certificate) => format!(
             "serial {} for {}",

@@ -250,8 +250,11 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
 /// carries in the certificate revocations, suspensions and signing-key revocations made
 /// after the backup, from the CRL file and access-journal.json beside it: keep both as
 /// the last server wrote them (if they are lost, `tidemark serve --trust-files-lost`
-/// starts anyway, and those changes must be made again). States' witnesses will report
-/// the log's rollback: tell the states.
+/// starts anyway, and those changes must be made again). The audit records written
+/// after the backup (every read, refusal and action since) are not carried: keep them
+/// first if the old server still runs (`tidemark admin audit --after N --json`, N the
+/// manifest's audit_records). States'
+/// witnesses will report the log's rollback: tell the states.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     /// The backup file `tidemark admin backup --out` wrote (its FILE.manifest.json must

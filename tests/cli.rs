@@ -1021,9 +1021,20 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         "{stderr}"
     );
 
+    // Listed as revoked; not among those that need renewal.
+    let out = run(admin(&["certs"])).await;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&format!("{serial} ")) && listed.contains("REVOKED"),
+        "{listed}"
+    );
     let out = run(admin(&["certs", "--expiring", "91d"])).await;
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{serial} ")));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&format!("{serial} ")));
+    // Days from 1, checked as the command line is read: a usage error.
+    for bad in ["0", "0d", "-1", "30days"] {
+        let out = run(admin(&["certs", "--expiring", bad])).await;
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
 }
 
 #[tokio::test]

@@ -133,9 +133,10 @@ enum AdminCommand {
     /// certificates `serve` wrote into certs/; `--expiring 30d` shows those that need
     /// renewal. Certificates made offline with `tidemark pki issue` are not listed.
     Certs {
-        /// Only those expiring within this many days, e.g. 30 or 30d.
-        #[arg(long, value_name = "DAYS")]
-        expiring: Option<String>,
+        /// Only those expiring within this many days (1 or more, e.g. 30 or 30d) and not
+        /// revoked: those that need renewal.
+        #[arg(long, value_name = "DAYS", value_parser = expiring_days)]
+        expiring: Option<u32>,
     },
     /// Re-read the server certificate, key and CA bundle, and the CRL file, from disk
     /// (no restart). The CRL file may hold several CRLs (this server's and partner CAs');
@@ -340,7 +341,7 @@ async fn run_certificates(
             issuer,
             certificate,
         } => revoke(admin, revocation(serial, reason, issuer, certificate)?).await?,
-        AdminCommand::Certs { expiring } => certs(admin, expiring.as_deref()).await?,
+        AdminCommand::Certs { expiring } => certs(admin, expiring.unwrap_or(0)).await?,
         AdminCommand::Backup { out } => super::backup::backup(admin, &out).await?,
         AdminCommand::ReloadTls => reload_tls(admin).await?,
         // Invariant: `run` handles the signing-key, audit and CRL commands itself.
@@ -583,11 +584,11 @@ async fn issue(
 
 /// `--expiring`: whole days from 1, written `30` or `30d` (digits only, no leading zero,
 /// one `d`).
-fn expiring_days(text: &str) -> anyhow::Result<u32> {
+fn expiring_days(text: &str) -> Result<u32, String> {
     let digits = text.strip_suffix('d').unwrap_or(text);
     whole(1u32, u32::MAX)(digits).map_err(|_| {
-        anyhow!(
-            "--expiring takes a number of days from 1 to {}, e.g. 30 or 30d, not {}",
+        format!(
+            "a number of days from 1 to {}, e.g. 30 or 30d, not {}",
             u32::MAX,
             super::labels::printable(text)
         )
@@ -636,13 +637,9 @@ async fn register_key(
 
 async fn certs(
     admin: &mut AdminClient<tonic::transport::Channel>,
-    expiring: Option<&str>,
+    days: u32,
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
-    let days = match expiring {
-        Some(text) => expiring_days(text)?,
-        None => 0,
-    };
     let certs = admin
         .list_certificates(pb::ListCertificatesRequest {
             expiring_within_days: days,

@@ -555,6 +555,8 @@ impl pb::admin_server::Admin for AdminService {
                 spiffe_id: c.spiffe_id,
                 not_after_unix: c.not_after,
             })
+            // A revoked certificate needs no renewal.
+            .filter(|c| within == 0 || !c.revoked)
             .collect::<Vec<_>>();
         let expiring = if within == 0 {
             String::new()

@@ -151,6 +151,29 @@ fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
     std::fs::File::open(directory.unwrap_or_else(|| Path::new(".")))?.sync_all()
 }
 
+/// Of `paths`, those not there yet: what a command is about to make, for [`remove_made`]
+/// to take away again if it fails before it has anything to keep.
+pub fn not_there(paths: &[&Path]) -> Vec<std::path::PathBuf> {
+    paths
+        .iter()
+        .filter(|p| p.symlink_metadata().is_err())
+        .map(|p| p.to_path_buf())
+        .collect()
+}
+
+/// Removes what [`not_there`] listed, the last first (the files, then the directory that
+/// holds them, which goes only if it is empty). What cannot be removed is left: an empty
+/// file or directory loses nothing.
+pub fn remove_made(made: &[std::path::PathBuf]) {
+    for path in made.iter().rev() {
+        let _ = if path.is_dir() {
+            std::fs::remove_dir(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

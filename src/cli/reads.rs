@@ -458,17 +458,13 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let data_path = args.into.join(format!("{name}.jsonl"));
     let state_path = args.into.join("state");
     // What this run makes: a run refused before it mirrors anything leaves none of it.
-    let made: Vec<PathBuf> = [
+    let made = tidemark::files::not_there(&[
         &args.into,
         &lock_path,
         &state_path,
         &cursor_path,
         &data_path,
-    ]
-    .into_iter()
-    .filter(|p| !p.exists())
-    .cloned()
-    .collect();
+    ]);
     fs::create_dir_all(&args.into)
         .with_context(|| format!("cannot create {}", args.into.display()))?;
     // One run at a time per directory, not per category: two states' first runs into
@@ -476,15 +472,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let lock = lock_mirror(&lock_path)?;
     let mirrored = mirror(&args, &cursor_path, &data_path).await;
     if mirrored.is_err() && fs::metadata(&data_path).map_or(true, |m| m.len() == 0) {
-        // Files first, the directory last; removed while the lock is held, so no other
-        // run takes the directory in between.
-        for path in made.iter().rev() {
-            let _ = if path == &args.into {
-                fs::remove_dir(path)
-            } else {
-                fs::remove_file(path)
-            };
-        }
+        // Removed while the lock is held, so no other run takes the directory in between.
+        tidemark::files::remove_made(&made);
     }
     drop(lock);
     mirrored

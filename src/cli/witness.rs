@@ -78,25 +78,14 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     let lock_path = args.state_dir.join("witness.lock");
     // What this run makes: a first run refused before it records a log key leaves none
     // of it.
-    let made: Vec<PathBuf> = [&args.state_dir, &lock_path]
-        .into_iter()
-        .filter(|p| !p.exists())
-        .cloned()
-        .collect();
+    let made = tidemark::files::not_there(&[&args.state_dir, &lock_path]);
     fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
     let lock = lock(&lock_path)?;
     let witnessed = witness(&args, state, &key).await;
     if witnessed.is_err() && !args.state_dir.join("log.vkey").exists() {
-        // The lock file first, the directory last; removed while the lock is held, so no
-        // other run takes the directory in between.
-        for path in made.iter().rev() {
-            let _ = if path == &args.state_dir {
-                fs::remove_dir(path)
-            } else {
-                fs::remove_file(path)
-            };
-        }
+        // Removed while the lock is held, so no other run takes the directory in between.
+        tidemark::files::remove_made(&made);
     }
     drop(lock);
     witnessed

@@ -163,13 +163,14 @@ impl Administration {
     }
 
     /// Enrols (`suspended = false`, also reinstating) or suspends a state, effective
-    /// for every open connection at once.
+    /// for every open connection at once; `true` when it already stood so (nothing
+    /// changed).
     pub(crate) fn set_suspended(
         &self,
         code: &str,
         suspended: bool,
         (operator, now): (&str, i64),
-    ) -> Result<(StateRecord, Option<String>), AdminError> {
+    ) -> Result<(StateRecord, bool, Option<String>), AdminError> {
         let state = CountryCode::parse(code).map_err(|e| invalid("state", e))?;
         let existing = self.store.state(state.as_str())?;
         let record = StateRecord {
@@ -185,14 +186,17 @@ impl Administration {
             // Set as it is stored.
             revision: 0,
         };
-        let record = match self.change(AdminChange::State(record), operator)? {
-            AdminApplied::State(record, _) => record,
+        let (record, unchanged) = match self.change(AdminChange::State(record), operator)? {
+            AdminApplied::State(record, before) => {
+                let unchanged = before.is_some_and(|b| b.suspended == record.suspended);
+                (record, unchanged)
+            }
             other => return Err(unexpected(&other)),
         };
         // A suspension changes no CRL: whatever could not be rebuilt or written is
         // logged and said, and the suspension is in force all the same.
         let not_written = self.refresh_after_change()?;
-        Ok((record, not_written))
+        Ok((record, unchanged, not_written))
     }
 
     /// Registers a state's signing key; submissions signed with it are accepted from

@@ -1565,10 +1565,17 @@ async fn admin_records_say_what_changed_and_take_no_free_text() {
     let state = || pb::StateRequest {
         state: "NZL".into(),
     };
-    admin.enrol_state(state()).await.unwrap();
-    admin.enrol_state(state()).await.unwrap();
-    admin.suspend_state(state()).await.unwrap();
-    admin.enrol_state(state()).await.unwrap();
+    // Each answer says whether it changed anything: only the second enrolment did not.
+    let mut unchanged = Vec::new();
+    for enrol in [true, true, false, true] {
+        let info = if enrol {
+            admin.enrol_state(state()).await
+        } else {
+            admin.suspend_state(state()).await
+        };
+        unchanged.push(info.unwrap().into_inner().unchanged);
+    }
+    assert_eq!(unchanged, [false, true, false, false]);
     let (key, _) = tidemark::signing::SigningKey::generate().unwrap();
     let register = || pb::RegisterSigningKeyRequest {
         state: "NZL".into(),

@@ -278,15 +278,16 @@ async fn run_certificates(
             }
             .map_err(explain)?
             .into_inner();
-            outln!(
-                "{} {}",
-                info.state,
-                if info.suspended {
-                    "suspended"
-                } else {
-                    "enrolled"
-                }
-            )?;
+            let how = if info.suspended {
+                "suspended"
+            } else {
+                "enrolled"
+            };
+            if info.unchanged {
+                outln!("{} was already {how}: nothing changed", info.state)?;
+            } else {
+                outln!("{} {how}", info.state)?;
+            }
             warn_not_written("change", &info.not_written);
         }
         AdminCommand::States => {

@@ -59,12 +59,13 @@ impl AdminService {
         suspended: bool,
     ) -> Result<Response<pb::StateInfo>, Status> {
         let now = self.ctx.clock.now();
-        let (record, not_written) = self
+        let (record, unchanged, not_written) = self
             .ctx
             .blocking(move |ctx| ctx.admin.set_suspended(&code, suspended, (&operator, now)))
             .await?;
         Ok(Response::new(pb::StateInfo {
             not_written: not_written.unwrap_or_default(),
+            unchanged,
             ..state_info(&record)
         }))
     }

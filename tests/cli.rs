@@ -1009,8 +1009,11 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     );
     let out = run(admin(&["revoke", &serial])).await;
     assert_ok(&out);
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already revoked"),
+        said.starts_with(&serial)
+            && said.contains(" was already revoked (key-compromise)")
+            && said.contains("nothing changed"),
         "{out:?}"
     );
     let out = run(whoami()).await;

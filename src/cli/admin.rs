@@ -483,18 +483,20 @@ async fn revoke(
     } else {
         format!(" of {}", r.issuer)
     };
-    outln!(
-        "revoked {}{of} ({}) as of {}",
-        r.serial,
-        r.reason,
-        format_time(r.revoked_at_unix)
-    )?;
     if r.already_revoked {
-        errln!(
-            "the certificate was already revoked as of {} ({}), which stands",
-            format_time(r.revoked_at_unix),
-            r.reason
-        );
+        outln!(
+            "{}{of} was already revoked ({}) as of {}, which stands: nothing changed",
+            r.serial,
+            r.reason,
+            format_time(r.revoked_at_unix)
+        )?;
+    } else {
+        outln!(
+            "revoked {}{of} ({}) as of {}",
+            r.serial,
+            r.reason,
+            format_time(r.revoked_at_unix)
+        )?;
     }
     if !r.holder.is_empty() {
         outln!("holder: {}", r.holder)?;

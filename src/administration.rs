@@ -26,8 +26,7 @@ use crate::{
     trust::{Trust, TrustError},
 };
 
-/// The longest validity the server gives an issued certificate (CA/B-style 397 days).
-pub(crate) const MAX_CERT_DAYS: u32 = 397;
+use crate::pki::MAX_CERT_DAYS;
 
 /// The operator actions over one store and trust state; cheap to clone.
 #[derive(Clone)]

@@ -31,6 +31,10 @@ pub const SAMPLE_STATES: [&str; 3] = ["AUS", "IDN", "THA"];
 
 /// Validity of development certificates.
 const DEV_CA_DAYS: i64 = 3650;
+
+/// The longest validity of a certificate issued to a principal, by the server (`admin
+/// issue`) or offline (`pki issue`): CA/B-style 397 days.
+pub const MAX_CERT_DAYS: u32 = 397;
 const DEV_LEAF_DAYS: i64 = 825;
 
 /// A PEM certificate with its PKCS#8 PEM private key.

@@ -92,8 +92,8 @@ pub struct IssueArgs {
     /// Directory holding ca.pem and ca.key.
     #[arg(long, default_value = "certs")]
     ca_dir: PathBuf,
-    /// Validity in days (1 to 3650).
-    #[arg(long, default_value_t = 90, allow_negative_numbers = true, value_parser = whole(1i64, 3650))]
+    /// Validity in days (1 to 397, as `admin issue` gives).
+    #[arg(long, default_value_t = 90, allow_negative_numbers = true, value_parser = whole(1i64, i64::from(tidemark::pki::MAX_CERT_DAYS)))]
     days: i64,
     /// Directory to write into.
     #[arg(long, default_value = ".")]

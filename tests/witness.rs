@@ -51,6 +51,32 @@ async fn witness(server: &TestServer, profile: &str, state_dir: &Path) -> std::p
     run(witness_args(server, profile, state_dir)).await
 }
 
+/// `audit --verify` and `audit verify-reciprocity` of `profile` against `server`, each
+/// under the checkpoint the witness in `state_dir` holds: the exit code of each and what
+/// it said.
+async fn audit_checks(
+    server: &TestServer,
+    profile: &str,
+    state_dir: &Path,
+) -> [(Option<i32>, String); 2] {
+    let common = [
+        "--state-dir".to_owned(),
+        state_dir.display().to_string(),
+        "--endpoint".to_owned(),
+        server.endpoint(),
+        "--as".to_owned(),
+        profile.to_owned(),
+    ];
+    let mut outs = Vec::new();
+    for check in ["--verify", "verify-reciprocity"] {
+        let mut args = vec!["audit".to_owned(), check.to_owned()];
+        args.extend(common.iter().cloned());
+        let out = run(args).await;
+        outs.push((out.status.code(), text(&out)));
+    }
+    [outs[0].clone(), outs[1].clone()]
+}
+
 /// Submits sample report `seed` of `state` through the command line.
 async fn submit(server: &TestServer, profile: &str, dir: &Path, state: &str, seed: u64) {
     let out = run(vec![
@@ -133,6 +159,11 @@ async fn a_witness_refuses_a_rewritten_history_and_never_cosigns_it() {
     assert_eq!(third.status.code(), Some(4), "{said}");
     assert!(said.contains("the log was rewritten"), "{said}");
     assert!(said.contains("nothing was cosigned"), "{said}");
+    // The state's own checks of the log under that checkpoint exit alike.
+    for (code, said) in audit_checks(&server, &aus, &state_dir).await {
+        assert_eq!(code, Some(4), "{said}");
+        assert!(said.contains("the recomputed root differs"), "{said}");
+    }
     // The fork was never cosigned, and the witness kept the checkpoint it had verified.
     let forked = newest_checkpoint(&server, &pki).await;
     assert!(!forked.note.contains("/witness/"), "{}", forked.note);
@@ -162,6 +193,11 @@ async fn a_witness_refuses_a_rolled_back_log() {
     let out = witness(&server, &aus, &state_dir).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("rolled back"), "{}", text(&out));
+    // The state's own checks of the log under its checkpoint exit alike.
+    for (code, said) in audit_checks(&server, &aus, &state_dir).await {
+        assert_eq!(code, Some(3), "{said}");
+        assert!(said.contains("the log was rolled back"), "{said}");
+    }
     // A witness that lost its checkpoint does not trust the rolled-back log instead.
     std::fs::remove_file(state_dir.join("checkpoint")).unwrap();
     let out = witness(&server, &aus, &state_dir).await;

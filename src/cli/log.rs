@@ -270,12 +270,18 @@ pub(super) async fn entries_under(
             .map_err(|s| anyhow!(client::explain(&s)))?
             .into_inner();
         if page.entries.is_empty() {
-            bail!(
-                "the server's log ends at leaf {start}, short of the {} leaves of the \
-                 checkpoint held: the log was rolled back (or this is not the server that \
-                 signed it); keep the checkpoint as evidence and raise it with the operator",
-                checkpoint.size
-            );
+            // Exit 3, as a witness's run reports a rollback.
+            return Err(super::witness::Alarm::new(
+                3,
+                format!(
+                    "the server's log ends at leaf {start}, short of the {} leaves of the \
+                     checkpoint held: the log was rolled back (or this is not the server \
+                     that signed it); keep the checkpoint as evidence and raise it with the \
+                     operator",
+                    checkpoint.size
+                ),
+            )
+            .into());
         }
         progress.inc(page.entries.len() as u64);
         for entry in page.entries {
@@ -285,12 +291,17 @@ pub(super) async fn entries_under(
     }
     progress.finish_and_clear();
     if tree.root() != checkpoint.root {
-        bail!(
-            "the {} entries the server returned are not the log under the checkpoint (the \
-             recomputed root differs): the server serves one history and signs another, or \
-             the log was rewritten since (run the witness)",
-            checkpoint.size
-        );
+        // Exit 4, as a witness's run reports a rewritten log.
+        return Err(super::witness::Alarm::new(
+            4,
+            format!(
+                "the {} entries the server returned are not the log under the checkpoint \
+                 (the recomputed root differs): the server serves one history and signs \
+                 another, or the log was rewritten since (run the witness)",
+                checkpoint.size
+            ),
+        )
+        .into());
     }
     Ok(entries)
 }

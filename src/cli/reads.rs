@@ -910,7 +910,8 @@ pub struct AuditArgs {
     /// Check the list against the transparency log under the checkpoint your witness
     /// holds (--state-dir): every access shown is in the log, and the log names none that
     /// the list leaves out. Reads the whole list (page by page) and scans the log's
-    /// entries.
+    /// entries. Exit 3 if the server's log is shorter than that checkpoint (rolled
+    /// back), 4 if its entries are not the log under it (rewritten), as `log witness`.
     #[arg(long, requires = "state_dir")]
     verify: bool,
     /// Your state's witness directory (`tidemark log witness --state-dir`), for --verify.

@@ -20,7 +20,8 @@ use tonic::transport::Channel;
 /// Fetches every entry up to a checkpoint, checks that they are exactly the log that
 /// checkpoint signs (the Merkle root recomputed from them), and replays them: the rules
 /// logged, each contribution, each read. Exits 1 naming every read the rules did not
-/// allow.
+/// allow; 3 if the server's log is shorter than the checkpoint (rolled back), 4 if its
+/// entries are not the log under it (rewritten), as `log witness` exits.
 #[derive(Args, Debug)]
 pub struct ReciprocityArgs {
     /// Only reads of this state's reports (default: every state's).

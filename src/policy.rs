@@ -3,7 +3,9 @@
 //! Evaluated on every request from the store (never cached past a write): a state is
 //! entitled to a category while it has at least `minimum` accepted, non-retracted
 //! reports of that category (of either category, with `cross_category`) first accepted
-//! within the trailing `window_days`.
+//! within the trailing `window_days` — leaving out a report whose latest version was
+//! signed with a key revoked as of that version's acceptance (the store's
+//! contributions index, `store::apply::follow_admin`).
 
 use crate::{
     config::{CategoryRule, PolicyConfig},

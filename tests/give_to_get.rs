@@ -130,6 +130,59 @@ async fn standing_opens_one_category_at_a_time_and_lapses_with_the_window() {
     );
 }
 
+/// A report whose latest version was signed with a key revoked as of that version's
+/// acceptance (a compromise found later) no longer buys reading rights; a new version
+/// signed with a good key counts again. Reports accepted before the compromise count.
+#[tokio::test]
+async fn contributions_signed_after_a_keys_compromise_do_not_count() {
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (clock, now) = Clock::manual(start);
+    let world = World::new(clock).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("AUS", 1, false, all, &[])).await;
+    world.submit(&report("IDN", 2, false, all, &[])).await;
+    now.fetch_add(100, Ordering::SeqCst);
+    let later = report("IDN", 3, false, all, &[]);
+    world.submit(&later).await;
+    let mut idn = world.exchange("IDN").await;
+    let contributed = async |idn: &mut Exchange| {
+        idn.my_standing(pb::MyStandingRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .categories[0]
+            .contributed
+    };
+    assert_eq!(contributed(&mut idn).await, 2);
+    let mut admin = world.server.admin(&common::operator(&world.pki)).await;
+    let revoke = |at: i64| pb::RevokeSigningKeyRequest {
+        key_id: world.key("IDN").key_id().to_owned(),
+        reason: "key-compromise".into(),
+        compromised_at_unix: at,
+    };
+    // Compromised between the two: the later one stops counting.
+    admin.revoke_signing_key(revoke(start + 50)).await.unwrap();
+    assert_eq!(contributed(&mut idn).await, 1);
+    // Found to be compromised before either: neither counts, and IDN may not read.
+    admin.revoke_signing_key(revoke(start - 10)).await.unwrap();
+    assert_eq!(contributed(&mut idn).await, 0);
+    let refused = query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // The report signed again with a new key is vouched for again, and counts.
+    let key = world.server.register_new_key(&world.pki, "IDN").await;
+    let again = pb::Report {
+        version: 2,
+        ..later
+    };
+    submit(&mut idn, common::sign(&again, &key)).await.unwrap();
+    assert_eq!(contributed(&mut idn).await, 1);
+    query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn owner_scopes_hold_for_every_raw_read() {
     let world = World::new(Clock::system()).await;

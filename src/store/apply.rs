@@ -340,7 +340,7 @@ impl<'t> Indexes<'t> {
             .insert((summary.category, summary.incident_day, key), ())?;
         self.by_state
             .insert((state, summary.category, summary.incident_day, key), ())?;
-        if !head.retracted {
+        if !head.retracted && !head.contribution_revoked {
             self.contributions
                 .insert((state, summary.category, head.first_accepted_at, key), ())?;
         }
@@ -398,6 +398,9 @@ fn update_indexes(
                 deltas.record(key, old, state, -1)?;
             }
             deltas.record(key, summary, state, 1)?;
+            // Signed with a key active now: the report counts again if a compromise had
+            // stopped it counting.
+            head.contribution_revoked = false;
             t.indexes.refile(head, key, summary.clone())?;
         }
         (_, EnvelopeKind::Retraction) => {
@@ -491,4 +494,77 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
         });
     }
     Check::Append
+}
+
+/// What an administrative change `applied` asks of the report tables: a signing key
+/// revoked as of an earlier time than before stops what it signed since from counting
+/// as a contribution ([`revoke_contributions`]).
+pub(super) fn follow_admin(
+    t: &mut Tables<'_>,
+    applied: &super::AdminApplied,
+) -> Result<(), StoreError> {
+    if let super::AdminApplied::Key(key, Some(before)) = applied
+        && key.revoked_at != 0
+        && key.revoked_at != before.revoked_at
+    {
+        let stopped = revoke_contributions(t, key)?;
+        if stopped > 0 {
+            tracing::info!(
+                key_id = %key.key_id,
+                state = %key.state,
+                reports = stopped,
+                "reports signed with the key since it was compromised no longer count as contributions"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Stops counting as a contribution each report of `key`'s state whose latest version
+/// `key` signed and that was accepted at or after `key.revoked_at` (the key was revoked
+/// as of then: a compromise found later), as [`ReportHead::contribution_revoked`] says.
+/// Scans the envelopes newest first, back to the revocation time. Returns how many
+/// reports stopped counting.
+fn revoke_contributions(t: &mut Tables<'_>, key: &super::KeyRecord) -> Result<u64, StoreError> {
+    let mut revoked = 0;
+    let mut stopped = Vec::new();
+    for entry in t.envelopes.iter()?.rev() {
+        let (sequence, value) = entry?;
+        let envelope: EnvelopeRecord = decode(value.value())?;
+        // Acceptance times grow with the sequence numbers.
+        if envelope.accepted_at < key.revoked_at {
+            break;
+        }
+        if envelope.key_id == key.key_id
+            && envelope.state == key.state
+            && let Ok(id) = Uuid::from_slice(&envelope.report_id)
+        {
+            stopped.push((id.as_u128(), sequence.value()));
+        }
+    }
+    for (id, sequence) in stopped {
+        let Some(mut head) = t
+            .reports
+            .get(id)?
+            .map(|v| decode::<ReportHead>(v.value()))
+            .transpose()?
+        else {
+            continue;
+        };
+        if head.latest_sequence() != sequence || head.contribution_revoked {
+            continue;
+        }
+        if let (false, Some(summary)) = (head.retracted, &head.summary) {
+            t.indexes.contributions.remove((
+                head.state.as_str(),
+                summary.category,
+                head.first_accepted_at,
+                id,
+            ))?;
+        }
+        head.contribution_revoked = true;
+        t.reports.insert(id, head.encode_to_vec().as_slice())?;
+        revoked += 1;
+    }
+    Ok(revoked)
 }

@@ -701,6 +701,7 @@ impl Store {
     fn change(&self, change: &AdminChange) -> Result<AdminApplied, KeyRegistryError> {
         let tx = self.begin_write()?;
         let applied = admin::apply(&tx, change)??;
+        apply::follow_admin(&mut apply::Tables::open(&tx)?, &applied)?;
         tx.commit().map_err(StoreError::from)?;
         if change.touches_keys() {
             self.forget_keys();

@@ -100,6 +100,12 @@ pub struct ReportHead {
     /// When the latest envelope (version or retraction) was accepted.
     #[prost(int64, tag = "7")]
     pub changed_at: i64,
+    /// Its latest version was signed with a key revoked as of that version's acceptance
+    /// or earlier (a compromise found later): the exchange no longer vouches for it, so
+    /// the report does not count as a contribution (give-to-get) until a new version is
+    /// accepted.
+    #[prost(bool, tag = "8")]
+    pub contribution_revoked: bool,
 }
 
 impl ReportHead {

@@ -131,6 +131,7 @@ impl Store {
                 let applied = admin::apply(&tx, change)?.map_err(|refused| {
                     StoreError::Corrupt(format!("a carried change was refused: {refused}"))
                 })?;
+                apply::follow_admin(&mut t, &applied)?;
                 put(
                     &mut t,
                     admin::audit_record(&tx, principal, change, &applied)?,

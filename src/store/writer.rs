@@ -723,6 +723,7 @@ fn commit_batch(
                     let change = job.change.stamped(now);
                     let done = match admin::apply(&tx, &change)? {
                         Ok(applied) => {
+                            apply::follow_admin(&mut t, &applied)?;
                             let number = next_audit;
                             next_audit += 1;
                             let record =

@@ -151,14 +151,25 @@ fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
     std::fs::File::open(directory.unwrap_or_else(|| Path::new(".")))?.sync_all()
 }
 
-/// Of `paths`, those not there yet: what a command is about to make, for [`remove_made`]
+/// Of `paths` (a directory before what goes in it) and the directories above them, those
+/// not there yet, outermost first: what a command is about to make, for [`remove_made`]
 /// to take away again if it fails before it has anything to keep.
 pub fn not_there(paths: &[&Path]) -> Vec<std::path::PathBuf> {
-    paths
-        .iter()
-        .filter(|p| p.symlink_metadata().is_err())
-        .map(|p| p.to_path_buf())
-        .collect()
+    let mut missing: Vec<std::path::PathBuf> = Vec::new();
+    for path in paths {
+        let mut chain: Vec<&Path> = path
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .take_while(|p| p.symlink_metadata().is_err())
+            .collect();
+        chain.reverse();
+        for p in chain {
+            if !missing.iter().any(|m| m == p) {
+                missing.push(p.to_path_buf());
+            }
+        }
+    }
+    missing
 }
 
 /// Removes what [`not_there`] listed, the last first (the files, then the directory that
@@ -177,6 +188,23 @@ pub fn remove_made(made: &[std::path::PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a command makes — directories above included — is listed outermost first
+    /// and removed again innermost first; what was there before stays.
+    #[test]
+    fn what_a_command_made_is_removed_again_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("a");
+        std::fs::create_dir(&kept).unwrap();
+        let state = kept.join("b/c");
+        let lock = state.join("x.lock");
+        let made = super::not_there(&[&state, &lock]);
+        assert_eq!(made, [kept.join("b"), state.clone(), lock.clone()]);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(&lock, b"").unwrap();
+        super::remove_made(&made);
+        assert!(kept.exists() && !kept.join("b").exists());
+    }
 
     #[test]
     fn a_byte_order_mark_is_skipped_once_and_only_at_the_start() {

@@ -344,6 +344,8 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
     // Nor an envelope the server would not have taken as it is, its payload the same.
     let mut unsigned = original.clone();
     unsigned["envelope"]["signatures"] = serde_json::json!([]);
+    let mut empty_signature = original.clone();
+    empty_signature["envelope"]["signatures"] = serde_json::json!([{"keyid": "", "sig": ""}]);
     let mut retyped = original.clone();
     retyped["envelope"]["payloadType"] = "application/vnd.example+protobuf".into();
     retyped.as_object_mut().unwrap().remove("report");
@@ -353,6 +355,7 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
         (late, "but its log entry"),
         (padded, "5 signatures"),
         (unsigned, "carries no signature"),
+        (empty_signature, "carries no signature"),
         (retyped, "is not a Tidemark report"),
     ] {
         std::fs::write(&line, changed.to_string()).unwrap();
@@ -954,22 +957,32 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
     // The node signs with its state's key beside its profile, whatever the profile is
     // called: node/canberra-1 of AUS signs with node/aus-signing.key.
     run_ok(args(&["keygen", "--out", &path("aus-signing")])).await;
-    // The private half by mistake: refused before anything is sent.
-    let out = run(admin(&[
-        "register-key",
-        "--state",
-        "AUS",
-        "--public-key",
-        &path("aus-signing.key"),
-    ]))
-    .await;
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && said.contains("holds a private key")
-            && said.contains("nothing was sent"),
-        "{said}"
-    );
+    // The private half by mistake, or its body without the PEM lines: refused before
+    // anything is sent.
+    let private = std::fs::read_to_string(path("aus-signing.key")).unwrap();
+    let body: String = private
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    std::fs::write(path("body.txt"), body).unwrap();
+    for (file, says) in [
+        ("aus-signing.key", "holds a private key"),
+        ("body.txt", "is not an Ed25519 public key in PEM"),
+    ] {
+        let out = run(admin(&[
+            "register-key",
+            "--state",
+            "AUS",
+            "--public-key",
+            &path(file),
+        ]))
+        .await;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains(says) && said.contains("nothing was sent"),
+            "{said}"
+        );
+    }
     run_ok(admin(&[
         "register-key",
         "--state",

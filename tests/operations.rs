@@ -519,13 +519,22 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     // Two at once: each either succeeds or is told another is being taken.
     let name = |n: &str| dir.path().join(n).display().to_string();
     let (a, b) = (backup(name("two.backup")), backup(name("three.backup")));
+    let mut busy = 0;
     for out in [a.await.unwrap(), b.await.unwrap()] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() || stderr.contains("already being taken"),
             "{stderr}"
         );
+        busy += usize::from(!out.status.success());
     }
+    // One told to try again is on record as a refused read, as every limit's refusal.
+    let log = common::audit_log(&mut server.admin(&common::operator(&pki)).await).await;
+    assert_eq!(
+        log.iter().filter(|e| e.action == "refused backup").count(),
+        busy,
+        "{log:?}"
+    );
     let out = backup(file.clone()).await.unwrap();
     assert!(
         out.status.success(),

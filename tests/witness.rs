@@ -413,7 +413,8 @@ async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
         .verifier_key();
     let wrong_file = dir.path().join("wrong.vkey");
     std::fs::write(&wrong_file, format!("{wrong}\n")).unwrap();
-    let state_dir = dir.path().join("aus-witness");
+    // Two directories deep, neither there yet.
+    let state_dir = dir.path().join("witnesses/aus-witness");
     let mut args = witness_args(&server, &aus, &state_dir);
     args.extend(["--log-key".into(), wrong_file.display().to_string()]);
     let refused = run(args.clone()).await;
@@ -423,8 +424,8 @@ async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
         "{}",
         text(&refused)
     );
-    // Not even the directory it made, nor its lock file.
-    assert!(!state_dir.exists());
+    // Not even the directories it made, nor its lock file.
+    assert!(!dir.path().join("witnesses").exists());
     // The log key given as text, as verify-receipt takes it: refused alike.
     let mut as_text = args.clone();
     *as_text.last_mut().unwrap() = wrong;
@@ -436,7 +437,7 @@ async fn a_first_run_with_the_wrong_log_key_or_not_as_a_node_records_nothing() {
     );
     args.truncate(args.len() - 2);
     // While another run holds the directory: exit 5, apart from a usage error's 2.
-    std::fs::create_dir(&state_dir).unwrap();
+    std::fs::create_dir_all(&state_dir).unwrap();
     let held = std::fs::File::create(state_dir.join("witness.lock")).unwrap();
     held.try_lock().unwrap();
     let locked = run(args.clone()).await;

@@ -80,12 +80,13 @@ enum AdminCommand {
         /// The state (ISO 3166-1 alpha-3).
         state: CountryCode,
     },
-    /// List the states the operator has enrolled or suspended, with their certificates
-    /// issued here and signing keys.
+    /// List every state taking part, with its certificates issued here, signing keys and
+    /// give-to-get standing.
     ///
     /// Enrolment is what `admin issue` needs; a certificate issued offline with the CA key
-    /// (`pki issue`) and a registered signing key let a state exchange without it, so
-    /// such a state is listed only once enrolled (or suspended: then "never enrolled").
+    /// (`pki issue`) and a registered signing key let a state exchange without it. So the
+    /// list holds the states enrolled or suspended and any other with signing keys or
+    /// certificates issued here, shown as "never enrolled".
     States,
     /// Issue a certificate from a CSR made with `tidemark pki csr`.
     Issue {
@@ -607,11 +608,19 @@ async fn register_key(
 ) -> anyhow::Result<()> {
     let explain = |status: tonic::Status| anyhow!(client::explain(&status));
     let pem = super::input::read_text(public_key)?;
-    // A private key never leaves the machine it is on, not even to be refused.
+    // Only a public key is sent: a private key never leaves the machine it is on, not
+    // even to be refused, nor does anything else the file may hold.
     if pem.contains("PRIVATE KEY-----") {
         bail!(
             "{} holds a private key: give the public half (`tidemark keygen` writes it as \
              NAME.pub.pem beside NAME.key); nothing was sent",
+            public_key.display()
+        );
+    }
+    if let Err(e) = tidemark::PublicKey::from_spki_pem(&pem) {
+        bail!(
+            "{} is not an Ed25519 public key in PEM ({e}): give the NAME.pub.pem `tidemark \
+             keygen` wrote; nothing was sent",
             public_key.display()
         );
     }

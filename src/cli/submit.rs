@@ -653,7 +653,8 @@ fn envelope_check((entry, index): (&Entry, u64), path: &Path) -> anyhow::Result<
     }
     Ok(format!(
         "the entry commits to the payload of {} ({sent}); its signatures are not checked \
-         here: `tidemark verify {}` checks them against the state's keys",
+         here: `tidemark verify {} --public-key KEYS` checks them against the state's keys \
+         (`tidemark keys --out KEYS` fetches them)",
         path.display(),
         path.display()
     ))

@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    administration::{Backup, BackupCopy, KeyRegistration, Named, Reloaded},
+    administration::{AdminError, Backup, BackupCopy, KeyRegistration, Named, Reloaded},
     country::CountryCode,
     identity::Role,
     pb,
@@ -249,13 +249,22 @@ impl pb::admin_server::Admin for AdminService {
         let now = self.ctx.clock.now();
         let stop = StopOnDrop::default();
         let flag = stop.0.clone();
-        let making = self.ctx.blocking(move |ctx| ctx.admin.backup(now, &flag));
+        let making = self
+            .ctx
+            .blocking(move |ctx| Ok::<_, Status>(ctx.admin.backup(now, &flag)));
         let Backup {
             copy,
             manifest,
             owners,
         } = tokio::select! {
-            made = making => made?,
+            made = making => match made? {
+                // A limit on reads at once, as a subscription's: the refusal is on record.
+                Err(AdminError::Busy(why)) => {
+                    let record = super::reads::refusal_record(auth::peer(&request)?, "", ("backup", ""));
+                    return Err(self.ctx.refusals.refuse(record, Status::unavailable(why)).await);
+                }
+                made => made?,
+            },
             refused = guard.lapsed() => return Err(refused),
         };
         // A read of every state's reports: each owner finds it on its access list.

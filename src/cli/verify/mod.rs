@@ -418,7 +418,8 @@ pub(super) fn line_against_entry(
 /// signature, more than it takes (as the Python client judges it), or no report or
 /// retraction in its one encoding.
 pub(super) fn not_accepted_as_it_is(envelope: &pb::Envelope) -> Option<String> {
-    if envelope.signatures.is_empty() {
+    // A signature of no bytes is none.
+    if envelope.signatures.iter().all(|s| s.sig.is_empty()) {
         return Some("the envelope carries no signature".to_owned());
     }
     too_many_signatures(envelope).or_else(|| not_a_report(envelope))

@@ -903,7 +903,7 @@ async fn verify_checks_json_lines_against_a_key_directory_and_flags_revoked_keys
     );
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
-        listed.contains(&format!("{} REVOKED -> ", key.key_id()))
+        listed.contains(&format!("{} REVOKED as of ", key.key_id()))
             && listed.contains(&format!("aus-{}.pub.pem", key.key_id())),
         "{listed}"
     );

@@ -741,10 +741,14 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
                 format!("{name}{}\n", header_time(at))
             }
         };
+        // As of when: what a reader needs to judge what the key signed.
         let flag = if k.revoked_at_unix != 0 {
-            " REVOKED"
+            format!(
+                " REVOKED as of {}",
+                tidemark::clock::format_time(k.revoked_at_unix)
+            )
         } else {
-            ""
+            String::new()
         };
         // The headers `verify` reads: whose key this is, when it is valid and since when
         // it is revoked.

@@ -34,6 +34,10 @@ pub enum SubmitError {
     Malformed(String),
     #[error("{0}")]
     BadSignature(String),
+    /// Signed with a key revoked as of then or earlier: a bad signature to the caller,
+    /// and a refusal on record (who holds a revoked key matters after a compromise).
+    #[error("{0}")]
+    KeyRevoked(String),
     #[error(
         "the envelope is signed by key {key_id}, registered to {key_state}; a node of \
          {caller} must sign with one of {caller}'s keys"
@@ -66,6 +70,7 @@ impl SubmitError {
             Self::NotANode(_) => "not_a_node",
             Self::Malformed(_) => "malformed",
             Self::BadSignature(_)
+            | Self::KeyRevoked(_)
             | Self::Rejected(AppendError::KeyRevoked { .. } | AppendError::KeyInactive { .. }) => {
                 "bad_signature"
             }
@@ -77,6 +82,17 @@ impl SubmitError {
             Self::Rejected(AppendError::StateSuspended { .. }) => "suspended",
             Self::Rejected(_) => "version_conflict",
         }
+    }
+}
+
+impl SubmitError {
+    /// Whether the envelope was signed with a key revoked as of its submission: a refusal
+    /// to put on record.
+    pub fn revoked_key(&self) -> bool {
+        matches!(
+            self,
+            Self::KeyRevoked(_) | Self::Rejected(AppendError::KeyRevoked { .. })
+        )
     }
 }
 
@@ -275,7 +291,15 @@ fn verify_signatures(
                 continue;
             }
             if !record.active_at(now) {
-                note(2, SubmitError::BadSignature(inactive_reason(record, now)));
+                let why = inactive_reason(record, now);
+                note(
+                    2,
+                    if record.revoked_at != 0 {
+                        SubmitError::KeyRevoked(why)
+                    } else {
+                        SubmitError::BadSignature(why)
+                    },
+                );
                 continue;
             }
             return Ok(record.key_id.clone());

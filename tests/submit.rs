@@ -157,11 +157,19 @@ async fn signatures_must_verify_and_come_from_an_active_key_of_the_callers_state
         })
         .await
         .unwrap();
-    expect_code(
-        submit(&mut exchange, sign(&report, &revoked)).await,
-        Code::Unauthenticated,
-        "revoked",
+    let refused = submit(&mut exchange, sign(&report, &revoked)).await;
+    // A revoked key's use is on record, as a refusal of the caller (an expired or
+    // not-yet-valid key's is not: nobody can have stolen what was never trusted then).
+    let number = refused.as_ref().err().map(common::named_audit_number);
+    expect_code(refused, Code::Unauthenticated, "revoked");
+    let mut admin = server.admin(&common::operator(&pki)).await;
+    let record = common::audit_record(&mut admin, number.unwrap()).await;
+    assert_eq!(
+        (record.action.as_str(), record.state.as_str()),
+        ("refused Submit", "AUS"),
+        "{record:?}"
     );
+    assert!(record.detail.contains("was revoked as of"), "{record:?}");
 
     // Nothing but the control was stored.
     let count = server.stop().await;

@@ -797,6 +797,46 @@ async fn import<const N: usize>(
         .await
 }
 
+/// Import items signed with a revoked key are refusals on record, with those sent under
+/// another state's key: the uses an operator looks for after a compromise.
+#[tokio::test]
+async fn import_items_signed_with_a_revoked_key_are_on_record() {
+    let world = World::new(Clock::system()).await;
+    let mut operator = world.server.admin(&common::operator(&world.pki)).await;
+    operator
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: world.key("AUS").key_id().to_owned(),
+            reason: "key-compromise".into(),
+            compromised_at_unix: 0,
+        })
+        .await
+        .unwrap();
+    let signed = |seed| {
+        sign(
+            &report("AUS", seed, false, pb::SharingScope::AllContributors, &[]),
+            world.key("AUS"),
+        )
+    };
+    let answer = import(&world, "AUS", [signed(1), signed(2)]).await.unwrap();
+    assert_eq!(answer.get_ref().rejected, 2, "{answer:?}");
+    let number = answer
+        .metadata()
+        .get("tidemark-audit")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .expect("the refused items' record is named");
+    let record = common::audit_record(&mut operator, number).await;
+    assert_eq!(
+        (record.state.as_str(), record.action.as_str()),
+        ("AUS", "refused Import"),
+        "{record:?}"
+    );
+    assert!(
+        record.detail.contains("\"refused_items\":2")
+            && record.detail.contains("was revoked as of"),
+        "{record:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_import_ended_early_still_records_the_items_it_refused() {
     let pki = common::TestPki::new();

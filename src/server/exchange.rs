@@ -25,8 +25,9 @@ impl ExchangeService {
         &self,
         peer: &PeerIdentity,
         summary: pb::ImportResponse,
+        revoked_keys: &[u64],
     ) -> Result<Response<pb::ImportResponse>, Status> {
-        let Some(record) = refused_items(peer, &summary.rejections) else {
+        let Some(record) = refused_items(peer, &summary.rejections, revoked_keys) else {
             return Ok(Response::new(summary));
         };
         let named = match self.ctx.refusals.record(record).await {
@@ -53,11 +54,13 @@ impl ExchangeService {
         &self,
         peer: &PeerIdentity,
         pending: Vec<(u64, Result<F, SubmitError>)>,
-    ) -> pb::ImportResponse
+    ) -> (pb::ImportResponse, Vec<u64>)
     where
         F: Future<Output = Result<Accepted, AppendError>>,
     {
         let mut summary = pb::ImportResponse::default();
+        // Items signed with a revoked key: refusals on record, as Submit's.
+        let mut revoked_keys = Vec::new();
         for (index, queued) in pending {
             let result = match queued {
                 Ok(done) => done.await.map_err(SubmitError::from),
@@ -81,6 +84,9 @@ impl ExchangeService {
                 Ok(_) => summary.accepted += 1,
                 Err(err) => {
                     summary.rejected += 1;
+                    if err.revoked_key() {
+                        revoked_keys.push(index);
+                    }
                     let detailed = summary.rejections.len() < DETAILED_REJECTIONS;
                     summary.rejections.push(rejection(index, err, detailed));
                 }
@@ -93,7 +99,7 @@ impl ExchangeService {
             rejected = summary.rejected,
             "import finished"
         );
-        summary
+        (summary, revoked_keys)
     }
 
     async fn submit_one(
@@ -141,7 +147,20 @@ impl pb::exchange_server::Exchange for ExchangeService {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
         let request = request.into_inner();
-        let accepted = self.submit_one(&peer, request.envelope).await?;
+        let accepted = match self.submit_one(&peer, request.envelope).await {
+            Ok(accepted) => accepted,
+            // Signed with a revoked key: refused as a bad signature, and on record.
+            Err(e) if e.revoked_key() => {
+                let state = peer.principal().state().map(|s| s.to_string());
+                let record = super::reads::refusal_record(
+                    &peer,
+                    state.as_deref().unwrap_or_default(),
+                    ("Submit", r#"{"method":"tidemark.v1.Exchange/Submit"}"#),
+                );
+                return Err(self.ctx.refusals.refuse(record, e.into()).await);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !accepted.duplicate {
             tracing::info!(principal = %peer.principal(), sequence = accepted.sequence, "envelope accepted");
         }
@@ -229,12 +248,12 @@ impl pb::exchange_server::Exchange for ExchangeService {
             pending.push((index, queued));
             index += 1;
         };
-        let summary = self.collect(&peer, pending).await;
+        let (summary, revoked_keys) = self.collect(&peer, pending).await;
         match ended {
-            None => self.answer_import(&peer, summary).await,
+            None => self.answer_import(&peer, summary, &revoked_keys).await,
             // The items refused so far are on record before the call is refused.
             Some(status) => {
-                if let Some(record) = refused_items(&peer, &summary.rejections)
+                if let Some(record) = refused_items(&peer, &summary.rejections, &revoked_keys)
                     && let Err(e) = self.ctx.refusals.record(record).await
                 {
                     tracing::error!(principal = %peer.principal(), error = %e, "an ended import's refused items could not be recorded");
@@ -398,12 +417,19 @@ fn listed_part(mut summary: pb::ImportResponse) -> prost_types::Any {
 }
 
 /// The audit record of an import's items refused PERMISSION_DENIED (another state's key
-/// or report), if there are any: how many, and the first [`DETAILED_REJECTIONS`] with
-/// their reasons.
-fn refused_items(peer: &PeerIdentity, rejections: &[pb::ImportRejection]) -> Option<AuditRecord> {
+/// or report) or signed with a revoked key (the items `revoked_keys` names), if there are
+/// any: how many, and the first [`DETAILED_REJECTIONS`] with their reasons.
+fn refused_items(
+    peer: &PeerIdentity,
+    rejections: &[pb::ImportRejection],
+    revoked_keys: &[u64],
+) -> Option<AuditRecord> {
     let denied: Vec<&pb::ImportRejection> = rejections
         .iter()
-        .filter(|r| r.code == status::code_name(tonic::Code::PermissionDenied))
+        .filter(|r| {
+            r.code == status::code_name(tonic::Code::PermissionDenied)
+                || revoked_keys.binary_search(&r.index).is_ok()
+        })
         .collect();
     if denied.is_empty() {
         return None;

@@ -44,11 +44,13 @@ impl From<SubmitError> for Status {
             SubmitError::Malformed(_) => Status::invalid_argument(message),
             // Marked apart from a refused certificate (both are UNAUTHENTICATED), so that
             // a client names the signing key, not its TLS identity.
-            SubmitError::BadSignature(_) => Status::with_error_details(
-                Code::Unauthenticated,
-                message,
-                ErrorDetails::with_error_info(SIGNATURE, "tidemark", HashMap::new()),
-            ),
+            SubmitError::BadSignature(_) | SubmitError::KeyRevoked(_) => {
+                Status::with_error_details(
+                    Code::Unauthenticated,
+                    message,
+                    ErrorDetails::with_error_info(SIGNATURE, "tidemark", HashMap::new()),
+                )
+            }
             SubmitError::Invalid(errors) => invalid(&errors),
             SubmitError::Rejected(e) => e.into(),
             SubmitError::Store(e) => e.into(),

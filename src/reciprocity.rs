@@ -117,8 +117,11 @@ pub fn replay<'e>(entries: impl IntoIterator<Item = &'e [u8]>, owner: Option<&st
                     );
                 }
                 ("report", _) => {
+                    // A version after a retraction overturns it (the server takes one
+                    // only over a retraction signed with a key revoked as of then).
                     if let Some(r) = reports.get_mut(&e.report_sha256) {
                         r.category = e.category;
+                        r.retracted = false;
                     }
                 }
                 _ => {

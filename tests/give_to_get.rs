@@ -183,6 +183,76 @@ async fn contributions_signed_after_a_keys_compromise_do_not_count() {
         .unwrap();
 }
 
+/// A retraction signed with a key revoked as of then (a thief's) can be overturned by
+/// its state with the next version under a current key; one signed before stays final.
+#[tokio::test]
+async fn a_retraction_under_a_compromised_key_can_be_overturned() {
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (clock, now) = Clock::manual(start);
+    let world = World::new(clock).await;
+    let all = pb::SharingScope::AllContributors;
+    let (kept, stolen) = (
+        report("AUS", 1, false, all, &[]),
+        report("AUS", 2, false, all, &[]),
+    );
+    world.submit(&kept).await;
+    world.submit(&stolen).await;
+    world.submit(&report("IDN", 3, false, all, &[])).await;
+    let mut aus = world.exchange("AUS").await;
+    let old_key = world.key("AUS");
+    // Retracted by its owner before the compromise, and by the thief after it.
+    submit(&mut aus, common::retraction(&kept, 2, old_key))
+        .await
+        .unwrap();
+    now.fetch_add(100, Ordering::SeqCst);
+    submit(&mut aus, common::retraction(&stolen, 2, old_key))
+        .await
+        .unwrap();
+    let key = world.server.register_new_key(&world.pki, "AUS").await;
+    let again = |r: &pb::Report| {
+        common::sign(
+            &pb::Report {
+                version: 3,
+                ..r.clone()
+            },
+            &key,
+        )
+    };
+    // Before the compromise is known, both retractions are final.
+    let refused = submit(&mut aus, again(&stolen)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    world
+        .server
+        .admin(&common::operator(&world.pki))
+        .await
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: old_key.key_id().to_owned(),
+            reason: "key-compromise".into(),
+            compromised_at_unix: start + 50,
+        })
+        .await
+        .unwrap();
+    let refused = submit(&mut aus, again(&kept)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    submit(&mut aus, again(&stolen)).await.unwrap();
+    // The report is back for readers and counts towards its state's standing.
+    let mut idn = world.exchange("IDN").await;
+    let seen = query(&mut idn, by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap();
+    let back = seen
+        .iter()
+        .find(|r| r.meta.as_ref().unwrap().report_id == stolen.report_id)
+        .expect("the report is back");
+    assert_eq!(back.meta.as_ref().unwrap().version, 3);
+    let standing = aus
+        .my_standing(pb::MyStandingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(standing.categories[0].contributed, 1, "{standing:?}");
+}
+
 #[tokio::test]
 async fn owner_scopes_hold_for_every_raw_read() {
     let world = World::new(Clock::system()).await;

@@ -394,19 +394,25 @@ fn update_indexes(
     let state = new.state.as_str();
     match (&new.summary, new.kind) {
         (Some(summary), EnvelopeKind::Report) => {
-            if let Some(old) = &head.summary {
+            // A retraction (overturned now) already took the old version out of the
+            // counters.
+            if let (false, Some(old)) = (head.retracted, &head.summary) {
                 deltas.record(key, old, state, -1)?;
             }
             deltas.record(key, summary, state, 1)?;
             // Signed with a key active now: the report counts again if a compromise had
-            // stopped it counting.
+            // stopped it counting, or had retracted it.
             head.contribution_revoked = false;
+            head.retracted = false;
+            head.retraction_revoked = false;
             t.indexes.refile(head, key, summary.clone())?;
         }
         (_, EnvelopeKind::Retraction) => {
             // A retracted report no longer counts as a contribution nor in aggregates; it
-            // stays in the date indexes so that sync and audits still find it.
-            if let Some(old) = &head.summary {
+            // stays in the date indexes so that sync and audits still find it. (Retracted
+            // again over a retraction a revoked key signed: out of them already.)
+            head.retraction_revoked = false;
+            if let (false, Some(old)) = (head.retracted, &head.summary) {
                 t.indexes.contributions.remove((
                     state,
                     old.category,
@@ -482,7 +488,9 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
             next: latest + 1,
         });
     }
-    if head.retracted {
+    // A retraction stands, unless it was signed with a key revoked as of then: its
+    // state may overturn it with the next version.
+    if head.retracted && !head.retraction_revoked {
         return Check::Refuse(AppendError::Retracted { id });
     }
     if new.version != latest + 1 {
@@ -539,10 +547,11 @@ fn revoke_contributions(t: &mut Tables<'_>, key: &super::KeyRecord) -> Result<u6
             && envelope.state == key.state
             && let Ok(id) = Uuid::from_slice(&envelope.report_id)
         {
-            stopped.push((id.as_u128(), sequence.value()));
+            let retraction = envelope.kind() == Some(EnvelopeKind::Retraction);
+            stopped.push((id.as_u128(), sequence.value(), retraction));
         }
     }
-    for (id, sequence) in stopped {
+    for (id, sequence, retraction) in stopped {
         let Some(mut head) = t
             .reports
             .get(id)?
@@ -551,7 +560,16 @@ fn revoke_contributions(t: &mut Tables<'_>, key: &super::KeyRecord) -> Result<u6
         else {
             continue;
         };
-        if head.latest_sequence() != sequence || head.contribution_revoked {
+        if head.latest_sequence() != sequence {
+            continue;
+        }
+        if retraction {
+            // The retraction stands for readers; its state may overturn it.
+            head.retraction_revoked = true;
+            t.reports.insert(id, head.encode_to_vec().as_slice())?;
+            continue;
+        }
+        if head.contribution_revoked {
             continue;
         }
         if let (false, Some(summary)) = (head.retracted, &head.summary) {

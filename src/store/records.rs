@@ -106,6 +106,11 @@ pub struct ReportHead {
     /// accepted.
     #[prost(bool, tag = "8")]
     pub contribution_revoked: bool,
+    /// It was retracted by an envelope signed with a key revoked as of that retraction's
+    /// acceptance or earlier: the retraction stands for readers, but the state may
+    /// overturn it with the next version (a report, or a retraction of its own).
+    #[prost(bool, tag = "9")]
+    pub retraction_revoked: bool,
 }
 
 impl ReportHead {

@@ -234,6 +234,19 @@ async fn a_retraction_under_a_compromised_key_can_be_overturned() {
         .unwrap();
     let refused = submit(&mut aus, again(&kept)).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // Over its retraction's own version too: withdrawn for good, no next version named.
+    let over = common::sign(
+        &pb::Report {
+            version: 2,
+            ..kept.clone()
+        },
+        &key,
+    );
+    let refused = submit(&mut aus, over).await.unwrap_err();
+    assert!(
+        refused.code() == Code::FailedPrecondition && refused.message().contains("was retracted"),
+        "{refused:?}"
+    );
     submit(&mut aus, again(&stolen)).await.unwrap();
     // The report is back for readers and counts towards its state's standing.
     let mut idn = world.exchange("IDN").await;

@@ -480,6 +480,10 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
         if existing.digest == new.digest {
             return Check::Duplicate(existing.sequence);
         }
+        // No next version to name: the report is withdrawn for good.
+        if head.retracted && !head.retraction_revoked {
+            return Check::Refuse(AppendError::Retracted { id });
+        }
         return Check::Refuse(AppendError::Conflict {
             id,
             version: new.version,

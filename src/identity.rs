@@ -129,6 +129,13 @@ impl Principal {
         Self::new(domain, role, name)
     }
 
+    /// The state of the principal the SPIFFE ID `id` names, of whatever trust domain, if
+    /// it is a state's (its node or analyst).
+    pub fn state_in_id(id: &str) -> Option<CountryCode> {
+        let domain = id.strip_prefix("spiffe://")?.split('/').next()?;
+        Self::from_spiffe_id(id, domain).ok()?.state()
+    }
+
     /// Whether `id` is, in its one spelling, the SPIFFE ID of a principal of its own
     /// trust domain, or that domain's server (`spiffe://<trust domain>/server`, which
     /// records what the server does itself).

@@ -612,7 +612,11 @@ async fn register_key(
     let pem = super::input::read_text(public_key)?;
     // Only a public key is sent: a private key never leaves the machine it is on, not
     // even to be refused, nor does anything else the file may hold.
-    if pem.contains("PRIVATE KEY-----") {
+    // Any PEM private key: PKCS#8, SEC 1, PKCS#1, encrypted, OpenSSH.
+    let private = pem
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.contains("PRIVATE"));
+    if private {
         bail!(
             "{} holds a private key: give the public half (`tidemark keygen` writes it as \
              NAME.pub.pem beside NAME.key); nothing was sent",

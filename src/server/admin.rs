@@ -421,19 +421,12 @@ impl pb::admin_server::Admin for AdminService {
             .iter()
             .map(|record| (record.state.clone(), record.clone()))
             .collect();
-        let named = keys
-            .iter()
-            .map(|k| k.state.clone())
-            .chain(certs.iter().filter_map(|c| {
-                Some(
-                    c.spiffe_id
-                        .split("/state/")
-                        .nth(1)?
-                        .split('/')
-                        .next()?
-                        .to_owned(),
-                )
-            }));
+        let named = keys.iter().map(|k| k.state.clone()).chain(
+            certs
+                .iter()
+                .filter_map(|c| crate::identity::Principal::state_in_id(&c.spiffe_id))
+                .map(|s| s.to_string()),
+        );
         for state in named {
             known.entry(state.clone()).or_insert_with(|| StateRecord {
                 state,

@@ -180,7 +180,7 @@ fn concerned_state(
     Ok(match applied {
         AdminApplied::State(record, _) => Some(record.state.clone()),
         AdminApplied::Key(key, _) => Some(key.state.clone()),
-        AdminApplied::Issued(certificate) => state_of_holder(&certificate.spiffe_id),
+        AdminApplied::Issued(certificate) => holder_state(&certificate.spiffe_id),
         AdminApplied::Revoked(revoked, _) => {
             let issued: Option<IssuedCertificate> = get(tx, ISSUED_CERTS, &revoked.serial)?;
             issued
@@ -189,16 +189,14 @@ fn concerned_state(
                 })
                 .map(|c| c.spiffe_id)
                 .or_else(|| Some(revoked.holder.clone()))
-                .and_then(|holder| state_of_holder(&holder))
+                .and_then(|holder| holder_state(&holder))
         }
     })
 }
 
 /// The state of the principal a SPIFFE ID names, if it is a state's.
-fn state_of_holder(spiffe_id: &str) -> Option<String> {
-    let domain = spiffe_id.strip_prefix("spiffe://")?.split('/').next()?;
-    let principal = crate::identity::Principal::from_spiffe_id(spiffe_id, domain).ok()?;
-    principal.state().map(|s| s.to_string())
+fn holder_state(spiffe_id: &str) -> Option<String> {
+    crate::identity::Principal::state_in_id(spiffe_id).map(|s| s.to_string())
 }
 
 fn state_detail(record: &StateRecord, before: Option<&StateRecord>) -> String {

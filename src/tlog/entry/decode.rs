@@ -148,7 +148,7 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
              when its access begins, then only later"
         )));
     }
-    let callers_state = principal_state(&principal);
+    let callers_state = crate::identity::Principal::state_in_id(&principal).map(|s| s.to_string());
     if callers_state.as_deref().unwrap_or_default() != state {
         return Err(malformed(format!(
             "its state ({}) is not the principal's ({principal} is of {}): the state line \
@@ -190,12 +190,6 @@ fn audit(lines: &mut Lines<'_>) -> Result<AuditEntry, MalformedEntry> {
         owners,
         counts_withheld,
     })
-}
-
-/// The state in a principal's SPIFFE ID (`…/state/<STATE>/…`), for a state's principal.
-fn principal_state(principal: &str) -> Option<String> {
-    let path = principal.strip_prefix("spiffe://")?.split_once('/')?.1;
-    Some(path.strip_prefix("state/")?.split('/').next()?.to_owned())
 }
 
 fn policy(lines: &mut Lines<'_>) -> Result<PolicyEntry, MalformedEntry> {
@@ -748,7 +742,9 @@ mod tests {
                     // Fields that hold together: logged when begun or later (0: before
                     // `logged` existed), the caller's own state, count the owners' sum.
                     let logged = if later == 0 { 0 } else { at + later - 1 };
-                    let state = principal_state(&principal).unwrap_or_default();
+                    let state = crate::identity::Principal::state_in_id(&principal)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
                     // A refusal reads nothing.
                     let refused = action.starts_with("refused ");
                     let counts_withheld = counts_withheld && !refused;

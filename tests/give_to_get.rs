@@ -163,9 +163,23 @@ async fn contributions_signed_after_a_keys_compromise_do_not_count() {
     // Compromised between the two: the later one stops counting.
     admin.revoke_signing_key(revoke(start + 50)).await.unwrap();
     assert_eq!(contributed(&mut idn).await, 1);
-    // Found to be compromised before either: neither counts, and IDN may not read.
+    // Found to be compromised before either: neither counts, and IDN may not read — a
+    // subscription already open ends too.
+    let mut watching = idn
+        .subscribe(by_category(pb::Category::SmugglingIncident))
+        .await
+        .unwrap()
+        .into_inner();
     admin.revoke_signing_key(revoke(start - 10)).await.unwrap();
     assert_eq!(contributed(&mut idn).await, 0);
+    let ended = loop {
+        match next_item(&mut watching).await {
+            Ok(Some(_)) => {}
+            other => break other,
+        }
+    };
+    let status = ended.expect_err("the subscription ends refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let refused = query(&mut idn, by_category(pb::Category::SmugglingIncident))
         .await
         .unwrap_err();

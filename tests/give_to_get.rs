@@ -186,6 +186,15 @@ async fn contributions_signed_after_a_keys_compromise_do_not_count() {
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     // The report signed again with a new key is vouched for again, and counts.
     let key = world.server.register_new_key(&world.pki, "IDN").await;
+    // The same version again under the new key cannot make it trusted: refused, naming
+    // the next version (the untrusted envelope stays what the exchange holds).
+    let same = submit(&mut idn, common::sign(&later, &key))
+        .await
+        .unwrap_err();
+    assert_eq!(same.code(), Code::AlreadyExists, "{same:?}");
+    assert!(same.message().contains("as version 2"), "{same:?}");
+    assert_eq!(tidemark::client::expected_version(&same), Some(2));
+    assert_eq!(contributed(&mut idn).await, 0);
     let again = pb::Report {
         version: 2,
         ..later
@@ -260,6 +269,15 @@ async fn a_retraction_under_a_compromised_key_can_be_overturned() {
     assert!(
         refused.code() == Code::FailedPrecondition && refused.message().contains("was retracted"),
         "{refused:?}"
+    );
+    // The thief's retraction sent again under the new key is not taken as its own.
+    let same = submit(&mut aus, common::retraction(&stolen, 2, &key))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        tidemark::client::expected_version(&same),
+        Some(3),
+        "{same:?}"
     );
     submit(&mut aus, again(&stolen)).await.unwrap();
     // The report is back for readers and counts towards its state's standing.

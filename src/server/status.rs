@@ -62,7 +62,8 @@ impl From<AppendError> for Status {
     fn from(err: AppendError) -> Self {
         let message = err.to_string();
         match err {
-            AppendError::Conflict { version, next, .. } => Status::with_error_details(
+            AppendError::Conflict { version, next, .. }
+            | AppendError::Untrusted { version, next, .. } => Status::with_error_details(
                 Code::AlreadyExists,
                 message,
                 ErrorDetails::with_error_info(

@@ -94,6 +94,15 @@ pub enum AppendError {
     StandingUnsure,
     #[error("report {id} was retracted; it cannot be amended or retracted again")]
     Retracted { id: Uuid },
+    /// The same content again cannot make it trusted: the exchange keeps the envelope
+    /// it accepted first, so the content comes back as the next version.
+    #[error(
+        "version {version} of report {id} is stored, but signed with a key revoked as of \
+         its acceptance (a compromise), so the exchange no longer vouches for it and the \
+         same version again cannot replace it; submit this content as version {next}, \
+         signed with a current key"
+    )]
+    Untrusted { id: Uuid, version: u32, next: u32 },
     #[error("report {id} does not exist, so there is nothing to retract")]
     NothingToRetract { id: Uuid },
     #[error(
@@ -478,6 +487,21 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
     let latest = head.versions.last().map_or(0, |v| v.version);
     if let Some(existing) = head.versions.iter().find(|v| v.version == new.version) {
         if existing.digest == new.digest {
+            // The latest envelope signed under a compromised key is not vouched for:
+            // the state's own copy sent again asks for it to be, which only a next
+            // version can do.
+            let untrusted = if head.retracted {
+                head.retraction_revoked
+            } else {
+                head.contribution_revoked
+            };
+            if untrusted && existing.version == latest {
+                return Check::Refuse(AppendError::Untrusted {
+                    id,
+                    version: new.version,
+                    next: latest + 1,
+                });
+            }
             return Check::Duplicate(existing.sequence);
         }
         // No next version to name: the report is withdrawn for good.

@@ -570,6 +570,25 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains("is past the log: the log holds"), "{said}");
     }
+    // A follower polling at the log's size has read everything: nothing printed, exit 0.
+    let out = run(log(&["checkpoint"])).await;
+    assert_ok(&out);
+    let size = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let out = run(log(&["entries", "--start", &size])).await;
+    assert_ok(&out);
+    assert!(out.stdout.is_empty());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("no entries from leaf {size} on yet")),
+        "{said}"
+    );
+    let past = (size.parse::<u64>().unwrap() + 1).to_string();
+    let out = run(log(&["entries", "--start", &past])).await;
+    assert!(!out.status.success() && out.stdout.is_empty());
     // An empty range is a mistake, said as one.
     let out = run(log(&["entries", "--start", "10", "--end", "10"])).await;
     assert!(!out.status.success());

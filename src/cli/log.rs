@@ -115,7 +115,8 @@ pub struct ConsistencyArgs {
 /// Print log entries [start, end), each after a `# leaf N` line.
 #[derive(Args, Debug)]
 pub struct EntriesArgs {
-    /// The first leaf.
+    /// The first leaf. The log's size (one past its last leaf) prints nothing and
+    /// exits 0, so a follower can poll with the number of leaves it has read.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole(0u64, u64::MAX))]
     start: u64,
     /// One past the last leaf, at most the log's size (default: start + 100, or the
@@ -392,8 +393,12 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
         1 => "the log holds 1 entry (leaf 0)".to_owned(),
         _ => format!("the log holds {size} entries (leaves 0 to {})", size - 1),
     };
-    if args.start >= size {
+    if args.start > size {
         bail!("--start {} is past the log: {holds}", args.start);
+    }
+    if args.start == size && args.end.is_none() {
+        errln!("no entries from leaf {size} on yet: {holds}");
+        return Ok(());
     }
     let end = match args.end {
         Some(end) if end > size => bail!(

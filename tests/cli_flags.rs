@@ -2696,3 +2696,68 @@ async fn no_receipt_or_proof_is_written_over_a_file() {
     }
     assert_eq!(std::fs::read(dir.path().join("r1.json")).unwrap(), report);
 }
+
+/// A mistake between flags, or in a value read after parsing, is a usage error as clap's
+/// own are: exit 2, the reason, a pointer to `--help`, and nothing sent or written.
+#[test]
+fn mistakes_between_flags_exit_2_as_usage_errors() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let hidden = dir.path().join(".hidden");
+    let hidden = hidden.to_str().unwrap();
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["log", "entries", "--start", "10", "--end", "10"],
+            "--end 10 is not after --start 10",
+        ),
+        (&["log", "inclusion"], "--entry-hash"),
+        (
+            &["query", "--category", "smuggling", "--bbox", "1,2,3"],
+            "--bbox takes four numbers",
+        ),
+        (&["aggregate", "--from", "2024-13"], "--from"),
+        (
+            &["query", "--category", "smuggling", "--to", "March"],
+            "--to",
+        ),
+        (
+            &[
+                "pki", "csr", "--role", "node", "--name", "x", "--out", hidden,
+            ],
+            "--state is required",
+        ),
+        (
+            &[
+                "pki", "csr", "--role", "operator", "--state", "AUS", "--name", "x",
+            ],
+            "does not fit the operator role",
+        ),
+        (&["keygen", "--out", hidden], "would write hidden files"),
+        (
+            &["whoami", "--cert", "c.pem", "--key", "k.pem"],
+            "need --ca",
+        ),
+    ];
+    for (line, said) in cases {
+        let out = Command::new(BIN)
+            .args(line)
+            .env_remove("TIDEMARK_AS")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{line:?}: {stderr}");
+        assert!(
+            stderr.contains(said) && stderr.contains("try '--help'"),
+            "{line:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{line:?}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // No identity at all is one too.
+    let out = Command::new(BIN)
+        .arg("whoami")
+        .env_remove("TIDEMARK_AS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -105,14 +105,14 @@ pub(super) fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
         return Ok(calendar::format_date(date));
     }
     let first = calendar::parse_month(text).ok_or_else(|| {
-        anyhow!(
+        super::usage_error(format!(
             "{}: {}",
             if end { "--to" } else { "--from" },
             calendar::refusal(
                 text,
                 "a month YYYY-MM or a date YYYY-MM-DD (e.g. 2024-03 or 2024-03-09)"
             )
-        )
+        ))
     })?;
     let day = if end {
         first.month().length(first.year())

@@ -275,7 +275,7 @@ pub fn check_path(path: &Path) -> anyhow::Result<()> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
     if !svg && !is_png(path) {
-        bail!(
+        usage!(
             "--chart {}: charts are written as SVG or PNG; name the file .svg or .png",
             path.display()
         );

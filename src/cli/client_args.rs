@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use tidemark::client::{self, ClientIdentity, DEFAULT_ENDPOINT};
 use tonic::transport::Channel;
@@ -44,7 +44,7 @@ impl ClientArgs {
         match (&self.cert, &self.key, &self.profile) {
             (Some(cert), Some(key), _) => {
                 let Some(ca) = &self.ca else {
-                    bail!("--cert and --key need --ca (the exchange CA certificate)");
+                    usage!("--cert and --key need --ca (the exchange CA certificate)");
                 };
                 Ok(ClientIdentity::from_files(cert, key, ca)?)
             }
@@ -73,7 +73,7 @@ impl ClientArgs {
                     .with_context(|| format!("loading profile {}", profile.display()))
                     .map_err(|e| anyhow::anyhow!("{e:#}{hint}"))
             }
-            _ => bail!(
+            _ => usage!(
                 "no client identity: pass --as certs/aus-node (or set TIDEMARK_AS), or \
                  --cert, --key and --ca"
             ),

@@ -30,7 +30,7 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
         .as_deref()
         .is_none_or(|n| n.is_empty() || n.starts_with('.'))
     {
-        anyhow::bail!(
+        usage!(
             "--out {} would write hidden files; give a path such as keys/aus-signing",
             args.out.display()
         );

@@ -202,7 +202,7 @@ fn leaf(index: Option<u64>, entry_hash: Option<&[u8; 32]>) -> anyhow::Result<Lea
     match (index, entry_hash) {
         (Some(index), _) => Ok(Leaf::Index(index)),
         (None, Some(hash)) => Ok(Leaf::LeafHash(hash.to_vec())),
-        (None, None) => bail!("name the leaf: --index N or --entry-hash HEX"),
+        (None, None) => usage!("name the leaf: --index N or --entry-hash HEX"),
     }
 }
 
@@ -375,7 +375,7 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     if let Some(end) = args.end
         && end <= args.start
     {
-        bail!(
+        usage!(
             "--end {end} is not after --start {}: the entries shown are leaves start to end, \
              end excluded; give a larger --end, or none for the next 100",
             args.start

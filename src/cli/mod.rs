@@ -13,7 +13,18 @@ macro_rules! out {
     }};
 }
 
-/// `println!` for commands, as [`out!`].
+/// A [`Usage`] error, for `ok_or_else` and the like.
+pub(crate) fn usage_error(message: String) -> anyhow::Error {
+    anyhow::Error::new(Usage(message))
+}
+
+/// Returns a [`Usage`] error from the current function: `usage!("--end {end} …")`.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err($crate::cli::usage_error(format!($($arg)*)))
+    };
+}
+
 /// `eprintln!` that cannot panic: a standard error that cannot be written (a full disk,
 /// `2>/dev/full`) loses the message, and the command ends with its own status.
 macro_rules! errln {
@@ -23,6 +34,7 @@ macro_rules! errln {
     }};
 }
 
+/// `println!` for commands, as [`out!`].
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -155,6 +167,13 @@ enum Command {
     Log(log::LogCommand),
 }
 
+/// A mistake in the command line that clap cannot see (one flag against another, a value
+/// read after parsing): the command exits 2, as for clap's own usage errors, before
+/// anything is sent or written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Usage(pub String);
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -233,9 +252,13 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Errors quote what was read (file names, fields, values): shown safely.
             errln!("error: {}", labels::printable_lines(&said_once(&e)));
-            match e.downcast_ref::<witness::Alarm>() {
-                Some(alarm) => ExitCode::from(alarm.code),
-                None => ExitCode::FAILURE,
+            if let Some(alarm) = e.downcast_ref::<witness::Alarm>() {
+                ExitCode::from(alarm.code)
+            } else if e.downcast_ref::<Usage>().is_some() {
+                errln!("\nFor more information, try '--help'.");
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

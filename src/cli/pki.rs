@@ -51,14 +51,15 @@ impl IdentityArgs {
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default();
         let need_state = || {
-            self.state
-                .ok_or_else(|| anyhow::anyhow!("--state is required for the {role_name} role"))
+            self.state.ok_or_else(|| {
+                super::usage_error(format!("--state is required for the {role_name} role"))
+            })
         };
         let no_state = || match self.state {
-            Some(state) => Err(anyhow::anyhow!(
+            Some(state) => Err(super::usage_error(format!(
                 "--state {state} does not fit the {role_name} role, which serves no one \
                  state: leave --state out (or use --role node or analyst)"
-            )),
+            ))),
             None => Ok(()),
         };
         let role = match self.role {

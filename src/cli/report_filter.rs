@@ -1,7 +1,6 @@
 //! The filter flags every command that selects reports by what they say shares (`query`,
 //! `watch` and `aggregate`): one flag name and one spelling per concept.
 
-use anyhow::bail;
 use clap::Args;
 use tidemark::{country::CountryCode, pb};
 
@@ -87,7 +86,7 @@ fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
             max_latitude: *c,
             max_longitude: *d,
         }),
-        _ => bail!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
+        _ => usage!("--bbox takes four numbers: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"),
     })
 }
 

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use clap::Args;
 use tidemark::signing::SigningKey;
 
@@ -24,7 +23,7 @@ impl SigningArgs {
             .clone()
             .or_else(|| client.profile_signing_key())
         else {
-            bail!(
+            usage!(
                 "no signing key: pass --signing-key FILE (or use --as certs/<state>-node, which \
                  signs with certs/<state>-signing.key)"
             );

@@ -250,7 +250,7 @@ impl<'a> ReceiptFiles<'a> {
         if let (Some(proof), Some(signed)) = (files.proof, files.signed)
             && proof == signed
         {
-            bail!(
+            usage!(
                 "--receipt-out and --signed-receipt-out both name {}: the log proof and the \
                  signed receipt are different files",
                 proof.display()
@@ -524,7 +524,7 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
         distinct.dedup_by(|a, b| a.name() == b.name() || a.verifier_key() == b.verifier_key());
         let quorum = usize::try_from(args.quorum.unwrap_or(1)).unwrap_or(usize::MAX);
         if quorum > distinct.len() {
-            bail!(
+            usage!(
                 "--quorum {quorum} asks for more witnesses than the {} distinct --witness-key \
                  keys given",
                 distinct.len()

@@ -603,6 +603,8 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
     };
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), exact).await;
     let mut latest: BTreeMap<String, Option<pb::Report>> = BTreeMap::new();
+    let mut first_key = None;
+    let start = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
     for (s, code) in STATES.iter().enumerate() {
         let key = server.register_new_key(&pki, code).await;
         let originals: Vec<pb::Report> = (0..1_000)
@@ -635,6 +637,7 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
             }
         }
         import(&server, &pki, code, changes).await;
+        first_key.get_or_insert(key);
     }
     let live: Vec<&pb::Report> = latest.values().flatten().collect();
     assert!(live.len() > 2_500, "{}", live.len());
@@ -645,6 +648,43 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
     let store = common::open_store_after_stop(&data).await;
     let counted = store.rebuild_counters().unwrap();
     assert_eq!(counted, live.len() as u64);
+    drop(store);
+    let server = TestServer::start_with(&pki, data, exact).await;
+    check_everything(&server, &pki, &live).await;
+
+    // AUS's key found compromised since before its first report: every report whose
+    // latest version it signed leaves the aggregates; one signed again as its next
+    // version under a new key counts again.
+    let compromised = first_key.unwrap();
+    server
+        .admin(&operator(&pki))
+        .await
+        .revoke_signing_key(pb::RevokeSigningKeyRequest {
+            key_id: compromised.key_id().to_owned(),
+            reason: "key-compromise".into(),
+            compromised_at_unix: start,
+        })
+        .await
+        .unwrap();
+    let key = server.register_new_key(&pki, STATES[0]).await;
+    let mut again = Vec::new();
+    for (i, report) in latest.values_mut().enumerate() {
+        let Some(r) = report.as_mut().filter(|r| r.reporting_state == STATES[0]) else {
+            continue;
+        };
+        if i % 3 == 0 {
+            r.version += 1;
+            again.push(sign(r, &key));
+        } else {
+            *report = None;
+        }
+    }
+    import(&server, &pki, STATES[0], again).await;
+    let live: Vec<&pb::Report> = latest.values().flatten().collect();
+    check_everything(&server, &pki, &live).await;
+    let data = server.stop().await;
+    let store = common::open_store_after_stop(&data).await;
+    assert_eq!(store.rebuild_counters().unwrap(), live.len() as u64);
     drop(store);
     let server = TestServer::start_with(&pki, data, exact).await;
     check_everything(&server, &pki, &live).await;

@@ -403,9 +403,11 @@ fn update_indexes(
     let state = new.state.as_str();
     match (&new.summary, new.kind) {
         (Some(summary), EnvelopeKind::Report) => {
-            // A retraction (overturned now) already took the old version out of the
-            // counters.
-            if let (false, Some(old)) = (head.retracted, &head.summary) {
+            // A retraction (overturned now), or a compromise of the key that signed it,
+            // already took the old version out of the counters.
+            if let (false, false, Some(old)) =
+                (head.retracted, head.contribution_revoked, &head.summary)
+            {
                 deltas.record(key, old, state, -1)?;
             }
             deltas.record(key, summary, state, 1)?;
@@ -419,9 +421,12 @@ fn update_indexes(
         (_, EnvelopeKind::Retraction) => {
             // A retracted report no longer counts as a contribution nor in aggregates; it
             // stays in the date indexes so that sync and audits still find it. (Retracted
-            // again over a retraction a revoked key signed: out of them already.)
+            // again over a retraction a revoked key signed, or over a version a revoked
+            // key signed: out of them already.)
             head.retraction_revoked = false;
-            if let (false, Some(old)) = (head.retracted, &head.summary) {
+            if let (false, false, Some(old)) =
+                (head.retracted, head.contribution_revoked, &head.summary)
+            {
                 t.indexes.contributions.remove((
                     state,
                     old.category,
@@ -430,6 +435,7 @@ fn update_indexes(
                 ))?;
                 deltas.record(key, old, state, -1)?;
             }
+            head.contribution_revoked = false;
             head.retracted = true;
         }
         (None, EnvelopeKind::Report) => {
@@ -534,34 +540,40 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
 
 /// What an administrative change `applied` asks of the report tables: a signing key
 /// revoked as of an earlier time than before stops what it signed since from counting
-/// as a contribution ([`revoke_contributions`]).
+/// as a contribution and in aggregates ([`revoke_contributions`]; the counter changes
+/// go to `deltas`).
 pub(super) fn follow_admin(
     t: &mut Tables<'_>,
+    deltas: &mut counters::Deltas,
     applied: &super::AdminApplied,
 ) -> Result<(), StoreError> {
     if let super::AdminApplied::Key(key, Some(before)) = applied
         && key.revoked_at != 0
         && key.revoked_at != before.revoked_at
     {
-        let stopped = revoke_contributions(t, key)?;
+        let stopped = revoke_contributions(t, deltas, key)?;
         if stopped > 0 {
             tracing::info!(
                 key_id = %key.key_id,
                 state = %key.state,
                 reports = stopped,
-                "reports signed with the key since it was compromised no longer count as contributions"
+                "reports signed with the key since it was compromised no longer count as contributions nor in aggregates"
             );
         }
     }
     Ok(())
 }
 
-/// Stops counting as a contribution each report of `key`'s state whose latest version
-/// `key` signed and that was accepted at or after `key.revoked_at` (the key was revoked
-/// as of then: a compromise found later), as [`ReportHead::contribution_revoked`] says.
-/// Scans the envelopes newest first, back to the revocation time. Returns how many
-/// reports stopped counting.
-fn revoke_contributions(t: &mut Tables<'_>, key: &super::KeyRecord) -> Result<u64, StoreError> {
+/// Stops counting, as a contribution and in aggregates, each report of `key`'s state
+/// whose latest version `key` signed and that was accepted at or after `key.revoked_at`
+/// (the key was revoked as of then: a compromise found later), as
+/// [`ReportHead::contribution_revoked`] says. Scans the envelopes newest first, back to
+/// the revocation time. Returns how many reports stopped counting.
+fn revoke_contributions(
+    t: &mut Tables<'_>,
+    deltas: &mut counters::Deltas,
+    key: &super::KeyRecord,
+) -> Result<u64, StoreError> {
     let mut revoked = 0;
     let mut stopped = Vec::new();
     for entry in t.envelopes.iter()?.rev() {
@@ -607,6 +619,7 @@ fn revoke_contributions(t: &mut Tables<'_>, key: &super::KeyRecord) -> Result<u6
                 head.first_accepted_at,
                 id,
             ))?;
+            deltas.record(id, summary, &head.state, -1)?;
         }
         head.contribution_revoked = true;
         t.reports.insert(id, head.encode_to_vec().as_slice())?;

@@ -600,6 +600,15 @@ impl Store {
         self.keys.forget();
     }
 
+    /// Drops the columnar projection, to be built again from the store on next use:
+    /// after a change outside the writer moved reports out of the aggregates.
+    fn forget_projection(&self) {
+        *self
+            .projection
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Logs the give-to-get rules (with one more checkpoint) unless the last rules logged
     /// are the same; returns whether it logged them.
     pub(crate) fn record_policy(
@@ -701,10 +710,16 @@ impl Store {
     fn change(&self, change: &AdminChange) -> Result<AdminApplied, KeyRegistryError> {
         let tx = self.begin_write()?;
         let applied = admin::apply(&tx, change)??;
-        apply::follow_admin(&mut apply::Tables::open(&tx)?, &applied)?;
+        {
+            let mut t = apply::Tables::open(&tx)?;
+            let mut deltas = counters::Deltas::new(t.record_keys.clone());
+            apply::follow_admin(&mut t, &mut deltas, &applied)?;
+            t.write_counters(deltas)?;
+        }
         tx.commit().map_err(StoreError::from)?;
         if change.touches_keys() {
             self.forget_keys();
+            self.forget_projection();
         }
         Ok(applied)
     }

@@ -35,7 +35,7 @@ pub(crate) enum Change {
 
 /// Row flags.
 pub(crate) mod flag {
-    /// The row counts (not retracted).
+    /// The row counts (not retracted, nor signed under a compromised key).
     pub(crate) const LIVE: u8 = 1;
     /// A maritime movement (else a smuggling incident).
     pub(crate) const MARITIME: u8 = 2;
@@ -251,7 +251,7 @@ impl Projection {
                 continue;
             };
             let row = p.push(id, &summary, &head.state)?;
-            if head.retracted {
+            if head.retracted || head.contribution_revoked {
                 p.flags[row] &= !flag::LIVE;
             }
             if let Some((before, before_row)) = previous {
@@ -324,6 +324,27 @@ impl Projection {
                     if let Some(row) = self.row_of(*id) {
                         self.flags[row] &= !flag::LIVE;
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the changes of a batch that stored no envelope: reports leaving the
+    /// aggregates (a key's compromise). Taken whatever the snapshot the projection was
+    /// built from, as marking a row dead again changes nothing.
+    pub(crate) fn remove(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        for change in changes {
+            match change {
+                Change::Remove(id) => {
+                    if let Some(row) = self.row_of(*id) {
+                        self.flags[row] &= !flag::LIVE;
+                    }
+                }
+                Change::Set(..) => {
+                    return Err(StoreError::Corrupt(
+                        "a batch that stored no envelope set a report's latest version".to_owned(),
+                    ));
                 }
             }
         }

@@ -27,13 +27,15 @@ struct Pending {
     key: u128,
     /// The reporting state's code, as the head spells it.
     state: [u8; 3],
-    retracted: bool,
+    /// Retracted, or its latest version signed under a compromised key: not counted.
+    uncounted: bool,
     /// [`summary_digest`] of the summary the head holds.
     summary: [u8; 16],
 }
 
 /// Empties the counters and counts every report again, in `tx`. Returns the number of
-/// reports counted (a retracted report is not).
+/// reports counted (a retracted report is not, nor one whose latest version was signed
+/// under a compromised key).
 pub(super) fn counters(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
     tx.delete_table(COUNTERS)?;
     tx.delete_table(COUNTER_QUARTERS)?;
@@ -63,7 +65,7 @@ pub(super) fn counters(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
                 .as_bytes()
                 .try_into()
                 .map_err(|_| corrupt(&format!("state {:?} is not 3 bytes", head.state)))?,
-            retracted: head.retracted,
+            uncounted: head.retracted || head.contribution_revoked,
             summary: summary_digest(head.summary.as_ref()),
         });
     }
@@ -71,7 +73,7 @@ pub(super) fn counters(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
     let mut counted = 0;
     for report in pending {
         let summary = latest_summary(&envelopes, &reports, &report)?;
-        if !report.retracted {
+        if !report.uncounted {
             // Three bytes of a `String` are UTF-8.
             let state = std::str::from_utf8(&report.state).unwrap_or_default();
             deltas.record(report.key, &summary, state, 1)?;

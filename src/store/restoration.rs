@@ -110,6 +110,7 @@ impl Store {
         let tx = self.begin_write()?;
         {
             let mut t = Tables::open(&tx)?;
+            let mut deltas = super::counters::Deltas::new(t.record_keys.clone());
             let mut number = t.next_audit()?;
             let mut put = |t: &mut Tables<'_>, record: AuditRecord| {
                 apply::put_audit(t, number, &record, (now, apply::detail_salt()), now)?;
@@ -131,12 +132,13 @@ impl Store {
                 let applied = admin::apply(&tx, change)?.map_err(|refused| {
                     StoreError::Corrupt(format!("a carried change was refused: {refused}"))
                 })?;
-                apply::follow_admin(&mut t, &applied)?;
+                apply::follow_admin(&mut t, &mut deltas, &applied)?;
                 put(
                     &mut t,
                     admin::audit_record(&tx, principal, change, &applied)?,
                 )?;
             }
+            t.write_counters(deltas)?;
             t.log.checkpoint(log)?;
             drop(t);
             let mut meta = tx.open_table(META)?;
@@ -146,6 +148,7 @@ impl Store {
         tx.commit()?;
         if carried.iter().any(AdminChange::touches_keys) {
             self.forget_keys();
+            self.forget_projection();
         }
         if restored.is_some() {
             written.remove(0);

@@ -419,9 +419,7 @@ fn run(
                         _ => None,
                     })
                     .max();
-                if let Some(sequence) = newest {
-                    project(ends.projection, &changes, sequence);
-                }
+                project(ends.projection, &changes, newest);
                 if batch
                     .iter()
                     .any(|job| matches!(job, Job::Admin(a, _) if a.change.touches_keys()))
@@ -625,10 +623,11 @@ enum Done {
 }
 
 /// Applies a committed batch's changes to the projection (before its callers are
-/// answered, so that they read their own writes); `sequence` is the batch's newest
-/// envelope. A projection that cannot take them is dropped, to be built again from the
-/// store on next use.
-fn project(projection: &ProjectionCell, changes: &[Change], sequence: u64) {
+/// answered, so that they read their own writes); `newest` is the batch's newest
+/// envelope, `None` in a batch that stored none (whose changes can only be reports
+/// leaving the aggregates: a key's compromise). A projection that cannot take them is
+/// dropped, to be built again from the store on next use.
+fn project(projection: &ProjectionCell, changes: &[Change], newest: Option<u64>) {
     if changes.is_empty() {
         return;
     }
@@ -636,7 +635,10 @@ fn project(projection: &ProjectionCell, changes: &[Change], sequence: u64) {
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(p) = cell.as_mut()
-        && let Err(e) = p.apply(changes, sequence)
+        && let Err(e) = match newest {
+            Some(sequence) => p.apply(changes, sequence),
+            None => p.remove(changes),
+        }
     {
         tracing::error!(error = %e, "the aggregate projection is rebuilt from the store");
         *cell = None;
@@ -723,7 +725,7 @@ fn commit_batch(
                     let change = job.change.stamped(now);
                     let done = match admin::apply(&tx, &change)? {
                         Ok(applied) => {
-                            apply::follow_admin(&mut t, &applied)?;
+                            apply::follow_admin(&mut t, &mut deltas, &applied)?;
                             let number = next_audit;
                             next_audit += 1;
                             let record =

@@ -73,6 +73,7 @@ impl StandingCheck {
             stands: Stands {
                 state: standing.state.to_string(),
                 through: snapshot.last_sequence()?,
+                through_audit: snapshot.last_audit_number()?,
                 lapses_at: lapse_time(standing),
             },
         })
@@ -119,6 +120,7 @@ impl StandingCheck {
         self.stands = Stands {
             state: self.stands.state.clone(),
             through: snapshot.last_sequence()?,
+            through_audit: snapshot.last_audit_number()?,
             lapses_at: lapse_time(&standing),
         };
         Ok(())

@@ -541,12 +541,12 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
 /// What an administrative change `applied` asks of the report tables: a signing key
 /// revoked as of an earlier time than before stops what it signed since from counting
 /// as a contribution and in aggregates ([`revoke_contributions`]; the counter changes
-/// go to `deltas`).
+/// go to `deltas`). Returns the state whose standing that may have lowered.
 pub(super) fn follow_admin(
     t: &mut Tables<'_>,
     deltas: &mut counters::Deltas,
     applied: &super::AdminApplied,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     if let super::AdminApplied::Key(key, Some(before)) = applied
         && key.revoked_at != 0
         && key.revoked_at != before.revoked_at
@@ -559,9 +559,10 @@ pub(super) fn follow_admin(
                 reports = stopped,
                 "reports signed with the key since it was compromised no longer count as contributions nor in aggregates"
             );
+            return Ok(Some(key.state.clone()));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Stops counting, as a contribution and in aggregates, each report of `key`'s state

@@ -645,11 +645,20 @@ fn project(projection: &ProjectionCell, changes: &[Change], newest: Option<u64>)
     }
 }
 
-/// Where each state's standing may last have dropped: the sequence of its newest
-/// retraction or amendment (an amendment may move a report to another category) that
-/// this writer stored. Kept across batches while the writer runs; reads do not outlive
-/// it.
-pub(super) type Lowered = std::collections::HashMap<String, u64>;
+/// Where each state's standing may last have dropped, per state. Kept across batches
+/// while the writer runs; reads do not outlive it.
+pub(super) type Lowered = std::collections::HashMap<String, LoweredAt>;
+
+/// Where one state's standing may last have dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LoweredAt {
+    /// The sequence of its newest retraction or amendment (an amendment may move a
+    /// report to another category) that this writer stored.
+    sequence: u64,
+    /// The audit record number of the newest revocation of one of its keys that
+    /// stopped reports counting (a compromise, [`apply::follow_admin`]).
+    audit: u64,
+}
 
 /// A reader's standing as checked, for a record that raises what its read may send: it
 /// still holds where the record lands if its state has stored no retraction or
@@ -660,6 +669,8 @@ pub(crate) struct Stands {
     pub(crate) state: String,
     /// The last envelope sequence of the snapshot the standing was checked on.
     pub(crate) through: u64,
+    /// The last audit record number of that snapshot.
+    pub(crate) through_audit: u64,
     /// The last second the standing holds by itself, Unix seconds.
     pub(crate) lapses_at: i64,
 }
@@ -668,7 +679,10 @@ impl Stands {
     fn holds(&self, lowered: &Lowered, now: i64) -> bool {
         // A contribution counts while `now - window <= accepted` (the policy and the
         // replay alike), so its reader still stands at `lapses_at` itself.
-        now <= self.lapses_at && lowered.get(&self.state).is_none_or(|s| *s <= self.through)
+        now <= self.lapses_at
+            && lowered
+                .get(&self.state)
+                .is_none_or(|at| at.sequence <= self.through && at.audit <= self.through_audit)
     }
 }
 
@@ -699,7 +713,8 @@ fn commit_batch(
                         && !accepted.duplicate
                         && (accepted.version > 1 || accepted.kind == EnvelopeKind::Retraction)
                     {
-                        lowered.insert(accepted.state.clone(), accepted.sequence);
+                        lowered.entry(accepted.state.clone()).or_default().sequence =
+                            accepted.sequence;
                     }
                     results.push(Done::Append(done));
                 }
@@ -725,9 +740,12 @@ fn commit_batch(
                     let change = job.change.stamped(now);
                     let done = match admin::apply(&tx, &change)? {
                         Ok(applied) => {
-                            apply::follow_admin(&mut t, &mut deltas, &applied)?;
                             let number = next_audit;
                             next_audit += 1;
+                            if let Some(state) = apply::follow_admin(&mut t, &mut deltas, &applied)?
+                            {
+                                lowered.entry(state).or_default().audit = number;
+                            }
                             let record =
                                 admin::audit_record(&tx, &job.operator, &change, &applied)?;
                             apply::put_audit(
@@ -756,28 +774,33 @@ fn commit_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::{Lowered, Stands};
+    use super::{Lowered, LoweredAt, Stands};
 
     /// A reader stands through the second its standing lapses at (the policy and the
     /// replay count a contribution while `now - window <= accepted`), not after it, and
-    /// not once its state stored a retraction or amendment after the snapshot checked.
+    /// not once its state stored a retraction or amendment after the snapshot checked,
+    /// nor once a revocation of one of its keys stopped its reports counting.
     #[test]
     fn a_standing_holds_through_its_last_second_and_until_its_state_lowers_it() {
         let stands = Stands {
             state: "IDN".to_owned(),
             through: 10,
+            through_audit: 20,
             lapses_at: 1_000,
         };
+        let at = |sequence, audit| LoweredAt { sequence, audit };
         let mut lowered = Lowered::new();
         assert!(stands.holds(&lowered, 1_000));
         assert!(!stands.holds(&lowered, 1_001));
-        lowered.insert("AUS".to_owned(), 11);
-        lowered.insert("IDN".to_owned(), 10);
+        lowered.insert("AUS".to_owned(), at(11, 21));
+        lowered.insert("IDN".to_owned(), at(10, 20));
         assert!(
             stands.holds(&lowered, 999),
             "lowered before the snapshot, or another's"
         );
-        lowered.insert("IDN".to_owned(), 11);
-        assert!(!stands.holds(&lowered, 999));
+        lowered.insert("IDN".to_owned(), at(11, 0));
+        assert!(!stands.holds(&lowered, 999), "a retraction after it");
+        lowered.insert("IDN".to_owned(), at(0, 21));
+        assert!(!stands.holds(&lowered, 999), "a key's compromise after it");
     }
 }

@@ -1182,8 +1182,8 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
         log.iter()
             .any(|e| e.principal == by_server && e.detail.contains(&serial))
     );
-    // THA's access list says its report was restored from a backup (the backup's own
-    // record, written after its copy, is not in it).
+    // THA's access list says its report was restored from a backup (and the backup's
+    // own record, written after its copy, is back from the trail journal).
     let accesses = server
         .exchange(&node(&pki, "THA"))
         .await
@@ -1325,4 +1325,106 @@ fn a_server_does_not_start_beside_an_unfinished_restore() {
     assert!(!config.store.path.exists(), "no store was made");
     std::fs::remove_file(&staged).unwrap();
     tidemark::Server::build(pki.config(&data)).expect("it starts once the copy is gone");
+}
+
+/// A restore does not take back the access trail: the audit records written after the
+/// backup (a state's read of another's reports, a refusal, the backup's own record) are
+/// written again at start from the trail journal beside the access journal, once, and
+/// the owner's access list shows them; restored again from the same backup, they are
+/// written again once more, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let all = pb::SharingScope::AllContributors;
+    for (code, seed) in [("AUS", 1), ("IDN", 2)] {
+        let key = server.register_new_key(&pki, code).await;
+        let mut node = server.exchange(&node(&pki, code)).await;
+        submit(
+            &mut node,
+            sign(&common::report(code, seed, false, all, &[]), &key),
+        )
+        .await
+        .unwrap();
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_, file) = backup_as_operator(&pki, &server, dir.path());
+    // After the backup: IDN reads AUS's report, and THA (no contribution) is refused.
+    let query = pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    };
+    let mut idn = server.exchange(&node(&pki, "IDN")).await;
+    let mut read = idn.query(query.clone()).await.unwrap().into_inner();
+    while read.message().await.unwrap().is_some() {}
+    let refused = server
+        .exchange(&node(&pki, "THA"))
+        .await
+        .query(query)
+        .await
+        .expect_err("THA has not contributed");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let accesses = async |server: &TestServer| {
+        server
+            .exchange(&node(&pki, "AUS"))
+            .await
+            .access_to_my_data(pb::AccessToMyDataRequest {
+                limit: 100,
+                before: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .accesses
+    };
+    let read_by_idn = |list: &[pb::DataAccess]| {
+        list.iter()
+            .filter(|a| a.action == "query" && a.reader_state == "IDN" && a.count == 1)
+            .count()
+    };
+    let before = accesses(&server).await;
+    assert_eq!(read_by_idn(&before), 1, "{before:#?}");
+    let refusals = async |server: &TestServer| {
+        let mut admin = server.admin(&common::operator(&pki)).await;
+        common::audit_log(&mut admin)
+            .await
+            .into_iter()
+            .filter(|e| e.action == "refused query" && e.principal.contains("/THA/"))
+            .count()
+    };
+    assert_eq!(refusals(&server).await, 1);
+    server.stop().await;
+
+    for round in 0..2 {
+        let (restored, _) = restore(&file);
+        let server = TestServer::start_with(&pki, restored, |_| {}).await;
+        let after = accesses(&server).await;
+        assert_eq!(read_by_idn(&after), 1, "round {round}: {after:#?}");
+        assert!(
+            after.iter().any(|a| a.action == "backup" && a.count == 1),
+            "the backup's own record is back: {after:#?}"
+        );
+        assert_eq!(refusals(&server).await, 1, "round {round}");
+        // Once: a restart finds nothing more to write again.
+        let data = server.stop().await;
+        let server = TestServer::start_with(&pki, data, |_| {}).await;
+        assert_eq!(read_by_idn(&accesses(&server).await), 1, "round {round}");
+        server.stop().await;
+    }
+    // Without its trail journal, a restored store does not start unless told.
+    let (restored, _) = restore(&file);
+    for entry in std::fs::read_dir(pki.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("audit-trail-") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let refused = tidemark::Server::build(pki.config(&restored))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        refused.contains("audit-trail-") && refused.contains("--trust-files-lost"),
+        "{refused}"
+    );
 }

@@ -251,9 +251,9 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
 /// after the backup, from the CRL file and access-journal.json beside it: keep both as
 /// the last server wrote them (if they are lost, `tidemark serve --trust-files-lost`
 /// starts anyway, and those changes must be made again). The audit records written
-/// after the backup (every read, refusal and action since) are not carried: keep them
-/// first if the old server still runs (`tidemark admin audit --after N --json`, N the
-/// manifest's audit_records). States'
+/// after the backup (every read, refusal and action since) are written again from the
+/// trail journal beside them (audit-trail-<id>.journal, one per store and its backups):
+/// keep it with them. States'
 /// witnesses will report the log's rollback: tell the states.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
@@ -411,9 +411,10 @@ fn say_restored(
     )?;
     eprintln!(
         "note: a store restored from a backup is the exchange as of {}: before you serve it,\n\
-         - keep the CRL file (certs/crl.pem, [tls] crl) and access-journal.json beside it, \
-           as the server last wrote them: at start it carries the certificate revocations, \
-           suspensions and signing-key revocations made since into the store;\n\
+         - keep the CRL file (certs/crl.pem, [tls] crl), and access-journal.json and the \
+           audit-trail-*.journal files beside it, as the server last wrote them: at start it \
+           carries the certificate revocations, suspensions and signing-key revocations, and \
+           the audit records, made since into the store;\n\
          - tell the states: the log is rolled back to {} leaves, so their witnesses will \
            report a rollback, and the first server to start records the restore in the log.",
         format_time(manifest.taken_at_unix),

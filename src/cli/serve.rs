@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 /// --config it uses exactly the certificate files the config names — a setting the file
 /// leaves out takes its default, as --print-config shows (`[tls] ca_key = ""` for a CA
 /// kept offline) — and creates no certificate or key; it writes its store, the CRL it
-/// signs (when it holds the CA key) and access-journal.json beside the CRL path.
+/// signs (when it holds the CA key), and access-journal.json and the store's
+/// audit-trail-<id>.journal beside the CRL path.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML config file (see --print-config for every setting and its default).

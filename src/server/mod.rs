@@ -675,39 +675,12 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         &config.tls.crl,
         &format!("{principal} (carried over from the CRL file)"),
     )?;
-    if store.restore_mark()?.is_some() && !config.trust_files_lost {
-        let crl_missing =
-            config.tls.ca_key.as_ref().is_some_and(|k| k.exists()) && !config.tls.crl.exists();
-        let missing: Vec<(String, &str)> = [
-            (
-                crl_missing,
-                config.tls.crl.clone(),
-                "the certificate revocations made since the backup",
-            ),
-            (
-                !crate::journal::exists(&config.tls.crl),
-                crate::journal::path(&config.tls.crl),
-                "the suspensions and signing-key revocations made since the backup",
-            ),
-        ]
-        .into_iter()
-        .filter(|(missing, _, _)| *missing)
-        .map(|(_, path, holds)| (path.display().to_string(), holds))
-        .collect();
-        if !missing.is_empty() {
-            let said: Vec<String> = missing
-                .iter()
-                .map(|(path, holds)| format!("{path} is missing (it holds {holds})"))
-                .collect();
-            return Err(ServerError::Config(format!(
-                "this store was restored from a backup, and {}; the server carries what it \
-                 holds into the store at its first start. Put back the file the last server \
-                 wrote; if it is lost, start with `tidemark serve --trust-files-lost` and make \
-                 those changes again",
-                said.join("; ")
-            )));
-        }
-    }
+    let trail_dir = config
+        .tls
+        .crl
+        .parent()
+        .unwrap_or_else(|| std::path::Path::new("."));
+    refuse_lost_trust_files(config, store, trail_dir)?;
     let lost = config.trust_files_lost
         && (!config.tls.crl.exists() || !crate::journal::exists(&config.tls.crl));
     let (restrictions, not_taken) = crate::journal::newer_than_store(store, &config.tls.crl)?;
@@ -737,7 +710,14 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         );
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let written = store.record_start(log, (&principal, now, lost), &carried)?;
+    let written = store.record_start(log, (&principal, now, lost), &carried, trail_dir)?;
+    if written.trail_carried > 0 {
+        tracing::warn!(
+            records = written.trail_carried,
+            "audit records written after the backup this store was restored from are \
+             written again from the audit trail journal beside the access journal"
+        );
+    }
     if let (Some(mark), true) = (written.restored, lost) {
         tracing::warn!(
             backup_taken_at = %crate::clock::format_time(mark.taken_at),
@@ -764,6 +744,57 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
             "a change in the CRL file or the access journal was not in the store (restored \
              from an older backup?): it is now"
         );
+    }
+    Ok(())
+}
+
+/// Refuses to start a restored store whose CRL file, access journal or trail journal is
+/// missing, unless the operator said they are lost (`serve --trust-files-lost`): they
+/// carry what was changed and recorded after the backup.
+fn refuse_lost_trust_files(
+    config: &Config,
+    store: &Store,
+    trail_dir: &std::path::Path,
+) -> Result<(), ServerError> {
+    if store.restore_mark()?.is_none() || config.trust_files_lost {
+        return Ok(());
+    }
+    let trail = store.trail_journal(trail_dir)?;
+    let crl_missing =
+        config.tls.ca_key.as_ref().is_some_and(|k| k.exists()) && !config.tls.crl.exists();
+    let missing: Vec<(String, &str)> = [
+        (
+            crl_missing,
+            config.tls.crl.clone(),
+            "the certificate revocations made since the backup",
+        ),
+        (
+            !crate::journal::exists(&config.tls.crl),
+            crate::journal::path(&config.tls.crl),
+            "the suspensions and signing-key revocations made since the backup",
+        ),
+        (
+            !trail.exists(),
+            trail,
+            "the audit records written since the backup",
+        ),
+    ]
+    .into_iter()
+    .filter(|(missing, _, _)| *missing)
+    .map(|(_, path, holds)| (path.display().to_string(), holds))
+    .collect();
+    if !missing.is_empty() {
+        let said: Vec<String> = missing
+            .iter()
+            .map(|(path, holds)| format!("{path} is missing (it holds {holds})"))
+            .collect();
+        return Err(ServerError::Config(format!(
+            "this store was restored from a backup, and {}; the server carries what it \
+             holds into the store at its first start. Put back the file the last server \
+             wrote; if it is lost, start with `tidemark serve --trust-files-lost` (what it \
+             held is then lost: make those changes again)",
+            said.join("; ")
+        )));
     }
     Ok(())
 }

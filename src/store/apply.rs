@@ -150,6 +150,8 @@ pub(super) struct Tables<'t> {
     pub(super) record_keys: counters::RecordKeys,
     /// The transparency log: every envelope and audit record is a leaf.
     pub(super) log: LogTables<'t>,
+    /// The audit records written in this transaction, for the trail journal.
+    pub(super) trail: Vec<super::trail::TrailLine>,
 }
 
 impl<'t> Tables<'t> {
@@ -165,6 +167,7 @@ impl<'t> Tables<'t> {
             budgets: tx.open_table(BUDGETS)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             log: LogTables::open(tx)?,
+            trail: Vec::new(),
         })
     }
 
@@ -234,8 +237,14 @@ pub(super) fn put_audit(
                 .insert((owner.owner.as_str(), number), owner.count)?;
         }
     }
-    t.audit.insert(number, record.encode_to_vec().as_slice())?;
-    t.log.append(&log::audit_entry(number, &record))?;
+    let encoded = record.encode_to_vec();
+    t.audit.insert(number, encoded.as_slice())?;
+    let leaf = t.log.append(&log::audit_entry(number, &record))?;
+    t.trail.push(super::trail::TrailLine {
+        leaf: leaf.index,
+        number,
+        record: encoded,
+    });
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod rebuild;
 mod records;
 mod restoration;
 mod snapshot;
+mod trail;
 mod writer;
 
 use std::{
@@ -160,6 +161,8 @@ pub struct Store {
     path: Arc<std::path::PathBuf>,
     /// The columnar projection, once built.
     projection: Arc<ProjectionCell>,
+    /// The trail journal, once the server has opened it.
+    trail: Arc<trail::TrailCell>,
 }
 
 /// Where the projection lives: built when the writer starts (or on first use by a store
@@ -249,6 +252,7 @@ impl Store {
             keys: Arc::default(),
             path: Arc::new(path.clone()),
             projection: Arc::default(),
+            trail: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)
@@ -353,7 +357,13 @@ impl Store {
             clock,
             max_batch,
             latest,
-            (log, metrics, self.projection.clone(), self.keys.clone()),
+            (
+                log,
+                metrics,
+                self.projection.clone(),
+                self.keys.clone(),
+                self.trail.clone(),
+            ),
         )
     }
 
@@ -598,6 +608,22 @@ impl Store {
     /// Drops the cached keys after a change to them committed.
     fn forget_keys(&self) {
         self.keys.forget();
+    }
+
+    /// This store's trail journal in `dir`: one per store lineage (its backups share
+    /// it), named for an id derived from the store's own secret.
+    pub(crate) fn trail_journal(&self, dir: &Path) -> Result<std::path::PathBuf, StoreError> {
+        let tx = self.db.begin_read()?;
+        let secrets = tx.open_table(SECRETS)?;
+        let secret = secrets
+            .get(CURSOR_KEY_SECRET)?
+            .ok_or_else(|| StoreError::Corrupt("the cursor key secret is missing".to_owned()))?;
+        Ok(trail::path(dir, &trail::lineage_id(secret.value())))
+    }
+
+    /// Hands the trail journal to the writer, which appends each batch's audit records.
+    fn keep_trail(&self, journal: trail::TrailJournal) {
+        *self.trail.lock().unwrap_or_else(PoisonError::into_inner) = Some(journal);
     }
 
     /// Drops the columnar projection, to be built again from the store on next use:

@@ -20,6 +20,7 @@ use super::{
     admin::{self, AdminChange},
     apply::{self, Tables},
     records::{AuditRecord, OwnerReads, RevokedCertificate},
+    trail::{self, TrailJournal},
 };
 use crate::{clock::format_time, tlog::LogSigner};
 
@@ -43,6 +44,8 @@ pub(crate) struct StartRecords {
     pub restored: Option<RestoreMark>,
     /// The audit records of the changes carried over, as written.
     pub carried: Vec<AuditRecord>,
+    /// How many audit records (versions) were written again from the trail journal.
+    pub trail_carried: usize,
 }
 
 impl Store {
@@ -96,22 +99,39 @@ impl Store {
     /// marked restored (and removes the mark), and each of `carried` (what the CRL file
     /// and the access journal hold that the store does not), with its record. Writes
     /// nothing when there is nothing to say.
+    ///
+    /// Then, in the same transaction, each audit record of the trail journal in
+    /// `trail_dir` that the store's log does not reach (written after the backup), again:
+    /// one whose number the store holds as its new version, any other as a new record.
+    /// The journal is then open for the writer ([`super::trail`]).
     pub(crate) fn record_start(
         &self,
         log: &LogSigner,
         (principal, now, lost): (&str, i64, bool),
         carried: &[AdminChange],
+        trail_dir: &Path,
     ) -> Result<StartRecords, StoreError> {
+        let trail_path = self.trail_journal(trail_dir)?;
+        let log_size = self.snapshot()?.log_size()?;
+        let trail_lost = {
+            let snapshot = self.snapshot()?;
+            let entry_at = |leaf: u64| Ok(snapshot.log_entries(leaf, leaf + 1)?.pop());
+            trail::lost(trail::read(&trail_path)?, log_size, entry_at, &trail_path)?
+        };
+        let mut journal = TrailJournal::open(trail_path)?;
         let restored = self.restore_mark()?;
-        if restored.is_none() && carried.is_empty() {
+        if restored.is_none() && carried.is_empty() && trail_lost.is_empty() {
+            self.keep_trail(journal);
             return Ok(StartRecords::default());
         }
         let mut written = Vec::new();
+        let trail_lines;
         let tx = self.begin_write()?;
         {
             let mut t = Tables::open(&tx)?;
             let mut deltas = super::counters::Deltas::new(t.record_keys.clone());
-            let mut number = t.next_audit()?;
+            let stored = t.next_audit()? - 1;
+            let mut number = stored + 1;
             let mut put = |t: &mut Tables<'_>, record: AuditRecord| {
                 apply::put_audit(t, number, &record, (now, apply::detail_salt()), now)?;
                 number += 1;
@@ -125,7 +145,12 @@ impl Store {
                 let owners = super::backup::contents(&self.db)?.reports_by_state;
                 put(
                     &mut t,
-                    restore_record(principal, mark, (carried.len(), lost), owners),
+                    restore_record(
+                        principal,
+                        mark,
+                        (carried.len(), trail_lost.len(), lost),
+                        owners,
+                    ),
                 )?;
             }
             for change in carried {
@@ -138,14 +163,32 @@ impl Store {
                     admin::audit_record(&tx, principal, change, &applied)?,
                 )?;
             }
+            // Each lost record as it was (its time and detail salt kept), numbered on
+            // from the store's, each version of one record under one number.
+            let mut renumbered = std::collections::HashMap::new();
+            for (old, record) in &trail_lost {
+                let target = if *old <= stored {
+                    *old
+                } else {
+                    *renumbered.entry(*old).or_insert_with(|| {
+                        number += 1;
+                        number - 1
+                    })
+                };
+                let kept = (record.at, record.detail_salt.clone());
+                apply::put_audit(&mut t, target, record, kept, now)?;
+            }
             t.write_counters(deltas)?;
             t.log.checkpoint(log)?;
+            trail_lines = std::mem::take(&mut t.trail);
             drop(t);
             let mut meta = tx.open_table(META)?;
             meta.remove(TAKEN_AT)?;
             meta.remove(LOG_SIZE)?;
         }
         tx.commit()?;
+        journal.append((!trail_lost.is_empty()).then_some(log_size), &trail_lines);
+        self.keep_trail(journal);
         if carried.iter().any(AdminChange::touches_keys) {
             self.forget_keys();
             self.forget_projection();
@@ -156,6 +199,7 @@ impl Store {
         Ok(StartRecords {
             restored,
             carried: written,
+            trail_carried: trail_lost.len(),
         })
     }
 }
@@ -164,18 +208,21 @@ impl Store {
 fn restore_record(
     principal: &str,
     mark: RestoreMark,
-    (carried, lost): (usize, bool),
+    (carried, trail, lost): (usize, usize, bool),
     owners: std::collections::BTreeMap<String, u64>,
 ) -> AuditRecord {
-    let note = if lost {
-        "the store was restored from a backup: what was accepted or recorded after it is not \
-         in it; the CRL file or the access journal was missing (serve --trust-files-lost), so \
+    let trust = if lost {
+        "the CRL file or the access journal was missing (serve --trust-files-lost), so \
          revocations and suspensions made after the backup may be lost and must be made again"
     } else {
-        "the store was restored from a backup: what was accepted or recorded after it is not \
-         in it; certificate revocations (from the CRL file), and suspensions and signing-key \
+        "certificate revocations (from the CRL file), and suspensions and signing-key \
          revocations (from the access journal), made after it are carried over"
     };
+    let note = format!(
+        "the store was restored from a backup: what was accepted after it is not in it; the \
+         audit records written after it are written again from the audit trail journal \
+         ({trail} carried over); {trust}"
+    );
     AuditRecord {
         principal: principal.to_owned(),
         action: "restore".to_owned(),
@@ -192,6 +239,7 @@ fn restore_record(
             "backup_taken_at": format_time(mark.taken_at),
             "backup_log_size": mark.log_size,
             "changes_carried_over": carried,
+            "audit_records_carried_over": trail,
             "trust_files_lost": lost,
             "note": note,
         })

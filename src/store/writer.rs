@@ -98,12 +98,7 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
-        (log, metrics, projection, keys): (
-            Arc<LogSigner>,
-            Arc<Metrics>,
-            Arc<ProjectionCell>,
-            Arc<KeyCache>,
-        ),
+        (log, metrics, projection, keys, trail): Shared,
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
@@ -127,6 +122,7 @@ impl Writer {
                     metrics: &metrics,
                     projection: &projection,
                     keys: &keys,
+                    trail: &trail,
                 };
                 let queues = Queues {
                     urgent: urgent_rx,
@@ -342,6 +338,8 @@ struct Ends<'a> {
     projection: &'a ProjectionCell,
     /// The signing keys held in memory, dropped after a batch that changed them.
     keys: &'a KeyCache,
+    /// The trail journal, given each batch's audit records after its commit.
+    trail: &'a super::trail::TrailCell,
 }
 
 fn run(
@@ -409,7 +407,16 @@ fn run(
         let started = std::time::Instant::now();
         let committed = commit_batch(db, &batch, (clock.now(), &mut lowered), log);
         match committed {
-            Ok((results, changes)) => {
+            Ok((results, changes, trail)) => {
+                if !trail.is_empty()
+                    && let Some(journal) = ends
+                        .trail
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .as_mut()
+                {
+                    journal.append(None, &trail);
+                }
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
                 let newest = results
@@ -686,16 +693,30 @@ impl Stands {
     }
 }
 
+/// What the writer shares with the store: the log's signer, the metrics, the columnar
+/// projection, the signing keys held in memory and the trail journal.
+pub(super) type Shared = (
+    Arc<LogSigner>,
+    Arc<Metrics>,
+    Arc<ProjectionCell>,
+    Arc<KeyCache>,
+    Arc<super::trail::TrailCell>,
+);
+
+/// A committed batch: each job's outcome, the changes for the projection and the audit
+/// records for the trail journal.
+type Committed = (Vec<Done>, Vec<Change>, Vec<super::trail::TrailLine>);
+
 fn commit_batch(
     db: &Database,
     batch: &[Job],
     (now, lowered): (i64, &mut Lowered),
     log: &LogSigner,
-) -> Result<(Vec<Done>, Vec<Change>), StoreError> {
+) -> Result<Committed, StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
     let mut results = Vec::with_capacity(batch.len());
-    let changes;
+    let (changes, trail);
     {
         let mut t = Tables::open(&tx)?;
         let mut deltas = counters::Deltas::keeping_changes(t.record_keys.clone());
@@ -767,9 +788,10 @@ fn commit_batch(
         t.write_counters(deltas)?;
         // One signature per batch: the checkpoint of the tree after every job.
         t.log.checkpoint(log)?;
+        trail = std::mem::take(&mut t.trail);
     }
     tx.commit()?;
-    Ok((results, changes))
+    Ok((results, changes, trail))
 }
 
 #[cfg(test)]

@@ -160,11 +160,14 @@ pub(crate) struct TrailJournal {
 }
 
 impl TrailJournal {
-    /// Opens (or creates, with its first line) the journal at `path`.
+    /// Opens (or creates, with its first line) the journal at `path`, readable by its
+    /// owner only: it names who read which reports, as the store does.
     pub(crate) fn open(path: PathBuf) -> Result<Self, StoreError> {
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
             .open(&path)
             .and_then(|mut file| {
                 if file.metadata()?.len() == 0 {
@@ -241,6 +244,12 @@ mod tests {
         journal.append(None, &[line(3, 1), line(5, 2), line(6, 1)]);
         journal.append(Some(5), &[line(5, 2), line(7, 3)]);
         drop(journal);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+        }
         let read_back: Vec<(u64, u64)> = read(&path)
             .unwrap()
             .iter()

@@ -1000,6 +1000,21 @@ fn backup_as_operator(
     (operator, file)
 }
 
+/// The newest 100 accesses to `code`'s reports, as its node is shown them.
+async fn access_list(server: &TestServer, pki: &TestPki, code: &str) -> Vec<pb::DataAccess> {
+    server
+        .exchange(&node(pki, code))
+        .await
+        .access_to_my_data(pb::AccessToMyDataRequest {
+            limit: 100,
+            before: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses
+}
+
 /// `file` restored with the CLI into a new directory, and what the CLI said.
 fn restore(file: &std::path::Path) -> (tempfile::TempDir, std::process::Output) {
     let data = tempfile::TempDir::new().unwrap();
@@ -1184,17 +1199,7 @@ async fn a_restore_keeps_the_revocations_and_suspensions_made_after_its_backup()
     );
     // THA's access list says its report was restored from a backup (and the backup's
     // own record, written after its copy, is back from the trail journal).
-    let accesses = server
-        .exchange(&node(&pki, "THA"))
-        .await
-        .access_to_my_data(pb::AccessToMyDataRequest {
-            limit: 100,
-            before: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .accesses;
+    let accesses = access_list(&server, &pki, "THA").await;
     assert!(
         accesses
             .iter()
@@ -1364,19 +1369,7 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
         .await
         .expect_err("THA has not contributed");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    let accesses = async |server: &TestServer| {
-        server
-            .exchange(&node(&pki, "AUS"))
-            .await
-            .access_to_my_data(pb::AccessToMyDataRequest {
-                limit: 100,
-                before: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .accesses
-    };
+    let accesses = async |server: &TestServer| access_list(server, &pki, "AUS").await;
     let read_by_idn = |list: &[pb::DataAccess]| {
         list.iter()
             .filter(|a| a.action == "query" && a.reader_state == "IDN" && a.count == 1)

@@ -622,8 +622,8 @@ impl Store {
     }
 
     /// Hands the trail journal to the writer, which appends each batch's audit records.
-    fn keep_trail(&self, journal: trail::TrailJournal) {
-        *self.trail.lock().unwrap_or_else(PoisonError::into_inner) = Some(journal);
+    fn keep_trail(&self, journal: Option<trail::TrailJournal>) {
+        *self.trail.lock().unwrap_or_else(PoisonError::into_inner) = journal;
     }
 
     /// Drops the columnar projection, to be built again from the store on next use:

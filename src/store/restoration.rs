@@ -187,7 +187,9 @@ impl Store {
             meta.remove(LOG_SIZE)?;
         }
         tx.commit()?;
-        journal.append((!trail_lost.is_empty()).then_some(log_size), &trail_lines);
+        if let Some(journal) = &mut journal {
+            journal.append((!trail_lost.is_empty()).then_some(log_size), &trail_lines);
+        }
         self.keep_trail(journal);
         if carried.iter().any(AdminChange::touches_keys) {
             self.forget_keys();

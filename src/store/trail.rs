@@ -161,8 +161,11 @@ pub(crate) struct TrailJournal {
 
 impl TrailJournal {
     /// Opens (or creates, with its first line) the journal at `path`, readable by its
-    /// owner only: it names who read which reports, as the store does.
-    pub(crate) fn open(path: PathBuf) -> Result<Self, StoreError> {
+    /// owner only: it names who read which reports, as the store does. `None` when
+    /// another running server holds it — a store of the same lineage, such as a restore
+    /// drill beside the live server —, which then goes on without one (said once): two
+    /// histories must not interleave in one journal.
+    pub(crate) fn open(path: PathBuf) -> Result<Option<Self>, StoreError> {
         let mut options = std::fs::OpenOptions::new();
         options.append(true).create(true);
         #[cfg(unix)]
@@ -179,11 +182,20 @@ impl TrailJournal {
                 path: path.display().to_string(),
                 reason: format!("the audit trail journal cannot be written: {e}"),
             })?;
-        Ok(Self {
+        if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+            tracing::warn!(
+                path = %path.display(),
+                "another running server of this store's lineage (a copy restored from the \
+                 same backups) holds the audit trail journal: this server's audit records \
+                 are not journaled, so a restore of this store would not get them back"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Self {
             path,
             file,
             failing: false,
-        })
+        }))
     }
 
     /// Appends `lines`, after a `carried <size>` line when they are a restore's copies.
@@ -240,7 +252,11 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("t.journal");
         assert!(read(&path).unwrap().is_empty());
-        let mut journal = TrailJournal::open(path.clone()).unwrap();
+        let mut journal = TrailJournal::open(path.clone()).unwrap().unwrap();
+        assert!(
+            TrailJournal::open(path.clone()).unwrap().is_none(),
+            "held by one at a time"
+        );
         journal.append(None, &[line(3, 1), line(5, 2), line(6, 1)]);
         journal.append(Some(5), &[line(5, 2), line(7, 3)]);
         drop(journal);

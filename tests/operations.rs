@@ -1335,16 +1335,18 @@ fn a_server_does_not_start_beside_an_unfinished_restore() {
 /// A restore does not take back the access trail: the audit records written after the
 /// backup (a state's read of another's reports, a refusal, the backup's own record) are
 /// written again at start from the trail journal beside the access journal, once, and
-/// the owner's access list shows them; restored again from the same backup, they are
-/// written again once more, not twice.
+/// the owner's access list shows them. A restored store is a fork of its own: a restore
+/// drill served beside the live server writes nothing into the live server's trail, and
+/// the next restore from the backup gets back what the live server recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one drill, step by step
 async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
+    let live = TestServer::start(&pki).await;
     let all = pb::SharingScope::AllContributors;
     for (code, seed) in [("AUS", 1), ("IDN", 2)] {
-        let key = server.register_new_key(&pki, code).await;
-        let mut node = server.exchange(&node(&pki, code)).await;
+        let key = live.register_new_key(&pki, code).await;
+        let mut node = live.exchange(&node(&pki, code)).await;
         submit(
             &mut node,
             sign(&common::report(code, seed, false, all, &[]), &key),
@@ -1353,66 +1355,99 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
         .unwrap();
     }
     let dir = tempfile::TempDir::new().unwrap();
-    let (_, file) = backup_as_operator(&pki, &server, dir.path());
+    let (_, file) = backup_as_operator(&pki, &live, dir.path());
     // After the backup: IDN reads AUS's report, and THA (no contribution) is refused.
     let query = pb::QueryRequest {
         category: pb::Category::SmugglingIncident as i32,
         ..Default::default()
     };
-    let mut idn = server.exchange(&node(&pki, "IDN")).await;
-    let mut read = idn.query(query.clone()).await.unwrap().into_inner();
-    while read.message().await.unwrap().is_some() {}
-    let refused = server
+    let read = async |server: &TestServer| {
+        let mut idn = server.exchange(&node(&pki, "IDN")).await;
+        let mut read = idn.query(query.clone()).await.unwrap().into_inner();
+        while read.message().await.unwrap().is_some() {}
+    };
+    read(&live).await;
+    let refused = live
         .exchange(&node(&pki, "THA"))
         .await
         .query(query.clone())
         .await
         .expect_err("THA has not contributed");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    let accesses = async |server: &TestServer| access_list(server, &pki, "AUS").await;
-    let read_by_idn = |list: &[pb::DataAccess]| {
-        list.iter()
+    let reads_by_idn = async |server: &TestServer| {
+        access_list(server, &pki, "AUS")
+            .await
+            .iter()
             .filter(|a| a.action == "query" && a.reader_state == "IDN" && a.count == 1)
             .count()
     };
-    let before = accesses(&server).await;
-    assert_eq!(read_by_idn(&before), 1, "{before:#?}");
-    let refusals = async |server: &TestServer| {
+    let audit = async |server: &TestServer| {
         let mut admin = server.admin(&common::operator(&pki)).await;
-        common::audit_log(&mut admin)
-            .await
-            .into_iter()
+        common::audit_log(&mut admin).await
+    };
+    let refusals = |log: &[pb::AuditEntry]| {
+        log.iter()
             .filter(|e| e.action == "refused query" && e.principal.contains("/THA/"))
             .count()
     };
-    assert_eq!(refusals(&server).await, 1);
+    assert_eq!(reads_by_idn(&live).await, 1);
+
+    // A restore drill beside the live server: the trail is back, once, and the drill's
+    // own read stays in the drill's fork.
+    let (drilled, _) = restore(&file);
+    let drill = TestServer::start_with(&pki, drilled, |_| {}).await;
+    assert_eq!(reads_by_idn(&drill).await, 1);
+    let log = audit(&drill).await;
+    assert_eq!(refusals(&log), 1);
+    assert!(
+        log.iter().any(|e| e.action == "backup"),
+        "the backup's own record is back: {log:#?}"
+    );
+    let restore_record = log.iter().find(|e| e.action == "restore").unwrap();
+    assert!(
+        restore_record
+            .detail
+            .contains("\"audit_records_carried_over\":3"),
+        "{}",
+        restore_record.detail
+    );
+    read(&drill).await;
+    read(&live).await;
+    let data = drill.stop().await;
+    let drill = TestServer::start_with(&pki, data, |_| {}).await;
+    assert_eq!(reads_by_idn(&drill).await, 2, "nothing written twice");
+    drill.stop().await;
+
+    // The live server restarts on its own history — its journal, emptied here as a
+    // crash of the machine could leave it, filled back from the store —; restored again
+    // from the backup, it gets back its own two reads, not the drill's.
+    let data = live.stop().await;
+    let journals: Vec<std::path::PathBuf> = std::fs::read_dir(pki.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("audit-trail-"))
+        .collect();
+    assert_eq!(journals.len(), 2, "one per fork: {journals:?}");
+    let live_journal = journals
+        .iter()
+        .find(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .contains(" from - at 0\n")
+        })
+        .unwrap();
+    let text = std::fs::read_to_string(live_journal).unwrap();
+    let first_two: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(live_journal, first_two.join("\n") + "\n").unwrap();
+    let live = TestServer::start_with(&pki, data, |_| {}).await;
+    assert_eq!(reads_by_idn(&live).await, 2);
+    live.stop().await;
+    let (restored, _) = restore(&file);
+    let server = TestServer::start_with(&pki, restored, |_| {}).await;
+    assert_eq!(reads_by_idn(&server).await, 2);
+    assert_eq!(refusals(&audit(&server).await), 1);
     server.stop().await;
 
-    // Restored twice from the backup: the second restore gets back what the first
-    // restored store recorded too (its copies once, and a read made after a restart).
-    for round in 0..2 {
-        let (restored, _) = restore(&file);
-        let server = TestServer::start_with(&pki, restored, |_| {}).await;
-        let after = accesses(&server).await;
-        assert_eq!(read_by_idn(&after), 1 + round, "round {round}: {after:#?}");
-        assert!(
-            after.iter().any(|a| a.action == "backup" && a.count == 1),
-            "the backup's own record is back: {after:#?}"
-        );
-        assert_eq!(refusals(&server).await, 1, "round {round}");
-        // Once: a restart finds nothing more to write again, and journals on.
-        let data = server.stop().await;
-        let server = TestServer::start_with(&pki, data, |_| {}).await;
-        assert_eq!(
-            read_by_idn(&accesses(&server).await),
-            1 + round,
-            "round {round}"
-        );
-        let mut idn = server.exchange(&node(&pki, "IDN")).await;
-        let mut read = idn.query(query.clone()).await.unwrap().into_inner();
-        while read.message().await.unwrap().is_some() {}
-        server.stop().await;
-    }
     // Without its trail journal, a restored store does not start unless told.
     let (restored, _) = restore(&file);
     for entry in std::fs::read_dir(pki.dir.path()).unwrap() {
@@ -1428,5 +1463,19 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     assert!(
         refused.contains("audit-trail-") && refused.contains("--trust-files-lost"),
         "{refused}"
+    );
+    // Told, it starts, and its restore record says the trail was lost.
+    let mut told = pki.config(&restored);
+    told.trust_files_lost = true;
+    drop(tidemark::Server::build(told).expect("started when told"));
+    let server = TestServer::start_with(&pki, restored, |_| {}).await;
+    let log = audit(&server).await;
+    let restore_record = log.iter().find(|e| e.action == "restore").unwrap();
+    assert!(
+        restore_record
+            .detail
+            .contains("the audit trail journal was missing"),
+        "{}",
+        restore_record.detail
     );
 }

@@ -252,7 +252,7 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
 /// the last server wrote them (if they are lost, `tidemark serve --trust-files-lost`
 /// starts anyway, and those changes must be made again). The audit records written
 /// after the backup (every read, refusal and action since) are written again from the
-/// trail journal beside them (audit-trail-<id>.journal, one per store and its backups):
+/// trail journal beside them (audit-trail-<fork>.journal; the backup names its fork):
 /// keep it with them. States'
 /// witnesses will report the log's rollback: tell the states.
 #[derive(Args, Debug)]

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 /// leaves out takes its default, as --print-config shows (`[tls] ca_key = ""` for a CA
 /// kept offline) — and creates no certificate or key; it writes its store, the CRL it
 /// signs (when it holds the CA key), and access-journal.json and the store's
-/// audit-trail-<id>.journal beside the CRL path.
+/// audit-trail-<fork>.journal beside the CRL path.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML config file (see --print-config for every setting and its default).
@@ -59,10 +59,12 @@ pub struct ServeArgs {
     #[arg(long)]
     print_config: bool,
 
-    /// Start a store restored from a backup (`tidemark restore`) although the CRL file
-    /// or access-journal.json beside it is missing. Those files carry the certificate
-    /// revocations, suspensions and signing-key revocations made since the backup; without
-    /// them, those are lost and must be made again. Without this flag the server refuses
+    /// Start a store restored from a backup (`tidemark restore`) although the CRL file,
+    /// access-journal.json or the store's audit-trail-<fork>.journal beside it is
+    /// missing. Those files carry the certificate revocations, suspensions and
+    /// signing-key revocations made since the backup, and the audit records written
+    /// since; without them, the changes are lost and must be made again, and the records
+    /// are lost (the restore's own record says so). Without this flag the server refuses
     /// to start such a store.
     #[arg(long)]
     trust_files_lost: bool,

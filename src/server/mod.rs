@@ -711,12 +711,8 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let written = store.record_start(log, (&principal, now, lost), &carried, trail_dir)?;
-    if written.trail_carried > 0 {
-        tracing::warn!(
-            records = written.trail_carried,
-            "audit records written after the backup this store was restored from are \
-             written again from the audit trail journal beside the access journal"
-        );
+    if let Some(trail) = &written.trail {
+        tracing::warn!("this store was rolled back to an earlier copy: {trail}");
     }
     if let (Some(mark), true) = (written.restored, lost) {
         tracing::warn!(
@@ -774,9 +770,10 @@ fn refuse_lost_trust_files(
             "the suspensions and signing-key revocations made since the backup",
         ),
         (
-            !trail.exists(),
-            trail,
-            "the audit records written since the backup",
+            trail.as_ref().is_none_or(|t| !t.exists()),
+            trail.unwrap_or_else(|| trail_dir.join("audit-trail-<fork>.journal")),
+            "the audit records written since the backup; a backup made by an earlier \
+             release has none",
         ),
     ]
     .into_iter()

@@ -71,6 +71,9 @@ pub(crate) const LOG_VERSION: u64 = 1;
 
 /// Store-wide facts: `schema_version`, `counters_version`, `log_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The `meta` key of the store's fork, whose trail journal it writes (see `trail.rs`).
+const TRAIL_FORK: &str = "trail_fork";
 /// Accepted envelopes by sequence number (1, 2, 3, … with no gaps).
 const ENVELOPES: TableDefinition<u64, &[u8]> = TableDefinition::new("envelopes");
 /// Report version history by report UUID.
@@ -610,15 +613,29 @@ impl Store {
         self.keys.forget();
     }
 
-    /// This store's trail journal in `dir`: one per store lineage (its backups share
-    /// it), named for an id derived from the store's own secret.
-    pub(crate) fn trail_journal(&self, dir: &Path) -> Result<std::path::PathBuf, StoreError> {
+    /// This store's trail journal in `dir`: the journal of its fork (its backups carry
+    /// the fork), `None` before a server of this build has started on it.
+    pub(crate) fn trail_journal(
+        &self,
+        dir: &Path,
+    ) -> Result<Option<std::path::PathBuf>, StoreError> {
+        Ok(self.trail_fork()?.map(|fork| trail::path(dir, fork)))
+    }
+
+    /// The store's fork, for its trail journal ([`trail`]).
+    fn trail_fork(&self) -> Result<Option<u64>, StoreError> {
         let tx = self.db.begin_read()?;
-        let secrets = tx.open_table(SECRETS)?;
-        let secret = secrets
-            .get(CURSOR_KEY_SECRET)?
-            .ok_or_else(|| StoreError::Corrupt("the cursor key secret is missing".to_owned()))?;
-        Ok(trail::path(dir, &trail::lineage_id(secret.value())))
+        Ok(tx.open_table(META)?.get(TRAIL_FORK)?.map(|v| v.value()))
+    }
+
+    /// Gives the store a fork of its own (see [`trail`]) and returns it.
+    fn start_fork(&self) -> Result<u64, StoreError> {
+        let fork = trail::new_fork()?;
+        let mut tx = self.begin_write()?;
+        tx.set_two_phase_commit(true);
+        tx.open_table(META)?.insert(TRAIL_FORK, fork)?;
+        tx.commit()?;
+        Ok(fork)
     }
 
     /// Hands the trail journal to the writer, which appends each batch's audit records.

@@ -11,7 +11,7 @@
 //! (`crate::journal`). At every start the server carries what those hold and the store
 //! lacks into it ([`Store::record_start`]).
 
-use std::path::Path;
+use std::{fmt::Write as _, path::Path};
 
 use redb::{Database, ReadableDatabase};
 
@@ -44,8 +44,9 @@ pub(crate) struct StartRecords {
     pub restored: Option<RestoreMark>,
     /// The audit records of the changes carried over, as written.
     pub carried: Vec<AuditRecord>,
-    /// How many audit records (versions) were written again from the trail journal.
-    pub trail_carried: usize,
+    /// What became of the audit records written after the copy, for a store rolled
+    /// back (restored, or a copy behind its trail journal).
+    pub trail: Option<String>,
 }
 
 impl Store {
@@ -100,10 +101,12 @@ impl Store {
     /// and the access journal hold that the store does not), with its record. Writes
     /// nothing when there is nothing to say.
     ///
-    /// Then, in the same transaction, each audit record of the trail journal in
-    /// `trail_dir` that the store's log does not reach (written after the backup), again:
-    /// one whose number the store holds as its new version, any other as a new record.
-    /// The journal is then open for the writer ([`super::trail`]).
+    /// Then, in the same transaction, each audit record of the trail journal that the
+    /// store's log does not reach (written after the backup a restored store was copied
+    /// from, or after a hand-made copy was taken) again: one whose number the store holds
+    /// as its new version, any other as a new record. A store so rolled back starts a
+    /// fork of its own; the journal, filled back from the store where it ends early, is
+    /// then open for the writer ([`super::trail`], in `trail_dir`).
     pub(crate) fn record_start(
         &self,
         log: &LogSigner,
@@ -111,17 +114,20 @@ impl Store {
         carried: &[AdminChange],
         trail_dir: &Path,
     ) -> Result<StartRecords, StoreError> {
-        let trail_path = self.trail_journal(trail_dir)?;
         let log_size = self.snapshot()?.log_size()?;
-        let trail_lost = {
-            let snapshot = self.snapshot()?;
-            let entry_at = |leaf: u64| Ok(snapshot.log_entries(leaf, leaf + 1)?.pop());
-            trail::lost(trail::read(&trail_path)?, log_size, entry_at, &trail_path)?
-        };
-        let mut journal = TrailJournal::open(trail_path)?;
+        let trail = self.trail_at_start(trail_dir, log_size)?;
         let restored = self.restore_mark()?;
-        if restored.is_none() && carried.is_empty() && trail_lost.is_empty() {
-            self.keep_trail(journal);
+        if restored.is_none() && carried.is_empty() && !trail.rolled_back {
+            let fork = match trail.fork {
+                Some(fork) => fork,
+                None => self.start_fork()?,
+            };
+            self.open_trail(
+                trail_dir,
+                (fork, trail.fork.filter(|f| *f != fork)),
+                log_size,
+                &[],
+            )?;
             return Ok(StartRecords::default());
         }
         let mut written = Vec::new();
@@ -145,12 +151,7 @@ impl Store {
                 let owners = super::backup::contents(&self.db)?.reports_by_state;
                 put(
                     &mut t,
-                    restore_record(
-                        principal,
-                        mark,
-                        (carried.len(), trail_lost.len(), lost),
-                        owners,
-                    ),
+                    restore_record(principal, mark, (carried.len(), &trail, lost), owners),
                 )?;
             }
             for change in carried {
@@ -163,21 +164,7 @@ impl Store {
                     admin::audit_record(&tx, principal, change, &applied)?,
                 )?;
             }
-            // Each lost record as it was (its time and detail salt kept), numbered on
-            // from the store's, each version of one record under one number.
-            let mut renumbered = std::collections::HashMap::new();
-            for (old, record) in &trail_lost {
-                let target = if *old <= stored {
-                    *old
-                } else {
-                    *renumbered.entry(*old).or_insert_with(|| {
-                        number += 1;
-                        number - 1
-                    })
-                };
-                let kept = (record.at, record.detail_salt.clone());
-                apply::put_audit(&mut t, target, record, kept, now)?;
-            }
+            put_lost(&mut t, (stored, number), &trail.lost, now)?;
             t.write_counters(deltas)?;
             t.log.checkpoint(log)?;
             trail_lines = std::mem::take(&mut t.trail);
@@ -187,10 +174,15 @@ impl Store {
             meta.remove(LOG_SIZE)?;
         }
         tx.commit()?;
-        if let Some(journal) = &mut journal {
-            journal.append((!trail_lost.is_empty()).then_some(log_size), &trail_lines);
-        }
-        self.keep_trail(journal);
+        // A rolled-back store (restored, or a copy behind its journal) is a fork of its
+        // own from here: its records go to a journal of their own.
+        let fork = if trail.rolled_back || restored.is_some() || trail.fork.is_none() {
+            self.start_fork()?
+        } else {
+            trail.fork.unwrap_or_default()
+        };
+        let parent = trail.fork.filter(|f| *f != fork);
+        self.open_trail(trail_dir, (fork, parent), log_size, &trail_lines)?;
         if carried.iter().any(AdminChange::touches_keys) {
             self.forget_keys();
             self.forget_projection();
@@ -201,16 +193,164 @@ impl Store {
         Ok(StartRecords {
             restored,
             carried: written,
-            trail_carried: trail_lost.len(),
+            trail: (trail.rolled_back || restored.is_some()).then(|| trail.said()),
         })
     }
+
+    /// What the trail journal of this store's fork says at start, for a store whose log
+    /// holds `log_size` leaves.
+    fn trail_at_start(&self, dir: &Path, log_size: u64) -> Result<TrailStart, StoreError> {
+        let Some(fork) = self.trail_fork()? else {
+            // No server of this build has run on it: a restored one's trail is lost.
+            let restored = self.restore_mark()?.is_some();
+            return Ok(TrailStart {
+                missing: restored,
+                rolled_back: restored,
+                ..TrailStart::default()
+            });
+        };
+        let path = trail::path(dir, fork);
+        let Some(journal) = trail::read(&path)? else {
+            return Ok(TrailStart {
+                fork: Some(fork),
+                missing: true,
+                rolled_back: self.restore_mark()?.is_some(),
+                ..TrailStart::default()
+            });
+        };
+        let snapshot = self.snapshot()?;
+        let entry_at = |leaf: u64| Ok(snapshot.log_entries(leaf, leaf + 1)?.pop());
+        let lost = trail::lost(&journal, log_size, entry_at, &path)?;
+        // The journal goes past the log: the store is a copy taken earlier (restored,
+        // or copied by hand).
+        let rolled_back =
+            !lost.is_empty() || journal.end() > log_size || self.restore_mark()?.is_some();
+        Ok(TrailStart {
+            fork: Some(fork),
+            gaps: if rolled_back {
+                journal.gaps(log_size)
+            } else {
+                Vec::new()
+            },
+            lost,
+            missing: false,
+            rolled_back,
+        })
+    }
+
+    /// Opens the journal of `fork` (begun from `parent` at `log_size`, if new), fills it
+    /// back from the store where it ends before `log_size`, appends the start's own
+    /// `lines`, and hands it to the writer.
+    fn open_trail(
+        &self,
+        dir: &Path,
+        (fork, parent): (u64, Option<u64>),
+        log_size: u64,
+        lines: &[trail::TrailLine],
+    ) -> Result<(), StoreError> {
+        let Some(mut journal) =
+            TrailJournal::open(trail::path(dir, fork), (fork, parent, log_size))?
+        else {
+            self.keep_trail(None);
+            return Ok(());
+        };
+        let snapshot = self.snapshot()?;
+        if journal.end() < log_size {
+            let behind = snapshot.trail_lines(journal.end(), log_size)?;
+            journal.append(&behind, log_size);
+        }
+        journal.append(lines, snapshot.log_size()?);
+        self.keep_trail(Some(journal));
+        Ok(())
+    }
+}
+
+/// The trail journal as a starting server finds it.
+#[derive(Debug, Default)]
+struct TrailStart {
+    /// The store's fork (`None` for a store no server of this build has started on).
+    fork: Option<u64>,
+    /// The records (versions) the store's log does not reach, in log order.
+    lost: Vec<(u64, AuditRecord)>,
+    /// Leaf ranges past the store's log the journal does not cover.
+    gaps: Vec<(u64, u64)>,
+    /// The fork's journal is not there.
+    missing: bool,
+    /// The store's log ends before its journal (or it is marked restored): it is a
+    /// copy taken earlier, to start a fork of its own.
+    rolled_back: bool,
+}
+
+impl TrailStart {
+    /// How many records (not versions) are written again.
+    fn records(&self) -> usize {
+        self.lost
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
+    /// What the restore record says of the trail.
+    fn said(&self) -> String {
+        if self.missing {
+            return "the audit trail journal was missing: the audit records written after the \
+                    backup are lost"
+                .to_owned();
+        }
+        let mut said = format!(
+            "{} audit records written after the backup are written again from the audit \
+             trail journal",
+            self.records()
+        );
+        if !self.gaps.is_empty() {
+            let gaps: Vec<String> = self
+                .gaps
+                .iter()
+                .map(|(from, to)| format!("{from}-{}", to - 1))
+                .collect();
+            let _ = write!(
+                said,
+                "; the journal does not cover log leaves {}, so records written there are \
+                 lost",
+                gaps.join(", ")
+            );
+        }
+        said
+    }
+}
+
+/// Writes the lost `records` again: each as it was (its time and detail salt kept),
+/// numbered on from the store's last number `stored` (the next free being `next`),
+/// each version of one record under one number; a number the store holds gets its
+/// newer version.
+fn put_lost(
+    t: &mut Tables<'_>,
+    (stored, mut next): (u64, u64),
+    records: &[(u64, AuditRecord)],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut renumbered = std::collections::HashMap::new();
+    for (old, record) in records {
+        let target = if *old <= stored {
+            *old
+        } else {
+            *renumbered.entry(*old).or_insert_with(|| {
+                next += 1;
+                next - 1
+            })
+        };
+        let kept = (record.at, record.detail_salt.clone());
+        apply::put_audit(t, target, record, kept, now)?;
+    }
+    Ok(())
 }
 
 /// The audit record of a restore, written by the first server to start on the store.
 fn restore_record(
     principal: &str,
     mark: RestoreMark,
-    (carried, trail, lost): (usize, usize, bool),
+    (carried, trail, lost): (usize, &TrailStart, bool),
     owners: std::collections::BTreeMap<String, u64>,
 ) -> AuditRecord {
     let trust = if lost {
@@ -221,9 +361,9 @@ fn restore_record(
          revocations (from the access journal), made after it are carried over"
     };
     let note = format!(
-        "the store was restored from a backup: what was accepted after it is not in it; the \
-         audit records written after it are written again from the audit trail journal \
-         ({trail} carried over); {trust}"
+        "the store was restored from a backup: what was accepted after it is not in it; {}; \
+         {trust}",
+        trail.said()
     );
     AuditRecord {
         principal: principal.to_owned(),
@@ -241,7 +381,7 @@ fn restore_record(
             "backup_taken_at": format_time(mark.taken_at),
             "backup_log_size": mark.log_size,
             "changes_carried_over": carried,
-            "audit_records_carried_over": trail,
+            "audit_records_carried_over": trail.records(),
             "trust_files_lost": lost,
             "note": note,
         })

@@ -300,6 +300,34 @@ impl Snapshot {
             .collect()
     }
 
+    /// The audit records among log leaves `from` to `to - 1`, as the trail journal
+    /// holds them (each at its leaf, as the record now stands).
+    pub(super) fn trail_lines(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<super::trail::TrailLine>, StoreError> {
+        let mut lines = Vec::new();
+        let mut leaf = from;
+        while leaf < to {
+            let end = to.min(leaf + 1_000);
+            for entry in self.log_entries(leaf, end)? {
+                if let Ok(crate::tlog::entry::Entry::Audit(audit)) =
+                    crate::tlog::entry::Entry::decode(&entry)
+                    && let Some(record) = self.audit.get(audit.number)?
+                {
+                    lines.push(super::trail::TrailLine {
+                        leaf,
+                        number: audit.number,
+                        record: record.value().to_vec(),
+                    });
+                }
+                leaf += 1;
+            }
+        }
+        Ok(lines)
+    }
+
     /// The number of the last audit record written (0: none yet).
     pub fn last_audit_number(&self) -> Result<u64, StoreError> {
         Ok(self.audit.last()?.map_or(0, |(k, _)| k.value()))

@@ -5,24 +5,28 @@
 //! again, as a new record in the store and the transparency log, and no state's access
 //! list loses a read.
 //!
-//! One file per store lineage, `audit-trail-<id>.journal`: `<id>` is 16 hex digits
-//! derived from the store's own secret, which its backups share and another store does
-//! not, so two stores sharing one certificate directory keep apart. Format (text, one
-//! line each, version 1):
+//! One file per **fork** of the store, `audit-trail-<fork>.journal`: the fork id (16 hex
+//! digits, random) is kept in the store, so its backups carry it. A store that is rolled
+//! back — restored with `tidemark restore`, or a copy whose log is shorter than its
+//! journal — carries the lines its log does not reach and then starts a fork of its own,
+//! so a restore drill beside the live server never writes into the live server's file,
+//! and the next restore from the same backup reads the history the backup was taken
+//! from. Format (text, one line each, version 2):
 //!
-//! - `tidemark-audit-trail v1` — the first line;
+//! - `tidemark-audit-trail v2` — the first line;
+//! - `fork <fork> from <parent fork or -> at <log size>` — the second line;
 //! - `<leaf> <number> <record>` — audit record `number` (base64 of the record as stored,
-//!   a `store::AuditRecord` message) and the index of its transparency-log leaf;
-//! - `carried <size>` — the records after leaf `size - 1` above were written again
-//!   after a restore to a log of `size` leaves (the copies follow): they are not written
-//!   a second time.
+//!   a `store::AuditRecord` message) as written at transparency-log leaf `leaf`;
+//! - `leaves <from> <to>` — closes a commit: the record lines since the last such line
+//!   are every audit record among leaves `from` to `to - 1`.
 //!
-//! The store is the authority: a line is only ever written after its commit, without an
-//! fsync of its own (a crash of the machine can lose the last lines, which the store
-//! holds), and a last line cut short by a crash is ignored. The records to write again
-//! are the lines whose leaf the store's log does not reach; before writing any, the last
-//! line the log does reach must be the log's own entry at that leaf, or the journal is
-//! another history's and the server stops rather than write it into this one.
+//! The store is the authority: lines are written after their commit without an fsync of
+//! their own, so a crash of the machine can lose the last ones. Lines after the last
+//! closing line are not trusted (a commit cut short) and are cut off when the journal is
+//! opened; a journal that ends before the store's log is filled back from the store.
+//! Gaps in what the lines cover are found, and named in the restore's record. The lines
+//! are not signed (as the access journal is not): they bring the trail back; the states'
+//! witnesses' checkpoints of the rolled-back log stay the evidence of what it held.
 
 use std::{
     fmt::Write as _,
@@ -35,7 +39,7 @@ use base64::Engine as _;
 use super::{AuditRecord, StoreError, decode, log};
 
 /// The journal's first line.
-const HEADER: &str = "tidemark-audit-trail v1";
+const HEADER: &str = "tidemark-audit-trail v2";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -50,23 +54,56 @@ pub(crate) struct TrailLine {
     pub(crate) record: Vec<u8>,
 }
 
-/// The journal file of the store whose secret gives `id`, in `dir`.
-pub(crate) fn path(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("audit-trail-{id}.journal"))
+/// The journal file of fork `fork` in `dir`.
+pub(crate) fn path(dir: &Path, fork: u64) -> PathBuf {
+    dir.join(format!("audit-trail-{fork:016x}.journal"))
 }
 
-/// The id of a store lineage: the first 8 bytes of SHA-256 over a label and the store's
-/// cursor secret, in hex.
-pub(super) fn lineage_id(secret: &[u8]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"tidemark audit trail journal\0");
-    ctx.update(secret);
-    hex::encode(&ctx.finish().as_ref()[..8])
+/// A fresh fork id.
+pub(super) fn new_fork() -> Result<u64, StoreError> {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| StoreError::Corrupt("the system's random source failed".to_owned()))?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
-/// What the journal at `path` holds, carried copies replacing what they copy; empty if
-/// there is no file.
-pub(crate) fn read(path: &Path) -> Result<Vec<TrailLine>, StoreError> {
+/// What a journal holds.
+#[derive(Debug, Default)]
+pub(crate) struct Trail {
+    /// The record lines of every closed commit, in file order.
+    pub(crate) lines: Vec<TrailLine>,
+    /// The leaf ranges the closed commits cover, in file order.
+    pub(crate) covered: Vec<(u64, u64)>,
+    /// The log size the fork began at.
+    pub(crate) start: u64,
+    /// Bytes up to the end of the last closed commit (what [`TrailJournal::open`] keeps).
+    kept: u64,
+}
+
+impl Trail {
+    /// The end of what the lines cover (the fork's start if nothing is).
+    pub(crate) fn end(&self) -> u64 {
+        self.covered.iter().map(|r| r.1).max().unwrap_or(self.start)
+    }
+
+    /// The leaf ranges from `from` to [`Trail::end`] that no closed commit covers.
+    pub(crate) fn gaps(&self, from: u64) -> Vec<(u64, u64)> {
+        let mut ranges = self.covered.clone();
+        ranges.sort_unstable();
+        let mut gaps = Vec::new();
+        let mut next = from;
+        for (start, end) in ranges {
+            if start > next {
+                gaps.push((next, start));
+            }
+            next = next.max(end);
+        }
+        gaps
+    }
+}
+
+/// Reads the journal at `path`; `None` if there is no file.
+pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
     let unreadable = |why: String| StoreError::Open {
         path: path.display().to_string(),
         reason: format!(
@@ -77,59 +114,75 @@ pub(crate) fn read(path: &Path) -> Result<Vec<TrailLine>, StoreError> {
     };
     let text = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unreadable(e.to_string())),
     };
-    let mut lines: Vec<TrailLine> = Vec::new();
-    let mut rest = text.as_slice();
-    let mut first = true;
-    while !rest.is_empty() {
-        let Some(end) = rest.iter().position(|b| *b == b'\n') else {
-            // The last line, cut short by a crash: its record is in the store.
+    let mut trail = Trail::default();
+    let mut pending: Vec<TrailLine> = Vec::new();
+    let mut offset = 0;
+    for (index, raw) in text.split_inclusive(|b| *b == b'\n').enumerate() {
+        let Some(line) = raw.strip_suffix(b"\n") else {
+            // The last line, cut short by a crash: its commit is in the store.
             break;
         };
-        let line = std::str::from_utf8(&rest[..end])
-            .map_err(|_| unreadable("a line is not UTF-8".to_owned()))?;
-        rest = &rest[end + 1..];
-        if std::mem::take(&mut first) {
-            if line != HEADER {
-                return Err(unreadable(format!("its first line is not {HEADER:?}")));
+        offset += raw.len() as u64;
+        let line = std::str::from_utf8(line)
+            .map_err(|_| unreadable(format!("line {} is not UTF-8", index + 1)))?;
+        let bad = || {
+            unreadable(format!(
+                "line {} is not a journal line: {line:.80}",
+                index + 1
+            ))
+        };
+        let fields: Vec<&str> = line.split(' ').collect();
+        let number = |i: usize| fields[i].parse::<u64>().map_err(|_| bad());
+        match (index, fields.as_slice()) {
+            (0, _) if line == HEADER => trail.kept = offset,
+            (0, _) => return Err(unreadable(format!("its first line is not {HEADER:?}"))),
+            (1, ["fork", _, "from", _, "at", _]) => {
+                trail.start = number(5)?;
+                trail.kept = offset;
             }
-            continue;
-        }
-        let bad = || unreadable(format!("a line is not a journal line: {line:.80}"));
-        let mut fields = line.split(' ');
-        match (fields.next(), fields.next(), fields.next(), fields.next()) {
-            (Some("carried"), Some(size), None, None) => {
-                let size: u64 = size.parse().map_err(|_| bad())?;
-                lines.retain(|l| l.leaf < size);
+            (1, _) => {
+                return Err(unreadable(
+                    "its second line is not its fork line".to_owned(),
+                ));
             }
-            (Some(leaf), Some(number), Some(record), None) => lines.push(TrailLine {
-                leaf: leaf.parse().map_err(|_| bad())?,
-                number: number.parse().map_err(|_| bad())?,
+            (_, ["leaves", _, _]) => {
+                trail.covered.push((number(1)?, number(2)?));
+                trail.lines.append(&mut pending);
+                trail.kept = offset;
+            }
+            (_, [_, _, record]) => pending.push(TrailLine {
+                leaf: number(0)?,
+                number: number(1)?,
                 record: B64.decode(record).map_err(|_| bad())?,
             }),
             _ => return Err(bad()),
         }
     }
-    Ok(lines)
+    Ok(Some(trail))
 }
 
 /// The records to write again into a store whose log holds `size` leaves and whose
 /// entries `entry_at` gives: the journal's lines past the log, in log order, after
 /// checking that the last line within it is the log's own entry.
 pub(super) fn lost(
-    lines: Vec<TrailLine>,
+    trail: &Trail,
     size: u64,
     entry_at: impl Fn(u64) -> Result<Option<Vec<u8>>, StoreError>,
     path: &Path,
 ) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
-    let (mut past, within): (Vec<TrailLine>, Vec<TrailLine>) =
-        lines.into_iter().partition(|l| l.leaf >= size);
+    let mut past: Vec<&TrailLine> = trail.lines.iter().filter(|l| l.leaf >= size).collect();
     if past.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(last) = within.iter().max_by_key(|l| l.leaf) {
+    if let Some(last) = trail
+        .lines
+        .iter()
+        .filter(|l| l.leaf < size)
+        .max_by_key(|l| l.leaf)
+    {
         let record: AuditRecord = decode(&last.record)?;
         let journaled = log::audit_entry(last.number, &record).encode();
         if entry_at(last.leaf)?.as_deref() != Some(journaled.as_slice()) {
@@ -138,8 +191,9 @@ pub(super) fn lost(
                 reason: format!(
                     "the audit trail journal says leaf {} of the transparency log records \
                      audit record {}, but this store's log has another entry there: the \
-                     journal is another history's (two servers restored from one backup?). \
-                     Move it aside to start; its records are then not written again",
+                     journal was written by another copy of this store (one copied by hand \
+                     rather than with `tidemark restore`?). Move it aside to start; its \
+                     records are then not written again",
                     last.leaf, last.number
                 ),
             });
@@ -155,65 +209,83 @@ pub(super) fn lost(
 pub(crate) struct TrailJournal {
     path: PathBuf,
     file: std::fs::File,
+    /// The end of what the journal covers: the next commit's lines start here.
+    end: u64,
     /// A write failed (said once, until one succeeds again).
     failing: bool,
 }
 
 impl TrailJournal {
-    /// Opens (or creates, with its first line) the journal at `path`, readable by its
-    /// owner only: it names who read which reports, as the store does. `None` when
-    /// another running server holds it — a store of the same lineage, such as a restore
-    /// drill beside the live server —, which then goes on without one (said once): two
-    /// histories must not interleave in one journal.
-    pub(crate) fn open(path: PathBuf) -> Result<Option<Self>, StoreError> {
+    /// Opens the journal of `fork` at `path` — creating it, for a fork that began at
+    /// log size `start`, with its first lines — cutting off what follows its last closed
+    /// commit. The file is readable by its owner only: it names who read which reports,
+    /// as the store does. `None` when another running server holds it (a copy of this
+    /// store made by hand and started beside it), which then goes on without one (said
+    /// once): two histories must not interleave in one journal.
+    pub(crate) fn open(
+        path: PathBuf,
+        (fork, parent, start): (u64, Option<u64>, u64),
+    ) -> Result<Option<Self>, StoreError> {
+        let cannot = |e: std::io::Error| StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!("the audit trail journal cannot be written: {e}"),
+        };
+        let existing = read(&path)?;
         let mut options = std::fs::OpenOptions::new();
-        options.append(true).create(true);
+        options.write(true).create(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options
-            .open(&path)
-            .and_then(|mut file| {
-                if file.metadata()?.len() == 0 {
-                    file.write_all(format!("{HEADER}\n").as_bytes())?;
-                }
-                Ok(file)
-            })
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                reason: format!("the audit trail journal cannot be written: {e}"),
-            })?;
+        let mut file = options.open(&path).map_err(cannot)?;
         if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
             tracing::warn!(
                 path = %path.display(),
-                "another running server of this store's lineage (a copy restored from the \
-                 same backups) holds the audit trail journal: this server's audit records \
-                 are not journaled, so a restore of this store would not get them back"
+                "another running server holds this store's audit trail journal (a copy of \
+                 the store made by hand?): this server's audit records are not journaled, so \
+                 a restore of this store would not get them back"
             );
             return Ok(None);
         }
+        let end = if let Some(trail) = &existing {
+            file.set_len(trail.kept).map_err(cannot)?;
+            trail.end()
+        } else {
+            let parent = parent.map_or_else(|| "-".to_owned(), |p| format!("{p:016x}"));
+            let first = format!("{HEADER}\nfork {fork:016x} from {parent} at {start}\n");
+            file.set_len(0).map_err(cannot)?;
+            file.write_all(first.as_bytes()).map_err(cannot)?;
+            start
+        };
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(cannot)?;
         Ok(Some(Self {
             path,
             file,
+            end,
             failing: false,
         }))
     }
 
-    /// Appends `lines`, after a `carried <size>` line when they are a restore's copies.
+    /// The end of what the journal covers.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends one commit: its audit records, and the line closing it at log size `to`.
     /// A failure is logged, not returned: the store holds the records.
-    pub(crate) fn append(&mut self, carried: Option<u64>, lines: &[TrailLine]) {
-        if lines.is_empty() && carried.is_none() {
+    pub(crate) fn append(&mut self, lines: &[TrailLine], to: u64) {
+        if lines.is_empty() && to == self.end {
             return;
         }
         let mut text = String::new();
-        if let Some(size) = carried {
-            let _ = writeln!(text, "carried {size}");
-        }
         for line in lines {
             let record = B64.encode(&line.record);
             let _ = writeln!(text, "{} {} {record}", line.leaf, line.number);
         }
+        let _ = writeln!(text, "leaves {} {to}", self.end);
         match self.file.write_all(text.as_bytes()) {
-            Ok(()) => self.failing = false,
+            Ok(()) => {
+                self.failing = false;
+                self.end = to;
+            }
             Err(e) if !self.failing => {
                 self.failing = true;
                 tracing::error!(
@@ -235,7 +307,7 @@ pub(crate) type TrailCell = std::sync::Mutex<Option<TrailJournal>>;
 mod tests {
     use prost::Message as _;
 
-    use super::{AuditRecord, TrailJournal, TrailLine, log, lost, read};
+    use super::{AuditRecord, Trail, TrailJournal, TrailLine, log, lost, read};
 
     fn line(leaf: u64, number: u64) -> TrailLine {
         TrailLine {
@@ -245,20 +317,25 @@ mod tests {
         }
     }
 
-    /// Lines read back as written; a carried mark drops what it copied; a last line cut
-    /// short is ignored; a file of something else is refused.
+    /// Closed commits read back as written, with what they cover and where they leave
+    /// gaps; lines after the last closing line, or cut short, are dropped and cut off on
+    /// the next open; one server holds the file at a time; a file of something else is
+    /// refused.
     #[test]
-    fn the_journal_reads_back_what_was_appended_and_what_a_restore_carried() {
+    fn the_journal_reads_back_its_closed_commits() {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("t.journal");
-        assert!(read(&path).unwrap().is_empty());
-        let mut journal = TrailJournal::open(path.clone()).unwrap().unwrap();
+        assert!(read(&path).unwrap().is_none());
+        let fork = (7, Some(3), 2);
+        let mut journal = TrailJournal::open(path.clone(), fork).unwrap().unwrap();
         assert!(
-            TrailJournal::open(path.clone()).unwrap().is_none(),
-            "held by one at a time"
+            TrailJournal::open(path.clone(), fork).unwrap().is_none(),
+            "held by one server at a time"
         );
-        journal.append(None, &[line(3, 1), line(5, 2), line(6, 1)]);
-        journal.append(Some(5), &[line(5, 2), line(7, 3)]);
+        journal.append(&[line(3, 1), line(5, 2)], 6);
+        journal.append(&[], 9);
+        journal.append(&[line(9, 1)], 10);
+        assert_eq!(journal.end(), 10);
         drop(journal);
         #[cfg(unix)]
         {
@@ -266,16 +343,33 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
         }
-        let read_back: Vec<(u64, u64)> = read(&path)
-            .unwrap()
-            .iter()
-            .map(|l| (l.leaf, l.number))
-            .collect();
-        assert_eq!(read_back, [(3, 1), (5, 2), (7, 3)]);
+        let leaves = |t: &Trail| {
+            t.lines
+                .iter()
+                .map(|l| (l.leaf, l.number))
+                .collect::<Vec<_>>()
+        };
+        let trail = read(&path).unwrap().unwrap();
+        assert_eq!(leaves(&trail), [(3, 1), (5, 2), (9, 1)]);
+        assert_eq!((trail.start, trail.end()), (2, 10));
+        assert!(trail.gaps(2).is_empty());
+        assert_eq!(trail.gaps(0), [(0, 2)]);
+        // A commit cut short (its closing line never written), then a torn line.
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(b"9 4 CA");
+        bytes.extend_from_slice(b"11 4 CAQ=\n12 5 CA");
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read(&path).unwrap().len(), 3);
+        assert_eq!(leaves(&read(&path).unwrap().unwrap()).len(), 3);
+        let mut journal = TrailJournal::open(path.clone(), fork).unwrap().unwrap();
+        journal.append(&[line(12, 5)], 13);
+        drop(journal);
+        let trail = read(&path).unwrap().unwrap();
+        assert_eq!(leaves(&trail), [(3, 1), (5, 2), (9, 1), (12, 5)]);
+        assert!(trail.gaps(2).is_empty());
+        // Lines lost from the middle leave a gap.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut: Vec<&str> = text.lines().filter(|l| *l != "leaves 6 9").collect();
+        std::fs::write(&path, cut.join("\n") + "\n").unwrap();
+        assert_eq!(read(&path).unwrap().unwrap().gaps(2), [(6, 9)]);
         std::fs::write(&path, "something else\n").unwrap();
         assert!(read(&path).is_err());
     }
@@ -293,16 +387,20 @@ mod tests {
             number,
             record: record(principal).encode_to_vec(),
         };
-        let lines = vec![at(2, 1, "a"), at(9, 3, "c"), at(4, 2, "b")];
+        let trail = Trail {
+            lines: vec![at(2, 1, "a"), at(9, 3, "c"), at(4, 2, "b")],
+            covered: vec![(0, 10)],
+            ..Trail::default()
+        };
         let entry = log::audit_entry(1, &record("a")).encode();
         let ours = |leaf: u64| Ok((leaf == 2).then(|| entry.clone()));
         let path = std::path::Path::new("t.journal");
-        let found = lost(lines.clone(), 4, ours, path).unwrap();
+        let found = lost(&trail, 4, ours, path).unwrap();
         let found: Vec<(u64, String)> = found.into_iter().map(|(n, r)| (n, r.principal)).collect();
         assert_eq!(found, [(2, "b".to_owned()), (3, "c".to_owned())]);
-        assert!(lost(lines.clone(), 10, ours, path).unwrap().is_empty());
+        assert!(lost(&trail, 10, ours, path).unwrap().is_empty());
         let theirs = |_: u64| Ok(Some(b"another entry".to_vec()));
-        let refused = lost(lines, 4, theirs, path).unwrap_err().to_string();
-        assert!(refused.contains("another history"), "{refused}");
+        let refused = lost(&trail, 4, theirs, path).unwrap_err().to_string();
+        assert!(refused.contains("another copy of this store"), "{refused}");
     }
 }

@@ -407,15 +407,15 @@ fn run(
         let started = std::time::Instant::now();
         let committed = commit_batch(db, &batch, (clock.now(), &mut lowered), log);
         match committed {
-            Ok((results, changes, trail)) => {
-                if !trail.is_empty()
-                    && let Some(journal) = ends
-                        .trail
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .as_mut()
+            Ok((results, changes, (trail, log_size))) => {
+                // Every batch, so that what the journal covers has no gap.
+                if let Some(journal) = ends
+                    .trail
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_mut()
                 {
-                    journal.append(None, &trail);
+                    journal.append(&trail, log_size);
                 }
                 ends.metrics
                     .batch_committed(batch.len(), started.elapsed().as_secs_f64());
@@ -703,9 +703,9 @@ pub(super) type Shared = (
     Arc<super::trail::TrailCell>,
 );
 
-/// A committed batch: each job's outcome, the changes for the projection and the audit
-/// records for the trail journal.
-type Committed = (Vec<Done>, Vec<Change>, Vec<super::trail::TrailLine>);
+/// A committed batch: each job's outcome, the changes for the projection, and the audit
+/// records for the trail journal with the log's size after the batch.
+type Committed = (Vec<Done>, Vec<Change>, (Vec<super::trail::TrailLine>, u64));
 
 fn commit_batch(
     db: &Database,
@@ -716,7 +716,7 @@ fn commit_batch(
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
     let mut results = Vec::with_capacity(batch.len());
-    let (changes, trail);
+    let (changes, trail, log_size);
     {
         let mut t = Tables::open(&tx)?;
         let mut deltas = counters::Deltas::keeping_changes(t.record_keys.clone());
@@ -789,9 +789,10 @@ fn commit_batch(
         // One signature per batch: the checkpoint of the tree after every job.
         t.log.checkpoint(log)?;
         trail = std::mem::take(&mut t.trail);
+        log_size = t.log.size()?;
     }
     tx.commit()?;
-    Ok((results, changes, trail))
+    Ok((results, changes, (trail, log_size)))
 }
 
 #[cfg(test)]

@@ -789,9 +789,39 @@ async fn a_row_of_one_named_state_is_not_flagged_as_one_state_only() {
     for row in rows {
         assert!(!row.contains("one state only"), "{table}");
     }
+    // Flags the server finds wrong are usage errors too: exit 2.
+    let aus = dir.path().join("aus-node").display().to_string();
+    for (line, who) in [
+        (
+            &["aggregate", "--from", "2024-06", "--to", "2024-01"][..],
+            &regional,
+        ),
+        (&["aggregate", "--by", "month,year"], &regional),
+        (
+            &[
+                "query",
+                "--category",
+                "smuggling",
+                "--from",
+                "2024-06-01",
+                "--to",
+                "2024-01-01",
+            ],
+            &aus,
+        ),
+    ] {
+        let mut args = strings(line);
+        args.extend(strings(&["--endpoint", &endpoint, "--as", who]));
+        let out = run(args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // Sync counts in words too.
-    let aus = dir.path().join("aus-node").display().to_string();
     for category in ["smuggling", "maritime"] {
         let mirror = dir.path().join(format!("mirror-{category}"));
         let out = run(strings(&[
@@ -2704,7 +2734,7 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
     let dir = tempfile::TempDir::new().unwrap();
     let hidden = dir.path().join(".hidden");
     let hidden = hidden.to_str().unwrap();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["log", "entries", "--start", "10", "--end", "10"],
             "--end 10 is not after --start 10",
@@ -2736,6 +2766,11 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
             &["whoami", "--cert", "c.pem", "--key", "k.pem"],
             "need --ca",
         ),
+        (
+            &["whoami", "--endpoint", "http://127.0.0.1:1"],
+            "must start with https://",
+        ),
+        (&["admin", "revoke-key", "ABCDEF"], "not a signing key id"),
     ];
     for (line, said) in cases {
         let out = Command::new(BIN)

@@ -1448,8 +1448,11 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     assert_eq!(refusals(&audit(&server).await), 1);
     server.stop().await;
 
-    // Without its trail journal, a restored store does not start unless told.
-    let (restored, _) = restore(&file);
+    // Without its trail journal, a restored store does not start unless told. (The
+    // backup named by its manifest restores as well.)
+    let mut manifest = file.clone().into_os_string();
+    manifest.push(".manifest.json");
+    let (restored, _) = restore(std::path::Path::new(&manifest));
     for entry in std::fs::read_dir(pki.dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path.to_string_lossy().contains("audit-trail-") {

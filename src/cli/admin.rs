@@ -40,7 +40,8 @@ enum AdminCommand {
     },
     /// Revoke a signing key; reports accepted before --compromised-at stay valid.
     RevokeKey {
-        /// The key's id, as `tidemark keys` lists it.
+        /// The key's id, as `tidemark keys` lists it (64 lower-case hex digits).
+        #[arg(value_parser = key_id_arg)]
         key_id: String,
         /// Why (an RFC 5280 reason name): unspecified, key-compromise, ca-compromise,
         /// affiliation-changed, superseded, cessation-of-operation or privilege-withdrawn.
@@ -806,6 +807,19 @@ fn after_the_epoch(text: &str, at: i64) -> Result<i64, String> {
         ))
     } else {
         Ok(at)
+    }
+}
+
+/// A signing key id as the command line gives it: 64 lower-case hex digits, as `tidemark
+/// keys` and `keygen` print it.
+fn key_id_arg(text: &str) -> Result<String, String> {
+    if text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(text.to_owned())
+    } else {
+        Err(
+            "not a signing key id: 64 lower-case hex digits, as `tidemark keys` lists them"
+                .to_owned(),
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, io::Write, path::PathBuf};
 use anyhow::{Context, anyhow};
 use clap::{Args, ValueEnum, builder::TypedValueParser as _};
 use tidemark::{
-    analytics, calendar, client,
+    analytics, calendar,
     pb::{self, analytics_client::AnalyticsClient},
 };
 
@@ -160,7 +160,7 @@ pub async fn aggregate(args: AggregateArgs) -> anyhow::Result<()> {
     let response = AnalyticsClient::new(args.client.connect().await?)
         .aggregate(request.clone())
         .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
+        .map_err(|s| super::refused_request(&s))?
         .into_inner();
     // The chart first (a table piped to `head` ends the command when the reader goes);
     // a chart that cannot be drawn is reported after the table, which is still printed.

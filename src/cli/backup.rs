@@ -255,10 +255,10 @@ pub async fn backup(admin: &mut AdminClient<Channel>, out: &Path) -> anyhow::Res
 /// trail journal beside them (audit-trail-<fork>.journal; the backup names its fork):
 /// keep it with them. States'
 /// witnesses will report the log's rollback: tell the states.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RestoreArgs {
     /// The backup file `tidemark admin backup --out` wrote (its FILE.manifest.json must
-    /// be beside it).
+    /// be beside it), or that manifest.
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// The data directory to restore into (what `tidemark serve --data` is given).
@@ -270,6 +270,19 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    // Named by its manifest (`FILE.manifest.json`), the backup is the file beside it.
+    if let Some(backup) = args
+        .file
+        .to_str()
+        .and_then(|name| name.strip_suffix(".manifest.json"))
+        .map(PathBuf::from)
+        .filter(|backup| backup.is_file())
+    {
+        return restore(&RestoreArgs {
+            file: backup,
+            ..args.clone()
+        });
+    }
     let manifest_file = manifest_path(&args.file);
     let manifest = read_manifest(&manifest_file)?;
     let progress = super::progress::bytes(manifest.bytes, "checked");

@@ -11,7 +11,13 @@ use tonic::transport::Channel;
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// Server address (https:// only).
-    #[arg(long, global = true, env = "TIDEMARK_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_ENDPOINT",
+        default_value = DEFAULT_ENDPOINT,
+        value_parser = endpoint_arg
+    )]
     pub endpoint: String,
 
     /// Identity profile: `certs/aus-node` uses certs/aus-node.pem, certs/aus-node.key and
@@ -103,4 +109,17 @@ impl ClientArgs {
         client::probe(&self.endpoint, &identity).await?;
         Ok(client::connect(&self.endpoint, &identity).await?)
     }
+}
+
+/// `--endpoint`: an `https://host:port` URL, checked as the command line is read.
+fn endpoint_arg(text: &str) -> Result<String, String> {
+    if !text.starts_with("https://") {
+        return Err(
+            "must start with https:// (Tidemark only speaks TLS), e.g. https://127.0.0.1:50051"
+                .to_owned(),
+        );
+    }
+    tonic::transport::Endpoint::from_shared(text.to_owned())
+        .map_err(|e| format!("not a URL: {e}"))?;
+    Ok(text.to_owned())
 }

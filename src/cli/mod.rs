@@ -18,6 +18,18 @@ pub(crate) fn usage_error(message: String) -> anyhow::Error {
     anyhow::Error::new(Usage(message))
 }
 
+/// A refusal of a request built from the command line: INVALID_ARGUMENT (the server
+/// found a flag's value wrong: a range backwards, dimensions it does not combine) is a
+/// usage error, exit 2; anything else an error, exit 1.
+pub(crate) fn refused_request(status: &tonic::Status) -> anyhow::Error {
+    let said = tidemark::client::explain(status);
+    if status.code() == tonic::Code::InvalidArgument {
+        usage_error(said)
+    } else {
+        anyhow::anyhow!(said)
+    }
+}
+
 /// Returns a [`Usage`] error from the current function: `usage!("--end {end} …")`.
 macro_rules! usage {
     ($($arg:tt)*) => {

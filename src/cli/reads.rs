@@ -132,7 +132,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     let mut stream = ExchangeClient::new(args.client.connect().await?)
         .subscribe(request)
         .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
+        .map_err(|s| super::refused_request(&s))?
         .into_inner();
     errln!("watching; Ctrl-C to stop");
     if !args.json {
@@ -276,7 +276,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
             async move { exchange.query(request).await }
         })
         .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
+        .map_err(|s| super::refused_request(&s))?
         .into_inner();
         if table && total == 0 {
             write_header(&mut out)?;

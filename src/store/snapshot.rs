@@ -301,7 +301,8 @@ impl Snapshot {
     }
 
     /// The audit records among log leaves `from` to `to - 1`, as the trail journal
-    /// holds them (each at its leaf, as the record now stands).
+    /// holds them: each record at the leaf of the version it now stands at (a leaf of
+    /// a version since superseded is left out, as the store no longer holds it).
     pub(super) fn trail_lines(
         &self,
         from: u64,
@@ -314,13 +315,16 @@ impl Snapshot {
             for entry in self.log_entries(leaf, end)? {
                 if let Ok(crate::tlog::entry::Entry::Audit(audit)) =
                     crate::tlog::entry::Entry::decode(&entry)
-                    && let Some(record) = self.audit.get(audit.number)?
+                    && let Some(stored) = self.audit.get(audit.number)?
                 {
-                    lines.push(super::trail::TrailLine {
-                        leaf,
-                        number: audit.number,
-                        record: record.value().to_vec(),
-                    });
+                    let record: super::AuditRecord = decode(stored.value())?;
+                    if super::log::audit_entry(audit.number, &record).encode() == entry {
+                        lines.push(super::trail::TrailLine {
+                            leaf,
+                            number: audit.number,
+                            record: stored.value().to_vec(),
+                        });
+                    }
                 }
                 leaf += 1;
             }

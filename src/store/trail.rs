@@ -211,8 +211,9 @@ pub(crate) struct TrailJournal {
     file: std::fs::File,
     /// The end of what the journal covers: the next commit's lines start here.
     end: u64,
-    /// A write failed (said once, until one succeeds again).
-    failing: bool,
+    /// A write failed: nothing more is appended until the next start, which cuts off
+    /// what the failed write left and fills the journal back from the store.
+    broken: bool,
 }
 
 impl TrailJournal {
@@ -260,7 +261,7 @@ impl TrailJournal {
             path,
             file,
             end,
-            failing: false,
+            broken: false,
         }))
     }
 
@@ -270,9 +271,10 @@ impl TrailJournal {
     }
 
     /// Appends one commit: its audit records, and the line closing it at log size `to`.
-    /// A failure is logged, not returned: the store holds the records.
+    /// A failure is logged, not returned: the store holds the records, and the next
+    /// start fills the journal back from it.
     pub(crate) fn append(&mut self, lines: &[TrailLine], to: u64) {
-        if lines.is_empty() && to == self.end {
+        if self.broken || (lines.is_empty() && to == self.end) {
             return;
         }
         let mut text = String::new();
@@ -282,20 +284,18 @@ impl TrailJournal {
         }
         let _ = writeln!(text, "leaves {} {to}", self.end);
         match self.file.write_all(text.as_bytes()) {
-            Ok(()) => {
-                self.failing = false;
-                self.end = to;
-            }
-            Err(e) if !self.failing => {
-                self.failing = true;
+            Ok(()) => self.end = to,
+            Err(e) => {
+                self.broken = true;
                 tracing::error!(
                     path = %self.path.display(),
                     error = %e,
-                    "the audit trail journal could not be written: a restore from an older \
-                     backup would not get these records back (the store holds them)"
+                    "the audit trail journal could not be written: nothing more is appended \
+                     to it until the server starts again, which fills it back from the store \
+                     (a restore from an older backup meanwhile would not get these records \
+                     back)"
                 );
             }
-            Err(_) => {}
         }
     }
 }

@@ -102,7 +102,8 @@ impl Trail {
     }
 }
 
-/// Reads the journal at `path`; `None` if there is no file.
+/// Reads the journal at `path`; `None` if there is no file, or only the start of its
+/// first two lines (a crash as it was made).
 pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
     let unreadable = |why: String| StoreError::Open {
         path: path.display().to_string(),
@@ -118,6 +119,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
         Err(e) => return Err(unreadable(e.to_string())),
     };
     let mut trail = Trail::default();
+    let mut forked = false;
     let mut pending: Vec<TrailLine> = Vec::new();
     let mut offset = 0;
     for (index, raw) in text.split_inclusive(|b| *b == b'\n').enumerate() {
@@ -142,6 +144,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
             (1, ["fork", _, "from", _, "at", _]) => {
                 trail.start = number(5)?;
                 trail.kept = offset;
+                forked = true;
             }
             (1, _) => {
                 return Err(unreadable(
@@ -161,7 +164,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
             _ => return Err(bad()),
         }
     }
-    Ok(Some(trail))
+    Ok(forked.then_some(trail))
 }
 
 /// The records to write again into a store whose log holds `size` leaves and whose
@@ -402,5 +405,64 @@ mod tests {
         let theirs = |_: u64| Ok(Some(b"another entry".to_vec()));
         let refused = lost(&trail, 4, theirs, path).unwrap_err().to_string();
         assert!(refused.contains("another copy of this store"), "{refused}");
+    }
+
+    proptest::proptest! {
+        /// Whatever length a crash leaves the file at, it reads back as exactly the
+        /// commits whose closing line is whole, covering the leaves from the fork's start
+        /// to the last of them without a gap; the next open cuts off the rest and appends
+        /// after it, and the commits then read back in order.
+        #[test]
+        fn a_journal_cut_anywhere_reads_back_its_whole_commits(
+            commits in proptest::collection::vec(proptest::collection::vec(0u64..4, 0..4), 1..12),
+            cut in 0.0f64..1.0,
+        ) {
+            let dir = tempfile::TempDir::new().unwrap();
+            let path = dir.path().join("t.journal");
+            let fork = (1, None, 5);
+            let mut journal = TrailJournal::open(path.clone(), fork).unwrap().unwrap();
+            // Each commit: its records (numbered by their leaf), then its closing line.
+            let mut written = Vec::new();
+            let mut leaf = 5;
+            for records in &commits {
+                let lines: Vec<TrailLine> = records
+                    .iter()
+                    .map(|gap| {
+                        leaf += gap + 1;
+                        line(leaf, leaf % 200)
+                    })
+                    .collect();
+                leaf += 1;
+                journal.append(&lines, leaf);
+                written.push((lines, leaf, std::fs::metadata(&path).unwrap().len()));
+            }
+            drop(journal);
+            let len = std::fs::metadata(&path).unwrap().len();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            let cut_at = (len as f64 * cut) as u64;
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..usize::try_from(cut_at).unwrap()]).unwrap();
+            let whole: Vec<&(Vec<TrailLine>, u64, u64)> =
+                written.iter().filter(|c| c.2 <= cut_at).collect();
+            let first_two = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 1;
+            match read(&path).unwrap() {
+                // Cut inside the first two lines: as if never made.
+                None => proptest::prop_assert!(cut_at < first_two as u64),
+                Some(trail) => {
+                    let want: Vec<u64> =
+                        whole.iter().flat_map(|c| c.0.iter().map(|l| l.leaf)).collect();
+                    let got: Vec<u64> = trail.lines.iter().map(|l| l.leaf).collect();
+                    proptest::prop_assert_eq!(got, want);
+                    proptest::prop_assert_eq!(trail.end(), whole.last().map_or(5, |c| c.1));
+                    proptest::prop_assert!(trail.gaps(5).is_empty());
+                    let mut journal = TrailJournal::open(path.clone(), fork).unwrap().unwrap();
+                    journal.append(&[line(1_000, 7)], 1_001);
+                    drop(journal);
+                    let again = read(&path).unwrap().unwrap();
+                    proptest::prop_assert_eq!(again.lines.len(), trail.lines.len() + 1);
+                    proptest::prop_assert_eq!(again.end(), 1_001);
+                }
+            }
+        }
     }
 }

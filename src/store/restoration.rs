@@ -164,7 +164,7 @@ impl Store {
                     admin::audit_record(&tx, principal, change, &applied)?,
                 )?;
             }
-            put_lost(&mut t, (stored, number), &trail.lost, now)?;
+            put_lost(&mut t, (stored, number), &trail.lost)?;
             t.write_counters(deltas)?;
             t.log.checkpoint(log)?;
             trail_lines = std::mem::take(&mut t.trail);
@@ -320,15 +320,14 @@ impl TrailStart {
     }
 }
 
-/// Writes the lost `records` again: each as it was (its time and detail salt kept),
-/// numbered on from the store's last number `stored` (the next free being `next`),
-/// each version of one record under one number; a number the store holds gets its
-/// newer version.
+/// Writes the lost `records` again: each as it was (its times and detail salt kept, so
+/// that `verify-reciprocity` judges a read when it was made), numbered on from the
+/// store's last number `stored` (the next free being `next`), each version of one
+/// record under one number; a number the store holds gets its newer version.
 fn put_lost(
     t: &mut Tables<'_>,
     (stored, mut next): (u64, u64),
     records: &[(u64, AuditRecord)],
-    now: i64,
 ) -> Result<(), StoreError> {
     let mut renumbered = std::collections::HashMap::new();
     for (old, record) in records {
@@ -341,7 +340,7 @@ fn put_lost(
             })
         };
         let kept = (record.at, record.detail_salt.clone());
-        apply::put_audit(t, target, record, kept, now)?;
+        apply::put_audit(t, target, record, kept, record.logged_at)?;
     }
     Ok(())
 }

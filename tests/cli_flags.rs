@@ -14,6 +14,9 @@ use common::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 
+/// A well-formed signing key id (64 lower-case hex digits).
+const KEY_ID: &str = "abababababababababababababababababababababababababababababababab";
+
 /// Runs the command offline, against a profile that does not exist: a command whose
 /// flags parse gets as far as loading the profile.
 fn offline(args: &[&str]) -> String {
@@ -306,7 +309,7 @@ fn times_are_rfc_3339_dates_or_date_times_never_epoch_seconds() {
         ][..],
         &[
             "revoke-key",
-            "abc",
+            KEY_ID,
             "--compromised-at",
             "2026-11-02T08:00:00Z",
         ][..],
@@ -320,7 +323,7 @@ fn times_are_rfc_3339_dates_or_date_times_never_epoch_seconds() {
             "{all:?}: {said}"
         );
     }
-    let said = offline(&["admin", "revoke-key", "abc", "--compromised-at-unix", "5"]);
+    let said = offline(&["admin", "revoke-key", KEY_ID, "--compromised-at-unix", "5"]);
     assert!(said.contains("unexpected argument"), "{said}");
 }
 
@@ -2734,7 +2737,7 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
     let dir = tempfile::TempDir::new().unwrap();
     let hidden = dir.path().join(".hidden");
     let hidden = hidden.to_str().unwrap();
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["log", "entries", "--start", "10", "--end", "10"],
             "--end 10 is not after --start 10",
@@ -2745,6 +2748,10 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
             "--bbox takes four numbers",
         ),
         (&["aggregate", "--from", "2024-13"], "--from"),
+        (
+            &["aggregate", "--from", "2024-06", "--to", "2024-01"],
+            "--from 2024-06-01 is after --to 2024-01-31",
+        ),
         (
             &["query", "--category", "smuggling", "--to", "March"],
             "--to",

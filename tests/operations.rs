@@ -1482,3 +1482,71 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
         restore_record.detail
     );
 }
+
+/// Two copies of one store made by hand (not with `tidemark restore`) share its fork;
+/// the one behind the journal cannot tell whether it was rolled back or its copy ran
+/// ahead, so it takes none of the other's records and starts a journal of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_made_by_hand_takes_none_of_the_other_copys_records() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let all = pb::SharingScope::AllContributors;
+    for (code, seed) in [("AUS", 1), ("IDN", 2)] {
+        let key = server.register_new_key(&pki, code).await;
+        let mut node = server.exchange(&node(&pki, code)).await;
+        submit(
+            &mut node,
+            sign(&common::report(code, seed, false, all, &[]), &key),
+        )
+        .await
+        .unwrap();
+    }
+    let original = server.stop().await;
+    let copy = tempfile::TempDir::new().unwrap();
+    let store = |dir: &std::path::Path| tidemark::config::StoreConfig::in_dir(dir).path;
+    std::fs::copy(store(original.path()), store(copy.path())).unwrap();
+    let read = async |server: &TestServer| {
+        let mut idn = server.exchange(&node(&pki, "IDN")).await;
+        let mut read = idn
+            .query(pb::QueryRequest {
+                category: pb::Category::SmugglingIncident as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while read.message().await.unwrap().is_some() {}
+    };
+    let reads_by_idn = async |server: &TestServer| {
+        access_list(server, &pki, "AUS")
+            .await
+            .iter()
+            .filter(|a| a.action == "query" && a.reader_state == "IDN")
+            .count()
+    };
+    let ahead = TestServer::start_with(&pki, copy, |_| {}).await;
+    read(&ahead).await;
+    ahead.stop().await;
+    let behind = TestServer::start_with(&pki, original, |_| {}).await;
+    assert_eq!(
+        reads_by_idn(&behind).await,
+        0,
+        "the copy's read is not taken"
+    );
+    read(&behind).await;
+    let data = behind.stop().await;
+    let again = TestServer::start_with(&pki, data, |_| {}).await;
+    assert_eq!(reads_by_idn(&again).await, 1);
+    again.stop().await;
+    let journals = std::fs::read_dir(pki.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("audit-trail-")
+        })
+        .count();
+    assert_eq!(journals, 2, "the copy behind started a journal of its own");
+}

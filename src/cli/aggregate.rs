@@ -98,6 +98,15 @@ fn metric_arg() -> impl clap::builder::TypedValueParser<Value = pb::Metric> {
         .try_map(|name: String| analytics::metric_named(&name).ok_or("not a metric"))
 }
 
+/// Refuses `--from` after `--to` (both in their one spelling, so compared as text), as
+/// the command line is read.
+pub(super) fn date_range(from: &str, to: &str) -> anyhow::Result<()> {
+    if !from.is_empty() && !to.is_empty() && from > to {
+        usage!("--from {from} is after --to {to}: give the earlier date first");
+    }
+    Ok(())
+}
+
 /// "2024-03" → "2024-03-01" (or the month's last day for the end of a range); a date
 /// `YYYY-MM-DD` stays as it is. Both in their one spelling (see `tidemark::calendar`).
 pub(super) fn date_arg(text: &str, end: bool) -> anyhow::Result<String> {
@@ -143,6 +152,7 @@ impl AggregateArgs {
                 .unwrap_or_default(),
             ..pb::AggregateFilter::default()
         };
+        date_range(&filter.from_date, &filter.to_date)?;
         self.filter.aggregate(&mut filter)?;
         Ok(pb::AggregateRequest {
             group_by: self.by.iter().map(|d| *d as i32).collect(),

@@ -244,6 +244,7 @@ fn query_request(args: &FilterArgs) -> anyhow::Result<pb::QueryRequest> {
         changed_since_unix: args.changed_since.unwrap_or(0),
         ..Default::default()
     };
+    super::aggregate::date_range(&request.from_date, &request.to_date)?;
     args.content.query(&mut request)?;
     Ok(request)
 }

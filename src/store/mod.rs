@@ -916,6 +916,14 @@ pub enum StoreError {
     #[error("store error: {0}")]
     /// redb failed.
     Redb(#[from] redb::Error),
+    #[error("the audit trail journal {path}: {reason}")]
+    /// The trail journal beside the access journal could not be read or written.
+    Trail {
+        /// The journal file.
+        path: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
 }
 
 impl StoreError {

@@ -206,35 +206,55 @@ impl Store {
             return Ok(TrailStart {
                 missing: restored,
                 rolled_back: restored,
+                restored,
                 ..TrailStart::default()
             });
         };
         let path = trail::path(dir, fork);
         let Some(journal) = trail::read(&path)? else {
+            let restored = self.restore_mark()?.is_some();
+            if !restored {
+                tracing::warn!(
+                    path = %path.display(),
+                    "this store's audit trail journal is missing: a new one begins at this \
+                     start, so a restore of a backup taken before now would not get back the \
+                     records written between that backup and now (its restore record names \
+                     the log leaves not covered)"
+                );
+            }
             return Ok(TrailStart {
                 fork: Some(fork),
-                missing: true,
-                rolled_back: self.restore_mark()?.is_some(),
+                missing: restored,
+                rolled_back: restored,
+                restored,
                 ..TrailStart::default()
             });
         };
         let snapshot = self.snapshot()?;
         let entry_at = |leaf: u64| Ok(snapshot.log_entries(leaf, leaf + 1)?.pop());
-        let lost = trail::lost(&journal, log_size, entry_at, &path)?;
-        // The journal goes past the log: the store is a copy taken earlier (restored,
-        // or copied by hand).
-        let rolled_back =
-            !lost.is_empty() || journal.end() > log_size || self.restore_mark()?.is_some();
+        let diverged_at = trail::diverges(&journal, log_size, entry_at)?;
+        let restored = self.restore_mark()?.is_some();
+        // Only a store `tidemark restore` installed gets records back: a copy made by
+        // hand that is behind its journal may as well be the original, whose copy ran
+        // ahead on the same fork — neither can tell, so neither takes the other's.
+        let carry = restored && diverged_at.is_none();
         Ok(TrailStart {
             fork: Some(fork),
-            gaps: if rolled_back {
+            gaps: if carry {
                 journal.gaps(log_size)
             } else {
                 Vec::new()
             },
-            lost,
+            lost: if carry {
+                trail::lost(&journal, log_size)?
+            } else {
+                Vec::new()
+            },
             missing: false,
-            rolled_back,
+            rolled_back: restored || diverged_at.is_some() || journal.end() > log_size,
+            diverged_at,
+            covered_to: journal.end(),
+            restored,
         })
     }
 
@@ -276,9 +296,16 @@ struct TrailStart {
     gaps: Vec<(u64, u64)>,
     /// The fork's journal is not there.
     missing: bool,
-    /// The store's log ends before its journal (or it is marked restored): it is a
-    /// copy taken earlier, to start a fork of its own.
+    /// The store is marked restored, or its journal goes past its log or is not its
+    /// history: it starts a fork of its own.
     rolled_back: bool,
+    /// The leaf where the journal stops being this store's history (another copy of
+    /// the store wrote it).
+    diverged_at: Option<u64>,
+    /// The end of what the journal covers.
+    covered_to: u64,
+    /// The store is marked restored (`tidemark restore`).
+    restored: bool,
 }
 
 impl TrailStart {
@@ -291,17 +318,34 @@ impl TrailStart {
             .len()
     }
 
-    /// What the restore record says of the trail.
+    /// What the restore record (and the start's warning) says of the trail.
     fn said(&self) -> String {
         if self.missing {
             return "the audit trail journal was missing: the audit records written after the \
                     backup are lost"
                 .to_owned();
         }
+        if let Some(leaf) = self.diverged_at {
+            return format!(
+                "the audit trail journal of this store's fork does not match its log at leaf \
+                 {leaf}: another copy of the store (copied by hand) wrote it, so no record is \
+                 written again from it, and this store starts a journal of its own"
+            );
+        }
+        if !self.restored {
+            return format!(
+                "the audit trail journal of this store's fork goes on past its log (to leaf \
+                 {}): another copy of the store (copied by hand) ran after this one was copied; \
+                 no record is written again (only a store installed with `tidemark restore` \
+                 gets them back), and this store starts a journal of its own",
+                self.covered_to
+            );
+        }
         let mut said = format!(
             "{} audit records written after the backup are written again from the audit \
-             trail journal",
-            self.records()
+             trail journal, which covers the log up to leaf {}",
+            self.records(),
+            self.covered_to
         );
         if !self.gaps.is_empty() {
             let gaps: Vec<String> = self
@@ -381,6 +425,7 @@ fn restore_record(
             "backup_log_size": mark.log_size,
             "changes_carried_over": carried,
             "audit_records_carried_over": trail.records(),
+            "audit_trail_lost": trail.missing,
             "trust_files_lost": lost,
             "note": note,
         })

@@ -6,12 +6,13 @@
 //! list loses a read.
 //!
 //! One file per **fork** of the store, `audit-trail-<fork>.journal`: the fork id (16 hex
-//! digits, random) is kept in the store, so its backups carry it. A store that is rolled
-//! back — restored with `tidemark restore`, or a copy whose log is shorter than its
-//! journal — carries the lines its log does not reach and then starts a fork of its own,
-//! so a restore drill beside the live server never writes into the live server's file,
-//! and the next restore from the same backup reads the history the backup was taken
-//! from. Format (text, one line each, version 2):
+//! digits, random) is kept in the store, so its backups carry it. A store restored with
+//! `tidemark restore` carries the lines its log does not reach and then starts a fork of
+//! its own, so a restore drill beside the live server never writes into the live
+//! server's file, and the next restore from the same backup reads the history the backup
+//! was taken from. A copy made by hand that finds its journal ahead of its log, or not its
+//! history, cannot tell whether it was rolled back or another copy ran ahead: it carries
+//! nothing and forks too. Format (text, one line each, version 2):
 //!
 //! - `tidemark-audit-trail v2` — the first line;
 //! - `fork <fork> from <parent fork or -> at <log size>` — the second line;
@@ -86,7 +87,8 @@ impl Trail {
         self.covered.iter().map(|r| r.1).max().unwrap_or(self.start)
     }
 
-    /// The leaf ranges from `from` to [`Trail::end`] that no closed commit covers.
+    /// The leaf ranges from `from` to [`Trail::end`] that no closed commit covers
+    /// (leaves before the fork's start are not covered).
     pub(crate) fn gaps(&self, from: u64) -> Vec<(u64, u64)> {
         let mut ranges = self.covered.clone();
         ranges.sort_unstable();
@@ -98,6 +100,9 @@ impl Trail {
             }
             next = next.max(end);
         }
+        if next < self.start {
+            gaps.push((next, self.start));
+        }
         gaps
     }
 }
@@ -105,12 +110,12 @@ impl Trail {
 /// Reads the journal at `path`; `None` if there is no file, or only the start of its
 /// first two lines (a crash as it was made).
 pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
-    let unreadable = |why: String| StoreError::Open {
+    let unreadable = |why: String| StoreError::Trail {
         path: path.display().to_string(),
         reason: format!(
-            "the audit trail journal: {why}; it holds the access trail a restore needs. \
-             Move it aside to start without it (records written after the backup a store \
-             is restored from are then not written again)"
+            "{why}; it holds the access trail a restore needs. Move it aside to start \
+             without it: the records it holds are then not written again (a restored store \
+             then starts only with `tidemark serve --trust-files-lost`)"
         ),
     };
     let text = match std::fs::read(path) {
@@ -141,7 +146,17 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
         match (index, fields.as_slice()) {
             (0, _) if line == HEADER => trail.kept = offset,
             (0, _) => return Err(unreadable(format!("its first line is not {HEADER:?}"))),
-            (1, ["fork", _, "from", _, "at", _]) => {
+            (1, ["fork", fork, "from", _, "at", _]) => {
+                let named = path.file_name().and_then(|n| {
+                    n.to_str()?
+                        .strip_prefix("audit-trail-")?
+                        .strip_suffix(".journal")
+                });
+                if named.is_some_and(|named| named != *fork) {
+                    return Err(unreadable(format!(
+                        "its fork line names fork {fork}, not the one in its file name"
+                    )));
+                }
                 trail.start = number(5)?;
                 trail.kept = offset;
                 forked = true;
@@ -167,41 +182,32 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
     Ok(forked.then_some(trail))
 }
 
-/// The records to write again into a store whose log holds `size` leaves and whose
-/// entries `entry_at` gives: the journal's lines past the log, in log order, after
-/// checking that the last line within it is the log's own entry.
-pub(super) fn lost(
+/// Where the journal stops being this store's history, for a store whose log holds
+/// `size` leaves and whose entries `entry_at` gives: the leaf of the last line within the
+/// log, if that line is not the log's own entry there (another copy of the store wrote
+/// the journal).
+pub(super) fn diverges(
     trail: &Trail,
     size: u64,
     entry_at: impl Fn(u64) -> Result<Option<Vec<u8>>, StoreError>,
-    path: &Path,
-) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
-    let mut past: Vec<&TrailLine> = trail.lines.iter().filter(|l| l.leaf >= size).collect();
-    if past.is_empty() {
-        return Ok(Vec::new());
-    }
-    if let Some(last) = trail
+) -> Result<Option<u64>, StoreError> {
+    let Some(last) = trail
         .lines
         .iter()
         .filter(|l| l.leaf < size)
         .max_by_key(|l| l.leaf)
-    {
-        let record: AuditRecord = decode(&last.record)?;
-        let journaled = log::audit_entry(last.number, &record).encode();
-        if entry_at(last.leaf)?.as_deref() != Some(journaled.as_slice()) {
-            return Err(StoreError::Open {
-                path: path.display().to_string(),
-                reason: format!(
-                    "the audit trail journal says leaf {} of the transparency log records \
-                     audit record {}, but this store's log has another entry there: the \
-                     journal was written by another copy of this store (one copied by hand \
-                     rather than with `tidemark restore`?). Move it aside to start; its \
-                     records are then not written again",
-                    last.leaf, last.number
-                ),
-            });
-        }
-    }
+    else {
+        return Ok(None);
+    };
+    let record: AuditRecord = decode(&last.record)?;
+    let journaled = log::audit_entry(last.number, &record).encode();
+    Ok((entry_at(last.leaf)?.as_deref() != Some(journaled.as_slice())).then_some(last.leaf))
+}
+
+/// The records a store whose log holds `size` leaves lacks: the journal's lines past
+/// the log, in log order.
+pub(super) fn lost(trail: &Trail, size: u64) -> Result<Vec<(u64, AuditRecord)>, StoreError> {
+    let mut past: Vec<&TrailLine> = trail.lines.iter().filter(|l| l.leaf >= size).collect();
     past.sort_by_key(|l| l.leaf);
     past.into_iter()
         .map(|l| Ok((l.number, decode(&l.record)?)))
@@ -230,9 +236,9 @@ impl TrailJournal {
         path: PathBuf,
         (fork, parent, start): (u64, Option<u64>, u64),
     ) -> Result<Option<Self>, StoreError> {
-        let cannot = |e: std::io::Error| StoreError::Open {
+        let cannot = |e: std::io::Error| StoreError::Trail {
             path: path.display().to_string(),
-            reason: format!("the audit trail journal cannot be written: {e}"),
+            reason: format!("cannot be written: {e}"),
         };
         let existing = read(&path)?;
         let mut options = std::fs::OpenOptions::new();
@@ -310,7 +316,7 @@ pub(crate) type TrailCell = std::sync::Mutex<Option<TrailJournal>>;
 mod tests {
     use prost::Message as _;
 
-    use super::{AuditRecord, Trail, TrailJournal, TrailLine, log, lost, read};
+    use super::{AuditRecord, Trail, TrailJournal, TrailLine, diverges, log, lost, read};
 
     fn line(leaf: u64, number: u64) -> TrailLine {
         TrailLine {
@@ -397,14 +403,18 @@ mod tests {
         };
         let entry = log::audit_entry(1, &record("a")).encode();
         let ours = |leaf: u64| Ok((leaf == 2).then(|| entry.clone()));
-        let path = std::path::Path::new("t.journal");
-        let found = lost(&trail, 4, ours, path).unwrap();
+        let found = lost(&trail, 4).unwrap();
         let found: Vec<(u64, String)> = found.into_iter().map(|(n, r)| (n, r.principal)).collect();
         assert_eq!(found, [(2, "b".to_owned()), (3, "c".to_owned())]);
-        assert!(lost(&trail, 10, ours, path).unwrap().is_empty());
+        assert!(lost(&trail, 10).unwrap().is_empty());
+        assert_eq!(diverges(&trail, 4, ours).unwrap(), None);
         let theirs = |_: u64| Ok(Some(b"another entry".to_vec()));
-        let refused = lost(&trail, 4, theirs, path).unwrap_err().to_string();
-        assert!(refused.contains("another copy of this store"), "{refused}");
+        assert_eq!(diverges(&trail, 4, theirs).unwrap(), Some(2));
+        assert_eq!(
+            diverges(&trail, 1, theirs).unwrap(),
+            None,
+            "no line within the log"
+        );
     }
 
     proptest::proptest! {

@@ -1332,6 +1332,57 @@ fn a_server_does_not_start_beside_an_unfinished_restore() {
     tidemark::Server::build(pki.config(&data)).expect("it starts once the copy is gone");
 }
 
+/// A server whose AUS and IDN have each submitted one smuggling report shared with
+/// every contributor (so IDN may read AUS's).
+async fn two_contributors(pki: &TestPki) -> TestServer {
+    let server = TestServer::start(pki).await;
+    let all = pb::SharingScope::AllContributors;
+    for (code, seed) in [("AUS", 1), ("IDN", 2)] {
+        let key = server.register_new_key(pki, code).await;
+        let mut node = server.exchange(&node(pki, code)).await;
+        submit(
+            &mut node,
+            sign(&common::report(code, seed, false, all, &[]), &key),
+        )
+        .await
+        .unwrap();
+    }
+    server
+}
+
+/// Every smuggling report `code`'s node may read, read to the end.
+async fn read_smuggling(server: &TestServer, pki: &TestPki, code: &str) {
+    let mut stream = server
+        .exchange(&node(pki, code))
+        .await
+        .query(pb::QueryRequest {
+            category: pb::Category::SmugglingIncident as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+}
+
+/// How many of IDN's queries AUS's access list shows.
+async fn reads_by_idn(server: &TestServer, pki: &TestPki) -> usize {
+    access_list(server, pki, "AUS")
+        .await
+        .iter()
+        .filter(|a| a.action == "query" && a.reader_state == "IDN")
+        .count()
+}
+
+/// The trail journals in `pki`'s certificate directory.
+fn trail_journals(pki: &TestPki) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(pki.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("audit-trail-"))
+        .collect()
+}
+
 /// A restore does not take back the access trail: the audit records written after the
 /// backup (a state's read of another's reports, a refusal, the backup's own record) are
 /// written again at start from the trail journal beside the access journal, once, and
@@ -1342,18 +1393,7 @@ fn a_server_does_not_start_beside_an_unfinished_restore() {
 #[allow(clippy::too_many_lines)] // one drill, step by step
 async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     let pki = TestPki::new();
-    let live = TestServer::start(&pki).await;
-    let all = pb::SharingScope::AllContributors;
-    for (code, seed) in [("AUS", 1), ("IDN", 2)] {
-        let key = live.register_new_key(&pki, code).await;
-        let mut node = live.exchange(&node(&pki, code)).await;
-        submit(
-            &mut node,
-            sign(&common::report(code, seed, false, all, &[]), &key),
-        )
-        .await
-        .unwrap();
-    }
+    let live = two_contributors(&pki).await;
     let dir = tempfile::TempDir::new().unwrap();
     let (_, file) = backup_as_operator(&pki, &live, dir.path());
     // After the backup: IDN reads AUS's report, and THA (no contribution) is refused.
@@ -1361,11 +1401,7 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
         category: pb::Category::SmugglingIncident as i32,
         ..Default::default()
     };
-    let read = async |server: &TestServer| {
-        let mut idn = server.exchange(&node(&pki, "IDN")).await;
-        let mut read = idn.query(query.clone()).await.unwrap().into_inner();
-        while read.message().await.unwrap().is_some() {}
-    };
+    let read = async |server: &TestServer| read_smuggling(server, &pki, "IDN").await;
     read(&live).await;
     let refused = live
         .exchange(&node(&pki, "THA"))
@@ -1374,13 +1410,7 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
         .await
         .expect_err("THA has not contributed");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    let reads_by_idn = async |server: &TestServer| {
-        access_list(server, &pki, "AUS")
-            .await
-            .iter()
-            .filter(|a| a.action == "query" && a.reader_state == "IDN" && a.count == 1)
-            .count()
-    };
+    let reads_by_idn = async |server: &TestServer| reads_by_idn(server, &pki).await;
     let audit = async |server: &TestServer| {
         let mut admin = server.admin(&common::operator(&pki)).await;
         common::audit_log(&mut admin).await
@@ -1422,11 +1452,7 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     // crash of the machine could leave it, filled back from the store —; restored again
     // from the backup, it gets back its own two reads, not the drill's.
     let data = live.stop().await;
-    let journals: Vec<std::path::PathBuf> = std::fs::read_dir(pki.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("audit-trail-"))
-        .collect();
+    let journals = trail_journals(&pki);
     assert_eq!(journals.len(), 2, "one per fork: {journals:?}");
     let live_journal = journals
         .iter()
@@ -1453,11 +1479,8 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     let mut manifest = file.clone().into_os_string();
     manifest.push(".manifest.json");
     let (restored, _) = restore(std::path::Path::new(&manifest));
-    for entry in std::fs::read_dir(pki.dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.to_string_lossy().contains("audit-trail-") {
-            std::fs::remove_file(path).unwrap();
-        }
+    for journal in trail_journals(&pki) {
+        std::fs::remove_file(journal).unwrap();
     }
     let refused = tidemark::Server::build(pki.config(&restored))
         .err()
@@ -1489,64 +1512,27 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_made_by_hand_takes_none_of_the_other_copys_records() {
     let pki = TestPki::new();
-    let server = TestServer::start(&pki).await;
-    let all = pb::SharingScope::AllContributors;
-    for (code, seed) in [("AUS", 1), ("IDN", 2)] {
-        let key = server.register_new_key(&pki, code).await;
-        let mut node = server.exchange(&node(&pki, code)).await;
-        submit(
-            &mut node,
-            sign(&common::report(code, seed, false, all, &[]), &key),
-        )
-        .await
-        .unwrap();
-    }
-    let original = server.stop().await;
+    let original = two_contributors(&pki).await.stop().await;
     let copy = tempfile::TempDir::new().unwrap();
     let store = |dir: &std::path::Path| tidemark::config::StoreConfig::in_dir(dir).path;
     std::fs::copy(store(original.path()), store(copy.path())).unwrap();
-    let read = async |server: &TestServer| {
-        let mut idn = server.exchange(&node(&pki, "IDN")).await;
-        let mut read = idn
-            .query(pb::QueryRequest {
-                category: pb::Category::SmugglingIncident as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        while read.message().await.unwrap().is_some() {}
-    };
-    let reads_by_idn = async |server: &TestServer| {
-        access_list(server, &pki, "AUS")
-            .await
-            .iter()
-            .filter(|a| a.action == "query" && a.reader_state == "IDN")
-            .count()
-    };
     let ahead = TestServer::start_with(&pki, copy, |_| {}).await;
-    read(&ahead).await;
+    read_smuggling(&ahead, &pki, "IDN").await;
     ahead.stop().await;
     let behind = TestServer::start_with(&pki, original, |_| {}).await;
     assert_eq!(
-        reads_by_idn(&behind).await,
+        reads_by_idn(&behind, &pki).await,
         0,
         "the copy's read is not taken"
     );
-    read(&behind).await;
+    read_smuggling(&behind, &pki, "IDN").await;
     let data = behind.stop().await;
     let again = TestServer::start_with(&pki, data, |_| {}).await;
-    assert_eq!(reads_by_idn(&again).await, 1);
+    assert_eq!(reads_by_idn(&again, &pki).await, 1);
     again.stop().await;
-    let journals = std::fs::read_dir(pki.dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("audit-trail-")
-        })
-        .count();
-    assert_eq!(journals, 2, "the copy behind started a journal of its own");
+    assert_eq!(
+        trail_journals(&pki).len(),
+        2,
+        "the copy behind started a journal of its own"
+    );
 }

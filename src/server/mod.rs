@@ -710,7 +710,12 @@ fn record_start(config: &Config, store: &Store, log: &LogSigner) -> Result<(), S
         );
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let written = store.record_start(log, (&principal, now, lost), &carried, trail_dir)?;
+    let written = store.record_start(
+        log,
+        (&principal, now, lost, config.trust_files_lost),
+        &carried,
+        trail_dir,
+    )?;
     if let Some(trail) = &written.trail {
         tracing::warn!("this store was rolled back to an earlier copy: {trail}");
     }
@@ -770,7 +775,9 @@ fn refuse_lost_trust_files(
             "the suspensions and signing-key revocations made since the backup",
         ),
         (
-            trail.as_ref().is_none_or(|t| !t.exists()),
+            trail
+                .as_ref()
+                .is_none_or(|t| matches!(crate::store::trail_present(t), Ok(false))),
             trail.unwrap_or_else(|| trail_dir.join("audit-trail-<fork>.journal")),
             "the audit records written since the backup; a backup made by an earlier \
              release has none",

@@ -889,6 +889,12 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Whether the trail journal at `path` is there: a file cut inside its first two lines
+/// (or empty) is not; one that cannot be read as a journal is (its start says why).
+pub(crate) fn trail_present(path: &Path) -> Result<bool, StoreError> {
+    Ok(trail::read(path)?.is_some())
+}
+
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

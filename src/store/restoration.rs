@@ -110,24 +110,19 @@ impl Store {
     pub(crate) fn record_start(
         &self,
         log: &LogSigner,
-        (principal, now, lost): (&str, i64, bool),
+        (principal, now, lost, told): (&str, i64, bool, bool),
         carried: &[AdminChange],
         trail_dir: &Path,
     ) -> Result<StartRecords, StoreError> {
         let log_size = self.snapshot()?.log_size()?;
-        let trail = self.trail_at_start(trail_dir, log_size)?;
+        let trail = self.trail_at_start(trail_dir, log_size, told)?;
         let restored = self.restore_mark()?;
         if restored.is_none() && carried.is_empty() && !trail.rolled_back {
             let fork = match trail.fork {
                 Some(fork) => fork,
                 None => self.start_fork()?,
             };
-            self.open_trail(
-                trail_dir,
-                (fork, trail.fork.filter(|f| *f != fork)),
-                log_size,
-                &[],
-            )?;
+            self.open_trail(trail_dir, (fork, None), (0, log_size), &[])?;
             return Ok(StartRecords::default());
         }
         let mut written = Vec::new();
@@ -176,13 +171,15 @@ impl Store {
         tx.commit()?;
         // A rolled-back store (restored, or a copy behind its journal) is a fork of its
         // own from here: its records go to a journal of their own.
-        let fork = if trail.rolled_back || restored.is_some() || trail.fork.is_none() {
-            self.start_fork()?
+        // A new fork's journal begins where its store's log began to differ; one that
+        // lost its journal is filled back from the start.
+        let (fork, start) = if trail.rolled_back || restored.is_some() || trail.fork.is_none() {
+            (self.start_fork()?, log_size)
         } else {
-            trail.fork.unwrap_or_default()
+            (trail.fork.unwrap_or_default(), 0)
         };
         let parent = trail.fork.filter(|f| *f != fork);
-        self.open_trail(trail_dir, (fork, parent), log_size, &trail_lines)?;
+        self.open_trail(trail_dir, (fork, parent), (start, log_size), &trail_lines)?;
         if carried.iter().any(AdminChange::touches_keys) {
             self.forget_keys();
             self.forget_projection();
@@ -198,8 +195,15 @@ impl Store {
     }
 
     /// What the trail journal of this store's fork says at start, for a store whose log
-    /// holds `log_size` leaves.
-    fn trail_at_start(&self, dir: &Path, log_size: u64) -> Result<TrailStart, StoreError> {
+    /// holds `log_size` leaves. On a restored store, a journal that is not this store's
+    /// history or ends before its log is refused unless the operator `told` the server
+    /// its files are lost (`serve --trust-files-lost`), as a missing one is.
+    fn trail_at_start(
+        &self,
+        dir: &Path,
+        log_size: u64,
+        told: bool,
+    ) -> Result<TrailStart, StoreError> {
         let Some(fork) = self.trail_fork()? else {
             // No server of this build has run on it: a restored one's trail is lost.
             let restored = self.restore_mark()?.is_some();
@@ -216,10 +220,10 @@ impl Store {
             if !restored {
                 tracing::warn!(
                     path = %path.display(),
-                    "this store's audit trail journal is missing: a new one begins at this \
-                     start, so a restore of a backup taken before now would not get back the \
-                     records written between that backup and now (its restore record names \
-                     the log leaves not covered)"
+                    "this store's audit trail journal is missing (or empty): a new one \
+                     begins, filled back from the store; versions of records the store no \
+                     longer holds (a read's record as it stood before it was raised) are not \
+                     in it"
                 );
             }
             return Ok(TrailStart {
@@ -238,7 +242,37 @@ impl Store {
         // hand that is behind its journal may as well be the original, whose copy ran
         // ahead on the same fork — neither can tell, so neither takes the other's.
         let carry = restored && diverged_at.is_none();
+        let short = restored && journal.end() < log_size;
+        if restored && !told && (diverged_at.is_some() || short) {
+            let why = match diverged_at {
+                Some(leaf) => format!(
+                    "does not match this store's log at leaf {leaf} (it was edited, or written \
+                     by another copy of the store)"
+                ),
+                None => format!(
+                    "ends at leaf {}, before the restored log ({log_size} leaves): it was cut \
+                     short",
+                    journal.end()
+                ),
+            };
+            return Err(StoreError::Trail {
+                path: path.display().to_string(),
+                reason: format!(
+                    "{why}, so the audit records written after the backup cannot be written \
+                     again from it. Put back the journal the last server wrote; if it is \
+                     lost, start with `tidemark serve --trust-files-lost` (those records are \
+                     then lost, and the restore's record says so)"
+                ),
+            });
+        }
+        let stored = snapshot.last_audit_number()?;
         Ok(TrailStart {
+            unnumbered: if carry {
+                trail::missing_numbers(&journal, stored)
+            } else {
+                Vec::new()
+            },
+            cut_short: short,
             fork: Some(fork),
             gaps: if carry {
                 journal.gaps(log_size)
@@ -258,18 +292,17 @@ impl Store {
         })
     }
 
-    /// Opens the journal of `fork` (begun from `parent` at `log_size`, if new), fills it
-    /// back from the store where it ends before `log_size`, appends the start's own
-    /// `lines`, and hands it to the writer.
+    /// Opens the journal of `fork` (begun from `parent` at leaf `start`, if new), fills
+    /// it back from the store where it ends before `log_size` (the log before the
+    /// start's own records), appends the start's own `lines`, and hands it to the writer.
     fn open_trail(
         &self,
         dir: &Path,
         (fork, parent): (u64, Option<u64>),
-        log_size: u64,
+        (start, log_size): (u64, u64),
         lines: &[trail::TrailLine],
     ) -> Result<(), StoreError> {
-        let Some(mut journal) =
-            TrailJournal::open(trail::path(dir, fork), (fork, parent, log_size))?
+        let Some(mut journal) = TrailJournal::open(trail::path(dir, fork), (fork, parent, start))?
         else {
             self.keep_trail(None);
             return Ok(());
@@ -287,6 +320,7 @@ impl Store {
 
 /// The trail journal as a starting server finds it.
 #[derive(Debug, Default)]
+#[allow(clippy::struct_excessive_bools)] // what a start found, said field by field
 struct TrailStart {
     /// The store's fork (`None` for a store no server of this build has started on).
     fork: Option<u64>,
@@ -306,6 +340,10 @@ struct TrailStart {
     covered_to: u64,
     /// The store is marked restored (`tidemark restore`).
     restored: bool,
+    /// Record numbers past the restored store's that the journal lacks (lines removed).
+    unnumbered: Vec<(u64, u64)>,
+    /// The journal ends before the restored log.
+    cut_short: bool,
 }
 
 impl TrailStart {
@@ -328,8 +366,15 @@ impl TrailStart {
         if let Some(leaf) = self.diverged_at {
             return format!(
                 "the audit trail journal of this store's fork does not match its log at leaf \
-                 {leaf}: another copy of the store (copied by hand) wrote it, so no record is \
+                 {leaf} (it was edited, or another copy of the store wrote it): no record is \
                  written again from it, and this store starts a journal of its own"
+            );
+        }
+        if self.cut_short {
+            return format!(
+                "the audit trail journal ends at leaf {}, before the restored log: it was cut \
+                 short, so the audit records written after the backup are lost",
+                self.covered_to
             );
         }
         if !self.restored {
@@ -360,7 +405,29 @@ impl TrailStart {
                 gaps.join(", ")
             );
         }
+        if !self.unnumbered.is_empty() {
+            let numbers: Vec<String> = self
+                .unnumbered
+                .iter()
+                .map(|(from, to)| match to - from {
+                    1 => from.to_string(),
+                    _ => format!("{from}-{}", to - 1),
+                })
+                .collect();
+            let _ = write!(
+                said,
+                "; audit records numbered {} before the restore are not in the journal (its \
+                 lines were removed), so they are lost",
+                numbers.join(", ")
+            );
+        }
         said
+    }
+
+    /// Whether audit records written after the backup are lost for want of a usable
+    /// journal.
+    fn trail_lost(&self) -> bool {
+        self.missing || (self.restored && (self.diverged_at.is_some() || self.cut_short))
     }
 }
 
@@ -425,7 +492,7 @@ fn restore_record(
             "backup_log_size": mark.log_size,
             "changes_carried_over": carried,
             "audit_records_carried_over": trail.records(),
-            "audit_trail_lost": trail.missing,
+            "audit_trail_lost": trail.trail_lost(),
             "trust_files_lost": lost,
             "note": note,
         })

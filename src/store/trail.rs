@@ -137,7 +137,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
             .map_err(|_| unreadable(format!("line {} is not UTF-8", index + 1)))?;
         let bad = || {
             unreadable(format!(
-                "line {} is not a journal line: {line:.80}",
+                "line {} is not a journal line (remove that line, or the journal): {line:.80}",
                 index + 1
             ))
         };
@@ -167,7 +167,11 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
                 ));
             }
             (_, ["leaves", _, _]) => {
-                trail.covered.push((number(1)?, number(2)?));
+                let (from, to) = (number(1)?, number(2)?);
+                if to < from {
+                    return Err(bad());
+                }
+                trail.covered.push((from, to));
                 trail.lines.append(&mut pending);
                 trail.kept = offset;
             }
@@ -202,6 +206,29 @@ pub(super) fn diverges(
     let record: AuditRecord = decode(&last.record)?;
     let journaled = log::audit_entry(last.number, &record).encode();
     Ok((entry_at(last.leaf)?.as_deref() != Some(journaled.as_slice())).then_some(last.leaf))
+}
+
+/// The record numbers after `stored` up to the highest the journal holds that no line
+/// holds (lines removed): every record the store writes is in its journal, so the
+/// numbers after a store's last have no gap, as ranges `[from, to)`.
+pub(super) fn missing_numbers(trail: &Trail, stored: u64) -> Vec<(u64, u64)> {
+    let mut numbers: Vec<u64> = trail
+        .lines
+        .iter()
+        .map(|l| l.number)
+        .filter(|n| *n > stored)
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut missing = Vec::new();
+    let mut next = stored + 1;
+    for n in numbers {
+        if n > next {
+            missing.push((next, n));
+        }
+        next = n + 1;
+    }
+    missing
 }
 
 /// The records a store whose log holds `size` leaves lacks: the journal's lines past
@@ -256,6 +283,15 @@ impl TrailJournal {
             return Ok(None);
         }
         let end = if let Some(trail) = &existing {
+            let length = file.metadata().map_err(cannot)?.len();
+            if length > trail.kept {
+                tracing::warn!(
+                    path = %path.display(),
+                    bytes = length - trail.kept,
+                    "cut off the end of the audit trail journal: a commit that did not finish \
+                     (a crash); what it held is filled back from the store"
+                );
+            }
             file.set_len(trail.kept).map_err(cannot)?;
             trail.end()
         } else {
@@ -316,7 +352,9 @@ pub(crate) type TrailCell = std::sync::Mutex<Option<TrailJournal>>;
 mod tests {
     use prost::Message as _;
 
-    use super::{AuditRecord, Trail, TrailJournal, TrailLine, diverges, log, lost, read};
+    use super::{
+        AuditRecord, Trail, TrailJournal, TrailLine, diverges, log, lost, missing_numbers, read,
+    };
 
     fn line(leaf: u64, number: u64) -> TrailLine {
         TrailLine {
@@ -381,6 +419,19 @@ mod tests {
         assert_eq!(read(&path).unwrap().unwrap().gaps(2), [(6, 9)]);
         std::fs::write(&path, "something else\n").unwrap();
         assert!(read(&path).is_err());
+        // A commit said to end before it begins is not a journal line.
+        let first_two: Vec<&str> = text.lines().take(2).collect();
+        std::fs::write(&path, first_two.join("\n") + "\nleaves 9 8\n").unwrap();
+        let refused = read(&path).unwrap_err().to_string();
+        assert!(
+            refused.contains("line 3 is not a journal line"),
+            "{refused}"
+        );
+        // Empty, or cut inside its first two lines: as if never made.
+        std::fs::write(&path, "").unwrap();
+        assert!(read(&path).unwrap().is_none());
+        std::fs::write(&path, "tidemark-audit-trail v2\n").unwrap();
+        assert!(read(&path).unwrap().is_none());
     }
 
     /// What the log does not reach is written again, in log order; nothing at all when
@@ -415,6 +466,15 @@ mod tests {
             None,
             "no line within the log"
         );
+        // Every record the store writes is in the journal: a number skipped after the
+        // store's last was removed.
+        assert!(missing_numbers(&trail, 0).is_empty());
+        let removed = Trail {
+            lines: vec![at(2, 1, "a"), at(9, 4, "c"), at(4, 2, "b"), at(11, 7, "d")],
+            ..Trail::default()
+        };
+        assert_eq!(missing_numbers(&removed, 1), [(3, 4), (5, 7)]);
+        assert!(missing_numbers(&removed, 7).is_empty());
     }
 
     proptest::proptest! {

@@ -371,10 +371,12 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
         .collect();
     for record in store.states()? {
         let entry = StateEntry::of(&record);
-        // The file's entry stays only where it is a newer suspension (another server's,
-        // or one this store lost to a restore); the store's own record wins otherwise.
+        // The file's entry stays where it is newer (another server's, or one this store
+        // lost to a restore: a restore drill must not write a live server's later
+        // reinstatement back to the suspension its older copy holds); the store's own
+        // record wins otherwise. Only a suspension is ever taken from the file.
         match states.get(&entry.state) {
-            Some(file) if file.suspended && file.newer_than(&entry) => {}
+            Some(file) if file.newer_than(&entry) => {}
             _ => {
                 states.insert(entry.state.clone(), entry);
             }
@@ -632,6 +634,40 @@ mod tests {
         );
         std::fs::remove_file(path(&crl)).unwrap();
         assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
+    }
+
+    /// A store written back to the journal keeps the file's newer entry of a state, a
+    /// reinstatement too (a restore drill must not turn a live server's reinstatement
+    /// back into the suspension its older copy holds); none is taken into the store.
+    #[test]
+    fn writing_keeps_the_files_newer_reinstatement() {
+        let dir = tempfile::tempdir().unwrap();
+        let crl = dir.path().join("crl.pem");
+        let store = store(&dir.path().join("store"));
+        let journal = serde_json::json!({
+            "version": 1,
+            "states": [
+                {"state": "IDN", "suspended": false, "enrolledAt": 1, "changedAt": 200, "revision": 3},
+            ],
+            "revokedKeys": [],
+        });
+        std::fs::write(path(&crl), journal.to_string()).unwrap();
+        store.put_state(&state("IDN", true, 100)).unwrap();
+        assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
+        write(&store, &crl).unwrap();
+        let written: Journal =
+            serde_json::from_str(&std::fs::read_to_string(path(&crl)).unwrap()).unwrap();
+        assert!(
+            written
+                .states
+                .iter()
+                .any(|s| s.state == "IDN" && !s.suspended && s.revision == 3),
+            "{written:?}"
+        );
+        assert!(
+            store.state("IDN").unwrap().unwrap().suspended,
+            "the store keeps its own"
+        );
     }
 
     /// Entries no server writes are ignored: a key "revoked" at 0 (it would register a

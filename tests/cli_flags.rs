@@ -2803,3 +2803,24 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Keys not written yet are named as missing, not as a file without a key in it.
+#[test]
+fn verify_names_a_key_directory_that_is_not_there() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let envelopes = dir.path().join("reports.jsonl");
+    std::fs::write(&envelopes, "").unwrap();
+    let missing = dir.path().join("no-keys");
+    let out = Command::new(BIN)
+        .args(["verify", &envelopes.display().to_string(), "--public-key"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1)
+            && said.contains("no such file or directory")
+            && said.contains("tidemark keys --out"),
+        "{said}"
+    );
+}

@@ -92,6 +92,19 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("name the envelopes to check: tidemark verify FILE… --public-key KEYS");
     }
+    // The first path --public-key names is the key (or key directory) the others follow.
+    if let Some(absent) = args
+        .public_keys
+        .first()
+        .filter(|p| key_paths.is_empty() && !p.exists())
+    {
+        bail!(
+            "--public-key {}: no such file or directory. Write the keys first: `tidemark keys \
+             --out {}`",
+            absent.display(),
+            absent.display()
+        );
+    }
     if key_paths.is_empty() && !args.public_keys.is_empty() {
         let named: Vec<String> = args
             .public_keys

@@ -779,8 +779,8 @@ fn refuse_lost_trust_files(
                 .as_ref()
                 .is_none_or(|t| matches!(crate::store::trail_present(t), Ok(false))),
             trail.unwrap_or_else(|| trail_dir.join("audit-trail-<fork>.journal")),
-            "the audit records written since the backup; a backup made by an earlier \
-             release has none",
+            "the audit records written since the backup; an empty file counts as missing, \
+             and a backup made by an earlier release has none",
         ),
     ]
     .into_iter()

@@ -266,7 +266,16 @@ impl Store {
             });
         }
         let stored = snapshot.last_audit_number()?;
+        if carry && journal.cut > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = journal.cut,
+                "the audit trail journal ends in a commit that did not finish (a crash): what \
+                 it held is not written again"
+            );
+        }
         Ok(TrailStart {
+            cut: if carry { journal.cut } else { 0 },
             unnumbered: if carry {
                 trail::missing_numbers(&journal, stored)
             } else {
@@ -309,6 +318,14 @@ impl Store {
         };
         let snapshot = self.snapshot()?;
         if journal.end() < log_size {
+            if journal.existed() {
+                tracing::warn!(
+                    from = journal.end(),
+                    to = log_size,
+                    "the audit trail journal ended before the store's log (a crash, or lines \
+                     removed): filled back from the store"
+                );
+            }
             let behind = snapshot.trail_lines(journal.end(), log_size)?;
             journal.append(&behind, log_size);
         }
@@ -344,6 +361,8 @@ struct TrailStart {
     unnumbered: Vec<(u64, u64)>,
     /// The journal ends before the restored log.
     cut_short: bool,
+    /// Bytes of an unfinished commit at the journal's end.
+    cut: u64,
 }
 
 impl TrailStart {
@@ -403,6 +422,14 @@ impl TrailStart {
                 "; the journal does not cover log leaves {}, so records written there are \
                  lost",
                 gaps.join(", ")
+            );
+        }
+        if self.cut > 0 {
+            let _ = write!(
+                said,
+                "; the journal ends in a commit that did not finish ({} bytes, a crash), whose \
+                 records are lost",
+                self.cut
             );
         }
         if !self.unnumbered.is_empty() {

@@ -79,6 +79,8 @@ pub(crate) struct Trail {
     pub(crate) start: u64,
     /// Bytes up to the end of the last closed commit (what [`TrailJournal::open`] keeps).
     kept: u64,
+    /// Bytes after it: a commit that did not finish (a crash), cut off when opened.
+    pub(crate) cut: u64,
 }
 
 impl Trail {
@@ -167,8 +169,10 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
                 ));
             }
             (_, ["leaves", _, _]) => {
+                // Commits follow one another and each adds leaves: one that ends before
+                // it begins, adds none, or begins inside the last is not the server's.
                 let (from, to) = (number(1)?, number(2)?);
-                if to < from {
+                if to <= from || trail.covered.last().is_some_and(|last| from < last.1) {
                     return Err(bad());
                 }
                 trail.covered.push((from, to));
@@ -183,6 +187,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<Trail>, StoreError> {
             _ => return Err(bad()),
         }
     }
+    trail.cut = text.len() as u64 - trail.kept;
     Ok(forked.then_some(trail))
 }
 
@@ -250,6 +255,8 @@ pub(crate) struct TrailJournal {
     /// A write failed: nothing more is appended until the next start, which cuts off
     /// what the failed write left and fills the journal back from the store.
     broken: bool,
+    /// The file was there before it was opened (not made now).
+    existed: bool,
 }
 
 impl TrailJournal {
@@ -307,12 +314,18 @@ impl TrailJournal {
             file,
             end,
             broken: false,
+            existed: existing.is_some(),
         }))
     }
 
     /// The end of what the journal covers.
     pub(crate) fn end(&self) -> u64 {
         self.end
+    }
+
+    /// Whether the file was there before it was opened.
+    pub(crate) fn existed(&self) -> bool {
+        self.existed
     }
 
     /// Appends one commit: its audit records, and the line closing it at log size `to`.
@@ -405,7 +418,9 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(b"11 4 CAQ=\n12 5 CA");
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(leaves(&read(&path).unwrap().unwrap()).len(), 3);
+        let torn = read(&path).unwrap().unwrap();
+        assert_eq!(leaves(&torn).len(), 3);
+        assert_eq!(torn.cut, 17, "the unfinished commit's bytes");
         let mut journal = TrailJournal::open(path.clone(), fork).unwrap().unwrap();
         journal.append(&[line(12, 5)], 13);
         drop(journal);
@@ -419,14 +434,17 @@ mod tests {
         assert_eq!(read(&path).unwrap().unwrap().gaps(2), [(6, 9)]);
         std::fs::write(&path, "something else\n").unwrap();
         assert!(read(&path).is_err());
-        // A commit said to end before it begins is not a journal line.
+        // A commit that ends before it begins, adds no leaf, or begins inside the last
+        // is not a journal line.
         let first_two: Vec<&str> = text.lines().take(2).collect();
-        std::fs::write(&path, first_two.join("\n") + "\nleaves 9 8\n").unwrap();
-        let refused = read(&path).unwrap_err().to_string();
-        assert!(
-            refused.contains("line 3 is not a journal line"),
-            "{refused}"
-        );
+        for commits in ["leaves 9 8", "leaves 9 9", "leaves 2 6\nleaves 5 7"] {
+            std::fs::write(&path, first_two.join("\n") + "\n" + commits + "\n").unwrap();
+            let refused = read(&path).unwrap_err().to_string();
+            assert!(
+                refused.contains("is not a journal line"),
+                "{commits}: {refused}"
+            );
+        }
         // Empty, or cut inside its first two lines: as if never made.
         std::fs::write(&path, "").unwrap();
         assert!(read(&path).unwrap().is_none());

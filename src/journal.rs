@@ -636,6 +636,12 @@ mod tests {
         assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
     }
 
+    /// The journal beside `crl` once `store` has written it.
+    fn written_back(store: &Store, crl: &Path) -> Journal {
+        write(store, crl).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(path(crl)).unwrap()).unwrap()
+    }
+
     /// A store written back to the journal keeps the file's newer entry of a state, a
     /// reinstatement too (a restore drill must not turn a live server's reinstatement
     /// back into the suspension its older copy holds); none is taken into the store.
@@ -654,9 +660,7 @@ mod tests {
         std::fs::write(path(&crl), journal.to_string()).unwrap();
         store.put_state(&state("IDN", true, 100)).unwrap();
         assert!(newer_than_store(&store, &crl).unwrap().0.is_empty());
-        write(&store, &crl).unwrap();
-        let written: Journal =
-            serde_json::from_str(&std::fs::read_to_string(path(&crl)).unwrap()).unwrap();
+        let written = written_back(&store, &crl);
         assert!(
             written
                 .states
@@ -720,9 +724,7 @@ mod tests {
         assert_eq!(aside.matches("its holder is not").count(), 2, "{aside}");
         // THA suspended now in the store: written over the file's "reinstated" entry.
         store.put_state(&state("THA", true, 100)).unwrap();
-        write(&store, &crl).unwrap();
-        let written: Journal =
-            serde_json::from_str(&std::fs::read_to_string(path(&crl)).unwrap()).unwrap();
+        let written = written_back(&store, &crl);
         assert!(
             written
                 .states

@@ -101,12 +101,12 @@ impl Store {
     /// and the access journal hold that the store does not), with its record. Writes
     /// nothing when there is nothing to say.
     ///
-    /// Then, in the same transaction, each audit record of the trail journal that the
-    /// store's log does not reach (written after the backup a restored store was copied
-    /// from, or after a hand-made copy was taken) again: one whose number the store holds
-    /// as its new version, any other as a new record. A store so rolled back starts a
-    /// fork of its own; the journal, filled back from the store where it ends early, is
-    /// then open for the writer ([`super::trail`], in `trail_dir`).
+    /// Then, in the same transaction, on a restored store, each audit record of the trail
+    /// journal that its log does not reach (written after the backup) again: one whose
+    /// number the store holds as its new version, any other as a new record. A restored
+    /// store, or a copy made by hand that is behind its journal or not its history,
+    /// starts a fork of its own; the journal, filled back from the store where it ends
+    /// early, is then open for the writer ([`super::trail`], in `trail_dir`).
     pub(crate) fn record_start(
         &self,
         log: &LogSigner,
@@ -115,8 +115,8 @@ impl Store {
         trail_dir: &Path,
     ) -> Result<StartRecords, StoreError> {
         let log_size = self.snapshot()?.log_size()?;
-        let trail = self.trail_at_start(trail_dir, log_size, told)?;
         let restored = self.restore_mark()?;
+        let trail = self.trail_at_start(trail_dir, (log_size, restored.is_some()), told)?;
         if restored.is_none() && carried.is_empty() && !trail.rolled_back {
             let fork = match trail.fork {
                 Some(fork) => fork,
@@ -169,11 +169,10 @@ impl Store {
             meta.remove(LOG_SIZE)?;
         }
         tx.commit()?;
-        // A rolled-back store (restored, or a copy behind its journal) is a fork of its
-        // own from here: its records go to a journal of their own.
-        // A new fork's journal begins where its store's log began to differ; one that
-        // lost its journal is filled back from the start.
-        let (fork, start) = if trail.rolled_back || restored.is_some() || trail.fork.is_none() {
+        // A rolled-back store is a fork of its own from here, whose journal begins where
+        // its log began to differ; a store that lost its journal fills it back from the
+        // start.
+        let (fork, start) = if trail.rolled_back || trail.fork.is_none() {
             (self.start_fork()?, log_size)
         } else {
             (trail.fork.unwrap_or_default(), 0)
@@ -190,23 +189,23 @@ impl Store {
         Ok(StartRecords {
             restored,
             carried: written,
-            trail: (trail.rolled_back || restored.is_some()).then(|| trail.said()),
+            trail: trail.rolled_back.then(|| trail.said()),
         })
     }
 
     /// What the trail journal of this store's fork says at start, for a store whose log
-    /// holds `log_size` leaves. On a restored store, a journal that is not this store's
-    /// history or ends before its log is refused unless the operator `told` the server
-    /// its files are lost (`serve --trust-files-lost`), as a missing one is.
+    /// holds `log_size` leaves (and that is `restored`, marked by `tidemark restore`). On
+    /// a restored store, a journal that is not this store's history or ends before its
+    /// log is refused unless the operator `told` the server its files are lost (`serve
+    /// --trust-files-lost`), as a missing one is.
     fn trail_at_start(
         &self,
         dir: &Path,
-        log_size: u64,
+        (log_size, restored): (u64, bool),
         told: bool,
     ) -> Result<TrailStart, StoreError> {
         let Some(fork) = self.trail_fork()? else {
             // No server of this build has run on it: a restored one's trail is lost.
-            let restored = self.restore_mark()?.is_some();
             return Ok(TrailStart {
                 missing: restored,
                 rolled_back: restored,
@@ -216,7 +215,6 @@ impl Store {
         };
         let path = trail::path(dir, fork);
         let Some(journal) = trail::read(&path)? else {
-            let restored = self.restore_mark()?.is_some();
             if !restored {
                 tracing::warn!(
                     path = %path.display(),
@@ -237,7 +235,6 @@ impl Store {
         let snapshot = self.snapshot()?;
         let entry_at = |leaf: u64| Ok(snapshot.log_entries(leaf, leaf + 1)?.pop());
         let diverged_at = trail::diverges(&journal, log_size, entry_at)?;
-        let restored = self.restore_mark()?.is_some();
         // Only a store `tidemark restore` installed gets records back: a copy made by
         // hand that is behind its journal may as well be the original, whose copy ran
         // ahead on the same fork — neither can tell, so neither takes the other's.

@@ -1475,6 +1475,42 @@ async fn a_restore_keeps_the_access_trail_written_after_its_backup() {
     assert_eq!(refusals(&log), 1);
     server.stop().await;
 
+    // A journal edited to name another operator is not this store's history: a restored
+    // store does not start on it unless told.
+    let live_text = std::fs::read_to_string(live_journal).unwrap();
+    let edited: Vec<String> = live_text
+        .lines()
+        .map(|line| match line.split(' ').collect::<Vec<_>>()[..] {
+            [leaf, number, record] if leaf.parse::<u64>().is_ok() => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut bytes = b64.decode(record).unwrap();
+                if let Some(at) = bytes.windows(5).position(|w| w == b"ops-1") {
+                    bytes[at + 4] = b'9';
+                }
+                format!("{leaf} {number} {}", b64.encode(bytes))
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    assert_ne!(
+        edited.join("\n") + "\n",
+        live_text,
+        "an operator was renamed"
+    );
+    std::fs::write(live_journal, edited.join("\n") + "\n").unwrap();
+    let (restored, _) = restore(&file);
+    let refused = tidemark::Server::build(pki.config(&restored))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        refused.contains("does not match this store's log")
+            && refused.contains("--trust-files-lost"),
+        "{refused}"
+    );
+    std::fs::write(live_journal, live_text).unwrap();
+
     // Without its trail journal, a restored store does not start unless told. (The
     // backup named by its manifest restores as well.)
     let mut manifest = file.clone().into_os_string();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{collections::BTreeSet, sync::atomic::Ordering};
+use std::{collections::BTreeSet, sync::atomic::Ordering, time::Duration};
 
 use common::{World, report, state, submit};
 use prost::Message;
@@ -170,14 +170,15 @@ async fn contributions_signed_after_a_keys_compromise_do_not_count() {
         .await
         .unwrap()
         .into_inner();
+    // Idle: it has nothing to send, and nothing else is submitted meanwhile.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), watching.message()).await;
+    assert!(quiet.is_err(), "sent before the compromise: {quiet:?}");
     admin.revoke_signing_key(revoke(start - 10)).await.unwrap();
+    // Ended within a second or so of the revocation (its guard re-checks once a second).
+    let ended = tokio::time::timeout(Duration::from_secs(3), watching.message())
+        .await
+        .expect("the idle subscription still open 3 s after its state's standing lapsed");
     assert_eq!(contributed(&mut idn).await, 0);
-    let ended = loop {
-        match next_item(&mut watching).await {
-            Ok(Some(_)) => {}
-            other => break other,
-        }
-    };
     let status = ended.expect_err("the subscription ends refused");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let refused = query(&mut idn, by_category(pb::Category::SmugglingIncident))

@@ -13,7 +13,8 @@
 //!
 //! Standing is the one check that reads the store. It is exact between commits (a
 //! standing lapses at a known time, [`Standing::lapses_at`], unless the state retracts a
-//! contribution), so the guard re-reads it only after a commit, at most once a second.
+//! contribution or a key that signed some is revoked as compromised), so the guard
+//! re-reads it only after a commit, at most once a second.
 
 use std::{
     pin::Pin,

@@ -164,7 +164,9 @@ impl Writer {
         Ok(async move { rx.await.map_err(|_| stopped())? })
     }
 
-    /// The latest committed sequence number, updated after every commit.
+    /// The latest committed sequence number, updated after every commit that stores an
+    /// envelope; marked changed (the same number) after one that changes signing keys,
+    /// whose revocation may take contributions away.
     pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.latest.clone()
     }
@@ -427,10 +429,10 @@ fn run(
                     })
                     .max();
                 project(ends.projection, &changes, newest);
-                if batch
+                let keys_changed = batch
                     .iter()
-                    .any(|job| matches!(job, Job::Admin(a, _) if a.change.touches_keys()))
-                {
+                    .any(|job| matches!(job, Job::Admin(a, _) if a.change.touches_keys()));
+                if keys_changed {
                     ends.keys.forget();
                 }
                 if !changes.is_empty() {
@@ -438,6 +440,10 @@ fn run(
                 }
                 if let Some(sequence) = newest {
                     ends.published.send_replace(sequence);
+                } else if keys_changed {
+                    // No new envelope, but a key's revocation may have taken contributions
+                    // away: open reads re-check their standing as after any commit.
+                    ends.published.send_modify(|_| {});
                 }
                 answer(&mut batch, results, ends.metrics);
                 if catch_up.overdue() {

@@ -307,6 +307,33 @@ mod tests {
             );
         }
         assert_eq!(code_name(Code::PermissionDenied), "PERMISSION_DENIED");
+    }
+
+    /// A refusal of any call this server serves is recorded as `refused <Method>`: every
+    /// such entry reads back in Tidemark's verifiers (`WhoAmI` did not).
+    #[test]
+    fn every_method_refused_reads_back_from_the_log() {
+        use crate::tlog::entry::{AuditEntry, Entry, sha256};
+        assert!(known_methods().len() > 20, "{:?}", known_methods());
+        for path in known_methods() {
+            let method = method_of(&format!("/{path}")).grpc_method;
+            let entry = Entry::Audit(AuditEntry {
+                number: 1,
+                in_progress: false,
+                at: 1_764_424_860,
+                logged: 1_764_424_860,
+                principal: "spiffe://tidemark.local/state/NZL/node/nzl-1".to_owned(),
+                state: "NZL".to_owned(),
+                action: format!("refused {method}"),
+                category: String::new(),
+                detail_sha256: sha256(b"{}"),
+                count: 0,
+                owners: Vec::new(),
+                counts_withheld: false,
+            });
+            let read = Entry::decode(&entry.encode());
+            assert_eq!(read.as_ref().ok(), Some(&entry), "{path}: {read:?}");
+        }
         assert_eq!(
             percent_decode("IDN%20has%20contributed%200%25"),
             "IDN has contributed 0%"

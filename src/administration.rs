@@ -443,7 +443,7 @@ impl Administration {
         (operator, caller): (&str, &str),
         now: i64,
     ) -> Result<Revocation, AdminError> {
-        let (serial, issuer, issuer_name, holder) = match certificate {
+        let (serial, issuer, issuer_name, holder, key_fingerprint) = match certificate {
             Named::Serial { serial, issuer } => {
                 let serial =
                     identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
@@ -454,7 +454,7 @@ impl Administration {
                         .bundle_ca_named(issuer)
                         .map_err(|why| invalid("issuer", why))?
                 };
-                (serial, issuer, issuer_name, String::new())
+                (serial, issuer, issuer_name, String::new(), Vec::new())
             }
             Named::Presented(pem) => {
                 let presented = self
@@ -466,6 +466,7 @@ impl Administration {
                     presented.id.issuer,
                     presented.issuer_name,
                     presented.holder,
+                    presented.key_fingerprint,
                 )
             }
         };
@@ -491,6 +492,10 @@ impl Administration {
             Some(c) if holder.is_empty() => c.spiffe_id.clone(),
             _ => holder,
         };
+        let key_fingerprint = match &on_record {
+            Some(c) if key_fingerprint.is_empty() => c.key_fingerprint.clone(),
+            _ => key_fingerprint,
+        };
         if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
             return Err(AdminError::OwnCertificate { serial, what });
         }
@@ -514,6 +519,7 @@ impl Administration {
             issuer,
             issuer_name,
             holder,
+            key_fingerprint,
         };
         let (record, new) = match self.change(AdminChange::RevokeCertificate(asked), operator)? {
             AdminApplied::Revoked(record, new) => (record, new),

@@ -80,6 +80,10 @@ struct CertificateEntry {
     /// The holder's SPIFFE ID, when known.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     holder: String,
+    /// The certificate's key (lower-case hex SHA-256 of its SubjectPublicKeyInfo), when
+    /// known: a key revoked as compromised is not certified again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    key_fingerprint: String,
 }
 
 impl CertificateEntry {
@@ -92,6 +96,7 @@ impl CertificateEntry {
             issuer: record.issuer.clone(),
             issuer_name: record.issuer_name.clone(),
             holder: record.holder.clone(),
+            key_fingerprint: hex::encode(&record.key_fingerprint),
         }
     }
 
@@ -108,14 +113,19 @@ impl CertificateEntry {
             "its reason is not a CRL reason code's name (keyCompromise, superseded, …) as \
              the server writes it",
         )?;
-        let issuer_ok = self.issuer.is_empty()
-            || (self.issuer.len() == 64
-                && self
-                    .issuer
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        if !issuer_ok {
+        let sha256_or_none = |v: &str| {
+            v.is_empty()
+                || (v.len() == 64
+                    && v.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        };
+        if !sha256_or_none(&self.issuer) {
             return Err("its issuer is not the lower-case hex SHA-256 of the issuer name's DER");
+        }
+        if !sha256_or_none(&self.key_fingerprint) {
+            return Err(
+                "its keyFingerprint is not the lower-case hex SHA-256 of a SubjectPublicKeyInfo",
+            );
         }
         if !self.issuer_name.is_empty() && crate::dn::NameKey::parse(&self.issuer_name).is_err() {
             return Err("its issuerName is not an RFC 4514 distinguished name");
@@ -138,6 +148,7 @@ impl CertificateEntry {
             issuer: self.issuer.clone(),
             issuer_name: self.issuer_name.clone(),
             holder: self.holder.clone(),
+            key_fingerprint: hex::decode(&self.key_fingerprint).unwrap_or_default(),
         })
     }
 

@@ -457,6 +457,8 @@ pub(crate) struct Presented {
     pub(crate) issuer_name: String,
     /// Its holder's SPIFFE ID, when its CA vouches for it; else empty.
     pub(crate) holder: String,
+    /// SHA-256 of its SubjectPublicKeyInfo.
+    pub(crate) key_fingerprint: Vec<u8>,
 }
 
 /// A PEM reading error in words (its Debug form spells markers as byte lists).
@@ -759,6 +761,9 @@ impl Trust {
             id: CertificateId::of(&cert),
             issuer_name: crate::dn::to_rfc4514(cert.issuer()),
             holder,
+            key_fingerprint: ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw)
+                .as_ref()
+                .to_vec(),
         })
     }
 
@@ -1388,7 +1393,8 @@ fn read_crl_file(
                     revoked_by: revoked_by.to_owned(),
                     issuer: issuer.clone(),
                     issuer_name: issuer_name.clone(),
-                    holder: String::new(),
+                    // Neither holder nor key: a CRL names neither.
+                    ..RevokedCertificate::default()
                 }
             })
             .collect();

@@ -1382,6 +1382,79 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
     let status = issue(&mut admin).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains(&second.serial), "{status:?}");
+
+    // Certificates made offline with the CA files: the server knows their keys only when
+    // the operator presents the certificate.
+    let offline = |name: &str| {
+        let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), name).unwrap();
+        pki.ca
+            .issue_client(&principal, Validity::days_from_now(1))
+            .unwrap()
+    };
+    let csr_of = |issued: &tidemark::pki::IssuedCert, name: &str| {
+        let key = rcgen::KeyPair::from_pem(&issued.key_pem).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/{name}");
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    };
+    let present = |issued: &tidemark::pki::IssuedCert, reason: &str| pb::RevokeCertificateRequest {
+        certificate_pem: issued.cert_pem.clone(),
+        reason: reason.to_owned(),
+        ..Default::default()
+    };
+    let serial_of = |issued: &tidemark::pki::IssuedCert| who_serial(&issued.cert_pem);
+    // Presented as compromised: its key is not certified again under another name.
+    let stolen = offline("stolen");
+    admin
+        .revoke_certificate(present(&stolen, "key-compromise"))
+        .await
+        .unwrap();
+    let status = admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            csr_pem: csr_of(&stolen, "stolen-2"),
+            days: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains(&serial_of(&stolen)), "{status:?}");
+    // Revoked first by serial as superseded, then reported compromised with the
+    // certificate in hand: the revocation now says so, and the key is barred too.
+    let retired = offline("retired");
+    admin
+        .revoke_certificate(revoke(serial_of(&retired), "superseded"))
+        .await
+        .unwrap();
+    let again = admin
+        .revoke_certificate(present(&retired, "key-compromise"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.already_revoked, "{again:?}");
+    let status = admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            csr_pem: csr_of(&retired, "retired-2"),
+            days: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    // Said again, it changes nothing more.
+    let third = admin
+        .revoke_certificate(present(&retired, "key-compromise"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(third.already_revoked, "{third:?}");
+}
+
+/// The serial of a PEM certificate as revocations name it (lower-case hex).
+fn who_serial(pem: &str) -> String {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    tidemark::identity::serial_hex(cert.raw_serial())
 }
 
 /// An administrative action and its audit record are one transaction: a disk that fails
@@ -1528,8 +1601,16 @@ async fn operator_reads_are_audited() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    // A certificate revoked again keeps its first revocation, and the record says so.
-    for reason in ["superseded", "key-compromise"] {
+}
+
+/// A certificate revoked again keeps its first revocation, and the record says so;
+/// reported compromised, that revocation takes the reason.
+#[tokio::test]
+async fn a_certificate_revoked_again_keeps_its_first_revocation() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    for reason in ["superseded", "key-compromise", "superseded"] {
         admin
             .revoke_certificate(pb::RevokeCertificateRequest {
                 serial: "0a1b2c".into(),
@@ -1545,12 +1626,22 @@ async fn operator_reads_are_audited() {
         .filter(|e| e.action == "revoke-certificate")
         .map(|e| e.detail)
         .collect();
-    assert_eq!(revocations.len(), 2, "{revocations:?}");
+    assert_eq!(revocations.len(), 3, "{revocations:?}");
     assert_eq!(revocations[0], "serial 0a1b2c (superseded)");
+    // Within the second of the first, the revocation stands as if made compromised.
     assert!(
-        revocations[1].starts_with("serial 0a1b2c already revoked at ")
-            && revocations[1]
-                .ends_with("(superseded); revoking it again (key-compromise) changes nothing"),
+        revocations[1] == "serial 0a1b2c (key-compromise)"
+            || (revocations[1].starts_with("serial 0a1b2c (revoked at ")
+                && revocations[1].ends_with(
+                    "its key is now reported compromised (key-compromise) and is not \
+                     certified again"
+                )),
+        "{revocations:?}"
+    );
+    assert!(
+        revocations[2].starts_with("serial 0a1b2c already revoked at ")
+            && revocations[2]
+                .ends_with("(key-compromise); revoking it again (superseded) changes nothing"),
         "{revocations:?}"
     );
 }

@@ -130,6 +130,17 @@ pub(super) fn audit_record(
             "serial {} for {}",
             certificate.serial, certificate.spiffe_id
         ),
+        // Reported compromised after an earlier revocation: that one stands, now with
+        // this reason (the same revocation would be this change's own).
+        AdminApplied::Revoked(revoked, true) if matches!(change, AdminChange::RevokeCertificate(asked) if asked != revoked) =>
+        {
+            format!(
+                "serial {} (revoked at {}): its key is now reported compromised \
+                 (key-compromise) and is not certified again",
+                revoked.named(),
+                format_time(revoked.revoked_at)
+            )
+        }
         AdminApplied::Revoked(revoked, true) if !revoked.holder.is_empty() => format!(
             "serial {} ({}) held by {}",
             revoked.named(),
@@ -251,8 +262,9 @@ pub(crate) enum AdminApplied {
     /// The key as stored, and as it was before (`None`: registered by this change).
     Key(KeyRecord, Option<KeyRecord>),
     Issued(IssuedCertificate),
-    /// The revocation as stored, and whether it is this change's (a certificate revoked
-    /// again keeps its first revocation).
+    /// The revocation as stored, and whether this change made or changed it (a
+    /// certificate revoked again keeps its first revocation; reported compromised, that
+    /// revocation takes the reason keyCompromise and the key).
     Revoked(RevokedCertificate, bool),
 }
 
@@ -348,7 +360,13 @@ pub(super) fn apply(
         AdminChange::RevokeCertificate(record) => {
             let first: Option<RevokedCertificate> = get(tx, REVOKED_CERTS, &record.key())?;
             if let Some(first) = first {
-                AdminApplied::Revoked(first, false)
+                match compromise_learnt(&first, record) {
+                    Some(known) => {
+                        put(tx, REVOKED_CERTS, &known.key(), &known)?;
+                        AdminApplied::Revoked(known, true)
+                    }
+                    None => AdminApplied::Revoked(first, false),
+                }
             } else {
                 put(tx, REVOKED_CERTS, &record.key(), record)?;
                 AdminApplied::Revoked(record.clone(), true)
@@ -356,6 +374,34 @@ pub(super) fn apply(
         }
     };
     Ok(Ok(applied))
+}
+
+/// A revocation `first` as it stands once `again` reports its key compromised, if that
+/// adds anything: the reason keyCompromise (the CRL then says so; the revocation time
+/// stays the first's), or the key's fingerprint that the first lacked — so that the key
+/// is not certified again, whatever the first revocation said.
+fn compromise_learnt(
+    first: &RevokedCertificate,
+    again: &RevokedCertificate,
+) -> Option<RevokedCertificate> {
+    const COMPROMISE: &str = "key-compromise";
+    let adds_reason = first.reason_name != COMPROMISE;
+    let adds_key = first.key_fingerprint.is_empty() && !again.key_fingerprint.is_empty();
+    (again.reason_name == COMPROMISE && (adds_reason || adds_key)).then(|| RevokedCertificate {
+        reason: again.reason,
+        reason_name: again.reason_name.clone(),
+        key_fingerprint: if adds_key {
+            again.key_fingerprint.clone()
+        } else {
+            first.key_fingerprint.clone()
+        },
+        holder: if first.holder.is_empty() {
+            again.holder.clone()
+        } else {
+            first.holder.clone()
+        },
+        ..first.clone()
+    })
 }
 
 pub(super) fn get<M: Message + Default>(

@@ -861,18 +861,26 @@ impl Store {
 
     /// A certificate of the key with this fingerprint that was revoked because the key was
     /// compromised (RFC 5280 reason keyCompromise), if any: such a key is not certified
-    /// again.
+    /// again. The revocation names the key when the operator presented the certificate or
+    /// this server issued it; older revocations are matched through the issued records.
     pub fn compromised_key(&self, fingerprint: &[u8]) -> Result<Option<String>, StoreError> {
-        let compromised: std::collections::HashSet<String> = self
+        let compromised: Vec<RevokedCertificate> = self
             .revoked_certificates()?
             .into_iter()
             .filter(|r| r.reason_name == "key-compromise")
-            .map(|r| r.serial)
             .collect();
+        if let Some(r) = compromised
+            .iter()
+            .find(|r| r.key_fingerprint == fingerprint)
+        {
+            return Ok(Some(r.serial.clone()));
+        }
+        let serials: std::collections::HashSet<&str> =
+            compromised.iter().map(|r| r.serial.as_str()).collect();
         Ok(self
             .issued_certificates()?
             .into_iter()
-            .find(|c| c.key_fingerprint == fingerprint && compromised.contains(&c.serial))
+            .find(|c| c.key_fingerprint == fingerprint && serials.contains(c.serial.as_str()))
             .map(|c| c.serial))
     }
 }

@@ -311,6 +311,11 @@ pub struct RevokedCertificate {
     /// access list shows the revocation.
     #[prost(string, tag = "8")]
     pub holder: String,
+    /// SHA-256 of the revoked certificate's SubjectPublicKeyInfo, when known (the
+    /// operator presented the certificate, or this server issued it): a key revoked as
+    /// compromised is not certified again ([`super::Store::compromised_key`]).
+    #[prost(bytes = "vec", tag = "9")]
+    pub key_fingerprint: Vec<u8>,
 }
 
 impl RevokedCertificate {

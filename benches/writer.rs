@@ -100,7 +100,7 @@ async fn main() {
             task.await.unwrap();
         }
         let elapsed = started.elapsed();
-        let cpu = thread_cpu(writer_tid) - cpu_before;
+        let cpu = thread_cpu(writer_tid).saturating_sub(cpu_before);
         #[allow(clippy::cast_precision_loss)]
         let n = reports as f64;
         println!(

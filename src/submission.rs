@@ -123,7 +123,8 @@ pub fn verify(
             )));
         }
     };
-    let key_id = verify_signatures(envelope, caller, store, now.unix_timestamp())?;
+    let mut key_ids = verify_signatures(envelope, caller, store, now.unix_timestamp())?;
+    let key_id = key_ids.remove(0);
 
     let (state, report_id, version, summary) = match kind {
         EnvelopeKind::Report => {
@@ -166,6 +167,7 @@ pub fn verify(
         digest: envelope::digest(envelope),
         payload_sha256: crate::tlog::entry::sha256(&envelope.payload),
         key_id,
+        also_signed_by: key_ids,
         certificates: peer.certificates().to_vec(),
     })
 }
@@ -207,14 +209,16 @@ fn signatures_in_shape(envelope: &pb::Envelope) -> Result<(), SubmitError> {
     Ok(())
 }
 
-/// Returns the id of a key that validly signed the envelope for `caller` at `now`, or
-/// the most telling reason why there is none.
+/// Returns the ids of the keys that validly signed the envelope for `caller` at `now`
+/// (at least one; in the order of the signatures), or the most telling reason why there
+/// is none. Every signature is checked: each stands alone (DSSE), so a report signed by
+/// two current keys keeps counting if either is later found compromised.
 fn verify_signatures(
     envelope: &pb::Envelope,
     caller: CountryCode,
     store: &Store,
     now: i64,
-) -> Result<String, SubmitError> {
+) -> Result<Vec<String>, SubmitError> {
     signatures_in_shape(envelope)?;
     let signed = envelope::SignedBytes::of(envelope);
     // The most specific refusal seen so far, ranked: a valid signature by another state's
@@ -229,6 +233,7 @@ fn verify_signatures(
     // A keyid is an unauthenticated hint (DSSE): the key it names is tried first, then
     // every key registered to the caller's state.
     let own_keys = store.signing_keys(Some(caller.as_str()))?;
+    let mut valid = Vec::new();
     for signature in &envelope.signatures {
         let hinted = store.signing_key(&signature.keyid)?;
         if hinted.is_none() && own_keys.is_empty() {
@@ -302,8 +307,14 @@ fn verify_signatures(
                 );
                 continue;
             }
-            return Ok(record.key_id.clone());
+            if !valid.contains(&record.key_id) {
+                valid.push(record.key_id.clone());
+            }
+            break;
         }
+    }
+    if !valid.is_empty() {
+        return Ok(valid);
     }
     Err(refusal.map_or_else(
         || SubmitError::BadSignature("no valid signature".to_owned()),

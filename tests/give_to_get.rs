@@ -207,6 +207,65 @@ async fn contributions_signed_after_a_keys_compromise_do_not_count() {
         .unwrap();
 }
 
+/// Each DSSE signature stands alone: a report signed by two of its state's keys keeps
+/// counting while either was not revoked as of its acceptance, whatever their order.
+#[tokio::test]
+async fn a_report_signed_twice_counts_until_both_keys_are_compromised() {
+    let start = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (clock, now) = Clock::manual(start);
+    let world = World::new(clock).await;
+    let all = pb::SharingScope::AllContributors;
+    let first = world.key("IDN");
+    let second = world.server.register_new_key(&world.pki, "IDN").await;
+    now.fetch_add(100, Ordering::SeqCst);
+    let signed_by = |report: &pb::Report, keys: [&tidemark::signing::SigningKey; 2]| {
+        let mut envelope = common::sign(report, keys[0]);
+        envelope
+            .signatures
+            .extend(common::sign(report, keys[1]).signatures);
+        envelope
+    };
+    let mut idn = world.exchange("IDN").await;
+    submit(
+        &mut idn,
+        signed_by(&report("IDN", 1, false, all, &[]), [first, &second]),
+    )
+    .await
+    .unwrap();
+    submit(
+        &mut idn,
+        signed_by(&report("IDN", 2, false, all, &[]), [&second, first]),
+    )
+    .await
+    .unwrap();
+    let contributed = async |idn: &mut Exchange| {
+        idn.my_standing(pb::MyStandingRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .categories[0]
+            .contributed
+    };
+    assert_eq!(contributed(&mut idn).await, 2);
+    let mut admin = world.server.admin(&common::operator(&world.pki)).await;
+    let compromised = |key: &tidemark::signing::SigningKey| pb::RevokeSigningKeyRequest {
+        key_id: key.key_id().to_owned(),
+        reason: "key-compromise".into(),
+        compromised_at_unix: start,
+    };
+    admin.revoke_signing_key(compromised(first)).await.unwrap();
+    assert_eq!(
+        contributed(&mut idn).await,
+        2,
+        "the second key still vouches for both"
+    );
+    admin
+        .revoke_signing_key(compromised(&second))
+        .await
+        .unwrap();
+    assert_eq!(contributed(&mut idn).await, 0, "no key vouches for either");
+}
+
 /// A retraction signed with a key revoked as of then (a thief's) can be overturned by
 /// its state with the next version under a current key; one signed before stays final.
 #[tokio::test]

@@ -75,9 +75,17 @@ impl Admission {
                 state: state.to_owned(),
             }));
         }
-        if !self.keys.contains_key(&new.key_id) {
-            let key = admin::get(tx, SIGNING_KEYS, &new.key_id)?;
-            self.keys.insert(new.key_id.clone(), key);
+        for key_id in std::iter::once(&new.key_id).chain(&new.also_signed_by) {
+            if !self.keys.contains_key(key_id) {
+                let key = admin::get(tx, SIGNING_KEYS, key_id)?;
+                self.keys.insert(key_id.clone(), key);
+            }
+        }
+        // One key still active suffices (each signature stands alone, DSSE); else the
+        // first key's state says why.
+        let active = |key_id: &String| matches!(self.keys.get(key_id), Some(Some(key)) if key.active_at(now));
+        if new.also_signed_by.iter().any(active) {
+            return Ok(None);
         }
         let refusal = match self.keys.get(&new.key_id) {
             Some(Some(key)) if key.active_at(now) => None,

@@ -29,7 +29,11 @@ pub struct NewEnvelope {
     pub digest: [u8; 32],
     /// SHA-256 of the DSSE payload bytes (what the log entry commits to).
     pub payload_sha256: [u8; 32],
+    /// The key of the first valid signature.
     pub key_id: String,
+    /// The state's other keys whose signatures on it are valid too (DSSE: each signature
+    /// stands alone).
+    pub also_signed_by: Vec<String>,
     /// The chain of the client certificate that submitted it, leaf first, by issuer and
     /// serial: checked again when it is stored ([`super::admission`]).
     pub certificates: Vec<crate::identity::CertificateId>,
@@ -305,6 +309,7 @@ pub(super) fn append(
                 kind: new.kind.code(),
                 category: head.category,
                 key_id: new.key_id.clone(),
+                also_signed_by: new.also_signed_by.clone(),
             };
             t.envelopes
                 .insert(sequence, record.encode_to_vec().as_slice())?;
@@ -552,6 +557,7 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
 /// as a contribution and in aggregates ([`revoke_contributions`]; the counter changes
 /// go to `deltas`). Returns the state whose standing that may have lowered.
 pub(super) fn follow_admin(
+    tx: &redb::WriteTransaction,
     t: &mut Tables<'_>,
     deltas: &mut counters::Deltas,
     applied: &super::AdminApplied,
@@ -560,7 +566,7 @@ pub(super) fn follow_admin(
         && key.revoked_at != 0
         && key.revoked_at != before.revoked_at
     {
-        let stopped = revoke_contributions(t, deltas, key)?;
+        let stopped = revoke_contributions(tx, t, deltas, key)?;
         if stopped > 0 {
             tracing::info!(
                 key_id = %key.key_id,
@@ -576,16 +582,30 @@ pub(super) fn follow_admin(
 
 /// Stops counting, as a contribution and in aggregates, each report of `key`'s state
 /// whose latest version `key` signed and that was accepted at or after `key.revoked_at`
-/// (the key was revoked as of then: a compromise found later), as
+/// (the key was revoked as of then: a compromise found later) — unless another of its
+/// state's keys signed it too and was not revoked as of its acceptance —, as
 /// [`ReportHead::contribution_revoked`] says. Scans the envelopes newest first, back to
 /// the revocation time. Returns how many reports stopped counting.
 fn revoke_contributions(
+    tx: &redb::WriteTransaction,
     t: &mut Tables<'_>,
     deltas: &mut counters::Deltas,
     key: &super::KeyRecord,
 ) -> Result<u64, StoreError> {
     let mut revoked = 0;
     let mut stopped = Vec::new();
+    // Whether another of an envelope's keys still vouches for it: not revoked as of its
+    // acceptance (its signature stands alone, DSSE).
+    let vouched_otherwise = |envelope: &EnvelopeRecord| -> Result<bool, StoreError> {
+        for other in envelope.signed_by().filter(|k| *k != key.key_id) {
+            let record: Option<super::KeyRecord> =
+                super::admin::get(tx, super::SIGNING_KEYS, other)?;
+            if record.is_some_and(|r| r.revoked_at == 0 || r.revoked_at > envelope.accepted_at) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
     for entry in t.envelopes.iter()?.rev() {
         let (sequence, value) = entry?;
         let envelope: EnvelopeRecord = decode(value.value())?;
@@ -593,8 +613,9 @@ fn revoke_contributions(
         if envelope.accepted_at < key.revoked_at {
             break;
         }
-        if envelope.key_id == key.key_id
+        if envelope.signed_by().any(|k| k == key.key_id)
             && envelope.state == key.state
+            && !vouched_otherwise(&envelope)?
             && let Ok(id) = Uuid::from_slice(&envelope.report_id)
         {
             let retraction = envelope.kind() == Some(EnvelopeKind::Retraction);

@@ -756,7 +756,7 @@ impl Store {
         {
             let mut t = apply::Tables::open(&tx)?;
             let mut deltas = counters::Deltas::new(t.record_keys.clone());
-            apply::follow_admin(&mut t, &mut deltas, &applied)?;
+            apply::follow_admin(&tx, &mut t, &mut deltas, &applied)?;
             t.write_counters(deltas)?;
         }
         tx.commit().map_err(StoreError::from)?;

@@ -66,15 +66,24 @@ pub struct EnvelopeRecord {
     /// `tidemark.v1.Category` of the report.
     #[prost(int32, tag = "8")]
     pub category: i32,
-    /// The key whose signature was accepted.
+    /// The key whose signature was accepted (the first valid one).
     #[prost(string, tag = "9")]
     pub key_id: String,
+    /// The state's other keys whose signatures were valid too: the envelope stays trusted
+    /// while any of its keys was not revoked as of its acceptance.
+    #[prost(string, repeated, tag = "10")]
+    pub also_signed_by: Vec<String>,
 }
 
 impl EnvelopeRecord {
     /// What kind of envelope this is; `None` for a code this build does not know.
     pub fn kind(&self) -> Option<EnvelopeKind> {
         EnvelopeKind::from_code(self.kind)
+    }
+
+    /// Every key whose valid signature it carries.
+    pub fn signed_by(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key_id.as_str()).chain(self.also_signed_by.iter().map(String::as_str))
     }
 }
 

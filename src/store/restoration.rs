@@ -153,7 +153,7 @@ impl Store {
                 let applied = admin::apply(&tx, change)?.map_err(|refused| {
                     StoreError::Corrupt(format!("a carried change was refused: {refused}"))
                 })?;
-                apply::follow_admin(&mut t, &mut deltas, &applied)?;
+                apply::follow_admin(&tx, &mut t, &mut deltas, &applied)?;
                 put(
                     &mut t,
                     admin::audit_record(&tx, principal, change, &applied)?,

@@ -769,7 +769,8 @@ fn commit_batch(
                         Ok(applied) => {
                             let number = next_audit;
                             next_audit += 1;
-                            if let Some(state) = apply::follow_admin(&mut t, &mut deltas, &applied)?
+                            if let Some(state) =
+                                apply::follow_admin(&tx, &mut t, &mut deltas, &applied)?
                             {
                                 lowered.entry(state).or_default().audit = number;
                             }

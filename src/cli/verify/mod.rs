@@ -463,10 +463,11 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         Ok(accepted) => accepted,
         Err(why) => return Ok((Outcome::Invalid, why)),
     };
-    // Every given key that made one of the signatures; the owner's own key, if among
-    // them, is the one that counts, whatever the order of signatures or files — of
-    // several, the one revoked or expiring latest or not at all (one trusted signature
-    // suffices, as for the server).
+    // Every given key that made one of the signatures; the owner's own keys, if among
+    // them, are the ones that count, whatever the order of signatures or files. Each
+    // signature stands alone (DSSE: several signatures are as several envelopes), so one
+    // trusted signature suffices, as for the server; when none is, the key revoked or
+    // expiring latest or not at all says why.
     let signed = envelope::SignedBytes::of(&envelope);
     let signers: Vec<&Key> = keys
         .iter()
@@ -478,23 +479,29 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
         })
         .collect();
     let (owner, _) = payload_facts(&envelope, "");
-    let latest = |k: &&&Key| {
+    let latest = |k: &&Key| {
         let end = |t: Option<i64>| t.unwrap_or(i64::MAX);
-        end(k.revoked_at).min(end(k.valid_until))
+        std::cmp::Reverse(end(k.revoked_at).min(end(k.valid_until)))
     };
-    let key = signers
+    let owners: Vec<&Key> = signers
         .iter()
+        .copied()
         .filter(|k| k.state.is_some_and(|s| owner == s.as_str()))
-        .max_by_key(latest)
-        .or_else(|| {
-            signers
-                .iter()
-                .filter(|k| k.state.is_none())
-                .max_by_key(latest)
-        })
-        .or_else(|| signers.first())
-        .copied();
-    let Some(key) = key else {
+        .collect();
+    let stateless: Vec<&Key> = signers
+        .iter()
+        .copied()
+        .filter(|k| k.state.is_none())
+        .collect();
+    let mut candidates = if !owners.is_empty() {
+        owners
+    } else if !stateless.is_empty() {
+        stateless
+    } else {
+        signers.first().copied().into_iter().collect()
+    };
+    candidates.sort_by_key(latest);
+    let Some(first) = candidates.first() else {
         return Ok((
             Outcome::Invalid,
             format!(
@@ -504,16 +511,32 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
             ),
         ));
     };
-    let (owner, what) = payload_facts(&envelope, key.public.key_id());
+    let judged = |key: &Key| judge(key, keys, &envelope, accepted);
+    Ok(candidates
+        .iter()
+        .map(|key| judged(key))
+        .find(|(outcome, _)| matches!(outcome, Outcome::Valid))
+        .unwrap_or_else(|| judged(first)))
+}
+
+/// What a valid signature by `key` (one of the given `keys`) makes of `envelope`'s report,
+/// accepted as `accepted` says.
+fn judge(
+    key: &Key,
+    keys: &[Key],
+    envelope: &pb::Envelope,
+    accepted: Acceptance,
+) -> (Outcome, String) {
+    let (owner, what) = payload_facts(envelope, key.public.key_id());
     match (key.state, owner) {
         (Some(registered), owner) if registered.as_str() != owner => {
-            return Ok((
+            return (
                 Outcome::Invalid,
                 format!(
                     "{what}, a key registered to {registered}: a state's reports are valid \
                      only under its own keys, so this is not {owner}'s report"
                 ),
-            ));
+            );
         }
         // A key whose file names no state is taken as the owner's only when it is the
         // one key given (the caller said whose it is): once the owner's keys are known,
@@ -524,16 +547,16 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                 .iter()
                 .any(|k| k.state.is_some_and(|s| s.as_str() == owner)) =>
         {
-            return Ok((
+            return (
                 Outcome::Untrusted,
                 format!(
                     "{what}, whose key file names no state and which is not one of the \
                      {owner} keys given: not shown to be {owner}'s report"
                 ),
-            ));
+            );
         }
         (None, owner) if keys.len() > 1 => {
-            return Ok((
+            return (
                 Outcome::Untrusted,
                 format!(
                     "{what}, whose key file names no state, one of {} keys given: nothing \
@@ -541,20 +564,20 @@ fn check(item: &str, keys: &[Key], log_key: Option<&str>) -> Result<(Outcome, St
                      alone, or key files that name their state (`tidemark keys --out DIR`)",
                     keys.len()
                 ),
-            ));
+            );
         }
         (None, owner) => {
             let noted = format!(
                 "{what} (its key file names no state, so the key was not checked to be \
                  {owner}'s; `tidemark keys --out` writes key files that do)"
             );
-            return Ok(outside_validity(key, &accepted, &noted)
-                .unwrap_or_else(|| trust_at(noted, key.revoked_at, accepted)));
+            return outside_validity(key, &accepted, &noted)
+                .unwrap_or_else(|| trust_at(noted, key.revoked_at, accepted));
         }
         (Some(_), _) => {}
     }
-    Ok(outside_validity(key, &accepted, &what)
-        .unwrap_or_else(|| trust_at(what, key.revoked_at, accepted)))
+    outside_validity(key, &accepted, &what)
+        .unwrap_or_else(|| trust_at(what, key.revoked_at, accepted))
 }
 
 /// Why a report is not trusted if it is not shown to have been accepted while its key
@@ -974,6 +997,30 @@ mod tests {
             !matches!(outcome, Outcome::Valid),
             "only the revoked key given: {said}"
         );
+        // Each signature is judged alone: a second one by a key registered after the
+        // report was accepted (re-signed after a rotation) spoils nothing, in either
+        // order of signatures or of key files; alone, that key vouches for nothing.
+        let later = || {
+            let [mut k] = aus_key(&new, None);
+            k.valid_from = Some(at + 3_600);
+            k
+        };
+        let current_and_later = || {
+            let [current] = aus_key(&old, None);
+            [current, later()]
+        };
+        let mut later_first = current_and_later();
+        later_first.reverse();
+        for text in [line.to_string(), reversed.to_string()] {
+            for keys in [current_and_later(), later_first] {
+                let (outcome, said) = check(&text, &keys, None).unwrap();
+                assert!(matches!(outcome, Outcome::Valid), "{said}");
+            }
+            let (outcome, said) = check(&text, &[later()], None).unwrap();
+            assert!(matches!(outcome, Outcome::Untrusted), "{said}");
+            later_first = current_and_later();
+            later_first.reverse();
+        }
     }
 
     /// A report accepted after its key's validity ended is not trusted (the server would

@@ -439,9 +439,16 @@ const MAX_SERIAL_BYTES: usize = 20;
 pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
     // Whitespace is no part of any spelling: refused like every other identifier's.
     let trimmed = text;
-    // With separators, each group is one byte (`1:2:3` is 01 02 03).
+    // With separators, each group is one byte of two digits (`01:02:03`); only the first
+    // may have one, as a leading zero changes nothing there — `1f:a` could be 1f0a or
+    // 1fa, so it is refused rather than read as either.
     let groups: Vec<&str> = trimmed.split(':').collect();
-    if groups.len() > 1 && groups.iter().any(|g| g.is_empty() || g.len() > 2) {
+    if groups.len() > 1
+        && groups
+            .iter()
+            .enumerate()
+            .any(|(i, g)| g.is_empty() || g.len() > 2 || (i > 0 && g.len() != 2))
+    {
         return Err(SerialError(text.to_owned()));
     }
     let digits: String = if groups.len() > 1 {
@@ -483,7 +490,7 @@ pub fn canonical_serial(text: &str) -> Result<String, SerialError> {
 #[error(
     "{0:?} is not a certificate serial number: give a positive number in hex (at most 20 \
      bytes as DER encodes it, so a 20-byte number below 80…; `:` between bytes allowed, \
-     no spaces), as `tidemark admin certs` prints it, or `openssl x509 -noout -serial` \
+     each byte after the first as two digits, no spaces), as `tidemark admin certs` prints it, or `openssl x509 -noout -serial` \
      after its `serial=`"
 )]
 pub struct SerialError(String);
@@ -740,7 +747,7 @@ mod tests {
             assert_eq!(canonical_serial(text).unwrap(), "1fa0", "{text}");
         }
         assert_eq!(canonical_serial("abc").unwrap(), "0abc");
-        assert_eq!(canonical_serial("1:2:3").unwrap(), "010203");
+        assert_eq!(canonical_serial("1:02:03").unwrap(), "010203");
         for bad in [
             "",
             "0",
@@ -753,6 +760,9 @@ mod tests {
             ":",
             "1::2",
             "123:4",
+            "1:2:3",
+            "1f:a",
+            "1f:0a:",
             &"ab".repeat(21),
         ] {
             assert!(canonical_serial(bad).is_err(), "{bad}");

@@ -8,7 +8,8 @@
 //! | line breaks | LF, or CR LF; not a lone CR | none |
 //! | tab | allowed | no |
 //! | leading / trailing white space | allowed | no |
-//! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | allowed |
+//! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | between two other characters only |
+//! | a combining mark (categories Mn, Mc, Me) first | allowed | no (it has no letter to sit on) |
 //! | LRM U+200E, RLM U+200F, ALM U+061C (directional marks) | allowed | no |
 //! | variation selectors U+FE00–U+FE0F, U+E0100–U+E01EF, U+180B–U+180D, U+180F, combining grapheme joiner U+034F (emoji and ideograph variants) | allowed | no |
 //! | braille pattern blank U+2800 (a braille space; shows as nothing) | allowed | no |
@@ -93,6 +94,47 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
     if kind == TextKind::Short && value.trim() != value {
         return Err("starts or ends with white space; remove it".to_owned());
     }
+    if kind == TextKind::Short {
+        short_ends(value)?;
+    }
+    Ok(())
+}
+
+/// What short text may not start or end with, beyond white space: a zero-width joiner or
+/// non-joiner joins the characters on either side of it, so at an end (or as the whole
+/// value) it only makes a name that looks like another; and a combining mark first has
+/// no letter to sit on.
+fn short_ends(value: &str) -> Result<(), String> {
+    let joiner = |ch: char| matches!(ch, '\u{200C}' | '\u{200D}');
+    let (Some(first), Some(last)) = (value.chars().next(), value.chars().next_back()) else {
+        return Ok(());
+    };
+    let count = value.chars().count();
+    if joiner(first) || joiner(last) {
+        let (ch, at) = if joiner(first) {
+            (first, 1)
+        } else {
+            (last, count)
+        };
+        return Err(format!(
+            "starts or ends with a zero-width joiner or non-joiner, U+{:04X}, at character \
+             {at}: it belongs between two characters of a word; see the text policy in \
+             report.proto",
+            u32::from(ch)
+        ));
+    }
+    if matches!(
+        get_general_category(first),
+        GeneralCategory::NonspacingMark
+            | GeneralCategory::SpacingMark
+            | GeneralCategory::EnclosingMark
+    ) {
+        return Err(format!(
+            "starts with a combining mark, U+{:04X}, which has no letter to sit on; see the \
+             text policy in report.proto",
+            u32::from(first)
+        ));
+    }
     Ok(())
 }
 
@@ -153,6 +195,28 @@ mod tests {
                     u32::from(ch)
                 );
             }
+        }
+    }
+
+    /// A short value does not start or end with a joiner, nor start with a combining
+    /// mark: it would look like another value, or like nothing.
+    #[test]
+    fn short_text_does_not_start_or_end_with_what_joins() {
+        for bad in [
+            "\u{200D}",
+            "\u{200C}\u{200D}",
+            "Darwin\u{200D}",
+            "\u{200C}Darwin",
+            "\u{0301}",
+            "\u{0301}Darwin",
+            "\u{20DD}x",
+            "\u{0903}x",
+        ] {
+            assert!(check(TextKind::Short, bad).is_err(), "{bad:?}");
+            assert_eq!(check(TextKind::Free, bad), Ok(()), "free text: {bad:?}");
+        }
+        for ok in ["می‌خواهم", "क्‍ष", "Darwin", "e\u{0301}", "x"] {
+            assert_eq!(check(TextKind::Short, ok), Ok(()), "{ok:?}");
         }
     }
 

@@ -646,18 +646,117 @@ fn quarter_rows(
 }
 
 /// Applies per-state changes to the row at `key`, dropping entries (and the row) that
-/// reach zero reports. The first number of an entry is its reports.
-///
-/// The row's entries and the changes are both in state order: one pass merges them into
-/// the entries kept, from which [`encode_row`] works out the total and the widths.
+/// reach zero reports. The first number of an entry is its reports. In place when the
+/// row keeps its entries and widths ([`patched`]), else decoded and encoded again
+/// ([`rebuilt`]); both make the same bytes.
 fn update(
     table: &mut Table<'_, &'static [u8], &'static [u8]>,
     key: &[u8],
     deltas: &BTreeMap<u32, [i64; STORED]>,
 ) -> Result<(), StoreError> {
+    let old = table.get(key)?;
+    let row = match old.as_ref().and_then(|row| patched(row.value(), deltas)) {
+        Some(row) => Some(row),
+        None => rebuilt(key, old.as_ref().map(redb::AccessGuard::value), deltas)?,
+    };
+    drop(old);
+    match row {
+        Some(row) => table.insert(key, row.as_slice())?,
+        None => table.remove(key)?,
+    };
+    Ok(())
+}
+
+/// The row `old` with `deltas` added in place, when that changes no entry's presence and
+/// no number's width (most batches: a state's entry grows within its bytes): the very
+/// bytes [`rebuilt`] would make, without decoding and encoding every entry. `None` when
+/// a state has no entry yet or would lose it, a width would change, or the row is not
+/// one this build reads — [`rebuilt`] then decides.
+fn patched(old: &[u8], deltas: &BTreeMap<u32, [i64; STORED]>) -> Option<Vec<u8>> {
+    let row = CounterRow {
+        month: 0,
+        value: 0,
+        bytes: old,
+    };
+    let (total, entries) = row.blocks().ok()?;
+    let all = entries.picks(Positions::ALL);
+    let mut bytes = old.to_vec();
+    // The total block's numbers start after its widths and its 3-byte count; the
+    // entries' after the total block and their own widths.
+    let total_at = STORED + 3;
+    let entries_at = STORED + total.len + STORED;
+    let mut sums = [0u64; STORED];
+    total.read(0, &all, &mut sums);
+    let mut new_total = sums;
+    for (state, delta) in deltas {
+        let i = binary_search(&entries, *state)?;
+        let mut values = [0u64; STORED];
+        entries.read(i, &all, &mut values);
+        let before = values;
+        add(&mut values, delta)?;
+        if values[0] == 0 {
+            return None;
+        }
+        add(&mut new_total, delta)?;
+        write_in_place(
+            &mut bytes[entries_at + i * entries.len + 3..],
+            entries.widths,
+            &before,
+            &values,
+        )?;
+    }
+    write_in_place(&mut bytes[total_at..], total.widths, &sums, &new_total)?;
+    Some(bytes)
+}
+
+/// The index of `state`'s entry (entries are in increasing state order).
+fn binary_search(entries: &Entries<'_>, state: u32) -> Option<usize> {
+    let (mut low, mut high) = (0, entries.count);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        match entries.state(mid).cmp(&state) {
+            std::cmp::Ordering::Less => low = mid + 1,
+            std::cmp::Ordering::Greater => high = mid,
+            std::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
+}
+
+/// Writes `after` over `before` in an entry's numbers (`out` starts at its first
+/// number), each in its width; `None` if a number no longer fits its width, or may have
+/// set a width that it now leaves (the row's widths would then change).
+fn write_in_place(
+    out: &mut [u8],
+    widths: &[u8; STORED],
+    before: &Sums,
+    after: &Sums,
+) -> Option<()> {
+    let mut at = 0;
+    for ((width, old), new) in widths.iter().zip(before).zip(after) {
+        let (w, old_w, new_w) = (*width, width_of(*old), width_of(*new));
+        if new_w > w || (old_w == w && new_w < w) {
+            return None;
+        }
+        let w = usize::from(w);
+        out.get_mut(at..at + w)?
+            .copy_from_slice(&new.to_le_bytes()[..w]);
+        at += w;
+    }
+    Some(())
+}
+
+/// The row `old` (or none) with `deltas` added, decoded and encoded whole; `None` when no
+/// state has a report left in it (the row goes). The row's entries and the changes are
+/// both in state order: one pass merges them into the entries kept, from which
+/// [`encode_row`] works out the total and the widths.
+fn rebuilt(
+    key: &[u8],
+    old: Option<&[u8]>,
+    deltas: &BTreeMap<u32, [i64; STORED]>,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("counter row {}: {what}", hex::encode(key)));
-    let old = table.get(key)?;
     let mut kept: Vec<(u32, Sums)> = Vec::with_capacity(deltas.len() + 16);
     let mut keep = |state: u32, values: Sums| -> Result<(), StoreError> {
         if values[0] == 0 {
@@ -670,11 +769,11 @@ fn update(
         Ok(())
     };
     let mut changes = deltas.iter().peekable();
-    if let Some(row) = &old {
+    if let Some(bytes) = old {
         let row = CounterRow {
             month: 0,
             value: 0,
-            bytes: row.value(),
+            bytes,
         };
         let entries = row.entries().map_err(|_| corrupt("unreadable entries"))?;
         let all = entries.picks(Positions::ALL);
@@ -702,14 +801,12 @@ fn update(
         add(&mut values, delta).ok_or_else(|| corrupt("a count would go out of range"))?;
         keep(*new_state, values)?;
     }
-    drop(old);
     if kept.is_empty() {
-        table.remove(key)?;
-        return Ok(());
+        return Ok(None);
     }
-    let row = encode_row(&kept).ok_or_else(|| corrupt("a total would go out of range"))?;
-    table.insert(key, row.as_slice())?;
-    Ok(())
+    encode_row(&kept)
+        .map(Some)
+        .ok_or_else(|| corrupt("a total would go out of range"))
 }
 
 /// Adds signed `delta` to `values`; `None` if a number would leave `u64`.
@@ -1183,6 +1280,62 @@ mod tests {
             let _ = read.total(Positions(mask));
             let _ = read.each_state(Positions(mask), |_, _| {});
             let _ = read.states();
+        }
+    }
+
+    /// A report added to a row that has its state: patched in place.
+    #[test]
+    fn a_report_added_to_a_state_with_an_entry_is_patched_in_place() {
+        let row = encode_row(&[(3, [5; STORED]), (7, [300; STORED])]).unwrap();
+        let mut delta = [1i64; STORED];
+        delta[KEY_SUM] = 40;
+        let deltas = BTreeMap::from([(3, delta)]);
+        let key = cell_key(1, 2, 3, 4);
+        let rebuilt = rebuilt(&key, Some(&row), &deltas).unwrap().unwrap();
+        assert_eq!(patched(&row, &deltas), Some(rebuilt));
+        // A new state, or one losing its last report: rebuilt.
+        assert_eq!(patched(&row, &BTreeMap::from([(4, delta)])), None);
+        assert_eq!(patched(&row, &BTreeMap::from([(3, [-5; STORED])])), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whenever a row is patched in place, it has the very bytes a rebuild makes —
+        /// for any entries and changes, numbers of every width, up and down.
+        #[test]
+        fn a_row_patched_in_place_is_the_row_rebuilt(
+            entries in proptest::collection::btree_map(
+                1u32..40,
+                proptest::collection::vec(
+                    proptest::prop_oneof![0u64..300, 250u64..70_000, 1u64 << 30..1 << 33, 1u64 << 55..1 << 57],
+                    STORED,
+                ),
+                1..6,
+            ),
+            changes in proptest::collection::btree_map(
+                1u32..40,
+                proptest::collection::vec(-300i64..300, STORED),
+                1..4,
+            ),
+        ) {
+            let entries: Vec<(u32, Sums)> = entries
+                .into_iter()
+                .map(|(state, values)| {
+                    let mut sums: Sums = values.try_into().unwrap();
+                    sums[0] = sums[0].max(1);
+                    (state, sums)
+                })
+                .collect();
+            let row = encode_row(&entries).unwrap();
+            let deltas: BTreeMap<u32, [i64; STORED]> = changes
+                .into_iter()
+                .map(|(state, values)| (state, values.try_into().unwrap()))
+                .collect();
+            let key = cell_key(1, 2, 3, 4);
+            if let Some(patched) = patched(&row, &deltas) {
+                let rebuilt = rebuilt(&key, Some(&row), &deltas);
+                proptest::prop_assert_eq!(Some(patched), rebuilt.ok().flatten());
+            }
         }
     }
 

@@ -8,8 +8,8 @@
 //! | line breaks | LF, or CR LF; not a lone CR | none |
 //! | tab | allowed | no |
 //! | leading / trailing white space | allowed | no |
-//! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | between two other characters only |
-//! | a combining mark (categories Mn, Mc, Me) first | allowed | no (it has no letter to sit on) |
+//! | ZWNJ U+200C, ZWJ U+200D (needed by Persian, Arabic and Indic scripts) | allowed | between two characters that are not white space only |
+//! | a combining mark (categories Mn, Mc, Me) first or after white space | allowed | no (it has no letter to sit on) |
 //! | LRM U+200E, RLM U+200F, ALM U+061C (directional marks) | allowed | no |
 //! | variation selectors U+FE00–U+FE0F, U+E0100–U+E01EF, U+180B–U+180D, U+180F, combining grapheme joiner U+034F (emoji and ideograph variants) | allowed | no |
 //! | braille pattern blank U+2800 (a braille space; shows as nothing) | allowed | no |
@@ -95,45 +95,47 @@ pub fn check(kind: TextKind, value: &str) -> Result<(), String> {
         return Err("starts or ends with white space; remove it".to_owned());
     }
     if kind == TextKind::Short {
-        short_ends(value)?;
+        short_joins(value)?;
     }
     Ok(())
 }
 
-/// What short text may not start or end with, beyond white space: a zero-width joiner or
-/// non-joiner joins the characters on either side of it, so at an end (or as the whole
-/// value) it only makes a name that looks like another; and a combining mark first has
-/// no letter to sit on.
-fn short_ends(value: &str) -> Result<(), String> {
+/// Where short text may hold a joiner or a combining mark: a zero-width joiner or
+/// non-joiner joins the characters on either side of it, so next to white space or at an
+/// end (or as the whole value) it only makes a name that looks like another; and a
+/// combining mark sits on the character before it, so not first or after white space.
+fn short_joins(value: &str) -> Result<(), String> {
     let joiner = |ch: char| matches!(ch, '\u{200C}' | '\u{200D}');
-    let (Some(first), Some(last)) = (value.chars().next(), value.chars().next_back()) else {
-        return Ok(());
+    let mark = |ch: char| {
+        matches!(
+            get_general_category(ch),
+            GeneralCategory::NonspacingMark
+                | GeneralCategory::SpacingMark
+                | GeneralCategory::EnclosingMark
+        )
     };
-    let count = value.chars().count();
-    if joiner(first) || joiner(last) {
-        let (ch, at) = if joiner(first) {
-            (first, 1)
-        } else {
-            (last, count)
-        };
-        return Err(format!(
-            "starts or ends with a zero-width joiner or non-joiner, U+{:04X}, at character \
-             {at}: it belongs between two characters of a word; see the text policy in \
-             report.proto",
-            u32::from(ch)
-        ));
-    }
-    if matches!(
-        get_general_category(first),
-        GeneralCategory::NonspacingMark
-            | GeneralCategory::SpacingMark
-            | GeneralCategory::EnclosingMark
-    ) {
-        return Err(format!(
-            "starts with a combining mark, U+{:04X}, which has no letter to sit on; see the \
-             text policy in report.proto",
-            u32::from(first)
-        ));
+    let chars: Vec<char> = value.chars().collect();
+    for (at, ch) in chars.iter().copied().enumerate() {
+        let before = at.checked_sub(1).map(|i| chars[i]);
+        let after = chars.get(at + 1).copied();
+        let bare = |side: Option<char>| side.is_none_or(char::is_whitespace);
+        if joiner(ch) && (bare(before) || bare(after)) {
+            return Err(format!(
+                "contains a zero-width joiner or non-joiner, U+{:04X}, at character {}, at an \
+                 end or beside white space: it belongs between two characters of a word; see \
+                 the text policy in report.proto",
+                u32::from(ch),
+                at + 1
+            ));
+        }
+        if mark(ch) && bare(before) {
+            return Err(format!(
+                "contains a combining mark, U+{:04X}, at character {}, first or after white \
+                 space, where it has no letter to sit on; see the text policy in report.proto",
+                u32::from(ch),
+                at + 1
+            ));
+        }
     }
     Ok(())
 }
@@ -211,6 +213,9 @@ mod tests {
             "\u{0301}Darwin",
             "\u{20DD}x",
             "\u{0903}x",
+            "Port\u{200D} Town",
+            "Port \u{200D}Town",
+            "Port \u{0301}x",
         ] {
             assert!(check(TextKind::Short, bad).is_err(), "{bad:?}");
             assert_eq!(check(TextKind::Free, bad), Ok(()), "free text: {bad:?}");

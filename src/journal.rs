@@ -417,6 +417,15 @@ pub(crate) fn write(store: &Store, crl: &Path) -> Result<(), JournalError> {
         .collect();
     for record in store.revoked_certificates()? {
         let entry = CertificateEntry::of(&record);
+        // The file's entry stays where it reports the key compromised and the store's
+        // does not (yet: a store restored from before the report).
+        let file_knows_more = certificates
+            .get(&entry.key())
+            .and_then(|file| file.record().ok())
+            .is_some_and(|file| record.learning_compromise(&file).is_some());
+        if file_knows_more {
+            continue;
+        }
         certificates.insert(entry.key(), entry);
     }
     let journal = Journal {
@@ -497,15 +506,21 @@ pub(crate) fn newer_than_store(
             }
         }
     }
-    let known: std::collections::HashSet<String> = store
+    let known: BTreeMap<String, RevokedCertificate> = store
         .revoked_certificates()?
         .into_iter()
-        .map(|r| r.key())
+        .map(|r| (r.key(), r))
         .collect();
     for entry in journal.revoked_certificates {
-        if let Ok(record) = entry.record()
-            && !record.covered_by(&known)
-        {
+        let Ok(record) = entry.record() else {
+            continue;
+        };
+        // Not in the store, for this issuer nor for every issuer; or there, but the
+        // journal reports its key compromised and the store does not.
+        let stored = known
+            .get(&record.key())
+            .or_else(|| known.get(&record.serial));
+        if stored.is_none_or(|stored| stored.learning_compromise(&record).is_some()) {
             changes.push(AdminChange::RevokeCertificate(record));
         }
     }
@@ -682,6 +697,81 @@ mod tests {
         assert!(
             store.state("IDN").unwrap().unwrap().suspended,
             "the store keeps its own"
+        );
+    }
+
+    /// A key reported compromised after its certificate was revoked for another reason
+    /// (for every issuer, by serial; then presented, for its issuer) stays reported when
+    /// a store from before the report — a restore — writes the journal back and reads
+    /// it: the file's entry is kept, and carried into the store as the same revocation
+    /// with the reason keyCompromise and the key.
+    #[test]
+    fn a_compromise_reported_after_a_revocation_survives_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let crl = dir.path().join("crl.pem");
+        let revocation = |issuer: &str, reason: &str, fingerprint: &[u8]| RevokedCertificate {
+            serial: "1fa0".to_owned(),
+            reason_name: reason.to_owned(),
+            reason: crate::pki::parse_reason(reason).unwrap() as u32,
+            revoked_at: 100,
+            revoked_by: "spiffe://tidemark.local/operator/ops".to_owned(),
+            issuer: issuer.to_owned(),
+            key_fingerprint: fingerprint.to_vec(),
+            ..RevokedCertificate::default()
+        };
+        let issuer = "ab".repeat(32);
+        // The live store: superseded by serial, then the certificate presented as
+        // compromised — one revocation, now keyCompromise with the key, time kept.
+        let live = store(&dir.path().join("live"));
+        live.revoke_certificate_for_tests(revocation("", "superseded", &[]))
+            .unwrap();
+        let upgraded = live
+            .revoke_certificate_for_tests(RevokedCertificate {
+                revoked_at: 200,
+                ..revocation(&issuer, "key-compromise", &[7; 32])
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                upgraded.key(),
+                upgraded.reason_name.as_str(),
+                upgraded.revoked_at
+            ),
+            ("1fa0".to_owned(), "key-compromise", 100)
+        );
+        assert_eq!(upgraded.key_fingerprint, [7; 32]);
+        assert_eq!(live.revoked_certificates().unwrap().len(), 1);
+        write(&live, &crl).unwrap();
+        // The store from before the report writes back: the file's entry stays.
+        let older = store(&dir.path().join("older"));
+        older
+            .revoke_certificate_for_tests(revocation("", "superseded", &[]))
+            .unwrap();
+        let written = written_back(&older, &crl);
+        assert!(
+            written
+                .revoked_certificates
+                .iter()
+                .any(|c| c.reason == "key-compromise" && c.key_fingerprint == "07".repeat(32)),
+            "{written:?}"
+        );
+        // And reads it: the compromise is carried, the revocation made so in place.
+        let (changes, _) = newer_than_store(&older, &crl).unwrap();
+        let [AdminChange::RevokeCertificate(carried)] = changes.as_slice() else {
+            panic!("{changes:#?}");
+        };
+        let stands = older.revoke_certificate_for_tests(carried.clone()).unwrap();
+        assert_eq!(
+            (
+                stands.reason_name.as_str(),
+                stands.revoked_at,
+                stands.key_fingerprint.as_slice()
+            ),
+            ("key-compromise", 100, [7u8; 32].as_slice())
+        );
+        assert!(
+            newer_than_store(&older, &crl).unwrap().0.is_empty(),
+            "carried once"
         );
     }
 

@@ -358,9 +358,13 @@ pub(super) fn apply(
             AdminApplied::Issued(record.clone())
         }
         AdminChange::RevokeCertificate(record) => {
-            let first: Option<RevokedCertificate> = get(tx, REVOKED_CERTS, &record.key())?;
+            // A revocation of the serial for every issuer covers this issuer's too.
+            let mut first: Option<RevokedCertificate> = get(tx, REVOKED_CERTS, &record.key())?;
+            if first.is_none() && !record.issuer.is_empty() {
+                first = get(tx, REVOKED_CERTS, &record.serial)?;
+            }
             if let Some(first) = first {
-                match compromise_learnt(&first, record) {
+                match first.learning_compromise(record) {
                     Some(known) => {
                         put(tx, REVOKED_CERTS, &known.key(), &known)?;
                         AdminApplied::Revoked(known, true)
@@ -374,34 +378,6 @@ pub(super) fn apply(
         }
     };
     Ok(Ok(applied))
-}
-
-/// A revocation `first` as it stands once `again` reports its key compromised, if that
-/// adds anything: the reason keyCompromise (the CRL then says so; the revocation time
-/// stays the first's), or the key's fingerprint that the first lacked — so that the key
-/// is not certified again, whatever the first revocation said.
-fn compromise_learnt(
-    first: &RevokedCertificate,
-    again: &RevokedCertificate,
-) -> Option<RevokedCertificate> {
-    const COMPROMISE: &str = "key-compromise";
-    let adds_reason = first.reason_name != COMPROMISE;
-    let adds_key = first.key_fingerprint.is_empty() && !again.key_fingerprint.is_empty();
-    (again.reason_name == COMPROMISE && (adds_reason || adds_key)).then(|| RevokedCertificate {
-        reason: again.reason,
-        reason_name: again.reason_name.clone(),
-        key_fingerprint: if adds_key {
-            again.key_fingerprint.clone()
-        } else {
-            first.key_fingerprint.clone()
-        },
-        holder: if first.holder.is_empty() {
-            again.holder.clone()
-        } else {
-            first.holder.clone()
-        },
-        ..first.clone()
-    })
 }
 
 pub(super) fn get<M: Message + Default>(

@@ -747,6 +747,19 @@ impl Store {
         .map(drop)
     }
 
+    /// Revokes a certificate, as a set-up step of a unit test; returns the revocation
+    /// that stands.
+    #[cfg(test)]
+    pub(crate) fn revoke_certificate_for_tests(
+        &self,
+        revocation: RevokedCertificate,
+    ) -> Result<RevokedCertificate, KeyRegistryError> {
+        match self.change(&AdminChange::RevokeCertificate(revocation))? {
+            AdminApplied::Revoked(record, _) => Ok(record),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Applies an administrative change in a durable transaction of its own, without an
     /// audit record: for setting a store up before a server runs. A running server's
     /// changes go through its writer ([`Writer::admin_blocking`]), each with its record.

@@ -333,6 +333,31 @@ impl RevokedCertificate {
         revocation_key(&self.serial, &self.issuer)
     }
 
+    /// This revocation as it stands once `again` reports its key compromised, if that
+    /// adds anything: the reason keyCompromise (the CRL then says so; the revocation time
+    /// stays this one's), or the key's fingerprint that this one lacked — so that the key
+    /// is not certified again, whatever this revocation said.
+    pub(crate) fn learning_compromise(&self, again: &Self) -> Option<Self> {
+        const COMPROMISE: &str = "key-compromise";
+        let adds_reason = self.reason_name != COMPROMISE;
+        let adds_key = self.key_fingerprint.is_empty() && !again.key_fingerprint.is_empty();
+        (again.reason_name == COMPROMISE && (adds_reason || adds_key)).then(|| Self {
+            reason: again.reason,
+            reason_name: again.reason_name.clone(),
+            key_fingerprint: if adds_key {
+                again.key_fingerprint.clone()
+            } else {
+                self.key_fingerprint.clone()
+            },
+            holder: if self.holder.is_empty() {
+                again.holder.clone()
+            } else {
+                self.holder.clone()
+            },
+            ..self.clone()
+        })
+    }
+
     /// Its serial, and its issuer when it names one (`1fa0 of CN=Partner CA`).
     pub fn named(&self) -> String {
         if self.issuer.is_empty() {

@@ -686,7 +686,7 @@ fn patched(old: &[u8], deltas: &BTreeMap<u32, [i64; STORED]>) -> Option<Vec<u8>>
     let total_at = STORED + 3;
     let entries_at = STORED + total.len + STORED;
     let mut sums = [0u64; STORED];
-    total.read(0, &all, &mut sums);
+    total.read(0, &total.picks(Positions::ALL), &mut sums);
     let mut new_total = sums;
     for (state, delta) in deltas {
         let i = binary_search(&entries, *state)?;

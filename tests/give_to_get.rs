@@ -130,6 +130,17 @@ async fn standing_opens_one_category_at_a_time_and_lapses_with_the_window() {
     );
 }
 
+/// How many reports the caller's state has contributed in its first category.
+async fn contributed(exchange: &mut Exchange) -> u64 {
+    exchange
+        .my_standing(pb::MyStandingRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .categories[0]
+        .contributed
+}
+
 /// A report whose latest version was signed with a key revoked as of that version's
 /// acceptance (a compromise found later) no longer buys reading rights; a new version
 /// signed with a good key counts again. Reports accepted before the compromise count.
@@ -145,14 +156,6 @@ async fn contributions_signed_after_a_keys_compromise_do_not_count() {
     let later = report("IDN", 3, false, all, &[]);
     world.submit(&later).await;
     let mut idn = world.exchange("IDN").await;
-    let contributed = async |idn: &mut Exchange| {
-        idn.my_standing(pb::MyStandingRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .categories[0]
-            .contributed
-    };
     assert_eq!(contributed(&mut idn).await, 2);
     let mut admin = world.server.admin(&common::operator(&world.pki)).await;
     let revoke = |at: i64| pb::RevokeSigningKeyRequest {
@@ -238,14 +241,6 @@ async fn a_report_signed_twice_counts_until_both_keys_are_compromised() {
     )
     .await
     .unwrap();
-    let contributed = async |idn: &mut Exchange| {
-        idn.my_standing(pb::MyStandingRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .categories[0]
-            .contributed
-    };
     assert_eq!(contributed(&mut idn).await, 2);
     let mut admin = world.server.admin(&common::operator(&world.pki)).await;
     let compromised = |key: &tidemark::signing::SigningKey| pb::RevokeSigningKeyRequest {

@@ -20,15 +20,10 @@ use std::{
 };
 
 use prost::Message;
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tidemark::{
     Store,
-    country::CountryCode,
     envelope::{self, REPORT_PAYLOAD_TYPE},
-    identity::{PeerIdentity, Principal, Role},
-    internals,
-    pki::{CertificateAuthority, Validity},
-    sample,
+    internals, sample,
     signing::SigningKey,
 };
 
@@ -41,25 +36,7 @@ async fn main() {
     let bench = common::BenchPki::new();
     let config = bench.config.clone();
     let store = Store::open(&config.store).unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let ca = CertificateAuthority::generate("writer CA", Validity::days_from_now(1)).unwrap();
-    let mut states = Vec::new();
-    for state in common::STATES {
-        let (key, _) = SigningKey::generate().unwrap();
-        common::register_key(&store, state, &key, now);
-        let principal = Principal::new(
-            common::TRUST_DOMAIN,
-            Role::Node(CountryCode::parse(state).unwrap()),
-            "n",
-        )
-        .unwrap();
-        let issued = ca
-            .issue_client(&principal, Validity::days_from_now(1))
-            .unwrap();
-        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-        let peer = PeerIdentity::from_certificate(&der, common::TRUST_DOMAIN).unwrap();
-        states.push((state, key, peer));
-    }
+    let states = common::nodes_of_states(&store);
     let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
     let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
     let (writer, thread) = store

@@ -118,33 +118,41 @@ pub fn register_key(store: &Store, state: &str, key: &SigningKey, now: i64) {
         .unwrap();
 }
 
+/// Each of the synthetic [`STATES`] with a signing key registered in `store` (valid from
+/// a minute ago) and the identity of a node of it (certified by a throwaway CA).
+pub fn nodes_of_states(store: &Store) -> Vec<(&'static str, SigningKey, PeerIdentity)> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ca = CertificateAuthority::generate("load CA", Validity::days_from_now(1)).unwrap();
+    STATES
+        .into_iter()
+        .map(|state| {
+            let (key, _) = SigningKey::generate().unwrap();
+            register_key(store, state, &key, now);
+            let principal = Principal::new(
+                TRUST_DOMAIN,
+                Role::Node(CountryCode::parse(state).unwrap()),
+                "n",
+            )
+            .unwrap();
+            let issued = ca
+                .issue_client(&principal, Validity::days_from_now(1))
+                .unwrap();
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
+                .unwrap();
+            let peer = PeerIdentity::from_certificate(&der, TRUST_DOMAIN).unwrap();
+            (state, key, peer)
+        })
+        .collect()
+}
+
 /// Loads `reports` synthetic reports through the real submission path (verify,
 /// validate, group commit), several submitters at once.
 pub async fn load(config: &Config, reports: usize) {
     let store = Store::open(&config.store).unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut keys = Vec::new();
-    let mut nodes = Vec::new();
-    let ca = CertificateAuthority::generate("load CA", Validity::days_from_now(1)).unwrap();
-    for state in STATES {
-        let (key, _) = SigningKey::generate().unwrap();
-        register_key(&store, state, &key, now);
-        keys.push(Arc::new(key));
-        let principal = Principal::new(
-            TRUST_DOMAIN,
-            Role::Node(CountryCode::parse(state).unwrap()),
-            "n",
-        )
-        .unwrap();
-        let issued = ca
-            .issue_client(&principal, Validity::days_from_now(1))
-            .unwrap();
-        let der =
-            rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
-        nodes.push(Arc::new(
-            PeerIdentity::from_certificate(&der, TRUST_DOMAIN).unwrap(),
-        ));
-    }
+    let (keys, nodes): (Vec<_>, Vec<_>) = nodes_of_states(&store)
+        .into_iter()
+        .map(|(_, key, peer)| (Arc::new(key), Arc::new(peer)))
+        .unzip();
     let nodes = Arc::new(nodes);
     let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
     let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();

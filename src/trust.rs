@@ -1035,9 +1035,28 @@ impl Trust {
     }
 }
 
-/// The CRL entries of `revoked`.
+/// The CRL entries of `revoked`: one per serial (a serial revoked for this CA and for
+/// every CA alike is listed once), at its first revocation, with the reason
+/// keyCompromise if any of its revocations says so, else the first's.
 fn crl_entries<'a>(revoked: impl Iterator<Item = &'a RevokedCertificate>) -> Vec<RevokedEntry> {
-    revoked
+    let mut by_serial: std::collections::BTreeMap<&str, &RevokedCertificate> =
+        std::collections::BTreeMap::new();
+    let mut compromised = std::collections::HashSet::new();
+    for r in revoked {
+        if r.compromised() {
+            compromised.insert(r.serial.as_str());
+        }
+        by_serial
+            .entry(r.serial.as_str())
+            .and_modify(|first| {
+                if r.revoked_at < first.revoked_at {
+                    *first = r;
+                }
+            })
+            .or_insert(r);
+    }
+    by_serial
+        .into_values()
         .map(|r| RevokedEntry {
             serial: r.serial.clone(),
             // A time no server writes (at or before 1970) would make a CRL that
@@ -1046,7 +1065,11 @@ fn crl_entries<'a>(revoked: impl Iterator<Item = &'a RevokedCertificate>) -> Vec
                 .ok()
                 .filter(|_| r.revoked_at > 0)
                 .unwrap_or_else(OffsetDateTime::now_utc),
-            reason: pki::parse_reason(&r.reason_name).unwrap_or(pki::RevocationReason::Unspecified),
+            reason: if compromised.contains(r.serial.as_str()) {
+                pki::RevocationReason::KeyCompromise
+            } else {
+                pki::parse_reason(&r.reason_name).unwrap_or(pki::RevocationReason::Unspecified)
+            },
         })
         .collect()
 }

@@ -1382,71 +1382,126 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
     let status = issue(&mut admin).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains(&second.serial), "{status:?}");
+}
 
-    // Certificates made offline with the CA files: the server knows their keys only when
-    // the operator presents the certificate.
-    let offline = |name: &str| {
+/// Certificates made offline with the CA files: the server knows their keys only when
+/// the operator presents the certificate, before or after it reports a compromise, in
+/// whichever form; the CRL lists each serial once, as a compromise.
+#[tokio::test]
+async fn a_key_reported_compromised_is_barred_however_the_certificate_was_named() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let mut admin = server.admin(&operator(&pki)).await;
+    // Each certificate revoked twice — by serial (for every issuer) or presented, for a
+    // reason — and whether the second says nothing new.
+    let orders = [
+        (
+            "stolen",
+            [(false, "key-compromise"), (false, "key-compromise")],
+            true,
+        ),
+        (
+            "retired",
+            [(true, "superseded"), (false, "key-compromise")],
+            false,
+        ),
+        (
+            "presented",
+            [(false, "superseded"), (true, "key-compromise")],
+            false,
+        ),
+        (
+            "unknown",
+            [(true, "key-compromise"), (false, "superseded")],
+            false,
+        ),
+    ];
+    let mut serials = Vec::new();
+    for (name, revocations, second_changes_nothing) in orders {
         let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), name).unwrap();
-        pki.ca
+        let issued = pki
+            .ca
             .issue_client(&principal, Validity::days_from_now(1))
-            .unwrap()
-    };
-    let csr_of = |issued: &tidemark::pki::IssuedCert, name: &str| {
+            .unwrap();
+        let serial = who_serial(&issued.cert_pem);
+        let mut answers = Vec::new();
+        for (by_serial, reason) in revocations {
+            let request = if by_serial {
+                pb::RevokeCertificateRequest {
+                    serial: serial.clone(),
+                    ..Default::default()
+                }
+            } else {
+                pb::RevokeCertificateRequest {
+                    certificate_pem: issued.cert_pem.clone(),
+                    ..Default::default()
+                }
+            };
+            let request = pb::RevokeCertificateRequest {
+                reason: reason.to_owned(),
+                ..request
+            };
+            answers.push(
+                admin
+                    .revoke_certificate(request)
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+        }
+        assert_eq!(
+            answers[1].already_revoked, second_changes_nothing,
+            "{name}: {answers:?}"
+        );
+        // Its key is not certified again, under another name.
         let key = rcgen::KeyPair::from_pem(&issued.key_pem).unwrap();
         let mut params = rcgen::CertificateParams::default();
-        let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/{name}");
+        let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/{name}-2");
         params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
-        params.serialize_request(&key).unwrap().pem().unwrap()
-    };
-    let present = |issued: &tidemark::pki::IssuedCert, reason: &str| pb::RevokeCertificateRequest {
-        certificate_pem: issued.cert_pem.clone(),
-        reason: reason.to_owned(),
-        ..Default::default()
-    };
-    let serial_of = |issued: &tidemark::pki::IssuedCert| who_serial(&issued.cert_pem);
-    // Presented as compromised: its key is not certified again under another name.
-    let stolen = offline("stolen");
-    admin
-        .revoke_certificate(present(&stolen, "key-compromise"))
+        let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let status = admin
+            .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 1 })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{name}: {status:?}"
+        );
+        assert!(status.message().contains(&serial), "{name}: {status:?}");
+        serials.push(serial);
+    }
+    let crl = server
+        .exchange(&operator(&pki))
         .await
-        .unwrap();
-    let status = admin
-        .issue_certificate(pb::IssueCertificateRequest {
-            csr_pem: csr_of(&stolen, "stolen-2"),
-            days: 1,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    assert!(status.message().contains(&serial_of(&stolen)), "{status:?}");
-    // Revoked first by serial as superseded, then reported compromised with the
-    // certificate in hand: the revocation now says so, and the key is barred too.
-    let retired = offline("retired");
-    admin
-        .revoke_certificate(revoke(serial_of(&retired), "superseded"))
-        .await
-        .unwrap();
-    let again = admin
-        .revoke_certificate(present(&retired, "key-compromise"))
+        .get_crl(pb::GetCrlRequest {})
         .await
         .unwrap()
-        .into_inner();
-    assert!(!again.already_revoked, "{again:?}");
-    let status = admin
-        .issue_certificate(pb::IssueCertificateRequest {
-            csr_pem: csr_of(&retired, "retired-2"),
-            days: 1,
+        .into_inner()
+        .crl_pem;
+    let entries = crl_entries(&crl);
+    for serial in serials {
+        let listed: Vec<_> = entries.iter().filter(|(s, _)| *s == serial).collect();
+        assert_eq!(listed.len(), 1, "{serial}: {entries:?}");
+        assert_eq!(listed[0].1, Some(1), "{serial}: keyCompromise is reason 1");
+    }
+}
+
+/// The CRL's entries: serial and reason code.
+fn crl_entries(pem: &str) -> Vec<(String, Option<u8>)> {
+    use rustls::pki_types::{CertificateRevocationListDer, pem::PemObject};
+    use x509_parser::{prelude::FromDer, revocation_list::CertificateRevocationList};
+    let der = CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, crl) = CertificateRevocationList::from_der(der.as_ref()).unwrap();
+    crl.iter_revoked_certificates()
+        .map(|r| {
+            (
+                tidemark::identity::serial_hex(r.raw_serial()),
+                r.reason_code().map(|(_, code)| code.0),
+            )
         })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    // Said again, it changes nothing more.
-    let third = admin
-        .revoke_certificate(present(&retired, "key-compromise"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(third.already_revoked, "{third:?}");
+        .collect()
 }
 
 /// The serial of a PEM certificate as revocations name it (lower-case hex).

@@ -130,13 +130,19 @@ pub(super) fn audit_record(
             "serial {} for {}",
             certificate.serial, certificate.spiffe_id
         ),
-        // Reported compromised after an earlier revocation: that one stands, now with
-        // this reason (the same revocation would be this change's own).
-        AdminApplied::Revoked(revoked, true) if matches!(change, AdminChange::RevokeCertificate(asked) if asked != revoked) =>
+        // A compromise learnt after an earlier revocation: that one stands, now with the
+        // reason or the key (the same revocation would be this change's own).
+        AdminApplied::Revoked(revoked, true)
+            if let AdminChange::RevokeCertificate(asked) = change
+                && asked != revoked =>
         {
+            let learnt = if asked.compromised() {
+                "its key is now reported compromised (key-compromise)"
+            } else {
+                "its key, reported compromised, is now known"
+            };
             format!(
-                "serial {} (revoked at {}): its key is now reported compromised \
-                 (key-compromise) and is not certified again",
+                "serial {} (revoked at {}): {learnt} and is not certified again",
                 revoked.named(),
                 format_time(revoked.revoked_at)
             )

@@ -877,19 +877,21 @@ impl Store {
     /// again. The revocation names the key when the operator presented the certificate or
     /// this server issued it; older revocations are matched through the issued records.
     pub fn compromised_key(&self, fingerprint: &[u8]) -> Result<Option<String>, StoreError> {
-        let compromised: Vec<RevokedCertificate> = self
-            .revoked_certificates()?
-            .into_iter()
-            .filter(|r| r.reason_name == "key-compromise")
-            .collect();
-        if let Some(r) = compromised
+        let revoked = self.revoked_certificates()?;
+        // Serials revoked as compromised, for one issuer or for every one: the key of any
+        // certificate of that serial known here — from another revocation of it (the
+        // certificate presented) or from this server's record — is compromised.
+        let serials: std::collections::HashSet<&str> = revoked
             .iter()
-            .find(|r| r.key_fingerprint == fingerprint)
+            .filter(|r| r.compromised())
+            .map(|r| r.serial.as_str())
+            .collect();
+        if let Some(r) = revoked
+            .iter()
+            .find(|r| r.key_fingerprint == fingerprint && serials.contains(r.serial.as_str()))
         {
             return Ok(Some(r.serial.clone()));
         }
-        let serials: std::collections::HashSet<&str> =
-            compromised.iter().map(|r| r.serial.as_str()).collect();
         Ok(self
             .issued_certificates()?
             .into_iter()

@@ -333,17 +333,29 @@ impl RevokedCertificate {
         revocation_key(&self.serial, &self.issuer)
     }
 
-    /// This revocation as it stands once `again` reports its key compromised, if that
-    /// adds anything: the reason keyCompromise (the CRL then says so; the revocation time
-    /// stays this one's), or the key's fingerprint that this one lacked — so that the key
-    /// is not certified again, whatever this revocation said.
+    /// Whether it says its certificate's key was compromised (RFC 5280 keyCompromise).
+    pub(crate) fn compromised(&self) -> bool {
+        self.reason_name == "key-compromise"
+    }
+
+    /// This revocation as it stands once the same certificate is revoked `again`, if
+    /// that adds to a compromise: the reason keyCompromise that `again` reports (the
+    /// CRL then says so; the revocation time stays this one's), or, for a compromise,
+    /// the key's fingerprint that this one lacked and `again` has (the operator presented
+    /// the certificate, for whatever reason) — so that the key is not certified again.
     pub(crate) fn learning_compromise(&self, again: &Self) -> Option<Self> {
-        const COMPROMISE: &str = "key-compromise";
-        let adds_reason = self.reason_name != COMPROMISE;
-        let adds_key = self.key_fingerprint.is_empty() && !again.key_fingerprint.is_empty();
-        (again.reason_name == COMPROMISE && (adds_reason || adds_key)).then(|| Self {
-            reason: again.reason,
-            reason_name: again.reason_name.clone(),
+        let adds_reason = again.compromised() && !self.compromised();
+        let adds_key = (self.compromised() || again.compromised())
+            && self.key_fingerprint.is_empty()
+            && !again.key_fingerprint.is_empty();
+        let (reason, reason_name) = if adds_reason {
+            (again.reason, again.reason_name.clone())
+        } else {
+            (self.reason, self.reason_name.clone())
+        };
+        (adds_reason || adds_key).then(|| Self {
+            reason,
+            reason_name,
             key_fingerprint: if adds_key {
                 again.key_fingerprint.clone()
             } else {

@@ -212,6 +212,14 @@ pub struct PeerIdentity {
     /// [`chain_digest`] of the chain: names it in the trust state's per-chain answers,
     /// made once rather than at every check of a stream's items.
     chain_key: [u8; 32],
+    /// SHA-256 of the leaf's SubjectPublicKeyInfo: names its key, whatever certifies it.
+    key_fingerprint: [u8; 32],
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// SHA-256 over a chain's certificates, each preceded by its length: names the chain.
@@ -301,7 +309,13 @@ impl PeerIdentity {
             chain_not_after: cert.validity().not_after.timestamp(),
             certificates: Arc::from([CertificateId::of(&cert)]),
             chain_key: chain_digest(&[CertificateDer::from(der)]),
+            key_fingerprint: sha256(cert.public_key().raw),
         })
+    }
+
+    /// SHA-256 of its certificate's SubjectPublicKeyInfo.
+    pub fn key_fingerprint(&self) -> &[u8; 32] {
+        &self.key_fingerprint
     }
 
     /// The same peer with the whole chain it presented (leaf first, as the TLS layer

@@ -128,6 +128,9 @@ struct State {
     loaded: Arc<Loaded>,
     crl_pem: Option<String>,
     revoked: Revocations,
+    /// Keys reported compromised (SHA-256 of the SubjectPublicKeyInfo), with the serial
+    /// whose revocation says so: no certificate of them is admitted.
+    compromised_keys: std::collections::HashMap<Vec<u8>, String>,
     suspended: HashSet<String>,
 }
 
@@ -625,7 +628,11 @@ impl Trust {
             .rebuilding
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (mut revoked, suspended) = access(store)?;
+        let Access {
+            mut revoked,
+            compromised_keys,
+            suspended,
+        } = access(store)?;
         let loaded = self.read().loaded.clone();
         let bundle = (
             loaded.bundle_path.as_path(),
@@ -639,6 +646,7 @@ impl Trust {
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             state.revoked = revoked;
+            state.compromised_keys = compromised_keys;
             state.suspended = suspended;
         }
         self.generation.send_modify(|g| *g += 1);
@@ -980,6 +988,12 @@ impl Trust {
         )
     }
 
+    /// The serial whose revocation reports this key (SHA-256 of its SubjectPublicKeyInfo)
+    /// compromised, if one does: no certificate of the key is admitted.
+    pub(crate) fn compromised_key(&self, fingerprint: &[u8]) -> Option<String> {
+        self.read().compromised_keys.get(fingerprint).cloned()
+    }
+
     pub(crate) fn is_suspended(&self, state: &str) -> bool {
         self.read().suspended.contains(state)
     }
@@ -1202,7 +1216,11 @@ fn build(
             )
         })
         .unwrap_or_default();
-    let (mut revoked, suspended) = access(store)?;
+    let Access {
+        mut revoked,
+        compromised_keys,
+        suspended,
+    } = access(store)?;
     for record in &carried {
         revoked.add(record);
     }
@@ -1219,6 +1237,7 @@ fn build(
         loaded,
         crl_pem,
         revoked,
+        compromised_keys,
         suspended,
     };
     Ok(Built {
@@ -1464,7 +1483,7 @@ fn ca_issuer(ca: &CertificateAuthority) -> Result<String, TrustError> {
 }
 
 /// The revocations and the suspended states, as the store holds them.
-fn access(store: &Store) -> Result<(Revocations, HashSet<String>), TrustError> {
+fn access(store: &Store) -> Result<Access, TrustError> {
     let revoked = store.revoked_certificates()?.iter().collect();
     let suspended = store
         .states()?
@@ -1472,7 +1491,19 @@ fn access(store: &Store) -> Result<(Revocations, HashSet<String>), TrustError> {
         .filter(|s| s.suspended)
         .map(|s| s.state)
         .collect();
-    Ok((revoked, suspended))
+    Ok(Access {
+        revoked,
+        compromised_keys: store.compromised_keys()?,
+        suspended,
+    })
+}
+
+/// What the store says of who may call: revoked certificates, keys reported
+/// compromised, suspended states.
+struct Access {
+    revoked: Revocations,
+    compromised_keys: std::collections::HashMap<Vec<u8>, String>,
+    suspended: HashSet<String>,
 }
 
 /// Checks that the CA key file, if there is one, is readable and matches a CA of the

@@ -1351,7 +1351,7 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
     enrol(&server, &pki, "AUS").await;
     let mut admin = server.admin(&operator(&pki)).await;
     let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), "reused").unwrap();
-    let (_, csr_pem) = pki::make_csr(&principal).unwrap();
+    let (key_pem, csr_pem) = pki::make_csr(&principal).unwrap();
     let issue = |admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>| {
         let mut admin = admin.clone();
         let csr_pem = csr_pem.clone();
@@ -1374,7 +1374,13 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
         .await
         .unwrap();
     let second = issue(&mut admin).await.unwrap();
-    // Compromised: never again.
+    let spare = issue(&mut admin).await.unwrap();
+    let spare =
+        ClientIdentity::from_pem(spare.certificate_pem, key_pem, pki.ca.cert_pem().to_owned());
+    assert_eq!(who(&server, &spare).await.unwrap().name, "reused");
+    // Compromised: never again, and no other certificate of the key is admitted, on a
+    // connection already open either.
+    let open = server.exchange(&spare).await;
     admin
         .revoke_certificate(revoke(second.serial.clone(), "key-compromise"))
         .await
@@ -1382,6 +1388,20 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
     let status = issue(&mut admin).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains(&second.serial), "{status:?}");
+    for refused in [
+        who(&server, &spare).await.unwrap_err(),
+        open.clone()
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        assert!(
+            refused.message().contains("reported compromised")
+                && refused.message().contains(&second.serial),
+            "{refused:?}"
+        );
+    }
 }
 
 /// Certificates made offline with the CA files: the server knows their keys only when

@@ -114,6 +114,9 @@ pub(super) enum Lapse {
     Expired,
     /// Its certificate has been revoked.
     Revoked,
+    /// Its certificate's key was reported compromised (another certificate of it was
+    /// revoked for keyCompromise).
+    KeyCompromised,
     /// Its certificate no longer chains to a CA of the bundle (a reload took the CA out).
     Untrusted,
     /// Its state has been suspended.
@@ -129,6 +132,7 @@ impl Lapse {
         match self {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
+            Self::KeyCompromised => "key_compromised",
             Self::Untrusted => "untrusted",
             Self::Suspended => "suspended",
             Self::NotVouched => "not_vouched",
@@ -152,6 +156,15 @@ impl Lapse {
             Self::Revoked => Status::unauthenticated(format!(
                 "client certificate {} has been revoked; ask your operator for a new one",
                 peer.serial()
+            )),
+            Self::KeyCompromised => Status::unauthenticated(format!(
+                "the key of client certificate {} was reported compromised (certificate {} \
+                 was revoked for key-compromise): make a new key (`tidemark pki csr`) and ask \
+                 your operator for a certificate of it",
+                peer.serial(),
+                trust
+                    .compromised_key(peer.key_fingerprint())
+                    .unwrap_or_default()
             )),
             Self::Untrusted => Status::unauthenticated(format!(
                 "client certificate {} no longer chains to a CA this exchange trusts (the CA \
@@ -196,6 +209,8 @@ pub(super) fn lapse(trust: &Trust, peer: &PeerIdentity) -> Option<Lapse> {
         Some(Lapse::Expired)
     } else if trust.revokes(peer.certificates()) {
         Some(Lapse::Revoked)
+    } else if trust.compromised_key(peer.key_fingerprint()).is_some() {
+        Some(Lapse::KeyCompromised)
     } else if !trust.chains_to_a_trusted_ca(peer.chain()) {
         Some(Lapse::Untrusted)
     } else if trust.partner_refuses(peer) {

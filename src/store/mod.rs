@@ -874,29 +874,34 @@ impl Store {
 
     /// A certificate of the key with this fingerprint that was revoked because the key was
     /// compromised (RFC 5280 reason keyCompromise), if any: such a key is not certified
-    /// again. The revocation names the key when the operator presented the certificate or
-    /// this server issued it; older revocations are matched through the issued records.
+    /// again ([`Self::compromised_keys`]).
     pub fn compromised_key(&self, fingerprint: &[u8]) -> Result<Option<String>, StoreError> {
+        Ok(self.compromised_keys()?.remove(fingerprint))
+    }
+
+    /// The keys (SHA-256 of their SubjectPublicKeyInfo) reported compromised, each with
+    /// the serial that says so: a serial revoked as compromised, for one issuer or for
+    /// every one, makes the key of every certificate of that serial known here — from
+    /// another revocation of it (the certificate presented) or from this server's record
+    /// of what it issued — compromised.
+    pub fn compromised_keys(
+        &self,
+    ) -> Result<std::collections::HashMap<Vec<u8>, String>, StoreError> {
         let revoked = self.revoked_certificates()?;
-        // Serials revoked as compromised, for one issuer or for every one: the key of any
-        // certificate of that serial known here — from another revocation of it (the
-        // certificate presented) or from this server's record — is compromised.
         let serials: std::collections::HashSet<&str> = revoked
             .iter()
             .filter(|r| r.compromised())
             .map(|r| r.serial.as_str())
             .collect();
-        if let Some(r) = revoked
+        let issued = self.issued_certificates()?;
+        let known = revoked
             .iter()
-            .find(|r| r.key_fingerprint == fingerprint && serials.contains(r.serial.as_str()))
-        {
-            return Ok(Some(r.serial.clone()));
-        }
-        Ok(self
-            .issued_certificates()?
-            .into_iter()
-            .find(|c| c.key_fingerprint == fingerprint && serials.contains(c.serial.as_str()))
-            .map(|c| c.serial))
+            .map(|r| (&r.key_fingerprint, &r.serial))
+            .chain(issued.iter().map(|c| (&c.key_fingerprint, &c.serial)));
+        Ok(known
+            .filter(|(key, serial)| !key.is_empty() && serials.contains(serial.as_str()))
+            .map(|(key, serial)| (key.clone(), serial.clone()))
+            .collect())
     }
 }
 

@@ -1383,6 +1383,33 @@ fn trail_journals(pki: &TestPki) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// The trail journal covers the whole log from the first start on: the give-to-get
+/// rules' leaf (no audit record) too, so the next start does not find the journal short
+/// of the log, as after a crash.
+#[tokio::test]
+async fn the_trail_journal_covers_the_rules_leaf_of_the_first_start() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let channel = server.channel(&node(&pki, "AUS")).await;
+    let size = common::log_size(&mut pb::transparency_client::TransparencyClient::new(
+        channel,
+    ))
+    .await;
+    assert!(size >= 1, "the rules are a leaf");
+    let journals = trail_journals(&pki);
+    let [journal] = journals.as_slice() else {
+        panic!("{journals:?}");
+    };
+    let text = std::fs::read_to_string(journal).unwrap();
+    let covered = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("leaves "))
+        .filter_map(|range| range.split_once(' '))
+        .filter_map(|(_, to)| to.parse::<u64>().ok())
+        .max();
+    assert_eq!(covered, Some(size), "{text}");
+}
+
 /// A restore does not take back the access trail: the audit records written after the
 /// backup (a state's read of another's reports, a refusal, the backup's own record) are
 /// written again at start from the trail journal beside the access journal, once, and

@@ -677,16 +677,27 @@ impl Store {
                 None => None,
             };
             if last.is_some_and(|last| rules(&last) == rules(&entry.encode())) {
-                false
+                None
             } else {
                 let leaf = tables.append(&entry)?;
                 meta.insert("policy_leaf", leaf.index)?;
                 tables.checkpoint(log)?;
-                true
+                Some(leaf.index + 1)
             }
         };
         tx.commit()?;
-        Ok(logged)
+        // The trail journal covers the leaf too (it holds no audit record), so that the
+        // next start does not find the journal short of the log.
+        if let (Some(log_size), Some(journal)) = (
+            logged,
+            self.trail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut(),
+        ) {
+            journal.append(&[], log_size);
+        }
+        Ok(logged.is_some())
     }
 
     /// Keeps `line`, witness `name`'s cosignature of the checkpoint of `size` leaves

@@ -430,7 +430,8 @@ impl Administration {
     /// Revokes a client `certificate` — named by serial (any common spelling; stored
     /// canonical) or presented — for an RFC 5280 reason name (`unspecified` when empty),
     /// effective at once, asked for by `operator` (a SPIFFE ID) on a connection with
-    /// certificate `caller` (serial), which it refuses to revoke. Serials are unique per
+    /// certificate `caller` (serial, and its key's SHA-256), which it refuses to revoke —
+    /// nor to report its key compromised through another certificate of it. Serials are unique per
     /// issuer only: by serial, `issuer` names the CA of the bundle whose certificate it
     /// is (its subject, RFC 4514); without it, a certificate issued through this server
     /// is revoked as its record names its issuer, and any other serial for every issuer.
@@ -440,7 +441,7 @@ impl Administration {
         &self,
         certificate: Named<'_>,
         reason: &str,
-        (operator, caller): (&str, &str),
+        (operator, (caller, caller_key)): (&str, (&str, &[u8])),
         now: i64,
     ) -> Result<Revocation, AdminError> {
         let (serial, issuer, issuer_name, holder, key_fingerprint) = match certificate {
@@ -496,6 +497,7 @@ impl Administration {
             Some(c) if key_fingerprint.is_empty() => c.key_fingerprint.clone(),
             _ => key_fingerprint,
         };
+        self.not_own_key(&serial, (reason, &key_fingerprint), caller_key)?;
         if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
             return Err(AdminError::OwnCertificate { serial, what });
         }
@@ -535,6 +537,34 @@ impl Administration {
             issued_here,
             crl_not_written,
         })
+    }
+
+    /// Refuses a revocation that would report the key of the caller's own certificate
+    /// compromised — the certificate of `serial` has it (`key`, as far as known), and
+    /// this revocation or an earlier one of the serial says key-compromise — which would
+    /// end the caller's access as revoking its own certificate would.
+    fn not_own_key(
+        &self,
+        serial: &str,
+        (reason, key): (&str, &[u8]),
+        caller_key: &[u8],
+    ) -> Result<(), AdminError> {
+        if caller_key.is_empty() {
+            return Ok(());
+        }
+        let earlier = self
+            .store
+            .revoked_certificates()?
+            .into_iter()
+            .filter(|r| r.serial == serial)
+            .collect::<Vec<_>>();
+        let compromise =
+            reason == "key-compromise" || earlier.iter().any(RevokedCertificate::compromised);
+        let shares = key == caller_key || earlier.iter().any(|r| r.key_fingerprint == caller_key);
+        if compromise && shares {
+            return Err(AdminError::OwnKey(serial.to_owned()));
+        }
+        Ok(())
     }
 
     /// The server's own SPIFFE ID: who records what no operator asked for.
@@ -795,6 +825,16 @@ pub enum AdminError {
          files)"
     )]
     OwnCall(String),
+    /// The certificate shares the key of the one the operator's call is made with, and
+    /// the key would be reported compromised.
+    #[error(
+        "certificate {0} has the key of the certificate making this call: reporting that \
+         key compromised would end your own access (and the last operator's would lock \
+         every operator out); make a new key and an operator certificate of it first \
+         (`tidemark pki issue --role operator` makes one from the CA files), then report \
+         the compromise from it"
+    )]
+    OwnKey(String),
     /// The serial is the exchange's own: the server's certificate or a CA's.
     #[error(
         "{serial} is the serial of {what}, which a CRL of this exchange cannot revoke: \
@@ -979,7 +1019,12 @@ mod tests {
             .issue_certificate((&csr(Role::RegionalAnalyst, "a1"), 30), ("op", now()))
             .unwrap();
         assert!(matches!(
-            admin.revoke_certificate(by_serial(&issued.serial, ""), "because", ("op", ""), 0),
+            admin.revoke_certificate(
+                by_serial(&issued.serial, ""),
+                "because",
+                ("op", ("", &[])),
+                0
+            ),
             Err(AdminError::Invalid {
                 field: "reason",
                 ..
@@ -997,7 +1042,7 @@ mod tests {
             .revoke_certificate(
                 by_serial(&upper_with_colons, ""),
                 "key-compromise",
-                ("op", ""),
+                ("op", ("", &[])),
                 0,
             )
             .unwrap();
@@ -1015,7 +1060,7 @@ mod tests {
         assert_eq!(revoked.issuer, record.issuer);
         assert!(!revoked.issuer.is_empty());
         let unknown = admin
-            .revoke_certificate(by_serial("0a1b2c", ""), "superseded", ("op", ""), 0)
+            .revoke_certificate(by_serial("0a1b2c", ""), "superseded", ("op", ("", &[])), 0)
             .unwrap();
         assert!(!unknown.issued_here, "a serial this server never issued");
         assert_eq!(unknown.record.issuer, "", "of every issuer");
@@ -1024,7 +1069,7 @@ mod tests {
             admin.revoke_certificate(
                 by_serial("0a1b2d", "CN=No Such CA"),
                 "superseded",
-                ("op", ""),
+                ("op", ("", &[])),
                 0
             ),
             Err(AdminError::Invalid {

@@ -988,6 +988,12 @@ impl Trust {
         )
     }
 
+    /// Whether the issued certificate `record` is still admitted: not revoked, and its
+    /// key not reported compromised.
+    pub(crate) fn is_issued_live(&self, record: &IssuedCertificate) -> bool {
+        !self.is_issued_revoked(record) && self.compromised_key(&record.key_fingerprint).is_none()
+    }
+
     /// The serial whose revocation reports this key (SHA-256 of its SubjectPublicKeyInfo)
     /// compromised, if one does: no certificate of the key is admitted.
     pub(crate) fn compromised_key(&self, fingerprint: &[u8]) -> Option<String> {

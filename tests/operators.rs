@@ -1447,39 +1447,26 @@ async fn a_key_reported_compromised_is_barred_however_the_certificate_was_named(
         let serial = who_serial(&issued.cert_pem);
         let mut answers = Vec::new();
         for (by_serial, reason) in revocations {
-            let request = if by_serial {
-                pb::RevokeCertificateRequest {
-                    serial: serial.clone(),
-                    ..Default::default()
-                }
-            } else {
-                pb::RevokeCertificateRequest {
-                    certificate_pem: issued.cert_pem.clone(),
-                    ..Default::default()
-                }
-            };
-            let request = pb::RevokeCertificateRequest {
-                reason: reason.to_owned(),
-                ..request
-            };
-            answers.push(
-                admin
-                    .revoke_certificate(request)
-                    .await
-                    .unwrap()
-                    .into_inner(),
-            );
+            let request = revoking(if by_serial { &serial } else { &issued.cert_pem }, reason);
+            let answer = admin.revoke_certificate(request).await.unwrap();
+            answers.push(answer.into_inner());
         }
         assert_eq!(
             answers[1].already_revoked, second_changes_nothing,
             "{name}: {answers:?}"
         );
+        // Presented again for another reason: the revocation that stands says compromise.
+        let again = admin
+            .revoke_certificate(revoking(&issued.cert_pem, "superseded"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            again.already_revoked && again.reason == "key-compromise",
+            "{name}: {again:?}"
+        );
         // Its key is not certified again, under another name.
-        let key = rcgen::KeyPair::from_pem(&issued.key_pem).unwrap();
-        let mut params = rcgen::CertificateParams::default();
-        let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/{name}-2");
-        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
-        let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let csr_pem = csr_of_key(&issued.key_pem, &format!("{name}-2"));
         let status = admin
             .issue_certificate(pb::IssueCertificateRequest { csr_pem, days: 1 })
             .await
@@ -1506,6 +1493,85 @@ async fn a_key_reported_compromised_is_barred_however_the_certificate_was_named(
         assert_eq!(listed.len(), 1, "{serial}: {entries:?}");
         assert_eq!(listed[0].1, Some(1), "{serial}: keyCompromise is reason 1");
     }
+}
+
+/// An operator cannot report its own key compromised through another certificate of it
+/// (that would end its own access, as revoking its own certificate would); another
+/// operator can, and the first is then shut out.
+#[tokio::test]
+async fn an_operator_cannot_report_its_own_key_compromised() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let principal = |role, name| Principal::new(TRUST_DOMAIN, role, name).unwrap();
+    let own = pki
+        .ca
+        .issue_client(
+            &principal(Role::Operator, "ops-own"),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let operator_identity = pki.identity(&own);
+    // A node certificate of the same key, made with the CA files.
+    let csr = pki::read_csr(&csr_of_key(&own.key_pem, "twin")).unwrap();
+    let twin = pki
+        .ca
+        .issue_from_csr(
+            &csr,
+            &principal(Role::Node(state("AUS")), "twin"),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let report = |reason: &str| revoking(&twin, reason);
+    let mut admin = server.admin(&operator_identity).await;
+    let refused = admin
+        .revoke_certificate(report("key-compromise"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("has the key of the certificate making this call"),
+        "{refused:?}"
+    );
+    who(&server, &operator_identity).await.unwrap();
+    // Another operator reports it: the first is shut out.
+    server
+        .admin(&operator(&pki))
+        .await
+        .revoke_certificate(report("key-compromise"))
+        .await
+        .unwrap();
+    let out = who(&server, &operator_identity).await.unwrap_err();
+    assert_eq!(out.code(), Code::Unauthenticated, "{out:?}");
+}
+
+/// A revocation of the certificate `named`: its PEM, or its serial.
+fn revoking(named: &str, reason: &str) -> pb::RevokeCertificateRequest {
+    let request = if named.contains("BEGIN CERTIFICATE") {
+        pb::RevokeCertificateRequest {
+            certificate_pem: named.to_owned(),
+            ..Default::default()
+        }
+    } else {
+        pb::RevokeCertificateRequest {
+            serial: named.to_owned(),
+            ..Default::default()
+        }
+    };
+    pb::RevokeCertificateRequest {
+        reason: reason.to_owned(),
+        ..request
+    }
+}
+
+/// A CSR of the key `key_pem` for AUS's node `name`.
+fn csr_of_key(key_pem: &str, name: &str) -> String {
+    let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    let uri = format!("spiffe://{TRUST_DOMAIN}/state/AUS/node/{name}");
+    params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+    params.serialize_request(&key).unwrap().pem().unwrap()
 }
 
 /// The CRL's entries: serial and reason code.

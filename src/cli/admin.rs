@@ -140,8 +140,8 @@ enum AdminCommand {
     /// certificates `serve` wrote into certs/; `--expiring 30d` shows those that need
     /// renewal. Certificates made offline with `tidemark pki issue` are not listed.
     Certs {
-        /// Only those expiring within this many days (1 or more, e.g. 30 or 30d) and not
-        /// revoked: those that need renewal.
+        /// Only those expiring within this many days (1 or more, e.g. 30 or 30d), not
+        /// revoked and of a key not reported compromised: those that need renewal.
         #[arg(long, value_name = "DAYS", value_parser = expiring_days)]
         expiring: Option<u32>,
     },
@@ -330,7 +330,7 @@ async fn run_certificates(
                         c.serial,
                         c.spiffe_id,
                         format_time(c.not_after_unix),
-                        if c.revoked { " REVOKED" } else { "" }
+                        standing(c)
                     )?;
                 }
                 for standing in &s.standing {
@@ -654,6 +654,21 @@ async fn register_key(
     Ok(())
 }
 
+/// What a listed certificate's line ends with: REVOKED, or KEY COMPROMISED naming the
+/// revocation that says so, or nothing for one still admitted.
+fn standing(c: &pb::IssuedCertificateInfo) -> String {
+    if c.revoked {
+        " REVOKED".to_owned()
+    } else if !c.key_compromised_by.is_empty() {
+        format!(
+            " KEY COMPROMISED (certificate {} was revoked for key-compromise)",
+            c.key_compromised_by
+        )
+    } else {
+        String::new()
+    }
+}
+
 async fn certs(
     admin: &mut AdminClient<tonic::transport::Channel>,
     days: u32,
@@ -673,7 +688,7 @@ async fn certs(
             c.serial,
             c.spiffe_id,
             format_time(c.not_after_unix),
-            if c.revoked { " REVOKED" } else { "" }
+            standing(c)
         )?;
     }
     if certs.is_empty() {

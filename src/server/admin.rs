@@ -445,6 +445,11 @@ impl pb::admin_server::Admin for AdminService {
                     spiffe_id: c.spiffe_id.clone(),
                     not_after_unix: c.not_after,
                     revoked: self.ctx.trust.is_issued_revoked(c),
+                    key_compromised_by: self
+                        .ctx
+                        .trust
+                        .compromised_key(&c.key_fingerprint)
+                        .unwrap_or_default(),
                 })
                 .collect();
             info.signing_keys = keys
@@ -490,15 +495,20 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
         let operator = require_operator(&request)?;
-        let caller = auth::peer(&request)?.serial().to_owned();
+        let peer = auth::peer(&request)?;
+        let (caller, caller_key) = (peer.serial().to_owned(), *peer.key_fingerprint());
         let req = request.into_inner();
         let now = self.ctx.clock.now();
         let made = self
             .ctx
             .blocking(move |ctx| {
                 let named = Named::of(&req.serial, &req.issuer, &req.certificate_pem)?;
-                ctx.admin
-                    .revoke_certificate(named, &req.reason, (&operator, &caller), now)
+                ctx.admin.revoke_certificate(
+                    named,
+                    &req.reason,
+                    (&operator, (&caller, &caller_key)),
+                    now,
+                )
             })
             .await?;
         let record = made.record;
@@ -554,12 +564,17 @@ impl pb::admin_server::Admin for AdminService {
             .filter(|c| within == 0 || c.not_after <= horizon)
             .map(|c| pb::IssuedCertificateInfo {
                 revoked: self.ctx.trust.is_issued_revoked(&c),
+                key_compromised_by: self
+                    .ctx
+                    .trust
+                    .compromised_key(&c.key_fingerprint)
+                    .unwrap_or_default(),
                 serial: c.serial,
                 spiffe_id: c.spiffe_id,
                 not_after_unix: c.not_after,
             })
-            // A revoked certificate needs no renewal.
-            .filter(|c| within == 0 || !c.revoked)
+            // A revoked certificate, or one of a compromised key, needs no renewal.
+            .filter(|c| within == 0 || (!c.revoked && c.key_compromised_by.is_empty()))
             .collect::<Vec<_>>();
         let expiring = if within == 0 {
             String::new()

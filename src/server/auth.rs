@@ -159,8 +159,8 @@ impl Lapse {
             )),
             Self::KeyCompromised => Status::unauthenticated(format!(
                 "the key of client certificate {} was reported compromised (certificate {} \
-                 was revoked for key-compromise): make a new key (`tidemark pki csr`) and ask \
-                 your operator for a certificate of it",
+                 was revoked for key-compromise): make a new key and have a certificate made \
+                 for it (`tidemark pki csr`, then your operator or your state's CA)",
                 peer.serial(),
                 trust
                     .compromised_key(peer.key_fingerprint())

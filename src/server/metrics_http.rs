@@ -62,7 +62,7 @@ impl Sources {
         }
         let mut certificates = std::collections::BTreeMap::<String, i64>::new();
         for cert in self.store.issued_certificates()? {
-            if self.trust.is_issued_revoked(&cert) {
+            if !self.trust.is_issued_live(&cert) {
                 continue;
             }
             let state = Principal::from_spiffe_id(&cert.spiffe_id, &self.trust_domain)

@@ -648,9 +648,10 @@ fn warn_expiring(trust: &Trust, store: &Store, now: i64) {
     }
     match store.issued_certificates() {
         Ok(certs) => {
-            for c in certs.iter().filter(|c| {
-                c.not_after <= horizon && c.not_after > now && !trust.is_issued_revoked(c)
-            }) {
+            for c in certs
+                .iter()
+                .filter(|c| c.not_after <= horizon && c.not_after > now && trust.is_issued_live(c))
+            {
                 tracing::warn!(
                     serial = %c.serial,
                     principal = %c.spiffe_id,

@@ -285,6 +285,7 @@ impl From<AdminError> for Status {
             AdminError::NoCaKey { .. }
             | AdminError::OwnCertificate { .. }
             | AdminError::OwnCall(_)
+            | AdminError::OwnKey(_)
             | AdminError::CompromisedKey { .. }
             | AdminError::NotEnrolled(_)
             | AdminError::Suspended(_)

@@ -378,12 +378,36 @@ pub(super) fn apply(
                     None => AdminApplied::Revoked(first, false),
                 }
             } else {
+                if record.issuer.is_empty() {
+                    // For every issuer: each issuer's revocation of the serial already
+                    // made takes the compromise too (its time stays).
+                    for known in issuers_revocations(tx, &record.serial)? {
+                        if let Some(learnt) = known.learning_compromise(record) {
+                            put(tx, REVOKED_CERTS, &learnt.key(), &learnt)?;
+                        }
+                    }
+                }
                 put(tx, REVOKED_CERTS, &record.key(), record)?;
                 AdminApplied::Revoked(record.clone(), true)
             }
         }
     };
     Ok(Ok(applied))
+}
+
+/// The revocations of `serial` that name their issuer.
+fn issuers_revocations(
+    tx: &WriteTransaction,
+    serial: &str,
+) -> Result<Vec<RevokedCertificate>, StoreError> {
+    // Keys are `serial@issuer`: from `serial@` up to `serialA` ('A' follows '@').
+    let (from, to) = (format!("{serial}@"), format!("{serial}A"));
+    let table = tx.open_table(REVOKED_CERTS)?;
+    let mut found = Vec::new();
+    for entry in table.range::<&str>(from.as_str()..to.as_str())? {
+        found.push(decode(entry?.1.value())?);
+    }
+    Ok(found)
 }
 
 pub(super) fn get<M: Message + Default>(

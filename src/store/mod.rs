@@ -891,27 +891,38 @@ impl Store {
     }
 
     /// The keys (SHA-256 of their SubjectPublicKeyInfo) reported compromised, each with
-    /// the serial that says so: a serial revoked as compromised, for one issuer or for
-    /// every one, makes the key of every certificate of that serial known here — from
-    /// another revocation of it (the certificate presented) or from this server's record
-    /// of what it issued — compromised.
+    /// the serial that says so: a certificate revoked as compromised — of one issuer, or
+    /// a serial of every issuer — makes the key of each certificate it covers that is
+    /// known here (from another revocation of it that presented the certificate, or from
+    /// this server's record of what it issued) compromised. Serials are unique per
+    /// issuer only: another issuer's certificate of the serial is not covered (a record
+    /// that names no issuer, made before issuers were kept, is).
     pub fn compromised_keys(
         &self,
     ) -> Result<std::collections::HashMap<Vec<u8>, String>, StoreError> {
         let revoked = self.revoked_certificates()?;
-        let serials: std::collections::HashSet<&str> = revoked
+        let compromised: Vec<(&str, &str)> = revoked
             .iter()
             .filter(|r| r.compromised())
-            .map(|r| r.serial.as_str())
+            .map(|r| (r.serial.as_str(), r.issuer.as_str()))
             .collect();
+        let covered = |serial: &str, issuer: &str| {
+            compromised
+                .iter()
+                .any(|(s, i)| *s == serial && (i.is_empty() || issuer.is_empty() || *i == issuer))
+        };
         let issued = self.issued_certificates()?;
         let known = revoked
             .iter()
-            .map(|r| (&r.key_fingerprint, &r.serial))
-            .chain(issued.iter().map(|c| (&c.key_fingerprint, &c.serial)));
+            .map(|r| (&r.key_fingerprint, &r.serial, &r.issuer))
+            .chain(
+                issued
+                    .iter()
+                    .map(|c| (&c.key_fingerprint, &c.serial, &c.issuer)),
+            );
         Ok(known
-            .filter(|(key, serial)| !key.is_empty() && serials.contains(serial.as_str()))
-            .map(|(key, serial)| (key.clone(), serial.clone()))
+            .filter(|(key, serial, issuer)| !key.is_empty() && covered(serial, issuer))
+            .map(|(key, serial, _)| (key.clone(), serial.clone()))
             .collect())
     }
 }
@@ -1036,8 +1047,71 @@ impl From<redb::TransactionError> for KeyRegistryError {
 
 #[cfg(test)]
 mod tests {
-    use super::{COSIGNATURES, Store};
+    use super::{AdminChange, COSIGNATURES, IssuedCertificate, RevokedCertificate, Store};
     use crate::{config::StoreConfig, tlog::cosignature::Cosigner};
+
+    /// A certificate revoked as compromised makes the keys compromised of the
+    /// certificates it covers only: of its issuer, or of every issuer for a serial alone —
+    /// not another issuer's certificate of the same serial (serials are unique per issuer).
+    #[test]
+    fn a_compromise_covers_its_own_issuers_certificate_of_the_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+        let (ours, partner) = ("a".repeat(64), "b".repeat(64));
+        let issued = IssuedCertificate {
+            serial: "1fa0".to_owned(),
+            spiffe_id: "spiffe://tidemark.local/state/AUS/node/n".to_owned(),
+            not_after: 2_000_000_000,
+            issued_at: 1,
+            key_fingerprint: vec![7; 32],
+            issuer: ours.clone(),
+        };
+        store.change(&AdminChange::Issued(issued)).unwrap();
+        let compromise = |issuer: &str| RevokedCertificate {
+            serial: "1fa0".to_owned(),
+            reason: 1,
+            reason_name: "key-compromise".to_owned(),
+            revoked_at: 100,
+            issuer: issuer.to_owned(),
+            ..RevokedCertificate::default()
+        };
+        store
+            .revoke_certificate_for_tests(compromise(&partner))
+            .unwrap();
+        assert_eq!(
+            store.compromised_key(&[7; 32]).unwrap(),
+            None,
+            "another issuer's"
+        );
+        store
+            .revoke_certificate_for_tests(compromise(&ours))
+            .unwrap();
+        assert_eq!(
+            store.compromised_key(&[7; 32]).unwrap().as_deref(),
+            Some("1fa0")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();
+        store
+            .change(&AdminChange::Issued(IssuedCertificate {
+                key_fingerprint: vec![8; 32],
+                serial: "2b".to_owned(),
+                issuer: ours,
+                ..IssuedCertificate::default()
+            }))
+            .unwrap();
+        store
+            .revoke_certificate_for_tests(RevokedCertificate {
+                serial: "2b".to_owned(),
+                ..compromise("")
+            })
+            .unwrap();
+        assert_eq!(
+            store.compromised_key(&[8; 32]).unwrap().as_deref(),
+            Some("2b"),
+            "every issuer's"
+        );
+    }
 
     /// A store another process (or this one) has open is refused, saying what to do.
     #[test]

@@ -24,7 +24,6 @@ use tidemark::{
     Store,
     envelope::{self, REPORT_PAYLOAD_TYPE},
     internals, sample,
-    signing::SigningKey,
 };
 
 #[tokio::main]
@@ -37,16 +36,7 @@ async fn main() {
     let config = bench.config.clone();
     let store = Store::open(&config.store).unwrap();
     let states = common::nodes_of_states(&store);
-    let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
-    let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
-    let (writer, thread) = store
-        .start_writer(
-            tidemark::clock::Clock::system(),
-            1024,
-            Arc::new(log),
-            Arc::default(),
-        )
-        .unwrap();
+    let (writer, thread) = common::start_writer(&config, &store);
     let writer_tid = writer_thread_id();
 
     eprintln!("writer alone: {reports} reports per round, {in_flight} in flight");

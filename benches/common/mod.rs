@@ -145,6 +145,24 @@ pub fn nodes_of_states(store: &Store) -> Vec<(&'static str, SigningKey, PeerIden
         .collect()
 }
 
+/// Starts `store`'s writer, signing checkpoints with `config`'s receipt key, batches of
+/// up to 1,024.
+pub fn start_writer(
+    config: &Config,
+    store: &Store,
+) -> (internals::Writer, internals::WriterThread) {
+    let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
+    let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
+    store
+        .start_writer(
+            tidemark::clock::Clock::system(),
+            1024,
+            Arc::new(log),
+            Arc::default(),
+        )
+        .unwrap()
+}
+
 /// Loads `reports` synthetic reports through the real submission path (verify,
 /// validate, group commit), several submitters at once.
 pub async fn load(config: &Config, reports: usize) {
@@ -154,16 +172,7 @@ pub async fn load(config: &Config, reports: usize) {
         .map(|(_, key, peer)| (Arc::new(key), Arc::new(peer)))
         .unzip();
     let nodes = Arc::new(nodes);
-    let receipt_key = SigningKey::from_file(&config.signing.receipt_key).unwrap();
-    let log = tidemark::tlog::LogSigner::from_key(&config.log_origin(), &receipt_key).unwrap();
-    let (writer, thread) = store
-        .start_writer(
-            tidemark::clock::Clock::system(),
-            1024,
-            Arc::new(log),
-            Arc::default(),
-        )
-        .unwrap();
+    let (writer, thread) = start_writer(config, &store);
     let workers = 8;
     let mut tasks = Vec::new();
     for w in 0..workers {

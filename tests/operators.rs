@@ -1381,10 +1381,31 @@ async fn a_key_revoked_as_compromised_is_not_certified_again() {
     // Compromised: never again, and no other certificate of the key is admitted, on a
     // connection already open either.
     let open = server.exchange(&spare).await;
+    // A stream already open on it, too: a health Watch (it needs no standing).
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut watch =
+        tonic_health::pb::health_client::HealthClient::new(server.channel(&spare).await)
+            .watch(check)
+            .await
+            .unwrap()
+            .into_inner();
+    watch.message().await.unwrap().unwrap();
     admin
         .revoke_certificate(revoke(second.serial.clone(), "key-compromise"))
         .await
         .unwrap();
+    let ended = loop {
+        let next = tokio::time::timeout(Duration::from_secs(3), watch.message())
+            .await
+            .expect("the open watch of a compromised key's certificate still runs 3 s on");
+        if !matches!(next, Ok(Some(_))) {
+            break next;
+        }
+    };
+    let ended = ended.expect_err("the watch ends refused");
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     let status = issue(&mut admin).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains(&second.serial), "{status:?}");

@@ -372,8 +372,8 @@ impl Administration {
         }
         let csr =
             pki::read_csr(crate::files::without_bom(csr_pem)).map_err(|e| invalid("csr_pem", e))?;
-        if let Some(serial) = self.store.compromised_key(&csr.key_fingerprint())? {
-            return Err(AdminError::CompromisedKey { serial });
+        if let Some(by) = self.store.compromised_key(&csr.key_fingerprint())? {
+            return Err(AdminError::CompromisedKey { by });
         }
         let uri = csr.requested_uri();
         let principal = Principal::from_spiffe_id(uri, &self.trust_domain).map_err(|e| {
@@ -436,7 +436,10 @@ impl Administration {
     /// is (its subject, RFC 4514); without it, a certificate issued through this server
     /// is revoked as its record names its issuer, and any other serial for every issuer.
     /// A presented certificate is revoked for its own issuer, a CA of the bundle or an
-    /// intermediate CA, once its path is verified ([`Trust::presented`]).
+    /// intermediate CA, once its path is verified ([`Trust::presented`]). The revocation
+    /// keeps the certificate's key when it is known — presented, issued here, or seen in
+    /// a handshake since the server started ([`Trust::seen_key`]) — so that a
+    /// key-compromise bars every certificate of the key.
     pub(crate) fn revoke_certificate(
         &self,
         certificate: Named<'_>,
@@ -493,9 +496,19 @@ impl Administration {
             Some(c) if holder.is_empty() => c.spiffe_id.clone(),
             _ => holder,
         };
+        // By serial alone, its key is known from the record of one issued here, or from
+        // a handshake that presented it since the server started.
         let key_fingerprint = match &on_record {
             Some(c) if key_fingerprint.is_empty() => c.key_fingerprint.clone(),
             _ => key_fingerprint,
+        };
+        let key_fingerprint = if key_fingerprint.is_empty() {
+            self.trust
+                .seen_key(&serial, &issuer)
+                .map(|key| key.to_vec())
+                .unwrap_or_default()
+        } else {
+            key_fingerprint
         };
         self.not_own_key(&serial, (reason, &key_fingerprint), caller_key)?;
         if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
@@ -810,12 +823,13 @@ pub enum AdminError {
     },
     /// The CSR's key was reported compromised.
     #[error(
-        "this CSR's key was reported compromised (certificate {serial} was revoked for \
+        "this CSR's key was reported compromised (certificate {by} was revoked for \
          key-compromise); make a new key and CSR (`tidemark pki csr`)"
     )]
     CompromisedKey {
-        /// The revoked certificate that reported it.
-        serial: String,
+        /// The revoked certificate that reported it: its serial, and its issuer when the
+        /// revocation names one.
+        by: String,
     },
     /// The certificate is the one the operator's call is made with.
     #[error(

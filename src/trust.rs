@@ -116,6 +116,12 @@ pub(crate) struct Trust {
     /// reload takes only `[tls] partner_cas` from it again, and says which other
     /// settings changed since and wait for a restart.
     config_at_start: Option<crate::config::Config>,
+    /// The key (SHA-256 of its SubjectPublicKeyInfo) of each client certificate a
+    /// handshake presented since the server started, by issuer and serial (at most
+    /// [`MAX_KNOWN_CHAINS`], all forgotten when full): a revocation by serial of one made
+    /// offline then names its key, as presenting the certificate would
+    /// ([`Trust::seen_key`]).
+    seen_keys: Mutex<std::collections::HashMap<CertificateId, [u8; 32]>>,
 }
 
 struct State {
@@ -545,7 +551,39 @@ impl Trust {
             rebuilding: Mutex::new(()),
             generation: watch::Sender::new(0),
             config_at_start,
+            seen_keys: Mutex::default(),
         })
+    }
+
+    /// Keeps the key of the client certificate `peer` presented in a handshake.
+    pub(crate) fn saw(&self, peer: &PeerIdentity) {
+        let Some(leaf) = peer.certificates().first() else {
+            return;
+        };
+        let mut seen = self
+            .seen_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= MAX_KNOWN_CHAINS && !seen.contains_key(leaf) {
+            seen.clear();
+        }
+        seen.insert(leaf.clone(), *peer.key_fingerprint());
+    }
+
+    /// The key of the client certificates of `serial` a handshake presented since the
+    /// server started — of `issuer` ([`crate::identity::issuer_id`]), or of any issuer
+    /// when it is empty — if they were of one key.
+    pub(crate) fn seen_key(&self, serial: &str, issuer: &str) -> Option<[u8; 32]> {
+        let seen = self
+            .seen_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut keys = seen
+            .iter()
+            .filter(|(id, _)| id.serial == serial && (issuer.is_empty() || id.issuer == issuer))
+            .map(|(_, key)| *key);
+        let first = keys.next()?;
+        keys.all(|key| key == first).then_some(first)
     }
 
     /// The settings of the configuration file, besides `[tls] partner_cas`, whose values

@@ -21,7 +21,7 @@ use tidemark::{
     clock::Clock,
     identity::{Principal, Role},
     pb,
-    pki::{self, CertificateAuthority, Validity},
+    pki::{self, CertificateAuthority, IssuedCert, Validity},
 };
 use tonic::Code;
 
@@ -1565,6 +1565,111 @@ async fn an_operator_cannot_report_its_own_key_compromised() {
         .unwrap();
     let out = who(&server, &operator_identity).await.unwrap_err();
     assert_eq!(out.code(), Code::Unauthenticated, "{out:?}");
+}
+
+/// A certificate made offline is known by its key once a handshake has presented it: a
+/// compromise reported by its serial alone then bars every certificate of the key (and
+/// is refused when that key is the caller's own); a serial the server never saw is
+/// revoked without its key, and the answer says so.
+#[tokio::test]
+async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let principal = |role, name| Principal::new(TRUST_DOMAIN, role, name).unwrap();
+    let node = pki
+        .ca
+        .issue_client(
+            &principal(Role::Node(state("AUS")), "main"),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    // A second certificate of the node's key, made with the CA files (not issued here).
+    let spare = IssuedCert {
+        cert_pem: pki
+            .ca
+            .issue_from_csr(
+                &pki::read_csr(&csr_of_key(&node.key_pem, "spare")).unwrap(),
+                &principal(Role::Node(state("AUS")), "spare"),
+                Validity::days_from_now(1),
+            )
+            .unwrap(),
+        key_pem: node.key_pem.clone(),
+    };
+    let mut admin = server.admin(&operator(&pki)).await;
+    // Never presented: revoked by serial without its key.
+    let unseen = admin
+        .revoke_certificate(revoking(&who_serial(&spare.cert_pem), "key-compromise"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unseen.key_sha256.is_empty(), "{unseen:?}");
+    who(&server, &pki.identity(&node)).await.unwrap();
+    // Another one of the key, presented in a handshake (refused as revoked or not).
+    let third = IssuedCert {
+        cert_pem: pki
+            .ca
+            .issue_from_csr(
+                &pki::read_csr(&csr_of_key(&node.key_pem, "third")).unwrap(),
+                &principal(Role::Node(state("AUS")), "third"),
+                Validity::days_from_now(1),
+            )
+            .unwrap(),
+        key_pem: node.key_pem.clone(),
+    };
+    who(&server, &pki.identity(&third)).await.unwrap();
+    let mut open = server.exchange(&pki.identity(&node)).await;
+    open.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+    let seen = admin
+        .revoke_certificate(revoking(&who_serial(&third.cert_pem), "key-compromise"))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = pki::read_csr(&csr_of_key(&node.key_pem, "k"))
+        .unwrap()
+        .key_fingerprint();
+    assert_eq!(seen.key_sha256, hex::encode(key), "{seen:?}");
+    for mut exchange in [open, server.exchange(&pki.identity(&node)).await] {
+        let refused = exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+        assert!(
+            refused.message().contains("reported compromised")
+                && refused.message().contains(&format!(
+                    "certificate {} was revoked",
+                    who_serial(&third.cert_pem)
+                ))
+                && refused.message().contains(" of serialNumber="),
+            "names the revocation, and the certificate's issuer: {refused:?}"
+        );
+    }
+    // The operator's own key, seen through another certificate, by serial: refused.
+    let own = pki
+        .ca
+        .issue_client(
+            &principal(Role::Operator, "ops-own"),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let twin = IssuedCert {
+        cert_pem: pki
+            .ca
+            .issue_from_csr(
+                &pki::read_csr(&csr_of_key(&own.key_pem, "twin")).unwrap(),
+                &principal(Role::Node(state("AUS")), "twin"),
+                Validity::days_from_now(1),
+            )
+            .unwrap(),
+        key_pem: own.key_pem.clone(),
+    };
+    who(&server, &pki.identity(&twin)).await.unwrap();
+    let refused = server
+        .admin(&pki.identity(&own))
+        .await
+        .revoke_certificate(revoking(&who_serial(&twin.cert_pem), "key-compromise"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    who(&server, &pki.identity(&own)).await.unwrap();
 }
 
 /// A revocation of the certificate `named`: its PEM, or its serial.

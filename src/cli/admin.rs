@@ -504,6 +504,23 @@ async fn revoke(
     if !r.holder.is_empty() {
         outln!("holder: {}", r.holder)?;
     }
+    let compromise = r.reason == "key-compromise";
+    if compromise && !r.key_sha256.is_empty() {
+        outln!(
+            "key sha256:{} reported compromised: every certificate of it is refused, on \
+             new calls and on those in progress, and it is not certified again",
+            r.key_sha256
+        )?;
+    } else if compromise {
+        errln!(
+            "warning: the server does not know this certificate's key (it did not issue \
+             it, and no handshake has presented it since the server started): only serial \
+             {}{of} is refused. Other certificates of the same key stay valid until you \
+             present this one: `tidemark admin revoke --certificate FILE --reason \
+             key-compromise`",
+            r.serial
+        );
+    }
     // (Said when it was revoked; again, it would contradict "nothing changed".)
     if !r.issued_here && !presented && !r.already_revoked {
         errln!(
@@ -654,18 +671,19 @@ async fn register_key(
     Ok(())
 }
 
-/// What a listed certificate's line ends with: REVOKED, or KEY COMPROMISED naming the
-/// revocation that says so, or nothing for one still admitted.
+/// What a listed certificate's line ends with: REVOKED, and KEY COMPROMISED naming the
+/// revocation that says so (its own, or another certificate's of its key), or nothing
+/// for one still admitted.
 fn standing(c: &pb::IssuedCertificateInfo) -> String {
-    if c.revoked {
-        " REVOKED".to_owned()
-    } else if !c.key_compromised_by.is_empty() {
+    let revoked = if c.revoked { " REVOKED" } else { "" };
+    if c.key_compromised_by.is_empty() {
+        revoked.to_owned()
+    } else {
+        let and = if c.revoked { "," } else { "" };
         format!(
-            " KEY COMPROMISED (certificate {} was revoked for key-compromise)",
+            "{revoked}{and} KEY COMPROMISED (certificate {} was revoked for key-compromise)",
             c.key_compromised_by
         )
-    } else {
-        String::new()
     }
 }
 

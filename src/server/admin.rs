@@ -528,6 +528,7 @@ impl pb::admin_server::Admin for AdminService {
             issued_here: made.issued_here,
             crl_not_written: made.crl_not_written.unwrap_or_default(),
             holder: record.holder,
+            key_sha256: hex::encode(&record.key_fingerprint),
         }))
     }
     async fn reload_tls(

@@ -158,10 +158,11 @@ impl Lapse {
                 peer.serial()
             )),
             Self::KeyCompromised => Status::unauthenticated(format!(
-                "the key of client certificate {} was reported compromised (certificate {} \
-                 was revoked for key-compromise): make a new key and have a certificate made \
-                 for it (`tidemark pki csr`, then your operator or your state's CA)",
+                "the key of client certificate {} of {} was reported compromised (certificate \
+                 {} was revoked for key-compromise): make a new key and have a certificate \
+                 made for it (`tidemark pki csr`, then your operator or your state's CA)",
                 peer.serial(),
+                peer.issuer_name(),
                 trust
                     .compromised_key(peer.key_fingerprint())
                     .unwrap_or_default()

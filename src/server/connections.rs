@@ -118,6 +118,7 @@ impl Connections {
             Some(peer.with_chain(chain))
         });
         if let Some(identity) = identity {
+            self.trust.saw(&identity);
             let principal = identity.principal().spiffe_id();
             let lapse = auth::lapse(&self.trust, &identity);
             // Counted among its principal's connections only if it speaks for that

@@ -884,14 +884,15 @@ impl Store {
     }
 
     /// A certificate of the key with this fingerprint that was revoked because the key was
-    /// compromised (RFC 5280 reason keyCompromise), if any: such a key is not certified
+    /// compromised (RFC 5280 reason keyCompromise), if any, named by serial and issuer: such a key is not certified
     /// again ([`Self::compromised_keys`]).
     pub fn compromised_key(&self, fingerprint: &[u8]) -> Result<Option<String>, StoreError> {
         Ok(self.compromised_keys()?.remove(fingerprint))
     }
 
     /// The keys (SHA-256 of their SubjectPublicKeyInfo) reported compromised, each with
-    /// the serial that says so: a certificate revoked as compromised — of one issuer, or
+    /// the revocation that says so ([`RevokedCertificate::named`]: its serial, and its
+    /// issuer when it names one): a certificate revoked as compromised — of one issuer, or
     /// a serial of every issuer — makes the key of each certificate it covers that is
     /// known here (from another revocation of it that presented the certificate, or from
     /// this server's record of what it issued) compromised. Serials are unique per
@@ -901,15 +902,13 @@ impl Store {
         &self,
     ) -> Result<std::collections::HashMap<Vec<u8>, String>, StoreError> {
         let revoked = self.revoked_certificates()?;
-        let compromised: Vec<(&str, &str)> = revoked
-            .iter()
-            .filter(|r| r.compromised())
-            .map(|r| (r.serial.as_str(), r.issuer.as_str()))
-            .collect();
+        let compromised: Vec<&RevokedCertificate> =
+            revoked.iter().filter(|r| r.compromised()).collect();
         let covered = |serial: &str, issuer: &str| {
-            compromised
-                .iter()
-                .any(|(s, i)| *s == serial && (i.is_empty() || issuer.is_empty() || *i == issuer))
+            compromised.iter().find(|r| {
+                r.serial == serial
+                    && (r.issuer.is_empty() || issuer.is_empty() || r.issuer == issuer)
+            })
         };
         let issued = self.issued_certificates()?;
         let known = revoked
@@ -921,8 +920,10 @@ impl Store {
                     .map(|c| (&c.key_fingerprint, &c.serial, &c.issuer)),
             );
         Ok(known
-            .filter(|(key, serial, issuer)| !key.is_empty() && covered(serial, issuer))
-            .map(|(key, serial, _)| (key.clone(), serial.clone()))
+            .filter(|(key, _, _)| !key.is_empty())
+            .filter_map(|(key, serial, issuer)| {
+                Some((key.clone(), covered(serial, issuer)?.named()))
+            })
             .collect())
     }
 }
@@ -1073,6 +1074,11 @@ mod tests {
             reason_name: "key-compromise".to_owned(),
             revoked_at: 100,
             issuer: issuer.to_owned(),
+            issuer_name: if issuer.is_empty() {
+                String::new()
+            } else {
+                format!("CN={issuer}")
+            },
             ..RevokedCertificate::default()
         };
         store
@@ -1087,8 +1093,9 @@ mod tests {
             .revoke_certificate_for_tests(compromise(&ours))
             .unwrap();
         assert_eq!(
-            store.compromised_key(&[7; 32]).unwrap().as_deref(),
-            Some("1fa0")
+            store.compromised_key(&[7; 32]).unwrap(),
+            Some(format!("1fa0 of CN={ours}")),
+            "named with its issuer"
         );
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::in_dir(dir.path())).unwrap();

@@ -11,6 +11,9 @@
 //! checkpoint by the same witness only if it is not older: the checkpoint never shows a
 //! witness's time going backwards or a time that has not come yet (a held time that is
 //! still in the future, kept before these rules, gives way to any valid cosignature).
+//! An older one that verifies is answered as cosigned — the checkpoint carries that
+//! witness's cosignature already — with the later time held ([`Cosigned::newer_held`]):
+//! a witness whose clock ran ahead and was set back is not refused until it catches up.
 
 use crate::{
     country::CountryCode,
@@ -28,13 +31,28 @@ use crate::{
 /// checkpoint's last entry was written, in seconds.
 pub const MAX_CLOCK_SKEW: u64 = 300;
 
+/// The bytes of a tlog-cosignature/v1 line after its key id: the time (8, big-endian)
+/// and the Ed25519 signature (64).
+const COSIGNATURE_LEN: usize = 72;
+
 /// The name a state's witness cosigns under.
 pub fn witness_name(origin: &str, state: CountryCode) -> String {
     format!("{origin}/witness/{state}")
 }
 
-/// Keeps `line`, `state`'s witness's cosignature of the checkpoint of `size` leaves, and
-/// returns that checkpoint with every cosignature now held for it.
+/// A checkpoint cosigned.
+#[derive(Debug)]
+pub(crate) struct Cosigned {
+    /// The checkpoint with every cosignature now held for it.
+    pub(crate) checkpoint: String,
+    /// The time of the same witness's later cosignature of it, held and kept, when the
+    /// one given is older (and so not kept).
+    pub(crate) newer_held: Option<u64>,
+}
+
+/// Keeps `line`, `state`'s witness's cosignature of the checkpoint of `size` leaves
+/// (unless the same witness's cosignature of it with a later time is held), and returns
+/// that checkpoint with every cosignature now held for it.
 pub(crate) fn accept(
     store: &Store,
     log: &LogSigner,
@@ -42,8 +60,11 @@ pub(crate) fn accept(
     size: u64,
     line: &str,
     now: i64,
-) -> Result<String, CosignError> {
+) -> Result<Cosigned, CosignError> {
     let cosignature = note::parse_signature(line).map_err(CosignError::Malformed)?;
+    if cosignature.signature.len() != COSIGNATURE_LEN {
+        return Err(CosignError::NotCosignatureV1(cosignature.signature.len()));
+    }
     let name = witness_name(log.origin(), state);
     if cosignature.name != name {
         return Err(CosignError::WrongName {
@@ -109,14 +130,15 @@ pub(crate) fn accept(
             signed: written,
         });
     }
-    if let Some(held) = store.add_cosignature(size, &name, line, (time, latest))? {
-        return Err(CosignError::Older { time, held });
-    }
+    let newer_held = store.add_cosignature(size, &name, line, (time, latest))?;
     let cosigned = store
         .log()?
         .checkpoint_at(size)?
         .ok_or(CosignError::NoCheckpoint(size))?;
-    Ok(cosigned.note)
+    Ok(Cosigned {
+        checkpoint: cosigned.note,
+        newer_held,
+    })
 }
 
 /// Why a cosignature was not kept.
@@ -126,6 +148,12 @@ pub enum CosignError {
     /// The line is not a note signature line.
     #[error("the cosignature is not a note signature line: {0}")]
     Malformed(NoteError),
+    /// The signature is not of a tlog-cosignature/v1 line's length.
+    #[error(
+        "the cosignature holds {0} bytes after its key id; a tlog-cosignature/v1 line holds \
+         {COSIGNATURE_LEN} (an 8-byte time and a 64-byte Ed25519 signature)"
+    )]
+    NotCosignatureV1(usize),
     /// The witness name is not the caller's state's.
     #[error("the cosignature is by {found:?}; this state's witness cosigns as {expected:?}")]
     WrongName {
@@ -193,17 +221,6 @@ pub enum CosignError {
         time: u64,
         /// When the checkpoint's last entry was written.
         signed: u64,
-    },
-    /// A later cosignature of the same checkpoint by the same witness is held.
-    #[error(
-        "a later cosignature of this checkpoint by this witness is held (time {held}, this \
-         one {time}); the newer one stays"
-    )]
-    Older {
-        /// This cosignature's time.
-        time: u64,
-        /// The time of the one held.
-        held: u64,
     },
     /// The store failed.
     #[error(transparent)]

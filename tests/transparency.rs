@@ -616,11 +616,21 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
-    let refused = log
-        .add_cosignature(add("not a line".to_owned(), held.size))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // Malformed: not a line, a line with its line feed, a signature of the wrong length.
+    let oversized = format!(
+        "{} {}",
+        good.rsplit_once(' ').unwrap().0,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 4000])
+    );
+    for (line, says) in [
+        ("not a line".to_owned(), "em dash"),
+        (format!("{good}\n"), "line feed"),
+        (oversized, "tlog-cosignature/v1"),
+    ] {
+        let refused = log.add_cosignature(add(line, held.size)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(says), "{says}: {refused:?}");
+    }
     // None of that reached the checkpoint; the good one does, and only once on replay.
     // (The refusals are audited, so the log grew: cosign its newest checkpoint.)
     assert!(!checkpoint_note(&mut log).await.contains("/witness/"));
@@ -637,12 +647,18 @@ async fn a_cosignature_is_kept_only_from_the_state_whose_witness_name_and_key_it
     // A witness's time never goes backwards, nor past the server's clock (5 minutes of
     // skew allowed); a later one replaces the one held.
     let body = held.to_body();
+    // An older one that verifies is answered as cosigned, with the later time held.
     let older = aus.cosign(&body, now - 200);
-    let refused = log
-        .add_cosignature(add(older, held.size))
+    let answer = log
+        .add_cosignature(add(older.clone(), held.size))
         .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.newer_held_time, now - 100, "{answer:?}");
+    assert!(
+        answer.checkpoint.contains(&good) && !answer.checkpoint.contains(&older),
+        "{answer:?}"
+    );
     // Nor before the checkpoint was signed (its last entry's time, 5 minutes of skew).
     for past in [0, now - 3600] {
         let refused = log

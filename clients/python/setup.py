@@ -1,16 +1,19 @@
 """Builds tidemark-client: generates the tidemark.v1 protobuf and gRPC stubs (with type
-stubs) from the repository's proto/ directory with grpcio-tools, then packages them with
+stubs) from the repository's proto/ directory (or $TIDEMARK_PROTO_DIR) with grpcio-tools, then packages them with
 the client. An sdist carries the generated stubs, so building from it needs no proto/.
 
 The generated code requires protobuf and grpcio at least as new as the generator; the
 package's dependencies say so."""
 
+import os
 from pathlib import Path
 
 from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
-PROTO = HERE.parent.parent / "proto"
+# The repository's proto/ (the client's directory is clients/python), or where
+# TIDEMARK_PROTO_DIR says, for a copy of the client made outside the repository.
+PROTO = Path(os.environ.get("TIDEMARK_PROTO_DIR") or HERE.parent.parent / "proto")
 
 
 def generate_stubs() -> None:
@@ -21,7 +24,10 @@ def generate_stubs() -> None:
     if not files:
         if (HERE / "tidemark" / "v1" / "exchange_pb2.py").exists():
             return  # an sdist: the stubs were generated when it was made
-        raise SystemExit(f"no .proto files under {PROTO}: build from the Tidemark repository")
+        raise SystemExit(
+            f"no .proto files under {PROTO / 'tidemark' / 'v1'}: build from the Tidemark "
+            "repository, or set TIDEMARK_PROTO_DIR to its proto/ directory"
+        )
     well_known = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "protoc",

@@ -171,20 +171,7 @@ async fn witness(
         )?;
     }
     write_atomically(&held_path, newest.note.as_bytes())?;
-    let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
-    let line = cosigner.cosign(&new.to_body(), now);
-    log.add_cosignature(pb::AddCosignatureRequest {
-        tree_size: new.size,
-        cosignature: line,
-    })
-    .await
-    .map_err(|s| {
-        anyhow!(
-            "the checkpoint verified and is kept, but the server refused the cosignature: {} \
-             (the witness signs with this state's registered signing key: check --signing-key)",
-            client::explain(&s)
-        )
-    })?;
+    send_cosignature(&mut log, &cosigner, &new).await?;
     // The directory becomes this witness's once the server took its cosignature: a first
     // run refused (another state's key, say) leaves it free for the right one.
     if !identity.exists() {
@@ -198,6 +185,40 @@ async fn witness(
         new.size,
         args.state_dir.join("witness.vkey").display()
     )?;
+    Ok(())
+}
+
+/// Cosigns `checkpoint` now and gives the cosignature to the server.
+async fn send_cosignature(
+    log: &mut TransparencyClient<tonic::transport::Channel>,
+    cosigner: &Cosigner,
+    checkpoint: &Checkpoint,
+) -> anyhow::Result<()> {
+    let now = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0);
+    let answer = log
+        .add_cosignature(pb::AddCosignatureRequest {
+            tree_size: checkpoint.size,
+            cosignature: cosigner.cosign(&checkpoint.to_body(), now),
+        })
+        .await
+        .map_err(|s| {
+            anyhow!(
+                "the checkpoint verified and is kept, but the server refused the cosignature: {} \
+                 (the witness signs with this state's registered signing key: check --signing-key)",
+                client::explain(&s)
+            )
+        })?
+        .into_inner();
+    if answer.newer_held_time != 0 {
+        let time = |t: u64| tidemark::clock::format_time(i64::try_from(t).unwrap_or(i64::MAX));
+        errln!(
+            "the server holds this witness's cosignature of this checkpoint with a later \
+             time ({}) than this one's ({}), and keeps it (a witness's time never goes \
+             backwards): was this machine's clock ahead then?",
+            time(answer.newer_held_time),
+            time(now)
+        );
+    }
     Ok(())
 }
 

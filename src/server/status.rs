@@ -258,9 +258,9 @@ impl From<CosignError> for Status {
         let message = err.to_string();
         match err {
             CosignError::Malformed(_)
+            | CosignError::NotCosignatureV1(_)
             | CosignError::FutureTime { .. }
             | CosignError::BeforeCheckpoint { .. } => Status::invalid_argument(message),
-            CosignError::Older { .. } => Status::failed_precondition(message),
             CosignError::WrongName { .. } | CosignError::OtherStatesKey { .. } => {
                 Status::permission_denied(message)
             }

@@ -153,7 +153,7 @@ impl pb::transparency_server::Transparency for TransparencyService {
         };
         let req = request.into_inner();
         let now = self.ctx.clock.now();
-        let checkpoint = self
+        let cosigned = self
             .ctx
             .blocking(move |ctx| {
                 cosigning::accept(
@@ -167,7 +167,10 @@ impl pb::transparency_server::Transparency for TransparencyService {
             })
             .await?;
         tracing::info!(%state, "a witness cosigned a checkpoint");
-        Ok(Response::new(pb::AddCosignatureResponse { checkpoint }))
+        Ok(Response::new(pb::AddCosignatureResponse {
+            checkpoint: cosigned.checkpoint,
+            newer_held_time: cosigned.newer_held.unwrap_or_default(),
+        }))
     }
 
     async fn get_entries(

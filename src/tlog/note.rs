@@ -372,6 +372,9 @@ pub fn parse_signature(line: &str) -> Result<NoteSignature, NoteError> {
 }
 
 fn parse_signature_line(line: &str) -> Result<NoteSignature, &'static str> {
+    if line.contains('\n') {
+        return Err("it holds a line feed: give the line without one");
+    }
     let rest = line
         .strip_prefix(SIG_PREFIX)
         .ok_or("it must start with an em dash (U+2014) and a space")?;

@@ -69,6 +69,7 @@ struct Sqlite {
     sql: &'static str,
     index: &'static str,
     months: Option<(u32, u32)>,
+    /// The column of `SUM(persons)`; `COUNT(*)` is the one before it.
     persons_column: usize,
 }
 
@@ -255,8 +256,10 @@ fn copy_to_sqlite(store: &Store, path: &std::path::Path) -> Connection {
     db
 }
 
-/// Runs SQLite's SQL `runs` times; returns sorted latencies, the groups and the persons.
+/// Runs SQLite's SQL `runs` times; returns the latencies, sorted, the groups of at least the
+/// disclosure minimum of reports (those a table lists), and the persons of all.
 fn time_sql(db: &Connection, q: &Sqlite, runs: usize) -> (Vec<Duration>, usize, u64) {
+    let minimum = i64::from(AnalyticsConfig::default().minimum_reports);
     let mut latencies = Vec::with_capacity(runs);
     let (mut groups, mut persons) = (0, 0);
     for _ in 0..runs {
@@ -268,7 +271,9 @@ fn time_sql(db: &Connection, q: &Sqlite, runs: usize) -> (Vec<Duration>, usize, 
         };
         (groups, persons) = (0, 0);
         while let Some(row) = rows.next().unwrap() {
-            groups += 1;
+            if row.get::<_, i64>(q.persons_column - 1).unwrap() >= minimum {
+                groups += 1;
+            }
             persons += u64::try_from(row.get::<_, i64>(q.persons_column).unwrap()).unwrap();
         }
         latencies.push(t.elapsed());
@@ -432,7 +437,8 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> (String, f
         p50(&state_analyst) * 1e3
     );
     if let Some(sqlite) = &q.sqlite {
-        // The same rows: interior cells and persons must match SQLite's groups.
+        // The same rows: interior cells (a table lists those of at least the minimum of
+        // reports) and persons must match SQLite's groups.
         let interior = response
             .cells
             .iter()
@@ -451,11 +457,16 @@ fn measure(store: &Store, db: &Connection, q: &Query, runs: usize) -> (String, f
             .unwrap();
         let (plain, groups, persons) = time_sql(db, sqlite, runs.min(10));
         assert_eq!(groups, interior, "{}: same groups", q.name);
-        assert_eq!(
-            total.values[persons_at], persons,
-            "{}: same persons",
-            q.name
-        );
+        // (A small store can have its grand total withheld: dominance, say.)
+        if total.suppressed == 0 {
+            assert_eq!(
+                total.values[persons_at], persons,
+                "{}: same persons",
+                q.name
+            );
+        } else {
+            println!("  (the grand total is withheld: persons not compared)");
+        }
         db.execute_batch(sqlite.index).unwrap();
         let (indexed, _, _) = time_sql(db, sqlite, runs.min(50));
         println!("{}", line("sqlite, no index", &plain));
@@ -626,6 +637,8 @@ async fn main() {
     // The store's page cache (redb), which most of the resident set is.
     config.store.cache_mib = common::arg("--cache-mib", config.store.cache_mib);
     let store_cache_mib = config.store.cache_mib;
+    // It times answers, not the limit on reads a minute (`--runs` Aggregate RPCs in a row).
+    config.limits.reads_per_minute_per_principal = 1_000_000;
     let started = Instant::now();
     let server = Server::build(config).unwrap();
     let store = server.store().clone();

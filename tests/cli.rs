@@ -1575,6 +1575,43 @@ async fn import_refuses_what_it_would_misread_csv_quoting_and_files_of_another_f
     }
 }
 
+/// JSON lines whose first line holds two reports (or one over several lines, or `{}{}`):
+/// that line is refused, with its number, and the others imported — not the whole file.
+#[tokio::test]
+async fn import_refuses_a_bad_first_line_alone() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let aus = profile(&pki, &server, dir.path(), "AUS").await;
+    let endpoint = server.endpoint();
+    let lines = sample_lines("AUS", 5, "33").await;
+    let pretty = format!(
+        "{:#}",
+        serde_json::from_str::<serde_json::Value>(&lines[4]).unwrap()
+    );
+    for (name, first) in [
+        ("doubled.jsonl", format!("{}{}", lines[0], lines[1])),
+        ("empties.jsonl", "{}{}".to_owned()),
+        ("pretty-first.jsonl", pretty),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, format!("{first}\n{}\n{}\n", lines[2], lines[3])).unwrap();
+        let (summary, stderr) = import_json(&file, &endpoint, &aus, &[]).await;
+        assert!(!error_lines(&summary).is_empty(), "{name}: {summary}");
+        assert!(
+            error_lines(&summary)
+                .iter()
+                .all(|&line| line >= 1 && line <= u64::try_from(first.lines().count()).unwrap()),
+            "{name}: the first document's lines only: {summary} {stderr}"
+        );
+        assert_eq!(
+            summary["accepted"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
+            2,
+            "{name}: {summary}"
+        );
+    }
+}
+
 /// Two states' first runs into one mirror directory at once (different categories):
 /// never both, so the directory never holds two states' views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -847,7 +847,16 @@ fn not_json_lines(file: &input::Rereadable) -> anyhow::Result<()> {
             serde_json::Deserializer::from_str(&text)
                 .into_iter()
                 .collect();
-        if let Some(documents) = documents.ok().filter(|d| d.len() > 1) {
+        // Not when a line is a JSON object on its own: a file of JSON lines whose first
+        // holds two reports, or one over several lines, has its lines imported and those
+        // refused, each with its line number.
+        let a_line_is_an_object = text
+            .lines()
+            .any(|line| matches!(serde_json::from_str(line), Ok(serde_json::Value::Object(_))));
+        if let Some(documents) = documents
+            .ok()
+            .filter(|d| d.len() > 1 && !a_line_is_an_object)
+        {
             bail!(
                 "{} holds {} JSON documents, each over several lines; import reads JSON \
                  lines, one report per line (or CSV): `jq -c . FILE > FILE.jsonl` writes them \

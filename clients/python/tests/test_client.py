@@ -134,13 +134,29 @@ def test_a_query_returns_envelopes_that_verify_with_the_owner_key(server):
 def test_an_aggregate_and_an_import(server):
     reports = server.sample_reports("AUS", 30, seed=5)
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
-        # A report that cannot be signed stops the import before anything is sent.
-        broken = [reports[0], {"persons": {"total": -1}}]
-        with pytest.raises(ValueError, match="report 1"):
-            aus.import_reports(broken)
-        assert all(c.contributed == 0 for c in aus.standing().categories)
+        # A report that cannot be read, or is too large to send, is rejected at its
+        # index; the others are imported (kind 13: one bad record never ends a batch).
+        oversized = dict(reports[2], narrative="y" * (5 << 20))
+        unknown_country = dict(reports[4], location=dict(reports[4]["location"], country="ZZZ"))
+        broken = [
+            reports[0],
+            {"persons": {"total": -1}},
+            oversized,
+            dict(reports[3], bogus=1),
+            unknown_country,  # refused by the server: its index is still this list's
+            reports[1],
+        ]
+        summary = aus.import_reports(broken)
+        assert (summary.accepted, summary.rejected) == (2, 4)
+        assert [(r.index, r.code) for r in summary.rejections] == [
+            (1, "INVALID_ARGUMENT"),
+            (2, "RESOURCE_EXHAUSTED"),
+            (3, "INVALID_ARGUMENT"),
+            (4, "INVALID_ARGUMENT"),
+        ]
+        assert "country" in str(summary.rejections[3].violations)
         summary = aus.import_reports(reports)
-        assert (summary.accepted, summary.rejected) == (30, 0)
+        assert (summary.accepted, summary.duplicates, summary.rejected) == (28, 2, 0)
         again = aus.import_reports(reports[:3])
         assert again.duplicates == 3
     with Client.from_profile(server.endpoint, server.profile("regional-analyst")) as analyst:

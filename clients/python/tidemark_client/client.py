@@ -309,6 +309,11 @@ def _named(names: Mapping[str, int], given: Any, what: str) -> int:
 #: never took.
 CHANNEL_OPTIONS = (("grpc.http2.bdp_probe", 0),)
 
+#: The server's default ``limits.max_message_bytes``: :meth:`Client.import_reports`
+#: rejects a larger signed report itself, by index, rather than send it (the server
+#: would end the whole import).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 @dataclass
 class Submitted:
@@ -663,18 +668,67 @@ class Client:
         signed = answer.receipt if answer.HasField("receipt") else None
         return Submitted(answer.log_proof, signed, answer.accepted, answer.duplicate)
 
-    def import_reports(self, reports: Iterable[ReportLike]) -> exchange_pb2.ImportResponse:
+    def import_reports(
+        self, reports: Iterable[ReportLike], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> exchange_pb2.ImportResponse:
         """Signs and submits many reports on one stream: counts accepted, duplicates and
-        rejected, with each rejection's index, code and field violations. No deadline
-        applies (a large import takes as long as it takes); an import the server ends
-        part-way raises :class:`TidemarkError` with its counts in ``partial``."""
+        rejected, with each rejection's index (its position in `reports`), code and field
+        violations. A report that cannot be read as one (``INVALID_ARGUMENT``) or whose
+        signed envelope is larger than `max_message_bytes` — the server's
+        ``limits.max_message_bytes`` — (``RESOURCE_EXHAUSTED``) is rejected here, at its
+        index, and the others are sent. No deadline applies (a large import takes as long
+        as it takes); an import the server ends part-way raises :class:`TidemarkError`
+        with its counts in ``partial``."""
+        if self.signing_key is None:
+            raise ValueError("this client has no signing key: pass signing_key=")
+        here: List[exchange_pb2.ImportRejection] = []
+        sent: List[int] = []  # the index in `reports` of each envelope sent
         requests = []
         for index, report in enumerate(reports):
             try:
-                requests.append(exchange_pb2.SubmitRequest(envelope=self.sign(report)))
+                request = exchange_pb2.SubmitRequest(envelope=self.sign(report))
             except ValueError as error:
-                raise ValueError(f"report {index} cannot be signed: {error}") from error
-        return self._call(self._exchange.Import, iter(requests), timeout=None)
+                here.append(
+                    exchange_pb2.ImportRejection(
+                        index=index, code="INVALID_ARGUMENT", message=f"not a report: {error}"
+                    )
+                )
+                continue
+            size = request.ByteSize()
+            if size > max_message_bytes:
+                here.append(
+                    exchange_pb2.ImportRejection(
+                        index=index,
+                        code="RESOURCE_EXHAUSTED",
+                        message=f"the signed report is {size} bytes; the server accepts at "
+                        f"most {max_message_bytes} (limits.max_message_bytes): shorten its text",
+                    )
+                )
+                continue
+            sent.append(index)
+            requests.append(request)
+
+        def with_those_here(summary: exchange_pb2.ImportResponse) -> exchange_pb2.ImportResponse:
+            merged = exchange_pb2.ImportResponse()
+            merged.CopyFrom(summary)
+            for rejection in merged.rejections:
+                if rejection.index < len(sent):
+                    rejection.index = sent[rejection.index]
+            rejections = sorted([*merged.rejections, *here], key=lambda r: r.index)
+            del merged.rejections[:]
+            merged.rejections.extend(rejections)
+            merged.rejected += len(here)
+            return merged
+
+        if not requests:
+            return with_those_here(exchange_pb2.ImportResponse())
+        try:
+            summary = self._call(self._exchange.Import, iter(requests), timeout=None)
+        except TidemarkError as error:
+            if error.partial is not None:
+                error.partial = with_those_here(error.partial)
+            raise
+        return with_those_here(summary)
 
     def standing(self) -> exchange_pb2.MyStandingResponse:
         """Where this state stands in give-to-get, per category."""

@@ -277,6 +277,25 @@ async fn owners_amend_and_retract_and_nobody_else_can() {
         Code::FailedPrecondition,
         "next version must be 3",
     );
+    // A version of the other category: each category's readers and mirrors follow its
+    // versions, so a report keeps its first version's category.
+    let other_category = (0..64)
+        .map(|seed| sample_report("AUS", seed))
+        .find(|r| {
+            r.details.as_ref().map(std::mem::discriminant)
+                != v1.details.as_ref().map(std::mem::discriminant)
+        })
+        .expect("a sample of the other category");
+    let moved = pb::Report {
+        report_id: v1.report_id.clone(),
+        version: 3,
+        ..other_category
+    };
+    expect_code(
+        submit(&mut aus, sign(&moved, &aus_key)).await,
+        Code::FailedPrecondition,
+        "retract it and submit a new report",
+    );
 
     // IDN cannot amend AUS's report, whatever it claims, and is not told whose it is.
     let hijack = pb::Report {

@@ -92,9 +92,9 @@ impl From<AppendError> for Status {
                     ]),
                 ),
             ),
-            AppendError::FirstVersion { .. } | AppendError::Retracted { .. } => {
-                Status::failed_precondition(message)
-            }
+            AppendError::FirstVersion { .. }
+            | AppendError::Retracted { .. }
+            | AppendError::CategoryChange { .. } => Status::failed_precondition(message),
             AppendError::NothingToRetract { .. } => Status::not_found(message),
             AppendError::CertificateRevoked { .. } => Status::unauthenticated(message),
             AppendError::KeyRevoked { .. } | AppendError::KeyInactive { .. } => {

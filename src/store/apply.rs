@@ -13,7 +13,10 @@ use super::{
     StoreError, VersionRef, counters, decode,
     log::{self, Leaf, LogTables},
 };
-use crate::{country::CountryCode, report::ReportSummary};
+use crate::{
+    country::CountryCode,
+    report::{Category, ReportSummary},
+};
 
 /// A verified envelope, ready to append.
 #[derive(Debug, Clone)]
@@ -91,6 +94,18 @@ pub enum AppendError {
     },
     #[error("report {id} does not exist yet; its first version must be 1, not {got}")]
     FirstVersion { id: Uuid, got: u32 },
+    /// A report's versions are of one category: each category's readers and mirrors
+    /// (`sync --category`) see its versions, and would keep one that left it as current.
+    #[error(
+        "report {id} is of category {stored}, as its version 1 is, and its versions keep \
+         that category; this version is of {submitted}. To report it as {submitted}, \
+         retract it and submit a new report (a fresh random UUID)"
+    )]
+    CategoryChange {
+        id: Uuid,
+        stored: &'static str,
+        submitted: &'static str,
+    },
     #[error(
         "the reader's standing may have changed since it was checked (its state retracted \
          or amended a report); check it again"
@@ -540,6 +555,14 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
     // state may overturn it with the next version.
     if head.retracted && !head.retraction_revoked {
         return Check::Refuse(AppendError::Retracted { id });
+    }
+    if let Some(summary) = new.summary.as_ref().filter(|s| s.category != head.category) {
+        let name = |category| Category::from_pb(category).map_or("unknown", Category::label);
+        return Check::Refuse(AppendError::CategoryChange {
+            id,
+            stored: name(head.category),
+            submitted: name(summary.category),
+        });
     }
     if new.version != latest + 1 {
         return Check::Refuse(AppendError::VersionOrder {

@@ -617,15 +617,13 @@ async fn aggregates_equal_a_recount_of_the_raw_reports_through_amendments_and_re
             originals.iter().map(|r| sign(r, &key)).collect(),
         )
         .await;
-        // Every 7th report is amended with entirely different content (category too,
-        // sometimes); every 11th is retracted, amended ones included.
+        // Every 7th report is amended with entirely different content (of its category);
+        // every 11th is retracted, amended ones included.
         let mut changes = Vec::new();
         for (i, original) in originals.iter().enumerate() {
             let mut current = original.clone();
             if i % 7 == 0 {
-                let mut amended = sample_report(code, 900_000 + i as u64);
-                amended.report_id = original.report_id.clone();
-                amended.version = 2;
+                let amended = common::sample_amendment(original, 900_000 + 10 * i as u64);
                 changes.push(sign(&amended, &key));
                 current = amended;
             }

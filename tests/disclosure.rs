@@ -429,9 +429,7 @@ async fn the_same_reports_show_the_same_figures_in_every_table() {
             .enumerate()
             .filter_map(|(i, r)| {
                 if i % 5 == 0 {
-                    let mut amended = common::sample_report("AUS", 10_000 + i as u64);
-                    amended.report_id = r.report_id.clone();
-                    amended.version = 2;
+                    let amended = common::sample_amendment(r, 10_000 + 10 * i as u64);
                     Some(common::sign(&amended, &keys["AUS"]))
                 } else if i % 7 == 0 {
                     Some(common::retraction(r, 2, &keys["AUS"]))

@@ -273,6 +273,22 @@ pub fn sample_report(state: &str, seed: u64) -> pb::Report {
     tidemark::sample::report(&mut rng, state)
 }
 
+/// The next version of `original` with entirely different content of its category (a
+/// report's versions keep their category): the first sample of its state from `seed` on
+/// that is of it.
+pub fn sample_amendment(original: &pb::Report, seed: u64) -> pb::Report {
+    let category = |r: &pb::Report| r.details.as_ref().map(std::mem::discriminant);
+    (seed..seed + 10_000)
+        .map(|seed| sample_report(&original.reporting_state, seed))
+        .find(|r| category(r) == category(original))
+        .map(|amended| pb::Report {
+            report_id: original.report_id.clone(),
+            version: original.version + 1,
+            ..amended
+        })
+        .expect("samples of each category")
+}
+
 pub fn sign(report: &pb::Report, key: &SigningKey) -> pb::Envelope {
     tidemark::envelope::sign(
         tidemark::envelope::REPORT_PAYLOAD_TYPE,

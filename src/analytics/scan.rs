@@ -1147,7 +1147,7 @@ mod tests {
                 let id = u128::try_from(i).unwrap_or(0) + 1;
                 let currency = pack(CURRENCIES[*currency]);
                 let (amount, hash) = if moved {
-                    let key = p.record_keys().of(id, 1);
+                    let key = p.record_keys().of(id);
                     (counters::moved_fee(*amount, key), u64::from(key))
                 } else {
                     (*amount, 0)

@@ -49,11 +49,6 @@ pub struct ReportSummary {
     /// What aggregates group by and add up (see `crate::analytics`).
     #[prost(message, optional, tag = "13")]
     pub facts: Option<ReportFacts>,
-    /// The report version it summarises: with the report's id, it makes the version's
-    /// record key, so each version's noise is its own (0 in summaries made before it
-    /// was kept, which the counters' rebuild replaces).
-    #[prost(uint32, tag = "14")]
-    pub version: u32,
 }
 
 /// The facts of a report version that aggregates group by and add up.
@@ -137,7 +132,6 @@ pub fn summarize(r: &pb::Report, category: Category, incident_day: i32) -> Repor
     };
     let fee = fee.unwrap_or_default();
     ReportSummary {
-        version: r.version,
         category: category.to_pb() as i32,
         incident_day,
         scope: sharing.scope,

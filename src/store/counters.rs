@@ -145,15 +145,11 @@ impl RecordKeys {
         Self { secret }
     }
 
-    /// The record key of `version` of `report`, uniform in `0..2^32`. Each version has
-    /// its own: a version's noise, which a state can read off a cell of reports it can
-    /// read as records, tells nothing of a later version's (narrowed to aggregate-only,
-    /// say).
-    pub(crate) fn of(&self, report: u128, version: u32) -> u32 {
+    /// The record key of `report`, uniform in `0..2^32`.
+    pub(crate) fn of(&self, report: u128) -> u32 {
         use std::hash::Hasher;
         let mut hasher = siphasher::sip::SipHasher24::new_with_key(&self.secret);
         hasher.write(&report.to_be_bytes());
-        hasher.write(&version.to_be_bytes());
         // The low half of a PRF's output is itself uniform.
         #[allow(clippy::cast_possible_truncation)]
         let key = hasher.finish() as u32;
@@ -477,7 +473,7 @@ impl Deltas {
         state: &str,
         sign: i64,
     ) -> Result<(), StoreError> {
-        let record_key = self.keys.of(report, summary.version);
+        let record_key = self.keys.of(report);
         let Some(facts) = &summary.facts else {
             return Err(StoreError::Corrupt(
                 "a report summary without its facts".to_owned(),
@@ -1209,31 +1205,6 @@ pub(super) fn read_counters<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Each version of a report has its own noise: a state that read one version's noise
-    /// off a cell of reports it can read learns nothing of the next's (tester V read a
-    /// report narrowed to aggregate-only back to one or two candidates that way).
-    #[test]
-    fn each_version_of_a_report_draws_its_own_noise() {
-        let keys = RecordKeys::new([9; 16]);
-        let same = (1..=1_000u128)
-            .filter(|&report| {
-                (1..SUMS).all(|metric| {
-                    RecordKeys::noise(keys.of(report, 1), metric)
-                        == RecordKeys::noise(keys.of(report, 2), metric)
-                })
-            })
-            .count();
-        assert_eq!(
-            same, 0,
-            "reports whose two versions move every figure alike"
-        );
-        assert_eq!(
-            keys.of(7, 3),
-            keys.of(7, 3),
-            "the same version, the same key"
-        );
-    }
 
     /// A row as `update` writes it: the total, the widths, then each state's entry in
     /// state order.

@@ -419,7 +419,7 @@ impl Projection {
         let r = row_number(row);
         self.big.retain(|(at, _), _| *at != r);
         self.points.remove(&r);
-        self.record_key[row] = self.record_keys.of(id, summary.version);
+        self.record_key[row] = self.record_keys.of(id);
         // Incident dates are never in the future, so months fit until the year 5461.
         let month =
             u16::try_from(super::counters::month_of_day(summary.incident_day)).unwrap_or(u16::MAX);

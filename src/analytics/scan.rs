@@ -253,7 +253,11 @@ impl Plan {
         for &m in &self.magnitudes {
             p.magnitudes(m, rows, values);
             draws.clear();
-            draws.extend(keys.iter().map(|key| counters::noise_draw(*key, m)));
+            draws.extend(
+                keys.iter()
+                    .zip(values.iter())
+                    .map(|(key, value)| counters::noise_draw(*key, m, *value)),
+            );
             for ((&cell, &value), &draw) in cells.iter().zip(values.iter()).zip(draws.iter()) {
                 let Some(total) = table.sums.get_mut(cell as usize) else {
                     continue;

@@ -156,14 +156,17 @@ impl RecordKeys {
         key
     }
 
-    /// A report's fixed noise for the magnitude at `metric` (an `Additive` index):
-    /// upwards or downwards, a factor δ in [`NOISE_MIN`]..=[`NOISE_MAX`] thousandths and
-    /// an amount f in [`FLOOR_MIN`]..=[`FLOOR_MAX`] thousandths. The same for the report
-    /// in every cell it is in (Evans, Zayatz and Slanta, *Using noise for disclosure
-    /// limitation of establishment tabular data*, JOS 1998, with a floor for small
-    /// values).
-    pub(crate) fn noise(key: u32, metric: usize) -> (bool, u64, u64) {
-        let z = mix(mix(u64::from(key)) ^ (metric as u64));
+    /// A report's fixed noise for the magnitude at `metric` (an `Additive` index) when
+    /// it is `value`: upwards or downwards, a factor δ in [`NOISE_MIN`]..=[`NOISE_MAX`]
+    /// thousandths and an amount f in [`FLOOR_MIN`]..=[`FLOOR_MAX`] thousandths. The same
+    /// for the report in every cell it adds that value to (Evans, Zayatz and Slanta,
+    /// *Using noise for disclosure limitation of establishment tabular data*, JOS 1998,
+    /// with a floor for small values), and through amendments that keep the value (no
+    /// fresh draw to average); drawn afresh for another value, so that the noise a state
+    /// read off a version it could read as a record (it knows the figure) does not undo
+    /// the figure of a later version it may not read.
+    pub(crate) fn noise(key: u32, metric: usize, value: u64) -> (bool, u64, u64) {
+        let z = mix(mix(mix(u64::from(key)) ^ (metric as u64)) ^ value);
         let up = z >> 63 == 0;
         let delta = NOISE_MIN + (z & 0xffff_ffff) % (NOISE_MAX - NOISE_MIN + 1);
         let floor = FLOOR_MIN + ((z >> 32) & 0x7fff_ffff) % (FLOOR_MAX - FLOOR_MIN + 1);
@@ -335,15 +338,15 @@ fn with_keys(metrics: [u64; SUMS], key: u32) -> Sums {
 /// Adds the record noise of a report with record key `key` whose magnitude `metric`
 /// (an [`Additive`] index, not reports) is `value`.
 pub(crate) fn add_noise(sums: &mut Sums, value: u64, key: u32, metric: usize) {
-    add_drawn_noise(sums, value, noise_draw(key, metric), metric);
+    add_drawn_noise(sums, value, noise_draw(key, metric, value), metric);
 }
 
 /// [`RecordKeys::noise`] as one number: f, then δ in eight bits, then one bit that is
 /// set when downwards. A loop over many keys of this alone vectorizes, which the scan
 /// uses.
 #[inline]
-pub(crate) fn noise_draw(key: u32, metric: usize) -> u32 {
-    let (up, delta, floor) = RecordKeys::noise(key, metric);
+pub(crate) fn noise_draw(key: u32, metric: usize, value: u64) -> u32 {
+    let (up, delta, floor) = RecordKeys::noise(key, metric, value);
     // δ ≤ NOISE_MAX < 2^8, f ≤ FLOOR_MAX < 2^12.
     #[allow(clippy::cast_possible_truncation)]
     let (delta, floor) = (delta as u32, floor as u32);
@@ -409,13 +412,19 @@ fn cell_key(code: u8, category: i32, month: u32, value: u64) -> [u8; CELL_KEY] {
     key
 }
 
+/// The draw that moves a report's fee `amount` ([`moved_fee`]).
+fn fee_draw(key: u32, amount: u64) -> u64 {
+    mix(mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000) ^ amount)
+}
+
 /// A report's fee amount as perturbed fee quartiles see it: moved by the report's own
-/// fixed 5-10 %, up or down (from its record key), to a whole unit — by one unit at
+/// fixed 5-10 %, up or down (from its record key and the amount: another amount of the
+/// same report, in a later version, is moved afresh), to a whole unit — by one unit at
 /// least, and up where down would reach 0: rounded, 5-10 % of an amount under 5 units
 /// was no move at all, and small fees showed exactly (an outside pass). The same report
 /// is moved the same way in every cell; another report with the same amount, differently.
 pub(crate) fn moved_fee(amount: u64, key: u32) -> u64 {
-    let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
+    let z = fee_draw(key, amount);
     let per_mille = 50 + (z & 0xffff_ffff) % 51;
     // In 64 bits for every real amount (at most 10^9); in 128 beyond.
     let shift = amount
@@ -1206,6 +1215,26 @@ pub(super) fn read_counters<
 mod tests {
     use super::*;
 
+    /// A report's noise on a figure is drawn afresh for another value of it (tester V
+    /// read the noise of a version it could read as a record, then undid it on a later
+    /// version narrowed to aggregate-only with new figures), and stays for the same one.
+    #[test]
+    fn a_figure_of_another_value_draws_other_noise() {
+        let drawn_alike = |metric: usize, (a, b): (u64, u64)| {
+            (0..1_000u32)
+                .filter(|&key| noise_draw(key, metric, a) == noise_draw(key, metric, b))
+                .count()
+        };
+        for metric in 1..SUMS {
+            assert!(drawn_alike(metric, (60, 83)) < 10, "metric {metric}");
+            assert_eq!(drawn_alike(metric, (7, 7)), 1_000, "metric {metric}");
+        }
+        let moved_alike = (0..1_000u32)
+            .filter(|&key| moved_fee(1_000, key) + 1 == moved_fee(1_001, key))
+            .count();
+        assert!(moved_alike < 100, "{moved_alike} of 1,000 fees moved alike");
+    }
+
     /// A row as `update` writes it: the total, the widths, then each state's entry in
     /// state order.
     fn row_of(entries: &std::collections::BTreeMap<u32, [u64; STORED]>) -> Vec<u8> {
@@ -1636,7 +1665,7 @@ mod tests {
             ],
             key in proptest::prelude::any::<u32>(),
         ) {
-            let z = mix(mix(u64::from(key)) ^ 0xfee0_0000_0000_0000);
+            let z = fee_draw(key, amount);
             let per_mille = 50 + (z & 0xffff_ffff) % 51;
             let shift = ((u128::from(amount) * u128::from(per_mille) + 500) / 1000).max(1);
             let expected = if z >> 63 == 0 || shift >= u128::from(amount) {

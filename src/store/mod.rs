@@ -63,7 +63,7 @@ pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 /// The version of the aggregate counters' layout; a store whose `counters_version`
 /// differs has its counters rebuilt from the reports when the server starts.
-pub(crate) const COUNTERS_VERSION: u64 = 10;
+pub(crate) const COUNTERS_VERSION: u64 = 11;
 
 /// The version of the transparency log's layout; a store without it (written before the
 /// log existed) has its log built from its envelopes and audit records at start.

@@ -23,7 +23,7 @@ use crate::{
         AdminApplied, AdminChange, AdminWriteError, IssuedCertificate, KeyRecord,
         RevokedCertificate, StateRecord, Store, StoreError, Writer,
     },
-    trust::{Trust, TrustError},
+    trust::{Presented, Trust, TrustError},
 };
 
 use crate::pki::MAX_CERT_DAYS;
@@ -447,32 +447,20 @@ impl Administration {
         (operator, (caller, caller_key)): (&str, (&str, &[u8])),
         now: i64,
     ) -> Result<Revocation, AdminError> {
-        let (serial, issuer, issuer_name, holder, key_fingerprint) = match certificate {
-            Named::Serial { serial, issuer } => {
-                let serial =
-                    identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
-                let (issuer, issuer_name) = if issuer.is_empty() {
-                    (String::new(), String::new())
-                } else {
-                    self.trust
-                        .bundle_ca_named(issuer)
-                        .map_err(|why| invalid("issuer", why))?
-                };
-                (serial, issuer, issuer_name, String::new(), Vec::new())
-            }
-            Named::Presented(pem) => {
-                let presented = self
-                    .trust
-                    .presented(pem, &self.trust_domain)
-                    .map_err(|why| invalid("certificate_pem", why))?;
-                (
-                    presented.id.serial,
-                    presented.id.issuer,
-                    presented.issuer_name,
-                    presented.holder,
-                    presented.key_fingerprint,
-                )
-            }
+        let revoking = self.certificate_named(certificate)?;
+        // A partner CA can certify anyone's public key: its certificate's key bars nothing
+        // beyond it (unless a handshake showed the key, below).
+        let partners_word = revoking.by_partner;
+        let (serial, issuer, issuer_name, holder) = (
+            revoking.id.serial,
+            revoking.id.issuer,
+            revoking.issuer_name,
+            revoking.holder,
+        );
+        let key_fingerprint = if partners_word {
+            Vec::new()
+        } else {
+            revoking.key_fingerprint
         };
         if serial == caller {
             return Err(AdminError::OwnCall(serial));
@@ -544,12 +532,49 @@ impl Administration {
         let issued_here = on_record.is_some_and(|c| {
             record.issuer.is_empty() || c.issuer.is_empty() || c.issuer == record.issuer
         });
+        let key_not_barred = (partners_word && record.key_fingerprint.is_empty()).then(|| {
+            "its path ends at a partner CA, whose certificate proves nothing of who holds its \
+             key (a CA may certify anyone's public key): the key is not barred beyond this \
+             certificate — the partner CA revokes its other certificates of it, and a \
+             handshake made with the key would let the server bar it"
+                .to_owned()
+        });
         Ok(Revocation {
             record,
             already_revoked: !new,
             issued_here,
             crl_not_written,
+            key_not_barred,
         })
+    }
+
+    /// The certificate a revocation names: by serial (canonical) and, when named, the
+    /// issuer of the bundle; or presented, once its path is verified.
+    fn certificate_named(&self, certificate: Named<'_>) -> Result<Presented, AdminError> {
+        match certificate {
+            Named::Serial { serial, issuer } => {
+                let serial =
+                    identity::canonical_serial(serial).map_err(|e| invalid("serial", e))?;
+                let (issuer, issuer_name) = if issuer.is_empty() {
+                    (String::new(), String::new())
+                } else {
+                    self.trust
+                        .bundle_ca_named(issuer)
+                        .map_err(|why| invalid("issuer", why))?
+                };
+                Ok(Presented {
+                    id: identity::CertificateId { issuer, serial },
+                    issuer_name,
+                    holder: String::new(),
+                    key_fingerprint: Vec::new(),
+                    by_partner: false,
+                })
+            }
+            Named::Presented(pem) => self
+                .trust
+                .presented(pem, &self.trust_domain)
+                .map_err(|why| invalid("certificate_pem", why)),
+        }
     }
 
     /// Refuses a revocation that would report the key of the caller's own certificate
@@ -698,6 +723,9 @@ pub(crate) struct Revocation {
     /// the revocation is in force and on record all the same, but the published CRL
     /// lacks it until the cause is fixed and the TLS files are reloaded.
     pub(crate) crl_not_written: Option<String>,
+    /// Why the presented certificate's key is not kept to bar its other certificates,
+    /// when it is not (a partner CA's certificate).
+    pub(crate) key_not_barred: Option<String>,
 }
 
 /// Which certificate a revocation names.

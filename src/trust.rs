@@ -468,6 +468,9 @@ pub(crate) struct Presented {
     pub(crate) holder: String,
     /// SHA-256 of its SubjectPublicKeyInfo.
     pub(crate) key_fingerprint: Vec<u8>,
+    /// Its path ends at a partner CA: its key is the partner's word alone (a certificate
+    /// proves nothing of who holds its key), not to bar other CAs' certificates of it.
+    pub(crate) by_partner: bool,
 }
 
 /// A PEM reading error in words (its Debug form spells markers as byte lists).
@@ -793,9 +796,10 @@ impl Trust {
         // Whom it names, if its CA may speak for them (a partner CA vouches only for its
         // states' principals).
         let anchors = &loaded.anchors;
+        let anchor = crate::tls::verified_path(&anchors.trusted, leaf, intermediates, at)
+            .map(|(anchor, _)| anchor);
         let vouched = |principal: &crate::identity::Principal| {
-            crate::tls::verified_path(&anchors.trusted, leaf, intermediates, at)
-                .is_some_and(|(anchor, _)| anchors.vouches(anchor, principal))
+            anchor.is_some_and(|anchor| anchors.vouches(anchor, principal))
         };
         let holder = PeerIdentity::from_certificate(leaf, trust_domain)
             .ok()
@@ -810,6 +814,8 @@ impl Trust {
             key_fingerprint: ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw)
                 .as_ref()
                 .to_vec(),
+            by_partner: anchor
+                .is_some_and(|anchor| matches!(anchors.partner_states.get(anchor), Some(Some(_)))),
         })
     }
 

@@ -1063,6 +1063,92 @@ async fn connections_refused_their_principal_do_not_take_its_places() {
     assert_eq!((me.state.as_str(), me.name.as_str()), ("AUS", "edge"));
 }
 
+/// A partner CA can certify anyone's public key: reported compromised through such a
+/// certificate, the key bars nothing beyond it — not the exchange CA's certificates of
+/// that key, an operator's included — unless a handshake made with the key showed who
+/// holds it (tester W).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partners_certificate_of_another_key_does_not_get_that_key_barred() {
+    let pki = TestPki::new();
+    let (ours, partner, server) = with_a_partner_listed_for_idn(&pki).await;
+    let (victim_cert, victim_key) = certificate_of(&ours, Role::Node(state("AUS")), &[0x51]);
+    let victim = ClientIdentity::from_pem(
+        victim_cert.clone(),
+        victim_key.clone(),
+        pki.ca.cert_pem().to_owned(),
+    );
+    assert!(admitted(&server, &victim).await);
+    // The partner's IDN certificate of the victim's public key (no private key needed).
+    let public = {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(victim_cert.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).unwrap();
+        rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).unwrap()
+    };
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "evil").unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(SerialNumber::from_slice(&[0x70, 0x01]));
+    let forged = params.signed_by(&public, &partner.issuer).unwrap().pem();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let revoked = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: forged,
+            reason: "key-compromise".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        revoked.key_sha256.is_empty() && revoked.key_not_barred.contains("partner CA"),
+        "{revoked:?}"
+    );
+    assert!(
+        admitted(&server, &victim).await,
+        "the exchange CA's certificate of the key"
+    );
+    // A partner certificate whose key a handshake showed: barred, as it is proven held.
+    let (shown_cert, shown_key) = certificate_of(&partner, Role::Node(state("IDN")), &[0x72]);
+    let shown = ClientIdentity::from_pem(
+        shown_cert.clone(),
+        shown_key.clone(),
+        pki.ca.cert_pem().to_owned(),
+    );
+    assert!(admitted(&server, &shown).await);
+    // The exchange CA's certificate of the same key.
+    let twin = {
+        let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "twin").unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(SerialNumber::from_slice(&[0x73]));
+        let key = KeyPair::from_pem(&shown_key).unwrap();
+        let cert = params.signed_by(&key, &ours.issuer).unwrap().pem();
+        ClientIdentity::from_pem(cert, shown_key, pki.ca.cert_pem().to_owned())
+    };
+    assert!(admitted(&server, &twin).await);
+    let revoked = admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: shown_cert,
+            reason: "key-compromise".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !revoked.key_sha256.is_empty() && revoked.key_not_barred.is_empty(),
+        "{revoked:?}"
+    );
+    assert!(
+        !admitted(&server, &twin).await,
+        "a key a handshake showed is barred"
+    );
+}
+
 /// A partner CA that `[tls] partner_cas` lists vouches only for the nodes and analysts
 /// of its states: its certificate for another state's node, a regional analyst or an
 /// operator is refused, saying why — an outside pass had a partner CA's operator

@@ -511,6 +511,11 @@ async fn revoke(
              new calls and on those in progress, and it is not certified again",
             r.key_sha256
         )?;
+    } else if compromise && !r.key_not_barred.is_empty() {
+        errln!(
+            "warning: only this certificate is refused: {}",
+            r.key_not_barred
+        );
     } else if compromise {
         errln!(
             "warning: the server does not know this certificate's key (it did not issue \

@@ -529,6 +529,7 @@ impl pb::admin_server::Admin for AdminService {
             crl_not_written: made.crl_not_written.unwrap_or_default(),
             holder: record.holder,
             key_sha256: hex::encode(&record.key_fingerprint),
+            key_not_barred: made.key_not_barred.unwrap_or_default(),
         }))
     }
     async fn reload_tls(

@@ -145,14 +145,16 @@ def test_an_aggregate_and_an_import(server):
             dict(reports[3], bogus=1),
             unknown_country,  # refused by the server: its index is still this list's
             reports[1],
+            "[" * 100_000 + "]" * 100_000,  # nested past any reader's depth
         ]
         summary = aus.import_reports(broken)
-        assert (summary.accepted, summary.rejected) == (2, 4)
+        assert (summary.accepted, summary.rejected) == (2, 5)
         assert [(r.index, r.code) for r in summary.rejections] == [
             (1, "INVALID_ARGUMENT"),
             (2, "RESOURCE_EXHAUSTED"),
             (3, "INVALID_ARGUMENT"),
             (4, "INVALID_ARGUMENT"),
+            (6, "INVALID_ARGUMENT"),
         ]
         assert "country" in str(summary.rejections[3].violations)
         summary = aus.import_reports(reports)

@@ -687,7 +687,7 @@ class Client:
         for index, report in enumerate(reports):
             try:
                 request = exchange_pb2.SubmitRequest(envelope=self.sign(report))
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:  # nested past the JSON reader's depth
                 here.append(
                     exchange_pb2.ImportRejection(
                         index=index, code="INVALID_ARGUMENT", message=f"not a report: {error}"

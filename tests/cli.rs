@@ -1589,27 +1589,49 @@ async fn import_refuses_a_bad_first_line_alone() {
         "{:#}",
         serde_json::from_str::<serde_json::Value>(&lines[4]).unwrap()
     );
+    let pretty_lines = pretty.lines().count();
     for (name, first) in [
         ("doubled.jsonl", format!("{}{}", lines[0], lines[1])),
         ("empties.jsonl", "{}{}".to_owned()),
-        ("pretty-first.jsonl", pretty),
+        ("pretty-first.jsonl", pretty.clone()),
     ] {
         let file = dir.path().join(name);
         std::fs::write(&file, format!("{first}\n{}\n{}\n", lines[2], lines[3])).unwrap();
         let (summary, stderr) = import_json(&file, &endpoint, &aus, &[]).await;
-        assert!(!error_lines(&summary).is_empty(), "{name}: {summary}");
-        assert!(
-            error_lines(&summary)
-                .iter()
-                .all(|&line| line >= 1 && line <= u64::try_from(first.lines().count()).unwrap()),
-            "{name}: the first document's lines only: {summary} {stderr}"
-        );
+        // One record refused, at line 1 (a report over several lines is one, named by
+        // its lines, not one refusal per line).
+        assert_eq!(error_lines(&summary), [1], "{name}: {summary} {stderr}");
+        assert_eq!(summary["rejected"], 1, "{name}: {summary}");
         assert_eq!(
             summary["accepted"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
             2,
             "{name}: {summary}"
         );
     }
+    assert!(pretty_lines > 10, "{pretty}");
+    // In the middle, and one cut short: its lines each refused, the lines after it read.
+    let cut = pretty.lines().take(5).collect::<Vec<_>>().join("\n");
+    let file = dir.path().join("middle.jsonl");
+    std::fs::write(
+        &file,
+        format!("{}\n{pretty}\n{cut}\n{}\n", lines[0], lines[1]),
+    )
+    .unwrap();
+    let (summary, stderr) = import_json(&file, &endpoint, &aus, &[]).await;
+    let errors = error_lines(&summary);
+    let after = u64::try_from(pretty_lines).unwrap() + 2;
+    assert_eq!(errors[0], 2, "{summary} {stderr}");
+    assert_eq!(
+        errors[1..],
+        (after..after + 5).collect::<Vec<_>>()[..],
+        "{summary}"
+    );
+    assert!(
+        summary
+            .to_string()
+            .contains(&format!("lines 2 to {}", after - 1)),
+        "{summary}"
+    );
 }
 
 /// Two states' first runs into one mirror directory at once (different categories):

@@ -666,7 +666,7 @@ fn records(
             reader,
             max: MAX_LINE_BYTES,
         };
-        Ok(Box::new(lines.enumerate().filter_map(|(i, line)| {
+        let texts = lines.enumerate().filter_map(|(i, line)| {
             let line_number = i + 1;
             let bytes = match line {
                 Ok(bytes) => bytes,
@@ -677,10 +677,87 @@ fn records(
             let bytes = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
             match std::str::from_utf8(bytes) {
                 Ok(text) if text.trim().is_empty() => None,
-                Ok(text) => Some((line_number, report_of_line(text))),
+                Ok(text) => Some((line_number, Ok(text.to_owned()))),
                 Err(e) => Some((line_number, Err(format!("the line is not UTF-8 text: {e}")))),
             }
-        })))
+        });
+        Ok(Box::new(JsonLines {
+            texts: Box::new(texts),
+            ready: std::collections::VecDeque::new(),
+        }))
+    }
+}
+
+/// The records of JSON lines from their non-blank lines (number, text or why it cannot
+/// be read). A JSON document that starts on a line and ends some lines later (one
+/// pretty-printed report among JSON lines) is one record refused, naming its lines —
+/// not one refusal per line, which counted one report as dozens.
+struct JsonLines {
+    texts: Box<dyn Iterator<Item = (usize, Result<String, String>)>>,
+    /// Records made and not yet given, in order.
+    ready: std::collections::VecDeque<Record>,
+}
+
+/// Most lines and bytes a document over several lines is followed for.
+const MOST_DOCUMENT_LINES: usize = 10_000;
+
+impl Iterator for JsonLines {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if let Some(record) = self.ready.pop_front() {
+            return Some(record);
+        }
+        let (first, text) = match self.texts.next()? {
+            (line, Ok(text)) => (line, text),
+            (line, Err(why)) => return Some((line, Err(why))),
+        };
+        let record = report_of_line(&text);
+        let cut_short = |text: &str| {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).is_err_and(|e| e.is_eof())
+        };
+        if record.is_ok() || !cut_short(&text) {
+            return Some((first, record));
+        }
+        // A document cut short at the line's end: follow it over the next lines.
+        let mut held = vec![(first, text.clone())];
+        let mut document = text;
+        while held.len() < MOST_DOCUMENT_LINES && document.len() < MAX_LINE_BYTES {
+            let (line, next) = match self.texts.next() {
+                None => break,
+                Some((line, Ok(next))) => (line, next),
+                Some((line, Err(why))) => {
+                    self.ready.push_back((line, Err(why)));
+                    break;
+                }
+            };
+            document.push('\n');
+            document.push_str(&next);
+            if serde_json::from_str::<serde::de::IgnoredAny>(&document).is_ok() {
+                return Some((
+                    first,
+                    Err(format!(
+                        "lines {first} to {line} hold one JSON document over several lines; \
+                         import reads one report per line (`jq -c . FILE` writes them so)"
+                    )),
+                ));
+            }
+            if !cut_short(&document) {
+                // Not one document: this line is read afresh, after those held.
+                self.ready.push_back((line, report_of_line(&next)));
+                break;
+            }
+            held.push((line, next));
+        }
+        // Not one document, or one that never ends: each line held is its own record,
+        // before what was read after them.
+        let mut records: std::collections::VecDeque<Record> = held
+            .into_iter()
+            .map(|(line, text)| (line, report_of_line(&text)))
+            .collect();
+        records.append(&mut self.ready);
+        self.ready = records;
+        self.ready.pop_front()
     }
 }
 

@@ -1584,18 +1584,8 @@ async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
             Validity::days_from_now(1),
         )
         .unwrap();
-    // A second certificate of the node's key, made with the CA files (not issued here).
-    let spare = IssuedCert {
-        cert_pem: pki
-            .ca
-            .issue_from_csr(
-                &pki::read_csr(&csr_of_key(&node.key_pem, "spare")).unwrap(),
-                &principal(Role::Node(state("AUS")), "spare"),
-                Validity::days_from_now(1),
-            )
-            .unwrap(),
-        key_pem: node.key_pem.clone(),
-    };
+    // A second certificate of the node's key.
+    let spare = another_of(&pki, &node, "spare");
     let mut admin = server.admin(&operator(&pki)).await;
     // Never presented: revoked by serial without its key.
     let unseen = admin
@@ -1606,17 +1596,7 @@ async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
     assert!(unseen.key_sha256.is_empty(), "{unseen:?}");
     who(&server, &pki.identity(&node)).await.unwrap();
     // Another one of the key, presented in a handshake (refused as revoked or not).
-    let third = IssuedCert {
-        cert_pem: pki
-            .ca
-            .issue_from_csr(
-                &pki::read_csr(&csr_of_key(&node.key_pem, "third")).unwrap(),
-                &principal(Role::Node(state("AUS")), "third"),
-                Validity::days_from_now(1),
-            )
-            .unwrap(),
-        key_pem: node.key_pem.clone(),
-    };
+    let third = another_of(&pki, &node, "third");
     who(&server, &pki.identity(&third)).await.unwrap();
     let mut open = server.exchange(&pki.identity(&node)).await;
     open.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
@@ -1650,17 +1630,7 @@ async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
             Validity::days_from_now(1),
         )
         .unwrap();
-    let twin = IssuedCert {
-        cert_pem: pki
-            .ca
-            .issue_from_csr(
-                &pki::read_csr(&csr_of_key(&own.key_pem, "twin")).unwrap(),
-                &principal(Role::Node(state("AUS")), "twin"),
-                Validity::days_from_now(1),
-            )
-            .unwrap(),
-        key_pem: own.key_pem.clone(),
-    };
+    let twin = another_of(&pki, &own, "twin");
     who(&server, &pki.identity(&twin)).await.unwrap();
     let refused = server
         .admin(&pki.identity(&own))
@@ -1670,6 +1640,20 @@ async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     who(&server, &pki.identity(&own)).await.unwrap();
+}
+
+/// Another certificate of `of`'s key, for AUS's node `name`, made with the CA files (not
+/// issued through the server).
+fn another_of(pki: &TestPki, of: &IssuedCert, name: &str) -> IssuedCert {
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), name).unwrap();
+    let csr = pki::read_csr(&csr_of_key(&of.key_pem, name)).unwrap();
+    IssuedCert {
+        cert_pem: pki
+            .ca
+            .issue_from_csr(&csr, &principal, Validity::days_from_now(1))
+            .unwrap(),
+        key_pem: of.key_pem.clone(),
+    }
 }
 
 /// A revocation of the certificate `named`: its PEM, or its serial.

@@ -1063,6 +1063,33 @@ async fn connections_refused_their_principal_do_not_take_its_places() {
     assert_eq!((me.state.as_str(), me.name.as_str()), ("AUS", "edge"));
 }
 
+/// The parameters of a certificate of IDN's node `name` with this serial.
+fn idn_node_params(name: &str, serial: &[u8]) -> CertificateParams {
+    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), name).unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(SerialNumber::from_slice(serial));
+    params
+}
+
+/// Reports the key of the certificate `pem` compromised, presenting it.
+async fn compromise_of(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    pem: String,
+) -> pb::RevokeCertificateResponse {
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            certificate_pem: pem,
+            reason: "key-compromise".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A partner CA can certify anyone's public key: reported compromised through such a
 /// certificate, the key bars nothing beyond it — not the exchange CA's certificates of
 /// that key, an operator's included — unless a handshake made with the key showed who
@@ -1084,23 +1111,12 @@ async fn a_partners_certificate_of_another_key_does_not_get_that_key_barred() {
         let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).unwrap();
         rcgen::SubjectPublicKeyInfo::from_der(cert.public_key().raw).unwrap()
     };
-    let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "evil").unwrap();
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.serial_number = Some(SerialNumber::from_slice(&[0x70, 0x01]));
-    let forged = params.signed_by(&public, &partner.issuer).unwrap().pem();
-    let mut admin = server.admin(&operator(&pki)).await;
-    let revoked = admin
-        .revoke_certificate(pb::RevokeCertificateRequest {
-            certificate_pem: forged,
-            reason: "key-compromise".into(),
-            ..Default::default()
-        })
-        .await
+    let forged = idn_node_params("evil", &[0x70, 0x01])
+        .signed_by(&public, &partner.issuer)
         .unwrap()
-        .into_inner();
+        .pem();
+    let mut admin = server.admin(&operator(&pki)).await;
+    let revoked = compromise_of(&mut admin, forged).await;
     assert!(
         revoked.key_sha256.is_empty() && revoked.key_not_barred.contains("partner CA"),
         "{revoked:?}"
@@ -1118,27 +1134,16 @@ async fn a_partners_certificate_of_another_key_does_not_get_that_key_barred() {
     );
     assert!(admitted(&server, &shown).await);
     // The exchange CA's certificate of the same key.
-    let twin = {
-        let principal = Principal::new(TRUST_DOMAIN, Role::Node(state("IDN")), "twin").unwrap();
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![SanType::URI(principal.spiffe_id().try_into().unwrap())];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.serial_number = Some(SerialNumber::from_slice(&[0x73]));
-        let key = KeyPair::from_pem(&shown_key).unwrap();
-        let cert = params.signed_by(&key, &ours.issuer).unwrap().pem();
-        ClientIdentity::from_pem(cert, shown_key, pki.ca.cert_pem().to_owned())
-    };
+    let twin = ClientIdentity::from_pem(
+        idn_node_params("twin", &[0x73])
+            .signed_by(&KeyPair::from_pem(&shown_key).unwrap(), &ours.issuer)
+            .unwrap()
+            .pem(),
+        shown_key,
+        pki.ca.cert_pem().to_owned(),
+    );
     assert!(admitted(&server, &twin).await);
-    let revoked = admin
-        .revoke_certificate(pb::RevokeCertificateRequest {
-            certificate_pem: shown_cert,
-            reason: "key-compromise".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let revoked = compromise_of(&mut admin, shown_cert).await;
     assert!(
         !revoked.key_sha256.is_empty() && revoked.key_not_barred.is_empty(),
         "{revoked:?}"

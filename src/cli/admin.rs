@@ -154,10 +154,11 @@ enum AdminCommand {
     /// submissions go on, written to FILE with FILE.manifest.json beside it (restore it
     /// with `tidemark restore FILE --data DIR`). It holds secrets: keep it safe. The
     /// server copies the store beside itself first, so its data directory needs free
-    /// space about the store's size; one copy is made at a time. The store is not the
-    /// whole server: keep certs/ (the CA and receipt keys), the configuration, and the
-    /// CRL file with access-journal.json beside it (a restored store takes the
-    /// revocations and suspensions made after its backup from them) too.
+    /// space of the store's size plus a tenth, and 64 MiB more; one copy is made at a
+    /// time. The store is not the whole server: keep certs/ (the CA and receipt keys),
+    /// the configuration, and the CRL file with access-journal.json and
+    /// audit-trail-<fork>.journal beside it (a restored store takes the revocations and
+    /// suspensions, and the audit records, made after its backup from them) too.
     Backup {
         /// Where to write the copy: a new file (an existing one is never replaced).
         #[arg(long, value_name = "FILE")]

@@ -2824,3 +2824,32 @@ fn verify_names_a_key_directory_that_is_not_there() {
         "{said}"
     );
 }
+
+/// With `--log-format json`, what the server writes is JSON lines only: a fatal error is
+/// one (tester X: it was plain text, breaking a log shipper at the line that mattered).
+#[test]
+fn a_server_logging_json_fails_with_a_json_line() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let out = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let last = lines.last().expect("an error line");
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert!(
+        last["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("missing.toml")),
+        "{stderr}"
+    );
+}

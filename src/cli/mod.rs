@@ -211,6 +211,7 @@ pub fn main() -> ExitCode {
     // Unix tools do, instead of panicking on the next print. Sockets are unaffected: Rust
     // sends with MSG_NOSIGNAL. The server keeps ignoring SIGPIPE.
     let serving = matches!(cli.command, Command::Serve(_));
+    let json_log = matches!(&cli.command, Command::Serve(args) if serve::logs_json(args));
     if !serving {
         sigpipe::reset();
     }
@@ -261,6 +262,20 @@ pub fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json_log => {
+            // One JSON line, as `tracing`'s JSON format writes an event.
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let line = serde_json::json!({
+                "timestamp": time,
+                "level": "ERROR",
+                "fields": { "message": "the server stopped", "error": said_once(&e) },
+                "target": "tidemark",
+            });
+            errln!("{line}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             // Errors quote what was read (file names, fields, values): shown safely.
             errln!("error: {}", labels::printable_lines(&said_once(&e)));

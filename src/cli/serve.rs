@@ -76,6 +76,12 @@ enum LogFormat {
     Json,
 }
 
+/// Whether the server logs JSON lines (`--log-format json`): then its fatal error is one
+/// too, and nothing else is printed.
+pub(super) fn logs_json(args: &ServeArgs) -> bool {
+    matches!(args.log_format, LogFormat::Json)
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
     if config.policy.danger_grant_reads_without_contributing {
@@ -145,8 +151,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, trust_domain = %config.trust_domain, store = %config.store.path.display(), "serving");
     // A hint for the person at the terminal: a closed or full stdout does not stop the
     // server (the log on stderr says where it listens, too). The development PKI's
-    // profiles are named only where there is one.
-    let _ = if args.config.is_none() {
+    // profiles are named only where there is one. Not among JSON lines, which a machine
+    // reads.
+    let _ = if logs_json(&args) {
+        Ok(())
+    } else if args.config.is_none() {
         let profile = config
             .tls
             .ca

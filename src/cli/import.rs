@@ -40,7 +40,9 @@ const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 /// the file is skipped. Re-running an import after an interruption is safe: reports
 /// already accepted count as duplicates. The summary is printed when the import ends,
 /// also when the server ends it early (not when you stop it with Ctrl-C: run it again to
-/// see what was stored); the exit status is non-zero if any record was rejected.
+/// see what was stored); the exit status is non-zero if any record was rejected. Reports
+/// the server could not store at all (UNAVAILABLE: its disk full, say) are counted apart,
+/// "not stored", and stop the import: run it again once the server is back.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// The file to import (.jsonl or .csv); `-` is standard input. A stream (standard
@@ -95,6 +97,9 @@ struct Tally {
     refused: bool,
     /// Records not sent because the import stopped early.
     not_sent: u64,
+    /// Records the server answered it could not store now (UNAVAILABLE: its disk full,
+    /// say): not rejected — the same file run again stores them.
+    not_stored: u64,
     /// Whether the server's limit on one call has been met (and said so).
     limited: bool,
 }
@@ -277,11 +282,26 @@ fn note_rejections(
     rejections: Vec<pb::ImportRejection>,
     tally: &mut Tally,
 ) {
+    let mut failed = Vec::new();
     for rejection in rejections {
+        let line = line_of(chunk, rejection.index);
+        if rejection.code == "UNAVAILABLE" {
+            failed.push((line, rejection.message));
+            continue;
+        }
         tally.errors.push(LineError {
-            line: line_of(chunk, rejection.index),
+            line,
             message: rejection_message(&rejection.code, &rejection.message, &rejection.violations),
         });
+    }
+    // The server could not store them: no fault of theirs, and what follows would fare
+    // no better, so the import stops there (as a single Submit's UNAVAILABLE stops it).
+    if let (Some((first, why)), Some((last, _))) = (failed.first(), failed.last()) {
+        tally.not_stored += failed.len() as u64;
+        tally.stopped = Some(format!(
+            "stopped: the server could not store {} (lines {first} to {last}): {why}",
+            super::labels::count(failed.len() as u64, "report", "reports"),
+        ));
     }
 }
 
@@ -466,6 +486,7 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
             "errors": tally.errors.iter().map(|e| serde_json::json!({"line": e.line, "error": e.message})).collect::<Vec<_>>(),
             "unanswered": tally.unanswered,
             "notSent": tally.not_sent,
+            "notStored": tally.not_stored,
             "retractionsSkipped": tally.retractions,
             "stopped": tally.stopped,
         });
@@ -481,8 +502,13 @@ fn report(args: &ImportArgs, mut tally: Tally) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        let not_stored = if tally.not_stored > 0 {
+            format!(", {} not stored", tally.not_stored)
+        } else {
+            String::new()
+        };
         outln!(
-            "{} accepted, {} already there, {rejected} rejected{unanswered}{not_sent}",
+            "{} accepted, {} already there, {rejected} rejected{unanswered}{not_stored}{not_sent}",
             tally.accepted,
             tally.duplicates
         )?;
@@ -1157,6 +1183,37 @@ fn count_records(file: &input::Rereadable, format: Format) -> anyhow::Result<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reports the server could not store (UNAVAILABLE: its disk full) are not counted
+    /// as rejected: the import stops, saying the same file run again stores them
+    /// (tester X saw a full disk counted as 100 rejected reports, batch after batch).
+    #[test]
+    fn reports_the_server_could_not_store_are_not_rejected() {
+        let chunk: Vec<(usize, pb::SubmitRequest)> = (10..14)
+            .map(|line| (line, pb::SubmitRequest::default()))
+            .collect();
+        let rejection = |index: u64, code: &str| pb::ImportRejection {
+            index,
+            code: code.to_owned(),
+            message: "the store failed: No space left on device".to_owned(),
+            violations: Vec::new(),
+        };
+        let mut tally = Tally::default();
+        let rejections = vec![
+            rejection(0, "INVALID_ARGUMENT"),
+            rejection(2, "UNAVAILABLE"),
+            rejection(3, "UNAVAILABLE"),
+        ];
+        note_rejections(&chunk, rejections, &mut tally);
+        assert_eq!(tally.errors.len(), 1);
+        assert_eq!(tally.errors[0].line, 10);
+        assert_eq!(tally.not_stored, 2);
+        let stopped = tally.stopped.expect("the import stops");
+        assert!(
+            stopped.contains("could not store 2 reports (lines 12 to 13)"),
+            "{stopped}"
+        );
+    }
 
     /// A call on a channel whose server is gone (nothing listens on its port) is known
     /// never to have been sent, so its lines are not said to be "sent and not answered".

@@ -542,6 +542,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        // A file that sets nothing is a mistake (cut short by a failed deploy, say): it
+        // would run the server on its development defaults, relative paths and all.
+        if toml::from_str::<toml::Table>(&text).is_ok_and(|table| table.is_empty()) {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                reason: "it sets nothing (it is empty, or holds comments only), which would \
+                         run the server on its development defaults (certs/ and data/ \
+                         beside the working directory): write its settings \
+                         (`tidemark serve --print-config` prints them all), or run without \
+                         --config for the defaults"
+                    .to_owned(),
+            });
+        }
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -932,6 +945,27 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that sets nothing — empty, blank, comments only, a byte-order mark — is
+    /// refused, not taken for the development defaults (tester X).
+    #[test]
+    fn a_file_that_sets_nothing_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("empty", ""),
+            ("blank", "\n\n  \n"),
+            ("comments", "# listen = \"127.0.0.1:1\"\n"),
+            ("bom", "\u{feff}"),
+        ] {
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let refused = Config::read(&path).unwrap_err().to_string();
+            assert!(refused.contains("sets nothing"), "{name}: {refused}");
+        }
+        let path = dir.path().join("one.toml");
+        std::fs::write(&path, "trust_domain = \"example.org\"\n").unwrap();
+        assert_eq!(Config::read(&path).unwrap().trust_domain, "example.org");
+    }
 
     #[test]
     fn defaults_round_trip_through_toml() {

@@ -98,7 +98,7 @@ impl Administration {
             let free = fs.f_bavail.saturating_mul(fs.f_frsize);
             let needed = size.saturating_add(size / 10).saturating_add(64 << 20);
             if free < needed {
-                return Err(AdminError::Busy(format!(
+                return Err(AdminError::NoSpace(format!(
                     "{} has {} MiB free; a backup needs about {} MiB there for its copy of \
                      the store and room for the writer to go on: free some space first",
                     dir.display(),
@@ -907,10 +907,13 @@ pub enum AdminError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The action cannot be taken now (another is running, or there is no room); the
-    /// message says what to do.
+    /// The action cannot be taken now (another is running); the message says what to do.
     #[error("{0}")]
     Busy(String),
+    /// The data directory has no room for what the action needs; the message says how
+    /// much.
+    #[error("{0}")]
+    NoSpace(String),
     /// Something that cannot happen with a working CA did.
     #[error("{0}")]
     Internal(String),

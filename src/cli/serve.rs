@@ -149,6 +149,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // below stops the server cleanly.
     let shutdown = shutdown_signal()?;
     tracing::info!(%addr, trust_domain = %config.trust_domain, store = %config.store.path.display(), "serving");
+    warn_if_little_room(&config.store.path);
     // A hint for the person at the terminal: a closed or full stdout does not stop the
     // server (the log on stderr says where it listens, too). The development PKI's
     // profiles are named only where there is one. Not among JSON lines, which a machine
@@ -174,6 +175,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server.run(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The least free space on the store's file system the server starts without a warning:
+/// a write that finds none stops it (health NOT_SERVING, then exit), and under a
+/// supervisor that restarts it, each start would look healthy until its first write.
+const LOW_ROOM: u64 = 64 << 20;
+
+/// Warns when the store's file system has less than [`LOW_ROOM`] free.
+fn warn_if_little_room(store: &Path) {
+    let dir = store
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(fs) = rustix::fs::statvfs(dir) {
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if free < LOW_ROOM {
+            tracing::warn!(
+                dir = %dir.display(),
+                free_mib = free >> 20,
+                "the store's file system has little room: a write that finds none stops the \
+                 server; free some space"
+            );
+        }
+    }
 }
 
 /// Enrols the sample states and registers their development signing keys

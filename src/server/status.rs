@@ -295,6 +295,7 @@ impl From<AdminError> for Status {
             AdminError::Store(e) => e.into(),
             AdminError::Write(AdminWriteError::NotWritten(_) | AdminWriteError::Failed(_))
             | AdminError::Busy(_) => Status::unavailable(message),
+            AdminError::NoSpace(_) => Status::resource_exhausted(message),
             AdminError::Internal(_) => Status::internal(message),
             AdminError::Stopped(_) => Status::cancelled(message),
         }

@@ -735,11 +735,22 @@ async fn certs(
     Ok(())
 }
 
-/// `2 signing keys (1 revoked)`: how many a state has, and how many of them are revoked.
+/// `2 signing keys (1 revoked)`: how many a state has, and how many of them are revoked
+/// — or that none is left to sign with.
 fn signing_keys(keys: &[pb::SigningKeyInfo]) -> String {
     let all = super::labels::count(keys.len() as u64, "signing key", "signing keys");
     match keys.iter().filter(|k| k.revoked_at_unix != 0).count() {
         0 => all,
+        revoked if revoked == keys.len() => {
+            format!(
+                "{all}, {}: none to sign with",
+                if revoked == 1 {
+                    "revoked"
+                } else {
+                    "all revoked"
+                }
+            )
+        }
         revoked => format!("{all} ({revoked} revoked)"),
     }
 }
@@ -879,6 +890,15 @@ mod tests {
         assert_eq!(
             signing_keys(&[key(5), key(0)]),
             "2 signing keys (1 revoked)"
+        );
+        // Tester X read "1 signing key (1 revoked)" as a usable key.
+        assert_eq!(
+            signing_keys(&[key(5)]),
+            "1 signing key, revoked: none to sign with"
+        );
+        assert_eq!(
+            signing_keys(&[key(5), key(6)]),
+            "2 signing keys, all revoked: none to sign with"
         );
     }
 

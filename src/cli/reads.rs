@@ -895,8 +895,10 @@ pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Who read your state's reports: every read by another state, newest first (or, with
-/// `verify-reciprocity`, a check of the whole log).
+/// Who read your state's reports: every read by another state, newest first by record
+/// number (or, with `verify-reciprocity`, a check of the whole log). Records a restored
+/// store carried over from the access trail take new numbers and keep their times, so
+/// there times can run out of order.
 #[derive(Args, Debug)]
 pub struct AuditArgs {
     /// List reads of your state's reports by other states (what `audit` does anyway;

@@ -177,14 +177,19 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         progress.inc(read);
     }
     progress.finish_and_clear();
-    // What an early stop left unsent, so that the summary accounts for every record.
+    // What an early stop left unsent, so that the summary accounts for every record. (An
+    // import that ran to its end sent everything: its records may number fewer than its
+    // lines, a document over several lines being one.)
     let accounted = tally.accepted
         + tally.duplicates
         + tally.errors.len() as u64
         + tally.unlisted
         + tally.unanswered
+        + tally.not_stored
         + tally.retractions;
-    tally.not_sent = total.saturating_sub(accounted);
+    if tally.stopped.is_some() {
+        tally.not_sent = total.saturating_sub(accounted);
+    }
     report(&args, tally)
 }
 

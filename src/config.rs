@@ -544,10 +544,11 @@ impl Config {
         })?;
         // A file that sets nothing is a mistake (cut short by a failed deploy, say): it
         // would run the server on its development defaults, relative paths and all.
-        if toml::from_str::<toml::Table>(&text).is_ok_and(|table| table.is_empty()) {
+        if toml::from_str::<toml::Table>(&text).is_ok_and(|table| sets_nothing(&table)) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
-                reason: "it sets nothing (it is empty, or holds comments only), which would \
+                reason: "it sets nothing (it is empty, or holds comments or table headers \
+                         only), which would \
                          run the server on its development defaults (certs/ and data/ \
                          beside the working directory): write its settings \
                          (`tidemark serve --print-config` prints them all), or run without \
@@ -942,6 +943,14 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Whether a configuration table sets no value (only tables that set none, if any).
+fn sets_nothing(table: &toml::Table) -> bool {
+    table.values().all(|value| match value {
+        toml::Value::Table(inner) => sets_nothing(inner),
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,6 +965,7 @@ mod tests {
             ("blank", "\n\n  \n"),
             ("comments", "# listen = \"127.0.0.1:1\"\n"),
             ("bom", "\u{feff}"),
+            ("headers", "[tls]\n[tls.partner_cas]\n[policy]\n"),
         ] {
             let path = dir.path().join(format!("{name}.toml"));
             std::fs::write(&path, text).unwrap();

@@ -535,8 +535,9 @@ impl Administration {
         let key_not_barred = (partners_word && record.key_fingerprint.is_empty()).then(|| {
             "its path ends at a partner CA, whose certificate proves nothing of who holds its \
              key (a CA may certify anyone's public key): the key is not barred beyond this \
-             certificate — the partner CA revokes its other certificates of it, and a \
-             handshake made with the key would let the server bar it"
+             certificate — the partner CA revokes its other certificates of it (a \
+             certificate of the key presented in a TLS handshake since the server started \
+             would have let it bar the key)"
                 .to_owned()
         });
         Ok(Revocation {

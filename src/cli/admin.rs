@@ -522,8 +522,9 @@ async fn revoke(
             "warning: the server does not know this certificate's key (it did not issue \
              it, and no handshake has presented it since the server started): only serial \
              {}{of} is refused. Other certificates of the same key stay valid until you \
-             present this one: `tidemark admin revoke --certificate FILE --reason \
-             key-compromise`",
+             present this one, if the exchange's CA issued it: `tidemark admin revoke \
+             --certificate FILE --reason key-compromise` (a partner CA's certificate is \
+             barred alone: that CA revokes its others)",
             r.serial
         );
     }

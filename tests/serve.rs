@@ -30,12 +30,22 @@ fn spawn_serve_logging_to(dir: &Path, extra: &[&str], log: Stdio) -> (Child, Str
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let endpoint = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
-        .to_owned();
+    let endpoint = endpoint_of(&line);
     (child, endpoint)
+}
+
+/// The endpoint the server's first line on standard output names: a JSON line under
+/// `--log-format json`, else a sentence.
+fn endpoint_of(line: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|hint| hint["endpoint"].as_str().map(str::to_owned))
+        .or_else(|| {
+            line.split_whitespace()
+                .find(|w| w.starts_with("https://"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
 }
 
 /// A directory in which `tidemark pki init` made a development PKI (certs/).
@@ -364,11 +374,7 @@ fn logs_while(dir: &Path, args: &[&str], during: impl FnOnce(&str)) -> String {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let endpoint = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("no endpoint in {line:?}"))
-        .to_owned();
+    let endpoint = endpoint_of(&line);
     let stderr = child.stderr.take().unwrap();
     during(&endpoint);
     terminate(child);

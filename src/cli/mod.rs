@@ -263,14 +263,18 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if json_log => {
-            // One JSON line, as `tracing`'s JSON format writes an event.
+            // One JSON line, as the server's log writes an event (`serve::init_tracing`:
+            // fields flattened, the time in microseconds).
             let time = time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
+                .format(time::macros::format_description!(
+                    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+                ))
                 .unwrap_or_default();
             let line = serde_json::json!({
                 "timestamp": time,
                 "level": "ERROR",
-                "fields": { "message": "the server stopped", "error": said_once(&e) },
+                "message": "the server stopped",
+                "error": said_once(&e),
                 "target": "tidemark",
             });
             errln!("{line}");

@@ -76,8 +76,8 @@ enum LogFormat {
     Json,
 }
 
-/// Whether the server logs JSON lines (`--log-format json`): then its fatal error is one
-/// too, and nothing else is printed.
+/// Whether the server logs JSON lines (`--log-format json`): then where it listens, on
+/// standard output, and its fatal error are JSON lines too.
 pub(super) fn logs_json(args: &ServeArgs) -> bool {
     matches!(args.log_format, LogFormat::Json)
 }
@@ -152,10 +152,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     warn_if_little_room(&config.store.path);
     // A hint for the person at the terminal: a closed or full stdout does not stop the
     // server (the log on stderr says where it listens, too). The development PKI's
-    // profiles are named only where there is one. Not among JSON lines, which a machine
-    // reads.
+    // profiles are named only where there is one. Among JSON lines, a JSON line too.
     let _ = if logs_json(&args) {
-        Ok(())
+        outln!(
+            "{}",
+            serde_json::json!({ "message": "listening", "endpoint": format!("https://{addr}") })
+        )
     } else if args.config.is_none() {
         let profile = config
             .tls

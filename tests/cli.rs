@@ -1632,6 +1632,21 @@ async fn import_refuses_a_bad_first_line_alone() {
             .contains(&format!("lines 2 to {}", after - 1)),
         "{summary}"
     );
+    // One cut short right before a whole one: the whole one is still one record.
+    let file = dir.path().join("cut-then-pretty.jsonl");
+    std::fs::write(&file, format!("{cut}\n{pretty}\n{}\n", lines[2])).unwrap();
+    let (summary, stderr) = import_json(&file, &endpoint, &aus, &[]).await;
+    assert_eq!(
+        error_lines(&summary),
+        [1, 2, 3, 4, 5, 6],
+        "{summary} {stderr}"
+    );
+    assert!(
+        summary
+            .to_string()
+            .contains(&format!("lines 6 to {}", 5 + pretty_lines)),
+        "{summary}"
+    );
 }
 
 /// Two states' first runs into one mirror directory at once (different categories):

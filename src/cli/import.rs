@@ -715,6 +715,7 @@ fn records(
         Ok(Box::new(JsonLines {
             texts: Box::new(texts),
             ready: std::collections::VecDeque::new(),
+            again: None,
         }))
     }
 }
@@ -727,6 +728,9 @@ struct JsonLines {
     texts: Box<dyn Iterator<Item = (usize, Result<String, String>)>>,
     /// Records made and not yet given, in order.
     ready: std::collections::VecDeque<Record>,
+    /// A line to read afresh once they are given: the one that showed the lines before
+    /// it were not one document (it may start one of its own).
+    again: Option<(usize, String)>,
 }
 
 /// Most lines and bytes a document over several lines is followed for.
@@ -739,9 +743,13 @@ impl Iterator for JsonLines {
         if let Some(record) = self.ready.pop_front() {
             return Some(record);
         }
-        let (first, text) = match self.texts.next()? {
-            (line, Ok(text)) => (line, text),
-            (line, Err(why)) => return Some((line, Err(why))),
+        let (first, text) = match self.again.take().map(|(line, text)| (line, Ok(text))) {
+            Some(again) => again,
+            None => self.texts.next()?,
+        };
+        let text = match text {
+            Ok(text) => text,
+            Err(why) => return Some((first, Err(why))),
         };
         let record = report_of_line(&text);
         let cut_short = |text: &str| {
@@ -775,7 +783,7 @@ impl Iterator for JsonLines {
             }
             if !cut_short(&document) {
                 // Not one document: this line is read afresh, after those held.
-                self.ready.push_back((line, report_of_line(&next)));
+                self.again = Some((line, next));
                 break;
             }
             held.push((line, next));

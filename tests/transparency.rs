@@ -160,16 +160,13 @@ async fn the_log_is_consistent_between_every_pair_of_sizes_and_continues_after_a
     let mut log = transparency(&world, Role::Operator, "ops-1").await;
     let key = log_key(&mut log).await;
     let mut seen: Vec<Checkpoint> = vec![checkpoint(&mut log, &key).await];
+    let mut first = None;
     for seed in 1..5 {
-        world
-            .submit(&report(
-                "AUS",
-                seed,
-                false,
-                pb::SharingScope::AllContributors,
-                &[],
-            ))
-            .await;
+        let r = report("AUS", seed, false, pb::SharingScope::AllContributors, &[]);
+        let mut ex = world.exchange("AUS").await;
+        let signed = sign(&r, world.key("AUS"));
+        let accepted = submit(&mut ex, signed.clone()).await.unwrap();
+        first.get_or_insert((signed, accepted.log_proof));
         seen.push(checkpoint(&mut log, &key).await);
     }
     let before = seen.last().unwrap().clone();
@@ -182,6 +179,37 @@ async fn the_log_is_consistent_between_every_pair_of_sizes_and_continues_after_a
     let mut log = TransparencyClient::new(server.channel(&identity).await);
     let after = checkpoint(&mut log, &key).await;
     assert_eq!((after.size, after.root), (before.size, before.root));
+    // Every leaf written before the restart is found by its hash, and a duplicate gets
+    // its original leaf.
+    let entries = log
+        .get_entries(pb::GetEntriesRequest {
+            start: 0,
+            end: after.size,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len() as u64, after.size);
+    for (index, entry) in entries.iter().enumerate() {
+        let proof = log
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                leaf: Some(Leaf::LeafHash(merkle::leaf_hash(entry).to_vec())),
+                tree_size: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(proof.index, index as u64);
+    }
+    let (envelope, proof) = first.unwrap();
+    let original = receipt::verify_log_proof(&proof, &key).unwrap();
+    let again = submit(&mut server.exchange(&node(&pki, "AUS")).await, envelope)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    let again = receipt::verify_log_proof(&again.log_proof, &key).unwrap();
+    assert_eq!((again.index, again.entry), (original.index, original.entry));
     let world = World::on(pki, server).await;
     let mut ex = world.exchange("IDN").await;
     let r = report("IDN", 9, false, pb::SharingScope::AllContributors, &[]);

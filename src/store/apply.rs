@@ -3,6 +3,8 @@
 //! leaf) or an audit record (with its by-owner index and its log leaf). The queue that
 //! batches jobs is [`super::writer`]; this is what one job does inside the transaction.
 
+use std::sync::Arc;
+
 use prost::Message as _;
 use redb::ReadableTable;
 use uuid::Uuid;
@@ -11,6 +13,7 @@ use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
     ENVELOPES, EnvelopeKind, EnvelopeRecord, QUARTERS_BEHIND, REPORTS, ReportHead, SECRETS,
     StoreError, VersionRef, counters, decode,
+    leaves::LeafIndex,
     log::{self, Leaf, LogTables},
 };
 use crate::{
@@ -174,7 +177,10 @@ pub(super) struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    pub(super) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        tx: &'t redb::WriteTransaction,
+        leaves: &Arc<LeafIndex>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             envelopes: tx.open_table(ENVELOPES)?,
             reports: tx.open_table(REPORTS)?,
@@ -185,7 +191,7 @@ impl<'t> Tables<'t> {
             quarters_behind: tx.open_table(QUARTERS_BEHIND)?,
             budgets: tx.open_table(BUDGETS)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
-            log: LogTables::open(tx)?,
+            log: LogTables::open(tx, leaves.clone())?,
             trail: Vec::new(),
         })
     }

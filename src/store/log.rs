@@ -1,15 +1,18 @@
 //! The transparency log in the store: leaves appended in the writer's transaction, one
 //! signed checkpoint per committed batch, and proofs read from a snapshot.
 //!
-//! Four tables (defined with the others in `store/mod.rs`): the encoded entries by
+//! Three tables (defined with the others in `store/mod.rs`): the encoded entries by
 //! index, the hashes of every *perfect* subtree by (level, index) — the node at level
-//! `L`, index `i` covers leaves `[i·2^L, (i+1)·2^L)` —, leaf hash → index, and the signed
-//! checkpoints by tree size. Any root, inclusion or consistency proof is computed from
-//! O(log n) perfect subtrees ([`crate::tlog::merkle`]); nothing scans the leaves.
+//! `L`, index `i` covers leaves `[i·2^L, (i+1)·2^L)` —, and the signed checkpoints by
+//! tree size; leaf hash → index is held in memory ([`super::leaves`]). Any root,
+//! inclusion or consistency proof is computed from O(log n) perfect subtrees
+//! ([`crate::tlog::merkle`]); nothing scans the leaves.
+
+use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::{AuditRecord, EnvelopeRecord, StoreError};
+use super::{AuditRecord, EnvelopeRecord, StoreError, leaves::LeafIndex};
 use crate::{
     report::Category,
     tlog::{
@@ -36,8 +39,10 @@ impl<T: ReadableTable<(u32, u64), &'static [u8]>> Subtrees for Nodes<'_, T> {
 pub(super) struct LogTables<'t> {
     entries: redb::Table<'t, u64, &'static [u8]>,
     nodes: redb::Table<'t, (u32, u64), &'static [u8]>,
-    by_hash: redb::Table<'t, &'static [u8], u64>,
     checkpoints: redb::Table<'t, u64, &'static str>,
+    leaves: Arc<LeafIndex>,
+    /// Leaves committed before this transaction.
+    committed: u64,
 }
 
 /// A leaf appended: its index and its encoded entry.
@@ -50,12 +55,17 @@ pub struct Leaf {
 }
 
 impl<'t> LogTables<'t> {
-    pub(super) fn open(tx: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        tx: &'t redb::WriteTransaction,
+        leaves: Arc<LeafIndex>,
+    ) -> Result<Self, StoreError> {
+        let entries = tx.open_table(super::LOG_ENTRIES)?;
         Ok(Self {
-            entries: tx.open_table(super::LOG_ENTRIES)?,
+            committed: entries.len()?,
+            entries,
             nodes: tx.open_table(super::LOG_NODES)?,
-            by_hash: tx.open_table(super::LOG_BY_HASH)?,
             checkpoints: tx.open_table(super::CHECKPOINTS)?,
+            leaves,
         })
     }
 
@@ -74,7 +84,6 @@ impl<'t> LogTables<'t> {
             self.nodes.insert((level, i), hash.as_slice())?;
         }
         self.entries.insert(index, bytes.as_slice())?;
-        self.by_hash.insert(leaf.as_slice(), index)?;
         Ok(Leaf {
             index,
             entry: bytes,
@@ -90,8 +99,11 @@ impl<'t> LogTables<'t> {
     pub(super) fn find(&self, entry: &Entry) -> Result<Option<Leaf>, StoreError> {
         let bytes = entry.encode();
         let hash = merkle::leaf_hash(&bytes);
-        Ok(self.by_hash.get(hash.as_slice())?.map(|index| Leaf {
-            index: index.value(),
+        let found = self
+            .leaves
+            .find(&hash, &self.nodes, (self.committed, self.size()?))?;
+        Ok(found.map(|index| Leaf {
+            index,
             entry: bytes,
         }))
     }
@@ -117,7 +129,7 @@ impl<'t> LogTables<'t> {
 pub(crate) struct LogView {
     pub(super) entries: redb::ReadOnlyTable<u64, &'static [u8]>,
     pub(super) nodes: redb::ReadOnlyTable<(u32, u64), &'static [u8]>,
-    pub(super) by_hash: redb::ReadOnlyTable<&'static [u8], u64>,
+    pub(super) leaves: Arc<LeafIndex>,
     pub(super) checkpoints: redb::ReadOnlyTable<u64, &'static str>,
     pub(super) cosignatures: redb::ReadOnlyTable<(u64, &'static str), &'static str>,
 }
@@ -132,11 +144,14 @@ pub struct StoredCheckpoint {
 }
 
 impl LogView {
-    pub(super) fn open(tx: &redb::ReadTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        tx: &redb::ReadTransaction,
+        leaves: Arc<LeafIndex>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             entries: tx.open_table(super::LOG_ENTRIES)?,
             nodes: tx.open_table(super::LOG_NODES)?,
-            by_hash: tx.open_table(super::LOG_BY_HASH)?,
+            leaves,
             checkpoints: tx.open_table(super::CHECKPOINTS)?,
             cosignatures: tx.open_table(super::COSIGNATURES)?,
         })
@@ -199,9 +214,15 @@ impl LogView {
         Ok(out)
     }
 
+    /// Indexes every leaf by its hash now rather than at the first lookup.
+    pub(super) fn index_leaves(&self) -> Result<(), StoreError> {
+        self.leaves.catch_up(&self.nodes, self.size()?)
+    }
+
     /// The index of the leaf with hash `leaf_hash`.
     pub(super) fn index_of(&self, leaf_hash: &Hash) -> Result<Option<u64>, StoreError> {
-        Ok(self.by_hash.get(leaf_hash.as_slice())?.map(|v| v.value()))
+        let size = self.size()?;
+        self.leaves.find(leaf_hash, &self.nodes, (size, size))
     }
 
     /// The leaf whose entry is `entry`, if the log holds it.

@@ -17,6 +17,7 @@ mod backup;
 mod budget;
 pub(crate) mod counters;
 mod disk;
+mod leaves;
 mod log;
 mod projection;
 mod rebuild;
@@ -108,7 +109,8 @@ const QUARTERS_BEHIND: TableDefinition<(u8, u32), ()> = TableDefinition::new("qu
 const LOG_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("log_entries");
 /// Hashes of the log's perfect subtrees by (level, index).
 const LOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log_nodes");
-/// Leaf hash → leaf index.
+/// Leaf hash → leaf index, as stores kept it before the index moved to memory
+/// (`leaves.rs`): deleted when such a store is opened.
 const LOG_BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("log_by_hash");
 /// Signed checkpoints (C2SP tlog-checkpoint notes) by tree size, one per batch.
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
@@ -166,6 +168,8 @@ pub struct Store {
     projection: Arc<ProjectionCell>,
     /// The trail journal, once the server has opened it.
     trail: Arc<trail::TrailCell>,
+    /// The log's leaf hash → index.
+    leaves: Arc<leaves::LeafIndex>,
 }
 
 /// Where the projection lives: built when the writer starts (or on first use by a store
@@ -256,6 +260,7 @@ impl Store {
             path: Arc::new(path.clone()),
             projection: Arc::default(),
             trail: Arc::default(),
+            leaves: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)
@@ -316,7 +321,7 @@ impl Store {
             tx.open_table(QUARTERS_BEHIND)?;
             tx.open_table(LOG_ENTRIES)?;
             tx.open_table(LOG_NODES)?;
-            tx.open_table(LOG_BY_HASH)?;
+            tx.delete_table(LOG_BY_HASH)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COSIGNATURES)?;
             tx.open_table(BUDGETS)?;
@@ -355,6 +360,8 @@ impl Store {
         let latest = self.envelope_count()?;
         // Built before the writer can commit anything, so it misses no change.
         self.build_projection()?;
+        // Before the first receipt needs it.
+        self.log()?.index_leaves()?;
         Writer::start(
             self.db.clone(),
             clock,
@@ -366,6 +373,7 @@ impl Store {
                 self.projection.clone(),
                 self.keys.clone(),
                 self.trail.clone(),
+                self.leaves.clone(),
             ),
         )
     }
@@ -414,7 +422,7 @@ impl Store {
         let built = {
             let mut meta = tx.open_table(META)?;
             let current = meta.get("log_version")?.map(|v| v.value()) == Some(LOG_VERSION);
-            let mut tables = log::LogTables::open(&tx)?;
+            let mut tables = log::LogTables::open(&tx, self.leaves.clone())?;
             let mut built = 0;
             if !current {
                 let envelopes = tx.open_table(ENVELOPES)?;
@@ -473,7 +481,7 @@ impl Store {
 
     /// A consistent read-only view of the whole store (an MVCC snapshot).
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        Snapshot::open(&self.db)
+        Snapshot::open(&self.db, &self.leaves)
     }
 
     /// A report's head as the store now stands, and the envelope of `sequence` when one
@@ -671,7 +679,7 @@ impl Store {
         let tx = self.begin_write()?;
         let logged = {
             let mut meta = tx.open_table(META)?;
-            let mut tables = log::LogTables::open(&tx)?;
+            let mut tables = log::LogTables::open(&tx, self.leaves.clone())?;
             let last = match meta.get("policy_leaf")?.map(|v| v.value()) {
                 Some(index) => tables.entry(index)?,
                 None => None,
@@ -730,7 +738,7 @@ impl Store {
 
     /// The transparency log as of now (a read transaction on its tables only).
     pub(crate) fn log(&self) -> Result<log::LogView, StoreError> {
-        log::LogView::open(&self.db.begin_read()?)
+        log::LogView::open(&self.db.begin_read()?, self.leaves.clone())
     }
 
     /// Registers a signing key. The same key for the same state again changes nothing
@@ -778,7 +786,7 @@ impl Store {
         let tx = self.begin_write()?;
         let applied = admin::apply(&tx, change)??;
         {
-            let mut t = apply::Tables::open(&tx)?;
+            let mut t = apply::Tables::open(&tx, &self.leaves)?;
             let mut deltas = counters::Deltas::new(t.record_keys.clone());
             apply::follow_admin(&tx, &mut t, &mut deltas, &applied)?;
             t.write_counters(deltas)?;
@@ -1048,8 +1056,38 @@ impl From<redb::TransactionError> for KeyRegistryError {
 
 #[cfg(test)]
 mod tests {
-    use super::{AdminChange, COSIGNATURES, IssuedCertificate, RevokedCertificate, Store};
+    use redb::{ReadableDatabase, TableHandle};
+
+    use super::{
+        AdminChange, COSIGNATURES, IssuedCertificate, LOG_BY_HASH, RevokedCertificate, Store,
+    };
     use crate::{config::StoreConfig, tlog::cosignature::Cosigner};
+
+    /// A store from before the leaf index moved to memory loses its table of it when
+    /// opened.
+    #[test]
+    fn an_older_stores_leaf_hash_table_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::in_dir(dir.path());
+        drop(Store::open(&config).unwrap());
+        let tables = |db: &redb::Database| -> Vec<String> {
+            let tx = db.begin_read().unwrap();
+            let names = tx.list_tables().unwrap();
+            names.map(|t| t.name().to_owned()).collect()
+        };
+        {
+            let db = redb::Database::open(&config.path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(LOG_BY_HASH)
+                .unwrap()
+                .insert([1u8; 32].as_slice(), 0)
+                .unwrap();
+            tx.commit().unwrap();
+            assert!(tables(&db).contains(&"log_by_hash".to_owned()));
+        }
+        let store = Store::open(&config).unwrap();
+        assert!(!tables(&store.db).contains(&"log_by_hash".to_owned()));
+    }
 
     /// A certificate revoked as compromised makes the keys compromised of the
     /// certificates it covers only: of its issuer, or of every issuer for a serial alone —

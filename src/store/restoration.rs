@@ -129,7 +129,7 @@ impl Store {
         let trail_lines;
         let tx = self.begin_write()?;
         {
-            let mut t = Tables::open(&tx)?;
+            let mut t = Tables::open(&tx, &self.leaves)?;
             let mut deltas = super::counters::Deltas::new(t.record_keys.clone());
             let stored = t.next_audit()? - 1;
             let mut number = stored + 1;

@@ -6,7 +6,7 @@
 //! key": a resume point always moves strictly forward, whatever the key — the largest
 //! UUID or sequence number included.
 
-use std::ops::Bound;
+use std::{ops::Bound, sync::Arc};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -16,6 +16,7 @@ use super::{
     ReportHead, SECRETS, SIGNING_KEYS, StoreError,
     counters::{self, CounterRow, CounterTables, Cuboid, Grain, RecordKeys},
     decode,
+    leaves::LeafIndex,
     log::{Leaf, LogView, ProofRequestError, StoredCheckpoint},
 };
 use crate::tlog::merkle::Hash;
@@ -42,7 +43,7 @@ pub struct Snapshot {
 pub(super) type IndexKey = (String, i32, u128);
 
 impl Snapshot {
-    pub(super) fn open(db: &Database) -> Result<Self, StoreError> {
+    pub(super) fn open(db: &Database, leaves: &Arc<LeafIndex>) -> Result<Self, StoreError> {
         let tx = db.begin_read()?;
         Ok(Self {
             envelopes: tx.open_table(ENVELOPES)?,
@@ -59,7 +60,7 @@ impl Snapshot {
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             cursor_key: super::cursor_key(&tx.open_table(SECRETS)?)?,
             budgets: tx.open_table(BUDGETS)?,
-            log: LogView::open(&tx)?,
+            log: LogView::open(&tx, leaves.clone())?,
         })
     }
 

@@ -36,6 +36,7 @@ use super::{
     apply::{self, Accepted, AppendError, NewEnvelope, Tables},
     budget::{self, BudgetCharge, BudgetError},
     counters,
+    leaves::LeafIndex,
     projection::Change,
 };
 use crate::{clock::Clock, metrics::Metrics, report::Category, tlog::LogSigner};
@@ -98,7 +99,7 @@ impl Writer {
         clock: Clock,
         max_batch: usize,
         latest_sequence: u64,
-        (log, metrics, projection, keys, trail): Shared,
+        (log, metrics, projection, keys, trail, leaves): Shared,
     ) -> Result<(Self, WriterThread), StoreError> {
         let max_batch = max_batch.max(1);
         let (queue, rx) = mpsc::channel(max_batch * 4);
@@ -123,6 +124,7 @@ impl Writer {
                     projection: &projection,
                     keys: &keys,
                     trail: &trail,
+                    leaves: &leaves,
                 };
                 let queues = Queues {
                     urgent: urgent_rx,
@@ -342,6 +344,8 @@ struct Ends<'a> {
     keys: &'a KeyCache,
     /// The trail journal, given each batch's audit records after its commit.
     trail: &'a super::trail::TrailCell,
+    /// The log's leaf index, for finding a duplicate's leaf.
+    leaves: &'a Arc<LeafIndex>,
 }
 
 fn run(
@@ -407,7 +411,7 @@ fn run(
             continue;
         }
         let started = std::time::Instant::now();
-        let committed = commit_batch(db, &batch, (clock.now(), &mut lowered), log);
+        let committed = commit_batch(db, &batch, (clock.now(), &mut lowered), (log, ends.leaves));
         match committed {
             Ok((results, changes, (trail, log_size))) => {
                 // Every batch, so that what the journal covers has no gap.
@@ -700,13 +704,15 @@ impl Stands {
 }
 
 /// What the writer shares with the store: the log's signer, the metrics, the columnar
-/// projection, the signing keys held in memory and the trail journal.
+/// projection, the signing keys held in memory, the trail journal and the log's leaf
+/// index.
 pub(super) type Shared = (
     Arc<LogSigner>,
     Arc<Metrics>,
     Arc<ProjectionCell>,
     Arc<KeyCache>,
     Arc<super::trail::TrailCell>,
+    Arc<LeafIndex>,
 );
 
 /// A committed batch: each job's outcome, the changes for the projection, and the audit
@@ -717,14 +723,14 @@ fn commit_batch(
     db: &Database,
     batch: &[Job],
     (now, lowered): (i64, &mut Lowered),
-    log: &LogSigner,
+    (log, leaves): (&LogSigner, &Arc<LeafIndex>),
 ) -> Result<Committed, StoreError> {
     let mut tx = db.begin_write()?;
     tx.set_two_phase_commit(true);
     let mut results = Vec::with_capacity(batch.len());
     let (changes, trail, log_size);
     {
-        let mut t = Tables::open(&tx)?;
+        let mut t = Tables::open(&tx, leaves)?;
         let mut deltas = counters::Deltas::keeping_changes(t.record_keys.clone());
         let mut next_sequence = t.next_sequence()?;
         let mut next_audit = t.next_audit()?;

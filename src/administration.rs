@@ -438,7 +438,7 @@ impl Administration {
     /// A presented certificate is revoked for its own issuer, a CA of the bundle or an
     /// intermediate CA, once its path is verified ([`Trust::presented`]). The revocation
     /// keeps the certificate's key when it is known — presented, issued here, or seen in
-    /// a handshake since the server started ([`Trust::seen_key`]) — so that a
+    /// a handshake ([`Trust::seen_keys`], `store/seen_keys.rs`) — so that a
     /// key-compromise bars every certificate of the key.
     pub(crate) fn revoke_certificate(
         &self,
@@ -485,16 +485,19 @@ impl Administration {
             _ => holder,
         };
         // By serial alone, its key is known from the record of one issued here, or from
-        // a handshake that presented it since the server started.
+        // a handshake that presented it (kept in the store across restarts).
         let key_fingerprint = match &on_record {
             Some(c) if key_fingerprint.is_empty() => c.key_fingerprint.clone(),
             _ => key_fingerprint,
         };
         let key_fingerprint = if key_fingerprint.is_empty() {
-            self.trust
-                .seen_key(&serial, &issuer)
-                .map(|key| key.to_vec())
-                .unwrap_or_default()
+            let mut keys = self.trust.seen_keys(&serial, &issuer);
+            keys.extend(self.store.seen_keys(&serial, &issuer)?);
+            // Only if every certificate of the serial that was seen is of one key.
+            match keys.split_first() {
+                Some((first, rest)) if rest.iter().all(|key| key == first) => first.to_vec(),
+                _ => Vec::new(),
+            }
         } else {
             key_fingerprint
         };
@@ -536,8 +539,8 @@ impl Administration {
             "its path ends at a partner CA, whose certificate proves nothing of who holds its \
              key (a CA may certify anyone's public key): the key is not barred beyond this \
              certificate — the partner CA revokes its other certificates of it (a \
-             certificate of the key presented in a TLS handshake since the server started \
-             would have let it bar the key)"
+             certificate of the key presented in a TLS handshake would have let it bar the \
+             key)"
                 .to_owned()
         });
         Ok(Revocation {

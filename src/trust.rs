@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::{
     identity::{CertificateId, PeerIdentity, Role},
     pki::{self, CertificateAuthority, PkiError, RevokedEntry},
-    store::{IssuedCertificate, RevokedCertificate, Store, StoreError},
+    store::{IssuedCertificate, RevokedCertificate, SeenKey, Store, StoreError},
     tls::{Inadmissible, ServerTlsFiles, ServerTlsMaterial, TlsError},
 };
 
@@ -118,9 +118,9 @@ pub(crate) struct Trust {
     config_at_start: Option<crate::config::Config>,
     /// The key (SHA-256 of its SubjectPublicKeyInfo) of each client certificate a
     /// handshake presented since the server started, by issuer and serial (at most
-    /// [`MAX_KNOWN_CHAINS`], all forgotten when full): a revocation by serial of one made
-    /// offline then names its key, as presenting the certificate would
-    /// ([`Trust::seen_key`]).
+    /// [`MAX_KNOWN_CHAINS`], all forgotten when full; the store keeps them across
+    /// restarts, `store/seen_keys.rs`): a revocation by serial of one made offline then
+    /// names its key, as presenting the certificate would ([`Trust::seen_keys`]).
     seen_keys: Mutex<std::collections::HashMap<CertificateId, [u8; 32]>>,
 }
 
@@ -558,11 +558,10 @@ impl Trust {
         })
     }
 
-    /// Keeps the key of the client certificate `peer` presented in a handshake.
-    pub(crate) fn saw(&self, peer: &PeerIdentity) {
-        let Some(leaf) = peer.certificates().first() else {
-            return;
-        };
+    /// Keeps the key of the client certificate `peer` presented in a handshake; returns
+    /// it when it was not held already, for the store to keep too.
+    pub(crate) fn saw(&self, peer: &PeerIdentity) -> Option<SeenKey> {
+        let leaf = peer.certificates().first()?;
         let mut seen = self
             .seen_keys
             .lock()
@@ -570,23 +569,26 @@ impl Trust {
         if seen.len() >= MAX_KNOWN_CHAINS && !seen.contains_key(leaf) {
             seen.clear();
         }
-        seen.insert(leaf.clone(), *peer.key_fingerprint());
+        let key = *peer.key_fingerprint();
+        (seen.insert(leaf.clone(), key) != Some(key)).then(|| SeenKey {
+            issuer: leaf.issuer.clone(),
+            serial: leaf.serial.clone(),
+            key,
+        })
     }
 
-    /// The key of the client certificates of `serial` a handshake presented since the
+    /// The keys of the client certificates of `serial` a handshake presented since the
     /// server started — of `issuer` ([`crate::identity::issuer_id`]), or of any issuer
-    /// when it is empty — if they were of one key.
-    pub(crate) fn seen_key(&self, serial: &str, issuer: &str) -> Option<[u8; 32]> {
+    /// when it is empty.
+    pub(crate) fn seen_keys(&self, serial: &str, issuer: &str) -> Vec<[u8; 32]> {
         let seen = self
             .seen_keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut keys = seen
-            .iter()
+        seen.iter()
             .filter(|(id, _)| id.serial == serial && (issuer.is_empty() || id.issuer == issuer))
-            .map(|(_, key)| *key);
-        let first = keys.next()?;
-        keys.all(|key| key == first).then_some(first)
+            .map(|(_, key)| *key)
+            .collect()
     }
 
     /// The settings of the configuration file, besides `[tls] partner_cas`, whose values

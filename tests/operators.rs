@@ -1642,6 +1642,39 @@ async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
     who(&server, &pki.identity(&own)).await.unwrap();
 }
 
+/// The key a handshake showed is kept across a restart: a compromise reported by serial
+/// after it still bars every certificate of the key.
+#[tokio::test]
+async fn a_key_a_handshake_showed_is_known_after_a_restart() {
+    let pki = TestPki::new();
+    let server = TestServer::start(&pki).await;
+    enrol(&server, &pki, "AUS").await;
+    let node = pki
+        .ca
+        .issue_client(
+            &Principal::new(TRUST_DOMAIN, Role::Node(state("AUS")), "main").unwrap(),
+            Validity::days_from_now(1),
+        )
+        .unwrap();
+    let spare = another_of(&pki, &node, "spare");
+    who(&server, &pki.identity(&spare)).await.unwrap();
+    let server = TestServer::start_with(&pki, server.stop().await, |_| {}).await;
+    who(&server, &pki.identity(&node)).await.unwrap();
+    let barred = server
+        .admin(&operator(&pki))
+        .await
+        .revoke_certificate(revoking(&who_serial(&spare.cert_pem), "key-compromise"))
+        .await
+        .unwrap()
+        .into_inner();
+    let key = pki::read_csr(&csr_of_key(&node.key_pem, "k"))
+        .unwrap()
+        .key_fingerprint();
+    assert_eq!(barred.key_sha256, hex::encode(key), "{barred:?}");
+    let refused = who(&server, &pki.identity(&node)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
+
 /// Another certificate of `of`'s key, for AUS's node `name`, made with the CA files (not
 /// issued through the server).
 fn another_of(pki: &TestPki, of: &IssuedCert, name: &str) -> IssuedCert {

@@ -520,7 +520,7 @@ async fn revoke(
     } else if compromise {
         errln!(
             "warning: the server does not know this certificate's key (it did not issue \
-             it, and no handshake has presented it since the server started): only serial \
+             it, and no handshake it noted has presented it): only serial \
              {}{of} is refused. Other certificates of the same key stay valid until you \
              present this one, if the exchange's CA issued it: `tidemark admin revoke \
              --certificate FILE --reason key-compromise` (a partner CA's certificate is \

@@ -46,6 +46,8 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub(super) struct Connections {
     trust: Arc<Trust>,
+    /// Keeps the key of each certificate a handshake presents (`store/seen_keys.rs`).
+    writer: crate::store::Writer,
     trust_domain: Arc<str>,
     grace: Duration,
     /// How long a connection may take, after its handshake, to send anything.
@@ -62,13 +64,14 @@ impl Connections {
     /// Connections are closed `grace` after their certificate's rights lapse, and
     /// `first_request` after their handshake if the client has sent nothing by then.
     pub(super) fn new(
-        trust: Arc<Trust>,
+        (trust, writer): (Arc<Trust>, crate::store::Writer),
         trust_domain: &str,
         (grace, first_request, max_per_principal): (Duration, Duration, usize),
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             trust,
+            writer,
             trust_domain: trust_domain.into(),
             grace,
             first_request,
@@ -118,7 +121,9 @@ impl Connections {
             Some(peer.with_chain(chain))
         });
         if let Some(identity) = identity {
-            self.trust.saw(&identity);
+            if let Some(seen) = self.trust.saw(&identity) {
+                self.writer.keep_seen_key(seen);
+            }
             let principal = identity.principal().spiffe_id();
             let lapse = auth::lapse(&self.trust, &identity);
             // Counted among its principal's connections only if it speaks for that

@@ -294,13 +294,14 @@ impl Server {
     fn accept(
         &self,
         listener: TcpListener,
+        writer: crate::store::Writer,
     ) -> (
         incoming::Incoming,
         tokio::task::JoinHandle<()>,
         connections::OverLimit,
     ) {
         let connections = Connections::new(
-            self.trust.clone(),
+            (self.trust.clone(), writer),
             &self.config.trust_domain,
             (
                 self.config.limits.lapsed_connection_grace(),
@@ -333,19 +334,19 @@ impl Server {
         }
         let metrics_task = self.spawn_metrics();
         let limits = &self.config.limits;
-        let (incoming, accept_task, over_limit) = self.accept(listener);
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, ServingStatus::Serving).await;
-        let (reflection, reflection_v1alpha) = reflection()?;
-        let authenticate =
-            Authenticate::new(&self.config.trust_domain, self.trust.clone(), over_limit);
         let (writer, writer_thread) = self.store.start_writer(
             self.clock.clone(),
             self.config.store.max_batch,
             self.log.clone(),
             self.metrics.clone(),
         )?;
+        let (incoming, accept_task, over_limit) = self.accept(listener, writer.clone());
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, ServingStatus::Serving).await;
+        let (reflection, reflection_v1alpha) = reflection()?;
+        let authenticate =
+            Authenticate::new(&self.config.trust_domain, self.trust.clone(), over_limit);
         let (feed_handle, feed_task) = feed::Feed::start(self.store.clone(), writer.changes());
         let disk_failure = writer.disk_failure();
         let refusals = refusals::RefusalRecords::new(writer.clone(), self.metrics.clone());

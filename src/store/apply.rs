@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     AUDIT, AUDIT_BY_OWNER, AuditRecord, BUDGETS, BY_DATE, BY_STATE, CONTRIBUTIONS, COUNTERS,
     ENVELOPES, EnvelopeKind, EnvelopeRecord, QUARTERS_BEHIND, REPORTS, ReportHead, SECRETS,
-    StoreError, VersionRef, counters, decode,
+    SEEN_KEYS, StoreError, VersionRef, counters, decode,
     leaves::LeafIndex,
     log::{self, Leaf, LogTables},
 };
@@ -172,6 +172,8 @@ pub(super) struct Tables<'t> {
     pub(super) record_keys: counters::RecordKeys,
     /// The transparency log: every envelope and audit record is a leaf.
     pub(super) log: LogTables<'t>,
+    /// Keys of certificates handshakes presented (`seen_keys.rs`).
+    pub(super) seen_keys: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
     /// The audit records written in this transaction, for the trail journal.
     pub(super) trail: Vec<super::trail::TrailLine>,
 }
@@ -192,6 +194,7 @@ impl<'t> Tables<'t> {
             budgets: tx.open_table(BUDGETS)?,
             record_keys: super::record_keys(&tx.open_table(SECRETS)?)?,
             log: LogTables::open(tx, leaves.clone())?,
+            seen_keys: tx.open_table(SEEN_KEYS)?,
             trail: Vec::new(),
         })
     }

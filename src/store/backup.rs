@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use super::{
     AUDIT, AUDIT_BY_OWNER, BUDGETS, BY_DATE, BY_STATE, CHECKPOINTS, CONTRIBUTIONS, COSIGNATURES,
     COUNTER_QUARTERS, COUNTERS, ENVELOPES, ISSUED_CERTS, LOG_ENTRIES, LOG_NODES, META,
-    QUARTERS_BEHIND, REPORTS, REVOKED_CERTS, SECRETS, SIGNING_KEYS, STATES, StoreError,
+    QUARTERS_BEHIND, REPORTS, REVOKED_CERTS, SECRETS, SEEN_KEYS, SIGNING_KEYS, STATES, StoreError,
 };
 
 /// What a backup (or a store being restored) holds.
@@ -57,7 +57,8 @@ macro_rules! each_table {
             CHECKPOINTS,
             COSIGNATURES,
             SECRETS,
-            BUDGETS
+            BUDGETS,
+            SEEN_KEYS
         )
     };
 }

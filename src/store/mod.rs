@@ -23,6 +23,7 @@ mod projection;
 mod rebuild;
 mod records;
 mod restoration;
+mod seen_keys;
 mod snapshot;
 mod trail;
 mod writer;
@@ -46,6 +47,7 @@ pub(crate) use self::{
         AuditRecord, EnvelopeKind, EnvelopeRecord, IssuedCertificate, OwnerReads, ReportHead,
         RevokedCertificate, VersionRef, revocation_key,
     },
+    seen_keys::SeenKey,
     snapshot::Snapshot,
     writer::Stands,
 };
@@ -112,6 +114,9 @@ const LOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("log_
 /// Leaf hash → leaf index, as stores kept it before the index moved to memory
 /// (`leaves.rs`): deleted when such a store is opened.
 const LOG_BY_HASH: TableDefinition<&[u8], u64> = TableDefinition::new("log_by_hash");
+/// The key (SHA-256 of its SubjectPublicKeyInfo) of each client certificate a TLS
+/// handshake presented, by (issuer id, serial) (`seen_keys.rs`).
+const SEEN_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("seen_keys");
 /// Signed checkpoints (C2SP tlog-checkpoint notes) by tree size, one per batch.
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// Witnesses' cosignature lines by (tree size, witness name).
@@ -325,6 +330,7 @@ impl Store {
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(COSIGNATURES)?;
             tx.open_table(BUDGETS)?;
+            tx.open_table(SEEN_KEYS)?;
             let mut secrets = tx.open_table(SECRETS)?;
             for (name, length) in [(CELL_KEY_SECRET, 16), (CURSOR_KEY_SECRET, 32)] {
                 if secrets.get(name)?.is_none() {

@@ -38,6 +38,7 @@ use super::{
     counters,
     leaves::LeafIndex,
     projection::Change,
+    seen_keys::SeenKey,
 };
 use crate::{clock::Clock, metrics::Metrics, report::Category, tlog::LogSigner};
 
@@ -59,6 +60,7 @@ enum Message {
     UpdateAudit(u64, Box<AuditRecord>, Option<Stands>, AuditReply),
     Budget(Box<BudgetCharge>, BudgetReply),
     Admin(Box<AdminJob>, AdminReply),
+    SeenKey(Box<SeenKey>),
     /// Finish what is queued, then stop.
     Stop,
 }
@@ -74,6 +76,8 @@ enum Job {
     Budget(Box<BudgetCharge>, BudgetReply),
     /// An administrative change and its audit record.
     Admin(Box<AdminJob>, AdminReply),
+    /// Keeps the key of a certificate a handshake presented; nobody waits for it.
+    SeenKey(Box<SeenKey>),
 }
 
 /// Handle on the writer thread; cheap to clone.
@@ -164,6 +168,13 @@ impl Writer {
             .await
             .map_err(|_| stopped())?;
         Ok(async move { rx.await.map_err(|_| stopped())? })
+    }
+
+    /// Keeps `seen`'s key in the store with the next batch, if the queue has room (the
+    /// server also holds it in memory until it stops: a key lost here is only not
+    /// known after a restart).
+    pub(crate) fn keep_seen_key(&self, seen: SeenKey) {
+        let _ = self.queue.try_send(Message::SeenKey(Box::new(seen)));
     }
 
     /// The latest committed sequence number, updated after every commit that stores an
@@ -366,6 +377,7 @@ fn run(
         }
         Message::Budget(charge, reply) => batch.push(Job::Budget(charge, reply)),
         Message::Admin(job, reply) => batch.push(Job::Admin(job, reply)),
+        Message::SeenKey(seen) => batch.push(Job::SeenKey(seen)),
         Message::Stop => *stopping = true,
     };
     // Quarter counter rows may be behind from before this start.
@@ -486,6 +498,7 @@ fn answer(batch: &mut Vec<Job>, results: Vec<Done>, metrics: &Metrics) {
                 }
                 let _ = reply.send(result);
             }
+            (Job::SeenKey(_), Done::SeenKey) => {}
             // Invariant: commit_batch answers each job in order, in kind.
             _ => unreachable!("a batch result out of order"),
         }
@@ -513,6 +526,7 @@ fn fail(batch: &mut Vec<Job>, e: &StoreError, disk_failed: &watch::Sender<Option
             Job::Admin(_, reply) => {
                 let _ = reply.send(Err(AdminWriteError::Failed(e.to_string())));
             }
+            Job::SeenKey(_) => {}
         }
     }
 }
@@ -637,6 +651,7 @@ enum Done {
     StandingUnsure,
     Budget(Result<u64, BudgetError>),
     Admin(Result<(AdminApplied, u64), AdminWriteError>),
+    SeenKey,
 }
 
 /// Applies a committed batch's changes to the projection (before its callers are
@@ -794,6 +809,10 @@ fn commit_batch(
                         Err(refused) => Err(AdminWriteError::Refused(refused)),
                     };
                     results.push(Done::Admin(done));
+                }
+                Job::SeenKey(seen) => {
+                    super::seen_keys::keep(&mut t.seen_keys, seen)?;
+                    results.push(Done::SeenKey);
                 }
             }
         }

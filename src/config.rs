@@ -21,6 +21,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address and port to listen on.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// The SPIFFE trust domain that client certificates must name.
     pub trust_domain: String,
@@ -600,11 +601,10 @@ impl Config {
         self.check_partner_cas()?;
         self.check_relations()?;
         if !self.metrics.listen.is_empty() {
-            match self.metrics.listen.parse::<std::net::SocketAddr>() {
+            match socket_address(&self.metrics.listen) {
                 Err(e) => {
                     return Err(ConfigError::Invalid(format!(
-                        "metrics.listen {:?} is not an IP address and port ({e}): give one \
-                         such as \"127.0.0.1:9464\", or \"\" for no metrics endpoint",
+                        "metrics.listen {:?} {e}; or \"\" for no metrics endpoint",
                         self.metrics.listen
                     )));
                 }
@@ -944,6 +944,31 @@ pub enum ConfigError {
 }
 
 /// Whether a configuration table sets no value (only tables that set none, if any).
+/// An IP address and port written one way: as Rust's `SocketAddr` writes it back
+/// (`127.0.0.1:50051`, `[::1]:50051`; no leading zeros in the port or an IPv4 address,
+/// IPv6 compressed and lower case, RFC 5952), so that a setting is shown as it was given.
+///
+/// # Errors
+/// What is wrong, saying how to write it.
+pub fn socket_address(text: &str) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text.parse().map_err(|e| {
+        format!("is not an IP address and port ({e}): give one such as \"127.0.0.1:9464\"")
+    })?;
+    if address.to_string() == text {
+        Ok(address)
+    } else {
+        Err(format!(
+            "is written another way than addresses are (leading zeros, or an IPv6 address \
+             not in its short form, RFC 5952): write it \"{address}\""
+        ))
+    }
+}
+
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    socket_address(&text).map_err(|e| serde::de::Error::custom(format!("listen {text:?} {e}")))
+}
+
 fn sets_nothing(table: &toml::Table) -> bool {
     table.values().all(|value| match value {
         toml::Value::Table(inner) => sets_nothing(inner),
@@ -1136,6 +1161,38 @@ mod tests {
             assert!(
                 check(&format!("[metrics]\nlisten = {ok:?}")).is_ok(),
                 "{ok:?}"
+            );
+        }
+    }
+
+    /// An address is written one way, in `listen` and `metrics.listen` alike: another
+    /// spelling of the same address is refused, naming the one to write.
+    #[test]
+    fn an_address_is_written_one_way() {
+        for (other, canonical) in [
+            ("127.0.0.1:055614", "127.0.0.1:55614"),
+            ("127.0.0.1:00", "127.0.0.1:0"),
+            ("[0:0:0:0:0:0:0:1]:9464", "[::1]:9464"),
+            ("[::FFFF:7f00:1]:1", "[::ffff:127.0.0.1]:1"),
+        ] {
+            let said = super::socket_address(other).unwrap_err();
+            assert!(
+                said.contains(&format!("write it \"{canonical}\"")),
+                "{other}: {said}"
+            );
+            let metrics = toml::from_str::<Config>(&format!("[metrics]\nlisten = {other:?}"))
+                .unwrap()
+                .check()
+                .unwrap_err();
+            assert!(
+                metrics.to_string().contains(canonical),
+                "{other}: {metrics}"
+            );
+            let listen = toml::from_str::<Config>(&format!("listen = {other:?}")).unwrap_err();
+            assert!(listen.to_string().contains(canonical), "{other}: {listen}");
+            assert_eq!(
+                super::socket_address(canonical).unwrap().to_string(),
+                canonical
             );
         }
     }

@@ -2737,7 +2737,7 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
     let dir = tempfile::TempDir::new().unwrap();
     let hidden = dir.path().join(".hidden");
     let hidden = hidden.to_str().unwrap();
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 17] = [
         (
             &["log", "entries", "--start", "10", "--end", "10"],
             "--end 10 is not after --start 10",
@@ -2776,6 +2776,26 @@ fn mistakes_between_flags_exit_2_as_usage_errors() {
         (
             &["whoami", "--endpoint", "http://127.0.0.1:1"],
             "must start with https://",
+        ),
+        (
+            &["whoami", "--endpoint", "https://127.0.0.1:050051"],
+            "port \"050051\" has a leading zero: write 50051",
+        ),
+        (
+            &["whoami", "--endpoint", "https://127.0.0.1:50051/foo"],
+            "has a path or query (\"/foo\")",
+        ),
+        (
+            &["whoami", "--endpoint", "https://127.0.0.1:50051?x=1"],
+            "has a path or query (\"?x=1\")",
+        ),
+        (
+            &["serve", "--listen", "127.0.0.1:050051"],
+            "write it \"127.0.0.1:50051\"",
+        ),
+        (
+            &["query", "--category", "smuggling", "--bbox=-020,100,0,140"],
+            "no leading zeros",
         ),
         (&["admin", "revoke-key", "ABCDEF"], "not a signing key id"),
     ];

@@ -119,6 +119,26 @@ fn endpoint_arg(text: &str) -> Result<String, String> {
                 .to_owned(),
         );
     }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|e| format!("not a URL: {e}; e.g. https://127.0.0.1:50051"))?;
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!(
+            "has a path or query ({:?}): the endpoint is https://HOST:PORT alone, e.g. \
+             https://127.0.0.1:50051",
+            uri.path_and_query()
+                .map_or("", http::uri::PathAndQuery::as_str)
+        ));
+    }
+    if let Some(port) = uri.port()
+        && (port.as_str().len() > 1 && port.as_str().starts_with('0'))
+    {
+        return Err(format!(
+            "port {:?} has a leading zero: write {}",
+            port.as_str(),
+            port.as_u16()
+        ));
+    }
     tonic::transport::Endpoint::from_shared(text.to_owned())
         .map_err(|e| format!("not a URL: {e}"))?;
     Ok(text.to_owned())

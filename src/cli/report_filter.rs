@@ -91,15 +91,17 @@ fn bbox(values: &[f64]) -> anyhow::Result<Option<pb::BoundingBox>> {
 }
 
 /// One edge of `--bbox`: a decimal number of degrees, `-10` or `110.5` (no sign but a
-/// leading minus, no exponent, no spaces).
+/// leading minus, no exponent, no spaces, no leading zeros: one spelling per value, as
+/// JSON writes numbers, RFC 8259 §6).
 fn degrees(text: &str) -> Result<f64, String> {
     let unsigned = text.strip_prefix('-').unwrap_or(text);
     let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
     let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || !digits(fraction) {
+    let leading_zero = whole.len() > 1 && whole.starts_with('0');
+    if !digits(whole) || !digits(fraction) || leading_zero {
         return Err(format!(
-            "{text:?} is not a number of degrees (e.g. -10 or 110.5); give four, \
-             comma-separated, without spaces: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
+            "{text:?} is not a number of degrees (e.g. -10 or 110.5, no leading zeros); give \
+             four, comma-separated, without spaces: MIN_LAT,MIN_LON,MAX_LAT,MAX_LON"
         ));
     }
     text.parse()
@@ -194,11 +196,14 @@ mod tests {
             ("110.5", 110.5),
             ("0", 0.0),
             ("-0.25", -0.25),
+            ("0.5", 0.5),
+            ("100", 100.0),
         ] {
             assert_eq!(degrees(text), Ok(degrees_), "{text}");
         }
         for wrong in [
-            "", " -10", "+10", "1e3", "inf", "NaN", "10.", ".5", "--1", "1,5", "١٠",
+            "", " -10", "+10", "1e3", "inf", "NaN", "10.", ".5", "--1", "1,5", "١٠", "010", "-020",
+            "00", "00.5", "-00",
         ] {
             let said = degrees(wrong).unwrap_err();
             assert!(

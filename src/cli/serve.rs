@@ -32,7 +32,7 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
 
     /// Address to listen on, e.g. 127.0.0.1:50051 (port 0 picks a free port).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = tidemark::config::socket_address)]
     listen: Option<SocketAddr>,
 
     /// Address of the plain-HTTP metrics endpoint, e.g. 127.0.0.1:9464 (port 0 picks a

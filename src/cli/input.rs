@@ -244,26 +244,58 @@ pub fn dsse_fields(value: &mut serde_json::Value) {
 /// own: one that cannot be read — not an object, a `keyid` or `sig` that is not text, a
 /// `sig` that is not base64 — becomes an empty one, which verifies with no key, instead
 /// of making the whole envelope unreadable.
-pub fn void_unreadable_signatures(envelope: &mut serde_json::Value) {
+/// Returns what was wrong with each one voided (`signatures[i]: …`).
+pub fn void_unreadable_signatures(envelope: &mut serde_json::Value) -> Vec<String> {
     let Some(signatures) = envelope
         .get_mut("signatures")
         .and_then(serde_json::Value::as_array_mut)
     else {
-        return;
+        return Vec::new();
     };
-    for signature in signatures.iter_mut() {
-        let readable = signature.as_object().is_some_and(|fields| {
-            fields
-                .get("keyid")
-                .is_none_or(|k| k.is_string() || k.is_null())
-                && fields
-                    .get("sig")
-                    .is_none_or(|s| s.is_null() || s.as_str().is_some_and(is_base64))
-        });
-        if !readable {
+    let mut voided = Vec::new();
+    for (i, signature) in signatures.iter_mut().enumerate() {
+        let fault = match signature.as_object() {
+            None => Some("not an object".to_owned()),
+            Some(fields) => {
+                if fields
+                    .get("keyid")
+                    .is_some_and(|k| !k.is_string() && !k.is_null())
+                {
+                    Some("keyid is not text".to_owned())
+                } else {
+                    fields
+                        .get("sig")
+                        .filter(|s| !s.is_null())
+                        .and_then(|s| base64_fault(s).map(|why| format!("sig {why}")))
+                }
+            }
+        };
+        if let Some(fault) = fault {
+            voided.push(format!("signatures[{i}]: {fault}"));
             *signature = serde_json::json!({"keyid": "", "sig": ""});
         }
     }
+    voided
+}
+
+/// Why the JSON `value` of a DSSE bytes field is not base64 text, if it is not.
+pub fn base64_fault(value: &serde_json::Value) -> Option<String> {
+    let Some(text) = value.as_str() else {
+        return Some(format!(
+            "is not text but {value}: DSSE carries bytes as base64 text"
+        ));
+    };
+    if is_base64(text) {
+        return None;
+    }
+    let alphabet = |c: char| c.is_ascii_alphanumeric() || "+/-_=".contains(c);
+    Some(match text.char_indices().find(|(_, c)| !alphabet(*c)) {
+        Some((at, c)) => format!(
+            "is not base64: {c:?} at byte {at} (standard or URL-safe alphabet, no spaces or \
+             line breaks)"
+        ),
+        None => "is not base64: its length or padding is wrong".to_owned(),
+    })
 }
 
 /// Whether `text` is base64 as DSSE allows it (standard or URL-safe alphabet, padded or

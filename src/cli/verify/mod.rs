@@ -398,7 +398,28 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
         return Err(not_dsse());
     }
     super::input::dsse_fields(&mut envelope_json);
-    super::input::void_unreadable_signatures(&mut envelope_json);
+    for name in ["payload", "payloadType", "payload_type"] {
+        let field = envelope_json.get(name).filter(|v| !v.is_null());
+        let fault = match (name, field) {
+            (_, None) => None,
+            ("payload", Some(payload)) => super::input::base64_fault(payload),
+            (_, Some(text)) => (!text.is_string()).then(|| format!("is not text but {text}")),
+        };
+        if let Some(fault) = fault {
+            return Err(format!("not a DSSE envelope as JSON: {name} {fault}"));
+        }
+    }
+    let signatures = envelope_json
+        .get("signatures")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    let voided = super::input::void_unreadable_signatures(&mut envelope_json);
+    if signatures > 0 && voided.len() == signatures {
+        return Err(format!(
+            "no signature of the envelope can be read: {}",
+            voided.join("; ")
+        ));
+    }
     let envelope = serde_json::from_value(envelope_json)
         .map_err(|e| format!("not a DSSE envelope as JSON: {e}"))?;
     Ok((value, envelope))
@@ -880,6 +901,64 @@ mod tests {
         assert!(check(&json, &keys, None).is_ok());
     }
 
+    /// A payload, payload type or signature that cannot be read is refused naming the
+    /// field and the rule, not with the base64 reader's bare "Invalid symbol".
+    #[test]
+    fn an_unreadable_field_is_named() {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = [Key {
+            public: key.public_key().clone(),
+            state: None,
+            revoked_at: None,
+            valid_until: None,
+            valid_from: None,
+        }];
+        let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
+        let json: serde_json::Value =
+            serde_json::from_str(&dsse_json(report.encode_to_vec(), &key)).unwrap();
+        let payload = json["payload"].as_str().unwrap().to_owned();
+        for (field, value, said) in [
+            (
+                "payload",
+                serde_json::json!(format!("!{payload}")),
+                "payload is not base64: '!' at byte 0",
+            ),
+            (
+                "payload",
+                serde_json::json!(format!("{}\n{}", &payload[..20], &payload[20..])),
+                "payload is not base64: '\\n' at byte 20",
+            ),
+            (
+                "payload",
+                serde_json::json!(12),
+                "payload is not text but 12",
+            ),
+            (
+                "payloadType",
+                serde_json::json!(12),
+                "payloadType is not text but 12",
+            ),
+        ] {
+            let mut changed = json.clone();
+            changed[field] = value;
+            let Err(e) = check(&changed.to_string(), &keys, None) else {
+                panic!("{changed} was read");
+            };
+            assert!(e.contains(said), "{field}: {e}");
+        }
+        let mut changed = json.clone();
+        changed["signatures"][0]["sig"] = serde_json::json!("!!!!");
+        let Err(e) = check(&changed.to_string(), &keys, None) else {
+            panic!("{changed} was read");
+        };
+        assert!(
+            e.contains(
+                "no signature of the envelope can be read: signatures[0]: sig is not base64"
+            ),
+            "{e}"
+        );
+    }
+
     /// DSSE: "consumers MUST ignore unrecognized fields"; each signature is judged alone.
     #[test]
     fn unknown_dsse_fields_are_ignored_and_an_unreadable_signature_spoils_no_other() {
@@ -917,7 +996,8 @@ mod tests {
             let (outcome, said) = check(&envelope.to_string(), &keys, None).unwrap();
             assert!(matches!(outcome, Outcome::Valid), "{said}");
             let mut voided = envelope.clone();
-            crate::cli::input::void_unreadable_signatures(&mut voided);
+            let said = crate::cli::input::void_unreadable_signatures(&mut voided);
+            assert_eq!(said.len(), 3, "{said:?}");
             let read: pb::Envelope = crate::cli::input::from_json(&voided.to_string()).unwrap();
             assert_eq!(read.signatures.len(), 4);
             assert_eq!(

@@ -879,14 +879,7 @@ mod tests {
 
     #[test]
     fn an_envelope_of_another_type_or_with_a_key_twice_is_invalid() {
-        let (key, _) = SigningKey::generate().unwrap();
-        let keys = [Key {
-            public: key.public_key().clone(),
-            state: None,
-            revoked_at: None,
-            valid_until: None,
-            valid_from: None,
-        }];
+        let (key, keys) = any_key();
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
         let json = dsse_json(report.encode_to_vec(), &key);
         let other = envelope::sign("text/plain", b"hello".to_vec(), &key);
@@ -905,14 +898,7 @@ mod tests {
     /// field and the rule, not with the base64 reader's bare "Invalid symbol".
     #[test]
     fn an_unreadable_field_is_named() {
-        let (key, _) = SigningKey::generate().unwrap();
-        let keys = [Key {
-            public: key.public_key().clone(),
-            state: None,
-            revoked_at: None,
-            valid_until: None,
-            valid_from: None,
-        }];
+        let (key, keys) = any_key();
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(8), "AUS");
         let json: serde_json::Value =
             serde_json::from_str(&dsse_json(report.encode_to_vec(), &key)).unwrap();
@@ -1005,6 +991,19 @@ mod tests {
                 3
             );
         }
+    }
+
+    /// A new key, its file naming no state.
+    fn any_key() -> (SigningKey, [Key; 1]) {
+        let (key, _) = SigningKey::generate().unwrap();
+        let keys = [Key {
+            public: key.public_key().clone(),
+            state: None,
+            revoked_at: None,
+            valid_until: None,
+            valid_from: None,
+        }];
+        (key, keys)
     }
 
     /// AUS's key, its file naming AUS, revoked as of `revoked_at` if given.

@@ -1709,21 +1709,31 @@ async fn an_import_refused_for_the_callers_rights_does_not_say_to_run_it_again()
         .await
         .unwrap();
     let file = dir.path().join("aus.jsonl");
-    std::fs::write(&file, sample_lines("AUS", 3, "7").await.join("\n")).unwrap();
+    // Three reports a line each, then one over several lines.
+    let mut lines = sample_lines("AUS", 4, "7").await;
+    let last: serde_json::Value = serde_json::from_str(&lines.pop().unwrap()).unwrap();
+    lines.push(serde_json::to_string_pretty(&last).unwrap());
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    for batch in ["500", "1"] {
+        let (summary, said) =
+            import_json(&file, &server.endpoint(), &aus, &["--batch", batch]).await;
+        assert_eq!(summary["accepted"], 0, "{summary}");
+        // Every record is accounted for, those never sent included, once each.
+        let counted: u64 = [
+            "accepted",
+            "duplicates",
+            "rejected",
+            "unanswered",
+            "notSent",
+        ]
+        .iter()
+        .map(|k| summary[k].as_u64().unwrap())
+        .sum();
+        assert_eq!(counted, 4, "--batch {batch}: {summary}");
+        assert!(said.contains("suspended"), "{said}");
+    }
     let (summary, said) = import_json(&file, &server.endpoint(), &aus, &[]).await;
     assert_eq!(summary["accepted"], 0, "{summary}");
-    // Every record is accounted for, those never sent included.
-    let counted: u64 = [
-        "accepted",
-        "duplicates",
-        "rejected",
-        "unanswered",
-        "notSent",
-    ]
-    .iter()
-    .map(|k| summary[k].as_u64().unwrap())
-    .sum();
-    assert_eq!(counted, 3, "{summary}");
     assert!(
         said.contains("suspended") && said.contains("cannot help until that is resolved"),
         "{said}"

@@ -177,17 +177,19 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         progress.inc(read);
     }
     progress.finish_and_clear();
-    // What an early stop left unsent, so that the summary accounts for every record. (An
-    // import that ran to its end sent everything: its records may number fewer than its
-    // lines, a document over several lines being one.)
-    let accounted = tally.accepted
-        + tally.duplicates
-        + tally.errors.len() as u64
-        + tally.unlisted
-        + tally.unanswered
-        + tally.not_stored
-        + tally.retractions;
+    // What an early stop left unsent, so that the summary accounts for every record. The
+    // file's records are counted again as the import reads them (a document over several
+    // lines is one; the progress bar's count is of lines). An import that ran to its end
+    // sent everything.
     if tally.stopped.is_some() {
+        let accounted = tally.accepted
+            + tally.duplicates
+            + tally.errors.len() as u64
+            + tally.unlisted
+            + tally.unanswered
+            + tally.not_stored
+            + tally.retractions;
+        let total = self::records(&source, format)?.count() as u64;
         tally.not_sent = total.saturating_sub(accounted);
     }
     report(&args, tally)

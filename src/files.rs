@@ -102,6 +102,40 @@ fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
+/// Removes from `dir` the temporary files ([`beside`]: `.NAME.PID.N.tmp`) of processes
+/// that no longer run — what a run killed while writing left — and returns how many.
+/// (A process is known to run by `/proc/PID`; where there is no `/proc`, none is removed.)
+pub fn remove_dead_temporaries(dir: &Path) -> io::Result<usize> {
+    if !Path::new("/proc/self").exists() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        // NAME.PID.N: the two last dot-separated parts are numbers.
+        let mut parts = stem.rsplitn(3, '.');
+        let (Some(n), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let numeric = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !numeric(n) || !numeric(pid) || pid == std::process::id().to_string() {
+            continue;
+        }
+        if !Path::new("/proc").join(pid).exists() && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Placing {
     Replace,

@@ -569,6 +569,8 @@ pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError>
 /// (a killed first `serve` used to leave a PKI without its receipt key, which every
 /// later start refused).
 pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<PathBuf>, PkiError> {
+    // Before any directory is made.
+    sample_principals(trust_domain)?;
     let ca_path = dir.join("ca.pem");
     if ca_path.exists() && !force {
         return Err(PkiError::Exists(ca_path));
@@ -587,21 +589,28 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
     if ca_path.exists() && !force {
         return Err(PkiError::Exists(ca_path));
     }
-    let mut written = Vec::new();
-
+    // What an earlier run killed while writing left.
+    crate::files::remove_dead_temporaries(dir).map_err(|e| PkiError::io(dir, e))?;
+    // Everything that can be refused is made before anything is written: a refused run
+    // (a bad trust domain, say) leaves the directory as it was, its CA key included.
     let ca = CertificateAuthority::generate(
         &format!("Tidemark development CA ({trust_domain})"),
         Validity::days_from_now(DEV_CA_DAYS),
     )?;
-    written.push(write_private(&dir.join("ca.key"), &ca.key_pem())?);
-
     let leaf = Validity::days_from_now(DEV_LEAF_DAYS);
     let server = ca.issue_server(&["localhost", "127.0.0.1", "::1"], leaf)?;
-    written.extend(write_pair(dir, "server", &server)?);
-
+    let mut clients = Vec::new();
     for principal in sample_principals(trust_domain)? {
-        let issued = ca.issue_client(&principal, leaf)?;
-        written.extend(write_pair(dir, &profile_stem(&principal.role()), &issued)?);
+        clients.push((
+            profile_stem(&principal.role()),
+            ca.issue_client(&principal, leaf)?,
+        ));
+    }
+
+    let mut written = vec![write_private(&dir.join("ca.key"), &ca.key_pem())?];
+    written.extend(write_pair(dir, "server", &server)?);
+    for (stem, issued) in &clients {
+        written.extend(write_pair(dir, stem, issued)?);
     }
 
     // The server's receipt key, and one report-signing key per sample state.
@@ -780,5 +789,42 @@ mod tests {
         assert!(dir.path().join("receipt.key").is_file());
         let again = init_dev_pki(dir.path(), "tidemark.test", false);
         assert!(matches!(again, Err(PkiError::Exists(_))), "{again:?}");
+    }
+
+    /// A run refused for its trust domain writes nothing — with `force` over a PKI, its
+    /// CA key stays — and a run clears what a killed one left (its temporary files).
+    #[test]
+    fn a_refused_development_pki_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        for bad in ["BAD DOMAIN", "Upper.Case", ""] {
+            assert!(init_dev_pki(&fresh, bad, false).is_err(), "{bad:?}");
+            assert!(!fresh.exists(), "{bad:?}");
+        }
+        init_dev_pki(dir.path(), "tidemark.test", false).unwrap();
+        let files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+            let mut all: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| {
+                    let path = e.unwrap().path();
+                    let bytes = std::fs::read(&path).unwrap_or_default();
+                    (path, bytes)
+                })
+                .collect();
+            all.sort();
+            all
+        };
+        let before = files(dir.path());
+        for bad in ["BAD DOMAIN", "Upper.Case"] {
+            assert!(init_dev_pki(dir.path(), bad, true).is_err(), "{bad:?}");
+            assert!(files(dir.path()) == before, "{bad:?} changed the PKI");
+        }
+        let dead = dir.path().join(".ca.key.999999999.0.tmp");
+        let other = dir.path().join(".notes.txt.tmp");
+        std::fs::write(&dead, "half a key").unwrap();
+        std::fs::write(&other, "not ours").unwrap();
+        init_dev_pki(dir.path(), "tidemark.test", true).unwrap();
+        assert!(!dead.exists(), "a killed run's temporary file is left");
+        assert!(other.exists(), "a file not of that shape is removed");
     }
 }

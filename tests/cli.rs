@@ -1775,11 +1775,12 @@ async fn a_refused_sync_creates_no_mirror() {
 }
 
 /// Two runs into one directory: the files are one run's, each whole — never a mix of
-/// lines, nor of files from both runs. A run that finds the other writing says so.
+/// lines, nor of files from both runs. A run that finds the other writing says so, and
+/// one that finds its files there replaces none.
 #[test]
 fn sample_reports_into_one_directory_twice_at_once_writes_one_runs_files() {
-    let dir = tempfile::TempDir::new().unwrap();
     for round in 0..3 {
+        let dir = tempfile::TempDir::new().unwrap();
         let runs: Vec<_> = [("3000", "1"), ("2000", "2")]
             .into_iter()
             .map(|(count, seed)| {
@@ -1800,10 +1801,14 @@ fn sample_reports_into_one_directory_twice_at_once_writes_one_runs_files() {
                 succeeded += 1;
             } else {
                 let said = String::from_utf8_lossy(&out.stderr);
-                assert!(said.contains("another `tidemark sample-reports`"), "{said}");
+                assert!(
+                    said.contains("another `tidemark sample-reports`")
+                        || said.contains("is there already"),
+                    "{said}"
+                );
             }
         }
-        assert!(succeeded >= 1, "round {round}: neither run wrote");
+        assert_eq!(succeeded, 1, "round {round}");
         let counts: Vec<usize> = ["aus", "idn", "tha"]
             .iter()
             .map(|s| {
@@ -1833,6 +1838,47 @@ fn sample_reports_into_one_directory_twice_at_once_writes_one_runs_files() {
             ]
         );
     }
+}
+
+/// A file of the name sample-reports would write is someone's: it is not replaced, and
+/// nothing else is written. What a killed run left is cleared by the next.
+#[test]
+fn sample_reports_replaces_no_file() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mine = dir.path().join("idn.jsonl");
+    std::fs::write(&mine, "MY REAL DATA\n").unwrap();
+    let killed = dir.path().join(".aus.jsonl.999999999.partial");
+    std::fs::write(&killed, "{\"half\":").unwrap();
+    let sample = |states: &str| {
+        Command::new(BIN)
+            .args([
+                "sample-reports",
+                "--count",
+                "2",
+                "--states",
+                states,
+                "--out",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = sample("AUS,IDN");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("idn.jsonl is there already"), "{said}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "MY REAL DATA\n");
+    assert!(!dir.path().join("aus.jsonl").exists());
+    let out = sample("AUS");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!killed.exists(), "a killed run's partial file is left");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("aus.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]

@@ -69,11 +69,35 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             states.push(*state);
         }
     }
+    let name = |state: &CountryCode| format!("{}.{extension}", state.as_str().to_lowercase());
+    // Nothing is replaced: a file of that name may be someone's data.
+    if let Some(there) = states
+        .iter()
+        .map(|s| dir.join(name(s)))
+        .find(|p| p.exists())
+    {
+        anyhow::bail!(
+            "{} is there already: sample-reports replaces no file; remove it, or write \
+             into another directory",
+            there.display()
+        );
+    }
+    // What a run killed while writing left (the lock is held: no other run writes here).
+    for state in &states {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let stale = entry.file_name().to_str().is_some_and(|n| {
+                n.starts_with(&format!(".{}.", name(state))) && n.ends_with(".partial")
+            });
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     // Every file is written before anything is said, so that a closed stdout cannot
     // stop the work half done.
     let mut written = Vec::new();
     for state in &states {
-        let name = format!("{}.{extension}", state.as_str().to_lowercase());
+        let name = name(state);
         let path = dir.join(&name);
         // Written under a name of this run's own, then renamed into place: of two runs
         // into one directory, each file is one run's whole, never a mix of lines.

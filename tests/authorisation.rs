@@ -1906,3 +1906,70 @@ async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list(
     }
     assert_eq!(listed, logged);
 }
+
+/// An aggregate is answered only if its caller still has its rights when the answer is
+/// ready: of a regional analyst's aggregates in progress (waiting for its turn, one at
+/// a time) when its certificate is revoked, those not yet answered end UNAUTHENTICATED,
+/// not with the table.
+#[tokio::test]
+async fn aggregates_in_progress_end_when_their_caller_is_revoked() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.max_reads_per_principal = 64;
+        c.limits.reads_per_minute_per_principal = 10_000;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    for code in ["AUS", "IDN", "THA"] {
+        let envelopes = (0..40)
+            .map(|i| sign(&common::sample_report(code, i), world.key(code)))
+            .collect();
+        common::import(&world.server, &world.pki, code, envelopes).await;
+    }
+    let issued = world.pki.client(Role::RegionalAnalyst, "racer");
+    let serial = serial_of(&mut world.server.exchange(&issued).await).await;
+    let channel = world.server.channel(&issued).await;
+    let request = pb::AggregateRequest {
+        group_by: vec![
+            pb::Dimension::Month as i32,
+            pb::Dimension::Origin as i32,
+            pb::Dimension::ReportingState as i32,
+        ],
+        metrics: vec![pb::Metric::Reports as i32, pb::Metric::Persons as i32],
+        filter: None,
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..48 {
+        let mut analytics = pb::analytics_client::AnalyticsClient::new(channel.clone());
+        let request = request.clone();
+        calls.spawn(async move { analytics.aggregate(request).await.map(|_| ()) });
+    }
+    // Every call has arrived once one is answered (all were sent at once).
+    let first = calls.join_next().await.unwrap().unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    world
+        .server
+        .admin(&operator(&world.pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (mut answered, mut ended) = (1, 0);
+    while let Some(call) = calls.join_next().await {
+        match call.unwrap() {
+            Ok(()) => answered += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                assert!(status.message().contains("revoked"), "{status:?}");
+                ended += 1;
+            }
+        }
+    }
+    assert!(
+        ended > 0,
+        "all {answered} aggregates in progress were answered after the revocation"
+    );
+}

@@ -145,41 +145,54 @@ impl pb::analytics_server::Analytics for AnalyticsService {
             }
             (Err(status), None) => return Err(status),
         };
+        // Computing (or waiting for a worker) can take a while: a caller revoked,
+        // suspended or expired meanwhile gets nothing, as a stream's caller does
+        // (`guard.rs`), and its charge back.
+        if let Err(status) = auth::admit(&self.ctx.trust, &peer) {
+            if let Some(charge) = &charged {
+                self.refund(charge).await;
+            }
+            return Err(status);
+        }
         if let (Some(charge), Some(p)) = (&charged, answer.response.protection.as_mut()) {
             p.rho_remaining = charge.remaining;
         }
         // Nothing is answered unless the query is on the audit log.
-        self.ctx
-            .audit(AuditRecord {
-                principal: peer.principal().spiffe_id(),
-                state: state.map(|s| s.to_string()).unwrap_or_default(),
-                action: "aggregate".to_owned(),
-                detail,
-                category: categories,
-                count: answer.counted,
-                // Every state in scope, 0 where the filter matched none of its reports:
-                // each owner's access list holds every aggregate its log entry names.
-                owners: answer
-                    .in_scope
-                    .into_iter()
-                    .map(|owner| OwnerReads {
-                        count: answer
-                            .by_state
-                            .iter()
-                            .find(|(state, _)| *state == owner)
-                            .map_or(0, |(_, count)| *count),
-                        owner,
-                        report_ids: Vec::new(),
-                    })
-                    .collect(),
-                // Exact counts, and which owners the filter matched, are for the owners'
-                // own view, not for the log that every principal reads: the analyst
-                // knows its filter.
-                counts_withheld: true,
-                ..AuditRecord::default()
-            })
-            .await?;
+        let record = AuditRecord {
+            principal: peer.principal().spiffe_id(),
+            state: state.map(|s| s.to_string()).unwrap_or_default(),
+            action: "aggregate".to_owned(),
+            detail,
+            category: categories,
+            ..audit_of(&mut answer)
+        };
+        self.ctx.audit(record).await?;
         Ok(Response::new(answer.response))
+    }
+}
+
+/// What the audit record of an aggregate says of its answer: how many reports it
+/// counted, and every state in scope with its count (0 where the filter matched none of
+/// its reports: each owner's access list holds every aggregate its log entry names).
+fn audit_of(answer: &mut analytics::Answer) -> AuditRecord {
+    let by_state = &answer.by_state;
+    AuditRecord {
+        count: answer.counted,
+        owners: std::mem::take(&mut answer.in_scope)
+            .into_iter()
+            .map(|owner| OwnerReads {
+                count: by_state
+                    .iter()
+                    .find(|(state, _)| *state == owner)
+                    .map_or(0, |(_, count)| *count),
+                owner,
+                report_ids: Vec::new(),
+            })
+            .collect(),
+        // Exact counts, and which owners the filter matched, are for the owners' own
+        // view, not for the log that every principal reads: the analyst knows its filter.
+        counts_withheld: true,
+        ..AuditRecord::default()
     }
 }
 

@@ -1,6 +1,8 @@
 //! Authorisation for the whole life of a call, not only its start.
 //!
-//! A unary call is checked once, when it arrives ([`super::auth`]). A stream or an
+//! A unary call is checked when it arrives ([`super::auth`]), and an aggregate, which
+//! can wait for a worker and compute for a while, again before it answers
+//! (`analytics.rs`). A stream or an
 //! import can stay open for hours, so it holds a [`CallGuard`]: before each item it sends
 //! or accepts, the guard checks again that the caller's certificate is not revoked, that
 //! its state is not suspended and — for reads of other states' data — that the state

@@ -490,16 +490,10 @@ impl Administration {
             Some(c) if key_fingerprint.is_empty() => c.key_fingerprint.clone(),
             _ => key_fingerprint,
         };
-        let key_fingerprint = if key_fingerprint.is_empty() {
-            let mut keys = self.trust.seen_keys(&serial, &issuer);
-            keys.extend(self.store.seen_keys(&serial, &issuer)?);
-            // Only if every certificate of the serial that was seen is of one key.
-            match keys.split_first() {
-                Some((first, rest)) if rest.iter().all(|key| key == first) => first.to_vec(),
-                _ => Vec::new(),
-            }
+        let (key_fingerprint, several_keys) = if key_fingerprint.is_empty() {
+            self.seen_key(&serial, &issuer)?
         } else {
-            key_fingerprint
+            (key_fingerprint, 0)
         };
         self.not_own_key(&serial, (reason, &key_fingerprint), caller_key)?;
         if let Some(what) = self.trust.own_certificate(&serial, &issuer) {
@@ -535,20 +529,27 @@ impl Administration {
         let issued_here = on_record.is_some_and(|c| {
             record.issuer.is_empty() || c.issuer.is_empty() || c.issuer == record.issuer
         });
-        let key_not_barred = (partners_word && record.key_fingerprint.is_empty()).then(|| {
-            "its path ends at a partner CA, whose certificate proves nothing of who holds its \
-             key (a CA may certify anyone's public key): the key is not barred beyond this \
-             certificate — the partner CA revokes its other certificates of it (a \
-             certificate of the key presented in a TLS handshake would have let it bar the \
-             key)"
-                .to_owned()
-        });
         Ok(Revocation {
+            key_not_barred: key_not_barred(&record, partners_word, several_keys),
             record,
             already_revoked: !new,
             issued_here,
             crl_not_written,
-            key_not_barred,
+        })
+    }
+
+    /// The key of the certificates of `serial` (of `issuer`, or of any when empty) that
+    /// TLS handshakes presented, if they were of one key; otherwise none, and how many
+    /// different keys they were of (several issuers' certificates of one serial: which
+    /// key a compromise by serial means is not known).
+    fn seen_key(&self, serial: &str, issuer: &str) -> Result<(Vec<u8>, usize), AdminError> {
+        let mut keys = self.trust.seen_keys(serial, issuer);
+        keys.extend(self.store.seen_keys(serial, issuer)?);
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(match keys.as_slice() {
+            [one] => (one.to_vec(), 1),
+            more => (Vec::new(), more.len()),
         })
     }
 
@@ -951,6 +952,38 @@ pub fn file_sha256_with(
         read(n as u64);
     }
     Ok((bytes, hex::encode(digest.finish())))
+}
+
+/// Why the key of the certificate `record` revokes is not barred, when its revocation
+/// could have barred it and did not: a partner CA's certificate, or a serial presented
+/// with `several_keys` keys.
+fn key_not_barred(
+    record: &RevokedCertificate,
+    partners_word: bool,
+    several_keys: usize,
+) -> Option<String> {
+    if !record.key_fingerprint.is_empty() {
+        None
+    } else if partners_word {
+        Some(
+            "its path ends at a partner CA, whose certificate proves nothing of who holds its \
+             key (a CA may certify anyone's public key): the key is not barred beyond this \
+             certificate — the partner CA revokes its other certificates of it (a \
+             certificate of the key presented in a TLS handshake would have let it bar the \
+             key)"
+                .to_owned(),
+        )
+    } else if record.reason_name == "key-compromise" && several_keys > 1 {
+        Some(format!(
+            "certificates of serial {} of several CAs were presented in TLS handshakes with \
+             {several_keys} different keys, so which key was compromised is not known: name \
+             the certificate's issuer (--issuer, its subject as `whoami` shows it) or give \
+             the certificate (--certificate) to bar its key",
+            record.serial
+        ))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

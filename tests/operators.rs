@@ -1761,8 +1761,13 @@ async fn an_admin_action_is_never_in_force_without_its_audit_record() {
             let _ = stopped.await;
         }));
         let channel = client::connect(&endpoint, &operator(&pki)).await.unwrap();
+        let mut admin = pb::admin_client::AdminClient::new(channel);
+        // The key the handshake presented is kept with the writer's next batch: a read on
+        // record (a batch of its own, committed before it answers) takes it there before
+        // the disk starts failing.
+        admin.list_states(pb::ListStatesRequest {}).await.unwrap();
         disk.start_after_syncs(syncs);
-        let answer = pb::admin_client::AdminClient::new(channel)
+        let answer = admin
             .suspend_state(pb::StateRequest {
                 state: "IDN".into(),
             })

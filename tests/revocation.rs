@@ -1431,3 +1431,32 @@ async fn issuer_names_that_read_alike_are_told_apart_or_refused() {
         "{refused:?}"
     );
 }
+
+/// A compromise reported by a serial that certificates of two CAs carry, each presented
+/// with its own key, bars neither key — which was compromised is not known — and the
+/// answer says so and how to bar one (not that no handshake presented them).
+#[tokio::test]
+async fn a_compromise_by_a_serial_seen_with_two_keys_says_which_to_name() {
+    let (pki, server, ours, partner) = with_a_partner_ca().await;
+    let [aus8, idn8] = [(&ours, "AUS"), (&partner, "IDN")]
+        .map(|(ca, code)| node_with_serial(&pki, ca, code, &[8]));
+    assert!(admitted(&server, &aus8).await && admitted(&server, &idn8).await);
+    let answer = server
+        .admin(&operator(&pki))
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: "08".into(),
+            reason: "key-compromise".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.key_sha256.is_empty(), "{answer:?}");
+    assert!(
+        answer.key_not_barred.contains("2 different keys")
+            && answer.key_not_barred.contains("--issuer"),
+        "{answer:?}"
+    );
+    assert!(!admitted(&server, &aus8).await && !admitted(&server, &idn8).await);
+}

@@ -85,6 +85,12 @@ pub fn can_create(path: &Path) -> io::Result<()> {
     if path.symlink_metadata().is_ok() {
         return Err(io::ErrorKind::AlreadyExists.into());
     }
+    can_place(path)
+}
+
+/// Whether the directory of `path` takes a new file (one is made beside it and removed
+/// again): what [`replace`] needs, checked before work that cannot be undone.
+pub fn can_place(path: &Path) -> io::Result<()> {
     let probe = beside(path, "probe");
     std::fs::OpenOptions::new()
         .write(true)

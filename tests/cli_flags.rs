@@ -1620,20 +1620,20 @@ async fn charts_leave_gaps_keep_every_month_group_bars_and_say_what_they_leave_o
             .any(|t| *t == "sea" || *t == "land" || *t == "air"),
         "a legend of modi: {texts:?}"
     );
-    // Neither SVG nor PNG: refused before anything is asked; a path that cannot be
-    // written: said so.
+    // Neither SVG nor PNG, or a path where no file can be made: refused before anything
+    // is asked (under a privacy budget, before the query is paid for).
     let out = run(chart("chart.jpg", "month")).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("charts are written as SVG or PNG"));
     assert!(!dir.path().join("chart.jpg").exists());
     let out = run(chart("no/such/dir/c.svg", "month")).await;
+    assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("no chart written to")
-            && said.contains("cannot write it")
-            && !said.contains("Os {"),
+        said.contains("no chart can be written there") && !said.contains("Os {"),
         "{said}"
     );
+    assert!(out.stdout.is_empty(), "the table was asked for");
 }
 
 /// Writes the regional analyst's profile into `dir`; returns it for `--as`.

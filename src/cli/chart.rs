@@ -280,7 +280,14 @@ pub fn check_path(path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    Ok(())
+    // Before the query is asked (and, under a privacy budget, paid for).
+    tidemark::files::can_place(path).map_err(|e| {
+        anyhow!(
+            "--chart {}: no chart can be written there ({e}); name a file in a directory \
+             that exists and that you may write in",
+            path.display()
+        )
+    })
 }
 
 fn draw_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {

@@ -322,6 +322,8 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
     let out = run(check(&signed)).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the proof is valid, but not of"));
+    // Nothing on stdout says valid when the check as a whole fails.
+    assert!(out.stdout.is_empty(), "{out:?}");
     // The line is read as `verify` reads it: a field no line holds, or a report that is
     // not the signed payload, is refused, not read past.
     let original: serde_json::Value = serde_json::from_slice(&out_line(&line)).unwrap();
@@ -363,6 +365,7 @@ async fn a_log_proof_is_checked_against_the_envelope_it_is_the_receipt_of() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{said}");
         assert!(said.contains(says), "{says}: {said}");
+        assert!(out.stdout.is_empty(), "{says}: {out:?}");
     }
 }
 

@@ -510,6 +510,11 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
         );
     }
     let verified = receipt::verify_log_proof(text, &key)?;
+    // Before anything is said to be valid: a proof of another envelope fails the check.
+    let envelope_said = match &args.envelope {
+        Some(path) => Some(envelope_check((&verified.fields, verified.index), path)?),
+        None => None,
+    };
     let witnesses = args
         .witness_keys
         .iter()
@@ -585,11 +590,8 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
             None => outln!("  {line}")?,
         }
     }
-    if let Some(path) = &args.envelope {
-        outln!(
-            "{}",
-            envelope_check((&verified.fields, verified.index), path)?
-        )?;
+    if let Some(said) = envelope_said {
+        outln!("{said}")?;
     }
     if args.against_log {
         against_log(&verified.checkpoint, &key, &args.client).await?;

@@ -409,12 +409,22 @@ fn read_envelope(item: &str) -> Result<(serde_json::Value, pb::Envelope), String
             return Err(format!("not a DSSE envelope as JSON: {name} {fault}"));
         }
     }
-    let signatures = envelope_json
+    let voided = super::input::void_unreadable_signatures(&mut envelope_json);
+    // No signature left to check but those that could not be read (the others empty):
+    // those are what the envelope's signing went wrong with.
+    let checkable = envelope_json
         .get("signatures")
         .and_then(serde_json::Value::as_array)
-        .map_or(0, Vec::len);
-    let voided = super::input::void_unreadable_signatures(&mut envelope_json);
-    if signatures > 0 && voided.len() == signatures {
+        .map_or(0, |all| {
+            all.iter()
+                .filter(|s| {
+                    s.get("sig")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|s| !s.is_empty())
+                })
+                .count()
+        });
+    if !voided.is_empty() && checkable == 0 {
         return Err(format!(
             "no signature of the envelope can be read: {}",
             voided.join("; ")
@@ -932,17 +942,33 @@ mod tests {
             };
             assert!(e.contains(said), "{field}: {e}");
         }
-        let mut changed = json.clone();
-        changed["signatures"][0]["sig"] = serde_json::json!("!!!!");
-        let Err(e) = check(&changed.to_string(), &keys, None) else {
-            panic!("{changed} was read");
-        };
-        assert!(
-            e.contains(
-                "no signature of the envelope can be read: signatures[0]: sig is not base64"
-            ),
-            "{e}"
-        );
+        // One unreadable signature, alone or beside empty ones: named.
+        for others in [
+            vec![],
+            vec![serde_json::json!({"sig": ""})],
+            vec![
+                serde_json::json!({"sig": null}),
+                serde_json::json!({"keyid": "k"}),
+            ],
+        ] {
+            let mut changed = json.clone();
+            changed["signatures"][0]["sig"] = serde_json::json!("!!!!");
+            for other in &others {
+                changed["signatures"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(other.clone());
+            }
+            let Err(e) = check(&changed.to_string(), &keys, None) else {
+                panic!("{changed} was read");
+            };
+            assert!(
+                e.contains(
+                    "no signature of the envelope can be read: signatures[0]: sig is not base64"
+                ),
+                "{others:?}: {e}"
+            );
+        }
     }
 
     /// DSSE: "consumers MUST ignore unrecognized fields"; each signature is judged alone.

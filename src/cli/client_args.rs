@@ -111,32 +111,67 @@ impl ClientArgs {
     }
 }
 
-/// `--endpoint`: an `https://host:port` URL, checked as the command line is read.
+/// `--endpoint`: an `https://host:port` URL, checked as the command line is read, and
+/// written one way: a port of digits without a leading zero, an IP address as Rust
+/// writes it back (IPv6 in brackets, compressed and lower case, RFC 5952), a host name
+/// in lower case; nothing after the port but an optional `/`.
 fn endpoint_arg(text: &str) -> Result<String, String> {
-    if !text.starts_with("https://") {
-        return Err(
-            "must start with https:// (Tidemark only speaks TLS), e.g. https://127.0.0.1:50051"
-                .to_owned(),
-        );
-    }
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("not a URL: {e}; e.g. https://127.0.0.1:50051"))?;
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+    const E_G: &str = "e.g. https://127.0.0.1:50051";
+    let Some(rest) = text.strip_prefix("https://") else {
         return Err(format!(
-            "has a path or query ({:?}): the endpoint is https://HOST:PORT alone, e.g. \
-             https://127.0.0.1:50051",
-            uri.path_and_query()
-                .map_or("", http::uri::PathAndQuery::as_str)
+            "must start with https:// (Tidemark only speaks TLS), {E_G}"
+        ));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(at) = authority.find(['/', '?', '#', '@']) {
+        let (what, part) = match &authority[at..=at] {
+            "@" => ("a user name", &authority[..=at]),
+            "#" => ("a fragment", &authority[at..]),
+            _ => ("a path or query", &authority[at..]),
+        };
+        return Err(format!(
+            "has {what} ({part:?}): the endpoint is https://HOST:PORT alone, {E_G}"
         ));
     }
-    if let Some(port) = uri.port()
-        && (port.as_str().len() > 1 && port.as_str().starts_with('0'))
+    let split = if authority.starts_with('[') {
+        authority
+            .split_once("]:")
+            .map(|(host, port)| (&authority[..=host.len()], port))
+    } else {
+        authority.rsplit_once(':')
+    };
+    let Some((host, port)) = split else {
+        return Err(format!("names no port: give it after the host, {E_G}"));
+    };
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    let number = port.parse::<u16>().ok().filter(|p| digits && *p != 0);
+    match number {
+        None => return Err(format!("port {port:?} is not a port (1 to 65535), {E_G}")),
+        Some(n) if n.to_string() != port => {
+            return Err(format!("port {port:?} has a leading zero: write {n}"));
+        }
+        Some(_) => {}
+    }
+    let canonical = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let address: std::net::Ipv6Addr = v6
+            .parse()
+            .map_err(|_| format!("[{v6}] is not an IPv6 address, {E_G}"))?;
+        format!("[{address}]")
+    } else if let Ok(address) = host.parse::<std::net::Ipv4Addr>() {
+        address.to_string()
+    } else if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     {
+        return Err(format!("{host:?} is not a host name or IP address, {E_G}"));
+    } else {
+        host.to_ascii_lowercase()
+    };
+    if canonical != host {
         return Err(format!(
-            "port {:?} has a leading zero: write {}",
-            port.as_str(),
-            port.as_u16()
+            "host {host:?} is written another way than addresses and names are: write \
+             https://{canonical}:{port}"
         ));
     }
     tonic::transport::Endpoint::from_shared(text.to_owned())

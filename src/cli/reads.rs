@@ -796,8 +796,59 @@ fn reconcile(
             data_path.display()
         )
     })?;
+    // A mirror holds changes in sequence order: a last line that does not follow the one
+    // before it (an older change appended by hand) would resume from the past and
+    // mirror every change after it twice.
+    if first > 0
+        && let Some(before) =
+            line_ending_at(&mut file, first - 1)?.and_then(|line| sequence_of(&line))
+        && before >= sequence
+    {
+        bail!(
+            "the last line of {} is change {sequence}, but the line before it is change \
+             {before}: a mirror holds changes in sequence order, so it was changed by hand; \
+             remove the lines out of order, or move the file away to mirror anew",
+            data_path.display()
+        );
+    }
     write_cursor(cursor_path, sequence)?;
     Ok(Some((sequence, last)))
+}
+
+/// The line of `file` whose line feed is at byte `feed` (without it), if it is at most
+/// 64 MiB (a mirrored change is far smaller).
+fn line_ending_at(file: &mut fs::File, feed: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MOST: u64 = 64 << 20;
+    let mut line = Vec::new();
+    let mut start = feed;
+    while start > 0 && feed - start < MOST {
+        let step = start.min(64 * 1024);
+        start -= step;
+        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&line);
+        line = chunk;
+        if let Some(i) = line[..usize::try_from(step).unwrap_or(0)]
+            .iter()
+            .rposition(|b| *b == b'\n')
+        {
+            return Ok(Some(line.split_off(i + 1)));
+        }
+    }
+    Ok((start == 0).then_some(line))
+}
+
+/// The `meta.sequence` of a mirrored line, if it has one.
+fn sequence_of(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let text = text.strip_prefix(tidemark::files::BOM).unwrap_or(text);
+    let meta = super::input::field_as_written(text, "meta")?;
+    super::input::from_json::<pb::EnvelopeMeta>(meta)
+        .ok()
+        .map(|m| m.sequence)
+        .filter(|s| *s > 0)
 }
 
 /// Removes blank lines at the end of a mirror file (an editor's), keeping the line feed
@@ -1145,5 +1196,39 @@ mod tests {
             let refused = reconcile(&data, &cursor).unwrap_err().to_string();
             assert!(refused.contains(said), "{written}: {refused}");
         }
+    }
+
+    /// A mirror whose last line is an older change than the line before it (appended by
+    /// hand) is refused: resuming there would mirror every later change twice. Lines in
+    /// order resume from the last, whatever the lengths of the lines before it.
+    #[test]
+    fn a_mirror_ending_out_of_order_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, cursor) = (dir.path().join("m.jsonl"), dir.path().join("m.cursor"));
+        let line = |sequence: u64, pad: usize| {
+            format!(
+                r#"{{"meta":{{"sequence":{sequence}}},"envelope":{{}},"pad":"{}"}}"#,
+                "x".repeat(pad)
+            )
+        };
+        for pad in [0, 70_000, 200_000] {
+            let lines = [line(5, 0), line(6, pad), line(7, 10)];
+            std::fs::write(&data, format!("{}\n", lines.join("\n"))).unwrap();
+            assert_eq!(reconcile(&data, &cursor).unwrap().unwrap().0, 7, "{pad}");
+            for (earlier, last) in [(7, 6), (7, 7)] {
+                let lines = [line(5, 0), line(earlier, pad), line(last, 10)];
+                std::fs::write(&data, format!("\u{feff}{}\n", lines.join("\n"))).unwrap();
+                let refused = reconcile(&data, &cursor).unwrap_err().to_string();
+                assert!(
+                    refused.contains(&format!(
+                        "is change {last}, but the line before it is change {earlier}"
+                    )),
+                    "{pad}: {refused}"
+                );
+            }
+        }
+        // The first line alone, after a byte-order mark.
+        std::fs::write(&data, format!("\u{feff}{}\n", line(3, 0))).unwrap();
+        assert_eq!(reconcile(&data, &cursor).unwrap().unwrap().0, 3);
     }
 }

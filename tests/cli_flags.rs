@@ -2473,6 +2473,49 @@ async fn verify_names_a_key_file_it_cannot_read_as_a_key() {
     assert!(said.contains("id_ed25519.pub"), "{said}");
 }
 
+/// In a directory after --public-key, a `.pem` file that is not a key file (the CA's
+/// certificate, say) is left out with a warning, and the other keys are used; a directory
+/// with no key file at all is refused.
+#[tokio::test]
+async fn verify_leaves_out_a_file_of_a_key_directory_that_is_not_a_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let at = |name: &str| keys.join(name).display().to_string();
+    std::fs::write(
+        keys.join("ca.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let envelope = dir.path().join("e.json");
+    std::fs::write(&envelope, "{}").unwrap();
+    let verify = || {
+        run(strings(&[
+            "verify",
+            &envelope.display().to_string(),
+            "--public-key",
+            &keys.display().to_string(),
+        ]))
+    };
+    let out = verify().await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("no key file could be read"), "{said}");
+    run_ok(strings(&["keygen", "--out", &at("aus")])).await;
+    let out = verify().await;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("warning: left out") && said.contains("ca.pem"),
+        "{said}"
+    );
+    assert!(!said.contains("no key file could be read"), "{said}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("not a DSSE envelope"),
+        "the envelope was checked: {stdout}"
+    );
+}
+
 /// Every key `keys --out` writes is read back by `verify`, with when its validity starts:
 /// a key valid through 9999-12-31 (whose end, 10000-01-01, RFC 3339 cannot write) is
 /// written as that date (a start or an end past what RFC 3339 can write is refused when

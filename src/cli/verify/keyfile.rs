@@ -75,19 +75,35 @@ pub(super) fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<Key>> {
                 );
             }
             found.sort();
-            files.extend(found);
+            files.extend(found.into_iter().map(|p| (p, true)));
         } else {
-            files.push(path.clone());
+            files.push((path.clone(), false));
         }
     }
     let mut keys: Vec<(PathBuf, Key)> = Vec::new();
-    for path in &files {
-        let text = super::super::input::read_text(path)?;
-        let found = read_file(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        if found.is_empty() {
-            bail!("{} holds no PEM public key", path.display());
+    for (path, in_directory) in &files {
+        let found = super::super::input::read_text(path).and_then(|text| {
+            let found = read_file(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            if found.is_empty() {
+                bail!("{} holds no PEM public key", path.display());
+            }
+            Ok(found)
+        });
+        match found {
+            Ok(found) => keys.extend(found.into_iter().map(|k| (path.clone(), k))),
+            // A file of a directory that is not a key file (a certificate, say) is left
+            // out, not the whole check: none of its keys is trusted.
+            Err(e) if *in_directory => {
+                errln!("warning: left out {}: {e:#}", path.display());
+            }
+            Err(e) => return Err(e),
         }
-        keys.extend(found.into_iter().map(|k| (path.clone(), k)));
+    }
+    if keys.is_empty() {
+        bail!(
+            "no key file could be read among those given: write them with `tidemark keys \
+             --out DIR`"
+        );
     }
     merge(keys)
 }

@@ -204,6 +204,32 @@ fn a_config_file_naming_missing_certificates_is_an_error_that_names_them() {
     assert!(stderr.contains("tls.ca"), "the setting is named: {stderr}");
 }
 
+/// A server that cannot listen (the port is another's) says so and leaves nothing
+/// behind: no development PKI, no store.
+#[test]
+fn a_server_that_cannot_listen_writes_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--metrics-listen", ""])
+        .args(["--certs", "c", "--data", "d"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "{stderr}"
+    );
+}
+
 /// Relative paths in a configuration file are taken from the working directory: a
 /// server started elsewhere is told so, naming the setting and where the file is.
 #[test]

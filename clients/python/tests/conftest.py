@@ -101,6 +101,14 @@ def small_import_server(tmp_path: Path):
 
 
 @pytest.fixture()
+def small_message_server(tmp_path: Path):
+    """A server that takes messages of at most 8 KiB."""
+    running = _server_with(tmp_path, "max_message_bytes", 8192)
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
 def small_read_budget_server(tmp_path: Path):
     """A server that lets each principal start 60 reads a minute: 60 at once, then one
     a second."""

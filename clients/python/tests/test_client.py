@@ -183,21 +183,45 @@ def test_an_aggregate_and_an_import(server):
             analyst.aggregate(["year"], vessel_type="Rubber-Dinghy")
 
 
-def test_an_import_the_server_ends_says_what_it_did_and_why_it_refused(small_import_server):
+def test_an_import_past_the_servers_limit_on_one_call_goes_on_in_calls_it_takes(small_import_server):
     server = small_import_server
-    reports = server.sample_reports("AUS", 5, seed=8)
+    reports = server.sample_reports("AUS", 8, seed=8)
     reports[1]["location"]["country"] = "ZZZ"
+    reports[6]["location"]["country"] = "ZZZ"
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        summary = aus.import_reports(reports)
+    assert (summary.accepted, summary.rejected) == (6, 2)
+    assert [(r.index, r.code) for r in summary.rejections] == [
+        (1, "INVALID_ARGUMENT"),
+        (6, "INVALID_ARGUMENT"),
+    ]
+
+
+def test_a_report_larger_than_the_server_takes_is_rejected_alone(small_message_server):
+    """The client's own limit is larger than the server's: the server ends the import at
+    the envelope it will not take; that one is rejected at its index and the rest go on
+    (kind 13: one bad record never ends a batch)."""
+    server = small_message_server
+    reports = server.sample_reports("AUS", 4, seed=9)
+    reports[1]["narrative"] = "a long narrative " * 600  # over 8 KiB signed
+    with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
+        summary = aus.import_reports(reports)
+    assert (summary.accepted, summary.rejected) == (3, 1)
+    [refused] = summary.rejections
+    assert (refused.index, refused.code) == (1, "RESOURCE_EXHAUSTED")
+
+
+def test_an_import_the_server_ends_for_the_callers_rights_says_what_it_did(server):
+    reports = server.sample_reports("AUS", 3, seed=8)
+    with Client.from_profile(server.endpoint, server.profile("operator")) as operator:
+        operator.suspend_state("AUS")
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
         with pytest.raises(TidemarkError) as ended:
             aus.import_reports(reports)
     error = ended.value
-    assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "max_import_items" in error.message
-    partial = error.partial
-    assert partial is not None
-    assert (partial.accepted, partial.rejected) == (2, 1)
-    [refused] = partial.rejections
-    assert (refused.index, refused.code) == (1, "INVALID_ARGUMENT")
+    assert error.code == grpc.StatusCode.PERMISSION_DENIED
+    assert error.partial is not None
+    assert error.partial.accepted == 0
 
 
 def test_a_read_over_budget_says_when_to_retry_and_is_waited_out(small_read_budget_server, monkeypatch):

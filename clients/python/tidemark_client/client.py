@@ -676,9 +676,14 @@ class Client:
         violations. A report that cannot be read as one (``INVALID_ARGUMENT``) or whose
         signed envelope is larger than `max_message_bytes` — the server's
         ``limits.max_message_bytes`` — (``RESOURCE_EXHAUSTED``) is rejected here, at its
-        index, and the others are sent. No deadline applies (a large import takes as long
-        as it takes); an import the server ends part-way raises :class:`TidemarkError`
-        with its counts in ``partial``."""
+        index, and the others are sent. When the server ends an import part-way for one
+        envelope it will not take (larger than its own ``limits.max_message_bytes``) or
+        for its limit on one call (``limits.max_import_items``), what it took is counted,
+        that envelope is rejected at its index and the rest go on in calls the size of
+        what it took, as ``tidemark import`` does. No deadline applies (a large import
+        takes as long as it takes); an import the server ends for anything else (the
+        caller's rights, the server stopping) raises :class:`TidemarkError` with the
+        counts so far in ``partial``."""
         if self.signing_key is None:
             raise ValueError("this client has no signing key: pass signing_key=")
         here: List[exchange_pb2.ImportRejection] = []
@@ -708,27 +713,61 @@ class Client:
             sent.append(index)
             requests.append(request)
 
-        def with_those_here(summary: exchange_pb2.ImportResponse) -> exchange_pb2.ImportResponse:
+        done = exchange_pb2.ImportResponse()
+
+        def count(summary: exchange_pb2.ImportResponse, batch: List[int]) -> None:
+            """Adds what one call did; its rejections' indexes are into `batch`."""
+            done.accepted += summary.accepted
+            done.duplicates += summary.duplicates
+            done.rejected += summary.rejected
+            for rejection in summary.rejections:
+                if rejection.index < len(batch):
+                    rejection.index = batch[rejection.index]
+                done.rejections.append(rejection)
+
+        def with_those_here() -> exchange_pb2.ImportResponse:
             merged = exchange_pb2.ImportResponse()
-            merged.CopyFrom(summary)
-            for rejection in merged.rejections:
-                if rejection.index < len(sent):
-                    rejection.index = sent[rejection.index]
+            merged.CopyFrom(done)
             rejections = sorted([*merged.rejections, *here], key=lambda r: r.index)
             del merged.rejections[:]
             merged.rejections.extend(rejections)
             merged.rejected += len(here)
             return merged
 
-        if not requests:
-            return with_those_here(exchange_pb2.ImportResponse())
-        try:
-            summary = self._call(self._exchange.Import, iter(requests), timeout=None)
-        except TidemarkError as error:
-            if error.partial is not None:
-                error.partial = with_those_here(error.partial)
-            raise
-        return with_those_here(summary)
+        pending = list(zip(sent, requests))
+        most: Optional[int] = None  # envelopes per call, once the server said
+        while pending:
+            batch = pending if most is None else pending[:most]
+            try:
+                summary = self._call(
+                    self._exchange.Import, iter([r for _, r in batch]), timeout=None
+                )
+            except TidemarkError as error:
+                partial = error.partial
+                if partial is None:
+                    error.partial = with_those_here()
+                    raise
+                taken = partial.accepted + partial.duplicates + partial.rejected
+                count(partial, [i for i, _ in batch[:taken]])
+                if error.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    error.partial = with_those_here()
+                    raise
+                if taken == 0:
+                    # Ended at its first envelope, having taken nothing: that one is what
+                    # the server would not take; the rest go on.
+                    here.append(
+                        exchange_pb2.ImportRejection(
+                            index=batch[0][0], code="RESOURCE_EXHAUSTED", message=error.message
+                        )
+                    )
+                    pending = pending[1:]
+                else:
+                    pending = pending[taken:]
+                    most = taken
+                continue
+            count(summary, [i for i, _ in batch])
+            pending = pending[len(batch) :]
+        return with_those_here()
 
     def standing(self) -> exchange_pb2.MyStandingResponse:
         """Where this state stands in give-to-get, per category."""

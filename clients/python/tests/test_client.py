@@ -471,6 +471,22 @@ def test_an_envelope_signed_by_two_states_verifies_by_the_key_of_the_one_it_name
 def test_local_mistakes_are_value_errors(server):
     with pytest.raises(ValueError, match="https://"):
         Client.from_profile("http://127.0.0.1:1", server.profile("aus-node"))
+    # An endpoint is written one way, as `tidemark --endpoint` takes it.
+    for endpoint, said in (
+        ("https://127.0.0.1:055650", "leading zero: write 55650"),
+        ("https://127.0.0.1:+5", "not a port"),
+        ("https://127.0.0.1:5?a=1", "a query"),
+        ("https://127.0.0.1:5/x", "a path"),
+        ("https://u@127.0.0.1:5", "a user name"),
+        ("https://[0:0:0:0:0:0:0:1]:5", r"write https://\[::1\]:5"),
+        ("https://LOCALHOST:5", "write https://localhost:5"),
+        ("https://127.0.0.1", "names no port"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            Client.from_profile(endpoint, server.profile("aus-node"))
+    host, port = server.endpoint.removeprefix("https://").rsplit(":", 1)
+    with Client.from_profile(f"https://{host}:{port}/", server.profile("aus-node")) as aus:
+        assert aus.whoami().spiffe_id
     with Client.from_profile(server.endpoint, server.profile("aus-node")) as aus:
         with pytest.raises(ValueError, match="QueryRequest"):
             aus.query("smuggling", limit="5")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -330,6 +331,53 @@ class Submitted:
     duplicate: bool
 
 
+def _endpoint_target(endpoint: str) -> str:
+    """The ``host:port`` of an endpoint ``https://HOST:PORT`` (an optional ``/`` after
+    it), written one way, as ``tidemark --endpoint`` takes it: a port of digits without
+    a leading zero, an IP address as written back (IPv6 in brackets, compressed and lower
+    case, RFC 5952), a host name in lower case; nothing else. ``ValueError`` names what
+    to write."""
+    example = "e.g. https://127.0.0.1:50051"
+    if not endpoint.startswith("https://"):
+        raise ValueError(
+            f"endpoint {endpoint!r}: Tidemark is served over TLS only; give https://host:port, {example}"
+        )
+    authority = endpoint[len("https://") :]
+    authority = authority[:-1] if authority.endswith("/") else authority
+    for mark, what in (("@", "a user name"), ("#", "a fragment"), ("?", "a query"), ("/", "a path")):
+        if mark in authority:
+            raise ValueError(f"endpoint {endpoint!r} has {what}: give https://HOST:PORT alone, {example}")
+    if authority.startswith("["):
+        host, sep, port = authority.partition("]:")
+        host += "]"
+    else:
+        host, sep, port = authority.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"endpoint {endpoint!r} names no port: give it after the host, {example}")
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {endpoint!r}: port {port!r} is not a port (1 to 65535)")
+    if str(int(port)) != port:
+        raise ValueError(f"endpoint {endpoint!r}: port {port!r} has a leading zero: write {int(port)}")
+    if host.startswith("["):
+        try:
+            canonical = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+        except ValueError:
+            raise ValueError(f"endpoint {endpoint!r}: {host} is not an IPv6 address") from None
+    else:
+        try:
+            canonical = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            if not all(c.isascii() and (c.isalnum() or c in "-.") for c in host):
+                raise ValueError(f"endpoint {endpoint!r}: {host!r} is not a host name or IP address") from None
+            canonical = host.lower()
+    if canonical != host:
+        raise ValueError(
+            f"endpoint {endpoint!r}: host {host!r} is written another way than addresses and "
+            f"names are: write https://{canonical}:{port}"
+        )
+    return f"{host}:{port}"
+
+
 def _node_state(cert_pem: bytes) -> Optional[str]:
     """The state a node certificate's SPIFFE ID names (``spiffe://…/state/AUS/node/…``),
     or None for any other certificate."""
@@ -516,12 +564,7 @@ class Client:
         timeout: Optional[float] = 30.0,
         options: Iterable[Tuple[str, Any]] = CHANNEL_OPTIONS,
     ) -> None:
-        if not endpoint.startswith("https://"):
-            raise ValueError(
-                f"endpoint {endpoint!r}: Tidemark is served over TLS only; give "
-                "https://host:port"
-            )
-        target = endpoint.removeprefix("https://").rstrip("/")
+        target = _endpoint_target(endpoint)
         _no_weak_ca(ca_pem)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem

@@ -109,12 +109,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         files_named(&config, path)?;
     }
     init_tracing(args.log_format);
-    // Bound before anything is written: a server that cannot listen (the port taken by
-    // another) leaves no certificates, store or CRL behind. Connections wait in the
-    // backlog until it serves.
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Tried before anything is written: a server that cannot listen (the port taken by
+    // another) leaves no certificates, store or CRL behind. Let go again until it is
+    // ready to serve, so that a port that takes connections is one that answers them.
+    drop(
+        TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?,
+    );
 
     // The development PKI is made only on a first run without a config file; with one,
     // a missing certificate is an error that names it.
@@ -147,6 +149,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tidemark::files::replace(&vkey, format!("{}\n", server.log_verifier_key()).as_bytes())
             .with_context(|| format!("cannot write {}", vkey.display()))?;
     }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     // Listen for signals before saying where we listen: a SIGTERM right after the line
     // below stops the server cleanly.

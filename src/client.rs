@@ -79,7 +79,7 @@ impl ClientIdentity {
         if !holds_cert(&cert_pem) {
             return Err(wrong(
                 cert,
-                "no certificate: the certificate file (--cert, or the profile's .pem) holds a CERTIFICATE block; was the key given instead?",
+                "no certificate: the certificate file (--cert, or the profile's .pem) should hold a CERTIFICATE block and holds none; was the key given instead?",
             ));
         }
         if crate::signing::pem_label(&key_pem) == Some("ENCRYPTED PRIVATE KEY") {
@@ -88,7 +88,7 @@ impl ClientIdentity {
         if !holds_key(&key_pem) {
             return Err(wrong(
                 key,
-                "no private key: the key file (--key, or the profile's .key) holds a PRIVATE KEY block; was the certificate given instead?",
+                "no private key: the key file (--key, or the profile's .key) should hold a PRIVATE KEY block and holds none; was the certificate given instead?",
             ));
         }
         if !holds_cert(&ca_pem) {

@@ -360,10 +360,10 @@ async fn inclusion(args: InclusionArgs) -> anyhow::Result<()> {
         .map_err(|s| anyhow!(client::explain(&s)))?
         .into_inner();
     errln!(
-        "leaf {} (hash {}) in the tree of {} leaves",
+        "leaf {} (hash {}) in the tree of {}",
         proof.index,
         hex::encode(merkle::leaf_hash(&proof.entry)),
-        proof.tree_size
+        super::labels::count(proof.tree_size, "leaf", "leaves")
     );
     print_hashes(&proof.hashes)?;
     Ok(())

@@ -161,10 +161,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // A hint for the person at the terminal: a closed or full stdout does not stop the
     // server (the log on stderr says where it listens, too). The development PKI's
     // profiles are named only where there is one. Among JSON lines, a JSON line too.
+    // Where a client on this machine reaches it: not 0.0.0.0 or [::] (no certificate
+    // names those), but the loopback address of the same family.
+    let reach = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        std::net::SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
     let _ = if logs_json(&args) {
         outln!(
             "{}",
-            serde_json::json!({ "message": "listening", "endpoint": format!("https://{addr}") })
+            serde_json::json!({ "message": "listening", "endpoint": format!("https://{reach}") })
         )
     } else if args.config.is_none() {
         let profile = config
@@ -173,12 +185,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .parent()
             .map_or_else(|| PathBuf::from("aus-node"), |dir| dir.join("aus-node"));
         outln!(
-            "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as {}",
+            "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{reach} --as {}",
             profile.display()
         )
     } else {
         outln!(
-            "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{addr} --as <your profile>"
+            "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{reach} --as <your profile>"
         )
     };
 

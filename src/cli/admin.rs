@@ -259,7 +259,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 print_key(key)?;
             }
             if keys.is_empty() {
-                outln!("no signing keys registered")?;
+                errln!("no signing keys registered");
             }
         }
         other => run_certificates(&mut admin, other).await?,
@@ -306,7 +306,7 @@ async fn run_certificates(
                 .into_inner()
                 .states;
             if states.is_empty() {
-                outln!("no states are enrolled (`tidemark admin enrol STATE` enrols one)")?;
+                errln!("no states are enrolled (`tidemark admin enrol STATE` enrols one)");
             }
             for s in &states {
                 outln!(
@@ -718,8 +718,9 @@ async fn certs(
     }
     if certs.is_empty() {
         // Certificates made with `tidemark pki issue` are not issued through the
-        // server: not listed here (the development certificates `serve` wrote are).
-        outln!(
+        // server: not listed here (the development certificates `serve` wrote are). On
+        // stderr, as every command's "nothing to show" note.
+        errln!(
             "no certificates issued through this server (`admin issue`, and the \
              development certificates `serve` wrote){}; certificates made offline with \
              `tidemark pki issue` are not listed",
@@ -731,7 +732,7 @@ async fn certs(
             } else {
                 String::new()
             }
-        )?;
+        );
     }
     Ok(())
 }

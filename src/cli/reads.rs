@@ -1020,12 +1020,14 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         }
         // The list also holds the operators' actions in the state's name (with a detail).
         let no_reads = accesses.iter().all(|a| !a.detail.is_empty());
+        // Said on stderr, as every command's "nothing to show" note: stdout holds the
+        // list only.
         match (no_reads, more) {
             (true, false) if args.before.is_none() => {
-                outln!("no other state has read your reports")?;
+                errln!("no other state has read your reports");
             }
-            (true, false) => outln!("no other state read your reports before these")?,
-            (true, true) => outln!("no reads of your reports among these {}", accesses.len())?,
+            (true, false) => errln!("no other state read your reports before these"),
+            (true, true) => errln!("no reads of your reports among these {}", accesses.len()),
             (false, _) => {}
         }
     }

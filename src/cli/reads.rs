@@ -714,7 +714,6 @@ fn reconcile(
     data_path: &Path,
     cursor_path: &Path,
 ) -> anyhow::Result<Option<(u64, serde_json::Value)>> {
-    use std::io::{Read, Seek, SeekFrom};
     let mut file = match fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -729,48 +728,22 @@ fn reconcile(
     };
     trim_blank_end(&mut file)?;
     let len = file.metadata()?.len();
-    // Read backwards until the last line feed, and the one before it.
-    let mut tail = Vec::new();
-    let mut start = len;
-    let (mut complete_end, mut line_start) = (None, None);
-    while start > 0 && line_start.is_none() {
-        let step = start.min(64 * 1024);
-        start -= step;
-        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
-        let mut feeds = tail.iter().enumerate().rev().filter(|(_, b)| **b == b'\n');
-        if complete_end.is_none() {
-            complete_end = feeds.next().map(|(i, _)| start + i as u64 + 1);
-        }
-        if let Some(end) = complete_end {
-            line_start = tail[..usize::try_from(end - 1 - start).unwrap_or(0)]
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map(|i| start + i as u64 + 1)
-                .or((start == 0).then_some(0));
-        }
-    }
-    let Some(end) = complete_end else {
+    let Some(feed) = last_feed(&mut file, len)? else {
         // Not one complete line: nothing was mirrored for sure.
         file.set_len(0)?;
         let _ = fs::remove_file(cursor_path);
         return Ok(None);
     };
+    let end = feed + 1;
     if end < len {
         file.set_len(end)?;
         file.sync_data()?;
     }
-    let first = line_start.unwrap_or(0);
-    let from = usize::try_from(first.saturating_sub(start)).unwrap_or(0);
-    let to = usize::try_from(end - 1 - start).unwrap_or(0);
+    let (first, line) = line_ending_at(&mut file, feed)?;
     // The first line may follow a byte-order mark (a file saved by an editor).
-    let line = &tail[from..to];
     let line = line
         .strip_prefix(tidemark::files::BOM.as_bytes())
-        .unwrap_or(line);
+        .unwrap_or(&line);
     let last: serde_json::Value = serde_json::from_slice(line).with_context(|| {
         format!(
             "the last line of {} is not a mirrored change; move the file away to mirror anew",
@@ -800,8 +773,7 @@ fn reconcile(
     // before it (an older change appended by hand) would resume from the past and
     // mirror every change after it twice.
     if first > 0
-        && let Some(before) =
-            line_ending_at(&mut file, first - 1)?.and_then(|line| sequence_of(&line))
+        && let Some(before) = sequence_of(&line_ending_at(&mut file, first - 1)?.1)
         && before >= sequence
     {
         bail!(
@@ -815,29 +787,33 @@ fn reconcile(
     Ok(Some((sequence, last)))
 }
 
-/// The line of `file` whose line feed is at byte `feed` (without it), if it is at most
-/// 64 MiB (a mirrored change is far smaller).
-fn line_ending_at(file: &mut fs::File, feed: u64) -> anyhow::Result<Option<Vec<u8>>> {
+/// Where the last line feed of `file` before byte `before` is, if there is one: read
+/// backwards a chunk at a time, so a large file is not read whole.
+fn last_feed(file: &mut fs::File, before: u64) -> anyhow::Result<Option<u64>> {
     use std::io::{Read, Seek, SeekFrom};
-    const MOST: u64 = 64 << 20;
-    let mut line = Vec::new();
-    let mut start = feed;
-    while start > 0 && feed - start < MOST {
+    let mut start = before;
+    while start > 0 {
         let step = start.min(64 * 1024);
         start -= step;
         let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&line);
-        line = chunk;
-        if let Some(i) = line[..usize::try_from(step).unwrap_or(0)]
-            .iter()
-            .rposition(|b| *b == b'\n')
-        {
-            return Ok(Some(line.split_off(i + 1)));
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(start + i as u64));
         }
     }
-    Ok((start == 0).then_some(line))
+    Ok(None)
+}
+
+/// The line of `file` whose line feed is at byte `feed`: where it starts, and its bytes
+/// (without the line feed).
+fn line_ending_at(file: &mut fs::File, feed: u64) -> anyhow::Result<(u64, Vec<u8>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let start = last_feed(file, feed)?.map_or(0, |before| before + 1);
+    let mut line = vec![0u8; usize::try_from(feed - start)?];
+    file.seek(SeekFrom::Start(start))?;
+    file.read_exact(&mut line)?;
+    Ok((start, line))
 }
 
 /// The `meta.sequence` of a mirrored line, if it has one.

@@ -1605,10 +1605,7 @@ async fn a_compromise_by_serial_bars_the_key_a_handshake_showed() {
         .await
         .unwrap()
         .into_inner();
-    let key = pki::read_csr(&csr_of_key(&node.key_pem, "k"))
-        .unwrap()
-        .key_fingerprint();
-    assert_eq!(seen.key_sha256, hex::encode(key), "{seen:?}");
+    assert_eq!(seen.key_sha256, key_hex(&node), "{seen:?}");
     for mut exchange in [open, server.exchange(&pki.identity(&node)).await] {
         let refused = exchange.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -1667,12 +1664,16 @@ async fn a_key_a_handshake_showed_is_known_after_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    let key = pki::read_csr(&csr_of_key(&node.key_pem, "k"))
-        .unwrap()
-        .key_fingerprint();
-    assert_eq!(barred.key_sha256, hex::encode(key), "{barred:?}");
+    assert_eq!(barred.key_sha256, key_hex(&node), "{barred:?}");
     let refused = who(&server, &pki.identity(&node)).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+}
+
+/// The SHA-256 of `issued`'s key (its SubjectPublicKeyInfo), in hex, as a revocation
+/// names it.
+fn key_hex(issued: &IssuedCert) -> String {
+    let csr = pki::read_csr(&csr_of_key(&issued.key_pem, "k")).unwrap();
+    hex::encode(csr.key_fingerprint())
 }
 
 /// Another certificate of `of`'s key, for AUS's node `name`, made with the CA files (not

@@ -974,14 +974,7 @@ mod tests {
     /// DSSE: "consumers MUST ignore unrecognized fields"; each signature is judged alone.
     #[test]
     fn unknown_dsse_fields_are_ignored_and_an_unreadable_signature_spoils_no_other() {
-        let (key, _) = SigningKey::generate().unwrap();
-        let keys = [Key {
-            public: key.public_key().clone(),
-            state: None,
-            revoked_at: None,
-            valid_until: None,
-            valid_from: None,
-        }];
+        let (key, keys) = any_key();
         let report = tidemark::sample::report(&mut tidemark::sample::Rng::new(12), "AUS");
         let mut envelope: serde_json::Value =
             serde_json::from_str(&dsse_json(report.encode_to_vec(), &key)).unwrap();

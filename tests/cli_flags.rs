@@ -1627,6 +1627,11 @@ async fn charts_leave_gaps_keep_every_month_group_bars_and_say_what_they_leave_o
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("charts are written as SVG or PNG"));
     assert!(!dir.path().join("chart.jpg").exists());
+    std::fs::create_dir(dir.path().join("a-dir.svg")).unwrap();
+    let out = run(chart("a-dir.svg", "month")).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("that is a directory"));
+    assert!(out.stdout.is_empty(), "the table was asked for");
     let out = run(chart("no/such/dir/c.svg", "month")).await;
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
@@ -2934,6 +2939,10 @@ fn an_endpoint_is_written_one_way() {
         ("https://127.0.0.1:50051#f", "has a fragment"),
         ("https://u@127.0.0.1:50051", "has a user name"),
         ("https://[::1]", "names no port"),
+        ("https://127.0.0.01:50051", "not a host name"),
+        ("https://2130706433:50051", "not a host name"),
+        ("https://localhost.:50051", "not a host name"),
+        ("https://[fe80::1%eth0]:50051", "not an IPv6 address"),
     ] {
         let out = Command::new(BIN)
             .args(["whoami", "--endpoint", endpoint])

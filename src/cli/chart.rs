@@ -281,6 +281,13 @@ pub fn check_path(path: &Path) -> anyhow::Result<()> {
         );
     }
     // Before the query is asked (and, under a privacy budget, paid for).
+    if path.is_dir() {
+        anyhow::bail!(
+            "--chart {}: that is a directory; name a file in it, e.g. {}",
+            path.display(),
+            path.join("chart.svg").display()
+        );
+    }
     tidemark::files::can_place(path).map_err(|e| {
         anyhow!(
             "--chart {}: no chart can be written there ({e}); name a file in a directory \

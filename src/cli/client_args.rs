@@ -111,6 +111,25 @@ impl ClientArgs {
     }
 }
 
+/// Whether `host` is a DNS host name as RFC 1123 §2.1 writes one: dot-separated labels
+/// of letters, digits and hyphens (not first or last), the last label not all digits (so
+/// `127.0.0.01` or `2130706433` is not taken for a name), no empty label or trailing dot.
+fn is_host_name(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    let label = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    host.len() <= 253
+        && labels.iter().all(label)
+        && labels
+            .last()
+            .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// `--endpoint`: an `https://host:port` URL, checked as the command line is read, and
 /// written one way: a port of digits without a leading zero, an IP address as Rust
 /// writes it back (IPv6 in brackets, compressed and lower case, RFC 5952), a host name
@@ -159,12 +178,11 @@ fn endpoint_arg(text: &str) -> Result<String, String> {
         format!("[{address}]")
     } else if let Ok(address) = host.parse::<std::net::Ipv4Addr>() {
         address.to_string()
-    } else if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(format!("{host:?} is not a host name or IP address, {E_G}"));
+    } else if !is_host_name(host) {
+        return Err(format!(
+            "{host:?} is not a host name (labels of letters, digits and '-', the last not all \
+             digits, no trailing dot) nor an IP address as written (no leading zeros), {E_G}"
+        ));
     } else {
         host.to_ascii_lowercase()
     };

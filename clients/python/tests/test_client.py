@@ -481,6 +481,11 @@ def test_local_mistakes_are_value_errors(server):
         ("https://[0:0:0:0:0:0:0:1]:5", r"write https://\[::1\]:5"),
         ("https://LOCALHOST:5", "write https://localhost:5"),
         ("https://127.0.0.1", "names no port"),
+        ("https://127.0.0.01:5", "not a host name"),
+        ("https://2130706433:5", "not a host name"),
+        ("https://localhost.:5", "not a host name"),
+        ("https://[fe80::1%eth0]:5", "without a zone"),
+        ("https://[::ffff:7f00:1]:5", r"write https://\[::ffff:127.0.0.1\]:5"),
     ):
         with pytest.raises(ValueError, match=said):
             Client.from_profile(endpoint, server.profile("aus-node"))

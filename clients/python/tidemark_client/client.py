@@ -331,6 +331,23 @@ class Submitted:
     duplicate: bool
 
 
+def _is_host_name(host: str) -> bool:
+    """Whether `host` is a DNS host name as RFC 1123 §2.1 writes one (as ``tidemark
+    --endpoint`` takes it): labels of letters, digits and hyphens (not first or last), the
+    last not all digits, no empty label or trailing dot."""
+    labels = host.split(".")
+
+    def label(text: str) -> bool:
+        return (
+            0 < len(text) <= 63
+            and not text.startswith("-")
+            and not text.endswith("-")
+            and all(c.isascii() and (c.isalnum() or c == "-") for c in text)
+        )
+
+    return len(host) <= 253 and all(label(part) for part in labels) and not labels[-1].isdigit()
+
+
 def _endpoint_target(endpoint: str) -> str:
     """The ``host:port`` of an endpoint ``https://HOST:PORT`` (an optional ``/`` after
     it), written one way, as ``tidemark --endpoint`` takes it: a port of digits without
@@ -360,15 +377,24 @@ def _endpoint_target(endpoint: str) -> str:
         raise ValueError(f"endpoint {endpoint!r}: port {port!r} has a leading zero: write {int(port)}")
     if host.startswith("["):
         try:
-            canonical = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+            if "%" in host:
+                raise ValueError("a zone")
+            address = ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise ValueError(f"endpoint {endpoint!r}: {host} is not an IPv6 address") from None
+            raise ValueError(f"endpoint {endpoint!r}: {host} is not an IPv6 address (without a zone)") from None
+        # RFC 5952 §5: an IPv4-mapped address ends in dotted decimal, as Rust writes it.
+        mapped = address.ipv4_mapped
+        canonical = f"[::ffff:{mapped}]" if mapped is not None else f"[{address}]"
     else:
         try:
             canonical = str(ipaddress.IPv4Address(host))
         except ValueError:
-            if not all(c.isascii() and (c.isalnum() or c in "-.") for c in host):
-                raise ValueError(f"endpoint {endpoint!r}: {host!r} is not a host name or IP address") from None
+            if not _is_host_name(host):
+                raise ValueError(
+                    f"endpoint {endpoint!r}: {host!r} is not a host name (labels of letters, "
+                    "digits and '-', the last not all digits, no trailing dot) nor an IP "
+                    "address as written (no leading zeros)"
+                ) from None
             canonical = host.lower()
     if canonical != host:
         raise ValueError(

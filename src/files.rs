@@ -108,7 +108,7 @@ fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     path.with_file_name(name)
 }
 
-/// Removes from `dir` the temporary files ([`beside`]: `.NAME.PID.N.tmp`) of processes
+/// Removes from `dir` the temporary files ([`temporary_beside`]: `.NAME.PID.N.tmp`) of processes
 /// that no longer run — what a run killed while writing left — and returns how many.
 /// (A process is known to run by `/proc/PID`; where there is no `/proc`, none is removed.)
 pub fn remove_dead_temporaries(dir: &Path) -> io::Result<usize> {
@@ -150,16 +150,21 @@ enum Placing {
     NewPrivate,
 }
 
-fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
-    use std::io::Write;
+/// A temporary name for what will become `path`, beside it: hidden, and one per process
+/// and call (`.NAME.PID.N.tmp`), so two runs writing one file at once never write into
+/// each other's temporary file, and [`remove_dead_temporaries`] knows a killed run's.
+pub fn temporary_beside(path: &Path) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
-    // Hidden, and one per process and call: two runs writing one file at once never
-    // write into each other's temporary file.
     static CALLS: AtomicU64 = AtomicU64::new(0);
-    let temporary = beside(
+    beside(
         path,
         &format!("{}.tmp", CALLS.fetch_add(1, Ordering::Relaxed)),
-    );
+    )
+}
+
+fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
+    use std::io::Write;
+    let temporary = temporary_beside(path);
     let written = (|| {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);

@@ -1850,7 +1850,7 @@ fn sample_reports_replaces_no_file() {
     let dir = tempfile::TempDir::new().unwrap();
     let mine = dir.path().join("idn.jsonl");
     std::fs::write(&mine, "MY REAL DATA\n").unwrap();
-    let killed = dir.path().join(".aus.jsonl.999999999.partial");
+    let killed = dir.path().join(".aus.jsonl.999999999.0.tmp");
     std::fs::write(&killed, "{\"half\":").unwrap();
     let sample = |states: &str| {
         Command::new(BIN)

@@ -82,17 +82,9 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
             there.display()
         );
     }
-    // What a run killed while writing left (the lock is held: no other run writes here).
-    for state in &states {
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let stale = entry.file_name().to_str().is_some_and(|n| {
-                n.starts_with(&format!(".{}.", name(state))) && n.ends_with(".partial")
-            });
-            if stale {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    // What a run killed while writing left.
+    tidemark::files::remove_dead_temporaries(dir)
+        .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", dir.display()))?;
     // Every file is written before anything is said, so that a closed stdout cannot
     // stop the work half done.
     let mut written = Vec::new();
@@ -101,7 +93,7 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
         let path = dir.join(&name);
         // Written under a name of this run's own, then renamed into place: of two runs
         // into one directory, each file is one run's whole, never a mix of lines.
-        let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        let partial = tidemark::files::temporary_beside(&path);
         let file = std::fs::File::create(&partial)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?;
         let done = write(args, std::slice::from_ref(state), file)

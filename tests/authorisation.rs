@@ -1908,11 +1908,24 @@ async fn reads_left_at_once_are_completed_and_each_is_in_the_owners_access_list(
 }
 
 /// An aggregate is answered only if its caller still has its rights when the answer is
-/// ready: of a regional analyst's aggregates in progress (waiting for its turn, one at
-/// a time) when its certificate is revoked, those not yet answered end UNAUTHENTICATED,
-/// not with the table.
+/// ready: of an analyst's aggregates in progress (waiting for its turn, one at a time)
+/// when its certificate is revoked or its state suspended, those not yet answered end
+/// UNAUTHENTICATED or PERMISSION_DENIED, not with the table.
 #[tokio::test]
 async fn aggregates_in_progress_end_when_their_caller_is_revoked() {
+    aggregates_in_progress_end(Role::RegionalAnalyst, Code::Unauthenticated, "revoked").await;
+}
+
+#[tokio::test]
+async fn aggregates_in_progress_end_when_their_callers_state_is_suspended() {
+    let idn = Role::StateAnalyst(common::state("IDN"));
+    aggregates_in_progress_end(idn, Code::PermissionDenied, "suspended").await;
+}
+
+/// 48 aggregates of `role`'s, all sent at once; once the first is answered, its
+/// certificate is revoked (or, for a state's analyst, its state suspended): the rest
+/// are answered or end with `code`, saying `why`, and at least one ends so.
+async fn aggregates_in_progress_end(role: Role, code: Code, why: &str) {
     let pki = TestPki::new();
     let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
         c.limits.max_reads_per_principal = 64;
@@ -1926,7 +1939,7 @@ async fn aggregates_in_progress_end_when_their_caller_is_revoked() {
             .collect();
         common::import(&world.server, &world.pki, code, envelopes).await;
     }
-    let issued = world.pki.client(Role::RegionalAnalyst, "racer");
+    let issued = world.pki.client(role, "racer");
     let serial = serial_of(&mut world.server.exchange(&issued).await).await;
     let channel = world.server.channel(&issued).await;
     let request = pb::AggregateRequest {
@@ -1947,29 +1960,39 @@ async fn aggregates_in_progress_end_when_their_caller_is_revoked() {
     // Every call has arrived once one is answered (all were sent at once).
     let first = calls.join_next().await.unwrap().unwrap();
     assert!(first.is_ok(), "{first:?}");
-    world
-        .server
-        .admin(&operator(&world.pki))
-        .await
-        .revoke_certificate(pb::RevokeCertificateRequest {
-            serial,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut admin = world.server.admin(&operator(&world.pki)).await;
+    match role.state() {
+        Some(state) => {
+            admin
+                .suspend_state(pb::StateRequest {
+                    state: state.to_string(),
+                })
+                .await
+                .unwrap();
+        }
+        None => {
+            admin
+                .revoke_certificate(pb::RevokeCertificateRequest {
+                    serial,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
     let (mut answered, mut ended) = (1, 0);
     while let Some(call) = calls.join_next().await {
         match call.unwrap() {
             Ok(()) => answered += 1,
             Err(status) => {
-                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-                assert!(status.message().contains("revoked"), "{status:?}");
+                assert_eq!(status.code(), code, "{status:?}");
+                assert!(status.message().contains(why), "{status:?}");
                 ended += 1;
             }
         }
     }
     assert!(
         ended > 0,
-        "all {answered} aggregates in progress were answered after the revocation"
+        "all {answered} aggregates in progress were answered after the change"
     );
 }

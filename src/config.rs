@@ -55,8 +55,9 @@ pub struct MetricsConfig {
     /// Address and port of the plain-HTTP listener; empty: no metrics endpoint. It
     /// carries no exchange data but should not be public: keep it on loopback or a
     /// monitoring network. An IP address and port ("127.0.0.1:9464"); anything else is
-    /// refused at start. When the address is taken the server logs a warning and runs
-    /// without it.
+    /// refused at start, as is an address that is taken (`tidemark serve` without a
+    /// config file or `--metrics-listen` warns instead, and runs without metrics, when
+    /// this default is taken).
     pub listen: String,
 }
 

@@ -230,6 +230,56 @@ fn a_server_that_cannot_listen_writes_nothing() {
     );
 }
 
+/// A metrics address asked for that is busy stops the server as a busy `--listen` does,
+/// before it writes anything (tester D: it ran without metrics, only a warning said so).
+#[test]
+fn a_busy_metrics_address_asked_for_stops_the_server_before_it_writes() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &addr,
+        ])
+        .args(["--certs", "c", "--data", "d"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for metrics on {addr}"))
+            && stderr.contains("--metrics-listen"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "{stderr}"
+    );
+}
+
+/// The embedded default metrics address busy (a second development server on this
+/// machine) is said, and the server runs without metrics.
+#[test]
+fn the_default_metrics_address_busy_is_said_and_the_server_runs() {
+    let dir = tempfile::TempDir::new().unwrap();
+    // Busy either way: held here, or already held by another server.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9464");
+    let logged = logs_while(dir.path(), &[], |endpoint| {
+        assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+    });
+    assert!(
+        logged.contains("the default metrics address is busy")
+            && logged.contains("running without metrics"),
+        "{logged}"
+    );
+}
+
 /// Relative paths in a configuration file are taken from the working directory: a
 /// server started elsewhere is told so, naming the setting and where the file is.
 #[test]
@@ -288,6 +338,8 @@ fn an_unreadable_ca_key_is_named_with_its_form_before_the_store_is_made() {
                 "--config",
                 "tidemark.toml",
                 "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
                 "127.0.0.1:0",
             ])
             .current_dir(dir.path())

@@ -36,7 +36,9 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 
     /// Address of the plain-HTTP metrics endpoint, e.g. 127.0.0.1:9464 (port 0 picks a
-    /// free port; "" turns it off). Overrides the config's `metrics.listen`.
+    /// free port; "" turns it off). Overrides the config's `metrics.listen`. A taken
+    /// address asked for here or in a config file stops the server before it writes
+    /// anything; the default taken is only warned about.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
 
@@ -110,13 +112,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     init_tracing(args.log_format);
     // Tried before anything is written: a server that cannot listen (the port taken by
-    // another) leaves no certificates, store or CRL behind. Let go again until it is
-    // ready to serve, so that a port that takes connections is one that answers them.
+    // another, for the exchange or its metrics) leaves no certificates, store or CRL
+    // behind. Let go again until it is ready to serve, so that a port that takes
+    // connections is one that answers them.
     drop(
         TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?,
     );
+    let metrics = bind_metrics(&config, &args)?;
 
     // The development PKI is made only on a first run without a config file; with one,
     // a missing certificate is an error that names it.
@@ -139,7 +143,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.tls.ca_key = None;
     }
 
-    let server = Server::build(config.clone())?;
+    if metrics.is_none() {
+        config.metrics.listen.clear();
+    }
+    let mut server = Server::build(config.clone())?;
+    if let Some(metrics) = metrics {
+        server = server.with_metrics_listener(metrics);
+    }
     if args.config.is_none() {
         let dir = config.tls.ca.parent().unwrap_or_else(|| Path::new("."));
         register_dev_signing_keys(server.store(), dir)?;
@@ -158,9 +168,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     tracing::info!(%addr, trust_domain = %config.trust_domain, store = %config.store.path.display(), "serving");
     warn_if_little_room(&config.store.path);
-    // A hint for the person at the terminal: a closed or full stdout does not stop the
-    // server (the log on stderr says where it listens, too). The development PKI's
-    // profiles are named only where there is one. Among JSON lines, a JSON line too.
+    print_hint(&args, &config, addr);
+
+    server.run(listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Says where the server listens, on standard output. A hint for the person at the
+/// terminal: a closed or full stdout does not stop the server (the log on stderr says
+/// where it listens, too).
+fn print_hint(args: &ServeArgs, config: &Config, addr: std::net::SocketAddr) {
+    // The development PKI's profiles are named only where there is one. Among JSON lines, a JSON line too.
     // Where a client on this machine reaches it: not 0.0.0.0 or [::] (no certificate
     // names those), but the loopback address of the same family.
     let reach = if addr.ip().is_unspecified() {
@@ -173,7 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         addr
     };
-    let _ = if logs_json(&args) {
+    let _ = if logs_json(args) {
         outln!(
             "{}",
             serde_json::json!({ "message": "listening", "endpoint": format!("https://{reach}") })
@@ -193,10 +212,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "tidemark listening on https://{addr} — try: tidemark whoami --endpoint https://{reach} --as <your profile>"
         )
     };
+}
 
-    server.run(listener, shutdown).await?;
-    tracing::info!("stopped");
-    Ok(())
+/// The metrics endpoint's listener, bound before anything is written (`None`: no
+/// metrics endpoint). An address asked for (by `--metrics-listen` or a config file) that
+/// is busy stops the server, as a busy `--listen` does; the embedded default
+/// (`127.0.0.1:9464`) busy — a second development server on this machine — is said, and
+/// the server runs without metrics.
+fn bind_metrics(
+    config: &Config,
+    args: &ServeArgs,
+) -> anyhow::Result<Option<std::net::TcpListener>> {
+    let listen = config.metrics.listen.as_str();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    match std::net::TcpListener::bind(listen) {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if args.metrics_listen.is_some() || args.config.is_some() => anyhow::bail!(
+            "cannot listen for metrics on {listen}: {e}; give --metrics-listen (or [metrics] \
+             listen) a free address, or \"\" for no metrics endpoint"
+        ),
+        Err(e) => {
+            tracing::warn!(
+                listen = %listen,
+                error = %e,
+                "the default metrics address is busy (another server?): running without \
+                 metrics; give --metrics-listen a free address (port 0 picks one) to have them"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The least free space on the store's file system the server starts without a warning:

@@ -231,8 +231,10 @@ impl Server {
     }
 
     /// Starts the metrics endpoint, if it has a listener.
-    fn spawn_metrics(&mut self) -> Option<tokio::task::JoinHandle<()>> {
-        let listener = self.bind_metrics()?;
+    fn spawn_metrics(&mut self) -> Result<Option<tokio::task::JoinHandle<()>>, ServerError> {
+        let Some(listener) = self.bind_metrics()? else {
+            return Ok(None);
+        };
         let sources = metrics_http::Sources {
             metrics: self.metrics.clone(),
             store: self.store.clone(),
@@ -241,46 +243,36 @@ impl Server {
             clock: self.clock.clone(),
             trust_domain: self.config.trust_domain.clone(),
         };
-        Some(tokio::spawn(metrics_http::serve(
+        Ok(Some(tokio::spawn(metrics_http::serve(
             listener,
             Arc::new(sources),
-        )))
+        ))))
     }
 
     /// The metrics endpoint's listener: the one given, or `metrics.listen` bound now
-    /// (`None` when empty, or when the address cannot be bound: logged, not fatal).
-    fn bind_metrics(&mut self) -> Option<TcpListener> {
+    /// (`None` when empty). An address that cannot be bound is an error, as the
+    /// exchange's own is: a server asked for metrics does not run without them.
+    fn bind_metrics(&mut self) -> Result<Option<TcpListener>, ServerError> {
+        let listen = &self.config.metrics.listen;
+        let cannot = |e: std::io::Error| {
+            ServerError::Config(format!(
+                "cannot listen for metrics on {listen}: {e}; set [metrics] listen (or \
+                 --metrics-listen) to a free address, or \"\" for no metrics endpoint"
+            ))
+        };
         let listener = match self.metrics_listener.take() {
             Some(listener) => listener,
-            None if self.config.metrics.listen.is_empty() => return None,
-            None => match std::net::TcpListener::bind(&self.config.metrics.listen) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    tracing::warn!(
-                        listen = %self.config.metrics.listen,
-                        error = %e,
-                        "the metrics endpoint cannot listen there and is off; set \
-                         [metrics] listen to a free address (or \"\" to turn it off)"
-                    );
-                    return None;
-                }
-            },
+            None if listen.is_empty() => return Ok(None),
+            None => std::net::TcpListener::bind(listen).map_err(cannot)?,
         };
-        let ready = listener
+        let listener = listener
             .set_nonblocking(true)
-            .and_then(|()| TcpListener::from_std(listener));
-        match ready {
-            Ok(listener) => {
-                if let Ok(addr) = listener.local_addr() {
-                    tracing::info!("metrics on http://{addr}/metrics");
-                }
-                Some(listener)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the metrics endpoint is off");
-                None
-            }
+            .and_then(|()| TcpListener::from_std(listener))
+            .map_err(cannot)?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics on http://{addr}/metrics");
         }
+        Ok(Some(listener))
     }
 
     /// The store this server writes to.
@@ -332,7 +324,7 @@ impl Server {
         if self.store.record_policy(&self.log, &policy)? {
             tracing::info!("the give-to-get rules in force are now in the transparency log");
         }
-        let metrics_task = self.spawn_metrics();
+        let metrics_task = self.spawn_metrics()?;
         let limits = &self.config.limits;
         let (writer, writer_thread) = self.store.start_writer(
             self.clock.clone(),

@@ -28,10 +28,25 @@ pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The file as UTF-8 text, without a leading byte-order mark (two are refused, as by
-/// [`read_bytes`]).
+/// The file as UTF-8 text, without a leading byte-order mark (see [`utf8_text`]).
 pub fn read_text(path: &Path) -> io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
+    utf8_text(std::fs::read(path)?)
+}
+
+/// `bytes` as UTF-8 text, without a leading byte-order mark; two are refused, as by
+/// [`read_bytes`]. Text that is not UTF-8 is refused saying to save it as UTF-8, and
+/// UTF-16 (which Windows editors call "Unicode") by name ([`refuse_utf16`]).
+pub fn utf8_text(bytes: Vec<u8>) -> io::Result<String> {
+    refuse_utf16(&bytes)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the file is not UTF-8 text ({}): save it as UTF-8",
+                e.utf8_error()
+            ),
+        )
+    })?;
     match text.strip_prefix(BOM) {
         Some(rest) if rest.starts_with(BOM) => Err(two_boms()),
         Some(rest) => Ok(rest.to_owned()),
@@ -39,11 +54,64 @@ pub fn read_text(path: &Path) -> io::Result<String> {
     }
 }
 
-fn two_boms() -> io::Error {
+/// Refuses text that starts with a UTF-16 byte-order mark (`start` is its first bytes):
+/// every file read here is UTF-8, and such a file would otherwise fail as "not UTF-8" at
+/// its first byte, without a word on why.
+pub fn refuse_utf16(start: &[u8]) -> io::Result<()> {
+    if start.starts_with(&[0xFF, 0xFE]) || start.starts_with(&[0xFE, 0xFF]) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the file is UTF-16 text (it starts with a UTF-16 byte-order mark): save it as \
+             UTF-8",
+        ));
+    }
+    Ok(())
+}
+
+/// Why a file that starts with two byte-order marks is refused.
+pub fn two_boms() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         "the file starts with two byte-order marks (U+FEFF); one is read at the start of a \
          file: save it again as UTF-8",
+    )
+}
+
+/// `std::fs::create_dir_all`, saying plainly when `dir`, or a directory above it, is a
+/// file: the OS says only "File exists" or "Not a directory".
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| match nearest_existing(dir) {
+        Some(file) if !file.is_dir() => not_a_directory(file),
+        _ => e,
+    })
+}
+
+/// Whether [`create_dir_all`] of `dir` would succeed and files could be made in it, with
+/// nothing made: its nearest existing ancestor (or itself) is a directory this process can
+/// write in (tried with a probe file, removed at once). For a command that must refuse
+/// before it writes anything elsewhere.
+pub fn can_make_dir(dir: &Path) -> io::Result<()> {
+    let existing = nearest_existing(dir).unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(not_a_directory(existing));
+    }
+    can_place(&existing.join("directory"))
+}
+
+/// `dir` or its nearest ancestor that exists; `None` when none does (a relative path
+/// whose first part is missing: the working directory is then the one that matters).
+fn nearest_existing(dir: &Path) -> Option<&Path> {
+    dir.ancestors()
+        .find(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_ok())
+}
+
+fn not_a_directory(file: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotADirectory,
+        format!(
+            "{} is a file, not a directory: name a directory (it is made if missing)",
+            file.display()
+        ),
     )
 }
 
@@ -233,6 +301,50 @@ pub fn remove_made(made: &[std::path::PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory asked for where a file is (itself or above it) is refused naming the
+    /// file, by the check that makes nothing and by the making alike; elsewhere both go.
+    #[test]
+    fn a_directory_where_a_file_is_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        for asked in [file.clone(), file.join("d"), file.join("d/e")] {
+            let said = format!("{} is a file, not a directory", file.display());
+            let checked = can_make_dir(&asked).unwrap_err();
+            assert!(checked.to_string().contains(&said), "{checked}");
+            let made = create_dir_all(&asked).unwrap_err();
+            assert!(made.to_string().contains(&said), "{made}");
+        }
+        let fresh = dir.path().join("a/b");
+        can_make_dir(&fresh).unwrap();
+        assert!(!dir.path().join("a").exists(), "the check makes nothing");
+        create_dir_all(&fresh).unwrap();
+        can_make_dir(&fresh).unwrap();
+        assert_eq!(
+            std::fs::read_dir(&fresh).unwrap().count(),
+            0,
+            "no probe is left"
+        );
+    }
+
+    /// UTF-16 text is refused by name, other bytes that are not UTF-8 with what to do.
+    #[test]
+    fn text_that_is_not_utf8_is_refused_saying_to_save_it_as_utf8() {
+        for utf16 in [vec![0xFF, 0xFE, b'a', 0], vec![0xFE, 0xFF, 0, b'a']] {
+            let e = utf8_text(utf16).unwrap_err().to_string();
+            assert!(
+                e.contains("UTF-16") && e.contains("save it as UTF-8"),
+                "{e}"
+            );
+        }
+        let e = utf8_text(vec![b'a', 0xC3]).unwrap_err().to_string();
+        assert!(
+            e.contains("not UTF-8") && e.contains("save it as UTF-8"),
+            "{e}"
+        );
+        assert_eq!(utf8_text(format!("{BOM}a").into_bytes()).unwrap(), "a");
+    }
 
     /// What a command makes — directories above included — is listed outermost first
     /// and removed again innermost first; what was there before stays.

@@ -575,7 +575,7 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
     if ca_path.exists() && !force {
         return Err(PkiError::Exists(ca_path));
     }
-    fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
+    crate::files::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
     // One run at a time in a directory, --force or not: the lock goes with the process.
     let held = fs::File::open(dir).map_err(|e| PkiError::io(dir, e))?;
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(

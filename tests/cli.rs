@@ -233,6 +233,58 @@ async fn submit_writes_a_receipt_that_verifies_offline_and_fails_when_altered() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    proof_files_handled_carelessly_say_what_is_wrong(dir.path(), &proof, &log_key).await;
+}
+
+/// A log proof and its key as a copy from a terminal, a Windows editor or a careless
+/// `cat` leave them: each refusal names what is wrong (an outside tester's pass).
+async fn proof_files_handled_carelessly_say_what_is_wrong(dir: &Path, proof: &Path, key: &str) {
+    let refused = |argv: Vec<String>, said: &'static [&'static str]| async move {
+        let out = run(argv).await;
+        assert!(!out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.iter().all(|s| stderr.contains(s)),
+            "{said:?}: {stderr}"
+        );
+    };
+    let verify = |file: &Path, key: &str| {
+        args(&[
+            "verify-receipt",
+            &file.display().to_string(),
+            "--log-key",
+            key,
+        ])
+    };
+    let original = std::fs::read_to_string(proof).unwrap();
+    // Trailing spaces: the first line is quoted, its space visible.
+    let spaced = dir.join("spaced.proof");
+    std::fs::write(&spaced, original.replace('\n', " \n")).unwrap();
+    refused(
+        verify(&spaced, key),
+        &["this one starts with \"c2sp.org/tlog-proof@v1 \""],
+    )
+    .await;
+    // UTF-16 (with its byte-order mark), the proof or the key file.
+    let utf16 = |text: &str, name: &str| {
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let said: &[&str] = &["UTF-16", "save it as UTF-8"];
+    refused(verify(&utf16(&original, "utf16.proof"), key), said).await;
+    let key_file = utf16(&format!("{key}\n"), "utf16.vkey");
+    refused(verify(proof, &key_file.display().to_string()), said).await;
+    // Two keys in one file.
+    let two = dir.join("two.vkey");
+    std::fs::write(&two, format!("{key}\n{key}\n")).unwrap();
+    refused(
+        verify(proof, &two.display().to_string()),
+        &["holds 2 lines", "one key, on one line"],
+    )
+    .await;
 }
 
 /// A server, an AUS node profile in a temporary directory, and one sample AUS report
@@ -633,6 +685,18 @@ async fn log_commands_say_where_the_log_ends_and_why_a_proof_is_empty() {
             "{other:?}: {said}"
         );
     }
+    // A hash of no leaf (here the leaf hash hashed again, as the entry's own SHA-256
+    // would be) is not found, saying what a leaf hash is and how a receipt names its leaf.
+    let other = hex::encode(tidemark::tlog::entry::sha256(hash.as_bytes()));
+    let out = run(log(&["inclusion", "--entry-hash", &other])).await;
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("no leaf of the log has hash {other}"))
+            && said.contains("SHA-256(0x00 ‖ entry)")
+            && said.contains("`index N` line"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -1120,17 +1184,24 @@ async fn sample_lines(state: &str, n: usize, seed: &str) -> Vec<String> {
         .collect()
 }
 
-/// A stream — `/dev/stdin` from a pipe — is imported whole, JSON lines or CSV (told by
-/// its header line): the import reads its input twice, and a pipe gives nothing the
-/// second time (an outside pass saw "0 accepted" and success).
+/// Standard input — `/dev/stdin` or `-`, from a pipe or redirected from a file — is
+/// imported whole, JSON lines or CSV (told by its header line): the import reads its
+/// input twice, and a pipe gives nothing the second time (an outside pass saw "0
+/// accepted" and success); a file redirected to it was told to be named .csv (tester A).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_reads_a_pipe_whole_in_either_format() {
+async fn import_reads_standard_input_whole_in_either_format() {
     let pki = TestPki::new();
     let server = TestServer::start(&pki).await;
     let dir = tempfile::TempDir::new().unwrap();
     let aus = profile(&pki, &server, dir.path(), "AUS").await;
     let endpoint = server.endpoint();
-    for (format, seed) in [("jsonl", "11"), ("csv", "12")] {
+    let cases = [
+        ("jsonl", "11", "/dev/stdin", false),
+        ("csv", "12", "/dev/stdin", false),
+        ("jsonl", "13", "-", true),
+        ("csv", "14", "-", true),
+    ];
+    for (format, seed, stdin, redirected) in cases {
         let reports = run_ok(args(&[
             "sample-reports",
             "--count",
@@ -1143,22 +1214,26 @@ async fn import_reads_a_pipe_whole_in_either_format() {
             format,
         ]))
         .await;
-        let out = common::cli::run_piped(
-            args(&[
-                "import",
-                "/dev/stdin",
-                "--endpoint",
-                &endpoint,
-                "--as",
-                &aus,
-                "--json",
-            ]),
-            reports.into_bytes(),
-        )
-        .await;
+        let import = args(&[
+            "import",
+            stdin,
+            "--endpoint",
+            &endpoint,
+            "--as",
+            &aus,
+            "--json",
+        ]);
+        let out = if redirected {
+            // Named as no format: only its first line can tell.
+            let file = dir.path().join(format!("{seed}.txt"));
+            std::fs::write(&file, reports).unwrap();
+            common::cli::run_redirected(import, file).await
+        } else {
+            common::cli::run_piped(import, reports.into_bytes()).await
+        };
         assert_ok(&out);
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(summary["accepted"], 3, "{format}: {summary}");
+        assert_eq!(summary["accepted"], 3, "{format} {stdin}: {summary}");
     }
 }
 

@@ -61,8 +61,8 @@ pub async fn verify(
             Ok(Entry::Audit(entry)) => entry,
             Ok(other) => {
                 problems.push(format!(
-                    "{label}: its log entry is an {} entry, not an audit record's",
-                    other.kind()
+                    "{label}: its log entry is {} entry, not an audit record's",
+                    other.kind_in_a_sentence()
                 ));
                 continue;
             }

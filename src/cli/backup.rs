@@ -329,8 +329,8 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         .ancestors()
         .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
         .collect();
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    tidemark::files::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create the directory {}", args.data.display()))?;
     // One restore into a directory at a time: an OS lock on the directory itself
     // (released if the process dies), taken before anything is written into it.
     let _restoring = lock_directory(&args.data)?;

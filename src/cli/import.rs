@@ -598,9 +598,9 @@ enum Format {
 }
 
 impl Format {
-    /// CSV when the file is named `.csv` — or, for a stream, which has no name to go by
-    /// (`/dev/stdin`, a pipe), when its first line is the header `query --csv` writes;
-    /// JSON lines otherwise.
+    /// CSV when the file is named `.csv` — or, for input with no name to go by (standard
+    /// input, redirected from a file or not; a pipe), when its first line is the header
+    /// `query --csv` writes; JSON lines otherwise.
     fn of(named: &Path, source: &input::Rereadable) -> anyhow::Result<Self> {
         if named
             .extension()
@@ -608,7 +608,7 @@ impl Format {
         {
             return Ok(Self::Csv);
         }
-        if source.was_stream() {
+        if source.has_no_name() {
             let mut first = String::new();
             // A header line is short; a longer first line is no header.
             std::io::BufRead::read_line(

@@ -42,22 +42,8 @@ pub fn read_text_at_most(path: &Path, max: u64) -> anyhow::Result<String> {
             path.display()
         );
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))?;
-    match text.strip_prefix(BOM) {
-        // One is skipped, as every reader of a file does; a second is content.
-        Some(rest) if rest.starts_with(BOM) => Err(two_boms(&path.display().to_string())),
-        Some(rest) => Ok(rest.to_owned()),
-        None => Ok(text),
-    }
-}
-
-/// A file that starts with two byte-order marks.
-fn two_boms(name: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{name} starts with two byte-order marks (U+FEFF); one is read at the start of a \
-         file: save it again as UTF-8"
-    )
+    // One byte-order mark is skipped, as every reader of a file does; a second is content.
+    tidemark::files::utf8_text(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A file holding signed-note text (a checkpoint, a C2SP tlog proof), at most `max`
@@ -81,6 +67,8 @@ pub struct Rereadable {
     name: String,
     path: std::path::PathBuf,
     spool: Option<File>,
+    /// See [`Self::has_no_name`].
+    unnamed: bool,
 }
 
 impl Rereadable {
@@ -89,9 +77,10 @@ impl Rereadable {
         &self.name
     }
 
-    /// Whether it was a stream.
-    pub fn was_stream(&self) -> bool {
-        self.spool.is_some()
+    /// Whether it has no file name to go by: standard input (even when redirected from
+    /// a file), a pipe, a FIFO.
+    pub fn has_no_name(&self) -> bool {
+        self.unnamed
     }
 
     /// A buffered reader over it from its start, past a leading byte-order mark.
@@ -118,12 +107,13 @@ impl Rereadable {
     /// All of it as text, if it is at most [`MAX_TEXT_FILE`] bytes of UTF-8.
     pub fn read_text(&self) -> anyhow::Result<String> {
         use std::io::Read as _;
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         self.open()?
             .take(MAX_TEXT_FILE)
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .with_context(|| format!("cannot read {}", self.name))?;
-        Ok(text)
+        // Past its byte-order mark already (a second was refused).
+        tidemark::files::utf8_text(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", self.name))
     }
 }
 
@@ -131,20 +121,22 @@ impl Rereadable {
 pub fn rereadable(path: &Path) -> anyhow::Result<Rereadable> {
     let stdin = path == Path::new("-");
     let path = if stdin { Path::new("/dev/stdin") } else { path };
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.is_file() || meta.is_dir() {
-        return Ok(Rereadable {
-            name: path.display().to_string(),
-            path: path.to_owned(),
-            spool: None,
-        });
-    }
-    let name = if stdin || path == Path::new("/dev/stdin") {
+    let stdin = stdin || path == Path::new("/dev/stdin");
+    let name = if stdin {
         "standard input".to_owned()
     } else {
         path.display().to_string()
     };
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
+    if meta.is_file() || meta.is_dir() {
+        // Read again by opening it again: a file redirected to standard input, too.
+        return Ok(Rereadable {
+            name,
+            path: path.to_owned(),
+            spool: None,
+            unnamed: stdin,
+        });
+    }
     let mut source = File::open(path).with_context(|| format!("cannot read {name}"))?;
     let mut spool = tempfile::tempfile()
         .context("cannot make a temporary file to hold the stream (set TMPDIR)")?;
@@ -154,6 +146,7 @@ pub fn rereadable(path: &Path) -> anyhow::Result<Rereadable> {
         name,
         path: path.to_owned(),
         spool: Some(spool),
+        unnamed: true,
     })
 }
 
@@ -167,10 +160,11 @@ pub fn open(path: &Path) -> anyhow::Result<BufReader<File>> {
 /// mark.
 fn past_bom(file: File, name: &str) -> anyhow::Result<BufReader<File>> {
     let mut reader = BufReader::new(file);
-    let starts_with_bom = reader
+    let start = reader
         .fill_buf()
-        .with_context(|| format!("cannot read {name}"))?
-        .starts_with(BOM.as_bytes());
+        .with_context(|| format!("cannot read {name}"))?;
+    tidemark::files::refuse_utf16(start).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let starts_with_bom = start.starts_with(BOM.as_bytes());
     if starts_with_bom {
         reader.consume(BOM.len());
         // One is skipped, as every reader of a file does; a second is content (and the
@@ -180,7 +174,7 @@ fn past_bom(file: File, name: &str) -> anyhow::Result<BufReader<File>> {
             .with_context(|| format!("cannot read {name}"))?
             .starts_with(BOM.as_bytes())
         {
-            return Err(two_boms(name));
+            return Err(anyhow::anyhow!("{name}: {}", tidemark::files::two_boms()));
         }
     }
     Ok(reader)

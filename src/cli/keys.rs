@@ -44,7 +44,7 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        tidemark::files::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", dir.display()))?;
     }
     // New files only: of two runs on one --out at once, one writes both, the other none.

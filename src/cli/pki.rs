@@ -133,7 +133,7 @@ fn csr(args: &CsrArgs) -> anyhow::Result<()> {
     }
     let (key, csr) = pki::make_csr(&principal)?;
     let made_dir = !args.out.exists();
-    std::fs::create_dir_all(&args.out)
+    tidemark::files::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", args.out.display()))?;
     let key_path = args.out.join(format!("{}.key", args.identity.name));
     let csr_path = args.out.join(format!("{}.csr.pem", args.identity.name));
@@ -186,7 +186,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                     anyhow::anyhow!("the CA in {} (ca.pem, ca.key): {e}", args.ca_dir.display())
                 })?;
             let issued = ca.issue_client(&principal, pki::Validity::days_from_now(args.days))?;
-            std::fs::create_dir_all(&args.out).map_err(|e| {
+            tidemark::files::create_dir_all(&args.out).map_err(|e| {
                 anyhow::anyhow!("cannot create the directory {}: {e}", args.out.display())
             })?;
             let cert_path = args.out.join(format!("{}.pem", args.identity.name));

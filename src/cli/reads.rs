@@ -466,8 +466,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<()> {
         &cursor_path,
         &data_path,
     ]);
-    fs::create_dir_all(&args.into)
-        .with_context(|| format!("cannot create {}", args.into.display()))?;
+    tidemark::files::create_dir_all(&args.into)
+        .with_context(|| format!("cannot create the directory {}", args.into.display()))?;
     // One run at a time per directory, not per category: two states' first runs into
     // one directory would otherwise both find it empty and both claim it.
     let lock = lock_mirror(&lock_path)?;

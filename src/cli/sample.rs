@@ -46,8 +46,8 @@ pub fn run(args: &SampleArgs) -> anyhow::Result<()> {
     let Some(dir) = &args.out else {
         return write(args, &args.states, super::stdout());
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    tidemark::files::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the directory {}: {e}", dir.display()))?;
     // One run at a time per directory: of two at once, each file would be whole but the
     // set a mix of both runs'.
     let lock = dir.join(".sample-reports.lock");

@@ -121,6 +121,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?,
     );
     let metrics = bind_metrics(&config, &args)?;
+    // And where the store goes: a --data that names a file is refused before a
+    // development PKI is made.
+    let store_dir = config
+        .store
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    tidemark::files::can_make_dir(store_dir)
+        .with_context(|| format!("cannot keep the store in {}", store_dir.display()))?;
 
     // The development PKI is made only on a first run without a config file; with one,
     // a missing certificate is an error that names it.

@@ -486,14 +486,24 @@ fn digest_text(digest: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// A verifier key given as text or as a file holding it.
+/// A verifier key given as text or as a file holding it (on one line: a file of several
+/// keys is refused, naming how many lines it has).
 pub(super) fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
     if key.contains('+') {
         return Ok(key.to_owned());
     }
-    input::read_text_at_most(Path::new(key), MAX_RECEIPT_FILE).with_context(|| {
-        format!("{key} is neither a {what} (`<name>+<hex id>+<base64 key>`) nor a readable file")
-    })
+    let path = Path::new(key);
+    if !path.exists() {
+        bail!("{key} is neither a {what} (`<name>+<hex id>+<base64 key>`) nor a file");
+    }
+    let text = input::read_text_at_most(path, MAX_RECEIPT_FILE)
+        .with_context(|| format!("{key}, the {what} file"))?;
+    // (A PEM file is told apart by its callers, which name what to give instead.)
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    if lines > 1 && !text.contains("-----BEGIN") {
+        bail!("{key} holds {lines} lines; a {what} file holds one key, on one line");
+    }
+    Ok(text)
 }
 
 /// Checks a log proof against the log key, and its checkpoint's cosignatures against the
@@ -610,7 +620,10 @@ fn payload_named(entry: &Entry, payload: &[u8]) -> Result<String, (String, Strin
         Entry::Envelope(e) => Err((said(digest), said(e.payload_sha256))),
         other => Err((
             said(digest),
-            format!("none (it is an {} entry, not an envelope's)", other.kind()),
+            format!(
+                "none (it is {} entry, not an envelope's)",
+                other.kind_in_a_sentence()
+            ),
         )),
     }
 }

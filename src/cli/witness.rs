@@ -79,8 +79,8 @@ pub async fn run(args: WitnessArgs) -> anyhow::Result<()> {
     // What this run makes: a first run refused before it records a log key leaves none
     // of it.
     let made = tidemark::files::not_there(&[&args.state_dir, &lock_path]);
-    fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    tidemark::files::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create the directory {}", args.state_dir.display()))?;
     let lock = lock(&lock_path)?;
     let witnessed = witness(&args, state, &key).await;
     if witnessed.is_err() && !args.state_dir.join("log.vkey").exists() {

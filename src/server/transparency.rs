@@ -98,7 +98,13 @@ impl pb::transparency_server::Transparency for TransparencyService {
                     )
                 })?;
                 snap.log_index_of(&hash)?.ok_or_else(|| {
-                    Status::not_found(format!("no leaf of the log has hash {}", hex::encode(hash)))
+                    Status::not_found(format!(
+                        "no leaf of the log has hash {}: a leaf hash is SHA-256(0x00 ‖ entry), \
+                         not the SHA-256 of the entry alone nor a payload's sha256 digest; a \
+                         receipt names its leaf by index (its `index N` line). A leaf written \
+                         after the backup a store was restored from is not in the restored log",
+                        hex::encode(hash)
+                    ))
                 })?
             }
             None => {

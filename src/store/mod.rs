@@ -240,7 +240,7 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let path = &config.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::open(path, e))?;
+            crate::files::create_dir_all(dir).map_err(|e| StoreError::open(path, e))?;
         }
         let mut builder = Database::builder();
         builder.set_cache_size(config.cache_mib.saturating_mul(1024 * 1024));

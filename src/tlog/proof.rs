@@ -16,9 +16,9 @@ pub const HEADER: &str = "c2sp.org/tlog-proof@v1";
 /// Why a tlog proof was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlogProofError {
-    /// The first line is not [`HEADER`].
-    #[error("tlog proof must start with the line {HEADER:?}")]
-    MissingHeader,
+    /// The first line is not [`HEADER`] (it is the one held, cut to 64 characters).
+    #[error("tlog proof must start with the line {HEADER:?}, exactly; this one starts with {0:?}")]
+    MissingHeader(String),
     /// The `extra` line is not valid base64.
     #[error("tlog proof extra data is not valid standard base64")]
     InvalidExtra,
@@ -82,7 +82,10 @@ impl TlogProof {
     pub fn parse(text: &str) -> Result<Self, TlogProofError> {
         let mut rest = text;
         if next_line(&mut rest) != Some(HEADER) {
-            return Err(TlogProofError::MissingHeader);
+            let first = text.split('\n').next().unwrap_or_default();
+            return Err(TlogProofError::MissingHeader(
+                first.chars().take(64).collect(),
+            ));
         }
         let mut line = next_line(&mut rest).ok_or(TlogProofError::MissingIndex)?;
         let extra = match line.strip_prefix("extra ") {
@@ -265,7 +268,11 @@ mod tests {
         let cases = [
             (
                 "c2sp.org/tlog-proof@v2\nindex 0\n\ncp\n".to_owned(),
-                TlogProofError::MissingHeader,
+                TlogProofError::MissingHeader("c2sp.org/tlog-proof@v2".to_owned()),
+            ),
+            (
+                format!("{HEADER} \nindex 0\n\ncp\n"),
+                TlogProofError::MissingHeader(format!("{HEADER} ")),
             ),
             (
                 format!("{HEADER}\nextra !!\nindex 0\n\ncp\n"),

@@ -32,6 +32,20 @@ pub async fn run_piped(args: Vec<String>, input: Vec<u8>) -> Output {
     .unwrap()
 }
 
+/// Runs `tidemark ARGS` with standard input redirected from the file `input` (as a
+/// shell's `< FILE` does: a regular file, not a pipe).
+pub async fn run_redirected(args: Vec<String>, input: std::path::PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .stdin(std::fs::File::open(input).unwrap())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Runs `tidemark ARGS`; it must succeed (else the test fails showing its stderr).
 /// Returns its stdout.
 pub async fn run_ok(args: Vec<String>) -> String {

@@ -830,7 +830,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<()> {
         );
         match &args.out {
             Some(dir) => {
-                std::fs::create_dir_all(dir)
+                tidemark::files::create_dir_all(dir)
                     .with_context(|| format!("cannot create the directory {}", dir.display()))?;
                 let path = dir.join(format!("{}-{}.pub.pem", k.state.to_lowercase(), k.key_id));
                 tidemark::files::replace(&path, pem.as_bytes())

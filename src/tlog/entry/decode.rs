@@ -83,6 +83,16 @@ impl Entry {
             Self::Policy(_) => "policy",
         }
     }
+
+    /// [`Self::kind`] with its article, for a sentence: `an envelope`, `an audit`, `a
+    /// policy`.
+    pub fn kind_in_a_sentence(&self) -> &'static str {
+        match self {
+            Self::Envelope(_) => "an envelope",
+            Self::Audit(_) => "an audit",
+            Self::Policy(_) => "a policy",
+        }
+    }
 }
 
 fn envelope(lines: &mut Lines<'_>) -> Result<EnvelopeEntry, MalformedEntry> {

@@ -189,7 +189,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// terminal: a closed or full stdout does not stop the server (the log on stderr says
 /// where it listens, too).
 fn print_hint(args: &ServeArgs, config: &Config, addr: std::net::SocketAddr) {
-    // The development PKI's profiles are named only where there is one. Among JSON lines, a JSON line too.
+    // The development PKI's profiles are named only where there is one. Among JSON
+    // lines, a JSON line too.
     // Where a client on this machine reaches it: not 0.0.0.0 or [::] (no certificate
     // names those), but the loopback address of the same family.
     let reach = if addr.ip().is_unspecified() {

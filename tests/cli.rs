@@ -1224,16 +1224,27 @@ async fn import_reads_standard_input_whole_in_either_format() {
             "--json",
         ]);
         let out = if redirected {
-            // Named as no format: only its first line can tell.
+            // Named as no format: only its first line can tell. A script has read a line
+            // of it already: the import reads from there on (it reopened the file from
+            // its start, tester C).
+            use std::io::{BufRead as _, Seek as _};
             let file = dir.path().join(format!("{seed}.txt"));
-            std::fs::write(&file, reports).unwrap();
-            common::cli::run_redirected(import, file).await
+            std::fs::write(&file, format!("a line the script read\n{reports}")).unwrap();
+            let mut input = std::io::BufReader::new(std::fs::File::open(&file).unwrap());
+            let mut read = String::new();
+            input.read_line(&mut read).unwrap();
+            let mut input = input.into_inner();
+            input
+                .seek(std::io::SeekFrom::Start(read.len() as u64))
+                .unwrap();
+            common::cli::run_redirected(import, input).await
         } else {
             common::cli::run_piped(import, reports.into_bytes()).await
         };
         assert_ok(&out);
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(summary["accepted"], 3, "{format} {stdin}: {summary}");
+        assert_eq!(summary["rejected"], 0, "{format} {stdin}: {summary}");
     }
 }
 

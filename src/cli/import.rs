@@ -47,8 +47,8 @@ const DEFAULT_MAX_MESSAGE_BYTES: u64 = 4 * 1024 * 1024;
 pub struct ImportArgs {
     /// The file to import (.jsonl or .csv); `-` is standard input. A stream (standard
     /// input, a pipe) is read to its end first, into an anonymous temporary file (nothing
-    /// is left behind, however the import ends); it is CSV when its first line is the
-    /// header `query --csv` writes.
+    /// is left behind, however the import ends), from where it stands; it is CSV when
+    /// its first line is a CSV header with a `report_id` column, as `query --csv` writes.
     file: PathBuf,
     #[command(flatten)]
     client: ClientArgs,
@@ -616,12 +616,22 @@ impl Format {
                 &mut first,
             )
             .ok();
-            if first.starts_with("report_id,") {
+            if is_csv_header(&first) {
                 return Ok(Self::Csv);
             }
         }
         Ok(Self::JsonLines)
     }
+}
+
+/// Whether `line` is a CSV header as `query --csv` writes one, its columns in any order:
+/// no JSON object, and a `report_id` column.
+fn is_csv_header(line: &str) -> bool {
+    !line.trim_start().starts_with('{')
+        && line
+            .trim_end()
+            .split(',')
+            .any(|column| column.trim_matches('"') == "report_id")
 }
 
 /// Whether `file` holds nothing but white space (and a byte-order mark).
@@ -929,7 +939,7 @@ fn not_json_lines(file: &input::Rereadable) -> anyhow::Result<()> {
             break;
         }
     }
-    if first.starts_with("report_id,") {
+    if is_csv_header(&first) {
         bail!(
             "{} holds CSV (its first line is the header `query --csv` writes): name it \
              .csv, which import reads as CSV",
@@ -1198,6 +1208,27 @@ fn count_records(file: &input::Rereadable, format: Format) -> anyhow::Result<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CSV header is told by its `report_id` column wherever it stands (a spreadsheet
+    /// may have moved it); a JSON line naming the field is no header.
+    #[test]
+    fn a_csv_header_is_told_by_its_report_id_column() {
+        for header in [
+            "report_id,version,state\n",
+            "version,\"report_id\",state\r\n",
+            "narrative,report_id",
+        ] {
+            assert!(is_csv_header(header), "{header}");
+        }
+        for line in [
+            "{\"report_id\": \"x\"}",
+            "report_ids,version",
+            "",
+            "reportId,version",
+        ] {
+            assert!(!is_csv_header(line), "{line}");
+        }
+    }
 
     /// Reports the server could not store (UNAVAILABLE: its disk full) are not counted
     /// as rejected: the import stops, saying the same file run again stores them

@@ -9,7 +9,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     path::Path,
 };
 
@@ -117,27 +117,34 @@ impl Rereadable {
     }
 }
 
-/// `path` as a [`Rereadable`]; `-` is standard input.
+/// `path` as a [`Rereadable`]; `-` (or `/dev/stdin`) is standard input, read from where
+/// it stands — a file redirected to it is not opened again from its start, which would
+/// take in lines a script had already read from it.
 pub fn rereadable(path: &Path) -> anyhow::Result<Rereadable> {
-    let stdin = path == Path::new("-");
-    let path = if stdin { Path::new("/dev/stdin") } else { path };
-    let stdin = stdin || path == Path::new("/dev/stdin");
-    let name = if stdin {
-        "standard input".to_owned()
-    } else {
-        path.display().to_string()
-    };
+    let stdin = path == Path::new("-") || path == Path::new("/dev/stdin");
+    if stdin {
+        use std::os::fd::AsFd as _;
+        // A closed standard input reads as empty in Rust: said instead.
+        rustix::fs::fstat(std::io::stdin().as_fd())
+            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e} (is it closed?)"))?;
+        return spooled("standard input".to_owned(), path, std::io::stdin().lock());
+    }
+    let name = path.display().to_string();
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {name}"))?;
     if meta.is_file() || meta.is_dir() {
-        // Read again by opening it again: a file redirected to standard input, too.
         return Ok(Rereadable {
             name,
             path: path.to_owned(),
             spool: None,
-            unnamed: stdin,
+            unnamed: false,
         });
     }
-    let mut source = File::open(path).with_context(|| format!("cannot read {name}"))?;
+    let source = File::open(path).with_context(|| format!("cannot read {name}"))?;
+    spooled(name, path, source)
+}
+
+/// A [`Rereadable`] of what `source` (named `name`) holds from here to its end.
+fn spooled(name: String, path: &Path, mut source: impl Read) -> anyhow::Result<Rereadable> {
     let mut spool = tempfile::tempfile()
         .context("cannot make a temporary file to hold the stream (set TMPDIR)")?;
     std::io::copy(&mut source, &mut spool)

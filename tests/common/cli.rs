@@ -33,14 +33,10 @@ pub async fn run_piped(args: Vec<String>, input: Vec<u8>) -> Output {
 }
 
 /// Runs `tidemark ARGS` with standard input redirected from the file `input` (as a
-/// shell's `< FILE` does: a regular file, not a pipe).
-pub async fn run_redirected(args: Vec<String>, input: std::path::PathBuf) -> Output {
+/// shell's `< FILE` does: a regular file, not a pipe), read from where `input` stands.
+pub async fn run_redirected(args: Vec<String>, input: std::fs::File) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(&args)
-            .stdin(std::fs::File::open(input).unwrap())
-            .output()
-            .unwrap()
+        Command::new(BIN).args(&args).stdin(input).output().unwrap()
     })
     .await
     .unwrap()

@@ -609,10 +609,11 @@ impl Config {
                         self.metrics.listen
                     )));
                 }
-                Ok(metrics) if metrics == self.listen && metrics.port() != 0 => {
+                Ok(metrics) if overlap(metrics, self.listen) => {
                     return Err(ConfigError::Invalid(format!(
-                        "metrics.listen is {metrics}, the address the exchange itself listens \
-                         on (listen): give the metrics endpoint a port of its own"
+                        "metrics.listen is {metrics}, the port the exchange itself listens on \
+                         (listen = {}): give the metrics endpoint a port of its own",
+                        self.listen
                     )));
                 }
                 Ok(_) => {}
@@ -944,7 +945,14 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Whether a configuration table sets no value (only tables that set none, if any).
+/// Whether listeners on `a` and `b` would take one port: the same port (not 0, which
+/// picks a free one) on the same address — an IPv4-mapped IPv6 address is its IPv4
+/// address — or on an unspecified one, which takes the port on every address.
+pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() == b.port() && a.port() != 0 && (x == y || x.is_unspecified() || y.is_unspecified())
+}
+
 /// An IP address and port written one way: as Rust's `SocketAddr` writes it back
 /// (`127.0.0.1:50051`, `[::1]:50051`; no leading zeros in the port or an IPv4 address,
 /// IPv6 compressed and lower case, RFC 5952), so that a setting is shown as it was given.
@@ -970,6 +978,7 @@ fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, 
     socket_address(&text).map_err(|e| serde::de::Error::custom(format!("listen {text:?} {e}")))
 }
 
+/// Whether a configuration table sets no value (only tables that set none, if any).
 fn sets_nothing(table: &toml::Table) -> bool {
     table.values().all(|value| match value {
         toml::Value::Table(inner) => sets_nothing(inner),
@@ -1168,6 +1177,43 @@ mod tests {
 
     /// An address is written one way, in `listen` and `metrics.listen` alike: another
     /// spelling of the same address is refused, naming the one to write.
+    /// Two listeners that would take one port are told apart from two that would not
+    /// (tester C: an IPv4-mapped metrics address on the exchange's port passed the check,
+    /// and the server then failed after writing its files).
+    #[test]
+    fn listeners_on_one_port_overlap_in_any_spelling() {
+        let at = |t: &str| t.parse::<SocketAddr>().unwrap();
+        for (a, b) in [
+            ("127.0.0.1:5", "127.0.0.1:5"),
+            ("127.0.0.1:5", "[::ffff:127.0.0.1]:5"),
+            ("0.0.0.0:5", "127.0.0.1:5"),
+            ("[::]:5", "127.0.0.1:5"),
+            ("[::1]:5", "[::]:5"),
+        ] {
+            assert!(super::overlap(at(a), at(b)), "{a} {b}");
+            assert!(super::overlap(at(b), at(a)), "{b} {a}");
+        }
+        for (a, b) in [
+            ("127.0.0.1:5", "127.0.0.1:6"),
+            ("127.0.0.1:0", "127.0.0.1:0"),
+            ("127.0.0.1:5", "127.0.0.2:5"),
+            ("127.0.0.1:5", "[::1]:5"),
+        ] {
+            assert!(!super::overlap(at(a), at(b)), "{a} {b}");
+        }
+        let config = toml::from_str::<Config>(
+            "listen = \"127.0.0.1:50051\"\n[metrics]\nlisten = \"[::ffff:127.0.0.1]:50051\"",
+        )
+        .unwrap();
+        assert!(
+            config
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("a port of its own")
+        );
+    }
+
     #[test]
     fn an_address_is_written_one_way() {
         for (other, canonical) in [

@@ -212,6 +212,7 @@ fn a_config_file_naming_missing_certificates_is_an_error_that_names_them() {
 fn a_server_that_cannot_start_writes_nothing() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
+    let mapped = format!("[::ffff:127.0.0.1]:{}", taken.local_addr().unwrap().port());
     let cases = [
         (
             ["--listen", &addr, "--metrics-listen", "", "--data", "d"],
@@ -238,6 +239,19 @@ fn a_server_that_cannot_start_writes_nothing() {
                 "f/d",
             ],
             "f is a file, not a directory".to_owned(),
+        ),
+        // Both on one port, spelled two ways (tester C: the server failed after writing
+        // its files).
+        (
+            [
+                "--listen",
+                &addr,
+                "--metrics-listen",
+                &mapped,
+                "--data",
+                "d",
+            ],
+            "a port of its own".to_owned(),
         ),
     ];
     for (flags, said) in cases {
@@ -281,6 +295,20 @@ fn the_default_metrics_address_busy_is_said_and_the_server_runs() {
             && logged.contains("running without metrics"),
         "{logged}"
     );
+    // So is a configuration file that leaves the setting out (tester C: it was taken as
+    // asked for, and the server stopped).
+    let printed = Command::new(BIN)
+        .args(["serve", "--print-config"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let config = String::from_utf8(printed.stdout)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:9464\"\n", "");
+    assert!(config.contains("[metrics]"), "{config}");
+    std::fs::write(dir.path().join("tidemark.toml"), config).unwrap();
+    let logged = logs_while(dir.path(), &["--config", "tidemark.toml"], |_| {});
+    assert!(logged.contains("running without metrics"), "{logged}");
 }
 
 /// Relative paths in a configuration file are taken from the working directory: a

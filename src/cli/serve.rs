@@ -85,7 +85,8 @@ pub(super) fn logs_json(args: &ServeArgs) -> bool {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = effective_config(&args)?;
+    let metrics_asked = metrics_asked(&args);
+    let (config, metrics_on_listen) = effective_config(&args, metrics_asked)?;
     if config.policy.danger_grant_reads_without_contributing {
         anyhow::bail!(
             "policy.danger_grant_reads_without_contributing exists only for the tests of \
@@ -111,16 +112,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         files_named(&config, path)?;
     }
     init_tracing(args.log_format);
+    if metrics_on_listen {
+        tracing::warn!(
+            listen = %config.listen,
+            "the default metrics address is the one the exchange listens on: running without \
+             metrics; give --metrics-listen a free address (port 0 picks one) to have them"
+        );
+    }
     // Tried before anything is written: a server that cannot listen (the port taken by
     // another, for the exchange or its metrics) leaves no certificates, store or CRL
-    // behind. Let go again until it is ready to serve, so that a port that takes
-    // connections is one that answers them.
+    // behind. The metrics listener is held from here; the exchange's is let go again
+    // until it is ready to serve, so that a port that takes connections is one that
+    // answers them.
+    let metrics = bind_metrics(&config, metrics_asked)?;
     drop(
         TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?,
     );
-    let metrics = bind_metrics(&config, &args)?;
     // And where the store goes: a --data that names a file is refused before a
     // development PKI is made.
     let store_dir = config
@@ -225,22 +234,31 @@ fn print_hint(args: &ServeArgs, config: &Config, addr: std::net::SocketAddr) {
     };
 }
 
+/// Whether the metrics address was asked for: by `--metrics-listen`, or by `[metrics]
+/// listen` in the configuration file (a file that leaves it out takes the default).
+fn metrics_asked(args: &ServeArgs) -> bool {
+    args.metrics_listen.is_some()
+        || args.config.as_deref().is_some_and(|path| {
+            tidemark::files::read_text(path)
+                .ok()
+                .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+                .is_some_and(|file| file.get("metrics").and_then(|m| m.get("listen")).is_some())
+        })
+}
+
 /// The metrics endpoint's listener, bound before anything is written (`None`: no
-/// metrics endpoint). An address asked for (by `--metrics-listen` or a config file) that
-/// is busy stops the server, as a busy `--listen` does; the embedded default
+/// metrics endpoint). An address asked for (`asked`: by `--metrics-listen` or a config
+/// file) that is busy stops the server, as a busy `--listen` does; the embedded default
 /// (`127.0.0.1:9464`) busy — a second development server on this machine — is said, and
 /// the server runs without metrics.
-fn bind_metrics(
-    config: &Config,
-    args: &ServeArgs,
-) -> anyhow::Result<Option<std::net::TcpListener>> {
+fn bind_metrics(config: &Config, asked: bool) -> anyhow::Result<Option<std::net::TcpListener>> {
     let listen = config.metrics.listen.as_str();
     if listen.is_empty() {
         return Ok(None);
     }
     match std::net::TcpListener::bind(listen) {
         Ok(listener) => Ok(Some(listener)),
-        Err(e) if args.metrics_listen.is_some() || args.config.is_some() => anyhow::bail!(
+        Err(e) if asked => anyhow::bail!(
             "cannot listen for metrics on {listen}: {e}; give --metrics-listen (or [metrics] \
              listen) a free address, or \"\" for no metrics endpoint"
         ),
@@ -353,7 +371,10 @@ fn record_dev_certificates(store: &Store, dir: &Path, trust_domain: &str) -> any
     Ok(())
 }
 
-fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
+/// The configuration the flags and the file make, checked; and whether the default
+/// metrics address, not asked for (`metrics_asked`), was turned off because `--listen`
+/// or the file's `listen` takes its port.
+fn effective_config(args: &ServeArgs, metrics_asked: bool) -> anyhow::Result<(Config, bool)> {
     let mut config = match &args.config {
         // Checked once the flags are applied: a flag may replace a value the file has wrong.
         Some(path) => {
@@ -378,8 +399,14 @@ fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
         config.store.path = StoreConfig::in_dir(dir).path;
     }
     config.trust_files_lost = args.trust_files_lost;
+    let metrics_on_listen = !metrics_asked
+        && tidemark::config::socket_address(&config.metrics.listen)
+            .is_ok_and(|metrics| tidemark::config::overlap(metrics, config.listen));
+    if metrics_on_listen {
+        config.metrics.listen.clear();
+    }
     config.check()?;
-    Ok(config)
+    Ok((config, metrics_on_listen))
 }
 
 /// Refuses a configuration file whose certificate files are not where it says, naming

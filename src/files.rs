@@ -19,6 +19,8 @@ pub fn without_bom(text: &str) -> &str {
 /// (`InvalidData`): the second is content, which no reader here would take.
 pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = std::fs::read(path)?;
+    // PEM is text; DER starts with 0x30, never with these.
+    refuse_utf16(&bytes)?;
     if bytes.starts_with(BOM.as_bytes()) {
         bytes.drain(..BOM.len());
         if bytes.starts_with(BOM.as_bytes()) {
@@ -54,18 +56,26 @@ pub fn utf8_text(bytes: Vec<u8>) -> io::Result<String> {
     }
 }
 
-/// Refuses text that starts with a UTF-16 byte-order mark (`start` is its first bytes):
+/// Refuses text that starts with a UTF-16 (or UTF-32) byte-order mark (`start` is its
+/// first bytes):
 /// every file read here is UTF-8, and such a file would otherwise fail as "not UTF-8" at
 /// its first byte, without a word on why.
 pub fn refuse_utf16(start: &[u8]) -> io::Result<()> {
-    if start.starts_with(&[0xFF, 0xFE]) || start.starts_with(&[0xFE, 0xFF]) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the file is UTF-16 text (it starts with a UTF-16 byte-order mark): save it as \
-             UTF-8",
-        ));
-    }
-    Ok(())
+    let encoding =
+        if start.starts_with(&[0xFF, 0xFE, 0, 0]) || start.starts_with(&[0, 0, 0xFE, 0xFF]) {
+            "UTF-32"
+        } else if start.starts_with(&[0xFF, 0xFE]) || start.starts_with(&[0xFE, 0xFF]) {
+            "UTF-16"
+        } else {
+            return Ok(());
+        };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the file is {encoding} text (it starts with a {encoding} byte-order mark): save it \
+             as UTF-8"
+        ),
+    ))
 }
 
 /// Why a file that starts with two byte-order marks is refused.
@@ -105,12 +115,19 @@ fn nearest_existing(dir: &Path) -> Option<&Path> {
         .find(|d| !d.as_os_str().is_empty() && d.symlink_metadata().is_ok())
 }
 
-fn not_a_directory(file: &Path) -> io::Error {
+/// Why `path`, which exists but is no directory, cannot be one: a file, or a symbolic
+/// link that leads nowhere (to nothing, or round in a loop).
+fn not_a_directory(path: &Path) -> io::Error {
+    let what = if path.metadata().is_err() {
+        "a symbolic link to nothing (or a loop of links)"
+    } else {
+        "a file"
+    };
     io::Error::new(
         io::ErrorKind::NotADirectory,
         format!(
-            "{} is a file, not a directory: name a directory (it is made if missing)",
-            file.display()
+            "{} is {what}, not a directory: name a directory (it is made if missing)",
+            path.display()
         ),
     )
 }
@@ -316,6 +333,14 @@ mod tests {
             let made = create_dir_all(&asked).unwrap_err();
             assert!(made.to_string().contains(&said), "{made}");
         }
+        // A link to nothing, or a loop of links, is said to be one.
+        let (nowhere, looped) = (dir.path().join("nowhere"), dir.path().join("loop"));
+        std::os::unix::fs::symlink(dir.path().join("missing"), &nowhere).unwrap();
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        for link in [nowhere, looped] {
+            let e = create_dir_all(&link.join("d")).unwrap_err().to_string();
+            assert!(e.contains("is a symbolic link to nothing"), "{e}");
+        }
         let fresh = dir.path().join("a/b");
         can_make_dir(&fresh).unwrap();
         assert!(!dir.path().join("a").exists(), "the check makes nothing");
@@ -338,6 +363,21 @@ mod tests {
                 "{e}"
             );
         }
+        let e = utf8_text(vec![0xFF, 0xFE, 0, 0, b'a', 0, 0, 0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("UTF-32"), "{e}");
+        // Certificates and keys, read as bytes (PEM or DER), too.
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("utf16.pem");
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend("-----BEGIN".encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(&pem, bytes).unwrap();
+        let e = read_bytes(&pem).unwrap_err().to_string();
+        assert!(
+            e.contains("UTF-16") && e.contains("save it as UTF-8"),
+            "{e}"
+        );
         let e = utf8_text(vec![b'a', 0xC3]).unwrap_err().to_string();
         assert!(
             e.contains("not UTF-8") && e.contains("save it as UTF-8"),

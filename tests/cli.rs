@@ -285,6 +285,21 @@ async fn proof_files_handled_carelessly_say_what_is_wrong(dir: &Path, proof: &Pa
         &["holds 2 lines", "one key, on one line"],
     )
     .await;
+    refused(
+        verify(proof, &format!("{key}\n{key}")),
+        &["the key given holds 2 lines"],
+    )
+    .await;
+    // A PEM key given as a witness key (tester C: "key name ... is invalid").
+    let pem = dir.join("witness.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN PUBLIC KEY-----\nMCow\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let mut argv = verify(proof, key);
+    argv.extend(["--witness-key".to_owned(), pem.display().to_string()]);
+    refused(argv, &["is a PEM key; a witness key is one line"]).await;
 }
 
 /// A server, an AUS node profile in a temporary directory, and one sample AUS report

@@ -240,6 +240,18 @@ fn a_server_that_cannot_start_writes_nothing() {
             ],
             "f is a file, not a directory".to_owned(),
         ),
+        // A store that is a directory (tester C: the PKI was made first).
+        (
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "",
+                "--data",
+                "s",
+            ],
+            "is a directory; the store is one file".to_owned(),
+        ),
         // Both on one port, spelled two ways (tester C: the server failed after writing
         // its files).
         (
@@ -257,6 +269,7 @@ fn a_server_that_cannot_start_writes_nothing() {
     for (flags, said) in cases {
         let dir = tempfile::TempDir::new().unwrap();
         std::fs::write(dir.path().join("f"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join("s/tidemark.redb")).unwrap();
         let out = Command::new(BIN)
             .arg("serve")
             .args(flags)
@@ -267,11 +280,13 @@ fn a_server_that_cannot_start_writes_nothing() {
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(&said), "{stderr}");
-        let left: Vec<_> = std::fs::read_dir(dir.path())
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(left, ["f"], "{stderr}");
+        left.sort();
+        assert_eq!(left, ["f", "s"], "{stderr}");
+        assert_eq!(std::fs::read_dir(dir.path().join("s")).unwrap().count(), 1);
     }
 }
 

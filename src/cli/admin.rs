@@ -403,7 +403,7 @@ async fn reload_tls(admin: &mut AdminClient<tonic::transport::Channel>) -> anyho
 fn certificate_blocks(path: &std::path::Path) -> anyhow::Result<String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
-    let bytes = std::fs::read(path)
+    let bytes = tidemark::files::read_bytes(path)
         .map_err(|e| anyhow!("cannot read the certificate {}: {e}", path.display()))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         anyhow!(

@@ -35,7 +35,10 @@ pub async fn verify(
             )
         })
     };
-    let verifier = NoteVerifier::parse(read("log.vkey")?.trim()).map_err(|e| anyhow!("{e}"))?;
+    let vkey = read("log.vkey")?;
+    let vkey_file = witness_dir.join("log.vkey").display().to_string();
+    super::submit::one_line_key(&vkey, &vkey_file, "note verifier key")?;
+    let verifier = NoteVerifier::parse(vkey.trim()).map_err(|e| anyhow!("{vkey_file}: {e}"))?;
     let held = Checkpoint::open(&read("checkpoint")?, &verifier)
         .map_err(|e| anyhow!("the checkpoint held in {}: {e}", witness_dir.display()))?;
     let mut log = TransparencyClient::new(channel);

@@ -104,7 +104,10 @@ async fn checkpoint(
                 )
             })
         };
-        (read("log.vkey")?, read("checkpoint")?)
+        let vkey = read("log.vkey")?;
+        let vkey_file = dir.join("log.vkey").display().to_string();
+        super::submit::one_line_key(&vkey, &vkey_file, "note verifier key")?;
+        (vkey, read("checkpoint")?)
     } else {
         let vkey = log
             .get_verifier_key(pb::GetVerifierKeyRequest {})

@@ -140,6 +140,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| Path::new("."));
     tidemark::files::can_make_dir(store_dir)
         .with_context(|| format!("cannot keep the store in {}", store_dir.display()))?;
+    if config.store.path.is_dir() {
+        anyhow::bail!(
+            "the store {} is a directory; the store is one file: move the directory away, or \
+             name another --data",
+            config.store.path.display()
+        );
+    }
 
     // The development PKI is made only on a first run without a config file; with one,
     // a missing certificate is an error that names it.

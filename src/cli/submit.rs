@@ -490,6 +490,7 @@ fn digest_text(digest: &[u8]) -> String {
 /// keys is refused, naming how many lines it has).
 pub(super) fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
     if key.contains('+') {
+        one_line_key(key, "the key given", what)?;
         return Ok(key.to_owned());
     }
     let path = Path::new(key);
@@ -498,12 +499,25 @@ pub(super) fn key_text(key: &str, what: &str) -> anyhow::Result<String> {
     }
     let text = input::read_text_at_most(path, MAX_RECEIPT_FILE)
         .with_context(|| format!("{key}, the {what} file"))?;
-    // (A PEM file is told apart by its callers, which name what to give instead.)
-    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
-    if lines > 1 && !text.contains("-----BEGIN") {
-        bail!("{key} holds {lines} lines; a {what} file holds one key, on one line");
-    }
+    one_line_key(&text, key, what)?;
     Ok(text)
+}
+
+/// Refuses `text`, the file `file` given as a `what` (a note verifier key, a witness
+/// key), when it is a PEM key or holds more than one line, saying what a `what` is.
+pub(super) fn one_line_key(text: &str, file: &str, what: &str) -> anyhow::Result<()> {
+    if text.contains("-----BEGIN") {
+        bail!(
+            "{file} is a PEM key; a {what} is one line `<name>+<hex id>+<base64 key>` (the \
+             log's is certs/log.vkey, or what `tidemark log verifier-key` prints; a witness's \
+             is the witness.vkey of its state directory)"
+        );
+    }
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    if lines > 1 {
+        bail!("{file} holds {lines} lines; a {what} file holds one key, on one line");
+    }
+    Ok(())
 }
 
 /// Checks a log proof against the log key, and its checkpoint's cosignatures against the
@@ -513,12 +527,6 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
     let key = key_text(log_key, "note verifier key").with_context(
         || "get the log's key with `tidemark log verifier-key` and pass it with --log-key",
     )?;
-    if key.contains("-----BEGIN") {
-        bail!(
-            "{log_key} is a PEM key; a log proof is checked with the log's note verifier key \
-             (`<origin>+<id>+<key>`, e.g. certs/log.vkey, or `tidemark log verifier-key`)"
-        );
-    }
     let verified = receipt::verify_log_proof(text, &key)?;
     // Before anything is said to be valid: a proof of another envelope fails the check.
     let envelope_said = match &args.envelope {

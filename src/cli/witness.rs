@@ -150,6 +150,7 @@ async fn witness(
     let cosigner = Cosigner::from_key(&name, key).map_err(|e| anyhow!("{e}"))?;
     if identity.exists() {
         let held = super::input::read_text_at_most(&identity, MAX_STATE_FILE)?;
+        super::submit::one_line_key(&held, &identity.display().to_string(), "witness key")?;
         if held.trim() != cosigner.key().verifier_key() {
             bail!(
                 "{} is the directory of another witness ({}); this one is {}: give each \
@@ -273,6 +274,7 @@ async fn log_key(
     };
     if recorded.exists() {
         let held = super::input::read_text_at_most(&recorded, MAX_STATE_FILE)?;
+        super::submit::one_line_key(&held, &recorded.display().to_string(), "note verifier key")?;
         if let Some(given) = given.filter(|g| g.trim() != held.trim()) {
             bail!(
                 "--log-key ({}) differs from the key this witness recorded in {}; a log's \

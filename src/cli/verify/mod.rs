@@ -106,6 +106,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         );
     }
     if key_paths.is_empty() && !args.public_keys.is_empty() {
+        // A key file that is no text (UTF-16, say) is told as such.
+        if let Some(Err(e)) = args.public_keys.first().map(|p| super::input::read_text(p)) {
+            bail!("--public-key {e:#}");
+        }
         let named: Vec<String> = args
             .public_keys
             .iter()

@@ -262,7 +262,8 @@ fn check_file(
         use std::io::BufRead as _;
         let reader = match super::input::open(file) {
             Ok(reader) => reader,
-            Err(e) => return unreadable(tally, format!("{}: {e:#}", file.display())),
+            // Its errors name the file.
+            Err(e) => return unreadable(tally, format!("{e:#}")),
         };
         for (i, line) in reader.split(b'\n').enumerate() {
             let line = match line {

@@ -19,8 +19,7 @@ pub fn without_bom(text: &str) -> &str {
 /// (`InvalidData`): the second is content, which no reader here would take.
 pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = std::fs::read(path)?;
-    // PEM is text; DER starts with 0x30, never with these.
-    refuse_utf16(&bytes)?;
+    marked_utf16(&bytes)?;
     if bytes.starts_with(BOM.as_bytes()) {
         bytes.drain(..BOM.len());
         if bytes.starts_with(BOM.as_bytes()) {
@@ -56,11 +55,28 @@ pub fn utf8_text(bytes: Vec<u8>) -> io::Result<String> {
     }
 }
 
-/// Refuses text that starts with a UTF-16 (or UTF-32) byte-order mark (`start` is its
-/// first bytes):
-/// every file read here is UTF-8, and such a file would otherwise fail as "not UTF-8" at
-/// its first byte, without a word on why.
+/// Refuses text in UTF-16 or UTF-32 (`start` is its first bytes): every file read here
+/// is UTF-8, and such a file would otherwise fail as "not UTF-8" at its first byte, or
+/// as JSON that is not JSON, without a word on why. Told by its byte-order mark, or
+/// (UTF-16 of ASCII text without one) by a NUL between its first characters, which no
+/// text here holds.
 pub fn refuse_utf16(start: &[u8]) -> io::Result<()> {
+    marked_utf16(start)?;
+    if let [a, b, c, d, ..] = *start
+        && ((a != 0 && b == 0 && c != 0 && d == 0) || (a == 0 && b != 0 && c == 0 && d != 0))
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the file holds NUL bytes between its characters, as UTF-16 text without a \
+             byte-order mark does: save it as UTF-8",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses bytes that start with a UTF-16 or UTF-32 byte-order mark (PEM is text; DER
+/// starts with 0x30, never with one).
+fn marked_utf16(start: &[u8]) -> io::Result<()> {
     let encoding =
         if start.starts_with(&[0xFF, 0xFE, 0, 0]) || start.starts_with(&[0, 0, 0xFE, 0xFF]) {
             "UTF-32"
@@ -362,6 +378,10 @@ mod tests {
                 e.contains("UTF-16") && e.contains("save it as UTF-8"),
                 "{e}"
             );
+        }
+        for unmarked in [vec![b'{', 0, b'"', 0], vec![0, b'{', 0, b'"']] {
+            let e = utf8_text(unmarked).unwrap_err().to_string();
+            assert!(e.contains("UTF-16 text without a byte-order mark"), "{e}");
         }
         let e = utf8_text(vec![0xFF, 0xFE, 0, 0, b'a', 0, 0, 0])
             .unwrap_err()

@@ -726,6 +726,16 @@ fn reconcile(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", data_path.display())),
     };
+    // Before anything is cut off it: a file in another encoding is no mirror of ours
+    // (its line feeds are not where a mirror's are).
+    let mut start = [0u8; 4];
+    let read = std::io::Read::read(&mut file, &mut start)?;
+    tidemark::files::refuse_utf16(&start[..read]).map_err(|e| {
+        anyhow!(
+            "{}: {e}, or move it away to mirror anew: a mirror is UTF-8 JSON lines",
+            data_path.display()
+        )
+    })?;
     trim_blank_end(&mut file)?;
     let len = file.metadata()?.len();
     let Some(feed) = last_feed(&mut file, len)? else {
@@ -1208,5 +1218,24 @@ mod tests {
         // The first line alone, after a byte-order mark.
         std::fs::write(&data, format!("\u{feff}{}\n", line(3, 0))).unwrap();
         assert_eq!(reconcile(&data, &cursor).unwrap().unwrap().0, 3);
+    }
+
+    /// A mirror in UTF-16 (an editor's "Unicode") is refused by its encoding and left as
+    /// it is: its line feeds are not a mirror's, and cutting it there lost a byte
+    /// (tester C saw only "not a mirrored change").
+    #[test]
+    fn a_mirror_in_another_encoding_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, cursor) = (dir.path().join("m.jsonl"), dir.path().join("m.cursor"));
+        let line = "{\"meta\":{\"sequence\":7},\"envelope\":{}}\n";
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(line.encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(&data, &bytes).unwrap();
+        let refused = reconcile(&data, &cursor).unwrap_err().to_string();
+        assert!(
+            refused.contains("UTF-16") && refused.contains("move it away to mirror anew"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read(&data).unwrap(), bytes);
     }
 }

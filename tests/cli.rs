@@ -265,6 +265,17 @@ async fn proof_files_handled_carelessly_say_what_is_wrong(dir: &Path, proof: &Pa
         &["this one starts with \"c2sp.org/tlog-proof@v1 \""],
     )
     .await;
+    // Past the first line, the line is named.
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    let last = lines.len();
+    lines[last - 1].push(' ');
+    std::fs::write(&spaced, lines.join("\n") + "\n").unwrap();
+    let out = run(verify(&spaced, key)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(&format!("line {last} ends in a space or tab")),
+        "{stderr}"
+    );
     // UTF-16 (with its byte-order mark), the proof or the key file.
     let utf16 = |text: &str, name: &str| {
         let mut bytes = vec![0xFF, 0xFE];

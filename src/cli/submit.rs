@@ -520,6 +520,20 @@ pub(super) fn one_line_key(text: &str, file: &str, what: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Why the log proof `text` was refused (`e`), naming a line that ends in white space:
+/// no line of a proof does, and a copy from a terminal can leave some, which then reads
+/// as bad base64 or an altered checkpoint.
+fn white_space_named(e: &dyn std::fmt::Display, text: &str) -> anyhow::Error {
+    match text.lines().position(|l| l.ends_with([' ', '\t'])) {
+        Some(i) => anyhow!(
+            "{e}; line {} ends in a space or tab, which no line of a log proof does (left by \
+             a copy from a terminal?): remove it",
+            i + 1
+        ),
+        None => anyhow!("{e}"),
+    }
+}
+
 /// Checks a log proof against the log key, and its checkpoint's cosignatures against the
 /// witness keys.
 async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Result<()> {
@@ -527,7 +541,8 @@ async fn verify_log_proof(text: &str, args: &VerifyReceiptArgs) -> anyhow::Resul
     let key = key_text(log_key, "note verifier key").with_context(
         || "get the log's key with `tidemark log verifier-key` and pass it with --log-key",
     )?;
-    let verified = receipt::verify_log_proof(text, &key)?;
+    let verified =
+        receipt::verify_log_proof(text, &key).map_err(|e| white_space_named(&e, text))?;
     // Before anything is said to be valid: a proof of another envelope fails the check.
     let envelope_said = match &args.envelope {
         Some(path) => Some(envelope_check((&verified.fields, verified.index), path)?),

@@ -2,7 +2,7 @@
 //! override it. `tidemark serve --print-config` prints the effective configuration.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -565,7 +565,7 @@ impl Config {
     }
 
     /// Each partner CA's name is an RFC 4514 name, and its states are state codes.
-    fn check_partner_cas(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_partner_cas(&self) -> Result<(), ConfigError> {
         for (name, states) in &self.tls.partner_cas {
             crate::dn::NameKey::parse(name).map_err(|why| {
                 ConfigError::Invalid(format!(
@@ -947,10 +947,18 @@ pub enum ConfigError {
 
 /// Whether listeners on `a` and `b` would take one port: the same port (not 0, which
 /// picks a free one) on the same address — an IPv4-mapped IPv6 address is its IPv4
-/// address — or on an unspecified one, which takes the port on every address.
+/// address — or on an unspecified one of the other's family (`[::]` is both families).
 pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    // [::] takes the port on every address of both families (Linux's default, dual
+    // stack); 0.0.0.0 on every IPv4 address, and on [::].
+    let takes = |any: IpAddr, other: IpAddr| match any {
+        IpAddr::V6(_) => true,
+        IpAddr::V4(_) => other.is_ipv4() || other.is_unspecified(),
+    };
     let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
-    a.port() == b.port() && a.port() != 0 && (x == y || x.is_unspecified() || y.is_unspecified())
+    a.port() == b.port()
+        && a.port() != 0
+        && (x == y || (x.is_unspecified() && takes(x, y)) || (y.is_unspecified() && takes(y, x)))
 }
 
 /// An IP address and port written one way: as Rust's `SocketAddr` writes it back
@@ -1189,6 +1197,7 @@ mod tests {
             ("0.0.0.0:5", "127.0.0.1:5"),
             ("[::]:5", "127.0.0.1:5"),
             ("[::1]:5", "[::]:5"),
+            ("0.0.0.0:5", "[::]:5"),
         ] {
             assert!(super::overlap(at(a), at(b)), "{a} {b}");
             assert!(super::overlap(at(b), at(a)), "{b} {a}");
@@ -1198,6 +1207,7 @@ mod tests {
             ("127.0.0.1:0", "127.0.0.1:0"),
             ("127.0.0.1:5", "127.0.0.2:5"),
             ("127.0.0.1:5", "[::1]:5"),
+            ("0.0.0.0:5", "[::1]:5"),
         ] {
             assert!(!super::overlap(at(a), at(b)), "{a} {b}");
         }

@@ -20,6 +20,10 @@ pub fn without_bom(text: &str) -> &str {
 pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = std::fs::read(path)?;
     marked_utf16(&bytes)?;
+    // DER starts with 0x30 (a SEQUENCE) and may hold NULs; PEM is text.
+    if bytes.first() != Some(&0x30) {
+        nul_at_start(&bytes)?;
+    }
     if bytes.starts_with(BOM.as_bytes()) {
         bytes.drain(..BOM.len());
         if bytes.starts_with(BOM.as_bytes()) {
@@ -57,17 +61,20 @@ pub fn utf8_text(bytes: Vec<u8>) -> io::Result<String> {
 
 /// Refuses text in UTF-16 or UTF-32 (`start` is its first bytes): every file read here
 /// is UTF-8, and such a file would otherwise fail as "not UTF-8" at its first byte, or
-/// as JSON that is not JSON, without a word on why. Told by its byte-order mark, or
-/// (UTF-16 of ASCII text without one) by a NUL between its first characters, which no
-/// text here holds.
+/// as JSON that is not JSON, without a word on why. Told by its byte-order mark, or,
+/// without one, by a NUL among its first four bytes, which no text here holds (UTF-16
+/// and UTF-32 of ASCII text have one there).
 pub fn refuse_utf16(start: &[u8]) -> io::Result<()> {
     marked_utf16(start)?;
-    if let [a, b, c, d, ..] = *start
-        && ((a != 0 && b == 0 && c != 0 && d == 0) || (a == 0 && b != 0 && c == 0 && d != 0))
-    {
+    nul_at_start(start)
+}
+
+/// See [`refuse_utf16`].
+fn nul_at_start(start: &[u8]) -> io::Result<()> {
+    if start.iter().take(4).any(|b| *b == 0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "the file holds NUL bytes between its characters, as UTF-16 text without a \
+            "the file holds NUL bytes at its start, as UTF-16 or UTF-32 text without a \
              byte-order mark does: save it as UTF-8",
         ));
     }
@@ -379,9 +386,14 @@ mod tests {
                 "{e}"
             );
         }
-        for unmarked in [vec![b'{', 0, b'"', 0], vec![0, b'{', 0, b'"']] {
+        for unmarked in [
+            vec![b'{', 0, b'"', 0],
+            vec![0, b'{', 0, b'"'],
+            vec![b'{', 0, 0, 0],
+            vec![0, 0, 0, b'{'],
+        ] {
             let e = utf8_text(unmarked).unwrap_err().to_string();
-            assert!(e.contains("UTF-16 text without a byte-order mark"), "{e}");
+            assert!(e.contains("UTF-32 text without a byte-order mark"), "{e}");
         }
         let e = utf8_text(vec![0xFF, 0xFE, 0, 0, b'a', 0, 0, 0])
             .unwrap_err()
@@ -398,6 +410,16 @@ mod tests {
             e.contains("UTF-16") && e.contains("save it as UTF-8"),
             "{e}"
         );
+        let unmarked: Vec<u8> = "-----BEGIN"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        std::fs::write(&pem, unmarked).unwrap();
+        let e = read_bytes(&pem).unwrap_err().to_string();
+        assert!(e.contains("NUL bytes at its start"), "{e}");
+        // DER may hold NULs.
+        std::fs::write(&pem, [0x30, 0x00]).unwrap();
+        assert_eq!(read_bytes(&pem).unwrap(), [0x30, 0x00]);
         let e = utf8_text(vec![b'a', 0xC3]).unwrap_err().to_string();
         assert!(
             e.contains("not UTF-8") && e.contains("save it as UTF-8"),

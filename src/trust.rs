@@ -264,8 +264,10 @@ fn partner_cas(
     // As the configuration file says now: a reload takes a new list with a new bundle.
     let listed = match &files.partner_cas_from {
         Some(path) => {
+            // Only the partner CAs are taken from it, and checked: the rest of the file
+            // was checked at start with the flags that override it.
             let config = crate::config::Config::read(path)
-                .and_then(|config| config.check().map(|()| config))
+                .and_then(|config| config.check_partner_cas().map(|()| config))
                 .map_err(|e| {
                     TrustError::from(TlsError::Config(format!(
                         "reading tls.partner_cas again from {}: {e}",

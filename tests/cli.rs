@@ -1226,6 +1226,7 @@ async fn import_reads_standard_input_whole_in_either_format() {
         ("csv", "12", "/dev/stdin", false),
         ("jsonl", "13", "-", true),
         ("csv", "14", "-", true),
+        ("csv", "15", "/dev/fd/0", true),
     ];
     for (format, seed, stdin, redirected) in cases {
         let reports = run_ok(args(&[
@@ -1255,7 +1256,8 @@ async fn import_reads_standard_input_whole_in_either_format() {
             // its start, tester C).
             use std::io::{BufRead as _, Seek as _};
             let file = dir.path().join(format!("{seed}.txt"));
-            std::fs::write(&file, format!("a line the script read\n{reports}")).unwrap();
+            // A blank line before the header does not hide it (tester D).
+            std::fs::write(&file, format!("a line the script read\n\n{reports}")).unwrap();
             let mut input = std::io::BufReader::new(std::fs::File::open(&file).unwrap());
             let mut read = String::new();
             input.read_line(&mut read).unwrap();

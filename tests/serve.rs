@@ -240,6 +240,19 @@ fn a_server_that_cannot_start_writes_nothing() {
             ],
             "f is a file, not a directory".to_owned(),
         ),
+        // A store that is a link to nothing (tester D: an unmounted volume's link was
+        // replaced by a new, empty store).
+        (
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "",
+                "--data",
+                "l",
+            ],
+            "is a symbolic link to nothing".to_owned(),
+        ),
         // A store that is a directory (tester C: the PKI was made first).
         (
             [
@@ -270,6 +283,12 @@ fn a_server_that_cannot_start_writes_nothing() {
         let dir = tempfile::TempDir::new().unwrap();
         std::fs::write(dir.path().join("f"), "").unwrap();
         std::fs::create_dir_all(dir.path().join("s/tidemark.redb")).unwrap();
+        std::fs::create_dir_all(dir.path().join("l")).unwrap();
+        std::os::unix::fs::symlink(
+            "/nonexistent/tidemark.redb",
+            dir.path().join("l/tidemark.redb"),
+        )
+        .unwrap();
         let out = Command::new(BIN)
             .arg("serve")
             .args(flags)
@@ -285,7 +304,7 @@ fn a_server_that_cannot_start_writes_nothing() {
             .map(|e| e.unwrap().file_name())
             .collect();
         left.sort();
-        assert_eq!(left, ["f", "s"], "{stderr}");
+        assert_eq!(left, ["f", "l", "s"], "{stderr}");
         assert_eq!(std::fs::read_dir(dir.path().join("s")).unwrap().count(), 1);
     }
 }
@@ -324,6 +343,29 @@ fn the_default_metrics_address_busy_is_said_and_the_server_runs() {
     std::fs::write(dir.path().join("tidemark.toml"), config).unwrap();
     let logged = logs_while(dir.path(), &["--config", "tidemark.toml"], |_| {});
     assert!(logged.contains("running without metrics"), "{logged}");
+}
+
+/// A configuration file whose own `listen` and `[metrics] listen` clash runs when the
+/// flags part them: the file is read again for its partner CAs only (tester D: that
+/// reading checked the whole file without the flags, after the store was written).
+#[test]
+fn flags_that_part_a_config_files_clashing_listeners_are_enough() {
+    let dir = pki_init();
+    let printed = Command::new(BIN)
+        .args(["serve", "--print-config"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let config = String::from_utf8(printed.stdout).unwrap().replace(
+        "listen = \"127.0.0.1:9464\"",
+        "listen = \"127.0.0.1:50051\"",
+    );
+    std::fs::write(dir.path().join("tidemark.toml"), config).unwrap();
+    let flags = ["--config", "tidemark.toml", "--metrics-listen", ""];
+    let logged = logs_while(dir.path(), &flags, |endpoint| {
+        assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
+    });
+    assert!(!logged.contains("ERROR"), "{logged}");
 }
 
 /// Relative paths in a configuration file are taken from the working directory: a

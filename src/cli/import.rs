@@ -609,13 +609,12 @@ impl Format {
             return Ok(Self::Csv);
         }
         if source.has_no_name() {
-            let mut first = String::new();
-            // A header line is short; a longer first line is no header.
-            std::io::BufRead::read_line(
-                &mut std::io::Read::take(source.open()?, 64 * 1024),
-                &mut first,
-            )
-            .ok();
+            // The first line that is not blank; a header line is short, and a longer
+            // one is no header.
+            let first = std::io::BufRead::lines(std::io::Read::take(source.open()?, 64 * 1024))
+                .map_while(Result::ok)
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or_default();
             if is_csv_header(&first) {
                 return Ok(Self::Csv);
             }
@@ -721,7 +720,12 @@ fn records(
             match std::str::from_utf8(bytes) {
                 Ok(text) if text.trim().is_empty() => None,
                 Ok(text) => Some((line_number, Ok(text.to_owned()))),
-                Err(e) => Some((line_number, Err(format!("the line is not UTF-8 text: {e}")))),
+                Err(e) => Some((
+                    line_number,
+                    Err(format!(
+                        "the line is not UTF-8 text ({e}): save the file as UTF-8"
+                    )),
+                )),
             }
         });
         Ok(Box::new(JsonLines {

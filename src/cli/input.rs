@@ -117,16 +117,14 @@ impl Rereadable {
     }
 }
 
-/// `path` as a [`Rereadable`]; `-` (or `/dev/stdin`) is standard input, read from where
-/// it stands — a file redirected to it is not opened again from its start, which would
+/// `path` as a [`Rereadable`]; `-` (or `/dev/stdin`, `/dev/fd/0`) is standard input,
+/// read from where it stands — a file redirected to it is not opened again from its start, which would
 /// take in lines a script had already read from it.
 pub fn rereadable(path: &Path) -> anyhow::Result<Rereadable> {
-    let stdin = path == Path::new("-") || path == Path::new("/dev/stdin");
+    let stdin = ["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"]
+        .iter()
+        .any(|name| path == Path::new(name));
     if stdin {
-        use std::os::fd::AsFd as _;
-        // A closed standard input reads as empty in Rust: said instead.
-        rustix::fs::fstat(std::io::stdin().as_fd())
-            .map_err(|e| anyhow::anyhow!("cannot read standard input: {e} (is it closed?)"))?;
         return spooled("standard input".to_owned(), path, std::io::stdin().lock());
     }
     let name = path.display().to_string();

@@ -130,23 +130,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?,
     );
-    // And where the store goes: a --data that names a file is refused before a
-    // development PKI is made.
-    let store_dir = config
-        .store
-        .path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    tidemark::files::can_make_dir(store_dir)
-        .with_context(|| format!("cannot keep the store in {}", store_dir.display()))?;
-    if config.store.path.is_dir() {
-        anyhow::bail!(
-            "the store {} is a directory; the store is one file: move the directory away, or \
-             name another --data",
-            config.store.path.display()
-        );
-    }
+    store_can_go(&config.store.path)?;
 
     // The development PKI is made only on a first run without a config file; with one,
     // a missing certificate is an error that names it.
@@ -198,6 +182,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     server.run(listener, shutdown).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses, before a development PKI is made, a store path that cannot be one: under a
+/// file, a directory, or a symbolic link to nothing (which a new store would replace).
+fn store_can_go(store: &Path) -> anyhow::Result<()> {
+    let store_dir = store
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    tidemark::files::can_make_dir(store_dir)
+        .with_context(|| format!("cannot keep the store in {}", store_dir.display()))?;
+    if store.symlink_metadata().is_ok() && !store.exists() {
+        anyhow::bail!(
+            "the store {} is a symbolic link to nothing (or a loop of links): mount or restore \
+             what it leads to, or name another --data; a new store is not made in its place",
+            store.display()
+        );
+    }
+    if store.is_dir() {
+        anyhow::bail!(
+            "the store {} is a directory; the store is one file: move the directory away, or \
+             name another --data",
+            store.display()
+        );
+    }
     Ok(())
 }
 

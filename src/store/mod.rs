@@ -214,6 +214,18 @@ impl Store {
     /// killed while making it leaves no store (the next start makes it again), not a
     /// part of one that no later start could open ("not a redb database").
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        // A link to nothing (a data volume not mounted, say) is not a store to make
+        // anew: that would replace the link with an empty store.
+        if config.path.symlink_metadata().is_ok() && !config.path.exists() {
+            return Err(StoreError::open(
+                &config.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "it is a symbolic link to nothing (or a loop of links): mount or restore \
+                     what it leads to, or name another store path",
+                ),
+            ));
+        }
         if !config.path.exists() {
             let mut name = config.path.file_name().unwrap_or_default().to_owned();
             name.push(".new");

@@ -241,7 +241,12 @@ fn check_file(
     // read one at a time, so that a line that is not UTF-8 is that line's fault only.
     let text = if whole {
         match std::fs::read(file) {
-            Ok(bytes) => String::from_utf8(bytes).ok(),
+            Ok(bytes) => {
+                if let Err(e) = tidemark::files::refuse_utf16(&bytes) {
+                    return unreadable(tally, format!("{}: {e}", file.display()));
+                }
+                String::from_utf8(bytes).ok()
+            }
             Err(e) => {
                 return unreadable(tally, format!("{}: cannot read it: {e}", file.display()));
             }
@@ -276,7 +281,12 @@ fn check_file(
             match std::str::from_utf8(line.strip_suffix(b"\r").unwrap_or(&line)) {
                 Ok(line) if line.trim().is_empty() => {}
                 Ok(line) => check_item(Some(i + 1), Ok(line))?,
-                Err(e) => check_item(Some(i + 1), Err(format!("the line is not UTF-8 text: {e}")))?,
+                Err(e) => check_item(
+                    Some(i + 1),
+                    Err(format!(
+                        "the line is not UTF-8 text ({e}): save the file as UTF-8"
+                    )),
+                )?,
             }
         }
     }

@@ -599,8 +599,8 @@ enum Format {
 
 impl Format {
     /// CSV when the file is named `.csv` — or, for input with no name to go by (standard
-    /// input, redirected from a file or not; a pipe), when its first line is the header
-    /// `query --csv` writes; JSON lines otherwise.
+    /// input, redirected from a file or not; a pipe), when its first line that is not
+    /// blank is a CSV header ([`is_csv_header`]); JSON lines otherwise.
     fn of(named: &Path, source: &input::Rereadable) -> anyhow::Result<Self> {
         if named
             .extension()

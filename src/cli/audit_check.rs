@@ -18,6 +18,23 @@ use tidemark::{
 };
 use tonic::{Code, transport::Channel};
 
+/// The witness's file `name` in `dir`, read as every reader of a witness's files reads
+/// them (a note: CR LF is LF). Missing: not a witness's directory (yet), said so; there
+/// but unreadable: its own fault, said alone.
+fn witness_file(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    super::input::read_note(&path, 64 * 1024).map_err(|e| {
+        if path.exists() {
+            anyhow!("{e:#}")
+        } else {
+            anyhow!(
+                "{e:#}; --state-dir names this state's witness directory (run `tidemark log \
+                 witness --state-dir DIR` first)"
+            )
+        }
+    })
+}
+
 /// Checks `accesses` (the access list shown to `state`) against the log under the
 /// checkpoint held in `witness_dir`; fails naming every discrepancy.
 pub async fn verify(
@@ -26,15 +43,7 @@ pub async fn verify(
     state: &str,
     accesses: &[pb::DataAccess],
 ) -> anyhow::Result<()> {
-    let read = |name: &str| {
-        // Notes as every reader of a witness's files reads them (CR LF is LF).
-        super::input::read_note(&witness_dir.join(name), 64 * 1024).map_err(|e| {
-            anyhow!(
-                "{e:#}; --state-dir names this state's witness directory (run `tidemark log \
-                 witness --state-dir DIR` first)"
-            )
-        })
-    };
+    let read = |name: &str| witness_file(witness_dir, name);
     let vkey = read("log.vkey")?;
     let vkey_file = witness_dir.join("log.vkey").display().to_string();
     super::submit::one_line_key(&vkey, &vkey_file, "note verifier key")?;

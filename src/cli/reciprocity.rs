@@ -97,11 +97,17 @@ async fn checkpoint(
     let (vkey, note) = if let Some(dir) = witness_dir {
         let read = |name: &str| {
             // Notes as every reader of a witness's files reads them (CR LF is LF).
-            super::input::read_note(&dir.join(name), 64 * 1024).map_err(|e| {
-                anyhow!(
-                    "{e:#}; run `tidemark log witness --state-dir {}` first",
-                    dir.display()
-                )
+            let path = dir.join(name);
+            // Missing: not a witness's directory (yet); there but unreadable: its own fault.
+            super::input::read_note(&path, 64 * 1024).map_err(|e| {
+                if path.exists() {
+                    anyhow!("{e:#}")
+                } else {
+                    anyhow!(
+                        "{e:#}; run `tidemark log witness --state-dir {}` first",
+                        dir.display()
+                    )
+                }
             })
         };
         let vkey = read("log.vkey")?;

@@ -514,6 +514,9 @@ pub(super) fn one_line_key(text: &str, file: &str, what: &str) -> anyhow::Result
         );
     }
     let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    if lines == 0 {
+        bail!("{file} holds no key; a {what} file holds one key, on one line");
+    }
     if lines > 1 {
         bail!("{file} holds {lines} lines; a {what} file holds one key, on one line");
     }
@@ -753,4 +756,36 @@ async fn against_log(
         held.size
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line_key;
+
+    /// A key file holds one key on one line: none, several or a PEM key is refused
+    /// naming the file and what such a key is (tester D: an empty witness.vkey read as
+    /// "another witness ()").
+    #[test]
+    fn a_key_file_holds_one_key_on_one_line() {
+        let key = "log.example+0123abcd+AQIDBA==";
+        one_line_key(&format!("{key}\n"), "k", "note verifier key").unwrap();
+        one_line_key(&format!("\u{20}{key}\r\n\n"), "k", "note verifier key").unwrap();
+        for (text, said) in [
+            ("", "k holds no key"),
+            ("\n \n", "k holds no key"),
+            (&*format!("{key}\n{key}\n"), "k holds 2 lines"),
+            (
+                "-----BEGIN PUBLIC KEY-----\nMCow\n-----END PUBLIC KEY-----\n",
+                "k is a PEM key",
+            ),
+        ] {
+            let e = one_line_key(text, "k", "witness key")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(said) && e.contains("witness key"),
+                "{text:?}: {e}"
+            );
+        }
+    }
 }

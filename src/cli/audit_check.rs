@@ -21,7 +21,7 @@ use tonic::{Code, transport::Channel};
 /// The witness's file `name` in `dir`, read as every reader of a witness's files reads
 /// them (a note: CR LF is LF). Missing: not a witness's directory (yet), said so; there
 /// but unreadable: its own fault, said alone.
-fn witness_file(dir: &Path, name: &str) -> anyhow::Result<String> {
+pub(super) fn witness_file(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
     super::input::read_note(&path, 64 * 1024).map_err(|e| {
         if path.exists() {
@@ -29,10 +29,20 @@ fn witness_file(dir: &Path, name: &str) -> anyhow::Result<String> {
         } else {
             anyhow!(
                 "{e:#}; --state-dir names this state's witness directory (run `tidemark log \
-                 witness --state-dir DIR` first)"
+                 witness --state-dir {}` first)",
+                dir.display()
             )
         }
     })
+}
+
+/// The log key a witness recorded in `dir` (`log.vkey`), held to one key on one line;
+/// with the file's name, for messages.
+pub(super) fn witness_log_key(dir: &Path) -> anyhow::Result<(String, String)> {
+    let vkey = witness_file(dir, "log.vkey")?;
+    let file = dir.join("log.vkey").display().to_string();
+    super::submit::one_line_key(&vkey, &file, "note verifier key")?;
+    Ok((vkey, file))
 }
 
 /// Checks `accesses` (the access list shown to `state`) against the log under the
@@ -43,12 +53,9 @@ pub async fn verify(
     state: &str,
     accesses: &[pb::DataAccess],
 ) -> anyhow::Result<()> {
-    let read = |name: &str| witness_file(witness_dir, name);
-    let vkey = read("log.vkey")?;
-    let vkey_file = witness_dir.join("log.vkey").display().to_string();
-    super::submit::one_line_key(&vkey, &vkey_file, "note verifier key")?;
+    let (vkey, vkey_file) = witness_log_key(witness_dir)?;
     let verifier = NoteVerifier::parse(vkey.trim()).map_err(|e| anyhow!("{vkey_file}: {e}"))?;
-    let held = Checkpoint::open(&read("checkpoint")?, &verifier)
+    let held = Checkpoint::open(&witness_file(witness_dir, "checkpoint")?, &verifier)
         .map_err(|e| anyhow!("the checkpoint held in {}: {e}", witness_dir.display()))?;
     let mut log = TransparencyClient::new(channel);
     let (latest, malformed) = latest_audit_entries(&mut log, &held).await?;

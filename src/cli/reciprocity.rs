@@ -95,25 +95,8 @@ async fn checkpoint(
     witness_dir: Option<&Path>,
 ) -> anyhow::Result<Checkpoint> {
     let (vkey, note) = if let Some(dir) = witness_dir {
-        let read = |name: &str| {
-            // Notes as every reader of a witness's files reads them (CR LF is LF).
-            let path = dir.join(name);
-            // Missing: not a witness's directory (yet); there but unreadable: its own fault.
-            super::input::read_note(&path, 64 * 1024).map_err(|e| {
-                if path.exists() {
-                    anyhow!("{e:#}")
-                } else {
-                    anyhow!(
-                        "{e:#}; run `tidemark log witness --state-dir {}` first",
-                        dir.display()
-                    )
-                }
-            })
-        };
-        let vkey = read("log.vkey")?;
-        let vkey_file = dir.join("log.vkey").display().to_string();
-        super::submit::one_line_key(&vkey, &vkey_file, "note verifier key")?;
-        (vkey, read("checkpoint")?)
+        let (vkey, _) = super::audit_check::witness_log_key(dir)?;
+        (vkey, super::audit_check::witness_file(dir, "checkpoint")?)
     } else {
         let vkey = log
             .get_verifier_key(pb::GetVerifierKeyRequest {})

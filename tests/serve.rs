@@ -205,94 +205,62 @@ fn a_config_file_naming_missing_certificates_is_an_error_that_names_them() {
 }
 
 /// A server that cannot start — it cannot listen (the port is another's, for the
-/// exchange or for the metrics asked for), or its store's directory is a file — says so
-/// and leaves nothing behind: no development PKI, no store (tester D: a busy metrics
+/// exchange or for the metrics asked for), or its store's path cannot be a store — says
+/// so and leaves nothing behind: no development PKI, no store (tester D: a busy metrics
 /// address was only warned about, and the server ran without metrics).
 #[test]
 fn a_server_that_cannot_start_writes_nothing() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let mapped = format!("[::ffff:127.0.0.1]:{}", taken.local_addr().unwrap().port());
+    let free = "127.0.0.1:0";
+    // (listen, metrics listen, data directory, what is said)
     let cases = [
+        (addr.as_str(), "", "d", format!("cannot listen on {addr}")),
         (
-            ["--listen", &addr, "--metrics-listen", "", "--data", "d"],
-            format!("cannot listen on {addr}"),
-        ),
-        (
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                &addr,
-                "--data",
-                "d",
-            ],
+            free,
+            &addr,
+            "d",
             format!("cannot listen for metrics on {addr}"),
         ),
-        (
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "",
-                "--data",
-                "f/d",
-            ],
-            "f is a file, not a directory".to_owned(),
-        ),
+        (free, "", "f/d", "f is a file, not a directory".to_owned()),
         // A store that is a link to nothing (tester D: an unmounted volume's link was
         // replaced by a new, empty store).
-        (
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "",
-                "--data",
-                "l",
-            ],
-            "is a symbolic link to nothing".to_owned(),
-        ),
+        (free, "", "l", "is a symbolic link to nothing".to_owned()),
         // A store that is a directory (tester C: the PKI was made first).
         (
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "",
-                "--data",
-                "s",
-            ],
-            "is a directory; the store is one file".to_owned(),
+            free,
+            "",
+            "s",
+            "it is a directory, and the store is one file".to_owned(),
         ),
+        // A store that is no redb database, or a FIFO (tester D: found after the PKI
+        // was made; a FIFO's open would wait for a writer).
+        (free, "", "g", "it is not a Tidemark store".to_owned()),
+        (free, "", "p", "it is not a regular file".to_owned()),
         // Both on one port, spelled two ways (tester C: the server failed after writing
         // its files).
-        (
-            [
-                "--listen",
-                &addr,
-                "--metrics-listen",
-                &mapped,
-                "--data",
-                "d",
-            ],
-            "a port of its own".to_owned(),
-        ),
+        (&addr, &mapped, "d", "a port of its own".to_owned()),
     ];
-    for (flags, said) in cases {
+    let made = ["f", "g", "l", "p", "s"];
+    for (listen, metrics, data, said) in cases {
         let dir = tempfile::TempDir::new().unwrap();
-        std::fs::write(dir.path().join("f"), "").unwrap();
-        std::fs::create_dir_all(dir.path().join("s/tidemark.redb")).unwrap();
-        std::fs::create_dir_all(dir.path().join("l")).unwrap();
-        std::os::unix::fs::symlink(
-            "/nonexistent/tidemark.redb",
-            dir.path().join("l/tidemark.redb"),
-        )
-        .unwrap();
+        let at = |name: &str| dir.path().join(name);
+        std::fs::write(at("f"), "").unwrap();
+        std::fs::create_dir_all(at("s/tidemark.redb")).unwrap();
+        for made in ["g", "l", "p"] {
+            std::fs::create_dir(at(made)).unwrap();
+        }
+        std::fs::write(at("g/tidemark.redb"), "not a database\n").unwrap();
+        std::os::unix::fs::symlink("/nonexistent/tidemark.redb", at("l/tidemark.redb")).unwrap();
+        let fifo = Command::new("mkfifo")
+            .arg(at("p/tidemark.redb"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
         let out = Command::new(BIN)
-            .arg("serve")
-            .args(flags)
-            .args(["--certs", "c"])
+            .args(["serve", "--listen", listen, "--metrics-listen", metrics])
+            .args(["--data", data, "--certs", "c"])
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -304,8 +272,59 @@ fn a_server_that_cannot_start_writes_nothing() {
             .map(|e| e.unwrap().file_name())
             .collect();
         left.sort();
-        assert_eq!(left, ["f", "l", "s"], "{stderr}");
-        assert_eq!(std::fs::read_dir(dir.path().join("s")).unwrap().count(), 1);
+        assert_eq!(left, made, "{stderr}");
+        for made in made.iter().skip(1) {
+            assert_eq!(std::fs::read_dir(at(made)).unwrap().count(), 1, "{made}");
+        }
+    }
+}
+
+/// A configuration file whose log signing key or CRL file cannot be used stops the
+/// server before its store is made (tester D: the store file was created first).
+#[test]
+fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let pki = Command::new(BIN)
+        .args(["pki", "init", "--dir"])
+        .arg(at("c"))
+        .output()
+        .unwrap();
+    assert!(pki.status.success(), "{pki:?}");
+    std::fs::create_dir(at("crl-dir")).unwrap();
+    std::fs::write(at("crl-garbage.pem"), "not a CRL\n").unwrap();
+    // (receipt key, CRL file, what is said)
+    let cases = [
+        ("c/missing.key", "c/crl.pem", "c/missing.key"),
+        ("c/receipt.key", "crl-dir", "the CRL file crl-dir"),
+        (
+            "c/receipt.key",
+            "crl-garbage.pem",
+            "the CRL file crl-garbage.pem",
+        ),
+    ];
+    for (receipt_key, crl, said) in cases {
+        let config = at("tidemark.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\n[tls]\nca = \"c/ca.pem\"\ncert = \"c/server.pem\"\n\
+                 key = \"c/server.key\"\nca_key = \"c/ca.key\"\ncrl = \"{crl}\"\n\
+                 [signing]\nreceipt_key = \"{receipt_key}\"\n[store]\npath = \"d/tidemark.redb\"\n\
+                 [metrics]\nlisten = \"\"\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(!at("d").exists(), "no store is made: {stderr}");
     }
 }
 

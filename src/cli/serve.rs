@@ -186,7 +186,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Refuses, before a development PKI is made, a store path that cannot be one: under a
-/// file, a directory, or a symbolic link to nothing (which a new store would replace).
+/// file, or anything `Store::check_path` refuses (a directory, a link to nothing, a FIFO
+/// or device, a file that is no store).
 fn store_can_go(store: &Path) -> anyhow::Result<()> {
     let store_dir = store
         .parent()
@@ -194,20 +195,7 @@ fn store_can_go(store: &Path) -> anyhow::Result<()> {
         .unwrap_or_else(|| Path::new("."));
     tidemark::files::can_make_dir(store_dir)
         .with_context(|| format!("cannot keep the store in {}", store_dir.display()))?;
-    if store.symlink_metadata().is_ok() && !store.exists() {
-        anyhow::bail!(
-            "the store {} is a symbolic link to nothing (or a loop of links): mount or restore \
-             what it leads to, or name another --data; a new store is not made in its place",
-            store.display()
-        );
-    }
-    if store.is_dir() {
-        anyhow::bail!(
-            "the store {} is a directory; the store is one file: move the directory away, or \
-             name another --data",
-            store.display()
-        );
-    }
+    Store::check_path(store)?;
     Ok(())
 }
 

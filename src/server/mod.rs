@@ -75,6 +75,10 @@ impl Server {
         // Check the certificate files first: they are what a new config most often gets wrong.
         ServerTlsMaterial::load(&config.tls.files())?;
         crate::trust::check_ca_key(&config.tls.ca, config.tls.ca_key.as_ref())?;
+        // The log's signing key and the CRL file, too, before a store is made: a start
+        // that cannot go on leaves nothing behind (both are read again below).
+        SigningKey::from_file(&config.signing.receipt_key)?;
+        crate::trust::crl_file_revocations(&config.tls.ca, &config.tls.crl, "the CRL file")?;
         // `tidemark restore` stages its copy beside the store and renames it into place
         // last: a copy left there is a restore that did not finish, or one running now.
         let staged = config.store.path.with_extension("restoring");
@@ -813,7 +817,9 @@ pub enum ServerError {
     #[error(transparent)]
     /// The access journal could not be read.
     Journal(#[from] crate::journal::JournalError),
-    #[error("the receipt signing key: {0}")]
+    #[error(
+        "the receipt signing key ([signing] receipt_key, which signs receipts and the log's checkpoints): {0}"
+    )]
     /// The receipt signing key is unusable.
     ReceiptKey(#[from] KeyError),
     #[error("{0}")]

@@ -72,6 +72,9 @@ pub(crate) const COUNTERS_VERSION: u64 = 11;
 /// log existed) has its log built from its envelopes and audit records at start.
 pub(crate) const LOG_VERSION: u64 = 1;
 
+/// The first bytes of every redb database file (redb 4, `tree_store/page_store/header.rs`).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
 /// Store-wide facts: `schema_version`, `counters_version`, `log_version`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -214,18 +217,7 @@ impl Store {
     /// killed while making it leaves no store (the next start makes it again), not a
     /// part of one that no later start could open ("not a redb database").
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        // A link to nothing (a data volume not mounted, say) is not a store to make
-        // anew: that would replace the link with an empty store.
-        if config.path.symlink_metadata().is_ok() && !config.path.exists() {
-            return Err(StoreError::open(
-                &config.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "it is a symbolic link to nothing (or a loop of links): mount or restore \
-                     what it leads to, or name another store path",
-                ),
-            ));
-        }
+        Self::check_path(&config.path)?;
         if !config.path.exists() {
             let mut name = config.path.file_name().unwrap_or_default().to_owned();
             name.push(".new");
@@ -242,6 +234,52 @@ impl Store {
             std::fs::rename(&making, &config.path).map_err(|e| StoreError::open(&making, e))?;
         }
         Self::open_with(config, |builder| builder.create(&config.path))
+    }
+
+    /// Refuses a path that holds something other than a store, without opening or
+    /// changing it: a symbolic link to nothing (a data volume not mounted, say: a new
+    /// store would replace the link), a directory, a FIFO or a device (opening one could
+    /// wait for ever), a file that is not a redb database. A missing path or an empty
+    /// file is where a new store is made.
+    pub fn check_path(path: &Path) -> Result<(), StoreError> {
+        let refuse = |reason: &str| Err(StoreError::open(path, reason));
+        if path.symlink_metadata().is_err() {
+            return Ok(());
+        }
+        let Ok(meta) = std::fs::metadata(path) else {
+            return refuse(
+                "it is a symbolic link to nothing (or a loop of links): mount or restore what \
+                 it leads to, or name another store path",
+            );
+        };
+        if meta.is_dir() {
+            return refuse(
+                "it is a directory, and the store is one file: move the directory away, or \
+                 name another store path",
+            );
+        }
+        if !meta.is_file() {
+            return refuse(
+                "it is not a regular file (a FIFO, a socket or a device): the store is one \
+                 regular file; name another store path",
+            );
+        }
+        let mut head = Vec::with_capacity(REDB_MAGIC.len());
+        std::fs::File::open(path)
+            .and_then(|file| {
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(file, REDB_MAGIC.len() as u64),
+                    &mut head,
+                )
+            })
+            .map_err(|e| StoreError::open(path, e))?;
+        if !head.is_empty() && head != REDB_MAGIC {
+            return refuse(
+                "it is not a Tidemark store (no redb database begins this way): check the path; \
+                 a store is restored from a backup with `tidemark restore`",
+            );
+        }
+        Ok(())
     }
 
     /// Creates the store's directory, opens the database with `open` and readies its

@@ -52,7 +52,7 @@ impl WitnessKey {
 
     /// Parses a verifier key `<name>+<hex key id>+<base64(0x04 ‖ key)>`.
     pub fn parse(vkey: &str) -> Result<Self, WitnessError> {
-        let bad = |why: &str| WitnessError::BadKey(format!("{vkey:?}: {why}"));
+        let bad = |why: &str| WitnessError::BadKey(format!("{:?}: {why}", vkey.trim()));
         let mut parts = vkey.trim().splitn(3, '+');
         let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("not <name>+<hex key id>+<base64 key>"));
@@ -60,7 +60,14 @@ impl WitnessKey {
         note::check_name(name).map_err(|e| bad(&e.to_string()))?;
         let raw = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
         let (Some((&ALG_COSIGNATURE_V1, public)), 33) = (raw.split_first(), raw.len()) else {
-            return Err(bad("not an Ed25519 cosignature key (type 0x04, 32 bytes)"));
+            return Err(bad(if raw.first() == Some(&note::ALG_ED25519) {
+                // signed-note: a log's key signs checkpoints, not cosignatures.
+                "this is a log's note verifier key (type 0x01), not a witness's cosignature \
+                 key (type 0x04): give the witness's key, the witness.vkey that `tidemark log \
+                 witness` wrote in its --state-dir"
+            } else {
+                "not an Ed25519 cosignature key (type 0x04, 32 bytes)"
+            }));
         };
         let public: [u8; 32] = public.try_into().map_err(|_| bad("wrong key length"))?;
         if let Some(why) = crate::signing::weak_ed25519(&public) {
@@ -237,6 +244,21 @@ mod tests {
     }
 
     /// A witness key's id is read in one spelling, as a log key's is.
+    /// A log's key given where a witness's is asked for is told by its type, and the
+    /// key is quoted without the file's line ending.
+    #[test]
+    fn a_log_key_given_as_a_witness_key_says_which_it_is() {
+        let log = NoteSigner::from_seed("example.com/log", [1; 32]).unwrap();
+        let err = WitnessKey::parse(&format!("{}\n", log.verifier_key()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a log's note verifier key (type 0x01)"),
+            "{err}"
+        );
+        assert!(!err.contains("\\n"), "{err}");
+    }
+
     #[test]
     fn a_witness_key_id_is_read_in_lower_case_only() {
         // A key whose id has a letter in it (most have).

@@ -83,7 +83,6 @@ pub enum NoteError {
     Randomness,
 }
 
-/// A key name as signed-note allows it: non-empty, no Unicode white space, no '+'.
 /// Why a key of signature type `algorithm` is not read as a note verifier key.
 fn unsupported_algorithm(algorithm: u8) -> String {
     if algorithm == 0x04 {
@@ -96,6 +95,7 @@ fn unsupported_algorithm(algorithm: u8) -> String {
     }
 }
 
+/// A key name as signed-note allows it: non-empty, no Unicode white space, no '+'.
 pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '+') {
         return Err(NoteError::InvalidName(name.to_owned()));

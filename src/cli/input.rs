@@ -338,7 +338,8 @@ pub fn from_json<T: DeserializeOwned + Named>(text: &str) -> Result<T, String> {
         );
     }
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| format!("not JSON: {e}"))?;
-    // Valid JSON (checked above), so any error here is a key given twice.
+    // Valid JSON (checked above), so any error here is a key given twice, or an escape
+    // of a lone surrogate (which the check above does not decode).
     no_duplicate_keys(text)?;
     // Numbers with a fraction or an exponent are read from their digits, by the field's
     // type: through a float, 99.999999999999999 would be taken for the integer 100. They
@@ -478,13 +479,31 @@ pub fn no_duplicate_keys(text: &str) -> Result<(), String> {
     .map(|_| ())
     .map_err(|e| {
         let path = e.path().to_string();
-        let reason = e.into_inner().to_string();
+        let reason = escape_reason(&e.into_inner().to_string());
         if path == "." {
             reason
         } else {
             format!("{path}: {reason}")
         }
     })
+}
+
+/// serde_json's reason for a refused string escape, said in terms of what to write
+/// instead: it calls a lone *trailing* surrogate a "lone leading surrogate", and a
+/// leading one at the end of a string "unexpected end of hex escape".
+fn escape_reason(reason: &str) -> String {
+    let (what, at) = reason
+        .find(" at line ")
+        .map_or((reason, ""), |i| reason.split_at(i));
+    if what.contains("surrogate") || what.contains("end of hex escape") {
+        format!(
+            "a `\\u` escape of half a UTF-16 surrogate pair (\\uD800 to \\uDFFF) without its \
+             other half{at}: a lone surrogate is no character (RFC 8259 §8.2); write the \
+             character itself, or both halves of its pair (\\uD83D\\uDE00 for U+1F600)"
+        )
+    } else {
+        reason.to_owned()
+    }
 }
 
 /// A JSON value read only to refuse an object that gives a key twice. serde_json keeps
@@ -584,6 +603,22 @@ mod tests {
     use tidemark::pb;
 
     use super::*;
+
+    /// A lone surrogate escape is refused as what it is, naming the field (tester B of
+    /// 2026-12-07: "unexpected end of hex escape"); a pair is a character.
+    #[test]
+    fn a_lone_surrogate_escape_is_refused_as_one() {
+        for escaped in [r"\ud800", r"\udc00", r"\ud800\u0041", r"x\udbff"] {
+            let text = format!(r#"{{"narrative":"{escaped}"}}"#);
+            let err = from_json::<pb::Report>(&text).unwrap_err();
+            assert!(
+                err.starts_with("narrative: ") && err.contains("without its other half at line 1"),
+                "{escaped}: {err}"
+            );
+        }
+        let report = from_json::<pb::Report>(r#"{"narrative":"\ud83d\ude00"}"#).unwrap();
+        assert_eq!(report.narrative, "\u{1F600}");
+    }
 
     #[test]
     fn integral_values_in_any_json_spelling_are_read() {

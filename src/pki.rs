@@ -563,18 +563,31 @@ pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError>
 
 /// Writes a complete development PKI into `dir` and returns the files written.
 ///
-/// Refuses to overwrite an existing `ca.pem` unless `force` is set. One run at a time
-/// holds the directory (a lock), and `ca.pem` is written last, whole (renamed into
-/// place): a run killed part-way leaves no `ca.pem`, so the next one makes the PKI again
-/// (a killed first `serve` used to leave a PKI without its receipt key, which every
-/// later start refused).
+/// Without `force`, refuses a directory that holds any PKI file ([`pki_files`]: a key, a
+/// certificate, a CRL, a server's journals…), not only one with `ca.pem`: a PKI missing
+/// its `ca.pem` (a slip in a CA rollover) still holds the CA and log keys, which a new PKI
+/// would overwrite. With `force`, those files are not deleted but moved into
+/// `replaced-<UTC time>/` in `dir`, so no key is lost. One run at a time holds the
+/// directory (a lock). While files are being placed, `dir/.pki-unfinished` says so
+/// ([`check_finished`], which the server honours); a run killed part-way is finished by
+/// the next (with `force` or without), which moves the mixed files aside too.
 pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<PathBuf>, PkiError> {
     // Before any directory is made.
     sample_principals(trust_domain)?;
     let ca_path = dir.join("ca.pem");
-    if ca_path.exists() && !force {
-        return Err(PkiError::Exists(ca_path));
-    }
+    let unfinished = dir.join(UNFINISHED);
+    let refuse = |present: &[PathBuf]| -> Result<(), PkiError> {
+        match present.first() {
+            Some(_) if force || unfinished.exists() => Ok(()),
+            Some(_) if ca_path.exists() => Err(PkiError::Exists(ca_path.clone())),
+            Some(found) => Err(PkiError::Incomplete {
+                dir: dir.to_owned(),
+                found: found.clone(),
+            }),
+            None => Ok(()),
+        }
+    };
+    refuse(&pki_files(dir)?)?;
     crate::files::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
     // One run at a time in a directory, --force or not: the lock goes with the process.
     let held = fs::File::open(dir).map_err(|e| PkiError::io(dir, e))?;
@@ -586,9 +599,8 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
             ))
         },
     )?;
-    if ca_path.exists() && !force {
-        return Err(PkiError::Exists(ca_path));
-    }
+    let present = pki_files(dir)?;
+    refuse(&present)?;
     // What an earlier run killed while writing left.
     crate::files::remove_dead_temporaries(dir).map_err(|e| PkiError::io(dir, e))?;
     // Everything that can be refused is made before anything is written: a refused run
@@ -607,7 +619,12 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         ));
     }
 
-    let mut written = vec![write_private(&dir.join("ca.key"), &ca.key_pem())?];
+    // Until the last file is placed, the directory holds a mix of two PKIs' files (or
+    // part of one), and says so.
+    crate::files::replace(&unfinished, UNFINISHED_TEXT.as_bytes())
+        .map_err(|e| PkiError::io(&unfinished, e))?;
+    let mut written: Vec<PathBuf> = move_aside(dir, &present)?.into_iter().collect();
+    written.push(write_private(&dir.join("ca.key"), &ca.key_pem())?);
     written.extend(write_pair(dir, "server", &server)?);
     for (stem, issued) in &clients {
         written.extend(write_pair(dir, stem, issued)?);
@@ -620,11 +637,89 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
         written.extend(write_signing_key(&stem)?.1);
     }
     written.push(write_public(&dir.join("README.md"), DEV_PKI_README)?);
-    // Last: what says the PKI is there.
     crate::files::replace(&ca_path, ca.cert_pem().as_bytes())
         .map_err(|e| PkiError::io(&ca_path, e))?;
     written.push(ca_path);
+    // Last: what says the PKI is whole.
+    fs::remove_file(&unfinished).map_err(|e| PkiError::io(&unfinished, e))?;
     Ok(written)
+}
+
+/// The files in `dir` that belong to a PKI or to a server that used it, in name order:
+/// keys, certificates, CSRs, CRLs and note keys (`*.key`, `*.pem`, `*.csr`, `*.vkey`),
+/// and a server's journals (`access-journal.json`, `*.journal`). A missing `dir` has
+/// none.
+fn pki_files(dir: &Path) -> Result<Vec<PathBuf>, PkiError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PkiError::io(dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PkiError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name == "access-journal.json"
+            || [".key", ".pem", ".csr", ".vkey", ".journal"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
+        if ours && !name.starts_with('.') {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Moves `files` (of `dir`) into a new `dir/replaced-<UTC time>/`, which it returns (none
+/// when there are no files): renames within one file system, nothing copied or lost.
+fn move_aside(dir: &Path, files: &[PathBuf]) -> Result<Option<PathBuf>, PkiError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let now = OffsetDateTime::now_utc();
+    let stamp = format!(
+        "replaced-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let mut aside = dir.join(&stamp);
+    let mut n = 1;
+    loop {
+        match fs::create_dir(&aside) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                n += 1;
+                aside = dir.join(format!("{stamp}.{n}"));
+            }
+            Err(e) => return Err(PkiError::io(&aside, e)),
+        }
+    }
+    for file in files {
+        let to = aside.join(file.file_name().unwrap_or_default());
+        fs::rename(file, &to).map_err(|e| PkiError::io(file, e))?;
+    }
+    Ok(Some(aside))
+}
+
+/// The file that says a development PKI is being made or replaced in its directory,
+/// there until its last file is placed.
+const UNFINISHED: &str = ".pki-unfinished";
+const UNFINISHED_TEXT: &str = "`tidemark pki init` is making the PKI in this directory; \
+    if no run is going on, one was stopped part-way: run it again.\n";
+
+/// Refuses the certificates directory `dir` while a `pki init` there has not finished
+/// (or was stopped part-way): its files are then a mix of two PKIs, or part of one.
+pub fn check_finished(dir: &Path) -> Result<(), PkiError> {
+    if dir.join(UNFINISHED).exists() {
+        return Err(PkiError::Unfinished(dir.to_owned()));
+    }
+    Ok(())
 }
 
 /// What `certs/README.md` says about a development PKI: the repository's own file, so a
@@ -706,11 +801,36 @@ pub fn write_new(path: &Path, contents: &str, private: bool) -> Result<PathBuf, 
 #[non_exhaustive]
 pub enum PkiError {
     #[error(
-        "{} already exists; remove that directory first, or pass --force to replace the PKI",
+        "{} already exists; pass --force to replace the PKI (its files are moved into a \
+         replaced-<time> directory beside them, and its certificates stop working)",
         .0.display()
     )]
     /// A file that would be overwritten exists.
     Exists(PathBuf),
+    #[error(
+        "the PKI in {} is being made by `tidemark pki init`, or a run of it was stopped \
+         part-way (its files may be a mix of two PKIs): let it finish, or run `tidemark pki \
+         init --dir {}` again (it finishes the run; files it replaces are kept in a \
+         replaced-<time> directory beside them)",
+        .0.display(), .0.display()
+    )]
+    /// A `pki init` has not finished in the directory.
+    Unfinished(PathBuf),
+    #[error(
+        "{} holds a PKI's files ({} among them) but no ca.pem: put ca.pem back (from a \
+         backup), or make a new PKI with `tidemark pki init --force --dir {}` (the files \
+         there are moved into a replaced-<time> directory; certificates of the old CA stop \
+         working, and a store whose log was signed with its receipt.key can only be served \
+         with that key)",
+        dir.display(), found.display(), dir.display()
+    )]
+    /// A directory with PKI files and no `ca.pem`: not a place for a new PKI.
+    Incomplete {
+        /// The directory.
+        dir: PathBuf,
+        /// A PKI file found in it.
+        found: PathBuf,
+    },
     #[error("{}: {source}", path.display())]
     /// A file could not be read or written.
     Io {
@@ -778,17 +898,78 @@ mod tests {
         );
     }
 
-    /// A run killed part-way left files but no `ca.pem` (written last): the next run
-    /// makes the whole PKI; once made, it is not made again without `force`.
+    /// A run killed part-way left its marker and some files: the next run makes the whole
+    /// PKI (the files it found moved aside) and says it is whole; once made, it is not
+    /// made again without `force`.
     #[test]
     fn a_development_pki_left_part_made_is_made_again() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(UNFINISHED), UNFINISHED_TEXT).unwrap();
         std::fs::write(dir.path().join("server.pem"), "cut short").unwrap();
+        assert!(matches!(
+            check_finished(dir.path()),
+            Err(PkiError::Unfinished(_))
+        ));
         let written = init_dev_pki(dir.path(), "tidemark.test", false).unwrap();
         assert_eq!(written.last(), Some(&dir.path().join("ca.pem")));
         assert!(dir.path().join("receipt.key").is_file());
+        check_finished(dir.path()).unwrap();
+        let aside = &written[0];
+        assert_eq!(
+            std::fs::read(aside.join("server.pem")).unwrap(),
+            b"cut short"
+        );
         let again = init_dev_pki(dir.path(), "tidemark.test", false);
         assert!(matches!(again, Err(PkiError::Exists(_))), "{again:?}");
+    }
+
+    /// A PKI that lost only its `ca.pem` is not made anew over its keys without `force`
+    /// (tester A of 2026-12-07: `serve` and `pki init` overwrote `ca.key` and
+    /// `receipt.key`, and the store's log could never be served again); with `force`,
+    /// every file of the old PKI and its server is moved aside, none lost.
+    #[test]
+    fn a_pki_without_its_ca_pem_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        init_dev_pki(dir.path(), "tidemark.test", false).unwrap();
+        std::fs::write(dir.path().join("access-journal.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("log.vkey"), "old\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        let (ca_key, receipt_key, ca_pem) = (read("ca.key"), read("receipt.key"), read("ca.pem"));
+        std::fs::remove_file(dir.path().join("ca.pem")).unwrap();
+        let refused = init_dev_pki(dir.path(), "tidemark.test", false).unwrap_err();
+        assert!(matches!(refused, PkiError::Incomplete { .. }), "{refused}");
+        assert!(refused.to_string().contains("but no ca.pem"), "{refused}");
+        assert_eq!(read("ca.key"), ca_key);
+        assert_eq!(read("receipt.key"), receipt_key);
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
+
+        let written = init_dev_pki(dir.path(), "tidemark.test", true).unwrap();
+        let aside = &written[0];
+        assert!(
+            aside
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("replaced-"),
+            "{aside:?}"
+        );
+        assert_eq!(std::fs::read(aside.join("ca.key")).unwrap(), ca_key);
+        assert_eq!(
+            std::fs::read(aside.join("receipt.key")).unwrap(),
+            receipt_key
+        );
+        assert_eq!(std::fs::read(aside.join("ca.pem")).unwrap(), ca_pem);
+        for server_written in ["access-journal.json", "log.vkey"] {
+            assert!(aside.join(server_written).is_file(), "{server_written}");
+            assert!(
+                !dir.path().join(server_written).exists(),
+                "{server_written}"
+            );
+        }
+        assert_ne!(read("ca.key"), ca_key);
+        assert_eq!(read("notes.txt"), b"mine", "what is no PKI file stays");
+        check_finished(dir.path()).unwrap();
     }
 
     /// A run refused for its trust domain writes nothing — with `force` over a PKI, its

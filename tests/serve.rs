@@ -328,6 +328,51 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
     }
 }
 
+/// `serve` on a development PKI that lost its `ca.pem`, or whose `pki init` was stopped
+/// part-way, stops and says so, and leaves the keys as they were (tester A of
+/// 2026-12-07: it made a new PKI over the CA and receipt keys, and the store's log could
+/// never be served again).
+#[test]
+fn serve_keeps_a_pki_that_is_not_whole() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let pki = Command::new(BIN)
+        .args(["pki", "init", "--dir"])
+        .arg(at("c"))
+        .output()
+        .unwrap();
+    assert!(pki.status.success(), "{pki:?}");
+    let keys = || ["c/ca.key", "c/receipt.key"].map(|k| std::fs::read(at(k)).unwrap());
+    let before = keys();
+    let serve = || {
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+            .args(["--certs", "c", "--data", "d"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    std::fs::rename(at("c/ca.pem"), at("ca.pem.moved")).unwrap();
+    let out = serve();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds a PKI's files") && stderr.contains("but no ca.pem"),
+        "{stderr}"
+    );
+    assert_eq!(keys(), before);
+    assert!(!at("c/ca.pem").exists() && !at("d").exists(), "{stderr}");
+
+    std::fs::rename(at("ca.pem.moved"), at("c/ca.pem")).unwrap();
+    std::fs::write(at("c/.pki-unfinished"), "").unwrap();
+    let out = serve();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was stopped part-way"), "{stderr}");
+    assert_eq!(keys(), before);
+    assert!(!at("d").exists(), "{stderr}");
+}
+
 /// The embedded default metrics address busy (a second development server on this
 /// machine) is said, and the server runs without metrics.
 #[test]

@@ -115,7 +115,9 @@ pub struct InitArgs {
     #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
 
-    /// Replace an existing PKI in --dir (its certificates stop working).
+    /// Replace an existing PKI in --dir: its certificates stop working. Its files (keys,
+    /// certificates, CSRs, the CRL, log.vkey and a server's journals) are moved into
+    /// --dir/replaced-<UTC time>/, not deleted.
     #[arg(long)]
     force: bool,
 }

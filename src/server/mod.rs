@@ -73,6 +73,9 @@ impl Server {
             .check()
             .map_err(|e| ServerError::Config(e.to_string()))?;
         // Check the certificate files first: they are what a new config most often gets wrong.
+        if let Some(dir) = config.tls.ca.parent() {
+            crate::pki::check_finished(dir).map_err(|e| ServerError::Config(e.to_string()))?;
+        }
         ServerTlsMaterial::load(&config.tls.files())?;
         crate::trust::check_ca_key(&config.tls.ca, config.tls.ca_key.as_ref())?;
         // The log's signing key and the CRL file, too, before a store is made: a start

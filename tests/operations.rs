@@ -652,7 +652,7 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     // A manifest whose counts do not match the file is refused, even with the right
     // SHA-256.
     let manifest = format!("{file}.manifest.json");
-    let mut json: serde_json::Value =
+    let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     // Its counts are JSON numbers, as `jq` compares them.
     for count in [
@@ -664,19 +664,55 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     ] {
         assert!(json[count].is_u64(), "{count}: {json}");
     }
-    json["auditRecords"] = 9999.into();
-    std::fs::write(&manifest, json.to_string()).unwrap();
-    // A directory that does not exist yet: refused, it is not left behind either.
-    let empty = tempfile::TempDir::new().unwrap();
-    let data = empty.path().join("new").join("deeper");
-    let out = run(&["restore", &file, "--data", &data.display().to_string()]);
+    // Its time goes into the log with the restore: one earlier than the backup's newest
+    // record, or later than now, is refused too (tester A of 2026-12-07: a month back
+    // was taken, and written into the log).
+    let taken_at = json["takenAtUnix"].as_i64().unwrap();
+    for (field, value, said) in [
+        (
+            "auditRecords",
+            serde_json::Value::from(9999),
+            "audit records",
+        ),
+        (
+            "takenAtUnix",
+            (taken_at - 30 * 86_400).into(),
+            "it holds a record made at",
+        ),
+        (
+            "takenAtUnix",
+            (taken_at + 30 * 86_400).into(),
+            "which is later than now",
+        ),
+    ] {
+        let mut edited = json.clone();
+        edited[field] = value;
+        std::fs::write(&manifest, edited.to_string()).unwrap();
+        // A directory that does not exist yet: refused, it is not left behind either.
+        let empty = tempfile::TempDir::new().unwrap();
+        let data = empty.path().join("new").join("deeper");
+        let out = run(&["restore", &file, "--data", &data.display().to_string()]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not what its manifest describes") && stderr.contains(said),
+            "{stderr}"
+        );
+        assert!(!empty.path().join("new").exists());
+    }
+    // A manifest named, its backup file missing: said so (tester A: the path was read
+    // as a backup, and its manifest looked for at FILE.manifest.json.manifest.json).
+    let ghost = format!("{file}.ghost.manifest.json");
+    std::fs::copy(&manifest, &ghost).unwrap();
+    let out = run(&["restore", &ghost, "--data", "unused"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not what its manifest describes"),
+        stderr.contains(&format!(
+            "the backup it describes, {file}.ghost, is missing"
+        )),
         "{stderr}"
     );
-    assert!(!empty.path().join("new").exists());
 }
 
 /// An HTTP/2 connection of `identity` that says its preface and then nothing.

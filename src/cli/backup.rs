@@ -270,16 +270,10 @@ pub struct RestoreArgs {
 }
 
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
-    // Named by its manifest (`FILE.manifest.json`), the backup is the file beside it.
-    if let Some(backup) = args
-        .file
-        .to_str()
-        .and_then(|name| name.strip_suffix(".manifest.json"))
-        .map(PathBuf::from)
-        .filter(|backup| backup.is_file())
-    {
+    let file = backup_file(&args.file)?;
+    if file != args.file {
         return restore(&RestoreArgs {
-            file: backup,
+            file,
             ..args.clone()
         });
     }
@@ -379,6 +373,35 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     say_restored(&contents, &manifest, (&target, &args.data))
 }
 
+/// The backup file `named` is, or names: a manifest (`FILE.manifest.json`) names the
+/// file beside it, which must be there.
+fn backup_file(named: &Path) -> anyhow::Result<PathBuf> {
+    let Some(backup) = named
+        .to_str()
+        .and_then(|name| name.strip_suffix(".manifest.json"))
+        .map(PathBuf::from)
+    else {
+        return Ok(named.to_owned());
+    };
+    if backup.is_file() {
+        return Ok(backup);
+    }
+    if named.is_file() {
+        bail!(
+            "{} is a backup's manifest, and the backup it describes, {}, is missing: `tidemark \
+             admin backup --out FILE` writes FILE and FILE.manifest.json side by side; put the \
+             backup file back beside its manifest",
+            named.display(),
+            backup.display()
+        );
+    }
+    Ok(named.to_owned())
+}
+
+/// How far a manifest's time may stray from what the backup holds and from now: a few
+/// seconds' copy after the time is taken, and a clock stepped back a little.
+const SLACK_SECS: i64 = 300;
+
 /// A backup's manifest, read as the proto3 JSON mapping reads it, in the one spelling of
 /// each number and of its SHA-256.
 fn read_manifest(manifest_file: &Path) -> anyhow::Result<pb::BackupManifest> {
@@ -462,6 +485,25 @@ fn same_as_manifest(
     }
     if contents.checkpoint != manifest.checkpoint {
         return Err("its log's checkpoint is not the manifest's".to_owned());
+    }
+    // The time goes into the log with the restore: a backup is taken after its newest
+    // record, by the server's clock.
+    if manifest.taken_at_unix.saturating_add(SLACK_SECS) < contents.newest_record_at {
+        return Err(format!(
+            "the manifest says it was taken at {}, but it holds a record made at {}, later: \
+             the manifest's takenAtUnix was edited",
+            format_time(manifest.taken_at_unix),
+            format_time(contents.newest_record_at)
+        ));
+    }
+    let now = tidemark::clock::Clock::system().now();
+    if manifest.taken_at_unix > now.saturating_add(SLACK_SECS) {
+        return Err(format!(
+            "the manifest says it was taken at {}, which is later than now ({}): the \
+             manifest's takenAtUnix was edited, or this machine's clock is wrong",
+            format_time(manifest.taken_at_unix),
+            format_time(now)
+        ));
     }
     Ok(())
 }

@@ -30,6 +30,10 @@ pub struct Contents {
     pub checkpoint: String,
     /// Reports (each with all its versions, retracted or not) per owning state.
     pub reports_by_state: std::collections::BTreeMap<String, u64>,
+    /// When its newest record was made (Unix seconds): the later of its last envelope's
+    /// acceptance and its last audit record; 0 for an empty store. A backup is taken
+    /// after it, which `restore` holds its manifest's time to.
+    pub newest_record_at: i64,
 }
 
 /// Every table of the store, copied by [`copy`]: a store holding any other table is
@@ -127,6 +131,16 @@ pub(super) fn contents(db: &Database) -> Result<Contents, StoreError> {
     let tx = db.begin_read()?;
     let envelopes = tx.open_table(ENVELOPES)?;
     let checkpoints = tx.open_table(CHECKPOINTS)?;
+    let audit = tx.open_table(AUDIT)?;
+    let mut newest_record_at = 0;
+    if let Some((_, last)) = envelopes.last()? {
+        let last: super::EnvelopeRecord = super::decode(last.value())?;
+        newest_record_at = last.accepted_at;
+    }
+    if let Some((_, last)) = audit.last()? {
+        let last: super::AuditRecord = super::decode(last.value())?;
+        newest_record_at = newest_record_at.max(last.at);
+    }
     let mut reports_by_state = std::collections::BTreeMap::new();
     for head in tx.open_table(REPORTS)?.iter()? {
         let head: super::ReportHead = super::decode(head?.1.value())?;
@@ -135,13 +149,14 @@ pub(super) fn contents(db: &Database) -> Result<Contents, StoreError> {
     Ok(Contents {
         envelopes: envelopes.len()?,
         last_sequence: envelopes.last()?.map_or(0, |(k, _)| k.value()),
-        audit_records: tx.open_table(AUDIT)?.len()?,
+        audit_records: audit.len()?,
         log_size: tx.open_table(LOG_ENTRIES)?.len()?,
         checkpoint: checkpoints
             .last()?
             .map(|(_, v)| v.value().to_owned())
             .unwrap_or_default(),
         reports_by_state,
+        newest_record_at,
     })
 }
 

@@ -836,6 +836,39 @@ async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
         Err(_) => true,
     };
     assert!(refused, "the revoked certificate is refused");
+
+    // A SIGHUP whose files cannot be loaded is on record too, with why (tester A of
+    // 2026-12-07: only the server's log said so).
+    std::fs::write(certs.join("crl.pem"), "not a CRL\n").unwrap();
+    let hangup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hangup.success());
+    let mut refusal = None;
+    for _ in 0..100 {
+        let entries = admin
+            .audit_log(pb::AuditLogRequest {
+                after: 0,
+                limit: 1_000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .entries;
+        refusal = entries
+            .into_iter()
+            .find(|e| e.principal == server && e.action == "refused ReloadTls");
+        if refusal.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refusal = refusal.expect("the refused SIGHUP reload is on record");
+    assert!(
+        refusal.detail.contains("SIGHUP") && refusal.detail.contains("crl.pem"),
+        "{refusal:?}"
+    );
     terminate(child);
 }
 

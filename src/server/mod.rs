@@ -616,24 +616,32 @@ async fn watch_trust(ctx: Context) {
 }
 
 /// Re-reads the certificate files on SIGHUP and records it, by the server's own SPIFFE
-/// ID, as an operator's `Admin.ReloadTls` is recorded.
+/// ID, as an operator's `Admin.ReloadTls` is recorded: done as `reload-tls`, refused as
+/// `refused ReloadTls` with the reason.
 async fn reload_on_hangup(ctx: &Context) {
-    match ctx.blocking(|ctx| ctx.admin.reload_tls()).await {
+    let record = match ctx.blocking(|ctx| ctx.admin.reload_tls()).await {
         Ok(reloaded) => {
             tracing::info!(serial = %reloaded.serial, "SIGHUP: certificate files re-read");
-            let record = crate::store::AuditRecord {
+            crate::store::AuditRecord {
                 principal: ctx.admin.server_principal(),
                 action: "reload-tls".to_owned(),
                 detail: format!("SIGHUP: {}", admin::reloaded(&reloaded)),
                 ..crate::store::AuditRecord::default()
-            };
-            if let Err(e) = ctx.audit(record).await {
-                tracing::error!(error = %e.message(), "SIGHUP: the reload is in force but its audit record could not be written");
             }
         }
         Err(e) => {
             tracing::error!(error = %e.message(), "SIGHUP: the certificate files could not be loaded; the old ones stay");
+            crate::store::AuditRecord {
+                principal: ctx.admin.server_principal(),
+                action: "refused ReloadTls".to_owned(),
+                detail: serde_json::json!({ "method": "SIGHUP", "refusal": e.message() })
+                    .to_string(),
+                ..crate::store::AuditRecord::default()
+            }
         }
+    };
+    if let Err(e) = ctx.audit(record).await {
+        tracing::error!(error = %e.message(), "SIGHUP: its audit record could not be written (a reload that went through is in force)");
     }
 }
 

@@ -1327,7 +1327,10 @@ fn commit(
             Err(e) if at_start => return Err(e),
             Err(e) => {
                 tracing::error!(error = %e, "the new CRL is served and enforced, but its file is stale");
-                unwritten.push(e.to_string());
+                unwritten.push(format!(
+                    "{e} (the CRL file is stale until that is fixed: the next change or start \
+                     writes it again)"
+                ));
             }
             Ok(()) => {}
         }
@@ -1336,7 +1339,11 @@ fn commit(
         Err(e) if at_start => return Err(e.into()),
         Err(e) => {
             tracing::error!(error = %e, "the access journal is stale");
-            unwritten.push(format!("the access journal is stale: {e}"));
+            unwritten.push(format!(
+                "the access journal is stale: {e} (a store restored from an older backup would \
+                 not get this change back from it until that is fixed: the next change or start \
+                 writes it again)"
+            ));
         }
         Ok(()) => {}
     }

@@ -434,14 +434,14 @@ fn certificate_blocks(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(blocks)
 }
 
-/// Warns that a `change` (in force and on record) is missing from the access journal,
-/// when the server says why (`not_written`).
+/// Warns that a `change` (in force and on record) is missing from a file the server
+/// keeps (the CRL file, the access journal), when the server says which and why
+/// (`not_written`).
 fn warn_not_written(change: &str, not_written: &str) {
     if !not_written.is_empty() {
         errln!(
             "warning: the {change} is in force and on record, but the server could not write \
-             everything ({}): a store restored from an older backup would not get it back \
-             from the journal until that is fixed (the next change or start writes it again)",
+             everything: {}",
             printable(not_written)
         );
     }

@@ -561,7 +561,8 @@ pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError>
         .collect()
 }
 
-/// Writes a complete development PKI into `dir` and returns the files written.
+/// Writes a complete development PKI into `dir`; says what it wrote, and where the files
+/// it replaced went.
 ///
 /// Without `force`, refuses a directory that holds any PKI file ([`pki_files`]: a key, a
 /// certificate, a CRL, a server's journals…), not only one with `ca.pem`: a PKI missing
@@ -571,7 +572,7 @@ pub fn sample_principals(trust_domain: &str) -> Result<Vec<Principal>, PkiError>
 /// directory (a lock). While files are being placed, `dir/.pki-unfinished` says so
 /// ([`check_finished`], which the server honours); a run killed part-way is finished by
 /// the next (with `force` or without), which moves the mixed files aside too.
-pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<PathBuf>, PkiError> {
+pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<DevPki, PkiError> {
     // Before any directory is made.
     sample_principals(trust_domain)?;
     let ca_path = dir.join("ca.pem");
@@ -623,8 +624,8 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
     // part of one), and says so.
     crate::files::replace(&unfinished, UNFINISHED_TEXT.as_bytes())
         .map_err(|e| PkiError::io(&unfinished, e))?;
-    let mut written: Vec<PathBuf> = move_aside(dir, &present)?.into_iter().collect();
-    written.push(write_private(&dir.join("ca.key"), &ca.key_pem())?);
+    let replaced = move_aside(dir, &present)?;
+    let mut written = vec![write_private(&dir.join("ca.key"), &ca.key_pem())?];
     written.extend(write_pair(dir, "server", &server)?);
     for (stem, issued) in &clients {
         written.extend(write_pair(dir, stem, issued)?);
@@ -642,7 +643,16 @@ pub fn init_dev_pki(dir: &Path, trust_domain: &str, force: bool) -> Result<Vec<P
     written.push(ca_path);
     // Last: what says the PKI is whole.
     fs::remove_file(&unfinished).map_err(|e| PkiError::io(&unfinished, e))?;
-    Ok(written)
+    Ok(DevPki { written, replaced })
+}
+
+/// What [`init_dev_pki`] did.
+#[derive(Debug)]
+pub struct DevPki {
+    /// The files written, `ca.pem` last.
+    pub written: Vec<PathBuf>,
+    /// Where the files it found (an old PKI's, or an unfinished run's) were moved.
+    pub replaced: Option<PathBuf>,
 }
 
 /// The files in `dir` that belong to a PKI or to a server that used it, in name order:
@@ -664,7 +674,8 @@ fn pki_files(dir: &Path) -> Result<Vec<PathBuf>, PkiError> {
             || [".key", ".pem", ".csr", ".vkey", ".journal"]
                 .iter()
                 .any(|ext| name.ends_with(ext));
-        if ours && !name.starts_with('.') {
+        let directory = entry.file_type().is_ok_and(|t| t.is_dir());
+        if ours && !name.starts_with('.') && !directory {
             found.push(entry.path());
         }
     }
@@ -910,11 +921,11 @@ mod tests {
             check_finished(dir.path()),
             Err(PkiError::Unfinished(_))
         ));
-        let written = init_dev_pki(dir.path(), "tidemark.test", false).unwrap();
-        assert_eq!(written.last(), Some(&dir.path().join("ca.pem")));
+        let made = init_dev_pki(dir.path(), "tidemark.test", false).unwrap();
+        assert_eq!(made.written.last(), Some(&dir.path().join("ca.pem")));
         assert!(dir.path().join("receipt.key").is_file());
         check_finished(dir.path()).unwrap();
-        let aside = &written[0];
+        let aside = made.replaced.unwrap();
         assert_eq!(
             std::fs::read(aside.join("server.pem")).unwrap(),
             b"cut short"
@@ -944,8 +955,10 @@ mod tests {
         assert_eq!(read("receipt.key"), receipt_key);
         std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
 
-        let written = init_dev_pki(dir.path(), "tidemark.test", true).unwrap();
-        let aside = &written[0];
+        let aside = init_dev_pki(dir.path(), "tidemark.test", true)
+            .unwrap()
+            .replaced
+            .unwrap();
         assert!(
             aside
                 .file_name()

@@ -226,14 +226,20 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             Ok(())
         }
         PkiCommand::Init(args) => {
-            let written = pki::init_dev_pki(&args.dir, &args.trust_domain, args.force)?;
+            let made = pki::init_dev_pki(&args.dir, &args.trust_domain, args.force)?;
             outln!(
                 "created a development PKI for trust domain {} in {}:",
                 args.trust_domain,
                 args.dir.display()
             )?;
-            for path in written {
+            for path in made.written {
                 outln!("  {}", path.display())?;
+            }
+            if let Some(replaced) = made.replaced {
+                outln!(
+                    "the files it replaced (keys, certificates, CRL, journals) are in {}",
+                    replaced.display()
+                )?;
             }
             Ok(())
         }

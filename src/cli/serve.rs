@@ -136,9 +136,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // a missing certificate is an error that names it.
     if args.config.is_none() && !config.tls.ca.exists() {
         let dir = args.certs.clone().unwrap_or_else(|| PathBuf::from("certs"));
-        pki::init_dev_pki(&dir, &config.trust_domain, false)
+        let made = pki::init_dev_pki(&dir, &config.trust_domain, false)
             .with_context(|| format!("creating the development PKI in {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), "created a development PKI (not for production)");
+        if let Some(replaced) = made.replaced {
+            tracing::info!(
+                dir = %replaced.display(),
+                "finished a PKI that an earlier run left unfinished; the files it had written are kept here"
+            );
+        }
     }
     // A directory of certificates (the default one, or --certs) without ca.key runs with
     // the CA kept offline; a config file says so itself, with ca_key = "".

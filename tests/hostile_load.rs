@@ -1054,6 +1054,53 @@ async fn a_read_refused_a_slot_takes_nothing_from_the_read_budget() {
     );
 }
 
+/// A caller past its read budget is refused for the budget before its standing is
+/// worked out — the cheap refusal first (tester C of 2026-12-07: each refusal cost a full
+/// standing, and a loop of them took both cores) — for a query and a sync alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_past_the_budget_is_refused_before_its_standing_is_worked_out() {
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.reads_per_minute_per_principal = 2;
+    })
+    .await;
+    // THA has contributed nothing: a read of others' reports is refused for its standing
+    // while its budget lasts, and reads of its own reports spend the budget.
+    let mut tha = server.exchange(&node(&pki, "THA")).await;
+    let category = pb::Category::SmugglingIncident as i32;
+    let all = pb::QueryRequest {
+        category,
+        ..Default::default()
+    };
+    let refused = tha.query(all.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let own = pb::QueryRequest {
+        category,
+        reporting_states: vec!["THA".to_owned()],
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let mut read = tha.query(own.clone()).await.unwrap().into_inner();
+        while read.message().await.unwrap().is_some() {}
+    }
+    let refused = tha.query(all).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("reads_per_minute_per_principal = 2"),
+        "{refused:?}"
+    );
+    let refused = tha
+        .sync(pb::SyncRequest {
+            category,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+}
+
 /// IDN standing and AUS with 600 reports it may read: IDN's client, on a connection with
 /// a small HTTP/2 window (so that a read's queue fills at once), and its query.
 async fn idn_reading_600_aus_reports(

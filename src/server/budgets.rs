@@ -44,16 +44,36 @@ impl Budgets {
         let (left, at) = budgets
             .entry(principal.to_owned())
             .or_insert((self.burst, now));
-        *left = (*left + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
-            .min(self.burst);
+        *left = self.regained(*left, *at, now);
         *at = now;
         if *left >= 1.0 {
             *left -= 1.0;
             Ok(())
         } else {
-            Err(Duration::try_from_secs_f64((1.0 - *left) / self.per_second)
-                .unwrap_or(Duration::MAX))
+            Err(self.wait(*left))
         }
+    }
+
+    /// Whether [`Self::take`] would give `principal` one now, taking nothing: for a call
+    /// to be refused before it does costly work that the budget would refuse after.
+    pub(super) fn peek(&self, principal: &str, now: Instant) -> Result<(), Duration> {
+        let budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        match budgets.get(principal) {
+            Some(&(left, at)) if self.regained(left, at, now) < 1.0 => {
+                Err(self.wait(self.regained(left, at, now)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What a budget of `left` at `at` holds at `now`.
+    fn regained(&self, left: f64, at: Instant, now: Instant) -> f64 {
+        (left + now.saturating_duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
+    }
+
+    /// How long until a budget holding `left` (less than one) has one.
+    fn wait(&self, left: f64) -> Duration {
+        Duration::try_from_secs_f64((1.0 - left) / self.per_second).unwrap_or(Duration::MAX)
     }
 }
 
@@ -73,13 +93,29 @@ mod tests {
             .filter(|_| budgets.take("a", start).is_ok())
             .count();
         assert_eq!(burst, 60);
+        assert_eq!(budgets.peek("a", start), Err(Duration::from_millis(500)));
         assert_eq!(budgets.take("a", start), Err(Duration::from_millis(500)));
+        assert_eq!(
+            budgets.peek("b", start),
+            Ok(()),
+            "a principal not seen has its burst"
+        );
         assert!(budgets.take("b", start).is_ok());
         let later = start + Duration::from_secs(10);
         let regained = (0..1000)
             .filter(|_| budgets.take("a", later).is_ok())
             .count();
         assert_eq!(regained, 20);
+        assert!(
+            budgets
+                .peek("a", later + Duration::from_millis(500))
+                .is_ok()
+        );
+        assert!(
+            budgets
+                .peek("a", later + Duration::from_millis(400))
+                .is_err()
+        );
         let much_later = later + Duration::from_secs(3600);
         let again = (0..1000)
             .filter(|_| budgets.take("a", much_later).is_ok())

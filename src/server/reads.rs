@@ -215,6 +215,7 @@ impl Context {
         let state = node_state(peer)?;
         let filter = QueryFilter::from_request(&req)?;
         let detail = audit_detail(&req);
+        self.check_read_budget(peer, ("query", &detail)).await?;
         let snap = self.snapshot()?;
         filter.authenticate(snap.cursor_key())?;
         let standing = if filter.only_own(state) {
@@ -283,6 +284,7 @@ impl Context {
             super::status::invalid_field("category", format!("category: {reason}"))
         })?;
         let detail = audit_detail(&req);
+        self.check_read_budget(peer, ("sync", &detail)).await?;
         let snap = self.snapshot()?;
         let end = snap.last_sequence()?;
         if req.after_sequence > end {
@@ -503,13 +505,41 @@ impl Context {
         peer: &PeerIdentity,
         (action, detail): (&str, &str),
     ) -> Result<(), Status> {
-        let principal = peer.principal();
         let Err(wait) = self
             .read_budget
-            .take(&principal.spiffe_id(), std::time::Instant::now())
+            .take(&peer.principal().spiffe_id(), std::time::Instant::now())
         else {
             return Ok(());
         };
+        Err(self.over_read_budget(peer, wait, (action, detail)).await)
+    }
+
+    /// Refuses, as [`Self::take_read`] would, a read that the budget of `peer` has no
+    /// room for now, taking nothing from it: called before a read's standing is worked
+    /// out, so that a caller past its budget costs the server little (tester C of
+    /// 2026-12-07: each refusal cost a full standing, both cores at 75 refusals a second).
+    pub(super) async fn check_read_budget(
+        &self,
+        peer: &PeerIdentity,
+        (action, detail): (&str, &str),
+    ) -> Result<(), Status> {
+        let Err(wait) = self
+            .read_budget
+            .peek(&peer.principal().spiffe_id(), std::time::Instant::now())
+        else {
+            return Ok(());
+        };
+        Err(self.over_read_budget(peer, wait, (action, detail)).await)
+    }
+
+    /// The refusal of a read over budget, due again in `wait`, recorded.
+    async fn over_read_budget(
+        &self,
+        peer: &PeerIdentity,
+        wait: std::time::Duration,
+        (action, detail): (&str, &str),
+    ) -> Status {
+        let principal = peer.principal();
         self.metrics.read_over_budget();
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut status = Status::resource_exhausted(format!(
@@ -525,7 +555,7 @@ impl Context {
         );
         let state = principal.state().map(|s| s.to_string()).unwrap_or_default();
         let record = refusal_record(peer, &state, (action, detail));
-        Err(self.refusals.refuse(record, status).await)
+        self.refusals.refuse(record, status).await
     }
 
     /// [`Self::open_slot`], then [`Self::take_read`]: a read on record that holds a

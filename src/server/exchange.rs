@@ -293,8 +293,12 @@ impl pb::exchange_server::Exchange for ExchangeService {
         &self,
         request: Request<pb::MyStandingRequest>,
     ) -> Result<Response<pb::MyStandingResponse>, Status> {
-        let peer = auth::peer(&request)?;
-        Ok(Response::new(self.ctx.my_standing(peer)?))
+        // Store work, on a blocking thread: its cost grows with the caller's
+        // contributions, and on a runtime worker it held up every other connection.
+        let peer = auth::peer(&request)?.clone();
+        Ok(Response::new(
+            self.ctx.blocking(move |ctx| ctx.my_standing(&peer)).await?,
+        ))
     }
 
     async fn query(
@@ -321,10 +325,12 @@ impl pb::exchange_server::Exchange for ExchangeService {
         &self,
         request: Request<pb::AccessToMyDataRequest>,
     ) -> Result<Response<pb::AccessToMyDataResponse>, Status> {
-        let peer = auth::peer(&request)?;
+        let peer = auth::peer(&request)?.clone();
         let (limit, before) = (request.get_ref().limit, request.get_ref().before);
         Ok(Response::new(
-            self.ctx.access_to_my_data(peer, (limit, before))?,
+            self.ctx
+                .blocking(move |ctx| ctx.access_to_my_data(&peer, (limit, before)))
+                .await?,
         ))
     }
 

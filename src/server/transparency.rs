@@ -194,7 +194,11 @@ impl pb::transparency_server::Transparency for TransparencyService {
             ));
         }
         let end = end.min(req.start.saturating_add(MAX_ENTRIES));
-        let entries = self.ctx.snapshot()?.log_entries(req.start, end)?;
+        let start = req.start;
+        let entries = self
+            .ctx
+            .blocking(move |ctx| Ok::<_, Status>(ctx.snapshot()?.log_entries(start, end)?))
+            .await?;
         Ok(Response::new(pb::GetEntriesResponse {
             start: req.start,
             entries,

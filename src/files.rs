@@ -18,6 +18,7 @@ pub fn without_bom(text: &str) -> &str {
 /// The file's bytes, without a leading byte-order mark; one starting with two is refused
 /// (`InvalidData`): the second is content, which no reader here would take.
 pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
+    refuse_special(path)?;
     let mut bytes = std::fs::read(path)?;
     marked_utf16(&bytes)?;
     // DER starts with 0x30 (a SEQUENCE) and may hold NULs; PEM is text.
@@ -35,7 +36,28 @@ pub fn read_bytes(path: &Path) -> io::Result<Vec<u8>> {
 
 /// The file as UTF-8 text, without a leading byte-order mark (see [`utf8_text`]).
 pub fn read_text(path: &Path) -> io::Result<String> {
+    refuse_special(path)?;
     utf8_text(std::fs::read(path)?)
+}
+
+/// Refuses a FIFO, socket or device named by a path of its own (`mkfifo`, a link to
+/// `/dev/zero`): opening a FIFO waits for a writer — for ever, and a server reading its
+/// CRL on a reload stopped enforcing revocations while it waited (tester D of
+/// 2026-12-07) — and a device may never end. A descriptor the shell handed over
+/// (`/dev/stdin`, `/dev/fd/N` as process substitution makes, `/proc/self/fd/N`) is read
+/// as given.
+pub fn refuse_special(path: &Path) -> io::Result<()> {
+    let handed_over = path == Path::new("/dev/stdin")
+        || path.starts_with("/dev/fd")
+        || path.starts_with("/proc/self/fd");
+    match std::fs::metadata(path) {
+        Ok(meta) if !handed_over && !meta.is_file() && !meta.is_dir() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, a socket or a device), which is not read here: \
+             name a regular file",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `bytes` as UTF-8 text, without a leading byte-order mark; two are refused, as by
@@ -341,6 +363,37 @@ pub fn remove_made(made: &[std::path::PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO or a device is refused at once, not waited on; a regular file, a link to
+    /// one, and a descriptor handed over by the shell are read.
+    #[test]
+    fn a_fifo_or_a_device_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("crl.pem");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let zero = dir.path().join("key.pem");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for special in [&fifo, &zero] {
+            for read in [read_bytes(special).map(drop), read_text(special).map(drop)] {
+                let err = read.unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{special:?}");
+                assert!(err.to_string().contains("not a regular file"), "{err}");
+            }
+        }
+        let file = dir.path().join("file");
+        std::fs::write(&file, "text").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_text(&link).unwrap(), "text");
+        refuse_special(Path::new("/dev/stdin")).unwrap();
+        refuse_special(Path::new("/dev/fd/0")).unwrap();
+    }
 
     /// A directory asked for where a file is (itself or above it) is refused naming the
     /// file, by the check that makes nothing and by the making alike; elsewhere both go.

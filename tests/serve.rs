@@ -827,25 +827,73 @@ async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
     assert!(revoked.detail.contains(&serial), "{revoked:?}");
     assert!(reload.detail.starts_with("SIGHUP: "), "{reload:?}");
     assert!(reload.detail.contains(&serial), "{reload:?}");
-    let identity = ClientIdentity::from_profile(&certs.join("tha-node")).unwrap();
-    let refused = match tidemark::client::connect(&endpoint, &identity).await {
-        Ok(channel) => pb::exchange_client::ExchangeClient::new(channel)
-            .who_am_i(pb::WhoAmIRequest {})
-            .await
-            .is_err(),
-        Err(_) => true,
-    };
-    assert!(refused, "the revoked certificate is refused");
+    assert!(
+        refused(&endpoint, &certs.join("tha-node")).await,
+        "the revoked certificate is refused"
+    );
 
     // A SIGHUP whose files cannot be loaded is on record too, with why (tester A of
-    // 2026-12-07: only the server's log said so).
-    std::fs::write(certs.join("crl.pem"), "not a CRL\n").unwrap();
+    // 2026-12-07: only the server's log said so). Here the CRL is a FIFO, which is
+    // refused at once: reading it waited for ever, and revocations recorded meanwhile
+    // were not enforced (tester D of 2026-12-07).
+    std::fs::remove_file(certs.join("crl.pem")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(certs.join("crl.pem"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
     let hangup = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(hangup.success());
-    let mut refusal = None;
+    let refusal = by_server_eventually(&mut admin, "refused ReloadTls")
+        .await
+        .expect("the refused SIGHUP reload is on record");
+    assert!(
+        refusal.detail.contains("SIGHUP") && refusal.detail.contains("not a regular file"),
+        "{refusal:?}"
+    );
+    // A revocation meanwhile is enforced at once.
+    let aus = whoami(&endpoint, &certs.join("aus-node"))
+        .await
+        .certificate_serial;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        admin.revoke_certificate(pb::RevokeCertificateRequest {
+            serial: aus,
+            reason: "key-compromise".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("a revocation does not wait on the FIFO")
+    .unwrap();
+    assert!(
+        refused(&endpoint, &certs.join("aus-node")).await,
+        "the certificate revoked meanwhile is refused"
+    );
+    std::fs::remove_file(certs.join("crl.pem")).unwrap();
+    terminate(child);
+}
+
+/// Whether the certificate of `profile` is refused by the server at `endpoint`.
+async fn refused(endpoint: &str, profile: &std::path::Path) -> bool {
+    let identity = ClientIdentity::from_profile(profile).unwrap();
+    match tidemark::client::connect(endpoint, &identity).await {
+        Ok(channel) => pb::exchange_client::ExchangeClient::new(channel)
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .is_err(),
+        Err(_) => true,
+    }
+}
+
+/// The first audit record of `action` by the server itself, waited for up to 10 s.
+async fn by_server_eventually(
+    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    action: &str,
+) -> Option<pb::AuditEntry> {
     for _ in 0..100 {
         let entries = admin
             .audit_log(pb::AuditLogRequest {
@@ -856,20 +904,15 @@ async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
             .unwrap()
             .into_inner()
             .entries;
-        refusal = entries
+        let found = entries
             .into_iter()
-            .find(|e| e.principal == server && e.action == "refused ReloadTls");
-        if refusal.is_some() {
-            break;
+            .find(|e| e.principal == "spiffe://tidemark.local/server" && e.action == action);
+        if found.is_some() {
+            return found;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let refusal = refusal.expect("the refused SIGHUP reload is on record");
-    assert!(
-        refusal.detail.contains("SIGHUP") && refusal.detail.contains("crl.pem"),
-        "{refusal:?}"
-    );
-    terminate(child);
+    None
 }
 
 /// Without a config file, a directory of certificates without ca.key (the default one,

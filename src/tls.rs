@@ -82,12 +82,23 @@ impl ServerTlsMaterial {
                  certificate from a CA of the bundle)"
             );
         }
-        Ok(Self {
+        let material = Self {
             client_ca,
             cert_chain,
             key: read_key(&files.key)?,
             issuer_outside_bundle,
-        })
+        };
+        // Built once here to be refused here, before a server makes anything (a key
+        // that is not the certificate's was found after the store was made).
+        material.server_config(Vec::new()).map_err(|e| match e {
+            TlsError::Config(why) => TlsError::Config(format!(
+                "{} and {}: {why}",
+                files.cert.display(),
+                files.key.display()
+            )),
+            e => e,
+        })?;
+        Ok(material)
     }
 
     /// Builds the rustls server configuration; client certificates listed in `crls` are
@@ -114,7 +125,14 @@ impl ServerTlsMaterial {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.cert_chain.clone(), self.key.clone_key())
-            .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => TlsError::Config(
+                    "the server key is not the server certificate's key: give the key that was \
+                     made with this certificate"
+                        .to_owned(),
+                ),
+                e => TlsError::Config(format!("server certificate and key: {e}")),
+            })?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(config)
     }

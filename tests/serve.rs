@@ -293,23 +293,41 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
     assert!(pki.status.success(), "{pki:?}");
     std::fs::create_dir(at("crl-dir")).unwrap();
     std::fs::write(at("crl-garbage.pem"), "not a CRL\n").unwrap();
-    // (receipt key, CRL file, what is said)
+    // (server key, receipt key, CRL file, what is said)
     let cases = [
-        ("c/missing.key", "c/crl.pem", "c/missing.key"),
-        ("c/receipt.key", "crl-dir", "the CRL file crl-dir"),
         (
+            "c/server.key",
+            "c/missing.key",
+            "c/crl.pem",
+            "c/missing.key",
+        ),
+        (
+            "c/server.key",
+            "c/receipt.key",
+            "crl-dir",
+            "the CRL file crl-dir",
+        ),
+        (
+            "c/server.key",
             "c/receipt.key",
             "crl-garbage.pem",
             "the CRL file crl-garbage.pem",
         ),
+        // Tester D of 2026-12-07: found once the store and a journal were written.
+        (
+            "c/operator.key",
+            "c/receipt.key",
+            "c/crl.pem",
+            "the server key is not the server certificate's key",
+        ),
     ];
-    for (receipt_key, crl, said) in cases {
+    for (key, receipt_key, crl, said) in cases {
         let config = at("tidemark.toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\n[tls]\nca = \"c/ca.pem\"\ncert = \"c/server.pem\"\n\
-                 key = \"c/server.key\"\nca_key = \"c/ca.key\"\ncrl = \"{crl}\"\n\
+                 key = \"{key}\"\nca_key = \"c/ca.key\"\ncrl = \"{crl}\"\n\
                  [signing]\nreceipt_key = \"{receipt_key}\"\n[store]\npath = \"d/tidemark.redb\"\n\
                  [metrics]\nlisten = \"\"\n"
             ),
@@ -325,6 +343,14 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(said), "{stderr}");
         assert!(!at("d").exists(), "no store is made: {stderr}");
+        let journals = std::fs::read_dir(at("c"))
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".journal")
+            })
+            .count();
+        assert_eq!(journals, 0, "no journal is written: {stderr}");
     }
 }
 

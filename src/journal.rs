@@ -258,6 +258,12 @@ pub enum JournalError {
 }
 
 /// The journal beside `crl`, or `None` if there is none.
+/// Refuses a journal beside `crl` that is there but cannot be read: at start, before
+/// a store is made.
+pub(crate) fn check(crl: &Path) -> Result<(), JournalError> {
+    read(crl).map(drop)
+}
+
 fn read(crl: &Path) -> Result<Option<Journal>, JournalError> {
     let path = path(crl);
     let unreadable = |why: String| JournalError::Unreadable {

@@ -293,6 +293,7 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
     assert!(pki.status.success(), "{pki:?}");
     std::fs::create_dir(at("crl-dir")).unwrap();
     std::fs::write(at("crl-garbage.pem"), "not a CRL\n").unwrap();
+    std::fs::create_dir_all(at("jdir/access-journal.json")).unwrap();
     // (server key, receipt key, CRL file, what is said)
     let cases = [
         (
@@ -313,7 +314,19 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
             "crl-garbage.pem",
             "the CRL file crl-garbage.pem",
         ),
-        // Tester D of 2026-12-07: found once the store and a journal were written.
+        // Tester D of 2026-12-07: found once the store (and a journal) were written.
+        (
+            "c/server.key",
+            "c/receipt.key",
+            "nodir/sub/crl.pem",
+            "the directory of [tls] crl, nodir/sub, is not there",
+        ),
+        (
+            "c/server.key",
+            "c/receipt.key",
+            "jdir/crl.pem",
+            "the access journal jdir/access-journal.json",
+        ),
         (
             "c/operator.key",
             "c/receipt.key",

@@ -82,6 +82,21 @@ impl Server {
         // that cannot go on leaves nothing behind (both are read again below).
         SigningKey::from_file(&config.signing.receipt_key)?;
         crate::trust::crl_file_revocations(&config.tls.ca, &config.tls.crl, "the CRL file")?;
+        let beside_crl = config
+            .tls
+            .crl
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !beside_crl.is_dir() {
+            return Err(ServerError::Config(format!(
+                "the directory of [tls] crl, {}, is not there: the server writes the CRL, the \
+                 access journal and the audit trail journal in it; make it, or set tls.crl to \
+                 a file in a directory that is",
+                beside_crl.display()
+            )));
+        }
+        crate::journal::check(&config.tls.crl)?;
         // `tidemark restore` stages its copy beside the store and renames it into place
         // last: a copy left there is a restore that did not finish, or one running now.
         let staged = config.store.path.with_extension("restoring");

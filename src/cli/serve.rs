@@ -136,6 +136,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // a missing certificate is an error that names it.
     if args.config.is_none() && !config.tls.ca.exists() {
         let dir = args.certs.clone().unwrap_or_else(|| PathBuf::from("certs"));
+        // A store's log is signed with the receipt key of the PKI it was served with: a
+        // new PKI could never serve it (tester D: one was made, and then refused).
+        if config.store.path.exists() {
+            anyhow::bail!(
+                "the store {} exists, but {} holds no development PKI (no ca.pem): the store \
+                 can only be served with the PKI it was made with, whose receipt.key signs its \
+                 log; restore that directory, or name it with --certs",
+                config.store.path.display(),
+                dir.display()
+            );
+        }
         let made = pki::init_dev_pki(&dir, &config.trust_domain, false)
             .with_context(|| format!("creating the development PKI in {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), "created a development PKI (not for production)");

@@ -239,8 +239,8 @@ impl Store {
     /// Refuses a path that holds something other than a store, without opening or
     /// changing it: a symbolic link to nothing (a data volume not mounted, say: a new
     /// store would replace the link), a directory, a FIFO or a device (opening one could
-    /// wait for ever), a file that is not a redb database. A missing path or an empty
-    /// file is where a new store is made.
+    /// wait for ever), an empty file (a copy that failed), a file that is not a redb
+    /// database. A new store is made only where there is nothing.
     pub fn check_path(path: &Path) -> Result<(), StoreError> {
         let refuse = |reason: &str| Err(StoreError::open(path, reason));
         if path.symlink_metadata().is_err() {
@@ -273,7 +273,14 @@ impl Store {
                 )
             })
             .map_err(|e| StoreError::open(path, e))?;
-        if !head.is_empty() && head != REDB_MAGIC {
+        if head.is_empty() {
+            return refuse(
+                "it is an empty file, not a store (a copy or restore that failed?): a new store \
+                 is made only where there is no file; restore it from a backup, or remove the \
+                 empty file",
+            );
+        }
+        if head != REDB_MAGIC {
             return refuse(
                 "it is not a Tidemark store (no redb database begins this way): check the path; \
                  a store is restored from a backup with `tidemark restore`",

@@ -713,6 +713,19 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
         )),
         "{stderr}"
     );
+    // A FIFO as the backup is refused at once, not waited on (tester D of 2026-12-07).
+    let fifo = format!("{file}.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = run(&["restore", &fifo, "--data", "unused"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a regular file"), "{stderr}");
 }
 
 /// An HTTP/2 connection of `identity` that says its preface and then nothing.

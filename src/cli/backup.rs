@@ -277,6 +277,8 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
             ..args.clone()
         });
     }
+    tidemark::files::refuse_special(&args.file)
+        .with_context(|| format!("{} is not a backup file", args.file.display()))?;
     let manifest_file = manifest_path(&args.file);
     let manifest = read_manifest(&manifest_file)?;
     let progress = super::progress::bytes(manifest.bytes, "checked");

@@ -285,18 +285,23 @@ fn a_server_that_cannot_start_writes_nothing() {
     }
 }
 
+/// Makes a development PKI in `dir` with `tidemark pki init --dir`.
+fn pki_init_in(dir: &std::path::Path) {
+    let pki = Command::new(BIN)
+        .args(["pki", "init", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(pki.status.success(), "{pki:?}");
+}
+
 /// A configuration file whose log signing key or CRL file cannot be used stops the
 /// server before its store is made (tester D: the store file was created first).
 #[test]
 fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
     let dir = tempfile::TempDir::new().unwrap();
     let at = |name: &str| dir.path().join(name);
-    let pki = Command::new(BIN)
-        .args(["pki", "init", "--dir"])
-        .arg(at("c"))
-        .output()
-        .unwrap();
-    assert!(pki.status.success(), "{pki:?}");
+    pki_init_in(&at("c"));
     std::fs::create_dir(at("crl-dir")).unwrap();
     std::fs::write(at("crl-garbage.pem"), "not a CRL\n").unwrap();
     std::fs::create_dir_all(at("jdir/access-journal.json")).unwrap();
@@ -381,12 +386,7 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
 fn serve_keeps_a_pki_that_is_not_whole() {
     let dir = tempfile::TempDir::new().unwrap();
     let at = |name: &str| dir.path().join(name);
-    let pki = Command::new(BIN)
-        .args(["pki", "init", "--dir"])
-        .arg(at("c"))
-        .output()
-        .unwrap();
-    assert!(pki.status.success(), "{pki:?}");
+    pki_init_in(&at("c"));
     let keys = || ["c/ca.key", "c/receipt.key"].map(|k| std::fs::read(at(k)).unwrap());
     let before = keys();
     let serve = || {

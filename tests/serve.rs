@@ -842,33 +842,12 @@ async fn a_sighup_reload_and_the_revocations_it_finds_are_on_record() {
             .await
             .unwrap(),
     );
-    let server = "spiffe://tidemark.local/server";
-    let mut found = None;
-    for _ in 0..100 {
-        let entries = admin
-            .audit_log(pb::AuditLogRequest {
-                after: 0,
-                limit: 1_000,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .entries;
-        let by_server = |action: &str| {
-            entries
-                .iter()
-                .find(|e| e.principal == server && e.action == action)
-                .cloned()
-        };
-        if let (Some(revoked), Some(reload)) =
-            (by_server("revoke-certificate"), by_server("reload-tls"))
-        {
-            found = Some((revoked, reload));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (revoked, reload) = found.expect("the SIGHUP reload and the revocation are on record");
+    let revoked = by_server_eventually(&mut admin, "revoke-certificate")
+        .await
+        .expect("the revocation the CRL file lists is on record");
+    let reload = by_server_eventually(&mut admin, "reload-tls")
+        .await
+        .expect("the SIGHUP reload is on record");
     assert!(revoked.detail.contains(&serial), "{revoked:?}");
     assert!(reload.detail.starts_with("SIGHUP: "), "{reload:?}");
     assert!(reload.detail.contains(&serial), "{reload:?}");

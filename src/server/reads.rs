@@ -505,13 +505,11 @@ impl Context {
         peer: &PeerIdentity,
         (action, detail): (&str, &str),
     ) -> Result<(), Status> {
-        let Err(wait) = self
+        let budget = self
             .read_budget
-            .take(&peer.principal().spiffe_id(), std::time::Instant::now())
-        else {
-            return Ok(());
-        };
-        Err(self.over_read_budget(peer, wait, (action, detail)).await)
+            .take(&peer.principal().spiffe_id(), std::time::Instant::now());
+        self.read_budget_or_refusal(peer, budget, (action, detail))
+            .await
     }
 
     /// Refuses, as [`Self::take_read`] would, a read that the budget of `peer` has no
@@ -523,22 +521,24 @@ impl Context {
         peer: &PeerIdentity,
         (action, detail): (&str, &str),
     ) -> Result<(), Status> {
-        let Err(wait) = self
+        let budget = self
             .read_budget
-            .peek(&peer.principal().spiffe_id(), std::time::Instant::now())
-        else {
-            return Ok(());
-        };
-        Err(self.over_read_budget(peer, wait, (action, detail)).await)
+            .peek(&peer.principal().spiffe_id(), std::time::Instant::now());
+        self.read_budget_or_refusal(peer, budget, (action, detail))
+            .await
     }
 
-    /// The refusal of a read over budget, due again in `wait`, recorded.
-    async fn over_read_budget(
+    /// Nothing when the budget had room (`budget` is `Ok`); else the refusal of a read
+    /// over budget, due again in the wait `budget` holds, recorded.
+    async fn read_budget_or_refusal(
         &self,
         peer: &PeerIdentity,
-        wait: std::time::Duration,
+        budget: Result<(), std::time::Duration>,
         (action, detail): (&str, &str),
-    ) -> Status {
+    ) -> Result<(), Status> {
+        let Err(wait) = budget else {
+            return Ok(());
+        };
         let principal = peer.principal();
         self.metrics.read_over_budget();
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -555,7 +555,7 @@ impl Context {
         );
         let state = principal.state().map(|s| s.to_string()).unwrap_or_default();
         let record = refusal_record(peer, &state, (action, detail));
-        self.refusals.refuse(record, status).await
+        Err(self.refusals.refuse(record, status).await)
     }
 
     /// [`Self::open_slot`], then [`Self::take_read`]: a read on record that holds a

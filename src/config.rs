@@ -328,6 +328,14 @@ pub struct Limits {
     /// `grpc-retry-pushback-ms` saying when to try again, so a caller in a loop cannot
     /// grow the store and the log without bound.
     pub reads_per_minute_per_principal: u32,
+    /// Lookups one principal may make a minute: MyStanding, AccessToMyData and
+    /// GetEntries. They are not on the audit record, but each reads the store in
+    /// proportion to what it covers (the caller's contributions, its access list, a
+    /// range of the log). Up to this many at once, then one every `60 / n` seconds;
+    /// past it a lookup is refused with RESOURCE_EXHAUSTED and a
+    /// `grpc-retry-pushback-ms` saying when to try again, so a caller in a loop cannot
+    /// take the server's cores from every other state.
+    pub lookups_per_minute_per_principal: u32,
     /// Most envelopes in one Import stream.
     pub max_import_items: usize,
     /// A query, sync, subscription or backup whose caller takes nothing for this long is
@@ -433,6 +441,7 @@ impl Default for Limits {
             max_import_items: 10_000,
             max_reads_per_principal: 16,
             reads_per_minute_per_principal: 120,
+            lookups_per_minute_per_principal: 600,
             read_stall_secs: 60,
             max_read_secs: 600,
             shutdown_grace_secs: 10,
@@ -726,6 +735,11 @@ impl Config {
             (
                 "limits.reads_per_minute_per_principal",
                 u64::from(l.reads_per_minute_per_principal),
+                1..=COUNT,
+            ),
+            (
+                "limits.lookups_per_minute_per_principal",
+                u64::from(l.lookups_per_minute_per_principal),
                 1..=COUNT,
             ),
             ("limits.max_import_items", n(l.max_import_items), 1..=COUNT),

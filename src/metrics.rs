@@ -102,6 +102,7 @@ pub struct Metrics {
     audit_records: Counter,
     refusals_unrecorded: Counter,
     reads_over_budget: Counter,
+    lookups_over_budget: Counter,
     give_to_get_refusals: Family<CategoryLabels, Counter>,
     handshakes_refused: Family<HandshakeLabels, Counter>,
     connections_closed: Family<HandshakeLabels, Counter>,
@@ -140,6 +141,7 @@ impl Metrics {
             audit_records: Counter::default(),
             refusals_unrecorded: Counter::default(),
             reads_over_budget: Counter::default(),
+            lookups_over_budget: Counter::default(),
             give_to_get_refusals: Family::default(),
             handshakes_refused: Family::default(),
             connections_closed: Family::default(),
@@ -210,6 +212,13 @@ impl Metrics {
             "Reads refused RESOURCE_EXHAUSTED because their caller had started \
              limits.reads_per_minute_per_principal reads on record in the last minute",
             self.reads_over_budget.clone(),
+        );
+        r.register(
+            "tidemark_lookups_over_budget",
+            "MyStanding, AccessToMyData and GetEntries calls refused RESOURCE_EXHAUSTED \
+             because their caller had made limits.lookups_per_minute_per_principal of them \
+             in the last minute",
+            self.lookups_over_budget.clone(),
         );
         r.register(
             "tidemark_give_to_get_refusals",
@@ -332,6 +341,11 @@ impl Metrics {
     /// A read was refused because its caller's budget of reads on record was spent.
     pub fn read_over_budget(&self) {
         self.reads_over_budget.inc();
+    }
+
+    /// A lookup was refused because its caller's budget of lookups was spent.
+    pub fn lookup_over_budget(&self) {
+        self.lookups_over_budget.inc();
     }
 
     /// A read was refused for want of standing in `category`.

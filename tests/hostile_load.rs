@@ -55,6 +55,7 @@ async fn a_server_with_every_limit_at_its_maximum_serves() {
         }
         l.max_concurrent_streams = u32::try_from(MAX_COUNT).unwrap();
         l.reads_per_minute_per_principal = u32::try_from(MAX_COUNT).unwrap();
+        l.lookups_per_minute_per_principal = u32::try_from(MAX_COUNT).unwrap();
         l.max_message_bytes = usize::try_from(tidemark::config::MAX_MESSAGE_BYTES).unwrap();
         let window = u32::try_from(MAX_WINDOW_DAYS).unwrap();
         config.policy.smuggling_incident.window_days = window;
@@ -925,6 +926,101 @@ async fn reads_on_record_come_from_each_principals_budget() {
         [first, kinds[0], kinds[1], kinds[2]],
         "{refusals:?}"
     );
+}
+
+/// Lookups that are not on the record but read the store in proportion to what they
+/// cover — MyStanding, AccessToMyData, GetEntries — come from a budget of their own per
+/// principal (`limits.lookups_per_minute_per_principal`), apart from reads on record.
+/// Past it they are refused RESOURCE_EXHAUSTED, on the record, with a pushback, and the
+/// command line waits it out (an outside pass: a flood of MyStanding from one state held
+/// every other state's calls up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_come_from_each_principals_budget_and_the_command_line_waits_it_out() {
+    const PER_MINUTE: u32 = 60;
+    let pki = TestPki::new();
+    let data = tempfile::TempDir::new().unwrap();
+    let server = TestServer::start_with(&pki, data, |c| {
+        c.limits.lookups_per_minute_per_principal = PER_MINUTE;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let mut idn = world.exchange("IDN").await;
+    let log = pb::transparency_client::TransparencyClient::new(
+        world.server.channel(&node(&world.pki, "IDN")).await,
+    );
+    let mut calls = 0;
+    let lookup = |n: u32| {
+        let (mut idn, mut log) = (idn.clone(), log.clone());
+        async move {
+            match n % 3 {
+                0 => idn.my_standing(pb::MyStandingRequest {}).await.map(drop),
+                1 => idn
+                    .access_to_my_data(pb::AccessToMyDataRequest::default())
+                    .await
+                    .map(drop),
+                _ => log
+                    .get_entries(pb::GetEntriesRequest { start: 0, end: 1 })
+                    .await
+                    .map(drop),
+            }
+        }
+    };
+    let (taken, refused) = until_refused(PER_MINUTE, || {
+        calls += 1;
+        lookup(calls)
+    })
+    .await;
+    assert!((PER_MINUTE..=PER_MINUTE + 2).contains(&taken), "{taken}");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("lookups_per_minute_per_principal = 60"),
+        "{refused:?}"
+    );
+    assert!((1..=1_000).contains(&pushback_ms(&refused)));
+    // Each kind draws on the one budget; reads on record have their own.
+    for n in 0..3 {
+        let status = lookup(n).await.unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    }
+    idn.query(pb::QueryRequest {
+        category: pb::Category::SmugglingIncident as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Another state has its own.
+    let mut aus = world.exchange("AUS").await;
+    aus.my_standing(pb::MyStandingRequest {}).await.unwrap();
+    // The command line waits the pushback out and answers.
+    let dir = tempfile::TempDir::new().unwrap();
+    let profile = common::cli_profile(&world.pki, &world.server, dir.path(), "IDN").await;
+    let endpoint = world.server.endpoint();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["standing", "--as", &profile, "--endpoint", &endpoint])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    common::cli::assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("budget of lookups for this certificate is spent for now"),
+        "{stderr}"
+    );
+    let refusals = refusals_of(&world, "IDN").await;
+    for kind in [
+        "refused MyStanding",
+        "refused AccessToMyData",
+        "refused GetEntries",
+    ] {
+        assert!(refusals.iter().any(|r| r == kind), "{kind}: {refusals:?}");
+    }
 }
 
 /// The wait a refusal asks for (`grpc-retry-pushback-ms`).

@@ -262,14 +262,17 @@ pub(super) async fn entries_under(
     let progress = super::progress::items(checkpoint.size, "log entries checked");
     while tree.size() < checkpoint.size {
         let start = tree.size();
-        let page = log
-            .get_entries(pb::GetEntriesRequest {
-                start,
-                end: checkpoint.size.min(start + PAGE),
-            })
-            .await
-            .map_err(|s| anyhow!(client::explain(&s)))?
-            .into_inner();
+        let request = pb::GetEntriesRequest {
+            start,
+            end: checkpoint.size.min(start + PAGE),
+        };
+        let page = super::pushback::waiting_out("lookups", || {
+            let mut log = log.clone();
+            async move { log.get_entries(request).await }
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
         if page.entries.is_empty() {
             // Exit 3, as a witness's run reports a rollback.
             return Err(super::witness::Alarm::new(
@@ -410,11 +413,14 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     };
     let mut next = args.start;
     while next < end {
-        let page = log
-            .get_entries(pb::GetEntriesRequest { start: next, end })
-            .await
-            .map_err(|s| anyhow!(client::explain(&s)))?
-            .into_inner();
+        let request = pb::GetEntriesRequest { start: next, end };
+        let page = super::pushback::waiting_out("lookups", || {
+            let mut log = log.clone();
+            async move { log.get_entries(request).await }
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
         if page.entries.is_empty() {
             bail!(
                 "the server's log ends at leaf {next}, short of the {size} leaves of its own \

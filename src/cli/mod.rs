@@ -122,6 +122,7 @@ mod lock;
 mod log;
 mod pki;
 mod progress;
+mod pushback;
 mod reads;
 mod reciprocity;
 mod report_filter;

@@ -355,27 +355,12 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a read, waiting out the server's pushback (gRFC A6 `grpc-retry-pushback-ms`)
-/// when this caller's budget of reads is spent — a few times, at most two minutes each —
-/// so that a long query or sync continues rather than ends half-written.
+/// Starts a read, waiting out the server's pushback when this caller's budget of reads
+/// is spent ([`super::pushback`]).
 async fn budgeted<T, Fut: std::future::Future<Output = Result<T, tonic::Status>>>(
-    mut start: impl FnMut() -> Fut,
+    start: impl FnMut() -> Fut,
 ) -> Result<T, tonic::Status> {
-    for _ in 0..5 {
-        match start().await {
-            Err(status) if pushback(&status).is_some() => {
-                let wait = pushback(&status).unwrap_or_default();
-                errln!(
-                    "the server's budget of reads for this certificate is spent for now; \
-                     continuing in {}",
-                    tidemark::clock::format_wait(wait)
-                );
-                tokio::time::sleep(wait).await;
-            }
-            answered => return answered,
-        }
-    }
-    start().await
+    super::pushback::waiting_out("reads", start).await
 }
 
 /// Starts a sync, waiting out the server's pushback ([`budgeted`]).
@@ -389,20 +374,6 @@ async fn start_sync(
     })
     .await
     .map(tonic::Response::into_inner)
-}
-
-/// How long the server asks a refused read to wait, if it says so and it is at most
-/// two minutes.
-fn pushback(status: &tonic::Status) -> Option<std::time::Duration> {
-    let ms: u64 = status
-        .metadata()
-        .get("grpc-retry-pushback-ms")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    (status.code() == tonic::Code::ResourceExhausted && ms <= 120_000)
-        .then(|| std::time::Duration::from_millis(ms))
 }
 
 /// Whether a read that ended with `status` is continued from where it got to: the
@@ -897,11 +868,14 @@ pub struct StandingArgs {
 }
 
 pub async fn standing(args: StandingArgs) -> anyhow::Result<()> {
-    let response = ExchangeClient::new(args.client.connect().await?)
-        .my_standing(pb::MyStandingRequest {})
-        .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
+    let exchange = ExchangeClient::new(args.client.connect().await?);
+    let response = super::pushback::waiting_out("lookups", || {
+        let mut exchange = exchange.clone();
+        async move { exchange.my_standing(pb::MyStandingRequest {}).await }
+    })
+    .await
+    .map_err(|s| anyhow!(client::explain(&s)))?
+    .into_inner();
     if args.json {
         outln!(
             "{}",
@@ -1040,14 +1014,17 @@ async fn accesses(
         if left == 0 {
             return Ok(all);
         }
-        let answer = exchange
-            .access_to_my_data(pb::AccessToMyDataRequest {
-                limit: left.min(PAGE),
-                before,
-            })
-            .await
-            .map_err(|s| anyhow!(client::explain(&s)))?
-            .into_inner();
+        let request = pb::AccessToMyDataRequest {
+            limit: left.min(PAGE),
+            before,
+        };
+        let answer = super::pushback::waiting_out("lookups", || {
+            let mut exchange = exchange.clone();
+            async move { exchange.access_to_my_data(request).await }
+        })
+        .await
+        .map_err(|s| anyhow!(client::explain(&s)))?
+        .into_inner();
         let page = answer.accesses;
         // A page is cut short of its limit by size too: then `more` says so.
         let full = answer.more || u32::try_from(page.len()).unwrap_or(u32::MAX) == left.min(PAGE);

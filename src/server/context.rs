@@ -77,6 +77,10 @@ pub(super) struct Context {
     pub read_budget: Arc<super::budgets::Budgets>,
     /// `limits.reads_per_minute_per_principal`, for the refusal's message.
     pub reads_per_minute: u32,
+    /// Lookups each principal may make (`limits.lookups_per_minute_per_principal`).
+    pub lookup_budget: Arc<super::budgets::Budgets>,
+    /// `limits.lookups_per_minute_per_principal`, for the refusal's message.
+    pub lookups_per_minute: u32,
     /// Reads whose audit record is not completed yet.
     pub unfinished: Unfinished,
     /// The last audit record written before this server process started: a read's
@@ -110,8 +114,21 @@ impl Context {
             .standing(snap, state, category, self.clock.now())?)
     }
 
+    /// Whether `state` may read `category` now ([`Policy::entitlement`]: counted no
+    /// further than the contributions required).
+    pub(super) fn entitlement(
+        &self,
+        snap: &Snapshot,
+        state: CountryCode,
+        category: Category,
+    ) -> Result<Standing, Status> {
+        Ok(self
+            .policy
+            .entitlement(snap, state, category, self.clock.now())?)
+    }
+
     /// Refuses (and audits the refusal) unless `state` stands in `category`; returns
-    /// the standing found.
+    /// the standing found, counted no further than required.
     pub(super) async fn require_standing(
         &self,
         peer: &PeerIdentity,
@@ -121,7 +138,7 @@ impl Context {
         action: &str,
         detail: &str,
     ) -> Result<Standing, Status> {
-        match self.standing(snap, state, category)?.require() {
+        match self.entitlement(snap, state, category)?.require() {
             Ok(standing) => Ok(standing),
             Err(refusal) => {
                 self.metrics.give_to_get_refused(category.label());

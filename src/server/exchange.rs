@@ -296,6 +296,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         // Store work, on a blocking thread: its cost grows with the caller's
         // contributions, and on a runtime worker it held up every other connection.
         let peer = auth::peer(&request)?.clone();
+        self.ctx.take_lookup(&peer, "MyStanding").await?;
         Ok(Response::new(
             self.ctx.blocking(move |ctx| ctx.my_standing(&peer)).await?,
         ))
@@ -326,6 +327,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::AccessToMyDataRequest>,
     ) -> Result<Response<pb::AccessToMyDataResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
+        self.ctx.take_lookup(&peer, "AccessToMyData").await?;
         let (limit, before) = (request.get_ref().limit, request.get_ref().before);
         Ok(Response::new(
             self.ctx

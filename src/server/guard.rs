@@ -118,7 +118,7 @@ impl StandingCheck {
             .map_err(|e| Status::internal(format!("a reader's state: {e}")))?;
         let standing = self
             .policy
-            .standing(&snapshot, state, self.category, self.clock.now())?
+            .entitlement(&snapshot, state, self.category, self.clock.now())?
             .require()?;
         self.stands = Stands {
             state: self.stands.state.clone(),
@@ -181,7 +181,7 @@ impl StandingWatch {
             let snapshot = self.store.snapshot()?;
             let standing =
                 self.policy
-                    .standing(&snapshot, self.state, self.category, self.clock.now())?;
+                    .entitlement(&snapshot, self.state, self.category, self.clock.now())?;
             self.lapses_at = lapse_time(&standing);
             self.read_at = Instant::now();
             self.stale = false;

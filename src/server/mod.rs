@@ -247,6 +247,11 @@ impl Server {
                 f64::from(limits.reads_per_minute_per_principal) / 60.0,
             )),
             reads_per_minute: limits.reads_per_minute_per_principal,
+            lookup_budget: Arc::new(budgets::Budgets::new(
+                limits.lookups_per_minute_per_principal,
+                f64::from(limits.lookups_per_minute_per_principal) / 60.0,
+            )),
+            lookups_per_minute: limits.lookups_per_minute_per_principal,
             unfinished: delivery::Unfinished::default(),
             before_start,
         })

@@ -473,7 +473,7 @@ impl Context {
     /// Refuses unless `state` stands in `category` now.
     fn still_stands(&self, state: CountryCode, category: Category) -> Result<(), Status> {
         let snap = self.snapshot()?;
-        self.standing(&snap, state, category)?.require()?;
+        self.entitlement(&snap, state, category)?.require()?;
         Ok(())
     }
 
@@ -539,23 +539,63 @@ impl Context {
         let Err(wait) = budget else {
             return Ok(());
         };
-        let principal = peer.principal();
         self.metrics.read_over_budget();
-        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let mut status = Status::resource_exhausted(format!(
+        let message = format!(
             "this caller has started {n} reads that go on the audit record within the last \
              minute, as many as limits.reads_per_minute_per_principal = {n} allows; try again \
              in {wait} (a read that continues from a cursor counts as a new read)",
             n = self.reads_per_minute,
             wait = crate::clock::format_wait(wait),
-        ));
+        );
+        Err(self
+            .over_budget(peer, (wait, message), (action, detail))
+            .await)
+    }
+
+    /// One lookup — `action` — from the budget of `peer`
+    /// (`limits.lookups_per_minute_per_principal`), or the refusal, as
+    /// [`Self::take_read`]'s: on record, RESOURCE_EXHAUSTED with a
+    /// `grpc-retry-pushback-ms`.
+    pub(super) async fn take_lookup(
+        &self,
+        peer: &PeerIdentity,
+        action: &str,
+    ) -> Result<(), Status> {
+        let Err(wait) = self
+            .lookup_budget
+            .take(&peer.principal().spiffe_id(), std::time::Instant::now())
+        else {
+            return Ok(());
+        };
+        self.metrics.lookup_over_budget();
+        let message = format!(
+            "this caller has made {n} lookups (MyStanding, AccessToMyData, GetEntries) within \
+             the last minute, as many as limits.lookups_per_minute_per_principal = {n} allows; \
+             try again in {wait}",
+            n = self.lookups_per_minute,
+            wait = crate::clock::format_wait(wait),
+        );
+        Err(self.over_budget(peer, (wait, message), (action, "")).await)
+    }
+
+    /// The refusal, on record, of `action` by `peer` over its budget: RESOURCE_EXHAUSTED
+    /// saying `message`, with a `grpc-retry-pushback-ms` (gRFC A6) of `wait`.
+    async fn over_budget(
+        &self,
+        peer: &PeerIdentity,
+        (wait, message): (std::time::Duration, String),
+        (action, detail): (&str, &str),
+    ) -> Status {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut status = Status::resource_exhausted(message);
         status.metadata_mut().insert(
             RETRY_PUSHBACK,
             tonic::metadata::MetadataValue::from(wait_ms),
         );
+        let principal = peer.principal();
         let state = principal.state().map(|s| s.to_string()).unwrap_or_default();
         let record = refusal_record(peer, &state, (action, detail));
-        Err(self.refusals.refuse(record, status).await)
+        self.refusals.refuse(record, status).await
     }
 
     /// [`Self::open_slot`], then [`Self::take_read`]: a read on record that holds a
@@ -591,7 +631,7 @@ impl Context {
         );
         let step = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let snap = store.snapshot()?;
-            let standing = policy.standing(&snap, state, filter.category, clock.now())?;
+            let standing = policy.entitlement(&snap, state, filter.category, clock.now())?;
             if let Err(refusal) = standing.require() {
                 return Ok(Err(refusal.into()));
             }

@@ -183,7 +183,9 @@ impl pb::transparency_server::Transparency for TransparencyService {
         &self,
         request: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
-        auth::peer(&request)?;
+        self.ctx
+            .take_lookup(auth::peer(&request)?, "GetEntries")
+            .await?;
         let req = request.into_inner();
         // 0: as far as one call goes.
         let end = if req.end == 0 { u64::MAX } else { req.end };

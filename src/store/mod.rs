@@ -842,6 +842,27 @@ impl Store {
         }
     }
 
+    /// Counts reports of `state` and `category` first accepted at `times` as its
+    /// contributions (the index the give-to-get policy reads), as a set-up step of a
+    /// unit test.
+    #[cfg(test)]
+    pub(crate) fn contribute_for_tests(
+        &self,
+        state: &str,
+        category: i32,
+        times: &[i64],
+    ) -> Result<(), StoreError> {
+        let tx = self.begin_write()?;
+        {
+            let mut contributions = tx.open_table(CONTRIBUTIONS)?;
+            for (id, at) in (0u128..).zip(times) {
+                contributions.insert((state, category, *at, id), ())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Applies an administrative change in a durable transaction of its own, without an
     /// audit record: for setting a store up before a server runs. A running server's
     /// changes go through its writer ([`Writer::admin_blocking`]), each with its record.

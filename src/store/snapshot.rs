@@ -210,6 +210,25 @@ impl Snapshot {
         range.map(|entry| Ok(entry?.0.value().2)).collect()
     }
 
+    /// First-acceptance times of `state`'s newest `most` live contributions of
+    /// `category` at or after `since`, newest first: reads no more than `most` rows.
+    pub fn newest_contributions(
+        &self,
+        state: &str,
+        category: i32,
+        since: i64,
+        most: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let range = self
+            .contributions
+            .range((state, category, since, 0u128)..=(state, category, i64::MAX, u128::MAX))?;
+        range
+            .rev()
+            .take(most)
+            .map(|entry| Ok(entry?.0.value().2))
+            .collect()
+    }
+
     /// Reports of `category` with incident days in `from..=to`, in (day, id) order,
     /// strictly after `after` if given.
     pub fn by_date(

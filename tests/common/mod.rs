@@ -87,6 +87,7 @@ impl TestPki {
             // tests of its own (`hostile_load`).
             limits: tidemark::config::Limits {
                 reads_per_minute_per_principal: 10_000_000,
+                lookups_per_minute_per_principal: 10_000_000,
                 ..Default::default()
             },
             ..Config::default()

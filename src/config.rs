@@ -304,10 +304,13 @@ pub struct Limits {
     /// A new connection that sends nothing for this long is closed (a TLS client sends
     /// its hello at once), so connections that stall cannot hold handshake slots.
     pub first_byte_timeout_ms: u64,
-    /// Connections accepted but not yet through the TLS handshake, in all; past this a
-    /// new connection is closed at once.
+    /// Connections accepted but not yet through the TLS handshake, in all; past this one
+    /// is closed to make room for a new one: the oldest that has sent nothing, or else
+    /// the oldest of the client address group holding the most.
     pub max_pending_handshakes: usize,
-    /// The same, per client IP address, so one address cannot take every slot.
+    /// The same, per client address group (an IPv4 address, an IPv6 /64): past it a
+    /// new connection from the group is closed at once, so one address cannot take
+    /// every slot.
     pub max_pending_handshakes_per_address: usize,
     /// Subscribe streams one principal may hold open at once; more are refused with
     /// RESOURCE_EXHAUSTED.

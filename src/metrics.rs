@@ -8,7 +8,7 @@
 //! outcomes, refusal reasons and categories only — never report ids, principals or
 //! serials. Served as text (OpenMetrics 1.0) by `server::metrics_http`.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, atomic::AtomicI64};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -105,6 +105,8 @@ pub struct Metrics {
     lookups_over_budget: Counter,
     give_to_get_refusals: Family<CategoryLabels, Counter>,
     handshakes_refused: Family<HandshakeLabels, Counter>,
+    pending_handshakes: Gauge<i64, AtomicI64>,
+    open_connections: Gauge<i64, AtomicI64>,
     connections_closed: Family<HandshakeLabels, Counter>,
     store_bytes: Gauge<i64, AtomicI64>,
     quarters_behind: Gauge<i64, AtomicI64>,
@@ -144,6 +146,8 @@ impl Metrics {
             lookups_over_budget: Counter::default(),
             give_to_get_refusals: Family::default(),
             handshakes_refused: Family::default(),
+            pending_handshakes: Gauge::default(),
+            open_connections: Gauge::default(),
             connections_closed: Family::default(),
             store_bytes: Gauge::default(),
             quarters_behind: Gauge::default(),
@@ -234,6 +238,18 @@ impl Metrics {
             "tidemark_handshakes_refused",
             "TLS handshakes refused, by reason",
             self.handshakes_refused.clone(),
+        );
+        r.register(
+            "tidemark_pending_handshakes",
+            "Connections accepted whose TLS handshake is not through yet (at most \
+             limits.max_pending_handshakes; past it one is closed to make room, counted as \
+             tidemark_handshakes_refused{reason=\"evicted\"})",
+            self.pending_handshakes.clone(),
+        );
+        r.register(
+            "tidemark_open_connections",
+            "Connections through their TLS handshake and not yet closed",
+            self.open_connections.clone(),
         );
         r.register(
             "tidemark_connections_closed",
@@ -362,6 +378,18 @@ impl Metrics {
             .inc();
     }
 
+    /// `n` TLS handshakes are pending.
+    pub fn pending_handshakes(&self, n: usize) {
+        self.pending_handshakes
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A connection is through its handshake; open until the value returned is dropped.
+    pub fn connection_opened(self: &Arc<Self>) -> OpenConnection {
+        self.open_connections.inc();
+        OpenConnection(self.clone())
+    }
+
     /// A connection was closed because its certificate's rights lapsed for `reason`.
     pub fn connection_closed(&self, reason: &'static str) {
         self.connections_closed
@@ -402,5 +430,14 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One open connection, counted in `tidemark_open_connections` until dropped.
+pub struct OpenConnection(Arc<Metrics>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
     }
 }

@@ -1656,3 +1656,65 @@ async fn a_copy_made_by_hand_takes_none_of_the_other_copys_records() {
         "the copy behind started a journal of its own"
     );
 }
+
+/// Handshakes that start and then stall — a first byte, then nothing — from several
+/// addresses, as many as the pool of pending handshakes holds, do not lock a new client
+/// out until they time out: the oldest of the address holding the most is closed to
+/// make room (an outside pass filled the pool from 33 addresses and every new connection
+/// failed for the handshake timeout). What is pending, open and closed so is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_from_many_addresses_make_room_and_are_counted() {
+    use tokio::io::AsyncWriteExt;
+    const PER_ADDRESS: usize = 8;
+    const ADDRESSES: usize = 4;
+    let pki = TestPki::new();
+    let (server, metrics) = TestServer::start_with_metrics_and(&pki, |c| {
+        c.limits.handshake_timeout_secs = 60;
+        c.limits.max_pending_handshakes_per_address = PER_ADDRESS;
+        c.limits.max_pending_handshakes = PER_ADDRESS * ADDRESSES;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for n in 0..PER_ADDRESS * ADDRESSES {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let from = format!("127.0.0.{}:0", 2 + n % ADDRESSES);
+        socket.bind(from.parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(server.addr).await.unwrap();
+        // The first byte of a TLS handshake record, and no more.
+        tcp.write_all(&[0x16]).await.unwrap();
+        stalled.push(tcp);
+    }
+    let full = |scrape: &prometheus_parse::Scrape| {
+        count(scrape, "tidemark_pending_handshakes", &[]) == (PER_ADDRESS * ADDRESSES) as u64
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !full(&scrape(metrics).await) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool never filled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Every stalled handshake has spoken, so none is closed for silence; a client on
+    // 127.0.0.1 is answered all the same.
+    let mut exchange = None;
+    let me = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let exchange = exchange.insert(server.exchange(&node(&pki, "AUS")).await);
+        exchange.who_am_i(pb::WhoAmIRequest {}).await
+    })
+    .await
+    .expect("a new client is answered while the pool is full of stalled handshakes")
+    .unwrap();
+    assert_eq!(me.into_inner().state, "AUS");
+    let after = scrape(metrics).await;
+    assert!(
+        count(
+            &after,
+            "tidemark_handshakes_refused_total",
+            &[("reason", "evicted")]
+        ) >= 1
+    );
+    assert!(count(&after, "tidemark_open_connections", &[]) >= 1);
+    assert!(count(&after, "tidemark_pending_handshakes", &[]) <= (PER_ADDRESS * ADDRESSES) as u64);
+    drop((stalled, exchange));
+}

@@ -167,6 +167,7 @@ impl Connections {
             preface: Some(Box::pin(tokio::time::sleep(self.first_request))),
             cut,
             _open: open,
+            _counted: self.metrics.connection_opened(),
         }
     }
 }
@@ -343,6 +344,8 @@ pub(super) struct Connection {
     cut: Arc<Cut>,
     /// Dropped with the connection, which ends its watch.
     _open: oneshot::Sender<()>,
+    /// Counts it among the open connections while it is.
+    _counted: crate::metrics::OpenConnection,
 }
 
 impl Connected for Connection {

@@ -2,15 +2,19 @@
 //!
 //! The loop only accepts: it never waits for a slot, so a flood of connections cannot
 //! stall it. Each accepted connection then takes a pending-handshake slot — one of
-//! `max_pending` in all and of `max_pending_per_address` for its client IP address — or
-//! is closed at once. When all `max_pending` slots are taken (connections from many
-//! addresses), the oldest connection that has not yet sent a byte is closed to make room:
-//! a client that sends its hello at once is never the one closed. A connection must send its first byte within `first_byte_timeout`
-//! (a TLS client sends its hello straight away) and finish the handshake within
-//! `handshake_timeout`; its slot is freed as soon as it is through, or closed. So
-//! connections that open and then stall, from one address or many, hold few slots and
-//! hold them briefly, and a legitimate client's handshake starts at once. Only completed
-//! handshakes reach tonic; a refused one is logged with the peer's address and reason.
+//! `max_pending` in all and of `max_pending_per_address` for its client address group
+//! (an IPv4 address, or an IPv6 /64) — or is closed at once. When all `max_pending`
+//! slots are taken, one is closed to make room: the oldest connection that has not yet
+//! sent a byte, or else the oldest of the address group that holds the most. So a
+//! client that sends its hello at once, from an address of its own, is never the one
+//! closed, even when stalled handshakes from many addresses fill the pool. A connection
+//! must send its first byte within `first_byte_timeout` (a TLS client sends its hello
+//! straight away) and finish the handshake within `handshake_timeout`; its slot is freed
+//! as soon as it is through, or closed. So connections that open and then stall, from
+//! one address or many, hold few slots and hold them briefly, and a legitimate client's
+//! handshake starts at once. Only completed handshakes reach tonic; a refused one is
+//! logged with the peer's address and reason. `tidemark_pending_handshakes` and
+//! `tidemark_handshakes_refused` count them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -62,7 +66,7 @@ pub(super) fn spawn(
     limits: AcceptLimits,
 ) -> (Incoming, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(limits.max_pending.max(1));
-    let pending = Pending::new(limits);
+    let pending = Pending::new(limits, metrics.clone());
     let task = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -111,14 +115,16 @@ pub(super) fn spawn(
 struct Pending {
     limits: AcceptLimits,
     counts: Arc<Mutex<Counts>>,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
 struct Counts {
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
-    /// Slots whose connection has not sent a byte yet, oldest first.
-    silent: VecDeque<(u64, Arc<Notify>)>,
+    /// Each client address group's pending slots, oldest first.
+    by_address: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
+    /// Slots whose connection has not sent a byte yet, oldest first, with their group.
+    silent: VecDeque<(u64, IpAddr)>,
     next_id: u64,
 }
 
@@ -129,66 +135,124 @@ struct Slot {
     /// Told to give up its connection when room is needed.
     evict: Arc<Notify>,
     counts: Arc<Mutex<Counts>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Slot {
-    /// The connection has sent its first byte: it is no longer a candidate to close.
+    /// The connection has sent its first byte: closed to make room only once no silent
+    /// connection is left to close.
     fn spoke(&self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.silent.retain(|(id, _)| *id != self.id);
     }
 }
 
+/// The group a client address counts in: an IPv4 address alone, an IPv6 address by its
+/// /64 (one subscriber's network: RFC 6177 assigns at least that much to a site, so
+/// one host can hold a whole /64 of addresses).
+fn address_group(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+            v6.to_bits() & !u128::from(u64::MAX),
+        )),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
 impl Pending {
-    fn new(limits: AcceptLimits) -> Self {
+    fn new(limits: AcceptLimits, metrics: Arc<Metrics>) -> Self {
         Self {
             limits,
             counts: Arc::default(),
+            metrics,
         }
     }
 
+    /// A slot for a connection from `address`; `None` when its address group holds as
+    /// many as it may. When all slots are taken, one is made: the oldest connection
+    /// that has sent nothing is closed, or else the oldest of the address group that
+    /// holds the most — a client that handshakes at once, from an address of its own,
+    /// is not the one closed, even by stalled handshakes from many addresses.
     fn take(&self, address: IpAddr) -> Option<Slot> {
+        let group = address_group(address);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let Counts {
-            total,
-            by_address,
-            silent,
-            next_id,
-        } = &mut *counts;
-        let here = by_address.entry(address).or_default();
-        if *here >= self.limits.max_pending_per_address {
+        if counts
+            .by_address
+            .get(&group)
+            .is_some_and(|here| here.len() >= self.limits.max_pending_per_address)
+        {
             return None;
         }
-        if *total >= self.limits.max_pending {
-            // Make room: close the oldest connection that has said nothing yet.
-            let (_, oldest) = silent.pop_front()?;
-            oldest.notify_one();
+        if counts.total >= self.limits.max_pending {
+            counts.make_room();
         }
-        *here += 1;
-        *total += 1;
-        *next_id += 1;
+        counts.total += 1;
+        counts.next_id += 1;
+        let id = counts.next_id;
         let evict = Arc::new(Notify::new());
-        silent.push_back((*next_id, evict.clone()));
+        counts.silent.push_back((id, group));
+        counts
+            .by_address
+            .entry(group)
+            .or_default()
+            .push_back((id, evict.clone()));
+        self.metrics.pending_handshakes(counts.total);
         Some(Slot {
-            id: *next_id,
-            address,
+            id,
+            address: group,
             evict,
             counts: self.counts.clone(),
+            metrics: self.metrics.clone(),
         })
+    }
+}
+
+impl Counts {
+    /// Closes one pending connection: the oldest silent one, else the oldest of the
+    /// address group holding the most (of equals, the one whose oldest is oldest). Its
+    /// slot counts no more from now on.
+    fn make_room(&mut self) {
+        let chosen = self.silent.pop_front().or_else(|| {
+            self.by_address
+                .iter()
+                .filter_map(|(group, slots)| Some((slots.len(), slots.front()?.0, *group)))
+                .max_by_key(|(len, oldest, _)| (*len, std::cmp::Reverse(*oldest)))
+                .map(|(_, oldest, group)| (oldest, group))
+        });
+        let Some((id, group)) = chosen else { return };
+        let Some(slots) = self.by_address.get_mut(&group) else {
+            return;
+        };
+        if let Some(at) = slots.iter().position(|(slot, _)| *slot == id)
+            && let Some((_, evict)) = slots.remove(at)
+        {
+            evict.notify_one();
+            self.total = self.total.saturating_sub(1);
+        }
+        if slots.is_empty() {
+            self.by_address.remove(&group);
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.total = counts.total.saturating_sub(1);
         counts.silent.retain(|(id, _)| *id != self.id);
-        if let Some(here) = counts.by_address.get_mut(&self.address) {
-            *here = here.saturating_sub(1);
-            if *here == 0 {
+        let mut released = false;
+        if let Some(slots) = counts.by_address.get_mut(&self.address) {
+            let before = slots.len();
+            slots.retain(|(id, _)| *id != self.id);
+            released = slots.len() < before;
+            if slots.is_empty() {
                 counts.by_address.remove(&self.address);
             }
         }
+        // An evicted slot was let go when it was told.
+        if released {
+            counts.total = counts.total.saturating_sub(1);
+        }
+        self.metrics.pending_handshakes(counts.total);
     }
 }
 
@@ -216,7 +280,14 @@ async fn handshake(
             return Err("no_client_hello");
         }
     }
-    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)) => accepted,
+        () = slot.evict.notified() => {
+            tracing::debug!(%peer, "pending handshake closed to make room for a new one");
+            return Err("evicted");
+        }
+    };
+    match accepted {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => {
             let reason = refusal_reason(&e);
@@ -255,5 +326,22 @@ fn refusal_reason(error: &std::io::Error) -> &'static str {
         | Error::InappropriateMessage { .. }
         | Error::InappropriateHandshakeMessage { .. } => "protocol",
         _ => "tls_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::address_group;
+
+    #[test]
+    fn an_ipv6_address_counts_in_its_64_and_an_ipv4_address_alone() {
+        let group = |a: &str| address_group(a.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(group("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(group("2001:db8:1:2:ffff:1:2:3"), "2001:db8:1:2::");
+        assert_ne!(group("2001:db8:1:3::1"), group("2001:db8:1:2::1"));
+        assert_eq!(group("192.0.2.7"), "192.0.2.7");
+        assert_eq!(group("::ffff:192.0.2.7"), "192.0.2.7");
     }
 }

@@ -753,6 +753,47 @@ fn every_refusal_is_logged_once_with_its_reason_and_the_caller() {
     );
 }
 
+/// A caller refused in a loop cannot fill the server's log: its refusals are logged at
+/// INFO from a budget (60 at once, then one a second), and that its refusals are no
+/// longer recorded is said once a minute (an outside pass: two lines per refusal, 18 MB
+/// a minute from one client).
+#[test]
+fn a_caller_refused_in_a_loop_is_logged_from_a_budget() {
+    const CALLS: usize = 300;
+    let dir = tempfile::TempDir::new().unwrap();
+    let profile = dir.path().join("certs/aus-node");
+    let json = logs_while(dir.path(), &["--log-format", "json"], |endpoint| {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let identity = ClientIdentity::from_profile(&profile).unwrap();
+            let channel = tidemark::client::connect(endpoint, &identity)
+                .await
+                .unwrap();
+            let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+            // AUS has contributed nothing: each is refused.
+            for _ in 0..CALLS {
+                let refused = exchange
+                    .query(pb::QueryRequest {
+                        category: pb::Category::SmugglingIncident as i32,
+                        ..Default::default()
+                    })
+                    .await;
+                assert_eq!(refused.unwrap_err().code(), tonic::Code::PermissionDenied);
+            }
+        });
+    });
+    let refusals = events(&json, "call refused").len();
+    assert!(
+        (60..=70).contains(&refusals),
+        "{refusals} refusals logged at INFO"
+    );
+    let unrecorded = json
+        .lines()
+        .filter(|l| l.contains("refusals not recorded"))
+        .count();
+    assert_eq!(unrecorded, 1, "{json}");
+}
+
 #[test]
 fn logs_carry_no_colour_codes_off_a_terminal_and_json_logs_have_stable_fields() {
     let dir = tempfile::TempDir::new().unwrap();

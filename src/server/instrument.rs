@@ -1,6 +1,9 @@
 //! A tower layer that counts every RPC for the metrics endpoint — started, handled by
 //! status code, and the time from the request to its status — and logs every refusal
-//! once, with its code, its reason and the caller. The status is read from the response
+//! once, with its code, its reason and the caller: at INFO from a budget per caller
+//! ([`LOGGED_BURST`] at once, then [`LOGGED_PER_SECOND`]), past it at DEBUG, so a caller
+//! refused in a loop cannot fill the server's log (an outside pass: 18 MB a minute).
+//! Every refusal is counted all the same. The status is read from the response
 //! headers (a status sent without a body) or from the body's trailers; a body dropped
 //! before its trailers (a client gone) counts as CANCELLED.
 
@@ -13,7 +16,7 @@ use std::{
 
 use tonic::Code;
 
-use super::status::code_name;
+use super::{budgets::Budgets, status::code_name};
 use crate::{
     identity::Principal,
     metrics::{MethodLabels, Metrics},
@@ -36,15 +39,24 @@ impl Caller {
     }
 }
 
+/// Refusals of one caller logged at INFO at once, then [`LOGGED_PER_SECOND`].
+const LOGGED_BURST: u32 = 60;
+/// Refusals of one caller logged at INFO a second, past [`LOGGED_BURST`].
+const LOGGED_PER_SECOND: f64 = 1.0;
+
 /// Wraps a service so that its calls are counted in `metrics`.
 #[derive(Clone)]
 pub(super) struct InstrumentLayer {
     metrics: Arc<Metrics>,
+    logged: Arc<Budgets>,
 }
 
 impl InstrumentLayer {
     pub(super) fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+        Self {
+            metrics,
+            logged: Arc::new(Budgets::new(LOGGED_BURST, LOGGED_PER_SECOND)),
+        }
     }
 }
 
@@ -55,6 +67,7 @@ impl<S> tower::Layer<S> for InstrumentLayer {
         Instrumented {
             inner,
             metrics: self.metrics.clone(),
+            logged: self.logged.clone(),
         }
     }
 }
@@ -63,6 +76,7 @@ impl<S> tower::Layer<S> for InstrumentLayer {
 pub(super) struct Instrumented<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    logged: Arc<Budgets>,
 }
 
 /// `/tidemark.v1.Exchange/Submit` → (`tidemark.v1.Exchange`, `Submit`); a path that names
@@ -157,6 +171,8 @@ fn percent_decode(text: &str) -> String {
 /// body is dropped.
 struct Call {
     metrics: Arc<Metrics>,
+    /// Refusals logged at INFO, per caller.
+    logged: Arc<Budgets>,
     method: MethodLabels,
     caller: Caller,
     started: Instant,
@@ -186,8 +202,11 @@ impl Call {
             Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
                 tracing::warn!(principal = caller, %method, code = code_label, reason = message, "call failed");
             }
-            _ => {
+            _ if self.logged.take(caller, Instant::now()).is_ok() => {
                 tracing::info!(principal = caller, %method, code = code_label, reason = message, "call refused");
+            }
+            _ => {
+                tracing::debug!(principal = caller, %method, code = code_label, reason = message, "call refused");
             }
         }
     }
@@ -221,6 +240,7 @@ where
         request.extensions_mut().insert(method.clone());
         let mut call = Call {
             metrics: self.metrics.clone(),
+            logged: self.logged.clone(),
             method,
             caller,
             started: Instant::now(),

@@ -63,6 +63,8 @@ pub(super) struct RefusalRecords {
     writer: Writer,
     metrics: Arc<Metrics>,
     budgets: Arc<Budgets>,
+    /// When a caller's unrecorded refusals were last said at INFO: once a minute each.
+    logged: Arc<Budgets>,
 }
 
 impl RefusalRecords {
@@ -71,6 +73,7 @@ impl RefusalRecords {
             writer,
             metrics,
             budgets: Arc::new(Budgets::new(BURST, PER_SECOND)),
+            logged: Arc::new(Budgets::new(1, 1.0 / 60.0)),
         }
     }
 
@@ -84,11 +87,20 @@ impl RefusalRecords {
             .is_err()
         {
             self.metrics.refusal_unrecorded();
-            tracing::info!(
-                principal = %record.principal,
-                action = %record.action,
-                "refusal not recorded: this caller's budget of refusal records is spent"
-            );
+            if self.logged.take(&record.principal, Instant::now()).is_ok() {
+                tracing::info!(
+                    principal = %record.principal,
+                    action = %record.action,
+                    "refusals not recorded: this caller's budget of refusal records is spent \
+                     (said once a minute; each is counted in tidemark_refusals_unrecorded_total)"
+                );
+            } else {
+                tracing::debug!(
+                    principal = %record.principal,
+                    action = %record.action,
+                    "refusal not recorded: this caller's budget of refusal records is spent"
+                );
+            }
             return Ok(None);
         }
         Ok(Some(self.writer.audit(record).await?))

@@ -441,11 +441,25 @@ fn describe_tls(err: &rustls::Error) -> String {
 }
 
 fn refused_by_server(alert: &str) -> String {
-    format!(
-        "the server refused this client certificate (TLS alert: {alert}); check that it was \
-         issued by this exchange's CA for client use, is within its validity dates and has \
-         not been revoked"
-    )
+    // The alerts that say why (RFC 8446 §6.2), said as such; the others, what to check.
+    let why = match alert {
+        "CertificateRevoked" => {
+            "it has been revoked: ask the operator why, and for a new certificate"
+        }
+        "CertificateExpired" => {
+            "it has expired, or is not valid yet: check its dates (and this machine's clock), \
+             and ask the operator to renew it"
+        }
+        "UnknownCA" => {
+            "it was not issued by a CA this exchange trusts: use a certificate the operator \
+             issued for this exchange"
+        }
+        _ => {
+            "check that it was issued by this exchange's CA for client use, is within its \
+             validity dates and has not been revoked"
+        }
+    };
+    format!("the server refused this client certificate (TLS alert: {alert}); {why}")
 }
 
 /// What to check when a connection failed for `reason` (an error chain's text).

@@ -896,10 +896,7 @@ impl Config {
                 a.fee_currency
             )));
         }
-        // XTS (testing) and XXX (no currency) are ISO 4217 codes for what is not money.
-        let currency = |code: &str| {
-            !matches!(code, "XTS" | "XXX") && iso_currency::Currency::from_code(code).is_some()
-        };
+        let currency = crate::report::is_money;
         if !a.fee_currency.is_empty() && !currency(&a.fee_currency) {
             return Err(ConfigError::Invalid(format!(
                 "analytics.fee_currency {:?} is not an ISO 4217 currency code",

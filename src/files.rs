@@ -225,7 +225,8 @@ pub fn can_place(path: &Path) -> io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&probe)?;
+        .open(&probe)
+        .map_err(|e| no_directory(path, e))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
@@ -292,6 +293,25 @@ pub fn temporary_beside(path: &Path) -> std::path::PathBuf {
     )
 }
 
+/// `error`, met making a file at `path` (or one beside it), saying so when the reason is
+/// that `path`'s directory does not exist: the error is not about a temporary name the
+/// user never gave.
+pub fn no_directory(path: &Path, error: io::Error) -> io::Error {
+    let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
+    match directory {
+        Some(directory) if error.kind() == io::ErrorKind::NotFound && !directory.exists() => {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "its directory {} does not exist: create it, or choose another path",
+                    directory.display()
+                ),
+            )
+        }
+        _ => error,
+    }
+}
+
 fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
     use std::io::Write;
     let temporary = temporary_beside(path);
@@ -303,7 +323,9 @@ fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(&temporary)?;
+        let mut file = options
+            .open(&temporary)
+            .map_err(|e| no_directory(path, e))?;
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
@@ -363,6 +385,25 @@ pub fn remove_made(made: &[std::path::PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file whose directory is missing is refused naming that directory, not the
+    /// temporary file it would have been written through (an outside pass:
+    /// "cannot write bk/b1.redb.partial").
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("crl.pem");
+        for error in [
+            replace(&path, b"x").unwrap_err(),
+            create_new(&path, b"x", true).unwrap_err(),
+            can_create(&path).unwrap_err(),
+        ] {
+            assert_eq!(error.kind(), io::ErrorKind::NotFound);
+            let said = error.to_string();
+            assert!(said.contains("missing does not exist: create it"), "{said}");
+            assert!(!said.contains("crl.pem"), "{said}");
+        }
+    }
 
     /// A FIFO or a device is refused at once, not waited on; a regular file, a link to
     /// one, and a descriptor handed over by the shell are read.

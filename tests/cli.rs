@@ -1148,6 +1148,11 @@ async fn an_operator_issues_from_a_csr_and_revokes_and_the_node_is_told_why() {
         stderr.contains("refused this client certificate") && stderr.contains("CertificateRevoked"),
         "{stderr}"
     );
+    // The alert says why: no list of other things to check.
+    assert!(
+        stderr.contains("it has been revoked") && !stderr.contains("within its validity"),
+        "{stderr}"
+    );
 
     // Listed as revoked; not among those that need renewal.
     let out = run(admin(&["certs"])).await;
@@ -1494,6 +1499,19 @@ async fn a_record_over_the_servers_message_limit_is_named_and_the_import_goes_on
         );
         assert!(!stderr.contains("max_import_items"), "{stderr}");
     }
+    // Past the command's own limit too, a record too large for breaking a rule is
+    // refused for that rule (an outside pass: a 6 MB narrative was told to shorten its
+    // text for limits.max_message_bytes, not that a narrative holds 4,000 characters).
+    let mut huge: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    huge["narrative"] = "z".repeat(5 << 20).into();
+    std::fs::write(&file, format!("{huge}\n{}\n", lines[3])).unwrap();
+    let (summary, _) = import_json(&file, &server.endpoint(), &aus, &[]).await;
+    assert_eq!(error_lines(&summary), [1], "{summary}");
+    let said = summary["errors"][0]["error"].as_str().unwrap();
+    assert!(
+        said.contains("narrative") && said.contains("at most 4000"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,8 @@ async fn create_partial(partial: &Path, out: &Path) -> anyhow::Result<tokio::fs:
             partial.display(),
             out.display()
         ),
-        Err(e) => Err(e).with_context(|| format!("cannot write {}", partial.display())),
+        Err(e) => Err(tidemark::files::no_directory(out, e))
+            .with_context(|| format!("cannot write {}", out.display())),
     }
 }
 

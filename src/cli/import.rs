@@ -144,7 +144,17 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
                         ..Default::default()
                     };
                     let size = request.encoded_len();
-                    if size as u64 > args.max_message_bytes {
+                    if size as u64 > args.max_message_bytes
+                        && let Err(invalid) =
+                            tidemark::report::validate(*report, time::OffsetDateTime::now_utc())
+                    {
+                        // Too large because a rule is broken (a narrative past its
+                        // length, say): that rule is what to fix.
+                        tally.errors.push(LineError {
+                            line,
+                            message: format!("INVALID_ARGUMENT: {invalid}"),
+                        });
+                    } else if size as u64 > args.max_message_bytes {
                         let limit = if args.max_message_bytes == DEFAULT_MAX_MESSAGE_BYTES {
                             "the server accepts at most {} (limits.max_message_bytes)"
                         } else {

@@ -21,6 +21,18 @@ pub use self::{
 pub use crate::calendar::parse_date;
 use crate::{country::CountryCode, pb};
 
+/// Whether `code` is the ISO 4217 code of money, in upper case: a currency, not a fund
+/// code (`BOV`, `USN`), a precious metal (`XAU`, `XAG`, `XPT`, `XPD`), a unit of account
+/// (`XDR`, `XBA`…`XBD`, `XSU`, `XUA`), the testing code `XTS` or "no currency" `XXX`
+/// (the `iso_currency` crate's `is_fund` and `is_special` flags). `XOF`, `XAF`, `XCD`
+/// and `XPF` are money.
+pub fn is_money(code: &str) -> bool {
+    let upper = code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase());
+    upper
+        && iso_currency::Currency::from_code(code)
+            .is_some_and(|c| !c.is_fund() && !c.is_special() && !matches!(code, "XTS" | "XXX"))
+}
+
 /// Reads a report id in its one accepted spelling: a lower-case, hyphenated UUID
 /// (RFC 9562 §4, `5f0c3c4e-9a43-4d59-8a0e-1b2c3d4e5f60`), not the nil UUID. Braces,
 /// `urn:uuid:`, upper case and the 32-digit form are refused, so that every version of a
@@ -239,3 +251,21 @@ pub fn shorten(text: String, max: usize) -> String {
 }
 
 impl std::error::Error for ValidationErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::is_money;
+
+    #[test]
+    fn money_is_a_currency_not_a_fund_metal_or_unit_of_account() {
+        for code in ["USD", "EUR", "IDR", "XOF", "XAF", "XCD", "XPF", "VED"] {
+            assert!(is_money(code), "{code}");
+        }
+        for code in [
+            "XAU", "XAG", "XPT", "XPD", "XDR", "XBA", "XBD", "XSU", "XUA", "XTS", "XXX", "BOV",
+            "USN", "usd", "US", "ZZZ",
+        ] {
+            assert!(!is_money(code), "{code}");
+        }
+    }
+}

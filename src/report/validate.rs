@@ -219,7 +219,10 @@ impl Check {
         if chars > max_chars {
             self.fail(
                 field,
-                format!("is {chars} characters long; at most {max_chars} are allowed"),
+                format!(
+                    "is {chars} characters long, counted as Unicode code points (a letter \
+                     with a combining accent counts as two); at most {max_chars} are allowed"
+                ),
             );
         }
         if let Err(reason) = text::check(kind, value) {
@@ -461,17 +464,13 @@ impl Check {
                     format!("must be 1 to {MAX_FEE}"),
                 );
             }
-            let upper =
-                fee.currency.len() == 3 && fee.currency.bytes().all(|b| b.is_ascii_uppercase());
-            // XTS (for testing) and XXX (no currency) are ISO 4217 codes for what is not
-            // money.
-            let not_money = matches!(fee.currency.as_str(), "XTS" | "XXX");
-            if !upper || not_money || iso_currency::Currency::from_code(&fee.currency).is_none() {
+            if !super::is_money(&fee.currency) {
                 self.fail(
                     "smuggling.fee_per_person.currency",
                     format!(
                         "{:?} is not an ISO 4217 currency code of money in upper case (e.g. \
-                         \"USD\"; not XTS or XXX)",
+                         \"USD\"; not a fund code, a precious metal or a unit of account such \
+                         as XAU or XDR, nor XTS or XXX)",
                         fee.currency
                     ),
                 );

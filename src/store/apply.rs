@@ -66,13 +66,21 @@ pub struct Accepted {
     pub leaf: Leaf,
 }
 
+/// An envelope digest as the receipt's shows it: base64, as the command line and every
+/// JSON rendering of a receipt write it, so that the two can be compared by eye.
+fn digest_text(digest: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
 /// Why an append was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppendError {
     #[error(
-        "report {id} version {version} already exists with different content (stored digest \
-         {stored}, this one {submitted}); to change a report, submit version {next}"
+        "report {id} version {version} already exists with different content (stored \
+         envelope digest {stored}, this one {submitted}, base64 as receipts show them); to \
+         change a report, submit version {next}"
     )]
     Conflict {
         id: Uuid,
@@ -555,8 +563,8 @@ fn check(new: &NewEnvelope, head: Option<&ReportHead>) -> Check {
         return Check::Refuse(AppendError::Conflict {
             id,
             version: new.version,
-            stored: hex::encode(&existing.digest),
-            submitted: hex::encode(new.digest),
+            stored: digest_text(&existing.digest),
+            submitted: digest_text(&new.digest),
             next: latest + 1,
         });
     }

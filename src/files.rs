@@ -312,8 +312,36 @@ pub fn no_directory(path: &Path, error: io::Error) -> io::Error {
     }
 }
 
+/// `path`, or the file it is a symbolic link to: what is to be written in its place. A
+/// link is written through, not replaced by a file (the file it names stays the one
+/// read); a link to nothing is refused — its target is on a volume not mounted, say, and
+/// a file written in its place would be lost when the volume comes back.
+pub fn through_link(path: &Path) -> io::Result<std::path::PathBuf> {
+    if !path.is_symlink() {
+        return Ok(path.to_owned());
+    }
+    std::fs::canonicalize(path).map_err(|e| {
+        let target =
+            std::fs::read_link(path).map_or_else(|_| "?".to_owned(), |t| t.display().to_string());
+        io::Error::new(
+            e.kind(),
+            format!(
+                "it is a symbolic link to {target}, which cannot be reached ({e}): mount the \
+                 volume it is on, or replace the link with the file"
+            ),
+        )
+    })
+}
+
 fn place(path: &Path, contents: &[u8], placing: Placing) -> io::Result<()> {
     use std::io::Write;
+    let resolved;
+    let path = if matches!(placing, Placing::Replace | Placing::ReplacePrivate) {
+        resolved = through_link(path)?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let temporary = temporary_beside(path);
     let written = (|| {
         let mut options = std::fs::OpenOptions::new();
@@ -385,6 +413,27 @@ pub fn remove_made(made: &[std::path::PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file replaced through a symbolic link is written where the link points, and
+    /// the link stays; a link to nothing is refused, and left as it was.
+    #[test]
+    fn a_link_is_written_through_and_a_link_to_nothing_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, link) = (dir.path().join("volume.pem"), dir.path().join("crl.pem"));
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        replace(&link, b"new").unwrap();
+        assert!(link.is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        let dangling = dir.path().join("journal.json");
+        std::os::unix::fs::symlink(dir.path().join("unmounted/journal.json"), &dangling).unwrap();
+        let said = replace(&dangling, b"x").unwrap_err().to_string();
+        assert!(
+            said.contains("symbolic link to") && said.contains("unmounted"),
+            "{said}"
+        );
+        assert!(dangling.is_symlink() && !dir.path().join("unmounted").exists());
+    }
 
     /// A file whose directory is missing is refused naming that directory, not the
     /// temporary file it would have been written through (an outside pass:

@@ -648,6 +648,22 @@ async fn a_backup_never_replaces_a_file_and_a_restore_checks_its_whole_manifest(
     );
     assert!(restored.path().join("tidemark.restoring").exists());
     drop(held);
+    // A store that is a link to another volume's is not replaced by a file here (tester
+    // D of 2026-12-07): the link and the store it names stay as they were.
+    let elsewhere = tempfile::TempDir::new().unwrap();
+    let linked = tempfile::TempDir::new().unwrap();
+    let store = elsewhere.path().join("tidemark.redb");
+    std::fs::write(&store, b"another volume's store").unwrap();
+    std::os::unix::fs::symlink(&store, linked.path().join("tidemark.redb")).unwrap();
+    let into = linked.path().display().to_string();
+    let out = run(&["restore", &file, "--data", &into, "--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is a symbolic link to"),
+        "{stderr}"
+    );
+    assert!(linked.path().join("tidemark.redb").is_symlink());
+    assert_eq!(std::fs::read(&store).unwrap(), b"another volume's store");
 
     // A manifest whose counts do not match the file is refused, even with the right
     // SHA-256.

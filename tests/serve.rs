@@ -305,6 +305,15 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
     std::fs::create_dir(at("crl-dir")).unwrap();
     std::fs::write(at("crl-garbage.pem"), "not a CRL\n").unwrap();
     std::fs::create_dir_all(at("jdir/access-journal.json")).unwrap();
+    // Links to a volume not mounted (tester D of 2026-12-07: each was replaced by a file).
+    std::fs::create_dir(at("links")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent-volume/crl.pem", at("links/crl.pem")).unwrap();
+    std::fs::create_dir(at("jlinks")).unwrap();
+    std::os::unix::fs::symlink(
+        "/nonexistent-volume/access-journal.json",
+        at("jlinks/access-journal.json"),
+    )
+    .unwrap();
     // (server key, receipt key, CRL file, what is said)
     let cases = [
         (
@@ -343,6 +352,18 @@ fn a_config_whose_signing_key_or_crl_cannot_be_used_makes_no_store() {
             "c/receipt.key",
             "c/crl.pem",
             "the server key is not the server certificate's key",
+        ),
+        (
+            "c/server.key",
+            "c/receipt.key",
+            "links/crl.pem",
+            "[tls] crl, links/crl.pem: it is a symbolic link to /nonexistent-volume/crl.pem",
+        ),
+        (
+            "c/server.key",
+            "c/receipt.key",
+            "jlinks/crl.pem",
+            "the access journal, jlinks/access-journal.json: it is a symbolic link to",
         ),
     ];
     for (key, receipt_key, crl, said) in cases {

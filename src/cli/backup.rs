@@ -296,6 +296,7 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         );
     }
     let target = StoreConfig::in_dir(&args.data).path;
+    not_a_link(&target)?;
     let staged = target.with_extension("restoring");
     let occupied = std::fs::read_dir(&args.data).is_ok_and(|mut entries| entries.next().is_some());
     if occupied && !args.force {
@@ -374,6 +375,21 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     std::fs::rename(&staged, &target)
         .with_context(|| format!("cannot write {}", target.display()))?;
     say_restored(&contents, &manifest, (&target, &args.data))
+}
+
+/// Refuses a store path that is a symbolic link: renamed over, the link would become a
+/// file here, and the store it names on another volume would stay as it was.
+fn not_a_link(target: &Path) -> anyhow::Result<()> {
+    if target.is_symlink() {
+        let to = std::fs::read_link(target).unwrap_or_default();
+        bail!(
+            "{} is a symbolic link to {}: a restore would replace the link, not the store it \
+             names; restore into the directory the store is in (--data), and link to it again",
+            target.display(),
+            to.display()
+        );
+    }
+    Ok(())
 }
 
 /// The backup file `named` is, or names: a manifest (`FILE.manifest.json`) names the

@@ -96,6 +96,15 @@ impl Server {
                 beside_crl.display()
             )));
         }
+        // The CRL and the access journal are written through a link, and one to nothing
+        // (a volume not mounted) is refused now rather than replaced by a file later.
+        for (what, path) in [
+            ("[tls] crl", config.tls.crl.clone()),
+            ("the access journal", crate::journal::path(&config.tls.crl)),
+        ] {
+            crate::files::through_link(&path)
+                .map_err(|e| ServerError::Config(format!("{what}, {}: {e}", path.display())))?;
+        }
         crate::journal::check(&config.tls.crl)?;
         // `tidemark restore` stages its copy beside the store and renames it into place
         // last: a copy left there is a restore that did not finish, or one running now.

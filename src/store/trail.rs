@@ -275,6 +275,9 @@ impl TrailJournal {
             reason: format!("cannot be written: {e}"),
         };
         let existing = read(&path)?;
+        // A link to nothing is refused rather than a journal begun beneath a volume
+        // that is not mounted.
+        crate::files::through_link(&path).map_err(cannot)?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true);
         #[cfg(unix)]

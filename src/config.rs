@@ -305,8 +305,8 @@ pub struct Limits {
     /// its hello at once), so connections that stall cannot hold handshake slots.
     pub first_byte_timeout_ms: u64,
     /// Connections accepted but not yet through the TLS handshake, in all; past this one
-    /// is closed to make room for a new one: the oldest that has sent nothing, or else
-    /// the oldest of the client address group holding the most.
+    /// is closed to make room for a new one: one of the client address group holding the
+    /// most (its oldest that has sent nothing, else its oldest).
     pub max_pending_handshakes: usize,
     /// The same, per client address group (an IPv4 address, an IPv6 /64): past it a
     /// new connection from the group is closed at once, so one address cannot take

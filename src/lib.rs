@@ -61,6 +61,7 @@ pub mod envelope;
 pub mod files;
 pub mod identity;
 mod journal;
+mod log_budget;
 pub mod metrics;
 pub mod pki;
 mod policy;

@@ -576,17 +576,28 @@ fn log_refused(cert: &CertificateDer<'_>, error: &rustls::Error) {
         }
         other => other.to_string(),
     };
-    if let Some((serial, uris)) = crate::identity::claimed_by(cert) {
+    // At INFO from a budget shared with the handshake's own refusal line.
+    let held_back = crate::log_budget::HANDSHAKE_REFUSALS.take();
+    match (crate::identity::claimed_by(cert), held_back) {
         // Debug-formatted: the claims are the peer's bytes, not to be trusted to hold
         // no line breaks or escape codes.
-        tracing::info!(
+        (Some((serial, uris)), Some(held_back)) => tracing::info!(
+            serial = %serial,
+            claimed = ?uris,
+            error = %error,
+            held_back,
+            "client certificate refused"
+        ),
+        (Some((serial, uris)), None) => tracing::debug!(
             serial = %serial,
             claimed = ?uris,
             error = %error,
             "client certificate refused"
-        );
-    } else {
-        tracing::info!(error = %error, "unreadable client certificate refused");
+        ),
+        (None, Some(held_back)) => {
+            tracing::info!(error = %error, held_back, "unreadable client certificate refused");
+        }
+        (None, None) => tracing::debug!(error = %error, "unreadable client certificate refused"),
     }
 }
 

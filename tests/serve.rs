@@ -815,6 +815,41 @@ fn a_caller_refused_in_a_loop_is_logged_from_a_budget() {
     assert_eq!(unrecorded, 1, "{json}");
 }
 
+/// Refused TLS handshakes — which a peer without a certificate causes at will — are
+/// logged at INFO from a budget (60 at once, then one a second), and the next line at
+/// INFO says how many were held back (an outside pass: 2,582 lines a second from one
+/// process sending `GET /`).
+#[test]
+fn refused_handshakes_are_logged_from_a_budget() {
+    use std::io::Write as _;
+    const CONNECTIONS: usize = 300;
+    let dir = tempfile::TempDir::new().unwrap();
+    let json = logs_while(dir.path(), &["--log-format", "json"], |endpoint| {
+        let addr = endpoint.trim_start_matches("https://");
+        for _ in 0..CONNECTIONS {
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = std::io::Read::read_to_end(&mut tcp, &mut Vec::new());
+        }
+        // A second past the burst: one more line at INFO, telling what was held back.
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        let _ = tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = std::io::Read::read_to_end(&mut tcp, &mut Vec::new());
+    });
+    let refused = events(&json, "TLS handshake refused");
+    assert!(
+        (60..=70).contains(&refused.len()),
+        "{} lines at INFO",
+        refused.len()
+    );
+    let held_back: u64 = refused
+        .iter()
+        .map(|e| e["held_back"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(held_back >= 200, "{held_back} said to be held back");
+}
+
 #[test]
 fn logs_carry_no_colour_codes_off_a_terminal_and_json_logs_have_stable_fields() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -4,20 +4,21 @@
 //! stall it. Each accepted connection then takes a pending-handshake slot — one of
 //! `max_pending` in all and of `max_pending_per_address` for its client address group
 //! (an IPv4 address, or an IPv6 /64) — or is closed at once. When all `max_pending`
-//! slots are taken, one is closed to make room: the oldest connection that has not yet
-//! sent a byte, or else the oldest of the address group that holds the most. So a
-//! client that sends its hello at once, from an address of its own, is never the one
-//! closed, even when stalled handshakes from many addresses fill the pool. A connection
+//! slots are taken, one is closed to make room: one of the address group that holds the
+//! most — its oldest that has not sent a byte yet, else its oldest. So a client from an
+//! address of its own is not the one closed, even when stalled handshakes from many
+//! addresses fill the pool (unless every address holds but one). A connection
 //! must send its first byte within `first_byte_timeout` (a TLS client sends its hello
 //! straight away) and finish the handshake within `handshake_timeout`; its slot is freed
 //! as soon as it is through, or closed. So connections that open and then stall, from
 //! one address or many, hold few slots and hold them briefly, and a legitimate client's
 //! handshake starts at once. Only completed handshakes reach tonic; a refused one is
-//! logged with the peer's address and reason. `tidemark_pending_handshakes` and
+//! logged with the peer's address and reason, at INFO from a budget
+//! ([`crate::log_budget`]). `tidemark_pending_handshakes` and
 //! `tidemark_handshakes_refused` count them.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
@@ -32,7 +33,7 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::connections::{Connection, Connections};
-use crate::{metrics::Metrics, trust::Trust};
+use crate::{log_budget::HANDSHAKE_REFUSALS, metrics::Metrics, trust::Trust};
 
 /// Connections that completed a TLS handshake, each watched by [`Connections`].
 pub(super) type Incoming = ReceiverStream<Result<Connection, std::io::Error>>;
@@ -123,8 +124,8 @@ struct Counts {
     total: usize,
     /// Each client address group's pending slots, oldest first.
     by_address: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
-    /// Slots whose connection has not sent a byte yet, oldest first, with their group.
-    silent: VecDeque<(u64, IpAddr)>,
+    /// Slots whose connection has not sent a byte yet.
+    silent: HashSet<u64>,
     next_id: u64,
 }
 
@@ -139,11 +140,11 @@ struct Slot {
 }
 
 impl Slot {
-    /// The connection has sent its first byte: closed to make room only once no silent
-    /// connection is left to close.
+    /// The connection has sent its first byte: of its address group's, closed to make
+    /// room only once none that has sent nothing is left.
     fn spoke(&self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.silent.retain(|(id, _)| *id != self.id);
+        counts.silent.remove(&self.id);
     }
 }
 
@@ -169,10 +170,7 @@ impl Pending {
     }
 
     /// A slot for a connection from `address`; `None` when its address group holds as
-    /// many as it may. When all slots are taken, one is made: the oldest connection
-    /// that has sent nothing is closed, or else the oldest of the address group that
-    /// holds the most — a client that handshakes at once, from an address of its own,
-    /// is not the one closed, even by stalled handshakes from many addresses.
+    /// many as it may. When all slots are taken, one is made ([`Counts::make_room`]).
     fn take(&self, address: IpAddr) -> Option<Slot> {
         let group = address_group(address);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -190,7 +188,7 @@ impl Pending {
         counts.next_id += 1;
         let id = counts.next_id;
         let evict = Arc::new(Notify::new());
-        counts.silent.push_back((id, group));
+        counts.silent.insert(id);
         counts
             .by_address
             .entry(group)
@@ -208,25 +206,30 @@ impl Pending {
 }
 
 impl Counts {
-    /// Closes one pending connection: the oldest silent one, else the oldest of the
-    /// address group holding the most (of equals, the one whose oldest is oldest). Its
-    /// slot counts no more from now on.
+    /// Closes one pending connection of the address group holding the most (of equals,
+    /// the one whose oldest is oldest): its oldest that has sent nothing yet, else its
+    /// oldest. Its slot counts no more from now on. A client's connection that has not
+    /// been read yet is silent too (an outside pass: a rule of the oldest silent
+    /// connection first closed new clients' connections, not the stalled handshakes
+    /// that had each sent a byte), so which address is closed comes first.
     fn make_room(&mut self) {
-        let chosen = self.silent.pop_front().or_else(|| {
-            self.by_address
-                .iter()
-                .filter_map(|(group, slots)| Some((slots.len(), slots.front()?.0, *group)))
-                .max_by_key(|(len, oldest, _)| (*len, std::cmp::Reverse(*oldest)))
-                .map(|(_, oldest, group)| (oldest, group))
-        });
-        let Some((id, group)) = chosen else { return };
+        let chosen = self
+            .by_address
+            .iter()
+            .filter_map(|(group, slots)| Some((slots.len(), slots.front()?.0, *group)))
+            .max_by_key(|(len, oldest, _)| (*len, std::cmp::Reverse(*oldest)))
+            .map(|(_, _, group)| group);
+        let Some(group) = chosen else { return };
         let Some(slots) = self.by_address.get_mut(&group) else {
             return;
         };
-        if let Some(at) = slots.iter().position(|(slot, _)| *slot == id)
-            && let Some((_, evict)) = slots.remove(at)
-        {
+        let at = slots
+            .iter()
+            .position(|(id, _)| self.silent.contains(id))
+            .unwrap_or(0);
+        if let Some((id, evict)) = slots.remove(at) {
             evict.notify_one();
+            self.silent.remove(&id);
             self.total = self.total.saturating_sub(1);
         }
         if slots.is_empty() {
@@ -238,7 +241,7 @@ impl Counts {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.silent.retain(|(id, _)| *id != self.id);
+        counts.silent.remove(&self.id);
         let mut released = false;
         if let Some(slots) = counts.by_address.get_mut(&self.address) {
             let before = slots.len();
@@ -291,11 +294,20 @@ async fn handshake(
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => {
             let reason = refusal_reason(&e);
-            tracing::info!(%peer, reason, error = %e, "TLS handshake refused");
+            if let Some(held_back) = HANDSHAKE_REFUSALS.take() {
+                tracing::info!(%peer, reason, error = %e, held_back, "TLS handshake refused");
+            } else {
+                tracing::debug!(%peer, reason, error = %e, "TLS handshake refused");
+            }
             Err(reason)
         }
         Err(_) => {
-            tracing::info!(%peer, timeout = ?limits.handshake_timeout, "TLS handshake timed out");
+            let timeout = limits.handshake_timeout;
+            if let Some(held_back) = HANDSHAKE_REFUSALS.take() {
+                tracing::info!(%peer, ?timeout, held_back, "TLS handshake timed out");
+            } else {
+                tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+            }
             Err("timeout")
         }
     }

@@ -334,7 +334,8 @@ pub struct Limits {
     /// Lookups one principal may make a minute: MyStanding, AccessToMyData and
     /// GetEntries. They are not on the audit record, but each reads the store in
     /// proportion to what it covers (the caller's contributions, its access list, a
-    /// range of the log). Up to this many at once, then one every `60 / n` seconds;
+    /// range of the log), so each costs one, and one more for each 1,000 records it
+    /// read. Up to this many at once, then one every `60 / n` seconds;
     /// past it a lookup is refused with RESOURCE_EXHAUSTED and a
     /// `grpc-retry-pushback-ms` saying when to try again, so a caller in a loop cannot
     /// take the server's cores from every other state.

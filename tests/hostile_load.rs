@@ -1023,6 +1023,53 @@ async fn lookups_come_from_each_principals_budget_and_the_command_line_waits_it_
     }
 }
 
+/// A lookup is charged for what it reads: one more for each 1,000 records, so a
+/// MyStanding of a state with 2,000 contributions costs three, and the budget bounds the
+/// work a loop of them does, not only their number (an outside pass: at 40,000
+/// contributions each cost 115 ms, and a loop took more than a core within the budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_is_charged_for_the_records_it_reads() {
+    const PER_MINUTE: u32 = 60;
+    const CONTRIBUTIONS: u64 = 2_000;
+    let pki = TestPki::new();
+    let server = TestServer::start_with(&pki, tempfile::TempDir::new().unwrap(), |c| {
+        c.limits.lookups_per_minute_per_principal = PER_MINUTE;
+    })
+    .await;
+    let world = World::on(pki, server).await;
+    let envelopes = (0..CONTRIBUTIONS)
+        .map(|seed| sign(&common::sample_report("AUS", seed), world.key("AUS")))
+        .collect();
+    common::import(&world.server, &world.pki, "AUS", envelopes).await;
+    let all = pb::SharingScope::AllContributors;
+    world.submit(&report("IDN", 1, false, all, &[])).await;
+    let standings = |state: &'static str| {
+        let world = &world;
+        async move {
+            let exchange = world.exchange(state).await;
+            until_refused(PER_MINUTE, || {
+                let mut exchange = exchange.clone();
+                async move {
+                    exchange
+                        .my_standing(pb::MyStandingRequest {})
+                        .await
+                        .map(drop)
+                }
+            })
+            .await
+        }
+    };
+    let (aus, refused) = standings("AUS").await;
+    assert!((20..=24).contains(&aus), "AUS had {aus} standings");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("one more for each 1000 records"),
+        "{refused:?}"
+    );
+    let (idn, _) = standings("IDN").await;
+    assert!(idn >= PER_MINUTE, "IDN had {idn} standings");
+}
+
 /// The wait a refusal asks for (`grpc-retry-pushback-ms`).
 fn pushback_ms(refused: &tonic::Status) -> u64 {
     refused

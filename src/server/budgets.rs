@@ -54,6 +54,24 @@ impl Budgets {
         }
     }
 
+    /// Takes `amount` more from `principal`'s budget for work already done, into debt if
+    /// need be: a call whose cost is known only once it has run is charged for it, and
+    /// its caller waits that much longer for the next.
+    pub(super) fn charge(&self, principal: &str, amount: f64, now: Instant) {
+        if amount <= 0.0 {
+            return;
+        }
+        let mut budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        if budgets.len() >= REMEMBERED && !budgets.contains_key(principal) {
+            budgets.clear();
+        }
+        let (left, at) = budgets
+            .entry(principal.to_owned())
+            .or_insert((self.burst, now));
+        *left = self.regained(*left, *at, now) - amount;
+        *at = now;
+    }
+
     /// Whether [`Self::take`] would give `principal` one now, taking nothing: for a call
     /// to be refused before it does costly work that the budget would refuse after.
     pub(super) fn peek(&self, principal: &str, now: Instant) -> Result<(), Duration> {
@@ -71,7 +89,7 @@ impl Budgets {
         (left + now.saturating_duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
     }
 
-    /// How long until a budget holding `left` (less than one) has one.
+    /// How long until a budget holding `left` (less than one, perhaps in debt) has one.
     fn wait(&self, left: f64) -> Duration {
         Duration::try_from_secs_f64((1.0 - left) / self.per_second).unwrap_or(Duration::MAX)
     }
@@ -121,5 +139,24 @@ mod tests {
             .filter(|_| budgets.take("a", much_later).is_ok())
             .count();
         assert_eq!(again, 60, "a budget never holds more than its burst");
+    }
+
+    /// Work charged after the fact puts a budget in debt: the next is due once the debt
+    /// and one more have been regained.
+    #[test]
+    fn a_charge_is_paid_back_before_the_next_call() {
+        let budgets = Budgets::new(10, 1.0);
+        let start = Instant::now();
+        assert!(budgets.take("a", start).is_ok());
+        budgets.charge("a", 20.0, start);
+        // 10 - 1 - 20 = -11: twelve seconds until one is left.
+        assert_eq!(budgets.take("a", start), Err(Duration::from_secs(12)));
+        assert!(budgets.take("a", start + Duration::from_secs(11)).is_err());
+        assert!(budgets.take("a", start + Duration::from_secs(12)).is_ok());
+        budgets.charge("b", 0.0, start);
+        assert!(
+            budgets.take("b", start).is_ok(),
+            "nothing charged, nothing owed"
+        );
     }
 }

@@ -297,9 +297,19 @@ impl pb::exchange_server::Exchange for ExchangeService {
         // contributions, and on a runtime worker it held up every other connection.
         let peer = auth::peer(&request)?.clone();
         self.ctx.take_lookup(&peer, "MyStanding").await?;
-        Ok(Response::new(
-            self.ctx.blocking(move |ctx| ctx.my_standing(&peer)).await?,
-        ))
+        let reader = peer.clone();
+        let standing = self
+            .ctx
+            .blocking(move |ctx| ctx.my_standing(&reader))
+            .await?;
+        let rows = standing
+            .categories
+            .iter()
+            .map(|c| c.contributed)
+            .sum::<u64>();
+        self.ctx
+            .charge_lookup(&peer, usize::try_from(rows).unwrap_or(usize::MAX));
+        Ok(Response::new(standing))
     }
 
     async fn query(
@@ -329,11 +339,13 @@ impl pb::exchange_server::Exchange for ExchangeService {
         let peer = auth::peer(&request)?.clone();
         self.ctx.take_lookup(&peer, "AccessToMyData").await?;
         let (limit, before) = (request.get_ref().limit, request.get_ref().before);
-        Ok(Response::new(
-            self.ctx
-                .blocking(move |ctx| ctx.access_to_my_data(&peer, (limit, before)))
-                .await?,
-        ))
+        let reader = peer.clone();
+        let accesses = self
+            .ctx
+            .blocking(move |ctx| ctx.access_to_my_data(&reader, (limit, before)))
+            .await?;
+        self.ctx.charge_lookup(&peer, accesses.accesses.len());
+        Ok(Response::new(accesses))
     }
 
     async fn signing_keys(

@@ -81,6 +81,9 @@ pub(super) fn refusal_record(
     }
 }
 
+/// Records a lookup reads that cost one more from its caller's lookup budget.
+pub(super) const ROWS_PER_LOOKUP: usize = 1_000;
+
 /// The metadata key by which a server tells a client when to retry (gRFC A6).
 pub(super) const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
@@ -569,13 +572,27 @@ impl Context {
         };
         self.metrics.lookup_over_budget();
         let message = format!(
-            "this caller has made {n} lookups (MyStanding, AccessToMyData, GetEntries) within \
-             the last minute, as many as limits.lookups_per_minute_per_principal = {n} allows; \
-             try again in {wait}",
+            "this caller's lookups within the last minute (MyStanding, AccessToMyData, \
+             GetEntries: one each, and one more for each {ROWS_PER_LOOKUP} records they read) \
+             reach limits.lookups_per_minute_per_principal = {n}; try again in {wait}",
             n = self.lookups_per_minute,
             wait = crate::clock::format_wait(wait),
         );
         Err(self.over_budget(peer, (wait, message), (action, "")).await)
+    }
+
+    /// Charges `peer`'s lookup budget for the `rows` a lookup read, one for each
+    /// [`ROWS_PER_LOOKUP`] beyond the one [`Self::take_lookup`] took: a MyStanding of a
+    /// state with 40,000 contributions costs 40 (an outside pass: counted as one, a
+    /// loop of them took more than a core within the budget).
+    pub(super) fn charge_lookup(&self, peer: &PeerIdentity, rows: usize) {
+        #[allow(clippy::cast_precision_loss)] // A count of rows: far below 2^52.
+        let cost = rows as f64 / ROWS_PER_LOOKUP as f64;
+        self.lookup_budget.charge(
+            &peer.principal().spiffe_id(),
+            cost,
+            std::time::Instant::now(),
+        );
     }
 
     /// The refusal, on record, of `action` by `peer` over its budget: RESOURCE_EXHAUSTED

@@ -183,9 +183,8 @@ impl pb::transparency_server::Transparency for TransparencyService {
         &self,
         request: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
-        self.ctx
-            .take_lookup(auth::peer(&request)?, "GetEntries")
-            .await?;
+        let peer = auth::peer(&request)?.clone();
+        self.ctx.take_lookup(&peer, "GetEntries").await?;
         let req = request.into_inner();
         // 0: as far as one call goes.
         let end = if req.end == 0 { u64::MAX } else { req.end };
@@ -201,6 +200,7 @@ impl pb::transparency_server::Transparency for TransparencyService {
             .ctx
             .blocking(move |ctx| Ok::<_, Status>(ctx.snapshot()?.log_entries(start, end)?))
             .await?;
+        self.ctx.charge_lookup(&peer, entries.len());
         Ok(Response::new(pb::GetEntriesResponse {
             start: req.start,
             entries,

@@ -251,6 +251,21 @@ async fn proof(args: ProofArgs) -> anyhow::Result<()> {
 /// Entries read per call while scanning the log.
 const PAGE: u64 = 1000;
 
+/// One page of the log's entries, waiting out the server's pushback when this
+/// certificate's budget of lookups is spent.
+async fn entries_page(
+    log: &TransparencyClient<tonic::transport::Channel>,
+    request: pb::GetEntriesRequest,
+) -> anyhow::Result<pb::GetEntriesResponse> {
+    super::pushback::waiting_out("lookups", || {
+        let mut log = log.clone();
+        async move { log.get_entries(request).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+    .map_err(|s| anyhow!(client::explain(&s)))
+}
+
 /// Every entry under `checkpoint`, in order, checked: the Merkle root recomputed from
 /// them must be the checkpoint's, or the server serves one history and signs another.
 pub(super) async fn entries_under(
@@ -266,13 +281,7 @@ pub(super) async fn entries_under(
             start,
             end: checkpoint.size.min(start + PAGE),
         };
-        let page = super::pushback::waiting_out("lookups", || {
-            let mut log = log.clone();
-            async move { log.get_entries(request).await }
-        })
-        .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
+        let page = entries_page(log, request).await?;
         if page.entries.is_empty() {
             // Exit 3, as a witness's run reports a rollback.
             return Err(super::witness::Alarm::new(
@@ -413,14 +422,7 @@ async fn entries(args: EntriesArgs) -> anyhow::Result<()> {
     };
     let mut next = args.start;
     while next < end {
-        let request = pb::GetEntriesRequest { start: next, end };
-        let page = super::pushback::waiting_out("lookups", || {
-            let mut log = log.clone();
-            async move { log.get_entries(request).await }
-        })
-        .await
-        .map_err(|s| anyhow!(client::explain(&s)))?
-        .into_inner();
+        let page = entries_page(&log, pb::GetEntriesRequest { start: next, end }).await?;
         if page.entries.is_empty() {
             bail!(
                 "the server's log ends at leaf {next}, short of the {size} leaves of its own \

@@ -38,6 +38,22 @@ impl Budgets {
     /// Takes one from `principal`'s budget, or says how long until it has one again.
     pub(super) fn take(&self, principal: &str, now: Instant) -> Result<(), Duration> {
         let mut budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        let left = self.settled(&mut budgets, principal, now);
+        if *left >= 1.0 {
+            *left -= 1.0;
+            Ok(())
+        } else {
+            Err(self.wait(*left))
+        }
+    }
+
+    /// What `principal`'s budget in `budgets` holds at `now`, counted up to then.
+    fn settled<'b>(
+        &self,
+        budgets: &'b mut HashMap<String, (f64, Instant)>,
+        principal: &str,
+        now: Instant,
+    ) -> &'b mut f64 {
         if budgets.len() >= REMEMBERED && !budgets.contains_key(principal) {
             budgets.clear();
         }
@@ -46,12 +62,7 @@ impl Budgets {
             .or_insert((self.burst, now));
         *left = self.regained(*left, *at, now);
         *at = now;
-        if *left >= 1.0 {
-            *left -= 1.0;
-            Ok(())
-        } else {
-            Err(self.wait(*left))
-        }
+        left
     }
 
     /// Takes `amount` more from `principal`'s budget for work already done, into debt if
@@ -62,14 +73,7 @@ impl Budgets {
             return;
         }
         let mut budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
-        if budgets.len() >= REMEMBERED && !budgets.contains_key(principal) {
-            budgets.clear();
-        }
-        let (left, at) = budgets
-            .entry(principal.to_owned())
-            .or_insert((self.burst, now));
-        *left = self.regained(*left, *at, now) - amount;
-        *at = now;
+        *self.settled(&mut budgets, principal, now) -= amount;
     }
 
     /// Whether [`Self::take`] would give `principal` one now, taking nothing: for a call

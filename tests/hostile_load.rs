@@ -1068,6 +1068,36 @@ async fn a_lookup_is_charged_for_the_records_it_reads() {
     );
     let (idn, _) = standings("IDN").await;
     assert!(idn >= PER_MINUTE, "IDN had {idn} standings");
+    // Started all at once, lookups cannot overdraw the budget before any is charged
+    // (an outside pass: 200 at once drew 9.6 times it): a principal has but two in
+    // progress, and the others are refused with a pushback.
+    let channel = world
+        .server
+        .channel(&common::analyst(&world.pki, "AUS"))
+        .await;
+    let calls = (0..50).map(|_| {
+        let mut exchange = pb::exchange_client::ExchangeClient::new(channel.clone());
+        tokio::spawn(async move { exchange.my_standing(pb::MyStandingRequest {}).await })
+    });
+    let mut answered = 0;
+    let mut in_progress = 0;
+    for call in calls.collect::<Vec<_>>() {
+        match call.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                if status.message().contains("in progress") {
+                    assert!(pushback_ms(&status) > 0);
+                    in_progress += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        (1..=PER_MINUTE / 3).contains(&answered),
+        "{answered} of 50 answered at once"
+    );
+    assert!(in_progress > 0);
 }
 
 /// The wait a refusal asks for (`grpc-retry-pushback-ms`).

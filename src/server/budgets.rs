@@ -17,6 +17,53 @@ use std::{
 /// are as many principals as certificates the operator issued).
 const REMEMBERED: usize = 4096;
 
+/// Calls of one kind each principal may have in progress at once.
+pub(super) struct InFlight {
+    most: usize,
+    counts: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One call in progress, counted until dropped.
+pub(super) struct Entered {
+    principal: String,
+    counts: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl InFlight {
+    pub(super) fn new(most: usize) -> Self {
+        Self {
+            most: most.max(1),
+            counts: std::sync::Arc::default(),
+        }
+    }
+
+    /// One more call of `principal` in progress, unless it has `most` already.
+    pub(super) fn enter(&self, principal: &str) -> Option<Entered> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(principal.to_owned()).or_default();
+        if *count >= self.most {
+            return None;
+        }
+        *count += 1;
+        Some(Entered {
+            principal: principal.to_owned(),
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.principal) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
+}
+
 /// One token bucket per principal.
 pub(super) struct Budgets {
     burst: f64,

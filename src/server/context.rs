@@ -81,6 +81,8 @@ pub(super) struct Context {
     pub lookup_budget: Arc<super::budgets::Budgets>,
     /// `limits.lookups_per_minute_per_principal`, for the refusal's message.
     pub lookups_per_minute: u32,
+    /// Lookups each principal has in progress ([`super::reads::LOOKUPS_IN_FLIGHT`]).
+    pub lookups_in_flight: Arc<super::budgets::InFlight>,
     /// Reads whose audit record is not completed yet.
     pub unfinished: Unfinished,
     /// The last audit record written before this server process started: a read's

@@ -296,7 +296,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         // Store work, on a blocking thread: its cost grows with the caller's
         // contributions, and on a runtime worker it held up every other connection.
         let peer = auth::peer(&request)?.clone();
-        self.ctx.take_lookup(&peer, "MyStanding").await?;
+        let _in_progress = self.ctx.take_lookup(&peer, "MyStanding").await?;
         let reader = peer.clone();
         let standing = self
             .ctx
@@ -337,7 +337,7 @@ impl pb::exchange_server::Exchange for ExchangeService {
         request: Request<pb::AccessToMyDataRequest>,
     ) -> Result<Response<pb::AccessToMyDataResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
-        self.ctx.take_lookup(&peer, "AccessToMyData").await?;
+        let _in_progress = self.ctx.take_lookup(&peer, "AccessToMyData").await?;
         let (limit, before) = (request.get_ref().limit, request.get_ref().before);
         let reader = peer.clone();
         let accesses = self

@@ -261,6 +261,7 @@ impl Server {
                 f64::from(limits.lookups_per_minute_per_principal) / 60.0,
             )),
             lookups_per_minute: limits.lookups_per_minute_per_principal,
+            lookups_in_flight: Arc::new(budgets::InFlight::new(reads::LOOKUPS_IN_FLIGHT)),
             unfinished: delivery::Unfinished::default(),
             before_start,
         })

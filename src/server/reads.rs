@@ -81,6 +81,9 @@ pub(super) fn refusal_record(
     }
 }
 
+/// Lookups one principal may have in progress at once.
+pub(super) const LOOKUPS_IN_FLIGHT: usize = 2;
+
 /// Records a lookup reads that cost one more from its caller's lookup budget.
 pub(super) const ROWS_PER_LOOKUP: usize = 1_000;
 
@@ -556,19 +559,33 @@ impl Context {
     }
 
     /// One lookup — `action` — from the budget of `peer`
-    /// (`limits.lookups_per_minute_per_principal`), or the refusal, as
-    /// [`Self::take_read`]'s: on record, RESOURCE_EXHAUSTED with a
-    /// `grpc-retry-pushback-ms`.
+    /// (`limits.lookups_per_minute_per_principal`), held in progress until the value
+    /// returned is dropped; or the refusal, as [`Self::take_read`]'s: on record,
+    /// RESOURCE_EXHAUSTED with a `grpc-retry-pushback-ms`. A lookup is charged for what
+    /// it read once it has run ([`Self::charge_lookup`]), so a principal may have only
+    /// [`LOOKUPS_IN_FLIGHT`] in progress: calls started together would all pass the
+    /// budget before any was charged (an outside pass: 200 at once drew 9.6 times the
+    /// budget and both cores).
     pub(super) async fn take_lookup(
         &self,
         peer: &PeerIdentity,
         action: &str,
-    ) -> Result<(), Status> {
+    ) -> Result<super::budgets::Entered, Status> {
+        let principal = peer.principal().spiffe_id();
+        let Some(entered) = self.lookups_in_flight.enter(&principal) else {
+            let message = format!(
+                "this caller has {LOOKUPS_IN_FLIGHT} lookups (MyStanding, AccessToMyData, \
+                 GetEntries) in progress, as many as one may; make the next when one has \
+                 answered"
+            );
+            let wait = std::time::Duration::from_millis(100);
+            return Err(self.over_budget(peer, (wait, message), (action, "")).await);
+        };
         let Err(wait) = self
             .lookup_budget
-            .take(&peer.principal().spiffe_id(), std::time::Instant::now())
+            .take(&principal, std::time::Instant::now())
         else {
-            return Ok(());
+            return Ok(entered);
         };
         self.metrics.lookup_over_budget();
         let message = format!(

@@ -184,7 +184,7 @@ impl pb::transparency_server::Transparency for TransparencyService {
         request: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
         let peer = auth::peer(&request)?.clone();
-        self.ctx.take_lookup(&peer, "GetEntries").await?;
+        let _in_progress = self.ctx.take_lookup(&peer, "GetEntries").await?;
         let req = request.into_inner();
         // 0: as far as one call goes.
         let end = if req.end == 0 { u64::MAX } else { req.end };

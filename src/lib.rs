@@ -50,6 +50,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod access;
 mod administration;
 pub mod analytics;
+mod budgets;
 pub mod calendar;
 pub mod client;
 pub mod clock;

@@ -10,24 +10,27 @@ use std::{
     time::Instant,
 };
 
-/// A budget of INFO lines for one kind of event.
+use crate::budgets::Budgets;
+
+/// A budget of INFO lines for one kind of event: one [`Budgets`] bucket, and a count of
+/// the events held back since the last INFO line.
 pub(crate) struct LogBudget {
-    burst: f64,
-    per_second: f64,
-    /// Tokens left, when last counted, and events held back since the last INFO line.
-    state: Mutex<(f64, Instant, u64)>,
+    lines: Budgets,
+    held: Mutex<u64>,
 }
 
 /// Refused and timed-out TLS handshakes, from every peer.
 pub(crate) static HANDSHAKE_REFUSALS: LazyLock<LogBudget> =
     LazyLock::new(|| LogBudget::new(60, 1.0));
 
+/// The one key of the one bucket.
+const ALL: &str = "";
+
 impl LogBudget {
     pub(crate) fn new(burst: u32, per_second: f64) -> Self {
         Self {
-            burst: f64::from(burst),
-            per_second,
-            state: Mutex::new((f64::from(burst), Instant::now(), 0)),
+            lines: Budgets::new(burst, per_second),
+            held: Mutex::new(0),
         }
     }
 
@@ -38,14 +41,9 @@ impl LogBudget {
     }
 
     fn take_at(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (left, at, held) = &mut *state;
-        *left = (*left + now.saturating_duration_since(*at).as_secs_f64() * self.per_second)
-            .min(self.burst);
-        *at = now;
-        if *left >= 1.0 {
-            *left -= 1.0;
-            Some(std::mem::take(held))
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.lines.take(ALL, now).is_ok() {
+            Some(std::mem::take(&mut *held))
         } else {
             *held += 1;
             None

@@ -74,15 +74,15 @@ pub(super) struct Context {
     /// Who computes aggregates, and when.
     pub aggregates: Arc<super::analytics::Workers>,
     /// Reads on record each principal may start (`limits.reads_per_minute_per_principal`).
-    pub read_budget: Arc<super::budgets::Budgets>,
+    pub read_budget: Arc<crate::budgets::Budgets>,
     /// `limits.reads_per_minute_per_principal`, for the refusal's message.
     pub reads_per_minute: u32,
     /// Lookups each principal may make (`limits.lookups_per_minute_per_principal`).
-    pub lookup_budget: Arc<super::budgets::Budgets>,
+    pub lookup_budget: Arc<crate::budgets::Budgets>,
     /// `limits.lookups_per_minute_per_principal`, for the refusal's message.
     pub lookups_per_minute: u32,
     /// Lookups each principal has in progress ([`super::reads::LOOKUPS_IN_FLIGHT`]).
-    pub lookups_in_flight: Arc<super::budgets::InFlight>,
+    pub lookups_in_flight: Arc<crate::budgets::InFlight>,
     /// Reads whose audit record is not completed yet.
     pub unfinished: Unfinished,
     /// The last audit record written before this server process started: a read's

@@ -16,8 +16,9 @@ use std::{
 
 use tonic::Code;
 
-use super::{budgets::Budgets, status::code_name};
+use super::status::code_name;
 use crate::{
+    budgets::Budgets,
     identity::Principal,
     metrics::{MethodLabels, Metrics},
 };

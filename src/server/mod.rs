@@ -7,7 +7,6 @@
 mod admin;
 mod analytics;
 mod auth;
-mod budgets;
 mod connections;
 mod context;
 mod delivery;
@@ -251,17 +250,17 @@ impl Server {
             aggregates: Arc::new(analytics::Workers::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             )),
-            read_budget: Arc::new(budgets::Budgets::new(
+            read_budget: Arc::new(crate::budgets::Budgets::new(
                 limits.reads_per_minute_per_principal,
                 f64::from(limits.reads_per_minute_per_principal) / 60.0,
             )),
             reads_per_minute: limits.reads_per_minute_per_principal,
-            lookup_budget: Arc::new(budgets::Budgets::new(
+            lookup_budget: Arc::new(crate::budgets::Budgets::new(
                 limits.lookups_per_minute_per_principal,
                 f64::from(limits.lookups_per_minute_per_principal) / 60.0,
             )),
             lookups_per_minute: limits.lookups_per_minute_per_principal,
-            lookups_in_flight: Arc::new(budgets::InFlight::new(reads::LOOKUPS_IN_FLIGHT)),
+            lookups_in_flight: Arc::new(crate::budgets::InFlight::new(reads::LOOKUPS_IN_FLIGHT)),
             unfinished: delivery::Unfinished::default(),
             before_start,
         })

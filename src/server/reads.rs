@@ -570,7 +570,7 @@ impl Context {
         &self,
         peer: &PeerIdentity,
         action: &str,
-    ) -> Result<super::budgets::Entered, Status> {
+    ) -> Result<crate::budgets::Entered, Status> {
         let principal = peer.principal().spiffe_id();
         let Some(entered) = self.lookups_in_flight.enter(&principal) else {
             let message = format!(

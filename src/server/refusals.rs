@@ -32,11 +32,9 @@ use std::{
 
 use tonic::{Code, Status};
 
-use super::{
-    budgets::Budgets,
-    instrument::{Caller, method_of, status_in},
-};
+use super::instrument::{Caller, method_of, status_in};
 use crate::{
+    budgets::Budgets,
     identity::Principal,
     metrics::{MethodLabels, Metrics},
     store::{AppendError, AuditRecord, Writer},

@@ -3,9 +3,10 @@
 //! principals.
 //!
 //! Every audit record is a write and a leaf of the transparency log for good, so what a
-//! caller in a loop can make the server record is bounded: refusals
-//! ([`super::refusals`]) and reads on record ([`super::context::Context::take_read`])
-//! each draw on a budget of this kind.
+//! caller in a loop can make the server record is bounded: refusals (`server/refusals.rs`)
+//! and reads on record (`Context::take_read`) each draw on a budget of this kind, as do
+//! lookups, the INFO lines a caller's refusals write, and ([`crate::log_budget`]) those of
+//! refused handshakes.
 
 use std::{
     collections::HashMap,
@@ -18,19 +19,19 @@ use std::{
 const REMEMBERED: usize = 4096;
 
 /// Calls of one kind each principal may have in progress at once.
-pub(super) struct InFlight {
+pub(crate) struct InFlight {
     most: usize,
     counts: std::sync::Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// One call in progress, counted until dropped.
-pub(super) struct Entered {
+pub(crate) struct Entered {
     principal: String,
     counts: std::sync::Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl InFlight {
-    pub(super) fn new(most: usize) -> Self {
+    pub(crate) fn new(most: usize) -> Self {
         Self {
             most: most.max(1),
             counts: std::sync::Arc::default(),
@@ -38,7 +39,7 @@ impl InFlight {
     }
 
     /// One more call of `principal` in progress, unless it has `most` already.
-    pub(super) fn enter(&self, principal: &str) -> Option<Entered> {
+    pub(crate) fn enter(&self, principal: &str) -> Option<Entered> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(principal.to_owned()).or_default();
         if *count >= self.most {
@@ -65,7 +66,7 @@ impl Drop for Entered {
 }
 
 /// One token bucket per principal.
-pub(super) struct Budgets {
+pub(crate) struct Budgets {
     burst: f64,
     per_second: f64,
     /// Principal → what is left and when it was last used.
@@ -74,7 +75,7 @@ pub(super) struct Budgets {
 
 impl Budgets {
     /// Budgets of `burst` at once, regaining `per_second` (more than 0).
-    pub(super) fn new(burst: u32, per_second: f64) -> Self {
+    pub(crate) fn new(burst: u32, per_second: f64) -> Self {
         Self {
             burst: f64::from(burst.max(1)),
             per_second: per_second.max(f64::MIN_POSITIVE),
@@ -83,7 +84,7 @@ impl Budgets {
     }
 
     /// Takes one from `principal`'s budget, or says how long until it has one again.
-    pub(super) fn take(&self, principal: &str, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&self, principal: &str, now: Instant) -> Result<(), Duration> {
         let mut budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
         let left = self.settled(&mut budgets, principal, now);
         if *left >= 1.0 {
@@ -115,7 +116,7 @@ impl Budgets {
     /// Takes `amount` more from `principal`'s budget for work already done, into debt if
     /// need be: a call whose cost is known only once it has run is charged for it, and
     /// its caller waits that much longer for the next.
-    pub(super) fn charge(&self, principal: &str, amount: f64, now: Instant) {
+    pub(crate) fn charge(&self, principal: &str, amount: f64, now: Instant) {
         if amount <= 0.0 {
             return;
         }
@@ -125,7 +126,7 @@ impl Budgets {
 
     /// Whether [`Self::take`] would give `principal` one now, taking nothing: for a call
     /// to be refused before it does costly work that the budget would refuse after.
-    pub(super) fn peek(&self, principal: &str, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn peek(&self, principal: &str, now: Instant) -> Result<(), Duration> {
         let budgets = self.left.lock().unwrap_or_else(PoisonError::into_inner);
         match budgets.get(principal) {
             Some(&(left, at)) if self.regained(left, at, now) < 1.0 => {
